@@ -1,0 +1,87 @@
+# hybrid — build, test, demo. `make demo` and `make test` do all the set-up on a fresh Debian
+# machine: missing packages are installed with apt-get (as root).
+CC       ?= gcc
+BUILD    ?= build
+PREFIX   ?= /usr/local
+PKGS     := libopenblas-openmp-dev libdnnl-dev libyaml-dev check libfftw3-dev gnuplot-nox pkg-config fortunes
+OPT      ?= -O3
+CFLAGS   := -std=c17 -D_GNU_SOURCE $(OPT) -march=native -fopenmp -Wall -Wextra -Werror -MMD -MP \
+            -I. -Iinclude -I/usr/include/x86_64-linux-gnu/openblas-openmp $(EXTRA_CFLAGS)
+LDLIBS   := -lopenblas -ldnnl -lyaml -lfftw3f -lm
+TEST_LIBS := -lcheck -lsubunit -lrt -lpthread
+PYTHON   ?= /usr/bin/python3
+DEMO_CONFIG ?= configs/transformer.yaml
+
+LIB_SRC  := $(wildcard core/*.c layers/*.c models/*.c) $(filter-out experiments/main.c,$(wildcard experiments/*.c))
+EXE_SRC  := experiments/main.c $(wildcard bench/*.c)
+TEST_SRC := $(wildcard tests/*.c)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+EXE_OBJ  := $(EXE_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+LIB      := $(BUILD)/libhybrid.a
+EXE      := $(BUILD)/hybrid-exp
+TESTS    := $(BUILD)/run-tests
+
+.PHONY: all deps demo test asan crosscheck bench install clean
+all: $(EXE) $(TESTS)
+
+# Install the Debian packages the build needs, only those missing.
+deps:
+	@missing=""; for p in $(PKGS) $(EXTRA_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make: installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make: need root to run apt-get install$$missing" >&2; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q $$missing || { apt-get update -q && apt-get install -y -q $$missing; }; \
+	fi
+
+$(BUILD)/%.o: %.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(EXE): $(EXE_OBJ) $(LIB)
+	$(CC) $(CFLAGS) $(EXE_OBJ) $(LIB) $(LDLIBS) -o $@
+
+$(TESTS): $(TEST_OBJ) $(LIB)
+	$(CC) $(CFLAGS) $(TEST_OBJ) $(LIB) $(LDLIBS) $(TEST_LIBS) -o $@
+
+# The main job on the built-in default corpus.
+demo: $(EXE)
+	./$(EXE) $(DEMO_CONFIG)
+
+# The whole test suite (Check). CK_DEFAULT_TIMEOUT is per test, in seconds.
+test: $(TESTS) $(EXE)
+	CK_DEFAULT_TIMEOUT=600 HY_EXE=./$(EXE) ./$(TESTS)
+
+# The suite under AddressSanitizer and UndefinedBehaviorSanitizer, in its own build folder.
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" build-asan/run-tests build-asan/hybrid-exp
+	CK_DEFAULT_TIMEOUT=1200 ASAN_OPTIONS=detect_leaks=0 HY_EXE=./build-asan/hybrid-exp HY_QUICK=1 ./build-asan/run-tests
+
+# Compare against an independent PyTorch implementation of the SPEC (needs python3-torch).
+crosscheck: $(EXE)
+	@$(MAKE) --no-print-directory deps EXTRA_PKGS=python3-torch
+	HY_EXE=./$(EXE) PYTHON=$(PYTHON) bash tests/crosscheck.sh
+
+bench: $(EXE)
+	./$(EXE) bench
+
+install: $(EXE)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \
+	  $(DESTDIR)$(PREFIX)/share/hybrid/configs
+	install -m 755 $(EXE) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 include/hybrid.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 configs/*.yaml $(DESTDIR)$(PREFIX)/share/hybrid/configs/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|0.1.0|g' hybrid.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/hybrid.pc
+
+clean:
+	rm -rf build build-asan
+
+-include $(LIB_OBJ:.o=.d) $(EXE_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

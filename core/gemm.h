@@ -1,0 +1,35 @@
+/* The one matrix-product entry point of the project. Every GEMM goes through hy_gemm(), which
+ * dispatches to OpenBLAS or to oneDNN (f32, or bf16 inputs with f32 accumulation).
+ * Row-major: C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C, where op(X) = X or X^T.
+ * lda/ldb/ldc are row strides of the matrices as stored (before op). */
+#ifndef HY_CORE_GEMM_H
+#define HY_CORE_GEMM_H
+#include <stdbool.h>
+
+typedef enum { HY_GEMM_AUTO = 0, HY_GEMM_OPENBLAS, HY_GEMM_ONEDNN } hy_gemm_backend;
+typedef enum { HY_PREC_F32 = 0, HY_PREC_BF16 } hy_precision;
+
+void hy_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc);
+
+/* Process-wide settings (set once at start-up, before any threads are busy). */
+void hy_gemm_set_backend(hy_gemm_backend b);
+hy_gemm_backend hy_gemm_get_backend(void);
+void hy_gemm_set_precision(hy_precision p);
+hy_precision hy_gemm_get_precision(void);
+const char *hy_gemm_backend_name(hy_gemm_backend b);
+/* Which backend AUTO picks for this shape (the rule is in gemm.c, derived from bench/). */
+hy_gemm_backend hy_gemm_auto_choice(int M, int N, int K);
+/* Frees the cached oneDNN primitives (optional, at exit; keeps leak checkers quiet). */
+void hy_gemm_shutdown(void);
+
+/* Linear layers (PyTorch convention, W is (out, in)), for X of `rows` rows:
+ *   forward:  Y[rows,out] = X W^T (+ bias)
+ *   backward: dX[rows,in] (+)= dY W ; dW += dY^T X ; db += column sums of dY
+ * dX is overwritten when accumulate_dx is false. Any of dX, dW, db may be NULL to skip it. */
+void hy_linear_forward(float *Y, const float *X, const float *W, const float *bias, int rows, int in,
+                       int out);
+void hy_linear_backward(float *dX, float *dW, float *db, const float *dY, const float *X,
+                        const float *W, int rows, int in, int out, bool accumulate_dx);
+
+#endif

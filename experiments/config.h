@@ -1,0 +1,47 @@
+/* Run configuration: what a YAML file (plus --set overrides) says about the model, the data and
+ * the training. Loading is strict: an unknown key, a wrong type, a value out of range or a bad
+ * layer pattern is an error that names the file, line, column and key (HY_ERR_CONFIG). */
+#ifndef HY_EXPERIMENTS_CONFIG_H
+#define HY_EXPERIMENTS_CONFIG_H
+#include "core/gemm.h"
+#include "models/model.h"
+#include <stdint.h>
+
+#define HY_PATH_MAX 1024
+
+typedef struct {
+    char source[HY_PATH_MAX];    /* the YAML file it came from */
+    char name[128];              /* experiment name (default: file name without .yaml) */
+    uint64_t seed;               /* default 1234 */
+    int threads;                 /* 0 = all cores */
+    char out_dir[HY_PATH_MAX];   /* default results/<name> */
+    hy_model_config model;       /* resolved */
+    /* compute */
+    hy_gemm_backend gemm;        /* auto | openblas | onednn */
+    hy_precision precision;      /* f32 | bf16 */
+    /* data */
+    char corpus[HY_PATH_MAX];    /* file or folder; default: the fortunes corpus */
+    double val_fraction;         /* 0.1: the last 10% of the corpus (file order) is validation */
+    /* training */
+    int seq_len, batch_size;     /* 256, 16 */
+    long steps;                  /* budget in optimizer steps (0 = unbounded if another budget is set) */
+    double max_tokens;           /* budget in training tokens (0 = none) */
+    double max_seconds;          /* budget in wall seconds (0 = none) */
+    char optimizer[16];          /* adamw | sgd */
+    double lr, min_lr;           /* peak, and floor of the cosine */
+    long warmup_steps;
+    double weight_decay, beta1, beta2, eps, momentum, grad_clip, ssm_lr;
+    long eval_every, eval_batches, log_every, checkpoint_every;
+} hy_run_config;
+
+/* Set every field to its default (model left empty). */
+void hy_run_config_defaults(hy_run_config *c);
+/* Load `path`, apply `n_sets` overrides "key.path=value" (typed and validated like the file;
+ * errors name the override), resolve the model. On error: message via hy_last_error(),
+ * returns HY_ERR_CONFIG, *c left freed. */
+int hy_run_config_load(const char *path, const char *const *sets, int n_sets, hy_run_config *c);
+void hy_run_config_free(hy_run_config *c);
+/* Write the resolved config as YAML (every key explicit) to `path` (temp file + rename). */
+int hy_run_config_write(const hy_run_config *c, const char *path);
+
+#endif

@@ -1,0 +1,177 @@
+/* The table of registered blocks, and the option parsing shared by every config source. */
+#include "layers/registry.h"
+#include "core/error.h"
+#include "core/mem.h"
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern const hy_block_ops hy_block_attention;
+extern const hy_block_ops hy_block_swiglu;
+
+/* One line per block. */
+static const hy_block_ops *const blocks[] = {
+    &hy_block_attention,
+    &hy_block_swiglu,
+};
+
+int hy_block_count(void) { return (int)(sizeof blocks / sizeof *blocks); }
+const hy_block_ops *hy_block_at(int i) { return i >= 0 && i < hy_block_count() ? blocks[i] : NULL; }
+
+const hy_block_ops *hy_block_find(const char *name) {
+    for (int i = 0; i < hy_block_count(); i++)
+        if (strcmp(blocks[i]->name, name) == 0) return blocks[i];
+    return NULL;
+}
+
+void hy_block_names(unsigned kind, char *out, size_t out_len) {
+    size_t used = 0;
+    out[0] = 0;
+    for (int i = 0; i < hy_block_count(); i++) {
+        if (kind && !(blocks[i]->kinds & kind)) continue;
+        int n = snprintf(out + used, out_len - used, "%s%s", used ? ", " : "", blocks[i]->name);
+        if (n < 0 || (size_t)n >= out_len - used) break;
+        used += (size_t)n;
+    }
+}
+
+int hy_opt_index(const hy_block_ops *ops, const char *key) {
+    for (int i = 0; i < ops->n_opts; i++)
+        if (strcmp(ops->opts[i].name, key) == 0) return i;
+    return -1;
+}
+
+void hy_opts_defaults(const hy_block_ops *ops, hy_opts *o) {
+    memset(o, 0, sizeof *o);
+    for (int i = 0; i < ops->n_opts; i++) {
+        o->v[i] = ops->opts[i].def;
+        o->is_null[i] = (ops->opts[i].flags & HY_OPT_DEFAULT_NULL) != 0;
+        o->is_auto[i] = (ops->opts[i].flags & HY_OPT_DEFAULT_AUTO) != 0;
+    }
+}
+
+static const char *type_name(hy_opt_type t) {
+    return t == HY_OPT_INT ? "an integer" : t == HY_OPT_FLOAT ? "a number" : "true or false";
+}
+
+int hy_opt_parse(const hy_block_ops *ops, hy_opts *o, int idx, const char *text, char *msg, size_t msg_len) {
+    const hy_opt_spec *s = &ops->opts[idx];
+    unsigned f = s->flags;
+    bool nullable = f & (HY_OPT_NULLABLE | HY_OPT_DEFAULT_NULL), autook = f & (HY_OPT_AUTO | HY_OPT_DEFAULT_AUTO);
+    if (!strcmp(text, "null") || !strcmp(text, "~") || !strcmp(text, "")) {
+        if (!nullable) {
+            snprintf(msg, msg_len, "%s may not be null (expected %s)", s->name, type_name(s->type));
+            return -1;
+        }
+        o->is_null[idx] = true;
+        o->is_auto[idx] = false;
+        return 0;
+    }
+    if (!strcmp(text, "auto")) {
+        if (!autook) {
+            snprintf(msg, msg_len, "%s does not accept auto (expected %s)", s->name, type_name(s->type));
+            return -1;
+        }
+        o->is_auto[idx] = true;
+        o->is_null[idx] = false;
+        return 0;
+    }
+    double v;
+    if (s->type == HY_OPT_BOOL) {
+        if (!strcmp(text, "true")) v = 1;
+        else if (!strcmp(text, "false")) v = 0;
+        else {
+            snprintf(msg, msg_len, "%s must be true or false, got '%s'", s->name, text);
+            return -1;
+        }
+    } else {
+        char *end;
+        errno = 0;
+        v = strtod(text, &end);
+        if (end == text || *end || errno || !isfinite(v)) {
+            snprintf(msg, msg_len, "%s must be %s, got '%s'", s->name, type_name(s->type), text);
+            return -1;
+        }
+        if (s->type == HY_OPT_INT && v != floor(v)) {
+            snprintf(msg, msg_len, "%s must be an integer, got '%s'", s->name, text);
+            return -1;
+        }
+        if (v < s->min || v > s->max) {
+            snprintf(msg, msg_len, "%s = %s is out of range [%g, %g]", s->name, text, s->min, s->max);
+            return -1;
+        }
+    }
+    o->v[idx] = v;
+    o->is_null[idx] = o->is_auto[idx] = false;
+    return 0;
+}
+
+void hy_opt_format(const hy_block_ops *ops, const hy_opts *o, int idx, char *out, size_t out_len) {
+    const hy_opt_spec *s = &ops->opts[idx];
+    if (o->is_null[idx]) snprintf(out, out_len, "null");
+    else if (o->is_auto[idx]) snprintf(out, out_len, "\"auto\"");
+    else if (s->type == HY_OPT_BOOL) snprintf(out, out_len, "%s", o->v[idx] != 0 ? "true" : "false");
+    else if (s->type == HY_OPT_INT) snprintf(out, out_len, "%lld", (long long)o->v[idx]);
+    else snprintf(out, out_len, "%.9g", o->v[idx]);
+}
+
+int hy_block_opts_from_pairs(const hy_block_ops *ops, int d_model, const char *const *pairs, int n_pairs,
+                             hy_opts *out) {
+    char msg[512];
+    hy_opts_defaults(ops, out);
+    for (int i = 0; i < n_pairs; i++) {
+        char key[64];
+        const char *eq = strchr(pairs[i], '=');
+        if (!eq || (size_t)(eq - pairs[i]) >= sizeof key) return hy_fail("%s: bad option '%s'", ops->name, pairs[i]);
+        memcpy(key, pairs[i], (size_t)(eq - pairs[i]));
+        key[eq - pairs[i]] = 0;
+        int idx = hy_opt_index(ops, key);
+        if (idx < 0) return hy_fail("%s: unknown option '%s'", ops->name, key);
+        if (hy_opt_parse(ops, out, idx, eq + 1, msg, sizeof msg) < 0) return hy_fail("%s: %s", ops->name, msg);
+    }
+    int bad = -1;
+    if (ops->resolve && ops->resolve(out, d_model, &bad, msg, sizeof msg) < 0) return hy_fail("%s: %s", ops->name, msg);
+    return 0;
+}
+
+int hy_layer_standalone(hy_layer *L, const hy_block_ops *ops, const hy_opts *opts, int d_model, uint64_t seed) {
+    memset(L, 0, sizeof *L);
+    L->ops = ops;
+    L->opts = *opts;
+    L->d_model = d_model;
+    L->keep_for_backward = true;
+    L->shared = hy_calloc(sizeof(hy_shared));
+    int n = ops->param_specs(opts, d_model, NULL);
+    hy_param_spec specs[64];
+    if (n > 64) return hy_fail("%s: too many parameter tensors (%d)", ops->name, n);
+    ops->param_specs(opts, d_model, specs);
+    L->n_params = n;
+    L->p = hy_calloc(sizeof(float *) * (size_t)(n + 1));
+    L->g = hy_calloc(sizeof(float *) * (size_t)(n + 1));
+    if (!L->shared || !L->p || !L->g) return HY_ERR_NOMEM;
+    for (int i = 0; i < n; i++) {
+        size_t numel = 1;
+        for (int d = 0; d < specs[i].ndim; d++) numel *= (size_t)specs[i].shape[d];
+        L->p[i] = hy_calloc(numel * sizeof(float));
+        L->g[i] = hy_calloc(numel * sizeof(float));
+        if (!L->p[i] || !L->g[i]) return HY_ERR_NOMEM;
+    }
+    hy_rng rng;
+    hy_rng_seed(&rng, seed);
+    ops->init(L, &rng);
+    return 0;
+}
+
+void hy_layer_standalone_free(hy_layer *L) {
+    if (L->ops && L->ops->destroy) L->ops->destroy(L);
+    for (int i = 0; L->p && i < L->n_params; i++) {
+        hy_free(L->p[i]);
+        hy_free(L->g[i]);
+    }
+    hy_free(L->p);
+    hy_free(L->g);
+    hy_free(L->shared);
+    memset(L, 0, sizeof *L);
+}

@@ -1,0 +1,74 @@
+/* The language model: embedding -> n_layers x (rmsnorm -> mixer, rmsnorm -> ffn, residuals)
+ * -> rmsnorm -> lm_head (SPEC §1). Owns one arena of parameters and one of gradients; every
+ * parameter has its SPEC name. Forward keeps what backward needs; any B and T per call. */
+#ifndef HY_MODELS_MODEL_H
+#define HY_MODELS_MODEL_H
+#include "hybrid.h"
+#include "core/mem.h"
+#include "layers/registry.h"
+#include <stdint.h>
+
+typedef struct {
+    const hy_block_ops *ops;   /* NULL = none (ffn only) */
+    hy_opts opts;
+} hy_block_cfg;
+
+typedef struct {
+    hy_block_cfg mixer, ffn;
+} hy_layer_cfg;
+
+struct hy_model_config {
+    int d_model, vocab_size, n_layers;
+    bool tie_embeddings;
+    float router_aux_coef;
+    hy_layer_cfg *layers;      /* n_layers entries, malloc'd, owned */
+};
+
+typedef struct {
+    char name[HY_MAX_NAME];
+    int ndim;
+    int shape[4];
+    size_t numel;
+    float *data, *grad;        /* views into the model's arenas */
+    unsigned flags;            /* HY_PARAM_* */
+} hy_param;
+
+struct hy_model {
+    hy_model_config cfg;
+    int n_params;
+    hy_param *params;
+    float *data, *grad;        /* arenas: every parameter / gradient, contiguous */
+    size_t numel;
+    hy_layer *mixers, *ffns;   /* ffns[i].ops == NULL when layer i has no ffn */
+    hy_param *embedding, *lm_head, *norm_f, **norm, **ffn_norm;
+    hy_shared shared;
+    /* caches of the last forward */
+    int B, T;
+    int32_t *tokens, *targets;
+    hy_buf h;                  /* residual stream before each sub-block: (2*n_layers+1) x B*T*d */
+    hy_buf normed;             /* rmsnorm outputs, same layout */
+    hy_buf rstd;               /* 1/rms per row, same layout with one float per row */
+    hy_buf logits, work, dwork, dh;
+    hy_loss loss;
+};
+
+/* Resolve and validate a config in place (auto options, block constraints). */
+int hy_model_config_resolve(hy_model_config *cfg);
+int hy_model_config_copy(hy_model_config *dst, const hy_model_config *src);
+/* Every option explicit, the SPEC §4 JSON shape; *out is malloc'd. */
+int hy_model_config_to_json(const hy_model_config *cfg, char **out);
+hy_param *hy_model_param(hy_model *m, const char *name);
+size_t hy_model_param_count(const hy_model *m);   /* scalars */
+/* Analytic forward FLOPs per token at sequence length T (blocks + head). */
+double hy_model_flop_per_token(const hy_model *m, int T);
+size_t hy_model_state_bytes(const hy_model *m, int T);
+/* Logits of the last forward, (B, T, V). */
+const float *hy_model_logits(const hy_model *m);
+
+/* Streaming: a state for B sequences; step consumes one token per sequence, writes (B, V) logits. */
+typedef struct hy_model_state hy_model_state;
+int hy_model_state_new(hy_model *m, int B, hy_model_state **out);
+int hy_model_step(hy_model *m, hy_model_state *s, const int32_t *tokens, float *logits);
+void hy_model_state_free(hy_model *m, hy_model_state *s);
+
+#endif

@@ -1,0 +1,143 @@
+#include "tests/testutil.h"
+#include "core/error.h"
+#include "core/mem.h"
+#include "core/rng.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_SUITES 64
+static Suite *(*factories[MAX_SUITES])(void);
+static int n_factories;
+
+void hy_test_register(Suite *(*factory)(void)) {
+    if (n_factories < MAX_SUITES) factories[n_factories++] = factory;
+}
+
+int tu_quick(void) { return getenv("HY_QUICK") != NULL; }
+
+/* Runs every registered suite. Select with Check's own variables: CK_RUN_SUITE=attention,
+ * CK_RUN_CASE=gradients. */
+int main(void) {
+    if (n_factories == 0) return 1;
+    SRunner *sr = srunner_create(factories[0]());
+    for (int i = 1; i < n_factories; i++) srunner_add_suite(sr, factories[i]());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+void tu_layer(hy_layer *L, const char *name, int d_model, const char *const *pairs, int n_pairs, uint64_t seed) {
+    const hy_block_ops *ops = hy_block_find(name);
+    ck_assert_msg(ops != NULL, "block %s not registered", name);
+    hy_opts o;
+    ck_assert_msg(hy_block_opts_from_pairs(ops, d_model, pairs, n_pairs, &o) == 0, "%s", hy_last_error());
+    ck_assert_msg(hy_layer_standalone(L, ops, &o, d_model, seed) == 0, "%s", hy_last_error());
+}
+
+void tu_fill_normal(float *x, size_t n, float scale, uint64_t seed) {
+    hy_rng r;
+    hy_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = scale * hy_rng_normal(&r);
+}
+
+double tu_rel_err(const float *a, const float *b, size_t n, double floor) {
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]) / fmax(fabs((double)a[i]) + fabs((double)b[i]), floor);
+        if (d > worst || isnan(d)) worst = isnan(d) ? INFINITY : d;
+    }
+    return worst;
+}
+
+static double weighted_sum(hy_layer *L, const float *x, float *y, const float *R, int B, int T) {
+    ck_assert_msg(L->ops->forward(L, x, y, B, T) == 0, "%s", hy_last_error());
+    double s = 0;
+    for (size_t i = 0; i < (size_t)B * T * L->d_model; i++) s += (double)y[i] * R[i];
+    return s;
+}
+
+static size_t param_numel(hy_layer *L, int i) {
+    hy_param_spec specs[64];
+    L->ops->param_specs(&L->opts, L->d_model, specs);
+    size_t n = 1;
+    for (int d = 0; d < specs[i].ndim; d++) n *= (size_t)specs[i].shape[d];
+    return n;
+}
+
+static double compare(double analytic, double numeric) {
+    return fabs(analytic - numeric) / fmax(fabs(analytic) + fabs(numeric), 1e-3);
+}
+
+double tu_grad_check(hy_layer *L, int B, int T, float eps, int samples, uint64_t seed) {
+    size_t n = (size_t)B * T * L->d_model;
+    float *x = hy_malloc(n * 4), *y = hy_malloc(n * 4), *R = hy_malloc(n * 4), *dx = hy_malloc(n * 4);
+    tu_fill_normal(x, n, 1.0f, seed);
+    tu_fill_normal(R, n, 1.0f, seed + 1);
+    for (int i = 0; i < L->n_params; i++) memset(L->g[i], 0, param_numel(L, i) * 4);
+    L->keep_for_backward = true;
+    weighted_sum(L, x, y, R, B, T);
+    ck_assert_msg(L->ops->backward(L, R, dx, B, T) == 0, "%s", hy_last_error());
+    hy_rng rng;
+    hy_rng_seed(&rng, seed + 2);
+    double worst = 0;
+    for (int s = 0; s < samples; s++) {
+        size_t i = hy_rng_below(&rng, n);
+        float keep = x[i];
+        x[i] = keep + eps;
+        double up = weighted_sum(L, x, y, R, B, T);
+        x[i] = keep - eps;
+        double down = weighted_sum(L, x, y, R, B, T);
+        x[i] = keep;
+        double e = compare(dx[i], (up - down) / (2.0 * eps));
+        if (e > worst) worst = e;
+    }
+    for (int p = 0; p < L->n_params; p++) {
+        size_t np = param_numel(L, p);
+        for (int s = 0; s < samples; s++) {
+            size_t i = hy_rng_below(&rng, np);
+            float keep = L->p[p][i];
+            L->p[p][i] = keep + eps;
+            double up = weighted_sum(L, x, y, R, B, T);
+            L->p[p][i] = keep - eps;
+            double down = weighted_sum(L, x, y, R, B, T);
+            L->p[p][i] = keep;
+            double e = compare(L->g[p][i], (up - down) / (2.0 * eps));
+            if (e > worst) worst = e;
+        }
+    }
+    hy_free(x);
+    hy_free(y);
+    hy_free(R);
+    hy_free(dx);
+    return worst;
+}
+
+double tu_step_check(hy_layer *L, int B, int T, uint64_t seed) {
+    int d = L->d_model;
+    size_t n = (size_t)B * T * d;
+    float *x = hy_malloc(n * 4), *y = hy_malloc(n * 4), *xs = hy_malloc((size_t)B * d * 4),
+          *ys = hy_malloc((size_t)B * d * 4);
+    tu_fill_normal(x, n, 1.0f, seed);
+    ck_assert_msg(L->ops->forward(L, x, y, B, T) == 0, "%s", hy_last_error());
+    void *state = NULL;
+    ck_assert_msg(L->ops->state_new(L, B, &state) == 0, "%s", hy_last_error());
+    double worst = 0, scale = 1e-6;
+    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(y[i]));
+    for (int t = 0; t < T; t++) {
+        for (int b = 0; b < B; b++) memcpy(xs + (size_t)b * d, x + ((size_t)b * T + t) * d, (size_t)d * 4);
+        ck_assert_msg(L->ops->step(L, state, xs, ys, B) == 0, "%s", hy_last_error());
+        for (int b = 0; b < B; b++)
+            for (int c = 0; c < d; c++) {
+                double e = fabs((double)ys[(size_t)b * d + c] - y[((size_t)b * T + t) * d + c]) / scale;
+                if (e > worst || isnan(e)) worst = isnan(e) ? INFINITY : e;
+            }
+    }
+    L->ops->state_free(L, state);
+    hy_free(x);
+    hy_free(y);
+    hy_free(xs);
+    hy_free(ys);
+    return worst;
+}

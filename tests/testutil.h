@@ -1,0 +1,30 @@
+/* Shared test machinery: suite self-registration and the generic checks every block gets
+ * (finite-difference gradients, parallel forward vs streaming step). */
+#ifndef HY_TESTS_TESTUTIL_H
+#define HY_TESTS_TESTUTIL_H
+#include "layers/registry.h"
+#include <check.h>
+
+/* Register a suite factory from any test file: HY_TEST_SUITE(make_attention_suite). */
+void hy_test_register(Suite *(*factory)(void));
+#define HY_TEST_SUITE(factory) \
+    __attribute__((constructor)) static void register_##factory(void) { hy_test_register(factory); }
+
+/* True when HY_QUICK is set (sanitizer runs): tests may shrink sizes, never skip assertions. */
+int tu_quick(void);
+
+/* A standalone layer of block `name` with "key=value" options; fails the test on error. */
+void tu_layer(hy_layer *L, const char *name, int d_model, const char *const *pairs, int n_pairs, uint64_t seed);
+void tu_fill_normal(float *x, size_t n, float scale, uint64_t seed);
+/* Largest |a-b| / max(|a|+|b|, floor) over n entries. */
+double tu_rel_err(const float *a, const float *b, size_t n, double floor);
+
+/* Finite-difference check of a layer: loss = sum(y * R) for random R; compares backward's dx and
+ * every parameter gradient with central differences (step eps) at `samples` random entries per
+ * tensor. Returns the largest relative error (|a-n| / max(|a|+|n|, 1e-3)). */
+double tu_grad_check(hy_layer *L, int B, int T, float eps, int samples, uint64_t seed);
+/* Runs forward over (B, T) and the step() path token by token; returns the largest abs diff
+ * relative to the output's max abs value. */
+double tu_step_check(hy_layer *L, int B, int T, uint64_t seed);
+
+#endif
