@@ -55,6 +55,7 @@ struct hy_model {
 /* Resolve and validate a config in place (auto options, block constraints). */
 int hy_model_config_resolve(hy_model_config *cfg);
 int hy_model_config_copy(hy_model_config *dst, const hy_model_config *src);
+void hy_model_config_free(hy_model_config *cfg);
 /* Every option explicit, the SPEC §4 JSON shape; *out is malloc'd. */
 int hy_model_config_to_json(const hy_model_config *cfg, char **out);
 hy_param *hy_model_param(hy_model *m, const char *name);

@@ -1,0 +1,292 @@
+/* Benchmarks: the machine's limits (OpenBLAS sgemm GFLOP/s, oneDNN f32/bf16, memory bandwidth),
+ * then every block's fwd / fwd_bwd / step time and memory against T, written to layers.csv
+ * (SPEC §5) with each row's throughput printed as a ratio to the limit that bounds it. */
+#include "bench/bench.h"
+#include "core/error.h"
+#include "core/fileio.h"
+#include "core/gemm.h"
+#include "core/mem.h"
+#include "core/timer.h"
+#include "experiments/config.h"
+#include "layers/attention.h"
+#include "models/optim.h"
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *out_dir;
+    int quick, threads, d_model, max_T;
+    const char *blocks;   /* comma list or NULL = all */
+    int gemm_table;
+} bench_args;
+
+/* Runs fn until at least min_s seconds and 2 repetitions have passed; returns the fastest time. */
+#define TIME_BEST(best, min_s, body)                                          \
+    do {                                                                      \
+        double t_total_ = 0;                                                  \
+        best = INFINITY;                                                      \
+        for (int rep_ = 0; rep_ < 2 || (t_total_ < (min_s) && rep_ < 50); rep_++) { \
+            double t0_ = hy_now();                                            \
+            body;                                                             \
+            double dt_ = hy_now() - t0_;                                      \
+            t_total_ += dt_;                                                  \
+            if (dt_ < best) best = dt_;                                       \
+        }                                                                     \
+    } while (0)
+
+static double gemm_gflops(hy_gemm_backend be, hy_precision prec, int M, int N, int K) {
+    float *A = hy_malloc((size_t)M * K * 4), *B = hy_malloc((size_t)K * N * 4), *C = hy_malloc((size_t)M * N * 4);
+    for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (float)(i % 7) * 0.1f;
+    for (size_t i = 0; i < (size_t)K * N; i++) B[i] = (float)(i % 5) * 0.1f;
+    hy_gemm_set_backend(be);
+    hy_gemm_set_precision(prec);
+    double best;
+    TIME_BEST(best, 0.3, hy_gemm(false, true, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N));
+    hy_gemm_set_backend(HY_GEMM_AUTO);
+    hy_gemm_set_precision(HY_PREC_F32);
+    hy_free(A), hy_free(B), hy_free(C);
+    return 2.0 * M * N * K / best / 1e9;
+}
+
+/* Copy bandwidth over 2 x 256 MiB, counting read + write bytes. */
+static double memory_gbs(void) {
+    size_t n = (size_t)64 << 20;
+    float *a = hy_malloc(n * 4), *b = hy_malloc(n * 4);
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) a[i] = (float)i, b[i] = 0;
+    double best;
+    TIME_BEST(best, 0.5, {
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) b[i] = a[i] * 1.0001f;
+    });
+    hy_free(a), hy_free(b);
+    return 2.0 * n * 4 / best / 1e9;
+}
+
+static int wanted(const bench_args *a, const char *name) {
+    if (!a->blocks) return 1;
+    size_t n = strlen(name);
+    for (const char *p = a->blocks; (p = strstr(p, name)); p += n)
+        if ((p == a->blocks || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
+    return 0;
+}
+
+typedef struct {
+    char *text;
+    size_t len, cap;
+} strbuf;
+
+static void sb_printf(strbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(strbuf *s, const char *fmt, ...) {
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (s->len + (size_t)n + 1 > s->cap) {
+        s->cap = (s->len + (size_t)n + 1) * 2;
+        s->text = realloc(s->text, s->cap);
+    }
+    memcpy(s->text + s->len, line, (size_t)n + 1);
+    s->len += (size_t)n;
+}
+
+static void row(strbuf *csv, const char *block, int d, int B, int T, const char *pass, double s, double flop,
+                size_t peak, size_t state, double limit, const char *limit_name) {
+    double gf = flop / 1e9, rate = gf / s;
+    sb_printf(csv, "%s,%d,%d,%d,%s,%.4f,%.6f,%.3f,%zu,%zu,%d\n", block, d, B, T, pass, s * 1e3, gf, rate, peak, state,
+              hy_threads());
+    printf("%-16s T=%-6d %-8s %10.3f ms %9.2f GFLOP/s  %6.3f x %-6s peak %8.2f MiB  state %8.2f KiB\n", block, T,
+           pass, s * 1e3, rate, rate / limit, limit_name, peak / 1048576.0,
+           state / 1024.0);
+    fflush(stdout);
+}
+
+/* fwd, fwd_bwd and step rows of one block at one T (B = 1). */
+static int bench_block(strbuf *csv, const hy_block_ops *ops, const bench_args *a, int T, double sgemm) {
+    int d = a->d_model, B = 1;
+    hy_opts o;
+    if (hy_block_opts_from_pairs(ops, d, NULL, 0, &o) < 0) return -1;
+    hy_layer L;
+    if (hy_layer_standalone(&L, ops, &o, d, 1) < 0) return -1;
+    size_t n = (size_t)B * T * d;
+    float *x = hy_malloc(n * 4), *y = hy_malloc(n * 4), *dy = hy_malloc(n * 4), *dx = hy_malloc(n * 4);
+    if (!x || !y || !dy || !dx) return HY_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) x[i] = sinf((float)i * 0.37f), dy[i] = cosf((float)i * 0.11f) * 0.01f;
+    double flop = ops->flop(&o, d, T) * B, best;
+    size_t state = ops->state_bytes(&o, d, T);
+    double min_s = a->quick ? 0.05 : 0.3;
+    /* fwd: inference-style, nothing kept for backward */
+    L.keep_for_backward = false;
+    ops->forward(&L, x, y, B, T);
+    size_t base = hy_mem_current();
+    hy_mem_reset_peak();
+    TIME_BEST(best, min_s, ops->forward(&L, x, y, B, T));
+    row(csv, ops->name, d, B, T, "fwd", best, flop, hy_mem_peak() - base, state, sgemm, "sgemm");
+    L.keep_for_backward = true;
+    ops->forward(&L, x, y, B, T);
+    ops->backward(&L, dy, dx, B, T);
+    hy_mem_reset_peak();
+    TIME_BEST(best, min_s, {
+        ops->forward(&L, x, y, B, T);
+        ops->backward(&L, dy, dx, B, T);
+    });
+    row(csv, ops->name, d, B, T, "fwd_bwd", best, 3 * flop, hy_mem_peak() - base, state, sgemm, "sgemm");
+    /* step: cost of one token at context T (state filled by prefill, or by steps) */
+    void *st = NULL;
+    int rc = ops->state_new(&L, B, &st);
+    if (rc == 0) {
+        L.keep_for_backward = false;
+        if (ops->prefill) rc = ops->prefill(&L, st, x, y, B, T);
+        else
+            for (int t = 0; t < T && rc == 0; t++) rc = ops->step(&L, st, x + (size_t)t * d, y, B);
+        int steps = 8;
+        double t0 = hy_now();
+        for (int s = 0; s < steps && rc == 0; s++) rc = ops->step(&L, st, x + (size_t)s * d, y, B);
+        double per = (hy_now() - t0) / steps;
+        double step_flop = ops->flop(&o, d, T + 1) - ops->flop(&o, d, T);
+        if (rc == 0) row(csv, ops->name, d, B, T, "step", per, step_flop, 0, ops->state_bytes(&o, d, T + steps), sgemm, "sgemm");
+        ops->state_free(&L, st);
+    }
+    hy_free(x), hy_free(y), hy_free(dy), hy_free(dx);
+    hy_layer_standalone_free(&L);
+    return rc;
+}
+
+/* The naive attention path's forward memory (materialised T x T scores), up to where it fits. */
+static void bench_naive_attention(strbuf *csv, const bench_args *a, int T, double sgemm) {
+    const hy_block_ops *ops = hy_block_find("attention");
+    int d = a->d_model;
+    hy_opts o;
+    if (hy_block_opts_from_pairs(ops, d, NULL, 0, &o) < 0) return;
+    double scores = 4.0 * T * (double)T * hy_opt_int(&o, 0);
+    if (scores > 4.0 * (1u << 30)) {
+        printf("%-16s T=%-6d skipped: %.1f GiB of scores would not fit comfortably\n", "attention_naive", T,
+               scores / (1u << 30));
+        return;
+    }
+    hy_layer L;
+    if (hy_layer_standalone(&L, ops, &o, d, 1) < 0) return;
+    size_t n = (size_t)T * d;
+    float *x = hy_malloc(n * 4), *y = hy_malloc(n * 4);
+    for (size_t i = 0; i < n; i++) x[i] = sinf((float)i * 0.37f);
+    L.keep_for_backward = false;
+    size_t base = hy_mem_current();
+    hy_mem_reset_peak();
+    double best;
+    TIME_BEST(best, a->quick ? 0.02 : 0.1, hy_attention_forward_naive(&L, x, y, 1, T));
+    row(csv, "attention_naive", d, 1, T, "fwd", best, ops->flop(&o, d, T), hy_mem_peak() - base, 0, sgemm, "sgemm");
+    hy_free(x), hy_free(y);
+    hy_layer_standalone_free(&L);
+}
+
+/* One training step of the nanoGPT CPU shape: 4 layers, d 128, 4 heads, T 64, batch 12. */
+static void bench_nanogpt_step(void) {
+    const hy_block_ops *att = hy_block_find("attention"), *mlp = hy_block_find("swiglu");
+    const char *ap[] = {"n_heads=4"};
+    hy_model_config cfg = {.d_model = 128, .vocab_size = 256, .n_layers = 4, .tie_embeddings = true};
+    hy_layer_cfg layers[4];
+    cfg.layers = layers;
+    for (int i = 0; i < 4; i++) {
+        layers[i].mixer.ops = att, layers[i].ffn.ops = mlp;
+        hy_block_opts_from_pairs(att, 128, ap, 1, &layers[i].mixer.opts);
+        hy_block_opts_from_pairs(mlp, 128, NULL, 0, &layers[i].ffn.opts);
+    }
+    hy_model *m;
+    if (hy_model_create(&cfg, 1, &m) < 0) return;
+    hy_optim opt = {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};
+    hy_optim_init(&opt, m, HY_OPTIM_ADAMW);
+    int B = 12, T = 64;
+    int32_t in[12 * 64], tg[12 * 64];
+    for (int i = 0; i < B * T; i++) in[i] = (i * 7) % 256, tg[i] = (i * 7 + 3) % 256;
+    double best;
+    TIME_BEST(best, 1.0, {
+        hy_loss l;
+        hy_model_forward(m, in, tg, B, T, true, &l);
+        hy_model_zero_grad(m);
+        hy_model_backward(m);
+        hy_clip_grad_norm(m, 1.0);
+        hy_optim_step(&opt, m, 1e-3);
+    });
+    printf("training step, nanoGPT CPU shape (4 layers, d 128, 4 heads, swiglu, T 64, batch 12): %.2f ms, %.0f tokens/s\n",
+           best * 1e3, B * T / best);
+    hy_optim_free(&opt);
+    hy_model_free(m);
+}
+
+static const char *BENCH_HELP =
+    "usage: hybrid-exp bench [--out DIR] [--quick] [--threads N] [--blocks a,b] [--d-model D] [--max-T T] [--gemm]\n"
+    "Measures the machine's sgemm GFLOP/s and memory bandwidth, then every block's fwd, fwd_bwd and step\n"
+    "time and memory at T = 64, 128, ... (default up to 16384; --quick: up to 1024), d_model 256, batch 1.\n"
+    "Writes DIR/layers.csv (default DIR: results/bench). --gemm also prints OpenBLAS vs oneDNN on LM shapes.\n"
+    "A benchmark, not a test: nothing here fails on a time.\n";
+
+int hy_bench_main(int argc, char **argv) {
+    bench_args a = {.out_dir = "results/bench", .d_model = 256, .max_T = 16384};
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(BENCH_HELP, stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--out") && i + 1 < argc) a.out_dir = argv[++i];
+        else if (!strcmp(argv[i], "--quick")) a.quick = 1, a.max_T = 1024;
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) a.threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--blocks") && i + 1 < argc) a.blocks = argv[++i];
+        else if (!strcmp(argv[i], "--d-model") && i + 1 < argc) a.d_model = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--max-T") && i + 1 < argc) a.max_T = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--gemm")) a.gemm_table = 1;
+        else {
+            fprintf(stderr, "hybrid-exp bench: unknown or incomplete argument '%s'\n\n%s", argv[i], BENCH_HELP);
+            return 2;
+        }
+    }
+    hy_set_threads(a.threads);
+    printf("threads %d\n", hy_threads());
+    double sgemm = gemm_gflops(HY_GEMM_OPENBLAS, HY_PREC_F32, 2048, 2048, 2048);
+    printf("machine: OpenBLAS sgemm 2048^3 %.1f GFLOP/s", sgemm);
+    printf(", oneDNN f32 %.1f, oneDNN bf16 %.1f", gemm_gflops(HY_GEMM_ONEDNN, HY_PREC_F32, 2048, 2048, 2048),
+           gemm_gflops(HY_GEMM_ONEDNN, HY_PREC_BF16, 2048, 2048, 2048));
+    double bw = memory_gbs();
+    printf(", memory copy %.1f GB/s\n", bw);
+    if (a.gemm_table) {
+        printf("GEMM on LM shapes, GFLOP/s (C[M,N] = A[M,K] B[N,K]^T):\n%6s %6s %6s %10s %10s %10s  auto\n", "M", "N",
+               "K", "openblas", "onednn", "bf16");
+        static const int shapes[][3] = {{4096, 256, 256}, {4096, 768, 256}, {4096, 256, 768}, {4096, 1024, 1024},
+                                        {4096, 256, 1024}, {4096, 1024, 256}, {768, 64, 64},  {64, 64, 64},
+                                        {256, 256, 4096}, {12, 256, 128},   {768, 128, 128}, {768, 384, 128}};
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+            int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+            printf("%6d %6d %6d %10.1f %10.1f %10.1f  %s\n", M, N, K, gemm_gflops(HY_GEMM_OPENBLAS, HY_PREC_F32, M, N, K),
+                   gemm_gflops(HY_GEMM_ONEDNN, HY_PREC_F32, M, N, K), gemm_gflops(HY_GEMM_ONEDNN, HY_PREC_BF16, M, N, K),
+                   hy_gemm_backend_name(hy_gemm_auto_choice(M, N, K)));
+        }
+    }
+    strbuf csv = {0};
+    sb_printf(&csv, "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads\n");
+    for (int i = 0; i < hy_block_count(); i++) {
+        const hy_block_ops *ops = hy_block_at(i);
+        if (!wanted(&a, ops->name)) continue;
+        for (int T = 64; T <= a.max_T; T *= 2)
+            if (bench_block(&csv, ops, &a, T, sgemm) < 0) {
+                fprintf(stderr, "hybrid-exp bench: %s at T=%d: %s\n", ops->name, T, hy_last_error());
+                free(csv.text);
+                return 1;
+            }
+    }
+    if (wanted(&a, "attention"))
+        for (int T = 64; T <= a.max_T; T *= 2) bench_naive_attention(&csv, &a, T, sgemm);
+    bench_nanogpt_step();
+    char path[4200];
+    snprintf(path, sizeof path, "%s/layers.csv", a.out_dir);
+    int rc = hy_mkdirs(a.out_dir);
+    if (rc == 0) rc = hy_write_file_atomic(path, csv.text, csv.len);
+    free(csv.text);
+    if (rc < 0) {
+        fprintf(stderr, "hybrid-exp bench: %s\n", hy_last_error());
+        return 1;
+    }
+    printf("wrote %s\n", path);
+    return 0;
+}

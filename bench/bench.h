@@ -1,0 +1,8 @@
+/* `hybrid-exp bench`: layers.csv (SPEC §5) for every block, with each row's throughput as a
+ * ratio to the machine's own limits measured in the same run. */
+#ifndef HY_BENCH_BENCH_H
+#define HY_BENCH_BENCH_H
+
+int hy_bench_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,219 @@
+/* hybrid-exp: the command-line program. Parses arguments, prints errors and progress, and maps
+ * failures to exit codes: 0 ok, 1 runtime error, 2 bad config or usage, 130 interrupted. */
+#include "bench/bench.h"
+#include "core/error.h"
+#include "core/gemm.h"
+#include "core/timer.h"
+#include "experiments/config.h"
+#include "experiments/dump.h"
+#include "experiments/train.h"
+#include "hybrid.h"
+#include "models/checkpoint.h"
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    if (stop_requested) _exit(130);   /* a second Ctrl-C stops at once */
+    stop_requested = 1;
+}
+
+static const char *USAGE =
+    "usage: hybrid-exp [train] CONFIG.yaml [--set KEY=VALUE]... [--out DIR] [--resume] [--quiet] [--stop-after N]\n"
+    "       hybrid-exp init CONFIG.yaml --out MODEL.safetensors [--set KEY=VALUE]...\n"
+    "       hybrid-exp dump --checkpoint MODEL.safetensors --batch IN.safetensors --out OUT.safetensors\n"
+    "       hybrid-exp bench [--out DIR] [--quick] [--threads N] [--blocks a,b] [--gemm]\n"
+    "       hybrid-exp blocks\n"
+    "       hybrid-exp --version | --help | SUBCOMMAND --help\n"
+    "\n"
+    "Trains, evaluates and benchmarks attention / state-space hybrid language models.\n"
+    "See docs/cli.md and docs/configs.md.\n";
+
+static const char *TRAIN_HELP =
+    "usage: hybrid-exp [train] CONFIG.yaml [options]\n"
+    "Trains the model described by CONFIG.yaml on its corpus and writes into out_dir:\n"
+    "  train.csv, config.yaml (resolved), checkpoint.safetensors, checkpoint.state.safetensors\n"
+    "options:\n"
+    "  --set KEY=VALUE   override a config key, e.g. --set train.lr=1e-3 --set model.n_layers=2\n"
+    "  --out DIR         same as --set out_dir=DIR\n"
+    "  --resume          continue from DIR/checkpoint.* (identical loss curve)\n"
+    "  --quiet           no progress output\n"
+    "  --stop-after N    stop as an interrupt would after N steps of this run (resume with --resume)\n"
+    "Ctrl-C saves a checkpoint and flushes train.csv; a second Ctrl-C stops at once.\n";
+
+static const char *INIT_HELP =
+    "usage: hybrid-exp init CONFIG.yaml --out MODEL.safetensors [--set KEY=VALUE]...\n"
+    "Writes the freshly initialised model of CONFIG.yaml (seeded by its `seed`) as a checkpoint.\n";
+
+static const char *DUMP_HELP =
+    "usage: hybrid-exp dump --checkpoint MODEL.safetensors --batch IN.safetensors --out OUT.safetensors\n"
+    "IN holds `tokens` (I32, shape (B, T+1)). OUT gets logits (B, T, V), loss, ce_loss, aux_loss and\n"
+    "grad.<name> for every parameter: the exact gradient of loss on that batch (SPEC section 4).\n";
+
+static int is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
+
+static int fail(int code, const char *what) {
+    fprintf(stderr, "hybrid-exp: %s%s%s\n", what ? what : "", what ? ": " : "", hy_last_error());
+    return code;
+}
+
+/* Collects --set / --out / flags shared by train and init. */
+typedef struct {
+    const char *config, *out;
+    const char *sets[256];
+    int n_sets;
+    int resume, quiet;
+    long stop_after;
+} run_args;
+
+static int parse_run_args(int argc, char **argv, run_args *a, const char *help) {
+    memset(a, 0, sizeof *a);
+    for (int i = 0; i < argc; i++) {
+        if (is_help(argv[i])) {
+            fputs(help, stdout);
+            exit(0);
+        } else if (!strcmp(argv[i], "--set") && i + 1 < argc && a->n_sets < 255) a->sets[a->n_sets++] = argv[++i];
+        else if (!strncmp(argv[i], "--set=", 6) && a->n_sets < 255) a->sets[a->n_sets++] = argv[i] + 6;
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc) a->out = argv[++i];
+        else if (!strcmp(argv[i], "--resume")) a->resume = 1;
+        else if (!strcmp(argv[i], "--quiet")) a->quiet = 1;
+        else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc) a->stop_after = atol(argv[++i]);
+        else if (argv[i][0] != '-' && !a->config) a->config = argv[i];
+        else {
+            fprintf(stderr, "hybrid-exp: unknown or incomplete argument '%s'\n\n%s", argv[i], help);
+            return 2;
+        }
+    }
+    if (!a->config) {
+        fprintf(stderr, "hybrid-exp: missing CONFIG.yaml\n\n%s", help);
+        return 2;
+    }
+    return 0;
+}
+
+static int load_config(run_args *a, hy_run_config *c, int out_is_dir) {
+    static char out_set[HY_PATH_MAX + 16];
+    if (a->out && out_is_dir) {
+        snprintf(out_set, sizeof out_set, "out_dir=%s", a->out);
+        a->sets[a->n_sets++] = out_set;
+    }
+    if (hy_run_config_load(a->config, a->sets, a->n_sets, c) < 0) {
+        fprintf(stderr, "hybrid-exp: %s\n", hy_last_error());
+        return 2;
+    }
+    return 0;
+}
+
+static int cmd_train(int argc, char **argv) {
+    run_args a;
+    hy_run_config c;
+    int rc = parse_run_args(argc, argv, &a, TRAIN_HELP);
+    if (rc || (rc = load_config(&a, &c, 1))) return rc;
+    signal(SIGINT, on_sigint);
+    signal(SIGTERM, on_sigint);
+    hy_train_opts o = {.progress = a.quiet ? NULL : stderr, .resume = a.resume, .stop = &stop_requested,
+                       .stop_after = a.stop_after};
+    hy_train_result r;
+    rc = hy_train(&c, &o, &r);
+    if (rc < 0) {
+        hy_run_config_free(&c);
+        return fail(1, "training failed");
+    }
+    if (!a.quiet)
+        fprintf(stderr,
+                "[%s] %s after %ld steps, %.0f tokens, %.1f s (%.0f tok/s): val loss %.4f nats, ppl %.3f, "
+                "%.4f bits/byte, peak memory %.1f MiB\n"
+                "[%s] wrote %s/{train.csv,config.yaml,checkpoint.safetensors,checkpoint.state.safetensors}\n",
+                c.name, r.interrupted ? "interrupted" : "done", r.steps, r.tokens, r.seconds, r.tokens / r.seconds,
+                r.val_loss, r.val_ppl, r.val_bits_per_byte, r.peak_bytes / 1048576.0, c.name, c.out_dir);
+    hy_run_config_free(&c);
+    return r.interrupted ? 130 : 0;
+}
+
+static int cmd_init(int argc, char **argv) {
+    run_args a;
+    hy_run_config c;
+    int rc = parse_run_args(argc, argv, &a, INIT_HELP);
+    if (rc) return rc;
+    if (!a.out) {
+        fprintf(stderr, "hybrid-exp init: --out MODEL.safetensors is required\n");
+        return 2;
+    }
+    if ((rc = load_config(&a, &c, 0))) return rc;
+    hy_model *m;
+    rc = hy_model_create(&c.model, c.seed, &m);
+    if (rc == 0) rc = hy_checkpoint_save(m, a.out, 0);
+    hy_model_free(rc == 0 ? m : NULL);
+    hy_run_config_free(&c);
+    return rc < 0 ? fail(1, "init failed") : 0;
+}
+
+static int cmd_dump(int argc, char **argv) {
+    const char *ckpt = NULL, *batch = NULL, *out = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (is_help(argv[i])) {
+            fputs(DUMP_HELP, stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--checkpoint") && i + 1 < argc) ckpt = argv[++i];
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = argv[++i];
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
+        else {
+            fprintf(stderr, "hybrid-exp dump: unknown or incomplete argument '%s'\n\n%s", argv[i], DUMP_HELP);
+            return 2;
+        }
+    }
+    if (!ckpt || !batch || !out) {
+        fprintf(stderr, "hybrid-exp dump: --checkpoint, --batch and --out are required\n\n%s", DUMP_HELP);
+        return 2;
+    }
+    return hy_dump(ckpt, batch, out) < 0 ? fail(1, "dump failed") : 0;
+}
+
+/* Lists every registered block with its options: the registry as a user sees it. */
+static int cmd_blocks(int argc, char **argv) {
+    if (argc > 0 && is_help(argv[0])) {
+        puts("usage: hybrid-exp blocks\nLists the registered blocks, where they go, and their options.");
+        return 0;
+    }
+    for (int i = 0; i < hy_block_count(); i++) {
+        const hy_block_ops *b = hy_block_at(i);
+        printf("%s (%s%s%s): %s\n", b->name, b->kinds & HY_KIND_MIXER ? "mixer" : "",
+               b->kinds == (HY_KIND_MIXER | HY_KIND_FFN) ? ", " : "", b->kinds & HY_KIND_FFN ? "ffn" : "", b->summary);
+        hy_opts o;
+        hy_opts_defaults(b, &o);
+        for (int k = 0; k < b->n_opts; k++) {
+            char def[64];
+            hy_opt_format(b, &o, k, def, sizeof def);
+            printf("    %-16s default %-10s %s\n", b->opts[k].name, def, b->opts[k].help);
+        }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || is_help(argv[1])) {
+        fputs(USAGE, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    int rc;
+    if (!strcmp(cmd, "--version")) {
+        printf("hybrid-exp %s\n", HYBRID_VERSION);
+        rc = 0;
+    } else if (!strcmp(cmd, "train")) rc = cmd_train(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "init")) rc = cmd_init(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "dump")) rc = cmd_dump(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "bench")) rc = hy_bench_main(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "blocks")) rc = cmd_blocks(argc - 2, argv + 2);
+    else if (cmd[0] != '-') rc = cmd_train(argc - 1, argv + 1);
+    else {
+        fprintf(stderr, "hybrid-exp: unknown option '%s'\n\n%s", cmd, USAGE);
+        rc = 2;
+    }
+    hy_gemm_shutdown();
+    return rc;
+}

@@ -1,0 +1,319 @@
+/* The training loop. Determinism: the data stream comes from one RNG seeded by the config (saved
+ * in the training state), validation uses fixed windows, and every reduction has a fixed order,
+ * so the same config, seed and thread count give a bit-identical loss curve, also across resume. */
+#include "experiments/train.h"
+#include "core/error.h"
+#include "core/fileio.h"
+#include "core/mem.h"
+#include "core/timer.h"
+#include "models/checkpoint.h"
+#include "models/optim.h"
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define VAL_SEED_SALT 0x5eed5eed5eedull
+
+double hy_evaluate(hy_model *model, const hy_corpus *corpus, int batch, int seq_len, long n_batches, uint64_t seed) {
+    size_t n = (size_t)batch * seq_len;
+    int32_t *in = hy_malloc(n * sizeof(int32_t)), *tg = hy_malloc(n * sizeof(int32_t));
+    if (!in || !tg) {
+        hy_free(in), hy_free(tg);
+        return NAN;
+    }
+    hy_rng rng;
+    hy_rng_seed(&rng, seed ^ VAL_SEED_SALT);
+    double total = 0;
+    for (long i = 0; i < n_batches; i++) {
+        hy_loss l;
+        if (hy_corpus_batch(corpus, 1, &rng, batch, seq_len, in, tg) < 0 ||
+            hy_model_forward(model, in, tg, batch, seq_len, false, &l) < 0) {
+            total = NAN;
+            break;
+        }
+        total += l.ce_loss;
+    }
+    hy_free(in), hy_free(tg);
+    return total / (double)n_batches;
+}
+
+/* train.csv is kept in memory and rewritten atomically, so it is never half-written. */
+typedef struct {
+    char *text;
+    size_t len, cap;
+} csv_text;
+
+static int csv_append(csv_text *t, const char *line) {
+    size_t n = strlen(line);
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = (t->len + n + 1) * 2;
+        char *p = realloc(t->text, cap);
+        if (!p) return HY_ERR_NOMEM;
+        t->text = p, t->cap = cap;
+    }
+    memcpy(t->text + t->len, line, n + 1);
+    t->len += n;
+    return 0;
+}
+
+static const char *CSV_HEADER =
+    "variant,seq_len,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s\n";
+
+/* On resume: keep the existing rows up to and including `step`. */
+static int csv_reload(csv_text *t, const char *path, long step) {
+    char *data;
+    size_t len;
+    csv_append(t, CSV_HEADER);
+    if (hy_read_file(path, &data, &len) < 0) return 0;
+    char *save = NULL, *line = strtok_r(data, "\n", &save);
+    for (line = strtok_r(NULL, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        const char *p = strchr(line, ',');
+        p = p ? strchr(p + 1, ',') : NULL;
+        if (!p || atol(p + 1) > step) continue;
+        csv_append(t, line);
+        csv_append(t, "\n");
+    }
+    hy_free(data);
+    return 0;
+}
+
+static void format_eta(char *out, size_t n, double s) {
+    if (!isfinite(s) || s < 0) snprintf(out, n, "?");
+    else if (s < 60) snprintf(out, n, "%.0fs", s);
+    else if (s < 3600) snprintf(out, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+    else snprintf(out, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+}
+
+/* Fraction of the budget used: the largest over the budgets that are set. */
+static double budget_fraction(const hy_run_config *c, long step, double tokens, double seconds) {
+    double f = 0;
+    if (c->steps > 0) f = fmax(f, (double)step / c->steps);
+    if (c->max_tokens > 0) f = fmax(f, tokens / c->max_tokens);
+    if (c->max_seconds > 0) f = fmax(f, seconds / c->max_seconds);
+    return f;
+}
+
+/* Cosine progress measured after warmup, in the units of the dominant budget. */
+static double schedule_progress(const hy_run_config *c, long step, double frac) {
+    if (c->steps > 0 && c->max_tokens <= 0 && c->max_seconds <= 0)
+        return c->steps > c->warmup_steps ? (double)(step - c->warmup_steps) / (c->steps - c->warmup_steps) : 1.0;
+    return frac;
+}
+
+typedef struct {
+    const hy_run_config *c;
+    char ckpt[HY_PATH_MAX + 64], state[HY_PATH_MAX + 64], csv[HY_PATH_MAX + 64];
+} run_paths;
+
+/* What a resumed run needs to continue the identical curve, beyond weights and moments. */
+typedef struct {
+    long step;
+    double tokens, elapsed;
+    double window_loss;   /* sum of train losses since the last train.csv row */
+    long window_steps;
+} run_progress;
+
+static int save_all(const run_paths *P, hy_model *m, hy_optim *opt, const hy_rng *rng, const run_progress *pr) {
+    long step = pr->step;
+    int rc = hy_checkpoint_save(m, P->ckpt, step);
+    if (rc < 0) return rc;
+    char rng_s[80], step_s[32], tok_s[32], el_s[32], seed_s[32], wl_s[40], ws_s[32];
+    snprintf(rng_s, sizeof rng_s, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64, rng->s[0], rng->s[1],
+             rng->s[2], rng->s[3]);
+    snprintf(step_s, sizeof step_s, "%ld", step);
+    snprintf(tok_s, sizeof tok_s, "%.0f", pr->tokens);
+    snprintf(el_s, sizeof el_s, "%.3f", pr->elapsed);
+    snprintf(wl_s, sizeof wl_s, "%.17g", pr->window_loss);
+    snprintf(ws_s, sizeof ws_s, "%ld", pr->window_steps);
+    snprintf(seed_s, sizeof seed_s, "%" PRIu64, P->c->seed);
+    const char *keys[] = {"step", "optimizer", "rng", "tokens", "elapsed_s", "seed", "window_loss", "window_steps"};
+    const char *vals[] = {step_s, P->c->optimizer, rng_s, tok_s, el_s, seed_s, wl_s, ws_s};
+    const char *slot_names[] = {"optim_m", "optim_v"};
+    float *slots[] = {opt->m, opt->v};
+    return hy_train_state_save(P->state, m, opt->v ? 2 : 1, slot_names, slots, 8, keys, vals);
+}
+
+static int load_state(const run_paths *P, hy_model *m, hy_optim *opt, hy_rng *rng, run_progress *pr) {
+    const char *slot_names[] = {"optim_m", "optim_v"};
+    float *slots[] = {opt->m, opt->v};
+    hy_kv_list meta;
+    int rc = hy_train_state_load(P->state, m, opt->v ? 2 : 1, slot_names, slots, &meta);
+    if (rc < 0) return rc;
+    const char *s_step = hy_kv_get(&meta, "step"), *s_rng = hy_kv_get(&meta, "rng"),
+               *s_tok = hy_kv_get(&meta, "tokens"), *s_el = hy_kv_get(&meta, "elapsed_s"),
+               *s_opt = hy_kv_get(&meta, "optimizer"), *s_wl = hy_kv_get(&meta, "window_loss"),
+               *s_ws = hy_kv_get(&meta, "window_steps");
+    if (!s_step || !s_rng || strlen(s_rng) != 64 || !s_tok || !s_el || !s_opt || !s_wl || !s_ws) rc = hy_fail("%s: incomplete training state", P->state);
+    else if (strcmp(s_opt, P->c->optimizer) != 0)
+        rc = hy_fail("%s: saved with optimizer %s, config says %s", P->state, s_opt, P->c->optimizer);
+    else {
+        pr->step = atol(s_step);
+        pr->tokens = atof(s_tok);
+        pr->elapsed = atof(s_el);
+        pr->window_loss = strtod(s_wl, NULL);
+        pr->window_steps = atol(s_ws);
+        for (int i = 0; i < 4; i++) {
+            char part[17];
+            memcpy(part, s_rng + 16 * i, 16);
+            part[16] = 0;
+            rng->s[i] = strtoull(part, NULL, 16);
+        }
+        opt->step = pr->step;
+    }
+    hy_kv_free(&meta);
+    return rc;
+}
+
+/* Loads model + state from out_dir if present and the config matches, else builds a fresh model. */
+static int open_model(const hy_run_config *c, const run_paths *P, bool resume, hy_model **model, long *step) {
+    *step = 0;
+    if (resume && access(P->ckpt, F_OK) == 0) {
+        int rc = hy_checkpoint_load(P->ckpt, model, step);
+        if (rc < 0) return rc;
+        char *a = NULL, *b = NULL;
+        hy_model_config_to_json(&(*model)->cfg, &a);
+        hy_model_config_to_json(&c->model, &b);
+        int same = a && b && strcmp(a, b) == 0;
+        free(a), free(b);
+        if (!same) {
+            hy_model_free(*model);
+            *model = NULL;
+            return hy_fail("%s: the checkpoint's model differs from the config's; use another out_dir or drop --resume",
+                           P->ckpt);
+        }
+        return 0;
+    }
+    return hy_model_create(&c->model, c->seed, model);
+}
+
+int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r) {
+    memset(r, 0, sizeof *r);
+    run_paths P = {.c = c};
+    snprintf(P.ckpt, sizeof P.ckpt, "%s/checkpoint.safetensors", c->out_dir);
+    snprintf(P.state, sizeof P.state, "%s/checkpoint.state.safetensors", c->out_dir);
+    snprintf(P.csv, sizeof P.csv, "%s/train.csv", c->out_dir);
+    const char *variant = o->variant ? o->variant : c->name;
+    hy_set_threads(c->threads);
+    hy_gemm_set_backend(c->gemm);
+    hy_gemm_set_precision(c->precision);
+    int rc = hy_mkdirs(c->out_dir);
+    if (rc < 0) return rc;
+    char cfg_path[HY_PATH_MAX + 64];
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.yaml", c->out_dir);
+    if ((rc = hy_run_config_write(c, cfg_path)) < 0) return rc;
+
+    hy_corpus corpus;
+    if ((rc = hy_corpus_load(&corpus, c->corpus, c->val_fraction)) < 0) return rc;
+    hy_model *m = NULL;
+    hy_optim opt = {0};
+    csv_text csv = {0};
+    int32_t *in = NULL, *tg = NULL;
+    run_progress pr = {0};
+    hy_rng rng;
+    hy_rng_seed(&rng, c->seed);
+    size_t mem_base = hy_mem_current();
+    hy_mem_reset_peak();
+    if ((rc = open_model(c, &P, o->resume, &m, &pr.step)) < 0) goto done;
+    opt.weight_decay = c->weight_decay, opt.beta1 = c->beta1, opt.beta2 = c->beta2, opt.eps = c->eps;
+    opt.momentum = c->momentum, opt.ssm_lr = c->ssm_lr;
+    if ((rc = hy_optim_init(&opt, m, strcmp(c->optimizer, "sgd") ? HY_OPTIM_ADAMW : HY_OPTIM_SGD)) < 0) goto done;
+    bool resumed = pr.step > 0;
+    if (resumed && (rc = load_state(&P, m, &opt, &rng, &pr)) < 0) goto done;
+    if (resumed) csv_reload(&csv, P.csv, pr.step);
+    else csv_append(&csv, CSV_HEADER);
+
+    int B = c->batch_size, T = c->seq_len;
+    size_t n = (size_t)B * T;
+    in = hy_malloc(n * sizeof(int32_t)), tg = hy_malloc(n * sizeof(int32_t));
+    if (!in || !tg) {
+        rc = HY_ERR_NOMEM;
+        goto done;
+    }
+    r->params = hy_model_param_count(m);
+    if (o->progress)
+        fprintf(o->progress, "[%s] %zu parameters, corpus %zu bytes (%d files), batch %d x %d, %s%s\n", variant,
+                r->params, corpus.len, corpus.n_files, B, T, c->optimizer, resumed ? ", resumed" : "");
+    double t_start = hy_now() - pr.elapsed, t_window = hy_now(), val = NAN, lr = c->lr, gnorm = 0;
+    long window_tokens = 0, first_step = pr.step;
+    char line[512];
+    if (!resumed) {
+        val = hy_evaluate(m, &corpus, B, T, c->eval_batches, c->seed);
+        snprintf(line, sizeof line, "%s,%d,0,0,,%.6f,,,,0.000\n", variant, T, val);
+        csv_append(&csv, line);
+    }
+    int tty = o->progress && isatty(fileno(o->progress));
+    bool stopped = false;
+    for (;;) {
+        double frac = budget_fraction(c, pr.step, pr.tokens, hy_now() - t_start);
+        if (frac >= 1.0 || stopped) break;
+        if ((rc = hy_corpus_batch(&corpus, 0, &rng, B, T, in, tg)) < 0) break;
+        hy_loss loss;
+        if ((rc = hy_model_forward(m, in, tg, B, T, true, &loss)) < 0) break;
+        hy_model_zero_grad(m);
+        if ((rc = hy_model_backward(m)) < 0) break;
+        if (!isfinite(loss.loss)) {
+            rc = hy_fail("step %ld: the loss is %f; lower train.lr or raise train.warmup_steps", pr.step + 1,
+                         loss.loss);
+            break;
+        }
+        gnorm = hy_clip_grad_norm(m, c->grad_clip);
+        lr = hy_lr_schedule(pr.step, c->warmup_steps, schedule_progress(c, pr.step, frac), c->lr, c->min_lr);
+        hy_optim_step(&opt, m, lr);
+        pr.step++;
+        pr.tokens += (double)n;
+        pr.window_loss += loss.loss, pr.window_steps++, window_tokens += (long)n;
+        double now = hy_now();
+        frac = budget_fraction(c, pr.step, pr.tokens, now - t_start);
+        stopped = (o->stop && *o->stop) || (o->stop_after > 0 && pr.step - first_step >= o->stop_after);
+        bool eval = pr.step % c->eval_every == 0 || frac >= 1.0;   /* not at an interrupt: keeps resume exact */
+        if (pr.step % c->log_every == 0 || eval) {
+            double tps = window_tokens / fmax(now - t_window, 1e-9);
+            val = NAN;
+            char vs[32] = "";
+            if (eval) {
+                val = hy_evaluate(m, &corpus, B, T, c->eval_batches, c->seed);
+                snprintf(vs, sizeof vs, "%.6f", val);
+            }
+            r->train_loss = pr.window_loss / pr.window_steps;
+            r->tokens_per_s = tps;
+            snprintf(line, sizeof line, "%s,%d,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f\n", variant, T, pr.step,
+                     pr.tokens, r->train_loss, vs, lr, gnorm, tps, now - t_start);
+            csv_append(&csv, line);
+            if (o->progress) {
+                char eta[32];
+                format_eta(eta, sizeof eta, (now - t_start) * (1.0 - frac) / fmax(frac, 1e-9));
+                fprintf(o->progress, "%s[%s] step %ld  loss %.4f%s%s  lr %.2e  %.0f tok/s  %3.0f%%  ETA %s%s",
+                        tty ? "\r\033[K" : "", variant, pr.step, r->train_loss, eval ? "  val " : "", vs, lr, tps,
+                        100 * frac, eta, tty && !eval ? "" : "\n");
+                fflush(o->progress);
+            }
+            pr.window_loss = 0, pr.window_steps = 0, window_tokens = 0;
+            t_window = hy_now();
+            if (eval && (rc = hy_write_file_atomic(P.csv, csv.text, csv.len)) < 0) break;
+        }
+        pr.elapsed = hy_now() - t_start;
+        if (c->checkpoint_every > 0 && pr.step % c->checkpoint_every == 0 &&
+            (rc = save_all(&P, m, &opt, &rng, &pr)) < 0)
+            break;
+    }
+    if (tty) fputc('\n', o->progress);
+    if (rc == 0) {
+        pr.elapsed = hy_now() - t_start;
+        if (isnan(val)) val = hy_evaluate(m, &corpus, B, T, c->eval_batches, c->seed);
+        r->steps = pr.step, r->tokens = pr.tokens, r->seconds = pr.elapsed;
+        r->val_loss = val, r->val_ppl = exp(val), r->val_bits_per_byte = val / log(2.0);
+        r->interrupted = stopped;
+        r->peak_bytes = hy_mem_peak() - mem_base;
+        rc = save_all(&P, m, &opt, &rng, &pr);
+        if (rc == 0) rc = hy_write_file_atomic(P.csv, csv.text, csv.len);
+    }
+done:
+    hy_free(in), hy_free(tg);
+    free(csv.text);
+    hy_optim_free(&opt);
+    hy_model_free(m);
+    hy_corpus_free(&corpus);
+    return rc;
+}

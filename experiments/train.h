@@ -1,0 +1,33 @@
+/* The training loop: budgeted training with periodic validation, train.csv, the resolved config,
+ * checkpoints (model + training state) and resume with an identical loss curve. */
+#ifndef HY_EXPERIMENTS_TRAIN_H
+#define HY_EXPERIMENTS_TRAIN_H
+#include "experiments/config.h"
+#include "experiments/data.h"
+#include <signal.h>
+#include <stdio.h>
+
+typedef struct {
+    FILE *progress;          /* live progress line (NULL = silent) */
+    bool resume;             /* continue from out_dir/checkpoint.* if present */
+    const char *variant;     /* the `variant` column of train.csv (default: config name) */
+    volatile sig_atomic_t *stop;   /* set asynchronously (Ctrl-C): save, flush and return */
+    long stop_after;         /* > 0: stop like an interrupt after this many steps of this call */
+} hy_train_opts;
+
+typedef struct {
+    long steps;
+    double tokens, seconds, tokens_per_s;
+    double train_loss, val_loss, val_ppl, val_bits_per_byte;
+    size_t params, peak_bytes;
+    bool interrupted;
+} hy_train_result;
+
+int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r);
+
+/* Mean validation loss (nats per byte) of `model` over n_batches fixed windows of the validation
+ * split (the same windows every call for the same seed). */
+double hy_evaluate(hy_model *model, const hy_corpus *corpus, int batch, int seq_len, long n_batches,
+                   uint64_t seed);
+
+#endif

@@ -1,0 +1,141 @@
+/* swiglu — the SwiGLU feed-forward block (SPEC §3):
+ *   out = down_proj( silu(gate_proj u) ⊙ up_proj u )
+ * gate_proj, up_proj: (F, d); down_proj: (d, F). Three GEMMs forward, six backward. */
+#include "core/error.h"
+#include "core/gemm.h"
+#include "core/mem.h"
+#include "core/vmath.h"
+#include "layers/registry.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+enum { OPT_D_FF };
+static const hy_opt_spec swiglu_opts[] = {
+    {"d_ff", HY_OPT_INT, 0, 1, 1 << 20, HY_OPT_DEFAULT_AUTO,
+     "hidden width F; auto = 8/3 d rounded up to a multiple of 32 (LLaMA's rule)"},
+};
+
+enum { P_GATE, P_UP, P_DOWN };
+
+typedef struct {
+    const float *x;        /* input of the last forward (owned by the caller, alive until backward) */
+    hy_buf gate, up, act;  /* (rows, F): pre-activations and silu(gate) ⊙ up */
+    hy_buf dact, dgate, dup;
+} swiglu_cache;
+
+static int swiglu_resolve(hy_opts *o, int d_model, int *bad_opt, char *msg, size_t msg_len) {
+    (void)bad_opt, (void)msg, (void)msg_len;
+    if (o->is_auto[OPT_D_FF]) {
+        o->v[OPT_D_FF] = ceil(8.0 * d_model / 3.0 / 32.0) * 32.0;
+        o->is_auto[OPT_D_FF] = false;
+    }
+    return 0;
+}
+
+static int swiglu_param_specs(const hy_opts *o, int d, hy_param_spec *out) {
+    int F = hy_opt_int(o, OPT_D_FF);
+    if (out) {
+        out[P_GATE] = (hy_param_spec){"gate_proj.weight", 2, {F, d}, 0};
+        out[P_UP] = (hy_param_spec){"up_proj.weight", 2, {F, d}, 0};
+        out[P_DOWN] = (hy_param_spec){"down_proj.weight", 2, {d, F}, 0};
+    }
+    return 3;
+}
+
+/* Weights ~ U(±1/sqrt(fan_in)), PyTorch's nn.Linear default (kaiming-uniform with a = sqrt(5)). */
+static void swiglu_init(hy_layer *L, hy_rng *rng) {
+    int d = L->d_model, F = hy_opt_int(&L->opts, OPT_D_FF);
+    float bd = 1.0f / sqrtf((float)d), bf = 1.0f / sqrtf((float)F);
+    for (size_t i = 0; i < (size_t)F * d; i++) L->p[P_GATE][i] = bd * (2 * hy_rng_uniform(rng) - 1);
+    for (size_t i = 0; i < (size_t)F * d; i++) L->p[P_UP][i] = bd * (2 * hy_rng_uniform(rng) - 1);
+    for (size_t i = 0; i < (size_t)F * d; i++) L->p[P_DOWN][i] = bf * (2 * hy_rng_uniform(rng) - 1);
+}
+
+static swiglu_cache *cache_of(hy_layer *L) {
+    if (!L->priv) L->priv = hy_calloc(sizeof(swiglu_cache));
+    return L->priv;
+}
+
+static int swiglu_forward(hy_layer *L, const float *x, float *y, int B, int T) {
+    swiglu_cache *c = cache_of(L);
+    int d = L->d_model, F = hy_opt_int(&L->opts, OPT_D_FF);
+    size_t rows = (size_t)B * T, n = rows * F;
+    if (!c || !hy_buf_reserve(&c->gate, n) || !hy_buf_reserve(&c->up, n) || !hy_buf_reserve(&c->act, n))
+        return HY_ERR_NOMEM;
+    hy_linear_forward(c->gate.p, x, L->p[P_GATE], NULL, (int)rows, d, F);
+    hy_linear_forward(c->up.p, x, L->p[P_UP], NULL, (int)rows, d, F);
+    float *g = c->gate.p, *u = c->up.p, *a = c->act.p;
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) a[i] = hy_siluf(g[i]) * u[i];
+    hy_linear_forward(y, a, L->p[P_DOWN], NULL, (int)rows, F, d);
+    c->x = x;
+    return 0;
+}
+
+static int swiglu_backward(hy_layer *L, const float *dy, float *dx, int B, int T) {
+    swiglu_cache *c = L->priv;
+    int d = L->d_model, F = hy_opt_int(&L->opts, OPT_D_FF);
+    size_t rows = (size_t)B * T, n = rows * F;
+    if (!c || !c->x) return hy_fail("swiglu: backward without a forward");
+    if (!hy_buf_reserve(&c->dact, n) || !hy_buf_reserve(&c->dgate, n) || !hy_buf_reserve(&c->dup, n))
+        return HY_ERR_NOMEM;
+    hy_linear_backward(c->dact.p, L->g[P_DOWN], NULL, dy, c->act.p, L->p[P_DOWN], (int)rows, F, d, false);
+    float *g = c->gate.p, *u = c->up.p, *da = c->dact.p, *dg = c->dgate.p, *du = c->dup.p;
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float s = hy_sigmoidf(g[i]);
+        du[i] = da[i] * g[i] * s;
+        dg[i] = da[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+    }
+    hy_linear_backward(dx, L->g[P_GATE], NULL, dg, c->x, L->p[P_GATE], (int)rows, d, F, false);
+    hy_linear_backward(dx, L->g[P_UP], NULL, du, c->x, L->p[P_UP], (int)rows, d, F, true);
+    return 0;
+}
+
+/* A feed-forward block is stateless: streaming is the forward on one token. */
+static int swiglu_state_new(hy_layer *L, int B, void **state) {
+    (void)L, (void)B;
+    *state = NULL;
+    return 0;
+}
+static int swiglu_step(hy_layer *L, void *state, const float *x, float *y, int B) {
+    (void)state;
+    return swiglu_forward(L, x, y, B, 1);
+}
+static void swiglu_state_free(hy_layer *L, void *state) { (void)L, (void)state; }
+static size_t swiglu_state_bytes(const hy_opts *o, int d, int T) { (void)o, (void)d, (void)T; return 0; }
+
+/* Three (d x F) products per token. */
+static double swiglu_flop(const hy_opts *o, int d, int T) {
+    return (double)T * (6.0 * d * hy_opt_int(o, OPT_D_FF) + 4.0 * hy_opt_int(o, OPT_D_FF));
+}
+
+static void swiglu_destroy(hy_layer *L) {
+    swiglu_cache *c = L->priv;
+    if (!c) return;
+    hy_buf_free(&c->gate), hy_buf_free(&c->up), hy_buf_free(&c->act);
+    hy_buf_free(&c->dact), hy_buf_free(&c->dgate), hy_buf_free(&c->dup);
+    hy_free(c);
+    L->priv = NULL;
+}
+
+const hy_block_ops hy_block_swiglu = {
+    .name = "swiglu",
+    .kinds = HY_KIND_FFN,
+    .summary = "SwiGLU feed-forward: down(silu(gate u) * up u)",
+    .opts = swiglu_opts,
+    .n_opts = 1,
+    .resolve = swiglu_resolve,
+    .param_specs = swiglu_param_specs,
+    .init = swiglu_init,
+    .forward = swiglu_forward,
+    .backward = swiglu_backward,
+    .state_new = swiglu_state_new,
+    .step = swiglu_step,
+    .prefill = NULL,
+    .state_free = swiglu_state_free,
+    .state_bytes = swiglu_state_bytes,
+    .flop = swiglu_flop,
+    .destroy = swiglu_destroy,
+};

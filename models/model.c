@@ -1,0 +1,354 @@
+/* The stack (SPEC §1): builds parameters with SPEC names, runs forward/backward over any (B, T),
+ * and streams one token at a time through every block's step(). */
+#include "models/model.h"
+#include "core/error.h"
+#include "core/gemm.h"
+#include "models/ops.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Sub-block s = 2*i (mixer of layer i) or 2*i+1 (ffn of layer i); the residual stream before
+ * sub-block s is slot s of m->h, the final stream is slot 2*n_layers. */
+static hy_layer *sub_block(hy_model *m, int s) { return s % 2 ? &m->ffns[s / 2] : &m->mixers[s / 2]; }
+static float *sub_norm(hy_model *m, int s) { return s % 2 ? m->ffn_norm[s / 2]->data : m->norm[s / 2]->data; }
+static float *sub_norm_grad(hy_model *m, int s) { return s % 2 ? m->ffn_norm[s / 2]->grad : m->norm[s / 2]->grad; }
+
+static hy_param *add_param(hy_model *m, const char *name, int ndim, const int *shape, unsigned flags) {
+    hy_param *p = &m->params[m->n_params++];
+    size_t len = strlen(name);
+    memcpy(p->name, name, len < HY_MAX_NAME ? len + 1 : HY_MAX_NAME);
+    p->name[HY_MAX_NAME - 1] = 0;
+    p->ndim = ndim;
+    p->numel = 1;
+    for (int d = 0; d < ndim; d++) p->shape[d] = shape[d], p->numel *= (size_t)shape[d];
+    p->flags = flags;
+    p->data = (float *)(uintptr_t)m->numel;   /* offset for now; pointers fixed after allocation */
+    m->numel += (p->numel + 15) & ~(size_t)15; /* keep every tensor 64-byte aligned */
+    return p;
+}
+
+/* Declares every parameter in SPEC order, then allocates both arenas and points the views. */
+static int build_params(hy_model *m) {
+    const hy_model_config *c = &m->cfg;
+    int d = c->d_model, max_params = 4;
+    for (int i = 0; i < c->n_layers; i++) {
+        max_params += 2 + c->layers[i].mixer.ops->param_specs(&c->layers[i].mixer.opts, d, NULL);
+        if (c->layers[i].ffn.ops) max_params += c->layers[i].ffn.ops->param_specs(&c->layers[i].ffn.opts, d, NULL);
+    }
+    m->params = hy_calloc(sizeof(hy_param) * (size_t)max_params);
+    m->norm = hy_calloc(sizeof(hy_param *) * (size_t)c->n_layers);
+    m->ffn_norm = hy_calloc(sizeof(hy_param *) * (size_t)c->n_layers);
+    m->mixers = hy_calloc(sizeof(hy_layer) * (size_t)c->n_layers);
+    m->ffns = hy_calloc(sizeof(hy_layer) * (size_t)c->n_layers);
+    if (!m->params || !m->norm || !m->ffn_norm || !m->mixers || !m->ffns) return HY_ERR_NOMEM;
+    int vd[2] = {c->vocab_size, d}, dd[1] = {d};
+    char name[HY_MAX_NAME * 2];
+    int first_of[2 * 1024 + 1];   /* index of each sub-block's first parameter */
+    m->embedding = add_param(m, "embedding.weight", 2, vd, 0);
+    for (int i = 0; i < c->n_layers; i++) {
+        for (int part = 0; part < 2; part++) {
+            const hy_block_cfg *b = part ? &c->layers[i].ffn : &c->layers[i].mixer;
+            hy_layer *L = part ? &m->ffns[i] : &m->mixers[i];
+            if (!b->ops) continue;
+            snprintf(name, sizeof name, "layers.%d.%s.weight", i, part ? "ffn_norm" : "norm");
+            hy_param *np = add_param(m, name, 1, dd, HY_PARAM_NO_DECAY);
+            if (part) m->ffn_norm[i] = np;
+            else m->norm[i] = np;
+            hy_param_spec specs[64];
+            int n = b->ops->param_specs(&b->opts, d, specs);
+            first_of[2 * i + part] = m->n_params;
+            for (int k = 0; k < n; k++) {
+                snprintf(name, sizeof name, "layers.%d.%s.%s", i, part ? "ffn" : "mixer", specs[k].name);
+                if (strlen(name) >= HY_MAX_NAME) return hy_fail("parameter name too long: %s", name);
+                add_param(m, name, specs[k].ndim, specs[k].shape, specs[k].flags);
+            }
+            *L = (hy_layer){.ops = b->ops, .opts = b->opts, .d_model = d, .index = i, .n_params = n,
+                            .shared = &m->shared};
+            L->p = hy_calloc(sizeof(float *) * (size_t)(n + 1));
+            L->g = hy_calloc(sizeof(float *) * (size_t)(n + 1));
+            if (!L->p || !L->g) return HY_ERR_NOMEM;
+        }
+    }
+    m->norm_f = add_param(m, "norm_f.weight", 1, dd, HY_PARAM_NO_DECAY);
+    if (!c->tie_embeddings) m->lm_head = add_param(m, "lm_head.weight", 2, vd, 0);
+    m->data = hy_calloc(m->numel * sizeof(float));
+    m->grad = hy_calloc(m->numel * sizeof(float));
+    if (!m->data || !m->grad) return HY_ERR_NOMEM;
+    for (int k = 0; k < m->n_params; k++) {
+        size_t off = (size_t)(uintptr_t)m->params[k].data;
+        m->params[k].data = m->data + off;
+        m->params[k].grad = m->grad + off;
+    }
+    for (int s = 0; s < 2 * c->n_layers; s++) {
+        hy_layer *L = sub_block(m, s);
+        for (int k = 0; L->ops && k < L->n_params; k++) {
+            L->p[k] = m->params[first_of[s] + k].data;
+            L->g[k] = m->params[first_of[s] + k].grad;
+        }
+    }
+    return 0;
+}
+
+/* Embedding and head ~ N(0, 0.02), norms = 1; each block's init draws from its own stream
+ * (seed, layer, part) so changing one layer leaves the others' initial weights unchanged. */
+static void init_params(hy_model *m, uint64_t seed) {
+    hy_rng rng;
+    hy_rng_seed(&rng, seed);
+    for (size_t k = 0; k < m->embedding->numel; k++) m->embedding->data[k] = 0.02f * hy_rng_normal(&rng);
+    if (m->lm_head)
+        for (size_t k = 0; k < m->lm_head->numel; k++) m->lm_head->data[k] = 0.02f * hy_rng_normal(&rng);
+    for (int k = 0; k < m->n_params; k++)
+        if (m->params[k].ndim == 1 && strstr(m->params[k].name, "norm"))
+            for (size_t j = 0; j < m->params[k].numel; j++) m->params[k].data[j] = 1.0f;
+    for (int s = 0; s < 2 * m->cfg.n_layers; s++) {
+        hy_layer *L = sub_block(m, s);
+        if (!L->ops) continue;
+        hy_rng_seed(&rng, seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(s + 1)));
+        L->ops->init(L, &rng);
+    }
+}
+
+int hy_model_create(const hy_model_config *cfg, uint64_t seed, hy_model **out) {
+    *out = NULL;
+    if (cfg->n_layers > 1024) return hy_fail("n_layers = %d is more than 1024", cfg->n_layers);
+    hy_model *m = hy_calloc(sizeof *m);
+    if (!m) return HY_ERR_NOMEM;
+    int rc = hy_model_config_copy(&m->cfg, cfg);
+    if (rc == 0) rc = hy_model_config_resolve(&m->cfg);
+    if (rc == 0) rc = build_params(m);
+    if (rc < 0) {
+        hy_model_free(m);
+        return rc;
+    }
+    m->shared.aux_coef = m->cfg.router_aux_coef;
+    init_params(m, seed);
+    *out = m;
+    return 0;
+}
+
+void hy_model_free(hy_model *m) {
+    if (!m) return;
+    for (int i = 0; m->mixers && m->ffns && i < m->cfg.n_layers; i++) {
+        for (int part = 0; part < 2; part++) {
+            hy_layer *L = part ? &m->ffns[i] : &m->mixers[i];
+            if (L->ops && L->ops->destroy) L->ops->destroy(L);
+            hy_free(L->p);
+            hy_free(L->g);
+        }
+    }
+    hy_free(m->mixers), hy_free(m->ffns), hy_free(m->norm), hy_free(m->ffn_norm);
+    hy_free(m->params), hy_free(m->data), hy_free(m->grad);
+    hy_free(m->tokens), hy_free(m->targets);
+    hy_buf_free(&m->h), hy_buf_free(&m->normed), hy_buf_free(&m->rstd);
+    hy_buf_free(&m->logits), hy_buf_free(&m->work), hy_buf_free(&m->dwork), hy_buf_free(&m->dh);
+    hy_model_config_free(&m->cfg);
+    hy_free(m);
+}
+
+const hy_model_config *hy_model_get_config(const hy_model *m) { return &m->cfg; }
+const float *hy_model_logits(const hy_model *m) { return m->logits.p; }
+
+hy_param *hy_model_param(hy_model *m, const char *name) {
+    for (int k = 0; k < m->n_params; k++)
+        if (strcmp(m->params[k].name, name) == 0) return &m->params[k];
+    return NULL;
+}
+
+size_t hy_model_param_count(const hy_model *m) {
+    size_t n = 0;
+    for (int k = 0; k < m->n_params; k++) n += m->params[k].numel;
+    return n;
+}
+
+void hy_model_zero_grad(hy_model *m) { memset(m->grad, 0, m->numel * sizeof(float)); }
+
+static const float *head_weight(const hy_model *m) { return m->lm_head ? m->lm_head->data : m->embedding->data; }
+static float *head_grad(const hy_model *m) { return m->lm_head ? m->lm_head->grad : m->embedding->grad; }
+
+int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets, int B, int T, bool keep,
+                     hy_loss *loss) {
+    const int d = m->cfg.d_model, V = m->cfg.vocab_size, S = 2 * m->cfg.n_layers;
+    if (B < 1 || T < 1) return hy_fail("forward: batch %d and length %d must be >= 1", B, T);
+    size_t rows = (size_t)B * T, n = rows * d;
+    for (size_t r = 0; r < rows; r++) {
+        if (inputs[r] < 0 || inputs[r] >= V)
+            return hy_fail("forward: token %d at position %zu is outside the vocabulary [0, %d)", inputs[r], r, V);
+        if (targets && targets[r] >= V)
+            return hy_fail("forward: target %d at position %zu is outside the vocabulary [0, %d)", targets[r], r, V);
+    }
+    int slots = keep ? S + 1 : 1;
+    if (!hy_buf_reserve(&m->h, n * slots) || !hy_buf_reserve(&m->normed, n * slots) ||
+        !hy_buf_reserve(&m->rstd, rows * slots) || !hy_buf_reserve(&m->work, n) ||
+        !hy_buf_reserve(&m->logits, rows * V))
+        return HY_ERR_NOMEM;
+    hy_free(m->tokens), hy_free(m->targets);
+    m->tokens = hy_malloc(rows * sizeof(int32_t));
+    m->targets = targets ? hy_malloc(rows * sizeof(int32_t)) : NULL;
+    if (!m->tokens || (targets && !m->targets)) return HY_ERR_NOMEM;
+    memcpy(m->tokens, inputs, rows * sizeof(int32_t));
+    if (targets) memcpy(m->targets, targets, rows * sizeof(int32_t));
+    m->B = B, m->T = T;
+    m->shared.aux_loss = 0, m->shared.n_aux = 0;
+
+    hy_embedding_forward(m->h.p, m->embedding->data, inputs, rows, d);
+    int cur = 0;
+    for (int s = 0; s < S; s++) {
+        hy_layer *L = sub_block(m, s);
+        if (!L->ops) {
+            if (keep) {
+                memcpy(m->h.p + (size_t)(s + 1) * n, m->h.p + (size_t)s * n, n * sizeof(float));
+                cur = s + 1;
+            }
+            continue;
+        }
+        int slot = keep ? s : 0;
+        float *x = m->h.p + (size_t)cur * n, *xn = m->normed.p + (size_t)slot * n;
+        hy_rmsnorm_forward(xn, m->rstd.p + (size_t)slot * rows, x, sub_norm(m, s), rows, d);
+        L->keep_for_backward = keep;
+        int rc = L->ops->forward(L, xn, m->work.p, B, T);
+        if (rc < 0) {
+            hy_error_prefix("layer %d %s %s forward", s / 2, s % 2 ? "ffn" : "mixer", L->ops->name);
+            return rc;
+        }
+        int next = keep ? s + 1 : 0;
+        float *y = m->h.p + (size_t)next * n, *w = m->work.p;
+        #pragma omp parallel for schedule(static)
+        for (size_t k = 0; k < n; k++) y[k] = x[k] + w[k];
+        cur = next;
+    }
+    int fslot = keep ? S : 0;
+    float *hf = m->normed.p + (size_t)fslot * n;
+    hy_rmsnorm_forward(hf, m->rstd.p + (size_t)fslot * rows, m->h.p + (size_t)cur * n, m->norm_f->data, rows, d);
+    hy_linear_forward(m->logits.p, hf, head_weight(m), NULL, (int)rows, d, V);
+
+    hy_loss l = {0};
+    if (targets) {
+        l.ce_loss = (float)hy_cross_entropy_forward(m->logits.p, targets, rows, V, &l.n_targets);
+        l.aux_loss = m->shared.n_aux ? (float)(m->shared.aux_loss / m->shared.n_aux) : 0.0f;
+        l.loss = l.ce_loss + m->cfg.router_aux_coef * l.aux_loss;
+    }
+    m->loss = l;
+    if (loss) *loss = l;
+    return 0;
+}
+
+int hy_model_backward(hy_model *m) {
+    const int d = m->cfg.d_model, V = m->cfg.vocab_size, S = 2 * m->cfg.n_layers;
+    const int B = m->B, T = m->T;
+    size_t rows = (size_t)B * T, n = rows * d;
+    if (!m->targets) return hy_fail("backward: the last forward had no targets");
+    if (m->h.cap < n * (S + 1)) return hy_fail("backward: the last forward did not keep activations");
+    if (!hy_buf_reserve(&m->dwork, rows * (V > d ? V : d)) || !hy_buf_reserve(&m->dh, n) ||
+        !hy_buf_reserve(&m->work, n))
+        return HY_ERR_NOMEM;
+    float *dlogits = m->dwork.p;
+    float scale = m->loss.n_targets ? 1.0f / (float)m->loss.n_targets : 0.0f;
+    hy_cross_entropy_backward(dlogits, m->logits.p, m->targets, rows, V, scale);
+    float *hf = m->normed.p + (size_t)S * n, *dhf = m->work.p;
+    hy_linear_backward(dhf, head_grad(m), NULL, dlogits, hf, head_weight(m), (int)rows, d, V, false);
+    int rc = hy_rmsnorm_backward(m->dh.p, m->norm_f->grad, dhf, m->h.p + (size_t)S * n, m->norm_f->data,
+                                 m->rstd.p + (size_t)S * rows, rows, d, 0);
+    if (rc < 0) return rc;
+    for (int s = S - 1; s >= 0; s--) {
+        hy_layer *L = sub_block(m, s);
+        if (!L->ops) continue;
+        /* dh is the gradient w.r.t. the stream after sub-block s; the block's output gets dh, and
+         * its input gets dh + norm_backward(block_backward(dh)). */
+        float *dxn = m->dwork.p;
+        rc = L->ops->backward(L, m->dh.p, dxn, B, T);
+        if (rc < 0) {
+            hy_error_prefix("layer %d %s %s backward", s / 2, s % 2 ? "ffn" : "mixer", L->ops->name);
+            return rc;
+        }
+        rc = hy_rmsnorm_backward(m->dh.p, sub_norm_grad(m, s), dxn, m->h.p + (size_t)s * n, sub_norm(m, s),
+                                 m->rstd.p + (size_t)s * rows, rows, d, 1);
+        if (rc < 0) return rc;
+    }
+    hy_embedding_backward(m->embedding->grad, m->dh.p, m->tokens, rows, d);
+    return 0;
+}
+
+double hy_model_flop_per_token(const hy_model *m, int T) {
+    const hy_model_config *c = &m->cfg;
+    double f = 2.0 * c->d_model * c->vocab_size;
+    for (int i = 0; i < c->n_layers; i++) {
+        f += c->layers[i].mixer.ops->flop(&c->layers[i].mixer.opts, c->d_model, T) / T;
+        if (c->layers[i].ffn.ops) f += c->layers[i].ffn.ops->flop(&c->layers[i].ffn.opts, c->d_model, T) / T;
+    }
+    return f;
+}
+
+size_t hy_model_state_bytes(const hy_model *m, int T) {
+    const hy_model_config *c = &m->cfg;
+    size_t b = 0;
+    for (int i = 0; i < c->n_layers; i++) {
+        b += c->layers[i].mixer.ops->state_bytes(&c->layers[i].mixer.opts, c->d_model, T);
+        if (c->layers[i].ffn.ops) b += c->layers[i].ffn.ops->state_bytes(&c->layers[i].ffn.opts, c->d_model, T);
+    }
+    return b;
+}
+
+/* ---- streaming ---- */
+struct hy_model_state {
+    int B;
+    void **block_state;        /* one per sub-block */
+    float *h, *xn, *y, *rstd;  /* (B, d) scratch */
+};
+
+int hy_model_state_new(hy_model *m, int B, hy_model_state **out) {
+    int S = 2 * m->cfg.n_layers, d = m->cfg.d_model;
+    hy_model_state *st = hy_calloc(sizeof *st);
+    if (!st) return HY_ERR_NOMEM;
+    st->B = B;
+    st->block_state = hy_calloc(sizeof(void *) * (size_t)S);
+    st->h = hy_malloc(sizeof(float) * (size_t)B * d);
+    st->xn = hy_malloc(sizeof(float) * (size_t)B * d);
+    st->y = hy_malloc(sizeof(float) * (size_t)B * d);
+    st->rstd = hy_malloc(sizeof(float) * (size_t)B);
+    *out = st;
+    if (!st->block_state || !st->h || !st->xn || !st->y || !st->rstd) {
+        hy_model_state_free(m, st);
+        *out = NULL;
+        return HY_ERR_NOMEM;
+    }
+    for (int s = 0; s < S; s++) {
+        hy_layer *L = sub_block(m, s);
+        int rc = L->ops ? L->ops->state_new(L, B, &st->block_state[s]) : 0;
+        if (rc < 0) {
+            hy_model_state_free(m, st);
+            *out = NULL;
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int hy_model_step(hy_model *m, hy_model_state *st, const int32_t *tokens, float *logits) {
+    int S = 2 * m->cfg.n_layers, d = m->cfg.d_model, V = m->cfg.vocab_size, B = st->B;
+    for (int b = 0; b < B; b++)
+        if (tokens[b] < 0 || tokens[b] >= V) return hy_fail("step: token %d outside [0, %d)", tokens[b], V);
+    hy_embedding_forward(st->h, m->embedding->data, tokens, (size_t)B, d);
+    for (int s = 0; s < S; s++) {
+        hy_layer *L = sub_block(m, s);
+        if (!L->ops) continue;
+        hy_rmsnorm_forward(st->xn, st->rstd, st->h, sub_norm(m, s), (size_t)B, d);
+        L->keep_for_backward = false;
+        int rc = L->ops->step(L, st->block_state[s], st->xn, st->y, B);
+        if (rc < 0) return rc;
+        for (size_t k = 0; k < (size_t)B * d; k++) st->h[k] += st->y[k];
+    }
+    hy_rmsnorm_forward(st->xn, st->rstd, st->h, m->norm_f->data, (size_t)B, d);
+    hy_linear_forward(logits, st->xn, head_weight(m), NULL, B, d, V);
+    return 0;
+}
+
+void hy_model_state_free(hy_model *m, hy_model_state *st) {
+    if (!st) return;
+    for (int s = 0; st->block_state && s < 2 * m->cfg.n_layers; s++) {
+        hy_layer *L = sub_block(m, s);
+        if (L->ops && st->block_state[s]) L->ops->state_free(L, st->block_state[s]);
+    }
+    hy_free(st->block_state), hy_free(st->h), hy_free(st->xn), hy_free(st->y), hy_free(st->rstd);
+    hy_free(st);
+}

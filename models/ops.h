@@ -1,0 +1,27 @@
+/* The model's own operations around the blocks: rmsnorm, embedding lookup and cross-entropy.
+ * Each is a forward/backward pair over `rows` independent rows; backward accumulates parameter
+ * gradients deterministically (fixed-order reduction, for a fixed thread count). */
+#ifndef HY_MODELS_OPS_H
+#define HY_MODELS_OPS_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define HY_RMSNORM_EPS 1e-5f
+
+/* y = w ⊙ x / sqrt(mean(x²) + eps); rstd[r] = 1/sqrt(...) saved for backward. */
+void hy_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, size_t rows, int d);
+/* dx (+)= ...; dw += Σ_rows dy ⊙ x ⊙ rstd. accumulate_dx: add into dx instead of overwriting. */
+int hy_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
+                        size_t rows, int d, int accumulate_dx);
+
+void hy_embedding_forward(float *h, const float *table, const int32_t *tokens, size_t rows, int d);
+void hy_embedding_backward(float *dtable, const float *dh, const int32_t *tokens, size_t rows, int d);
+
+/* Mean cross-entropy of logits (rows, V) against targets (target < 0: ignored). Returns the mean
+ * loss in nats; *n_targets gets the number of rows that had a target. */
+double hy_cross_entropy_forward(const float *logits, const int32_t *targets, size_t rows, int V, long *n_targets);
+/* dlogits = scale * (softmax(logits) - onehot(target)) for rows with a target, 0 elsewhere. */
+void hy_cross_entropy_backward(float *dlogits, const float *logits, const int32_t *targets, size_t rows, int V,
+                               float scale);
+
+#endif

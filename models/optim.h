@@ -1,0 +1,28 @@
+/* Optimizers over the model's parameter arena: AdamW (decoupled weight decay on 2-D+ tensors
+ * only) and SGD with momentum; global-norm gradient clipping; warmup + cosine schedule.
+ * Per-parameter flags: HY_PARAM_NO_DECAY, HY_PARAM_SSM_LR (lr = min(lr, ssm_lr)). */
+#ifndef HY_MODELS_OPTIM_H
+#define HY_MODELS_OPTIM_H
+#include "models/model.h"
+
+typedef enum { HY_OPTIM_ADAMW, HY_OPTIM_SGD } hy_optim_kind;
+
+typedef struct {
+    hy_optim_kind kind;
+    double weight_decay, beta1, beta2, eps, momentum, ssm_lr;
+    long step;              /* optimizer steps taken */
+    float *m, *v;           /* AdamW moments / SGD momentum (m only); arenas like model->data */
+} hy_optim;
+
+int hy_optim_init(hy_optim *o, const hy_model *model, hy_optim_kind kind);
+void hy_optim_free(hy_optim *o);
+/* One update with learning rate lr from the gradients in model->grad. */
+void hy_optim_step(hy_optim *o, hy_model *model, double lr);
+/* Global L2 norm of the gradients; if max_norm > 0 and the norm exceeds it, scales them down.
+ * Returns the norm before clipping. */
+double hy_clip_grad_norm(hy_model *model, double max_norm);
+/* Linear warmup to lr over `warmup` steps, then cosine decay to min_lr as `progress` (the
+ * fraction of the budget used, 0..1) goes to 1. */
+double hy_lr_schedule(long step, long warmup, double progress, double lr, double min_lr);
+
+#endif

@@ -1,0 +1,102 @@
+/* GEMM dispatch: every backend and transpose combination against a plain triple loop. */
+#include "core/gemm.h"
+#include "core/mem.h"
+#include "tests/testutil.h"
+#include <math.h>
+#include <string.h>
+
+static void reference(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                      int ldb, float beta, float *C, int ldc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0;
+            for (int k = 0; k < K; k++)
+                s += (double)(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+                     (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+            C[(size_t)i * ldc + j] = (float)(alpha * s + beta * C[(size_t)i * ldc + j]);
+        }
+}
+
+static void check_backend(hy_gemm_backend be, hy_precision prec, double tol) {
+    static const int shapes[][3] = {{1, 1, 1}, {7, 5, 3}, {64, 48, 80}, {130, 70, 33}, {300, 257, 129}};
+    hy_gemm_set_backend(be);
+    hy_gemm_set_precision(prec);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+                int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
+                size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb, nc = (size_t)M * ldc;
+                float *A = hy_malloc(na * 4), *B = hy_malloc(nb * 4), *C = hy_malloc(nc * 4), *R = hy_malloc(nc * 4);
+                tu_fill_normal(A, na, 1, 1 + s), tu_fill_normal(B, nb, 1, 2 + s), tu_fill_normal(C, nc, 1, 3 + s);
+                memcpy(R, C, nc * 4);
+                float alpha = 0.5f, beta = (s % 2) ? 1.0f : 0.0f;
+                hy_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+                reference(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, R, ldc);
+                double worst = 0;
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) {
+                        double e = fabs(C[(size_t)i * ldc + j] - R[(size_t)i * ldc + j]) / (1 + sqrt(K));
+                        worst = fmax(worst, e);
+                    }
+                ck_assert_msg(worst < tol, "%s %s M%d N%d K%d ta%d tb%d: error %g", hy_gemm_backend_name(be),
+                              prec ? "bf16" : "f32", M, N, K, ta, tb, worst);
+                hy_free(A), hy_free(B), hy_free(C), hy_free(R);
+            }
+    hy_gemm_set_backend(HY_GEMM_AUTO);
+    hy_gemm_set_precision(HY_PREC_F32);
+}
+
+START_TEST(openblas_matches_reference) { check_backend(HY_GEMM_OPENBLAS, HY_PREC_F32, 1e-5); }
+END_TEST
+START_TEST(onednn_matches_reference) { check_backend(HY_GEMM_ONEDNN, HY_PREC_F32, 1e-5); }
+END_TEST
+START_TEST(auto_matches_reference) { check_backend(HY_GEMM_AUTO, HY_PREC_F32, 1e-5); }
+END_TEST
+/* bf16 inputs carry 8 bits of mantissa: errors of ~2^-8 relative per product are expected. */
+START_TEST(bf16_close_to_reference) { check_backend(HY_GEMM_ONEDNN, HY_PREC_BF16, 3e-2); }
+END_TEST
+
+START_TEST(linear_backward_matches_definition) {
+    int rows = 9, in = 6, out = 5;
+    float X[54], W[30], b[5], Y[45], dY[45], dX[54], dW[30] = {0}, db[5] = {0};
+    tu_fill_normal(X, 54, 1, 1), tu_fill_normal(W, 30, 1, 2), tu_fill_normal(b, 5, 1, 3), tu_fill_normal(dY, 45, 1, 4);
+    hy_linear_forward(Y, X, W, b, rows, in, out);
+    for (int r = 0; r < rows; r++)
+        for (int o = 0; o < out; o++) {
+            double s = b[o];
+            for (int i = 0; i < in; i++) s += (double)X[r * in + i] * W[o * in + i];
+            ck_assert_double_eq_tol(Y[r * out + o], s, 1e-5);
+        }
+    hy_linear_backward(dX, dW, db, dY, X, W, rows, in, out, false);
+    for (int o = 0; o < out; o++) {
+        double sb = 0;
+        for (int r = 0; r < rows; r++) sb += dY[r * out + o];
+        ck_assert_double_eq_tol(db[o], sb, 1e-5);
+        for (int i = 0; i < in; i++) {
+            double s = 0;
+            for (int r = 0; r < rows; r++) s += (double)dY[r * out + o] * X[r * in + i];
+            ck_assert_double_eq_tol(dW[o * in + i], s, 1e-5);
+        }
+    }
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < in; i++) {
+            double s = 0;
+            for (int o = 0; o < out; o++) s += (double)dY[r * out + o] * W[o * in + i];
+            ck_assert_double_eq_tol(dX[r * in + i], s, 1e-5);
+        }
+}
+END_TEST
+
+static Suite *gemm_suite(void) {
+    Suite *s = suite_create("gemm");
+    TCase *tc = tcase_create("backends");
+    tcase_add_test(tc, openblas_matches_reference);
+    tcase_add_test(tc, onednn_matches_reference);
+    tcase_add_test(tc, auto_matches_reference);
+    tcase_add_test(tc, bf16_close_to_reference);
+    tcase_add_test(tc, linear_backward_matches_definition);
+    suite_add_tcase(s, tc);
+    return s;
+}
+HY_TEST_SUITE(gemm_suite)
