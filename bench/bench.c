@@ -51,6 +51,11 @@ static double gemm_gflops(hy_gemm_backend be, hy_precision prec, int M, int N, i
     return 2.0 * M * N * K / best / 1e9;
 }
 
+static void scaled_copy(float *restrict b, const float *restrict a, size_t n) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) b[i] = a[i] * 1.0001f;
+}
+
 /* Copy bandwidth over 2 x 256 MiB, counting read + write bytes. */
 static double memory_gbs(void) {
     size_t n = (size_t)64 << 20;
@@ -58,10 +63,7 @@ static double memory_gbs(void) {
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) a[i] = (float)i, b[i] = 0;
     double best;
-    TIME_BEST(best, 0.5, {
-        #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < n; i++) b[i] = a[i] * 1.0001f;
-    });
+    TIME_BEST(best, 0.5, scaled_copy(b, a, n));
     hy_free(a), hy_free(b);
     return 2.0 * n * 4 / best / 1e9;
 }

@@ -22,5 +22,11 @@ void hy_error_prefix(const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, last_error, sizeof old);
-    snprintf(last_error, sizeof last_error, "%s: %s", prefix, old);
+    size_t lp = strlen(prefix), lo = strlen(old);
+    if (lp > sizeof last_error / 2) lp = sizeof last_error / 2;
+    if (lp + 2 + lo >= sizeof last_error) lo = sizeof last_error - lp - 3;   /* truncate the old tail */
+    memcpy(last_error, prefix, lp);
+    memcpy(last_error + lp, ": ", 2);
+    memcpy(last_error + lp + 2, old, lo);
+    last_error[lp + 2 + lo] = 0;
 }
