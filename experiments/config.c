@@ -1,0 +1,354 @@
+/* Run configuration: the strict YAML schema (top level, compute, data, train; the model's layer
+ * pattern is in config_layers.c), --set overrides, defaults, and writing the resolved config back
+ * as YAML with every key explicit. The file is parsed into a located node tree (yaml_tree.c), the
+ * overrides edit that tree, and one walk fills hy_run_config, so a value from the file and one
+ * from the command line are checked by the same code and every error names its source. */
+#include "experiments/config.h"
+#include "core/error.h"
+#include "core/fileio.h"
+#include "experiments/yaml_tree.h"
+#include "models/json.h"
+#include <ctype.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void hy_run_config_defaults(hy_run_config *c) {
+    memset(c, 0, sizeof *c);
+    c->seed = 1234;
+    c->threads = 0;
+    c->model.vocab_size = 256;
+    c->model.tie_embeddings = true;
+    c->model.router_aux_coef = 0.001f;
+    c->gemm = HY_GEMM_AUTO;
+    c->precision = HY_PREC_F32;
+    snprintf(c->corpus, sizeof c->corpus, "default");
+    c->val_fraction = 0.1;
+    c->seq_len = 256, c->batch_size = 16;
+    c->steps = 1000;
+    snprintf(c->optimizer, sizeof c->optimizer, "adamw");
+    c->lr = 3e-3, c->min_lr = 3e-4;
+    c->warmup_steps = 100;
+    c->weight_decay = 0.1, c->beta1 = 0.9, c->beta2 = 0.95, c->eps = 1e-8, c->momentum = 0.9;
+    c->grad_clip = 1.0, c->ssm_lr = 1e-3;
+    c->eval_every = 200, c->eval_batches = 20, c->log_every = 10, c->checkpoint_every = 0;
+}
+
+void hy_run_config_free(hy_run_config *c) {
+    hy_model_config_free(&c->model);
+}
+
+/* ---- the schema of scalar keys ---- */
+
+typedef enum { F_INT, F_LONG, F_U64, F_NUM, F_FLOAT, F_BOOL, F_STR, F_ENUM, F_WORD, F_SECTION } ftype;
+
+typedef struct {
+    const char *key;
+    ftype type;
+    size_t off;                /* into hy_run_config */
+    double min, max;           /* F_INT/F_LONG/F_NUM/F_FLOAT */
+    bool open_min, open_max;   /* F_NUM */
+    const char *const *words;  /* F_ENUM (stores the index as an int) / F_WORD (stores the word) */
+    size_t len;                /* F_STR / F_WORD buffer size */
+} field;
+
+#define OFF(m) offsetof(hy_run_config, m)
+#define INT(k, m, lo, hi) {k, F_INT, OFF(m), lo, hi, false, false, NULL, 0}
+#define LONG(k, m, lo) {k, F_LONG, OFF(m), lo, (double)LONG_MAX, false, false, NULL, 0}
+#define NUM(k, m, lo, hi, olo, ohi) {k, F_NUM, OFF(m), lo, hi, olo, ohi, NULL, 0}
+#define STR(k, m) {k, F_STR, OFF(m), 0, 0, false, false, NULL, sizeof(((hy_run_config *)0)->m)}
+#define SECTION(k) {k, F_SECTION, 0, 0, 0, false, false, NULL, 0}
+
+static const char *const gemm_words[] = {"auto", "openblas", "onednn", NULL};   /* = hy_gemm_backend */
+static const char *const precision_words[] = {"f32", "bf16", NULL};              /* = hy_precision */
+static const char *const optimizer_words[] = {"adamw", "sgd", NULL};
+
+static const field top_fields[] = {
+    STR("name", name),
+    {"seed", F_U64, OFF(seed), 0, 0, false, false, NULL, 0},
+    INT("threads", threads, 0, 65536),
+    STR("out_dir", out_dir),
+    SECTION("model"), SECTION("compute"), SECTION("data"), SECTION("train"),
+    {0},
+};
+static const field model_fields[] = {
+    INT("d_model", model.d_model, 1, 65536),
+    INT("n_layers", model.n_layers, 1, 1024),
+    INT("vocab_size", model.vocab_size, 1, 1 << 24),
+    {"tie_embeddings", F_BOOL, OFF(model.tie_embeddings), 0, 0, false, false, NULL, 0},
+    {"router_aux_coef", F_FLOAT, OFF(model.router_aux_coef), 0, INFINITY, false, false, NULL, 0},
+    SECTION("blocks"), SECTION("layers"),
+    {0},
+};
+static const field compute_fields[] = {
+    {"gemm", F_ENUM, OFF(gemm), 0, 0, false, false, gemm_words, 0},
+    {"precision", F_ENUM, OFF(precision), 0, 0, false, false, precision_words, 0},
+    {0},
+};
+static const field data_fields[] = {
+    STR("corpus", corpus),
+    NUM("val_fraction", val_fraction, 0, 0.5, true, false),
+    {0},
+};
+static const field train_fields[] = {
+    INT("seq_len", seq_len, 1, 1 << 20),
+    INT("batch_size", batch_size, 1, 1 << 20),
+    LONG("steps", steps, 0),
+    NUM("tokens", max_tokens, 0, INFINITY, false, false),
+    NUM("seconds", max_seconds, 0, INFINITY, false, false),
+    {"optimizer", F_WORD, OFF(optimizer), 0, 0, false, false, optimizer_words, sizeof(((hy_run_config *)0)->optimizer)},
+    NUM("lr", lr, 0, INFINITY, true, false),
+    NUM("min_lr", min_lr, 0, INFINITY, false, false),
+    LONG("warmup_steps", warmup_steps, 0),
+    NUM("weight_decay", weight_decay, 0, INFINITY, false, false),
+    NUM("beta1", beta1, 0, 1, false, true),
+    NUM("beta2", beta2, 0, 1, false, true),
+    NUM("eps", eps, 0, INFINITY, true, false),
+    NUM("momentum", momentum, 0, 1, false, true),
+    NUM("grad_clip", grad_clip, 0, INFINITY, false, false),
+    NUM("ssm_lr", ssm_lr, 0, INFINITY, true, false),
+    LONG("eval_every", eval_every, 1),
+    LONG("eval_batches", eval_batches, 1),
+    LONG("log_every", log_every, 1),
+    LONG("checkpoint_every", checkpoint_every, 0),
+    {0},
+};
+
+/* Reads node n into the field f of c. */
+static int read_field(const yt_doc *d, const yt_node *n, const field *f, hy_run_config *c) {
+    char *p = (char *)c + f->off;
+    long long i;
+    double x;
+    int rc = 0, k;
+    switch (f->type) {
+    case F_INT:
+        if ((rc = yt_read_int(d, n, (long long)f->min, (long long)f->max, &i)) == 0) *(int *)p = (int)i;
+        break;
+    case F_LONG:
+        if ((rc = yt_read_int(d, n, (long long)f->min, LONG_MAX, &i)) == 0) *(long *)p = (long)i;
+        break;
+    case F_U64: {
+        unsigned long long u;
+        if ((rc = yt_read_u64(d, n, &u)) == 0) *(uint64_t *)p = (uint64_t)u;
+        break;
+    }
+    case F_NUM:
+        if ((rc = yt_read_num(d, n, f->min, f->max, f->open_min, f->open_max, &x)) == 0) *(double *)p = x;
+        break;
+    case F_FLOAT:
+        if ((rc = yt_read_num(d, n, f->min, f->max, f->open_min, f->open_max, &x)) == 0) *(float *)p = (float)x;
+        break;
+    case F_BOOL: rc = yt_read_bool(d, n, (bool *)p); break;
+    case F_STR: rc = yt_read_str(d, n, p, f->len); break;
+    case F_ENUM:
+        if ((rc = yt_read_enum(d, n, f->words, &k)) == 0) *(int *)p = k;
+        break;
+    case F_WORD:
+        if ((rc = yt_read_enum(d, n, f->words, &k)) == 0) snprintf(p, f->len, "%s", f->words[k]);
+        break;
+    case F_SECTION: break;
+    }
+    return rc;
+}
+
+/* Checks the keys of map n against `fields` and reads every scalar field present. A null section
+ * (a key with every child commented out) counts as empty when allow_null. */
+static int read_section(const yt_doc *d, const yt_node *n, const field *fields, bool allow_null, hy_run_config *c) {
+    const char *keys[40];
+    int nk = 0, rc;
+    if (allow_null && yt_is_null(n)) return 0;
+    for (const field *f = fields; f->key; f++) keys[nk++] = f->key;
+    keys[nk] = NULL;
+    if ((rc = yt_check_map(d, n, keys)) < 0) return rc;
+    for (const field *f = fields; f->key; f++) {
+        const yt_node *v = yt_get(n, f->key);
+        if (v && (rc = read_field(d, v, f, c)) < 0) return rc;
+    }
+    return 0;
+}
+
+/* Name characters: it names the run in CSV rows and folders. */
+static bool name_char(char ch) {
+    return isalnum((unsigned char)ch) || strchr("._+-=@:", ch) != NULL;
+}
+
+/* Default name: the file name without folder and .yaml/.yml, other characters -> '_'. */
+static void default_name(const char *path, char *out, size_t len) {
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    if (n > 5 && !strcmp(base + n - 5, ".yaml")) n -= 5;
+    else if (n > 4 && !strcmp(base + n - 4, ".yml")) n -= 4;
+    if (n >= len) n = len - 1;
+    for (size_t i = 0; i < n; i++) out[i] = name_char(base[i]) ? base[i] : '_';
+    out[n] = 0;
+    if (!n) snprintf(out, len, "run");
+}
+
+/* The model section: sizes, then the layer pattern (config_layers.c), then a final check. */
+static int read_model(const yt_doc *d, const yt_node *model, hy_run_config *c) {
+    int rc = read_section(d, model, model_fields, false, c);
+    if (rc < 0) return rc;
+    static const char *const required[] = {"d_model", "n_layers"};
+    for (int k = 0; k < 2; k++)
+        if (!yt_get(model, required[k])) {
+            char path[64];
+            snprintf(path, sizeof path, "model.%s", required[k]);
+            return yt_fail(d, model, false, path, "missing required key");
+        }
+    if ((rc = hy_config_layers(d, model, &c->model)) < 0) return rc;
+    if ((rc = hy_model_config_resolve(&c->model)) < 0) {
+        hy_error_prefix("%s: model", d->file);
+        return HY_ERR_CONFIG;
+    }
+    return 0;
+}
+
+/* Cross-key rules and defaults that depend on other keys: name, out_dir, min_lr, the budget. */
+static int finish_run(const yt_doc *d, const yt_node *root, hy_run_config *c) {
+    const yt_node *name = yt_get(root, "name"), *train = yt_get(root, "train");
+    const yt_node *min_lr = yt_get(train, "min_lr"), *steps = yt_get(train, "steps");
+    if (!name) default_name(d->file, c->name, sizeof c->name);
+    for (const char *p = c->name; *p; p++)
+        if (!name_char(*p))
+            return yt_fail(d, name, false, NULL, "may use only letters, digits and . _ + - = @ : (it names the run in "
+                                                "CSV rows and folders), got '%s'", c->name);
+    if (!yt_get(root, "out_dir") && snprintf(c->out_dir, sizeof c->out_dir, "results/%s", c->name) >= HY_PATH_MAX)
+        return hy_fail_code(HY_ERR_CONFIG, "%s: out_dir: results/%s is too long", d->file, c->name);
+    if (!min_lr) c->min_lr = c->lr / 10;
+    else if (c->min_lr > c->lr) return yt_fail(d, min_lr, false, NULL, "must be <= train.lr (%g), got %g", c->lr, c->min_lr);
+    if (!steps) c->steps = c->max_tokens > 0 || c->max_seconds > 0 ? 0 : 1000;
+    else if (c->steps == 0 && c->max_tokens <= 0 && c->max_seconds <= 0)
+        return yt_fail(d, steps, false, NULL, "0 means no step limit, but neither train.tokens nor train.seconds is set, "
+                                              "so training would never stop");
+    return 0;
+}
+
+/* The whole schema, walked over the (overridden) tree. */
+static int read_root(const yt_doc *d, hy_run_config *c) {
+    const yt_node *root = d->root, *model = yt_get(root, "model");
+    int rc = read_section(d, root, top_fields, false, c);
+    if (rc < 0) return rc;
+    if (!model) return yt_fail(d, root, false, "model", "missing required key (d_model, n_layers, layers, ...)");
+    if ((rc = read_model(d, model, c)) < 0) return rc;
+    static const struct { const char *key; const field *fields; } sections[] = {
+        {"compute", compute_fields}, {"data", data_fields}, {"train", train_fields}};
+    for (int s = 0; s < 3; s++) {
+        const yt_node *n = yt_get(root, sections[s].key);
+        if (n && (rc = read_section(d, n, sections[s].fields, true, c)) < 0) return rc;
+    }
+    return finish_run(d, root, c);
+}
+
+int hy_run_config_load(const char *path, const char *const *sets, int n_sets, hy_run_config *c) {
+    hy_run_config_defaults(c);
+    if (strlen(path) >= sizeof c->source) return hy_fail_code(HY_ERR_CONFIG, "%s: path too long", path);
+    snprintf(c->source, sizeof c->source, "%s", path);
+    yt_doc d = {.file = path, .sets = sets, .n_sets = n_sets};
+    int rc = yt_parse_file(&d, path);
+    for (int i = 0; rc == 0 && i < n_sets; i++) rc = yt_apply_set(&d, i);
+    if (rc == 0) rc = read_root(&d, c);
+    yt_free(&d);
+    if (rc < 0) hy_run_config_free(c);
+    return rc < 0 ? (rc == HY_ERR_NOMEM ? rc : HY_ERR_CONFIG) : 0;
+}
+
+/* ---- writing ---- */
+
+/* Shortest text of v that reads back (strtod) as exactly v; integers without exponent. */
+static void format_double(double v, char *buf, size_t n) {
+    if (v == floor(v) && fabs(v) < 1e15) {
+        snprintf(buf, n, "%.0f", v);
+        return;
+    }
+    for (int digits = 1; digits <= 17; digits++) {
+        snprintf(buf, n, "%.*g", digits, v);
+        if (strtod(buf, NULL) == v) return;
+    }
+}
+
+/* Shortest text of a float that reads back, through strtod and a cast, as exactly v. */
+static void format_float(float v, char *buf, size_t n) {
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, n, "%.*g", digits, (double)v);
+        if ((float)strtod(buf, NULL) == v) return;
+    }
+}
+
+/* A block as a YAML flow map {type: NAME, option: value, ...} (or none). */
+static void write_block(hy_strbuf *b, const hy_block_cfg *blk) {
+    if (!blk->ops) {
+        hy_sb_add(b, "none");
+        return;
+    }
+    hy_sb_printf(b, "{type: %s", blk->ops->name);
+    for (int k = 0; k < blk->ops->n_opts; k++) {
+        char val[64];
+        hy_opt_format(blk->ops, &blk->opts, k, val, sizeof val);
+        if (blk->ops->opts[k].type == HY_OPT_FLOAT && !blk->opts.is_null[k] && !blk->opts.is_auto[k] &&
+            strtod(val, NULL) != blk->opts.v[k])
+            format_double(blk->opts.v[k], val, sizeof val);   /* more digits than %.9g keeps */
+        hy_sb_printf(b, ", %s: %s", blk->ops->opts[k].name, val);
+    }
+    hy_sb_add(b, "}");
+}
+
+/* "  key: value\n" with a double in its shortest exact form. */
+static void write_num(hy_strbuf *b, const char *key, double v) {
+    char buf[40];
+    format_double(v, buf, sizeof buf);
+    hy_sb_printf(b, "  %s: %s\n", key, buf);
+}
+
+int hy_run_config_write(const hy_run_config *c, const char *path) {
+    hy_strbuf b = {0};
+    char buf[40];
+    const hy_model_config *m = &c->model;
+    hy_sb_add(&b, "# Resolved configuration (every key explicit), written by hybrid " HYBRID_VERSION " from ");
+    for (const char *p = c->source; *p; p++) hy_sb_addn(&b, (unsigned char)*p < 0x20 ? "?" : p, 1);
+    hy_sb_add(&b, "\nname: ");
+    hy_sb_json_string(&b, c->name);
+    hy_sb_printf(&b, "\nseed: %llu\nthreads: %d\nout_dir: ", (unsigned long long)c->seed, c->threads);
+    hy_sb_json_string(&b, c->out_dir);
+    format_float(m->router_aux_coef, buf, sizeof buf);
+    hy_sb_printf(&b, "\nmodel:\n  d_model: %d\n  n_layers: %d\n  vocab_size: %d\n  tie_embeddings: %s\n"
+                     "  router_aux_coef: %s\n  layers:\n",
+                 m->d_model, m->n_layers, m->vocab_size, m->tie_embeddings ? "true" : "false", buf);
+    for (int i = 0; i < m->n_layers && m->layers; i++) {
+        hy_sb_add(&b, "    - mixer: ");
+        write_block(&b, &m->layers[i].mixer);
+        hy_sb_add(&b, "\n      ffn: ");
+        write_block(&b, &m->layers[i].ffn);
+        hy_sb_add(&b, "\n");
+    }
+    hy_sb_printf(&b, "compute:\n  gemm: %s\n  precision: %s\ndata:\n  corpus: ",
+                 gemm_words[c->gemm <= HY_GEMM_ONEDNN ? c->gemm : 0], precision_words[c->precision == HY_PREC_BF16]);
+    hy_sb_json_string(&b, c->corpus);
+    hy_sb_add(&b, "\n");
+    write_num(&b, "val_fraction", c->val_fraction);
+    hy_sb_printf(&b, "train:\n  seq_len: %d\n  batch_size: %d\n  steps: %ld\n", c->seq_len, c->batch_size, c->steps);
+    write_num(&b, "tokens", c->max_tokens);
+    write_num(&b, "seconds", c->max_seconds);
+    hy_sb_printf(&b, "  optimizer: %s\n", c->optimizer);
+    write_num(&b, "lr", c->lr);
+    write_num(&b, "min_lr", c->min_lr);
+    hy_sb_printf(&b, "  warmup_steps: %ld\n", c->warmup_steps);
+    write_num(&b, "weight_decay", c->weight_decay);
+    write_num(&b, "beta1", c->beta1);
+    write_num(&b, "beta2", c->beta2);
+    write_num(&b, "eps", c->eps);
+    write_num(&b, "momentum", c->momentum);
+    write_num(&b, "grad_clip", c->grad_clip);
+    write_num(&b, "ssm_lr", c->ssm_lr);
+    hy_sb_printf(&b, "  eval_every: %ld\n  eval_batches: %ld\n  log_every: %ld\n  checkpoint_every: %ld\n", c->eval_every,
+                 c->eval_batches, c->log_every, c->checkpoint_every);
+    size_t len = b.len;
+    char *text = hy_sb_take(&b);
+    if (!text) return HY_ERR_NOMEM;
+    int rc = hy_write_file_atomic(path, text, len);
+    free(text);
+    return rc;
+}

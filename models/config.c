@@ -1,0 +1,81 @@
+/* hy_model_config helpers: resolve and validate a config built by any source (YAML loader,
+ * checkpoint JSON, tests), deep copy, free. */
+#include "core/error.h"
+#include "models/model.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Checks explicit option values against their specs (a config built in code skips the parser),
+ * then runs the block's resolve() with d_model. `where` is "layers[3].mixer". */
+static int resolve_block(hy_block_cfg *b, unsigned kind, int d_model, const char *where) {
+    const char *what = kind == HY_KIND_MIXER ? "a mixer" : "an ffn";
+    char names[512];
+    if (!b->ops) {
+        if (kind == HY_KIND_FFN) return 0;
+        hy_block_names(HY_KIND_MIXER, names, sizeof names);
+        return hy_fail_code(HY_ERR_CONFIG, "%s: every layer needs a mixer (mixers: %s)", where, names);
+    }
+    if (!(b->ops->kinds & kind)) {
+        hy_block_names(kind, names, sizeof names);
+        return hy_fail_code(HY_ERR_CONFIG, "%s: block '%s' cannot be used as %s (%ss: %s%s)", where, b->ops->name, what,
+                            kind == HY_KIND_MIXER ? "mixer" : "ffn", names, kind == HY_KIND_FFN ? ", none" : "");
+    }
+    for (int k = 0; k < b->ops->n_opts; k++) {
+        const hy_opt_spec *s = &b->ops->opts[k];
+        double v = b->opts.v[k];
+        if (b->opts.is_null[k] && !(s->flags & (HY_OPT_NULLABLE | HY_OPT_DEFAULT_NULL)))
+            return hy_fail_code(HY_ERR_CONFIG, "%s.%s: may not be null", where, s->name);
+        if (b->opts.is_auto[k] && !(s->flags & (HY_OPT_AUTO | HY_OPT_DEFAULT_AUTO)))
+            return hy_fail_code(HY_ERR_CONFIG, "%s.%s: does not accept auto", where, s->name);
+        if (b->opts.is_null[k] || b->opts.is_auto[k]) continue;
+        if (!isfinite(v) || v < s->min || v > s->max || (s->type == HY_OPT_INT && v != floor(v)) ||
+            (s->type == HY_OPT_BOOL && v != 0 && v != 1))
+            return hy_fail_code(HY_ERR_CONFIG, "%s.%s: %.9g is out of range [%g, %g]%s", where, s->name, v, s->min, s->max,
+                                s->type == HY_OPT_INT ? " or not an integer" : "");
+    }
+    if (!b->ops->resolve) return 0;
+    char msg[512] = "";
+    int bad = -1;
+    if (b->ops->resolve(&b->opts, d_model, &bad, msg, sizeof msg) >= 0) return 0;
+    if (bad >= 0 && bad < b->ops->n_opts)
+        return hy_fail_code(HY_ERR_CONFIG, "%s.%s: %s", where, b->ops->opts[bad].name, msg[0] ? msg : "invalid value");
+    return hy_fail_code(HY_ERR_CONFIG, "%s: %s", where, msg[0] ? msg : "invalid options");
+}
+
+int hy_model_config_resolve(hy_model_config *cfg) {
+    if (cfg->d_model < 1) return hy_fail_code(HY_ERR_CONFIG, "d_model: must be >= 1, got %d", cfg->d_model);
+    if (cfg->n_layers < 1) return hy_fail_code(HY_ERR_CONFIG, "n_layers: must be >= 1, got %d", cfg->n_layers);
+    if (cfg->vocab_size < 1) return hy_fail_code(HY_ERR_CONFIG, "vocab_size: must be >= 1, got %d", cfg->vocab_size);
+    if (!isfinite(cfg->router_aux_coef) || cfg->router_aux_coef < 0)
+        return hy_fail_code(HY_ERR_CONFIG, "router_aux_coef: must be a number >= 0, got %g", (double)cfg->router_aux_coef);
+    if (!cfg->layers) return hy_fail_code(HY_ERR_CONFIG, "layers: missing (n_layers is %d)", cfg->n_layers);
+    for (int i = 0; i < cfg->n_layers; i++) {
+        char where[48];
+        int rc;
+        snprintf(where, sizeof where, "layers[%d].mixer", i);
+        if ((rc = resolve_block(&cfg->layers[i].mixer, HY_KIND_MIXER, cfg->d_model, where)) < 0) return rc;
+        snprintf(where, sizeof where, "layers[%d].ffn", i);
+        if ((rc = resolve_block(&cfg->layers[i].ffn, HY_KIND_FFN, cfg->d_model, where)) < 0) return rc;
+    }
+    return 0;
+}
+
+int hy_model_config_copy(hy_model_config *dst, const hy_model_config *src) {
+    hy_layer_cfg *layers = NULL;
+    if (src->n_layers > 0 && src->layers) {
+        layers = malloc((size_t)src->n_layers * sizeof *layers);
+        if (!layers) return hy_fail_code(HY_ERR_NOMEM, "config: out of memory copying %d layers", src->n_layers);
+        memcpy(layers, src->layers, (size_t)src->n_layers * sizeof *layers);
+    }
+    *dst = *src;
+    dst->layers = layers;
+    return 0;
+}
+
+void hy_model_config_free(hy_model_config *c) {
+    if (!c) return;
+    free(c->layers);
+    c->layers = NULL;
+}
