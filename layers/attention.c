@@ -1,0 +1,496 @@
+/* attention — causal multi-head softmax attention (SPEC §2), with grouped-query heads and optional
+ * RoPE. q_proj (H·hd, d), k_proj and v_proj (Hkv·hd, d), o_proj (d, H·hd), no biases, hd = d/H.
+ *
+ * Training path: the projections are GEMMs over all B·T rows (hy_linear_*); RoPE rotates q and k in
+ * place; the core runs in the FlashAttention-2 style kernels of attention_flash.c, which keep only
+ * O and the per-row log-sum-exp for backward. Streaming keeps a KV cache per sequence (keys after
+ * RoPE, stored transposed so the same kernels serve prefill and decode). A naive path that
+ * materialises every T×T probability matrix is kept as the reference for tests and benchmarks.
+ *
+ * Layouts: q, o (B, T, H·hd) and k, v (B, T, Hkv·hd), i.e. as the projections produce them, head h
+ * at columns h·hd; kt, vt are the per-head transposes the tile kernels read, stored as blocks of
+ * HY_FLASH_BC keys, each one contiguous (hd, BC) block: (B, Hkv, ceil(T/BC), hd, BC). */
+#include "layers/attention.h"
+#include "core/error.h"
+#include "core/gemm.h"
+#include "core/mem.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+enum { OPT_N_HEADS, OPT_N_KV_HEADS, OPT_ROPE_THETA };
+static const hy_opt_spec attn_opts[] = {
+    {"n_heads", HY_OPT_INT, 0, 1, 1 << 16, HY_OPT_DEFAULT_AUTO,
+     "query heads H (head size d_model/H); auto = the largest H <= max(1, d_model/64) dividing d_model "
+     "(64-wide heads whenever d_model is a multiple of 64)"},
+    {"n_kv_heads", HY_OPT_INT, 0, 1, 1 << 16, HY_OPT_DEFAULT_AUTO,
+     "key/value heads (grouped-query attention); auto = n_heads; must divide n_heads"},
+    {"rope_theta", HY_OPT_FLOAT, 0, 0, 1e12, HY_OPT_DEFAULT_NULL,
+     "RoPE base (e.g. 10000), Llama convention; null = no rotary embedding"},
+};
+
+enum { P_Q, P_K, P_V, P_O };
+
+typedef struct {
+    int d, H, Hkv, hd;
+    bool rope;
+    float theta;
+} geom;
+
+/* Head geometry of resolved options. */
+static geom geom_of(const hy_opts *o, int d) {
+    geom g = {d, hy_opt_int(o, OPT_N_HEADS), hy_opt_int(o, OPT_N_KV_HEADS), 0, !o->is_null[OPT_ROPE_THETA],
+              hy_opt_float(o, OPT_ROPE_THETA)};
+    g.hd = d / g.H;
+    return g;
+}
+
+/* Caches of the last forward (kept for backward) and workspaces, grown with grab(). */
+typedef struct {
+    const float *x;            /* input of the last forward (owned by the caller) */
+    int B, T;
+    bool have_fwd, naive;      /* a forward was kept for backward; by which path */
+    hy_buf q, k, v, kt, o, lse;
+    hy_buf dout, vt, dq, dk, dv;
+    hy_buf probs, dprobs;      /* naive path: (B, H, T, T) probabilities, one T×T gradient */
+    hy_buf rcos, rsin;         /* RoPE tables (rope_len, hd/2) */
+    int rope_len;
+} attn_priv;
+
+/* Streaming state of B sequences: the KV cache, capacity grown by doubling (from 256 tokens). */
+typedef struct {
+    int B, pos, cap;
+    float *kt;                 /* (B, Hkv, cap/BC, hd, BC): keys after RoPE, transposed in key blocks */
+    float *v;                  /* (B, cap, Hkv·hd) */
+    hy_buf q, k, vn, o;        /* the new tokens' projections and attention output */
+} attn_state;
+
+/* ---------------------------------------------------------------- options, params ---- */
+
+/* Fills auto head counts and checks the shape constraints, naming the offending key. */
+static int attn_resolve(hy_opts *o, int d, int *bad_opt, char *msg, size_t msg_len) {
+    bool rope = !o->is_null[OPT_ROPE_THETA];
+    if (rope && !(o->v[OPT_ROPE_THETA] > 0)) {
+        *bad_opt = OPT_ROPE_THETA;
+        snprintf(msg, msg_len, "rope_theta = %g must be > 0 (or null for no RoPE)", o->v[OPT_ROPE_THETA]);
+        return HY_ERR_CONFIG;
+    }
+    if (o->is_auto[OPT_N_HEADS]) {
+        int H = d / 64 > 1 ? d / 64 : 1;
+        while (H > 1 && (d % H || (rope && (d / H) % 2))) H--;
+        o->v[OPT_N_HEADS] = H;
+        o->is_auto[OPT_N_HEADS] = false;
+    }
+    int H = hy_opt_int(o, OPT_N_HEADS);
+    if (H > d || d % H) {
+        *bad_opt = OPT_N_HEADS;
+        snprintf(msg, msg_len, "n_heads = %d does not divide d_model = %d", H, d);
+        return HY_ERR_CONFIG;
+    }
+    if (rope && (d / H) % 2) {
+        *bad_opt = OPT_N_HEADS;
+        snprintf(msg, msg_len, "n_heads = %d gives head size %d, which must be even when rope_theta is set", H,
+                 d / H);
+        return HY_ERR_CONFIG;
+    }
+    if (o->is_auto[OPT_N_KV_HEADS]) {
+        o->v[OPT_N_KV_HEADS] = H;
+        o->is_auto[OPT_N_KV_HEADS] = false;
+    }
+    int Hkv = hy_opt_int(o, OPT_N_KV_HEADS);
+    if (Hkv > H || H % Hkv) {
+        *bad_opt = OPT_N_KV_HEADS;
+        snprintf(msg, msg_len, "n_kv_heads = %d does not divide n_heads = %d", Hkv, H);
+        return HY_ERR_CONFIG;
+    }
+    return 0;
+}
+
+/* The four projection weights, SPEC names and PyTorch (out, in) shapes, all decayed. */
+static int attn_param_specs(const hy_opts *o, int d, hy_param_spec *out) {
+    geom g = geom_of(o, d);
+    if (out) {
+        out[P_Q] = (hy_param_spec){"q_proj.weight", 2, {g.H * g.hd, d}, 0};
+        out[P_K] = (hy_param_spec){"k_proj.weight", 2, {g.Hkv * g.hd, d}, 0};
+        out[P_V] = (hy_param_spec){"v_proj.weight", 2, {g.Hkv * g.hd, d}, 0};
+        out[P_O] = (hy_param_spec){"o_proj.weight", 2, {d, g.H * g.hd}, 0};
+    }
+    return 4;
+}
+
+/* All four weights ~ N(0, 0.02), the GPT-2 / Llama (initializer_range) convention. */
+static void attn_init(hy_layer *L, hy_rng *rng) {
+    geom g = geom_of(&L->opts, L->d_model);
+    size_t n[4] = {(size_t)g.H * g.hd * g.d, (size_t)g.Hkv * g.hd * g.d, (size_t)g.Hkv * g.hd * g.d,
+                   (size_t)g.d * g.H * g.hd};
+    for (int p = 0; p < 4; p++)
+        for (size_t i = 0; i < n[p]; i++) L->p[p][i] = 0.02f * hy_rng_normal(rng);
+}
+
+/* ---------------------------------------------------------------- helpers ---- */
+
+/* The layer's caches, created on first use. */
+static attn_priv *priv_of(hy_layer *L) {
+    if (!L->priv) L->priv = hy_calloc(sizeof(attn_priv));
+    return L->priv;
+}
+
+/* A workspace of at least n floats; unlike hy_buf_reserve it does not copy (nor double the peak)
+ * when it grows. */
+static float *grab(hy_buf *b, size_t n) {
+    if (n > b->cap) hy_buf_free(b);
+    return hy_buf_reserve(b, n ? n : 1);
+}
+
+/* RoPE cos/sin tables for positions 0..n-1, grown geometrically (streaming adds one at a time).
+ * inv_freq_i = theta^(-2i/hd), angle = pos·inv_freq_i, in float as PyTorch computes them. */
+static int rope_tables(attn_priv *P, const geom *g, int n) {
+    if (n <= P->rope_len) return 0;
+    int half = g->hd / 2, len = n > 2 * P->rope_len ? n : 2 * P->rope_len;
+    if (len < 256) len = 256;
+    if (!hy_buf_reserve(&P->rcos, (size_t)len * half) || !hy_buf_reserve(&P->rsin, (size_t)len * half))
+        return HY_ERR_NOMEM;
+    float inv[half > 0 ? half : 1];
+    for (int i = 0; i < half; i++) inv[i] = 1.0f / powf(g->theta, (float)(2 * i) / (float)g->hd);
+    float *cs = P->rcos.p, *sn = P->rsin.p;
+    #pragma omp parallel for schedule(static)
+    for (int pos = P->rope_len; pos < len; pos++)
+        for (int i = 0; i < half; i++) {
+            float ang = (float)pos * inv[i];
+            cs[(size_t)pos * half + i] = cosf(ang);
+            sn[(size_t)pos * half + i] = sinf(ang);
+        }
+    P->rope_len = len;
+    return 0;
+}
+
+/* Rotates every head of x (B·T rows of nh·hd) in place, row t of a sequence at position pos0 + t;
+ * inverse = the transpose (rotation by -angle), which is RoPE's backward. */
+static void rope_apply(const attn_priv *P, const geom *g, float *x, int B, int T, int nh, int pos0, bool inverse) {
+    int hd = g->hd, half = hd / 2;
+    float sg = inverse ? -1.0f : 1.0f;
+    #pragma omp parallel for schedule(static)
+    for (long r = 0; r < (long)B * T; r++) {
+        const float *c = P->rcos.p + (size_t)(pos0 + r % T) * half, *s = P->rsin.p + (size_t)(pos0 + r % T) * half;
+        for (int h = 0; h < nh; h++) {
+            float *p = x + (size_t)r * nh * hd + (size_t)h * hd;
+            for (int i = 0; i < half; i++) {
+                float a = p[i], b = p[i + half];
+                p[i] = a * c[i] - sg * b * s[i];
+                p[i + half] = b * c[i] + sg * a * s[i];
+            }
+        }
+    }
+}
+
+/* q, k, v of B·T rows of x (positions pos0..pos0+T-1), RoPE applied to q and k. */
+static int project_qkv(hy_layer *L, attn_priv *P, const geom *g, const float *x, int B, int T, int pos0, float *q,
+                       float *k, float *v) {
+    int rows = B * T;
+    hy_linear_forward(q, x, L->p[P_Q], NULL, rows, g->d, g->H * g->hd);
+    hy_linear_forward(k, x, L->p[P_K], NULL, rows, g->d, g->Hkv * g->hd);
+    hy_linear_forward(v, x, L->p[P_V], NULL, rows, g->d, g->Hkv * g->hd);
+    if (g->rope) {
+        if (rope_tables(P, g, pos0 + T) < 0) return HY_ERR_NOMEM;
+        rope_apply(P, g, q, B, T, g->H, pos0, false);
+        rope_apply(P, g, k, B, T, g->Hkv, pos0, false);
+    }
+    return 0;
+}
+
+/* The transposed view (kt, vt layout) of nh heads of hd over n tokens, blocks of BC keys. */
+static hy_flash_view tview(float *p, int nh, int hd, int n) {
+    size_t blk = (size_t)hd * HY_FLASH_BC, hs = (size_t)(n + HY_FLASH_BC - 1) / HY_FLASH_BC * blk;
+    return (hy_flash_view){p, hs * nh, hs, HY_FLASH_BC, blk};
+}
+
+/* Writes the per-head transpose of src (B·T rows of nh·hd) into the tiled view dst, token t of a
+ * sequence going to key column t0 + t. */
+static void transpose_heads(const float *src, int B, int T, int nh, int hd, hy_flash_view dst, int t0) {
+    int nblk = (T + 63) / 64;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int bh = 0; bh < B * nh; bh++)
+        for (int blk = 0; blk < nblk; blk++) {
+            int b = bh / nh, h = bh % nh, ta = blk * 64, tb = ta + 64 < T ? ta + 64 : T;
+            float *d = dst.p + b * dst.bs + h * dst.hs;
+            const float *s = src + (size_t)b * T * nh * hd + (size_t)h * hd;
+            for (int t = ta; t < tb; t++) {
+                int u = t0 + t;
+                float *col = d + (size_t)(u / HY_FLASH_BC) * dst.tile + u % HY_FLASH_BC;
+                for (int c = 0; c < hd; c++) col[(size_t)c * dst.ld] = s[(size_t)t * nh * hd + c];
+            }
+        }
+}
+
+/* The kernel arguments for the training layout of the caches (Tq = Tk = T). */
+static hy_flash_args train_args(const geom *g, attn_priv *P, int B, int T) {
+    size_t qs = (size_t)T * g->H * g->hd, ks = (size_t)T * g->Hkv * g->hd;
+    int qld = g->H * g->hd, kld = g->Hkv * g->hd;
+    hy_flash_args a = {B, g->H, g->Hkv, g->hd, T, T, 1.0f / sqrtf((float)g->hd),
+                       .q = {P->q.p, qs, g->hd, qld}, .k = {P->k.p, ks, g->hd, kld},
+                       .kt = tview(P->kt.p, g->Hkv, g->hd, T), .v = {P->v.p, ks, g->hd, kld},
+                       .vt = tview(P->vt.p, g->Hkv, g->hd, T), .o = {P->o.p, qs, g->hd, qld},
+                       .dout = {P->dout.p, qs, g->hd, qld}, .dq = {P->dq.p, qs, g->hd, qld},
+                       .dk = {P->dk.p, ks, g->hd, kld}, .dv = {P->dv.p, ks, g->hd, kld}, .lse = P->lse.p};
+    return a;
+}
+
+/* Shared by both paths: q, k, v (after RoPE) of x into the caches. */
+static int forward_common(hy_layer *L, attn_priv *P, const geom *g, const float *x, int B, int T) {
+    size_t rows = (size_t)B * T, nq = rows * g->H * g->hd, nk = rows * g->Hkv * g->hd;
+    if (!grab(&P->q, nq) || !grab(&P->k, nk) || !grab(&P->v, nk) || !grab(&P->o, nq)) return HY_ERR_NOMEM;
+    P->have_fwd = false;
+    return project_qkv(L, P, g, x, B, T, 0, P->q.p, P->k.p, P->v.p);
+}
+
+/* Backward of RoPE and of the three input projections, from dq, dk, dv in the caches. */
+static int backward_common(hy_layer *L, attn_priv *P, const geom *g, float *dx, int B, int T) {
+    int rows = B * T;
+    if (g->rope) {
+        rope_apply(P, g, P->dq.p, B, T, g->H, 0, true);
+        rope_apply(P, g, P->dk.p, B, T, g->Hkv, 0, true);
+    }
+    hy_linear_backward(dx, L->g[P_Q], NULL, P->dq.p, P->x, L->p[P_Q], rows, g->d, g->H * g->hd, false);
+    hy_linear_backward(dx, L->g[P_K], NULL, P->dk.p, P->x, L->p[P_K], rows, g->d, g->Hkv * g->hd, true);
+    hy_linear_backward(dx, L->g[P_V], NULL, P->dv.p, P->x, L->p[P_V], rows, g->d, g->Hkv * g->hd, true);
+    return 0;
+}
+
+/* Checks that backward follows a kept forward of the same path and shape; sizes the gradients. */
+static int backward_prepare(hy_layer *L, attn_priv *P, const geom *g, const float *dy, int B, int T, bool naive) {
+    if (!P || !P->have_fwd || P->naive != naive || P->B != B || P->T != T)
+        return hy_fail("attention: backward without a matching %s forward (keep_for_backward)",
+                       naive ? "naive" : "tiled");
+    size_t rows = (size_t)B * T, nq = rows * g->H * g->hd, nk = rows * g->Hkv * g->hd;
+    if (!grab(&P->dout, nq) || !grab(&P->dq, nq) || !grab(&P->dk, nk) || !grab(&P->dv, nk)) return HY_ERR_NOMEM;
+    /* dO = dy W_o; dW_o += dyᵀ O */
+    hy_linear_backward(P->dout.p, L->g[P_O], NULL, dy, P->o.p, L->p[P_O], (int)rows, g->H * g->hd, g->d, false);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- tiled path ---- */
+
+/* Training/inference forward: projections, RoPE, transposed keys, the tiled kernel (O and lse kept),
+ * then y = O W_oᵀ. */
+static int attn_forward(hy_layer *L, const float *x, float *y, int B, int T) {
+    attn_priv *P = priv_of(L);
+    geom g = geom_of(&L->opts, L->d_model);
+    if (!P) return HY_ERR_NOMEM;
+    if (B <= 0 || T <= 0) return 0;
+    size_t rows = (size_t)B * T;
+    int rc = forward_common(L, P, &g, x, B, T);
+    if (rc < 0) return rc;
+    if (!grab(&P->kt, B * tview(NULL, g.Hkv, g.hd, T).bs) || !grab(&P->lse, rows * g.H)) return HY_ERR_NOMEM;
+    hy_flash_args a = train_args(&g, P, B, T);
+    transpose_heads(P->k.p, B, T, g.Hkv, g.hd, a.kt, 0);
+    if ((rc = hy_flash_forward(&a)) < 0) return rc;
+    hy_linear_forward(y, P->o.p, L->p[P_O], NULL, (int)rows, g.H * g.hd, g.d);
+    P->x = x, P->B = B, P->T = T, P->naive = false, P->have_fwd = L->keep_for_backward;
+    return 0;
+}
+
+/* Backward of attn_forward: dO through o_proj, the tiled backward (recomputing P from the kept
+ * lse), then RoPE and the input projections. */
+static int attn_backward(hy_layer *L, const float *dy, float *dx, int B, int T) {
+    attn_priv *P = L->priv;
+    geom g = geom_of(&L->opts, L->d_model);
+    if (B <= 0 || T <= 0) return 0;
+    int rc = backward_prepare(L, P, &g, dy, B, T, false);
+    if (rc < 0) return rc;
+    if (!grab(&P->vt, B * tview(NULL, g.Hkv, g.hd, T).bs)) return HY_ERR_NOMEM;
+    hy_flash_args a = train_args(&g, P, B, T);
+    transpose_heads(P->v.p, B, T, g.Hkv, g.hd, a.vt, 0);
+    if ((rc = hy_flash_backward(&a)) < 0) return rc;
+    return backward_common(L, P, &g, dx, B, T);
+}
+
+/* ---------------------------------------------------------------- naive path ---- */
+
+/* Reference forward: per (b, h) S = scale Q Kᵀ over all T×T pairs (hy_gemm), causal mask and
+ * softmax with libm expf, O = P V. Keeps every P (B·H·T² floats) for backward. */
+int hy_attention_forward_naive(hy_layer *L, const float *x, float *y, int B, int T) {
+    attn_priv *P = priv_of(L);
+    geom g = geom_of(&L->opts, L->d_model);
+    if (!P) return HY_ERR_NOMEM;
+    if (B <= 0 || T <= 0) return 0;
+    int rc = forward_common(L, P, &g, x, B, T);
+    if (rc < 0) return rc;
+    size_t TT = (size_t)T * T;
+    if (!grab(&P->probs, (size_t)B * g.H * TT)) return HY_ERR_NOMEM;
+    int qld = g.H * g.hd, kld = g.Hkv * g.hd, grp = g.H / g.Hkv;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < g.H; h++) {
+            float *S = P->probs.p + ((size_t)b * g.H + h) * TT;
+            const float *Q = P->q.p + (size_t)b * T * qld + h * g.hd, *K = P->k.p + (size_t)b * T * kld + (h / grp) * g.hd,
+                        *V = P->v.p + (size_t)b * T * kld + (h / grp) * g.hd;
+            hy_gemm(false, true, T, T, g.hd, 1.0f / sqrtf((float)g.hd), Q, qld, K, kld, 0.0f, S, T);
+            #pragma omp parallel for schedule(static)
+            for (int i = 0; i < T; i++) {
+                float *s = S + (size_t)i * T, m = s[0], sum = 0;
+                for (int j = 1; j <= i; j++) m = s[j] > m ? s[j] : m;
+                for (int j = 0; j <= i; j++) sum += s[j] = expf(s[j] - m);
+                for (int j = 0; j <= i; j++) s[j] /= sum;
+                for (int j = i + 1; j < T; j++) s[j] = 0.0f;
+            }
+            hy_gemm(false, false, T, g.hd, T, 1.0f, S, T, V, kld, 0.0f, P->o.p + (size_t)b * T * qld + h * g.hd, qld);
+        }
+    hy_linear_forward(y, P->o.p, L->p[P_O], NULL, B * T, qld, g.d);
+    P->x = x, P->B = B, P->T = T, P->naive = true, P->have_fwd = L->keep_for_backward;
+    return 0;
+}
+
+/* Reference backward from the kept P: dV = Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP - rowsum(P ∘ dP)),
+ * dQ = scale dS K, dK = scale dSᵀ Q, per (b, h), every product a full T×T hy_gemm. */
+int hy_attention_backward_naive(hy_layer *L, const float *dy, float *dx, int B, int T) {
+    attn_priv *P = L->priv;
+    geom g = geom_of(&L->opts, L->d_model);
+    if (B <= 0 || T <= 0) return 0;
+    int rc = backward_prepare(L, P, &g, dy, B, T, true);
+    if (rc < 0) return rc;
+    size_t TT = (size_t)T * T;
+    if (!grab(&P->dprobs, TT)) return HY_ERR_NOMEM;
+    int qld = g.H * g.hd, kld = g.Hkv * g.hd, grp = g.H / g.Hkv;
+    float scale = 1.0f / sqrtf((float)g.hd), *dS = P->dprobs.p;
+    memset(P->dk.p, 0, (size_t)B * T * kld * sizeof(float));
+    memset(P->dv.p, 0, (size_t)B * T * kld * sizeof(float));
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < g.H; h++) {
+            const float *Pm = P->probs.p + ((size_t)b * g.H + h) * TT;
+            size_t qo = (size_t)b * T * qld + h * g.hd, ko = (size_t)b * T * kld + (h / grp) * g.hd;
+            hy_gemm(true, false, T, g.hd, T, 1.0f, Pm, T, P->dout.p + qo, qld, 1.0f, P->dv.p + ko, kld);
+            hy_gemm(false, true, T, T, g.hd, 1.0f, P->dout.p + qo, qld, P->v.p + ko, kld, 0.0f, dS, T);
+            #pragma omp parallel for schedule(static)
+            for (int i = 0; i < T; i++) {
+                const float *p = Pm + (size_t)i * T;
+                float *s = dS + (size_t)i * T, D = 0;
+                for (int j = 0; j <= i; j++) D += p[j] * s[j];
+                for (int j = 0; j < T; j++) s[j] = p[j] * (s[j] - D);
+            }
+            hy_gemm(false, false, T, g.hd, T, scale, dS, T, P->k.p + ko, kld, 0.0f, P->dq.p + qo, qld);
+            hy_gemm(true, false, T, g.hd, T, scale, dS, T, P->q.p + qo, qld, 1.0f, P->dk.p + ko, kld);
+        }
+    return backward_common(L, P, &g, dx, B, T);
+}
+
+/* ---------------------------------------------------------------- streaming ---- */
+
+/* An empty KV cache for B sequences; the cache itself is allocated by the first prefill/step. */
+static int attn_state_new(hy_layer *L, int B, void **state) {
+    (void)L;
+    attn_state *s = hy_calloc(sizeof *s);
+    if (!s) return HY_ERR_NOMEM;
+    s->B = B;
+    *state = s;
+    return 0;
+}
+
+/* Frees a state of attn_state_new (NULL is fine). */
+static void attn_state_free(hy_layer *L, void *state) {
+    (void)L;
+    attn_state *s = state;
+    if (!s) return;
+    hy_free(s->kt), hy_free(s->v);
+    hy_buf_free(&s->q), hy_buf_free(&s->k), hy_buf_free(&s->vn), hy_buf_free(&s->o);
+    hy_free(s);
+}
+
+/* Makes room for `need` tokens: capacity doubles from 256 tokens; the filled prefix of each
+ * (sequence, kv head) is copied over (whole key blocks for the transposed keys). */
+static int cache_grow(attn_state *s, const geom *g, int need) {
+    if (need <= s->cap) return 0;
+    int cap = s->cap ? s->cap : 256;
+    while (cap < need) cap *= 2;
+    size_t kw = (size_t)g->Hkv * g->hd;
+    float *kt = hy_malloc((size_t)s->B * kw * cap * sizeof(float)), *v = hy_malloc((size_t)s->B * cap * kw * sizeof(float));
+    if (!kt || !v) {
+        hy_free(kt), hy_free(v);
+        return HY_ERR_NOMEM;
+    }
+    size_t used = (size_t)(s->pos + HY_FLASH_BC - 1) / HY_FLASH_BC * HY_FLASH_BC * g->hd;
+    for (size_t r = 0; s->pos && r < (size_t)s->B * g->Hkv; r++)   /* (b, g) blocks of the transposed keys */
+        memcpy(kt + r * cap * g->hd, s->kt + r * s->cap * g->hd, used * sizeof(float));
+    for (int b = 0; s->pos && b < s->B; b++)
+        memcpy(v + (size_t)b * cap * kw, s->v + (size_t)b * s->cap * kw, (size_t)s->pos * kw * sizeof(float));
+    hy_free(s->kt), hy_free(s->v);
+    s->kt = kt, s->v = v, s->cap = cap;
+    return 0;
+}
+
+/* Appends T tokens per sequence (x: (B, T, d)) to the cache and attends: queries at positions
+ * pos..pos+T-1 see every cached key and the causal new ones (the tiled kernel with Tk = pos + T). */
+static int attn_prefill(hy_layer *L, void *state, const float *x, float *y, int B, int T) {
+    attn_state *s = state;
+    attn_priv *P = priv_of(L);
+    geom g = geom_of(&L->opts, L->d_model);
+    if (!P) return HY_ERR_NOMEM;
+    if (B != s->B) return hy_fail("attention: state holds %d sequences, got %d", s->B, B);
+    if (T <= 0) return 0;
+    size_t rows = (size_t)B * T, kw = (size_t)g.Hkv * g.hd, qw = (size_t)g.H * g.hd;
+    if (!grab(&s->q, rows * qw) || !grab(&s->k, rows * kw) || !grab(&s->vn, rows * kw) || !grab(&s->o, rows * qw))
+        return HY_ERR_NOMEM;
+    int rc = project_qkv(L, P, &g, x, B, T, s->pos, s->q.p, s->k.p, s->vn.p);
+    if (rc < 0 || (rc = cache_grow(s, &g, s->pos + T)) < 0) return rc;
+    hy_flash_view kt = tview(s->kt, g.Hkv, g.hd, s->cap);
+    transpose_heads(s->k.p, B, T, g.Hkv, g.hd, kt, s->pos);
+    for (int b = 0; b < B; b++)
+        memcpy(s->v + ((size_t)b * s->cap + s->pos) * kw, s->vn.p + (size_t)b * T * kw, (size_t)T * kw * sizeof(float));
+    hy_flash_args a = {B, g.H, g.Hkv, g.hd, T, s->pos + T, 1.0f / sqrtf((float)g.hd),
+                       .q = {s->q.p, (size_t)T * qw, g.hd, (int)qw}, .kt = kt,
+                       .v = {s->v, (size_t)s->cap * kw, g.hd, (int)kw}, .o = {s->o.p, (size_t)T * qw, g.hd, (int)qw}};
+    if ((rc = hy_flash_forward(&a)) < 0) return rc;
+    hy_linear_forward(y, s->o.p, L->p[P_O], NULL, (int)rows, (int)qw, g.d);
+    s->pos += T;
+    return 0;
+}
+
+/* One token per sequence: prefill with T = 1. */
+static int attn_step(hy_layer *L, void *state, const float *x, float *y, int B) {
+    return attn_prefill(L, state, x, y, B, 1);
+}
+
+/* ---------------------------------------------------------------- accounting ---- */
+
+/* The KV cache of T tokens: keys and values, Hkv·hd floats each per token. */
+static size_t attn_state_bytes(const hy_opts *o, int d, int T) {
+    geom g = geom_of(o, d);
+    return 2 * (size_t)T * g.Hkv * g.hd * sizeof(float);
+}
+
+/* Forward FLOPs of one sequence (multiply-add = 2): projections 2·T·d·(2·H·hd + 2·Hkv·hd) (q and
+ * o are d × H·hd, k and v d × Hkv·hd), plus the causal core 4·H·hd·T(T+1)/2 (query t meets t+1
+ * keys: q·k and p·v, 2·hd each). Softmax exponentials are not counted. */
+static double attn_flop(const hy_opts *o, int d, int T) {
+    geom g = geom_of(o, d);
+    return 2.0 * T * d * (2.0 * g.H * g.hd + 2.0 * g.Hkv * g.hd) + 4.0 * g.H * g.hd * ((double)T * (T + 1) / 2.0);
+}
+
+/* Frees the layer's caches. */
+static void attn_destroy(hy_layer *L) {
+    attn_priv *P = L->priv;
+    if (!P) return;
+    hy_buf *bufs[] = {&P->q, &P->k, &P->v, &P->kt, &P->o, &P->lse, &P->dout, &P->vt, &P->dq,
+                      &P->dk, &P->dv, &P->probs, &P->dprobs, &P->rcos, &P->rsin};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) hy_buf_free(bufs[i]);
+    hy_free(P);
+    L->priv = NULL;
+}
+
+const hy_block_ops hy_block_attention = {
+    .name = "attention",
+    .kinds = HY_KIND_MIXER,
+    .summary = "causal multi-head softmax attention (GQA, optional RoPE), FlashAttention-2 style kernels",
+    .opts = attn_opts,
+    .n_opts = 3,
+    .resolve = attn_resolve,
+    .param_specs = attn_param_specs,
+    .init = attn_init,
+    .forward = attn_forward,
+    .backward = attn_backward,
+    .state_new = attn_state_new,
+    .step = attn_step,
+    .prefill = attn_prefill,
+    .state_free = attn_state_free,
+    .state_bytes = attn_state_bytes,
+    .flop = attn_flop,
+    .destroy = attn_destroy,
+};

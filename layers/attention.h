@@ -1,0 +1,53 @@
+/* attention — hooks of the attention block (layers/attention.c) for tests and benchmarks, and the
+ * FlashAttention-2 style tile kernels (layers/attention_flash.c) it is built on. */
+#ifndef HY_LAYERS_ATTENTION_H
+#define HY_LAYERS_ATTENTION_H
+#include "layers/registry.h"
+#include <stddef.h>
+
+extern const hy_block_ops hy_block_attention;
+
+/* The plain reference path: materialises the full T×T probabilities of every (batch, head) with
+ * hy_malloc (so hy_mem_peak shows the quadratic memory), softmax in simple loops, hy_gemm for the
+ * products. backward_naive needs forward_naive (with L->keep_for_backward) just before; same
+ * contract as the block's forward/backward (dx overwritten, weight gradients accumulated). */
+int hy_attention_forward_naive(hy_layer *L, const float *x, float *y, int B, int T);
+int hy_attention_backward_naive(hy_layer *L, const float *dy, float *dx, int B, int T);
+
+/* ---- tile kernels ----
+ * A strided 4-D view: element (b, h, row, col) is p[b*bs + h*hs + row*ld + col]; for the transposed
+ * views (kt, vt) with tile != 0, columns come in blocks of HY_FLASH_BC (key tiles) `tile` floats
+ * apart: element (b, h, row, col) is p[b*bs + h*hs + (col / BC)*tile + row*ld + col % BC], so
+ * with ld = BC and tile = hd*BC every key tile is one contiguous block. */
+#define HY_FLASH_BC 64
+typedef struct {
+    float *p;
+    size_t bs, hs;
+    int ld;
+    size_t tile;
+} hy_flash_view;
+
+/* One attention problem: n_batch sequences, H query heads and Hkv kv heads of size hd; Tq queries
+ * and Tk keys per sequence, query i sitting at key position Tk - Tq + i (causal: it sees keys
+ * 0 .. Tk-Tq+i). Query head h uses kv head h / (H / Hkv). Scores are scale * q·k.
+ *   q, o, dout, dq:  rows = query index, cols = hd        (view per query head)
+ *   k, v, dk, dv:    rows = key index,   cols = hd        (view per kv head)
+ *   kt, vt:          rows = hd,          cols = key index (K and V transposed)
+ *   lse, delta:      (n_batch, H, Tq) contiguous. */
+typedef struct {
+    int n_batch, H, Hkv, hd, Tq, Tk;
+    float scale;
+    hy_flash_view q, k, kt, v, vt, o, dout, dq, dk, dv;
+    float *lse;
+} hy_flash_args;
+
+/* Forward: o = softmax(scale q kᵀ, causal) v, and lse (if non-NULL) = per-row log-sum-exp of the
+ * scaled scores. Uses q, kt, v; writes o, lse. Parallel over (batch, head, query tile). */
+int hy_flash_forward(const hy_flash_args *a);
+/* Backward: from q, k, kt, vt, o, dout and the forward's lse, OVERWRITES dq, dk, dv (the gradients
+ * with respect to q, k, v of the scores/softmax/product, scale included). Deterministic for a given
+ * thread count: dk/dv are owned by key-tile tasks, dq is summed from per-thread buffers in a fixed
+ * order. */
+int hy_flash_backward(const hy_flash_args *a);
+
+#endif

@@ -1,0 +1,436 @@
+/* Config <-> JSON, model checkpoints and training-state files, on top of models/safetensors.c. */
+#include "models/checkpoint.h"
+#include "core/error.h"
+#include "models/json.h"
+#include "models/safetensors.h"
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- config -> JSON ---- */
+
+/* Shortest "%.Ng" text of a float that reads back as the same float (0.001f -> "0.001"). */
+static void format_float(float v, char *buf, size_t n) {
+    for (int digits = 6; digits <= 9; digits++) {
+        snprintf(buf, n, "%.*g", digits, (double)v);
+        if (strtof(buf, NULL) == v) return;
+    }
+}
+
+/* {"type": NAME, every option: value} of one block, or {"type": "none"}. */
+static void block_to_json(hy_strbuf *b, const hy_block_cfg *c) {
+    hy_sb_add(b, "{\"type\": ");
+    hy_sb_json_string(b, c->ops ? c->ops->name : "none");
+    for (int k = 0; c->ops && k < c->ops->n_opts; k++) {
+        char val[64];
+        hy_opt_format(c->ops, &c->opts, k, val, sizeof val);
+        hy_sb_add(b, ", ");
+        hy_sb_json_string(b, c->ops->opts[k].name);
+        hy_sb_printf(b, ": %s", val);
+    }
+    hy_sb_add(b, "}");
+}
+
+int hy_model_config_to_json(const hy_model_config *cfg, char **out) {
+    *out = NULL;
+    hy_strbuf b = {0};
+    char coef[32];
+    format_float(cfg->router_aux_coef, coef, sizeof coef);
+    hy_sb_printf(&b, "{\"d_model\": %d, \"vocab_size\": %d, \"n_layers\": %d, \"tie_embeddings\": %s, "
+                     "\"router_aux_coef\": %s, \"layers\": [",
+                 cfg->d_model, cfg->vocab_size, cfg->n_layers, cfg->tie_embeddings ? "true" : "false", coef);
+    for (int i = 0; i < cfg->n_layers; i++) {
+        hy_sb_add(&b, i ? ", {\"mixer\": " : "{\"mixer\": ");
+        block_to_json(&b, &cfg->layers[i].mixer);
+        hy_sb_add(&b, ", \"ffn\": ");
+        block_to_json(&b, &cfg->layers[i].ffn);
+        hy_sb_add(&b, "}");
+    }
+    hy_sb_add(&b, "]}");
+    *out = hy_sb_take(&b);
+    return *out ? 0 : HY_ERR_NOMEM;
+}
+
+/* ---- JSON -> config ---- */
+
+/* Refuses keys of object `o` outside `allowed` (NULL-terminated); `where` names the object. */
+static int check_keys(const hy_json *o, const char *where, const char *const *allowed) {
+    for (int i = 0; i < o->n; i++) {
+        bool ok = false;
+        for (int k = 0; allowed[k] && !ok; k++) ok = strcmp(o->keys[i], allowed[k]) == 0;
+        if (ok) continue;
+        char list[256] = "";
+        for (int k = 0; allowed[k]; k++) {
+            strncat(list, k ? ", " : "", sizeof list - strlen(list) - 1);
+            strncat(list, allowed[k], sizeof list - strlen(list) - 1);
+        }
+        return hy_fail_code(HY_ERR_CONFIG, "%s: unknown key '%.100s' (expected %s)", where, o->keys[i], list);
+    }
+    return 0;
+}
+
+/* The value of a required key, of the given type. */
+static const hy_json *need(const hy_json *o, const char *where, const char *key, hy_json_type type, int *rc) {
+    const hy_json *v = hy_json_get(o, key);
+    if (!v) *rc = hy_fail_code(HY_ERR_CONFIG, "%s: missing key '%s'", where, key);
+    else if (v->type != type)
+        *rc = hy_fail_code(HY_ERR_CONFIG, "%s.%s: expected %s, got %s", where, key, hy_json_type_name(type),
+                           hy_json_type_name(v->type));
+    return *rc < 0 ? NULL : v;
+}
+
+/* A required positive int key. */
+static int need_int(const hy_json *o, const char *where, const char *key, int *out) {
+    int rc = 0;
+    const hy_json *v = need(o, where, key, HY_JSON_NUMBER, &rc);
+    int64_t x;
+    if (!v) return rc;
+    if (!hy_json_int(v, &x) || x < 1 || x > INT_MAX)
+        return hy_fail_code(HY_ERR_CONFIG, "%s.%s: expected a positive integer, got %s", where, key, v->text);
+    *out = (int)x;
+    return 0;
+}
+
+/* One block {"type": ..., options...} of `kind` into c. */
+static int block_from_json(const hy_json *o, const char *where, unsigned kind, hy_block_cfg *c) {
+    int rc = 0;
+    if (o->type != HY_JSON_OBJECT)
+        return hy_fail_code(HY_ERR_CONFIG, "%s: expected an object, got %s", where, hy_json_type_name(o->type));
+    const hy_json *type = need(o, where, "type", HY_JSON_STRING, &rc);
+    if (!type) return rc;
+    char names[512];
+    hy_block_names(kind, names, sizeof names);
+    const char *what = kind == HY_KIND_MIXER ? "mixer" : "ffn";
+    c->ops = NULL;
+    if (kind == HY_KIND_FFN && strcmp(type->text, "none") == 0) {
+        if (o->n > 1) return hy_fail_code(HY_ERR_CONFIG, "%s: unknown key '%.100s' (an ffn of type none has no options)",
+                                          where, strcmp(o->keys[0], "type") ? o->keys[0] : o->keys[1]);
+        return 0;
+    }
+    const hy_block_ops *ops = hy_block_find(type->text);
+    if (!ops)
+        return hy_fail_code(HY_ERR_CONFIG, "%s: unknown block type '%.100s' (registered: %s%s)", where, type->text, names,
+                            kind == HY_KIND_FFN ? ", none" : "");
+    if (!(ops->kinds & kind))
+        return hy_fail_code(HY_ERR_CONFIG, "%s: block '%s' is not %s (%ss: %s%s)", where, ops->name,
+                            kind == HY_KIND_MIXER ? "a mixer" : "an ffn", what, names,
+                            kind == HY_KIND_FFN ? ", none" : "");
+    c->ops = ops;
+    hy_opts_defaults(ops, &c->opts);
+    for (int i = 0; i < o->n; i++) {
+        if (strcmp(o->keys[i], "type") == 0) continue;
+        int idx = hy_opt_index(ops, o->keys[i]);
+        if (idx < 0) {
+            char list[512] = "";
+            for (int k = 0; k < ops->n_opts; k++) {
+                strncat(list, k ? ", " : "", sizeof list - strlen(list) - 1);
+                strncat(list, ops->opts[k].name, sizeof list - strlen(list) - 1);
+            }
+            return hy_fail_code(HY_ERR_CONFIG, "%s: unknown option '%.100s' for %s (options: %s)", where, o->keys[i],
+                                ops->name, ops->n_opts ? list : "none");
+        }
+        const hy_json *v = &o->items[i];
+        const char *text = v->type == HY_JSON_NUMBER ? v->text
+                         : v->type == HY_JSON_BOOL   ? (v->boolean ? "true" : "false")
+                         : v->type == HY_JSON_NULL   ? "null"
+                         : v->type == HY_JSON_STRING && strcmp(v->text, "auto") == 0 ? "auto" : NULL;
+        if (!text)
+            return hy_fail_code(HY_ERR_CONFIG, "%s.%s: expected a number, true, false or null, got %s", where, o->keys[i],
+                                hy_json_type_name(v->type));
+        char msg[512];
+        if (hy_opt_parse(ops, &c->opts, idx, text, msg, sizeof msg) < 0)
+            return hy_fail_code(HY_ERR_CONFIG, "%s: %s", where, msg);
+    }
+    return 0;
+}
+
+/* Fills *out from a parsed root object (no resolve). */
+static int config_from_tree(const hy_json *root, hy_model_config *out) {
+    static const char *const top[] = {"d_model", "vocab_size", "n_layers", "tie_embeddings", "router_aux_coef", "layers", NULL};
+    static const char *const layer_keys[] = {"mixer", "ffn", NULL};
+    int rc = 0;
+    if (root->type != HY_JSON_OBJECT)
+        return hy_fail_code(HY_ERR_CONFIG, "config: expected an object, got %s", hy_json_type_name(root->type));
+    if ((rc = check_keys(root, "config", top)) < 0 || (rc = need_int(root, "config", "d_model", &out->d_model)) < 0 ||
+        (rc = need_int(root, "config", "vocab_size", &out->vocab_size)) < 0)
+        return rc;
+    int n_layers = 0;
+    if ((rc = need_int(root, "config", "n_layers", &n_layers)) < 0) return rc;
+    const hy_json *tie = need(root, "config", "tie_embeddings", HY_JSON_BOOL, &rc);
+    const hy_json *coef = tie ? need(root, "config", "router_aux_coef", HY_JSON_NUMBER, &rc) : NULL;
+    const hy_json *layers = coef ? need(root, "config", "layers", HY_JSON_ARRAY, &rc) : NULL;
+    if (!layers) return rc;
+    if (!isfinite(coef->number))
+        return hy_fail_code(HY_ERR_CONFIG, "config.router_aux_coef: %s is not a finite number", coef->text);
+    out->tie_embeddings = tie->boolean;
+    out->router_aux_coef = strtof(coef->text, NULL);   /* as the float it was written from */
+    if (layers->n != n_layers)
+        return hy_fail_code(HY_ERR_CONFIG, "config.layers: %d entries, but n_layers is %d", layers->n, n_layers);
+    out->layers = calloc((size_t)n_layers, sizeof(hy_layer_cfg));
+    if (!out->layers) return hy_fail_code(HY_ERR_NOMEM, "config: out of memory");
+    out->n_layers = n_layers;
+    for (int i = 0; i < n_layers; i++) {
+        char where[64], sub[80];
+        snprintf(where, sizeof where, "config.layers[%d]", i);
+        const hy_json *L = &layers->items[i];
+        if (L->type != HY_JSON_OBJECT)
+            return hy_fail_code(HY_ERR_CONFIG, "%s: expected an object, got %s", where, hy_json_type_name(L->type));
+        if ((rc = check_keys(L, where, layer_keys)) < 0) return rc;
+        const hy_json *mixer = hy_json_get(L, "mixer"), *ffn = hy_json_get(L, "ffn");
+        if (!mixer || !ffn) return hy_fail_code(HY_ERR_CONFIG, "%s: missing key '%s'", where, mixer ? "ffn" : "mixer");
+        snprintf(sub, sizeof sub, "%s.mixer", where);
+        if ((rc = block_from_json(mixer, sub, HY_KIND_MIXER, &out->layers[i].mixer)) < 0) return rc;
+        snprintf(sub, sizeof sub, "%s.ffn", where);
+        if ((rc = block_from_json(ffn, sub, HY_KIND_FFN, &out->layers[i].ffn)) < 0) return rc;
+    }
+    return 0;
+}
+
+int hy_model_config_from_json(const char *json, hy_model_config *out) {
+    memset(out, 0, sizeof *out);
+    hy_json root;
+    if (hy_json_parse(json, strlen(json), &root) < 0) {
+        hy_error_prefix("config: invalid JSON");
+        return HY_ERR_CONFIG;
+    }
+    int rc = config_from_tree(&root, out);
+    hy_json_free(&root);
+    if (rc == 0 && (rc = hy_model_config_resolve(out)) < 0) {   /* "layers[0].mixer.x: ..." -> "config.layers[0]..." */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", hy_last_error());
+        hy_fail_code(rc, "config.%s", msg);
+    }
+    if (rc < 0) {
+        hy_model_config_free(out);
+        memset(out, 0, sizeof *out);
+    }
+    return rc;
+}
+
+/* ---- checkpoints ---- */
+
+/* The tensor entries of every parameter of m, data from `arena` (laid out like m->data), named
+ * "<prefix><param name>"; names[] is scratch of n_params * 2 * HY_MAX_NAME bytes. */
+static void param_entries(const hy_model *m, const float *arena, const char *prefix, char *names, hy_st_entry *e) {
+    for (int i = 0; i < m->n_params; i++) {
+        const hy_param *p = &m->params[i];
+        char *name = names + (size_t)i * 2 * HY_MAX_NAME;
+        snprintf(name, 2 * HY_MAX_NAME, "%s%s", prefix, p->name);
+        e[i] = (hy_st_entry){.name = name, .dtype = HY_DT_F32, .ndim = p->ndim, .data = arena + (p->data - m->data)};
+        for (int d = 0; d < p->ndim; d++) e[i].shape[d] = p->shape[d];
+    }
+}
+
+int hy_checkpoint_save(const hy_model *m, const char *path, long step) {
+    char *config = NULL, step_s[32];
+    int rc = hy_model_config_to_json(&m->cfg, &config);
+    if (rc < 0) return rc;
+    hy_st_entry *e = malloc(sizeof *e * (size_t)(m->n_params + 1));
+    char *names = malloc((size_t)(m->n_params + 1) * 2 * HY_MAX_NAME);
+    if (!e || !names) rc = hy_fail_code(HY_ERR_NOMEM, "%s: out of memory", path);
+    else {
+        param_entries(m, m->data, "", names, e);
+        snprintf(step_s, sizeof step_s, "%ld", step);
+        const char *keys[] = {"format", "step", "config"}, *vals[] = {"hybrid", step_s, config};
+        rc = hy_st_write(path, 3, keys, vals, m->n_params, e);
+    }
+    free(e);
+    free(names);
+    free(config);
+    return rc;
+}
+
+/* Scalars of the model a resolved config describes, to refuse a config that asks for far more
+ * memory than the file could fill before allocating it (smaller mismatches are then reported
+ * tensor by tensor, by name). */
+static double config_numel(const hy_model_config *c) {
+    double d = c->d_model, n = (c->tie_embeddings ? 1.0 : 2.0) * c->vocab_size * d + d;
+    for (int i = 0; i < c->n_layers; i++) {
+        const hy_block_cfg *b[2] = {&c->layers[i].mixer, &c->layers[i].ffn};
+        for (int k = 0; k < 2; k++) {
+            if (!b[k]->ops) continue;
+            hy_param_spec specs[64];
+            int np = b[k]->ops->param_specs(&b[k]->opts, c->d_model, NULL);
+            if (np > 64) return INFINITY;
+            b[k]->ops->param_specs(&b[k]->opts, c->d_model, specs);
+            n += d;
+            for (int j = 0; j < np; j++) {
+                double e = 1;
+                for (int q = 0; q < specs[j].ndim; q++) e *= specs[j].shape[q];
+                n += e;
+            }
+        }
+    }
+    return n;
+}
+
+/* Copies tensor `name` of f into dst after checking it is F32 with p's shape. */
+static int load_param(const hy_st_file *f, const char *name, const hy_param *p, float *dst) {
+    const hy_st_tensor *t = hy_st_find(f, name);
+    if (!t) return hy_fail("%s: tensor '%s' is missing", f->path, name);
+    int64_t shape[4];
+    for (int d = 0; d < p->ndim; d++) shape[d] = p->shape[d];
+    int rc = hy_st_check(f, t, HY_DT_F32, p->ndim, shape, "the model's");
+    if (rc == 0) memcpy(dst, t->data, p->numel * sizeof(float));
+    return rc;
+}
+
+/* Refuses a tensor of f that is not "<prefix><param>" for one of the given prefixes. */
+static int check_no_extra(const hy_st_file *f, const hy_model *m, int n_prefixes, const char *const *prefixes) {
+    for (int t = 0; t < f->n_tensors; t++) {
+        const char *name = f->tensors[t].name;
+        bool known = false;
+        for (int s = 0; s < n_prefixes && !known; s++) {
+            size_t pl = strlen(prefixes[s]);
+            if (strncmp(name, prefixes[s], pl) != 0) continue;
+            for (int i = 0; i < m->n_params && !known; i++) known = strcmp(name + pl, m->params[i].name) == 0;
+        }
+        if (!known) return hy_fail("%s: unexpected tensor '%.200s' (not a parameter of this model)", f->path, name);
+    }
+    return 0;
+}
+
+/* Refuses a file whose __metadata__ format is not `want`. */
+static int check_format(const hy_st_file *f, const char *want) {
+    const char *fmt = hy_st_meta(f, "format");
+    if (!fmt) return hy_fail("%s: no 'format' in __metadata__ (expected \"%s\")", f->path, want);
+    if (strcmp(fmt, want) != 0) return hy_fail("%s: __metadata__ format is \"%.100s\", expected \"%s\"", f->path, fmt, want);
+    return 0;
+}
+
+int hy_checkpoint_load(const char *path, hy_model **out, long *step) {
+    *out = NULL;
+    if (step) *step = 0;
+    hy_st_file f;
+    int rc = hy_st_open(path, &f);
+    if (rc < 0) return rc;
+    hy_model_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    hy_model *m = NULL;
+    const char *config = hy_st_meta(&f, "config"), *step_s = hy_st_meta(&f, "step");
+    long st = 0;
+    if ((rc = check_format(&f, "hybrid")) < 0) goto done;
+    if (!config) {
+        rc = hy_fail("%s: no 'config' in __metadata__ (the model's JSON config)", path);
+        goto done;
+    }
+    if (step_s) {
+        char *end;
+        errno = 0;
+        st = strtol(step_s, &end, 10);
+        if (errno || end == step_s || *end || st < 0) {
+            rc = hy_fail("%s: __metadata__ step '%.40s' is not a non-negative integer", path, step_s);
+            goto done;
+        }
+    }
+    if ((rc = hy_model_config_from_json(config, &cfg)) < 0) {
+        hy_error_prefix("%s", path);
+        goto done;
+    }
+    double want = config_numel(&cfg), have = 0;
+    for (int i = 0; i < f.n_tensors; i++) have += (double)f.tensors[i].numel;
+    if (want > 4 * have + (1 << 20)) {
+        rc = hy_fail("%s: the config describes a model of %.0f parameters but the file holds only %.0f values", path, want,
+                     have);
+        goto done;
+    }
+    if ((rc = hy_model_create(&cfg, 0, &m)) < 0) {
+        hy_error_prefix("%s", path);
+        goto done;
+    }
+    for (int i = 0; rc == 0 && i < m->n_params; i++) rc = load_param(&f, m->params[i].name, &m->params[i], m->params[i].data);
+    const char *none = "";
+    if (rc == 0) rc = check_no_extra(&f, m, 1, &none);
+done:
+    if (rc == 0) {
+        *out = m;
+        if (step) *step = st;
+    } else
+        hy_model_free(m);
+    if (cfg.layers) hy_model_config_free(&cfg);
+    hy_st_close(&f);
+    return rc;
+}
+
+/* ---- training state ---- */
+
+const char *hy_kv_get(const hy_kv_list *l, const char *key) {
+    for (int i = 0; i < l->n; i++)
+        if (strcmp(l->keys[i], key) == 0) return l->values[i];
+    return NULL;
+}
+
+void hy_kv_free(hy_kv_list *l) {
+    for (int i = 0; i < l->n; i++) {
+        free(l->keys[i]);
+        free(l->values[i]);
+    }
+    free(l->keys);
+    free(l->values);
+    memset(l, 0, sizeof *l);
+}
+
+int hy_train_state_save(const char *path, const hy_model *m, int n_slots, const char *const *slot_names,
+                        float *const *slots, int n_meta, const char *const *meta_keys, const char *const *meta_values) {
+    size_t n = (size_t)n_slots * (size_t)m->n_params;
+    hy_st_entry *e = malloc(sizeof *e * (n + 1));
+    char *names = malloc((n + 1) * 2 * HY_MAX_NAME);
+    const char **keys = malloc(sizeof(char *) * (size_t)(n_meta + 1)), **vals = malloc(sizeof(char *) * (size_t)(n_meta + 1));
+    int rc = 0;
+    if (!e || !names || !keys || !vals) rc = hy_fail_code(HY_ERR_NOMEM, "%s: out of memory", path);
+    if (rc == 0) keys[0] = "format", vals[0] = "hybrid-train-state";
+    for (int k = 0; rc == 0 && k < n_meta; k++) {
+        if (strcmp(meta_keys[k], "format") == 0) rc = hy_fail("%s: metadata key 'format' is reserved", path);
+        keys[k + 1] = meta_keys[k], vals[k + 1] = meta_values[k];
+    }
+    for (int s = 0; rc == 0 && s < n_slots; s++) {
+        char prefix[HY_MAX_NAME];
+        snprintf(prefix, sizeof prefix, "%s.", slot_names[s]);
+        if (strlen(slot_names[s]) + 1 >= HY_MAX_NAME) rc = hy_fail("%s: slot name '%s' too long", path, slot_names[s]);
+        else param_entries(m, slots[s], prefix, names + (size_t)s * m->n_params * 2 * HY_MAX_NAME, e + (size_t)s * m->n_params);
+    }
+    if (rc == 0) rc = hy_st_write(path, n_meta + 1, keys, vals, (int)n, e);
+    free(e), free(names), free(keys), free(vals);
+    return rc;
+}
+
+int hy_train_state_load(const char *path, const hy_model *m, int n_slots, const char *const *slot_names,
+                        float *const *slots, hy_kv_list *meta) {
+    memset(meta, 0, sizeof *meta);
+    hy_st_file f;
+    int rc = hy_st_open(path, &f);
+    if (rc < 0) return rc;
+    char **prefixes = calloc((size_t)n_slots + 1, sizeof(char *));
+    if (!prefixes) rc = hy_fail_code(HY_ERR_NOMEM, "%s: out of memory", path);
+    if (rc == 0) rc = check_format(&f, "hybrid-train-state");
+    for (int s = 0; rc == 0 && s < n_slots; s++) {
+        size_t len = strlen(slot_names[s]) + 2;
+        if (!(prefixes[s] = malloc(len))) rc = hy_fail_code(HY_ERR_NOMEM, "%s: out of memory", path);
+        else snprintf(prefixes[s], len, "%s.", slot_names[s]);
+        for (int i = 0; rc == 0 && i < m->n_params; i++) {
+            char name[3 * HY_MAX_NAME];
+            snprintf(name, sizeof name, "%s%s", prefixes[s], m->params[i].name);
+            rc = load_param(&f, name, &m->params[i], slots[s] + (m->params[i].data - m->data));
+        }
+    }
+    if (rc == 0) rc = check_no_extra(&f, m, n_slots, (const char *const *)prefixes);
+    if (rc == 0) {
+        meta->keys = calloc((size_t)f.n_meta + 1, sizeof(char *));
+        meta->values = calloc((size_t)f.n_meta + 1, sizeof(char *));
+        if (!meta->keys || !meta->values) rc = hy_fail_code(HY_ERR_NOMEM, "%s: out of memory", path);
+        for (int i = 0; rc == 0 && i < f.n_meta; i++) {
+            meta->keys[i] = strdup(f.meta_keys[i]);
+            meta->values[i] = strdup(f.meta_values[i]);
+            meta->n = i + 1;
+            if (!meta->keys[i] || !meta->values[i]) rc = hy_fail_code(HY_ERR_NOMEM, "%s: out of memory", path);
+        }
+    }
+    if (rc < 0) hy_kv_free(meta);
+    for (int s = 0; prefixes && s < n_slots; s++) free(prefixes[s]);
+    free(prefixes);
+    hy_st_close(&f);
+    return rc;
+}
