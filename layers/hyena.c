@@ -1,0 +1,355 @@
+/* hyena — StripedHyena gated convolution, order 2, with the modal long filter (SPEC §2):
+ *   zp = projections·u + bias                                  (3d)
+ *   z_t = short_filter_bias + Σ_{k<3} short_filter_weight[:,0,k] ⊙ zp_{t-2+k}   (causal, zeros before 0)
+ *   x2, x1, v = z[0:d], z[d:2d], z[2d:3d];  p = x1 ⊙ v
+ *   hc = Kern(filter.*) ∗ p + D ⊙ p;  y = x2 ⊙ hc;  out = out_filter_dense·y + bias
+ * The long convolution and its backward are layers/modal_conv.c (FFT for training, the modal
+ * recurrence for streaming). The streaming state is the last 2 projected inputs zp of the short
+ * filter and the complex modal state (d, M) of the long filter. */
+#include "core/error.h"
+#include "core/gemm.h"
+#include "core/mem.h"
+#include "layers/modal_conv.h"
+#include "layers/registry.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+enum { OPT_D_STATE, OPT_DT_MIN, OPT_DT_MAX };
+static const hy_opt_spec hyena_opts[] = {
+    {"d_state", HY_OPT_INT, 16, 2, 2048, 0, "state size of the long filter (even): d_state/2 complex modes"},
+    {"dt_min", HY_OPT_FLOAT, 0.001, 1e-8, 10, 0, "smallest initial step dt of the long filter"},
+    {"dt_max", HY_OPT_FLOAT, 0.1, 1e-8, 10, 0, "largest initial step dt of the long filter (>= dt_min)"},
+};
+
+enum { P_LOG_DT, P_C, P_LOG_A_REAL, P_A_IMAG, P_PROJ_W, P_PROJ_B, P_SF_W, P_SF_B, P_D, P_OUT_W, P_OUT_B, N_P };
+enum { KS = 3 };   /* short filter width */
+
+typedef struct {
+    int B, T;
+    bool have_fwd;
+    const float *x;
+    hy_fftconv fc;
+    hy_buf kern, zp, z, p, hc, y;   /* (d, T), (rows, 3d) ×2, (rows, d) ×3 */
+    hy_buf dy, dz, dzp, dp, dhc, dkern;
+    hy_modal_cache mc;
+} hyena_priv;
+
+/* Streaming state: zp of the last 2 tokens (B, 2, 3d), oldest first; modal state (B, d, 2, M). */
+typedef struct {
+    int B;
+    float *hist, *s;
+    hy_buf zp, z, p, hc, y;
+} hyena_state;
+
+/* ---------------------------------------------------------------- options, params ---- */
+
+/* The long-filter parameters first (they share hy_modal_params' order), then SPEC's others. */
+static int hyena_param_specs(const hy_opts *o, int d, hy_param_spec *out) {
+    int M = hy_opt_int(o, OPT_D_STATE) / 2;
+    unsigned ssm = HY_PARAM_SSM_LR | HY_PARAM_NO_DECAY;
+    if (out) {
+        out[P_LOG_DT] = (hy_param_spec){"filter.log_dt", 1, {d}, ssm};
+        out[P_C] = (hy_param_spec){"filter.C", 3, {d, M, 2}, ssm};
+        out[P_LOG_A_REAL] = (hy_param_spec){"filter.log_A_real", 2, {d, M}, ssm};
+        out[P_A_IMAG] = (hy_param_spec){"filter.A_imag", 2, {d, M}, ssm};
+        out[P_PROJ_W] = (hy_param_spec){"projections.weight", 2, {3 * d, d}, 0};
+        out[P_PROJ_B] = (hy_param_spec){"projections.bias", 1, {3 * d}, 0};
+        out[P_SF_W] = (hy_param_spec){"short_filter_weight", 3, {3 * d, 1, KS}, 0};
+        out[P_SF_B] = (hy_param_spec){"short_filter_bias", 1, {3 * d}, 0};
+        out[P_D] = (hy_param_spec){"D", 1, {d}, HY_PARAM_NO_DECAY};
+        out[P_OUT_W] = (hy_param_spec){"out_filter_dense.weight", 2, {d, d}, 0};
+        out[P_OUT_B] = (hy_param_spec){"out_filter_dense.bias", 1, {d}, 0};
+    }
+    return N_P;
+}
+
+/* Long filter: the S4D-Lin init (hy_modal_init); D ~ N(0, 1); linear layers and the short
+ * filter as PyTorch's nn.Linear / depthwise nn.Conv1d defaults: U(±1/sqrt(fan_in)), fan_in = d
+ * for the linears and 3 (the filter width) for the short filter. */
+static void hyena_init(hy_layer *L, hy_rng *rng) {
+    int d = L->d_model, M = hy_opt_int(&L->opts, OPT_D_STATE) / 2;
+    hy_modal_init(L->p, d, M, L->opts.v[OPT_DT_MIN], L->opts.v[OPT_DT_MAX], rng);
+    float bd = 1.0f / sqrtf((float)d), bk = 1.0f / sqrtf((float)KS);
+    for (size_t i = 0; i < (size_t)3 * d * d; i++) L->p[P_PROJ_W][i] = bd * (2 * hy_rng_uniform(rng) - 1);
+    for (int i = 0; i < 3 * d; i++) L->p[P_PROJ_B][i] = bd * (2 * hy_rng_uniform(rng) - 1);
+    for (int i = 0; i < 3 * d * KS; i++) L->p[P_SF_W][i] = bk * (2 * hy_rng_uniform(rng) - 1);
+    for (int i = 0; i < 3 * d; i++) L->p[P_SF_B][i] = bk * (2 * hy_rng_uniform(rng) - 1);
+    for (int i = 0; i < d; i++) L->p[P_D][i] = hy_rng_normal(rng);
+    for (size_t i = 0; i < (size_t)d * d; i++) L->p[P_OUT_W][i] = bd * (2 * hy_rng_uniform(rng) - 1);
+    for (int i = 0; i < d; i++) L->p[P_OUT_B][i] = bd * (2 * hy_rng_uniform(rng) - 1);
+}
+
+/* ---------------------------------------------------------------- helpers ---- */
+
+static hyena_priv *priv_of(hy_layer *L) {
+    if (!L->priv) L->priv = hy_calloc(sizeof(hyena_priv));
+    return L->priv;
+}
+
+static float *grab(hy_buf *b, size_t n) {
+    if (n > b->cap) hy_buf_free(b);
+    return hy_buf_reserve(b, n ? n : 1);
+}
+
+static hy_modal_params modal_view(float **p) { return (hy_modal_params){p[P_LOG_DT], p[P_C], p[P_LOG_A_REAL], p[P_A_IMAG]}; }
+
+/* zp row of token t-lag of sequence b (lag 1 or 2 before the chunk start comes from hist, the
+ * state's last 2 rows, or is zero without a state). */
+static inline const float *zp_row(const float *zp, const float *hist, int b, int T, int t, int W) {
+    if (t >= 0) return zp + ((size_t)b * T + t) * W;
+    return hist ? hist + ((size_t)b * 2 + (2 + t)) * W : NULL;
+}
+
+/* Causal short filter over B·T rows of width W = 3d, continuing from hist (NULL = zeros). */
+static void short_filter(const float *zp, const float *hist, const float *w, const float *bias, float *z, int B,
+                         int T, int W) {
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float *out = z + ((size_t)b * T + t) * W;
+            for (int c = 0; c < W; c++) out[c] = bias[c];
+            for (int k = 0; k < KS; k++) {
+                const float *src = zp_row(zp, hist, b, T, t - (KS - 1) + k, W);
+                if (!src) continue;
+                for (int c = 0; c < W; c++) out[c] += w[c * KS + k] * src[c];
+            }
+        }
+}
+
+/* p = x1 ⊙ v for B·T rows of z (width 3d). */
+static void gate_in(const float *z, float *p, size_t rows, int d) {
+    #pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < d; c++) p[r * d + c] = z[r * 3 * d + d + c] * z[r * 3 * d + 2 * d + c];
+}
+
+/* hc += D ⊙ p; y = x2 ⊙ hc. */
+static void gate_out(const float *z, const float *p, const float *D, float *hc, float *y, size_t rows, int d) {
+    #pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < d; c++) {
+            size_t i = r * d + c;
+            hc[i] += D[c] * p[i];
+            y[i] = z[r * 3 * d + c] * hc[i];
+        }
+}
+
+/* ---------------------------------------------------------------- training ---- */
+
+static int hyena_forward(hy_layer *L, const float *x, float *out, int B, int T) {
+    hyena_priv *P = priv_of(L);
+    int d = L->d_model, M = hy_opt_int(&L->opts, OPT_D_STATE) / 2;
+    if (!P) return HY_ERR_NOMEM;
+    P->have_fwd = false;
+    if (B <= 0 || T <= 0) return 0;
+    size_t rows = (size_t)B * T;
+    if (!grab(&P->kern, (size_t)d * T) || !grab(&P->zp, rows * 3 * d) || !grab(&P->z, rows * 3 * d) ||
+        !grab(&P->p, rows * d) || !grab(&P->hc, rows * d) || !grab(&P->y, rows * d))
+        return HY_ERR_NOMEM;
+    hy_linear_forward(P->zp.p, x, L->p[P_PROJ_W], L->p[P_PROJ_B], (int)rows, d, 3 * d);
+    short_filter(P->zp.p, NULL, L->p[P_SF_W], L->p[P_SF_B], P->z.p, B, T, 3 * d);
+    gate_in(P->z.p, P->p.p, rows, d);
+    hy_modal_params mp = modal_view(L->p);
+    int rc = hy_modal_kernel(&mp, d, M, T, P->kern.p);
+    if (rc < 0 || (rc = hy_fftconv_forward(&P->fc, P->kern.p, P->p.p, P->hc.p, B, T, d)) < 0) return rc;
+    gate_out(P->z.p, P->p.p, L->p[P_D], P->hc.p, P->y.p, rows, d);
+    hy_linear_forward(out, P->y.p, L->p[P_OUT_W], L->p[P_OUT_B], (int)rows, d, d);
+    P->x = x, P->B = B, P->T = T, P->have_fwd = L->keep_for_backward;
+    return 0;
+}
+
+/* Short filter backward: dzp_s = Σ_k w_k ⊙ dz_{s+2-k}; dw_k += Σ_t dz_t ⊙ zp_{t-2+k}; db += Σ_t dz_t.
+ * The parameter sums run over column blocks in parallel (each thread owns its columns). */
+static void short_filter_backward(const float *zp, const float *dz, const float *w, float *dzp, float *gw, float *gb,
+                                  int B, int T, int W) {
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int s = 0; s < T; s++) {
+            float *o = dzp + ((size_t)b * T + s) * W;
+            memset(o, 0, (size_t)W * sizeof(float));
+            for (int k = 0; k < KS; k++) {
+                int t = s + (KS - 1) - k;
+                if (t >= T) continue;
+                const float *g = dz + ((size_t)b * T + t) * W;
+                for (int c = 0; c < W; c++) o[c] += w[c * KS + k] * g[c];
+            }
+        }
+    enum { CB = 64 };
+    #pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < W; c0 += CB) {
+        int c1 = c0 + CB < W ? c0 + CB : W;
+        float acc[KS][CB] = {{0}}, accb[CB] = {0};
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++) {
+                const float *g = dz + ((size_t)b * T + t) * W;
+                for (int c = c0; c < c1; c++) accb[c - c0] += g[c];
+                for (int k = 0; k < KS; k++) {
+                    int s = t - (KS - 1) + k;
+                    if (s < 0) continue;
+                    const float *src = zp + ((size_t)b * T + s) * W;
+                    for (int c = c0; c < c1; c++) acc[k][c - c0] += g[c] * src[c];
+                }
+            }
+        for (int c = c0; c < c1; c++) {
+            gb[c] += accb[c - c0];
+            for (int k = 0; k < KS; k++) gw[c * KS + k] += acc[k][c - c0];
+        }
+    }
+}
+
+static int hyena_backward(hy_layer *L, const float *dout, float *dx, int B, int T) {
+    hyena_priv *P = L->priv;
+    int d = L->d_model, M = hy_opt_int(&L->opts, OPT_D_STATE) / 2;
+    if (B <= 0 || T <= 0) return 0;
+    if (!P || !P->have_fwd || P->B != B || P->T != T)
+        return hy_fail("hyena: backward without a matching kept forward");
+    size_t rows = (size_t)B * T;
+    if (!grab(&P->dy, rows * d) || !grab(&P->dz, rows * 3 * d) || !grab(&P->dzp, rows * 3 * d) ||
+        !grab(&P->dp, rows * d) || !grab(&P->dhc, rows * d) || !grab(&P->dkern, (size_t)d * T))
+        return HY_ERR_NOMEM;
+    hy_linear_backward(P->dy.p, L->g[P_OUT_W], L->g[P_OUT_B], dout, P->y.p, L->p[P_OUT_W], (int)rows, d, d, false);
+    const float *z = P->z.p, *hc = P->hc.p, *dy = P->dy.p;
+    float *dz = P->dz.p, *dhc = P->dhc.p;
+    #pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < d; c++) {
+            size_t i = r * d + c;
+            dz[r * 3 * d + c] = dy[i] * hc[i];   /* dx2 */
+            dhc[i] = dy[i] * z[r * 3 * d + c];
+        }
+    int rc = hy_fftconv_backward(&P->fc, P->p.p, dhc, P->dp.p, P->dkern.p, B, T, d);
+    if (rc < 0) return rc;
+    const float *D = L->p[P_D], *p = P->p.p;
+    float *dp = P->dp.p, *gD = L->g[P_D];
+    #pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < d; c++) {
+            size_t i = r * d + c;
+            float g = dp[i] + D[c] * dhc[i];
+            dz[r * 3 * d + d + c] = g * z[r * 3 * d + 2 * d + c];    /* dx1 */
+            dz[r * 3 * d + 2 * d + c] = g * z[r * 3 * d + d + c];    /* dv */
+        }
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < d; c++) gD[c] += dhc[r * d + c] * p[r * d + c];
+    hy_modal_params mp = modal_view(L->p), mg = modal_view(L->g);
+    if ((rc = hy_modal_kernel_backward(&mp, d, M, T, P->dkern.p, &mg)) < 0) return rc;
+    short_filter_backward(P->zp.p, dz, L->p[P_SF_W], P->dzp.p, L->g[P_SF_W], L->g[P_SF_B], B, T, 3 * d);
+    hy_linear_backward(dx, L->g[P_PROJ_W], L->g[P_PROJ_B], P->dzp.p, P->x, L->p[P_PROJ_W], (int)rows, d, 3 * d,
+                       false);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- streaming ---- */
+
+static int hyena_state_new(hy_layer *L, int B, void **state) {
+    int d = L->d_model, M = hy_opt_int(&L->opts, OPT_D_STATE) / 2;
+    hyena_state *s = hy_calloc(sizeof *s);
+    if (!s) return HY_ERR_NOMEM;
+    s->B = B;
+    s->hist = hy_calloc((size_t)B * 2 * 3 * d * sizeof(float) + 1);
+    s->s = hy_calloc((size_t)B * d * 2 * M * sizeof(float) + 1);
+    if (!s->hist || !s->s) {
+        hy_free(s->hist), hy_free(s->s), hy_free(s);
+        return HY_ERR_NOMEM;
+    }
+    *state = s;
+    return 0;
+}
+
+/* T tokens from the state: the short filter continues from the kept zp rows, the long filter runs
+ * the modal recurrence; then the kept rows become the last 2 zp of this chunk (with older rows
+ * from the state when T < 2). */
+static int hyena_prefill(hy_layer *L, void *state, const float *x, float *out, int B, int T) {
+    hyena_state *s = state;
+    hyena_priv *P = priv_of(L);
+    int d = L->d_model, M = hy_opt_int(&L->opts, OPT_D_STATE) / 2, W = 3 * d;
+    if (!P) return HY_ERR_NOMEM;
+    if (B != s->B) return hy_fail("hyena: state holds %d sequences, got %d", s->B, B);
+    if (T <= 0) return 0;
+    size_t rows = (size_t)B * T;
+    hy_modal_params mp = modal_view(L->p);
+    int rc = hy_modal_cache_update(&P->mc, &mp, d, M);
+    if (rc < 0) return rc;
+    if (!grab(&s->zp, rows * W) || !grab(&s->z, rows * W) || !grab(&s->p, rows * d) || !grab(&s->hc, rows * d) ||
+        !grab(&s->y, rows * d))
+        return HY_ERR_NOMEM;
+    hy_linear_forward(s->zp.p, x, L->p[P_PROJ_W], L->p[P_PROJ_B], (int)rows, d, W);
+    short_filter(s->zp.p, s->hist, L->p[P_SF_W], L->p[P_SF_B], s->z.p, B, T, W);
+    for (int b = 0; b < B; b++) {   /* the new history: the last 2 rows of [old history; zp] */
+        float *h = s->hist + (size_t)b * 2 * W;
+        const float *zb = s->zp.p + (size_t)b * T * W;
+        if (T == 1) {
+            memmove(h, h + W, (size_t)W * sizeof(float));
+            memcpy(h + W, zb, (size_t)W * sizeof(float));
+        } else {
+            memcpy(h, zb + (size_t)(T - 2) * W, 2 * (size_t)W * sizeof(float));
+        }
+    }
+    gate_in(s->z.p, s->p.p, rows, d);
+    hy_modal_scan(d, M, P->mc.zr.p, P->mc.zi.p, P->mc.ctr.p, P->mc.cti.p, s->s, s->p.p, s->hc.p, B, T);
+    gate_out(s->z.p, s->p.p, L->p[P_D], s->hc.p, s->y.p, rows, d);
+    hy_linear_forward(out, s->y.p, L->p[P_OUT_W], L->p[P_OUT_B], (int)rows, d, d);
+    return 0;
+}
+
+static int hyena_step(hy_layer *L, void *state, const float *x, float *y, int B) {
+    return hyena_prefill(L, state, x, y, B, 1);
+}
+
+static void hyena_state_free(hy_layer *L, void *state) {
+    (void)L;
+    hyena_state *s = state;
+    if (!s) return;
+    hy_free(s->hist), hy_free(s->s);
+    hy_buf_free(&s->zp), hy_buf_free(&s->z), hy_buf_free(&s->p), hy_buf_free(&s->hc), hy_buf_free(&s->y);
+    hy_free(s);
+}
+
+/* ---------------------------------------------------------------- accounting ---- */
+
+/* The short filter's last 2 projected inputs (2·3d) and the modal state (d·d_state). */
+static size_t hyena_state_bytes(const hy_opts *o, int d, int T) {
+    (void)T;
+    return ((size_t)2 * 3 * d + (size_t)d * hy_opt_int(o, OPT_D_STATE)) * sizeof(float);
+}
+
+/* Projections 2·T·d·3d (+ bias), short filter 2·3·3d·T, the gates (3·T·d), the kernel and the
+ * FFT convolution, D skip (2·T·d), output dense 2·T·d² (+ bias). */
+static double hyena_flop(const hy_opts *o, int d, int T) {
+    int M = hy_opt_int(o, OPT_D_STATE) / 2;
+    double t = T;
+    return 6.0 * t * d * d + 3.0 * t * d + 18.0 * t * d + 3.0 * t * d + hy_modal_kernel_flop(d, M, T) +
+           hy_fftconv_flop(d, T) + 2.0 * t * d + 2.0 * t * d * d + t * d;
+}
+
+static void hyena_destroy(hy_layer *L) {
+    hyena_priv *P = L->priv;
+    if (!P) return;
+    hy_fftconv_free(&P->fc);
+    hy_buf *bufs[] = {&P->kern, &P->zp, &P->z, &P->p, &P->hc, &P->y, &P->dy, &P->dz, &P->dzp, &P->dp, &P->dhc, &P->dkern};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) hy_buf_free(bufs[i]);
+    hy_modal_cache_free(&P->mc);
+    hy_free(P);
+    L->priv = NULL;
+}
+
+const hy_block_ops hy_block_hyena = {
+    .name = "hyena",
+    .kinds = HY_KIND_MIXER,
+    .summary = "StripedHyena gated convolution (order 2): short filter, modal long filter by FFT, dense out",
+    .opts = hyena_opts,
+    .n_opts = 3,
+    .resolve = hy_modal_resolve,
+    .param_specs = hyena_param_specs,
+    .init = hyena_init,
+    .forward = hyena_forward,
+    .backward = hyena_backward,
+    .state_new = hyena_state_new,
+    .step = hyena_step,
+    .prefill = hyena_prefill,
+    .state_free = hyena_state_free,
+    .state_bytes = hyena_state_bytes,
+    .flop = hyena_flop,
+    .destroy = hyena_destroy,
+};

@@ -1,0 +1,91 @@
+/* The modal long convolution shared by the s4d and hyena mixers (SPEC §2):
+ *
+ *   dt = exp(log_dt); A = -exp(log_A_real) + i·A_imag; dtA = A·dt; z = exp(dtA)
+ *   C̃ = C · (z - 1) / A
+ *   Kern[h, l] = 2 · Re( Σ_m C̃[h,m] · z[h,m]^l )                l = 0..T-1
+ *   y[b, t, h] = Σ_{l≤t} Kern[h, l] · u[b, t-l, h]                 (causal convolution)
+ *
+ * Three pieces, each with its backward:
+ *  - the kernel generator (H·M·T work, powers of z built from an exact table, never a recurrence
+ *    over the whole length);
+ *  - the causal convolution by real FFTs of length n ≥ 2T (fftwf; one r2c/c2r plan pair per n,
+ *    created once under a lock and reused from every thread with the new-array execute calls);
+ *    its backward gives du (a correlation with the kernel) and dKern (the correlation of dy with
+ *    u, summed over the batch, also by FFT);
+ *  - the recurrent twin: x_t = z·x_{t-1} + u_t, y_t = 2·Re(Σ_m C̃_m x_t[m]) per channel, from any
+ *    state (streaming step and prefill).
+ * Layouts: u, y (B, T, H) row-major; Kern (H, T); C (H, M, 2) as (real, imag); the modal state of
+ * B sequences (B, H, 2, M): M real parts, then M imaginary parts per channel. */
+#ifndef HY_LAYERS_MODAL_CONV_H
+#define HY_LAYERS_MODAL_CONV_H
+#include "core/mem.h"
+#include "layers/registry.h"
+#include <stddef.h>
+
+/* The four SSM parameter tensors of one layer (views into L->p or L->g). */
+typedef struct {
+    float *log_dt;       /* (H) */
+    float *C;            /* (H, M, 2) */
+    float *log_A_real;   /* (H, M) */
+    float *A_imag;       /* (H, M) */
+} hy_modal_params;
+
+/* Kern (H, T) from the parameters. 0 or HY_ERR_NOMEM. */
+int hy_modal_kernel(const hy_modal_params *p, int H, int M, int T, float *kern);
+/* Backward of hy_modal_kernel: ACCUMULATES into the gradients g of the parameters from dKern (H, T). */
+int hy_modal_kernel_backward(const hy_modal_params *p, int H, int M, int T, const float *dkern,
+                             const hy_modal_params *g);
+
+/* z = exp(dtA) and C̃ of every mode, split into real and imaginary arrays (H, M) each: the
+ * coefficients of the recurrent form. */
+void hy_modal_coeffs(const hy_modal_params *p, int H, int M, float *zr, float *zi, float *ctr, float *cti);
+/* Recurrent form over T tokens: s (B, H, 2, M) is the state before the first token and after the
+ * last; y (B, T, H) = the convolution part only (no D term). */
+void hy_modal_scan(int H, int M, const float *zr, const float *zi, const float *ctr, const float *cti, float *s,
+                   const float *u, float *y, int B, int T);
+
+/* hy_modal_coeffs cached for streaming: recomputed only when the parameters changed since the
+ * last call (compared against a copy of them). Zero-initialised = empty. */
+typedef struct {
+    int H, M;
+    hy_buf key;                 /* copy of log_dt, C, log_A_real, A_imag */
+    hy_buf zr, zi, ctr, cti;    /* (H, M) each */
+} hy_modal_cache;
+int hy_modal_cache_update(hy_modal_cache *c, const hy_modal_params *p, int H, int M);
+void hy_modal_cache_free(hy_modal_cache *c);
+
+/* Workspace of the FFT convolution for one layer: the kernel spectrum of the last forward (needed
+ * by the backward) and the FFT length. Zero-initialised = empty. */
+typedef struct {
+    int n, H, T;          /* FFT length, channels and sequence length of the kept spectrum */
+    hy_buf khat;          /* (H, n/2+1) complex, interleaved */
+} hy_fftconv;
+
+/* The FFT length used for T: the smallest 2^a·3^b·5^c·7^d ≥ 2T. */
+int hy_fftconv_len(int T);
+/* y = Kern ∗ u (causal, per channel) for B sequences; keeps the kernel spectrum in w. */
+int hy_fftconv_forward(hy_fftconv *w, const float *kern, const float *u, float *y, int B, int T, int H);
+/* Backward of the last hy_fftconv_forward (same B, T, H) whose input was u: du (B, T, H) is
+ * OVERWRITTEN with Σ_{t≥s} Kern[t-s]·dy[t]; dkern (H, T) is OVERWRITTEN with Σ_b Σ_t dy[t]·u[t-l].
+ * Either output may be NULL. */
+int hy_fftconv_backward(hy_fftconv *w, const float *u, const float *dy, float *du, float *dkern, int B, int T, int H);
+void hy_fftconv_free(hy_fftconv *w);
+
+/* The plain O(T²) causal convolution (the tests' and benchmarks' reference). */
+void hy_causal_conv_direct(const float *kern, const float *u, float *y, int B, int T, int H);
+
+/* FLOPs of one forward convolution of one sequence (one r2c and one c2r of length n per channel,
+ * 2.5·n·log2(n) each, plus the spectrum product), and of generating the kernel once. */
+double hy_fftconv_flop(int H, int T);
+double hy_modal_kernel_flop(int H, int M, int T);
+
+/* resolve() of both blocks, whose options 0, 1, 2 are d_state, dt_min, dt_max: d_state must be
+ * even and dt_min <= dt_max. */
+int hy_modal_resolve(hy_opts *o, int d, int *bad_opt, char *msg, size_t msg_len);
+/* The S4D-Lin init of s4d.py into p[0..3] = log_dt, C, log_A_real, A_imag. */
+void hy_modal_init(float *const *p, int H, int M, double dt_min, double dt_max, hy_rng *rng);
+
+/* Frees the cached FFTW plans (optional, at exit). */
+void hy_fftconv_shutdown(void);
+
+#endif
