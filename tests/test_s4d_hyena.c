@@ -5,6 +5,8 @@
 #include "core/error.h"
 #include "core/mem.h"
 #include "layers/modal_conv.h"
+#include "models/model.h"
+#include "models/optim.h"
 #include "tests/testutil.h"
 #include <math.h>
 #include <stdio.h>
@@ -314,6 +316,47 @@ START_TEST(options_are_checked) {
 }
 END_TEST
 
+
+/* The optimizer honours the flags in a model: one SGD step (no momentum) with lr 0.01, ssm_lr
+ * 0.001, weight decay 0.1 and every gradient 1 moves the kernel parameters by exactly ssm_lr
+ * (capped, not decayed, although C is 3-D), D by lr, output_linear.weight by lr·(1 + 0.1·w). */
+START_TEST(optimizer_caps_ssm_parameters) {
+    const hy_block_ops *ops = hy_block_find("s4d");
+    hy_layer_cfg layer = {.mixer.ops = ops, .ffn.ops = NULL};
+    const char *pairs[] = {"d_state=4"};
+    ck_assert_int_eq(hy_block_opts_from_pairs(ops, 8, pairs, 1, &layer.mixer.opts), 0);
+    hy_model_config c = {.d_model = 8, .vocab_size = 16, .n_layers = 1, .tie_embeddings = true,
+                         .router_aux_coef = 0.001f, .layers = &layer};
+    hy_model *m;
+    ck_assert_msg(hy_model_create(&c, 3, &m) == 0, "%s", hy_last_error());
+    float *before = hy_malloc(m->numel * 4);
+    memcpy(before, m->data, m->numel * 4);
+    for (size_t i = 0; i < m->numel; i++) m->grad[i] = 1.0f;
+    hy_optim opt = {.weight_decay = 0.1, .momentum = 0, .ssm_lr = 0.001};
+    ck_assert_int_eq(hy_optim_init(&opt, m, HY_OPTIM_SGD), 0);
+    opt.weight_decay = 0.1, opt.momentum = 0, opt.ssm_lr = 0.001;
+    hy_optim_step(&opt, m, 0.01);
+    static const struct { const char *name; double lr; bool decay; } want[] = {
+        {"layers.0.mixer.kernel.log_dt", 0.001, false}, {"layers.0.mixer.kernel.C", 0.001, false},
+        {"layers.0.mixer.kernel.log_A_real", 0.001, false}, {"layers.0.mixer.kernel.A_imag", 0.001, false},
+        {"layers.0.mixer.D", 0.01, false}, {"layers.0.mixer.output_linear.weight", 0.01, true},
+        {"layers.0.mixer.output_linear.bias", 0.01, false}};
+    for (size_t k = 0; k < sizeof want / sizeof *want; k++) {
+        hy_param *p = hy_model_param(m, want[k].name);
+        ck_assert_msg(p != NULL, "no parameter %s", want[k].name);
+        const float *w0 = before + (p->data - m->data);
+        for (size_t i = 0; i < p->numel; i++) {
+            double expect = w0[i] - want[k].lr * (1.0 + (want[k].decay ? 0.1 * w0[i] : 0.0));
+            ck_assert_msg(fabs(p->data[i] - expect) < 1e-6, "%s[%zu]: %g, expected %g", want[k].name, i,
+                          p->data[i], expect);
+        }
+    }
+    hy_optim_free(&opt);
+    hy_free(before);
+    hy_model_free(m);
+}
+END_TEST
+
 static Suite *s4d_hyena_suite(void) {
     Suite *s = suite_create("s4d_hyena");
     TCase *g = tcase_create("gradients");
@@ -333,6 +376,7 @@ static Suite *s4d_hyena_suite(void) {
     tcase_add_test(o, init_follows_s4d_lin);
     tcase_add_test(o, accounting);
     tcase_add_test(o, options_are_checked);
+    tcase_add_test(o, optimizer_caps_ssm_parameters);
     suite_add_tcase(s, o);
     return s;
 }
