@@ -808,21 +808,43 @@ class FakeToolkit:
         d = m["d_model"]
         blocks = m.get("blocks", {}) or {}
 
-        def block(name):
+        def block(spec):
+            """A block name, or a block map {type: NAME, options...} (layer-specific options)."""
+            own = {}
+            if isinstance(spec, dict):
+                own = {k: v for k, v in spec.items() if k != "type"}
+                spec = spec["type"]
+            name = spec
             if name == "none":
                 return {"type": "none"}
             cls = BLOCKS[name]
             o = dict(cls.DEFAULTS)
             o.update(blocks.get(name, {}) or {})
+            o.update(own)
             if name == "attention" and o["n_kv_heads"] is None:
                 o["n_kv_heads"] = o["n_heads"]
             if o.get("d_ff", 0) is None:
                 o["d_ff"] = 4 * d
             return {"type": name, **{k: o[k] for k in cls.OPTIONS}}
 
+        n = m["n_layers"]
+
+        def slot(spec, i):
+            """The block of layer i for one slot: a name, a block map, or a placement map
+            (at / every / default, docs/configs.md form 3)."""
+            if not isinstance(spec, dict) or "type" in spec:
+                return spec
+            for name, idx in (spec.get("at") or {}).items():
+                if i in idx:
+                    return name
+            for name, rule in (spec.get("every") or {}).items():
+                if i % rule["period"] == rule.get("offset", 0):
+                    return name
+            return spec["default"]
+
         L = m["layers"]
         if isinstance(L, dict):
-            L = [L] * m["n_layers"]
+            L = [{"mixer": slot(L["mixer"], i), "ffn": slot(L.get("ffn", "none"), i)} for i in range(n)]
         layers = [{"mixer": block(l["mixer"]), "ffn": block(l.get("ffn", "none"))} for l in L]
         cfg = {"d_model": d, "vocab_size": m.get("vocab_size", 256), "n_layers": m["n_layers"],
                "tie_embeddings": m.get("tie_embeddings", True), "router_aux_coef": 0.001, "layers": layers}
