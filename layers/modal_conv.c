@@ -13,6 +13,7 @@
 #include <fftw3.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -260,12 +261,12 @@ void hy_modal_scan(int H, int M, const float *zr, const float *zi, const float *
 /* One r2c/c2r pair per length, created once (the FFTW planner is not thread-safe: the table and
  * the planner calls are under one lock) and executed afterwards from any thread with the
  * new-array functions, on buffers with the planning buffers' alignment (64 bytes, hy_malloc). */
-enum { MAX_PLANS = 64 };
-static struct {
+typedef struct {
     int n;
     fftwf_plan r2c, c2r;
-} plans[MAX_PLANS];
-static int n_plans;
+} plan_pair;
+static plan_pair *plans;          /* grown by doubling; callers keep plan values, never entries */
+static int n_plans, cap_plans;
 static pthread_mutex_t plan_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int plans_for(int n, fftwf_plan *r2c, fftwf_plan *c2r) {
@@ -274,9 +275,13 @@ static int plans_for(int n, fftwf_plan *r2c, fftwf_plan *c2r) {
     int i = 0;
     while (i < n_plans && plans[i].n != n) i++;
     if (i == n_plans) {
+        if (n_plans == cap_plans) {
+            int cap = cap_plans ? 2 * cap_plans : 16;
+            plan_pair *grown = realloc(plans, (size_t)cap * sizeof *grown);
+            if (grown) plans = grown, cap_plans = cap;
+        }
         float *a = hy_malloc(((size_t)n + 2) * sizeof(float)), *c = hy_malloc(((size_t)n + 2) * sizeof(float));
-        if (!a || !c) rc = HY_ERR_NOMEM;
-        else if (n_plans == MAX_PLANS) rc = hy_fail("fftconv: more than %d FFT lengths in use", MAX_PLANS);
+        if (!a || !c || n_plans == cap_plans) rc = hy_fail_code(HY_ERR_NOMEM, "fftconv: out of memory planning length %d", n);
         else {
             plans[i].r2c = fftwf_plan_dft_r2c_1d(n, a, (fftwf_complex *)c, FFTW_ESTIMATE);
             plans[i].c2r = fftwf_plan_dft_c2r_1d(n, (fftwf_complex *)c, a, FFTW_ESTIMATE);
@@ -293,7 +298,8 @@ static int plans_for(int n, fftwf_plan *r2c, fftwf_plan *c2r) {
 void hy_fftconv_shutdown(void) {
     pthread_mutex_lock(&plan_lock);
     for (int i = 0; i < n_plans; i++) fftwf_destroy_plan(plans[i].r2c), fftwf_destroy_plan(plans[i].c2r);
-    n_plans = 0;
+    free(plans);
+    plans = NULL, n_plans = cap_plans = 0;
     fftwf_cleanup();
     pthread_mutex_unlock(&plan_lock);
 }

@@ -185,6 +185,19 @@ START_TEST(fft_convolution_matches_direct) {
         hy_fftconv_free(&w);
         hy_free(K), hy_free(u), hy_free(y), hy_free(yr), hy_free(dy), hy_free(du), hy_free(dk), free(dur), free(dkr);
     }
+    /* every T from 1 to 200: 83 distinct FFT lengths (the plan table grows past its first 16), all
+     * planned and cached in one process */
+    for (int T = 1; T <= 200; T++) {
+        enum { H2 = 2 };
+        float K[H2 * 200], u[H2 * 200], y[H2 * 200], yr[H2 * 200];
+        tu_fill_normal(K, (size_t)H2 * T, 1, 100 + T), tu_fill_normal(u, (size_t)H2 * T, 1, 300 + T);
+        hy_fftconv w = {0};
+        ck_assert_msg(hy_fftconv_forward(&w, K, u, y, 1, T, H2) == 0, "T %d: %s", T, hy_last_error());
+        hy_causal_conv_direct(K, u, yr, 1, T, H2);
+        double e = nerr_f(y, yr, (size_t)H2 * T);
+        ck_assert_msg(e < 1e-5, "T %d (n %d): forward error %g", T, hy_fftconv_len(T), e);
+        hy_fftconv_free(&w);
+    }
     ck_assert_int_eq(hy_fftconv_len(1), 2);
     ck_assert_int_eq(hy_fftconv_len(37), 75);
     ck_assert_int_eq(hy_fftconv_len(4096), 8192);
