@@ -77,6 +77,10 @@ START_TEST(step_matches_forward) {
         make_layer(&L, names[i], 24, NULL, 6 + i);
         double e = tu_step_check(&L, 2, 300, 40 + i);
         ck_assert_msg(e < 1e-5, "%s: step vs forward error %g", names[i], e);
+        /* changed SSM parameters (as after an optimizer step) reach the cached step coefficients */
+        for (int h = 0; h < 24; h++) L.p[0][h] += 0.3f, L.p[3][h * hy_opt_int(&L.opts, 0) / 2] += 0.5f;
+        e = tu_step_check(&L, 2, 50, 60 + i);
+        ck_assert_msg(e < 1e-5, "%s: step vs forward error after a parameter change %g", names[i], e);
         hy_layer_standalone_free(&L);
     }
 }
