@@ -104,7 +104,7 @@ static inline const float *zp_row(const float *zp, const float *hist, int b, int
 /* Causal short filter over B·T rows of width W = 3d, continuing from hist (NULL = zeros). */
 static void short_filter(const float *zp, const float *hist, const float *w, const float *bias, float *z, int B,
                          int T, int W) {
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * T * W > HY_PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             float *out = z + ((size_t)b * T + t) * W;
@@ -119,14 +119,14 @@ static void short_filter(const float *zp, const float *hist, const float *w, con
 
 /* p = x1 ⊙ v for B·T rows of z (width 3d). */
 static void gate_in(const float *z, float *p, size_t rows, int d) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (rows * d > HY_PAR_MIN)
     for (size_t r = 0; r < rows; r++)
         for (int c = 0; c < d; c++) p[r * d + c] = z[r * 3 * d + d + c] * z[r * 3 * d + 2 * d + c];
 }
 
 /* hc += D ⊙ p; y = x2 ⊙ hc. */
 static void gate_out(const float *z, const float *p, const float *D, float *hc, float *y, size_t rows, int d) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (rows * d > HY_PAR_MIN)
     for (size_t r = 0; r < rows; r++)
         for (int c = 0; c < d; c++) {
             size_t i = r * d + c;
@@ -163,7 +163,7 @@ static int hyena_forward(hy_layer *L, const float *x, float *out, int B, int T) 
  * The parameter sums run over column blocks in parallel (each thread owns its columns). */
 static void short_filter_backward(const float *zp, const float *dz, const float *w, float *dzp, float *gw, float *gb,
                                   int B, int T, int W) {
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * T * W > HY_PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int s = 0; s < T; s++) {
             float *o = dzp + ((size_t)b * T + s) * W;
@@ -176,7 +176,7 @@ static void short_filter_backward(const float *zp, const float *dz, const float 
             }
         }
     enum { CB = 64 };
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)B * T * W > HY_PAR_MIN)
     for (int c0 = 0; c0 < W; c0 += CB) {
         int c1 = c0 + CB < W ? c0 + CB : W;
         float acc[KS][CB] = {{0}}, accb[CB] = {0};
@@ -211,7 +211,7 @@ static int hyena_backward(hy_layer *L, const float *dout, float *dx, int B, int 
     hy_linear_backward(P->dy.p, L->g[P_OUT_W], L->g[P_OUT_B], dout, P->y.p, L->p[P_OUT_W], (int)rows, d, d, false);
     const float *z = P->z.p, *hc = P->hc.p, *dy = P->dy.p;
     float *dz = P->dz.p, *dhc = P->dhc.p;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (rows * d > HY_PAR_MIN)
     for (size_t r = 0; r < rows; r++)
         for (int c = 0; c < d; c++) {
             size_t i = r * d + c;
@@ -222,7 +222,7 @@ static int hyena_backward(hy_layer *L, const float *dout, float *dx, int B, int 
     if (rc < 0) return rc;
     const float *D = L->p[P_D], *p = P->p.p;
     float *dp = P->dp.p, *gD = L->g[P_D];
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (rows * d > HY_PAR_MIN)
     for (size_t r = 0; r < rows; r++)
         for (int c = 0; c < d; c++) {
             size_t i = r * d + c;

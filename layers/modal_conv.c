@@ -127,7 +127,7 @@ static void gen_prepare(gen_scratch *s, const hy_modal_params *p, int M, int h) 
 /* Kern[h, 64b + j] = Σ_m Re(2·C̃_m·W_b,m · w_j,m): per block, one float FMA loop over j per mode. */
 int hy_modal_kernel(const hy_modal_params *p, int H, int M, int T, float *kern) {
     int nb = (T + LB - 1) / LB, failed = 0;
-    #pragma omp parallel
+    #pragma omp parallel if ((size_t)H * M * T > HY_PAR_MIN)
     {
         gen_scratch s;
         int ok = gen_scratch_new(&s, M) == 0;
@@ -171,7 +171,7 @@ int hy_modal_kernel_backward(const hy_modal_params *p, int H, int M, int T, cons
         0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
         22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43,
         44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63};
-    #pragma omp parallel
+    #pragma omp parallel if ((size_t)H * M * T > HY_PAR_MIN)
     {
         gen_scratch s;
         int ok = gen_scratch_new(&s, M) == 0;
@@ -236,7 +236,7 @@ double hy_modal_kernel_flop(int H, int M, int T) { return 4.0 * H * M * (double)
 /* Per (sequence, channel): x ← z·x + u_t over the modes, y_t = 2·Re(Σ C̃·x). */
 void hy_modal_scan(int H, int M, const float *zr, const float *zi, const float *ctr, const float *cti, float *s,
                    const float *u, float *y, int B, int T) {
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * H * M * T > HY_PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             float *restrict sr = s + ((size_t)b * H + h) * 2 * M, *restrict si = sr + M;
@@ -381,7 +381,7 @@ int hy_fftconv_forward(hy_fftconv *w, const float *kern, const float *u, float *
     fft_scratch s;
     if (scratch_new(&s, n, 0) < 0) return HY_ERR_NOMEM;
     float *khat = w->khat.p;
-    #pragma omp parallel
+    #pragma omp parallel if ((size_t)B * H * n > HY_PAR_MIN)
     {
         float *rows = s.buf + s.per_thread * (size_t)omp_get_thread_num(), *spec = rows + G * st;
         #pragma omp for schedule(static)
@@ -421,7 +421,7 @@ int hy_fftconv_backward(hy_fftconv *w, const float *u, const float *dy, float *d
     fft_scratch s;
     if (scratch_new(&s, n, dkern ? G : 0) < 0) return HY_ERR_NOMEM;
     const float *khat = w->khat.p;
-    #pragma omp parallel
+    #pragma omp parallel if ((size_t)B * H * n > HY_PAR_MIN)
     {
         float *drows = s.buf + s.per_thread * (size_t)omp_get_thread_num(), *urows = drows + G * st,
               *sd = urows + G * st, *su = sd + st, *acc = su + st;

@@ -22,6 +22,10 @@
 #include "layers/registry.h"
 #include <stddef.h>
 
+/* Loops of the modal blocks over fewer elements than this run on one thread: a parallel region
+ * costs more than it saves there (and much more when the cores are oversubscribed). */
+#define HY_PAR_MIN 32768
+
 /* The four SSM parameter tensors of one layer (views into L->p or L->g). */
 typedef struct {
     float *log_dt;       /* (H) */

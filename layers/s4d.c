@@ -93,7 +93,7 @@ static inline float gelu_grad(float x) {
 static void s4d_tail(hy_layer *L, const float *u, float *yc, float *g, float *o, float *out, size_t rows) {
     int H = L->d_model;
     const float *D = L->p[P_D];
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (rows * H > HY_PAR_MIN)
     for (size_t r = 0; r < rows; r++)
         for (int h = 0; h < H; h++) {
             size_t i = r * H + h;
@@ -101,7 +101,7 @@ static void s4d_tail(hy_layer *L, const float *u, float *yc, float *g, float *o,
             g[i] = gelu(yc[i]);
         }
     hy_linear_forward(o, g, L->p[P_W], L->p[P_B], (int)rows, H, 2 * H);
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (rows * H > HY_PAR_MIN)
     for (size_t r = 0; r < rows; r++) {
         const float *a = o + r * 2 * H, *b = a + H;
         for (int h = 0; h < H; h++) out[r * H + h] = a[h] * hy_sigmoidf(b[h]);
@@ -139,7 +139,7 @@ static int s4d_backward(hy_layer *L, const float *dy, float *dx, int B, int T) {
         return HY_ERR_NOMEM;
     float *o = P->o.p, *dout = P->dout.p;
     /* GLU: d a = dy ⊙ σ(b), d b = dy ⊙ a ⊙ σ(b)(1 - σ(b)) */
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (rows * H > HY_PAR_MIN)
     for (size_t r = 0; r < rows; r++) {
         const float *a = o + r * 2 * H, *b = a + H, *d = dy + r * H;
         float *da = dout + r * 2 * H, *db = da + H;
@@ -152,12 +152,12 @@ static int s4d_backward(hy_layer *L, const float *dy, float *dx, int B, int T) {
     hy_linear_backward(P->dg.p, L->g[P_W], L->g[P_B], dout, P->g.p, L->p[P_W], (int)rows, H, 2 * H, false);
     const float *yc = P->yc.p, *dg = P->dg.p, *x = P->x, *D = L->p[P_D];
     float *dyc = P->dyc.p;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (rows * H > HY_PAR_MIN)
     for (size_t i = 0; i < rows * H; i++) dyc[i] = dg[i] * gelu_grad(yc[i]);
     int rc = hy_fftconv_backward(&P->fc, x, dyc, P->du.p, P->dkern.p, B, T, H);
     if (rc < 0) return rc;
     const float *du = P->du.p;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (rows * H > HY_PAR_MIN)
     for (size_t r = 0; r < rows; r++)
         for (int h = 0; h < H; h++) dx[r * H + h] = du[r * H + h] + D[h] * dyc[r * H + h];
     float *gD = L->g[P_D];
