@@ -554,6 +554,49 @@ END_TEST
  * threaded paths are covered by their own suites. Checked fixture: runs in the test's process. */
 static void one_thread(void) { hy_set_threads(1); }
 
+/* bench decode --quick: one row per (variant, context), the CSV columns of the issue, every
+ * registered mixer and non-swiglu ffn present, and the KV cache doubling with the context. */
+START_TEST(cli_bench_decode_quick_writes_csv) {
+    char dir[256], cmd[1024];
+    snprintf(dir, sizeof dir, "/tmp/hybrid-test-decode-%d", (int)getpid());
+    snprintf(cmd, sizeof cmd, "rm -rf %s && %s bench decode --quick --max-context 512 --steps 2 --threads 1 --no-plot --out %s > /dev/null",
+             dir, exe(), dir);
+    ck_assert_int_eq(system(cmd), 0);
+    char path[300];
+    snprintf(path, sizeof path, "%s/decode.csv", dir);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[512];
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    ck_assert_str_eq(line, "variant,context,ms_per_token,state_bytes\n");
+    int rows = 0, want = 0;
+    double att[2] = {0, 0};
+    while (fgets(line, sizeof line, f)) {
+        char v[128];
+        long ctx;
+        double ms, sb;
+        ck_assert_msg(sscanf(line, "%127[^,],%ld,%lf,%lf", v, &ctx, &ms, &sb) == 4, "bad row: %s", line);
+        ck_assert(ctx == 256 || ctx == 512);
+        ck_assert(ms > 0);
+        if (!strcmp(v, "attention+swiglu")) att[ctx == 512] = sb;
+        rows++;
+    }
+    fclose(f);
+    for (int i = 0; i < hy_block_count(); i++) {
+        const hy_block_ops *b = hy_block_at(i);
+        want += (b->kinds & HY_KIND_MIXER) || ((b->kinds & HY_KIND_FFN) && strcmp(b->name, "swiglu"));
+    }
+    ck_assert_int_eq(rows, 2 * want);
+    ck_assert_msg(att[0] > 0 && att[1] == 2 * att[0], "attention KV bytes %g at 256, %g at 512", att[0], att[1]);
+    snprintf(path, sizeof path, "%s/decode.gp", dir);
+    ck_assert_int_eq(access(path, F_OK), 0);
+    snprintf(cmd, sizeof cmd, "%s bench decode --max-context 100 --no-plot --out %s 2>/dev/null", exe(), dir);
+    ck_assert_int_eq(system(cmd) >> 8, 2);   /* min-context 256 > max-context: usage error */
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 static Suite *generate_suite(void) {
     Suite *s = suite_create("generate");
     TCase *stream = tcase_create("streaming");
@@ -571,6 +614,7 @@ static Suite *generate_suite(void) {
     TCase *cli = tcase_create("cli");
     tcase_set_timeout(cli, 120);
     tcase_add_test(cli, cli_generate_streams_and_continues_from_state);
+    tcase_add_test(cli, cli_bench_decode_quick_writes_csv);
     suite_add_tcase(s, cli);
     return s;
 }
