@@ -41,7 +41,8 @@ int hy_model_state_new(hy_model *m, int B, hy_model_state **out);
 /* One token per sequence; writes the (B, V) logits that follow it (logits may be NULL). */
 int hy_model_step(hy_model *m, hy_model_state *s, const int32_t *tokens, float *logits);
 /* T tokens per sequence through each block's multi-token prefill (the parallel kernels starting
- * from the state; blocks without one are stepped), in chunks of at most 2048 tokens (on error the state is left undefined). logits:
+ * from the state), in chunks of at most 2048 tokens; a stack with a block that has no prefill is
+ * stepped token by token instead. On error the state is left undefined. logits:
  * NULL, or (B, T, V) for every position when all_positions, else the (B, V) after the last token. */
 int hy_model_prefill(hy_model *m, hy_model_state *s, const int32_t *tokens, int T, float *logits,
                      bool all_positions);

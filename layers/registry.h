@@ -109,6 +109,9 @@ struct hy_block_ops {
     int (*backward)(hy_layer *L, const float *dy, float *dx, int B, int T);
     /* Streaming: a state for B sequences; step consumes one token per sequence (x, y: (B, d)).
      * prefill (optional, NULL = the model loops step) consumes T tokens from the state. */
+    /* (prefill must match T calls of step exactly, and leave L->shared as forward would: the model
+     *  runs the blocks one after the other over a chunk. If any block of a stack lacks prefill,
+     *  hy_model_prefill steps the whole stack token by token.) */
     int (*state_new)(hy_layer *L, int B, void **state);
     int (*step)(hy_layer *L, void *state, const float *x, float *y, int B);
     int (*prefill)(hy_layer *L, void *state, const float *x, float *y, int B, int T);

@@ -356,21 +356,19 @@ int hy_model_step(hy_model *m, hy_model_state *st, const int32_t *tokens, float 
     return 0;
 }
 
-/* One block over C tokens of every sequence (x, y: (B, C, d)): its prefill, or step per token. */
-static int block_prefill(hy_layer *L, hy_model_state *st, void *bs, const float *x, float *y, int C) {
-    int B = st->B, d = L->d_model;
-    L->keep_for_backward = false;
-    if (L->ops->prefill) return L->ops->prefill(L, bs, x, y, B, C);
-    for (int t = 0; t < C; t++) {
-        for (int b = 0; b < B; b++) memcpy(st->xn + (size_t)b * d, x + ((size_t)b * C + t) * d, sizeof(float) * d);
-        int rc = L->ops->step(L, bs, st->xn, st->y, B);
-        if (rc < 0) return rc;
-        for (int b = 0; b < B; b++) memcpy(y + ((size_t)b * C + t) * d, st->y + (size_t)b * d, sizeof(float) * d);
+/* Whether every block of the stack has a multi-token prefill. If one does not, the stack is
+ * prefilled token by token through hy_model_step: stepping that block alone over the chunk
+ * would be wrong for blocks that pass per-token data between layers (RWKV-7's v_first). */
+static bool can_prefill(const hy_model *m) {
+    for (int s = 0; s < 2 * m->cfg.n_layers; s++) {
+        const hy_layer *L = s % 2 ? &m->ffns[s / 2] : &m->mixers[s / 2];
+        if (L->ops && !L->ops->prefill) return false;
     }
-    return 0;
+    return true;
 }
 
-/* C tokens per sequence (tok: (B, C)) through the stack; the final normed stream stays in pxn. */
+/* C tokens per sequence (tok: (B, C)) through the stack, every block's prefill in turn; the
+ * final normed stream stays in pxn. */
 static int prefill_chunk(hy_model *m, hy_model_state *st, const int32_t *tok, int C) {
     int S = 2 * m->cfg.n_layers, d = m->cfg.d_model, B = st->B;
     size_t rows = (size_t)B * C, n = rows * d;
@@ -383,7 +381,8 @@ static int prefill_chunk(hy_model *m, hy_model_state *st, const int32_t *tok, in
         hy_layer *L = sub_block(m, s);
         if (!L->ops) continue;
         hy_rmsnorm_forward(xn, st->prstd.p, h, sub_norm(m, s), rows, d);
-        int rc = block_prefill(L, st, st->block_state[s], xn, y, C);
+        L->keep_for_backward = false;
+        int rc = L->ops->prefill(L, st->block_state[s], xn, y, B, C);
         if (rc < 0) {
             hy_error_prefix("layer %d %s %s prefill", s / 2, s % 2 ? "ffn" : "mixer", L->ops->name);
             return rc;
@@ -404,6 +403,19 @@ int hy_model_prefill(hy_model *m, hy_model_state *st, const int32_t *tokens, int
     }
     int rc = check_tokens(m, tokens, (size_t)B * T, "prefill");
     if (rc < 0) return rc;
+    if (!can_prefill(m)) {   /* token by token through the whole stack */
+        int32_t *tok = hy_malloc(sizeof(int32_t) * (size_t)B);
+        if (!tok) return HY_ERR_NOMEM;
+        for (int t = 0; t < T && rc == 0; t++) {
+            for (int b = 0; b < B; b++) tok[b] = tokens[(size_t)b * T + t];
+            rc = hy_model_step(m, st, tok, NULL);
+            for (int b = 0; rc == 0 && all && logits && b < B; b++)
+                memcpy(logits + ((size_t)b * T + t) * V, st->logits + (size_t)b * V, sizeof(float) * V);
+        }
+        hy_free(tok);
+        if (rc == 0 && logits && !all) memcpy(logits, st->logits, sizeof(float) * (size_t)B * V);
+        return rc;
+    }
     int Cmax = T < HY_PREFILL_CHUNK ? T : HY_PREFILL_CHUNK;
     if (!hy_buf_reserve(&st->px, (size_t)B * Cmax) || (all && !hy_buf_reserve(&st->plog, (size_t)B * Cmax * V)))
         return HY_ERR_NOMEM;

@@ -346,6 +346,53 @@ START_TEST(state_file_refusals) {
 }
 END_TEST
 
+/* The optional ops: a block with a state but no state_* ops is refused by name (and no file is
+ * written); a stateless block (NULL state) needs none of them. */
+extern const hy_block_ops hy_block_attention, hy_block_swiglu;
+START_TEST(optional_state_ops) {
+    hy_block_ops nosave = hy_block_attention, plain = hy_block_swiglu;
+    nosave.name = "attention_nosave", plain.name = "swiglu_plain";
+    nosave.state_tensors = NULL, nosave.state_export = NULL, nosave.state_import = NULL;
+    plain.state_tensors = NULL, plain.state_export = NULL, plain.state_import = NULL;
+    stack s = {.label = "fake"};
+    stack_add(&s, hy_block_find("attention"), &plain);
+    hy_model *ok = build(&s, 1);
+    stack_add(&s, &nosave, &plain);
+    hy_model *bad = build(&s, 1);
+    char path[256];
+    tmp_path(path, sizeof path, "opt");
+    unlink(path);
+    int32_t tok[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    hy_model_state *a, *b;
+    ck_assert_int_eq(hy_model_state_new(ok, 1, &a), 0);
+    ck_assert_int_eq(hy_model_prefill(ok, a, tok, 9, NULL, false), 0);
+    ck_assert_msg(hy_model_state_save(ok, a, path) == 0, "%s", hy_last_error());
+    ck_assert_msg(hy_model_state_load(ok, path, &b) == 0, "%s", hy_last_error());
+    hy_model_state_free(ok, a), hy_model_state_free(ok, b);
+    unlink(path);
+    ck_assert_int_eq(hy_model_state_new(bad, 1, &a), 0);
+    ck_assert_int_eq(hy_model_prefill(bad, a, tok, 9, NULL, false), 0);
+    ck_assert_int_lt(hy_model_state_save(bad, a, path), 0);
+    ck_assert_msg(strstr(hy_last_error(), "layer 1 mixer 'attention_nosave'") && strstr(hy_last_error(), "cannot be saved"),
+                  "%s", hy_last_error());
+    ck_assert_int_ne(access(path, F_OK), 0);
+    hy_model_state_free(bad, a);
+    hy_model_free(ok), hy_model_free(bad);
+}
+END_TEST
+
+/* A block without prefill: the model steps the whole stack token by token; still equal. */
+START_TEST(prefill_fallback_without_block_prefill) {
+    hy_block_ops stepped = hy_block_attention;
+    stepped.name = "attention_stepped", stepped.prefill = NULL;
+    stack s = {.label = "attention_stepped+swiglu"};
+    stack_add(&s, &stepped, hy_block_find("swiglu"));
+    stack_add(&s, hy_block_find("attention"), hy_block_find("swiglu"));
+    check_prefill(&s, 21, 30, 4);
+    check_greedy(&s);
+}
+END_TEST
+
 /* ---- sampling ---- */
 
 static void fixed_logits(float *z, uint64_t seed) { tu_fill_normal(z, V, 1.5f, seed); }
@@ -606,8 +653,12 @@ static Suite *generate_suite(void) {
     tcase_add_test(stream, prefill_then_step_equals_step_only);
     tcase_add_test(stream, state_save_load_continue_identical);
     tcase_add_test(stream, state_file_refusals);
+    tcase_add_test(stream, optional_state_ops);
+    tcase_add_test(stream, prefill_fallback_without_block_prefill);
     suite_add_tcase(s, stream);
     TCase *sample = tcase_create("sampling");
+    tcase_set_timeout(sample, 60);
+    tcase_add_checked_fixture(sample, one_thread, NULL);
     tcase_add_test(sample, sampling_is_seeded_and_matches_softmax);
     tcase_add_test(sample, top_k_and_top_p_restrict_the_support);
     suite_add_tcase(s, sample);
