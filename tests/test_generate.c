@@ -637,6 +637,25 @@ START_TEST(cli_bench_decode_quick_writes_csv) {
     ck_assert_msg(att[0] > 0 && att[1] == 2 * att[0], "attention KV bytes %g at 256, %g at 512", att[0], att[1]);
     snprintf(path, sizeof path, "%s/decode.gp", dir);
     ck_assert_int_eq(access(path, F_OK), 0);
+    /* --fill tile reaches the same contexts from one prefilled state, with the same state sizes */
+    snprintf(cmd, sizeof cmd, "%s bench decode --quick --fill tile --max-context 1024 --steps 2 --threads 1 --no-plot --out %s > /dev/null",
+             exe(), dir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/decode.csv", dir);
+    f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    rows = 0;
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    while (fgets(line, sizeof line, f)) {
+        char v[128];
+        long ctx;
+        double ms, sb;
+        ck_assert(sscanf(line, "%127[^,],%ld,%lf,%lf", v, &ctx, &ms, &sb) == 4);
+        if (!strcmp(v, "attention+swiglu")) ck_assert_double_eq(sb, att[0] * ctx / 256);
+        rows++;
+    }
+    fclose(f);
+    ck_assert_int_eq(rows, 3 * want);
     snprintf(cmd, sizeof cmd, "%s bench decode --max-context 100 --no-plot --out %s 2>/dev/null", exe(), dir);
     ck_assert_int_eq(system(cmd) >> 8, 2);   /* min-context 256 > max-context: usage error */
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
