@@ -467,12 +467,13 @@ static int attn_state_export(hy_layer *L, const void *state, int i, float *dst) 
     const attn_state *s = state;
     geom g = geom_of(&L->opts, L->d_model);
     size_t kw = (size_t)g.Hkv * g.hd;
+    if (i < 0 || i > 1) return hy_fail("attention: no state tensor %d", i);
+    if (s->pos == 0) return 0;   /* empty cache: nothing allocated yet */
     if (i == 1) {
         for (int b = 0; b < s->B; b++)
             memcpy(dst + (size_t)b * s->pos * kw, s->v + (size_t)b * s->cap * kw, (size_t)s->pos * kw * sizeof(float));
         return 0;
     }
-    if (i != 0) return hy_fail("attention: no state tensor %d", i);
     hy_flash_view kt = tview(s->kt, g.Hkv, g.hd, s->cap);
     for (int b = 0; b < s->B; b++)
         for (int h = 0; h < g.Hkv; h++) {
