@@ -279,6 +279,11 @@ static int cmd_generate(int argc, char **argv) {
     size_t len = prompt ? strlen(prompt) : 0;
     if (prompt_file && hy_read_file(prompt_file, &text, &len) < 0) return fail(1, "cannot read the prompt");
     const char *bytes = prompt ? prompt : text ? text : "";
+    if (len > (size_t)INT_MAX) {
+        fprintf(stderr, "hybrid-exp generate: the prompt has %zu bytes (at most %d)\n", len, INT_MAX);
+        hy_free(text);
+        return 2;
+    }
     hy_model *m = NULL;
     hy_model_state *st = NULL;
     int32_t *tok = NULL;
