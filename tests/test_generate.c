@@ -8,7 +8,9 @@
 #include "models/generate.h"
 #include "models/model.h"
 #include "models/safetensors.h"
+#include "experiments/config.h"
 #include "tests/testutil.h"
+#include <glob.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,57 +102,80 @@ static float max_abs(const float *x, size_t n) {
     return m;
 }
 
-static int32_t argmax(const float *z) {
+static int32_t argmax_of(const float *z, int Vm) {
     int32_t b = 0;
-    for (int v = 1; v < V; v++)
+    for (int v = 1; v < Vm; v++)
         if (z[v] > z[b]) b = v;
     return b;
 }
 
 /* ---- greedy generation vs the parallel forward ---- */
 
-static void check_greedy(const stack *s) {
+/* Greedy generation from a random prompt against the parallel forward over the same text; frees m. */
+static void check_greedy_model(hy_model *m, const char *label) {
     enum { P = 13, N = 24 };
-    hy_model *m = build(s, 11);
+    const int V = m->cfg.vocab_size;
     int32_t seq[P + N];
     tokens(seq, P, 3);
     hy_model_state *st;
-    ck_assert_msg(hy_model_state_new(m, 1, &st) == 0, "%s: %s", s->label, hy_last_error());
+    ck_assert_msg(hy_model_state_new(m, 1, &st) == 0, "%s: %s", label, hy_last_error());
     /* the prompt's logits through prefill, at every position */
     float *pre = hy_malloc(sizeof(float) * P * V);
-    ck_assert_msg(hy_model_prefill(m, st, seq, P, pre, true) == 0, "%s: %s", s->label, hy_last_error());
+    ck_assert_msg(hy_model_prefill(m, st, seq, P, pre, true) == 0, "%s: %s", label, hy_last_error());
     hy_model_state_free(m, st);
     ck_assert_int_eq(hy_model_state_new(m, 1, &st), 0);
     hy_sample_opts greedy = {.temperature = 0, .top_k = 0, .top_p = 1, .seed = 1};
     int got = hy_generate(m, st, seq, P, N, &greedy, NULL, NULL, seq + P);
-    ck_assert_msg(got == N, "%s: generate returned %d: %s", s->label, got, hy_last_error());
+    ck_assert_msg(got == N, "%s: generate returned %d: %s", label, got, hy_last_error());
     ck_assert_int_eq(hy_model_state_position(st), P + N);
     /* the parallel forward over the whole text */
     ck_assert_int_eq(hy_model_forward(m, seq, NULL, 1, P + N - 1, false, NULL), 0);
     const float *full = hy_model_logits(m);
     float scale = max_abs(full, (size_t)(P + N - 1) * V);
-    ck_assert_msg(scale > 1, "%s: logits too flat (%g) for a meaningful argmax", s->label, scale);
+    ck_assert_msg(scale > 1, "%s: logits too flat (%g) for a meaningful argmax", label, scale);
     for (int t = 0; t < P; t++)
         for (int v = 0; v < V; v++)
             ck_assert_msg(fabsf(pre[t * V + v] - full[t * V + v]) <= 1e-4f * scale, "%s: prefill logit t=%d v=%d: %g vs %g",
-                          s->label, t, v, pre[t * V + v], full[t * V + v]);
+                          label, t, v, pre[t * V + v], full[t * V + v]);
     if (getenv("HY_DEBUG")) {
-        fprintf(stderr, "%-28s logit scale %6.2f, generated:", s->label, scale);
+        fprintf(stderr, "%-28s logit scale %6.2f, generated:", label, scale);
         for (int j = 0; j < N; j++) fprintf(stderr, " %d", seq[P + j]);
         fprintf(stderr, "\n");
     }
     for (int j = 0; j < N; j++) {
         const float *z = full + (size_t)(P - 1 + j) * V;
-        int32_t want = argmax(z);
+        int32_t want = argmax_of(z, V);
         /* equal, or a tie within rounding (the two top logits closer than 1e-5 of the scale) */
         ck_assert_msg(seq[P + j] == want || z[want] - z[seq[P + j]] <= 1e-5f * scale,
-                      "%s: generated token %d is %d, parallel argmax %d (logits %g vs %g)", s->label, j, seq[P + j], want,
+                      "%s: generated token %d is %d, parallel argmax %d (logits %g vs %g)", label, j, seq[P + j], want,
                       z[seq[P + j]], z[want]);
     }
     hy_free(pre);
     hy_model_state_free(m, st);
     hy_model_free(m);
 }
+
+static void check_greedy(const stack *s) { check_greedy_model(build(s, 11), s->label); }
+
+/* Every shipped config (every .yaml in configs/: the transformer, and the jamba-like and striped hybrid
+ * stacks as they are added), with its own sizes and options; logits sharpened by the final norm. */
+START_TEST(greedy_equals_parallel_argmax_shipped_configs) {
+    glob_t g;
+    int found = glob("configs/*.yaml", 0, NULL, &g) == 0 ? (int)g.gl_pathc : 0;
+    ck_assert_msg(found > 0, "no configs/*.yaml (run from the repository root)");
+    for (int i = 0; i < found; i++) {
+        hy_run_config c;
+        ck_assert_msg(hy_run_config_load(g.gl_pathv[i], NULL, 0, &c) == 0, "%s", hy_last_error());
+        hy_model *m;
+        ck_assert_msg(hy_model_create(&c.model, c.seed, &m) == 0, "%s: %s", g.gl_pathv[i], hy_last_error());
+        for (size_t k = 0; k < m->norm_f->numel; k++) m->norm_f->data[k] *= 50.0f;   /* logits x 50, inputs as they are */
+        check_greedy_model(m, g.gl_pathv[i]);
+        hy_run_config_free(&c);
+    }
+    globfree(&g);
+}
+END_TEST
+
 
 START_TEST(greedy_equals_parallel_argmax_every_block_and_stack) {
     stack *s = hy_calloc(sizeof(stack) * 64);
@@ -527,6 +552,7 @@ static Suite *generate_suite(void) {
     tcase_set_timeout(stream, 120);
     tcase_add_checked_fixture(stream, one_thread, NULL);
     tcase_add_test(stream, greedy_equals_parallel_argmax_every_block_and_stack);
+    tcase_add_test(stream, greedy_equals_parallel_argmax_shipped_configs);
     tcase_add_test(stream, prefill_then_step_equals_step_only);
     tcase_add_test(stream, state_save_load_continue_identical);
     tcase_add_test(stream, state_file_refusals);
