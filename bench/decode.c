@@ -243,7 +243,7 @@ static int write_plot(const decode_args *a, char names[][128], int n) {
     for (int k = 0; k < 2; k++)
         tprintf(&gp,
                 "set terminal %s\nset output '%s'\nset multiplot layout 1,2 title 'decode: one token at a given context "
-                "(batch 1, %d threads)'\n"
+                "(batch 1, threads: %d)'\n"
                 "set ylabel 'ms per token'\nplot for [v in VARIANTS] 'decode.csv' using (strcol(1) eq v ? $2 : NaN):3 "
                 "with linespoints title v\n"
                 "set ylabel 'state / KV cache bytes'\nplot for [v in VARIANTS] 'decode.csv' using (strcol(1) eq v ? $2 : "
