@@ -3,10 +3,12 @@
  * token prefill equals token-by-token steps, a saved and reloaded state continues with identical
  * logits, sampling is seeded and top-k / top-p restrict the support (the CLI: test_generate_cli.c). */
 #include "core/error.h"
+#include "core/gemm.h"
 #include "core/mem.h"
 #include "models/checkpoint.h"
 #include "models/generate.h"
 #include "models/model.h"
+#include "models/ops.h"
 #include "models/safetensors.h"
 #include "experiments/config.h"
 #include "tests/testutil.h"
@@ -370,6 +372,41 @@ START_TEST(state_file_refusals) {
 }
 END_TEST
 
+/* attention's saved k and v are the cached keys and values in the projection layout: for layer 0
+ * (no RoPE) k_t = W_k rmsnorm(E[tok_t]), v_t = W_v rmsnorm(E[tok_t]), exactly. */
+START_TEST(attention_state_tensors_are_keys_and_values) {
+    stack s = {.label = "attention+swiglu"};
+    stack_add(&s, hy_block_find("attention"), hy_block_find("swiglu"));
+    hy_model *m = build(&s, 4);
+    enum { T = 70 };   /* more than one 64-key block of the transposed cache */
+    int32_t tok[T];
+    tokens(tok, T, 6);
+    hy_model_state *st;
+    ck_assert_int_eq(hy_model_state_new(m, 1, &st), 0);
+    ck_assert_int_eq(hy_model_prefill(m, st, tok, T, NULL, false), 0);
+    hy_layer *L = hy_model_sub_block(m, 0);
+    hy_state_tensor t[2];
+    ck_assert_int_eq(L->ops->state_tensors(L, st->block_state[0], t), 2);
+    ck_assert_str_eq(t[0].name, "k");
+    ck_assert_str_eq(t[1].name, "v");
+    int kw = t[0].shape[2];
+    ck_assert(t[0].ndim == 3 && t[0].shape[0] == 1 && t[0].shape[1] == T && kw == D);
+    float *got = hy_malloc(sizeof(float) * T * kw), *x = hy_malloc(sizeof(float) * T * D),
+          *xn = hy_malloc(sizeof(float) * T * D), *want = hy_malloc(sizeof(float) * T * kw), rstd[T];
+    hy_embedding_forward(x, m->embedding->data, tok, T, D);
+    hy_rmsnorm_forward(xn, rstd, x, m->norm[0]->data, T, D);
+    for (int w = 0; w < 2; w++) {
+        ck_assert_int_eq(L->ops->state_export(L, st->block_state[0], w, got), 0);
+        hy_linear_forward(want, xn, L->p[1 + w], NULL, T, D, kw);   /* k_proj, v_proj */
+        double e = tu_rel_err(got, want, (size_t)T * kw, 1e-3);
+        ck_assert_msg(e < 1e-5, "state tensor %s differs from the projection: %g", t[w].name, e);
+    }
+    hy_free(got), hy_free(x), hy_free(xn), hy_free(want);
+    hy_model_state_free(m, st);
+    hy_model_free(m);
+}
+END_TEST
+
 /* The optional ops: a block with a state but no state_* ops is refused by name (and no file is
  * written); a stateless block (NULL state) needs none of them. */
 extern const hy_block_ops hy_block_attention, hy_block_swiglu;
@@ -557,6 +594,7 @@ static Suite *generate_suite(void) {
     tcase_add_test(stream, state_save_load_continue_identical);
     tcase_add_test(stream, state_file_refusals);
     tcase_add_test(stream, optional_state_ops);
+    tcase_add_test(stream, attention_state_tensors_are_keys_and_values);
     tcase_add_test(stream, prefill_fallback_without_block_prefill);
     suite_add_tcase(s, stream);
     TCase *sample = tcase_create("sampling");
