@@ -122,7 +122,7 @@ struct hy_block_ops {
     double (*flop)(const hy_opts *o, int d_model, int T);
     void (*destroy)(hy_layer *L);   /* free L->priv; may be NULL */
     /* ---- optional: saving and restoring a streaming state (hy_model_state_save/load) ----
-     * A state is serialised as a list of named F32 tensors (see hy_state_tensor below). All three
+     * A state is serialised as a list of named F32 tensors (hy_state_tensor, above). All three
      * are NULL = this block's state cannot be saved (saving a model state that holds one fails
      * with an error naming the block), or all three are set. A block whose state_new() sets
      * *state = NULL is stateless and is saved as no tensors without needing them.
@@ -139,7 +139,10 @@ struct hy_block_ops {
      *   in any order; data is aligned, numel floats each). Restores the state so that continuing
      *   from it gives exactly the outputs the saved state would give. Checks names, count and
      *   shapes (against the options and B) and fails with hy_fail naming the tensor on any
-     *   mismatch; never trusts a shape it did not check. */
+     *   mismatch; never trusts a shape it did not check.
+     * (`bench decode --fill tile` builds long-context states by repeating a "position axis": an
+     *  axis that is 0 in a fresh state and p after p tokens, like attention's k/v; a state with a
+     *  shape that changes any other way is prefilled instead.) */
     int (*state_tensors)(hy_layer *L, const void *state, hy_state_tensor *out);
     int (*state_export)(hy_layer *L, const void *state, int i, float *dst);
     int (*state_import)(hy_layer *L, void *state, int n, const hy_state_tensor *t, const float *const *data);
