@@ -71,6 +71,7 @@ crosscheck: $(EXE)
 
 bench: $(EXE)
 	./$(EXE) bench
+	./$(EXE) bench decode --fill tile --budget 600 $(foreach c,$(wildcard configs/*.yaml),--config $(c))
 
 install: $(EXE)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \

@@ -224,10 +224,12 @@ static const char *BENCH_HELP =
     "Measures the machine's sgemm GFLOP/s and memory bandwidth, then every block's fwd, fwd_bwd and step\n"
     "time and memory at T = 64, 128, ... (default up to 16384; --quick: up to 1024), d_model 256, batch 1.\n"
     "Writes DIR/layers.csv (default DIR: results/bench). --gemm also prints OpenBLAS vs oneDNN on LM shapes.\n"
-    "A benchmark, not a test: nothing here fails on a time.\n";
+    "A benchmark, not a test: nothing here fails on a time.\n"
+    "`hybrid-exp bench decode --help`: decode latency and state size against context (decode.csv).\n";
 
 int hy_bench_main(int argc, char **argv) {
     bench_args a = {.out_dir = "results/bench", .d_model = 256, .max_T = 16384};
+    if (argc > 0 && !strcmp(argv[0], "decode")) return hy_bench_decode_main(argc - 1, argv + 1);
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(BENCH_HELP, stdout);

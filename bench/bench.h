@@ -4,5 +4,7 @@
 #define HY_BENCH_BENCH_H
 
 int hy_bench_main(int argc, char **argv);
+/* `hybrid-exp bench decode` (bench/decode.c): decode.csv, decode latency and state size vs context. */
+int hy_bench_decode_main(int argc, char **argv);
 
 #endif

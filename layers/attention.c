@@ -448,6 +448,70 @@ static int attn_step(hy_layer *L, void *state, const float *x, float *y, int B) 
     return attn_prefill(L, state, x, y, B, 1);
 }
 
+/* ---------------------------------------------------------------- state files ---- */
+
+/* The cache as two tensors: "k" (keys after RoPE) and "v", each (B, pos, Hkv·hd) in the projection
+ * layout, so a saved state reads in PyTorch as the k/v a plain implementation would cache. */
+static int attn_state_tensors(hy_layer *L, const void *state, hy_state_tensor *out) {
+    const attn_state *s = state;
+    geom g = geom_of(&L->opts, L->d_model);
+    if (out) {
+        out[0] = (hy_state_tensor){"k", 3, {s->B, s->pos, g.Hkv * g.hd}};
+        out[1] = (hy_state_tensor){"v", 3, {s->B, s->pos, g.Hkv * g.hd}};
+    }
+    return 2;
+}
+
+/* Copies "k" (untransposing the key blocks) or "v" out of the cache. */
+static int attn_state_export(hy_layer *L, const void *state, int i, float *dst) {
+    const attn_state *s = state;
+    geom g = geom_of(&L->opts, L->d_model);
+    size_t kw = (size_t)g.Hkv * g.hd;
+    if (i < 0 || i > 1) return hy_fail("attention: no state tensor %d", i);
+    if (s->pos == 0) return 0;   /* empty cache: nothing allocated yet */
+    if (i == 1) {
+        for (int b = 0; b < s->B; b++)
+            memcpy(dst + (size_t)b * s->pos * kw, s->v + (size_t)b * s->cap * kw, (size_t)s->pos * kw * sizeof(float));
+        return 0;
+    }
+    hy_flash_view kt = tview(s->kt, g.Hkv, g.hd, s->cap);
+    for (int b = 0; b < s->B; b++)
+        for (int h = 0; h < g.Hkv; h++) {
+            const float *src = kt.p + b * kt.bs + h * kt.hs;
+            for (int t = 0; t < s->pos; t++) {
+                const float *col = src + (size_t)(t / HY_FLASH_BC) * kt.tile + t % HY_FLASH_BC;
+                float *row = dst + ((size_t)b * s->pos + t) * kw + (size_t)h * g.hd;
+                for (int c = 0; c < g.hd; c++) row[c] = col[(size_t)c * kt.ld];
+            }
+        }
+    return 0;
+}
+
+/* Refills a fresh cache from "k" and "v" of shape (B, pos, Hkv·hd); pos comes from the shape. */
+static int attn_state_import(hy_layer *L, void *state, int n, const hy_state_tensor *t, const float *const *data) {
+    attn_state *s = state;
+    geom g = geom_of(&L->opts, L->d_model);
+    int ik = hy_state_tensor_find(n, t, "k"), iv = hy_state_tensor_find(n, t, "v");
+    if (ik < 0 || iv < 0) return hy_fail("attention: state tensor '%s' is missing", ik < 0 ? "k" : "v");
+    if (n != 2) return hy_fail("attention: the state has %d tensors, expected 2 (k, v)", n);
+    int kw = g.Hkv * g.hd, pos = t[ik].shape[1];
+    for (int w = 0; w < 2; w++) {
+        const hy_state_tensor *x = &t[w ? iv : ik];
+        if (x->ndim != 3 || x->shape[0] != s->B || x->shape[1] != pos || x->shape[2] != kw)
+            return hy_fail("attention: state tensor '%s' must have shape (%d, %d, %d) (batch, position, n_kv_heads*head_size)",
+                           x->name, s->B, pos, kw);
+    }
+    if (s->pos != 0) return hy_fail("attention: state import needs a fresh state");
+    if (pos == 0) return 0;
+    int rc = cache_grow(s, &g, pos);
+    if (rc < 0) return rc;
+    transpose_heads(data[ik], s->B, pos, g.Hkv, g.hd, tview(s->kt, g.Hkv, g.hd, s->cap), 0);
+    for (int b = 0; b < s->B; b++)
+        memcpy(s->v + (size_t)b * s->cap * kw, data[iv] + (size_t)b * pos * kw, (size_t)pos * kw * sizeof(float));
+    s->pos = pos;
+    return 0;
+}
+
 /* ---------------------------------------------------------------- accounting ---- */
 
 /* The KV cache of T tokens: keys and values, Hkv·hd floats each per token. */
@@ -493,4 +557,7 @@ const hy_block_ops hy_block_attention = {
     .state_bytes = attn_state_bytes,
     .flop = attn_flop,
     .destroy = attn_destroy,
+    .state_tensors = attn_state_tensors,
+    .state_export = attn_state_export,
+    .state_import = attn_state_import,
 };

@@ -30,6 +30,18 @@ const hy_block_ops *hy_block_find(const char *name) {
     return NULL;
 }
 
+int hy_state_tensor_find(int n, const hy_state_tensor *t, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(t[i].name, name) == 0) return i;
+    return -1;
+}
+
+size_t hy_state_tensor_numel(const hy_state_tensor *t) {
+    size_t n = 1;
+    for (int d = 0; d < t->ndim; d++) n *= (size_t)t->shape[d];
+    return n;
+}
+
 void hy_block_names(unsigned kind, char *out, size_t out_len) {
     size_t used = 0;
     out[0] = 0;

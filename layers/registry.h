@@ -79,6 +79,18 @@ typedef struct hy_layer {
 
 enum { HY_KIND_MIXER = 1, HY_KIND_FFN = 2 };
 
+/* One tensor of a serialised streaming state (the optional state_* ops of hy_block_ops). */
+#define HY_STATE_NAME 32
+typedef struct hy_state_tensor {
+    char name[HY_STATE_NAME];
+    int ndim;                 /* 0..4 */
+    int shape[4];
+} hy_state_tensor;
+/* Index of the tensor called `name` in t[0..n), or -1: for state_import implementations. */
+int hy_state_tensor_find(int n, const hy_state_tensor *t, const char *name);
+/* Scalars of a state tensor (product of its shape). */
+size_t hy_state_tensor_numel(const hy_state_tensor *t);
+
 struct hy_block_ops {
     const char *name;
     unsigned kinds;           /* HY_KIND_MIXER and/or HY_KIND_FFN: where it may be placed */
@@ -97,6 +109,9 @@ struct hy_block_ops {
     int (*backward)(hy_layer *L, const float *dy, float *dx, int B, int T);
     /* Streaming: a state for B sequences; step consumes one token per sequence (x, y: (B, d)).
      * prefill (optional, NULL = the model loops step) consumes T tokens from the state. */
+    /* (prefill must match T calls of step exactly, and leave L->shared as forward would: the model
+     *  runs the blocks one after the other over a chunk. If any block of a stack lacks prefill,
+     *  hy_model_prefill steps the whole stack token by token.) */
     int (*state_new)(hy_layer *L, int B, void **state);
     int (*step)(hy_layer *L, void *state, const float *x, float *y, int B);
     int (*prefill)(hy_layer *L, void *state, const float *x, float *y, int B, int T);
@@ -106,6 +121,31 @@ struct hy_block_ops {
     /* Forward FLOPs for one sequence of T tokens (multiply-add = 2). */
     double (*flop)(const hy_opts *o, int d_model, int T);
     void (*destroy)(hy_layer *L);   /* free L->priv; may be NULL */
+    /* ---- optional: saving and restoring a streaming state (hy_model_state_save/load) ----
+     * A state is serialised as a list of named F32 tensors (hy_state_tensor, above). All three
+     * are NULL = this block's state cannot be saved (saving a model state that holds one fails
+     * with an error naming the block), or all three are set. A block whose state_new() sets
+     * *state = NULL is stateless and is saved as no tensors without needing them.
+     *
+     * state_tensors: the number of tensors `state` consists of NOW (shapes may depend on how many
+     *   tokens it has consumed, e.g. a KV cache); fills out[0..n) when out != NULL. Names are short
+     *   ("k", "conv", "ssm"), unique within the block, at most HY_STATE_NAME-1 characters; the
+     *   file stores them as "layers.{i}.mixer.<name>" / "layers.{i}.ffn.<name>". Shapes are row-
+     *   major with the batch first, e.g. (B, pos, Hkv*hd); a dimension may be 0.
+     * state_export: copies tensor i (as listed by state_tensors on the same state) into dst,
+     *   numel(shape) floats, row-major. Must not change the state.
+     * state_import: `state` is fresh from state_new(L, B) with the B of the saved state; t[0..n)
+     *   and data[0..n) are every tensor the file holds for this block (names without the prefix,
+     *   in any order; data is aligned, numel floats each). Restores the state so that continuing
+     *   from it gives exactly the outputs the saved state would give. Checks names, count and
+     *   shapes (against the options and B) and fails with hy_fail naming the tensor on any
+     *   mismatch; never trusts a shape it did not check.
+     * (`bench decode --fill tile` builds long-context states by repeating a "position axis": an
+     *  axis that is 0 in a fresh state and p after p tokens, like attention's k/v; a state with a
+     *  shape that changes any other way is prefilled instead.) */
+    int (*state_tensors)(hy_layer *L, const void *state, hy_state_tensor *out);
+    int (*state_export)(hy_layer *L, const void *state, int i, float *dst);
+    int (*state_import)(hy_layer *L, void *state, int n, const hy_state_tensor *t, const float *const *data);
 };
 
 /* ---- registry ---- */

@@ -104,6 +104,25 @@ static int swiglu_step(hy_layer *L, void *state, const float *x, float *y, int B
     return swiglu_forward(L, x, y, B, 1);
 }
 static void swiglu_state_free(hy_layer *L, void *state) { (void)L, (void)state; }
+/* Position-wise: a multi-token prefill is the forward over the tokens. */
+static int swiglu_prefill(hy_layer *L, void *state, const float *x, float *y, int B, int T) {
+    (void)state;
+    return swiglu_forward(L, x, y, B, T);
+}
+/* Nothing to save: the state is empty. */
+static int swiglu_state_tensors(hy_layer *L, const void *state, hy_state_tensor *out) {
+    (void)L, (void)state, (void)out;
+    return 0;
+}
+static int swiglu_state_export(hy_layer *L, const void *state, int i, float *dst) {
+    (void)L, (void)state, (void)dst;
+    return hy_fail("swiglu: no state tensor %d (the block is stateless)", i);
+}
+static int swiglu_state_import(hy_layer *L, void *state, int n, const hy_state_tensor *t, const float *const *data) {
+    (void)L, (void)state, (void)data;
+    if (n) return hy_fail("swiglu: unexpected state tensor '%s' (the block is stateless)", t[0].name);
+    return 0;
+}
 static size_t swiglu_state_bytes(const hy_opts *o, int d, int T) { (void)o, (void)d, (void)T; return 0; }
 
 /* Three (d x F) products per token. */
@@ -133,9 +152,12 @@ const hy_block_ops hy_block_swiglu = {
     .backward = swiglu_backward,
     .state_new = swiglu_state_new,
     .step = swiglu_step,
-    .prefill = NULL,
+    .prefill = swiglu_prefill,
     .state_free = swiglu_state_free,
     .state_bytes = swiglu_state_bytes,
     .flop = swiglu_flop,
     .destroy = swiglu_destroy,
+    .state_tensors = swiglu_state_tensors,
+    .state_export = swiglu_state_export,
+    .state_import = swiglu_state_import,
 };

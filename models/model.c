@@ -290,14 +290,13 @@ size_t hy_model_state_bytes(const hy_model *m, int T) {
 }
 
 /* ---- streaming ---- */
-struct hy_model_state {
-    int B;
-    void **block_state;        /* one per sub-block */
-    float *h, *xn, *y, *rstd;  /* (B, d) scratch */
-};
+hy_layer *hy_model_sub_block(hy_model *m, int s) { return sub_block(m, s); }
+long hy_model_state_position(const hy_model_state *s) { return s->pos; }
 
 int hy_model_state_new(hy_model *m, int B, hy_model_state **out) {
     int S = 2 * m->cfg.n_layers, d = m->cfg.d_model;
+    *out = NULL;
+    if (B < 1) return hy_fail("state: batch %d must be >= 1", B);
     hy_model_state *st = hy_calloc(sizeof *st);
     if (!st) return HY_ERR_NOMEM;
     st->B = B;
@@ -306,40 +305,140 @@ int hy_model_state_new(hy_model *m, int B, hy_model_state **out) {
     st->xn = hy_malloc(sizeof(float) * (size_t)B * d);
     st->y = hy_malloc(sizeof(float) * (size_t)B * d);
     st->rstd = hy_malloc(sizeof(float) * (size_t)B);
-    *out = st;
-    if (!st->block_state || !st->h || !st->xn || !st->y || !st->rstd) {
+    st->logits = hy_calloc(sizeof(float) * (size_t)B * m->cfg.vocab_size);
+    if (!st->block_state || !st->h || !st->xn || !st->y || !st->rstd || !st->logits) {
         hy_model_state_free(m, st);
-        *out = NULL;
         return HY_ERR_NOMEM;
     }
     for (int s = 0; s < S; s++) {
         hy_layer *L = sub_block(m, s);
         int rc = L->ops ? L->ops->state_new(L, B, &st->block_state[s]) : 0;
         if (rc < 0) {
+            hy_error_prefix("layer %d %s %s state", s / 2, s % 2 ? "ffn" : "mixer", L->ops->name);
             hy_model_state_free(m, st);
-            *out = NULL;
             return rc;
         }
     }
+    *out = st;
+    return 0;
+}
+
+/* Refuses token ids outside the vocabulary before any state changes. */
+static int check_tokens(const hy_model *m, const int32_t *tokens, size_t n, const char *what) {
+    for (size_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab_size)
+            return hy_fail("%s: token %d at %zu is outside [0, %d)", what, tokens[i], i, m->cfg.vocab_size);
     return 0;
 }
 
 int hy_model_step(hy_model *m, hy_model_state *st, const int32_t *tokens, float *logits) {
     int S = 2 * m->cfg.n_layers, d = m->cfg.d_model, V = m->cfg.vocab_size, B = st->B;
-    for (int b = 0; b < B; b++)
-        if (tokens[b] < 0 || tokens[b] >= V) return hy_fail("step: token %d outside [0, %d)", tokens[b], V);
+    int rc = check_tokens(m, tokens, (size_t)B, "step");
+    if (rc < 0) return rc;
     hy_embedding_forward(st->h, m->embedding->data, tokens, (size_t)B, d);
     for (int s = 0; s < S; s++) {
         hy_layer *L = sub_block(m, s);
         if (!L->ops) continue;
         hy_rmsnorm_forward(st->xn, st->rstd, st->h, sub_norm(m, s), (size_t)B, d);
         L->keep_for_backward = false;
-        int rc = L->ops->step(L, st->block_state[s], st->xn, st->y, B);
-        if (rc < 0) return rc;
+        rc = L->ops->step(L, st->block_state[s], st->xn, st->y, B);
+        if (rc < 0) {
+            hy_error_prefix("layer %d %s %s step", s / 2, s % 2 ? "ffn" : "mixer", L->ops->name);
+            return rc;
+        }
         for (size_t k = 0; k < (size_t)B * d; k++) st->h[k] += st->y[k];
     }
     hy_rmsnorm_forward(st->xn, st->rstd, st->h, m->norm_f->data, (size_t)B, d);
-    hy_linear_forward(logits, st->xn, head_weight(m), NULL, B, d, V);
+    hy_linear_forward(st->logits, st->xn, head_weight(m), NULL, B, d, V);
+    if (logits) memcpy(logits, st->logits, sizeof(float) * (size_t)B * V);
+    st->have_logits = true;
+    st->pos++;
+    return 0;
+}
+
+/* Whether every block of the stack has a multi-token prefill. If one does not, the stack is
+ * prefilled token by token through hy_model_step: stepping that block alone over the chunk
+ * would be wrong for blocks that pass per-token data between layers (RWKV-7's v_first). */
+static bool can_prefill(const hy_model *m) {
+    for (int s = 0; s < 2 * m->cfg.n_layers; s++) {
+        const hy_layer *L = s % 2 ? &m->ffns[s / 2] : &m->mixers[s / 2];
+        if (L->ops && !L->ops->prefill) return false;
+    }
+    return true;
+}
+
+/* C tokens per sequence (tok: (B, C)) through the stack, every block's prefill in turn; the
+ * final normed stream stays in pxn. */
+static int prefill_chunk(hy_model *m, hy_model_state *st, const int32_t *tok, int C) {
+    int S = 2 * m->cfg.n_layers, d = m->cfg.d_model, B = st->B;
+    size_t rows = (size_t)B * C, n = rows * d;
+    if (!hy_buf_reserve(&st->ph, n) || !hy_buf_reserve(&st->pxn, n) || !hy_buf_reserve(&st->py, n) ||
+        !hy_buf_reserve(&st->prstd, rows))
+        return HY_ERR_NOMEM;
+    float *h = st->ph.p, *xn = st->pxn.p, *y = st->py.p;
+    hy_embedding_forward(h, m->embedding->data, tok, rows, d);
+    for (int s = 0; s < S; s++) {
+        hy_layer *L = sub_block(m, s);
+        if (!L->ops) continue;
+        hy_rmsnorm_forward(xn, st->prstd.p, h, sub_norm(m, s), rows, d);
+        L->keep_for_backward = false;
+        int rc = L->ops->prefill(L, st->block_state[s], xn, y, B, C);
+        if (rc < 0) {
+            hy_error_prefix("layer %d %s %s prefill", s / 2, s % 2 ? "ffn" : "mixer", L->ops->name);
+            return rc;
+        }
+        #pragma omp parallel for schedule(static)
+        for (size_t k = 0; k < n; k++) h[k] += y[k];
+    }
+    hy_rmsnorm_forward(xn, st->prstd.p, h, m->norm_f->data, rows, d);
+    return 0;
+}
+
+int hy_model_prefill(hy_model *m, hy_model_state *st, const int32_t *tokens, int T, float *logits, bool all) {
+    int d = m->cfg.d_model, V = m->cfg.vocab_size, B = st->B;
+    if (T < 0) return hy_fail("prefill: length %d must be >= 0", T);
+    if (T == 0) {
+        if (logits && !all) memcpy(logits, st->logits, sizeof(float) * (size_t)B * V);
+        return 0;
+    }
+    int rc = check_tokens(m, tokens, (size_t)B * T, "prefill");
+    if (rc < 0) return rc;
+    if (!can_prefill(m)) {   /* token by token through the whole stack */
+        int32_t *tok = hy_malloc(sizeof(int32_t) * (size_t)B);
+        if (!tok) return HY_ERR_NOMEM;
+        for (int t = 0; t < T && rc == 0; t++) {
+            for (int b = 0; b < B; b++) tok[b] = tokens[(size_t)b * T + t];
+            rc = hy_model_step(m, st, tok, NULL);
+            for (int b = 0; rc == 0 && all && logits && b < B; b++)
+                memcpy(logits + ((size_t)b * T + t) * V, st->logits + (size_t)b * V, sizeof(float) * V);
+        }
+        hy_free(tok);
+        if (rc == 0 && logits && !all) memcpy(logits, st->logits, sizeof(float) * (size_t)B * V);
+        return rc;
+    }
+    int Cmax = T < HY_PREFILL_CHUNK ? T : HY_PREFILL_CHUNK;
+    if (!hy_buf_reserve(&st->px, (size_t)B * Cmax) || (all && !hy_buf_reserve(&st->plog, (size_t)B * Cmax * V)))
+        return HY_ERR_NOMEM;
+    int32_t *tok = (int32_t *)(void *)st->px.p;   /* int32 and float have the same size */
+    for (int t0 = 0; t0 < T; t0 += Cmax) {
+        int C = T - t0 < Cmax ? T - t0 : Cmax;
+        for (int b = 0; b < B; b++) memcpy(tok + (size_t)b * C, tokens + (size_t)b * T + t0, sizeof(int32_t) * C);
+        if ((rc = prefill_chunk(m, st, tok, C)) < 0) return rc;
+        st->pos += C;
+        const float *hf = st->pxn.p;
+        if (all && logits) {
+            hy_linear_forward(st->plog.p, hf, head_weight(m), NULL, B * C, d, V);
+            for (int b = 0; b < B; b++)
+                memcpy(logits + ((size_t)b * T + t0) * V, st->plog.p + (size_t)b * C * V, sizeof(float) * C * V);
+        }
+        if (t0 + C == T) {   /* the logits after the last token of each sequence */
+            for (int b = 0; b < B; b++)
+                memcpy(st->xn + (size_t)b * d, hf + ((size_t)b * C + C - 1) * d, sizeof(float) * d);
+            hy_linear_forward(st->logits, st->xn, head_weight(m), NULL, B, d, V);
+            st->have_logits = true;
+        }
+    }
+    if (logits && !all) memcpy(logits, st->logits, sizeof(float) * (size_t)B * V);
     return 0;
 }
 
@@ -350,5 +449,8 @@ void hy_model_state_free(hy_model *m, hy_model_state *st) {
         if (L->ops && st->block_state[s]) L->ops->state_free(L, st->block_state[s]);
     }
     hy_free(st->block_state), hy_free(st->h), hy_free(st->xn), hy_free(st->y), hy_free(st->rstd);
+    hy_free(st->logits);
+    hy_buf *bufs[] = {&st->ph, &st->pxn, &st->py, &st->prstd, &st->px, &st->plog};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) hy_buf_free(bufs[i]);
     hy_free(st);
 }

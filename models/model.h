@@ -66,10 +66,21 @@ size_t hy_model_state_bytes(const hy_model *m, int T);
 /* Logits of the last forward, (B, T, V). */
 const float *hy_model_logits(const hy_model *m);
 
-/* Streaming: a state for B sequences; step consumes one token per sequence, writes (B, V) logits. */
-typedef struct hy_model_state hy_model_state;
-int hy_model_state_new(hy_model *m, int B, hy_model_state **out);
-int hy_model_step(hy_model *m, hy_model_state *s, const int32_t *tokens, float *logits);
-void hy_model_state_free(hy_model *m, hy_model_state *s);
+/* Streaming (declared in hybrid.h: hy_model_state_new/step/prefill/free, state save/load). The
+ * state of B sequences: one state per sub-block (2*i = mixer of layer i, 2*i+1 = its ffn; NULL
+ * for a missing ffn or a stateless block), the logits after the last consumed token, and scratch. */
+struct hy_model_state {
+    int B;
+    long pos;                  /* tokens consumed per sequence */
+    void **block_state;        /* 2*n_layers entries */
+    float *h, *xn, *y, *rstd;  /* (B, d) scratch of step */
+    float *logits;             /* (B, V): logits after the last consumed token */
+    bool have_logits;          /* false until a token was consumed (or a saved state had them) */
+    hy_buf ph, pxn, py, prstd, px, plog;   /* prefill scratch, one chunk */
+};
+/* The layer of sub-block s (see above); its ops are NULL for a missing ffn. */
+hy_layer *hy_model_sub_block(hy_model *m, int s);
+/* Tokens per call of a block's prefill inside hy_model_prefill (bounds its scratch memory). */
+#define HY_PREFILL_CHUNK 2048
 
 #endif

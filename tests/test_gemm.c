@@ -18,7 +18,8 @@ static void reference(bool ta, bool tb, int M, int N, int K, float alpha, const 
 }
 
 static void check_backend(hy_gemm_backend be, hy_precision prec, double tol) {
-    static const int shapes[][3] = {{1, 1, 1}, {7, 5, 3}, {64, 48, 80}, {130, 70, 33}, {300, 257, 129}};
+    static const int shapes[][3] = {{1, 1, 1},   {7, 5, 3},   {64, 48, 80}, {130, 70, 33}, {300, 257, 129},
+                                    {1, 70, 33}, {1, 64, 48}, {130, 1, 33}, {64, 1, 80}};   /* matrix-vector: sgemv */
     hy_gemm_set_backend(be);
     hy_gemm_set_precision(prec);
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)

@@ -1,0 +1,422 @@
+/* `hybrid-exp bench decode`: per-token decode latency and state size against context length, for
+ * every registered mixer (in a small fixed stack with swiglu ffns), every other ffn (behind an
+ * attention mixer), and any model configs or checkpoints given. The context is reached by the
+ * multi-token prefill (the parallel kernels, in chunks), growing one state through 256, 512, ...
+ * so the longest context costs one prefill in total; at each length a few decode steps are timed.
+ * Writes decode.csv (variant, context, ms_per_token, state_bytes), decode.md and a log-log plot
+ * (decode.png, decode.svg, via gnuplot) into the output folder. A benchmark: nothing fails on a time. */
+#include "bench/bench.h"
+#include "core/error.h"
+#include "core/fileio.h"
+#include "core/mem.h"
+#include "core/rng.h"
+#include "core/timer.h"
+#include "experiments/config.h"
+#include "models/checkpoint.h"
+#include "models/model.h"
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *out_dir, *blocks;
+    int quick, threads, d_model, n_layers, steps, plot, tile;
+    long min_ctx, max_ctx;
+    double budget_s;   /* per variant: no longer context once this much time was spent (0 = none) */
+    const char *configs[32], *checkpoints[32];
+    int n_configs, n_checkpoints;
+} decode_args;
+
+/* A growable text buffer (CSV, report). */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} text;
+
+static void tprintf(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tprintf(text *t, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if (t->len + (size_t)n + 1 > t->cap) {
+        size_t cap = (t->len + (size_t)n + 1) * 2;
+        char *p = realloc(t->p, cap);
+        if (!p) return;
+        t->p = p, t->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(t->p + t->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    t->len += (size_t)n;
+}
+
+/* Whether block `name` is selected by --blocks (comma list; NULL = all). */
+static int selected(const decode_args *a, const char *name) {
+    if (!a->blocks) return 1;
+    size_t n = strlen(name);
+    for (const char *p = a->blocks; (p = strstr(p, name)); p += n)
+        if ((p == a->blocks || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
+    return 0;
+}
+
+/* n_layers x (mixer, ffn) at d_model, every option at its default, vocabulary of bytes. */
+static int generic_config(const decode_args *a, const hy_block_ops *mixer, const hy_block_ops *ffn, hy_model_config *c) {
+    hy_layer_cfg *layers = calloc((size_t)a->n_layers, sizeof *layers);
+    if (!layers) return HY_ERR_NOMEM;
+    *c = (hy_model_config){.d_model = a->d_model, .vocab_size = 256, .n_layers = a->n_layers, .tie_embeddings = true,
+                           .router_aux_coef = 0.001f, .layers = layers};
+    for (int i = 0; i < a->n_layers; i++) {
+        layers[i].mixer.ops = mixer, layers[i].ffn.ops = ffn;
+        if (hy_block_opts_from_pairs(mixer, a->d_model, NULL, 0, &layers[i].mixer.opts) < 0 ||
+            hy_block_opts_from_pairs(ffn, a->d_model, NULL, 0, &layers[i].ffn.opts) < 0) {
+            free(layers);
+            c->layers = NULL;
+            return HY_ERR_CONFIG;
+        }
+    }
+    return 0;
+}
+
+static int cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+/* --fill tile: a state at position ctx made from `base` (position p0) by repeating each state
+ * tensor's position axis (the axis that is 0 in a fresh state and p0 in base, e.g. attention's
+ * k/v) up to ctx, through the registry's state_export/state_import. The content repeats, the cost
+ * of a decode step is the same as after a real context (attention reads every cached key either
+ * way; recurrent states have no position axis and are copied as they are). Returns HY_ERR (no
+ * message) when a block cannot be tiled: the caller then prefills. */
+static int tiled_state(hy_model *m, hy_model_state *base, long ctx, hy_model_state **out) {
+    long p0 = hy_model_state_position(base);
+    hy_model_state *st;
+    int rc = hy_model_state_new(m, base->B, &st);
+    if (rc < 0) return rc;
+    for (int s = 0; rc == 0 && s < 2 * m->cfg.n_layers; s++) {
+        hy_layer *L = hy_model_sub_block(m, s);
+        if (!L->ops || !base->block_state[s]) continue;
+        if (!L->ops->state_tensors || !L->ops->state_import) {
+            rc = HY_ERR;
+            break;
+        }
+        int n = L->ops->state_tensors(L, base->block_state[s], NULL);
+        if (n < 0 || n > 16 || L->ops->state_tensors(L, st->block_state[s], NULL) != n) {
+            rc = HY_ERR;
+            break;
+        }
+        hy_state_tensor t0[16], t1[16], tn[16];
+        float *old[16] = {0}, *data[16] = {0};
+        L->ops->state_tensors(L, st->block_state[s], t0);
+        L->ops->state_tensors(L, base->block_state[s], t1);
+        for (int i = 0; rc == 0 && i < n; i++) {
+            int axis = -1;
+            tn[i] = t1[i];
+            for (int d = 0; d < t1[i].ndim; d++)
+                if (t1[i].shape[d] != t0[i].shape[d]) {
+                    if (axis >= 0 || t0[i].shape[d] != 0 || t1[i].shape[d] != p0) rc = HY_ERR;
+                    axis = d;
+                }
+            if (rc < 0) break;
+            if (axis >= 0) tn[i].shape[axis] = (int)ctx;
+            old[i] = hy_malloc(hy_state_tensor_numel(&t1[i]) * sizeof(float) + 4);
+            data[i] = hy_malloc(hy_state_tensor_numel(&tn[i]) * sizeof(float) + 4);
+            if (!old[i] || !data[i] || (rc = L->ops->state_export(L, base->block_state[s], i, old[i])) < 0) {
+                rc = rc < 0 ? rc : HY_ERR_NOMEM;
+                break;
+            }
+            size_t outer = 1, inner = 1;
+            for (int d = 0; d < tn[i].ndim; d++)
+                if (axis >= 0 && d < axis) outer *= (size_t)tn[i].shape[d];
+                else if (axis >= 0 && d > axis) inner *= (size_t)tn[i].shape[d];
+            if (axis < 0) memcpy(data[i], old[i], hy_state_tensor_numel(&t1[i]) * sizeof(float));
+            else
+                for (size_t o = 0; o < outer; o++)
+                    for (long j = 0; j < ctx; j++)
+                        memcpy(data[i] + (o * ctx + j) * inner, old[i] + (o * p0 + j % p0) * inner, inner * sizeof(float));
+        }
+        if (rc == 0) rc = L->ops->state_import(L, st->block_state[s], n, tn, (const float *const *)data);
+        for (int i = 0; i < n; i++) hy_free(old[i]), hy_free(data[i]);
+    }
+    if (rc < 0) {
+        hy_model_state_free(m, st);
+        return rc;
+    }
+    memcpy(st->logits, base->logits, sizeof(float) * (size_t)base->B * m->cfg.vocab_size);
+    st->have_logits = base->have_logits;
+    st->pos = ctx;
+    *out = st;
+    return 0;
+}
+
+/* One variant: grows a state through the contexts, timing `steps` decode steps at each (after
+ * one untimed step, which may grow a KV cache), reporting the fastest. Rows go to csv. */
+static int bench_variant(const decode_args *a, const char *variant, hy_model *m, text *csv) {
+    int V = hy_model_get_config(m)->vocab_size;
+    hy_model_state *st;
+    int rc = hy_model_state_new(m, 1, &st);
+    if (rc < 0) return rc;
+    size_t chunk = (size_t)a->max_ctx;
+    int32_t *tok = hy_malloc(sizeof(int32_t) * chunk);
+    double *dt = hy_malloc(sizeof(double) * (size_t)a->steps);
+    if (!tok || !dt) rc = HY_ERR_NOMEM;
+    hy_rng rng;
+    hy_rng_seed(&rng, 7);
+    double start = hy_now();
+    hy_model_state *base = NULL;   /* --fill tile: the state of the first context */
+    for (long ctx = a->min_ctx; rc == 0 && ctx <= a->max_ctx; ctx *= 2) {
+        if (a->budget_s > 0 && hy_now() - start > a->budget_s) {
+            printf("%-28s stopped before context %ld: --budget %.0f s spent\n", variant, ctx, a->budget_s);
+            break;
+        }
+        hy_model_state *run = st;
+        long need = ctx - hy_model_state_position(st);
+        double t0 = hy_now();
+        if (base) {
+            int trc = tiled_state(m, base, ctx, &run);
+            if (trc == HY_ERR_NOMEM) {
+                rc = trc;
+                break;
+            }
+            if (trc < 0) {   /* a block without state ops: prefill from here on */
+                printf("%-28s cannot tile this state (a block lacks the state ops): prefilling\n", variant);
+                hy_model_state_free(m, base);
+                base = NULL, run = st, need = ctx - hy_model_state_position(st);
+            } else need = 0;
+        }
+        if (need > 0) {
+            for (long i = 0; i < need; i++) tok[i] = (int32_t)hy_rng_below(&rng, (uint64_t)V);
+            if ((rc = hy_model_prefill(m, st, tok, (int)need, NULL, false)) < 0) break;
+        }
+        if (a->tile && !base && ctx == a->min_ctx) {   /* keep the first state to tile from */
+            if ((rc = tiled_state(m, st, ctx, &base)) == HY_ERR_NOMEM) break;
+            rc = 0;
+        }
+        double prefill_s = hy_now() - t0;
+        size_t state = hy_model_state_bytes(m, (int)hy_model_state_position(run));
+        for (int s = -1; s < a->steps && rc == 0; s++) {
+            int32_t x = (int32_t)hy_rng_below(&rng, (uint64_t)V);
+            double s0 = hy_now();
+            rc = hy_model_step(m, run, &x, NULL);
+            if (s >= 0) dt[s] = hy_now() - s0;
+        }
+        if (run != st) hy_model_state_free(m, run);
+        if (rc < 0) break;
+        qsort(dt, (size_t)a->steps, sizeof *dt, cmp_double);
+        double ms = 1e3 * dt[0];   /* the fastest step, as bench.c's TIME_BEST: robust to a shared machine */
+        tprintf(csv, "%s,%ld,%.6f,%zu\n", variant, ctx, ms, state);
+        if (need > 0 || !base)
+            printf("%-28s context %6ld  %9.4f ms/token  state %10.1f KiB  (prefill of %ld tokens: %.0f tokens/s)\n",
+                   variant, ctx, ms, state / 1024.0, need, need > 0 ? need / fmax(prefill_s, 1e-9) : 0.0);
+        else
+            printf("%-28s context %6ld  %9.4f ms/token  state %10.1f KiB  (tiled state built in %.2f s)\n", variant, ctx,
+                   ms, state / 1024.0, prefill_s);
+        fflush(stdout);
+    }
+    hy_free(tok), hy_free(dt);
+    hy_model_state_free(m, base);
+    hy_model_state_free(m, st);
+    return rc;
+}
+
+/* Variant names are CSV values: no spaces or commas (anything else becomes '_'). */
+static void clean_name(char *s) {
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || strchr("+-_.", *s)))
+            *s = '_';
+}
+
+/* decode.gp: two log-log panels (ms per token, state bytes) with one line per variant; gnuplot
+ * renders it to PNG and SVG. Missing gnuplot is a warning, not a failure (the CSV is the result). */
+static int write_plot(const decode_args *a, char names[][128], int n) {
+    text gp = {0};
+    tprintf(&gp, "# written by hybrid-exp bench decode; run: gnuplot decode.gp\n"
+                 "set datafile separator ','\nset logscale xy 2\nset logscale y 10\nset grid\n"
+                 "set key left top\nset xlabel 'context (tokens)'\nVARIANTS = \"");
+    for (int i = 0; i < n; i++) tprintf(&gp, "%s%s", i ? " " : "", names[i]);
+    tprintf(&gp, "\"\n");
+    const char *terms[2][2] = {{"pngcairo size 1400,520 font ',10'", "decode.png"}, {"svg size 1400,520", "decode.svg"}};
+    for (int k = 0; k < 2; k++)
+        tprintf(&gp,
+                "set terminal %s\nset output '%s'\nset multiplot layout 1,2 title 'decode: one token at a given context "
+                "(batch 1, threads: %d)'\n"
+                "set ylabel 'ms per token'\nplot for [v in VARIANTS] 'decode.csv' using (strcol(1) eq v ? $2 : NaN):3 "
+                "with linespoints title v\n"
+                "set ylabel 'state / KV cache bytes'\nplot for [v in VARIANTS] 'decode.csv' using (strcol(1) eq v ? $2 : "
+                "NaN):4 with linespoints title v\nunset multiplot\nset output\n",
+                terms[k][0], terms[k][1], hy_threads());
+    char path[4200];
+    snprintf(path, sizeof path, "%s/decode.gp", a->out_dir);
+    int rc = hy_write_file_atomic(path, gp.p, gp.len);
+    free(gp.p);
+    if (rc < 0 || !a->plot) return rc;
+    if (strchr(a->out_dir, '\'')) return hy_fail("output folder '%s' contains a quote: not running gnuplot", a->out_dir);
+    char cmd[4400];
+    snprintf(cmd, sizeof cmd, "cd '%s' && gnuplot decode.gp 2>&1", a->out_dir);
+    if (system(cmd) != 0) fprintf(stderr, "hybrid-exp bench decode: warning: gnuplot failed (is gnuplot installed?); "
+                                          "decode.csv is complete\n");
+    else printf("wrote %s/decode.png and decode.svg\n", a->out_dir);
+    return 0;
+}
+
+static const char *DECODE_HELP =
+    "usage: hybrid-exp bench decode [--out DIR] [--quick] [--config F.yaml]... [--checkpoint M.safetensors]...\n"
+    "                               [--blocks a,b] [--min-context N] [--max-context N] [--steps N]\n"
+    "                               [--d-model D] [--n-layers L] [--threads N] [--budget S] [--fill prefill|tile]\n"
+    "                               [--no-plot]\n"
+    "Per-token decode latency and state / KV-cache bytes at contexts 256, 512, ... 65536 (batch 1) for every\n"
+    "registered mixer (L layers of mixer + swiglu at d_model D, defaults 2 and 256), every other ffn (behind\n"
+    "attention), and each given config or checkpoint. Each context is reached by prefill through the\n"
+    "parallel kernels (one growing state), then --steps decode steps are timed (the fastest is reported; default 8).\n"
+    "Writes DIR/decode.csv (variant, context, ms_per_token, state_bytes), DIR/decode.md, DIR/decode.gp and\n"
+    "DIR/decode.png, DIR/decode.svg (log-log, gnuplot). Default DIR: results/bench.\n"
+    "--quick: contexts 256 ... 2048, d_model 64, 4 steps (CI-sized). --blocks selects generic variants by\n"
+    "block name. --budget S: a variant stops growing its context once S seconds were spent on it (attention's\n"
+    "prefill to 65536 is quadratic: minutes on 2 cores). --fill tile: prefill the first context only and\n"
+    "build the longer ones by repeating each state tensor's position axis (attention's k/v) through the\n"
+    "registry's state ops: the same step cost, no quadratic prefill (blocks without state ops: prefill).\n"
+    "A benchmark, not a test: nothing here fails on a time.\n";
+
+static int parse_args(int argc, char **argv, decode_args *a) {
+    int d_set = 0, max_set = 0, steps_set = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            fputs(DECODE_HELP, stdout);
+            return 1;
+        } else if (!strcmp(o, "--quick")) a->quick = 1;
+        else if (!strcmp(o, "--no-plot")) a->plot = 0;
+        else if (!strcmp(o, "--fill") && v && (!strcmp(v, "prefill") || !strcmp(v, "tile"))) a->tile = !strcmp(argv[++i], "tile");
+        else if (!v) {
+            fprintf(stderr, "hybrid-exp bench decode: missing value after %s\n\n%s", o, DECODE_HELP);
+            return 2;
+        } else {
+            char *end;
+            long x = strtol(v, &end, 10);
+            int num = *v && !*end && x > 0;
+            if (!strcmp(o, "--out")) a->out_dir = v;
+            else if (!strcmp(o, "--blocks")) a->blocks = v;
+            else if (!strcmp(o, "--config") && a->n_configs < 32) a->configs[a->n_configs++] = v;
+            else if (!strcmp(o, "--checkpoint") && a->n_checkpoints < 32) a->checkpoints[a->n_checkpoints++] = v;
+            else if (num && !strcmp(o, "--min-context")) a->min_ctx = x;
+            else if (num && !strcmp(o, "--max-context")) a->max_ctx = x, max_set = 1;
+            else if (num && !strcmp(o, "--steps")) a->steps = (int)x, steps_set = 1;
+            else if (num && !strcmp(o, "--d-model")) a->d_model = (int)x, d_set = 1;
+            else if (num && !strcmp(o, "--n-layers")) a->n_layers = (int)x;
+            else if (num && !strcmp(o, "--threads")) a->threads = (int)x;
+            else if (num && !strcmp(o, "--budget")) a->budget_s = (double)x;
+            else {
+                fprintf(stderr, "hybrid-exp bench decode: unknown argument or bad value '%s %s'\n\n%s", o, v, DECODE_HELP);
+                return 2;
+            }
+            i++;
+        }
+    }
+    if (a->quick) {
+        if (!max_set) a->max_ctx = 2048;
+        if (!d_set) a->d_model = 64;
+        if (!steps_set) a->steps = 4;
+    }
+    if (a->max_ctx > (1L << 30) || a->min_ctx > a->max_ctx || a->n_layers > 1024) {
+        fprintf(stderr, "hybrid-exp bench decode: need min-context <= max-context <= 2^30 and n-layers <= 1024\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* Runs one model (a generic stack, a config or a checkpoint) as a variant named `name`. */
+static int run_model(const decode_args *a, char *name, hy_model *m, text *csv) {
+    clean_name(name);
+    printf("%s: %zu parameters, d_model %d, %d layers\n", name, hy_model_param_count(m), hy_model_get_config(m)->d_model,
+           hy_model_get_config(m)->n_layers);
+    int rc = bench_variant(a, name, m, csv);
+    if (rc < 0) hy_error_prefix("%s", name);
+    return rc;
+}
+
+int hy_bench_decode_main(int argc, char **argv) {
+    decode_args a = {.out_dir = "results/bench", .d_model = 256, .n_layers = 2, .steps = 8, .plot = 1,
+                     .min_ctx = 256, .max_ctx = 65536};
+    int rc = parse_args(argc, argv, &a);
+    if (rc) return rc == 1 ? 0 : rc;
+    hy_set_threads(a.threads);
+    printf("bench decode: threads %d, contexts %ld .. %ld, %d timed steps each\n", hy_threads(), a.min_ctx, a.max_ctx,
+           a.steps);
+    text csv = {0};
+    tprintf(&csv, "variant,context,ms_per_token,state_bytes\n");
+    static char names[256][128];
+    int n = 0;
+    const hy_block_ops *att = hy_block_find("attention"), *swi = hy_block_find("swiglu");
+    for (int i = 0; rc == 0 && i < hy_block_count() && n < 200; i++) {
+        const hy_block_ops *b = hy_block_at(i), *mixer = NULL, *ffn = NULL;
+        if ((b->kinds & HY_KIND_MIXER) && selected(&a, b->name)) mixer = b, ffn = swi;
+        else if ((b->kinds & HY_KIND_FFN) && b != swi && selected(&a, b->name)) mixer = att, ffn = b;
+        if (!mixer) continue;
+        hy_model_config c = {0};
+        hy_model *m = NULL;
+        snprintf(names[n], sizeof names[n], "%s+%s", mixer->name, ffn->name);
+        rc = generic_config(&a, mixer, ffn, &c);
+        if (rc == 0) rc = hy_model_create(&c, 1, &m);
+        if (rc == 0) rc = run_model(&a, names[n++], m, &csv);
+        hy_model_free(m);
+        free(c.layers);
+    }
+    for (int i = 0; rc == 0 && i < a.n_configs && n < 256; i++) {
+        hy_run_config c;
+        hy_model *m = NULL;
+        if ((rc = hy_run_config_load(a.configs[i], NULL, 0, &c)) < 0) break;
+        snprintf(names[n], sizeof names[n], "%s", c.name);
+        rc = hy_model_create(&c.model, c.seed, &m);
+        if (rc == 0) rc = run_model(&a, names[n++], m, &csv);
+        hy_model_free(m);
+        hy_run_config_free(&c);
+    }
+    for (int i = 0; rc == 0 && i < a.n_checkpoints && n < 256; i++) {
+        hy_model *m = NULL;
+        if ((rc = hy_checkpoint_load(a.checkpoints[i], &m, NULL)) < 0) break;
+        const char *base = strrchr(a.checkpoints[i], '/');
+        snprintf(names[n], sizeof names[n], "%s", base ? base + 1 : a.checkpoints[i]);
+        char *dot = strstr(names[n], ".safetensors");
+        if (dot) *dot = 0;
+        rc = run_model(&a, names[n++], m, &csv);
+        hy_model_free(m);
+    }
+    char path[4200];
+    if (rc == 0) rc = hy_mkdirs(a.out_dir);
+    if (rc == 0) {
+        snprintf(path, sizeof path, "%s/decode.csv", a.out_dir);
+        rc = hy_write_file_atomic(path, csv.p, csv.len);
+    }
+    if (rc == 0) {   /* the report: the table and the plot */
+        text md = {0};
+        tprintf(&md, "# Decode cost against context\n\nWritten by `hybrid-exp bench decode` (%d threads, batch 1). "
+                     "One token decoded after the given context (fastest of %d steps); state = KV cache or recurrent "
+                     "state bytes of the whole model.\n\n![decode](decode.png)\n\n"
+                     "| variant | context | ms/token | state bytes |\n|---|---:|---:|---:|\n", hy_threads(), a.steps);
+        for (char *line = strchr(csv.p, '\n') + 1; *line; line = strchr(line, '\n') + 1) {
+            char v[128];
+            long ctx;
+            double ms;
+            size_t sb;
+            if (sscanf(line, "%127[^,],%ld,%lf,%zu", v, &ctx, &ms, &sb) == 4)
+                tprintf(&md, "| %s | %ld | %.4f | %zu |\n", v, ctx, ms, sb);
+        }
+        snprintf(path, sizeof path, "%s/decode.md", a.out_dir);
+        rc = hy_write_file_atomic(path, md.p, md.len);
+        free(md.p);
+    }
+    if (rc == 0) {
+        printf("wrote %s/decode.csv, decode.md\n", a.out_dir);
+        rc = write_plot(&a, names, n);
+    }
+    free(csv.p);
+    if (rc < 0) {
+        fprintf(stderr, "hybrid-exp bench decode: %s\n", hy_last_error());
+        return rc == HY_ERR_CONFIG ? 2 : 1;
+    }
+    return 0;
+}

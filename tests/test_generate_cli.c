@@ -1,0 +1,162 @@
+/* The `generate` command (streams the library's tokens, continues from a state file, seeded
+ * sampling, exit codes) and `bench decode --quick` (decode.csv rows for every registered block). */
+#include "core/error.h"
+#include "models/checkpoint.h"
+#include "models/generate.h"
+#include "models/model.h"
+#include "tests/testutil.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *exe(void) { return getenv("HY_EXE") ? getenv("HY_EXE") : "./build/hybrid-exp"; }
+
+/* Runs cmd, returns its exit status and stdout (malloc'd, NUL-terminated) in *out. */
+static int run(const char *cmd, char **out, size_t *len) {
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (size_t got; (got = fread(buf + n, 1, cap - n - 1, p)) > 0;) {
+        n += got;
+        if (n + 1 == cap) buf = realloc(buf, cap *= 2);
+    }
+    buf[n] = 0;
+    int st = pclose(p);
+    *out = buf, *len = n;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+START_TEST(cli_generate_streams_and_continues_from_state) {
+    char dir[256], cmd[2048];
+    snprintf(dir, sizeof dir, "/tmp/hybrid-test-gen-%d", (int)getpid());
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s && %s init tests/configs/tiny-train.yaml --out %s/m.safetensors",
+             dir, dir, exe(), dir);
+    ck_assert_int_eq(system(cmd), 0);
+    char ckpt[300];
+    snprintf(ckpt, sizeof ckpt, "%s/m.safetensors", dir);
+    hy_model *m;
+    ck_assert_msg(hy_checkpoint_load(ckpt, &m, NULL) == 0, "%s", hy_last_error());
+    /* the library's greedy continuation of "Hello" (12 + 6 tokens) */
+    const char *prompt = "Hello";
+    int32_t pt[5], lib[18];
+    for (int i = 0; i < 5; i++) pt[i] = (unsigned char)prompt[i];
+    hy_model_state *st;
+    ck_assert_int_eq(hy_model_state_new(m, 1, &st), 0);
+    hy_sample_opts g = {.temperature = 0, .top_k = 0, .top_p = 1};
+    ck_assert_int_eq(hy_generate(m, st, pt, 5, 18, &g, NULL, NULL, lib), 18);
+    hy_model_state_free(m, st);
+    hy_model_free(m);
+    char *out;
+    size_t len;
+    snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --prompt Hello -n 12 --temperature 0 --state-out %s/s.st --quiet",
+             exe(), ckpt, dir);
+    ck_assert_int_eq(run(cmd, &out, &len), 0);
+    ck_assert_int_eq((int)len, 12);
+    for (int i = 0; i < 12; i++) ck_assert_int_eq((unsigned char)out[i], lib[i]);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --state-in %s/s.st -n 6 --temperature 0 --quiet", exe(), ckpt,
+             dir);
+    ck_assert_int_eq(run(cmd, &out, &len), 0);
+    ck_assert_int_eq((int)len, 6);
+    for (int i = 0; i < 6; i++) ck_assert_int_eq((unsigned char)out[i], lib[12 + i]);
+    free(out);
+    /* same seed, same sampled text */
+    char *o1, *o2;
+    size_t l1, l2;
+    snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --prompt Hi -n 20 --temperature 1.2 --top-k 40 --top-p 0.9 --seed 4 --quiet",
+             exe(), ckpt);
+    ck_assert_int_eq(run(cmd, &o1, &l1), 0);
+    ck_assert_int_eq(run(cmd, &o2, &l2), 0);
+    ck_assert(l1 == 20 && l2 == 20 && memcmp(o1, o2, 20) == 0);
+    free(o1), free(o2);
+    /* usage errors: exit 2 with a message; runtime errors: exit 1 */
+    const char *bad[] = {"-n 5", "--prompt x -n -3", "--prompt x -n 3 --top-p 0", "--prompt x --prompt-file y -n 1",
+                         "--prompt x -n 3 --bogus"};
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s %s 2>/dev/null", exe(), ckpt, bad[k]);
+        ck_assert_int_eq(run(cmd, &out, &len), 2);
+        free(out);
+    }
+    snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --state-in %s/missing.st -n 3 2>/dev/null", exe(), ckpt, dir);
+    ck_assert_int_eq(run(cmd, &out, &len), 1);
+    free(out);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* bench decode --quick: one row per (variant, context), the CSV columns of the issue, every
+ * registered mixer and non-swiglu ffn present, and the KV cache doubling with the context. */
+START_TEST(cli_bench_decode_quick_writes_csv) {
+    char dir[256], cmd[1024];
+    snprintf(dir, sizeof dir, "/tmp/hybrid-test-decode-%d", (int)getpid());
+    snprintf(cmd, sizeof cmd, "rm -rf %s && %s bench decode --quick --max-context 512 --steps 2 --threads 1 --no-plot --out %s > /dev/null",
+             dir, exe(), dir);
+    ck_assert_int_eq(system(cmd), 0);
+    char path[300];
+    snprintf(path, sizeof path, "%s/decode.csv", dir);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[512];
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    ck_assert_str_eq(line, "variant,context,ms_per_token,state_bytes\n");
+    int rows = 0, want = 0;
+    double att[2] = {0, 0};
+    while (fgets(line, sizeof line, f)) {
+        char v[128];
+        long ctx;
+        double ms, sb;
+        ck_assert_msg(sscanf(line, "%127[^,],%ld,%lf,%lf", v, &ctx, &ms, &sb) == 4, "bad row: %s", line);
+        ck_assert(ctx == 256 || ctx == 512);
+        ck_assert(ms > 0);
+        if (!strcmp(v, "attention+swiglu")) att[ctx == 512] = sb;
+        rows++;
+    }
+    fclose(f);
+    for (int i = 0; i < hy_block_count(); i++) {
+        const hy_block_ops *b = hy_block_at(i);
+        want += (b->kinds & HY_KIND_MIXER) || ((b->kinds & HY_KIND_FFN) && strcmp(b->name, "swiglu"));
+    }
+    ck_assert_int_eq(rows, 2 * want);
+    ck_assert_msg(att[0] > 0 && att[1] == 2 * att[0], "attention KV bytes %g at 256, %g at 512", att[0], att[1]);
+    snprintf(path, sizeof path, "%s/decode.gp", dir);
+    ck_assert_int_eq(access(path, F_OK), 0);
+    /* --fill tile reaches the same contexts from one prefilled state, with the same state sizes */
+    snprintf(cmd, sizeof cmd, "%s bench decode --quick --fill tile --max-context 1024 --steps 2 --threads 1 --no-plot --out %s > /dev/null",
+             exe(), dir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/decode.csv", dir);
+    f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    rows = 0;
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    while (fgets(line, sizeof line, f)) {
+        char v[128];
+        long ctx;
+        double ms, sb;
+        ck_assert(sscanf(line, "%127[^,],%ld,%lf,%lf", v, &ctx, &ms, &sb) == 4);
+        if (!strcmp(v, "attention+swiglu")) ck_assert_double_eq(sb, att[0] * ctx / 256);
+        rows++;
+    }
+    fclose(f);
+    ck_assert_int_eq(rows, 3 * want);
+    snprintf(cmd, sizeof cmd, "%s bench decode --max-context 100 --no-plot --out %s 2>/dev/null", exe(), dir);
+    ck_assert_int_eq(system(cmd) >> 8, 2);   /* min-context 256 > max-context: usage error */
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+static Suite *generate_cli_suite(void) {
+    Suite *s = suite_create("generate_cli");
+    TCase *cli = tcase_create("cli");
+    tcase_set_timeout(cli, 120);
+    tcase_add_test(cli, cli_generate_streams_and_continues_from_state);
+    tcase_add_test(cli, cli_bench_decode_quick_writes_csv);
+    suite_add_tcase(s, cli);
+    return s;
+}
+HY_TEST_SUITE(generate_cli_suite)
