@@ -10,11 +10,13 @@
 
 extern const hy_block_ops hy_block_attention;
 extern const hy_block_ops hy_block_swiglu;
+extern const hy_block_ops hy_block_mamba;
 
 /* One line per block. */
 static const hy_block_ops *const blocks[] = {
     &hy_block_attention,
     &hy_block_swiglu,
+    &hy_block_mamba,
 };
 
 int hy_block_count(void) { return (int)(sizeof blocks / sizeof *blocks); }
