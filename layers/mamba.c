@@ -13,7 +13,6 @@
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
-#include "core/vmath.h"
 #include "layers/mamba.h"
 #include <math.h>
 #include <stdio.h>
@@ -196,7 +195,7 @@ static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, in
             const float *restrict xk = xp + (size_t)k * E, *restrict wk = wT + (size_t)k * E;
             for (int c = 0; c < E; c++) p[c] += wk[c] * xk[c];
         }
-        for (int c = 0; c < E; c++) o[c] = hy_siluf(p[c]);
+        for (int c = 0; c < E; c++) o[c] = hy_mamba_siluf(p[c]);
     }
     /* [dt | B | C] = xc x_projᵀ;  Δ = softplus(dt dt_projᵀ + bias) */
     hy_linear_forward(F->dbc.p, xc, L->p[P_XPROJ], NULL, (int)rows, E, g.nbc);
@@ -218,7 +217,7 @@ static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, in
     for (long r = 0; r < (long)rows; r++) {
         const float *restrict z = xz + (size_t)r * 2 * E + E, *restrict y = ys + (size_t)r * E;
         float *restrict o = yg + (size_t)r * E;
-        for (int c = 0; c < E; c++) o[c] = y[c] * hy_siluf(z[c]);
+        for (int c = 0; c < E; c++) o[c] = y[c] * hy_mamba_siluf(z[c]);
     }
     hy_linear_forward(out, yg, L->p[P_OUT], NULL, (int)rows, E, g.d);
     return 0;
@@ -267,7 +266,7 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
         const float *restrict z = xz + (size_t)r * 2 * E + E, *restrict y = ys + (size_t)r * E;
         float *restrict gy = dyg + (size_t)r * E, *restrict dz = dxz + (size_t)r * 2 * E + E;
         for (int c = 0; c < E; c++) {
-            float s = hy_sigmoidf(z[c]);
+            float s = hy_mamba_sigmoidf(z[c]);
             dz[c] = gy[c] * y[c] * s * (1.0f + z[c] * (1.0f - s));
             gy[c] *= z[c] * s;
         }
@@ -282,7 +281,7 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     /* softplus: d raw = dΔ · sigmoid(raw) (1 above the cut-off, as SPEC's x > 20 branch) */
     const float *draw = F->draw.p;
     #pragma omp parallel for schedule(static) if (nE > 16384)
-    for (long i = 0; i < (long)nE; i++) ddelta[i] *= draw[i] > 20.0f ? 1.0f : hy_sigmoidf(draw[i]);
+    for (long i = 0; i < (long)nE; i++) ddelta[i] *= draw[i] > 20.0f ? 1.0f : hy_mamba_sigmoidf(draw[i]);
     colsum_add(L->g[P_DT_B], ddelta, rows, E);
     /* dt_proj: d dt = d raw W_dt into ddbc[:, :R]; dW_dt += d rawᵀ dt */
     hy_gemm(false, false, (int)rows, R, E, 1.0f, ddelta, E, L->p[P_DT_W], R, 0.0f, ddbc, g.nbc);
@@ -293,7 +292,7 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     const float *pre = F->pre.p;
     #pragma omp parallel for schedule(static) if (nE > 16384)
     for (long i = 0; i < (long)nE; i++) {
-        float s = hy_sigmoidf(pre[i]);
+        float s = hy_mamba_sigmoidf(pre[i]);
         dxc[i] *= s * (1.0f + pre[i] * (1.0f - s));
     }
     /* conv: bias and weight gradients per channel block; dx[j] = Σ_k w[k] dpre[j + K-1-k] */

@@ -2,20 +2,21 @@
  * layers/mamba.h for the math and layouts).
  *
  * Work unit: one sequence × a block of CB = 16 channels. Its N states live in a [N][CB] array, so
- * the inner loops run over 16 contiguous channels (one AVX-512 vector; gcc vectorizes hy_expf);
+ * the inner loops run over 16 contiguous channels (one AVX-512 or two AVX2 vectors; hy_mamba_expf);
  * B_t[n] and C_t[n] are scalars broadcast over the block. A tail block (E not a multiple of 16) is
  * padded with zero channels (Δ = x = 0 keeps their state at 0), so every loop has the full width.
  *
  * Backward, per block, chunks of `chunk` steps from the last to the first: recompute the chunk's
  * states from the one stored at its start (keeping exp(Δ·A) too), then walk it backwards with the
  * adjoint r = exp(Δ_{t+1}·A) ⊙ ds_{t+1} carried across chunks. dB_t, dC_t are sums over channels:
- * each block writes its own partial sums, added in a fixed order afterwards (deterministic, no
- * atomics); dA and dD likewise per sequence. */
+ * each thread adds its blocks' sums into its own (B·T, 2N) buffer, and the buffers are added in
+ * thread order afterwards (deterministic for a given thread count, no atomics, memory independent
+ * of E); dA and dD are kept per sequence and added in sequence order. */
 #include "core/error.h"
 #include "core/mem.h"
-#include "core/vmath.h"
 #include "layers/mamba.h"
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #define CB 16
@@ -68,9 +69,9 @@ static void forward_block(const hy_mamba_scan_args *a, float *y, int b, int c0) 
             const float bn = bt[n], cn = ct[n];
             #pragma omp simd
             for (int c = 0; c < CB; c++) {
-                float sv = hy_expf(d[c] * At[n][c]) * s[n][c] + dx[c] * bn;
+                float sv = HY_MB_FMA(hy_mamba_expf_neg(d[c] * At[n][c]), s[n][c], dx[c] * bn);
                 s[n][c] = sv;
-                acc[c] += sv * cn;
+                acc[c] = HY_MB_FMA(sv, cn, acc[c]);
             }
         }
         store_lanes(y + row * E + c0, acc, cb);
@@ -96,8 +97,9 @@ int hy_mamba_scan_forward(const hy_mamba_scan_args *a, float *y) {
     return 0;
 }
 
-/* The backward of one (sequence b, channel block c0). ws: (2·chunk + 1)·N·CB floats. part: this
- * task's (T, 2N) partial dB | dC; dA_b (E, N) and dD_b (E): this sequence's partials. */
+/* The backward of one (sequence b, channel block c0). ws: (2·chunk + 1)·N·CB floats. part: the
+ * (T, 2N) rows of sequence b in this thread's dB | dC sums (added to); dA_b (E, N) and dD_b (E):
+ * this sequence's partials (the block's channels written). */
 static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *ddelta, float *dxo, float *part,
                            float *dA_b, float *dD_b, int b, int c0, float *ws) {
     const int T = a->T, E = a->E, N = a->N, K = a->chunk, cb = E - c0 < CB ? E - c0 : CB;
@@ -129,9 +131,9 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
                 const float bn = bt[n];
                 #pragma omp simd
                 for (int c = 0; c < CB; c++) {
-                    float e = hy_expf(d[c] * At[n][c]);
+                    float e = hy_mamba_expf_neg(d[c] * At[n][c]);
                     ex[n][c] = e;
-                    sn[n][c] = e * sp[n][c] + dx[c] * bn;
+                    sn[n][c] = HY_MB_FMA(e, sp[n][c], dx[c] * bn);
                 }
             }
         }
@@ -157,17 +159,18 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
                 float sB = 0.0f, sC = 0.0f;
                 #pragma omp simd reduction(+ : sB, sC)
                 for (int c = 0; c < CB; c++) {
-                    float h = g[c] * cn + r[n][c];         /* dL/ds_t */
-                    sC += g[c] * sn[n][c];
-                    sB += h * dxv[c];
-                    gx[c] += h * d[c] * bn;
+                    float h = HY_MB_FMA(g[c], cn, r[n][c]);   /* dL/ds_t */
+                    sC = HY_MB_FMA(g[c], sn[n][c], sC);
+                    sB = HY_MB_FMA(h, dxv[c], sB);
+                    float hb = h * bn;
+                    gx[c] = HY_MB_FMA(hb, d[c], gx[c]);
                     float e = ex[n][c], q = h * sp[n][c] * e;   /* dL/d(Δ·A) */
-                    gd[c] += q * At[n][c] + h * bn * xv[c];
-                    gA[n][c] += q * d[c];
+                    gd[c] = HY_MB_FMA(q, At[n][c], HY_MB_FMA(hb, xv[c], gd[c]));
+                    gA[n][c] = HY_MB_FMA(q, d[c], gA[n][c]);
                     r[n][c] = e * h;
                 }
-                pr[n] = sB;
-                pr[N + n] = sC;
+                pr[n] += sB;
+                pr[N + n] += sC;
             }
             store_lanes(ddelta + row * E + c0, gd, cb);
             store_lanes(dxo + row * E + c0, gx, cb);
@@ -186,22 +189,30 @@ int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *
     if (!a->chunk_states || a->s0) return hy_fail("mamba scan backward: needs the forward's chunk states and a zero initial state");
     const int B = a->B, T = a->T, E = a->E, N = a->N, nblk = (E + CB - 1) / CB, tasks = B * nblk;
     if (B <= 0 || T <= 0 || E <= 0) return 0;
-    const size_t ws_floats = (size_t)(2 * a->chunk + 1) * N * CB;
-    float *part = hy_malloc((size_t)tasks * T * 2 * N * sizeof(float));
+    const size_t ws_floats = (size_t)(2 * a->chunk + 1) * N * CB, rowsN = (size_t)B * T * 2 * N;
+    const int nth = omp_get_max_threads();
+    float *part = hy_calloc((size_t)nth * rowsN * sizeof(float));
     float *dA_p = hy_malloc((size_t)B * E * N * sizeof(float)), *dD_p = hy_malloc((size_t)B * E * sizeof(float));
-    int fail = !part || !dA_p || !dD_p;
-    #pragma omp parallel if (!fail)
+    int fail = !part || !dA_p || !dD_p, used = 1;
+    if (fail) {
+        hy_free(part), hy_free(dA_p), hy_free(dD_p);
+        return HY_ERR_NOMEM;
+    }
+    #pragma omp parallel num_threads(nth)
     {
         float *ws = hy_malloc(ws_floats * sizeof(float));
         if (!ws) {
             #pragma omp atomic write
             fail = 1;
         }
+        #pragma omp single
+        used = omp_get_num_threads();
+        float *mine = part + (size_t)omp_get_thread_num() * rowsN;
         #pragma omp for schedule(static)
         for (int i = 0; i < tasks; i++)
             if (ws) {
                 int b = i / nblk;
-                backward_block(a, dy, ddelta, dx, part + (size_t)i * T * 2 * N, dA_p + (size_t)b * E * N,
+                backward_block(a, dy, ddelta, dx, mine + (size_t)b * T * 2 * N, dA_p + (size_t)b * E * N,
                                dD_p + (size_t)b * E, b, (i % nblk) * CB, ws);
             }
         hy_free(ws);
@@ -210,14 +221,13 @@ int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *
         hy_free(part), hy_free(dA_p), hy_free(dD_p);
         return HY_ERR_NOMEM;
     }
-    /* fixed-order sums over channel blocks (dB, dC) and over sequences (dA, dD) */
+    /* fixed-order sums over threads (dB, dC) and over sequences (dA, dD) */
     #pragma omp parallel for schedule(static)
     for (long rw = 0; rw < (long)B * T; rw++) {
-        int b = (int)(rw / T), t = (int)(rw % T);
         float sB[HY_MAMBA_MAX_STATE], sC[HY_MAMBA_MAX_STATE];
         for (int n = 0; n < N; n++) sB[n] = sC[n] = 0.0f;
-        for (int k = 0; k < nblk; k++) {
-            const float *p = part + ((size_t)(b * nblk + k) * T + t) * 2 * N;
+        for (int k = 0; k < used; k++) {
+            const float *p = part + (size_t)k * rowsN + (size_t)rw * 2 * N;
             for (int n = 0; n < N; n++) sB[n] += p[n], sC[n] += p[N + n];
         }
         memcpy(dB + (size_t)rw * ld_dbc, sB, (size_t)N * sizeof(float));
@@ -264,7 +274,7 @@ void hy_mamba_softplus(float *restrict out, const float *restrict in, size_t n) 
     #pragma omp parallel for schedule(static) if (n > 32768)
     for (size_t i = 0; i < n; i++) {
         float v = in[i];
-        float s = (v > 0.0f ? v : 0.0f) + log1p_unit(hy_expf(-fabsf(v)));
+        float s = (v > 0.0f ? v : 0.0f) + log1p_unit(hy_mamba_expf(-fabsf(v)));
         out[i] = v > 20.0f ? v : s;
     }
 }
