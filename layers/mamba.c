@@ -281,7 +281,10 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     /* softplus: d raw = dΔ · sigmoid(raw) (1 above the cut-off, as SPEC's x > 20 branch) */
     const float *draw = F->draw.p;
     #pragma omp parallel for schedule(static) if (nE > 16384)
-    for (long i = 0; i < (long)nE; i++) ddelta[i] *= draw[i] > 20.0f ? 1.0f : hy_mamba_sigmoidf(draw[i]);
+    for (long i = 0; i < (long)nE; i++) {
+        float sg = hy_mamba_sigmoidf(draw[i]);   /* exactly 1.0f above 20 too (1 - 2e-9 rounds to 1) */
+        ddelta[i] *= sg;
+    }
     colsum_add(L->g[P_DT_B], ddelta, rows, E);
     /* dt_proj: d dt = d raw W_dt into ddbc[:, :R]; dW_dt += d rawᵀ dt */
     hy_gemm(false, false, (int)rows, R, E, 1.0f, ddelta, E, L->p[P_DT_W], R, 0.0f, ddbc, g.nbc);

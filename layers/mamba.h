@@ -103,6 +103,14 @@ static inline float hy_mamba_expf_neg(float x) {
     return hy_mb_exp_core(x);
 }
 
+/* The float's bits as an int32 whose signed order is the float order (compares in the integer
+ * domain keep loops branch-free: gcc 12 turns float compares feeding a select into branches). */
+static inline int32_t hy_mamba_ordered(float x) {
+    int32_t k;
+    memcpy(&k, &x, sizeof k);
+    return k ^ ((k >> 31) & 0x7fffffff);
+}
+
 static inline float hy_mamba_sigmoidf(float x) { return 1.0f / (1.0f + hy_mamba_expf(-x)); }
 static inline float hy_mamba_siluf(float x) { return x / (1.0f + hy_mamba_expf(-x)); }
 
