@@ -247,43 +247,36 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
 }
 
 int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *ddelta, float *dx, float *dB,
-                           float *dC, int ld_dbc, float *dA, float *dD) {
+                           float *dC, int ld_dbc, float *dA, float *dD, hy_buf *work) {
     int rc = check_args(a);
     if (rc < 0) return rc;
     if (!a->chunk_states || a->s0) return hy_fail("mamba scan backward: needs the forward's chunk states and a zero initial state");
     const int B = a->B, T = a->T, E = a->E, N = a->N, nblk = (E + CB - 1) / CB, tasks = B * nblk;
     if (B <= 0 || T <= 0 || E <= 0) return 0;
+    /* workspace: per-thread dB|dC sums, per-sequence dA and dD, per-thread chunk buffers */
     const size_t ws_floats = (size_t)(2 * a->chunk + 1) * N * CB, rowsN = (size_t)B * T * 2 * N;
     const int nth = omp_get_max_threads();
-    float *part = hy_calloc((size_t)nth * rowsN * sizeof(float));
-    float *dA_p = hy_malloc((size_t)B * E * N * sizeof(float)), *dD_p = hy_malloc((size_t)B * E * sizeof(float));
-    int fail = !part || !dA_p || !dD_p, used = 1;
-    if (fail) {
-        hy_free(part), hy_free(dA_p), hy_free(dD_p);
-        return HY_ERR_NOMEM;
-    }
+    const size_t need = (size_t)nth * rowsN + (size_t)B * E * N + (size_t)B * E + (size_t)nth * ws_floats;
+    float *mem;
+    if (work) {
+        if (work->cap < need) hy_buf_free(work);
+        mem = hy_buf_reserve(work, need);
+    } else mem = hy_malloc(need * sizeof(float));
+    if (!mem) return HY_ERR_NOMEM;
+    float *part = mem, *dA_p = part + (size_t)nth * rowsN, *dD_p = dA_p + (size_t)B * E * N, *wsb = dD_p + (size_t)B * E;
+    memset(part, 0, (size_t)nth * rowsN * sizeof(float));
+    int used = 1;
     #pragma omp parallel num_threads(nth)
     {
-        float *ws = hy_malloc(ws_floats * sizeof(float));
-        if (!ws) {
-            #pragma omp atomic write
-            fail = 1;
-        }
         #pragma omp single
         used = omp_get_num_threads();
-        float *mine = part + (size_t)omp_get_thread_num() * rowsN;
+        float *mine = part + (size_t)omp_get_thread_num() * rowsN, *ws = wsb + (size_t)omp_get_thread_num() * ws_floats;
         #pragma omp for schedule(static)
-        for (int i = 0; i < tasks; i++)
-            if (ws) {
-                int b = i / nblk;
-                backward_block(a, dy, ddelta, dx, mine + (size_t)b * T * 2 * N, dA_p + (size_t)b * E * N,
-                               dD_p + (size_t)b * E, b, (i % nblk) * CB, ws);
-            }
-        hy_free(ws);
-    }
-    if (fail) {
-        hy_free(part), hy_free(dA_p), hy_free(dD_p);
-        return HY_ERR_NOMEM;
+        for (int i = 0; i < tasks; i++) {
+            int b = i / nblk;
+            backward_block(a, dy, ddelta, dx, mine + (size_t)b * T * 2 * N, dA_p + (size_t)b * E * N, dD_p + (size_t)b * E,
+                           b, (i % nblk) * CB, ws);
+        }
     }
     /* fixed-order sums over threads (dB, dC) and over sequences (dA, dD) */
     #pragma omp parallel for schedule(static)
@@ -309,7 +302,7 @@ int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *
             for (int b = 0; b < B; b++) s += dD_p[(size_t)b * E + c];
             dD[c] += s;
         }
-    hy_free(part), hy_free(dA_p), hy_free(dD_p);
+    if (!work) hy_free(mem);
     return 0;
 }
 
