@@ -10,6 +10,7 @@
 
 extern const hy_block_ops hy_block_attention;
 extern const hy_block_ops hy_block_swiglu;
+extern const hy_block_ops hy_block_mamba;
 extern const hy_block_ops hy_block_s4d;
 extern const hy_block_ops hy_block_hyena;
 
@@ -17,6 +18,7 @@ extern const hy_block_ops hy_block_hyena;
 static const hy_block_ops *const blocks[] = {
     &hy_block_attention,
     &hy_block_swiglu,
+    &hy_block_mamba,
     &hy_block_s4d,
     &hy_block_hyena,
 };
