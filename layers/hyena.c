@@ -306,6 +306,55 @@ static void hyena_state_free(hy_layer *L, void *state) {
     hy_free(s);
 }
 
+/* ---------------------------------------------------------------- state files ---- */
+
+/* Two tensors: "short_filter" (B, 3d, 2), the projected inputs zp (projections·u + bias, before the
+ * short filter) of the last 2 tokens per channel, oldest first (channels-first with time last, as a
+ * depthwise conv1d's input and StripedHyena's fir_state; zeros before the first token), and "ssm"
+ * (B, d, M, 2), the long filter's complex modal state as (re, im) pairs (the layout of filter.C).
+ * No position counter: the recurrence does not depend on it. */
+static void hyena_tensors_of(hy_layer *L, int B, hy_state_tensor *out) {
+    int d = L->d_model;
+    out[0] = (hy_state_tensor){"short_filter", 3, {B, 3 * d, 2}};
+    out[1] = (hy_state_tensor){"ssm", 4, {B, d, hy_opt_int(&L->opts, OPT_D_STATE) / 2, 2}};
+}
+
+static int hyena_state_tensors(hy_layer *L, const void *state, hy_state_tensor *out) {
+    if (out) hyena_tensors_of(L, ((const hyena_state *)state)->B, out);
+    return 2;
+}
+
+/* The history is kept as (B, 2, 3d) rows; the tensor is its per-sequence transpose. */
+static int hyena_state_export(hy_layer *L, const void *state, int i, float *dst) {
+    const hyena_state *s = state;
+    int d = L->d_model, W = 3 * d;
+    if (i < 0 || i > 1) return hy_fail("hyena: no state tensor %d", i);
+    if (i == 1) {
+        hy_modal_state_to_pairs(s->s, dst, (size_t)s->B * d, hy_opt_int(&L->opts, OPT_D_STATE) / 2);
+        return 0;
+    }
+    for (int b = 0; b < s->B; b++)
+        for (int k = 0; k < 2; k++)
+            for (int c = 0; c < W; c++) dst[((size_t)b * W + c) * 2 + k] = s->hist[((size_t)b * 2 + k) * W + c];
+    return 0;
+}
+
+/* Checks "short_filter" (B, 3d, 2) and "ssm" (B, d, M, 2) and copies them in. */
+static int hyena_state_import(hy_layer *L, void *state, int n, const hy_state_tensor *t, const float *const *data) {
+    hyena_state *s = state;
+    int d = L->d_model, W = 3 * d, idx[2];
+    hy_state_tensor want[2];
+    hyena_tensors_of(L, s->B, want);
+    int rc = hy_state_match("hyena", n, t, 2, want, idx);
+    if (rc < 0) return rc;
+    const float *h = data[idx[0]];
+    for (int b = 0; b < s->B; b++)
+        for (int k = 0; k < 2; k++)
+            for (int c = 0; c < W; c++) s->hist[((size_t)b * 2 + k) * W + c] = h[((size_t)b * W + c) * 2 + k];
+    hy_modal_state_from_pairs(s->s, data[idx[1]], (size_t)s->B * d, want[1].shape[2]);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- accounting ---- */
 
 /* The short filter's last 2 projected inputs (2·3d) and the modal state (d·d_state). */
@@ -352,4 +401,7 @@ const hy_block_ops hy_block_hyena = {
     .state_bytes = hyena_state_bytes,
     .flop = hyena_flop,
     .destroy = hyena_destroy,
+    .state_tensors = hyena_state_tensors,
+    .state_export = hyena_state_export,
+    .state_import = hyena_state_import,
 };

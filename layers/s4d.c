@@ -214,6 +214,38 @@ static void s4d_state_free(hy_layer *L, void *state) {
     hy_free(s);
 }
 
+/* ---------------------------------------------------------------- state files ---- */
+
+/* The state is one tensor "ssm" (B, H, M, 2): the complex modal state x[m] of every channel as
+ * (re, im) pairs, the layout of kernel.C. Nothing else: the recurrence does not depend on the
+ * position (the model keeps that). */
+static hy_state_tensor s4d_ssm_tensor(hy_layer *L, int B) {
+    return (hy_state_tensor){"ssm", 4, {B, L->d_model, hy_opt_int(&L->opts, OPT_D_STATE) / 2, 2}};
+}
+
+static int s4d_state_tensors(hy_layer *L, const void *state, hy_state_tensor *out) {
+    if (out) out[0] = s4d_ssm_tensor(L, ((const s4d_state *)state)->B);
+    return 1;
+}
+
+static int s4d_state_export(hy_layer *L, const void *state, int i, float *dst) {
+    const s4d_state *s = state;
+    if (i != 0) return hy_fail("s4d: no state tensor %d", i);
+    hy_modal_state_to_pairs(s->s, dst, (size_t)s->B * L->d_model, hy_opt_int(&L->opts, OPT_D_STATE) / 2);
+    return 0;
+}
+
+/* Checks the one tensor "ssm" against (B, H, M, 2) and copies it in. */
+static int s4d_state_import(hy_layer *L, void *state, int n, const hy_state_tensor *t, const float *const *data) {
+    s4d_state *s = state;
+    hy_state_tensor want = s4d_ssm_tensor(L, s->B);
+    int idx;
+    int rc = hy_state_match("s4d", n, t, 1, &want, &idx);
+    if (rc < 0) return rc;
+    hy_modal_state_from_pairs(s->s, data[idx], (size_t)s->B * L->d_model, want.shape[2]);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- accounting ---- */
 
 /* M complex numbers per channel, whatever T. */
@@ -259,4 +291,7 @@ const hy_block_ops hy_block_s4d = {
     .state_bytes = s4d_state_bytes,
     .flop = s4d_flop,
     .destroy = s4d_destroy,
+    .state_tensors = s4d_state_tensors,
+    .state_export = s4d_state_export,
+    .state_import = s4d_state_import,
 };

@@ -256,7 +256,8 @@ static const char *unsaveable_block(hy_model *m, hy_model_state *st) {
     return NULL;
 }
 
-static void check_state_file(const stack *s) {
+/* Returns true when the state round-tripped, false when it was (rightly) refused. */
+static bool check_state_file(const stack *s) {
     enum { P = 45, K = 12 };
     hy_model *m = build(s, 21);
     int32_t tok[P + K];
@@ -275,7 +276,7 @@ static void check_state_file(const stack *s) {
         ck_assert_int_ne(access(path, F_OK), 0);
         hy_model_state_free(m, a);
         hy_model_free(m);
-        return;
+        return false;
     }
     ck_assert_msg(hy_model_state_save(m, a, path) == 0, "%s: %s", s->label, hy_last_error());
     ck_assert_msg(hy_model_state_load(m, path, &b) == 0, "%s: %s", s->label, hy_last_error());
@@ -299,12 +300,24 @@ static void check_state_file(const stack *s) {
     hy_model_state_free(m, a), hy_model_state_free(m, b), hy_model_state_free(m, c);
     unlink(path);
     hy_model_free(m);
+    return true;
 }
 
+/* Every block that has the state ops must have been round-tripped by at least one stack (its
+ * "X+swiglu" / "attention+X" pair, whose other block can be saved), not only refused. */
 START_TEST(state_save_load_continue_identical) {
     stack *s = hy_calloc(sizeof(stack) * 64);
     int n = all_stacks(s, 64);
-    for (int i = 0; i < n; i++) check_state_file(&s[i]);
+    bool covered[64] = {false};
+    for (int i = 0; i < n; i++) {
+        if (!check_state_file(&s[i])) continue;
+        for (int k = 0; k < hy_block_count(); k++)
+            for (int j = 0; j < s[i].n; j++) covered[k] |= s[i].mixer[j] == hy_block_at(k) || s[i].ffn[j] == hy_block_at(k);
+    }
+    for (int k = 0; k < hy_block_count(); k++)
+        if (hy_block_at(k)->state_tensors)
+            ck_assert_msg(covered[k], "block '%s' has the state ops but no stack round-tripped its state",
+                          hy_block_at(k)->name);
     hy_free(s);
 }
 END_TEST
@@ -439,6 +452,95 @@ START_TEST(optional_state_ops) {
     ck_assert_int_ne(access(path, F_OK), 0);
     hy_model_state_free(bad, a);
     hy_model_free(ok), hy_model_free(bad);
+}
+END_TEST
+
+/* Every block with the state ops (a layer alone, B = 2, after 11 tokens): export then import into a
+ * fresh state gives a state that exports the same and steps to the same output; import refuses a
+ * wrong last dimension, a wrong batch, a missing tensor, an unknown name and an extra tensor, each
+ * with an error naming a tensor. */
+static void check_import_checks(const hy_block_ops *ops) {
+    enum { B = 2, T = 11, NT = 8 };
+    hy_opts o;
+    hy_layer L;
+    ck_assert_int_eq(hy_block_opts_from_pairs(ops, D, NULL, 0, &o), 0);
+    ck_assert_int_eq(hy_layer_standalone(&L, ops, &o, D, 3), 0);
+    float *x = hy_malloc(sizeof(float) * B * T * D);
+    tu_fill_normal(x, (size_t)B * T * D, 1.0f, 17);
+    void *st, *st2;
+    ck_assert_int_eq(ops->state_new(&L, B, &st), 0);
+    if (!st) {   /* stateless */
+        hy_free(x);
+        hy_layer_standalone_free(&L);
+        return;
+    }
+    for (int t = 0; t < T; t++) {
+        float xt[B * D], yt[B * D];
+        for (int b = 0; b < B; b++) memcpy(xt + b * D, x + ((size_t)b * T + t) * D, sizeof(float) * D);
+        ck_assert_int_eq(ops->step(&L, st, xt, yt, B), 0);
+    }
+    int n = ops->state_tensors(&L, st, NULL);
+    ck_assert(n >= 1 && n < NT - 1);
+    hy_state_tensor t[NT], t2[NT];
+    float *data[NT], *back[NT];
+    ops->state_tensors(&L, st, t);
+    for (int i = 0; i < n; i++) {
+        size_t k = hy_state_tensor_numel(&t[i]);
+        ck_assert_int_eq(t[i].shape[0], B);
+        data[i] = hy_malloc(sizeof(float) * k + 4), back[i] = hy_malloc(sizeof(float) * k + 4);
+        ck_assert_int_eq(ops->state_export(&L, st, i, data[i]), 0);
+        ck_assert_msg(max_abs(data[i], k) > 0, "%s: state tensor '%s' is all zeros after %d tokens", ops->name,
+                      t[i].name, T);
+    }
+    /* the round trip: same tensors, same next output */
+    ck_assert_int_eq(ops->state_new(&L, B, &st2), 0);
+    ck_assert_msg(ops->state_import(&L, st2, n, t, (const float *const *)data) == 0, "%s: %s", ops->name, hy_last_error());
+    ck_assert_int_eq(ops->state_tensors(&L, st2, t2), n);
+    for (int i = 0; i < n; i++) {
+        ck_assert_int_eq(memcmp(&t[i], &t2[i], sizeof t[i]), 0);
+        ck_assert_int_eq(ops->state_export(&L, st2, i, back[i]), 0);
+        ck_assert_msg(memcmp(data[i], back[i], sizeof(float) * hy_state_tensor_numel(&t[i])) == 0,
+                      "%s: state tensor '%s' changed by export/import", ops->name, t[i].name);
+    }
+    float ya[B * D], yb[B * D];
+    ck_assert_int_eq(ops->step(&L, st, x, ya, B), 0);
+    ck_assert_int_eq(ops->step(&L, st2, x, yb, B), 0);
+    ck_assert_msg(memcmp(ya, yb, sizeof ya) == 0, "%s: step after import differs", ops->name);
+    ops->state_free(&L, st2);
+    /* refusals, each into a fresh state */
+    for (int bad = 0; bad < 5; bad++)
+        for (int i = 0; i < n; i++) {
+            hy_state_tensor tb[NT];
+            const float *db[NT];
+            int nb = n;
+            memcpy(tb, t, sizeof tb);
+            for (int j = 0; j < n; j++) db[j] = data[j];
+            const char *want = t[i].name;
+            if (bad == 0) tb[i].shape[tb[i].ndim - 1] += 1;
+            if (bad == 1) tb[i].shape[0] = B - 1;
+            if (bad == 2) tb[i] = tb[n - 1], db[i] = db[n - 1], nb = n - 1;   /* tensor i missing */
+            if (bad == 3) snprintf(tb[i].name, HY_STATE_NAME, "bogus"), want = NULL;
+            if (bad == 4) tb[n] = (hy_state_tensor){"extra", 1, {1}}, db[n] = data[0], nb = n + 1, want = NULL;
+            ck_assert_int_eq(ops->state_new(&L, B, &st2), 0);
+            int rc = ops->state_import(&L, st2, nb, tb, db);
+            ops->state_free(&L, st2);
+            const char *e = hy_last_error();
+            ck_assert_msg(rc < 0, "%s: import accepted bad case %d of tensor '%s'", ops->name, bad, t[i].name);
+            if (want) ck_assert_msg(strstr(e, want), "%s: case %d: error does not name '%s': %s", ops->name, bad, want, e);
+            else if (bad == 3)
+                ck_assert_msg(strstr(e, "bogus") || strstr(e, t[i].name), "%s: error names no tensor: %s", ops->name, e);
+            else   /* an extra tensor: named, or the count (attention's reference says "has 3 tensors") */
+                ck_assert_msg(strstr(e, "extra") || strstr(e, "tensors"), "%s: error on an extra tensor: %s", ops->name, e);
+        }
+    for (int i = 0; i < n; i++) hy_free(data[i]), hy_free(back[i]);
+    ops->state_free(&L, st);
+    hy_free(x);
+    hy_layer_standalone_free(&L);
+}
+
+START_TEST(state_import_checks_every_tensor) {
+    for (int k = 0; k < hy_block_count(); k++)
+        if (hy_block_at(k)->state_tensors) check_import_checks(hy_block_at(k));
 }
 END_TEST
 
@@ -594,6 +696,7 @@ static Suite *generate_suite(void) {
     tcase_add_test(stream, state_save_load_continue_identical);
     tcase_add_test(stream, state_file_refusals);
     tcase_add_test(stream, optional_state_ops);
+    tcase_add_test(stream, state_import_checks_every_tensor);
     tcase_add_test(stream, attention_state_tensors_are_keys_and_values);
     tcase_add_test(stream, prefill_fallback_without_block_prefill);
     suite_add_tcase(s, stream);
