@@ -381,6 +381,73 @@ static int mamba_step(hy_layer *L, void *state, const float *x, float *y, int B)
     return mamba_prefill(L, state, x, y, B, 1);
 }
 
+/* ---------------------------------------------------------------- saving a state ---- */
+
+/* Two tensors in mamba_ssm's layouts: "conv" (B, E, K-1), the last K-1 conv inputs per channel
+ * oldest first (conv_state[:, :, 1:] of mamba_ssm's (B, E, K) after a step; (B, E, 0) when
+ * K = 1), and "ssm" (B, E, N). No position counter: the block's output does not depend on one. */
+static int mamba_state_tensors(hy_layer *L, const void *state, hy_state_tensor *out) {
+    const mamba_state *s = state;
+    geom g = geom_of(&L->opts, L->d_model);
+    if (out) {
+        out[0] = (hy_state_tensor){"conv", 3, {s->B, g.E, g.K - 1}};
+        out[1] = (hy_state_tensor){"ssm", 3, {s->B, g.E, g.N}};
+    }
+    return 2;
+}
+
+/* Copies "conv" (transposing the (B, K-1, E) history to (B, E, K-1)) or "ssm" out of the state. */
+static int mamba_state_export(hy_layer *L, const void *state, int i, float *dst) {
+    const mamba_state *s = state;
+    geom g = geom_of(&L->opts, L->d_model);
+    const int H = g.K - 1, E = g.E;
+    if (i == 1) {
+        memcpy(dst, s->ssm, (size_t)s->B * E * g.N * sizeof(float));
+        return 0;
+    }
+    if (i != 0) return hy_fail("mamba: no state tensor %d", i);
+    for (int b = 0; b < s->B; b++)
+        for (int j = 0; j < H; j++)
+            for (int c = 0; c < E; c++)
+                dst[((size_t)b * E + c) * H + j] = s->conv[((size_t)b * H + j) * E + c];
+    return 0;
+}
+
+/* Refills a fresh state from "conv" (B, E, K-1) and "ssm" (B, E, N), both checked against the
+ * options and the state's B before anything is copied. */
+static int mamba_state_import(hy_layer *L, void *state, int n, const hy_state_tensor *t, const float *const *data) {
+    mamba_state *s = state;
+    geom g = geom_of(&L->opts, L->d_model);
+    const int H = g.K - 1, E = g.E;
+    const char *names[2] = {"conv", "ssm"};
+    const int last[2] = {H, g.N};
+    int idx[2];
+    for (int w = 0; w < 2; w++) {
+        idx[w] = hy_state_tensor_find(n, t, names[w]);
+        if (idx[w] < 0) return hy_fail("mamba: state tensor '%s' is missing", names[w]);
+    }
+    for (int i = 0; i < n; i++)
+        if (i != idx[0] && i != idx[1])
+            return hy_fail(strcmp(t[i].name, "conv") && strcmp(t[i].name, "ssm")
+                               ? "mamba: unexpected state tensor '%s' (the state is conv and ssm)"
+                               : "mamba: state tensor '%s' appears more than once",
+                           t[i].name);
+    if (n != 2) return hy_fail("mamba: the state has %d tensors, expected 2 (conv, ssm)", n);
+    for (int w = 0; w < 2; w++) {
+        const hy_state_tensor *x = &t[idx[w]];
+        if (x->ndim != 3 || x->shape[0] != s->B || x->shape[1] != E || x->shape[2] != last[w])
+            return hy_fail("mamba: state tensor '%s' must have shape (%d, %d, %d) (batch, expand*d_model, %s)",
+                           x->name, s->B, E, last[w], w ? "d_state" : "d_conv-1");
+    }
+    const float *cv = data[idx[0]];
+    for (int b = 0; b < s->B; b++)
+        for (int j = 0; j < H; j++)
+            for (int c = 0; c < E; c++)
+                s->conv[((size_t)b * H + j) * E + c] = cv[((size_t)b * E + c) * H + j];
+    memcpy(s->ssm, data[idx[1]], (size_t)s->B * E * g.N * sizeof(float));
+    return 0;
+}
+
 /* ---------------------------------------------------------------- accounting ---- */
 
 /* Constant in T: (K-1)·E conv inputs and E·N SSM states, fp32. */
@@ -427,4 +494,7 @@ const hy_block_ops hy_block_mamba = {
     .state_bytes = mamba_state_bytes,
     .flop = mamba_flop,
     .destroy = mamba_destroy,
+    .state_tensors = mamba_state_tensors,
+    .state_export = mamba_state_export,
+    .state_import = mamba_state_import,
 };
