@@ -296,17 +296,15 @@ int hy_flash_forward(const hy_flash_args *a) {
 /* ---------------------------------------------------------------- backward ---- */
 
 /* One (batch, kv head, key tile): dK and dV rows of the tile are owned here (summed over every
- * query head of the group and every query tile that sees the keys); dQ goes to this thread's
- * private buffer dqp, laid out (n_batch, Tq, H, hd). */
+ * query head of the group and every query tile that sees the keys) and accumulated in the
+ * contiguous per-thread tiles dKa, dVa (BC × hd) before they are stored; dQ goes to this
+ * thread's private buffer dqp, laid out (n_batch, H, Tq, hd) so its tiles are contiguous too. */
 static void bwd_task(const hy_flash_args *a, const float *delta, int b, int g, int jt, float *S, float *dP,
-                     float *dqp) {
+                     float *dKa, float *dVa, float *dqp) {
     int hd = a->hd, off = a->Tk - a->Tq, grp = a->H / a->Hkv, j0 = jt * BC, bc = MIN(BC, a->Tk - j0);
-    float *dK = AT(a->dk, b, g, j0), *dV = AT(a->dv, b, g, j0);
     const float *KT = tcol(&a->kt, b, g, j0), *VT = tcol(&a->vt, b, g, j0), *K = AT(a->k, b, g, j0);
-    for (int j = 0; j < bc; j++) {
-        memset(dK + (size_t)j * a->dk.ld, 0, (size_t)hd * sizeof(float));
-        memset(dV + (size_t)j * a->dv.ld, 0, (size_t)hd * sizeof(float));
-    }
+    memset(dKa, 0, (size_t)bc * hd * sizeof *dKa);
+    memset(dVa, 0, (size_t)bc * hd * sizeof *dVa);
     int it0 = MAX(0, j0 - off) / BR, nqt = (a->Tq + BR - 1) / BR;
     for (int h = g * grp; h < (g + 1) * grp; h++)
         for (int it = it0; it < nqt; it++) {
@@ -316,27 +314,31 @@ static void bwd_task(const hy_flash_args *a, const float *delta, int b, int g, i
             mm(br, bc, hd, Q, a->q.ld, 1, KT, a->kt.ld, S, BC, false);
             for (int r = 0; r < br; r++)
                 row_p(S + (size_t)r * BC, nvis(off, i0 + r, j0, bc), a->scale * LOG2E, lse[r] * LOG2E);
-            mm(bc, hd, br, S, 1, BC, dO, a->dout.ld, dV, a->dv.ld, true);            /* dV += Pᵀ dO */
+            mm(bc, hd, br, S, 1, BC, dO, a->dout.ld, dVa, hd, true);                 /* dV += Pᵀ dO */
             mm(br, bc, hd, dO, a->dout.ld, 1, VT, a->vt.ld, dP, BC, false);          /* dP = dO Vᵀ */
             for (int r = 0; r < br; r++) row_ds(dP + (size_t)r * BC, S + (size_t)r * BC, D[r]);
-            mm(bc, hd, br, dP, 1, BC, Q, a->q.ld, dK, a->dk.ld, true);               /* dK += dSᵀ Q */
-            float *dq = dqp + (((size_t)b * a->Tq + i0) * a->H + h) * hd;
-            mm(br, hd, bc, dP, BC, 1, K, a->k.ld, dq, (ptrdiff_t)a->H * hd, true);   /* dQ += dS K */
+            mm(bc, hd, br, dP, 1, BC, Q, a->q.ld, dKa, hd, true);                    /* dK += dSᵀ Q */
+            float *dq = dqp + (((size_t)b * a->H + h) * a->Tq + i0) * hd;
+            mm(br, hd, bc, dP, BC, 1, K, a->k.ld, dq, hd, true);                     /* dQ += dS K */
         }
-    for (int j = 0; j < bc; j++)
-        for (int c = 0; c < hd; c++) dK[(size_t)j * a->dk.ld + c] *= a->scale;
+    for (int j = 0; j < bc; j++) {
+        float *dk = AT(a->dk, b, g, j0 + j), *dv = AT(a->dv, b, g, j0 + j);
+        for (int c = 0; c < hd; c++) dk[c] = dKa[(size_t)j * hd + c] * a->scale, dv[c] = dVa[(size_t)j * hd + c];
+    }
 }
 
-/* Key tiles are paired (j, last - j) so every task has the same causal work; tasks are dealt to
- * threads round-robin (static schedule: a fixed assignment for a given thread count) and the
- * per-thread dQ buffers are summed in thread order, so the result is bit-reproducible. */
+/* Key tiles are paired (j, last - j) so every task has the same causal work. The tasks are dealt
+ * round-robin to 2·threads fixed slots, each with its own dQ buffer, processed in a fixed order;
+ * threads take whole slots dynamically (a thread slowed down by another process on a shared
+ * machine then does fewer of them), and the slot buffers are summed in slot order, so the result
+ * is bit-reproducible for a given thread count whatever the schedule. */
 int hy_flash_backward(const hy_flash_args *a) {
     if (a->n_batch <= 0 || a->Tq <= 0) return 0;
     if (a->Tk < a->Tq || a->H % a->Hkv) return hy_fail("attention kernel: bad shape (Tq %d, Tk %d)", a->Tq, a->Tk);
-    int nth = omp_get_max_threads(), hd = a->hd, H = a->H;
+    int nth = omp_get_max_threads(), nslot = 2 * nth, hd = a->hd, H = a->H;
     size_t nq = (size_t)a->n_batch * a->Tq * H * hd, nrow = (size_t)a->n_batch * H * a->Tq;
-    size_t per = 2 * (size_t)BR * BC;
-    float *delta = hy_malloc(nrow * sizeof(float)), *dqp = hy_malloc((size_t)nth * nq * sizeof(float)),
+    size_t per = 2 * (size_t)BR * BC + 2 * (size_t)BC * ((hd + 15) / 16 * 16);
+    float *delta = hy_malloc(nrow * sizeof(float)), *dqp = hy_malloc((size_t)nslot * nq * sizeof(float)),
           *scratch = hy_malloc((size_t)nth * per * sizeof(float));
     if (!delta || !dqp || !scratch) {
         hy_free(delta), hy_free(dqp), hy_free(scratch);
@@ -346,10 +348,12 @@ int hy_flash_backward(const hy_flash_args *a) {
     long ntask = (long)a->n_batch * a->Hkv * npair;
     #pragma omp parallel
     {
-        int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-        float *S = scratch + (size_t)tid * per, *dP = S + (size_t)BR * BC, *mine = dqp + (size_t)tid * nq;
+        int tid = omp_get_thread_num();
+        float *S = scratch + (size_t)tid * per, *dP = S + (size_t)BR * BC, *dKa = dP + (size_t)BR * BC,
+              *dVa = dKa + (size_t)BC * ((hd + 15) / 16 * 16);
         memset(S, 0, per * sizeof *S);   /* columns past a short tile are read, never used */
-        memset(mine, 0, nq * sizeof(float));   /* each thread zeroes (first-touches) its own dQ */
+        #pragma omp for schedule(static)
+        for (int u = 0; u < nslot; u++) memset(dqp + (size_t)u * nq, 0, nq * sizeof(float));
         #pragma omp for schedule(static)
         for (size_t r = 0; r < nrow; r++) {   /* D = rowsum(dO ∘ O), rows ordered (b, h, i) */
             int i = (int)(r % a->Tq), h = (int)(r / a->Tq % H), b = (int)(r / a->Tq / H);
@@ -358,23 +362,23 @@ int hy_flash_backward(const hy_flash_args *a) {
             for (int c = 0; c < hd; c++) s += o[c] * dO[c];
             delta[r] = s;
         }
-        #pragma omp for schedule(static, 1)
-        for (long t = 0; t < ntask; t++) {
-            int p = (int)(t % npair), bg = (int)(t / npair);
-            bwd_task(a, delta, bg / a->Hkv, bg % a->Hkv, p, S, dP, mine);
-            if (nkt - 1 - p != p) bwd_task(a, delta, bg / a->Hkv, bg % a->Hkv, nkt - 1 - p, S, dP, mine);
-        }
-        #pragma omp for schedule(static)
-        for (size_t r = 0; r < (size_t)a->n_batch * a->Tq; r++) {   /* dQ = scale Σ_threads dQ_t */
-            int b = (int)(r / a->Tq), i = (int)(r % a->Tq);
-            for (int h = 0; h < H; h++) {
-                float *dq = AT(a->dq, b, h, i);
-                const float *src = dqp + (r * H + h) * hd;
-                for (int c = 0; c < hd; c++) dq[c] = src[c];
-                for (int u = 1; u < nt; u++)
-                    for (int c = 0; c < hd; c++) dq[c] += src[(size_t)u * nq + c];
-                for (int c = 0; c < hd; c++) dq[c] *= a->scale;
+        #pragma omp for schedule(dynamic, 1)
+        for (int u = 0; u < nslot; u++)
+            for (long t = u; t < ntask; t += nslot) {
+                int p = (int)(t % npair), bg = (int)(t / npair);
+                float *mine = dqp + (size_t)u * nq;
+                bwd_task(a, delta, bg / a->Hkv, bg % a->Hkv, p, S, dP, dKa, dVa, mine);
+                if (nkt - 1 - p != p) bwd_task(a, delta, bg / a->Hkv, bg % a->Hkv, nkt - 1 - p, S, dP, dKa, dVa, mine);
             }
+        #pragma omp for schedule(static)
+        for (size_t r = 0; r < nrow; r++) {   /* dQ = scale Σ_slots dQ_u, rows ordered (b, h, i) */
+            int i = (int)(r % a->Tq), h = (int)(r / a->Tq % H), b = (int)(r / a->Tq / H);
+            float *dq = AT(a->dq, b, h, i);
+            const float *src = dqp + r * hd;
+            for (int c = 0; c < hd; c++) dq[c] = src[c];
+            for (int u = 1; u < nslot; u++)
+                for (int c = 0; c < hd; c++) dq[c] += src[(size_t)u * nq + c];
+            for (int c = 0; c < hd; c++) dq[c] *= a->scale;
         }
     }
     hy_free(delta), hy_free(dqp), hy_free(scratch);
