@@ -45,9 +45,10 @@ enum { MR = 6 };   /* rows of the register block: 6 rows × 16 columns = 12 ymm 
 
 /* C[MR' × 8·NV] (+)= A[MR' × K] · B[K × 8·NV] for MR' = mr rows (compile-time constant after
  * inlining), the last vector of each row masked to `mask` when `masked` (N not a multiple of 8). A
- * element (m, k) at A[m·sam + k·sak]: broadcast loads, so a transposed A costs nothing. */
+ * element (m, k) at A[m·sam + k·sak]: broadcast loads, so a transposed A costs nothing. With acc
+ * and rs, row i of C is scaled by rs[i] before the sum (the online softmax's rescale, for free). */
 INLINE void strip(const int mr, const int NV, const bool masked, __m256i mask, int K, const float *A, ptrdiff_t sam,
-                  ptrdiff_t sak, const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc) {
+                  ptrdiff_t sak, const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc, const float *rs) {
     __m256 c[MR][2];
     _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++)
         _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) c[i][v] = _mm256_setzero_ps();
@@ -65,18 +66,22 @@ INLINE void strip(const int mr, const int NV, const bool masked, __m256i mask, i
         _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) {
             float *p = C + i * ldc + 8 * v;
             bool part = masked && v == NV - 1;
-            if (acc) c[i][v] = _mm256_add_ps(c[i][v], part ? _mm256_maskload_ps(p, mask) : _mm256_loadu_ps(p));
+            if (acc) {
+                __m256 old = part ? _mm256_maskload_ps(p, mask) : _mm256_loadu_ps(p);
+                c[i][v] = rs ? _mm256_fmadd_ps(old, _mm256_broadcast_ss(rs + i), c[i][v]) : _mm256_add_ps(c[i][v], old);
+            }
             if (part) _mm256_maskstore_ps(p, mask, c[i][v]);
             else _mm256_storeu_ps(p, c[i][v]);
         }
 }
 
 typedef void strip_fn(__m256i, int, const float *, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, float *, ptrdiff_t,
-                      bool);
+                      bool, const float *);
 #define STRIP(R, NV, MS)                                                                                          \
     static void strip_##R##_##NV##_##MS(__m256i m, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak,          \
-                                        const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc) {      \
-        strip(R, NV, MS, m, K, A, sam, sak, B, ldb, C, ldc, acc);                                                \
+                                        const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc,        \
+                                        const float *rs) {                                                       \
+        strip(R, NV, MS, m, K, A, sam, sak, B, ldb, C, ldc, acc, rs);                                            \
     }
 #define STRIPS(R) STRIP(R, 1, 0) STRIP(R, 2, 0) STRIP(R, 1, 1) STRIP(R, 2, 1)
 STRIPS(1) STRIPS(2) STRIPS(3) STRIPS(4) STRIPS(5) STRIPS(6)
@@ -84,7 +89,8 @@ STRIPS(1) STRIPS(2) STRIPS(3) STRIPS(4) STRIPS(5) STRIPS(6)
 static strip_fn *const strips[MR][2][2] = {ROW(1), ROW(2), ROW(3), ROW(4), ROW(5), ROW(6)};
 
 /* C[M × N] (+)= A[M × K] · B[K × N] on tiles: A element (m, k) at A[m·sam + k·sak] (sam = 1 is a
- * transposed A, so Pᵀ dO and dSᵀ Q need no copy), B and C row-major with strides ldb, ldc.
+ * transposed A, so Pᵀ dO and dSᵀ Q need no copy), B and C row-major with strides ldb, ldc; with
+ * acc, C's rows are first scaled by rs[0..M) unless rs is NULL.
  * A register-blocked AVX2 micro-kernel (6 × 16 blocks; a block of A rows stays in L1 while it meets
  * every strip of 16 columns of B, measured ~7% faster than strips outside) rather than hy_gemm:
  * measured on this machine (Zen 3, 2 cores, one thread, 64×64×64 tiles as the kernels use them,
@@ -95,10 +101,10 @@ static strip_fn *const strips[MR][2][2] = {ROW(1), ROW(2), ROW(3), ROW(4), ROW(5
  * isolation on a quiet moment the 6 × 16 block reaches 86 GFLOP/s (the core's FMA peak measures
  * 90-93); 4 × 24, 4 × 16 and 8 × 8 blocks measured 64-76. */
 static void mm(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak, const float *B, ptrdiff_t ldb,
-               float *C, ptrdiff_t ldc, bool acc) {
+               float *C, ptrdiff_t ldc, bool acc, const float *rs) {
     if (K <= 0) {
         for (int i = 0; i < M; i++)
-            if (!acc) memset(C + i * ldc, 0, (size_t)N * sizeof *C);
+            for (int j = 0; j < N; j++) C[i * ldc + j] = !acc ? 0.0f : rs ? C[i * ldc + j] * rs[i] : C[i * ldc + j];
         return;
     }
     for (int i = 0; i < M; i += MR)
@@ -106,14 +112,17 @@ static void mm(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak
             int n = MIN(16, N - j), nv = n > 8 ? 2 : 1, last = n - 8 * (nv - 1);
             __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(last), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
             strips[MIN(MR, M - i) - 1][last != 8][nv - 1](mask, K, A + i * sam, sam, sak, B + j, ldb, C + i * ldc + j,
-                                                        ldc, acc);
+                                                        ldc, acc, rs ? rs + i : NULL);
         }
 }
 #else
 /* Without AVX2: the same products through hy_gemm (single-threaded OpenBLAS inside the parallel
  * region). */
 static void mm(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak, const float *B, ptrdiff_t ldb,
-               float *C, ptrdiff_t ldc, bool acc) {
+               float *C, ptrdiff_t ldc, bool acc, const float *rs) {
+    if (acc && rs)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) C[i * ldc + j] *= rs[i];
     if (sam == 1 && sak != 1)
         hy_gemm(true, false, M, N, K, 1.0f, A, (int)sak, B, (int)ldb, acc ? 1.0f : 0.0f, C, (int)ldc);
     else
@@ -158,27 +167,42 @@ INLINE __m256 exp2_8(__m256 x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-/* Online-softmax step on one score row s of which the first nvalid (>= 1) are visible, in base 2
- * (scale2 = scale·log2 e): updates the running max *m and sum *l, overwrites s with P and returns
- * alpha = 2^(m_old - m_new), the factor the row's accumulated output must be rescaled by. */
-static float row_online(float *s, int nvalid, float scale2, float *m, float *l) {
-    __m256 vmax = _mm256_set1_ps(-FLT_MAX), sum = _mm256_setzero_ps(), lo = vmax;
-    if (nvalid >= BC)
-        for (int j = 0; j < BC; j += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s + j));
-    else
-        for (int j = 0; j < nvalid; j += 8) vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(lo, _mm256_loadu_ps(s + j), lanes(nvalid - j)));
-    float mnew = fmaxf(hmax8(vmax) * scale2, *m);
-    float alpha = mnew > *m ? hy_expf((*m - mnew) * 0.693147181f) : 1.0f;
-    __m256 vs = _mm256_set1_ps(scale2), vm = _mm256_set1_ps(mnew);
-    for (int j = 0; j < BC; j += 8) {
-        __m256 p = exp2_8(_mm256_fmsub_ps(_mm256_loadu_ps(s + j), vs, vm));
-        if (nvalid - j < 8) p = _mm256_and_ps(p, lanes(nvalid - j));
-        _mm256_storeu_ps(s + j, p);
-        sum = _mm256_add_ps(sum, p);
+/* Online-softmax step on the br score rows of a tile (row r sees its first nv[r] keys, possibly
+ * none), in base 2 (scale2 = scale·log2 e): updates the running maxima m and sums l, overwrites S
+ * with P and sets alpha[r] = 2^(m_old - m_new), the factor row r's accumulated output must be
+ * rescaled by. The per-row scalar work (new max, alpha, sum update) is done 8 rows to a vector;
+ * m, l, alpha, mx have room for br rounded up to 8. */
+static void tile_online(float *S, int br, const int *nv, float scale2, float *m, float *l, float *alpha, float *mx) {
+    __m256 lo = _mm256_set1_ps(-FLT_MAX);
+    for (int r = 0; r < br; r++) {
+        const float *s = S + (size_t)r * BC;
+        __m256 vmax = lo;
+        if (nv[r] >= BC)
+            for (int j = 0; j < BC; j += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s + j));
+        else
+            for (int j = 0; j < nv[r]; j += 8) vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(lo, _mm256_loadu_ps(s + j), lanes(nv[r] - j)));
+        mx[r] = nv[r] > 0 ? hmax8(vmax) * scale2 : -FLT_MAX;   /* no keys: the max stays, alpha = 1 */
     }
-    *l = *l * alpha + hsum8(sum);
-    *m = mnew;
-    return alpha;
+    for (int r = br; r % 8; r++) mx[r] = -FLT_MAX, m[r] = -FLT_MAX, l[r] = 0;
+    for (int r = 0; r < br; r += 8) {
+        __m256 mo = _mm256_loadu_ps(m + r), mn = _mm256_max_ps(mo, _mm256_loadu_ps(mx + r));
+        _mm256_storeu_ps(alpha + r, exp2_8(_mm256_sub_ps(mo, mn)));
+        _mm256_storeu_ps(m + r, mn);
+    }
+    __m256 vs = _mm256_set1_ps(scale2);
+    for (int r = 0; r < br; r++) {
+        float *s = S + (size_t)r * BC;
+        __m256 vm = _mm256_set1_ps(m[r]), sum = _mm256_setzero_ps();
+        for (int j = 0; j < BC; j += 8) {
+            __m256 p = exp2_8(_mm256_fmsub_ps(_mm256_loadu_ps(s + j), vs, vm));
+            if (nv[r] - j < 8) p = _mm256_and_ps(p, lanes(nv[r] - j));
+            _mm256_storeu_ps(s + j, p);
+            sum = _mm256_add_ps(sum, p);
+        }
+        mx[r] = hsum8(sum);
+    }
+    for (int r = 0; r < br; r += 8)
+        _mm256_storeu_ps(l + r, _mm256_fmadd_ps(_mm256_loadu_ps(l + r), _mm256_loadu_ps(alpha + r), _mm256_loadu_ps(mx + r)));
 }
 
 /* Backward recomputation of one row: s := 2^(scale2·s - lse2) = exp(scale·s - lse) for the first
@@ -201,18 +225,20 @@ static void row_ds(float *dp, const float *p, float D) {
 
 #else /* portable fallback: the same operations in plain loops */
 
-static float row_online(float *s, int nvalid, float scale2, float *m, float *l) {
-    float mx = -FLT_MAX;
-    for (int j = 0; j < nvalid; j++) mx = s[j] > mx ? s[j] : mx;
-    mx *= scale2;
-    float mnew = mx > *m ? mx : *m, alpha = hy_expf((*m - mnew) * 0.693147181f), sum = 0;
-    for (int j = 0; j < BC; j++) {
-        s[j] = j < nvalid ? hy_expf((s[j] * scale2 - mnew) * 0.693147181f) : 0.0f;
-        sum += s[j];
+static void tile_online(float *S, int br, const int *nv, float scale2, float *m, float *l, float *alpha, float *mx) {
+    (void)mx;
+    for (int r = 0; r < br; r++) {
+        float *s = S + (size_t)r * BC, mr = -FLT_MAX, sum = 0;
+        for (int j = 0; j < nv[r]; j++) mr = s[j] > mr ? s[j] : mr;
+        float mnew = nv[r] > 0 && mr * scale2 > m[r] ? mr * scale2 : m[r];
+        alpha[r] = hy_expf((m[r] - mnew) * 0.693147181f);
+        for (int j = 0; j < BC; j++) {
+            s[j] = j < nv[r] ? hy_expf((s[j] * scale2 - mnew) * 0.693147181f) : 0.0f;
+            sum += s[j];
+        }
+        l[r] = l[r] * alpha[r] + sum;
+        m[r] = mnew;
     }
-    *l = *l * alpha + sum;
-    *m = mnew;
-    return alpha;
 }
 
 static void row_p(float *s, int nvalid, float scale2, float lse2) {
@@ -228,37 +254,29 @@ static void row_ds(float *dp, const float *p, float D) {
 
 #define LOG2E 1.44269504088896341f
 
-/* Floats of per-thread forward scratch: S tile, O accumulator, running sum and max per row (each
- * part a multiple of 16 floats, so every thread's block stays 64-byte aligned). */
-static size_t fwd_scratch(int hd) { return (size_t)BR * BC + (size_t)BR * ((hd + 15) / 16 * 16) + 2 * BR; }
+/* Floats of per-thread forward scratch: S tile, O accumulator, and per row the running max and
+ * sum, alpha and a temporary (each part a multiple of 16 floats, so every thread's block stays
+ * 64-byte aligned). */
+static size_t fwd_scratch(int hd) { return (size_t)BR * BC + (size_t)BR * ((hd + 15) / 16 * 16) + 4 * BR; }
 
 /* Visible keys of query row i (absolute key limit off + i) in the key tile starting at j0, clamped
  * to 0..bc. */
 static inline int nvis(int off, int i, int j0, int bc) { return MAX(0, MIN(bc, off + i - j0 + 1)); }
 
 /* One (batch, head, query tile): the online-softmax sweep over the visible key tiles. */
-static void fwd_task(const hy_flash_args *a, int b, int h, int i0, float *S, float *Oacc, float *l, float *m) {
-    int hd = a->hd, g = h / (a->H / a->Hkv), off = a->Tk - a->Tq, br = MIN(BR, a->Tq - i0);
+static void fwd_task(const hy_flash_args *a, int b, int h, int i0, float *S, float *Oacc, float *rowbuf) {
+    int hd = a->hd, g = h / (a->H / a->Hkv), off = a->Tk - a->Tq, br = MIN(BR, a->Tq - i0), nv[BR];
+    float *m = rowbuf, *l = m + BR, *alpha = l + BR, *tmp = alpha + BR;
     const float *Q = AT(a->q, b, h, i0);
     int qlast = off + i0 + br - 1;   /* the last key any row of the tile sees */
-    float scale2 = a->scale * LOG2E;
     for (int r = 0; r < br; r++) m[r] = -FLT_MAX, l[r] = 0;
-    memset(Oacc, 0, (size_t)br * hd * sizeof *Oacc);
     for (int j0 = 0; j0 <= qlast; j0 += BC) {
         int bc = MIN(BC, qlast + 1 - j0);
-        mm(br, bc, hd, Q, a->q.ld, 1, tcol(&a->kt, b, g, j0), a->kt.ld, S, BC, false);
-        for (int r = 0; r < br; r++) {
-            int nv = nvis(off, i0 + r, j0, bc);
-            float *s = S + (size_t)r * BC;
-            if (nv <= 0) {   /* a row that sees none of these keys (prefill with a ragged offset) */
-                memset(s, 0, BC * sizeof *s);
-                continue;
-            }
-            float alpha = row_online(s, nv, scale2, &m[r], &l[r]), *o = Oacc + (size_t)r * hd;
-            if (alpha != 1.0f)
-                for (int c = 0; c < hd; c++) o[c] *= alpha;
-        }
-        mm(br, hd, bc, S, BC, 1, AT(a->v, b, g, j0), a->v.ld, Oacc, hd, true);
+        mm(br, bc, hd, Q, a->q.ld, 1, tcol(&a->kt, b, g, j0), a->kt.ld, S, BC, false, NULL);
+        for (int r = 0; r < br; r++) nv[r] = nvis(off, i0 + r, j0, bc);
+        tile_online(S, br, nv, a->scale * LOG2E, m, l, alpha, tmp);
+        /* O = diag(alpha) O + P V; the first tile starts O */
+        mm(br, hd, bc, S, BC, 1, AT(a->v, b, g, j0), a->v.ld, Oacc, hd, j0 > 0, alpha);
     }
     for (int r = 0; r < br; r++) {
         float inv = 1.0f / l[r], *o = AT(a->o, b, h, i0 + r);
@@ -282,12 +300,12 @@ int hy_flash_forward(const hy_flash_args *a) {
     {
         int tid = omp_get_thread_num();
         float *S = scratch + (size_t)tid * per, *Oacc = S + (size_t)BR * BC,
-              *l = Oacc + (size_t)BR * ((a->hd + 15) / 16 * 16), *m = l + BR;
+              *rowbuf = Oacc + (size_t)BR * ((a->hd + 15) / 16 * 16);
         memset(S, 0, (size_t)BR * BC * sizeof *S);   /* columns past a short tile are read, never used */
         #pragma omp for schedule(dynamic, 1)
         for (long t = 0; t < ntask; t++) {
             int it = nqt - 1 - (int)(t / nbh), bh = (int)(t % nbh);
-            fwd_task(a, bh / a->H, bh % a->H, it * BR, S, Oacc, l, m);
+            fwd_task(a, bh / a->H, bh % a->H, it * BR, S, Oacc, rowbuf);
         }
     }
     hy_free(scratch);
@@ -312,15 +330,15 @@ static void bwd_task(const hy_flash_args *a, const float *delta, int b, int g, i
             int i0 = it * BR, br = MIN(BR, a->Tq - i0);
             const float *Q = AT(a->q, b, h, i0), *dO = AT(a->dout, b, h, i0);
             const float *lse = a->lse + ((size_t)b * a->H + h) * a->Tq + i0, *D = delta + (lse - a->lse);
-            mm(br, bc, hd, Q, a->q.ld, 1, KT, a->kt.ld, S, BC, false);
+            mm(br, bc, hd, Q, a->q.ld, 1, KT, a->kt.ld, S, BC, false, NULL);
             for (int r = 0; r < br; r++)
                 row_p(S + (size_t)r * BC, nvis(off, i0 + r, j0, bc), a->scale * LOG2E, lse[r] * LOG2E);
-            mm(bc, hd, br, S, 1, BC, dO, a->dout.ld, dVa, hd, true);                 /* dV += Pᵀ dO */
-            mm(br, bc, hd, dO, a->dout.ld, 1, VT, a->vt.ld, dP, BC, false);          /* dP = dO Vᵀ */
+            mm(bc, hd, br, S, 1, BC, dO, a->dout.ld, dVa, hd, true, NULL);                 /* dV += Pᵀ dO */
+            mm(br, bc, hd, dO, a->dout.ld, 1, VT, a->vt.ld, dP, BC, false, NULL);          /* dP = dO Vᵀ */
             for (int r = 0; r < br; r++) row_ds(dP + (size_t)r * BC, S + (size_t)r * BC, D[r]);
-            mm(bc, hd, br, dP, 1, BC, Q, a->q.ld, dKa, hd, true);                    /* dK += dSᵀ Q */
+            mm(bc, hd, br, dP, 1, BC, Q, a->q.ld, dKa, hd, true, NULL);                    /* dK += dSᵀ Q */
             float *dq = dqp + (((size_t)b * a->H + h) * a->Tq + i0) * hd;
-            mm(br, hd, bc, dP, BC, 1, K, a->k.ld, dq, hd, true);                     /* dQ += dS K */
+            mm(br, hd, bc, dP, BC, 1, K, a->k.ld, dq, hd, true, NULL);                     /* dQ += dS K */
         }
     for (int j = 0; j < bc; j++) {
         float *dk = AT(a->dk, b, g, j0 + j), *dv = AT(a->dv, b, g, j0 + j);
