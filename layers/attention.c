@@ -9,7 +9,11 @@
  *
  * Layouts: q, o (B, T, H·hd) and k, v (B, T, Hkv·hd), i.e. as the projections produce them, head h
  * at columns h·hd; kt, vt are the per-head transposes the tile kernels read, stored as blocks of
- * HY_FLASH_BC keys, each one contiguous (hd, BC) block: (B, Hkv, ceil(T/BC), hd, BC). */
+ * HY_FLASH_BC keys, each one contiguous (hd, BC) block: (B, Hkv, ceil(T/BC), hd, BC). The tiled
+ * path also hands the kernels head-major copies (B, nh, T, hd) of q, k, v and dO, so every tile the
+ * micro-kernel streams is one contiguous block: with rows H·hd floats apart a 64-row tile maps to
+ * only a quarter of the L1 sets and does not stay cached (measured: kernel forward ~15% faster,
+ * T = 2048, one thread, CPU time; the copies cost O(T·d), ~1% of the kernel). */
 #include "layers/attention.h"
 #include "core/error.h"
 #include "core/gemm.h"
@@ -52,6 +56,7 @@ typedef struct {
     bool have_fwd, naive;      /* a forward was kept for backward; by which path */
     hy_buf q, k, v, kt, o, lse;
     hy_buf dout, vt, dq, dk, dv;
+    hy_buf qh, kh, vh, douth;  /* tiled path: head-major copies (B, nh, T, hd) the kernels read */
     hy_buf probs, dprobs;      /* naive path: (B, H, T, T) probabilities, one T×T gradient */
     hy_buf rcos, rsin;         /* RoPE tables (rope_len, hd/2) */
     int rope_len;
@@ -222,15 +227,32 @@ static void transpose_heads(const float *src, int B, int T, int nh, int hd, hy_f
         }
 }
 
-/* The kernel arguments for the training layout of the caches (Tq = Tk = T). */
+/* Head-major copy of src (B·T rows of nh·hd): dst is (B, nh, T, hd). */
+static void heads_copy(const float *src, int B, int T, int nh, int hd, float *dst) {
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int bh = 0; bh < B * nh; bh++)
+        for (int t = 0; t < T; t++) {
+            int b = bh / nh, h = bh % nh;
+            memcpy(dst + ((size_t)bh * T + t) * hd, src + ((size_t)b * T + t) * nh * hd + (size_t)h * hd,
+                   (size_t)hd * sizeof(float));
+        }
+}
+
+/* The head-major view of heads_copy's layout. */
+static hy_flash_view hview(float *p, int nh, int hd, int T) {
+    return (hy_flash_view){p, (size_t)nh * T * hd, (size_t)T * hd, hd, 0};
+}
+
+/* The kernel arguments for the training layout of the caches (Tq = Tk = T): q, k, v, dO read
+ * from the head-major copies, o, dq, dk, dv in the projections' layout. */
 static hy_flash_args train_args(const geom *g, attn_priv *P, int B, int T) {
     size_t qs = (size_t)T * g->H * g->hd, ks = (size_t)T * g->Hkv * g->hd;
     int qld = g->H * g->hd, kld = g->Hkv * g->hd;
     hy_flash_args a = {B, g->H, g->Hkv, g->hd, T, T, 1.0f / sqrtf((float)g->hd),
-                       .q = {P->q.p, qs, g->hd, qld}, .k = {P->k.p, ks, g->hd, kld},
-                       .kt = tview(P->kt.p, g->Hkv, g->hd, T), .v = {P->v.p, ks, g->hd, kld},
+                       .q = hview(P->qh.p, g->H, g->hd, T), .k = hview(P->kh.p, g->Hkv, g->hd, T),
+                       .kt = tview(P->kt.p, g->Hkv, g->hd, T), .v = hview(P->vh.p, g->Hkv, g->hd, T),
                        .vt = tview(P->vt.p, g->Hkv, g->hd, T), .o = {P->o.p, qs, g->hd, qld},
-                       .dout = {P->dout.p, qs, g->hd, qld}, .dq = {P->dq.p, qs, g->hd, qld},
+                       .dout = hview(P->douth.p, g->H, g->hd, T), .dq = {P->dq.p, qs, g->hd, qld},
                        .dk = {P->dk.p, ks, g->hd, kld}, .dv = {P->dv.p, ks, g->hd, kld}, .lse = P->lse.p};
     return a;
 }
@@ -280,9 +302,13 @@ static int attn_forward(hy_layer *L, const float *x, float *y, int B, int T) {
     size_t rows = (size_t)B * T;
     int rc = forward_common(L, P, &g, x, B, T);
     if (rc < 0) return rc;
-    if (!grab(&P->kt, B * tview(NULL, g.Hkv, g.hd, T).bs) || !grab(&P->lse, rows * g.H)) return HY_ERR_NOMEM;
+    if (!grab(&P->kt, B * tview(NULL, g.Hkv, g.hd, T).bs) || !grab(&P->lse, rows * g.H) ||
+        !grab(&P->qh, rows * g.H * g.hd) || !grab(&P->vh, rows * g.Hkv * g.hd))
+        return HY_ERR_NOMEM;
     hy_flash_args a = train_args(&g, P, B, T);
     transpose_heads(P->k.p, B, T, g.Hkv, g.hd, a.kt, 0);
+    heads_copy(P->q.p, B, T, g.H, g.hd, P->qh.p);
+    heads_copy(P->v.p, B, T, g.Hkv, g.hd, P->vh.p);
     if ((rc = hy_flash_forward(&a)) < 0) return rc;
     hy_linear_forward(y, P->o.p, L->p[P_O], NULL, (int)rows, g.H * g.hd, g.d);
     P->x = x, P->B = B, P->T = T, P->naive = false, P->have_fwd = L->keep_for_backward;
@@ -297,9 +323,14 @@ static int attn_backward(hy_layer *L, const float *dy, float *dx, int B, int T) 
     if (B <= 0 || T <= 0) return 0;
     int rc = backward_prepare(L, P, &g, dy, B, T, false);
     if (rc < 0) return rc;
-    if (!grab(&P->vt, B * tview(NULL, g.Hkv, g.hd, T).bs)) return HY_ERR_NOMEM;
+    size_t rows = (size_t)B * T;
+    if (!grab(&P->vt, B * tview(NULL, g.Hkv, g.hd, T).bs) || !grab(&P->kh, rows * g.Hkv * g.hd) ||
+        !grab(&P->douth, rows * g.H * g.hd))
+        return HY_ERR_NOMEM;
     hy_flash_args a = train_args(&g, P, B, T);
     transpose_heads(P->v.p, B, T, g.Hkv, g.hd, a.vt, 0);
+    heads_copy(P->k.p, B, T, g.Hkv, g.hd, P->kh.p);
+    heads_copy(P->dout.p, B, T, g.H, g.hd, P->douth.p);
     if ((rc = hy_flash_backward(&a)) < 0) return rc;
     return backward_common(L, P, &g, dx, B, T);
 }
@@ -533,7 +564,8 @@ static void attn_destroy(hy_layer *L) {
     attn_priv *P = L->priv;
     if (!P) return;
     hy_buf *bufs[] = {&P->q, &P->k, &P->v, &P->kt, &P->o, &P->lse, &P->dout, &P->vt, &P->dq,
-                      &P->dk, &P->dv, &P->probs, &P->dprobs, &P->rcos, &P->rsin};
+                      &P->dk, &P->dv, &P->probs, &P->dprobs, &P->rcos, &P->rsin, &P->qh, &P->kh, &P->vh,
+                      &P->douth};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) hy_buf_free(bufs[i]);
     hy_free(P);
     L->priv = NULL;

@@ -46,8 +46,8 @@ typedef struct {
 int hy_flash_forward(const hy_flash_args *a);
 /* Backward: from q, k, kt, vt, o, dout and the forward's lse, OVERWRITES dq, dk, dv (the gradients
  * with respect to q, k, v of the scores/softmax/product, scale included). Deterministic for a given
- * thread count: dk/dv are owned by key-tile tasks, dq is summed from per-thread buffers in a fixed
- * order. */
+ * thread count: dk/dv are owned by key-tile tasks, dq is summed in a fixed order from 2·threads
+ * slot buffers, each filled by a fixed sequence of tasks. */
 int hy_flash_backward(const hy_flash_args *a);
 
 #endif
