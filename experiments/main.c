@@ -140,6 +140,7 @@ static void format_duration(char *out, size_t n, double s) {
 static void on_exp_progress(void *ctx, const hy_exp_progress *p) {
     (void)ctx;
     static int open_line;
+    fflush(stdout);   /* the benchmark prints its rows to stdout */
     int tty = isatty(fileno(stderr));
     const char *id = p->cur ? p->cur->id : "";
     char eta[32], el[32];
