@@ -223,6 +223,50 @@ START_TEST(model_file_error) {
 }
 END_TEST
 
+/* Every shipped config loads; a model file in configs/models/ loads too, or fails only because a
+ * block it names is not registered in this build (blocks merged from other branches). */
+START_TEST(shipped_configs) {
+    static const char *const exps[] = {"configs/quick-sweep.yaml", "configs/crossover.yaml", "configs/mqar.yaml",
+                                       "configs/selective-copy.yaml", "configs/induction.yaml"};
+    for (size_t i = 0; i < sizeof exps / sizeof *exps; i++) {
+        hy_experiment e;
+        bool is_exp;
+        hy_experiment_detect(exps[i], &is_exp);
+        ck_assert_msg(is_exp, "%s is not detected as an experiment", exps[i]);
+        ck_assert_msg(hy_experiment_load(exps[i], NULL, 0, &e) == 0, "%s", hy_last_error());
+        ck_assert(e.n_runs > 0 || e.bench.enabled);
+        hy_experiment_free(&e);
+    }
+    hy_run_config c;
+    ck_assert_msg(hy_run_config_load("configs/transformer.yaml", NULL, 0, &c) == 0, "%s", hy_last_error());
+    hy_run_config_free(&c);
+    static const char *const models[] = {"transformer", "transformer-small", "mamba", "s4d", "rwkv7", "hyena",
+                                         "jamba-like", "hybrid-1-3", "striped-1-1"};
+    char path[256], text[512];
+    snprintf(path, sizeof path, "/tmp/hybrid-test-exp-models-%d.yaml", (int)getpid());
+    int loaded = 0;
+    for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
+        char cwd[256];
+        ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+        snprintf(text, sizeof text, "variants:\n  - {name: m, model: %s/configs/models/%s.yaml}\n", cwd, models[i]);
+        ck_assert_int_eq(hy_write_file_atomic(path, text, strlen(text)), 0);
+        hy_experiment e;
+        if (hy_experiment_load(path, NULL, 0, &e) == 0) {
+            loaded++;
+            ck_assert_int_eq(e.runs[0].cfg.model.d_model, strstr(models[i], "small") ? 64 : 128);
+            hy_experiment_free(&e);
+            continue;
+        }
+        const char *msg = hy_last_error();
+        ck_assert_msg(strstr(msg, "unknown mixer block") || strstr(msg, "unknown ffn block") ||
+                          strstr(msg, "unknown block"), "%s: %s", models[i], msg);
+        ck_assert_msg(strstr(msg, "configs/models/"), "the error is not located in the model file: %s", msg);
+    }
+    ck_assert_int_ge(loaded, 2);   /* the transformers */
+    unlink(path);
+}
+END_TEST
+
 /* ---- running ---- */
 
 __attribute__((noinline)) static char *slurp(const char *dir, const char *name) {
@@ -528,6 +572,7 @@ static Suite *make_experiment_suite(void) {
     tcase_add_test(t, compose_runs);
     tcase_add_loop_test(t, bad_experiment, 0, (int)(sizeof bad_cases / sizeof *bad_cases));
     tcase_add_test(t, model_file_error);
+    tcase_add_test(t, shipped_configs);
     suite_add_tcase(s, t);
     t = tcase_create("run");
     tcase_add_test(t, sweep_resume_and_schema);
