@@ -246,8 +246,6 @@ static int plot_complexity(const char *dir, const hy_csv *L, const hy_crossover 
     int nb = hy_csv_distinct(L, hy_csv_col(L, "block"), blocks, 64);
     gp g = {0};
     hy_strbuf body = {0};
-    hy_sb_printf(&body, "set multiplot layout 1,2 title \"Cost of one block vs sequence length (layers.csv)\"\n%s"
-                        "set ylabel \"ms per call\"\n", AXES_LOGLOG);
     int panels = 0;
     for (int p = 0; p < 2; p++) {
         hy_strbuf plot = {0};
@@ -279,10 +277,15 @@ static int plot_complexity(const char *dir, const hy_csv *L, const hy_crossover 
         hy_sb_free(&plot);
         panels++;
     }
-    hy_sb_add(&body, "unset multiplot\n");
+    hy_strbuf all = {0};
+    hy_sb_printf(&all, "set multiplot layout 1,%d title \"Cost of one block vs sequence length (layers.csv)\"\n%s"
+                       "set ylabel \"ms per call\"\n", panels ? panels : 1, AXES_LOGLOG);
+    hy_sb_addn(&all, body.p ? body.p : "", body.len);
+    hy_sb_add(&all, "unset multiplot\n");
+    hy_sb_free(&body);
     int rc = 0;
-    char *bt = hy_sb_take(&body);
-    if (panels && bt) rc = draw(dir, "complexity", &g, bt, 1400, 560), *drawn += rc == 0;
+    char *bt = hy_sb_take(&all);
+    if (panels && bt) rc = draw(dir, "complexity", &g, bt, panels * 700, 560), *drawn += rc == 0;
     free(bt);
     hy_sb_free(&g.data);
     return rc;
@@ -294,7 +297,6 @@ static int plot_memory(const char *dir, const hy_csv *L, int *drawn) {
     int nb = hy_csv_distinct(L, hy_csv_col(L, "block"), blocks, 64);
     gp g = {0};
     hy_strbuf body = {0};
-    hy_sb_printf(&body, "set multiplot layout 1,2 title \"Memory of one block vs sequence length (layers.csv)\"\n%s", AXES_LOGLOG);
     static const char *const what[][4] = {{"fwd_bwd", "peak_bytes", "peak memory of fwd+bwd", "MiB"},
                                           {"step", "state_bytes", "streaming state per sequence", "KiB"}};
     int panels = 0;
@@ -318,10 +320,15 @@ static int plot_memory(const char *dir, const hy_csv *L, int *drawn) {
         hy_sb_free(&plot);
         panels++;
     }
-    hy_sb_add(&body, "unset multiplot\n");
+    hy_strbuf all = {0};
+    hy_sb_printf(&all, "set multiplot layout 1,%d title \"Memory of one block vs sequence length (layers.csv)\"\n%s",
+                 panels ? panels : 1, AXES_LOGLOG);
+    hy_sb_addn(&all, body.p ? body.p : "", body.len);
+    hy_sb_add(&all, "unset multiplot\n");
+    hy_sb_free(&body);
     int rc = 0;
-    char *bt = hy_sb_take(&body);
-    if (panels && bt) rc = draw(dir, "memory", &g, bt, 1400, 560), *drawn += rc == 0;
+    char *bt = hy_sb_take(&all);
+    if (panels && bt) rc = draw(dir, "memory", &g, bt, panels * 700, 560), *drawn += rc == 0;
     free(bt);
     hy_sb_free(&g.data);
     return rc;
