@@ -56,7 +56,7 @@ typedef struct {
     const hy_exp_run *cur;
     const hy_train_tick *tick;        /* NULL at the start / end of a run */
     double elapsed_s, eta_s;          /* whole experiment; eta NAN when unknown */
-    const char *event;                /* "start", "tick", "skip", "done", "bench", "resume" */
+    const char *event;                /* "bench", "bench-skip", "skip", "start", "resume", "tick", "eval", "done" */
 } hy_exp_progress;
 
 typedef struct {

@@ -165,7 +165,13 @@ static void on_exp_progress(void *ctx, const hy_exp_progress *p) {
     else if (!strcmp(p->event, "start") || !strcmp(p->event, "resume"))
         fprintf(stderr, "[%d/%d] %s: %s\n", p->run + 1, p->n_runs, id,
                 !strcmp(p->event, "resume") ? "resuming from its checkpoint" : "training");
-    else if (!strcmp(p->event, "done"))
+    else if (!strcmp(p->event, "eval")) {
+        const hy_run_config *c = &p->cur->cfg;
+        fprintf(stderr, "[%d/%d] %s: final evaluation at T = %d", p->run + 1, p->n_runs, id, c->seq_len);
+        for (int i = 0; i < c->task.n_eval; i++)
+            if (c->task.eval_seq_len[i] != c->seq_len) fprintf(stderr, ", %d", c->task.eval_seq_len[i]);
+        fputc('\n', stderr);
+    } else if (!strcmp(p->event, "done"))
         fprintf(stderr, "[%d/%d] %s: done (elapsed %s, ETA %s)\n", p->run + 1, p->n_runs, id, el, eta);
     fflush(stderr);
 }

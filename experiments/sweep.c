@@ -227,6 +227,7 @@ int hy_experiment_run(const hy_experiment *e, const hy_exp_opts *o, hy_exp_resul
             r->interrupted = true;
             break;
         }
+        report(&t, "eval", NULL);
         if ((rc = finish_run(run, &tr)) < 0) {
             hy_error_prefix("run %s", run->id);
             return rc;
