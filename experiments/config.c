@@ -195,9 +195,9 @@ static int read_task(const yt_doc *d, const yt_node *n, hy_task_config *t) {
     static const char *const types[] = {"none", "mqar", "selective_copy", "induction", NULL};
     static const char *const keys[][8] = {
         {"type", NULL},
-        {"type", "vocab", "examples", "eval_seq_len", "num_kv_pairs", "power_a", NULL},
-        {"type", "vocab", "examples", "eval_seq_len", "n_tokens", NULL},
-        {"type", "vocab", "examples", "eval_seq_len", NULL},
+        {"type", "vocab", "examples", "eval_seq_len", "streaming", "num_kv_pairs", "power_a", NULL},
+        {"type", "vocab", "examples", "eval_seq_len", "streaming", "n_tokens", NULL},
+        {"type", "vocab", "examples", "eval_seq_len", "streaming", NULL},
     };
     char what[160], path[1024];
     int type, rc;
@@ -224,6 +224,7 @@ static int read_task(const yt_doc *d, const yt_node *n, hy_task_config *t) {
     if (rc < 0) return rc;
     if ((k = yt_get(n, "power_a")) && (rc = yt_read_num(d, k, 0, 1, true, false, &x)) == 0) t->power_a = x;
     if (rc < 0) return rc;
+    if ((k = yt_get(n, "streaming")) && (rc = yt_read_bool(d, k, &t->eval_streaming)) < 0) return rc;
     if ((k = yt_get(n, "eval_seq_len"))) {
         if (k->kind != YT_SEQ || k->n > HY_TASK_MAX_EVAL)
             return yt_fail(d, k, false, NULL, "must be a list of at most %d sequence lengths, got %s", HY_TASK_MAX_EVAL,
@@ -381,7 +382,7 @@ static void write_task(hy_strbuf *b, const hy_task_config *t) {
     if (t->type == HY_TASK_SELECTIVE_COPY) hy_sb_printf(b, ", n_tokens: %d", t->n_tokens);
     hy_sb_add(b, ", eval_seq_len: [");
     for (int i = 0; i < t->n_eval; i++) hy_sb_printf(b, "%s%d", i ? ", " : "", t->eval_seq_len[i]);
-    hy_sb_add(b, "]}\n");
+    hy_sb_printf(b, "], streaming: %s}\n", t->eval_streaming ? "true" : "false");
 }
 
 int hy_run_config_write(const hy_run_config *c, const char *path) {

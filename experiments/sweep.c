@@ -104,7 +104,7 @@ static int finish_run(const hy_exp_run *run, const hy_train_result *tr) {
         if (c->task.eval_seq_len[i] != c->seq_len) lens[n++] = c->task.eval_seq_len[i];
     for (int i = 0; i < n && rc == 0; i++) {
         hy_eval_result er;
-        if ((rc = hy_evaluate_data(m, &data, c->batch_size, lens[i], c->eval_batches, c->seed, &er)) < 0) break;
+        if ((rc = hy_evaluate_data(m, &data, c->batch_size, lens[i], c->eval_batches, c->seed, c->task.eval_streaming, &er)) < 0) break;
         hy_sb_printf(&ev, "%s,%d,%s,%d,%.6f,%.6f,%ld\n", run->variant, c->seq_len, hy_task_name(c->task.type), lens[i],
                      er.loss, er.accuracy, er.labels);
     }

@@ -211,7 +211,43 @@ void hy_data_describe(const hy_data *d, char *out, size_t len) {
 
 #define EVAL_SEED_SALT 0x5eed5eed5eedull   /* the same windows as hy_evaluate */
 
-int hy_evaluate_data(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, hy_eval_result *r) {
+/* Adds one row of logits to the loss (log-sum-exp minus the label's logit) and the accuracy. */
+static void score_row(const float *z, int V, int32_t label, double *total, long *right) {
+    int best = 0;
+    float mx = z[0];
+    for (int v = 1; v < V; v++) best = z[v] > z[best] ? v : best;
+    mx = z[best];
+    double s = 0;
+    for (int v = 0; v < V; v++) s += exp((double)(z[v] - mx));
+    *total += mx + log(s) - z[label];
+    *right += best == label;
+}
+
+/* One batch through the streaming path: B sequences, one token per step. */
+static int stream_batch(hy_model *m, const int32_t *in, const int32_t *tg, int B, int T, double *total, long *labels,
+                        long *right) {
+    int V = m->cfg.vocab_size;
+    hy_model_state *st = NULL;
+    int32_t *tok = hy_malloc((size_t)B * sizeof(int32_t));
+    float *z = hy_malloc((size_t)B * V * sizeof(float));
+    int rc = tok && z ? hy_model_state_new(m, B, &st) : HY_ERR_NOMEM;
+    for (int t = 0; t < T && rc == 0; t++) {
+        for (int b = 0; b < B; b++) tok[b] = in[(size_t)b * T + t];
+        if ((rc = hy_model_step(m, st, tok, z)) < 0) break;
+        for (int b = 0; b < B; b++) {
+            int32_t label = tg[(size_t)b * T + t];
+            if (label < 0) continue;
+            score_row(z + (size_t)b * V, V, label, total, right);
+            (*labels)++;
+        }
+    }
+    if (st) hy_model_state_free(m, st);
+    hy_free(tok), hy_free(z);
+    return rc;
+}
+
+int hy_evaluate_data(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
+                     hy_eval_result *r) {
     size_t n = (size_t)B * T;
     int V = m->cfg.vocab_size;
     int32_t *in = hy_malloc(n * sizeof(int32_t)), *tg = hy_malloc(n * sizeof(int32_t));
@@ -223,8 +259,12 @@ int hy_evaluate_data(hy_model *m, const hy_data *d, int B, int T, long n_batches
     long labels = 0, right = 0;
     for (long i = 0; i < n_batches && rc == 0; i++) {
         hy_loss l;
-        if ((rc = hy_data_batch(d, 1, &rng, B, T, in, tg)) < 0 || (rc = hy_model_forward(m, in, tg, B, T, false, &l)) < 0)
-            break;
+        if ((rc = hy_data_batch(d, 1, &rng, B, T, in, tg)) < 0) break;
+        if (streaming) {
+            if ((rc = stream_batch(m, in, tg, B, T, &total, &labels, &right)) < 0) break;
+            continue;
+        }
+        if ((rc = hy_model_forward(m, in, tg, B, T, false, &l)) < 0) break;
         total += (double)l.ce_loss * l.n_targets;
         labels += l.n_targets;
         const float *z = hy_model_logits(m);

@@ -24,6 +24,7 @@ typedef struct {
     int n_tokens;          /* selective_copy: tokens to copy (16) */
     long examples;         /* distinct training examples (0 = a fresh example every time) */
     int n_eval;            /* extra evaluation lengths (induction: longer than training) */
+    bool eval_streaming;   /* final evaluation token by token through the streaming step */
     int eval_seq_len[HY_TASK_MAX_EVAL];
 } hy_task_config;
 
@@ -56,11 +57,13 @@ void hy_data_describe(const hy_data *d, char *out, size_t len);
 
 /* Validation of a model: mean cross-entropy over labelled positions (nats) and the fraction of
  * labelled positions whose argmax logit is the label, over n_batches fixed batches of the
- * validation split. Returns 0 or negative. */
+ * validation split. streaming: through hy_model_step one token at a time (the recurrent form:
+ * constant memory in T for SSMs) instead of the parallel forward. Returns 0 or negative. */
 typedef struct {
     double loss, accuracy;
     long labels;
 } hy_eval_result;
-int hy_evaluate_data(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, hy_eval_result *r);
+int hy_evaluate_data(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
+                     hy_eval_result *r);
 
 #endif

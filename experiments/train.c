@@ -42,7 +42,7 @@ double hy_evaluate(hy_model *model, const hy_corpus *corpus, int batch, int seq_
 /* Validation loss (and, for a task, accuracy on the answer positions) of the run's model. */
 static double validate(hy_model *m, const hy_data *d, const hy_run_config *c, double *acc) {
     hy_eval_result e;
-    if (hy_evaluate_data(m, d, c->batch_size, c->seq_len, c->eval_batches, c->seed, &e) < 0) return NAN;
+    if (hy_evaluate_data(m, d, c->batch_size, c->seq_len, c->eval_batches, c->seed, false, &e) < 0) return NAN;
     *acc = e.accuracy;
     return e.loss;
 }

@@ -143,6 +143,33 @@ START_TEST(task_batches) {
 }
 END_TEST
 
+/* The streaming evaluation (hy_model_step token by token) scores exactly what the parallel
+ * forward scores, and both count only the labelled positions. */
+START_TEST(streaming_eval_matches) {
+    hy_run_config c;
+    const char *sets[] = {"model.vocab_size=32"};
+    ck_assert_msg(hy_run_config_load("tests/configs/tiny-train.yaml", sets, 1, &c) == 0, "%s", hy_last_error());
+    hy_model *m;
+    ck_assert_int_eq(hy_model_create(&c.model, 11, &m), 0);
+    hy_task_config t;
+    hy_task_defaults(HY_TASK_MQAR, &t);
+    t.vocab = 32, t.num_kv_pairs = 3;
+    hy_data d;
+    ck_assert_int_eq(hy_data_open(&d, NULL, 0.1, &t, 5), 0);
+    hy_eval_result par, str;
+    ck_assert_int_eq(hy_evaluate_data(m, &d, 3, 24, 2, 5, false, &par), 0);
+    ck_assert_int_eq(hy_evaluate_data(m, &d, 3, 24, 2, 5, true, &str), 0);
+    ck_assert_int_eq(par.labels, 3 * 3 * 2);
+    ck_assert_int_eq(str.labels, par.labels);
+    ck_assert_double_eq_tol(str.loss, par.loss, 1e-4 * fabs(par.loss));
+    ck_assert_double_eq_tol(str.accuracy, par.accuracy, 1e-9);
+    ck_assert(par.accuracy >= 0 && par.accuracy <= 1);
+    hy_data_free(&d);
+    hy_model_free(m);
+    hy_run_config_free(&c);
+}
+END_TEST
+
 /* ---- experiment configs ---- */
 
 START_TEST(compose_runs) {
@@ -567,6 +594,7 @@ static Suite *make_experiment_suite(void) {
     tcase_add_test(t, selective_copy_layout);
     tcase_add_test(t, induction_layout);
     tcase_add_test(t, task_batches);
+    tcase_add_test(t, streaming_eval_matches);
     suite_add_tcase(s, t);
     t = tcase_create("config");
     tcase_add_test(t, compose_runs);
