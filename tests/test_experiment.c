@@ -225,7 +225,7 @@ static const bad_case bad_cases[] = {
     {"nothing.yaml", "1:1", "variants", "missing required key"},
     {"task-length.yaml", "3:23", "sweep.seq_len[1]", "mqar needs seq_len >= 4 * num_kv_pairs = 32"},
     {"task-option.yaml", "2:27", "data.task.num_kv_pairs", "unknown key 'num_kv_pairs' (allowed: type, vocab, examples, "
-                                                            "eval_seq_len)"},
+                                                            "eval_seq_len, streaming)"},
 };
 
 START_TEST(bad_experiment) {
@@ -262,6 +262,16 @@ START_TEST(shipped_configs) {
         ck_assert_msg(is_exp, "%s is not detected as an experiment", exps[i]);
         ck_assert_msg(hy_experiment_load(exps[i], NULL, 0, &e) == 0, "%s", hy_last_error());
         ck_assert(e.n_runs > 0 || e.bench.enabled);
+        if (strstr(exps[i], "mqar")) {   /* a d_model sweep: labelled variants, auto options follow the width */
+            ck_assert_int_eq(e.n_runs, 6);
+            ck_assert_str_eq(e.runs[0].variant, "attention:d_model=32");
+            ck_assert_str_eq(e.runs[5].id, "attention:d_model=64-T256");
+            ck_assert_int_eq(e.runs[0].cfg.model.d_model, 32);
+            ck_assert_int_eq(e.runs[3].cfg.model.d_model, 64);
+            ck_assert_int_ne(hy_opt_int(&e.runs[0].cfg.model.layers[0].ffn.opts, 0),
+                             hy_opt_int(&e.runs[3].cfg.model.layers[0].ffn.opts, 0));
+            ck_assert_int_eq(e.runs[0].cfg.task.type, HY_TASK_MQAR);
+        }
         hy_experiment_free(&e);
     }
     hy_run_config c;
