@@ -282,7 +282,13 @@ static int load(ectx *c, hy_experiment *e) {
     if (!vars && !e->bench.enabled)
         return yt_fail(d, root, false, "variants", "missing required key (an experiment trains variants, or benchmarks "
                                                   "blocks with bench:)");
-    if (!vars) return 0;
+    if (!vars) {   /* benchmark only: nothing else would be used, so nothing else may be given */
+        static const char *const unused[] = {"seed", "compute", "data", "train", "sweep", "budget"};
+        for (int k = 0; k < 6; k++)
+            if ((n = yt_get(root, unused[k])))
+                return yt_fail(d, n, true, NULL, "has no effect in an experiment without variants (it only runs bench)");
+        return 0;
+    }
     if (vars->kind != YT_SEQ || vars->n == 0)
         return yt_fail(d, vars, false, NULL, "must be a non-empty list of {name, model, train}, got %s",
                        yt_describe(vars, what, sizeof what));

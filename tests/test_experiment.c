@@ -223,6 +223,7 @@ static const bad_case bad_cases[] = {
     {"swept-in-variant.yaml", "5:13", "variants[0].train.seq_len", "is swept (sweep.seq_len): remove it here"},
     {"bench-block.yaml", "2:23", "bench.blocks[1]", "unknown block (registered: "},
     {"nothing.yaml", "1:1", "variants", "missing required key"},
+    {"bench-unused.yaml", "2:1", "train", "has no effect in an experiment without variants"},
     {"task-length.yaml", "3:23", "sweep.seq_len[1]", "mqar needs seq_len >= 4 * num_kv_pairs = 32"},
     {"task-option.yaml", "2:27", "data.task.num_kv_pairs", "unknown key 'num_kv_pairs' (allowed: type, vocab, examples, "
                                                             "eval_seq_len, streaming)"},
