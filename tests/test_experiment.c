@@ -614,6 +614,7 @@ static Suite *make_experiment_suite(void) {
     tcase_add_test(t, shipped_configs);
     suite_add_tcase(s, t);
     t = tcase_create("run");
+    tcase_set_timeout(t, getenv("CK_DEFAULT_TIMEOUT") ? atof(getenv("CK_DEFAULT_TIMEOUT")) : 300);   /* trains and plots */
     tcase_add_test(t, sweep_resume_and_schema);
     tcase_add_test(t, interrupt_and_resume);
     tcase_add_test(t, cli_bench_experiment);
