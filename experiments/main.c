@@ -254,6 +254,9 @@ static int cmd_train(int argc, char **argv) {
                 "[%s] wrote %s/{train.csv,config.yaml,checkpoint.safetensors,checkpoint.state.safetensors}\n",
                 c.name, r.interrupted ? "interrupted" : "done", r.steps, r.tokens, r.seconds, r.tokens / r.seconds,
                 r.val_loss, r.val_ppl, r.val_bits_per_byte, r.peak_bytes / 1048576.0, c.name, c.out_dir);
+    if (!a.quiet && isfinite(r.val_accuracy))
+        fprintf(stderr, "[%s] task %s: accuracy %.4f on the answer positions\n", c.name, hy_task_name(c.task.type),
+                r.val_accuracy);
     hy_run_config_free(&c);
     return r.interrupted ? 130 : 0;
 }
