@@ -82,8 +82,9 @@ static void report(tick_ctx *t, const char *event, const hy_train_tick *tk) {
 static void on_tick(void *ctx, const hy_train_tick *tk) { report(ctx, "tick", tk); }
 
 /* After training: sweep.csv's row and eval.csv's rows of one run, from its final checkpoint
- * (accuracy and loss at the training length and at the task's extra lengths). */
-static int finish_run(const hy_exp_run *run, const hy_train_result *tr) {
+ * (accuracy and loss at the training length and at the task's extra lengths). Returns 1 when
+ * stopped (Ctrl-C) between two lengths: nothing is written, the next call evaluates again. */
+static int finish_run(const hy_exp_run *run, const hy_train_result *tr, volatile sig_atomic_t *stop) {
     const hy_run_config *c = &run->cfg;
     char ck[HY_PATH_MAX + 64], path[HY_PATH_MAX + 64];
     join(ck, sizeof ck, c->out_dir, "checkpoint.safetensors");
@@ -104,6 +105,10 @@ static int finish_run(const hy_exp_run *run, const hy_train_result *tr) {
         if (c->task.eval_seq_len[i] != c->seq_len) lens[n++] = c->task.eval_seq_len[i];
     for (int i = 0; i < n && rc == 0; i++) {
         hy_eval_result er;
+        if (stop && *stop) {
+            rc = 1;
+            break;
+        }
         if ((rc = hy_evaluate_data(m, &data, c->batch_size, lens[i], c->eval_batches, c->seed, c->task.eval_streaming, &er)) < 0) break;
         hy_sb_printf(&ev, "%s,%d,%s,%d,%.6f,%.6f,%ld\n", run->variant, c->seq_len, hy_task_name(c->task.type), lens[i],
                      er.loss, er.accuracy, er.labels);
@@ -117,6 +122,10 @@ static int finish_run(const hy_exp_run *run, const hy_train_result *tr) {
     hy_model_free(m);
     char *evt = hy_sb_take(&ev), *swt = hy_sb_take(&sw);
     if (rc == 0 && (!evt || !swt)) rc = HY_ERR_NOMEM;
+    if (rc == 1) {
+        free(evt), free(swt);
+        return 1;
+    }
     if (rc == 0) {
         join(path, sizeof path, c->out_dir, "eval.csv");
         rc = hy_write_file_atomic(path, evt, strlen(evt));
@@ -228,9 +237,14 @@ int hy_experiment_run(const hy_experiment *e, const hy_exp_opts *o, hy_exp_resul
             break;
         }
         report(&t, "eval", NULL);
-        if ((rc = finish_run(run, &tr)) < 0) {
+        if ((rc = finish_run(run, &tr, o->stop)) < 0) {
             hy_error_prefix("run %s", run->id);
             return rc;
+        }
+        if (rc == 1) {
+            r->interrupted = true;
+            rc = 0;
+            break;
         }
         r->trained++, t.p.done++, t.finished++;
         report(&t, "done", NULL);
