@@ -196,6 +196,13 @@ static void fresh(char *dir, size_t n, const char *tag) {
     ck_assert_int_eq(system(cmd), 0);
 }
 
+/* Removes a test's folder (and its .log) once the test has passed. */
+static void cleanup(const char *dir) {
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s.log'", dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
 static void load_exp(hy_experiment *e, const char *file, const char *dir, const char *extra) {
     char set[600];
     snprintf(set, sizeof set, "out_dir=%s", dir);
@@ -274,6 +281,7 @@ START_TEST(sweep_resume_and_schema) {
     ck_assert_str_ne(first, changed);
     hy_free(changed), hy_free(first);
     hy_experiment_free(&e);
+    cleanup(dir);
 }
 END_TEST
 
@@ -316,6 +324,7 @@ START_TEST(interrupt_and_resume) {
     ck_assert_str_eq(ra, rb);
     hy_free(ra), hy_free(rb);
     hy_experiment_free(&ea), hy_experiment_free(&eb);
+    cleanup(a), cleanup(b);
 }
 END_TEST
 
@@ -346,6 +355,7 @@ START_TEST(task_experiment) {
     ck_assert_ptr_nonnull(strstr(rep, "| accuracy |"));
     hy_free(rep);
     hy_experiment_free(&e);
+    cleanup(dir);
 }
 END_TEST
 
@@ -373,6 +383,7 @@ START_TEST(cli_bench_experiment) {
     snprintf(cmd, sizeof cmd, "%s " BADX "sweep-item.yaml > /dev/null 2>&1", exe);
     int st = system(cmd);
     ck_assert_int_eq(WEXITSTATUS(st), 2);   /* a bad experiment: exit code 2 */
+    cleanup(dir);
 }
 END_TEST
 
@@ -444,6 +455,7 @@ START_TEST(plot_from_csv) {
     snprintf(empty, sizeof empty, "%s/empty", dir);
     ck_assert_int_eq(hy_mkdirs(empty), 0);
     ck_assert_int_lt(hy_experiment_plot(empty, NULL, 0), 0);
+    cleanup(dir);
 }
 END_TEST
 
