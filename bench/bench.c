@@ -19,7 +19,7 @@
 
 typedef struct {
     const char *out_dir;
-    int quick, threads, d_model, max_T;
+    int quick, threads, d_model, min_T, max_T;
     const char *blocks;   /* comma list or NULL = all */
     int gemm_table;
 } bench_args;
@@ -255,15 +255,16 @@ static void bench_mamba_scan(double bw, int quick) {
 }
 
 static const char *BENCH_HELP =
-    "usage: hybrid-exp bench [--out DIR] [--quick] [--threads N] [--blocks a,b] [--d-model D] [--max-T T] [--gemm]\n"
+    "usage: hybrid-exp bench [--out DIR] [--quick] [--threads N] [--blocks a,b] [--d-model D] [--min-T T] [--max-T T] [--gemm]\n"
     "Measures the machine's sgemm GFLOP/s and memory bandwidth, then every block's fwd, fwd_bwd and step\n"
-    "time and memory at T = 64, 128, ... (default up to 16384; --quick: up to 1024), d_model 256, batch 1.\n"
+    "time and memory at T = 64, 128, ... (--min-T, doubling; default up to 16384; --quick: up to 1024), d_model 256,\n"
+    "batch 1.\n"
     "Writes DIR/layers.csv (default DIR: results/bench). --gemm also prints OpenBLAS vs oneDNN on LM shapes.\n"
     "A benchmark, not a test: nothing here fails on a time.\n"
     "`hybrid-exp bench decode --help`: decode latency and state size against context (decode.csv).\n";
 
 int hy_bench_main(int argc, char **argv) {
-    bench_args a = {.out_dir = "results/bench", .d_model = 256, .max_T = 16384};
+    bench_args a = {.out_dir = "results/bench", .d_model = 256, .min_T = 64, .max_T = 16384};
     if (argc > 0 && !strcmp(argv[0], "decode")) return hy_bench_decode_main(argc - 1, argv + 1);
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -275,6 +276,7 @@ int hy_bench_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--blocks") && i + 1 < argc) a.blocks = argv[++i];
         else if (!strcmp(argv[i], "--d-model") && i + 1 < argc) a.d_model = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--max-T") && i + 1 < argc) a.max_T = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--min-T") && i + 1 < argc) a.min_T = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--gemm")) a.gemm_table = 1;
         else {
             fprintf(stderr, "hybrid-exp bench: unknown or incomplete argument '%s'\n\n%s", argv[i], BENCH_HELP);
@@ -307,7 +309,7 @@ int hy_bench_main(int argc, char **argv) {
     for (int i = 0; i < hy_block_count(); i++) {
         const hy_block_ops *ops = hy_block_at(i);
         if (!wanted(&a, ops->name)) continue;
-        for (int T = 64; T <= a.max_T; T *= 2)
+        for (int T = a.min_T; T <= a.max_T; T *= 2)
             if (bench_block(&csv, ops, &a, T, sgemm) < 0) {
                 fprintf(stderr, "hybrid-exp bench: %s at T=%d: %s\n", ops->name, T, hy_last_error());
                 free(csv.text);
@@ -316,7 +318,7 @@ int hy_bench_main(int argc, char **argv) {
     }
     if (wanted(&a, "mamba")) bench_mamba_scan(bw, a.quick);
     if (wanted(&a, "attention"))
-        for (int T = 64; T <= a.max_T; T *= 2) bench_naive_attention(&csv, &a, T, sgemm);
+        for (int T = a.min_T; T <= a.max_T; T *= 2) bench_naive_attention(&csv, &a, T, sgemm);
     bench_nanogpt_step();
     char path[4200];
     snprintf(path, sizeof path, "%s/layers.csv", a.out_dir);

@@ -4,6 +4,7 @@
  * overrides edit that tree, and one walk fills hy_run_config, so a value from the file and one
  * from the command line are checked by the same code and every error names its source. */
 #include "experiments/config.h"
+#include "experiments/experiment.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "experiments/yaml_tree.h"
@@ -90,6 +91,7 @@ static const field compute_fields[] = {
 };
 static const field data_fields[] = {
     STR("corpus", corpus),
+    SECTION("task"),
     NUM("val_fraction", val_fraction, 0, 0.5, true, false),
     {0},
 };
@@ -188,6 +190,53 @@ static void default_name(const char *path, char *out, size_t len) {
     if (!n) snprintf(out, len, "run");
 }
 
+/* data.task: {type: mqar | selective_copy | induction, options of that task}. */
+static int read_task(const yt_doc *d, const yt_node *n, hy_task_config *t) {
+    static const char *const types[] = {"none", "mqar", "selective_copy", "induction", NULL};
+    static const char *const keys[][8] = {
+        {"type", NULL},
+        {"type", "vocab", "examples", "eval_seq_len", "streaming", "num_kv_pairs", "power_a", NULL},
+        {"type", "vocab", "examples", "eval_seq_len", "streaming", "n_tokens", NULL},
+        {"type", "vocab", "examples", "eval_seq_len", "streaming", NULL},
+    };
+    char what[160], path[1024];
+    int type, rc;
+    if (yt_is_null(n)) return 0;
+    if (n->kind != YT_MAP)
+        return yt_fail(d, n, false, NULL, "must be a map {type: mqar | selective_copy | induction, options}, got %s",
+                       yt_describe(n, what, sizeof what));
+    const yt_node *tn = yt_get(n, "type");
+    snprintf(path, sizeof path, "%s.type", n->path);
+    if (!tn) return yt_fail(d, n, false, path, "missing required key (mqar, selective_copy, induction or none)");
+    if ((rc = yt_read_enum(d, tn, types, &type)) < 0) return rc;
+    hy_task_defaults((hy_task_type)type, t);
+    if ((rc = yt_check_map(d, n, keys[type])) < 0) return rc;
+    long long v;
+    double x;
+    const yt_node *k;
+    if ((k = yt_get(n, "vocab")) && (rc = yt_read_int(d, k, 3, 1 << 20, &v)) == 0) t->vocab = (int)v;
+    if (rc < 0) return rc;
+    if ((k = yt_get(n, "examples")) && (rc = yt_read_int(d, k, 0, LLONG_MAX, &v)) == 0) t->examples = (long)v;
+    if (rc < 0) return rc;
+    if ((k = yt_get(n, "num_kv_pairs")) && (rc = yt_read_int(d, k, 1, 1024, &v)) == 0) t->num_kv_pairs = (int)v;
+    if (rc < 0) return rc;
+    if ((k = yt_get(n, "n_tokens")) && (rc = yt_read_int(d, k, 1, 1 << 20, &v)) == 0) t->n_tokens = (int)v;
+    if (rc < 0) return rc;
+    if ((k = yt_get(n, "power_a")) && (rc = yt_read_num(d, k, 0, 1, true, false, &x)) == 0) t->power_a = x;
+    if (rc < 0) return rc;
+    if ((k = yt_get(n, "streaming")) && (rc = yt_read_bool(d, k, &t->eval_streaming)) < 0) return rc;
+    if ((k = yt_get(n, "eval_seq_len"))) {
+        if (k->kind != YT_SEQ || k->n > HY_TASK_MAX_EVAL)
+            return yt_fail(d, k, false, NULL, "must be a list of at most %d sequence lengths, got %s", HY_TASK_MAX_EVAL,
+                           yt_describe(k, what, sizeof what));
+        for (int i = 0; i < k->n; i++) {
+            if ((rc = yt_read_int(d, k->kids[i], 1, 1 << 24, &v)) < 0) return rc;
+            t->eval_seq_len[t->n_eval++] = (int)v;
+        }
+    }
+    return 0;
+}
+
 /* The model section: sizes, then the layer pattern (config_layers.c), then a final check. */
 static int read_model(const yt_doc *d, const yt_node *model, hy_run_config *c) {
     int rc = read_section(d, model, model_fields, false, c);
@@ -218,6 +267,15 @@ static int finish_run(const yt_doc *d, const yt_node *root, hy_run_config *c) {
                                                 "CSV rows and folders), got '%s'", c->name);
     if (!yt_get(root, "out_dir") && snprintf(c->out_dir, sizeof c->out_dir, "results/%s", c->name) >= HY_PATH_MAX)
         return hy_fail_code(HY_ERR_CONFIG, "%s: out_dir: results/%s is too long", d->file, c->name);
+    if (c->task.type != HY_TASK_NONE) {
+        char msg[300];
+        const yt_node *task = yt_get(yt_get(root, "data"), "task"), *sl = yt_get(train, "seq_len");
+        if (hy_task_check(&c->task, c->seq_len, c->model.vocab_size, msg, sizeof msg) < 0)
+            return yt_fail(d, sl && !strstr(msg, "vocab_size") ? sl : task, false, NULL, "%s", msg);
+        for (int i = 0; i < c->task.n_eval; i++)
+            if (hy_task_check(&c->task, c->task.eval_seq_len[i], c->model.vocab_size, msg, sizeof msg) < 0)
+                return yt_fail(d, yt_get(task, "eval_seq_len")->kids[i], false, NULL, "%s", msg);
+    }
     if (!min_lr) c->min_lr = c->lr / 10;
     else if (c->min_lr > c->lr) return yt_fail(d, min_lr, false, NULL, "must be <= train.lr (%g), got %g", c->lr, c->min_lr);
     if (!steps) c->steps = c->max_tokens > 0 || c->max_seconds > 0 ? 0 : 1000;
@@ -240,6 +298,8 @@ static int read_root(const yt_doc *d, hy_run_config *c) {
         const yt_node *n = yt_get(root, sections[s].key);
         if (n && (rc = read_section(d, n, sections[s].fields, true, c)) < 0) return rc;
     }
+    const yt_node *task = yt_get(yt_get(root, "data"), "task");
+    if (task && (rc = read_task(d, task, &c->task)) < 0) return rc;
     return finish_run(d, root, c);
 }
 
@@ -252,6 +312,14 @@ int hy_run_config_load(const char *path, const char *const *sets, int n_sets, hy
     for (int i = 0; rc == 0 && i < n_sets; i++) rc = yt_apply_set(&d, i);
     if (rc == 0) rc = read_root(&d, c);
     yt_free(&d);
+    if (rc < 0) hy_run_config_free(c);
+    return rc < 0 ? (rc == HY_ERR_NOMEM ? rc : HY_ERR_CONFIG) : 0;
+}
+
+int hy_run_config_from_tree(const yt_doc *d, hy_run_config *c) {
+    hy_run_config_defaults(c);
+    snprintf(c->source, sizeof c->source, "%s", d->file);
+    int rc = read_root(d, c);
     if (rc < 0) hy_run_config_free(c);
     return rc < 0 ? (rc == HY_ERR_NOMEM ? rc : HY_ERR_CONFIG) : 0;
 }
@@ -303,7 +371,29 @@ static void write_num(hy_strbuf *b, const char *key, double v) {
     hy_sb_printf(b, "  %s: %s\n", key, buf);
 }
 
+/* data.task as a YAML flow map with every option of the task. */
+static void write_task(hy_strbuf *b, const hy_task_config *t) {
+    hy_sb_printf(b, "  task: {type: %s, vocab: %d, examples: %ld", hy_task_name(t->type), t->vocab, t->examples);
+    if (t->type == HY_TASK_MQAR) {
+        char a[40];
+        format_double(t->power_a, a, sizeof a);
+        hy_sb_printf(b, ", num_kv_pairs: %d, power_a: %s", t->num_kv_pairs, a);
+    }
+    if (t->type == HY_TASK_SELECTIVE_COPY) hy_sb_printf(b, ", n_tokens: %d", t->n_tokens);
+    hy_sb_add(b, ", eval_seq_len: [");
+    for (int i = 0; i < t->n_eval; i++) hy_sb_printf(b, "%s%d", i ? ", " : "", t->eval_seq_len[i]);
+    hy_sb_printf(b, "], streaming: %s}\n", t->eval_streaming ? "true" : "false");
+}
+
 int hy_run_config_write(const hy_run_config *c, const char *path) {
+    char *text = hy_run_config_text(c);
+    if (!text) return HY_ERR_NOMEM;
+    int rc = hy_write_file_atomic(path, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+char *hy_run_config_text(const hy_run_config *c) {
     hy_strbuf b = {0};
     char buf[40];
     const hy_model_config *m = &c->model;
@@ -329,6 +419,7 @@ int hy_run_config_write(const hy_run_config *c, const char *path) {
     hy_sb_json_string(&b, c->corpus);
     hy_sb_add(&b, "\n");
     write_num(&b, "val_fraction", c->val_fraction);
+    if (c->task.type != HY_TASK_NONE) write_task(&b, &c->task);
     hy_sb_printf(&b, "train:\n  seq_len: %d\n  batch_size: %d\n  steps: %ld\n", c->seq_len, c->batch_size, c->steps);
     write_num(&b, "tokens", c->max_tokens);
     write_num(&b, "seconds", c->max_seconds);
@@ -345,10 +436,5 @@ int hy_run_config_write(const hy_run_config *c, const char *path) {
     write_num(&b, "ssm_lr", c->ssm_lr);
     hy_sb_printf(&b, "  eval_every: %ld\n  eval_batches: %ld\n  log_every: %ld\n  checkpoint_every: %ld\n", c->eval_every,
                  c->eval_batches, c->log_every, c->checkpoint_every);
-    size_t len = b.len;
-    char *text = hy_sb_take(&b);
-    if (!text) return HY_ERR_NOMEM;
-    int rc = hy_write_file_atomic(path, text, len);
-    free(text);
-    return rc;
+    return hy_sb_take(&b);
 }

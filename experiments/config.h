@@ -4,6 +4,7 @@
 #ifndef HY_EXPERIMENTS_CONFIG_H
 #define HY_EXPERIMENTS_CONFIG_H
 #include "core/gemm.h"
+#include "experiments/tasks.h"
 #include "models/model.h"
 #include <stdint.h>
 
@@ -22,6 +23,7 @@ typedef struct {
     /* data */
     char corpus[HY_PATH_MAX];    /* file or folder; default: the fortunes corpus */
     double val_fraction;         /* 0.1: the last 10% of the corpus (file order) is validation */
+    hy_task_config task;         /* data.task: a synthetic task instead of the corpus (type NONE = corpus) */
     /* training */
     int seq_len, batch_size;     /* 256, 16 */
     long steps;                  /* budget in optimizer steps (0 = unbounded if another budget is set) */
@@ -43,5 +45,7 @@ int hy_run_config_load(const char *path, const char *const *sets, int n_sets, hy
 void hy_run_config_free(hy_run_config *c);
 /* Write the resolved config as YAML (every key explicit) to `path` (temp file + rename). */
 int hy_run_config_write(const hy_run_config *c, const char *path);
+/* The same text, malloc'd (NULL when out of memory). */
+char *hy_run_config_text(const hy_run_config *c);
 
 #endif

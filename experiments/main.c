@@ -7,6 +7,7 @@
 #include "core/timer.h"
 #include "experiments/config.h"
 #include "experiments/dump.h"
+#include "experiments/experiment.h"
 #include "experiments/train.h"
 #include "hybrid.h"
 #include "models/checkpoint.h"
@@ -17,6 +18,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +32,8 @@ static void on_sigint(int sig) {
 
 static const char *USAGE =
     "usage: hybrid-exp [train] CONFIG.yaml [--set KEY=VALUE]... [--out DIR] [--resume] [--quiet] [--stop-after N]\n"
+    "       hybrid-exp EXPERIMENT.yaml [--set KEY=VALUE]... [--out DIR] [--quiet]\n"
+    "       hybrid-exp plot RESULTS_DIR\n"
     "       hybrid-exp init CONFIG.yaml --out MODEL.safetensors [--set KEY=VALUE]...\n"
     "       hybrid-exp dump --checkpoint MODEL.safetensors --batch IN.safetensors --out OUT.safetensors\n"
     "       hybrid-exp generate --checkpoint M.safetensors [--prompt TEXT | --prompt-file F] -n N [options]\n"
@@ -116,9 +120,128 @@ static int load_config(run_args *a, hy_run_config *c, int out_is_dir) {
     return 0;
 }
 
+static const char *EXPERIMENT_HELP =
+    "usage: hybrid-exp EXPERIMENT.yaml [--set KEY=VALUE]... [--out DIR] [--quiet]\n"
+    "Runs every variant x sweep point of an experiment (a config with variants / sweep / budget / bench),\n"
+    "skipping runs already complete in its out_dir and resuming an interrupted one, then writes\n"
+    "sweep.csv, train.csv, eval.csv, layers.csv, plots (PNG + SVG) and report.md (docs/experiments.md).\n"
+    "  --set KEY=VALUE   override a key of the experiment file, e.g. --set budget.steps=20\n"
+    "  --out DIR         same as --set out_dir=DIR\n"
+    "  --quiet           no progress output\n"
+    "Ctrl-C saves the current run's checkpoint; running the same command again continues.\n";
+
+static const char *PLOT_HELP =
+    "usage: hybrid-exp plot RESULTS_DIR\n"
+    "Redraws every plot (gnuplot, PNG + SVG) and report.md of an experiment from the CSV files in\n"
+    "RESULTS_DIR alone (layers.csv, sweep.csv, eval.csv, train.csv: those that exist).\n";
+
+static void format_duration(char *out, size_t n, double s) {
+    if (!isfinite(s) || s < 0) snprintf(out, n, "?");
+    else if (s < 60) snprintf(out, n, "%.0fs", s);
+    else if (s < 3600) snprintf(out, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+    else snprintf(out, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+}
+
+/* The experiment's one progress display: runs done / total, the current run's step, loss and
+ * tokens/s, and the whole experiment's ETA (one line, redrawn in place on a terminal). */
+static void on_exp_progress(void *ctx, const hy_exp_progress *p) {
+    (void)ctx;
+    static int open_line;
+    fflush(stdout);   /* the benchmark prints its rows to stdout */
+    int tty = isatty(fileno(stderr));
+    const char *id = p->cur ? p->cur->id : "";
+    char eta[32], el[32];
+    format_duration(eta, sizeof eta, p->eta_s);
+    format_duration(el, sizeof el, p->elapsed_s);
+    if (!strcmp(p->event, "tick")) {
+        const hy_train_tick *t = p->tick;
+        if (!tty && !isfinite(t->val_loss)) return;
+        fprintf(stderr, "%s[%d/%d runs done] %s  step %ld  loss %.4f", tty ? "\r\033[K" : "", p->done + p->skipped,
+                p->n_runs, id, t->step, t->train_loss);
+        if (isfinite(t->val_loss)) fprintf(stderr, "  val %.4f", t->val_loss);
+        fprintf(stderr, "  %.0f tok/s  run %3.0f%%  elapsed %s  ETA %s%s", t->tokens_per_s, 100 * t->fraction, el, eta,
+                tty ? "" : "\n");
+        open_line = tty;
+        fflush(stderr);
+        return;
+    }
+    if (open_line) fputc('\n', stderr), open_line = 0;
+    if (!strcmp(p->event, "bench")) fprintf(stderr, "[experiment] benchmarking single blocks for layers.csv\n");
+    else if (!strcmp(p->event, "bench-skip")) fprintf(stderr, "[experiment] layers.csv is there with the same settings: skipped\n");
+    else if (!strcmp(p->event, "skip")) fprintf(stderr, "[%d/%d] %s: complete, skipped\n", p->run + 1, p->n_runs, id);
+    else if (!strcmp(p->event, "start") || !strcmp(p->event, "resume"))
+        fprintf(stderr, "[%d/%d] %s: %s\n", p->run + 1, p->n_runs, id,
+                !strcmp(p->event, "resume") ? "resuming from its checkpoint" : "training");
+    else if (!strcmp(p->event, "eval")) {
+        const hy_run_config *c = &p->cur->cfg;
+        fprintf(stderr, "[%d/%d] %s: final evaluation at T = %d", p->run + 1, p->n_runs, id, c->seq_len);
+        for (int i = 0; i < c->task.n_eval; i++)
+            if (c->task.eval_seq_len[i] != c->seq_len) fprintf(stderr, ", %d", c->task.eval_seq_len[i]);
+        fputc('\n', stderr);
+    } else if (!strcmp(p->event, "done"))
+        fprintf(stderr, "[%d/%d] %s: done (elapsed %s, ETA %s)\n", p->run + 1, p->n_runs, id, el, eta);
+    fflush(stderr);
+}
+
+static int cmd_experiment(run_args *a) {
+    static char out_set[HY_PATH_MAX + 16];
+    if (a->out) {
+        snprintf(out_set, sizeof out_set, "out_dir=%s", a->out);
+        a->sets[a->n_sets++] = out_set;
+    }
+    if (a->resume || a->stop_after) {
+        fprintf(stderr, "hybrid-exp: an experiment always resumes; --resume and --stop-after are for single runs\n");
+        return 2;
+    }
+    hy_experiment e;
+    if (hy_experiment_load(a->config, a->sets, a->n_sets, &e) < 0) {
+        fprintf(stderr, "hybrid-exp: %s\n", hy_last_error());
+        return 2;
+    }
+    signal(SIGINT, on_sigint);
+    signal(SIGTERM, on_sigint);
+    if (!a->quiet)
+        fprintf(stderr, "[experiment] %s: %d runs%s -> %s\n", e.name, e.n_runs, e.bench.enabled ? " + block benchmark" : "",
+                e.out_dir);
+    hy_exp_opts o = {.on_progress = a->quiet ? NULL : on_exp_progress, .stop = &stop_requested, .bench = hy_bench_main};
+    hy_exp_result r;
+    int rc = hy_experiment_run(&e, &o, &r);
+    if (rc < 0) {
+        hy_experiment_free(&e);
+        return fail(1, "experiment failed");
+    }
+    if (!a->quiet)
+        fprintf(stderr, "[experiment] %s: %d trained, %d skipped of %d%s\n%s\n", e.name, r.trained, r.skipped, r.total,
+                r.interrupted ? " (interrupted: run the same command again to continue)" : "", r.summary);
+    hy_experiment_free(&e);
+    return r.interrupted ? 130 : 0;
+}
+
+static int cmd_plot(int argc, char **argv) {
+    if (argc != 1 || is_help(argv[0]) || argv[0][0] == '-') {
+        fputs(PLOT_HELP, argc == 1 && is_help(argv[0]) ? stdout : stderr);
+        return argc == 1 && is_help(argv[0]) ? 0 : 2;
+    }
+    char summary[4096];
+    if (hy_experiment_plot(argv[0], summary, sizeof summary) < 0) return fail(1, "plot failed");
+    printf("%s\n", summary);
+    return 0;
+}
+
 static int cmd_train(int argc, char **argv) {
     run_args a;
     hy_run_config c;
+    for (int i = 0; i < argc; i++)   /* an experiment file has its own help */
+        if (!strcmp(argv[i], "--set") || !strcmp(argv[i], "--out") || !strcmp(argv[i], "--stop-after")) i++;
+        else if (argv[i][0] != '-') {
+            bool is_exp;
+            hy_experiment_detect(argv[i], &is_exp);
+            if (is_exp) {
+                int rc = parse_run_args(argc, argv, &a, EXPERIMENT_HELP);
+                return rc ? rc : cmd_experiment(&a);
+            }
+            break;
+        }
     int rc = parse_run_args(argc, argv, &a, TRAIN_HELP);
     if (rc || (rc = load_config(&a, &c, 1))) return rc;
     signal(SIGINT, on_sigint);
@@ -138,6 +261,9 @@ static int cmd_train(int argc, char **argv) {
                 "[%s] wrote %s/{train.csv,config.yaml,checkpoint.safetensors,checkpoint.state.safetensors}\n",
                 c.name, r.interrupted ? "interrupted" : "done", r.steps, r.tokens, r.seconds, r.tokens / r.seconds,
                 r.val_loss, r.val_ppl, r.val_bits_per_byte, r.peak_bytes / 1048576.0, c.name, c.out_dir);
+    if (!a.quiet && isfinite(r.val_accuracy))
+        fprintf(stderr, "[%s] task %s: accuracy %.4f on the answer positions\n", c.name, hy_task_name(c.task.type),
+                r.val_accuracy);
     hy_run_config_free(&c);
     return r.interrupted ? 130 : 0;
 }
@@ -385,6 +511,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(cmd, "generate")) rc = cmd_generate(argc - 2, argv + 2);
     else if (!strcmp(cmd, "bench")) rc = hy_bench_main(argc - 2, argv + 2);
     else if (!strcmp(cmd, "blocks")) rc = cmd_blocks(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "plot")) rc = cmd_plot(argc - 2, argv + 2);
     else if (cmd[0] != '-') rc = cmd_train(argc - 1, argv + 1);
     else {
         fprintf(stderr, "hybrid-exp: unknown option '%s'\n\n%s", cmd, USAGE);

@@ -39,6 +39,14 @@ double hy_evaluate(hy_model *model, const hy_corpus *corpus, int batch, int seq_
     return total / (double)n_batches;
 }
 
+/* Validation loss (and, for a task, accuracy on the answer positions) of the run's model. */
+static double validate(hy_model *m, const hy_data *d, const hy_run_config *c, double *acc) {
+    hy_eval_result e;
+    if (hy_evaluate_data(m, d, c->batch_size, c->seq_len, c->eval_batches, c->seed, false, &e) < 0) return NAN;
+    *acc = e.accuracy;
+    return e.loss;
+}
+
 /* train.csv is kept in memory and rewritten atomically, so it is never half-written. */
 typedef struct {
     char *text;
@@ -204,8 +212,8 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     snprintf(cfg_path, sizeof cfg_path, "%s/config.yaml", c->out_dir);
     if ((rc = hy_run_config_write(c, cfg_path)) < 0) return rc;
 
-    hy_corpus corpus;
-    if ((rc = hy_corpus_load(&corpus, c->corpus, c->val_fraction)) < 0) return rc;
+    hy_data corpus;   /* a byte corpus or a synthetic task */
+    if ((rc = hy_data_open(&corpus, c->corpus, c->val_fraction, &c->task, c->seed)) < 0) return rc;
     hy_model *m = NULL;
     hy_optim opt = {0};
     csv_text csv = {0};
@@ -232,23 +240,25 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
         goto done;
     }
     r->params = hy_model_param_count(m);
-    if (o->progress)
-        fprintf(o->progress, "[%s] %zu parameters, corpus %zu bytes (%d files), batch %d x %d, %s%s\n", variant,
-                r->params, corpus.len, corpus.n_files, B, T, c->optimizer, resumed ? ", resumed" : "");
-    double t_start = hy_now() - pr.elapsed, t_window = hy_now(), val = NAN, lr = c->lr, gnorm = 0;
+    char data_desc[160];
+    hy_data_describe(&corpus, data_desc, sizeof data_desc);
+    if (o->progress && !o->on_tick)
+        fprintf(o->progress, "[%s] %zu parameters, %s, batch %d x %d, %s%s\n", variant, r->params, data_desc, B, T,
+                c->optimizer, resumed ? ", resumed" : "");
+    double t_start = hy_now() - pr.elapsed, t_window = hy_now(), val = NAN, lr = c->lr, gnorm = 0, acc = NAN;
     long window_tokens = 0, first_step = pr.step;
     char line[512];
     if (!resumed) {
-        val = hy_evaluate(m, &corpus, B, T, c->eval_batches, c->seed);
+        val = validate(m, &corpus, c, &acc);
         snprintf(line, sizeof line, "%s,%d,0,0,,%.6f,,,,0.000\n", variant, T, val);
         csv_append(&csv, line);
     }
-    int tty = o->progress && isatty(fileno(o->progress));
+    int tty = o->progress && !o->on_tick && isatty(fileno(o->progress));
     bool stopped = false;
     for (;;) {
         double frac = budget_fraction(c, pr.step, pr.tokens, hy_now() - t_start);
         if (frac >= 1.0 || stopped) break;
-        if ((rc = hy_corpus_batch(&corpus, 0, &rng, B, T, in, tg)) < 0) break;
+        if ((rc = hy_data_batch(&corpus, 0, &rng, B, T, in, tg)) < 0) break;
         hy_loss loss;
         if ((rc = hy_model_forward(m, in, tg, B, T, true, &loss)) < 0) break;
         hy_model_zero_grad(m);
@@ -273,7 +283,7 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
             val = NAN;
             char vs[32] = "";
             if (eval) {
-                val = hy_evaluate(m, &corpus, B, T, c->eval_batches, c->seed);
+                val = validate(m, &corpus, c, &acc);
                 snprintf(vs, sizeof vs, "%.6f", val);
             }
             r->train_loss = pr.window_loss / pr.window_steps;
@@ -281,7 +291,10 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
             snprintf(line, sizeof line, "%s,%d,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f\n", variant, T, pr.step,
                      pr.tokens, r->train_loss, vs, lr, gnorm, tps, now - t_start);
             csv_append(&csv, line);
-            if (o->progress) {
+            if (o->on_tick) {
+                hy_train_tick tk = {pr.step, pr.tokens, r->train_loss, val, lr, tps, now - t_start, fmin(frac, 1.0)};
+                o->on_tick(o->tick_ctx, &tk);
+            } else if (o->progress) {
                 char eta[32];
                 format_eta(eta, sizeof eta, (now - t_start) * (1.0 - frac) / fmax(frac, 1e-9));
                 fprintf(o->progress, "%s[%s] step %ld  loss %.4f%s%s  lr %.2e  %.0f tok/s  %3.0f%%  ETA %s%s",
@@ -301,9 +314,10 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     if (tty) fputc('\n', o->progress);
     if (rc == 0) {
         pr.elapsed = hy_now() - t_start;
-        if (isnan(val)) val = hy_evaluate(m, &corpus, B, T, c->eval_batches, c->seed);
+        if (isnan(val)) val = validate(m, &corpus, c, &acc);
         r->steps = pr.step, r->tokens = pr.tokens, r->seconds = pr.elapsed;
         r->val_loss = val, r->val_ppl = exp(val), r->val_bits_per_byte = val / log(2.0);
+        r->val_accuracy = c->task.type != HY_TASK_NONE ? acc : NAN;
         r->interrupted = stopped;
         r->peak_bytes = hy_mem_peak() - mem_base;
         rc = save_all(&P, m, &opt, &rng, &pr);
@@ -314,6 +328,6 @@ done:
     free(csv.text);
     hy_optim_free(&opt);
     hy_model_free(m);
-    hy_corpus_free(&corpus);
+    hy_data_free(&corpus);
     return rc;
 }

@@ -4,11 +4,22 @@
 #define HY_EXPERIMENTS_TRAIN_H
 #include "experiments/config.h"
 #include "experiments/data.h"
+#include "experiments/tasks.h"
 #include <signal.h>
 #include <stdio.h>
 
+/* What the trainer reports at every train.csv row (for a caller's own progress display). */
+typedef struct {
+    long step;
+    double tokens, train_loss, val_loss, lr, tokens_per_s, elapsed_s;   /* val_loss NAN when not evaluated */
+    double fraction;         /* of the budget, 0..1 */
+} hy_train_tick;
+
 typedef struct {
     FILE *progress;          /* live progress line (NULL = silent) */
+    /* when set, called at every train.csv row instead of printing to `progress` */
+    void (*on_tick)(void *ctx, const hy_train_tick *t);
+    void *tick_ctx;
     bool resume;             /* continue from out_dir/checkpoint.* if present */
     const char *variant;     /* the `variant` column of train.csv (default: config name) */
     volatile sig_atomic_t *stop;   /* set asynchronously (Ctrl-C): save, flush and return */
@@ -19,6 +30,7 @@ typedef struct {
     long steps;
     double tokens, seconds, tokens_per_s;
     double train_loss, val_loss, val_ppl, val_bits_per_byte;
+    double val_accuracy;     /* fraction of labelled positions predicted right (tasks; NAN for a corpus) */
     size_t params, peak_bytes;
     bool interrupted;
 } hy_train_result;

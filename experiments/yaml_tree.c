@@ -78,8 +78,10 @@ int yt_fail(const yt_doc *d, const yt_node *n, bool at_key, const char *path, co
     if (!path) path = n->path;
     if (n->set >= 0 && n->set < d->n_sets) return hy_fail_code(HY_ERR_CONFIG, "--set %s: %s", d->sets[n->set], problem);
     int line = at_key ? n->kline : n->line, col = at_key ? n->kcol : n->col;
-    if (!*path) return hy_fail_code(HY_ERR_CONFIG, "%s:%d:%d: %s", d->file, line, col, problem);
-    return hy_fail_code(HY_ERR_CONFIG, "%s:%d:%d: %s: %s", d->file, line, col, path, problem);
+    const char *file = n->file ? n->file : d->file;
+    if (line <= 0) return hy_fail_code(HY_ERR_CONFIG, "%s: %s: %s", file, path, problem);
+    if (!*path) return hy_fail_code(HY_ERR_CONFIG, "%s:%d:%d: %s", file, line, col, problem);
+    return hy_fail_code(HY_ERR_CONFIG, "%s:%d:%d: %s: %s", file, line, col, path, problem);
 }
 
 bool yt_is_null(const yt_node *n) {
@@ -363,6 +365,66 @@ int yt_apply_set(yt_doc *d, int i) {
     }
     if (cur == d->root) return hy_fail_code(HY_ERR_CONFIG, "--set %s: expected KEY.PATH=VALUE", s);
     return 0;
+}
+
+/* ---- building trees ---- */
+
+void yt_node_free(yt_node *n) { node_free(n); }
+
+yt_node *yt_clone(const yt_node *n, const char *file, size_t strip, const char *prefix) {
+    char path[1024];
+    if (prefix) snprintf(path, sizeof path, "%s%s", prefix, strlen(n->path) >= strip ? n->path + strip : "");
+    else snprintf(path, sizeof path, "%s", n->path);
+    yt_node *c = node_new(n->kind, n->line, n->col, n->set, path);
+    if (!c) return NULL;
+    c->kline = n->kline, c->kcol = n->kcol, c->plain = n->plain;
+    c->file = n->file ? n->file : file;
+    if ((n->key && !(c->key = strdup(n->key))) || (n->text && !(c->text = strdup(n->text)))) {
+        node_free(c);
+        return NULL;
+    }
+    for (int i = 0; i < n->n; i++) {
+        yt_node *k = yt_clone(n->kids[i], file, strip, prefix);
+        if (!k || node_add(c, k) < 0) {
+            node_free(k);
+            node_free(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+/* A node of `kind` placed where `at` is (or nowhere). */
+static yt_node *new_at(yt_kind kind, const char *key, const char *path, const yt_node *at) {
+    yt_node *n = node_new(kind, at ? at->line : 0, at ? at->col : 0, at ? at->set : -1, path);
+    if (!n) return NULL;
+    if (at) n->kline = at->kline, n->kcol = at->kcol, n->file = at->file;
+    if (key && !(n->key = strdup(key))) {
+        node_free(n);
+        return NULL;
+    }
+    return n;
+}
+
+yt_node *yt_new_map(const char *key, const char *path, const yt_node *at) { return new_at(YT_MAP, key, path, at); }
+
+yt_node *yt_new_scalar(const char *key, const char *text, const char *path, const yt_node *at) {
+    yt_node *n = new_at(YT_SCALAR, key, path, at);
+    if (n && !(n->text = strdup(text))) {
+        node_free(n);
+        return NULL;
+    }
+    return n;
+}
+
+int yt_put(yt_node *m, yt_node *kid) {
+    for (int i = 0; i < m->n; i++)
+        if (strcmp(m->kids[i]->key, kid->key) == 0) {
+            node_free(m->kids[i]);
+            m->kids[i] = kid;
+            return 0;
+        }
+    return node_add(m, kid);
 }
 
 /* ---- typed readers ---- */

@@ -23,6 +23,7 @@ typedef struct yt_node {
     struct yt_node **kids;     /* map values (with key) or list items, in file order */
     int n, cap;
     char *path;                /* key path, "" for the root */
+    const char *file;          /* the file it came from when not the doc's (yt_clone), else NULL */
 } yt_node;
 
 typedef struct {
@@ -62,6 +63,17 @@ int yt_read_str(const yt_doc *d, const yt_node *n, char *out, size_t len);
 int yt_read_enum(const yt_doc *d, const yt_node *n, const char *const *words, int *out);
 /* Parse option `idx` of ops from scalar n into o (hy_opt_parse), message located at n. */
 int yt_read_opt(const yt_doc *d, const yt_node *n, const hy_block_ops *ops, hy_opts *o, int idx);
+
+/* ---- building trees (experiment configs compose one run's tree from several files) ---- */
+/* Deep copy of n; nodes without a file get `file` (NULL: keep the doc's). Key path of the copy:
+ * n's path with its first `strip` characters replaced by `prefix` (NULL: unchanged). */
+yt_node *yt_clone(const yt_node *n, const char *file, size_t strip, const char *prefix);
+/* A new empty map / plain scalar, located where `at` is (at may be NULL: no location). */
+yt_node *yt_new_map(const char *key, const char *path, const yt_node *at);
+yt_node *yt_new_scalar(const char *key, const char *text, const char *path, const yt_node *at);
+/* Puts kid into map m under kid->key, replacing (and freeing) an entry with that key. */
+int yt_put(yt_node *m, yt_node *kid);
+void yt_node_free(yt_node *n);
 
 /* The model part of the schema (experiments/config_layers.c): `model.blocks` and `model.layers`
  * of the map `model` into m (d_model, n_layers already set); options resolved, kinds checked. */

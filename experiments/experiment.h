@@ -1,0 +1,89 @@
+/* Experiments: a set of variants (models) x a sweep (seq_len, and optionally d_model, d_state,
+ * lr), one budget per run, and an optional single-block benchmark, run as one resumable job that
+ * writes results/<experiment>/ (sweep.csv, train.csv, eval.csv, layers.csv, plots, report.md).
+ * The config (config_exp.c) composes, for every run, the tree of a plain run config from the
+ * experiment file and the variant's model file, and reads it with the run-config schema, so a run
+ * of an experiment is validated exactly like a plain config and every error names its file,
+ * line, column and key. */
+#ifndef HY_EXPERIMENTS_EXPERIMENT_H
+#define HY_EXPERIMENTS_EXPERIMENT_H
+#include "experiments/config.h"
+#include "experiments/train.h"
+#include "experiments/yaml_tree.h"
+#include <signal.h>
+#include <stdbool.h>
+
+typedef struct {
+    char variant[160];        /* the `variant` column: name, plus ":key=value" per swept d_model/d_state/lr */
+    char id[200];             /* folder under runs/: <variant>-T<seq_len> */
+    int seq_len;
+    hy_run_config cfg;        /* resolved; cfg.out_dir = <out_dir>/runs/<id> */
+} hy_exp_run;
+
+typedef struct {
+    bool enabled;
+    char blocks[1024];        /* comma list of block names; "" = every registered block */
+    int min_T, max_T, d_model;
+    bool quick;
+} hy_exp_bench;
+
+typedef struct {
+    char source[HY_PATH_MAX];
+    char name[128];
+    char out_dir[HY_PATH_MAX];
+    int threads;
+    int n_runs;
+    hy_exp_run *runs;         /* variant-major, then d_model, d_state, lr, seq_len */
+    hy_exp_bench bench;
+} hy_experiment;
+
+/* Whether the YAML file at `path` is an experiment (has variants, sweep, budget or bench at the
+ * top level) rather than a plain run config. *is_exp = false when it cannot be parsed (the run
+ * loader then reports the problem). */
+void hy_experiment_detect(const char *path, bool *is_exp);
+/* Loads and validates the whole experiment (every run resolved) with `n_sets` --set overrides
+ * applied to the experiment file. HY_ERR_CONFIG with a located message on error. */
+int hy_experiment_load(const char *path, const char *const *sets, int n_sets, hy_experiment *e);
+void hy_experiment_free(hy_experiment *e);
+
+/* The run-config schema over an already composed tree d->root (config.c). */
+int hy_run_config_from_tree(const yt_doc *d, hy_run_config *c);
+
+/* ---- running (sweep.c) ---- */
+
+typedef struct {
+    int run, n_runs, done, skipped;   /* index of the current run; runs finished or skipped so far */
+    const hy_exp_run *cur;
+    const hy_train_tick *tick;        /* NULL at the start / end of a run */
+    double elapsed_s, eta_s;          /* whole experiment; eta NAN when unknown */
+    const char *event;                /* "bench", "bench-skip", "skip", "start", "resume", "tick", "eval", "done" */
+} hy_exp_progress;
+
+typedef struct {
+    void (*on_progress)(void *ctx, const hy_exp_progress *p);
+    void *ctx;
+    volatile sig_atomic_t *stop;
+    /* the single-block benchmark (hy_bench_main of bench/, given by the program); NULL = skip */
+    int (*bench)(int argc, char **argv);
+    long stop_after_runs;             /* > 0: stop after training this many runs (tests) */
+    bool no_plots;
+} hy_exp_opts;
+
+typedef struct {
+    int trained, skipped, total;
+    bool interrupted;
+    char summary[4096];               /* crossover points and where the report is, for printing */
+} hy_exp_result;
+
+/* Runs every run not already complete in e->out_dir (a run is complete when runs/<id>/result.csv
+ * exists and runs/<id>/config.yaml is the run's resolved config), resumes an interrupted one
+ * from its checkpoint, then writes the experiment's CSVs, plots and report. */
+int hy_experiment_run(const hy_experiment *e, const hy_exp_opts *o, hy_exp_result *r);
+
+/* ---- results (plot.c, report.c) ---- */
+
+/* Redraws every plot and report.md in `dir` from its CSV files alone (those that exist).
+ * summary (may be NULL) gets the crossover points and the files written. */
+int hy_experiment_plot(const char *dir, char *summary, size_t summary_len);
+
+#endif

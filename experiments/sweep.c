@@ -1,0 +1,264 @@
+/* Running an experiment: the single-block benchmark (through the program's bench), then every
+ * variant x sweep point as a plain training run in runs/<id>/, skipping complete runs and resuming
+ * interrupted ones, then the experiment's CSVs (concatenated from the runs, in run order), plots
+ * and report. Every file is written to a temporary name and renamed. */
+#include "core/error.h"
+#include "core/fileio.h"
+#include "core/mem.h"
+#include "core/timer.h"
+#include "experiments/experiment.h"
+#include "models/checkpoint.h"
+#include "models/json.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *const HY_SWEEP_CSV_HEADER = "variant,seq_len,params,flop_per_token,tokens,train_s,tokens_per_s,peak_bytes,"
+                                        "state_bytes,val_loss,val_ppl,val_bits_per_byte\n";
+const char *const HY_EVAL_CSV_HEADER = "variant,seq_len,task,eval_seq_len,val_loss,accuracy,labels\n";
+/* Only used when no run has a train.csv yet (the runs' own header is copied otherwise). */
+static const char *const HY_TRAIN_CSV_HEADER =
+    "variant,seq_len,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s\n";
+
+/* dir/name into out. */
+static void join(char *out, size_t n, const char *dir, const char *name) { snprintf(out, n, "%s/%s", dir, name); }
+
+/* Whether file `path` holds exactly `text`. */
+static bool file_is(const char *path, const char *text) {
+    char *data;
+    size_t len;
+    if (hy_read_file(path, &data, &len) < 0) return false;
+    bool same = len == strlen(text) && memcmp(data, text, len) == 0;
+    hy_free(data);
+    return same;
+}
+
+typedef enum { RUN_NEW, RUN_PARTIAL, RUN_COMPLETE } run_status;
+
+/* What is in runs/<id>/ already: a finished run with this exact resolved config, an interrupted
+ * one to resume, or nothing usable (a run with another config is cleared). */
+static run_status status_of(const hy_exp_run *run, bool clear_stale) {
+    char cfg[HY_PATH_MAX + 64], res[HY_PATH_MAX + 64], ck[HY_PATH_MAX + 64];
+    const char *dir = run->cfg.out_dir;
+    join(cfg, sizeof cfg, dir, "config.yaml");
+    join(res, sizeof res, dir, "result.csv");
+    join(ck, sizeof ck, dir, "checkpoint.safetensors");
+    char *text = hy_run_config_text(&run->cfg);
+    bool same = text && file_is(cfg, text);
+    free(text);
+    if (same && access(res, F_OK) == 0) return RUN_COMPLETE;
+    if (same && access(ck, F_OK) == 0) return RUN_PARTIAL;
+    if (clear_stale) {
+        static const char *const files[] = {"result.csv", "eval.csv", "train.csv", "checkpoint.safetensors",
+                                            "checkpoint.state.safetensors"};
+        for (int k = 0; k < 5; k++) {
+            char p[HY_PATH_MAX + 64];
+            join(p, sizeof p, dir, files[k]);
+            unlink(p);
+        }
+    }
+    return RUN_NEW;
+}
+
+typedef struct {
+    const hy_experiment *e;
+    const hy_exp_opts *o;
+    hy_exp_progress p;
+    double t0, todo, finished;   /* runs to train in this call, and how many are done */
+} tick_ctx;
+
+static void report(tick_ctx *t, const char *event, const hy_train_tick *tk) {
+    if (!t->o->on_progress) return;
+    t->p.event = event;
+    t->p.tick = tk;
+    t->p.elapsed_s = hy_now() - t->t0;
+    double units = t->finished + (tk ? tk->fraction : 0);
+    t->p.eta_s = units > 0 ? t->p.elapsed_s * (t->todo - units) / units : NAN;
+    t->o->on_progress(t->o->ctx, &t->p);
+}
+
+static void on_tick(void *ctx, const hy_train_tick *tk) { report(ctx, "tick", tk); }
+
+/* After training: sweep.csv's row and eval.csv's rows of one run, from its final checkpoint
+ * (accuracy and loss at the training length and at the task's extra lengths). Returns 1 when
+ * stopped (Ctrl-C) between two lengths: nothing is written, the next call evaluates again. */
+static int finish_run(const hy_exp_run *run, const hy_train_result *tr, volatile sig_atomic_t *stop) {
+    const hy_run_config *c = &run->cfg;
+    char ck[HY_PATH_MAX + 64], path[HY_PATH_MAX + 64];
+    join(ck, sizeof ck, c->out_dir, "checkpoint.safetensors");
+    hy_model *m;
+    long step;
+    int rc = hy_checkpoint_load(ck, &m, &step);
+    if (rc < 0) return rc;
+    hy_data data;
+    if ((rc = hy_data_open(&data, c->corpus, c->val_fraction, &c->task, c->seed)) < 0) {
+        hy_model_free(m);
+        return rc;
+    }
+    hy_strbuf ev = {0}, sw = {0};
+    hy_sb_add(&ev, HY_EVAL_CSV_HEADER);
+    int lens[HY_TASK_MAX_EVAL + 1], n = 0;
+    lens[n++] = c->seq_len;
+    for (int i = 0; i < c->task.n_eval; i++)
+        if (c->task.eval_seq_len[i] != c->seq_len) lens[n++] = c->task.eval_seq_len[i];
+    for (int i = 0; i < n && rc == 0; i++) {
+        hy_eval_result er;
+        if (stop && *stop) {
+            rc = 1;
+            break;
+        }
+        if ((rc = hy_evaluate_data(m, &data, c->batch_size, lens[i], c->eval_batches, c->seed, c->task.eval_streaming, &er)) < 0) break;
+        hy_sb_printf(&ev, "%s,%d,%s,%d,%.6f,%.6f,%ld\n", run->variant, c->seq_len, hy_task_name(c->task.type), lens[i],
+                     er.loss, er.accuracy, er.labels);
+    }
+    hy_sb_add(&sw, HY_SWEEP_CSV_HEADER);
+    hy_sb_printf(&sw, "%s,%d,%zu,%.6g,%.0f,%.3f,%.1f,%zu,%zu,%.6f,%.6f,%.6f\n", run->variant, c->seq_len,
+                 hy_model_param_count(m), hy_model_flop_per_token(m, c->seq_len), tr->tokens, tr->seconds,
+                 tr->tokens / fmax(tr->seconds, 1e-9), tr->peak_bytes, hy_model_state_bytes(m, c->seq_len), tr->val_loss,
+                 tr->val_ppl, tr->val_bits_per_byte);
+    hy_data_free(&data);
+    hy_model_free(m);
+    char *evt = hy_sb_take(&ev), *swt = hy_sb_take(&sw);
+    if (rc == 0 && (!evt || !swt)) rc = HY_ERR_NOMEM;
+    if (rc == 1) {
+        free(evt), free(swt);
+        return 1;
+    }
+    if (rc == 0) {
+        join(path, sizeof path, c->out_dir, "eval.csv");
+        rc = hy_write_file_atomic(path, evt, strlen(evt));
+    }
+    if (rc == 0) {   /* last: the run's completion marker */
+        join(path, sizeof path, c->out_dir, "result.csv");
+        rc = hy_write_file_atomic(path, swt, strlen(swt));
+    }
+    free(evt), free(swt);
+    return rc;
+}
+
+/* out/name = the header of the first run file found + every run file's rows, in run order. */
+static int concat(const hy_experiment *e, const char *name, const char *fallback_header) {
+    hy_strbuf b = {0};
+    bool header = false;
+    for (int i = 0; i < e->n_runs; i++) {
+        char path[HY_PATH_MAX + 64], *data;
+        size_t len;
+        join(path, sizeof path, e->runs[i].cfg.out_dir, name);
+        if (access(path, F_OK) != 0 || hy_read_file(path, &data, &len) < 0) continue;
+        char *body = strchr(data, '\n');
+        if (body) {
+            if (!header) hy_sb_addn(&b, data, (size_t)(body - data) + 1);
+            header = true;
+            hy_sb_add(&b, body + 1);
+        }
+        hy_free(data);
+    }
+    if (!header) hy_sb_add(&b, fallback_header);
+    size_t len = b.len;
+    char *text = hy_sb_take(&b), path[HY_PATH_MAX + 64];
+    if (!text) return HY_ERR_NOMEM;
+    join(path, sizeof path, e->out_dir, name);
+    int rc = hy_write_file_atomic(path, text, len);
+    free(text);
+    return rc;
+}
+
+/* layers.csv through the program's benchmark, unless one with the same settings is there. */
+static int run_bench(const hy_experiment *e, const hy_exp_opts *o, tick_ctx *t) {
+    const hy_exp_bench *b = &e->bench;
+    char spec[1400], marker[HY_PATH_MAX + 64], layers[HY_PATH_MAX + 64];
+    snprintf(spec, sizeof spec, "blocks=%s min_T=%d max_T=%d d_model=%d quick=%d threads=%d\n",
+             b->blocks[0] ? b->blocks : "all", b->min_T, b->max_T, b->d_model, b->quick, e->threads);
+    join(marker, sizeof marker, e->out_dir, "layers.spec");
+    join(layers, sizeof layers, e->out_dir, "layers.csv");
+    if (access(layers, F_OK) == 0 && file_is(marker, spec)) {
+        report(t, "bench-skip", NULL);
+        return 0;
+    }
+    if (!o->bench) return 0;
+    report(t, "bench", NULL);
+    char a_min[16], a_max[16], a_d[16], a_th[16];
+    snprintf(a_min, sizeof a_min, "%d", b->min_T);
+    snprintf(a_max, sizeof a_max, "%d", b->max_T);
+    snprintf(a_d, sizeof a_d, "%d", b->d_model);
+    snprintf(a_th, sizeof a_th, "%d", e->threads);
+    char *argv[16];
+    int argc = 0;
+    if (b->quick) argv[argc++] = "--quick";   /* first: it also lowers max-T, which follows */
+    char *rest[] = {"--out", (char *)e->out_dir, "--min-T", a_min, "--max-T", a_max, "--d-model", a_d, "--threads", a_th};
+    for (int k = 0; k < 10; k++) argv[argc++] = rest[k];
+    if (b->blocks[0]) argv[argc++] = "--blocks", argv[argc++] = (char *)b->blocks;
+    if (o->bench(argc, argv) != 0) return hy_fail("the block benchmark failed (see its output above)");
+    return hy_write_file_atomic(marker, spec, strlen(spec));
+}
+
+int hy_experiment_run(const hy_experiment *e, const hy_exp_opts *o, hy_exp_result *r) {
+    memset(r, 0, sizeof *r);
+    r->total = e->n_runs;
+    char path[HY_PATH_MAX + 64], *src;
+    size_t len;
+    int rc = hy_mkdirs(e->out_dir);
+    if (rc < 0) return rc;
+    if ((rc = hy_read_file(e->source, &src, &len)) < 0) return rc;   /* the experiment as given */
+    join(path, sizeof path, e->out_dir, "experiment.yaml");
+    rc = hy_write_file_atomic(path, src, len);
+    hy_free(src);
+    if (rc < 0) return rc;
+    tick_ctx t = {.e = e, .o = o, .t0 = hy_now()};
+    t.p.n_runs = e->n_runs;
+    for (int i = 0; i < e->n_runs; i++) t.todo += status_of(&e->runs[i], false) != RUN_COMPLETE;
+    if (e->bench.enabled && (rc = run_bench(e, o, &t)) < 0) return rc;
+    for (int i = 0; i < e->n_runs; i++) {
+        const hy_exp_run *run = &e->runs[i];
+        t.p.run = i, t.p.cur = run;
+        if ((rc = hy_mkdirs(run->cfg.out_dir)) < 0) return rc;
+        run_status st = status_of(run, true);
+        if (st == RUN_COMPLETE) {
+            r->skipped++, t.p.skipped++;
+            report(&t, "skip", NULL);
+            continue;
+        }
+        if (o->stop && *o->stop) {
+            r->interrupted = true;
+            break;
+        }
+        report(&t, st == RUN_PARTIAL ? "resume" : "start", NULL);
+        hy_train_opts to = {.resume = st == RUN_PARTIAL, .variant = run->variant, .stop = o->stop,
+                            .on_tick = on_tick, .tick_ctx = &t};
+        hy_train_result tr;
+        if ((rc = hy_train(&run->cfg, &to, &tr)) < 0) {
+            hy_error_prefix("run %s", run->id);
+            return rc;
+        }
+        if (tr.interrupted) {
+            r->interrupted = true;
+            break;
+        }
+        report(&t, "eval", NULL);
+        if ((rc = finish_run(run, &tr, o->stop)) < 0) {
+            hy_error_prefix("run %s", run->id);
+            return rc;
+        }
+        if (rc == 1) {
+            r->interrupted = true;
+            rc = 0;
+            break;
+        }
+        r->trained++, t.p.done++, t.finished++;
+        report(&t, "done", NULL);
+        if (o->stop_after_runs > 0 && r->trained >= o->stop_after_runs) {
+            r->interrupted = r->trained + r->skipped < r->total;
+            break;
+        }
+    }
+    if ((rc = concat(e, "result.csv", HY_SWEEP_CSV_HEADER)) < 0) return rc;
+    char a[HY_PATH_MAX + 64], b[HY_PATH_MAX + 64];
+    join(a, sizeof a, e->out_dir, "result.csv");
+    join(b, sizeof b, e->out_dir, "sweep.csv");
+    if (rename(a, b) != 0) return hy_fail_code(HY_ERR_IO, "cannot rename %s to %s", a, b);
+    if ((rc = concat(e, "train.csv", HY_TRAIN_CSV_HEADER)) < 0 || (rc = concat(e, "eval.csv", HY_EVAL_CSV_HEADER)) < 0) return rc;
+    if (!o->no_plots) return hy_experiment_plot(e->out_dir, r->summary, sizeof r->summary);
+    return 0;
+}

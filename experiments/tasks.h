@@ -1,0 +1,69 @@
+/* Synthetic tasks, generated in C from a seed (no files): multi-query associative recall (Zoology's
+ * MQAR), selective copying (Mamba) and induction heads (Mamba). Each example is one sequence of
+ * T inputs and T targets where only the answer positions carry a label (target >= 0); every
+ * other target is -1, which the model's cross-entropy ignores, so loss and accuracy count only
+ * the answers. Also the data source the trainer draws from: a byte corpus or a task. */
+#ifndef HY_EXPERIMENTS_TASKS_H
+#define HY_EXPERIMENTS_TASKS_H
+#include "core/rng.h"
+#include "experiments/data.h"
+#include "hybrid.h"
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { HY_TASK_NONE = 0, HY_TASK_MQAR, HY_TASK_SELECTIVE_COPY, HY_TASK_INDUCTION } hy_task_type;
+
+#define HY_TASK_MAX_EVAL 16
+
+typedef struct {
+    hy_task_type type;
+    int vocab;             /* token ids 0..vocab-1 (mqar 64, selective_copy 16, induction 16) */
+    int num_kv_pairs;      /* mqar: K key-value pairs (8) */
+    double power_a;        /* mqar: query gaps ~ a * g^(a-1) (0.01, as Zoology) */
+    int n_tokens;          /* selective_copy: tokens to copy (16) */
+    long examples;         /* distinct training examples (0 = a fresh example every time) */
+    int n_eval;            /* extra evaluation lengths (induction: longer than training) */
+    bool eval_streaming;   /* final evaluation token by token through the streaming step */
+    int eval_seq_len[HY_TASK_MAX_EVAL];
+} hy_task_config;
+
+/* Defaults of `type` (vocab etc.); n_eval = 0. */
+void hy_task_defaults(hy_task_type type, hy_task_config *t);
+const char *hy_task_name(hy_task_type type);
+/* Whether the task can make sequences of T tokens for a model of vocab_size: 0, or negative with
+ * a message (without location) in msg. */
+int hy_task_check(const hy_task_config *t, int T, int vocab_size, char *msg, size_t len);
+/* One example of T positions from `seed`: in[t] the input, tg[t] the label for position t
+ * (the token that must follow in[t]) or -1. Deterministic in (config, seed, T). */
+int hy_task_example(const hy_task_config *t, uint64_t seed, int T, int32_t *in, int32_t *tg);
+/* B examples. Training (split 0) draws one of `examples` fixed examples (or a fresh one);
+ * validation (split 1) draws fresh examples from another seed stream. */
+int hy_task_batch(const hy_task_config *t, uint64_t seed, int split, hy_rng *rng, int B, int T, int32_t *in,
+                  int32_t *tg);
+
+/* What the trainer reads: a byte corpus, or a task. */
+typedef struct {
+    hy_task_config task;   /* type NONE = corpus */
+    hy_corpus corpus;
+    uint64_t seed;
+} hy_data;
+
+int hy_data_open(hy_data *d, const char *corpus, double val_fraction, const hy_task_config *task, uint64_t seed);
+void hy_data_free(hy_data *d);
+int hy_data_batch(const hy_data *d, int split, hy_rng *rng, int B, int T, int32_t *in, int32_t *tg);
+/* One line for the progress header: "corpus N bytes (F files)" or "task mqar (vocab 64, ...)". */
+void hy_data_describe(const hy_data *d, char *out, size_t len);
+
+/* Validation of a model: mean cross-entropy over labelled positions (nats) and the fraction of
+ * labelled positions whose argmax logit is the label, over n_batches fixed batches of the
+ * validation split. streaming: through hy_model_step one token at a time (the recurrent form:
+ * constant memory in T for SSMs) instead of the parallel forward. Returns 0 or negative. */
+typedef struct {
+    double loss, accuracy;
+    long labels;
+} hy_eval_result;
+int hy_evaluate_data(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
+                     hy_eval_result *r);
+
+#endif

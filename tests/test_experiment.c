@@ -1,0 +1,480 @@
+/* Experiments: the experiment config (composition of runs, located errors), the runner (CSV schemas of SPEC §5,
+ * skipping complete runs, resuming, rerunning a changed run) and the plots (gnuplot exit status,
+ * the files, the crossover point) from tiny CSV files. */
+#include "core/error.h"
+#include "core/fileio.h"
+#include "core/mem.h"
+#include "experiments/experiment.h"
+#include "experiments/results.h"
+#include "experiments/tasks.h"
+#include "tests/testutil.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define EXP "tests/configs/exp/"
+#define BADX "tests/configs/bad-exp/"
+
+/* ---- experiment configs ---- */
+
+START_TEST(compose_runs) {
+    hy_experiment e;
+    const char *sets[] = {"out_dir=/tmp/unused"};
+    ck_assert_msg(hy_experiment_load(EXP "tiny-exp.yaml", sets, 1, &e) == 0, "%s", hy_last_error());
+    ck_assert_int_eq(e.n_runs, 4);
+    static const char *const ids[] = {"a-T8", "a-T16", "b-T8", "b-T16"};
+    for (int i = 0; i < 4; i++) {
+        const hy_run_config *c = &e.runs[i].cfg;
+        ck_assert_str_eq(e.runs[i].id, ids[i]);
+        ck_assert_int_eq(c->seq_len, i % 2 ? 16 : 8);
+        ck_assert_int_eq(c->steps, 3);                       /* budget */
+        ck_assert_int_eq(c->batch_size, 2);                  /* experiment train */
+        ck_assert_int_eq(c->seed, 3);
+        ck_assert_int_eq(c->model.d_model, 16);
+        ck_assert_int_eq(hy_opt_int(&c->model.layers[0].mixer.opts, 0), i < 2 ? 2 : 4);   /* the variant's model */
+        ck_assert_double_eq(c->lr, i < 2 ? 0.01 : 0.005);   /* per-variant override */
+        char want[128];
+        snprintf(want, sizeof want, "/tmp/unused/runs/%s", ids[i]);
+        ck_assert_str_eq(c->out_dir, want);
+    }
+    hy_experiment_free(&e);
+    /* a d_model sweep labels the variants; --set reaches the experiment file */
+    const char *more[] = {"sweep.d_model=", "budget.steps=2"};
+    ck_assert_int_eq(hy_experiment_load(EXP "tiny-exp.yaml", more, 2, &e), HY_ERR_CONFIG);   /* null is no list */
+    bool is_exp;
+    hy_experiment_detect(EXP "tiny-exp.yaml", &is_exp);
+    ck_assert(is_exp);
+    hy_experiment_detect("tests/configs/tiny-train.yaml", &is_exp);
+    ck_assert(!is_exp);
+}
+END_TEST
+
+typedef struct {
+    const char *file, *where, *path, *problem;
+} bad_case;
+
+static const bad_case bad_cases[] = {
+    {"unknown-top.yaml", "3:1", "sweeep", "unknown key 'sweeep' (allowed: name, seed, threads, out_dir, compute, data, train, "
+                                          "variants, sweep, budget, bench)"},
+    {"variants-map.yaml", "2:3", "variants", "must be a non-empty list of {name, model, train}, got a map"},
+    {"variant-no-name.yaml", "2:5", "variants[0].name", "missing required key"},
+    {"variant-duplicate.yaml", "3:12", "variants[1].name", "duplicate variant name 'a' (also variants[0])"},
+    {"model-missing.yaml", "2:22", "variants[0].model", "cannot open the model file tests/configs/bad-exp/models/nope.yaml"},
+    {"inline-model-error.yaml", "6:23", "variants[0].model.layers.mixer", "unknown mixer block 'attentoin'"},
+    {"sweep-not-list.yaml", "2:12", "sweep.seq_len", "must be a non-empty list"},
+    {"sweep-item.yaml", "2:17", "sweep.seq_len[1]", "must be an integer in [1, 16777216], got 'big'"},
+    {"budget-conflict.yaml", "4:3", "budget.steps", "train.steps is also set: give the budget in one place"},
+    {"budget-empty.yaml", "1:9", "budget", "give at least one of steps, tokens, seconds"},
+    {"swept-in-variant.yaml", "5:13", "variants[0].train.seq_len", "is swept (sweep.seq_len): remove it here"},
+    {"bench-block.yaml", "2:23", "bench.blocks[1]", "unknown block (registered: "},
+    {"nothing.yaml", "1:1", "variants", "missing required key"},
+    {"bench-unused.yaml", "2:1", "train", "has no effect in an experiment without variants"},
+    {"task-length.yaml", "3:23", "sweep.seq_len[1]", "mqar needs seq_len >= 4 * num_kv_pairs = 32"},
+    {"task-option.yaml", "2:27", "data.task.num_kv_pairs", "unknown key 'num_kv_pairs' (allowed: type, vocab, examples, "
+                                                            "eval_seq_len, streaming)"},
+};
+
+START_TEST(bad_experiment) {
+    const bad_case *b = &bad_cases[_i];
+    char path[256], want[1024];
+    snprintf(path, sizeof path, BADX "%s", b->file);
+    snprintf(want, sizeof want, "%s:%s: %s: %s", path, b->where, b->path, b->problem);
+    hy_experiment e;
+    ck_assert_int_eq(hy_experiment_load(path, NULL, 0, &e), HY_ERR_CONFIG);
+    const char *msg = hy_last_error();
+    ck_assert_msg(strncmp(msg, want, strlen(want)) == 0, "\nexpected: %s...\n     got: %s", want, msg);
+    ck_assert_ptr_null(e.runs);
+}
+END_TEST
+
+/* An error inside a model file names the model file, its line and column. */
+START_TEST(model_file_error) {
+    hy_experiment e;
+    ck_assert_int_eq(hy_experiment_load(BADX "model-file-error.yaml", NULL, 0, &e), HY_ERR_CONFIG);
+    const char *want = BADX "models/broken.yaml:4:33: model.blocks.attention.n_heads: must be an integer, got 'three'";
+    ck_assert_msg(!strncmp(hy_last_error(), want, strlen(want)), "got %s", hy_last_error());
+}
+END_TEST
+
+/* Every shipped config loads; a model file in configs/models/ loads too, or fails only because a
+ * block it names is not registered in this build (blocks merged from other branches). */
+START_TEST(shipped_configs) {
+    static const char *const exps[] = {"configs/quick-sweep.yaml", "configs/crossover.yaml", "configs/mqar.yaml",
+                                       "configs/selective-copy.yaml", "configs/induction.yaml"};
+    for (size_t i = 0; i < sizeof exps / sizeof *exps; i++) {
+        hy_experiment e;
+        bool is_exp;
+        hy_experiment_detect(exps[i], &is_exp);
+        ck_assert_msg(is_exp, "%s is not detected as an experiment", exps[i]);
+        ck_assert_msg(hy_experiment_load(exps[i], NULL, 0, &e) == 0, "%s", hy_last_error());
+        ck_assert(e.n_runs > 0 || e.bench.enabled);
+        if (strstr(exps[i], "mqar")) {   /* a d_model sweep: labelled variants, auto options follow the width */
+            ck_assert_int_eq(e.n_runs, 6);
+            ck_assert_str_eq(e.runs[0].variant, "attention:d_model=32");
+            ck_assert_str_eq(e.runs[5].id, "attention:d_model=64-T256");
+            ck_assert_int_eq(e.runs[0].cfg.model.d_model, 32);
+            ck_assert_int_eq(e.runs[3].cfg.model.d_model, 64);
+            ck_assert_int_ne(hy_opt_int(&e.runs[0].cfg.model.layers[0].ffn.opts, 0),
+                             hy_opt_int(&e.runs[3].cfg.model.layers[0].ffn.opts, 0));
+            ck_assert_int_eq(e.runs[0].cfg.task.type, HY_TASK_MQAR);
+        }
+        hy_experiment_free(&e);
+    }
+    hy_run_config c;
+    ck_assert_msg(hy_run_config_load("configs/transformer.yaml", NULL, 0, &c) == 0, "%s", hy_last_error());
+    hy_run_config_free(&c);
+    static const char *const models[] = {"transformer", "transformer-small", "mamba", "s4d", "rwkv7", "hyena",
+                                         "jamba-like", "hybrid-1-3", "striped-1-1"};
+    char path[256], text[512];
+    snprintf(path, sizeof path, "/tmp/hybrid-test-exp-models-%d.yaml", (int)getpid());
+    int loaded = 0;
+    for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
+        char cwd[256];
+        ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+        snprintf(text, sizeof text, "variants:\n  - {name: m, model: %s/configs/models/%s.yaml}\n", cwd, models[i]);
+        ck_assert_int_eq(hy_write_file_atomic(path, text, strlen(text)), 0);
+        hy_experiment e;
+        if (hy_experiment_load(path, NULL, 0, &e) == 0) {
+            loaded++;
+            ck_assert_int_eq(e.runs[0].cfg.model.d_model, strstr(models[i], "small") ? 64 : 128);
+            hy_experiment_free(&e);
+            continue;
+        }
+        const char *msg = hy_last_error();
+        ck_assert_msg(strstr(msg, "unknown mixer block") || strstr(msg, "unknown ffn block") ||
+                          strstr(msg, "unknown block"), "%s: %s", models[i], msg);
+        ck_assert_msg(strstr(msg, "configs/models/"), "the error is not located in the model file: %s", msg);
+    }
+    ck_assert_int_ge(loaded, 2);   /* the transformers */
+    unlink(path);
+}
+END_TEST
+
+/* ---- running ---- */
+
+__attribute__((noinline)) static char *slurp(const char *dir, const char *name) {
+    char path[700], *data = NULL;
+    size_t len;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    ck_assert_msg(hy_read_file(path, &data, &len) == 0, "cannot read %s", path);
+    return data;
+}
+
+static void first_line_is(const char *dir, const char *name, const char *header) {
+    char *t = slurp(dir, name);
+    ck_assert_msg(!strncmp(t, header, strlen(header)), "%s/%s starts with\n%.200s\nnot\n%s", dir, name, t, header);
+    hy_free(t);
+}
+
+static int count_lines(const char *text) {
+    int n = 0;
+    for (; *text; text++) n += *text == '\n';
+    return n;
+}
+
+/* Blanks the fields 5, 6, 7 (train_s, tokens_per_s, peak_bytes) of each sweep.csv row in place. */
+static void drop_measured(char *csv) {
+    char *w = csv;
+    int field = 0;
+    for (char *r = csv; *r; r++) {
+        if (*r == '\n') field = 0;
+        else if (*r == ',') field++;
+        else if (field >= 5 && field <= 7) continue;
+        *w++ = *r;
+    }
+    *w = 0;
+}
+
+static void fresh(char *dir, size_t n, const char *tag) {
+    snprintf(dir, n, "/tmp/hybrid-test-exp-%s-%d", tag, (int)getpid());
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Removes a test's folder (and its .log) once the test has passed. */
+static void cleanup(const char *dir) {
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s.log'", dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static void load_exp(hy_experiment *e, const char *file, const char *dir, const char *extra) {
+    char set[600];
+    snprintf(set, sizeof set, "out_dir=%s", dir);
+    const char *sets[] = {set, extra};
+    ck_assert_msg(hy_experiment_load(file, sets, extra ? 2 : 1, e) == 0, "%s", hy_last_error());
+}
+
+static int file_exists(const char *dir, const char *name) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    struct stat st;
+    return stat(path, &st) == 0 && st.st_size > 0;
+}
+
+START_TEST(sweep_resume_and_schema) {
+    char dir[256];
+    fresh(dir, sizeof dir, "resume");
+    hy_experiment e;
+    hy_exp_result r;
+    load_exp(&e, EXP "tiny-exp.yaml", dir, NULL);
+    /* a first call that stops after one run */
+    hy_exp_opts o = {.stop_after_runs = 1, .no_plots = true};
+    ck_assert_msg(hy_experiment_run(&e, &o, &r) == 0, "%s", hy_last_error());
+    ck_assert_int_eq(r.trained, 1);
+    ck_assert(r.interrupted);
+    char *first = slurp(dir, "runs/a-T8/result.csv");
+    /* the next call trains the other three only */
+    hy_exp_opts all = {0};
+    ck_assert_msg(hy_experiment_run(&e, &all, &r) == 0, "%s", hy_last_error());
+    ck_assert_int_eq(r.trained, 3);
+    ck_assert_int_eq(r.skipped, 1);
+    ck_assert(!r.interrupted);
+    char *again = slurp(dir, "runs/a-T8/result.csv");
+    ck_assert_str_eq(first, again);
+    hy_free(again);
+    /* SPEC §5 headers, one sweep row per variant x seq_len, in run order */
+    first_line_is(dir, "sweep.csv", "variant,seq_len,params,flop_per_token,tokens,train_s,tokens_per_s,peak_bytes,"
+                                    "state_bytes,val_loss,val_ppl,val_bits_per_byte\n");
+    first_line_is(dir, "train.csv", "variant,seq_len,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s\n");
+    first_line_is(dir, "eval.csv", "variant,seq_len,task,eval_seq_len,val_loss,accuracy,labels\n");
+    char *sweep = slurp(dir, "sweep.csv");
+    ck_assert_int_eq(count_lines(sweep), 5);
+    ck_assert_ptr_nonnull(strstr(sweep, "\na,8,"));
+    ck_assert_ptr_nonnull(strstr(sweep, "\nb,16,"));
+    size_t at_a8 = (size_t)(strstr(sweep, "\na,8,") - sweep), at_a16 = (size_t)(strstr(sweep, "\na,16,") - sweep),
+           at_b8 = (size_t)(strstr(sweep, "\nb,8,") - sweep);
+    ck_assert(at_a8 < at_a16 && at_a16 < at_b8);
+    char *train = slurp(dir, "train.csv");
+    ck_assert_ptr_nonnull(strstr(train, "\nb,16,3,"));   /* every run's rows, with variant and seq_len */
+    hy_free(train);
+    ck_assert(file_exists(dir, "experiment.yaml") && file_exists(dir, "runs/b-T16/config.yaml"));
+    ck_assert(file_exists(dir, "report.md") && file_exists(dir, "quality.png") && file_exists(dir, "learning.svg"));
+    /* everything complete: nothing is trained again */
+    ck_assert_int_eq(hy_experiment_run(&e, &o, &r), 0);
+    ck_assert_int_eq(r.trained, 0);
+    ck_assert_int_eq(r.skipped, 4);
+    /* a run whose result is lost is finished from its checkpoint, with the same numbers */
+    char path[600];
+    snprintf(path, sizeof path, "%s/runs/b-T8/result.csv", dir);
+    char *before = slurp(dir, "runs/b-T8/result.csv");
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(hy_experiment_run(&e, &all, &r), 0);
+    ck_assert_int_eq(r.trained, 1);
+    char *after = slurp(dir, "runs/b-T8/result.csv"), *sweep2 = slurp(dir, "sweep.csv");
+    drop_measured(before), drop_measured(after);   /* train_s, tokens_per_s, peak_bytes are measurements */
+    ck_assert_str_eq(before, after);
+    hy_free(before), hy_free(after);
+    ck_assert_int_eq(count_lines(sweep2), 5);
+    hy_free(sweep2), hy_free(sweep);
+    hy_experiment_free(&e);
+    /* a changed config retrains the runs it changes */
+    load_exp(&e, EXP "tiny-exp.yaml", dir, "budget.steps=2");
+    ck_assert_int_eq(hy_experiment_run(&e, &o, &r), 0);
+    ck_assert_int_eq(r.trained, 1);
+    char *changed = slurp(dir, "runs/a-T8/result.csv");
+    ck_assert_str_ne(first, changed);
+    hy_free(changed), hy_free(first);
+    hy_experiment_free(&e);
+    cleanup(dir);
+}
+END_TEST
+
+/* Ctrl-C in the middle of a run: the run is resumed from its checkpoint by the next call and
+ * ends with the numbers of an uninterrupted run. */
+typedef struct {
+    volatile sig_atomic_t flag;
+    int resumes, ticks;
+} interrupt_ctx;
+
+static void interrupt_at_first_tick(void *ctx, const hy_exp_progress *p) {
+    interrupt_ctx *c = ctx;
+    if (!strcmp(p->event, "tick") && c->ticks++ == 0) c->flag = 1;
+    if (!strcmp(p->event, "resume")) c->resumes++;
+}
+
+START_TEST(interrupt_and_resume) {
+    char a[256], b[256];
+    fresh(a, sizeof a, "straight");
+    fresh(b, sizeof b, "interrupted");
+    hy_experiment ea, eb;
+    hy_exp_result r;
+    load_exp(&ea, EXP "tiny-exp.yaml", a, NULL);
+    load_exp(&eb, EXP "tiny-exp.yaml", b, NULL);
+    hy_exp_opts one = {.stop_after_runs = 1, .no_plots = true};
+    ck_assert_int_eq(hy_experiment_run(&ea, &one, &r), 0);
+    interrupt_ctx ic = {0};
+    hy_exp_opts o = {.stop_after_runs = 1, .no_plots = true, .on_progress = interrupt_at_first_tick, .ctx = &ic,
+                     .stop = &ic.flag};
+    ck_assert_int_eq(hy_experiment_run(&eb, &o, &r), 0);
+    ck_assert(r.interrupted);
+    ck_assert_int_eq(r.trained, 0);
+    ck_assert(file_exists(b, "runs/a-T8/checkpoint.safetensors") && !file_exists(b, "runs/a-T8/result.csv"));
+    ic.flag = 0;
+    ck_assert_int_eq(hy_experiment_run(&eb, &o, &r), 0);
+    ck_assert_int_eq(ic.resumes, 1);
+    ck_assert_int_eq(r.trained, 1);
+    char *ra = slurp(a, "runs/a-T8/result.csv"), *rb = slurp(b, "runs/a-T8/result.csv");
+    drop_measured(ra), drop_measured(rb);
+    ck_assert_str_eq(ra, rb);
+    hy_free(ra), hy_free(rb);
+    hy_experiment_free(&ea), hy_experiment_free(&eb);
+    cleanup(a), cleanup(b);
+}
+END_TEST
+
+START_TEST(task_experiment) {
+    char dir[256];
+    fresh(dir, sizeof dir, "mqar");
+    hy_experiment e;
+    hy_exp_result r;
+    load_exp(&e, EXP "tiny-mqar.yaml", dir, NULL);
+    hy_exp_opts o = {0};
+    ck_assert_msg(hy_experiment_run(&e, &o, &r) == 0, "%s", hy_last_error());
+    hy_csv E;
+    char path[600];
+    snprintf(path, sizeof path, "%s/eval.csv", dir);
+    ck_assert_int_eq(hy_csv_load(path, &E), 0);
+    ck_assert_int_eq(E.n_rows, 2);   /* the training length and the extra evaluation length */
+    for (int i = 0; i < 2; i++) {
+        ck_assert_str_eq(hy_csv_str(&E, i, hy_csv_col(&E, "task")), "mqar");
+        double acc = hy_csv_num(&E, i, hy_csv_col(&E, "accuracy"));
+        ck_assert(acc >= 0 && acc <= 1);
+        /* only the answers count: K = 2 labels per sequence, batch 4, 2 batches */
+        ck_assert_int_eq((int)hy_csv_num(&E, i, hy_csv_col(&E, "labels")), 2 * 4 * 2);
+    }
+    ck_assert_int_eq((int)hy_csv_num(&E, 1, hy_csv_col(&E, "eval_seq_len")), 32);
+    hy_csv_free(&E);
+    ck_assert(file_exists(dir, "generalization.png") && file_exists(dir, "quality.svg"));
+    char *rep = slurp(dir, "report.md");
+    ck_assert_ptr_nonnull(strstr(rep, "| accuracy |"));
+    hy_free(rep);
+    hy_experiment_free(&e);
+    cleanup(dir);
+}
+END_TEST
+
+/* The program end to end on a benchmark-only experiment: layers.csv with SPEC §5's header, its
+ * plots and report, the progress display, and `plot` redrawing from the CSVs. */
+START_TEST(cli_bench_experiment) {
+    char dir[256], cmd[1200];
+    fresh(dir, sizeof dir, "cli");
+    const char *exe = getenv("HY_EXE") ? getenv("HY_EXE") : "./build/hybrid-exp";
+    snprintf(cmd, sizeof cmd, "%s " EXP "tiny-bench.yaml --out %s > %s.log 2>&1", exe, dir, dir);
+    ck_assert_msg(system(cmd) == 0, "%s failed (see %s.log)", cmd, dir);
+    first_line_is(dir, "layers.csv", "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads\n");
+    char *layers = slurp(dir, "layers.csv");
+    ck_assert_ptr_nonnull(strstr(layers, "\nattention,16,1,16,fwd,"));
+    ck_assert_ptr_nonnull(strstr(layers, "\nswiglu,16,1,32,fwd_bwd,"));
+    ck_assert_ptr_null(strstr(layers, ",64,"));   /* min_T / max_T honoured */
+    hy_free(layers);
+    ck_assert(file_exists(dir, "complexity.svg") && file_exists(dir, "memory.png") && file_exists(dir, "report.md"));
+    char unlinked[600];
+    snprintf(unlinked, sizeof unlinked, "%s/complexity.png", dir);
+    ck_assert_int_eq(unlink(unlinked), 0);
+    snprintf(cmd, sizeof cmd, "%s plot %s > /dev/null", exe, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    ck_assert(file_exists(dir, "complexity.png"));
+    snprintf(cmd, sizeof cmd, "%s " BADX "sweep-item.yaml > /dev/null 2>&1", exe);
+    int st = system(cmd);
+    ck_assert_int_eq(WEXITSTATUS(st), 2);   /* a bad experiment: exit code 2 */
+    cleanup(dir);
+}
+END_TEST
+
+/* ---- plots ---- */
+
+static void put_file(const char *dir, const char *name, const char *text) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    ck_assert_int_eq(hy_write_file_atomic(path, text, strlen(text)), 0);
+}
+
+START_TEST(plot_from_csv) {
+    char dir[256];
+    fresh(dir, sizeof dir, "plot");
+    ck_assert_int_eq(hy_mkdirs(dir), 0);
+    /* attention grows as T^2, "fakessm" (an unregistered mixer) is flat: they cross at 128 * sqrt(2) */
+    put_file(dir, "layers.csv",
+          "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads\n"
+          "attention,64,1,64,fwd,1,0.1,100,1000,4096,2\nattention,64,1,128,fwd,4,0.4,100,2000,8192,2\n"
+          "attention,64,1,256,fwd,16,1.6,100,4000,16384,2\nattention,64,1,64,step,0.1,0.1,1,0,4096,2\n"
+          "fakessm,64,1,64,fwd,8,0.1,12,1000,512,2\nfakessm,64,1,128,fwd,8,0.2,25,1000,512,2\n"
+          "fakessm,64,1,256,fwd,8,0.4,50,1000,512,2\nswiglu,64,1,64,fwd,0.5,0.1,200,100,0,2\n");
+    put_file(dir, "sweep.csv",
+          "variant,seq_len,params,flop_per_token,tokens,train_s,tokens_per_s,peak_bytes,state_bytes,val_loss,val_ppl,"
+          "val_bits_per_byte\nx,64,100,1000,500,1,500,10,10,2.0,7.39,2.885\nx,128,100,1100,500,1,500,10,10,1.9,6.69,2.741\n"
+          "y,64,100,900,500,1,500,10,10,2.1,8.17,3.030\ny,128,100,950,500,1,500,10,10,1.8,6.05,2.597\n");
+    put_file(dir, "train.csv", "variant,seq_len,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s\n"
+                            "x,64,0,0,,5.5,,,,0\nx,64,1,64,5.0,,0.01,1,64,1\nx,64,2,128,4.0,4.1,0.01,1,64,2\n"
+                            "y,128,1,128,5.0,4.9,0.01,1,64,1\n");
+    char summary[4096];
+    ck_assert_msg(hy_experiment_plot(dir, summary, sizeof summary) == 0, "%s", hy_last_error());
+    static const char *const plots[] = {"complexity", "memory", "quality", "learning"};
+    for (int k = 0; k < 4; k++) {
+        char f[64];
+        snprintf(f, sizeof f, "%s.png", plots[k]);
+        ck_assert_msg(file_exists(dir, f), "%s missing", f);
+        snprintf(f, sizeof f, "%s.svg", plots[k]);
+        ck_assert_msg(file_exists(dir, f), "%s missing", f);
+        snprintf(f, sizeof f, "%s.gp", plots[k]);
+        ck_assert(file_exists(dir, f));
+    }
+    ck_assert_ptr_nonnull(strstr(summary, "fakessm vs attention (fwd): T* = 181"));
+    ck_assert_ptr_null(strstr(summary, "swiglu"));   /* an ffn is no alternative to attention */
+    char *rep = slurp(dir, "report.md");
+    ck_assert_ptr_nonnull(strstr(rep, "fakessm vs attention (fwd): T* = 181"));
+    ck_assert_ptr_nonnull(strstr(rep, "![complexity](complexity.svg)"));
+    ck_assert_ptr_nonnull(strstr(rep, "| 64 | x | 2.8850 | y | 3.0300 |"));    /* best variant per T */
+    ck_assert_ptr_nonnull(strstr(rep, "| 128 | y | 2.5970 | x | 2.7410 |"));
+    hy_free(rep);
+    hy_csv L;
+    char path[600];
+    snprintf(path, sizeof path, "%s/layers.csv", dir);
+    ck_assert_int_eq(hy_csv_load(path, &L), 0);
+    hy_crossover x[8];
+    ck_assert_int_eq(hy_crossovers(&L, x, 8), 1);
+    ck_assert_int_eq(x[0].kind, 0);
+    ck_assert_double_eq_tol(x[0].t_star, 128 * sqrt(2.0), 1e-6);
+    ck_assert_double_eq_tol(x[0].ms, 8, 1e-6);
+    hy_csv_free(&L);
+    /* gnuplot's exit status is checked: without gnuplot on PATH the plot fails and says so */
+    char *saved = getenv("PATH") ? strdup(getenv("PATH")) : NULL;
+    setenv("PATH", "/nonexistent", 1);
+    int rc = hy_experiment_plot(dir, NULL, 0);
+    if (saved) setenv("PATH", saved, 1), free(saved);
+    ck_assert_int_lt(rc, 0);
+    ck_assert_ptr_nonnull(strstr(hy_last_error(), "gnuplot failed"));
+    /* nothing to plot: an error, not empty files */
+    char empty[300];
+    snprintf(empty, sizeof empty, "%s/empty", dir);
+    ck_assert_int_eq(hy_mkdirs(empty), 0);
+    ck_assert_int_lt(hy_experiment_plot(empty, NULL, 0), 0);
+    cleanup(dir);
+}
+END_TEST
+
+static Suite *make_experiment_suite(void) {
+    Suite *s = suite_create("experiment");
+    TCase *t = tcase_create("config");
+    tcase_add_test(t, compose_runs);
+    tcase_add_loop_test(t, bad_experiment, 0, (int)(sizeof bad_cases / sizeof *bad_cases));
+    tcase_add_test(t, model_file_error);
+    tcase_add_test(t, shipped_configs);
+    suite_add_tcase(s, t);
+    t = tcase_create("run");
+    tcase_set_timeout(t, getenv("CK_DEFAULT_TIMEOUT") ? atof(getenv("CK_DEFAULT_TIMEOUT")) : 300);   /* trains and plots */
+    tcase_add_test(t, sweep_resume_and_schema);
+    tcase_add_test(t, interrupt_and_resume);
+    tcase_add_test(t, cli_bench_experiment);
+    tcase_add_test(t, task_experiment);
+    tcase_add_test(t, plot_from_csv);
+    suite_add_tcase(s, t);
+    return s;
+}
+HY_TEST_SUITE(make_experiment_suite)
