@@ -11,6 +11,7 @@
 #include "models/ops.h"
 #include "models/safetensors.h"
 #include "experiments/config.h"
+#include "experiments/experiment.h"
 #include "tests/testutil.h"
 #include <glob.h>
 #include <math.h>
@@ -159,21 +160,47 @@ static void check_greedy_model(hy_model *m, const char *label) {
 
 static void check_greedy(const stack *s) { check_greedy_model(build(s, 11), s->label); }
 
-/* Every shipped config (every .yaml in configs/: the transformer, and the jamba-like and striped hybrid
- * stacks as they are added), with its own sizes and options; logits sharpened by the final norm. */
+/* Greedy decoding of one shipped model, its logits sharpened by the final norm (inputs as they are). */
+static void check_greedy_config(const hy_run_config *c, const char *label) {
+    hy_model *m;
+    ck_assert_msg(hy_model_create(&c->model, c->seed, &m) == 0, "%s: %s", label, hy_last_error());
+    for (size_t k = 0; k < m->norm_f->numel; k++) m->norm_f->data[k] *= 50.0f;   /* logits x 50 */
+    check_greedy_model(m, label);
+}
+
+/* Every shipped config (every .yaml in configs/): a plain run config's model, and for an experiment
+ * the model of each of its variants (the transformer, mamba, jamba-like, striped and other stacks of
+ * configs/models/), with their own sizes and options. */
 START_TEST(greedy_equals_parallel_argmax_shipped_configs) {
     glob_t g;
     int found = glob("configs/*.yaml", 0, NULL, &g) == 0 ? (int)g.gl_pathc : 0;
     ck_assert_msg(found > 0, "no configs/*.yaml (run from the repository root)");
+    int checked = 0;
     for (int i = 0; i < found; i++) {
-        hy_run_config c;
-        ck_assert_msg(hy_run_config_load(g.gl_pathv[i], NULL, 0, &c) == 0, "%s", hy_last_error());
-        hy_model *m;
-        ck_assert_msg(hy_model_create(&c.model, c.seed, &m) == 0, "%s: %s", g.gl_pathv[i], hy_last_error());
-        for (size_t k = 0; k < m->norm_f->numel; k++) m->norm_f->data[k] *= 50.0f;   /* logits x 50, inputs as they are */
-        check_greedy_model(m, g.gl_pathv[i]);
-        hy_run_config_free(&c);
+        bool is_exp = false;
+        hy_experiment_detect(g.gl_pathv[i], &is_exp);
+        if (!is_exp) {
+            hy_run_config c;
+            ck_assert_msg(hy_run_config_load(g.gl_pathv[i], NULL, 0, &c) == 0, "%s", hy_last_error());
+            check_greedy_config(&c, g.gl_pathv[i]);
+            hy_run_config_free(&c);
+            checked++;
+            continue;
+        }
+        hy_experiment e;
+        ck_assert_msg(hy_experiment_load(g.gl_pathv[i], NULL, 0, &e) == 0, "%s", hy_last_error());
+        for (int r = 0; r < e.n_runs; r++) {
+            bool seen = false;   /* one model per variant: the sweep's first point */
+            for (int q = 0; q < r && !seen; q++) seen = !strcmp(e.runs[q].variant, e.runs[r].variant);
+            if (seen) continue;
+            char label[512];
+            snprintf(label, sizeof label, "%s variant %s", g.gl_pathv[i], e.runs[r].variant);
+            check_greedy_config(&e.runs[r].cfg, label);
+            checked++;
+        }
+        hy_experiment_free(&e);
     }
+    ck_assert_int_gt(checked, 0);
     globfree(&g);
 }
 END_TEST
