@@ -10,11 +10,15 @@
 
 extern const hy_block_ops hy_block_attention;
 extern const hy_block_ops hy_block_swiglu;
+extern const hy_block_ops hy_block_rwkv7;
+extern const hy_block_ops hy_block_cmix;
 
 /* One line per block. */
 static const hy_block_ops *const blocks[] = {
     &hy_block_attention,
     &hy_block_swiglu,
+    &hy_block_rwkv7,
+    &hy_block_cmix,
 };
 
 int hy_block_count(void) { return (int)(sizeof blocks / sizeof *blocks); }
