@@ -1,69 +1,136 @@
 /* The RWKV-7 state recurrence (see layers/rwkv7.h for the formulas and layouts).
  *
- * Forward, per (batch, head) and step: with S kept key-major (row j = key index), sq = S q is a sum
- * of rows scaled by q_j and the update of row j is  S_j ← S_j·w_j − b_j·sq + k_j·v,  y += r_j·S_j:
- * every inner loop runs over the value index, contiguous, and vectorizes without horizontal sums.
- * About 5 flops per state entry and step; the N×N state (16 KiB at N = 64) stays in L1.
+ * States are KEY-major: row j (key index) holds S[:, j] over the value index i, contiguous.
  *
- * Backward: per chunk of HY_WKV7_CHUNK steps, from the last chunk to the first, the chunk's states
- * are recomputed from its checkpoint (using the forward's sq, so no dot products) into a VALUE-major
- * buffer (row i = value index), then the steps are walked in reverse. In value-major layout one
- * pass over the rows does a whole step: with dS' = dS + dy rᵀ,
- *     dr += dy_i·S_t[i]        dv_i = dS'[i]·k       dk += v_i·dS'[i]     dw += dS'[i] ⊙ S_{t-1}[i]
- *     db -= sq_i·dS'[i]        dsq_i = -dS'[i]·b     dq += dsq_i·S_{t-1}[i]
- *     dS_{t-1}[i] = dS'[i] ⊙ w + dsq_i·q
- * (two dot products per row, the rest vector updates over the key index). Memory: the checkpoints
- * (T/CHUNK·N² per head) and (CHUNK+1)·N² + N² floats of workspace per thread. */
+ * Forward, per (batch, head) and step: sq = S q is a sum of rows scaled by q_j; row j is updated as
+ * S_j ← S_j·w_j − b_j·sq + k_j·v and y += r_j·S_j. Every inner loop runs over i and vectorizes
+ * without horizontal sums; the value range is cut into blocks of 32 (four 8-wide vectors) so that
+ * sq, y and v of a block stay in registers (AVX2 has 16). 5 flops per state entry and step; the
+ * N×N state (16 KiB at N = 64) stays in L1.
+ *
+ * Backward, per chunk of HY_WKV7_CHUNK steps from the last to the first: the chunk's states are
+ * recomputed from its checkpoint with the forward's sq (no dot products), then the steps are walked
+ * in reverse. With dS the gradient of S_t (key-major rows dS_j) and d_j = dS_j + r_j·dy:
+ *   phase A (vectors over i):  dv = Σ_j k_j·dS_j + (r·k)·dy,   dsq = −Σ_j b_j·dS_j − (r·b)·dy
+ *   phase B (row j, dots over i):  dr_j = S_t[j]·dy, dk_j = d_j·v, dw_j = d_j·S_{t-1}[j],
+ *                                  db_j = −d_j·sq, dq_j = S_{t-1}[j]·dsq;   dS_j ← d_j·w_j + q_j·dsq
+ * Memory: the checkpoints (T/CHUNK·N² per head) and (CHUNK+1)·N² + N² floats per thread. */
 #include "layers/rwkv7.h"
 #include "core/error.h"
 #include "core/mem.h"
-#include <omp.h>
 #include <string.h>
 
-/* One (batch, head) of the forward; N is a compile-time constant in the specialised calls. */
-static inline __attribute__((always_inline)) void fwd_bh(const hy_wkv7_in *in, int bi, int h, float *restrict S,
-                                                         float *restrict y, float *restrict sq, float *restrict ckpt,
-                                                         const int N) {
-    const int T = in->T, H = in->H, nch = hy_wkv7_nchunks(T);
-    const size_t C = (size_t)H * N, base = (size_t)bi * T * C + (size_t)h * N, NN = (size_t)N * N;
+/* -std=c17 turns off floating-point contraction; these kernels are FMA chains by design. */
+#pragma GCC optimize("fp-contract=fast")
+
+/* 8 floats: gcc's generic vectors (one ymm). memcpy loads/stores: no alignment assumed. */
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
+typedef int v4i __attribute__((vector_size(16)));
+static inline v8 ld8(const float *p) {
+    v8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void st8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+static inline v4 fold8(v8 a) {
+    v4 lo, hi;
+    memcpy(&lo, &a, sizeof lo);
+    memcpy(&hi, (char *)&a + sizeof lo, sizeof hi);
+    return lo + hi;
+}
+/* The four horizontal sums of a, b, c, d as one vector. */
+static inline v4 hsum4(v8 a, v8 b, v8 c, v8 d) {
+    v4 A = fold8(a), B = fold8(b), C = fold8(c), D = fold8(d);
+    v4 ab = __builtin_shuffle(A, B, (v4i){0, 4, 1, 5}) + __builtin_shuffle(A, B, (v4i){2, 6, 3, 7});
+    v4 cd = __builtin_shuffle(C, D, (v4i){0, 4, 1, 5}) + __builtin_shuffle(C, D, (v4i){2, 6, 3, 7});
+    /* ab = (a0+a2, b0+b2, a1+a3, b1+b3) */
+    v4 lo = __builtin_shuffle(ab, cd, (v4i){0, 1, 4, 5}), hi = __builtin_shuffle(ab, cd, (v4i){2, 3, 6, 7});
+    return lo + hi;
+}
+static inline float hsum1(v8 a) {
+    v4 s = fold8(a);
+    s += __builtin_shuffle(s, (v4i){2, 3, 0, 1});
+    s += __builtin_shuffle(s, (v4i){1, 0, 3, 2});
+    return s[0];
+}
+
+/* Offsets of (batch bi, head h): vectors at base + t·C, checkpoint c at ck0 + c·N². */
+#define WKV_OFFSETS                                                                                    \
+    const int T = in->T, H = in->H, nch = hy_wkv7_nchunks(T);                                          \
+    const size_t C = (size_t)H * N, base = (size_t)bi * T * C + (size_t)h * N, NN = (size_t)N * N,      \
+                 ck0 = ((size_t)bi * H + h) * nch * NN;                                                  \
+    (void)ck0
+
+/* One (batch, head) of the forward, N a multiple of 8·NB (NB a compile-time constant). */
+static inline __attribute__((always_inline)) void fwd_vec(const hy_wkv7_in *in, int bi, int h, float *restrict S,
+                                                          float *restrict y, float *restrict sq,
+                                                          float *restrict ckpt, const int N, const int NB) {
+    WKV_OFFSETS;
     for (int t = 0; t < T; t++) {
-        if (ckpt && t % HY_WKV7_CHUNK == 0)
-            memcpy(ckpt + (((size_t)bi * H + h) * nch + t / HY_WKV7_CHUNK) * NN, S, NN * sizeof(float));
+        if (ckpt && t % HY_WKV7_CHUNK == 0) memcpy(ckpt + ck0 + (size_t)(t / HY_WKV7_CHUNK) * NN, S, NN * sizeof(float));
         const size_t o = base + (size_t)t * C;
         const float *restrict r = in->r + o, *restrict w = in->w + o, *restrict k = in->k + o,
-                              *restrict v = in->v + o, *restrict q = in->q + o, *restrict b = in->b + o;
-        float sv[N], yv[N];
-        for (int i = 0; i < N; i++) sv[i] = 0.0f, yv[i] = 0.0f;
-        for (int j = 0; j < N; j++) {
-            const float qj = q[j], *restrict row = S + (size_t)j * N;
-            for (int i = 0; i < N; i++) sv[i] += row[i] * qj;
-        }
-        for (int j = 0; j < N; j++) {
-            const float wj = w[j], bj = b[j], kj = k[j], rj = r[j];
-            float *restrict row = S + (size_t)j * N;
-            for (int i = 0; i < N; i++) {
-                float s = row[i] * wj - bj * sv[i] + kj * v[i];
-                row[i] = s;
-                yv[i] += rj * s;
+                              *restrict q = in->q + o, *restrict b = in->b + o;
+        for (int i0 = 0; i0 < N; i0 += 8 * NB) {
+            v8 sv[NB], yv[NB], vv[NB];
+            for (int m = 0; m < NB; m++) sv[m] = (v8){0}, yv[m] = (v8){0}, vv[m] = ld8(in->v + o + i0 + 8 * m);
+            for (int j = 0; j < N; j++) {
+                const float *row = S + (size_t)j * N + i0;
+                const float qj = q[j];
+                for (int m = 0; m < NB; m++) sv[m] += ld8(row + 8 * m) * qj;
             }
+            for (int j = 0; j < N; j++) {
+                float *row = S + (size_t)j * N + i0;
+                const float wj = w[j], bj = b[j], kj = k[j], rj = r[j];
+                for (int m = 0; m < NB; m++) {
+                    v8 s = ld8(row + 8 * m) * wj - sv[m] * bj + vv[m] * kj;
+                    st8(row + 8 * m, s);
+                    yv[m] += s * rj;
+                }
+            }
+            for (int m = 0; m < NB; m++) st8(y + o + i0 + 8 * m, yv[m]), st8(sq + o + i0 + 8 * m, sv[m]);
         }
-        for (int i = 0; i < N; i++) y[o + i] = yv[i], sq[o + i] = sv[i];
     }
 }
 
-static void fwd_any(const hy_wkv7_in *in, int bi, int h, float *S, float *y, float *sq, float *ckpt) {
+/* One (batch, head) of the forward, any N (plain loops, same arithmetic). */
+static void fwd_any(const hy_wkv7_in *in, int bi, int h, float *restrict S, float *restrict y, float *restrict sq,
+                    float *restrict ckpt) {
+    const int N = in->N;
+    WKV_OFFSETS;
+    for (int t = 0; t < T; t++) {
+        if (ckpt && t % HY_WKV7_CHUNK == 0) memcpy(ckpt + ck0 + (size_t)(t / HY_WKV7_CHUNK) * NN, S, NN * sizeof(float));
+        const size_t o = base + (size_t)t * C;
+        const float *r = in->r + o, *w = in->w + o, *k = in->k + o, *v = in->v + o, *q = in->q + o, *b = in->b + o;
+        float *sv = sq + o, *yv = y + o;
+        for (int i = 0; i < N; i++) sv[i] = 0.0f, yv[i] = 0.0f;
+        for (int j = 0; j < N; j++)
+            for (int i = 0; i < N; i++) sv[i] += S[(size_t)j * N + i] * q[j];
+        for (int j = 0; j < N; j++)
+            for (int i = 0; i < N; i++) {
+                float s = S[(size_t)j * N + i] * w[j] - sv[i] * b[j] + v[i] * k[j];
+                S[(size_t)j * N + i] = s;
+                yv[i] += s * r[j];
+            }
+    }
+}
+
+static void fwd_bh(const hy_wkv7_in *in, int bi, int h, float *S, float *y, float *sq, float *ckpt) {
     switch (in->N) {
-    case 64: fwd_bh(in, bi, h, S, y, sq, ckpt, 64); break;
-    case 32: fwd_bh(in, bi, h, S, y, sq, ckpt, 32); break;
-    case 16: fwd_bh(in, bi, h, S, y, sq, ckpt, 16); break;
-    case 128: fwd_bh(in, bi, h, S, y, sq, ckpt, 128); break;
-    default: fwd_bh(in, bi, h, S, y, sq, ckpt, in->N); break;
+    case 64: fwd_vec(in, bi, h, S, y, sq, ckpt, 64, 4); break;
+    case 32: fwd_vec(in, bi, h, S, y, sq, ckpt, 32, 4); break;
+    case 128: fwd_vec(in, bi, h, S, y, sq, ckpt, 128, 4); break;
+    case 16: fwd_vec(in, bi, h, S, y, sq, ckpt, 16, 2); break;
+    default:
+        if (in->N % 8 == 0) fwd_vec(in, bi, h, S, y, sq, ckpt, in->N, 1);
+        else fwd_any(in, bi, h, S, y, sq, ckpt);
     }
 }
 
 void hy_wkv7_forward(const hy_wkv7_in *in, float *S, float *y, float *sq, float *ckpt) {
-    const int BH = in->B * in->H, N = in->N;
-    const size_t NN = (size_t)N * N;
+    const int BH = in->B * in->H;
+    const size_t NN = (size_t)in->N * in->N;
     #pragma omp parallel
     {
         float *zero = S ? NULL : hy_malloc(NN * sizeof(float));
@@ -72,83 +139,142 @@ void hy_wkv7_forward(const hy_wkv7_in *in, float *S, float *y, float *sq, float 
             float *st = S ? S + (size_t)bh * NN : zero;
             if (!st) continue;   /* out of memory: hy_fail already recorded */
             if (!S) memset(st, 0, NN * sizeof(float));
-            fwd_any(in, bh / in->H, bh % in->H, st, y, sq, ckpt);
+            fwd_bh(in, bh / in->H, bh % in->H, st, y, sq, ckpt);
         }
         hy_free(zero);
     }
 }
 
-/* One (batch, head) of the backward. P: (CHUNK+1, N, N) and dS: (N, N) workspace. */
-static inline __attribute__((always_inline)) void bwd_bh(const hy_wkv7_in *in, int bi, int h, const float *sqa,
-                                                         const float *ckpt, const float *dya, float *dra, float *dwa,
-                                                         float *dka, float *dva, float *dqa, float *dba,
-                                                         float *restrict P, float *restrict dS, const int N) {
-    const int T = in->T, H = in->H, nch = hy_wkv7_nchunks(T);
-    const size_t C = (size_t)H * N, base = (size_t)bi * T * C + (size_t)h * N, NN = (size_t)N * N;
+/* Recomputes the states of chunk c into P[0..len] (P[0] = its checkpoint, P[s+1] = after step
+ * t0 + s) with the forward's sq: key-major, the same arithmetic as the forward's update. */
+static inline __attribute__((always_inline)) void recompute(const hy_wkv7_in *in, size_t base, size_t C,
+                                                            const float *sqa, const float *cp, float *restrict P,
+                                                            int t0, int len, const int N) {
+    const size_t NN = (size_t)N * N;
+    memcpy(P, cp, NN * sizeof(float));
+    for (int s = 0; s < len; s++) {
+        const size_t o = base + (size_t)(t0 + s) * C;
+        const float *restrict w = in->w + o, *restrict k = in->k + o, *restrict v = in->v + o, *restrict b = in->b + o,
+                              *restrict sq = sqa + o;
+        const float *restrict Sp = P + (size_t)s * NN;
+        float *restrict Sn = P + (size_t)(s + 1) * NN;
+        for (int j = 0; j < N; j++) {
+            const float wj = w[j], bj = b[j], kj = k[j];
+            for (int i = 0; i < N; i++) Sn[(size_t)j * N + i] = Sp[(size_t)j * N + i] * wj - sq[i] * bj + v[i] * kj;
+        }
+    }
+}
+
+/* One (batch, head) of the backward, N a multiple of 8·NB. P: (CHUNK+1, N, N), dS: (N, N). */
+static inline __attribute__((always_inline)) void bwd_vec(const hy_wkv7_in *in, int bi, int h, const float *sqa,
+                                                          const float *ckpt, const float *dya, float *dra, float *dwa,
+                                                          float *dka, float *dva, float *dqa, float *dba,
+                                                          float *restrict P, float *restrict dS, const int N,
+                                                          const int NB) {
+    WKV_OFFSETS;
     memset(dS, 0, NN * sizeof(float));
+    float dsqv[N];
     for (int c = nch - 1; c >= 0; c--) {
         const int t0 = c * HY_WKV7_CHUNK, len = T - t0 < HY_WKV7_CHUNK ? T - t0 : HY_WKV7_CHUNK;
-        const float *restrict cp = ckpt + (((size_t)bi * H + h) * nch + c) * NN;
-        for (int i = 0; i < N; i++)      /* key-major checkpoint -> value-major P[0] */
-            for (int j = 0; j < N; j++) P[(size_t)i * N + j] = cp[(size_t)j * N + i];
-        for (int s = 0; s < len; s++) {  /* recompute the chunk's states */
-            const size_t o = base + (size_t)(t0 + s) * C;
-            const float *restrict w = in->w + o, *restrict k = in->k + o, *restrict v = in->v + o,
-                                  *restrict b = in->b + o, *restrict sq = sqa + o;
-            const float *restrict Sp = P + (size_t)s * NN;
-            float *restrict Sn = P + (size_t)(s + 1) * NN;
-            for (int i = 0; i < N; i++) {
-                const float sqi = sq[i], vi = v[i];
-                for (int j = 0; j < N; j++) Sn[(size_t)i * N + j] = Sp[(size_t)i * N + j] * w[j] - b[j] * sqi + k[j] * vi;
-            }
-        }
+        recompute(in, base, C, sqa, ckpt + ck0 + (size_t)c * NN, P, t0, len, N);
         for (int s = len - 1; s >= 0; s--) {
             const size_t o = base + (size_t)(t0 + s) * C;
             const float *restrict r = in->r + o, *restrict w = in->w + o, *restrict k = in->k + o,
                                   *restrict v = in->v + o, *restrict q = in->q + o, *restrict b = in->b + o,
                                   *restrict sq = sqa + o, *restrict dy = dya + o;
             const float *restrict Sp = P + (size_t)s * NN, *restrict Sc = P + (size_t)(s + 1) * NN;
-            float dr[N], dk[N], dw[N], db[N], dq[N], dv[N], dsr[N];
-            for (int j = 0; j < N; j++) dr[j] = dk[j] = dw[j] = db[j] = dq[j] = 0.0f;
-            for (int i = 0; i < N; i++) {
-                const float dyi = dy[i], vi = v[i], sqi = sq[i];
-                float *restrict dSi = dS + (size_t)i * N;
-                const float *restrict Spi = Sp + (size_t)i * N, *restrict Sci = Sc + (size_t)i * N;
-                float dvi = 0.0f, dsq = 0.0f;
-                #pragma omp simd reduction(+ : dvi, dsq)
+            float rk = 0, rb = 0;
+            for (int j = 0; j < N; j++) rk += r[j] * k[j], rb += r[j] * b[j];
+            /* phase A: dv and dsq, vectors over i */
+            for (int i0 = 0; i0 < N; i0 += 8 * NB) {
+                v8 av[NB], as[NB];
+                for (int m = 0; m < NB; m++) av[m] = (v8){0}, as[m] = (v8){0};
                 for (int j = 0; j < N; j++) {
-                    float d = dSi[j] + dyi * r[j];
-                    dsr[j] = d;
-                    dvi += d * k[j];
-                    dsq -= d * b[j];
+                    const float *row = dS + (size_t)j * N + i0;
+                    const float kj = k[j], bj = b[j];
+                    for (int m = 0; m < NB; m++) {
+                        v8 x = ld8(row + 8 * m);
+                        av[m] += x * kj;
+                        as[m] += x * bj;
+                    }
                 }
-                dv[i] = dvi;
-                for (int j = 0; j < N; j++) {
-                    float d = dsr[j];
-                    dr[j] += dyi * Sci[j];
-                    dk[j] += vi * d;
-                    dw[j] += d * Spi[j];
-                    db[j] -= sqi * d;
-                    dq[j] += dsq * Spi[j];
-                    dSi[j] = d * w[j] + dsq * q[j];
+                for (int m = 0; m < NB; m++) {
+                    v8 dyv = ld8(dy + i0 + 8 * m);
+                    st8(dva + o + i0 + 8 * m, av[m] + dyv * rk);
+                    st8(dsqv + i0 + 8 * m, -(as[m] + dyv * rb));
                 }
             }
-            for (int j = 0; j < N; j++) {
-                dra[o + j] = dr[j], dka[o + j] = dk[j], dwa[o + j] = dw[j];
-                dba[o + j] = db[j], dqa[o + j] = dq[j], dva[o + j] = dv[j];
+            /* phase B: per row j, dots over i, and dS_{t-1} */
+            for (int j = 0; j < N; j += 1) {
+                const float rj = r[j], wj = w[j], qj = q[j];
+                const float *Spj = Sp + (size_t)j * N, *Scj = Sc + (size_t)j * N;
+                float *dSj = dS + (size_t)j * N;
+                v8 adr = {0}, adk = {0}, adw = {0}, adb = {0}, adq = {0};
+                for (int i = 0; i < N; i += 8) {
+                    v8 dyv = ld8(dy + i), spv = ld8(Spj + i), dsq = ld8(dsqv + i);
+                    v8 d = ld8(dSj + i) + dyv * rj;
+                    adr += ld8(Scj + i) * dyv;
+                    adk += d * ld8(v + i);
+                    adw += d * spv;
+                    adb += d * ld8(sq + i);
+                    adq += spv * dsq;
+                    st8(dSj + i, d * wj + dsq * qj);
+                }
+                v4 s4 = hsum4(adr, adk, adw, adb);
+                dra[o + j] = s4[0], dka[o + j] = s4[1], dwa[o + j] = s4[2], dba[o + j] = -s4[3];
+                dqa[o + j] = hsum1(adq);
             }
         }
     }
 }
 
-static void bwd_any(const hy_wkv7_in *in, int bi, int h, const float *sq, const float *ckpt, const float *dy,
-                    float *dr, float *dw, float *dk, float *dv, float *dq, float *db, float *P, float *dS) {
+/* One (batch, head) of the backward, any N (plain loops). */
+static void bwd_any(const hy_wkv7_in *in, int bi, int h, const float *sqa, const float *ckpt, const float *dya,
+                    float *dra, float *dwa, float *dka, float *dva, float *dqa, float *dba, float *P, float *dS) {
+    const int N = in->N;
+    WKV_OFFSETS;
+    memset(dS, 0, NN * sizeof(float));
+    float dsq[N];
+    for (int c = nch - 1; c >= 0; c--) {
+        const int t0 = c * HY_WKV7_CHUNK, len = T - t0 < HY_WKV7_CHUNK ? T - t0 : HY_WKV7_CHUNK;
+        recompute(in, base, C, sqa, ckpt + ck0 + (size_t)c * NN, P, t0, len, N);
+        for (int s = len - 1; s >= 0; s--) {
+            const size_t o = base + (size_t)(t0 + s) * C;
+            const float *r = in->r + o, *w = in->w + o, *k = in->k + o, *v = in->v + o, *q = in->q + o,
+                        *b = in->b + o, *sq = sqa + o, *dy = dya + o;
+            const float *Sp = P + (size_t)s * NN, *Sc = P + (size_t)(s + 1) * NN;
+            for (int i = 0; i < N; i++) {
+                float av = 0, as = 0;
+                for (int j = 0; j < N; j++) {
+                    float d = dS[(size_t)j * N + i] + r[j] * dy[i];
+                    av += d * k[j], as += d * b[j];
+                }
+                dva[o + i] = av, dsq[i] = -as;
+            }
+            for (int j = 0; j < N; j++) {
+                float adr = 0, adk = 0, adw = 0, adb = 0, adq = 0;
+                for (int i = 0; i < N; i++) {
+                    size_t e = (size_t)j * N + i;
+                    float d = dS[e] + r[j] * dy[i];
+                    adr += Sc[e] * dy[i], adk += d * v[i], adw += d * Sp[e], adb += d * sq[i], adq += Sp[e] * dsq[i];
+                    dS[e] = d * w[j] + dsq[i] * q[j];
+                }
+                dra[o + j] = adr, dka[o + j] = adk, dwa[o + j] = adw, dba[o + j] = -adb, dqa[o + j] = adq;
+            }
+        }
+    }
+}
+
+static void bwd_bh(const hy_wkv7_in *in, int bi, int h, const float *sq, const float *ckpt, const float *dy,
+                   float *dr, float *dw, float *dk, float *dv, float *dq, float *db, float *P, float *dS) {
     switch (in->N) {
-    case 64: bwd_bh(in, bi, h, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, 64); break;
-    case 32: bwd_bh(in, bi, h, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, 32); break;
-    case 16: bwd_bh(in, bi, h, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, 16); break;
-    case 128: bwd_bh(in, bi, h, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, 128); break;
-    default: bwd_bh(in, bi, h, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, in->N); break;
+    case 64: bwd_vec(in, bi, h, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, 64, 4); break;
+    case 32: bwd_vec(in, bi, h, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, 32, 4); break;
+    case 128: bwd_vec(in, bi, h, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, 128, 4); break;
+    case 16: bwd_vec(in, bi, h, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, 16, 2); break;
+    default:
+        if (in->N % 8 == 0) bwd_vec(in, bi, h, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, in->N, 1);
+        else bwd_any(in, bi, h, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS);
     }
 }
 
@@ -163,8 +289,7 @@ int hy_wkv7_backward(const hy_wkv7_in *in, const float *sq, const float *ckpt, c
         if (!P) failed = 1;
         #pragma omp for schedule(static)
         for (int bh = 0; bh < BH; bh++)
-            if (P) bwd_any(in, bh / in->H, bh % in->H, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P,
-                           P + (HY_WKV7_CHUNK + 1) * NN);
+            if (P) bwd_bh(in, bh / in->H, bh % in->H, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, P + (HY_WKV7_CHUNK + 1) * NN);
         hy_free(P);
     }
     return failed ? HY_ERR_NOMEM : 0;
@@ -179,7 +304,7 @@ void hy_wkv7_forward_ref(const hy_wkv7_in *in, float *y) {
             memset(S, 0, (size_t)N * N * sizeof(float));
             for (int t = 0; t < T; t++) {
                 size_t o = ((size_t)bi * T + t) * C + (size_t)h * N;
-                for (int i = 0; i < N; i++) {   /* S[i][j]: row i = value index */
+                for (int i = 0; i < N; i++) {   /* S[i][j]: row i = value index, as in the formulas */
                     double a = 0;
                     for (int j = 0; j < N; j++) a += (double)S[i * N + j] * in->q[o + j];
                     sq[i] = (float)a;
