@@ -16,9 +16,9 @@ extern const hy_block_ops hy_block_cmix;
 /* One line per block. */
 static const hy_block_ops *const blocks[] = {
     &hy_block_attention,
-    &hy_block_swiglu,
     &hy_block_rwkv7,
     &hy_block_cmix,
+    &hy_block_swiglu,
 };
 
 int hy_block_count(void) { return (int)(sizeof blocks / sizeof *blocks); }
