@@ -4,5 +4,7 @@
 #define HY_BENCH_BENCH_H
 
 int hy_bench_main(int argc, char **argv);
+/* The RWKV-7 state recurrence line (bench/bench_rwkv7.c). */
+void hy_bench_wkv7_line(double sgemm_gflops, double mem_gbs, int quick);
 
 #endif
