@@ -18,6 +18,7 @@
 #include "layers/rwkv7.h"
 #include "core/error.h"
 #include "core/mem.h"
+#include <omp.h>
 #include <string.h>
 
 /* -std=c17 turns off floating-point contraction; these kernels are FMA chains by design. */
@@ -62,12 +63,13 @@ static inline float hsum1(v8 a) {
                  ck0 = ((size_t)bi * H + h) * nch * NN;                                                  \
     (void)ck0
 
-/* One (batch, head) of the forward, N a multiple of 8·NB (NB a compile-time constant). */
-static inline __attribute__((always_inline)) void fwd_vec(const hy_wkv7_in *in, int bi, int h, float *restrict S,
-                                                          float *restrict y, float *restrict sq,
+/* Steps ta..tb-1 of one (batch, head) of the forward, N a multiple of 8·NB (NB a compile-time
+ * constant). */
+static inline __attribute__((always_inline)) void fwd_vec(const hy_wkv7_in *in, int bi, int h, int ta, int tb,
+                                                          float *restrict S, float *restrict y, float *restrict sq,
                                                           float *restrict ckpt, const int N, const int NB) {
     WKV_OFFSETS;
-    for (int t = 0; t < T; t++) {
+    for (int t = ta; t < tb; t++) {
         if (ckpt && t % HY_WKV7_CHUNK == 0) memcpy(ckpt + ck0 + (size_t)(t / HY_WKV7_CHUNK) * NN, S, NN * sizeof(float));
         const size_t o = base + (size_t)t * C;
         const float *restrict r = in->r + o, *restrict w = in->w + o, *restrict k = in->k + o,
@@ -95,11 +97,11 @@ static inline __attribute__((always_inline)) void fwd_vec(const hy_wkv7_in *in, 
 }
 
 /* One (batch, head) of the forward, any N (plain loops, same arithmetic). */
-static void fwd_any(const hy_wkv7_in *in, int bi, int h, float *restrict S, float *restrict y, float *restrict sq,
-                    float *restrict ckpt) {
+static void fwd_any(const hy_wkv7_in *in, int bi, int h, int ta, int tb, float *restrict S, float *restrict y,
+                    float *restrict sq, float *restrict ckpt) {
     const int N = in->N;
     WKV_OFFSETS;
-    for (int t = 0; t < T; t++) {
+    for (int t = ta; t < tb; t++) {
         if (ckpt && t % HY_WKV7_CHUNK == 0) memcpy(ckpt + ck0 + (size_t)(t / HY_WKV7_CHUNK) * NN, S, NN * sizeof(float));
         const size_t o = base + (size_t)t * C;
         const float *r = in->r + o, *w = in->w + o, *k = in->k + o, *v = in->v + o, *q = in->q + o, *b = in->b + o;
@@ -116,33 +118,38 @@ static void fwd_any(const hy_wkv7_in *in, int bi, int h, float *restrict S, floa
     }
 }
 
-static void fwd_bh(const hy_wkv7_in *in, int bi, int h, float *S, float *y, float *sq, float *ckpt) {
+static void fwd_bh(const hy_wkv7_in *in, int bi, int h, int ta, int tb, float *S, float *y, float *sq, float *ckpt) {
     switch (in->N) {
-    case 64: fwd_vec(in, bi, h, S, y, sq, ckpt, 64, 4); break;
-    case 32: fwd_vec(in, bi, h, S, y, sq, ckpt, 32, 4); break;
-    case 128: fwd_vec(in, bi, h, S, y, sq, ckpt, 128, 4); break;
-    case 16: fwd_vec(in, bi, h, S, y, sq, ckpt, 16, 2); break;
+    case 64: fwd_vec(in, bi, h, ta, tb, S, y, sq, ckpt, 64, 4); break;
+    case 32: fwd_vec(in, bi, h, ta, tb, S, y, sq, ckpt, 32, 4); break;
+    case 128: fwd_vec(in, bi, h, ta, tb, S, y, sq, ckpt, 128, 4); break;
+    case 16: fwd_vec(in, bi, h, ta, tb, S, y, sq, ckpt, 16, 2); break;
     default:
-        if (in->N % 8 == 0) fwd_vec(in, bi, h, S, y, sq, ckpt, in->N, 1);
-        else fwd_any(in, bi, h, S, y, sq, ckpt);
+        if (in->N % 8 == 0) fwd_vec(in, bi, h, ta, tb, S, y, sq, ckpt, in->N, 1);
+        else fwd_any(in, bi, h, ta, tb, S, y, sq, ckpt);
     }
 }
 
+/* Each thread takes a contiguous range of (batch, head) pairs and walks time in chunks, all its
+ * heads within a chunk: the heads of one time step share the same rows of the (B, T, C) inputs,
+ * so a chunk touches 16 rows per input (TLB and cache reuse across heads) instead of every head
+ * striding through all T rows C floats apart. */
 void hy_wkv7_forward(const hy_wkv7_in *in, float *S, float *y, float *sq, float *ckpt) {
-    const int BH = in->B * in->H;
+    const int BH = in->B * in->H, T = in->T;
     const size_t NN = (size_t)in->N * in->N;
+    float *zero = S ? NULL : hy_calloc((size_t)BH * NN * sizeof(float));
+    float *st = S ? S : zero;
+    if (!st) return;   /* out of memory: hy_fail already recorded */
     #pragma omp parallel
     {
-        float *zero = S ? NULL : hy_malloc(NN * sizeof(float));
-        #pragma omp for schedule(static)
-        for (int bh = 0; bh < BH; bh++) {
-            float *st = S ? S + (size_t)bh * NN : zero;
-            if (!st) continue;   /* out of memory: hy_fail already recorded */
-            if (!S) memset(st, 0, NN * sizeof(float));
-            fwd_bh(in, bh / in->H, bh % in->H, st, y, sq, ckpt);
+        int nt = omp_get_num_threads(), id = omp_get_thread_num();
+        int lo = (int)((long)BH * id / nt), hi = (int)((long)BH * (id + 1) / nt);
+        for (int t0 = 0; t0 < T; t0 += HY_WKV7_CHUNK) {
+            int t1 = t0 + HY_WKV7_CHUNK < T ? t0 + HY_WKV7_CHUNK : T;
+            for (int bh = lo; bh < hi; bh++) fwd_bh(in, bh / in->H, bh % in->H, t0, t1, st + (size_t)bh * NN, y, sq, ckpt);
         }
-        hy_free(zero);
     }
+    hy_free(zero);
 }
 
 /* Recomputes the states of chunk c into P[0..len] (P[0] = its checkpoint, P[s+1] = after step
@@ -165,16 +172,17 @@ static inline __attribute__((always_inline)) void recompute(const hy_wkv7_in *in
     }
 }
 
-/* One (batch, head) of the backward, N a multiple of 8·NB. P: (CHUNK+1, N, N), dS: (N, N). */
-static inline __attribute__((always_inline)) void bwd_vec(const hy_wkv7_in *in, int bi, int h, const float *sqa,
+/* Chunk c of one (batch, head) of the backward, N a multiple of 8·NB. P: (CHUNK+1, N, N) workspace;
+ * dS: (N, N), the gradient of the state after the chunk on entry, before it on return. */
+static inline __attribute__((always_inline)) void bwd_vec(const hy_wkv7_in *in, int bi, int h, int c, const float *sqa,
                                                           const float *ckpt, const float *dya, float *dra, float *dwa,
                                                           float *dka, float *dva, float *dqa, float *dba,
                                                           float *restrict P, float *restrict dS, const int N,
                                                           const int NB) {
     WKV_OFFSETS;
-    memset(dS, 0, NN * sizeof(float));
+    (void)nch;
     float dsqv[N];
-    for (int c = nch - 1; c >= 0; c--) {
+    {
         const int t0 = c * HY_WKV7_CHUNK, len = T - t0 < HY_WKV7_CHUNK ? T - t0 : HY_WKV7_CHUNK;
         recompute(in, base, C, sqa, ckpt + ck0 + (size_t)c * NN, P, t0, len, N);
         for (int s = len - 1; s >= 0; s--) {
@@ -228,14 +236,14 @@ static inline __attribute__((always_inline)) void bwd_vec(const hy_wkv7_in *in, 
     }
 }
 
-/* One (batch, head) of the backward, any N (plain loops). */
-static void bwd_any(const hy_wkv7_in *in, int bi, int h, const float *sqa, const float *ckpt, const float *dya,
+/* Chunk c of one (batch, head) of the backward, any N (plain loops). */
+static void bwd_any(const hy_wkv7_in *in, int bi, int h, int c, const float *sqa, const float *ckpt, const float *dya,
                     float *dra, float *dwa, float *dka, float *dva, float *dqa, float *dba, float *P, float *dS) {
     const int N = in->N;
     WKV_OFFSETS;
-    memset(dS, 0, NN * sizeof(float));
+    (void)nch;
     float dsq[N];
-    for (int c = nch - 1; c >= 0; c--) {
+    {
         const int t0 = c * HY_WKV7_CHUNK, len = T - t0 < HY_WKV7_CHUNK ? T - t0 : HY_WKV7_CHUNK;
         recompute(in, base, C, sqa, ckpt + ck0 + (size_t)c * NN, P, t0, len, N);
         for (int s = len - 1; s >= 0; s--) {
@@ -265,31 +273,40 @@ static void bwd_any(const hy_wkv7_in *in, int bi, int h, const float *sqa, const
     }
 }
 
-static void bwd_bh(const hy_wkv7_in *in, int bi, int h, const float *sq, const float *ckpt, const float *dy,
+static void bwd_bh(const hy_wkv7_in *in, int bi, int h, int c, const float *sq, const float *ckpt, const float *dy,
                    float *dr, float *dw, float *dk, float *dv, float *dq, float *db, float *P, float *dS) {
     switch (in->N) {
-    case 64: bwd_vec(in, bi, h, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, 64, 4); break;
-    case 32: bwd_vec(in, bi, h, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, 32, 4); break;
-    case 128: bwd_vec(in, bi, h, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, 128, 4); break;
-    case 16: bwd_vec(in, bi, h, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, 16, 2); break;
+    case 64: bwd_vec(in, bi, h, c, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, 64, 4); break;
+    case 32: bwd_vec(in, bi, h, c, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, 32, 4); break;
+    case 128: bwd_vec(in, bi, h, c, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, 128, 4); break;
+    case 16: bwd_vec(in, bi, h, c, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, 16, 2); break;
     default:
-        if (in->N % 8 == 0) bwd_vec(in, bi, h, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, in->N, 1);
-        else bwd_any(in, bi, h, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS);
+        if (in->N % 8 == 0) bwd_vec(in, bi, h, c, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS, in->N, 1);
+        else bwd_any(in, bi, h, c, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, dS);
     }
 }
 
+/* As the forward: a contiguous range of (batch, head) pairs per thread, chunks from last to first,
+ * all the thread's heads within a chunk (each head's dS kept between chunks). */
 int hy_wkv7_backward(const hy_wkv7_in *in, const float *sq, const float *ckpt, const float *dy, float *dr,
                      float *dw, float *dk, float *dv, float *dq, float *db) {
-    const int BH = in->B * in->H;
+    const int BH = in->B * in->H, nch = hy_wkv7_nchunks(in->T);
     const size_t NN = (size_t)in->N * in->N;
     int failed = 0;
     #pragma omp parallel reduction(| : failed)
     {
-        float *P = hy_malloc((HY_WKV7_CHUNK + 2) * NN * sizeof(float));
+        int nt = omp_get_num_threads(), id = omp_get_thread_num();
+        int lo = (int)((long)BH * id / nt), hi = (int)((long)BH * (id + 1) / nt);
+        float *P = hy_malloc(((HY_WKV7_CHUNK + 1) + (size_t)(hi - lo)) * NN * sizeof(float));
         if (!P) failed = 1;
-        #pragma omp for schedule(static)
-        for (int bh = 0; bh < BH; bh++)
-            if (P) bwd_bh(in, bh / in->H, bh % in->H, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P, P + (HY_WKV7_CHUNK + 1) * NN);
+        else {
+            float *dS = P + (HY_WKV7_CHUNK + 1) * NN;
+            memset(dS, 0, (size_t)(hi - lo) * NN * sizeof(float));
+            for (int c = nch - 1; c >= 0; c--)
+                for (int bh = lo; bh < hi; bh++)
+                    bwd_bh(in, bh / in->H, bh % in->H, c, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P,
+                           dS + (size_t)(bh - lo) * NN);
+        }
         hy_free(P);
     }
     return failed ? HY_ERR_NOMEM : 0;
