@@ -324,7 +324,7 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
         float *h = P->hw.p;
         size_t nh = rows * g.Dw;
         #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < nh; i++) h[i] = tanhf(h[i]);
+        for (size_t i = 0; i < nh; i++) h[i] = 1.0f - 2.0f / (hy_expf(2.0f * h[i]) + 1.0f);   /* tanh */
     }
     xw(P->w.p, P->hw.p, p[P_W2], rows, g.Dw, C);
     {

@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/mem.h"
 #include <omp.h>
+#include <stdbool.h>
 #include <string.h>
 
 /* -std=c17 turns off floating-point contraction; these kernels are FMA chains by design. */
@@ -64,34 +65,44 @@ static inline float hsum1(v8 a) {
     (void)ck0
 
 /* Steps ta..tb-1 of one (batch, head) of the forward, N a multiple of 8·NB (NB a compile-time
- * constant). */
+ * constant). The sq of the next step is accumulated while the rows are updated (sq_{t+1} =
+ * S_t q_{t+1}), so apart from the first step of the range every step is one pass over S. */
 static inline __attribute__((always_inline)) void fwd_vec(const hy_wkv7_in *in, int bi, int h, int ta, int tb,
                                                           float *restrict S, float *restrict y, float *restrict sq,
                                                           float *restrict ckpt, const int N, const int NB) {
     WKV_OFFSETS;
+    for (int i0 = 0; i0 < N; i0 += 8 * NB) {   /* sq of step ta */
+        const float *q = in->q + base + (size_t)ta * C;
+        v8 sv[NB];
+        for (int m = 0; m < NB; m++) sv[m] = (v8){0};
+        for (int j = 0; j < N; j++)
+            for (int m = 0; m < NB; m++) sv[m] += ld8(S + (size_t)j * N + i0 + 8 * m) * q[j];
+        for (int m = 0; m < NB; m++) st8(sq + base + (size_t)ta * C + i0 + 8 * m, sv[m]);
+    }
     for (int t = ta; t < tb; t++) {
         if (ckpt && t % HY_WKV7_CHUNK == 0) memcpy(ckpt + ck0 + (size_t)(t / HY_WKV7_CHUNK) * NN, S, NN * sizeof(float));
         const size_t o = base + (size_t)t * C;
+        const bool more = t + 1 < tb;
         const float *restrict r = in->r + o, *restrict w = in->w + o, *restrict k = in->k + o,
-                              *restrict q = in->q + o, *restrict b = in->b + o;
+                              *restrict b = in->b + o, *restrict qn = in->q + o + (more ? C : 0);
         for (int i0 = 0; i0 < N; i0 += 8 * NB) {
-            v8 sv[NB], yv[NB], vv[NB];
-            for (int m = 0; m < NB; m++) sv[m] = (v8){0}, yv[m] = (v8){0}, vv[m] = ld8(in->v + o + i0 + 8 * m);
-            for (int j = 0; j < N; j++) {
-                const float *row = S + (size_t)j * N + i0;
-                const float qj = q[j];
-                for (int m = 0; m < NB; m++) sv[m] += ld8(row + 8 * m) * qj;
-            }
+            v8 sv[NB], yv[NB], vv[NB], nv[NB];
+            for (int m = 0; m < NB; m++)
+                sv[m] = ld8(sq + o + i0 + 8 * m), yv[m] = nv[m] = (v8){0}, vv[m] = ld8(in->v + o + i0 + 8 * m);
             for (int j = 0; j < N; j++) {
                 float *row = S + (size_t)j * N + i0;
-                const float wj = w[j], bj = b[j], kj = k[j], rj = r[j];
+                const float wj = w[j], bj = b[j], kj = k[j], rj = r[j], qj = qn[j];
                 for (int m = 0; m < NB; m++) {
-                    v8 s = ld8(row + 8 * m) * wj - sv[m] * bj + vv[m] * kj;
-                    st8(row + 8 * m, s);
-                    yv[m] += s * rj;
+                    v8 x = ld8(row + 8 * m) * wj - sv[m] * bj + vv[m] * kj;
+                    st8(row + 8 * m, x);
+                    yv[m] += x * rj;
+                    nv[m] += x * qj;
                 }
             }
-            for (int m = 0; m < NB; m++) st8(y + o + i0 + 8 * m, yv[m]), st8(sq + o + i0 + 8 * m, sv[m]);
+            for (int m = 0; m < NB; m++) {
+                st8(y + o + i0 + 8 * m, yv[m]);
+                if (more) st8(sq + o + C + i0 + 8 * m, nv[m]);
+            }
         }
     }
 }
