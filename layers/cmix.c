@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Elementwise loops smaller than this run on one thread (fork/join costs more than they do). */
+#define PAR_MIN 65536
+
 enum { OPT_D_FF };
 static const hy_opt_spec cmix_opts[] = {
     {"d_ff", HY_OPT_INT, 0, 1, 1 << 20, HY_OPT_DEFAULT_AUTO, "hidden width F; auto = 4·d_model (upstream x070)"},
@@ -78,7 +81,7 @@ static int cmix_forward_core(hy_layer *L, const float *x, float *y, int B, int T
     if (!grab(&P->xx, rows * d) || !grab(&P->xk, rows * d) || !grab(&P->h, rows * F) || !grab(&P->act, rows * F))
         return HY_ERR_NOMEM;
     float *xx = P->xx.p, *xk = P->xk.p, *mu = L->p[P_XK];
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (rows * (size_t)d >= PAR_MIN)
     for (size_t r = 0; r < rows; r++) {
         int t = (int)(r % T), b = (int)(r / T);
         const float *prev = t ? x + (r - 1) * d : xprev ? xprev + (size_t)b * d : NULL;
@@ -91,7 +94,7 @@ static int cmix_forward_core(hy_layer *L, const float *x, float *y, int B, int T
     hy_linear_forward(P->h.p, xk, L->p[P_KEY], NULL, (int)rows, d, F);
     float *h = P->h.p, *act = P->act.p;
     size_t nf = rows * F;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (nf >= PAR_MIN)
     for (size_t i = 0; i < nf; i++) {
         float z = h[i] > 0 ? h[i] : 0.0f;
         act[i] = z * z;
@@ -120,12 +123,12 @@ static int cmix_backward(hy_layer *L, const float *dy, float *dx, int B, int T) 
     }
     hy_linear_backward(P->dact.p, L->g[P_VALUE], NULL, dy, P->act.p, L->p[P_VALUE], (int)rows, F, d, false);
     float *h = P->h.p, *da = P->dact.p;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (nf >= PAR_MIN)
     for (size_t i = 0; i < nf; i++) da[i] *= h[i] > 0 ? 2.0f * h[i] : 0.0f;
     hy_linear_backward(P->dxk.p, L->g[P_KEY], NULL, da, P->xk.p, L->p[P_KEY], (int)rows, d, F, false);
     /* xk = x + xx ⊙ mu, xx_t = x_{t-1} - x_t: dx_t = dxk_t (1 - mu) + dxk_{t+1} mu; dmu = Σ dxk ⊙ xx */
     float *dxk = P->dxk.p, *xx = P->xx.p, *mu = L->p[P_XK];
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (rows * (size_t)d >= PAR_MIN)
     for (size_t r = 0; r < rows; r++) {
         int t = (int)(r % T);
         for (int c = 0; c < d; c++) {
@@ -134,7 +137,7 @@ static int cmix_backward(hy_layer *L, const float *dy, float *dx, int B, int T) 
             dx[r * d + c] = v;
         }
     }
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (rows * d >= PAR_MIN)
     for (size_t i = 0; i < rows * d; i++) dxk[i] *= xx[i];
     hy_gemm(false, false, 1, d, (int)rows, 1.0f, P->ones.p, (int)rows, dxk, d, 1.0f, L->g[P_XK], d);
     return 0;

@@ -23,6 +23,9 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Elementwise loops smaller than this run on one thread (fork/join costs more than they do). */
+#define PAR_MIN 65536
+
 enum { OPT_HEAD, OPT_DW, OPT_DA, OPT_DV, OPT_DG };
 static const hy_opt_spec rw_opts[] = {
     {"head_size", HY_OPT_INT, 64, 1, 4096, 0, "head size N (state N×N per head); must divide d_model"},
@@ -218,7 +221,7 @@ static void colsum_add(float *g, const float *M, const float *ones, size_t rows,
 /* xm = x + xx ⊙ mu over rows of C. */
 static void mix(float *restrict xm, const float *restrict x, const float *restrict xx, const float *restrict mu,
                 size_t rows, int C) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t r = 0; r < rows; r++)
         for (int c = 0; c < C; c++) xm[r * C + c] = x[r * C + c] + xx[r * C + c] * mu[c];
 }
@@ -226,7 +229,7 @@ static void mix(float *restrict xm, const float *restrict x, const float *restri
 /* Backward of mix(): dx += dm, dxx += dm ⊙ mu, gmu += colsum(dm ⊙ xx) (dm is overwritten). */
 static void mix_backward(float *restrict dm, float *restrict dx, float *restrict dxx, const float *restrict xx,
                          const float *restrict mu, float *gmu, const float *ones, size_t rows, int C) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t r = 0; r < rows; r++)
         for (int c = 0; c < C; c++) {
             size_t i = r * C + c;
@@ -276,7 +279,7 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
     float *const *p = L->p;
     float *xx = P->xx.p, *xm = P->xm.p;
     /* token shift */
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t r = 0; r < rows; r++) {
         int t = (int)(r % T), b = (int)(r / T);
         const float *prev = t ? x + (r - 1) * C : xprev ? xprev + (size_t)b * C : NULL;
@@ -307,7 +310,7 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
         xw(P->hv.p, xm, p[P_V1], rows, C, g.Dv);
         xw(P->vg.p, P->hv.p, p[P_V2], rows, g.Dv, C);
         float *vg = P->vg.p, *vd = P->vdiff.p, *vf = sh->v_first.p, *v0 = p[P_V0];
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
         for (size_t r = 0; r < rows; r++)
             for (int c = 0; c < C; c++) {
                 size_t i = r * C + c;
@@ -323,13 +326,13 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
     {
         float *h = P->hw.p;
         size_t nh = rows * g.Dw;
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (nh >= PAR_MIN)
         for (size_t i = 0; i < nh; i++) h[i] = 1.0f - 2.0f / (hy_expf(2.0f * h[i]) + 1.0f);   /* tanh */
     }
     xw(P->w.p, P->hw.p, p[P_W2], rows, g.Dw, C);
     {
         float *w = P->w.p, *dec = P->dec.p, *w0 = p[P_W0];
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
         for (size_t r = 0; r < rows; r++)
             for (int c = 0; c < C; c++) {
                 size_t i = r * C + c;
@@ -344,7 +347,7 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
     xw(P->a.p, P->ha.p, p[P_A2], rows, g.Da, C);
     {
         float *a = P->a.p, *a0 = p[P_A0];
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
         for (size_t r = 0; r < rows; r++)
             for (int c = 0; c < C; c++) a[r * C + c] = hy_sigmoidf(a0[c] + a[r * C + c]);
     }
@@ -354,7 +357,7 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
     {
         float *h = P->hg.p;
         size_t nh = rows * g.Dg;
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (nh >= PAR_MIN)
         for (size_t i = 0; i < nh; i++) h[i] = hy_sigmoidf(h[i]);
     }
     xw(P->g.p, P->hg.p, p[P_G2], rows, g.Dg, C);
@@ -362,7 +365,7 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
     {
         float *k0 = P->k0.p, *k = P->k.p, *kk = P->kk.p, *kinv = P->kinv.p, *b = P->b.p, *a = P->a.p;
         const float *kkw = p[P_KK], *ka = p[P_KA];
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
         for (size_t r = 0; r < rows; r++)
             for (int h = 0; h < H; h++) {
                 size_t o = r * C + (size_t)h * N;
@@ -389,7 +392,7 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
     {
         float *y = P->y.p, *op = P->op.p, *mean = P->mean.p, *rstd = P->rstd.p, *r = P->r.p, *k = P->k.p;
         const float *lnw = p[P_LNW], *lnb = p[P_LNB], *rk = p[P_RK];
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
         for (size_t row = 0; row < rows; row++)
             for (int h = 0; h < H; h++) {
                 size_t o = row * C + (size_t)h * N;
@@ -406,7 +409,7 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
                 }
             }
         float *gg = P->g.p;
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
         for (size_t i = 0; i < n; i++) xm[i] = op[i] * gg[i];
     }
     hy_linear_forward(out, xm, p[P_WO], NULL, (int)rows, C, C);
@@ -453,10 +456,10 @@ static int rw_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
     memset(dx, 0, n * sizeof(float));
     memset(dxx, 0, n * sizeof(float));
     /* output projection: d1 = dz; then d2 = dg, d1 = d(op) */
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) xm[i] = op[i] * gg[i];
     hy_linear_backward(d1, gr[P_WO], NULL, dyo, xm, p[P_WO], (int)rows, C, C, false);
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) d2[i] = d1[i] * op[i], d1[i] *= gg[i];
     /* gate: g = sigmoid(xg@g1)@g2 */
     {
@@ -464,7 +467,7 @@ static int rw_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
         hy_gemm(false, true, (int)rows, g.Dg, C, 1.0f, d2, C, p[P_G2], C, 0.0f, dh, g.Dg);
         float *hg = P->hg.p;
         size_t nh = rows * g.Dg;
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (nh >= PAR_MIN)
         for (size_t i = 0; i < nh; i++) dh[i] *= hg[i] * (1.0f - hg[i]);
         mix(xm, x, xx, p[P_XG], rows, C);
         xw_backward(d3, gr[P_G1], dh, xm, p[P_G1], rows, C, g.Dg, false);
@@ -475,7 +478,7 @@ static int rw_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
     {
         float *y = P->y.p, *dy = P->dy.p, *mean = P->mean.p, *rstd = P->rstd.p;
         const float *lnw = p[P_LNW], *rk = p[P_RK];
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
         for (size_t row = 0; row < rows; row++)
             for (int h = 0; h < H; h++) {
                 size_t o = row * C + (size_t)h * N;
@@ -514,7 +517,7 @@ static int rw_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
         float *dq = P->dq.p, *db = P->db.p;
         const float *ka = p[P_KA];
         float *t1 = d1, *t2 = d2, *t3 = d3;
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
         for (size_t row = 0; row < rows; row++)
             for (int c = 0; c < C; c++) {
                 size_t i = row * C + c;
@@ -533,7 +536,7 @@ static int rw_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
     {
         float *dq = P->dq.p, *kinv = P->kinv.p;
         const float *kkw = p[P_KK];
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
         for (size_t row = 0; row < rows; row++)
             for (int h = 0; h < H; h++) {
                 size_t o = row * C + (size_t)h * N;
@@ -551,7 +554,7 @@ static int rw_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
     }
     /* a = sigmoid(a0 + (xa@a1)@a2), da in d2 */
     {
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
         for (size_t i = 0; i < n; i++) d2[i] *= a[i] * (1.0f - a[i]);
         colsum_add(gr[P_A0], d2, ones, rows, C);
         xw_backward(dh, gr[P_A2], d2, P->ha.p, p[P_A2], rows, g.Da, C, false);
@@ -563,7 +566,7 @@ static int rw_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
      * dz = ddecay · (-decay·e^w) · sigmoid(-z), sigmoid(-z) = 1 - e^(w + 0.5) */
     {
         float *ddec = P->ddec.p, *w = P->w.p, *dec = P->dec.p, *hw = P->hw.p;
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
         for (size_t i = 0; i < n; i++) {
             float ew = hy_expf(w[i]);
             d2[i] = -ddec[i] * dec[i] * ew * (1.0f - hy_expf(w[i] + 0.5f));
@@ -571,7 +574,7 @@ static int rw_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
         colsum_add(gr[P_W0], d2, ones, rows, C);
         xw_backward(dh, gr[P_W2], d2, hw, p[P_W2], rows, g.Dw, C, false);
         size_t nh = rows * g.Dw;
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (nh >= PAR_MIN)
         for (size_t i = 0; i < nh; i++) dh[i] *= 1.0f - hw[i] * hw[i];
         mix(xm, x, xx, p[P_XW], rows, C);
         xw_backward(d3, gr[P_W1], dh, xm, p[P_W1], rows, C, g.Dw, false);
@@ -581,7 +584,7 @@ static int rw_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
     mix(xm, x, xx, p[P_XV], rows, C);
     if (!P->first) {
         float *vg = P->vg.p, *vd = P->vdiff.p, *dvf = sh->dv_first.p;
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
         for (size_t i = 0; i < n; i++) {
             float s = vg[i];
             dvf[i] += dv[i] * s;
@@ -595,7 +598,7 @@ static int rw_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
     } else {
         if (sh && sh->dv_first.p && sh->v_first_rows == rows) {
             float *dvf = sh->dv_first.p;
-            #pragma omp parallel for schedule(static)
+            #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
             for (size_t i = 0; i < n; i++) dv[i] += dvf[i], dvf[i] = 0.0f;
         }
         hy_linear_backward(d3, gr[P_WV], NULL, dv, xm, p[P_WV], (int)rows, C, C, false);
@@ -609,7 +612,7 @@ static int rw_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
     hy_linear_backward(d3, gr[P_WK], NULL, dk, xm, p[P_WK], (int)rows, C, C, false);
     mix_backward(d3, dx, dxx, xx, p[P_XK], gr[P_XK], ones, rows, C);
     /* token shift: xx_t = x_{t-1} - x_t */
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t row = 0; row < rows; row++) {
         int t = (int)(row % T);
         for (int c = 0; c < C; c++) {
