@@ -319,6 +319,7 @@ int hy_bench_main(int argc, char **argv) {
     if (wanted(&a, "mamba")) bench_mamba_scan(bw, a.quick);
     if (wanted(&a, "attention"))
         for (int T = a.min_T; T <= a.max_T; T *= 2) bench_naive_attention(&csv, &a, T, sgemm);
+    if (wanted(&a, "rwkv7")) hy_bench_wkv7_line(sgemm, bw, a.quick);
     bench_nanogpt_step();
     char path[4200];
     snprintf(path, sizeof path, "%s/layers.csv", a.out_dir);

@@ -6,5 +6,7 @@
 int hy_bench_main(int argc, char **argv);
 /* `hybrid-exp bench decode` (bench/decode.c): decode.csv, decode latency and state size vs context. */
 int hy_bench_decode_main(int argc, char **argv);
+/* The RWKV-7 state recurrence line (bench/bench_rwkv7.c). */
+void hy_bench_wkv7_line(double sgemm_gflops, double mem_gbs, int quick);
 
 #endif

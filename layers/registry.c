@@ -13,14 +13,20 @@ extern const hy_block_ops hy_block_swiglu;
 extern const hy_block_ops hy_block_mamba;
 extern const hy_block_ops hy_block_s4d;
 extern const hy_block_ops hy_block_hyena;
+extern const hy_block_ops hy_block_rwkv7;
+extern const hy_block_ops hy_block_cmix;
 
 /* One line per block. */
 static const hy_block_ops *const blocks[] = {
+    /* mixers */
     &hy_block_attention,
-    &hy_block_swiglu,
     &hy_block_mamba,
     &hy_block_s4d,
     &hy_block_hyena,
+    &hy_block_rwkv7,
+    /* feed-forward blocks */
+    &hy_block_swiglu,
+    &hy_block_cmix,
 };
 
 int hy_block_count(void) { return (int)(sizeof blocks / sizeof *blocks); }

@@ -13,6 +13,7 @@
  *  - Errors: return a negative code after hy_fail(); never exit or print. */
 #ifndef HY_LAYERS_REGISTRY_H
 #define HY_LAYERS_REGISTRY_H
+#include "core/mem.h"
 #include "core/rng.h"
 #include <stdbool.h>
 #include <stddef.h>
@@ -63,6 +64,16 @@ typedef struct hy_shared {
     double aux_loss;          /* sum of MoE aux losses of the last forward */
     int n_aux;                /* number of layers that added to aux_loss */
     float aux_coef;           /* router_aux_coef, for backward */
+    /* RWKV-7 value residual (layers/rwkv7.c). The first rwkv7 mixer of the stack (layer index
+     * rwkv_first; set by the model, 0 for a standalone layer) writes its v into v_first in forward,
+     * prefill and step (v_first_rows = B·T rows of d_model) and zeroes dv_first in a forward that
+     * keeps activations; later rwkv7 mixers read v_first and ADD their gradient into dv_first in
+     * backward. Layers run backward in reverse, so the first one sees the full sum, consumes it and
+     * zeroes it. The buffers belong to the first rwkv7 layer (freed by its destroy). */
+    int rwkv_first;           /* layer index of the first rwkv7 mixer; -1 = none */
+    int n_layers;             /* layers in the stack, for depth-dependent inits; 0 = standalone */
+    hy_buf v_first, dv_first;
+    size_t v_first_rows;
 } hy_shared;
 
 typedef struct hy_layer {

@@ -122,6 +122,11 @@ int hy_model_create(const hy_model_config *cfg, uint64_t seed, hy_model **out) {
         return rc;
     }
     m->shared.aux_coef = m->cfg.router_aux_coef;
+    /* RWKV-7's v_first comes from the first rwkv7 mixer of the stack (see hy_shared). */
+    m->shared.n_layers = m->cfg.n_layers;
+    m->shared.rwkv_first = -1;
+    for (int i = 0; i < m->cfg.n_layers && m->shared.rwkv_first < 0; i++)
+        if (!strcmp(m->cfg.layers[i].mixer.ops->name, "rwkv7")) m->shared.rwkv_first = i;
     init_params(m, seed);
     *out = m;
     return 0;

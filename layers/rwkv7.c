@@ -1,0 +1,442 @@
+/* rwkv7 — RWKV-7 "Goose" time mixing (SPEC §2, RWKV-LM RWKV-v7 x070), C = d_model, H = C/N heads.
+ *
+ *   xx = shift(x) - x;  x∗ = x + xx ⊙ x_∗                         (∗ = r, w, k, v, a, g)
+ *   r = receptance·xr; k0 = key·xk; v = value·xv
+ *   w = -softplus(-(w0 + tanh(xw@w1)@w2)) - 0.5;  decay = exp(-exp(w))
+ *   v = v + (v_first - v) ⊙ sigmoid(v0 + (xv@v1)@v2)              (not in the first rwkv7 layer)
+ *   a = sigmoid(a0 + (xa@a1)@a2);  g = sigmoid(xg@g1)@g2
+ *   kk = L2-normalise per head(k0 ⊙ k_k);  k = k0 ⊙ (1 + (a-1) ⊙ k_a)
+ *   y = WKV7(r, decay, k, v, q = kk, b = kk ⊙ a)                  (layers/rwkv7_wkv.c)
+ *   o = groupnorm_head(y; ln_x, eps 64e-5) + (Σ_j r_j k_j r_k[h,j]) v;  out = output·(o ⊙ g)
+ *
+ * All products go through hy_gemm / hy_linear_*; the per-channel parameter gradients are column
+ * sums, done as a ones-vector product (hy_gemm) over a per-row buffer. Forward keeps what backward
+ * needs (about 20 (B·T, C) buffers, the LoRA hiddens, sq and the chunk states of the recurrence);
+ * the six mixed inputs are recomputed in backward (layers/rwkv7_backward.c). Streaming (step, prefill) runs the same forward
+ * from a state: S per head (key-major) and the last input for the token shift. */
+#include "layers/rwkv7_priv.h"
+#include "core/error.h"
+#include "core/gemm.h"
+#include "core/mem.h"
+#include "core/vmath.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static const hy_opt_spec rw_opts[] = {
+    {"head_size", HY_OPT_INT, 64, 1, 4096, 0, "head size N (state N×N per head); must divide d_model"},
+    {"d_decay_lora", HY_OPT_INT, 0, 1, 1 << 16, HY_OPT_DEFAULT_AUTO,
+     "decay LoRA rank; auto = max(32, round(2.5·sqrt(d)/32)·32)"},
+    {"d_aaa_lora", HY_OPT_INT, 0, 1, 1 << 16, HY_OPT_DEFAULT_AUTO,
+     "in-context learning rate LoRA rank; auto = max(32, round(2.5·sqrt(d)/32)·32)"},
+    {"d_mv_lora", HY_OPT_INT, 0, 1, 1 << 16, HY_OPT_DEFAULT_AUTO,
+     "value residual LoRA rank; auto = max(32, round(1.7·sqrt(d)/32)·32)"},
+    {"d_gate_lora", HY_OPT_INT, 0, 1, 1 << 16, HY_OPT_DEFAULT_AUTO,
+     "gate LoRA rank; auto = max(32, round(5·sqrt(d)/32)·32)"},
+};
+
+typedef struct {
+    int B;
+    float *S, *xprev;   /* (B, H, N, N) key-major; (B, C) */
+} rw_state;
+
+/* ---------------------------------------------------------------- options, params ---- */
+
+/* SPEC's LoRA size: max(32, round(f·sqrt(C)/32)·32), round half to even as Python's round(). */
+static int lora_size(double f, int C) {
+    double v = nearbyint(f * sqrt((double)C) / 32.0) * 32.0;
+    return v > 32 ? (int)v : 32;
+}
+
+static int rw_resolve(hy_opts *o, int d, int *bad_opt, char *msg, size_t msg_len) {
+    int N = hy_opt_int(o, OPT_HEAD);
+    if (N > d || d % N) {
+        *bad_opt = OPT_HEAD;
+        snprintf(msg, msg_len, "head_size = %d does not divide d_model = %d", N, d);
+        return HY_ERR_CONFIG;
+    }
+    const double f[5] = {0, 2.5, 2.5, 1.7, 5.0};
+    for (int i = OPT_DW; i <= OPT_DG; i++)
+        if (o->is_auto[i]) o->v[i] = lora_size(f[i], d), o->is_auto[i] = false;
+    return 0;
+}
+
+static int rw_param_specs(const hy_opts *o, int d, hy_param_spec *out) {
+    geom g = geom_of(o, d);
+    int C = g.C;
+    if (out) {
+        const char *vec[] = {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g"};
+        for (int i = 0; i < 6; i++) out[P_XR + i] = (hy_param_spec){vec[i], 3, {1, 1, C}, HY_PARAM_NO_DECAY};
+        /* Upstream decays only the 2-D ".weight" tensors: LoRA matrices and r_k are not decayed. */
+        out[P_W0] = (hy_param_spec){"w0", 3, {1, 1, C}, HY_PARAM_NO_DECAY};
+        out[P_W1] = (hy_param_spec){"w1", 2, {C, g.Dw}, HY_PARAM_NO_DECAY};
+        out[P_W2] = (hy_param_spec){"w2", 2, {g.Dw, C}, HY_PARAM_NO_DECAY};
+        out[P_A0] = (hy_param_spec){"a0", 3, {1, 1, C}, HY_PARAM_NO_DECAY};
+        out[P_A1] = (hy_param_spec){"a1", 2, {C, g.Da}, HY_PARAM_NO_DECAY};
+        out[P_A2] = (hy_param_spec){"a2", 2, {g.Da, C}, HY_PARAM_NO_DECAY};
+        out[P_V0] = (hy_param_spec){"v0", 3, {1, 1, C}, HY_PARAM_NO_DECAY};
+        out[P_V1] = (hy_param_spec){"v1", 2, {C, g.Dv}, HY_PARAM_NO_DECAY};
+        out[P_V2] = (hy_param_spec){"v2", 2, {g.Dv, C}, HY_PARAM_NO_DECAY};
+        out[P_G1] = (hy_param_spec){"g1", 2, {C, g.Dg}, HY_PARAM_NO_DECAY};
+        out[P_G2] = (hy_param_spec){"g2", 2, {g.Dg, C}, HY_PARAM_NO_DECAY};
+        out[P_KK] = (hy_param_spec){"k_k", 3, {1, 1, C}, HY_PARAM_NO_DECAY};
+        out[P_KA] = (hy_param_spec){"k_a", 3, {1, 1, C}, HY_PARAM_NO_DECAY};
+        out[P_RK] = (hy_param_spec){"r_k", 2, {g.H, g.N}, HY_PARAM_NO_DECAY};
+        out[P_WR] = (hy_param_spec){"receptance.weight", 2, {C, C}, 0};
+        out[P_WK] = (hy_param_spec){"key.weight", 2, {C, C}, 0};
+        out[P_WV] = (hy_param_spec){"value.weight", 2, {C, C}, 0};
+        out[P_WO] = (hy_param_spec){"output.weight", 2, {C, C}, 0};
+        out[P_LNW] = (hy_param_spec){"ln_x.weight", 1, {C}, HY_PARAM_NO_DECAY};
+        out[P_LNB] = (hy_param_spec){"ln_x.bias", 1, {C}, HY_PARAM_NO_DECAY};
+    }
+    return P_COUNT;
+}
+
+/* torch.nn.init.orthogonal_ on a (rows, cols) matrix times `gain`: orthonormal rows (rows <= cols)
+ * or columns, from a Gaussian matrix by modified Gram-Schmidt (the same Haar distribution as QR). */
+static void ortho_init(float *W, int rows, int cols, float gain, hy_rng *rng) {
+    int n = rows <= cols ? rows : cols, m = rows <= cols ? cols : rows;
+    double *V = hy_malloc(sizeof(double) * (size_t)n * m);
+    if (!V) return;
+    for (size_t i = 0; i < (size_t)n * m; i++) V[i] = hy_rng_normal(rng);
+    for (int a = 0; a < n; a++) {
+        double *va = V + (size_t)a * m;
+        for (int b = 0; b < a; b++) {
+            double *vb = V + (size_t)b * m, dot = 0;
+            for (int i = 0; i < m; i++) dot += va[i] * vb[i];
+            for (int i = 0; i < m; i++) va[i] -= dot * vb[i];
+        }
+        double nrm = 0;
+        for (int i = 0; i < m; i++) nrm += va[i] * va[i];
+        nrm = nrm > 0 ? 1.0 / sqrt(nrm) : 0;
+        for (int i = 0; i < m; i++) va[i] *= nrm;
+    }
+    for (int a = 0; a < n; a++)   /* vector a = row a (rows <= cols) or column a */
+        for (int i = 0; i < m; i++) {
+            float v = (float)(gain * V[(size_t)a * m + i]);
+            if (rows <= cols) W[(size_t)a * cols + i] = v;
+            else W[(size_t)i * cols + a] = v;
+        }
+    hy_free(V);
+}
+
+/* Upstream RWKV-LM RWKV-v7/train_temp/src/model.py RWKV_Tmix_x070.__init__ (see docs/blocks.md):
+ * depth ratios from the layer index and the stack's n_layers, per-channel curves for the mixing
+ * vectors and w0, a0, v0, k_k; LoRA down-matrices zero, up-matrices orthogonal × 0.1; receptance
+ * and value U(±0.5/√C), key U(±0.05/√C), output zero; ln_x = (1, 0). */
+static void rw_init(hy_layer *L, hy_rng *rng) {
+    geom g = geom_of(&L->opts, L->d_model);
+    int C = g.C, N = g.N, id = L->index, nl = L->shared && L->shared->n_layers > id ? L->shared->n_layers : id + 1;
+    double r01 = nl > 1 ? (double)id / (nl - 1) : 0.0, r10 = 1.0 - (double)id / nl;
+    const double xp[6] = {0.2, 0.9, 0.7, 0.7, 0.9, 0.2};   /* x_r, x_w, x_k, x_v, x_a, x_g */
+    for (int c = 0; c < C; c++) {
+        double ddd = (double)c / C, lin = C > 1 ? (double)c / (C - 1) - 0.5 : 0.0;
+        double zz = N > 1 ? ((c % N) - (N - 1) / 2.0) / ((N - 1) / 2.0) : 0.0;
+        zz = zz * fabs(zz);
+        for (int i = 0; i < 6; i++) L->p[P_XR + i][c] = (float)(1.0 - pow(ddd, xp[i] * r10));
+        double www = -6.0 + 6.0 * pow(C > 1 ? (double)c / (C - 1) : 0.0, 1.0 + pow(r01, 0.3));
+        L->p[P_W0][c] = (float)(www + 0.5 + zz * 2.5);
+        L->p[P_A0][c] = (float)(-0.19 + zz * 0.3 + lin * 0.4);
+        L->p[P_V0][c] = (float)(0.73 - lin * 0.4);
+        L->p[P_KK][c] = (float)(0.71 - lin * 0.1);
+        L->p[P_KA][c] = 1.02f;
+        L->p[P_LNW][c] = 1.0f, L->p[P_LNB][c] = 0.0f;
+        L->p[P_RK][c] = -0.04f;   /* (H, N) flattened */
+    }
+    const int lo[4] = {P_W1, P_A1, P_V1, P_G1}, D[4] = {g.Dw, g.Da, g.Dv, g.Dg};
+    for (int i = 0; i < 4; i++) {
+        memset(L->p[lo[i]], 0, sizeof(float) * (size_t)C * D[i]);
+        float gain = D[i] > C ? sqrtf((float)D[i] / C) : 1.0f;
+        ortho_init(L->p[lo[i] + 1], D[i], C, 0.1f * gain, rng);
+    }
+    float sc = 1.0f / sqrtf((float)C);
+    size_t CC = (size_t)C * C;
+    for (size_t i = 0; i < CC; i++) L->p[P_WR][i] = 0.5f * sc * (2 * hy_rng_uniform(rng) - 1);
+    for (size_t i = 0; i < CC; i++) L->p[P_WK][i] = 0.05f * sc * (2 * hy_rng_uniform(rng) - 1);
+    for (size_t i = 0; i < CC; i++) L->p[P_WV][i] = 0.5f * sc * (2 * hy_rng_uniform(rng) - 1);
+    memset(L->p[P_WO], 0, CC * sizeof(float));
+}
+
+/* ---------------------------------------------------------------- helpers ---- */
+
+static rw_priv *priv_of(hy_layer *L) {
+    if (!L->priv) L->priv = hy_calloc(sizeof(rw_priv));
+    return L->priv;
+}
+
+
+/* log(1 + exp(u)) (SPEC softplus), branch-free for vectorized loops: max(u,0) + log1p(e^-|u|) with
+ * log1p(t), t in (0, 1], as 2·atanh(t/(2+t)) by its series (relative error ~1e-7). */
+static inline float softplus_v(float u) {
+    float t = hy_expf(-fabsf(u)), s = t / (2.0f + t), s2 = s * s;
+    float p = 1.0f / 13.0f;
+    p = p * s2 + 1.0f / 11.0f;
+    p = p * s2 + 1.0f / 9.0f;
+    p = p * s2 + 1.0f / 7.0f;
+    p = p * s2 + 1.0f / 5.0f;
+    p = p * s2 + 1.0f / 3.0f;
+    p = p * s2 + 1.0f;
+    return (u > 0 ? u : 0.0f) + 2.0f * s * p;
+}
+
+
+/* ---------------------------------------------------------------- forward ---- */
+
+/* The forward of B sequences of T tokens from an optional state: xprev (B, C) is the token before
+ * each sequence (NULL = zeros) and S (B, H, N, N) the recurrent state (NULL = zeros), both
+ * updated when given. Keeps caches for backward when keep (training: xprev = S = NULL). */
+static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T, float *xprev, float *S, bool keep) {
+    rw_priv *P = priv_of(L);
+    if (!P) return HY_ERR_NOMEM;
+    geom g = geom_of(&L->opts, L->d_model);
+    const int C = g.C, H = g.H, N = g.N;
+    const size_t rows = (size_t)B * T, n = rows * C;
+    hy_shared *sh = L->shared;
+    const bool first = !sh || sh->rwkv_first < 0 || L->index <= sh->rwkv_first;
+    P->have_fwd = false;
+    if (B <= 0 || T <= 0) return 0;
+    hy_buf *big[] = {&P->xx, &P->xm, &P->r, &P->k0, &P->k, &P->v, &P->w, &P->dec, &P->a, &P->g, &P->kk, &P->b,
+                     &P->y, &P->sq, &P->op};
+    for (size_t i = 0; i < sizeof big / sizeof *big; i++)
+        if (!grab(big[i], n)) return HY_ERR_NOMEM;
+    if (!grab(&P->hw, rows * g.Dw) || !grab(&P->ha, rows * g.Da) || !grab(&P->hg, rows * g.Dg) ||
+        !grab(&P->kinv, rows * H) || !grab(&P->mean, rows * H) || !grab(&P->rstd, rows * H))
+        return HY_ERR_NOMEM;
+    if (!first && (!grab(&P->hv, rows * g.Dv) || !grab(&P->vg, n) || !grab(&P->vdiff, n))) return HY_ERR_NOMEM;
+    if (keep && !grab(&P->ckpt, (size_t)B * H * hy_wkv7_nchunks(T) * N * N)) return HY_ERR_NOMEM;
+    float *const *p = L->p;
+    float *xx = P->xx.p, *xm = P->xm.p;
+    /* token shift */
+    #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
+    for (size_t r = 0; r < rows; r++) {
+        int t = (int)(r % T), b = (int)(r / T);
+        const float *prev = t ? x + (r - 1) * C : xprev ? xprev + (size_t)b * C : NULL;
+        for (int c = 0; c < C; c++) xx[r * C + c] = (prev ? prev[c] : 0.0f) - x[r * C + c];
+    }
+    /* r, k0, v */
+    mix(xm, x, xx, p[P_XR], rows, C);
+    hy_linear_forward(P->r.p, xm, p[P_WR], NULL, (int)rows, C, C);
+    mix(xm, x, xx, p[P_XK], rows, C);
+    hy_linear_forward(P->k0.p, xm, p[P_WK], NULL, (int)rows, C, C);
+    mix(xm, x, xx, p[P_XV], rows, C);
+    hy_linear_forward(P->v.p, xm, p[P_WV], NULL, (int)rows, C, C);
+    float *v = P->v.p;
+    if (first) {
+        if (sh) {
+            if (!grab(&sh->v_first, n)) return HY_ERR_NOMEM;
+            memcpy(sh->v_first.p, v, n * sizeof(float));
+            sh->v_first_rows = rows;
+            if (keep) {
+                if (!grab(&sh->dv_first, n)) return HY_ERR_NOMEM;
+                memset(sh->dv_first.p, 0, n * sizeof(float));
+            }
+        }
+    } else {
+        if (!sh->v_first.p || sh->v_first_rows != rows)
+            return hy_fail("rwkv7: layer %d needs v_first of the same batch from the first rwkv7 layer (layer %d)",
+                           L->index, sh->rwkv_first);
+        xw(P->hv.p, xm, p[P_V1], rows, C, g.Dv);
+        xw(P->vg.p, P->hv.p, p[P_V2], rows, g.Dv, C);
+        float *vg = P->vg.p, *vd = P->vdiff.p, *vf = sh->v_first.p, *v0 = p[P_V0];
+        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
+        for (size_t r = 0; r < rows; r++)
+            for (int c = 0; c < C; c++) {
+                size_t i = r * C + c;
+                float s = hy_sigmoidf(v0[c] + vg[i]);
+                vg[i] = s;
+                vd[i] = vf[i] - v[i];
+                v[i] += vd[i] * s;
+            }
+    }
+    /* decay */
+    mix(xm, x, xx, p[P_XW], rows, C);
+    xw(P->hw.p, xm, p[P_W1], rows, C, g.Dw);
+    {
+        float *h = P->hw.p;
+        size_t nh = rows * g.Dw;
+        #pragma omp parallel for schedule(static) if (nh >= PAR_MIN)
+        for (size_t i = 0; i < nh; i++) h[i] = 1.0f - 2.0f / (hy_expf(2.0f * h[i]) + 1.0f);   /* tanh */
+    }
+    xw(P->w.p, P->hw.p, p[P_W2], rows, g.Dw, C);
+    {
+        float *w = P->w.p, *dec = P->dec.p, *w0 = p[P_W0];
+        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
+        for (size_t r = 0; r < rows; r++)
+            for (int c = 0; c < C; c++) {
+                size_t i = r * C + c;
+                float wv = -softplus_v(-(w0[c] + w[i])) - 0.5f;
+                w[i] = wv;
+                dec[i] = hy_expf(-hy_expf(wv));
+            }
+    }
+    /* a */
+    mix(xm, x, xx, p[P_XA], rows, C);
+    xw(P->ha.p, xm, p[P_A1], rows, C, g.Da);
+    xw(P->a.p, P->ha.p, p[P_A2], rows, g.Da, C);
+    {
+        float *a = P->a.p, *a0 = p[P_A0];
+        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
+        for (size_t r = 0; r < rows; r++)
+            for (int c = 0; c < C; c++) a[r * C + c] = hy_sigmoidf(a0[c] + a[r * C + c]);
+    }
+    /* g */
+    mix(xm, x, xx, p[P_XG], rows, C);
+    xw(P->hg.p, xm, p[P_G1], rows, C, g.Dg);
+    {
+        float *h = P->hg.p;
+        size_t nh = rows * g.Dg;
+        #pragma omp parallel for schedule(static) if (nh >= PAR_MIN)
+        for (size_t i = 0; i < nh; i++) h[i] = hy_sigmoidf(h[i]);
+    }
+    xw(P->g.p, P->hg.p, p[P_G2], rows, g.Dg, C);
+    /* kk, k, b */
+    {
+        float *k0 = P->k0.p, *k = P->k.p, *kk = P->kk.p, *kinv = P->kinv.p, *b = P->b.p, *a = P->a.p;
+        const float *kkw = p[P_KK], *ka = p[P_KA];
+        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
+        for (size_t r = 0; r < rows; r++)
+            for (int h = 0; h < H; h++) {
+                size_t o = r * C + (size_t)h * N;
+                float ss = 0;
+                for (int j = 0; j < N; j++) {
+                    float u = k0[o + j] * kkw[h * N + j];
+                    ss += u * u;
+                }
+                float nrm = sqrtf(ss), inv = 1.0f / (nrm > 1e-12f ? nrm : 1e-12f);
+                kinv[r * H + h] = inv;
+                for (int j = 0; j < N; j++) {
+                    int c = h * N + j;
+                    float q = k0[o + j] * kkw[c] * inv;
+                    kk[o + j] = q;
+                    b[o + j] = q * a[o + j];
+                    k[o + j] = k0[o + j] * (1.0f + (a[o + j] - 1.0f) * ka[c]);
+                }
+            }
+    }
+    /* the state recurrence */
+    hy_wkv7_in in = {B, T, H, N, P->r.p, P->dec.p, P->k.p, v, P->kk.p, P->b.p};
+    hy_wkv7_forward(&in, S, P->y.p, P->sq.p, keep ? P->ckpt.p : NULL);
+    /* group norm per head + the r_k bonus, then the gate and the output projection */
+    {
+        float *y = P->y.p, *op = P->op.p, *mean = P->mean.p, *rstd = P->rstd.p, *r = P->r.p, *k = P->k.p;
+        const float *lnw = p[P_LNW], *lnb = p[P_LNB], *rk = p[P_RK];
+        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
+        for (size_t row = 0; row < rows; row++)
+            for (int h = 0; h < H; h++) {
+                size_t o = row * C + (size_t)h * N;
+                float mu = 0, var = 0, bonus = 0;
+                for (int j = 0; j < N; j++) mu += y[o + j];
+                mu /= N;
+                for (int j = 0; j < N; j++) var += (y[o + j] - mu) * (y[o + j] - mu);
+                float rs = 1.0f / sqrtf(var / N + 64e-5f);
+                for (int j = 0; j < N; j++) bonus += r[o + j] * k[o + j] * rk[h * N + j];
+                mean[row * H + h] = mu, rstd[row * H + h] = rs;
+                for (int j = 0; j < N; j++) {
+                    int c = h * N + j;
+                    op[o + j] = (y[o + j] - mu) * rs * lnw[c] + lnb[c] + bonus * v[o + j];
+                }
+            }
+        float *gg = P->g.p;
+        #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+        for (size_t i = 0; i < n; i++) xm[i] = op[i] * gg[i];
+    }
+    hy_linear_forward(out, xm, p[P_WO], NULL, (int)rows, C, C);
+    if (xprev)
+        for (int b = 0; b < B; b++) memcpy(xprev + (size_t)b * C, x + ((size_t)b * T + T - 1) * C, C * sizeof(float));
+    P->x = x, P->B = B, P->T = T, P->first = first, P->have_fwd = keep;
+    return 0;
+}
+
+static int rw_forward(hy_layer *L, const float *x, float *y, int B, int T) {
+    return rw_forward_core(L, x, y, B, T, NULL, NULL, L->keep_for_backward);
+}
+
+/* ---------------------------------------------------------------- streaming ---- */
+
+static int rw_state_new(hy_layer *L, int B, void **state) {
+    geom g = geom_of(&L->opts, L->d_model);
+    rw_state *s = hy_calloc(sizeof *s);
+    if (!s) return HY_ERR_NOMEM;
+    s->B = B;
+    s->S = hy_calloc(sizeof(float) * (size_t)B * g.H * g.N * g.N);
+    s->xprev = hy_calloc(sizeof(float) * (size_t)B * g.C);
+    *state = s;
+    if (!s->S || !s->xprev) {
+        hy_free(s->S), hy_free(s->xprev), hy_free(s);
+        *state = NULL;
+        return HY_ERR_NOMEM;
+    }
+    return 0;
+}
+
+static void rw_state_free(hy_layer *L, void *state) {
+    (void)L;
+    rw_state *s = state;
+    if (!s) return;
+    hy_free(s->S), hy_free(s->xprev), hy_free(s);
+}
+
+/* T tokens per sequence from the state (x: (B, T, d)); v_first goes through the shared context. */
+static int rw_prefill(hy_layer *L, void *state, const float *x, float *y, int B, int T) {
+    rw_state *s = state;
+    if (B != s->B) return hy_fail("rwkv7: state holds %d sequences, got %d", s->B, B);
+    return rw_forward_core(L, x, y, B, T, s->xprev, s->S, false);
+}
+
+static int rw_step(hy_layer *L, void *state, const float *x, float *y, int B) {
+    return rw_prefill(L, state, x, y, B, 1);
+}
+
+/* ---------------------------------------------------------------- accounting ---- */
+
+/* S (H·N² floats) and the shift input (C floats), whatever T. */
+static size_t rw_state_bytes(const hy_opts *o, int d, int T) {
+    (void)T;
+    geom g = geom_of(o, d);
+    return ((size_t)g.H * g.N * g.N + (size_t)g.C) * sizeof(float);
+}
+
+/* Per token (multiply-add = 2): four C×C projections 8C², the LoRAs 4C·(Dw + Da + Dv + Dg) (the
+ * value-residual one counted although the first rwkv7 layer skips it), the recurrence 9·C·N (sq
+ * 2N², update 5N², y 2N² per head). Elementwise work (shift, norms, gates) is not counted. */
+static double rw_flop(const hy_opts *o, int d, int T) {
+    geom g = geom_of(o, d);
+    return (double)T * (8.0 * g.C * g.C + 4.0 * g.C * (g.Dw + g.Da + g.Dv + g.Dg) + 9.0 * g.C * g.N);
+}
+
+static void rw_destroy(hy_layer *L) {
+    rw_priv *P = L->priv;
+    hy_shared *sh = L->shared;
+    if (sh && (sh->rwkv_first < 0 || L->index == sh->rwkv_first)) {   /* the owner of v_first */
+        hy_buf_free(&sh->v_first), hy_buf_free(&sh->dv_first);
+        sh->v_first_rows = 0;
+    }
+    if (!P) return;
+    hy_buf *bufs[] = {&P->xx, &P->xm, &P->r, &P->k0, &P->k, &P->v, &P->w, &P->dec, &P->hw, &P->hv, &P->vg,
+                      &P->vdiff, &P->ha, &P->a, &P->hg, &P->g, &P->kk, &P->kinv, &P->b, &P->y, &P->sq, &P->ckpt,
+                      &P->mean, &P->rstd, &P->op, &P->ones, &P->d1, &P->d2, &P->d3, &P->dr, &P->dk, &P->dv,
+                      &P->ddec, &P->dq, &P->db, &P->dy, &P->dxx, &P->dhw};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) hy_buf_free(bufs[i]);
+    hy_free(P);
+    L->priv = NULL;
+}
+
+const hy_block_ops hy_block_rwkv7 = {
+    .name = "rwkv7",
+    .kinds = HY_KIND_MIXER,
+    .summary = "RWKV-7 Goose time mixing (x070): generalized delta rule state, value residual, LoRA gates",
+    .opts = rw_opts,
+    .n_opts = 5,
+    .resolve = rw_resolve,
+    .param_specs = rw_param_specs,
+    .init = rw_init,
+    .forward = rw_forward,
+    .backward = hy_rwkv7_backward,
+    .state_new = rw_state_new,
+    .step = rw_step,
+    .prefill = rw_prefill,
+    .state_free = rw_state_free,
+    .state_bytes = rw_state_bytes,
+    .flop = rw_flop,
+    .destroy = rw_destroy,
+};

@@ -1,0 +1,47 @@
+/* rwkv7 — the RWKV-7 "Goose" time-mix block (layers/rwkv7.c), its state recurrence kernels
+ * (layers/rwkv7_wkv.c), and the cmix channel-mix ffn (layers/cmix.c). Hooks for tests and bench.
+ *
+ * The state recurrence ("WKV-7"), per (batch, head), S an N×N matrix (row i = value index, column
+ * j = key index), S_{-1} = S0 (zero in training):
+ *     sq_t = S_{t-1} q_t                          (q = kk, the normalised key)
+ *     S_t  = S_{t-1} diag(w_t) - sq_t b_tᵀ + v_t k_tᵀ          (w = decay, b = kk ⊙ a)
+ *     y_t  = S_t r_t
+ * Vectors r, w, k, v, q, b, y, sq are (B, T, H·N) row-major, head h at columns h·N (as the
+ * projections produce them). States handed in and out (S, ckpt) are stored KEY-MAJOR: element
+ * (i, j) of head (b, h) at S[((b·H + h)·N + j)·N + i], so the forward's inner loops run over the
+ * value index i, contiguous, with no horizontal sums. */
+#ifndef HY_LAYERS_RWKV7_H
+#define HY_LAYERS_RWKV7_H
+#include "layers/registry.h"
+#include <stddef.h>
+
+extern const hy_block_ops hy_block_rwkv7;
+extern const hy_block_ops hy_block_cmix;
+
+/* The backward keeps one state every HY_WKV7_CHUNK steps and recomputes inside a chunk. */
+#define HY_WKV7_CHUNK 16
+
+typedef struct {
+    int B, T, H, N;
+    const float *r, *w, *k, *v, *q, *b;
+} hy_wkv7_in;
+
+/* Number of checkpoint states per (batch, head) for T steps: ceil(T / HY_WKV7_CHUNK). */
+static inline int hy_wkv7_nchunks(int T) { return (T + HY_WKV7_CHUNK - 1) / HY_WKV7_CHUNK; }
+
+/* Forward. S: (B, H, N, N) key-major initial state, overwritten with the final state; NULL = start
+ * from zero and drop the final state. Writes y and sq (both (B, T, H·N)). ckpt (optional, NULL =
+ * none): (B, H, nchunks, N, N), the state before step c·CHUNK for every chunk c. Parallel over B·H. */
+void hy_wkv7_forward(const hy_wkv7_in *in, float *S, float *y, float *sq, float *ckpt);
+
+/* Backward of hy_wkv7_forward (which must have written sq and ckpt) with no gradient on the final
+ * state: from dy OVERWRITES dr, dw, dk, dv, dq, db ((B, T, H·N) each). Walks each chunk in reverse
+ * after recomputing its states from the chunk's checkpoint. Parallel over B·H. */
+int hy_wkv7_backward(const hy_wkv7_in *in, const float *sq, const float *ckpt, const float *dy, float *dr,
+                     float *dw, float *dk, float *dv, float *dq, float *db);
+
+/* Plain reference of the forward (zero initial state), one entry at a time in the layout of the
+ * formulas, for tests: y only. */
+void hy_wkv7_forward_ref(const hy_wkv7_in *in, float *y);
+
+#endif

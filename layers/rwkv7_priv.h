@@ -1,0 +1,88 @@
+/* Private to the rwkv7 block (layers/rwkv7.c forward, streaming, options; layers/rwkv7_backward.c
+ * backward): parameter indices, geometry, the caches kept for backward, and small helpers. */
+#ifndef HY_LAYERS_RWKV7_PRIV_H
+#define HY_LAYERS_RWKV7_PRIV_H
+#include "core/gemm.h"
+#include "core/mem.h"
+#include "layers/rwkv7.h"
+#include <stdbool.h>
+
+/* Elementwise loops smaller than this run on one thread (fork/join costs more than they do). */
+#define PAR_MIN 65536
+
+enum { OPT_HEAD, OPT_DW, OPT_DA, OPT_DV, OPT_DG };
+
+enum {
+    P_XR, P_XW, P_XK, P_XV, P_XA, P_XG, P_W0, P_W1, P_W2, P_A0, P_A1, P_A2, P_V0, P_V1, P_V2, P_G1, P_G2,
+    P_KK, P_KA, P_RK, P_WR, P_WK, P_WV, P_WO, P_LNW, P_LNB, P_COUNT
+};
+
+typedef struct {
+    int C, H, N, Dw, Da, Dv, Dg;
+} geom;
+
+static inline geom geom_of(const hy_opts *o, int d) {
+    geom g = {d, 0, hy_opt_int(o, OPT_HEAD), hy_opt_int(o, OPT_DW), hy_opt_int(o, OPT_DA), hy_opt_int(o, OPT_DV),
+              hy_opt_int(o, OPT_DG)};
+    g.H = d / g.N;
+    return g;
+}
+
+/* Caches of the last forward and workspaces. */
+typedef struct {
+    const float *x;
+    int B, T;
+    bool have_fwd, first;
+    hy_buf xx, xm, r, k0, k, v, w, dec, hw, hv, vg, vdiff, ha, a, hg, g, kk, kinv, b, y, sq, ckpt, mean, rstd, op;
+    hy_buf ones, d1, d2, d3, dr, dk, dv, ddec, dq, db, dy, dxx, dhw;
+} rw_priv;
+
+/* A workspace of at least n floats (contents not kept when it grows). */
+static inline float *grab(hy_buf *b, size_t n) {
+    if (n > b->cap) hy_buf_free(b);
+    return hy_buf_reserve(b, n ? n : 1);
+}
+
+/* g[0..C) += column sums of M (rows, C), as ones(1, rows) · M through hy_gemm. */
+static inline void colsum_add(float *g, const float *M, const float *ones, size_t rows, int C) {
+    hy_gemm(false, false, 1, C, (int)rows, 1.0f, ones, (int)rows, M, C, 1.0f, g, C);
+}
+
+/* xm = x + xx ⊙ mu over rows of C. */
+static inline void mix(float *restrict xm, const float *restrict x, const float *restrict xx, const float *restrict mu,
+                size_t rows, int C) {
+    #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < C; c++) xm[r * C + c] = x[r * C + c] + xx[r * C + c] * mu[c];
+}
+
+/* Backward of mix(): dx += dm, dxx += dm ⊙ mu, gmu += colsum(dm ⊙ xx) (dm is overwritten). */
+static inline void mix_backward(float *restrict dm, float *restrict dx, float *restrict dxx, const float *restrict xx,
+                         const float *restrict mu, float *gmu, const float *ones, size_t rows, int C) {
+    #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < C; c++) {
+            size_t i = r * C + c;
+            dx[i] += dm[i];
+            dxx[i] += dm[i] * mu[c];
+            dm[i] *= xx[i];
+        }
+    colsum_add(gmu, dm, ones, rows, C);
+}
+
+/* Y (rows, n) = X (rows, k) @ W (k, n): the x @ w1 convention of the LoRA matrices. */
+static inline void xw(float *Y, const float *X, const float *W, size_t rows, int k, int n) {
+    hy_gemm(false, false, (int)rows, n, k, 1.0f, X, k, W, n, 0.0f, Y, n);
+}
+
+/* Backward of xw(): dW += Xᵀ dY; dX (+)= dY Wᵀ (dX may be NULL). */
+static inline void xw_backward(float *dX, float *dW, const float *dY, const float *X, const float *W, size_t rows, int k,
+                        int n, bool acc) {
+    hy_gemm(true, false, k, n, (int)rows, 1.0f, X, k, dY, n, 1.0f, dW, n);
+    if (dX) hy_gemm(false, true, (int)rows, k, n, 1.0f, dY, n, W, n, acc ? 1.0f : 0.0f, dX, k);
+}
+
+/* The block's backward (layers/rwkv7_backward.c). */
+int hy_rwkv7_backward(hy_layer *L, const float *dy, float *dx, int B, int T);
+
+#endif
