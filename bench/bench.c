@@ -309,6 +309,11 @@ int hy_bench_main(int argc, char **argv) {
     for (int i = 0; i < hy_block_count(); i++) {
         const hy_block_ops *ops = hy_block_at(i);
         if (!wanted(&a, ops->name)) continue;
+        hy_opts probe;   /* default options that do not fit this d_model: say so, bench the others */
+        if (hy_block_opts_from_pairs(ops, a.d_model, NULL, 0, &probe) < 0) {
+            printf("%-16s skipped at d_model %d: %s\n", ops->name, a.d_model, hy_last_error());
+            continue;
+        }
         for (int T = a.min_T; T <= a.max_T; T *= 2)
             if (bench_block(&csv, ops, &a, T, sgemm) < 0) {
                 fprintf(stderr, "hybrid-exp bench: %s at T=%d: %s\n", ops->name, T, hy_last_error());

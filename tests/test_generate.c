@@ -55,11 +55,12 @@ static hy_model *build(const stack *s, uint64_t seed) {
     return m;
 }
 
-static void tokens(int32_t *x, int n, uint64_t seed) {
+static void tokens_below(int32_t *x, int n, uint64_t seed, int vocab) {
     hy_rng r;
     hy_rng_seed(&r, seed);
-    for (int i = 0; i < n; i++) x[i] = (int32_t)hy_rng_below(&r, V);
+    for (int i = 0; i < n; i++) x[i] = (int32_t)hy_rng_below(&r, vocab);
 }
+static void tokens(int32_t *x, int n, uint64_t seed) { tokens_below(x, n, seed, V); }
 
 /* Every stack the streaming tests run on: each mixer with a swiglu ffn, each ffn behind an
  * attention mixer (two layers each, so cross-layer state is exercised), and two whole hybrid
@@ -119,7 +120,7 @@ static void check_greedy_model(hy_model *m, const char *label) {
     enum { P = 13, N = 24 };
     const int V = m->cfg.vocab_size;
     int32_t seq[P + N];
-    tokens(seq, P, 3);
+    tokens_below(seq, P, 3, V);
     hy_model_state *st;
     ck_assert_msg(hy_model_state_new(m, 1, &st) == 0, "%s: %s", label, hy_last_error());
     /* the prompt's logits through prefill, at every position */
