@@ -195,7 +195,7 @@ static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, in
             const float *restrict xk = xp + (size_t)k * E, *restrict wk = wT + (size_t)k * E;
             for (int c = 0; c < E; c++) p[c] += wk[c] * xk[c];
         }
-        for (int c = 0; c < E; c++) o[c] = hy_mamba_siluf(p[c]);
+        for (int c = 0; c < E; c++) o[c] = hy_siluf(p[c]);
     }
     /* [dt | B | C] = xc x_projᵀ;  Δ = softplus(dt dt_projᵀ + bias) */
     hy_linear_forward(F->dbc.p, xc, L->p[P_XPROJ], NULL, (int)rows, E, g.nbc);
@@ -217,7 +217,7 @@ static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, in
     for (long r = 0; r < (long)rows; r++) {
         const float *restrict z = xz + (size_t)r * 2 * E + E, *restrict y = ys + (size_t)r * E;
         float *restrict o = yg + (size_t)r * E;
-        for (int c = 0; c < E; c++) o[c] = y[c] * hy_mamba_siluf(z[c]);
+        for (int c = 0; c < E; c++) o[c] = y[c] * hy_siluf(z[c]);
     }
     hy_linear_forward(out, yg, L->p[P_OUT], NULL, (int)rows, E, g.d);
     return 0;
@@ -266,7 +266,7 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
         const float *restrict z = xz + (size_t)r * 2 * E + E, *restrict y = ys + (size_t)r * E;
         float *restrict gy = dyg + (size_t)r * E, *restrict dz = dxz + (size_t)r * 2 * E + E;
         for (int c = 0; c < E; c++) {
-            float s = hy_mamba_sigmoidf(z[c]);
+            float s = hy_sigmoidf(z[c]);
             dz[c] = gy[c] * y[c] * s * (1.0f + z[c] * (1.0f - s));
             gy[c] *= z[c] * s;
         }
@@ -282,7 +282,7 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     const float *draw = F->draw.p;
     #pragma omp parallel for schedule(static) if (nE > 16384)
     for (long i = 0; i < (long)nE; i++) {
-        float sg = hy_mamba_sigmoidf(draw[i]);   /* exactly 1.0f above 20 too (1 - 2e-9 rounds to 1) */
+        float sg = hy_sigmoidf(draw[i]);   /* exactly 1.0f above 20 too (1 - 2e-9 rounds to 1) */
         ddelta[i] *= sg;
     }
     colsum_add(L->g[P_DT_B], ddelta, rows, E);
@@ -295,7 +295,7 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     const float *pre = F->pre.p;
     #pragma omp parallel for schedule(static) if (nE > 16384)
     for (long i = 0; i < (long)nE; i++) {
-        float s = hy_mamba_sigmoidf(pre[i]);
+        float s = hy_sigmoidf(pre[i]);
         dxc[i] *= s * (1.0f + pre[i] * (1.0f - s));
     }
     /* conv: bias and weight gradients per channel block; dx[j] = Σ_k w[k] dpre[j + K-1-k] */

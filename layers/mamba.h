@@ -15,6 +15,7 @@
  * chunk at a time from there (so memory is O(T·E + T/chunk·E·N), never the (T, E, N) history). */
 #ifndef HY_LAYERS_MAMBA_H
 #define HY_LAYERS_MAMBA_H
+#include "core/vmath.h"
 #include "core/mem.h"
 #include "layers/registry.h"
 #include <stddef.h>
@@ -54,47 +55,7 @@ int hy_mamba_scan_forward(const hy_mamba_scan_args *a, float *y);
 int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *ddelta, float *dx, float *dB,
                            float *dC, int ld_dbc, float *dA, float *dD, hy_buf *work);
 
-/* a·b + c as one fused instruction where the target has FMA (C17 mode does not contract). */
-#ifdef __FMA__
-#define HY_MB_FMA(a, b, c) __builtin_fmaf((a), (b), (c))
-#else
-#define HY_MB_FMA(a, b, c) ((a) * (b) + (c))
-#endif
-
-/* exp's polynomial (that of core/vmath.h's hy_expf, Cephes) for x already in [-87, 88]. */
-static inline float hy_mb_exp_core(float x) {
-    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    float n = HY_MB_FMA(x, 1.44269504088896341f, magic) - magic;
-    float r = HY_MB_FMA(n, -0.693359375f, x);
-    r = HY_MB_FMA(n, 2.12194440e-4f, r);
-    float p = 1.9875691500e-4f;
-    p = HY_MB_FMA(p, r, 1.3981999507e-3f);
-    p = HY_MB_FMA(p, r, 8.3334519073e-3f);
-    p = HY_MB_FMA(p, r, 4.1665795894e-2f);
-    p = HY_MB_FMA(p, r, 1.6666665459e-1f);
-    p = HY_MB_FMA(p, r, 5.0000001201e-1f);
-    p = HY_MB_FMA(p, r * r, r) + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-/* exp(x) for the gates: clamped to [-87, 88] with integer compares on the float bits (mapped to
- * a signed order). gcc 12 does not if-convert hy_expf's float ternaries under the default
- * -ftrapping-math, so loops calling core/vmath.h's hy_expf stay scalar ("control flow in loop");
- * this form vectorizes. Within ~1e-7 relative of exp; NaN comes out as exp(-87) or exp(88). */
-static inline float hy_mamba_expf(float x) {
-    int32_t k, lo = (int32_t)0xc2ae0000u, hi = 0x42b00000;   /* bits of -87.0f, 88.0f */
-    memcpy(&k, &x, sizeof k);
-    k ^= (k >> 31) & 0x7fffffff;                             /* signed order = float order */
-    lo ^= (lo >> 31) & 0x7fffffff;
-    k = k < lo ? lo : k;
-    k = k > hi ? hi : k;
-    k ^= (k >> 31) & 0x7fffffff;
-    memcpy(&x, &k, sizeof x);
-    return hy_mb_exp_core(x);
-}
+#define HY_MB_FMA(a, b, c) HY_FMAF(a, b, c)
 
 /* exp(x) for x <= 0 (the scan's Δ·A): for negative floats the bits grow with |x|, so one
  * unsigned min clamps at -87. Not for x > 88. */
@@ -103,19 +64,9 @@ static inline float hy_mamba_expf_neg(float x) {
     memcpy(&u, &x, sizeof u);
     u = u > 0xc2ae0000u ? 0xc2ae0000u : u;
     memcpy(&x, &u, sizeof x);
-    return hy_mb_exp_core(x);
+    return hy_expf_core(x);
 }
 
-/* The float's bits as an int32 whose signed order is the float order (compares in the integer
- * domain keep loops branch-free: gcc 12 turns float compares feeding a select into branches). */
-static inline int32_t hy_mamba_ordered(float x) {
-    int32_t k;
-    memcpy(&k, &x, sizeof k);
-    return k ^ ((k >> 31) & 0x7fffffff);
-}
-
-static inline float hy_mamba_sigmoidf(float x) { return 1.0f / (1.0f + hy_mamba_expf(-x)); }
-static inline float hy_mamba_siluf(float x) { return x / (1.0f + hy_mamba_expf(-x)); }
 
 /* SPEC softplus (x > 20 ? x : log1p(exp(x))) over n floats, vectorized (within ~2 ulp of libm). */
 void hy_mamba_softplus(float *restrict out, const float *restrict in, size_t n);

@@ -2,7 +2,7 @@
  * layers/mamba.h for the math and layouts).
  *
  * Work unit: one sequence × a block of CB = 16 channels. Its N states live in a [N][CB] array, so
- * the inner loops run over 16 contiguous channels (one AVX-512 or two AVX2 vectors; hy_mamba_expf);
+ * the inner loops run over 16 contiguous channels (one AVX-512 or two AVX2 vectors; hy_expf);
  * B_t[n] and C_t[n] are scalars broadcast over the block. A tail block (E not a multiple of 16) is
  * padded with zero channels (Δ = x = 0 keeps their state at 0), so every loop has the full width.
  *
@@ -320,7 +320,7 @@ static inline float select_f(int m, float a, float b) {
 /* log1p(e) for e in [0, 1], branch-free (cephes logf's polynomial): for e <= sqrt2 - 1 the
  * polynomial runs on e itself (no rounding of 1 + e), above on (1 + e)/2 - 1 plus log 2. */
 static inline float log1p_unit(float e) {
-    const int big = hy_mamba_ordered(e) > 0x3ed413cd;   /* e > sqrt2 - 1 = 0.41421356 */
+    const int big = hy_float_ordered(e) > 0x3ed413cd;   /* e > sqrt2 - 1 = 0.41421356 */
     const float x = select_f(big, 0.5f * (1.0f + e) - 1.0f, e), k = (float)big, z = x * x;
     float y = 7.0376836292e-2f;
     y = HY_MB_FMA(y, x, -1.1514610310e-1f);
@@ -348,6 +348,6 @@ void hy_mamba_softplus(float *restrict out, const float *restrict in, size_t n) 
         float vp, va;
         memcpy(&vp, &pos, sizeof vp);
         memcpy(&va, &neg, sizeof va);
-        out[i] = select_f(hy_mamba_ordered(v) > 0x41a00000, v, vp + log1p_unit(hy_mamba_expf_neg(-va)));   /* v > 20 */
+        out[i] = select_f(hy_float_ordered(v) > 0x41a00000, v, vp + log1p_unit(hy_mamba_expf_neg(-va)));   /* v > 20 */
     }
 }
