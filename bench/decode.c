@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "core/timer.h"
 #include "experiments/config.h"
+#include "experiments/experiment.h"
 #include "models/checkpoint.h"
 #include "models/model.h"
 #include <math.h>
@@ -366,14 +367,33 @@ int hy_bench_decode_main(int argc, char **argv) {
         free(c.layers);
     }
     for (int i = 0; rc == 0 && i < a.n_configs && n < 256; i++) {
-        hy_run_config c;
-        hy_model *m = NULL;
-        if ((rc = hy_run_config_load(a.configs[i], NULL, 0, &c)) < 0) break;
-        snprintf(names[n], sizeof names[n], "%s", c.name);
-        rc = hy_model_create(&c.model, c.seed, &m);
-        if (rc == 0) rc = run_model(&a, names[n++], m, &csv);
-        hy_model_free(m);
-        hy_run_config_free(&c);
+        bool is_exp = false;
+        hy_experiment_detect(a.configs[i], &is_exp);
+        if (!is_exp) {
+            hy_run_config c;
+            hy_model *m = NULL;
+            if ((rc = hy_run_config_load(a.configs[i], NULL, 0, &c)) < 0) break;
+            snprintf(names[n], sizeof names[n], "%s", c.name);
+            rc = hy_model_create(&c.model, c.seed, &m);
+            if (rc == 0) rc = run_model(&a, names[n++], m, &csv);
+            hy_model_free(m);
+            hy_run_config_free(&c);
+            continue;
+        }
+        /* an experiment: the model of each variant not already measured under its name */
+        hy_experiment e;
+        if ((rc = hy_experiment_load(a.configs[i], NULL, 0, &e)) < 0) break;
+        for (int r = 0; rc == 0 && r < e.n_runs && n < 256; r++) {
+            bool seen = false;
+            for (int q = 0; q < n && !seen; q++) seen = !strncmp(names[q], e.runs[r].variant, 127);
+            if (seen) continue;
+            hy_model *m = NULL;
+            snprintf(names[n], sizeof names[n], "%.127s", e.runs[r].variant);
+            rc = hy_model_create(&e.runs[r].cfg.model, e.runs[r].cfg.seed, &m);
+            if (rc == 0) rc = run_model(&a, names[n++], m, &csv);
+            hy_model_free(m);
+        }
+        hy_experiment_free(&e);
     }
     for (int i = 0; rc == 0 && i < a.n_checkpoints && n < 256; i++) {
         hy_model *m = NULL;
