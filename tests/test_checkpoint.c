@@ -434,7 +434,7 @@ START_TEST(config_json_refuses_bad_configs) {
         {"\"type\": \"attention\"", "\"type\": \"mamba2\"", "config.layers[0].mixer: unknown block type 'mamba2'",
          "registered: attention"},
         {"\"type\": \"attention\"", "\"type\": \"swiglu\"", "config.layers[0].mixer: block 'swiglu' is not a mixer", "mixers: attention"},
-        {"\"type\": \"swiglu\"", "\"type\": \"attention\"", "config.layers[0].ffn: block 'attention' is not an ffn", "swiglu, none"},
+        {"\"type\": \"swiglu\"", "\"type\": \"attention\"", "config.layers[0].ffn: block 'attention' is not an ffn", "ffns: swiglu"},
         {"\"vocab_size\": 256, ", "", "config: missing key 'vocab_size'", NULL},
         {"\"tie_embeddings\": true", "\"tie_embeddings\": 1", "config.tie_embeddings: expected a boolean, got a number", NULL},
         {"\"d_model\": 16", "\"d_model\": 16.5", "config.d_model: expected a positive integer, got 16.5", NULL},
