@@ -535,7 +535,7 @@ class CMix(nn.Module):
 class MoE(nn.Module):
     KINDS = {"ffn"}
     OPTIONS = ("n_experts", "top_k", "d_ff")
-    DEFAULTS = {"n_experts": 8, "top_k": 2, "d_ff": None}
+    DEFAULTS = {"n_experts": 16, "top_k": 2, "d_ff": None}
 
     def __init__(self, d, opts, index, dtype):
         super().__init__()
@@ -808,24 +808,46 @@ class FakeToolkit:
         d = m["d_model"]
         blocks = m.get("blocks", {}) or {}
 
-        def block(name):
+        def block(spec):
+            # a block name, or a map {type: NAME, options...} (options for this slot only)
+            name, own = (spec["type"], {k: v for k, v in spec.items() if k != "type"}) if isinstance(spec, dict) \
+                else (spec, {})
             if name == "none":
                 return {"type": "none"}
             cls = BLOCKS[name]
             o = dict(cls.DEFAULTS)
             o.update(blocks.get(name, {}) or {})
+            o.update(own)
             if name == "attention" and o["n_kv_heads"] is None:
                 o["n_kv_heads"] = o["n_heads"]
             if o.get("d_ff", 0) is None:
                 o["d_ff"] = 4 * d
             return {"type": name, **{k: o[k] for k in cls.OPTIONS}}
 
+        n = m["n_layers"]
+
+        def slot(s):
+            # one slot of the layer pattern: a block for every layer, or placement rules
+            # (every: {NAME: {period, offset}}, at: {NAME: [i, ...]}, default: NAME)
+            if not (isinstance(s, dict) and "type" not in s):
+                return [s] * n
+            out = [None] * n
+            for name, r in (s.get("every") or {}).items():
+                for i in range(n):
+                    if i % r["period"] == r.get("offset", 0):
+                        out[i] = name
+            for name, idx in (s.get("at") or {}).items():
+                for i in idx:
+                    out[i] = name
+            return [s.get("default") if b is None else b for b in out]
+
         L = m["layers"]
         if isinstance(L, dict):
-            L = [L] * m["n_layers"]
+            L = [{"mixer": a, "ffn": b} for a, b in zip(slot(L["mixer"]), slot(L.get("ffn", "none")))]
         layers = [{"mixer": block(l["mixer"]), "ffn": block(l.get("ffn", "none"))} for l in L]
-        cfg = {"d_model": d, "vocab_size": m.get("vocab_size", 256), "n_layers": m["n_layers"],
-               "tie_embeddings": m.get("tie_embeddings", True), "router_aux_coef": 0.001, "layers": layers}
+        cfg = {"d_model": d, "vocab_size": m.get("vocab_size", 256), "n_layers": n,
+               "tie_embeddings": m.get("tie_embeddings", True), "router_aux_coef": m.get("router_aux_coef", 0.001),
+               "layers": layers}
         return cfg, int(y.get("seed", 1)), y.get("train", {})
 
     def train(self, yaml_path, out_dir):
