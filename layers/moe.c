@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MOE_MAX_EXPERTS 64
+#define MOE_MAX_EXPERTS HY_MOE_MAX_EXPERTS
 
 enum { OPT_E, OPT_K, OPT_D_FF };
 static const hy_opt_spec moe_opts[] = {

@@ -7,6 +7,8 @@
 
 extern const hy_block_ops hy_block_moe;
 
+#define HY_MOE_MAX_EXPERTS 64
+
 /* Parameter index of expert e's projections (router.weight is parameter 0). */
 enum { HY_MOE_P_ROUTER = 0 };
 static inline int hy_moe_param_gate(int e) { return 1 + 3 * e; }
