@@ -8,7 +8,12 @@
  * Tokens are grouped per expert (a stable counting sort of the token-slot assignments), so every
  * expert runs one GEMM per projection over all its tokens: gather rows -> gate/up GEMMs -> SwiGLU ->
  * down GEMM; each token then sums its k weighted expert outputs in slot order (deterministic, no
- * atomics). Backward mirrors it: per-expert GEMMs over the grouped rows, then a per-token sum. */
+ * atomics). Backward mirrors it: per-expert GEMMs over the grouped rows, then a per-token sum.
+ *
+ * Each expert's group is padded with zero rows up to a size from a fixed ladder (multiples of 8,
+ * then 8..16 steps per octave, < 12.5% waste): the GEMM shapes then repeat from batch to batch, so
+ * hy_gemm's per-shape oneDNN primitives are created once instead of for every new token count.
+ * Zero rows stay zero through SwiGLU and add nothing to any weight gradient. */
 #include "layers/moe.h"
 #include "core/error.h"
 #include "core/gemm.h"
@@ -51,11 +56,12 @@ typedef struct {
     hy_buf gw;              /* (rows, k) gate weight of each slot = p of its expert */
     ibuf top;               /* (rows, k) expert of each slot, by decreasing p */
     ibuf pos;               /* (rows, k) slot -> its row in the grouped (expert-sorted) order */
-    ibuf order;             /* (rows*k) grouped row -> slot id (token * k + slot) */
-    int cnt[MOE_MAX_EXPERTS], off[MOE_MAX_EXPERTS + 1];
-    hy_buf xs;              /* (rows*k, d) gathered inputs, grouped by expert */
-    hy_buf gate, up, act;   /* (rows*k, F) */
-    hy_buf eo;              /* (rows*k, d) expert outputs (unweighted) */
+    ibuf order;             /* (Ap) grouped row -> slot id (token * k + slot), -1 for padding */
+    int cnt[MOE_MAX_EXPERTS];            /* token slots per expert */
+    int off[MOE_MAX_EXPERTS + 1];        /* first grouped row of each expert; off[E] = Ap */
+    hy_buf xs;              /* (Ap, d) gathered inputs, grouped by expert, zero padding rows */
+    hy_buf gate, up, act;   /* (Ap, F) */
+    hy_buf eo;              /* (Ap, d) expert outputs (unweighted) */
     hy_buf dp, deo, dact, dgate, dup, dxs;
     int64_t counts[MOE_MAX_EXPERTS];   /* cumulative routing counts, for logging collapse */
     double last_aux;
@@ -144,13 +150,26 @@ static void top_k_rows(const float *p, int *top, float *gw, int rows, int E, int
     }
 }
 
-/* Stable counting sort of the rows*k slots by expert: cnt/off per expert, pos (slot -> grouped
- * row) and order (grouped row -> slot). Sequential: O(rows*k), negligible next to the GEMMs. */
-static void group_by_expert(moe_cache *c, int A, int E) {
+/* Rows of an expert's GEMMs for n tokens: n rounded up to the ladder 8, 16, .., 64, 72, 80, ..,
+ * then 8 steps per octave (m·2^s, m = 9..16). */
+static int padded_rows(int n) {
+    if (n <= 64) return (n + 7) & ~7;
+    int s = 0;
+    while (((n - 1) >> s) >= 16) s++;
+    return (((n - 1) >> s) + 1) << s;
+}
+
+/* Stable counting sort of the A = rows*k slots by expert: cnt and (padded) off per expert, pos
+ * (slot -> grouped row) and order (grouped row -> slot, -1 for padding). Returns the padded
+ * total Ap, or a negative error. Sequential: O(A), negligible next to the GEMMs. */
+static int group_by_expert(moe_cache *c, int A, int E) {
     memset(c->cnt, 0, sizeof c->cnt);
     for (int a = 0; a < A; a++) c->cnt[c->top.p[a]]++;
     c->off[0] = 0;
-    for (int e = 0; e < E; e++) c->off[e + 1] = c->off[e] + c->cnt[e];
+    for (int e = 0; e < E; e++) c->off[e + 1] = c->off[e] + padded_rows(c->cnt[e]);
+    int Ap = c->off[E];
+    if (!ibuf_reserve(&c->order, (size_t)Ap)) return HY_ERR_NOMEM;
+    for (int q = 0; q < Ap; q++) c->order.p[q] = -1;
     int fill[MOE_MAX_EXPERTS];
     memcpy(fill, c->off, sizeof(int) * (size_t)E);
     for (int a = 0; a < A; a++) {
@@ -158,6 +177,7 @@ static void group_by_expert(moe_cache *c, int A, int E) {
         c->pos.p[a] = q;
         c->order.p[q] = a;
     }
+    return Ap;
 }
 
 /* The forward pass over `rows` tokens. account: add the aux loss to L->shared and count routing
@@ -167,32 +187,40 @@ static int moe_run(hy_layer *L, const float *x, float *y, int rows, bool account
     const int d = L->d_model, E = hy_opt_int(&L->opts, OPT_E), k = hy_opt_int(&L->opts, OPT_K),
               F = hy_opt_int(&L->opts, OPT_D_FF);
     const size_t A = (size_t)rows * k;
-    if (!c || !hy_buf_reserve(&c->p, (size_t)rows * E) || !hy_buf_reserve(&c->gw, A) || !ibuf_reserve(&c->top, A) ||
-        !ibuf_reserve(&c->pos, A) || !ibuf_reserve(&c->order, A) || !hy_buf_reserve(&c->xs, A * d) ||
-        !hy_buf_reserve(&c->gate, A * F) || !hy_buf_reserve(&c->up, A * F) || !hy_buf_reserve(&c->act, A * F) ||
-        !hy_buf_reserve(&c->eo, A * d))
+    if (!c) return HY_ERR_NOMEM;
+    c->kept = false;
+    if (!hy_buf_reserve(&c->p, (size_t)rows * E) || !hy_buf_reserve(&c->gw, A) || !ibuf_reserve(&c->top, A) ||
+        !ibuf_reserve(&c->pos, A))
         return HY_ERR_NOMEM;
     float *p = c->p.p;
     hy_linear_forward(p, x, L->p[HY_MOE_P_ROUTER], NULL, rows, d, E);
     softmax_rows(p, rows, E);
     top_k_rows(p, c->top.p, c->gw.p, rows, E, k);
-    group_by_expert(c, (int)A, E);
+    int rc = group_by_expert(c, (int)A, E);
+    if (rc < 0) return rc;
+    const size_t Ap = (size_t)rc;
+    if (!hy_buf_reserve(&c->xs, Ap * d) || !hy_buf_reserve(&c->gate, Ap * F) || !hy_buf_reserve(&c->up, Ap * F) ||
+        !hy_buf_reserve(&c->act, Ap * F) || !hy_buf_reserve(&c->eo, Ap * d))
+        return HY_ERR_NOMEM;
 
     float *xs = c->xs.p, *g = c->gate.p, *u = c->up.p, *act = c->act.p, *eo = c->eo.p;
     const int *order = c->order.p;
     #pragma omp parallel for schedule(static)
-    for (size_t q = 0; q < A; q++) memcpy(xs + q * d, x + (size_t)(order[q] / k) * d, sizeof(float) * (size_t)d);
+    for (size_t q = 0; q < Ap; q++) {
+        if (order[q] >= 0) memcpy(xs + q * d, x + (size_t)(order[q] / k) * d, sizeof(float) * (size_t)d);
+        else memset(xs + q * d, 0, sizeof(float) * (size_t)d);
+    }
     for (int e = 0; e < E; e++) {
-        int n = c->cnt[e];
+        int n = c->off[e + 1] - c->off[e];
         if (n == 0) continue;
         size_t o = (size_t)c->off[e];
         hy_linear_forward(g + o * F, xs + o * d, L->p[hy_moe_param_gate(e)], NULL, n, d, F);
         hy_linear_forward(u + o * F, xs + o * d, L->p[hy_moe_param_up(e)], NULL, n, d, F);
     }
     #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < A * F; i++) act[i] = hy_siluf(g[i]) * u[i];
+    for (size_t i = 0; i < Ap * F; i++) act[i] = hy_siluf(g[i]) * u[i];
     for (int e = 0; e < E; e++) {
-        int n = c->cnt[e];
+        int n = c->off[e + 1] - c->off[e];
         if (n == 0) continue;
         size_t o = (size_t)c->off[e];
         hy_linear_forward(eo + o * d, act + o * F, L->p[hy_moe_param_down(e)], NULL, n, F, d);
@@ -238,22 +266,27 @@ static int moe_backward(hy_layer *L, const float *dy, float *dx, int B, int T) {
     moe_cache *c = L->priv;
     const int d = L->d_model, E = hy_opt_int(&L->opts, OPT_E), k = hy_opt_int(&L->opts, OPT_K),
               F = hy_opt_int(&L->opts, OPT_D_FF), rows = B * T;
-    const size_t A = (size_t)rows * k;
     if (!c || !c->x || !c->kept) return hy_fail("moe: backward without a forward that kept its activations");
     if (c->rows != rows) return hy_fail("moe: backward over %d tokens after a forward over %d", rows, c->rows);
-    if (!hy_buf_reserve(&c->dp, (size_t)rows * E) || !hy_buf_reserve(&c->deo, A * d) ||
-        !hy_buf_reserve(&c->dact, A * F) || !hy_buf_reserve(&c->dgate, A * F) || !hy_buf_reserve(&c->dup, A * F) ||
-        !hy_buf_reserve(&c->dxs, A * d))
+    const size_t Ap = (size_t)c->off[E];
+    if (!hy_buf_reserve(&c->dp, (size_t)rows * E) || !hy_buf_reserve(&c->deo, Ap * d) ||
+        !hy_buf_reserve(&c->dact, Ap * F) || !hy_buf_reserve(&c->dgate, Ap * F) || !hy_buf_reserve(&c->dup, Ap * F) ||
+        !hy_buf_reserve(&c->dxs, Ap * d))
         return HY_ERR_NOMEM;
     const float *p = c->p.p, *gw = c->gw.p, *eo = c->eo.p, *xs = c->xs.p, *g = c->gate.p, *u = c->up.p;
     const int *top = c->top.p, *pos = c->pos.p, *order = c->order.p;
     float *dp = c->dp.p, *deo = c->deo.p, *da = c->dact.p, *dg = c->dgate.p, *du = c->dup.p, *dxs = c->dxs.p;
 
-    /* d(expert output) = p_e · dy of its token; dp_e (chosen slots) = dy · expert_e(u) */
+    /* d(expert output) = p_e · dy of its token (0 for padding rows); dp_e (chosen slots) = dy · expert_e(u) */
     #pragma omp parallel for schedule(static)
-    for (size_t q = 0; q < A; q++) {
+    for (size_t q = 0; q < Ap; q++) {
+        float *o = deo + q * d;
+        if (order[q] < 0) {
+            memset(o, 0, sizeof(float) * (size_t)d);
+            continue;
+        }
         const float *dyr = dy + (size_t)(order[q] / k) * d;
-        float w = gw[order[q]], *o = deo + q * d;
+        float w = gw[order[q]];
         for (int j = 0; j < d; j++) o[j] = w * dyr[j];
     }
     /* router gradient: chosen slots, plus the aux term d(coef·mean aux)/dp[r,e] = coef/n_aux · E f_e / rows */
@@ -279,20 +312,20 @@ static int moe_backward(hy_layer *L, const float *dy, float *dx, int B, int T) {
     }
     /* the experts, one GEMM per projection over their grouped rows */
     for (int e = 0; e < E; e++) {
-        int n = c->cnt[e];
+        int n = c->off[e + 1] - c->off[e];
         if (n == 0) continue;
         size_t o = (size_t)c->off[e];
         hy_linear_backward(da + o * F, L->g[hy_moe_param_down(e)], NULL, deo + o * d, c->act.p + o * F,
                            L->p[hy_moe_param_down(e)], n, F, d, false);
     }
     #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < A * F; i++) {
+    for (size_t i = 0; i < Ap * F; i++) {
         float s = hy_sigmoidf(g[i]);
         du[i] = da[i] * g[i] * s;
         dg[i] = da[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
     }
     for (int e = 0; e < E; e++) {
-        int n = c->cnt[e];
+        int n = c->off[e + 1] - c->off[e];
         if (n == 0) continue;
         size_t o = (size_t)c->off[e];
         hy_linear_backward(dxs + o * d, L->g[hy_moe_param_gate(e)], NULL, dg + o * F, xs + o * d,
