@@ -9,6 +9,7 @@
 #include "core/timer.h"
 #include "experiments/config.h"
 #include "layers/attention.h"
+#include "layers/mamba.h"
 #include "models/optim.h"
 #include <math.h>
 #include <stdarg.h>
@@ -248,6 +249,38 @@ static void bench_nanogpt_step(void) {
     hy_model_free(m);
 }
 
+/* The Mamba selective scan alone (E 512, N 16, T 1024, B 1, the issue's reference shape): forward,
+ * forward keeping the chunk states, chunked backward; its streamed bytes (Δ, x, y, dy... once each)
+ * as a ratio to the copy bandwidth measured above: the scan is exp/latency-bound, not GEMM-bound. */
+static void bench_mamba_scan(double bw, int quick) {
+    enum { E = 512, N = 16, T = 1024 };
+    size_t nE = (size_t)T * E;
+    float *delta = hy_malloc(nE * 4), *x = hy_malloc(nE * 4), *bc = hy_malloc((size_t)T * 2 * N * 4),
+          *A = hy_malloc((size_t)E * N * 4), *D = hy_malloc(E * 4), *y = hy_malloc(nE * 4), *dy = hy_malloc(nE * 4),
+          *dd = hy_malloc(nE * 4), *dx = hy_malloc(nE * 4), *dbc = hy_malloc((size_t)T * 2 * N * 4),
+          *dA = hy_calloc((size_t)E * N * 4), *dD = hy_calloc(E * 4),
+          *cs = hy_malloc(hy_mamba_chunk_floats(1, T, E, N, HY_MAMBA_CHUNK) * 4);
+    if (!delta || !x || !bc || !A || !D || !y || !dy || !dd || !dx || !dbc || !dA || !dD || !cs) return;
+    for (size_t i = 0; i < nE; i++)
+        delta[i] = 0.01f + 0.05f * (1 + sinf((float)i * 0.13f)), x[i] = sinf((float)i * 0.37f), dy[i] = cosf((float)i * 0.11f);
+    for (int i = 0; i < T * 2 * N; i++) bc[i] = cosf((float)i * 0.7f);
+    for (int i = 0; i < E * N; i++) A[i] = -(float)(i % N + 1);
+    for (int i = 0; i < E; i++) D[i] = 1;
+    hy_mamba_scan_args a = {1, T, E, N, delta, x, bc, bc + N, 2 * N, A, D, NULL, NULL, HY_MAMBA_CHUNK, NULL};
+    double fwd, fwd_keep, bwd, min_s = quick ? 0.05 : 0.3;
+    TIME_BEST(fwd, min_s, hy_mamba_scan_forward(&a, y));
+    a.chunk_states = cs;
+    TIME_BEST(fwd_keep, min_s, hy_mamba_scan_forward(&a, y));
+    TIME_BEST(bwd, min_s, hy_mamba_scan_backward(&a, dy, dd, dx, dbc, dbc + N, 2 * N, dA, dD));
+    double upd = (double)T * E * N, fbytes = 3.0 * nE * 4, bbytes = 6.0 * nE * 4;   /* fwd: Δ, x, y; bwd: Δ, x, dy, dΔ, dx, again Δ, x */
+    printf("mamba scan E %d N %d T %d: fwd %.3f ms (%.2f ns/update, %.1f GB/s = %.3f x memory copy), "
+           "fwd+chunk states %.3f ms, bwd %.3f ms (%.2f x fwd, %.1f GB/s = %.3f x memory copy)\n",
+           E, N, T, fwd * 1e3, fwd / upd * 1e9, fbytes / fwd / 1e9, fbytes / fwd / 1e9 / bw, fwd_keep * 1e3, bwd * 1e3,
+           bwd / fwd, bbytes / bwd / 1e9, bbytes / bwd / 1e9 / bw);
+    hy_free(delta), hy_free(x), hy_free(bc), hy_free(A), hy_free(D), hy_free(y), hy_free(dy), hy_free(dd);
+    hy_free(dx), hy_free(dbc), hy_free(dA), hy_free(dD), hy_free(cs);
+}
+
 static const char *BENCH_HELP =
     "usage: hybrid-exp bench [--out DIR] [--quick] [--threads N] [--blocks a,b] [--d-model D] [--max-T T] [--gemm]\n"
     "Measures the machine's sgemm GFLOP/s and memory bandwidth, then every block's fwd, fwd_bwd and step\n"
@@ -306,6 +339,7 @@ int hy_bench_main(int argc, char **argv) {
                 return 1;
             }
     }
+    if (wanted(&a, "mamba")) bench_mamba_scan(bw, a.quick);
     if (wanted(&a, "attention"))
         for (int T = 64; T <= a.max_T; T *= 2) bench_naive_attention(&csv, &a, T, sgemm);
     if (wanted(&a, "moe"))

@@ -10,12 +10,14 @@
 
 extern const hy_block_ops hy_block_attention;
 extern const hy_block_ops hy_block_swiglu;
+extern const hy_block_ops hy_block_mamba;
 extern const hy_block_ops hy_block_moe;
 
 /* One line per block. */
 static const hy_block_ops *const blocks[] = {
     &hy_block_attention,
     &hy_block_swiglu,
+    &hy_block_mamba,
     &hy_block_moe,
 };
 

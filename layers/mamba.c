@@ -1,0 +1,427 @@
+/* mamba — the Mamba-1 selective SSM mixer (SPEC §2, mamba_ssm's `Mamba` parameterization):
+ *   [x ; z] = in_proj u;  xc = silu(causal depthwise conv1d(x) + bias);  [dt ; B ; C] = x_proj xc
+ *   Δ = softplus(dt_proj dt + bias);  y = scan(Δ, A = -exp(A_log), B, C, xc) + D ⊙ xc
+ *   out = out_proj (y ⊙ silu(z))
+ * Every product is a GEMM over all B·T rows (hy_linear_* / hy_gemm); the conv, the gates and
+ * softplus are vectorized loops over channels; the scan is layers/mamba_scan.c.
+ *
+ * Layouts (rows = b·T + t): xz (rows, 2E) as in_proj writes it (x = columns 0..E-1, z = E..2E-1);
+ * xpad (B, K-1+T, E): per sequence the K-1 conv inputs before t = 0 (zeros, or the streaming
+ * state) then x; pre, xc, draw, delta, ys, yg (rows, E); dbc (rows, R+2N) = [dt | B | C].
+ * The same forward core serves training (zero history, chunk states kept for the scan backward),
+ * inference and prefill/step (history and SSM state from the streaming state). */
+#include "core/error.h"
+#include "core/gemm.h"
+#include "core/mem.h"
+#include "layers/mamba.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+enum { OPT_D_STATE, OPT_D_CONV, OPT_EXPAND, OPT_DT_RANK, OPT_DT_MIN, OPT_DT_MAX, OPT_DT_FLOOR, N_OPTS };
+static const hy_opt_spec mamba_opts[] = {
+    {"d_state", HY_OPT_INT, 16, 1, HY_MAMBA_MAX_STATE, 0, "SSM state size N per channel"},
+    {"d_conv", HY_OPT_INT, 4, 1, 64, 0, "width K of the causal depthwise convolution"},
+    {"expand", HY_OPT_INT, 2, 1, 64, 0, "inner width E = expand * d_model"},
+    {"dt_rank", HY_OPT_INT, 0, 1, 1 << 20, HY_OPT_DEFAULT_AUTO, "rank R of the step-size projection; auto = ceil(d_model/16)"},
+    {"dt_min", HY_OPT_FLOAT, 0.001, 0, 1e3, 0, "init: smallest step size Δ (log-uniform in [dt_min, dt_max]); > 0"},
+    {"dt_max", HY_OPT_FLOAT, 0.1, 0, 1e3, 0, "init: largest step size Δ; >= dt_min"},
+    {"dt_init_floor", HY_OPT_FLOAT, 1e-4, 0, 1e3, 0, "init: Δ is floored at this value"},
+};
+
+enum { P_IN, P_CONV_W, P_CONV_B, P_XPROJ, P_DT_W, P_DT_B, P_A_LOG, P_D, P_OUT, N_PARAMS };
+
+typedef struct {
+    int d, E, N, K, R, nbc;   /* nbc = R + 2N, the width of x_proj's output */
+} geom;
+
+static geom geom_of(const hy_opts *o, int d) {
+    geom g = {d, hy_opt_int(o, OPT_EXPAND) * d, hy_opt_int(o, OPT_D_STATE), hy_opt_int(o, OPT_D_CONV),
+              hy_opt_int(o, OPT_DT_RANK), 0};
+    g.nbc = g.R + 2 * g.N;
+    return g;
+}
+
+/* The forward's buffers (one set for training in the layer, one per streaming state). */
+typedef struct {
+    hy_buf xz, xpad, pre, xc, dbc, draw, delta, ys, yg, A, wT, cs;
+} fwd_bufs;
+
+typedef struct {
+    fwd_bufs F;
+    const float *u;            /* input of the kept forward (owned by the caller) */
+    int B, T;
+    bool have_fwd;
+    hy_buf dyg, dxz, ddelta, dxc, ddbc, dA;
+} mamba_priv;
+
+typedef struct {
+    int B;
+    float *conv;   /* (B, K-1, E): the last K-1 conv inputs x */
+    float *ssm;    /* (B, E, N) */
+    fwd_bufs F;
+} mamba_state;
+
+/* ---------------------------------------------------------------- options, params, init ---- */
+
+/* dt_rank auto = ceil(d/16); dt_min > 0, dt_max >= dt_min. */
+static int mamba_resolve(hy_opts *o, int d, int *bad_opt, char *msg, size_t msg_len) {
+    if (o->is_auto[OPT_DT_RANK]) {
+        o->v[OPT_DT_RANK] = (d + 15) / 16;
+        o->is_auto[OPT_DT_RANK] = false;
+    }
+    if (!(o->v[OPT_DT_MIN] > 0)) {
+        *bad_opt = OPT_DT_MIN;
+        snprintf(msg, msg_len, "dt_min = %g must be > 0", o->v[OPT_DT_MIN]);
+        return HY_ERR_CONFIG;
+    }
+    if (o->v[OPT_DT_MAX] < o->v[OPT_DT_MIN]) {
+        *bad_opt = OPT_DT_MAX;
+        snprintf(msg, msg_len, "dt_max = %g must be >= dt_min = %g", o->v[OPT_DT_MAX], o->v[OPT_DT_MIN]);
+        return HY_ERR_CONFIG;
+    }
+    return 0;
+}
+
+/* SPEC §2 names and shapes; A_log and D are never weight-decayed (as upstream's _no_weight_decay). */
+static int mamba_param_specs(const hy_opts *o, int d, hy_param_spec *out) {
+    geom g = geom_of(o, d);
+    if (out) {
+        out[P_IN] = (hy_param_spec){"in_proj.weight", 2, {2 * g.E, d}, 0};
+        out[P_CONV_W] = (hy_param_spec){"conv1d.weight", 3, {g.E, 1, g.K}, 0};
+        out[P_CONV_B] = (hy_param_spec){"conv1d.bias", 1, {g.E}, 0};
+        out[P_XPROJ] = (hy_param_spec){"x_proj.weight", 2, {g.nbc, g.E}, 0};
+        out[P_DT_W] = (hy_param_spec){"dt_proj.weight", 2, {g.E, g.R}, 0};
+        out[P_DT_B] = (hy_param_spec){"dt_proj.bias", 1, {g.E}, 0};
+        out[P_A_LOG] = (hy_param_spec){"A_log", 2, {g.E, g.N}, HY_PARAM_NO_DECAY};
+        out[P_D] = (hy_param_spec){"D", 1, {g.E}, HY_PARAM_NO_DECAY};
+        out[P_OUT] = (hy_param_spec){"out_proj.weight", 2, {d, g.E}, 0};
+    }
+    return N_PARAMS;
+}
+
+static void fill_uniform(float *p, size_t n, float bound, hy_rng *rng) {
+    for (size_t i = 0; i < n; i++) p[i] = bound * (2 * hy_rng_uniform(rng) - 1);
+}
+
+/* As mamba_ssm: linear and conv weights PyTorch's default U(±1/sqrt(fan_in)) (conv fan_in = K, its
+ * bias too); dt_proj.weight U(±R^-0.5); Δ log-uniform in [dt_min, dt_max] floored at
+ * dt_init_floor, stored as dt_proj.bias = Δ + log(-expm1(-Δ)) (inverse softplus);
+ * A_log[c, n] = log(n + 1); D = 1. */
+static void mamba_init(hy_layer *L, hy_rng *rng) {
+    geom g = geom_of(&L->opts, L->d_model);
+    const hy_opts *o = &L->opts;
+    fill_uniform(L->p[P_IN], (size_t)2 * g.E * g.d, 1.0f / sqrtf((float)g.d), rng);
+    fill_uniform(L->p[P_CONV_W], (size_t)g.E * g.K, 1.0f / sqrtf((float)g.K), rng);
+    fill_uniform(L->p[P_CONV_B], (size_t)g.E, 1.0f / sqrtf((float)g.K), rng);
+    fill_uniform(L->p[P_XPROJ], (size_t)g.nbc * g.E, 1.0f / sqrtf((float)g.E), rng);
+    fill_uniform(L->p[P_DT_W], (size_t)g.E * g.R, 1.0f / sqrtf((float)g.R), rng);
+    double lo = log(o->v[OPT_DT_MIN]), hi = log(o->v[OPT_DT_MAX]);
+    for (int c = 0; c < g.E; c++) {
+        double dt = exp(hy_rng_uniform(rng) * (hi - lo) + lo);
+        if (dt < o->v[OPT_DT_FLOOR]) dt = o->v[OPT_DT_FLOOR];
+        L->p[P_DT_B][c] = (float)(dt + log(-expm1(-dt)));
+    }
+    for (int c = 0; c < g.E; c++)
+        for (int n = 0; n < g.N; n++) L->p[P_A_LOG][(size_t)c * g.N + n] = logf((float)(n + 1));
+    for (int c = 0; c < g.E; c++) L->p[P_D][c] = 1.0f;
+    fill_uniform(L->p[P_OUT], (size_t)g.d * g.E, 1.0f / sqrtf((float)g.E), rng);
+}
+
+/* ---------------------------------------------------------------- helpers ---- */
+
+/* A workspace of at least n floats (no copy when it grows). */
+static float *grab(hy_buf *b, size_t n) {
+    if (n > b->cap) hy_buf_free(b);
+    return hy_buf_reserve(b, n ? n : 1);
+}
+
+static void free_fwd(fwd_bufs *F) {
+    hy_buf *b[] = {&F->xz, &F->xpad, &F->pre, &F->xc, &F->dbc, &F->draw, &F->delta, &F->ys, &F->yg, &F->A, &F->wT, &F->cs};
+    for (size_t i = 0; i < sizeof b / sizeof *b; i++) hy_buf_free(b[i]);
+}
+
+/* db[c] += Σ_rows X[row, c] for X (rows, cols); parallel over column blocks (fixed order). */
+static void colsum_add(float *db, const float *X, size_t rows, int cols) {
+    int nb = (cols + 63) / 64;
+    #pragma omp parallel for schedule(static) if (rows * cols > 65536)
+    for (int k = 0; k < nb; k++) {
+        int c0 = k * 64, c1 = c0 + 64 < cols ? c0 + 64 : cols;
+        float acc[64] = {0};
+        for (size_t r = 0; r < rows; r++)
+            for (int c = c0; c < c1; c++) acc[c - c0] += X[r * cols + c];
+        for (int c = c0; c < c1; c++) db[c] += acc[c - c0];
+    }
+}
+
+/* ---------------------------------------------------------------- forward core ---- */
+
+/* out (B, T, d) of u for sequences that start from conv history `hist` (B, K-1, E; NULL = zeros)
+ * and SSM state `ssm` (B, E, N; NULL = zeros; updated in place when given). keep: store the
+ * scan's chunk states in F->cs for backward. */
+static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, int B, int T, const float *hist,
+                        float *ssm, bool keep) {
+    geom g = geom_of(&L->opts, L->d_model);
+    const int E = g.E, K = g.K, Tp = T + K - 1;
+    const size_t rows = (size_t)B * T, nE = rows * E;
+    if (!grab(&F->xz, 2 * nE) || !grab(&F->xpad, (size_t)B * Tp * E) || !grab(&F->pre, nE) || !grab(&F->xc, nE) ||
+        !grab(&F->dbc, rows * g.nbc) || !grab(&F->draw, nE) || !grab(&F->delta, nE) || !grab(&F->ys, nE) ||
+        !grab(&F->yg, nE) || !grab(&F->A, (size_t)E * g.N) || !grab(&F->wT, (size_t)K * E))
+        return HY_ERR_NOMEM;
+    size_t ncs = keep ? hy_mamba_chunk_floats(B, T, E, g.N, HY_MAMBA_CHUNK) : 0;
+    if (keep && !grab(&F->cs, ncs)) return HY_ERR_NOMEM;
+    float *xz = F->xz.p, *xpad = F->xpad.p, *pre = F->pre.p, *xc = F->xc.p, *wT = F->wT.p;
+    hy_linear_forward(xz, u, L->p[P_IN], NULL, (int)rows, g.d, 2 * E);
+    /* the conv's input with its K-1 rows of history in front */
+    #pragma omp parallel for schedule(static) if (B * Tp * E > 16384)
+    for (long r = 0; r < (long)B * Tp; r++) {
+        int b = (int)(r / Tp), t = (int)(r % Tp) - (K - 1);
+        float *dst = xpad + (size_t)r * E;
+        if (t >= 0) memcpy(dst, xz + ((size_t)b * T + t) * 2 * E, (size_t)E * sizeof(float));
+        else if (hist) memcpy(dst, hist + ((size_t)b * (K - 1) + (t + K - 1)) * E, (size_t)E * sizeof(float));
+        else memset(dst, 0, (size_t)E * sizeof(float));
+    }
+    const float *w = L->p[P_CONV_W], *cb = L->p[P_CONV_B];
+    for (int k = 0; k < K; k++)
+        for (int c = 0; c < E; c++) wT[(size_t)k * E + c] = w[(size_t)c * K + k];
+    /* pre[t] = bias + Σ_k w[k] xpad[t + k];  xc = silu(pre) */
+    #pragma omp parallel for schedule(static) if (nE > 16384)
+    for (long r = 0; r < (long)rows; r++) {
+        int b = (int)(r / T), t = (int)(r % T);
+        float *restrict p = pre + (size_t)r * E, *restrict o = xc + (size_t)r * E;
+        const float *xp = xpad + ((size_t)b * Tp + t) * E;
+        for (int c = 0; c < E; c++) p[c] = cb[c];
+        for (int k = 0; k < K; k++) {
+            const float *restrict xk = xp + (size_t)k * E, *restrict wk = wT + (size_t)k * E;
+            for (int c = 0; c < E; c++) p[c] += wk[c] * xk[c];
+        }
+        for (int c = 0; c < E; c++) o[c] = hy_mamba_siluf(p[c]);
+    }
+    /* [dt | B | C] = xc x_projᵀ;  Δ = softplus(dt dt_projᵀ + bias) */
+    hy_linear_forward(F->dbc.p, xc, L->p[P_XPROJ], NULL, (int)rows, E, g.nbc);
+    hy_gemm(false, true, (int)rows, E, g.R, 1.0f, F->dbc.p, g.nbc, L->p[P_DT_W], g.R, 0.0f, F->draw.p, E);
+    const float *dtb = L->p[P_DT_B];
+    float *draw = F->draw.p;
+    #pragma omp parallel for schedule(static) if (nE > 16384)
+    for (long r = 0; r < (long)rows; r++)
+        for (int c = 0; c < E; c++) draw[(size_t)r * E + c] += dtb[c];
+    hy_mamba_softplus(F->delta.p, draw, nE);
+    for (size_t i = 0; i < (size_t)E * g.N; i++) F->A.p[i] = -expf(L->p[P_A_LOG][i]);
+    hy_mamba_scan_args a = {B, T, E, g.N, F->delta.p, xc, F->dbc.p + g.R, F->dbc.p + g.R + g.N, g.nbc, F->A.p,
+                            L->p[P_D], ssm, ssm, HY_MAMBA_CHUNK, keep ? F->cs.p : NULL};
+    int rc = hy_mamba_scan_forward(&a, F->ys.p);
+    if (rc < 0) return rc;
+    /* y ⊙ silu(z), then out_proj */
+    float *ys = F->ys.p, *yg = F->yg.p;
+    #pragma omp parallel for schedule(static) if (nE > 16384)
+    for (long r = 0; r < (long)rows; r++) {
+        const float *restrict z = xz + (size_t)r * 2 * E + E, *restrict y = ys + (size_t)r * E;
+        float *restrict o = yg + (size_t)r * E;
+        for (int c = 0; c < E; c++) o[c] = y[c] * hy_mamba_siluf(z[c]);
+    }
+    hy_linear_forward(out, yg, L->p[P_OUT], NULL, (int)rows, E, g.d);
+    return 0;
+}
+
+static mamba_priv *priv_of(hy_layer *L) {
+    if (!L->priv) L->priv = hy_calloc(sizeof(mamba_priv));
+    return L->priv;
+}
+
+/* Training / inference forward from zero state; keeps what backward needs when asked. */
+static int mamba_forward(hy_layer *L, const float *x, float *y, int B, int T) {
+    mamba_priv *P = priv_of(L);
+    if (!P) return HY_ERR_NOMEM;
+    P->have_fwd = false;
+    if (B <= 0 || T <= 0) return 0;
+    int rc = core_forward(L, &P->F, x, y, B, T, NULL, NULL, L->keep_for_backward);
+    if (rc < 0) return rc;
+    P->u = x, P->B = B, P->T = T, P->have_fwd = L->keep_for_backward;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- backward ---- */
+
+/* Backward of mamba_forward: out_proj, gate, scan (chunked), softplus, dt_proj, x_proj, silu,
+ * conv, in_proj, in that order; parameter gradients accumulated. */
+static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T) {
+    mamba_priv *P = L->priv;
+    if (B <= 0 || T <= 0) return 0;
+    if (!P || !P->have_fwd || P->B != B || P->T != T)
+        return hy_fail("mamba: backward without a matching forward (keep_for_backward)");
+    geom g = geom_of(&L->opts, L->d_model);
+    fwd_bufs *F = &P->F;
+    const int E = g.E, N = g.N, K = g.K, R = g.R, Tp = T + K - 1;
+    const size_t rows = (size_t)B * T, nE = rows * E;
+    if (!grab(&P->dyg, nE) || !grab(&P->dxz, 2 * nE) || !grab(&P->ddelta, nE) || !grab(&P->dxc, nE) ||
+        !grab(&P->ddbc, rows * g.nbc) || !grab(&P->dA, (size_t)E * N))
+        return HY_ERR_NOMEM;
+    float *dyg = P->dyg.p, *dxz = P->dxz.p, *ddelta = P->ddelta.p, *dxc = P->dxc.p, *ddbc = P->ddbc.p;
+    const float *xz = F->xz.p, *ys = F->ys.p;
+    /* out_proj: dyg = dy W_out, dW_out += dyᵀ yg */
+    hy_linear_backward(dyg, L->g[P_OUT], NULL, dy, F->yg.p, L->p[P_OUT], (int)rows, E, g.d, false);
+    /* gate: dz = dyg · y · silu'(z) into dxz's z half; g = dyg · silu(z) in place */
+    #pragma omp parallel for schedule(static) if (nE > 16384)
+    for (long r = 0; r < (long)rows; r++) {
+        const float *restrict z = xz + (size_t)r * 2 * E + E, *restrict y = ys + (size_t)r * E;
+        float *restrict gy = dyg + (size_t)r * E, *restrict dz = dxz + (size_t)r * 2 * E + E;
+        for (int c = 0; c < E; c++) {
+            float s = hy_mamba_sigmoidf(z[c]);
+            dz[c] = gy[c] * y[c] * s * (1.0f + z[c] * (1.0f - s));
+            gy[c] *= z[c] * s;
+        }
+    }
+    /* the scan: dΔ, dxc, dB, dC; dA → dA_log = dA ⊙ A; dD */
+    memset(P->dA.p, 0, (size_t)E * N * sizeof(float));
+    hy_mamba_scan_args a = {B, T, E, N, F->delta.p, F->xc.p, F->dbc.p + R, F->dbc.p + R + N, g.nbc, F->A.p,
+                            L->p[P_D], NULL, NULL, HY_MAMBA_CHUNK, F->cs.p};
+    int rc = hy_mamba_scan_backward(&a, dyg, ddelta, dxc, ddbc + R, ddbc + R + N, g.nbc, P->dA.p, L->g[P_D]);
+    if (rc < 0) return rc;
+    for (size_t i = 0; i < (size_t)E * N; i++) L->g[P_A_LOG][i] += P->dA.p[i] * F->A.p[i];
+    /* softplus: d raw = dΔ · sigmoid(raw) (1 above the cut-off, as SPEC's x > 20 branch) */
+    const float *draw = F->draw.p;
+    #pragma omp parallel for schedule(static) if (nE > 16384)
+    for (long i = 0; i < (long)nE; i++) ddelta[i] *= draw[i] > 20.0f ? 1.0f : hy_mamba_sigmoidf(draw[i]);
+    colsum_add(L->g[P_DT_B], ddelta, rows, E);
+    /* dt_proj: d dt = d raw W_dt into ddbc[:, :R]; dW_dt += d rawᵀ dt */
+    hy_gemm(false, false, (int)rows, R, E, 1.0f, ddelta, E, L->p[P_DT_W], R, 0.0f, ddbc, g.nbc);
+    hy_gemm(true, false, E, R, (int)rows, 1.0f, ddelta, E, F->dbc.p, g.nbc, 1.0f, L->g[P_DT_W], R);
+    /* x_proj: dxc += ddbc W_x; dW_x += ddbcᵀ xc */
+    hy_linear_backward(dxc, L->g[P_XPROJ], NULL, ddbc, F->xc.p, L->p[P_XPROJ], (int)rows, E, g.nbc, true);
+    /* silu: d pre = dxc · silu'(pre), in place */
+    const float *pre = F->pre.p;
+    #pragma omp parallel for schedule(static) if (nE > 16384)
+    for (long i = 0; i < (long)nE; i++) {
+        float s = hy_mamba_sigmoidf(pre[i]);
+        dxc[i] *= s * (1.0f + pre[i] * (1.0f - s));
+    }
+    /* conv: bias and weight gradients per channel block; dx[j] = Σ_k w[k] dpre[j + K-1-k] */
+    colsum_add(L->g[P_CONV_B], dxc, rows, E);
+    const float *xpad = F->xpad.p, *wT = F->wT.p;
+    float *gw = L->g[P_CONV_W];
+    int nb = (E + 63) / 64;
+    #pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < nb; blk++) {
+        int c0 = blk * 64, c1 = c0 + 64 < E ? c0 + 64 : E;
+        float acc[64][64];   /* [k][c], K <= 64 */
+        for (int k = 0; k < K; k++)
+            for (int c = 0; c < 64; c++) acc[k][c] = 0.0f;
+        for (size_t r = 0; r < rows; r++) {
+            int b = (int)(r / T), t = (int)(r % T);
+            const float *dp = dxc + r * E, *xp = xpad + ((size_t)b * Tp + t) * E;
+            for (int k = 0; k < K; k++)
+                for (int c = c0; c < c1; c++) acc[k][c - c0] += dp[c] * xp[(size_t)k * E + c];
+        }
+        for (int c = c0; c < c1; c++)
+            for (int k = 0; k < K; k++) gw[(size_t)c * K + k] += acc[k][c - c0];
+    }
+    #pragma omp parallel for schedule(static) if (nE > 16384)
+    for (long r = 0; r < (long)rows; r++) {
+        int t = (int)(r % T);
+        float *restrict o = dxz + (size_t)r * 2 * E;
+        for (int c = 0; c < E; c++) o[c] = 0.0f;
+        for (int k = 0; k < K; k++) {
+            int j = t + K - 1 - k;
+            if (j >= T) continue;
+            const float *restrict dp = dxc + (size_t)(r - t + j) * E, *restrict wk = wT + (size_t)k * E;
+            for (int c = 0; c < E; c++) o[c] += wk[c] * dp[c];
+        }
+    }
+    /* in_proj: du = dxz W_in; dW_in += dxzᵀ u */
+    hy_linear_backward(dx, L->g[P_IN], NULL, dxz, P->u, L->p[P_IN], (int)rows, g.d, 2 * E, false);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- streaming ---- */
+
+/* Zero state for B sequences: conv history (B, K-1, E) and SSM state (B, E, N). */
+static int mamba_state_new(hy_layer *L, int B, void **state) {
+    geom g = geom_of(&L->opts, L->d_model);
+    mamba_state *s = hy_calloc(sizeof *s);
+    if (!s) return HY_ERR_NOMEM;
+    s->B = B;
+    s->conv = hy_calloc((size_t)B * (g.K - 1) * g.E * sizeof(float));
+    s->ssm = hy_calloc((size_t)B * g.E * g.N * sizeof(float));
+    if (!s->conv || !s->ssm) {
+        hy_free(s->conv), hy_free(s->ssm), hy_free(s);
+        return HY_ERR_NOMEM;
+    }
+    *state = s;
+    return 0;
+}
+
+static void mamba_state_free(hy_layer *L, void *state) {
+    (void)L;
+    mamba_state *s = state;
+    if (!s) return;
+    hy_free(s->conv), hy_free(s->ssm);
+    free_fwd(&s->F);
+    hy_free(s);
+}
+
+/* T tokens per sequence from the state: the forward core with the state's conv history and SSM
+ * state (updated in place), then the last K-1 conv inputs become the new history. */
+static int mamba_prefill(hy_layer *L, void *state, const float *x, float *y, int B, int T) {
+    mamba_state *s = state;
+    if (B != s->B) return hy_fail("mamba: state holds %d sequences, got %d", s->B, B);
+    if (T <= 0) return 0;
+    geom g = geom_of(&L->opts, L->d_model);
+    int rc = core_forward(L, &s->F, x, y, B, T, s->conv, s->ssm, false);
+    if (rc < 0) return rc;
+    const int H = g.K - 1, Tp = T + H;
+    for (int b = 0; b < B; b++)
+        memcpy(s->conv + (size_t)b * H * g.E, s->F.xpad.p + ((size_t)b * Tp + T) * g.E, (size_t)H * g.E * sizeof(float));
+    return 0;
+}
+
+static int mamba_step(hy_layer *L, void *state, const float *x, float *y, int B) {
+    return mamba_prefill(L, state, x, y, B, 1);
+}
+
+/* ---------------------------------------------------------------- accounting ---- */
+
+/* Constant in T: (K-1)·E conv inputs and E·N SSM states, fp32. */
+static size_t mamba_state_bytes(const hy_opts *o, int d, int T) {
+    (void)T;
+    geom g = geom_of(o, d);
+    return ((size_t)(g.K - 1) * g.E + (size_t)g.E * g.N) * sizeof(float);
+}
+
+/* Forward FLOPs of one sequence (multiply-add = 2) per token: in_proj 4dE, conv 2KE, x_proj
+ * 2E(R+2N), dt_proj 2RE, scan 6EN (Δ·A, a·s + Δx·B, s·C), per channel 4E (Δ·x, D·x + y, gate),
+ * out_proj 2dE. exp, softplus and silu are not counted. */
+static double mamba_flop(const hy_opts *o, int d, int T) {
+    geom g = geom_of(o, d);
+    double E = g.E;
+    return (double)T * (6.0 * d * E + 2.0 * g.K * E + 2.0 * E * g.nbc + 2.0 * g.R * E + 6.0 * E * g.N + 4.0 * E);
+}
+
+static void mamba_destroy(hy_layer *L) {
+    mamba_priv *P = L->priv;
+    if (!P) return;
+    free_fwd(&P->F);
+    hy_buf *b[] = {&P->dyg, &P->dxz, &P->ddelta, &P->dxc, &P->ddbc, &P->dA};
+    for (size_t i = 0; i < sizeof b / sizeof *b; i++) hy_buf_free(b[i]);
+    hy_free(P);
+    L->priv = NULL;
+}
+
+const hy_block_ops hy_block_mamba = {
+    .name = "mamba",
+    .kinds = HY_KIND_MIXER,
+    .summary = "Mamba-1 selective SSM (mamba_ssm parameterization), chunked scan backward, streaming state",
+    .opts = mamba_opts,
+    .n_opts = N_OPTS,
+    .resolve = mamba_resolve,
+    .param_specs = mamba_param_specs,
+    .init = mamba_init,
+    .forward = mamba_forward,
+    .backward = mamba_backward,
+    .state_new = mamba_state_new,
+    .step = mamba_step,
+    .prefill = mamba_prefill,
+    .state_free = mamba_state_free,
+    .state_bytes = mamba_state_bytes,
+    .flop = mamba_flop,
+    .destroy = mamba_destroy,
+};

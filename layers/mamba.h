@@ -1,0 +1,112 @@
+/* mamba — the selective-scan kernels of the Mamba block (layers/mamba_scan.c), exposed for the
+ * block (layers/mamba.c), its tests and the benchmark.
+ *
+ * The scan of SPEC §2, for every sequence b and channel c of E, state size N:
+ *     s_t[c,n] = exp(Δ_t[c]·A[c,n]) · s_{t-1}[c,n] + Δ_t[c] · B_t[n] · x_t[c]
+ *     y_t[c]   = Σ_n s_t[c,n] · C_t[n] + D[c] · x_t[c]
+ * Layouts: delta, x, y, dy: (B, T, E) rows; B_t and C_t: row (b·T + t) of Bm / Cm with row stride
+ * ld_bc (they are column slices of x_proj's output); A (E, N) (already -exp(A_log)); D (E) or
+ * NULL (no skip); states s0 / s_out: (B, E, N), the layout of mamba_ssm's ssm_state.
+ *
+ * Kernels: 16 channels at a time, the N states of those 16 channels in a [N][16] register-friendly
+ * block, so every inner loop runs over 16 contiguous channels (one AVX-512 vector) with hy_expf;
+ * OpenMP over (sequence, channel block). Backward is chunked: forward stores the state at the start
+ * of every `chunk` steps (B, ceil(T/chunk), N, E floats), backward recomputes the states of one
+ * chunk at a time from there (so memory is O(T·E + T/chunk·E·N), never the (T, E, N) history). */
+#ifndef HY_LAYERS_MAMBA_H
+#define HY_LAYERS_MAMBA_H
+#include "layers/registry.h"
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+extern const hy_block_ops hy_block_mamba;
+
+#define HY_MAMBA_CHUNK 64      /* the block's backward chunk (steps between stored states) */
+#define HY_MAMBA_MAX_STATE 256 /* largest d_state the kernels take */
+
+typedef struct {
+    int B, T, E, N;
+    const float *delta, *x;      /* (B, T, E) */
+    const float *Bm, *Cm;        /* B_t[n] = Bm[(b·T + t)·ld_bc + n], C_t likewise */
+    int ld_bc;
+    const float *A;              /* (E, N) */
+    const float *D;              /* (E) or NULL */
+    const float *s0;             /* initial state (B, E, N) or NULL = zeros */
+    float *s_out;                /* final state (B, E, N) or NULL; may be s0 (in place) */
+    int chunk;                   /* > 0: steps per chunk for chunk_states */
+    float *chunk_states;         /* NULL, or (B, ceil(T/chunk), N, E): state before step k·chunk */
+} hy_mamba_scan_args;
+
+/* Floats of a->chunk_states for (B, T, E, N, chunk). */
+size_t hy_mamba_chunk_floats(int B, int T, int E, int N, int chunk);
+
+/* y (B, T, E) = the scan. Fills s_out and chunk_states when given. */
+int hy_mamba_scan_forward(const hy_mamba_scan_args *a, float *y);
+
+/* Backward of hy_mamba_scan_forward from zero initial state (s0 must be NULL), given the
+ * chunk_states the forward stored with the same chunk. dy is the gradient of y. OVERWRITES
+ * ddelta, dx (B, T, E) and dB, dC (rows of stride ld_dbc, N floats each); ACCUMULATES dA (E, N)
+ * (gradient with respect to A) and dD (E) (skipped if NULL). Deterministic. */
+int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *ddelta, float *dx, float *dB,
+                           float *dC, int ld_dbc, float *dA, float *dD);
+
+/* a·b + c as one fused instruction where the target has FMA (C17 mode does not contract). */
+#ifdef __FMA__
+#define HY_MB_FMA(a, b, c) __builtin_fmaf((a), (b), (c))
+#else
+#define HY_MB_FMA(a, b, c) ((a) * (b) + (c))
+#endif
+
+/* exp's polynomial (that of core/vmath.h's hy_expf, Cephes) for x already in [-87, 88]. */
+static inline float hy_mb_exp_core(float x) {
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    float n = HY_MB_FMA(x, 1.44269504088896341f, magic) - magic;
+    float r = HY_MB_FMA(n, -0.693359375f, x);
+    r = HY_MB_FMA(n, 2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = HY_MB_FMA(p, r, 1.3981999507e-3f);
+    p = HY_MB_FMA(p, r, 8.3334519073e-3f);
+    p = HY_MB_FMA(p, r, 4.1665795894e-2f);
+    p = HY_MB_FMA(p, r, 1.6666665459e-1f);
+    p = HY_MB_FMA(p, r, 5.0000001201e-1f);
+    p = HY_MB_FMA(p, r * r, r) + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* exp(x) for the gates: clamped to [-87, 88] with integer compares on the float bits (mapped to
+ * a signed order). gcc 12 does not if-convert hy_expf's float ternaries under the default
+ * -ftrapping-math, so loops calling core/vmath.h's hy_expf stay scalar ("control flow in loop");
+ * this form vectorizes. Within ~1e-7 relative of exp; NaN comes out as exp(-87) or exp(88). */
+static inline float hy_mamba_expf(float x) {
+    int32_t k, lo = (int32_t)0xc2ae0000u, hi = 0x42b00000;   /* bits of -87.0f, 88.0f */
+    memcpy(&k, &x, sizeof k);
+    k ^= (k >> 31) & 0x7fffffff;                             /* signed order = float order */
+    lo ^= (lo >> 31) & 0x7fffffff;
+    k = k < lo ? lo : k;
+    k = k > hi ? hi : k;
+    k ^= (k >> 31) & 0x7fffffff;
+    memcpy(&x, &k, sizeof x);
+    return hy_mb_exp_core(x);
+}
+
+/* exp(x) for x <= 0 (the scan's Δ·A): for negative floats the bits grow with |x|, so one
+ * unsigned min clamps at -87. Not for x > 88. */
+static inline float hy_mamba_expf_neg(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u = u > 0xc2ae0000u ? 0xc2ae0000u : u;
+    memcpy(&x, &u, sizeof x);
+    return hy_mb_exp_core(x);
+}
+
+static inline float hy_mamba_sigmoidf(float x) { return 1.0f / (1.0f + hy_mamba_expf(-x)); }
+static inline float hy_mamba_siluf(float x) { return x / (1.0f + hy_mamba_expf(-x)); }
+
+/* SPEC softplus (x > 20 ? x : log1p(exp(x))) over n floats, vectorized (within ~2 ulp of libm). */
+void hy_mamba_softplus(float *restrict out, const float *restrict in, size_t n);
+
+#endif
