@@ -271,7 +271,9 @@ static void bench_mamba_scan(double bw, int quick) {
     TIME_BEST(fwd, min_s, hy_mamba_scan_forward(&a, y));
     a.chunk_states = cs;
     TIME_BEST(fwd_keep, min_s, hy_mamba_scan_forward(&a, y));
-    TIME_BEST(bwd, min_s, hy_mamba_scan_backward(&a, dy, dd, dx, dbc, dbc + N, 2 * N, dA, dD));
+    hy_buf ws = {0};
+    TIME_BEST(bwd, min_s, hy_mamba_scan_backward(&a, dy, dd, dx, dbc, dbc + N, 2 * N, dA, dD, &ws));
+    hy_buf_free(&ws);
     double upd = (double)T * E * N, fbytes = 3.0 * nE * 4, bbytes = 6.0 * nE * 4;   /* fwd: Δ, x, y; bwd: Δ, x, dy, dΔ, dx, again Δ, x */
     printf("mamba scan E %d N %d T %d: fwd %.3f ms (%.2f ns/update, %.1f GB/s = %.3f x memory copy), "
            "fwd+chunk states %.3f ms, bwd %.3f ms (%.2f x fwd, %.1f GB/s = %.3f x memory copy)\n",

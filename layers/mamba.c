@@ -52,7 +52,7 @@ typedef struct {
     const float *u;            /* input of the kept forward (owned by the caller) */
     int B, T;
     bool have_fwd;
-    hy_buf dyg, dxz, ddelta, dxc, ddbc, dA;
+    hy_buf dyg, dxz, ddelta, dxc, ddbc, dA, scan_ws;
 } mamba_priv;
 
 typedef struct {
@@ -275,13 +275,16 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     memset(P->dA.p, 0, (size_t)E * N * sizeof(float));
     hy_mamba_scan_args a = {B, T, E, N, F->delta.p, F->xc.p, F->dbc.p + R, F->dbc.p + R + N, g.nbc, F->A.p,
                             L->p[P_D], NULL, NULL, HY_MAMBA_CHUNK, F->cs.p};
-    int rc = hy_mamba_scan_backward(&a, dyg, ddelta, dxc, ddbc + R, ddbc + R + N, g.nbc, P->dA.p, L->g[P_D]);
+    int rc = hy_mamba_scan_backward(&a, dyg, ddelta, dxc, ddbc + R, ddbc + R + N, g.nbc, P->dA.p, L->g[P_D], &P->scan_ws);
     if (rc < 0) return rc;
     for (size_t i = 0; i < (size_t)E * N; i++) L->g[P_A_LOG][i] += P->dA.p[i] * F->A.p[i];
     /* softplus: d raw = dΔ · sigmoid(raw) (1 above the cut-off, as SPEC's x > 20 branch) */
     const float *draw = F->draw.p;
     #pragma omp parallel for schedule(static) if (nE > 16384)
-    for (long i = 0; i < (long)nE; i++) ddelta[i] *= draw[i] > 20.0f ? 1.0f : hy_mamba_sigmoidf(draw[i]);
+    for (long i = 0; i < (long)nE; i++) {
+        float sg = hy_mamba_sigmoidf(draw[i]);   /* exactly 1.0f above 20 too (1 - 2e-9 rounds to 1) */
+        ddelta[i] *= sg;
+    }
     colsum_add(L->g[P_DT_B], ddelta, rows, E);
     /* dt_proj: d dt = d raw W_dt into ddbc[:, :R]; dW_dt += d rawᵀ dt */
     hy_gemm(false, false, (int)rows, R, E, 1.0f, ddelta, E, L->p[P_DT_W], R, 0.0f, ddbc, g.nbc);
@@ -400,7 +403,7 @@ static void mamba_destroy(hy_layer *L) {
     mamba_priv *P = L->priv;
     if (!P) return;
     free_fwd(&P->F);
-    hy_buf *b[] = {&P->dyg, &P->dxz, &P->ddelta, &P->dxc, &P->ddbc, &P->dA};
+    hy_buf *b[] = {&P->dyg, &P->dxz, &P->ddelta, &P->dxc, &P->ddbc, &P->dA, &P->scan_ws};
     for (size_t i = 0; i < sizeof b / sizeof *b; i++) hy_buf_free(b[i]);
     hy_free(P);
     L->priv = NULL;

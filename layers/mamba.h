@@ -15,6 +15,7 @@
  * chunk at a time from there (so memory is O(T·E + T/chunk·E·N), never the (T, E, N) history). */
 #ifndef HY_LAYERS_MAMBA_H
 #define HY_LAYERS_MAMBA_H
+#include "core/mem.h"
 #include "layers/registry.h"
 #include <stddef.h>
 #include <stdint.h>
@@ -47,9 +48,11 @@ int hy_mamba_scan_forward(const hy_mamba_scan_args *a, float *y);
 /* Backward of hy_mamba_scan_forward from zero initial state (s0 must be NULL), given the
  * chunk_states the forward stored with the same chunk. dy is the gradient of y. OVERWRITES
  * ddelta, dx (B, T, E) and dB, dC (rows of stride ld_dbc, N floats each); ACCUMULATES dA (E, N)
- * (gradient with respect to A) and dD (E) (skipped if NULL). Deterministic. */
+ * (gradient with respect to A) and dD (E) (skipped if NULL). Deterministic for a given thread
+ * count. work: a workspace kept by the caller between calls (grown as needed; NULL = allocate and
+ * free one in the call: the per-call fresh pages cost page faults). */
 int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *ddelta, float *dx, float *dB,
-                           float *dC, int ld_dbc, float *dA, float *dD);
+                           float *dC, int ld_dbc, float *dA, float *dD, hy_buf *work);
 
 /* a·b + c as one fused instruction where the target has FMA (C17 mode does not contract). */
 #ifdef __FMA__
@@ -101,6 +104,14 @@ static inline float hy_mamba_expf_neg(float x) {
     u = u > 0xc2ae0000u ? 0xc2ae0000u : u;
     memcpy(&x, &u, sizeof x);
     return hy_mb_exp_core(x);
+}
+
+/* The float's bits as an int32 whose signed order is the float order (compares in the integer
+ * domain keep loops branch-free: gcc 12 turns float compares feeding a select into branches). */
+static inline int32_t hy_mamba_ordered(float x) {
+    int32_t k;
+    memcpy(&k, &x, sizeof k);
+    return k ^ ((k >> 31) & 0x7fffffff);
 }
 
 static inline float hy_mamba_sigmoidf(float x) { return 1.0f / (1.0f + hy_mamba_expf(-x)); }

@@ -11,15 +11,61 @@
  * adjoint r = exp(Δ_{t+1}·A) ⊙ ds_{t+1} carried across chunks. dB_t, dC_t are sums over channels:
  * each thread adds its blocks' sums into its own (B·T, 2N) buffer, and the buffers are added in
  * thread order afterwards (deterministic for a given thread count, no atomics, memory independent
- * of E); dA and dD are kept per sequence and added in sequence order. */
+ * of E); dA and dD are kept per sequence and added in sequence order.
+ *
+ * The hot loops are written with GCC vector extensions (v8: 8 floats, two per block), so the
+ * per-step accumulators (y, dΔ, dx) stay in registers: written as loops over float arrays, gcc
+ * kept them in memory across the n loop, a store-to-load chain that bounded the scan. This file
+ * is compiled with fp-contract=fast (a·b + c as one FMA; C17 mode otherwise contracts nothing). */
+#pragma GCC optimize("fp-contract=fast")
 #include "core/error.h"
 #include "core/mem.h"
 #include "layers/mamba.h"
 #include <math.h>
 #include <omp.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 #include <string.h>
 
 #define CB 16
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
+
+static inline v8 vld(const float *p) {
+    v8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void vst(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+static inline v8 vbc(float x) { return (v8){x, x, x, x, x, x, x, x}; }
+
+/* hy_mamba_expf_neg on 8 lanes (x <= 0): one unsigned min on the bits clamps at -87. */
+static inline v8 vexp_neg(v8 x) {
+    v8u u;
+    memcpy(&u, &x, sizeof u);
+    const v8u lo = (v8u){0, 0, 0, 0, 0, 0, 0, 0} + 0xc2ae0000u;
+    v8u m = (v8u)(u > lo);
+    u = (u & ~m) | (lo & m);
+    memcpy(&x, &u, sizeof x);
+    const v8 magic = vbc(12582912.0f);
+    v8 n = (x * 1.44269504088896341f + magic) - magic;
+    v8 r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    v8 p = vbc(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;
+    v8 scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
 
 size_t hy_mamba_chunk_floats(int B, int T, int E, int N, int chunk) {
     if (chunk <= 0 || T <= 0) return 0;
@@ -60,21 +106,20 @@ static void forward_block(const hy_mamba_scan_args *a, float *y, int b, int c0) 
             for (int n = 0; n < N; n++) store_lanes(cs + (size_t)n * E, s[n], cb);
         }
         size_t row = (size_t)b * T + t;
-        float pd[CB], px[CB], dx[CB] __attribute__((aligned(64))), acc[CB] __attribute__((aligned(64)));
-        const float *restrict d = lanes(a->delta + row * E + c0, cb, pd);
-        const float *restrict xv = lanes(a->x + row * E + c0, cb, px);
+        float pd[CB], px[CB], out[CB];
+        const float *d = lanes(a->delta + row * E + c0, cb, pd), *xv = lanes(a->x + row * E + c0, cb, px);
         const float *bt = a->Bm + row * a->ld_bc, *ct = a->Cm + row * a->ld_bc;
-        for (int c = 0; c < CB; c++) dx[c] = d[c] * xv[c], acc[c] = Dv[c] * xv[c];
+        const v8 d0 = vld(d), d1 = vld(d + 8), x0 = vld(xv), x1 = vld(xv + 8), dx0 = d0 * x0, dx1 = d1 * x1;
+        v8 acc0 = vld(Dv) * x0, acc1 = vld(Dv + 8) * x1;
         for (int n = 0; n < N; n++) {
-            const float bn = bt[n], cn = ct[n];
-            #pragma omp simd
-            for (int c = 0; c < CB; c++) {
-                float sv = HY_MB_FMA(hy_mamba_expf_neg(d[c] * At[n][c]), s[n][c], dx[c] * bn);
-                s[n][c] = sv;
-                acc[c] = HY_MB_FMA(sv, cn, acc[c]);
-            }
+            const v8 bn = vbc(bt[n]), cn = vbc(ct[n]);
+            v8 s0 = vexp_neg(d0 * vld(At[n])) * vld(s[n]) + dx0 * bn;
+            v8 s1 = vexp_neg(d1 * vld(At[n] + 8)) * vld(s[n] + 8) + dx1 * bn;
+            vst(s[n], s0), vst(s[n] + 8, s1);
+            acc0 = s0 * cn + acc0, acc1 = s1 * cn + acc1;
         }
-        store_lanes(y + row * E + c0, acc, cb);
+        vst(out, acc0), vst(out + 8, acc1);
+        store_lanes(y + row * E + c0, out, cb);
     }
     if (a->s_out)
         for (int n = 0; n < N; n++)
@@ -97,6 +142,29 @@ int hy_mamba_scan_forward(const hy_mamba_scan_args *a, float *y) {
     return 0;
 }
 
+/* out[n] = Σ_c p[n][c] for the N rows of a [N][CB] block: the sums over channels of dB_t and
+ * dC_t. With AVX2, 8 rows at a time by a horizontal-add tree (9 instructions for 8 sums instead of
+ * a chain of 16 scalar adds per sum, which dominated the backward); plain loops otherwise. */
+static inline void row_sums(const float (*restrict p)[CB], float *restrict out, int N) {
+    int n = 0;
+#if defined(__AVX2__)
+    for (; n + 8 <= N; n += 8) {
+        __m256 v[8];
+        for (int j = 0; j < 8; j++) v[j] = _mm256_add_ps(_mm256_loadu_ps(p[n + j]), _mm256_loadu_ps(p[n + j] + 8));
+        __m256 t0 = _mm256_hadd_ps(v[0], v[1]), t1 = _mm256_hadd_ps(v[2], v[3]);
+        __m256 t2 = _mm256_hadd_ps(v[4], v[5]), t3 = _mm256_hadd_ps(v[6], v[7]);
+        __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);   /* rows 0-3 | 4-7, per 128-bit half */
+        __m256 lo = _mm256_permute2f128_ps(u0, u1, 0x20), hi = _mm256_permute2f128_ps(u0, u1, 0x31);
+        _mm256_storeu_ps(out + n, _mm256_add_ps(lo, hi));
+    }
+#endif
+    for (; n < N; n++) {
+        float a = 0.0f;
+        for (int c = 0; c < CB; c++) a += p[n][c];
+        out[n] = a;
+    }
+}
+
 /* The backward of one (sequence b, channel block c0). ws: (2·chunk + 1)·N·CB floats. part: the
  * (T, 2N) rows of sequence b in this thread's dB | dC sums (added to); dA_b (E, N) and dD_b (E):
  * this sequence's partials (the block's channels written). */
@@ -109,7 +177,9 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
     float At[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
     float r[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
     float gA[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
-    float Dv[CB] __attribute__((aligned(64))), gD[CB] = {0};
+    float pB[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64))), pC[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
+    float Dv[CB] __attribute__((aligned(64)));
+    v8 gD0 = vbc(0), gD1 = vbc(0);
     load_params(a, c0, cb, At, Dv);
     memset(r, 0, sizeof(float) * CB * N);
     memset(gA, 0, sizeof(float) * CB * N);
@@ -121,61 +191,55 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
         /* recompute the chunk: S[(i+1)·N + n] = state after step t0 + i, Ex[i·N + n] = exp(Δ·A) */
         for (int t = t0; t < t1; t++) {
             size_t row = (size_t)b * T + t, i = (size_t)(t - t0);
-            float pd[CB], px[CB], dx[CB] __attribute__((aligned(64)));
-            const float *restrict d = lanes(a->delta + row * E + c0, cb, pd);
-            const float *restrict xv = lanes(a->x + row * E + c0, cb, px);
+            float pd[CB], px[CB];
+            const float *d = lanes(a->delta + row * E + c0, cb, pd), *xv = lanes(a->x + row * E + c0, cb, px);
             const float *bt = a->Bm + row * a->ld_bc;
-            for (int c = 0; c < CB; c++) dx[c] = d[c] * xv[c];
+            const v8 d0 = vld(d), d1 = vld(d + 8), dx0 = d0 * vld(xv), dx1 = d1 * vld(xv + 8);
             float (*restrict sp)[CB] = S + i * N, (*restrict sn)[CB] = S + (i + 1) * N, (*restrict ex)[CB] = Ex + i * N;
             for (int n = 0; n < N; n++) {
-                const float bn = bt[n];
-                #pragma omp simd
-                for (int c = 0; c < CB; c++) {
-                    float e = hy_mamba_expf_neg(d[c] * At[n][c]);
-                    ex[n][c] = e;
-                    sn[n][c] = HY_MB_FMA(e, sp[n][c], dx[c] * bn);
-                }
+                const v8 bn = vbc(bt[n]);
+                v8 e0 = vexp_neg(d0 * vld(At[n])), e1 = vexp_neg(d1 * vld(At[n] + 8));
+                vst(ex[n], e0), vst(ex[n] + 8, e1);
+                vst(sn[n], e0 * vld(sp[n]) + dx0 * bn), vst(sn[n] + 8, e1 * vld(sp[n] + 8) + dx1 * bn);
             }
         }
         /* walk the chunk backwards */
         for (int t = t1 - 1; t >= t0; t--) {
             size_t row = (size_t)b * T + t, i = (size_t)(t - t0);
-            float pd[CB], px[CB], pg[CB], dxv[CB] __attribute__((aligned(64)));
-            float gd[CB] __attribute__((aligned(64))), gx[CB] __attribute__((aligned(64)));
-            const float *restrict d = lanes(a->delta + row * E + c0, cb, pd);
-            const float *restrict xv = lanes(a->x + row * E + c0, cb, px);
-            const float *restrict g = lanes(dy + row * E + c0, cb, pg);
+            float pd[CB], px[CB], pg[CB], out[CB];
+            const float *d = lanes(a->delta + row * E + c0, cb, pd), *xv = lanes(a->x + row * E + c0, cb, px);
+            const float *g = lanes(dy + row * E + c0, cb, pg);
             const float *bt = a->Bm + row * a->ld_bc, *ct = a->Cm + row * a->ld_bc;
             float *pr = part + (size_t)t * 2 * N;
-            for (int c = 0; c < CB; c++) {
-                dxv[c] = d[c] * xv[c];
-                gx[c] = Dv[c] * g[c];
-                gd[c] = 0.0f;
-                gD[c] += g[c] * xv[c];
-            }
+            const v8 d0 = vld(d), d1 = vld(d + 8), x0 = vld(xv), x1 = vld(xv + 8), g0 = vld(g), g1 = vld(g + 8);
+            const v8 dx0 = d0 * x0, dx1 = d1 * x1;
+            gD0 = g0 * x0 + gD0, gD1 = g1 * x1 + gD1;
+            v8 hb0 = vbc(0), hb1 = vbc(0), qa0 = vbc(0), qa1 = vbc(0);   /* Σ_n h·B_n, Σ_n q·A_n */
             float (*restrict sp)[CB] = S + i * N, (*restrict sn)[CB] = S + (i + 1) * N, (*restrict ex)[CB] = Ex + i * N;
             for (int n = 0; n < N; n++) {
-                const float bn = bt[n], cn = ct[n];
-                float sB = 0.0f, sC = 0.0f;
-                #pragma omp simd reduction(+ : sB, sC)
-                for (int c = 0; c < CB; c++) {
-                    float h = HY_MB_FMA(g[c], cn, r[n][c]);   /* dL/ds_t */
-                    sC = HY_MB_FMA(g[c], sn[n][c], sC);
-                    sB = HY_MB_FMA(h, dxv[c], sB);
-                    float hb = h * bn;
-                    gx[c] = HY_MB_FMA(hb, d[c], gx[c]);
-                    float e = ex[n][c], q = h * sp[n][c] * e;   /* dL/d(Δ·A) */
-                    gd[c] = HY_MB_FMA(q, At[n][c], HY_MB_FMA(hb, xv[c], gd[c]));
-                    gA[n][c] = HY_MB_FMA(q, d[c], gA[n][c]);
-                    r[n][c] = e * h;
-                }
-                pr[n] += sB;
-                pr[N + n] += sC;
+                const v8 bn = vbc(bt[n]), cn = vbc(ct[n]);
+                v8 h0 = g0 * cn + vld(r[n]), h1 = g1 * cn + vld(r[n] + 8);   /* dL/ds_t */
+                vst(pC[n], g0 * vld(sn[n])), vst(pC[n] + 8, g1 * vld(sn[n] + 8));
+                vst(pB[n], h0 * dx0), vst(pB[n] + 8, h1 * dx1);
+                hb0 = h0 * bn + hb0, hb1 = h1 * bn + hb1;
+                v8 eh0 = vld(ex[n]) * h0, eh1 = vld(ex[n] + 8) * h1;
+                v8 q0 = eh0 * vld(sp[n]), q1 = eh1 * vld(sp[n] + 8);   /* dL/d(Δ·A) */
+                qa0 = q0 * vld(At[n]) + qa0, qa1 = q1 * vld(At[n] + 8) + qa1;
+                vst(gA[n], q0 * d0 + vld(gA[n])), vst(gA[n] + 8, q1 * d1 + vld(gA[n] + 8));
+                vst(r[n], eh0), vst(r[n] + 8, eh1);
             }
-            store_lanes(ddelta + row * E + c0, gd, cb);
-            store_lanes(dxo + row * E + c0, gx, cb);
+            float sB[HY_MAMBA_MAX_STATE], sC[HY_MAMBA_MAX_STATE];
+            row_sums(pB, sB, N);
+            row_sums(pC, sC, N);
+            for (int n = 0; n < N; n++) pr[n] += sB[n], pr[N + n] += sC[n];
+            vst(out, qa0 + x0 * hb0), vst(out + 8, qa1 + x1 * hb1);          /* dΔ */
+            store_lanes(ddelta + row * E + c0, out, cb);
+            vst(out, d0 * hb0 + vld(Dv) * g0), vst(out + 8, d1 * hb1 + vld(Dv + 8) * g1);   /* dx */
+            store_lanes(dxo + row * E + c0, out, cb);
         }
     }
+    float gD[CB];
+    vst(gD, gD0), vst(gD + 8, gD1);
     for (int c = 0; c < cb; c++) {
         for (int n = 0; n < N; n++) dA_b[(size_t)(c0 + c) * N + n] = gA[n][c];
         dD_b[c0 + c] = gD[c];
@@ -183,43 +247,36 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
 }
 
 int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *ddelta, float *dx, float *dB,
-                           float *dC, int ld_dbc, float *dA, float *dD) {
+                           float *dC, int ld_dbc, float *dA, float *dD, hy_buf *work) {
     int rc = check_args(a);
     if (rc < 0) return rc;
     if (!a->chunk_states || a->s0) return hy_fail("mamba scan backward: needs the forward's chunk states and a zero initial state");
     const int B = a->B, T = a->T, E = a->E, N = a->N, nblk = (E + CB - 1) / CB, tasks = B * nblk;
     if (B <= 0 || T <= 0 || E <= 0) return 0;
+    /* workspace: per-thread dB|dC sums, per-sequence dA and dD, per-thread chunk buffers */
     const size_t ws_floats = (size_t)(2 * a->chunk + 1) * N * CB, rowsN = (size_t)B * T * 2 * N;
     const int nth = omp_get_max_threads();
-    float *part = hy_calloc((size_t)nth * rowsN * sizeof(float));
-    float *dA_p = hy_malloc((size_t)B * E * N * sizeof(float)), *dD_p = hy_malloc((size_t)B * E * sizeof(float));
-    int fail = !part || !dA_p || !dD_p, used = 1;
-    if (fail) {
-        hy_free(part), hy_free(dA_p), hy_free(dD_p);
-        return HY_ERR_NOMEM;
-    }
+    const size_t need = (size_t)nth * rowsN + (size_t)B * E * N + (size_t)B * E + (size_t)nth * ws_floats;
+    float *mem;
+    if (work) {
+        if (work->cap < need) hy_buf_free(work);
+        mem = hy_buf_reserve(work, need);
+    } else mem = hy_malloc(need * sizeof(float));
+    if (!mem) return HY_ERR_NOMEM;
+    float *part = mem, *dA_p = part + (size_t)nth * rowsN, *dD_p = dA_p + (size_t)B * E * N, *wsb = dD_p + (size_t)B * E;
+    memset(part, 0, (size_t)nth * rowsN * sizeof(float));
+    int used = 1;
     #pragma omp parallel num_threads(nth)
     {
-        float *ws = hy_malloc(ws_floats * sizeof(float));
-        if (!ws) {
-            #pragma omp atomic write
-            fail = 1;
-        }
         #pragma omp single
         used = omp_get_num_threads();
-        float *mine = part + (size_t)omp_get_thread_num() * rowsN;
+        float *mine = part + (size_t)omp_get_thread_num() * rowsN, *ws = wsb + (size_t)omp_get_thread_num() * ws_floats;
         #pragma omp for schedule(static)
-        for (int i = 0; i < tasks; i++)
-            if (ws) {
-                int b = i / nblk;
-                backward_block(a, dy, ddelta, dx, mine + (size_t)b * T * 2 * N, dA_p + (size_t)b * E * N,
-                               dD_p + (size_t)b * E, b, (i % nblk) * CB, ws);
-            }
-        hy_free(ws);
-    }
-    if (fail) {
-        hy_free(part), hy_free(dA_p), hy_free(dD_p);
-        return HY_ERR_NOMEM;
+        for (int i = 0; i < tasks; i++) {
+            int b = i / nblk;
+            backward_block(a, dy, ddelta, dx, mine + (size_t)b * T * 2 * N, dA_p + (size_t)b * E * N, dD_p + (size_t)b * E,
+                           b, (i % nblk) * CB, ws);
+        }
     }
     /* fixed-order sums over threads (dB, dC) and over sequences (dA, dD) */
     #pragma omp parallel for schedule(static)
@@ -245,28 +302,39 @@ int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *
             for (int b = 0; b < B; b++) s += dD_p[(size_t)b * E + c];
             dD[c] += s;
         }
-    hy_free(part), hy_free(dA_p), hy_free(dD_p);
+    if (!work) hy_free(mem);
     return 0;
+}
+
+/* a if m else b, as a bitwise blend of the bits: a ternary whose arms hold float arithmetic is
+ * not if-converted under -ftrapping-math, and the loop would stay scalar. */
+static inline float select_f(int m, float a, float b) {
+    int32_t ia, ib, mk = -(int32_t)(m != 0), r;
+    memcpy(&ia, &a, sizeof ia);
+    memcpy(&ib, &b, sizeof ib);
+    r = (ia & mk) | (ib & ~mk);
+    memcpy(&a, &r, sizeof a);
+    return a;
 }
 
 /* log1p(e) for e in [0, 1], branch-free (cephes logf's polynomial): for e <= sqrt2 - 1 the
  * polynomial runs on e itself (no rounding of 1 + e), above on (1 + e)/2 - 1 plus log 2. */
 static inline float log1p_unit(float e) {
-    const int big = e > 0.41421356f;
-    const float x = big ? 0.5f * (1.0f + e) - 1.0f : e, k = big ? 1.0f : 0.0f, z = x * x;
+    const int big = hy_mamba_ordered(e) > 0x3ed413cd;   /* e > sqrt2 - 1 = 0.41421356 */
+    const float x = select_f(big, 0.5f * (1.0f + e) - 1.0f, e), k = (float)big, z = x * x;
     float y = 7.0376836292e-2f;
-    y = y * x - 1.1514610310e-1f;
-    y = y * x + 1.1676998740e-1f;
-    y = y * x - 1.2420140846e-1f;
-    y = y * x + 1.4249322787e-1f;
-    y = y * x - 1.6668057665e-1f;
-    y = y * x + 2.0000714765e-1f;
-    y = y * x - 2.4999993993e-1f;
-    y = y * x + 3.3333331174e-1f;
+    y = HY_MB_FMA(y, x, -1.1514610310e-1f);
+    y = HY_MB_FMA(y, x, 1.1676998740e-1f);
+    y = HY_MB_FMA(y, x, -1.2420140846e-1f);
+    y = HY_MB_FMA(y, x, 1.4249322787e-1f);
+    y = HY_MB_FMA(y, x, -1.6668057665e-1f);
+    y = HY_MB_FMA(y, x, 2.0000714765e-1f);
+    y = HY_MB_FMA(y, x, -2.4999993993e-1f);
+    y = HY_MB_FMA(y, x, 3.3333331174e-1f);
     y = y * x * z;
-    y += -2.12194440e-4f * k;
-    y += -0.5f * z;
-    return x + y + 0.693359375f * k;
+    y = HY_MB_FMA(-2.12194440e-4f, k, y);
+    y = HY_MB_FMA(-0.5f, z, y);
+    return HY_MB_FMA(0.693359375f, k, x + y);
 }
 
 /* softplus(v) = max(v, 0) + log1p(exp(-|v|)) for v <= 20 (the same function, no overflow). */
@@ -274,7 +342,12 @@ void hy_mamba_softplus(float *restrict out, const float *restrict in, size_t n) 
     #pragma omp parallel for schedule(static) if (n > 32768)
     for (size_t i = 0; i < n; i++) {
         float v = in[i];
-        float s = (v > 0.0f ? v : 0.0f) + log1p_unit(hy_mamba_expf(-fabsf(v)));
-        out[i] = v > 20.0f ? v : s;
+        int32_t b;
+        memcpy(&b, &v, sizeof b);
+        int32_t pos = b & ~(b >> 31), neg = b & 0x7fffffff;     /* max(v, 0) and |v| */
+        float vp, va;
+        memcpy(&vp, &pos, sizeof vp);
+        memcpy(&va, &neg, sizeof va);
+        out[i] = select_f(hy_mamba_ordered(v) > 0x41a00000, v, vp + log1p_unit(hy_mamba_expf_neg(-va)));   /* v > 20 */
     }
 }

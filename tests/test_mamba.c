@@ -152,7 +152,7 @@ START_TEST(scan_gradients) {
     hy_mamba_scan_args a = scan_args(&s, false);
     a.chunk = CHUNK, a.chunk_states = cs;
     ck_assert_int_eq(hy_mamba_scan_forward(&a, y), 0);
-    ck_assert_msg(hy_mamba_scan_backward(&a, R, gdl, gx, gbc + 3, gbc + 3 + N, s.ld, gA, gD) == 0, "%s", hy_last_error());
+    ck_assert_msg(hy_mamba_scan_backward(&a, R, gdl, gx, gbc + 3, gbc + 3 + N, s.ld, gA, gD, NULL) == 0, "%s", hy_last_error());
     double *in[5] = {to_double(s.delta, nE), to_double(s.x, nE), to_double(s.bc, nBC), to_double(s.A, E * N),
                      to_double(s.D, E)};
     double *dR = to_double(R, nE);
@@ -191,6 +191,7 @@ START_TEST(scan_backward_chunk_lengths) {
     scan_case_new(&s, B, T, E, N, 11);
     size_t nE = (size_t)B * T * E, nBC = (size_t)B * T * s.ld;
     float *dy = hy_malloc(nE * 4), *y = hy_malloc(nE * 4), *out[4][5];
+    hy_buf ws = {0};   /* one workspace reused across the calls (as the block does) */
     tu_fill_normal(dy, nE, 1, 12);
     for (int k = 0; k < 4; k++) {
         float *cs = hy_malloc(hy_mamba_chunk_floats(B, T, E, N, chunks[k]) * 4);
@@ -200,7 +201,7 @@ START_TEST(scan_backward_chunk_lengths) {
         a.chunk = chunks[k], a.chunk_states = cs;
         ck_assert_int_eq(hy_mamba_scan_forward(&a, y), 0);
         ck_assert_int_eq(hy_mamba_scan_backward(&a, dy, out[k][0], out[k][1], out[k][2] + 3, out[k][2] + 3 + N, s.ld,
-                                                out[k][3], out[k][4]),
+                                                out[k][3], out[k][4], &ws),
                          0);
         hy_free(cs);
     }
@@ -213,6 +214,7 @@ START_TEST(scan_backward_chunk_lengths) {
     for (int k = 0; k < 4; k++)
         for (int j = 0; j < 5; j++) hy_free(out[k][j]);
     hy_free(dy), hy_free(y);
+    hy_buf_free(&ws);
     scan_case_free(&s);
 }
 END_TEST
@@ -222,7 +224,7 @@ START_TEST(scan_refuses_bad_input) {
     scan_case_new(&s, 1, 4, 4, 2, 1);
     float y[16], g[16], d[16], bc[4 * 9] = {0}, dA[8] = {0};
     hy_mamba_scan_args a = scan_args(&s, false);
-    ck_assert_int_lt(hy_mamba_scan_backward(&a, y, g, d, bc, bc + 2, 9, dA, NULL), 0);   /* no chunk states */
+    ck_assert_int_lt(hy_mamba_scan_backward(&a, y, g, d, bc, bc + 2, 9, dA, NULL, NULL), 0);   /* no chunk states */
     ck_assert_msg(strstr(hy_last_error(), "chunk") != NULL, "%s", hy_last_error());
     a.N = HY_MAMBA_MAX_STATE + 1;
     ck_assert_int_lt(hy_mamba_scan_forward(&a, y), 0);
