@@ -108,11 +108,13 @@ static void row(strbuf *csv, const char *block, int d, int B, int T, const char 
     fflush(stdout);
 }
 
-/* fwd, fwd_bwd and step rows of one block at one T (B = 1). */
-static int bench_block(strbuf *csv, const hy_block_ops *ops, const bench_args *a, int T, double sgemm) {
+/* fwd, fwd_bwd and step rows of one block with options `pairs` at one T (B = 1), named `label`
+ * in layers.csv. */
+static int bench_block_as(strbuf *csv, const hy_block_ops *ops, const char *label, const char *const *pairs,
+                          int n_pairs, const bench_args *a, int T, double sgemm, double secs[2]) {
     int d = a->d_model, B = 1;
     hy_opts o;
-    if (hy_block_opts_from_pairs(ops, d, NULL, 0, &o) < 0) return -1;
+    if (hy_block_opts_from_pairs(ops, d, pairs, n_pairs, &o) < 0) return -1;
     hy_layer L;
     if (hy_layer_standalone(&L, ops, &o, d, 1) < 0) return -1;
     size_t n = (size_t)B * T * d;
@@ -128,7 +130,8 @@ static int bench_block(strbuf *csv, const hy_block_ops *ops, const bench_args *a
     size_t base = hy_mem_current();
     hy_mem_reset_peak();
     TIME_BEST(best, min_s, ops->forward(&L, x, y, B, T));
-    row(csv, ops->name, d, B, T, "fwd", best, flop, hy_mem_peak() - base, state, sgemm, "sgemm");
+    row(csv, label, d, B, T, "fwd", best, flop, hy_mem_peak() - base, state, sgemm, "sgemm");
+    if (secs) secs[0] = best;
     L.keep_for_backward = true;
     ops->forward(&L, x, y, B, T);
     ops->backward(&L, dy, dx, B, T);
@@ -137,7 +140,8 @@ static int bench_block(strbuf *csv, const hy_block_ops *ops, const bench_args *a
         ops->forward(&L, x, y, B, T);
         ops->backward(&L, dy, dx, B, T);
     });
-    row(csv, ops->name, d, B, T, "fwd_bwd", best, 3 * flop, hy_mem_peak() - base, state, sgemm, "sgemm");
+    row(csv, label, d, B, T, "fwd_bwd", best, 3 * flop, hy_mem_peak() - base, state, sgemm, "sgemm");
+    if (secs) secs[1] = best;
     /* step: cost of one token at context T (state filled by prefill, or by steps) */
     void *st = NULL;
     int rc = ops->state_new(&L, B, &st);
@@ -151,12 +155,37 @@ static int bench_block(strbuf *csv, const hy_block_ops *ops, const bench_args *a
         for (int s = 0; s < steps && rc == 0; s++) rc = ops->step(&L, st, x + (size_t)s * d, y, B);
         double per = (hy_now() - t0) / steps;
         double step_flop = ops->flop(&o, d, T + 1) - ops->flop(&o, d, T);
-        if (rc == 0) row(csv, ops->name, d, B, T, "step", per, step_flop, 0, ops->state_bytes(&o, d, T + steps), sgemm, "sgemm");
+        if (rc == 0) row(csv, label, d, B, T, "step", per, step_flop, 0, ops->state_bytes(&o, d, T + steps), sgemm, "sgemm");
         ops->state_free(&L, st);
     }
     hy_free(x), hy_free(y), hy_free(dy), hy_free(dx);
     hy_layer_standalone_free(&L);
     return rc;
+}
+
+static int bench_block(strbuf *csv, const hy_block_ops *ops, const bench_args *a, int T, double sgemm) {
+    return bench_block_as(csv, ops, ops->name, NULL, 0, a, T, sgemm, NULL);
+}
+
+/* The moe block (its defaults: 16 experts, top-2) against a dense swiglu with the same ACTIVE
+ * parameters per token (d_ff = top_k · the experts' d_ff): the dense rows go to layers.csv as
+ * `swiglu_moe_active` (the moe rows come from the loop over all blocks; moe is timed again here
+ * for the side-by-side line). The gap is the cost of routing, grouping and smaller GEMMs. */
+static void bench_moe_vs_dense(strbuf *csv, const bench_args *a, int T, double sgemm) {
+    const hy_block_ops *moe = hy_block_find("moe"), *sw = hy_block_find("swiglu");
+    hy_opts o;
+    if (!moe || !sw || hy_block_opts_from_pairs(moe, a->d_model, NULL, 0, &o) < 0) return;
+    char ff[48];
+    snprintf(ff, sizeof ff, "d_ff=%d", hy_opt_int(&o, 1) * hy_opt_int(&o, 2));   /* top_k · d_ff */
+    const char *pairs[] = {ff};
+    double tm[2], td[2];
+    strbuf scratch = {0};
+    int rc = bench_block_as(&scratch, moe, "moe", NULL, 0, a, T, sgemm, tm);
+    free(scratch.text);
+    if (rc < 0 || bench_block_as(csv, sw, "swiglu_moe_active", pairs, 1, a, T, sgemm, td) < 0) return;
+    printf("moe vs dense T=%-6d moe (E %d, top_k %d, d_ff %d) fwd %.0f tok/s, fwd_bwd %.0f tok/s; swiglu %s "
+           "fwd %.0f tok/s, fwd_bwd %.0f tok/s; moe/dense %.2f, %.2f\n", T, hy_opt_int(&o, 0), hy_opt_int(&o, 1),
+           hy_opt_int(&o, 2), T / tm[0], T / tm[1], ff, T / td[0], T / td[1], td[0] / tm[0], td[1] / tm[1]);
 }
 
 /* The naive attention path's forward memory (materialised T x T scores), up to where it fits. */
@@ -325,6 +354,8 @@ int hy_bench_main(int argc, char **argv) {
     if (wanted(&a, "attention"))
         for (int T = a.min_T; T <= a.max_T; T *= 2) bench_naive_attention(&csv, &a, T, sgemm);
     if (wanted(&a, "rwkv7")) hy_bench_wkv7_line(sgemm, bw, a.quick);
+    if (wanted(&a, "moe"))
+        for (int T = a.min_T; T <= a.max_T; T *= 2) bench_moe_vs_dense(&csv, &a, T, sgemm);
     bench_nanogpt_step();
     char path[4200];
     snprintf(path, sizeof path, "%s/layers.csv", a.out_dir);

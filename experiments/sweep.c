@@ -18,9 +18,6 @@
 const char *const HY_SWEEP_CSV_HEADER = "variant,seq_len,params,flop_per_token,tokens,train_s,tokens_per_s,peak_bytes,"
                                         "state_bytes,val_loss,val_ppl,val_bits_per_byte\n";
 const char *const HY_EVAL_CSV_HEADER = "variant,seq_len,task,eval_seq_len,val_loss,accuracy,labels\n";
-/* Only used when no run has a train.csv yet (the runs' own header is copied otherwise). */
-static const char *const HY_TRAIN_CSV_HEADER =
-    "variant,seq_len,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s\n";
 
 /* dir/name into out. */
 static void join(char *out, size_t n, const char *dir, const char *name) { snprintf(out, n, "%s/%s", dir, name); }

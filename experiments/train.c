@@ -6,6 +6,7 @@
 #include "core/fileio.h"
 #include "core/mem.h"
 #include "core/timer.h"
+#include "layers/moe.h"
 #include "models/checkpoint.h"
 #include "models/optim.h"
 #include <inttypes.h>
@@ -66,14 +67,17 @@ static int csv_append(csv_text *t, const char *line) {
     return 0;
 }
 
-static const char *CSV_HEADER =
-    "variant,seq_len,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s\n";
+const char *const HY_TRAIN_CSV_HEADER =
+    "variant,seq_len,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,aux_loss\n";
+/* experts.csv (models with MoE layers): token slots routed to each expert on the validation
+ * batches of each evaluation, so that a collapse of the routing is visible. */
+static const char *EXPERTS_HEADER = "variant,seq_len,step,layer,expert,tokens\n";
 
-/* On resume: keep the existing rows up to and including `step`. */
-static int csv_reload(csv_text *t, const char *path, long step) {
+/* On resume: keep the existing rows (step in the third column) up to and including `step`. */
+static int csv_reload(csv_text *t, const char *header, const char *path, long step) {
     char *data;
     size_t len;
-    csv_append(t, CSV_HEADER);
+    csv_append(t, header);
     if (hy_read_file(path, &data, &len) < 0) return 0;
     char *save = NULL, *line = strtok_r(data, "\n", &save);
     for (line = strtok_r(NULL, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
@@ -112,14 +116,61 @@ static double schedule_progress(const hy_run_config *c, long step, double frac) 
 
 typedef struct {
     const hy_run_config *c;
-    char ckpt[HY_PATH_MAX + 64], state[HY_PATH_MAX + 64], csv[HY_PATH_MAX + 64];
+    char ckpt[HY_PATH_MAX + 64], state[HY_PATH_MAX + 64], csv[HY_PATH_MAX + 64], experts[HY_PATH_MAX + 64];
 } run_paths;
+
+static bool has_moe(const hy_model *m) {
+    for (int i = 0; i < m->cfg.n_layers; i++)
+        if (m->ffns[i].ops == &hy_block_moe) return true;
+    return false;
+}
+
+/* The validation loss (validate) and, for each MoE layer, how the validation tokens were
+ * routed: rows of experts.csv, and one line per MoE layer into `lines` (share of token slots
+ * per expert in %, and max/mean: 1 = balanced, E/k = every token on the same k experts). */
+static double evaluate_routing(hy_model *m, const hy_data *d, const hy_run_config *c, const char *variant,
+                               long step, double *acc, csv_text *experts, csv_text *lines) {
+    for (int i = 0; i < m->cfg.n_layers; i++)
+        if (m->ffns[i].ops == &hy_block_moe) hy_moe_reset_counts(&m->ffns[i]);
+    double val = validate(m, d, c, acc);
+    for (int i = 0; i < m->cfg.n_layers; i++) {
+        if (m->ffns[i].ops != &hy_block_moe) continue;
+        int64_t cnt[HY_MOE_MAX_EXPERTS], total = 0, most = 0;
+        int E = hy_moe_expert_counts(&m->ffns[i], cnt, HY_MOE_MAX_EXPERTS);
+        char row[256];
+        for (int e = 0; e < E; e++) {
+            total += cnt[e], most = cnt[e] > most ? cnt[e] : most;
+            snprintf(row, sizeof row, "%s,%d,%ld,%d,%d,%" PRId64 "\n", variant, c->seq_len, step, i, e, cnt[e]);
+            csv_append(experts, row);
+        }
+        snprintf(row, sizeof row, "[%s] step %ld  layer %d moe: %% of val token slots per expert:", variant, step, i);
+        csv_append(lines, row);
+        for (int e = 0; e < E; e++) {
+            snprintf(row, sizeof row, " %.1f", total ? 100.0 * cnt[e] / total : 0.0);
+            csv_append(lines, row);
+        }
+        snprintf(row, sizeof row, "  (max/mean %.2f)\n", total ? (double)most * E / total : 0.0);
+        csv_append(lines, row);
+    }
+    return val;
+}
+
+/* Prints and empties the routing lines of the last evaluation. */
+static void flush_lines(csv_text *lines, FILE *progress) {
+    if (progress && lines->len) {
+        fputs(lines->text, progress);
+        fflush(progress);
+    }
+    lines->len = 0;
+    if (lines->text) lines->text[0] = 0;
+}
 
 /* What a resumed run needs to continue the identical curve, beyond weights and moments. */
 typedef struct {
     long step;
     double tokens, elapsed;
     double window_loss;   /* sum of train losses since the last train.csv row */
+    double window_aux;    /* sum of MoE aux losses over the same steps */
     long window_steps;
 } run_progress;
 
@@ -127,7 +178,7 @@ static int save_all(const run_paths *P, hy_model *m, hy_optim *opt, const hy_rng
     long step = pr->step;
     int rc = hy_checkpoint_save(m, P->ckpt, step);
     if (rc < 0) return rc;
-    char rng_s[80], step_s[32], tok_s[32], el_s[32], seed_s[32], wl_s[40], ws_s[32];
+    char rng_s[80], step_s[32], tok_s[32], el_s[32], seed_s[32], wl_s[40], ws_s[32], wa_s[40];
     snprintf(rng_s, sizeof rng_s, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64, rng->s[0], rng->s[1],
              rng->s[2], rng->s[3]);
     snprintf(step_s, sizeof step_s, "%ld", step);
@@ -135,12 +186,14 @@ static int save_all(const run_paths *P, hy_model *m, hy_optim *opt, const hy_rng
     snprintf(el_s, sizeof el_s, "%.3f", pr->elapsed);
     snprintf(wl_s, sizeof wl_s, "%.17g", pr->window_loss);
     snprintf(ws_s, sizeof ws_s, "%ld", pr->window_steps);
+    snprintf(wa_s, sizeof wa_s, "%.17g", pr->window_aux);
     snprintf(seed_s, sizeof seed_s, "%" PRIu64, P->c->seed);
-    const char *keys[] = {"step", "optimizer", "rng", "tokens", "elapsed_s", "seed", "window_loss", "window_steps"};
-    const char *vals[] = {step_s, P->c->optimizer, rng_s, tok_s, el_s, seed_s, wl_s, ws_s};
+    const char *keys[] = {"step", "optimizer", "rng", "tokens", "elapsed_s", "seed", "window_loss", "window_steps",
+                          "window_aux"};
+    const char *vals[] = {step_s, P->c->optimizer, rng_s, tok_s, el_s, seed_s, wl_s, ws_s, wa_s};
     const char *slot_names[] = {"optim_m", "optim_v"};
     float *slots[] = {opt->m, opt->v};
-    return hy_train_state_save(P->state, m, opt->v ? 2 : 1, slot_names, slots, 8, keys, vals);
+    return hy_train_state_save(P->state, m, opt->v ? 2 : 1, slot_names, slots, 9, keys, vals);
 }
 
 static int load_state(const run_paths *P, hy_model *m, hy_optim *opt, hy_rng *rng, run_progress *pr) {
@@ -152,7 +205,7 @@ static int load_state(const run_paths *P, hy_model *m, hy_optim *opt, hy_rng *rn
     const char *s_step = hy_kv_get(&meta, "step"), *s_rng = hy_kv_get(&meta, "rng"),
                *s_tok = hy_kv_get(&meta, "tokens"), *s_el = hy_kv_get(&meta, "elapsed_s"),
                *s_opt = hy_kv_get(&meta, "optimizer"), *s_wl = hy_kv_get(&meta, "window_loss"),
-               *s_ws = hy_kv_get(&meta, "window_steps");
+               *s_ws = hy_kv_get(&meta, "window_steps"), *s_wa = hy_kv_get(&meta, "window_aux");
     if (!s_step || !s_rng || strlen(s_rng) != 64 || !s_tok || !s_el || !s_opt || !s_wl || !s_ws) rc = hy_fail("%s: incomplete training state", P->state);
     else if (strcmp(s_opt, P->c->optimizer) != 0)
         rc = hy_fail("%s: saved with optimizer %s, config says %s", P->state, s_opt, P->c->optimizer);
@@ -162,6 +215,7 @@ static int load_state(const run_paths *P, hy_model *m, hy_optim *opt, hy_rng *rn
         pr->elapsed = atof(s_el);
         pr->window_loss = strtod(s_wl, NULL);
         pr->window_steps = atol(s_ws);
+        pr->window_aux = s_wa ? strtod(s_wa, NULL) : 0;   /* absent in states written before the aux column */
         for (int i = 0; i < 4; i++) {
             char part[17];
             memcpy(part, s_rng + 16 * i, 16);
@@ -202,6 +256,7 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     snprintf(P.ckpt, sizeof P.ckpt, "%s/checkpoint.safetensors", c->out_dir);
     snprintf(P.state, sizeof P.state, "%s/checkpoint.state.safetensors", c->out_dir);
     snprintf(P.csv, sizeof P.csv, "%s/train.csv", c->out_dir);
+    snprintf(P.experts, sizeof P.experts, "%s/experts.csv", c->out_dir);
     const char *variant = o->variant ? o->variant : c->name;
     hy_set_threads(c->threads);
     hy_gemm_set_backend(c->gemm);
@@ -216,7 +271,7 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     if ((rc = hy_data_open(&corpus, c->corpus, c->val_fraction, &c->task, c->seed)) < 0) return rc;
     hy_model *m = NULL;
     hy_optim opt = {0};
-    csv_text csv = {0};
+    csv_text csv = {0}, ex = {0}, lines = {0};
     int32_t *in = NULL, *tg = NULL;
     run_progress pr = {0};
     hy_rng rng;
@@ -229,8 +284,11 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     if ((rc = hy_optim_init(&opt, m, strcmp(c->optimizer, "sgd") ? HY_OPTIM_ADAMW : HY_OPTIM_SGD)) < 0) goto done;
     bool resumed = pr.step > 0;
     if (resumed && (rc = load_state(&P, m, &opt, &rng, &pr)) < 0) goto done;
-    if (resumed) csv_reload(&csv, P.csv, pr.step);
-    else csv_append(&csv, CSV_HEADER);
+    if (resumed) csv_reload(&csv, HY_TRAIN_CSV_HEADER, P.csv, pr.step);
+    else csv_append(&csv, HY_TRAIN_CSV_HEADER);
+    bool moe = has_moe(m);
+    if (moe && resumed) csv_reload(&ex, EXPERTS_HEADER, P.experts, pr.step);
+    else if (moe) csv_append(&ex, EXPERTS_HEADER);
 
     int B = c->batch_size, T = c->seq_len;
     size_t n = (size_t)B * T;
@@ -249,9 +307,10 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     long window_tokens = 0, first_step = pr.step;
     char line[512];
     if (!resumed) {
-        val = validate(m, &corpus, c, &acc);
-        snprintf(line, sizeof line, "%s,%d,0,0,,%.6f,,,,0.000\n", variant, T, val);
+        val = evaluate_routing(m, &corpus, c, variant, 0, &acc, &ex, &lines);
+        snprintf(line, sizeof line, "%s,%d,0,0,,%.6f,,,,0.000,\n", variant, T, val);
         csv_append(&csv, line);
+        flush_lines(&lines, o->progress);
     }
     int tty = o->progress && !o->on_tick && isatty(fileno(o->progress));
     bool stopped = false;
@@ -273,7 +332,7 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
         hy_optim_step(&opt, m, lr);
         pr.step++;
         pr.tokens += (double)n;
-        pr.window_loss += loss.loss, pr.window_steps++, window_tokens += (long)n;
+        pr.window_loss += loss.loss, pr.window_aux += loss.aux_loss, pr.window_steps++, window_tokens += (long)n;
         double now = hy_now();
         frac = budget_fraction(c, pr.step, pr.tokens, now - t_start);
         stopped = (o->stop && *o->stop) || (o->stop_after > 0 && pr.step - first_step >= o->stop_after);
@@ -283,13 +342,15 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
             val = NAN;
             char vs[32] = "";
             if (eval) {
-                val = validate(m, &corpus, c, &acc);
+                val = evaluate_routing(m, &corpus, c, variant, pr.step, &acc, &ex, &lines);
                 snprintf(vs, sizeof vs, "%.6f", val);
             }
             r->train_loss = pr.window_loss / pr.window_steps;
             r->tokens_per_s = tps;
-            snprintf(line, sizeof line, "%s,%d,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f\n", variant, T, pr.step,
-                     pr.tokens, r->train_loss, vs, lr, gnorm, tps, now - t_start);
+            char as[32] = "";   /* aux_loss: empty for a model without MoE layers */
+            if (moe) snprintf(as, sizeof as, "%.6f", pr.window_aux / pr.window_steps);
+            snprintf(line, sizeof line, "%s,%d,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f,%s\n", variant, T, pr.step,
+                     pr.tokens, r->train_loss, vs, lr, gnorm, tps, now - t_start, as);
             csv_append(&csv, line);
             if (o->on_tick) {
                 hy_train_tick tk = {pr.step, pr.tokens, r->train_loss, val, lr, tps, now - t_start, fmin(frac, 1.0)};
@@ -302,9 +363,11 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
                         100 * frac, eta, tty && !eval ? "" : "\n");
                 fflush(o->progress);
             }
-            pr.window_loss = 0, pr.window_steps = 0, window_tokens = 0;
+            flush_lines(&lines, o->progress);
+            pr.window_loss = 0, pr.window_aux = 0, pr.window_steps = 0, window_tokens = 0;
             t_window = hy_now();
             if (eval && (rc = hy_write_file_atomic(P.csv, csv.text, csv.len)) < 0) break;
+            if (eval && moe && (rc = hy_write_file_atomic(P.experts, ex.text, ex.len)) < 0) break;
         }
         pr.elapsed = hy_now() - t_start;
         if (c->checkpoint_every > 0 && pr.step % c->checkpoint_every == 0 &&
@@ -314,7 +377,8 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     if (tty) fputc('\n', o->progress);
     if (rc == 0) {
         pr.elapsed = hy_now() - t_start;
-        if (isnan(val)) val = validate(m, &corpus, c, &acc);
+        if (isnan(val)) val = evaluate_routing(m, &corpus, c, variant, pr.step, &acc, &ex, &lines);
+        flush_lines(&lines, o->progress);
         r->steps = pr.step, r->tokens = pr.tokens, r->seconds = pr.elapsed;
         r->val_loss = val, r->val_ppl = exp(val), r->val_bits_per_byte = val / log(2.0);
         r->val_accuracy = c->task.type != HY_TASK_NONE ? acc : NAN;
@@ -322,10 +386,11 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
         r->peak_bytes = hy_mem_peak() - mem_base;
         rc = save_all(&P, m, &opt, &rng, &pr);
         if (rc == 0) rc = hy_write_file_atomic(P.csv, csv.text, csv.len);
+        if (rc == 0 && moe) rc = hy_write_file_atomic(P.experts, ex.text, ex.len);
     }
 done:
     hy_free(in), hy_free(tg);
-    free(csv.text);
+    free(csv.text), free(ex.text), free(lines.text);
     hy_optim_free(&opt);
     hy_model_free(m);
     hy_data_free(&corpus);

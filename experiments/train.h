@@ -42,4 +42,7 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
 double hy_evaluate(hy_model *model, const hy_corpus *corpus, int batch, int seq_len, long n_batches,
                    uint64_t seed);
 
+/* The header row of train.csv (SPEC §5 plus aux_loss, the MoE load-balancing loss). */
+extern const char *const HY_TRAIN_CSV_HEADER;
+
 #endif

@@ -15,6 +15,7 @@ extern const hy_block_ops hy_block_s4d;
 extern const hy_block_ops hy_block_hyena;
 extern const hy_block_ops hy_block_rwkv7;
 extern const hy_block_ops hy_block_cmix;
+extern const hy_block_ops hy_block_moe;
 
 /* One line per block. */
 static const hy_block_ops *const blocks[] = {
@@ -27,6 +28,7 @@ static const hy_block_ops *const blocks[] = {
     /* feed-forward blocks */
     &hy_block_swiglu,
     &hy_block_cmix,
+    &hy_block_moe,
 };
 
 int hy_block_count(void) { return (int)(sizeof blocks / sizeof *blocks); }
@@ -168,8 +170,8 @@ int hy_layer_standalone(hy_layer *L, const hy_block_ops *ops, const hy_opts *opt
     L->keep_for_backward = true;
     L->shared = hy_calloc(sizeof(hy_shared));
     int n = ops->param_specs(opts, d_model, NULL);
-    hy_param_spec specs[64];
-    if (n > 64) return hy_fail("%s: too many parameter tensors (%d)", ops->name, n);
+    hy_param_spec specs[HY_MAX_BLOCK_PARAMS];
+    if (n > HY_MAX_BLOCK_PARAMS) return hy_fail("%s: too many parameter tensors (%d)", ops->name, n);
     ops->param_specs(opts, d_model, specs);
     L->n_params = n;
     L->p = hy_calloc(sizeof(float *) * (size_t)(n + 1));

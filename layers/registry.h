@@ -21,6 +21,7 @@
 
 #define HY_MAX_OPTS 16
 #define HY_MAX_NAME 96
+#define HY_MAX_BLOCK_PARAMS 256   /* parameter tensors of one block (moe: 1 + 3 * n_experts) */
 
 /* ---- options ---- */
 typedef enum { HY_OPT_INT, HY_OPT_FLOAT, HY_OPT_BOOL } hy_opt_type;

@@ -252,9 +252,9 @@ static double config_numel(const hy_model_config *c) {
         const hy_block_cfg *b[2] = {&c->layers[i].mixer, &c->layers[i].ffn};
         for (int k = 0; k < 2; k++) {
             if (!b[k]->ops) continue;
-            hy_param_spec specs[64];
+            hy_param_spec specs[HY_MAX_BLOCK_PARAMS];
             int np = b[k]->ops->param_specs(&b[k]->opts, c->d_model, NULL);
-            if (np > 64) return INFINITY;
+            if (np > HY_MAX_BLOCK_PARAMS) return INFINITY;
             b[k]->ops->param_specs(&b[k]->opts, c->d_model, specs);
             n += d;
             for (int j = 0; j < np; j++) {

@@ -55,7 +55,9 @@ static int build_params(hy_model *m) {
             hy_param *np = add_param(m, name, 1, dd, HY_PARAM_NO_DECAY);
             if (part) m->ffn_norm[i] = np;
             else m->norm[i] = np;
-            hy_param_spec specs[64];
+            hy_param_spec specs[HY_MAX_BLOCK_PARAMS];
+            if (b->ops->param_specs(&b->opts, d, NULL) > HY_MAX_BLOCK_PARAMS)
+                return hy_fail("layer %d: %s has more than %d parameter tensors", i, b->ops->name, HY_MAX_BLOCK_PARAMS);
             int n = b->ops->param_specs(&b->opts, d, specs);
             first_of[2 * i + part] = m->n_params;
             for (int k = 0; k < n; k++) {

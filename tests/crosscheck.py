@@ -535,7 +535,7 @@ class CMix(nn.Module):
 class MoE(nn.Module):
     KINDS = {"ffn"}
     OPTIONS = ("n_experts", "top_k", "d_ff")
-    DEFAULTS = {"n_experts": 8, "top_k": 2, "d_ff": None}
+    DEFAULTS = {"n_experts": 16, "top_k": 2, "d_ff": None}
 
     def __init__(self, d, opts, index, dtype):
         super().__init__()
@@ -846,8 +846,9 @@ class FakeToolkit:
         if isinstance(L, dict):
             L = [{"mixer": slot(L["mixer"], i), "ffn": slot(L.get("ffn", "none"), i)} for i in range(n)]
         layers = [{"mixer": block(l["mixer"]), "ffn": block(l.get("ffn", "none"))} for l in L]
-        cfg = {"d_model": d, "vocab_size": m.get("vocab_size", 256), "n_layers": m["n_layers"],
-               "tie_embeddings": m.get("tie_embeddings", True), "router_aux_coef": 0.001, "layers": layers}
+        cfg = {"d_model": d, "vocab_size": m.get("vocab_size", 256), "n_layers": n,
+               "tie_embeddings": m.get("tie_embeddings", True), "router_aux_coef": m.get("router_aux_coef", 0.001),
+               "layers": layers}
         return cfg, int(y.get("seed", 1)), y.get("train", {})
 
     def train(self, yaml_path, out_dir):

@@ -241,7 +241,7 @@ START_TEST(sweep_resume_and_schema) {
     /* SPEC §5 headers, one sweep row per variant x seq_len, in run order */
     first_line_is(dir, "sweep.csv", "variant,seq_len,params,flop_per_token,tokens,train_s,tokens_per_s,peak_bytes,"
                                     "state_bytes,val_loss,val_ppl,val_bits_per_byte\n");
-    first_line_is(dir, "train.csv", "variant,seq_len,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s\n");
+    first_line_is(dir, "train.csv", "variant,seq_len,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,aux_loss\n");
     first_line_is(dir, "eval.csv", "variant,seq_len,task,eval_seq_len,val_loss,accuracy,labels\n");
     char *sweep = slurp(dir, "sweep.csv");
     ck_assert_int_eq(count_lines(sweep), 5);

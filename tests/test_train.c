@@ -6,6 +6,7 @@
 #include "experiments/data.h"
 #include "experiments/train.h"
 #include "tests/testutil.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +75,8 @@ START_TEST(train_writes_csv_config_and_checkpoints) {
     ck_assert_int_eq(r.steps, 40);
     ck_assert_double_eq(r.tokens, 40.0 * 4 * 32);
     char *csv = slurp(dir, "train.csv");
-    const char *header = "variant,seq_len,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s\n";
+    const char *header =
+        "variant,seq_len,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,aux_loss\n";
     ck_assert_msg(strncmp(csv, header, strlen(header)) == 0, "header: %.100s", csv);
     int rows = 0;
     for (const char *p = strchr(csv, '\n') + 1; *p; p = strchr(p, '\n') + 1) {
@@ -83,7 +85,8 @@ START_TEST(train_writes_csv_config_and_checkpoints) {
             commas += *q == ',';
             ck_assert_msg(*q != ' ', "space in a CSV value");
         }
-        ck_assert_int_eq(commas, 9);
+        ck_assert_int_eq(commas, 10);
+        ck_assert_msg(p[strcspn(p, "\n") - 1] == ',', "aux_loss not empty without MoE: %.80s", p);
         ck_assert_msg(strncmp(p, "tiny-train,32,", 14) == 0, "row: %.60s", p);
         rows++;
     }
@@ -99,6 +102,8 @@ START_TEST(train_writes_csv_config_and_checkpoints) {
     ck_assert_int_eq(access(path, R_OK), 0);
     snprintf(path, sizeof path, "%s/checkpoint.state.safetensors", dir);
     ck_assert_int_eq(access(path, R_OK), 0);
+    snprintf(path, sizeof path, "%s/experts.csv", dir);
+    ck_assert_int_ne(access(path, F_OK), 0);   /* only models with MoE layers route tokens */
     hy_run_config_free(&c);
     remove_dir(dir);
 }
@@ -196,6 +201,75 @@ START_TEST(corpus_folder_skips_binary_and_symlinks) {
 }
 END_TEST
 
+/* The tiny config with a 4-expert MoE in every layer, 20 steps. */
+static void load_moe(hy_run_config *c, const char *out_dir) {
+    char set_out[512];
+    snprintf(set_out, sizeof set_out, "out_dir=%s", out_dir);
+    const char *sets[] = {set_out, "model.layers.ffn=moe", "model.blocks.moe.n_experts=4", "model.blocks.moe.d_ff=32",
+                          "train.steps=20"};
+    ck_assert_msg(hy_run_config_load("tests/configs/tiny-train.yaml", sets, 5, c) == 0, "%s", hy_last_error());
+}
+
+/* Field k (0-based) of a CSV line, as a number; NAN when empty. */
+static double csv_field(const char *line, int k) {
+    for (int i = 0; i < k; i++) line = strchr(line, ',') + 1;
+    return *line == ',' || *line == '\n' || !*line ? NAN : atof(line);
+}
+
+/* A MoE model: train.csv's aux_loss column is filled (0 < aux <= E·k), experts.csv has every
+ * expert of every MoE layer at each evaluation (k slots per validation token), and an interrupted
+ * run resumed gives the identical aux column and routing log. */
+START_TEST(moe_run_logs_aux_and_routing) {
+    char full[256], part[256];
+    fresh_dir(full, sizeof full, "moefull");
+    fresh_dir(part, sizeof part, "moepart");
+    hy_run_config c;
+    hy_train_opts o = {0};
+    hy_train_result r;
+    load_moe(&c, full);
+    ck_assert_msg(hy_train(&c, &o, &r) == 0, "%s", hy_last_error());
+    hy_run_config_free(&c);
+    load_moe(&c, part);
+    o.stop_after = 10;
+    ck_assert_int_eq(hy_train(&c, &o, &r), 0);
+    o.stop_after = 0, o.resume = true;
+    ck_assert_msg(hy_train(&c, &o, &r) == 0, "%s", hy_last_error());
+    hy_run_config_free(&c);
+    char *csv = slurp(full, "train.csv"), *csv2 = slurp(part, "train.csv");
+    int rows = 0;
+    for (const char *p = strchr(csv, '\n') + 1; *p; p = strchr(p, '\n') + 1, rows++) {
+        double step = csv_field(p, 2), aux = csv_field(p, 10);
+        if (step == 0) ck_assert_msg(isnan(aux), "row 0 has no training step: %.80s", p);
+        else ck_assert_msg(aux > 0 && aux <= 4 * 2, "aux_loss %g: %.80s", aux, p);
+    }
+    ck_assert_int_eq(rows, 5);   /* steps 0, 5, 10, 15, 20 */
+    /* the resumed run: same rows, aux column included (everything but throughput and time) */
+    for (const char *a = strchr(csv, '\n') + 1, *b = strchr(csv2, '\n') + 1; *a; a = strchr(a, '\n') + 1,
+                    b = strchr(b, '\n') + 1) {
+        for (int k = 0; k < 11; k++)
+            if (k != 8 && k != 9) {
+                double x = csv_field(a, k), y = csv_field(b, k);
+                ck_assert_msg((isnan(x) && isnan(y)) || x == y, "column %d differs after resume: %.90s / %.90s", k, a, b);
+            }
+    }
+    char *ex = slurp(full, "experts.csv"), *ex2 = slurp(part, "experts.csv");
+    ck_assert_str_eq(ex, ex2);
+    ck_assert_msg(strncmp(ex, "variant,seq_len,step,layer,expert,tokens\n", 41) == 0, "header %.60s", ex);
+    long total[3][2] = {{0}};
+    int n = 0;
+    for (const char *p = strchr(ex, '\n') + 1; *p; p = strchr(p, '\n') + 1, n++) {
+        int step = (int)csv_field(p, 2), layer = (int)csv_field(p, 3), expert = (int)csv_field(p, 4);
+        ck_assert_msg(step % 10 == 0 && step <= 20 && layer >= 0 && layer < 2 && expert >= 0 && expert < 4, "%.60s", p);
+        total[step / 10][layer] += (long)csv_field(p, 5);
+    }
+    ck_assert_int_eq(n, 3 * 2 * 4);   /* 3 evaluations x 2 layers x 4 experts */
+    for (int e = 0; e < 3; e++)
+        for (int l = 0; l < 2; l++) ck_assert_int_eq(total[e][l], 4L * 4 * 32 * 2);   /* eval_batches·B·T·k */
+    hy_free(csv), hy_free(csv2), hy_free(ex), hy_free(ex2);
+    remove_dir(full), remove_dir(part);
+}
+END_TEST
+
 static Suite *train_suite(void) {
     Suite *s = suite_create("train");
     TCase *tc = tcase_create("trainer");
@@ -203,6 +277,7 @@ static Suite *train_suite(void) {
     tcase_add_test(tc, train_writes_csv_config_and_checkpoints);
     tcase_add_test(tc, same_seed_same_loss_curve);
     tcase_add_test(tc, resume_continues_identical_curve);
+    tcase_add_test(tc, moe_run_logs_aux_and_routing);
     suite_add_tcase(s, tc);
     return s;
 }

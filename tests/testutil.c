@@ -59,7 +59,7 @@ static double weighted_sum(hy_layer *L, const float *x, float *y, const float *R
 }
 
 static size_t param_numel(hy_layer *L, int i) {
-    hy_param_spec specs[64];
+    hy_param_spec specs[HY_MAX_BLOCK_PARAMS];
     L->ops->param_specs(&L->opts, L->d_model, specs);
     size_t n = 1;
     for (int d = 0; d < specs[i].ndim; d++) n *= (size_t)specs[i].shape[d];
