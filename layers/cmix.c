@@ -174,6 +174,31 @@ static int cmix_step(hy_layer *L, void *state, const float *x, float *y, int B) 
     return cmix_prefill(L, state, x, y, B, 1);
 }
 
+/* State files (registry.h's state_* ops): one tensor "shift" (B, d), the last input of the token
+ * shift (upstream's ffn x_prev); zeros before the first token. */
+static int cmix_state_tensors(hy_layer *L, const void *state, hy_state_tensor *out) {
+    if (out) out[0] = (hy_state_tensor){"shift", 2, {((const cmix_state *)state)->B, L->d_model}};
+    return 1;
+}
+
+static int cmix_state_export(hy_layer *L, const void *state, int i, float *dst) {
+    const cmix_state *s = state;
+    if (i != 0) return hy_fail("cmix: no state tensor %d", i);
+    memcpy(dst, s->xprev, sizeof(float) * (size_t)s->B * L->d_model);
+    return 0;
+}
+
+/* Checks "shift" (B, d) and copies it in. */
+static int cmix_state_import(hy_layer *L, void *state, int n, const hy_state_tensor *t, const float *const *data) {
+    cmix_state *s = state;
+    hy_state_tensor want = {"shift", 2, {s->B, L->d_model}};
+    int idx;
+    int rc = hy_state_match("cmix", n, t, 1, &want, &idx);
+    if (rc < 0) return rc;
+    memcpy(s->xprev, data[idx], sizeof(float) * (size_t)s->B * L->d_model);
+    return 0;
+}
+
 /* The last input: d floats. */
 static size_t cmix_state_bytes(const hy_opts *o, int d, int T) {
     (void)o, (void)T;
@@ -213,4 +238,7 @@ const hy_block_ops hy_block_cmix = {
     .state_bytes = cmix_state_bytes,
     .flop = cmix_flop,
     .destroy = cmix_destroy,
+    .state_tensors = cmix_state_tensors,
+    .state_export = cmix_state_export,
+    .state_import = cmix_state_import,
 };

@@ -504,7 +504,6 @@ void hy_modal_init(float *const *p, int H, int M, double dt_min, double dt_max, 
         }
 }
 
-
 /* ---------------------------------------------------------------- state files ---- */
 
 /* (B·H, 2, M) split halves -> (B·H, M, 2) interleaved pairs. */
@@ -525,38 +524,3 @@ void hy_modal_state_from_pairs(float *s, const float *src, size_t BH, int M) {
     }
 }
 
-/* "(2, 16, 8, 2)" into buf. */
-static const char *shape_str(const hy_state_tensor *t, char *buf, size_t n) {
-    size_t k = (size_t)snprintf(buf, n, "(");
-    for (int d = 0; d < t->ndim && k < n; d++) k += (size_t)snprintf(buf + k, n - k, d ? ", %d" : "%d", t->shape[d]);
-    if (k < n) snprintf(buf + k, n - k, t->ndim == 1 ? ",)" : ")");
-    return buf;
-}
-
-int hy_state_match(const char *block, int n, const hy_state_tensor *t, int n_want, const hy_state_tensor *want,
-                   int *idx) {
-    char a[96], b[96];
-    for (int i = 0; i < n; i++) {
-        if (hy_state_tensor_find(n_want, want, t[i].name) < 0) {
-            size_t k = 0;
-            for (int w = 0; w < n_want && k < sizeof b; w++)
-                k += (size_t)snprintf(b + k, sizeof b - k, w ? ", '%s'" : "'%s'", want[w].name);
-            return hy_fail("%s: unexpected state tensor '%s' (the state is %s)", block, t[i].name, b);
-        }
-        if (hy_state_tensor_find(i, t, t[i].name) >= 0)
-            return hy_fail("%s: state tensor '%s' is given twice", block, t[i].name);
-    }
-    for (int k = 0; k < n_want; k++)
-        if ((idx[k] = hy_state_tensor_find(n, t, want[k].name)) < 0)
-            return hy_fail("%s: state tensor '%s' is missing", block, want[k].name);
-    if (n != n_want) return hy_fail("%s: the state has %d tensors, expected %d", block, n, n_want);
-    for (int k = 0; k < n_want; k++) {
-        const hy_state_tensor *x = &t[idx[k]], *w = &want[k];
-        bool same = x->ndim == w->ndim;
-        for (int d = 0; same && d < w->ndim; d++) same = x->shape[d] == w->shape[d];
-        if (!same)
-            return hy_fail("%s: state tensor '%s' has shape %s, expected %s", block, w->name, shape_str(x, a, sizeof a),
-                           shape_str(w, b, sizeof b));
-    }
-    return 0;
-}

@@ -53,11 +53,6 @@ void hy_modal_scan(int H, int M, const float *zr, const float *zi, const float *
  * the (B, H, M) complex state. BH = B·H channels. */
 void hy_modal_state_to_pairs(const float *s, float *dst, size_t BH, int M);
 void hy_modal_state_from_pairs(float *s, const float *src, size_t BH, int M);
-/* Matches the tensors t[0..n) given to state_import against the n_want expected ones (names and
- * shapes): every name known, none missing, none twice, shapes equal. Fills idx[k] = index in t of
- * want[k]. On a mismatch: hy_fail naming `block` and the tensor (with the expected shape). */
-int hy_state_match(const char *block, int n, const hy_state_tensor *t, int n_want, const hy_state_tensor *want,
-                   int *idx);
 
 /* hy_modal_coeffs cached for streaming: recomputed only when the parameters changed since the
  * last call (compared against a copy of them). Zero-initialised = empty. */

@@ -102,6 +102,11 @@ typedef struct hy_state_tensor {
 int hy_state_tensor_find(int n, const hy_state_tensor *t, const char *name);
 /* Scalars of a state tensor (product of its shape). */
 size_t hy_state_tensor_numel(const hy_state_tensor *t);
+/* Matches the tensors t[0..n) given to state_import against the n_want expected ones (names and
+ * shapes): every name known, none missing, none twice, shapes equal. Fills idx[k] = index in t of
+ * want[k]. On a mismatch: hy_fail naming `block` and the tensor (with the expected shape). */
+int hy_state_match(const char *block, int n, const hy_state_tensor *t, int n_want, const hy_state_tensor *want,
+                   int *idx);
 
 struct hy_block_ops {
     const char *name;

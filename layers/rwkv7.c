@@ -387,6 +387,52 @@ static int rw_step(hy_layer *L, void *state, const float *x, float *y, int B) {
     return rw_prefill(L, state, x, y, B, 1);
 }
 
+/* State files (registry.h's state_* ops): "shift" (B, C), the last input of the token shift, and
+ * "wkv" (B, H, N, N), S per head in the SPEC's layout (row i = value index, col j = key index, as
+ * upstream's (H, N, N) state); internally S is key-major, so export/import transpose each head.
+ * v_first needs nothing: the first rwkv7 layer recomputes it for every token it consumes. */
+static void rw_tensors_of(hy_layer *L, int B, hy_state_tensor *out) {
+    geom g = geom_of(&L->opts, L->d_model);
+    out[0] = (hy_state_tensor){"shift", 2, {B, g.C}};
+    out[1] = (hy_state_tensor){"wkv", 4, {B, g.H, g.N, g.N}};
+}
+
+static int rw_state_tensors(hy_layer *L, const void *state, hy_state_tensor *out) {
+    if (out) rw_tensors_of(L, ((const rw_state *)state)->B, out);
+    return 2;
+}
+
+/* Per head: dst[i][j] = src[j][i] (N×N), for BH heads; its own inverse. */
+static void transpose_heads(float *restrict dst, const float *restrict src, size_t BH, int N) {
+    size_t NN = (size_t)N * N;
+    for (size_t h = 0; h < BH; h++)
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < N; j++) dst[h * NN + (size_t)i * N + j] = src[h * NN + (size_t)j * N + i];
+}
+
+static int rw_state_export(hy_layer *L, const void *state, int i, float *dst) {
+    const rw_state *s = state;
+    geom g = geom_of(&L->opts, L->d_model);
+    if (i == 0) memcpy(dst, s->xprev, sizeof(float) * (size_t)s->B * g.C);
+    else if (i == 1) transpose_heads(dst, s->S, (size_t)s->B * g.H, g.N);
+    else return hy_fail("rwkv7: no state tensor %d", i);
+    return 0;
+}
+
+/* Checks "shift" (B, C) and "wkv" (B, H, N, N) and copies them in. */
+static int rw_state_import(hy_layer *L, void *state, int n, const hy_state_tensor *t, const float *const *data) {
+    rw_state *s = state;
+    geom g = geom_of(&L->opts, L->d_model);
+    hy_state_tensor want[2];
+    int idx[2];
+    rw_tensors_of(L, s->B, want);
+    int rc = hy_state_match("rwkv7", n, t, 2, want, idx);
+    if (rc < 0) return rc;
+    memcpy(s->xprev, data[idx[0]], sizeof(float) * (size_t)s->B * g.C);
+    transpose_heads(s->S, data[idx[1]], (size_t)s->B * g.H, g.N);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- accounting ---- */
 
 /* S (H·N² floats) and the shift input (C floats), whatever T. */
@@ -439,4 +485,7 @@ const hy_block_ops hy_block_rwkv7 = {
     .state_bytes = rw_state_bytes,
     .flop = rw_flop,
     .destroy = rw_destroy,
+    .state_tensors = rw_state_tensors,
+    .state_export = rw_state_export,
+    .state_import = rw_state_import,
 };
