@@ -1,6 +1,8 @@
 # hybrid — build, test, demo. `make demo` and `make test` do all the set-up on a fresh Debian
 # machine: missing packages are installed with apt-get (as root).
-CC       ?= gcc
+ifeq ($(origin CC),default)
+CC       := gcc
+endif
 BUILD    ?= build
 PREFIX   ?= /usr/local
 PKGS     := libopenblas-openmp-dev libdnnl-dev libyaml-dev check libfftw3-dev gnuplot-nox pkg-config fortunes
@@ -10,7 +12,7 @@ CFLAGS   := -std=c17 -D_GNU_SOURCE $(OPT) -march=native -fopenmp -Wall -Wextra -
 LDLIBS   := -lopenblas -ldnnl -lyaml -lfftw3f -lm
 TEST_LIBS := -lcheck -lsubunit -lrt -lpthread
 PYTHON   ?= /usr/bin/python3
-DEMO_CONFIG ?= configs/transformer.yaml
+DEMO_CONFIG ?= configs/jamba-like.yaml
 
 LIB_SRC  := $(wildcard core/*.c layers/*.c models/*.c) $(filter-out experiments/main.c,$(wildcard experiments/*.c))
 EXE_SRC  := experiments/main.c $(wildcard bench/*.c)
@@ -75,11 +77,12 @@ bench: $(EXE)
 
 install: $(EXE)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \
-	  $(DESTDIR)$(PREFIX)/share/hybrid/configs
+	  $(DESTDIR)$(PREFIX)/share/hybrid/configs/models
 	install -m 755 $(EXE) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 include/hybrid.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 configs/*.yaml $(DESTDIR)$(PREFIX)/share/hybrid/configs/
+	install -m 644 configs/models/*.yaml $(DESTDIR)$(PREFIX)/share/hybrid/configs/models/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|0.1.0|g' hybrid.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/hybrid.pc
 
 clean:

@@ -2,11 +2,12 @@
  * swiglu at even layers) written with period/offset rules, as an explicit per-layer list and as
  * index lists gives the identical model: the same resolved config, the same parameters (names,
  * shapes, values) and the same logits and losses for one seed; a shifted layout does not. And the
- * shipped configs/jamba-like.yaml has that layout. */
+ * jamba-like variant of the shipped configs/jamba-like.yaml experiment has that layout. */
 #include "core/error.h"
 #include "core/mem.h"
 #include "experiments/config.h"
 #include "models/model.h"
+#include "experiments/experiment.h"
 #include "tests/testutil.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,20 +94,26 @@ START_TEST(jamba_layout_three_spellings_one_model) {
 END_TEST
 
 START_TEST(jamba_like_config_has_the_jamba_layout) {
-    hy_run_config c;
-    ck_assert_msg(hy_run_config_load("configs/jamba-like.yaml", NULL, 0, &c) == 0, "%s", hy_last_error());
-    hy_model *m;
-    ck_assert_msg(hy_model_create(&c.model, c.seed, &m) == 0, "%s", hy_last_error());
-    ck_assert_int_eq(m->cfg.n_layers % 8, 0);
-    assert_jamba_layout(m);
-    for (int i = 0; i < m->cfg.n_layers; i++)
-        if (i % 8 == 4) {
-            const hy_block_cfg *a = &m->cfg.layers[i].mixer;
-            ck_assert_msg(a->opts.is_null[hy_opt_index(a->ops, "rope_theta")], "attention without RoPE (as Jamba)");
-        }
-    ck_assert(m->cfg.router_aux_coef > 0);
-    hy_model_free(m);
-    hy_run_config_free(&c);
+    hy_experiment e;
+    ck_assert_msg(hy_experiment_load("configs/jamba-like.yaml", NULL, 0, &e) == 0, "%s", hy_last_error());
+    int found = 0;
+    for (int r = 0; r < e.n_runs; r++) {
+        if (strcmp(e.runs[r].variant, "jamba-like")) continue;
+        found++;
+        hy_model *m;
+        ck_assert_msg(hy_model_create(&e.runs[r].cfg.model, e.runs[r].cfg.seed, &m) == 0, "%s", hy_last_error());
+        ck_assert_int_eq(m->cfg.n_layers % 8, 0);
+        assert_jamba_layout(m);
+        for (int i = 0; i < m->cfg.n_layers; i++)
+            if (i % 8 == 4) {
+                const hy_block_cfg *a = &m->cfg.layers[i].mixer;
+                ck_assert_msg(a->opts.is_null[hy_opt_index(a->ops, "rope_theta")], "attention without RoPE (as Jamba)");
+            }
+        ck_assert(m->cfg.router_aux_coef > 0);
+        hy_model_free(m);
+    }
+    ck_assert_int_eq(found, 3);   /* one run per swept seq_len */
+    hy_experiment_free(&e);
 }
 END_TEST
 
