@@ -26,21 +26,11 @@
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
+#include "core/vec8.h"
 #include <string.h>
 
 #define CB 16
 
-typedef float v8 __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-typedef uint32_t v8u __attribute__((vector_size(32)));
-
-static inline v8 vld(const float *p) {
-    v8 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void vst(float *p, v8 v) { memcpy(p, &v, sizeof v); }
-static inline v8 vbc(float x) { return (v8){x, x, x, x, x, x, x, x}; }
 
 /* hy_mamba_expf_neg on 8 lanes (x <= 0): one unsigned min on the bits clamps at -87. */
 static inline v8 vexp_neg(v8 x) {
@@ -50,11 +40,11 @@ static inline v8 vexp_neg(v8 x) {
     v8u m = (v8u)(u > lo);
     u = (u & ~m) | (lo & m);
     memcpy(&x, &u, sizeof x);
-    const v8 magic = vbc(12582912.0f);
+    const v8 magic = v8_splat(12582912.0f);
     v8 n = (x * 1.44269504088896341f + magic) - magic;
     v8 r = x - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
-    v8 p = vbc(1.9875691500e-4f);
+    v8 p = v8_splat(1.9875691500e-4f);
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
     p = p * r + 4.1665795894e-2f;
@@ -109,16 +99,16 @@ static void forward_block(const hy_mamba_scan_args *a, float *y, int b, int c0) 
         float pd[CB], px[CB], out[CB];
         const float *d = lanes(a->delta + row * E + c0, cb, pd), *xv = lanes(a->x + row * E + c0, cb, px);
         const float *bt = a->Bm + row * a->ld_bc, *ct = a->Cm + row * a->ld_bc;
-        const v8 d0 = vld(d), d1 = vld(d + 8), x0 = vld(xv), x1 = vld(xv + 8), dx0 = d0 * x0, dx1 = d1 * x1;
-        v8 acc0 = vld(Dv) * x0, acc1 = vld(Dv + 8) * x1;
+        const v8 d0 = v8_load(d), d1 = v8_load(d + 8), x0 = v8_load(xv), x1 = v8_load(xv + 8), dx0 = d0 * x0, dx1 = d1 * x1;
+        v8 acc0 = v8_load(Dv) * x0, acc1 = v8_load(Dv + 8) * x1;
         for (int n = 0; n < N; n++) {
-            const v8 bn = vbc(bt[n]), cn = vbc(ct[n]);
-            v8 s0 = vexp_neg(d0 * vld(At[n])) * vld(s[n]) + dx0 * bn;
-            v8 s1 = vexp_neg(d1 * vld(At[n] + 8)) * vld(s[n] + 8) + dx1 * bn;
-            vst(s[n], s0), vst(s[n] + 8, s1);
+            const v8 bn = v8_splat(bt[n]), cn = v8_splat(ct[n]);
+            v8 s0 = vexp_neg(d0 * v8_load(At[n])) * v8_load(s[n]) + dx0 * bn;
+            v8 s1 = vexp_neg(d1 * v8_load(At[n] + 8)) * v8_load(s[n] + 8) + dx1 * bn;
+            v8_store(s[n], s0), v8_store(s[n] + 8, s1);
             acc0 = s0 * cn + acc0, acc1 = s1 * cn + acc1;
         }
-        vst(out, acc0), vst(out + 8, acc1);
+        v8_store(out, acc0), v8_store(out + 8, acc1);
         store_lanes(y + row * E + c0, out, cb);
     }
     if (a->s_out)
@@ -179,7 +169,7 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
     float gA[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
     float pB[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64))), pC[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
     float Dv[CB] __attribute__((aligned(64)));
-    v8 gD0 = vbc(0), gD1 = vbc(0);
+    v8 gD0 = v8_splat(0), gD1 = v8_splat(0);
     load_params(a, c0, cb, At, Dv);
     memset(r, 0, sizeof(float) * CB * N);
     memset(gA, 0, sizeof(float) * CB * N);
@@ -194,13 +184,13 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
             float pd[CB], px[CB];
             const float *d = lanes(a->delta + row * E + c0, cb, pd), *xv = lanes(a->x + row * E + c0, cb, px);
             const float *bt = a->Bm + row * a->ld_bc;
-            const v8 d0 = vld(d), d1 = vld(d + 8), dx0 = d0 * vld(xv), dx1 = d1 * vld(xv + 8);
+            const v8 d0 = v8_load(d), d1 = v8_load(d + 8), dx0 = d0 * v8_load(xv), dx1 = d1 * v8_load(xv + 8);
             float (*restrict sp)[CB] = S + i * N, (*restrict sn)[CB] = S + (i + 1) * N, (*restrict ex)[CB] = Ex + i * N;
             for (int n = 0; n < N; n++) {
-                const v8 bn = vbc(bt[n]);
-                v8 e0 = vexp_neg(d0 * vld(At[n])), e1 = vexp_neg(d1 * vld(At[n] + 8));
-                vst(ex[n], e0), vst(ex[n] + 8, e1);
-                vst(sn[n], e0 * vld(sp[n]) + dx0 * bn), vst(sn[n] + 8, e1 * vld(sp[n] + 8) + dx1 * bn);
+                const v8 bn = v8_splat(bt[n]);
+                v8 e0 = vexp_neg(d0 * v8_load(At[n])), e1 = vexp_neg(d1 * v8_load(At[n] + 8));
+                v8_store(ex[n], e0), v8_store(ex[n] + 8, e1);
+                v8_store(sn[n], e0 * v8_load(sp[n]) + dx0 * bn), v8_store(sn[n] + 8, e1 * v8_load(sp[n] + 8) + dx1 * bn);
             }
         }
         /* walk the chunk backwards */
@@ -211,35 +201,35 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
             const float *g = lanes(dy + row * E + c0, cb, pg);
             const float *bt = a->Bm + row * a->ld_bc, *ct = a->Cm + row * a->ld_bc;
             float *pr = part + (size_t)t * 2 * N;
-            const v8 d0 = vld(d), d1 = vld(d + 8), x0 = vld(xv), x1 = vld(xv + 8), g0 = vld(g), g1 = vld(g + 8);
+            const v8 d0 = v8_load(d), d1 = v8_load(d + 8), x0 = v8_load(xv), x1 = v8_load(xv + 8), g0 = v8_load(g), g1 = v8_load(g + 8);
             const v8 dx0 = d0 * x0, dx1 = d1 * x1;
             gD0 = g0 * x0 + gD0, gD1 = g1 * x1 + gD1;
-            v8 hb0 = vbc(0), hb1 = vbc(0), qa0 = vbc(0), qa1 = vbc(0);   /* Σ_n h·B_n, Σ_n q·A_n */
+            v8 hb0 = v8_splat(0), hb1 = v8_splat(0), qa0 = v8_splat(0), qa1 = v8_splat(0);   /* Σ_n h·B_n, Σ_n q·A_n */
             float (*restrict sp)[CB] = S + i * N, (*restrict sn)[CB] = S + (i + 1) * N, (*restrict ex)[CB] = Ex + i * N;
             for (int n = 0; n < N; n++) {
-                const v8 bn = vbc(bt[n]), cn = vbc(ct[n]);
-                v8 h0 = g0 * cn + vld(r[n]), h1 = g1 * cn + vld(r[n] + 8);   /* dL/ds_t */
-                vst(pC[n], g0 * vld(sn[n])), vst(pC[n] + 8, g1 * vld(sn[n] + 8));
-                vst(pB[n], h0 * dx0), vst(pB[n] + 8, h1 * dx1);
+                const v8 bn = v8_splat(bt[n]), cn = v8_splat(ct[n]);
+                v8 h0 = g0 * cn + v8_load(r[n]), h1 = g1 * cn + v8_load(r[n] + 8);   /* dL/ds_t */
+                v8_store(pC[n], g0 * v8_load(sn[n])), v8_store(pC[n] + 8, g1 * v8_load(sn[n] + 8));
+                v8_store(pB[n], h0 * dx0), v8_store(pB[n] + 8, h1 * dx1);
                 hb0 = h0 * bn + hb0, hb1 = h1 * bn + hb1;
-                v8 eh0 = vld(ex[n]) * h0, eh1 = vld(ex[n] + 8) * h1;
-                v8 q0 = eh0 * vld(sp[n]), q1 = eh1 * vld(sp[n] + 8);   /* dL/d(Δ·A) */
-                qa0 = q0 * vld(At[n]) + qa0, qa1 = q1 * vld(At[n] + 8) + qa1;
-                vst(gA[n], q0 * d0 + vld(gA[n])), vst(gA[n] + 8, q1 * d1 + vld(gA[n] + 8));
-                vst(r[n], eh0), vst(r[n] + 8, eh1);
+                v8 eh0 = v8_load(ex[n]) * h0, eh1 = v8_load(ex[n] + 8) * h1;
+                v8 q0 = eh0 * v8_load(sp[n]), q1 = eh1 * v8_load(sp[n] + 8);   /* dL/d(Δ·A) */
+                qa0 = q0 * v8_load(At[n]) + qa0, qa1 = q1 * v8_load(At[n] + 8) + qa1;
+                v8_store(gA[n], q0 * d0 + v8_load(gA[n])), v8_store(gA[n] + 8, q1 * d1 + v8_load(gA[n] + 8));
+                v8_store(r[n], eh0), v8_store(r[n] + 8, eh1);
             }
             float sB[HY_MAMBA_MAX_STATE], sC[HY_MAMBA_MAX_STATE];
             row_sums(pB, sB, N);
             row_sums(pC, sC, N);
             for (int n = 0; n < N; n++) pr[n] += sB[n], pr[N + n] += sC[n];
-            vst(out, qa0 + x0 * hb0), vst(out + 8, qa1 + x1 * hb1);          /* dΔ */
+            v8_store(out, qa0 + x0 * hb0), v8_store(out + 8, qa1 + x1 * hb1);          /* dΔ */
             store_lanes(ddelta + row * E + c0, out, cb);
-            vst(out, d0 * hb0 + vld(Dv) * g0), vst(out + 8, d1 * hb1 + vld(Dv + 8) * g1);   /* dx */
+            v8_store(out, d0 * hb0 + v8_load(Dv) * g0), v8_store(out + 8, d1 * hb1 + v8_load(Dv + 8) * g1);   /* dx */
             store_lanes(dxo + row * E + c0, out, cb);
         }
     }
     float gD[CB];
-    vst(gD, gD0), vst(gD + 8, gD1);
+    v8_store(gD, gD0), v8_store(gD + 8, gD1);
     for (int c = 0; c < cb; c++) {
         for (int n = 0; n < N; n++) dA_b[(size_t)(c0 + c) * N + n] = gA[n][c];
         dD_b[c0 + c] = gD[c];

@@ -20,21 +20,15 @@
 #include "core/mem.h"
 #include <omp.h>
 #include <stdbool.h>
+#include "core/vec8.h"
 #include <string.h>
 
 /* -std=c17 turns off floating-point contraction; these kernels are FMA chains by design. */
 #pragma GCC optimize("fp-contract=fast")
 
-/* 8 floats: gcc's generic vectors (one ymm). memcpy loads/stores: no alignment assumed. */
-typedef float v8 __attribute__((vector_size(32)));
+/* 4-float halves for the horizontal sums (v8 and its loads/stores: core/vec8.h). */
 typedef float v4 __attribute__((vector_size(16)));
 typedef int v4i __attribute__((vector_size(16)));
-static inline v8 ld8(const float *p) {
-    v8 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void st8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 static inline v4 fold8(v8 a) {
     v4 lo, hi;
     memcpy(&lo, &a, sizeof lo);
@@ -76,8 +70,8 @@ static inline __attribute__((always_inline)) void fwd_vec(const hy_wkv7_in *in, 
         v8 sv[NB];
         for (int m = 0; m < NB; m++) sv[m] = (v8){0};
         for (int j = 0; j < N; j++)
-            for (int m = 0; m < NB; m++) sv[m] += ld8(S + (size_t)j * N + i0 + 8 * m) * q[j];
-        for (int m = 0; m < NB; m++) st8(sq + base + (size_t)ta * C + i0 + 8 * m, sv[m]);
+            for (int m = 0; m < NB; m++) sv[m] += v8_load(S + (size_t)j * N + i0 + 8 * m) * q[j];
+        for (int m = 0; m < NB; m++) v8_store(sq + base + (size_t)ta * C + i0 + 8 * m, sv[m]);
     }
     for (int t = ta; t < tb; t++) {
         if (ckpt && t % HY_WKV7_CHUNK == 0) memcpy(ckpt + ck0 + (size_t)(t / HY_WKV7_CHUNK) * NN, S, NN * sizeof(float));
@@ -88,20 +82,20 @@ static inline __attribute__((always_inline)) void fwd_vec(const hy_wkv7_in *in, 
         for (int i0 = 0; i0 < N; i0 += 8 * NB) {
             v8 sv[NB], yv[NB], vv[NB], nv[NB];
             for (int m = 0; m < NB; m++)
-                sv[m] = ld8(sq + o + i0 + 8 * m), yv[m] = nv[m] = (v8){0}, vv[m] = ld8(in->v + o + i0 + 8 * m);
+                sv[m] = v8_load(sq + o + i0 + 8 * m), yv[m] = nv[m] = (v8){0}, vv[m] = v8_load(in->v + o + i0 + 8 * m);
             for (int j = 0; j < N; j++) {
                 float *row = S + (size_t)j * N + i0;
                 const float wj = w[j], bj = b[j], kj = k[j], rj = r[j], qj = qn[j];
                 for (int m = 0; m < NB; m++) {
-                    v8 x = ld8(row + 8 * m) * wj - sv[m] * bj + vv[m] * kj;
-                    st8(row + 8 * m, x);
+                    v8 x = v8_load(row + 8 * m) * wj - sv[m] * bj + vv[m] * kj;
+                    v8_store(row + 8 * m, x);
                     yv[m] += x * rj;
                     nv[m] += x * qj;
                 }
             }
             for (int m = 0; m < NB; m++) {
-                st8(y + o + i0 + 8 * m, yv[m]);
-                if (more) st8(sq + o + C + i0 + 8 * m, nv[m]);
+                v8_store(y + o + i0 + 8 * m, yv[m]);
+                if (more) v8_store(sq + o + C + i0 + 8 * m, nv[m]);
             }
         }
     }
@@ -212,15 +206,15 @@ static inline __attribute__((always_inline)) void bwd_vec(const hy_wkv7_in *in, 
                     const float *row = dS + (size_t)j * N + i0;
                     const float kj = k[j], bj = b[j];
                     for (int m = 0; m < NB; m++) {
-                        v8 x = ld8(row + 8 * m);
+                        v8 x = v8_load(row + 8 * m);
                         av[m] += x * kj;
                         as[m] += x * bj;
                     }
                 }
                 for (int m = 0; m < NB; m++) {
-                    v8 dyv = ld8(dy + i0 + 8 * m);
-                    st8(dva + o + i0 + 8 * m, av[m] + dyv * rk);
-                    st8(dsqv + i0 + 8 * m, -(as[m] + dyv * rb));
+                    v8 dyv = v8_load(dy + i0 + 8 * m);
+                    v8_store(dva + o + i0 + 8 * m, av[m] + dyv * rk);
+                    v8_store(dsqv + i0 + 8 * m, -(as[m] + dyv * rb));
                 }
             }
             /* phase B: per row j, dots over i, and dS_{t-1} */
@@ -230,14 +224,14 @@ static inline __attribute__((always_inline)) void bwd_vec(const hy_wkv7_in *in, 
                 float *dSj = dS + (size_t)j * N;
                 v8 adr = {0}, adk = {0}, adw = {0}, adb = {0}, adq = {0};
                 for (int i = 0; i < N; i += 8) {
-                    v8 dyv = ld8(dy + i), spv = ld8(Spj + i), dsq = ld8(dsqv + i);
-                    v8 d = ld8(dSj + i) + dyv * rj;
-                    adr += ld8(Scj + i) * dyv;
-                    adk += d * ld8(v + i);
+                    v8 dyv = v8_load(dy + i), spv = v8_load(Spj + i), dsq = v8_load(dsqv + i);
+                    v8 d = v8_load(dSj + i) + dyv * rj;
+                    adr += v8_load(Scj + i) * dyv;
+                    adk += d * v8_load(v + i);
                     adw += d * spv;
-                    adb += d * ld8(sq + i);
+                    adb += d * v8_load(sq + i);
                     adq += spv * dsq;
-                    st8(dSj + i, d * wj + dsq * qj);
+                    v8_store(dSj + i, d * wj + dsq * qj);
                 }
                 v4 s4 = hsum4(adr, adk, adw, adb);
                 dra[o + j] = s4[0], dka[o + j] = s4[1], dwa[o + j] = s4[2], dba[o + j] = -s4[3];
