@@ -117,8 +117,10 @@ int hy_crossovers(const hy_csv *L, hy_crossover *out, int max) {
     qsort(Ts, (size_t)nT, sizeof *Ts, cmp_int);
     for (int b = 0; b < nb; b++) {
         if (!strcmp(blocks[b], "attention") || !strcmp(blocks[b], "attention_naive")) continue;
-        const hy_block_ops *ops = hy_block_find(blocks[b]);   /* feed-forward blocks are no alternative to attention */
-        if (ops && !(ops->kinds & HY_KIND_MIXER)) continue;
+        /* only registered mixers are alternatives to attention: not feed-forward blocks, nor bench
+         * reference rows such as swiglu_moe_active */
+        const hy_block_ops *ops = hy_block_find(blocks[b]);
+        if (!ops || !(ops->kinds & HY_KIND_MIXER)) continue;
         for (int p = 0; p < 2 && n < max; p++) {
             double lr[256], la[256];
             int T[256], m = 0;

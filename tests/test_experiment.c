@@ -399,13 +399,13 @@ START_TEST(plot_from_csv) {
     char dir[256];
     fresh(dir, sizeof dir, "plot");
     ck_assert_int_eq(hy_mkdirs(dir), 0);
-    /* attention grows as T^2, "fakessm" (an unregistered mixer) is flat: they cross at 128 * sqrt(2) */
+    /* attention grows as T^2, "mamba" (made-up numbers) is flat: they cross at 128 * sqrt(2) */
     put_file(dir, "layers.csv",
           "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads\n"
           "attention,64,1,64,fwd,1,0.1,100,1000,4096,2\nattention,64,1,128,fwd,4,0.4,100,2000,8192,2\n"
           "attention,64,1,256,fwd,16,1.6,100,4000,16384,2\nattention,64,1,64,step,0.1,0.1,1,0,4096,2\n"
-          "fakessm,64,1,64,fwd,8,0.1,12,1000,512,2\nfakessm,64,1,128,fwd,8,0.2,25,1000,512,2\n"
-          "fakessm,64,1,256,fwd,8,0.4,50,1000,512,2\nswiglu,64,1,64,fwd,0.5,0.1,200,100,0,2\n");
+          "mamba,64,1,64,fwd,8,0.1,12,1000,512,2\nmamba,64,1,128,fwd,8,0.2,25,1000,512,2\n"
+          "mamba,64,1,256,fwd,8,0.4,50,1000,512,2\nswiglu,64,1,64,fwd,0.5,0.1,200,100,0,2\n");
     put_file(dir, "sweep.csv",
           "variant,seq_len,params,flop_per_token,tokens,train_s,tokens_per_s,peak_bytes,state_bytes,val_loss,val_ppl,"
           "val_bits_per_byte\nx,64,100,1000,500,1,500,10,10,2.0,7.39,2.885\nx,128,100,1100,500,1,500,10,10,1.9,6.69,2.741\n"
@@ -425,10 +425,10 @@ START_TEST(plot_from_csv) {
         snprintf(f, sizeof f, "%s.gp", plots[k]);
         ck_assert(file_exists(dir, f));
     }
-    ck_assert_ptr_nonnull(strstr(summary, "fakessm vs attention (fwd): T* = 181"));
+    ck_assert_ptr_nonnull(strstr(summary, "mamba vs attention (fwd): T* = 181"));
     ck_assert_ptr_null(strstr(summary, "swiglu"));   /* an ffn is no alternative to attention */
     char *rep = slurp(dir, "report.md");
-    ck_assert_ptr_nonnull(strstr(rep, "fakessm vs attention (fwd): T* = 181"));
+    ck_assert_ptr_nonnull(strstr(rep, "mamba vs attention (fwd): T* = 181"));
     ck_assert_ptr_nonnull(strstr(rep, "![complexity](complexity.svg)"));
     ck_assert_ptr_nonnull(strstr(rep, "| 64 | x | 2.8850 | y | 3.0300 |"));    /* best variant per T */
     ck_assert_ptr_nonnull(strstr(rep, "| 128 | y | 2.5970 | x | 2.7410 |"));
