@@ -1296,7 +1296,12 @@ def selftest(args):
             a = argparse.Namespace(**vars(args))
             a.tmp, a.keep = None, False
             print("  -- no fault: must pass")
-            rep = run_crosscheck(a, FakeToolkit(args.train_steps))
+            # the stand-in computes in float32 with PyTorch's own reduction orders: on the longer
+            # recurrences (rwkv7 at T 150) its own rounding reaches ~2e-4, so it is held to 1e-3
+            # (the injected faults below are caught at the real tolerance)
+            clean = argparse.Namespace(**vars(a))
+            clean.tol = max(args.tol, 1e-3)
+            rep = run_crosscheck(clean, FakeToolkit(args.train_steps))
             check(rep.failed == 0 and rep.passed > 0, f"stand-in passes ({rep.passed} passed, {rep.failed} failed)")
             a.configs = [sorted(glob.glob(os.path.join(args.config_dir, "*.yaml")))[-1]]
             a.brief = True
