@@ -210,7 +210,7 @@ void hy_data_describe(const hy_data *d, char *out, size_t len) {
     else snprintf(out, len, "task induction (vocab %d)", t->vocab);
 }
 
-#define EVAL_SEED_SALT 0x5eed5eed5eedull   /* the same windows as hy_evaluate */
+#define EVAL_SEED_SALT 0x5eed5eed5eedull   /* validation windows: the same for every call with one seed */
 
 /* Adds one row of logits to the loss (log-sum-exp minus the label's logit) and the accuracy. */
 static void score_row(const float *z, int V, int32_t label, double *total, long *right) {

@@ -15,30 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define VAL_SEED_SALT 0x5eed5eed5eedull
-
-double hy_evaluate(hy_model *model, const hy_corpus *corpus, int batch, int seq_len, long n_batches, uint64_t seed) {
-    size_t n = (size_t)batch * seq_len;
-    int32_t *in = hy_malloc(n * sizeof(int32_t)), *tg = hy_malloc(n * sizeof(int32_t));
-    if (!in || !tg) {
-        hy_free(in), hy_free(tg);
-        return NAN;
-    }
-    hy_rng rng;
-    hy_rng_seed(&rng, seed ^ VAL_SEED_SALT);
-    double total = 0;
-    for (long i = 0; i < n_batches; i++) {
-        hy_loss l;
-        if (hy_corpus_batch(corpus, 1, &rng, batch, seq_len, in, tg) < 0 ||
-            hy_model_forward(model, in, tg, batch, seq_len, false, &l) < 0) {
-            total = NAN;
-            break;
-        }
-        total += l.ce_loss;
-    }
-    hy_free(in), hy_free(tg);
-    return total / (double)n_batches;
-}
 
 /* Validation loss (and, for a task, accuracy on the answer positions) of the run's model. */
 static double validate(hy_model *m, const hy_data *d, const hy_run_config *c, double *acc) {

@@ -37,10 +37,6 @@ typedef struct {
 
 int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r);
 
-/* Mean validation loss (nats per byte) of `model` over n_batches fixed windows of the validation
- * split (the same windows every call for the same seed). */
-double hy_evaluate(hy_model *model, const hy_corpus *corpus, int batch, int seq_len, long n_batches,
-                   uint64_t seed);
 
 /* The header row of train.csv (SPEC §5 plus aux_loss, the MoE load-balancing loss). */
 extern const char *const HY_TRAIN_CSV_HEADER;
