@@ -136,7 +136,11 @@ static inline __attribute__((always_inline)) void fwd_vec(const hy_wkv7_in *in, 
         const bool more = t + 1 < T;   /* the step writes sq_{t+1} (also across the end of the range) */
         const float *restrict r = in->r + o, *restrict w = in->w + o, *restrict k = in->k + o,
                               *restrict b = in->b + o, *restrict qn = in->q + o + (more ? C : 0);
-        if (t + HY_WKV7_PF < T) prefetch_step(in, NULL, o + HY_WKV7_PF * C, N);
+        if (t + HY_WKV7_PF < T) {   /* the inputs, and the y and sq rows it writes (saves the stores' misses) */
+            prefetch_step(in, NULL, o + HY_WKV7_PF * C, N);
+            for (int i = 0; i < N; i += 16)
+                __builtin_prefetch(y + o + HY_WKV7_PF * C + i, 1), __builtin_prefetch(sq + o + HY_WKV7_PF * C + i, 1);
+        }
         int small = 0;
         for (int j = 0; j < N; j++) cw[j] = W[j] * w[j], small |= !(cw[j] >= 1e-20f);
         float *sqn = more ? sq + o + C : NULL;
