@@ -5,8 +5,9 @@
  * Forward, per (batch, head) and step: sq = S q is a sum of rows scaled by q_j; row j is updated as
  * S_j ← S_j·w_j − b_j·sq + k_j·v and y += r_j·S_j. Every inner loop runs over i and vectorizes
  * without horizontal sums; the value range is cut into blocks of 32 (four 8-wide vectors) so that
- * sq, y and v of a block stay in registers (AVX2 has 16). 5 flops per state entry and step; the
- * N×N state (16 KiB at N = 64) stays in L1.
+ * sq, y and v of a block stay in registers (AVX2 has 16). 5 vector ops (a multiply, 4 FMAs) per
+ * state entry and step, 4 (FMAs only) in the column-scaled passes that most steps take (fwd_vec);
+ * the N×N state (16 KiB at N = 64) stays in L1; the strided input rows are prefetched.
  *
  * Backward, per chunk of HY_WKV7_CHUNK steps from the last to the first: the chunk's states are
  * recomputed from its checkpoint with the forward's sq (no dot products), then the steps are walked
