@@ -5,8 +5,9 @@
  * Forward, per (batch, head) and step: sq = S q is a sum of rows scaled by q_j; row j is updated as
  * S_j ← S_j·w_j − b_j·sq + k_j·v and y += r_j·S_j. Every inner loop runs over i and vectorizes
  * without horizontal sums; the value range is cut into blocks of 32 (four 8-wide vectors) so that
- * sq, y and v of a block stay in registers (AVX2 has 16). 5 flops per state entry and step; the
- * N×N state (16 KiB at N = 64) stays in L1.
+ * sq, y and v of a block stay in registers (AVX2 has 16). 5 vector ops (a multiply, 4 FMAs) per
+ * state entry and step, 4 (FMAs only) in the column-scaled passes that most steps take (fwd_vec);
+ * the N×N state (16 KiB at N = 64) stays in L1; the strided input rows are prefetched.
  *
  * Backward, per chunk of HY_WKV7_CHUNK steps from the last to the first: the chunk's states are
  * recomputed from its checkpoint with the forward's sq (no dot products), then the steps are walked
@@ -58,14 +59,70 @@ static inline float hsum1(v8 a) {
                  ck0 = ((size_t)bi * H + h) * nch * NN;                                                  \
     (void)ck0
 
+/* How many steps ahead the kernels prefetch their input vectors: the rows of one step are C floats
+ * apart, so the hardware's stream prefetcher does not see them coming (4 cache lines per vector, then
+ * a jump of C floats); one step of one head is a few thousand cycles, well over a DRAM latency. */
+#define HY_WKV7_PF 2
+/* Steps of one head between switching heads in the forward (a multiple of the chunk). */
+#define HY_WKV7_SPAN (4 * HY_WKV7_CHUNK)
+
+/* Prefetches the N floats at offset o of each input vector (and of extra, when not NULL). */
+static inline void prefetch_step(const hy_wkv7_in *in, const float *extra, size_t o, int N) {
+    for (int i = 0; i < N; i += 16) {
+        __builtin_prefetch(in->r + o + i), __builtin_prefetch(in->w + o + i), __builtin_prefetch(in->k + o + i);
+        __builtin_prefetch(in->v + o + i), __builtin_prefetch(in->q + o + i), __builtin_prefetch(in->b + o + i);
+        if (extra) __builtin_prefetch(extra + o + i);
+    }
+}
+
+/* One step's pass over the rows of S (key-major, N a multiple of 8·NB): row j ← row j·cw_j (only
+ * when MUL) − cb_j·sq + ck_j·v, y = Σ_j cr_j·row j and, when sqn is not NULL, sqn = Σ_j cq_j·row j.
+ * The value range is cut into blocks of 8·NB so that sq, v, y and sqn of a block stay in registers. */
+static inline __attribute__((always_inline)) void fwd_pass(float *restrict S, const float *restrict sq,
+                                                           const float *restrict v, const float *restrict cw,
+                                                           const float *restrict cb, const float *restrict ck,
+                                                           const float *restrict cr, const float *restrict cq,
+                                                           float *restrict y, float *restrict sqn, const int N,
+                                                           const int NB, const bool MUL) {
+    for (int i0 = 0; i0 < N; i0 += 8 * NB) {
+        v8 sv[NB], yv[NB], vv[NB], nv[NB];
+        for (int m = 0; m < NB; m++)
+            sv[m] = v8_load(sq + i0 + 8 * m), yv[m] = nv[m] = (v8){0}, vv[m] = v8_load(v + i0 + 8 * m);
+        for (int j = 0; j < N; j++) {
+            float *row = S + (size_t)j * N + i0;
+            const float bj = cb[j], kj = ck[j], rj = cr[j], qj = cq[j], wj = MUL ? cw[j] : 1.0f;
+            for (int m = 0; m < NB; m++) {
+                v8 x = v8_load(row + 8 * m);
+                if (MUL) x *= wj;
+                x = x - sv[m] * bj + vv[m] * kj;
+                v8_store(row + 8 * m, x);
+                yv[m] += x * rj;
+                nv[m] += x * qj;
+            }
+        }
+        for (int m = 0; m < NB; m++) {
+            v8_store(y + i0 + 8 * m, yv[m]);
+            if (sqn) v8_store(sqn + i0 + 8 * m, nv[m]);
+        }
+    }
+}
+
 /* Steps ta..tb-1 of one (batch, head) of the forward, N a multiple of 8·NB (NB a compile-time
  * constant). The sq of the next step is accumulated while the rows are updated (sq_{t+1} =
- * S_t q_{t+1}), so apart from the first step of the range every step is one pass over S. */
+ * S_t q_{t+1}), so every step is one pass over S (and step 0 one more for its sq); ranges must be
+ * called in order, each one's sq_ta written by the range before.
+ * The decay multiply is taken out of most passes by keeping the state column-scaled: between two
+ * "fold" steps the rows hold S'_t = S_t·diag(1/W_t), W_t the running product of the decays since
+ * the last fold, so S'_t = S'_{t-1} − sq (b/W_t)ᵀ + v (k/W_t)ᵀ (two FMAs per entry, no multiply),
+ * y = S' (W_t⊙r) and sq_{t+1} = S' (W_t⊙q_{t+1}). A fold step multiplies the rows by W_{t-1}⊙w_t
+ * and leaves the true state; it is taken at the end of every chunk (checkpoints and the state
+ * handed back are true states) and whenever some W would fall below 1e-20 (no overflow of 1/W). */
 static inline __attribute__((always_inline)) void fwd_vec(const hy_wkv7_in *in, int bi, int h, int ta, int tb,
                                                           float *restrict S, float *restrict y, float *restrict sq,
                                                           float *restrict ckpt, const int N, const int NB) {
     WKV_OFFSETS;
-    for (int i0 = 0; i0 < N; i0 += 8 * NB) {   /* sq of step ta */
+    float W[N], cw[N], cb[N], ck[N], cr[N], cq[N];
+    for (int i0 = 0; i0 < N && ta == 0; i0 += 8 * NB) {   /* sq of step 0 (later ranges: from their last step) */
         const float *q = in->q + base + (size_t)ta * C;
         v8 sv[NB];
         for (int m = 0; m < NB; m++) sv[m] = (v8){0};
@@ -73,30 +130,30 @@ static inline __attribute__((always_inline)) void fwd_vec(const hy_wkv7_in *in, 
             for (int m = 0; m < NB; m++) sv[m] += v8_load(S + (size_t)j * N + i0 + 8 * m) * q[j];
         for (int m = 0; m < NB; m++) v8_store(sq + base + (size_t)ta * C + i0 + 8 * m, sv[m]);
     }
+    for (int j = 0; j < N; j++) W[j] = 1.0f;
     for (int t = ta; t < tb; t++) {
         if (ckpt && t % HY_WKV7_CHUNK == 0) memcpy(ckpt + ck0 + (size_t)(t / HY_WKV7_CHUNK) * NN, S, NN * sizeof(float));
         const size_t o = base + (size_t)t * C;
-        const bool more = t + 1 < tb;
+        const bool more = t + 1 < T;   /* the step writes sq_{t+1} (also across the end of the range) */
         const float *restrict r = in->r + o, *restrict w = in->w + o, *restrict k = in->k + o,
                               *restrict b = in->b + o, *restrict qn = in->q + o + (more ? C : 0);
-        for (int i0 = 0; i0 < N; i0 += 8 * NB) {
-            v8 sv[NB], yv[NB], vv[NB], nv[NB];
-            for (int m = 0; m < NB; m++)
-                sv[m] = v8_load(sq + o + i0 + 8 * m), yv[m] = nv[m] = (v8){0}, vv[m] = v8_load(in->v + o + i0 + 8 * m);
+        if (t + HY_WKV7_PF < T) {   /* the inputs, and the y and sq rows it writes (saves the stores' misses) */
+            prefetch_step(in, NULL, o + HY_WKV7_PF * C, N);
+            for (int i = 0; i < N; i += 16)
+                __builtin_prefetch(y + o + HY_WKV7_PF * C + i, 1), __builtin_prefetch(sq + o + HY_WKV7_PF * C + i, 1);
+        }
+        int small = 0;
+        for (int j = 0; j < N; j++) cw[j] = W[j] * w[j], small |= !(cw[j] >= 1e-20f);
+        float *sqn = more ? sq + o + C : NULL;
+        if (small || t + 1 == tb || (t + 1) % HY_WKV7_CHUNK == 0) {   /* fold: the true S_t */
+            fwd_pass(S, sq + o, in->v + o, cw, b, k, r, qn, y + o, sqn, N, NB, true);
+            for (int j = 0; j < N; j++) W[j] = 1.0f;
+        } else {
             for (int j = 0; j < N; j++) {
-                float *row = S + (size_t)j * N + i0;
-                const float wj = w[j], bj = b[j], kj = k[j], rj = r[j], qj = qn[j];
-                for (int m = 0; m < NB; m++) {
-                    v8 x = v8_load(row + 8 * m) * wj - sv[m] * bj + vv[m] * kj;
-                    v8_store(row + 8 * m, x);
-                    yv[m] += x * rj;
-                    nv[m] += x * qj;
-                }
+                const float Wj = cw[j], inv = 1.0f / Wj;
+                cb[j] = b[j] * inv, ck[j] = k[j] * inv, cr[j] = r[j] * Wj, cq[j] = qn[j] * Wj, W[j] = Wj;
             }
-            for (int m = 0; m < NB; m++) {
-                v8_store(y + o + i0 + 8 * m, yv[m]);
-                if (more) v8_store(sq + o + C + i0 + 8 * m, nv[m]);
-            }
+            fwd_pass(S, sq + o, in->v + o, NULL, cb, ck, cr, cq, y + o, sqn, N, NB, false);
         }
     }
 }
@@ -149,23 +206,37 @@ void hy_wkv7_forward(const hy_wkv7_in *in, float *S, float *y, float *sq, float 
     {
         int nt = omp_get_num_threads(), id = omp_get_thread_num();
         int lo = (int)((long)BH * id / nt), hi = (int)((long)BH * (id + 1) / nt);
-        for (int t0 = 0; t0 < T; t0 += HY_WKV7_CHUNK) {
-            int t1 = t0 + HY_WKV7_CHUNK < T ? t0 + HY_WKV7_CHUNK : T;
+        for (int t0 = 0; t0 < T; t0 += HY_WKV7_SPAN) {
+            int t1 = t0 + HY_WKV7_SPAN < T ? t0 + HY_WKV7_SPAN : T;
             for (int bh = lo; bh < hi; bh++) fwd_bh(in, bh / in->H, bh % in->H, t0, t1, st + (size_t)bh * NN, y, sq, ckpt);
         }
     }
     hy_free(zero);
 }
 
+/* Prefetches everything the backward touches at offset o: its six inputs, sq and dy, and the six
+ * gradient rows it will write. */
+static inline void prefetch_bwd(const hy_wkv7_in *in, const float *sq, const float *dy, float *const g[6], size_t o,
+                                int N) {
+    prefetch_step(in, sq, o, N);
+    for (int i = 0; i < N; i += 16) {
+        __builtin_prefetch(dy + o + i);
+        for (int m = 0; m < 6; m++) __builtin_prefetch(g[m] + o + i, 1);
+    }
+}
+
 /* Recomputes the states of chunk c into P[0..len] (P[0] = its checkpoint, P[s+1] = after step
  * t0 + s) with the forward's sq: key-major, the same arithmetic as the forward's update. */
 static inline __attribute__((always_inline)) void recompute(const hy_wkv7_in *in, size_t base, size_t C,
                                                             const float *sqa, const float *cp, float *restrict P,
-                                                            int t0, int len, const int N) {
+                                                            int t0, int len, const int N, const float *dy,
+                                                            float *const g[6]) {
     const size_t NN = (size_t)N * N;
+    for (int s = 0; s < HY_WKV7_PF && s < len; s++) prefetch_bwd(in, sqa, dy, g, base + (size_t)(t0 + s) * C, N);
     memcpy(P, cp, NN * sizeof(float));
     for (int s = 0; s < len; s++) {
         const size_t o = base + (size_t)(t0 + s) * C;
+        if (s + HY_WKV7_PF < len) prefetch_bwd(in, sqa, dy, g, o + HY_WKV7_PF * C, N);
         const float *restrict w = in->w + o, *restrict k = in->k + o, *restrict v = in->v + o, *restrict b = in->b + o,
                               *restrict sq = sqa + o;
         const float *restrict Sp = P + (size_t)s * NN;
@@ -189,7 +260,8 @@ static inline __attribute__((always_inline)) void bwd_vec(const hy_wkv7_in *in, 
     float dsqv[N];
     {
         const int t0 = c * HY_WKV7_CHUNK, len = T - t0 < HY_WKV7_CHUNK ? T - t0 : HY_WKV7_CHUNK;
-        recompute(in, base, C, sqa, ckpt + ck0 + (size_t)c * NN, P, t0, len, N);
+        float *const g[6] = {dra, dwa, dka, dva, dqa, dba};
+        recompute(in, base, C, sqa, ckpt + ck0 + (size_t)c * NN, P, t0, len, N, dya, g);
         for (int s = len - 1; s >= 0; s--) {
             const size_t o = base + (size_t)(t0 + s) * C;
             const float *restrict r = in->r + o, *restrict w = in->w + o, *restrict k = in->k + o,
@@ -250,7 +322,8 @@ static void bwd_any(const hy_wkv7_in *in, int bi, int h, int c, const float *sqa
     float dsq[N];
     {
         const int t0 = c * HY_WKV7_CHUNK, len = T - t0 < HY_WKV7_CHUNK ? T - t0 : HY_WKV7_CHUNK;
-        recompute(in, base, C, sqa, ckpt + ck0 + (size_t)c * NN, P, t0, len, N);
+        float *const g[6] = {dra, dwa, dka, dva, dqa, dba};
+        recompute(in, base, C, sqa, ckpt + ck0 + (size_t)c * NN, P, t0, len, N, dya, g);
         for (int s = len - 1; s >= 0; s--) {
             const size_t o = base + (size_t)(t0 + s) * C;
             const float *r = in->r + o, *w = in->w + o, *k = in->k + o, *v = in->v + o, *q = in->q + o,

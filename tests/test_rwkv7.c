@@ -77,7 +77,12 @@ START_TEST(wkv_state_carries_over) {
     b.r += T1 * C, b.w += T1 * C, b.k += T1 * C, b.v += T1 * C, b.q += T1 * C, b.b += T1 * C;
     hy_wkv7_forward(&a, S, y2, sq2, NULL);
     hy_wkv7_forward(&b, S, y2 + T1 * C, sq2 + T1 * C, NULL);
-    ck_assert_msg(tu_rel_err(y, y2, n, 1e-3) < 1e-6, "two pieces differ from one forward");
+    /* Not bit-identical: the kernel restarts its column scaling (see fwd_vec) at the start of each
+     * call, so the two runs round differently; a lost or stale state would be O(1) off. */
+    double e = 0, mx = 1e-6;
+    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs(y[i]));
+    for (size_t i = 0; i < n; i++) e = fmax(e, fabs((double)y[i] - y2[i]) / mx);
+    ck_assert_msg(e < 1e-6, "two pieces differ from one forward: %g of max |y|", e);
     hy_free(y), hy_free(sq), hy_free(y2), hy_free(sq2), hy_free(S);
     wkv_free(&c);
 }
