@@ -43,18 +43,9 @@ static void soften(hy_layer *L) {
         for (size_t i = 0; i < numel(L, p); i++) L->p[p][i] *= 0.5f;
 }
 
-/* max |a - ref| / max(max |ref|, 1): the error relative to the tensor's scale (the floor covers
- * gradients that vanish, e.g. dq and dk at T = 1, where only rounding noise is left; tensors here
- * are O(1) or larger otherwise). */
-static double nerr(const float *a, const float *ref, size_t n) {
-    double diff = 0, scale = 1;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - ref[i]);
-        diff = isnan(e) ? INFINITY : fmax(diff, e);
-        scale = fmax(scale, fabs(ref[i]));
-    }
-    return diff / scale;
-}
+/* the error relative to the reference tensor's scale, floored at 1 for gradients that vanish (dq and
+ * dk at T = 1, where only rounding noise is left). */
+static double nerr(const float *a, const float *ref, size_t n) { return tu_scaled_err(a, ref, n, 1); }
 
 static void zero_grads(hy_layer *L) {
     for (int p = 0; p < 4; p++) memset(L->g[p], 0, numel(L, p) * sizeof(float));

@@ -21,16 +21,8 @@ static void make_layer(hy_layer *L, const char *name, int d, const char *d_state
     tu_layer(L, name, d, pairs, d_state ? 1 : 0, seed);
 }
 
-/* max |a - ref| / max |ref|. */
-static double nerr(const float *a, const float *ref, size_t n) {
-    double diff = 0, scale = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - ref[i]);
-        diff = isnan(e) ? INFINITY : fmax(diff, e);
-        scale = fmax(scale, fabs(ref[i]));
-    }
-    return diff / scale;
-}
+/* the error relative to the reference tensor's scale (testutil). */
+static double nerr(const float *a, const float *ref, size_t n) { return tu_scaled_err(a, ref, n, 1e-30); }
 
 /* Finite differences in float (eps 1e-2): their rounding noise is ~1e-5 absolute on gradients of
  * ~1e-4 (the tu_grad_check floor is 1e-3), so entries this small reach ~1-2% relative error while

@@ -42,6 +42,16 @@ void tu_fill_normal(float *x, size_t n, float scale, uint64_t seed) {
     for (size_t i = 0; i < n; i++) x[i] = scale * hy_rng_normal(&r);
 }
 
+double tu_scaled_err(const float *a, const float *ref, size_t n, double floor) {
+    double diff = 0, scale = floor;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - ref[i]);
+        diff = isnan(e) ? INFINITY : fmax(diff, e);
+        scale = fmax(scale, fabs(ref[i]));
+    }
+    return diff / scale;
+}
+
 double tu_rel_err(const float *a, const float *b, size_t n, double floor) {
     double worst = 0;
     for (size_t i = 0; i < n; i++) {

@@ -18,6 +18,8 @@ void tu_layer(hy_layer *L, const char *name, int d_model, const char *const *pai
 void tu_fill_normal(float *x, size_t n, float scale, uint64_t seed);
 /* Largest |a-b| / max(|a|+|b|, floor) over n entries. */
 double tu_rel_err(const float *a, const float *b, size_t n, double floor);
+/* max |a - ref| / max(max |ref|, floor): the error relative to the tensor's scale (NaN -> inf). */
+double tu_scaled_err(const float *a, const float *ref, size_t n, double floor);
 
 /* Finite-difference check of a layer: loss = sum(y * R) for random R; compares backward's dx and
  * every parameter gradient with central differences (step eps) at `samples` random entries per
