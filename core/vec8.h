@@ -1,6 +1,7 @@
-/* 8-float vectors (one AVX2 ymm register) as gcc's generic vector extension, for the hand-blocked
- * kernels (the Mamba scan, the RWKV-7 state update). The compiler maps them to whatever the target
- * has; loads and stores go through memcpy, so no alignment is assumed. */
+/* 8-float vectors (one AVX2 ymm register) and the target's widest float vector (vw), as gcc's
+ * generic vector extension, for the hand-blocked kernels (the Mamba scan, the RWKV-7 state update).
+ * The compiler maps them to whatever the target has; loads and stores go through memcpy, so no
+ * alignment is assumed. */
 #ifndef HY_CORE_VEC8_H
 #define HY_CORE_VEC8_H
 #include <stdint.h>
@@ -17,5 +18,29 @@ static inline v8 v8_load(const float *p) {
 }
 static inline void v8_store(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 static inline v8 v8_splat(float x) { return (v8){x, x, x, x, x, x, x, x}; }
+
+/* The target's widest float vector, HY_VW floats: 16 (one zmm) where AVX-512 is there, else 8.
+ * For kernels whose blocking only needs "a register's worth" of floats (the RWKV-7 state update);
+ * vw_fold8 adds its halves down to 8 floats for horizontal sums. On AVX2 it is v8 itself. */
+#if defined(__AVX512F__)
+#define HY_VW 16
+typedef float vw __attribute__((vector_size(64)));
+static inline v8 vw_fold8(vw a) {
+    v8 lo, hi;
+    memcpy(&lo, &a, sizeof lo);
+    memcpy(&hi, (char *)&a + sizeof lo, sizeof hi);
+    return lo + hi;
+}
+#else
+#define HY_VW 8
+typedef v8 vw;
+static inline v8 vw_fold8(vw a) { return a; }
+#endif
+static inline vw vw_load(const float *p) {
+    vw v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void vw_store(float *p, vw v) { memcpy(p, &v, sizeof v); }
 
 #endif

@@ -40,12 +40,13 @@ static void wkv_free(wkv_case *c) {
     for (int i = 0; i < 6; i++) hy_free(c->buf[i]);
 }
 
-/* The fast forward (every code path: N = 64 and 16 blocked, 24 one vector per block, 6 plain)
- * against the entry-wise reference written in the formulas' layout. */
+/* The fast forward (every code path: N = 64 and 32 blocked, 48 one vector per block, 24 that too
+ * with 8-float vectors and plain loops with 16-float ones, 6 plain) against the entry-wise
+ * reference written in the formulas' layout. */
 START_TEST(wkv_forward_matches_reference) {
-    const int Ns[] = {64, 16, 24, 6};
-    for (int ni = 0; ni < 4; ni++) {
-        int N = Ns[ni], B = 2, T = tu_quick() ? 20 : 37, H = 2;
+    const int Ns[] = {64, 32, 48, 24, 6};
+    for (int ni = 0; ni < 5; ni++) {
+        int N = Ns[ni], B = 2, T = tu_quick() ? 20 : 2 * HY_WKV7_CHUNK + 5, H = 2;
         wkv_case c;
         wkv_make(&c, B, T, H, N, 10 + ni);
         size_t n = (size_t)B * T * H * N;
@@ -120,7 +121,7 @@ static double wkv_loss_d(const wkv_case *c, const float *R, int p, size_t idx, d
     return loss;
 }
 
-/* Backward against central differences for every input; T = 37 is two full chunks of 16 and a
+/* Backward against central differences for every input; T = 2·CHUNK + 5 is two full chunks and a
  * partial one, so states are recomputed from checkpoints across chunk boundaries. */
 static void wkv_grad_case(int N, int T, uint64_t seed) {
     int B = 2, H = 2;
@@ -154,10 +155,12 @@ static void wkv_grad_case(int N, int T, uint64_t seed) {
 }
 
 START_TEST(wkv_backward_finite_differences) {
-    wkv_grad_case(16, 37, 50);   /* blocked vector path */
-    wkv_grad_case(8, 21, 60);    /* one vector per block */
-    wkv_grad_case(6, 37, 70);    /* plain loops */
-    wkv_grad_case(32, 16, 80);   /* exactly one chunk */
+    const int two_and_a_bit = 2 * HY_WKV7_CHUNK + 5;
+    wkv_grad_case(16, two_and_a_bit, 50);   /* blocked vector path (one vector per block with 16-float vectors) */
+    wkv_grad_case(48, 21, 65);   /* one vector per block */
+    wkv_grad_case(8, 21, 60);    /* one vector per block with 8-float vectors, else plain loops */
+    wkv_grad_case(6, two_and_a_bit, 70);    /* plain loops */
+    wkv_grad_case(32, HY_WKV7_CHUNK, 80);   /* exactly one chunk */
 }
 END_TEST
 
@@ -237,8 +240,9 @@ START_TEST(rwkv7_first_layer_gradients) {
     tu_layer(&L, "rwkv7", 16, small_rw, 5, 3);
     perturb(&L, 0.15f, 4);
     mid_decay(L.p[6], 16, 40);
-    layer_dir_check(&L, 2, 19, 5);   /* T = 19: one full chunk and a partial one */
-    double e = tu_grad_check(&L, 2, 19, 1e-2f, 8, 5);   /* entry-wise, float: loose */
+    const int T = HY_WKV7_CHUNK + 3;   /* one full chunk and a partial one */
+    layer_dir_check(&L, 2, T, 5);
+    double e = tu_grad_check(&L, 2, T, 1e-2f, 8, 5);   /* entry-wise, float: loose */
     ck_assert_msg(e < 1e-1, "rwkv7 (first layer) entry-wise gradient error %g", e);
     hy_layer_standalone_free(&L);
 }
