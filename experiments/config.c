@@ -218,7 +218,8 @@ static int read_task(const yt_doc *d, const yt_node *n, hy_task_config *t) {
     if (rc < 0) return rc;
     if ((k = yt_get(n, "examples")) && (rc = yt_read_int(d, k, 0, LLONG_MAX, &v)) == 0) t->examples = (long)v;
     if (rc < 0) return rc;
-    if ((k = yt_get(n, "num_kv_pairs")) && (rc = yt_read_int(d, k, 1, 1024, &v)) == 0) t->num_kv_pairs = (int)v;
+    if ((k = yt_get(n, "num_kv_pairs")) && k->kind == YT_SCALAR && !strcmp(k->text, "auto")) t->num_kv_pairs = 0;
+    else if (k && (rc = yt_read_int(d, k, 1, 1024, &v)) == 0) t->num_kv_pairs = (int)v;
     if (rc < 0) return rc;
     if ((k = yt_get(n, "n_tokens")) && (rc = yt_read_int(d, k, 1, 1 << 20, &v)) == 0) t->n_tokens = (int)v;
     if (rc < 0) return rc;
@@ -377,7 +378,8 @@ static void write_task(hy_strbuf *b, const hy_task_config *t) {
     if (t->type == HY_TASK_MQAR) {
         char a[40];
         format_double(t->power_a, a, sizeof a);
-        hy_sb_printf(b, ", num_kv_pairs: %d, power_a: %s", t->num_kv_pairs, a);
+        if (t->num_kv_pairs > 0) hy_sb_printf(b, ", num_kv_pairs: %d, power_a: %s", t->num_kv_pairs, a);
+        else hy_sb_printf(b, ", num_kv_pairs: auto, power_a: %s", a);
     }
     if (t->type == HY_TASK_SELECTIVE_COPY) hy_sb_printf(b, ", n_tokens: %d", t->n_tokens);
     hy_sb_add(b, ", eval_seq_len: [");

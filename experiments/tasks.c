@@ -34,22 +34,29 @@ static uint64_t mix(uint64_t x) {
     return x ^ (x >> 31);
 }
 
+int hy_task_kv_pairs(const hy_task_config *t, int T) {
+    if (t->num_kv_pairs > 0) return t->num_kv_pairs;
+    return T / 16 > 1 ? T / 16 : 1;
+}
+
 int hy_task_check(const hy_task_config *t, int T, int vocab_size, char *msg, size_t len) {
     if (t->type == HY_TASK_NONE) return 0;
+    const int K = hy_task_kv_pairs(t, T);
     if (t->vocab > vocab_size) {
         snprintf(msg, len, "the task uses %d tokens but model.vocab_size is %d", t->vocab, vocab_size);
         return -1;
     }
     switch (t->type) {
     case HY_TASK_MQAR:
-        if (t->vocab / 2 - 1 < t->num_kv_pairs || t->vocab - t->vocab / 2 < t->num_kv_pairs) {
+        if (t->vocab / 2 - 1 < K || t->vocab - t->vocab / 2 < K) {
             snprintf(msg, len, "mqar needs vocab >= 2 * num_kv_pairs + 2 (keys from 1..vocab/2-1, values from "
-                               "vocab/2..vocab-1, all distinct), got vocab %d, num_kv_pairs %d", t->vocab, t->num_kv_pairs);
+                               "vocab/2..vocab-1, all distinct), got vocab %d, num_kv_pairs %d%s", t->vocab, K,
+                     t->num_kv_pairs > 0 ? "" : " (auto: seq_len / 16)");
             return -1;
         }
-        if (T < 4 * t->num_kv_pairs) {
+        if (T < 4 * K) {
             snprintf(msg, len, "mqar needs seq_len >= 4 * num_kv_pairs = %d (K pairs, then K queries at distinct "
-                               "gaps), got %d", 4 * t->num_kv_pairs, T);
+                               "gaps), got %d", 4 * K, T);
             return -1;
         }
         return 0;
@@ -78,7 +85,7 @@ int hy_task_check(const hy_task_config *t, int T, int vocab_size, char *msg, siz
  * the query position (predict the value). Keys are distinct in [1, V/2), values distinct in
  * [V/2, V). */
 static void mqar(const hy_task_config *t, hy_rng *r, int T, int32_t *s, int32_t *tg) {
-    int K = t->num_kv_pairs, V = t->vocab, half = V / 2, space = (T - 2 * K) / 2;
+    int K = hy_task_kv_pairs(t, T), V = t->vocab, half = V / 2, space = (T - 2 * K) / 2;
     int32_t keys[1024], vals[1024];
     for (int i = 0; i < K; i++) {   /* distinct draws by rejection (K is far below the range) */
         int ok;
@@ -203,8 +210,10 @@ int hy_data_batch(const hy_data *d, int split, hy_rng *rng, int B, int T, int32_
 void hy_data_describe(const hy_data *d, char *out, size_t len) {
     const hy_task_config *t = &d->task;
     if (t->type == HY_TASK_NONE) snprintf(out, len, "corpus %zu bytes (%d files)", d->corpus.len, d->corpus.n_files);
-    else if (t->type == HY_TASK_MQAR)
+    else if (t->type == HY_TASK_MQAR && t->num_kv_pairs > 0)
         snprintf(out, len, "task mqar (vocab %d, %d kv pairs, %ld examples)", t->vocab, t->num_kv_pairs, t->examples);
+    else if (t->type == HY_TASK_MQAR)
+        snprintf(out, len, "task mqar (vocab %d, seq_len/16 kv pairs, %ld examples)", t->vocab, t->examples);
     else if (t->type == HY_TASK_SELECTIVE_COPY)
         snprintf(out, len, "task selective_copy (vocab %d, %d tokens)", t->vocab, t->n_tokens);
     else snprintf(out, len, "task induction (vocab %d)", t->vocab);

@@ -19,7 +19,7 @@ typedef enum { HY_TASK_NONE = 0, HY_TASK_MQAR, HY_TASK_SELECTIVE_COPY, HY_TASK_I
 typedef struct {
     hy_task_type type;
     int vocab;             /* token ids 0..vocab-1 (mqar 64, selective_copy 16, induction 16) */
-    int num_kv_pairs;      /* mqar: K key-value pairs (8) */
+    int num_kv_pairs;      /* mqar: K key-value pairs (8); 0 = auto: seq_len / 16, Zoology's pairing */
     double power_a;        /* mqar: query gaps ~ a * g^(a-1) (0.01, as Zoology) */
     int n_tokens;          /* selective_copy: tokens to copy (16) */
     long examples;         /* distinct training examples (0 = a fresh example every time) */
@@ -34,6 +34,9 @@ const char *hy_task_name(hy_task_type type);
 /* Whether the task can make sequences of T tokens for a model of vocab_size: 0, or negative with
  * a message (without location) in msg. */
 int hy_task_check(const hy_task_config *t, int T, int vocab_size, char *msg, size_t len);
+
+/* mqar's K at sequence length T: num_kv_pairs, or T / 16 (at least 1) when it is auto (0). */
+int hy_task_kv_pairs(const hy_task_config *t, int T);
 /* One example of T positions from `seed`: in[t] the input, tg[t] the label for position t
  * (the token that must follow in[t]) or -1. Deterministic in (config, seed, T). */
 int hy_task_example(const hy_task_config *t, uint64_t seed, int T, int32_t *in, int32_t *tg);

@@ -58,6 +58,34 @@ START_TEST(mqar_layout) {
 }
 END_TEST
 
+/* num_kv_pairs: auto gives Zoology's pairing K = T / 16: that many labels, each a stored value. */
+START_TEST(mqar_auto_kv_pairs) {
+    hy_task_config t;
+    hy_task_defaults(HY_TASK_MQAR, &t);
+    t.vocab = 128, t.num_kv_pairs = 0;
+    const int Ts[] = {64, 128, 256};
+    static int32_t in[256], tg[256];
+    for (int i = 0; i < 3; i++) {
+        int T = Ts[i], K = T / 16, labels = 0;
+        ck_assert_int_eq(hy_task_kv_pairs(&t, T), K);
+        ck_assert_int_eq(hy_task_example(&t, 7 + (uint64_t)i, T, in, tg), 0);
+        for (int p = 0; p < T; p++) {
+            if (tg[p] < 0) continue;
+            labels++;
+            int stored = -1;
+            for (int k = 0; k < K; k++)
+                if (in[2 * k] == in[p]) stored = in[2 * k + 1];
+            ck_assert_int_eq(tg[p], stored);
+        }
+        ck_assert_int_eq(labels, K);
+    }
+    char msg[256];
+    t.vocab = 16;   /* K = 8 at T 128 needs vocab >= 18: the message says where K came from */
+    ck_assert_int_lt(hy_task_check(&t, 128, 16, msg, sizeof msg), 0);
+    ck_assert_msg(strstr(msg, "num_kv_pairs 8 (auto: seq_len / 16)") != NULL, "%s", msg);
+}
+END_TEST
+
 START_TEST(selective_copy_layout) {
     hy_task_config t;
     hy_task_defaults(HY_TASK_SELECTIVE_COPY, &t);
@@ -162,6 +190,7 @@ static Suite *make_tasks_suite(void) {
     TCase *t = tcase_create("tasks");
     tcase_set_timeout(t, getenv("CK_DEFAULT_TIMEOUT") ? atof(getenv("CK_DEFAULT_TIMEOUT")) : 60);
     tcase_add_test(t, mqar_layout);
+    tcase_add_test(t, mqar_auto_kv_pairs);
     tcase_add_test(t, selective_copy_layout);
     tcase_add_test(t, induction_layout);
     tcase_add_test(t, task_batches);
