@@ -19,7 +19,7 @@ extern const hy_block_ops hy_block_rwkv7;
 extern const hy_block_ops hy_block_cmix;
 
 /* The backward keeps one state every HY_WKV7_CHUNK steps and recomputes inside a chunk. */
-#define HY_WKV7_CHUNK 16
+#define HY_WKV7_CHUNK 32
 
 typedef struct {
     int B, T, H, N;

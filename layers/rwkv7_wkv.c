@@ -15,8 +15,10 @@
  * S[i, :] over the key index j): the chunk's states are recomputed from its (transposed) checkpoint
  * with the forward's sq (no dot products), then the steps are walked in reverse (bwd_vec has the
  * two passes per step). In this layout five of the seven gradients (dr, dk, dw, db, dq) are sums
- * of rows and only dv and dsq need dot products.
- * Memory: the checkpoints (T/CHUNK·N² per head) and (CHUNK+1)·N² + N² floats per thread. */
+ * of rows and only dv and dsq need dot products. Both the recomputed states and dS are kept
+ * column-scaled by running products of the decays, as in the forward, which takes the multiplies
+ * out: 2 + 2 + 7 = 11 FMAs per state entry and step against the forward's 4.
+ * Memory: the checkpoints (T/CHUNK·N² per head), (CHUNK+1)·N² floats per thread and N² per head (dS). */
 #include "layers/rwkv7.h"
 #include "core/error.h"
 #include "core/mem.h"
@@ -335,9 +337,13 @@ static inline void transpose_state(float *restrict dst, const float *restrict sr
  * against five in key-major). P: (CHUNK+1, N, N) workspace; dS: (N, N) value-major, the gradient
  * of the state after the chunk on entry, before it on return.
  * Per reverse step, with D = dS + dy rᵀ (the gradient of S_t including y = S_t r):
- *   pass 1 (row i, dots over j):  D_i = dS_i + dy_i·r;  dv_i = D_i·k;  dsq_i = −D_i·b
+ *   pass 1 (row i, dots over j):  dv_i = D_i·k;  dsq_i = −D_i·b
  *   pass 2 (vectors over j, rows i summed):  dr = Σ dy_i·S_t[i], dk = Σ v_i·D_i, dw = Σ D_i⊙S_{t-1}[i],
- *          db = −Σ sq_i·D_i, dq = Σ dsq_i·S_{t-1}[i];   dS_i ← D_i⊙w + dsq_i·q */
+ *          db = −Σ sq_i·D_i, dq = Σ dsq_i·S_{t-1}[i];   dS_i ← D_i⊙w + dsq_i·q
+ * D is never formed: the dy rᵀ part enters every sum through dots of N-vectors (r·k, v·dy, ...),
+ * and dS is held as dS' = dS·diag(1/U) with U the running product of w since the last fold, so
+ * that the update is dS'_i ← dS'_i + dy_i·(r/U) + dsq_i·(q/(U⊙w)), two FMAs (the formulas in
+ * the passes). */
 static inline __attribute__((always_inline)) void bwd_vec(const hy_wkv7_in *in, int bi, int h, int c, const float *sqa,
                                                           const float *ckpt, const float *dya, float *dra, float *dwa,
                                                           float *dka, float *dva, float *dqa, float *dba,
@@ -345,31 +351,61 @@ static inline __attribute__((always_inline)) void bwd_vec(const hy_wkv7_in *in, 
                                                           const wkv_next *next, const int N, const int NB) {
     WKV_OFFSETS;
     (void)nch;
-    float dsqv[N];
+    float dsqv[N], U[N];   /* dS holds dS' = dS·diag(1/U) inside the chunk, U the running product of w */
     const int t0 = c * HY_WKV7_CHUNK, len = T - t0 < HY_WKV7_CHUNK ? T - t0 : HY_WKV7_CHUNK;
     float *const g[6] = {dra, dwa, dka, dva, dqa, dba};
-    /* recompute the chunk's states, value-major: S[i] ← S[i]⊙w − sq_i·b + v_i·k */
+    for (int j = 0; j < N; j++) U[j] = 1.0f;
+    /* recompute the chunk's states, value-major and column-scaled as in the forward: P[s] holds
+     * S'_s with S_s = S'_s·diag(Ws[s]), Ws the running product of the decays since the last fold,
+     * so most steps are S'[i] ← S'[i] − sq_i·(b/W) + v_i·(k/W) (two FMAs per entry, no multiply);
+     * pass 2 below reads S' and scales its three sums over S by Ws once per step. A fold
+     * (S'[i]⊙W − sq_i·b + v_i·k, Ws = 1) when some W would fall below 1e-20, as the forward. */
+    float Ws[HY_WKV7_CHUNK * N], cb[N], ck[N];
     for (int s = 0; s < HY_WKV7_PF && s < len; s++) prefetch_bwd(in, sqa, dya, g, base + (size_t)(t0 + s) * C, N);
     transpose_state(P, ckpt + ck0 + (size_t)c * NN, N);
+    for (int j = 0; j < N; j++) Ws[j] = 1.0f;
     for (int s = 0; s < len; s++) {
         const size_t o = base + (size_t)(t0 + s) * C;
         if (s + HY_WKV7_PF < len) prefetch_bwd(in, sqa, dya, g, o + HY_WKV7_PF * C, N);
+        if (s + 1 == len) break;   /* the state after the chunk's last step is not needed (dr below) */
         const float *restrict w = in->w + o, *restrict k = in->k + o, *restrict v = in->v + o, *restrict b = in->b + o,
                               *restrict sq = sqa + o;
         const float *restrict Sp = P + (size_t)s * NN;
-        float *restrict Sn = P + (size_t)(s + 1) * NN;
+        float *restrict Sn = P + (size_t)(s + 1) * NN, *restrict Wn = Ws + (size_t)(s + 1) * N;
+        int small = 0;
+        for (int j = 0; j < N; j++) Wn[j] = Ws[(size_t)s * N + j] * w[j], small |= !(Wn[j] >= 1e-20f);
+        if (small) {
+            for (int j = 0; j < N; j++) cb[j] = b[j], ck[j] = k[j];
+        } else {
+            for (int j = 0; j < N; j++) {
+                const float inv = 1.0f / Wn[j];
+                cb[j] = b[j] * inv, ck[j] = k[j] * inv;
+            }
+        }
         for (int j0 = 0; j0 < N; j0 += HY_VW * NB) {
             vw wv[NB], bv[NB], kv[NB];
             for (int m = 0; m < NB; m++)
-                wv[m] = vw_load(w + j0 + HY_VW * m), bv[m] = vw_load(b + j0 + HY_VW * m), kv[m] = vw_load(k + j0 + HY_VW * m);
-            for (int i = 0; i < N; i++) {
-                const float sqi = sq[i], vi = v[i];
-                for (int m = 0; m < NB; m++) {
-                    const size_t e = (size_t)i * N + j0 + HY_VW * m;
-                    vw_store(Sn + e, vw_load(Sp + e) * wv[m] - bv[m] * sqi + kv[m] * vi);
+                wv[m] = vw_load(Wn + j0 + HY_VW * m), bv[m] = vw_load(cb + j0 + HY_VW * m), kv[m] = vw_load(ck + j0 + HY_VW * m);
+            if (small) {
+                for (int i = 0; i < N; i++) {
+                    const float sqi = sq[i], vi = v[i];
+                    for (int m = 0; m < NB; m++) {
+                        const size_t e = (size_t)i * N + j0 + HY_VW * m;
+                        vw_store(Sn + e, vw_load(Sp + e) * wv[m] - bv[m] * sqi + kv[m] * vi);
+                    }
+                }
+            } else {
+                for (int i = 0; i < N; i++) {
+                    const float sqi = sq[i], vi = v[i];
+                    for (int m = 0; m < NB; m++) {
+                        const size_t e = (size_t)i * N + j0 + HY_VW * m;
+                        vw_store(Sn + e, vw_load(Sp + e) - bv[m] * sqi + kv[m] * vi);
+                    }
                 }
             }
         }
+        if (small)
+            for (int j = 0; j < N; j++) Wn[j] = 1.0f;
     }
     for (int s = len - 1; s >= 0; s--) {
         const size_t o = base + (size_t)(t0 + s) * C;
@@ -390,51 +426,90 @@ static inline __attribute__((always_inline)) void bwd_vec(const hy_wkv7_in *in, 
         if (next->ckpt)   /* and its checkpoint, spread over the steps */
             for (size_t e = (size_t)s * NN / len; e < (size_t)(s + 1) * NN / len; e += 16)
                 __builtin_prefetch(next->ckpt + e, 0, 2);
-        const float *restrict Sp = P + (size_t)s * NN, *restrict Sc = P + (size_t)(s + 1) * NN;
-        /* pass 1: D in place of dS, and the dots dv_i, dsq_i, four rows at a time */
+        const float *restrict Sp = P + (size_t)s * NN;
+        /* the three dots of this step's vectors that the row sums below need, as vectors (a scalar
+         * loop is a chain of dependent adds: no reassociation in C) */
+        float sqdy, vdy, rk, rb;
+        {
+            vw as = (vw){0}, av = (vw){0}, ak = (vw){0}, ab = (vw){0};
+            for (int i = 0; i < N; i += HY_VW) {
+                const vw d = vw_load(dy + i), rv = vw_load(r + i);
+                as += vw_load(sq + i) * d, av += vw_load(v + i) * d;
+                ak += rv * vw_load(k + i), ab += rv * vw_load(b + i);
+            }
+            v4 hs = hsum4(vw_fold8(as), vw_fold8(av), vw_fold8(ak), vw_fold8(ab));
+            sqdy = hs[0], vdy = hs[1], rk = hs[2], rb = hs[3];
+        }
+        /* the step's vectors scaled for dS' = dS·diag(1/U): uk = U⊙k, ub = U⊙b for the dots, ru = r/U
+         * and qu = q/(U⊙w) for the update; a fold (dS' times U⊙w: the true dS) when some U⊙w would
+         * fall below 1e-20, and always at the chunk's first step, so dS between chunks is true */
+        float uk[N], ub[N], ru[N], qu[N], un[N];
+        int fold = s == 0;
+        for (int j = 0; j < N; j++) un[j] = U[j] * w[j], fold |= !(un[j] >= 1e-20f);
+        for (int j = 0; j < N; j++) {
+            uk[j] = U[j] * k[j], ub[j] = U[j] * b[j];
+            ru[j] = fold ? r[j] * w[j] : r[j] / U[j];
+            qu[j] = fold ? q[j] : q[j] / un[j];
+        }
+        /* pass 1: dv_i = D_i·k = dS'_i·uk + dy_i (r·k), dsq_i = −dS'_i·ub − dy_i (r·b), four rows at a time */
         for (int i = 0; i < N; i += 4) {
             vw ak[4], ab[4];
             for (int e = 0; e < 4; e++) {
-                float *row = dS + (size_t)(i + e) * N;
-                const float dyi = dy[i + e];
+                const float *row = dS + (size_t)(i + e) * N;
                 ak[e] = ab[e] = (vw){0};
                 for (int j = 0; j < N; j += HY_VW) {
-                    vw d = vw_load(row + j) + vw_load(r + j) * dyi;
-                    vw_store(row + j, d);
-                    ak[e] += d * vw_load(k + j);
-                    ab[e] += d * vw_load(b + j);
+                    const vw d = vw_load(row + j);
+                    ak[e] += d * vw_load(uk + j);
+                    ab[e] += d * vw_load(ub + j);
                 }
             }
             v4 sk = hsum4(vw_fold8(ak[0]), vw_fold8(ak[1]), vw_fold8(ak[2]), vw_fold8(ak[3]));
             v4 sb = hsum4(vw_fold8(ab[0]), vw_fold8(ab[1]), vw_fold8(ab[2]), vw_fold8(ab[3]));
-            for (int e = 0; e < 4; e++) dva[o + i + e] = sk[e], dsqv[i + e] = -sb[e];
+            for (int e = 0; e < 4; e++) {
+                const float dyi = dy[i + e];
+                dva[o + i + e] = sk[e] + dyi * rk, dsqv[i + e] = -(sb[e] + dyi * rb);
+            }
         }
-        /* pass 2: the gradients summed over rows, vectors over j, and dS of the step before */
+        /* pass 2: the sums over rows, vectors over j (with P' = S_{t-1}·diag(1/Ws), D_i = U⊙dS'_i + dy_i r):
+         *   dr = w⊙Ws⊙Σ dy_i P'_i − (sq·dy) b + (v·dy) k   (S_tᵀ dy from S_{t-1}: S_t is never read)
+         *   dk = U⊙Σ v_i dS'_i + (v·dy) r,   db = −U⊙Σ sq_i dS'_i − (sq·dy) r,   dq = Ws⊙Σ dsq_i P'_i
+         *   dw = U⊙Ws⊙Σ dS'_i⊙P'_i + r⊙Ws⊙Σ dy_i P'_i
+         * and dS' of the step before: dS'_i + dy_i·ru + dsq_i·qu (a fold: dS'_i⊙U⊙w + ...) */
         for (int j0 = 0; j0 < N; j0 += HY_VW * NB) {
-            vw adr[NB], adk[NB], adw[NB], adb[NB], adq[NB], wv[NB], qv[NB];
+            vw adr[NB], adk[NB], adw[NB], adb[NB], adq[NB], rv[NB], qv[NB], uv[NB];
             for (int m = 0; m < NB; m++) {
                 adr[m] = adk[m] = adw[m] = adb[m] = adq[m] = (vw){0};
-                wv[m] = vw_load(w + j0 + HY_VW * m), qv[m] = vw_load(q + j0 + HY_VW * m);
+                rv[m] = vw_load(ru + j0 + HY_VW * m), qv[m] = vw_load(qu + j0 + HY_VW * m);
+                uv[m] = vw_load(un + j0 + HY_VW * m);
             }
             for (int i = 0; i < N; i++) {
                 const float dyi = dy[i], vi = v[i], sqi = sq[i], dsqi = dsqv[i];
                 for (int m = 0; m < NB; m++) {
                     const size_t e = (size_t)i * N + j0 + HY_VW * m;
                     const vw d = vw_load(dS + e), sp = vw_load(Sp + e);
-                    adr[m] += vw_load(Sc + e) * dyi;
+                    adr[m] += sp * dyi;
                     adk[m] += d * vi;
                     adw[m] += d * sp;
                     adb[m] += d * sqi;
                     adq[m] += sp * dsqi;
-                    vw_store(dS + e, d * wv[m] + qv[m] * dsqi);
+                    vw_store(dS + e, (fold ? d * uv[m] : d) + rv[m] * dyi + qv[m] * dsqi);
                 }
             }
             for (int m = 0; m < NB; m++) {
                 const size_t e = o + j0 + HY_VW * m;
-                vw_store(dra + e, adr[m]), vw_store(dka + e, adk[m]), vw_store(dwa + e, adw[m]);
-                vw_store(dba + e, -adb[m]), vw_store(dqa + e, adq[m]);
+                const vw bv = vw_load(b + j0 + HY_VW * m), kv = vw_load(k + j0 + HY_VW * m),
+                         rr = vw_load(r + j0 + HY_VW * m), wv = vw_load(w + j0 + HY_VW * m),
+                         Uv = vw_load(U + j0 + HY_VW * m),
+                         sc = vw_load(Ws + (size_t)s * N + j0 + HY_VW * m);   /* S_{t-1} = P'·diag(Ws) */
+                const vw sdr = adr[m] * sc;
+                vw_store(dra + e, sdr * wv - bv * sqdy + kv * vdy);
+                vw_store(dka + e, adk[m] * Uv + rr * vdy);
+                vw_store(dwa + e, adw[m] * (Uv * sc) + rr * sdr);
+                vw_store(dba + e, -(adb[m] * Uv + rr * sqdy));
+                vw_store(dqa + e, adq[m] * sc);
             }
         }
+        for (int j = 0; j < N; j++) U[j] = fold ? 1.0f : un[j];
     }
 }
 

@@ -163,8 +163,8 @@ static void wkv_grad_case(int N, int T, uint64_t seed) {
 START_TEST(wkv_backward_finite_differences) {
     const int two_and_a_bit = 2 * HY_WKV7_CHUNK + 5;
     wkv_grad_case(16, two_and_a_bit, 50);   /* blocked vector path (one vector per block with 16-float vectors) */
-    wkv_grad_case(48, 21, 65);   /* one vector per block */
-    wkv_grad_case(8, 21, 60);    /* one vector per block with 8-float vectors, else plain loops */
+    wkv_grad_case(48, HY_WKV7_CHUNK + 5, 65);   /* one vector per block; one full chunk and a partial one */
+    wkv_grad_case(8, 21, 60);    /* one vector per block with 8-float vectors, else plain loops; one partial chunk */
     wkv_grad_case(6, two_and_a_bit, 70);    /* plain loops */
     wkv_grad_case(32, HY_WKV7_CHUNK, 80);   /* exactly one chunk */
     wkv_tiny_decays = true;   /* forward fold steps forced by small decays */
