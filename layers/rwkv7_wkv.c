@@ -386,21 +386,12 @@ static inline __attribute__((always_inline)) void bwd_vec(const hy_wkv7_in *in, 
             vw wv[NB], bv[NB], kv[NB];
             for (int m = 0; m < NB; m++)
                 wv[m] = vw_load(Wn + j0 + HY_VW * m), bv[m] = vw_load(cb + j0 + HY_VW * m), kv[m] = vw_load(ck + j0 + HY_VW * m);
-            if (small) {
-                for (int i = 0; i < N; i++) {
-                    const float sqi = sq[i], vi = v[i];
-                    for (int m = 0; m < NB; m++) {
-                        const size_t e = (size_t)i * N + j0 + HY_VW * m;
-                        vw_store(Sn + e, vw_load(Sp + e) * wv[m] - bv[m] * sqi + kv[m] * vi);
-                    }
-                }
-            } else {
-                for (int i = 0; i < N; i++) {
-                    const float sqi = sq[i], vi = v[i];
-                    for (int m = 0; m < NB; m++) {
-                        const size_t e = (size_t)i * N + j0 + HY_VW * m;
-                        vw_store(Sn + e, vw_load(Sp + e) - bv[m] * sqi + kv[m] * vi);
-                    }
+            for (int i = 0; i < N; i++) {
+                const float sqi = sq[i], vi = v[i];
+                for (int m = 0; m < NB; m++) {
+                    const size_t e = (size_t)i * N + j0 + HY_VW * m;
+                    const vw x = vw_load(Sp + e);
+                    vw_store(Sn + e, (small ? x * wv[m] : x) - bv[m] * sqi + kv[m] * vi);
                 }
             }
         }

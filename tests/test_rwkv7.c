@@ -167,7 +167,7 @@ START_TEST(wkv_backward_finite_differences) {
     wkv_grad_case(8, 21, 60);    /* one vector per block with 8-float vectors, else plain loops; one partial chunk */
     wkv_grad_case(6, two_and_a_bit, 70);    /* plain loops */
     wkv_grad_case(32, HY_WKV7_CHUNK, 80);   /* exactly one chunk */
-    wkv_tiny_decays = true;   /* forward fold steps forced by small decays */
+    wkv_tiny_decays = true;   /* fold steps (forward, recompute and dS) forced by small decays */
     wkv_grad_case(64, two_and_a_bit, 90);
     wkv_grad_case(16, two_and_a_bit, 91);
     wkv_tiny_decays = false;
