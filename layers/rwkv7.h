@@ -20,6 +20,10 @@ extern const hy_block_ops hy_block_cmix;
 
 /* The backward keeps one state every HY_WKV7_CHUNK steps and recomputes inside a chunk. */
 #define HY_WKV7_CHUNK 32
+/* Outputs with at least this many bytes per (B, T, H·N) array (the forward's y, the backward's six
+ * gradients) are written with non-temporal stores (see layers/rwkv7_wkv.c): bit for bit the same
+ * values, but they are not left in the caches. */
+#define HY_WKV7_STREAM_BYTES ((size_t)4 << 20)
 
 typedef struct {
     int B, T, H, N;

@@ -524,12 +524,52 @@ START_TEST(stack_step_matches_forward) {
 }
 END_TEST
 
+/* Outputs of HY_WKV7_STREAM_BYTES or more per array take non-temporal stores (forward y, the six
+ * gradients): a batch that large against each of its entries on its own (below the size, plain
+ * stores), bit for bit. */
+START_TEST(wkv_streamed_outputs_match_plain) {
+    const int N = 64, H = 4, T = 2 * HY_WKV7_CHUNK + 5, nch = hy_wkv7_nchunks(T);
+    const size_t one = (size_t)T * H * N, NN = (size_t)N * N;
+    const int B = (int)(HY_WKV7_STREAM_BYTES / (one * 4)) + 1;
+    ck_assert(one * 4 < HY_WKV7_STREAM_BYTES && B * one * 4 >= HY_WKV7_STREAM_BYTES);
+    wkv_case c;
+    wkv_make(&c, B, T, H, N, 123);
+    const size_t n = (size_t)B * one;
+    float *out[2][8], *ck[2], *R = hy_malloc(n * 4);   /* [whole batch, entry by entry][y, sq, 6 gradients] */
+    tu_fill_normal(R, n, 1, 124);
+    for (int a = 0; a < 2; a++) {
+        for (int i = 0; i < 8; i++) out[a][i] = hy_malloc(n * 4);
+        ck[a] = hy_malloc((size_t)B * H * nch * NN * 4);
+    }
+    float **o = out[0];
+    hy_wkv7_forward(&c.in, NULL, o[0], o[1], ck[0]);
+    ck_assert_int_eq(hy_wkv7_backward(&c.in, o[1], ck[0], R, o[2], o[3], o[4], o[5], o[6], o[7]), 0);
+    for (int bi = 0; bi < B; bi++) {
+        const size_t e = (size_t)bi * one;
+        hy_wkv7_in in1 = {1, T, H, N, c.in.r + e, c.in.w + e, c.in.k + e, c.in.v + e, c.in.q + e, c.in.b + e};
+        float **p = out[1], *ck1 = ck[1] + (size_t)bi * H * nch * NN;
+        hy_wkv7_forward(&in1, NULL, p[0] + e, p[1] + e, ck1);
+        ck_assert_int_eq(hy_wkv7_backward(&in1, p[1] + e, ck1, R + e, p[2] + e, p[3] + e, p[4] + e, p[5] + e, p[6] + e, p[7] + e), 0);
+    }
+    const char *names[] = {"y", "sq", "dr", "dw", "dk", "dv", "dq", "db"};
+    for (int i = 0; i < 8; i++) ck_assert_msg(!memcmp(out[0][i], out[1][i], n * 4), "%s differs", names[i]);
+    ck_assert(!memcmp(ck[0], ck[1], (size_t)B * H * nch * NN * 4));
+    for (int a = 0; a < 2; a++) {
+        for (int i = 0; i < 8; i++) hy_free(out[a][i]);
+        hy_free(ck[a]);
+    }
+    hy_free(R);
+    wkv_free(&c);
+}
+END_TEST
+
 static Suite *rwkv7_suite(void) {
     Suite *s = suite_create("rwkv7");
     TCase *k = tcase_create("wkv");
     tcase_add_test(k, wkv_forward_matches_reference);
     tcase_add_test(k, wkv_state_carries_over);
     tcase_add_test(k, wkv_backward_finite_differences);
+    tcase_add_test(k, wkv_streamed_outputs_match_plain);
     tcase_set_timeout(k, 60);
     suite_add_tcase(s, k);
     TCase *b = tcase_create("blocks");
