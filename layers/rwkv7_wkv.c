@@ -52,11 +52,14 @@ static void store_checkpoint(float *restrict dst, const float *restrict src, siz
 }
 
 /* One step's pass over the rows of S (key-major, N a multiple of HY_VW·NB): row j ← row j·cw_j (only
- * when MUL) − cb_j·sq + ck_j·v, y = Σ_j cr_j·row j and, when sqn is not NULL, sqn = Σ_j cq_j·row j.
- * The value range is cut into blocks of HY_VW·NB so that sq, v, y and sqn of a block stay in registers. */
+ * when MUL) + nb_j·sq + ck_j·v, y = Σ_j cr_j·row j and, when sqn is not NULL, sqn = Σ_j cq_j·row j.
+ * nb holds −b (scaled): with two adds the FMAs accumulate into the loaded row and need no register
+ * copies (measured on the pass alone, state in L1: 8.4 against 9.6 cycles per row of 64 with
+ * x − sq·b; within the whole forward the difference is below the noise). The value range is cut
+ * into blocks of HY_VW·NB so that sq, v, y and sqn of a block stay in registers. */
 static inline __attribute__((always_inline)) void fwd_pass(float *restrict S, const float *restrict sq,
                                                            const float *restrict v, const float *restrict cw,
-                                                           const float *restrict cb, const float *restrict ck,
+                                                           const float *restrict nb, const float *restrict ck,
                                                            const float *restrict cr, const float *restrict cq,
                                                            float *restrict y, float *restrict sqn, bool nt,
                                                            const int N, const int NB, const bool MUL) {
@@ -66,11 +69,12 @@ static inline __attribute__((always_inline)) void fwd_pass(float *restrict S, co
             sv[m] = vw_load(sq + i0 + HY_VW * m), yv[m] = nv[m] = (vw){0}, vv[m] = vw_load(v + i0 + HY_VW * m);
         for (int j = 0; j < N; j++) {
             float *row = S + (size_t)j * N + i0;
-            const float bj = cb[j], kj = ck[j], rj = cr[j], qj = cq[j], wj = MUL ? cw[j] : 1.0f;
+            const float bj = nb[j], kj = ck[j], rj = cr[j], qj = cq[j], wj = MUL ? cw[j] : 1.0f;
             for (int m = 0; m < NB; m++) {
                 vw x = vw_load(row + HY_VW * m);
                 if (MUL) x *= wj;
-                x = x - sv[m] * bj + vv[m] * kj;
+                x = sv[m] * bj + x;
+                x = vv[m] * kj + x;
                 vw_store(row + HY_VW * m, x);
                 yv[m] += x * rj;
                 nv[m] += x * qj;
@@ -99,7 +103,7 @@ static inline __attribute__((always_inline)) void fwd_vec(const hy_wkv7_in *in, 
                                                           const int NB) {
     WKV_OFFSETS;
     const bool nt = wkv_stream(in);   /* y streamed (sq is read again by the next step) */
-    float W[N], cw[N], cb[N], ck[N], cr[N], cq[N];
+    float W[N], cw[N], nb[N], ck[N], cr[N], cq[N];
     for (int i0 = 0; i0 < N && ta == 0; i0 += HY_VW * NB) {   /* sq of step 0 (later ranges: from their last step) */
         const float *q = in->q + base + (size_t)ta * C;
         vw sv[NB];
@@ -134,14 +138,15 @@ static inline __attribute__((always_inline)) void fwd_vec(const hy_wkv7_in *in, 
         for (int j = 0; j < N; j++) cw[j] = W[j] * w[j], small |= !(cw[j] >= 1e-20f);
         float *sqn = more ? sq + o + C : NULL;
         if (small || t + 1 == tb || (t + 1) % HY_WKV7_CHUNK == 0) {   /* fold: the true S_t */
-            fwd_pass(S, sq + o, in->v + o, cw, b, k, r, qn, y + o, sqn, nt, N, NB, true);
+            for (int j = 0; j < N; j++) nb[j] = -b[j];
+            fwd_pass(S, sq + o, in->v + o, cw, nb, k, r, qn, y + o, sqn, nt, N, NB, true);
             for (int j = 0; j < N; j++) W[j] = 1.0f;
         } else {
             for (int j = 0; j < N; j++) {
                 const float Wj = cw[j], inv = 1.0f / Wj;
-                cb[j] = b[j] * inv, ck[j] = k[j] * inv, cr[j] = r[j] * Wj, cq[j] = qn[j] * Wj, W[j] = Wj;
+                nb[j] = -(b[j] * inv), ck[j] = k[j] * inv, cr[j] = r[j] * Wj, cq[j] = qn[j] * Wj, W[j] = Wj;
             }
-            fwd_pass(S, sq + o, in->v + o, NULL, cb, ck, cr, cq, y + o, sqn, nt, N, NB, false);
+            fwd_pass(S, sq + o, in->v + o, NULL, nb, ck, cr, cq, y + o, sqn, nt, N, NB, false);
         }
     }
 }
