@@ -197,8 +197,8 @@ static inline int recompute_prep(const hy_wkv7_in *in, const bwd_work *x, int k,
     }
     const bool small = vwi_any(bad);
     for (int j = 0; j < N; j += HY_VW) {
-        const vw x = vw_load(rw + j), bv = vw_load(b + j), kx = vw_load(kv + j);
-        vw_store(cb + j, small ? bv : bv / x), vw_store(ck + j, small ? kx : kx / x);
+        const vw x = vw_load(rw + j), bv = vw_load(b + j), kx = vw_load(kv + j), inv = small ? x : 1.0f / x;
+        vw_store(cb + j, small ? bv : bv * inv), vw_store(ck + j, small ? kx : kx * inv);
         vw_store(Wn + j, small ? (vw){0} + 1.0f : x);
     }
     return small;
@@ -316,8 +316,8 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
     const size_t C = (size_t)in->H * N, NN = (size_t)N * N;
     const int t0 = cur->t0, len = cur->len, nfuse = nx ? (len < nx->len - 1 ? len : nx->len - 1) : 0;
     float *restrict dS = cur->dS;
-    float dsqv[N], U[N], rw[N], cb[N], ck[N];   /* U: dS holds dS' = dS·diag(1/U) inside the chunk */
-    for (int j = 0; j < N; j++) U[j] = 1.0f;
+    float dsqv[N], U[N], iU[N], rw[N], cb[N], ck[N];   /* dS holds dS' = dS·diag(1/U) inside the chunk; iU = 1/U */
+    for (int j = 0; j < N; j++) U[j] = iU[j] = 1.0f;
     for (int s = len - 1; s >= 0 && s >= len - HY_WKV7_PF; s--) prefetch_bwd(in, sqa, dya, g, cur->base + (size_t)(t0 + s) * C, N);
     for (int kn = 0; kn < HY_WKV7_PF && kn < nfuse; kn++) prefetch_step(in, sqa, nx->base + (size_t)(nx->t0 + kn) * C, N);
     for (int s = len - 1, rs = 0; s >= 0; s--, rs++) {
@@ -383,8 +383,12 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
         for (int j = 0; j < N; j += HY_VW) {   /* whole vectors: pass 1 loads them as such (store forwarding) */
             const vw Uv = vw_load(U + j), rv = vw_load(r + j), qv = vw_load(q + j);
             vw_store(uk + j, Uv * vw_load(k + j)), vw_store(ub + j, Uv * vw_load(b + j));
-            vw_store(ru + j, fold ? rv * vw_load(w + j) : rv / Uv);
-            vw_store(qu + j, fold ? qv : qv / vw_load(un + j));
+            vw_store(ru + j, fold ? rv * vw_load(w + j) : rv * vw_load(iU + j));
+            if (fold) vw_store(qu + j, qv);
+            else {   /* one division per entry and step: 1/(U⊙w) is the next step's 1/U */
+                const vw inv = 1.0f / vw_load(un + j);
+                vw_store(qu + j, qv * inv), vw_store(iU + j, inv);
+            }
         }
         /* pass 1: dv_i = D_i·k = dS'_i·uk + dy_i (r·k), dsq_i = −dS'_i·ub − dy_i (r·b); the dots of
          * HY_VW rows are reduced together (rows_sum) and come out as one vector of HY_VW rows */
@@ -429,7 +433,10 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
             bwd_pass2(in, o, A, dS, g, sq, dy, dsqv, ru, qu, un, U, sc, fold, sqdy, vdy, NULL, NULL, NULL, NULL, NULL,
                       NULL, false, N, NB, false);
         }
-        for (int j = 0; j < N; j += HY_VW) vw_store(U + j, fold ? (vw){0} + 1.0f : vw_load(un + j));
+        for (int j = 0; j < N; j += HY_VW) {
+            vw_store(U + j, fold ? (vw){0} + 1.0f : vw_load(un + j));
+            if (fold) vw_store(iU + j, (vw){0} + 1.0f);
+        }
     }
     return nfuse;
 }
