@@ -315,7 +315,8 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
     }
     /* the state recurrence */
     hy_wkv7_in in = {B, T, H, N, P->r.p, P->dec.p, P->k.p, v, P->kk.p, P->b.p};
-    hy_wkv7_forward(&in, S, P->y.p, P->sq.p, keep ? P->ckpt.p : NULL);
+    int rc = hy_wkv7_forward(&in, S, P->y.p, P->sq.p, keep ? P->ckpt.p : NULL);
+    if (rc < 0) return rc;
     /* group norm per head + the r_k bonus, then the gate and the output projection */
     {
         float *y = P->y.p, *op = P->op.p, *mean = P->mean.p, *rstd = P->rstd.p, *r = P->r.p, *k = P->k.p;

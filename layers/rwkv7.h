@@ -35,8 +35,9 @@ static inline int hy_wkv7_nchunks(int T) { return (T + HY_WKV7_CHUNK - 1) / HY_W
 
 /* Forward. S: (B, H, N, N) key-major initial state, overwritten with the final state; NULL = start
  * from zero and drop the final state. Writes y and sq (both (B, T, H·N)). ckpt (optional, NULL =
- * none): (B, H, nchunks, N, N), the state before step c·CHUNK for every chunk c. Parallel over B·H. */
-void hy_wkv7_forward(const hy_wkv7_in *in, float *S, float *y, float *sq, float *ckpt);
+ * none): (B, H, nchunks, N, N), the state before step c·CHUNK for every chunk c. Parallel over B·H.
+ * Returns 0, or HY_ERR_NOMEM (with hy_fail) when S is NULL and the zero states cannot be allocated. */
+int hy_wkv7_forward(const hy_wkv7_in *in, float *S, float *y, float *sq, float *ckpt);
 
 /* Backward of hy_wkv7_forward (which must have written sq and ckpt) with no gradient on the final
  * state: from dy OVERWRITES dr, dw, dk, dv, dq, db ((B, T, H·N) each). Walks each chunk in reverse

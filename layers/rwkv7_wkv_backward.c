@@ -558,5 +558,7 @@ int hy_wkv7_backward(const hy_wkv7_in *in, const float *sq, const float *ckpt, c
         }
         hy_free(P);
     }
-    return failed ? HY_ERR_NOMEM : 0;
+    /* a worker's hy_malloc recorded its message on that thread: say it again on the caller's */
+    if (failed) return hy_fail_code(HY_ERR_NOMEM, "rwkv7 recurrence backward: out of memory for the per-thread workspace");
+    return 0;
 }
