@@ -10,7 +10,8 @@
  * L1. One head reads 256 bytes of every 4 KiB input row, a pattern the hardware prefetchers do not
  * follow, so each head prefetches its own next rows and, into L2, the next head's rows; the
  * checkpoints, and y when it is large (HY_WKV7_STREAM_BYTES), go out with non-temporal stores.
- * The backward, with the hsum-free layout it needs: layers/rwkv7_wkv_backward.c. */
+ * The backward (value-major states, the next chunk recomputed inside the reverse walk):
+ * layers/rwkv7_wkv_backward.c. */
 #include "layers/rwkv7.h"
 #include "core/error.h"
 #include "core/mem.h"
@@ -37,18 +38,9 @@ typedef struct {
  * checkpoints are read again only by the backward, so they should not pass through the cache and
  * evict the inputs the forward streams (measured: the plain copy cost a fifth of the forward). */
 static void store_checkpoint(float *restrict dst, const float *restrict src, size_t n) {
-#if defined(__AVX512F__)
-    if (((uintptr_t)dst & 63) == 0 && n % 16 == 0) {
-        for (size_t i = 0; i < n; i += 16) _mm512_stream_ps(dst + i, _mm512_loadu_ps(src + i));
-        return;
-    }
-#elif defined(__AVX__)
-    if (((uintptr_t)dst & 31) == 0 && n % 8 == 0) {
-        for (size_t i = 0; i < n; i += 8) _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
-        return;
-    }
-#endif
-    memcpy(dst, src, n * sizeof(float));
+    size_t i = 0;
+    for (; i + HY_VW <= n; i += HY_VW) vw_put(dst + i, vw_load(src + i), true);
+    memcpy(dst + i, src + i, (n - i) * sizeof(float));
 }
 
 /* One step's pass over the rows of S (key-major, N a multiple of HY_VW·NB): row j ← row j·cw_j (only

@@ -4,8 +4,8 @@
  * Work comes in (batch, head, chunk of HY_WKV7_CHUNK steps) units, chunks from the last to the
  * first. States are VALUE-major here (row i holds S[i, :] over the key index j): in this layout
  * five of the seven gradients (dr, dk, dw, db, dq) are sums of rows, vectors over j, and only dv
- * and dsq need dot products, which pass 1 reduces sixteen rows at a time with one
- * transpose-and-add tree. A work's states are recomputed from its (transposed) checkpoint with
+ * and dsq need dot products, which pass 1 reduces HY_VW rows at a time (16 with AVX-512, 8 with
+ * AVX2) with one transpose-and-add tree. A work's states are recomputed from its (transposed) checkpoint with
  * the forward's sq (no dot products) and then walked in reverse (bwd_walk). Both the recomputed
  * states and dS are kept column-scaled by running products of the decays, as in the forward,
  * which takes the multiplies out: 2 + 2 + 7 = 11 FMAs per state entry and step against the
@@ -184,7 +184,7 @@ static void bwd_work_at(const hy_wkv7_in *in, const float *ckpt, int w, int lo, 
  * in the forward): Ws[k] and, for the row update S'_k[i] = S'_{k-1}[i] − sq_i·cb + v_i·ck, cb = b/W
  * and ck = k/W. Returns whether the step folds (some running product W would fall below 1e-20):
  * then the update is S'_{k-1}[i]⊙rw − sq_i·b + v_i·k, the true state, and Ws[k] = 1. */
-static inline int recompute_prep(const hy_wkv7_in *in, const bwd_work *x, int k, float *restrict rw,
+static inline bool recompute_prep(const hy_wkv7_in *in, const bwd_work *x, int k, float *restrict rw,
                                  float *restrict cb, float *restrict ck, const int N) {
     const size_t o = x->base + (size_t)(x->t0 + k - 1) * in->H * N;
     const float *restrict w = in->w + o, *restrict b = in->b + o, *restrict kv = in->k + o;
@@ -243,18 +243,18 @@ static inline void bwd_work_start(const hy_wkv7_in *in, bwd_work *x, float *P, i
 }
 
 /* Pass 2 of one reverse step (see bwd_walk): the sums over rows into the gradients at offset o
- * and the update of dS'. A holds the state before the step (P', scaled by sc); when FUSE, the
- * next work's recompute row i (from B, with its sq and v at nsq, nv) is written over A's row i
- * right after pass 2 has read it. */
+ * (streamed when nt) and the update of dS'. A holds the state before the step (P', scaled by sc);
+ * when FUSE, the next work's recompute row i (from B, with its sq and v at nsq, nv) is written
+ * over A's row i right after pass 2 has read it. */
 static inline __attribute__((always_inline)) void bwd_pass2(
     const hy_wkv7_in *in, size_t o, float *A, float *restrict dS, float *const g[6], const float *restrict sq,
     const float *restrict dy, const float *restrict dsqv, const float *restrict ru, const float *restrict qu,
     const float *restrict un, const float *restrict U, const float *restrict sc, bool fold, float sqdy, float vdy,
     const float *restrict B, const float *restrict nsq, const float *restrict nv, const float *restrict rw,
-    const float *restrict cb, const float *restrict ck, bool nsmall, const int N, const int NB, const bool FUSE) {
+    const float *restrict cb, const float *restrict ck, bool nsmall, bool nt, const int N, const int NB,
+    const bool FUSE) {
     const float *restrict r = in->r + o, *restrict w = in->w + o, *restrict k = in->k + o, *restrict v = in->v + o,
                           *restrict b = in->b + o;
-    const bool nt = wkv_stream(in);
     for (int j0 = 0; j0 < N; j0 += HY_VW * NB) {
         vw adr[NB], adk[NB], adw[NB], adb[NB], adq[NB], rv[NB], qv[NB], uv[NB];
         for (int m = 0; m < NB; m++) {
@@ -316,6 +316,7 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
     const size_t C = (size_t)in->H * N, NN = (size_t)N * N;
     const int t0 = cur->t0, len = cur->len, nfuse = nx ? (len < nx->len - 1 ? len : nx->len - 1) : 0;
     float *restrict dS = cur->dS;
+    const bool nt = wkv_stream(in);   /* gradients streamed */
     float dsqv[N], U[N], iU[N], rw[N], cb[N], ck[N];   /* dS holds dS' = dS·diag(1/U) inside the chunk; iU = 1/U */
     for (int j = 0; j < N; j++) U[j] = iU[j] = 1.0f;
     for (int s = len - 1; s >= 0 && s >= len - HY_WKV7_PF; s--) prefetch_bwd(in, sqa, dya, g, cur->base + (size_t)(t0 + s) * C, N);
@@ -391,7 +392,7 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
             }
         }
         /* pass 1: dv_i = D_i·k = dS'_i·uk + dy_i (r·k), dsq_i = −dS'_i·ub − dy_i (r·b); the dots of
-         * HY_VW rows are reduced together (rows_sum) and come out as one vector of HY_VW rows */
+         * HY_VW rows are reduced together (rows_combine, rows_finish) into one vector of HY_VW rows */
         {
             const vw rkv = (vw){0} + rk, rbv = (vw){0} + rb;
             for (int i0 = 0; i0 < N; i0 += HY_VW) {
@@ -410,7 +411,7 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
                     sk[p] = rows_combine(ak[0], ak[1], 1), sb[p] = rows_combine(ab[0], ab[1], 1);
                 }
                 const vw dk = rows_finish(sk), db = rows_finish(sb), dyv = vw_load(dy + i0);
-                vw_put(g[3] + o + i0, dk + dyv * rkv, wkv_stream(in));
+                vw_put(g[3] + o + i0, dk + dyv * rkv, nt);
                 vw_store(dsqv + i0, -(db + dyv * rbv));
             }
         }
@@ -428,10 +429,10 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
             const float *B = P + (size_t)nx->slot[kn - 1] * NN;
             nx->slot[kn] = cur->slot[s];
             bwd_pass2(in, o, A, dS, g, sq, dy, dsqv, ru, qu, un, U, sc, fold, sqdy, vdy, B, sqa + on, in->v + on, rw,
-                      cb, ck, nsmall, N, NB, true);
+                      cb, ck, nsmall, nt, N, NB, true);
         } else {
             bwd_pass2(in, o, A, dS, g, sq, dy, dsqv, ru, qu, un, U, sc, fold, sqdy, vdy, NULL, NULL, NULL, NULL, NULL,
-                      NULL, false, N, NB, false);
+                      NULL, false, nt, N, NB, false);
         }
         for (int j = 0; j < N; j += HY_VW) {
             vw_store(U + j, fold ? (vw){0} + 1.0f : vw_load(un + j));
