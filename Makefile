@@ -14,8 +14,8 @@ TEST_LIBS := -lcheck -lsubunit -lrt -lpthread
 PYTHON   ?= /usr/bin/python3
 DEMO_CONFIG ?= configs/jamba-like.yaml
 
-LIB_SRC  := $(wildcard core/*.c layers/*.c models/*.c) $(filter-out experiments/main.c,$(wildcard experiments/*.c))
-EXE_SRC  := experiments/main.c $(wildcard bench/*.c)
+LIB_SRC  := $(wildcard core/*.c layers/*.c layers/*/*.c models/*.c experiments/*.c)
+EXE_SRC  := $(wildcard cli/*.c bench/*.c)
 TEST_SRC := $(wildcard tests/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 EXE_OBJ  := $(EXE_SRC:%.c=$(BUILD)/%.o)

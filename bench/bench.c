@@ -8,8 +8,8 @@
 #include "core/mem.h"
 #include "core/timer.h"
 #include "experiments/config.h"
-#include "layers/attention.h"
-#include "layers/mamba.h"
+#include "layers/attention/attention.h"
+#include "layers/mamba/mamba.h"
 #include "models/optim.h"
 #include <math.h>
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* The RWKV-7 state recurrence alone (layers/rwkv7_wkv.c): forward and chunked backward of 16 heads
+/* The RWKV-7 state recurrence alone (layers/rwkv7/wkv.c): forward and chunked backward of 16 heads
  * of 64 over T tokens, with the throughput as a ratio to the limit that bounds it. Per token and
  * head the forward does 9·N² flops on an N×N state that stays in L1, and streams 8 vectors of N
  * floats (r, w, k, v, kk, kk·a in; y, sq out): at N = 64 that is 18 flops per streamed byte, far
@@ -6,7 +6,7 @@
 #include "bench/bench.h"
 #include "core/mem.h"
 #include "core/timer.h"
-#include "layers/rwkv7.h"
+#include "layers/rwkv7/rwkv7.h"
 #include <math.h>
 #include <stdio.h>
 

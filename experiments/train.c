@@ -6,7 +6,7 @@
 #include "core/fileio.h"
 #include "core/mem.h"
 #include "core/timer.h"
-#include "layers/moe.h"
+#include "layers/ffn/moe.h"
 #include "models/checkpoint.h"
 #include "models/optim.h"
 #include <inttypes.h>

@@ -65,7 +65,7 @@ typedef struct hy_shared {
     double aux_loss;          /* sum of MoE aux losses of the last forward */
     int n_aux;                /* number of layers that added to aux_loss */
     float aux_coef;           /* router_aux_coef, for backward */
-    /* RWKV-7 value residual (layers/rwkv7.c). The first rwkv7 mixer of the stack (layer index
+    /* RWKV-7 value residual (layers/rwkv7/rwkv7.c). The first rwkv7 mixer of the stack (layer index
      * rwkv_first; set by the model, 0 for a standalone layer) writes its v into v_first in forward,
      * prefill and step (v_first_rows = B·T rows of d_model) and zeroes dv_first in a forward that
      * keeps activations; later rwkv7 mixers read v_first and ADD their gradient into dv_first in

@@ -4,7 +4,7 @@
  * grows linearly with T. */
 #include "core/error.h"
 #include "core/mem.h"
-#include "layers/attention.h"
+#include "layers/attention/attention.h"
 #include "tests/testutil.h"
 #include <math.h>
 #include <stdio.h>

@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "core/mem.h"
 #include "core/rng.h"
-#include "layers/mamba.h"
+#include "layers/mamba/mamba.h"
 #include "tests/testutil.h"
 #include <math.h>
 #include <omp.h>

@@ -1,11 +1,11 @@
-/* The modal long convolution shared by s4d and hyena (layers/modal_conv.c): the kernel generator
+/* The modal long convolution shared by s4d and hyena (layers/ssm_conv/modal_conv.c): the kernel generator
  * against SPEC's formula in double and its backward against finite differences of that formula;
  * the FFT convolution and its backward against direct O(T²) loops (T not a power of two among
  * them); the FFT path against the recurrent one at T = 4096; concurrent use from several threads. */
 #include "core/error.h"
 #include "core/mem.h"
 #include "core/rng.h"
-#include "layers/modal_conv.h"
+#include "layers/ssm_conv/modal_conv.h"
 #include "tests/testutil.h"
 #include <complex.h>
 #include <math.h>

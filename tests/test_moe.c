@@ -5,7 +5,7 @@
 #include "core/error.h"
 #include "core/mem.h"
 #include "core/vmath.h"
-#include "layers/moe.h"
+#include "layers/ffn/moe.h"
 #include "models/model.h"
 #include "tests/testutil.h"
 #include <math.h>

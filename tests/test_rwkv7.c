@@ -4,7 +4,7 @@
  * attention layer (whole-model gradients, streaming). */
 #include "core/error.h"
 #include "core/mem.h"
-#include "layers/rwkv7.h"
+#include "layers/rwkv7/rwkv7.h"
 #include "models/model.h"
 #include "tests/testutil.h"
 #include <math.h>

@@ -4,7 +4,7 @@
  * forward; names, shapes, flags, state_bytes, flop and option errors. */
 #include "core/error.h"
 #include "core/mem.h"
-#include "layers/modal_conv.h"
+#include "layers/ssm_conv/modal_conv.h"
 #include "models/model.h"
 #include "models/optim.h"
 #include "tests/testutil.h"

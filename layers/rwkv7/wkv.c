@@ -1,4 +1,4 @@
-/* The RWKV-7 state recurrence (see layers/rwkv7.h for the formulas and layouts).
+/* The RWKV-7 state recurrence (see layers/rwkv7/rwkv7.h for the formulas and layouts).
  *
  * Forward: states are KEY-major: row j (key index) holds S[:, j] over the value index i, contiguous.
  * Per (batch, head) and step: sq = S q is a sum of rows scaled by q_j; row j is updated as
@@ -11,15 +11,15 @@
  * follow, so each head prefetches its own next rows and, into L2, the next head's rows; the
  * checkpoints, and y when it is large (HY_WKV7_STREAM_BYTES), go out with non-temporal stores.
  * The backward (value-major states, the next chunk recomputed inside the reverse walk):
- * layers/rwkv7_wkv_backward.c. */
-#include "layers/rwkv7.h"
+ * layers/rwkv7/wkv_backward.c. */
+#include "layers/rwkv7/rwkv7.h"
 #include "core/error.h"
 #include "core/mem.h"
 #include <omp.h>
 
 /* -std=c17 turns off floating-point contraction; these kernels are FMA chains by design. */
 #pragma GCC optimize("fp-contract=fast")
-#include "layers/rwkv7_wkv_common.h"
+#include "layers/rwkv7/wkv_common.h"
 
 /* Steps of one head between switching heads in the forward (a multiple of the chunk). */
 #define HY_WKV7_SPAN (2 * HY_WKV7_CHUNK)

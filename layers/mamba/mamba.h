@@ -1,5 +1,5 @@
-/* mamba — the selective-scan kernels of the Mamba block (layers/mamba_scan.c), exposed for the
- * block (layers/mamba.c), its tests and the benchmark.
+/* mamba — the selective-scan kernels of the Mamba block (layers/mamba/scan.c), exposed for the
+ * block (layers/mamba/mamba.c), its tests and the benchmark.
  *
  * The scan of SPEC §2, for every sequence b and channel c of E, state size N:
  *     s_t[c,n] = exp(Δ_t[c]·A[c,n]) · s_{t-1}[c,n] + Δ_t[c] · B_t[n] · x_t[c]

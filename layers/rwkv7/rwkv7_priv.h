@@ -1,10 +1,10 @@
-/* Private to the rwkv7 block (layers/rwkv7.c forward, streaming, options; layers/rwkv7_backward.c
+/* Private to the rwkv7 block (layers/rwkv7/rwkv7.c forward, streaming, options; layers/rwkv7/rwkv7_backward.c
  * backward): parameter indices, geometry, the caches kept for backward, and small helpers. */
 #ifndef HY_LAYERS_RWKV7_PRIV_H
 #define HY_LAYERS_RWKV7_PRIV_H
 #include "core/gemm.h"
 #include "core/mem.h"
-#include "layers/rwkv7.h"
+#include "layers/rwkv7/rwkv7.h"
 #include <stdbool.h>
 
 /* Elementwise loops smaller than this run on one thread (fork/join costs more than they do). */
@@ -82,7 +82,7 @@ static inline void xw_backward(float *dX, float *dW, const float *dY, const floa
     if (dX) hy_gemm(false, true, (int)rows, k, n, 1.0f, dY, n, W, n, acc ? 1.0f : 0.0f, dX, k);
 }
 
-/* The block's backward (layers/rwkv7_backward.c). */
+/* The block's backward (layers/rwkv7/rwkv7_backward.c). */
 int hy_rwkv7_backward(hy_layer *L, const float *dy, float *dx, int B, int T);
 
 #endif

@@ -14,7 +14,7 @@
  * micro-kernel streams is one contiguous block: with rows H·hd floats apart a 64-row tile maps to
  * only a quarter of the L1 sets and does not stay cached (measured: kernel forward ~15% faster,
  * T = 2048, one thread, CPU time; the copies cost O(T·d), ~1% of the kernel). */
-#include "layers/attention.h"
+#include "layers/attention/attention.h"
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"

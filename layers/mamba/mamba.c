@@ -3,7 +3,7 @@
  *   Δ = softplus(dt_proj dt + bias);  y = scan(Δ, A = -exp(A_log), B, C, xc) + D ⊙ xc
  *   out = out_proj (y ⊙ silu(z))
  * Every product is a GEMM over all B·T rows (hy_linear_* / hy_gemm); the conv, the gates and
- * softplus are vectorized loops over channels; the scan is layers/mamba_scan.c.
+ * softplus are vectorized loops over channels; the scan is layers/mamba/scan.c.
  *
  * Layouts (rows = b·T + t): xz (rows, 2E) as in_proj writes it (x = columns 0..E-1, z = E..2E-1);
  * xpad (B, K-1+T, E): per sequence the K-1 conv inputs before t = 0 (zeros, or the streaming
@@ -13,7 +13,7 @@
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
-#include "layers/mamba.h"
+#include "layers/mamba/mamba.h"
 #include <math.h>
 #include <stdio.h>
 #include <string.h>

@@ -14,7 +14,7 @@
  * then 8..16 steps per octave, < 12.5% waste): the GEMM shapes then repeat from batch to batch, so
  * hy_gemm's per-shape oneDNN primitives are created once instead of for every new token count.
  * Zero rows stay zero through SwiGLU and add nothing to any weight gradient. */
-#include "layers/moe.h"
+#include "layers/ffn/moe.h"
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"

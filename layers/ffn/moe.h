@@ -1,4 +1,4 @@
-/* moe — hooks of the mixture-of-experts feed-forward (layers/moe.c) for the trainer's logs, tests
+/* moe — hooks of the mixture-of-experts feed-forward (layers/ffn/moe.c) for the trainer's logs, tests
  * and benchmarks. */
 #ifndef HY_LAYERS_MOE_H
 #define HY_LAYERS_MOE_H

@@ -1,5 +1,5 @@
-/* The backward of the RWKV-7 state recurrence (see layers/rwkv7.h for the formulas and layouts;
- * the forward, which writes the checkpoints and sq this reads: layers/rwkv7_wkv.c).
+/* The backward of the RWKV-7 state recurrence (see layers/rwkv7/rwkv7.h for the formulas and layouts;
+ * the forward, which writes the checkpoints and sq this reads: layers/rwkv7/wkv.c).
  *
  * Work comes in (batch, head, chunk of HY_WKV7_CHUNK steps) units, chunks from the last to the
  * first. States are VALUE-major here (row i holds S[i, :] over the key index j): in this layout
@@ -17,14 +17,14 @@
  * (HY_WKV7_STREAM_BYTES) are written with non-temporal stores.
  * Memory: the checkpoints (T/CHUNK·N² per head), (CHUNK+1)·N² + 2·(CHUNK+1)·N floats per thread
  * and N² per head (dS). */
-#include "layers/rwkv7.h"
+#include "layers/rwkv7/rwkv7.h"
 #include "core/error.h"
 #include "core/mem.h"
 #include <omp.h>
 
 /* -std=c17 turns off floating-point contraction; these kernels are FMA chains by design. */
 #pragma GCC optimize("fp-contract=fast")
-#include "layers/rwkv7_wkv_common.h"
+#include "layers/rwkv7/wkv_common.h"
 
 /* 4-float halves for the horizontal sums (v8 and its loads/stores: core/vec8.h). */
 typedef float v4 __attribute__((vector_size(16)));

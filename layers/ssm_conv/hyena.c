@@ -3,13 +3,13 @@
  *   z_t = short_filter_bias + Σ_{k<3} short_filter_weight[:,0,k] ⊙ zp_{t-2+k}   (causal, zeros before 0)
  *   x2, x1, v = z[0:d], z[d:2d], z[2d:3d];  p = x1 ⊙ v
  *   hc = Kern(filter.*) ∗ p + D ⊙ p;  y = x2 ⊙ hc;  out = out_filter_dense·y + bias
- * The long convolution and its backward are layers/modal_conv.c (FFT for training, the modal
+ * The long convolution and its backward are layers/ssm_conv/modal_conv.c (FFT for training, the modal
  * recurrence for streaming). The streaming state is the last 2 projected inputs zp of the short
  * filter and the complex modal state (d, M) of the long filter. */
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
-#include "layers/modal_conv.h"
+#include "layers/ssm_conv/modal_conv.h"
 #include "layers/registry.h"
 #include <math.h>
 #include <stdio.h>

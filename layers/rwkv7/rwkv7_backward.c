@@ -1,11 +1,11 @@
-/* rwkv7 — backward of the RWKV-7 time mix (the forward and the formulas are in layers/rwkv7.c).
+/* rwkv7 — backward of the RWKV-7 time mix (the forward and the formulas are in layers/rwkv7/rwkv7.c).
  * Reverse order of the forward: output projection and gate, group norm and the r_k bonus, the state
  * recurrence (hy_wkv7_backward), kk / k / a, the decay LoRA, the value residual (or, in the first
  * rwkv7 layer, the v_first gradient gathered from later layers), the projections, the token shift.
  * Parameter gradients accumulate; per-channel ones are column sums (ones-vector hy_gemm). */
 #include "core/error.h"
 #include "core/vmath.h"
-#include "layers/rwkv7_priv.h"
+#include "layers/rwkv7/rwkv7_priv.h"
 #include <string.h>
 
 int hy_rwkv7_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {

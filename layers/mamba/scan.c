@@ -1,5 +1,5 @@
 /* mamba_scan — the selective scan of the Mamba block, forward and chunked backward (see
- * layers/mamba.h for the math and layouts).
+ * layers/mamba/mamba.h for the math and layouts).
  *
  * Work unit: one sequence × a block of CB = 16 channels. Its N states live in a [N][CB] array, so
  * the inner loops run over 16 contiguous channels (one AVX-512 or two AVX2 vectors; hy_expf);
@@ -20,7 +20,7 @@
 #pragma GCC optimize("fp-contract=fast")
 #include "core/error.h"
 #include "core/mem.h"
-#include "layers/mamba.h"
+#include "layers/mamba/mamba.h"
 #include <math.h>
 #include <omp.h>
 #if defined(__AVX2__)

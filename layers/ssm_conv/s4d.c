@@ -1,5 +1,5 @@
 /* s4d — diagonal S4 mixer (SPEC §2, as state-spaces/s4 models/s4/s4d.py):
- *   yc = Kern ∗ u + D ⊙ u          (modal kernel, causal FFT convolution: layers/modal_conv.c)
+ *   yc = Kern ∗ u + D ⊙ u          (modal kernel, causal FFT convolution: layers/ssm_conv/modal_conv.c)
  *   g = gelu(yc)                   (exact erf)
  *   o = output_linear(g) (2H);  out = o[:H] ⊙ sigmoid(o[H:])   (GLU)
  * H = d_model channels, M = d_state/2 complex modes each. Training uses the FFT convolution;
@@ -8,7 +8,7 @@
 #include "core/gemm.h"
 #include "core/mem.h"
 #include "core/vmath.h"
-#include "layers/modal_conv.h"
+#include "layers/ssm_conv/modal_conv.h"
 #include "layers/registry.h"
 #include <math.h>
 #include <stdio.h>

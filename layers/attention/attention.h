@@ -1,5 +1,5 @@
-/* attention — hooks of the attention block (layers/attention.c) for tests and benchmarks, and the
- * FlashAttention-2 style tile kernels (layers/attention_flash.c) it is built on. */
+/* attention — hooks of the attention block (layers/attention/attention.c) for tests and benchmarks, and the
+ * FlashAttention-2 style tile kernels (layers/attention/flash.c) it is built on. */
 #ifndef HY_LAYERS_ATTENTION_H
 #define HY_LAYERS_ATTENTION_H
 #include "layers/registry.h"

@@ -5,7 +5,7 @@
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
-#include "layers/rwkv7.h"
+#include "layers/rwkv7/rwkv7.h"
 #include <math.h>
 #include <stdio.h>
 #include <string.h>

@@ -6,15 +6,15 @@
  *   v = v + (v_first - v) ⊙ sigmoid(v0 + (xv@v1)@v2)              (not in the first rwkv7 layer)
  *   a = sigmoid(a0 + (xa@a1)@a2);  g = sigmoid(xg@g1)@g2
  *   kk = L2-normalise per head(k0 ⊙ k_k);  k = k0 ⊙ (1 + (a-1) ⊙ k_a)
- *   y = WKV7(r, decay, k, v, q = kk, b = kk ⊙ a)                  (layers/rwkv7_wkv.c)
+ *   y = WKV7(r, decay, k, v, q = kk, b = kk ⊙ a)                  (layers/rwkv7/wkv.c)
  *   o = groupnorm_head(y; ln_x, eps 64e-5) + (Σ_j r_j k_j r_k[h,j]) v;  out = output·(o ⊙ g)
  *
  * All products go through hy_gemm / hy_linear_*; the per-channel parameter gradients are column
  * sums, done as a ones-vector product (hy_gemm) over a per-row buffer. Forward keeps what backward
  * needs (about 20 (B·T, C) buffers, the LoRA hiddens, sq and the chunk states of the recurrence);
- * the six mixed inputs are recomputed in backward (layers/rwkv7_backward.c). Streaming (step, prefill) runs the same forward
+ * the six mixed inputs are recomputed in backward (layers/rwkv7/rwkv7_backward.c). Streaming (step, prefill) runs the same forward
  * from a state: S per head (key-major) and the last input for the token shift. */
-#include "layers/rwkv7_priv.h"
+#include "layers/rwkv7/rwkv7_priv.h"
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"

@@ -6,7 +6,7 @@
  * float entry of the kernel is within a few ulp of the exact one; the inner loops (over j, or
  * reductions over j) are plain float FMA loops that vectorize. Modes whose W_b has decayed below
  * 1e-30 are skipped (|z| < 1 always, since Re A = -exp(log_A_real) < 0). */
-#include "layers/modal_conv.h"
+#include "layers/ssm_conv/modal_conv.h"
 #include "core/error.h"
 #include "core/mem.h"
 #include <complex.h>

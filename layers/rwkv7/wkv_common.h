@@ -1,9 +1,9 @@
-/* What the two halves of the RWKV-7 state recurrence share (layers/rwkv7_wkv.c, the forward, and
- * layers/rwkv7_wkv_backward.c): offsets, prefetches, streamed stores. Internal to those two files. */
+/* What the two halves of the RWKV-7 state recurrence share (layers/rwkv7/wkv.c, the forward, and
+ * layers/rwkv7/wkv_backward.c): offsets, prefetches, streamed stores. Internal to those two files. */
 #ifndef HY_LAYERS_RWKV7_WKV_COMMON_H
 #define HY_LAYERS_RWKV7_WKV_COMMON_H
 #include "core/vec8.h"
-#include "layers/rwkv7.h"
+#include "layers/rwkv7/rwkv7.h"
 #include <immintrin.h>
 #include <stdbool.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
-/* rwkv7 — the RWKV-7 "Goose" time-mix block (layers/rwkv7.c), its state recurrence kernels
- * (layers/rwkv7_wkv.c), and the cmix channel-mix ffn (layers/cmix.c). Hooks for tests and bench.
+/* rwkv7 — the RWKV-7 "Goose" time-mix block (layers/rwkv7/rwkv7.c), its state recurrence kernels
+ * (layers/rwkv7/wkv.c), and the cmix channel-mix ffn (layers/ffn/cmix.c). Hooks for tests and bench.
  *
  * The state recurrence ("WKV-7"), per (batch, head), S an N×N matrix (row i = value index, column
  * j = key index), S_{-1} = S0 (zero in training):
@@ -21,7 +21,7 @@ extern const hy_block_ops hy_block_cmix;
 /* The backward keeps one state every HY_WKV7_CHUNK steps and recomputes inside a chunk. */
 #define HY_WKV7_CHUNK 32
 /* Outputs with at least this many bytes per (B, T, H·N) array (the forward's y, the backward's six
- * gradients) are written with non-temporal stores (see layers/rwkv7_wkv.c): bit for bit the same
+ * gradients) are written with non-temporal stores (see layers/rwkv7/wkv.c): bit for bit the same
  * values, but they are not left in the caches. */
 #define HY_WKV7_STREAM_BYTES ((size_t)4 << 20)
 

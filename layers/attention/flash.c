@@ -11,7 +11,7 @@
  * the softmax row operations are AVX2 (exp2 on 8 lanes), with plain-loop fallbacks for other
  * targets. AVX2, not AVX-512: the machine this was measured on is Zen 3 (AVX2 + FMA only), and on
  * Zen 4 the 256-bit path has the same FMA throughput. */
-#include "layers/attention.h"
+#include "layers/attention/attention.h"
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
