@@ -5,7 +5,7 @@ CC       := gcc
 endif
 BUILD    ?= build
 PREFIX   ?= /usr/local
-PKGS     := libopenblas-openmp-dev libdnnl-dev libyaml-dev check libfftw3-dev gnuplot-nox pkg-config fortunes
+PKGS     := libopenblas-openmp-dev libdnnl-dev libyaml-dev check libfftw3-dev gnuplot-nox pkg-config libpython3-stdlib
 OPT      ?= -O3
 CFLAGS   := -std=c17 -D_GNU_SOURCE $(OPT) -march=native -fopenmp -Wall -Wextra -Werror -MMD -MP \
             -I. -Iinclude -I/usr/include/x86_64-linux-gnu/openblas-openmp $(EXTRA_CFLAGS)

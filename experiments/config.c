@@ -98,6 +98,7 @@ static const field data_fields[] = {
 static const field train_fields[] = {
     INT("seq_len", seq_len, 1, 1 << 20),
     INT("batch_size", batch_size, 1, 1 << 20),
+    LONG("batch_tokens", batch_tokens, 0),
     LONG("steps", steps, 0),
     NUM("tokens", max_tokens, 0, INFINITY, false, false),
     NUM("seconds", max_seconds, 0, INFINITY, false, false),
@@ -257,10 +258,30 @@ static int read_model(const yt_doc *d, const yt_node *model, hy_run_config *c) {
     return 0;
 }
 
-/* Cross-key rules and defaults that depend on other keys: name, out_dir, min_lr, the budget. */
+/* train.batch_tokens: the batch size that holds tokens per optimizer step constant across seq_len
+ * (so that equal tokens also means equal steps in a sweep). batch_size, if also given, must agree. */
+static int resolve_batch_tokens(const yt_doc *d, const yt_node *train, hy_run_config *c) {
+    const yt_node *bt = yt_get(train, "batch_tokens"), *bs = yt_get(train, "batch_size");
+    if (!bt || c->batch_tokens == 0) {
+        c->batch_tokens = 0;
+        return 0;
+    }
+    if (c->batch_tokens % c->seq_len != 0)
+        return yt_fail(d, bt, false, NULL, "must be a multiple of train.seq_len (%d), got %ld", c->seq_len, c->batch_tokens);
+    long b = c->batch_tokens / c->seq_len;
+    if (b > (1 << 20)) return yt_fail(d, bt, false, NULL, "gives batch_size %ld, more than %d", b, 1 << 20);
+    if (bs && c->batch_size != b)
+        return yt_fail(d, bs, false, NULL, "is %d, but train.batch_tokens %ld / seq_len %d = %ld sequences per step: give "
+                                           "one of the two, or values that agree", c->batch_size, c->batch_tokens, c->seq_len, b);
+    c->batch_size = (int)b;
+    return 0;
+}
+
+/* Cross-key rules and defaults that depend on other keys: name, out_dir, batch, min_lr, the budget. */
 static int finish_run(const yt_doc *d, const yt_node *root, hy_run_config *c) {
     const yt_node *name = yt_get(root, "name"), *train = yt_get(root, "train");
     const yt_node *min_lr = yt_get(train, "min_lr"), *steps = yt_get(train, "steps");
+    int rc;
     if (!name) default_name(d->file, c->name, sizeof c->name);
     for (const char *p = c->name; *p; p++)
         if (!name_char(*p))
@@ -277,6 +298,7 @@ static int finish_run(const yt_doc *d, const yt_node *root, hy_run_config *c) {
             if (hy_task_check(&c->task, c->task.eval_seq_len[i], c->model.vocab_size, msg, sizeof msg) < 0)
                 return yt_fail(d, yt_get(task, "eval_seq_len")->kids[i], false, NULL, "%s", msg);
     }
+    if ((rc = resolve_batch_tokens(d, train, c)) < 0) return rc;
     if (!min_lr) c->min_lr = c->lr / 10;
     else if (c->min_lr > c->lr) return yt_fail(d, min_lr, false, NULL, "must be <= train.lr (%g), got %g", c->lr, c->min_lr);
     if (!steps) c->steps = c->max_tokens > 0 || c->max_seconds > 0 ? 0 : 1000;
@@ -422,7 +444,8 @@ char *hy_run_config_text(const hy_run_config *c) {
     hy_sb_add(&b, "\n");
     write_num(&b, "val_fraction", c->val_fraction);
     if (c->task.type != HY_TASK_NONE) write_task(&b, &c->task);
-    hy_sb_printf(&b, "train:\n  seq_len: %d\n  batch_size: %d\n  steps: %ld\n", c->seq_len, c->batch_size, c->steps);
+    hy_sb_printf(&b, "train:\n  seq_len: %d\n  batch_size: %d\n  batch_tokens: %ld\n  steps: %ld\n", c->seq_len,
+                 c->batch_size, c->batch_tokens, c->steps);
     write_num(&b, "tokens", c->max_tokens);
     write_num(&b, "seconds", c->max_seconds);
     hy_sb_printf(&b, "  optimizer: %s\n", c->optimizer);

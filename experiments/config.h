@@ -26,6 +26,7 @@ typedef struct {
     hy_task_config task;         /* data.task: a synthetic task instead of the corpus (type NONE = corpus) */
     /* training */
     int seq_len, batch_size;     /* 256, 16 */
+    long batch_tokens;           /* > 0: tokens per optimizer step; batch_size = batch_tokens / seq_len */
     long steps;                  /* budget in optimizer steps (0 = unbounded if another budget is set) */
     double max_tokens;           /* budget in training tokens (0 = none) */
     double max_seconds;          /* budget in wall seconds (0 = none) */

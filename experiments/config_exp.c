@@ -10,9 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const top_keys[] = {"name", "seed",    "threads", "out_dir", "compute", "data",
-                                       "train", "variants", "sweep",  "budget",  "bench",   NULL};
-static const char *const sweep_keys[] = {"seq_len", "d_model", "d_state", "lr", NULL};
+static const char *const top_keys[] = {"name",     "seed",  "threads", "out_dir", "compute", "data", "train",
+                                       "variants", "sweep", "budget",  "bench",   "eval",    NULL};
+/* the swept axes, in this order (the last, seed, is also given as `seeds: N`) */
+static const char *const sweep_keys[] = {"seq_len", "d_model", "d_state", "lr", "seed", NULL};
+enum { AX_SEQ, AX_DMODEL, AX_DSTATE, AX_LR, AX_SEED, N_AXES };
+#define HY_EXP_MAX_SEEDS 1000
 static const char *const budget_keys[] = {"steps", "tokens", "seconds", NULL};
 
 void hy_experiment_detect(const char *path, bool *is_exp) {
@@ -29,6 +32,7 @@ typedef struct {
     yt_doc *models;
     char **model_paths;
     int n_models;
+    unsigned long long *seeds;   /* the swept seeds (freed with the context) */
     hy_experiment *e;
 } ectx;
 
@@ -118,30 +122,91 @@ static int read_bench(ectx *c, const yt_node *n, hy_exp_bench *b) {
     return 0;
 }
 
-/* The sweep's axes: for each key, its list (NULL = not swept) and values read as numbers. */
+/* The sweep's axes: for each key, its list (NULL = not swept) and values read as numbers. The
+ * seeds are kept as numbers (from `seed: [...]` or `seeds: N` counting up from the top-level seed). */
 typedef struct {
-    const yt_node *list[4];     /* seq_len, d_model, d_state, lr */
-    int len[4];
+    const yt_node *list[N_AXES];   /* seq_len, d_model, d_state, lr, seed */
+    int len[N_AXES];
+    unsigned long long *seeds;     /* len[AX_SEED] values when seeds are swept */
+    const yt_node *seed_at;        /* where the seeds were given (for messages and locations) */
 } axes;
 
-static int read_sweep(ectx *c, const yt_node *sweep, axes *a) {
-    memset(a, 0, sizeof *a);
-    for (int k = 0; k < 4; k++) a->len[k] = 1;
-    if (!sweep) return 0;
-    int rc = yt_check_map(&c->exp, sweep, sweep_keys);
+/* sweep.seeds: N -> seeds base, base+1, ..., base+N-1 (base = the top-level seed, default 1234). */
+static int read_seed_count(ectx *c, const yt_node *sweep, axes *a) {
+    const yt_node *n = yt_get(sweep, "seeds"), *top = yt_get(c->exp.root, "seed");
+    long long count, base = 1234;
+    int rc = yt_read_int(&c->exp, n, 1, HY_EXP_MAX_SEEDS, &count);
     if (rc < 0) return rc;
-    for (int k = 0; k < 4; k++) {
+    if (yt_get(sweep, "seed")) return yt_fail(&c->exp, n, true, NULL, "sweep.seed is also set: give the seeds in one place");
+    if (top && (rc = yt_read_int(&c->exp, top, 0, LLONG_MAX, &base)) < 0) return rc;
+    if (!(c->seeds = a->seeds = calloc((size_t)count, sizeof *a->seeds))) return HY_ERR_NOMEM;
+    for (long long i = 0; i < count; i++) a->seeds[i] = (unsigned long long)base + (unsigned long long)i;
+    a->len[AX_SEED] = (int)count, a->seed_at = n;
+    return 0;
+}
+
+static int read_sweep(ectx *c, const yt_node *sweep, axes *a) {
+    static const char *const allowed[] = {"seq_len", "d_model", "d_state", "lr", "seed", "seeds", NULL};
+    memset(a, 0, sizeof *a);
+    for (int k = 0; k < N_AXES; k++) a->len[k] = 1;
+    if (!sweep) return 0;
+    int rc = yt_check_map(&c->exp, sweep, allowed);
+    if (rc < 0) return rc;
+    if (yt_get(sweep, "seeds") && (rc = read_seed_count(c, sweep, a)) < 0) return rc;
+    for (int k = 0; k < N_AXES; k++) {
         const yt_node *l = yt_get(sweep, sweep_keys[k]);
-        if (!l) continue;
+        if (!l || (k == AX_SEED && a->seeds)) continue;
         if ((rc = want_list(c, l)) < 0) return rc;
+        if (k == AX_SEED && l->n > HY_EXP_MAX_SEEDS)
+            return yt_fail(&c->exp, l, false, NULL, "at most %d seeds, got %d", HY_EXP_MAX_SEEDS, l->n);
+        if (k == AX_SEED && yt_get(c->exp.root, "seed"))
+            return yt_fail(&c->exp, yt_get(c->exp.root, "seed"), true, NULL,
+                           "sweep.seed is also set: give the seeds in one place (or use sweep.seeds: N from this seed)");
+        if (k == AX_SEED && !(c->seeds = a->seeds = calloc((size_t)l->n, sizeof *a->seeds))) return HY_ERR_NOMEM;
         for (int i = 0; i < l->n; i++) {   /* typed now, so labels and folder names are numbers */
             long long v;
             double x;
-            rc = k == 3 ? yt_read_num(&c->exp, l->kids[i], 0, 1e9, true, false, &x)
-                        : yt_read_int(&c->exp, l->kids[i], 1, 1 << 24, &v);
+            rc = k == AX_LR     ? yt_read_num(&c->exp, l->kids[i], 0, 1e9, true, false, &x)
+                 : k == AX_SEED ? yt_read_int(&c->exp, l->kids[i], 0, LLONG_MAX, &v)
+                                : yt_read_int(&c->exp, l->kids[i], 1, 1 << 24, &v);
             if (rc < 0) return rc;
+            if (k == AX_SEED) {
+                a->seeds[i] = (unsigned long long)v;
+                for (int j = 0; j < i; j++)
+                    if (a->seeds[j] == a->seeds[i]) return yt_fail(&c->exp, l->kids[i], false, NULL, "duplicate seed %lld", v);
+            }
         }
         a->list[k] = l, a->len[k] = l->n;
+        if (k == AX_SEED) a->seed_at = l;
+    }
+    return 0;
+}
+
+/* eval: {seq_len: [..], tokens: N} — the common evaluation of every corpus run: at its own
+ * seq_len and at each of these lengths (default: the swept seq_len values), over the same first
+ * `tokens` bytes of the validation split (default 65536). */
+static int read_eval(ectx *c, const axes *a, hy_experiment *e) {
+    static const char *const keys[] = {"seq_len", "tokens", NULL};
+    const yt_node *n = yt_get(c->exp.root, "eval"), *l = n ? yt_get(n, "seq_len") : NULL, *t = n ? yt_get(n, "tokens") : NULL;
+    int rc;
+    e->eval_tokens = 65536;
+    if (n && (rc = yt_check_map(&c->exp, n, keys)) < 0) return rc;
+    if (t) {
+        long long v;
+        if ((rc = yt_read_int(&c->exp, t, 1, 1LL << 40, &v)) < 0) return rc;
+        e->eval_tokens = (long)v;
+    }
+    if (!l) l = a->list[AX_SEQ];
+    else if ((rc = want_list(c, l)) < 0) return rc;
+    for (int i = 0; l && i < l->n; i++) {
+        long long v;
+        if ((rc = yt_read_int(&c->exp, l->kids[i], 1, 1 << 24, &v)) < 0) return rc;
+        bool dup = false;
+        for (int j = 0; j < e->n_eval; j++) dup |= e->eval_seq_len[j] == (int)v;
+        if (dup) continue;
+        if (e->n_eval == HY_EXP_MAX_EVAL)
+            return yt_fail(&c->exp, l, false, NULL, "at most %d evaluation lengths", HY_EXP_MAX_EVAL);
+        e->eval_seq_len[e->n_eval++] = (int)v;
     }
     return 0;
 }
@@ -181,13 +246,13 @@ static int put_d_state(yt_node *model, const yt_node *item) {
 
 /* One run: the composed tree of variant v at sweep point idx[], read as a run config. */
 static int compose_run(ectx *c, const yt_node *var, const yt_node *model, const char *model_file, const axes *a,
-                       const int idx[4], hy_exp_run *run) {
+                       const int idx[N_AXES], hy_exp_run *run) {
     const yt_node *root = c->exp.root, *vname = yt_get(var, "name");
     hy_experiment *e = c->e;
     int rc = HY_ERR_NOMEM;
     /* labels */
     snprintf(run->variant, sizeof run->variant, "%s", vname->text);
-    for (int k = 1; k < 4; k++)
+    for (int k = AX_DMODEL; k <= AX_DSTATE; k++)   /* the lr and the seed are columns of their own */
         if (a->list[k] && a->len[k] > 1) {
             size_t len = strlen(run->variant);
             snprintf(run->variant + len, sizeof run->variant - len, ":%s=%s", sweep_keys[k], a->list[k]->kids[idx[k]]->text);
@@ -197,15 +262,21 @@ static int compose_run(ectx *c, const yt_node *var, const yt_node *model, const 
     if (!r) return rc;
     static const char *const copy[] = {"seed", "threads", "compute", "data"};
     for (int k = 0; k < 4; k++)
-        if (yt_get(root, copy[k]) && put_clone(r, yt_get(root, copy[k]), copy[k]) < 0) goto out;
+        if (yt_get(root, copy[k]) && !(k == 0 && a->seeds) && put_clone(r, yt_get(root, copy[k]), copy[k]) < 0) goto out;
     yt_node *name = yt_new_scalar("name", run->variant, vname->path, vname);
     if (!name || yt_put(r, name) < 0) goto out;
     /* model */
     if (!(m = yt_clone(model, model_file, 0, NULL))) goto out;
     free(m->key);
     if (!(m->key = strdup("model")) || yt_put(r, m) < 0) goto out;
-    if (a->list[1] && put_clone(m, a->list[1]->kids[idx[1]], "d_model") < 0) goto out;
-    if (a->list[2] && put_d_state(m, a->list[2]->kids[idx[2]]) < 0) goto out;
+    if (a->list[AX_DMODEL] && put_clone(m, a->list[AX_DMODEL]->kids[idx[AX_DMODEL]], "d_model") < 0) goto out;
+    if (a->list[AX_DSTATE] && put_d_state(m, a->list[AX_DSTATE]->kids[idx[AX_DSTATE]]) < 0) goto out;
+    if (a->seeds) {   /* the run's seed replaces the top-level one */
+        char text[32];
+        snprintf(text, sizeof text, "%llu", a->seeds[idx[AX_SEED]]);
+        yt_node *sn = yt_new_scalar("seed", text, a->seed_at->path, a->seed_at);
+        if (!sn || yt_put(r, sn) < 0) goto out;
+    }
     /* train: experiment train, budget, variant train, sweep point */
     const yt_node *tr = yt_get(root, "train"), *budget = yt_get(root, "budget"), *vt = yt_get(var, "train");
     t = tr && tr->kind == YT_MAP ? yt_clone(tr, NULL, 0, NULL) : yt_new_map("train", "train", NULL);
@@ -215,12 +286,17 @@ static int compose_run(ectx *c, const yt_node *var, const yt_node *model, const 
     for (int i = 0; vt && i < vt->n; i++)
         if (put_clone(t, vt->kids[i], vt->kids[i]->key) < 0) goto out;
     if (seq && put_clone(t, seq, "seq_len") < 0) goto out;
-    if (a->list[3] && put_clone(t, a->list[3]->kids[idx[3]], "lr") < 0) goto out;
+    if (a->list[AX_LR] && put_clone(t, a->list[AX_LR]->kids[idx[AX_LR]], "lr") < 0) goto out;
     /* out_dir: filled after the seq_len is known */
     yt_doc d = {.file = c->exp.file, .sets = c->exp.sets, .n_sets = c->exp.n_sets, .root = r};
     if ((rc = hy_run_config_from_tree(&d, &run->cfg)) < 0) goto out;
     run->seq_len = run->cfg.seq_len;
-    snprintf(run->id, sizeof run->id, "%s-T%d", run->variant, run->seq_len);
+    /* the folder: variant and T, then the lr and the seed where they are swept */
+    int len = snprintf(run->id, sizeof run->id, "%s-T%d", run->variant, run->seq_len);
+    if (a->list[AX_LR] && a->len[AX_LR] > 1)
+        len += snprintf(run->id + len, sizeof run->id - (size_t)len, "-lr%s", a->list[AX_LR]->kids[idx[AX_LR]]->text);
+    if (a->seeds && a->len[AX_SEED] > 1 && len < (int)sizeof run->id)
+        snprintf(run->id + len, sizeof run->id - (size_t)len, "-s%llu", a->seeds[idx[AX_SEED]]);
     if (snprintf(run->cfg.out_dir, sizeof run->cfg.out_dir, "%s/runs/%s", e->out_dir, run->id) >= HY_PATH_MAX)
         rc = hy_fail_code(HY_ERR_CONFIG, "%s: out_dir %s/runs/%s is too long", c->exp.file, e->out_dir, run->id);
 out:
@@ -292,7 +368,15 @@ static int load(ectx *c, hy_experiment *e) {
     if (vars->kind != YT_SEQ || vars->n == 0)
         return yt_fail(d, vars, false, NULL, "must be a non-empty list of {name, model, train}, got %s",
                        yt_describe(vars, what, sizeof what));
-    int per = a.len[0] * a.len[1] * a.len[2] * a.len[3];
+    if ((rc = read_eval(c, &a, e)) < 0) return rc;
+    e->eval_seed = a.seeds ? a.seeds[0] : 1234;
+    if (!a.seeds && (n = yt_get(root, "seed"))) {
+        long long v;
+        if ((rc = yt_read_int(d, n, 0, LLONG_MAX, &v)) < 0) return rc;
+        e->eval_seed = (uint64_t)v;
+    }
+    long long per = (long long)a.len[0] * a.len[1] * a.len[2] * a.len[3] * a.len[4];
+    if (per * vars->n > 100000) return yt_fail(d, yt_get(root, "sweep"), false, NULL, "%lld runs: more than 100000", per * vars->n);
     e->runs = calloc((size_t)vars->n * per, sizeof *e->runs);
     if (!e->runs) return HY_ERR_NOMEM;
     for (int v = 0; v < vars->n; v++) {
@@ -320,18 +404,19 @@ static int load(ectx *c, hy_experiment *e) {
         if (vt && vt->kind != YT_MAP)
             return yt_fail(d, vt, false, NULL, "must be a map of train keys, got %s", yt_describe(vt, what, sizeof what));
         if ((rc = check_conflicts(c, var)) < 0) return rc;
-        int idx[4];
+        int idx[N_AXES];
         for (idx[1] = 0; idx[1] < a.len[1]; idx[1]++)
             for (idx[2] = 0; idx[2] < a.len[2]; idx[2]++)
                 for (idx[3] = 0; idx[3] < a.len[3]; idx[3]++)
-                    for (idx[0] = 0; idx[0] < a.len[0]; idx[0]++) {
-                        hy_exp_run *run = &e->runs[e->n_runs];
-                        if ((rc = compose_run(c, var, model, mfile, &a, idx, run)) < 0) return rc;
-                        e->n_runs++;
-                        for (int u = 0; u < e->n_runs - 1; u++)
-                            if (!strcmp(e->runs[u].id, run->id))
-                                return yt_fail(d, vn, false, NULL, "two runs would share the folder runs/%s", run->id);
-                    }
+                    for (idx[4] = 0; idx[4] < a.len[4]; idx[4]++)
+                        for (idx[0] = 0; idx[0] < a.len[0]; idx[0]++) {
+                            hy_exp_run *run = &e->runs[e->n_runs];
+                            if ((rc = compose_run(c, var, model, mfile, &a, idx, run)) < 0) return rc;
+                            e->n_runs++;
+                            for (int u = 0; u < e->n_runs - 1; u++)
+                                if (!strcmp(e->runs[u].id, run->id))
+                                    return yt_fail(d, vn, false, NULL, "two runs would share the folder runs/%s", run->id);
+                        }
     }
     return 0;
 }
@@ -349,7 +434,7 @@ int hy_experiment_load(const char *path, const char *const *sets, int n_sets, hy
         yt_free(&c.models[i]);
         free(c.model_paths[i]);
     }
-    free(c.models), free(c.model_paths);
+    free(c.models), free(c.model_paths), free(c.seeds);
     if (rc < 0) hy_experiment_free(e);
     return rc < 0 ? (rc == HY_ERR_NOMEM ? rc : HY_ERR_CONFIG) : 0;
 }

@@ -6,8 +6,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HY_DEFAULT_CORPUS "/usr/share/games/fortunes"
-
 typedef struct {
     uint8_t *bytes;
     size_t len, n_train;      /* train = bytes[0, n_train), validation = bytes[n_train, len) */
@@ -15,7 +13,9 @@ typedef struct {
 } hy_corpus;
 
 /* path: a file, a folder (every regular, non-binary file below it, sorted by path; symlinks are
- * skipped), or "default". */
+ * skipped; a file is binary when its first 4 KiB hold a NUL byte), or "default" (also NULL or ""):
+ * the Python standard library's source, the .py files that dpkg lists for Debian's
+ * libpython3.N-minimal and libpython3.N-stdlib (newest N), sorted by path. */
 int hy_corpus_load(hy_corpus *c, const char *path, double val_fraction);
 void hy_corpus_free(hy_corpus *c);
 /* B windows of T+1 bytes from the train or validation split: inputs = window[0..T),

@@ -12,10 +12,13 @@
 #include "experiments/yaml_tree.h"
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
+
+#define HY_EXP_MAX_EVAL 16
 
 typedef struct {
-    char variant[160];        /* the `variant` column: name, plus ":key=value" per swept d_model/d_state/lr */
-    char id[200];             /* folder under runs/: <variant>-T<seq_len> */
+    char variant[160];        /* the `variant` column: name, plus ":key=value" per swept d_model/d_state */
+    char id[200];             /* folder under runs/: <variant>-T<seq_len>[-lr<lr>][-s<seed>] (lr, seed when swept) */
     int seq_len;
     hy_run_config cfg;        /* resolved; cfg.out_dir = <out_dir>/runs/<id> */
 } hy_exp_run;
@@ -33,7 +36,12 @@ typedef struct {
     char out_dir[HY_PATH_MAX];
     int threads;
     int n_runs;
-    hy_exp_run *runs;         /* variant-major, then d_model, d_state, lr, seq_len */
+    hy_exp_run *runs;         /* variant-major, then d_model, d_state, lr, seed, seq_len */
+    /* the common evaluation of corpus runs (eval:): at the run's seq_len and each of these lengths,
+     * over the first eval_tokens bytes of the validation split; task runs use their task's lengths */
+    int n_eval, eval_seq_len[HY_EXP_MAX_EVAL];
+    long eval_tokens;
+    uint64_t eval_seed;       /* the data seed of every final evaluation: the first (or only) seed */
     hy_exp_bench bench;
 } hy_experiment;
 

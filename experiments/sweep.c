@@ -7,6 +7,7 @@
 #include "core/mem.h"
 #include "core/timer.h"
 #include "experiments/experiment.h"
+#include "experiments/results.h"
 #include "models/checkpoint.h"
 #include "models/json.h"
 #include <math.h>
@@ -15,9 +16,12 @@
 #include <string.h>
 #include <unistd.h>
 
-const char *const HY_SWEEP_CSV_HEADER = "variant,seq_len,params,flop_per_token,tokens,train_s,tokens_per_s,peak_bytes,"
-                                        "state_bytes,val_loss,val_ppl,val_bits_per_byte\n";
-const char *const HY_EVAL_CSV_HEADER = "variant,seq_len,task,eval_seq_len,val_loss,accuracy,labels\n";
+/* A run's result.csv: sweep.csv's row without lr_selected, which needs every run (hy_sweep_finalize). */
+const char *const HY_SWEEP_ROWS_CSV_HEADER =
+    "variant,seq_len,seed,lr,batch_size,batch_tokens,steps,tokens,stopped_by,params,flop_per_token,train_s,"
+    "tokens_per_s,peak_bytes,state_bytes,val_loss,val_ppl,val_bits_per_byte\n";
+const char *const HY_EVAL_CSV_HEADER = "variant,seq_len,seed,lr,task,eval_seq_len,val_loss,val_bits_per_byte,accuracy,labels\n";
+const char *const HY_POSITION_CSV_HEADER = "variant,seq_len,seed,lr,eval_seq_len,position,loss\n";
 
 /* dir/name into out. */
 static void join(char *out, size_t n, const char *dir, const char *name) { snprintf(out, n, "%s/%s", dir, name); }
@@ -48,9 +52,9 @@ static run_status status_of(const hy_exp_run *run, bool clear_stale) {
     if (same && access(res, F_OK) == 0) return RUN_COMPLETE;
     if (same && access(ck, F_OK) == 0) return RUN_PARTIAL;
     if (clear_stale) {
-        static const char *const files[] = {"result.csv", "eval.csv", "train.csv", "checkpoint.safetensors",
-                                            "checkpoint.state.safetensors"};
-        for (int k = 0; k < 5; k++) {
+        static const char *const files[] = {"result.csv", "eval.csv", "position.csv", "train.csv",
+                                            "checkpoint.safetensors", "checkpoint.state.safetensors"};
+        for (int k = 0; k < 6; k++) {
             char p[HY_PATH_MAX + 64];
             join(p, sizeof p, dir, files[k]);
             unlink(p);
@@ -78,60 +82,99 @@ static void report(tick_ctx *t, const char *event, const hy_train_tick *tk) {
 
 static void on_tick(void *ctx, const hy_train_tick *tk) { report(ctx, "tick", tk); }
 
-/* After training: sweep.csv's row and eval.csv's rows of one run, from its final checkpoint
- * (accuracy and loss at the training length and at the task's extra lengths). Returns 1 when
+/* A CSV cell for a number that may be undefined (NaN: an empty cell). */
+static void num_cell(char *out, size_t n, const char *fmt, double x) {
+    if (isfinite(x)) snprintf(out, n, fmt, x);
+    else out[0] = 0;
+}
+
+/* The evaluation lengths of a run: its own seq_len first, then the experiment's common lengths
+ * (corpus) or the task's extra lengths, each once. Returns the count. */
+static int eval_lengths(const hy_experiment *e, const hy_run_config *c, int *lens) {
+    int n = 0;
+    lens[n++] = c->seq_len;
+    bool task = c->task.type != HY_TASK_NONE;
+    int m = task ? c->task.n_eval : e->n_eval;
+    for (int i = 0; i < m; i++) {
+        int L = task ? c->task.eval_seq_len[i] : e->eval_seq_len[i];
+        bool dup = false;
+        for (int j = 0; j < n; j++) dup |= lens[j] == L;
+        if (!dup) lens[n++] = L;
+    }
+    return n;
+}
+
+/* After training: the run's rows of sweep.csv (result.csv, without lr_selected), eval.csv and,
+ * for a corpus, position.csv, from its final checkpoint. Every evaluation uses the experiment's
+ * evaluation seed, so every variant and seed is scored on the same held-out data. Returns 1 when
  * stopped (Ctrl-C) between two lengths: nothing is written, the next call evaluates again. */
-static int finish_run(const hy_exp_run *run, const hy_train_result *tr, volatile sig_atomic_t *stop) {
+static int finish_run(const hy_experiment *e, const hy_exp_run *run, const hy_train_result *tr,
+                      volatile sig_atomic_t *stop) {
     const hy_run_config *c = &run->cfg;
-    char ck[HY_PATH_MAX + 64], path[HY_PATH_MAX + 64];
+    char ck[HY_PATH_MAX + 64], path[HY_PATH_MAX + 64], key[300], a[32], b[32];
     join(ck, sizeof ck, c->out_dir, "checkpoint.safetensors");
     hy_model *m;
     long step;
     int rc = hy_checkpoint_load(ck, &m, &step);
     if (rc < 0) return rc;
     hy_data data;
-    if ((rc = hy_data_open(&data, c->corpus, c->val_fraction, &c->task, c->seed)) < 0) {
+    if ((rc = hy_data_open(&data, c->corpus, c->val_fraction, &c->task, e->eval_seed)) < 0) {
         hy_model_free(m);
         return rc;
     }
-    hy_strbuf ev = {0}, sw = {0};
+    bool task = c->task.type != HY_TASK_NONE;
+    snprintf(key, sizeof key, "%s,%d,%llu,%g", run->variant, c->seq_len, (unsigned long long)c->seed, c->lr);
+    hy_strbuf ev = {0}, sw = {0}, po = {0};
     hy_sb_add(&ev, HY_EVAL_CSV_HEADER);
-    int lens[HY_TASK_MAX_EVAL + 1], n = 0;
-    lens[n++] = c->seq_len;
-    for (int i = 0; i < c->task.n_eval; i++)
-        if (c->task.eval_seq_len[i] != c->seq_len) lens[n++] = c->task.eval_seq_len[i];
+    hy_sb_add(&po, HY_POSITION_CSV_HEADER);
+    int lens[HY_EXP_MAX_EVAL + HY_TASK_MAX_EVAL + 1], n = eval_lengths(e, c, lens), longest = 0;
+    for (int i = 0; i < n; i++) longest = lens[i] > longest ? lens[i] : longest;
+    double *pos = task ? NULL : hy_malloc((size_t)longest * sizeof(double));
+    hy_eval_result own = {.loss = NAN, .accuracy = NAN};
+    if (!task && !pos) rc = HY_ERR_NOMEM;
     for (int i = 0; i < n && rc == 0; i++) {
         hy_eval_result er;
         if (stop && *stop) {
             rc = 1;
             break;
         }
-        if ((rc = hy_evaluate_data(m, &data, c->batch_size, lens[i], c->eval_batches, c->seed, c->task.eval_streaming, &er)) < 0) break;
-        hy_sb_printf(&ev, "%s,%d,%s,%d,%.6f,%.6f,%ld\n", run->variant, c->seq_len, hy_task_name(c->task.type), lens[i],
-                     er.loss, er.accuracy, er.labels);
+        if (task) rc = hy_evaluate_data(m, &data, c->batch_size, lens[i], c->eval_batches, e->eval_seed,
+                                        c->task.eval_streaming, &er);
+        else rc = hy_evaluate_corpus_windows(m, &data.corpus, lens[i], e->eval_tokens, lens[i] == longest ? pos : NULL, &er);
+        if (rc < 0) break;
+        if (i == 0) own = er;
+        num_cell(a, sizeof a, "%.6f", task ? NAN : er.loss / log(2.0));
+        num_cell(b, sizeof b, "%.6f", er.accuracy);
+        hy_sb_printf(&ev, "%s,%s,%d,%.6f,%s,%s,%ld\n", key, task ? hy_task_name(c->task.type) : "corpus", lens[i], er.loss,
+                     a, b, er.labels);
+        for (int p = 0; !task && lens[i] == longest && p < longest; p++)
+            hy_sb_printf(&po, "%s,%d,%d,%.6f\n", key, longest, p, pos[p]);
     }
-    hy_sb_add(&sw, HY_SWEEP_CSV_HEADER);
-    hy_sb_printf(&sw, "%s,%d,%zu,%.6g,%.0f,%.3f,%.1f,%zu,%zu,%.6f,%.6f,%.6f\n", run->variant, c->seq_len,
-                 hy_model_param_count(m), hy_model_flop_per_token(m, c->seq_len), tr->tokens, tr->seconds,
-                 tr->tokens / fmax(tr->seconds, 1e-9), tr->peak_bytes, hy_model_state_bytes(m, c->seq_len), tr->val_loss,
-                 tr->val_ppl, tr->val_bits_per_byte);
+    hy_free(pos);
+    num_cell(a, sizeof a, "%.6f", task ? NAN : own.loss / log(2.0));
+    hy_sb_add(&sw, HY_SWEEP_ROWS_CSV_HEADER);
+    hy_sb_printf(&sw, "%s,%d,%ld,%ld,%.0f,%s,%zu,%.6g,%.3f,%.1f,%zu,%zu,%.6f,%.6f,%s\n", key, c->batch_size,
+                 (long)c->batch_size * c->seq_len, tr->steps, tr->tokens, hy_stop_reason_name(tr->stopped_by),
+                 hy_model_param_count(m), hy_model_flop_per_token(m, c->seq_len), tr->seconds,
+                 tr->tokens / fmax(tr->seconds, 1e-9), tr->peak_bytes, hy_model_state_bytes(m, c->seq_len), own.loss,
+                 exp(own.loss), a);
     hy_data_free(&data);
     hy_model_free(m);
-    char *evt = hy_sb_take(&ev), *swt = hy_sb_take(&sw);
-    if (rc == 0 && (!evt || !swt)) rc = HY_ERR_NOMEM;
-    if (rc == 1) {
-        free(evt), free(swt);
-        return 1;
-    }
+    char *evt = hy_sb_take(&ev), *swt = hy_sb_take(&sw), *pot = hy_sb_take(&po);
+    if (rc == 0 && (!evt || !swt || !pot)) rc = HY_ERR_NOMEM;
     if (rc == 0) {
         join(path, sizeof path, c->out_dir, "eval.csv");
         rc = hy_write_file_atomic(path, evt, strlen(evt));
+    }
+    if (rc == 0 && !task) {
+        join(path, sizeof path, c->out_dir, "position.csv");
+        rc = hy_write_file_atomic(path, pot, strlen(pot));
     }
     if (rc == 0) {   /* last: the run's completion marker */
         join(path, sizeof path, c->out_dir, "result.csv");
         rc = hy_write_file_atomic(path, swt, strlen(swt));
     }
-    free(evt), free(swt);
+    free(evt), free(swt), free(pot);
     return rc;
 }
 
@@ -234,7 +277,7 @@ int hy_experiment_run(const hy_experiment *e, const hy_exp_opts *o, hy_exp_resul
             break;
         }
         report(&t, "eval", NULL);
-        if ((rc = finish_run(run, &tr, o->stop)) < 0) {
+        if ((rc = finish_run(e, run, &tr, o->stop)) < 0) {
             hy_error_prefix("run %s", run->id);
             return rc;
         }
@@ -250,12 +293,15 @@ int hy_experiment_run(const hy_experiment *e, const hy_exp_opts *o, hy_exp_resul
             break;
         }
     }
-    if ((rc = concat(e, "result.csv", HY_SWEEP_CSV_HEADER)) < 0) return rc;
+    if ((rc = concat(e, "result.csv", HY_SWEEP_ROWS_CSV_HEADER)) < 0) return rc;
     char a[HY_PATH_MAX + 64], b[HY_PATH_MAX + 64];
     join(a, sizeof a, e->out_dir, "result.csv");
-    join(b, sizeof b, e->out_dir, "sweep.csv");
+    join(b, sizeof b, e->out_dir, "sweep_rows.csv");
     if (rename(a, b) != 0) return hy_fail_code(HY_ERR_IO, "cannot rename %s to %s", a, b);
-    if ((rc = concat(e, "train.csv", HY_TRAIN_CSV_HEADER)) < 0 || (rc = concat(e, "eval.csv", HY_EVAL_CSV_HEADER)) < 0) return rc;
+    if ((rc = concat(e, "train.csv", HY_TRAIN_CSV_HEADER)) < 0 || (rc = concat(e, "eval.csv", HY_EVAL_CSV_HEADER)) < 0 ||
+        (rc = concat(e, "position.csv", HY_POSITION_CSV_HEADER)) < 0)
+        return rc;
+    if ((rc = hy_sweep_finalize(e->out_dir)) < 0) return rc;   /* sweep.csv: the rows + lr_selected */
     if (!o->no_plots) return hy_experiment_plot(e->out_dir, r->summary, sizeof r->summary);
     return 0;
 }

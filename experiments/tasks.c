@@ -297,3 +297,53 @@ int hy_evaluate_data(hy_model *m, const hy_data *d, int B, int T, long n_batches
     r->accuracy = labels ? (double)right / labels : NAN;
     return 0;
 }
+
+int hy_evaluate_corpus_windows(hy_model *m, const hy_corpus *c, int T, long n_tokens, double *pos_loss,
+                               hy_eval_result *r) {
+    memset(r, 0, sizeof *r);
+    const uint8_t *val = c->bytes + c->n_train;
+    size_t val_len = c->len - c->n_train;
+    long n_windows = n_tokens / T;
+    if (val_len < (size_t)T + 1)
+        return hy_fail("evaluation at length %d: the validation split has %zu bytes, fewer than %d", T, val_len, T + 1);
+    if ((size_t)n_windows > (val_len - 1) / (size_t)T) n_windows = (long)((val_len - 1) / (size_t)T);
+    if (n_windows < 1) n_windows = 1;
+    int V = m->cfg.vocab_size, B = (int)fmin((double)n_windows, fmax(1.0, 16384.0 / T));
+    size_t n = (size_t)B * T;
+    int32_t *in = hy_malloc(n * sizeof(int32_t)), *tg = hy_malloc(n * sizeof(int32_t));
+    double *sum = hy_malloc((size_t)T * sizeof(double));
+    int rc = in && tg && sum ? 0 : HY_ERR_NOMEM;
+    if (rc == 0) memset(sum, 0, (size_t)T * sizeof(double));
+    for (long w0 = 0; w0 < n_windows && rc == 0; w0 += B) {
+        int b_now = (int)fmin(B, (double)(n_windows - w0));
+        for (int b = 0; b < b_now; b++)
+            for (int t = 0; t < T; t++) {
+                size_t at = (size_t)(w0 + b) * T + t;
+                in[(size_t)b * T + t] = val[at], tg[(size_t)b * T + t] = val[at + 1];
+            }
+        hy_loss l;
+        if ((rc = hy_model_forward(m, in, tg, b_now, T, false, &l)) < 0) break;
+        const float *z = hy_model_logits(m);
+        for (int b = 0; b < b_now; b++)   /* cross-entropy at each position, from the logits */
+            for (int t = 0; t < T; t++) {
+                const float *row = z + ((size_t)b * T + t) * V;
+                float mx = row[0];
+                for (int v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
+                double se = 0;
+                for (int v = 0; v < V; v++) se += exp((double)row[v] - mx);
+                sum[t] += log(se) + mx - row[tg[(size_t)b * T + t]];
+            }
+    }
+    if (rc == 0) {
+        double total = 0;
+        for (int t = 0; t < T; t++) {
+            total += sum[t];
+            if (pos_loss) pos_loss[t] = sum[t] / (double)n_windows;
+        }
+        r->labels = n_windows * T;
+        r->loss = total / (double)r->labels;
+        r->accuracy = NAN;
+    }
+    hy_free(in), hy_free(tg), hy_free(sum);
+    return rc;
+}

@@ -68,5 +68,12 @@ typedef struct {
 } hy_eval_result;
 int hy_evaluate_data(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
                      hy_eval_result *r);
+/* The common evaluation of a corpus model: windows of T+1 bytes laid end to end from the start of
+ * the validation split, over its first n_tokens bytes (n_tokens / T windows, at least one; fewer
+ * when the split is shorter), so that every model, seed and length is scored on the same text.
+ * r->loss = mean cross-entropy over every position (accuracy NAN); pos_loss (NULL or T values) =
+ * the mean cross-entropy at each position of the window, whose mean over positions is r->loss. */
+int hy_evaluate_corpus_windows(hy_model *m, const hy_corpus *c, int T, long n_tokens, double *pos_loss,
+                               hy_eval_result *r);
 
 #endif

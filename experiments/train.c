@@ -44,21 +44,23 @@ static int csv_append(csv_text *t, const char *line) {
 }
 
 const char *const HY_TRAIN_CSV_HEADER =
-    "variant,seq_len,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,aux_loss\n";
+    "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,aux_loss\n";
+#define TRAIN_CSV_STEP_COL 4   /* 0-based column of `step` in train.csv */
+#define EXPERTS_CSV_STEP_COL 2
 /* experts.csv (models with MoE layers): token slots routed to each expert on the validation
  * batches of each evaluation, so that a collapse of the routing is visible. */
 static const char *EXPERTS_HEADER = "variant,seq_len,step,layer,expert,tokens\n";
 
-/* On resume: keep the existing rows (step in the third column) up to and including `step`. */
-static int csv_reload(csv_text *t, const char *header, const char *path, long step) {
+/* On resume: keep the existing rows (step in 0-based column step_col) up to and including `step`. */
+static int csv_reload(csv_text *t, const char *header, const char *path, int step_col, long step) {
     char *data;
     size_t len;
     csv_append(t, header);
     if (hy_read_file(path, &data, &len) < 0) return 0;
     char *save = NULL, *line = strtok_r(data, "\n", &save);
     for (line = strtok_r(NULL, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        const char *p = strchr(line, ',');
-        p = p ? strchr(p + 1, ',') : NULL;
+        const char *p = line;
+        for (int k = 0; k < step_col && p; k++) p = strchr(p + (k > 0), ',');
         if (!p || atol(p + 1) > step) continue;
         csv_append(t, line);
         csv_append(t, "\n");
@@ -81,6 +83,18 @@ static double budget_fraction(const hy_run_config *c, long step, double tokens, 
     if (c->max_tokens > 0) f = fmax(f, tokens / c->max_tokens);
     if (c->max_seconds > 0) f = fmax(f, seconds / c->max_seconds);
     return f;
+}
+
+/* Which budget ended a finished run: steps or tokens (complete), else the wall-clock cap. */
+static hy_stop_reason budget_that_ended(const hy_run_config *c, long step, double tokens) {
+    if (c->steps > 0 && step >= c->steps) return HY_STOP_STEPS;
+    if (c->max_tokens > 0 && tokens >= c->max_tokens) return HY_STOP_TOKENS;
+    return HY_STOP_SECONDS;
+}
+
+const char *hy_stop_reason_name(hy_stop_reason r) {
+    static const char *const names[] = {"steps", "tokens", "seconds", "interrupt"};
+    return names[r];
 }
 
 /* Cosine progress measured after warmup, in the units of the dominant budget. */
@@ -260,10 +274,10 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     if ((rc = hy_optim_init(&opt, m, strcmp(c->optimizer, "sgd") ? HY_OPTIM_ADAMW : HY_OPTIM_SGD)) < 0) goto done;
     bool resumed = pr.step > 0;
     if (resumed && (rc = load_state(&P, m, &opt, &rng, &pr)) < 0) goto done;
-    if (resumed) csv_reload(&csv, HY_TRAIN_CSV_HEADER, P.csv, pr.step);
+    if (resumed) csv_reload(&csv, HY_TRAIN_CSV_HEADER, P.csv, TRAIN_CSV_STEP_COL, pr.step);
     else csv_append(&csv, HY_TRAIN_CSV_HEADER);
     bool moe = has_moe(m);
-    if (moe && resumed) csv_reload(&ex, EXPERTS_HEADER, P.experts, pr.step);
+    if (moe && resumed) csv_reload(&ex, EXPERTS_HEADER, P.experts, EXPERTS_CSV_STEP_COL, pr.step);
     else if (moe) csv_append(&ex, EXPERTS_HEADER);
 
     int B = c->batch_size, T = c->seq_len;
@@ -281,10 +295,11 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
                 c->optimizer, resumed ? ", resumed" : "");
     double t_start = hy_now() - pr.elapsed, t_window = hy_now(), val = NAN, lr = c->lr, gnorm = 0, acc = NAN;
     long window_tokens = 0, first_step = pr.step;
-    char line[512];
+    char line[600], run_key[80];   /* run_key: the seed and peak_lr columns */
+    snprintf(run_key, sizeof run_key, "%llu,%g", (unsigned long long)c->seed, c->lr);
     if (!resumed) {
         val = evaluate_routing(m, &corpus, c, variant, 0, &acc, &ex, &lines);
-        snprintf(line, sizeof line, "%s,%d,0,0,,%.6f,,,,0.000,\n", variant, T, val);
+        snprintf(line, sizeof line, "%s,%d,%s,0,0,,%.6f,,,,0.000,\n", variant, T, run_key, val);
         csv_append(&csv, line);
         flush_lines(&lines, o->progress);
     }
@@ -325,7 +340,7 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
             r->tokens_per_s = tps;
             char as[32] = "";   /* aux_loss: empty for a model without MoE layers */
             if (moe) snprintf(as, sizeof as, "%.6f", pr.window_aux / pr.window_steps);
-            snprintf(line, sizeof line, "%s,%d,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f,%s\n", variant, T, pr.step,
+            snprintf(line, sizeof line, "%s,%d,%s,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f,%s\n", variant, T, run_key, pr.step,
                      pr.tokens, r->train_loss, vs, lr, gnorm, tps, now - t_start, as);
             csv_append(&csv, line);
             if (o->on_tick) {
@@ -359,6 +374,7 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
         r->val_loss = val, r->val_ppl = exp(val), r->val_bits_per_byte = val / log(2.0);
         r->val_accuracy = c->task.type != HY_TASK_NONE ? acc : NAN;
         r->interrupted = stopped;
+        r->stopped_by = stopped ? HY_STOP_INTERRUPT : budget_that_ended(c, pr.step, pr.tokens);
         r->peak_bytes = hy_mem_peak() - mem_base;
         rc = save_all(&P, m, &opt, &rng, &pr);
         if (rc == 0) rc = hy_write_file_atomic(P.csv, csv.text, csv.len);

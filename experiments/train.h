@@ -26,8 +26,14 @@ typedef struct {
     long stop_after;         /* > 0: stop like an interrupt after this many steps of this call */
 } hy_train_opts;
 
+/* Which budget ended training: a run ended by steps or tokens is complete; one ended by the
+ * wall-clock cap (train.seconds) is not comparable with complete runs and is marked as such. */
+typedef enum { HY_STOP_STEPS, HY_STOP_TOKENS, HY_STOP_SECONDS, HY_STOP_INTERRUPT } hy_stop_reason;
+const char *hy_stop_reason_name(hy_stop_reason r);   /* "steps", "tokens", "seconds", "interrupt" */
+
 typedef struct {
     long steps;
+    hy_stop_reason stopped_by;
     double tokens, seconds, tokens_per_s;
     double train_loss, val_loss, val_ppl, val_bits_per_byte;
     double val_accuracy;     /* fraction of labelled positions predicted right (tasks; NAN for a corpus) */

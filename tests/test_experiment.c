@@ -53,13 +53,60 @@ START_TEST(compose_runs) {
 }
 END_TEST
 
+/* Seeds x lrs x seq_len at constant tokens per step: run order, folders, batch sizes, the common
+ * evaluation; and `seeds: N` counting up from the top-level seed. */
+START_TEST(compose_seeds_lr_batch_tokens) {
+    hy_experiment e;
+    const char *sets[] = {"out_dir=/tmp/unused"};
+    ck_assert_msg(hy_experiment_load(EXP "tiny-seeds.yaml", sets, 1, &e) == 0, "%s", hy_last_error());
+    ck_assert_int_eq(e.n_runs, 8);
+    static const char *const ids[] = {"a-T8-lr0.01-s5",  "a-T16-lr0.01-s5",  "a-T8-lr0.01-s6",  "a-T16-lr0.01-s6",
+                                      "a-T8-lr0.003-s5", "a-T16-lr0.003-s5", "a-T8-lr0.003-s6", "a-T16-lr0.003-s6"};
+    for (int i = 0; i < 8; i++) {
+        const hy_run_config *c = &e.runs[i].cfg;
+        ck_assert_str_eq(e.runs[i].id, ids[i]);
+        ck_assert_str_eq(e.runs[i].variant, "a");   /* the lr and the seed are columns, not labels */
+        ck_assert_int_eq(c->seq_len, i % 2 ? 16 : 8);
+        ck_assert_int_eq(c->batch_tokens, 32);
+        ck_assert_int_eq(c->batch_size, i % 2 ? 2 : 4);   /* 32 tokens per step at either length */
+        ck_assert_int_eq(c->seed, (i / 2) % 2 ? 6 : 5);
+        ck_assert_double_eq(c->lr, i < 4 ? 0.01 : 0.003);
+    }
+    ck_assert_int_eq(e.n_eval, 2);
+    ck_assert_int_eq(e.eval_seq_len[0], 8);
+    ck_assert_int_eq(e.eval_seq_len[1], 16);
+    ck_assert_int_eq(e.eval_tokens, 256);
+    ck_assert_int_eq(e.eval_seed, 5);
+    /* the resolved config keeps batch_tokens and loads again to the same batch */
+    char *text = hy_run_config_text(&e.runs[1].cfg);
+    ck_assert_ptr_nonnull(strstr(text, "  batch_size: 2\n  batch_tokens: 32\n"));
+    free(text);
+    hy_experiment_free(&e);
+    const char *count[] = {"out_dir=/tmp/unused", "sweep.seeds=2"};
+    ck_assert_msg(hy_experiment_load(EXP "tiny-exp.yaml", count, 2, &e) == 0, "%s", hy_last_error());
+    ck_assert_int_eq(e.n_runs, 8);   /* 2 variants x 2 seeds x 2 lengths */
+    ck_assert_str_eq(e.runs[0].id, "a-T8-s3");
+    ck_assert_str_eq(e.runs[3].id, "a-T16-s4");
+    ck_assert_int_eq(e.runs[3].cfg.seed, 4);
+    ck_assert_int_eq(e.runs[3].cfg.batch_size, 2);   /* no batch_tokens: batch_size as given */
+    ck_assert_int_eq(e.eval_seed, 3);
+    hy_experiment_free(&e);
+}
+END_TEST
+
 typedef struct {
     const char *file, *where, *path, *problem;
 } bad_case;
 
 static const bad_case bad_cases[] = {
     {"unknown-top.yaml", "3:1", "sweeep", "unknown key 'sweeep' (allowed: name, seed, threads, out_dir, compute, data, train, "
-                                          "variants, sweep, budget, bench)"},
+                                          "variants, sweep, budget, bench, eval)"},
+    {"seed-dup.yaml", "5:16", "sweep.seed[2]", "duplicate seed 1"},
+    {"seed-both.yaml", "3:1", "seed", "sweep.seed is also set: give the seeds in one place"},
+    {"seeds-and-list.yaml", "4:3", "sweep.seeds", "sweep.seed is also set: give the seeds in one place"},
+    {"batch-tokens.yaml", "4:17", "train.batch_tokens", "must be a multiple of train.seq_len (8), got 100"},
+    {"batch-disagree.yaml", "5:15", "train.batch_size", "is 2, but train.batch_tokens 64 / seq_len 8 = 8 sequences per step"},
+    {"eval-bad.yaml", "4:16", "eval.seq_len[1]", "must be an integer in [1, 16777216], got 0"},
     {"variants-map.yaml", "2:3", "variants", "must be a non-empty list of {name, model, train}, got a map"},
     {"variant-no-name.yaml", "2:5", "variants[0].name", "missing required key"},
     {"variant-duplicate.yaml", "3:12", "variants[1].name", "duplicate variant name 'a' (also variants[0])"},
@@ -170,14 +217,14 @@ static int count_lines(const char *text) {
     return n;
 }
 
-/* Blanks the fields 5, 6, 7 (train_s, tokens_per_s, peak_bytes) of each sweep.csv row in place. */
+/* Blanks the fields 11, 12, 13 (train_s, tokens_per_s, peak_bytes) of each sweep.csv row in place. */
 static void drop_measured(char *csv) {
     char *w = csv;
     int field = 0;
     for (char *r = csv; *r; r++) {
         if (*r == '\n') field = 0;
         else if (*r == ',') field++;
-        else if (field >= 5 && field <= 7) continue;
+        else if (field >= 11 && field <= 13) continue;
         *w++ = *r;
     }
     *w = 0;
@@ -233,10 +280,13 @@ START_TEST(sweep_resume_and_schema) {
     ck_assert_str_eq(first, again);
     hy_free(again);
     /* SPEC §5 headers, one sweep row per variant x seq_len, in run order */
-    first_line_is(dir, "sweep.csv", "variant,seq_len,params,flop_per_token,tokens,train_s,tokens_per_s,peak_bytes,"
-                                    "state_bytes,val_loss,val_ppl,val_bits_per_byte\n");
-    first_line_is(dir, "train.csv", "variant,seq_len,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,aux_loss\n");
-    first_line_is(dir, "eval.csv", "variant,seq_len,task,eval_seq_len,val_loss,accuracy,labels\n");
+    first_line_is(dir, "sweep.csv", "variant,seq_len,seed,lr,batch_size,batch_tokens,steps,tokens,stopped_by,params,"
+                                    "flop_per_token,train_s,tokens_per_s,peak_bytes,state_bytes,val_loss,val_ppl,"
+                                    "val_bits_per_byte,lr_selected\n");
+    first_line_is(dir, "train.csv", "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,"
+                                    "elapsed_s,aux_loss\n");
+    first_line_is(dir, "eval.csv", "variant,seq_len,seed,lr,task,eval_seq_len,val_loss,val_bits_per_byte,accuracy,labels\n");
+    first_line_is(dir, "position.csv", "variant,seq_len,seed,lr,eval_seq_len,position,loss\n");
     char *sweep = slurp(dir, "sweep.csv");
     ck_assert_int_eq(count_lines(sweep), 5);
     ck_assert_ptr_nonnull(strstr(sweep, "\na,8,"));
@@ -245,7 +295,7 @@ START_TEST(sweep_resume_and_schema) {
            at_b8 = (size_t)(strstr(sweep, "\nb,8,") - sweep);
     ck_assert(at_a8 < at_a16 && at_a16 < at_b8);
     char *train = slurp(dir, "train.csv");
-    ck_assert_ptr_nonnull(strstr(train, "\nb,16,3,"));   /* every run's rows, with variant and seq_len */
+    ck_assert_ptr_nonnull(strstr(train, "\nb,16,3,0.005,3,"));   /* every run's rows: variant, seq_len, seed, lr, step */
     hy_free(train);
     ck_assert(file_exists(dir, "experiment.yaml") && file_exists(dir, "runs/b-T16/config.yaml"));
     ck_assert(file_exists(dir, "report.md") && file_exists(dir, "quality.png") && file_exists(dir, "learning.svg"));
@@ -457,6 +507,7 @@ static Suite *make_experiment_suite(void) {
     Suite *s = suite_create("experiment");
     TCase *t = tcase_create("config");
     tcase_add_test(t, compose_runs);
+    tcase_add_test(t, compose_seeds_lr_batch_tokens);
     tcase_add_loop_test(t, bad_experiment, 0, (int)(sizeof bad_cases / sizeof *bad_cases));
     tcase_add_test(t, model_file_error);
     tcase_add_test(t, shipped_configs);

@@ -76,7 +76,7 @@ START_TEST(train_writes_csv_config_and_checkpoints) {
     ck_assert_double_eq(r.tokens, 40.0 * 4 * 32);
     char *csv = slurp(dir, "train.csv");
     const char *header =
-        "variant,seq_len,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,aux_loss\n";
+        "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,aux_loss\n";
     ck_assert_msg(strncmp(csv, header, strlen(header)) == 0, "header: %.100s", csv);
     int rows = 0;
     for (const char *p = strchr(csv, '\n') + 1; *p; p = strchr(p, '\n') + 1) {
@@ -85,9 +85,11 @@ START_TEST(train_writes_csv_config_and_checkpoints) {
             commas += *q == ',';
             ck_assert_msg(*q != ' ', "space in a CSV value");
         }
-        ck_assert_int_eq(commas, 10);
+        ck_assert_int_eq(commas, 12);
         ck_assert_msg(p[strcspn(p, "\n") - 1] == ',', "aux_loss not empty without MoE: %.80s", p);
-        ck_assert_msg(strncmp(p, "tiny-train,32,", 14) == 0, "row: %.60s", p);
+        char key[64];   /* variant, seq_len, seed, peak_lr */
+        snprintf(key, sizeof key, "tiny-train,32,%llu,%g,", (unsigned long long)c.seed, c.lr);
+        ck_assert_msg(strncmp(p, key, strlen(key)) == 0, "row: %.60s", p);
         rows++;
     }
     ck_assert_int_eq(rows, 9);   /* step 0 (val only) + every 5 steps */
@@ -238,7 +240,7 @@ START_TEST(moe_run_logs_aux_and_routing) {
     char *csv = slurp(full, "train.csv"), *csv2 = slurp(part, "train.csv");
     int rows = 0;
     for (const char *p = strchr(csv, '\n') + 1; *p; p = strchr(p, '\n') + 1, rows++) {
-        double step = csv_field(p, 2), aux = csv_field(p, 10);
+        double step = csv_field(p, 4), aux = csv_field(p, 12);
         if (step == 0) ck_assert_msg(isnan(aux), "row 0 has no training step: %.80s", p);
         else ck_assert_msg(aux > 0 && aux <= 4 * 2, "aux_loss %g: %.80s", aux, p);
     }
@@ -246,8 +248,8 @@ START_TEST(moe_run_logs_aux_and_routing) {
     /* the resumed run: same rows, aux column included (everything but throughput and time) */
     for (const char *a = strchr(csv, '\n') + 1, *b = strchr(csv2, '\n') + 1; *a; a = strchr(a, '\n') + 1,
                     b = strchr(b, '\n') + 1) {
-        for (int k = 0; k < 11; k++)
-            if (k != 8 && k != 9) {
+        for (int k = 0; k < 13; k++)
+            if (k != 10 && k != 11) {   /* tokens_per_s, elapsed_s */
                 double x = csv_field(a, k), y = csv_field(b, k);
                 ck_assert_msg((isnan(x) && isnan(y)) || x == y, "column %d differs after resume: %.90s / %.90s", k, a, b);
             }
