@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool hy_results_are_task(const hy_csv *E);
 
 static bool has(const char *const *plots, int n, const char *name) {
     for (int k = 0; k < n; k++)

@@ -1,5 +1,5 @@
-/* Reading an experiment's tidy CSV files back (plot.c, report.c): a table of text cells with
- * named columns, and the quantities the plots and the report share (crossover points). */
+/* Reading an experiment's tidy CSV files back (results.c), shared by plot.c and report.c: a table of
+ * text cells with named columns, and the quantities the plots and the report share. */
 #ifndef HY_EXPERIMENTS_RESULTS_H
 #define HY_EXPERIMENTS_RESULTS_H
 #include <stdbool.h>
@@ -22,6 +22,10 @@ double hy_csv_num(const hy_csv *t, int row, int col);              /* NAN when e
 
 /* Distinct values of column `col` in first-seen order (pointers into t); returns the count. */
 int hy_csv_distinct(const hy_csv *t, int col, const char **out, int max);
+
+/* Whether eval.csv comes from a synthetic task (a task name other than `corpus`/`none`): the
+ * quality metric is then accuracy at the training length, not bits per byte. */
+bool hy_results_are_task(const hy_csv *eval);
 
 /* One block's crossover against attention for one pass of layers.csv. */
 typedef struct {
