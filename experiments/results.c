@@ -474,28 +474,29 @@ int hy_group_eval(const hy_csv *S, const hy_csv *E, hy_group **out) { return gro
 
 /* ---- loss against position ---- */
 
-/* Whether row i of position.csv belongs to variant v at training length T, evaluation length L. */
-static bool position_row(const hy_csv *P, int i, const char *v, double T, double L) {
-    return !strcmp(hy_csv_str(P, i, hy_csv_col(P, "variant")), v) && hy_csv_num(P, i, hy_csv_col(P, "seq_len")) == T &&
-           hy_csv_num(P, i, hy_csv_col(P, "eval_seq_len")) == L;
+/* Whether row i of position.csv (columns c[0..2]: variant, seq_len, eval_seq_len) belongs to
+ * variant v at training length T and evaluation length L. */
+static bool position_row(const hy_csv *P, int i, const int *c, const char *v, double T, double L) {
+    return !strcmp(hy_csv_str(P, i, c[0]), v) && hy_csv_num(P, i, c[1]) == T && hy_csv_num(P, i, c[2]) == L;
 }
 
 /* Fills curve x of variant v from position.csv: the lr is the selected one (the first such seen),
  * seeds in first-seen order. Returns 0, 1 when v has no row at the selected lr, or a negative code. */
 static int position_curve(const hy_csv *P, const hy_csv *S, const char *v, double T, double L, const char **seeds,
                           hy_position_curve *x) {
+    const int c[3] = {hy_csv_col(P, "variant"), hy_csv_col(P, "seq_len"), hy_csv_col(P, "eval_seq_len")};
     int cs = hy_csv_col(P, "seed"), cl = hy_csv_col(P, "lr"), cp = hy_csv_col(P, "position"), closs = hy_csv_col(P, "loss");
-    const char *lr = NULL, *Ttext = NULL;
+    const char *lr = NULL;
     int ns = 0;
     for (int i = 0; i < P->n_rows; i++) {
-        if (!position_row(P, i, v, T, L)) continue;
-        const char *r_lr = hy_csv_str(P, i, cl), *seed = hy_csv_str(P, i, cs);
-        Ttext = hy_csv_str(P, i, hy_csv_col(P, "seq_len"));
+        if (!position_row(P, i, c, v, T, L)) continue;
+        const char *r_lr = hy_csv_str(P, i, cl), *seed = hy_csv_str(P, i, cs), *Ttext = hy_csv_str(P, i, c[1]);
         if (!lr && hy_lr_selected(S, v, Ttext, r_lr)) lr = r_lr;
         if (!lr || !same(r_lr, lr)) continue;
         int s = 0;
         while (s < ns && !same(seeds[s], seed)) s++;
-        if (s == ns) seeds[ns++] = seed;
+        if (s < ns) continue;
+        seeds[ns++] = seed;   /* a new run */
         x->cut |= hy_run_cut(S, v, Ttext, seed, lr);
     }
     if (!lr) return 1;
@@ -506,12 +507,13 @@ static int position_curve(const hy_csv *P, const hy_csv *S, const char *v, doubl
     x->loss = malloc(cells * sizeof *x->loss);
     if (!x->loss) return HY_ERR_NOMEM;
     for (size_t k = 0; k < cells; k++) x->loss[k] = NAN;
-    for (int i = 0; i < P->n_rows; i++) {
-        if (!position_row(P, i, v, T, L) || !same(hy_csv_str(P, i, cl), lr)) continue;
-        int s = 0;
-        while (s < ns && !same(seeds[s], hy_csv_str(P, i, cs))) s++;
+    for (int i = 0, s = 0; i < P->n_rows; i++) {
+        if (!position_row(P, i, c, v, T, L) || !same(hy_csv_str(P, i, cl), lr)) continue;
+        if (!same(seeds[s], hy_csv_str(P, i, cs)))   /* rows of one run are usually together */
+            for (s = 0; s < ns && !same(seeds[s], hy_csv_str(P, i, cs)); s++) {}
         double p = hy_csv_num(P, i, cp);
         if (s < ns && p >= 0 && p < L) x->loss[(size_t)s * (size_t)L + (size_t)p] = hy_csv_num(P, i, closs);
+        if (s == ns) s = 0;
     }
     return 0;
 }
