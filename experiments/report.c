@@ -143,11 +143,14 @@ static void quality_tables(hy_strbuf *b, const hy_group *g, int ng, bool task, b
         }
         hy_sb_add(b, "\n");
     }
-    hy_sb_printf(b, "### Best variant per T\n\n%s, mean over seeds at the selected lr. A group marked † is not ranked against "
-                    "complete groups: the last column lists it instead; only where every group at a T is marked are they "
-                    "ranked, among themselves, and the last column says so.\n\n"
+    hy_sb_printf(b, "### Best variant per T\n\n%s, mean over seeds at the selected lr.%s\n\n"
                     "| T | best variant | %s | runner-up | %s | difference vs spread |\n|---:|---|---:|---|---:|---|\n",
-                 task ? "Highest accuracy on the answer positions" : "Lowest validation bits per byte", q, q);
+                 task ? "Highest accuracy on the answer positions" : "Lowest validation bits per byte",
+                 *cut_any ? " A group marked † is not ranked against complete groups: the last column lists it instead; "
+                            "only where every group at a T is marked are they ranked, among themselves, and the last column "
+                            "says so."
+                          : "",
+                 q, q);
     for (int t = 0; t < nT; t++) {
         bool complete = false;   /* whether T has a complete group with a value: then only those are ranked */
         for (int k = 0; k < ng; k++)
@@ -202,13 +205,15 @@ static void quality_tables(hy_strbuf *b, const hy_group *g, int ng, bool task, b
 
 /* Every lr of every (variant, T): n, mean val loss (and accuracy), which one was selected. */
 static void lr_table(hy_strbuf *b, const hy_group *g, int ng, bool task, bool *cut_any) {
+    bool cut = false;
+    for (int k = 0; k < ng; k++) cut |= g[k].cut;
     hy_sb_printf(b, "### Learning rates\n\nEach (variant, T) is reported at its selected learning rate: the lr with the lowest "
-                    "mean validation loss over its seeds%s; remaining ties go to the smaller lr. Runs cut by the wall clock "
-                    "take part (marked †). Every lr tried:\n\n| variant | T | lr | n | val loss (mean ± sd) |%s selected |\n"
+                    "mean validation loss over its seeds%s; remaining ties go to the smaller lr.%s Every lr tried:\n\n| variant | T | lr | n | val loss (mean ± sd) |%s selected |\n"
                     "|---|---:|---:|---:|---:|%s---|\n",
                  task ? " — for a task the highest mean accuracy at the training length, ties to the lower mean validation loss"
                       : "",
-                 task ? " accuracy (mean ± sd) |" : "", task ? "---:|" : "");
+                 cut ? " Runs cut by the wall clock take part (marked †)." : "", task ? " accuracy (mean ± sd) |" : "",
+                 task ? "---:|" : "");
     int Ts[64], nT = group_lengths(g, ng, Ts, 64);
     for (int t = 0; t < nT; t++)
         for (int k = 0; k < ng; k++) {
