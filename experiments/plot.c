@@ -439,6 +439,7 @@ static int plot_learning(const char *dir, const hy_results *r, int *drawn) {
     return rc;
 }
 
+/* Loads the folder's CSVs once, draws every plot that has data, then writes report.md. */
 int hy_experiment_plot(const char *dir, char *summary, size_t summary_len) {
     hy_results r;
     int rc = hy_results_load(dir, &r);

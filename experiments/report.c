@@ -416,6 +416,7 @@ static int quality_sections(hy_strbuf *b, const hy_results *r, const char *const
     return 0;
 }
 
+/* report.md from the CSVs of dir (read again here, so `plot` and the runner give the same report). */
 int hy_write_report(const char *dir, const char *const *plots, int np, const char *crossover_text) {
     hy_results r;
     int rc = hy_results_load(dir, &r);

@@ -227,7 +227,7 @@ static bool tie(double a, double b) {
     return a == b || (isfinite(a) && isfinite(b) && fabs(a - b) <= 1e-12 * fmax(fabs(a), fabs(b)));
 }
 
-/* Whether x is better than y for a metric where higher (or lower) is better; NAN is worst. */
+/* 1 when x is better than y (higher, or lower, is better; NAN is worst), -1 when worse, 0 on a tie. */
 static int cmp_metric(double x, double y, bool higher) {
     if (!isfinite(x) || !isfinite(y)) return isfinite(x) - isfinite(y);
     if (tie(x, y)) return 0;
@@ -243,6 +243,8 @@ static double mean_over(const double *v, const int *r, const bool *on, int n) {
     return k ? s / k : NAN;
 }
 
+/* Best-of lr per (variant, seq_len) into the lr_selected column (rule: results.h); the runner and
+ * older sweep.csv files both go through it, so the report and the CSV never disagree. */
 int hy_select_lr(hy_csv *S, const hy_csv *E) {
     if (!S->head) return 0;
     int cv = hy_csv_col(S, "variant"), ct = hy_csv_col(S, "seq_len"), cl = hy_csv_col(S, "lr"),
@@ -300,6 +302,8 @@ int hy_select_lr(hy_csv *S, const hy_csv *E) {
     return 0;
 }
 
+/* sweep_rows.csv -> sweep.csv with lr_selected, written atomically; sweep_rows.csv is removed
+ * only once sweep.csv is in place, so an interruption loses nothing. */
 int hy_sweep_finalize(const char *dir) {
     char rows_path[HY_PATH_MAX + 64], path[HY_PATH_MAX + 64];
     snprintf(rows_path, sizeof rows_path, "%s/sweep_rows.csv", dir);
@@ -334,6 +338,8 @@ int hy_sweep_finalize(const char *dir) {
 
 /* ---- groups over seeds ---- */
 
+/* n, mean, sample sd (n - 1), min, max of the finite values (two passes: the sd is not a
+ * difference of large sums). */
 void hy_stat_of(const double *x, int n, hy_stat *s) {
     double sum = 0;
     s->n = 0, s->min = s->max = NAN;
@@ -351,6 +357,7 @@ void hy_stat_of(const double *x, int n, hy_stat *s) {
     s->sd = s->n >= 2 ? sqrt(ss / (s->n - 1)) : NAN;
 }
 
+/* Whether rows of eval.csv, train.csv, position.csv at this lr belong to the reported group. */
 bool hy_lr_selected(const hy_csv *S, const char *variant, const char *seq_len, const char *lr) {
     int cv = col_of(S, "variant"), ct = col_of(S, "seq_len"), cl = col_of(S, "lr"), cs = col_of(S, "lr_selected");
     if (cv < 0 || ct < 0 || cl < 0 || cs < 0 || !*lr) return true;
@@ -363,6 +370,7 @@ bool hy_lr_selected(const hy_csv *S, const char *variant, const char *seq_len, c
     return !any;
 }
 
+/* Whether a run was stopped by the wall clock, for the dagger on eval.csv and position.csv groups. */
 bool hy_run_cut(const hy_csv *S, const char *variant, const char *seq_len, const char *seed, const char *lr) {
     int cv = col_of(S, "variant"), ct = col_of(S, "seq_len"), cs = col_of(S, "seed"), cl = col_of(S, "lr"),
         cb = col_of(S, "stopped_by");
@@ -375,6 +383,7 @@ bool hy_run_cut(const hy_csv *S, const char *variant, const char *seq_len, const
     return false;
 }
 
+/* The spread rule: error bars of mean +- 1 sd that do not overlap (results.h). */
 hy_spread hy_spread_compare(const hy_stat *a, const hy_stat *b) {
     if (a->n < 2 || b->n < 2 || !isfinite(a->sd) || !isfinite(b->sd)) return HY_SPREAD_UNKNOWN;
     return fabs(a->mean - b->mean) > a->sd + b->sd ? HY_SPREAD_LARGER : HY_SPREAD_WITHIN;
@@ -466,10 +475,12 @@ done:
     return ng;
 }
 
+/* sweep.csv groups over seeds, at the selected lr or at every lr (the lr table). */
 int hy_group_sweep(const hy_csv *S, const hy_csv *E, bool every_lr, hy_group **out) {
     return group_rows(S, E, false, every_lr, out);
 }
 
+/* eval.csv groups over seeds per evaluation length, at the selected lr. */
 int hy_group_eval(const hy_csv *S, const hy_csv *E, hy_group **out) { return group_rows(S, E, true, false, out); }
 
 /* ---- loss against position ---- */
@@ -518,6 +529,7 @@ static int position_curve(const hy_csv *P, const hy_csv *S, const char *v, doubl
     return 0;
 }
 
+/* The curves of the position plot and table: one per variant at the longest training T. */
 int hy_position_curves(const hy_csv *P, const hy_csv *S, hy_position_curve **out) {
     *out = NULL;
     int cv = col_of(P, "variant"), ct = col_of(P, "seq_len"), ce = col_of(P, "eval_seq_len");
@@ -551,11 +563,13 @@ int hy_position_curves(const hy_csv *P, const hy_csv *S, hy_position_curve **out
     return n;
 }
 
+/* Frees the curves and their loss arrays. */
 void hy_position_curves_free(hy_position_curve *c, int n) {
     for (int k = 0; c && k < n; k++) free(c[k].loss);
     free(c);
 }
 
+/* Per seed, the mean loss over a range of positions (the report takes differences per seed). */
 void hy_position_seed_means(const hy_position_curve *c, int lo, int hi, double *out) {
     int L = c->eval_seq_len;
     lo = lo < 0 ? 0 : lo, hi = hi >= L ? L - 1 : hi;
@@ -570,6 +584,7 @@ void hy_position_seed_means(const hy_position_curve *c, int lo, int hi, double *
     }
 }
 
+/* Mean +- sd over seeds of the loss over a range of positions (the report's position table). */
 void hy_position_range(const hy_position_curve *c, int lo, int hi, hy_stat *out) {
     double *m = malloc(((size_t)c->n_seeds + 1) * sizeof *m);
     if (!m) {
@@ -585,6 +600,7 @@ void hy_position_range(const hy_position_curve *c, int lo, int hi, hy_stat *out)
  * two land in their own bin. */
 static int bin_of(int p, int per_octave) { return (int)floor(per_octave * log2((double)p + 1) + 1e-9); }
 
+/* Log-spaced bins, so the plot is readable on a log axis from position 1 to L. */
 int hy_position_bins(const hy_position_curve *c, int per_octave, hy_position_bin *out, int max) {
     int n = 0, L = c->eval_seq_len;
     if (per_octave < 1) per_octave = 1;
@@ -601,6 +617,7 @@ int hy_position_bins(const hy_position_curve *c, int per_octave, hy_position_bin
 
 /* ---- one results folder ---- */
 
+/* Every CSV of a results folder, with lr_selected present on sweep.csv (selected here if absent). */
 int hy_results_load(const char *dir, hy_results *r) {
     static const char *const files[] = {"layers.csv", "sweep.csv", "eval.csv", "train.csv", "position.csv"};
     hy_csv *tabs[] = {&r->layers, &r->sweep, &r->eval, &r->train, &r->position};
@@ -617,6 +634,7 @@ int hy_results_load(const char *dir, hy_results *r) {
     return rc;
 }
 
+/* Frees the five tables. */
 void hy_results_free(hy_results *r) {
     hy_csv *tabs[] = {&r->layers, &r->sweep, &r->eval, &r->train, &r->position};
     for (int k = 0; k < 5; k++) hy_csv_free(tabs[k]);

@@ -552,6 +552,7 @@ START_TEST(old_format_plots) {
 }
 END_TEST
 
+/* The suite: table tests (no gnuplot) and plot tests (gnuplot). */
 static Suite *make_results_suite(void) {
     Suite *s = suite_create("results");
     TCase *t = tcase_create("tables");
