@@ -1,8 +1,9 @@
 /* Plots of an experiment, drawn by gnuplot from the CSV files alone: complexity (layers.csv),
- * memory (layers.csv), quality and generalisation (sweep.csv, eval.csv), learning curves
- * (train.csv). Each plot's gnuplot script is kept beside its PNG and SVG (the data inline), so
- * it can be edited and redrawn with `gnuplot NAME.gp`. gnuplot's exit status is checked; the
- * figures are written to temporary names and renamed. */
+ * memory (layers.csv), quality and generalisation (sweep.csv, eval.csv: mean +- 1 sd over seeds at
+ * the selected lr), loss against position (position.csv), learning curves (train.csv). Each plot's
+ * gnuplot script is kept beside its PNG and SVG (the data inline), so it can be edited and redrawn
+ * with `gnuplot NAME.gp`. gnuplot's exit status is checked; the figures are written to temporary
+ * names and renamed. The numbers come from results.c, shared with report.c. */
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/mem.h"
@@ -15,151 +16,6 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-/* ---- CSV ---- */
-
-int hy_csv_load(const char *path, hy_csv *t) {
-    memset(t, 0, sizeof *t);
-    if (access(path, F_OK) != 0) return 1;
-    size_t len;
-    int rc = hy_read_file(path, &t->text, &len);
-    if (rc < 0) return rc;
-    int lines = 1;
-    for (char *p = t->text; *p; p++) lines += *p == '\n';
-    char **cells = NULL;
-    int row_cap = lines;
-    t->rows = calloc((size_t)row_cap, sizeof *t->rows);
-    if (!t->rows) return HY_ERR_NOMEM;
-    char *save = NULL;
-    for (char *line = strtok_r(t->text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        int n = 1;
-        for (char *p = line; *p; p++) n += *p == ',';
-        cells = calloc((size_t)(n > t->n_cols ? n : t->n_cols) + 1, sizeof *cells);
-        if (!cells) return HY_ERR_NOMEM;
-        int k = 0;
-        for (char *p = line;; k++) {
-            cells[k] = p;
-            char *c = strchr(p, ',');
-            if (!c) break;
-            *c = 0;
-            p = c + 1;
-        }
-        if (!t->head) {
-            t->head = cells, t->n_cols = n;
-            continue;
-        }
-        for (int j = k + 1; j < t->n_cols; j++) cells[j] = "";
-        t->rows[t->n_rows++] = cells;
-    }
-    if (!t->head) return hy_fail_code(HY_ERR_IO, "%s: empty CSV file (no header row)", path);
-    return 0;
-}
-
-void hy_csv_free(hy_csv *t) {
-    for (int i = 0; i < t->n_rows; i++) free(t->rows[i]);
-    free(t->rows);
-    free(t->head);
-    hy_free(t->text);
-    memset(t, 0, sizeof *t);
-}
-
-int hy_csv_col(const hy_csv *t, const char *name) {
-    for (int j = 0; j < t->n_cols; j++)
-        if (!strcmp(t->head[j], name)) return j;
-    return -1;
-}
-
-const char *hy_csv_str(const hy_csv *t, int row, int col) { return col < 0 ? "" : t->rows[row][col]; }
-
-double hy_csv_num(const hy_csv *t, int row, int col) {
-    const char *s = hy_csv_str(t, row, col);
-    char *end;
-    double v = strtod(s, &end);
-    return *s && !*end ? v : NAN;
-}
-
-int hy_csv_distinct(const hy_csv *t, int col, const char **out, int max) {
-    int n = 0;
-    for (int i = 0; i < t->n_rows && col >= 0; i++) {
-        const char *s = t->rows[i][col];
-        int seen = 0;
-        for (int k = 0; k < n && !seen; k++) seen = !strcmp(out[k], s);
-        if (!seen && n < max) out[n++] = s;
-    }
-    return n;
-}
-
-/* ---- crossovers ---- */
-
-/* ms of `block` for `pass` at T, or NAN. */
-static double ms_at(const hy_csv *L, const char *block, const char *pass, int T) {
-    int cb = hy_csv_col(L, "block"), cp = hy_csv_col(L, "pass"), ct = hy_csv_col(L, "seq_len"), cm = hy_csv_col(L, "ms");
-    for (int i = 0; i < L->n_rows; i++)
-        if (!strcmp(L->rows[i][cb], block) && !strcmp(L->rows[i][cp], pass) && (int)hy_csv_num(L, i, ct) == T)
-            return hy_csv_num(L, i, cm);
-    return NAN;
-}
-
-static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
-
-int hy_crossovers(const hy_csv *L, hy_crossover *out, int max) {
-    static const char *const passes[] = {"fwd", "fwd_bwd"};
-    const char *blocks[64];
-    int cb = hy_csv_col(L, "block"), ct = hy_csv_col(L, "seq_len"), n = 0;
-    if (cb < 0 || ct < 0 || hy_csv_col(L, "pass") < 0 || hy_csv_col(L, "ms") < 0) return 0;
-    int nb = hy_csv_distinct(L, cb, blocks, 64);
-    int Ts[256], nT = 0;
-    for (int i = 0; i < L->n_rows; i++) {
-        int T = (int)hy_csv_num(L, i, ct), seen = 0;
-        for (int k = 0; k < nT && !seen; k++) seen = Ts[k] == T;
-        if (!seen && nT < 256) Ts[nT++] = T;
-    }
-    qsort(Ts, (size_t)nT, sizeof *Ts, cmp_int);
-    for (int b = 0; b < nb; b++) {
-        if (!strcmp(blocks[b], "attention") || !strcmp(blocks[b], "attention_naive")) continue;
-        /* only registered mixers are alternatives to attention: not feed-forward blocks, nor bench
-         * reference rows such as swiglu_moe_active */
-        const hy_block_ops *ops = hy_block_find(blocks[b]);
-        if (!ops || !(ops->kinds & HY_KIND_MIXER)) continue;
-        for (int p = 0; p < 2 && n < max; p++) {
-            double lr[256], la[256];
-            int T[256], m = 0;
-            for (int k = 0; k < nT; k++) {
-                double a = ms_at(L, "attention", passes[p], Ts[k]), x = ms_at(L, blocks[b], passes[p], Ts[k]);
-                if (a > 0 && x > 0) T[m] = Ts[k], lr[m] = log(x / a), la[m] = log(a), m++;
-            }
-            if (m == 0) continue;
-            hy_crossover *c = &out[n++];
-            memset(c, 0, sizeof *c);
-            snprintf(c->block, sizeof c->block, "%s", blocks[b]);
-            snprintf(c->pass, sizeof c->pass, "%s", passes[p]);
-            c->t_min = T[0], c->t_max = T[m - 1];
-            if (lr[m - 1] >= 0) {
-                c->kind = 2;
-                continue;
-            }
-            int last = -1;   /* the largest T where the block is not faster */
-            for (int k = 0; k < m; k++)
-                if (lr[k] >= 0) last = k;
-            if (last < 0) {
-                c->kind = 1;
-                continue;
-            }
-            double f = lr[last] / (lr[last] - lr[last + 1]);
-            double lt = log((double)T[last]) + f * (log((double)T[last + 1]) - log((double)T[last]));
-            c->t_star = exp(lt);
-            c->ms = exp(la[last] + f * (la[last + 1] - la[last]));
-        }
-    }
-    return n;
-}
-
-void hy_crossover_text(const hy_crossover *c, char *out, size_t len) {
-    if (c->kind == 0) snprintf(out, len, "%.90s vs attention (%.15s): T* = %.0f", c->block, c->pass, c->t_star);
-    else if (c->kind == 1)
-        snprintf(out, len, "%.90s vs attention (%.15s): faster at every measured T (from %d)", c->block, c->pass, c->t_min);
-    else snprintf(out, len, "%.90s vs attention (%.15s): slower at every measured T (up to %d)", c->block, c->pass, c->t_max);
-}
 
 /* ---- gnuplot ---- */
 
@@ -336,146 +192,235 @@ static int plot_memory(const char *dir, const hy_csv *L, int *drawn) {
     return rc;
 }
 
-/* The quality metric of a sweep row: task accuracy at the training length (from eval.csv) when
- * the runs are a synthetic task, else validation bits per byte. */
-static double quality(const hy_csv *S, const hy_csv *E, int row, bool task) {
-    if (!task) return hy_csv_num(S, row, hy_csv_col(S, "val_bits_per_byte"));
-    const char *v = hy_csv_str(S, row, hy_csv_col(S, "variant"));
-    double T = hy_csv_num(S, row, hy_csv_col(S, "seq_len"));
-    int cv = hy_csv_col(E, "variant"), ct = hy_csv_col(E, "seq_len"), ce = hy_csv_col(E, "eval_seq_len"),
-        ca = hy_csv_col(E, "accuracy");
-    for (int i = 0; i < E->n_rows; i++)
-        if (!strcmp(hy_csv_str(E, i, cv), v) && hy_csv_num(E, i, ct) == T && hy_csv_num(E, i, ce) == T)
-            return hy_csv_num(E, i, ca);
-    return NAN;
+/* Error-bar half-width of a statistic for gnuplot: its sd, 0 when undefined (one seed). */
+static double bar(const hy_stat *s) { return isfinite(s->sd) ? s->sd : 0; }
+
+/* qsort order of groups by evaluation length. */
+static int cmp_eval_len(const void *a, const void *b) {
+    const hy_group *x = a, *y = b;
+    return (x->eval_seq_len > y->eval_seq_len) - (x->eval_seq_len < y->eval_seq_len);
 }
 
-bool hy_results_are_task(const hy_csv *E);
-bool hy_results_are_task(const hy_csv *E) {
-    int c = hy_csv_col(E, "task");
-    for (int i = 0; i < E->n_rows; i++)
-        if (strcmp(hy_csv_str(E, i, c), "none") != 0) return true;
-    return false;
-}
+/* The quality statistic of a group: accuracy (tasks) or bits per byte. */
+static const hy_stat *metric(const hy_group *g, bool task) { return task ? &g->accuracy : &g->bits; }
 
-/* quality: metric vs T per variant, and vs training FLOPs (3 x flop_per_token x tokens). */
-static int plot_quality(const char *dir, const hy_csv *S, const hy_csv *E, int *drawn) {
+/* quality: mean +- sd over seeds (selected lr) of the metric vs T per variant, and vs training
+ * FLOPs (3 x flop_per_token x tokens). */
+static int plot_quality(const char *dir, const hy_results *r, int *drawn) {
+    hy_group *g;
+    int ng = hy_group_sweep(&r->sweep, &r->eval, false, &g);
+    if (ng <= 0) return ng;
     const char *vars[256];
-    int cv = hy_csv_col(S, "variant"), nv = hy_csv_distinct(S, cv, vars, 256);
-    bool task = hy_results_are_task(E);
-    const char *ylabel = task ? "accuracy on answer positions" : "validation bits per byte";
-    gp g = {0};
+    int nv = hy_csv_distinct(&r->sweep, hy_csv_col(&r->sweep, "variant"), vars, 256);
+    bool task = hy_results_are_task(&r->eval);
+    gp d = {0};
     hy_strbuf body = {0}, p1 = {0}, p2 = {0};
     int series = 0;
     for (int v = 0; v < nv; v++) {
-        int id = block_begin(&g), pts = 0;
-        for (int i = 0; i < S->n_rows; i++) {
-            if (strcmp(hy_csv_str(S, i, cv), vars[v])) continue;
-            double q = quality(S, E, i, task), T = hy_csv_num(S, i, hy_csv_col(S, "seq_len"));
-            double fl = 3 * hy_csv_num(S, i, hy_csv_col(S, "flop_per_token")) * hy_csv_num(S, i, hy_csv_col(S, "tokens"));
-            if (!isfinite(q)) continue;
-            hy_sb_printf(&g.data, "%g %g %g\n", T, q, fl);
-            pts++;
+        int m = 0;
+        bool cut = false;
+        for (int k = 0; k < ng; k++) {   /* this variant's groups */
+            if (strcmp(g[k].variant, vars[v]) || !isfinite(metric(&g[k], task)->mean)) continue;
+            m++, cut |= g[k].cut;
         }
-        block_end(&g);
-        if (!pts) continue;
-        hy_sb_printf(&p1, "%s$d%d using 1:2 with linespoints lw 2 pt 7 ", series ? ", " : "", id);
-        title(&p1, vars[v]);
-        hy_sb_printf(&p2, "%s$d%d using 3:2 with linespoints lw 2 pt 7 ", series ? ", " : "", id);
-        title(&p2, vars[v]);
+        if (!m) continue;
+        hy_group *mine = malloc((size_t)m * sizeof *mine);
+        if (!mine) {
+            free(g);
+            return HY_ERR_NOMEM;
+        }
+        m = 0;
+        for (int k = 0; k < ng; k++)
+            if (!strcmp(g[k].variant, vars[v]) && isfinite(metric(&g[k], task)->mean)) mine[m++] = g[k];
+        qsort(mine, (size_t)m, sizeof *mine, cmp_eval_len);   /* by T: eval_seq_len = seq_len here */
+        int id = block_begin(&d);
+        for (int k = 0; k < m; k++) {
+            const hy_stat *q = metric(&mine[k], task);
+            hy_sb_printf(&d.data, "%d %.9g %.9g %.9g\n", mine[k].seq_len, q->mean, bar(q), mine[k].flops.mean);
+        }
+        block_end(&d);
+        free(mine);
+        char name[220];
+        snprintf(name, sizeof name, "%s%s", vars[v], cut ? " († some runs cut by the wall clock)" : "");
+        hy_sb_printf(&p1, "%s$d%d using 1:2:3 with yerrorlines lw 2 pt 7 lc %d ", series ? ", " : "", id, v + 1);
+        title(&p1, name);
+        hy_sb_printf(&p2, "%s$d%d using 4:2:3 with yerrorlines lw 2 pt 7 lc %d ", series ? ", " : "", id, v + 1);
+        title(&p2, name);
         series++;
     }
+    free(g);
     int rc = 0;
     if (series) {
-        hy_sb_printf(&body, "set multiplot layout 1,2 title \"Quality at equal budget (sweep.csv%s)\"\nset grid\n"
-                            "set key outside right\nset ylabel \"%s\"\nset logscale x 2\nset xlabel \"training T (tokens)\"\n"
-                            "set title \"vs sequence length\"\nplot ", task ? ", eval.csv" : "", ylabel);
+        hy_sb_printf(&body, "set multiplot layout 1,2 title \"Quality at equal budget (sweep.csv%s): mean +/- 1 sd over "
+                            "seeds, selected lr\"\nset grid\nset key below height 1\nset offsets graph 0.04, graph 0.04, 0, 0\nset ylabel \"%s\"\nset logscale x 2\n"
+                            "set xlabel \"training T (tokens)\"\nset title \"vs sequence length\"\nplot ",
+                     task ? ", eval.csv" : "", task ? "accuracy on answer positions" : "validation bits per byte");
         hy_sb_addn(&body, p1.p, p1.len);
         hy_sb_add(&body, "\nset logscale x 10\nset format x \"%.0e\"\nset xlabel \"training FLOPs (3 x flop_per_token x tokens)\"\n"
                          "set title \"vs training compute\"\nplot ");
         hy_sb_addn(&body, p2.p, p2.len);
         hy_sb_add(&body, "\nunset multiplot\n");
         char *bt = hy_sb_take(&body);
-        rc = bt ? draw(dir, "quality", &g, bt, 1400, 560) : HY_ERR_NOMEM;
+        rc = bt ? draw(dir, "quality", &d, bt, 1400, 560) : HY_ERR_NOMEM;
         *drawn += rc == 0;
         free(bt);
     }
-    hy_sb_free(&body), hy_sb_free(&p1), hy_sb_free(&p2), hy_sb_free(&g.data);
+    hy_sb_free(&body), hy_sb_free(&p1), hy_sb_free(&p2), hy_sb_free(&d.data);
     return rc;
 }
 
-/* generalisation: accuracy vs evaluation length per (variant, training T), when runs were
- * evaluated beyond their training length (induction). */
-static int plot_generalization(const char *dir, const hy_csv *E, int *drawn) {
-    int cv = hy_csv_col(E, "variant"), ct = hy_csv_col(E, "seq_len"), ce = hy_csv_col(E, "eval_seq_len"),
-        ca = hy_csv_col(E, "accuracy");
-    bool longer = false;
-    for (int i = 0; i < E->n_rows; i++) longer |= hy_csv_num(E, i, ce) != hy_csv_num(E, i, ct);
-    if (!longer) return 0;
-    gp g = {0};
+/* generalisation: the metric (accuracy for tasks, bits per byte for the corpus) vs evaluation
+ * length per (variant, training T), mean +- sd over seeds; drawn when some run was evaluated at
+ * a length other than its training length. */
+static int plot_generalization(const char *dir, const hy_results *r, int *drawn) {
+    hy_group *g;
+    int ng = hy_group_eval(&r->sweep, &r->eval, &g);
+    if (ng <= 0) return ng;
+    bool task = hy_results_are_task(&r->eval), other = false;
+    for (int k = 0; k < ng; k++) other |= g[k].eval_seq_len != g[k].seq_len;
+    if (!other) {
+        free(g);
+        return 0;
+    }
+    gp d = {0};
     hy_strbuf plot = {0};
     int series = 0;
-    for (int i = 0; i < E->n_rows; i++) {   /* a series starts at each new (variant, seq_len) */
-        if (i > 0 && !strcmp(hy_csv_str(E, i, cv), hy_csv_str(E, i - 1, cv)) && hy_csv_num(E, i, ct) == hy_csv_num(E, i - 1, ct))
-            continue;
-        int id = block_begin(&g);
-        for (int j = i; j < E->n_rows && !strcmp(hy_csv_str(E, j, cv), hy_csv_str(E, i, cv)) &&
-                        hy_csv_num(E, j, ct) == hy_csv_num(E, i, ct); j++)
-            hy_sb_printf(&g.data, "%g %g\n", hy_csv_num(E, j, ce), hy_csv_num(E, j, ca));
-        block_end(&g);
+    bool *done = calloc((size_t)ng, sizeof *done);
+    hy_group *mine = malloc((size_t)ng * sizeof *mine);
+    if (!done || !mine) {
+        free(g), free(done), free(mine);
+        return HY_ERR_NOMEM;
+    }
+    for (int k = 0; k < ng; k++) {   /* a series per (variant, training T) */
+        if (done[k]) continue;
+        int m = 0;
+        bool cut = false;
+        for (int j = k; j < ng; j++)
+            if (!done[j] && !strcmp(g[j].variant, g[k].variant) && g[j].seq_len == g[k].seq_len) {
+                done[j] = true;
+                if (isfinite(metric(&g[j], task)->mean)) mine[m++] = g[j], cut |= g[j].cut;
+            }
+        if (!m) continue;
+        qsort(mine, (size_t)m, sizeof *mine, cmp_eval_len);
+        int id = block_begin(&d);
+        for (int j = 0; j < m; j++)
+            hy_sb_printf(&d.data, "%d %.9g %.9g\n", mine[j].eval_seq_len, metric(&mine[j], task)->mean, bar(metric(&mine[j], task)));
+        block_end(&d);
         char name[300];
-        snprintf(name, sizeof name, "%s (trained at T=%s)", hy_csv_str(E, i, cv), hy_csv_str(E, i, ct));
-        hy_sb_printf(&plot, "%s$d%d using 1:2 with linespoints lw 2 pt 7 ", series++ ? ", " : "", id);
+        snprintf(name, sizeof name, "%s (trained at T=%d)%s", g[k].variant, g[k].seq_len, cut ? " † cut by the wall clock" : "");
+        hy_sb_printf(&plot, "%s$d%d using 1:2:3 with yerrorlines lw 2 pt 7 ", series++ ? ", " : "", id);
+        title(&plot, name);
+    }
+    free(g), free(done), free(mine);
+    int rc = 0;
+    if (series) {
+        hy_strbuf body = {0};
+        hy_sb_printf(&body, "set title \"%s at each evaluation length (eval.csv): mean +/- 1 sd over seeds, selected lr\"\n"
+                            "set grid\nset logscale x 2\nset key below height 1\nset offsets graph 0.04, graph 0.04, 0, 0\nset xlabel \"evaluation T (tokens)\"\n"
+                            "set ylabel \"%s\"\n%splot ", task ? "Accuracy" : "Bits per byte",
+                     task ? "accuracy on answer positions" : "validation bits per byte", task ? "set yrange [0:1.05]\n" : "");
+        hy_sb_addn(&body, plot.p, plot.len);
+        hy_sb_add(&body, "\n");
+        char *bt = hy_sb_take(&body);
+        rc = bt ? draw(dir, "generalization", &d, bt, 1000, 560) : HY_ERR_NOMEM;
+        *drawn += rc == 0;
+        free(bt);
+    }
+    hy_sb_free(&plot), hy_sb_free(&d.data);
+    return rc;
+}
+
+/* position: mean loss per log-spaced bin of positions (4 per doubling) against the 1-based
+ * position, log x, one curve per variant at the longest training T, with +- 1 sd over seeds. */
+static int plot_position(const char *dir, const hy_results *r, int *drawn) {
+    hy_position_curve *c;
+    int nc = hy_position_curves(&r->position, &r->sweep, &c);
+    if (nc <= 0) return nc;
+    gp d = {0};
+    hy_strbuf plot = {0};
+    hy_position_bin bins[256];
+    int series = 0;
+    for (int k = 0; k < nc; k++) {
+        int nb = hy_position_bins(&c[k], 4, bins, 256), id = block_begin(&d);
+        bool bars = false;
+        for (int b = 0; b < nb; b++) {
+            hy_sb_printf(&d.data, "%.6g %.9g %.9g %d %d\n", bins[b].x, bins[b].loss.mean, bar(&bins[b].loss), bins[b].lo + 1,
+                         bins[b].hi + 1);
+            bars |= bins[b].loss.n >= 2;
+        }
+        block_end(&d);
+        char name[300];
+        snprintf(name, sizeof name, "%s (n=%d)%s", c[k].variant, c[k].n_seeds, c[k].cut ? " † cut by the wall clock" : "");
+        hy_sb_printf(&plot, "%s$d%d using 1:2%s lw 2 pt 7 ps 0.6 lc %d ", series++ ? ", " : "", id,
+                     bars ? ":3 with yerrorlines" : " with linespoints", k + 1);
         title(&plot, name);
     }
     hy_strbuf body = {0};
-    hy_sb_add(&body, "set title \"Accuracy beyond the training length (eval.csv)\"\nset grid\nset logscale x 2\n"
-                     "set key outside right\nset xlabel \"evaluation T (tokens)\"\nset ylabel \"accuracy on answer positions\"\n"
-                     "set yrange [0:1.05]\nplot ");
+    hy_sb_printf(&body, "set title \"Loss against position (position.csv): trained at T=%d, evaluated at L=%d, selected lr, "
+                        "mean per log-spaced bin +/- 1 sd over seeds\"\nset grid\nset logscale x 2\nset key below height 1\nset offsets graph 0.04, graph 0.04, 0, 0\n"
+                        "set xlabel \"position in the context (1 ... L, log scale)\"\nset ylabel \"loss (nats per token)\"\nplot ",
+                 c[0].seq_len, c[0].eval_seq_len);
     hy_sb_addn(&body, plot.p, plot.len);
     hy_sb_add(&body, "\n");
+    hy_position_curves_free(c, nc);
     char *bt = hy_sb_take(&body);
-    int rc = bt ? draw(dir, "generalization", &g, bt, 1000, 560) : HY_ERR_NOMEM;
+    int rc = bt ? draw(dir, "position", &d, bt, 1000, 560) : HY_ERR_NOMEM;
     *drawn += rc == 0;
     free(bt);
-    hy_sb_free(&plot), hy_sb_free(&g.data);
+    hy_sb_free(&plot), hy_sb_free(&d.data);
     return rc;
 }
 
-/* learning curves: train loss (lines) and validation loss (points) vs tokens, one panel per T. */
-static int plot_learning(const char *dir, const hy_csv *R, int *drawn) {
+/* Whether train.csv rows i and j belong to the same run (variant, seq_len, seed, peak_lr). */
+static bool same_run(const hy_csv *R, int i, int j) {
+    static const char *const key[] = {"variant", "seq_len", "seed", "peak_lr"};
+    for (int k = 0; k < 4; k++)
+        if (strcmp(hy_csv_str(R, i, hy_csv_col(R, key[k])), hy_csv_str(R, j, hy_csv_col(R, key[k])))) return false;
+    return true;
+}
+
+/* learning curves: train loss (lines) and validation loss (points) vs tokens, one panel per T, one
+ * colour per variant, one curve per seed at the selected lr (runs are contiguous in train.csv). */
+static int plot_learning(const char *dir, const hy_results *r, int *drawn) {
+    const hy_csv *R = &r->train;
     int cv = hy_csv_col(R, "variant"), ct = hy_csv_col(R, "seq_len"), ck = hy_csv_col(R, "tokens"),
-        cl = hy_csv_col(R, "train_loss"), cval = hy_csv_col(R, "val_loss");
+        cl = hy_csv_col(R, "train_loss"), cval = hy_csv_col(R, "val_loss"), clr = hy_csv_col(R, "peak_lr");
     const char *Ts[64], *vars[256];
     int nT = hy_csv_distinct(R, ct, Ts, 64), nv = hy_csv_distinct(R, cv, vars, 256);
     if (!nT || cl < 0) return 0;
     int cols = nT < 3 ? nT : 3, rows = (nT + cols - 1) / cols;
     gp g = {0};
     hy_strbuf body = {0};
-    hy_sb_printf(&body, "set multiplot layout %d,%d title \"Learning curves (train.csv): lines train loss, points "
-                        "validation loss\"\nset grid\nset key right top\nset xlabel \"training tokens\"\n"
+    hy_sb_printf(&body, "set multiplot layout %d,%d title \"Learning curves (train.csv), selected lr, a curve per seed: lines "
+                        "train loss, points validation loss\"\nset grid\nset key right top\nset xlabel \"training tokens\"\n"
                         "set ylabel \"loss (nats per labelled token)\"\n", rows, cols);
     for (int t = 0; t < nT; t++) {
         hy_strbuf plot = {0};
         int series = 0;
         for (int v = 0; v < nv; v++) {
-            int id = -1, ntr = 0, nval = 0;
-            for (int i = 0; i < R->n_rows; i++)
-                if (!strcmp(hy_csv_str(R, i, cv), vars[v]) && !strcmp(hy_csv_str(R, i, ct), Ts[t])) {
-                    if (id < 0) id = block_begin(&g);
-                    double tl = hy_csv_num(R, i, cl), vl = hy_csv_num(R, i, cval);
-                    hy_sb_printf(&g.data, "%g %s %s\n", hy_csv_num(R, i, ck), isfinite(tl) ? hy_csv_str(R, i, cl) : "NaN",
-                                 isfinite(vl) ? hy_csv_str(R, i, cval) : "NaN");
+            bool titled = false;
+            for (int i = 0; i < R->n_rows; i++) {   /* i: the first row of a run */
+                if (i > 0 && same_run(R, i, i - 1)) continue;
+                if (strcmp(hy_csv_str(R, i, cv), vars[v]) || strcmp(hy_csv_str(R, i, ct), Ts[t]) ||
+                    !hy_lr_selected(&r->sweep, vars[v], Ts[t], hy_csv_str(R, i, clr)))
+                    continue;
+                int id = block_begin(&g), ntr = 0, nval = 0;
+                for (int j = i; j < R->n_rows && (j == i || same_run(R, j, i)); j++) {
+                    double tl = hy_csv_num(R, j, cl), vl = hy_csv_num(R, j, cval);
+                    hy_sb_printf(&g.data, "%g %s %s\n", hy_csv_num(R, j, ck), isfinite(tl) ? hy_csv_str(R, j, cl) : "NaN",
+                                 isfinite(vl) ? hy_csv_str(R, j, cval) : "NaN");
                     ntr += isfinite(tl), nval += isfinite(vl);
                 }
-            if (id < 0) continue;
-            block_end(&g);
-            if (ntr) {
-                hy_sb_printf(&plot, "%s$d%d using 1:2 with lines lw 2 lc %d ", series++ ? ", " : "", id, v + 1);
-                title(&plot, vars[v]);
+                block_end(&g);
+                if (ntr) {
+                    hy_sb_printf(&plot, "%s$d%d using 1:2 with lines lw 2 lc %d ", series++ ? ", " : "", id, v + 1);
+                    if (!titled) title(&plot, vars[v]);
+                    else hy_sb_add(&plot, "notitle");
+                    titled = true;
+                }
+                if (nval)
+                    hy_sb_printf(&plot, "%s$d%d using 1:3 with points pt 7 lc %d notitle", series++ ? ", " : "", id, v + 1);
             }
-            if (nval)
-                hy_sb_printf(&plot, "%s$d%d using 1:3 with points pt 7 lc %d notitle", series++ ? ", " : "", id, v + 1);
         }
         hy_sb_printf(&body, "set title \"T = %s\"\n", Ts[t]);
         if (series) {
@@ -494,58 +439,41 @@ static int plot_learning(const char *dir, const hy_csv *R, int *drawn) {
     return rc;
 }
 
+/* Loads the folder's CSVs once, draws every plot that has data, then writes report.md. */
 int hy_experiment_plot(const char *dir, char *summary, size_t summary_len) {
-    hy_csv L, S, E, R;
-    char path[HY_PATH_MAX + 64];
-    int rc, have = 0;
-    static const char *const files[] = {"layers.csv", "sweep.csv", "eval.csv", "train.csv"};
-    hy_csv *tabs[] = {&L, &S, &E, &R};
-    for (int k = 0; k < 4; k++) {
-        snprintf(path, sizeof path, "%s/%s", dir, files[k]);
-        if ((rc = hy_csv_load(path, tabs[k])) < 0) {
-            for (int j = 0; j <= k; j++) hy_csv_free(tabs[j]);
-            return rc;
-        }
-        have += rc == 0;
-    }
-    if (!have) {
-        rc = hy_fail_code(HY_ERR_IO, "%s: no layers.csv, sweep.csv, eval.csv or train.csv to plot", dir);
+    hy_results r;
+    int rc = hy_results_load(dir, &r);
+    if (rc < 0) goto out;
+    if (!r.found) {
+        rc = hy_fail_code(HY_ERR_IO, "%s: no layers.csv, sweep.csv, eval.csv, train.csv or position.csv to plot", dir);
         goto out;
     }
     hy_crossover x[128];
-    int nx = hy_crossovers(&L, x, 128), drawn = 0;
+    int nx = hy_crossovers(&r.layers, x, 128), drawn = 0;
     hy_strbuf cross = {0};
     for (int k = 0; k < nx; k++) {
         char line[300];
         hy_crossover_text(&x[k], line, sizeof line);
         hy_sb_printf(&cross, "crossover: %s\n", line);
     }
-    rc = 0;
-    const char *plots[6];
-    int np = 0;
-    if (L.n_rows) {
-        int before = drawn;
-        if ((rc = plot_complexity(dir, &L, x, nx, &drawn)) < 0) goto done;
-        if (drawn > before) plots[np++] = "complexity";
-        before = drawn;
-        if ((rc = plot_memory(dir, &L, &drawn)) < 0) goto done;
-        if (drawn > before) plots[np++] = "memory";
+    const char *plots[8];
+    int np = 0, before = 0;
+    /* each plot in turn; a plot with nothing to draw draws nothing and is not listed */
+#define PLOT(call, name)                      \
+    do {                                      \
+        before = drawn;                       \
+        if ((rc = (call)) < 0) goto done;     \
+        if (drawn > before) plots[np++] = name; \
+    } while (0)
+    if (r.layers.n_rows) {
+        PLOT(plot_complexity(dir, &r.layers, x, nx, &drawn), "complexity");
+        PLOT(plot_memory(dir, &r.layers, &drawn), "memory");
     }
-    if (S.n_rows) {
-        int before = drawn;
-        if ((rc = plot_quality(dir, &S, &E, &drawn)) < 0) goto done;
-        if (drawn > before) plots[np++] = "quality";
-    }
-    if (E.n_rows) {
-        int before = drawn;
-        if ((rc = plot_generalization(dir, &E, &drawn)) < 0) goto done;
-        if (drawn > before) plots[np++] = "generalization";
-    }
-    if (R.n_rows) {
-        int before = drawn;
-        if ((rc = plot_learning(dir, &R, &drawn)) < 0) goto done;
-        if (drawn > before) plots[np++] = "learning";
-    }
+    if (r.sweep.n_rows) PLOT(plot_quality(dir, &r, &drawn), "quality");
+    if (r.eval.n_rows) PLOT(plot_generalization(dir, &r, &drawn), "generalization");
+    if (r.position.n_rows) PLOT(plot_position(dir, &r, &drawn), "position");
+    if (r.train.n_rows) PLOT(plot_learning(dir, &r, &drawn), "learning");
+#undef PLOT
     char *ct = hy_sb_take(&cross);
     rc = hy_write_report(dir, plots, np, ct ? ct : "");
     if (summary) {
@@ -560,6 +488,6 @@ int hy_experiment_plot(const char *dir, char *summary, size_t summary_len) {
 done:
     hy_sb_free(&cross);
 out:
-    for (int k = 0; k < 4; k++) hy_csv_free(tabs[k]);
+    hy_results_free(&r);
     return rc;
 }

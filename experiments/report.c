@@ -1,5 +1,8 @@
 /* report.md of an experiment: one table per plot (from the same CSV files), the crossover
- * points, the best variant per sequence length, and the figures embedded. */
+ * points, per sequence length the variants' mean +- sd over seeds at the selected learning rate,
+ * the best variant and every pairwise difference against the spread, the learning-rate table, the
+ * loss against position, and the figures embedded. Groups that include a run cut by the wall
+ * clock are marked with a dagger and never ranked against complete ones without saying so. */
 #include "core/error.h"
 #include "core/fileio.h"
 #include "experiments/experiment.h"
@@ -10,14 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool hy_results_are_task(const hy_csv *E);
 
+/* Whether `name` is among the figures drawn. */
 static bool has(const char *const *plots, int n, const char *name) {
     for (int k = 0; k < n; k++)
         if (!strcmp(plots[k], name)) return true;
     return false;
 }
 
+/* Embeds the figure `name` (SVG, with the PNG and the script named) when it was drawn. */
 static void figure(hy_strbuf *b, const char *const *plots, int n, const char *name) {
     if (has(plots, n, name)) hy_sb_printf(b, "![%s](%s.svg)\n\n(PNG: [%s.png](%s.png); script: `%s.gp`)\n\n", name, name, name, name, name);
 }
@@ -69,107 +73,366 @@ static void layer_table(hy_strbuf *b, const hy_csv *L, const char *const *passes
     hy_sb_add(b, "\n");
 }
 
-/* Accuracy at the training length of (variant, T) in eval.csv, NAN if absent. */
-static double accuracy(const hy_csv *E, const char *v, const char *T) {
-    int cv = hy_csv_col(E, "variant"), ct = hy_csv_col(E, "seq_len"), ce = hy_csv_col(E, "eval_seq_len");
-    for (int i = 0; i < E->n_rows; i++)
-        if (!strcmp(hy_csv_str(E, i, cv), v) && !strcmp(hy_csv_str(E, i, ct), T) && !strcmp(hy_csv_str(E, i, ce), T))
-            return hy_csv_num(E, i, hy_csv_col(E, "accuracy"));
-    return NAN;
+static const char *const DAGGER = " †";
+
+/* A statistic as text: "–" without a value, the value alone for one seed, else "mean ± sd". */
+static void stat_text(char *out, size_t n, const hy_stat *s) {
+    if (s->n == 0) snprintf(out, n, "–");
+    else if (s->n == 1) snprintf(out, n, "%.4f", s->mean);
+    else snprintf(out, n, "%.4f ± %.4f", s->mean, s->sd);
 }
 
-static void quality_tables(hy_strbuf *b, const hy_csv *S, const hy_csv *E) {
-    bool task = hy_results_are_task(E);
+/* min – max of a statistic over at least two seeds, "–" otherwise. */
+static void range_text(char *out, size_t n, const hy_stat *s) {
+    if (s->n < 2) snprintf(out, n, "–");
+    else snprintf(out, n, "%.4f – %.4f", s->min, s->max);
+}
+
+/* qsort order of ints. */
+static int cmp_int(const void *a, const void *b) { return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b); }
+
+/* The distinct training lengths of the groups, ascending; returns the count. */
+static int group_lengths(const hy_group *g, int ng, int *Ts, int max) {
+    int n = 0;
+    for (int k = 0; k < ng; k++) {
+        bool seen = false;
+        for (int j = 0; j < n && !seen; j++) seen = Ts[j] == g[k].seq_len;
+        if (!seen && n < max) Ts[n++] = g[k].seq_len;
+    }
+    qsort(Ts, (size_t)n, sizeof *Ts, cmp_int);
+    return n;
+}
+
+/* The quality statistic of a group: accuracy (tasks, higher is better) or bits per byte. */
+static const hy_stat *quality_of(const hy_group *g, bool task) { return task ? &g->accuracy : &g->bits; }
+
+/* Whether group a ranks above group b (a finite metric above none; ties keep the order). */
+static bool ranks_above(const hy_group *a, const hy_group *b, bool task) {
+    double x = quality_of(a, task)->mean, y = quality_of(b, task)->mean;
+    if (!isfinite(y)) return isfinite(x);
+    return isfinite(x) && (task ? x > y : x < y);
+}
+
+/* The spread rule's verdict on groups a and b, as table text. */
+static void spread_text(char *out, size_t n, const hy_group *a, const hy_group *b, bool task) {
+    const hy_stat *x = quality_of(a, task), *y = quality_of(b, task);
+    hy_spread s = hy_spread_compare(x, y);
+    const char *v = s == HY_SPREAD_LARGER  ? "larger than the spread"
+                    : s == HY_SPREAD_WITHIN ? "within the spread"
+                                            : "spread unknown (n < 2)";
+    snprintf(out, n, "%s%s", v, a->cut || b->cut ? "; † a group cut by the wall clock: not like for like" : "");
+}
+
+/* Per T: the variants' mean ± sd table, then the best variant per T, then every pair of
+ * variants against the spread. */
+static void quality_tables(hy_strbuf *b, const hy_group *g, int ng, bool task, bool *cut_any) {
+    int Ts[64], nT = group_lengths(g, ng, Ts, 64);
+    const char *q = task ? "accuracy" : "bits/byte";
+    for (int t = 0; t < nT; t++) {
+        hy_sb_printf(b, "### T = %d\n\n| variant | lr | n | %s (mean ± sd) | %s min – max | val loss (mean ± sd) |\n"
+                        "|---|---:|---:|---:|---:|---:|\n", Ts[t], q, q);
+        for (int k = 0; k < ng; k++) {
+            if (g[k].seq_len != Ts[t]) continue;
+            char m[64], r[64], l[64];
+            stat_text(m, sizeof m, quality_of(&g[k], task));
+            range_text(r, sizeof r, quality_of(&g[k], task));
+            stat_text(l, sizeof l, &g[k].loss);
+            hy_sb_printf(b, "| %s%s | %s | %d | %s | %s | %s |\n", g[k].variant, g[k].cut ? DAGGER : "", *g[k].lr ? g[k].lr : "–",
+                         g[k].runs, m, r, l);
+            *cut_any |= g[k].cut;
+        }
+        hy_sb_add(b, "\n");
+    }
+    hy_sb_printf(b, "### Best variant per T\n\n%s, mean over seeds at the selected lr.%s\n\n"
+                    "| T | best variant | %s | runner-up | %s | difference vs spread |\n|---:|---|---:|---|---:|---|\n",
+                 task ? "Highest accuracy on the answer positions" : "Lowest validation bits per byte",
+                 *cut_any ? " A group marked † is not ranked against complete groups: the last column lists it instead; "
+                            "only where every group at a T is marked are they ranked, among themselves, and the last column "
+                            "says so."
+                          : "",
+                 q, q);
+    for (int t = 0; t < nT; t++) {
+        bool complete = false;   /* whether T has a complete group with a value: then only those are ranked */
+        for (int k = 0; k < ng; k++)
+            complete |= g[k].seq_len == Ts[t] && !g[k].cut && isfinite(quality_of(&g[k], task)->mean);
+        int best = -1, second = -1;
+        hy_strbuf unranked = {0};
+        for (int k = 0; k < ng; k++) {
+            if (g[k].seq_len != Ts[t] || !isfinite(quality_of(&g[k], task)->mean)) continue;
+            if (complete && g[k].cut) {
+                hy_sb_printf(&unranked, "%s%s%s", unranked.len ? ", " : "", g[k].variant, DAGGER);
+                continue;
+            }
+            if (best < 0 || ranks_above(&g[k], &g[best], task)) second = best, best = k;
+            else if (second < 0 || ranks_above(&g[k], &g[second], task)) second = k;
+        }
+        if (best < 0) {
+            hy_sb_free(&unranked);
+            continue;
+        }
+        char note[400] = "";
+        if (second >= 0) spread_text(note, sizeof note, &g[best], &g[second], task);
+        hy_sb_printf(b, "| %d | %s%s | %.4f | %s%s | ", Ts[t], g[best].variant, g[best].cut ? DAGGER : "",
+                     quality_of(&g[best], task)->mean, second >= 0 ? g[second].variant : "",
+                     second >= 0 && g[second].cut ? DAGGER : "");
+        if (second >= 0) hy_sb_printf(b, "%.4f | %s", quality_of(&g[second], task)->mean, note);
+        else hy_sb_add(b, " | no runner-up");
+        if (unranked.len) hy_sb_printf(b, "; not ranked (cut by the wall clock): %s", unranked.p);
+        if (!complete && g[best].cut) hy_sb_add(b, "; every group at this T was cut by the wall clock");
+        hy_sb_add(b, " |\n");
+        hy_sb_free(&unranked);
+    }
+    hy_sb_printf(b, "\n### Differences against the spread\n\nFor two variants A and B at the same T, the difference of their "
+                    "means is called larger than the spread when |mean A − mean B| > sd A + sd B: their mean ± 1 sd error "
+                    "bars do not overlap. It describes the seeds run here; it is not a significance test. With one seed in "
+                    "either group there is no sd and the spread is unknown. Quantity: %s.\n\n"
+                    "| T | A | B | mean A − mean B | sd A + sd B | verdict |\n|---:|---|---|---:|---:|---|\n",
+                 task ? "accuracy at the training length" : "validation bits per byte");
+    for (int t = 0; t < nT; t++)
+        for (int i = 0; i < ng; i++)
+            for (int j = i + 1; j < ng && g[i].seq_len == Ts[t]; j++) {
+                if (g[j].seq_len != Ts[t]) continue;
+                const hy_stat *x = quality_of(&g[i], task), *y = quality_of(&g[j], task);
+                if (!isfinite(x->mean) || !isfinite(y->mean)) continue;
+                char note[400], sd[64] = "–";
+                spread_text(note, sizeof note, &g[i], &g[j], task);
+                if (x->n >= 2 && y->n >= 2) snprintf(sd, sizeof sd, "%.4f", x->sd + y->sd);
+                hy_sb_printf(b, "| %d | %s%s | %s%s | %+.4f | %s | %s |\n", Ts[t], g[i].variant, g[i].cut ? DAGGER : "",
+                             g[j].variant, g[j].cut ? DAGGER : "", x->mean - y->mean, sd, note);
+            }
+    hy_sb_add(b, "\n");
+}
+
+/* Every lr of every (variant, T): n, mean val loss (and accuracy), which one was selected. */
+static void lr_table(hy_strbuf *b, const hy_group *g, int ng, bool task, bool *cut_any) {
+    bool cut = false;
+    for (int k = 0; k < ng; k++) cut |= g[k].cut;
+    hy_sb_printf(b, "### Learning rates\n\nEach (variant, T) is reported at its selected learning rate: the lr with the lowest "
+                    "mean validation loss over its seeds%s; remaining ties go to the smaller lr.%s Every lr tried:\n\n| variant | T | lr | n | val loss (mean ± sd) |%s selected |\n"
+                    "|---|---:|---:|---:|---:|%s---|\n",
+                 task ? " — for a task the highest mean accuracy at the training length, ties to the lower mean validation loss"
+                      : "",
+                 cut ? " Runs cut by the wall clock take part (marked †)." : "", task ? " accuracy (mean ± sd) |" : "",
+                 task ? "---:|" : "");
+    int Ts[64], nT = group_lengths(g, ng, Ts, 64);
+    for (int t = 0; t < nT; t++)
+        for (int k = 0; k < ng; k++) {
+            if (g[k].seq_len != Ts[t]) continue;
+            char l[64], a[64];
+            stat_text(l, sizeof l, &g[k].loss);
+            stat_text(a, sizeof a, &g[k].accuracy);
+            hy_sb_printf(b, "| %s%s | %d | %s | %d | %s |", g[k].variant, g[k].cut ? DAGGER : "", g[k].seq_len,
+                         *g[k].lr ? g[k].lr : "–", g[k].runs, l);
+            if (task) hy_sb_printf(b, " %s |", a);
+            hy_sb_printf(b, " %s |\n", g[k].selected ? "**yes**" : "");
+            *cut_any |= g[k].cut;
+        }
+    hy_sb_add(b, "\n");
+}
+
+/* Every run of sweep.csv: its seed, lr, how it stopped, costs, and its quality. */
+static void runs_table(hy_strbuf *b, const hy_results *r, bool task) {
+    const hy_csv *S = &r->sweep;
     int cv = hy_csv_col(S, "variant"), ct = hy_csv_col(S, "seq_len");
-    hy_sb_printf(b, "| variant | T | params | flop/token | tokens | train s | tokens/s | peak MiB | state KiB | val loss | %s |\n"
-                    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n", task ? "accuracy" : "val bits/byte");
+    hy_sb_printf(b, "### Runs\n\n| variant | T | seed | lr | stopped by | params | flop/token | tokens | train s | tokens/s | "
+                    "peak MiB | state KiB | val loss | %s |\n|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+                 task ? "accuracy" : "val bits/byte");
     for (int i = 0; i < S->n_rows; i++) {
-        double q = task ? accuracy(E, hy_csv_str(S, i, cv), hy_csv_str(S, i, ct))
-                        : hy_csv_num(S, i, hy_csv_col(S, "val_bits_per_byte"));
-        hy_sb_printf(b, "| %s | %s | %s | %.3g | %s | %s | %s | %.2f | %.1f | %s | %.4f |\n", hy_csv_str(S, i, cv),
-                     hy_csv_str(S, i, ct), hy_csv_str(S, i, hy_csv_col(S, "params")),
+        const char *stop = hy_csv_str(S, i, hy_csv_col(S, "stopped_by"));
+        double q = NAN;
+        if (!task) q = hy_csv_num(S, i, hy_csv_col(S, "val_bits_per_byte"));
+        else {   /* this run's accuracy at its training length */
+            const hy_csv *E = &r->eval;
+            int ev = hy_csv_col(E, "variant"), et = hy_csv_col(E, "seq_len"), ee = hy_csv_col(E, "eval_seq_len"),
+                es = hy_csv_col(E, "seed"), el = hy_csv_col(E, "lr");
+            for (int j = 0; j < E->n_rows && !isfinite(q); j++)
+                if (!strcmp(hy_csv_str(E, j, ev), hy_csv_str(S, i, cv)) && !strcmp(hy_csv_str(E, j, et), hy_csv_str(S, i, ct)) &&
+                    !strcmp(hy_csv_str(E, j, ee), hy_csv_str(S, i, ct)) &&
+                    (es < 0 || !strcmp(hy_csv_str(E, j, es), hy_csv_str(S, i, hy_csv_col(S, "seed")))) &&
+                    (el < 0 || !strcmp(hy_csv_str(E, j, el), hy_csv_str(S, i, hy_csv_col(S, "lr")))))
+                    q = hy_csv_num(E, j, hy_csv_col(E, "accuracy"));
+        }
+        hy_sb_printf(b, "| %s | %s | %s | %s | %s%s | %s | %.3g | %s | %s | %s | %.2f | %.1f | %s | %.4f |\n", hy_csv_str(S, i, cv),
+                     hy_csv_str(S, i, ct), hy_csv_str(S, i, hy_csv_col(S, "seed")), hy_csv_str(S, i, hy_csv_col(S, "lr")), stop,
+                     !strcmp(stop, "seconds") ? DAGGER : "", hy_csv_str(S, i, hy_csv_col(S, "params")),
                      hy_csv_num(S, i, hy_csv_col(S, "flop_per_token")), hy_csv_str(S, i, hy_csv_col(S, "tokens")),
                      hy_csv_str(S, i, hy_csv_col(S, "train_s")), hy_csv_str(S, i, hy_csv_col(S, "tokens_per_s")),
                      hy_csv_num(S, i, hy_csv_col(S, "peak_bytes")) / 1048576, hy_csv_num(S, i, hy_csv_col(S, "state_bytes")) / 1024,
                      hy_csv_str(S, i, hy_csv_col(S, "val_loss")), q);
     }
-    const char *Ts[64];
-    int nT = hy_csv_distinct(S, ct, Ts, 64);
-    hy_sb_printf(b, "\n### Best variant per T\n\n%s\n\n| T | best variant | %s | runner-up | %s |\n|---:|---|---:|---|---:|\n",
-                 task ? "Highest accuracy on the answer positions." : "Lowest validation bits per byte.",
-                 task ? "accuracy" : "bits/byte", task ? "accuracy" : "bits/byte");
-    for (int t = 0; t < nT; t++) {
-        int best = -1, second = -1;
-        double bq = NAN, sq = NAN;
-        for (int i = 0; i < S->n_rows; i++) {
-            if (strcmp(hy_csv_str(S, i, ct), Ts[t])) continue;
-            double q = task ? accuracy(E, hy_csv_str(S, i, cv), Ts[t]) : hy_csv_num(S, i, hy_csv_col(S, "val_bits_per_byte"));
-            if (!isfinite(q)) continue;
-            bool better = best < 0 || (task ? q > bq : q < bq);
-            if (better) second = best, sq = bq, best = i, bq = q;
-            else if (second < 0 || (task ? q > sq : q < sq)) second = i, sq = q;
+    hy_sb_add(b, "\n");
+}
+
+/* eval.csv as matrices: a row per (variant, training T), a column per evaluation length, the
+ * cells mean ± sd over seeds at the selected lr of `what` (accuracy, bits per byte or loss). */
+static void eval_matrix(hy_strbuf *b, const hy_group *g, int ng, int what, bool *cut_any) {
+    int Ls[64], nL = 0;
+    for (int k = 0; k < ng; k++) {
+        bool seen = false;
+        for (int j = 0; j < nL && !seen; j++) seen = Ls[j] == g[k].eval_seq_len;
+        if (!seen && nL < 64) Ls[nL++] = g[k].eval_seq_len;
+    }
+    qsort(Ls, (size_t)nL, sizeof *Ls, cmp_int);
+    static const char *const names[] = {"accuracy", "validation bits per byte", "validation loss (nats per token)"};
+    hy_sb_printf(b, "%s, mean ± sd over seeds (n: seeds at the training length):\n\n| variant | trained at T | n |", names[what]);
+    for (int j = 0; j < nL; j++) hy_sb_printf(b, " at %d |", Ls[j]);
+    hy_sb_add(b, "\n|---|---:|---:|");
+    for (int j = 0; j < nL; j++) hy_sb_add(b, "---:|");
+    hy_sb_add(b, "\n");
+    for (int k = 0; k < ng; k++) {
+        bool first = true, cut = false;   /* a row at the first group of each (variant, T) */
+        for (int j = 0; j < k && first; j++) first = strcmp(g[j].variant, g[k].variant) || g[j].seq_len != g[k].seq_len;
+        if (!first) continue;
+        int n = 0;
+        for (int j = k; j < ng; j++)
+            if (!strcmp(g[j].variant, g[k].variant) && g[j].seq_len == g[k].seq_len) {
+                cut |= g[j].cut;
+                if (g[j].eval_seq_len == g[j].seq_len || !n) n = g[j].runs;
+            }
+        hy_sb_printf(b, "| %s%s | %d | %d |", g[k].variant, cut ? DAGGER : "", g[k].seq_len, n);
+        *cut_any |= cut;
+        for (int l = 0; l < nL; l++) {
+            char cell[64] = "";
+            for (int j = k; j < ng; j++)
+                if (!strcmp(g[j].variant, g[k].variant) && g[j].seq_len == g[k].seq_len && g[j].eval_seq_len == Ls[l])
+                    stat_text(cell, sizeof cell, what == 0 ? &g[j].accuracy : what == 1 ? &g[j].bits : &g[j].loss);
+            hy_sb_printf(b, " %s |", cell);
         }
-        if (best < 0) continue;
-        hy_sb_printf(b, "| %s | %s | %.4f | %s | ", Ts[t], hy_csv_str(S, best, cv), bq, second >= 0 ? hy_csv_str(S, second, cv) : "");
-        if (second >= 0) hy_sb_printf(b, "%.4f |\n", sq);
-        else hy_sb_add(b, " |\n");
+        hy_sb_add(b, "\n");
     }
     hy_sb_add(b, "\n");
 }
 
-static void eval_table(hy_strbuf *b, const hy_csv *E) {
-    hy_sb_add(b, "| variant | trained at T | evaluated at T | val loss | accuracy | answers |\n|---|---:|---:|---:|---:|---:|\n");
-    for (int i = 0; i < E->n_rows; i++)
-        hy_sb_printf(b, "| %s | %s | %s | %s | %s | %s |\n", hy_csv_str(E, i, hy_csv_col(E, "variant")),
-                     hy_csv_str(E, i, hy_csv_col(E, "seq_len")), hy_csv_str(E, i, hy_csv_col(E, "eval_seq_len")),
-                     hy_csv_str(E, i, hy_csv_col(E, "val_loss")), hy_csv_str(E, i, hy_csv_col(E, "accuracy")),
-                     hy_csv_str(E, i, hy_csv_col(E, "labels")));
+/* The loss-against-position table: per variant the mean loss at positions 16–31, 128–255 and the
+ * last half of the window, and last half minus 16–31 (per seed, then mean ± sd). */
+static int position_table(hy_strbuf *b, const hy_results *r, const char *const *plots, int np, bool *cut_any) {
+    hy_position_curve *c;
+    int nc = hy_position_curves(&r->position, &r->sweep, &c);
+    if (nc <= 0) return nc;
+    int L = c[0].eval_seq_len;
+    hy_sb_printf(b, "## Loss against position (position.csv)\n\nThe loss of each prediction against its position in the "
+                    "context window (0-based: position p predicts byte p + 1 after seeing p + 1 bytes), for the runs trained "
+                    "at the longest T (%d), at the selected lr, on the held-out windows of the longest evaluation (L = %d). "
+                    "The figure averages log-spaced bins of positions (4 per doubling) over seeds. A loss that keeps falling "
+                    "with the position means the model uses distant context; in the table, last half − 16–31 is negative "
+                    "when it does.\n\n",
+                 c[0].seq_len, L);
+    figure(b, plots, np, "position");
+    hy_sb_printf(b, "| variant | lr | n | loss at 16–31 | loss at 128–255 | loss at %d–%d (last half) | last half − 16–31 |\n"
+                    "|---|---:|---:|---:|---:|---:|---:|\n", L / 2, L - 1);
+    for (int k = 0; k < nc; k++) {
+        const hy_position_curve *x = &c[k];
+        hy_stat s[4];
+        char t[4][64];
+        double *a = malloc(2 * ((size_t)x->n_seeds + 1) * sizeof *a), *z = a ? a + x->n_seeds + 1 : NULL;
+        if (!a) {
+            hy_position_curves_free(c, nc);
+            return HY_ERR_NOMEM;
+        }
+        static const int lo[3] = {16, 128, -1}, hi[3] = {31, 255, -1};
+        for (int q = 0; q < 3; q++) {
+            int l = q == 2 ? L / 2 : lo[q], h = q == 2 ? L - 1 : hi[q];
+            if (h >= L) s[q].n = 0;   /* the window does not reach the whole range */
+            else hy_position_range(x, l, h, &s[q]);
+        }
+        hy_position_seed_means(x, L / 2, L - 1, a);
+        hy_position_seed_means(x, 16, 31, z);
+        for (int i = 0; i < x->n_seeds; i++) a[i] -= z[i];
+        if (L > 32) hy_stat_of(a, x->n_seeds, &s[3]);
+        else s[3].n = 0;
+        free(a);
+        for (int q = 0; q < 4; q++) stat_text(t[q], sizeof t[q], &s[q]);
+        hy_sb_printf(b, "| %s%s | %s | %d | %s | %s | %s | %s |\n", x->variant, x->cut ? DAGGER : "", *x->lr ? x->lr : "–",
+                     x->n_seeds, t[0], t[1], t[2], t[3]);
+        *cut_any |= x->cut;
+    }
     hy_sb_add(b, "\n");
+    hy_position_curves_free(c, nc);
+    return 0;
 }
 
-/* The last row of each (variant, T) run of train.csv: steps, tokens, last train and val loss. */
+/* The last row of each run of train.csv (contiguous rows of one variant, T, seed, peak lr):
+ * steps, tokens, last train and val loss. */
 static void learning_table(hy_strbuf *b, const hy_csv *R) {
+    static const char *const key[] = {"variant", "seq_len", "seed", "peak_lr"};
     int cv = hy_csv_col(R, "variant"), ct = hy_csv_col(R, "seq_len"), cl = hy_csv_col(R, "train_loss"),
-        cval = hy_csv_col(R, "val_loss");
-    hy_sb_add(b, "| variant | T | steps | tokens | elapsed s | last train loss | last val loss |\n|---|---:|---:|---:|---:|---:|---:|\n");
-    for (int i = 0; i < R->n_rows; i++) {
-        bool last = i + 1 == R->n_rows || strcmp(hy_csv_str(R, i + 1, cv), hy_csv_str(R, i, cv)) ||
-                    strcmp(hy_csv_str(R, i + 1, ct), hy_csv_str(R, i, ct));
+        cval = hy_csv_col(R, "val_loss"), cs = hy_csv_col(R, "seed"), clr = hy_csv_col(R, "peak_lr");
+    hy_sb_add(b, "| variant | T | seed | lr | steps | tokens | elapsed s | last train loss | last val loss |\n"
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (int i = 0, start = 0; i < R->n_rows; i++) {
+        bool last = i + 1 == R->n_rows;
+        for (int k = 0; k < 4 && !last; k++)
+            last = strcmp(hy_csv_str(R, i + 1, hy_csv_col(R, key[k])), hy_csv_str(R, i, hy_csv_col(R, key[k]))) != 0;
         if (!last) continue;
         const char *tl = "", *vl = "";
-        for (int j = i; j >= 0 && !strcmp(hy_csv_str(R, j, cv), hy_csv_str(R, i, cv)) &&
-                        !strcmp(hy_csv_str(R, j, ct), hy_csv_str(R, i, ct)); j--) {
+        for (int j = i; j >= start; j--) {
             if (!*tl && *hy_csv_str(R, j, cl)) tl = hy_csv_str(R, j, cl);
             if (!*vl && *hy_csv_str(R, j, cval)) vl = hy_csv_str(R, j, cval);
         }
-        hy_sb_printf(b, "| %s | %s | %s | %s | %s | %s | %s |\n", hy_csv_str(R, i, cv), hy_csv_str(R, i, ct),
-                     hy_csv_str(R, i, hy_csv_col(R, "step")), hy_csv_str(R, i, hy_csv_col(R, "tokens")),
-                     hy_csv_str(R, i, hy_csv_col(R, "elapsed_s")), tl, vl);
+        hy_sb_printf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", hy_csv_str(R, i, cv), hy_csv_str(R, i, ct),
+                     hy_csv_str(R, i, cs), hy_csv_str(R, i, clr), hy_csv_str(R, i, hy_csv_col(R, "step")),
+                     hy_csv_str(R, i, hy_csv_col(R, "tokens")), hy_csv_str(R, i, hy_csv_col(R, "elapsed_s")), tl, vl);
+        start = i + 1;
     }
     hy_sb_add(b, "\n");
 }
 
-int hy_write_report(const char *dir, const char *const *plots, int np, const char *crossover_text) {
-    hy_csv L, S, E, R;
-    static const char *const files[] = {"layers.csv", "sweep.csv", "eval.csv", "train.csv"};
-    hy_csv *tabs[] = {&L, &S, &E, &R};
-    char path[HY_PATH_MAX + 64];
-    int rc = 0;
-    for (int k = 0; k < 4; k++) {
-        snprintf(path, sizeof path, "%s/%s", dir, files[k]);
-        if (hy_csv_load(path, tabs[k]) < 0) rc = -1;
+/* The quality sections (sweep.csv and eval.csv). */
+static int quality_sections(hy_strbuf *b, const hy_results *r, const char *const *plots, int np, bool *cut_any) {
+    bool task = hy_results_are_task(&r->eval);
+    hy_group *g = NULL, *all = NULL;
+    int ng = 0, na = 0;
+    if (r->sweep.n_rows) {
+        if ((ng = hy_group_sweep(&r->sweep, &r->eval, false, &g)) < 0) return ng;
+        if ((na = hy_group_sweep(&r->sweep, &r->eval, true, &all)) < 0) {
+            free(g);
+            return na;
+        }
+        int most = 0, least = ng ? g[0].runs : 0;
+        for (int k = 0; k < ng; k++) most = g[k].runs > most ? g[k].runs : most, least = g[k].runs < least ? g[k].runs : least;
+        char seeds[64];
+        if (least == most) snprintf(seeds, sizeof seeds, "%d", most);
+        else snprintf(seeds, sizeof seeds, "%d to %d", least, most);
+        hy_sb_printf(b, "## Quality (sweep.csv)\n\nEvery variant at every sequence length with the same budget. A group is one "
+                        "(variant, T) at its selected learning rate (below); its numbers are the mean ± sample standard "
+                        "deviation (n − 1) over its n seeds (here n = %s), min – max over the seeds beside; with one seed "
+                        "there is no sd. Training FLOPs = 3 x flop_per_token x tokens.\n\n", seeds);
+        figure(b, plots, np, "quality");
+        quality_tables(b, g, ng, task, cut_any);
+        lr_table(b, all, na, task, cut_any);
+        runs_table(b, r, task);
+        free(g), free(all);
     }
+    if (r->eval.n_rows) {
+        if ((ng = hy_group_eval(&r->sweep, &r->eval, &g)) < 0) return ng;
+        hy_sb_add(b, "## Evaluation lengths (eval.csv)\n\nEvery run evaluated at its training length and at each length of the "
+                     "experiment's evaluation list, on the same held-out data; runs at their selected lr.\n\n");
+        figure(b, plots, np, "generalization");
+        if (task) eval_matrix(b, g, ng, 0, cut_any);
+        else eval_matrix(b, g, ng, 1, cut_any);
+        if (task) eval_matrix(b, g, ng, 2, cut_any);
+        free(g);
+    }
+    return 0;
+}
+
+/* report.md from the CSVs of dir (read again here, so `plot` and the runner give the same report). */
+int hy_write_report(const char *dir, const char *const *plots, int np, const char *crossover_text) {
+    hy_results r;
+    int rc = hy_results_load(dir, &r);
     const char *name = strrchr(dir, '/');
     name = name && name[1] ? name + 1 : dir;
     hy_strbuf b = {0};
+    bool cut_any = false;
     hy_sb_printf(&b, "# Experiment `%s`\n\nWritten by `hybrid-exp plot %s` from the CSV files beside it (columns: "
-                     "docs/experiments.md). Times were measured on the machine that ran the experiment; on a shared "
-                     "machine they are noisy.\n\n", name, dir);
-    if (L.n_rows) {
+                     "docs/experiments.md; how to read this report: its section \"Reading the report\"). Times were "
+                     "measured on the machine that ran the experiment; on a shared machine they are noisy.\n\n", name, dir);
+    const hy_csv *L = &r.layers;
+    if (rc == 0 && L->n_rows) {
         static const char *const cost[] = {"fwd", "fwd_bwd", "step"};
         hy_sb_add(&b, "## Complexity (layers.csv)\n\nOne block, batch 1: time per call in ms (`step`: per token at context T).\n\n");
         figure(&b, plots, np, "complexity");
-        layer_table(&b, &L, cost, 3, "ms", 0, "ms");
+        layer_table(&b, L, cost, 3, "ms", 0, "ms");
         hy_sb_add(&b, "### Crossover points against attention\n\nT* is where a block becomes, and stays, faster than attention "
                       "(log-log interpolation between the measured T).\n\n");
         if (*crossover_text) {
@@ -185,32 +448,28 @@ int hy_write_report(const char *dir, const char *const *plots, int np, const cha
         hy_sb_add(&b, "\n## Memory (layers.csv)\n\n");
         figure(&b, plots, np, "memory");
         static const char *const pk[] = {"fwd_bwd"}, *const stp[] = {"step"};
-        layer_table(&b, &L, pk, 1, "peak_bytes", 1.0 / 1048576, "peak MiB");
-        layer_table(&b, &L, stp, 1, "state_bytes", 1.0 / 1024, "state KiB");
+        layer_table(&b, L, pk, 1, "peak_bytes", 1.0 / 1048576, "peak MiB");
+        layer_table(&b, L, stp, 1, "state_bytes", 1.0 / 1024, "state KiB");
     }
-    if (S.n_rows) {
-        hy_sb_add(&b, "## Quality (sweep.csv)\n\nEvery variant at every sequence length with the same budget. Training FLOPs = "
-                      "3 x flop_per_token x tokens.\n\n");
-        figure(&b, plots, np, "quality");
-        quality_tables(&b, &S, &E);
-    }
-    if (E.n_rows) {
-        hy_sb_add(&b, "## Evaluation lengths (eval.csv)\n\n");
-        figure(&b, plots, np, "generalization");
-        eval_table(&b, &E);
-    }
-    if (R.n_rows) {
+    if (rc == 0) rc = quality_sections(&b, &r, plots, np, &cut_any);
+    if (rc == 0 && r.position.n_rows) rc = position_table(&b, &r, plots, np, &cut_any);
+    if (rc == 0 && r.train.n_rows) {
         hy_sb_add(&b, "## Learning curves (train.csv)\n\n");
         figure(&b, plots, np, "learning");
-        learning_table(&b, &R);
+        learning_table(&b, &r.train);
     }
-    for (int k = 0; k < 4; k++) hy_csv_free(tabs[k]);
+    if (cut_any)
+        hy_sb_add(&b, "---\n\n† A run of this group was stopped by the wall-clock cap (`stopped_by = seconds` in sweep.csv): it "
+                      "trained on fewer tokens than its budget, so it is not a complete run. Such groups are not ranked "
+                      "against complete groups, and every comparison involving one says so.\n");
+    hy_results_free(&r);
     size_t len = b.len;
     char *text = hy_sb_take(&b);
     if (!text) return HY_ERR_NOMEM;
+    char path[HY_PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/report.md", dir);
     if (rc == 0) rc = hy_write_file_atomic(path, text, len);
-    else rc = hy_fail_code(HY_ERR_IO, "%s: a CSV file could not be read", dir);
+    else hy_error_prefix("%s: report.md", dir);
     free(text);
     return rc;
 }
