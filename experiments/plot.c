@@ -216,6 +216,7 @@ static int plot_quality(const char *dir, const hy_results *r, int *drawn) {
     gp d = {0};
     hy_strbuf body = {0}, p1 = {0}, p2 = {0};
     int series = 0;
+    bool any_flops = false;
     for (int v = 0; v < nv; v++) {
         int m = 0;
         bool cut = false;
@@ -236,7 +237,9 @@ static int plot_quality(const char *dir, const hy_results *r, int *drawn) {
         int id = block_begin(&d);
         for (int k = 0; k < m; k++) {
             const hy_stat *q = metric(&mine[k], task);
-            hy_sb_printf(&d.data, "%d %.9g %.9g %.9g\n", mine[k].seq_len, q->mean, bar(q), mine[k].flops.mean);
+            double f = mine[k].flops.mean;   /* no training (0 FLOPs) has no place on a log axis */
+            any_flops |= f > 0;
+            hy_sb_printf(&d.data, "%d %.9g %.9g %.9g\n", mine[k].seq_len, q->mean, bar(q), f > 0 ? f : NAN);
         }
         block_end(&d);
         free(mine);
@@ -251,14 +254,14 @@ static int plot_quality(const char *dir, const hy_results *r, int *drawn) {
     free(g);
     int rc = 0;
     if (series) {
-        hy_sb_printf(&body, "set multiplot layout 1,2 title \"Quality at equal budget (sweep.csv%s): mean +/- 1 sd over "
+        hy_sb_printf(&body, "set multiplot layout 1,%d title \"Quality at equal budget (sweep.csv%s): mean +/- 1 sd over "
                             "seeds, selected lr\"\nset grid\nset key below height 1\nset offsets graph 0.04, graph 0.04, 0, 0\nset ylabel \"%s\"\nset logscale x 2\n"
                             "set xlabel \"training T (tokens)\"\nset title \"vs sequence length\"\nplot ",
-                     task ? ", eval.csv" : "", task ? "accuracy on answer positions" : "validation bits per byte");
+                     any_flops ? 2 : 1, task ? ", eval.csv" : "", task ? "accuracy on answer positions" : "validation bits per byte");
         hy_sb_addn(&body, p1.p, p1.len);
-        hy_sb_add(&body, "\nset logscale x 10\nset format x \"%.0e\"\nset xlabel \"training FLOPs (3 x flop_per_token x tokens)\"\n"
+        if (any_flops) hy_sb_add(&body, "\nset logscale x 10\nset format x \"%.0e\"\nset xlabel \"training FLOPs (3 x flop_per_token x tokens)\"\n"
                          "set title \"vs training compute\"\nplot ");
-        hy_sb_addn(&body, p2.p, p2.len);
+        if (any_flops) hy_sb_addn(&body, p2.p, p2.len);
         hy_sb_add(&body, "\nunset multiplot\n");
         char *bt = hy_sb_take(&body);
         rc = bt ? draw(dir, "quality", &d, bt, 1400, 560) : HY_ERR_NOMEM;

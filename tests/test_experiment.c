@@ -372,6 +372,107 @@ START_TEST(interrupt_and_resume) {
 }
 END_TEST
 
+/* The fair-comparison machinery end to end on tiny-seeds.yaml (2 lrs x 2 seeds x T 8, 16 at 32
+ * tokens per step): equal tokens and steps at every T, one sweep row per run with its seed and lr,
+ * the lr selection against the mean over seeds, the common evaluation on the same windows, and
+ * position.csv whose mean over positions is eval.csv's loss at the longest length. */
+START_TEST(seeds_lr_position_end_to_end) {
+    char dir[256];
+    fresh(dir, sizeof dir, "seeds");
+    hy_experiment e;
+    hy_exp_result r;
+    load_exp(&e, EXP "tiny-seeds.yaml", dir, NULL);
+    hy_exp_opts o = {.no_plots = true};
+    ck_assert_msg(hy_experiment_run(&e, &o, &r) == 0, "%s", hy_last_error());
+    ck_assert_int_eq(r.trained, 8);
+    hy_results R;
+    ck_assert_int_eq(hy_results_load(dir, &R), 0);
+    const hy_csv *S = &R.sweep, *E = &R.eval, *P = &R.position;
+    ck_assert_int_eq(S->n_rows, 8);
+    int c_T = hy_csv_col(S, "seq_len"), c_seed = hy_csv_col(S, "seed"), c_lr = hy_csv_col(S, "lr"),
+        c_steps = hy_csv_col(S, "steps"), c_tok = hy_csv_col(S, "tokens"), c_bs = hy_csv_col(S, "batch_size"),
+        c_bt = hy_csv_col(S, "batch_tokens"), c_stop = hy_csv_col(S, "stopped_by"), c_sel = hy_csv_col(S, "lr_selected"),
+        c_loss = hy_csv_col(S, "val_loss");
+    double mean[2][2] = {{0}};   /* [T index][lr index]: mean val_loss over the two seeds */
+    for (int i = 0; i < 8; i++) {
+        int T = (int)hy_csv_num(S, i, c_T), ti = T == 16, li = hy_csv_num(S, i, c_lr) < 0.005;
+        ck_assert_int_eq((int)hy_csv_num(S, i, c_steps), 3);            /* equal steps ... */
+        ck_assert_int_eq((int)hy_csv_num(S, i, c_tok), 3 * 32);         /* ... and equal tokens at each T */
+        ck_assert_int_eq((int)hy_csv_num(S, i, c_bs), 32 / T);
+        ck_assert_int_eq((int)hy_csv_num(S, i, c_bt), 32);
+        ck_assert_str_eq(hy_csv_str(S, i, c_stop), "steps");
+        int seed = (int)hy_csv_num(S, i, c_seed);
+        ck_assert(seed == 5 || seed == 6);
+        mean[ti][li] += hy_csv_num(S, i, c_loss) / 2;
+    }
+    for (int i = 0; i < 8; i++) {   /* the selected lr is the one with the lower mean over seeds */
+        int ti = (int)hy_csv_num(S, i, c_T) == 16, li = hy_csv_num(S, i, c_lr) < 0.005;
+        int best = mean[ti][1] < mean[ti][0];
+        ck_assert_int_eq((int)hy_csv_num(S, i, c_sel), li == best);
+    }
+    /* the seeds differ in their result; the evaluation does not depend on them (same windows) */
+    ck_assert_double_ne(hy_csv_num(S, 0, c_loss), hy_csv_num(S, 2, c_loss));
+    ck_assert_int_eq(E->n_rows, 16);   /* every run at T 8 and 16 */
+    int e_len = hy_csv_col(E, "eval_seq_len"), e_loss = hy_csv_col(E, "val_loss"), e_lab = hy_csv_col(E, "labels"),
+        e_T = hy_csv_col(E, "seq_len"), e_seed = hy_csv_col(E, "seed"), e_lr = hy_csv_col(E, "lr"),
+        e_bits = hy_csv_col(E, "val_bits_per_byte");
+    for (int i = 0; i < E->n_rows; i++) {
+        ck_assert_str_eq(hy_csv_str(E, i, hy_csv_col(E, "task")), "corpus");
+        ck_assert_int_eq((int)hy_csv_num(E, i, e_lab), 256);   /* eval.tokens = 256 at either length */
+        ck_assert_double_eq_tol(hy_csv_num(E, i, e_bits), hy_csv_num(E, i, e_loss) / log(2.0), 1e-5);
+    }
+    /* position.csv: 16 positions per run at the longest length; their mean is eval.csv's loss */
+    ck_assert_int_eq(P->n_rows, 8 * 16);
+    int p_T = hy_csv_col(P, "seq_len"), p_seed = hy_csv_col(P, "seed"), p_lr = hy_csv_col(P, "lr"),
+        p_pos = hy_csv_col(P, "position"), p_loss = hy_csv_col(P, "loss"), p_len = hy_csv_col(P, "eval_seq_len");
+    int checked = 0;
+    for (int i = 0; i < E->n_rows; i++) {
+        if ((int)hy_csv_num(E, i, e_len) != 16) continue;
+        double sum = 0;
+        int n = 0;
+        for (int k = 0; k < P->n_rows; k++)
+            if (!strcmp(hy_csv_str(P, k, p_T), hy_csv_str(E, i, e_T)) &&
+                !strcmp(hy_csv_str(P, k, p_seed), hy_csv_str(E, i, e_seed)) &&
+                !strcmp(hy_csv_str(P, k, p_lr), hy_csv_str(E, i, e_lr))) {
+                ck_assert_int_eq((int)hy_csv_num(P, k, p_pos), n);
+                ck_assert_int_eq((int)hy_csv_num(P, k, p_len), 16);
+                sum += hy_csv_num(P, k, p_loss), n++;
+            }
+        ck_assert_int_eq(n, 16);
+        ck_assert_double_eq_tol(sum / n, hy_csv_num(E, i, e_loss), 2e-6);
+        checked++;
+    }
+    ck_assert_int_eq(checked, 8);
+    /* the sweep row's val_loss is the common evaluation at the run's own T */
+    for (int i = 0; i < 8; i++)
+        for (int k = 0; k < E->n_rows; k++)
+            if (!strcmp(hy_csv_str(E, k, e_T), hy_csv_str(S, i, c_T)) && !strcmp(hy_csv_str(E, k, e_len), hy_csv_str(S, i, c_T)) &&
+                !strcmp(hy_csv_str(E, k, e_seed), hy_csv_str(S, i, c_seed)) && !strcmp(hy_csv_str(E, k, e_lr), hy_csv_str(S, i, c_lr)))
+                ck_assert_double_eq_tol(hy_csv_num(E, k, e_loss), hy_csv_num(S, i, c_loss), 1e-6);
+    hy_results_free(&R);
+    hy_experiment_free(&e);
+    /* a run cut by the wall clock is flagged in sweep.csv and marked in the report */
+    char cut[300];
+    snprintf(cut, sizeof cut, "%s-cut", dir);
+    const char *sets[] = {"budget.seconds=0.000001", "budget.steps=1000000"};
+    char set0[600];
+    snprintf(set0, sizeof set0, "out_dir=%s", cut);
+    const char *all[] = {set0, sets[0], sets[1]};
+    ck_assert_msg(hy_experiment_load(EXP "tiny-seeds.yaml", all, 3, &e) == 0, "%s", hy_last_error());
+    hy_exp_opts plots = {0};
+    ck_assert_msg(hy_experiment_run(&e, &plots, &r) == 0, "%s", hy_last_error());
+    char *sw = slurp(cut, "sweep.csv"), *rep = slurp(cut, "report.md");
+    int n_cut = 0;
+    for (const char *q = sw; (q = strstr(q, ",seconds,")); q++) n_cut++;
+    ck_assert_int_eq(n_cut, 8);   /* every run, and only as stopped_by */
+    ck_assert_ptr_nonnull(strstr(rep, "†"));
+    hy_free(sw), hy_free(rep);
+    hy_experiment_free(&e);
+    cleanup(cut);
+    cleanup(dir);
+}
+END_TEST
+
 START_TEST(task_experiment) {
     char dir[256];
     fresh(dir, sizeof dir, "mqar");
@@ -518,6 +619,7 @@ static Suite *make_experiment_suite(void) {
     tcase_add_test(t, interrupt_and_resume);
     tcase_add_test(t, cli_bench_experiment);
     tcase_add_test(t, task_experiment);
+    tcase_add_test(t, seeds_lr_position_end_to_end);
     tcase_add_test(t, plot_from_csv);
     suite_add_tcase(s, t);
     return s;
