@@ -184,12 +184,12 @@ static int read_sweep(ectx *c, const yt_node *sweep, axes *a) {
 
 /* eval: {seq_len: [..], tokens: N} — the common evaluation of every corpus run: at its own
  * seq_len and at each of these lengths (default: the swept seq_len values), over the same first
- * `tokens` bytes of the validation split (default 65536). */
+ * `tokens` bytes of the validation split (default 262144). */
 static int read_eval(ectx *c, const axes *a, hy_experiment *e) {
     static const char *const keys[] = {"seq_len", "tokens", NULL};
     const yt_node *n = yt_get(c->exp.root, "eval"), *l = n ? yt_get(n, "seq_len") : NULL, *t = n ? yt_get(n, "tokens") : NULL;
     int rc;
-    e->eval_tokens = 65536;
+    e->eval_tokens = 262144;
     if (n && (rc = yt_check_map(&c->exp, n, keys)) < 0) return rc;
     if (t) {
         long long v;
