@@ -151,7 +151,7 @@ END_TEST
 START_TEST(shipped_configs) {
     static const char *const exps[] = {"configs/quick-sweep.yaml", "configs/crossover.yaml", "configs/mqar.yaml",
                                        "configs/selective-copy.yaml", "configs/induction.yaml",
-                                       "configs/jamba-like.yaml", "configs/stripedhyena-like.yaml"};
+                                       "configs/jamba-like.yaml", "configs/jamba-like-full.yaml", "configs/stripedhyena-like.yaml"};
     for (size_t i = 0; i < sizeof exps / sizeof *exps; i++) {
         hy_experiment e;
         bool is_exp;
@@ -175,7 +175,8 @@ START_TEST(shipped_configs) {
     ck_assert_msg(hy_run_config_load("configs/transformer.yaml", NULL, 0, &c) == 0, "%s", hy_last_error());
     hy_run_config_free(&c);
     static const char *const models[] = {"transformer", "transformer-small", "mamba", "s4d", "rwkv7", "hyena",
-                                         "jamba-like", "hybrid-1-3", "striped-1-1"};
+                                         "jamba-like", "hybrid-1-3", "striped-1-1", "transformer-d64", "mamba-d64",
+                                         "hybrid-1-3-d64", "hyena-d64", "striped-1-1-d64"};
     char path[256], text[512];
     snprintf(path, sizeof path, "/tmp/hybrid-test-exp-models-%d.yaml", (int)getpid());
     int loaded = 0;
@@ -187,7 +188,7 @@ START_TEST(shipped_configs) {
         hy_experiment e;
         ck_assert_msg(hy_experiment_load(path, NULL, 0, &e) == 0, "%s: %s", models[i], hy_last_error());
         loaded++;
-        ck_assert_int_eq(e.runs[0].cfg.model.d_model, strstr(models[i], "small") ? 64 : 128);
+        ck_assert_int_eq(e.runs[0].cfg.model.d_model, strstr(models[i], "small") || strstr(models[i], "d64") ? 64 : 128);
         hy_experiment_free(&e);
     }
     ck_assert_int_eq(loaded, (int)(sizeof models / sizeof *models));
