@@ -73,6 +73,24 @@ static int fail(int code, const char *what) {
     return code;
 }
 
+/* Strict number parsing for the commands' options; false on junk or out of range. */
+static bool parse_long(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+static bool parse_float(const char *s, float *out) {
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
 /* Collects --set / --out / flags shared by train and init. */
 typedef struct {
     const char *config, *out;
@@ -93,7 +111,12 @@ static int parse_run_args(int argc, char **argv, run_args *a, const char *help) 
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) a->out = argv[++i];
         else if (!strcmp(argv[i], "--resume")) a->resume = 1;
         else if (!strcmp(argv[i], "--quiet")) a->quiet = 1;
-        else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc) a->stop_after = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc) {
+            if (!parse_long(argv[++i], 1, LONG_MAX, &a->stop_after)) {
+                fprintf(stderr, "hybrid-exp: --stop-after: must be a whole number of steps >= 1, got '%s'\n", argv[i]);
+                return 2;
+            }
+        }
         else if (argv[i][0] != '-' && !a->config) a->config = argv[i];
         else {
             fprintf(stderr, "hybrid-exp: unknown or incomplete argument '%s'\n\n%s", argv[i], help);
@@ -135,13 +158,6 @@ static const char *PLOT_HELP =
     "Redraws every plot (gnuplot, PNG + SVG) and report.md of an experiment from the CSV files in\n"
     "RESULTS_DIR alone (layers.csv, sweep.csv, eval.csv, train.csv: those that exist).\n";
 
-static void format_duration(char *out, size_t n, double s) {
-    if (!isfinite(s) || s < 0) snprintf(out, n, "?");
-    else if (s < 60) snprintf(out, n, "%.0fs", s);
-    else if (s < 3600) snprintf(out, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
-    else snprintf(out, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
-}
-
 /* The experiment's one progress display: runs done / total, the current run's step, loss and
  * tokens/s, and the whole experiment's ETA (one line, redrawn in place on a terminal). */
 static void on_exp_progress(void *ctx, const hy_exp_progress *p) {
@@ -151,8 +167,8 @@ static void on_exp_progress(void *ctx, const hy_exp_progress *p) {
     int tty = isatty(fileno(stderr));
     const char *id = p->cur ? p->cur->id : "";
     char eta[32], el[32];
-    format_duration(eta, sizeof eta, p->eta_s);
-    format_duration(el, sizeof el, p->elapsed_s);
+    hy_format_duration(eta, sizeof eta, p->eta_s);
+    hy_format_duration(el, sizeof el, p->elapsed_s);
     if (!strcmp(p->event, "tick")) {
         const hy_train_tick *t = p->tick;
         if (!tty && !isfinite(t->val_loss)) return;
@@ -325,23 +341,6 @@ static const char *GENERATE_HELP =
     "  -n 0 with --state-out encodes a long context once, to be continued many times with --state-in.\n"
     "Ctrl-C stops after the current token (the state is still saved).\n";
 
-/* Strict number parsing for generate's options; false on junk or out of range. */
-static bool parse_long(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-static bool parse_float(const char *s, float *out) {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || end == s || *end || !isfinite(v)) return false;
-    *out = v;
-    return true;
-}
 
 /* Writes each produced byte at once; stops on Ctrl-C. */
 static int emit_token(int32_t tok, void *user) {

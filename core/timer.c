@@ -1,5 +1,7 @@
 #include "core/timer.h"
+#include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <time.h>
 
 void openblas_set_num_threads(int num_threads);
@@ -17,3 +19,10 @@ void hy_set_threads(int n) {
 }
 
 int hy_threads(void) { return omp_get_max_threads(); }
+
+void hy_format_duration(char *out, size_t n, double s) {
+    if (!isfinite(s) || s < 0) snprintf(out, n, "?");
+    else if (s < 60) snprintf(out, n, "%.0fs", s);
+    else if (s < 3600) snprintf(out, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+    else snprintf(out, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+}

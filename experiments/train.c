@@ -69,13 +69,6 @@ static int csv_reload(csv_text *t, const char *header, const char *path, int ste
     return 0;
 }
 
-static void format_eta(char *out, size_t n, double s) {
-    if (!isfinite(s) || s < 0) snprintf(out, n, "?");
-    else if (s < 60) snprintf(out, n, "%.0fs", s);
-    else if (s < 3600) snprintf(out, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
-    else snprintf(out, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
-}
-
 /* Fraction of the budget used: the largest over the budgets that are set. */
 static double budget_fraction(const hy_run_config *c, long step, double tokens, double seconds) {
     double f = 0;
@@ -348,7 +341,7 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
                 o->on_tick(o->tick_ctx, &tk);
             } else if (o->progress) {
                 char eta[32];
-                format_eta(eta, sizeof eta, (now - t_start) * (1.0 - frac) / fmax(frac, 1e-9));
+                hy_format_duration(eta, sizeof eta, (now - t_start) * (1.0 - frac) / fmax(frac, 1e-9));
                 fprintf(o->progress, "%s[%s] step %ld  loss %.4f%s%s  lr %.2e  %.0f tok/s  %3.0f%%  ETA %s%s",
                         tty ? "\r\033[K" : "", variant, pr.step, r->train_loss, eval ? "  val " : "", vs, lr, tps,
                         100 * frac, eta, tty && !eval ? "" : "\n");

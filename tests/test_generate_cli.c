@@ -150,12 +150,28 @@ START_TEST(cli_bench_decode_quick_writes_csv) {
 }
 END_TEST
 
+/* A bad number for --stop-after is a usage error naming the flag, not a silent 0. */
+START_TEST(cli_stop_after_rejects_junk) {
+    static const char *const bad[] = {"abc", "0", "-3", "12x"};
+    for (int k = 0; k < 4; k++) {
+        char cmd[512], *out;
+        size_t len;
+        snprintf(cmd, sizeof cmd, "%s tests/configs/tiny-train.yaml --out /tmp/hybrid-test-stop-after-%d --stop-after %s 2>&1",
+                 exe(), (int)getpid(), bad[k]);
+        ck_assert_int_eq(run(cmd, &out, &len), 2);
+        ck_assert_msg(strstr(out, "--stop-after: must be a whole number of steps >= 1"), "%s", out);
+        free(out);
+    }
+}
+END_TEST
+
 static Suite *generate_cli_suite(void) {
     Suite *s = suite_create("generate_cli");
     TCase *cli = tcase_create("cli");
     tcase_set_timeout(cli, 120);
     tcase_add_test(cli, cli_generate_streams_and_continues_from_state);
     tcase_add_test(cli, cli_bench_decode_quick_writes_csv);
+    tcase_add_test(cli, cli_stop_after_rejects_junk);
     suite_add_tcase(s, cli);
     return s;
 }
