@@ -474,9 +474,26 @@ done:
 }
 
 /* Lists every registered block with its options: the registry as a user sees it. */
+/* An option's accepted values for `blocks`: its inclusive range, plus "auto" / "null" where allowed. */
+static void opt_range(const hy_opt_spec *sp, char *out, size_t n) {
+    char lo[32], hi[32];
+    if (sp->type == HY_OPT_BOOL) snprintf(out, n, "true|false");
+    else {
+        if (isinf(sp->min)) snprintf(lo, sizeof lo, "-inf");
+        else snprintf(lo, sizeof lo, sp->type == HY_OPT_INT ? "%.0f" : "%g", sp->min);
+        if (isinf(sp->max)) snprintf(hi, sizeof hi, "inf");
+        else snprintf(hi, sizeof hi, sp->type == HY_OPT_INT ? "%.0f" : "%g", sp->max);
+        snprintf(out, n, "[%s, %s]", lo, hi);
+    }
+    size_t len = strlen(out);
+    if (sp->flags & (HY_OPT_AUTO | HY_OPT_DEFAULT_AUTO)) len += (size_t)snprintf(out + len, n - len, "|auto");
+    if (len < n && sp->flags & (HY_OPT_NULLABLE | HY_OPT_DEFAULT_NULL)) snprintf(out + len, n - len, "|null");
+}
+
 static int cmd_blocks(int argc, char **argv) {
     if (argc > 0 && is_help(argv[0])) {
-        puts("usage: hybrid-exp blocks\nLists the registered blocks, where they go, and their options.");
+        puts("usage: hybrid-exp blocks\nLists the registered blocks, where they go, and their options: name, type, accepted\n"
+             "values (inclusive range, and auto / null where allowed), default, meaning.");
         return 0;
     }
     for (int i = 0; i < hy_block_count(); i++) {
@@ -486,9 +503,12 @@ static int cmd_blocks(int argc, char **argv) {
         hy_opts o;
         hy_opts_defaults(b, &o);
         for (int k = 0; k < b->n_opts; k++) {
-            char def[64];
+            const hy_opt_spec *sp = &b->opts[k];
+            char def[64], range[96];
             hy_opt_format(b, &o, k, def, sizeof def);
-            printf("    %-16s default %-10s %s\n", b->opts[k].name, def, b->opts[k].help);
+            opt_range(sp, range, sizeof range);
+            printf("    %-16s %-5s %-22s default %-10s %s\n", sp->name, sp->type == HY_OPT_INT ? "int" : sp->type == HY_OPT_FLOAT ? "float" : "bool",
+                   range, def, sp->help);
         }
     }
     return 0;
