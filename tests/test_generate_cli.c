@@ -165,6 +165,19 @@ START_TEST(cli_stop_after_rejects_junk) {
 }
 END_TEST
 
+/* `blocks` prints each option's type and accepted values beside its default. */
+START_TEST(cli_blocks_prints_ranges) {
+    char cmd[512], *out;
+    size_t len;
+    snprintf(cmd, sizeof cmd, "%s blocks", exe());
+    ck_assert_int_eq(run(cmd, &out, &len), 0);
+    ck_assert_msg(strstr(out, "d_state          int   [1, 256]               default 16"), "%s", out);
+    ck_assert_msg(strstr(out, "rope_theta       float [0, 1e+12]|null        default null"), "%s", out);
+    ck_assert_msg(strstr(out, "[1, 65536]|auto"), "%s", out);
+    free(out);
+}
+END_TEST
+
 static Suite *generate_cli_suite(void) {
     Suite *s = suite_create("generate_cli");
     TCase *cli = tcase_create("cli");
@@ -172,6 +185,7 @@ static Suite *generate_cli_suite(void) {
     tcase_add_test(cli, cli_generate_streams_and_continues_from_state);
     tcase_add_test(cli, cli_bench_decode_quick_writes_csv);
     tcase_add_test(cli, cli_stop_after_rejects_junk);
+    tcase_add_test(cli, cli_blocks_prints_ranges);
     suite_add_tcase(s, cli);
     return s;
 }
