@@ -203,6 +203,23 @@ START_TEST(corpus_folder_skips_binary_and_symlinks) {
 }
 END_TEST
 
+/* The default corpus (installed by the Makefile): the .py files of Python's standard library
+ * as dpkg lists them, sorted, the same bytes on every load, with no binary file among them. */
+START_TEST(default_corpus_is_python_source) {
+    hy_corpus a, b;
+    ck_assert_msg(hy_corpus_load(&a, "default", 0.1) == 0, "%s", hy_last_error());
+    ck_assert_msg(hy_corpus_load(&b, NULL, 0.1) == 0, "%s", hy_last_error());
+    ck_assert_int_gt(a.n_files, 300);
+    ck_assert_msg(a.len > 5000000, "%zu bytes", a.len);
+    ck_assert_int_eq(a.n_files, b.n_files);
+    ck_assert(a.len == b.len && memcmp(a.bytes, b.bytes, a.len) == 0);
+    ck_assert_ptr_null(memchr(a.bytes, 0, a.len));
+    ck_assert_ptr_nonnull(memmem(a.bytes, a.len, "\ndef ", 5));   /* Python source */
+    ck_assert(a.len - a.n_train > 500000);   /* room for the common evaluation's 262144 bytes */
+    hy_corpus_free(&a), hy_corpus_free(&b);
+}
+END_TEST
+
 /* The tiny config with a 4-expert MoE in every layer, 20 steps. */
 static void load_moe(hy_run_config *c, const char *out_dir) {
     char set_out[512];
@@ -276,6 +293,7 @@ static Suite *train_suite(void) {
     Suite *s = suite_create("train");
     TCase *tc = tcase_create("trainer");
     tcase_add_test(tc, corpus_folder_skips_binary_and_symlinks);
+    tcase_add_test(tc, default_corpus_is_python_source);
     tcase_add_test(tc, train_writes_csv_config_and_checkpoints);
     tcase_add_test(tc, same_seed_same_loss_curve);
     tcase_add_test(tc, resume_continues_identical_curve);
