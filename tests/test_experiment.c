@@ -151,7 +151,8 @@ END_TEST
 START_TEST(shipped_configs) {
     static const char *const exps[] = {"configs/quick-sweep.yaml", "configs/crossover.yaml", "configs/mqar.yaml",
                                        "configs/selective-copy.yaml", "configs/induction.yaml",
-                                       "configs/jamba-like.yaml", "configs/jamba-like-full.yaml", "configs/stripedhyena-like.yaml"};
+                                       "configs/jamba-like.yaml", "configs/jamba-like-full.yaml", "configs/stripedhyena-like.yaml",
+                                       "configs/corpus-context.yaml"};
     for (size_t i = 0; i < sizeof exps / sizeof *exps; i++) {
         hy_experiment e;
         bool is_exp;
