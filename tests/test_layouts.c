@@ -4,6 +4,7 @@
  * shapes, values) and the same logits and losses for one seed; a shifted layout does not. And the
  * jamba-like variant of the shipped configs/jamba-like.yaml experiment has that layout. */
 #include "core/error.h"
+#include "core/fileio.h"
 #include "core/mem.h"
 #include "experiments/config.h"
 #include "models/model.h"
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define LAYOUTS "tests/configs/layouts/"
 
@@ -93,9 +95,17 @@ START_TEST(jamba_layout_three_spellings_one_model) {
 }
 END_TEST
 
+/* The shipped Jamba block (configs/models/jamba-like.yaml) read as an experiment's variant. */
 START_TEST(jamba_like_config_has_the_jamba_layout) {
+    char path[256], cwd[256], text[512];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    snprintf(path, sizeof path, "/tmp/hybrid-test-jamba-%d.yaml", (int)getpid());
+    snprintf(text, sizeof text, "variants:\n  - {name: jamba-like, model: %s/configs/models/jamba-like.yaml}\n"
+                                "sweep: {seq_len: [64, 256, 1024]}\n", cwd);
+    ck_assert_int_eq(hy_write_file_atomic(path, text, strlen(text)), 0);
     hy_experiment e;
-    ck_assert_msg(hy_experiment_load("configs/jamba-like.yaml", NULL, 0, &e) == 0, "%s", hy_last_error());
+    ck_assert_msg(hy_experiment_load(path, NULL, 0, &e) == 0, "%s", hy_last_error());
+    unlink(path);
     int found = 0;
     for (int r = 0; r < e.n_runs; r++) {
         if (strcmp(e.runs[r].variant, "jamba-like")) continue;
