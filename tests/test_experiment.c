@@ -563,15 +563,7 @@ START_TEST(plot_from_csv) {
     char summary[4096];
     ck_assert_msg(hy_experiment_plot(dir, summary, sizeof summary) == 0, "%s", hy_last_error());
     static const char *const plots[] = {"complexity", "memory", "quality", "learning"};
-    for (int k = 0; k < 4; k++) {
-        char f[64];
-        snprintf(f, sizeof f, "%s.png", plots[k]);
-        ck_assert_msg(file_exists(dir, f), "%s missing", f);
-        snprintf(f, sizeof f, "%s.svg", plots[k]);
-        ck_assert_msg(file_exists(dir, f), "%s missing", f);
-        snprintf(f, sizeof f, "%s.gp", plots[k]);
-        ck_assert(file_exists(dir, f));
-    }
+    tu_assert_plots(dir, plots, 4);
     ck_assert_ptr_nonnull(strstr(summary, "mamba vs attention (fwd): T* = 181"));
     ck_assert_ptr_null(strstr(summary, "swiglu"));   /* an ffn is no alternative to attention */
     char *rep = slurp(dir, "report.md");

@@ -461,13 +461,7 @@ START_TEST(new_format_plots) {
     char summary[4096];
     ck_assert_msg(hy_experiment_plot(dir, summary, sizeof summary) == 0, "%s", hy_last_error());
     static const char *const plots[] = {"quality", "generalization", "position", "learning"};
-    for (int k = 0; k < 4; k++) {
-        char f[64];
-        snprintf(f, sizeof f, "%s.png", plots[k]);
-        ck_assert_msg(exists(dir, f), "%s missing", f);
-        snprintf(f, sizeof f, "%s.svg", plots[k]);
-        ck_assert_msg(exists(dir, f), "%s missing", f);
-    }
+    tu_assert_plots(dir, plots, 4);
     ck_assert_ptr_nonnull(strstr(summary, "position.{png,svg}"));
     /* quality: x at T 32 over its two seeds (val_loss 2.15, 2.25; bits as written, 4 decimals), with error bars */
     hy_stat q;

@@ -3,6 +3,8 @@
 #include "core/mem.h"
 #include "core/rng.h"
 #include <math.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -150,4 +152,15 @@ double tu_step_check(hy_layer *L, int B, int T, uint64_t seed) {
     hy_free(xs);
     hy_free(ys);
     return worst;
+}
+
+void tu_assert_plots(const char *dir, const char *const *names, int n) {
+    static const char *const ext[] = {"png", "svg", "gp"};
+    for (int k = 0; k < n; k++)
+        for (int e = 0; e < 3; e++) {
+            char path[1024];
+            struct stat st;
+            snprintf(path, sizeof path, "%s/%s.%s", dir, names[k], ext[e]);
+            ck_assert_msg(stat(path, &st) == 0 && st.st_size > 0, "%s missing", path);
+        }
 }

@@ -29,4 +29,7 @@ double tu_grad_check(hy_layer *L, int B, int T, float eps, int samples, uint64_t
  * relative to the output's max abs value. */
 double tu_step_check(hy_layer *L, int B, int T, uint64_t seed);
 
+/* Asserts that dir holds NAME.png, NAME.svg and NAME.gp, non-empty, for each of the n plot names. */
+void tu_assert_plots(const char *dir, const char *const *names, int n);
+
 #endif
