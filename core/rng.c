@@ -39,3 +39,13 @@ uint64_t hy_rng_below(hy_rng *r, uint64_t n) {
     while (x >= limit);
     return x % n;
 }
+
+/* n draws of U(-bound, bound), in order (the layers' weight inits). */
+void hy_rng_fill_uniform(hy_rng *r, float *x, size_t n, float bound) {
+    for (size_t i = 0; i < n; i++) x[i] = bound * (2 * hy_rng_uniform(r) - 1);
+}
+
+/* n draws of N(0, std²), in order. */
+void hy_rng_fill_normal(hy_rng *r, float *x, size_t n, float std) {
+    for (size_t i = 0; i < n; i++) x[i] = std * hy_rng_normal(r);
+}

@@ -237,3 +237,10 @@ void hy_layer_standalone_free(hy_layer *L) {
     hy_free(L->shared);
     memset(L, 0, sizeof *L);
 }
+
+/* U(±1/sqrt(in)) for the weight, then the bias, in that order of draws. */
+void hy_init_linear(float *w, float *b, int out, int in, hy_rng *rng) {
+    float bound = 1.0f / sqrtf((float)in);
+    hy_rng_fill_uniform(rng, w, (size_t)out * (size_t)in, bound);
+    if (b) hy_rng_fill_uniform(rng, b, (size_t)out, bound);
+}

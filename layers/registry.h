@@ -165,6 +165,12 @@ struct hy_block_ops {
     int (*state_import)(hy_layer *L, void *state, int n, const hy_state_tensor *t, const float *const *data);
 };
 
+/* ---- init ---- */
+/* The one init of every block's plain linear layers (docs/blocks.md, "Initialization"): weight w
+ * (out, in), then bias b (out entries; NULL = none), each entry ~ U(±1/sqrt(in)), PyTorch's
+ * nn.Linear default. A block's other parameters keep the init its upstream defines. */
+void hy_init_linear(float *w, float *b, int out, int in, hy_rng *rng);
+
 /* ---- registry ---- */
 const hy_block_ops *hy_block_find(const char *name);
 int hy_block_count(void);

@@ -97,9 +97,8 @@ static int build_params(hy_model *m) {
 static void init_params(hy_model *m, uint64_t seed) {
     hy_rng rng;
     hy_rng_seed(&rng, seed);
-    for (size_t k = 0; k < m->embedding->numel; k++) m->embedding->data[k] = 0.02f * hy_rng_normal(&rng);
-    if (m->lm_head)
-        for (size_t k = 0; k < m->lm_head->numel; k++) m->lm_head->data[k] = 0.02f * hy_rng_normal(&rng);
+    hy_rng_fill_normal(&rng, m->embedding->data, m->embedding->numel, 0.02f);
+    if (m->lm_head) hy_rng_fill_normal(&rng, m->lm_head->data, m->lm_head->numel, 0.02f);
     for (int k = 0; k < m->n_params; k++)
         if (m->params[k].ndim == 1 && strstr(m->params[k].name, "norm"))
             for (size_t j = 0; j < m->params[k].numel; j++) m->params[k].data[j] = 1.0f;

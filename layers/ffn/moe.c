@@ -98,18 +98,15 @@ static int moe_param_specs(const hy_opts *o, int d, hy_param_spec *out) {
     return 1 + 3 * E;
 }
 
-/* Every weight ~ U(±1/sqrt(fan_in)) (PyTorch's nn.Linear default, as swiglu); router first, then
- * each expert's gate, up, down. */
+/* Every weight is a plain linear (hy_init_linear, as swiglu): router first, then each expert's
+ * gate, up, down. */
 static void moe_init(hy_layer *L, hy_rng *rng) {
     int d = L->d_model, E = hy_opt_int(&L->opts, OPT_E), F = hy_opt_int(&L->opts, OPT_D_FF);
-    float bd = 1.0f / sqrtf((float)d), bf = 1.0f / sqrtf((float)F);
-    for (size_t i = 0; i < (size_t)E * d; i++) L->p[0][i] = bd * (2 * hy_rng_uniform(rng) - 1);
+    hy_init_linear(L->p[HY_MOE_P_ROUTER], NULL, E, d, rng);
     for (int e = 0; e < E; e++) {
-        for (int j = 0; j < 3; j++) {
-            float b = j < 2 ? bd : bf;
-            float *w = L->p[1 + 3 * e + j];
-            for (size_t i = 0; i < (size_t)F * d; i++) w[i] = b * (2 * hy_rng_uniform(rng) - 1);
-        }
+        hy_init_linear(L->p[hy_moe_param_gate(e)], NULL, F, d, rng);
+        hy_init_linear(L->p[hy_moe_param_up(e)], NULL, F, d, rng);
+        hy_init_linear(L->p[hy_moe_param_down(e)], NULL, d, F, rng);
     }
 }
 

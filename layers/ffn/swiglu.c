@@ -43,13 +43,12 @@ static int swiglu_param_specs(const hy_opts *o, int d, hy_param_spec *out) {
     return 3;
 }
 
-/* Weights ~ U(±1/sqrt(fan_in)), PyTorch's nn.Linear default (kaiming-uniform with a = sqrt(5)). */
+/* The three projections are plain linears: hy_init_linear (docs/blocks.md, "Initialization"). */
 static void swiglu_init(hy_layer *L, hy_rng *rng) {
     int d = L->d_model, F = hy_opt_int(&L->opts, OPT_D_FF);
-    float bd = 1.0f / sqrtf((float)d), bf = 1.0f / sqrtf((float)F);
-    for (size_t i = 0; i < (size_t)F * d; i++) L->p[P_GATE][i] = bd * (2 * hy_rng_uniform(rng) - 1);
-    for (size_t i = 0; i < (size_t)F * d; i++) L->p[P_UP][i] = bd * (2 * hy_rng_uniform(rng) - 1);
-    for (size_t i = 0; i < (size_t)F * d; i++) L->p[P_DOWN][i] = bf * (2 * hy_rng_uniform(rng) - 1);
+    hy_init_linear(L->p[P_GATE], NULL, F, d, rng);
+    hy_init_linear(L->p[P_UP], NULL, F, d, rng);
+    hy_init_linear(L->p[P_DOWN], NULL, d, F, rng);
 }
 
 static swiglu_cache *cache_of(hy_layer *L) {

@@ -100,22 +100,18 @@ static int mamba_param_specs(const hy_opts *o, int d, hy_param_spec *out) {
     return N_PARAMS;
 }
 
-static void fill_uniform(float *p, size_t n, float bound, hy_rng *rng) {
-    for (size_t i = 0; i < n; i++) p[i] = bound * (2 * hy_rng_uniform(rng) - 1);
-}
-
-/* As mamba_ssm: linear and conv weights PyTorch's default U(±1/sqrt(fan_in)) (conv fan_in = K, its
- * bias too); dt_proj.weight U(±R^-0.5); Δ log-uniform in [dt_min, dt_max] floored at
- * dt_init_floor, stored as dt_proj.bias = Δ + log(-expm1(-Δ)) (inverse softplus);
- * A_log[c, n] = log(n + 1); D = 1. */
+/* in_proj, x_proj, out_proj are plain linears (hy_init_linear); as mamba_ssm: the depthwise conv
+ * weight and bias U(±1/sqrt(K)) (PyTorch's Conv1d default, fan_in = K); dt_proj.weight U(±R^-0.5);
+ * Δ log-uniform in [dt_min, dt_max] floored at dt_init_floor, stored as dt_proj.bias = Δ +
+ * log(-expm1(-Δ)) (inverse softplus); A_log[c, n] = log(n + 1); D = 1. */
 static void mamba_init(hy_layer *L, hy_rng *rng) {
     geom g = geom_of(&L->opts, L->d_model);
     const hy_opts *o = &L->opts;
-    fill_uniform(L->p[P_IN], (size_t)2 * g.E * g.d, 1.0f / sqrtf((float)g.d), rng);
-    fill_uniform(L->p[P_CONV_W], (size_t)g.E * g.K, 1.0f / sqrtf((float)g.K), rng);
-    fill_uniform(L->p[P_CONV_B], (size_t)g.E, 1.0f / sqrtf((float)g.K), rng);
-    fill_uniform(L->p[P_XPROJ], (size_t)g.nbc * g.E, 1.0f / sqrtf((float)g.E), rng);
-    fill_uniform(L->p[P_DT_W], (size_t)g.E * g.R, 1.0f / sqrtf((float)g.R), rng);
+    hy_init_linear(L->p[P_IN], NULL, 2 * g.E, g.d, rng);
+    hy_rng_fill_uniform(rng, L->p[P_CONV_W], (size_t)g.E * g.K, 1.0f / sqrtf((float)g.K));
+    hy_rng_fill_uniform(rng, L->p[P_CONV_B], (size_t)g.E, 1.0f / sqrtf((float)g.K));
+    hy_init_linear(L->p[P_XPROJ], NULL, g.nbc, g.E, rng);
+    hy_rng_fill_uniform(rng, L->p[P_DT_W], (size_t)g.E * g.R, 1.0f / sqrtf((float)g.R));
     double lo = log(o->v[OPT_DT_MIN]), hi = log(o->v[OPT_DT_MAX]);
     for (int c = 0; c < g.E; c++) {
         double dt = exp(hy_rng_uniform(rng) * (hi - lo) + lo);
@@ -125,7 +121,7 @@ static void mamba_init(hy_layer *L, hy_rng *rng) {
     for (int c = 0; c < g.E; c++)
         for (int n = 0; n < g.N; n++) L->p[P_A_LOG][(size_t)c * g.N + n] = logf((float)(n + 1));
     for (int c = 0; c < g.E; c++) L->p[P_D][c] = 1.0f;
-    fill_uniform(L->p[P_OUT], (size_t)g.d * g.E, 1.0f / sqrtf((float)g.E), rng);
+    hy_init_linear(L->p[P_OUT], NULL, g.d, g.E, rng);
 }
 
 /* ---------------------------------------------------------------- helpers ---- */

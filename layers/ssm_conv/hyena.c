@@ -64,20 +64,18 @@ static int hyena_param_specs(const hy_opts *o, int d, hy_param_spec *out) {
     return N_P;
 }
 
-/* Long filter: the S4D-Lin init (hy_modal_init); D ~ N(0, 1); linear layers and the short
- * filter as PyTorch's nn.Linear / depthwise nn.Conv1d defaults: U(±1/sqrt(fan_in)), fan_in = d
- * for the linears and 3 (the filter width) for the short filter. */
+/* Long filter: the S4D-Lin init (hy_modal_init); D ~ N(0, 1); projections and out_filter_dense
+ * (weights and biases) are plain linears (hy_init_linear); the short filter as PyTorch's depthwise
+ * nn.Conv1d default, weight and bias U(±1/sqrt(3)) (fan_in = the filter width). */
 static void hyena_init(hy_layer *L, hy_rng *rng) {
     int d = L->d_model, M = hy_opt_int(&L->opts, OPT_D_STATE) / 2;
     hy_modal_init(L->p, d, M, L->opts.v[OPT_DT_MIN], L->opts.v[OPT_DT_MAX], rng);
-    float bd = 1.0f / sqrtf((float)d), bk = 1.0f / sqrtf((float)KS);
-    for (size_t i = 0; i < (size_t)3 * d * d; i++) L->p[P_PROJ_W][i] = bd * (2 * hy_rng_uniform(rng) - 1);
-    for (int i = 0; i < 3 * d; i++) L->p[P_PROJ_B][i] = bd * (2 * hy_rng_uniform(rng) - 1);
-    for (int i = 0; i < 3 * d * KS; i++) L->p[P_SF_W][i] = bk * (2 * hy_rng_uniform(rng) - 1);
-    for (int i = 0; i < 3 * d; i++) L->p[P_SF_B][i] = bk * (2 * hy_rng_uniform(rng) - 1);
-    for (int i = 0; i < d; i++) L->p[P_D][i] = hy_rng_normal(rng);
-    for (size_t i = 0; i < (size_t)d * d; i++) L->p[P_OUT_W][i] = bd * (2 * hy_rng_uniform(rng) - 1);
-    for (int i = 0; i < d; i++) L->p[P_OUT_B][i] = bd * (2 * hy_rng_uniform(rng) - 1);
+    float bk = 1.0f / sqrtf((float)KS);
+    hy_init_linear(L->p[P_PROJ_W], L->p[P_PROJ_B], 3 * d, d, rng);
+    hy_rng_fill_uniform(rng, L->p[P_SF_W], (size_t)3 * d * KS, bk);
+    hy_rng_fill_uniform(rng, L->p[P_SF_B], (size_t)3 * d, bk);
+    hy_rng_fill_normal(rng, L->p[P_D], (size_t)d, 1.0f);
+    hy_init_linear(L->p[P_OUT_W], L->p[P_OUT_B], d, d, rng);
 }
 
 /* ---------------------------------------------------------------- helpers ---- */

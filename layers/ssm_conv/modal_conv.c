@@ -496,7 +496,7 @@ int hy_modal_resolve(hy_opts *o, int d, int *bad_opt, char *msg, size_t msg_len)
 void hy_modal_init(float *const *p, int H, int M, double dt_min, double dt_max, hy_rng *rng) {
     double lo = log(dt_min), hi = log(dt_max);
     for (int h = 0; h < H; h++) p[0][h] = (float)(lo + (hi - lo) * hy_rng_uniform(rng));
-    for (size_t i = 0; i < (size_t)H * M * 2; i++) p[1][i] = (float)M_SQRT1_2 * hy_rng_normal(rng);
+    hy_rng_fill_normal(rng, p[1], (size_t)H * M * 2, (float)M_SQRT1_2);
     for (int h = 0; h < H; h++)
         for (int m = 0; m < M; m++) {
             p[2][(size_t)h * M + m] = logf(0.5f);

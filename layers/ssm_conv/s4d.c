@@ -57,14 +57,13 @@ static int s4d_param_specs(const hy_opts *o, int H, hy_param_spec *out) {
     return N_P;
 }
 
-/* SSM part as above; D ~ N(0, 1); output_linear as nn.Conv1d(H, 2H, 1): U(±1/sqrt(H)). */
+/* SSM part as above; D ~ N(0, 1); output_linear (nn.Conv1d(H, 2H, 1), weight and bias) is a plain
+ * linear (hy_init_linear). */
 static void s4d_init(hy_layer *L, hy_rng *rng) {
     int H = L->d_model, M = hy_opt_int(&L->opts, OPT_D_STATE) / 2;
     hy_modal_init(L->p, H, M, L->opts.v[OPT_DT_MIN], L->opts.v[OPT_DT_MAX], rng);
-    for (int h = 0; h < H; h++) L->p[P_D][h] = hy_rng_normal(rng);
-    float bd = 1.0f / sqrtf((float)H);
-    for (size_t i = 0; i < (size_t)2 * H * H; i++) L->p[P_W][i] = bd * (2 * hy_rng_uniform(rng) - 1);
-    for (int i = 0; i < 2 * H; i++) L->p[P_B][i] = bd * (2 * hy_rng_uniform(rng) - 1);
+    hy_rng_fill_normal(rng, L->p[P_D], (size_t)H, 1.0f);
+    hy_init_linear(L->p[P_W], L->p[P_B], 2 * H, H, rng);
 }
 
 /* ---------------------------------------------------------------- helpers ---- */
