@@ -2,7 +2,7 @@
  * block follows the one convention of hy_init_linear, U(±1/sqrt(fan_in)) for weight and bias, and
  * every other parameter keeps the init its upstream defines (SPEC §2–3). Each parameter of each
  * block must be classified in `rules` below, so a new block or parameter fails here until it is. */
-#include "core/error.h"
+#include "core/mem.h"
 #include "layers/registry.h"
 #include "tests/testutil.h"
 #include <math.h>
@@ -120,12 +120,14 @@ static bool name_is(const char *name, const char *tail) {
     return a >= b && !strcmp(name + a - b, tail) && (a == b || name[a - b - 1] == '.');
 }
 
+/* The rule for parameter `name` of `block`, or NULL when it is not classified. */
 static const rule *rule_of(const char *block, const char *name) {
     for (size_t i = 0; i < sizeof rules / sizeof *rules; i++)
         if (!strcmp(rules[i].block, block) && name_is(name, rules[i].name)) return &rules[i];
     return NULL;
 }
 
+/* Entries of a parameter tensor. */
 static size_t numel_of(const hy_param_spec *s) {
     size_t n = 1;
     for (int d = 0; d < s->ndim; d++) n *= (size_t)s->shape[d];
@@ -175,7 +177,8 @@ static const char *check_convention(const float *x, size_t n, int fan_in) {
     return check_uniform(x, n, 1.0 / sqrt((double)fan_in));
 }
 
-/* Largest |x[i] - f(i)| against a tolerance; the message names the first bad entry. */
+/* Every x[i] within tol (relative, floored at 1) of expr, a formula in i; else returns a message
+ * naming the first bad entry. */
 #define EXPECT_EACH(n, expr, tol)                                                                   \
     for (size_t i = 0; i < (n); i++) {                                                              \
         double want_ = (expr);                                                                      \
@@ -185,6 +188,7 @@ static const char *check_convention(const float *x, size_t n, int fan_in) {
         }                                                                                           \
     }
 
+/* The resolved value of option `key` of layer L. */
 static double opt_of(const hy_layer *L, const char *key) { return L->opts.v[hy_opt_index(L->ops, key)]; }
 
 /* Mamba: A_log[c, n] = log(n + 1); softplus(dt_proj.bias) in [dt_min, dt_max], log-uniform there. */
