@@ -13,8 +13,8 @@
 
 enum { P_Q, P_K, P_V, P_O };
 
-/* An attention layer with the given options (NULL = default); weights re-drawn larger than the
- * 0.02 init so that the softmax is far from uniform and every term of the gradient matters. */
+/* An attention layer with the given options (NULL = default); weights re-drawn (q, k larger than
+ * the init) so that the softmax is far from uniform and every term of the gradient matters. */
 static void make_layer(hy_layer *L, int d, const char *heads, const char *kv, const char *rope, uint64_t seed) {
     char b[3][48];
     const char *pairs[3];
@@ -268,13 +268,6 @@ START_TEST(accounting_and_names) {
         ck_assert_int_eq(hy_opt_int(&o, 0), autos[i][1]);
         ck_assert_int_eq(hy_opt_int(&o, 1), autos[i][1]);
     }
-    /* init: N(0, 0.02) */
-    hy_layer L;
-    tu_layer(&L, "attention", 64, NULL, 0, 1);
-    double ss = 0;
-    for (int i = 0; i < 64 * 64; i++) ss += (double)L.p[P_O][i] * L.p[P_O][i];
-    ck_assert_double_eq_tol(sqrt(ss / (64 * 64)), 0.02, 0.002);
-    hy_layer_standalone_free(&L);
 }
 END_TEST
 

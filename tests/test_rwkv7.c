@@ -176,8 +176,8 @@ END_TEST
 
 /* ---- blocks ---- */
 
-/* Moves every parameter away from its init (output.weight and cmix's value start at zero, which
- * would hide every gradient behind them) by noise of the given scale. */
+/* Moves every parameter away from its init (the LoRA down-matrices start at zero, which would hide
+ * the gradients of the up-matrices behind them) by noise of the given scale. */
 static void perturb(hy_layer *L, float scale, uint64_t seed) {
     hy_param_spec specs[64];
     L->ops->param_specs(&L->opts, L->d_model, specs);
@@ -376,8 +376,8 @@ START_TEST(options_state_bytes_flop) {
 }
 END_TEST
 
-/* Upstream x070 init of a lone layer (layer 0 of 1): spot values of the formulas, zero output,
- * orthonormal LoRA up-matrices (× 0.1), projection bounds. */
+/* Upstream x070 init of a lone layer (layer 0 of 1): spot values of the formulas, orthonormal LoRA
+ * up-matrices (× 0.1), the projections' bound (tests/test_init.c checks every tensor). */
 START_TEST(rwkv7_init_as_upstream) {
     hy_layer L;
     const char *o[] = {"head_size=16"};
@@ -389,7 +389,6 @@ START_TEST(rwkv7_init_as_upstream) {
     ck_assert_float_eq_tol(L.p[0][32], (float)(1 - pow(0.5, 0.2)), 1e-6);   /* x_r */
     ck_assert_float_eq_tol(L.p[18][5], 1.02f, 1e-7);            /* k_a */
     ck_assert_float_eq_tol(L.p[19][17], -0.04f, 1e-7);          /* r_k */
-    for (int i = 0; i < 64 * 64; i++) ck_assert_float_eq(L.p[23][i], 0.0f);
     for (int i = 0; i < 64 * 32; i++) ck_assert_float_eq(L.p[7][i], 0.0f);   /* w1 */
     float *w2 = L.p[8];                                         /* (32, 64): orthonormal rows × 0.1 */
     for (int a = 0; a < 32; a++)
@@ -398,7 +397,7 @@ START_TEST(rwkv7_init_as_upstream) {
             for (int i = 0; i < 64; i++) dot += (double)w2[a * 64 + i] * w2[b * 64 + i];
             ck_assert_msg(fabs(dot - (a == b ? 0.01 : 0.0)) < 1e-6, "w2 rows %d, %d: %g", a, b, dot);
         }
-    for (int i = 0; i < 64 * 64; i++) ck_assert(fabsf(L.p[21][i]) <= 0.05f / 8.0f);   /* key */
+    for (int i = 0; i < 64 * 64; i++) ck_assert(fabsf(L.p[21][i]) <= 1.0f / 8.0f);   /* key: U(±1/√C) */
     hy_layer_standalone_free(&L);
 }
 END_TEST
@@ -448,7 +447,10 @@ static double ce_double(hy_model *m, const int32_t *tg, int rows, int V) {
 }
 
 /* Whole-model gradients against directional finite differences, tensor by tensor (as test_model):
- * layer 2's value residual reads layer 0's v, across the attention layer. */
+ * layer 2's value residual reads layer 0's v, across the attention layer. The central differences
+ * at steps eps and eps/2 are combined by Richardson extrapolation, (4 D(eps/2) - D(eps)) / 3, which
+ * cancels their eps² error (a plain central difference at eps/2 is up to 4% off for k_a, x_k and
+ * the embedding; a smaller step drowns the flat decay-path derivatives in rounding noise). */
 START_TEST(stack_gradients_v_first_across_attention) {
     hy_model *m = stack_model();
     enum { B = 2, T = 18 };
@@ -463,21 +465,22 @@ START_TEST(stack_gradients_v_first_across_attention) {
     float *dir = hy_malloc(m->numel * 4), *keep = hy_malloc(m->numel * 4);
     tu_fill_normal(dir, m->numel, 1, 9);
     memcpy(keep, m->data, m->numel * 4);
-    double eps = 2e-3;
+    double eps = 4e-3;
     for (int p = 0; p < m->n_params; p++) {
         hy_param *q = &m->params[p];
         size_t off = (size_t)(q->data - m->data);
-        double rms = 0, gq = 0, f[2];
+        double rms = 0, gq = 0, f[4];
         for (size_t i = 0; i < q->numel; i++) rms += (double)q->data[i] * q->data[i];
         rms = fmax(sqrt(rms / q->numel), 1e-2);
         for (size_t i = 0; i < q->numel; i++) dir[off + i] *= (float)rms, gq += (double)q->grad[i] * dir[off + i];
-        for (int s = 0; s < 2; s++) {
-            for (size_t i = 0; i < q->numel; i++) q->data[i] = keep[off + i] + (s ? -1 : 1) * (float)eps * dir[off + i];
+        for (int s = 0; s < 4; s++) {   /* +eps, -eps, +eps/2, -eps/2 */
+            float h = (float)(s < 2 ? eps : eps / 2) * (s % 2 ? -1 : 1);
+            for (size_t i = 0; i < q->numel; i++) q->data[i] = keep[off + i] + h * dir[off + i];
             hy_model_forward(m, in, tg, B, T, false, &l);
             f[s] = ce_double(m, tg, B * T, 20);
             memcpy(q->data, keep + off, q->numel * 4);
         }
-        double num = (f[0] - f[1]) / (2 * eps);
+        double d1 = (f[0] - f[1]) / (2 * eps), d2 = (f[2] - f[3]) / eps, num = (4 * d2 - d1) / 3;
         if (getenv("HY_DEBUG")) fprintf(stderr, "%-34s analytic %12.6g numeric %12.6g\n", q->name, gq, num);
         ck_assert_msg(fabs(num - gq) <= 1e-2 * fabs(gq) + 5e-6, "%s: directional derivative %g vs analytic %g",
                       q->name, num, gq);

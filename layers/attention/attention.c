@@ -123,13 +123,13 @@ static int attn_param_specs(const hy_opts *o, int d, hy_param_spec *out) {
     return 4;
 }
 
-/* All four weights ~ N(0, 0.02), the GPT-2 / Llama (initializer_range) convention. */
+/* The four projections are plain linears: hy_init_linear (docs/blocks.md, "Initialization"). */
 static void attn_init(hy_layer *L, hy_rng *rng) {
     geom g = geom_of(&L->opts, L->d_model);
-    size_t n[4] = {(size_t)g.H * g.hd * g.d, (size_t)g.Hkv * g.hd * g.d, (size_t)g.Hkv * g.hd * g.d,
-                   (size_t)g.d * g.H * g.hd};
-    for (int p = 0; p < 4; p++)
-        for (size_t i = 0; i < n[p]; i++) L->p[p][i] = 0.02f * hy_rng_normal(rng);
+    hy_init_linear(L->p[P_Q], NULL, g.H * g.hd, g.d, rng);
+    hy_init_linear(L->p[P_K], NULL, g.Hkv * g.hd, g.d, rng);
+    hy_init_linear(L->p[P_V], NULL, g.Hkv * g.hd, g.d, rng);
+    hy_init_linear(L->p[P_O], NULL, g.d, g.H * g.hd, rng);
 }
 
 /* ---------------------------------------------------------------- helpers ---- */

@@ -122,8 +122,9 @@ static void ortho_init(float *W, int rows, int cols, float gain, hy_rng *rng) {
 
 /* Upstream RWKV-LM RWKV-v7/train_temp/src/model.py RWKV_Tmix_x070.__init__ (see docs/blocks.md):
  * depth ratios from the layer index and the stack's n_layers, per-channel curves for the mixing
- * vectors and w0, a0, v0, k_k; LoRA down-matrices zero, up-matrices orthogonal × 0.1; receptance
- * and value U(±0.5/√C), key U(±0.05/√C), output zero; ln_x = (1, 0). */
+ * vectors and w0, a0, v0, k_k; LoRA down-matrices zero, up-matrices orthogonal × 0.1; ln_x = (1, 0).
+ * receptance, key, value, output are plain linears (hy_init_linear; upstream has U(±0.5/√C),
+ * U(±0.05/√C), U(±0.5/√C) and zero). */
 static void rw_init(hy_layer *L, hy_rng *rng) {
     geom g = geom_of(&L->opts, L->d_model);
     int C = g.C, N = g.N, id = L->index, nl = L->shared && L->shared->n_layers > id ? L->shared->n_layers : id + 1;
@@ -149,12 +150,10 @@ static void rw_init(hy_layer *L, hy_rng *rng) {
         float gain = D[i] > C ? sqrtf((float)D[i] / C) : 1.0f;
         ortho_init(L->p[lo[i] + 1], D[i], C, 0.1f * gain, rng);
     }
-    float sc = 1.0f / sqrtf((float)C);
-    size_t CC = (size_t)C * C;
-    for (size_t i = 0; i < CC; i++) L->p[P_WR][i] = 0.5f * sc * (2 * hy_rng_uniform(rng) - 1);
-    for (size_t i = 0; i < CC; i++) L->p[P_WK][i] = 0.05f * sc * (2 * hy_rng_uniform(rng) - 1);
-    for (size_t i = 0; i < CC; i++) L->p[P_WV][i] = 0.5f * sc * (2 * hy_rng_uniform(rng) - 1);
-    memset(L->p[P_WO], 0, CC * sizeof(float));
+    hy_init_linear(L->p[P_WR], NULL, C, C, rng);
+    hy_init_linear(L->p[P_WK], NULL, C, C, rng);
+    hy_init_linear(L->p[P_WV], NULL, C, C, rng);
+    hy_init_linear(L->p[P_WO], NULL, C, C, rng);
 }
 
 /* ---------------------------------------------------------------- helpers ---- */
