@@ -352,26 +352,38 @@ static int position_table(hy_strbuf *b, const hy_results *r, const char *const *
 }
 
 /* The last row of each run of train.csv (contiguous rows of one variant, T, seed, peak lr):
- * steps, tokens, last train and val loss. */
+ * steps, tokens, last train and val loss, and the relative change of the val loss over the last 20%
+ * of the steps (from the last evaluation at or before 80% of the final step to the last one): the
+ * flattening test of docs/experiments.md (a curve has flattened when it improves by < 2% there). */
 static void learning_table(hy_strbuf *b, const hy_csv *R) {
     static const char *const key[] = {"variant", "seq_len", "seed", "peak_lr"};
     int cv = hy_csv_col(R, "variant"), ct = hy_csv_col(R, "seq_len"), cl = hy_csv_col(R, "train_loss"),
-        cval = hy_csv_col(R, "val_loss"), cs = hy_csv_col(R, "seed"), clr = hy_csv_col(R, "peak_lr");
-    hy_sb_add(b, "| variant | T | seed | lr | steps | tokens | elapsed s | last train loss | last val loss |\n"
-                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        cval = hy_csv_col(R, "val_loss"), cs = hy_csv_col(R, "seed"), clr = hy_csv_col(R, "peak_lr"),
+        cstep = hy_csv_col(R, "step");
+    hy_sb_add(b, "The last column is the change of the validation loss over the last 20% of the steps (from the last "
+                 "evaluation at or before 80% of the final step); a curve has flattened when it improves by less than 2% "
+                 "there.\n\n"
+                 "| variant | T | seed | lr | steps | tokens | elapsed s | last train loss | last val loss | val change, last 20% |\n"
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int i = 0, start = 0; i < R->n_rows; i++) {
         bool last = i + 1 == R->n_rows;
         for (int k = 0; k < 4 && !last; k++)
             last = strcmp(hy_csv_str(R, i + 1, hy_csv_col(R, key[k])), hy_csv_str(R, i, hy_csv_col(R, key[k]))) != 0;
         if (!last) continue;
         const char *tl = "", *vl = "";
+        double final_step = hy_csv_num(R, i, cstep), final_val = NAN, val80 = NAN;
         for (int j = i; j >= start; j--) {
             if (!*tl && *hy_csv_str(R, j, cl)) tl = hy_csv_str(R, j, cl);
-            if (!*vl && *hy_csv_str(R, j, cval)) vl = hy_csv_str(R, j, cval);
+            if (!*vl && *hy_csv_str(R, j, cval)) vl = hy_csv_str(R, j, cval), final_val = hy_csv_num(R, j, cval);
+            if (*hy_csv_str(R, j, cval) && isnan(val80) && hy_csv_num(R, j, cstep) <= 0.8 * final_step)
+                val80 = hy_csv_num(R, j, cval);
         }
-        hy_sb_printf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", hy_csv_str(R, i, cv), hy_csv_str(R, i, ct),
-                     hy_csv_str(R, i, cs), hy_csv_str(R, i, clr), hy_csv_str(R, i, hy_csv_col(R, "step")),
-                     hy_csv_str(R, i, hy_csv_col(R, "tokens")), hy_csv_str(R, i, hy_csv_col(R, "elapsed_s")), tl, vl);
+        char change[32] = "–";
+        if (!isnan(val80) && !isnan(final_val) && val80 > 0)
+            snprintf(change, sizeof change, "%+.1f%%", 100.0 * (final_val - val80) / val80);
+        hy_sb_printf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", hy_csv_str(R, i, cv), hy_csv_str(R, i, ct),
+                     hy_csv_str(R, i, cs), hy_csv_str(R, i, clr), hy_csv_str(R, i, cstep),
+                     hy_csv_str(R, i, hy_csv_col(R, "tokens")), hy_csv_str(R, i, hy_csv_col(R, "elapsed_s")), tl, vl, change);
         start = i + 1;
     }
     hy_sb_add(b, "\n");

@@ -171,6 +171,14 @@ struct hy_block_ops {
  * nn.Linear default. A block's other parameters keep the init its upstream defines. */
 void hy_init_linear(float *w, float *b, int out, int in, hy_rng *rng);
 
+/* The scale of a block's output projection (the linear that writes into the residual stream):
+ * 1/(2·n_layers) of the stack layer L belongs to (a lone layer counts as a stack of 1). */
+float hy_output_init_scale(const hy_layer *L);
+
+/* A block's output projection: hy_init_linear, then weight and bias × hy_output_init_scale(L), so
+ * each residual branch starts small next to the embedding (docs/blocks.md, "Initialization"). */
+void hy_init_output_linear(const hy_layer *L, float *w, float *b, int out, int in, hy_rng *rng);
+
 /* ---- registry ---- */
 const hy_block_ops *hy_block_find(const char *name);
 int hy_block_count(void);

@@ -13,6 +13,8 @@
 enum kind {
     LINEAR,    /* plain linear weight (out, in...): the convention with fan_in = numel / out */
     BIAS,      /* bias of the plain linear `ref`: the convention with ref's fan_in */
+    OUTPUT,    /* output projection weight: LINEAR × hy_output_init_scale (1/(2·n_layers)) */
+    OUTPUT_BIAS, /* bias of the output projection `ref`: BIAS × the same scale */
     UNIFORM,   /* U(±1/sqrt(k)), k = last dim of `ref` (or of itself): conv1d defaults, mamba dt_proj */
     CONST,     /* every entry = v */
     NORMAL,    /* N(0, v²) */
@@ -39,24 +41,24 @@ static const rule rules[] = {
     {"attention", "q_proj.weight", LINEAR, 0, NULL, NULL},
     {"attention", "k_proj.weight", LINEAR, 0, NULL, NULL},
     {"attention", "v_proj.weight", LINEAR, 0, NULL, NULL},
-    {"attention", "o_proj.weight", LINEAR, 0, NULL, NULL},
+    {"attention", "o_proj.weight", OUTPUT, 0, NULL, NULL},
 
     {"swiglu", "gate_proj.weight", LINEAR, 0, NULL, NULL},
     {"swiglu", "up_proj.weight", LINEAR, 0, NULL, NULL},
-    {"swiglu", "down_proj.weight", LINEAR, 0, NULL, NULL},
+    {"swiglu", "down_proj.weight", OUTPUT, 0, NULL, NULL},
 
     {"moe", "router.weight", LINEAR, 0, NULL, NULL},
     {"moe", "gate_proj.weight", LINEAR, 0, NULL, NULL},
     {"moe", "up_proj.weight", LINEAR, 0, NULL, NULL},
-    {"moe", "down_proj.weight", LINEAR, 0, NULL, NULL},
+    {"moe", "down_proj.weight", OUTPUT, 0, NULL, NULL},
 
     {"cmix", "key.weight", LINEAR, 0, NULL, NULL},
-    {"cmix", "value.weight", LINEAR, 0, NULL, NULL},
+    {"cmix", "value.weight", OUTPUT, 0, NULL, NULL},
     {"cmix", "x_k", FORMULA, 0, NULL, cmix_formula},
 
     {"mamba", "in_proj.weight", LINEAR, 0, NULL, NULL},
     {"mamba", "x_proj.weight", LINEAR, 0, NULL, NULL},
-    {"mamba", "out_proj.weight", LINEAR, 0, NULL, NULL},
+    {"mamba", "out_proj.weight", OUTPUT, 0, NULL, NULL},
     {"mamba", "conv1d.weight", UNIFORM, 0, NULL, NULL},
     {"mamba", "conv1d.bias", UNIFORM, 0, "conv1d.weight", NULL},
     {"mamba", "dt_proj.weight", UNIFORM, 0, NULL, NULL},
@@ -64,8 +66,8 @@ static const rule rules[] = {
     {"mamba", "A_log", FORMULA, 0, NULL, mamba_formula},
     {"mamba", "D", CONST, 1, NULL, NULL},
 
-    {"s4d", "output_linear.weight", LINEAR, 0, NULL, NULL},
-    {"s4d", "output_linear.bias", BIAS, 0, "output_linear.weight", NULL},
+    {"s4d", "output_linear.weight", OUTPUT, 0, NULL, NULL},
+    {"s4d", "output_linear.bias", OUTPUT_BIAS, 0, "output_linear.weight", NULL},
     {"s4d", "kernel.log_dt", FORMULA, 0, NULL, modal_formula},
     {"s4d", "kernel.C", NORMAL, M_SQRT1_2, NULL, NULL},
     {"s4d", "kernel.log_A_real", CONST, -M_LN2, NULL, NULL},
@@ -74,8 +76,8 @@ static const rule rules[] = {
 
     {"hyena", "projections.weight", LINEAR, 0, NULL, NULL},
     {"hyena", "projections.bias", BIAS, 0, "projections.weight", NULL},
-    {"hyena", "out_filter_dense.weight", LINEAR, 0, NULL, NULL},
-    {"hyena", "out_filter_dense.bias", BIAS, 0, "out_filter_dense.weight", NULL},
+    {"hyena", "out_filter_dense.weight", OUTPUT, 0, NULL, NULL},
+    {"hyena", "out_filter_dense.bias", OUTPUT_BIAS, 0, "out_filter_dense.weight", NULL},
     {"hyena", "short_filter_weight", UNIFORM, 0, NULL, NULL},
     {"hyena", "short_filter_bias", UNIFORM, 0, "short_filter_weight", NULL},
     {"hyena", "filter.log_dt", FORMULA, 0, NULL, modal_formula},
@@ -87,7 +89,7 @@ static const rule rules[] = {
     {"rwkv7", "receptance.weight", LINEAR, 0, NULL, NULL},
     {"rwkv7", "key.weight", LINEAR, 0, NULL, NULL},
     {"rwkv7", "value.weight", LINEAR, 0, NULL, NULL},
-    {"rwkv7", "output.weight", LINEAR, 0, NULL, NULL},
+    {"rwkv7", "output.weight", OUTPUT, 0, NULL, NULL},
     {"rwkv7", "x_r", FORMULA, 0, NULL, rwkv7_formula},
     {"rwkv7", "x_w", FORMULA, 0, NULL, rwkv7_formula},
     {"rwkv7", "x_k", FORMULA, 0, NULL, rwkv7_formula},
@@ -172,9 +174,10 @@ static const char *check_normal(const float *x, size_t n, double sd) {
     return msg;
 }
 
-/* The convention for a plain linear weight or bias with this fan_in (hy_init_linear). */
-static const char *check_convention(const float *x, size_t n, int fan_in) {
-    return check_uniform(x, n, 1.0 / sqrt((double)fan_in));
+/* The convention for a plain linear weight or bias with this fan_in, times scale (1 for
+ * hy_init_linear, 1/(2·n_layers) for an output projection). */
+static const char *check_convention(const float *x, size_t n, int fan_in, double scale) {
+    return check_uniform(x, n, scale / sqrt((double)fan_in));
 }
 
 /* Every x[i] within tol (relative, floored at 1) of expr, a formula in i; else returns a message
@@ -278,8 +281,9 @@ static const char *check_ortho(const float *x, int rows, int cols, double gain) 
     return NULL;
 }
 
-/* Checks every parameter of layer L against its rule; fails the test naming the first deviation. */
-static void check_layer(const hy_layer *L) {
+/* Checks every parameter of layer L against its rule; fails the test naming the first deviation.
+ * out_scale: the expected scale of its output projection. */
+static void check_layer(const hy_layer *L, double out_scale) {
     const char *block = L->ops->name;
     hy_param_spec specs[HY_MAX_BLOCK_PARAMS];
     int np = L->ops->param_specs(&L->opts, L->d_model, specs);
@@ -299,8 +303,12 @@ static void check_layer(const hy_layer *L) {
         }
         const char *e = NULL;
         switch (r->kind) {
-        case LINEAR: e = check_convention(x, n, (int)(n / (size_t)s->shape[0])); break;
-        case BIAS: e = check_convention(x, n, (int)(numel_of(ref) / (size_t)ref->shape[0])); break;
+        case LINEAR: e = check_convention(x, n, (int)(n / (size_t)s->shape[0]), 1); break;
+        case BIAS: e = check_convention(x, n, (int)(numel_of(ref) / (size_t)ref->shape[0]), 1); break;
+        case OUTPUT: e = check_convention(x, n, (int)(n / (size_t)s->shape[0]), out_scale); break;
+        case OUTPUT_BIAS:
+            e = check_convention(x, n, (int)(numel_of(ref) / (size_t)ref->shape[0]), out_scale);
+            break;
         case UNIFORM: e = check_uniform(x, n, 1.0 / sqrt((double)ref->shape[ref->ndim - 1])); break;
         case CONST: {
             for (size_t k = 0; k < n && !e; k++)
@@ -314,7 +322,7 @@ static void check_layer(const hy_layer *L) {
         case ORTHO: e = check_ortho(x, s->shape[0], s->shape[1], r->v); break;
         case FORMULA: e = r->formula(L, s->name, x, n); break;
         }
-        ck_assert_msg(!e, "%s.%s (%s): %s", block, s->name, r->kind <= BIAS ? "plain linear" : "upstream init", e);
+        ck_assert_msg(!e, "%s.%s (%s): %s", block, s->name, r->kind <= OUTPUT_BIAS ? "plain linear" : "upstream init", e);
     }
 }
 
@@ -325,7 +333,7 @@ START_TEST(every_block_follows_the_convention) {
     const hy_block_ops *ops = hy_block_at(_i / 2);
     hy_layer L;
     tu_layer(&L, ops->name, 128, NULL, 0, 11 + (uint64_t)(_i % 2));
-    check_layer(&L);
+    check_layer(&L, 0.5); /* a lone layer: a stack of 1, two residual branches */
     hy_layer_standalone_free(&L);
 }
 END_TEST
@@ -352,7 +360,7 @@ START_TEST(other_shapes) {
         while (np < 3 && cases[c].pairs[np]) np++;
         hy_layer L;
         tu_layer(&L, cases[c].block, cases[c].d, cases[c].pairs, np, 5 + c);
-        check_layer(&L);
+        check_layer(&L, 0.5);
         hy_layer_standalone_free(&L);
     }
 }
@@ -366,13 +374,54 @@ START_TEST(helper) {
     hy_rng_seed(&r, 3);
     b[OUT] = 42;
     hy_init_linear(w, b, OUT, IN, &r);
-    const char *e = check_convention(w, OUT * IN, IN);
+    const char *e = check_convention(w, OUT * IN, IN, 1);
     ck_assert_msg(!e, "weight: %s", e);
-    e = check_convention(b, OUT, IN);
+    e = check_convention(b, OUT, IN, 1);
     ck_assert_msg(!e, "bias: %s", e);
     ck_assert_float_eq(b[OUT], 42);
     /* a different fan_in must be caught */
-    ck_assert_ptr_nonnull(check_convention(w, OUT * IN, IN * 9 / 10));
+    ck_assert_ptr_nonnull(check_convention(w, OUT * IN, IN * 9 / 10, 1));
+}
+END_TEST
+
+/* Output projections in a stack: in layer `index` of n_layers 1 and 4, every block's output
+ * projection (weight, and bias where it has one) is the convention × 1/(2·n_layers); at depth 4 the
+ * unscaled and the 1/sqrt(2·n_layers) conventions fail the same check. */
+START_TEST(output_projections_scale_with_depth) {
+    for (int b = 0; b < hy_block_count(); b++) {
+        const hy_block_ops *ops = hy_block_at(b);
+        for (int n_layers = 1; n_layers <= 4; n_layers += 3)
+            for (int index = 0; index < n_layers; index += n_layers - 1 > 0 ? n_layers - 1 : 1) {
+                hy_layer L;
+                tu_layer(&L, ops->name, 64, NULL, 0, 21);
+                L.shared->n_layers = n_layers; /* re-initialise as layer `index` of the stack */
+                L.index = index;
+                hy_rng rng;
+                hy_rng_seed(&rng, 22 + (uint64_t)index);
+                ops->init(&L, &rng);
+                double want = 1.0 / (2.0 * n_layers);
+                ck_assert_double_eq_tol(hy_output_init_scale(&L), want, 1e-7);
+                hy_param_spec specs[HY_MAX_BLOCK_PARAMS];
+                int np = ops->param_specs(&L.opts, L.d_model, specs), n_out = 0;
+                for (int i = 0; i < np; i++) {
+                    const rule *r = rule_of(ops->name, specs[i].name);
+                    ck_assert_ptr_nonnull(r);
+                    if (r->kind != OUTPUT && r->kind != OUTPUT_BIAS) continue;
+                    const hy_param_spec *ref = r->ref ? &specs[spec_find(specs, np, r->ref)] : &specs[i];
+                    size_t n = numel_of(&specs[i]);
+                    int fan_in = (int)(numel_of(ref) / (size_t)ref->shape[0]);
+                    const char *e = check_convention(L.p[i], n, fan_in, want);
+                    ck_assert_msg(!e, "%s.%s, layer %d of %d: %s", ops->name, specs[i].name, index, n_layers, e);
+                    if (n_layers > 1 && n >= 256) {
+                        ck_assert_ptr_nonnull(check_convention(L.p[i], n, fan_in, 1));
+                        ck_assert_ptr_nonnull(check_convention(L.p[i], n, fan_in, 1 / sqrt(2.0 * n_layers)));
+                    }
+                    n_out++;
+                }
+                ck_assert_msg(n_out > 0, "%s: no output projection classified", ops->name);
+                hy_layer_standalone_free(&L);
+            }
+    }
 }
 END_TEST
 
@@ -382,6 +431,7 @@ static Suite *init_suite(void) {
     tcase_add_loop_test(t, every_block_follows_the_convention, 0, 2 * hy_block_count());
     tcase_add_test(t, other_shapes);
     tcase_add_test(t, helper);
+    tcase_add_test(t, output_projections_scale_with_depth);
     suite_add_tcase(s, t);
     return s;
 }

@@ -123,13 +123,14 @@ static int attn_param_specs(const hy_opts *o, int d, hy_param_spec *out) {
     return 4;
 }
 
-/* The four projections are plain linears: hy_init_linear (docs/blocks.md, "Initialization"). */
+/* The four projections are plain linears (docs/blocks.md, "Initialization"); o_proj writes into the
+ * residual stream, so it is an output projection (hy_init_output_linear). */
 static void attn_init(hy_layer *L, hy_rng *rng) {
     geom g = geom_of(&L->opts, L->d_model);
     hy_init_linear(L->p[P_Q], NULL, g.H * g.hd, g.d, rng);
     hy_init_linear(L->p[P_K], NULL, g.Hkv * g.hd, g.d, rng);
     hy_init_linear(L->p[P_V], NULL, g.Hkv * g.hd, g.d, rng);
-    hy_init_linear(L->p[P_O], NULL, g.d, g.H * g.hd, rng);
+    hy_init_output_linear(L, L->p[P_O], NULL, g.d, g.H * g.hd, rng);
 }
 
 /* ---------------------------------------------------------------- helpers ---- */

@@ -98,15 +98,15 @@ static int moe_param_specs(const hy_opts *o, int d, hy_param_spec *out) {
     return 1 + 3 * E;
 }
 
-/* Every weight is a plain linear (hy_init_linear, as swiglu): router first, then each expert's
- * gate, up, down. */
+/* Every weight is a plain linear (as swiglu): router first, then each expert's gate, up, and down,
+ * the output projection (hy_init_output_linear). */
 static void moe_init(hy_layer *L, hy_rng *rng) {
     int d = L->d_model, E = hy_opt_int(&L->opts, OPT_E), F = hy_opt_int(&L->opts, OPT_D_FF);
     hy_init_linear(L->p[HY_MOE_P_ROUTER], NULL, E, d, rng);
     for (int e = 0; e < E; e++) {
         hy_init_linear(L->p[hy_moe_param_gate(e)], NULL, F, d, rng);
         hy_init_linear(L->p[hy_moe_param_up(e)], NULL, F, d, rng);
-        hy_init_linear(L->p[hy_moe_param_down(e)], NULL, d, F, rng);
+        hy_init_output_linear(L, L->p[hy_moe_param_down(e)], NULL, d, F, rng);
     }
 }
 

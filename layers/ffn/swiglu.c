@@ -43,12 +43,13 @@ static int swiglu_param_specs(const hy_opts *o, int d, hy_param_spec *out) {
     return 3;
 }
 
-/* The three projections are plain linears: hy_init_linear (docs/blocks.md, "Initialization"). */
+/* The three projections are plain linears (docs/blocks.md, "Initialization"); down_proj is the
+ * output projection (hy_init_output_linear). */
 static void swiglu_init(hy_layer *L, hy_rng *rng) {
     int d = L->d_model, F = hy_opt_int(&L->opts, OPT_D_FF);
     hy_init_linear(L->p[P_GATE], NULL, F, d, rng);
     hy_init_linear(L->p[P_UP], NULL, F, d, rng);
-    hy_init_linear(L->p[P_DOWN], NULL, d, F, rng);
+    hy_init_output_linear(L, L->p[P_DOWN], NULL, d, F, rng);
 }
 
 static swiglu_cache *cache_of(hy_layer *L) {

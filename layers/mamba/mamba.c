@@ -100,7 +100,8 @@ static int mamba_param_specs(const hy_opts *o, int d, hy_param_spec *out) {
     return N_PARAMS;
 }
 
-/* in_proj, x_proj, out_proj are plain linears (hy_init_linear); as mamba_ssm: the depthwise conv
+/* in_proj, x_proj, out_proj are plain linears, out_proj the output projection
+ * (hy_init_output_linear); as mamba_ssm: the depthwise conv
  * weight and bias U(±1/sqrt(K)) (PyTorch's Conv1d default, fan_in = K); dt_proj.weight U(±R^-0.5);
  * Δ log-uniform in [dt_min, dt_max] floored at dt_init_floor, stored as dt_proj.bias = Δ +
  * log(-expm1(-Δ)) (inverse softplus); A_log[c, n] = log(n + 1); D = 1. */
@@ -121,7 +122,7 @@ static void mamba_init(hy_layer *L, hy_rng *rng) {
     for (int c = 0; c < g.E; c++)
         for (int n = 0; n < g.N; n++) L->p[P_A_LOG][(size_t)c * g.N + n] = logf((float)(n + 1));
     for (int c = 0; c < g.E; c++) L->p[P_D][c] = 1.0f;
-    hy_init_linear(L->p[P_OUT], NULL, g.d, g.E, rng);
+    hy_init_output_linear(L, L->p[P_OUT], NULL, g.d, g.E, rng);
 }
 
 /* ---------------------------------------------------------------- helpers ---- */

@@ -123,7 +123,8 @@ static void ortho_init(float *W, int rows, int cols, float gain, hy_rng *rng) {
 /* Upstream RWKV-LM RWKV-v7/train_temp/src/model.py RWKV_Tmix_x070.__init__ (see docs/blocks.md):
  * depth ratios from the layer index and the stack's n_layers, per-channel curves for the mixing
  * vectors and w0, a0, v0, k_k; LoRA down-matrices zero, up-matrices orthogonal × 0.1; ln_x = (1, 0).
- * receptance, key, value, output are plain linears (hy_init_linear; upstream has U(±0.5/√C),
+ * receptance, key, value, output are plain linears, output the output projection
+ * (hy_init_output_linear; upstream has U(±0.5/√C),
  * U(±0.05/√C), U(±0.5/√C) and zero). */
 static void rw_init(hy_layer *L, hy_rng *rng) {
     geom g = geom_of(&L->opts, L->d_model);
@@ -153,7 +154,7 @@ static void rw_init(hy_layer *L, hy_rng *rng) {
     hy_init_linear(L->p[P_WR], NULL, C, C, rng);
     hy_init_linear(L->p[P_WK], NULL, C, C, rng);
     hy_init_linear(L->p[P_WV], NULL, C, C, rng);
-    hy_init_linear(L->p[P_WO], NULL, C, C, rng);
+    hy_init_output_linear(L, L->p[P_WO], NULL, C, C, rng);
 }
 
 /* ---------------------------------------------------------------- helpers ---- */

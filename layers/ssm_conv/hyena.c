@@ -65,7 +65,8 @@ static int hyena_param_specs(const hy_opts *o, int d, hy_param_spec *out) {
 }
 
 /* Long filter: the S4D-Lin init (hy_modal_init); D ~ N(0, 1); projections and out_filter_dense
- * (weights and biases) are plain linears (hy_init_linear); the short filter as PyTorch's depthwise
+ * (weights and biases) are plain linears, out_filter_dense the output projection
+ * (hy_init_output_linear); the short filter as PyTorch's depthwise
  * nn.Conv1d default, weight and bias U(±1/sqrt(3)) (fan_in = the filter width). */
 static void hyena_init(hy_layer *L, hy_rng *rng) {
     int d = L->d_model, M = hy_opt_int(&L->opts, OPT_D_STATE) / 2;
@@ -75,7 +76,7 @@ static void hyena_init(hy_layer *L, hy_rng *rng) {
     hy_rng_fill_uniform(rng, L->p[P_SF_W], (size_t)3 * d * KS, bk);
     hy_rng_fill_uniform(rng, L->p[P_SF_B], (size_t)3 * d, bk);
     hy_rng_fill_normal(rng, L->p[P_D], (size_t)d, 1.0f);
-    hy_init_linear(L->p[P_OUT_W], L->p[P_OUT_B], d, d, rng);
+    hy_init_output_linear(L, L->p[P_OUT_W], L->p[P_OUT_B], d, d, rng);
 }
 
 /* ---------------------------------------------------------------- helpers ---- */

@@ -58,12 +58,12 @@ static int s4d_param_specs(const hy_opts *o, int H, hy_param_spec *out) {
 }
 
 /* SSM part as above; D ~ N(0, 1); output_linear (nn.Conv1d(H, 2H, 1), weight and bias) is a plain
- * linear (hy_init_linear). */
+ * linear and the output projection (hy_init_output_linear). */
 static void s4d_init(hy_layer *L, hy_rng *rng) {
     int H = L->d_model, M = hy_opt_int(&L->opts, OPT_D_STATE) / 2;
     hy_modal_init(L->p, H, M, L->opts.v[OPT_DT_MIN], L->opts.v[OPT_DT_MAX], rng);
     hy_rng_fill_normal(rng, L->p[P_D], (size_t)H, 1.0f);
-    hy_init_linear(L->p[P_W], L->p[P_B], 2 * H, H, rng);
+    hy_init_output_linear(L, L->p[P_W], L->p[P_B], 2 * H, H, rng);
 }
 
 /* ---------------------------------------------------------------- helpers ---- */
