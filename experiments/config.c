@@ -31,7 +31,7 @@ void hy_run_config_defaults(hy_run_config *c) {
     c->seq_len = 256, c->batch_size = 16;
     c->steps = 1000;
     snprintf(c->optimizer, sizeof c->optimizer, "adamw");
-    c->lr = 3e-3, c->min_lr = 3e-4;
+    c->lr = 3e-3, c->min_lr = 3e-4, c->min_lr_ratio = 0.1;
     c->warmup_steps = 100;
     c->weight_decay = 0.1, c->beta1 = 0.9, c->beta2 = 0.95, c->eps = 1e-8, c->momentum = 0.9;
     c->grad_clip = 1.0, c->ssm_lr = 1e-3;
@@ -105,6 +105,7 @@ static const field train_fields[] = {
     {"optimizer", F_WORD, OFF(optimizer), 0, 0, false, false, optimizer_words, sizeof(((hy_run_config *)0)->optimizer)},
     NUM("lr", lr, 0, INFINITY, true, false),
     NUM("min_lr", min_lr, 0, INFINITY, false, false),
+    NUM("min_lr_ratio", min_lr_ratio, 0, 1, false, false),
     LONG("warmup_steps", warmup_steps, 0),
     NUM("weight_decay", weight_decay, 0, INFINITY, false, false),
     NUM("beta1", beta1, 0, 1, false, true),
@@ -280,7 +281,8 @@ static int resolve_batch_tokens(const yt_doc *d, const yt_node *train, hy_run_co
 /* Cross-key rules and defaults that depend on other keys: name, out_dir, batch, min_lr, the budget. */
 static int finish_run(const yt_doc *d, const yt_node *root, hy_run_config *c) {
     const yt_node *name = yt_get(root, "name"), *train = yt_get(root, "train");
-    const yt_node *min_lr = yt_get(train, "min_lr"), *steps = yt_get(train, "steps");
+    const yt_node *min_lr = yt_get(train, "min_lr"), *ratio = yt_get(train, "min_lr_ratio"),
+                  *steps = yt_get(train, "steps");
     int rc;
     if (!name) default_name(d->file, c->name, sizeof c->name);
     for (const char *p = c->name; *p; p++)
@@ -299,7 +301,9 @@ static int finish_run(const yt_doc *d, const yt_node *root, hy_run_config *c) {
                 return yt_fail(d, yt_get(task, "eval_seq_len")->kids[i], false, NULL, "%s", msg);
     }
     if ((rc = resolve_batch_tokens(d, train, c)) < 0) return rc;
-    if (!min_lr) c->min_lr = c->lr / 10;
+    if (min_lr && ratio)
+        return yt_fail(d, ratio, false, NULL, "give train.min_lr or train.min_lr_ratio, not both (min_lr is %g)", c->min_lr);
+    if (!min_lr) c->min_lr = c->min_lr_ratio * c->lr;
     else if (c->min_lr > c->lr) return yt_fail(d, min_lr, false, NULL, "must be <= train.lr (%g), got %g", c->lr, c->min_lr);
     if (!steps) c->steps = c->max_tokens > 0 || c->max_seconds > 0 ? 0 : 1000;
     else if (c->steps == 0 && c->max_tokens <= 0 && c->max_seconds <= 0)

@@ -32,6 +32,7 @@ typedef struct {
     double max_seconds;          /* budget in wall seconds (0 = none) */
     char optimizer[16];          /* adamw | sgd */
     double lr, min_lr;           /* peak, and floor of the cosine */
+    double min_lr_ratio;         /* min_lr = min_lr_ratio · lr when min_lr is not given (a swept lr) */
     long warmup_steps;
     double weight_decay, beta1, beta2, eps, momentum, grad_clip, ssm_lr;
     long eval_every, eval_batches, log_every, checkpoint_every;

@@ -190,6 +190,9 @@ static int read_eval(ectx *c, const axes *a, hy_experiment *e) {
     const yt_node *n = yt_get(c->exp.root, "eval"), *l = n ? yt_get(n, "seq_len") : NULL, *t = n ? yt_get(n, "tokens") : NULL;
     int rc;
     e->eval_tokens = 262144;
+    if (n && yt_get(yt_get(c->exp.root, "data"), "task"))
+        return yt_fail(&c->exp, n, true, NULL, "is for corpus experiments; a task experiment evaluates at "
+                                               "data.task.eval_seq_len on the task's own held-out examples");
     if (n && (rc = yt_check_map(&c->exp, n, keys)) < 0) return rc;
     if (t) {
         long long v;

@@ -170,6 +170,11 @@ START_TEST(defaults) {
     ck_assert(c.max_tokens == 2e6);
     ck_assert(c.min_lr == 0.001);
     hy_run_config_free(&c);
+    /* min_lr_ratio: the floor follows the (overridden) lr; 1 holds the peak */
+    const char *ratio_sets[] = {"train.lr=0.02", "train.min_lr_ratio=1"};
+    load_ok(GOOD "minimal.yaml", ratio_sets, 2, &c);
+    ck_assert(c.min_lr == 0.02);
+    hy_run_config_free(&c);
 }
 END_TEST
 
@@ -381,6 +386,8 @@ static const bad_case bad_cases[] = {
     {"duplicate-key.yaml", "6:1", "seed", "duplicate key (first given at line 1, column 1)"},
     {"alias.yaml", "1:8", "model", "anchors (&name) are not supported"},
     {"min-lr.yaml", "7:11", "train.min_lr", "must be <= train.lr (0.001), got 0.01"},
+    {"min-lr-both.yaml", "8:17", "train.min_lr_ratio", "give train.min_lr or train.min_lr_ratio, not both"},
+    {"min-lr-ratio-range.yaml", "6:17", "train.min_lr_ratio", "must be"},
     {"bad-enum.yaml", "6:9", "compute.gemm", "must be one of auto, openblas, onednn; got 'cublas'"},
     {"no-budget.yaml", "6:10", "train.steps", "0 means no step limit"},
     {"layer-option.yaml", "6:41", "model.layers[1].mixer.n_heads", "must be an integer, got 'x'"},

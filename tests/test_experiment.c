@@ -121,6 +121,7 @@ static const bad_case bad_cases[] = {
     {"nothing.yaml", "1:1", "variants", "missing required key"},
     {"bench-unused.yaml", "2:1", "train", "has no effect in an experiment without variants"},
     {"task-length.yaml", "3:23", "sweep.seq_len[1]", "mqar needs seq_len >= 4 * num_kv_pairs = 32"},
+    {"task-eval.yaml", "3:1", "eval", "is for corpus experiments; a task experiment evaluates at data.task.eval_seq_len"},
     {"task-option.yaml", "2:27", "data.task.num_kv_pairs", "unknown key 'num_kv_pairs' (allowed: type, vocab, examples, "
                                                             "eval_seq_len, streaming)"},
 };
@@ -161,13 +162,17 @@ START_TEST(shipped_configs) {
         ck_assert_msg(hy_experiment_load(exps[i], NULL, 0, &e) == 0, "%s", hy_last_error());
         ck_assert(e.n_runs > 0 || e.bench.enabled);
         if (strstr(exps[i], "mqar")) {   /* a d_model sweep: labelled variants, auto options follow the width */
-            ck_assert_int_eq(e.n_runs, 12);   /* attention, mamba, hyena x d_model {32, 64} x T {64, 128} */
+            /* attention, mamba, hyena x d_model {32, 64} x lr {0.003, 0.01} x 3 seeds x T {64, 128} */
+            ck_assert_int_eq(e.n_runs, 72);
             ck_assert_str_eq(e.runs[0].variant, "attention:d_model=32");
-            ck_assert_str_eq(e.runs[3].id, "attention:d_model=64-T128");
+            ck_assert_str_eq(e.runs[13].id, "attention:d_model=64-T128-lr0.003-s1234");
             ck_assert_int_eq(e.runs[0].cfg.model.d_model, 32);
-            ck_assert_int_eq(e.runs[2].cfg.model.d_model, 64);
+            ck_assert_int_eq(e.runs[12].cfg.model.d_model, 64);
             ck_assert_int_ne(hy_opt_int(&e.runs[0].cfg.model.layers[0].ffn.opts, 0),
-                             hy_opt_int(&e.runs[2].cfg.model.layers[0].ffn.opts, 0));
+                             hy_opt_int(&e.runs[12].cfg.model.layers[0].ffn.opts, 0));
+            /* min_lr_ratio 1: every run holds its own swept lr */
+            ck_assert(e.runs[0].cfg.lr == 0.003 && e.runs[0].cfg.min_lr == 0.003);
+            ck_assert(e.runs[6].cfg.lr == 0.01 && e.runs[6].cfg.min_lr == 0.01);
             ck_assert_int_eq(e.runs[0].cfg.task.type, HY_TASK_MQAR);
         }
         hy_experiment_free(&e);
