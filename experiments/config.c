@@ -7,8 +7,8 @@
 #include "experiments/experiment.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/strbuf.h"
 #include "experiments/yaml_tree.h"
-#include "models/json.h"
 #include <ctype.h>
 #include <limits.h>
 #include <math.h>

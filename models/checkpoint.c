@@ -1,6 +1,7 @@
 /* Config <-> JSON, model checkpoints and training-state files, on top of models/safetensors.c. */
 #include "models/checkpoint.h"
 #include "core/error.h"
+#include "core/strbuf.h"
 #include "models/json.h"
 #include "models/safetensors.h"
 #include <errno.h>

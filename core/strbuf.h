@@ -1,0 +1,30 @@
+/* The project's one growable string builder (hy_strbuf), with JSON string quoting, used for every
+ * text the program assembles in memory before writing it (CSVs, YAML and JSON configs, safetensors
+ * headers, reports, gnuplot scripts). */
+#ifndef HY_CORE_STRBUF_H
+#define HY_CORE_STRBUF_H
+#include <stdbool.h>
+#include <stddef.h>
+
+/* A growable, NUL-terminated string (malloc'd). A failed allocation sets `failed`; later appends
+ * do nothing and hy_sb_take returns NULL. Zero-initialised struct = empty. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+    bool failed;
+} hy_strbuf;
+
+void hy_sb_addn(hy_strbuf *b, const char *s, size_t n);
+void hy_sb_add(hy_strbuf *b, const char *s);
+void hy_sb_printf(hy_strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s as a quoted JSON string ("a\"b\n" etc.; bytes >= 0x80 are copied as they are). The
+ * same text is a valid YAML double-quoted scalar. */
+void hy_sb_json_string(hy_strbuf *b, const char *s);
+/* Empties the string but keeps its memory (and a failed allocation stays failed). */
+void hy_sb_clear(hy_strbuf *b);
+/* The string (malloc'd, caller frees with free()), or NULL after a failed allocation (hy_fail set).
+ * The builder is left empty. */
+char *hy_sb_take(hy_strbuf *b);
+void hy_sb_free(hy_strbuf *b);
+
+#endif
