@@ -2,6 +2,7 @@
  * failed allocation is remembered rather than crashing, so callers check once, at hy_sb_take. */
 #include "core/strbuf.h"
 #include "core/error.h"
+#include "core/fileio.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,4 +83,10 @@ char *hy_sb_take(hy_strbuf *b) {
 void hy_sb_free(hy_strbuf *b) {
     free(b->p);
     memset(b, 0, sizeof *b);
+}
+
+/* The one check of a builder's allocation at the point where its text is written out. */
+int hy_sb_write_file(const hy_strbuf *b, const char *path) {
+    if (b->failed) return hy_fail_code(HY_ERR_NOMEM, "%s: out of memory building the text", path);
+    return hy_write_file_atomic(path, b->p ? b->p : "", b->len);
 }

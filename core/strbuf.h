@@ -26,5 +26,8 @@ void hy_sb_clear(hy_strbuf *b);
  * The builder is left empty. */
 char *hy_sb_take(hy_strbuf *b);
 void hy_sb_free(hy_strbuf *b);
+/* Writes the text to `path` with hy_write_file_atomic (core/fileio.h), or returns HY_ERR_NOMEM
+ * without writing when an append failed, so a short text never replaces a good file. */
+int hy_sb_write_file(const hy_strbuf *b, const char *path);
 
 #endif
