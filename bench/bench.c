@@ -6,13 +6,13 @@
 #include "core/fileio.h"
 #include "core/gemm.h"
 #include "core/mem.h"
+#include "core/strbuf.h"
 #include "core/timer.h"
 #include "experiments/config.h"
 #include "layers/attention/attention.h"
 #include "layers/mamba/mamba.h"
 #include "models/optim.h"
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,30 +77,10 @@ static int wanted(const bench_args *a, const char *name) {
     return 0;
 }
 
-typedef struct {
-    char *text;
-    size_t len, cap;
-} strbuf;
-
-static void sb_printf(strbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(strbuf *s, const char *fmt, ...) {
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (s->len + (size_t)n + 1 > s->cap) {
-        s->cap = (s->len + (size_t)n + 1) * 2;
-        s->text = realloc(s->text, s->cap);
-    }
-    memcpy(s->text + s->len, line, (size_t)n + 1);
-    s->len += (size_t)n;
-}
-
-static void row(strbuf *csv, const char *block, int d, int B, int T, const char *pass, double s, double flop,
+static void row(hy_strbuf *csv, const char *block, int d, int B, int T, const char *pass, double s, double flop,
                 size_t peak, size_t state, double limit, const char *limit_name) {
     double gf = flop / 1e9, rate = gf / s;
-    sb_printf(csv, "%s,%d,%d,%d,%s,%.4f,%.6f,%.3f,%zu,%zu,%d\n", block, d, B, T, pass, s * 1e3, gf, rate, peak, state,
+    hy_sb_printf(csv, "%s,%d,%d,%d,%s,%.4f,%.6f,%.3f,%zu,%zu,%d\n", block, d, B, T, pass, s * 1e3, gf, rate, peak, state,
               hy_threads());
     printf("%-16s T=%-6d %-8s %10.3f ms %9.2f GFLOP/s  %6.3f x %-6s peak %8.2f MiB  state %8.2f KiB\n", block, T,
            pass, s * 1e3, rate, rate / limit, limit_name, peak / 1048576.0,
@@ -110,7 +90,7 @@ static void row(strbuf *csv, const char *block, int d, int B, int T, const char 
 
 /* fwd, fwd_bwd and step rows of one block with options `pairs` at one T (B = 1), named `label`
  * in layers.csv. */
-static int bench_block_as(strbuf *csv, const hy_block_ops *ops, const char *label, const char *const *pairs,
+static int bench_block_as(hy_strbuf *csv, const hy_block_ops *ops, const char *label, const char *const *pairs,
                           int n_pairs, const bench_args *a, int T, double sgemm, double secs[2]) {
     int d = a->d_model, B = 1;
     hy_opts o;
@@ -163,7 +143,7 @@ static int bench_block_as(strbuf *csv, const hy_block_ops *ops, const char *labe
     return rc;
 }
 
-static int bench_block(strbuf *csv, const hy_block_ops *ops, const bench_args *a, int T, double sgemm) {
+static int bench_block(hy_strbuf *csv, const hy_block_ops *ops, const bench_args *a, int T, double sgemm) {
     return bench_block_as(csv, ops, ops->name, NULL, 0, a, T, sgemm, NULL);
 }
 
@@ -171,7 +151,7 @@ static int bench_block(strbuf *csv, const hy_block_ops *ops, const bench_args *a
  * parameters per token (d_ff = top_k · the experts' d_ff): the dense rows go to layers.csv as
  * `swiglu_moe_active` (the moe rows come from the loop over all blocks; moe is timed again here
  * for the side-by-side line). The gap is the cost of routing, grouping and smaller GEMMs. */
-static void bench_moe_vs_dense(strbuf *csv, const bench_args *a, int T, double sgemm) {
+static void bench_moe_vs_dense(hy_strbuf *csv, const bench_args *a, int T, double sgemm) {
     const hy_block_ops *moe = hy_block_find("moe"), *sw = hy_block_find("swiglu");
     hy_opts o;
     if (!moe || !sw || hy_block_opts_from_pairs(moe, a->d_model, NULL, 0, &o) < 0) return;
@@ -179,9 +159,9 @@ static void bench_moe_vs_dense(strbuf *csv, const bench_args *a, int T, double s
     snprintf(ff, sizeof ff, "d_ff=%d", hy_opt_int(&o, 1) * hy_opt_int(&o, 2));   /* top_k · d_ff */
     const char *pairs[] = {ff};
     double tm[2], td[2];
-    strbuf scratch = {0};
+    hy_strbuf scratch = {0};
     int rc = bench_block_as(&scratch, moe, "moe", NULL, 0, a, T, sgemm, tm);
-    free(scratch.text);
+    hy_sb_free(&scratch);
     if (rc < 0 || bench_block_as(csv, sw, "swiglu_moe_active", pairs, 1, a, T, sgemm, td) < 0) return;
     printf("moe vs dense T=%-6d moe (E %d, top_k %d, d_ff %d) fwd %.0f tok/s, fwd_bwd %.0f tok/s; swiglu %s "
            "fwd %.0f tok/s, fwd_bwd %.0f tok/s; moe/dense %.2f, %.2f\n", T, hy_opt_int(&o, 0), hy_opt_int(&o, 1),
@@ -189,7 +169,7 @@ static void bench_moe_vs_dense(strbuf *csv, const bench_args *a, int T, double s
 }
 
 /* The naive attention path's forward memory (materialised T x T scores), up to where it fits. */
-static void bench_naive_attention(strbuf *csv, const bench_args *a, int T, double sgemm) {
+static void bench_naive_attention(hy_strbuf *csv, const bench_args *a, int T, double sgemm) {
     const hy_block_ops *ops = hy_block_find("attention");
     int d = a->d_model;
     hy_opts o;
@@ -333,8 +313,8 @@ int hy_bench_main(int argc, char **argv) {
                    hy_gemm_backend_name(hy_gemm_auto_choice(M, N, K)));
         }
     }
-    strbuf csv = {0};
-    sb_printf(&csv, "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads\n");
+    hy_strbuf csv = {0};
+    hy_sb_printf(&csv, "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads\n");
     for (int i = 0; i < hy_block_count(); i++) {
         const hy_block_ops *ops = hy_block_at(i);
         if (!wanted(&a, ops->name)) continue;
@@ -346,7 +326,7 @@ int hy_bench_main(int argc, char **argv) {
         for (int T = a.min_T; T <= a.max_T; T *= 2)
             if (bench_block(&csv, ops, &a, T, sgemm) < 0) {
                 fprintf(stderr, "hybrid-exp bench: %s at T=%d: %s\n", ops->name, T, hy_last_error());
-                free(csv.text);
+                hy_sb_free(&csv);
                 return 1;
             }
     }
@@ -360,8 +340,8 @@ int hy_bench_main(int argc, char **argv) {
     char path[4200];
     snprintf(path, sizeof path, "%s/layers.csv", a.out_dir);
     int rc = hy_mkdirs(a.out_dir);
-    if (rc == 0) rc = hy_write_file_atomic(path, csv.text, csv.len);
-    free(csv.text);
+    if (rc == 0) rc = hy_sb_write_file(&csv, path);
+    hy_sb_free(&csv);
     if (rc < 0) {
         fprintf(stderr, "hybrid-exp bench: %s\n", hy_last_error());
         return 1;
