@@ -3,6 +3,7 @@
 #include "core/strbuf.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,4 +90,24 @@ void hy_sb_free(hy_strbuf *b) {
 int hy_sb_write_file(const hy_strbuf *b, const char *path) {
     if (b->failed) return hy_fail_code(HY_ERR_NOMEM, "%s: out of memory building the text", path);
     return hy_write_file_atomic(path, b->p ? b->p : "", b->len);
+}
+
+/* Config numbers: one policy for every writer (see core/strbuf.h). */
+void hy_format_float(float v, char *buf, size_t n) {
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, n, "%.*g", digits, (double)v);
+        if (strtof(buf, NULL) == v && (float)strtod(buf, NULL) == v) return;
+    }
+}
+
+/* Doubles in configs: the shortest exact text, integers in plain digits. */
+void hy_format_double(double v, char *buf, size_t n) {
+    if (v == floor(v) && fabs(v) < 1e15) {
+        snprintf(buf, n, "%.0f", v);
+        return;
+    }
+    for (int digits = 1; digits <= 17; digits++) {
+        snprintf(buf, n, "%.*g", digits, v);
+        if (strtod(buf, NULL) == v) return;
+    }
 }

@@ -13,14 +13,6 @@
 
 /* ---- config -> JSON ---- */
 
-/* Shortest "%.Ng" text of a float that reads back as the same float (0.001f -> "0.001"). */
-static void format_float(float v, char *buf, size_t n) {
-    for (int digits = 6; digits <= 9; digits++) {
-        snprintf(buf, n, "%.*g", digits, (double)v);
-        if (strtof(buf, NULL) == v) return;
-    }
-}
-
 /* {"type": NAME, every option: value} of one block, or {"type": "none"}. */
 static void block_to_json(hy_strbuf *b, const hy_block_cfg *c) {
     hy_sb_add(b, "{\"type\": ");
@@ -39,7 +31,7 @@ int hy_model_config_to_json(const hy_model_config *cfg, char **out) {
     *out = NULL;
     hy_strbuf b = {0};
     char coef[32];
-    format_float(cfg->router_aux_coef, coef, sizeof coef);
+    hy_format_float(cfg->router_aux_coef, coef, sizeof coef);
     hy_sb_printf(&b, "{\"d_model\": %d, \"vocab_size\": %d, \"n_layers\": %d, \"tie_embeddings\": %s, "
                      "\"router_aux_coef\": %s, \"layers\": [",
                  cfg->d_model, cfg->vocab_size, cfg->n_layers, cfg->tie_embeddings ? "true" : "false", coef);
