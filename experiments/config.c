@@ -353,6 +353,9 @@ int hy_run_config_from_tree(const yt_doc *d, hy_run_config *c) {
 
 /* ---- writing ---- */
 
+/* One option as `, name: value` (hy_block_cfg_each_opt's visitor for the YAML). */
+static void yaml_opt(void *ctx, const char *name, const char *value) { hy_sb_printf(ctx, ", %s: %s", name, value); }
+
 /* A block as a YAML flow map {type: NAME, option: value, ...} (or none). */
 static void write_block(hy_strbuf *b, const hy_block_cfg *blk) {
     if (!blk->ops) {
@@ -360,14 +363,7 @@ static void write_block(hy_strbuf *b, const hy_block_cfg *blk) {
         return;
     }
     hy_sb_printf(b, "{type: %s", blk->ops->name);
-    for (int k = 0; k < blk->ops->n_opts; k++) {
-        char val[64];
-        hy_opt_format(blk->ops, &blk->opts, k, val, sizeof val);
-        if (blk->ops->opts[k].type == HY_OPT_FLOAT && !blk->opts.is_null[k] && !blk->opts.is_auto[k] &&
-            strtod(val, NULL) != blk->opts.v[k])
-            hy_format_double(blk->opts.v[k], val, sizeof val);   /* more digits than %.9g keeps */
-        hy_sb_printf(b, ", %s: %s", blk->ops->opts[k].name, val);
-    }
+    hy_block_cfg_each_opt(blk, true, yaml_opt, b);
     hy_sb_add(b, "}");
 }
 

@@ -13,17 +13,19 @@
 
 /* ---- config -> JSON ---- */
 
+/* One option as `, "name": value` (hy_block_cfg_each_opt's visitor for the JSON). */
+static void json_opt(void *ctx, const char *name, const char *value) {
+    hy_strbuf *b = ctx;
+    hy_sb_add(b, ", ");
+    hy_sb_json_string(b, name);
+    hy_sb_printf(b, ": %s", value);
+}
+
 /* {"type": NAME, every option: value} of one block, or {"type": "none"}. */
 static void block_to_json(hy_strbuf *b, const hy_block_cfg *c) {
     hy_sb_add(b, "{\"type\": ");
     hy_sb_json_string(b, c->ops ? c->ops->name : "none");
-    for (int k = 0; c->ops && k < c->ops->n_opts; k++) {
-        char val[64];
-        hy_opt_format(c->ops, &c->opts, k, val, sizeof val);
-        hy_sb_add(b, ", ");
-        hy_sb_json_string(b, c->ops->opts[k].name);
-        hy_sb_printf(b, ": %s", val);
-    }
+    hy_block_cfg_each_opt(c, false, json_opt, b);
     hy_sb_add(b, "}");
 }
 
