@@ -17,13 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    const char *out_dir;
-    int quick, threads, d_model, min_T, max_T;
-    const char *blocks;   /* comma list or NULL = all */
-    int gemm_table;
-} bench_args;
-
 /* Runs fn until at least min_s seconds and 2 repetitions have passed; returns the fastest time. */
 #define TIME_BEST(best, min_s, body)                                          \
     do {                                                                      \
@@ -69,7 +62,7 @@ static double memory_gbs(void) {
     return 2.0 * n * 4 / best / 1e9;
 }
 
-static int wanted(const bench_args *a, const char *name) {
+static int wanted(const hy_bench_options *a, const char *name) {
     if (!a->blocks) return 1;
     size_t n = strlen(name);
     for (const char *p = a->blocks; (p = strstr(p, name)); p += n)
@@ -91,7 +84,7 @@ static void row(hy_strbuf *csv, const char *block, int d, int B, int T, const ch
 /* fwd, fwd_bwd and step rows of one block with options `pairs` at one T (B = 1), named `label`
  * in layers.csv. */
 static int bench_block_as(hy_strbuf *csv, const hy_block_ops *ops, const char *label, const char *const *pairs,
-                          int n_pairs, const bench_args *a, int T, double sgemm, double secs[2]) {
+                          int n_pairs, const hy_bench_options *a, int T, double sgemm, double secs[2]) {
     int d = a->d_model, B = 1;
     hy_opts o;
     if (hy_block_opts_from_pairs(ops, d, pairs, n_pairs, &o) < 0) return -1;
@@ -143,7 +136,7 @@ static int bench_block_as(hy_strbuf *csv, const hy_block_ops *ops, const char *l
     return rc;
 }
 
-static int bench_block(hy_strbuf *csv, const hy_block_ops *ops, const bench_args *a, int T, double sgemm) {
+static int bench_block(hy_strbuf *csv, const hy_block_ops *ops, const hy_bench_options *a, int T, double sgemm) {
     return bench_block_as(csv, ops, ops->name, NULL, 0, a, T, sgemm, NULL);
 }
 
@@ -151,7 +144,7 @@ static int bench_block(hy_strbuf *csv, const hy_block_ops *ops, const bench_args
  * parameters per token (d_ff = top_k · the experts' d_ff): the dense rows go to layers.csv as
  * `swiglu_moe_active` (the moe rows come from the loop over all blocks; moe is timed again here
  * for the side-by-side line). The gap is the cost of routing, grouping and smaller GEMMs. */
-static void bench_moe_vs_dense(hy_strbuf *csv, const bench_args *a, int T, double sgemm) {
+static void bench_moe_vs_dense(hy_strbuf *csv, const hy_bench_options *a, int T, double sgemm) {
     const hy_block_ops *moe = hy_block_find("moe"), *sw = hy_block_find("swiglu");
     hy_opts o;
     if (!moe || !sw || hy_block_opts_from_pairs(moe, a->d_model, NULL, 0, &o) < 0) return;
@@ -169,7 +162,7 @@ static void bench_moe_vs_dense(hy_strbuf *csv, const bench_args *a, int T, doubl
 }
 
 /* The naive attention path's forward memory (materialised T x T scores), up to where it fits. */
-static void bench_naive_attention(hy_strbuf *csv, const bench_args *a, int T, double sgemm) {
+static void bench_naive_attention(hy_strbuf *csv, const hy_bench_options *a, int T, double sgemm) {
     const hy_block_ops *ops = hy_block_find("attention");
     int d = a->d_model;
     hy_opts o;
@@ -273,26 +266,32 @@ static const char *BENCH_HELP =
     "`hybrid-exp bench decode --help`: decode latency and state size against context (decode.csv).\n";
 
 int hy_bench_main(int argc, char **argv) {
-    bench_args a = {.out_dir = "results/bench", .d_model = 256, .min_T = 64, .max_T = 16384};
+    hy_bench_options a = {.out_dir = "results/bench", .d_model = 256, .min_T = 64, .max_T = 16384};
     if (argc > 0 && !strcmp(argv[0], "decode")) return hy_bench_decode_main(argc - 1, argv + 1);
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(BENCH_HELP, stdout);
             return 0;
         } else if (!strcmp(argv[i], "--out") && i + 1 < argc) a.out_dir = argv[++i];
-        else if (!strcmp(argv[i], "--quick")) a.quick = 1, a.max_T = 1024;
+        else if (!strcmp(argv[i], "--quick")) a.quick = true, a.max_T = 1024;
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) a.threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--blocks") && i + 1 < argc) a.blocks = argv[++i];
         else if (!strcmp(argv[i], "--d-model") && i + 1 < argc) a.d_model = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--max-T") && i + 1 < argc) a.max_T = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--min-T") && i + 1 < argc) a.min_T = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--gemm")) a.gemm_table = 1;
+        else if (!strcmp(argv[i], "--gemm")) a.gemm_table = true;
         else {
             fprintf(stderr, "hybrid-exp bench: unknown or incomplete argument '%s'\n\n%s", argv[i], BENCH_HELP);
             return 2;
         }
     }
-    hy_set_threads(a.threads);
+    return hy_bench_run(&a);
+}
+
+/* Runs the benchmark from typed options: the CLI (hy_bench_main) and the experiment runner
+ * (sweep.c, through hy_exp_opts.bench) both end here. */
+int hy_bench_run(const hy_bench_options *o) {
+    hy_set_threads(o->threads);
     printf("threads %d\n", hy_threads());
     double sgemm = gemm_gflops(HY_GEMM_OPENBLAS, HY_PREC_F32, 2048, 2048, 2048);
     printf("machine: OpenBLAS sgemm 2048^3 %.1f GFLOP/s", sgemm);
@@ -300,7 +299,7 @@ int hy_bench_main(int argc, char **argv) {
            gemm_gflops(HY_GEMM_ONEDNN, HY_PREC_BF16, 2048, 2048, 2048));
     double bw = memory_gbs();
     printf(", memory copy %.1f GB/s\n", bw);
-    if (a.gemm_table) {
+    if (o->gemm_table) {
         printf("GEMM on LM shapes, GFLOP/s (C[M,N] = A[M,K] B[N,K]^T):\n%6s %6s %6s %10s %10s %10s  auto\n", "M", "N",
                "K", "openblas", "onednn", "bf16");
         static const int shapes[][3] = {{4096, 256, 256}, {4096, 768, 256}, {4096, 256, 768}, {4096, 1024, 1024},
@@ -317,29 +316,29 @@ int hy_bench_main(int argc, char **argv) {
     hy_sb_printf(&csv, "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads\n");
     for (int i = 0; i < hy_block_count(); i++) {
         const hy_block_ops *ops = hy_block_at(i);
-        if (!wanted(&a, ops->name)) continue;
+        if (!wanted(o, ops->name)) continue;
         hy_opts probe;   /* default options that do not fit this d_model: say so, bench the others */
-        if (hy_block_opts_from_pairs(ops, a.d_model, NULL, 0, &probe) < 0) {
-            printf("%-16s skipped at d_model %d: %s\n", ops->name, a.d_model, hy_last_error());
+        if (hy_block_opts_from_pairs(ops, o->d_model, NULL, 0, &probe) < 0) {
+            printf("%-16s skipped at d_model %d: %s\n", ops->name, o->d_model, hy_last_error());
             continue;
         }
-        for (int T = a.min_T; T <= a.max_T; T *= 2)
-            if (bench_block(&csv, ops, &a, T, sgemm) < 0) {
+        for (int T = o->min_T; T <= o->max_T; T *= 2)
+            if (bench_block(&csv, ops, o, T, sgemm) < 0) {
                 fprintf(stderr, "hybrid-exp bench: %s at T=%d: %s\n", ops->name, T, hy_last_error());
                 hy_sb_free(&csv);
                 return 1;
             }
     }
-    if (wanted(&a, "mamba")) bench_mamba_scan(bw, a.quick);
-    if (wanted(&a, "attention"))
-        for (int T = a.min_T; T <= a.max_T; T *= 2) bench_naive_attention(&csv, &a, T, sgemm);
-    if (wanted(&a, "rwkv7")) hy_bench_wkv7_line(sgemm, bw, a.quick);
-    if (wanted(&a, "moe"))
-        for (int T = a.min_T; T <= a.max_T; T *= 2) bench_moe_vs_dense(&csv, &a, T, sgemm);
+    if (wanted(o, "mamba")) bench_mamba_scan(bw, o->quick);
+    if (wanted(o, "attention"))
+        for (int T = o->min_T; T <= o->max_T; T *= 2) bench_naive_attention(&csv, o, T, sgemm);
+    if (wanted(o, "rwkv7")) hy_bench_wkv7_line(sgemm, bw, o->quick);
+    if (wanted(o, "moe"))
+        for (int T = o->min_T; T <= o->max_T; T *= 2) bench_moe_vs_dense(&csv, o, T, sgemm);
     bench_nanogpt_step();
     char path[4200];
-    snprintf(path, sizeof path, "%s/layers.csv", a.out_dir);
-    int rc = hy_mkdirs(a.out_dir);
+    snprintf(path, sizeof path, "%s/layers.csv", o->out_dir);
+    int rc = hy_mkdirs(o->out_dir);
     if (rc == 0) rc = hy_sb_write_file(&csv, path);
     hy_sb_free(&csv);
     if (rc < 0) {
