@@ -62,12 +62,14 @@ static double memory_gbs(void) {
     return 2.0 * n * 4 / best / 1e9;
 }
 
-static int wanted(const hy_bench_options *a, const char *name) {
-    if (!a->blocks) return 1;
+/* --blocks for both benchmarks (layers.csv here, decode.csv in decode.c): a whole name between
+ * commas, so that a name never matches part of another ("s4d" is not "s4d2"). */
+bool hy_bench_selected(const char *blocks, const char *name) {
+    if (!blocks) return true;
     size_t n = strlen(name);
-    for (const char *p = a->blocks; (p = strstr(p, name)); p += n)
-        if ((p == a->blocks || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
-    return 0;
+    for (const char *p = blocks; (p = strstr(p, name)); p += n)
+        if ((p == blocks || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return true;
+    return false;
 }
 
 static void row(hy_strbuf *csv, const char *block, int d, int B, int T, const char *pass, double s, double flop,
@@ -316,7 +318,7 @@ int hy_bench_run(const hy_bench_options *o) {
     hy_sb_printf(&csv, "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads\n");
     for (int i = 0; i < hy_block_count(); i++) {
         const hy_block_ops *ops = hy_block_at(i);
-        if (!wanted(o, ops->name)) continue;
+        if (!hy_bench_selected(o->blocks, ops->name)) continue;
         hy_opts probe;   /* default options that do not fit this d_model: say so, bench the others */
         if (hy_block_opts_from_pairs(ops, o->d_model, NULL, 0, &probe) < 0) {
             printf("%-16s skipped at d_model %d: %s\n", ops->name, o->d_model, hy_last_error());
@@ -329,11 +331,11 @@ int hy_bench_run(const hy_bench_options *o) {
                 return 1;
             }
     }
-    if (wanted(o, "mamba")) bench_mamba_scan(bw, o->quick);
-    if (wanted(o, "attention"))
+    if (hy_bench_selected(o->blocks, "mamba")) bench_mamba_scan(bw, o->quick);
+    if (hy_bench_selected(o->blocks, "attention"))
         for (int T = o->min_T; T <= o->max_T; T *= 2) bench_naive_attention(&csv, o, T, sgemm);
-    if (wanted(o, "rwkv7")) hy_bench_wkv7_line(sgemm, bw, o->quick);
-    if (wanted(o, "moe"))
+    if (hy_bench_selected(o->blocks, "rwkv7")) hy_bench_wkv7_line(sgemm, bw, o->quick);
+    if (hy_bench_selected(o->blocks, "moe"))
         for (int T = o->min_T; T <= o->max_T; T *= 2) bench_moe_vs_dense(&csv, o, T, sgemm);
     bench_nanogpt_step();
     char path[4200];

@@ -10,6 +10,8 @@ int hy_bench_main(int argc, char **argv);
 /* The machine's limits, then every selected block's rows into o->out_dir/layers.csv, with progress
  * lines on stdout. 0 on success, 1 after printing the error to stderr. */
 int hy_bench_run(const hy_bench_options *o);
+/* Whether block `name` is in the comma list `blocks` (--blocks of either benchmark); NULL = all. */
+bool hy_bench_selected(const char *blocks, const char *name);
 /* `hybrid-exp bench decode` (bench/decode.c): decode.csv, decode latency and state size vs context. */
 int hy_bench_decode_main(int argc, char **argv);
 /* The RWKV-7 state recurrence line (bench/bench_rwkv7.c). */

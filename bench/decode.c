@@ -30,15 +30,6 @@ typedef struct {
     int n_configs, n_checkpoints;
 } decode_args;
 
-/* Whether block `name` is selected by --blocks (comma list; NULL = all). */
-static int selected(const decode_args *a, const char *name) {
-    if (!a->blocks) return 1;
-    size_t n = strlen(name);
-    for (const char *p = a->blocks; (p = strstr(p, name)); p += n)
-        if ((p == a->blocks || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
-    return 0;
-}
-
 /* n_layers x (mixer, ffn) at d_model, every option at its default, vocabulary of bytes. */
 static int generic_config(const decode_args *a, const hy_block_ops *mixer, const hy_block_ops *ffn, hy_model_config *c) {
     hy_layer_cfg *layers = calloc((size_t)a->n_layers, sizeof *layers);
@@ -329,8 +320,8 @@ int hy_bench_decode_main(int argc, char **argv) {
     const hy_block_ops *att = hy_block_find("attention"), *swi = hy_block_find("swiglu");
     for (int i = 0; rc == 0 && i < hy_block_count() && n < 200; i++) {
         const hy_block_ops *b = hy_block_at(i), *mixer = NULL, *ffn = NULL;
-        if ((b->kinds & HY_KIND_MIXER) && selected(&a, b->name)) mixer = b, ffn = swi;
-        else if ((b->kinds & HY_KIND_FFN) && b != swi && selected(&a, b->name)) mixer = att, ffn = b;
+        if ((b->kinds & HY_KIND_MIXER) && hy_bench_selected(a.blocks, b->name)) mixer = b, ffn = swi;
+        else if ((b->kinds & HY_KIND_FFN) && b != swi && hy_bench_selected(a.blocks, b->name)) mixer = att, ffn = b;
         if (!mixer) continue;
         hy_model_config c = {0};
         hy_model *m = NULL;
