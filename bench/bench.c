@@ -6,23 +6,16 @@
 #include "core/fileio.h"
 #include "core/gemm.h"
 #include "core/mem.h"
+#include "core/strbuf.h"
 #include "core/timer.h"
 #include "experiments/config.h"
 #include "layers/attention/attention.h"
 #include "layers/mamba/mamba.h"
 #include "models/optim.h"
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct {
-    const char *out_dir;
-    int quick, threads, d_model, min_T, max_T;
-    const char *blocks;   /* comma list or NULL = all */
-    int gemm_table;
-} bench_args;
 
 /* Runs fn until at least min_s seconds and 2 repetitions have passed; returns the fastest time. */
 #define TIME_BEST(best, min_s, body)                                          \
@@ -69,38 +62,20 @@ static double memory_gbs(void) {
     return 2.0 * n * 4 / best / 1e9;
 }
 
-static int wanted(const bench_args *a, const char *name) {
-    if (!a->blocks) return 1;
+/* --blocks for both benchmarks (layers.csv here, decode.csv in decode.c): a whole name between
+ * commas, so that a name never matches part of another ("s4d" is not "s4d2"). */
+bool hy_bench_selected(const char *blocks, const char *name) {
+    if (!blocks) return true;
     size_t n = strlen(name);
-    for (const char *p = a->blocks; (p = strstr(p, name)); p += n)
-        if ((p == a->blocks || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
-    return 0;
+    for (const char *p = blocks; (p = strstr(p, name)); p += n)
+        if ((p == blocks || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return true;
+    return false;
 }
 
-typedef struct {
-    char *text;
-    size_t len, cap;
-} strbuf;
-
-static void sb_printf(strbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(strbuf *s, const char *fmt, ...) {
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (s->len + (size_t)n + 1 > s->cap) {
-        s->cap = (s->len + (size_t)n + 1) * 2;
-        s->text = realloc(s->text, s->cap);
-    }
-    memcpy(s->text + s->len, line, (size_t)n + 1);
-    s->len += (size_t)n;
-}
-
-static void row(strbuf *csv, const char *block, int d, int B, int T, const char *pass, double s, double flop,
+static void row(hy_strbuf *csv, const char *block, int d, int B, int T, const char *pass, double s, double flop,
                 size_t peak, size_t state, double limit, const char *limit_name) {
     double gf = flop / 1e9, rate = gf / s;
-    sb_printf(csv, "%s,%d,%d,%d,%s,%.4f,%.6f,%.3f,%zu,%zu,%d\n", block, d, B, T, pass, s * 1e3, gf, rate, peak, state,
+    hy_sb_printf(csv, "%s,%d,%d,%d,%s,%.4f,%.6f,%.3f,%zu,%zu,%d\n", block, d, B, T, pass, s * 1e3, gf, rate, peak, state,
               hy_threads());
     printf("%-16s T=%-6d %-8s %10.3f ms %9.2f GFLOP/s  %6.3f x %-6s peak %8.2f MiB  state %8.2f KiB\n", block, T,
            pass, s * 1e3, rate, rate / limit, limit_name, peak / 1048576.0,
@@ -110,8 +85,8 @@ static void row(strbuf *csv, const char *block, int d, int B, int T, const char 
 
 /* fwd, fwd_bwd and step rows of one block with options `pairs` at one T (B = 1), named `label`
  * in layers.csv. */
-static int bench_block_as(strbuf *csv, const hy_block_ops *ops, const char *label, const char *const *pairs,
-                          int n_pairs, const bench_args *a, int T, double sgemm, double secs[2]) {
+static int bench_block_as(hy_strbuf *csv, const hy_block_ops *ops, const char *label, const char *const *pairs,
+                          int n_pairs, const hy_bench_options *a, int T, double sgemm, double secs[2]) {
     int d = a->d_model, B = 1;
     hy_opts o;
     if (hy_block_opts_from_pairs(ops, d, pairs, n_pairs, &o) < 0) return -1;
@@ -163,7 +138,7 @@ static int bench_block_as(strbuf *csv, const hy_block_ops *ops, const char *labe
     return rc;
 }
 
-static int bench_block(strbuf *csv, const hy_block_ops *ops, const bench_args *a, int T, double sgemm) {
+static int bench_block(hy_strbuf *csv, const hy_block_ops *ops, const hy_bench_options *a, int T, double sgemm) {
     return bench_block_as(csv, ops, ops->name, NULL, 0, a, T, sgemm, NULL);
 }
 
@@ -171,7 +146,7 @@ static int bench_block(strbuf *csv, const hy_block_ops *ops, const bench_args *a
  * parameters per token (d_ff = top_k · the experts' d_ff): the dense rows go to layers.csv as
  * `swiglu_moe_active` (the moe rows come from the loop over all blocks; moe is timed again here
  * for the side-by-side line). The gap is the cost of routing, grouping and smaller GEMMs. */
-static void bench_moe_vs_dense(strbuf *csv, const bench_args *a, int T, double sgemm) {
+static void bench_moe_vs_dense(hy_strbuf *csv, const hy_bench_options *a, int T, double sgemm) {
     const hy_block_ops *moe = hy_block_find("moe"), *sw = hy_block_find("swiglu");
     hy_opts o;
     if (!moe || !sw || hy_block_opts_from_pairs(moe, a->d_model, NULL, 0, &o) < 0) return;
@@ -179,9 +154,9 @@ static void bench_moe_vs_dense(strbuf *csv, const bench_args *a, int T, double s
     snprintf(ff, sizeof ff, "d_ff=%d", hy_opt_int(&o, 1) * hy_opt_int(&o, 2));   /* top_k · d_ff */
     const char *pairs[] = {ff};
     double tm[2], td[2];
-    strbuf scratch = {0};
+    hy_strbuf scratch = {0};
     int rc = bench_block_as(&scratch, moe, "moe", NULL, 0, a, T, sgemm, tm);
-    free(scratch.text);
+    hy_sb_free(&scratch);
     if (rc < 0 || bench_block_as(csv, sw, "swiglu_moe_active", pairs, 1, a, T, sgemm, td) < 0) return;
     printf("moe vs dense T=%-6d moe (E %d, top_k %d, d_ff %d) fwd %.0f tok/s, fwd_bwd %.0f tok/s; swiglu %s "
            "fwd %.0f tok/s, fwd_bwd %.0f tok/s; moe/dense %.2f, %.2f\n", T, hy_opt_int(&o, 0), hy_opt_int(&o, 1),
@@ -189,7 +164,7 @@ static void bench_moe_vs_dense(strbuf *csv, const bench_args *a, int T, double s
 }
 
 /* The naive attention path's forward memory (materialised T x T scores), up to where it fits. */
-static void bench_naive_attention(strbuf *csv, const bench_args *a, int T, double sgemm) {
+static void bench_naive_attention(hy_strbuf *csv, const hy_bench_options *a, int T, double sgemm) {
     const hy_block_ops *ops = hy_block_find("attention");
     int d = a->d_model;
     hy_opts o;
@@ -293,26 +268,32 @@ static const char *BENCH_HELP =
     "`hybrid-exp bench decode --help`: decode latency and state size against context (decode.csv).\n";
 
 int hy_bench_main(int argc, char **argv) {
-    bench_args a = {.out_dir = "results/bench", .d_model = 256, .min_T = 64, .max_T = 16384};
+    hy_bench_options a = {.out_dir = "results/bench", .d_model = 256, .min_T = 64, .max_T = 16384};
     if (argc > 0 && !strcmp(argv[0], "decode")) return hy_bench_decode_main(argc - 1, argv + 1);
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(BENCH_HELP, stdout);
             return 0;
         } else if (!strcmp(argv[i], "--out") && i + 1 < argc) a.out_dir = argv[++i];
-        else if (!strcmp(argv[i], "--quick")) a.quick = 1, a.max_T = 1024;
+        else if (!strcmp(argv[i], "--quick")) a.quick = true, a.max_T = 1024;
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) a.threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--blocks") && i + 1 < argc) a.blocks = argv[++i];
         else if (!strcmp(argv[i], "--d-model") && i + 1 < argc) a.d_model = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--max-T") && i + 1 < argc) a.max_T = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--min-T") && i + 1 < argc) a.min_T = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--gemm")) a.gemm_table = 1;
+        else if (!strcmp(argv[i], "--gemm")) a.gemm_table = true;
         else {
             fprintf(stderr, "hybrid-exp bench: unknown or incomplete argument '%s'\n\n%s", argv[i], BENCH_HELP);
             return 2;
         }
     }
-    hy_set_threads(a.threads);
+    return hy_bench_run(&a);
+}
+
+/* Runs the benchmark from typed options: the CLI (hy_bench_main) and the experiment runner
+ * (sweep.c, through hy_exp_opts.bench) both end here. */
+int hy_bench_run(const hy_bench_options *o) {
+    hy_set_threads(o->threads);
     printf("threads %d\n", hy_threads());
     double sgemm = gemm_gflops(HY_GEMM_OPENBLAS, HY_PREC_F32, 2048, 2048, 2048);
     printf("machine: OpenBLAS sgemm 2048^3 %.1f GFLOP/s", sgemm);
@@ -320,7 +301,7 @@ int hy_bench_main(int argc, char **argv) {
            gemm_gflops(HY_GEMM_ONEDNN, HY_PREC_BF16, 2048, 2048, 2048));
     double bw = memory_gbs();
     printf(", memory copy %.1f GB/s\n", bw);
-    if (a.gemm_table) {
+    if (o->gemm_table) {
         printf("GEMM on LM shapes, GFLOP/s (C[M,N] = A[M,K] B[N,K]^T):\n%6s %6s %6s %10s %10s %10s  auto\n", "M", "N",
                "K", "openblas", "onednn", "bf16");
         static const int shapes[][3] = {{4096, 256, 256}, {4096, 768, 256}, {4096, 256, 768}, {4096, 1024, 1024},
@@ -333,35 +314,35 @@ int hy_bench_main(int argc, char **argv) {
                    hy_gemm_backend_name(hy_gemm_auto_choice(M, N, K)));
         }
     }
-    strbuf csv = {0};
-    sb_printf(&csv, "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads\n");
+    hy_strbuf csv = {0};
+    hy_sb_printf(&csv, "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads\n");
     for (int i = 0; i < hy_block_count(); i++) {
         const hy_block_ops *ops = hy_block_at(i);
-        if (!wanted(&a, ops->name)) continue;
+        if (!hy_bench_selected(o->blocks, ops->name)) continue;
         hy_opts probe;   /* default options that do not fit this d_model: say so, bench the others */
-        if (hy_block_opts_from_pairs(ops, a.d_model, NULL, 0, &probe) < 0) {
-            printf("%-16s skipped at d_model %d: %s\n", ops->name, a.d_model, hy_last_error());
+        if (hy_block_opts_from_pairs(ops, o->d_model, NULL, 0, &probe) < 0) {
+            printf("%-16s skipped at d_model %d: %s\n", ops->name, o->d_model, hy_last_error());
             continue;
         }
-        for (int T = a.min_T; T <= a.max_T; T *= 2)
-            if (bench_block(&csv, ops, &a, T, sgemm) < 0) {
+        for (int T = o->min_T; T <= o->max_T; T *= 2)
+            if (bench_block(&csv, ops, o, T, sgemm) < 0) {
                 fprintf(stderr, "hybrid-exp bench: %s at T=%d: %s\n", ops->name, T, hy_last_error());
-                free(csv.text);
+                hy_sb_free(&csv);
                 return 1;
             }
     }
-    if (wanted(&a, "mamba")) bench_mamba_scan(bw, a.quick);
-    if (wanted(&a, "attention"))
-        for (int T = a.min_T; T <= a.max_T; T *= 2) bench_naive_attention(&csv, &a, T, sgemm);
-    if (wanted(&a, "rwkv7")) hy_bench_wkv7_line(sgemm, bw, a.quick);
-    if (wanted(&a, "moe"))
-        for (int T = a.min_T; T <= a.max_T; T *= 2) bench_moe_vs_dense(&csv, &a, T, sgemm);
+    if (hy_bench_selected(o->blocks, "mamba")) bench_mamba_scan(bw, o->quick);
+    if (hy_bench_selected(o->blocks, "attention"))
+        for (int T = o->min_T; T <= o->max_T; T *= 2) bench_naive_attention(&csv, o, T, sgemm);
+    if (hy_bench_selected(o->blocks, "rwkv7")) hy_bench_wkv7_line(sgemm, bw, o->quick);
+    if (hy_bench_selected(o->blocks, "moe"))
+        for (int T = o->min_T; T <= o->max_T; T *= 2) bench_moe_vs_dense(&csv, o, T, sgemm);
     bench_nanogpt_step();
     char path[4200];
-    snprintf(path, sizeof path, "%s/layers.csv", a.out_dir);
-    int rc = hy_mkdirs(a.out_dir);
-    if (rc == 0) rc = hy_write_file_atomic(path, csv.text, csv.len);
-    free(csv.text);
+    snprintf(path, sizeof path, "%s/layers.csv", o->out_dir);
+    int rc = hy_mkdirs(o->out_dir);
+    if (rc == 0) rc = hy_sb_write_file(&csv, path);
+    hy_sb_free(&csv);
     if (rc < 0) {
         fprintf(stderr, "hybrid-exp bench: %s\n", hy_last_error());
         return 1;

@@ -10,13 +10,13 @@
 #include "core/fileio.h"
 #include "core/mem.h"
 #include "core/rng.h"
+#include "core/strbuf.h"
 #include "core/timer.h"
 #include "experiments/config.h"
 #include "experiments/experiment.h"
 #include "models/checkpoint.h"
 #include "models/model.h"
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,40 +29,6 @@ typedef struct {
     const char *configs[32], *checkpoints[32];
     int n_configs, n_checkpoints;
 } decode_args;
-
-/* A growable text buffer (CSV, report). */
-typedef struct {
-    char *p;
-    size_t len, cap;
-} text;
-
-static void tprintf(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tprintf(text *t, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if (t->len + (size_t)n + 1 > t->cap) {
-        size_t cap = (t->len + (size_t)n + 1) * 2;
-        char *p = realloc(t->p, cap);
-        if (!p) return;
-        t->p = p, t->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(t->p + t->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    t->len += (size_t)n;
-}
-
-/* Whether block `name` is selected by --blocks (comma list; NULL = all). */
-static int selected(const decode_args *a, const char *name) {
-    if (!a->blocks) return 1;
-    size_t n = strlen(name);
-    for (const char *p = a->blocks; (p = strstr(p, name)); p += n)
-        if ((p == a->blocks || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
-    return 0;
-}
 
 /* n_layers x (mixer, ffn) at d_model, every option at its default, vocabulary of bytes. */
 static int generic_config(const decode_args *a, const hy_block_ops *mixer, const hy_block_ops *ffn, hy_model_config *c) {
@@ -156,7 +122,7 @@ static int tiled_state(hy_model *m, hy_model_state *base, long ctx, hy_model_sta
 
 /* One variant: grows a state through the contexts, timing `steps` decode steps at each (after
  * one untimed step, which may grow a KV cache), reporting the fastest. Rows go to csv. */
-static int bench_variant(const decode_args *a, const char *variant, hy_model *m, text *csv) {
+static int bench_variant(const decode_args *a, const char *variant, hy_model *m, hy_strbuf *csv) {
     int V = hy_model_get_config(m)->vocab_size;
     hy_model_state *st;
     int rc = hy_model_state_new(m, 1, &st);
@@ -209,7 +175,7 @@ static int bench_variant(const decode_args *a, const char *variant, hy_model *m,
         if (rc < 0) break;
         qsort(dt, (size_t)a->steps, sizeof *dt, cmp_double);
         double ms = 1e3 * dt[0];   /* the fastest step, as bench.c's TIME_BEST: robust to a shared machine */
-        tprintf(csv, "%s,%ld,%.6f,%zu\n", variant, ctx, ms, state);
+        hy_sb_printf(csv, "%s,%ld,%.6f,%zu\n", variant, ctx, ms, state);
         if (need > 0 || !base)
             printf("%-28s context %6ld  %9.4f ms/token  state %10.1f KiB  (prefill of %ld tokens: %.0f tokens/s)\n",
                    variant, ctx, ms, state / 1024.0, need, need > 0 ? need / fmax(prefill_s, 1e-9) : 0.0);
@@ -234,15 +200,15 @@ static void clean_name(char *s) {
 /* decode.gp: two log-log panels (ms per token, state bytes) with one line per variant; gnuplot
  * renders it to PNG and SVG. Missing gnuplot is a warning, not a failure (the CSV is the result). */
 static int write_plot(const decode_args *a, char names[][128], int n) {
-    text gp = {0};
-    tprintf(&gp, "# written by hybrid-exp bench decode; run: gnuplot decode.gp\n"
+    hy_strbuf gp = {0};
+    hy_sb_printf(&gp, "# written by hybrid-exp bench decode; run: gnuplot decode.gp\n"
                  "set datafile separator ','\nset logscale xy 2\nset logscale y 10\nset grid\n"
                  "set key left top\nset xlabel 'context (tokens)'\nVARIANTS = \"");
-    for (int i = 0; i < n; i++) tprintf(&gp, "%s%s", i ? " " : "", names[i]);
-    tprintf(&gp, "\"\n");
+    for (int i = 0; i < n; i++) hy_sb_printf(&gp, "%s%s", i ? " " : "", names[i]);
+    hy_sb_printf(&gp, "\"\n");
     const char *terms[2][2] = {{"pngcairo size 1400,520 font ',10'", "decode.png"}, {"svg size 1400,520", "decode.svg"}};
     for (int k = 0; k < 2; k++)
-        tprintf(&gp,
+        hy_sb_printf(&gp,
                 "set terminal %s\nset output '%s'\nset multiplot layout 1,2 title 'decode: one token at a given context "
                 "(batch 1, threads: %d)'\n"
                 "set ylabel 'ms per token'\nplot for [v in VARIANTS] 'decode.csv' using (strcol(1) eq v ? $2 : NaN):3 "
@@ -252,8 +218,8 @@ static int write_plot(const decode_args *a, char names[][128], int n) {
                 terms[k][0], terms[k][1], hy_threads());
     char path[4200];
     snprintf(path, sizeof path, "%s/decode.gp", a->out_dir);
-    int rc = hy_write_file_atomic(path, gp.p, gp.len);
-    free(gp.p);
+    int rc = hy_sb_write_file(&gp, path);
+    hy_sb_free(&gp);
     if (rc < 0 || !a->plot) return rc;
     if (strchr(a->out_dir, '\'')) return hy_fail("output folder '%s' contains a quote: not running gnuplot", a->out_dir);
     char cmd[4400];
@@ -330,7 +296,7 @@ static int parse_args(int argc, char **argv, decode_args *a) {
 }
 
 /* Runs one model (a generic stack, a config or a checkpoint) as a variant named `name`. */
-static int run_model(const decode_args *a, char *name, hy_model *m, text *csv) {
+static int run_model(const decode_args *a, char *name, hy_model *m, hy_strbuf *csv) {
     clean_name(name);
     printf("%s: %zu parameters, d_model %d, %d layers\n", name, hy_model_param_count(m), hy_model_get_config(m)->d_model,
            hy_model_get_config(m)->n_layers);
@@ -347,15 +313,15 @@ int hy_bench_decode_main(int argc, char **argv) {
     hy_set_threads(a.threads);
     printf("bench decode: threads %d, contexts %ld .. %ld, %d timed steps each\n", hy_threads(), a.min_ctx, a.max_ctx,
            a.steps);
-    text csv = {0};
-    tprintf(&csv, "variant,context,ms_per_token,state_bytes\n");
+    hy_strbuf csv = {0};
+    hy_sb_printf(&csv, "variant,context,ms_per_token,state_bytes\n");
     static char names[256][128];
     int n = 0;
     const hy_block_ops *att = hy_block_find("attention"), *swi = hy_block_find("swiglu");
     for (int i = 0; rc == 0 && i < hy_block_count() && n < 200; i++) {
         const hy_block_ops *b = hy_block_at(i), *mixer = NULL, *ffn = NULL;
-        if ((b->kinds & HY_KIND_MIXER) && selected(&a, b->name)) mixer = b, ffn = swi;
-        else if ((b->kinds & HY_KIND_FFN) && b != swi && selected(&a, b->name)) mixer = att, ffn = b;
+        if ((b->kinds & HY_KIND_MIXER) && hy_bench_selected(a.blocks, b->name)) mixer = b, ffn = swi;
+        else if ((b->kinds & HY_KIND_FFN) && b != swi && hy_bench_selected(a.blocks, b->name)) mixer = att, ffn = b;
         if (!mixer) continue;
         hy_model_config c = {0};
         hy_model *m = NULL;
@@ -409,11 +375,11 @@ int hy_bench_decode_main(int argc, char **argv) {
     if (rc == 0) rc = hy_mkdirs(a.out_dir);
     if (rc == 0) {
         snprintf(path, sizeof path, "%s/decode.csv", a.out_dir);
-        rc = hy_write_file_atomic(path, csv.p, csv.len);
+        rc = hy_sb_write_file(&csv, path);
     }
     if (rc == 0) {   /* the report: the table and the plot */
-        text md = {0};
-        tprintf(&md, "# Decode cost against context\n\nWritten by `hybrid-exp bench decode` (%d threads, batch 1). "
+        hy_strbuf md = {0};
+        hy_sb_printf(&md, "# Decode cost against context\n\nWritten by `hybrid-exp bench decode` (%d threads, batch 1). "
                      "One token decoded after the given context (fastest of %d steps); state = KV cache or recurrent "
                      "state bytes of the whole model.\n\n![decode](decode.png)\n\n"
                      "| variant | context | ms/token | state bytes |\n|---|---:|---:|---:|\n", hy_threads(), a.steps);
@@ -423,17 +389,17 @@ int hy_bench_decode_main(int argc, char **argv) {
             double ms;
             size_t sb;
             if (sscanf(line, "%127[^,],%ld,%lf,%zu", v, &ctx, &ms, &sb) == 4)
-                tprintf(&md, "| %s | %ld | %.4f | %zu |\n", v, ctx, ms, sb);
+                hy_sb_printf(&md, "| %s | %ld | %.4f | %zu |\n", v, ctx, ms, sb);
         }
         snprintf(path, sizeof path, "%s/decode.md", a.out_dir);
-        rc = hy_write_file_atomic(path, md.p, md.len);
-        free(md.p);
+        rc = hy_sb_write_file(&md, path);
+        hy_sb_free(&md);
     }
     if (rc == 0) {
         printf("wrote %s/decode.csv, decode.md\n", a.out_dir);
         rc = write_plot(&a, names, n);
     }
-    free(csv.p);
+    hy_sb_free(&csv);
     if (rc < 0) {
         fprintf(stderr, "hybrid-exp bench decode: %s\n", hy_last_error());
         return rc == HY_ERR_CONFIG ? 2 : 1;

@@ -219,7 +219,7 @@ static int cmd_experiment(run_args *a) {
     if (!a->quiet)
         fprintf(stderr, "[experiment] %s: %d runs%s -> %s\n", e.name, e.n_runs, e.bench.enabled ? " + block benchmark" : "",
                 e.out_dir);
-    hy_exp_opts o = {.on_progress = a->quiet ? NULL : on_exp_progress, .stop = &stop_requested, .bench = hy_bench_main};
+    hy_exp_opts o = {.on_progress = a->quiet ? NULL : on_exp_progress, .stop = &stop_requested, .bench = hy_bench_run};
     hy_exp_result r;
     int rc = hy_experiment_run(&e, &o, &r);
     if (rc < 0) {

@@ -7,8 +7,8 @@
 #include "experiments/experiment.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/strbuf.h"
 #include "experiments/yaml_tree.h"
-#include "models/json.h"
 #include <ctype.h>
 #include <limits.h>
 #include <math.h>
@@ -353,25 +353,8 @@ int hy_run_config_from_tree(const yt_doc *d, hy_run_config *c) {
 
 /* ---- writing ---- */
 
-/* Shortest text of v that reads back (strtod) as exactly v; integers without exponent. */
-static void format_double(double v, char *buf, size_t n) {
-    if (v == floor(v) && fabs(v) < 1e15) {
-        snprintf(buf, n, "%.0f", v);
-        return;
-    }
-    for (int digits = 1; digits <= 17; digits++) {
-        snprintf(buf, n, "%.*g", digits, v);
-        if (strtod(buf, NULL) == v) return;
-    }
-}
-
-/* Shortest text of a float that reads back, through strtod and a cast, as exactly v. */
-static void format_float(float v, char *buf, size_t n) {
-    for (int digits = 1; digits <= 9; digits++) {
-        snprintf(buf, n, "%.*g", digits, (double)v);
-        if ((float)strtod(buf, NULL) == v) return;
-    }
-}
+/* One option as `, name: value` (hy_block_cfg_each_opt's visitor for the YAML). */
+static void yaml_opt(void *ctx, const char *name, const char *value) { hy_sb_printf(ctx, ", %s: %s", name, value); }
 
 /* A block as a YAML flow map {type: NAME, option: value, ...} (or none). */
 static void write_block(hy_strbuf *b, const hy_block_cfg *blk) {
@@ -380,21 +363,14 @@ static void write_block(hy_strbuf *b, const hy_block_cfg *blk) {
         return;
     }
     hy_sb_printf(b, "{type: %s", blk->ops->name);
-    for (int k = 0; k < blk->ops->n_opts; k++) {
-        char val[64];
-        hy_opt_format(blk->ops, &blk->opts, k, val, sizeof val);
-        if (blk->ops->opts[k].type == HY_OPT_FLOAT && !blk->opts.is_null[k] && !blk->opts.is_auto[k] &&
-            strtod(val, NULL) != blk->opts.v[k])
-            format_double(blk->opts.v[k], val, sizeof val);   /* more digits than %.9g keeps */
-        hy_sb_printf(b, ", %s: %s", blk->ops->opts[k].name, val);
-    }
+    hy_block_cfg_each_opt(blk, true, yaml_opt, b);
     hy_sb_add(b, "}");
 }
 
 /* "  key: value\n" with a double in its shortest exact form. */
 static void write_num(hy_strbuf *b, const char *key, double v) {
     char buf[40];
-    format_double(v, buf, sizeof buf);
+    hy_format_double(v, buf, sizeof buf);
     hy_sb_printf(b, "  %s: %s\n", key, buf);
 }
 
@@ -403,7 +379,7 @@ static void write_task(hy_strbuf *b, const hy_task_config *t) {
     hy_sb_printf(b, "  task: {type: %s, vocab: %d, examples: %ld", hy_task_name(t->type), t->vocab, t->examples);
     if (t->type == HY_TASK_MQAR) {
         char a[40];
-        format_double(t->power_a, a, sizeof a);
+        hy_format_double(t->power_a, a, sizeof a);
         if (t->num_kv_pairs > 0) hy_sb_printf(b, ", num_kv_pairs: %d, power_a: %s", t->num_kv_pairs, a);
         else hy_sb_printf(b, ", num_kv_pairs: auto, power_a: %s", a);
     }
@@ -431,7 +407,7 @@ char *hy_run_config_text(const hy_run_config *c) {
     hy_sb_json_string(&b, c->name);
     hy_sb_printf(&b, "\nseed: %llu\nthreads: %d\nout_dir: ", (unsigned long long)c->seed, c->threads);
     hy_sb_json_string(&b, c->out_dir);
-    format_float(m->router_aux_coef, buf, sizeof buf);
+    hy_format_float(m->router_aux_coef, buf, sizeof buf);
     hy_sb_printf(&b, "\nmodel:\n  d_model: %d\n  n_layers: %d\n  vocab_size: %d\n  tie_embeddings: %s\n"
                      "  router_aux_coef: %s\n  layers:\n",
                  m->d_model, m->n_layers, m->vocab_size, m->tie_embeddings ? "true" : "false", buf);

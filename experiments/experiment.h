@@ -67,12 +67,27 @@ typedef struct {
     const char *event;                /* "bench", "bench-skip", "skip", "start", "resume", "tick", "eval", "done" */
 } hy_exp_progress;
 
+/* The settings of the single-block benchmark that writes layers.csv (hy_bench_run, bench/bench.c):
+ * filled from `hybrid-exp bench` arguments by the program, or from an experiment's bench: section
+ * by the runner (sweep.c). Declared here because the library calls the benchmark through
+ * hy_exp_opts.bench but does not link bench/. */
+typedef struct {
+    const char *out_dir;      /* writes out_dir/layers.csv */
+    bool quick;               /* shorter timings (the CLI's --quick also sets max_T to 1024) */
+    int threads;              /* <= 0: every core */
+    const char *blocks;       /* comma list of block names; NULL = every registered block */
+    int d_model;
+    int min_T, max_T;         /* T = min_T, 2·min_T, ... up to max_T */
+    bool gemm_table;          /* also print OpenBLAS vs oneDNN GFLOP/s on LM shapes */
+} hy_bench_options;
+
 typedef struct {
     void (*on_progress)(void *ctx, const hy_exp_progress *p);
     void *ctx;
     volatile sig_atomic_t *stop;
-    /* the single-block benchmark (hy_bench_main of bench/, given by the program); NULL = skip */
-    int (*bench)(int argc, char **argv);
+    /* the single-block benchmark (hy_bench_run of bench/, given by the program): 0 = done;
+     * NULL = skip */
+    int (*bench)(const hy_bench_options *o);
     long stop_after_runs;             /* > 0: stop after training this many runs (tests) */
     bool no_plots;
 } hy_exp_opts;

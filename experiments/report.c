@@ -5,9 +5,9 @@
  * clock are marked with a dagger and never ranked against complete ones without saying so. */
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/strbuf.h"
 #include "experiments/experiment.h"
 #include "experiments/results.h"
-#include "models/json.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -4,9 +4,9 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/mem.h"
+#include "core/strbuf.h"
 #include "experiments/experiment.h"
 #include "experiments/results.h"
-#include "models/json.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,15 +1,15 @@
-/* Running an experiment: the single-block benchmark (through the program's bench), then every
+/* Running an experiment: the single-block benchmark (the program's hy_bench_run), then every
  * variant x sweep point as a plain training run in runs/<id>/, skipping complete runs and resuming
  * interrupted ones, then the experiment's CSVs (concatenated from the runs, in run order), plots
  * and report. Every file is written to a temporary name and renamed. */
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/mem.h"
+#include "core/strbuf.h"
 #include "core/timer.h"
 #include "experiments/experiment.h"
 #include "experiments/results.h"
 #include "models/checkpoint.h"
-#include "models/json.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,18 +219,10 @@ static int run_bench(const hy_experiment *e, const hy_exp_opts *o, tick_ctx *t) 
     }
     if (!o->bench) return 0;
     report(t, "bench", NULL);
-    char a_min[16], a_max[16], a_d[16], a_th[16];
-    snprintf(a_min, sizeof a_min, "%d", b->min_T);
-    snprintf(a_max, sizeof a_max, "%d", b->max_T);
-    snprintf(a_d, sizeof a_d, "%d", b->d_model);
-    snprintf(a_th, sizeof a_th, "%d", e->threads);
-    char *argv[16];
-    int argc = 0;
-    if (b->quick) argv[argc++] = "--quick";   /* first: it also lowers max-T, which follows */
-    char *rest[] = {"--out", (char *)e->out_dir, "--min-T", a_min, "--max-T", a_max, "--d-model", a_d, "--threads", a_th};
-    for (int k = 0; k < 10; k++) argv[argc++] = rest[k];
-    if (b->blocks[0]) argv[argc++] = "--blocks", argv[argc++] = (char *)b->blocks;
-    if (o->bench(argc, argv) != 0) return hy_fail("the block benchmark failed (see its output above)");
+    hy_bench_options bo = {.out_dir = e->out_dir, .quick = b->quick, .threads = e->threads,
+                           .blocks = b->blocks[0] ? b->blocks : NULL, .d_model = b->d_model, .min_T = b->min_T,
+                           .max_T = b->max_T};
+    if (o->bench(&bo) != 0) return hy_fail("the block benchmark failed (see its output above)");
     return hy_write_file_atomic(marker, spec, strlen(spec));
 }
 

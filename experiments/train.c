@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/mem.h"
+#include "core/strbuf.h"
 #include "core/timer.h"
 #include "layers/ffn/moe.h"
 #include "models/checkpoint.h"
@@ -24,25 +25,6 @@ static double validate(hy_model *m, const hy_data *d, const hy_run_config *c, do
     return e.loss;
 }
 
-/* train.csv is kept in memory and rewritten atomically, so it is never half-written. */
-typedef struct {
-    char *text;
-    size_t len, cap;
-} csv_text;
-
-static int csv_append(csv_text *t, const char *line) {
-    size_t n = strlen(line);
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = (t->len + n + 1) * 2;
-        char *p = realloc(t->text, cap);
-        if (!p) return HY_ERR_NOMEM;
-        t->text = p, t->cap = cap;
-    }
-    memcpy(t->text + t->len, line, n + 1);
-    t->len += n;
-    return 0;
-}
-
 const char *const HY_TRAIN_CSV_HEADER =
     "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,aux_loss\n";
 #define TRAIN_CSV_STEP_COL 4   /* 0-based column of `step` in train.csv */
@@ -51,22 +33,23 @@ const char *const HY_TRAIN_CSV_HEADER =
  * batches of each evaluation, so that a collapse of the routing is visible. */
 static const char *EXPERTS_HEADER = "variant,seq_len,step,layer,expert,tokens\n";
 
-/* On resume: keep the existing rows (step in 0-based column step_col) up to and including `step`. */
-static int csv_reload(csv_text *t, const char *header, const char *path, int step_col, long step) {
+/* train.csv and experts.csv are kept in memory (hy_strbuf) and rewritten atomically, so they are
+ * never half-written. On resume: the header, then the existing rows (step in 0-based column
+ * step_col) up to and including `step`. */
+static void csv_reload(hy_strbuf *t, const char *header, const char *path, int step_col, long step) {
     char *data;
     size_t len;
-    csv_append(t, header);
-    if (hy_read_file(path, &data, &len) < 0) return 0;
+    hy_sb_add(t, header);
+    if (hy_read_file(path, &data, &len) < 0) return;
     char *save = NULL, *line = strtok_r(data, "\n", &save);
     for (line = strtok_r(NULL, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         const char *p = line;
         for (int k = 0; k < step_col && p; k++) p = strchr(p + (k > 0), ',');
         if (!p || atol(p + 1) > step) continue;
-        csv_append(t, line);
-        csv_append(t, "\n");
+        hy_sb_add(t, line);
+        hy_sb_add(t, "\n");
     }
     hy_free(data);
-    return 0;
 }
 
 /* Fraction of the budget used: the largest over the budgets that are set. */
@@ -112,7 +95,7 @@ static bool has_moe(const hy_model *m) {
  * routed: rows of experts.csv, and one line per MoE layer into `lines` (share of token slots
  * per expert in %, and max/mean: 1 = balanced, E/k = every token on the same k experts). */
 static double evaluate_routing(hy_model *m, const hy_data *d, const hy_run_config *c, const char *variant,
-                               long step, double *acc, csv_text *experts, csv_text *lines) {
+                               long step, double *acc, hy_strbuf *experts, hy_strbuf *lines) {
     for (int i = 0; i < m->cfg.n_layers; i++)
         if (m->ffns[i].ops == &hy_block_moe) hy_moe_reset_counts(&m->ffns[i]);
     double val = validate(m, d, c, acc);
@@ -120,32 +103,24 @@ static double evaluate_routing(hy_model *m, const hy_data *d, const hy_run_confi
         if (m->ffns[i].ops != &hy_block_moe) continue;
         int64_t cnt[HY_MOE_MAX_EXPERTS], total = 0, most = 0;
         int E = hy_moe_expert_counts(&m->ffns[i], cnt, HY_MOE_MAX_EXPERTS);
-        char row[256];
         for (int e = 0; e < E; e++) {
             total += cnt[e], most = cnt[e] > most ? cnt[e] : most;
-            snprintf(row, sizeof row, "%s,%d,%ld,%d,%d,%" PRId64 "\n", variant, c->seq_len, step, i, e, cnt[e]);
-            csv_append(experts, row);
+            hy_sb_printf(experts, "%s,%d,%ld,%d,%d,%" PRId64 "\n", variant, c->seq_len, step, i, e, cnt[e]);
         }
-        snprintf(row, sizeof row, "[%s] step %ld  layer %d moe: %% of val token slots per expert:", variant, step, i);
-        csv_append(lines, row);
-        for (int e = 0; e < E; e++) {
-            snprintf(row, sizeof row, " %.1f", total ? 100.0 * cnt[e] / total : 0.0);
-            csv_append(lines, row);
-        }
-        snprintf(row, sizeof row, "  (max/mean %.2f)\n", total ? (double)most * E / total : 0.0);
-        csv_append(lines, row);
+        hy_sb_printf(lines, "[%s] step %ld  layer %d moe: %% of val token slots per expert:", variant, step, i);
+        for (int e = 0; e < E; e++) hy_sb_printf(lines, " %.1f", total ? 100.0 * cnt[e] / total : 0.0);
+        hy_sb_printf(lines, "  (max/mean %.2f)\n", total ? (double)most * E / total : 0.0);
     }
     return val;
 }
 
 /* Prints and empties the routing lines of the last evaluation. */
-static void flush_lines(csv_text *lines, FILE *progress) {
+static void flush_lines(hy_strbuf *lines, FILE *progress) {
     if (progress && lines->len) {
-        fputs(lines->text, progress);
+        fputs(lines->p, progress);
         fflush(progress);
     }
-    lines->len = 0;
-    if (lines->text) lines->text[0] = 0;
+    hy_sb_clear(lines);
 }
 
 /* What a resumed run needs to continue the identical curve, beyond weights and moments. */
@@ -254,7 +229,7 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     if ((rc = hy_data_open(&corpus, c->corpus, c->val_fraction, &c->task, c->seed)) < 0) return rc;
     hy_model *m = NULL;
     hy_optim opt = {0};
-    csv_text csv = {0}, ex = {0}, lines = {0};
+    hy_strbuf csv = {0}, ex = {0}, lines = {0};
     int32_t *in = NULL, *tg = NULL;
     run_progress pr = {0};
     hy_rng rng;
@@ -268,10 +243,10 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     bool resumed = pr.step > 0;
     if (resumed && (rc = load_state(&P, m, &opt, &rng, &pr)) < 0) goto done;
     if (resumed) csv_reload(&csv, HY_TRAIN_CSV_HEADER, P.csv, TRAIN_CSV_STEP_COL, pr.step);
-    else csv_append(&csv, HY_TRAIN_CSV_HEADER);
+    else hy_sb_add(&csv, HY_TRAIN_CSV_HEADER);
     bool moe = has_moe(m);
     if (moe && resumed) csv_reload(&ex, EXPERTS_HEADER, P.experts, EXPERTS_CSV_STEP_COL, pr.step);
-    else if (moe) csv_append(&ex, EXPERTS_HEADER);
+    else if (moe) hy_sb_add(&ex, EXPERTS_HEADER);
 
     int B = c->batch_size, T = c->seq_len;
     size_t n = (size_t)B * T;
@@ -288,12 +263,11 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
                 c->optimizer, resumed ? ", resumed" : "");
     double t_start = hy_now() - pr.elapsed, t_window = hy_now(), val = NAN, lr = c->lr, gnorm = 0, acc = NAN;
     long window_tokens = 0, first_step = pr.step;
-    char line[600], run_key[80];   /* run_key: the seed and peak_lr columns */
+    char run_key[80];   /* the seed and peak_lr columns */
     snprintf(run_key, sizeof run_key, "%llu,%g", (unsigned long long)c->seed, c->lr);
     if (!resumed) {
         val = evaluate_routing(m, &corpus, c, variant, 0, &acc, &ex, &lines);
-        snprintf(line, sizeof line, "%s,%d,%s,0,0,,%.6f,,,,0.000,\n", variant, T, run_key, val);
-        csv_append(&csv, line);
+        hy_sb_printf(&csv, "%s,%d,%s,0,0,,%.6f,,,,0.000,\n", variant, T, run_key, val);
         flush_lines(&lines, o->progress);
     }
     int tty = o->progress && !o->on_tick && isatty(fileno(o->progress));
@@ -333,9 +307,8 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
             r->tokens_per_s = tps;
             char as[32] = "";   /* aux_loss: empty for a model without MoE layers */
             if (moe) snprintf(as, sizeof as, "%.6f", pr.window_aux / pr.window_steps);
-            snprintf(line, sizeof line, "%s,%d,%s,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f,%s\n", variant, T, run_key, pr.step,
-                     pr.tokens, r->train_loss, vs, lr, gnorm, tps, now - t_start, as);
-            csv_append(&csv, line);
+            hy_sb_printf(&csv, "%s,%d,%s,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f,%s\n", variant, T, run_key, pr.step,
+                         pr.tokens, r->train_loss, vs, lr, gnorm, tps, now - t_start, as);
             if (o->on_tick) {
                 hy_train_tick tk = {pr.step, pr.tokens, r->train_loss, val, lr, tps, now - t_start, fmin(frac, 1.0)};
                 o->on_tick(o->tick_ctx, &tk);
@@ -350,8 +323,8 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
             flush_lines(&lines, o->progress);
             pr.window_loss = 0, pr.window_aux = 0, pr.window_steps = 0, window_tokens = 0;
             t_window = hy_now();
-            if (eval && (rc = hy_write_file_atomic(P.csv, csv.text, csv.len)) < 0) break;
-            if (eval && moe && (rc = hy_write_file_atomic(P.experts, ex.text, ex.len)) < 0) break;
+            if (eval && (rc = hy_sb_write_file(&csv, P.csv)) < 0) break;
+            if (eval && moe && (rc = hy_sb_write_file(&ex, P.experts)) < 0) break;
         }
         pr.elapsed = hy_now() - t_start;
         if (c->checkpoint_every > 0 && pr.step % c->checkpoint_every == 0 &&
@@ -370,12 +343,12 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
         r->stopped_by = stopped ? HY_STOP_INTERRUPT : budget_that_ended(c, pr.step, pr.tokens);
         r->peak_bytes = hy_mem_peak() - mem_base;
         rc = save_all(&P, m, &opt, &rng, &pr);
-        if (rc == 0) rc = hy_write_file_atomic(P.csv, csv.text, csv.len);
-        if (rc == 0 && moe) rc = hy_write_file_atomic(P.experts, ex.text, ex.len);
+        if (rc == 0) rc = hy_sb_write_file(&csv, P.csv);
+        if (rc == 0 && moe) rc = hy_sb_write_file(&ex, P.experts);
     }
 done:
     hy_free(in), hy_free(tg);
-    free(csv.text), free(ex.text), free(lines.text);
+    hy_sb_free(&csv), hy_sb_free(&ex), hy_sb_free(&lines);
     hy_optim_free(&opt);
     hy_model_free(m);
     hy_data_free(&corpus);

@@ -1,6 +1,7 @@
 /* Config <-> JSON, model checkpoints and training-state files, on top of models/safetensors.c. */
 #include "models/checkpoint.h"
 #include "core/error.h"
+#include "core/strbuf.h"
 #include "models/json.h"
 #include "models/safetensors.h"
 #include <errno.h>
@@ -12,25 +13,19 @@
 
 /* ---- config -> JSON ---- */
 
-/* Shortest "%.Ng" text of a float that reads back as the same float (0.001f -> "0.001"). */
-static void format_float(float v, char *buf, size_t n) {
-    for (int digits = 6; digits <= 9; digits++) {
-        snprintf(buf, n, "%.*g", digits, (double)v);
-        if (strtof(buf, NULL) == v) return;
-    }
+/* One option as `, "name": value` (hy_block_cfg_each_opt's visitor for the JSON). */
+static void json_opt(void *ctx, const char *name, const char *value) {
+    hy_strbuf *b = ctx;
+    hy_sb_add(b, ", ");
+    hy_sb_json_string(b, name);
+    hy_sb_printf(b, ": %s", value);
 }
 
 /* {"type": NAME, every option: value} of one block, or {"type": "none"}. */
 static void block_to_json(hy_strbuf *b, const hy_block_cfg *c) {
     hy_sb_add(b, "{\"type\": ");
     hy_sb_json_string(b, c->ops ? c->ops->name : "none");
-    for (int k = 0; c->ops && k < c->ops->n_opts; k++) {
-        char val[64];
-        hy_opt_format(c->ops, &c->opts, k, val, sizeof val);
-        hy_sb_add(b, ", ");
-        hy_sb_json_string(b, c->ops->opts[k].name);
-        hy_sb_printf(b, ": %s", val);
-    }
+    hy_block_cfg_each_opt(c, false, json_opt, b);
     hy_sb_add(b, "}");
 }
 
@@ -38,7 +33,7 @@ int hy_model_config_to_json(const hy_model_config *cfg, char **out) {
     *out = NULL;
     hy_strbuf b = {0};
     char coef[32];
-    format_float(cfg->router_aux_coef, coef, sizeof coef);
+    hy_format_float(cfg->router_aux_coef, coef, sizeof coef);
     hy_sb_printf(&b, "{\"d_model\": %d, \"vocab_size\": %d, \"n_layers\": %d, \"tie_embeddings\": %s, "
                      "\"router_aux_coef\": %s, \"layers\": [",
                  cfg->d_model, cfg->vocab_size, cfg->n_layers, cfg->tie_embeddings ? "true" : "false", coef);

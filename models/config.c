@@ -1,6 +1,8 @@
 /* hy_model_config helpers: resolve and validate a config built by any source (YAML loader,
- * checkpoint JSON, tests), deep copy, free. */
+ * checkpoint JSON, tests), deep copy, free; and the walk over a block's options that both config
+ * writers (checkpoint JSON, resolved YAML) share. */
 #include "core/error.h"
+#include "core/strbuf.h"
 #include "models/model.h"
 #include <math.h>
 #include <stdio.h>
@@ -78,4 +80,16 @@ void hy_model_config_free(hy_model_config *c) {
     if (!c) return;
     free(c->layers);
     c->layers = NULL;
+}
+
+/* Formats each option once, here, so the two config writers differ only in their punctuation. */
+void hy_block_cfg_each_opt(const hy_block_cfg *b, bool exact_floats, hy_opt_visit_fn fn, void *ctx) {
+    for (int k = 0; b->ops && k < b->ops->n_opts; k++) {
+        char val[64];
+        hy_opt_format(b->ops, &b->opts, k, val, sizeof val);
+        if (exact_floats && b->ops->opts[k].type == HY_OPT_FLOAT && !b->opts.is_null[k] && !b->opts.is_auto[k] &&
+            strtod(val, NULL) != b->opts.v[k])
+            hy_format_double(b->opts.v[k], val, sizeof val);   /* more digits than %.9g keeps */
+        fn(ctx, b->ops->opts[k].name, val);
+    }
 }

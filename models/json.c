@@ -1,6 +1,7 @@
-/* Strict recursive-descent JSON parser producing a small DOM, and the string builder. */
+/* Strict recursive-descent JSON parser producing a small DOM. */
 #include "models/json.h"
 #include "core/error.h"
+#include "core/strbuf.h"
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -348,76 +349,4 @@ const char *hy_json_type_name(hy_json_type t) {
     case HY_JSON_OBJECT: return "an object";
     }
     return "?";
-}
-
-/* ---- string builder ---- */
-
-/* Makes room for n more bytes plus the terminating NUL. */
-static bool sb_grow(hy_strbuf *b, size_t n) {
-    if (b->failed) return false;
-    if (b->len + n + 1 <= b->cap) return true;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->len + n + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-        b->failed = true;
-        return false;
-    }
-    b->p = p;
-    b->cap = cap;
-    return true;
-}
-
-void hy_sb_addn(hy_strbuf *b, const char *s, size_t n) {
-    if (!sb_grow(b, n)) return;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-void hy_sb_add(hy_strbuf *b, const char *s) { hy_sb_addn(b, s, strlen(s)); }
-
-void hy_sb_printf(hy_strbuf *b, const char *fmt, ...) {
-    va_list ap, ap2;
-    va_start(ap, fmt);
-    va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n >= 0 && sb_grow(b, (size_t)n)) {
-        vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap2);
-        b->len += (size_t)n;
-    }
-    va_end(ap2);
-}
-
-void hy_sb_json_string(hy_strbuf *b, const char *s) {
-    hy_sb_addn(b, "\"", 1);
-    for (const char *run = s; *s; s = run) {
-        while (*run && *run != '"' && *run != '\\' && (unsigned char)*run >= 0x20) run++;
-        hy_sb_addn(b, s, (size_t)(run - s));
-        if (!*run) break;
-        unsigned char c = (unsigned char)*run++;
-        const char *e = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n" : c == '\t' ? "\\t"
-                      : c == '\r' ? "\\r" : c == '\b' ? "\\b" : c == '\f' ? "\\f" : NULL;
-        if (e) hy_sb_add(b, e);
-        else hy_sb_printf(b, "\\u%04x", c);
-    }
-    hy_sb_addn(b, "\"", 1);
-}
-
-char *hy_sb_take(hy_strbuf *b) {
-    char *p = b->p;
-    if (b->failed) {
-        free(p);
-        p = NULL;
-        hy_fail_code(HY_ERR_NOMEM, "out of memory building a string");
-    } else if (!p)
-        p = calloc(1, 1);
-    memset(b, 0, sizeof *b);
-    return p;
-}
-
-void hy_sb_free(hy_strbuf *b) {
-    free(b->p);
-    memset(b, 0, sizeof *b);
 }

@@ -1,5 +1,5 @@
-/* A small JSON reader (a DOM: parse once, then walk the tree) and a string builder with JSON
- * escaping, for safetensors headers and the model config inside checkpoints. The parser is strict
+/* A small JSON reader (a DOM: parse once, then walk the tree), for safetensors headers and the
+ * model config inside checkpoints (JSON is written with core/strbuf.h). The parser is strict
  * (RFC 8259: no trailing commas, no comments, no duplicate keys, no NUL in strings) and never
  * crashes on bad input: it returns a negative code with a message giving line, column and problem. */
 #ifndef HY_MODELS_JSON_H
@@ -31,23 +31,5 @@ const hy_json *hy_json_get(const hy_json *j, const char *key);
 /* True for a NUMBER written as an integer (no fraction or exponent) that fits int64. */
 bool hy_json_int(const hy_json *j, int64_t *out);
 const char *hy_json_type_name(hy_json_type t);   /* "a string", "an object", ... for messages */
-
-/* A growable, NUL-terminated string (malloc'd). A failed allocation sets `failed`; later appends
- * do nothing and hy_sb_take returns NULL. Zero-initialised struct = empty. */
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool failed;
-} hy_strbuf;
-
-void hy_sb_addn(hy_strbuf *b, const char *s, size_t n);
-void hy_sb_add(hy_strbuf *b, const char *s);
-void hy_sb_printf(hy_strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends s as a quoted JSON string ("a\"b\n" etc.; bytes >= 0x80 are copied as they are). */
-void hy_sb_json_string(hy_strbuf *b, const char *s);
-/* The string (malloc'd, caller frees with free()), or NULL after a failed allocation (hy_fail set).
- * The builder is left empty. */
-char *hy_sb_take(hy_strbuf *b);
-void hy_sb_free(hy_strbuf *b);
 
 #endif

@@ -56,6 +56,14 @@ struct hy_model {
 int hy_model_config_resolve(hy_model_config *cfg);
 int hy_model_config_copy(hy_model_config *dst, const hy_model_config *src);
 void hy_model_config_free(hy_model_config *cfg);
+/* The one walk over a block's option table for the config writers (the JSON inside checkpoints,
+ * models/checkpoint.c; the resolved YAML, experiments/config.c): calls fn(ctx, name, value) for
+ * every option of b in table order (none for an empty ffn), value as hy_opt_format writes it
+ * (null, "auto", true/false, an integer, %.9g). With exact_floats, a float option that %.9g does
+ * not carry exactly is written in its shortest exact form (hy_format_double) instead: the YAML
+ * does so; the checkpoint JSON keeps %.9g, the bytes that existing checkpoints and state files hold. */
+typedef void (*hy_opt_visit_fn)(void *ctx, const char *name, const char *value);
+void hy_block_cfg_each_opt(const hy_block_cfg *b, bool exact_floats, hy_opt_visit_fn fn, void *ctx);
 /* Every option explicit, the SPEC §4 JSON shape; *out is malloc'd. */
 int hy_model_config_to_json(const hy_model_config *cfg, char **out);
 hy_param *hy_model_param(hy_model *m, const char *name);

@@ -1,6 +1,7 @@
 /* safetensors reader (mmap + full validation) and atomic writer. */
 #include "models/safetensors.h"
 #include "core/error.h"
+#include "core/strbuf.h"
 #include "models/json.h"
 #include <errno.h>
 #include <fcntl.h>

@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/mem.h"
+#include "core/strbuf.h"
 #include "experiments/dump.h"
 #include "models/checkpoint.h"
 #include "models/json.h"

@@ -2,7 +2,9 @@
  * overrides, the write -> reload round trip, located error messages for bad configs, and the
  * hy_model_config helpers (resolve, copy). Runs from the repository root. */
 #include "core/error.h"
+#include "core/strbuf.h"
 #include "experiments/config.h"
+#include "models/checkpoint.h"
 #include "tests/testutil.h"
 #include <math.h>
 #include <stdio.h>
@@ -355,6 +357,39 @@ START_TEST(written_form) {
 }
 END_TEST
 
+/* The two config writers share one option walk and one float policy: the resolved YAML keeps a
+ * float option that %.9g cannot carry in its shortest exact form, the checkpoint JSON keeps %.9g
+ * (the bytes existing checkpoints hold); router_aux_coef is written alike in both. */
+START_TEST(writers_share_option_walk_and_float_policy) {
+    hy_run_config c;
+    load_ok(GOOD "placement.yaml", NULL, 0, &c);
+    hy_block_cfg *att = &c.model.layers[0].mixer;
+    int k = hy_opt_index(att->ops, "rope_theta");
+    ck_assert_int_ge(k, 0);
+    att->opts.is_null[k] = false, att->opts.v[k] = 10000.123456789;
+    c.model.router_aux_coef = 0.3f;
+    char *yaml = hy_run_config_text(&c), *json = NULL;
+    ck_assert_ptr_nonnull(yaml);
+    ck_assert_int_eq(hy_model_config_to_json(&c.model, &json), 0);
+    ck_assert_msg(strstr(yaml, ", rope_theta: 10000.123456789}") && strstr(yaml, "router_aux_coef: 0.3\n"), "%s", yaml);
+    ck_assert_msg(strstr(json, ", \"rope_theta\": 10000.1235") && strstr(json, "\"router_aux_coef\": 0.3,"), "%s",
+                  json);
+    free(yaml), free(json);
+    char buf[32];
+    static const struct { float v; const char *text; } floats[] = {{0.001f, "0.001"}, {0.3f, "0.3"}, {0, "0"},
+                                                                   {1.0f / 3, "0.33333334"}, {10, "1e+01"}};
+    for (size_t i = 0; i < sizeof floats / sizeof *floats; i++) {
+        hy_format_float(floats[i].v, buf, sizeof buf);
+        ck_assert_str_eq(buf, floats[i].text);
+    }
+    hy_format_double(4096, buf, sizeof buf);
+    ck_assert_str_eq(buf, "4096");
+    hy_format_double(0.1, buf, sizeof buf);
+    ck_assert_str_eq(buf, "0.1");
+    hy_run_config_free(&c);
+}
+END_TEST
+
 /* ---- bad configs ---- */
 
 typedef struct {
@@ -477,6 +512,7 @@ static Suite *make_config_suite(void) {
     t = tcase_create("write");
     tcase_add_test(t, write_reload_round_trip);
     tcase_add_test(t, written_form);
+    tcase_add_test(t, writers_share_option_walk_and_float_policy);
     suite_add_tcase(s, t);
     t = tcase_create("errors");
     tcase_add_loop_test(t, bad_config, 0, (int)(sizeof bad_cases / sizeof *bad_cases));
