@@ -127,12 +127,6 @@ static void mamba_init(hy_layer *L, hy_rng *rng) {
 
 /* ---------------------------------------------------------------- helpers ---- */
 
-/* A workspace of at least n floats (no copy when it grows). */
-static float *grab(hy_buf *b, size_t n) {
-    if (n > b->cap) hy_buf_free(b);
-    return hy_buf_reserve(b, n ? n : 1);
-}
-
 static void free_fwd(fwd_bufs *F) {
     hy_buf *b[] = {&F->xz, &F->xpad, &F->pre, &F->xc, &F->dbc, &F->draw, &F->delta, &F->ys, &F->yg, &F->A, &F->wT, &F->cs};
     for (size_t i = 0; i < sizeof b / sizeof *b; i++) hy_buf_free(b[i]);
@@ -161,12 +155,13 @@ static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, in
     geom g = geom_of(&L->opts, L->d_model);
     const int E = g.E, K = g.K, Tp = T + K - 1;
     const size_t rows = (size_t)B * T, nE = rows * E;
-    if (!grab(&F->xz, 2 * nE) || !grab(&F->xpad, (size_t)B * Tp * E) || !grab(&F->pre, nE) || !grab(&F->xc, nE) ||
-        !grab(&F->dbc, rows * g.nbc) || !grab(&F->draw, nE) || !grab(&F->delta, nE) || !grab(&F->ys, nE) ||
-        !grab(&F->yg, nE) || !grab(&F->A, (size_t)E * g.N) || !grab(&F->wT, (size_t)K * E))
+    if (!hy_buf_grab(&F->xz, 2 * nE) || !hy_buf_grab(&F->xpad, (size_t)B * Tp * E) || !hy_buf_grab(&F->pre, nE) ||
+        !hy_buf_grab(&F->xc, nE) || !hy_buf_grab(&F->dbc, rows * g.nbc) || !hy_buf_grab(&F->draw, nE) ||
+        !hy_buf_grab(&F->delta, nE) || !hy_buf_grab(&F->ys, nE) || !hy_buf_grab(&F->yg, nE) ||
+        !hy_buf_grab(&F->A, (size_t)E * g.N) || !hy_buf_grab(&F->wT, (size_t)K * E))
         return HY_ERR_NOMEM;
     size_t ncs = keep ? hy_mamba_chunk_floats(B, T, E, g.N, HY_MAMBA_CHUNK) : 0;
-    if (keep && !grab(&F->cs, ncs)) return HY_ERR_NOMEM;
+    if (keep && !hy_buf_grab(&F->cs, ncs)) return HY_ERR_NOMEM;
     float *xz = F->xz.p, *xpad = F->xpad.p, *pre = F->pre.p, *xc = F->xc.p, *wT = F->wT.p;
     hy_linear_forward(xz, u, L->p[P_IN], NULL, (int)rows, g.d, 2 * E);
     /* the conv's input with its K-1 rows of history in front */
@@ -250,8 +245,8 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     fwd_bufs *F = &P->F;
     const int E = g.E, N = g.N, K = g.K, R = g.R, Tp = T + K - 1;
     const size_t rows = (size_t)B * T, nE = rows * E;
-    if (!grab(&P->dyg, nE) || !grab(&P->dxz, 2 * nE) || !grab(&P->ddelta, nE) || !grab(&P->dxc, nE) ||
-        !grab(&P->ddbc, rows * g.nbc) || !grab(&P->dA, (size_t)E * N))
+    if (!hy_buf_grab(&P->dyg, nE) || !hy_buf_grab(&P->dxz, 2 * nE) || !hy_buf_grab(&P->ddelta, nE) ||
+        !hy_buf_grab(&P->dxc, nE) || !hy_buf_grab(&P->ddbc, rows * g.nbc) || !hy_buf_grab(&P->dA, (size_t)E * N))
         return HY_ERR_NOMEM;
     float *dyg = P->dyg.p, *dxz = P->dxz.p, *ddelta = P->ddelta.p, *dxc = P->dxc.p, *ddbc = P->ddbc.p;
     const float *xz = F->xz.p, *ys = F->ys.p;

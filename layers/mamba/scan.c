@@ -248,10 +248,8 @@ int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *
     const int nth = omp_get_max_threads();
     const size_t need = (size_t)nth * rowsN + (size_t)B * E * N + (size_t)B * E + (size_t)nth * ws_floats;
     float *mem;
-    if (work) {
-        if (work->cap < need) hy_buf_free(work);
-        mem = hy_buf_reserve(work, need);
-    } else mem = hy_malloc(need * sizeof(float));
+    if (work) mem = hy_buf_grab(work, need);
+    else mem = hy_malloc(need * sizeof(float));
     if (!mem) return HY_ERR_NOMEM;
     float *part = mem, *dA_p = part + (size_t)nth * rowsN, *dD_p = dA_p + (size_t)B * E * N, *wsb = dD_p + (size_t)B * E;
     memset(part, 0, (size_t)nth * rowsN * sizeof(float));

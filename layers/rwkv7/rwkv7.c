@@ -198,12 +198,14 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
     hy_buf *big[] = {&P->xx, &P->xm, &P->r, &P->k0, &P->k, &P->v, &P->w, &P->dec, &P->a, &P->g, &P->kk, &P->b,
                      &P->y, &P->sq, &P->op};
     for (size_t i = 0; i < sizeof big / sizeof *big; i++)
-        if (!grab(big[i], n)) return HY_ERR_NOMEM;
-    if (!grab(&P->hw, rows * g.Dw) || !grab(&P->ha, rows * g.Da) || !grab(&P->hg, rows * g.Dg) ||
-        !grab(&P->kinv, rows * H) || !grab(&P->mean, rows * H) || !grab(&P->rstd, rows * H))
+        if (!hy_buf_grab(big[i], n)) return HY_ERR_NOMEM;
+    if (!hy_buf_grab(&P->hw, rows * g.Dw) || !hy_buf_grab(&P->ha, rows * g.Da) || !hy_buf_grab(&P->hg, rows * g.Dg) ||
+        !hy_buf_grab(&P->kinv, rows * H) || !hy_buf_grab(&P->mean, rows * H) || !hy_buf_grab(&P->rstd, rows * H))
         return HY_ERR_NOMEM;
-    if (!first && (!grab(&P->hv, rows * g.Dv) || !grab(&P->vg, n) || !grab(&P->vdiff, n))) return HY_ERR_NOMEM;
-    if (keep && !grab(&P->ckpt, (size_t)B * H * hy_wkv7_nchunks(T) * N * N)) return HY_ERR_NOMEM;
+    if (!first && (!hy_buf_grab(&P->hv, rows * g.Dv) || !hy_buf_grab(&P->vg, n) || !hy_buf_grab(&P->vdiff, n)))
+        return HY_ERR_NOMEM;
+    if (keep && !hy_buf_grab(&P->ckpt, (size_t)B * H * hy_wkv7_nchunks(T) * N * N))
+        return HY_ERR_NOMEM;
     float *const *p = L->p;
     float *xx = P->xx.p, *xm = P->xm.p;
     /* token shift */
@@ -223,11 +225,11 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
     float *v = P->v.p;
     if (first) {
         if (sh) {
-            if (!grab(&sh->v_first, n)) return HY_ERR_NOMEM;
+            if (!hy_buf_grab(&sh->v_first, n)) return HY_ERR_NOMEM;
             memcpy(sh->v_first.p, v, n * sizeof(float));
             sh->v_first_rows = rows;
             if (keep) {
-                if (!grab(&sh->dv_first, n)) return HY_ERR_NOMEM;
+                if (!hy_buf_grab(&sh->dv_first, n)) return HY_ERR_NOMEM;
                 memset(sh->dv_first.p, 0, n * sizeof(float));
             }
         }
