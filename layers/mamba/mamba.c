@@ -377,14 +377,16 @@ static int mamba_step(hy_layer *L, void *state, const float *x, float *y, int B)
 
 /* Two tensors in mamba_ssm's layouts: "conv" (B, E, K-1), the last K-1 conv inputs per channel
  * oldest first (conv_state[:, :, 1:] of mamba_ssm's (B, E, K) after a step; (B, E, 0) when
- * K = 1), and "ssm" (B, E, N). No position counter: the block's output does not depend on one. */
-static int mamba_state_tensors(hy_layer *L, const void *state, hy_state_tensor *out) {
-    const mamba_state *s = state;
+ * K = 1), and "ssm" (B, E, N). No position counter: the block's output does not depend on one.
+ * One list for state_tensors and for the checks of state_import. */
+static void mamba_tensors_of(hy_layer *L, int B, hy_state_tensor *out) {
     geom g = geom_of(&L->opts, L->d_model);
-    if (out) {
-        out[0] = (hy_state_tensor){"conv", 3, {s->B, g.E, g.K - 1}};
-        out[1] = (hy_state_tensor){"ssm", 3, {s->B, g.E, g.N}};
-    }
+    out[0] = (hy_state_tensor){"conv", 3, {B, g.E, g.K - 1}};
+    out[1] = (hy_state_tensor){"ssm", 3, {B, g.E, g.N}};
+}
+
+static int mamba_state_tensors(hy_layer *L, const void *state, hy_state_tensor *out) {
+    if (out) mamba_tensors_of(L, ((const mamba_state *)state)->B, out);
     return 2;
 }
 
@@ -406,31 +408,16 @@ static int mamba_state_export(hy_layer *L, const void *state, int i, float *dst)
 }
 
 /* Refills a fresh state from "conv" (B, E, K-1) and "ssm" (B, E, N), both checked against the
- * options and the state's B before anything is copied. */
+ * options and the state's B (hy_state_match) before anything is copied. */
 static int mamba_state_import(hy_layer *L, void *state, int n, const hy_state_tensor *t, const float *const *data) {
     mamba_state *s = state;
     geom g = geom_of(&L->opts, L->d_model);
     const int H = g.K - 1, E = g.E;
-    const char *names[2] = {"conv", "ssm"};
-    const int last[2] = {H, g.N};
+    hy_state_tensor want[2];
     int idx[2];
-    for (int w = 0; w < 2; w++) {
-        idx[w] = hy_state_tensor_find(n, t, names[w]);
-        if (idx[w] < 0) return hy_fail("mamba: state tensor '%s' is missing", names[w]);
-    }
-    for (int i = 0; i < n; i++)
-        if (i != idx[0] && i != idx[1])
-            return hy_fail(strcmp(t[i].name, "conv") && strcmp(t[i].name, "ssm")
-                               ? "mamba: unexpected state tensor '%s' (the state is conv and ssm)"
-                               : "mamba: state tensor '%s' appears more than once",
-                           t[i].name);
-    if (n != 2) return hy_fail("mamba: the state has %d tensors, expected 2 (conv, ssm)", n);
-    for (int w = 0; w < 2; w++) {
-        const hy_state_tensor *x = &t[idx[w]];
-        if (x->ndim != 3 || x->shape[0] != s->B || x->shape[1] != E || x->shape[2] != last[w])
-            return hy_fail("mamba: state tensor '%s' must have shape (%d, %d, %d) (batch, expand*d_model, %s)",
-                           x->name, s->B, E, last[w], w ? "d_state" : "d_conv-1");
-    }
+    mamba_tensors_of(L, s->B, want);
+    int rc = hy_state_match("mamba", n, t, 2, want, idx);
+    if (rc < 0) return rc;
     const float *cv = data[idx[0]];
     for (int b = 0; b < s->B; b++)
         for (int j = 0; j < H; j++)
