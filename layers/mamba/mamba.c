@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
+#include "core/vmath.h"
 #include "layers/mamba/mamba.h"
 #include <math.h>
 #include <stdio.h>
@@ -197,7 +198,7 @@ static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, in
     #pragma omp parallel for schedule(static) if (nE > 16384)
     for (long r = 0; r < (long)rows; r++)
         for (int c = 0; c < E; c++) draw[(size_t)r * E + c] += dtb[c];
-    hy_mamba_softplus(F->delta.p, draw, nE);
+    hy_softplus_array(F->delta.p, draw, nE);
     for (size_t i = 0; i < (size_t)E * g.N; i++) F->A.p[i] = -expf(L->p[P_A_LOG][i]);
     hy_mamba_scan_args a = {B, T, E, g.N, F->delta.p, xc, F->dbc.p + g.R, F->dbc.p + g.R + g.N, g.nbc, F->A.p,
                             L->p[P_D], ssm, ssm, HY_MAMBA_CHUNK, keep ? F->cs.p : NULL};

@@ -55,20 +55,4 @@ int hy_mamba_scan_forward(const hy_mamba_scan_args *a, float *y);
 int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *ddelta, float *dx, float *dB,
                            float *dC, int ld_dbc, float *dA, float *dD, hy_buf *work);
 
-#define HY_MB_FMA(a, b, c) HY_FMAF(a, b, c)
-
-/* exp(x) for x <= 0 (the scan's Δ·A): for negative floats the bits grow with |x|, so one
- * unsigned min clamps at -87. Not for x > 88. */
-static inline float hy_mamba_expf_neg(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    u = u > 0xc2ae0000u ? 0xc2ae0000u : u;
-    memcpy(&x, &u, sizeof x);
-    return hy_expf_core(x);
-}
-
-
-/* SPEC softplus (x > 20 ? x : log1p(exp(x))) over n floats, vectorized (within ~2 ulp of libm). */
-void hy_mamba_softplus(float *restrict out, const float *restrict in, size_t n);
-
 #endif

@@ -165,21 +165,6 @@ static rw_priv *priv_of(hy_layer *L) {
 }
 
 
-/* log(1 + exp(u)) (SPEC softplus), branch-free for vectorized loops: max(u,0) + log1p(e^-|u|) with
- * log1p(t), t in (0, 1], as 2·atanh(t/(2+t)) by its series (relative error ~1e-7). */
-static inline float softplus_v(float u) {
-    float t = hy_expf(-fabsf(u)), s = t / (2.0f + t), s2 = s * s;
-    float p = 1.0f / 13.0f;
-    p = p * s2 + 1.0f / 11.0f;
-    p = p * s2 + 1.0f / 9.0f;
-    p = p * s2 + 1.0f / 7.0f;
-    p = p * s2 + 1.0f / 5.0f;
-    p = p * s2 + 1.0f / 3.0f;
-    p = p * s2 + 1.0f;
-    return (u > 0 ? u : 0.0f) + 2.0f * s * p;
-}
-
-
 /* ---------------------------------------------------------------- forward ---- */
 
 /* The forward of B sequences of T tokens from an optional state: xprev (B, C) is the token before
@@ -266,7 +251,7 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
         for (size_t r = 0; r < rows; r++)
             for (int c = 0; c < C; c++) {
                 size_t i = r * C + c;
-                float wv = -softplus_v(-(w0[c] + w[i])) - 0.5f;
+                float wv = -hy_softplusf_atanh(-(w0[c] + w[i])) - 0.5f;
                 w[i] = wv;
                 dec[i] = hy_expf(-hy_expf(wv));
             }
