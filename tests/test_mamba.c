@@ -8,7 +8,7 @@
 #include "core/mem.h"
 #include "core/rng.h"
 #include "core/vmath.h"
-#include "layers/mamba/mamba.h"
+#include "layers/mamba/scan.h"
 #include "tests/testutil.h"
 #include <math.h>
 #include <omp.h>

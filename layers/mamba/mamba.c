@@ -15,6 +15,7 @@
 #include "core/mem.h"
 #include "core/vmath.h"
 #include "layers/mamba/mamba.h"
+#include "layers/mamba/scan.h"
 #include <math.h>
 #include <stdio.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* mamba_scan — the selective scan of the Mamba block, forward and chunked backward (see
- * layers/mamba/mamba.h for the math and layouts).
+ * layers/mamba/scan.h for the math and layouts).
  *
  * Work unit: one sequence × a block of CB = 16 channels. Its N states live in a [N][CB] array, so
  * the inner loops run over 16 contiguous channels (one AVX-512 or two AVX2 vectors; hy_expf_neg_v8);
@@ -21,7 +21,7 @@
 #include "core/error.h"
 #include "core/mem.h"
 #include "core/vmath.h"
-#include "layers/mamba/mamba.h"
+#include "layers/mamba/scan.h"
 #include <math.h>
 #include <omp.h>
 #if defined(__AVX2__)
