@@ -11,6 +11,7 @@
 #include "experiments/config.h"
 #include "layers/attention/attention.h"
 #include "layers/mamba/mamba.h"
+#include "layers/mamba/scan.h"
 #include "models/optim.h"
 #include <math.h>
 #include <stdio.h>

@@ -54,6 +54,11 @@ float *hy_buf_reserve(hy_buf *b, size_t n) {
     return p;
 }
 
+float *hy_buf_grab(hy_buf *b, size_t n) {
+    if (n > b->cap) hy_buf_free(b);
+    return hy_buf_reserve(b, n ? n : 1);
+}
+
 void hy_buf_free(hy_buf *b) {
     hy_free(b->p);
     b->p = NULL;

@@ -18,6 +18,8 @@ typedef struct {
     size_t cap;    /* floats */
 } hy_buf;
 float *hy_buf_reserve(hy_buf *b, size_t n);   /* NULL on failure */
+/* A workspace of at least n floats, contents dropped: frees before it grows (no copy, no double peak). */
+float *hy_buf_grab(hy_buf *b, size_t n);
 void hy_buf_free(hy_buf *b);
 
 #endif

@@ -1,10 +1,21 @@
 /* Elementwise math in forms the compiler vectorizes (-O3 -march=native): branch-free, no libm
  * calls, so loops over these run at SIMD speed (~0.3 ns per expf on AVX-512 instead of ~3 ns).
- * Accuracy: hy_expf within 2 ulp of expf over [-87, 88]; below -87 it returns ~1e-38, not 0. */
+ * Accuracy: hy_expf within 2 ulp of expf over [-87, 88]; below -87 it returns ~1e-38, not 0.
+ * The library's exp, softplus and log1p variants all live here and in vmath.c: one Cephes exp
+ * polynomial (hy_expf_core) behind every exp, scalar or 8-lane, and the attention kernels' AVX2
+ * exp2 (its own minimax polynomial). Files compiled with fp-contract=fast (the Mamba scan, the
+ * RWKV-7 state kernels) may fuse an inlined product with a following add, so the same call can
+ * round differently there than elsewhere. */
 #ifndef HY_CORE_VMATH_H
 #define HY_CORE_VMATH_H
+#include "core/vec8.h"
+#include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
 
 /* a·b + c as one fused instruction where the target has FMA (C17 mode does not contract a*b + c). */
 #ifdef __FMA__
@@ -52,10 +63,71 @@ static inline float hy_expf(float x) {
     return hy_expf_core(x);
 }
 
+/* exp(x) for x <= 0 (the Mamba scan's Δ·A, softplus's exp(-|v|)): for negative floats the bits
+ * grow with |x|, so one unsigned min clamps at -87. Not for x > 88. */
+static inline float hy_expf_neg(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u = u > 0xc2ae0000u ? 0xc2ae0000u : u;
+    memcpy(&x, &u, sizeof x);
+    return hy_expf_core(x);
+}
+
+/* hy_expf_neg on the 8 lanes of a v8 (the Mamba scan's register blocks): the scalar code per
+ * lane, which gcc turns into one vector instruction per step, so there is no second polynomial. */
+static inline v8 hy_expf_neg_v8(v8 x) {
+    v8 r;
+    for (int i = 0; i < 8; i++) r[i] = hy_expf_neg(x[i]);
+    return r;
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+/* 2^x on 8 lanes for x <= 0, AVX2 (the attention kernels' softmax, in base 2, once the max is
+ * subtracted): x = n + f with |f| <= 1/2, 2^f by a degree-5 minimax polynomial (relative error
+ * 7.7e-8 before rounding), times 2^n built in the exponent bits. Clamped at -125 so the result
+ * stays a normal float (>= 2^-125.5, as hy_expf bottoms out near 1e-38 instead of 0; denormals
+ * would be slow). Not hy_expf_core's polynomial: the attention results were made with this one. */
+static inline __attribute__((always_inline)) __m256 hy_exp2f_avx2(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-125.0f));
+    __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), f = _mm256_sub_ps(x, n);
+    __m256 p = _mm256_set1_ps(1.327793890e-3f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.675757641e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550709598e-2f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402211434e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931469682e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.000000073f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+#endif
+
 static inline float hy_sigmoidf(float x) { return 1.0f / (1.0f + hy_expf(-x)); }
 static inline float hy_siluf(float x) { return x / (1.0f + hy_expf(-x)); }
 
-/* log(1 + exp(x)) with the SPEC's cut-off: x > 20 returns x. Uses libm log1pf: not for hot loops. */
+/* softplus(x) = log(1 + exp(x)) three ways, which differ in the last bits (a block keeps the one
+ * its results were made with):
+ *   hy_softplusf        libm, SPEC's cut-off (x > 20 returns x): the reference, not for hot loops;
+ *   hy_softplus_array   SPEC's cut-off, over an array, vectorized, within ~2 ulp of libm (Mamba's Δ);
+ *   hy_softplusf_atanh  inline for vectorized loops, no cut-off, relative error ~1e-7 (RWKV-7's decay). */
 float hy_softplusf(float x);
+
+/* out[i] = SPEC softplus(in[i]) for n floats: max(v, 0) + log1p(exp(-|v|)) below the cut-off, with
+ * hy_expf_neg and a Cephes log1p, branch-free so the loop vectorizes; OpenMP above 32768 floats. */
+void hy_softplus_array(float *restrict out, const float *restrict in, size_t n);
+
+/* log(1 + exp(u)), branch-free for vectorized loops: max(u,0) + log1p(e^-|u|) with log1p(t), t in
+ * (0, 1], as 2·atanh(t/(2+t)) by its series (relative error ~1e-7). Its a·b + c are plain, not
+ * HY_FMAF: the rwkv7 block's results were made with them unfused (rwkv7.c has no fp-contract). */
+static inline float hy_softplusf_atanh(float u) {
+    float t = hy_expf(-fabsf(u)), s = t / (2.0f + t), s2 = s * s;
+    float p = 1.0f / 13.0f;
+    p = p * s2 + 1.0f / 11.0f;
+    p = p * s2 + 1.0f / 9.0f;
+    p = p * s2 + 1.0f / 7.0f;
+    p = p * s2 + 1.0f / 5.0f;
+    p = p * s2 + 1.0f / 3.0f;
+    p = p * s2 + 1.0f;
+    return (u > 0 ? u : 0.0f) + 2.0f * s * p;
+}
 
 #endif

@@ -49,7 +49,7 @@ static geom geom_of(const hy_opts *o, int d) {
     return g;
 }
 
-/* Caches of the last forward (kept for backward) and workspaces, grown with grab(). */
+/* Caches of the last forward (kept for backward) and workspaces, grown with hy_buf_grab(). */
 typedef struct {
     const float *x;            /* input of the last forward (owned by the caller) */
     int B, T;
@@ -139,13 +139,6 @@ static void attn_init(hy_layer *L, hy_rng *rng) {
 static attn_priv *priv_of(hy_layer *L) {
     if (!L->priv) L->priv = hy_calloc(sizeof(attn_priv));
     return L->priv;
-}
-
-/* A workspace of at least n floats; unlike hy_buf_reserve it does not copy (nor double the peak)
- * when it grows. */
-static float *grab(hy_buf *b, size_t n) {
-    if (n > b->cap) hy_buf_free(b);
-    return hy_buf_reserve(b, n ? n : 1);
 }
 
 /* RoPE cos/sin tables for positions 0..n-1, grown geometrically (streaming adds one at a time).
@@ -261,7 +254,8 @@ static hy_flash_args train_args(const geom *g, attn_priv *P, int B, int T) {
 /* Shared by both paths: q, k, v (after RoPE) of x into the caches. */
 static int forward_common(hy_layer *L, attn_priv *P, const geom *g, const float *x, int B, int T) {
     size_t rows = (size_t)B * T, nq = rows * g->H * g->hd, nk = rows * g->Hkv * g->hd;
-    if (!grab(&P->q, nq) || !grab(&P->k, nk) || !grab(&P->v, nk) || !grab(&P->o, nq)) return HY_ERR_NOMEM;
+    if (!hy_buf_grab(&P->q, nq) || !hy_buf_grab(&P->k, nk) || !hy_buf_grab(&P->v, nk) || !hy_buf_grab(&P->o, nq))
+        return HY_ERR_NOMEM;
     P->have_fwd = false;
     return project_qkv(L, P, g, x, B, T, 0, P->q.p, P->k.p, P->v.p);
 }
@@ -285,7 +279,9 @@ static int backward_prepare(hy_layer *L, attn_priv *P, const geom *g, const floa
         return hy_fail("attention: backward without a matching %s forward (keep_for_backward)",
                        naive ? "naive" : "tiled");
     size_t rows = (size_t)B * T, nq = rows * g->H * g->hd, nk = rows * g->Hkv * g->hd;
-    if (!grab(&P->dout, nq) || !grab(&P->dq, nq) || !grab(&P->dk, nk) || !grab(&P->dv, nk)) return HY_ERR_NOMEM;
+    if (!hy_buf_grab(&P->dout, nq) || !hy_buf_grab(&P->dq, nq) || !hy_buf_grab(&P->dk, nk) ||
+        !hy_buf_grab(&P->dv, nk))
+        return HY_ERR_NOMEM;
     /* dO = dy W_o; dW_o += dyᵀ O */
     hy_linear_backward(P->dout.p, L->g[P_O], NULL, dy, P->o.p, L->p[P_O], (int)rows, g->H * g->hd, g->d, false);
     return 0;
@@ -303,8 +299,8 @@ static int attn_forward(hy_layer *L, const float *x, float *y, int B, int T) {
     size_t rows = (size_t)B * T;
     int rc = forward_common(L, P, &g, x, B, T);
     if (rc < 0) return rc;
-    if (!grab(&P->kt, B * tview(NULL, g.Hkv, g.hd, T).bs) || !grab(&P->lse, rows * g.H) ||
-        !grab(&P->qh, rows * g.H * g.hd) || !grab(&P->vh, rows * g.Hkv * g.hd))
+    if (!hy_buf_grab(&P->kt, B * tview(NULL, g.Hkv, g.hd, T).bs) || !hy_buf_grab(&P->lse, rows * g.H) ||
+        !hy_buf_grab(&P->qh, rows * g.H * g.hd) || !hy_buf_grab(&P->vh, rows * g.Hkv * g.hd))
         return HY_ERR_NOMEM;
     hy_flash_args a = train_args(&g, P, B, T);
     transpose_heads(P->k.p, B, T, g.Hkv, g.hd, a.kt, 0);
@@ -325,8 +321,8 @@ static int attn_backward(hy_layer *L, const float *dy, float *dx, int B, int T) 
     int rc = backward_prepare(L, P, &g, dy, B, T, false);
     if (rc < 0) return rc;
     size_t rows = (size_t)B * T;
-    if (!grab(&P->vt, B * tview(NULL, g.Hkv, g.hd, T).bs) || !grab(&P->kh, rows * g.Hkv * g.hd) ||
-        !grab(&P->douth, rows * g.H * g.hd))
+    if (!hy_buf_grab(&P->vt, B * tview(NULL, g.Hkv, g.hd, T).bs) || !hy_buf_grab(&P->kh, rows * g.Hkv * g.hd) ||
+        !hy_buf_grab(&P->douth, rows * g.H * g.hd))
         return HY_ERR_NOMEM;
     hy_flash_args a = train_args(&g, P, B, T);
     transpose_heads(P->v.p, B, T, g.Hkv, g.hd, a.vt, 0);
@@ -348,7 +344,7 @@ int hy_attention_forward_naive(hy_layer *L, const float *x, float *y, int B, int
     int rc = forward_common(L, P, &g, x, B, T);
     if (rc < 0) return rc;
     size_t TT = (size_t)T * T;
-    if (!grab(&P->probs, (size_t)B * g.H * TT)) return HY_ERR_NOMEM;
+    if (!hy_buf_grab(&P->probs, (size_t)B * g.H * TT)) return HY_ERR_NOMEM;
     int qld = g.H * g.hd, kld = g.Hkv * g.hd, grp = g.H / g.Hkv;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < g.H; h++) {
@@ -380,7 +376,7 @@ int hy_attention_backward_naive(hy_layer *L, const float *dy, float *dx, int B, 
     int rc = backward_prepare(L, P, &g, dy, B, T, true);
     if (rc < 0) return rc;
     size_t TT = (size_t)T * T;
-    if (!grab(&P->dprobs, TT)) return HY_ERR_NOMEM;
+    if (!hy_buf_grab(&P->dprobs, TT)) return HY_ERR_NOMEM;
     int qld = g.H * g.hd, kld = g.Hkv * g.hd, grp = g.H / g.Hkv;
     float scale = 1.0f / sqrtf((float)g.hd), *dS = P->dprobs.p;
     memset(P->dk.p, 0, (size_t)B * T * kld * sizeof(float));
@@ -458,7 +454,8 @@ static int attn_prefill(hy_layer *L, void *state, const float *x, float *y, int 
     if (B != s->B) return hy_fail("attention: state holds %d sequences, got %d", s->B, B);
     if (T <= 0) return 0;
     size_t rows = (size_t)B * T, kw = (size_t)g.Hkv * g.hd, qw = (size_t)g.H * g.hd;
-    if (!grab(&s->q, rows * qw) || !grab(&s->k, rows * kw) || !grab(&s->vn, rows * kw) || !grab(&s->o, rows * qw))
+    if (!hy_buf_grab(&s->q, rows * qw) || !hy_buf_grab(&s->k, rows * kw) || !hy_buf_grab(&s->vn, rows * kw) ||
+        !hy_buf_grab(&s->o, rows * qw))
         return HY_ERR_NOMEM;
     int rc = project_qkv(L, P, &g, x, B, T, s->pos, s->q.p, s->k.p, s->vn.p);
     if (rc < 0 || (rc = cache_grow(s, &g, s->pos + T)) < 0) return rc;

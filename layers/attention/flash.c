@@ -150,23 +150,6 @@ INLINE float hsum8(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
 }
 
-/* 2^x on 8 lanes for x <= 0 (softmax arguments once the max is subtracted): x = n + f with
- * |f| <= 1/2, 2^f by a degree-5 minimax polynomial (relative error 7.7e-8 before rounding), times
- * 2^n built in the exponent bits. Clamped at -125 so the result stays a normal float (>= 2^-125.5,
- * as hy_expf bottoms out near 1e-38 instead of 0; denormals would be slow). */
-INLINE __m256 exp2_8(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-125.0f));
-    __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), f = _mm256_sub_ps(x, n);
-    __m256 p = _mm256_set1_ps(1.327793890e-3f);
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.675757641e-3f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550709598e-2f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402211434e-1f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931469682e-1f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.000000073f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
 /* Online-softmax step on the br score rows of a tile (row r sees its first nv[r] keys, possibly
  * none), in base 2 (scale2 = scale·log2 e): updates the running maxima m and sums l, overwrites S
  * with P and sets alpha[r] = 2^(m_old - m_new), the factor row r's accumulated output must be
@@ -186,7 +169,7 @@ static void tile_online(float *S, int br, const int *nv, float scale2, float *m,
     for (int r = br; r % 8; r++) mx[r] = -FLT_MAX, m[r] = -FLT_MAX, l[r] = 0;
     for (int r = 0; r < br; r += 8) {
         __m256 mo = _mm256_loadu_ps(m + r), mn = _mm256_max_ps(mo, _mm256_loadu_ps(mx + r));
-        _mm256_storeu_ps(alpha + r, exp2_8(_mm256_sub_ps(mo, mn)));
+        _mm256_storeu_ps(alpha + r, hy_exp2f_avx2(_mm256_sub_ps(mo, mn)));
         _mm256_storeu_ps(m + r, mn);
     }
     __m256 vs = _mm256_set1_ps(scale2);
@@ -194,7 +177,7 @@ static void tile_online(float *S, int br, const int *nv, float scale2, float *m,
         float *s = S + (size_t)r * BC;
         __m256 vm = _mm256_set1_ps(m[r]), sum = _mm256_setzero_ps();
         for (int j = 0; j < BC; j += 8) {
-            __m256 p = exp2_8(_mm256_fmsub_ps(_mm256_loadu_ps(s + j), vs, vm));
+            __m256 p = hy_exp2f_avx2(_mm256_fmsub_ps(_mm256_loadu_ps(s + j), vs, vm));
             if (nv[r] - j < 8) p = _mm256_and_ps(p, lanes(nv[r] - j));
             _mm256_storeu_ps(s + j, p);
             sum = _mm256_add_ps(sum, p);
@@ -210,7 +193,7 @@ static void tile_online(float *S, int br, const int *nv, float scale2, float *m,
 static void row_p(float *s, int nvalid, float scale2, float lse2) {
     __m256 vs = _mm256_set1_ps(scale2), vl = _mm256_set1_ps(lse2);
     for (int j = 0; j < BC; j += 8) {
-        __m256 p = exp2_8(_mm256_fmsub_ps(_mm256_loadu_ps(s + j), vs, vl));
+        __m256 p = hy_exp2f_avx2(_mm256_fmsub_ps(_mm256_loadu_ps(s + j), vs, vl));
         if (nvalid - j < 8) p = _mm256_and_ps(p, lanes(nvalid - j));
         _mm256_storeu_ps(s + j, p);
     }

@@ -65,11 +65,6 @@ static cmix_priv *priv_of(hy_layer *L) {
     return L->priv;
 }
 
-static float *grab(hy_buf *b, size_t n) {
-    if (n > b->cap) hy_buf_free(b);
-    return hy_buf_reserve(b, n ? n : 1);
-}
-
 /* Forward from an optional shift state xprev (B, d), updated to the last input when given. */
 static int cmix_forward_core(hy_layer *L, const float *x, float *y, int B, int T, float *xprev, bool keep) {
     cmix_priv *P = priv_of(L);
@@ -78,7 +73,8 @@ static int cmix_forward_core(hy_layer *L, const float *x, float *y, int B, int T
     size_t rows = (size_t)B * T;
     P->have_fwd = false;
     if (rows == 0) return 0;
-    if (!grab(&P->xx, rows * d) || !grab(&P->xk, rows * d) || !grab(&P->h, rows * F) || !grab(&P->act, rows * F))
+    if (!hy_buf_grab(&P->xx, rows * d) || !hy_buf_grab(&P->xk, rows * d) || !hy_buf_grab(&P->h, rows * F) ||
+        !hy_buf_grab(&P->act, rows * F))
         return HY_ERR_NOMEM;
     float *xx = P->xx.p, *xk = P->xk.p, *mu = L->p[P_XK];
     #pragma omp parallel for schedule(static) if (rows * (size_t)d >= PAR_MIN)
@@ -116,9 +112,9 @@ static int cmix_backward(hy_layer *L, const float *dy, float *dx, int B, int T) 
     size_t rows = (size_t)B * T, nf = rows * F;
     if (rows == 0) return 0;
     if (!P || !P->have_fwd || P->B != B || P->T != T) return hy_fail("cmix: backward without a matching forward");
-    if (!grab(&P->dact, nf) || !grab(&P->dxk, rows * d)) return HY_ERR_NOMEM;
+    if (!hy_buf_grab(&P->dact, nf) || !hy_buf_grab(&P->dxk, rows * d)) return HY_ERR_NOMEM;
     if (P->ones.cap < rows) {
-        if (!grab(&P->ones, rows)) return HY_ERR_NOMEM;
+        if (!hy_buf_grab(&P->ones, rows)) return HY_ERR_NOMEM;
         for (size_t i = 0; i < P->ones.cap; i++) P->ones.p[i] = 1.0f;
     }
     hy_linear_backward(P->dact.p, L->g[P_VALUE], NULL, dy, P->act.p, L->p[P_VALUE], (int)rows, F, d, false);

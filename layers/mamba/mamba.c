@@ -13,7 +13,9 @@
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
+#include "core/vmath.h"
 #include "layers/mamba/mamba.h"
+#include "layers/mamba/scan.h"
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -127,12 +129,6 @@ static void mamba_init(hy_layer *L, hy_rng *rng) {
 
 /* ---------------------------------------------------------------- helpers ---- */
 
-/* A workspace of at least n floats (no copy when it grows). */
-static float *grab(hy_buf *b, size_t n) {
-    if (n > b->cap) hy_buf_free(b);
-    return hy_buf_reserve(b, n ? n : 1);
-}
-
 static void free_fwd(fwd_bufs *F) {
     hy_buf *b[] = {&F->xz, &F->xpad, &F->pre, &F->xc, &F->dbc, &F->draw, &F->delta, &F->ys, &F->yg, &F->A, &F->wT, &F->cs};
     for (size_t i = 0; i < sizeof b / sizeof *b; i++) hy_buf_free(b[i]);
@@ -161,12 +157,13 @@ static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, in
     geom g = geom_of(&L->opts, L->d_model);
     const int E = g.E, K = g.K, Tp = T + K - 1;
     const size_t rows = (size_t)B * T, nE = rows * E;
-    if (!grab(&F->xz, 2 * nE) || !grab(&F->xpad, (size_t)B * Tp * E) || !grab(&F->pre, nE) || !grab(&F->xc, nE) ||
-        !grab(&F->dbc, rows * g.nbc) || !grab(&F->draw, nE) || !grab(&F->delta, nE) || !grab(&F->ys, nE) ||
-        !grab(&F->yg, nE) || !grab(&F->A, (size_t)E * g.N) || !grab(&F->wT, (size_t)K * E))
+    if (!hy_buf_grab(&F->xz, 2 * nE) || !hy_buf_grab(&F->xpad, (size_t)B * Tp * E) || !hy_buf_grab(&F->pre, nE) ||
+        !hy_buf_grab(&F->xc, nE) || !hy_buf_grab(&F->dbc, rows * g.nbc) || !hy_buf_grab(&F->draw, nE) ||
+        !hy_buf_grab(&F->delta, nE) || !hy_buf_grab(&F->ys, nE) || !hy_buf_grab(&F->yg, nE) ||
+        !hy_buf_grab(&F->A, (size_t)E * g.N) || !hy_buf_grab(&F->wT, (size_t)K * E))
         return HY_ERR_NOMEM;
     size_t ncs = keep ? hy_mamba_chunk_floats(B, T, E, g.N, HY_MAMBA_CHUNK) : 0;
-    if (keep && !grab(&F->cs, ncs)) return HY_ERR_NOMEM;
+    if (keep && !hy_buf_grab(&F->cs, ncs)) return HY_ERR_NOMEM;
     float *xz = F->xz.p, *xpad = F->xpad.p, *pre = F->pre.p, *xc = F->xc.p, *wT = F->wT.p;
     hy_linear_forward(xz, u, L->p[P_IN], NULL, (int)rows, g.d, 2 * E);
     /* the conv's input with its K-1 rows of history in front */
@@ -202,7 +199,7 @@ static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, in
     #pragma omp parallel for schedule(static) if (nE > 16384)
     for (long r = 0; r < (long)rows; r++)
         for (int c = 0; c < E; c++) draw[(size_t)r * E + c] += dtb[c];
-    hy_mamba_softplus(F->delta.p, draw, nE);
+    hy_softplus_array(F->delta.p, draw, nE);
     for (size_t i = 0; i < (size_t)E * g.N; i++) F->A.p[i] = -expf(L->p[P_A_LOG][i]);
     hy_mamba_scan_args a = {B, T, E, g.N, F->delta.p, xc, F->dbc.p + g.R, F->dbc.p + g.R + g.N, g.nbc, F->A.p,
                             L->p[P_D], ssm, ssm, HY_MAMBA_CHUNK, keep ? F->cs.p : NULL};
@@ -250,8 +247,8 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     fwd_bufs *F = &P->F;
     const int E = g.E, N = g.N, K = g.K, R = g.R, Tp = T + K - 1;
     const size_t rows = (size_t)B * T, nE = rows * E;
-    if (!grab(&P->dyg, nE) || !grab(&P->dxz, 2 * nE) || !grab(&P->ddelta, nE) || !grab(&P->dxc, nE) ||
-        !grab(&P->ddbc, rows * g.nbc) || !grab(&P->dA, (size_t)E * N))
+    if (!hy_buf_grab(&P->dyg, nE) || !hy_buf_grab(&P->dxz, 2 * nE) || !hy_buf_grab(&P->ddelta, nE) ||
+        !hy_buf_grab(&P->dxc, nE) || !hy_buf_grab(&P->ddbc, rows * g.nbc) || !hy_buf_grab(&P->dA, (size_t)E * N))
         return HY_ERR_NOMEM;
     float *dyg = P->dyg.p, *dxz = P->dxz.p, *ddelta = P->ddelta.p, *dxc = P->dxc.p, *ddbc = P->ddbc.p;
     const float *xz = F->xz.p, *ys = F->ys.p;
@@ -382,14 +379,16 @@ static int mamba_step(hy_layer *L, void *state, const float *x, float *y, int B)
 
 /* Two tensors in mamba_ssm's layouts: "conv" (B, E, K-1), the last K-1 conv inputs per channel
  * oldest first (conv_state[:, :, 1:] of mamba_ssm's (B, E, K) after a step; (B, E, 0) when
- * K = 1), and "ssm" (B, E, N). No position counter: the block's output does not depend on one. */
-static int mamba_state_tensors(hy_layer *L, const void *state, hy_state_tensor *out) {
-    const mamba_state *s = state;
+ * K = 1), and "ssm" (B, E, N). No position counter: the block's output does not depend on one.
+ * One list for state_tensors and for the checks of state_import. */
+static void mamba_tensors_of(hy_layer *L, int B, hy_state_tensor *out) {
     geom g = geom_of(&L->opts, L->d_model);
-    if (out) {
-        out[0] = (hy_state_tensor){"conv", 3, {s->B, g.E, g.K - 1}};
-        out[1] = (hy_state_tensor){"ssm", 3, {s->B, g.E, g.N}};
-    }
+    out[0] = (hy_state_tensor){"conv", 3, {B, g.E, g.K - 1}};
+    out[1] = (hy_state_tensor){"ssm", 3, {B, g.E, g.N}};
+}
+
+static int mamba_state_tensors(hy_layer *L, const void *state, hy_state_tensor *out) {
+    if (out) mamba_tensors_of(L, ((const mamba_state *)state)->B, out);
     return 2;
 }
 
@@ -411,31 +410,16 @@ static int mamba_state_export(hy_layer *L, const void *state, int i, float *dst)
 }
 
 /* Refills a fresh state from "conv" (B, E, K-1) and "ssm" (B, E, N), both checked against the
- * options and the state's B before anything is copied. */
+ * options and the state's B (hy_state_match) before anything is copied. */
 static int mamba_state_import(hy_layer *L, void *state, int n, const hy_state_tensor *t, const float *const *data) {
     mamba_state *s = state;
     geom g = geom_of(&L->opts, L->d_model);
     const int H = g.K - 1, E = g.E;
-    const char *names[2] = {"conv", "ssm"};
-    const int last[2] = {H, g.N};
+    hy_state_tensor want[2];
     int idx[2];
-    for (int w = 0; w < 2; w++) {
-        idx[w] = hy_state_tensor_find(n, t, names[w]);
-        if (idx[w] < 0) return hy_fail("mamba: state tensor '%s' is missing", names[w]);
-    }
-    for (int i = 0; i < n; i++)
-        if (i != idx[0] && i != idx[1])
-            return hy_fail(strcmp(t[i].name, "conv") && strcmp(t[i].name, "ssm")
-                               ? "mamba: unexpected state tensor '%s' (the state is conv and ssm)"
-                               : "mamba: state tensor '%s' appears more than once",
-                           t[i].name);
-    if (n != 2) return hy_fail("mamba: the state has %d tensors, expected 2 (conv, ssm)", n);
-    for (int w = 0; w < 2; w++) {
-        const hy_state_tensor *x = &t[idx[w]];
-        if (x->ndim != 3 || x->shape[0] != s->B || x->shape[1] != E || x->shape[2] != last[w])
-            return hy_fail("mamba: state tensor '%s' must have shape (%d, %d, %d) (batch, expand*d_model, %s)",
-                           x->name, s->B, E, last[w], w ? "d_state" : "d_conv-1");
-    }
+    mamba_tensors_of(L, s->B, want);
+    int rc = hy_state_match("mamba", n, t, 2, want, idx);
+    if (rc < 0) return rc;
     const float *cv = data[idx[0]];
     for (int b = 0; b < s->B; b++)
         for (int j = 0; j < H; j++)

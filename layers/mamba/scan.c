@@ -1,8 +1,8 @@
 /* mamba_scan — the selective scan of the Mamba block, forward and chunked backward (see
- * layers/mamba/mamba.h for the math and layouts).
+ * layers/mamba/scan.h for the math and layouts).
  *
  * Work unit: one sequence × a block of CB = 16 channels. Its N states live in a [N][CB] array, so
- * the inner loops run over 16 contiguous channels (one AVX-512 or two AVX2 vectors; hy_expf);
+ * the inner loops run over 16 contiguous channels (one AVX-512 or two AVX2 vectors; hy_expf_neg_v8);
  * B_t[n] and C_t[n] are scalars broadcast over the block. A tail block (E not a multiple of 16) is
  * padded with zero channels (Δ = x = 0 keeps their state at 0), so every loop has the full width.
  *
@@ -20,7 +20,8 @@
 #pragma GCC optimize("fp-contract=fast")
 #include "core/error.h"
 #include "core/mem.h"
-#include "layers/mamba/mamba.h"
+#include "core/vmath.h"
+#include "layers/mamba/scan.h"
 #include <math.h>
 #include <omp.h>
 #if defined(__AVX2__)
@@ -30,32 +31,6 @@
 #include <string.h>
 
 #define CB 16
-
-
-/* hy_mamba_expf_neg on 8 lanes (x <= 0): one unsigned min on the bits clamps at -87. */
-static inline v8 vexp_neg(v8 x) {
-    v8u u;
-    memcpy(&u, &x, sizeof u);
-    const v8u lo = (v8u){0, 0, 0, 0, 0, 0, 0, 0} + 0xc2ae0000u;
-    v8u m = (v8u)(u > lo);
-    u = (u & ~m) | (lo & m);
-    memcpy(&x, &u, sizeof x);
-    const v8 magic = v8_splat(12582912.0f);
-    v8 n = (x * 1.44269504088896341f + magic) - magic;
-    v8 r = x - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    v8 p = v8_splat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;
-    v8 scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
 
 size_t hy_mamba_chunk_floats(int B, int T, int E, int N, int chunk) {
     if (chunk <= 0 || T <= 0) return 0;
@@ -103,8 +78,8 @@ static void forward_block(const hy_mamba_scan_args *a, float *y, int b, int c0) 
         v8 acc0 = v8_load(Dv) * x0, acc1 = v8_load(Dv + 8) * x1;
         for (int n = 0; n < N; n++) {
             const v8 bn = v8_splat(bt[n]), cn = v8_splat(ct[n]);
-            v8 s0 = vexp_neg(d0 * v8_load(At[n])) * v8_load(s[n]) + dx0 * bn;
-            v8 s1 = vexp_neg(d1 * v8_load(At[n] + 8)) * v8_load(s[n] + 8) + dx1 * bn;
+            v8 s0 = hy_expf_neg_v8(d0 * v8_load(At[n])) * v8_load(s[n]) + dx0 * bn;
+            v8 s1 = hy_expf_neg_v8(d1 * v8_load(At[n] + 8)) * v8_load(s[n] + 8) + dx1 * bn;
             v8_store(s[n], s0), v8_store(s[n] + 8, s1);
             acc0 = s0 * cn + acc0, acc1 = s1 * cn + acc1;
         }
@@ -188,7 +163,7 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
             float (*restrict sp)[CB] = S + i * N, (*restrict sn)[CB] = S + (i + 1) * N, (*restrict ex)[CB] = Ex + i * N;
             for (int n = 0; n < N; n++) {
                 const v8 bn = v8_splat(bt[n]);
-                v8 e0 = vexp_neg(d0 * v8_load(At[n])), e1 = vexp_neg(d1 * v8_load(At[n] + 8));
+                v8 e0 = hy_expf_neg_v8(d0 * v8_load(At[n])), e1 = hy_expf_neg_v8(d1 * v8_load(At[n] + 8));
                 v8_store(ex[n], e0), v8_store(ex[n] + 8, e1);
                 v8_store(sn[n], e0 * v8_load(sp[n]) + dx0 * bn), v8_store(sn[n] + 8, e1 * v8_load(sp[n] + 8) + dx1 * bn);
             }
@@ -248,10 +223,8 @@ int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *
     const int nth = omp_get_max_threads();
     const size_t need = (size_t)nth * rowsN + (size_t)B * E * N + (size_t)B * E + (size_t)nth * ws_floats;
     float *mem;
-    if (work) {
-        if (work->cap < need) hy_buf_free(work);
-        mem = hy_buf_reserve(work, need);
-    } else mem = hy_malloc(need * sizeof(float));
+    if (work) mem = hy_buf_grab(work, need);
+    else mem = hy_malloc(need * sizeof(float));
     if (!mem) return HY_ERR_NOMEM;
     float *part = mem, *dA_p = part + (size_t)nth * rowsN, *dD_p = dA_p + (size_t)B * E * N, *wsb = dD_p + (size_t)B * E;
     memset(part, 0, (size_t)nth * rowsN * sizeof(float));
@@ -294,50 +267,4 @@ int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *
         }
     if (!work) hy_free(mem);
     return 0;
-}
-
-/* a if m else b, as a bitwise blend of the bits: a ternary whose arms hold float arithmetic is
- * not if-converted under -ftrapping-math, and the loop would stay scalar. */
-static inline float select_f(int m, float a, float b) {
-    int32_t ia, ib, mk = -(int32_t)(m != 0), r;
-    memcpy(&ia, &a, sizeof ia);
-    memcpy(&ib, &b, sizeof ib);
-    r = (ia & mk) | (ib & ~mk);
-    memcpy(&a, &r, sizeof a);
-    return a;
-}
-
-/* log1p(e) for e in [0, 1], branch-free (cephes logf's polynomial): for e <= sqrt2 - 1 the
- * polynomial runs on e itself (no rounding of 1 + e), above on (1 + e)/2 - 1 plus log 2. */
-static inline float log1p_unit(float e) {
-    const int big = hy_float_ordered(e) > 0x3ed413cd;   /* e > sqrt2 - 1 = 0.41421356 */
-    const float x = select_f(big, 0.5f * (1.0f + e) - 1.0f, e), k = (float)big, z = x * x;
-    float y = 7.0376836292e-2f;
-    y = HY_MB_FMA(y, x, -1.1514610310e-1f);
-    y = HY_MB_FMA(y, x, 1.1676998740e-1f);
-    y = HY_MB_FMA(y, x, -1.2420140846e-1f);
-    y = HY_MB_FMA(y, x, 1.4249322787e-1f);
-    y = HY_MB_FMA(y, x, -1.6668057665e-1f);
-    y = HY_MB_FMA(y, x, 2.0000714765e-1f);
-    y = HY_MB_FMA(y, x, -2.4999993993e-1f);
-    y = HY_MB_FMA(y, x, 3.3333331174e-1f);
-    y = y * x * z;
-    y = HY_MB_FMA(-2.12194440e-4f, k, y);
-    y = HY_MB_FMA(-0.5f, z, y);
-    return HY_MB_FMA(0.693359375f, k, x + y);
-}
-
-/* softplus(v) = max(v, 0) + log1p(exp(-|v|)) for v <= 20 (the same function, no overflow). */
-void hy_mamba_softplus(float *restrict out, const float *restrict in, size_t n) {
-    #pragma omp parallel for schedule(static) if (n > 32768)
-    for (size_t i = 0; i < n; i++) {
-        float v = in[i];
-        int32_t b;
-        memcpy(&b, &v, sizeof b);
-        int32_t pos = b & ~(b >> 31), neg = b & 0x7fffffff;     /* max(v, 0) and |v| */
-        float vp, va;
-        memcpy(&vp, &pos, sizeof vp);
-        memcpy(&va, &neg, sizeof va);
-        out[i] = select_f(hy_float_ordered(v) > 0x41a00000, v, vp + log1p_unit(hy_mamba_expf_neg(-va)));   /* v > 20 */
-    }
 }

@@ -165,21 +165,6 @@ static rw_priv *priv_of(hy_layer *L) {
 }
 
 
-/* log(1 + exp(u)) (SPEC softplus), branch-free for vectorized loops: max(u,0) + log1p(e^-|u|) with
- * log1p(t), t in (0, 1], as 2·atanh(t/(2+t)) by its series (relative error ~1e-7). */
-static inline float softplus_v(float u) {
-    float t = hy_expf(-fabsf(u)), s = t / (2.0f + t), s2 = s * s;
-    float p = 1.0f / 13.0f;
-    p = p * s2 + 1.0f / 11.0f;
-    p = p * s2 + 1.0f / 9.0f;
-    p = p * s2 + 1.0f / 7.0f;
-    p = p * s2 + 1.0f / 5.0f;
-    p = p * s2 + 1.0f / 3.0f;
-    p = p * s2 + 1.0f;
-    return (u > 0 ? u : 0.0f) + 2.0f * s * p;
-}
-
-
 /* ---------------------------------------------------------------- forward ---- */
 
 /* The forward of B sequences of T tokens from an optional state: xprev (B, C) is the token before
@@ -198,12 +183,14 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
     hy_buf *big[] = {&P->xx, &P->xm, &P->r, &P->k0, &P->k, &P->v, &P->w, &P->dec, &P->a, &P->g, &P->kk, &P->b,
                      &P->y, &P->sq, &P->op};
     for (size_t i = 0; i < sizeof big / sizeof *big; i++)
-        if (!grab(big[i], n)) return HY_ERR_NOMEM;
-    if (!grab(&P->hw, rows * g.Dw) || !grab(&P->ha, rows * g.Da) || !grab(&P->hg, rows * g.Dg) ||
-        !grab(&P->kinv, rows * H) || !grab(&P->mean, rows * H) || !grab(&P->rstd, rows * H))
+        if (!hy_buf_grab(big[i], n)) return HY_ERR_NOMEM;
+    if (!hy_buf_grab(&P->hw, rows * g.Dw) || !hy_buf_grab(&P->ha, rows * g.Da) || !hy_buf_grab(&P->hg, rows * g.Dg) ||
+        !hy_buf_grab(&P->kinv, rows * H) || !hy_buf_grab(&P->mean, rows * H) || !hy_buf_grab(&P->rstd, rows * H))
         return HY_ERR_NOMEM;
-    if (!first && (!grab(&P->hv, rows * g.Dv) || !grab(&P->vg, n) || !grab(&P->vdiff, n))) return HY_ERR_NOMEM;
-    if (keep && !grab(&P->ckpt, (size_t)B * H * hy_wkv7_nchunks(T) * N * N)) return HY_ERR_NOMEM;
+    if (!first && (!hy_buf_grab(&P->hv, rows * g.Dv) || !hy_buf_grab(&P->vg, n) || !hy_buf_grab(&P->vdiff, n)))
+        return HY_ERR_NOMEM;
+    if (keep && !hy_buf_grab(&P->ckpt, (size_t)B * H * hy_wkv7_nchunks(T) * N * N))
+        return HY_ERR_NOMEM;
     float *const *p = L->p;
     float *xx = P->xx.p, *xm = P->xm.p;
     /* token shift */
@@ -223,11 +210,11 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
     float *v = P->v.p;
     if (first) {
         if (sh) {
-            if (!grab(&sh->v_first, n)) return HY_ERR_NOMEM;
+            if (!hy_buf_grab(&sh->v_first, n)) return HY_ERR_NOMEM;
             memcpy(sh->v_first.p, v, n * sizeof(float));
             sh->v_first_rows = rows;
             if (keep) {
-                if (!grab(&sh->dv_first, n)) return HY_ERR_NOMEM;
+                if (!hy_buf_grab(&sh->dv_first, n)) return HY_ERR_NOMEM;
                 memset(sh->dv_first.p, 0, n * sizeof(float));
             }
         }
@@ -264,7 +251,7 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
         for (size_t r = 0; r < rows; r++)
             for (int c = 0; c < C; c++) {
                 size_t i = r * C + c;
-                float wv = -softplus_v(-(w0[c] + w[i])) - 0.5f;
+                float wv = -hy_softplusf_atanh(-(w0[c] + w[i])) - 0.5f;
                 w[i] = wv;
                 dec[i] = hy_expf(-hy_expf(wv));
             }

@@ -19,13 +19,13 @@ int hy_rwkv7_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
     hy_shared *sh = L->shared;
     hy_buf *big[] = {&P->d1, &P->d2, &P->d3, &P->dr, &P->dk, &P->dv, &P->ddec, &P->dq, &P->db, &P->dy, &P->dxx};
     for (size_t i = 0; i < sizeof big / sizeof *big; i++)
-        if (!grab(big[i], n)) return HY_ERR_NOMEM;
+        if (!hy_buf_grab(big[i], n)) return HY_ERR_NOMEM;
     int Dmax = g.Dw > g.Da ? g.Dw : g.Da;
     Dmax = Dmax > g.Dv ? Dmax : g.Dv;
     Dmax = Dmax > g.Dg ? Dmax : g.Dg;
-    if (!grab(&P->dhw, rows * Dmax)) return HY_ERR_NOMEM;
+    if (!hy_buf_grab(&P->dhw, rows * Dmax)) return HY_ERR_NOMEM;
     if (P->ones.cap < rows) {
-        if (!grab(&P->ones, rows)) return HY_ERR_NOMEM;
+        if (!hy_buf_grab(&P->ones, rows)) return HY_ERR_NOMEM;
         for (size_t i = 0; i < P->ones.cap; i++) P->ones.p[i] = 1.0f;
     }
     if (!P->first && (!sh->dv_first.p || sh->v_first_rows != rows))

@@ -37,12 +37,6 @@ typedef struct {
     hy_buf ones, d1, d2, d3, dr, dk, dv, ddec, dq, db, dy, dxx, dhw;
 } rw_priv;
 
-/* A workspace of at least n floats (contents not kept when it grows). */
-static inline float *grab(hy_buf *b, size_t n) {
-    if (n > b->cap) hy_buf_free(b);
-    return hy_buf_reserve(b, n ? n : 1);
-}
-
 /* g[0..C) += column sums of M (rows, C), as ones(1, rows) · M through hy_gemm. */
 static inline void colsum_add(float *g, const float *M, const float *ones, size_t rows, int C) {
     hy_gemm(false, false, 1, C, (int)rows, 1.0f, ones, (int)rows, M, C, 1.0f, g, C);

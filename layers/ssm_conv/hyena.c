@@ -86,11 +86,6 @@ static hyena_priv *priv_of(hy_layer *L) {
     return L->priv;
 }
 
-static float *grab(hy_buf *b, size_t n) {
-    if (n > b->cap) hy_buf_free(b);
-    return hy_buf_reserve(b, n ? n : 1);
-}
-
 static hy_modal_params modal_view(float **p) { return (hy_modal_params){p[P_LOG_DT], p[P_C], p[P_LOG_A_REAL], p[P_A_IMAG]}; }
 
 /* zp row of token t-lag of sequence b (lag 1 or 2 before the chunk start comes from hist, the
@@ -143,8 +138,9 @@ static int hyena_forward(hy_layer *L, const float *x, float *out, int B, int T) 
     P->have_fwd = false;
     if (B <= 0 || T <= 0) return 0;
     size_t rows = (size_t)B * T;
-    if (!grab(&P->kern, (size_t)d * T) || !grab(&P->zp, rows * 3 * d) || !grab(&P->z, rows * 3 * d) ||
-        !grab(&P->p, rows * d) || !grab(&P->hc, rows * d) || !grab(&P->y, rows * d))
+    if (!hy_buf_grab(&P->kern, (size_t)d * T) || !hy_buf_grab(&P->zp, rows * 3 * d) ||
+        !hy_buf_grab(&P->z, rows * 3 * d) || !hy_buf_grab(&P->p, rows * d) || !hy_buf_grab(&P->hc, rows * d) ||
+        !hy_buf_grab(&P->y, rows * d))
         return HY_ERR_NOMEM;
     hy_linear_forward(P->zp.p, x, L->p[P_PROJ_W], L->p[P_PROJ_B], (int)rows, d, 3 * d);
     short_filter(P->zp.p, NULL, L->p[P_SF_W], L->p[P_SF_B], P->z.p, B, T, 3 * d);
@@ -204,8 +200,8 @@ static int hyena_backward(hy_layer *L, const float *dout, float *dx, int B, int 
     if (!P || !P->have_fwd || P->B != B || P->T != T)
         return hy_fail("hyena: backward without a matching kept forward");
     size_t rows = (size_t)B * T;
-    if (!grab(&P->dy, rows * d) || !grab(&P->dz, rows * 3 * d) || !grab(&P->dzp, rows * 3 * d) ||
-        !grab(&P->dp, rows * d) || !grab(&P->dhc, rows * d) || !grab(&P->dkern, (size_t)d * T))
+    if (!hy_buf_grab(&P->dy, rows * d) || !hy_buf_grab(&P->dz, rows * 3 * d) || !hy_buf_grab(&P->dzp, rows * 3 * d) ||
+        !hy_buf_grab(&P->dp, rows * d) || !hy_buf_grab(&P->dhc, rows * d) || !hy_buf_grab(&P->dkern, (size_t)d * T))
         return HY_ERR_NOMEM;
     hy_linear_backward(P->dy.p, L->g[P_OUT_W], L->g[P_OUT_B], dout, P->y.p, L->p[P_OUT_W], (int)rows, d, d, false);
     const float *z = P->z.p, *hc = P->hc.p, *dy = P->dy.p;
@@ -270,8 +266,8 @@ static int hyena_prefill(hy_layer *L, void *state, const float *x, float *out, i
     hy_modal_params mp = modal_view(L->p);
     int rc = hy_modal_cache_update(&P->mc, &mp, d, M);
     if (rc < 0) return rc;
-    if (!grab(&s->zp, rows * W) || !grab(&s->z, rows * W) || !grab(&s->p, rows * d) || !grab(&s->hc, rows * d) ||
-        !grab(&s->y, rows * d))
+    if (!hy_buf_grab(&s->zp, rows * W) || !hy_buf_grab(&s->z, rows * W) || !hy_buf_grab(&s->p, rows * d) ||
+        !hy_buf_grab(&s->hc, rows * d) || !hy_buf_grab(&s->y, rows * d))
         return HY_ERR_NOMEM;
     hy_linear_forward(s->zp.p, x, L->p[P_PROJ_W], L->p[P_PROJ_B], (int)rows, d, W);
     short_filter(s->zp.p, s->hist, L->p[P_SF_W], L->p[P_SF_B], s->z.p, B, T, W);

@@ -375,8 +375,7 @@ int hy_fftconv_forward(hy_fftconv *w, const float *kern, const float *u, float *
     fftwf_plan r2c, c2r;
     int rc = plans_for(n, &r2c, &c2r);
     if (rc < 0) return rc;
-    if (w->khat.cap < (size_t)H * st) hy_buf_free(&w->khat);
-    if (!hy_buf_reserve(&w->khat, (size_t)H * st)) return HY_ERR_NOMEM;
+    if (!hy_buf_grab(&w->khat, (size_t)H * st)) return HY_ERR_NOMEM;
     w->n = n, w->H = H, w->T = T;
     fft_scratch s;
     if (scratch_new(&s, n, 0) < 0) return HY_ERR_NOMEM;

@@ -73,12 +73,6 @@ static s4d_priv *priv_of(hy_layer *L) {
     return L->priv;
 }
 
-/* A workspace of at least n floats (no copy when it grows). */
-static float *grab(hy_buf *b, size_t n) {
-    if (n > b->cap) hy_buf_free(b);
-    return hy_buf_reserve(b, n ? n : 1);
-}
-
 static hy_modal_params modal_view(float **p) { return (hy_modal_params){p[P_LOG_DT], p[P_C], p[P_LOG_A_REAL], p[P_A_IMAG]}; }
 
 /* Exact GELU x·Φ(x) and its derivative Φ(x) + x·φ(x). */
@@ -116,8 +110,8 @@ static int s4d_forward(hy_layer *L, const float *x, float *y, int B, int T) {
     P->have_fwd = false;
     if (B <= 0 || T <= 0) return 0;
     size_t rows = (size_t)B * T;
-    if (!grab(&P->kern, (size_t)H * T) || !grab(&P->yc, rows * H) || !grab(&P->g, rows * H) ||
-        !grab(&P->o, rows * 2 * H))
+    if (!hy_buf_grab(&P->kern, (size_t)H * T) || !hy_buf_grab(&P->yc, rows * H) || !hy_buf_grab(&P->g, rows * H) ||
+        !hy_buf_grab(&P->o, rows * 2 * H))
         return HY_ERR_NOMEM;
     hy_modal_params mp = modal_view(L->p);
     int rc = hy_modal_kernel(&mp, H, M, T, P->kern.p);
@@ -133,8 +127,8 @@ static int s4d_backward(hy_layer *L, const float *dy, float *dx, int B, int T) {
     if (B <= 0 || T <= 0) return 0;
     if (!P || !P->have_fwd || P->B != B || P->T != T) return hy_fail("s4d: backward without a matching kept forward");
     size_t rows = (size_t)B * T;
-    if (!grab(&P->dout, rows * 2 * H) || !grab(&P->dg, rows * H) || !grab(&P->dyc, rows * H) ||
-        !grab(&P->du, rows * H) || !grab(&P->dkern, (size_t)H * T))
+    if (!hy_buf_grab(&P->dout, rows * 2 * H) || !hy_buf_grab(&P->dg, rows * H) || !hy_buf_grab(&P->dyc, rows * H) ||
+        !hy_buf_grab(&P->du, rows * H) || !hy_buf_grab(&P->dkern, (size_t)H * T))
         return HY_ERR_NOMEM;
     float *o = P->o.p, *dout = P->dout.p;
     /* GLU: d a = dy ⊙ σ(b), d b = dy ⊙ a ⊙ σ(b)(1 - σ(b)) */
@@ -194,7 +188,8 @@ static int s4d_prefill(hy_layer *L, void *state, const float *x, float *y, int B
     hy_modal_params mp = modal_view(L->p);
     int rc = hy_modal_cache_update(&P->mc, &mp, H, M);
     if (rc < 0) return rc;
-    if (!grab(&s->yc, rows * H) || !grab(&s->g, rows * H) || !grab(&s->o, rows * 2 * H)) return HY_ERR_NOMEM;
+    if (!hy_buf_grab(&s->yc, rows * H) || !hy_buf_grab(&s->g, rows * H) || !hy_buf_grab(&s->o, rows * 2 * H))
+        return HY_ERR_NOMEM;
     hy_modal_scan(H, M, P->mc.zr.p, P->mc.zi.p, P->mc.ctr.p, P->mc.cti.p, s->s, x, s->yc.p, B, T);
     s4d_tail(L, x, s->yc.p, s->g.p, s->o.p, y, rows);
     return 0;
