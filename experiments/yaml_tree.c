@@ -269,6 +269,17 @@ static int parse_stream(parse_ctx *c) {
     return 0;
 }
 
+/* Runs the parser over the input already set on c->p (a file or a string) into d->root. */
+static int parse_input(parse_ctx *c) {
+    int rc = parse_stream(c);
+    yaml_parser_delete(&c->p);
+    if (rc < 0) {
+        node_free(c->d->root);
+        c->d->root = NULL;
+    }
+    return rc;
+}
+
 int yt_parse_file(yt_doc *d, const char *file) {
     d->root = NULL;
     FILE *f = fopen(file, "rb");
@@ -284,14 +295,17 @@ int yt_parse_file(yt_doc *d, const char *file) {
         return hy_fail_code(HY_ERR_NOMEM, "config: cannot initialise the YAML parser");
     }
     yaml_parser_set_input_file(&c.p, f);
-    int rc = parse_stream(&c);
-    yaml_parser_delete(&c.p);
+    int rc = parse_input(&c);
     fclose(f);
-    if (rc < 0) {
-        node_free(d->root);
-        d->root = NULL;
-    }
     return rc;
+}
+
+int yt_parse_string(yt_doc *d, const char *text) {
+    d->root = NULL;
+    parse_ctx c = {.d = d};
+    if (!yaml_parser_initialize(&c.p)) return hy_fail_code(HY_ERR_NOMEM, "config: cannot initialise the YAML parser");
+    yaml_parser_set_input_string(&c.p, (const unsigned char *)text, strlen(text));
+    return parse_input(&c);
 }
 
 void yt_free(yt_doc *d) {
