@@ -21,9 +21,7 @@ void hy_run_config_defaults(hy_run_config *c) {
     memset(c, 0, sizeof *c);
     c->seed = 1234;
     c->threads = 0;
-    c->model.vocab_size = 256;
-    c->model.tie_embeddings = true;
-    c->model.router_aux_coef = 0.001f;
+    hy_model_config_defaults(&c->model);
     c->gemm = HY_GEMM_AUTO;
     c->precision = HY_PREC_F32;
     snprintf(c->corpus, sizeof c->corpus, "default");

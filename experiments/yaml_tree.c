@@ -559,14 +559,9 @@ int yt_read_enum(const yt_doc *d, const yt_node *n, const char *const *words, in
 
 int yt_read_opt(const yt_doc *d, const yt_node *n, const hy_block_ops *ops, hy_opts *o, int idx) {
     char what[160], msg[512];
-    const char *name = ops->opts[idx].name;
     if (n->kind != YT_SCALAR || (!n->plain && strcmp(n->text, "auto") != 0))
         return yt_fail(d, n, false, NULL, "must be a number, true, false, null or auto, got %s",
                        yt_describe(n, what, sizeof what));
-    if (hy_opt_parse(ops, o, idx, yt_is_null(n) ? "null" : n->text, msg, sizeof msg) == 0) return 0;
-    /* "n_heads must be an integer, got 'x'" -> "must be an integer, got 'x'": the path names the key */
-    size_t len = strlen(name);
-    const char *p = msg;
-    if (!strncmp(msg, name, len) && msg[len] == ' ' && msg[len + 1] != '=') p = msg + len + 1;
-    return yt_fail(d, n, false, NULL, "%s", p);
+    if (hy_block_option_parse(ops, o, idx, yt_is_null(n) ? "null" : n->text, msg, sizeof msg) == 0) return 0;
+    return yt_fail(d, n, false, NULL, "%s", msg);
 }

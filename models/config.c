@@ -9,20 +9,79 @@
 #include <stdlib.h>
 #include <string.h>
 
+void hy_model_config_defaults(hy_model_config *c) {
+    memset(c, 0, sizeof *c);
+    c->vocab_size = 256;
+    c->tie_embeddings = true;
+    c->router_aux_coef = 0.001f;
+}
+
+/* "mixer" / "ffn", for messages. */
+static const char *kind_word(unsigned kind) { return kind == HY_KIND_MIXER ? "mixer" : "ffn"; }
+
+/* "block 'swiglu' cannot be used as a mixer (mixers: ...)" into msg: the one wording of a block in
+ * the wrong slot, for the lookup below and for resolve_block. */
+static void wrong_kind(const hy_block_ops *ops, unsigned kind, char *msg, size_t len) {
+    char names[512];
+    hy_block_names(kind, names, sizeof names);
+    snprintf(msg, len, "block '%s' cannot be used as %s (%ss: %s%s)", ops->name,
+             kind == HY_KIND_MIXER ? "a mixer" : "an ffn", kind_word(kind), names, kind == HY_KIND_FFN ? ", none" : "");
+}
+
+int hy_block_lookup(const char *name, unsigned kind, const hy_block_ops **ops, char *msg, size_t len) {
+    *ops = NULL;
+    if (kind == HY_KIND_FFN && strcmp(name, "none") == 0) return 0;
+    const hy_block_ops *b = hy_block_find(name);
+    if (!b) {
+        char names[512];
+        hy_block_names(kind, names, sizeof names);
+        snprintf(msg, len, "unknown %s block '%.100s' (registered %ss: %s%s)", kind_word(kind), name, kind_word(kind),
+                 names, kind == HY_KIND_FFN ? ", none" : "");
+        return -1;
+    }
+    if (!(b->kinds & kind)) {
+        wrong_kind(b, kind, msg, len);
+        return -1;
+    }
+    *ops = b;
+    return 0;
+}
+
+int hy_block_option_lookup(const hy_block_ops *ops, const char *key, char *msg, size_t len) {
+    int idx = hy_opt_index(ops, key);
+    if (idx >= 0) return idx;
+    char list[512] = "";
+    for (int i = 0; i < ops->n_opts; i++) {
+        strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
+        strncat(list, ops->opts[i].name, sizeof list - strlen(list) - 1);
+    }
+    snprintf(msg, len, "unknown option '%.100s' for %s (options: %s)", key, ops->name, ops->n_opts ? list : "none");
+    return -1;
+}
+
+int hy_block_option_parse(const hy_block_ops *ops, hy_opts *o, int idx, const char *text, char *msg, size_t len) {
+    char raw[512];
+    if (hy_opt_parse(ops, o, idx, text, raw, sizeof raw) == 0) return 0;
+    /* "n_heads must be an integer, got 'x'" -> "must be an integer, got 'x'": the caller names the key */
+    const char *name = ops->opts[idx].name, *p = raw;
+    size_t n = strlen(name);
+    if (!strncmp(raw, name, n) && raw[n] == ' ' && raw[n + 1] != '=') p = raw + n + 1;
+    snprintf(msg, len, "%s", p);
+    return -1;
+}
+
 /* Checks explicit option values against their specs (a config built in code skips the parser),
  * then runs the block's resolve() with d_model. `where` is "layers[3].mixer". */
 static int resolve_block(hy_block_cfg *b, unsigned kind, int d_model, const char *where) {
-    const char *what = kind == HY_KIND_MIXER ? "a mixer" : "an ffn";
-    char names[512];
+    char names[512], msg[768];
     if (!b->ops) {
         if (kind == HY_KIND_FFN) return 0;
         hy_block_names(HY_KIND_MIXER, names, sizeof names);
         return hy_fail_code(HY_ERR_CONFIG, "%s: every layer needs a mixer (mixers: %s)", where, names);
     }
     if (!(b->ops->kinds & kind)) {
-        hy_block_names(kind, names, sizeof names);
-        return hy_fail_code(HY_ERR_CONFIG, "%s: block '%s' cannot be used as %s (%ss: %s%s)", where, b->ops->name, what,
-                            kind == HY_KIND_MIXER ? "mixer" : "ffn", names, kind == HY_KIND_FFN ? ", none" : "");
+        wrong_kind(b->ops, kind, msg, sizeof msg);
+        return hy_fail_code(HY_ERR_CONFIG, "%s: %s", where, msg);
     }
     for (int k = 0; k < b->ops->n_opts; k++) {
         const hy_opt_spec *s = &b->ops->opts[k];
@@ -38,7 +97,7 @@ static int resolve_block(hy_block_cfg *b, unsigned kind, int d_model, const char
                                 s->type == HY_OPT_INT ? " or not an integer" : "");
     }
     if (!b->ops->resolve) return 0;
-    char msg[512] = "";
+    msg[0] = 0;
     int bad = -1;
     if (b->ops->resolve(&b->opts, d_model, &bad, msg, sizeof msg) >= 0) return 0;
     if (bad >= 0 && bad < b->ops->n_opts)
