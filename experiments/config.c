@@ -349,6 +349,41 @@ int hy_run_config_from_tree(const yt_doc *d, hy_run_config *c) {
     return rc < 0 ? (rc == HY_ERR_NOMEM ? rc : HY_ERR_CONFIG) : 0;
 }
 
+/* ---- the model config of the public API (include/hybrid.h) ---- */
+
+/* Moves the resolved model out of a loaded run config into a config handle of its own. */
+static int take_model(hy_run_config *c, hy_model_config **out) {
+    hy_model_config *m = malloc(sizeof *m);
+    if (!m) {
+        hy_run_config_free(c);
+        return hy_fail_code(HY_ERR_NOMEM, "config: out of memory");
+    }
+    *m = c->model;
+    c->model.layers = NULL;
+    hy_run_config_free(c);
+    *out = m;
+    return 0;
+}
+
+int hy_model_config_from_yaml(const char *yaml_text, const char *name_for_errors, hy_model_config **out) {
+    *out = NULL;
+    yt_doc d = {.file = name_for_errors ? name_for_errors : "<yaml>"};
+    if (!yaml_text) return hy_fail_code(HY_ERR_CONFIG, "%s: the YAML text is NULL", d.file);
+    hy_run_config c;
+    int rc = yt_parse_string(&d, yaml_text);
+    if (rc == 0) rc = hy_run_config_from_tree(&d, &c);   /* on error c is freed */
+    yt_free(&d);
+    if (rc < 0) return rc == HY_ERR_NOMEM ? rc : HY_ERR_CONFIG;
+    return take_model(&c, out);
+}
+
+int hy_model_config_load(const char *path, hy_model_config **out) {
+    *out = NULL;
+    hy_run_config c;
+    int rc = hy_run_config_load(path, NULL, 0, &c);
+    return rc < 0 ? rc : take_model(&c, out);
+}
+
 /* ---- writing ---- */
 
 /* One option as `, name: value` (hy_block_cfg_each_opt's visitor for the YAML). */

@@ -70,16 +70,15 @@ static int apply_options(lctx *c, const yt_node *n, const hy_block_ops *ops, hy_
 
 /* model.blocks: a map from block name to a map of that block's options. */
 static int parse_blocks(lctx *c, const yt_node *blocks) {
-    char what[160], names[512];
+    char what[160], msg[768];
     if (yt_is_null(blocks)) return 0;   /* `blocks:` with every entry commented out */
     if (blocks->kind != YT_MAP)
         return yt_fail(c->d, blocks, false, NULL, "must be a map from block name to options, got %s",
                        yt_describe(blocks, what, sizeof what));
-    hy_block_names(0, names, sizeof names);
     for (int i = 0; i < blocks->n; i++) {
         const yt_node *b = blocks->kids[i];
-        const hy_block_ops *ops = hy_block_find(b->key);
-        if (!ops) return yt_fail(c->d, b, true, NULL, "unknown block '%.100s' (registered: %s)", b->key, names);
+        const hy_block_ops *ops;
+        if (hy_block_lookup(b->key, 0, &ops, msg, sizeof msg) < 0) return yt_fail(c->d, b, true, NULL, "%s", msg);
         if (b->kind != YT_MAP)
             return yt_fail(c->d, b, false, NULL, "must be a map of %s options, got %s", ops->name,
                            yt_describe(b, what, sizeof what));
