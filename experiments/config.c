@@ -31,8 +31,10 @@ void hy_run_config_defaults(hy_run_config *c) {
     snprintf(c->optimizer, sizeof c->optimizer, "adamw");
     c->lr = 3e-3, c->min_lr = 3e-4, c->min_lr_ratio = 0.1;
     c->warmup_steps = 100;
-    c->weight_decay = 0.1, c->beta1 = 0.9, c->beta2 = 0.95, c->eps = 1e-8, c->momentum = 0.9;
-    c->grad_clip = 1.0, c->ssm_lr = 1e-3;
+    hy_optim_opts o;   /* the optimizer's defaults are the API's (hy_optim_opts_defaults) */
+    hy_optim_opts_defaults(&o);
+    c->weight_decay = o.weight_decay, c->beta1 = o.beta1, c->beta2 = o.beta2, c->eps = o.eps, c->momentum = o.momentum;
+    c->grad_clip = o.grad_clip, c->ssm_lr = o.ssm_lr;
     c->eval_every = 200, c->eval_batches = 20, c->log_every = 10, c->checkpoint_every = 0;
 }
 

@@ -1,7 +1,7 @@
 /* hybrid: attention / state-space hybrid language models in C. The public API (docs/api.md).
  * Functions return 0 on success and a negative code on failure; hy_last_error() says why.
  * Nothing in the library exits or prints (except the trainer's progress, on request).
- * Handles (configs, models, states) are opaque: made by a *_new / *_create / *_load
+ * Handles (configs, models, optimizers, states) are opaque: made by a *_new / *_create / *_load
  * function, released by its *_free (hy_model_config_destroy for configs). */
 #ifndef HYBRID_H
 #define HYBRID_H
@@ -92,6 +92,45 @@ int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets,
 int hy_model_backward(hy_model *m);
 void hy_model_zero_grad(hy_model *m);
 size_t hy_model_param_count(const hy_model *m);   /* trainable scalars */
+
+/* ---- training ----
+ * The trainer's update, usable in your own loop: hy_train_step (forward with targets, backward,
+ * gradient clipping, one optimizer update) with a learning rate from hy_lr_schedule, as
+ * `hybrid-exp` trains (docs/api.md shows the loop). */
+typedef enum { HY_OPTIM_ADAMW, HY_OPTIM_SGD } hy_optim_kind;
+typedef struct {
+    hy_optim_kind kind;
+    double weight_decay;   /* decoupled (AdamW) / L2 (SGD), on 2-D and larger tensors only, never on
+                            * those a block marks no-decay (norms, biases, SSM decay rates) */
+    double beta1, beta2, eps;   /* AdamW */
+    double momentum;       /* SGD */
+    double ssm_lr;         /* an SSM's dynamics parameters use min(lr, ssm_lr), as Mamba and S4 do */
+    double grad_clip;      /* clip the global gradient norm to this before each update; 0 = never */
+} hy_optim_opts;
+/* The trainer's defaults (train.* in docs/configs.md): AdamW, weight_decay 0.1, betas 0.9/0.95,
+ * eps 1e-8, momentum 0.9, ssm_lr 1e-3, grad_clip 1.0. */
+void hy_optim_opts_defaults(hy_optim_opts *o);
+
+typedef struct hy_optimizer hy_optimizer;
+/* An optimizer over every parameter of m (opts NULL: the defaults). Holds m: free the optimizer
+ * before the model. Invalid options are HY_ERR_CONFIG naming the field. */
+int hy_optimizer_new(hy_model *m, const hy_optim_opts *opts, hy_optimizer **out);
+/* One update from the gradients the model holds (after hy_model_backward): clips them to
+ * grad_clip, then steps with learning rate lr (>= 0). Refuses a non-finite gradient norm and then
+ * leaves the weights as they were. */
+int hy_optimizer_step(hy_optimizer *opt, double lr);
+double hy_optimizer_grad_norm(const hy_optimizer *opt);   /* of the last step, before clipping */
+long hy_optimizer_steps(const hy_optimizer *opt);          /* updates made so far */
+void hy_optimizer_free(hy_optimizer *opt);
+/* One training step of opt's model on a batch: forward (inputs, targets: (B, T) token ids, a
+ * target < 0 ignored), zero the gradients, backward, hy_optimizer_step(opt, lr). *loss (may be NULL)
+ * gets the batch's loss before the update. A non-finite loss is an error and leaves the weights. */
+int hy_train_step(hy_optimizer *opt, const int32_t *inputs, const int32_t *targets, int B, int T, double lr,
+                  hy_loss *loss);
+/* The trainer's learning rate at `step` (0-based): linear warmup to lr over `warmup` steps, then
+ * cosine decay to min_lr as `progress` goes 0 -> 1; the trainer uses
+ * progress = (step - warmup) / (total_steps - warmup). */
+double hy_lr_schedule(long step, long warmup, double progress, double lr, double min_lr);
 
 /* ---- streaming inference ----
  * A state holds what B sequences have consumed so far (KV caches, recurrent states) and the logits

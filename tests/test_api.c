@@ -1,11 +1,16 @@
 /* The public API of include/hybrid.h beyond the model itself: the config builder (C calls and
- * YAML text) and its errors. */
+ * YAML text) and its errors, the optimizer's options, and hy_train_step + hy_lr_schedule giving
+ * the trainer's exact weights. (examples/train_tiny.c uses the same API from the header alone.) */
 #include "core/error.h"
+#include "experiments/data.h"
+#include "experiments/train.h"
 #include "models/model.h"
+#include "models/optim.h"
 #include "tests/testutil.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The JSON of cfg (freed by the caller). */
 static char *json_of(const hy_model_config *cfg) {
@@ -150,12 +155,104 @@ START_TEST(yaml_text_and_file) {
 }
 END_TEST
 
+START_TEST(optimizer_options) {
+    hy_optim_opts o, d;
+    hy_optim_opts_defaults(&d);
+    hy_run_config rc;   /* the trainer's defaults are the API's */
+    hy_run_config_defaults(&rc);
+    ck_assert(d.kind == HY_OPTIM_ADAMW && !strcmp(rc.optimizer, "adamw"));
+    ck_assert(d.weight_decay == rc.weight_decay && d.beta1 == rc.beta1 && d.beta2 == rc.beta2 && d.eps == rc.eps);
+    ck_assert(d.momentum == rc.momentum && d.grad_clip == rc.grad_clip && d.ssm_lr == rc.ssm_lr);
+    hy_model_config *c;
+    hy_model *m;
+    hy_optimizer *opt;
+    ck_assert(hy_model_config_new(16, 1, 32, &c) == 0 && hy_model_config_set_layer(c, 0, "attention", NULL) == 0);
+    ck_assert_msg(hy_model_create(c, 1, &m) == 0, "%s", hy_last_error());
+    hy_model_config_destroy(c);
+    o = d, o.beta1 = 1.0;
+    assert_error(hy_optimizer_new(m, &o, &opt), "beta1", "[0, 1)");
+    ck_assert(opt == NULL);
+    o = d, o.eps = 0;
+    assert_error(hy_optimizer_new(m, &o, &opt), "eps", NULL);
+    o = d, o.grad_clip = -1;
+    assert_error(hy_optimizer_new(m, &o, &opt), "grad_clip", NULL);
+    o = d, o.kind = (hy_optim_kind)7;
+    assert_error(hy_optimizer_new(m, &o, &opt), "kind", NULL);
+    o = d, o.kind = HY_OPTIM_SGD;
+    ck_assert_msg(hy_optimizer_new(m, &o, &opt) == 0, "%s", hy_last_error());
+    int32_t in[8] = {1, 2, 3, 4, 5, 6, 7, 8}, tg[8] = {2, 3, 4, 5, 6, 7, 8, 9};
+    hy_loss l;
+    ck_assert(hy_optimizer_step(opt, -1) < 0);
+    ck_assert(hy_train_step(opt, in, NULL, 2, 4, 0.1, &l) < 0);
+    ck_assert_msg(hy_train_step(opt, in, tg, 2, 4, 0.1, &l) == 0, "%s", hy_last_error());
+    ck_assert(l.n_targets == 8 && l.loss > 0 && hy_optimizer_steps(opt) == 1 && hy_optimizer_grad_norm(opt) > 0);
+    hy_optimizer_free(opt);
+    hy_optimizer_free(NULL);
+    ck_assert_msg(hy_optimizer_new(m, NULL, &opt) == 0, "%s", hy_last_error());   /* NULL: the defaults */
+    hy_optimizer_free(opt);
+    hy_model_free(m);
+}
+END_TEST
+
+/* hy_train_step in a loop with hy_lr_schedule, on the trainer's batches, ends with the weights
+ * hy_train writes: the public step is the trainer's step (AdamW, decay rules, ssm_lr, clipping). */
+START_TEST(train_step_is_the_trainers_step) {
+    char dir[256], out[300], ckpt[400];
+    snprintf(dir, sizeof dir, "/tmp/hybrid-test-api-%d", (int)getpid());
+    snprintf(out, sizeof out, "out_dir=%s", dir);
+    const char *sets[] = {out, "threads=1", "model.layers.mixer=mamba"};   /* mamba: ssm_lr and no-decay groups */
+    hy_run_config c;
+    ck_assert_msg(hy_run_config_load("tests/configs/tiny-train.yaml", sets, 3, &c) == 0, "%s", hy_last_error());
+    hy_train_opts to = {0};
+    hy_train_result r;
+    ck_assert_msg(hy_train(&c, &to, &r) == 0, "%s", hy_last_error());
+    hy_model *trained;
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", dir);
+    ck_assert_msg(hy_checkpoint_load(ckpt, &trained, NULL) == 0, "%s", hy_last_error());
+
+    hy_set_threads(c.threads);
+    hy_model *m;
+    hy_optimizer *opt;
+    ck_assert(hy_model_create(&c.model, c.seed, &m) == 0);
+    hy_optim_opts o = {.kind = HY_OPTIM_ADAMW, .weight_decay = c.weight_decay, .beta1 = c.beta1, .beta2 = c.beta2,
+                       .eps = c.eps, .momentum = c.momentum, .ssm_lr = c.ssm_lr, .grad_clip = c.grad_clip};
+    ck_assert_msg(hy_optimizer_new(m, &o, &opt) == 0, "%s", hy_last_error());
+    hy_data d;
+    ck_assert(hy_data_open(&d, c.corpus, c.val_fraction, &c.task, c.seed) == 0);
+    hy_rng rng;
+    hy_rng_seed(&rng, c.seed);
+    size_t n = (size_t)c.batch_size * c.seq_len;
+    int32_t *in = malloc(n * sizeof *in), *tg = malloc(n * sizeof *tg);
+    for (long step = 0; step < c.steps; step++) {
+        double progress = (double)(step - c.warmup_steps) / (double)(c.steps - c.warmup_steps);
+        double lr = hy_lr_schedule(step, c.warmup_steps, progress, c.lr, c.min_lr);
+        ck_assert(hy_data_batch(&d, 0, &rng, c.batch_size, c.seq_len, in, tg) == 0);
+        ck_assert_msg(hy_train_step(opt, in, tg, c.batch_size, c.seq_len, lr, NULL) == 0, "%s", hy_last_error());
+    }
+    ck_assert_int_eq(m->numel, trained->numel);
+    ck_assert_msg(memcmp(m->data, trained->data, m->numel * sizeof(float)) == 0,
+                  "the API's weights differ from the trainer's after %ld steps", c.steps);
+    free(in), free(tg);
+    hy_data_free(&d);
+    hy_optimizer_free(opt);
+    hy_model_free(m), hy_model_free(trained);
+    hy_run_config_free(&c);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 static Suite *make_api_suite(void) {
     Suite *s = suite_create("api");
     TCase *t = tcase_create("config");
     tcase_add_test(t, builder_matches_yaml);
     tcase_add_test(t, builder_errors_name_the_key);
     tcase_add_test(t, yaml_text_and_file);
+    suite_add_tcase(s, t);
+    t = tcase_create("train");
+    tcase_add_test(t, optimizer_options);
+    tcase_add_test(t, train_step_is_the_trainers_step);
     suite_add_tcase(s, t);
     return s;
 }
