@@ -87,7 +87,7 @@ static void batch(uint64_t *rng, int32_t *in, int32_t *tg) {
     }
 }
 
-/* Mean cross-entropy of m on a fixed batch (no gradients kept). */
+/* Mean cross-entropy of m on the fixed evaluation batch (no gradients kept). */
 static float eval_loss(hy_model *m, const int32_t *in, const int32_t *tg) {
     hy_loss l;
     CHECK(hy_model_forward(m, in, tg, B, T, false, &l));
@@ -141,7 +141,7 @@ int main(int argc, char **argv) {
     expect(hy_optimizer_steps(opt) == STEPS, "one optimizer update per step");
     hy_optimizer_free(opt);
     float l1 = eval_loss(m, ev_in, ev_tg);
-    printf("train_tiny: held-out loss %.4f -> %.4f after %d steps\n", l0, l1, STEPS);
+    printf("train_tiny: loss on the evaluation batch %.4f -> %.4f after %d steps\n", l0, l1, STEPS);
     expect(l1 < 0.5f * l0, "training lowers the loss clearly (to under half)");
 
     /* 3. save, load, same model */
