@@ -101,10 +101,10 @@ typedef enum { HY_OPTIM_ADAMW, HY_OPTIM_SGD } hy_optim_kind;
 typedef struct {
     hy_optim_kind kind;
     double weight_decay;   /* decoupled (AdamW) / L2 (SGD), on 2-D and larger tensors only, never on
-                            * those a block marks no-decay (norms, biases, SSM decay rates) */
+                            * those a block marks no-decay (e.g. Mamba's A_log, the SSM kernels) */
     double beta1, beta2, eps;   /* AdamW */
     double momentum;       /* SGD */
-    double ssm_lr;         /* an SSM's dynamics parameters use min(lr, ssm_lr), as Mamba and S4 do */
+    double ssm_lr;         /* the SSM kernels of s4d and hyena use min(lr, ssm_lr), as S4 does */
     double grad_clip;      /* clip the global gradient norm to this before each update; 0 = never */
 } hy_optim_opts;
 /* The trainer's defaults (train.* in docs/configs.md): AdamW, weight_decay 0.1, betas 0.9/0.95,

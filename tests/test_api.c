@@ -200,7 +200,7 @@ START_TEST(train_step_is_the_trainers_step) {
     char dir[256], out[300], ckpt[400];
     snprintf(dir, sizeof dir, "/tmp/hybrid-test-api-%d", (int)getpid());
     snprintf(out, sizeof out, "out_dir=%s", dir);
-    const char *sets[] = {out, "threads=1", "model.layers.mixer=mamba"};   /* mamba: ssm_lr and no-decay groups */
+    const char *sets[] = {out, "threads=1", "model.layers.mixer=s4d"};   /* s4d: ssm_lr and no-decay groups */
     hy_run_config c;
     ck_assert_msg(hy_run_config_load("tests/configs/tiny-train.yaml", sets, 3, &c) == 0, "%s", hy_last_error());
     hy_train_opts to = {0};
