@@ -2,6 +2,8 @@
  * YAML text) and its errors, the optimizer's options, and hy_train_step + hy_lr_schedule giving
  * the trainer's exact weights. (examples/train_tiny.c uses the same API from the header alone.) */
 #include "core/error.h"
+#include "core/fileio.h"
+#include "core/mem.h"
 #include "experiments/data.h"
 #include "experiments/train.h"
 #include "models/model.h"
@@ -24,20 +26,6 @@ static void assert_error(int rc, const char *w1, const char *w2) {
     ck_assert_msg(rc == HY_ERR_CONFIG, "expected HY_ERR_CONFIG, got %d (%s)", rc, hy_last_error());
     ck_assert_msg(strstr(hy_last_error(), w1), "'%s' not in: %s", w1, hy_last_error());
     if (w2) ck_assert_msg(strstr(hy_last_error(), w2), "'%s' not in: %s", w2, hy_last_error());
-}
-
-/* The text of a file (freed by the caller). */
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *t = malloc((size_t)n + 1);
-    ck_assert_int_eq((long)fread(t, 1, (size_t)n, f), n);
-    t[n] = 0;
-    fclose(f);
-    return t;
 }
 
 START_TEST(builder_matches_yaml) {
@@ -132,12 +120,15 @@ START_TEST(yaml_text_and_file) {
     const char *paths[] = {"configs/transformer.yaml", "configs/models/hybrid-1-3-d64.yaml"};
     hy_model_config *a, *b;
     for (int i = 0; i < 2; i++) {
-        char *text = read_text(paths[i]);
+        char *text;
+        size_t len;
+        ck_assert_msg(hy_read_file(paths[i], &text, &len) == 0, "%s", hy_last_error());
         ck_assert_msg(hy_model_config_from_yaml(text, paths[i], &a) == 0, "%s", hy_last_error());
         ck_assert_msg(hy_model_config_load(paths[i], &b) == 0, "%s", hy_last_error());
         char *ja = json_of(a), *jb = json_of(b);
         ck_assert_str_eq(ja, jb);
-        free(ja), free(jb), free(text);
+        free(ja), free(jb);
+        hy_free(text);
         hy_model_config_destroy(a), hy_model_config_destroy(b);
     }
 
