@@ -17,15 +17,19 @@ DEMO_CONFIG ?= configs/jamba-like.yaml
 LIB_SRC  := $(wildcard core/*.c layers/*.c layers/*/*.c models/*.c experiments/*.c)
 EXE_SRC  := $(wildcard cli/*.c bench/*.c)
 TEST_SRC := $(wildcard tests/*.c)
+EX_SRC   := $(wildcard examples/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 EXE_OBJ  := $(EXE_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libhybrid.a
 EXE      := $(BUILD)/hybrid-exp
 TESTS    := $(BUILD)/run-tests
+EXAMPLES := $(EX_SRC:%.c=$(BUILD)/%)
+# Example programs see the public header only (-Iinclude, not -I.), as an installed library's user does.
+EX_CFLAGS := -std=c17 $(OPT) -march=native -fopenmp -Wall -Wextra -Wpedantic -Werror -Iinclude $(EXTRA_CFLAGS)
 
 .PHONY: all deps demo test asan crosscheck bench install clean
-all: $(EXE) $(TESTS)
+all: $(EXE) $(TESTS) $(EXAMPLES)
 
 # Install the Debian packages the build needs, only those missing.
 deps:
@@ -52,13 +56,18 @@ $(EXE): $(EXE_OBJ) $(LIB)
 $(TESTS): $(TEST_OBJ) $(LIB)
 	$(CC) $(CFLAGS) $(TEST_OBJ) $(LIB) $(LDLIBS) $(TEST_LIBS) -o $@
 
+$(BUILD)/examples/%: examples/%.c include/hybrid.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(EX_CFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
 # The main job on the built-in default corpus.
 demo: $(EXE)
 	./$(EXE) $(DEMO_CONFIG)
 
-# The whole test suite (Check). CK_DEFAULT_TIMEOUT is per test, in seconds.
-test: $(TESTS) $(EXE)
+# The whole test suite (Check), then the example programs. CK_DEFAULT_TIMEOUT is per test, in seconds.
+test: $(TESTS) $(EXE) $(EXAMPLES)
 	CK_DEFAULT_TIMEOUT=600 HY_EXE=./$(EXE) ./$(TESTS)
+	./$(BUILD)/examples/train_tiny $(BUILD)/examples/train_tiny.safetensors
 
 # The suite under AddressSanitizer and UndefinedBehaviorSanitizer, in its own build folder.
 asan:

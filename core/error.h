@@ -3,7 +3,7 @@
 #ifndef HY_CORE_ERROR_H
 #define HY_CORE_ERROR_H
 
-enum { HY_OK = 0, HY_ERR = -1, HY_ERR_CONFIG = -2, HY_ERR_IO = -3, HY_ERR_NOMEM = -4 };
+#include "hybrid.h"   /* the codes: HY_OK, HY_ERR, HY_ERR_CONFIG, HY_ERR_IO, HY_ERR_NOMEM */
 
 /* Record a printf-style message for this thread and return `code` (so `return hy_fail(...)` works). */
 int hy_fail_code(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

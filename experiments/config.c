@@ -21,9 +21,7 @@ void hy_run_config_defaults(hy_run_config *c) {
     memset(c, 0, sizeof *c);
     c->seed = 1234;
     c->threads = 0;
-    c->model.vocab_size = 256;
-    c->model.tie_embeddings = true;
-    c->model.router_aux_coef = 0.001f;
+    hy_model_config_defaults(&c->model);
     c->gemm = HY_GEMM_AUTO;
     c->precision = HY_PREC_F32;
     snprintf(c->corpus, sizeof c->corpus, "default");
@@ -33,8 +31,10 @@ void hy_run_config_defaults(hy_run_config *c) {
     snprintf(c->optimizer, sizeof c->optimizer, "adamw");
     c->lr = 3e-3, c->min_lr = 3e-4, c->min_lr_ratio = 0.1;
     c->warmup_steps = 100;
-    c->weight_decay = 0.1, c->beta1 = 0.9, c->beta2 = 0.95, c->eps = 1e-8, c->momentum = 0.9;
-    c->grad_clip = 1.0, c->ssm_lr = 1e-3;
+    hy_optim_opts o;   /* the optimizer's defaults are the API's (hy_optim_opts_defaults) */
+    hy_optim_opts_defaults(&o);
+    c->weight_decay = o.weight_decay, c->beta1 = o.beta1, c->beta2 = o.beta2, c->eps = o.eps, c->momentum = o.momentum;
+    c->grad_clip = o.grad_clip, c->ssm_lr = o.ssm_lr;
     c->eval_every = 200, c->eval_batches = 20, c->log_every = 10, c->checkpoint_every = 0;
 }
 
@@ -349,6 +349,41 @@ int hy_run_config_from_tree(const yt_doc *d, hy_run_config *c) {
     int rc = read_root(d, c);
     if (rc < 0) hy_run_config_free(c);
     return rc < 0 ? (rc == HY_ERR_NOMEM ? rc : HY_ERR_CONFIG) : 0;
+}
+
+/* ---- the model config of the public API (include/hybrid.h) ---- */
+
+/* Moves the resolved model out of a loaded run config into a config handle of its own. */
+static int take_model(hy_run_config *c, hy_model_config **out) {
+    hy_model_config *m = malloc(sizeof *m);
+    if (!m) {
+        hy_run_config_free(c);
+        return hy_fail_code(HY_ERR_NOMEM, "config: out of memory");
+    }
+    *m = c->model;
+    c->model.layers = NULL;
+    hy_run_config_free(c);
+    *out = m;
+    return 0;
+}
+
+int hy_model_config_from_yaml(const char *yaml_text, const char *name_for_errors, hy_model_config **out) {
+    *out = NULL;
+    yt_doc d = {.file = name_for_errors ? name_for_errors : "<yaml>"};
+    if (!yaml_text) return hy_fail_code(HY_ERR_CONFIG, "%s: the YAML text is NULL", d.file);
+    hy_run_config c;
+    int rc = yt_parse_string(&d, yaml_text);
+    if (rc == 0) rc = hy_run_config_from_tree(&d, &c);   /* on error c is freed */
+    yt_free(&d);
+    if (rc < 0) return rc == HY_ERR_NOMEM ? rc : HY_ERR_CONFIG;
+    return take_model(&c, out);
+}
+
+int hy_model_config_load(const char *path, hy_model_config **out) {
+    *out = NULL;
+    hy_run_config c;
+    int rc = hy_run_config_load(path, NULL, 0, &c);
+    return rc < 0 ? rc : take_model(&c, out);
 }
 
 /* ---- writing ---- */

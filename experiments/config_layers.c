@@ -40,36 +40,19 @@ static int block_index(const hy_block_ops *ops) {
 }
 
 /* The block called `name` for a slot of `kind` (*ops = NULL for an ffn of none), or an error at n
- * (its key when at_key) listing the registered blocks of that kind. */
+ * (its key when at_key) listing the registered blocks of that kind (hy_block_lookup's wording). */
 static int find_block(lctx *c, const yt_node *n, bool at_key, const char *name, unsigned kind,
                       const hy_block_ops **ops) {
-    char names[512];
-    hy_block_names(kind, names, sizeof names);
-    const char *extra = kind == HY_KIND_FFN ? ", none" : "";
-    *ops = NULL;
-    if (kind == HY_KIND_FFN && strcmp(name, "none") == 0) return 0;
-    const hy_block_ops *b = hy_block_find(name);
-    if (!b)
-        return yt_fail(c->d, n, at_key, NULL, "unknown %s block '%.100s' (registered %ss: %s%s)", kind_word(kind), name,
-                       kind_word(kind), names, extra);
-    if (!(b->kinds & kind))
-        return yt_fail(c->d, n, at_key, NULL, "block '%s' cannot be used as %s (%ss: %s%s)", b->name,
-                       kind == HY_KIND_MIXER ? "a mixer" : "an ffn", kind_word(kind), names, extra);
-    *ops = b;
+    char msg[768];
+    if (hy_block_lookup(name, kind, ops, msg, sizeof msg) < 0) return yt_fail(c->d, n, at_key, NULL, "%s", msg);
     return 0;
 }
 
 /* Index of option `k->key` of ops, or an error at the key listing the block's options. */
 static int option_key(lctx *c, const yt_node *k, const hy_block_ops *ops) {
-    int idx = hy_opt_index(ops, k->key);
-    if (idx >= 0) return idx;
-    char list[512] = "";
-    for (int i = 0; i < ops->n_opts; i++) {
-        strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
-        strncat(list, ops->opts[i].name, sizeof list - strlen(list) - 1);
-    }
-    return yt_fail(c->d, k, true, NULL, "unknown option '%.100s' for %s (options: %s)", k->key, ops->name,
-                   ops->n_opts ? list : "none");
+    char msg[768];
+    int idx = hy_block_option_lookup(ops, k->key, msg, sizeof msg);
+    return idx >= 0 ? idx : yt_fail(c->d, k, true, NULL, "%s", msg);
 }
 
 /* Applies the options of block map n (every key but `type`) to o; src[i] = the node of option i. */
@@ -87,16 +70,15 @@ static int apply_options(lctx *c, const yt_node *n, const hy_block_ops *ops, hy_
 
 /* model.blocks: a map from block name to a map of that block's options. */
 static int parse_blocks(lctx *c, const yt_node *blocks) {
-    char what[160], names[512];
+    char what[160], msg[768];
     if (yt_is_null(blocks)) return 0;   /* `blocks:` with every entry commented out */
     if (blocks->kind != YT_MAP)
         return yt_fail(c->d, blocks, false, NULL, "must be a map from block name to options, got %s",
                        yt_describe(blocks, what, sizeof what));
-    hy_block_names(0, names, sizeof names);
     for (int i = 0; i < blocks->n; i++) {
         const yt_node *b = blocks->kids[i];
-        const hy_block_ops *ops = hy_block_find(b->key);
-        if (!ops) return yt_fail(c->d, b, true, NULL, "unknown block '%.100s' (registered: %s)", b->key, names);
+        const hy_block_ops *ops;
+        if (hy_block_lookup(b->key, 0, &ops, msg, sizeof msg) < 0) return yt_fail(c->d, b, true, NULL, "%s", msg);
         if (b->kind != YT_MAP)
             return yt_fail(c->d, b, false, NULL, "must be a map of %s options, got %s", ops->name,
                            yt_describe(b, what, sizeof what));

@@ -269,6 +269,17 @@ static int parse_stream(parse_ctx *c) {
     return 0;
 }
 
+/* Runs the parser over the input already set on c->p (a file or a string) into d->root. */
+static int parse_input(parse_ctx *c) {
+    int rc = parse_stream(c);
+    yaml_parser_delete(&c->p);
+    if (rc < 0) {
+        node_free(c->d->root);
+        c->d->root = NULL;
+    }
+    return rc;
+}
+
 int yt_parse_file(yt_doc *d, const char *file) {
     d->root = NULL;
     FILE *f = fopen(file, "rb");
@@ -284,14 +295,17 @@ int yt_parse_file(yt_doc *d, const char *file) {
         return hy_fail_code(HY_ERR_NOMEM, "config: cannot initialise the YAML parser");
     }
     yaml_parser_set_input_file(&c.p, f);
-    int rc = parse_stream(&c);
-    yaml_parser_delete(&c.p);
+    int rc = parse_input(&c);
     fclose(f);
-    if (rc < 0) {
-        node_free(d->root);
-        d->root = NULL;
-    }
     return rc;
+}
+
+int yt_parse_string(yt_doc *d, const char *text) {
+    d->root = NULL;
+    parse_ctx c = {.d = d};
+    if (!yaml_parser_initialize(&c.p)) return hy_fail_code(HY_ERR_NOMEM, "config: cannot initialise the YAML parser");
+    yaml_parser_set_input_string(&c.p, (const unsigned char *)text, strlen(text));
+    return parse_input(&c);
 }
 
 void yt_free(yt_doc *d) {
@@ -545,14 +559,9 @@ int yt_read_enum(const yt_doc *d, const yt_node *n, const char *const *words, in
 
 int yt_read_opt(const yt_doc *d, const yt_node *n, const hy_block_ops *ops, hy_opts *o, int idx) {
     char what[160], msg[512];
-    const char *name = ops->opts[idx].name;
     if (n->kind != YT_SCALAR || (!n->plain && strcmp(n->text, "auto") != 0))
         return yt_fail(d, n, false, NULL, "must be a number, true, false, null or auto, got %s",
                        yt_describe(n, what, sizeof what));
-    if (hy_opt_parse(ops, o, idx, yt_is_null(n) ? "null" : n->text, msg, sizeof msg) == 0) return 0;
-    /* "n_heads must be an integer, got 'x'" -> "must be an integer, got 'x'": the path names the key */
-    size_t len = strlen(name);
-    const char *p = msg;
-    if (!strncmp(msg, name, len) && msg[len] == ' ' && msg[len + 1] != '=') p = msg + len + 1;
-    return yt_fail(d, n, false, NULL, "%s", p);
+    if (hy_block_option_parse(ops, o, idx, yt_is_null(n) ? "null" : n->text, msg, sizeof msg) == 0) return 0;
+    return yt_fail(d, n, false, NULL, "%s", msg);
 }

@@ -54,6 +54,20 @@ struct hy_model {
 
 /* Resolve and validate a config in place (auto options, block constraints). */
 int hy_model_config_resolve(hy_model_config *cfg);
+/* The defaults every config source starts from: vocab_size 256, tied embeddings, router_aux_coef
+ * 0.001, no layers (the YAML loader's defaults and hy_model_config_new's). */
+void hy_model_config_defaults(hy_model_config *cfg);
+/* The block called `name` for a slot of `kind` (HY_KIND_MIXER or HY_KIND_FFN; 0 = any block);
+ * *ops = NULL for an ffn called "none". On error returns -1 and writes the problem, without
+ * location, into msg: "unknown mixer block 'x' (registered mixers: ...)", "block 'swiglu' cannot be
+ * used as a mixer (mixers: ...)", for kind 0 "unknown block 'x' (registered: ...)". The YAML loader
+ * and the C config builder both use it, so both say the same. */
+int hy_block_lookup(const char *name, unsigned kind, const hy_block_ops **ops, char *msg, size_t len);
+/* Index of option `key` of ops, or -1 with "unknown option 'k' for mamba (options: ...)" in msg. */
+int hy_block_option_lookup(const hy_block_ops *ops, const char *key, char *msg, size_t len);
+/* hy_opt_parse of `text` into option idx, its message without the leading option name ("must be
+ * an integer, got 'four'"), for callers that put the key path in front (YAML and C builder alike). */
+int hy_block_option_parse(const hy_block_ops *ops, hy_opts *o, int idx, const char *text, char *msg, size_t len);
 int hy_model_config_copy(hy_model_config *dst, const hy_model_config *src);
 void hy_model_config_free(hy_model_config *cfg);
 /* The one walk over a block's option table for the config writers (the JSON inside checkpoints,

@@ -3,6 +3,7 @@
 #include "core/mem.h"
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 int hy_optim_init(hy_optim *o, const hy_model *model, hy_optim_kind kind) {
@@ -81,4 +82,102 @@ double hy_lr_schedule(long step, long warmup, double progress, double lr, double
     if (progress > 1) progress = 1;
     if (progress < 0) progress = 0;
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + cos(M_PI * progress));
+}
+
+/* ---- the public optimizer (include/hybrid.h) ---- */
+
+struct hy_optimizer {
+    hy_model *model;
+    hy_optim o;
+    double grad_clip;
+    double grad_norm;       /* of the last step, before clipping */
+};
+
+void hy_optim_opts_defaults(hy_optim_opts *o) {
+    *o = (hy_optim_opts){.kind = HY_OPTIM_ADAMW, .weight_decay = 0.1, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
+                         .momentum = 0.9, .ssm_lr = 1e-3, .grad_clip = 1.0};
+}
+
+/* The ranges the run-config schema gives the same keys (train.*), so that the API refuses what
+ * a config file would. */
+static int check_opts(const hy_optim_opts *o) {
+    static const struct {
+        const char *name;
+        size_t off;
+        double min, max;
+        bool open_min, open_max;
+    } f[] = {
+        {"weight_decay", offsetof(hy_optim_opts, weight_decay), 0, INFINITY, false, false},
+        {"beta1", offsetof(hy_optim_opts, beta1), 0, 1, false, true},
+        {"beta2", offsetof(hy_optim_opts, beta2), 0, 1, false, true},
+        {"eps", offsetof(hy_optim_opts, eps), 0, INFINITY, true, false},
+        {"momentum", offsetof(hy_optim_opts, momentum), 0, 1, false, true},
+        {"ssm_lr", offsetof(hy_optim_opts, ssm_lr), 0, INFINITY, true, false},
+        {"grad_clip", offsetof(hy_optim_opts, grad_clip), 0, INFINITY, false, false},
+    };
+    if (o->kind != HY_OPTIM_ADAMW && o->kind != HY_OPTIM_SGD)
+        return hy_fail_code(HY_ERR_CONFIG, "optimizer kind: must be HY_OPTIM_ADAMW or HY_OPTIM_SGD, got %d", (int)o->kind);
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
+        double v = *(const double *)((const char *)o + f[i].off);
+        if (isnan(v) || (isinf(v) && f[i].max < INFINITY) || v < f[i].min || v > f[i].max ||
+            (f[i].open_min && v == f[i].min) || (f[i].open_max && v == f[i].max))
+            return hy_fail_code(HY_ERR_CONFIG, "optimizer %s: must be in %s%g, %g%s, got %g", f[i].name,
+                                f[i].open_min ? "(" : "[", f[i].min, f[i].max, f[i].open_max ? ")" : "]", v);
+    }
+    return 0;
+}
+
+int hy_optimizer_new(hy_model *m, const hy_optim_opts *opts, hy_optimizer **out) {
+    *out = NULL;
+    hy_optim_opts d;
+    if (!opts) hy_optim_opts_defaults(&d), opts = &d;
+    if (!m) return hy_fail("hy_optimizer_new: no model");
+    int rc = check_opts(opts);
+    if (rc < 0) return rc;
+    hy_optimizer *o = calloc(1, sizeof *o);
+    if (!o) return hy_fail_code(HY_ERR_NOMEM, "optimizer: out of memory");
+    o->model = m;
+    o->grad_clip = opts->grad_clip;
+    o->o.weight_decay = opts->weight_decay, o->o.beta1 = opts->beta1, o->o.beta2 = opts->beta2, o->o.eps = opts->eps;
+    o->o.momentum = opts->momentum, o->o.ssm_lr = opts->ssm_lr;
+    if ((rc = hy_optim_init(&o->o, m, opts->kind)) < 0) {
+        free(o);
+        return hy_fail_code(rc, "optimizer: out of memory for the moments of %zu parameters", m->numel);
+    }
+    *out = o;
+    return 0;
+}
+
+int hy_optimizer_step(hy_optimizer *opt, double lr) {
+    if (!(lr >= 0) || !isfinite(lr)) return hy_fail("hy_optimizer_step: lr must be a finite number >= 0, got %g", lr);
+    double norm = hy_clip_grad_norm(opt->model, opt->grad_clip);
+    opt->grad_norm = norm;
+    if (!isfinite(norm))
+        return hy_fail("step %ld: the gradient norm is %g; lower the learning rate or warm up longer", opt->o.step + 1,
+                       norm);
+    hy_optim_step(&opt->o, opt->model, lr);
+    return 0;
+}
+
+double hy_optimizer_grad_norm(const hy_optimizer *opt) { return opt->grad_norm; }
+long hy_optimizer_steps(const hy_optimizer *opt) { return opt->o.step; }
+
+void hy_optimizer_free(hy_optimizer *opt) {
+    if (!opt) return;
+    hy_optim_free(&opt->o);
+    free(opt);
+}
+
+int hy_train_step(hy_optimizer *opt, const int32_t *inputs, const int32_t *targets, int B, int T, double lr,
+                  hy_loss *loss) {
+    hy_loss l;
+    if (!targets) return hy_fail("hy_train_step: targets are required (the loss to train on)");
+    int rc = hy_model_forward(opt->model, inputs, targets, B, T, true, &l);
+    if (rc < 0) return rc;
+    if (loss) *loss = l;
+    if (!isfinite(l.loss))
+        return hy_fail("step %ld: the loss is %f; lower the learning rate or warm up longer", opt->o.step + 1, l.loss);
+    hy_model_zero_grad(opt->model);
+    if ((rc = hy_model_backward(opt->model)) < 0) return rc;
+    return hy_optimizer_step(opt, lr);
 }

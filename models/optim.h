@@ -1,11 +1,11 @@
 /* Optimizers over the model's parameter arena: AdamW (decoupled weight decay on 2-D+ tensors
  * only) and SGD with momentum; global-norm gradient clipping; warmup + cosine schedule.
- * Per-parameter flags: HY_PARAM_NO_DECAY, HY_PARAM_SSM_LR (lr = min(lr, ssm_lr)). */
+ * Per-parameter flags: HY_PARAM_NO_DECAY, HY_PARAM_SSM_LR (lr = min(lr, ssm_lr)).
+ * hy_optim_kind, hy_optim_opts and the public handle hy_optimizer (this plus clipping, and
+ * hy_train_step) are declared in include/hybrid.h. */
 #ifndef HY_MODELS_OPTIM_H
 #define HY_MODELS_OPTIM_H
 #include "models/model.h"
-
-typedef enum { HY_OPTIM_ADAMW, HY_OPTIM_SGD } hy_optim_kind;
 
 typedef struct {
     hy_optim_kind kind;
@@ -21,8 +21,6 @@ void hy_optim_step(hy_optim *o, hy_model *model, double lr);
 /* Global L2 norm of the gradients; if max_norm > 0 and the norm exceeds it, scales them down.
  * Returns the norm before clipping. */
 double hy_clip_grad_norm(hy_model *model, double max_norm);
-/* Linear warmup to lr over `warmup` steps, then cosine decay to min_lr as `progress` (the
- * fraction of the budget used, 0..1) goes to 1. */
-double hy_lr_schedule(long step, long warmup, double progress, double lr, double min_lr);
+/* hy_lr_schedule (warmup + cosine) is declared in include/hybrid.h. */
 
 #endif
