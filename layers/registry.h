@@ -59,22 +59,39 @@ typedef struct {
 
 typedef struct hy_block_ops hy_block_ops;
 
-/* Cross-layer context owned by the model and shared by all its layers (one per model). Blocks that
- * need information from other layers (RWKV-7's v_first, MoE's aux loss) keep it here. */
+/* ---- cross-layer hooks (docs/architecture.md, "Cross-layer hooks") ----
+ * Generic places where a block meets the other layers of its stack. A block declares which it uses
+ * in hy_block_ops.flags; the model and the trainer never look at a block's name. */
+enum {
+    /* The layers of this block take a value from the first layer of the same block in the stack
+     * (a value residual): each gets L->first, the one hy_first_slot of its block. */
+    HY_BLOCK_FIRST_VALUE = 1,
+};
+
+/* The value the first layer of a block (flag HY_BLOCK_FIRST_VALUE) hands to the later layers of
+ * the same block. The first layer (hy_first_writes) writes `value` (rows x d_model) in forward,
+ * prefill and step, and zeroes `grad` in a forward that keeps activations; later layers read
+ * `value` and ADD their gradient into `grad` in backward. Layers run backward in reverse, so the
+ * first one sees the full sum, consumes it and zeroes it. The model (or a standalone layer) owns
+ * the buffers: hy_shared_free frees them. */
+typedef struct hy_first_slot {
+    const hy_block_ops *ops;  /* the block whose layers share this slot */
+    int layer;                /* index of its first layer in the stack; 0 for a standalone layer */
+    hy_buf value, grad;
+    size_t rows;              /* rows of value: B·T of the last forward or prefill, B of a step */
+} hy_first_slot;
+
+#define HY_MAX_FIRST_SLOTS 8   /* blocks with HY_BLOCK_FIRST_VALUE in one stack */
+
+/* Cross-layer context owned by the model and shared by all its layers (one per model; a
+ * standalone layer has its own). Only generic areas: what a block shares goes through a hook. */
 typedef struct hy_shared {
+    int n_layers;             /* layers in the stack, for depth-dependent inits; 0 = standalone */
     double aux_loss;          /* sum of MoE aux losses of the last forward */
     int n_aux;                /* number of layers that added to aux_loss */
     float aux_coef;           /* router_aux_coef, for backward */
-    /* RWKV-7 value residual (layers/rwkv7/rwkv7.c). The first rwkv7 mixer of the stack (layer index
-     * rwkv_first; set by the model, 0 for a standalone layer) writes its v into v_first in forward,
-     * prefill and step (v_first_rows = B·T rows of d_model) and zeroes dv_first in a forward that
-     * keeps activations; later rwkv7 mixers read v_first and ADD their gradient into dv_first in
-     * backward. Layers run backward in reverse, so the first one sees the full sum, consumes it and
-     * zeroes it. The buffers belong to the first rwkv7 layer (freed by its destroy). */
-    int rwkv_first;           /* layer index of the first rwkv7 mixer; -1 = none */
-    int n_layers;             /* layers in the stack, for depth-dependent inits; 0 = standalone */
-    hy_buf v_first, dv_first;
-    size_t v_first_rows;
+    hy_first_slot first[HY_MAX_FIRST_SLOTS];   /* one per block with HY_BLOCK_FIRST_VALUE */
+    int n_first;
 } hy_shared;
 
 typedef struct hy_layer {
@@ -86,6 +103,7 @@ typedef struct hy_layer {
     float **p, **g;           /* parameter i data / gradient (views into the model's arenas) */
     bool keep_for_backward;   /* forward must save what backward needs */
     hy_shared *shared;
+    hy_first_slot *first;     /* HY_BLOCK_FIRST_VALUE: its block's slot in shared (set by the model); else NULL */
     void *priv;               /* block-owned caches and workspaces; freed by destroy() */
 } hy_layer;
 
@@ -112,6 +130,7 @@ struct hy_block_ops {
     const char *name;
     unsigned kinds;           /* HY_KIND_MIXER and/or HY_KIND_FFN: where it may be placed */
     const char *summary;      /* one line */
+    unsigned flags;           /* cross-layer hooks it uses: HY_BLOCK_FIRST_VALUE */
     const hy_opt_spec *opts;
     int n_opts;
     /* Fill auto values and check constraints that involve d_model or several options. On error:
@@ -178,6 +197,16 @@ float hy_output_init_scale(const hy_layer *L);
 /* A block's output projection: hy_init_linear, then weight and bias × hy_output_init_scale(L), so
  * each residual branch starts small next to the embedding (docs/blocks.md, "Initialization"). */
 void hy_init_output_linear(const hy_layer *L, float *w, float *b, int out, int in, hy_rng *rng);
+
+/* ---- cross-layer hooks: the generic code behind hy_shared ---- */
+/* Points L->first at the slot of L's block in sh, creating it with L as the block's first layer
+ * (the model calls it for its layers in stack order). Fails when sh has no free slot. */
+int hy_shared_claim_first(hy_shared *sh, hy_layer *L);
+/* Frees the buffers of every slot (the model's and standalone layers' teardown). */
+void hy_shared_free(hy_shared *sh);
+/* Whether L writes its block's slot (it is the first layer of its block, or has no slot) rather
+ * than reading it: the one test a HY_BLOCK_FIRST_VALUE block needs. */
+static inline bool hy_first_writes(const hy_layer *L) { return !L->first || L->index <= L->first->layer; }
 
 /* ---- registry ---- */
 const hy_block_ops *hy_block_find(const char *name);
