@@ -266,6 +266,24 @@ void hy_shared_free(hy_shared *sh) {
     }
 }
 
+/* Zeroes the sum and the count before the layers of a forward add their aux losses. */
+void hy_aux_reset(hy_shared *sh) { sh->aux.sum = 0, sh->aux.n = 0; }
+
+/* One layer's aux loss into the sum, counted once. */
+void hy_aux_add(hy_layer *L, double loss) {
+    L->shared->aux.sum += loss;
+    L->shared->aux.n++;
+}
+
+/* sum / n in double, then rounded to float once. */
+float hy_aux_mean(const hy_shared *sh) { return sh->aux.n ? (float)(sh->aux.sum / sh->aux.n) : 0.0f; }
+
+/* The loss holds coef · sum / n, so each layer's aux loss has weight coef / n (n = 1 before any). */
+double hy_aux_grad_scale(const hy_layer *L) {
+    const hy_aux_loss *a = &L->shared->aux;
+    return (double)a->coef / (a->n > 0 ? a->n : 1);
+}
+
 /* U(±1/sqrt(in)) for the weight, then the bias, in that order of draws. */
 void hy_init_linear(float *w, float *b, int out, int in, hy_rng *rng) {
     float bound = 1.0f / sqrtf((float)in);

@@ -66,6 +66,9 @@ enum {
     /* The layers of this block take a value from the first layer of the same block in the stack
      * (a value residual): each gets L->first, the one hy_first_slot of its block. */
     HY_BLOCK_FIRST_VALUE = 1,
+    /* The block adds an auxiliary loss in forward (hy_aux_add); the model averages it over the
+     * layers that added one and adds router_aux_coef times the mean to the loss. */
+    HY_BLOCK_AUX_LOSS = 2,
 };
 
 /* The value the first layer of a block (flag HY_BLOCK_FIRST_VALUE) hands to the later layers of
@@ -83,13 +86,19 @@ typedef struct hy_first_slot {
 
 #define HY_MAX_FIRST_SLOTS 8   /* blocks with HY_BLOCK_FIRST_VALUE in one stack */
 
+/* The auxiliary losses of one forward (blocks with HY_BLOCK_AUX_LOSS): summed by hy_aux_add,
+ * averaged by hy_aux_mean, their gradient scale given to backward by hy_aux_grad_scale. */
+typedef struct hy_aux_loss {
+    double sum;               /* sum of the aux losses added since hy_aux_reset */
+    int n;                    /* number of layers that added one */
+    float coef;               /* the model's router_aux_coef: weight of the mean in the loss */
+} hy_aux_loss;
+
 /* Cross-layer context owned by the model and shared by all its layers (one per model; a
  * standalone layer has its own). Only generic areas: what a block shares goes through a hook. */
 typedef struct hy_shared {
     int n_layers;             /* layers in the stack, for depth-dependent inits; 0 = standalone */
-    double aux_loss;          /* sum of MoE aux losses of the last forward */
-    int n_aux;                /* number of layers that added to aux_loss */
-    float aux_coef;           /* router_aux_coef, for backward */
+    hy_aux_loss aux;
     hy_first_slot first[HY_MAX_FIRST_SLOTS];   /* one per block with HY_BLOCK_FIRST_VALUE */
     int n_first;
 } hy_shared;
@@ -130,7 +139,7 @@ struct hy_block_ops {
     const char *name;
     unsigned kinds;           /* HY_KIND_MIXER and/or HY_KIND_FFN: where it may be placed */
     const char *summary;      /* one line */
-    unsigned flags;           /* cross-layer hooks it uses: HY_BLOCK_FIRST_VALUE */
+    unsigned flags;           /* cross-layer hooks it uses: HY_BLOCK_FIRST_VALUE, HY_BLOCK_AUX_LOSS */
     const hy_opt_spec *opts;
     int n_opts;
     /* Fill auto values and check constraints that involve d_model or several options. On error:
@@ -207,6 +216,14 @@ void hy_shared_free(hy_shared *sh);
 /* Whether L writes its block's slot (it is the first layer of its block, or has no slot) rather
  * than reading it: the one test a HY_BLOCK_FIRST_VALUE block needs. */
 static inline bool hy_first_writes(const hy_layer *L) { return !L->first || L->index <= L->first->layer; }
+/* Starts a forward: no aux loss added yet. */
+void hy_aux_reset(hy_shared *sh);
+/* Adds layer L's aux loss of this forward (forward only: streaming is no part of any loss). */
+void hy_aux_add(hy_layer *L, double loss);
+/* The mean aux loss over the layers that added one (0 when none), as the model reports it. */
+float hy_aux_mean(const hy_shared *sh);
+/* d(model loss)/d(one layer's aux loss) = coef / (layers that added one), for backward. */
+double hy_aux_grad_scale(const hy_layer *L);
 
 /* ---- registry ---- */
 const hy_block_ops *hy_block_find(const char *name);

@@ -134,7 +134,7 @@ int hy_model_create(const hy_model_config *cfg, uint64_t seed, hy_model **out) {
         hy_model_free(m);
         return rc;
     }
-    m->shared.aux_coef = m->cfg.router_aux_coef;
+    m->shared.aux.coef = m->cfg.router_aux_coef;
     m->shared.n_layers = m->cfg.n_layers;
     if ((rc = claim_first_slots(m)) < 0) {
         hy_model_free(m);
@@ -208,7 +208,7 @@ int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets,
     memcpy(m->tokens, inputs, rows * sizeof(int32_t));
     if (targets) memcpy(m->targets, targets, rows * sizeof(int32_t));
     m->B = B, m->T = T;
-    m->shared.aux_loss = 0, m->shared.n_aux = 0;
+    hy_aux_reset(&m->shared);
 
     hy_embedding_forward(m->h.p, m->embedding->data, inputs, rows, d);
     int cur = 0;
@@ -244,7 +244,7 @@ int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets,
     hy_loss l = {0};
     if (targets) {
         l.ce_loss = (float)hy_cross_entropy_forward(m->logits.p, targets, rows, V, &l.n_targets);
-        l.aux_loss = m->shared.n_aux ? (float)(m->shared.aux_loss / m->shared.n_aux) : 0.0f;
+        l.aux_loss = hy_aux_mean(&m->shared);
         l.loss = l.ce_loss + m->cfg.router_aux_coef * l.aux_loss;
     }
     m->loss = l;
