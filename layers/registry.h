@@ -61,7 +61,7 @@ typedef struct hy_block_ops hy_block_ops;
 
 /* ---- cross-layer hooks (docs/architecture.md, "Cross-layer hooks") ----
  * Generic places where a block meets the other layers of its stack. A block declares which it uses
- * in hy_block_ops.flags; the model and the trainer never look at a block's name. */
+ * in hy_block_ops.flags (and .stats); the model and the trainer never look at a block's name. */
 enum {
     /* The layers of this block take a value from the first layer of the same block in the stack
      * (a value residual): each gets L->first, the one hy_first_slot of its block. */
@@ -135,11 +135,26 @@ size_t hy_state_tensor_numel(const hy_state_tensor *t);
 int hy_state_match(const char *block, int n, const hy_state_tensor *t, int n_want, const hy_state_tensor *want,
                    int *idx);
 
+/* Telemetry of a block (hy_block_ops.stats, optional): a vector of counts the block accumulates
+ * over forward() calls (not step or prefill) between two resets. The trainer resets them before
+ * each validation, reads them after it, writes one CSV row per count into `file` in the run folder
+ * (columns variant,seq_len,step,layer, then `columns`) and prints one line per layer:
+ * "[variant] step S  layer L NAME: % of val LABEL: p0 p1 ...  (max/mean r)". */
+typedef struct hy_block_stats {
+    const char *file;         /* CSV file name, e.g. "counts.csv"; layers of one file share `columns` */
+    const char *columns;      /* the two CSV columns after `layer`: "ITEM,COUNT" (item index, count) */
+    const char *label;        /* what the printed shares are, e.g. "token slots per item" */
+    void (*reset)(hy_layer *L);
+    /* Writes min(n, max) counts into out (out may be NULL when max is 0); returns n. */
+    int (*get)(const hy_layer *L, int64_t *out, int max);
+} hy_block_stats;
+
 struct hy_block_ops {
     const char *name;
     unsigned kinds;           /* HY_KIND_MIXER and/or HY_KIND_FFN: where it may be placed */
     const char *summary;      /* one line */
     unsigned flags;           /* cross-layer hooks it uses: HY_BLOCK_FIRST_VALUE, HY_BLOCK_AUX_LOSS */
+    const hy_block_stats *stats;   /* telemetry for the trainer's logs; NULL = none */
     const hy_opt_spec *opts;
     int n_opts;
     /* Fill auto values and check constraints that involve d_model or several options. On error:

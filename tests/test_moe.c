@@ -361,6 +361,35 @@ START_TEST(options_names_and_accounting) {
 }
 END_TEST
 
+/* The generic hooks the trainer and the model use: the aux-loss flag, and the stats hook, which
+ * gives the routing counts of hy_moe_expert_counts and resets them like hy_moe_reset_counts. */
+START_TEST(hooks_aux_flag_and_stats) {
+    const hy_block_ops *ops = hy_block_find("moe");
+    ck_assert(ops->flags & HY_BLOCK_AUX_LOSS);
+    ck_assert(!(ops->flags & HY_BLOCK_FIRST_VALUE));
+    const hy_block_stats *st = ops->stats;
+    ck_assert_ptr_nonnull(st);
+    ck_assert_str_eq(st->file, "experts.csv");     /* the trainer's file and columns, as before the hook */
+    ck_assert_str_eq(st->columns, "expert,tokens");
+    ck_assert_str_eq(st->label, "token slots per expert");
+    hy_layer L;
+    make_moe(&L, 8, 5, 2, 8, 91);
+    float x[3 * 8], y[3 * 8];
+    tu_fill_normal(x, 24, 1.0f, 92);
+    fwd(&L, x, y, 1, 3);
+    int64_t a[5], b[5], total = 0;
+    ck_assert_int_eq(st->get(&L, NULL, 0), 5);
+    ck_assert_int_eq(st->get(&L, a, 5), 5);
+    hy_moe_expert_counts(&L, b, 5);
+    for (int e = 0; e < 5; e++) ck_assert(a[e] == b[e]), total += a[e];
+    ck_assert(total == 3 * 2);   /* 3 tokens x top 2 */
+    st->reset(&L);
+    st->get(&L, a, 5);
+    for (int e = 0; e < 5; e++) ck_assert(a[e] == 0);
+    hy_layer_standalone_free(&L);
+}
+END_TEST
+
 /* The stack: loss = ce + router_aux_coef · (mean of the MoE layers' aux), and backward on a model
  * whose backward contains the aux gradient of two MoE layers runs. */
 START_TEST(model_loss_combines_aux) {
@@ -414,6 +443,7 @@ static Suite *moe_suite(void) {
     TCase *o = tcase_create("block");
     tcase_add_test(o, step_matches_forward);
     tcase_add_test(o, options_names_and_accounting);
+    tcase_add_test(o, hooks_aux_flag_and_stats);
     tcase_add_test(o, model_loss_combines_aux);
     suite_add_tcase(s, o);
     return s;

@@ -4,7 +4,7 @@
  *   aux = E · Σ_e f_e · P_e,  f_e = share of token slots routed to e,  P_e = mean_tok p_e
  * The aux loss goes to the model through hy_aux_add (flag HY_BLOCK_AUX_LOSS: the model averages it
  * over the layers that add one and adds router_aux_coef · the mean to the loss); its gradient flows
- * through P only.
+ * through P only. The routing counts reach the trainer's experts.csv through the stats hook.
  *
  * Tokens are grouped per expert (a stable counting sort of the token-slot assignments), so every
  * expert runs one GEMM per projection over all its tokens: gather rows -> gate/up GEMMs -> SwiGLU ->
@@ -374,7 +374,7 @@ static void moe_destroy(hy_layer *L) {
     L->priv = NULL;
 }
 
-/* The cumulative counts (0 before any forward). */
+/* The cumulative counts (0 before any forward); also the block's stats hook `get`. */
 int hy_moe_expert_counts(const hy_layer *L, int64_t *out, int max) {
     int E = hy_opt_int(&L->opts, OPT_E);
     const moe_cache *c = L->priv;
@@ -382,7 +382,7 @@ int hy_moe_expert_counts(const hy_layer *L, int64_t *out, int max) {
     return E;
 }
 
-/* Zeroes the cumulative counts. */
+/* Zeroes the cumulative counts; also the block's stats hook `reset`. */
 void hy_moe_reset_counts(hy_layer *L) {
     moe_cache *c = L->priv;
     if (c) memset(c->counts, 0, sizeof c->counts);
@@ -394,10 +394,20 @@ double hy_moe_last_aux(const hy_layer *L) {
     return c ? c->last_aux : 0.0;
 }
 
+/* The trainer's routing telemetry: token slots per expert on the validation batches -> experts.csv. */
+static const hy_block_stats moe_stats = {
+    .file = "experts.csv",
+    .columns = "expert,tokens",
+    .label = "token slots per expert",
+    .reset = hy_moe_reset_counts,
+    .get = hy_moe_expert_counts,
+};
+
 const hy_block_ops hy_block_moe = {
     .name = "moe",
     .kinds = HY_KIND_FFN,
     .flags = HY_BLOCK_AUX_LOSS,
+    .stats = &moe_stats,
     .summary = "Jamba mixture of SwiGLU experts: top-k of softmax(router u), weights not renormalised, aux loss",
     .opts = moe_opts,
     .n_opts = 3,
