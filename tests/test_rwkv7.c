@@ -403,14 +403,11 @@ START_TEST(rwkv7_init_as_upstream) {
 }
 END_TEST
 
-/* ---- a 3-layer stack: rwkv7 / attention / rwkv7 ---- */
+/* ---- a 3-layer stack: two rwkv7 layers and an attention layer ---- */
 
-/* ffns are swiglu: cmix's relu² has kinks that make float finite differences of the whole model
- * erratic at any usable step (cmix's gradients are checked alone and in `make crosscheck`). */
-static hy_model *stack_model_att_at(int att);
-static hy_model *stack_model(void) { return stack_model_att_at(1); }
-
-/* The 3-layer stack with attention at layer `att` and rwkv7 at the other two. */
+/* The 3-layer stack with attention at layer `att` and rwkv7 at the other two. ffns are swiglu:
+ * cmix's relu² has kinks that make float finite differences of the whole model erratic at any
+ * usable step (cmix's gradients are checked alone and in `make crosscheck`). */
 static hy_model *stack_model_att_at(int att) {
     const hy_block_ops *rw = hy_block_find("rwkv7"), *at = hy_block_find("attention"), *cm = hy_block_find("swiglu");
     static hy_layer_cfg layers[3];
@@ -444,6 +441,9 @@ static hy_model *stack_model_att_at(int att) {
     mid_decay(hy_model_param(m, w0[1])->data, 16, 72);
     return m;
 }
+
+/* rwkv7 / attention / rwkv7: v_first crosses the attention layer. */
+static hy_model *stack_model(void) { return stack_model_att_at(1); }
 
 /* Mean cross-entropy of the last forward's logits in double precision (the model reports a float,
  * whose rounding would swamp the small directional derivatives of the LoRA tensors). */
