@@ -64,7 +64,8 @@ typedef struct hy_block_ops hy_block_ops;
  * in hy_block_ops.flags (and .stats); the model and the trainer never look at a block's name. */
 enum {
     /* The layers of this block take a value from the first layer of the same block in the stack
-     * (a value residual): each gets L->first, the one hy_first_slot of its block. */
+     * (a value residual): each gets L->first, the one hy_first_slot of its block. "First" is by
+     * layer index: give such a block one kind (mixer or ffn), or a layer's two would both write. */
     HY_BLOCK_FIRST_VALUE = 1,
     /* The block adds an auxiliary loss in forward (hy_aux_add); the model averages it over the
      * layers that added one and adds router_aux_coef times the mean to the loss. */
