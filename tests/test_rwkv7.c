@@ -513,6 +513,27 @@ START_TEST(stack_gradients_v_first_across_attention) {
 }
 END_TEST
 
+/* Largest |logit| difference between the parallel forward of the stack (vocabulary 20) over in
+ * (B, T) and streaming the same tokens one step at a time from a fresh state. */
+static double stack_step_error(hy_model *m, const int32_t *in, int B, int T) {
+    ck_assert_int_eq(hy_model_forward(m, in, NULL, B, T, false, NULL), 0);
+    float *full = hy_malloc((size_t)B * T * 20 * 4), *logits = hy_malloc((size_t)B * 20 * 4);
+    int32_t *tok = hy_malloc((size_t)B * 4);
+    memcpy(full, hy_model_logits(m), (size_t)B * T * 20 * 4);
+    hy_model_state *st;
+    ck_assert_int_eq(hy_model_state_new(m, B, &st), 0);
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        for (int b = 0; b < B; b++) tok[b] = in[(size_t)b * T + t];
+        ck_assert_msg(hy_model_step(m, st, tok, logits) == 0, "%s", hy_last_error());
+        for (int b = 0; b < B; b++)
+            for (int v = 0; v < 20; v++) worst = fmax(worst, fabs(logits[b * 20 + v] - full[((size_t)b * T + t) * 20 + v]));
+    }
+    hy_model_state_free(m, st);
+    hy_free(full), hy_free(logits), hy_free(tok);
+    return worst;
+}
+
 /* Streaming the stack token by token (v_first handed from layer 0 to layer 2 at every step)
  * equals the parallel forward. */
 START_TEST(stack_step_matches_forward) {
@@ -520,22 +541,9 @@ START_TEST(stack_step_matches_forward) {
     enum { B = 2, T = 40 };
     int32_t in[B * T];
     for (int i = 0; i < B * T; i++) in[i] = (i * 7 + i / 5) % 20;
-    ck_assert_int_eq(hy_model_forward(m, in, NULL, B, T, false, NULL), 0);
-    float *full = hy_malloc((size_t)B * T * 20 * 4), logits[B * 20];
-    memcpy(full, hy_model_logits(m), (size_t)B * T * 20 * 4);
-    hy_model_state *st;
-    ck_assert_int_eq(hy_model_state_new(m, B, &st), 0);
-    double worst = 0;
-    for (int t = 0; t < T; t++) {
-        int32_t tok[B] = {in[t], in[T + t]};
-        ck_assert_msg(hy_model_step(m, st, tok, logits) == 0, "%s", hy_last_error());
-        for (int b = 0; b < B; b++)
-            for (int v = 0; v < 20; v++) worst = fmax(worst, fabs(logits[b * 20 + v] - full[((size_t)b * T + t) * 20 + v]));
-    }
+    double worst = stack_step_error(m, in, B, T);
     ck_assert_msg(worst < 1e-4, "step vs forward: %g", worst);
     ck_assert_uint_eq(hy_model_state_bytes(m, T), 2 * (2 * 8 * 8 + 16) * 4 + 2 * (size_t)T * 16 * 4);
-    hy_model_state_free(m, st);
-    hy_free(full);
     hy_model_free(m);
 }
 END_TEST
@@ -556,21 +564,8 @@ START_TEST(stack_v_first_from_a_later_layer) {
     hy_param *v1 = hy_model_param(m, "layers.1.mixer.v0"), *v2 = hy_model_param(m, "layers.2.mixer.v0");
     for (size_t i = 0; i < v1->numel; i++) g1 += fabs(v1->grad[i]), g2 += fabs(v2->grad[i]);
     ck_assert_msg(g1 == 0 && g2 > 0, "v0 gradients: layer 1 %g (want 0), layer 2 %g", g1, g2);
-    ck_assert_int_eq(hy_model_forward(m, in, NULL, B, T, false, NULL), 0);
-    float *full = hy_malloc((size_t)B * T * 20 * 4), logits[B * 20];
-    memcpy(full, hy_model_logits(m), (size_t)B * T * 20 * 4);
-    hy_model_state *st;
-    ck_assert_int_eq(hy_model_state_new(m, B, &st), 0);
-    double worst = 0;
-    for (int t = 0; t < T; t++) {
-        int32_t tok[B] = {in[t], in[T + t]};
-        ck_assert_msg(hy_model_step(m, st, tok, logits) == 0, "%s", hy_last_error());
-        for (int b = 0; b < B; b++)
-            for (int v = 0; v < 20; v++) worst = fmax(worst, fabs(logits[b * 20 + v] - full[((size_t)b * T + t) * 20 + v]));
-    }
+    double worst = stack_step_error(m, in, B, T);
     ck_assert_msg(worst < 1e-4, "step vs forward: %g", worst);
-    hy_model_state_free(m, st);
-    hy_free(full);
     hy_model_free(m);
 }
 END_TEST
