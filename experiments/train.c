@@ -7,7 +7,6 @@
 #include "core/mem.h"
 #include "core/strbuf.h"
 #include "core/timer.h"
-#include "layers/ffn/moe.h"
 #include "models/checkpoint.h"
 #include "models/optim.h"
 #include <inttypes.h>
@@ -28,12 +27,9 @@ static double validate(hy_model *m, const hy_data *d, const hy_run_config *c, do
 const char *const HY_TRAIN_CSV_HEADER =
     "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,aux_loss\n";
 #define TRAIN_CSV_STEP_COL 4   /* 0-based column of `step` in train.csv */
-#define EXPERTS_CSV_STEP_COL 2
-/* experts.csv (models with MoE layers): token slots routed to each expert on the validation
- * batches of each evaluation, so that a collapse of the routing is visible. */
-static const char *EXPERTS_HEADER = "variant,seq_len,step,layer,expert,tokens\n";
+#define STATS_CSV_STEP_COL 2   /* ... and in a telemetry CSV (variant,seq_len,step,layer,...) */
 
-/* train.csv and experts.csv are kept in memory (hy_strbuf) and rewritten atomically, so they are
+/* train.csv and the telemetry CSVs are kept in memory (hy_strbuf) and rewritten atomically, so they are
  * never half-written. On resume: the header, then the existing rows (step in 0-based column
  * step_col) up to and including `step`. */
 static void csv_reload(hy_strbuf *t, const char *header, const char *path, int step_col, long step) {
@@ -82,39 +78,119 @@ static double schedule_progress(const hy_run_config *c, long step, double frac) 
 
 typedef struct {
     const hy_run_config *c;
-    char ckpt[HY_PATH_MAX + 64], state[HY_PATH_MAX + 64], csv[HY_PATH_MAX + 64], experts[HY_PATH_MAX + 64];
+    char ckpt[HY_PATH_MAX + 64], state[HY_PATH_MAX + 64], csv[HY_PATH_MAX + 64];
 } run_paths;
 
-static bool has_moe(const hy_model *m) {
-    for (int i = 0; i < m->cfg.n_layers; i++)
-        if (m->ffns[i].ops == &hy_block_moe) return true;
+/* Whether any block of the model adds an auxiliary loss: the aux_loss column is empty otherwise. */
+static bool has_aux_loss(hy_model *m) {
+    for (int s = 0; s < 2 * m->cfg.n_layers; s++) {
+        const hy_layer *L = hy_model_sub_block(m, s);
+        if (L->ops && (L->ops->flags & HY_BLOCK_AUX_LOSS)) return true;
+    }
     return false;
 }
 
-/* The validation loss (validate) and, for each MoE layer, how the validation tokens were
- * routed: rows of experts.csv, and one line per MoE layer into `lines` (share of token slots
- * per expert in %, and max/mean: 1 = balanced, E/k = every token on the same k experts). */
-static double evaluate_routing(hy_model *m, const hy_data *d, const hy_run_config *c, const char *variant,
-                               long step, double *acc, hy_strbuf *experts, hy_strbuf *lines) {
-    for (int i = 0; i < m->cfg.n_layers; i++)
-        if (m->ffns[i].ops == &hy_block_moe) hy_moe_reset_counts(&m->ffns[i]);
-    double val = validate(m, d, c, acc);
-    for (int i = 0; i < m->cfg.n_layers; i++) {
-        if (m->ffns[i].ops != &hy_block_moe) continue;
-        int64_t cnt[HY_MOE_MAX_EXPERTS], total = 0, most = 0;
-        int E = hy_moe_expert_counts(&m->ffns[i], cnt, HY_MOE_MAX_EXPERTS);
-        for (int e = 0; e < E; e++) {
-            total += cnt[e], most = cnt[e] > most ? cnt[e] : most;
-            hy_sb_printf(experts, "%s,%d,%ld,%d,%d,%" PRId64 "\n", variant, c->seq_len, step, i, e, cnt[e]);
-        }
-        hy_sb_printf(lines, "[%s] step %ld  layer %d moe: %% of val token slots per expert:", variant, step, i);
-        for (int e = 0; e < E; e++) hy_sb_printf(lines, " %.1f", total ? 100.0 * cnt[e] / total : 0.0);
-        hy_sb_printf(lines, "  (max/mean %.2f)\n", total ? (double)most * E / total : 0.0);
-    }
-    return val;
+/* ---- block telemetry (hy_block_stats): one CSV per file name the model's blocks declare ---- */
+#define MAX_STATS_FILES 8
+typedef struct {
+    const hy_block_stats *st;   /* the first block that named the file: its columns head it */
+    const char *block;          /* that block's name, for errors */
+    char path[HY_PATH_MAX + 64];
+    hy_strbuf rows;             /* header and rows, rewritten atomically like train.csv */
+} stats_csv;
+typedef struct {
+    int n;
+    stats_csv f[MAX_STATS_FILES];
+} telemetry;
+
+/* The CSV of st's file, or NULL when no block named it yet. */
+static stats_csv *telemetry_file(telemetry *tm, const hy_block_stats *st) {
+    for (int i = 0; i < tm->n; i++)
+        if (!strcmp(tm->f[i].st->file, st->file)) return &tm->f[i];
+    return NULL;
 }
 
-/* Prints and empties the routing lines of the last evaluation. */
+/* One CSV per file the model's blocks declare, started with its header (or, resumed, with its
+ * rows up to `step`); blocks that share a file must declare the same columns. */
+static int telemetry_open(telemetry *tm, hy_model *m, const char *out_dir, bool resumed, long step) {
+    for (int s = 0; s < 2 * m->cfg.n_layers; s++) {
+        const hy_layer *L = hy_model_sub_block(m, s);
+        const hy_block_stats *st = L->ops ? L->ops->stats : NULL;
+        if (!st) continue;
+        stats_csv *f = telemetry_file(tm, st);
+        if (f && strcmp(f->st->columns, st->columns))
+            return hy_fail("%s: blocks %s and %s declare different columns (%s, %s)", st->file, f->block,
+                           L->ops->name, f->st->columns, st->columns);
+        if (f) continue;
+        if (tm->n == MAX_STATS_FILES) return hy_fail("more than %d telemetry files", MAX_STATS_FILES);
+        f = &tm->f[tm->n++];
+        f->st = st, f->block = L->ops->name;
+        snprintf(f->path, sizeof f->path, "%s/%s", out_dir, st->file);
+        char header[256];
+        snprintf(header, sizeof header, "variant,seq_len,step,layer,%s\n", st->columns);
+        if (resumed) csv_reload(&f->rows, header, f->path, STATS_CSV_STEP_COL, step);
+        else hy_sb_add(&f->rows, header);
+    }
+    return 0;
+}
+
+/* Rewrites every telemetry CSV (after an evaluation and at the end). */
+static int telemetry_write(telemetry *tm) {
+    for (int i = 0; i < tm->n; i++) {
+        int rc = hy_sb_write_file(&tm->f[i].rows, tm->f[i].path);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+/* Frees the rows of every telemetry CSV. */
+static void telemetry_free(telemetry *tm) {
+    for (int i = 0; i < tm->n; i++) hy_sb_free(&tm->f[i].rows);
+}
+
+/* One layer's counts since its reset: rows of its CSV, and one line into `lines` (each count's
+ * share in %, and max/mean: 1 = balanced, n = everything on one item). */
+static int telemetry_layer(telemetry *tm, const hy_layer *L, const char *variant, int seq_len, long step,
+                           hy_strbuf *lines) {
+    const hy_block_stats *st = L->ops->stats;
+    stats_csv *f = telemetry_file(tm, st);
+    int n = st->get(L, NULL, 0);
+    int64_t *cnt = hy_malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1)), total = 0, most = 0;
+    if (!f || !cnt) {
+        hy_free(cnt);
+        return f ? HY_ERR_NOMEM : hy_fail("%s: no telemetry file %s", L->ops->name, st->file);
+    }
+    st->get(L, cnt, n);
+    for (int e = 0; e < n; e++) {
+        total += cnt[e], most = cnt[e] > most ? cnt[e] : most;
+        hy_sb_printf(&f->rows, "%s,%d,%ld,%d,%d,%" PRId64 "\n", variant, seq_len, step, L->index, e, cnt[e]);
+    }
+    hy_sb_printf(lines, "[%s] step %ld  layer %d %s: %% of val %s:", variant, step, L->index, L->ops->name, st->label);
+    for (int e = 0; e < n; e++) hy_sb_printf(lines, " %.1f", total ? 100.0 * cnt[e] / total : 0.0);
+    hy_sb_printf(lines, "  (max/mean %.2f)\n", total ? (double)most * n / total : 0.0);
+    hy_free(cnt);
+    return 0;
+}
+
+/* The validation loss (validate) into *val and, for every block with telemetry, its counts over
+ * the validation batches: rows of its CSV and a line per layer into `lines`. */
+static int evaluate(hy_model *m, const hy_data *d, const hy_run_config *c, const char *variant, long step,
+                    double *val, double *acc, telemetry *tm, hy_strbuf *lines) {
+    const int S = 2 * m->cfg.n_layers;
+    for (int s = 0; s < S; s++) {
+        hy_layer *L = hy_model_sub_block(m, s);
+        if (L->ops && L->ops->stats) L->ops->stats->reset(L);
+    }
+    *val = validate(m, d, c, acc);
+    for (int s = 0; s < S; s++) {
+        const hy_layer *L = hy_model_sub_block(m, s);
+        int rc = L->ops && L->ops->stats ? telemetry_layer(tm, L, variant, c->seq_len, step, lines) : 0;
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+/* Prints and empties the telemetry lines of the last evaluation. */
 static void flush_lines(hy_strbuf *lines, FILE *progress) {
     if (progress && lines->len) {
         fputs(lines->p, progress);
@@ -128,7 +204,7 @@ typedef struct {
     long step;
     double tokens, elapsed;
     double window_loss;   /* sum of train losses since the last train.csv row */
-    double window_aux;    /* sum of MoE aux losses over the same steps */
+    double window_aux;    /* sum of the aux losses (hy_loss.aux_loss) over the same steps */
     long window_steps;
 } run_progress;
 
@@ -214,7 +290,6 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     snprintf(P.ckpt, sizeof P.ckpt, "%s/checkpoint.safetensors", c->out_dir);
     snprintf(P.state, sizeof P.state, "%s/checkpoint.state.safetensors", c->out_dir);
     snprintf(P.csv, sizeof P.csv, "%s/train.csv", c->out_dir);
-    snprintf(P.experts, sizeof P.experts, "%s/experts.csv", c->out_dir);
     const char *variant = o->variant ? o->variant : c->name;
     hy_set_threads(c->threads);
     hy_gemm_set_backend(c->gemm);
@@ -229,7 +304,8 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     if ((rc = hy_data_open(&corpus, c->corpus, c->val_fraction, &c->task, c->seed)) < 0) return rc;
     hy_model *m = NULL;
     hy_optim opt = {0};
-    hy_strbuf csv = {0}, ex = {0}, lines = {0};
+    hy_strbuf csv = {0}, lines = {0};
+    telemetry tm = {0};
     int32_t *in = NULL, *tg = NULL;
     run_progress pr = {0};
     hy_rng rng;
@@ -244,9 +320,8 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     if (resumed && (rc = load_state(&P, m, &opt, &rng, &pr)) < 0) goto done;
     if (resumed) csv_reload(&csv, HY_TRAIN_CSV_HEADER, P.csv, TRAIN_CSV_STEP_COL, pr.step);
     else hy_sb_add(&csv, HY_TRAIN_CSV_HEADER);
-    bool moe = has_moe(m);
-    if (moe && resumed) csv_reload(&ex, EXPERTS_HEADER, P.experts, EXPERTS_CSV_STEP_COL, pr.step);
-    else if (moe) hy_sb_add(&ex, EXPERTS_HEADER);
+    bool aux = has_aux_loss(m);
+    if ((rc = telemetry_open(&tm, m, c->out_dir, resumed, pr.step)) < 0) goto done;
 
     int B = c->batch_size, T = c->seq_len;
     size_t n = (size_t)B * T;
@@ -266,7 +341,7 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     char run_key[80];   /* the seed and peak_lr columns */
     snprintf(run_key, sizeof run_key, "%llu,%g", (unsigned long long)c->seed, c->lr);
     if (!resumed) {
-        val = evaluate_routing(m, &corpus, c, variant, 0, &acc, &ex, &lines);
+        if ((rc = evaluate(m, &corpus, c, variant, 0, &val, &acc, &tm, &lines)) < 0) goto done;
         hy_sb_printf(&csv, "%s,%d,%s,0,0,,%.6f,,,,0.000,\n", variant, T, run_key, val);
         flush_lines(&lines, o->progress);
     }
@@ -300,13 +375,13 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
             val = NAN;
             char vs[32] = "";
             if (eval) {
-                val = evaluate_routing(m, &corpus, c, variant, pr.step, &acc, &ex, &lines);
+                if ((rc = evaluate(m, &corpus, c, variant, pr.step, &val, &acc, &tm, &lines)) < 0) break;
                 snprintf(vs, sizeof vs, "%.6f", val);
             }
             r->train_loss = pr.window_loss / pr.window_steps;
             r->tokens_per_s = tps;
-            char as[32] = "";   /* aux_loss: empty for a model without MoE layers */
-            if (moe) snprintf(as, sizeof as, "%.6f", pr.window_aux / pr.window_steps);
+            char as[32] = "";   /* aux_loss: empty for a model without a block that adds one */
+            if (aux) snprintf(as, sizeof as, "%.6f", pr.window_aux / pr.window_steps);
             hy_sb_printf(&csv, "%s,%d,%s,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f,%s\n", variant, T, run_key, pr.step,
                          pr.tokens, r->train_loss, vs, lr, gnorm, tps, now - t_start, as);
             if (o->on_tick) {
@@ -324,7 +399,7 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
             pr.window_loss = 0, pr.window_aux = 0, pr.window_steps = 0, window_tokens = 0;
             t_window = hy_now();
             if (eval && (rc = hy_sb_write_file(&csv, P.csv)) < 0) break;
-            if (eval && moe && (rc = hy_sb_write_file(&ex, P.experts)) < 0) break;
+            if (eval && (rc = telemetry_write(&tm)) < 0) break;
         }
         pr.elapsed = hy_now() - t_start;
         if (c->checkpoint_every > 0 && pr.step % c->checkpoint_every == 0 &&
@@ -334,7 +409,7 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     if (tty) fputc('\n', o->progress);
     if (rc == 0) {
         pr.elapsed = hy_now() - t_start;
-        if (isnan(val)) val = evaluate_routing(m, &corpus, c, variant, pr.step, &acc, &ex, &lines);
+        if (isnan(val)) rc = evaluate(m, &corpus, c, variant, pr.step, &val, &acc, &tm, &lines);
         flush_lines(&lines, o->progress);
         r->steps = pr.step, r->tokens = pr.tokens, r->seconds = pr.elapsed;
         r->val_loss = val, r->val_ppl = exp(val), r->val_bits_per_byte = val / log(2.0);
@@ -342,13 +417,14 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
         r->interrupted = stopped;
         r->stopped_by = stopped ? HY_STOP_INTERRUPT : budget_that_ended(c, pr.step, pr.tokens);
         r->peak_bytes = hy_mem_peak() - mem_base;
-        rc = save_all(&P, m, &opt, &rng, &pr);
+        if (rc == 0) rc = save_all(&P, m, &opt, &rng, &pr);
         if (rc == 0) rc = hy_sb_write_file(&csv, P.csv);
-        if (rc == 0 && moe) rc = hy_sb_write_file(&ex, P.experts);
+        if (rc == 0) rc = telemetry_write(&tm);
     }
 done:
     hy_free(in), hy_free(tg);
-    hy_sb_free(&csv), hy_sb_free(&ex), hy_sb_free(&lines);
+    hy_sb_free(&csv), hy_sb_free(&lines);
+    telemetry_free(&tm);
     hy_optim_free(&opt);
     hy_model_free(m);
     hy_data_free(&corpus);

@@ -44,7 +44,8 @@ typedef struct {
 int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r);
 
 
-/* The header row of train.csv (SPEC §5 plus aux_loss, the MoE load-balancing loss). */
+/* The header row of train.csv (SPEC §5 plus aux_loss, the mean auxiliary loss of the blocks that add
+ * one: HY_BLOCK_AUX_LOSS). */
 extern const char *const HY_TRAIN_CSV_HEADER;
 
 #endif

@@ -205,6 +205,8 @@ int hy_layer_standalone(hy_layer *L, const hy_block_ops *ops, const hy_opts *opt
     L->d_model = d_model;
     L->keep_for_backward = true;
     L->shared = hy_calloc(sizeof(hy_shared));
+    int rc = L->shared && (ops->flags & HY_BLOCK_FIRST_VALUE) ? hy_shared_claim_first(L->shared, L) : 0;
+    if (rc < 0) return rc;
     int n = ops->param_specs(opts, d_model, NULL);
     hy_param_spec specs[HY_MAX_BLOCK_PARAMS];
     if (n > HY_MAX_BLOCK_PARAMS) return hy_fail("%s: too many parameter tensors (%d)", ops->name, n);
@@ -234,8 +236,52 @@ void hy_layer_standalone_free(hy_layer *L) {
     }
     hy_free(L->p);
     hy_free(L->g);
+    if (L->shared) hy_shared_free(L->shared);
     hy_free(L->shared);
     memset(L, 0, sizeof *L);
+}
+
+/* The slot of L's block, found by its ops; a new one records L's index as the block's first layer. */
+int hy_shared_claim_first(hy_shared *sh, hy_layer *L) {
+    for (int i = 0; i < sh->n_first; i++)
+        if (sh->first[i].ops == L->ops) {
+            L->first = &sh->first[i];
+            return 0;
+        }
+    if (sh->n_first == HY_MAX_FIRST_SLOTS)
+        return hy_fail("layer %d %s: more than %d blocks take a value from their first layer", L->index, L->ops->name,
+                       HY_MAX_FIRST_SLOTS);
+    hy_first_slot *f = &sh->first[sh->n_first++];
+    *f = (hy_first_slot){.ops = L->ops, .layer = L->index};
+    L->first = f;
+    return 0;
+}
+
+/* The slots' buffers belong to the context, not to a layer: freed once, whatever the order of the
+ * layers' destroy calls. */
+void hy_shared_free(hy_shared *sh) {
+    for (int i = 0; i < sh->n_first; i++) {
+        hy_buf_free(&sh->first[i].value), hy_buf_free(&sh->first[i].grad);
+        sh->first[i].rows = 0;
+    }
+}
+
+/* Zeroes the sum and the count before the layers of a forward add their aux losses. */
+void hy_aux_reset(hy_shared *sh) { sh->aux.sum = 0, sh->aux.n = 0; }
+
+/* One layer's aux loss into the sum, counted once. */
+void hy_aux_add(hy_layer *L, double loss) {
+    L->shared->aux.sum += loss;
+    L->shared->aux.n++;
+}
+
+/* sum / n in double, then rounded to float once. */
+float hy_aux_mean(const hy_shared *sh) { return sh->aux.n ? (float)(sh->aux.sum / sh->aux.n) : 0.0f; }
+
+/* The loss holds coef · sum / n, so each layer's aux loss has weight coef / n (n = 1 before any). */
+double hy_aux_grad_scale(const hy_layer *L) {
+    const hy_aux_loss *a = &L->shared->aux;
+    return (double)a->coef / (a->n > 0 ? a->n : 1);
 }
 
 /* U(±1/sqrt(in)) for the weight, then the bias, in that order of draws. */

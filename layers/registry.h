@@ -59,22 +59,49 @@ typedef struct {
 
 typedef struct hy_block_ops hy_block_ops;
 
-/* Cross-layer context owned by the model and shared by all its layers (one per model). Blocks that
- * need information from other layers (RWKV-7's v_first, MoE's aux loss) keep it here. */
+/* ---- cross-layer hooks (docs/architecture.md, "Cross-layer hooks") ----
+ * Generic places where a block meets the other layers of its stack. A block declares which it uses
+ * in hy_block_ops.flags (and .stats); the model and the trainer never look at a block's name. */
+enum {
+    /* The layers of this block take a value from the first layer of the same block in the stack
+     * (a value residual): each gets L->first, the one hy_first_slot of its block. "First" is by
+     * layer index: give such a block one kind (mixer or ffn), or a layer's two would both write. */
+    HY_BLOCK_FIRST_VALUE = 1,
+    /* The block adds an auxiliary loss in forward (hy_aux_add); the model averages it over the
+     * layers that added one and adds router_aux_coef times the mean to the loss. */
+    HY_BLOCK_AUX_LOSS = 2,
+};
+
+/* The value the first layer of a block (flag HY_BLOCK_FIRST_VALUE) hands to the later layers of
+ * the same block. The first layer (hy_first_writes) writes `value` (rows x d_model) in forward,
+ * prefill and step, and zeroes `grad` in a forward that keeps activations; later layers read
+ * `value` and ADD their gradient into `grad` in backward. Layers run backward in reverse, so the
+ * first one sees the full sum, consumes it and zeroes it. The model (or a standalone layer) owns
+ * the buffers: hy_shared_free frees them. */
+typedef struct hy_first_slot {
+    const hy_block_ops *ops;  /* the block whose layers share this slot */
+    int layer;                /* index of its first layer in the stack; 0 for a standalone layer */
+    hy_buf value, grad;
+    size_t rows;              /* rows of value: B·T of the last forward or prefill, B of a step */
+} hy_first_slot;
+
+#define HY_MAX_FIRST_SLOTS 8   /* blocks with HY_BLOCK_FIRST_VALUE in one stack */
+
+/* The auxiliary losses of one forward (blocks with HY_BLOCK_AUX_LOSS): summed by hy_aux_add,
+ * averaged by hy_aux_mean, their gradient scale given to backward by hy_aux_grad_scale. */
+typedef struct hy_aux_loss {
+    double sum;               /* sum of the aux losses added since hy_aux_reset */
+    int n;                    /* number of layers that added one */
+    float coef;               /* the model's router_aux_coef: weight of the mean in the loss */
+} hy_aux_loss;
+
+/* Cross-layer context owned by the model and shared by all its layers (one per model; a
+ * standalone layer has its own). Only generic areas: what a block shares goes through a hook. */
 typedef struct hy_shared {
-    double aux_loss;          /* sum of MoE aux losses of the last forward */
-    int n_aux;                /* number of layers that added to aux_loss */
-    float aux_coef;           /* router_aux_coef, for backward */
-    /* RWKV-7 value residual (layers/rwkv7/rwkv7.c). The first rwkv7 mixer of the stack (layer index
-     * rwkv_first; set by the model, 0 for a standalone layer) writes its v into v_first in forward,
-     * prefill and step (v_first_rows = B·T rows of d_model) and zeroes dv_first in a forward that
-     * keeps activations; later rwkv7 mixers read v_first and ADD their gradient into dv_first in
-     * backward. Layers run backward in reverse, so the first one sees the full sum, consumes it and
-     * zeroes it. The buffers belong to the first rwkv7 layer (freed by its destroy). */
-    int rwkv_first;           /* layer index of the first rwkv7 mixer; -1 = none */
     int n_layers;             /* layers in the stack, for depth-dependent inits; 0 = standalone */
-    hy_buf v_first, dv_first;
-    size_t v_first_rows;
+    hy_aux_loss aux;
+    hy_first_slot first[HY_MAX_FIRST_SLOTS];   /* one per block with HY_BLOCK_FIRST_VALUE */
+    int n_first;
 } hy_shared;
 
 typedef struct hy_layer {
@@ -86,6 +113,7 @@ typedef struct hy_layer {
     float **p, **g;           /* parameter i data / gradient (views into the model's arenas) */
     bool keep_for_backward;   /* forward must save what backward needs */
     hy_shared *shared;
+    hy_first_slot *first;     /* HY_BLOCK_FIRST_VALUE: its block's slot in shared (set by the model); else NULL */
     void *priv;               /* block-owned caches and workspaces; freed by destroy() */
 } hy_layer;
 
@@ -108,10 +136,26 @@ size_t hy_state_tensor_numel(const hy_state_tensor *t);
 int hy_state_match(const char *block, int n, const hy_state_tensor *t, int n_want, const hy_state_tensor *want,
                    int *idx);
 
+/* Telemetry of a block (hy_block_ops.stats, optional): a vector of counts the block accumulates
+ * over forward() calls (not step or prefill) between two resets. The trainer resets them before
+ * each validation, reads them after it, writes one CSV row per count into `file` in the run folder
+ * (columns variant,seq_len,step,layer, then `columns`) and prints one line per layer:
+ * "[variant] step S  layer L NAME: % of val LABEL: p0 p1 ...  (max/mean r)". */
+typedef struct hy_block_stats {
+    const char *file;         /* CSV file name, e.g. "counts.csv"; layers of one file share `columns` */
+    const char *columns;      /* the two CSV columns after `layer`: "ITEM,COUNT" (item index, count) */
+    const char *label;        /* what the printed shares are, e.g. "token slots per item" */
+    void (*reset)(hy_layer *L);
+    /* Writes min(n, max) counts into out (out may be NULL when max is 0); returns n. */
+    int (*get)(const hy_layer *L, int64_t *out, int max);
+} hy_block_stats;
+
 struct hy_block_ops {
     const char *name;
     unsigned kinds;           /* HY_KIND_MIXER and/or HY_KIND_FFN: where it may be placed */
     const char *summary;      /* one line */
+    unsigned flags;           /* cross-layer hooks it uses: HY_BLOCK_FIRST_VALUE, HY_BLOCK_AUX_LOSS */
+    const hy_block_stats *stats;   /* telemetry for the trainer's logs; NULL = none */
     const hy_opt_spec *opts;
     int n_opts;
     /* Fill auto values and check constraints that involve d_model or several options. On error:
@@ -178,6 +222,24 @@ float hy_output_init_scale(const hy_layer *L);
 /* A block's output projection: hy_init_linear, then weight and bias × hy_output_init_scale(L), so
  * each residual branch starts small next to the embedding (docs/blocks.md, "Initialization"). */
 void hy_init_output_linear(const hy_layer *L, float *w, float *b, int out, int in, hy_rng *rng);
+
+/* ---- cross-layer hooks: the generic code behind hy_shared ---- */
+/* Points L->first at the slot of L's block in sh, creating it with L as the block's first layer
+ * (the model calls it for its layers in stack order). Fails when sh has no free slot. */
+int hy_shared_claim_first(hy_shared *sh, hy_layer *L);
+/* Frees the buffers of every slot (the model's and standalone layers' teardown). */
+void hy_shared_free(hy_shared *sh);
+/* Whether L writes its block's slot (it is the first layer of its block, or has no slot) rather
+ * than reading it: the one test a HY_BLOCK_FIRST_VALUE block needs. */
+static inline bool hy_first_writes(const hy_layer *L) { return !L->first || L->index <= L->first->layer; }
+/* Starts a forward: no aux loss added yet. */
+void hy_aux_reset(hy_shared *sh);
+/* Adds layer L's aux loss of this forward (forward only: streaming is no part of any loss). */
+void hy_aux_add(hy_layer *L, double loss);
+/* The mean aux loss over the layers that added one (0 when none), as the model reports it. */
+float hy_aux_mean(const hy_shared *sh);
+/* d(model loss)/d(one layer's aux loss) = coef / (layers that added one), for backward. */
+double hy_aux_grad_scale(const hy_layer *L);
 
 /* ---- registry ---- */
 const hy_block_ops *hy_block_find(const char *name);

@@ -110,6 +110,18 @@ static void init_params(hy_model *m, uint64_t seed) {
     }
 }
 
+/* Every layer of a block that takes a value from its first layer (HY_BLOCK_FIRST_VALUE) gets its
+ * block's slot in m->shared; claimed in stack order, so the lowest layer of the block writes it. */
+static int claim_first_slots(hy_model *m) {
+    for (int s = 0; s < 2 * m->cfg.n_layers; s++) {
+        hy_layer *L = sub_block(m, s);
+        if (!L->ops || !(L->ops->flags & HY_BLOCK_FIRST_VALUE)) continue;
+        int rc = hy_shared_claim_first(&m->shared, L);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
 int hy_model_create(const hy_model_config *cfg, uint64_t seed, hy_model **out) {
     *out = NULL;
     if (cfg->n_layers > 1024) return hy_fail("n_layers = %d is more than 1024", cfg->n_layers);
@@ -122,12 +134,12 @@ int hy_model_create(const hy_model_config *cfg, uint64_t seed, hy_model **out) {
         hy_model_free(m);
         return rc;
     }
-    m->shared.aux_coef = m->cfg.router_aux_coef;
-    /* RWKV-7's v_first comes from the first rwkv7 mixer of the stack (see hy_shared). */
+    m->shared.aux.coef = m->cfg.router_aux_coef;
     m->shared.n_layers = m->cfg.n_layers;
-    m->shared.rwkv_first = -1;
-    for (int i = 0; i < m->cfg.n_layers && m->shared.rwkv_first < 0; i++)
-        if (!strcmp(m->cfg.layers[i].mixer.ops->name, "rwkv7")) m->shared.rwkv_first = i;
+    if ((rc = claim_first_slots(m)) < 0) {
+        hy_model_free(m);
+        return rc;
+    }
     init_params(m, seed);
     *out = m;
     return 0;
@@ -143,6 +155,7 @@ void hy_model_free(hy_model *m) {
             hy_free(L->g);
         }
     }
+    hy_shared_free(&m->shared);
     hy_free(m->mixers), hy_free(m->ffns), hy_free(m->norm), hy_free(m->ffn_norm);
     hy_free(m->params), hy_free(m->data), hy_free(m->grad);
     hy_free(m->tokens), hy_free(m->targets);
@@ -195,7 +208,7 @@ int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets,
     memcpy(m->tokens, inputs, rows * sizeof(int32_t));
     if (targets) memcpy(m->targets, targets, rows * sizeof(int32_t));
     m->B = B, m->T = T;
-    m->shared.aux_loss = 0, m->shared.n_aux = 0;
+    hy_aux_reset(&m->shared);
 
     hy_embedding_forward(m->h.p, m->embedding->data, inputs, rows, d);
     int cur = 0;
@@ -231,7 +244,7 @@ int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets,
     hy_loss l = {0};
     if (targets) {
         l.ce_loss = (float)hy_cross_entropy_forward(m->logits.p, targets, rows, V, &l.n_targets);
-        l.aux_loss = m->shared.n_aux ? (float)(m->shared.aux_loss / m->shared.n_aux) : 0.0f;
+        l.aux_loss = hy_aux_mean(&m->shared);
         l.loss = l.ce_loss + m->cfg.router_aux_coef * l.aux_loss;
     }
     m->loss = l;
@@ -364,7 +377,7 @@ int hy_model_step(hy_model *m, hy_model_state *st, const int32_t *tokens, float 
 
 /* Whether every block of the stack has a multi-token prefill. If one does not, the stack is
  * prefilled token by token through hy_model_step: stepping that block alone over the chunk
- * would be wrong for blocks that pass per-token data between layers (RWKV-7's v_first). */
+ * would be wrong for blocks that pass per-token data between layers (HY_BLOCK_FIRST_VALUE). */
 static bool can_prefill(const hy_model *m) {
     for (int s = 0; s < 2 * m->cfg.n_layers; s++) {
         const hy_layer *L = s % 2 ? &m->ffns[s / 2] : &m->mixers[s / 2];

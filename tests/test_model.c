@@ -279,6 +279,22 @@ START_TEST(same_seed_same_result) {
 }
 END_TEST
 
+/* Every block's cross-layer hooks are complete, so the model and trainer can use them blindly: a
+ * stats hook has a file, two columns, a label, reset and get; flags name only known hooks. */
+START_TEST(block_hooks_complete) {
+    for (int i = 0; i < hy_block_count(); i++) {
+        const hy_block_ops *b = hy_block_at(i);
+        ck_assert_msg(!(b->flags & ~(unsigned)(HY_BLOCK_FIRST_VALUE | HY_BLOCK_AUX_LOSS)), "%s: unknown flags", b->name);
+        const hy_block_stats *st = b->stats;
+        if (!st) continue;
+        ck_assert_msg(st->file && *st->file && st->label && *st->label && st->reset && st->get, "%s: stats", b->name);
+        const char *comma = st->columns ? strchr(st->columns, ',') : NULL;
+        ck_assert_msg(comma && comma != st->columns && comma[1] && !strchr(comma + 1, ','), "%s: columns '%s'",
+                      b->name, st->columns ? st->columns : "(null)");
+    }
+}
+END_TEST
+
 START_TEST(optimizer_schedule_and_clipping) {
     ck_assert_double_eq_tol(hy_lr_schedule(0, 10, 0, 1.0, 0.1), 0.1, 1e-12);
     ck_assert_double_eq_tol(hy_lr_schedule(9, 10, 0, 1.0, 0.1), 1.0, 1e-12);
@@ -319,6 +335,7 @@ static Suite *model_suite(void) {
     suite_add_tcase(s, ops);
     TCase *model = tcase_create("stack");
     tcase_add_test(model, model_parameter_names_follow_spec);
+    tcase_add_test(model, block_hooks_complete);
     tcase_add_test(model, model_gradients_tied);
     tcase_add_test(model, model_gradients_untied_rope);
     tcase_add_test(model, model_step_matches_forward);

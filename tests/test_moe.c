@@ -26,7 +26,7 @@ static void make_moe(hy_layer *L, int d, int E, int k, int F, uint64_t seed) {
 
 /* Resets the shared aux accumulator, as the model does before each forward. */
 static void fwd(hy_layer *L, const float *x, float *y, int B, int T) {
-    L->shared->aux_loss = 0, L->shared->n_aux = 0;
+    hy_aux_reset(L->shared);
     ck_assert_msg(L->ops->forward(L, x, y, B, T) == 0, "%s", hy_last_error());
 }
 
@@ -87,8 +87,8 @@ START_TEST(grouped_matches_per_token_reference) {
         double aux = 0;
         for (int e = 0; e < E; e++) aux += E * f[e] * P[e];
         ck_assert_msg(worst / scale < 1e-5, "E %d k %d: grouped vs per-token error %g", E, k, worst / scale);
-        ck_assert_msg(fabs(L.shared->aux_loss - aux) < 1e-5 && L.shared->n_aux == 1, "aux %g, reference %g",
-                      L.shared->aux_loss, aux);
+        ck_assert_msg(fabs(L.shared->aux.sum - aux) < 1e-5 && L.shared->aux.n == 1, "aux %g, reference %g",
+                      L.shared->aux.sum, aux);
         ck_assert_double_eq_tol(hy_moe_last_aux(&L), aux, 1e-5);
         /* the counts the trainer logs: every token's k slots, per expert as the reference routed them */
         int64_t cnt[64];
@@ -122,7 +122,7 @@ START_TEST(aux_loss_hand_computed) {
     const float x[8] = {logf(2), 0, 0, logf(3), 0, 0, -logf(2), -logf(2)};
     float y[8];
     fwd(&L, x, y, 1, 4);
-    ck_assert_double_eq_tol(L.shared->aux_loss, 0.990625, 1e-6);
+    ck_assert_double_eq_tol(L.shared->aux.sum, 0.990625, 1e-6);
     int64_t cnt[3];
     hy_moe_expert_counts(&L, cnt, 3);
     ck_assert_int_eq(cnt[0], 2); ck_assert_int_eq(cnt[1], 1); ck_assert_int_eq(cnt[2], 1);
@@ -154,7 +154,7 @@ START_TEST(top_k_ties_are_deterministic) {
     hy_moe_expert_counts(&L, cnt, E);
     ck_assert_int_eq(cnt[0], B * T); ck_assert_int_eq(cnt[1], B * T);
     ck_assert_int_eq(cnt[2] + cnt[3] + cnt[4], 0);
-    ck_assert_double_eq_tol(L.shared->aux_loss, E * (1.0 / E + 1.0 / E), 1e-6);   /* f = (1,1,0,0,0), P = 1/E */
+    ck_assert_double_eq_tol(L.shared->aux.sum, E * (1.0 / E + 1.0 / E), 1e-6);   /* f = (1,1,0,0,0), P = 1/E */
     /* rows 1 and 3 equal, the others random */
     tu_fill_normal(W, (size_t)E * D, 1.0f, 4);
     memcpy(W + 3 * D, W + 1 * D, sizeof(float) * D);
@@ -208,7 +208,7 @@ static double moe_loss(hy_layer *L, const float *x, float *y, const float *R, in
     fwd(L, x, y, B, T);
     double s = 0;
     for (size_t i = 0; i < (size_t)B * T * L->d_model; i++) s += (double)y[i] * R[i];
-    return s + (double)L->shared->aux_coef * L->shared->aux_loss;
+    return s + (double)L->shared->aux.coef * L->shared->aux.sum;
 }
 
 /* Finite differences of Σ y·R + coef·aux for dx and samples of every parameter tensor, with a
@@ -218,7 +218,7 @@ static double moe_grad_check(int d, int E, int k, int F, float coef, uint64_t se
     hy_layer L;
     make_moe(&L, d, E, k, F, seed);
     tu_fill_normal(L.p[HY_MOE_P_ROUTER], (size_t)E * d, 1.5f / sqrtf((float)d), seed + 1);
-    L.shared->aux_coef = coef;
+    L.shared->aux.coef = coef;
     size_t n = (size_t)B * T * d;
     float *x = hy_malloc(n * 4), *y = hy_malloc(n * 4), *R = hy_malloc(n * 4), *dx = hy_malloc(n * 4);
     tu_fill_normal(x, n, 1.0f, seed + 2);
@@ -274,7 +274,7 @@ START_TEST(aux_gradient_flows_through_P_only) {
     hy_layer L;
     make_moe(&L, D, E, K, F, 61);
     tu_fill_normal(L.p[HY_MOE_P_ROUTER], E * D, 0.5f, 62);
-    L.shared->aux_coef = 1.0f;
+    L.shared->aux.coef = 1.0f;
     float x[B * T * D], y[B * T * D], dy[B * T * D] = {0}, dx[B * T * D];
     tu_fill_normal(x, B * T * D, 1.0f, 63);
     int r;
@@ -289,10 +289,10 @@ START_TEST(aux_gradient_flows_through_P_only) {
         float *w = &L.p[HY_MOE_P_ROUTER][i], keep = *w;
         *w = keep + 1e-2f;
         fwd(&L, x, y, B, T);
-        double up = L.shared->aux_loss;
+        double up = L.shared->aux.sum;
         *w = keep - 1e-2f;
         fwd(&L, x, y, B, T);
-        double down = L.shared->aux_loss;
+        double down = L.shared->aux.sum;
         *w = keep;
         double num = (up - down) / 2e-2, an = L.g[HY_MOE_P_ROUTER][i];
         worst = fmax(worst, fabs(num - an) / fmax(fabs(num) + fabs(an), 1e-4));
@@ -314,14 +314,14 @@ START_TEST(step_matches_forward) {
     double e = tu_step_check(&L, 3, 11, 73);
     ck_assert_msg(e < 1e-5, "step vs forward %g", e);
     /* streaming adds nothing to the aux loss or the counts */
-    L.shared->aux_loss = 0, L.shared->n_aux = 0;
+    hy_aux_reset(L.shared);
     hy_moe_reset_counts(&L);
     float x[16] = {1}, y[16];
     ck_assert_int_eq(L.ops->step(&L, NULL, x, y, 1), 0);
     int64_t cnt[8];
     hy_moe_expert_counts(&L, cnt, 8);
     for (int i = 0; i < 8; i++) ck_assert_int_eq(cnt[i], 0);
-    ck_assert_int_eq(L.shared->n_aux, 0);
+    ck_assert_int_eq(L.shared->aux.n, 0);
     hy_layer_standalone_free(&L);
 }
 END_TEST
@@ -361,6 +361,35 @@ START_TEST(options_names_and_accounting) {
 }
 END_TEST
 
+/* The generic hooks the trainer and the model use: the aux-loss flag, and the stats hook, which
+ * gives the routing counts of hy_moe_expert_counts and resets them like hy_moe_reset_counts. */
+START_TEST(hooks_aux_flag_and_stats) {
+    const hy_block_ops *ops = hy_block_find("moe");
+    ck_assert(ops->flags & HY_BLOCK_AUX_LOSS);
+    ck_assert(!(ops->flags & HY_BLOCK_FIRST_VALUE));
+    const hy_block_stats *st = ops->stats;
+    ck_assert_ptr_nonnull(st);
+    ck_assert_str_eq(st->file, "experts.csv");     /* the trainer's file and columns, as before the hook */
+    ck_assert_str_eq(st->columns, "expert,tokens");
+    ck_assert_str_eq(st->label, "token slots per expert");
+    hy_layer L;
+    make_moe(&L, 8, 5, 2, 8, 91);
+    float x[3 * 8], y[3 * 8];
+    tu_fill_normal(x, 24, 1.0f, 92);
+    fwd(&L, x, y, 1, 3);
+    int64_t a[5], b[5], total = 0;
+    ck_assert_int_eq(st->get(&L, NULL, 0), 5);
+    ck_assert_int_eq(st->get(&L, a, 5), 5);
+    hy_moe_expert_counts(&L, b, 5);
+    for (int e = 0; e < 5; e++) ck_assert(a[e] == b[e]), total += a[e];
+    ck_assert(total == 3 * 2);   /* 3 tokens x top 2 */
+    st->reset(&L);
+    st->get(&L, a, 5);
+    for (int e = 0; e < 5; e++) ck_assert(a[e] == 0);
+    hy_layer_standalone_free(&L);
+}
+END_TEST
+
 /* The stack: loss = ce + router_aux_coef · (mean of the MoE layers' aux), and backward on a model
  * whose backward contains the aux gradient of two MoE layers runs. */
 START_TEST(model_loss_combines_aux) {
@@ -387,7 +416,7 @@ START_TEST(model_loss_combines_aux) {
     ck_assert_msg(a0 > 0 && a2 > 0, "aux %g %g", a0, a2);
     ck_assert_double_eq_tol(l.aux_loss, (a0 + a2) / 2, 1e-6);
     ck_assert_double_eq_tol(l.loss, l.ce_loss + 0.25 * l.aux_loss, 1e-6);
-    ck_assert_int_eq(m->shared.n_aux, 2);
+    ck_assert_int_eq(m->shared.aux.n, 2);
     hy_model_zero_grad(m);
     ck_assert_msg(hy_model_backward(m) == 0, "%s", hy_last_error());
     hy_param *r = hy_model_param(m, "layers.2.ffn.router.weight");
@@ -414,6 +443,7 @@ static Suite *moe_suite(void) {
     TCase *o = tcase_create("block");
     tcase_add_test(o, step_matches_forward);
     tcase_add_test(o, options_names_and_accounting);
+    tcase_add_test(o, hooks_aux_flag_and_stats);
     tcase_add_test(o, model_loss_combines_aux);
     suite_add_tcase(s, o);
     return s;

@@ -267,19 +267,20 @@ START_TEST(rwkv7_later_layer_gradients) {
     mid_decay(L.p[6], 16, 70);
     int B = 2, T = 18;
     size_t n = (size_t)B * T * 16;
-    hy_shared *sh = L.shared;
-    ck_assert_ptr_nonnull(hy_buf_reserve(&sh->v_first, n));
-    ck_assert_ptr_nonnull(hy_buf_reserve(&sh->dv_first, n));
-    tu_fill_normal(sh->v_first.p, n, 1, 8);
-    memset(sh->dv_first.p, 0, n * 4);
-    sh->v_first_rows = (size_t)B * T;
+    hy_first_slot *vf1 = L.first;   /* v_first, as the first rwkv7 layer (layer 0) would leave it */
+    ck_assert_ptr_nonnull(vf1);
+    ck_assert(!hy_first_writes(&L));
+    ck_assert_ptr_nonnull(hy_buf_reserve(&vf1->value, n));
+    ck_assert_ptr_nonnull(hy_buf_reserve(&vf1->grad, n));
+    tu_fill_normal(vf1->value.p, n, 1, 8);
+    memset(vf1->grad.p, 0, n * 4);
+    vf1->rows = (size_t)B * T;
     layer_dir_check(&L, B, T, 9);
     /* its v0, v1, v2 do get gradient, and dv_first received something */
     double gv = 0, gf = 0;
     for (int c = 0; c < 16; c++) gv += fabs(L.g[12][c]);
-    for (size_t i = 0; i < n; i++) gf += fabs(sh->dv_first.p[i]);
+    for (size_t i = 0; i < n; i++) gf += fabs(vf1->grad.p[i]);
     ck_assert_msg(gv > 0 && gf > 0, "value residual gradients missing (%g, %g)", gv, gf);
-    hy_buf_free(&sh->v_first), hy_buf_free(&sh->dv_first);
     hy_layer_standalone_free(&L);
 }
 END_TEST
@@ -402,35 +403,47 @@ START_TEST(rwkv7_init_as_upstream) {
 }
 END_TEST
 
-/* ---- a 3-layer stack: rwkv7 / attention / rwkv7 ---- */
+/* ---- a 3-layer stack: two rwkv7 layers and an attention layer ---- */
 
-/* ffns are swiglu: cmix's relu² has kinks that make float finite differences of the whole model
- * erratic at any usable step (cmix's gradients are checked alone and in `make crosscheck`). */
-static hy_model *stack_model(void) {
-    const hy_block_ops *rw = hy_block_find("rwkv7"), *att = hy_block_find("attention"), *cm = hy_block_find("swiglu");
+/* The 3-layer stack with attention at layer `att` and rwkv7 at the other two. ffns are swiglu:
+ * cmix's relu² has kinks that make float finite differences of the whole model erratic at any
+ * usable step (cmix's gradients are checked alone and in `make crosscheck`). */
+static hy_model *stack_model_att_at(int att) {
+    const hy_block_ops *rw = hy_block_find("rwkv7"), *at = hy_block_find("attention"), *cm = hy_block_find("swiglu");
     static hy_layer_cfg layers[3];
     hy_model_config c = {.d_model = 16, .vocab_size = 20, .n_layers = 3, .tie_embeddings = true,
                          .router_aux_coef = 0.001f, .layers = layers};
     const char *ap[] = {"n_heads=2"}, *cp[] = {"d_ff=24"};
     for (int i = 0; i < 3; i++) {
-        layers[i].mixer.ops = i == 1 ? att : rw;
-        if (i == 1) ck_assert_int_eq(hy_block_opts_from_pairs(att, 16, ap, 1, &layers[i].mixer.opts), 0);
+        layers[i].mixer.ops = i == att ? at : rw;
+        if (i == att) ck_assert_int_eq(hy_block_opts_from_pairs(at, 16, ap, 1, &layers[i].mixer.opts), 0);
         else ck_assert_int_eq(hy_block_opts_from_pairs(rw, 16, small_rw, 5, &layers[i].mixer.opts), 0);
         layers[i].ffn.ops = i == 2 ? NULL : cm;
         if (i < 2) ck_assert_int_eq(hy_block_opts_from_pairs(cm, 16, cp, 1, &layers[i].ffn.opts), 0);
     }
     hy_model *m;
     ck_assert_msg(hy_model_create(&c, 3, &m) == 0, "%s", hy_last_error());
-    ck_assert_int_eq(m->shared.rwkv_first, 0);
+    int r1 = att == 0 ? 1 : 0, r2 = att == 2 ? 1 : 2;   /* the two rwkv7 layers */
+    ck_assert_int_eq(m->shared.n_first, 1);   /* one slot, v_first, written by the first rwkv7 layer */
+    ck_assert_int_eq(m->mixers[r1].first->layer, r1);
+    ck_assert_ptr_eq(m->mixers[r1].first, m->mixers[r2].first);
+    ck_assert_ptr_null(m->mixers[att].first);
+    ck_assert(hy_first_writes(&m->mixers[r1]) && !hy_first_writes(&m->mixers[r2]));
     hy_rng r;
     hy_rng_seed(&r, 17);
     for (int p = 0; p < m->n_params; p++)
         if (strstr(m->params[p].name, "mixer") || strstr(m->params[p].name, ".ffn."))
             for (size_t i = 0; i < m->params[p].numel; i++) m->params[p].data[i] += 0.1f * hy_rng_normal(&r);
-    mid_decay(hy_model_param(m, "layers.0.mixer.w0")->data, 16, 71);
-    mid_decay(hy_model_param(m, "layers.2.mixer.w0")->data, 16, 72);
+    char w0[2][40];
+    snprintf(w0[0], sizeof w0[0], "layers.%d.mixer.w0", r1);
+    snprintf(w0[1], sizeof w0[1], "layers.%d.mixer.w0", r2);
+    mid_decay(hy_model_param(m, w0[0])->data, 16, 71);
+    mid_decay(hy_model_param(m, w0[1])->data, 16, 72);
     return m;
 }
+
+/* rwkv7 / attention / rwkv7: v_first crosses the attention layer. */
+static hy_model *stack_model(void) { return stack_model_att_at(1); }
 
 /* Mean cross-entropy of the last forward's logits in double precision (the model reports a float,
  * whose rounding would swamp the small directional derivatives of the LoRA tensors). */
@@ -500,6 +513,27 @@ START_TEST(stack_gradients_v_first_across_attention) {
 }
 END_TEST
 
+/* Largest |logit| difference between the parallel forward of the stack (vocabulary 20) over in
+ * (B, T) and streaming the same tokens one step at a time from a fresh state. */
+static double stack_step_error(hy_model *m, const int32_t *in, int B, int T) {
+    ck_assert_int_eq(hy_model_forward(m, in, NULL, B, T, false, NULL), 0);
+    float *full = hy_malloc((size_t)B * T * 20 * 4), *logits = hy_malloc((size_t)B * 20 * 4);
+    int32_t *tok = hy_malloc((size_t)B * 4);
+    memcpy(full, hy_model_logits(m), (size_t)B * T * 20 * 4);
+    hy_model_state *st;
+    ck_assert_int_eq(hy_model_state_new(m, B, &st), 0);
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        for (int b = 0; b < B; b++) tok[b] = in[(size_t)b * T + t];
+        ck_assert_msg(hy_model_step(m, st, tok, logits) == 0, "%s", hy_last_error());
+        for (int b = 0; b < B; b++)
+            for (int v = 0; v < 20; v++) worst = fmax(worst, fabs(logits[b * 20 + v] - full[((size_t)b * T + t) * 20 + v]));
+    }
+    hy_model_state_free(m, st);
+    hy_free(full), hy_free(logits), hy_free(tok);
+    return worst;
+}
+
 /* Streaming the stack token by token (v_first handed from layer 0 to layer 2 at every step)
  * equals the parallel forward. */
 START_TEST(stack_step_matches_forward) {
@@ -507,22 +541,31 @@ START_TEST(stack_step_matches_forward) {
     enum { B = 2, T = 40 };
     int32_t in[B * T];
     for (int i = 0; i < B * T; i++) in[i] = (i * 7 + i / 5) % 20;
-    ck_assert_int_eq(hy_model_forward(m, in, NULL, B, T, false, NULL), 0);
-    float *full = hy_malloc((size_t)B * T * 20 * 4), logits[B * 20];
-    memcpy(full, hy_model_logits(m), (size_t)B * T * 20 * 4);
-    hy_model_state *st;
-    ck_assert_int_eq(hy_model_state_new(m, B, &st), 0);
-    double worst = 0;
-    for (int t = 0; t < T; t++) {
-        int32_t tok[B] = {in[t], in[T + t]};
-        ck_assert_msg(hy_model_step(m, st, tok, logits) == 0, "%s", hy_last_error());
-        for (int b = 0; b < B; b++)
-            for (int v = 0; v < 20; v++) worst = fmax(worst, fabs(logits[b * 20 + v] - full[((size_t)b * T + t) * 20 + v]));
-    }
+    double worst = stack_step_error(m, in, B, T);
     ck_assert_msg(worst < 1e-4, "step vs forward: %g", worst);
     ck_assert_uint_eq(hy_model_state_bytes(m, T), 2 * (2 * 8 * 8 + 16) * 4 + 2 * (size_t)T * 16 * 4);
-    hy_model_state_free(m, st);
-    hy_free(full);
+    hy_model_free(m);
+}
+END_TEST
+
+/* v_first's slot follows the first rwkv7 layer wherever it is (attention at layer 0, rwkv7 at 1
+ * and 2): layer 1 writes it, layer 2 reads it; streaming equals the forward, and backward gives
+ * layer 2's value-residual parameters a gradient and layer 1's none. */
+START_TEST(stack_v_first_from_a_later_layer) {
+    hy_model *m = stack_model_att_at(0);
+    enum { B = 2, T = 12 };
+    int32_t in[B * T], tg[B * T];
+    for (int i = 0; i < B * T; i++) in[i] = (i * 7 + i / 5) % 20, tg[i] = (i * 3 + 1) % 20;
+    hy_loss l;
+    ck_assert_int_eq(hy_model_forward(m, in, tg, B, T, true, &l), 0);
+    hy_model_zero_grad(m);
+    ck_assert_msg(hy_model_backward(m) == 0, "%s", hy_last_error());
+    double g1 = 0, g2 = 0;
+    hy_param *v1 = hy_model_param(m, "layers.1.mixer.v0"), *v2 = hy_model_param(m, "layers.2.mixer.v0");
+    for (size_t i = 0; i < v1->numel; i++) g1 += fabs(v1->grad[i]), g2 += fabs(v2->grad[i]);
+    ck_assert_msg(g1 == 0 && g2 > 0, "v0 gradients: layer 1 %g (want 0), layer 2 %g", g1, g2);
+    double worst = stack_step_error(m, in, B, T);
+    ck_assert_msg(worst < 1e-4, "step vs forward: %g", worst);
     hy_model_free(m);
 }
 END_TEST
@@ -587,6 +630,7 @@ static Suite *rwkv7_suite(void) {
     TCase *m = tcase_create("stack");
     tcase_add_test(m, stack_gradients_v_first_across_attention);
     tcase_add_test(m, stack_step_matches_forward);
+    tcase_add_test(m, stack_v_first_from_a_later_layer);
     tcase_set_timeout(m, 60);
     suite_add_tcase(s, m);
     return s;

@@ -2,8 +2,9 @@
  *   p = softmax(router u) over all E experts (fp32);  top-k experts by p (ties: lower index first)
  *   out = Σ_{e in top-k} p_e · swiglu_e(u)            (weights not renormalised, no capacity limit)
  *   aux = E · Σ_e f_e · P_e,  f_e = share of token slots routed to e,  P_e = mean_tok p_e
- * The aux loss goes into L->shared (the model averages it over MoE layers and adds
- * router_aux_coef · aux to the loss); its gradient flows through P only.
+ * The aux loss goes to the model through hy_aux_add (flag HY_BLOCK_AUX_LOSS: the model averages it
+ * over the layers that add one and adds router_aux_coef · the mean to the loss); its gradient flows
+ * through P only. The routing counts reach the trainer's experts.csv through the stats hook.
  *
  * Tokens are grouped per expert (a stable counting sort of the token-slot assignments), so every
  * expert runs one GEMM per projection over all its tokens: gather rows -> gate/up GEMMs -> SwiGLU ->
@@ -177,7 +178,7 @@ static int group_by_expert(moe_cache *c, int A, int E) {
     return Ap;
 }
 
-/* The forward pass over `rows` tokens. account: add the aux loss to L->shared and count routing
+/* The forward pass over `rows` tokens. account: add the aux loss (hy_aux_add) and count routing
  * (false for streaming steps, which are not part of any loss). */
 static int moe_run(hy_layer *L, const float *x, float *y, int rows, bool account) {
     moe_cache *c = cache_of(L);
@@ -245,8 +246,7 @@ static int moe_run(hy_layer *L, const float *x, float *y, int rows, bool account
     aux *= E;
     c->last_aux = aux;
     if (account) {
-        L->shared->aux_loss += aux;
-        L->shared->n_aux++;
+        hy_aux_add(L, aux);
         for (int e = 0; e < E; e++) c->counts[e] += c->cnt[e];
     }
     c->x = x;
@@ -287,7 +287,7 @@ static int moe_backward(hy_layer *L, const float *dy, float *dx, int B, int T) {
         for (int j = 0; j < d; j++) o[j] = w * dyr[j];
     }
     /* router gradient: chosen slots, plus the aux term d(coef·mean aux)/dp[r,e] = coef/n_aux · E f_e / rows */
-    double gaux = (double)L->shared->aux_coef / (L->shared->n_aux > 0 ? L->shared->n_aux : 1);
+    double gaux = hy_aux_grad_scale(L);
     float aux_dp[MOE_MAX_EXPERTS];
     for (int e = 0; e < E; e++) aux_dp[e] = (float)(gaux * E * ((double)c->cnt[e] / rows) / rows);
     #pragma omp parallel for schedule(static)
@@ -374,6 +374,7 @@ static void moe_destroy(hy_layer *L) {
     L->priv = NULL;
 }
 
+/* The cumulative counts (0 before any forward); also the block's stats hook `get`. */
 int hy_moe_expert_counts(const hy_layer *L, int64_t *out, int max) {
     int E = hy_opt_int(&L->opts, OPT_E);
     const moe_cache *c = L->priv;
@@ -381,19 +382,32 @@ int hy_moe_expert_counts(const hy_layer *L, int64_t *out, int max) {
     return E;
 }
 
+/* Zeroes the cumulative counts; also the block's stats hook `reset`. */
 void hy_moe_reset_counts(hy_layer *L) {
     moe_cache *c = L->priv;
     if (c) memset(c->counts, 0, sizeof c->counts);
 }
 
+/* For tests: the aux loss the last forward computed, accounted or not. */
 double hy_moe_last_aux(const hy_layer *L) {
     const moe_cache *c = L->priv;
     return c ? c->last_aux : 0.0;
 }
 
+/* The trainer's routing telemetry: token slots per expert on the validation batches -> experts.csv. */
+static const hy_block_stats moe_stats = {
+    .file = "experts.csv",
+    .columns = "expert,tokens",
+    .label = "token slots per expert",
+    .reset = hy_moe_reset_counts,
+    .get = hy_moe_expert_counts,
+};
+
 const hy_block_ops hy_block_moe = {
     .name = "moe",
     .kinds = HY_KIND_FFN,
+    .flags = HY_BLOCK_AUX_LOSS,
+    .stats = &moe_stats,
     .summary = "Jamba mixture of SwiGLU experts: top-k of softmax(router u), weights not renormalised, aux loss",
     .opts = moe_opts,
     .n_opts = 3,

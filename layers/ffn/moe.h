@@ -1,5 +1,6 @@
-/* moe — hooks of the mixture-of-experts feed-forward (layers/ffn/moe.c) for the trainer's logs, tests
- * and benchmarks. */
+/* moe — the mixture-of-experts feed-forward's own API (layers/ffn/moe.c) for its tests: parameter
+ * indices, routing counts, the last aux loss. (The trainer reads the counts through the block's
+ * generic stats hook, hy_block_stats, and never includes this header.) */
 #ifndef HY_LAYERS_MOE_H
 #define HY_LAYERS_MOE_H
 #include "layers/registry.h"

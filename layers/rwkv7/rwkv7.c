@@ -176,8 +176,8 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
     geom g = geom_of(&L->opts, L->d_model);
     const int C = g.C, H = g.H, N = g.N;
     const size_t rows = (size_t)B * T, n = rows * C;
-    hy_shared *sh = L->shared;
-    const bool first = !sh || sh->rwkv_first < 0 || L->index <= sh->rwkv_first;
+    hy_first_slot *vf1 = L->first;   /* v_first: written by the first rwkv7 layer, read by the later ones */
+    const bool first = hy_first_writes(L);
     P->have_fwd = false;
     if (B <= 0 || T <= 0) return 0;
     hy_buf *big[] = {&P->xx, &P->xm, &P->r, &P->k0, &P->k, &P->v, &P->w, &P->dec, &P->a, &P->g, &P->kk, &P->b,
@@ -209,22 +209,22 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
     hy_linear_forward(P->v.p, xm, p[P_WV], NULL, (int)rows, C, C);
     float *v = P->v.p;
     if (first) {
-        if (sh) {
-            if (!hy_buf_grab(&sh->v_first, n)) return HY_ERR_NOMEM;
-            memcpy(sh->v_first.p, v, n * sizeof(float));
-            sh->v_first_rows = rows;
+        if (vf1) {
+            if (!hy_buf_grab(&vf1->value, n)) return HY_ERR_NOMEM;
+            memcpy(vf1->value.p, v, n * sizeof(float));
+            vf1->rows = rows;
             if (keep) {
-                if (!hy_buf_grab(&sh->dv_first, n)) return HY_ERR_NOMEM;
-                memset(sh->dv_first.p, 0, n * sizeof(float));
+                if (!hy_buf_grab(&vf1->grad, n)) return HY_ERR_NOMEM;
+                memset(vf1->grad.p, 0, n * sizeof(float));
             }
         }
     } else {
-        if (!sh->v_first.p || sh->v_first_rows != rows)
+        if (!vf1->value.p || vf1->rows != rows)
             return hy_fail("rwkv7: layer %d needs v_first of the same batch from the first rwkv7 layer (layer %d)",
-                           L->index, sh->rwkv_first);
+                           L->index, vf1->layer);
         xw(P->hv.p, xm, p[P_V1], rows, C, g.Dv);
         xw(P->vg.p, P->hv.p, p[P_V2], rows, g.Dv, C);
-        float *vg = P->vg.p, *vd = P->vdiff.p, *vf = sh->v_first.p, *v0 = p[P_V0];
+        float *vg = P->vg.p, *vd = P->vdiff.p, *vf = vf1->value.p, *v0 = p[P_V0];
         #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
         for (size_t r = 0; r < rows; r++)
             for (int c = 0; c < C; c++) {
@@ -364,7 +364,7 @@ static void rw_state_free(hy_layer *L, void *state) {
     hy_free(s->S), hy_free(s->xprev), hy_free(s);
 }
 
-/* T tokens per sequence from the state (x: (B, T, d)); v_first goes through the shared context. */
+/* T tokens per sequence from the state (x: (B, T, d)); v_first goes through L->first, the model's slot. */
 static int rw_prefill(hy_layer *L, void *state, const float *x, float *y, int B, int T) {
     rw_state *s = state;
     if (B != s->B) return hy_fail("rwkv7: state holds %d sequences, got %d", s->B, B);
@@ -439,12 +439,7 @@ static double rw_flop(const hy_opts *o, int d, int T) {
 }
 
 static void rw_destroy(hy_layer *L) {
-    rw_priv *P = L->priv;
-    hy_shared *sh = L->shared;
-    if (sh && (sh->rwkv_first < 0 || L->index == sh->rwkv_first)) {   /* the owner of v_first */
-        hy_buf_free(&sh->v_first), hy_buf_free(&sh->dv_first);
-        sh->v_first_rows = 0;
-    }
+    rw_priv *P = L->priv;   /* (v_first's buffers belong to the model's slot: hy_shared_free) */
     if (!P) return;
     hy_buf *bufs[] = {&P->xx, &P->xm, &P->r, &P->k0, &P->k, &P->v, &P->w, &P->dec, &P->hw, &P->hv, &P->vg,
                       &P->vdiff, &P->ha, &P->a, &P->hg, &P->g, &P->kk, &P->kinv, &P->b, &P->y, &P->sq, &P->ckpt,
@@ -458,6 +453,7 @@ static void rw_destroy(hy_layer *L) {
 const hy_block_ops hy_block_rwkv7 = {
     .name = "rwkv7",
     .kinds = HY_KIND_MIXER,
+    .flags = HY_BLOCK_FIRST_VALUE,   /* v_first, the value residual: L->first */
     .summary = "RWKV-7 Goose time mixing (x070): generalized delta rule state, value residual, LoRA gates",
     .opts = rw_opts,
     .n_opts = 5,

@@ -16,7 +16,7 @@ int hy_rwkv7_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
     geom g = geom_of(&L->opts, L->d_model);
     const int C = g.C, H = g.H, N = g.N;
     const size_t rows = (size_t)B * T, n = rows * C;
-    hy_shared *sh = L->shared;
+    hy_first_slot *vf1 = L->first;   /* v_first and its gradient (see rw_forward_core) */
     hy_buf *big[] = {&P->d1, &P->d2, &P->d3, &P->dr, &P->dk, &P->dv, &P->ddec, &P->dq, &P->db, &P->dy, &P->dxx};
     for (size_t i = 0; i < sizeof big / sizeof *big; i++)
         if (!hy_buf_grab(big[i], n)) return HY_ERR_NOMEM;
@@ -28,7 +28,7 @@ int hy_rwkv7_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
         if (!hy_buf_grab(&P->ones, rows)) return HY_ERR_NOMEM;
         for (size_t i = 0; i < P->ones.cap; i++) P->ones.p[i] = 1.0f;
     }
-    if (!P->first && (!sh->dv_first.p || sh->v_first_rows != rows))
+    if (!P->first && (!vf1->grad.p || vf1->rows != rows))
         return hy_fail("rwkv7: layer %d backward: no v_first gradient buffer of this batch", L->index);
     float *const *p = L->p, *const *gr = L->g;
     const float *x = P->x, *ones = P->ones.p;
@@ -166,7 +166,7 @@ int hy_rwkv7_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
     /* v: the value residual (later layers) or the v_first gradient of the others (first layer) */
     mix(xm, x, xx, p[P_XV], rows, C);
     if (!P->first) {
-        float *vg = P->vg.p, *vd = P->vdiff.p, *dvf = sh->dv_first.p;
+        float *vg = P->vg.p, *vd = P->vdiff.p, *dvf = vf1->grad.p;
         #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
         for (size_t i = 0; i < n; i++) {
             float s = vg[i];
@@ -179,8 +179,8 @@ int hy_rwkv7_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
         xw_backward(d3, gr[P_V1], dh, xm, p[P_V1], rows, C, g.Dv, false);
         hy_linear_backward(d3, gr[P_WV], NULL, dv, xm, p[P_WV], (int)rows, C, C, true);
     } else {
-        if (sh && sh->dv_first.p && sh->v_first_rows == rows) {
-            float *dvf = sh->dv_first.p;
+        if (vf1 && vf1->grad.p && vf1->rows == rows) {
+            float *dvf = vf1->grad.p;
             #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
             for (size_t i = 0; i < n; i++) dv[i] += dvf[i], dvf[i] = 0.0f;
         }
