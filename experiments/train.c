@@ -284,13 +284,39 @@ static int open_model(const hy_run_config *c, const run_paths *P, bool resume, h
     return hy_model_create(&c->model, c->seed, model);
 }
 
-int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r) {
-    memset(r, 0, sizeof *r);
-    run_paths P = {.c = c};
-    snprintf(P.ckpt, sizeof P.ckpt, "%s/checkpoint.safetensors", c->out_dir);
-    snprintf(P.state, sizeof P.state, "%s/checkpoint.state.safetensors", c->out_dir);
-    snprintf(P.csv, sizeof P.csv, "%s/train.csv", c->out_dir);
-    const char *variant = o->variant ? o->variant : c->name;
+/* Everything one training run holds, so that its stages below can read top to bottom. */
+typedef struct {
+    const hy_run_config *c;
+    const hy_train_opts *o;
+    const char *variant;
+    run_paths P;
+    hy_data corpus;             /* a byte corpus or a synthetic task */
+    bool corpus_open;
+    hy_model *m;
+    hy_optim opt;
+    hy_strbuf csv, lines;       /* train.csv, and the telemetry lines still to print */
+    telemetry tm;
+    int32_t *in, *tg;           /* one batch: inputs and targets, B x T */
+    int B, T;
+    size_t n;                   /* tokens per step */
+    run_progress pr;
+    hy_rng rng;
+    size_t mem_base;
+    bool resumed, aux, tty;
+    double t_start, t_window;   /* wall clock at the start (minus resumed time), at the window's start */
+    long window_tokens, first_step;
+    char run_key[80];           /* the seed and peak_lr columns */
+    double val, lr, gnorm, acc; /* the last validation loss and accuracy, learning rate, gradient norm */
+} train_run;
+
+/* Paths, process-wide settings (threads, GEMM backend and precision), the output folder and the
+ * resolved config.yaml: what must exist before any data or model is touched. */
+static int run_prepare(train_run *R) {
+    const hy_run_config *c = R->c;
+    R->P.c = c;
+    snprintf(R->P.ckpt, sizeof R->P.ckpt, "%s/checkpoint.safetensors", c->out_dir);
+    snprintf(R->P.state, sizeof R->P.state, "%s/checkpoint.state.safetensors", c->out_dir);
+    snprintf(R->P.csv, sizeof R->P.csv, "%s/train.csv", c->out_dir);
     hy_set_threads(c->threads);
     hy_gemm_set_backend(c->gemm);
     hy_gemm_set_precision(c->precision);
@@ -298,135 +324,171 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     if (rc < 0) return rc;
     char cfg_path[HY_PATH_MAX + 64];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.yaml", c->out_dir);
-    if ((rc = hy_run_config_write(c, cfg_path)) < 0) return rc;
+    return hy_run_config_write(c, cfg_path);
+}
 
-    hy_data corpus;   /* a byte corpus or a synthetic task */
-    if ((rc = hy_data_open(&corpus, c->corpus, c->val_fraction, &c->task, c->seed)) < 0) return rc;
-    hy_model *m = NULL;
-    hy_optim opt = {0};
-    hy_strbuf csv = {0}, lines = {0};
-    telemetry tm = {0};
-    int32_t *in = NULL, *tg = NULL;
-    run_progress pr = {0};
-    hy_rng rng;
-    hy_rng_seed(&rng, c->seed);
-    size_t mem_base = hy_mem_current();
+/* The data, the model and optimizer (fresh, or restored with the RNG and progress when resuming),
+ * train.csv and the telemetry files so far, the batch buffers, and the run's first progress line. */
+static int run_open(train_run *R, hy_train_result *r) {
+    const hy_run_config *c = R->c;
+    int rc;
+    if ((rc = hy_data_open(&R->corpus, c->corpus, c->val_fraction, &c->task, c->seed)) < 0) return rc;
+    R->corpus_open = true;
+    hy_rng_seed(&R->rng, c->seed);
+    R->mem_base = hy_mem_current();
     hy_mem_reset_peak();
-    if ((rc = open_model(c, &P, o->resume, &m, &pr.step)) < 0) goto done;
-    opt.weight_decay = c->weight_decay, opt.beta1 = c->beta1, opt.beta2 = c->beta2, opt.eps = c->eps;
-    opt.momentum = c->momentum, opt.ssm_lr = c->ssm_lr;
-    if ((rc = hy_optim_init(&opt, m, strcmp(c->optimizer, "sgd") ? HY_OPTIM_ADAMW : HY_OPTIM_SGD)) < 0) goto done;
-    bool resumed = pr.step > 0;
-    if (resumed && (rc = load_state(&P, m, &opt, &rng, &pr)) < 0) goto done;
-    if (resumed) csv_reload(&csv, HY_TRAIN_CSV_HEADER, P.csv, TRAIN_CSV_STEP_COL, pr.step);
-    else hy_sb_add(&csv, HY_TRAIN_CSV_HEADER);
-    bool aux = has_aux_loss(m);
-    if ((rc = telemetry_open(&tm, m, c->out_dir, resumed, pr.step)) < 0) goto done;
-
-    int B = c->batch_size, T = c->seq_len;
-    size_t n = (size_t)B * T;
-    in = hy_malloc(n * sizeof(int32_t)), tg = hy_malloc(n * sizeof(int32_t));
-    if (!in || !tg) {
-        rc = HY_ERR_NOMEM;
-        goto done;
-    }
-    r->params = hy_model_param_count(m);
+    if ((rc = open_model(c, &R->P, R->o->resume, &R->m, &R->pr.step)) < 0) return rc;
+    hy_optim *opt = &R->opt;
+    opt->weight_decay = c->weight_decay, opt->beta1 = c->beta1, opt->beta2 = c->beta2, opt->eps = c->eps;
+    opt->momentum = c->momentum, opt->ssm_lr = c->ssm_lr;
+    if ((rc = hy_optim_init(opt, R->m, strcmp(c->optimizer, "sgd") ? HY_OPTIM_ADAMW : HY_OPTIM_SGD)) < 0) return rc;
+    R->resumed = R->pr.step > 0;
+    if (R->resumed && (rc = load_state(&R->P, R->m, opt, &R->rng, &R->pr)) < 0) return rc;
+    if (R->resumed) csv_reload(&R->csv, HY_TRAIN_CSV_HEADER, R->P.csv, TRAIN_CSV_STEP_COL, R->pr.step);
+    else hy_sb_add(&R->csv, HY_TRAIN_CSV_HEADER);
+    R->aux = has_aux_loss(R->m);
+    if ((rc = telemetry_open(&R->tm, R->m, c->out_dir, R->resumed, R->pr.step)) < 0) return rc;
+    R->B = c->batch_size, R->T = c->seq_len;
+    R->n = (size_t)R->B * R->T;
+    R->in = hy_malloc(R->n * sizeof(int32_t)), R->tg = hy_malloc(R->n * sizeof(int32_t));
+    if (!R->in || !R->tg) return HY_ERR_NOMEM;
+    r->params = hy_model_param_count(R->m);
     char data_desc[160];
-    hy_data_describe(&corpus, data_desc, sizeof data_desc);
-    if (o->progress && !o->on_tick)
-        fprintf(o->progress, "[%s] %zu parameters, %s, batch %d x %d, %s%s\n", variant, r->params, data_desc, B, T,
-                c->optimizer, resumed ? ", resumed" : "");
-    double t_start = hy_now() - pr.elapsed, t_window = hy_now(), val = NAN, lr = c->lr, gnorm = 0, acc = NAN;
-    long window_tokens = 0, first_step = pr.step;
-    char run_key[80];   /* the seed and peak_lr columns */
-    snprintf(run_key, sizeof run_key, "%llu,%g", (unsigned long long)c->seed, c->lr);
-    if (!resumed) {
-        if ((rc = evaluate(m, &corpus, c, variant, 0, &val, &acc, &tm, &lines)) < 0) goto done;
-        hy_sb_printf(&csv, "%s,%d,%s,0,0,,%.6f,,,,0.000,\n", variant, T, run_key, val);
-        flush_lines(&lines, o->progress);
+    hy_data_describe(&R->corpus, data_desc, sizeof data_desc);
+    if (R->o->progress && !R->o->on_tick)
+        fprintf(R->o->progress, "[%s] %zu parameters, %s, batch %d x %d, %s%s\n", R->variant, r->params, data_desc,
+                R->B, R->T, c->optimizer, R->resumed ? ", resumed" : "");
+    R->t_start = hy_now() - R->pr.elapsed, R->t_window = hy_now();
+    R->val = NAN, R->lr = c->lr, R->gnorm = 0, R->acc = NAN;
+    R->first_step = R->pr.step;
+    snprintf(R->run_key, sizeof R->run_key, "%llu,%g", (unsigned long long)c->seed, c->lr);
+    R->tty = R->o->progress && !R->o->on_tick && isatty(fileno(R->o->progress));
+    if (!R->resumed) {   /* row 0: the untrained model's validation loss */
+        if ((rc = evaluate(R->m, &R->corpus, c, R->variant, 0, &R->val, &R->acc, &R->tm, &R->lines)) < 0) return rc;
+        hy_sb_printf(&R->csv, "%s,%d,%s,0,0,,%.6f,,,,0.000,\n", R->variant, R->T, R->run_key, R->val);
+        flush_lines(&R->lines, R->o->progress);
     }
-    int tty = o->progress && !o->on_tick && isatty(fileno(o->progress));
+    return 0;
+}
+
+/* One optimizer step on the next training batch (frac: the budget used so far, for the lr
+ * schedule); adds its loss to the logging window. A non-finite loss stops the run. */
+static int train_step(train_run *R, double frac) {
+    const hy_run_config *c = R->c;
+    int rc;
+    if ((rc = hy_data_batch(&R->corpus, 0, &R->rng, R->B, R->T, R->in, R->tg)) < 0) return rc;
+    hy_loss loss;
+    if ((rc = hy_model_forward(R->m, R->in, R->tg, R->B, R->T, true, &loss)) < 0) return rc;
+    hy_model_zero_grad(R->m);
+    if ((rc = hy_model_backward(R->m)) < 0) return rc;
+    if (!isfinite(loss.loss))
+        return hy_fail("step %ld: the loss is %f; lower train.lr or raise train.warmup_steps", R->pr.step + 1, loss.loss);
+    R->gnorm = hy_clip_grad_norm(R->m, c->grad_clip);
+    R->lr = hy_lr_schedule(R->pr.step, c->warmup_steps, schedule_progress(c, R->pr.step, frac), c->lr, c->min_lr);
+    hy_optim_step(&R->opt, R->m, R->lr);
+    R->pr.step++;
+    R->pr.tokens += (double)R->n;
+    R->pr.window_loss += loss.loss, R->pr.window_aux += loss.aux_loss, R->pr.window_steps++;
+    R->window_tokens += (long)R->n;
+    return 0;
+}
+
+/* A logging point: evaluates when `eval`, appends the train.csv row, reports progress (the
+ * caller's tick or the progress line), prints the telemetry lines, starts a new window, and at an
+ * evaluation rewrites train.csv and the telemetry files. */
+static int log_point(train_run *R, hy_train_result *r, bool eval, double frac, double now) {
+    const hy_run_config *c = R->c;
+    const hy_train_opts *o = R->o;
+    int rc;
+    double tps = R->window_tokens / fmax(now - R->t_window, 1e-9);
+    R->val = NAN;
+    char vs[32] = "";
+    if (eval) {
+        if ((rc = evaluate(R->m, &R->corpus, c, R->variant, R->pr.step, &R->val, &R->acc, &R->tm, &R->lines)) < 0)
+            return rc;
+        snprintf(vs, sizeof vs, "%.6f", R->val);
+    }
+    r->train_loss = R->pr.window_loss / R->pr.window_steps;
+    r->tokens_per_s = tps;
+    char as[32] = "";   /* aux_loss: empty for a model without a block that adds one */
+    if (R->aux) snprintf(as, sizeof as, "%.6f", R->pr.window_aux / R->pr.window_steps);
+    hy_sb_printf(&R->csv, "%s,%d,%s,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f,%s\n", R->variant, R->T, R->run_key,
+                 R->pr.step, R->pr.tokens, r->train_loss, vs, R->lr, R->gnorm, tps, now - R->t_start, as);
+    if (o->on_tick) {
+        hy_train_tick tk = {R->pr.step, R->pr.tokens, r->train_loss, R->val, R->lr, tps, now - R->t_start, fmin(frac, 1.0)};
+        o->on_tick(o->tick_ctx, &tk);
+    } else if (o->progress) {
+        char eta[32];
+        hy_format_duration(eta, sizeof eta, (now - R->t_start) * (1.0 - frac) / fmax(frac, 1e-9));
+        fprintf(o->progress, "%s[%s] step %ld  loss %.4f%s%s  lr %.2e  %.0f tok/s  %3.0f%%  ETA %s%s",
+                R->tty ? "\r\033[K" : "", R->variant, R->pr.step, r->train_loss, eval ? "  val " : "", vs, R->lr, tps,
+                100 * frac, eta, R->tty && !eval ? "" : "\n");
+        fflush(o->progress);
+    }
+    flush_lines(&R->lines, o->progress);
+    R->pr.window_loss = 0, R->pr.window_aux = 0, R->pr.window_steps = 0, R->window_tokens = 0;
+    R->t_window = hy_now();
+    if (eval && (rc = hy_sb_write_file(&R->csv, R->P.csv)) < 0) return rc;
+    if (eval && (rc = telemetry_write(&R->tm)) < 0) return rc;
+    return 0;
+}
+
+/* After the last step: the final evaluation (unless the last step had one), the result, and the
+ * checkpoint, training state, train.csv and telemetry files. */
+static int run_finish(train_run *R, hy_train_result *r, bool stopped) {
+    const hy_run_config *c = R->c;
+    int rc = 0;
+    R->pr.elapsed = hy_now() - R->t_start;
+    if (isnan(R->val)) rc = evaluate(R->m, &R->corpus, c, R->variant, R->pr.step, &R->val, &R->acc, &R->tm, &R->lines);
+    flush_lines(&R->lines, R->o->progress);
+    r->steps = R->pr.step, r->tokens = R->pr.tokens, r->seconds = R->pr.elapsed;
+    r->val_loss = R->val, r->val_ppl = exp(R->val), r->val_bits_per_byte = R->val / log(2.0);
+    r->val_accuracy = c->task.type != HY_TASK_NONE ? R->acc : NAN;
+    r->interrupted = stopped;
+    r->stopped_by = stopped ? HY_STOP_INTERRUPT : budget_that_ended(c, R->pr.step, R->pr.tokens);
+    r->peak_bytes = hy_mem_peak() - R->mem_base;
+    if (rc == 0) rc = save_all(&R->P, R->m, &R->opt, &R->rng, &R->pr);
+    if (rc == 0) rc = hy_sb_write_file(&R->csv, R->P.csv);
+    if (rc == 0) rc = telemetry_write(&R->tm);
+    return rc;
+}
+
+/* Frees what run_open made. */
+static void run_close(train_run *R) {
+    hy_free(R->in), hy_free(R->tg);
+    hy_sb_free(&R->csv), hy_sb_free(&R->lines);
+    telemetry_free(&R->tm);
+    hy_optim_free(&R->opt);
+    hy_model_free(R->m);
+    if (R->corpus_open) hy_data_free(&R->corpus);
+}
+
+int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r) {
+    memset(r, 0, sizeof *r);
+    train_run R = {.c = c, .o = o, .variant = o->variant ? o->variant : c->name};
+    int rc = run_prepare(&R);
+    if (rc < 0) return rc;
+    if ((rc = run_open(&R, r)) < 0) {
+        run_close(&R);
+        return rc;
+    }
     bool stopped = false;
     for (;;) {
-        double frac = budget_fraction(c, pr.step, pr.tokens, hy_now() - t_start);
+        double frac = budget_fraction(c, R.pr.step, R.pr.tokens, hy_now() - R.t_start);
         if (frac >= 1.0 || stopped) break;
-        if ((rc = hy_data_batch(&corpus, 0, &rng, B, T, in, tg)) < 0) break;
-        hy_loss loss;
-        if ((rc = hy_model_forward(m, in, tg, B, T, true, &loss)) < 0) break;
-        hy_model_zero_grad(m);
-        if ((rc = hy_model_backward(m)) < 0) break;
-        if (!isfinite(loss.loss)) {
-            rc = hy_fail("step %ld: the loss is %f; lower train.lr or raise train.warmup_steps", pr.step + 1,
-                         loss.loss);
-            break;
-        }
-        gnorm = hy_clip_grad_norm(m, c->grad_clip);
-        lr = hy_lr_schedule(pr.step, c->warmup_steps, schedule_progress(c, pr.step, frac), c->lr, c->min_lr);
-        hy_optim_step(&opt, m, lr);
-        pr.step++;
-        pr.tokens += (double)n;
-        pr.window_loss += loss.loss, pr.window_aux += loss.aux_loss, pr.window_steps++, window_tokens += (long)n;
+        if ((rc = train_step(&R, frac)) < 0) break;
         double now = hy_now();
-        frac = budget_fraction(c, pr.step, pr.tokens, now - t_start);
-        stopped = (o->stop && *o->stop) || (o->stop_after > 0 && pr.step - first_step >= o->stop_after);
-        bool eval = pr.step % c->eval_every == 0 || frac >= 1.0;   /* not at an interrupt: keeps resume exact */
-        if (pr.step % c->log_every == 0 || eval) {
-            double tps = window_tokens / fmax(now - t_window, 1e-9);
-            val = NAN;
-            char vs[32] = "";
-            if (eval) {
-                if ((rc = evaluate(m, &corpus, c, variant, pr.step, &val, &acc, &tm, &lines)) < 0) break;
-                snprintf(vs, sizeof vs, "%.6f", val);
-            }
-            r->train_loss = pr.window_loss / pr.window_steps;
-            r->tokens_per_s = tps;
-            char as[32] = "";   /* aux_loss: empty for a model without a block that adds one */
-            if (aux) snprintf(as, sizeof as, "%.6f", pr.window_aux / pr.window_steps);
-            hy_sb_printf(&csv, "%s,%d,%s,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f,%s\n", variant, T, run_key, pr.step,
-                         pr.tokens, r->train_loss, vs, lr, gnorm, tps, now - t_start, as);
-            if (o->on_tick) {
-                hy_train_tick tk = {pr.step, pr.tokens, r->train_loss, val, lr, tps, now - t_start, fmin(frac, 1.0)};
-                o->on_tick(o->tick_ctx, &tk);
-            } else if (o->progress) {
-                char eta[32];
-                hy_format_duration(eta, sizeof eta, (now - t_start) * (1.0 - frac) / fmax(frac, 1e-9));
-                fprintf(o->progress, "%s[%s] step %ld  loss %.4f%s%s  lr %.2e  %.0f tok/s  %3.0f%%  ETA %s%s",
-                        tty ? "\r\033[K" : "", variant, pr.step, r->train_loss, eval ? "  val " : "", vs, lr, tps,
-                        100 * frac, eta, tty && !eval ? "" : "\n");
-                fflush(o->progress);
-            }
-            flush_lines(&lines, o->progress);
-            pr.window_loss = 0, pr.window_aux = 0, pr.window_steps = 0, window_tokens = 0;
-            t_window = hy_now();
-            if (eval && (rc = hy_sb_write_file(&csv, P.csv)) < 0) break;
-            if (eval && (rc = telemetry_write(&tm)) < 0) break;
-        }
-        pr.elapsed = hy_now() - t_start;
-        if (c->checkpoint_every > 0 && pr.step % c->checkpoint_every == 0 &&
-            (rc = save_all(&P, m, &opt, &rng, &pr)) < 0)
+        frac = budget_fraction(c, R.pr.step, R.pr.tokens, now - R.t_start);
+        stopped = (o->stop && *o->stop) || (o->stop_after > 0 && R.pr.step - R.first_step >= o->stop_after);
+        bool eval = R.pr.step % c->eval_every == 0 || frac >= 1.0;   /* not at an interrupt: keeps resume exact */
+        if ((R.pr.step % c->log_every == 0 || eval) && (rc = log_point(&R, r, eval, frac, now)) < 0) break;
+        R.pr.elapsed = hy_now() - R.t_start;
+        if (c->checkpoint_every > 0 && R.pr.step % c->checkpoint_every == 0 &&
+            (rc = save_all(&R.P, R.m, &R.opt, &R.rng, &R.pr)) < 0)
             break;
     }
-    if (tty) fputc('\n', o->progress);
-    if (rc == 0) {
-        pr.elapsed = hy_now() - t_start;
-        if (isnan(val)) rc = evaluate(m, &corpus, c, variant, pr.step, &val, &acc, &tm, &lines);
-        flush_lines(&lines, o->progress);
-        r->steps = pr.step, r->tokens = pr.tokens, r->seconds = pr.elapsed;
-        r->val_loss = val, r->val_ppl = exp(val), r->val_bits_per_byte = val / log(2.0);
-        r->val_accuracy = c->task.type != HY_TASK_NONE ? acc : NAN;
-        r->interrupted = stopped;
-        r->stopped_by = stopped ? HY_STOP_INTERRUPT : budget_that_ended(c, pr.step, pr.tokens);
-        r->peak_bytes = hy_mem_peak() - mem_base;
-        if (rc == 0) rc = save_all(&P, m, &opt, &rng, &pr);
-        if (rc == 0) rc = hy_sb_write_file(&csv, P.csv);
-        if (rc == 0) rc = telemetry_write(&tm);
-    }
-done:
-    hy_free(in), hy_free(tg);
-    hy_sb_free(&csv), hy_sb_free(&lines);
-    telemetry_free(&tm);
-    hy_optim_free(&opt);
-    hy_model_free(m);
-    hy_data_free(&corpus);
+    if (R.tty) fputc('\n', o->progress);
+    if (rc == 0) rc = run_finish(&R, r, stopped);
+    run_close(&R);
     return rc;
 }
