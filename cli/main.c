@@ -355,11 +355,20 @@ static int generate_usage(const char *msg, const char *arg) {
     return 2;
 }
 
-static int cmd_generate(int argc, char **argv) {
-    const char *ckpt = NULL, *prompt = NULL, *prompt_file = NULL, *state_in = NULL, *state_out = NULL;
-    long n = -1, top_k = 0, seed = 1, threads = 0, decode_threads = 1;
+/* The options of `generate`, as parsed from argv. */
+typedef struct {
+    const char *ckpt, *prompt, *prompt_file, *state_in, *state_out;
+    long n, threads, decode_threads;
+    hy_sample_opts so;
+    int quiet;
+} generate_args;
+
+/* Parses and checks generate's argv into g. Returns -1 to go on, or the exit code to return now
+ * (0 after --help, 2 after a usage error, which it has printed). */
+static int generate_parse(int argc, char **argv, generate_args *g) {
+    long top_k = 0, seed = 1;
     float temp = 1.0f, top_p = 1.0f;
-    int quiet = 0;
+    *g = (generate_args){.n = -1, .threads = 0, .decode_threads = 1};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool ok = true;
@@ -367,19 +376,19 @@ static int cmd_generate(int argc, char **argv) {
             fputs(GENERATE_HELP, stdout);
             return 0;
         } else if (!strcmp(a, "--quiet")) {
-            quiet = 1;
+            g->quiet = 1;
             continue;
         } else if (!v) return generate_usage("missing value after", a);
-        else if (!strcmp(a, "--checkpoint")) ckpt = v;
-        else if (!strcmp(a, "--prompt")) prompt = v;
-        else if (!strcmp(a, "--prompt-file")) prompt_file = v;
-        else if (!strcmp(a, "--state-in")) state_in = v;
-        else if (!strcmp(a, "--state-out")) state_out = v;
-        else if (!strcmp(a, "-n")) ok = parse_long(v, 0, 1L << 30, &n);
+        else if (!strcmp(a, "--checkpoint")) g->ckpt = v;
+        else if (!strcmp(a, "--prompt")) g->prompt = v;
+        else if (!strcmp(a, "--prompt-file")) g->prompt_file = v;
+        else if (!strcmp(a, "--state-in")) g->state_in = v;
+        else if (!strcmp(a, "--state-out")) g->state_out = v;
+        else if (!strcmp(a, "-n")) ok = parse_long(v, 0, 1L << 30, &g->n);
         else if (!strcmp(a, "--top-k")) ok = parse_long(v, 0, 1L << 30, &top_k);
         else if (!strcmp(a, "--seed")) ok = parse_long(v, 0, LONG_MAX, &seed);
-        else if (!strcmp(a, "--threads")) ok = parse_long(v, 0, 4096, &threads);
-        else if (!strcmp(a, "--decode-threads")) ok = parse_long(v, 0, 4096, &decode_threads);
+        else if (!strcmp(a, "--threads")) ok = parse_long(v, 0, 4096, &g->threads);
+        else if (!strcmp(a, "--decode-threads")) ok = parse_long(v, 0, 4096, &g->decode_threads);
         else if (!strcmp(a, "--temperature")) ok = parse_float(v, &temp);
         else if (!strcmp(a, "--top-p")) ok = parse_float(v, &top_p);
         else return generate_usage("unknown argument", a);
@@ -389,21 +398,71 @@ static int cmd_generate(int argc, char **argv) {
         }
         i++;
     }
-    if (!ckpt) return generate_usage("--checkpoint M.safetensors is required", NULL);
-    if (n < 0) return generate_usage("-n N (tokens to generate) is required", NULL);
-    if (prompt && prompt_file) return generate_usage("give --prompt or --prompt-file, not both", NULL);
-    if (!prompt && !prompt_file && !state_in)
+    if (!g->ckpt) return generate_usage("--checkpoint M.safetensors is required", NULL);
+    if (g->n < 0) return generate_usage("-n N (tokens to generate) is required", NULL);
+    if (g->prompt && g->prompt_file) return generate_usage("give --prompt or --prompt-file, not both", NULL);
+    if (!g->prompt && !g->prompt_file && !g->state_in)
         return generate_usage("nothing to start from: give --prompt, --prompt-file or --state-in", NULL);
-    hy_sample_opts so = {.temperature = temp, .top_k = (int)top_k, .top_p = top_p, .seed = (uint64_t)seed};
-    if (hy_sample_opts_check(&so) < 0) {
+    g->so = (hy_sample_opts){.temperature = temp, .top_k = (int)top_k, .top_p = top_p, .seed = (uint64_t)seed};
+    if (hy_sample_opts_check(&g->so) < 0) {
         fprintf(stderr, "hybrid-exp generate: %s\n", hy_last_error());
         return 2;
     }
-    hy_set_threads((int)threads);
+    return -1;
+}
+
+/* The prompt's bytes as tokens (*tok, *len; malloc'd), each checked against the vocabulary V.
+ * Returns 0, or the exit code after printing why. */
+static int generate_prompt_tokens(const char *bytes, size_t len, int V, int32_t **tok) {
+    *tok = malloc(sizeof(int32_t) * (len + 1));
+    if (!*tok) {
+        fprintf(stderr, "hybrid-exp generate: out of memory for a prompt of %zu bytes\n", len);
+        return 1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        (*tok)[i] = (unsigned char)bytes[i];
+        if ((*tok)[i] >= V) {
+            fprintf(stderr, "hybrid-exp generate: prompt byte %zu (0x%02x) is outside the model's vocabulary of %d\n", i,
+                    (unsigned)(*tok)[i], V);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+/* Prefills the prompt into st, samples g->n tokens (printed as they come), reports the timing
+ * and saves the state when asked. Returns the exit code. */
+static int generate_run(const generate_args *g, hy_model *m, hy_model_state *st, const int32_t *tok, size_t len) {
+    signal(SIGINT, on_sigint);
+    double t0 = hy_now();
+    if (hy_model_prefill(m, st, tok, (int)len, NULL, false) < 0) return fail(1, "prefill failed");
+    double t1 = hy_now();
+    hy_set_threads((int)g->decode_threads);
+    int got = hy_generate(m, st, NULL, 0, (int)g->n, &g->so, emit_token, NULL, NULL);
+    double t2 = hy_now();
+    if (got < 0) return fail(1, "generation failed");
+    if (!g->quiet)
+        fprintf(stderr, "\n[generate] prompt %zu tokens in %.1f ms (%.0f tokens/s), %d tokens in %.1f ms (%.2f ms/token), "
+                        "context %ld tokens\n",
+                len, (t1 - t0) * 1e3, len / fmax(t1 - t0, 1e-9), got, (t2 - t1) * 1e3, (t2 - t1) * 1e3 / (got ? got : 1),
+                hy_model_state_position(st));
+    if (g->state_out) {
+        if (hy_model_state_save(m, st, g->state_out) < 0) return fail(1, "cannot save the state");
+        if (!g->quiet) fprintf(stderr, "[generate] wrote %s\n", g->state_out);
+    }
+    return stop_requested ? 130 : 0;
+}
+
+/* `hybrid-exp generate`: options, prompt, model and state, then the generation. */
+static int cmd_generate(int argc, char **argv) {
+    generate_args g;
+    int rc = generate_parse(argc, argv, &g);
+    if (rc >= 0) return rc;
+    hy_set_threads((int)g.threads);
     char *text = NULL;
-    size_t len = prompt ? strlen(prompt) : 0;
-    if (prompt_file && hy_read_file(prompt_file, &text, &len) < 0) return fail(1, "cannot read the prompt");
-    const char *bytes = prompt ? prompt : text ? text : "";
+    size_t len = g.prompt ? strlen(g.prompt) : 0;
+    if (g.prompt_file && hy_read_file(g.prompt_file, &text, &len) < 0) return fail(1, "cannot read the prompt");
+    const char *bytes = g.prompt ? g.prompt : text ? text : "";
     if (len > (size_t)INT_MAX) {
         fprintf(stderr, "hybrid-exp generate: the prompt has %zu bytes (at most %d)\n", len, INT_MAX);
         hy_free(text);
@@ -412,60 +471,18 @@ static int cmd_generate(int argc, char **argv) {
     hy_model *m = NULL;
     hy_model_state *st = NULL;
     int32_t *tok = NULL;
-    int rc = 0;
-    if (hy_checkpoint_load(ckpt, &m, NULL) < 0) {
-        rc = fail(1, "cannot load the checkpoint");
-        goto done;
-    }
-    int V = hy_model_get_config(m)->vocab_size;
-    if (V > 256) {
+    rc = 0;
+    int V = 0;
+    if (hy_checkpoint_load(g.ckpt, &m, NULL) < 0) rc = fail(1, "cannot load the checkpoint");
+    else if ((V = hy_model_get_config(m)->vocab_size) > 256) {
         fprintf(stderr, "hybrid-exp generate: %s has vocab_size %d; generate reads and writes bytes (vocab_size <= 256)\n",
-                ckpt, V);
+                g.ckpt, V);
         rc = 1;
-        goto done;
+    } else if ((rc = generate_prompt_tokens(bytes, len, V, &tok)) == 0) {
+        if ((g.state_in ? hy_model_state_load(m, g.state_in, &st) : hy_model_state_new(m, 1, &st)) < 0)
+            rc = fail(1, g.state_in ? "cannot load the state" : "cannot create the state");
+        else rc = generate_run(&g, m, st, tok, len);
     }
-    tok = malloc(sizeof(int32_t) * (len + 1));
-    for (size_t i = 0; tok && i < len; i++) {
-        tok[i] = (unsigned char)bytes[i];
-        if (tok[i] >= V) {
-            fprintf(stderr, "hybrid-exp generate: prompt byte %zu (0x%02x) is outside the model's vocabulary of %d\n", i,
-                    (unsigned)tok[i], V);
-            rc = 2;
-            goto done;
-        }
-    }
-    if (!tok || (state_in ? hy_model_state_load(m, state_in, &st) : hy_model_state_new(m, 1, &st)) < 0) {
-        rc = fail(1, state_in ? "cannot load the state" : "cannot create the state");
-        goto done;
-    }
-    signal(SIGINT, on_sigint);
-    double t0 = hy_now();
-    if (hy_model_prefill(m, st, tok, (int)len, NULL, false) < 0) {
-        rc = fail(1, "prefill failed");
-        goto done;
-    }
-    double t1 = hy_now();
-    hy_set_threads((int)decode_threads);
-    int got = hy_generate(m, st, NULL, 0, (int)n, &so, emit_token, NULL, NULL);
-    double t2 = hy_now();
-    if (got < 0) {
-        rc = fail(1, "generation failed");
-        goto done;
-    }
-    if (!quiet)
-        fprintf(stderr, "\n[generate] prompt %zu tokens in %.1f ms (%.0f tokens/s), %d tokens in %.1f ms (%.2f ms/token), "
-                        "context %ld tokens\n",
-                len, (t1 - t0) * 1e3, len / fmax(t1 - t0, 1e-9), got, (t2 - t1) * 1e3, (t2 - t1) * 1e3 / (got ? got : 1),
-                hy_model_state_position(st));
-    if (state_out) {
-        if (hy_model_state_save(m, st, state_out) < 0) {
-            rc = fail(1, "cannot save the state");
-            goto done;
-        }
-        if (!quiet) fprintf(stderr, "[generate] wrote %s\n", state_out);
-    }
-    if (stop_requested) rc = 130;
-done:
     hy_model_state_free(m, st);
     hy_model_free(m);
     hy_free(text);
