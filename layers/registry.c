@@ -291,12 +291,14 @@ void hy_init_linear(float *w, float *b, int out, int in, hy_rng *rng) {
     if (b) hy_rng_fill_uniform(rng, b, (size_t)out, bound);
 }
 
-/* 1/(2·n_layers): two residual branches per layer (mixer and ffn); n_layers from the model's
- * shared context, or the layer's own depth (index + 1) when it stands alone. */
-float hy_output_init_scale(const hy_layer *L) {
-    int nl = L->shared && L->shared->n_layers > L->index ? L->shared->n_layers : L->index + 1;
-    return 1.0f / (2.0f * (float)nl);
+/* n_layers from the model's shared context, or the layer's own depth (index + 1) when it stands
+ * alone: what depth-dependent inits scale by. */
+int hy_stack_depth(const hy_layer *L) {
+    return L->shared && L->shared->n_layers > L->index ? L->shared->n_layers : L->index + 1;
 }
+
+/* 1/(2·n_layers): two residual branches per layer (mixer and ffn). */
+float hy_output_init_scale(const hy_layer *L) { return 1.0f / (2.0f * (float)hy_stack_depth(L)); }
 
 /* The plain-linear draws, then scaled, so the random stream is the same as hy_init_linear's. */
 void hy_init_output_linear(const hy_layer *L, float *w, float *b, int out, int in, hy_rng *rng) {

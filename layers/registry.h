@@ -215,8 +215,11 @@ struct hy_block_ops {
  * nn.Linear default. A block's other parameters keep the init its upstream defines. */
 void hy_init_linear(float *w, float *b, int out, int in, hy_rng *rng);
 
+/* The depth of the stack layer L belongs to: the model's n_layers, or index + 1 for a lone layer. */
+int hy_stack_depth(const hy_layer *L);
+
 /* The scale of a block's output projection (the linear that writes into the residual stream):
- * 1/(2·n_layers) of the stack layer L belongs to (a lone layer counts as a stack of 1). */
+ * 1/(2·hy_stack_depth(L)). */
 float hy_output_init_scale(const hy_layer *L);
 
 /* A block's output projection: hy_init_linear, then weight and bias × hy_output_init_scale(L), so

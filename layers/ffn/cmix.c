@@ -53,7 +53,7 @@ static int cmix_param_specs(const hy_opts *o, int d, hy_param_spec *out) {
  * U(±0.5/√d), value 0). */
 static void cmix_init(hy_layer *L, hy_rng *rng) {
     int d = L->d_model, F = hy_opt_int(&L->opts, OPT_D_FF), id = L->index;
-    int nl = L->shared && L->shared->n_layers > id ? L->shared->n_layers : id + 1;
+    int nl = hy_stack_depth(L);
     double r10 = 1.0 - (double)id / nl;
     for (int c = 0; c < d; c++) L->p[P_XK][c] = (float)(1.0 - pow((double)c / d, r10 * r10 * r10 * r10));
     hy_init_linear(L->p[P_KEY], NULL, F, d, rng);

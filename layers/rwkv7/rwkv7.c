@@ -128,7 +128,7 @@ static void ortho_init(float *W, int rows, int cols, float gain, hy_rng *rng) {
  * U(±0.05/√C), U(±0.5/√C) and zero). */
 static void rw_init(hy_layer *L, hy_rng *rng) {
     geom g = geom_of(&L->opts, L->d_model);
-    int C = g.C, N = g.N, id = L->index, nl = L->shared && L->shared->n_layers > id ? L->shared->n_layers : id + 1;
+    int C = g.C, N = g.N, id = L->index, nl = hy_stack_depth(L);
     double r01 = nl > 1 ? (double)id / (nl - 1) : 0.0, r10 = 1.0 - (double)id / nl;
     const double xp[6] = {0.2, 0.9, 0.7, 0.7, 0.9, 0.2};   /* x_r, x_w, x_k, x_v, x_a, x_g */
     for (int c = 0; c < C; c++) {
