@@ -433,6 +433,10 @@ static int generate_prompt_tokens(const char *bytes, size_t len, int V, int32_t 
 /* Prefills the prompt into st, samples g->n tokens (printed as they come), reports the timing
  * and saves the state when asked. Returns the exit code. */
 static int generate_run(const generate_args *g, hy_model *m, hy_model_state *st, const int32_t *tok, size_t len) {
+    if (st->B != 1) {   /* the prompt is one sequence: prefill would read B rows of it */
+        fprintf(stderr, "hybrid-exp generate: %s holds %d sequences; generate continues one\n", g->state_in, st->B);
+        return 1;
+    }
     signal(SIGINT, on_sigint);
     double t0 = hy_now();
     if (hy_model_prefill(m, st, tok, (int)len, NULL, false) < 0) return fail(1, "prefill failed");

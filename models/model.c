@@ -352,6 +352,8 @@ static int check_tokens(const hy_model *m, const int32_t *tokens, size_t n, cons
 
 int hy_model_step(hy_model *m, hy_model_state *st, const int32_t *tokens, float *logits) {
     int S = 2 * m->cfg.n_layers, d = m->cfg.d_model, V = m->cfg.vocab_size, B = st->B;
+    if (st->pos >= HY_MAX_POSITION)
+        return hy_fail("step: the state holds %ld tokens per sequence, the most a state can hold", st->pos);
     int rc = check_tokens(m, tokens, (size_t)B, "step");
     if (rc < 0) return rc;
     hy_embedding_forward(st->h, m->embedding->data, tokens, (size_t)B, d);
@@ -416,6 +418,9 @@ static int prefill_chunk(hy_model *m, hy_model_state *st, const int32_t *tok, in
 int hy_model_prefill(hy_model *m, hy_model_state *st, const int32_t *tokens, int T, float *logits, bool all) {
     int d = m->cfg.d_model, V = m->cfg.vocab_size, B = st->B;
     if (T < 0) return hy_fail("prefill: length %d must be >= 0", T);
+    if (T > HY_MAX_POSITION - st->pos)
+        return hy_fail("prefill: %d more tokens would take the state past %d tokens per sequence (it holds %ld)", T,
+                       HY_MAX_POSITION, st->pos);
     if (T == 0) {
         if (logits && !all) memcpy(logits, st->logits, sizeof(float) * (size_t)B * V);
         return 0;

@@ -3,9 +3,12 @@
  * named F32 tensors through the optional state_tensors/state_export/state_import ops of the
  * registry; this file only names, checks and moves them:
  *   layers.{i}.mixer.<name>, layers.{i}.ffn.<name>   every block's state tensors
- *   logits (B, V)                                      after the last consumed token (if any)
+ *   logits (B, V)                                      after the last consumed token (zeros before the first)
  *   __metadata__: format, config (the model's JSON), weights (fingerprint of the parameters),
- *                 position (tokens consumed), batch. */
+ *                 position (tokens consumed), batch.
+ * Loading checks every size against the file and the model (check_state_sizes) before it
+ * allocates the state, so a crafted file cannot make it allocate more than its own length times
+ * the model's per-sequence constants. */
 #include "core/error.h"
 #include "core/mem.h"
 #include "models/checkpoint.h"
@@ -17,6 +20,7 @@
 #include <string.h>
 
 #define STATE_FORMAT "hybrid-state"
+#define HY_STATE_MAX_BATCH (1 << 20)   /* sequences in one state file */
 
 /* A 64-bit fingerprint of every parameter (FNV-1a over 32-bit words): a state is only valid for
  * the weights that made it, and the config alone cannot tell two checkpoints apart. */
@@ -95,8 +99,8 @@ int hy_model_state_save(hy_model *m, const hy_model_state *st, const char *path)
         }
     }
     if (rc < 0) goto done;
-    if (st->have_logits) e[n++] = (hy_st_entry){.name = "logits", .dtype = HY_DT_F32, .ndim = 2, .shape = {st->B, V},
-                                                .data = st->logits};
+    /* always written (zeros before the first token), so every file holds data per sequence */
+    e[n++] = (hy_st_entry){.name = "logits", .dtype = HY_DT_F32, .ndim = 2, .shape = {st->B, V}, .data = st->logits};
     if ((rc = hy_model_config_to_json(&m->cfg, &config)) < 0) goto done;
     char fp[32], pos[32], batch[32];
     weights_fingerprint(m, fp, sizeof fp);
@@ -134,6 +138,77 @@ static int parse_state_name(const char *full, int n_layers, const char **name) {
     if (part < 0) return -1;
     *name = p + (part ? 4 : 6);
     return **name && strlen(*name) < HY_STATE_NAME ? 2 * i + part : -1;
+}
+
+/* "k (1, 19, 64), v (1, 20, 64)": the tensors of f for sub-block s, for messages. */
+static const char *block_shapes(const hy_st_file *f, int n_layers, int s, char *buf, size_t len) {
+    size_t used = 0;
+    const char *nm;
+    buf[0] = 0;
+    for (int k = 0; k < f->n_tensors && used < len; k++) {
+        if (parse_state_name(f->tensors[k].name, n_layers, &nm) != s) continue;
+        char sh[96];
+        used += (size_t)snprintf(buf + used, len - used, "%s%s %s", used ? ", " : "", nm,
+                                 hy_st_shape_str(f->tensors[k].ndim, f->tensors[k].shape, sh, sizeof sh));
+    }
+    if (!buf[0]) snprintf(buf, len, "none");
+    return buf;
+}
+
+/* Checks every size in f against the state m would build for `batch` sequences at `pos` tokens,
+ * before anything is allocated: each state tensor is F32 with the batch first; each block's
+ * tensors hold exactly batch x its state_bytes(pos) (so a KV cache holds `pos` tokens); the
+ * logits (batch, V) are there exactly when a token was consumed; and a batch above 1 is backed by
+ * data in the file (so the memory the state takes is bounded by the file's length times the
+ * model's per-sequence constants). */
+static int check_state_sizes(hy_model *m, const hy_st_file *f, long batch, long pos) {
+    const char *P = f->path, *nm;
+    int n_layers = m->cfg.n_layers, V = m->cfg.vocab_size;
+    char sh[256];
+    for (int k = 0; k < f->n_tensors; k++) {
+        const hy_st_tensor *t = &f->tensors[k];
+        if (!strcmp(t->name, "logits")) continue;
+        int s = parse_state_name(t->name, n_layers, &nm);
+        if (s < 0) return hy_fail("%s: unexpected tensor '%.200s' (expected logits or layers.{i}.mixer|ffn.<name>)", P, t->name);
+        if (!hy_model_sub_block(m, s)->ops)
+            return hy_fail("%s: tensor '%.200s' belongs to a block this model does not have", P, t->name);
+        if (t->dtype != HY_DT_F32 || t->ndim < 1 || t->ndim > 4)
+            return hy_fail("%s: tensor '%.200s' is %s with %d dimensions; a state tensor is F32 with 1 to 4 (the batch "
+                           "first)", P, t->name, hy_dtype_name(t->dtype), t->ndim);
+        if (t->shape[0] != batch)
+            return hy_fail("%s: tensor '%.200s' has shape %s, but __metadata__ batch is %ld (state tensors are (batch, ...))",
+                           P, t->name, hy_st_shape_str(t->ndim, t->shape, sh, sizeof sh), batch);
+    }
+    size_t per_sequence = 0;   /* floats the file holds per sequence */
+    for (int s = 0; s < 2 * n_layers; s++) {
+        hy_layer *L = hy_model_sub_block(m, s);
+        if (!L->ops) continue;
+        size_t held = 0, want_seq = L->ops->state_bytes(&L->opts, m->cfg.d_model, (int)pos) / sizeof(float), want;
+        for (int k = 0; k < f->n_tensors; k++)
+            if (parse_state_name(f->tensors[k].name, n_layers, &nm) == s) held += f->tensors[k].numel;
+        if (want_seq > 0 && !L->ops->state_import) {
+            int rc = not_saveable(L, s);
+            hy_error_prefix("%s", P);
+            return rc;
+        }
+        if (__builtin_mul_overflow(want_seq, (size_t)batch, &want) || held != want)
+            return hy_fail("%s: layer %d %s '%s': its state tensors hold %zu values (shapes: %s), but after %ld tokens "
+                           "the block's state holds %zu values per sequence (batch %ld)", P, s / 2, part_name(s),
+                           L->ops->name, held, block_shapes(f, n_layers, s, sh, sizeof sh), pos, want_seq, batch);
+        per_sequence += want_seq;
+    }
+    const hy_st_tensor *lg = hy_st_find(f, "logits");
+    if (!lg && pos > 0) return hy_fail("%s: tensor 'logits' is missing (the state has consumed %ld tokens)", P, pos);
+    if (lg) {
+        int64_t shape[2] = {batch, V};
+        int rc = hy_st_check(f, lg, HY_DT_F32, 2, shape, "the model's");
+        if (rc < 0) return rc;
+        per_sequence += (size_t)V;
+    }
+    if (per_sequence == 0 && batch > 1)
+        return hy_fail("%s: __metadata__ batch is %ld but the file holds nothing per sequence (no logits, and position 0 "
+                       "in a model whose only state is a KV cache), so the batch cannot be checked against it", P, batch);
+    return 0;
 }
 
 /* Hands sub-block s every tensor of f that belongs to it (copied to aligned buffers). */
@@ -206,36 +281,22 @@ int hy_model_state_load(hy_model *m, const char *path, hy_model_state **out) {
                      w ? w : "missing", fp);
         goto done;
     }
-    if ((rc = meta_long(&f, "position", 1L << 40, &pos)) < 0 || (rc = meta_long(&f, "batch", 1 << 20, &batch)) < 0)
+    if ((rc = meta_long(&f, "position", HY_MAX_POSITION, &pos)) < 0 ||
+        (rc = meta_long(&f, "batch", HY_STATE_MAX_BATCH, &batch)) < 0)
         goto done;
     if (batch < 1) {
         rc = hy_fail("%s: __metadata__ batch must be >= 1", path);
         goto done;
     }
-    for (int k = 0; k < f.n_tensors; k++) {
-        const char *nm, *name = f.tensors[k].name;
-        if (strcmp(name, "logits") && parse_state_name(name, m->cfg.n_layers, &nm) < 0) {
-            rc = hy_fail("%s: unexpected tensor '%.200s' (expected logits or layers.{i}.mixer|ffn.<name>)", path, name);
-            goto done;
-        }
-        if (strcmp(name, "logits") && !hy_model_sub_block(m, parse_state_name(name, m->cfg.n_layers, &nm))->ops) {
-            rc = hy_fail("%s: tensor '%.200s' belongs to a block this model does not have", path, name);
-            goto done;
-        }
-    }
+    if ((rc = check_state_sizes(m, &f, batch, pos)) < 0) goto done;
     if ((rc = hy_model_state_new(m, (int)batch, &st)) < 0) goto done;
     for (int s = 0; s < 2 * m->cfg.n_layers && rc == 0; s++)
         if (hy_model_sub_block(m, s)->ops) rc = import_block(m, st, &f, s);
     if (rc < 0) goto done;
-    const hy_st_tensor *lg = hy_st_find(&f, "logits");
-    if (lg) {
-        int64_t shape[2] = {batch, m->cfg.vocab_size};
-        if ((rc = hy_st_check(&f, lg, HY_DT_F32, 2, shape, "the model's")) < 0) goto done;
+    const hy_st_tensor *lg = hy_st_find(&f, "logits");   /* (batch, V), checked above; zeros at position 0 */
+    if (lg && pos > 0) {
         memcpy(st->logits, lg->data, (size_t)batch * m->cfg.vocab_size * sizeof(float));
         st->have_logits = true;
-    } else if (pos > 0) {
-        rc = hy_fail("%s: tensor 'logits' is missing (the state has consumed %ld tokens)", path, pos);
-        goto done;
     }
     st->pos = pos;
 done:

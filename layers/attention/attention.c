@@ -426,6 +426,8 @@ static void attn_state_free(hy_layer *L, void *state) {
  * (sequence, kv head) is copied over (whole key blocks for the transposed keys). */
 static int cache_grow(attn_state *s, const geom *g, int need) {
     if (need <= s->cap) return 0;
+    if (need > HY_MAX_POSITION)
+        return hy_fail("attention: the KV cache holds at most %d tokens per sequence, asked for %d", HY_MAX_POSITION, need);
     int cap = s->cap ? s->cap : 256;
     while (cap < need) cap *= 2;
     size_t kw = (size_t)g->Hkv * g->hd;
@@ -453,6 +455,9 @@ static int attn_prefill(hy_layer *L, void *state, const float *x, float *y, int 
     if (!P) return HY_ERR_NOMEM;
     if (B != s->B) return hy_fail("attention: state holds %d sequences, got %d", s->B, B);
     if (T <= 0) return 0;
+    if (T > HY_MAX_POSITION - s->pos)
+        return hy_fail("attention: the KV cache holds at most %d tokens per sequence (it holds %d, %d more asked)",
+                       HY_MAX_POSITION, s->pos, T);
     size_t rows = (size_t)B * T, kw = (size_t)g.Hkv * g.hd, qw = (size_t)g.H * g.hd;
     if (!hy_buf_grab(&s->q, rows * qw) || !hy_buf_grab(&s->k, rows * kw) || !hy_buf_grab(&s->vn, rows * kw) ||
         !hy_buf_grab(&s->o, rows * qw))
