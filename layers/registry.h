@@ -124,8 +124,10 @@ enum { HY_KIND_MIXER = 1, HY_KIND_FFN = 2 };
  * prefill may count positions in an int (attention's KV cache doubles up to exactly this). */
 #define HY_MAX_POSITION (1 << 30)
 
-/* One tensor of a serialised streaming state (the optional state_* ops of hy_block_ops). */
+/* One tensor of a serialised streaming state (the optional state_* ops of hy_block_ops). A block's
+ * state has at most HY_STATE_MAX_TENSORS of them (state files with more are refused). */
 #define HY_STATE_NAME 32
+#define HY_STATE_MAX_TENSORS 16
 typedef struct hy_state_tensor {
     char name[HY_STATE_NAME];
     int ndim;                 /* 0..4 */

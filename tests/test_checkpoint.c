@@ -180,6 +180,34 @@ START_TEST(json_errors_say_where_and_what) {
     /* a NUL inside the text is an error, not the end */
     expect_error(hy_json_parse("[1]\0xx", 6, &j), "nul", "after the value", NULL, NULL);
     free(deep);
+    /* large objects (their keys hashed for the duplicate check): every key found, a duplicate
+     * anywhere refused with its position, lookalike keys kept apart */
+    for (int dup = -1; dup < 3; dup++) {
+        enum { KEYS = 5000 };
+        hy_strbuf b = {0};
+        hy_sb_add(&b, "{");
+        for (int k = 0; k < KEYS; k++) hy_sb_printf(&b, "%s\"k%d\": %d", k ? ", " : "", k, k);
+        static const int again[3] = {0, 15, 4321};   /* before, at and after the switch to hashing */
+        if (dup >= 0) hy_sb_printf(&b, ", \"k%d\": 0", again[dup]);
+        hy_sb_add(&b, ", \"k\": -1}");
+        char want[64];
+        snprintf(want, sizeof want, "duplicate key \"k%d\"", dup >= 0 ? again[dup] : 0);
+        int rc = hy_json_parse(b.p, b.len, &j);
+        if (dup >= 0) {
+            expect_error(rc, "large duplicate", want, "line 1, column", NULL);
+        } else {
+            ck_assert_msg(rc == 0, "%s", hy_last_error());
+            ck_assert_int_eq(j.n, KEYS + 1);
+            for (int k = 0; k < KEYS; k += 7) {
+                char key[16];
+                snprintf(key, sizeof key, "k%d", k);
+                int64_t v;
+                ck_assert(hy_json_int(hy_json_get(&j, key), &v) && v == k);
+            }
+            hy_json_free(&j);
+        }
+        hy_sb_free(&b);
+    }
 }
 END_TEST
 
