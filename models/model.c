@@ -180,6 +180,15 @@ size_t hy_model_param_count(const hy_model *m) {
     return n;
 }
 
+/* FNV-1a over the parameters' 32-bit words, arena order: what ties a streaming state or a training
+ * state to the weights that made it (the config alone cannot tell two checkpoints apart). */
+void hy_model_weights_fingerprint(const hy_model *m, char *out, size_t n) {
+    const uint32_t *w = (const uint32_t *)(const void *)m->data;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < m->numel; i++) h = (h ^ w[i]) * 0x100000001b3ull;
+    snprintf(out, n, "%016llx", (unsigned long long)h);
+}
+
 void hy_model_zero_grad(hy_model *m) { memset(m->grad, 0, m->numel * sizeof(float)); }
 
 static const float *head_weight(const hy_model *m) { return m->lm_head ? m->lm_head->data : m->embedding->data; }

@@ -82,6 +82,10 @@ void hy_block_cfg_each_opt(const hy_block_cfg *b, bool exact_floats, hy_opt_visi
 int hy_model_config_to_json(const hy_model_config *cfg, char **out);
 hy_param *hy_model_param(hy_model *m, const char *name);
 size_t hy_model_param_count(const hy_model *m);   /* scalars */
+/* A 64-bit fingerprint of every parameter as 16 hex digits (FNV-1a over the F32 bit patterns as
+ * 32-bit words, in the arena's order: the config's parameter order, each tensor padded to 16
+ * floats with zeros). Streaming states and training states record it to refuse other weights. */
+void hy_model_weights_fingerprint(const hy_model *m, char *out, size_t n);
 /* Analytic forward FLOPs per token at sequence length T (blocks + head). */
 double hy_model_flop_per_token(const hy_model *m, int T);
 size_t hy_model_state_bytes(const hy_model *m, int T);
