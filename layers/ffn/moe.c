@@ -363,6 +363,17 @@ static double moe_flop(const hy_opts *o, int d, int T) {
     return (double)T * (2.0 * d * E + 4.0 * E + k * (6.0 * d * F + 4.0 * F) + 2.0 * k * d);
 }
 
+/* Training memory. The grouped rows Ap depend on the routing: each expert's count is padded up by
+ * at most 7 rows or 1/8 (padded_rows), so Ap <= A·9/8 + 8·E with A = rows·k token slots. Forward
+ * keeps p (rows, E), gw, top, pos (A), order (Ap), xs and eo (Ap, d), gate, up and act (Ap, F);
+ * backward adds dp (rows, E), deo and dxs (Ap, d), dact, dgate and dup (Ap, F). */
+static hy_train_bytes moe_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
+    (void)threads, (void)first;
+    double rows = (double)B * T, E = hy_opt_int(o, OPT_E), F = hy_opt_int(o, OPT_D_FF);
+    double A = rows * hy_opt_int(o, OPT_K), Ap = A * 9.0 / 8.0 + 8.0 * E;
+    return (hy_train_bytes){(2.0 * rows * E + 3.0 * A + Ap * (1.0 + 4.0 * d + 6.0 * F)) * sizeof(float), 0};
+}
+
 static void moe_destroy(hy_layer *L) {
     moe_cache *c = L->priv;
     if (!c) return;
@@ -422,5 +433,6 @@ const hy_block_ops hy_block_moe = {
     .state_free = moe_state_free,
     .state_bytes = moe_state_bytes,
     .flop = moe_flop,
+    .train_bytes = moe_train_bytes,
     .destroy = moe_destroy,
 };
