@@ -2,6 +2,7 @@
  * in the training state), validation uses fixed windows, and every reduction has a fixed order,
  * so the same config, seed and thread count give a bit-identical loss curve, also across resume. */
 #include "experiments/train.h"
+#include "experiments/validate.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/mem.h"
@@ -426,8 +427,9 @@ typedef struct {
     double val, lr, gnorm, acc; /* the last validation loss and accuracy, learning rate, gradient norm */
 } train_run;
 
-/* Paths, process-wide settings (threads, GEMM backend and precision), the output folder and the
- * resolved config.yaml: what must exist before any data or model is touched. */
+/* Paths, process-wide settings (threads, GEMM backend and precision), the data (opened and
+ * checked against the model first: nothing is written for a missing corpus or one that does not
+ * fit the vocabulary), then the output folder and the resolved config.yaml. */
 static int run_prepare(train_run *R) {
     const hy_run_config *c = R->c;
     R->P.c = c;
@@ -437,20 +439,26 @@ static int run_prepare(train_run *R) {
     hy_set_threads(c->threads);
     hy_gemm_set_backend(c->gemm);
     hy_gemm_set_precision(c->precision);
-    int rc = hy_mkdirs(c->out_dir);
+    int rc = hy_data_open(&R->corpus, c->corpus, c->val_fraction, &c->task, c->seed);
+    if (rc < 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", hy_last_error());
+        return hy_fail_code(HY_ERR_CONFIG, "%s: %s", c->at_corpus, msg);
+    }
+    R->corpus_open = true;
+    if ((rc = hy_run_check_data(c, &R->corpus, NULL, 0)) < 0) return rc;
+    if ((rc = hy_mkdirs(c->out_dir)) < 0) return rc;
     if (rc < 0) return rc;
     char cfg_path[HY_PATH_MAX + 64];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.yaml", c->out_dir);
     return hy_run_config_write(c, cfg_path);
 }
 
-/* The data, the model and optimizer (fresh, or restored with the RNG and progress when resuming),
- * train.csv and the telemetry files so far, the batch buffers, and the run's first progress line. */
+/* The model and optimizer (fresh, or restored with the RNG and progress when resuming), train.csv
+ * and the telemetry files so far, the batch buffers, and the run's first progress line. */
 static int run_open(train_run *R, hy_train_result *r) {
     const hy_run_config *c = R->c;
     int rc;
-    if ((rc = hy_data_open(&R->corpus, c->corpus, c->val_fraction, &c->task, c->seed)) < 0) return rc;
-    R->corpus_open = true;
     hy_rng_seed(&R->rng, c->seed);
     R->mem_base = hy_mem_current();
     hy_mem_reset_peak();
@@ -590,8 +598,7 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     memset(r, 0, sizeof *r);
     train_run R = {.c = c, .o = o, .variant = o->variant ? o->variant : c->name, .csv.fd = -1};
     int rc = run_prepare(&R);
-    if (rc < 0) return rc;
-    if ((rc = run_open(&R, r)) < 0) {
+    if (rc < 0 || (rc = run_open(&R, r)) < 0) {
         run_close(&R);
         return rc;
     }

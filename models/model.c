@@ -297,13 +297,14 @@ int hy_model_backward(hy_model *m) {
     return 0;
 }
 
-/* Floats of a tensor of e scalars in the arena: padded to a multiple of 16 (add_param). */
-static double padded16(double e) { return ceil(e / 16) * 16; }
+/* e scalars as the arena holds them: padded to a multiple of 16 floats (add_param) when pad. */
+static double padded16(double e, bool pad) { return pad ? ceil(e / 16) * 16 : e; }
 
-/* Floats of the parameter arena of cfg, laid out as build_params does. */
-static double arena_floats(const hy_model_config *c) {
+/* Floats of the parameter arena of cfg, laid out as build_params does (each tensor padded to a
+ * multiple of 16 floats), or with pad false the parameters' scalars. */
+static double arena_floats(const hy_model_config *c, bool pad) {
     double d = c->d_model;
-    double n = (c->tie_embeddings ? 1.0 : 2.0) * padded16(c->vocab_size * d) + padded16(d);
+    double n = (c->tie_embeddings ? 1.0 : 2.0) * padded16(c->vocab_size * d, pad) + padded16(d, pad);
     for (int i = 0; i < c->n_layers; i++) {
         const hy_block_cfg *b[2] = {&c->layers[i].mixer, &c->layers[i].ffn};
         for (int k = 0; k < 2; k++) {
@@ -312,11 +313,11 @@ static double arena_floats(const hy_model_config *c) {
             int np = b[k]->ops->param_specs(&b[k]->opts, c->d_model, NULL);
             if (np > HY_MAX_BLOCK_PARAMS) return INFINITY;
             b[k]->ops->param_specs(&b[k]->opts, c->d_model, specs);
-            n += padded16(d);   /* the sub-block's norm */
+            n += padded16(d, pad);   /* the sub-block's norm */
             for (int j = 0; j < np; j++) {
                 double e = 1;
                 for (int q = 0; q < specs[j].ndim; q++) e *= specs[j].shape[q];
-                n += padded16(e);
+                n += padded16(e, pad);
             }
         }
     }
@@ -331,7 +332,7 @@ int hy_model_train_memory(const hy_model_config *cfg, int B, int T, int threads,
     memset(out, 0, sizeof *out);
     if (B < 1 || T < 1 || threads < 1) return hy_fail("training memory: batch %d, length %d and threads %d must be >= 1", B, T, threads);
     const double d = cfg->d_model, V = cfg->vocab_size, rows = (double)B * T, n = rows * d, S = 2.0 * cfg->n_layers;
-    double arena = arena_floats(cfg) * sizeof(float), act = 0, scratch = 0;
+    double arena = arena_floats(cfg, true) * sizeof(float), act = 0, scratch = 0;
     act += (2 * n * (S + 1) + rows * (S + 1) + n + rows * V + rows * fmax(V, d) + n + 2 * rows) * sizeof(float);
     const hy_block_ops *first[HY_MAX_FIRST_SLOTS];
     int n_first = 0;
@@ -350,8 +351,8 @@ int hy_model_train_memory(const hy_model_config *cfg, int B, int T, int threads,
             act += tb.kept, scratch = fmax(scratch, tb.scratch);
         }
     }
-    *out = (hy_train_memory){.params = arena, .grads = arena, .optimizer = slots * arena, .activations = act,
-                             .scratch = scratch};
+    *out = (hy_train_memory){.scalars = arena_floats(cfg, false), .params = arena, .grads = arena,
+                             .optimizer = slots * arena, .activations = act, .scratch = scratch};
     out->total = out->params + out->grads + out->optimizer + out->activations + out->scratch;
     return 0;
 }

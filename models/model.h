@@ -95,7 +95,8 @@ size_t hy_model_state_bytes(const hy_model *m, int T);
  * from the sizes of the buffers the model, its blocks (hy_block_ops.train_bytes) and the
  * optimizer allocate: what the trainer compares with the machine's memory before a run. */
 typedef struct {
-    double params;        /* the parameter arena */
+    double scalars;       /* parameters (hy_model_param_count) */
+    double params;        /* the parameter arena (each tensor padded to 16 floats), bytes */
     double grads;         /* the gradient arena */
     double optimizer;     /* the moments */
     double activations;   /* kept from forward through backward and after: the residual streams, norm

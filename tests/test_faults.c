@@ -185,8 +185,8 @@ static char *without_timing(const char *csv, bool timing) {
 }
 
 /* SIGKILL while training (a MoE model: train.csv and experts.csv): once the program has reported
- * step 35 (not an evaluation step), train.csv already holds that row and experts.csv the routing
- * of the evaluation at step 30, every line complete; resuming from the checkpoint trims what came
+ * step 25 (not an evaluation step), train.csv already holds that row and experts.csv the routing
+ * of the evaluation at step 20, every line complete; resuming from the checkpoint trims what came
  * after it, and the files end up identical (timing columns aside) to those of an uninterrupted run. */
 START_TEST(csv_survives_sigkill_and_resume_trims) {
     char dir[256], ref[256], err[400], path[400], args[1500], *msg;
@@ -199,30 +199,30 @@ START_TEST(csv_survives_sigkill_and_resume_trims) {
     in_dir(err, sizeof err, dir, "stderr.txt");
     snprintf(args, sizeof args, "%s --out %s", common, dir);
     pid_t pid = spawn(args, err);
-    bool reached = wait_for_text(pid, err, "] step 35 ");
+    bool reached = wait_for_text(pid, err, "] step 25 ");
     if (reached) kill(pid, SIGKILL);
     int st;
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    ck_assert_msg(reached, "the run ended before step 35: %s", slurp(err));
+    ck_assert_msg(reached, "the run ended before step 25: %s", slurp(err));
     ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
     char *csv = slurp(in_dir(path, sizeof path, dir, "train.csv"));
     ck_assert_msg(csv != NULL, "no train.csv after SIGKILL");
-    ck_assert_msg(strstr(csv, "tiny-train,32,7,0.01,35,4480,"), "no row for step 35 in:\n%s", csv);
+    ck_assert_msg(strstr(csv, "tiny-train,32,7,0.01,25,3200,"), "no row for step 25 in:\n%s", csv);
     ck_assert(csv[strlen(csv) - 1] == '\n');
     char *ex = slurp(in_dir(path, sizeof path, dir, "experts.csv"));
-    ck_assert_msg(ex && strstr(ex, "tiny-train,32,30,1,3,"), "no routing of step 30 in experts.csv:\n%s", ex);
+    ck_assert_msg(ex && strstr(ex, "tiny-train,32,20,1,3,"), "no routing of step 20 in experts.csv:\n%s", ex);
     hy_free(csv), hy_free(ex);
-    /* resume from the checkpoint (step 28, 35 or later) and stop at step 50; the reference runs to 50 */
+    /* resume from the checkpoint (step 21 or later) and stop at step 32; the reference runs to 32 */
     hy_model *m;
     long ck;
     ck_assert_msg(hy_checkpoint_load(in_dir(path, sizeof path, dir, "checkpoint.safetensors"), &m, &ck) == 0, "%s",
                   hy_last_error());
     hy_model_free(m);
-    ck_assert(ck >= 28 && ck < 50 && ck % 7 == 0);
-    snprintf(args, sizeof args, "%s --out %s --resume --quiet --stop-after %ld", common, dir, 50 - ck);
+    ck_assert(ck >= 21 && ck < 32 && ck % 7 == 0);
+    snprintf(args, sizeof args, "%s --out %s --resume --quiet --stop-after %ld", common, dir, 32 - ck);
     ck_assert_int_eq(run_cli(args, err, &msg), 130);
     hy_free(msg);
-    snprintf(args, sizeof args, "%s --out %s --quiet --stop-after 50", common, ref);
+    snprintf(args, sizeof args, "%s --out %s --quiet --stop-after 32", common, ref);
     ck_assert_int_eq(run_cli(args, "/dev/null", &msg), 130);
     hy_free(msg);
     static const char *const files[] = {"train.csv", "experts.csv"};
