@@ -350,6 +350,9 @@ static int load_state(const run_paths *P, hy_model *m, hy_optim *opt, hy_rng *rn
     const char *slot_names[] = {"optim_m", "optim_v"};
     float *slots[] = {opt->m, opt->v};
     hy_kv_list meta;
+    if (access(P->state, F_OK) != 0)
+        return hy_fail("%s has no training state beside it (%s is missing: a crash or a failed write between the two "
+                       "files); resume refused: start the run again without --resume", P->ckpt, P->state);
     int rc = hy_train_state_load(P->state, m, opt->v ? 2 : 1, slot_names, slots, &meta);
     if (rc < 0) return rc;
     const char *s_step = hy_kv_get(&meta, "step"), *s_rng = hy_kv_get(&meta, "rng"),

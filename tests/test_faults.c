@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -125,8 +126,9 @@ START_TEST(divergence_keeps_last_good_checkpoint) {
 END_TEST
 
 /* Starts the program with `args` (space-separated, no quoting) in the background, its stderr into
- * err_path. Returns the child's pid. */
-static pid_t spawn(const char *args, const char *err_path) {
+ * err_path, files limited to max_file bytes when > 0 (RLIMIT_FSIZE with SIGXFSZ ignored: a write
+ * past it fails with EFBIG, as on a full disk). Returns the child's pid. */
+static pid_t spawn_limited(const char *args, const char *err_path, long max_file) {
     char line[2048];
     snprintf(line, sizeof line, "%s %s", exe(), args);
     char *argv[64];
@@ -138,23 +140,31 @@ static pid_t spawn(const char *args, const char *err_path) {
     if (pid == 0) {
         int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd < 0 || dup2(fd, 2) < 0) _exit(127);
+        struct rlimit lim = {(rlim_t)max_file, (rlim_t)max_file};
+        if (max_file > 0 && (signal(SIGXFSZ, SIG_IGN) == SIG_ERR || setrlimit(RLIMIT_FSIZE, &lim) != 0)) _exit(127);
         execv(argv[0], argv);
         _exit(127);
     }
     return pid;
 }
 
-/* Waits until the file at path contains `needle` (polling); false when the child exits first. */
-static bool wait_for_text(pid_t child, const char *path, const char *needle) {
-    for (;;) {
+static pid_t spawn(const char *args, const char *err_path) { return spawn_limited(args, err_path, 0); }
+
+/* Waits until the file at path contains `needle` (polling) and sends the child `sig`; returns its
+ * wait status, and whether the text appeared before it exited on its own in *reached. */
+static int signal_at_text(pid_t child, const char *path, const char *needle, int sig, bool *reached) {
+    int st;
+    for (*reached = false;;) {
         char *text = slurp(path);
-        bool found = text && strstr(text, needle);
+        *reached = text && strstr(text, needle);
         hy_free(text);
-        if (found) return true;
-        int st;
-        if (waitpid(child, &st, WNOHANG) == child) return false;
+        if (*reached) break;
+        if (waitpid(child, &st, WNOHANG) == child) return st;
         usleep(20000);
     }
+    kill(child, sig);
+    ck_assert_int_eq(waitpid(child, &st, 0), child);
+    return st;
 }
 
 /* Runs the program with `args`; returns its exit status and its stderr (hy_free) in *err. */
@@ -198,11 +208,8 @@ START_TEST(csv_survives_sigkill_and_resume_trims) {
                          "--set train.eval_every=10 --set train.checkpoint_every=7";
     in_dir(err, sizeof err, dir, "stderr.txt");
     snprintf(args, sizeof args, "%s --out %s", common, dir);
-    pid_t pid = spawn(args, err);
-    bool reached = wait_for_text(pid, err, "] step 25 ");
-    if (reached) kill(pid, SIGKILL);
-    int st;
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    bool reached;
+    int st = signal_at_text(spawn(args, err), err, "] step 25 ", SIGKILL, &reached);
     ck_assert_msg(reached, "the run ended before step 25: %s", slurp(err));
     ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
     char *csv = slurp(in_dir(path, sizeof path, dir, "train.csv"));
@@ -236,6 +243,90 @@ START_TEST(csv_survives_sigkill_and_resume_trims) {
         free(ma), free(mb), hy_free(a), hy_free(b);
     }
     remove_dir(dir), remove_dir(ref);
+}
+END_TEST
+
+/* SIGINT, then SIGTERM, while training (the tiny config, 40 steps): each stops the program with exit
+ * 130 after saving the checkpoint and state at the current step with train.csv up to it; resumed
+ * twice, the run ends with the train.csv (timing columns aside) of an uninterrupted run. */
+START_TEST(sigint_and_sigterm_save_and_resume_exactly) {
+    char dir[256], ref[256], err[400], path[400], args[1024], *msg;
+    fresh_dir(dir, sizeof dir, "sig");
+    fresh_dir(ref, sizeof ref, "sigref");
+    ck_assert_int_eq(hy_mkdirs(dir), 0);
+    in_dir(err, sizeof err, dir, "stderr.txt");
+    const int sigs[2] = {SIGINT, SIGTERM};
+    const char *const at[2] = {"] step 12 ", "] step 27 "};
+    long last = 0;
+    for (int k = 0; k < 2; k++) {
+        snprintf(args, sizeof args, "tests/configs/tiny-train.yaml --out %s --set train.log_every=1%s", dir,
+                 k ? " --resume" : "");
+        bool reached;
+        int st = signal_at_text(spawn(args, err), err, at[k], sigs[k], &reached);
+        msg = slurp(err);
+        ck_assert_msg(reached && WIFEXITED(st) && WEXITSTATUS(st) == 130, "signal %d, status %d: %s", sigs[k], st, msg);
+        ck_assert_msg(strstr(msg, "] interrupted after "), "%s", msg);
+        hy_free(msg);
+        hy_model *m;
+        long step;
+        ck_assert_int_eq(hy_checkpoint_load(in_dir(path, sizeof path, dir, "checkpoint.safetensors"), &m, &step), 0);
+        hy_model_free(m);
+        ck_assert_msg(step > last && step < 40, "checkpoint at step %ld", step);
+        char *csv = slurp(in_dir(path, sizeof path, dir, "train.csv")), row[64];
+        snprintf(row, sizeof row, "tiny-train,32,7,0.01,%ld,%ld,", step, step * 128);
+        ck_assert_msg(strstr(csv, row), "no row for step %ld:\n%s", step, csv);
+        hy_free(csv);
+        last = step;
+    }
+    snprintf(args, sizeof args, "tests/configs/tiny-train.yaml --out %s --set train.log_every=1 --resume --quiet", dir);
+    ck_assert_int_eq(run_cli(args, err, &msg), 0);
+    hy_free(msg);
+    snprintf(args, sizeof args, "tests/configs/tiny-train.yaml --out %s --set train.log_every=1 --quiet", ref);
+    ck_assert_int_eq(run_cli(args, "/dev/null", &msg), 0);
+    hy_free(msg);
+    char *a = slurp(in_dir(path, sizeof path, dir, "train.csv")), *b = slurp(in_dir(path, sizeof path, ref, "train.csv"));
+    char *ma = without_timing(a, true), *mb = without_timing(b, true);
+    ck_assert_msg(strcmp(ma, mb) == 0, "train.csv after two interrupts differs:\n%s\n---\n%s", ma, mb);
+    free(ma), free(mb), hy_free(a), hy_free(b);
+    remove_dir(dir), remove_dir(ref);
+}
+END_TEST
+
+/* SIGKILL with a checkpoint every step, so that a kill lands in or near the writing of the two
+ * files: twice, the files at their final names always load (never half-written), and
+ * resume either continues or, when the kill fell between the two renames, refuses the pair; never
+ * a silent mix. */
+START_TEST(sigkill_during_checkpoint_writes) {
+    char dir[256], err[400], path[400], args[1024], *msg;
+    fresh_dir(dir, sizeof dir, "killck");
+    ck_assert_int_eq(hy_mkdirs(dir), 0);
+    in_dir(err, sizeof err, dir, "stderr.txt");
+    const char *const at[2] = {"] step 6 ", "] step 13 "};
+    bool torn = false;
+    for (int k = 0; k < 2 && !torn; k++) {
+        snprintf(args, sizeof args, "tests/configs/tiny-train.yaml --out %s --set train.log_every=1 "
+                 "--set train.checkpoint_every=1 --set train.steps=100000%s", dir, k ? " --resume" : "");
+        bool reached;
+        int st = signal_at_text(spawn(args, err), err, at[k], SIGKILL, &reached);
+        msg = slurp(err);
+        torn = !reached && WIFEXITED(st) && WEXITSTATUS(st) == 1 && strstr(msg, "does not belong to");
+        ck_assert_msg(reached || torn, "status %d: %s", st, msg);   /* it ran on, or refused a torn pair */
+        hy_free(msg);
+        hy_st_file f;
+        ck_assert_msg(hy_st_open(in_dir(path, sizeof path, dir, "checkpoint.safetensors"), &f) == 0, "%s", hy_last_error());
+        hy_st_close(&f);
+        ck_assert_msg(hy_st_open(in_dir(path, sizeof path, dir, "checkpoint.state.safetensors"), &f) == 0, "%s",
+                      hy_last_error());
+        hy_st_close(&f);
+    }
+    if (!torn) {
+        snprintf(args, sizeof args, "tests/configs/tiny-train.yaml --out %s --set train.log_every=1 "
+                 "--set train.checkpoint_every=1 --set train.steps=100000 --resume --quiet --stop-after 2", dir);
+        int rc = run_cli(args, err, &msg);
+        ck_assert_msg(rc == 130 || (rc == 1 && strstr(msg, "does not belong to")), "exit %d: %s", rc, msg);
+        hy_free(msg);
+    }
+    remove_dir(dir);
 }
 END_TEST
 
@@ -344,15 +435,55 @@ START_TEST(state_without_identity_is_refused) {
 }
 END_TEST
 
+/* A disk that fills up while the training state is written (files limited to 160 KiB: the tiny
+ * model's checkpoint, 115 KiB, fits; its state, 230 KiB, does not): a clear error naming the file
+ * and exit 1; no temporary or half-written file is left; train.csv keeps its rows; and resume
+ * refuses the checkpoint that has no state, naming both files. */
+START_TEST(full_disk_while_saving_is_a_clear_error) {
+    char dir[256], err[400], args[1024], path[400], *msg;
+    fresh_dir(dir, sizeof dir, "full");
+    ck_assert_int_eq(hy_mkdirs(dir), 0);
+    in_dir(err, sizeof err, dir, "stderr.txt");
+    snprintf(args, sizeof args, "tests/configs/tiny-train.yaml --quiet --out %s --set train.checkpoint_every=5", dir);
+    pid_t pid = spawn_limited(args, err, 160 << 10);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    msg = slurp(err);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "status %d: %s", st, msg);
+    ck_assert_msg(strstr(msg, "checkpoint.state.safetensors") && strstr(msg, "File too large"), "%s", msg);
+    hy_free(msg);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "ls %s | grep -q tmp", dir);
+    ck_assert_int_ne(system(cmd), 0);   /* grep found no temporary file */
+    ck_assert_int_ne(access(in_dir(path, sizeof path, dir, "checkpoint.state.safetensors"), F_OK), 0);
+    long step;
+    ck_assert_int_eq(nonfinite_in(in_dir(path, sizeof path, dir, "checkpoint.safetensors"), &step), 0);
+    ck_assert_int_eq(step, 5);
+    char *csv = slurp(in_dir(path, sizeof path, dir, "train.csv"));
+    ck_assert_msg(csv && strstr(csv, "tiny-train,32,7,0.01,5,640,"), "%s", csv);
+    hy_free(csv);
+    snprintf(args, sizeof args, "tests/configs/tiny-train.yaml --quiet --out %s --resume", dir);
+    ck_assert_int_eq(run_cli(args, err, &msg), 1);
+    ck_assert_msg(strstr(msg, "has no training state beside it") && strstr(msg, "checkpoint.safetensors") &&
+                      strstr(msg, "without --resume"),
+                  "%s", msg);
+    hy_free(msg);
+    remove_dir(dir);
+}
+END_TEST
+
 static Suite *faults_suite(void) {
     Suite *s = suite_create("faults");
     TCase *tc = tcase_create("training");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, divergence_keeps_last_good_checkpoint);
     tcase_add_test(tc, csv_survives_sigkill_and_resume_trims);
+    tcase_add_test(tc, sigint_and_sigterm_save_and_resume_exactly);
+    tcase_add_test(tc, sigkill_during_checkpoint_writes);
     tcase_add_test(tc, cli_resume_refuses_mixed_checkpoint_and_state);
     tcase_add_test(tc, crash_between_checkpoint_and_state_is_detected);
     tcase_add_test(tc, state_without_identity_is_refused);
+    tcase_add_test(tc, full_disk_while_saving_is_a_clear_error);
     suite_add_tcase(s, tc);
     return s;
 }
