@@ -346,6 +346,10 @@ static int cmd_init(int argc, char **argv) {
         fprintf(stderr, "hybrid-exp init: --out MODEL.safetensors is required\n");
         return 2;
     }
+    if (a.check || a.force) {   /* shared parsing: these belong to training */
+        fprintf(stderr, "hybrid-exp init: %s is for training runs and experiments\n", a.check ? "--check" : "--force");
+        return 2;
+    }
     if ((rc = load_config(&a, &c, 0))) return rc;
     hy_model *m;
     rc = hy_model_create(&c.model, c.seed, &m);

@@ -181,7 +181,7 @@ START_TEST(memory_estimate_refuses_and_force_overrides) {
 END_TEST
 
 /* --check on a run config: exit 0, what was checked on stdout (model, data, memory, available),
- * nothing written; on a bad one, exit 2 with the located error. */
+ * nothing written; on a bad one, exit 2 with the located error; `init --check` is refused. */
 START_TEST(cli_check_validates_a_run_alone) {
     char dir[256], cmd[1500], out[400], cfg[400], *msg;
     fresh_dir(dir, sizeof dir, "check");
@@ -200,6 +200,10 @@ START_TEST(cli_check_validates_a_run_alone) {
     snprintf(cmd, sizeof cmd, "%s %s --check", exe(), cfg);
     ck_assert_int_eq(run(cmd, &msg), 2);
     ck_assert_msg(strstr(msg, "model.vocab_size: 64 is too small"), "%s", msg);
+    free(msg);
+    snprintf(cmd, sizeof cmd, "%s init tests/configs/tiny-train.yaml --out %s --check", exe(), out);
+    ck_assert_int_eq(run(cmd, &msg), 2);   /* init has no --check: refused, not ignored */
+    ck_assert_msg(strstr(msg, "--check is for training runs"), "%s", msg);
     free(msg);
     snprintf(cmd, sizeof cmd, "%s tests/configs/tiny-train.yaml --out %s --check --set train.lr=-1", exe(), out);
     ck_assert_int_eq(run(cmd, &msg), 2);
