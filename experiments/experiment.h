@@ -16,6 +16,9 @@
 #include <stdint.h>
 
 #define HY_EXP_MAX_EVAL 16
+/* Runs of one experiment (variants x sweep points), at most: each holds a resolved run config of
+ * about 7 KB, and loading composes and checks every one of them. */
+#define HY_EXP_MAX_RUNS 10000
 
 typedef struct {
     char variant[160];        /* the `variant` column: name, plus ":key=value" per swept d_model/d_state */

@@ -114,6 +114,7 @@ static const bad_case bad_cases[] = {
     {"inline-model-error.yaml", "6:23", "variants[0].model.layers.mixer", "unknown mixer block 'attentoin'"},
     {"sweep-not-list.yaml", "2:12", "sweep.seq_len", "must be a non-empty list"},
     {"sweep-item.yaml", "2:17", "sweep.seq_len[1]", "must be an integer in [1, 16777216], got 'big'"},
+    {"too-many-runs.yaml", "2:3", "sweep", "11000 runs: more than 10000"},
     {"budget-conflict.yaml", "4:3", "budget.steps", "train.steps is also set: give the budget in one place"},
     {"budget-empty.yaml", "1:9", "budget", "give at least one of steps, tokens, seconds"},
     {"swept-in-variant.yaml", "5:13", "variants[0].train.seq_len", "is swept (sweep.seq_len): remove it here"},

@@ -22,6 +22,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         fprintf(stderr, "fuzz: cannot build the model of %s: %s\n", config, hy_last_error());
         exit(1);
     }
+    atexit(hy_fuzz_model_free);   /* removes its scratch checkpoint when the run ends */
     return 0;
 }
 
