@@ -18,6 +18,8 @@ struct hy_dist {
 struct hy_dist_pending {
     MPI_Request *req;
     int n, cap;
+    int **counts;   /* count arrays of started reduce-scatters: MPI reads them until completion */
+    int n_counts, cap_counts;
 };
 
 struct hy_dist_queue {
@@ -187,10 +189,30 @@ int hy_dist_pending_new(hy_dist_pending **p) {
     return *p ? 0 : hy_fail_code(HY_ERR_NOMEM, "out of memory");
 }
 
+/* Frees the count arrays kept for started operations. */
+static void drop_counts(hy_dist_pending *p) {
+    for (int i = 0; i < p->n_counts; i++) free(p->counts[i]);
+    p->n_counts = 0;
+}
+
 void hy_dist_pending_free(hy_dist_pending *p) {
     if (!p) return;
+    drop_counts(p);
+    free(p->counts);
     free(p->req);
     free(p);
+}
+
+/* Keeps c (malloc'd) until the next wait; false when out of memory. */
+static bool keep_counts(hy_dist_pending *p, int *c) {
+    if (p->n_counts == p->cap_counts) {
+        int cap = p->cap_counts ? 2 * p->cap_counts : 16;
+        int **k = realloc(p->counts, sizeof *k * (size_t)cap);
+        if (!k) return false;
+        p->counts = k, p->cap_counts = cap;
+    }
+    p->counts[p->n_counts++] = c;
+    return true;
 }
 
 /* A free request slot of p (grown as needed), or NULL. */
@@ -226,14 +248,14 @@ int hy_dist_ireduce_scatter_sum_f32(hy_dist *d, const float *send, float *recv, 
     for (int r = 0; r < d->size; r++) total += counts[r];
     if (total > (size_t)INT_MAX) return hy_fail("reduce-scatter of %zu floats: more than MPI's int counts", total);
     int *c = malloc(sizeof(int) * (size_t)d->size);
-    MPI_Request *r = next_request(p);
-    if (!c || !r) {
+    if (!c || !keep_counts(p, c)) {
         free(c);
         return hy_fail_code(HY_ERR_NOMEM, "out of memory");
     }
+    MPI_Request *r = next_request(p);
+    if (!r) return hy_fail_code(HY_ERR_NOMEM, "out of memory");
     for (int k = 0; k < d->size; k++) c[k] = (int)counts[k];
     MPI_Ireduce_scatter(send, recv, c, MPI_FLOAT, MPI_SUM, d->comm, r);
-    free(c);   /* MPI copies the counts it needs when the operation starts */
     return 0;
 }
 
@@ -243,8 +265,10 @@ void hy_dist_progress(hy_dist_pending *p) {
 }
 
 int hy_dist_wait(hy_dist_pending *p) {
-    if (p && p->n) MPI_Waitall(p->n, p->req, MPI_STATUSES_IGNORE);
-    if (p) p->n = 0;
+    if (!p) return 0;
+    if (p->n) MPI_Waitall(p->n, p->req, MPI_STATUSES_IGNORE);
+    p->n = 0;
+    drop_counts(p);
     return 0;
 }
 
