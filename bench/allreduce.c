@@ -91,7 +91,7 @@ int hy_bench_allreduce_main(int argc, char **argv) {
         int calls = bytes <= 65536 ? 200 : bytes <= 4194304 ? 20 : 3;   /* batches of a few ms at least */
         double t = time_allreduce(d, buf, n, calls, (int)repeats);
         double alg = bytes / t / 1e9, bus = alg * 2.0 * (N - 1) / N;
-        hy_sb_printf(&csv, "%d,%zu,%.9f,%.4f,%.4f\n", N, bytes, t, alg, bus);
+        hy_sb_printf(&csv, "%d,%zu,%.6g,%.6g,%.6g\n", N, bytes, t, alg, bus);   /* no value rounds to 0 */
         if (rank == 0) printf("%12zu %12.1f %12.3f %12.3f\n", bytes, t * 1e6, alg, bus), fflush(stdout);
         if (n >= max_floats) break;
     }
