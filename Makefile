@@ -12,11 +12,16 @@ CC_FLAGS := -ffp-contract=off
 endif
 BUILD    ?= build
 PREFIX   ?= /usr/local
-PKGS     := libopenblas-openmp-dev libdnnl-dev libyaml-dev check libfftw3-dev gnuplot-nox pkg-config libpython3-stdlib
+PKGS     := libopenblas-openmp-dev libdnnl-dev libyaml-dev check libfftw3-dev gnuplot-nox pkg-config libpython3-stdlib \
+            libopenmpi-dev openmpi-bin
 OPT      ?= -O3
 CFLAGS   := -std=c17 -D_GNU_SOURCE $(OPT) -march=native -fopenmp $(CC_FLAGS) -Wall -Wextra -Werror -MMD -MP \
             -I. -Iinclude -I/usr/include/x86_64-linux-gnu/openblas-openmp $(EXTRA_CFLAGS)
 LDLIBS   := -lopenblas -ldnnl -lyaml -lfftw3f -lm
+# Open MPI (core/dist.c alone includes mpi.h; every program links it). Expanded when a recipe runs,
+# i.e. after `deps` has installed it.
+MPI_CFLAGS = $(shell pkg-config --cflags ompi-c)
+MPI_LIBS   = $(shell pkg-config --libs ompi-c)
 TEST_LIBS := -lcheck -lsubunit -lrt -lpthread
 PYTHON   ?= /usr/bin/python3
 DEMO_CONFIG ?= configs/jamba-like.yaml
@@ -53,19 +58,23 @@ $(BUILD)/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+$(BUILD)/core/dist.o: core/dist.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(MPI_CFLAGS) -c $< -o $@
+
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
 $(EXE): $(EXE_OBJ) $(LIB)
-	$(CC) $(CFLAGS) $(EXE_OBJ) $(LIB) $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) $(EXE_OBJ) $(LIB) $(LDLIBS) $(MPI_LIBS) -o $@
 
 $(TESTS): $(TEST_OBJ) $(LIB)
-	$(CC) $(CFLAGS) $(TEST_OBJ) $(LIB) $(LDLIBS) $(TEST_LIBS) -o $@
+	$(CC) $(CFLAGS) $(TEST_OBJ) $(LIB) $(LDLIBS) $(MPI_LIBS) $(TEST_LIBS) -o $@
 
 $(BUILD)/examples/%: examples/%.c include/hybrid.h $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(EX_CFLAGS) $< $(LIB) $(LDLIBS) -o $@
+	$(CC) $(EX_CFLAGS) $< $(LIB) $(LDLIBS) $(MPI_LIBS) -o $@
 
 # The main job on the built-in default corpus.
 demo: $(EXE)

@@ -292,11 +292,13 @@ static const char *BENCH_HELP =
     "of the same run.\n"
     "Writes DIR/layers.csv (default DIR: results/bench). --gemm also prints OpenBLAS vs oneDNN on LM shapes.\n"
     "A benchmark, not a test: nothing here fails on a time.\n"
-    "`hybrid-exp bench decode --help`: decode latency and state size against context (decode.csv).\n";
+    "`hybrid-exp bench decode --help`: decode latency and state size against context (decode.csv).\n"
+    "`hybrid-exp bench allreduce --help`: allreduce time against message size under mpirun (allreduce.csv).\n";
 
 int hy_bench_main(int argc, char **argv) {
     hy_bench_options a = {.out_dir = "results/bench", .d_model = 256, .min_T = 64, .max_T = 16384};
     if (argc > 0 && !strcmp(argv[0], "decode")) return hy_bench_decode_main(argc - 1, argv + 1);
+    if (argc > 0 && !strcmp(argv[0], "allreduce")) return hy_bench_allreduce_main(argc - 1, argv + 1);
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(BENCH_HELP, stdout);

@@ -93,6 +93,8 @@ typedef struct hy_aux_loss {
     double sum;               /* sum of the aux losses added since hy_aux_reset */
     int n;                    /* number of layers that added one */
     float coef;               /* the model's router_aux_coef: weight of the mean in the loss */
+    double weight;            /* this process's share of a batch split over processes (1 = all of it):
+                               * scales the aux losses' gradient (hy_model_set_batch_share) */
 } hy_aux_loss;
 
 /* Cross-layer context owned by the model and shared by all its layers (one per model; a
