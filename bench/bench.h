@@ -16,5 +16,7 @@ bool hy_bench_selected(const char *blocks, const char *name);
 int hy_bench_decode_main(int argc, char **argv);
 /* The RWKV-7 state recurrence line (bench/bench_rwkv7.c). */
 void hy_bench_wkv7_line(double sgemm_gflops, double mem_gbs, int quick);
+/* The Mamba-2 SSD core line (bench/bench_mamba2.c), against the best f32 GEMM rate of the run. */
+void hy_bench_ssd_line(double best_gemm_gflops, const char *best_gemm_name, int quick);
 
 #endif
