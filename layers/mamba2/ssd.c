@@ -32,12 +32,13 @@
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
-/* Σ x[i]·y[i] over n floats, in vectors of HY_VW lanes (a fixed order for a given target). */
+/* Σ x[i]·y[i] over n floats, in two 8-lane accumulators (a fixed order for any target). */
 static inline float vdot(const float *restrict x, const float *restrict y, int n) {
-    vw acc = {0};
+    v8 a0 = {0}, a1 = {0};
     int i = 0;
-    for (; i + HY_VW <= n; i += HY_VW) acc += vw_load(x + i) * vw_load(y + i);
-    v8 f = vw_fold8(acc);
+    for (; i + 16 <= n; i += 16) a0 += v8_load(x + i) * v8_load(y + i), a1 += v8_load(x + i + 8) * v8_load(y + i + 8);
+    for (; i + 8 <= n; i += 8) a0 += v8_load(x + i) * v8_load(y + i);
+    v8 f = a0 + a1;
     float s = ((f[0] + f[4]) + (f[1] + f[5])) + ((f[2] + f[6]) + (f[3] + f[7]));
     for (; i < n; i++) s += x[i] * y[i];
     return s;
@@ -45,10 +46,11 @@ static inline float vdot(const float *restrict x, const float *restrict y, int n
 
 /* Σ x[i] over n floats, as vdot. */
 static inline float vsum(const float *restrict x, int n) {
-    vw acc = {0};
+    v8 a0 = {0}, a1 = {0};
     int i = 0;
-    for (; i + HY_VW <= n; i += HY_VW) acc += vw_load(x + i);
-    v8 f = vw_fold8(acc);
+    for (; i + 16 <= n; i += 16) a0 += v8_load(x + i), a1 += v8_load(x + i + 8);
+    for (; i + 8 <= n; i += 8) a0 += v8_load(x + i);
+    v8 f = a0 + a1;
     float s = ((f[0] + f[4]) + (f[1] + f[5])) + ((f[2] + f[6]) + (f[3] + f[7]));
     for (; i < n; i++) s += x[i];
     return s;
@@ -263,7 +265,8 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
             for (int j = 0; j < q; j++) {
                 const float *restrict g_ = dy + (row0 + j) * lddy + (size_t)h * P;
                 float *restrict o = dYE + (size_t)j * HgP + (size_t)hl * P;
-                for (int p = 0; p < P; p++) o[p] = g_[p] * E[j];
+                const float ej = E[j];
+                for (int p = 0; p < P; p++) o[p] = g_[p] * ej;
             }
         }
         hy_gemm(true, false, HgP, N, q, 1.0f, dYE, HgP, a->Cm + row0 * a->ldbc + (size_t)g * N, a->ldbc, 0.0f,
@@ -307,16 +310,14 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
             float *av = avs + (size_t)hl * Q, *E = Es + (size_t)hl * Q, *W = Ws + (size_t)hl * Q;
             head_decays(a, row0, q, h, av, E, W);
             for (int j = 0; j < q; j++) {
-                const float s = a->dt[(row0 + j) * a->lddt + h];
+                const float s = a->dt[(row0 + j) * a->lddt + h], sw = s * W[j], ej = E[j];
                 const float *restrict xj = a->x + (row0 + j) * a->ldx + (size_t)h * P;
                 const float *restrict gj = dy + (row0 + j) * lddy + (size_t)h * P;
                 float *restrict xt = Xt + (size_t)j * HgP + (size_t)hl * P, *restrict xw = XW + (size_t)j * HgP + (size_t)hl * P,
                                 *restrict ge = dYE + (size_t)j * HgP + (size_t)hl * P;
-                for (int p = 0; p < P; p++) {
-                    xt[p] = xj[p] * s;
-                    xw[p] = xt[p] * W[j];
-                    ge[p] = gj[p] * E[j];
-                }
+                for (int p = 0; p < P; p++) xt[p] = xj[p] * s;
+                for (int p = 0; p < P; p++) xw[p] = xj[p] * sw;
+                for (int p = 0; p < P; p++) ge[p] = gj[p] * ej;
             }
         }
         /* the carried-in state's and the chunk state's parts of dC and dB */
@@ -360,8 +361,9 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
                 da[i] += acc;
                 const float *restrict v = V + (size_t)i * HgP + (size_t)hl * P;
                 float *restrict o = dXt + (size_t)i * P;
-                acc += vdot(Xt + (size_t)i * HgP + (size_t)hl * P, v, P) * W[i];
-                for (int p = 0; p < P; p++) o[p] += W[i] * v[p];
+                const float wi = W[i];
+                acc += vdot(Xt + (size_t)i * HgP + (size_t)hl * P, v, P) * wi;
+                for (int p = 0; p < P; p++) o[p] += wi * v[p];
             }
             /* e = exp(Σ a): every a of the chunk */
             const size_t ci = ((size_t)b * d.nch + c) * H + h;
