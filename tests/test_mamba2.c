@@ -120,7 +120,9 @@ static bool all_finite(const float *a, size_t n) {
 
 /* The chunked forward (with and without a carried-in state) against ref_ssd: y, the final state,
  * every chunk's entering state; and the step-by-step hy_ssd_scan against the same. */
-static void check_ssd_forward(int B, int T, int H, int P, int N, int G, int chunk) {
+static void check_ssd_forward_threads(int B, int T, int H, int P, int N, int G, int chunk, int threads) {
+    const int threads_before = omp_get_max_threads();
+    omp_set_num_threads(threads);   /* the head blocks per group follow the thread count */
     ssd_case s;
     ssd_case_new(&s, B, T, H, P, N, G, 100 + T + H + N + chunk);
     const size_t rows = nrows(&s), nY = rows * H * P, nS = nstate(&s), PN = (size_t)P * N;
@@ -138,11 +140,11 @@ static void check_ssd_forward(int B, int T, int H, int P, int N, int G, int chun
         ck_assert_msg(hy_ssd_forward(&a, y, ldy, &ws) == 0, "%s", hy_last_error());
         ref_ssd(&s, dx, ddt, dbc, dA, with_s0 ? ds0 : NULL, ry, rs, hist, NULL);
         for (size_t r = 0; r < rows; r++) memcpy(yd + r * H * P, y + r * ldy, (size_t)H * P * 4);
-        const char *what = "B %d T %d H %d P %d N %d G %d chunk %d s0 %d: %s error %g";
+        const char *what = "B %d T %d H %d P %d N %d G %d chunk %d s0 %d: %s error %g (threads %d)";
         double e = nerr_d(yd, ry, nY, 1);
-        ck_assert_msg(e < 2e-5, what, B, T, H, P, N, G, chunk, with_s0, "y", e);
+        ck_assert_msg(e < 2e-5, what, B, T, H, P, N, G, chunk, with_s0, "y", e, threads);
         e = nerr_d(so, rs, nS, 1);
-        ck_assert_msg(e < 2e-5, what, B, T, H, P, N, G, chunk, with_s0, "final state", e);
+        ck_assert_msg(e < 2e-5, what, B, T, H, P, N, G, chunk, with_s0, "final state", e, threads);
         /* slot c of (B, nch+1, H, P, N) = the state entering step c·chunk (the final one at c = nch) */
         int nch = (T + chunk - 1) / chunk;
         double worst = 0;
@@ -154,20 +156,27 @@ static void check_ssd_forward(int B, int T, int H, int P, int N, int G, int chun
                                               : rs[((size_t)b * H + h) * PN + i];
                         worst = fmax(worst, fabs(st[(((size_t)b * (nch + 1) + c) * H + h) * PN + i] - want));
                     }
-        ck_assert_msg(worst < 2e-5, what, B, T, H, P, N, G, chunk, with_s0, "chunk state", worst);
+        ck_assert_msg(worst < 2e-5, what, B, T, H, P, N, G, chunk, with_s0, "chunk state", worst, threads);
         /* the plain recurrence, in place on a copy of s0 */
         if (with_s0) memcpy(so, s.s0, nS * 4);
         a.s0 = with_s0 ? so : NULL;
         ck_assert_msg(hy_ssd_scan(&a, yd, H * P) == 0, "%s", hy_last_error());
         e = nerr_d(yd, ry, nY, 1);
-        ck_assert_msg(e < 2e-5, what, B, T, H, P, N, G, chunk, with_s0, "scan y", e);
+        ck_assert_msg(e < 2e-5, what, B, T, H, P, N, G, chunk, with_s0, "scan y", e, threads);
         e = nerr_d(so, rs, nS, 1);
-        ck_assert_msg(e < 2e-5, what, B, T, H, P, N, G, chunk, with_s0, "scan final state", e);
+        ck_assert_msg(e < 2e-5, what, B, T, H, P, N, G, chunk, with_s0, "scan final state", e, threads);
     }
     free(dx), free(ddt), free(dbc), free(dA), free(ds0), free(ry), free(rs), free(hist);
     hy_free(y), hy_free(so), hy_free(st), hy_free(yd);
     hy_buf_free(&ws);
     ssd_case_free(&s);
+    omp_set_num_threads(threads_before);
+}
+
+/* One task per (sequence, group) with one thread; with three, head blocks when B·G < 3. */
+static void check_ssd_forward(int B, int T, int H, int P, int N, int G, int chunk) {
+    check_ssd_forward_threads(B, T, H, P, N, G, chunk, 1);
+    check_ssd_forward_threads(B, T, H, P, N, G, chunk, 3);
 }
 
 START_TEST(ssd_matches_recurrence) {
@@ -184,7 +193,9 @@ END_TEST
 
 /* The chunked backward against central differences of ref_ssd, every entry of x, Δ, B, C, A and
  * the carried-in state. */
-static void check_ssd_gradients(int B, int T, int H, int P, int N, int G, int chunk, uint64_t seed) {
+static void check_ssd_gradients(int B, int T, int H, int P, int N, int G, int chunk, int threads, uint64_t seed) {
+    const int threads_before = omp_get_max_threads();
+    omp_set_num_threads(threads);   /* the head blocks per group follow the thread count */
     ssd_case s;
     ssd_case_new(&s, B, T, H, P, N, G, seed);
     const size_t rows = nrows(&s), nY = rows * H * P, nS = nstate(&s);
@@ -226,9 +237,10 @@ static void check_ssd_gradients(int B, int T, int H, int P, int N, int G, int ch
             worst = fmax(worst, fabs(num - an[k][i]));
             scale = fmax(scale, fabs(num));
         }
-        ck_assert_msg(worst / scale < 1e-4, "B %d T %d G %d chunk %d: SSD gradient of %s: error %g (scale %g)", B, T, G,
-                      chunk, names[k], worst / scale, scale);
+        ck_assert_msg(worst / scale < 1e-4, "B %d T %d G %d chunk %d threads %d: SSD gradient of %s: error %g (scale %g)",
+                      B, T, G, chunk, threads, names[k], worst / scale, scale);
     }
+    omp_set_num_threads(threads_before);
     for (int k = 0; k < 5; k++) free(in[k]);
     free(dR);
     hy_free(R), hy_free(y), hy_free(st), hy_free(gx), hy_free(gdt), hy_free(gbc), hy_free(gA), hy_free(gs0);
@@ -237,10 +249,12 @@ static void check_ssd_gradients(int B, int T, int H, int P, int N, int G, int ch
 }
 
 START_TEST(ssd_gradients) {
-    check_ssd_gradients(2, 23, 4, 3, 4, 2, 5, 7);    /* 4 full chunks + 3, two groups of two heads */
-    check_ssd_gradients(1, 20, 2, 4, 3, 1, 5, 8);    /* a multiple of the chunk */
-    check_ssd_gradients(2, 1, 2, 3, 2, 2, 5, 9);     /* T = 1 */
-    check_ssd_gradients(1, 12, 3, 2, 5, 1, 16, 10);  /* one partial chunk */
+    /* threads: 1 block of heads per group when B·G >= threads, else up to one block per thread */
+    check_ssd_gradients(2, 23, 4, 3, 4, 2, 5, 2, 7);    /* 4 full chunks + 3, two groups of two heads */
+    check_ssd_gradients(1, 20, 2, 4, 3, 1, 5, 1, 8);    /* a multiple of the chunk, one task */
+    check_ssd_gradients(2, 1, 2, 3, 2, 2, 5, 2, 9);     /* T = 1 */
+    check_ssd_gradients(1, 12, 3, 2, 5, 1, 16, 2, 10);  /* one partial chunk; blocks of 2 and 1 heads */
+    check_ssd_gradients(1, 23, 5, 2, 3, 1, 5, 4, 11);   /* 4 blocks (2, 1, 1, 1 heads) */
 }
 END_TEST
 
@@ -346,8 +360,10 @@ START_TEST(ssd_refuses_bad_input) {
     a.G = 2, a.chunk = 0;
     ck_assert_int_lt(hy_ssd_forward(&a, y, 8, &ws), 0);
     a.chunk = 4, a.states = NULL;
-    ck_assert_int_lt(hy_ssd_forward(&a, y, 8, &ws), 0);
-    ck_assert_msg(strstr(hy_last_error(), "chunk state") != NULL, "%s", hy_last_error());
+    ck_assert_int_eq(hy_ssd_forward(&a, y, 8, &ws), 0);   /* states are kept only when asked for */
+    float g[64], gB[64], dA[4] = {0};
+    ck_assert_int_lt(hy_ssd_backward(&a, y, 8, g, 8, g, 4, gB, gB, 8, dA, NULL, &ws), 0);
+    ck_assert_msg(strstr(hy_last_error(), "chunk states") != NULL, "%s", hy_last_error());
     ck_assert_int_lt(hy_ssd_scan(&a, y, 8), 0);   /* no s_out */
     hy_buf_free(&ws);
     ssd_case_free(&s);

@@ -198,7 +198,7 @@ static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, in
         !hy_buf_grab(&F->delta, rows * H) || !hy_buf_grab(&F->ys, nE) || !hy_buf_grab(&F->yg, nE) ||
         !hy_buf_grab(&F->rstd, rows * g.G) || !hy_buf_grab(&F->yn, nE) || !hy_buf_grab(&F->A, (size_t)H) ||
         !hy_buf_grab(&F->wT, (size_t)K * Cx) ||
-        (!scan && !hy_buf_grab(&F->states, hy_ssd_state_floats(B, T, H, P, g.N, HY_MAMBA2_CHUNK))))
+        (keep && !hy_buf_grab(&F->states, hy_ssd_state_floats(B, T, H, P, g.N, HY_MAMBA2_CHUNK))))
         return HY_ERR_NOMEM;
     float *zx = F->zx.p, *xpad = F->xpad.p, *pre = F->pre.p, *xbc = F->xbc.p, *wT = F->wT.p;
     hy_linear_forward(zx, u, L->p[P_IN], NULL, (int)rows, g.d, g.W);
@@ -235,6 +235,7 @@ static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, in
     hy_softplus_array(F->delta.p, draw, rows * H);
     for (int h = 0; h < H; h++) F->A.p[h] = -expf(L->p[P_A_LOG][h]);
     hy_ssd_args a = ssd_args(&g, F, B, T, ssm);
+    if (!keep) a.states = NULL;
     int rc = scan ? hy_ssd_scan(&a, F->ys.p, E) : hy_ssd_forward(&a, F->ys.p, E, &F->ssd_ws);
     if (rc < 0) return rc;
     /* + D x, gate with silu(z), then the group rmsnorm */

@@ -1,22 +1,21 @@
 /* The SSD kernels of the Mamba-2 block (formulas, layouts and the chunked form: layers/mamba2/ssd.h).
  *
- * Forward, three passes over (sequence b, group g, chunk c) "tasks" and (b, head h) "lanes":
- *   A (tasks)  per head the decays of the chunk, then the chunk's own state (Δ·x·W)ᵀ B for all Hg
- *              heads of the group in one GEMM, into states slot c+1; e_c = exp(Σ a) per head;
- *   B (lanes)  slot 0 = s0, slot c+1 += e_c · slot c, in chunk order: the state entering each chunk;
- *   C (tasks)  CB = C Bᵀ, Z = C S_inᵀ for all heads of the group (two GEMMs), then per head the masked
- *              product (L ⊙ CB)(Δ·x) (one GEMM) plus E ⊙ Z.
- * Backward, with dS_out(c) the gradient of the state leaving chunk c:
- *   1 (tasks)  each chunk's direct part of dS_in: (E ⊙ dy)ᵀ C for the group's heads (one GEMM);
- *   2 (lanes)  from the last chunk back, dS_out(c) = dS_in(c+1) = direct(c+1) + e_{c+1}·dS_out(c+1)
- *              (0 for the last chunk), and de_c = <dS_out(c), S_in(c)>;
- *   3 (tasks)  per group Z = C S_inᵀ, V = B dS_outᵀ, dC = (E⊙dy) S_in, dB = (W⊙Δx) dS_out (four GEMMs
- *              over all heads), per head d(Δx) = Mᵀ dy + W⊙V and dM = dy (Δx)ᵀ (two GEMMs), then
- *              dC += dCB B, dB += dCBᵀ C with dCB = Σ_h dM ⊙ L (two GEMMs).
+ * Work is split into tasks (sequence b, group g, block of heads): a group's Hg heads are cut into
+ * nb blocks, nb the smallest count that gives every thread a task (1 when B·G tasks already do).
+ * A task sweeps its chunks in order with its heads' states (hb·P × N) in cache, so the chunk states
+ * never go through memory between passes and one parallel region does the whole call. Per chunk:
+ *   forward   CB = C Bᵀ (q × q); y = E ⊙ (C S_inᵀ) for the block's heads (one GEMM, then a row
+ *             scale); per head y += (L ⊙ CB)(Δx) (one GEMM each); S ← e ⊙ S + (W ⊙ Δx)ᵀ B (one GEMM
+ *             after scaling S by each head's e). S_in is stored per chunk when the caller keeps states.
+ *   backward  from the last chunk back with dS = dS_out(c) (0 after the last): Z = C S_inᵀ, V = B dSᵀ,
+ *             dC = (E ⊙ dy) S_in, dB = (W ⊙ Δx) dS (four GEMMs over the block's heads), per head
+ *             d(Δx) = Mᵀ dy + W ⊙ V and dM = dy (Δx)ᵀ (two GEMMs), dC += dCB B, dB += dCBᵀ C with
+ *             dCB = Σ_h dM ⊙ L (two GEMMs), and dS ← e ⊙ dS + (E ⊙ dy)ᵀ C (one GEMM).
  * The log-decays' gradients are collected without differences of prefix sums: with F = dM ⊙ M,
- * da_r = Σ_{j>=r} Σ_{i<r} F[j][i] (the mask) + Σ_{j>=r} dE_j E_j + Σ_{i<r} dW_i W_i + de·e.
- * Every output entry is written by one task or lane; dA goes through per-(b, c, h) partial sums
- * added in a fixed order, so results do not depend on the schedule. */
+ * da_r = Σ_{j>=r} Σ_{i<r} F[j][i] (the mask) + Σ_{j>=r} dE_j E_j + Σ_{i<r} dW_i W_i + de·e with
+ * de = <dS_out, S_in>. Every output entry is written by one task, except dB and dC with several head
+ * blocks per group (each block writes its own partial rows, added in block order afterwards) and dA
+ * (per-(b, c, h) partial sums added in a fixed order): deterministic for a given thread count. */
 #include "layers/mamba2/ssd.h"
 #include "core/error.h"
 #include "core/gemm.h"
@@ -56,14 +55,19 @@ static inline float vsum(const float *restrict x, int n) {
     return s;
 }
 
-/* Sizes shared by the passes. */
+/* Sizes shared by the kernels: chunk Q, chunks nch, heads per group Hg, head blocks per group nb
+ * and the largest block hbmax (blocks differ by at most one head). */
 typedef struct {
-    int Q, nch, Hg, HgP;
+    int Q, nch, Hg, nb, hbmax;
     size_t PN;
 } ssd_dims;
 
 static ssd_dims dims_of(const hy_ssd_args *a) {
-    ssd_dims d = {a->chunk, (a->T + a->chunk - 1) / a->chunk, a->H / a->G, a->H / a->G * a->P, (size_t)a->P * a->N};
+    ssd_dims d = {.Q = a->chunk, .nch = (a->T + a->chunk - 1) / a->chunk, .Hg = a->H / a->G,
+                  .PN = (size_t)a->P * a->N};
+    long groups = (long)a->B * a->G, nth = omp_get_max_threads();
+    d.nb = groups >= nth ? 1 : (int)MIN((nth + groups - 1) / groups, (long)d.Hg);
+    d.hbmax = (d.Hg + d.nb - 1) / d.nb;
     return d;
 }
 
@@ -84,16 +88,10 @@ double hy_ssd_flop(int T, int H, int P, int N, int G, int chunk) {
     return f;
 }
 
-/* Slot c of head h of sequence b in a (B, nch+1, H, P, N) state array. */
-static inline float *slot(float *s, const hy_ssd_args *a, const ssd_dims *d, int b, int c, int h) {
-    return s + (((size_t)b * (d->nch + 1) + c) * a->H + h) * d->PN;
-}
-
-static int check_args(const hy_ssd_args *a, bool need_states) {
+static int check_args(const hy_ssd_args *a) {
     if (a->B < 0 || a->T < 0 || a->H < 1 || a->P < 1 || a->N < 1 || a->G < 1 || a->H % a->G || a->chunk < 1)
         return hy_fail("ssd: bad sizes B %d T %d H %d P %d N %d G %d chunk %d", a->B, a->T, a->H, a->P, a->N, a->G,
                        a->chunk);
-    if (need_states && !a->states && a->B > 0 && a->T > 0) return hy_fail("ssd: no chunk state array given");
     return 0;
 }
 
@@ -129,104 +127,117 @@ static inline void mask_row(int j, int q, const float *av, float *seg, float *Lr
     for (int i = j + 1; i < q; i++) Lrow[i] = 0.0f;
 }
 
-/* The task (b, g, c) of index k in b-major, then group, then chunk order. */
-static inline void task_of(long k, const hy_ssd_args *a, const ssd_dims *d, int *b, int *g, int *c) {
-    *c = (int)(k % d->nch);
-    *g = (int)(k / d->nch % a->G);
-    *b = (int)(k / ((long)d->nch * a->G));
+/* One task: sequence b, group g, heads h0 .. h0+nh-1 (blk: the block's index in its group). */
+typedef struct {
+    int b, g, blk, h0, nh;
+} ssd_task;
+
+/* Task k of B·G·nb, in sequence, group, block order; blocks of a group differ by at most one head. */
+static ssd_task task_of(long k, const hy_ssd_args *a, const ssd_dims *d) {
+    ssd_task t;
+    t.blk = (int)(k % d->nb);
+    t.g = (int)(k / d->nb % a->G);
+    t.b = (int)(k / ((long)d->nb * a->G));
+    int base = d->Hg / d->nb, extra = d->Hg % d->nb;
+    t.nh = base + (t.blk < extra);
+    t.h0 = t.g * d->Hg + t.blk * base + MIN(t.blk, extra);
+    return t;
+}
+
+/* Rows j < q of the chunk at row0, the task's heads: out[j·nh·P + hl·P + p] = src[(row0 + j)·ld +
+ * (h0 + hl)·P + p] · (dt ? Δ_j[h0 + hl] : 1) · (scale ? scale[hl·Q + j] : 1). Whole rows in order (the
+ * hardware prefetcher follows them; one head's slices of every row, 2 KiB apart at H·P = 512, it
+ * does not). */
+static void gather_rows(const hy_ssd_args *a, const ssd_dims *d, const ssd_task *t, size_t row0, int q,
+                        const float *src, int ld, const float *scale, bool dt, float *restrict out) {
+    const int P = a->P, nP = t->nh * P, Q = d->Q;
+    for (int j = 0; j < q; j++) {
+        const float *restrict sj = src + (row0 + j) * ld + (size_t)t->h0 * P;
+        const float *dtj = a->dt + (row0 + j) * a->lddt + t->h0;
+        float *restrict o = out + (size_t)j * nP;
+        for (int hl = 0; hl < t->nh; hl++) {
+            const float f = (dt ? dtj[hl] : 1.0f) * (scale ? scale[(size_t)hl * Q + j] : 1.0f);
+            for (int p = 0; p < P; p++) o[hl * P + p] = sj[hl * P + p] * f;
+        }
+    }
+}
+
+/* S[hl] *= e[hl] for the task's heads (P·N floats each). */
+static void scale_heads(float *restrict S, const float *e, int nh, size_t PN) {
+    for (int hl = 0; hl < nh; hl++)
+        for (size_t i = 0; i < PN; i++) S[hl * PN + i] *= e[hl];
+}
+
+/* The task's heads' part (nh·P·N floats, contiguous) of slot c of a (B, nch+1, H, P, N) array. */
+static inline float *slot(float *s, const hy_ssd_args *a, const ssd_dims *d, const ssd_task *t, int c) {
+    return s + (((size_t)t->b * (d->nch + 1) + c) * a->H + t->h0) * d->PN;
 }
 
 /* ---------------------------------------------------------------- forward ---- */
 
 int hy_ssd_forward(const hy_ssd_args *a, float *y, int ldy, hy_buf *work) {
-    int rc = check_args(a, true);
+    int rc = check_args(a);
     if (rc < 0) return rc;
+    const size_t nS = (size_t)a->B * a->H * a->P * a->N;
     if (a->B == 0) return 0;
     if (a->T == 0) {
         if (a->s_out && a->s_out != a->s0) {
-            size_t n = (size_t)a->B * a->H * a->P * a->N * sizeof(float);
-            if (a->s0) memcpy(a->s_out, a->s0, n);
-            else memset(a->s_out, 0, n);
+            if (a->s0) memcpy(a->s_out, a->s0, nS * sizeof(float));
+            else memset(a->s_out, 0, nS * sizeof(float));
         }
         return 0;
     }
     const ssd_dims d = dims_of(a);
-    const int Q = d.Q, P = a->P, N = a->N, H = a->H, Hg = d.Hg, HgP = d.HgP, nth = omp_get_max_threads();
-    const size_t thr = line_up(2 * (size_t)Q * Q + (size_t)Q * HgP + (size_t)Q * P + 4 * (size_t)Q);
-    const size_t nech = line_up((size_t)a->B * d.nch * H);
-    if (!hy_buf_grab(work, nech + thr * nth)) return HY_ERR_NOMEM;
-    float *ech = work->p, *scratch = work->p + nech;
-    const long ntask = (long)a->B * a->G * d.nch;
+    const int Q = d.Q, P = a->P, N = a->N, nth = omp_get_max_threads();
+    const size_t QQ = (size_t)Q * Q, QH = (size_t)Q * d.hbmax * P, QG = (size_t)Q * d.hbmax;
+    const size_t thr = line_up(2 * QQ + 2 * QH + 3 * QG + (size_t)Q + (size_t)d.hbmax + d.hbmax * d.PN);
+    if (!hy_buf_grab(work, thr * nth)) return HY_ERR_NOMEM;
+    const long ntask = (long)a->B * a->G * d.nb;
 
-    /* A: each chunk's own state, into slot c + 1 */
     #pragma omp parallel for schedule(static) if (ntask > 1)
     for (long k = 0; k < ntask; k++) {
-        int b, g, c;
-        task_of(k, a, &d, &b, &g, &c);
-        float *XW = scratch + thr * omp_get_thread_num(), *av = XW + (size_t)Q * HgP, *W = av + Q;
-        const int t0 = c * Q, q = MIN(Q, a->T - t0);
-        const size_t row0 = (size_t)b * a->T + t0;
-        for (int hl = 0; hl < Hg; hl++) {
-            const int h = g * Hg + hl;
-            ech[((size_t)b * d.nch + c) * H + h] = head_decays(a, row0, q, h, av, NULL, W);
-            for (int j = 0; j < q; j++) {
-                const float s = a->dt[(row0 + j) * a->lddt + h] * W[j];
-                const float *restrict xj = a->x + (row0 + j) * a->ldx + (size_t)h * P;
-                float *restrict o = XW + (size_t)j * HgP + (size_t)hl * P;
-                for (int p = 0; p < P; p++) o[p] = xj[p] * s;
-            }
-        }
-        hy_gemm(true, false, HgP, N, q, 1.0f, XW, HgP, a->Bm + row0 * a->ldbc + (size_t)g * N, a->ldbc, 0.0f,
-                slot(a->states, a, &d, b, c + 1, g * Hg), N);
-    }
-
-    /* B: the carry, chunk after chunk */
-    #pragma omp parallel for schedule(static) if ((long)a->B * H > 1)
-    for (long bh = 0; bh < (long)a->B * H; bh++) {
-        const int b = (int)(bh / H), h = (int)(bh % H);
-        float *S = slot(a->states, a, &d, b, 0, h);
-        if (a->s0) memcpy(S, a->s0 + (size_t)bh * d.PN, d.PN * sizeof(float));
-        else memset(S, 0, d.PN * sizeof(float));
+        const ssd_task t = task_of(k, a, &d);
+        const int nh = t.nh, nP = nh * P;
+        float *CB = work->p + thr * omp_get_thread_num(), *M = CB + QQ, *Xt = M + QQ, *XW = Xt + QH, *avs = XW + QH,
+              *Es = avs + QG, *Ws = Es + QG, *seg = Ws + QG, *e = seg + Q, *S = e + d.hbmax;
+        if (a->s0) memcpy(S, a->s0 + ((size_t)t.b * a->H + t.h0) * d.PN, nh * d.PN * sizeof(float));
+        else memset(S, 0, nh * d.PN * sizeof(float));
         for (int c = 0; c < d.nch; c++) {
-            const float e = ech[((size_t)b * d.nch + c) * H + h];
-            const float *restrict cur = slot(a->states, a, &d, b, c, h);
-            float *restrict nxt = slot(a->states, a, &d, b, c + 1, h);
-            for (size_t i = 0; i < d.PN; i++) nxt[i] += e * cur[i];
-        }
-        if (a->s_out) memcpy(a->s_out + (size_t)bh * d.PN, slot(a->states, a, &d, b, d.nch, h), d.PN * sizeof(float));
-    }
-
-    /* C: outputs */
-    #pragma omp parallel for schedule(static) if (ntask > 1)
-    for (long k = 0; k < ntask; k++) {
-        int b, g, c;
-        task_of(k, a, &d, &b, &g, &c);
-        float *CB = scratch + thr * omp_get_thread_num(), *M = CB + (size_t)Q * Q, *Z = M + (size_t)Q * Q,
-              *Xt = Z + (size_t)Q * HgP, *av = Xt + (size_t)Q * P, *E = av + Q, *seg = E + Q;
-        const int t0 = c * Q, q = MIN(Q, a->T - t0);
-        const size_t row0 = (size_t)b * a->T + t0;
-        const float *Bc = a->Bm + row0 * a->ldbc + (size_t)g * N, *Cc = a->Cm + row0 * a->ldbc + (size_t)g * N;
-        hy_gemm(false, true, q, q, N, 1.0f, Cc, a->ldbc, Bc, a->ldbc, 0.0f, CB, Q);
-        hy_gemm(false, true, q, HgP, N, 1.0f, Cc, a->ldbc, slot(a->states, a, &d, b, c, g * Hg), N, 0.0f, Z, HgP);
-        for (int hl = 0; hl < Hg; hl++) {
-            const int h = g * Hg + hl;
-            head_decays(a, row0, q, h, av, E, NULL);
-            for (int j = 0; j < q; j++) mask_row(j, q, av, seg, M + (size_t)j * Q, CB + (size_t)j * Q);
-            for (int j = 0; j < q; j++) {
-                const float s = a->dt[(row0 + j) * a->lddt + h];
-                const float *restrict xj = a->x + (row0 + j) * a->ldx + (size_t)h * P;
-                float *restrict o = Xt + (size_t)j * P;
-                for (int p = 0; p < P; p++) o[p] = xj[p] * s;
+            const int t0 = c * Q, q = MIN(Q, a->T - t0);
+            const size_t row0 = (size_t)t.b * a->T + t0;
+            const float *Bc = a->Bm + row0 * a->ldbc + (size_t)t.g * N, *Cc = a->Cm + row0 * a->ldbc + (size_t)t.g * N;
+            float *yc = y + row0 * ldy + (size_t)t.h0 * P;
+            if (a->states) memcpy(slot(a->states, a, &d, &t, c), S, nh * d.PN * sizeof(float));
+            for (int hl = 0; hl < nh; hl++)
+                e[hl] = head_decays(a, row0, q, t.h0 + hl, avs + (size_t)hl * Q, Es + (size_t)hl * Q, Ws + (size_t)hl * Q);
+            gather_rows(a, &d, &t, row0, q, a->x, a->ldx, NULL, true, Xt);
+            /* the carried-in state: y = E ⊙ (C S_inᵀ) */
+            hy_gemm(false, true, q, nP, N, 1.0f, Cc, a->ldbc, S, N, 0.0f, yc, ldy);
+            for (int j = 0; j < q; j++)
+                for (int hl = 0; hl < nh; hl++) {
+                    const float ej = Es[(size_t)hl * Q + j];
+                    float *restrict o = yc + (size_t)j * ldy + (size_t)hl * P;
+                    for (int p = 0; p < P; p++) o[p] *= ej;
+                }
+            /* within the chunk: y += (L ⊙ CB)(Δx), head by head */
+            hy_gemm(false, true, q, q, N, 1.0f, Cc, a->ldbc, Bc, a->ldbc, 0.0f, CB, Q);
+            for (int hl = 0; hl < nh; hl++) {
+                for (int j = 0; j < q; j++) mask_row(j, q, avs + (size_t)hl * Q, seg, M + (size_t)j * Q, CB + (size_t)j * Q);
+                hy_gemm(false, false, q, P, q, 1.0f, M, Q, Xt + (size_t)hl * P, nP, 1.0f, yc + (size_t)hl * P, ldy);
             }
-            float *yh = y + row0 * ldy + (size_t)h * P;
-            hy_gemm(false, false, q, P, q, 1.0f, M, Q, Xt, P, 0.0f, yh, ldy);
-            for (int j = 0; j < q; j++) {
-                const float ej = E[j];
-                const float *restrict z = Z + (size_t)j * HgP + (size_t)hl * P;
-                float *restrict o = yh + (size_t)j * ldy;
-                for (int p = 0; p < P; p++) o[p] += ej * z[p];
-            }
+            /* the state leaving the chunk: S = e ⊙ S + (W ⊙ Δx)ᵀ B */
+            for (int j = 0; j < q; j++)
+                for (int hl = 0; hl < nh; hl++) {
+                    const float wj = Ws[(size_t)hl * Q + j];
+                    const float *restrict xt = Xt + (size_t)j * nP + (size_t)hl * P;
+                    float *restrict o = XW + (size_t)j * nP + (size_t)hl * P;
+                    for (int p = 0; p < P; p++) o[p] = xt[p] * wj;
+                }
+            scale_heads(S, e, nh, d.PN);
+            hy_gemm(true, false, nP, N, q, 1.0f, XW, nP, Bc, a->ldbc, 1.0f, S, N);
         }
+        if (a->states) memcpy(slot(a->states, a, &d, &t, d.nch), S, nh * d.PN * sizeof(float));
+        if (a->s_out) memcpy(a->s_out + ((size_t)t.b * a->H + t.h0) * d.PN, S, nh * d.PN * sizeof(float));
     }
     return 0;
 }
@@ -235,152 +246,134 @@ int hy_ssd_forward(const hy_ssd_args *a, float *y, int ldy, hy_buf *work) {
 
 int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, int lddx, float *ddt, int ldddt,
                     float *dB, float *dC, int lddbc, float *dA, float *ds0, hy_buf *work) {
-    int rc = check_args(a, true);
+    int rc = check_args(a);
     if (rc < 0) return rc;
     if (a->B == 0) return 0;
     if (a->T == 0) {
         if (ds0) memset(ds0, 0, (size_t)a->B * a->H * a->P * a->N * sizeof(float));
         return 0;
     }
+    if (!a->states) return hy_fail("ssd: backward without the chunk states of its forward");
     const ssd_dims d = dims_of(a);
-    const int Q = d.Q, P = a->P, N = a->N, H = a->H, Hg = d.Hg, HgP = d.HgP, nth = omp_get_max_threads();
-    const size_t QQ = (size_t)Q * Q, QH = (size_t)Q * HgP;
-    const size_t thr = line_up(4 * QQ + 5 * QH + (size_t)Q * P + 3 * (size_t)Q * Hg + 4 * (size_t)Q);
-    const size_t nst = hy_ssd_state_floats(a->B, a->T, H, P, N, Q), nsm = line_up((size_t)a->B * d.nch * H);
-    if (!hy_buf_grab(work, nst + 3 * nsm + thr * nth)) return HY_ERR_NOMEM;
-    float *dst = work->p, *ech = dst + nst, *de = ech + nsm, *dAp = de + nsm, *scratch = dAp + nsm;
-    const long ntask = (long)a->B * a->G * d.nch;
+    const int Q = d.Q, P = a->P, N = a->N, H = a->H, G = a->G, nth = omp_get_max_threads();
+    const size_t QQ = (size_t)Q * Q, QH = (size_t)Q * d.hbmax * P, QG = (size_t)Q * d.hbmax, rows = (size_t)a->B * a->T;
+    const size_t thr = line_up(4 * QQ + 6 * QH + 4 * QG + 2 * (size_t)Q + 3 * (size_t)d.hbmax + d.hbmax * d.PN);
+    const size_t nsm = line_up((size_t)a->B * d.nch * H), npart = d.nb > 1 ? 2 * (size_t)d.nb * rows * G * N : 0;
+    if (!hy_buf_grab(work, nsm + npart + thr * nth)) return HY_ERR_NOMEM;
+    float *dAp = work->p, *part = dAp + nsm, *scratch = part + npart;
+    const long ntask = (long)a->B * G * d.nb;
 
-    /* 1: the direct part of each chunk's dS_in, into dst slot c */
     #pragma omp parallel for schedule(static) if (ntask > 1)
     for (long k = 0; k < ntask; k++) {
-        int b, g, c;
-        task_of(k, a, &d, &b, &g, &c);
-        float *dYE = scratch + thr * omp_get_thread_num(), *av = dYE + QH, *E = av + Q;
-        const int t0 = c * Q, q = MIN(Q, a->T - t0);
-        const size_t row0 = (size_t)b * a->T + t0;
-        for (int hl = 0; hl < Hg; hl++) {
-            const int h = g * Hg + hl;
-            ech[((size_t)b * d.nch + c) * H + h] = head_decays(a, row0, q, h, av, E, NULL);
-            for (int j = 0; j < q; j++) {
-                const float *restrict g_ = dy + (row0 + j) * lddy + (size_t)h * P;
-                float *restrict o = dYE + (size_t)j * HgP + (size_t)hl * P;
-                const float ej = E[j];
-                for (int p = 0; p < P; p++) o[p] = g_[p] * ej;
-            }
-        }
-        hy_gemm(true, false, HgP, N, q, 1.0f, dYE, HgP, a->Cm + row0 * a->ldbc + (size_t)g * N, a->ldbc, 0.0f,
-                slot(dst, a, &d, b, c, g * Hg), N);
-    }
-
-    /* 2: the carry backwards; afterwards dst slot c + 1 holds dS_out(c), slot 0 dS_in(0) */
-    #pragma omp parallel for schedule(static) if ((long)a->B * H > 1)
-    for (long bh = 0; bh < (long)a->B * H; bh++) {
-        const int b = (int)(bh / H), h = (int)(bh % H);
-        memset(slot(dst, a, &d, b, d.nch, h), 0, d.PN * sizeof(float));
+        const ssd_task t = task_of(k, a, &d);
+        const int nh = t.nh, nP = nh * P;
+        float *CB = scratch + thr * omp_get_thread_num(), *Lm = CB + QQ, *dM = Lm + QQ, *dG = dM + QQ, *Xt = dG + QQ,
+              *XW = Xt + QH, *Z = XW + QH, *V = Z + QH, *dYE = V + QH, *dXt = dYE + QH, *avs = dXt + QH, *Es = avs + QG,
+              *Ws = Es + QG, *das = Ws + QG, *seg = das + QG, *U = seg + Q, *e = U + Q, *de = e + d.hbmax,
+              *dAsum = de + d.hbmax, *dS = dAsum + d.hbmax;
+        /* dB, dC: straight into the outputs with one block per group, else into this block's rows */
+        float *dBt = d.nb > 1 ? part + ((size_t)t.blk * 2 * rows) * G * N : dB,
+              *dCt = d.nb > 1 ? part + ((size_t)t.blk * 2 + 1) * rows * G * N : dC;
+        const int ldp = d.nb > 1 ? G * N : lddbc;
+        memset(dS, 0, nh * d.PN * sizeof(float));
         for (int c = d.nch - 1; c >= 0; c--) {
-            float *restrict cur = slot(dst, a, &d, b, c, h);
-            const float *restrict nxt = slot(dst, a, &d, b, c + 1, h), *restrict S = slot(a->states, a, &d, b, c, h);
-            const float e = ech[((size_t)b * d.nch + c) * H + h];
-            de[((size_t)b * d.nch + c) * H + h] = vdot(nxt, S, (int)d.PN);
-            for (size_t i = 0; i < d.PN; i++) cur[i] += e * nxt[i];
-        }
-        if (ds0) memcpy(ds0 + (size_t)bh * d.PN, slot(dst, a, &d, b, 0, h), d.PN * sizeof(float));
-    }
-
-    /* 3: the gradients of every input, chunk by chunk */
-    #pragma omp parallel for schedule(static) if (ntask > 1)
-    for (long k = 0; k < ntask; k++) {
-        int b, g, c;
-        task_of(k, a, &d, &b, &g, &c);
-        float *CB = scratch + thr * omp_get_thread_num(), *Lm = CB + QQ, *dM = Lm + QQ, *dG = dM + QQ,
-              *Xt = dG + QQ, *XW = Xt + QH, *Z = XW + QH, *V = Z + QH, *dYE = V + QH, *dXt = dYE + QH,
-              *avs = dXt + (size_t)Q * P, *Es = avs + (size_t)Q * Hg, *Ws = Es + (size_t)Q * Hg, *seg = Ws + (size_t)Q * Hg,
-              *U = seg + Q, *da = U + Q;
-        const int t0 = c * Q, q = MIN(Q, a->T - t0);
-        const size_t row0 = (size_t)b * a->T + t0;
-        const float *Bc = a->Bm + row0 * a->ldbc + (size_t)g * N, *Cc = a->Cm + row0 * a->ldbc + (size_t)g * N;
-        const float *Sg = slot(a->states, a, &d, b, c, g * Hg), *dSo = slot(dst, a, &d, b, c + 1, g * Hg);
-        float *dBc = dB + row0 * lddbc + (size_t)g * N, *dCc = dC + row0 * lddbc + (size_t)g * N;
-        hy_gemm(false, true, q, q, N, 1.0f, Cc, a->ldbc, Bc, a->ldbc, 0.0f, CB, Q);
-        hy_gemm(false, true, q, HgP, N, 1.0f, Cc, a->ldbc, Sg, N, 0.0f, Z, HgP);
-        hy_gemm(false, true, q, HgP, N, 1.0f, Bc, a->ldbc, dSo, N, 0.0f, V, HgP);
-        for (int hl = 0; hl < Hg; hl++) {
-            const int h = g * Hg + hl;
-            float *av = avs + (size_t)hl * Q, *E = Es + (size_t)hl * Q, *W = Ws + (size_t)hl * Q;
-            head_decays(a, row0, q, h, av, E, W);
-            for (int j = 0; j < q; j++) {
-                const float s = a->dt[(row0 + j) * a->lddt + h], sw = s * W[j], ej = E[j];
-                const float *restrict xj = a->x + (row0 + j) * a->ldx + (size_t)h * P;
-                const float *restrict gj = dy + (row0 + j) * lddy + (size_t)h * P;
-                float *restrict xt = Xt + (size_t)j * HgP + (size_t)hl * P, *restrict xw = XW + (size_t)j * HgP + (size_t)hl * P,
-                                *restrict ge = dYE + (size_t)j * HgP + (size_t)hl * P;
-                for (int p = 0; p < P; p++) xt[p] = xj[p] * s;
-                for (int p = 0; p < P; p++) xw[p] = xj[p] * sw;
-                for (int p = 0; p < P; p++) ge[p] = gj[p] * ej;
+            const int t0 = c * Q, q = MIN(Q, a->T - t0);
+            const size_t row0 = (size_t)t.b * a->T + t0;
+            const float *Bc = a->Bm + row0 * a->ldbc + (size_t)t.g * N, *Cc = a->Cm + row0 * a->ldbc + (size_t)t.g * N;
+            const float *Sin = slot(a->states, a, &d, &t, c), *dyc = dy + row0 * lddy + (size_t)t.h0 * P;
+            float *dBc = dBt + row0 * ldp + (size_t)t.g * N, *dCc = dCt + row0 * ldp + (size_t)t.g * N;
+            for (int hl = 0; hl < nh; hl++) {
+                e[hl] = head_decays(a, row0, q, t.h0 + hl, avs + (size_t)hl * Q, Es + (size_t)hl * Q, Ws + (size_t)hl * Q);
+                de[hl] = vdot(dS + hl * d.PN, Sin + hl * d.PN, (int)d.PN);
             }
-        }
-        /* the carried-in state's and the chunk state's parts of dC and dB */
-        hy_gemm(false, false, q, N, HgP, 1.0f, dYE, HgP, Sg, N, 0.0f, dCc, lddbc);
-        hy_gemm(false, false, q, N, HgP, 1.0f, XW, HgP, dSo, N, 0.0f, dBc, lddbc);
-        memset(dG, 0, QQ * sizeof(float));
-        for (int hl = 0; hl < Hg; hl++) {
-            const int h = g * Hg + hl;
-            const float *av = avs + (size_t)hl * Q, *E = Es + (size_t)hl * Q, *W = Ws + (size_t)hl * Q;
-            const float *dyh = dy + row0 * lddy + (size_t)h * P;
-            for (int j = 0; j < q; j++) mask_row(j, q, av, seg, Lm + (size_t)j * Q, NULL);
-            /* M = L ⊙ CB into dM's space first: d(Δx) = Mᵀ dy */
-            for (int j = 0; j < q; j++)
-                for (int i = 0; i < q; i++) dM[(size_t)j * Q + i] = Lm[(size_t)j * Q + i] * CB[(size_t)j * Q + i];
-            hy_gemm(true, false, q, P, q, 1.0f, dM, Q, dyh, lddy, 0.0f, dXt, P);
-            hy_gemm(false, true, q, q, P, 1.0f, dyh, lddy, Xt + (size_t)hl * P, HgP, 0.0f, dM, Q);
-            /* the mask: dCB += dM ⊙ L; F = dM ⊙ L ⊙ CB below the diagonal -> da */
-            for (int i = 0; i < q; i++) U[i] = 0.0f, da[i] = 0.0f;
+            gather_rows(a, &d, &t, row0, q, a->x, a->ldx, NULL, true, Xt);
+            gather_rows(a, &d, &t, row0, q, a->x, a->ldx, Ws, true, XW);
+            gather_rows(a, &d, &t, row0, q, dy, lddy, Es, false, dYE);
+            hy_gemm(false, true, q, q, N, 1.0f, Cc, a->ldbc, Bc, a->ldbc, 0.0f, CB, Q);
+            hy_gemm(false, true, q, nP, N, 1.0f, Cc, a->ldbc, Sin, N, 0.0f, Z, nP);
+            hy_gemm(false, true, q, nP, N, 1.0f, Bc, a->ldbc, dS, N, 0.0f, V, nP);
+            /* the carried-in state's and the chunk state's parts of dC and dB */
+            hy_gemm(false, false, q, N, nP, 1.0f, dYE, nP, Sin, N, 0.0f, dCc, ldp);
+            hy_gemm(false, false, q, N, nP, 1.0f, XW, nP, dS, N, 0.0f, dBc, ldp);
+            memset(dG, 0, QQ * sizeof(float));
+            for (int hl = 0; hl < nh; hl++) {
+                const float *av = avs + (size_t)hl * Q, *E = Es + (size_t)hl * Q, *W = Ws + (size_t)hl * Q;
+                float *da = das + (size_t)hl * Q, *dXh = dXt + (size_t)hl * P;
+                const float *dyh = dyc + (size_t)hl * P;
+                for (int j = 0; j < q; j++) mask_row(j, q, av, seg, Lm + (size_t)j * Q, NULL);
+                /* M = L ⊙ CB into dM's space first: d(Δx) = Mᵀ dy */
+                for (int j = 0; j < q; j++)
+                    for (int i = 0; i < q; i++) dM[(size_t)j * Q + i] = Lm[(size_t)j * Q + i] * CB[(size_t)j * Q + i];
+                hy_gemm(true, false, q, P, q, 1.0f, dM, Q, dyh, lddy, 0.0f, dXh, nP);
+                hy_gemm(false, true, q, q, P, 1.0f, dyh, lddy, Xt + (size_t)hl * P, nP, 0.0f, dM, Q);
+                /* the mask: dCB += dM ⊙ L; F = dM ⊙ L ⊙ CB below the diagonal -> da */
+                for (int i = 0; i < q; i++) U[i] = 0.0f, da[i] = 0.0f;
+                for (int j = 0; j < q; j++) {
+                    float *restrict dm = dM + (size_t)j * Q, *restrict dg = dG + (size_t)j * Q;
+                    const float *restrict l = Lm + (size_t)j * Q, *restrict cb = CB + (size_t)j * Q;
+                    for (int i = 0; i <= j; i++) {
+                        const float v = dm[i] * l[i];
+                        dg[i] += v;
+                        dm[i] = v * cb[i];
+                    }
+                }
+                for (int r = q - 1; r >= 1; r--) {
+                    const float *restrict f = dM + (size_t)r * Q;
+                    for (int i = 0; i < r; i++) U[i] += f[i];
+                    da[r] += vsum(U, r);
+                }
+                /* E: dE_j = dy_j · Z_j; W: dW_i = Δx_i · V_i; d(Δx) += W ⊙ V; e: de·e on every step */
+                float acc = 0;
+                for (int j = q - 1; j >= 0; j--) {
+                    acc += vdot(dyh + (size_t)j * lddy, Z + (size_t)j * nP + (size_t)hl * P, P) * E[j];
+                    da[j] += acc;
+                }
+                acc = 0;
+                for (int i = 0; i < q; i++) {
+                    da[i] += acc;
+                    const float *restrict v = V + (size_t)i * nP + (size_t)hl * P;
+                    float *restrict o = dXh + (size_t)i * nP;
+                    const float wi = W[i];
+                    acc += vdot(Xt + (size_t)i * nP + (size_t)hl * P, v, P) * wi;
+                    for (int p = 0; p < P; p++) o[p] += wi * v[p];
+                }
+                const float dee = de[hl] * e[hl];
+                for (int j = 0; j < q; j++) da[j] += dee;
+            }
+            /* dx = Δ d(Δx), dΔ = x · d(Δx) + A da, dA = Σ Δ da: whole rows */
+            for (int hl = 0; hl < nh; hl++) dAsum[hl] = 0.0f;
             for (int j = 0; j < q; j++) {
-                float *restrict dm = dM + (size_t)j * Q, *restrict dg = dG + (size_t)j * Q;
-                const float *restrict l = Lm + (size_t)j * Q, *restrict cb = CB + (size_t)j * Q;
-                for (int i = 0; i <= j; i++) {
-                    const float t = dm[i] * l[i];
-                    dg[i] += t;
-                    dm[i] = t * cb[i];
+                const float *restrict xj = a->x + (row0 + j) * a->ldx + (size_t)t.h0 * P, *restrict gx = dXt + (size_t)j * nP;
+                const float *dtj = a->dt + (row0 + j) * a->lddt + t.h0;
+                float *restrict o = dx + (row0 + j) * lddx + (size_t)t.h0 * P, *ddtj = ddt + (row0 + j) * ldddt + t.h0;
+                for (int hl = 0; hl < nh; hl++) {
+                    const float s = dtj[hl], daj = das[(size_t)hl * Q + j];
+                    for (int p = 0; p < P; p++) o[hl * P + p] = s * gx[hl * P + p];
+                    ddtj[hl] = vdot(xj + hl * P, gx + hl * P, P) + a->A[t.h0 + hl] * daj;
+                    dAsum[hl] += s * daj;
                 }
             }
-            for (int r = q - 1; r >= 1; r--) {
-                const float *restrict f = dM + (size_t)r * Q;
-                for (int i = 0; i < r; i++) U[i] += f[i];
-                da[r] += vsum(U, r);
-            }
-            /* E: dE_j = dy_j · Z_j; W: dW_i = Δx_i · V_i; d(Δx) += W ⊙ V */
-            float acc = 0;
-            for (int j = q - 1; j >= 0; j--) {
-                acc += vdot(dyh + (size_t)j * lddy, Z + (size_t)j * HgP + (size_t)hl * P, P) * E[j];
-                da[j] += acc;
-            }
-            acc = 0;
-            for (int i = 0; i < q; i++) {
-                da[i] += acc;
-                const float *restrict v = V + (size_t)i * HgP + (size_t)hl * P;
-                float *restrict o = dXt + (size_t)i * P;
-                const float wi = W[i];
-                acc += vdot(Xt + (size_t)i * HgP + (size_t)hl * P, v, P) * wi;
-                for (int p = 0; p < P; p++) o[p] += wi * v[p];
-            }
-            /* e = exp(Σ a): every a of the chunk */
-            const size_t ci = ((size_t)b * d.nch + c) * H + h;
-            const float dee = de[ci] * ech[ci], Ah = a->A[h];
-            float dAsum = 0;
-            for (int j = 0; j < q; j++) {
-                const float s = a->dt[(row0 + j) * a->lddt + h], daj = da[j] + dee;
-                const float *restrict xj = a->x + (row0 + j) * a->ldx + (size_t)h * P, *restrict gx = dXt + (size_t)j * P;
-                float *restrict o = dx + (row0 + j) * lddx + (size_t)h * P;
-                for (int p = 0; p < P; p++) o[p] = s * gx[p];
-                ddt[(row0 + j) * ldddt + h] = vdot(xj, gx, P) + Ah * daj;
-                dAsum += s * daj;
-            }
-            dAp[ci] = dAsum;
+            for (int hl = 0; hl < nh; hl++) dAp[((size_t)t.b * d.nch + c) * H + t.h0 + hl] = dAsum[hl];
+            hy_gemm(false, false, q, N, q, 1.0f, dG, Q, Bc, a->ldbc, 1.0f, dCc, ldp);
+            hy_gemm(true, false, q, N, q, 1.0f, dG, Q, Cc, a->ldbc, 1.0f, dBc, ldp);
+            /* the state entering the chunk: dS = e ⊙ dS + (E ⊙ dy)ᵀ C */
+            scale_heads(dS, e, nh, d.PN);
+            hy_gemm(true, false, nP, N, q, 1.0f, dYE, nP, Cc, a->ldbc, 1.0f, dS, N);
         }
-        hy_gemm(false, false, q, N, q, 1.0f, dG, Q, Bc, a->ldbc, 1.0f, dCc, lddbc);
-        hy_gemm(true, false, q, N, q, 1.0f, dG, Q, Cc, a->ldbc, 1.0f, dBc, lddbc);
+        if (ds0) memcpy(ds0 + ((size_t)t.b * H + t.h0) * d.PN, dS, nh * d.PN * sizeof(float));
+    }
+    /* several blocks per group: dB, dC = the blocks' rows added in block order */
+    if (d.nb > 1) {
+        #pragma omp parallel for schedule(static) if (rows * G * N > 16384)
+        for (long r = 0; r < (long)rows; r++)
+            for (int w = 0; w < 2; w++) {
+                float *restrict o = (w ? dC : dB) + (size_t)r * lddbc;
+                for (int i = 0; i < G * N; i++) {
+                    float s = 0;
+                    for (int blk = 0; blk < d.nb; blk++) s += part[(((size_t)blk * 2 + w) * rows + r) * G * N + i];
+                    o[i] = s;
+                }
+            }
     }
     for (int h = 0; h < H; h++) {
         double s = 0;
@@ -394,7 +387,7 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
 /* ---------------------------------------------------------------- the plain recurrence ---- */
 
 int hy_ssd_scan(const hy_ssd_args *a, float *y, int ldy) {
-    int rc = check_args(a, false);
+    int rc = check_args(a);
     if (rc < 0) return rc;
     if (!a->s_out) return hy_fail("ssd: the step-by-step scan needs a state to write (s_out)");
     const int P = a->P, N = a->N, H = a->H, Hg = H / a->G;

@@ -16,12 +16,11 @@
  * i.e. per group and chunk one GEMM CB = C Bᵀ (q × q), per head Y = (L ⊙ CB)(Δ·x) with the
  * causal mask L[j][i] = exp(seg[j][i]) for i <= j and 0 above the diagonal (never exponentiated:
  * every exponent here is a sum of a <= 0, so no exp can overflow), and per group the chunk's own
- * state (Δ·x·W)ᵀ B and the carried-in part C S_inᵀ as GEMMs over all heads of the group. The
- * segment sums are running sums of the a_r themselves, not differences of prefix sums, so a
- * strong decay early in a chunk does not cost the precision of the mild ones after it. Three
- * passes: chunk states (parallel over batch × group × chunk), the carry S_in(c+1) = e·S_in(c) +
- * own(c) (parallel over batch × head, elementwise), outputs (parallel over batch × group × chunk).
- * Every GEMM goes through hy_gemm (core/gemm.h).
+ * state (Δ·x·W)ᵀ B and the carried-in part C S_inᵀ as GEMMs over several heads at once. The
+ * segment sums are running sums of the a_r themselves, not differences of prefix sums, so a strong
+ * decay early in a chunk does not cost the precision of the mild ones after it. A task (sequence,
+ * group, block of heads) sweeps the chunks in order with its heads' states in cache (ssd.c). Every
+ * GEMM goes through hy_gemm (core/gemm.h).
  *
  * Layouts (rows = b·T + t): x_t[h·P + p] = x[row·ldx + h·P + p]; Δ_t[h] = dt[row·lddt + h];
  * B_t[g·N + n] = Bm[row·ldbc + g·N + n], C likewise (the block passes column slices of its conv
@@ -46,7 +45,7 @@ typedef struct {
     int chunk;                    /* Q, steps per chunk (>= 1) */
     float *states;                /* (B, nch+1, H, P, N), hy_ssd_state_floats: slot c = the state
                                    * entering chunk c (slot nch: the final one); written by the
-                                   * forward, read by the backward */
+                                   * forward (NULL: not kept), read by the backward */
 } hy_ssd_args;
 
 /* Floats of a->states for (B, T, H, P, N, chunk). */
@@ -58,8 +57,8 @@ size_t hy_ssd_state_floats(int B, int T, int H, int P, int N, int chunk);
  * output). The elementwise work (masks, decays, Δ·x) is not counted. */
 double hy_ssd_flop(int T, int H, int P, int N, int G, int chunk);
 
-/* y = the recurrence above, in the chunked form. Fills a->states and s_out. work: scratch kept by
- * the caller between calls (grown as needed). */
+/* y = the recurrence above, in the chunked form. Fills a->states (when given) and s_out. work:
+ * scratch kept by the caller between calls (grown as needed). */
 int hy_ssd_forward(const hy_ssd_args *a, float *y, int ldy, hy_buf *work);
 
 /* Backward of hy_ssd_forward (same args, a->states as the forward left them; s0 may be set; the
