@@ -10,7 +10,7 @@
 #include <math.h>
 #include <stdio.h>
 
-void hy_bench_ssd_line(double best_gemm_gflops, const char *best_gemm_name, int quick) {
+void hy_bench_ssd_line(const hy_machine_limits *m, int quick) {
     const int B = 1, H = 8, P = 64, N = 64, G = 1, T = quick ? 1024 : 4096, Q = HY_MAMBA2_CHUNK;
     const size_t rows = (size_t)B * T, nx = rows * H * P, nbc = rows * 2 * G * N;
     float *x = hy_malloc(nx * 4), *dt = hy_malloc(rows * H * 4), *bc = hy_malloc(nbc * 4), *A = hy_malloc(H * 4),
@@ -38,8 +38,8 @@ void hy_bench_ssd_line(double best_gemm_gflops, const char *best_gemm_name, int 
     double gf = hy_ssd_flop(T, H, P, N, G, Q) * B / fwd / 1e9;
     printf("mamba2 SSD core (H %d, P %d, N %d, G %d, T %d, chunk %d): fwd %.2f ms = %.1f GFLOP/s of the chunked form "
            "= %.3f x best f32 GEMM (%s %.1f); bwd %.2f ms = %.2f x fwd\n",
-           H, P, N, G, T, Q, fwd * 1e3, gf, gf / best_gemm_gflops, best_gemm_name, best_gemm_gflops, bwd * 1e3,
-           bwd / fwd);
+           H, P, N, G, T, Q, fwd * 1e3, gf, gf / m->best_f32, m->onednn_f32 > m->openblas_f32 ? "oneDNN" : "OpenBLAS",
+           m->best_f32, bwd * 1e3, bwd / fwd);
     hy_buf_free(&wf), hy_buf_free(&wb);
     hy_free(x), hy_free(dt), hy_free(bc), hy_free(A), hy_free(y), hy_free(dy), hy_free(dx), hy_free(ddt);
     hy_free(dbc), hy_free(dA), hy_free(st);
