@@ -10,6 +10,7 @@
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static hy_gemm_backend backend_setting = HY_GEMM_AUTO;
@@ -82,9 +83,9 @@ static local_dnnl *local_get(void) {
     if (!dnnl_init()) return NULL;
     local_dnnl *l = NULL;
     #pragma omp critical(hy_gemm_dnnl)
-    if (n_locals < MAX_LOCALS && (l = hy_calloc(sizeof *l))) {
+    if (n_locals < MAX_LOCALS && (l = calloc(1, sizeof *l))) {   /* like oneDNN's own memory: not tracked */
         if (dnnl_stream_create(&l->stream, engine, dnnl_stream_default_flags) == dnnl_success) locals[n_locals++] = l;
-        else hy_free(l), l = NULL;
+        else free(l), l = NULL;
     }
     return local_state = l;
 }
@@ -250,7 +251,7 @@ void hy_gemm_shutdown(void) {
     for (int i = 0; i < n_locals; i++) {
         cache_clear(locals[i]->cache, LOCAL_CACHE_SIZE);
         dnnl_stream_destroy(locals[i]->stream);
-        hy_free(locals[i]);
+        free(locals[i]);
     }
     n_locals = 0;
     generation++;

@@ -746,6 +746,31 @@ START_TEST(memory_without_state_history) {
 }
 END_TEST
 
+/* train_bytes is what a training forward + backward keeps, also where the SSD splits a group's heads
+ * into blocks (one sequence, one group, 1 to 3 threads: 1, 2 and 3 blocks of the 4 heads). */
+START_TEST(train_bytes_with_head_blocks) {
+    enum { D = 64, T = 100 };
+    static const char *o[] = {"headdim=32", "d_state=16"};
+    const int threads_before = omp_get_max_threads();
+    for (int th = 1; th <= 3; th++) {
+        omp_set_num_threads(th);
+        hy_layer L;
+        tu_layer(&L, "mamba2", D, o, 2, 3);
+        float *x = hy_malloc(T * D * 4), *y = hy_malloc(T * D * 4), *dx = hy_malloc(T * D * 4);
+        tu_fill_normal(x, T * D, 1, 4);
+        size_t base = hy_mem_current();
+        ck_assert_int_eq(L.ops->forward(&L, x, y, 1, T), 0);
+        ck_assert_int_eq(L.ops->backward(&L, y, dx, 1, T), 0);
+        double kept = (double)(hy_mem_current() - base);
+        hy_train_bytes e = L.ops->train_bytes(&L.opts, D, 1, T, th, true);
+        ck_assert_msg(e.kept == kept && e.scratch == 0, "threads %d: %.0f bytes kept, estimated %.0f", th, kept, e.kept);
+        hy_free(x), hy_free(y), hy_free(dx);
+        hy_layer_standalone_free(&L);
+    }
+    omp_set_num_threads(threads_before);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- init, options, accounting ---- */
 
 START_TEST(init_as_upstream) {
@@ -872,6 +897,7 @@ static Suite *make_mamba2_suite(void) {
     tcase_add_test(b, backward_accumulates);
     tcase_add_test(b, block_strong_decays);
     tcase_add_test(b, memory_without_state_history);
+    tcase_add_test(b, train_bytes_with_head_blocks);
     suite_add_tcase(s, b);
     TCase *st = tcase_create("streaming");
     tcase_add_test(st, step_matches_forward);

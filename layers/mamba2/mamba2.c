@@ -521,6 +521,22 @@ static double mamba2_flop(const hy_opts *o, int d, int T) {
     return (double)T * tok + hy_ssd_flop(T, g.H, g.P, g.N, g.G, HY_MAMBA2_CHUNK);
 }
 
+/* Training memory, all kept in the layer: its private struct, the forward's buffers (zx, xpad, pre,
+ * xbc, draw, delta, ys, yg, yn, rstd, A, wT, the chunk states and the SSD forward's workspace) and
+ * the backward's (dyn, dzx, dxbc, ddelta, dA and the SSD backward's workspace). */
+static hy_train_bytes mamba2_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
+    (void)first;
+    geom g = geom_of(o, d);
+    const int Q = HY_MAMBA2_CHUNK;
+    double rows = (double)B * T;
+    double fwd = rows * (g.W + 2.0 * g.Cx + 2.0 * g.H + 3.0 * g.E + g.G) + (double)B * (T + g.K - 1) * g.Cx + g.H +
+                 (double)g.K * g.Cx + (double)hy_ssd_state_floats(B, T, g.H, g.P, g.N, Q) +
+                 (double)hy_ssd_forward_work_floats(B, T, g.H, g.P, g.N, g.G, Q, threads);
+    double bwd = rows * (g.E + g.W + g.Cx + g.H) + g.H +
+                 (double)hy_ssd_backward_work_floats(B, T, g.H, g.P, g.N, g.G, Q, threads);
+    return (hy_train_bytes){(fwd + bwd) * sizeof(float) + sizeof(mamba2_priv), 0};
+}
+
 static void mamba2_destroy(hy_layer *L) {
     mamba2_priv *P = L->priv;
     if (!P) return;
@@ -548,6 +564,7 @@ const hy_block_ops hy_block_mamba2 = {
     .state_free = mamba2_state_free,
     .state_bytes = mamba2_state_bytes,
     .flop = mamba2_flop,
+    .train_bytes = mamba2_train_bytes,
     .destroy = mamba2_destroy,
     .state_tensors = mamba2_state_tensors,
     .state_export = mamba2_state_export,

@@ -62,17 +62,47 @@ typedef struct {
     size_t PN;
 } ssd_dims;
 
-static ssd_dims dims_of(const hy_ssd_args *a) {
-    ssd_dims d = {.Q = a->chunk, .nch = (a->T + a->chunk - 1) / a->chunk, .Hg = a->H / a->G,
-                  .PN = (size_t)a->P * a->N};
-    long groups = (long)a->B * a->G, nth = omp_get_max_threads();
+/* The sizes for a call on B sequences of T steps with nth threads. */
+static ssd_dims dims_for(int B, int T, int H, int P, int N, int G, int chunk, int nth) {
+    ssd_dims d = {.Q = chunk, .nch = (T + chunk - 1) / chunk, .Hg = H / G, .PN = (size_t)P * N};
+    long groups = (long)B * G;
     d.nb = groups >= nth ? 1 : (int)MIN((nth + groups - 1) / groups, (long)d.Hg);
     d.hbmax = (d.Hg + d.nb - 1) / d.nb;
     return d;
 }
 
+static ssd_dims dims_of(const hy_ssd_args *a) {
+    return dims_for(a->B, a->T, a->H, a->P, a->N, a->G, a->chunk, omp_get_max_threads());
+}
+
 /* Floats rounded up to a whole cache line, so per-thread scratch areas never share one. */
 static size_t line_up(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* Per-thread scratch of the forward and the backward (layouts at the top of each task's loop). */
+static size_t fwd_thread_floats(const ssd_dims *d, int P) {
+    const size_t QQ = (size_t)d->Q * d->Q, QH = (size_t)d->Q * d->hbmax * P, QG = (size_t)d->Q * d->hbmax;
+    return line_up(2 * QQ + 2 * QH + 3 * QG + (size_t)d->Q + (size_t)d->hbmax + d->hbmax * d->PN);
+}
+static size_t bwd_thread_floats(const ssd_dims *d, int P) {
+    const size_t QQ = (size_t)d->Q * d->Q, QH = (size_t)d->Q * d->hbmax * P, QG = (size_t)d->Q * d->hbmax;
+    return line_up(4 * QQ + 6 * QH + 4 * QG + 2 * (size_t)d->Q + 3 * (size_t)d->hbmax + d->hbmax * d->PN);
+}
+/* The backward's shared part: dA partial sums, then (several blocks per group) dB and dC rows per block. */
+static size_t bwd_shared_floats(const ssd_dims *d, int B, int T, int H, int G, int N) {
+    return line_up((size_t)B * d->nch * H) + (d->nb > 1 ? 2 * (size_t)d->nb * B * T * G * N : 0);
+}
+
+size_t hy_ssd_forward_work_floats(int B, int T, int H, int P, int N, int G, int chunk, int threads) {
+    if (B <= 0 || T <= 0 || chunk <= 0 || G <= 0 || threads <= 0) return 0;
+    ssd_dims d = dims_for(B, T, H, P, N, G, chunk, threads);
+    return fwd_thread_floats(&d, P) * threads;
+}
+
+size_t hy_ssd_backward_work_floats(int B, int T, int H, int P, int N, int G, int chunk, int threads) {
+    if (B <= 0 || T <= 0 || chunk <= 0 || G <= 0 || threads <= 0) return 0;
+    ssd_dims d = dims_for(B, T, H, P, N, G, chunk, threads);
+    return bwd_shared_floats(&d, B, T, H, G, N) + bwd_thread_floats(&d, P) * threads;
+}
 
 size_t hy_ssd_state_floats(int B, int T, int H, int P, int N, int chunk) {
     if (B <= 0 || T <= 0 || chunk <= 0) return 0;
@@ -189,8 +219,7 @@ int hy_ssd_forward(const hy_ssd_args *a, float *y, int ldy, hy_buf *work) {
     }
     const ssd_dims d = dims_of(a);
     const int Q = d.Q, P = a->P, N = a->N, nth = omp_get_max_threads();
-    const size_t QQ = (size_t)Q * Q, QH = (size_t)Q * d.hbmax * P, QG = (size_t)Q * d.hbmax;
-    const size_t thr = line_up(2 * QQ + 2 * QH + 3 * QG + (size_t)Q + (size_t)d.hbmax + d.hbmax * d.PN);
+    const size_t QQ = (size_t)Q * Q, QH = (size_t)Q * d.hbmax * P, QG = (size_t)Q * d.hbmax, thr = fwd_thread_floats(&d, P);
     if (!hy_buf_grab(work, thr * nth)) return HY_ERR_NOMEM;
     const long ntask = (long)a->B * a->G * d.nb;
 
@@ -257,10 +286,9 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
     const ssd_dims d = dims_of(a);
     const int Q = d.Q, P = a->P, N = a->N, H = a->H, G = a->G, nth = omp_get_max_threads();
     const size_t QQ = (size_t)Q * Q, QH = (size_t)Q * d.hbmax * P, QG = (size_t)Q * d.hbmax, rows = (size_t)a->B * a->T;
-    const size_t thr = line_up(4 * QQ + 6 * QH + 4 * QG + 2 * (size_t)Q + 3 * (size_t)d.hbmax + d.hbmax * d.PN);
-    const size_t nsm = line_up((size_t)a->B * d.nch * H), npart = d.nb > 1 ? 2 * (size_t)d.nb * rows * G * N : 0;
-    if (!hy_buf_grab(work, nsm + npart + thr * nth)) return HY_ERR_NOMEM;
-    float *dAp = work->p, *part = dAp + nsm, *scratch = part + npart;
+    const size_t thr = bwd_thread_floats(&d, P), nsm = line_up((size_t)a->B * d.nch * H);
+    if (!hy_buf_grab(work, bwd_shared_floats(&d, a->B, a->T, H, G, N) + thr * nth)) return HY_ERR_NOMEM;
+    float *dAp = work->p, *part = dAp + nsm, *scratch = work->p + bwd_shared_floats(&d, a->B, a->T, H, G, N);
     const long ntask = (long)a->B * G * d.nb;
 
     #pragma omp parallel for schedule(static) if (ntask > 1)

@@ -51,6 +51,11 @@ typedef struct {
 /* Floats of a->states for (B, T, H, P, N, chunk). */
 size_t hy_ssd_state_floats(int B, int T, int H, int P, int N, int chunk);
 
+/* Floats of the work buffers hy_ssd_forward and hy_ssd_backward grow to for these sizes with
+ * `threads` threads (the block's training-memory estimate). */
+size_t hy_ssd_forward_work_floats(int B, int T, int H, int P, int N, int G, int chunk, int threads);
+size_t hy_ssd_backward_work_floats(int B, int T, int H, int P, int N, int G, int chunk, int threads);
+
 /* FLOPs (multiply-add = 2) of the chunked form's matrix products for one sequence of T steps:
  * per chunk of q steps, per group 2q²N (C Bᵀ), per head 2q²P (the masked q × q product, counted
  * in full as the GEMM issues it) + 2qPN (the chunk's own state) + 2qPN (the carried-in state's
