@@ -259,21 +259,44 @@ static int train_ranks(int ranks, const char *dir, const char *extra) {
 }
 
 /* Column `name` of every row of a CSV (NAN for an empty cell); returns the row count. */
-static int csv_column(const char *path, const char *name, double *out, int max) {
+/* Opens a CSV file past its header and gives the index of column `name`. */
+static FILE *csv_open(const char *path, const char *name, int *col) {
     FILE *f = fopen(path, "r");
     ck_assert_msg(f != NULL, "cannot open %s", path);
     char line[4096];
     ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
-    int col = -1, k = 0;
+    int k = 0;
+    *col = -1;
     for (char *save = NULL, *t = strtok_r(line, ",\n", &save); t; t = strtok_r(NULL, ",\n", &save), k++)
-        if (!strcmp(t, name)) col = k;
-    ck_assert_msg(col >= 0, "%s has no column %s", path, name);
-    int n = 0;
-    while (n < max && fgets(line, sizeof line, f)) {
-        const char *p = line;
-        for (int j = 0; j < col && p; j++) p = strchr(p, ',') + 1;
-        out[n++] = p && *p != ',' && *p != '\n' ? atof(p) : NAN;
-    }
+        if (!strcmp(t, name)) *col = k;
+    ck_assert_msg(*col >= 0, "%s has no column %s", path, name);
+    return f;
+}
+
+/* The value in column `col` of one CSV row, NaN where the cell is empty. */
+static double csv_cell(const char *line, int col) {
+    const char *p = line;
+    for (int j = 0; j < col && p; j++) p = strchr(p, ',') + 1;
+    return p && *p != ',' && *p != '\n' ? atof(p) : NAN;
+}
+
+/* Reads up to `max` values of column `name`; returns how many. */
+static int csv_column(const char *path, const char *name, double *out, int max) {
+    int col, n = 0;
+    FILE *f = csv_open(path, name, &col);
+    char line[4096];
+    while (n < max && fgets(line, sizeof line, f)) out[n++] = csv_cell(line, col);
+    fclose(f);
+    return n;
+}
+
+/* The number of data rows and column `name`'s value in the last row: a run stopped by a signal may
+ * have logged any number of steps (thousands on a fast machine), so no fixed buffer. */
+static int csv_last(const char *path, const char *name, double *last) {
+    int col, n = 0;
+    FILE *f = csv_open(path, name, &col);
+    char line[4096];
+    for (; fgets(line, sizeof line, f); n++) *last = csv_cell(line, col);
     fclose(f);
     return n;
 }
@@ -375,11 +398,11 @@ START_TEST(ctrl_c_under_mpirun_saves_a_checkpoint) {
     snprintf(cmd, sizeof cmd, "test -s %s/run/checkpoint.state.safetensors", dir);
     ck_assert_msg(sh(cmd) == 0, "no checkpoint after Ctrl-C (see %s/run.log)", dir);
     char p[600];
-    double step[4096];
+    double step = NAN;
     snprintf(p, sizeof p, "%s/run/train.csv", dir);
-    int n = csv_column(p, "step", step, 4096);
+    int n = csv_last(p, "step", &step);
     ck_assert_int_ge(n, 2);
-    long last = (long)step[n - 1];
+    long last = (long)step;
     ck_assert_int_ge(last, 5);
     /* it continues from there */
     snprintf(cmd, sizeof cmd,
@@ -388,8 +411,8 @@ START_TEST(ctrl_c_under_mpirun_saves_a_checkpoint) {
              "--out %s/run --resume --stop-after 2 >%s/resume.log 2>&1",
              exe(), dir, dir);
     ck_assert_int_eq(sh(cmd), 130);
-    n = csv_column(p, "step", step, 4096);
-    ck_assert_int_eq((long)step[n - 1], last + 2);
+    n = csv_last(p, "step", &step);
+    ck_assert_int_eq((long)step, last + 2);
     /* SIGUSR1 to mpirun reaches the ranks at once (mpirun forwards it): the same clean stop */
     snprintf(cmd, sizeof cmd,
              "timeout 200 sh -c 'mpirun --oversubscribe -np 2 %s tests/configs/tiny-train.yaml --quiet --set threads=1 "
