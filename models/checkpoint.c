@@ -328,10 +328,10 @@ int hy_checkpoint_load(const char *path, hy_model **out, long *step) {
         goto done;
     }
     double want = config_numel(&cfg), have = 0;
-    for (int i = 0; i < f.n_tensors; i++) have += (double)f.tensors[i].numel;
-    if (want > have + CONFIG_SLACK) {
+    for (int i = 0; i < f.n_tensors; i++) have += (double)(f.tensors[i].end - f.tensors[i].begin) / sizeof(float);
+    if (want > have + CONFIG_SLACK) {   /* have: the F32 values the file's data could fill */
         rc = hy_fail("%s: the config describes a model of %.0f parameters but the file holds only %.0f values", path, want,
-                     have);
+                     floor(have));
         goto done;
     }
     if ((rc = hy_model_create(&cfg, 0, &m)) < 0) {
