@@ -298,8 +298,8 @@ int hy_bench_run(const hy_bench_options *o) {
     printf("threads %d\n", hy_threads());
     double sgemm = gemm_gflops(HY_GEMM_OPENBLAS, HY_PREC_F32, 2048, 2048, 2048);
     printf("machine: OpenBLAS sgemm 2048^3 %.1f GFLOP/s", sgemm);
-    printf(", oneDNN f32 %.1f, oneDNN bf16 %.1f", gemm_gflops(HY_GEMM_ONEDNN, HY_PREC_F32, 2048, 2048, 2048),
-           gemm_gflops(HY_GEMM_ONEDNN, HY_PREC_BF16, 2048, 2048, 2048));
+    double onednn = gemm_gflops(HY_GEMM_ONEDNN, HY_PREC_F32, 2048, 2048, 2048);
+    printf(", oneDNN f32 %.1f, oneDNN bf16 %.1f", onednn, gemm_gflops(HY_GEMM_ONEDNN, HY_PREC_BF16, 2048, 2048, 2048));
     double bw = memory_gbs();
     printf(", memory copy %.1f GB/s\n", bw);
     if (o->gemm_table) {
@@ -336,6 +336,7 @@ int hy_bench_run(const hy_bench_options *o) {
     if (hy_bench_selected(o->blocks, "attention"))
         for (int T = o->min_T; T <= o->max_T; T *= 2) bench_naive_attention(&csv, o, T, sgemm);
     if (hy_bench_selected(o->blocks, "rwkv7")) hy_bench_wkv7_line(sgemm, bw, o->quick);
+    if (hy_bench_selected(o->blocks, "gated_deltanet")) hy_bench_gdn_line(fmax(sgemm, onednn), o->quick);
     if (hy_bench_selected(o->blocks, "moe"))
         for (int T = o->min_T; T <= o->max_T; T *= 2) bench_moe_vs_dense(&csv, o, T, sgemm);
     bench_nanogpt_step();

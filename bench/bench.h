@@ -16,5 +16,7 @@ bool hy_bench_selected(const char *blocks, const char *name);
 int hy_bench_decode_main(int argc, char **argv);
 /* The RWKV-7 state recurrence line (bench/bench_rwkv7.c). */
 void hy_bench_wkv7_line(double sgemm_gflops, double mem_gbs, int quick);
+/* The gated delta rule line (bench/bench_gated_deltanet.c), against the best f32 GEMM rate. */
+void hy_bench_gdn_line(double best_gemm_gflops, int quick);
 
 #endif
