@@ -23,9 +23,10 @@
 #include "core/mem.h"
 #include <stddef.h>
 
-/* The block's chunk length: measured with `hybrid-exp bench --blocks gated_deltanet` (the gated-delta
- * core line times L = 32, 64 and 128; docs/blocks.md). */
-#define HY_GDN_CHUNK 64
+/* The block's chunk length, chosen by the time of forward + backward on the bench shape (4 heads, dk 64,
+ * dv 128, T 4096): 32 took 10-15% less than 64 and than 16 (docs/blocks.md); `hybrid-exp bench --blocks
+ * gated_deltanet` times it against half and twice it. */
+#define HY_GDN_CHUNK 32
 
 typedef struct {
     int B, T, H, HV, dk, dv;
