@@ -670,9 +670,11 @@ START_TEST(options_and_errors) {
         {{"head_k_dim=0"}, "head_k_dim", "out of range"},
         {{"conv_size=0"}, "conv_size", "out of range"},
         {{"n_heads=auto", "n_v_heads=0"}, "n_v_heads", "out of range"},
+        {{"n_v_heads=4096", "head_k_dim=4096", "expand_v=64"}, "n_v_heads", "projections"},
     };
     for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
-        int np = bad[k].pairs[1] ? 2 : 1;
+        int np = 0;
+        while (np < 3 && bad[k].pairs[np]) np++;
         ck_assert_int_lt(hy_block_opts_from_pairs(ops, 64, bad[k].pairs, np, &o), 0);
         const char *e = hy_last_error();
         ck_assert_msg(strstr(e, bad[k].key) && strstr(e, bad[k].text), "case %zu: %s", k, e);

@@ -60,9 +60,11 @@ static int gdn_resolve(hy_opts *o, int d, int *bad_opt, char *msg, size_t msg_le
                  o->v[OPT_EXPAND_V], o->v[OPT_EXPAND_V], dk, dv);
         return HY_ERR_CONFIG;
     }
-    if ((double)H * dk * d > 1e12 || (double)HV * nearbyint(dv) * d > 1e12) {
-        *bad_opt = OPT_N_HEADS;
-        snprintf(msg, msg_len, "n_heads = %d, n_v_heads = %d with head_k_dim = %d are too large for d_model = %d", H, HV, dk, d);
+    double width = 2.0 * H * dk + 2.0 * HV * nearbyint(dv) + 2.0 * HV;   /* one row of the projections */
+    if (width > (double)(1 << 30)) {
+        *bad_opt = OPT_N_V_HEADS;
+        snprintf(msg, msg_len, "n_heads = %d, n_v_heads = %d and head sizes %d, %g make the projections %g wide (at most 2^30)",
+                 H, HV, dk, dv, width);
         return HY_ERR_CONFIG;
     }
     return 0;
