@@ -4,6 +4,18 @@
 #define HY_BENCH_BENCH_H
 #include "experiments/experiment.h"   /* hy_bench_options */
 
+/* The machine's own limits, measured at the start of every benchmark run: GEMM rates on a 2048³
+ * product (GFLOP/s) and the copy bandwidth (GB/s). Every rate the benchmark reports is divided by
+ * the best GEMM of its precision from the same run, never by a fixed or remembered number. */
+typedef struct {
+    double openblas_f32, onednn_f32, onednn_bf16;
+    double best_f32, best_bf16;   /* the faster backend of each precision */
+    double copy_gbs;
+} hy_machine_limits;
+
+/* Measures *m (a few seconds) and prints one `machine:` line naming the yardsticks. */
+void hy_bench_machine_limits(hy_machine_limits *m);
+
 /* `hybrid-exp bench ARGS`: parses the arguments into hy_bench_options (or runs `bench decode`)
  * and runs hy_bench_run. Exit status: 0, 1 (the benchmark failed), 2 (bad arguments). */
 int hy_bench_main(int argc, char **argv);
@@ -15,8 +27,8 @@ bool hy_bench_selected(const char *blocks, const char *name);
 /* `hybrid-exp bench decode` (bench/decode.c): decode.csv, decode latency and state size vs context. */
 int hy_bench_decode_main(int argc, char **argv);
 /* The RWKV-7 state recurrence line (bench/bench_rwkv7.c). */
-void hy_bench_wkv7_line(double sgemm_gflops, double mem_gbs, int quick);
-/* The gated delta rule line (bench/bench_gated_deltanet.c), against the best f32 GEMM rate. */
-void hy_bench_gdn_line(double best_gemm_gflops, int quick);
+void hy_bench_wkv7_line(const hy_machine_limits *m, int quick);
+/* The gated delta rule line (bench/bench_gated_deltanet.c), against m->best_f32. */
+void hy_bench_gdn_line(const hy_machine_limits *m, int quick);
 
 #endif

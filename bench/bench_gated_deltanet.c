@@ -34,7 +34,8 @@ static int time_chunk(hy_gdn_in in, int L, float *o, const float *dout, float *g
     return rc;
 }
 
-void hy_bench_gdn_line(double best_gemm_gflops, int quick) {
+void hy_bench_gdn_line(const hy_machine_limits *m, int quick) {
+    const double best_gemm_gflops = m->best_f32;
     const int B = 1, H = 4, dk = 64, dv = 128, T = quick ? 1024 : 4096, reps = quick ? 3 : 7;
     const size_t rows = (size_t)B * T, nqk = rows * H * dk, nv = rows * H * dv, nb = rows * H;
     float *q = hy_malloc(nqk * 4), *k = hy_malloc(nqk * 4), *v = hy_malloc(nv * 4), *beta = hy_malloc(nb * 4),

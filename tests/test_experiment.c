@@ -520,13 +520,35 @@ START_TEST(cli_bench_experiment) {
     const char *exe = getenv("HY_EXE") ? getenv("HY_EXE") : "./build/hybrid-exp";
     snprintf(cmd, sizeof cmd, "%s " EXP "tiny-bench.yaml --out %s > %s.log 2>&1", exe, dir, dir);
     ck_assert_msg(system(cmd) == 0, "%s failed (see %s.log)", cmd, dir);
-    first_line_is(dir, "layers.csv", "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads\n");
+    first_line_is(dir, "layers.csv", "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads,"
+                                     "best_f32_gemm_gflops_per_s,ratio_to_best_f32_gemm\n");
     char *layers = slurp(dir, "layers.csv");
     ck_assert_ptr_nonnull(strstr(layers, "\nattention,16,1,16,fwd,"));
     ck_assert_ptr_nonnull(strstr(layers, "\nswiglu,16,1,32,fwd_bwd,"));
     ck_assert_ptr_null(strstr(layers, ",16,1,64,"));   /* min_T / max_T honoured: no T = 64 row */
+    /* every row's ratio is its rate over the run's best f32 GEMM, and that yardstick is positive */
+    int rows = 0;
+    for (const char *line = strchr(layers, '\n'); line && line[1]; line = strchr(line + 1, '\n'), rows++) {
+        const char *f = line + 1;
+        double v[13];
+        for (int c = 0; c < 13; c++) {
+            v[c] = strtod(f, NULL);
+            f = strchr(f, ',');
+            if (c < 12) {
+                ck_assert_ptr_nonnull(f);
+                f++;
+            }
+        }
+        ck_assert_msg(v[11] > 0, "best_f32_gemm_gflops_per_s must be positive");
+        ck_assert_msg(fabs(v[12] - v[7] / v[11]) <= 1e-4 + 1e-3 * fabs(v[12]), "ratio %g != %g / %g", v[12], v[7], v[11]);
+    }
+    ck_assert_int_gt(rows, 0);
     hy_free(layers);
     ck_assert(file_exists(dir, "complexity.svg") && file_exists(dir, "memory.png") && file_exists(dir, "report.md"));
+    char *report = slurp(dir, "report.md");
+    ck_assert_ptr_nonnull(strstr(report, "ratio to the best f32 GEMM"));
+    ck_assert_ptr_nonnull(strstr(report, "fwd_bwd × GEMM"));
+    hy_free(report);
     char unlinked[600];
     snprintf(unlinked, sizeof unlinked, "%s/complexity.png", dir);
     ck_assert_int_eq(unlink(unlinked), 0);

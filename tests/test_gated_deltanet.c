@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/mem.h"
 #include "core/rng.h"
+#include "core/timer.h"
 #include "core/fileio.h"
 #include "experiments/config.h"
 #include "layers/gated_deltanet/delta.h"
@@ -694,6 +695,26 @@ START_TEST(options_and_errors) {
 }
 END_TEST
 
+/* train_bytes against what a training forward + backward really keeps, with n_v_heads > n_heads
+ * (the backward's per-value-head q/k gradients; tests/test_memory.c covers the defaults). */
+START_TEST(train_bytes_with_more_value_heads) {
+    hy_layer L;
+    make_layer(&L, 24, small_o, 5, 71);
+    enum { B = 2, T = 2 * HY_GDN_CHUNK + 9, D = 24 };
+    float *x = hy_malloc(B * T * D * 4), *y = hy_malloc(B * T * D * 4), *dx = hy_malloc(B * T * D * 4);
+    tu_fill_normal(x, B * T * D, 1, 72);
+    size_t base = hy_mem_current();
+    L.keep_for_backward = true;
+    ck_assert_int_eq(L.ops->forward(&L, x, y, B, T), 0);
+    ck_assert_int_eq(L.ops->backward(&L, y, dx, B, T), 0);
+    double kept = (double)(hy_mem_current() - base);
+    hy_train_bytes e = L.ops->train_bytes(&L.opts, D, B, T, hy_threads(), true);
+    ck_assert_msg(e.kept >= kept * 0.99 && e.kept <= kept * 1.01, "%.0f bytes kept, estimated %.0f", kept, e.kept);
+    hy_free(x), hy_free(y), hy_free(dx);
+    hy_layer_standalone_free(&L);
+}
+END_TEST
+
 /* Names, shapes and flags as SPEC §2; init as fla's; state_bytes and flop by hand. */
 START_TEST(params_init_and_accounting) {
     hy_layer L;
@@ -751,6 +772,7 @@ static Suite *gated_deltanet_suite(void) {
     tcase_add_test(b, state_export_import);
     tcase_add_test(b, options_and_errors);
     tcase_add_test(b, params_init_and_accounting);
+    tcase_add_test(b, train_bytes_with_more_value_heads);
     tcase_set_timeout(b, 120);
     suite_add_tcase(s, b);
     return s;

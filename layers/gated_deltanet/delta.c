@@ -44,6 +44,8 @@ static size_t fwd_floats(int L, int dk, int dv) {
            2 * gdn_round((size_t)L * dv) + gdn_round((size_t)dv * dk);
 }
 
+size_t hy_gdn_forward_ws_floats(int dk, int dv, int L, int threads) { return fwd_floats(L, dk, dv) * (size_t)threads; }
+
 /* All chunks of (sequence b, value head j) in order. S: this head's state (dv × dk), updated in
  * place; s_zero: it is known to be zero (its products are skipped). w: the thread's scratch. */
 static void head_forward(const hy_gdn_in *in, int b, int j, float *S, bool s_zero, float *o, int ld_o,

@@ -59,6 +59,11 @@ int hy_gdn_forward(const hy_gdn_in *in, float *S, float *o, int ld_o, const hy_g
 int hy_gdn_backward(const hy_gdn_in *in, const hy_gdn_keep *keep, const float *dout, int ld_o, float *dq, float *dk,
                     float *dv, float *dbeta, float *dg, hy_buf *ws);
 
+/* Floats hy_gdn_forward / hy_gdn_backward grow their workspace to with `threads` OpenMP threads (for
+ * the block's training-memory estimate). */
+size_t hy_gdn_forward_ws_floats(int dk, int dv, int L, int threads);
+size_t hy_gdn_backward_ws_floats(int B, int T, int H, int HV, int dk, int dv, int L, int threads);
+
 /* One token (in->T must be 1) for B sequences with the plain recurrence: S (B, HV, dv, dk) updated
  * in place, o (B rows, stride ld_o). 6·dv·dk flops per value head. */
 int hy_gdn_step(const hy_gdn_in *in, float *S, float *o, int ld_o);

@@ -27,6 +27,11 @@ static size_t bwd_floats(int L, int dk, int dv) {
            gdn_round((size_t)L * L) + gdn_round((size_t)dv * dk) + 2 * gdn_round((size_t)2 * L);
 }
 
+size_t hy_gdn_backward_ws_floats(int B, int T, int H, int HV, int dk, int dv, int L, int threads) {
+    size_t split = HV > H ? 2 * (size_t)B * T * HV * dk : 0;
+    return bwd_floats(L, dk, dv) * (size_t)threads + split;
+}
+
 /* All chunks of (sequence b, value head j), last to first. dq, dk: this head's destinations (rows of
  * stride ld_dqk, the head's columns already offset). */
 static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *keep, const float *dout, int ld_o,
@@ -158,8 +163,8 @@ int hy_gdn_backward(const hy_gdn_in *in, const hy_gdn_keep *keep, const float *d
     const int nh = in->B * in->HV, nth = omp_get_max_threads(), G = in->HV / in->H, DK = in->dk;
     const size_t rows = (size_t)in->B * in->T, per = bwd_floats(in->chunk, DK, in->dv);
     /* with HV > H each value head writes its own q/k gradients, summed per q/k head afterwards */
-    const size_t split = G > 1 ? 2 * rows * in->HV * DK : 0;
-    if (!hy_buf_grab(ws, per * (size_t)nth + split)) return HY_ERR_NOMEM;
+    if (!hy_buf_grab(ws, hy_gdn_backward_ws_floats(in->B, in->T, in->H, in->HV, DK, in->dv, in->chunk, nth)))
+        return HY_ERR_NOMEM;
     float *dqv = ws->p + per * (size_t)nth, *dkv = dqv + rows * in->HV * DK;
     #pragma omp parallel for schedule(static)
     for (int p = 0; p < nh; p++) {

@@ -385,6 +385,25 @@ static double gdn_flop(const hy_opts *o, int d, int T) {
     return T * per_token + g.HV * hy_gdn_flop(T, g.dk, g.dv, HY_GDN_CHUNK);
 }
 
+/* Training memory, all kept in the layer: the forward's buffers (proj, xpad, pre, xc, qn, kn, qinv,
+ * kinv, araw, bg, o, rstd, yg, wT), what the recurrence keeps (U, T and the state of every chunk),
+ * the backward's buffers (dyg, dout, dproj, dxc, dqn, dkn, dbg, tmp) and the recurrence's workspace,
+ * grown to the larger of its forward and backward sizes. */
+static hy_train_bytes gdn_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
+    (void)first;
+    gdn_geom g = gdn_geom_of(o, d);
+    const int L = HY_GDN_CHUNK, nch = hy_gdn_nchunks(T, L);
+    const double rows = (double)B * T, heads = (double)B * g.HV;
+    double fwd = rows * g.W + (double)B * (T + g.K - 1) * g.Cx + 2 * rows * g.Cx + 2 * rows * g.nqk + 2 * rows * g.H +
+                 4 * rows * g.HV + 2 * rows * g.nv + (double)g.K * g.Cx;
+    double keep = rows * g.nv + heads * nch * L * L + heads * nch * g.dv * g.dk;
+    double bwd = 2 * rows * g.nv + rows * g.W + rows * g.Cx + 2 * rows * g.nqk + 2 * rows * g.HV +
+                 rows * (g.nv > 2 * g.HV ? g.nv : 2 * g.HV);
+    double wf = (double)hy_gdn_forward_ws_floats(g.dk, g.dv, L, threads),
+           wb = (double)hy_gdn_backward_ws_floats(B, T, g.H, g.HV, g.dk, g.dv, L, threads);
+    return (hy_train_bytes){(fwd + keep + bwd + (wf > wb ? wf : wb)) * sizeof(float) + sizeof(gdn_priv), 0};
+}
+
 static void gdn_destroy(hy_layer *L) {
     gdn_priv *P = L->priv;
     if (!P) return;
@@ -412,6 +431,7 @@ const hy_block_ops hy_block_gated_deltanet = {
     .state_free = gdn_state_free,
     .state_bytes = gdn_state_bytes,
     .flop = gdn_flop,
+    .train_bytes = gdn_train_bytes,
     .destroy = gdn_destroy,
     .state_tensors = gdn_state_tensors,
     .state_export = gdn_state_export,

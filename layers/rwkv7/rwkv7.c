@@ -167,48 +167,67 @@ static rw_priv *priv_of(hy_layer *L) {
 
 /* ---------------------------------------------------------------- forward ---- */
 
-/* The forward of B sequences of T tokens from an optional state: xprev (B, C) is the token before
- * each sequence (NULL = zeros) and S (B, H, N, N) the recurrent state (NULL = zeros), both
- * updated when given. Keeps caches for backward when keep (training: xprev = S = NULL). */
-static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T, float *xprev, float *S, bool keep) {
-    rw_priv *P = priv_of(L);
-    if (!P) return HY_ERR_NOMEM;
-    geom g = geom_of(&L->opts, L->d_model);
-    const int C = g.C, H = g.H, N = g.N;
-    const size_t rows = (size_t)B * T, n = rows * C;
-    hy_first_slot *vf1 = L->first;   /* v_first: written by the first rwkv7 layer, read by the later ones */
-    const bool first = hy_first_writes(L);
-    P->have_fwd = false;
-    if (B <= 0 || T <= 0) return 0;
+/* The forward's working set: the layer, its caches, its parameters and the batch geometry. */
+typedef struct {
+    hy_layer *L;
+    rw_priv *P;
+    geom g;
+    int B, T;
+    size_t rows, n;
+    float *const *p;
+    const float *x;
+    bool first;   /* this layer writes v_first (the first rwkv7 layer) */
+} rw_fwd;
+
+/* Grows the caches to this batch (the chunk checkpoints of the state only when keeping for backward). */
+static int fwd_prepare(rw_fwd *c, bool keep) {
+    rw_priv *P = c->P;
+    const geom g = c->g;
+    const size_t rows = c->rows, n = c->n;
     hy_buf *big[] = {&P->xx, &P->xm, &P->r, &P->k0, &P->k, &P->v, &P->w, &P->dec, &P->a, &P->g, &P->kk, &P->b,
                      &P->y, &P->sq, &P->op};
     for (size_t i = 0; i < sizeof big / sizeof *big; i++)
         if (!hy_buf_grab(big[i], n)) return HY_ERR_NOMEM;
     if (!hy_buf_grab(&P->hw, rows * g.Dw) || !hy_buf_grab(&P->ha, rows * g.Da) || !hy_buf_grab(&P->hg, rows * g.Dg) ||
-        !hy_buf_grab(&P->kinv, rows * H) || !hy_buf_grab(&P->mean, rows * H) || !hy_buf_grab(&P->rstd, rows * H))
+        !hy_buf_grab(&P->kinv, rows * g.H) || !hy_buf_grab(&P->mean, rows * g.H) || !hy_buf_grab(&P->rstd, rows * g.H))
         return HY_ERR_NOMEM;
-    if (!first && (!hy_buf_grab(&P->hv, rows * g.Dv) || !hy_buf_grab(&P->vg, n) || !hy_buf_grab(&P->vdiff, n)))
+    if (!c->first && (!hy_buf_grab(&P->hv, rows * g.Dv) || !hy_buf_grab(&P->vg, n) || !hy_buf_grab(&P->vdiff, n)))
         return HY_ERR_NOMEM;
-    if (keep && !hy_buf_grab(&P->ckpt, (size_t)B * H * hy_wkv7_nchunks(T) * N * N))
+    if (keep && !hy_buf_grab(&P->ckpt, (size_t)c->B * g.H * hy_wkv7_nchunks(c->T) * g.N * g.N))
         return HY_ERR_NOMEM;
-    float *const *p = L->p;
-    float *xx = P->xx.p, *xm = P->xm.p;
-    /* token shift */
-    #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
-    for (size_t r = 0; r < rows; r++) {
+    return 0;
+}
+
+/* Token shift xx_t = x_{t-1} - x_t, with xprev (B, C) as the token before each sequence (NULL = zeros). */
+static void fwd_token_shift(rw_fwd *c, const float *xprev) {
+    const int C = c->g.C, T = c->T;
+    const float *x = c->x;
+    float *xx = c->P->xx.p;
+    #pragma omp parallel for schedule(static) if (c->rows * (size_t)C >= PAR_MIN)
+    for (size_t r = 0; r < c->rows; r++) {
         int t = (int)(r % T), b = (int)(r / T);
         const float *prev = t ? x + (r - 1) * C : xprev ? xprev + (size_t)b * C : NULL;
-        for (int c = 0; c < C; c++) xx[r * C + c] = (prev ? prev[c] : 0.0f) - x[r * C + c];
+        for (int ch = 0; ch < C; ch++) xx[r * C + ch] = (prev ? prev[ch] : 0.0f) - x[r * C + ch];
     }
-    /* r, k0, v */
+}
+
+/* r, k0 and v; the first layer publishes v as v_first (and zeroes its gradient when keeping),
+ * later layers mix v toward v_first through the value-residual gate. */
+static int fwd_projections(rw_fwd *c, bool keep) {
+    rw_priv *P = c->P;
+    float *const *p = c->p;
+    const int C = c->g.C;
+    const size_t rows = c->rows, n = c->n;
+    const float *x = c->x;
+    float *xx = P->xx.p, *xm = P->xm.p, *v = P->v.p;
+    hy_first_slot *vf1 = c->L->first;   /* v_first: written by the first rwkv7 layer, read by the later ones */
     mix(xm, x, xx, p[P_XR], rows, C);
     hy_linear_forward(P->r.p, xm, p[P_WR], NULL, (int)rows, C, C);
     mix(xm, x, xx, p[P_XK], rows, C);
     hy_linear_forward(P->k0.p, xm, p[P_WK], NULL, (int)rows, C, C);
     mix(xm, x, xx, p[P_XV], rows, C);
-    hy_linear_forward(P->v.p, xm, p[P_WV], NULL, (int)rows, C, C);
-    float *v = P->v.p;
-    if (first) {
+    hy_linear_forward(v, xm, p[P_WV], NULL, (int)rows, C, C);
+    if (c->first) {
         if (vf1) {
             if (!hy_buf_grab(&vf1->value, n)) return HY_ERR_NOMEM;
             memcpy(vf1->value.p, v, n * sizeof(float));
@@ -218,120 +237,154 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
                 memset(vf1->grad.p, 0, n * sizeof(float));
             }
         }
-    } else {
-        if (!vf1->value.p || vf1->rows != rows)
-            return hy_fail("rwkv7: layer %d needs v_first of the same batch from the first rwkv7 layer (layer %d)",
-                           L->index, vf1->layer);
-        xw(P->hv.p, xm, p[P_V1], rows, C, g.Dv);
-        xw(P->vg.p, P->hv.p, p[P_V2], rows, g.Dv, C);
-        float *vg = P->vg.p, *vd = P->vdiff.p, *vf = vf1->value.p, *v0 = p[P_V0];
-        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
-        for (size_t r = 0; r < rows; r++)
-            for (int c = 0; c < C; c++) {
-                size_t i = r * C + c;
-                float s = hy_sigmoidf(v0[c] + vg[i]);
-                vg[i] = s;
-                vd[i] = vf[i] - v[i];
-                v[i] += vd[i] * s;
+        return 0;
+    }
+    if (!vf1->value.p || vf1->rows != rows)
+        return hy_fail("rwkv7: layer %d needs v_first of the same batch from the first rwkv7 layer (layer %d)",
+                       c->L->index, vf1->layer);
+    xw(P->hv.p, xm, p[P_V1], rows, C, c->g.Dv);
+    xw(P->vg.p, P->hv.p, p[P_V2], rows, c->g.Dv, C);
+    float *vg = P->vg.p, *vd = P->vdiff.p, *vf = vf1->value.p, *v0 = p[P_V0];
+    #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
+    for (size_t r = 0; r < rows; r++)
+        for (int ch = 0; ch < C; ch++) {
+            size_t i = r * C + ch;
+            float s = hy_sigmoidf(v0[ch] + vg[i]);
+            vg[i] = s;
+            vd[i] = vf[i] - v[i];
+            v[i] += vd[i] * s;
+        }
+    return 0;
+}
+
+/* The data-dependent decay: w = -softplus(-(w0 + tanh(xw@w1)@w2)) - 0.5, decay = exp(-exp(w)). */
+static void fwd_decay(rw_fwd *c) {
+    rw_priv *P = c->P;
+    float *const *p = c->p;
+    const int C = c->g.C;
+    const size_t rows = c->rows;
+    mix(P->xm.p, c->x, P->xx.p, p[P_XW], rows, C);
+    xw(P->hw.p, P->xm.p, p[P_W1], rows, C, c->g.Dw);
+    float *h = P->hw.p;
+    size_t nh = rows * c->g.Dw;
+    #pragma omp parallel for schedule(static) if (nh >= PAR_MIN)
+    for (size_t i = 0; i < nh; i++) h[i] = 1.0f - 2.0f / (hy_expf(2.0f * h[i]) + 1.0f);   /* tanh */
+    xw(P->w.p, P->hw.p, p[P_W2], rows, c->g.Dw, C);
+    float *w = P->w.p, *dec = P->dec.p, *w0 = p[P_W0];
+    #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
+    for (size_t r = 0; r < rows; r++)
+        for (int ch = 0; ch < C; ch++) {
+            size_t i = r * C + ch;
+            float wv = -hy_softplusf_atanh(-(w0[ch] + w[i])) - 0.5f;
+            w[i] = wv;
+            dec[i] = hy_expf(-hy_expf(wv));
+        }
+}
+
+/* The in-context learning rate a = sigmoid(a0 + (xa@a1)@a2) and the gate g = sigmoid(xg@g1)@g2. */
+static void fwd_rate_gate(rw_fwd *c) {
+    rw_priv *P = c->P;
+    float *const *p = c->p;
+    const int C = c->g.C;
+    const size_t rows = c->rows;
+    mix(P->xm.p, c->x, P->xx.p, p[P_XA], rows, C);
+    xw(P->ha.p, P->xm.p, p[P_A1], rows, C, c->g.Da);
+    xw(P->a.p, P->ha.p, p[P_A2], rows, c->g.Da, C);
+    float *a = P->a.p, *a0 = p[P_A0];
+    #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
+    for (size_t r = 0; r < rows; r++)
+        for (int ch = 0; ch < C; ch++) a[r * C + ch] = hy_sigmoidf(a0[ch] + a[r * C + ch]);
+    mix(P->xm.p, c->x, P->xx.p, p[P_XG], rows, C);
+    xw(P->hg.p, P->xm.p, p[P_G1], rows, C, c->g.Dg);
+    float *h = P->hg.p;
+    size_t nh = rows * c->g.Dg;
+    #pragma omp parallel for schedule(static) if (nh >= PAR_MIN)
+    for (size_t i = 0; i < nh; i++) h[i] = hy_sigmoidf(h[i]);
+    xw(P->g.p, P->hg.p, p[P_G2], rows, c->g.Dg, C);
+}
+
+/* kk = normalise(k0 ⊙ k_k) per head, b = kk ⊙ a, k = k0 ⊙ (1 + (a-1) ⊙ k_a). */
+static void fwd_keys(rw_fwd *c) {
+    rw_priv *P = c->P;
+    const int C = c->g.C, H = c->g.H, N = c->g.N;
+    const size_t rows = c->rows;
+    float *k0 = P->k0.p, *k = P->k.p, *kk = P->kk.p, *kinv = P->kinv.p, *b = P->b.p, *a = P->a.p;
+    const float *kkw = c->p[P_KK], *ka = c->p[P_KA];
+    #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
+    for (size_t r = 0; r < rows; r++)
+        for (int h = 0; h < H; h++) {
+            size_t o = r * C + (size_t)h * N;
+            float ss = 0;
+            for (int j = 0; j < N; j++) {
+                float u = k0[o + j] * kkw[h * N + j];
+                ss += u * u;
             }
-    }
-    /* decay */
-    mix(xm, x, xx, p[P_XW], rows, C);
-    xw(P->hw.p, xm, p[P_W1], rows, C, g.Dw);
-    {
-        float *h = P->hw.p;
-        size_t nh = rows * g.Dw;
-        #pragma omp parallel for schedule(static) if (nh >= PAR_MIN)
-        for (size_t i = 0; i < nh; i++) h[i] = 1.0f - 2.0f / (hy_expf(2.0f * h[i]) + 1.0f);   /* tanh */
-    }
-    xw(P->w.p, P->hw.p, p[P_W2], rows, g.Dw, C);
-    {
-        float *w = P->w.p, *dec = P->dec.p, *w0 = p[P_W0];
-        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
-        for (size_t r = 0; r < rows; r++)
-            for (int c = 0; c < C; c++) {
-                size_t i = r * C + c;
-                float wv = -hy_softplusf_atanh(-(w0[c] + w[i])) - 0.5f;
-                w[i] = wv;
-                dec[i] = hy_expf(-hy_expf(wv));
+            float nrm = sqrtf(ss), inv = 1.0f / (nrm > 1e-12f ? nrm : 1e-12f);
+            kinv[r * H + h] = inv;
+            for (int j = 0; j < N; j++) {
+                int ch = h * N + j;
+                float q = k0[o + j] * kkw[ch] * inv;
+                kk[o + j] = q;
+                b[o + j] = q * a[o + j];
+                k[o + j] = k0[o + j] * (1.0f + (a[o + j] - 1.0f) * ka[ch]);
             }
-    }
-    /* a */
-    mix(xm, x, xx, p[P_XA], rows, C);
-    xw(P->ha.p, xm, p[P_A1], rows, C, g.Da);
-    xw(P->a.p, P->ha.p, p[P_A2], rows, g.Da, C);
-    {
-        float *a = P->a.p, *a0 = p[P_A0];
-        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
-        for (size_t r = 0; r < rows; r++)
-            for (int c = 0; c < C; c++) a[r * C + c] = hy_sigmoidf(a0[c] + a[r * C + c]);
-    }
-    /* g */
-    mix(xm, x, xx, p[P_XG], rows, C);
-    xw(P->hg.p, xm, p[P_G1], rows, C, g.Dg);
-    {
-        float *h = P->hg.p;
-        size_t nh = rows * g.Dg;
-        #pragma omp parallel for schedule(static) if (nh >= PAR_MIN)
-        for (size_t i = 0; i < nh; i++) h[i] = hy_sigmoidf(h[i]);
-    }
-    xw(P->g.p, P->hg.p, p[P_G2], rows, g.Dg, C);
-    /* kk, k, b */
-    {
-        float *k0 = P->k0.p, *k = P->k.p, *kk = P->kk.p, *kinv = P->kinv.p, *b = P->b.p, *a = P->a.p;
-        const float *kkw = p[P_KK], *ka = p[P_KA];
-        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
-        for (size_t r = 0; r < rows; r++)
-            for (int h = 0; h < H; h++) {
-                size_t o = r * C + (size_t)h * N;
-                float ss = 0;
-                for (int j = 0; j < N; j++) {
-                    float u = k0[o + j] * kkw[h * N + j];
-                    ss += u * u;
-                }
-                float nrm = sqrtf(ss), inv = 1.0f / (nrm > 1e-12f ? nrm : 1e-12f);
-                kinv[r * H + h] = inv;
-                for (int j = 0; j < N; j++) {
-                    int c = h * N + j;
-                    float q = k0[o + j] * kkw[c] * inv;
-                    kk[o + j] = q;
-                    b[o + j] = q * a[o + j];
-                    k[o + j] = k0[o + j] * (1.0f + (a[o + j] - 1.0f) * ka[c]);
-                }
+        }
+}
+
+/* Group norm per head plus the r_k bonus, the gate, and the output projection into out. */
+static void fwd_output(rw_fwd *c, float *out) {
+    rw_priv *P = c->P;
+    float *const *p = c->p;
+    const int C = c->g.C, H = c->g.H, N = c->g.N;
+    const size_t rows = c->rows, n = c->n;
+    float *y = P->y.p, *op = P->op.p, *mean = P->mean.p, *rstd = P->rstd.p, *r = P->r.p, *k = P->k.p, *v = P->v.p;
+    const float *lnw = p[P_LNW], *lnb = p[P_LNB], *rk = p[P_RK];
+    #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
+    for (size_t row = 0; row < rows; row++)
+        for (int h = 0; h < H; h++) {
+            size_t o = row * C + (size_t)h * N;
+            float mu = 0, var = 0, bonus = 0;
+            for (int j = 0; j < N; j++) mu += y[o + j];
+            mu /= N;
+            for (int j = 0; j < N; j++) var += (y[o + j] - mu) * (y[o + j] - mu);
+            float rs = 1.0f / sqrtf(var / N + 64e-5f);
+            for (int j = 0; j < N; j++) bonus += r[o + j] * k[o + j] * rk[h * N + j];
+            mean[row * H + h] = mu, rstd[row * H + h] = rs;
+            for (int j = 0; j < N; j++) {
+                int ch = h * N + j;
+                op[o + j] = (y[o + j] - mu) * rs * lnw[ch] + lnb[ch] + bonus * v[o + j];
             }
-    }
-    /* the state recurrence */
-    hy_wkv7_in in = {B, T, H, N, P->r.p, P->dec.p, P->k.p, v, P->kk.p, P->b.p};
-    int rc = hy_wkv7_forward(&in, S, P->y.p, P->sq.p, keep ? P->ckpt.p : NULL);
-    if (rc < 0) return rc;
-    /* group norm per head + the r_k bonus, then the gate and the output projection */
-    {
-        float *y = P->y.p, *op = P->op.p, *mean = P->mean.p, *rstd = P->rstd.p, *r = P->r.p, *k = P->k.p;
-        const float *lnw = p[P_LNW], *lnb = p[P_LNB], *rk = p[P_RK];
-        #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
-        for (size_t row = 0; row < rows; row++)
-            for (int h = 0; h < H; h++) {
-                size_t o = row * C + (size_t)h * N;
-                float mu = 0, var = 0, bonus = 0;
-                for (int j = 0; j < N; j++) mu += y[o + j];
-                mu /= N;
-                for (int j = 0; j < N; j++) var += (y[o + j] - mu) * (y[o + j] - mu);
-                float rs = 1.0f / sqrtf(var / N + 64e-5f);
-                for (int j = 0; j < N; j++) bonus += r[o + j] * k[o + j] * rk[h * N + j];
-                mean[row * H + h] = mu, rstd[row * H + h] = rs;
-                for (int j = 0; j < N; j++) {
-                    int c = h * N + j;
-                    op[o + j] = (y[o + j] - mu) * rs * lnw[c] + lnb[c] + bonus * v[o + j];
-                }
-            }
-        float *gg = P->g.p;
-        #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-        for (size_t i = 0; i < n; i++) xm[i] = op[i] * gg[i];
-    }
+        }
+    float *gg = P->g.p, *xm = P->xm.p;
+    #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) xm[i] = op[i] * gg[i];
     hy_linear_forward(out, xm, p[P_WO], NULL, (int)rows, C, C);
+}
+
+/* The forward of B sequences of T tokens from an optional state: xprev (B, C) is the token before
+ * each sequence (NULL = zeros) and S (B, H, N, N) the recurrent state (NULL = zeros), both
+ * updated when given. Keeps caches for backward when keep (training: xprev = S = NULL). */
+static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T, float *xprev, float *S, bool keep) {
+    rw_priv *P = priv_of(L);
+    if (!P) return HY_ERR_NOMEM;
+    P->have_fwd = false;
+    if (B <= 0 || T <= 0) return 0;
+    rw_fwd c = {L, P, geom_of(&L->opts, L->d_model), B, T, 0, 0, L->p, x, hy_first_writes(L)};
+    c.rows = (size_t)B * T, c.n = c.rows * c.g.C;
+    int rc = fwd_prepare(&c, keep);
+    if (rc < 0) return rc;
+    fwd_token_shift(&c, xprev);
+    if ((rc = fwd_projections(&c, keep)) < 0) return rc;
+    fwd_decay(&c);
+    fwd_rate_gate(&c);
+    fwd_keys(&c);
+    hy_wkv7_in in = {B, T, c.g.H, c.g.N, P->r.p, P->dec.p, P->k.p, P->v.p, P->kk.p, P->b.p};
+    if ((rc = hy_wkv7_forward(&in, S, P->y.p, P->sq.p, keep ? P->ckpt.p : NULL)) < 0) return rc;
+    fwd_output(&c, out);
+    const int C = c.g.C;
     if (xprev)
         for (int b = 0; b < B; b++) memcpy(xprev + (size_t)b * C, x + ((size_t)b * T + T - 1) * C, C * sizeof(float));
-    P->x = x, P->B = B, P->T = T, P->first = first, P->have_fwd = keep;
+    P->x = x, P->B = B, P->T = T, P->first = c.first, P->have_fwd = keep;
     return 0;
 }
 
@@ -438,6 +491,22 @@ static double rw_flop(const hy_opts *o, int d, int T) {
     return (double)T * (8.0 * g.C * g.C + 4.0 * g.C * (g.Dw + g.Da + g.Dv + g.Dg) + 9.0 * g.C * g.N);
 }
 
+/* Training memory. Forward keeps 15 (rows, C) arrays, the LoRA hiddens hw, ha, hg (and hv, with vg
+ * and vdiff (rows, C), in every layer but the block's first), kinv, mean, rstd (rows, H) and the
+ * recurrence's checkpoints (B, H, chunks, N, N); backward adds 11 (rows, C) arrays, dhw (rows,
+ * largest LoRA width) and ones (rows). Scratch: the recurrence's. */
+static hy_train_bytes rw_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
+    geom g = geom_of(o, d);
+    double rows = (double)B * T, n = rows * g.C;
+    int Dmax = g.Dw > g.Da ? g.Dw : g.Da;
+    Dmax = Dmax > g.Dv ? Dmax : g.Dv;
+    Dmax = Dmax > g.Dg ? Dmax : g.Dg;
+    double fwd = 15 * n + rows * (g.Dw + g.Da + g.Dg + 3.0 * g.H) + (double)B * g.H * hy_wkv7_nchunks(T) * g.N * g.N +
+                 (first ? 0 : 2 * n + rows * g.Dv);
+    double bwd = 11 * n + rows * Dmax + rows;
+    return (hy_train_bytes){(fwd + bwd) * sizeof(float), hy_wkv7_scratch_floats(B, g.H, g.N, threads) * sizeof(float)};
+}
+
 static void rw_destroy(hy_layer *L) {
     rw_priv *P = L->priv;   /* (v_first's buffers belong to the model's slot: hy_shared_free) */
     if (!P) return;
@@ -468,6 +537,7 @@ const hy_block_ops hy_block_rwkv7 = {
     .state_free = rw_state_free,
     .state_bytes = rw_state_bytes,
     .flop = rw_flop,
+    .train_bytes = rw_train_bytes,
     .destroy = rw_destroy,
     .state_tensors = rw_state_tensors,
     .state_export = rw_state_export,
