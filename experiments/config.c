@@ -36,6 +36,7 @@ void hy_run_config_defaults(hy_run_config *c) {
     c->weight_decay = o.weight_decay, c->beta1 = o.beta1, c->beta2 = o.beta2, c->eps = o.eps, c->momentum = o.momentum;
     c->grad_clip = o.grad_clip, c->ssm_lr = o.ssm_lr;
     c->eval_every = 200, c->eval_batches = 20, c->log_every = 10, c->checkpoint_every = 0;
+    c->shard_optimizer = false, c->bucket_mb = HY_DEFAULT_BUCKET_MB;
 }
 
 void hy_run_config_free(hy_run_config *c) {
@@ -118,6 +119,8 @@ static const field train_fields[] = {
     LONG("eval_batches", eval_batches, 1),
     LONG("log_every", log_every, 1),
     LONG("checkpoint_every", checkpoint_every, 0),
+    {"shard_optimizer", F_BOOL, OFF(shard_optimizer), 0, 0, false, false, NULL, 0},
+    NUM("bucket_mb", bucket_mb, 0, 65536, true, false),
     {0},
 };
 
@@ -487,5 +490,9 @@ char *hy_run_config_text(const hy_run_config *c) {
     write_num(&b, "ssm_lr", c->ssm_lr);
     hy_sb_printf(&b, "  eval_every: %ld\n  eval_batches: %ld\n  log_every: %ld\n  checkpoint_every: %ld\n", c->eval_every,
                  c->eval_batches, c->log_every, c->checkpoint_every);
+    /* how the work is spread over ranks, not what is computed: written only when set otherwise
+     * than the default, so a run's folder keeps the text that marks it complete (sweep.c) */
+    if (c->shard_optimizer) hy_sb_add(&b, "  shard_optimizer: true\n");
+    if (c->bucket_mb != HY_DEFAULT_BUCKET_MB) write_num(&b, "bucket_mb", c->bucket_mb);
     return hy_sb_take(&b);
 }

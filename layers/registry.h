@@ -93,6 +93,8 @@ typedef struct hy_aux_loss {
     double sum;               /* sum of the aux losses added since hy_aux_reset */
     int n;                    /* number of layers that added one */
     float coef;               /* the model's router_aux_coef: weight of the mean in the loss */
+    double weight;            /* this process's share of a batch split over processes (1 = all of it):
+                               * scales the aux losses' gradient (hy_model_set_batch_share) */
 } hy_aux_loss;
 
 /* Cross-layer context owned by the model and shared by all its layers (one per model; a
@@ -119,8 +121,15 @@ typedef struct hy_layer {
 
 enum { HY_KIND_MIXER = 1, HY_KIND_FFN = 2 };
 
-/* One tensor of a serialised streaming state (the optional state_* ops of hy_block_ops). */
+/* A streaming state holds at most this many tokens per sequence: hy_model_step / hy_model_prefill
+ * refuse to go further and hy_model_state_load refuses a larger position, so a block's step and
+ * prefill may count positions in an int (attention's KV cache doubles up to exactly this). */
+#define HY_MAX_POSITION (1 << 30)
+
+/* One tensor of a serialised streaming state (the optional state_* ops of hy_block_ops). A block's
+ * state has at most HY_STATE_MAX_TENSORS of them (state files with more are refused). */
 #define HY_STATE_NAME 32
+#define HY_STATE_MAX_TENSORS 16
 typedef struct hy_state_tensor {
     char name[HY_STATE_NAME];
     int ndim;                 /* 0..4 */
@@ -190,7 +199,10 @@ struct hy_block_ops {
     int (*step)(hy_layer *L, void *state, const float *x, float *y, int B);
     int (*prefill)(hy_layer *L, void *state, const float *x, float *y, int B, int T);
     void (*state_free)(hy_layer *L, void *state);
-    /* Bytes of streaming state per sequence after T tokens (KV cache, recurrent state). */
+    /* Bytes of streaming state per sequence after T tokens (KV cache, recurrent state). For a
+     * block with the state ops below: exactly the bytes of the tensors state_tensors lists for one
+     * sequence after T tokens (hy_model_state_load checks a file's sizes against it before it
+     * allocates anything). */
     size_t (*state_bytes)(const hy_opts *o, int d_model, int T);
     /* Forward FLOPs for one sequence of T tokens (multiply-add = 2). */
     double (*flop)(const hy_opts *o, int d_model, int T);

@@ -33,6 +33,12 @@ typedef struct {
     unsigned flags;            /* HY_PARAM_* */
 } hy_param;
 
+/* Called by backward as soon as the gradients of arena elements [offset, offset + count) are
+ * final for this backward: ranges come from the end of the arena to its start, each adjacent to
+ * the one before, and together cover [0, numel) once per backward (data-parallel training starts
+ * averaging a range while backward computes the rest). */
+typedef void (*hy_grad_ready_fn)(void *ctx, size_t offset, size_t count);
+
 struct hy_model {
     hy_model_config cfg;
     int n_params;
@@ -50,7 +56,21 @@ struct hy_model {
     hy_buf rstd;               /* 1/rms per row, same layout with one float per row */
     hy_buf logits, work, dwork, dh;
     hy_loss loss;
+    /* a batch split over processes (hy_model_set_batch_share); 0 = this process holds all of it */
+    long batch_targets;
+    /* the gradients-ready hook (hy_model_set_grad_ready) */
+    hy_grad_ready_fn grad_ready;
+    void *grad_ready_ctx;
 };
+
+/* Sets the gradients-ready hook (NULL = none). */
+void hy_model_set_grad_ready(hy_model *m, hy_grad_ready_fn fn, void *ctx);
+/* This process computes a part of a batch that is split over processes: backward divides the
+ * cross-entropy gradient by batch_targets, the labelled positions of the whole batch, instead of
+ * those of its own part, and weights the auxiliary losses' gradient by aux_weight (its part's
+ * share of the batch), so that the sum of every part's gradient is the whole batch's.
+ * batch_targets = 0 restores the default (this process holds the whole batch). */
+void hy_model_set_batch_share(hy_model *m, long batch_targets, double aux_weight);
 
 /* Resolve and validate a config in place (auto options, block constraints). */
 int hy_model_config_resolve(hy_model_config *cfg);

@@ -11,8 +11,8 @@
  *     [U_v | W] = T·[diag(β) V | diag(β e^γ) K]              (one GEMM)
  *     U = U_v − W S_inᵀ;   O = diag(e^γ) Q S_inᵀ + tril(D ⊙ Q Kᵀ) U
  *     S_out = e^{γ_L} S_in + Uᵀ diag(e^{γ_L − γ}) K
- * Every product is a GEMM (hy_gemm; inside the OpenMP loop over (sequence, value head) that is
- * OpenBLAS single-threaded), γ is summed in double so that a weak decay after a strong one keeps its
+ * Every product is a GEMM (hy_gemm, single-threaded on each thread of the OpenMP loop over (sequence,
+ * value head)), γ is summed in double so that a weak decay after a strong one keeps its
  * precision, and a decay factor below e^-87 is exactly 0 (no denormals).
  *
  * Layouts: row r = b·T + t. q, k: row stride ld_qk, q/k head i at column i·dk; v and o: strides

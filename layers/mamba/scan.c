@@ -17,7 +17,11 @@
  * per-step accumulators (y, dΔ, dx) stay in registers: written as loops over float arrays, gcc
  * kept them in memory across the n loop, a store-to-load chain that bounded the scan. This file
  * is compiled with fp-contract=fast (a·b + c as one FMA; C17 mode otherwise contracts nothing). */
+#if defined(__clang__)   /* within expressions: clang's `fast` fuses the streamed and plain twins of a loop differently */
+#pragma clang fp contract(on)
+#else
 #pragma GCC optimize("fp-contract=fast")
+#endif
 #include "core/error.h"
 #include "core/mem.h"
 #include "core/vmath.h"

@@ -20,7 +20,13 @@
 #define HY_LAYERS_MODAL_CONV_H
 #include "core/mem.h"
 #include "layers/registry.h"
+#include <complex.h>
 #include <stddef.h>
+
+/* C11's CMPLX: glibc defines it for gcc only; clang has the builtin it stands for. */
+#ifndef CMPLX
+#define CMPLX(x, y) __builtin_complex((double)(x), (double)(y))
+#endif
 
 /* Loops of the modal blocks over fewer elements than this run on one thread: a parallel region
  * costs more than it saves there (and much more when the cores are oversubscribed). */
