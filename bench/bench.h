@@ -34,5 +34,7 @@ extern const char *const HY_ALLREDUCE_CSV_HEADER;
 void hy_bench_wkv7_line(const hy_machine_limits *m, int quick);
 /* The Mamba-2 SSD core line (bench/bench_mamba2.c), against the best f32 GEMM of the run. */
 void hy_bench_ssd_line(const hy_machine_limits *m, int quick);
+/* The gated delta rule line (bench/bench_gated_deltanet.c), against m->best_f32. */
+void hy_bench_gdn_line(const hy_machine_limits *m, int quick);
 
 #endif

@@ -15,6 +15,7 @@ extern const hy_block_ops hy_block_mamba2;
 extern const hy_block_ops hy_block_s4d;
 extern const hy_block_ops hy_block_hyena;
 extern const hy_block_ops hy_block_rwkv7;
+extern const hy_block_ops hy_block_gated_deltanet;
 extern const hy_block_ops hy_block_cmix;
 extern const hy_block_ops hy_block_moe;
 
@@ -27,6 +28,7 @@ static const hy_block_ops *const blocks[] = {
     &hy_block_s4d,
     &hy_block_hyena,
     &hy_block_rwkv7,
+    &hy_block_gated_deltanet,
     /* feed-forward blocks */
     &hy_block_swiglu,
     &hy_block_cmix,

@@ -616,6 +616,95 @@ class MoE(nn.Module):
         return out.view(B, T, d)
 
 
+@register("gated_deltanet")
+class GatedDeltaNet(nn.Module):
+    """SPEC §2 gated_deltanet (fla GatedDeltaNet): short convs, L2-normalised q/k, the gated delta rule
+    per value head as a plain token-by-token recurrence, o_norm then the silu gate, o_proj."""
+    KINDS = {"mixer"}
+    OPTIONS = ("n_heads", "n_v_heads", "head_k_dim", "expand_v", "conv_size")
+    DEFAULTS = {"n_heads": None, "n_v_heads": None, "head_k_dim": 64, "expand_v": 2, "conv_size": 4}
+
+    def __init__(self, d, opts, index, dtype):
+        super().__init__()
+        dk = int(opts["head_k_dim"])
+        H = int(opts["n_heads"]) if opts["n_heads"] is not None else max(1, (3 * d) // (4 * dk))
+        HV = int(opts["n_v_heads"]) if opts["n_v_heads"] is not None else H
+        if HV % H:
+            raise CheckError(f"gated_deltanet: n_v_heads {HV} is not a multiple of n_heads {H}")
+        dv = opts["expand_v"] * dk
+        if dv != int(dv) or dv < 1:
+            raise CheckError(f"gated_deltanet: expand_v {opts['expand_v']} x head_k_dim {dk} is not a whole number")
+        dv, K = int(dv), int(opts["conv_size"])
+        self.H, self.HV, self.dk, self.dv = H, HV, dk, dv
+        self.q_proj, self.k_proj = linear(d, H * dk, dtype), linear(d, H * dk, dtype)
+        self.v_proj, self.g_proj = linear(d, HV * dv, dtype), linear(d, HV * dv, dtype)
+        self.a_proj, self.b_proj = linear(d, HV, dtype), linear(d, HV, dtype)
+        conv = lambda c: nn.Conv1d(c, c, K, groups=c, bias=False, dtype=dtype)  # noqa: E731
+        self.q_conv1d, self.k_conv1d, self.v_conv1d = conv(H * dk), conv(H * dk), conv(HV * dv)
+        self.A_log = nn.Parameter(torch.zeros(HV, dtype=dtype))
+        self.dt_bias = nn.Parameter(torch.zeros(HV, dtype=dtype))
+        self.o_norm = nn.Module()
+        self.o_norm.weight = nn.Parameter(torch.ones(dv, dtype=dtype))
+        self.o_proj = linear(HV * dv, d, dtype)
+
+    def prepare(self, u):
+        """-> q, k (B, T, HV, dk) already expanded to the value heads (value head j reads q/k head
+        j // (HV/H)), v (B, T, HV, dv), beta and log alpha (B, T, HV), the gate (B, T, HV, dv)."""
+        B, T, _ = u.shape
+        H, HV, dk, dv = self.H, self.HV, self.dk, self.dv
+        q = silu(causal_depthwise_conv(self.q_proj(u), self.q_conv1d.weight, None)).view(B, T, H, dk)
+        k = silu(causal_depthwise_conv(self.k_proj(u), self.k_conv1d.weight, None)).view(B, T, H, dk)
+        v = silu(causal_depthwise_conv(self.v_proj(u), self.v_conv1d.weight, None)).view(B, T, HV, dv)
+        q = q / torch.sqrt(q.pow(2).sum(-1, keepdim=True) + 1e-6) * dk ** -0.5
+        k = k / torch.sqrt(k.pow(2).sum(-1, keepdim=True) + 1e-6)
+        q, k = q.repeat_interleave(HV // H, dim=2), k.repeat_interleave(HV // H, dim=2)
+        beta = torch.sigmoid(self.b_proj(u))
+        log_alpha = -torch.exp(self.A_log) * softplus(self.a_proj(u) + self.dt_bias)
+        return q, k, v, beta, log_alpha, self.g_proj(u).view(B, T, HV, dv)
+
+    def output(self, o, gate):
+        """o (B, T, HV, dv): o_norm per value head, then the gate, then o_proj."""
+        B, T = o.shape[:2]
+        o = o / torch.sqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5) * self.o_norm.weight * silu(gate)
+        return self.o_proj(o.reshape(B, T, self.HV * self.dv))
+
+    def forward(self, u, ctx):
+        q, k, v, beta, log_alpha, gate = self.prepare(u)
+        B, T = u.shape[:2]
+        S = torch.zeros(B, self.HV, self.dv, self.dk, dtype=u.dtype)   # row: value index, column: key index
+        os_ = []
+        for t in range(T):
+            S = torch.exp(log_alpha[:, t, :, None, None]) * S
+            kt = k[:, t]
+            S = S + beta[:, t, :, None, None] * (v[:, t] - (S @ kt[..., None])[..., 0])[..., None] * kt[:, :, None, :]
+            os_.append((S @ q[:, t, :, :, None])[..., 0])
+        return self.output(torch.stack(os_, 1), gate)
+
+
+def gdn_chunked(q, k, v, beta, log_alpha, L):
+    """SPEC's chunked (WY/UT) form of the gated delta rule, written from the formulas, for the selftest:
+    q, k (B, T, HV, dk), v (B, T, HV, dv), beta, log_alpha (B, T, HV) -> o (B, T, HV, dv)."""
+    B, T, HV, dk = q.shape
+    dv = v.shape[-1]
+    S = torch.zeros(B, HV, dv, dk, dtype=q.dtype)
+    out = []
+    for t0 in range(0, T, L):
+        sl = slice(t0, min(T, t0 + L))
+        Q, K, V = (x[:, sl].transpose(1, 2) for x in (q, k, v))               # (B, HV, Lc, d)
+        bt, gam = beta[:, sl].transpose(1, 2), torch.cumsum(log_alpha[:, sl].transpose(1, 2), -1)
+        Lc = Q.shape[2]
+        diff = gam[..., :, None] - gam[..., None, :]                            # gamma_t - gamma_s
+        low = torch.ones(Lc, Lc, dtype=torch.bool).tril()
+        D = torch.where(low, torch.exp(torch.where(low, diff, torch.zeros_like(diff))), torch.zeros_like(diff))
+        A = (bt[..., :, None] * D * (K @ K.transpose(-1, -2))).tril(-1)
+        eg = torch.exp(gam)
+        rhs = bt[..., None] * (V - eg[..., None] * (K @ S.transpose(-1, -2)))
+        U = torch.linalg.solve_triangular(torch.eye(Lc, dtype=q.dtype) + A, rhs, upper=False, unitriangular=True)
+        O = eg[..., None] * (Q @ S.transpose(-1, -2)) + (D * (Q @ K.transpose(-1, -2))) @ U
+        S = torch.exp(gam[..., -1:, None]) * S + U.transpose(-1, -2) @ (torch.exp(gam[..., -1:] - gam)[..., None] * K)
+        out.append(O.transpose(1, 2))
+    return torch.cat(out, 1)
+
 TOP_KEYS = ("d_model", "vocab_size", "n_layers", "tie_embeddings", "router_aux_coef", "layers")
 
 
@@ -1329,8 +1418,35 @@ def selftest(args):
         err = (y[0] - torch.stack(ref)).abs().max().item()
         check(err < 1e-12, f"rwkv7 against an entry-wise loop: max diff {err:.2e}")
 
+        # gated_deltanet: the recurrence against SPEC's chunked (WY/UT) form, chunks of 3 (and 1, and
+        # longer than T), with decays down to e^-50 per step; and the value head -> q/k head mapping
+        gd = GatedDeltaNet(12, {"n_heads": 2, "n_v_heads": 4, "head_k_dim": 3, "expand_v": 2, "conv_size": 3}, 0,
+                           torch.float64)
+        randomize(gd)
+        x = P(2, 8, 12)
+        y = gd(x, {})
+        q, k, v, beta, la, gate = gd.prepare(x)
+        with torch.no_grad():
+            la[:, 2] = -50.0
+        for L in (3, 1, 11):
+            o = gdn_chunked(q, k, v, beta, la, L)
+            S = torch.zeros(2, 4, 6, 3, dtype=torch.float64)
+            ref = []
+            for t in range(8):
+                S = torch.exp(la[:, t, :, None, None]) * S
+                S = S + beta[:, t, :, None, None] * (v[:, t, :, :, None] - S @ k[:, t, :, :, None]) * k[:, t, :, None, :]
+                ref.append((S @ q[:, t, :, :, None])[..., 0])
+            err = (o - torch.stack(ref, 1)).abs().max().item()
+            check(err < 1e-12, f"gated_deltanet recurrence = chunked form (chunk {L}): max diff {err:.2e}")
+        q2 = gd.q_conv1d(F.pad(gd.q_proj(x).transpose(1, 2), (2, 0))).transpose(1, 2)
+        qh = silu(q2[:, :, 3:6])   # q/k head 1
+        qh = qh / torch.sqrt(qh.pow(2).sum(-1, keepdim=True) + 1e-6) / math.sqrt(3)
+        check((q[:, :, 2] - qh).abs().max().item() < 1e-12 and (q[:, :, 3] - qh).abs().max().item() < 1e-12,
+              "gated_deltanet: value heads 2, 3 read q/k head 1")
+        check((gd(x, {}) - y).abs().max().item() == 0, "gated_deltanet forward is deterministic")
+
         print("selftest: a model with every block")
-        cfg = {"d_model": 16, "vocab_size": 13, "n_layers": 5, "tie_embeddings": True, "router_aux_coef": 0.01,
+        cfg = {"d_model": 16, "vocab_size": 13, "n_layers": 6, "tie_embeddings": True, "router_aux_coef": 0.01,
                "layers": [
                    {"mixer": {"type": "rwkv7", "head_size": 8, "d_decay_lora": 4, "d_aaa_lora": 4, "d_mv_lora": 4,
                               "d_gate_lora": 4}, "ffn": {"type": "cmix", "d_ff": 24}},
@@ -1341,7 +1457,9 @@ def selftest(args):
                    {"mixer": {"type": "hyena", "d_state": 4, "dt_min": 0.001, "dt_max": 0.1},
                     "ffn": {"type": "moe", "n_experts": 2, "top_k": 1, "d_ff": 8}},
                    {"mixer": {"type": "rwkv7", "head_size": 8, "d_decay_lora": 4, "d_aaa_lora": 4, "d_mv_lora": 4,
-                              "d_gate_lora": 4}, "ffn": {"type": "swiglu", "d_ff": 24}}]}
+                              "d_gate_lora": 4}, "ffn": {"type": "swiglu", "d_ff": 24}},
+                   {"mixer": {"type": "gated_deltanet", "n_heads": 1, "n_v_heads": 2, "head_k_dim": 4, "expand_v": 1.5,
+                              "conv_size": 2}, "ffn": {"type": "none"}}]}
         model = HybridLM(cfg)
         model.init_random(gen)
         toks = torch.randint(0, 13, (2, 10), generator=gen)
@@ -1358,7 +1476,9 @@ def selftest(args):
               and shapes["layers.3.mixer.short_filter_weight"] == (48, 1, 3)
               and shapes["layers.3.mixer.filter.A_imag"] == (16, 2) and shapes["layers.0.mixer.r_k"] == (2, 8)
               and shapes["layers.0.mixer.w1"] == (16, 4) and shapes["layers.1.ffn.experts.2.down_proj.weight"] == (16, 8)
-              and shapes["layers.0.ffn.x_k"] == (1, 1, 16) and shapes["layers.0.mixer.ln_x.bias"] == (16,),
+              and shapes["layers.0.ffn.x_k"] == (1, 1, 16) and shapes["layers.0.mixer.ln_x.bias"] == (16,)
+              and shapes["layers.5.mixer.v_conv1d.weight"] == (12, 1, 2) and shapes["layers.5.mixer.o_norm.weight"] == (6,)
+              and shapes["layers.5.mixer.a_proj.weight"] == (2, 16) and shapes["layers.5.mixer.o_proj.weight"] == (16, 12),
               "SPEC names and shapes of the other blocks (samples)")
 
         print("selftest: pipeline against a float32 PyTorch stand-in for the toolkit")

@@ -183,7 +183,8 @@ START_TEST(shipped_configs) {
     hy_run_config_free(&c);
     static const char *const models[] = {"transformer", "transformer-small", "mamba", "s4d", "rwkv7", "hyena",
                                          "jamba-like", "hybrid-1-3", "striped-1-1", "transformer-d64", "mamba-d64",
-                                         "hybrid-1-3-d64", "hyena-d64", "striped-1-1-d64", "mamba2", "mamba2-hybrid"};
+                                         "hybrid-1-3-d64", "hyena-d64", "striped-1-1-d64", "mamba2", "mamba2-hybrid",
+                                         "gated-deltanet", "qwen3-next-like"};
     char path[256], text[512];
     snprintf(path, sizeof path, "/tmp/hybrid-test-exp-models-%d.yaml", (int)getpid());
     int loaded = 0;

@@ -37,6 +37,7 @@ static const char *mamba2_formula(const hy_layer *L, const char *name, const flo
 static const char *modal_formula(const hy_layer *L, const char *name, const float *x, size_t n);
 static const char *rwkv7_formula(const hy_layer *L, const char *name, const float *x, size_t n);
 static const char *cmix_formula(const hy_layer *L, const char *name, const float *x, size_t n);
+static const char *gdn_formula(const hy_layer *L, const char *name, const float *x, size_t n);
 
 static const rule rules[] = {
     {"attention", "q_proj.weight", LINEAR, 0, NULL, NULL},
@@ -122,6 +123,20 @@ static const rule rules[] = {
     {"rwkv7", "g2", ORTHO, 0.1, NULL, NULL},
     {"rwkv7", "ln_x.weight", CONST, 1, NULL, NULL},
     {"rwkv7", "ln_x.bias", CONST, 0, NULL, NULL},
+
+    {"gated_deltanet", "q_proj.weight", LINEAR, 0, NULL, NULL},
+    {"gated_deltanet", "k_proj.weight", LINEAR, 0, NULL, NULL},
+    {"gated_deltanet", "v_proj.weight", LINEAR, 0, NULL, NULL},
+    {"gated_deltanet", "g_proj.weight", LINEAR, 0, NULL, NULL},
+    {"gated_deltanet", "a_proj.weight", LINEAR, 0, NULL, NULL},
+    {"gated_deltanet", "b_proj.weight", LINEAR, 0, NULL, NULL},
+    {"gated_deltanet", "o_proj.weight", OUTPUT, 0, NULL, NULL},
+    {"gated_deltanet", "q_conv1d.weight", UNIFORM, 0, NULL, NULL},
+    {"gated_deltanet", "k_conv1d.weight", UNIFORM, 0, NULL, NULL},
+    {"gated_deltanet", "v_conv1d.weight", UNIFORM, 0, NULL, NULL},
+    {"gated_deltanet", "A_log", FORMULA, 0, NULL, gdn_formula},
+    {"gated_deltanet", "dt_bias", FORMULA, 0, NULL, gdn_formula},
+    {"gated_deltanet", "o_norm.weight", CONST, 1, NULL, NULL},
 };
 
 /* ---------------------------------------------------------------- helpers ---- */
@@ -291,6 +306,32 @@ static const char *cmix_formula(const hy_layer *L, const char *name, const float
     return NULL;
 }
 
+/* Gated DeltaNet (fla): exp(A_log) ~ U(0, 16]; softplus(dt_bias) log-uniform in [0.001, 0.1]. */
+static const char *gdn_formula(const hy_layer *L, const char *name, const float *x, size_t n) {
+    (void)L;
+    if (!strcmp(name, "A_log")) {
+        float *c = hy_malloc(sizeof(float) * n);
+        for (size_t i = 0; i < n; i++) c[i] = expf(x[i]) - 8.0f;
+        const char *e = check_uniform(c, n, 8.0);
+        hy_free(c);
+        return e;
+    }
+    double lo = log(0.001), hi = log(0.1), s = 0;
+    for (size_t i = 0; i < n; i++) {
+        double b = x[i], ldt = log(b > 20 ? b : log1p(exp(b)));
+        if (ldt < lo - 1e-4 || ldt > hi + 1e-4) {
+            snprintf(msg, sizeof msg, "entry %zu: dt = %.6g outside [0.001, 0.1]", i, exp(ldt));
+            return msg;
+        }
+        s += ldt;
+    }
+    if (fabs(s / n - (lo + hi) / 2) > 6 * (hi - lo) / sqrt(12.0 * n)) {
+        snprintf(msg, sizeof msg, "mean log dt %.4g, expected %.4g (log-uniform)", s / n, (lo + hi) / 2);
+        return msg;
+    }
+    return NULL;
+}
+
 /* Rows (or columns, when taller than wide) orthonormal, times gain · sqrt(max(1, rows/cols)). */
 static const char *check_ortho(const float *x, int rows, int cols, double gain) {
     bool by_rows = rows <= cols;
@@ -385,6 +426,7 @@ START_TEST(other_shapes) {
         {"s4d", 96, {"d_state=16", NULL, NULL}},
         {"hyena", 96, {"d_state=8", NULL, NULL}},
         {"mamba2", 64, {"headdim=16", "ngroups=2", "d_state=32"}},   /* last: the seeds above stay */
+        {"gated_deltanet", 96, {"head_k_dim=16", "n_v_heads=8", "expand_v=1.5"}},   /* after mamba2: its seed stays */
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         int np = 0;

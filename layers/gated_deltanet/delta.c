@@ -1,0 +1,170 @@
+/* The gated delta rule, forward (chunked WY/UT form) and single-token step; formulas and layouts in
+ * layers/gated_deltanet/delta.h. One (sequence, value head) per OpenMP iteration walks its chunks in
+ * order, the state (dv × dk) carried in a GEMM operand; all intra-chunk matrices live in the thread's
+ * scratch (a few hundred KiB at L = 64), so only the inputs, o, and what is kept for backward touch
+ * memory. Per chunk: one GEMM [Q; K] Kᵀ (gdn_chunk_load), the substitution for T, one GEMM T·[βV | βe^γ K],
+ * two GEMMs with S_inᵀ, one tril(P)·U and one Uᵀ K̃ for the next state. */
+#include "core/error.h"
+#include "core/gemm.h"
+#include "layers/gated_deltanet/delta_common.h"
+#include <omp.h>
+#include <stdbool.h>
+
+int hy_gdn_nchunks(int T, int L) { return T <= 0 ? 0 : (T + L - 1) / L; }
+
+/* Common checks of the sizes (both directions). */
+int hy_gdn_check(const hy_gdn_in *in);
+int hy_gdn_check(const hy_gdn_in *in) {
+    if (in->B < 0 || in->T < 0 || in->chunk < 1 || in->H < 1 || in->HV < in->H || in->HV % in->H || in->dk < 1 ||
+        in->dv < 1)
+        return hy_fail("gated delta rule: bad sizes B %d T %d chunk %d H %d HV %d dk %d dv %d", in->B, in->T, in->chunk,
+                       in->H, in->HV, in->dk, in->dv);
+    return 0;
+}
+
+/* T = (I + A)^{-1} for A_ts = β_t·KD_ts (strictly lower): row t = e_t − Σ_{r<t} A_tr·(row r of T),
+ * each row only as long as its nonzeros. Lc³/6 multiply-adds; Tm (Lc × Lc) is overwritten. */
+static void unit_lower_inverse(float *restrict Tm, const float *restrict KD, const float *restrict beta, int Lc) {
+    for (int t = 0; t < Lc; t++) {
+        float *restrict row = Tm + (size_t)t * Lc;
+        memset(row, 0, (size_t)Lc * sizeof(float));
+        row[t] = 1.0f;
+        for (int r = 0; r < t; r++) {
+            const float a = beta[t] * KD[(size_t)t * Lc + r];
+            const float *restrict rr = Tm + (size_t)r * Lc;
+            for (int s = 0; s <= r; s++) row[s] -= a * rr[s];
+        }
+    }
+}
+
+/* Scratch floats of one thread of the forward. */
+static size_t fwd_floats(int L, int dk, int dv) {
+    size_t W = (size_t)dv + dk;
+    return gdn_chunk_floats(L, dk) + gdn_round((size_t)L * L) + 2 * gdn_round((size_t)L * W) +
+           2 * gdn_round((size_t)L * dv) + gdn_round((size_t)dv * dk);
+}
+
+size_t hy_gdn_forward_ws_floats(int dk, int dv, int L, int threads) { return fwd_floats(L, dk, dv) * (size_t)threads; }
+
+/* All chunks of (sequence b, value head j) in order. S: this head's state (dv × dk), updated in
+ * place; s_zero: it is known to be zero (its products are skipped). w: the thread's scratch. */
+static void head_forward(const hy_gdn_in *in, int b, int j, float *S, bool s_zero, float *o, int ld_o,
+                         const hy_gdn_keep *keep, float *w) {
+    const int L = in->chunk, dk = in->dk, dv = in->dv, W = dv + dk, nch = hy_gdn_nchunks(in->T, L);
+    gdn_chunk ch;
+    gdn_chunk_alloc(&ch, &w, L, dk);
+    float *Tl = gdn_take(&w, (size_t)L * L), *R0 = gdn_take(&w, (size_t)L * W), *UW = gdn_take(&w, (size_t)L * W);
+    float *WS = gdn_take(&w, (size_t)L * dv), *Ul = gdn_take(&w, (size_t)L * dv);
+    const size_t head = (size_t)b * in->HV + j;
+    for (int c = 0; c < nch; c++) {
+        gdn_chunk_load(in, b, j, c, &ch);
+        const int Lc = ch.Lc;
+        float *Tm = keep ? keep->tinv + (head * nch + c) * (size_t)L * L : Tl;
+        float *U = keep ? keep->u + ch.row0 * ((size_t)in->HV * dv) + (size_t)j * dv : Ul;
+        const int ld_u = keep ? in->HV * dv : dv;
+        float *oc = o + ch.row0 * ld_o + (size_t)j * dv;
+        if (keep) {
+            float *ck = keep->ckpt + (head * nch + c) * (size_t)dv * dk;
+            if (s_zero) memset(ck, 0, (size_t)dv * dk * sizeof(float));
+            else memcpy(ck, S, (size_t)dv * dk * sizeof(float));
+        }
+        unit_lower_inverse(Tm, ch.KD, ch.beta, Lc);
+        /* R0 = [β V | β e^γ K];  [U_v | W] = T R0 */
+        for (int t = 0; t < Lc; t++) {
+            const float *vt = in->v + (ch.row0 + t) * in->ld_v + (size_t)j * dv, *kt = ch.qk + (size_t)(Lc + t) * dk;
+            float *r = R0 + (size_t)t * W, bt = ch.beta[t], be = bt * ch.e[t];
+            for (int x = 0; x < dv; x++) r[x] = bt * vt[x];
+            for (int x = 0; x < dk; x++) r[dv + x] = be * kt[x];
+        }
+        hy_gemm(false, false, Lc, W, Lc, 1.0f, Tm, Lc, R0, W, 0.0f, UW, W);
+        if (s_zero) {   /* U = U_v;  O = P U */
+            for (int t = 0; t < Lc; t++) memcpy(U + (size_t)t * ld_u, UW + (size_t)t * W, (size_t)dv * sizeof(float));
+            hy_gemm(false, false, Lc, dv, Lc, 1.0f, ch.P, Lc, U, ld_u, 0.0f, oc, ld_o);
+        } else {
+            /* O = diag(e^γ) Q S_inᵀ;  U = U_v − W S_inᵀ;  O += P U */
+            for (int t = 0; t < Lc; t++) {
+                float *qt = ch.qk + (size_t)t * dk, et = ch.e[t];
+                for (int x = 0; x < dk; x++) qt[x] *= et;
+            }
+            hy_gemm(false, true, Lc, dv, dk, 1.0f, ch.qk, dk, S, dk, 0.0f, oc, ld_o);
+            hy_gemm(false, true, Lc, dv, dk, 1.0f, UW + dv, W, S, dk, 0.0f, WS, dv);
+            for (int t = 0; t < Lc; t++) {
+                const float *uv = UW + (size_t)t * W, *ws = WS + (size_t)t * dv;
+                float *u = U + (size_t)t * ld_u;
+                for (int x = 0; x < dv; x++) u[x] = uv[x] - ws[x];
+            }
+            hy_gemm(false, false, Lc, dv, Lc, 1.0f, ch.P, Lc, U, ld_u, 1.0f, oc, ld_o);
+        }
+        /* S_out = e^{γ_L} S_in + Uᵀ diag(e^{γ_L − γ}) K (S scaled here, not by the GEMM's beta: a
+         * beta that changes every call would make a oneDNN primitive per call) */
+        for (int t = 0; t < Lc; t++) {
+            float *kt = ch.qk + (size_t)(Lc + t) * dk, f = ch.et[t];
+            for (int x = 0; x < dk; x++) kt[x] *= f;
+        }
+        if (!s_zero)
+            for (size_t x = 0; x < (size_t)dv * dk; x++) S[x] *= ch.eL;
+        hy_gemm(true, false, dv, dk, Lc, 1.0f, U, ld_u, ch.qk + (size_t)Lc * dk, dk, s_zero ? 0.0f : 1.0f, S, dk);
+        s_zero = false;
+    }
+}
+
+int hy_gdn_forward(const hy_gdn_in *in, float *S, float *o, int ld_o, const hy_gdn_keep *keep, hy_buf *ws) {
+    int rc = hy_gdn_check(in);
+    if (rc < 0 || in->B == 0 || in->T == 0) return rc;
+    const int nh = in->B * in->HV, nth = omp_get_max_threads(), dk = in->dk, dv = in->dv;
+    const size_t per = fwd_floats(in->chunk, dk, dv);
+    if (!hy_buf_grab(ws, per * (size_t)nth)) return HY_ERR_NOMEM;
+    #pragma omp parallel for schedule(static)
+    for (int p = 0; p < nh; p++) {
+        float *w = ws->p + per * (size_t)omp_get_thread_num();
+        float *Sh = S ? S + (size_t)p * dv * dk : w + per - gdn_round((size_t)dv * dk);
+        head_forward(in, p / in->HV, p % in->HV, Sh, S == NULL, o, ld_o, keep, w);
+    }
+    return 0;
+}
+
+/* Σ_x a[x]·b[x] in 16 partial sums (so it vectorizes without reassociation flags). */
+static inline float dot(const float *restrict a, const float *restrict b, int n) {
+    float acc[16] = {0};
+    int x = 0;
+    for (; x + 16 <= n; x += 16)
+        for (int l = 0; l < 16; l++) acc[l] += a[x + l] * b[x + l];
+    float s = 0;
+    for (int l = 0; l < 16; l++) s += acc[l];
+    for (; x < n; x++) s += a[x] * b[x];
+    return s;
+}
+
+/* One token: S ← αS, sk = S k, S += β(v − sk) kᵀ, o = S q, as two passes over the rows of S (the
+ * dots S k, then the update fused with S q). */
+int hy_gdn_step(const hy_gdn_in *in, float *S, float *o, int ld_o) {
+    int rc = hy_gdn_check(in);
+    if (rc < 0) return rc;
+    if (in->T != 1) return hy_fail("gated delta rule: step takes one token, got %d", in->T);
+    const int nh = in->B * in->HV, dk = in->dk, dv = in->dv, G = in->HV / in->H;
+    #pragma omp parallel for schedule(static) if ((size_t)nh * dv * dk > 65536)
+    for (int p = 0; p < nh; p++) {
+        const int b = p / in->HV, j = p % in->HV, i = j / G;
+        const float *q = in->q + (size_t)b * in->ld_qk + (size_t)i * dk, *k = in->k + (size_t)b * in->ld_qk + (size_t)i * dk;
+        const float *v = in->v + (size_t)b * in->ld_v + (size_t)j * dv;
+        const float a = gdn_decay(in->g[(size_t)b * in->ld_bg + j]), be = in->beta[(size_t)b * in->ld_bg + j];
+        float *Sh = S + (size_t)p * dv * dk, *out = o + (size_t)b * ld_o + (size_t)j * dv;
+        for (int r = 0; r < dv; r++) {
+            float *row = Sh + (size_t)r * dk;
+            const float u = be * (v[r] - a * dot(row, k, dk));
+            for (int x = 0; x < dk; x++) row[x] = a * row[x] + u * k[x];
+            out[r] = dot(row, q, dk);
+        }
+    }
+    return 0;
+}
+
+double hy_gdn_flop(int T, int dk, int dv, int L) {
+    double f = 0;
+    for (int t0 = 0; t0 < T; t0 += L) {
+        double c = T - t0 < L ? T - t0 : L;
+        f += c * (c + 1) * dk + c * (c - 1) * dk + (c - 1) * c * (c + 1) / 3 + c * (c - 1) * (dv + dk) +
+             6.0 * c * dk * dv + c * (c + 1) * dv;
+    }
+    return f;
+}

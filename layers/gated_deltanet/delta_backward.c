@@ -1,0 +1,190 @@
+/* Backward of the chunked gated delta rule (layers/gated_deltanet/delta.h). One (sequence, value
+ * head) per OpenMP iteration walks its chunks from last to first carrying dS, the gradient of the
+ * state leaving the chunk. Per chunk, with S = S_in (kept), U and T (kept), Q̃ = diag(e^γ) Q,
+ * K̃ = diag(e^{γ_L − γ}) K, Kₑ = diag(e^γ) K, X = [dO; dR] stacked:
+ *     dU = Pᵀ dO + K̃ dSᵀ;   dR = Tᵀ dU;   dV = diag(β) dR
+ *     [dP; −dA] = X Uᵀ (masked: dP on and below the diagonal, dA strictly below)
+ *     [dO S; dR S] = X S;   dK̃ = U dS
+ *     dQ = diag(e^γ) dO S + (dP ⊙ D) K
+ *     dK = diag(e^{γ_L−γ}) dK̃ − diag(β e^γ) dR S + (dP ⊙ D)ᵀ Q + (M + Mᵀ) K,  M = diag(β)(dA ⊙ D)
+ *     dβ_t = dR_t·v_t − e^{γ_t} k_t·(dR S)_t + Σ_s dA_ts KD_ts
+ *     dS_in = e^{γ_L} dS + Xᵀ [Q̃; −diag(β) Kₑ]
+ * and dγ collects every term through e^γ, e^{γ_L−γ}, e^{γ_L} and D (row sums minus column sums of
+ * dP ⊙ P and dA ⊙ A); dg is its reverse cumulative sum within the chunk. Eleven GEMMs per chunk
+ * (one recomputes [Q; K] Kᵀ). */
+#include "core/error.h"
+#include "core/gemm.h"
+#include "layers/gated_deltanet/delta_common.h"
+#include <omp.h>
+#include <stdbool.h>
+
+int hy_gdn_check(const hy_gdn_in *in);
+
+/* Scratch floats of one thread of the backward. */
+static size_t bwd_floats(int L, int dk, int dv) {
+    return gdn_chunk_floats(L, dk) + gdn_round((size_t)2 * L * dv) + gdn_round((size_t)L * dv) +
+           2 * gdn_round((size_t)2 * L * L) + gdn_round((size_t)2 * L * dk) * 2 + gdn_round((size_t)L * dk) * 4 +
+           gdn_round((size_t)L * L) + gdn_round((size_t)dv * dk) + 2 * gdn_round((size_t)2 * L);
+}
+
+size_t hy_gdn_backward_ws_floats(int B, int T, int H, int HV, int dk, int dv, int L, int threads) {
+    size_t split = HV > H ? 2 * (size_t)B * T * HV * dk : 0;
+    return bwd_floats(L, dk, dv) * (size_t)threads + split;
+}
+
+/* All chunks of (sequence b, value head j), last to first. dq, dk: this head's destinations (rows of
+ * stride ld_dqk, the head's columns already offset). */
+static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *keep, const float *dout, int ld_o,
+                          float *dq, float *dk_, int ld_dqk, float *dv_, float *dbeta, float *dg, float *w) {
+    const int L = in->chunk, dk = in->dk, dv = in->dv, nch = hy_gdn_nchunks(in->T, L), ld_u = in->HV * dv;
+    gdn_chunk ch;
+    gdn_chunk_alloc(&ch, &w, L, dk);
+    float *X = gdn_take(&w, (size_t)2 * L * dv), *dU = gdn_take(&w, (size_t)L * dv);
+    float *Y2 = gdn_take(&w, (size_t)2 * L * L), *Mcat = gdn_take(&w, (size_t)2 * L * L);
+    float *Y3 = gdn_take(&w, (size_t)2 * L * dk), *Z = gdn_take(&w, (size_t)2 * L * dk);
+    float *Kt = gdn_take(&w, (size_t)L * dk), *dKt = gdn_take(&w, (size_t)L * dk);
+    float *dQl = gdn_take(&w, (size_t)L * dk), *dKl = gdn_take(&w, (size_t)L * dk);
+    float *M1 = gdn_take(&w, (size_t)L * L), *dS = gdn_take(&w, (size_t)dv * dk);
+    double *dgam = (double *)gdn_take(&w, (size_t)2 * L);
+    float *dbl = gdn_take(&w, (size_t)2 * L);
+    memset(dS, 0, (size_t)dv * dk * sizeof(float));
+    const size_t head = (size_t)b * in->HV + j;
+    for (int c = nch - 1; c >= 0; c--) {
+        gdn_chunk_load(in, b, j, c, &ch);
+        const int Lc = ch.Lc;
+        const float *Tm = keep->tinv + (head * nch + c) * (size_t)L * L;
+        const float *U = keep->u + ch.row0 * (size_t)ld_u + (size_t)j * dv;
+        const float *S = keep->ckpt + (head * nch + c) * (size_t)dv * dk;
+        const float *Q = ch.qk, *K = ch.qk + (size_t)Lc * dk;
+        float *dR = X + (size_t)Lc * dv;
+        for (int t = 0; t < Lc; t++)
+            memcpy(X + (size_t)t * dv, dout + (ch.row0 + t) * ld_o + (size_t)j * dv, (size_t)dv * sizeof(float));
+        for (int t = 0; t < Lc; t++)
+            for (int x = 0; x < dk; x++) Kt[(size_t)t * dk + x] = ch.et[t] * K[(size_t)t * dk + x];
+        /* dU = Pᵀ dO + K̃ dSᵀ;  dR = Tᵀ dU */
+        hy_gemm(true, false, Lc, dv, Lc, 1.0f, ch.P, Lc, X, dv, 0.0f, dU, dv);
+        hy_gemm(false, true, Lc, dv, dk, 1.0f, Kt, dk, dS, dk, 1.0f, dU, dv);
+        hy_gemm(true, false, Lc, dv, Lc, 1.0f, Tm, Lc, dU, dv, 0.0f, dR, dv);
+        /* [dP; −dA] = X Uᵀ;  [dO S; dR S] = X S;  dK̃ = U dS */
+        hy_gemm(false, true, 2 * Lc, Lc, dv, 1.0f, X, dv, U, ld_u, 0.0f, Y2, Lc);
+        hy_gemm(false, false, 2 * Lc, dk, dv, 1.0f, X, dv, S, dk, 0.0f, Y3, dk);
+        hy_gemm(false, false, Lc, dk, dv, 1.0f, U, ld_u, dS, dk, 0.0f, dKt, dk);
+        double dgL = 0;
+        {
+            const float *sp = S, *dp = dS;
+            float acc = 0;
+            for (size_t x = 0; x < (size_t)dv * dk; x++) acc += sp[x] * dp[x];
+            dgL += (double)ch.eL * acc;
+        }
+        /* per token: dQ, dK from the e^γ, e^{γ_L−γ} scalings and R; dβ from R; dV */
+        for (int t = 0; t < Lc; t++) {
+            const float *q = Q + (size_t)t * dk, *k = K + (size_t)t * dk, *dos = Y3 + (size_t)t * dk,
+                        *drs = Y3 + (size_t)(Lc + t) * dk, *dkt = dKt + (size_t)t * dk, *dr = dR + (size_t)t * dv;
+            const float *v = in->v + (ch.row0 + t) * in->ld_v + (size_t)j * dv;
+            const float e = ch.e[t], et = ch.et[t], bt = ch.beta[t], be = bt * e;
+            float qdos = 0, kdkt = 0, kdrs = 0, drv = 0;
+            float *dql = dQl + (size_t)t * dk, *dkl = dKl + (size_t)t * dk;
+            for (int x = 0; x < dk; x++) {
+                qdos += q[x] * dos[x], kdkt += k[x] * dkt[x], kdrs += k[x] * drs[x];
+                dql[x] = e * dos[x];
+                dkl[x] = et * dkt[x] - be * drs[x];
+            }
+            float *dvo = dv_ + (ch.row0 + t) * in->ld_v + (size_t)j * dv;
+            for (int x = 0; x < dv; x++) drv += dr[x] * v[x], dvo[x] = bt * dr[x];
+            dgam[t] = (double)e * qdos - (double)et * kdkt - (double)be * kdrs;
+            dgL += (double)et * kdkt;
+            dbl[t] = drv - e * kdrs;
+        }
+        /* the intra-chunk matrices: M1 = dP ⊙ D, M = diag(β)(dA ⊙ D); dγ and dβ through P and A */
+        const float *dPf = Y2, *dAf = Y2 + (size_t)Lc * Lc;
+        for (int t = 0; t < Lc; t++) {
+            const float *dp = dPf + (size_t)t * Lc, *da = dAf + (size_t)t * Lc, *D = ch.D + (size_t)t * Lc,
+                        *P = ch.P + (size_t)t * Lc, *KD = ch.KD + (size_t)t * Lc;
+            float *m1 = M1 + (size_t)t * Lc, *mc = Mcat + (size_t)t * 2 * Lc;
+            const float bt = ch.beta[t];
+            double rowp = 0, rowa = 0;
+            float db = 0;
+            for (int s = 0; s <= t; s++) {
+                m1[s] = dp[s] * D[s];
+                float x = dp[s] * P[s];
+                rowp += x;
+                dgam[s] -= x;
+            }
+            for (int s = t + 1; s < Lc; s++) m1[s] = 0.0f;
+            for (int s = 0; s < t; s++) {
+                float a = -da[s];   /* dA_ts */
+                db += a * KD[s];
+                float y = a * bt * KD[s];
+                rowa += y;
+                dgam[s] -= y;
+                mc[Lc + s] = bt * a * D[s];   /* M_ts; symmetrised below */
+            }
+            for (int s = t; s < Lc; s++) mc[Lc + s] = 0.0f;
+            dgam[t] += rowp + rowa;
+            dbl[t] += db;
+        }
+        for (int t = 0; t < Lc; t++) {   /* Mcat = [M1ᵀ | M + Mᵀ]: the upper part of row t is column t of M */
+            float *mc = Mcat + (size_t)t * 2 * Lc;
+            for (int s = 0; s < Lc; s++) mc[s] = M1[(size_t)s * Lc + t];
+            for (int s = t + 1; s < Lc; s++) mc[Lc + s] = Mcat[(size_t)s * 2 * Lc + Lc + t];
+        }
+        /* dQ += M1 K;  dK += [M1ᵀ | M + Mᵀ] [Q; K] */
+        hy_gemm(false, false, Lc, dk, Lc, 1.0f, M1, Lc, K, dk, 1.0f, dQl, dk);
+        hy_gemm(false, false, Lc, dk, 2 * Lc, 1.0f, Mcat, 2 * Lc, ch.qk, dk, 1.0f, dKl, dk);
+        /* dS_in = e^{γ_L} dS + [dO; dR]ᵀ [Q̃; −diag(β e^γ) K] */
+        for (int t = 0; t < Lc; t++) {
+            const float e = ch.e[t], nbe = -ch.beta[t] * e;
+            const float *q = Q + (size_t)t * dk, *k = K + (size_t)t * dk;
+            float *zq = Z + (size_t)t * dk, *zk = Z + (size_t)(Lc + t) * dk;
+            for (int x = 0; x < dk; x++) zq[x] = e * q[x], zk[x] = nbe * k[x];
+        }
+        for (size_t x = 0; x < (size_t)dv * dk; x++) dS[x] *= ch.eL;   /* (a fixed GEMM beta: see delta.c) */
+        hy_gemm(true, false, dv, dk, 2 * Lc, 1.0f, X, dv, Z, dk, 1.0f, dS, dk);
+        /* dg: reverse cumulative sum of dγ (γ_L's terms enter at the last token) */
+        dgam[Lc - 1] += dgL;
+        double acc = 0;
+        for (int t = Lc - 1; t >= 0; t--) {
+            acc += dgam[t];
+            size_t r = (ch.row0 + t) * in->ld_bg + j;
+            dg[r] = (float)acc;
+            dbeta[r] = dbl[t];
+        }
+        for (int t = 0; t < Lc; t++) {
+            memcpy(dq + (ch.row0 + t) * ld_dqk, dQl + (size_t)t * dk, (size_t)dk * sizeof(float));
+            memcpy(dk_ + (ch.row0 + t) * ld_dqk, dKl + (size_t)t * dk, (size_t)dk * sizeof(float));
+        }
+    }
+}
+
+int hy_gdn_backward(const hy_gdn_in *in, const hy_gdn_keep *keep, const float *dout, int ld_o, float *dq, float *dk,
+                    float *dv, float *dbeta, float *dg, hy_buf *ws) {
+    int rc = hy_gdn_check(in);
+    if (rc < 0 || in->B == 0 || in->T == 0) return rc;
+    const int nh = in->B * in->HV, nth = omp_get_max_threads(), G = in->HV / in->H, DK = in->dk;
+    const size_t rows = (size_t)in->B * in->T, per = bwd_floats(in->chunk, DK, in->dv);
+    /* with HV > H each value head writes its own q/k gradients, summed per q/k head afterwards */
+    if (!hy_buf_grab(ws, hy_gdn_backward_ws_floats(in->B, in->T, in->H, in->HV, DK, in->dv, in->chunk, nth)))
+        return HY_ERR_NOMEM;
+    float *dqv = ws->p + per * (size_t)nth, *dkv = dqv + rows * in->HV * DK;
+    #pragma omp parallel for schedule(static)
+    for (int p = 0; p < nh; p++) {
+        const int b = p / in->HV, j = p % in->HV;
+        float *w = ws->p + per * (size_t)omp_get_thread_num();
+        if (G > 1)
+            head_backward(in, b, j, keep, dout, ld_o, dqv + (size_t)j * DK, dkv + (size_t)j * DK, in->HV * DK, dv,
+                          dbeta, dg, w);
+        else head_backward(in, b, j, keep, dout, ld_o, dq + (size_t)j * DK, dk + (size_t)j * DK, in->ld_qk, dv, dbeta, dg, w);
+    }
+    if (G > 1) {
+        #pragma omp parallel for schedule(static) if (rows * in->HV * DK > 65536)
+        for (size_t r = 0; r < rows; r++)
+            for (int i = 0; i < in->H; i++) {
+                float *oq = dq + r * in->ld_qk + (size_t)i * DK, *ok = dk + r * in->ld_qk + (size_t)i * DK;
+                const float *sq = dqv + (r * in->HV + (size_t)i * G) * DK, *sk = dkv + (r * in->HV + (size_t)i * G) * DK;
+                for (int x = 0; x < DK; x++) oq[x] = sq[x], ok[x] = sk[x];
+                for (int m = 1; m < G; m++)
+                    for (int x = 0; x < DK; x++) oq[x] += sq[(size_t)m * DK + x], ok[x] += sk[(size_t)m * DK + x];
+            }
+    }
+    return 0;
+}

@@ -1,0 +1,100 @@
+/* What the forward (layers/gated_deltanet/delta.c) and the backward (delta_backward.c) of the
+ * chunked gated delta rule share: the decay factor, scratch sizes and the per-chunk preparation
+ * (Q and K gathered, γ, the decay matrix D, and the masked products P = D ⊙ Q Kᵀ, KD = D ⊙ K Kᵀ).
+ * Internal to those two files. */
+#ifndef HY_LAYERS_GATED_DELTANET_DELTA_COMMON_H
+#define HY_LAYERS_GATED_DELTANET_DELTA_COMMON_H
+#include "core/gemm.h"
+#include "core/vmath.h"
+#include "layers/gated_deltanet/delta.h"
+#include <string.h>
+
+/* n floats rounded up to a whole cache line, so that scratch arrays start aligned. */
+static inline size_t gdn_round(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* Takes n floats from the scratch cursor *w. */
+static inline float *gdn_take(float **w, size_t n) {
+    float *p = *w;
+    *w += gdn_round(n);
+    return p;
+}
+
+/* The decay factor e^x for x <= 0, exactly 0 below -87 (where hy_expf_neg gives ~1e-38, whose
+ * products would be denormals); branch-free (integer compare on the ordered bits) so loops vectorize. */
+static inline float gdn_decay(float x) {
+    float e = hy_expf_neg(x);
+    return hy_float_ordered(x) < hy_float_ordered(-87.0f) ? 0.0f : e;
+}
+
+/* One chunk of one (sequence, value head) as both directions see it. */
+typedef struct {
+    int Lc;           /* tokens in this chunk */
+    size_t row0;      /* row b·T + t0 of its first token */
+    int i;            /* the q/k head value head j reads */
+    float *qk;        /* (2·Lc, dk): Q rows, then K rows (as given, not decayed) */
+    float *P;         /* (Lc, Lc): D ⊙ Q Kᵀ on and below the diagonal, 0 above */
+    float *KD;        /* (Lc, Lc), directly after P: D ⊙ K Kᵀ strictly below the diagonal, 0 elsewhere */
+    float *D;         /* (Lc, Lc): D_ts = e^{γ_t − γ_s} for s <= t, 0 above */
+    double *gam;      /* γ_t, summed in double */
+    float *e, *et;    /* e^{γ_t} and e^{γ_L − γ_t} */
+    float *beta;      /* β_t */
+    float eL;         /* e^{γ_L}, γ_L the last token's γ */
+} gdn_chunk;
+
+/* Scratch floats of gdn_chunk_alloc for chunk length L. */
+static inline size_t gdn_chunk_floats(int L, int dk) {
+    return gdn_round((size_t)2 * L * dk) + gdn_round((size_t)2 * L * L) + gdn_round((size_t)L * L) +
+           gdn_round((size_t)2 * L) + 3 * gdn_round((size_t)L);
+}
+
+/* Points the arrays of ch into the scratch cursor *w (sized for chunk length L). */
+static inline void gdn_chunk_alloc(gdn_chunk *ch, float **w, int L, int dk) {
+    ch->qk = gdn_take(w, (size_t)2 * L * dk);
+    ch->P = gdn_take(w, (size_t)2 * L * L);
+    ch->D = gdn_take(w, (size_t)L * L);
+    ch->gam = (double *)gdn_take(w, (size_t)2 * L);
+    ch->e = gdn_take(w, (size_t)L);
+    ch->et = gdn_take(w, (size_t)L);
+    ch->beta = gdn_take(w, (size_t)L);
+}
+
+/* Loads chunk c of (sequence b, value head j): Q and K rows, β, γ (double), e^{γ}, e^{γ_L − γ},
+ * then [Q; K] Kᵀ by one GEMM and its masks: P = D ⊙ Q Kᵀ (s <= t), KD = D ⊙ K Kᵀ (s < t), with D
+ * computed only for s <= t (γ_t − γ_s <= 0 there: nothing above the diagonal is exponentiated). */
+static inline void gdn_chunk_load(const hy_gdn_in *in, int b, int j, int c, gdn_chunk *ch) {
+    const int L = in->chunk, dk = in->dk, t0 = c * L, Lc = in->T - t0 < L ? in->T - t0 : L;
+    ch->Lc = Lc;
+    ch->row0 = (size_t)b * in->T + t0;
+    ch->i = j / (in->HV / in->H);
+    for (int t = 0; t < Lc; t++) {
+        size_t r = ch->row0 + t;
+        memcpy(ch->qk + (size_t)t * dk, in->q + r * in->ld_qk + (size_t)ch->i * dk, (size_t)dk * sizeof(float));
+        memcpy(ch->qk + (size_t)(Lc + t) * dk, in->k + r * in->ld_qk + (size_t)ch->i * dk, (size_t)dk * sizeof(float));
+    }
+    double s = 0;
+    for (int t = 0; t < Lc; t++) {
+        size_t r = (ch->row0 + t) * in->ld_bg + j;
+        s += in->g[r];
+        ch->gam[t] = s;
+        ch->beta[t] = in->beta[r];
+    }
+    const double gL = ch->gam[Lc - 1];
+    for (int t = 0; t < Lc; t++) {
+        ch->e[t] = gdn_decay((float)ch->gam[t]);
+        ch->et[t] = gdn_decay((float)(gL - ch->gam[t]));
+    }
+    ch->eL = ch->e[Lc - 1];
+    ch->KD = ch->P + (size_t)Lc * Lc;
+    hy_gemm(false, true, 2 * Lc, Lc, dk, 1.0f, ch->qk, dk, ch->qk + (size_t)Lc * dk, dk, 0.0f, ch->P, Lc);
+    for (int t = 0; t < Lc; t++) {
+        float *D = ch->D + (size_t)t * Lc, *P = ch->P + (size_t)t * Lc, *KD = ch->KD + (size_t)t * Lc;
+        const double gt = ch->gam[t];
+        for (int s2 = 0; s2 <= t; s2++) D[s2] = gdn_decay((float)(gt - ch->gam[s2]));
+        for (int s2 = 0; s2 <= t; s2++) P[s2] *= D[s2];
+        for (int s2 = 0; s2 < t; s2++) KD[s2] *= D[s2];
+        for (int s2 = t + 1; s2 < Lc; s2++) D[s2] = P[s2] = 0.0f;
+        for (int s2 = t; s2 < Lc; s2++) KD[s2] = 0.0f;
+    }
+}
+
+#endif
