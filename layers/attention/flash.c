@@ -271,7 +271,7 @@ static void fwd_task(const hy_flash_args *a, int b, int h, int i0, float *S, flo
 /* Tasks are (batch, head, query tile), the longest (last) query tiles first, handed out
  * dynamically: this balances the causal triangle, and each task owns its output rows so the
  * result does not depend on the schedule. */
-int hy_flash_forward(const hy_flash_args *a) {
+int hy_flash_tiled(const hy_flash_args *a) {
     if (a->n_batch <= 0 || a->Tq <= 0) return 0;
     if (a->Tk < a->Tq || a->H % a->Hkv) return hy_fail("attention kernel: bad shape (Tq %d, Tk %d)", a->Tq, a->Tk);
     int nth = omp_get_max_threads(), nqt = (a->Tq + BR - 1) / BR, nbh = a->n_batch * a->H;
@@ -293,6 +293,117 @@ int hy_flash_forward(const hy_flash_args *a) {
     }
     hy_free(scratch);
     return 0;
+}
+
+/* ---------------------------------------------------------------- decode ---- */
+
+/* Key blocks (of BC keys) per decode task: the key range of each sequence is cut into chunks so
+ * that there are about DECODE_TASKS tasks in all, whatever the thread count (the chunking, hence
+ * the result, depends only on the shape). */
+enum { DECODE_TASKS = 64 };
+static int decode_chunk_blocks(int n_batch, int nkb) {
+    long per = ((long)nkb * n_batch + DECODE_TASKS - 1) / DECODE_TASKS;
+    return per < 1 ? 1 : (int)per;
+}
+
+/* Rows of one kv head's group (grp query heads × Tq queries), rounded up to a multiple of 16 for
+ * the row-vector arrays of tile_online. */
+static int decode_rows_padded(int nr) { return (nr + 15) / 16 * 16; }
+
+/* Floats of per-thread decode scratch: the sequence's queries (H·Tq rows, contiguous per group),
+ * an S tile of the group's rows, and per kv head the O accumulator and the m, l, alpha, temp rows. */
+static size_t decode_scratch(const hy_flash_args *a) {
+    int nr = a->H / a->Hkv * a->Tq, nrp = decode_rows_padded(nr);
+    return (size_t)a->H * a->Tq * a->hd + (size_t)nr * BC + (size_t)a->Hkv * nr * a->hd + 4 * (size_t)a->Hkv * nrp;
+}
+
+/* One decode task: sequence b, key blocks kb0 .. kb1-1. Each key block is read once for all the
+ * query rows of every head (block-outer, kv-head-inner, so the V rows, which hold every kv head,
+ * are consumed whole), with the tiled path's online softmax and tile products. Writes the chunk's
+ * running max pm (base 2), sum pl and unnormalised output pO for each of the H·Tq rows (h, i). */
+static void decode_task(const hy_flash_args *a, int b, int kb0, int kb1, float *scr, float *pm, float *pl, float *pO) {
+    const int hd = a->hd, grp = a->H / a->Hkv, nr = grp * a->Tq, nrp = decode_rows_padded(nr), off = a->Tk - a->Tq;
+    float *Qc = scr, *S = Qc + (size_t)a->H * a->Tq * hd, *Oacc = S + (size_t)nr * BC,
+          *m = Oacc + (size_t)a->Hkv * nr * hd, *l = m + (size_t)a->Hkv * nrp, *alpha = l + (size_t)a->Hkv * nrp,
+          *tmp = alpha + (size_t)a->Hkv * nrp;
+    int nv[nr];
+    for (int h = 0; h < a->H; h++)
+        for (int i = 0; i < a->Tq; i++)
+            memcpy(Qc + ((size_t)h * a->Tq + i) * hd, AT(a->q, b, h, i), (size_t)hd * sizeof(float));
+    for (size_t r = 0; r < (size_t)a->Hkv * nrp; r++) m[r] = -FLT_MAX, l[r] = 0;
+    for (int kb = kb0; kb < kb1; kb++) {
+        int j0 = kb * BC, bc = MIN(BC, a->Tk - j0);
+        for (int r = 0; r < nr; r++) nv[r] = nvis(off, r % a->Tq, j0, bc);
+        for (int g = 0; g < a->Hkv; g++) {
+            float *mg = m + (size_t)g * nrp, *lg = l + (size_t)g * nrp, *ag = alpha + (size_t)g * nrp,
+                  *Og = Oacc + (size_t)g * nr * hd;
+            mm(nr, bc, hd, Qc + (size_t)g * nr * hd, hd, 1, tcol(&a->kt, b, g, j0), a->kt.ld, S, BC, false, NULL);
+            tile_online(S, nr, nv, a->scale * LOG2E, mg, lg, ag, tmp + (size_t)g * nrp);
+            mm(nr, hd, bc, S, BC, 1, AT(a->v, b, g, j0), a->v.ld, Og, hd, kb > kb0, ag);
+        }
+    }
+    for (int g = 0; g < a->Hkv; g++)
+        for (int r = 0; r < nr; r++) {   /* group row r is query head g·grp + r / Tq, query r % Tq */
+            size_t row = (size_t)g * nr + r;
+            pm[row] = m[(size_t)g * nrp + r], pl[row] = l[(size_t)g * nrp + r];
+            memcpy(pO + row * hd, Oacc + row * hd, (size_t)hd * sizeof(float));
+        }
+}
+
+/* Split-key ("flash-decoding") forward for few queries: tasks are (sequence, chunk of key
+ * blocks), so that even one query of one sequence keeps every thread streaming its own
+ * contiguous part of the KV cache; each task keeps a partial softmax (max, sum, unnormalised
+ * output) per query row, and the partials are combined in chunk order:
+ *     M = max_c m_c,  L = Σ_c l_c·2^(m_c - M),  o = Σ_c O_c·2^(m_c - M) / L,  lse = M·ln 2 + ln L.
+ * Deterministic and independent of the thread count. */
+int hy_flash_decode(const hy_flash_args *a) {
+    if (a->n_batch <= 0 || a->Tq <= 0) return 0;
+    if (a->Tk < a->Tq || a->H % a->Hkv) return hy_fail("attention kernel: bad shape (Tq %d, Tk %d)", a->Tq, a->Tk);
+    const int hd = a->hd, nkb = (a->Tk + BC - 1) / BC, per = decode_chunk_blocks(a->n_batch, nkb),
+              nch = (nkb + per - 1) / per, nth = omp_get_max_threads();
+    const size_t rows = (size_t)a->H * a->Tq, ntask = (size_t)a->n_batch * nch, scr = decode_scratch(a);
+    float *scratch = hy_malloc((size_t)nth * scr * sizeof(float)),
+          *part = hy_malloc(ntask * rows * (hd + 2) * sizeof(float));
+    if (!scratch || !part) {
+        hy_free(scratch), hy_free(part);
+        return HY_ERR_NOMEM;
+    }
+    float *pm = part, *pl = pm + ntask * rows, *pO = pl + ntask * rows;
+    #pragma omp parallel
+    {
+        float *mine = scratch + (size_t)omp_get_thread_num() * scr;
+        memset(mine, 0, scr * sizeof *mine);   /* S columns past a short key block are read, never used */
+        #pragma omp for schedule(dynamic, 1)
+        for (size_t t = 0; t < ntask; t++) {
+            int b = (int)(t / nch), c = (int)(t % nch);
+            decode_task(a, b, c * per, MIN(nkb, (c + 1) * per), mine, pm + t * rows, pl + t * rows, pO + t * rows * hd);
+        }
+        #pragma omp for schedule(static)
+        for (size_t br = 0; br < (size_t)a->n_batch * rows; br++) {   /* rows (b, h, i) */
+            size_t b = br / rows, r = br % rows, t0 = b * nch;
+            int h = (int)(r / a->Tq), i = (int)(r % a->Tq);
+            float M = -FLT_MAX, L = 0, *o = AT(a->o, b, h, i);
+            for (int c = 0; c < nch; c++) M = MAX(M, pm[(t0 + c) * rows + r]);
+            for (int x = 0; x < hd; x++) o[x] = 0;
+            for (int c = 0; c < nch; c++) {
+                size_t pr = (t0 + c) * rows + r;
+                if (pl[pr] == 0) continue;   /* no key of this chunk visible to the row */
+                float w = exp2f(pm[pr] - M);
+                L += pl[pr] * w;
+                for (int x = 0; x < hd; x++) o[x] += pO[pr * hd + x] * w;
+            }
+            float inv = 1.0f / L;
+            for (int x = 0; x < hd; x++) o[x] *= inv;
+            if (a->lse) a->lse[((size_t)b * a->H + h) * a->Tq + i] = M * 0.693147181f + logf(L);
+        }
+    }
+    hy_free(scratch), hy_free(part);
+    return 0;
+}
+
+/* Few queries (decode, short prefill chunks): the split-key path; otherwise the query tiles. */
+int hy_flash_forward(const hy_flash_args *a) {
+    return a->Tq <= HY_FLASH_DECODE_TQ ? hy_flash_decode(a) : hy_flash_tiled(a);
 }
 
 /* ---------------------------------------------------------------- backward ---- */
