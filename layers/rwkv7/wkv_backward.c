@@ -26,7 +26,7 @@
 #pragma GCC optimize("fp-contract=fast")
 #include "layers/rwkv7/wkv_common.h"
 
-/* 4-float halves for the horizontal sums (v8 and its loads/stores: core/vec8.h). */
+/* 4-float halves for the horizontal sums (v8 and its loads/stores: core/simd.h). */
 typedef float v4 __attribute__((vector_size(16)));
 typedef int v4i __attribute__((vector_size(16)));
 static inline v4 fold8(v8 a) {
@@ -555,7 +555,7 @@ int hy_wkv7_backward(const hy_wkv7_in *in, const float *sq, const float *ckpt, c
                             bwd_any(in, bh / in->H, bh % in->H, c, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P,
                                     dS + (size_t)(bh - lo) * NN);
             }
-            _mm_sfence();   /* the streamed gradients are visible once the threads join */
+            hy_stream_fence();   /* the streamed gradients are visible once the threads join */
         }
         hy_free(P);
     }
