@@ -5,10 +5,10 @@
  * AVX-512 build runs them 16 floats wide and an AVX2 build 8 wide from the same source (make test
  * builds and runs the kernel suites both ways). Loads and stores assume no alignment.
  *
- * Besides vw: fused multiply-add, max, horizontal max and sum, lane masks (vw_mask: the lanes below
- * a count, for tails shorter than a vector), non-temporal stores, and v8 (8 floats) for the
- * reductions whose order is fixed at 8 lanes whatever the width (the Mamba scan's channel sums,
- * the RWKV-7 transposes). With AVX2 and FMA, or AVX-512, each operation is one or a few
+ * Besides vw: fused multiply-add, max, horizontal max and sum, the sums of HY_VW rows at once (a
+ * transpose-and-add tree), lane masks (vw_mask: the lanes
+ * below a count, for tails shorter than a vector), non-temporal stores, and v8 (8 floats) for code
+ * whose blocking is fixed at 8 lanes whatever the width (the RWKV-7 state transposes). With AVX2 and FMA, or AVX-512, each operation is one or a few
  * instructions; without AVX2 (not built or tested here) lane loops keep the code compiling. */
 #ifndef HY_CORE_SIMD_H
 #define HY_CORE_SIMD_H
@@ -143,6 +143,64 @@ static inline vw vw_select(vw_mask m, vw a, vw b) { return (vw)(((vwi)a & m) | (
 #endif
 static inline vw vw_keep(vw v, vw_mask m) { return (vw)((vwi)v & m); }
 #endif
+
+/* Whether any lane of m is not zero. */
+static inline int vwi_any(vwi m) {
+    uint64_t part[sizeof m / 8], any = 0;
+    memcpy(part, &m, sizeof m);
+    for (size_t i = 0; i < sizeof m / 8; i++) any |= part[i];
+    return any != 0;
+}
+
+/* Horizontal sums of HY_VW rows at once, as a transpose-and-add tree that adds neighbours first:
+ *   vw_rows_pair(a, b)  within each 4-lane chunk: (a0+a1, a2+a3, b0+b1, b2+b3), i.e. two rows'
+ *                       pairs side by side (haddps);
+ *   vw_rows_finish(y)   from HY_VW/2 such vectors: pairs again (each 4-lane chunk then holds four
+ *                       rows' sums over that chunk), then the chunks of two vectors added pairwise
+ *                       until lane r holds the sum of row r.
+ * Every step is two shuffles and an add; the shuffles stay within 4-lane chunks (cheap shufps)
+ * except the last log2(HY_VW/4) levels, which move whole chunks. HY_VW − 1 steps for HY_VW rows,
+ * against a dependent chain of several operations per row for separate horizontal sums. A row of
+ * lanes x0 .. x(HY_VW-1) sums as the pairwise tree ((x0+x1)+(x2+x3)) + ((x4+x5)+(x6+x7)) ...;
+ * vw_tree_sum is that order for one row of n floats (n a power of two), for tails. */
+#define HY_PAIR_LANE(L, o) ((L) % 4 < 2 ? 4 * ((L) / 4) + 2 * ((L) % 4) : HY_VW + 4 * ((L) / 4) + 2 * ((L) % 4 - 2)) + (o)
+#define HY_CHUNK_LANE(L, o) \
+    (((L) / 4 < HY_VW / 8 ? 8 * ((L) / 4) : HY_VW + 8 * ((L) / 4 - HY_VW / 8)) + (L) % 4 + 4 * (o))
+#if HY_VW == 16
+#define HY_LANES(F, o)                                                                                      \
+    (vwi) {                                                                                                 \
+        F(0, o), F(1, o), F(2, o), F(3, o), F(4, o), F(5, o), F(6, o), F(7, o), F(8, o), F(9, o), F(10, o), \
+        F(11, o), F(12, o), F(13, o), F(14, o), F(15, o)                                                    \
+    }
+#else
+#define HY_LANES(F, o) \
+    (vwi) { F(0, o), F(1, o), F(2, o), F(3, o), F(4, o), F(5, o), F(6, o), F(7, o) }
+#endif
+static inline __attribute__((always_inline)) vw vw_rows_pair(vw a, vw b) {
+    return __builtin_shuffle(a, b, HY_LANES(HY_PAIR_LANE, 0)) + __builtin_shuffle(a, b, HY_LANES(HY_PAIR_LANE, 1));
+}
+static inline __attribute__((always_inline)) vw vw_chunks_pair(vw a, vw b) {
+    return __builtin_shuffle(a, b, HY_LANES(HY_CHUNK_LANE, 0)) + __builtin_shuffle(a, b, HY_LANES(HY_CHUNK_LANE, 1));
+}
+/* y: HY_VW / 2 vectors of vw_rows_pair (rows 2p, 2p+1 in y[p]); returns the HY_VW row sums (y is
+ * overwritten). */
+static inline __attribute__((always_inline)) vw vw_rows_finish(vw *y) {
+    for (int p = 0; p < HY_VW / 4; p++) y[p] = vw_rows_pair(y[2 * p], y[2 * p + 1]);
+    for (int n = HY_VW / 4; n > 1; n /= 2)
+        for (int p = 0; p < n / 2; p++) y[p] = vw_chunks_pair(y[2 * p], y[2 * p + 1]);
+    return y[0];
+}
+/* The sums of the HY_VW rows x[0..HY_VW) (x is overwritten). */
+static inline __attribute__((always_inline)) vw vw_rows_sum(vw *x) {
+    for (int p = 0; p < HY_VW / 2; p++) x[p] = vw_rows_pair(x[2 * p], x[2 * p + 1]);
+    return vw_rows_finish(x);
+}
+/* Σ x[0..n) in the order of the trees above: neighbours, then pairs of pairs... (x overwritten). */
+static inline float vw_tree_sum(float *x, int n) {
+    for (; n > 1; n /= 2)
+        for (int i = 0; i < n / 2; i++) x[i] = x[2 * i] + x[2 * i + 1];
+    return x[0];
+}
 
 /* Stores v at p without keeping the line in the caches when p is aligned to a whole vector (a
  * plain store otherwise); hy_stream_fence orders such stores before later ones (for the data to

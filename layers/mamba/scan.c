@@ -45,8 +45,13 @@ static inline const float *lanes(const float *p, int cb, float *restrict buf) {
     return buf;
 }
 
-/* Stores the cb live lanes of v at p. */
-static inline void store_lanes(float *p, const float *v, int cb) { memcpy(p, v, (size_t)cb * sizeof(float)); }
+/* Stores the cb live lanes of v at p: whole vectors for a full block (a memcpy of a variable
+ * length is a library call, which cost ~6% of the scan), memcpy for a tail block. */
+static inline void store_lanes(float *p, const float *v, int cb) {
+    if (cb == CB)
+        for (int u = 0; u < NV; u++) vw_store(p + HY_VW * u, vw_load(v + HY_VW * u));
+    else memcpy(p, v, (size_t)cb * sizeof(float));
+}
 
 /* A (E, N) of channels c0.. as At[n][c], padded lanes 0; D likewise. */
 static void load_params(const hy_mamba_scan_args *a, int c0, int cb, float (*At)[CB], float *Dv) {
@@ -111,29 +116,29 @@ int hy_mamba_scan_forward(const hy_mamba_scan_args *a, float *y) {
     return 0;
 }
 
-/* Pairwise sums within each 4-lane half: (a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7). */
-static inline v8 hadd8(v8 a, v8 b) {
-    return __builtin_shuffle(a, b, (v8i){0, 2, 8, 10, 4, 6, 12, 14}) + __builtin_shuffle(a, b, (v8i){1, 3, 9, 11, 5, 7, 13, 15});
-}
-
-/* out[n] = Σ_c p[n][c] for the N rows of a [N][CB] block: the sums over channels of dB_t and
- * dC_t. 8 rows at a time by a horizontal-add tree (lanes c and c + 8 first, then pairs; 9 vector
- * operations for 8 sums instead of a chain of 16 scalar adds per sum, which dominated the
- * backward); the same order, hence the same bits, at any vector width. */
-static inline void row_sums(const float (*restrict p)[CB], float *restrict out, int N) {
+/* out[n] += Σ_c p[n][c] for the N rows of a [N][CB] block: the sums over channels of dB_t and
+ * dC_t. Each row is first folded to HY_VW lanes (lane c + lane c + HY_VW, when CB is wider), then
+ * HY_VW rows at a time go through vw_rows_sum (a transpose-and-add tree: HY_VW − 1 shuffle-add
+ * steps for HY_VW sums; separate horizontal sums cost a dependent chain per row and dominated the
+ * backward); rows past the last whole group in the same order (vw_tree_sum), so every row is
+ * summed alike. */
+static inline void row_sums_add(const float (*restrict p)[CB], float *restrict out, int N) {
     int n = 0;
-    for (; n + 8 <= N; n += 8) {
-        v8 v[8];
-        for (int j = 0; j < 8; j++) v[j] = v8_load(p[n + j]) + v8_load(p[n + j] + 8);
-        v8 t0 = hadd8(v[0], v[1]), t1 = hadd8(v[2], v[3]), t2 = hadd8(v[4], v[5]), t3 = hadd8(v[6], v[7]);
-        v8 u0 = hadd8(t0, t1), u1 = hadd8(t2, t3);   /* rows 0-3 | 4-7, per 4-lane half */
-        v8 lo = __builtin_shuffle(u0, u1, (v8i){0, 1, 2, 3, 8, 9, 10, 11}), hi = __builtin_shuffle(u0, u1, (v8i){4, 5, 6, 7, 12, 13, 14, 15});
-        v8_store(out + n, lo + hi);
+    for (; n + HY_VW <= N; n += HY_VW) {
+        vw x[HY_VW];
+        for (int j = 0; j < HY_VW; j++) {
+            x[j] = vw_load(p[n + j]);
+            for (int u = 1; u < NV; u++) x[j] += vw_load(p[n + j] + HY_VW * u);
+        }
+        vw_store(out + n, vw_load(out + n) + vw_rows_sum(x));
     }
     for (; n < N; n++) {
-        float a = 0.0f;
-        for (int c = 0; c < CB; c++) a += p[n][c];
-        out[n] = a;
+        float x[HY_VW];
+        for (int c = 0; c < HY_VW; c++) {
+            x[c] = p[n][c];
+            for (int u = 1; u < NV; u++) x[c] += p[n][c + HY_VW * u];
+        }
+        out[n] += vw_tree_sum(x, HY_VW);
     }
 }
 
@@ -210,10 +215,8 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
                     vw_store(r[n] + o, eh);
                 }
             }
-            float sB[HY_MAMBA_MAX_STATE], sC[HY_MAMBA_MAX_STATE];
-            row_sums(pB, sB, N);
-            row_sums(pC, sC, N);
-            for (int n = 0; n < N; n++) pr[n] += sB[n], pr[N + n] += sC[n];
+            row_sums_add(pB, pr, N);
+            row_sums_add(pC, pr + N, N);
             UNROLL for (int u = 0; u < NV; u++) vw_store(out + HY_VW * u, qa[u] + xw[u] * hb[u]);   /* dΔ */
             store_lanes(ddelta + row * E + c0, out, cb);
             UNROLL for (int u = 0; u < NV; u++)   /* dx */

@@ -112,51 +112,6 @@ static inline void transpose_state(float *restrict dst, const float *restrict sr
         }
 }
 
-/* Horizontal sums of HY_VW rows at once, as a transpose-and-add tree: a level combines two vectors
- * that each hold R rows (lane p·R + l: partial p of row l) into one that holds 2R rows with half as
- * many partials, one two-source shuffle per operand and an add; after log2(HY_VW) levels lane l
- * holds the sum of row l. HY_VW − 1 combines for HY_VW rows, against two or three per row for
- * separate horizontal sums (the shuffles share a port with the FMAs). */
-typedef int32_t vwi __attribute__((vector_size(sizeof(vw))));
-/* Whether any lane of m is not zero. */
-static inline bool vwi_any(vwi m) {
-    uint64_t part[sizeof m / 8], any = 0;
-    memcpy(part, &m, sizeof m);
-    for (size_t i = 0; i < sizeof m / 8; i++) any |= part[i];
-    return any != 0;
-}
-#define ROWS_LANE(L, R) ((((L) % (2 * (R))) < (R) ? 0 : HY_VW) + ((L) / (2 * (R))) * (R) + ((L) % (2 * (R))) % (R))
-#if HY_VW == 16
-#define ROWS_MASK(R, o)                                                                                  \
-    (vwi) {                                                                                              \
-        ROWS_LANE(0, R) + o, ROWS_LANE(1, R) + o, ROWS_LANE(2, R) + o, ROWS_LANE(3, R) + o,              \
-        ROWS_LANE(4, R) + o, ROWS_LANE(5, R) + o, ROWS_LANE(6, R) + o, ROWS_LANE(7, R) + o,              \
-        ROWS_LANE(8, R) + o, ROWS_LANE(9, R) + o, ROWS_LANE(10, R) + o, ROWS_LANE(11, R) + o,            \
-        ROWS_LANE(12, R) + o, ROWS_LANE(13, R) + o, ROWS_LANE(14, R) + o, ROWS_LANE(15, R) + o           \
-    }
-#else
-#define ROWS_MASK(R, o)                                                                                  \
-    (vwi) {                                                                                              \
-        ROWS_LANE(0, R) + o, ROWS_LANE(1, R) + o, ROWS_LANE(2, R) + o, ROWS_LANE(3, R) + o,              \
-        ROWS_LANE(4, R) + o, ROWS_LANE(5, R) + o, ROWS_LANE(6, R) + o, ROWS_LANE(7, R) + o               \
-    }
-#endif
-#define ROWS_COMBINE(R) (__builtin_shuffle(a, b, ROWS_MASK(R, 0)) + __builtin_shuffle(a, b, ROWS_MASK(R, HY_VW / 2)))
-static inline __attribute__((always_inline)) vw rows_combine(vw a, vw b, const int R) {
-    switch (R) {   /* R is a constant where this is inlined: one case remains */
-    case 1: return ROWS_COMBINE(1);
-    case 2: return ROWS_COMBINE(2);
-    case 4: return ROWS_COMBINE(4);
-    default: return ROWS_COMBINE(8);
-    }
-}
-/* The levels after the first: x holds HY_VW / 2 level-1 vectors (two rows each); returns the HY_VW row sums. */
-static inline __attribute__((always_inline)) vw rows_finish(vw *x) {
-    for (int R = 2, n = HY_VW / 2; n > 1; R *= 2, n /= 2)
-        for (int p = 0; p < n / 2; p++) x[p] = rows_combine(x[2 * p], x[2 * p + 1], R);
-    return x[0];
-}
-
 /* One (batch, head, chunk) of the backward: its steps, where its states lie in the workspace P
  * (state s, the one before step t0 + s, in slot[s]) and their column scales (state s is
  * P'·diag(Ws[s]), Ws the running product of the decays since the last fold). */
@@ -392,7 +347,7 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
             }
         }
         /* pass 1: dv_i = D_i·k = dS'_i·uk + dy_i (r·k), dsq_i = −dS'_i·ub − dy_i (r·b); the dots of
-         * HY_VW rows are reduced together (rows_combine, rows_finish) into one vector of HY_VW rows */
+         * HY_VW rows are reduced together (vw_rows_pair, vw_rows_finish: core/simd.h) into one vector of HY_VW rows */
         {
             const vw rkv = (vw){0} + rk, rbv = (vw){0} + rb;
             for (int i0 = 0; i0 < N; i0 += HY_VW) {
@@ -408,9 +363,9 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
                             ab[e] += d * vw_load(ub + j);
                         }
                     }
-                    sk[p] = rows_combine(ak[0], ak[1], 1), sb[p] = rows_combine(ab[0], ab[1], 1);
+                    sk[p] = vw_rows_pair(ak[0], ak[1]), sb[p] = vw_rows_pair(ab[0], ab[1]);
                 }
-                const vw dk = rows_finish(sk), db = rows_finish(sb), dyv = vw_load(dy + i0);
+                const vw dk = vw_rows_finish(sk), db = vw_rows_finish(sb), dyv = vw_load(dy + i0);
                 vw_put(g[3] + o + i0, dk + dyv * rkv, nt);
                 vw_store(dsqv + i0, -(db + dyv * rbv));
             }
