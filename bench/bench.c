@@ -102,7 +102,7 @@ static const char LAYERS_CSV_HEADER[] =
 static void row(hy_strbuf *csv, const char *block, int d, int B, int T, const char *pass, double s, double flop,
                 size_t peak, size_t state, const hy_machine_limits *m) {
     double gf = flop / 1e9, rate = gf / s;
-    hy_sb_printf(csv, "%s,%d,%d,%d,%s,%.4f,%.6f,%.3f,%zu,%zu,%d,%.1f,%.4f\n", block, d, B, T, pass, s * 1e3, gf, rate,
+    hy_sb_printf(csv, "%s,%d,%d,%d,%s,%.4f,%.6f,%.3f,%zu,%zu,%d,%.3f,%.5f\n", block, d, B, T, pass, s * 1e3, gf, rate,
                  peak, state, hy_threads(), m->best_f32, rate / m->best_f32);
     printf("%-16s T=%-6d %-8s %10.3f ms %9.2f GFLOP/s  %6.3f x best f32 GEMM  peak %8.2f MiB  state %8.2f KiB\n",
            block, T, pass, s * 1e3, rate, rate / m->best_f32, peak / 1048576.0, state / 1024.0);
@@ -297,11 +297,13 @@ static const char *BENCH_HELP =
     "of the same run.\n"
     "Writes DIR/layers.csv (default DIR: results/bench). --gemm also prints OpenBLAS vs oneDNN on LM shapes.\n"
     "A benchmark, not a test: nothing here fails on a time.\n"
-    "`hybrid-exp bench decode --help`: decode latency and state size against context (decode.csv).\n";
+    "`hybrid-exp bench decode --help`: decode latency and state size against context (decode.csv).\n"
+    "`hybrid-exp bench allreduce --help`: allreduce time against message size under mpirun (allreduce.csv).\n";
 
 int hy_bench_main(int argc, char **argv) {
     hy_bench_options a = {.out_dir = "results/bench", .d_model = 256, .min_T = 64, .max_T = 16384};
     if (argc > 0 && !strcmp(argv[0], "decode")) return hy_bench_decode_main(argc - 1, argv + 1);
+    if (argc > 0 && !strcmp(argv[0], "allreduce")) return hy_bench_allreduce_main(argc - 1, argv + 1);
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(BENCH_HELP, stdout);

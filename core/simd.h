@@ -19,6 +19,15 @@
 #define HY_SIMD_X86 1
 #endif
 
+/* A two-source shuffle of vectors a and b with constant lane indices (0 .. n-1 pick from a, n .. 2n-1
+ * from b): gcc's __builtin_shuffle with a mask of type M (an int vector as wide as a), clang's
+ * __builtin_shufflevector with the indices as arguments. */
+#if defined(__clang__)
+#define HY_SHUFFLE(M, a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define HY_SHUFFLE(M, a, b, ...) __builtin_shuffle(a, b, (M){__VA_ARGS__})
+#endif
+
 #if defined(__AVX512F__)
 #define HY_VW 16
 #else
@@ -167,20 +176,17 @@ static inline int vwi_any(vwi m) {
 #define HY_CHUNK_LANE(L, o) \
     (((L) / 4 < HY_VW / 8 ? 8 * ((L) / 4) : HY_VW + 8 * ((L) / 4 - HY_VW / 8)) + (L) % 4 + 4 * (o))
 #if HY_VW == 16
-#define HY_LANES(F, o)                                                                                      \
-    (vwi) {                                                                                                 \
-        F(0, o), F(1, o), F(2, o), F(3, o), F(4, o), F(5, o), F(6, o), F(7, o), F(8, o), F(9, o), F(10, o), \
-        F(11, o), F(12, o), F(13, o), F(14, o), F(15, o)                                                    \
-    }
-#else
 #define HY_LANES(F, o) \
-    (vwi) { F(0, o), F(1, o), F(2, o), F(3, o), F(4, o), F(5, o), F(6, o), F(7, o) }
+    F(0, o), F(1, o), F(2, o), F(3, o), F(4, o), F(5, o), F(6, o), F(7, o), F(8, o), F(9, o), F(10, o), F(11, o), \
+        F(12, o), F(13, o), F(14, o), F(15, o)
+#else
+#define HY_LANES(F, o) F(0, o), F(1, o), F(2, o), F(3, o), F(4, o), F(5, o), F(6, o), F(7, o)
 #endif
 static inline __attribute__((always_inline)) vw vw_rows_pair(vw a, vw b) {
-    return __builtin_shuffle(a, b, HY_LANES(HY_PAIR_LANE, 0)) + __builtin_shuffle(a, b, HY_LANES(HY_PAIR_LANE, 1));
+    return HY_SHUFFLE(vwi, a, b, HY_LANES(HY_PAIR_LANE, 0)) + HY_SHUFFLE(vwi, a, b, HY_LANES(HY_PAIR_LANE, 1));
 }
 static inline __attribute__((always_inline)) vw vw_chunks_pair(vw a, vw b) {
-    return __builtin_shuffle(a, b, HY_LANES(HY_CHUNK_LANE, 0)) + __builtin_shuffle(a, b, HY_LANES(HY_CHUNK_LANE, 1));
+    return HY_SHUFFLE(vwi, a, b, HY_LANES(HY_CHUNK_LANE, 0)) + HY_SHUFFLE(vwi, a, b, HY_LANES(HY_CHUNK_LANE, 1));
 }
 /* y: HY_VW / 2 vectors of vw_rows_pair (rows 2p, 2p+1 in y[p]); returns the HY_VW row sums (y is
  * overwritten). */

@@ -260,41 +260,54 @@ static int stream_batch(hy_model *m, const int32_t *in, const int32_t *tg, int B
     return rc;
 }
 
-int hy_evaluate_data(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
-                     hy_eval_result *r) {
+int hy_evaluate_data_rows(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
+                          int row_lo, int row_hi, hy_eval_sums *s) {
     size_t n = (size_t)B * T;
-    int V = m->cfg.vocab_size;
+    int V = m->cfg.vocab_size, rows = row_hi - row_lo;
+    memset(s, 0, sizeof *s);
+    if (row_lo < 0 || row_hi > B || rows < 1) return hy_fail("evaluation rows [%d, %d) of a batch of %d", row_lo, row_hi, B);
     int32_t *in = hy_malloc(n * sizeof(int32_t)), *tg = hy_malloc(n * sizeof(int32_t));
-    memset(r, 0, sizeof *r);
     int rc = in && tg ? 0 : HY_ERR_NOMEM;
     hy_rng rng;
     hy_rng_seed(&rng, seed ^ EVAL_SEED_SALT);
     double total = 0;
     long labels = 0, right = 0;
+    const int32_t *rin = in + (size_t)row_lo * T, *rtg = tg + (size_t)row_lo * T;
+    size_t rn = (size_t)rows * T;
     for (long i = 0; i < n_batches && rc == 0; i++) {
         hy_loss l;
         if ((rc = hy_data_batch(d, 1, &rng, B, T, in, tg)) < 0) break;
         if (streaming) {
-            if ((rc = stream_batch(m, in, tg, B, T, &total, &labels, &right)) < 0) break;
+            if ((rc = stream_batch(m, rin, rtg, rows, T, &total, &labels, &right)) < 0) break;
             continue;
         }
-        if ((rc = hy_model_forward(m, in, tg, B, T, false, &l)) < 0) break;
+        if ((rc = hy_model_forward(m, rin, rtg, rows, T, false, &l)) < 0) break;
         total += (double)l.ce_loss * l.n_targets;
         labels += l.n_targets;
         const float *z = hy_model_logits(m);
-        for (size_t p = 0; p < n; p++) {
-            if (tg[p] < 0) continue;
+        for (size_t p = 0; p < rn; p++) {
+            if (rtg[p] < 0) continue;
             const float *row = z + p * V;
             int best = 0;
             for (int v = 1; v < V; v++) best = row[v] > row[best] ? v : best;
-            right += best == tg[p];
+            right += best == rtg[p];
         }
     }
     hy_free(in), hy_free(tg);
     if (rc < 0) return rc;
-    r->labels = labels;
-    r->loss = labels ? total / labels : NAN;
-    r->accuracy = labels ? (double)right / labels : NAN;
+    s->loss_sum = total, s->labels = labels, s->right = right;
+    return 0;
+}
+
+int hy_evaluate_data(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
+                     hy_eval_result *r) {
+    hy_eval_sums s;
+    memset(r, 0, sizeof *r);
+    int rc = hy_evaluate_data_rows(m, d, B, T, n_batches, seed, streaming, 0, B, &s);
+    if (rc < 0) return rc;
+    r->labels = s.labels;
+    r->loss = s.labels ? s.loss_sum / s.labels : NAN;
+    r->accuracy = s.labels ? (double)s.right / s.labels : NAN;
     return 0;
 }
 

@@ -68,6 +68,14 @@ typedef struct {
 } hy_eval_result;
 int hy_evaluate_data(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
                      hy_eval_result *r);
+/* The same batches, scored on rows [row_lo, row_hi) of each only, as sums (a batch split over
+ * processes adds every part's sums; hy_evaluate_data is rows [0, B)). */
+typedef struct {
+    double loss_sum;   /* cross-entropy summed over the labelled positions */
+    long labels, right;
+} hy_eval_sums;
+int hy_evaluate_data_rows(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
+                          int row_lo, int row_hi, hy_eval_sums *s);
 /* The common evaluation of a corpus model: windows of T+1 bytes laid end to end from the start of
  * the validation split, over its first n_tokens bytes (n_tokens / T windows, at least one; fewer
  * when the split is shorter), so that every model, seed and length is scored on the same text.

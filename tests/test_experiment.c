@@ -114,6 +114,7 @@ static const bad_case bad_cases[] = {
     {"inline-model-error.yaml", "6:23", "variants[0].model.layers.mixer", "unknown mixer block 'attentoin'"},
     {"sweep-not-list.yaml", "2:12", "sweep.seq_len", "must be a non-empty list"},
     {"sweep-item.yaml", "2:17", "sweep.seq_len[1]", "must be an integer in [1, 16777216], got 'big'"},
+    {"too-many-runs.yaml", "2:3", "sweep", "11000 runs: more than 10000"},
     {"budget-conflict.yaml", "4:3", "budget.steps", "train.steps is also set: give the budget in one place"},
     {"budget-empty.yaml", "1:9", "budget", "give at least one of steps, tokens, seconds"},
     {"swept-in-variant.yaml", "5:13", "variants[0].train.seq_len", "is swept (sweep.seq_len): remove it here"},
@@ -291,7 +292,7 @@ START_TEST(sweep_resume_and_schema) {
                                     "flop_per_token,train_s,tokens_per_s,peak_bytes,state_bytes,val_loss,val_ppl,"
                                     "val_bits_per_byte,lr_selected\n");
     first_line_is(dir, "train.csv", "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,"
-                                    "elapsed_s,aux_loss\n");
+                                    "elapsed_s,aux_loss,comm_s\n");
     first_line_is(dir, "eval.csv", "variant,seq_len,seed,lr,task,eval_seq_len,val_loss,val_bits_per_byte,accuracy,labels\n");
     first_line_is(dir, "position.csv", "variant,seq_len,seed,lr,eval_seq_len,position,loss\n");
     char *sweep = slurp(dir, "sweep.csv");

@@ -344,6 +344,20 @@ int hy_flash_forward(const hy_flash_args *a) {
 
 /* ---------------------------------------------------------------- backward ---- */
 
+/* Per-thread floats of the backward: S and dP tiles, dK and dV accumulators. */
+static size_t bwd_scratch(int hd) { return 2 * (size_t)BR * BC + 2 * (size_t)BC * ((hd + 15) / 16 * 16); }
+
+double hy_flash_scratch_floats(int n_batch, int H, int Hkv, int T, int hd, int threads, bool backward) {
+    if (!backward && T <= HY_FLASH_DECODE_TQ) {   /* hy_flash_decode: per-thread scratch, every task's partials */
+        const hy_flash_args a = {.n_batch = n_batch, .H = H, .Hkv = Hkv, .hd = hd, .Tq = T, .Tk = T};
+        int nkb = (T + BC - 1) / BC, per = decode_chunk_blocks(n_batch, nkb), nch = (nkb + per - 1) / per;
+        return (double)threads * decode_scratch(&a) + (double)n_batch * nch * H * T * (hd + 2);
+    }
+    if (!backward) return (double)threads * fwd_scratch(hd);
+    double rows = (double)n_batch * H * T;
+    return rows + 2.0 * threads * rows * hd + (double)threads * bwd_scratch(hd);
+}
+
 /* One (batch, kv head, key tile): dK and dV rows of the tile are owned here (summed over every
  * query head of the group and every query tile that sees the keys) and accumulated in the
  * contiguous per-thread tiles dKa, dVa (BC × hd) before they are stored; dQ goes to this
@@ -386,7 +400,7 @@ int hy_flash_backward(const hy_flash_args *a) {
     if (a->Tk < a->Tq || a->H % a->Hkv) return hy_fail("attention kernel: bad shape (Tq %d, Tk %d)", a->Tq, a->Tk);
     int nth = omp_get_max_threads(), nslot = 2 * nth, hd = a->hd, H = a->H;
     size_t nq = (size_t)a->n_batch * a->Tq * H * hd, nrow = (size_t)a->n_batch * H * a->Tq;
-    size_t per = 2 * (size_t)BR * BC + 2 * (size_t)BC * ((hd + 15) / 16 * 16);
+    size_t per = bwd_scratch(hd);
     float *delta = hy_malloc(nrow * sizeof(float)), *dqp = hy_malloc((size_t)nslot * nq * sizeof(float)),
           *scratch = hy_malloc((size_t)nth * per * sizeof(float));
     if (!delta || !dqp || !scratch) {
