@@ -365,6 +365,7 @@ int hy_bench_run(const hy_bench_options *o) {
     if (hy_bench_selected(o->blocks, "attention"))
         for (int T = o->min_T; T <= o->max_T; T *= 2) bench_naive_attention(&csv, o, T, &lim);
     if (hy_bench_selected(o->blocks, "rwkv7")) hy_bench_wkv7_line(&lim, o->quick);
+    if (hy_bench_selected(o->blocks, "mamba2")) hy_bench_ssd_line(&lim, o->quick);
     if (hy_bench_selected(o->blocks, "moe"))
         for (int T = o->min_T; T <= o->max_T; T *= 2) bench_moe_vs_dense(&csv, o, T, &lim);
     bench_nanogpt_step(&lim);

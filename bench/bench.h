@@ -35,5 +35,7 @@ int hy_bench_allreduce_main(int argc, char **argv);
 extern const char *const HY_ALLREDUCE_CSV_HEADER;
 /* The RWKV-7 state recurrence line (bench/bench_rwkv7.c). */
 void hy_bench_wkv7_line(const hy_machine_limits *m, int quick);
+/* The Mamba-2 SSD core line (bench/bench_mamba2.c), against the best f32 GEMM of the run. */
+void hy_bench_ssd_line(const hy_machine_limits *m, int quick);
 
 #endif

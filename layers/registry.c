@@ -11,6 +11,7 @@
 extern const hy_block_ops hy_block_attention;
 extern const hy_block_ops hy_block_swiglu;
 extern const hy_block_ops hy_block_mamba;
+extern const hy_block_ops hy_block_mamba2;
 extern const hy_block_ops hy_block_s4d;
 extern const hy_block_ops hy_block_hyena;
 extern const hy_block_ops hy_block_rwkv7;
@@ -22,6 +23,7 @@ static const hy_block_ops *const blocks[] = {
     /* mixers */
     &hy_block_attention,
     &hy_block_mamba,
+    &hy_block_mamba2,
     &hy_block_s4d,
     &hy_block_hyena,
     &hy_block_rwkv7,

@@ -460,7 +460,7 @@ START_TEST(config_json_refuses_bad_configs) {
     ck_assert_int_eq(hy_model_config_to_json(&c, &a), 0);
     static const struct { const char *from, *to, *e1, *e2; } edits[] = {
         {"\"d_model\": 16", "\"d_model\": 16, \"colour\": 1", "config: unknown key 'colour'", "expected d_model"},
-        {"\"type\": \"attention\"", "\"type\": \"mamba2\"", "config.layers[0].mixer: unknown block type 'mamba2'",
+        {"\"type\": \"attention\"", "\"type\": \"lstm\"", "config.layers[0].mixer: unknown block type 'lstm'",
          "registered: attention"},
         {"\"type\": \"attention\"", "\"type\": \"swiglu\"", "config.layers[0].mixer: block 'swiglu' is not a mixer", "mixers: attention"},
         {"\"type\": \"swiglu\"", "\"type\": \"attention\"", "config.layers[0].ffn: block 'attention' is not an ffn", "swiglu"},
@@ -625,7 +625,7 @@ START_TEST(checkpoint_refuses_mismatched_files) {
     char *json;
     ck_assert_int_eq(hy_model_config_to_json(&m->cfg, &json), 0);
     char *unknown_key = replace(json, "\"d_model\": 16", "\"d_model\": 16, \"dropout\": 0.1");
-    char *unknown_type = replace(json, "\"type\": \"swiglu\"", "\"type\": \"mamba2\"");
+    char *unknown_type = replace(json, "\"type\": \"swiglu\"", "\"type\": \"lstm\"");
     float extra[3] = {0};
     char *huge_vocab = replace(json, "\"vocab_size\": 256", "\"vocab_size\": 1000000000");
     enum { DROP, EXTRA, DTYPE, SHAPE, FORMAT, NO_FORMAT, NO_CONFIG, BAD_KEY, BAD_TYPE, BAD_STEP, HUGE, N_CASES };
@@ -638,7 +638,7 @@ START_TEST(checkpoint_refuses_mismatched_files) {
         [NO_FORMAT] = {"no 'format'", NULL},
         [NO_CONFIG] = {"no 'config'", NULL},
         [BAD_KEY] = {"config: unknown key 'dropout'", NULL},
-        [BAD_TYPE] = {"config.layers[0].ffn: unknown block type 'mamba2'", "registered: "},
+        [BAD_TYPE] = {"config.layers[0].ffn: unknown block type 'lstm'", "registered: "},
         [BAD_STEP] = {"step 'ten'", NULL},
         [HUGE] = {"the config describes a model of 16000", "parameters but the file holds only"},
     };
