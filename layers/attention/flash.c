@@ -256,13 +256,14 @@ static size_t decode_scratch(const hy_flash_args *a) {
 /* One decode task: sequence b, key blocks kb0 .. kb1-1. Each key block is read once for all the
  * query rows of every head (block-outer, kv-head-inner, so the V rows, which hold every kv head,
  * are consumed whole), with the tiled path's online softmax and tile products. Writes the chunk's
- * running max pm (base 2), sum pl and unnormalised output pO for each of the H·Tq rows (h, i). */
-static void decode_task(const hy_flash_args *a, int b, int kb0, int kb1, float *scr, float *pm, float *pl, float *pO) {
+ * running max pm (base 2), sum pl and unnormalised output pO for each of the H·Tq rows (h, i).
+ * scr: decode_scratch floats; nv: room for the group's rows (visible keys per row). */
+static void decode_task(const hy_flash_args *a, int b, int kb0, int kb1, float *scr, int *nv, float *pm, float *pl,
+                        float *pO) {
     const int hd = a->hd, grp = a->H / a->Hkv, nr = grp * a->Tq, nrp = decode_rows_padded(nr), off = a->Tk - a->Tq;
     float *Qc = scr, *S = Qc + (size_t)a->H * a->Tq * hd, *Oacc = S + (size_t)nr * BC,
           *m = Oacc + (size_t)a->Hkv * nr * hd, *l = m + (size_t)a->Hkv * nrp, *alpha = l + (size_t)a->Hkv * nrp,
           *tmp = alpha + (size_t)a->Hkv * nrp;
-    int nv[nr];
     for (int h = 0; h < a->H; h++)
         for (int i = 0; i < a->Tq; i++)
             memcpy(Qc + ((size_t)h * a->Tq + i) * hd, AT(a->q, b, h, i), (size_t)hd * sizeof(float));
@@ -298,10 +299,12 @@ int hy_flash_decode(const hy_flash_args *a) {
     const int hd = a->hd, nkb = (a->Tk + BC - 1) / BC, per = decode_chunk_blocks(a->n_batch, nkb),
               nch = (nkb + per - 1) / per, nth = omp_get_max_threads();
     const size_t rows = (size_t)a->H * a->Tq, ntask = (size_t)a->n_batch * nch, scr = decode_scratch(a);
+    const int nr = a->H / a->Hkv * a->Tq;
     float *scratch = hy_malloc((size_t)nth * scr * sizeof(float)),
           *part = hy_malloc(ntask * rows * (hd + 2) * sizeof(float));
-    if (!scratch || !part) {
-        hy_free(scratch), hy_free(part);
+    int *nvis_rows = hy_malloc((size_t)nth * nr * sizeof(int));
+    if (!scratch || !part || !nvis_rows) {
+        hy_free(scratch), hy_free(part), hy_free(nvis_rows);
         return HY_ERR_NOMEM;
     }
     float *pm = part, *pl = pm + ntask * rows, *pO = pl + ntask * rows;
@@ -312,7 +315,8 @@ int hy_flash_decode(const hy_flash_args *a) {
         #pragma omp for schedule(dynamic, 1)
         for (size_t t = 0; t < ntask; t++) {
             int b = (int)(t / nch), c = (int)(t % nch);
-            decode_task(a, b, c * per, MIN(nkb, (c + 1) * per), mine, pm + t * rows, pl + t * rows, pO + t * rows * hd);
+            decode_task(a, b, c * per, MIN(nkb, (c + 1) * per), mine, nvis_rows + (size_t)omp_get_thread_num() * nr,
+                        pm + t * rows, pl + t * rows, pO + t * rows * hd);
         }
         #pragma omp for schedule(static)
         for (size_t br = 0; br < (size_t)a->n_batch * rows; br++) {   /* rows (b, h, i) */
@@ -333,7 +337,7 @@ int hy_flash_decode(const hy_flash_args *a) {
             if (a->lse) a->lse[((size_t)b * a->H + h) * a->Tq + i] = M * 0.693147181f + logf(L);
         }
     }
-    hy_free(scratch), hy_free(part);
+    hy_free(scratch), hy_free(part), hy_free(nvis_rows);
     return 0;
 }
 
@@ -351,7 +355,7 @@ double hy_flash_scratch_floats(int n_batch, int H, int Hkv, int T, int hd, int t
     if (!backward && T <= HY_FLASH_DECODE_TQ) {   /* hy_flash_decode: per-thread scratch, every task's partials */
         const hy_flash_args a = {.n_batch = n_batch, .H = H, .Hkv = Hkv, .hd = hd, .Tq = T, .Tk = T};
         int nkb = (T + BC - 1) / BC, per = decode_chunk_blocks(n_batch, nkb), nch = (nkb + per - 1) / per;
-        return (double)threads * decode_scratch(&a) + (double)n_batch * nch * H * T * (hd + 2);
+        return (double)threads * (decode_scratch(&a) + (double)H / Hkv * T) + (double)n_batch * nch * H * T * (hd + 2);
     }
     if (!backward) return (double)threads * fwd_scratch(hd);
     double rows = (double)n_batch * H * T;
