@@ -40,7 +40,7 @@ EXAMPLES := $(EX_SRC:%.c=$(BUILD)/%)
 # Example programs see the public header only (-Iinclude, not -I.), as an installed library's user does.
 EX_CFLAGS := -std=c17 $(OPT) -march=native -fopenmp $(CC_FLAGS) -Wall -Wextra -Wpedantic -Werror -Iinclude $(EXTRA_CFLAGS)
 
-.PHONY: all deps demo test asan fuzz crosscheck bench install clean
+.PHONY: all deps demo test test-avx2 asan fuzz crosscheck bench install clean
 all: $(EXE) $(TESTS) $(EXAMPLES)
 
 # Install the Debian packages the build needs, only those missing.
@@ -80,10 +80,22 @@ $(BUILD)/examples/%: examples/%.c include/hybrid.h $(LIB)
 demo: $(EXE)
 	./$(EXE) $(DEMO_CONFIG)
 
-# The whole test suite (Check), then the example programs. CK_DEFAULT_TIMEOUT is per test, in seconds.
+# The whole test suite (Check), then the example programs, then (on an AVX-512 machine) the kernel
+# suites again at the AVX2 vector width. CK_DEFAULT_TIMEOUT is per test, in seconds.
 test: $(TESTS) $(EXE) $(EXAMPLES)
 	CK_DEFAULT_TIMEOUT=600 HY_EXE=./$(EXE) ./$(TESTS)
 	./$(BUILD)/examples/train_tiny $(BUILD)/examples/train_tiny.safetensors
+	@if echo | $(CC) -march=native -dM -E - | grep -q __AVX512F__; then $(MAKE) --no-print-directory test-avx2; \
+	else echo "make: no AVX-512 here: the native build already runs the kernels at the AVX2 width"; fi
+
+# The suites of the vector kernels (core/simd.h: 16 floats wide with AVX-512, 8 with AVX2) built with
+# -mno-avx512f in their own folder (build-avx2/, build-clang-avx2/ with clang) and run, so the 8-wide
+# code stays tested on an AVX-512 machine.
+KERNEL_SUITES := attention mamba rwkv7
+test-avx2:
+	$(MAKE) --no-print-directory BUILD=$(BUILD)-avx2 EXTRA_CFLAGS=-mno-avx512f $(BUILD)-avx2/run-tests
+	@for s in $(KERNEL_SUITES); do echo "AVX2 build: suite $$s"; \
+	  CK_DEFAULT_TIMEOUT=600 CK_RUN_SUITE=$$s ./$(BUILD)-avx2/run-tests || exit 1; done
 
 # The suite under AddressSanitizer and UndefinedBehaviorSanitizer, in its own build folder.
 asan:
@@ -136,6 +148,6 @@ install: $(EXE)
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|0.1.0|g' hybrid.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/hybrid.pc
 
 clean:
-	rm -rf build build-asan build-clang build-fuzz
+	rm -rf build build-asan build-avx2 build-clang build-clang-avx2 build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(EXE_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(wildcard $(BUILD)/tests/fuzz/*.d)

@@ -52,10 +52,15 @@ static void scaled_copy(float *restrict b, const float *restrict a, size_t n) {
     for (size_t i = 0; i < n; i++) b[i] = a[i] * 1.0001f;
 }
 
-/* Copy bandwidth over 2 x 256 MiB, counting read + write bytes. */
-static double memory_gbs(void) {
+/* Copy bandwidth over 2 x 256 MiB, counting read + write bytes, with the threads in use; 0 when
+ * the buffers cannot be allocated. */
+double hy_bench_copy_gbs(void) {
     size_t n = (size_t)64 << 20;
     float *a = hy_malloc(n * 4), *b = hy_malloc(n * 4);
+    if (!a || !b) {
+        hy_free(a), hy_free(b);
+        return 0;
+    }
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) a[i] = (float)i, b[i] = 0;
     double best;
@@ -70,7 +75,7 @@ void hy_bench_machine_limits(hy_machine_limits *m) {
     m->onednn_bf16 = gemm_gflops(HY_GEMM_ONEDNN, HY_PREC_BF16, 2048, 2048, 2048);
     m->best_f32 = fmax(m->openblas_f32, m->onednn_f32);
     m->best_bf16 = m->onednn_bf16;   /* OpenBLAS has no bf16 GEMM here: oneDNN is the only bf16 backend */
-    m->copy_gbs = memory_gbs();
+    m->copy_gbs = hy_bench_copy_gbs();
     printf("machine: GEMM 2048^3 GFLOP/s: OpenBLAS f32 %.1f, oneDNN f32 %.1f, oneDNN bf16 %.1f; memory copy %.1f GB/s\n"
            "yardsticks: best f32 GEMM %.1f GFLOP/s (%s), best bf16 GEMM %.1f GFLOP/s\n",
            m->openblas_f32, m->onednn_f32, m->onednn_bf16, m->copy_gbs, m->best_f32,

@@ -15,6 +15,9 @@ typedef struct {
 
 /* Measures *m (a few seconds) and prints one `machine:` line naming the yardsticks. */
 void hy_bench_machine_limits(hy_machine_limits *m);
+/* The copy bandwidth alone (GB/s, read + write bytes of a 256 MiB scaled copy, best of repeats,
+ * with the threads in use): hy_machine_limits.copy_gbs, and the yardstick of `bench decode`. */
+double hy_bench_copy_gbs(void);
 
 /* `hybrid-exp bench ARGS`: parses the arguments into hy_bench_options (or runs `bench decode`)
  * and runs hy_bench_run. Exit status: 0, 1 (the benchmark failed), 2 (bad arguments). */

@@ -3,8 +3,12 @@
  * attention mixer), and any model configs or checkpoints given. The context is reached by the
  * multi-token prefill (the parallel kernels, in chunks), growing one state through 256, 512, ...
  * so the longest context costs one prefill in total; at each length a few decode steps are timed.
- * Writes decode.csv (variant, context, ms_per_token, state_bytes), decode.md and a log-log plot
- * (decode.png, decode.svg, via gnuplot) into the output folder. A benchmark: nothing fails on a time. */
+ * Each time is also given as a ratio to the time the machine takes to read the state once at its
+ * memory copy rate (measured at the start, bench.c's hy_bench_copy_gbs): a decode step that reads
+ * a KV cache at the memory rate is near 1. Per variant, the last context's time over the first's
+ * says how flat the per-token cost is. Writes decode.csv (variant, context, ms_per_token,
+ * state_bytes, state_read_ratio), decode.md and a log-log plot (decode.png, decode.svg, via gnuplot)
+ * into the output folder. A benchmark: nothing fails on a time. */
 #include "bench/bench.h"
 #include "core/error.h"
 #include "core/fileio.h"
@@ -26,6 +30,7 @@ typedef struct {
     int quick, threads, d_model, n_layers, steps, plot, tile;
     long min_ctx, max_ctx;
     double budget_s;   /* per variant: no longer context once this much time was spent (0 = none) */
+    double copy_gbs;   /* the machine's copy bandwidth, measured at the start */
     const char *configs[32], *checkpoints[32];
     int n_configs, n_checkpoints;
 } decode_args;
@@ -120,9 +125,15 @@ static int tiled_state(hy_model *m, hy_model_state *base, long ctx, hy_model_sta
     return 0;
 }
 
+/* Time of one step over the time of reading `state` bytes at the copy bandwidth. */
+static double state_read_ratio(const decode_args *a, double ms, size_t state) {
+    return a->copy_gbs > 0 ? ms * 1e-3 / ((double)state / (a->copy_gbs * 1e9)) : NAN;
+}
+
 /* One variant: grows a state through the contexts, timing `steps` decode steps at each (after
- * one untimed step, which may grow a KV cache), reporting the fastest. Rows go to csv. */
-static int bench_variant(const decode_args *a, const char *variant, hy_model *m, hy_strbuf *csv) {
+ * one untimed step, which may grow a KV cache), reporting the fastest. Rows go to csv, the
+ * variant's line (first and last context) to summary (a decode.md table row). */
+static int bench_variant(const decode_args *a, const char *variant, hy_model *m, hy_strbuf *csv, hy_strbuf *summary) {
     int V = hy_model_get_config(m)->vocab_size;
     hy_model_state *st;
     int rc = hy_model_state_new(m, 1, &st);
@@ -135,6 +146,8 @@ static int bench_variant(const decode_args *a, const char *variant, hy_model *m,
     hy_rng_seed(&rng, 7);
     double start = hy_now();
     hy_model_state *base = NULL;   /* --fill tile: the state of the first context */
+    long ctx0 = 0, ctx1 = 0;       /* first and last context measured, their times */
+    double ms0 = 0, ms1 = 0, ratio1 = 0;
     for (long ctx = a->min_ctx; rc == 0 && ctx <= a->max_ctx; ctx *= 2) {
         if (a->budget_s > 0 && hy_now() - start > a->budget_s) {
             printf("%-28s stopped before context %ld: --budget %.0f s spent\n", variant, ctx, a->budget_s);
@@ -175,14 +188,24 @@ static int bench_variant(const decode_args *a, const char *variant, hy_model *m,
         if (rc < 0) break;
         qsort(dt, (size_t)a->steps, sizeof *dt, cmp_double);
         double ms = 1e3 * dt[0];   /* the fastest step, as bench.c's TIME_BEST: robust to a shared machine */
-        hy_sb_printf(csv, "%s,%ld,%.6f,%zu\n", variant, ctx, ms, state);
+        double ratio = state_read_ratio(a, ms, state);
+        hy_sb_printf(csv, "%s,%ld,%.6f,%zu,%.6g\n", variant, ctx, ms, state, ratio);
+        if (!ctx0) ctx0 = ctx, ms0 = ms;
+        ctx1 = ctx, ms1 = ms, ratio1 = ratio;
         if (need > 0 || !base)
-            printf("%-28s context %6ld  %9.4f ms/token  state %10.1f KiB  (prefill of %ld tokens: %.0f tokens/s)\n",
-                   variant, ctx, ms, state / 1024.0, need, need > 0 ? need / fmax(prefill_s, 1e-9) : 0.0);
+            printf("%-28s context %6ld  %9.4f ms/token  state %10.1f KiB  %7.2f x state/copy  (prefill of %ld tokens: "
+                   "%.0f tokens/s)\n", variant, ctx, ms, state / 1024.0, ratio, need,
+                   need > 0 ? need / fmax(prefill_s, 1e-9) : 0.0);
         else
-            printf("%-28s context %6ld  %9.4f ms/token  state %10.1f KiB  (tiled state built in %.2f s)\n", variant, ctx,
-                   ms, state / 1024.0, prefill_s);
+            printf("%-28s context %6ld  %9.4f ms/token  state %10.1f KiB  %7.2f x state/copy  (tiled state built in "
+                   "%.2f s)\n", variant, ctx, ms, state / 1024.0, ratio, prefill_s);
         fflush(stdout);
+    }
+    if (rc == 0 && ctx0) {
+        printf("%-28s context %ld -> %ld: ms/token x %.2f (flat = 1); at %ld: %.2f x (state bytes / memory copy)\n",
+               variant, ctx0, ctx1, ms1 / ms0, ctx1, ratio1);
+        hy_sb_printf(summary, "| %s | %ld | %.4f | %ld | %.4f | %.2f | %.2f |\n", variant, ctx0, ms0, ctx1, ms1, ms1 / ms0,
+                     ratio1);
     }
     hy_free(tok), hy_free(dt);
     hy_model_state_free(m, base);
@@ -239,8 +262,11 @@ static const char *DECODE_HELP =
     "registered mixer (L layers of mixer + swiglu at d_model D, defaults 2 and 256), every other ffn (behind\n"
     "attention), and each given config or checkpoint. Each context is reached by prefill through the\n"
     "parallel kernels (one growing state), then --steps decode steps are timed (the fastest is reported; default 8).\n"
-    "Writes DIR/decode.csv (variant, context, ms_per_token, state_bytes), DIR/decode.md, DIR/decode.gp and\n"
-    "DIR/decode.png, DIR/decode.svg (log-log, gnuplot). Default DIR: results/bench.\n"
+    "Each time is also given as state/copy: ms/token over the time to read the state once at the memory copy\n"
+    "rate measured at the start (a step that reads its KV cache at the memory rate is near 1); each variant\n"
+    "ends with its last context's time over its first's (flat = 1).\n"
+    "Writes DIR/decode.csv (variant, context, ms_per_token, state_bytes, state_read_ratio), DIR/decode.md,\n"
+    "DIR/decode.gp and DIR/decode.png, DIR/decode.svg (log-log, gnuplot). Default DIR: results/bench.\n"
     "--quick: contexts 256 ... 2048, d_model 64, 4 steps (CI-sized). --blocks selects generic variants by\n"
     "block name. --budget S: a variant stops growing its context once S seconds were spent on it (attention's\n"
     "prefill to 65536 is quadratic: minutes on 2 cores). --fill tile: prefill the first context only and\n"
@@ -296,11 +322,11 @@ static int parse_args(int argc, char **argv, decode_args *a) {
 }
 
 /* Runs one model (a generic stack, a config or a checkpoint) as a variant named `name`. */
-static int run_model(const decode_args *a, char *name, hy_model *m, hy_strbuf *csv) {
+static int run_model(const decode_args *a, char *name, hy_model *m, hy_strbuf *csv, hy_strbuf *summary) {
     clean_name(name);
     printf("%s: %zu parameters, d_model %d, %d layers\n", name, hy_model_param_count(m), hy_model_get_config(m)->d_model,
            hy_model_get_config(m)->n_layers);
-    int rc = bench_variant(a, name, m, csv);
+    int rc = bench_variant(a, name, m, csv, summary);
     if (rc < 0) hy_error_prefix("%s", name);
     return rc;
 }
@@ -311,10 +337,12 @@ int hy_bench_decode_main(int argc, char **argv) {
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc == 1 ? 0 : rc;
     hy_set_threads(a.threads);
-    printf("bench decode: threads %d, contexts %ld .. %ld, %d timed steps each\n", hy_threads(), a.min_ctx, a.max_ctx,
-           a.steps);
-    hy_strbuf csv = {0};
-    hy_sb_printf(&csv, "variant,context,ms_per_token,state_bytes\n");
+    a.copy_gbs = hy_bench_copy_gbs();
+    printf("bench decode: threads %d, contexts %ld .. %ld, %d timed steps each; memory copy %.1f GB/s (state/copy: "
+           "ms/token over the time to read the state at that rate)\n", hy_threads(), a.min_ctx, a.max_ctx, a.steps,
+           a.copy_gbs);
+    hy_strbuf csv = {0}, summary = {0};
+    hy_sb_printf(&csv, "variant,context,ms_per_token,state_bytes,state_read_ratio\n");
     static char names[256][128];
     int n = 0;
     const hy_block_ops *att = hy_block_find("attention"), *swi = hy_block_find("swiglu");
@@ -328,7 +356,7 @@ int hy_bench_decode_main(int argc, char **argv) {
         snprintf(names[n], sizeof names[n], "%s+%s", mixer->name, ffn->name);
         rc = generic_config(&a, mixer, ffn, &c);
         if (rc == 0) rc = hy_model_create(&c, 1, &m);
-        if (rc == 0) rc = run_model(&a, names[n++], m, &csv);
+        if (rc == 0) rc = run_model(&a, names[n++], m, &csv, &summary);
         hy_model_free(m);
         free(c.layers);
     }
@@ -341,7 +369,7 @@ int hy_bench_decode_main(int argc, char **argv) {
             if ((rc = hy_run_config_load(a.configs[i], NULL, 0, &c)) < 0) break;
             snprintf(names[n], sizeof names[n], "%s", c.name);
             rc = hy_model_create(&c.model, c.seed, &m);
-            if (rc == 0) rc = run_model(&a, names[n++], m, &csv);
+            if (rc == 0) rc = run_model(&a, names[n++], m, &csv, &summary);
             hy_model_free(m);
             hy_run_config_free(&c);
             continue;
@@ -356,7 +384,7 @@ int hy_bench_decode_main(int argc, char **argv) {
             hy_model *m = NULL;
             snprintf(names[n], sizeof names[n], "%.127s", e.runs[r].variant);
             rc = hy_model_create(&e.runs[r].cfg.model, e.runs[r].cfg.seed, &m);
-            if (rc == 0) rc = run_model(&a, names[n++], m, &csv);
+            if (rc == 0) rc = run_model(&a, names[n++], m, &csv, &summary);
             hy_model_free(m);
         }
         hy_experiment_free(&e);
@@ -368,7 +396,7 @@ int hy_bench_decode_main(int argc, char **argv) {
         snprintf(names[n], sizeof names[n], "%s", base ? base + 1 : a.checkpoints[i]);
         char *dot = strstr(names[n], ".safetensors");
         if (dot) *dot = 0;
-        rc = run_model(&a, names[n++], m, &csv);
+        rc = run_model(&a, names[n++], m, &csv, &summary);
         hy_model_free(m);
     }
     char path[4200];
@@ -381,15 +409,19 @@ int hy_bench_decode_main(int argc, char **argv) {
         hy_strbuf md = {0};
         hy_sb_printf(&md, "# Decode cost against context\n\nWritten by `hybrid-exp bench decode` (%d threads, batch 1). "
                      "One token decoded after the given context (fastest of %d steps); state = KV cache or recurrent "
-                     "state bytes of the whole model.\n\n![decode](decode.png)\n\n"
-                     "| variant | context | ms/token | state bytes |\n|---|---:|---:|---:|\n", hy_threads(), a.steps);
+                     "state bytes of the whole model; state/copy = ms/token over the time to read the state once at "
+                     "the memory copy rate measured in the same run (%.1f GB/s).\n\n![decode](decode.png)\n\n"
+                     "| variant | first context | ms/token | last context | ms/token | last / first | state/copy at last |\n"
+                     "|---|---:|---:|---:|---:|---:|---:|\n%s\n"
+                     "| variant | context | ms/token | state bytes | state/copy |\n|---|---:|---:|---:|---:|\n",
+                     hy_threads(), a.steps, a.copy_gbs, summary.p ? summary.p : "");
         for (char *line = strchr(csv.p, '\n') + 1; *line; line = strchr(line, '\n') + 1) {
             char v[128];
             long ctx;
-            double ms;
+            double ms, ratio;
             size_t sb;
-            if (sscanf(line, "%127[^,],%ld,%lf,%zu", v, &ctx, &ms, &sb) == 4)
-                hy_sb_printf(&md, "| %s | %ld | %.4f | %zu |\n", v, ctx, ms, sb);
+            if (sscanf(line, "%127[^,],%ld,%lf,%zu,%lf", v, &ctx, &ms, &sb, &ratio) == 5)
+                hy_sb_printf(&md, "| %s | %ld | %.4f | %zu | %.2f |\n", v, ctx, ms, sb, ratio);
         }
         snprintf(path, sizeof path, "%s/decode.md", a.out_dir);
         rc = hy_sb_write_file(&md, path);
@@ -399,7 +431,7 @@ int hy_bench_decode_main(int argc, char **argv) {
         printf("wrote %s/decode.csv, decode.md\n", a.out_dir);
         rc = write_plot(&a, names, n);
     }
-    hy_sb_free(&csv);
+    hy_sb_free(&csv), hy_sb_free(&summary);
     if (rc < 0) {
         fprintf(stderr, "hybrid-exp bench decode: %s\n", hy_last_error());
         return rc == HY_ERR_CONFIG ? 2 : 1;

@@ -2,20 +2,17 @@
  * calls, so loops over these run at SIMD speed (~0.3 ns per expf on AVX-512 instead of ~3 ns).
  * Accuracy: hy_expf within 2 ulp of expf over [-87, 88]; below -87 it returns ~1e-38, not 0.
  * The library's exp, softplus and log1p variants all live here and in vmath.c: one Cephes exp
- * polynomial (hy_expf_core) behind every exp, scalar or 8-lane, and the attention kernels' AVX2
- * exp2 (its own minimax polynomial). Files compiled with fp-contract=fast (the Mamba scan, the
+ * polynomial (hy_expf_core) behind every exp, scalar or vector (hy_expf_neg_vw), and the attention
+ * kernels' vector exp2 (hy_exp2f_vw, its own minimax polynomial). Files compiled with fp-contract=fast (the Mamba scan, the
  * RWKV-7 state kernels) may fuse an inlined product with a following add, so the same call can
  * round differently there than elsewhere. */
 #ifndef HY_CORE_VMATH_H
 #define HY_CORE_VMATH_H
-#include "core/vec8.h"
+#include "core/simd.h"
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
 
 /* a·b + c as one fused instruction where the target has FMA (C17 mode does not contract a*b + c). */
 #ifdef __FMA__
@@ -77,33 +74,33 @@ static inline float hy_expf_neg(float x) {
     return hy_expf_core(x);
 }
 
-/* hy_expf_neg on the 8 lanes of a v8 (the Mamba scan's register blocks): the scalar code per
- * lane, which gcc turns into one vector instruction per step, so there is no second polynomial. */
-static inline v8 hy_expf_neg_v8(v8 x) {
-    v8 r;
-    for (int i = 0; i < 8; i++) r[i] = hy_expf_neg(x[i]);
+/* hy_expf_neg on the lanes of a vw (the Mamba scan's register blocks): the scalar code per lane,
+ * which gcc turns into one vector instruction per step, so there is no second polynomial. */
+static inline vw hy_expf_neg_vw(vw x) {
+    vw r;
+    for (int i = 0; i < HY_VW; i++) r[i] = hy_expf_neg(x[i]);
     return r;
 }
 
-#if defined(__AVX2__) && defined(__FMA__)
-/* 2^x on 8 lanes for x <= 0, AVX2 (the attention kernels' softmax, in base 2, once the max is
- * subtracted): x = n + f with |f| <= 1/2, 2^f by a degree-5 minimax polynomial (relative error
- * 7.7e-8 before rounding), times 2^n built in the exponent bits. Clamped at -125 so the result
- * stays a normal float (>= 2^-125.5, as hy_expf bottoms out near 1e-38 instead of 0; denormals
- * would be slow). Not hy_expf_core's polynomial: the attention results were made with this one. */
-static inline __attribute__((always_inline)) __m256 hy_exp2f_avx2(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-125.0f));
-    __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), f = _mm256_sub_ps(x, n);
-    __m256 p = _mm256_set1_ps(1.327793890e-3f);
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.675757641e-3f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550709598e-2f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402211434e-1f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931469682e-1f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.000000073f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+/* 2^x on the lanes of a vw for x <= 0 (the attention kernels' softmax, in base 2, once the max
+ * is subtracted): x = n + f with |f| <= 1/2 (n rounded to nearest, ties to even, by the 1.5·2^23
+ * trick), 2^f by a degree-5 minimax polynomial (relative error 7.7e-8 before rounding), times 2^n
+ * built in the exponent bits. Clamped at -125 so the result stays a normal float (>= 2^-125.5, as
+ * hy_expf bottoms out near 1e-38 instead of 0; denormals would be slow). Not hy_expf_core's
+ * polynomial: the attention results were made with this one. */
+static inline __attribute__((always_inline)) vw hy_exp2f_vw(vw x) {
+    const vw magic = vw_splat(12582912.0f);
+    x = vw_max(x, vw_splat(-125.0f));
+    vw n = (x + magic) - magic, f = x - n;
+    vw p = vw_splat(1.327793890e-3f);
+    p = vw_fma(p, f, vw_splat(9.675757641e-3f));
+    p = vw_fma(p, f, vw_splat(5.550709598e-2f));
+    p = vw_fma(p, f, vw_splat(2.402211434e-1f));
+    p = vw_fma(p, f, vw_splat(6.931469682e-1f));
+    p = vw_fma(p, f, vw_splat(1.000000073f));
+    vwi e = (__builtin_convertvector(n, vwi) + 127) << 23;
+    return p * (vw)e;
 }
-#endif
 
 static inline float hy_sigmoidf(float x) { return 1.0f / (1.0f + hy_expf(-x)); }
 static inline float hy_siluf(float x) { return x / (1.0f + hy_expf(-x)); }

@@ -4,6 +4,7 @@
  * grows linearly with T. */
 #include "core/error.h"
 #include "core/mem.h"
+#include "core/timer.h"
 #include "layers/attention/attention.h"
 #include "tests/testutil.h"
 #include <math.h>
@@ -356,10 +357,125 @@ START_TEST(tiled_is_deterministic) {
 }
 END_TEST
 
+/* One kernel problem in the streaming layout: q, o (B, Tq, H·hd); v (B, cap, Hkv·hd); kt either in
+ * key blocks (the KV cache's layout) or plain (B, Hkv, hd, Tk); lse (B, H, Tq). */
+typedef struct {
+    hy_flash_args a;
+    float *q, *kt, *v, *o, *lse;
+} kernel_case;
+
+static kernel_case kernel_case_new(int B, int H, int Hkv, int hd, int Tq, int Tk, bool blocked, uint64_t seed) {
+    kernel_case c = {0};
+    int cap = Tk + 70;   /* room past Tk, as in a grown cache */
+    size_t qn = (size_t)B * Tq * H * hd, vn = (size_t)B * cap * Hkv * hd, kblk = (size_t)hd * HY_FLASH_BC,
+           khs = blocked ? (size_t)(cap + HY_FLASH_BC - 1) / HY_FLASH_BC * kblk : (size_t)hd * Tk;
+    c.q = hy_malloc(qn * 4), c.o = hy_malloc(qn * 4), c.v = hy_malloc(vn * 4), c.kt = hy_malloc((size_t)B * Hkv * khs * 4);
+    c.lse = hy_malloc((size_t)B * H * Tq * 4);
+    tu_fill_normal(c.q, qn, 1.5f, seed), tu_fill_normal(c.v, vn, 1, seed + 1);
+    tu_fill_normal(c.kt, (size_t)B * Hkv * khs, 1, seed + 2);
+    c.a = (hy_flash_args){B, H, Hkv, hd, Tq, Tk, 1.0f / sqrtf((float)hd),
+                          .q = {c.q, (size_t)Tq * H * hd, hd, H * hd},
+                          .kt = {c.kt, Hkv * khs, khs, blocked ? HY_FLASH_BC : Tk, blocked ? kblk : 0},
+                          .v = {c.v, (size_t)cap * Hkv * hd, hd, Hkv * hd},
+                          .o = {c.o, (size_t)Tq * H * hd, hd, H * hd}, .lse = c.lse};
+    return c;
+}
+
+static void kernel_case_free(kernel_case *c) { hy_free(c->q), hy_free(c->kt), hy_free(c->v), hy_free(c->o), hy_free(c->lse); }
+
+/* Element (b, g, c, key) of the kt view. */
+static float kt_at(const hy_flash_view *v, int b, int g, int c, int j) {
+    const float *p = v->p + b * v->bs + g * v->hs;
+    return v->tile ? p[(size_t)(j / HY_FLASH_BC) * v->tile + (size_t)c * v->ld + j % HY_FLASH_BC] : p[(size_t)c * v->ld + j];
+}
+
+/* The attention of the case in double precision, straight from the definition: o into ref (B, Tq,
+ * H·hd), the log-sum-exp into lref (B, H, Tq). */
+static void kernel_reference(const kernel_case *c, double *ref, double *lref) {
+    const hy_flash_args *a = &c->a;
+    double *s = malloc(sizeof(double) * (size_t)a->Tk);
+    for (int b = 0; b < a->n_batch; b++)
+        for (int h = 0; h < a->H; h++)
+            for (int i = 0; i < a->Tq; i++) {
+                int g = h / (a->H / a->Hkv), last = a->Tk - a->Tq + i;
+                const float *q = a->q.p + b * a->q.bs + h * a->q.hs + (size_t)i * a->q.ld;
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j <= last; j++) {
+                    double d = 0;
+                    for (int x = 0; x < a->hd; x++) d += (double)q[x] * kt_at(&a->kt, b, g, x, j);
+                    s[j] = d * a->scale, mx = fmax(mx, s[j]);
+                }
+                for (int j = 0; j <= last; j++) sum += s[j] = exp(s[j] - mx);
+                double *o = ref + ((size_t)(b * a->Tq + i) * a->H + h) * a->hd;
+                for (int x = 0; x < a->hd; x++) {
+                    double acc = 0;
+                    for (int j = 0; j <= last; j++) acc += s[j] * a->v.p[b * a->v.bs + g * a->v.hs + (size_t)j * a->v.ld + x];
+                    o[x] = acc / sum;
+                }
+                lref[((size_t)b * a->H + h) * a->Tq + i] = mx + log(sum);
+            }
+    free(s);
+}
+
+/* Largest |x - ref| / max |ref| over n, and the largest |x - ref| of the lse rows. */
+static double err_vs(const float *x, const double *ref, size_t n) {
+    double e = 0, mx = 1e-30;
+    for (size_t i = 0; i < n; i++) e = fmax(e, fabs(x[i] - ref[i])), mx = fmax(mx, fabs(ref[i]));
+    return e / mx;
+}
+
+/* The split-key decode kernel against the query-tile kernel and a double-precision reference, over
+ * contexts (one key, partial and whole key blocks, many chunks), head sizes (masked tile columns
+ * included), grouped-query heads, several sequences and query counts up to HY_FLASH_DECODE_TQ, with
+ * the keys in the KV cache's blocked layout and plain; and its result bit-identical with 1 and 2
+ * threads (the chunking depends only on the shape). */
+START_TEST(decode_matches_tiled_and_reference) {
+    static const struct { int B, H, Hkv, hd, Tq, Tk; } cs[] = {
+        {1, 4, 4, 64, 1, 1},     {1, 4, 4, 64, 1, 63},    {2, 4, 2, 64, 1, 64},     {1, 4, 1, 32, 1, 65},
+        {3, 2, 2, 16, 1, 300},   {1, 8, 2, 128, 1, 1000}, {2, 4, 4, 80, 1, 4133},   {1, 4, 2, 64, 2, 129},
+        {2, 4, 4, 24, 5, 777},   {1, 2, 1, 64, 16, 16},   {2, 8, 4, 32, 16, 2049},  {1, 4, 4, 64, 1, 9000},
+        {2, 4, 4, 64, 3, 5},
+    };
+    for (size_t k = 0; k < sizeof cs / sizeof *cs; k++)
+        for (int blocked = 0; blocked < 2; blocked++) {
+            kernel_case c = kernel_case_new(cs[k].B, cs[k].H, cs[k].Hkv, cs[k].hd, cs[k].Tq, cs[k].Tk, blocked, 40 + k);
+            size_t no = (size_t)cs[k].B * cs[k].Tq * cs[k].H * cs[k].hd, nl = (size_t)cs[k].B * cs[k].H * cs[k].Tq;
+            double *ref = malloc(no * 8), *lref = malloc(nl * 8);
+            float *tiled = hy_malloc(no * 4), *ltiled = hy_malloc(nl * 4), *one = hy_malloc(no * 4);
+            kernel_reference(&c, ref, lref);
+            ck_assert_int_eq(hy_flash_tiled(&c.a), 0);
+            memcpy(tiled, c.o, no * 4), memcpy(ltiled, c.lse, nl * 4);
+            hy_set_threads(1);
+            ck_assert_int_eq(hy_flash_decode(&c.a), 0);
+            memcpy(one, c.o, no * 4);
+            hy_set_threads(2);
+            ck_assert_int_eq(hy_flash_decode(&c.a), 0);
+            hy_set_threads(0);
+            const char *what = "B %d H %d Hkv %d hd %d Tq %d Tk %d %s: %s %g";
+            const char *lay = blocked ? "blocked" : "plain";
+#define CASE cs[k].B, cs[k].H, cs[k].Hkv, cs[k].hd, cs[k].Tq, cs[k].Tk, lay
+            double e = err_vs(c.o, ref, no);
+            ck_assert_msg(e < 1e-5, what, CASE, "decode vs reference", e);
+            e = err_vs(tiled, ref, no);
+            ck_assert_msg(e < 1e-5, what, CASE, "tiled vs reference", e);
+            e = tu_scaled_err(c.o, tiled, no, 1e-30);
+            ck_assert_msg(e < 1e-5, what, CASE, "decode vs tiled", e);
+            ck_assert_msg(memcmp(one, c.o, no * 4) == 0, what, CASE, "1 vs 2 threads differ", 1.0);
+            double el = 0;
+            for (size_t i = 0; i < nl; i++) el = fmax(el, fabs(c.lse[i] - lref[i]) + fabs(ltiled[i] - lref[i]));
+            ck_assert_msg(el < 1e-5, what, CASE, "lse", el);
+#undef CASE
+            free(ref), free(lref), hy_free(tiled), hy_free(ltiled), hy_free(one);
+            kernel_case_free(&c);
+        }
+}
+END_TEST
+
 static Suite *attention_suite(void) {
     Suite *s = suite_create("attention");
     TCase *k = tcase_create("kernels");
     tcase_add_test(k, tiled_matches_naive);
+    tcase_add_test(k, decode_matches_tiled_and_reference);
     tcase_add_test(k, forward_follows_spec);
     tcase_add_test(k, tiled_is_deterministic);
     tcase_add_test(k, tiled_memory_is_linear);

@@ -1,10 +1,13 @@
 /* The `generate` command (streams the library's tokens, continues from a state file, seeded
  * sampling, exit codes) and `bench decode --quick` (decode.csv rows for every registered block). */
 #include "core/error.h"
+#include "core/fileio.h"
+#include "core/mem.h"
 #include "models/checkpoint.h"
 #include "models/generate.h"
 #include "models/model.h"
 #include "tests/testutil.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,16 +118,21 @@ START_TEST(cli_bench_decode_quick_writes_csv) {
     ck_assert_ptr_nonnull(f);
     char line[512];
     ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
-    ck_assert_str_eq(line, "variant,context,ms_per_token,state_bytes\n");
+    ck_assert_str_eq(line, "variant,context,ms_per_token,state_bytes,state_read_ratio\n");
     int rows = 0, want = 0;
-    double att[2] = {0, 0};
+    double att[2] = {0, 0}, gbs0 = 0;
     while (fgets(line, sizeof line, f)) {
         char v[128];
         long ctx;
-        double ms, sb;
-        ck_assert_msg(sscanf(line, "%127[^,],%ld,%lf,%lf", v, &ctx, &ms, &sb) == 4, "bad row: %s", line);
+        double ms, sb, ratio;
+        ck_assert_msg(sscanf(line, "%127[^,],%ld,%lf,%lf,%lf", v, &ctx, &ms, &sb, &ratio) == 5, "bad row: %s", line);
         ck_assert(ctx == 256 || ctx == 512);
         ck_assert(ms > 0);
+        /* state_read_ratio = (ms/1e3) / (state bytes / bandwidth): every row implies the same bandwidth */
+        ck_assert_msg(ratio > 0, "bad ratio: %s", line);
+        double gbs = ratio * sb / (ms * 1e-3) / 1e9;
+        if (!gbs0) gbs0 = gbs;
+        ck_assert_msg(fabs(gbs / gbs0 - 1) < 1e-3, "row implies %g GB/s, the first %g: %s", gbs, gbs0, line);
         if (!strcmp(v, "attention+swiglu")) att[ctx == 512] = sb;
         rows++;
     }
@@ -137,6 +145,13 @@ START_TEST(cli_bench_decode_quick_writes_csv) {
     ck_assert_msg(att[0] > 0 && att[1] == 2 * att[0], "attention KV bytes %g at 256, %g at 512", att[0], att[1]);
     snprintf(path, sizeof path, "%s/decode.gp", dir);
     ck_assert_int_eq(access(path, F_OK), 0);
+    snprintf(path, sizeof path, "%s/decode.md", dir);   /* the per-variant summary: 256 -> 512 */
+    char *md;
+    size_t mdlen;
+    ck_assert_int_eq(hy_read_file(path, &md, &mdlen), 0);
+    ck_assert_msg(strstr(md, "| variant | first context | ms/token | last context | ms/token | last / first |"), "%s", md);
+    ck_assert_msg(strstr(md, "| attention+swiglu | 256 | "), "%s", md);
+    hy_free(md);
     /* --fill tile reaches the same contexts from one prefilled state, with the same state sizes */
     snprintf(cmd, sizeof cmd, "%s bench decode --quick --fill tile --max-context 1024 --steps 2 --threads 1 --no-plot --out %s > /dev/null",
              exe(), dir);
@@ -150,7 +165,7 @@ START_TEST(cli_bench_decode_quick_writes_csv) {
         char v[128];
         long ctx;
         double ms, sb;
-        ck_assert(sscanf(line, "%127[^,],%ld,%lf,%lf", v, &ctx, &ms, &sb) == 4);
+        ck_assert(sscanf(line, "%127[^,],%ld,%lf,%lf,%*f", v, &ctx, &ms, &sb) == 4);
         if (!strcmp(v, "attention+swiglu")) ck_assert_double_eq(sb, att[0] * ctx / 256);
         rows++;
     }

@@ -49,6 +49,7 @@ START_TEST(block_train_bytes_match_allocations) {
         check_block(ops->name, 64, 2, 100);
         check_block(ops->name, 64, 3, 200);
     }
+    check_block("attention", 64, 3, 9);   /* T <= HY_FLASH_DECODE_TQ: the split-key forward's scratch */
 }
 END_TEST
 

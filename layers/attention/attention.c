@@ -572,8 +572,8 @@ static hy_train_bytes attn_train_bytes(const hy_opts *o, int d, int B, int T, in
     double rows = (double)B * T, nq = rows * g.H * g.hd, nk = rows * g.Hkv * g.hd;
     double tv = (double)B * tview(NULL, g.Hkv, g.hd, T).bs;
     double rope = g.rope ? 2.0 * (T > 256 ? T : 256) * (g.hd / 2) : 0;
-    double scratch = fmax(hy_flash_scratch_floats(B, g.H, T, g.hd, threads, false),
-                          hy_flash_scratch_floats(B, g.H, T, g.hd, threads, true));
+    double scratch = fmax(hy_flash_scratch_floats(B, g.H, g.Hkv, T, g.hd, threads, false),
+                          hy_flash_scratch_floats(B, g.H, g.Hkv, T, g.hd, threads, true));
     return (hy_train_bytes){(6 * nq + 6 * nk + 2 * tv + rows * g.H + rope) * sizeof(float), scratch * sizeof(float)};
 }
 

@@ -42,16 +42,27 @@ typedef struct {
 } hy_flash_args;
 
 /* Forward: o = softmax(scale q kᵀ, causal) v, and lse (if non-NULL) = per-row log-sum-exp of the
- * scaled scores. Uses q, kt, v; writes o, lse. Parallel over (batch, head, query tile). */
+ * scaled scores. Uses q, kt, v; writes o, lse. hy_flash_forward takes hy_flash_decode when
+ * Tq <= HY_FLASH_DECODE_TQ, else hy_flash_tiled; the two agree within float rounding.
+ *   hy_flash_tiled:  parallel over (batch, head, query tile of 64 rows).
+ *   hy_flash_decode: for few queries: parallel over (batch, chunk of the key range), each task
+ *                    reading its keys once for every head and keeping a partial softmax per query
+ *                    row; the partials are then combined (split-key, "flash-decoding"). Its
+ *                    chunking depends only on the shape, so the result does not depend on the
+ *                    thread count. */
+#define HY_FLASH_DECODE_TQ 16
 int hy_flash_forward(const hy_flash_args *a);
+int hy_flash_tiled(const hy_flash_args *a);
+int hy_flash_decode(const hy_flash_args *a);
 /* Backward: from q, k, kt, vt, o, dout and the forward's lse, OVERWRITES dq, dk, dv (the gradients
  * with respect to q, k, v of the scores/softmax/product, scale included). Deterministic for a given
  * thread count: dk/dv are owned by key-tile tasks, dq is summed in a fixed order from 2·threads
  * slot buffers, each filled by a fixed sequence of tasks. */
 int hy_flash_backward(const hy_flash_args *a);
 /* Floats the kernels allocate and free inside one call with `threads` threads, for n_batch
- * sequences of T tokens (Tq = Tk = T), H query heads of size hd: the forward's per-thread tiles,
- * or (backward) D, the 2·threads slot copies of dQ and the per-thread tiles. */
-double hy_flash_scratch_floats(int n_batch, int H, int T, int hd, int threads, bool backward);
+ * sequences of T tokens (Tq = Tk = T), H query heads of size hd, Hkv kv heads: the forward's
+ * per-thread tiles (with T <= HY_FLASH_DECODE_TQ, hy_flash_decode's per-thread scratch and the
+ * tasks' partial results), or (backward) D, the 2·threads slot copies of dQ and the per-thread tiles. */
+double hy_flash_scratch_floats(int n_batch, int H, int Hkv, int T, int hd, int threads, bool backward);
 
 #endif

@@ -2,19 +2,19 @@
  *
  * Forward, per (batch, head, query tile of BR rows): loop over key tiles of BC keys up to the causal
  * limit, S = Q Kᵀ on the tile, online softmax (running max m and sum l per row), O += P V; at the
- * end O /= l and lse = m + log l. Backward, per (batch, kv head, key tile): recompute S and
- * P = exp(scale S - lse) tile by tile, dV += Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP - D) with
- * D = rowsum(dO ∘ O), dK += dSᵀ Q, dQ += dS K. Nothing of size T×T ever exists: only per-thread
- * tiles (BR×BC) and O(T) buffers.
+ * end O /= l and lse = m + log l. Decode (few queries): the same tile steps over chunks of the key
+ * range, each chunk's partial softmax kept and the partials combined (hy_flash_decode). Backward,
+ * per (batch, kv head, key tile): recompute S and P = exp(scale S - lse) tile by tile,
+ * dV += Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP - D) with D = rowsum(dO ∘ O), dK += dSᵀ Q, dQ += dS K.
+ * Nothing of size T×T ever exists: only per-thread tiles (BR×BC) and O(T) buffers.
  *
- * Tile products use a register-blocked AVX2 micro-kernel (mm below; hy_gemm when AVX2 is absent),
- * the softmax row operations are AVX2 (exp2 on 8 lanes), with plain-loop fallbacks for other
- * targets. AVX2, not AVX-512: the machine this was measured on is Zen 3 (AVX2 + FMA only), and on
- * Zen 4 the 256-bit path has the same FMA throughput. */
+ * Tile products use a register-blocked micro-kernel (mm below) and the softmax rows a vector exp2,
+ * both written over core/simd.h's vw: 16 floats per vector in an AVX-512 build, 8 in an AVX2 one. */
 #include "layers/attention/attention.h"
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
+#include "core/simd.h"
 #include "core/vmath.h"
 #include <float.h>
 #include <math.h>
@@ -22,13 +22,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
 
 enum { BR = 64, BC = HY_FLASH_BC };   /* query and key tile sizes */
 
-#define AT(vw, b, h, r) ((vw).p + (size_t)(b) * (vw).bs + (size_t)(h) * (vw).hs + (size_t)(r) * (vw).ld)
+#define AT(v, b, h, r) ((v).p + (size_t)(b) * (v).bs + (size_t)(h) * (v).hs + (size_t)(r) * (v).ld)
 /* Start of the key tile at column j0 (a multiple of BC) of a transposed view (kt, vt). */
 static inline const float *tcol(const hy_flash_view *v, int b, int h, int j0) {
     const float *p = AT(*v, b, h, 0);
@@ -39,46 +36,48 @@ static inline const float *tcol(const hy_flash_view *v, int b, int h, int j0) {
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
 /* ---------------------------------------------------------------- tile products ---- */
-#if defined(__AVX2__) && defined(__FMA__)
 #define INLINE static inline __attribute__((always_inline))
-enum { MR = 6 };   /* rows of the register block: 6 rows × 16 columns = 12 ymm accumulators */
+/* The register block: MR rows × 2 vectors (12 accumulators: 6 × 32 floats with AVX-512, 6 × 16 with
+ * AVX2). */
+enum { MR = 6, NB = 2 * HY_VW };
 
-/* C[MR' × 8·NV] (+)= A[MR' × K] · B[K × 8·NV] for MR' = mr rows (compile-time constant after
- * inlining), the last vector of each row masked to `mask` when `masked` (N not a multiple of 8). A
- * element (m, k) at A[m·sam + k·sak]: broadcast loads, so a transposed A costs nothing. With acc
- * and rs, row i of C is scaled by rs[i] before the sum (the online softmax's rescale, for free). */
-INLINE void strip(const int mr, const int NV, const bool masked, __m256i mask, int K, const float *A, ptrdiff_t sam,
+/* C[MR' × HY_VW·NV] (+)= A[MR' × K] · B[K × HY_VW·NV] for MR' = mr rows (compile-time constant after
+ * inlining), the last vector of each row masked to `mask` when `masked` (N not a multiple of
+ * HY_VW). A element (m, k) at A[m·sam + k·sak]: broadcast loads, so a transposed A costs nothing.
+ * With acc and rs, row i of C is scaled by rs[i] before the sum (the online softmax's rescale, for
+ * free). */
+INLINE void strip(const int mr, const int NV, const bool masked, vw_mask mask, int K, const float *A, ptrdiff_t sam,
                   ptrdiff_t sak, const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc, const float *rs) {
-    __m256 c[MR][2];
+    vw c[MR][2];
     _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++)
-        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) c[i][v] = _mm256_setzero_ps();
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) c[i][v] = (vw){0};
     _Pragma("GCC unroll 4") for (int k = 0; k < K; k++) {
         const float *b = B + k * ldb, *a = A + k * sak;
-        __m256 b0 = masked && NV == 1 ? _mm256_maskload_ps(b, mask) : _mm256_loadu_ps(b);
-        __m256 b1 = NV == 2 ? (masked ? _mm256_maskload_ps(b + 8, mask) : _mm256_loadu_ps(b + 8)) : b0;
+        vw b0 = masked && NV == 1 ? vw_load_masked(b, mask) : vw_load(b);
+        vw b1 = NV == 2 ? (masked ? vw_load_masked(b + HY_VW, mask) : vw_load(b + HY_VW)) : b0;
         _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++) {
-            __m256 ai = _mm256_broadcast_ss(a + i * sam);
-            c[i][0] = _mm256_fmadd_ps(ai, b0, c[i][0]);
-            if (NV == 2) c[i][1] = _mm256_fmadd_ps(ai, b1, c[i][1]);
+            vw ai = vw_splat(a[i * sam]);
+            c[i][0] = vw_fma(ai, b0, c[i][0]);
+            if (NV == 2) c[i][1] = vw_fma(ai, b1, c[i][1]);
         }
     }
     _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++)
         _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) {
-            float *p = C + i * ldc + 8 * v;
+            float *p = C + i * ldc + HY_VW * v;
             bool part = masked && v == NV - 1;
             if (acc) {
-                __m256 old = part ? _mm256_maskload_ps(p, mask) : _mm256_loadu_ps(p);
-                c[i][v] = rs ? _mm256_fmadd_ps(old, _mm256_broadcast_ss(rs + i), c[i][v]) : _mm256_add_ps(c[i][v], old);
+                vw old = part ? vw_load_masked(p, mask) : vw_load(p);
+                c[i][v] = rs ? vw_fma(old, vw_splat(rs[i]), c[i][v]) : c[i][v] + old;
             }
-            if (part) _mm256_maskstore_ps(p, mask, c[i][v]);
-            else _mm256_storeu_ps(p, c[i][v]);
+            if (part) vw_store_masked(p, mask, c[i][v]);
+            else vw_store(p, c[i][v]);
         }
 }
 
-typedef void strip_fn(__m256i, int, const float *, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, float *, ptrdiff_t,
+typedef void strip_fn(vw_mask, int, const float *, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, float *, ptrdiff_t,
                       bool, const float *);
 #define STRIP(R, NV, MS)                                                                                          \
-    static void strip_##R##_##NV##_##MS(__m256i m, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak,          \
+    static void strip_##R##_##NV##_##MS(vw_mask m, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak,          \
                                         const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc,        \
                                         const float *rs) {                                                       \
         strip(R, NV, MS, m, K, A, sam, sak, B, ldb, C, ldc, acc, rs);                                            \
@@ -91,15 +90,11 @@ static strip_fn *const strips[MR][2][2] = {ROW(1), ROW(2), ROW(3), ROW(4), ROW(5
 /* C[M × N] (+)= A[M × K] · B[K × N] on tiles: A element (m, k) at A[m·sam + k·sak] (sam = 1 is a
  * transposed A, so Pᵀ dO and dSᵀ Q need no copy), B and C row-major with strides ldb, ldc; with
  * acc, C's rows are first scaled by rs[0..M) unless rs is NULL.
- * A register-blocked AVX2 micro-kernel (6 × 16 blocks; a block of A rows stays in L1 while it meets
- * every strip of 16 columns of B, measured ~7% faster than strips outside) rather than hy_gemm:
- * measured on this machine (Zen 3, 2 cores, one thread, 64×64×64 tiles as the kernels use them,
- * best of repeated runs on a shared machine): 62-68 GFLOP/s against 50-57 for single-threaded
- * OpenBLAS sgemm through hy_gemm, whose per-call packing dominates at this size; the whole
- * kernel (T = 2048, d 256, 4 heads, one thread, CPU time, best of 3 on a loaded machine) went from
- * 138 to 64 ms forward and from 206 to 131 ms backward with these and the AVX2 softmax rows. In
- * isolation on a quiet moment the 6 × 16 block reaches 86 GFLOP/s (the core's FMA peak measures
- * 90-93); 4 × 24, 4 × 16 and 8 × 8 blocks measured 64-76. */
+ * A register-blocked micro-kernel at the vector width (6 rows × 2 vectors; a block of A rows stays
+ * in L1 while it meets every strip of B's columns) rather than hy_gemm: at the 64 × 64 × 64 tiles
+ * the kernels use, a library GEMM's per-call packing dominates (measured on Zen 3 with the AVX2
+ * width, one thread: 62-68 GFLOP/s against 50-57 for single-threaded OpenBLAS through hy_gemm; the
+ * 6-row block beat 4 × 24, 4 × 16 and 8 × 8). */
 static void mm(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak, const float *B, ptrdiff_t ldb,
                float *C, ptrdiff_t ldc, bool acc, const float *rs) {
     if (K <= 0) {
@@ -108,130 +103,71 @@ static void mm(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak
         return;
     }
     for (int i = 0; i < M; i += MR)
-        for (int j = 0; j < N; j += 16) {
-            int n = MIN(16, N - j), nv = n > 8 ? 2 : 1, last = n - 8 * (nv - 1);
-            __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(last), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-            strips[MIN(MR, M - i) - 1][last != 8][nv - 1](mask, K, A + i * sam, sam, sak, B + j, ldb, C + i * ldc + j,
-                                                        ldc, acc, rs ? rs + i : NULL);
+        for (int j = 0; j < N; j += NB) {
+            int n = MIN(NB, N - j), nv = n > HY_VW ? 2 : 1, last = n - HY_VW * (nv - 1);
+            strips[MIN(MR, M - i) - 1][last != HY_VW][nv - 1](vw_mask_first(last), K, A + i * sam, sam, sak, B + j, ldb,
+                                                           C + i * ldc + j, ldc, acc, rs ? rs + i : NULL);
         }
 }
-#else
-/* Without AVX2: the same products through hy_gemm (single-threaded OpenBLAS inside the parallel
- * region). */
-static void mm(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak, const float *B, ptrdiff_t ldb,
-               float *C, ptrdiff_t ldc, bool acc, const float *rs) {
-    if (acc && rs)
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) C[i * ldc + j] *= rs[i];
-    if (sam == 1 && sak != 1)
-        hy_gemm(true, false, M, N, K, 1.0f, A, (int)sak, B, (int)ldb, acc ? 1.0f : 0.0f, C, (int)ldc);
-    else
-        hy_gemm(false, false, M, N, K, 1.0f, A, (int)sam, B, (int)ldb, acc ? 1.0f : 0.0f, C, (int)ldc);
-}
-#endif
 
 /* ---------------------------------------------------------------- softmax rows ---- */
-/* Every row function works on a whole scratch row of BC floats; lanes at or past nvalid (masked
- * keys, or columns past the tile's last key, whose contents are stale) come out as 0. */
-#if defined(__AVX2__) && defined(__FMA__)
-
-/* All-ones in the lanes j with j < n. */
-INLINE __m256 lanes(int n) {
-    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
-}
-INLINE float hmax8(__m256 v) {
-    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
-    return _mm_cvtss_f32(_mm_max_ss(x, _mm_movehdup_ps(x)));
-}
-INLINE float hsum8(__m256 v) {
-    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
-}
+/* Every row function works on a whole scratch row of BC floats (a multiple of HY_VW); lanes at or
+ * past nvalid (masked keys, or columns past the tile's last key, whose contents are stale) come
+ * out as 0. */
 
 /* Online-softmax step on the br score rows of a tile (row r sees its first nv[r] keys, possibly
  * none), in base 2 (scale2 = scale·log2 e): updates the running maxima m and sums l, overwrites S
  * with P and sets alpha[r] = 2^(m_old - m_new), the factor row r's accumulated output must be
- * rescaled by. The per-row scalar work (new max, alpha, sum update) is done 8 rows to a vector;
- * m, l, alpha, mx have room for br rounded up to 8. */
+ * rescaled by. The per-row scalar work (new max, alpha, sum update) is done HY_VW rows to a
+ * vector; m, l, alpha, mx have room for br rounded up to HY_VW. */
 static void tile_online(float *S, int br, const int *nv, float scale2, float *m, float *l, float *alpha, float *mx) {
-    __m256 lo = _mm256_set1_ps(-FLT_MAX);
+    const vw lo = vw_splat(-FLT_MAX);
     for (int r = 0; r < br; r++) {
         const float *s = S + (size_t)r * BC;
-        __m256 vmax = lo;
+        vw vmax = lo;
         if (nv[r] >= BC)
-            for (int j = 0; j < BC; j += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s + j));
+            for (int j = 0; j < BC; j += HY_VW) vmax = vw_max(vmax, vw_load(s + j));
         else
-            for (int j = 0; j < nv[r]; j += 8) vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(lo, _mm256_loadu_ps(s + j), lanes(nv[r] - j)));
-        mx[r] = nv[r] > 0 ? hmax8(vmax) * scale2 : -FLT_MAX;   /* no keys: the max stays, alpha = 1 */
+            for (int j = 0; j < nv[r]; j += HY_VW) vmax = vw_max(vmax, vw_select(vw_mask_first(nv[r] - j), vw_load(s + j), lo));
+        mx[r] = nv[r] > 0 ? vw_hmax(vmax) * scale2 : -FLT_MAX;   /* no keys: the max stays, alpha = 1 */
     }
-    for (int r = br; r % 8; r++) mx[r] = -FLT_MAX, m[r] = -FLT_MAX, l[r] = 0;
-    for (int r = 0; r < br; r += 8) {
-        __m256 mo = _mm256_loadu_ps(m + r), mn = _mm256_max_ps(mo, _mm256_loadu_ps(mx + r));
-        _mm256_storeu_ps(alpha + r, hy_exp2f_avx2(_mm256_sub_ps(mo, mn)));
-        _mm256_storeu_ps(m + r, mn);
+    for (int r = br; r % HY_VW; r++) mx[r] = -FLT_MAX, m[r] = -FLT_MAX, l[r] = 0;
+    for (int r = 0; r < br; r += HY_VW) {
+        vw mo = vw_load(m + r), mn = vw_max(mo, vw_load(mx + r));
+        vw_store(alpha + r, hy_exp2f_vw(mo - mn));
+        vw_store(m + r, mn);
     }
-    __m256 vs = _mm256_set1_ps(scale2);
+    const vw vs = vw_splat(scale2);
     for (int r = 0; r < br; r++) {
         float *s = S + (size_t)r * BC;
-        __m256 vm = _mm256_set1_ps(m[r]), sum = _mm256_setzero_ps();
-        for (int j = 0; j < BC; j += 8) {
-            __m256 p = hy_exp2f_avx2(_mm256_fmsub_ps(_mm256_loadu_ps(s + j), vs, vm));
-            if (nv[r] - j < 8) p = _mm256_and_ps(p, lanes(nv[r] - j));
-            _mm256_storeu_ps(s + j, p);
-            sum = _mm256_add_ps(sum, p);
+        vw vm = vw_splat(-m[r]), sum = (vw){0};
+        for (int j = 0; j < BC; j += HY_VW) {
+            vw p = hy_exp2f_vw(vw_fma(vw_load(s + j), vs, vm));
+            if (nv[r] - j < HY_VW) p = vw_keep(p, vw_mask_first(nv[r] - j));
+            vw_store(s + j, p);
+            sum += p;
         }
-        mx[r] = hsum8(sum);
+        mx[r] = vw_hsum(sum);
     }
-    for (int r = 0; r < br; r += 8)
-        _mm256_storeu_ps(l + r, _mm256_fmadd_ps(_mm256_loadu_ps(l + r), _mm256_loadu_ps(alpha + r), _mm256_loadu_ps(mx + r)));
+    for (int r = 0; r < br; r += HY_VW) vw_store(l + r, vw_fma(vw_load(l + r), vw_load(alpha + r), vw_load(mx + r)));
 }
 
 /* Backward recomputation of one row: s := 2^(scale2·s - lse2) = exp(scale·s - lse) for the first
  * nvalid, 0 after (lse2 = lse·log2 e). */
 static void row_p(float *s, int nvalid, float scale2, float lse2) {
-    __m256 vs = _mm256_set1_ps(scale2), vl = _mm256_set1_ps(lse2);
-    for (int j = 0; j < BC; j += 8) {
-        __m256 p = hy_exp2f_avx2(_mm256_fmsub_ps(_mm256_loadu_ps(s + j), vs, vl));
-        if (nvalid - j < 8) p = _mm256_and_ps(p, lanes(nvalid - j));
-        _mm256_storeu_ps(s + j, p);
+    const vw vs = vw_splat(scale2), vl = vw_splat(-lse2);
+    for (int j = 0; j < BC; j += HY_VW) {
+        vw p = hy_exp2f_vw(vw_fma(vw_load(s + j), vs, vl));
+        if (nvalid - j < HY_VW) p = vw_keep(p, vw_mask_first(nvalid - j));
+        vw_store(s + j, p);
     }
 }
 
 /* dp := p ∘ (dp - D) on one row (dS, the gradient of the scaled scores). */
 static void row_ds(float *dp, const float *p, float D) {
-    __m256 vd = _mm256_set1_ps(D);
-    for (int j = 0; j < BC; j += 8)
-        _mm256_storeu_ps(dp + j, _mm256_mul_ps(_mm256_loadu_ps(p + j), _mm256_sub_ps(_mm256_loadu_ps(dp + j), vd)));
+    const vw vd = vw_splat(D);
+    for (int j = 0; j < BC; j += HY_VW) vw_store(dp + j, vw_load(p + j) * (vw_load(dp + j) - vd));
 }
-
-#else /* portable fallback: the same operations in plain loops */
-
-static void tile_online(float *S, int br, const int *nv, float scale2, float *m, float *l, float *alpha, float *mx) {
-    (void)mx;
-    for (int r = 0; r < br; r++) {
-        float *s = S + (size_t)r * BC, mr = -FLT_MAX, sum = 0;
-        for (int j = 0; j < nv[r]; j++) mr = s[j] > mr ? s[j] : mr;
-        float mnew = nv[r] > 0 && mr * scale2 > m[r] ? mr * scale2 : m[r];
-        alpha[r] = hy_expf((m[r] - mnew) * 0.693147181f);
-        for (int j = 0; j < BC; j++) {
-            s[j] = j < nv[r] ? hy_expf((s[j] * scale2 - mnew) * 0.693147181f) : 0.0f;
-            sum += s[j];
-        }
-        l[r] = l[r] * alpha[r] + sum;
-        m[r] = mnew;
-    }
-}
-
-static void row_p(float *s, int nvalid, float scale2, float lse2) {
-    for (int j = 0; j < BC; j++) s[j] = j < nvalid ? hy_expf((s[j] * scale2 - lse2) * 0.693147181f) : 0.0f;
-}
-
-static void row_ds(float *dp, const float *p, float D) {
-    for (int j = 0; j < BC; j++) dp[j] = p[j] * (dp[j] - D);
-}
-#endif
 
 /* ---------------------------------------------------------------- forward ---- */
 
@@ -271,7 +207,7 @@ static void fwd_task(const hy_flash_args *a, int b, int h, int i0, float *S, flo
 /* Tasks are (batch, head, query tile), the longest (last) query tiles first, handed out
  * dynamically: this balances the causal triangle, and each task owns its output rows so the
  * result does not depend on the schedule. */
-int hy_flash_forward(const hy_flash_args *a) {
+int hy_flash_tiled(const hy_flash_args *a) {
     if (a->n_batch <= 0 || a->Tq <= 0) return 0;
     if (a->Tk < a->Tq || a->H % a->Hkv) return hy_fail("attention kernel: bad shape (Tq %d, Tk %d)", a->Tq, a->Tk);
     int nth = omp_get_max_threads(), nqt = (a->Tq + BR - 1) / BR, nbh = a->n_batch * a->H;
@@ -295,12 +231,132 @@ int hy_flash_forward(const hy_flash_args *a) {
     return 0;
 }
 
+/* ---------------------------------------------------------------- decode ---- */
+
+/* Key blocks (of BC keys) per decode task: the key range of each sequence is cut into chunks so
+ * that there are about DECODE_TASKS tasks in all, whatever the thread count (the chunking, hence
+ * the result, depends only on the shape). */
+enum { DECODE_TASKS = 64 };
+static int decode_chunk_blocks(int n_batch, int nkb) {
+    long per = ((long)nkb * n_batch + DECODE_TASKS - 1) / DECODE_TASKS;
+    return per < 1 ? 1 : (int)per;
+}
+
+/* Rows of one kv head's group (grp query heads × Tq queries), rounded up to a multiple of 16 for
+ * the row-vector arrays of tile_online. */
+static int decode_rows_padded(int nr) { return (nr + 15) / 16 * 16; }
+
+/* Floats of per-thread decode scratch: the sequence's queries (H·Tq rows, contiguous per group),
+ * an S tile of the group's rows, and per kv head the O accumulator and the m, l, alpha, temp rows. */
+static size_t decode_scratch(const hy_flash_args *a) {
+    int nr = a->H / a->Hkv * a->Tq, nrp = decode_rows_padded(nr);
+    return (size_t)a->H * a->Tq * a->hd + (size_t)nr * BC + (size_t)a->Hkv * nr * a->hd + 4 * (size_t)a->Hkv * nrp;
+}
+
+/* One decode task: sequence b, key blocks kb0 .. kb1-1. Each key block is read once for all the
+ * query rows of every head (block-outer, kv-head-inner, so the V rows, which hold every kv head,
+ * are consumed whole), with the tiled path's online softmax and tile products. Writes the chunk's
+ * running max pm (base 2), sum pl and unnormalised output pO for each of the H·Tq rows (h, i).
+ * scr: decode_scratch floats; nv: room for the group's rows (visible keys per row). */
+static void decode_task(const hy_flash_args *a, int b, int kb0, int kb1, float *scr, int *nv, float *pm, float *pl,
+                        float *pO) {
+    const int hd = a->hd, grp = a->H / a->Hkv, nr = grp * a->Tq, nrp = decode_rows_padded(nr), off = a->Tk - a->Tq;
+    float *Qc = scr, *S = Qc + (size_t)a->H * a->Tq * hd, *Oacc = S + (size_t)nr * BC,
+          *m = Oacc + (size_t)a->Hkv * nr * hd, *l = m + (size_t)a->Hkv * nrp, *alpha = l + (size_t)a->Hkv * nrp,
+          *tmp = alpha + (size_t)a->Hkv * nrp;
+    for (int h = 0; h < a->H; h++)
+        for (int i = 0; i < a->Tq; i++)
+            memcpy(Qc + ((size_t)h * a->Tq + i) * hd, AT(a->q, b, h, i), (size_t)hd * sizeof(float));
+    for (size_t r = 0; r < (size_t)a->Hkv * nrp; r++) m[r] = -FLT_MAX, l[r] = 0;
+    for (int kb = kb0; kb < kb1; kb++) {
+        int j0 = kb * BC, bc = MIN(BC, a->Tk - j0);
+        for (int r = 0; r < nr; r++) nv[r] = nvis(off, r % a->Tq, j0, bc);
+        for (int g = 0; g < a->Hkv; g++) {
+            float *mg = m + (size_t)g * nrp, *lg = l + (size_t)g * nrp, *ag = alpha + (size_t)g * nrp,
+                  *Og = Oacc + (size_t)g * nr * hd;
+            mm(nr, bc, hd, Qc + (size_t)g * nr * hd, hd, 1, tcol(&a->kt, b, g, j0), a->kt.ld, S, BC, false, NULL);
+            tile_online(S, nr, nv, a->scale * LOG2E, mg, lg, ag, tmp + (size_t)g * nrp);
+            mm(nr, hd, bc, S, BC, 1, AT(a->v, b, g, j0), a->v.ld, Og, hd, kb > kb0, ag);
+        }
+    }
+    for (int g = 0; g < a->Hkv; g++)
+        for (int r = 0; r < nr; r++) {   /* group row r is query head g·grp + r / Tq, query r % Tq */
+            size_t row = (size_t)g * nr + r;
+            pm[row] = m[(size_t)g * nrp + r], pl[row] = l[(size_t)g * nrp + r];
+            memcpy(pO + row * hd, Oacc + row * hd, (size_t)hd * sizeof(float));
+        }
+}
+
+/* Split-key ("flash-decoding") forward for few queries: tasks are (sequence, chunk of key
+ * blocks), so that even one query of one sequence keeps every thread streaming its own
+ * contiguous part of the KV cache; each task keeps a partial softmax (max, sum, unnormalised
+ * output) per query row, and the partials are combined in chunk order:
+ *     M = max_c m_c,  L = Σ_c l_c·2^(m_c - M),  o = Σ_c O_c·2^(m_c - M) / L,  lse = M·ln 2 + ln L.
+ * Deterministic and independent of the thread count. */
+int hy_flash_decode(const hy_flash_args *a) {
+    if (a->n_batch <= 0 || a->Tq <= 0) return 0;
+    if (a->Tk < a->Tq || a->H % a->Hkv) return hy_fail("attention kernel: bad shape (Tq %d, Tk %d)", a->Tq, a->Tk);
+    const int hd = a->hd, nkb = (a->Tk + BC - 1) / BC, per = decode_chunk_blocks(a->n_batch, nkb),
+              nch = (nkb + per - 1) / per, nth = omp_get_max_threads();
+    const size_t rows = (size_t)a->H * a->Tq, ntask = (size_t)a->n_batch * nch, scr = decode_scratch(a);
+    const int nr = a->H / a->Hkv * a->Tq;
+    float *scratch = hy_malloc((size_t)nth * scr * sizeof(float)),
+          *part = hy_malloc(ntask * rows * (hd + 2) * sizeof(float));
+    int *nvis_rows = hy_malloc((size_t)nth * nr * sizeof(int));
+    if (!scratch || !part || !nvis_rows) {
+        hy_free(scratch), hy_free(part), hy_free(nvis_rows);
+        return HY_ERR_NOMEM;
+    }
+    float *pm = part, *pl = pm + ntask * rows, *pO = pl + ntask * rows;
+    #pragma omp parallel
+    {
+        float *mine = scratch + (size_t)omp_get_thread_num() * scr;
+        memset(mine, 0, scr * sizeof *mine);   /* S columns past a short key block are read, never used */
+        #pragma omp for schedule(dynamic, 1)
+        for (size_t t = 0; t < ntask; t++) {
+            int b = (int)(t / nch), c = (int)(t % nch);
+            decode_task(a, b, c * per, MIN(nkb, (c + 1) * per), mine, nvis_rows + (size_t)omp_get_thread_num() * nr,
+                        pm + t * rows, pl + t * rows, pO + t * rows * hd);
+        }
+        #pragma omp for schedule(static)
+        for (size_t br = 0; br < (size_t)a->n_batch * rows; br++) {   /* rows (b, h, i) */
+            size_t b = br / rows, r = br % rows, t0 = b * nch;
+            int h = (int)(r / a->Tq), i = (int)(r % a->Tq);
+            float M = -FLT_MAX, L = 0, *o = AT(a->o, b, h, i);
+            for (int c = 0; c < nch; c++) M = MAX(M, pm[(t0 + c) * rows + r]);
+            for (int x = 0; x < hd; x++) o[x] = 0;
+            for (int c = 0; c < nch; c++) {
+                size_t pr = (t0 + c) * rows + r;
+                if (pl[pr] == 0) continue;   /* no key of this chunk visible to the row */
+                float w = exp2f(pm[pr] - M);
+                L += pl[pr] * w;
+                for (int x = 0; x < hd; x++) o[x] += pO[pr * hd + x] * w;
+            }
+            float inv = 1.0f / L;
+            for (int x = 0; x < hd; x++) o[x] *= inv;
+            if (a->lse) a->lse[((size_t)b * a->H + h) * a->Tq + i] = M * 0.693147181f + logf(L);
+        }
+    }
+    hy_free(scratch), hy_free(part), hy_free(nvis_rows);
+    return 0;
+}
+
+/* Few queries (decode, short prefill chunks): the split-key path; otherwise the query tiles. */
+int hy_flash_forward(const hy_flash_args *a) {
+    return a->Tq <= HY_FLASH_DECODE_TQ ? hy_flash_decode(a) : hy_flash_tiled(a);
+}
+
 /* ---------------------------------------------------------------- backward ---- */
 
 /* Per-thread floats of the backward: S and dP tiles, dK and dV accumulators. */
 static size_t bwd_scratch(int hd) { return 2 * (size_t)BR * BC + 2 * (size_t)BC * ((hd + 15) / 16 * 16); }
 
-double hy_flash_scratch_floats(int n_batch, int H, int T, int hd, int threads, bool backward) {
+double hy_flash_scratch_floats(int n_batch, int H, int Hkv, int T, int hd, int threads, bool backward) {
+    if (!backward && T <= HY_FLASH_DECODE_TQ) {   /* hy_flash_decode: per-thread scratch, every task's partials */
+        const hy_flash_args a = {.n_batch = n_batch, .H = H, .Hkv = Hkv, .hd = hd, .Tq = T, .Tk = T};
+        int nkb = (T + BC - 1) / BC, per = decode_chunk_blocks(n_batch, nkb), nch = (nkb + per - 1) / per;
+        return (double)threads * (decode_scratch(&a) + (double)H / Hkv * T) + (double)n_batch * nch * H * T * (hd + 2);
+    }
     if (!backward) return (double)threads * fwd_scratch(hd);
     double rows = (double)n_batch * H * T;
     return rows + 2.0 * threads * rows * hd + (double)threads * bwd_scratch(hd);

@@ -2,7 +2,8 @@
  * layers/mamba/scan.h for the math and layouts).
  *
  * Work unit: one sequence × a block of CB = 16 channels. Its N states live in a [N][CB] array, so
- * the inner loops run over 16 contiguous channels (one AVX-512 or two AVX2 vectors; hy_expf_neg_v8);
+ * the inner loops run over 16 contiguous channels (NV = CB / HY_VW vectors of core/simd.h: one in an
+ * AVX-512 build, two in an AVX2 one; hy_expf_neg_vw);
  * B_t[n] and C_t[n] are scalars broadcast over the block. A tail block (E not a multiple of 16) is
  * padded with zero channels (Δ = x = 0 keeps their state at 0), so every loop has the full width.
  *
@@ -13,8 +14,8 @@
  * thread order afterwards (deterministic for a given thread count, no atomics, memory independent
  * of E); dA and dD are kept per sequence and added in sequence order.
  *
- * The hot loops are written with GCC vector extensions (v8: 8 floats, two per block), so the
- * per-step accumulators (y, dΔ, dx) stay in registers: written as loops over float arrays, gcc
+ * The hot loops are written over vw vectors (arrays of NV, indexed by unrolled constant loops), so
+ * the per-step accumulators (y, dΔ, dx) stay in registers: written as loops over float arrays, gcc
  * kept them in memory across the n loop, a store-to-load chain that bounded the scan. This file
  * is compiled with fp-contract=fast (a·b + c as one FMA; C17 mode otherwise contracts nothing). */
 #if defined(__clang__)   /* within expressions: clang's `fast` fuses the streamed and plain twins of a loop differently */
@@ -24,17 +25,16 @@
 #endif
 #include "core/error.h"
 #include "core/mem.h"
+#include "core/simd.h"
 #include "core/vmath.h"
 #include "layers/mamba/scan.h"
 #include <math.h>
 #include <omp.h>
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
-#include "core/vec8.h"
 #include <string.h>
 
 #define CB 16
+enum { NV = CB / HY_VW };   /* vectors per channel block */
+#define UNROLL _Pragma("GCC unroll 2")
 
 size_t hy_mamba_chunk_floats(int B, int T, int E, int N, int chunk) {
     if (chunk <= 0 || T <= 0) return 0;
@@ -49,8 +49,13 @@ static inline const float *lanes(const float *p, int cb, float *restrict buf) {
     return buf;
 }
 
-/* Stores the cb live lanes of v at p. */
-static inline void store_lanes(float *p, const float *v, int cb) { memcpy(p, v, (size_t)cb * sizeof(float)); }
+/* Stores the cb live lanes of v at p: whole vectors for a full block (a memcpy of a variable
+ * length is a library call, which cost ~6% of the scan), memcpy for a tail block. */
+static inline void store_lanes(float *p, const float *v, int cb) {
+    if (cb == CB)
+        for (int u = 0; u < NV; u++) vw_store(p + HY_VW * u, vw_load(v + HY_VW * u));
+    else memcpy(p, v, (size_t)cb * sizeof(float));
+}
 
 /* A (E, N) of channels c0.. as At[n][c], padded lanes 0; D likewise. */
 static void load_params(const hy_mamba_scan_args *a, int c0, int cb, float (*At)[CB], float *Dv) {
@@ -78,16 +83,20 @@ static void forward_block(const hy_mamba_scan_args *a, float *y, int b, int c0) 
         float pd[CB], px[CB], out[CB];
         const float *d = lanes(a->delta + row * E + c0, cb, pd), *xv = lanes(a->x + row * E + c0, cb, px);
         const float *bt = a->Bm + row * a->ld_bc, *ct = a->Cm + row * a->ld_bc;
-        const v8 d0 = v8_load(d), d1 = v8_load(d + 8), x0 = v8_load(xv), x1 = v8_load(xv + 8), dx0 = d0 * x0, dx1 = d1 * x1;
-        v8 acc0 = v8_load(Dv) * x0, acc1 = v8_load(Dv + 8) * x1;
-        for (int n = 0; n < N; n++) {
-            const v8 bn = v8_splat(bt[n]), cn = v8_splat(ct[n]);
-            v8 s0 = hy_expf_neg_v8(d0 * v8_load(At[n])) * v8_load(s[n]) + dx0 * bn;
-            v8 s1 = hy_expf_neg_v8(d1 * v8_load(At[n] + 8)) * v8_load(s[n] + 8) + dx1 * bn;
-            v8_store(s[n], s0), v8_store(s[n] + 8, s1);
-            acc0 = s0 * cn + acc0, acc1 = s1 * cn + acc1;
+        vw dv[NV], dx[NV], acc[NV];
+        UNROLL for (int u = 0; u < NV; u++) {
+            const vw xu = vw_load(xv + HY_VW * u);
+            dv[u] = vw_load(d + HY_VW * u), dx[u] = dv[u] * xu, acc[u] = vw_load(Dv + HY_VW * u) * xu;
         }
-        v8_store(out, acc0), v8_store(out + 8, acc1);
+        for (int n = 0; n < N; n++) {
+            const vw bn = vw_splat(bt[n]), cn = vw_splat(ct[n]);
+            UNROLL for (int u = 0; u < NV; u++) {
+                vw su = hy_expf_neg_vw(dv[u] * vw_load(At[n] + HY_VW * u)) * vw_load(s[n] + HY_VW * u) + dx[u] * bn;
+                vw_store(s[n] + HY_VW * u, su);
+                acc[u] = su * cn + acc[u];
+            }
+        }
+        UNROLL for (int u = 0; u < NV; u++) vw_store(out + HY_VW * u, acc[u]);
         store_lanes(y + row * E + c0, out, cb);
     }
     if (a->s_out)
@@ -111,26 +120,29 @@ int hy_mamba_scan_forward(const hy_mamba_scan_args *a, float *y) {
     return 0;
 }
 
-/* out[n] = Σ_c p[n][c] for the N rows of a [N][CB] block: the sums over channels of dB_t and
- * dC_t. With AVX2, 8 rows at a time by a horizontal-add tree (9 instructions for 8 sums instead of
- * a chain of 16 scalar adds per sum, which dominated the backward); plain loops otherwise. */
-static inline void row_sums(const float (*restrict p)[CB], float *restrict out, int N) {
+/* out[n] += Σ_c p[n][c] for the N rows of a [N][CB] block: the sums over channels of dB_t and
+ * dC_t. Each row is first folded to HY_VW lanes (lane c + lane c + HY_VW, when CB is wider), then
+ * HY_VW rows at a time go through vw_rows_sum (a transpose-and-add tree: HY_VW − 1 shuffle-add
+ * steps for HY_VW sums; separate horizontal sums cost a dependent chain per row and dominated the
+ * backward); rows past the last whole group in the same order (vw_tree_sum), so every row is
+ * summed alike. */
+static inline void row_sums_add(const float (*restrict p)[CB], float *restrict out, int N) {
     int n = 0;
-#if defined(__AVX2__)
-    for (; n + 8 <= N; n += 8) {
-        __m256 v[8];
-        for (int j = 0; j < 8; j++) v[j] = _mm256_add_ps(_mm256_loadu_ps(p[n + j]), _mm256_loadu_ps(p[n + j] + 8));
-        __m256 t0 = _mm256_hadd_ps(v[0], v[1]), t1 = _mm256_hadd_ps(v[2], v[3]);
-        __m256 t2 = _mm256_hadd_ps(v[4], v[5]), t3 = _mm256_hadd_ps(v[6], v[7]);
-        __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);   /* rows 0-3 | 4-7, per 128-bit half */
-        __m256 lo = _mm256_permute2f128_ps(u0, u1, 0x20), hi = _mm256_permute2f128_ps(u0, u1, 0x31);
-        _mm256_storeu_ps(out + n, _mm256_add_ps(lo, hi));
+    for (; n + HY_VW <= N; n += HY_VW) {
+        vw x[HY_VW];
+        for (int j = 0; j < HY_VW; j++) {
+            x[j] = vw_load(p[n + j]);
+            for (int u = 1; u < NV; u++) x[j] += vw_load(p[n + j] + HY_VW * u);
+        }
+        vw_store(out + n, vw_load(out + n) + vw_rows_sum(x));
     }
-#endif
     for (; n < N; n++) {
-        float a = 0.0f;
-        for (int c = 0; c < CB; c++) a += p[n][c];
-        out[n] = a;
+        float x[HY_VW];
+        for (int c = 0; c < HY_VW; c++) {
+            x[c] = p[n][c];
+            for (int u = 1; u < NV; u++) x[c] += p[n][c + HY_VW * u];
+        }
+        out[n] += vw_tree_sum(x, HY_VW);
     }
 }
 
@@ -148,7 +160,8 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
     float gA[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
     float pB[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64))), pC[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
     float Dv[CB] __attribute__((aligned(64)));
-    v8 gD0 = v8_splat(0), gD1 = v8_splat(0);
+    vw gD[NV];
+    UNROLL for (int u = 0; u < NV; u++) gD[u] = (vw){0};
     load_params(a, c0, cb, At, Dv);
     memset(r, 0, sizeof(float) * CB * N);
     memset(gA, 0, sizeof(float) * CB * N);
@@ -163,13 +176,17 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
             float pd[CB], px[CB];
             const float *d = lanes(a->delta + row * E + c0, cb, pd), *xv = lanes(a->x + row * E + c0, cb, px);
             const float *bt = a->Bm + row * a->ld_bc;
-            const v8 d0 = v8_load(d), d1 = v8_load(d + 8), dx0 = d0 * v8_load(xv), dx1 = d1 * v8_load(xv + 8);
+            vw dv[NV], dx[NV];
+            UNROLL for (int u = 0; u < NV; u++) dv[u] = vw_load(d + HY_VW * u), dx[u] = dv[u] * vw_load(xv + HY_VW * u);
             float (*restrict sp)[CB] = S + i * N, (*restrict sn)[CB] = S + (i + 1) * N, (*restrict ex)[CB] = Ex + i * N;
             for (int n = 0; n < N; n++) {
-                const v8 bn = v8_splat(bt[n]);
-                v8 e0 = hy_expf_neg_v8(d0 * v8_load(At[n])), e1 = hy_expf_neg_v8(d1 * v8_load(At[n] + 8));
-                v8_store(ex[n], e0), v8_store(ex[n] + 8, e1);
-                v8_store(sn[n], e0 * v8_load(sp[n]) + dx0 * bn), v8_store(sn[n] + 8, e1 * v8_load(sp[n] + 8) + dx1 * bn);
+                const vw bn = vw_splat(bt[n]);
+                UNROLL for (int u = 0; u < NV; u++) {
+                    const int o = HY_VW * u;
+                    vw e = hy_expf_neg_vw(dv[u] * vw_load(At[n] + o));
+                    vw_store(ex[n] + o, e);
+                    vw_store(sn[n] + o, e * vw_load(sp[n] + o) + dx[u] * bn);
+                }
             }
         }
         /* walk the chunk backwards */
@@ -180,38 +197,42 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
             const float *g = lanes(dy + row * E + c0, cb, pg);
             const float *bt = a->Bm + row * a->ld_bc, *ct = a->Cm + row * a->ld_bc;
             float *pr = part + (size_t)t * 2 * N;
-            const v8 d0 = v8_load(d), d1 = v8_load(d + 8), x0 = v8_load(xv), x1 = v8_load(xv + 8), g0 = v8_load(g), g1 = v8_load(g + 8);
-            const v8 dx0 = d0 * x0, dx1 = d1 * x1;
-            gD0 = g0 * x0 + gD0, gD1 = g1 * x1 + gD1;
-            v8 hb0 = v8_splat(0), hb1 = v8_splat(0), qa0 = v8_splat(0), qa1 = v8_splat(0);   /* Σ_n h·B_n, Σ_n q·A_n */
+            vw dv[NV], xw[NV], gv[NV], dx[NV], hb[NV], qa[NV];   /* hb = Σ_n h·B_n, qa = Σ_n q·A_n */
+            UNROLL for (int u = 0; u < NV; u++) {
+                const int o = HY_VW * u;
+                dv[u] = vw_load(d + o), xw[u] = vw_load(xv + o), gv[u] = vw_load(g + o), dx[u] = dv[u] * xw[u];
+                gD[u] = gv[u] * xw[u] + gD[u], hb[u] = qa[u] = (vw){0};
+            }
             float (*restrict sp)[CB] = S + i * N, (*restrict sn)[CB] = S + (i + 1) * N, (*restrict ex)[CB] = Ex + i * N;
             for (int n = 0; n < N; n++) {
-                const v8 bn = v8_splat(bt[n]), cn = v8_splat(ct[n]);
-                v8 h0 = g0 * cn + v8_load(r[n]), h1 = g1 * cn + v8_load(r[n] + 8);   /* dL/ds_t */
-                v8_store(pC[n], g0 * v8_load(sn[n])), v8_store(pC[n] + 8, g1 * v8_load(sn[n] + 8));
-                v8_store(pB[n], h0 * dx0), v8_store(pB[n] + 8, h1 * dx1);
-                hb0 = h0 * bn + hb0, hb1 = h1 * bn + hb1;
-                v8 eh0 = v8_load(ex[n]) * h0, eh1 = v8_load(ex[n] + 8) * h1;
-                v8 q0 = eh0 * v8_load(sp[n]), q1 = eh1 * v8_load(sp[n] + 8);   /* dL/d(Δ·A) */
-                qa0 = q0 * v8_load(At[n]) + qa0, qa1 = q1 * v8_load(At[n] + 8) + qa1;
-                v8_store(gA[n], q0 * d0 + v8_load(gA[n])), v8_store(gA[n] + 8, q1 * d1 + v8_load(gA[n] + 8));
-                v8_store(r[n], eh0), v8_store(r[n] + 8, eh1);
+                const vw bn = vw_splat(bt[n]), cn = vw_splat(ct[n]);
+                UNROLL for (int u = 0; u < NV; u++) {
+                    const int o = HY_VW * u;
+                    vw h = gv[u] * cn + vw_load(r[n] + o);   /* dL/ds_t */
+                    vw_store(pC[n] + o, gv[u] * vw_load(sn[n] + o));
+                    vw_store(pB[n] + o, h * dx[u]);
+                    hb[u] = h * bn + hb[u];
+                    vw eh = vw_load(ex[n] + o) * h;
+                    vw q = eh * vw_load(sp[n] + o);   /* dL/d(Δ·A) */
+                    qa[u] = q * vw_load(At[n] + o) + qa[u];
+                    vw_store(gA[n] + o, q * dv[u] + vw_load(gA[n] + o));
+                    vw_store(r[n] + o, eh);
+                }
             }
-            float sB[HY_MAMBA_MAX_STATE], sC[HY_MAMBA_MAX_STATE];
-            row_sums(pB, sB, N);
-            row_sums(pC, sC, N);
-            for (int n = 0; n < N; n++) pr[n] += sB[n], pr[N + n] += sC[n];
-            v8_store(out, qa0 + x0 * hb0), v8_store(out + 8, qa1 + x1 * hb1);          /* dΔ */
+            row_sums_add(pB, pr, N);
+            row_sums_add(pC, pr + N, N);
+            UNROLL for (int u = 0; u < NV; u++) vw_store(out + HY_VW * u, qa[u] + xw[u] * hb[u]);   /* dΔ */
             store_lanes(ddelta + row * E + c0, out, cb);
-            v8_store(out, d0 * hb0 + v8_load(Dv) * g0), v8_store(out + 8, d1 * hb1 + v8_load(Dv + 8) * g1);   /* dx */
+            UNROLL for (int u = 0; u < NV; u++)   /* dx */
+                vw_store(out + HY_VW * u, dv[u] * hb[u] + vw_load(Dv + HY_VW * u) * gv[u]);
             store_lanes(dxo + row * E + c0, out, cb);
         }
     }
-    float gD[CB];
-    v8_store(gD, gD0), v8_store(gD + 8, gD1);
+    float gDs[CB];
+    UNROLL for (int u = 0; u < NV; u++) vw_store(gDs + HY_VW * u, gD[u]);
     for (int c = 0; c < cb; c++) {
         for (int n = 0; n < N; n++) dA_b[(size_t)(c0 + c) * N + n] = gA[n][c];
-        dD_b[c0 + c] = gD[c];
+        dD_b[c0 + c] = gDs[c];
     }
 }
 

@@ -10,8 +10,8 @@
  * NULL (no skip); states s0 / s_out: (B, E, N), the layout of mamba_ssm's ssm_state.
  *
  * Kernels: 16 channels at a time, the N states of those 16 channels in a [N][16] register-friendly
- * block, so every inner loop runs over 16 contiguous channels (one AVX-512 vector) with
- * hy_expf_neg_v8 (core/vmath.h); OpenMP over (sequence, channel block). Backward is chunked:
+ * block, so every inner loop runs over 16 contiguous channels (one AVX-512 vector, two AVX2 ones:
+ * core/simd.h) with hy_expf_neg_vw (core/vmath.h); OpenMP over (sequence, channel block). Backward is chunked:
  * forward stores the state at the start of every `chunk` steps (B, ceil(T/chunk), N, E floats),
  * backward recomputes the states of one chunk at a time from there (so memory is
  * O(T·E + T/chunk·E·N), never the (T, E, N) history). */

@@ -20,7 +20,7 @@
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
-#include "core/vec8.h"
+#include "core/simd.h"
 #include "core/vmath.h"
 #include <omp.h>
 #include <stdbool.h>

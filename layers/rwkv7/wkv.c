@@ -4,7 +4,7 @@
  * Per (batch, head) and step: sq = S q is a sum of rows scaled by q_j; row j is updated as
  * S_j ← S_j·w_j − b_j·sq + k_j·v and y += r_j·S_j. Every inner loop runs over i and vectorizes
  * without horizontal sums; the value range is cut into blocks of up to four HY_VW-float vectors
- * (core/vec8.h: 16 floats with AVX-512, 8 with AVX2) so that sq, y and v of a block stay in
+ * (core/simd.h: 16 floats with AVX-512, 8 with AVX2) so that sq, y and v of a block stay in
  * registers. 5 vector ops (a multiply, 4 FMAs) per state entry and step, 4 (FMAs only) in the
  * column-scaled passes that most steps take (fwd_vec); the N×N state (16 KiB at N = 64) stays in
  * L1. One head reads 256 bytes of every 4 KiB input row, a pattern the hardware prefetchers do not
@@ -210,7 +210,7 @@ int hy_wkv7_forward(const hy_wkv7_in *in, float *S, float *y, float *sq, float *
                     fwd_bh(in, bh / in->H, bh % in->H, t0, t1, st, y, sq, ckpt, &next);
                 }
             }
-            _mm_sfence();   /* the checkpoints' non-temporal stores are visible before the backward reads them */
+            hy_stream_fence();   /* the checkpoints' non-temporal stores are visible before the backward reads them */
         }
         hy_free(own);
     }

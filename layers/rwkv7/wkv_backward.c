@@ -30,7 +30,7 @@
 #endif
 #include "layers/rwkv7/wkv_common.h"
 
-/* 4-float halves for the horizontal sums (v8 and its loads/stores: core/vec8.h). */
+/* 4-float halves for the horizontal sums (v8 and its loads/stores: core/simd.h). */
 typedef float v4 __attribute__((vector_size(16)));
 typedef int v4i __attribute__((vector_size(16)));
 static inline v4 fold8(v8 a) {
@@ -122,47 +122,6 @@ static inline void transpose_state(float *restrict dst, const float *restrict sr
             static const int order[8] = {0, 2, 1, 3, 4, 6, 5, 7};
             for (int m = 0; m < 8; m++) v8_store(dst + (size_t)(ib + order[m]) * N + jb, r[m]);
         }
-}
-
-/* Horizontal sums of HY_VW rows at once, as a transpose-and-add tree: a level combines two vectors
- * that each hold R rows (lane p·R + l: partial p of row l) into one that holds 2R rows with half as
- * many partials, one two-source shuffle per operand and an add; after log2(HY_VW) levels lane l
- * holds the sum of row l. HY_VW − 1 combines for HY_VW rows, against two or three per row for
- * separate horizontal sums (the shuffles share a port with the FMAs). */
-typedef int32_t vwi __attribute__((vector_size(sizeof(vw))));
-/* Whether any lane of m is not zero. */
-static inline bool vwi_any(vwi m) {
-    uint64_t part[sizeof m / 8], any = 0;
-    memcpy(part, &m, sizeof m);
-    for (size_t i = 0; i < sizeof m / 8; i++) any |= part[i];
-    return any != 0;
-}
-#define ROWS_LANE(L, R) ((((L) % (2 * (R))) < (R) ? 0 : HY_VW) + ((L) / (2 * (R))) * (R) + ((L) % (2 * (R))) % (R))
-#if HY_VW == 16
-#define ROWS_MASK(R, o)                                                                                  \
-        ROWS_LANE(0, R) + o, ROWS_LANE(1, R) + o, ROWS_LANE(2, R) + o, ROWS_LANE(3, R) + o,              \
-        ROWS_LANE(4, R) + o, ROWS_LANE(5, R) + o, ROWS_LANE(6, R) + o, ROWS_LANE(7, R) + o,              \
-        ROWS_LANE(8, R) + o, ROWS_LANE(9, R) + o, ROWS_LANE(10, R) + o, ROWS_LANE(11, R) + o,            \
-        ROWS_LANE(12, R) + o, ROWS_LANE(13, R) + o, ROWS_LANE(14, R) + o, ROWS_LANE(15, R) + o
-#else
-#define ROWS_MASK(R, o)                                                                                  \
-        ROWS_LANE(0, R) + o, ROWS_LANE(1, R) + o, ROWS_LANE(2, R) + o, ROWS_LANE(3, R) + o,              \
-        ROWS_LANE(4, R) + o, ROWS_LANE(5, R) + o, ROWS_LANE(6, R) + o, ROWS_LANE(7, R) + o
-#endif
-#define ROWS_COMBINE(R) (HY_SHUFFLE(vwi, a, b, ROWS_MASK(R, 0)) + HY_SHUFFLE(vwi, a, b, ROWS_MASK(R, HY_VW / 2)))
-static inline __attribute__((always_inline)) vw rows_combine(vw a, vw b, const int R) {
-    switch (R) {   /* R is a constant where this is inlined: one case remains */
-    case 1: return ROWS_COMBINE(1);
-    case 2: return ROWS_COMBINE(2);
-    case 4: return ROWS_COMBINE(4);
-    default: return ROWS_COMBINE(8);
-    }
-}
-/* The levels after the first: x holds HY_VW / 2 level-1 vectors (two rows each); returns the HY_VW row sums. */
-static inline __attribute__((always_inline)) vw rows_finish(vw *x) {
-    for (int R = 2, n = HY_VW / 2; n > 1; R *= 2, n /= 2)
-        for (int p = 0; p < n / 2; p++) x[p] = rows_combine(x[2 * p], x[2 * p + 1], R);
-    return x[0];
 }
 
 /* One (batch, head, chunk) of the backward: its steps, where its states lie in the workspace P
@@ -400,7 +359,7 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
             }
         }
         /* pass 1: dv_i = D_i·k = dS'_i·uk + dy_i (r·k), dsq_i = −dS'_i·ub − dy_i (r·b); the dots of
-         * HY_VW rows are reduced together (rows_combine, rows_finish) into one vector of HY_VW rows */
+         * HY_VW rows are reduced together (vw_rows_pair, vw_rows_finish: core/simd.h) into one vector of HY_VW rows */
         {
             const vw rkv = (vw){0} + rk, rbv = (vw){0} + rb;
             for (int i0 = 0; i0 < N; i0 += HY_VW) {
@@ -416,9 +375,9 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
                             ab[e] += d * vw_load(ub + j);
                         }
                     }
-                    sk[p] = rows_combine(ak[0], ak[1], 1), sb[p] = rows_combine(ab[0], ab[1], 1);
+                    sk[p] = vw_rows_pair(ak[0], ak[1]), sb[p] = vw_rows_pair(ab[0], ab[1]);
                 }
-                const vw dk = rows_finish(sk), db = rows_finish(sb), dyv = vw_load(dy + i0);
+                const vw dk = vw_rows_finish(sk), db = vw_rows_finish(sb), dyv = vw_load(dy + i0);
                 vw_put(g[3] + o + i0, dk + dyv * rkv, nt);
                 vw_store(dsqv + i0, -(db + dyv * rbv));
             }
@@ -568,7 +527,7 @@ int hy_wkv7_backward(const hy_wkv7_in *in, const float *sq, const float *ckpt, c
                             bwd_any(in, bh / in->H, bh % in->H, c, sq, ckpt, dy, dr, dw, dk, dv, dq, db, P,
                                     dS + (size_t)(bh - lo) * NN);
             }
-            _mm_sfence();   /* the streamed gradients are visible once the threads join */
+            hy_stream_fence();   /* the streamed gradients are visible once the threads join */
         }
         hy_free(P);
     }

@@ -2,9 +2,8 @@
  * layers/rwkv7/wkv_backward.c): offsets, prefetches, streamed stores. Internal to those two files. */
 #ifndef HY_LAYERS_RWKV7_WKV_COMMON_H
 #define HY_LAYERS_RWKV7_WKV_COMMON_H
-#include "core/vec8.h"
+#include "core/simd.h"
 #include "layers/rwkv7/rwkv7.h"
-#include <immintrin.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -29,24 +28,10 @@
 static inline bool wkv_stream(const hy_wkv7_in *in) {
     return (size_t)in->B * in->T * in->H * in->N * sizeof(float) >= HY_WKV7_STREAM_BYTES;
 }
-/* Stores x at p: non-temporally when nt and p is aligned to a whole vector. */
+/* Stores x at p: non-temporally when nt (and p is aligned to a whole vector: core/simd.h's vw_stream). */
 static inline void vw_put(float *p, vw x, bool nt) {
-#if defined(__AVX512F__)
-    if (nt && ((uintptr_t)p & 63) == 0) {
-        __m512 t;
-        memcpy(&t, &x, sizeof t);
-        _mm512_stream_ps(p, t);
-        return;
-    }
-#elif defined(__AVX__)
-    if (nt && ((uintptr_t)p & 31) == 0) {
-        __m256 t;
-        memcpy(&t, &x, sizeof t);
-        _mm256_stream_ps(p, t);
-        return;
-    }
-#endif
-    vw_store(p, x);
+    if (nt) vw_stream(p, x);
+    else vw_store(p, x);
 }
 
 /* Vectors of HY_VW floats per value block: up to 4 (as many registers as the passes can keep). */

@@ -142,7 +142,7 @@ int hy_modal_kernel(const hy_modal_params *p, int H, int M, int T, float *kern) 
             for (int b = 0; b < nb; b++) {
                 float acc[LB] = {0};
                 for (int m = 0; m < M; m++) {
-                    if (cabs(s.W[m]) < 1e-30) continue;
+                    if (creal(s.W[m]) * creal(s.W[m]) + cimag(s.W[m]) * cimag(s.W[m]) < 1e-60) continue;   /* |W| < 1e-30, without hypot */
                     double complex c = 2.0 * s.md[m].Ct * s.W[m];
                     float cr = (float)creal(c), ci = (float)cimag(c);
                     const float *restrict wr = s.wr + (size_t)m * LB, *restrict wi = s.wi + (size_t)m * LB;
@@ -193,7 +193,7 @@ int hy_modal_kernel_backward(const hy_modal_params *p, int H, int M, int T, cons
                 memcpy(dk, dkern + (size_t)h * T + (size_t)b * LB, (size_t)len * sizeof(float));
                 for (int j = 0; j < LB; j++) jdk[j] = jf[j] * dk[j];
                 for (int m = 0; m < M; m++) {
-                    if (cabs(s.W[m]) < 1e-30) continue;
+                    if (creal(s.W[m]) * creal(s.W[m]) + cimag(s.W[m]) * cimag(s.W[m]) < 1e-60) continue;   /* |W| < 1e-30, without hypot */
                     const float *restrict wr = s.wr + (size_t)m * LB, *restrict wi = s.wi + (size_t)m * LB;
                     float tr = 0, ti = 0, ur = 0, ui = 0;
                     #pragma omp simd reduction(+ : tr, ti, ur, ui)
