@@ -52,6 +52,7 @@ void hy_optim_step(hy_optim *o, hy_model *model, double lr) {
             }
         }
     }
+    hy_model_params_changed(model);   /* the bf16 copy of the weights is stale now */
 }
 
 double hy_clip_grad_norm(hy_model *model, double max_norm) {
