@@ -94,6 +94,35 @@ START_TEST(compose_seeds_lr_batch_tokens) {
 }
 END_TEST
 
+/* sweep.precision: each variant at f32 and bf16, labelled and in its own folder, compute.precision
+ * set per run next to the experiment's other compute keys. */
+START_TEST(compose_precision_sweep) {
+    hy_experiment e;
+    const char *sets[] = {"out_dir=/tmp/unused"};
+    ck_assert_msg(hy_experiment_load(EXP "tiny-precision.yaml", sets, 1, &e) == 0, "%s", hy_last_error());
+    ck_assert_int_eq(e.n_runs, 4);
+    static const char *const ids[] = {"a:precision=f32-T8", "a:precision=bf16-T8", "b:precision=f32-T8",
+                                      "b:precision=bf16-T8"};
+    for (int i = 0; i < 4; i++) {
+        const hy_run_config *c = &e.runs[i].cfg;
+        ck_assert_str_eq(e.runs[i].id, ids[i]);
+        ck_assert_int_eq(c->precision, i % 2 ? HY_PREC_BF16 : HY_PREC_F32);
+        ck_assert_int_eq(c->gemm, HY_GEMM_ONEDNN);   /* the experiment's compute map is kept */
+        ck_assert_double_eq(c->lr, i < 2 ? 0.01 : 0.005);
+        char *text = hy_run_config_text(c);   /* the resolved config reruns the same precision */
+        ck_assert_ptr_nonnull(strstr(text, i % 2 ? "compute:\n  gemm: onednn\n  precision: bf16\n"
+                                                 : "compute:\n  gemm: onednn\n  precision: f32\n"));
+        free(text);
+    }
+    ck_assert_str_eq(e.runs[1].variant, "a:precision=bf16");
+    hy_experiment_free(&e);
+    /* a value given by --set is checked like the file's */
+    const char *dup[] = {"out_dir=/tmp/unused", "sweep.precision[1]=f32"};
+    ck_assert_int_eq(hy_experiment_load(EXP "tiny-precision.yaml", dup, 2, &e), HY_ERR_CONFIG);
+    ck_assert_msg(strstr(hy_last_error(), "--set sweep.precision[1]=f32: duplicate precision f32") != NULL, "%s", hy_last_error());
+}
+END_TEST
+
 typedef struct {
     const char *file, *where, *path, *problem;
 } bad_case;
@@ -114,6 +143,9 @@ static const bad_case bad_cases[] = {
     {"inline-model-error.yaml", "6:23", "variants[0].model.layers.mixer", "unknown mixer block 'attentoin'"},
     {"sweep-not-list.yaml", "2:12", "sweep.seq_len", "must be a non-empty list"},
     {"sweep-item.yaml", "2:17", "sweep.seq_len[1]", "must be an integer in [1, 16777216], got 'big'"},
+    {"precision-item.yaml", "2:20", "sweep.precision[1]", "must be one of f32, bf16; got 'f16'"},
+    {"precision-dup.yaml", "1:32", "sweep.precision[2]", "duplicate precision bf16"},
+    {"precision-both.yaml", "2:3", "compute.precision", "is swept (sweep.precision): remove it here"},
     {"budget-conflict.yaml", "4:3", "budget.steps", "train.steps is also set: give the budget in one place"},
     {"budget-empty.yaml", "1:9", "budget", "give at least one of steps, tokens, seconds"},
     {"swept-in-variant.yaml", "5:13", "variants[0].train.seq_len", "is swept (sweep.seq_len): remove it here"},
@@ -630,6 +662,7 @@ static Suite *make_experiment_suite(void) {
     TCase *t = tcase_create("config");
     tcase_add_test(t, compose_runs);
     tcase_add_test(t, compose_seeds_lr_batch_tokens);
+    tcase_add_test(t, compose_precision_sweep);
     tcase_add_loop_test(t, bad_experiment, 0, (int)(sizeof bad_cases / sizeof *bad_cases));
     tcase_add_test(t, model_file_error);
     tcase_add_test(t, shipped_configs);
