@@ -185,7 +185,7 @@ START_TEST(shipped_configs) {
     static const char *const exps[] = {"configs/quick-sweep.yaml", "configs/crossover.yaml", "configs/mqar.yaml",
                                        "configs/selective-copy.yaml", "configs/induction.yaml",
                                        "configs/jamba-like.yaml", "configs/jamba-like-full.yaml", "configs/stripedhyena-like.yaml",
-                                       "configs/corpus-context.yaml"};
+                                       "configs/corpus-context.yaml", "configs/precision.yaml"};
     for (size_t i = 0; i < sizeof exps / sizeof *exps; i++) {
         hy_experiment e;
         bool is_exp;
@@ -193,6 +193,20 @@ START_TEST(shipped_configs) {
         ck_assert_msg(is_exp, "%s is not detected as an experiment", exps[i]);
         ck_assert_msg(hy_experiment_load(exps[i], NULL, 0, &e) == 0, "%s", hy_last_error());
         ck_assert(e.n_runs > 0 || e.bench.enabled);
+        if (strstr(exps[i], "precision")) {   /* mamba, transformer x f32, bf16 at the shape */
+            ck_assert_int_eq(e.n_runs, 4);
+            static const char *const ids[] = {"mamba:precision=f32-T1024", "mamba:precision=bf16-T1024",
+                                              "transformer:precision=f32-T1024", "transformer:precision=bf16-T1024"};
+            for (int r = 0; r < 4; r++) {
+                ck_assert_str_eq(e.runs[r].id, ids[r]);
+                ck_assert_int_eq(e.runs[r].cfg.precision, r % 2 ? HY_PREC_BF16 : HY_PREC_F32);
+                ck_assert_int_eq(e.runs[r].cfg.model.d_model, 512);
+                ck_assert_int_eq(e.runs[r].cfg.model.n_layers, 8);
+                ck_assert_int_eq(e.runs[r].cfg.seq_len, 1024);
+                ck_assert_int_eq(e.runs[r].cfg.steps, 1000);
+                ck_assert_int_eq(e.runs[r].cfg.seed, 1234);
+            }
+        }
         if (strstr(exps[i], "mqar")) {   /* a d_model sweep: labelled variants, auto options follow the width */
             /* attention, mamba, hyena x d_model {32, 64} x lr {0.003, 0.01} x 3 seeds x T {64, 128} */
             ck_assert_int_eq(e.n_runs, 72);
