@@ -352,7 +352,8 @@ static double norm_err(const float *a, const float *b, size_t n) {
 }
 
 /* Every registered block in a stack (a mixer over swiglu, an ffn under attention): the bf16 step's
- * loss within 1% and its gradient within 5% (norm-wise, over all parameters) of the f32 step's,
+ * loss within 0.1% and its gradient within 2% (norm-wise, over all parameters) of the f32 step's
+ * (measured: loss 0.0001-0.002%, gradient 0.4-0.8%),
  * every product of the step in oneDNN bf16 with the weights read from the model's bf16 copy; the
  * forced portable path gives the same gradients bit for bit (its conversions give the same bits). */
 START_TEST(training_step_bf16_close_to_f32) {
@@ -376,8 +377,8 @@ START_TEST(training_step_bf16_close_to_f32) {
         float *g16p = gradients(m, HY_PREC_BF16, in, tg, B, T, &l16p);
         hy_bf16_force_portable(false);
         double ge = norm_err(g16, g32, m->numel);
-        ck_assert_msg(fabs(l16 - l32) <= 0.01 * fabs(l32), "%s/%s: loss bf16 %g vs f32 %g", mixer, ffn, l16, l32);
-        ck_assert_msg(ge < 0.05, "%s/%s: gradient off by %.4f (norm-wise) in bf16", mixer, ffn, ge);
+        ck_assert_msg(fabs(l16 - l32) <= 0.001 * fabs(l32), "%s/%s: loss bf16 %g vs f32 %g", mixer, ffn, l16, l32);
+        ck_assert_msg(ge < 0.02, "%s/%s: gradient off by %.4f (norm-wise) in bf16", mixer, ffn, ge);
         ck_assert_msg(st.products > 0 && st.bf16 == st.products && st.f32 == 0 && st.bf16_fallbacks == 0,
                       "%s/%s: %ld products, %ld in bf16, %ld in f32, %ld fallbacks", mixer, ffn, st.products, st.bf16,
                       st.f32, st.bf16_fallbacks);
