@@ -9,6 +9,7 @@
 #include "experiments/dump.h"
 #include "experiments/experiment.h"
 #include "experiments/train.h"
+#include "experiments/validate.h"
 #include "hybrid.h"
 #include "models/checkpoint.h"
 #include "models/generate.h"
@@ -32,7 +33,8 @@ static void on_sigint(int sig) {
 
 static const char *USAGE =
     "usage: hybrid-exp [train] CONFIG.yaml [--set KEY=VALUE]... [--out DIR] [--resume] [--quiet] [--stop-after N]\n"
-    "       hybrid-exp EXPERIMENT.yaml [--set KEY=VALUE]... [--out DIR] [--quiet]\n"
+    "                  [--check] [--force]\n"
+    "       hybrid-exp EXPERIMENT.yaml [--set KEY=VALUE]... [--out DIR] [--quiet] [--check] [--force]\n"
     "       hybrid-exp plot RESULTS_DIR\n"
     "       hybrid-exp init CONFIG.yaml --out MODEL.safetensors [--set KEY=VALUE]...\n"
     "       hybrid-exp dump --checkpoint MODEL.safetensors --batch IN.safetensors --out OUT.safetensors\n"
@@ -55,6 +57,10 @@ static const char *TRAIN_HELP =
     "  --resume          continue from DIR/checkpoint.* (identical loss curve)\n"
     "  --quiet           no progress output\n"
     "  --stop-after N    stop as an interrupt would after N steps of this run (resume with --resume)\n"
+    "  --check           validate only (config, data, memory estimate), print what was checked, write nothing\n"
+    "  --force           train even when the memory estimate is above the memory available\n"
+    "Before anything is written the corpus is checked against the model, and the estimated peak memory\n"
+    "against the machine's available memory (refused above it, unless --force).\n"
     "Ctrl-C saves a checkpoint and flushes train.csv; a second Ctrl-C stops at once.\n";
 
 static const char *INIT_HELP =
@@ -96,7 +102,7 @@ typedef struct {
     const char *config, *out;
     const char *sets[256];
     int n_sets;
-    int resume, quiet;
+    int resume, quiet, check, force;
     long stop_after;
 } run_args;
 
@@ -111,6 +117,8 @@ static int parse_run_args(int argc, char **argv, run_args *a, const char *help) 
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) a->out = argv[++i];
         else if (!strcmp(argv[i], "--resume")) a->resume = 1;
         else if (!strcmp(argv[i], "--quiet")) a->quiet = 1;
+        else if (!strcmp(argv[i], "--check")) a->check = 1;
+        else if (!strcmp(argv[i], "--force")) a->force = 1;
         else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc) {
             if (!parse_long(argv[++i], 1, LONG_MAX, &a->stop_after)) {
                 fprintf(stderr, "hybrid-exp: --stop-after: must be a whole number of steps >= 1, got '%s'\n", argv[i]);
@@ -151,6 +159,8 @@ static const char *EXPERIMENT_HELP =
     "  --set KEY=VALUE   override a key of the experiment file, e.g. --set budget.steps=20\n"
     "  --out DIR         same as --set out_dir=DIR\n"
     "  --quiet           no progress output\n"
+    "  --check           validate every run (config, data, memory estimate), print them, write nothing\n"
+    "  --force           run even when a run's memory estimate is above the memory available\n"
     "Ctrl-C saves the current run's checkpoint; running the same command again continues.\n";
 
 static const char *PLOT_HELP =
@@ -214,12 +224,27 @@ static int cmd_experiment(run_args *a) {
         fprintf(stderr, "hybrid-exp: %s\n", hy_last_error());
         return 2;
     }
+    hy_strbuf report = {0};
+    if (hy_experiment_validate(&e, a->force, a->check ? &report : NULL) < 0) {   /* before anything is written */
+        fprintf(stderr, "hybrid-exp: %s\n", hy_last_error());
+        hy_sb_free(&report);
+        hy_experiment_free(&e);
+        return 2;
+    }
+    if (a->check) {
+        printf("hybrid-exp: %s: experiment %s, %d runs, all valid (nothing written; out_dir %s)\n%s", a->config, e.name,
+               e.n_runs, e.out_dir, report.p ? report.p : "");
+        hy_sb_free(&report);
+        hy_experiment_free(&e);
+        return 0;
+    }
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
     if (!a->quiet)
         fprintf(stderr, "[experiment] %s: %d runs%s -> %s\n", e.name, e.n_runs, e.bench.enabled ? " + block benchmark" : "",
                 e.out_dir);
-    hy_exp_opts o = {.on_progress = a->quiet ? NULL : on_exp_progress, .stop = &stop_requested, .bench = hy_bench_run};
+    hy_exp_opts o = {.on_progress = a->quiet ? NULL : on_exp_progress, .stop = &stop_requested, .bench = hy_bench_run,
+                     .force = a->force};
     hy_exp_result r;
     int rc = hy_experiment_run(&e, &o, &r);
     if (rc < 0) {
@@ -244,6 +269,30 @@ static int cmd_plot(int argc, char **argv) {
     return 0;
 }
 
+/* The checks of a single run before anything is written (experiments/validate.h): its data, and
+ * its memory estimate against the machine's (skipped with --force). With --check, prints what was
+ * checked to stdout. Returns -1 to go on, or the exit code (0 after --check, 2 when refused). */
+static int train_validate(const run_args *a, const hy_run_config *c) {
+    hy_run_check k;
+    double avail;
+    char src[200], av[32];
+    if (hy_run_validate(c, NULL, &k) < 0 || hy_mem_available(&avail, src, sizeof src) < 0 ||
+        (!a->force && avail >= 0 && hy_run_check_memory(c, &k, avail, src) < 0)) {
+        fprintf(stderr, "hybrid-exp: %s\n", hy_last_error());
+        return 2;
+    }
+    if (!a->check) return -1;
+    hy_strbuf b = {0};
+    hy_sb_printf(&b, "hybrid-exp: %s: valid (nothing written; out_dir %s)\n", a->config, c->out_dir);
+    hy_run_check_report(c, &k, &b);
+    if (avail < 0) hy_sb_printf(&b, "  available: %s (memory not checked)\n", src);
+    else hy_sb_printf(&b, "  available: %s (%s)%s\n", hy_format_bytes(avail, av, sizeof av), src,
+                      k.total <= avail ? ": the estimate fits" : ": the estimate is above it, --force given");
+    fputs(b.p ? b.p : "", stdout);
+    hy_sb_free(&b);
+    return 0;
+}
+
 static int cmd_train(int argc, char **argv) {
     run_args a;
     hy_run_config c;
@@ -260,6 +309,10 @@ static int cmd_train(int argc, char **argv) {
         }
     int rc = parse_run_args(argc, argv, &a, TRAIN_HELP);
     if (rc || (rc = load_config(&a, &c, 1))) return rc;
+    if ((rc = train_validate(&a, &c)) >= 0) {
+        hy_run_config_free(&c);
+        return rc;
+    }
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
     hy_train_opts o = {.progress = a.quiet ? NULL : stderr, .resume = a.resume, .stop = &stop_requested,
@@ -291,6 +344,10 @@ static int cmd_init(int argc, char **argv) {
     if (rc) return rc;
     if (!a.out) {
         fprintf(stderr, "hybrid-exp init: --out MODEL.safetensors is required\n");
+        return 2;
+    }
+    if (a.check || a.force) {   /* shared parsing: these belong to training */
+        fprintf(stderr, "hybrid-exp init: %s is for training runs and experiments\n", a.check ? "--check" : "--force");
         return 2;
     }
     if ((rc = load_config(&a, &c, 0))) return rc;

@@ -312,6 +312,14 @@ static int finish_run(const yt_doc *d, const yt_node *root, hy_run_config *c) {
     return 0;
 }
 
+/* Where node n (of key path `path`) was set, as yt_fail names it, into out; a default when absent. */
+static void locate(const yt_doc *d, const yt_node *n, const char *path, char *out, size_t len) {
+    if (!n) snprintf(out, len, "%s: %s (default)", d->file, path);
+    else if (n->set >= 0 && n->set < d->n_sets) snprintf(out, len, "--set %s", d->sets[n->set]);
+    else if (n->line <= 0) snprintf(out, len, "%s: %s", n->file ? n->file : d->file, path);
+    else snprintf(out, len, "%s:%d:%d: %s", n->file ? n->file : d->file, n->line, n->col, path);
+}
+
 /* The whole schema, walked over the (overridden) tree. */
 static int read_root(const yt_doc *d, hy_run_config *c) {
     const yt_node *root = d->root, *model = yt_get(root, "model");
@@ -327,6 +335,9 @@ static int read_root(const yt_doc *d, hy_run_config *c) {
     }
     const yt_node *task = yt_get(yt_get(root, "data"), "task");
     if (task && (rc = read_task(d, task, &c->task)) < 0) return rc;
+    locate(d, yt_get(model, "vocab_size"), "model.vocab_size", c->at_vocab_size, sizeof c->at_vocab_size);
+    locate(d, yt_get(yt_get(root, "data"), "corpus"), "data.corpus", c->at_corpus, sizeof c->at_corpus);
+    locate(d, yt_get(yt_get(root, "train"), "seq_len"), "train.seq_len", c->at_seq_len, sizeof c->at_seq_len);
     return finish_run(d, root, c);
 }
 

@@ -36,6 +36,9 @@ typedef struct {
     long warmup_steps;
     double weight_decay, beta1, beta2, eps, momentum, grad_clip, ssm_lr;
     long eval_every, eval_batches, log_every, checkpoint_every;
+    /* Where the keys that the checks after loading name were set (hy_run_validate's messages):
+     * "FILE:LINE:COL: KEY", "--set KEY=VALUE", or "FILE: KEY (default)". */
+    char at_vocab_size[HY_PATH_MAX + 160], at_corpus[HY_PATH_MAX + 160], at_seq_len[HY_PATH_MAX + 160];
 } hy_run_config;
 
 /* Set every field to its default (model left empty). */

@@ -7,6 +7,7 @@
  * line, column and key. */
 #ifndef HY_EXPERIMENTS_EXPERIMENT_H
 #define HY_EXPERIMENTS_EXPERIMENT_H
+#include "core/strbuf.h"
 #include "experiments/config.h"
 #include "experiments/train.h"
 #include "experiments/yaml_tree.h"
@@ -90,6 +91,7 @@ typedef struct {
     int (*bench)(const hy_bench_options *o);
     long stop_after_runs;             /* > 0: stop after training this many runs (tests) */
     bool no_plots;
+    bool force;                       /* run even when a run's memory estimate is above what is available */
 } hy_exp_opts;
 
 typedef struct {
@@ -98,9 +100,17 @@ typedef struct {
     char summary[4096];               /* crossover points and where the report is, for printing */
 } hy_exp_result;
 
-/* Runs every run not already complete in e->out_dir (a run is complete when runs/<id>/result.csv
- * exists and runs/<id>/config.yaml is the run's resolved config), resumes an interrupted one
- * from its checkpoint, then writes the experiment's CSVs, plots and report. */
+/* Checks every run before anything is written (experiments/validate.h): its data (each corpus
+ * loaded once; for a corpus, the validation split also holds the experiment's longest evaluation
+ * window) and, unless force, its memory estimate against the machine's available memory.
+ * HY_ERR_CONFIG naming the run on the first problem. report (may be NULL) gets, for --check, a
+ * line per run, the data checked and the memory available. */
+int hy_experiment_validate(const hy_experiment *e, bool force, hy_strbuf *report);
+
+/* Validates the experiment (hy_experiment_validate, o->force), then runs every run not already
+ * complete in e->out_dir (a run is complete when runs/<id>/result.csv exists and
+ * runs/<id>/config.yaml is the run's resolved config), resumes an interrupted one from its
+ * checkpoint, then writes the experiment's CSVs, plots and report. */
 int hy_experiment_run(const hy_experiment *e, const hy_exp_opts *o, hy_exp_result *r);
 
 /* ---- results (plot.c, report.c) ---- */

@@ -9,6 +9,7 @@
 #include "core/timer.h"
 #include "experiments/experiment.h"
 #include "experiments/results.h"
+#include "experiments/validate.h"
 #include "models/checkpoint.h"
 #include <math.h>
 #include <stdio.h>
@@ -205,6 +206,55 @@ static int concat(const hy_experiment *e, const char *name, const char *fallback
     return rc;
 }
 
+/* The experiment's evaluation of a corpus run needs a validation split that holds a window of its
+ * longest evaluation length (finish_run); d is the run's open corpus. */
+static int check_eval_lengths(const hy_experiment *e, const hy_exp_run *run, const hy_corpus *d) {
+    int lens[HY_EXP_MAX_EVAL + HY_TASK_MAX_EVAL + 1], n = eval_lengths(e, &run->cfg, lens);
+    size_t val = d->len - d->n_train;
+    for (int i = 0; i < n; i++)
+        if (val < (size_t)lens[i] + 1)
+            return hy_fail_code(HY_ERR_CONFIG, "%s: eval.seq_len: the evaluation of run %s at length %d needs %d bytes, but "
+                                               "the validation split of the corpus %s has %zu (data.val_fraction %g)",
+                                e->source, run->id, lens[i], lens[i] + 1, run->cfg.corpus, val, run->cfg.val_fraction);
+    return 0;
+}
+
+int hy_experiment_validate(const hy_experiment *e, bool force, hy_strbuf *report) {
+    double avail;
+    char src[200], a[32], t[32], prev[HY_PATH_MAX + 32] = "";
+    int rc = hy_mem_available(&avail, src, sizeof src), worst = -1;
+    double most = 0;
+    hy_check_cache cache = {0};
+    for (int i = 0; rc == 0 && i < e->n_runs; i++) {
+        const hy_exp_run *run = &e->runs[i];
+        hy_run_check k;
+        if ((rc = hy_run_validate(&run->cfg, &cache, &k)) == 0 && run->cfg.task.type == HY_TASK_NONE)
+            rc = check_eval_lengths(e, run, &cache.data.corpus);
+        if (rc == 0 && !force && avail >= 0) rc = hy_run_check_memory(&run->cfg, &k, avail, src);
+        if (rc < 0) {
+            hy_error_prefix("run %s", run->id);
+            break;
+        }
+        if (k.total > most) most = k.total, worst = i;
+        if (!report) continue;
+        char key[HY_PATH_MAX + 32];
+        snprintf(key, sizeof key, "%s|%g|%d|%d", run->cfg.corpus, run->cfg.val_fraction, (int)run->cfg.task.type,
+                 run->cfg.model.vocab_size);
+        if (strcmp(key, prev)) hy_sb_printf(report, "  data: %s\n", k.data_desc);
+        snprintf(prev, sizeof prev, "%s", key);
+        hy_sb_printf(report, "  run %s: %zu parameters, memory about %s (activations %s)\n", run->id, k.params,
+                     hy_format_bytes(k.total, t, sizeof t), hy_format_bytes(k.model.activations, a, sizeof a));
+    }
+    hy_check_cache_free(&cache);
+    if (rc == 0 && report) {
+        if (worst >= 0) hy_sb_printf(report, "  largest: run %s, about %s\n", e->runs[worst].id, hy_format_bytes(most, t, sizeof t));
+        if (avail < 0) hy_sb_printf(report, "  available: %s (memory not checked)\n", src);
+        else hy_sb_printf(report, "  available: %s (%s)%s\n", hy_format_bytes(avail, a, sizeof a), src,
+                          most <= avail ? ": every run fits" : ": above it, --force given");
+    }
+    return rc;
+}
+
 /* layers.csv through the program's benchmark, unless one with the same settings is there. */
 static int run_bench(const hy_experiment *e, const hy_exp_opts *o, tick_ctx *t) {
     const hy_exp_bench *b = &e->bench;
@@ -231,7 +281,9 @@ int hy_experiment_run(const hy_experiment *e, const hy_exp_opts *o, hy_exp_resul
     r->total = e->n_runs;
     char path[HY_PATH_MAX + 64], *src;
     size_t len;
-    int rc = hy_mkdirs(e->out_dir);
+    int rc = hy_experiment_validate(e, o->force, NULL);
+    if (rc < 0) return rc;
+    if ((rc = hy_mkdirs(e->out_dir)) < 0) return rc;
     if (rc < 0) return rc;
     if ((rc = hy_read_file(e->source, &src, &len)) < 0) return rc;   /* the experiment as given */
     join(path, sizeof path, e->out_dir, "experiment.yaml");

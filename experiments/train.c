@@ -2,6 +2,7 @@
  * in the training state), validation uses fixed windows, and every reduction has a fixed order,
  * so the same config, seed and thread count give a bit-identical loss curve, also across resume. */
 #include "experiments/train.h"
+#include "experiments/validate.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/mem.h"
@@ -9,6 +10,8 @@
 #include "core/timer.h"
 #include "models/checkpoint.h"
 #include "models/optim.h"
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -29,23 +32,72 @@ const char *const HY_TRAIN_CSV_HEADER =
 #define TRAIN_CSV_STEP_COL 4   /* 0-based column of `step` in train.csv */
 #define STATS_CSV_STEP_COL 2   /* ... and in a telemetry CSV (variant,seq_len,step,layer,...) */
 
-/* train.csv and the telemetry CSVs are kept in memory (hy_strbuf) and rewritten atomically, so they are
- * never half-written. On resume: the header, then the existing rows (step in 0-based column
- * step_col) up to and including `step`. */
-static void csv_reload(hy_strbuf *t, const char *header, const char *path, int step_col, long step) {
-    char *data;
+/* train.csv and the telemetry CSVs grow by appending each row (one write() per row or per
+ * evaluation) as soon as it is produced, so a run that stops on an error or is killed keeps every
+ * row it logged. A log is first made to hold its header and, on resume, the existing rows whose
+ * step (0-based column step_col) is at most the checkpoint's (rewritten atomically: a kill leaves
+ * either the old file or the trimmed one); a last line cut short by a kill is dropped. */
+typedef struct {
+    int fd;                     /* open for appending; -1 when closed */
+    char path[HY_PATH_MAX + 64];
+} csv_log;
+
+/* Starts the log at path: header, plus (resumed) the existing rows up to and including `step`. */
+static int csv_open(csv_log *f, const char *path, const char *header, bool resumed, int step_col, long step) {
+    hy_strbuf t = {0};
+    char *data = NULL;
     size_t len;
-    hy_sb_add(t, header);
-    if (hy_read_file(path, &data, &len) < 0) return;
-    char *save = NULL, *line = strtok_r(data, "\n", &save);
-    for (line = strtok_r(NULL, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        const char *p = line;
-        for (int k = 0; k < step_col && p; k++) p = strchr(p + (k > 0), ',');
-        if (!p || atol(p + 1) > step) continue;
-        hy_sb_add(t, line);
-        hy_sb_add(t, "\n");
+    f->fd = -1;
+    snprintf(f->path, sizeof f->path, "%s", path);
+    hy_sb_add(&t, header);
+    if (resumed && access(path, F_OK) == 0) {
+        int rc = hy_read_file(path, &data, &len);
+        if (rc < 0) {
+            hy_sb_free(&t);
+            return rc;
+        }
+        const char *line = strchr(data, '\n');   /* skip the header */
+        while (line && *++line) {
+            const char *end = strchr(line, '\n'), *p = line;
+            if (!end) break;                        /* cut short by a kill */
+            for (int k = 0; k < step_col && p && p < end; k++) p = strchr(p + (k > 0), ',');
+            if (p && p < end && atol(p + 1) <= step) hy_sb_addn(&t, line, (size_t)(end - line) + 1);
+            line = end;
+        }
+        hy_free(data);
     }
-    hy_free(data);
+    int rc = hy_sb_write_file(&t, path);
+    hy_sb_free(&t);
+    if (rc < 0) return rc;
+    if ((f->fd = open(path, O_WRONLY | O_APPEND)) < 0)
+        return hy_fail_code(HY_ERR_IO, "%s: cannot open for appending: %s", path, strerror(errno));
+    return 0;
+}
+
+/* Appends the text of b (whole rows) to the log and empties b. */
+static int csv_append(csv_log *f, hy_strbuf *b) {
+    if (b->failed) return hy_fail_code(HY_ERR_NOMEM, "%s: out of memory for a row", f->path);
+    const char *p = b->p;
+    size_t left = b->len;
+    while (left > 0) {
+        ssize_t w = write(f->fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return hy_fail_code(HY_ERR_IO, "%s: write failed: %s", f->path, w < 0 ? strerror(errno) : "no space");
+        p += w, left -= (size_t)w;
+    }
+    hy_sb_clear(b);
+    return 0;
+}
+
+/* Makes the rows written so far durable (beside a checkpoint, and at the end). */
+static int csv_sync(csv_log *f) {
+    if (f->fd >= 0 && fsync(f->fd) != 0) return hy_fail_code(HY_ERR_IO, "%s: cannot flush: %s", f->path, strerror(errno));
+    return 0;
+}
+
+static void csv_close(csv_log *f) {
+    if (f->fd >= 0) close(f->fd);
+    f->fd = -1;
 }
 
 /* Fraction of the budget used: the largest over the budgets that are set. */
@@ -95,8 +147,8 @@ static bool has_aux_loss(hy_model *m) {
 typedef struct {
     const hy_block_stats *st;   /* the first block that named the file: its columns head it */
     const char *block;          /* that block's name, for errors */
-    char path[HY_PATH_MAX + 64];
-    hy_strbuf rows;             /* header and rows, rewritten atomically like train.csv */
+    csv_log log;                /* the file, appended like train.csv */
+    hy_strbuf rows;             /* the rows of the current evaluation, not yet appended */
 } stats_csv;
 typedef struct {
     int n;
@@ -125,27 +177,40 @@ static int telemetry_open(telemetry *tm, hy_model *m, const char *out_dir, bool 
         if (tm->n == MAX_STATS_FILES) return hy_fail("more than %d telemetry files", MAX_STATS_FILES);
         f = &tm->f[tm->n++];
         f->st = st, f->block = L->ops->name;
-        snprintf(f->path, sizeof f->path, "%s/%s", out_dir, st->file);
-        char header[256];
+        f->log.fd = -1;
+        char header[256], path[HY_PATH_MAX + 64];
         snprintf(header, sizeof header, "variant,seq_len,step,layer,%s\n", st->columns);
-        if (resumed) csv_reload(&f->rows, header, f->path, STATS_CSV_STEP_COL, step);
-        else hy_sb_add(&f->rows, header);
-    }
-    return 0;
-}
-
-/* Rewrites every telemetry CSV (after an evaluation and at the end). */
-static int telemetry_write(telemetry *tm) {
-    for (int i = 0; i < tm->n; i++) {
-        int rc = hy_sb_write_file(&tm->f[i].rows, tm->f[i].path);
+        snprintf(path, sizeof path, "%s/%s", out_dir, st->file);
+        int rc = csv_open(&f->log, path, header, resumed, STATS_CSV_STEP_COL, step);
         if (rc < 0) return rc;
     }
     return 0;
 }
 
-/* Frees the rows of every telemetry CSV. */
+/* Appends the rows of the last evaluation to every telemetry CSV. */
+static int telemetry_flush(telemetry *tm) {
+    for (int i = 0; i < tm->n; i++) {
+        int rc = csv_append(&tm->f[i].log, &tm->f[i].rows);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+/* Makes every telemetry CSV durable (fsync). */
+static int telemetry_sync(telemetry *tm) {
+    for (int i = 0; i < tm->n; i++) {
+        int rc = csv_sync(&tm->f[i].log);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+/* Closes the telemetry CSVs and frees their pending rows. */
 static void telemetry_free(telemetry *tm) {
-    for (int i = 0; i < tm->n; i++) hy_sb_free(&tm->f[i].rows);
+    for (int i = 0; i < tm->n; i++) {
+        csv_close(&tm->f[i].log);
+        hy_sb_free(&tm->f[i].rows);
+    }
 }
 
 /* One layer's counts since its reset: rows of its CSV, and one line into `lines` (each count's
@@ -173,7 +238,7 @@ static int telemetry_layer(telemetry *tm, const hy_layer *L, const char *variant
 }
 
 /* The validation loss (validate) into *val and, for every block with telemetry, its counts over
- * the validation batches: rows of its CSV and a line per layer into `lines`. */
+ * the validation batches: rows appended to its CSV and a line per layer into `lines`. */
 static int evaluate(hy_model *m, const hy_data *d, const hy_run_config *c, const char *variant, long step,
                     double *val, double *acc, telemetry *tm, hy_strbuf *lines) {
     const int S = 2 * m->cfg.n_layers;
@@ -187,7 +252,7 @@ static int evaluate(hy_model *m, const hy_data *d, const hy_run_config *c, const
         int rc = L->ops && L->ops->stats ? telemetry_layer(tm, L, variant, c->seq_len, step, lines) : 0;
         if (rc < 0) return rc;
     }
-    return 0;
+    return telemetry_flush(tm);
 }
 
 /* Prints and empties the telemetry lines of the last evaluation. */
@@ -208,11 +273,41 @@ typedef struct {
     long window_steps;
 } run_progress;
 
+/* Non-finite values among the n floats of x (NaN or infinite). */
+static size_t count_nonfinite(const float *x, size_t n) {
+    size_t bad = 0;
+    #pragma omp parallel for schedule(static) reduction(+ : bad) if (n > 65536)
+    for (size_t i = 0; i < n; i++) bad += !isfinite(x[i]);
+    return bad;
+}
+
+/* Refuses weights or optimizer moments that are not all finite, naming the first tensor that holds
+ * such a value: checked after every update, and again before anything is saved, so a checkpoint
+ * or training state never holds one and the last one saved stays the last good one. */
+static int check_finite(hy_model *m, const hy_optim *opt, long step) {
+    const float *arena[3] = {m->data, opt->m, opt->v};
+    static const char *const what[3] = {"parameter", "first moment of", "second moment of"};
+    for (int a = 0; a < 3; a++) {
+        if (!arena[a] || count_nonfinite(arena[a], m->numel) == 0) continue;
+        for (int i = 0; i < m->n_params; i++) {
+            const hy_param *p = &m->params[i];
+            size_t bad = count_nonfinite(arena[a] + (p->data - m->data), p->numel);
+            if (bad)
+                return hy_fail("step %ld: the update made the %s '%s' non-finite (%zu of %zu values); lower train.lr "
+                               "or raise train.warmup_steps", step, what[a], p->name, bad, p->numel);
+        }
+    }
+    return 0;
+}
+
+/* The checkpoint, then its training state: optimizer moments, RNG, progress, and the identity of
+ * the checkpoint it belongs to (its step and the fingerprint of its weights), which resume checks. */
 static int save_all(const run_paths *P, hy_model *m, hy_optim *opt, const hy_rng *rng, const run_progress *pr) {
     long step = pr->step;
-    int rc = hy_checkpoint_save(m, P->ckpt, step);
+    int rc = check_finite(m, opt, step);
     if (rc < 0) return rc;
-    char rng_s[80], step_s[32], tok_s[32], el_s[32], seed_s[32], wl_s[40], ws_s[32], wa_s[40];
+    if ((rc = hy_checkpoint_save(m, P->ckpt, step)) < 0) return rc;
+    char rng_s[80], step_s[32], tok_s[32], el_s[32], seed_s[32], wl_s[40], ws_s[32], wa_s[40], fp_s[32];
     snprintf(rng_s, sizeof rng_s, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64, rng->s[0], rng->s[1],
              rng->s[2], rng->s[3]);
     snprintf(step_s, sizeof step_s, "%ld", step);
@@ -222,18 +317,42 @@ static int save_all(const run_paths *P, hy_model *m, hy_optim *opt, const hy_rng
     snprintf(ws_s, sizeof ws_s, "%ld", pr->window_steps);
     snprintf(wa_s, sizeof wa_s, "%.17g", pr->window_aux);
     snprintf(seed_s, sizeof seed_s, "%" PRIu64, P->c->seed);
+    hy_model_weights_fingerprint(m, fp_s, sizeof fp_s);
     const char *keys[] = {"step", "optimizer", "rng", "tokens", "elapsed_s", "seed", "window_loss", "window_steps",
-                          "window_aux"};
-    const char *vals[] = {step_s, P->c->optimizer, rng_s, tok_s, el_s, seed_s, wl_s, ws_s, wa_s};
+                          "window_aux", "weights"};
+    const char *vals[] = {step_s, P->c->optimizer, rng_s, tok_s, el_s, seed_s, wl_s, ws_s, wa_s, fp_s};
     const char *slot_names[] = {"optim_m", "optim_v"};
     float *slots[] = {opt->m, opt->v};
-    return hy_train_state_save(P->state, m, opt->v ? 2 : 1, slot_names, slots, 9, keys, vals);
+    return hy_train_state_save(P->state, m, opt->v ? 2 : 1, slot_names, slots, 10, keys, vals);
 }
 
+/* Refuses a training state that was not saved with this checkpoint: its recorded step and weights
+ * fingerprint must be the checkpoint's (ckpt_step, and the fingerprint of the loaded weights m).
+ * Catches a state file put back from another save and a crash between the two files' writes. */
+static int check_pair(const run_paths *P, const hy_model *m, long ckpt_step, const char *s_step, const char *s_fp) {
+    char fp[32];
+    hy_model_weights_fingerprint(m, fp, sizeof fp);
+    if (!s_fp)
+        return hy_fail("%s has no 'weights' fingerprint (a training state written before states recorded their "
+                       "checkpoint), so nothing shows it belongs to %s; resume refused: start the run again without "
+                       "--resume (or remove both files)", P->state, P->ckpt);
+    if (atol(s_step) != ckpt_step || strcmp(s_fp, fp) != 0)
+        return hy_fail("%s (step %.20s, weights %.20s) does not belong to %s (step %ld, weights %s): a state file "
+                       "from another save, or a crash between writing the two; put back the state saved with this "
+                       "checkpoint, or start the run again without --resume", P->state, s_step, s_fp, P->ckpt,
+                       ckpt_step, fp);
+    return 0;
+}
+
+/* The training state saved with the checkpoint that m was loaded from (at step pr->step): refused
+ * unless it is that checkpoint's (check_pair) and was saved with the config's optimizer. */
 static int load_state(const run_paths *P, hy_model *m, hy_optim *opt, hy_rng *rng, run_progress *pr) {
     const char *slot_names[] = {"optim_m", "optim_v"};
     float *slots[] = {opt->m, opt->v};
     hy_kv_list meta;
+    if (access(P->state, F_OK) != 0)
+        return hy_fail("%s has no training state beside it (%s is missing: a crash or a failed write between the two "
+                       "files); resume refused: start the run again without --resume", P->ckpt, P->state);
     int rc = hy_train_state_load(P->state, m, opt->v ? 2 : 1, slot_names, slots, &meta);
     if (rc < 0) return rc;
     const char *s_step = hy_kv_get(&meta, "step"), *s_rng = hy_kv_get(&meta, "rng"),
@@ -241,9 +360,10 @@ static int load_state(const run_paths *P, hy_model *m, hy_optim *opt, hy_rng *rn
                *s_opt = hy_kv_get(&meta, "optimizer"), *s_wl = hy_kv_get(&meta, "window_loss"),
                *s_ws = hy_kv_get(&meta, "window_steps"), *s_wa = hy_kv_get(&meta, "window_aux");
     if (!s_step || !s_rng || strlen(s_rng) != 64 || !s_tok || !s_el || !s_opt || !s_wl || !s_ws) rc = hy_fail("%s: incomplete training state", P->state);
-    else if (strcmp(s_opt, P->c->optimizer) != 0)
+    if (rc == 0) rc = check_pair(P, m, pr->step, s_step, hy_kv_get(&meta, "weights"));
+    if (rc == 0 && strcmp(s_opt, P->c->optimizer) != 0)
         rc = hy_fail("%s: saved with optimizer %s, config says %s", P->state, s_opt, P->c->optimizer);
-    else {
+    if (rc == 0) {
         pr->step = atol(s_step);
         pr->tokens = atof(s_tok);
         pr->elapsed = atof(s_el);
@@ -294,7 +414,8 @@ typedef struct {
     bool corpus_open;
     hy_model *m;
     hy_optim opt;
-    hy_strbuf csv, lines;       /* train.csv, and the telemetry lines still to print */
+    csv_log csv;                /* train.csv */
+    hy_strbuf row, lines;       /* the train.csv row being built, and the telemetry lines still to print */
     telemetry tm;
     int32_t *in, *tg;           /* one batch: inputs and targets, B x T */
     int B, T;
@@ -309,8 +430,9 @@ typedef struct {
     double val, lr, gnorm, acc; /* the last validation loss and accuracy, learning rate, gradient norm */
 } train_run;
 
-/* Paths, process-wide settings (threads, GEMM backend and precision), the output folder and the
- * resolved config.yaml: what must exist before any data or model is touched. */
+/* Paths, process-wide settings (threads, GEMM backend and precision), the data (opened and
+ * checked against the model first: nothing is written for a missing corpus or one that does not
+ * fit the vocabulary), then the output folder and the resolved config.yaml. */
 static int run_prepare(train_run *R) {
     const hy_run_config *c = R->c;
     R->P.c = c;
@@ -320,20 +442,26 @@ static int run_prepare(train_run *R) {
     hy_set_threads(c->threads);
     hy_gemm_set_backend(c->gemm);
     hy_gemm_set_precision(c->precision);
-    int rc = hy_mkdirs(c->out_dir);
+    int rc = hy_data_open(&R->corpus, c->corpus, c->val_fraction, &c->task, c->seed);
+    if (rc < 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", hy_last_error());
+        return hy_fail_code(HY_ERR_CONFIG, "%s: %s", c->at_corpus, msg);
+    }
+    R->corpus_open = true;
+    if ((rc = hy_run_check_data(c, &R->corpus, NULL, 0)) < 0) return rc;
+    if ((rc = hy_mkdirs(c->out_dir)) < 0) return rc;
     if (rc < 0) return rc;
     char cfg_path[HY_PATH_MAX + 64];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.yaml", c->out_dir);
     return hy_run_config_write(c, cfg_path);
 }
 
-/* The data, the model and optimizer (fresh, or restored with the RNG and progress when resuming),
- * train.csv and the telemetry files so far, the batch buffers, and the run's first progress line. */
+/* The model and optimizer (fresh, or restored with the RNG and progress when resuming), train.csv
+ * and the telemetry files so far, the batch buffers, and the run's first progress line. */
 static int run_open(train_run *R, hy_train_result *r) {
     const hy_run_config *c = R->c;
     int rc;
-    if ((rc = hy_data_open(&R->corpus, c->corpus, c->val_fraction, &c->task, c->seed)) < 0) return rc;
-    R->corpus_open = true;
     hy_rng_seed(&R->rng, c->seed);
     R->mem_base = hy_mem_current();
     hy_mem_reset_peak();
@@ -344,8 +472,8 @@ static int run_open(train_run *R, hy_train_result *r) {
     if ((rc = hy_optim_init(opt, R->m, strcmp(c->optimizer, "sgd") ? HY_OPTIM_ADAMW : HY_OPTIM_SGD)) < 0) return rc;
     R->resumed = R->pr.step > 0;
     if (R->resumed && (rc = load_state(&R->P, R->m, opt, &R->rng, &R->pr)) < 0) return rc;
-    if (R->resumed) csv_reload(&R->csv, HY_TRAIN_CSV_HEADER, R->P.csv, TRAIN_CSV_STEP_COL, R->pr.step);
-    else hy_sb_add(&R->csv, HY_TRAIN_CSV_HEADER);
+    if ((rc = csv_open(&R->csv, R->P.csv, HY_TRAIN_CSV_HEADER, R->resumed, TRAIN_CSV_STEP_COL, R->pr.step)) < 0)
+        return rc;
     R->aux = has_aux_loss(R->m);
     if ((rc = telemetry_open(&R->tm, R->m, c->out_dir, R->resumed, R->pr.step)) < 0) return rc;
     R->B = c->batch_size, R->T = c->seq_len;
@@ -365,14 +493,16 @@ static int run_open(train_run *R, hy_train_result *r) {
     R->tty = R->o->progress && !R->o->on_tick && isatty(fileno(R->o->progress));
     if (!R->resumed) {   /* row 0: the untrained model's validation loss */
         if ((rc = evaluate(R->m, &R->corpus, c, R->variant, 0, &R->val, &R->acc, &R->tm, &R->lines)) < 0) return rc;
-        hy_sb_printf(&R->csv, "%s,%d,%s,0,0,,%.6f,,,,0.000,\n", R->variant, R->T, R->run_key, R->val);
+        hy_sb_printf(&R->row, "%s,%d,%s,0,0,,%.6f,,,,0.000,\n", R->variant, R->T, R->run_key, R->val);
+        if ((rc = csv_append(&R->csv, &R->row)) < 0) return rc;
         flush_lines(&R->lines, R->o->progress);
     }
     return 0;
 }
 
 /* One optimizer step on the next training batch (frac: the budget used so far, for the lr
- * schedule); adds its loss to the logging window. A non-finite loss stops the run. */
+ * schedule); adds its loss to the logging window. A non-finite loss, gradient norm or update stops
+ * the run before anything non-finite can be saved. */
 static int train_step(train_run *R, double frac) {
     const hy_run_config *c = R->c;
     int rc;
@@ -384,8 +514,12 @@ static int train_step(train_run *R, double frac) {
     if (!isfinite(loss.loss))
         return hy_fail("step %ld: the loss is %f; lower train.lr or raise train.warmup_steps", R->pr.step + 1, loss.loss);
     R->gnorm = hy_clip_grad_norm(R->m, c->grad_clip);
+    if (!isfinite(R->gnorm))
+        return hy_fail("step %ld: the gradient norm is %f; lower train.lr or raise train.warmup_steps", R->pr.step + 1,
+                       R->gnorm);
     R->lr = hy_lr_schedule(R->pr.step, c->warmup_steps, schedule_progress(c, R->pr.step, frac), c->lr, c->min_lr);
     hy_optim_step(&R->opt, R->m, R->lr);
+    if ((rc = check_finite(R->m, &R->opt, R->pr.step + 1)) < 0) return rc;
     R->pr.step++;
     R->pr.tokens += (double)R->n;
     R->pr.window_loss += loss.loss, R->pr.window_aux += loss.aux_loss, R->pr.window_steps++;
@@ -393,9 +527,9 @@ static int train_step(train_run *R, double frac) {
     return 0;
 }
 
-/* A logging point: evaluates when `eval`, appends the train.csv row, reports progress (the
- * caller's tick or the progress line), prints the telemetry lines, starts a new window, and at an
- * evaluation rewrites train.csv and the telemetry files. */
+/* A logging point: evaluates when `eval` (appending the telemetry rows), appends the train.csv
+ * row, reports progress (the caller's tick or the progress line), prints the telemetry lines and
+ * starts a new window. */
 static int log_point(train_run *R, hy_train_result *r, bool eval, double frac, double now) {
     const hy_run_config *c = R->c;
     const hy_train_opts *o = R->o;
@@ -412,8 +546,9 @@ static int log_point(train_run *R, hy_train_result *r, bool eval, double frac, d
     r->tokens_per_s = tps;
     char as[32] = "";   /* aux_loss: empty for a model without a block that adds one */
     if (R->aux) snprintf(as, sizeof as, "%.6f", R->pr.window_aux / R->pr.window_steps);
-    hy_sb_printf(&R->csv, "%s,%d,%s,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f,%s\n", R->variant, R->T, R->run_key,
+    hy_sb_printf(&R->row, "%s,%d,%s,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f,%s\n", R->variant, R->T, R->run_key,
                  R->pr.step, R->pr.tokens, r->train_loss, vs, R->lr, R->gnorm, tps, now - R->t_start, as);
+    if ((rc = csv_append(&R->csv, &R->row)) < 0) return rc;
     if (o->on_tick) {
         hy_train_tick tk = {R->pr.step, R->pr.tokens, r->train_loss, R->val, R->lr, tps, now - R->t_start, fmin(frac, 1.0)};
         o->on_tick(o->tick_ctx, &tk);
@@ -428,13 +563,11 @@ static int log_point(train_run *R, hy_train_result *r, bool eval, double frac, d
     flush_lines(&R->lines, o->progress);
     R->pr.window_loss = 0, R->pr.window_aux = 0, R->pr.window_steps = 0, R->window_tokens = 0;
     R->t_window = hy_now();
-    if (eval && (rc = hy_sb_write_file(&R->csv, R->P.csv)) < 0) return rc;
-    if (eval && (rc = telemetry_write(&R->tm)) < 0) return rc;
     return 0;
 }
 
-/* After the last step: the final evaluation (unless the last step had one), the result, and the
- * checkpoint, training state, train.csv and telemetry files. */
+/* After the last step: the final evaluation (unless the last step had one), the result, the
+ * checkpoint and training state, and train.csv and the telemetry files made durable. */
 static int run_finish(train_run *R, hy_train_result *r, bool stopped) {
     const hy_run_config *c = R->c;
     int rc = 0;
@@ -448,15 +581,16 @@ static int run_finish(train_run *R, hy_train_result *r, bool stopped) {
     r->stopped_by = stopped ? HY_STOP_INTERRUPT : budget_that_ended(c, R->pr.step, R->pr.tokens);
     r->peak_bytes = hy_mem_peak() - R->mem_base;
     if (rc == 0) rc = save_all(&R->P, R->m, &R->opt, &R->rng, &R->pr);
-    if (rc == 0) rc = hy_sb_write_file(&R->csv, R->P.csv);
-    if (rc == 0) rc = telemetry_write(&R->tm);
+    if (rc == 0) rc = csv_sync(&R->csv);
+    if (rc == 0) rc = telemetry_sync(&R->tm);
     return rc;
 }
 
 /* Frees what run_open made. */
 static void run_close(train_run *R) {
     hy_free(R->in), hy_free(R->tg);
-    hy_sb_free(&R->csv), hy_sb_free(&R->lines);
+    csv_close(&R->csv);
+    hy_sb_free(&R->row), hy_sb_free(&R->lines);
     telemetry_free(&R->tm);
     hy_optim_free(&R->opt);
     hy_model_free(R->m);
@@ -465,10 +599,9 @@ static void run_close(train_run *R) {
 
 int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r) {
     memset(r, 0, sizeof *r);
-    train_run R = {.c = c, .o = o, .variant = o->variant ? o->variant : c->name};
+    train_run R = {.c = c, .o = o, .variant = o->variant ? o->variant : c->name, .csv.fd = -1};
     int rc = run_prepare(&R);
-    if (rc < 0) return rc;
-    if ((rc = run_open(&R, r)) < 0) {
+    if (rc < 0 || (rc = run_open(&R, r)) < 0) {
         run_close(&R);
         return rc;
     }
@@ -484,7 +617,8 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
         if ((R.pr.step % c->log_every == 0 || eval) && (rc = log_point(&R, r, eval, frac, now)) < 0) break;
         R.pr.elapsed = hy_now() - R.t_start;
         if (c->checkpoint_every > 0 && R.pr.step % c->checkpoint_every == 0 &&
-            (rc = save_all(&R.P, R.m, &R.opt, &R.rng, &R.pr)) < 0)
+            ((rc = save_all(&R.P, R.m, &R.opt, &R.rng, &R.pr)) < 0 || (rc = csv_sync(&R.csv)) < 0 ||
+             (rc = telemetry_sync(&R.tm)) < 0))
             break;
     }
     if (R.tty) fputc('\n', o->progress);

@@ -150,6 +150,19 @@ typedef struct hy_block_stats {
     int (*get)(const hy_layer *L, int64_t *out, int max);
 } hy_block_stats;
 
+/* Bytes a block allocates to train on B sequences of T tokens with `threads` OpenMP threads, its
+ * parameters and their gradients excluded (the model counts those): for the trainer's memory
+ * estimate before a run (hy_model_train_memory), checked against the bytes the block really
+ * allocates (hy_mem_current, hy_mem_peak) by tests/test_memory.c. Where the size depends on the
+ * data (moe's routing), an upper bound. `first`: the layer writes its block's first-value slot
+ * (hy_first_writes; HY_BLOCK_FIRST_VALUE blocks), whose buffers (value and gradient, rows x
+ * d_model each) the model counts. */
+typedef struct hy_train_bytes {
+    double kept;      /* held from a training forward through its backward and still allocated afterwards
+                         (L->priv's caches and workspaces: one set per layer) */
+    double scratch;   /* allocated and freed inside one forward or backward call: the larger of the two */
+} hy_train_bytes;
+
 struct hy_block_ops {
     const char *name;
     unsigned kinds;           /* HY_KIND_MIXER and/or HY_KIND_FFN: where it may be placed */
@@ -181,6 +194,8 @@ struct hy_block_ops {
     size_t (*state_bytes)(const hy_opts *o, int d_model, int T);
     /* Forward FLOPs for one sequence of T tokens (multiply-add = 2). */
     double (*flop)(const hy_opts *o, int d_model, int T);
+    /* Memory of a training step on (B, T) with `threads` threads (hy_train_bytes, above). */
+    hy_train_bytes (*train_bytes)(const hy_opts *o, int d_model, int B, int T, int threads, bool first);
     void (*destroy)(hy_layer *L);   /* free L->priv; may be NULL */
     /* ---- optional: saving and restoring a streaming state (hy_model_state_save/load) ----
      * A state is serialised as a list of named F32 tensors (hy_state_tensor, above). All three

@@ -182,6 +182,15 @@ size_t hy_model_param_count(const hy_model *m) {
     return n;
 }
 
+/* FNV-1a over the parameters' 32-bit words, arena order: what ties a streaming state or a training
+ * state to the weights that made it (the config alone cannot tell two checkpoints apart). */
+void hy_model_weights_fingerprint(const hy_model *m, char *out, size_t n) {
+    const uint32_t *w = (const uint32_t *)(const void *)m->data;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < m->numel; i++) h = (h ^ w[i]) * 0x100000001b3ull;
+    snprintf(out, n, "%016llx", (unsigned long long)h);
+}
+
 void hy_model_zero_grad(hy_model *m) { memset(m->grad, 0, m->numel * sizeof(float)); }
 
 static const float *head_weight(const hy_model *m) { return m->lm_head ? m->lm_head->data : m->embedding->data; }
@@ -299,6 +308,66 @@ int hy_model_backward(hy_model *m) {
         if (rc < 0) return rc;
     }
     hy_embedding_backward(m->embedding->grad, m->dh.p, m->tokens, rows, d);
+    return 0;
+}
+
+/* e scalars as the arena holds them: padded to a multiple of 16 floats (add_param) when pad. */
+static double padded16(double e, bool pad) { return pad ? ceil(e / 16) * 16 : e; }
+
+/* Floats of the parameter arena of cfg, laid out as build_params does (each tensor padded to a
+ * multiple of 16 floats), or with pad false the parameters' scalars. */
+static double arena_floats(const hy_model_config *c, bool pad) {
+    double d = c->d_model;
+    double n = (c->tie_embeddings ? 1.0 : 2.0) * padded16(c->vocab_size * d, pad) + padded16(d, pad);
+    for (int i = 0; i < c->n_layers; i++) {
+        const hy_block_cfg *b[2] = {&c->layers[i].mixer, &c->layers[i].ffn};
+        for (int k = 0; k < 2; k++) {
+            if (!b[k]->ops) continue;
+            hy_param_spec specs[HY_MAX_BLOCK_PARAMS];
+            int np = b[k]->ops->param_specs(&b[k]->opts, c->d_model, NULL);
+            if (np > HY_MAX_BLOCK_PARAMS) return INFINITY;
+            b[k]->ops->param_specs(&b[k]->opts, c->d_model, specs);
+            n += padded16(d, pad);   /* the sub-block's norm */
+            for (int j = 0; j < np; j++) {
+                double e = 1;
+                for (int q = 0; q < specs[j].ndim; q++) e *= specs[j].shape[q];
+                n += padded16(e, pad);
+            }
+        }
+    }
+    return n;
+}
+
+/* The model's own buffers of a training step mirror hy_model_forward (keep) and hy_model_backward:
+ * h and normed (2·n_layers + 1 slots of rows × d), rstd (as many slots of rows), work, logits
+ * (rows × V), dwork (rows × max(V, d)), dh, tokens and targets; each block adds its
+ * hy_train_bytes, and every block with HY_BLOCK_FIRST_VALUE its slot's value and gradient. */
+int hy_model_train_memory(const hy_model_config *cfg, int B, int T, int threads, int slots, hy_train_memory *out) {
+    memset(out, 0, sizeof *out);
+    if (B < 1 || T < 1 || threads < 1) return hy_fail("training memory: batch %d, length %d and threads %d must be >= 1", B, T, threads);
+    const double d = cfg->d_model, V = cfg->vocab_size, rows = (double)B * T, n = rows * d, S = 2.0 * cfg->n_layers;
+    double arena = arena_floats(cfg, true) * sizeof(float), act = 0, scratch = 0;
+    act += (2 * n * (S + 1) + rows * (S + 1) + n + rows * V + rows * fmax(V, d) + n + 2 * rows) * sizeof(float);
+    const hy_block_ops *first[HY_MAX_FIRST_SLOTS];
+    int n_first = 0;
+    for (int i = 0; i < cfg->n_layers; i++) {
+        const hy_block_cfg *b[2] = {&cfg->layers[i].mixer, &cfg->layers[i].ffn};
+        for (int k = 0; k < 2; k++) {
+            const hy_block_ops *ops = b[k]->ops;
+            if (!ops) continue;
+            if (!ops->train_bytes) return hy_fail("training memory: block %s has no train_bytes", ops->name);
+            bool writes = true;   /* the lowest layer of a HY_BLOCK_FIRST_VALUE block writes its slot */
+            if (ops->flags & HY_BLOCK_FIRST_VALUE) {
+                for (int f = 0; f < n_first; f++) writes &= first[f] != ops;
+                if (writes && n_first < HY_MAX_FIRST_SLOTS) first[n_first++] = ops, act += 2 * n * sizeof(float);
+            }
+            hy_train_bytes tb = ops->train_bytes(&b[k]->opts, cfg->d_model, B, T, threads, writes);
+            act += tb.kept, scratch = fmax(scratch, tb.scratch);
+        }
+    }
+    *out = (hy_train_memory){.scalars = arena_floats(cfg, false), .params = arena, .grads = arena,
+                             .optimizer = slots * arena, .activations = act, .scratch = scratch};
+    out->total = out->params + out->grads + out->optimizer + out->activations + out->scratch;
     return 0;
 }
 

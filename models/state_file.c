@@ -18,15 +18,6 @@
 
 #define STATE_FORMAT "hybrid-state"
 
-/* A 64-bit fingerprint of every parameter (FNV-1a over 32-bit words): a state is only valid for
- * the weights that made it, and the config alone cannot tell two checkpoints apart. */
-static void weights_fingerprint(const hy_model *m, char *out, size_t n) {
-    const uint32_t *w = (const uint32_t *)(const void *)m->data;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < m->numel; i++) h = (h ^ w[i]) * 0x100000001b3ull;
-    snprintf(out, n, "%016llx", (unsigned long long)h);
-}
-
 static const char *part_name(int s) { return s % 2 ? "ffn" : "mixer"; }
 
 /* The block of sub-block s cannot be saved: the message names it. */
@@ -99,7 +90,7 @@ int hy_model_state_save(hy_model *m, const hy_model_state *st, const char *path)
                                                 .data = st->logits};
     if ((rc = hy_model_config_to_json(&m->cfg, &config)) < 0) goto done;
     char fp[32], pos[32], batch[32];
-    weights_fingerprint(m, fp, sizeof fp);
+    hy_model_weights_fingerprint(m, fp, sizeof fp);
     snprintf(pos, sizeof pos, "%ld", st->pos);
     snprintf(batch, sizeof batch, "%d", st->B);
     const char *keys[] = {"format", "config", "weights", "position", "batch"};
@@ -200,7 +191,7 @@ int hy_model_state_load(hy_model *m, const char *path, hy_model_state **out) {
         rc = hy_fail("%s: the state was made by a different model (its config differs from the checkpoint's)", path);
         goto done;
     }
-    weights_fingerprint(m, fp, sizeof fp);
+    hy_model_weights_fingerprint(m, fp, sizeof fp);
     if (!w || strcmp(w, fp)) {
         rc = hy_fail("%s: the state was made with different weights (fingerprint %.20s, this checkpoint's is %s)", path,
                      w ? w : "missing", fp);

@@ -558,6 +558,20 @@ static double attn_flop(const hy_opts *o, int d, int T) {
 }
 
 /* Frees the layer's caches. */
+/* Training memory of the tiled path. Forward keeps q, o, qh (rows, H·hd), k, v, vh (rows, Hkv·hd),
+ * the transposed keys kt, lse (rows, H) and the RoPE tables; backward adds dout, dq, douth, dk, dv,
+ * kh and the transposed values vt. Scratch: the kernels' (hy_flash_scratch_floats). */
+static hy_train_bytes attn_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
+    (void)first;
+    geom g = geom_of(o, d);
+    double rows = (double)B * T, nq = rows * g.H * g.hd, nk = rows * g.Hkv * g.hd;
+    double tv = (double)B * tview(NULL, g.Hkv, g.hd, T).bs;
+    double rope = g.rope ? 2.0 * (T > 256 ? T : 256) * (g.hd / 2) : 0;
+    double scratch = fmax(hy_flash_scratch_floats(B, g.H, T, g.hd, threads, false),
+                          hy_flash_scratch_floats(B, g.H, T, g.hd, threads, true));
+    return (hy_train_bytes){(6 * nq + 6 * nk + 2 * tv + rows * g.H + rope) * sizeof(float), scratch * sizeof(float)};
+}
+
 static void attn_destroy(hy_layer *L) {
     attn_priv *P = L->priv;
     if (!P) return;
@@ -586,6 +600,7 @@ const hy_block_ops hy_block_attention = {
     .state_free = attn_state_free,
     .state_bytes = attn_state_bytes,
     .flop = attn_flop,
+    .train_bytes = attn_train_bytes,
     .destroy = attn_destroy,
     .state_tensors = attn_state_tensors,
     .state_export = attn_state_export,

@@ -211,6 +211,11 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
     }
 }
 
+size_t hy_mamba_scan_backward_floats(int B, int T, int E, int N, int chunk, int threads) {
+    size_t ws_floats = (size_t)(2 * chunk + 1) * N * CB, rowsN = (size_t)B * T * 2 * N;
+    return (size_t)threads * rowsN + (size_t)B * E * N + (size_t)B * E + (size_t)threads * ws_floats;
+}
+
 int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *ddelta, float *dx, float *dB,
                            float *dC, int ld_dbc, float *dA, float *dD, hy_buf *work) {
     int rc = check_args(a);
@@ -221,7 +226,7 @@ int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *
     /* workspace: per-thread dB|dC sums, per-sequence dA and dD, per-thread chunk buffers */
     const size_t ws_floats = (size_t)(2 * a->chunk + 1) * N * CB, rowsN = (size_t)B * T * 2 * N;
     const int nth = omp_get_max_threads();
-    const size_t need = (size_t)nth * rowsN + (size_t)B * E * N + (size_t)B * E + (size_t)nth * ws_floats;
+    const size_t need = hy_mamba_scan_backward_floats(B, T, E, N, a->chunk, nth);
     float *mem;
     if (work) mem = hy_buf_grab(work, need);
     else mem = hy_malloc(need * sizeof(float));

@@ -525,6 +525,11 @@ static void bwd_any(const hy_wkv7_in *in, int bi, int h, int c, const float *sqa
     }
 }
 
+double hy_wkv7_scratch_floats(int B, int H, int N, int threads) {
+    double NN = (double)N * N, heads = (double)B * H * NN;
+    return heads + (double)threads * ((HY_WKV7_CHUNK + 1) * NN + 2.0 * (HY_WKV7_CHUNK + 1) * N);
+}
+
 /* Each thread takes a contiguous range of (batch, head) pairs, as the forward, and walks the chunks
  * from the last to the first, all its heads within a chunk (each head's dS kept between chunks). */
 int hy_wkv7_backward(const hy_wkv7_in *in, const float *sq, const float *ckpt, const float *dy, float *dr,
