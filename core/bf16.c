@@ -3,9 +3,10 @@
  * else, and a forced fallback, runs the portable code, which rounds to the same bits. */
 #include "core/bf16.h"
 #include "core/error.h"
-#include "core/mem.h"
 #include <omp.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
@@ -90,12 +91,13 @@ typedef struct pack_bufs {
 } pack_bufs;
 
 static _Thread_local pack_bufs *my_bufs;
+static atomic_llong pack_bytes;   /* outside hy_malloc's accounting, as gemm.c's buffers */
 static pack_bufs *all_bufs;
 static pthread_mutex_t bufs_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static pack_bufs *thread_bufs(void) {
     if (!my_bufs) {
-        pack_bufs *p = hy_calloc(sizeof *p);
+        pack_bufs *p = calloc(1, sizeof *p);
         if (!p) return NULL;
         pthread_mutex_lock(&bufs_lock);
         p->next = all_bufs;
@@ -107,20 +109,25 @@ static pack_bufs *thread_bufs(void) {
 }
 
 static hy_bf16 *grow(hy_bf16 **p, size_t *cap, size_t n) {
-    if (n <= *cap) return *p;
-    hy_free(*p);
-    *p = hy_malloc(n * sizeof(hy_bf16));
+    if (n <= *cap && *p) return *p;
+    free(*p);
+    atomic_fetch_sub(&pack_bytes, (long long)(*cap * sizeof(hy_bf16)));
+    *p = aligned_alloc(64, (n * sizeof(hy_bf16) + 64) & ~(size_t)63);
     *cap = *p ? n : 0;
+    atomic_fetch_add(&pack_bytes, (long long)(*cap * sizeof(hy_bf16)));
     return *p;
 }
+
+double hy_bf16_buffer_bytes(void) { return (double)atomic_load(&pack_bytes); }
 
 void hy_bf16_shutdown(void) {
     pthread_mutex_lock(&bufs_lock);
     for (pack_bufs *p = all_bufs, *next; p; p = next) {
         next = p->next;
-        hy_free(p->a), hy_free(p->b), hy_free(p);
+        free(p->a), free(p->b), free(p);
     }
     all_bufs = NULL;
+    atomic_store(&pack_bytes, 0);
     my_bufs = NULL;   /* only this thread's pointer: the others are not used after shutdown */
     pthread_mutex_unlock(&bufs_lock);
 }

@@ -53,5 +53,7 @@ int hy_bf16_tile_mm(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_
 
 /* Frees this process's per-thread packing buffers (at exit, with hy_gemm_shutdown). */
 void hy_bf16_shutdown(void);
+/* Bytes those buffers hold now (outside hy_malloc's accounting; hy_gemm_stats reports them). */
+double hy_bf16_buffer_bytes(void);
 
 #endif

@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -41,13 +42,19 @@ hy_gemm_backend hy_gemm_auto_choice(int M, int N, int K) {
 }
 
 /* ---- counters ---- */
+/* The per-thread buffers are outside hy_malloc's accounting (like oneDNN's own memory, they belong
+ * to the process, not to a block or a model: a block's kept bytes must not depend on which thread
+ * first ran a product); their bytes are counted here and reported in hy_gemm_stats. */
+static atomic_llong buffer_bytes;
+
 static atomic_long n_products, n_bf16, n_f32, n_in_parallel, n_bf16_fallbacks;
 static atomic_llong n_converted, n_shadowed, ns_converting;
 
 void hy_gemm_stats_get(hy_gemm_stats *s) {
     *s = (hy_gemm_stats){atomic_load(&n_products), atomic_load(&n_bf16), atomic_load(&n_f32),
                          atomic_load(&n_in_parallel), atomic_load(&n_bf16_fallbacks), atomic_load(&n_converted),
-                         atomic_load(&n_shadowed), 1e-9 * (double)atomic_load(&ns_converting)};
+                         atomic_load(&n_shadowed), 1e-9 * (double)atomic_load(&ns_converting),
+                         (double)atomic_load(&buffer_bytes) + (double)hy_bf16_buffer_bytes()};
 }
 
 void hy_gemm_stats_reset(void) {
@@ -137,24 +144,28 @@ static int engine_ready(void) {
 
 static thread_ctx *thread_context(void) {
     if (my_ctx) return my_ctx;
-    thread_ctx *c = hy_calloc(sizeof *c);
+    thread_ctx *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     pthread_mutex_lock(&cache_lock);
     int ok = engine_ready() && dnnl_stream_create(&c->stream, engine, dnnl_stream_default_flags) == dnnl_success;
     if (ok) c->next = all_ctx, all_ctx = c;
     pthread_mutex_unlock(&cache_lock);
     if (!ok) {
-        hy_free(c);
+        free(c);
         return NULL;
     }
     return my_ctx = c;
 }
 
+/* *p with room for `bytes` (64-byte aligned; the contents are dropped when it grows). */
 static void *grow_bytes(void **p, size_t *cap, size_t bytes) {
     if (bytes <= *cap && *p) return *p;
-    hy_free(*p);
-    *p = hy_malloc(bytes ? bytes : 1);
+    free(*p);
+    atomic_fetch_sub(&buffer_bytes, (long long)*cap);
+    *p = aligned_alloc(64, (bytes + 64) & ~(size_t)63);
     *cap = *p ? bytes : 0;
+    atomic_fetch_add(&buffer_bytes, (long long)*cap);
+    if (!*p) hy_fail_code(HY_ERR_NOMEM, "gemm: out of memory for a %zu-byte buffer", bytes);
     return *p;
 }
 
@@ -347,11 +358,12 @@ void hy_gemm_shutdown(void) {
     for (thread_ctx *c = all_ctx, *next; c; c = next) {
         next = c->next;
         dnnl_stream_destroy(c->stream);
-        hy_free(c->scratch);
-        for (int s = 0; s < 3; s++) hy_free(c->buf[s]);
-        hy_free(c);
+        free(c->scratch);
+        for (int s = 0; s < 3; s++) free(c->buf[s]);
+        free(c);
     }
     all_ctx = NULL;
+    atomic_store(&buffer_bytes, 0);
     my_ctx = NULL;   /* this thread's pointer; other threads' are stale and must not convert after shutdown */
     if (dnnl_ready == 1) dnnl_engine_destroy(engine);
     dnnl_ready = -1;

@@ -6,6 +6,8 @@
 #include "core/gemm.h"
 #include "core/mem.h"
 #include "core/rng.h"
+#include "experiments/config.h"
+#include "experiments/validate.h"
 #include "models/model.h"
 #include "models/optim.h"
 #include "tests/testutil.h"
@@ -429,6 +431,47 @@ START_TEST(weight_copy_follows_updates) {
 }
 END_TEST
 
+/* What bf16 adds to a training step's memory (the weights' copy, a tracked allocation, and the
+ * growth of the per-thread conversion buffers and oneDNN scratchpads, hy_gemm_stats.buffer_bytes)
+ * is at least the weights' copy and at most the run estimate's "bf16 copies" part
+ * (hy_run_validate), for the transformer and the mamba config. */
+START_TEST(bf16_memory_within_estimate) {
+    static const char *const cfgs[] = {"configs/transformer.yaml", "configs/mamba.yaml"};
+    for (int i = 0; i < 2; i++) {
+        hy_run_config c;
+        const char *sets[] = {"data.corpus=tests/data/tiny-corpus.txt", "compute.precision=bf16", "train.batch_size=2",
+                              "train.seq_len=96"};
+        ck_assert_msg(hy_run_config_load(cfgs[i], sets, 4, &c) == 0, "%s", hy_last_error());
+        hy_run_check k;
+        ck_assert_msg(hy_run_validate(&c, NULL, &k) == 0, "%s", hy_last_error());
+        hy_model *m;
+        ck_assert_int_eq(hy_model_create(&c.model, 1, &m), 0);
+        enum { B = 2, T = 96 };
+        int32_t in[B * T], tg[B * T];
+        for (int j = 0; j < B * T; j++) in[j] = (j * 7) % 256, tg[j] = (j * 11) % 256;
+        double peak[2], buffers[2];
+        for (int p = -1; p < 2; p++) {   /* an f32 step that allocates the activations, then f32 and bf16 measured */
+            hy_gemm_set_precision(p > 0 ? HY_PREC_BF16 : HY_PREC_F32);
+            size_t base = hy_mem_current();
+            hy_mem_reset_peak();
+            hy_loss l;
+            ck_assert_int_eq(hy_model_forward(m, in, tg, B, T, true, &l), 0);
+            hy_model_zero_grad(m);
+            ck_assert_int_eq(hy_model_backward(m), 0);
+            hy_gemm_stats st;
+            hy_gemm_stats_get(&st);
+            if (p >= 0) peak[p] = (double)(hy_mem_peak() - base), buffers[p] = st.buffer_bytes;
+        }
+        hy_gemm_set_precision(HY_PREC_F32);
+        double extra = peak[1] - peak[0] + buffers[1] - buffers[0], copy = (double)m->numel * sizeof(hy_bf16);
+        ck_assert_msg(extra >= copy && extra <= k.gemm, "%s: bf16 adds %.0f bytes; the copy is %.0f, the estimate %.0f",
+                      cfgs[i], extra, copy, k.gemm);
+        hy_model_free(m);
+        hy_run_config_free(&c);
+    }
+}
+END_TEST
+
 static Suite *bf16_suite(void) {
     Suite *s = suite_create("bf16");
     TCase *tc = tcase_create("bf16");
@@ -443,6 +486,7 @@ static Suite *bf16_suite(void) {
     tcase_add_test(tc, registered_copy_is_read);
     tcase_add_test(tc, training_step_bf16_close_to_f32);
     tcase_add_test(tc, weight_copy_follows_updates);
+    tcase_add_test(tc, bf16_memory_within_estimate);
     suite_add_tcase(s, tc);
     return s;
 }
