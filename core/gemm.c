@@ -1,17 +1,24 @@
 /* GEMM dispatch: OpenBLAS (cblas_sgemm) or oneDNN matmul primitives, created once per shape and
- * cached. bf16 precision converts both inputs to bf16 (round to nearest even) and accumulates in
- * f32 inside oneDNN. Calls made from inside an OpenMP parallel region run single-threaded on the
- * calling thread: f32 products that the rule picks oneDNN for use that thread's own primitives,
- * memory objects and stream (a thread-local cache), the rest OpenBLAS. */
+ * cached. bf16 precision gives oneDNN both inputs in bf16 (round to nearest even, core/bf16.c) and
+ * it accumulates in f32. An operand inside a registered bf16 copy (a model's weights, converted
+ * once per step) is read from the copy; any other operand is converted on the call.
+ * Calls from inside an OpenMP parallel region take the same path: each thread has its own oneDNN
+ * stream, scratchpad and conversion buffers, and the primitives such a call uses are created for
+ * one thread (oneDNN runs sequentially inside a parallel region). */
 #include "core/gemm.h"
+#include "core/bf16.h"
+#include "core/error.h"
 #include "core/mem.h"
 #include <cblas.h>
 #include <dnnl.h>
 #include <omp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static hy_gemm_backend backend_setting = HY_GEMM_AUTO;
 static hy_precision precision_setting = HY_PREC_F32;
@@ -34,60 +41,138 @@ hy_gemm_backend hy_gemm_auto_choice(int M, int N, int K) {
     return HY_GEMM_ONEDNN;
 }
 
-/* ---- oneDNN matmul cache ---- */
+/* ---- counters ---- */
+/* The per-thread buffers are outside hy_malloc's accounting (like oneDNN's own memory, they belong
+ * to the process, not to a block or a model: a block's kept bytes must not depend on which thread
+ * first ran a product); their bytes are counted here and reported in hy_gemm_stats. */
+static atomic_llong buffer_bytes;
+
+static atomic_long n_products, n_bf16, n_f32, n_in_parallel, n_bf16_fallbacks;
+static atomic_llong n_converted, n_shadowed, ns_converting;
+
+void hy_gemm_stats_get(hy_gemm_stats *s) {
+    *s = (hy_gemm_stats){atomic_load(&n_products), atomic_load(&n_bf16), atomic_load(&n_f32),
+                         atomic_load(&n_in_parallel), atomic_load(&n_bf16_fallbacks), atomic_load(&n_converted),
+                         atomic_load(&n_shadowed), 1e-9 * (double)atomic_load(&ns_converting),
+                         (double)atomic_load(&buffer_bytes) + (double)hy_bf16_buffer_bytes()};
+}
+
+void hy_gemm_stats_reset(void) {
+    atomic_store(&n_products, 0), atomic_store(&n_bf16, 0), atomic_store(&n_f32, 0);
+    atomic_store(&n_in_parallel, 0), atomic_store(&n_bf16_fallbacks, 0);
+    atomic_store(&n_converted, 0), atomic_store(&n_shadowed, 0), atomic_store(&ns_converting, 0);
+}
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* ---- bf16 copies of f32 ranges (a model's parameter arena) ---- */
+#define MAX_SHADOWS 64
+typedef struct {
+    const float *base;
+    size_t n;
+    const hy_bf16 *copy;
+} shadow;
+static shadow shadows[MAX_SHADOWS];
+static pthread_mutex_t shadow_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int hy_gemm_bf16_shadow(const float *base, size_t n, const hy_bf16 *copy) {
+    int rc = 0;
+    pthread_mutex_lock(&shadow_lock);
+    int slot = -1;
+    for (int i = 0; i < MAX_SHADOWS; i++)
+        if (shadows[i].base == base || (slot < 0 && !shadows[i].base)) slot = i;
+    if (copy && n) {
+        if (slot >= 0) shadows[slot] = (shadow){base, n, copy};
+        else rc = hy_fail("gemm: more than %d bf16 weight copies registered at once", MAX_SHADOWS);
+    } else if (slot >= 0 && shadows[slot].base == base) {
+        shadows[slot] = (shadow){0};
+    }
+    pthread_mutex_unlock(&shadow_lock);
+    return rc;
+}
+
+/* The registered bf16 copy of the `extent` floats from p, or NULL. */
+static const hy_bf16 *shadow_of(const float *p, size_t extent) {
+    for (int i = 0; i < MAX_SHADOWS; i++) {
+        const shadow *s = &shadows[i];
+        if (s->base && p >= s->base && p + extent <= s->base + s->n) return s->copy + (p - s->base);
+    }
+    return NULL;
+}
+
+/* ---- oneDNN matmul cache ----
+ * One primitive per (shape, strides, transposes, alpha, beta, bf16, serial): `serial` ones are
+ * created and run inside an OpenMP parallel region, one thread each (oneDNN runs a primitive
+ * sequentially there). Every primitive uses a user scratchpad: the caller's thread brings its own
+ * (below), so any thread may run any primitive, concurrently. */
 typedef struct {
     int used;
-    int trans_a, trans_b, M, N, K, lda, ldb, ldc, bf16;
+    int trans_a, trans_b, M, N, K, lda, ldb, ldc, bf16, serial;
     float alpha, beta;
     dnnl_primitive_t prim;
-    dnnl_memory_t mem_a, mem_b, mem_c;
+    dnnl_memory_desc_t md_a, md_b, md_c, md_scratch;
+    size_t scratch_bytes;
 } dnnl_entry;
 
 #define CACHE_SIZE 1024
 static dnnl_entry cache[CACHE_SIZE];
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static dnnl_engine_t engine;
-static dnnl_stream_t stream;
-static int dnnl_ready = -1; /* -1 unknown, 0 unusable, 1 ready */
+static int dnnl_ready = -1; /* -1 unknown, 0 unusable, 1 ready; set under cache_lock */
 
-static int dnnl_init(void) {
-    int ready;
-    #pragma omp critical(hy_gemm_dnnl)
-    {
-        if (dnnl_ready < 0)
-            dnnl_ready = dnnl_engine_create(&engine, dnnl_cpu, 0) == dnnl_success &&
-                         dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) == dnnl_success;
-        ready = dnnl_ready;
-    }
-    return ready;
+/* What each thread keeps: its oneDNN stream, its scratchpad and its bf16 conversion buffers
+ * (slot 0: A, 1: B, 2: an operand shared by two products). Listed for hy_gemm_shutdown. */
+typedef struct thread_ctx {
+    dnnl_stream_t stream;
+    void *scratch;
+    size_t scratch_cap;
+    hy_bf16 *buf[3];
+    size_t cap[3];
+    struct thread_ctx *next;
+} thread_ctx;
+static _Thread_local thread_ctx *my_ctx;
+static _Thread_local long my_generation;
+static thread_ctx *all_ctx;
+/* +1 at each hy_gemm_shutdown, which frees every thread's context: a thread whose my_generation
+ * differs holds a stale pointer and makes a new context. */
+static atomic_long generation = 1;
+
+static int engine_ready(void) {
+    if (dnnl_ready < 0) dnnl_ready = dnnl_engine_create(&engine, dnnl_cpu, 0) == dnnl_success;
+    return dnnl_ready;
 }
 
-/* The primitives of one thread for its calls from inside parallel regions (products of per-thread
- * blocks, e.g. chunked scans): a primitive's memory objects get the operands' addresses per call,
- * so threads cannot share them. Registered in `locals` so hy_gemm_shutdown can free every thread's. */
-#define LOCAL_CACHE_SIZE 64
-#define MAX_LOCALS 256
-typedef struct {
-    dnnl_entry cache[LOCAL_CACHE_SIZE];
-    dnnl_stream_t stream;
-} local_dnnl;
-static _Thread_local local_dnnl *local_state;
-static _Thread_local int local_generation;
-static local_dnnl *locals[MAX_LOCALS];
-static int n_locals, generation;   /* generation: +1 at each hy_gemm_shutdown, which frees them all */
-
-/* This thread's local primitives, created on first use; NULL when unavailable. */
-static local_dnnl *local_get(void) {
-    if (local_state && local_generation == generation) return local_state;
-    local_generation = generation;
-    local_state = NULL;
-    if (!dnnl_init()) return NULL;
-    local_dnnl *l = NULL;
-    #pragma omp critical(hy_gemm_dnnl)
-    if (n_locals < MAX_LOCALS && (l = calloc(1, sizeof *l))) {   /* like oneDNN's own memory: not tracked */
-        if (dnnl_stream_create(&l->stream, engine, dnnl_stream_default_flags) == dnnl_success) locals[n_locals++] = l;
-        else free(l), l = NULL;
+static thread_ctx *thread_context(void) {
+    long g = atomic_load(&generation);
+    if (my_ctx && my_generation == g) return my_ctx;
+    my_ctx = NULL, my_generation = g;
+    thread_ctx *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    pthread_mutex_lock(&cache_lock);
+    int ok = engine_ready() && dnnl_stream_create(&c->stream, engine, dnnl_stream_default_flags) == dnnl_success;
+    if (ok) c->next = all_ctx, all_ctx = c;
+    pthread_mutex_unlock(&cache_lock);
+    if (!ok) {
+        free(c);
+        return NULL;
     }
-    return local_state = l;
+    return my_ctx = c;
+}
+
+/* *p with room for `bytes` (64-byte aligned; the contents are dropped when it grows). */
+static void *grow_bytes(void **p, size_t *cap, size_t bytes) {
+    if (bytes <= *cap && *p) return *p;
+    free(*p);
+    atomic_fetch_sub(&buffer_bytes, (long long)*cap);
+    *p = aligned_alloc(64, (bytes + 64) & ~(size_t)63);
+    *cap = *p ? bytes : 0;
+    atomic_fetch_add(&buffer_bytes, (long long)*cap);
+    if (!*p) hy_fail_code(HY_ERR_NOMEM, "gemm: out of memory for a %zu-byte buffer", bytes);
+    return *p;
 }
 
 static void matrix_desc(dnnl_memory_desc_t *md, int rows, int cols, int ld, int trans, int bf16) {
@@ -96,115 +181,140 @@ static void matrix_desc(dnnl_memory_desc_t *md, int rows, int cols, int ld, int 
     dnnl_memory_desc_init_by_strides(md, 2, dims, bf16 ? dnnl_bf16 : dnnl_f32, strides);
 }
 
-static dnnl_entry *dnnl_lookup(dnnl_entry *cache, int cache_size, const dnnl_entry *key) {
+/* Creates the primitive of entry e (its key filled in). A serial one is created with one OpenMP
+ * thread in view (omp_set_num_threads inside a parallel region changes only this thread's task). */
+static int create_entry(dnnl_entry *e) {
+    matrix_desc(&e->md_a, e->M, e->K, e->lda, e->trans_a, e->bf16);
+    matrix_desc(&e->md_b, e->K, e->N, e->ldb, e->trans_b, e->bf16);
+    matrix_desc(&e->md_c, e->M, e->N, e->ldc, 0, 0);
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_attr_t attr;
+    dnnl_post_ops_t post_ops;
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_attr_create(&attr);
+    dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (e->alpha != 1.0f) dnnl_primitive_attr_set_output_scales(attr, 1, 0, &e->alpha);
+    dnnl_post_ops_create(&post_ops);
+    if (e->beta != 0.0f) dnnl_post_ops_append_sum(post_ops, e->beta);
+    dnnl_primitive_attr_set_post_ops(attr, post_ops);
+    int threads = omp_get_max_threads();
+    if (e->serial) omp_set_num_threads(1);
+    int ok = dnnl_matmul_desc_init(&desc, &e->md_a, &e->md_b, NULL, &e->md_c) == dnnl_success &&
+             dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL) == dnnl_success;
+    if (e->serial) omp_set_num_threads(threads);
+    dnnl_post_ops_destroy(post_ops);
+    dnnl_primitive_attr_destroy(attr);
+    if (!ok) return 0;
+    ok = dnnl_primitive_create(&e->prim, pd) == dnnl_success;
+    dnnl_primitive_desc_destroy(pd);
+    /* the scratchpad of the primitive we got: oneDNN's own cache may hand back one made from an
+     * equal description under another thread count, whose scratchpad differs from pd's */
+    const_dnnl_primitive_desc_t ppd;
+    if (ok && dnnl_primitive_get_primitive_desc(e->prim, &ppd) == dnnl_success) {
+        e->md_scratch = *dnnl_primitive_desc_query_md(ppd, dnnl_query_scratchpad_md, 0);
+        e->scratch_bytes = dnnl_memory_desc_get_size(&e->md_scratch);
+    } else if (ok) {
+        dnnl_primitive_destroy(e->prim);
+        ok = 0;
+    }
+    return ok;
+}
+
+static int same_key(const dnnl_entry *a, const dnnl_entry *b) {
+    return a->trans_a == b->trans_a && a->trans_b == b->trans_b && a->M == b->M && a->N == b->N && a->K == b->K &&
+           a->lda == b->lda && a->ldb == b->ldb && a->ldc == b->ldc && a->bf16 == b->bf16 && a->serial == b->serial &&
+           a->alpha == b->alpha && a->beta == b->beta;
+}
+
+/* The cached primitive for key (created on first use), or NULL; thread-safe. */
+static const dnnl_entry *dnnl_lookup(const dnnl_entry *key) {
     uint64_t h = 1469598103934665603ull;
-    const int fields[] = {key->trans_a, key->trans_b, key->M, key->N, key->K,
-                          key->lda,     key->ldb,     key->ldc, key->bf16};
+    const int fields[] = {key->trans_a, key->trans_b, key->M,   key->N,   key->K,
+                          key->lda,     key->ldb,     key->ldc, key->bf16, key->serial};
     for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) h = (h ^ (uint32_t)fields[i]) * 1099511628211ull;
     uint32_t ab[2];
     memcpy(&ab[0], &key->alpha, 4);
     memcpy(&ab[1], &key->beta, 4);
     h = ((h ^ ab[0]) * 1099511628211ull ^ ab[1]) * 1099511628211ull;
-    for (int probe = 0; probe < cache_size; probe++) {
-        dnnl_entry *e = &cache[(h + probe) % cache_size];
+    const dnnl_entry *found = NULL;
+    pthread_mutex_lock(&cache_lock);
+    for (int probe = 0; engine_ready() && probe < CACHE_SIZE; probe++) {
+        dnnl_entry *e = &cache[(h + probe) % CACHE_SIZE];
         if (!e->used) {
             *e = *key;
-            dnnl_memory_desc_t a, b, c;
-            matrix_desc(&a, key->M, key->K, key->lda, key->trans_a, key->bf16);
-            matrix_desc(&b, key->K, key->N, key->ldb, key->trans_b, key->bf16);
-            matrix_desc(&c, key->M, key->N, key->ldc, 0, 0);
-            dnnl_matmul_desc_t desc;
-            dnnl_primitive_attr_t attr;
-            dnnl_post_ops_t post_ops;
-            dnnl_primitive_desc_t pd;
-            dnnl_primitive_attr_create(&attr);
-            if (key->alpha != 1.0f) dnnl_primitive_attr_set_output_scales(attr, 1, 0, &key->alpha);
-            dnnl_post_ops_create(&post_ops);
-            if (key->beta != 0.0f) dnnl_post_ops_append_sum(post_ops, key->beta);
-            dnnl_primitive_attr_set_post_ops(attr, post_ops);
-            int ok = dnnl_matmul_desc_init(&desc, &a, &b, NULL, &c) == dnnl_success &&
-                     dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL) == dnnl_success;
-            dnnl_post_ops_destroy(post_ops);
-            dnnl_primitive_attr_destroy(attr);
-            if (!ok) {
-                e->used = 0;
-                return NULL;
-            }
-            dnnl_primitive_create(&e->prim, pd);
-            dnnl_primitive_desc_destroy(pd);
-            dnnl_memory_create(&e->mem_a, &a, engine, DNNL_MEMORY_NONE);
-            dnnl_memory_create(&e->mem_b, &b, engine, DNNL_MEMORY_NONE);
-            dnnl_memory_create(&e->mem_c, &c, engine, DNNL_MEMORY_NONE);
-            return e;
+            if (create_entry(e)) found = e;
+            else e->used = 0;
+            break;
         }
-        if (e->trans_a == key->trans_a && e->trans_b == key->trans_b && e->M == key->M && e->N == key->N &&
-            e->K == key->K && e->lda == key->lda && e->ldb == key->ldb && e->ldc == key->ldc &&
-            e->bf16 == key->bf16 && e->alpha == key->alpha && e->beta == key->beta)
-            return e;
-    }
-    return NULL;
-}
-
-/* f32 -> bf16 with round-to-nearest-even of a rows x cols strided matrix, kept with the same ld. */
-static void to_bf16(uint16_t *dst, const float *src, int rows, int cols, int ld) {
-    #pragma omp parallel for schedule(static) if ((size_t)rows * cols > 65536)
-    for (int r = 0; r < rows; r++) {
-        const float *s = src + (size_t)r * ld;
-        uint16_t *d = dst + (size_t)r * ld;
-        for (int c = 0; c < cols; c++) {
-            uint32_t bits;
-            memcpy(&bits, &s[c], 4);
-            bits += 0x7fff + ((bits >> 16) & 1);
-            d[c] = (uint16_t)(bits >> 16);
+        if (same_key(e, key)) {
+            found = e;
+            break;
         }
     }
+    pthread_mutex_unlock(&cache_lock);
+    return found;
 }
 
-static uint16_t *bf16_scratch[2];
-static size_t bf16_cap[2];
-
-static uint16_t *bf16_copy(int slot, const float *src, int rows, int cols, int ld) {
-    size_t n = (size_t)(rows - 1) * ld + cols;
-    if (n > bf16_cap[slot]) {
-        hy_free(bf16_scratch[slot]);
-        bf16_scratch[slot] = hy_malloc(n * sizeof(uint16_t));
-        bf16_cap[slot] = bf16_scratch[slot] ? n : 0;
-        if (!bf16_scratch[slot]) return NULL;
+/* The bf16 form of a rows x cols operand with row stride ld: its registered copy, or a fresh
+ * conversion into this thread's buffer `slot` (kept with the same ld). */
+static const hy_bf16 *bf16_operand(thread_ctx *c, int slot, const float *src, int rows, int cols, int ld) {
+    size_t extent = (size_t)(rows - 1) * ld + cols;
+    const hy_bf16 *s = shadow_of(src, extent);
+    if (s) {
+        atomic_fetch_add_explicit(&n_shadowed, (long long)rows * cols, memory_order_relaxed);
+        return s;
     }
-    to_bf16(bf16_scratch[slot], src, rows, cols, ld);
-    return bf16_scratch[slot];
+    void *p = c->buf[slot];
+    size_t cap = c->cap[slot] * sizeof(hy_bf16);
+    if (!grow_bytes(&p, &cap, extent * sizeof(hy_bf16))) {
+        c->buf[slot] = NULL, c->cap[slot] = 0;
+        return NULL;
+    }
+    c->buf[slot] = p, c->cap[slot] = cap / sizeof(hy_bf16);
+    long long t0 = now_ns();
+    hy_bf16_from_f32_2d(c->buf[slot], (size_t)ld, src, (size_t)ld, (size_t)rows, (size_t)cols);
+    atomic_fetch_add_explicit(&ns_converting, now_ns() - t0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&n_converted, (long long)rows * cols, memory_order_relaxed);
+    return c->buf[slot];
 }
 
-/* C = op(A) op(B) through a cached primitive: the shared cache and stream, or with local (inside a
- * parallel region, f32 only) the calling thread's. 0 when oneDNN cannot do it (the caller falls
- * back to OpenBLAS). */
-static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
-                       const float *B, int ldb, float beta, float *C, int ldc, int bf16, bool local) {
-    if (!dnnl_init()) return 0;
-    local_dnnl *l = local ? local_get() : NULL;
-    if (local && (!l || bf16)) return 0;
-    dnnl_entry key = {1, ta, tb, M, N, K, lda, ldb, ldc, bf16, alpha, beta, 0, 0, 0, 0};
-    dnnl_entry *e = l ? dnnl_lookup(l->cache, LOCAL_CACHE_SIZE, &key) : dnnl_lookup(cache, CACHE_SIZE, &key);
-    if (!e) return 0;
-    dnnl_stream_t st = l ? l->stream : stream;
+/* C = alpha op(A) op(B) + beta C through oneDNN, from any thread. With bf16, Ah / Bh are the
+ * operands already in bf16 (NULL: found or converted here). Returns 0 when oneDNN cannot do it. */
+static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, const hy_bf16 *Ah, int lda,
+                       const float *B, const hy_bf16 *Bh, int ldb, float beta, float *C, int ldc, int bf16) {
+    int serial = omp_in_parallel();
+    dnnl_entry key = {.used = 1, .trans_a = ta, .trans_b = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
+                      .ldc = ldc, .bf16 = bf16, .serial = serial, .alpha = alpha, .beta = beta};
+    const dnnl_entry *e = dnnl_lookup(&key);
+    thread_ctx *c = e ? thread_context() : NULL;
+    if (!c || !grow_bytes(&c->scratch, &c->scratch_cap, e->scratch_bytes)) return 0;
     const void *a = A, *b = B;
     if (bf16) {
-        a = bf16_copy(0, A, ta ? K : M, ta ? M : K, lda);
-        b = bf16_copy(1, B, tb ? N : K, tb ? K : N, ldb);
+        a = Ah ? Ah : bf16_operand(c, 0, A, ta ? K : M, ta ? M : K, lda);
+        b = Bh ? Bh : bf16_operand(c, 1, B, tb ? N : K, tb ? K : N, ldb);
         if (!a || !b) return 0;
     }
-    dnnl_memory_set_data_handle(e->mem_a, (void *)a);
-    dnnl_memory_set_data_handle(e->mem_b, (void *)b);
-    dnnl_memory_set_data_handle(e->mem_c, C);
-    dnnl_exec_arg_t args[3] = {
-        {DNNL_ARG_SRC, e->mem_a}, {DNNL_ARG_WEIGHTS, e->mem_b}, {DNNL_ARG_DST, e->mem_c}};
-    if (dnnl_primitive_execute(e->prim, st, 3, args) != dnnl_success) return 0;
-    dnnl_stream_wait(st);
-    return 1;
+    dnnl_memory_t mem[4] = {0};
+    int ok = dnnl_memory_create(&mem[0], &e->md_a, engine, (void *)a) == dnnl_success &&
+             dnnl_memory_create(&mem[1], &e->md_b, engine, (void *)b) == dnnl_success &&
+             dnnl_memory_create(&mem[2], &e->md_c, engine, C) == dnnl_success &&
+             dnnl_memory_create(&mem[3], &e->md_scratch, engine, c->scratch) == dnnl_success;
+    if (ok) {
+        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, mem[0]},
+                                   {DNNL_ARG_WEIGHTS, mem[1]},
+                                   {DNNL_ARG_DST, mem[2]},
+                                   {DNNL_ARG_SCRATCHPAD, mem[3]}};
+        ok = dnnl_primitive_execute(e->prim, c->stream, 4, args) == dnnl_success &&
+             dnnl_stream_wait(c->stream) == dnnl_success;
+    }
+    for (int i = 0; i < 4; i++)
+        if (mem[i]) dnnl_memory_destroy(mem[i]);
+    return ok;
 }
 
-void hy_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
-             int ldb, float beta, float *C, int ldc) {
+/* hy_gemm with optional bf16 forms of A and B (used only under bf16 precision). */
+static void gemm_run(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, const hy_bf16 *Ah, int lda,
+                     const float *B, const hy_bf16 *Bh, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         for (int i = 0; i < M; i++)
@@ -212,10 +322,13 @@ void hy_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
         return;
     }
     int bf16 = precision_setting == HY_PREC_BF16;
+    atomic_fetch_add_explicit(&n_products, 1, memory_order_relaxed);
+    if (omp_in_parallel()) atomic_fetch_add_explicit(&n_in_parallel, 1, memory_order_relaxed);
     /* A matrix-vector product (one row or one column: a streaming step) goes to sgemv: sgemm packs
      * the whole weight matrix on every call, 5-10x slower at M = 1 (measured on the project
      * machine: 1 x 704 x 256 sgemm 576 us, sgemv 123 us, loaded; idle ratios are similar). */
     if (!bf16 && backend_setting != HY_GEMM_ONEDNN && (M == 1 || N == 1)) {
+        atomic_fetch_add_explicit(&n_f32, 1, memory_order_relaxed);
         if (M == 1)   /* C[0, n] = alpha sum_k op(A)[0, k] op(B)[k, n] + beta C[0, n] */
             cblas_sgemv(CblasRowMajor, tb ? CblasNoTrans : CblasTrans, tb ? N : K, tb ? K : N, alpha, B, ldb, A,
                         ta ? lda : 1, beta, C, 1);
@@ -226,45 +339,43 @@ void hy_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
     }
     hy_gemm_backend b = backend_setting == HY_GEMM_AUTO ? hy_gemm_auto_choice(M, N, K) : backend_setting;
     if (bf16) b = HY_GEMM_ONEDNN;
-    if (b == HY_GEMM_ONEDNN && gemm_onednn(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bf16, omp_in_parallel()))
+    if (b == HY_GEMM_ONEDNN && gemm_onednn(ta, tb, M, N, K, alpha, A, Ah, lda, B, Bh, ldb, beta, C, ldc, bf16)) {
+        atomic_fetch_add_explicit(bf16 ? &n_bf16 : &n_f32, 1, memory_order_relaxed);
         return;
+    }
+    if (bf16) atomic_fetch_add_explicit(&n_bf16_fallbacks, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&n_f32, 1, memory_order_relaxed);
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha,
                 A, lda, B, ldb, beta, C, ldc);
 }
 
-/* Destroys the used entries of one cache. */
-static void cache_clear(dnnl_entry *c, int n) {
-    for (int i = 0; i < n; i++) {
-        if (!c[i].used) continue;
-        dnnl_primitive_destroy(c[i].prim);
-        dnnl_memory_destroy(c[i].mem_a);
-        dnnl_memory_destroy(c[i].mem_b);
-        dnnl_memory_destroy(c[i].mem_c);
-        c[i].used = 0;
-    }
+void hy_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+             float beta, float *C, int ldc) {
+    gemm_run(ta, tb, M, N, K, alpha, A, NULL, lda, B, NULL, ldb, beta, C, ldc);
 }
 
-/* Frees the shared cache and every thread's local one (outside parallel regions; a thread that
- * calls hy_gemm later makes new ones: the generation tells it its pointer is stale). */
 void hy_gemm_shutdown(void) {
-    cache_clear(cache, CACHE_SIZE);
-    for (int i = 0; i < n_locals; i++) {
-        cache_clear(locals[i]->cache, LOCAL_CACHE_SIZE);
-        dnnl_stream_destroy(locals[i]->stream);
-        free(locals[i]);
+    pthread_mutex_lock(&cache_lock);
+    for (int i = 0; i < CACHE_SIZE; i++) {
+        if (!cache[i].used) continue;
+        dnnl_primitive_destroy(cache[i].prim);
+        cache[i].used = 0;
     }
-    n_locals = 0;
-    generation++;
-    for (int s = 0; s < 2; s++) {
-        hy_free(bf16_scratch[s]);
-        bf16_scratch[s] = NULL;
-        bf16_cap[s] = 0;
+    for (thread_ctx *c = all_ctx, *next; c; c = next) {
+        next = c->next;
+        dnnl_stream_destroy(c->stream);
+        free(c->scratch);
+        for (int s = 0; s < 3; s++) free(c->buf[s]);
+        free(c);
     }
-    if (dnnl_ready == 1) {
-        dnnl_stream_destroy(stream);
-        dnnl_engine_destroy(engine);
-    }
+    all_ctx = NULL;
+    atomic_store(&buffer_bytes, 0);
+    my_ctx = NULL;
+    atomic_fetch_add(&generation, 1);   /* other threads' my_ctx are stale from here */
+    if (dnnl_ready == 1) dnnl_engine_destroy(engine);
     dnnl_ready = -1;
+    pthread_mutex_unlock(&cache_lock);
+    hy_bf16_shutdown();
 }
 
 void hy_linear_forward(float *Y, const float *X, const float *W, const float *bias, int rows, int in, int out) {
@@ -278,8 +389,13 @@ void hy_linear_forward(float *Y, const float *X, const float *W, const float *bi
 
 void hy_linear_backward(float *dX, float *dW, float *db, const float *dY, const float *X, const float *W,
                         int rows, int in, int out, bool accumulate_dx) {
-    if (dX) hy_gemm(false, false, rows, in, out, 1.0f, dY, out, W, in, accumulate_dx ? 1.0f : 0.0f, dX, in);
-    if (dW) hy_gemm(true, false, out, in, rows, 1.0f, dY, out, X, in, 1.0f, dW, in);
+    /* under bf16 both products read dY: convert it once (this thread's shared slot) */
+    const hy_bf16 *dYh = NULL;
+    thread_ctx *c;
+    if (dX && dW && rows > 1 && precision_setting == HY_PREC_BF16 && (c = thread_context()))
+        dYh = bf16_operand(c, 2, dY, rows, out, out);
+    if (dX) gemm_run(false, false, rows, in, out, 1.0f, dY, dYh, out, W, NULL, in, accumulate_dx ? 1.0f : 0.0f, dX, in);
+    if (dW) gemm_run(true, false, out, in, rows, 1.0f, dY, dYh, out, X, NULL, in, 1.0f, dW, in);
     if (db) {
         for (int r = 0; r < rows; r++)
             for (int o = 0; o < out; o++) db[o] += dY[(size_t)r * out + o];

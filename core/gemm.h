@@ -1,10 +1,13 @@
 /* The one matrix-product entry point of the project. Every GEMM goes through hy_gemm(), which
- * dispatches to OpenBLAS or to oneDNN (f32, or bf16 inputs with f32 accumulation).
+ * dispatches to OpenBLAS or to oneDNN (f32, or bf16 inputs with f32 accumulation), from any
+ * thread, also from inside OpenMP parallel regions.
  * Row-major: C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C, where op(X) = X or X^T.
  * lda/ldb/ldc are row strides of the matrices as stored (before op). */
 #ifndef HY_CORE_GEMM_H
 #define HY_CORE_GEMM_H
+#include "core/bf16.h"
 #include <stdbool.h>
+#include <stddef.h>
 
 typedef enum { HY_GEMM_AUTO = 0, HY_GEMM_OPENBLAS, HY_GEMM_ONEDNN } hy_gemm_backend;
 typedef enum { HY_PREC_F32 = 0, HY_PREC_BF16 } hy_precision;
@@ -20,8 +23,33 @@ hy_precision hy_gemm_get_precision(void);
 const char *hy_gemm_backend_name(hy_gemm_backend b);
 /* Which backend AUTO picks for this shape (the rule is in gemm.c, derived from bench/). */
 hy_gemm_backend hy_gemm_auto_choice(int M, int N, int K);
-/* Frees the cached oneDNN primitives (optional, at exit; keeps leak checkers quiet). */
+/* Frees the cached oneDNN primitives and every thread's buffers (optional, at exit, with no
+ * product running; keeps leak checkers quiet). */
 void hy_gemm_shutdown(void);
+
+/* Under bf16 precision, an operand that lies inside [base, base + n) is read from copy + (its
+ * offset) instead of being converted on every call: the owner (a model, for its parameter arena)
+ * registers the copy and keeps it equal to bf16(base[i]) while products may read it. copy NULL or
+ * n 0 removes base's registration. Call it while no product runs. Returns 0, or HY_ERR when more
+ * than 64 copies would be registered at once (the products then convert on every call). */
+int hy_gemm_bf16_shadow(const float *base, size_t n, const hy_bf16 *copy);
+
+/* What hy_gemm did since the last reset (process-wide, all threads): for tests and for measuring
+ * the cost of bf16 conversions. */
+typedef struct {
+    long products;          /* products with M, N > 0 */
+    long bf16;              /* of them, oneDNN with bf16 inputs */
+    long f32;               /* in f32 (OpenBLAS, its sgemv, or oneDNN) */
+    long in_parallel;       /* issued from inside an OpenMP parallel region */
+    long bf16_fallbacks;    /* asked for bf16 but done in f32 (oneDNN refused; never expected) */
+    long long converted;    /* operand values converted to bf16 on the call */
+    long long shadowed;     /* operand values read from a registered bf16 copy */
+    double convert_seconds; /* wall time spent converting (summed over threads) */
+    double buffer_bytes;    /* held now by every thread's oneDNN scratchpad and conversion and
+                             * packing buffers (not reset; outside hy_malloc's accounting) */
+} hy_gemm_stats;
+void hy_gemm_stats_get(hy_gemm_stats *s);
+void hy_gemm_stats_reset(void);
 
 /* Linear layers (PyTorch convention, W is (out, in)), for X of `rows` rows:
  *   forward:  Y[rows,out] = X W^T (+ bias)

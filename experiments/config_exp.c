@@ -12,9 +12,10 @@
 
 static const char *const top_keys[] = {"name",     "seed",  "threads", "out_dir", "compute", "data", "train",
                                        "variants", "sweep", "budget",  "bench",   "eval",    NULL};
-/* the swept axes, in this order (the last, seed, is also given as `seeds: N`) */
-static const char *const sweep_keys[] = {"seq_len", "d_model", "d_state", "lr", "seed", NULL};
-enum { AX_SEQ, AX_DMODEL, AX_DSTATE, AX_LR, AX_SEED, N_AXES };
+/* the swept axes, in this order (seed is also given as `seeds: N`) */
+static const char *const sweep_keys[] = {"seq_len", "d_model", "d_state", "lr", "seed", "precision", NULL};
+enum { AX_SEQ, AX_DMODEL, AX_DSTATE, AX_LR, AX_SEED, AX_PREC, N_AXES };
+static const char *const precision_values[] = {"f32", "bf16", NULL};   /* = compute.precision's words */
 #define HY_EXP_MAX_SEEDS 1000
 static const char *const budget_keys[] = {"steps", "tokens", "seconds", NULL};
 
@@ -125,7 +126,7 @@ static int read_bench(ectx *c, const yt_node *n, hy_exp_bench *b) {
 /* The sweep's axes: for each key, its list (NULL = not swept) and values read as numbers. The
  * seeds are kept as numbers (from `seed: [...]` or `seeds: N` counting up from the top-level seed). */
 typedef struct {
-    const yt_node *list[N_AXES];   /* seq_len, d_model, d_state, lr, seed */
+    const yt_node *list[N_AXES];   /* seq_len, d_model, d_state, lr, seed, precision */
     int len[N_AXES];
     unsigned long long *seeds;     /* len[AX_SEED] values when seeds are swept */
     const yt_node *seed_at;        /* where the seeds were given (for messages and locations) */
@@ -146,7 +147,7 @@ static int read_seed_count(ectx *c, const yt_node *sweep, axes *a) {
 }
 
 static int read_sweep(ectx *c, const yt_node *sweep, axes *a) {
-    static const char *const allowed[] = {"seq_len", "d_model", "d_state", "lr", "seed", "seeds", NULL};
+    static const char *const allowed[] = {"seq_len", "d_model", "d_state", "lr", "seed", "seeds", "precision", NULL};
     memset(a, 0, sizeof *a);
     for (int k = 0; k < N_AXES; k++) a->len[k] = 1;
     if (!sweep) return 0;
@@ -166,6 +167,17 @@ static int read_sweep(ectx *c, const yt_node *sweep, axes *a) {
         for (int i = 0; i < l->n; i++) {   /* typed now, so labels and folder names are numbers */
             long long v;
             double x;
+            if (k == AX_PREC) {   /* a word of compute.precision, each once */
+                const yt_node *it = l->kids[i];
+                bool known = false;
+                for (int w = 0; precision_values[w] && it->kind == YT_SCALAR; w++) known |= !strcmp(it->text, precision_values[w]);
+                char what[160];
+                if (!known)
+                    return yt_fail(&c->exp, it, false, NULL, "must be one of f32, bf16; got %s", yt_describe(it, what, sizeof what));
+                for (int j = 0; j < i; j++)
+                    if (!strcmp(l->kids[j]->text, it->text)) return yt_fail(&c->exp, it, false, NULL, "duplicate precision %s", it->text);
+                continue;
+            }
             rc = k == AX_LR     ? yt_read_num(&c->exp, l->kids[i], 0, 1e9, true, false, &x)
                  : k == AX_SEED ? yt_read_int(&c->exp, l->kids[i], 0, LLONG_MAX, &v)
                                 : yt_read_int(&c->exp, l->kids[i], 1, 1 << 24, &v);
@@ -255,11 +267,14 @@ static int compose_run(ectx *c, const yt_node *var, const yt_node *model, const 
     int rc = HY_ERR_NOMEM;
     /* labels */
     snprintf(run->variant, sizeof run->variant, "%s", vname->text);
-    for (int k = AX_DMODEL; k <= AX_DSTATE; k++)   /* the lr and the seed are columns of their own */
+    static const int labelled[] = {AX_DMODEL, AX_DSTATE, AX_PREC};   /* the lr and the seed are columns of their own */
+    for (int li = 0; li < 3; li++) {
+        int k = labelled[li];
         if (a->list[k] && a->len[k] > 1) {
             size_t len = strlen(run->variant);
             snprintf(run->variant + len, sizeof run->variant - len, ":%s=%s", sweep_keys[k], a->list[k]->kids[idx[k]]->text);
         }
+    }
     const yt_node *seq = a->list[0] ? a->list[0]->kids[idx[0]] : NULL;
     yt_node *r = yt_new_map(NULL, "", NULL), *m = NULL, *t = NULL;
     if (!r) return rc;
@@ -274,6 +289,13 @@ static int compose_run(ectx *c, const yt_node *var, const yt_node *model, const 
     if (!(m->key = strdup("model")) || yt_put(r, m) < 0) goto out;
     if (a->list[AX_DMODEL] && put_clone(m, a->list[AX_DMODEL]->kids[idx[AX_DMODEL]], "d_model") < 0) goto out;
     if (a->list[AX_DSTATE] && put_d_state(m, a->list[AX_DSTATE]->kids[idx[AX_DSTATE]]) < 0) goto out;
+    if (a->list[AX_PREC]) {   /* compute.precision of the run, in the experiment's compute map or a new one */
+        yt_node *cm = (yt_node *)yt_get(r, "compute");
+        if (!cm) {
+            if (!(cm = yt_new_map("compute", "compute", a->list[AX_PREC])) || yt_put(r, cm) < 0) goto out;
+        }
+        if (cm->kind == YT_MAP && put_clone(cm, a->list[AX_PREC]->kids[idx[AX_PREC]], "precision") < 0) goto out;
+    }
     if (a->seeds) {   /* the run's seed replaces the top-level one */
         char text[32];
         snprintf(text, sizeof text, "%llu", a->seeds[idx[AX_SEED]]);
@@ -315,6 +337,9 @@ static int check_conflicts(ectx *c, const yt_node *var) {
         if (yt_get(tr, budget->kids[i]->key))
             return yt_fail(&c->exp, budget->kids[i], true, NULL, "train.%s is also set: give the budget in one place",
                            budget->kids[i]->key);
+    const yt_node *comp = yt_get(root, "compute"), *cp = comp && comp->kind == YT_MAP ? yt_get(comp, "precision") : NULL;
+    if (sweep && yt_get(sweep, "precision") && cp)
+        return yt_fail(&c->exp, cp, true, NULL, "is swept (sweep.precision): remove it here");
     static const char *const swept_train[] = {"seq_len", "lr"};
     for (int k = 0; k < 2 && sweep; k++) {
         if (!yt_get(sweep, swept_train[k])) continue;
@@ -378,7 +403,7 @@ static int load(ectx *c, hy_experiment *e) {
         if ((rc = yt_read_int(d, n, 0, LLONG_MAX, &v)) < 0) return rc;
         e->eval_seed = (uint64_t)v;
     }
-    long long per = (long long)a.len[0] * a.len[1] * a.len[2] * a.len[3] * a.len[4];
+    long long per = (long long)a.len[0] * a.len[1] * a.len[2] * a.len[3] * a.len[4] * a.len[5];
     if (per * vars->n > HY_EXP_MAX_RUNS)
         return yt_fail(d, yt_get(root, "sweep") ? yt_get(root, "sweep") : vars, false, NULL, "%lld runs: more than %d",
                        per * vars->n, HY_EXP_MAX_RUNS);
@@ -410,18 +435,22 @@ static int load(ectx *c, hy_experiment *e) {
             return yt_fail(d, vt, false, NULL, "must be a map of train keys, got %s", yt_describe(vt, what, sizeof what));
         if ((rc = check_conflicts(c, var)) < 0) return rc;
         int idx[N_AXES];
-        for (idx[1] = 0; idx[1] < a.len[1]; idx[1]++)
-            for (idx[2] = 0; idx[2] < a.len[2]; idx[2]++)
-                for (idx[3] = 0; idx[3] < a.len[3]; idx[3]++)
-                    for (idx[4] = 0; idx[4] < a.len[4]; idx[4]++)
-                        for (idx[0] = 0; idx[0] < a.len[0]; idx[0]++) {
-                            hy_exp_run *run = &e->runs[e->n_runs];
-                            if ((rc = compose_run(c, var, model, mfile, &a, idx, run)) < 0) return rc;
-                            e->n_runs++;
-                            for (int u = 0; u < e->n_runs - 1; u++)
-                                if (!strcmp(e->runs[u].id, run->id))
-                                    return yt_fail(d, vn, false, NULL, "two runs would share the folder runs/%s", run->id);
-                        }
+        /* order: d_model, d_state, precision, lr, seed, then seq_len innermost */
+        static const int nest[N_AXES] = {AX_DMODEL, AX_DSTATE, AX_PREC, AX_LR, AX_SEED, AX_SEQ};
+        long long count = per;
+        for (long long r = 0; r < count; r++) {
+            long long rest = r;
+            for (int q = N_AXES - 1; q >= 0; q--) {
+                idx[nest[q]] = (int)(rest % a.len[nest[q]]);
+                rest /= a.len[nest[q]];
+            }
+            hy_exp_run *run = &e->runs[e->n_runs];
+            if ((rc = compose_run(c, var, model, mfile, &a, idx, run)) < 0) return rc;
+            e->n_runs++;
+            for (int u = 0; u < e->n_runs - 1; u++)
+                if (!strcmp(e->runs[u].id, run->id))
+                    return yt_fail(d, vn, false, NULL, "two runs would share the folder runs/%s", run->id);
+        }
     }
     return 0;
 }

@@ -20,7 +20,7 @@ typedef struct {
     hy_train_memory model;     /* a training step on (batch_size, seq_len) */
     double data;               /* the corpus held in memory (0 for a task) */
     double program;            /* HY_PROGRAM_BYTES + per thread */
-    double gemm;               /* compute.precision bf16: the bf16 copies of the largest product's inputs */
+    double gemm;               /* compute.precision bf16: the weights' bf16 copy and the conversion buffers */
     double total;              /* the estimated peak: the sum of the above */
     char data_desc[600];       /* what was checked about the data, for --check */
 } hy_run_check;

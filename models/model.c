@@ -157,6 +157,8 @@ void hy_model_free(hy_model *m) {
         }
     }
     hy_shared_free(&m->shared);
+    if (m->data_bf16) hy_gemm_bf16_shadow(m->data, 0, NULL);
+    hy_free(m->data_bf16);
     hy_free(m->mixers), hy_free(m->ffns), hy_free(m->norm), hy_free(m->ffn_norm);
     hy_free(m->params), hy_free(m->data), hy_free(m->grad);
     hy_free(m->tokens), hy_free(m->targets);
@@ -218,6 +220,16 @@ void hy_model_zero_grad(hy_model *m) { memset(m->grad, 0, m->numel * sizeof(floa
 static const float *head_weight(const hy_model *m) { return m->lm_head ? m->lm_head->data : m->embedding->data; }
 static float *head_grad(const hy_model *m) { return m->lm_head ? m->lm_head->grad : m->embedding->grad; }
 
+int hy_model_bf16_refresh(hy_model *m) {
+    if (hy_gemm_get_precision() != HY_PREC_BF16) return 0;
+    if (!m->data_bf16 && !(m->data_bf16 = hy_malloc(m->numel * sizeof(hy_bf16)))) return HY_ERR_NOMEM;
+    hy_bf16_from_f32_2d(m->data_bf16, m->numel, m->data, m->numel, 1, m->numel);
+    m->bf16_valid = true;
+    return hy_gemm_bf16_shadow(m->data, m->numel, m->data_bf16);
+}
+
+void hy_model_params_changed(hy_model *m) { m->bf16_valid = false; }
+
 int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets, int B, int T, bool keep,
                      hy_loss *loss) {
     const int d = m->cfg.d_model, V = m->cfg.vocab_size, S = 2 * m->cfg.n_layers;
@@ -242,6 +254,8 @@ int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets,
     if (targets) memcpy(m->targets, targets, rows * sizeof(int32_t));
     m->B = B, m->T = T;
     hy_aux_reset(&m->shared);
+    int brc = hy_model_bf16_refresh(m);
+    if (brc < 0) return brc;
 
     hy_embedding_forward(m->h.p, m->embedding->data, inputs, rows, d);
     int cur = 0;
@@ -456,6 +470,7 @@ int hy_model_step(hy_model *m, hy_model_state *st, const int32_t *tokens, float 
     if (st->pos >= HY_MAX_POSITION)
         return hy_fail("step: the state holds %ld tokens per sequence, the most a state can hold", st->pos);
     int rc = check_tokens(m, tokens, (size_t)B, "step");
+    if (rc == 0 && !m->bf16_valid) rc = hy_model_bf16_refresh(m);
     if (rc < 0) return rc;
     hy_embedding_forward(st->h, m->embedding->data, tokens, (size_t)B, d);
     for (int s = 0; s < S; s++) {
@@ -527,6 +542,7 @@ int hy_model_prefill(hy_model *m, hy_model_state *st, const int32_t *tokens, int
         return 0;
     }
     int rc = check_tokens(m, tokens, (size_t)B * T, "prefill");
+    if (rc == 0) rc = hy_model_bf16_refresh(m);
     if (rc < 0) return rc;
     if (!can_prefill(m)) {   /* token by token through the whole stack */
         int32_t *tok = hy_malloc(sizeof(int32_t) * (size_t)B);

@@ -4,6 +4,7 @@
 #ifndef HY_MODELS_MODEL_H
 #define HY_MODELS_MODEL_H
 #include "hybrid.h"
+#include "core/bf16.h"
 #include "core/mem.h"
 #include "layers/registry.h"
 #include <stdint.h>
@@ -45,6 +46,8 @@ struct hy_model {
     hy_param *params;
     float *data, *grad;        /* arenas: every parameter / gradient, contiguous */
     size_t numel;
+    hy_bf16 *data_bf16;        /* under compute.precision bf16: bf16(data), what matrix products read */
+    bool bf16_valid;           /* data_bf16 matches data (cleared by hy_model_params_changed) */
     hy_layer *mixers, *ffns;   /* ffns[i].ops == NULL when layer i has no ffn */
     hy_param *embedding, *lm_head, *norm_f, **norm, **ffn_norm;
     hy_shared shared;
@@ -71,6 +74,13 @@ void hy_model_set_grad_ready(hy_model *m, hy_grad_ready_fn fn, void *ctx);
  * share of the batch), so that the sum of every part's gradient is the whole batch's.
  * batch_targets = 0 restores the default (this process holds the whole batch). */
 void hy_model_set_batch_share(hy_model *m, long batch_targets, double aux_weight);
+/* Under bf16 precision: converts the parameter arena to its bf16 copy and registers the copy with
+ * hy_gemm (hy_gemm_bf16_shadow), so the step's products read the weights converted once; nothing
+ * under f32. hy_model_forward and hy_model_prefill call it on every call, hy_model_step when the
+ * copy is stale. */
+int hy_model_bf16_refresh(hy_model *m);
+/* Marks the bf16 copy stale: whoever writes parameters (the optimizer, a checkpoint load) calls it. */
+void hy_model_params_changed(hy_model *m);
 
 /* Resolve and validate a config in place (auto options, block constraints). */
 int hy_model_config_resolve(hy_model_config *cfg);

@@ -62,6 +62,7 @@ void hy_optim_step(hy_optim *o, hy_model *model, double lr) {
             }
         }
     }
+    hy_model_params_changed(model);   /* the bf16 copy of the weights is stale now */
 }
 
 double hy_grad_sum_squares(const float *g, size_t n) {

@@ -94,6 +94,35 @@ START_TEST(compose_seeds_lr_batch_tokens) {
 }
 END_TEST
 
+/* sweep.precision: each variant at f32 and bf16, labelled and in its own folder, compute.precision
+ * set per run next to the experiment's other compute keys. */
+START_TEST(compose_precision_sweep) {
+    hy_experiment e;
+    const char *sets[] = {"out_dir=/tmp/unused"};
+    ck_assert_msg(hy_experiment_load(EXP "tiny-precision.yaml", sets, 1, &e) == 0, "%s", hy_last_error());
+    ck_assert_int_eq(e.n_runs, 4);
+    static const char *const ids[] = {"a:precision=f32-T8", "a:precision=bf16-T8", "b:precision=f32-T8",
+                                      "b:precision=bf16-T8"};
+    for (int i = 0; i < 4; i++) {
+        const hy_run_config *c = &e.runs[i].cfg;
+        ck_assert_str_eq(e.runs[i].id, ids[i]);
+        ck_assert_int_eq(c->precision, i % 2 ? HY_PREC_BF16 : HY_PREC_F32);
+        ck_assert_int_eq(c->gemm, HY_GEMM_ONEDNN);   /* the experiment's compute map is kept */
+        ck_assert_double_eq(c->lr, i < 2 ? 0.01 : 0.005);
+        char *text = hy_run_config_text(c);   /* the resolved config reruns the same precision */
+        ck_assert_ptr_nonnull(strstr(text, i % 2 ? "compute:\n  gemm: onednn\n  precision: bf16\n"
+                                                 : "compute:\n  gemm: onednn\n  precision: f32\n"));
+        free(text);
+    }
+    ck_assert_str_eq(e.runs[1].variant, "a:precision=bf16");
+    hy_experiment_free(&e);
+    /* a value given by --set is checked like the file's */
+    const char *dup[] = {"out_dir=/tmp/unused", "sweep.precision[1]=f32"};
+    ck_assert_int_eq(hy_experiment_load(EXP "tiny-precision.yaml", dup, 2, &e), HY_ERR_CONFIG);
+    ck_assert_msg(strstr(hy_last_error(), "--set sweep.precision[1]=f32: duplicate precision f32") != NULL, "%s", hy_last_error());
+}
+END_TEST
+
 typedef struct {
     const char *file, *where, *path, *problem;
 } bad_case;
@@ -115,6 +144,9 @@ static const bad_case bad_cases[] = {
     {"sweep-not-list.yaml", "2:12", "sweep.seq_len", "must be a non-empty list"},
     {"sweep-item.yaml", "2:17", "sweep.seq_len[1]", "must be an integer in [1, 16777216], got 'big'"},
     {"too-many-runs.yaml", "2:3", "sweep", "11000 runs: more than 10000"},
+    {"precision-item.yaml", "2:20", "sweep.precision[1]", "must be one of f32, bf16; got 'f16'"},
+    {"precision-dup.yaml", "1:32", "sweep.precision[2]", "duplicate precision bf16"},
+    {"precision-both.yaml", "2:3", "compute.precision", "is swept (sweep.precision): remove it here"},
     {"budget-conflict.yaml", "4:3", "budget.steps", "train.steps is also set: give the budget in one place"},
     {"budget-empty.yaml", "1:9", "budget", "give at least one of steps, tokens, seconds"},
     {"swept-in-variant.yaml", "5:13", "variants[0].train.seq_len", "is swept (sweep.seq_len): remove it here"},
@@ -154,7 +186,7 @@ START_TEST(shipped_configs) {
     static const char *const exps[] = {"configs/quick-sweep.yaml", "configs/crossover.yaml", "configs/mqar.yaml",
                                        "configs/selective-copy.yaml", "configs/induction.yaml",
                                        "configs/jamba-like.yaml", "configs/jamba-like-full.yaml", "configs/stripedhyena-like.yaml",
-                                       "configs/corpus-context.yaml"};
+                                       "configs/corpus-context.yaml", "configs/precision.yaml"};
     for (size_t i = 0; i < sizeof exps / sizeof *exps; i++) {
         hy_experiment e;
         bool is_exp;
@@ -162,6 +194,20 @@ START_TEST(shipped_configs) {
         ck_assert_msg(is_exp, "%s is not detected as an experiment", exps[i]);
         ck_assert_msg(hy_experiment_load(exps[i], NULL, 0, &e) == 0, "%s", hy_last_error());
         ck_assert(e.n_runs > 0 || e.bench.enabled);
+        if (strstr(exps[i], "precision")) {   /* mamba, transformer x f32, bf16 at the shape */
+            ck_assert_int_eq(e.n_runs, 4);
+            static const char *const ids[] = {"mamba:precision=f32-T1024", "mamba:precision=bf16-T1024",
+                                              "transformer:precision=f32-T1024", "transformer:precision=bf16-T1024"};
+            for (int r = 0; r < 4; r++) {
+                ck_assert_str_eq(e.runs[r].id, ids[r]);
+                ck_assert_int_eq(e.runs[r].cfg.precision, r % 2 ? HY_PREC_BF16 : HY_PREC_F32);
+                ck_assert_int_eq(e.runs[r].cfg.model.d_model, 512);
+                ck_assert_int_eq(e.runs[r].cfg.model.n_layers, 8);
+                ck_assert_int_eq(e.runs[r].cfg.seq_len, 1024);
+                ck_assert_int_eq(e.runs[r].cfg.steps, 1000);
+                ck_assert_int_eq(e.runs[r].cfg.seed, 1234);
+            }
+        }
         if (strstr(exps[i], "mqar")) {   /* a d_model sweep: labelled variants, auto options follow the width */
             /* attention, mamba, hyena x d_model {32, 64} x lr {0.003, 0.01} x 3 seeds x T {64, 128} */
             ck_assert_int_eq(e.n_runs, 72);
@@ -635,6 +681,7 @@ static Suite *make_experiment_suite(void) {
     TCase *t = tcase_create("config");
     tcase_add_test(t, compose_runs);
     tcase_add_test(t, compose_seeds_lr_batch_tokens);
+    tcase_add_test(t, compose_precision_sweep);
     tcase_add_loop_test(t, bad_experiment, 0, (int)(sizeof bad_cases / sizeof *bad_cases));
     tcase_add_test(t, model_file_error);
     tcase_add_test(t, shipped_configs);
