@@ -3,22 +3,29 @@
 ifeq ($(origin CC),default)
 CC       := gcc
 endif
+ifeq ($(origin CXX),default)
+CXX      := g++
+endif
 BUILD    ?= build
 PREFIX   ?= /usr/local
-PKGS     := libopenblas-openmp-dev libdnnl-dev libyaml-dev check libfftw3-dev gnuplot-nox pkg-config libpython3-stdlib
+PKGS     := libopenblas-openmp-dev libdnnl-dev libyaml-dev check libfftw3-dev gnuplot-nox pkg-config libpython3-stdlib \
+            libsentencepiece-dev g++
 OPT      ?= -O3
 CFLAGS   := -std=c17 -D_GNU_SOURCE $(OPT) -march=native -fopenmp -Wall -Wextra -Werror -MMD -MP \
             -I. -Iinclude -I/usr/include/x86_64-linux-gnu/openblas-openmp $(EXTRA_CFLAGS)
-LDLIBS   := -lopenblas -ldnnl -lyaml -lfftw3f -lm
+# The SentencePiece shim (experiments/tokenizer_sp.cc) is the only C++: it is built with CXXFLAGS.
+CXXFLAGS := -std=c++17 -D_GNU_SOURCE $(OPT) -march=native -Wall -Wextra -Werror -MMD -MP -I. -Iinclude $(EXTRA_CFLAGS)
+LDLIBS   := -lopenblas -ldnnl -lyaml -lfftw3f -lsentencepiece -lsentencepiece_train -lstdc++ -lm
 TEST_LIBS := -lcheck -lsubunit -lrt -lpthread
 PYTHON   ?= /usr/bin/python3
 DEMO_CONFIG ?= configs/jamba-like.yaml
 
 LIB_SRC  := $(wildcard core/*.c layers/*.c layers/*/*.c models/*.c experiments/*.c)
+LIB_CXX  := $(wildcard experiments/*.cc)
 EXE_SRC  := $(wildcard cli/*.c bench/*.c)
 TEST_SRC := $(wildcard tests/*.c)
 EX_SRC   := $(wildcard examples/*.c)
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LIB_CXX:%.cc=$(BUILD)/%.o)
 EXE_OBJ  := $(EXE_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libhybrid.a
@@ -45,6 +52,10 @@ deps:
 $(BUILD)/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cc | deps
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@

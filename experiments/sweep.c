@@ -118,7 +118,9 @@ static int finish_run(const hy_experiment *e, const hy_exp_run *run, const hy_tr
     int rc = hy_checkpoint_load(ck, &m, &step);
     if (rc < 0) return rc;
     hy_data data;
-    if ((rc = hy_data_open(&data, c->corpus, c->val_fraction, &c->task, e->eval_seed)) < 0) {
+    hy_data_spec spec;
+    hy_run_data_spec(c, &spec);
+    if ((rc = hy_data_open(&data, &spec, &c->task, e->eval_seed)) < 0) {
         hy_model_free(m);
         return rc;
     }
@@ -130,7 +132,7 @@ static int finish_run(const hy_experiment *e, const hy_exp_run *run, const hy_tr
     int lens[HY_EXP_MAX_EVAL + HY_TASK_MAX_EVAL + 1], n = eval_lengths(e, c, lens), longest = 0;
     for (int i = 0; i < n; i++) longest = lens[i] > longest ? lens[i] : longest;
     double *pos = task ? NULL : hy_malloc((size_t)longest * sizeof(double));
-    hy_eval_result own = {.loss = NAN, .accuracy = NAN};
+    hy_eval_result own = {.loss = NAN, .accuracy = NAN, .bits_per_byte = NAN};
     if (!task && !pos) rc = HY_ERR_NOMEM;
     for (int i = 0; i < n && rc == 0; i++) {
         hy_eval_result er;
@@ -143,7 +145,7 @@ static int finish_run(const hy_experiment *e, const hy_exp_run *run, const hy_tr
         else rc = hy_evaluate_corpus_windows(m, &data.corpus, lens[i], e->eval_tokens, lens[i] == longest ? pos : NULL, &er);
         if (rc < 0) break;
         if (i == 0) own = er;
-        num_cell(a, sizeof a, "%.6f", task ? NAN : er.loss / log(2.0));
+        num_cell(a, sizeof a, "%.6f", task ? NAN : er.bits_per_byte);
         num_cell(b, sizeof b, "%.6f", er.accuracy);
         hy_sb_printf(&ev, "%s,%s,%d,%.6f,%s,%s,%ld\n", key, task ? hy_task_name(c->task.type) : "corpus", lens[i], er.loss,
                      a, b, er.labels);
@@ -151,7 +153,7 @@ static int finish_run(const hy_experiment *e, const hy_exp_run *run, const hy_tr
             hy_sb_printf(&po, "%s,%d,%d,%.6f\n", key, longest, p, pos[p]);
     }
     hy_free(pos);
-    num_cell(a, sizeof a, "%.6f", task ? NAN : own.loss / log(2.0));
+    num_cell(a, sizeof a, "%.6f", task ? NAN : own.bits_per_byte);
     hy_sb_add(&sw, HY_SWEEP_ROWS_CSV_HEADER);
     hy_sb_printf(&sw, "%s,%d,%ld,%ld,%.0f,%s,%zu,%.6g,%.3f,%.1f,%zu,%zu,%.6f,%.6f,%s\n", key, c->batch_size,
                  (long)c->batch_size * c->seq_len, tr->steps, tr->tokens, hy_stop_reason_name(tr->stopped_by),

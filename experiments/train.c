@@ -16,16 +16,17 @@
 #include <unistd.h>
 
 
-/* Validation loss (and, for a task, accuracy on the answer positions) of the run's model. */
-static double validate(hy_model *m, const hy_data *d, const hy_run_config *c, double *acc) {
+/* Validation loss, bits per byte (NAN when unknown) and, for a task, accuracy on the answer
+ * positions of the run's model. */
+static double validate(hy_model *m, const hy_data *d, const hy_run_config *c, double *acc, double *bpb) {
     hy_eval_result e;
     if (hy_evaluate_data(m, d, c->batch_size, c->seq_len, c->eval_batches, c->seed, false, &e) < 0) return NAN;
-    *acc = e.accuracy;
+    *acc = e.accuracy, *bpb = e.bits_per_byte;
     return e.loss;
 }
 
-const char *const HY_TRAIN_CSV_HEADER =
-    "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,aux_loss\n";
+const char *const HY_TRAIN_CSV_HEADER = "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,"
+                                        "tokens_per_s,elapsed_s,aux_loss,val_bits_per_byte\n";
 #define TRAIN_CSV_STEP_COL 4   /* 0-based column of `step` in train.csv */
 #define STATS_CSV_STEP_COL 2   /* ... and in a telemetry CSV (variant,seq_len,step,layer,...) */
 
@@ -172,16 +173,16 @@ static int telemetry_layer(telemetry *tm, const hy_layer *L, const char *variant
     return 0;
 }
 
-/* The validation loss (validate) into *val and, for every block with telemetry, its counts over
- * the validation batches: rows of its CSV and a line per layer into `lines`. */
+/* The validation loss (validate) into *val (bits per byte into *bpb) and, for every block with
+ * telemetry, its counts over the validation batches: rows of its CSV and a line per layer into `lines`. */
 static int evaluate(hy_model *m, const hy_data *d, const hy_run_config *c, const char *variant, long step,
-                    double *val, double *acc, telemetry *tm, hy_strbuf *lines) {
+                    double *val, double *acc, double *bpb, telemetry *tm, hy_strbuf *lines) {
     const int S = 2 * m->cfg.n_layers;
     for (int s = 0; s < S; s++) {
         hy_layer *L = hy_model_sub_block(m, s);
         if (L->ops && L->ops->stats) L->ops->stats->reset(L);
     }
-    *val = validate(m, d, c, acc);
+    *val = validate(m, d, c, acc, bpb);
     for (int s = 0; s < S; s++) {
         const hy_layer *L = hy_model_sub_block(m, s);
         int rc = L->ops && L->ops->stats ? telemetry_layer(tm, L, variant, c->seq_len, step, lines) : 0;
@@ -208,9 +209,30 @@ typedef struct {
     long window_steps;
 } run_progress;
 
-static int save_all(const run_paths *P, hy_model *m, hy_optim *opt, const hy_rng *rng, const run_progress *pr) {
+/* What the checkpoint records about the data (generation and eval check a tokenizer against it):
+ * data = bytes | tokens | task:NAME, and the tokenizer's file, SHA-256 and vocabulary when there is one. */
+static int data_meta(const hy_data *d, const char **keys, const char **vals, char *buf, size_t len) {
+    const hy_corpus *c = &d->corpus;
+    int n = 0;
+    keys[n] = "data";
+    if (d->task.type != HY_TASK_NONE) snprintf(buf, len / 2, "task:%s", hy_task_name(d->task.type)), vals[n++] = buf;
+    else vals[n++] = c->tokens ? "tokens" : "bytes";
+    if (d->task.type == HY_TASK_NONE && c->tokenizer_vocab > 0) {
+        snprintf(buf + len / 2, len / 2, "%d", c->tokenizer_vocab);
+        keys[n] = "tokenizer", vals[n++] = c->tokenizer;
+        keys[n] = "tokenizer_sha256", vals[n++] = c->tokenizer_sha256;
+        keys[n] = "tokenizer_vocab", vals[n++] = buf + len / 2;
+    }
+    return n;
+}
+
+static int save_all(const run_paths *P, hy_model *m, hy_optim *opt, const hy_rng *rng, const run_progress *pr,
+                    const hy_data *d) {
     long step = pr->step;
-    int rc = hy_checkpoint_save(m, P->ckpt, step);
+    const char *mk[4], *mv[4];
+    char mbuf[128];
+    int n_meta = data_meta(d, mk, mv, mbuf, sizeof mbuf);
+    int rc = hy_checkpoint_save_meta(m, P->ckpt, step, n_meta, mk, mv);
     if (rc < 0) return rc;
     char rng_s[80], step_s[32], tok_s[32], el_s[32], seed_s[32], wl_s[40], ws_s[32], wa_s[40];
     snprintf(rng_s, sizeof rng_s, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64, rng->s[0], rng->s[1],
@@ -307,10 +329,12 @@ typedef struct {
     long window_tokens, first_step;
     char run_key[80];           /* the seed and peak_lr columns */
     double val, lr, gnorm, acc; /* the last validation loss and accuracy, learning rate, gradient norm */
+    double bpb;                 /* the last validation bits per byte (NAN when unknown) */
 } train_run;
 
-/* Paths, process-wide settings (threads, GEMM backend and precision), the output folder and the
- * resolved config.yaml: what must exist before any data or model is touched. */
+/* Paths, process-wide settings (threads, GEMM backend and precision), the data (checked against the
+ * model's vocabulary before anything is written; text is tokenized here when the config has a
+ * tokenizer), then the output folder and the resolved config.yaml. */
 static int run_prepare(train_run *R) {
     const hy_run_config *c = R->c;
     R->P.c = c;
@@ -320,7 +344,13 @@ static int run_prepare(train_run *R) {
     hy_set_threads(c->threads);
     hy_gemm_set_backend(c->gemm);
     hy_gemm_set_precision(c->precision);
-    int rc = hy_mkdirs(c->out_dir);
+    hy_data_spec spec;
+    hy_run_data_spec(c, &spec);
+    spec.progress = R->o->on_tick ? NULL : R->o->progress;
+    int rc = hy_data_open(&R->corpus, &spec, &c->task, c->seed);
+    if (rc < 0) return rc;
+    R->corpus_open = true;
+    rc = hy_mkdirs(c->out_dir);
     if (rc < 0) return rc;
     char cfg_path[HY_PATH_MAX + 64];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.yaml", c->out_dir);
@@ -332,8 +362,6 @@ static int run_prepare(train_run *R) {
 static int run_open(train_run *R, hy_train_result *r) {
     const hy_run_config *c = R->c;
     int rc;
-    if ((rc = hy_data_open(&R->corpus, c->corpus, c->val_fraction, &c->task, c->seed)) < 0) return rc;
-    R->corpus_open = true;
     hy_rng_seed(&R->rng, c->seed);
     R->mem_base = hy_mem_current();
     hy_mem_reset_peak();
@@ -359,13 +387,16 @@ static int run_open(train_run *R, hy_train_result *r) {
         fprintf(R->o->progress, "[%s] %zu parameters, %s, batch %d x %d, %s%s\n", R->variant, r->params, data_desc,
                 R->B, R->T, c->optimizer, R->resumed ? ", resumed" : "");
     R->t_start = hy_now() - R->pr.elapsed, R->t_window = hy_now();
-    R->val = NAN, R->lr = c->lr, R->gnorm = 0, R->acc = NAN;
+    R->val = NAN, R->lr = c->lr, R->gnorm = 0, R->acc = NAN, R->bpb = NAN;
     R->first_step = R->pr.step;
     snprintf(R->run_key, sizeof R->run_key, "%llu,%g", (unsigned long long)c->seed, c->lr);
     R->tty = R->o->progress && !R->o->on_tick && isatty(fileno(R->o->progress));
     if (!R->resumed) {   /* row 0: the untrained model's validation loss */
-        if ((rc = evaluate(R->m, &R->corpus, c, R->variant, 0, &R->val, &R->acc, &R->tm, &R->lines)) < 0) return rc;
-        hy_sb_printf(&R->csv, "%s,%d,%s,0,0,,%.6f,,,,0.000,\n", R->variant, R->T, R->run_key, R->val);
+        if ((rc = evaluate(R->m, &R->corpus, c, R->variant, 0, &R->val, &R->acc, &R->bpb, &R->tm, &R->lines)) < 0)
+            return rc;
+        char bs[32] = "";
+        if (isfinite(R->bpb)) snprintf(bs, sizeof bs, "%.6f", R->bpb);
+        hy_sb_printf(&R->csv, "%s,%d,%s,0,0,,%.6f,,,,0.000,,%s\n", R->variant, R->T, R->run_key, R->val, bs);
         flush_lines(&R->lines, R->o->progress);
     }
     return 0;
@@ -401,19 +432,20 @@ static int log_point(train_run *R, hy_train_result *r, bool eval, double frac, d
     const hy_train_opts *o = R->o;
     int rc;
     double tps = R->window_tokens / fmax(now - R->t_window, 1e-9);
-    R->val = NAN;
-    char vs[32] = "";
+    R->val = NAN, R->bpb = NAN;
+    char vs[32] = "", bs[32] = "";
     if (eval) {
-        if ((rc = evaluate(R->m, &R->corpus, c, R->variant, R->pr.step, &R->val, &R->acc, &R->tm, &R->lines)) < 0)
+        if ((rc = evaluate(R->m, &R->corpus, c, R->variant, R->pr.step, &R->val, &R->acc, &R->bpb, &R->tm, &R->lines)) < 0)
             return rc;
         snprintf(vs, sizeof vs, "%.6f", R->val);
+        if (isfinite(R->bpb)) snprintf(bs, sizeof bs, "%.6f", R->bpb);
     }
     r->train_loss = R->pr.window_loss / R->pr.window_steps;
     r->tokens_per_s = tps;
     char as[32] = "";   /* aux_loss: empty for a model without a block that adds one */
     if (R->aux) snprintf(as, sizeof as, "%.6f", R->pr.window_aux / R->pr.window_steps);
-    hy_sb_printf(&R->csv, "%s,%d,%s,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f,%s\n", R->variant, R->T, R->run_key,
-                 R->pr.step, R->pr.tokens, r->train_loss, vs, R->lr, R->gnorm, tps, now - R->t_start, as);
+    hy_sb_printf(&R->csv, "%s,%d,%s,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f,%s,%s\n", R->variant, R->T, R->run_key,
+                 R->pr.step, R->pr.tokens, r->train_loss, vs, R->lr, R->gnorm, tps, now - R->t_start, as, bs);
     if (o->on_tick) {
         hy_train_tick tk = {R->pr.step, R->pr.tokens, r->train_loss, R->val, R->lr, tps, now - R->t_start, fmin(frac, 1.0)};
         o->on_tick(o->tick_ctx, &tk);
@@ -439,15 +471,16 @@ static int run_finish(train_run *R, hy_train_result *r, bool stopped) {
     const hy_run_config *c = R->c;
     int rc = 0;
     R->pr.elapsed = hy_now() - R->t_start;
-    if (isnan(R->val)) rc = evaluate(R->m, &R->corpus, c, R->variant, R->pr.step, &R->val, &R->acc, &R->tm, &R->lines);
+    if (isnan(R->val))
+        rc = evaluate(R->m, &R->corpus, c, R->variant, R->pr.step, &R->val, &R->acc, &R->bpb, &R->tm, &R->lines);
     flush_lines(&R->lines, R->o->progress);
     r->steps = R->pr.step, r->tokens = R->pr.tokens, r->seconds = R->pr.elapsed;
-    r->val_loss = R->val, r->val_ppl = exp(R->val), r->val_bits_per_byte = R->val / log(2.0);
+    r->val_loss = R->val, r->val_ppl = exp(R->val), r->val_bits_per_byte = R->bpb;
     r->val_accuracy = c->task.type != HY_TASK_NONE ? R->acc : NAN;
     r->interrupted = stopped;
     r->stopped_by = stopped ? HY_STOP_INTERRUPT : budget_that_ended(c, R->pr.step, R->pr.tokens);
     r->peak_bytes = hy_mem_peak() - R->mem_base;
-    if (rc == 0) rc = save_all(&R->P, R->m, &R->opt, &R->rng, &R->pr);
+    if (rc == 0) rc = save_all(&R->P, R->m, &R->opt, &R->rng, &R->pr, &R->corpus);
     if (rc == 0) rc = hy_sb_write_file(&R->csv, R->P.csv);
     if (rc == 0) rc = telemetry_write(&R->tm);
     return rc;
@@ -467,8 +500,7 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
     memset(r, 0, sizeof *r);
     train_run R = {.c = c, .o = o, .variant = o->variant ? o->variant : c->name};
     int rc = run_prepare(&R);
-    if (rc < 0) return rc;
-    if ((rc = run_open(&R, r)) < 0) {
+    if (rc < 0 || (rc = run_open(&R, r)) < 0) {
         run_close(&R);
         return rc;
     }
@@ -484,7 +516,7 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
         if ((R.pr.step % c->log_every == 0 || eval) && (rc = log_point(&R, r, eval, frac, now)) < 0) break;
         R.pr.elapsed = hy_now() - R.t_start;
         if (c->checkpoint_every > 0 && R.pr.step % c->checkpoint_every == 0 &&
-            (rc = save_all(&R.P, R.m, &R.opt, &R.rng, &R.pr)) < 0)
+            (rc = save_all(&R.P, R.m, &R.opt, &R.rng, &R.pr, &R.corpus)) < 0)
             break;
     }
     if (R.tty) fputc('\n', o->progress);

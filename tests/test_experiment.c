@@ -291,7 +291,7 @@ START_TEST(sweep_resume_and_schema) {
                                     "flop_per_token,train_s,tokens_per_s,peak_bytes,state_bytes,val_loss,val_ppl,"
                                     "val_bits_per_byte,lr_selected\n");
     first_line_is(dir, "train.csv", "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,"
-                                    "elapsed_s,aux_loss\n");
+                                    "elapsed_s,aux_loss,val_bits_per_byte\n");
     first_line_is(dir, "eval.csv", "variant,seq_len,seed,lr,task,eval_seq_len,val_loss,val_bits_per_byte,accuracy,labels\n");
     first_line_is(dir, "position.csv", "variant,seq_len,seed,lr,eval_seq_len,position,loss\n");
     char *sweep = slurp(dir, "sweep.csv");
