@@ -313,9 +313,9 @@ static int add_source(hy_corpus *c, const char *src, hy_data_format fmt, int *n_
     path_list pl = {0};
     bool explicit_file;
     int rc = source_files(src, &pl, &explicit_file);
-    *first = c->n_files, *count = 0;
+    *first = c->n_entries, *count = 0;
     for (int i = 0; rc == 0 && i < pl.n; i++) {
-        if (c->n_files == *n_alloc) {
+        if (c->n_entries == *n_alloc) {
             int na = *n_alloc ? 2 * *n_alloc : 64;
             hy_data_file *nf = realloc(c->files, sizeof *nf * (size_t)na);
             if (!nf) {
@@ -324,11 +324,11 @@ static int add_source(hy_corpus *c, const char *src, hy_data_format fmt, int *n_
             }
             c->files = nf, *n_alloc = na;
         }
-        hy_data_file *f = &c->files[c->n_files];
+        hy_data_file *f = &c->files[c->n_entries];
         memset(f, 0, sizeof *f);
         f->path = pl.paths[i];
         pl.paths[i] = NULL;
-        c->n_files++;
+        c->n_entries++;
         uint8_t head[4096];
         int fd = open(f->path, O_RDONLY);
         if (fd < 0) {
@@ -344,7 +344,7 @@ static int add_source(hy_corpus *c, const char *src, hy_data_format fmt, int *n_
         if ((rc = classify(f, fmt, explicit_file, head, (size_t)got)) < 0) break;
         if (f->kind == KIND_SKIP) {   /* dropped from the list */
             free(f->path);
-            c->n_files--;
+            c->n_entries--;
             continue;
         }
         (*count)++;
@@ -356,7 +356,7 @@ static int add_source(hy_corpus *c, const char *src, hy_data_format fmt, int *n_
 /* Reads every text file into one buffer (file order) and points their tokens into it. */
 static int read_text(hy_corpus *c) {
     size_t total = 0;
-    for (int i = 0; i < c->n_files; i++) {
+    for (int i = 0; i < c->n_entries; i++) {
         struct stat st;
         if (stat(c->files[i].path, &st) != 0) return hy_fail_code(HY_ERR_IO, "%s: %s", c->files[i].path, strerror(errno));
         total += (size_t)st.st_size;
@@ -364,7 +364,7 @@ static int read_text(hy_corpus *c) {
     c->text = hy_malloc(total ? total : 1);
     if (!c->text) return HY_ERR_NOMEM;
     size_t at = 0;
-    for (int i = 0; i < c->n_files; i++) {
+    for (int i = 0; i < c->n_entries; i++) {
         hy_data_file *f = &c->files[i];
         char *data;
         size_t len;
@@ -376,7 +376,7 @@ static int read_text(hy_corpus *c) {
         f->width = 1, f->n = len, f->text_at = at;
         at += len;
     }
-    for (int i = 0; i < c->n_files; i++) {
+    for (int i = 0; i < c->n_entries; i++) {
         hy_data_file *f = &c->files[i];
         f->tokens = c->text + f->text_at;
         size_t where;
@@ -402,10 +402,10 @@ static int add_span(hy_token_stream *s, const hy_data_file *f, size_t from, size
  * n_first < 0 one stream cut so that the last val_fraction is validation. */
 static int build_splits(hy_corpus *c, int n_first, double val_fraction) {
     size_t total = 0;
-    for (int i = 0; i < c->n_files; i++) total += c->files[i].n;
+    for (int i = 0; i < c->n_entries; i++) total += c->files[i].n;
     size_t cut = n_first >= 0 ? SIZE_MAX : total - (size_t)((double)total * val_fraction), at = 0;
     int rc = 0;
-    for (int i = 0; rc == 0 && i < c->n_files; i++) {
+    for (int i = 0; rc == 0 && i < c->n_entries; i++) {
         const hy_data_file *f = &c->files[i];
         if (n_first >= 0) rc = add_span(&c->split[i < n_first ? 0 : 1], f, 0, f->n);
         else {
@@ -414,6 +414,7 @@ static int build_splits(hy_corpus *c, int n_first, double val_fraction) {
             if (rc == 0) rc = add_span(&c->split[1], f, in_train, f->n);
         }
         at += f->n;
+        c->n_files += f->n > 0;
         if (f->max_token > c->max_token) c->max_token = f->max_token;
     }
     c->len = total;
@@ -442,7 +443,7 @@ static int open_files(hy_corpus *c, const hy_data_spec *s) {
     if (two && (rc = add_source(c, s->val, s->format, &n_alloc, &first[1], &count[1])) < 0) return rc;
     const char *names[2] = {two ? s->train : has(s->corpus) ? s->corpus : "default", s->val};
     const hy_data_file *text = NULL, *tok = NULL;
-    for (int i = 0; i < c->n_files; i++) {
+    for (int i = 0; i < c->n_entries; i++) {
         if (c->files[i].kind == KIND_TEXT && !text) text = &c->files[i];
         if (c->files[i].kind != KIND_TEXT && !tok) tok = &c->files[i];
     }
@@ -456,7 +457,7 @@ static int open_files(hy_corpus *c, const hy_data_spec *s) {
                                 s->format == HY_DATA_BYTES ? "text" : s->format == HY_DATA_AUTO ? "text or token files" : "token files");
     c->tokens = tok != NULL;
     if (!c->tokens) rc = read_text(c);
-    for (int i = 0; rc == 0 && c->tokens && i < c->n_files; i++) rc = open_token_file(&c->files[i]);
+    for (int i = 0; rc == 0 && c->tokens && i < c->n_entries; i++) rc = open_token_file(&c->files[i]);
     if (rc < 0) return rc;
     if ((rc = build_splits(c, two ? count[0] : -1, s->val_fraction)) < 0) return rc;
     if (c->len == 0) return hy_fail_code(HY_ERR_IO, "corpus %s: no %s found", names[0], c->tokens ? "tokens" : "text");
@@ -509,7 +510,7 @@ int hy_corpus_load(hy_corpus *c, const char *path, double val_fraction) {
 }
 
 void hy_corpus_free(hy_corpus *c) {
-    for (int i = 0; i < c->n_files; i++) {
+    for (int i = 0; i < c->n_entries; i++) {
         if (c->files[i].map) munmap(c->files[i].map, c->files[i].map_size);
         free(c->files[i].path);
     }
@@ -540,7 +541,7 @@ int hy_corpus_check_vocab(const hy_corpus *c, int vocab_size) {
         for (int i = 0; i < c->split[k].n_spans; i++) {
             const hy_token_span *sp = &c->split[k].spans[i];
             const hy_data_file *f = NULL;
-            for (int j = 0; j < c->n_files && !f; j++) f = c->files[j].path == sp->path ? &c->files[j] : NULL;
+            for (int j = 0; j < c->n_entries && !f; j++) f = c->files[j].path == sp->path ? &c->files[j] : NULL;
             if (!f || f->max_token < vocab_size) continue;
             int max, tok;
             size_t at;

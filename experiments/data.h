@@ -67,7 +67,7 @@ typedef struct hy_data_file hy_data_file;
 typedef struct {
     hy_token_stream split[2];   /* 0: train, 1: validation */
     size_t len, n_train;        /* tokens in both splits, in the train split */
-    int n_files;                /* files read */
+    int n_files;                /* files with at least one token */
     bool tokens;                /* token ids (token files or tokenized text), not text bytes */
     int max_token;              /* the largest token of either split */
     /* the tokenizer, when the tokens came from one (or were declared to): its file, SHA-256 and
@@ -77,6 +77,7 @@ typedef struct {
     uint16_t *token_bytes;
     /* private */
     hy_data_file *files;
+    int n_entries;              /* files[] (empty files included) */
     uint8_t *text;              /* text files' bytes, which text spans point into */
 } hy_corpus;
 
@@ -139,9 +140,19 @@ int hy_tokenizer_table(const char *path, uint16_t **bytes, int *vocab, char sha2
  * second call with the same text and tokenizer reuses them. Fills the paths. */
 int hy_tokenize_corpus(const hy_corpus *c, const char *tokenizer, const char *cache_dir, FILE *progress,
                        char train_path[HY_DATA_PATH_MAX], char val_path[HY_DATA_PATH_MAX]);
+/* Split `split` of text corpus c tokenized into one llm.c shard at out (*tokens of them). */
+int hy_tokenize_to_shard(const hy_corpus *c, int split, const char *tokenizer, const char *out, size_t *tokens);
 /* A tokenizer of `vocab` pieces of `type` trained on the train split of text corpus c, kept as
  * cache_dir/tokenizer-<type><vocab>-<text hash>.model (reused when there). Fills path. */
 int hy_train_corpus_tokenizer(const hy_corpus *c, const char *type, int vocab, const char *cache_dir, FILE *progress,
                               char path[HY_DATA_PATH_MAX]);
+/* The tokenizer to read and write text for the checkpoint at ckpt (of vocab_size tokens): a
+ * checkpoint records the one it was trained through (file, SHA-256, pieces); `given` (NULL: that
+ * recorded file) must have the same SHA-256. path = "" when the model reads bytes. A checkpoint of
+ * tokens without a recorded tokenizer takes `given` unchecked (note says so), or none when it has
+ * at most 256 tokens. A mismatch, a tokenizer given to a byte model, or a missing one:
+ * HY_ERR_CONFIG with both files named. */
+int hy_checkpoint_tokenizer(const char *ckpt, const char *given, int vocab_size, char path[HY_DATA_PATH_MAX], char *note,
+                            size_t note_len);
 
 #endif

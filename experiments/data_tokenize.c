@@ -7,6 +7,7 @@
 #include "core/timer.h"
 #include "experiments/data.h"
 #include "experiments/tokenizer.h"
+#include "models/checkpoint.h"
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -111,6 +112,16 @@ static int tokenize_split(const hy_corpus *c, int k, hy_tokenizer *t, const char
     return rc;
 }
 
+int hy_tokenize_to_shard(const hy_corpus *c, int split, const char *tokenizer, const char *out, size_t *tokens) {
+    hy_tokenizer *t;
+    int rc = hy_tokenizer_load(tokenizer, &t);
+    if (rc < 0) return rc;
+    if (c->tokens) rc = hy_fail("%s: the input holds tokens already, not text", c->split[split].n_spans ? c->split[split].spans[0].path : "?");
+    else rc = tokenize_split(c, split, t, out, tokens);
+    hy_tokenizer_free(t);
+    return rc;
+}
+
 int hy_tokenize_corpus(const hy_corpus *c, const char *tokenizer, const char *cache_dir, FILE *progress,
                        char train_path[HY_DATA_PATH_MAX], char val_path[HY_DATA_PATH_MAX]) {
     hy_tokenizer *t;
@@ -182,5 +193,59 @@ int hy_train_corpus_tokenizer(const hy_corpus *c, const char *type, int vocab, c
         fflush(progress);
     }
     free(text), free(len);
+    return rc;
+}
+
+int hy_checkpoint_tokenizer(const char *ckpt, const char *given, int vocab_size, char path[HY_DATA_PATH_MAX], char *note,
+                            size_t note_len) {
+    path[0] = 0;
+    if (note && note_len) note[0] = 0;
+    hy_kv_list meta;
+    int rc = hy_checkpoint_meta(ckpt, &meta);
+    if (rc < 0) return rc;
+    const char *data = hy_kv_get(&meta, "data"), *rec = hy_kv_get(&meta, "tokenizer"),
+               *rec_sha = hy_kv_get(&meta, "tokenizer_sha256"), *rec_vocab = hy_kv_get(&meta, "tokenizer_vocab");
+    bool has_given = given && *given;
+    if (rec_sha) {   /* trained through a tokenizer: use that one, or one with the same SHA-256 */
+        const char *use = has_given ? given : rec;
+        char sha[65];
+        if (!has_given && (!rec || access(rec, R_OK) != 0))
+            rc = hy_fail_code(HY_ERR_CONFIG, "%s was trained with the tokenizer %s (sha256 %.16s…, %s pieces), which is "
+                                             "not there: pass --tokenizer T.model",
+                              ckpt, rec ? rec : "?", rec_sha, rec_vocab ? rec_vocab : "?");
+        else if ((rc = hy_sha256_file(use, sha)) == 0 && strcmp(sha, rec_sha) != 0) {
+            hy_tokenizer *t = NULL;
+            int pieces = hy_tokenizer_load(use, &t) == 0 ? hy_tokenizer_vocab(t) : -1;
+            hy_tokenizer_free(t);
+            rc = hy_fail_code(HY_ERR_CONFIG, "%s (sha256 %.16s…, %d pieces) is not the tokenizer %s was trained with (%s, "
+                                             "sha256 %.16s…, %s pieces)",
+                              use, sha, pieces, ckpt, rec ? rec : "?", rec_sha, rec_vocab ? rec_vocab : "?");
+        } else if (rc == 0)
+            snprintf(path, HY_DATA_PATH_MAX, "%s", use);
+    } else if (data && !strcmp(data, "bytes")) {
+        if (has_given)
+            rc = hy_fail_code(HY_ERR_CONFIG, "%s was trained on bytes (vocab_size %d), not on the tokens of a tokenizer: "
+                                             "drop --tokenizer %s",
+                              ckpt, vocab_size, given);
+    } else if (has_given) {   /* tokens of an unknown tokenizer, or an older checkpoint: trusted, said so */
+        hy_tokenizer *t;
+        if ((rc = hy_tokenizer_load(given, &t)) == 0) {
+            int V = hy_tokenizer_vocab(t);
+            hy_tokenizer_free(t);
+            if (V > vocab_size)
+                rc = hy_fail_code(HY_ERR_CONFIG, "%s has %d pieces, more than the vocab_size %d of %s", given, V, vocab_size,
+                                  ckpt);
+            else {
+                snprintf(path, HY_DATA_PATH_MAX, "%s", given);
+                if (note)
+                    snprintf(note, note_len, "%s records no tokenizer: %s is used without a check that it is the one the "
+                                             "model was trained with",
+                             ckpt, given);
+            }
+        }
+    } else if (vocab_size > 256)
+        rc = hy_fail_code(HY_ERR_CONFIG, "%s has vocab_size %d and records no tokenizer (%s): pass --tokenizer T.model",
+                          ckpt, vocab_size, data ? data : "no data recorded");
+    hy_kv_free(&meta);
     return rc;
 }

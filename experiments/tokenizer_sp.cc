@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <unordered_map>
 #include <unistd.h>
 #include <vector>
 
@@ -153,14 +154,25 @@ extern "C" int hy_tokenizer_train(const char *const *text, const size_t *len, in
     if (type != "bpe" && type != "unigram") return hy_fail("tokenizer type '%s': must be bpe or unigram", type.c_str());
     // Keep the text exactly (identity normalization, no dummy prefix, whitespace kept, byte
     // fallback), and let runs of spaces (indentation) become pieces of their own.
-    std::string args = "--model_type=" + type + " --vocab_size=" + std::to_string(o->vocab) +
-                       " --model_prefix=unused --normalization_rule_name=identity --add_dummy_prefix=false"
-                       " --remove_extra_whitespaces=false --allow_whitespace_only_pieces=true --byte_fallback=true"
-                       " --split_digits=true --character_coverage=0.9999 --max_sentence_length=16384"
-                       " --minloglevel=2 --num_threads=" +
-                       std::to_string(o->threads > 0 ? o->threads : static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)));
-    if (o->max_sentences > 0)
-        args += " --input_sentence_size=" + std::to_string(o->max_sentences) + " --shuffle_input_sentence=true";
+    int threads = o->threads > 0 ? o->threads : static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+    std::unordered_map<std::string, std::string> args = {
+        {"model_type", type},
+        {"vocab_size", std::to_string(o->vocab)},
+        {"normalization_rule_name", "identity"},
+        {"add_dummy_prefix", "false"},
+        {"remove_extra_whitespaces", "false"},
+        {"allow_whitespace_only_pieces", "true"},
+        {"byte_fallback", "true"},
+        {"split_digits", "true"},
+        {"character_coverage", "0.9999"},
+        {"max_sentence_length", "16384"},
+        {"minloglevel", "2"},
+        {"num_threads", std::to_string(threads)},
+    };
+    if (o->max_sentences > 0) {
+        args["input_sentence_size"] = std::to_string(o->max_sentences);
+        args["shuffle_input_sentence"] = "true";
+    }
     line_iterator it(text, len, n);
     std::string model;
     auto st = sentencepiece::SentencePieceTrainer::Train(args, &it, &model);

@@ -210,18 +210,21 @@ typedef struct {
 } run_progress;
 
 /* What the checkpoint records about the data (generation and eval check a tokenizer against it):
- * data = bytes | tokens | task:NAME, and the tokenizer's file, SHA-256 and vocabulary when there is one. */
-static int data_meta(const hy_data *d, const char **keys, const char **vals, char *buf, size_t len) {
+ * data = bytes | tokens | task:NAME, the training seq_len (eval's default length), and the
+ * tokenizer's file, SHA-256 and vocabulary when there is one. buf: 3 x 64 bytes of scratch. */
+static int data_meta(const hy_data *d, int seq_len, const char **keys, const char **vals, char buf[3][64]) {
     const hy_corpus *c = &d->corpus;
     int n = 0;
     keys[n] = "data";
-    if (d->task.type != HY_TASK_NONE) snprintf(buf, len / 2, "task:%s", hy_task_name(d->task.type)), vals[n++] = buf;
+    if (d->task.type != HY_TASK_NONE) snprintf(buf[0], 64, "task:%s", hy_task_name(d->task.type)), vals[n++] = buf[0];
     else vals[n++] = c->tokens ? "tokens" : "bytes";
+    snprintf(buf[1], 64, "%d", seq_len);
+    keys[n] = "seq_len", vals[n++] = buf[1];
     if (d->task.type == HY_TASK_NONE && c->tokenizer_vocab > 0) {
-        snprintf(buf + len / 2, len / 2, "%d", c->tokenizer_vocab);
+        snprintf(buf[2], 64, "%d", c->tokenizer_vocab);
         keys[n] = "tokenizer", vals[n++] = c->tokenizer;
         keys[n] = "tokenizer_sha256", vals[n++] = c->tokenizer_sha256;
-        keys[n] = "tokenizer_vocab", vals[n++] = buf + len / 2;
+        keys[n] = "tokenizer_vocab", vals[n++] = buf[2];
     }
     return n;
 }
@@ -229,9 +232,9 @@ static int data_meta(const hy_data *d, const char **keys, const char **vals, cha
 static int save_all(const run_paths *P, hy_model *m, hy_optim *opt, const hy_rng *rng, const run_progress *pr,
                     const hy_data *d) {
     long step = pr->step;
-    const char *mk[4], *mv[4];
-    char mbuf[128];
-    int n_meta = data_meta(d, mk, mv, mbuf, sizeof mbuf);
+    const char *mk[5], *mv[5];
+    char mbuf[3][64];
+    int n_meta = data_meta(d, P->c->seq_len, mk, mv, mbuf);
     int rc = hy_checkpoint_save_meta(m, P->ckpt, step, n_meta, mk, mv);
     if (rc < 0) return rc;
     char rng_s[80], step_s[32], tok_s[32], el_s[32], seed_s[32], wl_s[40], ws_s[32], wa_s[40];
