@@ -398,8 +398,8 @@ int cmd_eval(int argc, char **argv) {
         else if (hy_evaluate_stream(m, &c, 1, T, e.streaming, pos, cnt, &r) < 0) rc = fail(1, "evaluation failed");
         if (rc == 0) {
             long windows = cnt[0];
-            char b[32], bits[32];
-            cell(b, sizeof b, r.bytes);
+            char b[32] = "", bits[32];
+            if (isfinite(r.bytes)) snprintf(b, sizeof b, "%.0f", r.bytes);
             cell(bits, sizeof bits, r.bits_per_byte);
             printf("%8d %10ld %12ld %14.0f %10.6f %12.4f %10s\n", T, windows, r.labels, r.bytes, r.loss, exp(r.loss),
                    *bits ? bits : "-");
@@ -408,7 +408,7 @@ int cmd_eval(int argc, char **argv) {
             path_cell(&ev, e.ckpt);
             hy_sb_add(&ev, ",");
             path_cell(&ev, e.data);
-            hy_sb_printf(&ev, ",%d,%ld,%ld,%s,%.6f,%.6f,%s,%d\n", T, windows, r.labels, isfinite(r.bytes) ? b : "", r.loss,
+            hy_sb_printf(&ev, ",%d,%ld,%ld,%s,%.6f,%.6f,%s,%d\n", T, windows, r.labels, b, r.loss,
                          exp(r.loss), bits, e.streaming);
             for (int t = 0; t < T; t++)
                 if (cnt[t]) hy_sb_printf(&po, "%d,%d,%.6f,%ld\n", T, t, pos[t], cnt[t]);

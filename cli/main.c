@@ -223,12 +223,12 @@ static int cmd_experiment(run_args *a) {
     if (!a->quiet)
         fprintf(stderr, "[experiment] %s: %d runs%s -> %s\n", e.name, e.n_runs, e.bench.enabled ? " + block benchmark" : "",
                 e.out_dir);
-    hy_exp_opts o = {.on_progress = a->quiet ? NULL : on_exp_progress, .stop = &stop_requested, .bench = hy_bench_run};
+    hy_exp_opts o = {.log = a->quiet ? NULL : stderr, .on_progress = a->quiet ? NULL : on_exp_progress, .stop = &stop_requested, .bench = hy_bench_run};
     hy_exp_result r;
     int rc = hy_experiment_run(&e, &o, &r);
     if (rc < 0) {
         hy_experiment_free(&e);
-        return fail(1, "experiment failed");
+        return rc == HY_ERR_CONFIG ? fail(2, "the data do not fit the experiment") : fail(1, "experiment failed");
     }
     if (!a->quiet)
         fprintf(stderr, "[experiment] %s: %d trained, %d skipped of %d%s\n%s\n", e.name, r.trained, r.skipped, r.total,
@@ -270,9 +270,9 @@ static int cmd_train(int argc, char **argv) {
                        .stop_after = a.stop_after};
     hy_train_result r;
     rc = hy_train(&c, &o, &r);
-    if (rc < 0) {
+    if (rc < 0) {   /* data that do not fit the config (HY_ERR_CONFIG) are found before anything is written */
         hy_run_config_free(&c);
-        return fail(1, "training failed");
+        return rc == HY_ERR_CONFIG ? fail(2, "the data do not fit the config") : fail(1, "training failed");
     }
     if (!a.quiet)
         fprintf(stderr,

@@ -448,7 +448,7 @@ static int open_files(hy_corpus *c, const hy_data_spec *s) {
         if (c->files[i].kind != KIND_TEXT && !tok) tok = &c->files[i];
     }
     if (text && tok)
-        return hy_fail("data: %s is text but %s holds tokens; a corpus is all text or all token files (set data.format, "
+        return hy_fail_code(HY_ERR_CONFIG, "data: %s is text but %s holds tokens; a corpus is all text or all token files (set data.format, "
                        "or point data.train / data.val at the files)",
                        text->path, tok->path);
     for (int k = 0; k < (two ? 2 : 1); k++)
@@ -473,7 +473,7 @@ static int check_lengths(const hy_corpus *c, const hy_data_spec *s) {
             if (two) snprintf(where, sizeof where, "data.%s %s", k ? "val" : "train", k ? s->val : s->train);
             else snprintf(where, sizeof where, "the %s split of %s (val_fraction %g)", k ? "validation" : "train",
                           has(s->corpus) ? s->corpus : "default", s->val_fraction);
-            return hy_fail("%s has %zu %s, fewer than seq_len + 1 = %ld", where, c->split[k].len,
+            return hy_fail_code(HY_ERR_CONFIG, "%s has %zu %s, fewer than seq_len + 1 = %ld", where, c->split[k].len,
                            c->tokens ? "tokens" : "bytes", s->min_tokens);
         }
     return 0;
@@ -484,7 +484,8 @@ int hy_corpus_open(hy_corpus *c, const hy_data_spec *s) {
     int rc = open_files(c, s);
     bool tokenize = rc == 0 && !c->tokens && (has(s->tokenizer) || s->tokenizer_vocab > 0);
     if (rc == 0 && c->tokens && s->tokenizer_vocab > 0)
-        rc = hy_fail("data.tokenizer: a tokenizer is trained on text, but the data are token files");
+        rc = hy_fail_code(HY_ERR_CONFIG, "data.tokenizer: a tokenizer is trained on text, but %s holds tokens",
+                          c->files[0].path);
     if (rc == 0 && tokenize) {
         char tok[HY_DATA_PATH_MAX], tr[HY_DATA_PATH_MAX], va[HY_DATA_PATH_MAX];
         if (!has(s->cache_dir)) rc = hy_fail("data.tokenizer: no folder to keep the tokenized text in");
@@ -528,9 +529,11 @@ int hy_data_check(const hy_data_spec *s) {
     memset(&c, 0, sizeof c);
     int rc = open_files(&c, &t);
     if (rc == 0 && c.tokens && s->tokenizer_vocab > 0)
-        rc = hy_fail("data.tokenizer: a tokenizer is trained on text, but the data are token files");
+        rc = hy_fail_code(HY_ERR_CONFIG, "data.tokenizer: a tokenizer is trained on text, but %s holds tokens",
+                          c.files[0].path);
     if (rc == 0 && c.tokens && has(s->tokenizer)) rc = attach_tokenizer(&c, s->tokenizer);
     if (rc == 0 && !(tokenize && !c.tokens) && s->vocab_size > 0) rc = hy_corpus_check_vocab(&c, s->vocab_size);
+    if (rc == 0 && !(tokenize && !c.tokens)) rc = check_lengths(&c, s);
     hy_corpus_free(&c);
     return rc;
 }
@@ -550,14 +553,14 @@ int hy_corpus_check_vocab(const hy_corpus *c, int vocab_size) {
             size_t first = (sp->offset - f->offset) / (size_t)f->width;
             if (at == SIZE_MAX || at < first || at >= first + sp->n) continue;
             if (!c->tokens)
-                return hy_fail("%s: byte %d (0x%02x) at byte offset %zu is not below model.vocab_size %d: a byte-level "
+                return hy_fail_code(HY_ERR_CONFIG, "%s: byte %d (0x%02x) at byte offset %zu is not below model.vocab_size %d: a byte-level "
                                "model of this corpus needs vocab_size >= %d (256 covers every byte)",
                                f->path, tok, (unsigned)tok, at, vocab_size, c->max_token + 1);
-            return hy_fail("%s: token %d at byte offset %zu (token %zu of the file) is not below model.vocab_size %d "
+            return hy_fail_code(HY_ERR_CONFIG, "%s: token %d at byte offset %zu (token %zu of the file) is not below model.vocab_size %d "
                            "(the largest token in the data is %d)",
                            f->path, tok, f->offset + at * (size_t)f->width, at, vocab_size, c->max_token);
         }
-    return hy_fail("the data hold token %d, not below model.vocab_size %d", c->max_token, vocab_size);
+    return hy_fail_code(HY_ERR_CONFIG, "the data hold token %d, not below model.vocab_size %d", c->max_token, vocab_size);
 }
 
 /* ---- reading ---- */

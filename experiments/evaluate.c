@@ -117,8 +117,8 @@ static int score_windows(hy_model *m, const hy_corpus *c, const hy_token_stream 
     double *loss = hy_malloc(n * sizeof(double));
     bool *right = hy_malloc(n * sizeof(bool));
     int rc = w && in && tg && loss && right ? 0 : HY_ERR_NOMEM;
-    for (long w0 = 0; rc == 0 && w0 < n_windows + (tail > 0); w0 += B) {
-        bool last = w0 >= n_windows;   /* the tail window, alone */
+    for (long w0 = 0; rc == 0 && w0 < n_windows + (tail > 0);) {
+        bool last = w0 >= n_windows;   /* the tail window, alone, after the full ones */
         int b_now = last ? 1 : (int)fmin(B, (double)(n_windows - w0)), len = last ? tail : T;
         for (int b = 0; b < b_now; b++) {
             hy_stream_read(s, (size_t)(w0 + b) * T, (size_t)len + 1, w);
@@ -135,6 +135,7 @@ static int score_windows(hy_model *m, const hy_corpus *c, const hy_token_stream 
                 if (pos_n) pos_n[t]++;
             }
         r->labels += (long)b_now * len;
+        w0 += b_now;
     }
     hy_free(w), hy_free(in), hy_free(tg), hy_free(loss), hy_free(right);
     return rc;

@@ -38,9 +38,12 @@ typedef struct {
     int n_runs;
     hy_exp_run *runs;         /* variant-major, then d_model, d_state, lr, seed, seq_len */
     /* the common evaluation of corpus runs (eval:): at the run's seq_len and each of these lengths,
-     * over the first eval_tokens bytes of the validation split; task runs use their task's lengths */
+     * over the first eval_tokens tokens of the validation split, or (eval_bytes > 0) over the tokens
+     * of its first eval_bytes bytes of text, the same text whatever the tokenizer; task runs use
+     * their task's lengths */
     int n_eval, eval_seq_len[HY_EXP_MAX_EVAL];
-    long eval_tokens;
+    long eval_tokens, eval_bytes;
+    char reference[HY_PATH_MAX];   /* reference: another results folder whose runs the report lists ("" = none) */
     uint64_t eval_seed;       /* the data seed of every final evaluation: the first (or only) seed */
     hy_exp_bench bench;
 } hy_experiment;
@@ -82,6 +85,7 @@ typedef struct {
 } hy_bench_options;
 
 typedef struct {
+    FILE *log;                        /* data preparation lines (tokenizing, training a tokenizer); NULL = silent */
     void (*on_progress)(void *ctx, const hy_exp_progress *p);
     void *ctx;
     volatile sig_atomic_t *stop;
@@ -97,6 +101,12 @@ typedef struct {
     bool interrupted;
     char summary[4096];               /* crossover points and where the report is, for printing */
 } hy_exp_result;
+
+/* Checks every run's data as hy_data_check does (files, headers, every token below the run's
+ * vocab_size, each split at least seq_len + 1 tokens; text to be tokenized only for its presence),
+ * writing nothing: what hy_experiment_run does first. 0, or negative (HY_ERR_CONFIG for data that
+ * do not fit a run) with the run, file and offset named. */
+int hy_experiment_check_data(const hy_experiment *e);
 
 /* Runs every run not already complete in e->out_dir (a run is complete when runs/<id>/result.csv
  * exists and runs/<id>/config.yaml is the run's resolved config), resumes an interrupted one

@@ -19,8 +19,9 @@
 /* A run's result.csv: sweep.csv's row without lr_selected, which needs every run (hy_sweep_finalize). */
 const char *const HY_SWEEP_ROWS_CSV_HEADER =
     "variant,seq_len,seed,lr,batch_size,batch_tokens,steps,tokens,stopped_by,params,flop_per_token,train_s,"
-    "tokens_per_s,peak_bytes,state_bytes,val_loss,val_ppl,val_bits_per_byte\n";
-const char *const HY_EVAL_CSV_HEADER = "variant,seq_len,seed,lr,task,eval_seq_len,val_loss,val_bits_per_byte,accuracy,labels\n";
+    "tokens_per_s,peak_bytes,state_bytes,val_loss,val_ppl,val_bits_per_byte,bytes_per_token\n";
+const char *const HY_EVAL_CSV_HEADER =
+    "variant,seq_len,seed,lr,task,eval_seq_len,val_loss,val_bits_per_byte,accuracy,labels,bytes_per_token\n";
 const char *const HY_POSITION_CSV_HEADER = "variant,seq_len,seed,lr,eval_seq_len,position,loss\n";
 
 /* dir/name into out. */
@@ -111,7 +112,7 @@ static int eval_lengths(const hy_experiment *e, const hy_run_config *c, int *len
 static int finish_run(const hy_experiment *e, const hy_exp_run *run, const hy_train_result *tr,
                       volatile sig_atomic_t *stop) {
     const hy_run_config *c = &run->cfg;
-    char ck[HY_PATH_MAX + 64], path[HY_PATH_MAX + 64], key[300], a[32], b[32];
+    char ck[HY_PATH_MAX + 64], path[HY_PATH_MAX + 64], key[300], a[32], b[32], bt[32];
     join(ck, sizeof ck, c->out_dir, "checkpoint.safetensors");
     hy_model *m;
     long step;
@@ -130,6 +131,8 @@ static int finish_run(const hy_experiment *e, const hy_exp_run *run, const hy_tr
     hy_sb_add(&ev, HY_EVAL_CSV_HEADER);
     hy_sb_add(&po, HY_POSITION_CSV_HEADER);
     int lens[HY_EXP_MAX_EVAL + HY_TASK_MAX_EVAL + 1], n = eval_lengths(e, c, lens), longest = 0;
+    /* the common evaluation's extent: eval.tokens tokens, or the tokens of the first eval.bytes bytes of text */
+    long n_tokens = !task && e->eval_bytes > 0 ? hy_corpus_tokens_for_bytes(&data.corpus, e->eval_bytes) : e->eval_tokens;
     for (int i = 0; i < n; i++) longest = lens[i] > longest ? lens[i] : longest;
     double *pos = task ? NULL : hy_malloc((size_t)longest * sizeof(double));
     hy_eval_result own = {.loss = NAN, .accuracy = NAN, .bits_per_byte = NAN};
@@ -142,24 +145,26 @@ static int finish_run(const hy_experiment *e, const hy_exp_run *run, const hy_tr
         }
         if (task) rc = hy_evaluate_data(m, &data, c->batch_size, lens[i], c->eval_batches, e->eval_seed,
                                         c->task.eval_streaming, &er);
-        else rc = hy_evaluate_corpus_windows(m, &data.corpus, lens[i], e->eval_tokens, lens[i] == longest ? pos : NULL, &er);
+        else rc = hy_evaluate_corpus_windows(m, &data.corpus, lens[i], n_tokens, lens[i] == longest ? pos : NULL, &er);
         if (rc < 0) break;
         if (i == 0) own = er;
         num_cell(a, sizeof a, "%.6f", task ? NAN : er.bits_per_byte);
         num_cell(b, sizeof b, "%.6f", er.accuracy);
-        hy_sb_printf(&ev, "%s,%s,%d,%.6f,%s,%s,%ld\n", key, task ? hy_task_name(c->task.type) : "corpus", lens[i], er.loss,
-                     a, b, er.labels);
+        num_cell(bt, sizeof bt, "%.6f", task ? NAN : er.bytes / er.labels);
+        hy_sb_printf(&ev, "%s,%s,%d,%.6f,%s,%s,%ld,%s\n", key, task ? hy_task_name(c->task.type) : "corpus", lens[i], er.loss,
+                     a, b, er.labels, bt);
         for (int p = 0; !task && lens[i] == longest && p < longest; p++)
             hy_sb_printf(&po, "%s,%d,%d,%.6f\n", key, longest, p, pos[p]);
     }
     hy_free(pos);
     num_cell(a, sizeof a, "%.6f", task ? NAN : own.bits_per_byte);
+    num_cell(bt, sizeof bt, "%.6f", task ? NAN : own.bytes / own.labels);
     hy_sb_add(&sw, HY_SWEEP_ROWS_CSV_HEADER);
-    hy_sb_printf(&sw, "%s,%d,%ld,%ld,%.0f,%s,%zu,%.6g,%.3f,%.1f,%zu,%zu,%.6f,%.6f,%s\n", key, c->batch_size,
+    hy_sb_printf(&sw, "%s,%d,%ld,%ld,%.0f,%s,%zu,%.6g,%.3f,%.1f,%zu,%zu,%.6f,%.6f,%s,%s\n", key, c->batch_size,
                  (long)c->batch_size * c->seq_len, tr->steps, tr->tokens, hy_stop_reason_name(tr->stopped_by),
                  hy_model_param_count(m), hy_model_flop_per_token(m, c->seq_len), tr->seconds,
                  tr->tokens / fmax(tr->seconds, 1e-9), tr->peak_bytes, hy_model_state_bytes(m, c->seq_len), own.loss,
-                 exp(own.loss), a);
+                 exp(own.loss), a, bt);
     hy_data_free(&data);
     hy_model_free(m);
     char *evt = hy_sb_take(&ev), *swt = hy_sb_take(&sw), *pot = hy_sb_take(&po);
@@ -228,18 +233,88 @@ static int run_bench(const hy_experiment *e, const hy_exp_opts *o, tick_ctx *t) 
     return hy_write_file_atomic(marker, spec, strlen(spec));
 }
 
+/* The data of run i as a key: runs with the same key share one check and one tokenization. */
+static void data_key(const hy_exp_run *run, char *out, size_t n) {
+    const hy_run_config *c = &run->cfg;
+    snprintf(out, n, "%s|%s|%s|%.17g|%d|%s|%d|%s|%d|%d", c->corpus, c->train_path, c->val_path, c->val_fraction,
+             (int)c->data_format, c->tokenizer, c->tokenizer_vocab, c->tokenizer_type, c->model.vocab_size, c->seq_len);
+}
+
+/* Before anything is written: every run's data are checked (the files exist and parse, every token
+ * is below its model's vocab_size, each split holds seq_len + 1 tokens). `tokenize`: then the text
+ * that runs tokenize is tokenized (and tokenizers trained) once, into the experiment's folder, so
+ * that no run starts with minutes of it. Returns 0 or negative, the run named. */
+static int prepare_data(const hy_experiment *e, const hy_exp_opts *o, bool tokenize) {
+    char key[5 * HY_PATH_MAX], prev[5 * HY_PATH_MAX];
+    int rc = 0;
+    for (int i = 0; i < e->n_runs && rc == 0; i++) {
+        const hy_run_config *c = &e->runs[i].cfg;
+        if (c->task.type != HY_TASK_NONE) continue;
+        data_key(&e->runs[i], key, sizeof key);
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++) {
+            data_key(&e->runs[j], prev, sizeof prev);
+            seen = !strcmp(key, prev);
+        }
+        if (seen || (tokenize && !c->tokenizer[0] && c->tokenizer_vocab == 0)) continue;
+        hy_data_spec s;
+        hy_run_data_spec(c, &s);
+        s.progress = o->log;
+        hy_corpus corpus;
+        if (!tokenize) rc = hy_data_check(&s);
+        else if ((rc = hy_corpus_open(&corpus, &s)) == 0) hy_corpus_free(&corpus);
+        if (rc < 0) hy_error_prefix("run %s: data", e->runs[i].id);
+    }
+    return rc;
+}
+
+/* reference.csv: the sweep.csv of the reference results folder, with its path as a first column
+ * `experiment`, for the report's comparison (nothing when the folder has no sweep.csv yet). */
+static int copy_reference(const hy_experiment *e, FILE *log) {
+    char path[HY_PATH_MAX + 64], *data;
+    size_t len;
+    join(path, sizeof path, e->reference, "sweep.csv");
+    if (access(path, R_OK) != 0) {
+        if (log) fprintf(log, "[experiment] reference %s has no sweep.csv (yet): the report lists no reference runs\n", path);
+        join(path, sizeof path, e->out_dir, "reference.csv");
+        unlink(path);
+        return 0;
+    }
+    int rc = hy_read_file(path, &data, &len);
+    if (rc < 0) return rc;
+    hy_strbuf b = {0};
+    char cell[HY_PATH_MAX];
+    snprintf(cell, sizeof cell, "%s", e->reference);
+    for (char *p = cell; *p; p++)
+        if (strchr(", \t\"", *p)) *p = '_';
+    for (char *line = data, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        hy_sb_printf(&b, "%s,%s\n", line == data ? "experiment" : cell, line);
+    }
+    hy_free(data);
+    join(path, sizeof path, e->out_dir, "reference.csv");
+    return hy_sb_write_file(&b, path);
+}
+
+int hy_experiment_check_data(const hy_experiment *e) {
+    hy_exp_opts quiet = {0};
+    return prepare_data(e, &quiet, false);
+}
+
 int hy_experiment_run(const hy_experiment *e, const hy_exp_opts *o, hy_exp_result *r) {
     memset(r, 0, sizeof *r);
     r->total = e->n_runs;
     char path[HY_PATH_MAX + 64], *src;
     size_t len;
-    int rc = hy_mkdirs(e->out_dir);
-    if (rc < 0) return rc;
+    int rc = prepare_data(e, o, false);
+    if (rc < 0 || (rc = hy_mkdirs(e->out_dir)) < 0) return rc;
     if ((rc = hy_read_file(e->source, &src, &len)) < 0) return rc;   /* the experiment as given */
     join(path, sizeof path, e->out_dir, "experiment.yaml");
     rc = hy_write_file_atomic(path, src, len);
     hy_free(src);
     if (rc < 0) return rc;
+    if ((rc = prepare_data(e, o, true)) < 0) return rc;
     tick_ctx t = {.e = e, .o = o, .t0 = hy_now()};
     t.p.n_runs = e->n_runs;
     for (int i = 0; i < e->n_runs; i++) t.todo += status_of(&e->runs[i], false) != RUN_COMPLETE;
@@ -296,6 +371,7 @@ int hy_experiment_run(const hy_experiment *e, const hy_exp_opts *o, hy_exp_resul
         (rc = concat(e, "position.csv", HY_POSITION_CSV_HEADER)) < 0)
         return rc;
     if ((rc = hy_sweep_finalize(e->out_dir)) < 0) return rc;   /* sweep.csv: the rows + lr_selected */
+    if (e->reference[0] && (rc = copy_reference(e, o->log)) < 0) return rc;
     if (!o->no_plots) return hy_experiment_plot(e->out_dir, r->summary, sizeof r->summary);
     return 0;
 }

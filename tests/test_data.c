@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char dir[256];
@@ -254,6 +255,13 @@ START_TEST(byte_corpus_vocab_checked_before_writing) {
                       strstr(e, "model.vocab_size 100") && strstr(e, "needs vocab_size >= 123"),
                   "%s", e);
     ck_assert_int_ne(access(out, F_OK), 0);   /* nothing written */
+    /* the program: a config error (exit 2), nothing written */
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "%s tests/configs/tiny-train.yaml --set model.vocab_size=100 --out %s --quiet 2>/dev/null",
+             getenv("HY_EXE") ? getenv("HY_EXE") : "./build/hybrid-exp", out);
+    int st = system(cmd);
+    ck_assert_int_eq(WIFEXITED(st) ? WEXITSTATUS(st) : -1, 2);
+    ck_assert_int_ne(access(out, F_OK), 0);
     hy_data_spec s;
     hy_run_data_spec(&c, &s);
     ck_assert_int_ne(hy_data_check(&s), 0);

@@ -231,6 +231,16 @@ START_TEST(bits_per_byte_of_bytes_and_tokens) {
     ck_assert_int_eq(hy_evaluate_data(m, &d, 4, 32, 3, 1, false, &r), 0);
     ck_assert_double_eq(r.bits_per_byte, r.loss / log(2.0));
     hy_corpus_free(&b);
+    /* a whole file scored once: more windows than one batch holds, then the tail window */
+    ck_assert_int_eq(hy_corpus_load(&b, CORPUS, 1.0), 0);
+    long pos_n[7];   /* 27025 targets: 3860 windows of 7 (two batches of at most 2340), a tail of 5 */
+    ck_assert_int_eq(hy_evaluate_stream(m, &b, 1, 7, false, NULL, pos_n, &r), 0);
+    ck_assert_uint_eq((size_t)r.labels, b.len - 1);   /* every byte after the first, once */
+    ck_assert_int_eq(pos_n[0], 3861);
+    ck_assert_int_eq(pos_n[4], 3861);
+    ck_assert_int_eq(pos_n[5], 3860);
+    ck_assert_double_eq(r.bits_per_byte, r.loss / log(2.0));
+    hy_corpus_free(&b);
     /* tokens: the summed loss in bits over the text bytes of the targets */
     hy_data_spec s = {.corpus = CORPUS, .val_fraction = 0.25, .tokenizer = model, .cache_dir = at(cache, sizeof cache, "c")};
     hy_corpus c;
