@@ -319,11 +319,11 @@ static int position_table(hy_strbuf *b, const hy_results *r, const char *const *
     if (nc <= 0) return nc;
     int L = c[0].eval_seq_len;
     hy_sb_printf(b, "## Loss against position (position.csv)\n\nThe loss of each prediction against its position in the "
-                    "context window (0-based: position p predicts byte p + 1 after seeing p + 1 bytes), for the runs trained "
-                    "at the longest T (%d), at the selected lr, on the held-out windows of the longest evaluation (L = %d). "
-                    "The figure averages log-spaced bins of positions (4 per doubling) over seeds. A loss that keeps falling "
-                    "with the position means the model uses distant context; in the table, last half − 16–31 is negative "
-                    "when it does.\n\n",
+                    "context window (0-based: position p predicts token p + 1 after seeing p + 1 tokens, bytes for a byte "
+                    "corpus), for the runs trained at the longest T (%d), at the selected lr, on the held-out windows of "
+                    "the longest evaluation (L = %d). The figure averages log-spaced bins of positions (4 per doubling) "
+                    "over seeds. A loss that keeps falling with the position means the model uses distant context; in the "
+                    "table, last half − 16–31 is negative when it does.\n\n",
                  c[0].seq_len, L);
     figure(b, plots, np, "position");
     hy_sb_printf(b, "| variant | lr | n | loss at 16–31 | loss at 128–255 | loss at %d–%d (last half) | last half − 16–31 |\n"
