@@ -3,19 +3,32 @@
 ifeq ($(origin CC),default)
 CC       := gcc
 endif
+# clang (`make CC=clang test`) builds in its own folder, and contracts a·b + c into an FMA only
+# where a file asks for it, as gcc does in C17 mode (the default of clang is to contract).
+IS_CLANG := $(if $(findstring clang,$(shell $(CC) --version 2>/dev/null | head -n 1)),1)
+ifeq ($(IS_CLANG),1)
+BUILD    ?= build-clang
+CC_FLAGS := -ffp-contract=off
+endif
+# The C++ compiler of the SentencePiece shim: clang++ beside clang (sanitizer flags must match), else g++.
 ifeq ($(origin CXX),default)
-CXX      := g++
+CXX      := $(if $(IS_CLANG),clang++,g++)
 endif
 BUILD    ?= build
 PREFIX   ?= /usr/local
 PKGS     := libopenblas-openmp-dev libdnnl-dev libyaml-dev check libfftw3-dev gnuplot-nox pkg-config libpython3-stdlib \
-            libsentencepiece-dev g++
+            libopenmpi-dev openmpi-bin libsentencepiece-dev g++
 OPT      ?= -O3
-CFLAGS   := -std=c17 -D_GNU_SOURCE $(OPT) -march=native -fopenmp -Wall -Wextra -Werror -MMD -MP \
+CFLAGS   := -std=c17 -D_GNU_SOURCE $(OPT) -march=native -fopenmp $(CC_FLAGS) -Wall -Wextra -Werror -MMD -MP \
             -I. -Iinclude -I/usr/include/x86_64-linux-gnu/openblas-openmp $(EXTRA_CFLAGS)
 # The SentencePiece shim (experiments/tokenizer_sp.cc) is the only C++: it is built with CXXFLAGS.
-CXXFLAGS := -std=c++17 -D_GNU_SOURCE $(OPT) -march=native -Wall -Wextra -Werror -MMD -MP -I. -Iinclude $(EXTRA_CFLAGS)
+CXXFLAGS := -std=c++17 -D_GNU_SOURCE $(OPT) -march=native $(CC_FLAGS) -Wall -Wextra -Werror -MMD -MP -I. -Iinclude \
+            $(EXTRA_CFLAGS)
 LDLIBS   := -lopenblas -ldnnl -lyaml -lfftw3f -lsentencepiece -lsentencepiece_train -lstdc++ -lm
+# Open MPI (core/dist.c alone includes mpi.h; every program links it). Expanded when a recipe runs,
+# i.e. after `deps` has installed it.
+MPI_CFLAGS = $(shell pkg-config --cflags ompi-c)
+MPI_LIBS   = $(shell pkg-config --libs ompi-c)
 TEST_LIBS := -lcheck -lsubunit -lrt -lpthread
 PYTHON   ?= /usr/bin/python3
 DEMO_CONFIG ?= configs/jamba-like.yaml
@@ -23,7 +36,7 @@ DEMO_CONFIG ?= configs/jamba-like.yaml
 LIB_SRC  := $(wildcard core/*.c layers/*.c layers/*/*.c models/*.c experiments/*.c)
 LIB_CXX  := $(wildcard experiments/*.cc)
 EXE_SRC  := $(wildcard cli/*.c bench/*.c)
-TEST_SRC := $(wildcard tests/*.c)
+TEST_SRC := $(wildcard tests/*.c) tests/fuzz/targets.c
 EX_SRC   := $(wildcard examples/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LIB_CXX:%.cc=$(BUILD)/%.o)
 EXE_OBJ  := $(EXE_SRC:%.c=$(BUILD)/%.o)
@@ -33,9 +46,9 @@ EXE      := $(BUILD)/hybrid-exp
 TESTS    := $(BUILD)/run-tests
 EXAMPLES := $(EX_SRC:%.c=$(BUILD)/%)
 # Example programs see the public header only (-Iinclude, not -I.), as an installed library's user does.
-EX_CFLAGS := -std=c17 $(OPT) -march=native -fopenmp -Wall -Wextra -Wpedantic -Werror -Iinclude $(EXTRA_CFLAGS)
+EX_CFLAGS := -std=c17 $(OPT) -march=native -fopenmp $(CC_FLAGS) -Wall -Wextra -Wpedantic -Werror -Iinclude $(EXTRA_CFLAGS)
 
-.PHONY: all deps demo test asan crosscheck bench install clean
+.PHONY: all deps demo test asan fuzz crosscheck bench install clean
 all: $(EXE) $(TESTS) $(EXAMPLES)
 
 # Install the Debian packages the build needs, only those missing.
@@ -57,19 +70,23 @@ $(BUILD)/%.o: %.cc | deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
 
+$(BUILD)/core/dist.o: core/dist.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(MPI_CFLAGS) -c $< -o $@
+
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
 $(EXE): $(EXE_OBJ) $(LIB)
-	$(CC) $(CFLAGS) $(EXE_OBJ) $(LIB) $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) $(EXE_OBJ) $(LIB) $(LDLIBS) $(MPI_LIBS) -o $@
 
 $(TESTS): $(TEST_OBJ) $(LIB)
-	$(CC) $(CFLAGS) $(TEST_OBJ) $(LIB) $(LDLIBS) $(TEST_LIBS) -o $@
+	$(CC) $(CFLAGS) $(TEST_OBJ) $(LIB) $(LDLIBS) $(MPI_LIBS) $(TEST_LIBS) -o $@
 
 $(BUILD)/examples/%: examples/%.c include/hybrid.h $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(EX_CFLAGS) $< $(LIB) $(LDLIBS) -o $@
+	$(CC) $(EX_CFLAGS) $< $(LIB) $(LDLIBS) $(MPI_LIBS) -o $@
 
 # The main job on the built-in default corpus.
 demo: $(EXE)
@@ -85,6 +102,31 @@ asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" build-asan/run-tests build-asan/hybrid-exp
 	CK_DEFAULT_TIMEOUT=1200 ASAN_OPTIONS=detect_leaks=0 HY_EXE=./build-asan/hybrid-exp HY_QUICK=1 ./build-asan/run-tests
+
+# libFuzzer over every loader (docs/reliability.md): the targets of tests/fuzz/targets.c built
+# with clang, ASan and UBSan in build-fuzz/, seeded from the shipped configs and from files the gcc
+# build writes (tests/fuzz/seeds.sh), each run for FUZZ_SECONDS (tests/fuzz/run.sh).
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_NAMES   := yaml safetensors checkpoint state dump
+fuzz: $(EXE) $(BUILD)/make-fuzz-model
+	$(MAKE) CC=clang BUILD=$(FUZZ_BUILD) OPT="-O1 -g -fno-omit-frame-pointer" \
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -Wno-pass-failed" \
+	  $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz-%)
+	bash tests/fuzz/seeds.sh ./$(EXE) ./$(BUILD)/make-fuzz-model $(FUZZ_BUILD)/seeds
+	bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
+
+# One libFuzzer program per target: tests/fuzz/fuzz_main.c with FUZZ_TARGET = hy_fuzz_<name>.
+$(BUILD)/tests/fuzz/fuzz-%.o: tests/fuzz/fuzz_main.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DFUZZ_TARGET=hy_fuzz_$* -c $< -o $@
+
+$(BUILD)/fuzz-%: $(BUILD)/tests/fuzz/fuzz-%.o $(BUILD)/tests/fuzz/targets.o $(LIB)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
+
+# The fuzz model's checkpoint and training state, for the seeds (tests/fuzz/make_model.c).
+$(BUILD)/make-fuzz-model: $(BUILD)/tests/fuzz/make_model.o $(BUILD)/tests/fuzz/targets.o $(LIB)
+	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
 
 # Compare against an independent PyTorch implementation of the SPEC (needs python3-torch).
 crosscheck: $(EXE)
@@ -106,6 +148,6 @@ install: $(EXE)
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|0.1.0|g' hybrid.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/hybrid.pc
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-clang build-fuzz
 
--include $(LIB_OBJ:.o=.d) $(EXE_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(EXE_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(wildcard $(BUILD)/tests/fuzz/*.d)

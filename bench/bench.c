@@ -1,6 +1,7 @@
-/* Benchmarks: the machine's limits (OpenBLAS sgemm GFLOP/s, oneDNN f32/bf16, memory bandwidth),
- * then every block's fwd / fwd_bwd / step time and memory against T, written to layers.csv
- * (SPEC §5) with each row's throughput printed as a ratio to the limit that bounds it. */
+/* Benchmarks: the machine's limits (OpenBLAS and oneDNN GEMM rates in f32 and bf16, memory
+ * bandwidth), then every block's fwd / fwd_bwd / step time and memory against T, written to
+ * layers.csv (docs/spec.md §5) with each row's throughput as a ratio to the best f32 GEMM of the
+ * same run (the faster of OpenBLAS and oneDNN on a 2048³ product). */
 #include "bench/bench.h"
 #include "core/error.h"
 #include "core/fileio.h"
@@ -63,6 +64,20 @@ static double memory_gbs(void) {
     return 2.0 * n * 4 / best / 1e9;
 }
 
+void hy_bench_machine_limits(hy_machine_limits *m) {
+    m->openblas_f32 = gemm_gflops(HY_GEMM_OPENBLAS, HY_PREC_F32, 2048, 2048, 2048);
+    m->onednn_f32 = gemm_gflops(HY_GEMM_ONEDNN, HY_PREC_F32, 2048, 2048, 2048);
+    m->onednn_bf16 = gemm_gflops(HY_GEMM_ONEDNN, HY_PREC_BF16, 2048, 2048, 2048);
+    m->best_f32 = fmax(m->openblas_f32, m->onednn_f32);
+    m->best_bf16 = m->onednn_bf16;   /* OpenBLAS has no bf16 GEMM here: oneDNN is the only bf16 backend */
+    m->copy_gbs = memory_gbs();
+    printf("machine: GEMM 2048^3 GFLOP/s: OpenBLAS f32 %.1f, oneDNN f32 %.1f, oneDNN bf16 %.1f; memory copy %.1f GB/s\n"
+           "yardsticks: best f32 GEMM %.1f GFLOP/s (%s), best bf16 GEMM %.1f GFLOP/s\n",
+           m->openblas_f32, m->onednn_f32, m->onednn_bf16, m->copy_gbs, m->best_f32,
+           m->onednn_f32 > m->openblas_f32 ? "oneDNN" : "OpenBLAS", m->best_bf16);
+    fflush(stdout);
+}
+
 /* --blocks for both benchmarks (layers.csv here, decode.csv in decode.c): a whole name between
  * commas, so that a name never matches part of another ("s4d" is not "s4d2"). */
 bool hy_bench_selected(const char *blocks, const char *name) {
@@ -73,21 +88,26 @@ bool hy_bench_selected(const char *blocks, const char *name) {
     return false;
 }
 
+/* The header of layers.csv; row() writes its columns in this order. */
+static const char LAYERS_CSV_HEADER[] =
+    "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads,"
+    "best_f32_gemm_gflops_per_s,ratio_to_best_f32_gemm\n";
+
+/* One layers.csv row and its progress line: the rate as a ratio to the best f32 GEMM of this run. */
 static void row(hy_strbuf *csv, const char *block, int d, int B, int T, const char *pass, double s, double flop,
-                size_t peak, size_t state, double limit, const char *limit_name) {
+                size_t peak, size_t state, const hy_machine_limits *m) {
     double gf = flop / 1e9, rate = gf / s;
-    hy_sb_printf(csv, "%s,%d,%d,%d,%s,%.4f,%.6f,%.3f,%zu,%zu,%d\n", block, d, B, T, pass, s * 1e3, gf, rate, peak, state,
-              hy_threads());
-    printf("%-16s T=%-6d %-8s %10.3f ms %9.2f GFLOP/s  %6.3f x %-6s peak %8.2f MiB  state %8.2f KiB\n", block, T,
-           pass, s * 1e3, rate, rate / limit, limit_name, peak / 1048576.0,
-           state / 1024.0);
+    hy_sb_printf(csv, "%s,%d,%d,%d,%s,%.4f,%.6f,%.3f,%zu,%zu,%d,%.3f,%.5f\n", block, d, B, T, pass, s * 1e3, gf, rate,
+                 peak, state, hy_threads(), m->best_f32, rate / m->best_f32);
+    printf("%-16s T=%-6d %-8s %10.3f ms %9.2f GFLOP/s  %6.3f x best f32 GEMM  peak %8.2f MiB  state %8.2f KiB\n",
+           block, T, pass, s * 1e3, rate, rate / m->best_f32, peak / 1048576.0, state / 1024.0);
     fflush(stdout);
 }
 
 /* fwd, fwd_bwd and step rows of one block with options `pairs` at one T (B = 1), named `label`
  * in layers.csv. */
 static int bench_block_as(hy_strbuf *csv, const hy_block_ops *ops, const char *label, const char *const *pairs,
-                          int n_pairs, const hy_bench_options *a, int T, double sgemm, double secs[2]) {
+                          int n_pairs, const hy_bench_options *a, int T, const hy_machine_limits *lim, double secs[2]) {
     int d = a->d_model, B = 1;
     hy_opts o;
     if (hy_block_opts_from_pairs(ops, d, pairs, n_pairs, &o) < 0) return -1;
@@ -106,7 +126,7 @@ static int bench_block_as(hy_strbuf *csv, const hy_block_ops *ops, const char *l
     size_t base = hy_mem_current();
     hy_mem_reset_peak();
     TIME_BEST(best, min_s, ops->forward(&L, x, y, B, T));
-    row(csv, label, d, B, T, "fwd", best, flop, hy_mem_peak() - base, state, sgemm, "sgemm");
+    row(csv, label, d, B, T, "fwd", best, flop, hy_mem_peak() - base, state, lim);
     if (secs) secs[0] = best;
     L.keep_for_backward = true;
     ops->forward(&L, x, y, B, T);
@@ -116,7 +136,7 @@ static int bench_block_as(hy_strbuf *csv, const hy_block_ops *ops, const char *l
         ops->forward(&L, x, y, B, T);
         ops->backward(&L, dy, dx, B, T);
     });
-    row(csv, label, d, B, T, "fwd_bwd", best, 3 * flop, hy_mem_peak() - base, state, sgemm, "sgemm");
+    row(csv, label, d, B, T, "fwd_bwd", best, 3 * flop, hy_mem_peak() - base, state, lim);
     if (secs) secs[1] = best;
     /* step: cost of one token at context T (state filled by prefill, or by steps) */
     void *st = NULL;
@@ -131,7 +151,7 @@ static int bench_block_as(hy_strbuf *csv, const hy_block_ops *ops, const char *l
         for (int s = 0; s < steps && rc == 0; s++) rc = ops->step(&L, st, x + (size_t)s * d, y, B);
         double per = (hy_now() - t0) / steps;
         double step_flop = ops->flop(&o, d, T + 1) - ops->flop(&o, d, T);
-        if (rc == 0) row(csv, label, d, B, T, "step", per, step_flop, 0, ops->state_bytes(&o, d, T + steps), sgemm, "sgemm");
+        if (rc == 0) row(csv, label, d, B, T, "step", per, step_flop, 0, ops->state_bytes(&o, d, T + steps), lim);
         ops->state_free(&L, st);
     }
     hy_free(x), hy_free(y), hy_free(dy), hy_free(dx);
@@ -139,15 +159,16 @@ static int bench_block_as(hy_strbuf *csv, const hy_block_ops *ops, const char *l
     return rc;
 }
 
-static int bench_block(hy_strbuf *csv, const hy_block_ops *ops, const hy_bench_options *a, int T, double sgemm) {
-    return bench_block_as(csv, ops, ops->name, NULL, 0, a, T, sgemm, NULL);
+static int bench_block(hy_strbuf *csv, const hy_block_ops *ops, const hy_bench_options *a, int T,
+                       const hy_machine_limits *lim) {
+    return bench_block_as(csv, ops, ops->name, NULL, 0, a, T, lim, NULL);
 }
 
 /* The moe block (its defaults: 16 experts, top-2) against a dense swiglu with the same ACTIVE
  * parameters per token (d_ff = top_k · the experts' d_ff): the dense rows go to layers.csv as
  * `swiglu_moe_active` (the moe rows come from the loop over all blocks; moe is timed again here
  * for the side-by-side line). The gap is the cost of routing, grouping and smaller GEMMs. */
-static void bench_moe_vs_dense(hy_strbuf *csv, const hy_bench_options *a, int T, double sgemm) {
+static void bench_moe_vs_dense(hy_strbuf *csv, const hy_bench_options *a, int T, const hy_machine_limits *lim) {
     const hy_block_ops *moe = hy_block_find("moe"), *sw = hy_block_find("swiglu");
     hy_opts o;
     if (!moe || !sw || hy_block_opts_from_pairs(moe, a->d_model, NULL, 0, &o) < 0) return;
@@ -156,16 +177,16 @@ static void bench_moe_vs_dense(hy_strbuf *csv, const hy_bench_options *a, int T,
     const char *pairs[] = {ff};
     double tm[2], td[2];
     hy_strbuf scratch = {0};
-    int rc = bench_block_as(&scratch, moe, "moe", NULL, 0, a, T, sgemm, tm);
+    int rc = bench_block_as(&scratch, moe, "moe", NULL, 0, a, T, lim, tm);
     hy_sb_free(&scratch);
-    if (rc < 0 || bench_block_as(csv, sw, "swiglu_moe_active", pairs, 1, a, T, sgemm, td) < 0) return;
+    if (rc < 0 || bench_block_as(csv, sw, "swiglu_moe_active", pairs, 1, a, T, lim, td) < 0) return;
     printf("moe vs dense T=%-6d moe (E %d, top_k %d, d_ff %d) fwd %.0f tok/s, fwd_bwd %.0f tok/s; swiglu %s "
            "fwd %.0f tok/s, fwd_bwd %.0f tok/s; moe/dense %.2f, %.2f\n", T, hy_opt_int(&o, 0), hy_opt_int(&o, 1),
            hy_opt_int(&o, 2), T / tm[0], T / tm[1], ff, T / td[0], T / td[1], td[0] / tm[0], td[1] / tm[1]);
 }
 
 /* The naive attention path's forward memory (materialised T x T scores), up to where it fits. */
-static void bench_naive_attention(hy_strbuf *csv, const hy_bench_options *a, int T, double sgemm) {
+static void bench_naive_attention(hy_strbuf *csv, const hy_bench_options *a, int T, const hy_machine_limits *lim) {
     const hy_block_ops *ops = hy_block_find("attention");
     int d = a->d_model;
     hy_opts o;
@@ -186,13 +207,15 @@ static void bench_naive_attention(hy_strbuf *csv, const hy_bench_options *a, int
     hy_mem_reset_peak();
     double best;
     TIME_BEST(best, a->quick ? 0.02 : 0.1, hy_attention_forward_naive(&L, x, y, 1, T));
-    row(csv, "attention_naive", d, 1, T, "fwd", best, ops->flop(&o, d, T), hy_mem_peak() - base, 0, sgemm, "sgemm");
+    row(csv, "attention_naive", d, 1, T, "fwd", best, ops->flop(&o, d, T), hy_mem_peak() - base, 0, lim);
     hy_free(x), hy_free(y);
     hy_layer_standalone_free(&L);
 }
 
-/* One training step of the nanoGPT CPU shape: 4 layers, d 128, 4 heads, T 64, batch 12. */
-static void bench_nanogpt_step(void) {
+/* One training step of the nanoGPT CPU shape: 4 layers, d 128, 4 heads, T 64, batch 12, with its
+ * model FLOPs (3 x the forward's, backward counted as twice the forward) as a ratio to the best
+ * f32 GEMM. */
+static void bench_nanogpt_step(const hy_machine_limits *lim) {
     const hy_block_ops *att = hy_block_find("attention"), *mlp = hy_block_find("swiglu");
     const char *ap[] = {"n_heads=4"};
     hy_model_config cfg = {.d_model = 128, .vocab_size = 256, .n_layers = 4, .tie_embeddings = true};
@@ -219,8 +242,9 @@ static void bench_nanogpt_step(void) {
         hy_clip_grad_norm(m, 1.0);
         hy_optim_step(&opt, m, 1e-3);
     });
-    printf("training step, nanoGPT CPU shape (4 layers, d 128, 4 heads, swiglu, T 64, batch 12): %.2f ms, %.0f tokens/s\n",
-           best * 1e3, B * T / best);
+    double gflops = 3.0 * hy_model_flop_per_token(m, T) * B * T / best / 1e9;
+    printf("training step, nanoGPT CPU shape (4 layers, d 128, 4 heads, swiglu, T 64, batch 12): %.2f ms, %.0f tokens/s, "
+           "%.1f GFLOP/s in model FLOPs = %.3f x best f32 GEMM\n", best * 1e3, B * T / best, gflops, gflops / lim->best_f32);
     hy_optim_free(&opt);
     hy_model_free(m);
 }
@@ -228,7 +252,8 @@ static void bench_nanogpt_step(void) {
 /* The Mamba selective scan alone (E 512, N 16, T 1024, B 1, the issue's reference shape): forward,
  * forward keeping the chunk states, chunked backward; its streamed bytes (Δ, x, y, dy... once each)
  * as a ratio to the copy bandwidth measured above: the scan is exp/latency-bound, not GEMM-bound. */
-static void bench_mamba_scan(double bw, int quick) {
+static void bench_mamba_scan(const hy_machine_limits *lim, int quick) {
+    double bw = lim->copy_gbs;
     enum { E = 512, N = 16, T = 1024 };
     size_t nE = (size_t)T * E;
     float *delta = hy_malloc(nE * 4), *x = hy_malloc(nE * 4), *bc = hy_malloc((size_t)T * 2 * N * 4),
@@ -261,16 +286,19 @@ static void bench_mamba_scan(double bw, int quick) {
 
 static const char *BENCH_HELP =
     "usage: hybrid-exp bench [--out DIR] [--quick] [--threads N] [--blocks a,b] [--d-model D] [--min-T T] [--max-T T] [--gemm]\n"
-    "Measures the machine's sgemm GFLOP/s and memory bandwidth, then every block's fwd, fwd_bwd and step\n"
-    "time and memory at T = 64, 128, ... (--min-T, doubling; default up to 16384; --quick: up to 1024), d_model 256,\n"
-    "batch 1.\n"
+    "Measures the machine's GEMM rates (OpenBLAS and oneDNN, f32 and bf16, 2048^3) and memory bandwidth, then\n"
+    "every block's fwd, fwd_bwd and step time and memory at T = 64, 128, ... (--min-T, doubling; default up to\n"
+    "16384; --quick: up to 1024), d_model 256, batch 1. Every rate is printed as a ratio to the best f32 GEMM\n"
+    "of the same run.\n"
     "Writes DIR/layers.csv (default DIR: results/bench). --gemm also prints OpenBLAS vs oneDNN on LM shapes.\n"
     "A benchmark, not a test: nothing here fails on a time.\n"
-    "`hybrid-exp bench decode --help`: decode latency and state size against context (decode.csv).\n";
+    "`hybrid-exp bench decode --help`: decode latency and state size against context (decode.csv).\n"
+    "`hybrid-exp bench allreduce --help`: allreduce time against message size under mpirun (allreduce.csv).\n";
 
 int hy_bench_main(int argc, char **argv) {
     hy_bench_options a = {.out_dir = "results/bench", .d_model = 256, .min_T = 64, .max_T = 16384};
     if (argc > 0 && !strcmp(argv[0], "decode")) return hy_bench_decode_main(argc - 1, argv + 1);
+    if (argc > 0 && !strcmp(argv[0], "allreduce")) return hy_bench_allreduce_main(argc - 1, argv + 1);
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(BENCH_HELP, stdout);
@@ -296,12 +324,8 @@ int hy_bench_main(int argc, char **argv) {
 int hy_bench_run(const hy_bench_options *o) {
     hy_set_threads(o->threads);
     printf("threads %d\n", hy_threads());
-    double sgemm = gemm_gflops(HY_GEMM_OPENBLAS, HY_PREC_F32, 2048, 2048, 2048);
-    printf("machine: OpenBLAS sgemm 2048^3 %.1f GFLOP/s", sgemm);
-    printf(", oneDNN f32 %.1f, oneDNN bf16 %.1f", gemm_gflops(HY_GEMM_ONEDNN, HY_PREC_F32, 2048, 2048, 2048),
-           gemm_gflops(HY_GEMM_ONEDNN, HY_PREC_BF16, 2048, 2048, 2048));
-    double bw = memory_gbs();
-    printf(", memory copy %.1f GB/s\n", bw);
+    hy_machine_limits lim;
+    hy_bench_machine_limits(&lim);
     if (o->gemm_table) {
         printf("GEMM on LM shapes, GFLOP/s (C[M,N] = A[M,K] B[N,K]^T):\n%6s %6s %6s %10s %10s %10s  auto\n", "M", "N",
                "K", "openblas", "onednn", "bf16");
@@ -316,7 +340,7 @@ int hy_bench_run(const hy_bench_options *o) {
         }
     }
     hy_strbuf csv = {0};
-    hy_sb_printf(&csv, "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads\n");
+    hy_sb_add(&csv, LAYERS_CSV_HEADER);
     for (int i = 0; i < hy_block_count(); i++) {
         const hy_block_ops *ops = hy_block_at(i);
         if (!hy_bench_selected(o->blocks, ops->name)) continue;
@@ -326,19 +350,20 @@ int hy_bench_run(const hy_bench_options *o) {
             continue;
         }
         for (int T = o->min_T; T <= o->max_T; T *= 2)
-            if (bench_block(&csv, ops, o, T, sgemm) < 0) {
+            if (bench_block(&csv, ops, o, T, &lim) < 0) {
                 fprintf(stderr, "hybrid-exp bench: %s at T=%d: %s\n", ops->name, T, hy_last_error());
                 hy_sb_free(&csv);
                 return 1;
             }
     }
-    if (hy_bench_selected(o->blocks, "mamba")) bench_mamba_scan(bw, o->quick);
+    if (hy_bench_selected(o->blocks, "mamba")) bench_mamba_scan(&lim, o->quick);
     if (hy_bench_selected(o->blocks, "attention"))
-        for (int T = o->min_T; T <= o->max_T; T *= 2) bench_naive_attention(&csv, o, T, sgemm);
-    if (hy_bench_selected(o->blocks, "rwkv7")) hy_bench_wkv7_line(sgemm, bw, o->quick);
+        for (int T = o->min_T; T <= o->max_T; T *= 2) bench_naive_attention(&csv, o, T, &lim);
+    if (hy_bench_selected(o->blocks, "rwkv7")) hy_bench_wkv7_line(&lim, o->quick);
+    if (hy_bench_selected(o->blocks, "mamba2")) hy_bench_ssd_line(&lim, o->quick);
     if (hy_bench_selected(o->blocks, "moe"))
-        for (int T = o->min_T; T <= o->max_T; T *= 2) bench_moe_vs_dense(&csv, o, T, sgemm);
-    bench_nanogpt_step();
+        for (int T = o->min_T; T <= o->max_T; T *= 2) bench_moe_vs_dense(&csv, o, T, &lim);
+    bench_nanogpt_step(&lim);
     char path[4200];
     snprintf(path, sizeof path, "%s/layers.csv", o->out_dir);
     int rc = hy_mkdirs(o->out_dir);

@@ -4,6 +4,18 @@
 #define HY_BENCH_BENCH_H
 #include "experiments/experiment.h"   /* hy_bench_options */
 
+/* The machine's own limits, measured at the start of every benchmark run: GEMM rates on a 2048³
+ * product (GFLOP/s) and the copy bandwidth (GB/s). Every rate the benchmark reports is divided by
+ * the best GEMM of its precision from the same run, never by a fixed or remembered number. */
+typedef struct {
+    double openblas_f32, onednn_f32, onednn_bf16;
+    double best_f32, best_bf16;   /* the faster backend of each precision */
+    double copy_gbs;
+} hy_machine_limits;
+
+/* Measures *m (a few seconds) and prints one `machine:` line naming the yardsticks. */
+void hy_bench_machine_limits(hy_machine_limits *m);
+
 /* `hybrid-exp bench ARGS`: parses the arguments into hy_bench_options (or runs `bench decode`)
  * and runs hy_bench_run. Exit status: 0, 1 (the benchmark failed), 2 (bad arguments). */
 int hy_bench_main(int argc, char **argv);
@@ -14,7 +26,13 @@ int hy_bench_run(const hy_bench_options *o);
 bool hy_bench_selected(const char *blocks, const char *name);
 /* `hybrid-exp bench decode` (bench/decode.c): decode.csv, decode latency and state size vs context. */
 int hy_bench_decode_main(int argc, char **argv);
+/* `hybrid-exp bench allreduce` (bench/allreduce.c): allreduce time against message size on the
+ * ranks of the current launch -> allreduce.csv (header HY_ALLREDUCE_CSV_HEADER). */
+int hy_bench_allreduce_main(int argc, char **argv);
+extern const char *const HY_ALLREDUCE_CSV_HEADER;
 /* The RWKV-7 state recurrence line (bench/bench_rwkv7.c). */
-void hy_bench_wkv7_line(double sgemm_gflops, double mem_gbs, int quick);
+void hy_bench_wkv7_line(const hy_machine_limits *m, int quick);
+/* The Mamba-2 SSD core line (bench/bench_mamba2.c), against the best f32 GEMM of the run. */
+void hy_bench_ssd_line(const hy_machine_limits *m, int quick);
 
 #endif

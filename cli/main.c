@@ -2,6 +2,7 @@
  * failures to exit codes: 0 ok, 1 runtime error, 2 bad config or usage, 130 interrupted. */
 #include "bench/bench.h"
 #include "cli/cli.h"
+#include "core/dist.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/gemm.h"
@@ -10,6 +11,7 @@
 #include "experiments/dump.h"
 #include "experiments/experiment.h"
 #include "experiments/train.h"
+#include "experiments/validate.h"
 #include "hybrid.h"
 #include "models/checkpoint.h"
 #include "models/generate.h"
@@ -24,6 +26,11 @@
 #include <string.h>
 
 static volatile sig_atomic_t stop_requested;
+static hy_dist *world;        /* the job's ranks under mpirun/srun, else NULL */
+static char rank_tag[32];     /* "rank R: " in front of errors when there are several ranks */
+
+/* Whether this process prints progress and summaries: the only one, or rank 0. */
+static bool is_rank0(void) { return hy_dist_rank(world) == 0; }
 
 static void on_sigint(int sig) {
     (void)sig;
@@ -33,7 +40,9 @@ static void on_sigint(int sig) {
 
 static const char *USAGE =
     "usage: hybrid-exp [train] CONFIG.yaml [--set KEY=VALUE]... [--out DIR] [--resume] [--quiet] [--stop-after N]\n"
-    "       hybrid-exp EXPERIMENT.yaml [--set KEY=VALUE]... [--out DIR] [--quiet]\n"
+    "                  [--check] [--force]\n"
+    "       hybrid-exp EXPERIMENT.yaml [--set KEY=VALUE]... [--out DIR] [--quiet] [--check] [--force]\n"
+    "                  [--ranks-per-run R]\n"
     "       hybrid-exp plot RESULTS_DIR\n"
     "       hybrid-exp init CONFIG.yaml --out MODEL.safetensors [--set KEY=VALUE]...\n"
     "       hybrid-exp dump --checkpoint MODEL.safetensors --batch IN.safetensors --out OUT.safetensors\n"
@@ -43,10 +52,12 @@ static const char *USAGE =
     "       hybrid-exp tokenize --tokenizer T.model IN --out OUT.bin\n"
     "       hybrid-exp bench [--out DIR] [--quick] [--threads N] [--blocks a,b] [--gemm]\n"
     "       hybrid-exp bench decode [--out DIR] [--quick] [--config F.yaml]...\n"
+    "       mpirun -np N hybrid-exp bench allreduce [--out DIR] [--max-mb M] [--repeats K]\n"
     "       hybrid-exp blocks\n"
     "       hybrid-exp --version | --help | SUBCOMMAND --help\n"
     "\n"
     "Trains, evaluates and benchmarks attention / state-space hybrid language models.\n"
+    "Under mpirun -np N, training and experiments use every rank (docs/scaling.md).\n"
     "See docs/cli.md and docs/configs.md.\n";
 
 static const char *TRAIN_HELP =
@@ -59,7 +70,13 @@ static const char *TRAIN_HELP =
     "  --resume          continue from DIR/checkpoint.* (identical loss curve)\n"
     "  --quiet           no progress output\n"
     "  --stop-after N    stop as an interrupt would after N steps of this run (resume with --resume)\n"
-    "Ctrl-C saves a checkpoint and flushes train.csv; a second Ctrl-C stops at once.\n";
+    "  --check           validate only (config, data, memory estimate), print what was checked, write nothing\n"
+    "  --force           train even when the memory estimate is above the memory available\n"
+    "Before anything is written the corpus is checked against the model, and the estimated peak memory\n"
+    "against the machine's available memory (refused above it, unless --force).\n"
+    "Ctrl-C saves a checkpoint and flushes train.csv; a second Ctrl-C stops at once.\n"
+    "mpirun -np N hybrid-exp CONFIG.yaml trains one model on N ranks, each on its share of the batch\n"
+    "(batch_size stays the global batch); --resume may use another N (docs/scaling.md).\n";
 
 static const char *INIT_HELP =
     "usage: hybrid-exp init CONFIG.yaml --out MODEL.safetensors [--set KEY=VALUE]...\n"
@@ -73,7 +90,7 @@ static const char *DUMP_HELP =
 int is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
 
 int fail(int code, const char *what) {
-    fprintf(stderr, "hybrid-exp: %s%s%s\n", what ? what : "", what ? ": " : "", hy_last_error());
+    fprintf(stderr, "hybrid-exp: %s%s%s%s\n", rank_tag, what ? what : "", what ? ": " : "", hy_last_error());
     return code;
 }
 
@@ -100,8 +117,9 @@ typedef struct {
     const char *config, *out;
     const char *sets[256];
     int n_sets;
-    int resume, quiet;
+    int resume, quiet, check, force;
     long stop_after;
+    long ranks_per_run;          /* 0 = not given */
 } run_args;
 
 static int parse_run_args(int argc, char **argv, run_args *a, const char *help) {
@@ -115,9 +133,17 @@ static int parse_run_args(int argc, char **argv, run_args *a, const char *help) 
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) a->out = argv[++i];
         else if (!strcmp(argv[i], "--resume")) a->resume = 1;
         else if (!strcmp(argv[i], "--quiet")) a->quiet = 1;
+        else if (!strcmp(argv[i], "--check")) a->check = 1;
+        else if (!strcmp(argv[i], "--force")) a->force = 1;
         else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc) {
             if (!parse_long(argv[++i], 1, LONG_MAX, &a->stop_after)) {
                 fprintf(stderr, "hybrid-exp: --stop-after: must be a whole number of steps >= 1, got '%s'\n", argv[i]);
+                return 2;
+            }
+        }
+        else if (!strcmp(argv[i], "--ranks-per-run") && i + 1 < argc) {
+            if (!parse_long(argv[++i], 1, INT_MAX, &a->ranks_per_run)) {
+                fprintf(stderr, "hybrid-exp: --ranks-per-run: must be a whole number of ranks >= 1, got '%s'\n", argv[i]);
                 return 2;
             }
         }
@@ -141,7 +167,7 @@ static int load_config(run_args *a, hy_run_config *c, int out_is_dir) {
         a->sets[a->n_sets++] = out_set;
     }
     if (hy_run_config_load(a->config, a->sets, a->n_sets, c) < 0) {
-        fprintf(stderr, "hybrid-exp: %s\n", hy_last_error());
+        fprintf(stderr, "hybrid-exp: %s%s\n", rank_tag, hy_last_error());
         return 2;
     }
     return 0;
@@ -155,6 +181,10 @@ static const char *EXPERIMENT_HELP =
     "  --set KEY=VALUE   override a key of the experiment file, e.g. --set budget.steps=20\n"
     "  --out DIR         same as --set out_dir=DIR\n"
     "  --quiet           no progress output\n"
+    "  --check           validate every run (config, data, memory estimate), print them, write nothing\n"
+    "  --force           run even when a run's memory estimate is above the memory available\n"
+    "  --ranks-per-run R under mpirun -np N: runs go to groups of R ranks (default 1), each group\n"
+    "                    taking the next pending run; R > 1 trains each run data-parallel on R ranks\n"
     "Ctrl-C saves the current run's checkpoint; running the same command again continues.\n";
 
 static const char *PLOT_HELP =
@@ -171,6 +201,7 @@ static void on_exp_progress(void *ctx, const hy_exp_progress *p) {
     int tty = isatty(fileno(stderr));
     const char *id = p->cur ? p->cur->id : "";
     char eta[32], el[32];
+    if (p->groups > 1) fprintf(stderr, "(group %d/%d) ", p->group + 1, p->groups);
     hy_format_duration(eta, sizeof eta, p->eta_s);
     hy_format_duration(el, sizeof el, p->elapsed_s);
     if (!strcmp(p->event, "tick")) {
@@ -213,24 +244,50 @@ static int cmd_experiment(run_args *a) {
         fprintf(stderr, "hybrid-exp: an experiment always resumes; --resume and --stop-after are for single runs\n");
         return 2;
     }
+    int size = hy_dist_size(world), per_run = a->ranks_per_run ? (int)a->ranks_per_run : 1;
+    if (size % per_run != 0) {
+        fprintf(stderr, "hybrid-exp: %s--ranks-per-run %d does not divide the %d ranks of this launch\n", rank_tag, per_run,
+                size);
+        return 2;
+    }
     hy_experiment e;
     if (hy_experiment_load(a->config, a->sets, a->n_sets, &e) < 0) {
-        fprintf(stderr, "hybrid-exp: %s\n", hy_last_error());
+        fprintf(stderr, "hybrid-exp: %s%s\n", rank_tag, hy_last_error());
         return 2;
+    }
+    hy_strbuf report = {0};
+    if (hy_experiment_validate(&e, a->force, a->check ? &report : NULL) < 0) {   /* before anything is written */
+        fprintf(stderr, "hybrid-exp: %s\n", hy_last_error());
+        hy_sb_free(&report);
+        hy_experiment_free(&e);
+        return 2;
+    }
+    if (a->check) {
+        printf("hybrid-exp: %s: experiment %s, %d runs, all valid (nothing written; out_dir %s)\n%s", a->config, e.name,
+               e.n_runs, e.out_dir, report.p ? report.p : "");
+        hy_sb_free(&report);
+        hy_experiment_free(&e);
+        return 0;
     }
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
-    if (!a->quiet)
-        fprintf(stderr, "[experiment] %s: %d runs%s -> %s\n", e.name, e.n_runs, e.bench.enabled ? " + block benchmark" : "",
+    signal(SIGUSR1, on_sigint);
+    if (!a->quiet && is_rank0()) {
+        fprintf(stderr, "[experiment] %s: %d runs%s -> %s", e.name, e.n_runs, e.bench.enabled ? " + block benchmark" : "",
                 e.out_dir);
-    hy_exp_opts o = {.log = a->quiet ? NULL : stderr, .on_progress = a->quiet ? NULL : on_exp_progress, .stop = &stop_requested, .bench = hy_bench_run};
+        if (size > 1) fprintf(stderr, " (%d ranks: %d groups of %d)", size, size / per_run, per_run);
+        fputc('\n', stderr);
+    }
+    hy_exp_opts o = {.log = a->quiet || !is_rank0() ? NULL : stderr, .on_progress = a->quiet ? NULL : on_exp_progress,
+                     .stop = &stop_requested, .bench = hy_bench_run, .force = a->force, .dist = world,
+                     .ranks_per_run = per_run};
     hy_exp_result r;
     int rc = hy_experiment_run(&e, &o, &r);
     if (rc < 0) {
         hy_experiment_free(&e);
         return rc == HY_ERR_CONFIG ? fail(2, "the data do not fit the experiment") : fail(1, "experiment failed");
     }
-    if (!a->quiet)
+    if (!a->quiet && is_rank0())
         fprintf(stderr, "[experiment] %s: %d trained, %d skipped of %d%s\n%s\n", e.name, r.trained, r.skipped, r.total,
                 r.interrupted ? " (interrupted: run the same command again to continue)" : "", r.summary);
     hy_experiment_free(&e);
@@ -245,6 +302,30 @@ static int cmd_plot(int argc, char **argv) {
     char summary[4096];
     if (hy_experiment_plot(argv[0], summary, sizeof summary) < 0) return fail(1, "plot failed");
     printf("%s\n", summary);
+    return 0;
+}
+
+/* The checks of a single run before anything is written (experiments/validate.h): its data, and
+ * its memory estimate against the machine's (skipped with --force). With --check, prints what was
+ * checked to stdout. Returns -1 to go on, or the exit code (0 after --check, 2 when refused). */
+static int train_validate(const run_args *a, const hy_run_config *c) {
+    hy_run_check k;
+    double avail;
+    char src[200], av[32];
+    if (hy_run_validate(c, NULL, &k) < 0 || hy_mem_available(&avail, src, sizeof src) < 0 ||
+        (!a->force && avail >= 0 && hy_run_check_memory(c, &k, avail, src) < 0)) {
+        fprintf(stderr, "hybrid-exp: %s\n", hy_last_error());
+        return 2;
+    }
+    if (!a->check) return -1;
+    hy_strbuf b = {0};
+    hy_sb_printf(&b, "hybrid-exp: %s: valid (nothing written; out_dir %s)\n", a->config, c->out_dir);
+    hy_run_check_report(c, &k, &b);
+    if (avail < 0) hy_sb_printf(&b, "  available: %s (memory not checked)\n", src);
+    else hy_sb_printf(&b, "  available: %s (%s)%s\n", hy_format_bytes(avail, av, sizeof av), src,
+                      k.total <= avail ? ": the estimate fits" : ": the estimate is above it, --force given");
+    fputs(b.p ? b.p : "", stdout);
+    hy_sb_free(&b);
     return 0;
 }
 
@@ -263,25 +344,41 @@ static int cmd_train(int argc, char **argv) {
             break;
         }
     int rc = parse_run_args(argc, argv, &a, TRAIN_HELP);
-    if (rc || (rc = load_config(&a, &c, 1))) return rc;
+    if (rc) return rc;
+    if (a.ranks_per_run) {
+        fprintf(stderr, "hybrid-exp: --ranks-per-run is for experiments; one model trains on every rank of the launch\n");
+        return 2;
+    }
+    if ((rc = load_config(&a, &c, 1))) return rc;
+    if ((rc = train_validate(&a, &c)) >= 0) {
+        hy_run_config_free(&c);
+        return rc;
+    }
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
-    hy_train_opts o = {.progress = a.quiet ? NULL : stderr, .resume = a.resume, .stop = &stop_requested,
-                       .stop_after = a.stop_after};
+    signal(SIGUSR1, on_sigint);
+    bool quiet = a.quiet || !is_rank0();
+    hy_train_opts o = {.progress = quiet ? NULL : stderr, .resume = a.resume, .stop = &stop_requested,
+                       .stop_after = a.stop_after, .dist = world};
     hy_train_result r;
     rc = hy_train(&c, &o, &r);
     if (rc < 0) {   /* data that do not fit the config (HY_ERR_CONFIG) are found before anything is written */
         hy_run_config_free(&c);
         return rc == HY_ERR_CONFIG ? fail(2, "the data do not fit the config") : fail(1, "training failed");
     }
-    if (!a.quiet)
+    char mem[96];
+    if (r.ranks > 1)
+        snprintf(mem, sizeof mem, "%d ranks, peak memory %.1f MiB per rank (rank 0: %.1f MiB)", r.ranks,
+                 r.peak_bytes_max / 1048576.0, r.peak_bytes / 1048576.0);
+    else snprintf(mem, sizeof mem, "peak memory %.1f MiB", r.peak_bytes / 1048576.0);
+    if (!quiet)
         fprintf(stderr,
                 "[%s] %s after %ld steps, %.0f tokens, %.1f s (%.0f tok/s): val loss %.4f nats, ppl %.3f, "
-                "%.4f bits/byte, peak memory %.1f MiB\n"
+                "%.4f bits/byte, %s\n"
                 "[%s] wrote %s/{train.csv,config.yaml,checkpoint.safetensors,checkpoint.state.safetensors}\n",
                 c.name, r.interrupted ? "interrupted" : "done", r.steps, r.tokens, r.seconds, r.tokens / r.seconds,
-                r.val_loss, r.val_ppl, r.val_bits_per_byte, r.peak_bytes / 1048576.0, c.name, c.out_dir);
-    if (!a.quiet && isfinite(r.val_accuracy))
+                r.val_loss, r.val_ppl, r.val_bits_per_byte, mem, c.name, c.out_dir);
+    if (!quiet && isfinite(r.val_accuracy))
         fprintf(stderr, "[%s] task %s: accuracy %.4f on the answer positions\n", c.name, hy_task_name(c.task.type),
                 r.val_accuracy);
     hy_run_config_free(&c);
@@ -295,6 +392,10 @@ static int cmd_init(int argc, char **argv) {
     if (rc) return rc;
     if (!a.out) {
         fprintf(stderr, "hybrid-exp init: --out MODEL.safetensors is required\n");
+        return 2;
+    }
+    if (a.check || a.force) {   /* shared parsing: these belong to training */
+        fprintf(stderr, "hybrid-exp init: %s is for training runs and experiments\n", a.check ? "--check" : "--force");
         return 2;
     }
     if ((rc = load_config(&a, &c, 0))) return rc;
@@ -422,6 +523,10 @@ static int generate_parse(int argc, char **argv, generate_args *g) {
  * and saves the state when asked. Returns the exit code. */
 static int generate_run(const generate_args *g, hy_model *m, hy_model_state *st, const int32_t *tok, size_t len,
                         cli_codec *codec) {
+    if (st->B != 1) {   /* the prompt is one sequence: prefill would read B rows of it */
+        fprintf(stderr, "hybrid-exp generate: %s holds %d sequences; generate continues one\n", g->state_in, st->B);
+        return 1;
+    }
     signal(SIGINT, on_sigint);
     double t0 = hy_now();
     if (hy_model_prefill(m, st, tok, (int)len, NULL, false) < 0) return fail(1, "prefill failed");
@@ -520,9 +625,42 @@ static int cmd_blocks(int argc, char **argv) {
     return 0;
 }
 
+/* Whether `cmd ARGS` is work for several ranks: training (a config or an experiment) and the
+ * allreduce benchmark; every other command runs in one process. */
+static bool uses_ranks(const char *cmd, int argc, char **argv) {
+    static const char *const alone[] = {"init", "dump", "generate", "blocks", "plot"};
+    if (!strcmp(cmd, "bench")) return argc > 2 && !strcmp(argv[2], "allreduce");
+    if (cmd[0] == '-') return false;   /* --version */
+    for (size_t i = 0; i < sizeof alone / sizeof *alone; i++)
+        if (!strcmp(cmd, alone[i])) return false;
+    return true;                       /* train: a config or an experiment */
+}
+
+/* Runs the command; under mpirun with several ranks a failure on any rank stops them all. */
+static int run_command(int argc, char **argv);
+
 int main(int argc, char **argv) {
+    if (hy_dist_init(&argc, &argv, &world) < 0) {
+        fprintf(stderr, "hybrid-exp: %s\n", hy_last_error());
+        return 1;
+    }
+    if (hy_dist_size(world) > 1) snprintf(rank_tag, sizeof rank_tag, "rank %d: ", hy_dist_rank(world));
+    int rc;
+    if (hy_dist_size(world) > 1 && argc >= 2 && !is_help(argv[1]) && !uses_ranks(argv[1], argc, argv)) {
+        fprintf(stderr, "hybrid-exp: %s'%s' runs in one process: launch it without mpirun\n", rank_tag, argv[1]);
+        rc = 2;
+    } else rc = run_command(argc, argv);
+    if (rc != 0 && rc != 130 && hy_dist_size(world) > 1) {
+        fflush(stderr), fflush(stdout);
+        hy_dist_abort(world, rc);   /* the other ranks may wait on this one: stop every rank */
+    }
+    hy_dist_finalize(world);
+    return rc;
+}
+
+static int run_command(int argc, char **argv) {
     if (argc < 2 || is_help(argv[1])) {
-        fputs(USAGE, argc < 2 ? stderr : stdout);
+        if (is_rank0()) fputs(USAGE, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];

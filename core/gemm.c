@@ -1,7 +1,8 @@
 /* GEMM dispatch: OpenBLAS (cblas_sgemm) or oneDNN matmul primitives, created once per shape and
  * cached. bf16 precision converts both inputs to bf16 (round to nearest even) and accumulates in
- * f32 inside oneDNN. Calls made from inside an OpenMP parallel region always use OpenBLAS
- * single-threaded (oneDNN primitives here are shared and run on the process-wide stream). */
+ * f32 inside oneDNN. Calls made from inside an OpenMP parallel region run single-threaded on the
+ * calling thread: f32 products that the rule picks oneDNN for use that thread's own primitives,
+ * memory objects and stream (a thread-local cache), the rest OpenBLAS. */
 #include "core/gemm.h"
 #include "core/mem.h"
 #include <cblas.h>
@@ -9,6 +10,7 @@
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static hy_gemm_backend backend_setting = HY_GEMM_AUTO;
@@ -48,11 +50,44 @@ static dnnl_stream_t stream;
 static int dnnl_ready = -1; /* -1 unknown, 0 unusable, 1 ready */
 
 static int dnnl_init(void) {
-    if (dnnl_ready < 0) {
-        dnnl_ready = dnnl_engine_create(&engine, dnnl_cpu, 0) == dnnl_success &&
-                     dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) == dnnl_success;
+    int ready;
+    #pragma omp critical(hy_gemm_dnnl)
+    {
+        if (dnnl_ready < 0)
+            dnnl_ready = dnnl_engine_create(&engine, dnnl_cpu, 0) == dnnl_success &&
+                         dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) == dnnl_success;
+        ready = dnnl_ready;
     }
-    return dnnl_ready;
+    return ready;
+}
+
+/* The primitives of one thread for its calls from inside parallel regions (products of per-thread
+ * blocks, e.g. chunked scans): a primitive's memory objects get the operands' addresses per call,
+ * so threads cannot share them. Registered in `locals` so hy_gemm_shutdown can free every thread's. */
+#define LOCAL_CACHE_SIZE 64
+#define MAX_LOCALS 256
+typedef struct {
+    dnnl_entry cache[LOCAL_CACHE_SIZE];
+    dnnl_stream_t stream;
+} local_dnnl;
+static _Thread_local local_dnnl *local_state;
+static _Thread_local int local_generation;
+static local_dnnl *locals[MAX_LOCALS];
+static int n_locals, generation;   /* generation: +1 at each hy_gemm_shutdown, which frees them all */
+
+/* This thread's local primitives, created on first use; NULL when unavailable. */
+static local_dnnl *local_get(void) {
+    if (local_state && local_generation == generation) return local_state;
+    local_generation = generation;
+    local_state = NULL;
+    if (!dnnl_init()) return NULL;
+    local_dnnl *l = NULL;
+    #pragma omp critical(hy_gemm_dnnl)
+    if (n_locals < MAX_LOCALS && (l = calloc(1, sizeof *l))) {   /* like oneDNN's own memory: not tracked */
+        if (dnnl_stream_create(&l->stream, engine, dnnl_stream_default_flags) == dnnl_success) locals[n_locals++] = l;
+        else free(l), l = NULL;
+    }
+    return local_state = l;
 }
 
 static void matrix_desc(dnnl_memory_desc_t *md, int rows, int cols, int ld, int trans, int bf16) {
@@ -61,7 +96,7 @@ static void matrix_desc(dnnl_memory_desc_t *md, int rows, int cols, int ld, int 
     dnnl_memory_desc_init_by_strides(md, 2, dims, bf16 ? dnnl_bf16 : dnnl_f32, strides);
 }
 
-static dnnl_entry *dnnl_lookup(const dnnl_entry *key) {
+static dnnl_entry *dnnl_lookup(dnnl_entry *cache, int cache_size, const dnnl_entry *key) {
     uint64_t h = 1469598103934665603ull;
     const int fields[] = {key->trans_a, key->trans_b, key->M, key->N, key->K,
                           key->lda,     key->ldb,     key->ldc, key->bf16};
@@ -70,8 +105,8 @@ static dnnl_entry *dnnl_lookup(const dnnl_entry *key) {
     memcpy(&ab[0], &key->alpha, 4);
     memcpy(&ab[1], &key->beta, 4);
     h = ((h ^ ab[0]) * 1099511628211ull ^ ab[1]) * 1099511628211ull;
-    for (int probe = 0; probe < CACHE_SIZE; probe++) {
-        dnnl_entry *e = &cache[(h + probe) % CACHE_SIZE];
+    for (int probe = 0; probe < cache_size; probe++) {
+        dnnl_entry *e = &cache[(h + probe) % cache_size];
         if (!e->used) {
             *e = *key;
             dnnl_memory_desc_t a, b, c;
@@ -140,12 +175,18 @@ static uint16_t *bf16_copy(int slot, const float *src, int rows, int cols, int l
     return bf16_scratch[slot];
 }
 
+/* C = op(A) op(B) through a cached primitive: the shared cache and stream, or with local (inside a
+ * parallel region, f32 only) the calling thread's. 0 when oneDNN cannot do it (the caller falls
+ * back to OpenBLAS). */
 static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
-                       const float *B, int ldb, float beta, float *C, int ldc, int bf16) {
+                       const float *B, int ldb, float beta, float *C, int ldc, int bf16, bool local) {
     if (!dnnl_init()) return 0;
+    local_dnnl *l = local ? local_get() : NULL;
+    if (local && (!l || bf16)) return 0;
     dnnl_entry key = {1, ta, tb, M, N, K, lda, ldb, ldc, bf16, alpha, beta, 0, 0, 0, 0};
-    dnnl_entry *e = dnnl_lookup(&key);
+    dnnl_entry *e = l ? dnnl_lookup(l->cache, LOCAL_CACHE_SIZE, &key) : dnnl_lookup(cache, CACHE_SIZE, &key);
     if (!e) return 0;
+    dnnl_stream_t st = l ? l->stream : stream;
     const void *a = A, *b = B;
     if (bf16) {
         a = bf16_copy(0, A, ta ? K : M, ta ? M : K, lda);
@@ -157,8 +198,8 @@ static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const
     dnnl_memory_set_data_handle(e->mem_c, C);
     dnnl_exec_arg_t args[3] = {
         {DNNL_ARG_SRC, e->mem_a}, {DNNL_ARG_WEIGHTS, e->mem_b}, {DNNL_ARG_DST, e->mem_c}};
-    if (dnnl_primitive_execute(e->prim, stream, 3, args) != dnnl_success) return 0;
-    dnnl_stream_wait(stream);
+    if (dnnl_primitive_execute(e->prim, st, 3, args) != dnnl_success) return 0;
+    dnnl_stream_wait(st);
     return 1;
 }
 
@@ -185,22 +226,35 @@ void hy_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
     }
     hy_gemm_backend b = backend_setting == HY_GEMM_AUTO ? hy_gemm_auto_choice(M, N, K) : backend_setting;
     if (bf16) b = HY_GEMM_ONEDNN;
-    if (b == HY_GEMM_ONEDNN && !omp_in_parallel() &&
-        gemm_onednn(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bf16))
+    if (b == HY_GEMM_ONEDNN && gemm_onednn(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bf16, omp_in_parallel()))
         return;
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha,
                 A, lda, B, ldb, beta, C, ldc);
 }
 
-void hy_gemm_shutdown(void) {
-    for (int i = 0; i < CACHE_SIZE; i++) {
-        if (!cache[i].used) continue;
-        dnnl_primitive_destroy(cache[i].prim);
-        dnnl_memory_destroy(cache[i].mem_a);
-        dnnl_memory_destroy(cache[i].mem_b);
-        dnnl_memory_destroy(cache[i].mem_c);
-        cache[i].used = 0;
+/* Destroys the used entries of one cache. */
+static void cache_clear(dnnl_entry *c, int n) {
+    for (int i = 0; i < n; i++) {
+        if (!c[i].used) continue;
+        dnnl_primitive_destroy(c[i].prim);
+        dnnl_memory_destroy(c[i].mem_a);
+        dnnl_memory_destroy(c[i].mem_b);
+        dnnl_memory_destroy(c[i].mem_c);
+        c[i].used = 0;
     }
+}
+
+/* Frees the shared cache and every thread's local one (outside parallel regions; a thread that
+ * calls hy_gemm later makes new ones: the generation tells it its pointer is stale). */
+void hy_gemm_shutdown(void) {
+    cache_clear(cache, CACHE_SIZE);
+    for (int i = 0; i < n_locals; i++) {
+        cache_clear(locals[i]->cache, LOCAL_CACHE_SIZE);
+        dnnl_stream_destroy(locals[i]->stream);
+        free(locals[i]);
+    }
+    n_locals = 0;
+    generation++;
     for (int s = 0; s < 2; s++) {
         hy_free(bf16_scratch[s]);
         bf16_scratch[s] = NULL;

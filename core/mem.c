@@ -1,6 +1,10 @@
 #include "core/mem.h"
 #include "core/error.h"
+#include <ctype.h>
+#include <math.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,6 +44,69 @@ void hy_free(void *p) {
 size_t hy_mem_current(void) { return atomic_load(&mem_current); }
 size_t hy_mem_peak(void) { return atomic_load(&mem_peak); }
 void hy_mem_reset_peak(void) { atomic_store(&mem_peak, atomic_load(&mem_current)); }
+
+/* The number in file `path` (first line), or -1 when it cannot be read or is not a number ("max"). */
+static double file_number(const char *path) {
+    FILE *f = fopen(path, "r");
+    char line[64] = "";
+    if (!f) return -1;
+    bool got = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    char *end;
+    double v = got ? strtod(line, &end) : -1;
+    return got && end != line && isfinite(v) ? v : -1;
+}
+
+/* MemAvailable of /proc/meminfo in bytes, or -1. */
+static double meminfo_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    double kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb >= 0 ? kb * 1024 : -1;
+}
+
+/* The cgroup's limit less its usage (v2, then v1), or -1 when there is no limit. */
+static double cgroup_available(const char **which) {
+    double max = file_number("/sys/fs/cgroup/memory.max"), cur = file_number("/sys/fs/cgroup/memory.current");
+    *which = "the cgroup's memory.max less memory.current";
+    if (max >= 0 && cur >= 0) return max - cur;
+    max = file_number("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+    cur = file_number("/sys/fs/cgroup/memory/memory.usage_in_bytes");
+    *which = "the cgroup's memory.limit_in_bytes less memory.usage_in_bytes";
+    if (max >= 0 && max < 0x1p60 && cur >= 0) return max - cur;   /* v1 says "no limit" with a huge number */
+    return -1;
+}
+
+int hy_mem_available(double *bytes, char *source, size_t n) {
+    const char *env = getenv("HYBRID_MEM_AVAILABLE");
+    *bytes = -1;
+    if (env && *env) {
+        char *end;
+        double v = strtod(env, &end);
+        const char *units = "KMGT", *u = *end ? strchr(units, toupper((unsigned char)*end)) : NULL;
+        if (u && end[1] == 0) v *= pow(1024, (double)(u - units + 1));
+        else if (*end) v = -1;
+        if (!(v >= 0) || !isfinite(v))
+            return hy_fail("HYBRID_MEM_AVAILABLE: '%s' is not a number of bytes (e.g. 8G)", env);
+        *bytes = v;
+        snprintf(source, n, "HYBRID_MEM_AVAILABLE=%s", env);
+        return 0;
+    }
+    const char *which = NULL;
+    double mem = meminfo_available(), cg = cgroup_available(&which);
+    if (mem < 0 && cg < 0) snprintf(source, n, "unknown: no MemAvailable in /proc/meminfo");
+    else if (cg >= 0 && (mem < 0 || cg < mem)) {
+        *bytes = cg > 0 ? cg : 0;
+        snprintf(source, n, "%s", which);
+    } else {
+        *bytes = mem;
+        snprintf(source, n, "MemAvailable in /proc/meminfo");
+    }
+    return 0;
+}
 
 float *hy_buf_reserve(hy_buf *b, size_t n) {
     if (n <= b->cap && b->p) return b->p;

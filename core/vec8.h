@@ -36,6 +36,16 @@ static inline v8 vw_fold8(vw a) {
 typedef v8 vw;
 static inline v8 vw_fold8(vw a) { return a; }
 #endif
+/* A two-source shuffle of vectors a and b with constant lane indices (0 .. n-1 pick from a, n .. 2n-1
+ * from b): gcc's __builtin_shuffle with a mask of type M (an int vector as wide as a), clang's
+ * __builtin_shufflevector with the indices as arguments. Gcc compiles exactly what it compiled
+ * before the macro. */
+#if defined(__clang__)
+#define HY_SHUFFLE(M, a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define HY_SHUFFLE(M, a, b, ...) __builtin_shuffle(a, b, (M){__VA_ARGS__})
+#endif
+
 static inline vw vw_load(const float *p) {
     vw v;
     memcpy(&v, p, sizeof v);

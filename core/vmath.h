@@ -24,10 +24,12 @@
 #define HY_FMAF(a, b, c) ((a) * (b) + (c))
 #endif
 
-/* exp's polynomial (Cephes) for x already in [-87, 88]. */
+/* exp's polynomial (Cephes) for x already in [-87, 88]. 2^n is built from the bits of n + magic in
+ * unsigned integer arithmetic (exactly n's value there): a float-to-int conversion would be
+ * undefined for the NaN that a NaN input carries through. */
 static inline float hy_expf_core(float x) {
-    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    float n = HY_FMAF(x, 1.44269504088896341f, magic) - magic;
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer, in the low mantissa bits */
+    const float t = HY_FMAF(x, 1.44269504088896341f, magic), n = t - magic;
     float r = HY_FMAF(n, -0.693359375f, x);
     r = HY_FMAF(n, 2.12194440e-4f, r);
     float p = 1.9875691500e-4f;
@@ -37,7 +39,9 @@ static inline float hy_expf_core(float x) {
     p = HY_FMAF(p, r, 1.6666665459e-1f);
     p = HY_FMAF(p, r, 5.0000001201e-1f);
     p = HY_FMAF(p, r * r, r) + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
+    uint32_t bits;
+    memcpy(&bits, &t, sizeof bits);
+    bits = (bits - 0x4B400000u + 127u) << 23;   /* 0x4B400000: the bits of magic */
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;

@@ -39,6 +39,7 @@ void hy_run_config_defaults(hy_run_config *c) {
     c->weight_decay = o.weight_decay, c->beta1 = o.beta1, c->beta2 = o.beta2, c->eps = o.eps, c->momentum = o.momentum;
     c->grad_clip = o.grad_clip, c->ssm_lr = o.ssm_lr;
     c->eval_every = 200, c->eval_batches = 20, c->log_every = 10, c->checkpoint_every = 0;
+    c->shard_optimizer = false, c->bucket_mb = HY_DEFAULT_BUCKET_MB;
 }
 
 void hy_run_config_free(hy_run_config *c) {
@@ -125,6 +126,8 @@ static const field train_fields[] = {
     LONG("eval_batches", eval_batches, 1),
     LONG("log_every", log_every, 1),
     LONG("checkpoint_every", checkpoint_every, 0),
+    {"shard_optimizer", F_BOOL, OFF(shard_optimizer), 0, 0, false, false, NULL, 0},
+    NUM("bucket_mb", bucket_mb, 0, 65536, true, false),
     {0},
 };
 
@@ -376,6 +379,14 @@ static int finish_run(const yt_doc *d, const yt_node *root, hy_run_config *c) {
     return 0;
 }
 
+/* Where node n (of key path `path`) was set, as yt_fail names it, into out; a default when absent. */
+static void locate(const yt_doc *d, const yt_node *n, const char *path, char *out, size_t len) {
+    if (!n) snprintf(out, len, "%s: %s (default)", d->file, path);
+    else if (n->set >= 0 && n->set < d->n_sets) snprintf(out, len, "--set %s", d->sets[n->set]);
+    else if (n->line <= 0) snprintf(out, len, "%s: %s", n->file ? n->file : d->file, path);
+    else snprintf(out, len, "%s:%d:%d: %s", n->file ? n->file : d->file, n->line, n->col, path);
+}
+
 /* The whole schema, walked over the (overridden) tree. */
 static int read_root(const yt_doc *d, hy_run_config *c) {
     const yt_node *root = d->root, *model = yt_get(root, "model");
@@ -394,6 +405,12 @@ static int read_root(const yt_doc *d, hy_run_config *c) {
     if (data && !yt_is_null(data) && (rc = check_data(d, data)) < 0) return rc;
     if (tok && !yt_is_null(tok) && (rc = read_tokenizer(d, tok, c)) < 0) return rc;
     if (c->train_path[0]) c->corpus[0] = 0;
+    locate(d, yt_get(model, "vocab_size"), "model.vocab_size", c->at_vocab_size, sizeof c->at_vocab_size);
+    const char *source = c->train_path[0] ? "train" : "corpus";   /* where a data error is located */
+    char source_path[16];
+    snprintf(source_path, sizeof source_path, "data.%s", source);
+    locate(d, yt_get(data, source), source_path, c->at_corpus, sizeof c->at_corpus);
+    locate(d, yt_get(yt_get(root, "train"), "seq_len"), "train.seq_len", c->at_seq_len, sizeof c->at_seq_len);
     return finish_run(d, root, c);
 }
 
@@ -572,5 +589,9 @@ char *hy_run_config_text(const hy_run_config *c) {
     write_num(&b, "ssm_lr", c->ssm_lr);
     hy_sb_printf(&b, "  eval_every: %ld\n  eval_batches: %ld\n  log_every: %ld\n  checkpoint_every: %ld\n", c->eval_every,
                  c->eval_batches, c->log_every, c->checkpoint_every);
+    /* how the work is spread over ranks, not what is computed: written only when set otherwise
+     * than the default, so a run's folder keeps the text that marks it complete (sweep.c) */
+    if (c->shard_optimizer) hy_sb_add(&b, "  shard_optimizer: true\n");
+    if (c->bucket_mb != HY_DEFAULT_BUCKET_MB) write_num(&b, "bucket_mb", c->bucket_mb);
     return hy_sb_take(&b);
 }

@@ -43,7 +43,15 @@ typedef struct {
     long warmup_steps;
     double weight_decay, beta1, beta2, eps, momentum, grad_clip, ssm_lr;
     long eval_every, eval_batches, log_every, checkpoint_every;
+    /* data parallel (several ranks train one model: experiments/dp.h); no effect in one process */
+    bool shard_optimizer;        /* each rank keeps the AdamW moments of one slice of the parameters */
+    double bucket_mb;            /* gradients are averaged in buckets of this many MiB (4) */
+    /* Where the keys that the checks after loading name were set (hy_run_validate's messages):
+     * "FILE:LINE:COL: KEY", "--set KEY=VALUE", or "FILE: KEY (default)". */
+    char at_vocab_size[HY_PATH_MAX + 160], at_corpus[HY_PATH_MAX + 160], at_seq_len[HY_PATH_MAX + 160];
 } hy_run_config;
+
+#define HY_DEFAULT_BUCKET_MB 4.0
 
 /* Set every field to its default (model left empty). */
 void hy_run_config_defaults(hy_run_config *c);

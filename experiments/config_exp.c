@@ -385,7 +385,9 @@ static int load(ectx *c, hy_experiment *e) {
         e->eval_seed = (uint64_t)v;
     }
     long long per = (long long)a.len[0] * a.len[1] * a.len[2] * a.len[3] * a.len[4];
-    if (per * vars->n > 100000) return yt_fail(d, yt_get(root, "sweep"), false, NULL, "%lld runs: more than 100000", per * vars->n);
+    if (per * vars->n > HY_EXP_MAX_RUNS)
+        return yt_fail(d, yt_get(root, "sweep") ? yt_get(root, "sweep") : vars, false, NULL, "%lld runs: more than %d",
+                       per * vars->n, HY_EXP_MAX_RUNS);
     e->runs = calloc((size_t)vars->n * per, sizeof *e->runs);
     if (!e->runs) return HY_ERR_NOMEM;
     for (int v = 0; v < vars->n; v++) {

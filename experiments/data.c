@@ -538,29 +538,41 @@ int hy_data_check(const hy_data_spec *s) {
     return rc;
 }
 
-int hy_corpus_check_vocab(const hy_corpus *c, int vocab_size) {
-    if (c->max_token < vocab_size) return 0;
+int hy_corpus_find_token(const hy_corpus *c, int limit, const char **path, size_t *offset, size_t *index, int *value) {
+    if (c->max_token < limit) return 1;
     for (int k = 0; k < 2; k++)   /* the first offending token, in stream order */
         for (int i = 0; i < c->split[k].n_spans; i++) {
             const hy_token_span *sp = &c->split[k].spans[i];
             const hy_data_file *f = NULL;
             for (int j = 0; j < c->n_entries && !f; j++) f = c->files[j].path == sp->path ? &c->files[j] : NULL;
-            if (!f || f->max_token < vocab_size) continue;
+            if (!f || f->max_token < limit) continue;
             int max, tok;
             size_t at;
-            int rc = scan_tokens(f, vocab_size, &max, &at, &tok);
+            int rc = scan_tokens(f, limit, &max, &at, &tok);
             if (rc < 0) return rc;
             size_t first = (sp->offset - f->offset) / (size_t)f->width;
             if (at == SIZE_MAX || at < first || at >= first + sp->n) continue;
-            if (!c->tokens)
-                return hy_fail_code(HY_ERR_CONFIG, "%s: byte %d (0x%02x) at byte offset %zu is not below model.vocab_size %d: a byte-level "
-                               "model of this corpus needs vocab_size >= %d (256 covers every byte)",
-                               f->path, tok, (unsigned)tok, at, vocab_size, c->max_token + 1);
-            return hy_fail_code(HY_ERR_CONFIG, "%s: token %d at byte offset %zu (token %zu of the file) is not below model.vocab_size %d "
-                           "(the largest token in the data is %d)",
-                           f->path, tok, f->offset + at * (size_t)f->width, at, vocab_size, c->max_token);
+            *path = f->path, *offset = f->offset + at * (size_t)f->width, *index = at, *value = tok;
+            return 0;
         }
-    return hy_fail_code(HY_ERR_CONFIG, "the data hold token %d, not below model.vocab_size %d", c->max_token, vocab_size);
+    return 1;
+}
+
+int hy_corpus_check_vocab(const hy_corpus *c, int vocab_size) {
+    const char *path;
+    size_t offset, index;
+    int tok, rc = hy_corpus_find_token(c, vocab_size, &path, &offset, &index, &tok);
+    if (rc < 0) return rc;
+    if (rc == 1 && c->max_token < vocab_size) return 0;
+    if (rc == 1)
+        return hy_fail_code(HY_ERR_CONFIG, "the data hold token %d, not below model.vocab_size %d", c->max_token, vocab_size);
+    if (!c->tokens)
+        return hy_fail_code(HY_ERR_CONFIG, "%s: byte %d (0x%02x) at byte offset %zu is not below model.vocab_size %d: a "
+                                           "byte-level model of this corpus needs vocab_size >= %d (256 covers every byte)",
+                            path, tok, (unsigned)tok, offset, vocab_size, c->max_token + 1);
+    return hy_fail_code(HY_ERR_CONFIG, "%s: token %d at byte offset %zu (token %zu of the file) is not below "
+                                       "model.vocab_size %d (the largest token in the data is %d)",
+                        path, tok, offset, index, vocab_size, c->max_token);
 }
 
 /* ---- reading ---- */

@@ -95,9 +95,12 @@ void hy_corpus_free(hy_corpus *c);
  * there to tokenize, and every token (byte, for text without a tokenizer) is below
  * s->vocab_size; tokenizes and trains nothing. 0, or negative with the file and offset named. */
 int hy_data_check(const hy_data_spec *s);
-/* Whether every token of c is below vocab_size; the error names the file and byte offset of the
- * first token that is not. */
+/* Whether every token of c is below vocab_size; the error (HY_ERR_CONFIG) names the file and byte
+ * offset of the first token that is not. */
 int hy_corpus_check_vocab(const hy_corpus *c, int vocab_size);
+/* The first token of c (train split, then validation) that is not below limit: its file, byte
+ * offset and index in the file, and its value. 0 when found, 1 when none, negative on a read error. */
+int hy_corpus_find_token(const hy_corpus *c, int limit, const char **path, size_t *offset, size_t *index, int *value);
 
 /* Tokens [start, start+n) of stream s as int32 (across file boundaries). The pages of a mapped
  * file are released from the process once copied, so reading keeps the resident memory constant

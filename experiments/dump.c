@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Reads `tokens` of the batch file into inputs/targets (hy_malloc'd, (B, T) each). */
+/* Reads `tokens` of the batch file into inputs/targets (hy_malloc'd, (B, T) each). Its shape is
+ * checked against the file by hy_st_open, and every token against the vocabulary before anything
+ * is allocated (the copies are then bounded by the file's length). */
 static int read_batch(const char *path, int vocab, int32_t **in, int32_t **tg, int *B, int *T) {
     hy_st_file f;
     int rc = hy_st_open(path, &f);
@@ -28,16 +30,23 @@ static int read_batch(const char *path, int vocab, int32_t **in, int32_t **tg, i
         return rc;
     }
     int b_ = (int)t->shape[0], t1 = (int)t->shape[1], T_ = t1 - 1;
+    for (size_t k = 0; k < t->numel && rc == 0; k++) {   /* every token against the model, before allocating */
+        int32_t x;
+        memcpy(&x, (const char *)t->data + k * sizeof x, sizeof x);   /* the mapped data may be unaligned */
+        if (x < 0 || x >= vocab)
+            rc = hy_fail("%s: tensor 'tokens': token [%zu, %zu] = %d is outside the vocabulary [0, %d)", path,
+                         k / (size_t)t1, k % (size_t)t1, x, vocab);
+    }
+    if (rc < 0) {
+        hy_st_close(&f);
+        return rc;
+    }
     int32_t *all = hy_malloc(t->numel * sizeof(int32_t));
     *in = hy_malloc((size_t)b_ * T_ * sizeof(int32_t));
     *tg = hy_malloc((size_t)b_ * T_ * sizeof(int32_t));
     if (!all || !*in || !*tg) rc = HY_ERR_NOMEM;
     else {
         memcpy(all, t->data, t->numel * sizeof(int32_t));
-        for (size_t k = 0; k < t->numel && rc == 0; k++)
-            if (all[k] < 0 || all[k] >= vocab)
-                rc = hy_fail("%s: tensor 'tokens': token [%zu, %zu] = %d is outside the vocabulary [0, %d)", path,
-                             k / (size_t)t1, k % (size_t)t1, all[k], vocab);
         for (int b = 0; rc == 0 && b < b_; b++) {
             memcpy(*in + (size_t)b * T_, all + (size_t)b * t1, (size_t)T_ * sizeof(int32_t));
             memcpy(*tg + (size_t)b * T_, all + (size_t)b * t1 + 1, (size_t)T_ * sizeof(int32_t));

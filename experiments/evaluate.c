@@ -75,32 +75,49 @@ static int score_batch(hy_model *m, const int32_t *in, const int32_t *tg, int B,
     return 0;
 }
 
-int hy_evaluate_data(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
-                     hy_eval_result *r) {
-    size_t n = (size_t)B * T;
+int hy_evaluate_data_rows(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
+                          int row_lo, int row_hi, hy_eval_sums *s) {
+    int rows = row_hi - row_lo;
+    memset(s, 0, sizeof *s);
+    if (row_lo < 0 || row_hi > B || rows < 1) return hy_fail("evaluation rows [%d, %d) of a batch of %d", row_lo, row_hi, B);
+    size_t n = (size_t)B * T, rn = (size_t)rows * T;
     int32_t *in = hy_malloc(n * sizeof(int32_t)), *tg = hy_malloc(n * sizeof(int32_t));
-    double *loss = hy_malloc(n * sizeof(double));
-    bool *right = hy_malloc(n * sizeof(bool));
+    double *loss = hy_malloc(rn * sizeof(double));
+    bool *right = hy_malloc(rn * sizeof(bool));
     const hy_corpus *c = d->task.type == HY_TASK_NONE ? &d->corpus : NULL;
-    memset(r, 0, sizeof *r);
     int rc = in && tg && loss && right ? 0 : HY_ERR_NOMEM;
     hy_rng rng;
     hy_rng_seed(&rng, seed ^ EVAL_SEED_SALT);
-    double total = 0;
-    long good = 0;
-    for (long i = 0; i < n_batches && rc == 0; i++) {
+    const int32_t *rin = in + (size_t)row_lo * T, *rtg = tg + (size_t)row_lo * T;
+    for (long i = 0; i < n_batches && rc == 0; i++) {   /* every rank draws the whole batch: the same windows */
         if ((rc = hy_data_batch(d, 1, &rng, B, T, in, tg)) < 0) break;
-        if ((rc = score_batch(m, in, tg, B, T, streaming, loss, right)) < 0) break;
-        for (size_t p = 0; p < n; p++) {
-            if (tg[p] < 0) continue;
-            total += loss[p], good += right[p], r->labels++;
-            if (c) r->bytes += hy_corpus_token_bytes(c, tg[p]);
+        if ((rc = score_batch(m, rin, rtg, rows, T, streaming, loss, right)) < 0) break;
+        for (size_t p = 0; p < rn; p++) {
+            if (rtg[p] < 0) continue;
+            s->loss_sum += loss[p], s->right += right[p], s->labels++;
+            s->bytes += c ? hy_corpus_token_bytes(c, rtg[p]) : NAN;
         }
     }
     hy_free(in), hy_free(tg), hy_free(loss), hy_free(right);
-    if (rc < 0) return rc;
-    finish(r, c, total);
-    r->accuracy = r->labels ? (double)good / r->labels : NAN;
+    return rc;
+}
+
+void hy_eval_from_sums(const hy_data *d, const hy_eval_sums *s, hy_eval_result *r) {
+    memset(r, 0, sizeof *r);
+    r->labels = s->labels, r->bytes = s->bytes;
+    finish(r, d->task.type == HY_TASK_NONE ? &d->corpus : NULL, s->loss_sum);
+    r->accuracy = s->labels ? (double)s->right / s->labels : NAN;
+}
+
+int hy_evaluate_data(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
+                     hy_eval_result *r) {
+    hy_eval_sums s;
+    int rc = hy_evaluate_data_rows(m, d, B, T, n_batches, seed, streaming, 0, B, &s);
+    if (rc < 0) {
+        memset(r, 0, sizeof *r);
+        return rc;
+    }
+    hy_eval_from_sums(d, &s, r);
     return 0;
 }
 

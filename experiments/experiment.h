@@ -7,6 +7,7 @@
  * line, column and key. */
 #ifndef HY_EXPERIMENTS_EXPERIMENT_H
 #define HY_EXPERIMENTS_EXPERIMENT_H
+#include "core/strbuf.h"
 #include "experiments/config.h"
 #include "experiments/train.h"
 #include "experiments/yaml_tree.h"
@@ -15,6 +16,9 @@
 #include <stdint.h>
 
 #define HY_EXP_MAX_EVAL 16
+/* Runs of one experiment (variants x sweep points), at most: each holds a resolved run config of
+ * about 7 KB, and loading composes and checks every one of them. */
+#define HY_EXP_MAX_RUNS 10000
 
 typedef struct {
     char variant[160];        /* the `variant` column: name, plus ":key=value" per swept d_model/d_state */
@@ -68,6 +72,7 @@ typedef struct {
     const hy_train_tick *tick;        /* NULL at the start / end of a run */
     double elapsed_s, eta_s;          /* whole experiment; eta NAN when unknown */
     const char *event;                /* "bench", "bench-skip", "skip", "start", "resume", "tick", "eval", "done" */
+    int group, groups;                /* under mpirun: this rank's group of ranks and how many there are (else 0, 1) */
 } hy_exp_progress;
 
 /* The settings of the single-block benchmark that writes layers.csv (hy_bench_run, bench/bench.c):
@@ -92,8 +97,14 @@ typedef struct {
     /* the single-block benchmark (hy_bench_run of bench/, given by the program): 0 = done;
      * NULL = skip */
     int (*bench)(const hy_bench_options *o);
-    long stop_after_runs;             /* > 0: stop after training this many runs (tests) */
+    long stop_after_runs;             /* > 0: stop after training this many runs (tests; per group of ranks) */
     bool no_plots;
+    /* the ranks of an mpirun launch (NULL = this process alone): groups of ranks_per_run ranks (0 =
+     * 1) each take the next pending run from rank 0 until none is left; rank 0 then merges the
+     * CSVs, plots and reports. Every rank calls hy_experiment_run with the same experiment. */
+    hy_dist *dist;
+    int ranks_per_run;
+    bool force;                       /* run even when a run's memory estimate is above what is available */
 } hy_exp_opts;
 
 typedef struct {
@@ -102,15 +113,19 @@ typedef struct {
     char summary[4096];               /* crossover points and where the report is, for printing */
 } hy_exp_result;
 
-/* Checks every run's data as hy_data_check does (files, headers, every token below the run's
- * vocab_size, each split at least seq_len + 1 tokens; text to be tokenized only for its presence),
- * writing nothing: what hy_experiment_run does first. 0, or negative (HY_ERR_CONFIG for data that
- * do not fit a run) with the run, file and offset named. */
-int hy_experiment_check_data(const hy_experiment *e);
+/* Checks every run before anything is written (experiments/validate.h): its data (each corpus
+ * loaded once; for a corpus, the validation split also holds the experiment's longest evaluation
+ * window) and, unless force, its memory estimate against the machine's available memory.
+ * HY_ERR_CONFIG naming the run on the first problem. report (may be NULL) gets, for --check, a
+ * line per run, the data checked and the memory available. */
+int hy_experiment_validate(const hy_experiment *e, bool force, hy_strbuf *report);
 
-/* Runs every run not already complete in e->out_dir (a run is complete when runs/<id>/result.csv
- * exists and runs/<id>/config.yaml is the run's resolved config), resumes an interrupted one
- * from its checkpoint, then writes the experiment's CSVs, plots and report. */
+/* Validates the experiment (hy_experiment_validate, o->force), then runs every run not already
+ * complete in e->out_dir (a run is complete when runs/<id>/result.csv exists and
+ * runs/<id>/config.yaml is the run's resolved config), resumes an interrupted one from its
+ * checkpoint, then writes the experiment's CSVs, plots and report. With o->dist the runs are
+ * spread over groups of ranks (above); the files are the same as the serial runner's, and r
+ * counts the runs of every group (on rank 0). */
 int hy_experiment_run(const hy_experiment *e, const hy_exp_opts *o, hy_exp_result *r);
 
 /* ---- results (plot.c, report.c) ---- */

@@ -504,6 +504,14 @@ int hy_write_report(const char *dir, const char *const *plots, int np, const cha
         hy_sb_add(&b, "## Complexity (layers.csv)\n\nOne block, batch 1: time per call in ms (`step`: per token at context T).\n\n");
         figure(&b, plots, np, "complexity");
         layer_table(&b, L, cost, 3, "ms", 0, "ms");
+        int cy = hy_csv_col(L, "best_f32_gemm_gflops_per_s");
+        if (cy >= 0 && hy_csv_col(L, "ratio_to_best_f32_gemm") >= 0) {
+            hy_sb_printf(&b, "Throughput as a ratio to the best f32 GEMM of the same benchmark run (%s GFLOP/s, the faster "
+                             "of OpenBLAS and oneDNN on a 2048³ product; 1.0 = the machine's GEMM rate):\n\n",
+                         hy_csv_str(L, 0, cy));
+            static const char *const trained[] = {"fwd", "fwd_bwd"};
+            layer_table(&b, L, trained, 2, "ratio_to_best_f32_gemm", 0, "× GEMM");
+        }
         hy_sb_add(&b, "### Crossover points against attention\n\nT* is where a block becomes, and stays, faster than attention "
                       "(log-log interpolation between the measured T).\n\n");
         if (*crossover_text) {

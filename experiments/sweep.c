@@ -2,6 +2,7 @@
  * variant x sweep point as a plain training run in runs/<id>/, skipping complete runs and resuming
  * interrupted ones, then the experiment's CSVs (concatenated from the runs, in run order), plots
  * and report. Every file is written to a temporary name and renamed. */
+#include "core/dist.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/mem.h"
@@ -9,6 +10,7 @@
 #include "core/timer.h"
 #include "experiments/experiment.h"
 #include "experiments/results.h"
+#include "experiments/validate.h"
 #include "models/checkpoint.h"
 #include <math.h>
 #include <stdio.h>
@@ -212,6 +214,56 @@ static int concat(const hy_experiment *e, const char *name, const char *fallback
     return rc;
 }
 
+/* The experiment's evaluation of a corpus run needs a validation split that holds a window of its
+ * longest evaluation length (finish_run); d is the run's open corpus. */
+static int check_eval_lengths(const hy_experiment *e, const hy_exp_run *run, const hy_corpus *d) {
+    int lens[HY_EXP_MAX_EVAL + HY_TASK_MAX_EVAL + 1], n = eval_lengths(e, &run->cfg, lens);
+    size_t val = d->len - d->n_train;
+    for (int i = 0; i < n; i++)
+        if (val < (size_t)lens[i] + 1)
+            return hy_fail_code(HY_ERR_CONFIG, "%s: eval.seq_len: the evaluation of run %s at length %d needs %d %s, but "
+                                               "the validation split of %s has %zu",
+                                e->source, run->id, lens[i], lens[i] + 1, d->tokens ? "tokens" : "bytes",
+                                run->cfg.val_path[0] ? run->cfg.val_path : run->cfg.corpus, val);
+    return 0;
+}
+
+int hy_experiment_validate(const hy_experiment *e, bool force, hy_strbuf *report) {
+    double avail;
+    char src[200], a[32], t[32], prev[HY_PATH_MAX + 32] = "";
+    int rc = hy_mem_available(&avail, src, sizeof src), worst = -1;
+    double most = 0;
+    hy_check_cache cache = {0};
+    for (int i = 0; rc == 0 && i < e->n_runs; i++) {
+        const hy_exp_run *run = &e->runs[i];
+        hy_run_check k;
+        if ((rc = hy_run_validate(&run->cfg, &cache, &k)) == 0 && run->cfg.task.type == HY_TASK_NONE)
+            rc = check_eval_lengths(e, run, &cache.data.corpus);
+        if (rc == 0 && !force && avail >= 0) rc = hy_run_check_memory(&run->cfg, &k, avail, src);
+        if (rc < 0) {
+            hy_error_prefix("run %s", run->id);
+            break;
+        }
+        if (k.total > most) most = k.total, worst = i;
+        if (!report) continue;
+        char key[HY_PATH_MAX + 32];
+        snprintf(key, sizeof key, "%s|%g|%d|%d", run->cfg.corpus, run->cfg.val_fraction, (int)run->cfg.task.type,
+                 run->cfg.model.vocab_size);
+        if (strcmp(key, prev)) hy_sb_printf(report, "  data: %s\n", k.data_desc);
+        snprintf(prev, sizeof prev, "%s", key);
+        hy_sb_printf(report, "  run %s: %zu parameters, memory about %s (activations %s)\n", run->id, k.params,
+                     hy_format_bytes(k.total, t, sizeof t), hy_format_bytes(k.model.activations, a, sizeof a));
+    }
+    hy_check_cache_free(&cache);
+    if (rc == 0 && report) {
+        if (worst >= 0) hy_sb_printf(report, "  largest: run %s, about %s\n", e->runs[worst].id, hy_format_bytes(most, t, sizeof t));
+        if (avail < 0) hy_sb_printf(report, "  available: %s (memory not checked)\n", src);
+        else hy_sb_printf(report, "  available: %s (%s)%s\n", hy_format_bytes(avail, a, sizeof a), src,
+                          most <= avail ? ": every run fits" : ": above it, --force given");
+    }
+    return rc;
+}
+
 /* layers.csv through the program's benchmark, unless one with the same settings is there. */
 static int run_bench(const hy_experiment *e, const hy_exp_opts *o, tick_ctx *t) {
     const hy_exp_bench *b = &e->bench;
@@ -240,11 +292,11 @@ static void data_key(const hy_exp_run *run, char *out, size_t n) {
              (int)c->data_format, c->tokenizer, c->tokenizer_vocab, c->tokenizer_type, c->model.vocab_size, c->seq_len);
 }
 
-/* Before anything is written: every run's data are checked (the files exist and parse, every token
- * is below its model's vocab_size, each split holds seq_len + 1 tokens). `tokenize`: then the text
- * that runs tokenize is tokenized (and tokenizers trained) once, into the experiment's folder, so
- * that no run starts with minutes of it. Returns 0 or negative, the run named. */
-static int prepare_data(const hy_experiment *e, const hy_exp_opts *o, bool tokenize) {
+/* After validation (hy_experiment_validate) and before the first run: the text that runs tokenize is
+ * tokenized (and a data.tokenizer: {vocab} tokenizer trained) once, into the experiment's folder,
+ * so that no run starts with minutes of it and every run finds it there. Returns 0 or negative,
+ * the run named. */
+static int prepare_data(const hy_experiment *e, const hy_exp_opts *o) {
     char key[5 * HY_PATH_MAX], prev[5 * HY_PATH_MAX];
     int rc = 0;
     for (int i = 0; i < e->n_runs && rc == 0; i++) {
@@ -256,14 +308,13 @@ static int prepare_data(const hy_experiment *e, const hy_exp_opts *o, bool token
             data_key(&e->runs[j], prev, sizeof prev);
             seen = !strcmp(key, prev);
         }
-        if (seen || (tokenize && !c->tokenizer[0] && c->tokenizer_vocab == 0)) continue;
+        if (seen || (!c->tokenizer[0] && c->tokenizer_vocab == 0)) continue;
         hy_data_spec s;
         hy_run_data_spec(c, &s);
         s.progress = o->log;
         hy_corpus corpus;
-        if (!tokenize) rc = hy_data_check(&s);
-        else if ((rc = hy_corpus_open(&corpus, &s)) == 0) hy_corpus_free(&corpus);
-        if (rc < 0) hy_error_prefix("run %s: data", e->runs[i].id);
+        if ((rc = hy_corpus_open(&corpus, &s)) == 0) hy_corpus_free(&corpus);
+        else hy_error_prefix("run %s: data", e->runs[i].id);
     }
     return rc;
 }
@@ -297,26 +348,140 @@ static int copy_reference(const hy_experiment *e, FILE *log) {
     return hy_sb_write_file(&b, path);
 }
 
-int hy_experiment_check_data(const hy_experiment *e) {
-    hy_exp_opts quiet = {0};
-    return prepare_data(e, &quiet, false);
+/* The experiment's folder and its copy of the experiment file as given. */
+static int start_folder(const hy_experiment *e) {
+    char path[HY_PATH_MAX + 64], *src;
+    size_t len;
+    int rc = hy_mkdirs(e->out_dir);
+    if (rc < 0) return rc;
+    if ((rc = hy_read_file(e->source, &src, &len)) < 0) return rc;
+    join(path, sizeof path, e->out_dir, "experiment.yaml");
+    rc = hy_write_file_atomic(path, src, len);
+    hy_free(src);
+    return rc;
+}
+
+/* The experiment's CSVs, each the concatenation of its runs' files in run order, then sweep.csv,
+ * the plots and the report. */
+static int merge_results(const hy_experiment *e, const hy_exp_opts *o, hy_exp_result *r) {
+    int rc;
+    if ((rc = concat(e, "result.csv", HY_SWEEP_ROWS_CSV_HEADER)) < 0) return rc;
+    char a[HY_PATH_MAX + 64], b[HY_PATH_MAX + 64];
+    join(a, sizeof a, e->out_dir, "result.csv");
+    join(b, sizeof b, e->out_dir, "sweep_rows.csv");
+    if (rename(a, b) != 0) return hy_fail_code(HY_ERR_IO, "cannot rename %s to %s", a, b);
+    if ((rc = concat(e, "train.csv", HY_TRAIN_CSV_HEADER)) < 0 || (rc = concat(e, "eval.csv", HY_EVAL_CSV_HEADER)) < 0 ||
+        (rc = concat(e, "position.csv", HY_POSITION_CSV_HEADER)) < 0)
+        return rc;
+    if ((rc = hy_sweep_finalize(e->out_dir)) < 0) return rc;   /* sweep.csv: the rows + lr_selected */
+    if (e->reference[0] && (rc = copy_reference(e, o->log)) < 0) return rc;
+    if (!o->no_plots) return hy_experiment_plot(e->out_dir, r->summary, sizeof r->summary);
+    return 0;
+}
+
+/* Rank 0's queue between two steps of its own run: the other groups ask it for their next run. */
+static void serve_queue(void *ctx) { hy_dist_queue_serve(ctx); }
+
+/* One run of the distributed runner on the ranks of `grp`, whose leader found it not complete
+ * (resume: it has a checkpoint). Returns 1 when interrupted, 0 when done, or an error. */
+static int run_in_group(const hy_experiment *e, const hy_exp_opts *o, tick_ctx *t, hy_dist *grp, hy_dist_queue *q,
+                        const hy_exp_run *run, bool resume) {
+    bool leader = hy_dist_rank(grp) == 0;
+    if (leader) report(t, resume ? "resume" : "start", NULL);
+    hy_train_opts to = {.resume = resume, .variant = run->variant, .stop = o->stop, .dist = grp,
+                        .on_step = hy_dist_rank(o->dist) == 0 ? serve_queue : NULL, .step_ctx = q};
+    if (leader) to.on_tick = on_tick, to.tick_ctx = t;
+    hy_train_result tr;
+    int rc = hy_train(&run->cfg, &to, &tr);
+    if (rc < 0) {
+        hy_error_prefix("run %s", run->id);
+        return rc;
+    }
+    int fin = tr.interrupted ? 1 : 0;
+    if (leader && !fin) {   /* the final evaluation runs on the leader alone */
+        report(t, "eval", NULL);
+        if ((rc = finish_run(e, run, &tr, o->stop)) < 0) {
+            hy_error_prefix("run %s", run->id);
+            return rc;
+        }
+        fin = rc;
+        if (fin == 0) t->p.done++, t->finished++, report(t, "done", NULL);
+    }
+    hy_dist_bcast(grp, &fin, sizeof fin, 0);
+    return fin;
+}
+
+/* The runner under mpirun: ranks form groups of o->ranks_per_run; each group's leader takes the
+ * next run from rank 0's queue (a complete run is skipped at once), the group trains it (data
+ * parallel when it has several ranks), and the leader evaluates it into runs/<id>/ exactly as the
+ * serial runner does. Rank 0 runs the benchmark first and merges everything at the end. */
+static int run_distributed(const hy_experiment *e, const hy_exp_opts *o, hy_exp_result *r) {
+    hy_dist *world = o->dist, *grp = NULL;
+    int size = hy_dist_size(world), per = o->ranks_per_run > 0 ? o->ranks_per_run : 1, rc = 0;
+    if (size % per)
+        return hy_fail_code(HY_ERR_CONFIG, "%d ranks per run do not divide the %d ranks of this launch", per, size);
+    bool rank0 = hy_dist_rank(world) == 0;
+    tick_ctx t = {.e = e, .o = o, .t0 = hy_now()};
+    t.p.n_runs = e->n_runs, t.p.group = hy_dist_rank(world) / per, t.p.groups = size / per;
+    if ((rc = hy_experiment_validate(e, o->force, NULL)) < 0) return rc;   /* every rank, its own machine */
+    if (rank0 && (rc = start_folder(e)) == 0 && (rc = prepare_data(e, o)) == 0 && e->bench.enabled)
+        rc = run_bench(e, o, &t);
+    if (rc < 0) return rc;
+    hy_dist_barrier(world);   /* the others sleep through rank 0's tokenizing and benchmark */
+    if ((rc = hy_dist_split(world, t.p.group, &grp)) < 0) return rc;
+    bool leader = hy_dist_rank(grp) == 0;
+    for (int i = 0; leader && i < e->n_runs; i++) t.todo += status_of(&e->runs[i], false) != RUN_COMPLETE;
+    hy_dist_queue *q;
+    if ((rc = hy_dist_queue_open(world, e->n_runs, leader, &q)) < 0) {
+        hy_dist_free(grp);
+        return rc;
+    }
+    int64_t counts[3] = {0};   /* trained, skipped, interrupted: summed over the leaders below */
+    for (;;) {
+        int item = -1, st = RUN_NEW;
+        if (leader && ((o->stop && *o->stop) || (o->stop_after_runs > 0 && counts[0] >= o->stop_after_runs)))
+            counts[2] = 1;
+        else if (leader) hy_dist_queue_next(q, &item);
+        if (leader && item >= 0 && (rc = hy_mkdirs(e->runs[item].cfg.out_dir)) == 0)
+            st = status_of(&e->runs[item], true);
+        if (rc < 0) break;
+        int msg[2] = {item, st};   /* the leader's decision, to the whole group */
+        hy_dist_bcast(grp, msg, sizeof msg, 0);
+        if (msg[0] < 0) break;
+        const hy_exp_run *run = &e->runs[msg[0]];
+        t.p.run = msg[0], t.p.cur = run;
+        if (msg[1] == RUN_COMPLETE) {
+            if (leader) counts[1]++, t.p.skipped++, report(&t, "skip", NULL);
+            continue;
+        }
+        if ((rc = run_in_group(e, o, &t, grp, q, run, msg[1] == RUN_PARTIAL)) < 0) break;
+        if (rc == 1) {
+            counts[2] = leader, rc = 0;
+            break;
+        }
+        counts[0] += leader;
+    }
+    if (rc < 0) {   /* the program stops every rank (hy_dist_abort): nothing to tidy for the others */
+        hy_dist_free(grp);
+        return rc;
+    }
+    if (leader) hy_dist_queue_quit(q);
+    hy_dist_queue_close(q);
+    hy_dist_allreduce(world, counts, 3, HY_DIST_I64, HY_DIST_SUM);
+    r->trained = (int)counts[0], r->skipped = (int)counts[1];
+    r->interrupted = counts[2] > 0 || r->trained + r->skipped < r->total;
+    hy_dist_free(grp);
+    return rank0 ? merge_results(e, o, r) : 0;
 }
 
 int hy_experiment_run(const hy_experiment *e, const hy_exp_opts *o, hy_exp_result *r) {
     memset(r, 0, sizeof *r);
     r->total = e->n_runs;
-    char path[HY_PATH_MAX + 64], *src;
-    size_t len;
-    int rc = prepare_data(e, o, false);
-    if (rc < 0 || (rc = hy_mkdirs(e->out_dir)) < 0) return rc;
-    if ((rc = hy_read_file(e->source, &src, &len)) < 0) return rc;   /* the experiment as given */
-    join(path, sizeof path, e->out_dir, "experiment.yaml");
-    rc = hy_write_file_atomic(path, src, len);
-    hy_free(src);
-    if (rc < 0) return rc;
-    if ((rc = prepare_data(e, o, true)) < 0) return rc;
+    if (hy_dist_size(o->dist) > 1) return run_distributed(e, o, r);
+    int rc = hy_experiment_validate(e, o->force, NULL);
+    if (rc < 0 || (rc = start_folder(e)) < 0 || (rc = prepare_data(e, o)) < 0) return rc;
     tick_ctx t = {.e = e, .o = o, .t0 = hy_now()};
-    t.p.n_runs = e->n_runs;
+    t.p.n_runs = e->n_runs, t.p.groups = 1;
     for (int i = 0; i < e->n_runs; i++) t.todo += status_of(&e->runs[i], false) != RUN_COMPLETE;
     if (e->bench.enabled && (rc = run_bench(e, o, &t)) < 0) return rc;
     for (int i = 0; i < e->n_runs; i++) {
@@ -362,16 +527,5 @@ int hy_experiment_run(const hy_experiment *e, const hy_exp_opts *o, hy_exp_resul
             break;
         }
     }
-    if ((rc = concat(e, "result.csv", HY_SWEEP_ROWS_CSV_HEADER)) < 0) return rc;
-    char a[HY_PATH_MAX + 64], b[HY_PATH_MAX + 64];
-    join(a, sizeof a, e->out_dir, "result.csv");
-    join(b, sizeof b, e->out_dir, "sweep_rows.csv");
-    if (rename(a, b) != 0) return hy_fail_code(HY_ERR_IO, "cannot rename %s to %s", a, b);
-    if ((rc = concat(e, "train.csv", HY_TRAIN_CSV_HEADER)) < 0 || (rc = concat(e, "eval.csv", HY_EVAL_CSV_HEADER)) < 0 ||
-        (rc = concat(e, "position.csv", HY_POSITION_CSV_HEADER)) < 0)
-        return rc;
-    if ((rc = hy_sweep_finalize(e->out_dir)) < 0) return rc;   /* sweep.csv: the rows + lr_selected */
-    if (e->reference[0] && (rc = copy_reference(e, o->log)) < 0) return rc;
-    if (!o->no_plots) return hy_experiment_plot(e->out_dir, r->summary, sizeof r->summary);
-    return 0;
+    return merge_results(e, o, r);
 }

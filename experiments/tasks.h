@@ -75,6 +75,18 @@ typedef struct {
  * (the recurrent form: constant memory in T for SSMs) instead of the parallel forward. */
 int hy_evaluate_data(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
                      hy_eval_result *r);
+/* The same batches, scored on rows [row_lo, row_hi) of each only, as sums (a batch split over
+ * processes adds every part's sums; hy_evaluate_data is rows [0, B)). */
+typedef struct {
+    double loss_sum;   /* cross-entropy summed over the labelled positions */
+    long labels, right;
+    double bytes;      /* the text bytes of their targets (NAN when unknown) */
+} hy_eval_sums;
+int hy_evaluate_data_rows(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
+                          int row_lo, int row_hi, hy_eval_sums *s);
+/* loss, accuracy and bits per byte of summed scores (the parts of a batch added up), for the
+ * data d they were scored on. */
+void hy_eval_from_sums(const hy_data *d, const hy_eval_sums *s, hy_eval_result *r);
 /* The common evaluation of a corpus model: windows of T+1 tokens laid end to end from the start of
  * the validation split, over its first n_tokens tokens (n_tokens / T windows, at least one; fewer
  * when the split is shorter), so that every model, seed and length is scored on the same text.

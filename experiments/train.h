@@ -2,6 +2,7 @@
  * checkpoints (model + training state) and resume with an identical loss curve. */
 #ifndef HY_EXPERIMENTS_TRAIN_H
 #define HY_EXPERIMENTS_TRAIN_H
+#include "core/dist.h"
 #include "experiments/config.h"
 #include "experiments/data.h"
 #include "experiments/tasks.h"
@@ -24,6 +25,13 @@ typedef struct {
     const char *variant;     /* the `variant` column of train.csv (default: config name) */
     volatile sig_atomic_t *stop;   /* set asynchronously (Ctrl-C): save, flush and return */
     long stop_after;         /* > 0: stop like an interrupt after this many steps of this call */
+    /* the processes that train this one model together (data parallel, experiments/dp.h); NULL =
+     * this process alone. Every rank calls hy_train with the same config; rank 0 alone prints,
+     * writes train.csv, the telemetry CSVs, config.yaml and the checkpoints. */
+    hy_dist *dist;
+    /* when set, called after every optimizer step (the distributed sweep answers its queue there) */
+    void (*on_step)(void *ctx);
+    void *step_ctx;
 } hy_train_opts;
 
 /* Which budget ended training: a run ended by steps or tokens is complete; one ended by the
@@ -38,15 +46,18 @@ typedef struct {
     double train_loss, val_loss, val_ppl;
     double val_bits_per_byte;   /* of the text the validation tokens stand for; NAN without a tokenizer or for a task */
     double val_accuracy;     /* fraction of labelled positions predicted right (tasks; NAN for a corpus) */
-    size_t params, peak_bytes;
+    size_t params, peak_bytes;   /* peak_bytes: of this process */
+    int ranks;                   /* processes that trained it (1 without hy_train_opts.dist) */
+    size_t peak_bytes_max;       /* the largest peak_bytes over those processes */
     bool interrupted;
 } hy_train_result;
 
 int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r);
 
 
-/* The header row of train.csv (SPEC §5: ... aux_loss, the mean auxiliary loss of the blocks that add
- * one (HY_BLOCK_AUX_LOSS), and val_bits_per_byte, the validation loss in bits per byte of text). */
+/* The header row of train.csv (SPEC §5 plus aux_loss, the mean auxiliary loss of the blocks that add
+ * one: HY_BLOCK_AUX_LOSS, comm_s, the seconds per step spent waiting on communication, and
+ * val_bits_per_byte, the validation loss in bits per byte of the text). */
 extern const char *const HY_TRAIN_CSV_HEADER;
 
 #endif

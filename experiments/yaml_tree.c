@@ -104,6 +104,7 @@ const char *yt_describe(const yt_node *n, char *buf, size_t len) {
 typedef struct {
     yt_doc *d;
     yaml_parser_t p;
+    int depth;   /* maps and lists open around the node being parsed */
 } parse_ctx;
 
 /* Next event, or a located syntax error from libyaml. */
@@ -222,8 +223,15 @@ static int parse_node(parse_ctx *c, yaml_event_t *ev, const char *path, yt_node 
         }
     }
     yaml_event_delete(ev);
-    if (rc == 0 && type == YAML_MAPPING_START_EVENT) rc = parse_map(c, n);
-    if (rc == 0 && type == YAML_SEQUENCE_START_EVENT) rc = parse_seq(c, n);
+    bool nests = type == YAML_MAPPING_START_EVENT || type == YAML_SEQUENCE_START_EVENT;
+    if (rc == 0 && nests && c->depth >= YT_MAX_DEPTH)
+        rc = hy_fail_code(HY_ERR_CONFIG, "%s:%d:%d: %s%smaps and lists nested deeper than %d levels", c->d->file, line,
+                          col, path, *path ? ": " : "", YT_MAX_DEPTH);
+    else if (rc == 0 && nests) {
+        c->depth++;
+        rc = type == YAML_MAPPING_START_EVENT ? parse_map(c, n) : parse_seq(c, n);
+        c->depth--;
+    }
     if (rc < 0) {
         node_free(n);
         return rc;

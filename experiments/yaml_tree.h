@@ -12,6 +12,10 @@
 
 typedef enum { YT_SCALAR, YT_MAP, YT_SEQ } yt_kind;
 
+/* Maps and lists nest at most this deep in a file (the root map is level 1); deeper is a located
+ * error, as models/json.c refuses JSON nested deeper than its limit. Parsing recurses per level. */
+#define YT_MAX_DEPTH 64
+
 typedef struct yt_node {
     yt_kind kind;
     char *key;                 /* key in the parent map (NULL for list items and the root) */

@@ -134,7 +134,8 @@ double hy_lr_schedule(long step, long warmup, double progress, double lr, double
 
 /* ---- streaming inference ----
  * A state holds what B sequences have consumed so far (KV caches, recurrent states) and the logits
- * that predict each sequence's next token. tokens: (B, T) rows, one sequence per row. */
+ * that predict each sequence's next token. tokens: (B, T) rows, one sequence per row. A state
+ * holds at most 2^30 tokens per sequence: step and prefill refuse to go past that. */
 typedef struct hy_model_state hy_model_state;
 int hy_model_state_new(hy_model *m, int B, hy_model_state **out);
 /* One token per sequence; writes the (B, V) logits that follow it (logits may be NULL). */
@@ -150,7 +151,8 @@ long hy_model_state_position(const hy_model_state *s);   /* tokens consumed per 
 /* State files (safetensors, format "hybrid-state"): every block's state as named F32 tensors
  * "layers.{i}.mixer.<name>" / "layers.{i}.ffn.<name>", the last logits, and __metadata__ (model
  * config, weights fingerprint, position, batch). Loading refuses a state made by another model
- * or other weights. Written to a temporary name, then renamed. */
+ * or other weights, and checks every size (batch, position, each block's tensors) against the
+ * file and the model before it allocates the state. Written to a temporary name, then renamed. */
 int hy_model_state_save(hy_model *m, const hy_model_state *s, const char *path);
 int hy_model_state_load(hy_model *m, const char *path, hy_model_state **out);
 

@@ -11,6 +11,7 @@
 extern const hy_block_ops hy_block_attention;
 extern const hy_block_ops hy_block_swiglu;
 extern const hy_block_ops hy_block_mamba;
+extern const hy_block_ops hy_block_mamba2;
 extern const hy_block_ops hy_block_s4d;
 extern const hy_block_ops hy_block_hyena;
 extern const hy_block_ops hy_block_rwkv7;
@@ -22,6 +23,7 @@ static const hy_block_ops *const blocks[] = {
     /* mixers */
     &hy_block_attention,
     &hy_block_mamba,
+    &hy_block_mamba2,
     &hy_block_s4d,
     &hy_block_hyena,
     &hy_block_rwkv7,
@@ -278,10 +280,12 @@ void hy_aux_add(hy_layer *L, double loss) {
 /* sum / n in double, then rounded to float once. */
 float hy_aux_mean(const hy_shared *sh) { return sh->aux.n ? (float)(sh->aux.sum / sh->aux.n) : 0.0f; }
 
-/* The loss holds coef · sum / n, so each layer's aux loss has weight coef / n (n = 1 before any). */
+/* The loss holds coef · sum / n, so each layer's aux loss has weight coef / n (n = 1 before any),
+ * times the process's share of the batch when one batch is split over processes. A standalone
+ * layer (weight never set, 0) holds the whole batch. */
 double hy_aux_grad_scale(const hy_layer *L) {
     const hy_aux_loss *a = &L->shared->aux;
-    return (double)a->coef / (a->n > 0 ? a->n : 1);
+    return (double)a->coef * (a->weight > 0 ? a->weight : 1.0) / (a->n > 0 ? a->n : 1);
 }
 
 /* U(±1/sqrt(in)) for the weight, then the bias, in that order of draws. */

@@ -93,6 +93,8 @@ typedef struct hy_aux_loss {
     double sum;               /* sum of the aux losses added since hy_aux_reset */
     int n;                    /* number of layers that added one */
     float coef;               /* the model's router_aux_coef: weight of the mean in the loss */
+    double weight;            /* this process's share of a batch split over processes (1 = all of it):
+                               * scales the aux losses' gradient (hy_model_set_batch_share) */
 } hy_aux_loss;
 
 /* Cross-layer context owned by the model and shared by all its layers (one per model; a
@@ -119,8 +121,15 @@ typedef struct hy_layer {
 
 enum { HY_KIND_MIXER = 1, HY_KIND_FFN = 2 };
 
-/* One tensor of a serialised streaming state (the optional state_* ops of hy_block_ops). */
+/* A streaming state holds at most this many tokens per sequence: hy_model_step / hy_model_prefill
+ * refuse to go further and hy_model_state_load refuses a larger position, so a block's step and
+ * prefill may count positions in an int (attention's KV cache doubles up to exactly this). */
+#define HY_MAX_POSITION (1 << 30)
+
+/* One tensor of a serialised streaming state (the optional state_* ops of hy_block_ops). A block's
+ * state has at most HY_STATE_MAX_TENSORS of them (state files with more are refused). */
 #define HY_STATE_NAME 32
+#define HY_STATE_MAX_TENSORS 16
 typedef struct hy_state_tensor {
     char name[HY_STATE_NAME];
     int ndim;                 /* 0..4 */
@@ -150,6 +159,19 @@ typedef struct hy_block_stats {
     int (*get)(const hy_layer *L, int64_t *out, int max);
 } hy_block_stats;
 
+/* Bytes a block allocates to train on B sequences of T tokens with `threads` OpenMP threads, its
+ * parameters and their gradients excluded (the model counts those): for the trainer's memory
+ * estimate before a run (hy_model_train_memory), checked against the bytes the block really
+ * allocates (hy_mem_current, hy_mem_peak) by tests/test_memory.c. Where the size depends on the
+ * data (moe's routing), an upper bound. `first`: the layer writes its block's first-value slot
+ * (hy_first_writes; HY_BLOCK_FIRST_VALUE blocks), whose buffers (value and gradient, rows x
+ * d_model each) the model counts. */
+typedef struct hy_train_bytes {
+    double kept;      /* held from a training forward through its backward and still allocated afterwards
+                         (L->priv's caches and workspaces: one set per layer) */
+    double scratch;   /* allocated and freed inside one forward or backward call: the larger of the two */
+} hy_train_bytes;
+
 struct hy_block_ops {
     const char *name;
     unsigned kinds;           /* HY_KIND_MIXER and/or HY_KIND_FFN: where it may be placed */
@@ -177,10 +199,15 @@ struct hy_block_ops {
     int (*step)(hy_layer *L, void *state, const float *x, float *y, int B);
     int (*prefill)(hy_layer *L, void *state, const float *x, float *y, int B, int T);
     void (*state_free)(hy_layer *L, void *state);
-    /* Bytes of streaming state per sequence after T tokens (KV cache, recurrent state). */
+    /* Bytes of streaming state per sequence after T tokens (KV cache, recurrent state). For a
+     * block with the state ops below: exactly the bytes of the tensors state_tensors lists for one
+     * sequence after T tokens (hy_model_state_load checks a file's sizes against it before it
+     * allocates anything). */
     size_t (*state_bytes)(const hy_opts *o, int d_model, int T);
     /* Forward FLOPs for one sequence of T tokens (multiply-add = 2). */
     double (*flop)(const hy_opts *o, int d_model, int T);
+    /* Memory of a training step on (B, T) with `threads` threads (hy_train_bytes, above). */
+    hy_train_bytes (*train_bytes)(const hy_opts *o, int d_model, int B, int T, int threads, bool first);
     void (*destroy)(hy_layer *L);   /* free L->priv; may be NULL */
     /* ---- optional: saving and restoring a streaming state (hy_model_state_save/load) ----
      * A state is serialised as a list of named F32 tensors (hy_state_tensor, above). All three

@@ -4,6 +4,7 @@
 #include "core/strbuf.h"
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,8 +207,69 @@ static int push_item(hy_json *c, char *key, const hy_json *v, int *cap) {
     return 0;
 }
 
+/* The keys of the object being parsed, hashed once it has KEYS_LINEAR of them, so the duplicate
+ * check stays linear in the object's size (comparing each key with all before it would take hours
+ * on a header of a million keys). slot[i] = key index + 1, 0 = empty; cap is a power of two. */
+#define KEYS_LINEAR 16
+typedef struct {
+    int *slot;
+    size_t cap;
+} key_index;
+
+static size_t key_hash(const char *s) {   /* FNV-1a */
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return (size_t)h;
+}
+
+/* Index of `key` among o->keys[0..o->n), or -1. */
+static int key_find(const key_index *x, const hy_json *o, const char *key) {
+    if (!x->cap) {
+        for (int k = 0; k < o->n; k++)
+            if (strcmp(o->keys[k], key) == 0) return k;
+        return -1;
+    }
+    for (size_t i = key_hash(key) & (x->cap - 1);; i = (i + 1) & (x->cap - 1)) {
+        if (!x->slot[i]) return -1;
+        if (strcmp(o->keys[x->slot[i] - 1], key) == 0) return x->slot[i] - 1;
+    }
+}
+
+static void key_insert(key_index *x, const hy_json *o, int k) {
+    size_t i = key_hash(o->keys[k]) & (x->cap - 1);
+    while (x->slot[i]) i = (i + 1) & (x->cap - 1);
+    x->slot[i] = k + 1;
+}
+
+/* Records o->keys[o->n - 1], just appended: from KEYS_LINEAR keys on, in a table at most half full. */
+static int key_add(key_index *x, const hy_json *o) {
+    if (o->n < KEYS_LINEAR) return 0;
+    if ((size_t)o->n * 2 <= x->cap) {
+        key_insert(x, o, o->n - 1);
+        return 0;
+    }
+    size_t cap = 4 * KEYS_LINEAR;
+    while (cap < (size_t)o->n * 2) cap *= 2;
+    int *slot = calloc(cap, sizeof *slot);
+    if (!slot) return hy_fail_code(HY_ERR_NOMEM, "out of memory parsing JSON");
+    free(x->slot);
+    x->slot = slot, x->cap = cap;
+    for (int k = 0; k < o->n; k++) key_insert(x, o, k);
+    return 0;
+}
+
+static int parse_items(parser *p, hy_json *out, key_index *keys);
+
 /* An array or an object, starting at its opening bracket. */
 static int parse_container(parser *p, hy_json *out) {
+    key_index keys = {0};
+    int rc = parse_items(p, out, &keys);
+    free(keys.slot);
+    return rc;
+}
+
+/* The body of parse_container; keys indexes an object's keys for the duplicate check. */
+static int parse_items(parser *p, hy_json *out, key_index *keys) {
     bool obj = p->s[p->i] == '{';
     char close = obj ? '}' : ']', buf[32];
     out->type = obj ? HY_JSON_OBJECT : HY_JSON_ARRAY;
@@ -229,12 +291,11 @@ static int parse_container(parser *p, hy_json *out) {
                 return perr(p, p->i, "expected a key (a string), found %s", what_at(p, buf, sizeof buf));
             size_t kpos = p->i;
             if (parse_string(p, &key, &key_len) < 0) return -1;
-            for (int k = 0; k < out->n; k++)
-                if (strcmp(out->keys[k], key) == 0) {
-                    int rc = perr(p, kpos, "duplicate key \"%.200s\"", key);
-                    free(key);
-                    return rc;
-                }
+            if (key_find(keys, out, key) >= 0) {
+                int rc = perr(p, kpos, "duplicate key \"%.200s\"", key);
+                free(key);
+                return rc;
+            }
             skip_ws(p);
             if (p->i >= p->len || p->s[p->i] != ':') {
                 free(key);
@@ -249,6 +310,7 @@ static int parse_container(parser *p, hy_json *out) {
             hy_json_free(&v);
             return -1;
         }
+        if (obj && key_add(keys, out) < 0) return -1;
         skip_ws(p);
         if (p->i < p->len && p->s[p->i] == ',') {
             p->i++;

@@ -135,6 +135,7 @@ int hy_model_create(const hy_model_config *cfg, uint64_t seed, hy_model **out) {
         return rc;
     }
     m->shared.aux.coef = m->cfg.router_aux_coef;
+    m->shared.aux.weight = 1.0;
     m->shared.n_layers = m->cfg.n_layers;
     if ((rc = claim_first_slots(m)) < 0) {
         hy_model_free(m);
@@ -178,6 +179,38 @@ size_t hy_model_param_count(const hy_model *m) {
     size_t n = 0;
     for (int k = 0; k < m->n_params; k++) n += m->params[k].numel;
     return n;
+}
+
+void hy_model_set_grad_ready(hy_model *m, hy_grad_ready_fn fn, void *ctx) {
+    m->grad_ready = fn, m->grad_ready_ctx = ctx;
+}
+
+void hy_model_set_batch_share(hy_model *m, long batch_targets, double aux_weight) {
+    m->batch_targets = batch_targets > 0 ? batch_targets : 0;
+    m->shared.aux.weight = batch_targets > 0 ? aux_weight : 1.0;
+}
+
+/* Arena offset of parameter k's first element. */
+static size_t param_offset(const hy_model *m, int k) { return (size_t)(m->params[k].grad - m->grad); }
+
+/* Tells the gradients-ready hook that [lo, hi) is final (nothing when no hook or an empty range). */
+static void grads_ready(hy_model *m, size_t lo, size_t hi) {
+    if (m->grad_ready && hi > lo) m->grad_ready(m->grad_ready_ctx, lo, hi - lo);
+}
+
+/* Arena offset where sub-block s's tensors (its norm, then its block's parameters) begin; they
+ * end where the next present sub-block's (or norm_f's) begin. */
+static size_t sub_block_offset(hy_model *m, int s) {
+    return (size_t)((s % 2 ? m->ffn_norm[s / 2] : m->norm[s / 2])->grad - m->grad);
+}
+
+/* FNV-1a over the parameters' 32-bit words, arena order: what ties a streaming state or a training
+ * state to the weights that made it (the config alone cannot tell two checkpoints apart). */
+void hy_model_weights_fingerprint(const hy_model *m, char *out, size_t n) {
+    const uint32_t *w = (const uint32_t *)(const void *)m->data;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < m->numel; i++) h = (h ^ w[i]) * 0x100000001b3ull;
+    snprintf(out, n, "%016llx", (unsigned long long)h);
 }
 
 void hy_model_zero_grad(hy_model *m) { memset(m->grad, 0, m->numel * sizeof(float)); }
@@ -262,13 +295,17 @@ int hy_model_backward(hy_model *m) {
         !hy_buf_reserve(&m->work, n))
         return HY_ERR_NOMEM;
     float *dlogits = m->dwork.p;
-    float scale = m->loss.n_targets ? 1.0f / (float)m->loss.n_targets : 0.0f;
+    long targets = m->batch_targets > 0 ? m->batch_targets : m->loss.n_targets;
+    float scale = targets ? 1.0f / (float)targets : 0.0f;
     hy_cross_entropy_backward(dlogits, m->logits.p, m->targets, rows, V, scale);
     float *hf = m->normed.p + (size_t)S * n, *dhf = m->work.p;
     hy_linear_backward(dhf, head_grad(m), NULL, dlogits, hf, head_weight(m), (int)rows, d, V, false);
     int rc = hy_rmsnorm_backward(m->dh.p, m->norm_f->grad, dhf, m->h.p + (size_t)S * n, m->norm_f->data,
                                  m->rstd.p + (size_t)S * rows, rows, d, 0);
     if (rc < 0) return rc;
+    /* final now: norm_f and an untied head, which lie after every layer in the arena */
+    size_t ready = param_offset(m, (int)(m->norm_f - m->params));
+    grads_ready(m, ready, m->numel);
     for (int s = S - 1; s >= 0; s--) {
         hy_layer *L = sub_block(m, s);
         if (!L->ops) continue;
@@ -283,8 +320,72 @@ int hy_model_backward(hy_model *m) {
         rc = hy_rmsnorm_backward(m->dh.p, sub_norm_grad(m, s), dxn, m->h.p + (size_t)s * n, sub_norm(m, s),
                                  m->rstd.p + (size_t)s * rows, rows, d, 1);
         if (rc < 0) return rc;
+        size_t start = sub_block_offset(m, s);   /* its norm and parameters: no later pass adds to them */
+        grads_ready(m, start, ready);
+        ready = start;
     }
     hy_embedding_backward(m->embedding->grad, m->dh.p, m->tokens, rows, d);
+    grads_ready(m, 0, ready);   /* the embedding (also the tied head) */
+    return 0;
+}
+
+/* e scalars as the arena holds them: padded to a multiple of 16 floats (add_param) when pad. */
+static double padded16(double e, bool pad) { return pad ? ceil(e / 16) * 16 : e; }
+
+/* Floats of the parameter arena of cfg, laid out as build_params does (each tensor padded to a
+ * multiple of 16 floats), or with pad false the parameters' scalars. */
+static double arena_floats(const hy_model_config *c, bool pad) {
+    double d = c->d_model;
+    double n = (c->tie_embeddings ? 1.0 : 2.0) * padded16(c->vocab_size * d, pad) + padded16(d, pad);
+    for (int i = 0; i < c->n_layers; i++) {
+        const hy_block_cfg *b[2] = {&c->layers[i].mixer, &c->layers[i].ffn};
+        for (int k = 0; k < 2; k++) {
+            if (!b[k]->ops) continue;
+            hy_param_spec specs[HY_MAX_BLOCK_PARAMS];
+            int np = b[k]->ops->param_specs(&b[k]->opts, c->d_model, NULL);
+            if (np > HY_MAX_BLOCK_PARAMS) return INFINITY;
+            b[k]->ops->param_specs(&b[k]->opts, c->d_model, specs);
+            n += padded16(d, pad);   /* the sub-block's norm */
+            for (int j = 0; j < np; j++) {
+                double e = 1;
+                for (int q = 0; q < specs[j].ndim; q++) e *= specs[j].shape[q];
+                n += padded16(e, pad);
+            }
+        }
+    }
+    return n;
+}
+
+/* The model's own buffers of a training step mirror hy_model_forward (keep) and hy_model_backward:
+ * h and normed (2·n_layers + 1 slots of rows × d), rstd (as many slots of rows), work, logits
+ * (rows × V), dwork (rows × max(V, d)), dh, tokens and targets; each block adds its
+ * hy_train_bytes, and every block with HY_BLOCK_FIRST_VALUE its slot's value and gradient. */
+int hy_model_train_memory(const hy_model_config *cfg, int B, int T, int threads, int slots, hy_train_memory *out) {
+    memset(out, 0, sizeof *out);
+    if (B < 1 || T < 1 || threads < 1) return hy_fail("training memory: batch %d, length %d and threads %d must be >= 1", B, T, threads);
+    const double d = cfg->d_model, V = cfg->vocab_size, rows = (double)B * T, n = rows * d, S = 2.0 * cfg->n_layers;
+    double arena = arena_floats(cfg, true) * sizeof(float), act = 0, scratch = 0;
+    act += (2 * n * (S + 1) + rows * (S + 1) + n + rows * V + rows * fmax(V, d) + n + 2 * rows) * sizeof(float);
+    const hy_block_ops *first[HY_MAX_FIRST_SLOTS];
+    int n_first = 0;
+    for (int i = 0; i < cfg->n_layers; i++) {
+        const hy_block_cfg *b[2] = {&cfg->layers[i].mixer, &cfg->layers[i].ffn};
+        for (int k = 0; k < 2; k++) {
+            const hy_block_ops *ops = b[k]->ops;
+            if (!ops) continue;
+            if (!ops->train_bytes) return hy_fail("training memory: block %s has no train_bytes", ops->name);
+            bool writes = true;   /* the lowest layer of a HY_BLOCK_FIRST_VALUE block writes its slot */
+            if (ops->flags & HY_BLOCK_FIRST_VALUE) {
+                for (int f = 0; f < n_first; f++) writes &= first[f] != ops;
+                if (writes && n_first < HY_MAX_FIRST_SLOTS) first[n_first++] = ops, act += 2 * n * sizeof(float);
+            }
+            hy_train_bytes tb = ops->train_bytes(&b[k]->opts, cfg->d_model, B, T, threads, writes);
+            act += tb.kept, scratch = fmax(scratch, tb.scratch);
+        }
+    }
+    *out = (hy_train_memory){.scalars = arena_floats(cfg, false), .params = arena, .grads = arena,
+                             .optimizer = slots * arena, .activations = act, .scratch = scratch};
+    out->total = out->params + out->grads + out->optimizer + out->activations + out->scratch;
     return 0;
 }
 
@@ -352,6 +453,8 @@ static int check_tokens(const hy_model *m, const int32_t *tokens, size_t n, cons
 
 int hy_model_step(hy_model *m, hy_model_state *st, const int32_t *tokens, float *logits) {
     int S = 2 * m->cfg.n_layers, d = m->cfg.d_model, V = m->cfg.vocab_size, B = st->B;
+    if (st->pos >= HY_MAX_POSITION)
+        return hy_fail("step: the state holds %ld tokens per sequence, the most a state can hold", st->pos);
     int rc = check_tokens(m, tokens, (size_t)B, "step");
     if (rc < 0) return rc;
     hy_embedding_forward(st->h, m->embedding->data, tokens, (size_t)B, d);
@@ -416,6 +519,9 @@ static int prefill_chunk(hy_model *m, hy_model_state *st, const int32_t *tok, in
 int hy_model_prefill(hy_model *m, hy_model_state *st, const int32_t *tokens, int T, float *logits, bool all) {
     int d = m->cfg.d_model, V = m->cfg.vocab_size, B = st->B;
     if (T < 0) return hy_fail("prefill: length %d must be >= 0", T);
+    if (T > HY_MAX_POSITION - st->pos)
+        return hy_fail("prefill: %d more tokens would take the state past %d tokens per sequence (it holds %ld)", T,
+                       HY_MAX_POSITION, st->pos);
     if (T == 0) {
         if (logits && !all) memcpy(logits, st->logits, sizeof(float) * (size_t)B * V);
         return 0;

@@ -33,6 +33,12 @@ typedef struct {
     unsigned flags;            /* HY_PARAM_* */
 } hy_param;
 
+/* Called by backward as soon as the gradients of arena elements [offset, offset + count) are
+ * final for this backward: ranges come from the end of the arena to its start, each adjacent to
+ * the one before, and together cover [0, numel) once per backward (data-parallel training starts
+ * averaging a range while backward computes the rest). */
+typedef void (*hy_grad_ready_fn)(void *ctx, size_t offset, size_t count);
+
 struct hy_model {
     hy_model_config cfg;
     int n_params;
@@ -50,7 +56,21 @@ struct hy_model {
     hy_buf rstd;               /* 1/rms per row, same layout with one float per row */
     hy_buf logits, work, dwork, dh;
     hy_loss loss;
+    /* a batch split over processes (hy_model_set_batch_share); 0 = this process holds all of it */
+    long batch_targets;
+    /* the gradients-ready hook (hy_model_set_grad_ready) */
+    hy_grad_ready_fn grad_ready;
+    void *grad_ready_ctx;
 };
+
+/* Sets the gradients-ready hook (NULL = none). */
+void hy_model_set_grad_ready(hy_model *m, hy_grad_ready_fn fn, void *ctx);
+/* This process computes a part of a batch that is split over processes: backward divides the
+ * cross-entropy gradient by batch_targets, the labelled positions of the whole batch, instead of
+ * those of its own part, and weights the auxiliary losses' gradient by aux_weight (its part's
+ * share of the batch), so that the sum of every part's gradient is the whole batch's.
+ * batch_targets = 0 restores the default (this process holds the whole batch). */
+void hy_model_set_batch_share(hy_model *m, long batch_targets, double aux_weight);
 
 /* Resolve and validate a config in place (auto options, block constraints). */
 int hy_model_config_resolve(hy_model_config *cfg);
@@ -82,9 +102,29 @@ void hy_block_cfg_each_opt(const hy_block_cfg *b, bool exact_floats, hy_opt_visi
 int hy_model_config_to_json(const hy_model_config *cfg, char **out);
 hy_param *hy_model_param(hy_model *m, const char *name);
 size_t hy_model_param_count(const hy_model *m);   /* scalars */
+/* A 64-bit fingerprint of every parameter as 16 hex digits (FNV-1a over the F32 bit patterns as
+ * 32-bit words, in the arena's order: the config's parameter order, each tensor padded to 16
+ * floats with zeros). Streaming states and training states record it to refuse other weights. */
+void hy_model_weights_fingerprint(const hy_model *m, char *out, size_t n);
 /* Analytic forward FLOPs per token at sequence length T (blocks + head). */
 double hy_model_flop_per_token(const hy_model *m, int T);
 size_t hy_model_state_bytes(const hy_model *m, int T);
+
+/* The memory a training step of a model of config cfg takes on B sequences of T tokens with
+ * `threads` threads and an optimizer with `slots` moments per parameter (AdamW 2, SGD 1), in bytes,
+ * from the sizes of the buffers the model, its blocks (hy_block_ops.train_bytes) and the
+ * optimizer allocate: what the trainer compares with the machine's memory before a run. */
+typedef struct {
+    double scalars;       /* parameters (hy_model_param_count) */
+    double params;        /* the parameter arena (each tensor padded to 16 floats), bytes */
+    double grads;         /* the gradient arena */
+    double optimizer;     /* the moments */
+    double activations;   /* kept from forward through backward and after: the residual streams, norm
+                             outputs, logits and their gradients, the blocks' caches and workspaces */
+    double scratch;       /* the largest buffer one block allocates and frees within a call */
+    double total;         /* the sum: the peak of a training step */
+} hy_train_memory;
+int hy_model_train_memory(const hy_model_config *cfg, int B, int T, int threads, int slots, hy_train_memory *out);
 /* Logits of the last forward, (B, T, V). */
 const float *hy_model_logits(const hy_model *m);
 

@@ -7,10 +7,16 @@
 #include <string.h>
 
 int hy_optim_init(hy_optim *o, const hy_model *model, hy_optim_kind kind) {
+    return hy_optim_init_range(o, model, kind, 0, model->numel);
+}
+
+int hy_optim_init_range(hy_optim *o, const hy_model *model, hy_optim_kind kind, size_t lo, size_t hi) {
+    if (lo > hi || hi > model->numel) return hy_fail("optimizer: range [%zu, %zu) outside the %zu parameters", lo, hi, model->numel);
     o->kind = kind;
     o->step = 0;
-    o->m = hy_calloc(model->numel * sizeof(float));
-    o->v = kind == HY_OPTIM_ADAMW ? hy_calloc(model->numel * sizeof(float)) : NULL;
+    o->lo = lo, o->hi = hi;
+    o->m = hy_calloc((hi - lo) * sizeof(float));
+    o->v = kind == HY_OPTIM_ADAMW ? hy_calloc((hi - lo) * sizeof(float)) : NULL;
     if (!o->m || (kind == HY_OPTIM_ADAMW && !o->v)) {
         hy_optim_free(o);
         return HY_ERR_NOMEM;
@@ -31,10 +37,14 @@ void hy_optim_step(hy_optim *o, hy_model *model, double lr) {
         hy_param *p = &model->params[k];
         float plr = (float)((p->flags & HY_PARAM_SSM_LR) && o->ssm_lr < lr ? o->ssm_lr : lr);
         float wd = (p->ndim >= 2 && !(p->flags & HY_PARAM_NO_DECAY)) ? (float)o->weight_decay : 0.0f;
-        size_t off = (size_t)(p->data - model->data), n = p->numel;
-        float *w = p->data, *g = p->grad, *m = o->m + off;
+        size_t off = (size_t)(p->data - model->data), end = off + p->numel;
+        if (off < o->lo) off = o->lo;   /* the part of this tensor in [lo, hi) */
+        if (end > o->hi) end = o->hi;
+        if (off >= end) continue;
+        size_t n = end - off;
+        float *w = model->data + off, *g = model->grad + off, *m = o->m + (off - o->lo);
         if (o->kind == HY_OPTIM_ADAMW) {
-            float *v = o->v + off, b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
+            float *v = o->v + (off - o->lo), b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
             float step_size = plr / (float)bc1, inv_bc2 = 1.0f / (float)sqrt(bc2);
             #pragma omp parallel for schedule(static) if (n > 32768)
             for (size_t i = 0; i < n; i++) {
@@ -54,12 +64,10 @@ void hy_optim_step(hy_optim *o, hy_model *model, double lr) {
     }
 }
 
-double hy_clip_grad_norm(hy_model *model, double max_norm) {
+double hy_grad_sum_squares(const float *g, size_t n) {
     enum { MAX_THREADS = 256 };
     double partial[MAX_THREADS] = {0};
     int nt = omp_get_max_threads() < MAX_THREADS ? omp_get_max_threads() : MAX_THREADS;
-    const float *g = model->grad;
-    size_t n = model->numel;
     #pragma omp parallel num_threads(nt)
     {
         int t = omp_get_thread_num(), nth = omp_get_num_threads();
@@ -69,9 +77,18 @@ double hy_clip_grad_norm(hy_model *model, double max_norm) {
     }
     double total = 0;
     for (int t = 0; t < nt; t++) total += partial[t];
-    double norm = sqrt(total);
+    return total;
+}
+
+float hy_clip_scale(double norm, double max_norm) {
+    return max_norm > 0 && norm > max_norm ? (float)(max_norm / (norm + 1e-6)) : 1.0f;
+}
+
+double hy_clip_grad_norm(hy_model *model, double max_norm) {
+    size_t n = model->numel;
+    double norm = sqrt(hy_grad_sum_squares(model->grad, n));
     if (max_norm > 0 && norm > max_norm) {
-        float scale = (float)(max_norm / (norm + 1e-6));
+        float scale = hy_clip_scale(norm, max_norm);
         for (size_t i = 0; i < n; i++) model->grad[i] *= scale;
     }
     return norm;

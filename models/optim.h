@@ -11,16 +11,24 @@ typedef struct {
     hy_optim_kind kind;
     double weight_decay, beta1, beta2, eps, momentum, ssm_lr;
     long step;              /* optimizer steps taken */
-    float *m, *v;           /* AdamW moments / SGD momentum (m only); arenas like model->data */
+    size_t lo, hi;          /* the arena elements this optimizer updates: all, or one shard */
+    float *m, *v;           /* AdamW moments / SGD momentum (m only) of elements [lo, hi) */
 } hy_optim;
 
 int hy_optim_init(hy_optim *o, const hy_model *model, hy_optim_kind kind);
+/* An optimizer of arena elements [lo, hi) only, with moments for those alone (a shard of the
+ * optimizer state: data-parallel training with train.shard_optimizer). */
+int hy_optim_init_range(hy_optim *o, const hy_model *model, hy_optim_kind kind, size_t lo, size_t hi);
 void hy_optim_free(hy_optim *o);
-/* One update with learning rate lr from the gradients in model->grad. */
+/* One update with learning rate lr of elements [o->lo, o->hi) from the gradients in model->grad. */
 void hy_optim_step(hy_optim *o, hy_model *model, double lr);
 /* Global L2 norm of the gradients; if max_norm > 0 and the norm exceeds it, scales them down.
  * Returns the norm before clipping. */
 double hy_clip_grad_norm(hy_model *model, double max_norm);
+/* The sum of squares of g[0..n) in the clip's fixed order (per-thread parts, added in order). */
+double hy_grad_sum_squares(const float *g, size_t n);
+/* The factor by which clipping to max_norm scales gradients of norm `norm` (1 = unchanged). */
+float hy_clip_scale(double norm, double max_norm);
 /* hy_lr_schedule (warmup + cosine) is declared in include/hybrid.h. */
 
 #endif

@@ -386,6 +386,64 @@ class Mamba(nn.Module):
         return self.out_proj(y)
 
 
+@register("mamba2")
+class Mamba2(nn.Module):
+    """SPEC §2 mamba2, the recurrence one step at a time (the toolkit trains the chunked form)."""
+    KINDS = {"mixer"}
+    OPTIONS = ("d_state", "d_conv", "expand", "headdim", "ngroups", "dt_min", "dt_max", "dt_init_floor",
+               "A_init_min", "A_init_max")
+    DEFAULTS = {"d_state": 64, "d_conv": 4, "expand": 2, "headdim": 64, "ngroups": 1, "dt_min": 0.001, "dt_max": 0.1,
+                "dt_init_floor": 1e-4, "A_init_min": 1, "A_init_max": 16}
+
+    def __init__(self, d, opts, index, dtype):
+        super().__init__()
+        E, P, G = int(opts["expand"]) * d, int(opts["headdim"]), int(opts["ngroups"])
+        N, K = int(opts["d_state"]), int(opts["d_conv"])
+        if P < 1 or E % P:
+            raise CheckError(f"mamba2: headdim {P} does not divide expand x d_model = {E}")
+        H = E // P
+        if G < 1 or H % G:
+            raise CheckError(f"mamba2: ngroups {G} does not divide the {H} heads")
+        self.E, self.P, self.H, self.G, self.N = E, P, H, G, N
+        Cx = E + 2 * G * N
+        self.in_proj = linear(d, 2 * E + 2 * G * N + H, dtype)
+        self.conv1d = nn.Conv1d(Cx, Cx, K, groups=Cx, bias=True, dtype=dtype)
+        self.dt_bias = nn.Parameter(torch.zeros(H, dtype=dtype))
+        self.A_log = nn.Parameter(torch.zeros(H, dtype=dtype))
+        self.D = nn.Parameter(torch.ones(H, dtype=dtype))
+        self.norm = RMSNorm(E, dtype)
+        self.out_proj = linear(E, d, dtype)
+
+    def ssm_inputs(self, u):
+        """-> x (B, T, H, P), B and C per head (B, T, H, N), delta (B, T, H), A (H), z (B, T, E)."""
+        E, P, H, G, N = self.E, self.P, self.H, self.G, self.N
+        Bsz, T, _ = u.shape
+        z, xBC, dt = self.in_proj(u).split([E, E + 2 * G * N, H], dim=-1)
+        xBC = silu(causal_depthwise_conv(xBC, self.conv1d.weight, self.conv1d.bias))
+        x, Bm, Cm = xBC.split([E, G * N, G * N], dim=-1)
+        per_head = lambda m: m.view(Bsz, T, G, N).repeat_interleave(H // G, dim=2)  # noqa: E731 head h: group h//(H/G)
+        return x.view(Bsz, T, H, P), per_head(Bm), per_head(Cm), softplus(dt + self.dt_bias), -torch.exp(self.A_log), z
+
+    def out(self, y, x, z):
+        """D skip, gate, group rmsnorm, out_proj; y, x (B, T, H, P)."""
+        Bsz, T = y.shape[:2]
+        y = (y + self.D[:, None] * x).reshape(Bsz, T, self.E) * silu(z)
+        g = y.view(Bsz, T, self.G, self.E // self.G)
+        g = g / torch.sqrt(g.pow(2).mean(-1, keepdim=True) + 1e-5)
+        return self.out_proj(g.reshape(Bsz, T, self.E) * self.norm.weight)
+
+    def forward(self, u, ctx):
+        x, Bh, Ch, delta, A, z = self.ssm_inputs(u)
+        Bsz, T, H, P = x.shape
+        S = torch.zeros(Bsz, H, P, self.N, dtype=u.dtype)
+        ys = []
+        for t in range(T):   # S_t = exp(Δ A) S_{t-1} + Δ x_t B_tᵀ;  y_t = S_t C_t
+            dl = delta[:, t, :, None, None]
+            S = torch.exp(dl * A[:, None, None]) * S + dl * x[:, t, :, :, None] * Bh[:, t, :, None, :]
+            ys.append((S * Ch[:, t, :, None, :]).sum(-1))
+        return self.out(torch.stack(ys, 1), x, z)
+
+
 @register("s4d")
 class S4D(nn.Module):
     KINDS = {"mixer"}
@@ -1168,6 +1226,24 @@ def selftest(args):
         ref = torch.stack([b3 + sum(w3[:, 0, k] * (xs[0, t - 2 + k] if t - 2 + k >= 0 else 0) for k in range(3))
                            for t in range(6)])
         check((causal_depthwise_conv(xs, w3, b3)[0] - ref).abs().max().item() < 1e-12, "causal depthwise conv")
+
+        # mamba2: the recurrence against the quadratic (attention-like) form of SSD,
+        # y_t = sum_{s<=t} (C_t . B_s) exp(sum_{s<r<=t} dt_r A) dt_s x_s, two groups of two heads
+        m2 = Mamba2(8, {"d_state": 3, "d_conv": 3, "expand": 2, "headdim": 4, "ngroups": 2, "dt_min": 0.001,
+                        "dt_max": 0.1, "dt_init_floor": 1e-4, "A_init_min": 1, "A_init_max": 16}, 0, torch.float64)
+        randomize(m2)
+        x = P(2, 7, 8)
+        xh, Bh, Ch, delta, A, z = m2.ssm_inputs(x)
+        cum = torch.cumsum(delta * A, dim=1)                                  # (B, T, H)
+        y = torch.zeros_like(xh)
+        for t in range(7):
+            for s_ in range(t + 1):
+                w = (Ch[:, t] * Bh[:, s_]).sum(-1) * torch.exp(cum[:, t] - cum[:, s_]) * delta[:, s_]   # (B, H)
+                y[:, t] += w[..., None] * xh[:, s_]
+        err = (m2(x, {}) - m2.out(y, xh, z)).abs().max().item()
+        check(err < 1e-12, f"mamba2 recurrence = quadratic form: max diff {err:.2e}")
+        check(torch.equal(Bh[:, :, 1], Bh[:, :, 0]) and not torch.equal(Bh[:, :, 2], Bh[:, :, 1]),
+              "mamba2: heads 0, 1 read group 0 of B, head 2 group 1")
 
         # s4d: the convolution against the recurrence x_t = e^{dtA} x_{t-1} + u_t, y = 2 Re(C~ x) + D u
         s4 = S4D(8, {"d_state": 6, "dt_min": 0.001, "dt_max": 0.1}, 0, torch.float64)

@@ -81,7 +81,7 @@ START_TEST(builder_errors_name_the_key) {
     ck_assert(hy_model_create(c, 1, &m) < 0);
     ck_assert(hy_model_config_set_layer(c, -1, "attention", "swiglu") == 0);
     char *before = json_of(c);
-    assert_error(hy_model_config_set_layer(c, 2, "mamba2", "swiglu"), "layers[2].mixer", "unknown mixer block 'mamba2'");
+    assert_error(hy_model_config_set_layer(c, 2, "lstm", "swiglu"), "layers[2].mixer", "unknown mixer block 'lstm'");
     ck_assert_msg(strstr(hy_last_error(), "attention") && strstr(hy_last_error(), "mamba"), "lists the mixers: %s",
                   hy_last_error());
     assert_error(hy_model_config_set_layer(c, 0, "swiglu", NULL), "layers[0].mixer",
@@ -138,8 +138,8 @@ START_TEST(yaml_text_and_file) {
                                            "inline", &a),
                  "inline:5:", "model.blocks.attention.n_heads: must be an integer, got 'four'");
     ck_assert(a == NULL);
-    assert_error(hy_model_config_from_yaml("model:\n  d_model: 32\n  n_layers: 1\n  layers: {mixer: mamba2}\n", NULL, &a),
-                 "<yaml>:4:", "unknown mixer block 'mamba2'");
+    assert_error(hy_model_config_from_yaml("model:\n  d_model: 32\n  n_layers: 1\n  layers: {mixer: lstm}\n", NULL, &a),
+                 "<yaml>:4:", "unknown mixer block 'lstm'");
     assert_error(hy_model_config_from_yaml("model: [1, 2\n", "bad", &a), "bad:", "YAML syntax error");
     assert_error(hy_model_config_from_yaml("train: {steps: 3}\n", "nomodel", &a), "nomodel", "model");
     assert_error(hy_model_config_load("/nonexistent/x.yaml", &a), "/nonexistent/x.yaml", NULL);

@@ -180,6 +180,34 @@ START_TEST(json_errors_say_where_and_what) {
     /* a NUL inside the text is an error, not the end */
     expect_error(hy_json_parse("[1]\0xx", 6, &j), "nul", "after the value", NULL, NULL);
     free(deep);
+    /* large objects (their keys hashed for the duplicate check): every key found, a duplicate
+     * anywhere refused with its position, lookalike keys kept apart */
+    for (int dup = -1; dup < 3; dup++) {
+        enum { KEYS = 5000 };
+        hy_strbuf b = {0};
+        hy_sb_add(&b, "{");
+        for (int k = 0; k < KEYS; k++) hy_sb_printf(&b, "%s\"k%d\": %d", k ? ", " : "", k, k);
+        static const int again[3] = {0, 15, 4321};   /* before, at and after the switch to hashing */
+        if (dup >= 0) hy_sb_printf(&b, ", \"k%d\": 0", again[dup]);
+        hy_sb_add(&b, ", \"k\": -1}");
+        char want[64];
+        snprintf(want, sizeof want, "duplicate key \"k%d\"", dup >= 0 ? again[dup] : 0);
+        int rc = hy_json_parse(b.p, b.len, &j);
+        if (dup >= 0) {
+            expect_error(rc, "large duplicate", want, "line 1, column", NULL);
+        } else {
+            ck_assert_msg(rc == 0, "%s", hy_last_error());
+            ck_assert_int_eq(j.n, KEYS + 1);
+            for (int k = 0; k < KEYS; k += 7) {
+                char key[16];
+                snprintf(key, sizeof key, "k%d", k);
+                int64_t v;
+                ck_assert(hy_json_int(hy_json_get(&j, key), &v) && v == k);
+            }
+            hy_json_free(&j);
+        }
+        hy_sb_free(&b);
+    }
 }
 END_TEST
 
@@ -432,7 +460,7 @@ START_TEST(config_json_refuses_bad_configs) {
     ck_assert_int_eq(hy_model_config_to_json(&c, &a), 0);
     static const struct { const char *from, *to, *e1, *e2; } edits[] = {
         {"\"d_model\": 16", "\"d_model\": 16, \"colour\": 1", "config: unknown key 'colour'", "expected d_model"},
-        {"\"type\": \"attention\"", "\"type\": \"mamba2\"", "config.layers[0].mixer: unknown block type 'mamba2'",
+        {"\"type\": \"attention\"", "\"type\": \"lstm\"", "config.layers[0].mixer: unknown block type 'lstm'",
          "registered: attention"},
         {"\"type\": \"attention\"", "\"type\": \"swiglu\"", "config.layers[0].mixer: block 'swiglu' is not a mixer", "mixers: attention"},
         {"\"type\": \"swiglu\"", "\"type\": \"attention\"", "config.layers[0].ffn: block 'attention' is not an ffn", "swiglu"},
@@ -597,7 +625,7 @@ START_TEST(checkpoint_refuses_mismatched_files) {
     char *json;
     ck_assert_int_eq(hy_model_config_to_json(&m->cfg, &json), 0);
     char *unknown_key = replace(json, "\"d_model\": 16", "\"d_model\": 16, \"dropout\": 0.1");
-    char *unknown_type = replace(json, "\"type\": \"swiglu\"", "\"type\": \"mamba2\"");
+    char *unknown_type = replace(json, "\"type\": \"swiglu\"", "\"type\": \"lstm\"");
     float extra[3] = {0};
     char *huge_vocab = replace(json, "\"vocab_size\": 256", "\"vocab_size\": 1000000000");
     enum { DROP, EXTRA, DTYPE, SHAPE, FORMAT, NO_FORMAT, NO_CONFIG, BAD_KEY, BAD_TYPE, BAD_STEP, HUGE, N_CASES };
@@ -610,7 +638,7 @@ START_TEST(checkpoint_refuses_mismatched_files) {
         [NO_FORMAT] = {"no 'format'", NULL},
         [NO_CONFIG] = {"no 'config'", NULL},
         [BAD_KEY] = {"config: unknown key 'dropout'", NULL},
-        [BAD_TYPE] = {"config.layers[0].ffn: unknown block type 'mamba2'", "registered: "},
+        [BAD_TYPE] = {"config.layers[0].ffn: unknown block type 'lstm'", "registered: "},
         [BAD_STEP] = {"step 'ten'", NULL},
         [HUGE] = {"the config describes a model of 16000", "parameters but the file holds only"},
     };
@@ -658,6 +686,40 @@ START_TEST(checkpoint_refuses_mismatched_files) {
     hy_model_free(m);
     unlink(path);
     unlink(bad);
+}
+END_TEST
+
+/* A config that asks for more parameters than the file holds (beyond a small slack) is refused
+ * before the model is allocated; before, up to 4 x the file's values + 1M were allocated first. */
+START_TEST(checkpoint_config_checked_before_allocation) {
+    char path[256], bad[256];
+    tmp_path(path, sizeof path, "wide.safetensors");
+    tmp_path(bad, sizeof bad, "wide-bad.safetensors");
+    hy_model_config c;
+    tiny_config(&c);
+    c.vocab_size = 65536;   /* a 4 MB embedding: 1M values */
+    hy_model *m, *l = NULL;
+    ck_assert_msg(hy_model_create(&c, 1, &m) == 0, "%s", hy_last_error());
+    hy_model_config_free(&c);
+    ck_assert_int_eq(hy_checkpoint_save(m, path, 3), 0);
+    hy_st_file f;
+    st_copy cp;
+    copy_open(&f, path, &cp);
+    ck_assert_str_eq(cp.keys[2], "config");
+    char *wide = replace(cp.vals[2], "\"vocab_size\": 65536", "\"vocab_size\": 200000");
+    cp.vals[2] = wide;
+    ck_assert_int_eq(hy_st_write(bad, cp.n_meta, cp.keys, cp.vals, cp.n, cp.e), 0);
+    hy_st_close(&f);
+    size_t before = hy_mem_current();
+    hy_mem_reset_peak();
+    expect_error(hy_checkpoint_load(bad, &l, NULL), "wide", "the config describes a model of 3205200 parameters", "but the file holds only 1053776 values",
+                 bad);
+    ck_assert_ptr_null(l);
+    ck_assert_msg(hy_mem_peak() - before < (1u << 20), "allocated %zu bytes before refusing", hy_mem_peak() - before);
+    ck_assert_msg(hy_checkpoint_load(path, &l, NULL) == 0, "%s", hy_last_error());
+    hy_model_free(l), hy_model_free(m);
+    free(wide);
+    unlink(path), unlink(bad);
 }
 END_TEST
 
@@ -809,6 +871,7 @@ static Suite *make_checkpoint_suite(void) {
     tcase_add_loop_test(tc, checkpoint_round_trip_is_bit_identical, 0, 2);
     tcase_add_test(tc, checkpoint_loads_pytorch_style_rewrite);
     tcase_add_test(tc, checkpoint_refuses_mismatched_files);
+    tcase_add_test(tc, checkpoint_config_checked_before_allocation);
     tcase_add_test(tc, train_state_round_trip_and_errors);
     tcase_add_test(tc, dump_writes_logits_losses_and_gradients);
     suite_add_tcase(s, tc);

@@ -4,6 +4,8 @@
 #include "core/error.h"
 #include "core/strbuf.h"
 #include "experiments/config.h"
+#include "experiments/experiment.h"
+#include "experiments/yaml_tree.h"
 #include "models/checkpoint.h"
 #include "tests/testutil.h"
 #include <math.h>
@@ -541,6 +543,74 @@ START_TEST(model_config_resolve_and_copy) {
 }
 END_TEST
 
+/* ---- nesting depth ---- */
+
+/* `prefix` then `opener` n times, then `closer` n times when closed (else the file just ends). */
+static char *nested_text(const char *prefix, const char *opener, const char *closer, int n, bool closed) {
+    hy_strbuf b = {0};
+    hy_sb_add(&b, prefix);
+    for (int i = 0; i < n; i++) hy_sb_add(&b, opener);
+    for (int i = 0; closed && i < n; i++) hy_sb_add(&b, closer);
+    hy_sb_add(&b, "\n");
+    return hy_sb_take(&b);
+}
+
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fputs(text, f) >= 0, 1);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* Maps or lists nested deeper than YT_MAX_DEPTH: a located error from every YAML entry point (run
+ * configs, experiments, model files, text), never a stack overflow (8000 levels crashed before). */
+START_TEST(deep_nesting_is_refused) {
+    char path[256], want[512];
+    snprintf(path, sizeof path, "/tmp/hybrid-test-deep-%d.yaml", (int)getpid());
+    static const char *const open_close[][2] = {{"[", "]"}, {"{a: ", "}"}};
+    for (int form = 0; form < 2; form++) {
+        /* 8000 levels, never closed (the reproduction of the crash) */
+        char *text = nested_text("a: ", open_close[form][0], open_close[form][1], 8000, false);
+        write_text(path, text);
+        /* the root map is level 1; the opener of level YT_MAX_DEPTH + 1 is refused, at its column */
+        int col = 4 + (YT_MAX_DEPTH - 1) * (int)strlen(open_close[form][0]);
+        snprintf(want, sizeof want, "%s:1:%d: a%s", path, col, form ? ".a" : "[0]");
+        hy_run_config c;
+        ck_assert_int_eq(hy_run_config_load(path, NULL, 0, &c), HY_ERR_CONFIG);
+        const char *e = hy_last_error();
+        ck_assert_msg(strncmp(e, want, strlen(want)) == 0, "\nexpected: %s...\n     got: %s", want, e);
+        char limit[96];
+        snprintf(limit, sizeof limit, ": maps and lists nested deeper than %d levels", YT_MAX_DEPTH);
+        ck_assert_msg(strstr(e, limit), "%s", e);
+        hy_experiment x;
+        ck_assert_int_eq(hy_experiment_load(path, NULL, 0, &x), HY_ERR_CONFIG);
+        ck_assert_msg(strstr(hy_last_error(), limit), "%s", hy_last_error());
+        hy_model_config *m = NULL;
+        ck_assert_int_eq(hy_model_config_load(path, &m), HY_ERR_CONFIG);
+        ck_assert_msg(strstr(hy_last_error(), limit), "%s", hy_last_error());
+        ck_assert_int_eq(hy_model_config_from_yaml(text, "deep.yaml", &m), HY_ERR_CONFIG);
+        ck_assert_msg(strncmp(hy_last_error(), "deep.yaml:1:", 12) == 0 && strstr(hy_last_error(), limit), "%s",
+                      hy_last_error());
+        ck_assert_ptr_null(m);
+        free(text);
+        /* at the limit the file parses: the error is the schema's (no key 'a'), not the depth */
+        text = nested_text("a: ", open_close[form][0], open_close[form][1], YT_MAX_DEPTH - 1, true);
+        write_text(path, text);
+        ck_assert_int_eq(hy_run_config_load(path, NULL, 0, &c), HY_ERR_CONFIG);
+        ck_assert_msg(!strstr(hy_last_error(), "nested deeper") && strstr(hy_last_error(), "unknown key 'a'"), "%s",
+                      hy_last_error());
+        free(text);
+        /* one level more is refused */
+        text = nested_text("a: ", open_close[form][0], open_close[form][1], YT_MAX_DEPTH, true);
+        write_text(path, text);
+        ck_assert_int_eq(hy_run_config_load(path, NULL, 0, &c), HY_ERR_CONFIG);
+        ck_assert_msg(strstr(hy_last_error(), limit), "%s", hy_last_error());
+        free(text);
+    }
+    unlink(path);
+}
+END_TEST
+
 static Suite *make_config_suite(void) {
     Suite *s = suite_create("config");
     TCase *t = tcase_create("forms");
@@ -564,6 +634,7 @@ static Suite *make_config_suite(void) {
     t = tcase_create("errors");
     tcase_add_loop_test(t, bad_config, 0, (int)(sizeof bad_cases / sizeof *bad_cases));
     tcase_add_test(t, missing_file);
+    tcase_add_test(t, deep_nesting_is_refused);
     suite_add_tcase(s, t);
     t = tcase_create("model");
     tcase_add_test(t, model_config_resolve_and_copy);

@@ -114,6 +114,7 @@ static const bad_case bad_cases[] = {
     {"inline-model-error.yaml", "6:23", "variants[0].model.layers.mixer", "unknown mixer block 'attentoin'"},
     {"sweep-not-list.yaml", "2:12", "sweep.seq_len", "must be a non-empty list"},
     {"sweep-item.yaml", "2:17", "sweep.seq_len[1]", "must be an integer in [1, 16777216], got 'big'"},
+    {"too-many-runs.yaml", "2:3", "sweep", "11000 runs: more than 10000"},
     {"budget-conflict.yaml", "4:3", "budget.steps", "train.steps is also set: give the budget in one place"},
     {"budget-empty.yaml", "1:9", "budget", "give at least one of steps, tokens, seconds"},
     {"swept-in-variant.yaml", "5:13", "variants[0].train.seq_len", "is swept (sweep.seq_len): remove it here"},
@@ -182,7 +183,7 @@ START_TEST(shipped_configs) {
     hy_run_config_free(&c);
     static const char *const models[] = {"transformer", "transformer-small", "mamba", "s4d", "rwkv7", "hyena",
                                          "jamba-like", "hybrid-1-3", "striped-1-1", "transformer-d64", "mamba-d64",
-                                         "hybrid-1-3-d64", "hyena-d64", "striped-1-1-d64"};
+                                         "hybrid-1-3-d64", "hyena-d64", "striped-1-1-d64", "mamba2", "mamba2-hybrid"};
     char path[256], text[512];
     snprintf(path, sizeof path, "/tmp/hybrid-test-exp-models-%d.yaml", (int)getpid());
     int loaded = 0;
@@ -291,7 +292,7 @@ START_TEST(sweep_resume_and_schema) {
                                     "flop_per_token,train_s,tokens_per_s,peak_bytes,state_bytes,val_loss,val_ppl,"
                                     "val_bits_per_byte,bytes_per_token,lr_selected\n");
     first_line_is(dir, "train.csv", "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,"
-                                    "elapsed_s,aux_loss,val_bits_per_byte\n");
+                                    "elapsed_s,aux_loss,comm_s,val_bits_per_byte\n");
     first_line_is(dir, "eval.csv", "variant,seq_len,seed,lr,task,eval_seq_len,val_loss,val_bits_per_byte,accuracy,labels,"
                                    "bytes_per_token\n");
     first_line_is(dir, "position.csv", "variant,seq_len,seed,lr,eval_seq_len,position,loss\n");
@@ -520,13 +521,38 @@ START_TEST(cli_bench_experiment) {
     const char *exe = getenv("HY_EXE") ? getenv("HY_EXE") : "./build/hybrid-exp";
     snprintf(cmd, sizeof cmd, "%s " EXP "tiny-bench.yaml --out %s > %s.log 2>&1", exe, dir, dir);
     ck_assert_msg(system(cmd) == 0, "%s failed (see %s.log)", cmd, dir);
-    first_line_is(dir, "layers.csv", "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads\n");
+    first_line_is(dir, "layers.csv", "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads,"
+                                     "best_f32_gemm_gflops_per_s,ratio_to_best_f32_gemm\n");
     char *layers = slurp(dir, "layers.csv");
     ck_assert_ptr_nonnull(strstr(layers, "\nattention,16,1,16,fwd,"));
     ck_assert_ptr_nonnull(strstr(layers, "\nswiglu,16,1,32,fwd_bwd,"));
     ck_assert_ptr_null(strstr(layers, ",16,1,64,"));   /* min_T / max_T honoured: no T = 64 row */
+    /* every row's ratio is its rate over the run's best f32 GEMM, and that yardstick is positive */
+    int rows = 0;
+    for (const char *line = strchr(layers, '\n'); line && line[1]; line = strchr(line + 1, '\n'), rows++) {
+        const char *f = line + 1;
+        double v[13];
+        for (int c = 0; c < 13; c++) {
+            v[c] = strtod(f, NULL);
+            f = strchr(f, ',');
+            if (c < 12) {
+                ck_assert_ptr_nonnull(f);
+                f++;
+            }
+        }
+        ck_assert_msg(v[11] > 0, "best_f32_gemm_gflops_per_s must be positive");
+        /* the CSV rounds the rate to 3 decimals and the yardstick to 1: their quotient is off by up to
+         * (0.0005 + ratio·0.05) / yardstick, which matters when a loaded machine makes the yardstick small */
+        double tol = 1e-4 + (0.0005 + 0.05 * fabs(v[12])) / v[11];
+        ck_assert_msg(fabs(v[12] - v[7] / v[11]) <= tol, "ratio %g != %g / %g", v[12], v[7], v[11]);
+    }
+    ck_assert_int_gt(rows, 0);
     hy_free(layers);
     ck_assert(file_exists(dir, "complexity.svg") && file_exists(dir, "memory.png") && file_exists(dir, "report.md"));
+    char *report = slurp(dir, "report.md");
+    ck_assert_ptr_nonnull(strstr(report, "ratio to the best f32 GEMM"));
+    ck_assert_ptr_nonnull(strstr(report, "fwd_bwd × GEMM"));
+    hy_free(report);
     char unlinked[600];
     snprintf(unlinked, sizeof unlinked, "%s/complexity.png", dir);
     ck_assert_int_eq(unlink(unlinked), 0);

@@ -3,6 +3,7 @@
 #include "core/mem.h"
 #include "tests/testutil.h"
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 static void reference(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
@@ -89,6 +90,39 @@ START_TEST(linear_backward_matches_definition) {
 }
 END_TEST
 
+/* Calls from inside a parallel region (per-thread blocks, as the chunked SSD makes them): every
+ * thread its own shapes and operands at once, forced oneDNN (each thread's own primitives) and
+ * auto, against the reference; again after hy_gemm_shutdown freed every thread's primitives. */
+START_TEST(parallel_region_calls) {
+    enum { NT = 4, M = 64, N = 48, K = 40 };
+    static const hy_gemm_backend bes[] = {HY_GEMM_ONEDNN, HY_GEMM_AUTO, HY_GEMM_ONEDNN};
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(NT);
+    for (int round = 0; round < 3; round++) {
+        hy_gemm_set_backend(bes[round]);
+        double worst[NT] = {0};
+        #pragma omp parallel for schedule(static, 1) num_threads(NT)
+        for (int t = 0; t < NT; t++) {
+            int m = M + 8 * t, ta = t & 1, tb = (t >> 1) & 1, lda = ta ? m : K, ldb = tb ? K : N;
+            float *A = hy_malloc((size_t)m * K * 4), *B = hy_malloc((size_t)K * N * 4), *C = hy_malloc((size_t)m * N * 4),
+                  *R = hy_malloc((size_t)m * N * 4);
+            for (int rep = 0; rep < 20; rep++) {
+                tu_fill_normal(A, (size_t)m * K, 1, 10 * t + rep), tu_fill_normal(B, (size_t)K * N, 1, 5 + t + rep);
+                hy_gemm(ta, tb, m, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, N);
+                reference(ta, tb, m, N, K, 1.0f, A, lda, B, ldb, 0.0f, R, N);
+                for (int i = 0; i < m * N; i++) worst[t] = fmax(worst[t], fabs(C[i] - R[i]) / (1 + sqrt(K)));
+            }
+            hy_free(A), hy_free(B), hy_free(C), hy_free(R);
+        }
+        for (int t = 0; t < NT; t++)
+            ck_assert_msg(worst[t] < 1e-5, "round %d thread %d: error %g", round, t, worst[t]);
+        if (round == 1) hy_gemm_shutdown();
+    }
+    hy_gemm_set_backend(HY_GEMM_AUTO);
+    omp_set_num_threads(threads);
+}
+END_TEST
+
 static Suite *gemm_suite(void) {
     Suite *s = suite_create("gemm");
     TCase *tc = tcase_create("backends");
@@ -97,6 +131,7 @@ static Suite *gemm_suite(void) {
     tcase_add_test(tc, auto_matches_reference);
     tcase_add_test(tc, bf16_close_to_reference);
     tcase_add_test(tc, linear_backward_matches_definition);
+    tcase_add_test(tc, parallel_region_calls);
     suite_add_tcase(s, tc);
     return s;
 }

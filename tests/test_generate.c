@@ -413,6 +413,133 @@ START_TEST(state_file_refusals) {
 }
 END_TEST
 
+/* Copies state file src to dst with __metadata__ `key` set to `value` (key NULL: unchanged),
+ * every tensor repeated `copies` times along its first (batch) axis, and tensor `drop` (NULL:
+ * none) left out. */
+static void edit_state(const char *src, const char *dst, const char *key, const char *value, int copies, const char *drop) {
+    hy_st_file f;
+    ck_assert_msg(hy_st_open(src, &f) == 0, "%s", hy_last_error());
+    ck_assert_int_le(f.n_tensors, 64);
+    ck_assert_int_le(f.n_meta, 16);
+    hy_st_entry e[64];
+    float *bufs[64];
+    const char *keys[16], *vals[16];
+    int n = 0;
+    for (int i = 0; i < f.n_meta; i++)
+        keys[i] = f.meta_keys[i], vals[i] = key && !strcmp(key, f.meta_keys[i]) ? value : f.meta_values[i];
+    for (int i = 0; i < f.n_tensors; i++) {
+        const hy_st_tensor *t = &f.tensors[i];
+        if (drop && !strcmp(t->name, drop)) continue;
+        size_t bytes = t->numel * sizeof(float);
+        bufs[n] = hy_malloc(bytes * (size_t)copies + 4);
+        for (int c = 0; c < copies; c++)
+            for (int64_t b = 0; b < t->shape[0]; b++) {   /* the batch rows of copy c follow those of copy c - 1 */
+                size_t row = bytes / (size_t)t->shape[0];
+                memcpy((char *)bufs[n] + ((size_t)c * (size_t)t->shape[0] + (size_t)b) * row, (const char *)t->data + (size_t)b * row, row);
+            }
+        e[n] = (hy_st_entry){.name = t->name, .dtype = t->dtype, .ndim = t->ndim, .data = bufs[n]};
+        for (int d = 0; d < t->ndim; d++) e[n].shape[d] = t->shape[d];
+        e[n].shape[0] *= copies;
+        n++;
+    }
+    ck_assert_msg(hy_st_write(dst, f.n_meta, keys, vals, n, e) == 0, "%s", hy_last_error());
+    for (int i = 0; i < n; i++) hy_free(bufs[i]);
+    hy_st_close(&f);
+}
+
+/* Loading `path` into m fails with `needle` in the message, allocating at most 1 MB on the way. */
+static void refused_small(hy_model *m, const char *path, const char *needle) {
+    hy_model_state *st = NULL;
+    size_t before = hy_mem_current();
+    hy_mem_reset_peak();
+    ck_assert_int_lt(hy_model_state_load(m, path, &st), 0);
+    ck_assert_ptr_null(st);
+    ck_assert_msg(strstr(hy_last_error(), needle), "expected '%s' in: %s", needle, hy_last_error());
+    ck_assert_msg(hy_mem_peak() - before < (1u << 20), "refusing %s allocated %zu bytes first", path,
+                  hy_mem_peak() - before);
+    ck_assert_int_eq(hy_mem_current(), before);
+}
+
+/* Every size in a state file is checked against the file and the model before the state is
+ * allocated (issue 19: batch = 1048576 in an 11 KB file allocated 8.5 GB), and the position
+ * against what the state holds (a KV cache of exactly `position` tokens; at most HY_MAX_POSITION). */
+START_TEST(state_file_sizes_checked_before_allocation) {
+    char path[256], edited[256];
+    tmp_path(path, sizeof path, "size");
+    tmp_path(edited, sizeof edited, "size-edit");
+    int32_t tok[40];
+    tokens(tok, 40, 5);
+    /* a recurrent stack: fixed-size state tensors */
+    stack r = {.label = "rwkv7+cmix"};
+    stack_add(&r, hy_block_find("rwkv7"), hy_block_find("cmix"));
+    hy_model *m = build(&r, 3);
+    hy_model_state *a, *b;
+    ck_assert_int_eq(hy_model_state_new(m, 1, &a), 0);
+    ck_assert_int_eq(hy_model_prefill(m, a, tok, 20, NULL, false), 0);
+    ck_assert_int_eq(hy_model_state_save(m, a, path), 0);
+    edit_state(path, edited, "batch", "1048576", 1, NULL);
+    refused_small(m, edited, "has shape (1, 64), but __metadata__ batch is 1048576");
+    edit_state(path, edited, "batch", "1048577", 1, NULL);
+    refused_small(m, edited, "batch '1048577' is not an integer in [0, 1048576]");
+    edit_state(path, edited, "position", "1099511627776", 1, NULL);
+    refused_small(m, edited, "position '1099511627776' is not an integer in [0, 1073741824]");
+    edit_state(path, edited, NULL, NULL, 1, "logits");
+    refused_small(m, edited, "tensor 'logits' is missing (the state has consumed 20 tokens)");
+    /* two sequences, every tensor doubled along the batch: consistent, loads */
+    edit_state(path, edited, "batch", "2", 2, NULL);
+    ck_assert_msg(hy_model_state_load(m, edited, &b) == 0, "%s", hy_last_error());
+    ck_assert_int_eq(b->B, 2);
+    hy_model_state_free(m, b);
+    /* the doubled tensors with batch 1 */
+    edit_state(path, edited, NULL, NULL, 2, NULL);
+    refused_small(m, edited, "has shape (2, 64), but __metadata__ batch is 1");
+    /* a recurrent state at the largest position loads, and refuses to take one token more */
+    char most[32];
+    snprintf(most, sizeof most, "%d", HY_MAX_POSITION);
+    edit_state(path, edited, "position", most, 1, NULL);
+    ck_assert_msg(hy_model_state_load(m, edited, &b) == 0, "%s", hy_last_error());
+    ck_assert_int_eq(hy_model_state_position(b), HY_MAX_POSITION);
+    ck_assert_int_lt(hy_model_step(m, b, tok, NULL), 0);
+    ck_assert_msg(strstr(hy_last_error(), "the most a state can hold"), "%s", hy_last_error());
+    ck_assert_int_lt(hy_model_prefill(m, b, tok, 3, NULL, false), 0);
+    ck_assert_msg(strstr(hy_last_error(), "past 1073741824 tokens"), "%s", hy_last_error());
+    hy_sample_opts g = {.temperature = 0, .top_k = 0, .top_p = 1};
+    ck_assert_int_lt(hy_generate(m, b, NULL, 0, 3, &g, NULL, NULL, NULL), 0);
+    hy_model_state_free(m, b);
+    hy_model_state_free(m, a);
+    hy_model_free(m);
+    /* attention: the KV cache must hold exactly `position` tokens */
+    stack s = {.label = "attention+swiglu"};
+    stack_add(&s, hy_block_find("attention"), hy_block_find("swiglu"));
+    m = build(&s, 3);
+    ck_assert_int_eq(hy_model_state_new(m, 1, &a), 0);
+    ck_assert_int_eq(hy_model_prefill(m, a, tok, 20, NULL, false), 0);
+    ck_assert_int_eq(hy_model_state_save(m, a, path), 0);
+    edit_state(path, edited, "position", "25", 1, NULL);
+    refused_small(m, edited, "layer 0 mixer 'attention': its state tensors hold 2560 values (shapes: k (1, 20, 64), "
+                             "v (1, 20, 64)), but after 25 tokens the block's state holds 3200 values per sequence (batch 1)");
+    edit_state(path, edited, "position", "1073741824", 1, NULL);
+    refused_small(m, edited, "after 1073741824 tokens the block's state holds");
+    hy_model_state_free(m, a);
+    /* a fresh state of two sequences is saved with zero logits, so its batch is backed by the file */
+    ck_assert_int_eq(hy_model_state_new(m, 2, &a), 0);
+    ck_assert_int_eq(hy_model_state_save(m, a, path), 0);
+    ck_assert_msg(hy_model_state_load(m, path, &b) == 0, "%s", hy_last_error());
+    ck_assert_int_eq(b->B, 2);
+    ck_assert_int_eq(hy_model_state_position(b), 0);
+    ck_assert(!b->have_logits);
+    hy_model_state_free(m, b);
+    /* without them nothing in the file vouches for the batch */
+    edit_state(path, edited, NULL, NULL, 1, "logits");
+    refused_small(m, edited, "batch is 2 but the file holds nothing per sequence");
+    edit_state(path, edited, "batch", "1048576", 1, "logits");
+    refused_small(m, edited, "has shape (2, 0, 64), but __metadata__ batch is 1048576");
+    hy_model_state_free(m, a);
+    hy_model_free(m);
+    unlink(path), unlink(edited);
+}
+END_TEST
+
 /* attention's saved k and v are the cached keys and values in the projection layout: for layer 0
  * (no RoPE) k_t = W_k rmsnorm(E[tok_t]), v_t = W_v rmsnorm(E[tok_t]), exactly. */
 START_TEST(attention_state_tensors_are_keys_and_values) {
@@ -512,6 +639,10 @@ static void check_import_checks(const hy_block_ops *ops) {
     hy_state_tensor t[NT], t2[NT];
     float *data[NT], *back[NT];
     ops->state_tensors(&L, st, t);
+    size_t total = 0;   /* state_bytes is exactly what the tensors hold (the state loader relies on it) */
+    for (int i = 0; i < n; i++) total += hy_state_tensor_numel(&t[i]) * sizeof(float);
+    ck_assert_msg(total == B * ops->state_bytes(&o, D, T), "%s: state tensors hold %zu bytes, state_bytes says %zu x %d",
+                  ops->name, total, ops->state_bytes(&o, D, T), B);
     for (int i = 0; i < n; i++) {
         size_t k = hy_state_tensor_numel(&t[i]);
         ck_assert_int_eq(t[i].shape[0], B);
@@ -723,6 +854,7 @@ static Suite *generate_suite(void) {
     tcase_add_test(stream, prefill_then_step_equals_step_only);
     tcase_add_test(stream, state_save_load_continue_identical);
     tcase_add_test(stream, state_file_refusals);
+    tcase_add_test(stream, state_file_sizes_checked_before_allocation);
     tcase_add_test(stream, optional_state_ops);
     tcase_add_test(stream, state_import_checks_every_tensor);
     tcase_add_test(stream, attention_state_tensors_are_keys_and_values);

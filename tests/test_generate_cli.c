@@ -48,6 +48,15 @@ START_TEST(cli_generate_streams_and_continues_from_state) {
     hy_sample_opts g = {.temperature = 0, .top_k = 0, .top_p = 1};
     ck_assert_int_eq(hy_generate(m, st, pt, 5, 18, &g, NULL, NULL, lib), 18);
     hy_model_state_free(m, st);
+    /* a state of two sequences: generate continues one, and says so (its prompt is one row) */
+    char two[320];
+    snprintf(two, sizeof two, "%s/two.st", dir);
+    int32_t pt2[10];
+    for (int i = 0; i < 10; i++) pt2[i] = pt[i % 5];
+    ck_assert_int_eq(hy_model_state_new(m, 2, &st), 0);
+    ck_assert_int_eq(hy_model_prefill(m, st, pt2, 5, NULL, false), 0);
+    ck_assert_int_eq(hy_model_state_save(m, st, two), 0);
+    hy_model_state_free(m, st);
     hy_model_free(m);
     char *out;
     size_t len;
@@ -82,6 +91,10 @@ START_TEST(cli_generate_streams_and_continues_from_state) {
     }
     snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --state-in %s/missing.st -n 3 2>/dev/null", exe(), ckpt, dir);
     ck_assert_int_eq(run(cmd, &out, &len), 1);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --state-in %s --prompt Hello -n 3 2>&1", exe(), ckpt, two);
+    ck_assert_int_eq(run(cmd, &out, &len), 1);
+    ck_assert_msg(strstr(out, "two.st holds 2 sequences; generate continues one"), "%s", out);
     free(out);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     ck_assert_int_eq(system(cmd), 0);

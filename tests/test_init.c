@@ -33,6 +33,7 @@ struct rule {
 };
 
 static const char *mamba_formula(const hy_layer *L, const char *name, const float *x, size_t n);
+static const char *mamba2_formula(const hy_layer *L, const char *name, const float *x, size_t n);
 static const char *modal_formula(const hy_layer *L, const char *name, const float *x, size_t n);
 static const char *rwkv7_formula(const hy_layer *L, const char *name, const float *x, size_t n);
 static const char *cmix_formula(const hy_layer *L, const char *name, const float *x, size_t n);
@@ -65,6 +66,15 @@ static const rule rules[] = {
     {"mamba", "dt_proj.bias", FORMULA, 0, NULL, mamba_formula},
     {"mamba", "A_log", FORMULA, 0, NULL, mamba_formula},
     {"mamba", "D", CONST, 1, NULL, NULL},
+
+    {"mamba2", "in_proj.weight", LINEAR, 0, NULL, NULL},
+    {"mamba2", "out_proj.weight", OUTPUT, 0, NULL, NULL},
+    {"mamba2", "conv1d.weight", UNIFORM, 0, NULL, NULL},
+    {"mamba2", "conv1d.bias", UNIFORM, 0, "conv1d.weight", NULL},
+    {"mamba2", "dt_bias", FORMULA, 0, NULL, mamba2_formula},
+    {"mamba2", "A_log", FORMULA, 0, NULL, mamba2_formula},
+    {"mamba2", "D", CONST, 1, NULL, NULL},
+    {"mamba2", "norm.weight", CONST, 1, NULL, NULL},
 
     {"s4d", "output_linear.weight", OUTPUT, 0, NULL, NULL},
     {"s4d", "output_linear.bias", OUTPUT_BIAS, 0, "output_linear.weight", NULL},
@@ -217,6 +227,25 @@ static const char *mamba_formula(const hy_layer *L, const char *name, const floa
     return NULL;
 }
 
+/* Mamba-2: exp(A_log) uniform in [A_init_min, A_init_max]; dt_bias as mamba's dt_proj.bias. */
+static const char *mamba2_formula(const hy_layer *L, const char *name, const float *x, size_t n) {
+    if (strcmp(name, "A_log")) return mamba_formula(L, name, x, n);
+    double lo = opt_of(L, "A_init_min"), hi = opt_of(L, "A_init_max"), s = 0;
+    for (size_t i = 0; i < n; i++) {
+        double A = exp(x[i]);
+        if (A < lo * (1 - 1e-6) || A > hi * (1 + 1e-6)) {
+            snprintf(msg, sizeof msg, "entry %zu: A = exp(A_log) = %.6g outside [A_init_min, A_init_max]", i, A);
+            return msg;
+        }
+        s += A;
+    }
+    if (fabs(s / n - (lo + hi) / 2) > 6 * (hi - lo) / sqrt(12.0 * n)) {
+        snprintf(msg, sizeof msg, "mean A %.4g, expected %.4g (uniform)", s / n, (lo + hi) / 2);
+        return msg;
+    }
+    return NULL;
+}
+
 /* S4D-Lin (s4d's kernel.*, hyena's filter.*): log_dt ~ U(ln dt_min, ln dt_max); A_imag[h, m] = π·m. */
 static const char *modal_formula(const hy_layer *L, const char *name, const float *x, size_t n) {
     if (name_is(name, "A_imag")) {
@@ -339,7 +368,8 @@ START_TEST(every_block_follows_the_convention) {
 END_TEST
 
 /* Options that change the fan-ins and shapes: GQA attention, narrow and wide ffns, mamba with
- * another expand and dt_rank, a LoRA taller than wide (orthogonal columns), other state sizes. */
+ * another expand and dt_rank, a LoRA taller than wide (orthogonal columns), other state sizes,
+ * mamba2 with two groups. */
 START_TEST(other_shapes) {
     static const struct {
         const char *block;
@@ -354,6 +384,7 @@ START_TEST(other_shapes) {
         {"rwkv7", 64, {"head_size=16", "d_gate_lora=96", NULL}},
         {"s4d", 96, {"d_state=16", NULL, NULL}},
         {"hyena", 96, {"d_state=8", NULL, NULL}},
+        {"mamba2", 64, {"headdim=16", "ngroups=2", "d_state=32"}},   /* last: the seeds above stay */
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         int np = 0;

@@ -297,7 +297,7 @@ static void last_val(const char *out, double *loss, double *bpb) {
     const char *f = last;
     for (int k = 0; k < 7; k++) f = strchr(f, ',') + 1;
     *loss = atof(f);
-    for (int k = 7; k < 13; k++) f = strchr(f, ',') + 1;
+    for (int k = 7; k < 14; k++) f = strchr(f, ',') + 1;   /* val_bits_per_byte: column 14 */
     *bpb = *f == '\n' || *f == ',' ? NAN : atof(f);
     hy_free(csv);
 }

@@ -81,8 +81,9 @@ START_TEST(train_writes_csv_config_and_checkpoints) {
     ck_assert_int_eq(r.steps, 40);
     ck_assert_double_eq(r.tokens, 40.0 * 4 * 32);
     char *csv = slurp(dir, "train.csv");
-    const char *header = "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,"
-                         "elapsed_s,aux_loss,val_bits_per_byte\n";
+    const char *header =
+        "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,aux_loss,"
+        "comm_s,val_bits_per_byte\n";
     ck_assert_msg(strncmp(csv, header, strlen(header)) == 0, "header: %.100s", csv);
     int rows = 0;
     for (const char *p = strchr(csv, '\n') + 1; *p; p = strchr(p, '\n') + 1) {
@@ -91,10 +92,12 @@ START_TEST(train_writes_csv_config_and_checkpoints) {
             commas += *q == ',';
             ck_assert_msg(*q != ' ', "space in a CSV value");
         }
-        ck_assert_int_eq(commas, 13);
+        ck_assert_int_eq(commas, 14);
         ck_assert_msg(isnan(csv_field(p, 12)), "aux_loss not empty without MoE: %.80s", p);
+        double comm = csv_field(p, 13);   /* comm_s: 0 in one process, empty in row 0 */
+        ck_assert_msg(rows == 0 ? isnan(comm) : comm == 0, "comm_s: %.120s", p);
         /* bits per byte of a byte corpus: the validation loss / ln 2, where there is a validation loss */
-        double val = csv_field(p, 7), bpb = csv_field(p, 13);
+        double val = csv_field(p, 7), bpb = csv_field(p, 14);
         ck_assert_msg(isnan(val) ? isnan(bpb) : fabs(bpb - val / log(2.0)) < 2e-6, "val %g, bits/byte %g", val, bpb);
         char key[64];   /* variant, seq_len, seed, peak_lr */
         snprintf(key, sizeof key, "tiny-train,32,%llu,%g,", (unsigned long long)c.seed, c.lr);
@@ -171,6 +174,37 @@ START_TEST(resume_continues_identical_curve) {
     ck_assert_str_eq(la, lb);
     hy_free(a), hy_free(b);
     remove_dir(full), remove_dir(part);
+}
+END_TEST
+
+/* A train.csv whose rows lack the last column (comm_s) is read back on resume with an empty cell
+ * there, so every row keeps the header's column count. */
+START_TEST(resume_pads_rows_without_the_last_column) {
+    char dir[256], cmd[800];
+    fresh_dir(dir, sizeof dir, "pad");
+    hy_run_config c;
+    hy_train_opts o = {.stop_after = 15};
+    hy_train_result r;
+    load(&c, dir, NULL);
+    ck_assert_int_eq(hy_train(&c, &o, &r), 0);
+    snprintf(cmd, sizeof cmd, "sed -i -e '1s/,comm_s$//' -e '2,$s/,[^,]*$//' %s/train.csv", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    char *old = slurp(dir, "train.csv");
+    ck_assert_ptr_null(strstr(old, "comm_s"));
+    hy_free(old);
+    o.stop_after = 0, o.resume = true;
+    ck_assert_msg(hy_train(&c, &o, &r) == 0, "%s", hy_last_error());
+    hy_run_config_free(&c);
+    char *csv = slurp(dir, "train.csv");
+    int rows = 0;
+    for (const char *p = csv; *p; p = strchr(p, '\n') + 1, rows++) {
+        int commas = 0;
+        for (const char *q = p; *q != '\n'; q++) commas += *q == ',';
+        ck_assert_msg(commas == 13, "row %d: %.150s", rows, p);
+    }
+    ck_assert_int_eq(rows, 10);   /* the header, step 0 and every 5 steps to 40 */
+    hy_free(csv);
+    remove_dir(dir);
 }
 END_TEST
 
@@ -266,11 +300,12 @@ START_TEST(moe_run_logs_aux_and_routing) {
         else ck_assert_msg(aux > 0 && aux <= 4 * 2, "aux_loss %g: %.80s", aux, p);
     }
     ck_assert_int_eq(rows, 5);   /* steps 0, 5, 10, 15, 20 */
-    /* the resumed run: same rows, aux column included (everything but throughput and time) */
+    /* the resumed run: same rows, aux and bits-per-byte columns included (everything but throughput
+     * and time) */
     for (const char *a = strchr(csv, '\n') + 1, *b = strchr(csv2, '\n') + 1; *a; a = strchr(a, '\n') + 1,
                     b = strchr(b, '\n') + 1) {
-        for (int k = 0; k < 13; k++)
-            if (k != 10 && k != 11) {   /* tokens_per_s, elapsed_s */
+        for (int k = 0; k < 15; k++)
+            if (k != 10 && k != 11 && k != 13) {   /* tokens_per_s, elapsed_s, comm_s */
                 double x = csv_field(a, k), y = csv_field(b, k);
                 ck_assert_msg((isnan(x) && isnan(y)) || x == y, "column %d differs after resume: %.90s / %.90s", k, a, b);
             }
@@ -301,6 +336,7 @@ static Suite *train_suite(void) {
     tcase_add_test(tc, train_writes_csv_config_and_checkpoints);
     tcase_add_test(tc, same_seed_same_loss_curve);
     tcase_add_test(tc, resume_continues_identical_curve);
+    tcase_add_test(tc, resume_pads_rows_without_the_last_column);
     tcase_add_test(tc, moe_run_logs_aux_and_routing);
     suite_add_tcase(s, tc);
     return s;

@@ -245,9 +245,9 @@ static hy_flash_args train_args(const geom *g, attn_priv *P, int B, int T) {
     hy_flash_args a = {B, g->H, g->Hkv, g->hd, T, T, 1.0f / sqrtf((float)g->hd),
                        .q = hview(P->qh.p, g->H, g->hd, T), .k = hview(P->kh.p, g->Hkv, g->hd, T),
                        .kt = tview(P->kt.p, g->Hkv, g->hd, T), .v = hview(P->vh.p, g->Hkv, g->hd, T),
-                       .vt = tview(P->vt.p, g->Hkv, g->hd, T), .o = {P->o.p, qs, g->hd, qld},
-                       .dout = hview(P->douth.p, g->H, g->hd, T), .dq = {P->dq.p, qs, g->hd, qld},
-                       .dk = {P->dk.p, ks, g->hd, kld}, .dv = {P->dv.p, ks, g->hd, kld}, .lse = P->lse.p};
+                       .vt = tview(P->vt.p, g->Hkv, g->hd, T), .o = {P->o.p, qs, g->hd, qld, 0},
+                       .dout = hview(P->douth.p, g->H, g->hd, T), .dq = {P->dq.p, qs, g->hd, qld, 0},
+                       .dk = {P->dk.p, ks, g->hd, kld, 0}, .dv = {P->dv.p, ks, g->hd, kld, 0}, .lse = P->lse.p};
     return a;
 }
 
@@ -426,6 +426,8 @@ static void attn_state_free(hy_layer *L, void *state) {
  * (sequence, kv head) is copied over (whole key blocks for the transposed keys). */
 static int cache_grow(attn_state *s, const geom *g, int need) {
     if (need <= s->cap) return 0;
+    if (need > HY_MAX_POSITION)
+        return hy_fail("attention: the KV cache holds at most %d tokens per sequence, asked for %d", HY_MAX_POSITION, need);
     int cap = s->cap ? s->cap : 256;
     while (cap < need) cap *= 2;
     size_t kw = (size_t)g->Hkv * g->hd;
@@ -453,6 +455,9 @@ static int attn_prefill(hy_layer *L, void *state, const float *x, float *y, int 
     if (!P) return HY_ERR_NOMEM;
     if (B != s->B) return hy_fail("attention: state holds %d sequences, got %d", s->B, B);
     if (T <= 0) return 0;
+    if (T > HY_MAX_POSITION - s->pos)
+        return hy_fail("attention: the KV cache holds at most %d tokens per sequence (it holds %d, %d more asked)",
+                       HY_MAX_POSITION, s->pos, T);
     size_t rows = (size_t)B * T, kw = (size_t)g.Hkv * g.hd, qw = (size_t)g.H * g.hd;
     if (!hy_buf_grab(&s->q, rows * qw) || !hy_buf_grab(&s->k, rows * kw) || !hy_buf_grab(&s->vn, rows * kw) ||
         !hy_buf_grab(&s->o, rows * qw))
@@ -464,8 +469,8 @@ static int attn_prefill(hy_layer *L, void *state, const float *x, float *y, int 
     for (int b = 0; b < B; b++)
         memcpy(s->v + ((size_t)b * s->cap + s->pos) * kw, s->vn.p + (size_t)b * T * kw, (size_t)T * kw * sizeof(float));
     hy_flash_args a = {B, g.H, g.Hkv, g.hd, T, s->pos + T, 1.0f / sqrtf((float)g.hd),
-                       .q = {s->q.p, (size_t)T * qw, g.hd, (int)qw}, .kt = kt,
-                       .v = {s->v, (size_t)s->cap * kw, g.hd, (int)kw}, .o = {s->o.p, (size_t)T * qw, g.hd, (int)qw}};
+                       .q = {s->q.p, (size_t)T * qw, g.hd, (int)qw, 0}, .kt = kt,
+                       .v = {s->v, (size_t)s->cap * kw, g.hd, (int)kw, 0}, .o = {s->o.p, (size_t)T * qw, g.hd, (int)qw, 0}};
     if ((rc = hy_flash_forward(&a)) < 0) return rc;
     hy_linear_forward(y, s->o.p, L->p[P_O], NULL, (int)rows, (int)qw, g.d);
     s->pos += T;
@@ -558,6 +563,20 @@ static double attn_flop(const hy_opts *o, int d, int T) {
 }
 
 /* Frees the layer's caches. */
+/* Training memory of the tiled path. Forward keeps q, o, qh (rows, H·hd), k, v, vh (rows, Hkv·hd),
+ * the transposed keys kt, lse (rows, H) and the RoPE tables; backward adds dout, dq, douth, dk, dv,
+ * kh and the transposed values vt. Scratch: the kernels' (hy_flash_scratch_floats). */
+static hy_train_bytes attn_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
+    (void)first;
+    geom g = geom_of(o, d);
+    double rows = (double)B * T, nq = rows * g.H * g.hd, nk = rows * g.Hkv * g.hd;
+    double tv = (double)B * tview(NULL, g.Hkv, g.hd, T).bs;
+    double rope = g.rope ? 2.0 * (T > 256 ? T : 256) * (g.hd / 2) : 0;
+    double scratch = fmax(hy_flash_scratch_floats(B, g.H, T, g.hd, threads, false),
+                          hy_flash_scratch_floats(B, g.H, T, g.hd, threads, true));
+    return (hy_train_bytes){(6 * nq + 6 * nk + 2 * tv + rows * g.H + rope) * sizeof(float), scratch * sizeof(float)};
+}
+
 static void attn_destroy(hy_layer *L) {
     attn_priv *P = L->priv;
     if (!P) return;
@@ -586,6 +605,7 @@ const hy_block_ops hy_block_attention = {
     .state_free = attn_state_free,
     .state_bytes = attn_state_bytes,
     .flop = attn_flop,
+    .train_bytes = attn_train_bytes,
     .destroy = attn_destroy,
     .state_tensors = attn_state_tensors,
     .state_export = attn_state_export,

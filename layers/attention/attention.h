@@ -49,5 +49,9 @@ int hy_flash_forward(const hy_flash_args *a);
  * thread count: dk/dv are owned by key-tile tasks, dq is summed in a fixed order from 2·threads
  * slot buffers, each filled by a fixed sequence of tasks. */
 int hy_flash_backward(const hy_flash_args *a);
+/* Floats the kernels allocate and free inside one call with `threads` threads, for n_batch
+ * sequences of T tokens (Tq = Tk = T), H query heads of size hd: the forward's per-thread tiles,
+ * or (backward) D, the 2·threads slot copies of dQ and the per-thread tiles. */
+double hy_flash_scratch_floats(int n_batch, int H, int T, int hd, int threads, bool backward);
 
 #endif

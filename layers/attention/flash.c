@@ -297,6 +297,15 @@ int hy_flash_forward(const hy_flash_args *a) {
 
 /* ---------------------------------------------------------------- backward ---- */
 
+/* Per-thread floats of the backward: S and dP tiles, dK and dV accumulators. */
+static size_t bwd_scratch(int hd) { return 2 * (size_t)BR * BC + 2 * (size_t)BC * ((hd + 15) / 16 * 16); }
+
+double hy_flash_scratch_floats(int n_batch, int H, int T, int hd, int threads, bool backward) {
+    if (!backward) return (double)threads * fwd_scratch(hd);
+    double rows = (double)n_batch * H * T;
+    return rows + 2.0 * threads * rows * hd + (double)threads * bwd_scratch(hd);
+}
+
 /* One (batch, kv head, key tile): dK and dV rows of the tile are owned here (summed over every
  * query head of the group and every query tile that sees the keys) and accumulated in the
  * contiguous per-thread tiles dKa, dVa (BC × hd) before they are stored; dQ goes to this
@@ -339,7 +348,7 @@ int hy_flash_backward(const hy_flash_args *a) {
     if (a->Tk < a->Tq || a->H % a->Hkv) return hy_fail("attention kernel: bad shape (Tq %d, Tk %d)", a->Tq, a->Tk);
     int nth = omp_get_max_threads(), nslot = 2 * nth, hd = a->hd, H = a->H;
     size_t nq = (size_t)a->n_batch * a->Tq * H * hd, nrow = (size_t)a->n_batch * H * a->Tq;
-    size_t per = 2 * (size_t)BR * BC + 2 * (size_t)BC * ((hd + 15) / 16 * 16);
+    size_t per = bwd_scratch(hd);
     float *delta = hy_malloc(nrow * sizeof(float)), *dqp = hy_malloc((size_t)nslot * nq * sizeof(float)),
           *scratch = hy_malloc((size_t)nth * per * sizeof(float));
     if (!delta || !dqp || !scratch) {

@@ -207,6 +207,14 @@ static double cmix_flop(const hy_opts *o, int d, int T) {
     return (double)T * (4.0 * d * F + F);
 }
 
+/* Training memory: forward keeps xx, xk (rows, d) and h, act (rows, F); backward adds dact (rows, F),
+ * dxk (rows, d) and a vector of ones (rows). */
+static hy_train_bytes cmix_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
+    (void)threads, (void)first;
+    double rows = (double)B * T, F = hy_opt_int(o, OPT_D_FF);
+    return (hy_train_bytes){rows * (3.0 * d + 3.0 * F + 1) * sizeof(float), 0};
+}
+
 static void cmix_destroy(hy_layer *L) {
     cmix_priv *P = L->priv;
     if (!P) return;
@@ -233,6 +241,7 @@ const hy_block_ops hy_block_cmix = {
     .state_free = cmix_state_free,
     .state_bytes = cmix_state_bytes,
     .flop = cmix_flop,
+    .train_bytes = cmix_train_bytes,
     .destroy = cmix_destroy,
     .state_tensors = cmix_state_tensors,
     .state_export = cmix_state_export,

@@ -157,6 +157,12 @@ static int padded_rows(int n) {
     return (((n - 1) >> s) + 1) << s;
 }
 
+/* A bound on the grouped rows Ap of A slots over E experts: padded_rows adds at most 7 rows (n <= 64)
+ * or less than 2^s <= (n-1)/8 rows (n > 64) to each expert's n. The grouped buffers are sized to
+ * it once, so that they do not grow (and fragment the heap) as the routing changes, and the
+ * training-memory estimate (moe_train_bytes) is exact. */
+static size_t grouped_rows_bound(size_t A, int E) { return A + A / 8 + 8 * (size_t)E; }
+
 /* Stable counting sort of the A = rows*k slots by expert: cnt and (padded) off per expert, pos
  * (slot -> grouped row) and order (grouped row -> slot, -1 for padding). Returns the padded
  * total Ap, or a negative error. Sequential: O(A), negligible next to the GEMMs. */
@@ -166,7 +172,7 @@ static int group_by_expert(moe_cache *c, int A, int E) {
     c->off[0] = 0;
     for (int e = 0; e < E; e++) c->off[e + 1] = c->off[e] + padded_rows(c->cnt[e]);
     int Ap = c->off[E];
-    if (!ibuf_reserve(&c->order, (size_t)Ap)) return HY_ERR_NOMEM;
+    if (!ibuf_reserve(&c->order, grouped_rows_bound((size_t)A, E))) return HY_ERR_NOMEM;
     for (int q = 0; q < Ap; q++) c->order.p[q] = -1;
     int fill[MOE_MAX_EXPERTS];
     memcpy(fill, c->off, sizeof(int) * (size_t)E);
@@ -196,9 +202,9 @@ static int moe_run(hy_layer *L, const float *x, float *y, int rows, bool account
     top_k_rows(p, c->top.p, c->gw.p, rows, E, k);
     int rc = group_by_expert(c, (int)A, E);
     if (rc < 0) return rc;
-    const size_t Ap = (size_t)rc;
-    if (!hy_buf_reserve(&c->xs, Ap * d) || !hy_buf_reserve(&c->gate, Ap * F) || !hy_buf_reserve(&c->up, Ap * F) ||
-        !hy_buf_reserve(&c->act, Ap * F) || !hy_buf_reserve(&c->eo, Ap * d))
+    const size_t Ap = (size_t)rc, cap = grouped_rows_bound(A, E);
+    if (!hy_buf_reserve(&c->xs, cap * d) || !hy_buf_reserve(&c->gate, cap * F) || !hy_buf_reserve(&c->up, cap * F) ||
+        !hy_buf_reserve(&c->act, cap * F) || !hy_buf_reserve(&c->eo, cap * d))
         return HY_ERR_NOMEM;
 
     float *xs = c->xs.p, *g = c->gate.p, *u = c->up.p, *act = c->act.p, *eo = c->eo.p;
@@ -265,10 +271,10 @@ static int moe_backward(hy_layer *L, const float *dy, float *dx, int B, int T) {
               F = hy_opt_int(&L->opts, OPT_D_FF), rows = B * T;
     if (!c || !c->x || !c->kept) return hy_fail("moe: backward without a forward that kept its activations");
     if (c->rows != rows) return hy_fail("moe: backward over %d tokens after a forward over %d", rows, c->rows);
-    const size_t Ap = (size_t)c->off[E];
-    if (!hy_buf_reserve(&c->dp, (size_t)rows * E) || !hy_buf_reserve(&c->deo, Ap * d) ||
-        !hy_buf_reserve(&c->dact, Ap * F) || !hy_buf_reserve(&c->dgate, Ap * F) || !hy_buf_reserve(&c->dup, Ap * F) ||
-        !hy_buf_reserve(&c->dxs, Ap * d))
+    const size_t Ap = (size_t)c->off[E], cap = grouped_rows_bound((size_t)rows * k, E);
+    if (!hy_buf_reserve(&c->dp, (size_t)rows * E) || !hy_buf_reserve(&c->deo, cap * d) ||
+        !hy_buf_reserve(&c->dact, cap * F) || !hy_buf_reserve(&c->dgate, cap * F) || !hy_buf_reserve(&c->dup, cap * F) ||
+        !hy_buf_reserve(&c->dxs, cap * d))
         return HY_ERR_NOMEM;
     const float *p = c->p.p, *gw = c->gw.p, *eo = c->eo.p, *xs = c->xs.p, *g = c->gate.p, *u = c->up.p;
     const int *top = c->top.p, *pos = c->pos.p, *order = c->order.p;
@@ -363,6 +369,17 @@ static double moe_flop(const hy_opts *o, int d, int T) {
     return (double)T * (2.0 * d * E + 4.0 * E + k * (6.0 * d * F + 4.0 * F) + 2.0 * k * d);
 }
 
+/* Training memory, with the grouped buffers at their bound Ap (grouped_rows_bound) of A = rows·k
+ * token slots. Forward keeps p (rows, E), gw, top, pos (A), order (Ap), xs and eo (Ap, d), gate, up
+ * and act (Ap, F); backward adds dp (rows, E), deo and dxs (Ap, d), dact, dgate and dup (Ap, F). */
+static hy_train_bytes moe_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
+    (void)threads, (void)first;
+    int E = hy_opt_int(o, OPT_E);
+    double rows = (double)B * T, F = hy_opt_int(o, OPT_D_FF), A = rows * hy_opt_int(o, OPT_K);
+    double Ap = (double)grouped_rows_bound((size_t)A, E);
+    return (hy_train_bytes){(2.0 * rows * E + 3.0 * A + Ap * (1.0 + 4.0 * d + 6.0 * F)) * sizeof(float), 0};
+}
+
 static void moe_destroy(hy_layer *L) {
     moe_cache *c = L->priv;
     if (!c) return;
@@ -422,5 +439,6 @@ const hy_block_ops hy_block_moe = {
     .state_free = moe_state_free,
     .state_bytes = moe_state_bytes,
     .flop = moe_flop,
+    .train_bytes = moe_train_bytes,
     .destroy = moe_destroy,
 };

@@ -130,6 +130,12 @@ static double swiglu_flop(const hy_opts *o, int d, int T) {
     return (double)T * (6.0 * d * hy_opt_int(o, OPT_D_FF) + 4.0 * hy_opt_int(o, OPT_D_FF));
 }
 
+/* Training memory: forward keeps gate, up and act, backward adds dact, dgate and dup: six (rows, F). */
+static hy_train_bytes swiglu_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
+    (void)d, (void)threads, (void)first;
+    return (hy_train_bytes){6.0 * B * T * hy_opt_int(o, OPT_D_FF) * sizeof(float), 0};
+}
+
 static void swiglu_destroy(hy_layer *L) {
     swiglu_cache *c = L->priv;
     if (!c) return;
@@ -156,6 +162,7 @@ const hy_block_ops hy_block_swiglu = {
     .state_free = swiglu_state_free,
     .state_bytes = swiglu_state_bytes,
     .flop = swiglu_flop,
+    .train_bytes = swiglu_train_bytes,
     .destroy = swiglu_destroy,
     .state_tensors = swiglu_state_tensors,
     .state_export = swiglu_state_export,

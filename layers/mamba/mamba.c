@@ -447,6 +447,19 @@ static double mamba_flop(const hy_opts *o, int d, int T) {
     return (double)T * (6.0 * d * E + 2.0 * g.K * E + 2.0 * E * g.nbc + 2.0 * g.R * E + 6.0 * E * g.N + 4.0 * E);
 }
 
+/* Training memory, all kept in the layer: the forward's buffers (xz, xpad, pre, xc, dbc, draw,
+ * delta, ys, yg, A, wT and the scan's chunk states), the backward's (dyg, dxz, ddelta, dxc, ddbc,
+ * dA) and the scan backward's workspace. */
+static hy_train_bytes mamba_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
+    (void)first;
+    geom g = geom_of(o, d);
+    double rows = (double)B * T, nE = rows * g.E, EN = (double)g.E * g.N;
+    double fwd = 8 * nE + (double)B * (T + g.K - 1) * g.E + rows * g.nbc + EN + (double)g.K * g.E +
+                 (double)hy_mamba_chunk_floats(B, T, g.E, g.N, HY_MAMBA_CHUNK);
+    double bwd = 5 * nE + rows * g.nbc + EN + (double)hy_mamba_scan_backward_floats(B, T, g.E, g.N, HY_MAMBA_CHUNK, threads);
+    return (hy_train_bytes){(fwd + bwd) * sizeof(float), 0};
+}
+
 static void mamba_destroy(hy_layer *L) {
     mamba_priv *P = L->priv;
     if (!P) return;
@@ -474,6 +487,7 @@ const hy_block_ops hy_block_mamba = {
     .state_free = mamba_state_free,
     .state_bytes = mamba_state_bytes,
     .flop = mamba_flop,
+    .train_bytes = mamba_train_bytes,
     .destroy = mamba_destroy,
     .state_tensors = mamba_state_tensors,
     .state_export = mamba_state_export,

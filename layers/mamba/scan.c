@@ -17,7 +17,11 @@
  * per-step accumulators (y, dΔ, dx) stay in registers: written as loops over float arrays, gcc
  * kept them in memory across the n loop, a store-to-load chain that bounded the scan. This file
  * is compiled with fp-contract=fast (a·b + c as one FMA; C17 mode otherwise contracts nothing). */
+#if defined(__clang__)   /* within expressions: clang's `fast` fuses the streamed and plain twins of a loop differently */
+#pragma clang fp contract(on)
+#else
 #pragma GCC optimize("fp-contract=fast")
+#endif
 #include "core/error.h"
 #include "core/mem.h"
 #include "core/vmath.h"
@@ -211,6 +215,11 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
     }
 }
 
+size_t hy_mamba_scan_backward_floats(int B, int T, int E, int N, int chunk, int threads) {
+    size_t ws_floats = (size_t)(2 * chunk + 1) * N * CB, rowsN = (size_t)B * T * 2 * N;
+    return (size_t)threads * rowsN + (size_t)B * E * N + (size_t)B * E + (size_t)threads * ws_floats;
+}
+
 int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *ddelta, float *dx, float *dB,
                            float *dC, int ld_dbc, float *dA, float *dD, hy_buf *work) {
     int rc = check_args(a);
@@ -221,7 +230,7 @@ int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *
     /* workspace: per-thread dB|dC sums, per-sequence dA and dD, per-thread chunk buffers */
     const size_t ws_floats = (size_t)(2 * a->chunk + 1) * N * CB, rowsN = (size_t)B * T * 2 * N;
     const int nth = omp_get_max_threads();
-    const size_t need = (size_t)nth * rowsN + (size_t)B * E * N + (size_t)B * E + (size_t)nth * ws_floats;
+    const size_t need = hy_mamba_scan_backward_floats(B, T, E, N, a->chunk, nth);
     float *mem;
     if (work) mem = hy_buf_grab(work, need);
     else mem = hy_malloc(need * sizeof(float));

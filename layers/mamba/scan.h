@@ -49,5 +49,7 @@ int hy_mamba_scan_forward(const hy_mamba_scan_args *a, float *y);
  * free one in the call: the per-call fresh pages cost page faults). */
 int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *ddelta, float *dx, float *dB,
                            float *dC, int ld_dbc, float *dA, float *dD, hy_buf *work);
+/* Floats of the backward's workspace (`work`) for (B, T, E, N, chunk) with `threads` threads. */
+size_t hy_mamba_scan_backward_floats(int B, int T, int E, int N, int chunk, int threads);
 
 #endif

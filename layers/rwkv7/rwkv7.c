@@ -491,6 +491,22 @@ static double rw_flop(const hy_opts *o, int d, int T) {
     return (double)T * (8.0 * g.C * g.C + 4.0 * g.C * (g.Dw + g.Da + g.Dv + g.Dg) + 9.0 * g.C * g.N);
 }
 
+/* Training memory. Forward keeps 15 (rows, C) arrays, the LoRA hiddens hw, ha, hg (and hv, with vg
+ * and vdiff (rows, C), in every layer but the block's first), kinv, mean, rstd (rows, H) and the
+ * recurrence's checkpoints (B, H, chunks, N, N); backward adds 11 (rows, C) arrays, dhw (rows,
+ * largest LoRA width) and ones (rows). Scratch: the recurrence's. */
+static hy_train_bytes rw_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
+    geom g = geom_of(o, d);
+    double rows = (double)B * T, n = rows * g.C;
+    int Dmax = g.Dw > g.Da ? g.Dw : g.Da;
+    Dmax = Dmax > g.Dv ? Dmax : g.Dv;
+    Dmax = Dmax > g.Dg ? Dmax : g.Dg;
+    double fwd = 15 * n + rows * (g.Dw + g.Da + g.Dg + 3.0 * g.H) + (double)B * g.H * hy_wkv7_nchunks(T) * g.N * g.N +
+                 (first ? 0 : 2 * n + rows * g.Dv);
+    double bwd = 11 * n + rows * Dmax + rows;
+    return (hy_train_bytes){(fwd + bwd) * sizeof(float), hy_wkv7_scratch_floats(B, g.H, g.N, threads) * sizeof(float)};
+}
+
 static void rw_destroy(hy_layer *L) {
     rw_priv *P = L->priv;   /* (v_first's buffers belong to the model's slot: hy_shared_free) */
     if (!P) return;
@@ -521,6 +537,7 @@ const hy_block_ops hy_block_rwkv7 = {
     .state_free = rw_state_free,
     .state_bytes = rw_state_bytes,
     .flop = rw_flop,
+    .train_bytes = rw_train_bytes,
     .destroy = rw_destroy,
     .state_tensors = rw_state_tensors,
     .state_export = rw_state_export,

@@ -45,6 +45,10 @@ int hy_wkv7_forward(const hy_wkv7_in *in, float *S, float *y, float *sq, float *
 int hy_wkv7_backward(const hy_wkv7_in *in, const float *sq, const float *ckpt, const float *dy, float *dr,
                      float *dw, float *dk, float *dv, float *dq, float *db);
 
+/* Floats the recurrence allocates and frees inside one call from a zero state with `threads`
+ * threads, the larger of forward (every head's state) and backward (per-thread chunk states). */
+double hy_wkv7_scratch_floats(int B, int H, int N, int threads);
+
 /* Plain reference of the forward (zero initial state), one entry at a time in the layout of the
  * formulas, for tests: y only. */
 void hy_wkv7_forward_ref(const hy_wkv7_in *in, float *y);

@@ -18,7 +18,11 @@
 #include <omp.h>
 
 /* -std=c17 turns off floating-point contraction; these kernels are FMA chains by design. */
+#if defined(__clang__)   /* within expressions: clang's `fast` fuses the streamed and plain twins of a loop differently */
+#pragma clang fp contract(on)
+#else
 #pragma GCC optimize("fp-contract=fast")
+#endif
 #include "layers/rwkv7/wkv_common.h"
 
 /* Steps of one head between switching heads in the forward (a multiple of the chunk). */

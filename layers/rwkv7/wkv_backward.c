@@ -23,7 +23,11 @@
 #include <omp.h>
 
 /* -std=c17 turns off floating-point contraction; these kernels are FMA chains by design. */
+#if defined(__clang__)   /* within expressions: clang's `fast` fuses the streamed and plain twins of a loop differently */
+#pragma clang fp contract(on)
+#else
 #pragma GCC optimize("fp-contract=fast")
+#endif
 #include "layers/rwkv7/wkv_common.h"
 
 /* 4-float halves for the horizontal sums (v8 and its loads/stores: core/vec8.h). */
@@ -38,10 +42,10 @@ static inline v4 fold8(v8 a) {
 /* The four horizontal sums of a, b, c, d as one vector. */
 static inline v4 hsum4(v8 a, v8 b, v8 c, v8 d) {
     v4 A = fold8(a), B = fold8(b), C = fold8(c), D = fold8(d);
-    v4 ab = __builtin_shuffle(A, B, (v4i){0, 4, 1, 5}) + __builtin_shuffle(A, B, (v4i){2, 6, 3, 7});
-    v4 cd = __builtin_shuffle(C, D, (v4i){0, 4, 1, 5}) + __builtin_shuffle(C, D, (v4i){2, 6, 3, 7});
+    v4 ab = HY_SHUFFLE(v4i, A, B, 0, 4, 1, 5) + HY_SHUFFLE(v4i, A, B, 2, 6, 3, 7);
+    v4 cd = HY_SHUFFLE(v4i, C, D, 0, 4, 1, 5) + HY_SHUFFLE(v4i, C, D, 2, 6, 3, 7);
     /* ab = (a0+a2, b0+b2, a1+a3, b1+b3) */
-    v4 lo = __builtin_shuffle(ab, cd, (v4i){0, 1, 4, 5}), hi = __builtin_shuffle(ab, cd, (v4i){2, 3, 6, 7});
+    v4 lo = HY_SHUFFLE(v4i, ab, cd, 0, 1, 4, 5), hi = HY_SHUFFLE(v4i, ab, cd, 2, 3, 6, 7);
     return lo + hi;
 }
 
@@ -87,16 +91,24 @@ static inline __attribute__((always_inline)) void recompute(const hy_wkv7_in *in
 
 /* The 8×8 transpose of r[0..7] in registers (unpack, shuffle, 128-bit-lane stages). */
 static inline void transpose8(v8 r[8]) {
-    typedef int32_t v8m __attribute__((vector_size(32)));
-    const v8m lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
-    const v8m lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
-    const v8m lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
+#define LO 0, 8, 1, 9, 4, 12, 5, 13
+#define HI 2, 10, 3, 11, 6, 14, 7, 15
+#define LO2 0, 1, 8, 9, 4, 5, 12, 13
+#define HI2 2, 3, 10, 11, 6, 7, 14, 15
+#define LO4 0, 1, 2, 3, 8, 9, 10, 11
+#define HI4 4, 5, 6, 7, 12, 13, 14, 15
     v8 a[8], b[8];
-    for (int m = 0; m < 8; m += 2) a[m] = __builtin_shuffle(r[m], r[m + 1], lo), a[m + 1] = __builtin_shuffle(r[m], r[m + 1], hi);
+    for (int m = 0; m < 8; m += 2) a[m] = HY_SHUFFLE(v8i, r[m], r[m + 1], LO), a[m + 1] = HY_SHUFFLE(v8i, r[m], r[m + 1], HI);
     for (int m = 0; m < 8; m += 4)
         for (int e = 0; e < 2; e++)
-            b[m + e] = __builtin_shuffle(a[m + e], a[m + e + 2], lo2), b[m + e + 2] = __builtin_shuffle(a[m + e], a[m + e + 2], hi2);
-    for (int e = 0; e < 4; e++) r[e] = __builtin_shuffle(b[e], b[e + 4], lo4), r[e + 4] = __builtin_shuffle(b[e], b[e + 4], hi4);
+            b[m + e] = HY_SHUFFLE(v8i, a[m + e], a[m + e + 2], LO2), b[m + e + 2] = HY_SHUFFLE(v8i, a[m + e], a[m + e + 2], HI2);
+    for (int e = 0; e < 4; e++) r[e] = HY_SHUFFLE(v8i, b[e], b[e + 4], LO4), r[e + 4] = HY_SHUFFLE(v8i, b[e], b[e + 4], HI4);
+#undef LO
+#undef HI
+#undef LO2
+#undef HI2
+#undef LO4
+#undef HI4
 }
 
 /* dst = srcᵀ for N×N row-major matrices, N a multiple of 8: a key-major checkpoint as a value-major state. */
@@ -128,20 +140,16 @@ static inline bool vwi_any(vwi m) {
 #define ROWS_LANE(L, R) ((((L) % (2 * (R))) < (R) ? 0 : HY_VW) + ((L) / (2 * (R))) * (R) + ((L) % (2 * (R))) % (R))
 #if HY_VW == 16
 #define ROWS_MASK(R, o)                                                                                  \
-    (vwi) {                                                                                              \
         ROWS_LANE(0, R) + o, ROWS_LANE(1, R) + o, ROWS_LANE(2, R) + o, ROWS_LANE(3, R) + o,              \
         ROWS_LANE(4, R) + o, ROWS_LANE(5, R) + o, ROWS_LANE(6, R) + o, ROWS_LANE(7, R) + o,              \
         ROWS_LANE(8, R) + o, ROWS_LANE(9, R) + o, ROWS_LANE(10, R) + o, ROWS_LANE(11, R) + o,            \
-        ROWS_LANE(12, R) + o, ROWS_LANE(13, R) + o, ROWS_LANE(14, R) + o, ROWS_LANE(15, R) + o           \
-    }
+        ROWS_LANE(12, R) + o, ROWS_LANE(13, R) + o, ROWS_LANE(14, R) + o, ROWS_LANE(15, R) + o
 #else
 #define ROWS_MASK(R, o)                                                                                  \
-    (vwi) {                                                                                              \
         ROWS_LANE(0, R) + o, ROWS_LANE(1, R) + o, ROWS_LANE(2, R) + o, ROWS_LANE(3, R) + o,              \
-        ROWS_LANE(4, R) + o, ROWS_LANE(5, R) + o, ROWS_LANE(6, R) + o, ROWS_LANE(7, R) + o               \
-    }
+        ROWS_LANE(4, R) + o, ROWS_LANE(5, R) + o, ROWS_LANE(6, R) + o, ROWS_LANE(7, R) + o
 #endif
-#define ROWS_COMBINE(R) (__builtin_shuffle(a, b, ROWS_MASK(R, 0)) + __builtin_shuffle(a, b, ROWS_MASK(R, HY_VW / 2)))
+#define ROWS_COMBINE(R) (HY_SHUFFLE(vwi, a, b, ROWS_MASK(R, 0)) + HY_SHUFFLE(vwi, a, b, ROWS_MASK(R, HY_VW / 2)))
 static inline __attribute__((always_inline)) vw rows_combine(vw a, vw b, const int R) {
     switch (R) {   /* R is a constant where this is inlined: one case remains */
     case 1: return ROWS_COMBINE(1);
@@ -523,6 +531,11 @@ static void bwd_any(const hy_wkv7_in *in, int bi, int h, int c, const float *sqa
             }
         }
     }
+}
+
+double hy_wkv7_scratch_floats(int B, int H, int N, int threads) {
+    double NN = (double)N * N, heads = (double)B * H * NN;
+    return heads + (double)threads * ((HY_WKV7_CHUNK + 1) * NN + 2.0 * (HY_WKV7_CHUNK + 1) * N);
 }
 
 /* Each thread takes a contiguous range of (batch, head) pairs, as the forward, and walks the chunks

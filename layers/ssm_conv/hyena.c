@@ -367,6 +367,16 @@ static double hyena_flop(const hy_opts *o, int d, int T) {
            hy_fftconv_flop(d, T) + 2.0 * t * d + 2.0 * t * d * d + t * d;
 }
 
+/* Training memory: forward keeps kern (d, T), zp, z (rows, 3d), p, hc, y (rows, d); backward adds
+ * dy, dp, dhc (rows, d), dz, dzp (rows, 3d) and dkern (d, T); plus the convolution's
+ * (hy_fftconv_train_bytes). */
+static hy_train_bytes hyena_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
+    (void)first;
+    hy_train_bytes c = hy_fftconv_train_bytes(d, hy_opt_int(o, OPT_D_STATE) / 2, T, threads);
+    c.kept += (2.0 * d * T + 18.0 * B * T * d) * sizeof(float);
+    return c;
+}
+
 static void hyena_destroy(hy_layer *L) {
     hyena_priv *P = L->priv;
     if (!P) return;
@@ -395,6 +405,7 @@ const hy_block_ops hy_block_hyena = {
     .state_free = hyena_state_free,
     .state_bytes = hyena_state_bytes,
     .flop = hyena_flop,
+    .train_bytes = hyena_train_bytes,
     .destroy = hyena_destroy,
     .state_tensors = hyena_state_tensors,
     .state_export = hyena_state_export,

@@ -340,6 +340,14 @@ static int scratch_new(fft_scratch *s, int n, int n_acc) {
     return s->buf ? 0 : HY_ERR_NOMEM;
 }
 
+hy_train_bytes hy_fftconv_train_bytes(int H, int M, int T, int threads) {
+    double st = (double)spec_stride(hy_fftconv_len(T));
+    double fft = st * (3 * G + 2) * threads;   /* the backward's, with the kernel gradient: more than the forward's */
+    double gen = (double)threads * (2.0 * M * LB * sizeof(float) + 2.0 * M * sizeof(double complex) + M * sizeof(mode) +
+                                    2.0 * M * sizeof(double complex));   /* kernel backward: + S0, S1 */
+    return (hy_train_bytes){(double)H * st * sizeof(float), fmax(fft * sizeof(float), gen)};
+}
+
 /* Copies channels h0..h0+gw-1 of sequence b of x (B, T, H) into gw zero-padded rows of n. */
 static void gather(const float *x, int b, int T, int H, int h0, int gw, float *rows, size_t st, int n) {
     for (int c = 0; c < gw; c++) memset(rows + c * st + T, 0, (size_t)(n - T) * sizeof(float));

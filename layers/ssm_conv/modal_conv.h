@@ -20,7 +20,13 @@
 #define HY_LAYERS_MODAL_CONV_H
 #include "core/mem.h"
 #include "layers/registry.h"
+#include <complex.h>
 #include <stddef.h>
+
+/* C11's CMPLX: glibc defines it for gcc only; clang has the builtin it stands for. */
+#ifndef CMPLX
+#define CMPLX(x, y) __builtin_complex((double)(x), (double)(y))
+#endif
 
 /* Loops of the modal blocks over fewer elements than this run on one thread: a parallel region
  * costs more than it saves there (and much more when the cores are oversubscribed). */
@@ -80,6 +86,10 @@ int hy_fftconv_forward(hy_fftconv *w, const float *kern, const float *u, float *
  * Either output may be NULL. */
 int hy_fftconv_backward(hy_fftconv *w, const float *u, const float *dy, float *du, float *dkern, int B, int T, int H);
 void hy_fftconv_free(hy_fftconv *w);
+/* Training memory of the convolution part of a layer with H channels and M modes on B sequences
+ * of T tokens: kept, the kernel spectrum; scratch, the largest of the FFT convolution's per-thread
+ * buffers (forward, backward) and the kernel generator's (forward, backward). */
+hy_train_bytes hy_fftconv_train_bytes(int H, int M, int T, int threads);
 
 /* The plain O(T²) causal convolution (the tests' and benchmarks' reference). */
 void hy_causal_conv_direct(const float *kern, const float *u, float *y, int B, int T, int H);

@@ -256,6 +256,15 @@ static double s4d_flop(const hy_opts *o, int d, int T) {
            (double)T * d;
 }
 
+/* Training memory: forward keeps kern (H, T), yc, g (rows, H), o (rows, 2H); backward adds dout
+ * (rows, 2H), dg, dyc, du (rows, H) and dkern (H, T); plus the convolution's (hy_fftconv_train_bytes). */
+static hy_train_bytes s4d_train_bytes(const hy_opts *o, int H, int B, int T, int threads, bool first) {
+    (void)first;
+    hy_train_bytes c = hy_fftconv_train_bytes(H, hy_opt_int(o, OPT_D_STATE) / 2, T, threads);
+    c.kept += (2.0 * H * T + 9.0 * B * T * H) * sizeof(float);
+    return c;
+}
+
 static void s4d_destroy(hy_layer *L) {
     s4d_priv *P = L->priv;
     if (!P) return;
@@ -284,6 +293,7 @@ const hy_block_ops hy_block_s4d = {
     .state_free = s4d_state_free,
     .state_bytes = s4d_state_bytes,
     .flop = s4d_flop,
+    .train_bytes = s4d_train_bytes,
     .destroy = s4d_destroy,
     .state_tensors = s4d_state_tensors,
     .state_export = s4d_state_export,

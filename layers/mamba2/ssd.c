@@ -1,0 +1,445 @@
+/* The SSD kernels of the Mamba-2 block (formulas, layouts and the chunked form: layers/mamba2/ssd.h).
+ *
+ * Work is split into tasks (sequence b, group g, block of heads): a group's Hg heads are cut into
+ * nb blocks, nb the smallest count that gives every thread a task (1 when B·G tasks already do).
+ * A task sweeps its chunks in order with its heads' states (hb·P × N) in cache, so the chunk states
+ * never go through memory between passes and one parallel region does the whole call. Per chunk:
+ *   forward   CB = C Bᵀ (q × q); y = E ⊙ (C S_inᵀ) for the block's heads (one GEMM, then a row
+ *             scale); per head y += (L ⊙ CB)(Δx) (one GEMM each); S ← e ⊙ S + (W ⊙ Δx)ᵀ B (one GEMM
+ *             after scaling S by each head's e). S_in is stored per chunk when the caller keeps states.
+ *   backward  from the last chunk back with dS = dS_out(c) (0 after the last): Z = C S_inᵀ, V = B dSᵀ,
+ *             dC = (E ⊙ dy) S_in, dB = (W ⊙ Δx) dS (four GEMMs over the block's heads), per head
+ *             d(Δx) = Mᵀ dy + W ⊙ V and dM = dy (Δx)ᵀ (two GEMMs), dC += dCB B, dB += dCBᵀ C with
+ *             dCB = Σ_h dM ⊙ L (two GEMMs), and dS ← e ⊙ dS + (E ⊙ dy)ᵀ C (one GEMM).
+ * The log-decays' gradients are collected without differences of prefix sums: with F = dM ⊙ M,
+ * da_r = Σ_{j>=r} Σ_{i<r} F[j][i] (the mask) + Σ_{j>=r} dE_j E_j + Σ_{i<r} dW_i W_i + de·e with
+ * de = <dS_out, S_in>. Every output entry is written by one task, except dB and dC with several head
+ * blocks per group (each block writes its own partial rows, added in block order afterwards) and dA
+ * (per-(b, c, h) partial sums added in a fixed order): deterministic for a given thread count. */
+#include "layers/mamba2/ssd.h"
+#include "core/error.h"
+#include "core/gemm.h"
+#include "core/mem.h"
+#include "core/vec8.h"
+#include "core/vmath.h"
+#include <omp.h>
+#include <stdbool.h>
+#include <string.h>
+
+/* -std=c17 turns off floating-point contraction; the elementwise loops here are FMA chains. */
+#pragma GCC optimize("fp-contract=fast")
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+/* Σ x[i]·y[i] over n floats, in two 8-lane accumulators (a fixed order for any target). */
+static inline float vdot(const float *restrict x, const float *restrict y, int n) {
+    v8 a0 = {0}, a1 = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16) a0 += v8_load(x + i) * v8_load(y + i), a1 += v8_load(x + i + 8) * v8_load(y + i + 8);
+    for (; i + 8 <= n; i += 8) a0 += v8_load(x + i) * v8_load(y + i);
+    v8 f = a0 + a1;
+    float s = ((f[0] + f[4]) + (f[1] + f[5])) + ((f[2] + f[6]) + (f[3] + f[7]));
+    for (; i < n; i++) s += x[i] * y[i];
+    return s;
+}
+
+/* Σ x[i] over n floats, as vdot. */
+static inline float vsum(const float *restrict x, int n) {
+    v8 a0 = {0}, a1 = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16) a0 += v8_load(x + i), a1 += v8_load(x + i + 8);
+    for (; i + 8 <= n; i += 8) a0 += v8_load(x + i);
+    v8 f = a0 + a1;
+    float s = ((f[0] + f[4]) + (f[1] + f[5])) + ((f[2] + f[6]) + (f[3] + f[7]));
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+
+/* Sizes shared by the kernels: chunk Q, chunks nch, heads per group Hg, head blocks per group nb
+ * and the largest block hbmax (blocks differ by at most one head). */
+typedef struct {
+    int Q, nch, Hg, nb, hbmax;
+    size_t PN;
+} ssd_dims;
+
+/* The sizes for a call on B sequences of T steps with nth threads. */
+static ssd_dims dims_for(int B, int T, int H, int P, int N, int G, int chunk, int nth) {
+    ssd_dims d = {.Q = chunk, .nch = (T + chunk - 1) / chunk, .Hg = H / G, .PN = (size_t)P * N};
+    long groups = (long)B * G;
+    d.nb = groups >= nth ? 1 : (int)MIN((nth + groups - 1) / groups, (long)d.Hg);
+    d.hbmax = (d.Hg + d.nb - 1) / d.nb;
+    return d;
+}
+
+static ssd_dims dims_of(const hy_ssd_args *a) {
+    return dims_for(a->B, a->T, a->H, a->P, a->N, a->G, a->chunk, omp_get_max_threads());
+}
+
+/* Floats rounded up to a whole cache line, so per-thread scratch areas never share one. */
+static size_t line_up(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* Per-thread scratch of the forward and the backward (layouts at the top of each task's loop). */
+static size_t fwd_thread_floats(const ssd_dims *d, int P) {
+    const size_t QQ = (size_t)d->Q * d->Q, QH = (size_t)d->Q * d->hbmax * P, QG = (size_t)d->Q * d->hbmax;
+    return line_up(2 * QQ + 2 * QH + 3 * QG + (size_t)d->Q + (size_t)d->hbmax + d->hbmax * d->PN);
+}
+static size_t bwd_thread_floats(const ssd_dims *d, int P) {
+    const size_t QQ = (size_t)d->Q * d->Q, QH = (size_t)d->Q * d->hbmax * P, QG = (size_t)d->Q * d->hbmax;
+    return line_up(4 * QQ + 6 * QH + 4 * QG + 2 * (size_t)d->Q + 3 * (size_t)d->hbmax + d->hbmax * d->PN);
+}
+/* The backward's shared part: dA partial sums, then (several blocks per group) dB and dC rows per block. */
+static size_t bwd_shared_floats(const ssd_dims *d, int B, int T, int H, int G, int N) {
+    return line_up((size_t)B * d->nch * H) + (d->nb > 1 ? 2 * (size_t)d->nb * B * T * G * N : 0);
+}
+
+size_t hy_ssd_forward_work_floats(int B, int T, int H, int P, int N, int G, int chunk, int threads) {
+    if (B <= 0 || T <= 0 || chunk <= 0 || G <= 0 || threads <= 0) return 0;
+    ssd_dims d = dims_for(B, T, H, P, N, G, chunk, threads);
+    return fwd_thread_floats(&d, P) * threads;
+}
+
+size_t hy_ssd_backward_work_floats(int B, int T, int H, int P, int N, int G, int chunk, int threads) {
+    if (B <= 0 || T <= 0 || chunk <= 0 || G <= 0 || threads <= 0) return 0;
+    ssd_dims d = dims_for(B, T, H, P, N, G, chunk, threads);
+    return bwd_shared_floats(&d, B, T, H, G, N) + bwd_thread_floats(&d, P) * threads;
+}
+
+size_t hy_ssd_state_floats(int B, int T, int H, int P, int N, int chunk) {
+    if (B <= 0 || T <= 0 || chunk <= 0) return 0;
+    return (size_t)B * ((T + chunk - 1) / chunk + 1) * H * P * N;
+}
+
+double hy_ssd_flop(int T, int H, int P, int N, int G, int chunk) {
+    double f = 0;
+    for (int t0 = 0; t0 < T; t0 += chunk) {
+        double q = MIN(chunk, T - t0);
+        f += G * 2.0 * q * q * N + H * (2.0 * q * q * P + 4.0 * q * P * N);
+    }
+    return f;
+}
+
+static int check_args(const hy_ssd_args *a) {
+    if (a->B < 0 || a->T < 0 || a->H < 1 || a->P < 1 || a->N < 1 || a->G < 1 || a->H % a->G || a->chunk < 1)
+        return hy_fail("ssd: bad sizes B %d T %d H %d P %d N %d G %d chunk %d", a->B, a->T, a->H, a->P, a->N, a->G,
+                       a->chunk);
+    return 0;
+}
+
+/* The decays of head h over the q steps of a chunk starting at row row0: av[j] = Δ_j·A[h];
+ * E[j] = exp(Σ_{r<=j} a_r) and W[j] = exp(Σ_{r>j} a_r) when not NULL; returns e = exp(Σ a). */
+static float head_decays(const hy_ssd_args *a, size_t row0, int q, int h, float *av, float *E, float *W) {
+    const float Ah = a->A[h];
+    for (int j = 0; j < q; j++) av[j] = a->dt[(row0 + j) * a->lddt + h] * Ah;
+    float p = 0;
+    if (E) {
+        for (int j = 0; j < q; j++) p += av[j], E[j] = p;
+        for (int j = 0; j < q; j++) E[j] = hy_expf_neg(E[j]);
+    } else
+        for (int j = 0; j < q; j++) p += av[j];
+    if (W) {
+        float s = 0;
+        for (int j = q - 1; j >= 0; j--) W[j] = s, s += av[j];
+        for (int j = 0; j < q; j++) W[j] = hy_expf_neg(W[j]);
+    }
+    return hy_expf_neg(p);
+}
+
+/* Row j of the causal mask: seg[i] = Σ_{i<r<=j} a_r for i <= j, updated from row j-1 (seg holds
+ * row j-1 on entry); L[i] = exp(seg[i]) · (scale ? scale[i] : 1) for i <= j, 0 for j < i < q. */
+static inline void mask_row(int j, int q, const float *av, float *seg, float *Lrow, const float *scale) {
+    const float aj = av[j];
+    for (int i = 0; i < j; i++) seg[i] += aj;
+    seg[j] = 0;
+    if (scale)
+        for (int i = 0; i <= j; i++) Lrow[i] = scale[i] * hy_expf_neg(seg[i]);
+    else
+        for (int i = 0; i <= j; i++) Lrow[i] = hy_expf_neg(seg[i]);
+    for (int i = j + 1; i < q; i++) Lrow[i] = 0.0f;
+}
+
+/* One task: sequence b, group g, heads h0 .. h0+nh-1 (blk: the block's index in its group). */
+typedef struct {
+    int b, g, blk, h0, nh;
+} ssd_task;
+
+/* Task k of B·G·nb, in sequence, group, block order; blocks of a group differ by at most one head. */
+static ssd_task task_of(long k, const hy_ssd_args *a, const ssd_dims *d) {
+    ssd_task t;
+    t.blk = (int)(k % d->nb);
+    t.g = (int)(k / d->nb % a->G);
+    t.b = (int)(k / ((long)d->nb * a->G));
+    int base = d->Hg / d->nb, extra = d->Hg % d->nb;
+    t.nh = base + (t.blk < extra);
+    t.h0 = t.g * d->Hg + t.blk * base + MIN(t.blk, extra);
+    return t;
+}
+
+/* Rows j < q of the chunk at row0, the task's heads: out[j·nh·P + hl·P + p] = src[(row0 + j)·ld +
+ * (h0 + hl)·P + p] · (dt ? Δ_j[h0 + hl] : 1) · (scale ? scale[hl·Q + j] : 1). Whole rows in order (the
+ * hardware prefetcher follows them; one head's slices of every row, 2 KiB apart at H·P = 512, it
+ * does not). */
+static void gather_rows(const hy_ssd_args *a, const ssd_dims *d, const ssd_task *t, size_t row0, int q,
+                        const float *src, int ld, const float *scale, bool dt, float *restrict out) {
+    const int P = a->P, nP = t->nh * P, Q = d->Q;
+    for (int j = 0; j < q; j++) {
+        const float *restrict sj = src + (row0 + j) * ld + (size_t)t->h0 * P;
+        const float *dtj = a->dt + (row0 + j) * a->lddt + t->h0;
+        float *restrict o = out + (size_t)j * nP;
+        for (int hl = 0; hl < t->nh; hl++) {
+            const float f = (dt ? dtj[hl] : 1.0f) * (scale ? scale[(size_t)hl * Q + j] : 1.0f);
+            for (int p = 0; p < P; p++) o[hl * P + p] = sj[hl * P + p] * f;
+        }
+    }
+}
+
+/* S[hl] *= e[hl] for the task's heads (P·N floats each). */
+static void scale_heads(float *restrict S, const float *e, int nh, size_t PN) {
+    for (int hl = 0; hl < nh; hl++)
+        for (size_t i = 0; i < PN; i++) S[hl * PN + i] *= e[hl];
+}
+
+/* The task's heads' part (nh·P·N floats, contiguous) of slot c of a (B, nch+1, H, P, N) array. */
+static inline float *slot(float *s, const hy_ssd_args *a, const ssd_dims *d, const ssd_task *t, int c) {
+    return s + (((size_t)t->b * (d->nch + 1) + c) * a->H + t->h0) * d->PN;
+}
+
+/* ---------------------------------------------------------------- forward ---- */
+
+int hy_ssd_forward(const hy_ssd_args *a, float *y, int ldy, hy_buf *work) {
+    int rc = check_args(a);
+    if (rc < 0) return rc;
+    const size_t nS = (size_t)a->B * a->H * a->P * a->N;
+    if (a->B == 0) return 0;
+    if (a->T == 0) {
+        if (a->s_out && a->s_out != a->s0) {
+            if (a->s0) memcpy(a->s_out, a->s0, nS * sizeof(float));
+            else memset(a->s_out, 0, nS * sizeof(float));
+        }
+        return 0;
+    }
+    const ssd_dims d = dims_of(a);
+    const int Q = d.Q, P = a->P, N = a->N, nth = omp_get_max_threads();
+    const size_t QQ = (size_t)Q * Q, QH = (size_t)Q * d.hbmax * P, QG = (size_t)Q * d.hbmax, thr = fwd_thread_floats(&d, P);
+    if (!hy_buf_grab(work, thr * nth)) return HY_ERR_NOMEM;
+    const long ntask = (long)a->B * a->G * d.nb;
+
+    #pragma omp parallel for schedule(static) if (ntask > 1)
+    for (long k = 0; k < ntask; k++) {
+        const ssd_task t = task_of(k, a, &d);
+        const int nh = t.nh, nP = nh * P;
+        float *CB = work->p + thr * omp_get_thread_num(), *M = CB + QQ, *Xt = M + QQ, *XW = Xt + QH, *avs = XW + QH,
+              *Es = avs + QG, *Ws = Es + QG, *seg = Ws + QG, *e = seg + Q, *S = e + d.hbmax;
+        if (a->s0) memcpy(S, a->s0 + ((size_t)t.b * a->H + t.h0) * d.PN, nh * d.PN * sizeof(float));
+        else memset(S, 0, nh * d.PN * sizeof(float));
+        for (int c = 0; c < d.nch; c++) {
+            const int t0 = c * Q, q = MIN(Q, a->T - t0);
+            const size_t row0 = (size_t)t.b * a->T + t0;
+            const float *Bc = a->Bm + row0 * a->ldbc + (size_t)t.g * N, *Cc = a->Cm + row0 * a->ldbc + (size_t)t.g * N;
+            float *yc = y + row0 * ldy + (size_t)t.h0 * P;
+            if (a->states) memcpy(slot(a->states, a, &d, &t, c), S, nh * d.PN * sizeof(float));
+            for (int hl = 0; hl < nh; hl++)
+                e[hl] = head_decays(a, row0, q, t.h0 + hl, avs + (size_t)hl * Q, Es + (size_t)hl * Q, Ws + (size_t)hl * Q);
+            gather_rows(a, &d, &t, row0, q, a->x, a->ldx, NULL, true, Xt);
+            /* the carried-in state: y = E ⊙ (C S_inᵀ) */
+            hy_gemm(false, true, q, nP, N, 1.0f, Cc, a->ldbc, S, N, 0.0f, yc, ldy);
+            for (int j = 0; j < q; j++)
+                for (int hl = 0; hl < nh; hl++) {
+                    const float ej = Es[(size_t)hl * Q + j];
+                    float *restrict o = yc + (size_t)j * ldy + (size_t)hl * P;
+                    for (int p = 0; p < P; p++) o[p] *= ej;
+                }
+            /* within the chunk: y += (L ⊙ CB)(Δx), head by head */
+            hy_gemm(false, true, q, q, N, 1.0f, Cc, a->ldbc, Bc, a->ldbc, 0.0f, CB, Q);
+            for (int hl = 0; hl < nh; hl++) {
+                for (int j = 0; j < q; j++) mask_row(j, q, avs + (size_t)hl * Q, seg, M + (size_t)j * Q, CB + (size_t)j * Q);
+                hy_gemm(false, false, q, P, q, 1.0f, M, Q, Xt + (size_t)hl * P, nP, 1.0f, yc + (size_t)hl * P, ldy);
+            }
+            /* the state leaving the chunk: S = e ⊙ S + (W ⊙ Δx)ᵀ B */
+            for (int j = 0; j < q; j++)
+                for (int hl = 0; hl < nh; hl++) {
+                    const float wj = Ws[(size_t)hl * Q + j];
+                    const float *restrict xt = Xt + (size_t)j * nP + (size_t)hl * P;
+                    float *restrict o = XW + (size_t)j * nP + (size_t)hl * P;
+                    for (int p = 0; p < P; p++) o[p] = xt[p] * wj;
+                }
+            scale_heads(S, e, nh, d.PN);
+            hy_gemm(true, false, nP, N, q, 1.0f, XW, nP, Bc, a->ldbc, 1.0f, S, N);
+        }
+        if (a->states) memcpy(slot(a->states, a, &d, &t, d.nch), S, nh * d.PN * sizeof(float));
+        if (a->s_out) memcpy(a->s_out + ((size_t)t.b * a->H + t.h0) * d.PN, S, nh * d.PN * sizeof(float));
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- backward ---- */
+
+int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, int lddx, float *ddt, int ldddt,
+                    float *dB, float *dC, int lddbc, float *dA, float *ds0, hy_buf *work) {
+    int rc = check_args(a);
+    if (rc < 0) return rc;
+    if (a->B == 0) return 0;
+    if (a->T == 0) {
+        if (ds0) memset(ds0, 0, (size_t)a->B * a->H * a->P * a->N * sizeof(float));
+        return 0;
+    }
+    if (!a->states) return hy_fail("ssd: backward without the chunk states of its forward");
+    const ssd_dims d = dims_of(a);
+    const int Q = d.Q, P = a->P, N = a->N, H = a->H, G = a->G, nth = omp_get_max_threads();
+    const size_t QQ = (size_t)Q * Q, QH = (size_t)Q * d.hbmax * P, QG = (size_t)Q * d.hbmax, rows = (size_t)a->B * a->T;
+    const size_t thr = bwd_thread_floats(&d, P), nsm = line_up((size_t)a->B * d.nch * H);
+    if (!hy_buf_grab(work, bwd_shared_floats(&d, a->B, a->T, H, G, N) + thr * nth)) return HY_ERR_NOMEM;
+    float *dAp = work->p, *part = dAp + nsm, *scratch = work->p + bwd_shared_floats(&d, a->B, a->T, H, G, N);
+    const long ntask = (long)a->B * G * d.nb;
+
+    #pragma omp parallel for schedule(static) if (ntask > 1)
+    for (long k = 0; k < ntask; k++) {
+        const ssd_task t = task_of(k, a, &d);
+        const int nh = t.nh, nP = nh * P;
+        float *CB = scratch + thr * omp_get_thread_num(), *Lm = CB + QQ, *dM = Lm + QQ, *dG = dM + QQ, *Xt = dG + QQ,
+              *XW = Xt + QH, *Z = XW + QH, *V = Z + QH, *dYE = V + QH, *dXt = dYE + QH, *avs = dXt + QH, *Es = avs + QG,
+              *Ws = Es + QG, *das = Ws + QG, *seg = das + QG, *U = seg + Q, *e = U + Q, *de = e + d.hbmax,
+              *dAsum = de + d.hbmax, *dS = dAsum + d.hbmax;
+        /* dB, dC: straight into the outputs with one block per group, else into this block's rows */
+        float *dBt = d.nb > 1 ? part + ((size_t)t.blk * 2 * rows) * G * N : dB,
+              *dCt = d.nb > 1 ? part + ((size_t)t.blk * 2 + 1) * rows * G * N : dC;
+        const int ldp = d.nb > 1 ? G * N : lddbc;
+        memset(dS, 0, nh * d.PN * sizeof(float));
+        for (int c = d.nch - 1; c >= 0; c--) {
+            const int t0 = c * Q, q = MIN(Q, a->T - t0);
+            const size_t row0 = (size_t)t.b * a->T + t0;
+            const float *Bc = a->Bm + row0 * a->ldbc + (size_t)t.g * N, *Cc = a->Cm + row0 * a->ldbc + (size_t)t.g * N;
+            const float *Sin = slot(a->states, a, &d, &t, c), *dyc = dy + row0 * lddy + (size_t)t.h0 * P;
+            float *dBc = dBt + row0 * ldp + (size_t)t.g * N, *dCc = dCt + row0 * ldp + (size_t)t.g * N;
+            for (int hl = 0; hl < nh; hl++) {
+                e[hl] = head_decays(a, row0, q, t.h0 + hl, avs + (size_t)hl * Q, Es + (size_t)hl * Q, Ws + (size_t)hl * Q);
+                de[hl] = vdot(dS + hl * d.PN, Sin + hl * d.PN, (int)d.PN);
+            }
+            gather_rows(a, &d, &t, row0, q, a->x, a->ldx, NULL, true, Xt);
+            gather_rows(a, &d, &t, row0, q, a->x, a->ldx, Ws, true, XW);
+            gather_rows(a, &d, &t, row0, q, dy, lddy, Es, false, dYE);
+            hy_gemm(false, true, q, q, N, 1.0f, Cc, a->ldbc, Bc, a->ldbc, 0.0f, CB, Q);
+            hy_gemm(false, true, q, nP, N, 1.0f, Cc, a->ldbc, Sin, N, 0.0f, Z, nP);
+            hy_gemm(false, true, q, nP, N, 1.0f, Bc, a->ldbc, dS, N, 0.0f, V, nP);
+            /* the carried-in state's and the chunk state's parts of dC and dB */
+            hy_gemm(false, false, q, N, nP, 1.0f, dYE, nP, Sin, N, 0.0f, dCc, ldp);
+            hy_gemm(false, false, q, N, nP, 1.0f, XW, nP, dS, N, 0.0f, dBc, ldp);
+            memset(dG, 0, QQ * sizeof(float));
+            for (int hl = 0; hl < nh; hl++) {
+                const float *av = avs + (size_t)hl * Q, *E = Es + (size_t)hl * Q, *W = Ws + (size_t)hl * Q;
+                float *da = das + (size_t)hl * Q, *dXh = dXt + (size_t)hl * P;
+                const float *dyh = dyc + (size_t)hl * P;
+                for (int j = 0; j < q; j++) mask_row(j, q, av, seg, Lm + (size_t)j * Q, NULL);
+                /* M = L ⊙ CB into dM's space first: d(Δx) = Mᵀ dy */
+                for (int j = 0; j < q; j++)
+                    for (int i = 0; i < q; i++) dM[(size_t)j * Q + i] = Lm[(size_t)j * Q + i] * CB[(size_t)j * Q + i];
+                hy_gemm(true, false, q, P, q, 1.0f, dM, Q, dyh, lddy, 0.0f, dXh, nP);
+                hy_gemm(false, true, q, q, P, 1.0f, dyh, lddy, Xt + (size_t)hl * P, nP, 0.0f, dM, Q);
+                /* the mask: dCB += dM ⊙ L; F = dM ⊙ L ⊙ CB below the diagonal -> da */
+                for (int i = 0; i < q; i++) U[i] = 0.0f, da[i] = 0.0f;
+                for (int j = 0; j < q; j++) {
+                    float *restrict dm = dM + (size_t)j * Q, *restrict dg = dG + (size_t)j * Q;
+                    const float *restrict l = Lm + (size_t)j * Q, *restrict cb = CB + (size_t)j * Q;
+                    for (int i = 0; i <= j; i++) {
+                        const float v = dm[i] * l[i];
+                        dg[i] += v;
+                        dm[i] = v * cb[i];
+                    }
+                }
+                for (int r = q - 1; r >= 1; r--) {
+                    const float *restrict f = dM + (size_t)r * Q;
+                    for (int i = 0; i < r; i++) U[i] += f[i];
+                    da[r] += vsum(U, r);
+                }
+                /* E: dE_j = dy_j · Z_j; W: dW_i = Δx_i · V_i; d(Δx) += W ⊙ V; e: de·e on every step */
+                float acc = 0;
+                for (int j = q - 1; j >= 0; j--) {
+                    acc += vdot(dyh + (size_t)j * lddy, Z + (size_t)j * nP + (size_t)hl * P, P) * E[j];
+                    da[j] += acc;
+                }
+                acc = 0;
+                for (int i = 0; i < q; i++) {
+                    da[i] += acc;
+                    const float *restrict v = V + (size_t)i * nP + (size_t)hl * P;
+                    float *restrict o = dXh + (size_t)i * nP;
+                    const float wi = W[i];
+                    acc += vdot(Xt + (size_t)i * nP + (size_t)hl * P, v, P) * wi;
+                    for (int p = 0; p < P; p++) o[p] += wi * v[p];
+                }
+                const float dee = de[hl] * e[hl];
+                for (int j = 0; j < q; j++) da[j] += dee;
+            }
+            /* dx = Δ d(Δx), dΔ = x · d(Δx) + A da, dA = Σ Δ da: whole rows */
+            for (int hl = 0; hl < nh; hl++) dAsum[hl] = 0.0f;
+            for (int j = 0; j < q; j++) {
+                const float *restrict xj = a->x + (row0 + j) * a->ldx + (size_t)t.h0 * P, *restrict gx = dXt + (size_t)j * nP;
+                const float *dtj = a->dt + (row0 + j) * a->lddt + t.h0;
+                float *restrict o = dx + (row0 + j) * lddx + (size_t)t.h0 * P, *ddtj = ddt + (row0 + j) * ldddt + t.h0;
+                for (int hl = 0; hl < nh; hl++) {
+                    const float s = dtj[hl], daj = das[(size_t)hl * Q + j];
+                    for (int p = 0; p < P; p++) o[hl * P + p] = s * gx[hl * P + p];
+                    ddtj[hl] = vdot(xj + hl * P, gx + hl * P, P) + a->A[t.h0 + hl] * daj;
+                    dAsum[hl] += s * daj;
+                }
+            }
+            for (int hl = 0; hl < nh; hl++) dAp[((size_t)t.b * d.nch + c) * H + t.h0 + hl] = dAsum[hl];
+            hy_gemm(false, false, q, N, q, 1.0f, dG, Q, Bc, a->ldbc, 1.0f, dCc, ldp);
+            hy_gemm(true, false, q, N, q, 1.0f, dG, Q, Cc, a->ldbc, 1.0f, dBc, ldp);
+            /* the state entering the chunk: dS = e ⊙ dS + (E ⊙ dy)ᵀ C */
+            scale_heads(dS, e, nh, d.PN);
+            hy_gemm(true, false, nP, N, q, 1.0f, dYE, nP, Cc, a->ldbc, 1.0f, dS, N);
+        }
+        if (ds0) memcpy(ds0 + ((size_t)t.b * H + t.h0) * d.PN, dS, nh * d.PN * sizeof(float));
+    }
+    /* several blocks per group: dB, dC = the blocks' rows added in block order */
+    if (d.nb > 1) {
+        #pragma omp parallel for schedule(static) if (rows * G * N > 16384)
+        for (long r = 0; r < (long)rows; r++)
+            for (int w = 0; w < 2; w++) {
+                float *restrict o = (w ? dC : dB) + (size_t)r * lddbc;
+                for (int i = 0; i < G * N; i++) {
+                    float s = 0;
+                    for (int blk = 0; blk < d.nb; blk++) s += part[(((size_t)blk * 2 + w) * rows + r) * G * N + i];
+                    o[i] = s;
+                }
+            }
+    }
+    for (int h = 0; h < H; h++) {
+        double s = 0;
+        for (int b = 0; b < a->B; b++)
+            for (int c = 0; c < d.nch; c++) s += dAp[((size_t)b * d.nch + c) * H + h];
+        dA[h] += (float)s;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the plain recurrence ---- */
+
+int hy_ssd_scan(const hy_ssd_args *a, float *y, int ldy) {
+    int rc = check_args(a);
+    if (rc < 0) return rc;
+    if (!a->s_out) return hy_fail("ssd: the step-by-step scan needs a state to write (s_out)");
+    const int P = a->P, N = a->N, H = a->H, Hg = H / a->G;
+    const size_t PN = (size_t)P * N;
+    const long lanes = (long)a->B * H;
+    #pragma omp parallel for schedule(static) if (lanes > 1 && (size_t)a->T * PN * lanes > 65536)
+    for (long bh = 0; bh < lanes; bh++) {
+        const int b = (int)(bh / H), h = (int)(bh % H), g = h / Hg;
+        float *S = a->s_out + (size_t)bh * PN;
+        if (a->s0 && a->s0 != a->s_out) memcpy(S, a->s0 + (size_t)bh * PN, PN * sizeof(float));
+        else if (!a->s0) memset(S, 0, PN * sizeof(float));
+        for (int t = 0; t < a->T; t++) {
+            const size_t row = (size_t)b * a->T + t;
+            const float dl = a->dt[row * a->lddt + h], e = hy_expf_neg(dl * a->A[h]);
+            const float *restrict xt = a->x + row * a->ldx + (size_t)h * P;
+            const float *restrict Bt = a->Bm + row * a->ldbc + (size_t)g * N, *restrict Ct = a->Cm + row * a->ldbc + (size_t)g * N;
+            float *restrict yt = y + row * ldy + (size_t)h * P;
+            for (int p = 0; p < P; p++) {
+                float *restrict s = S + (size_t)p * N;
+                const float u = dl * xt[p];
+                for (int n = 0; n < N; n++) s[n] = e * s[n] + u * Bt[n];
+                yt[p] = vdot(s, Ct, N);
+            }
+        }
+    }
+    return 0;
+}
