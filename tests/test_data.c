@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/mem.h"
+#include "core/sha256.h"
 #include "experiments/data.h"
 #include "experiments/train.h"
 #include "tests/testutil.h"
@@ -332,9 +333,41 @@ START_TEST(large_token_file_is_mapped_not_read) {
 }
 END_TEST
 
+/* SHA-256 (which names tokenizers and cached tokens) on FIPS 180-4's examples, fed whole and in pieces. */
+START_TEST(sha256_known_answers) {
+    static const struct {
+        const char *msg, *hex;
+    } kat[] = {
+        {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+        {"abcdbcdecdefdefgefghfghighijhijkijkljklmjklmnklmnlmnomnopnopq",
+         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+    };
+    for (int k = 0; k < 3; k++)
+        for (size_t piece = 1; piece <= 64; piece *= 4) {
+            hy_sha256 h;
+            char hex[65];
+            hy_sha256_init(&h);
+            for (size_t at = 0, n = strlen(kat[k].msg); at < n; at += piece)
+                hy_sha256_add(&h, kat[k].msg + at, n - at < piece ? n - at : piece);
+            hy_sha256_hex(&h, hex);
+            ck_assert_str_eq(hex, kat[k].hex);
+        }
+    /* a million 'a': many blocks */
+    hy_sha256 h;
+    char hex[65], a[1000];
+    memset(a, 'a', sizeof a);
+    hy_sha256_init(&h);
+    for (int i = 0; i < 1000; i++) hy_sha256_add(&h, a, sizeof a);
+    hy_sha256_hex(&h, hex);
+    ck_assert_str_eq(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+END_TEST
+
 static Suite *data_suite(void) {
     Suite *s = suite_create("data");
     TCase *tc = tcase_create("data");
+    tcase_add_test(tc, sha256_known_answers);
     tcase_add_test(tc, llmc_shards_round_trip);
     tcase_add_test(tc, nanogpt_bin_round_trip_and_train_val_files);
     tcase_add_test(tc, bad_files_are_refused_with_file_and_offset);
