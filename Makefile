@@ -10,14 +10,21 @@ ifeq ($(IS_CLANG),1)
 BUILD    ?= build-clang
 CC_FLAGS := -ffp-contract=off
 endif
+# The C++ compiler of the SentencePiece shim: clang++ beside clang (sanitizer flags must match), else g++.
+ifeq ($(origin CXX),default)
+CXX      := $(if $(IS_CLANG),clang++,g++)
+endif
 BUILD    ?= build
 PREFIX   ?= /usr/local
 PKGS     := libopenblas-openmp-dev libdnnl-dev libyaml-dev check libfftw3-dev gnuplot-nox pkg-config libpython3-stdlib \
-            libopenmpi-dev openmpi-bin
+            libopenmpi-dev openmpi-bin libsentencepiece-dev g++ nettle-dev
 OPT      ?= -O3
 CFLAGS   := -std=c17 -D_GNU_SOURCE $(OPT) -march=native -fopenmp $(CC_FLAGS) -Wall -Wextra -Werror -MMD -MP \
             -I. -Iinclude -I/usr/include/x86_64-linux-gnu/openblas-openmp $(EXTRA_CFLAGS)
-LDLIBS   := -lopenblas -ldnnl -lyaml -lfftw3f -lm
+# The SentencePiece shim (experiments/tokenizer_sp.cc) is the only C++: it is built with CXXFLAGS.
+CXXFLAGS := -std=c++17 -D_GNU_SOURCE $(OPT) -march=native $(CC_FLAGS) -Wall -Wextra -Werror -MMD -MP -I. -Iinclude \
+            $(EXTRA_CFLAGS)
+LDLIBS   := -lopenblas -ldnnl -lyaml -lfftw3f -lsentencepiece -lsentencepiece_train -lnettle -lstdc++ -lm
 # Open MPI (core/dist.c alone includes mpi.h; every program links it). Expanded when a recipe runs,
 # i.e. after `deps` has installed it.
 MPI_CFLAGS = $(shell pkg-config --cflags ompi-c)
@@ -27,10 +34,11 @@ PYTHON   ?= /usr/bin/python3
 DEMO_CONFIG ?= configs/jamba-like.yaml
 
 LIB_SRC  := $(wildcard core/*.c layers/*.c layers/*/*.c models/*.c experiments/*.c)
+LIB_CXX  := $(wildcard experiments/*.cc)
 EXE_SRC  := $(wildcard cli/*.c bench/*.c)
 TEST_SRC := $(wildcard tests/*.c) tests/fuzz/targets.c
 EX_SRC   := $(wildcard examples/*.c)
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LIB_CXX:%.cc=$(BUILD)/%.o)
 EXE_OBJ  := $(EXE_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libhybrid.a
@@ -57,6 +65,10 @@ deps:
 $(BUILD)/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cc | deps
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
 
 $(BUILD)/core/dist.o: core/dist.c | deps
 	@mkdir -p $(dir $@)

@@ -1,6 +1,7 @@
 /* hybrid-exp: the command-line program. Parses arguments, prints errors and progress, and maps
  * failures to exit codes: 0 ok, 1 runtime error, 2 bad config or usage, 130 interrupted. */
 #include "bench/bench.h"
+#include "cli/cli.h"
 #include "core/dist.h"
 #include "core/error.h"
 #include "core/fileio.h"
@@ -46,6 +47,9 @@ static const char *USAGE =
     "       hybrid-exp init CONFIG.yaml --out MODEL.safetensors [--set KEY=VALUE]...\n"
     "       hybrid-exp dump --checkpoint MODEL.safetensors --batch IN.safetensors --out OUT.safetensors\n"
     "       hybrid-exp generate --checkpoint M.safetensors [--prompt TEXT | --prompt-file F] -n N [options]\n"
+    "       hybrid-exp eval --checkpoint M.safetensors --data FILE [--seq-len T]... [--tokenizer T.model] [options]\n"
+    "       hybrid-exp tokenizer train --data CORPUS --vocab N --out T.model [options]\n"
+    "       hybrid-exp tokenize --tokenizer T.model IN --out OUT.bin\n"
     "       hybrid-exp bench [--out DIR] [--quick] [--threads N] [--blocks a,b] [--gemm]\n"
     "       hybrid-exp bench decode [--out DIR] [--quick] [--config F.yaml]...\n"
     "       mpirun -np N hybrid-exp bench allreduce [--out DIR] [--max-mb M] [--repeats K]\n"
@@ -83,15 +87,15 @@ static const char *DUMP_HELP =
     "IN holds `tokens` (I32, shape (B, T+1)). OUT gets logits (B, T, V), loss, ce_loss, aux_loss and\n"
     "grad.<name> for every parameter: the exact gradient of loss on that batch (SPEC section 4).\n";
 
-static int is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
+int is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
 
-static int fail(int code, const char *what) {
+int fail(int code, const char *what) {
     fprintf(stderr, "hybrid-exp: %s%s%s%s\n", rank_tag, what ? what : "", what ? ": " : "", hy_last_error());
     return code;
 }
 
 /* Strict number parsing for the commands' options; false on junk or out of range. */
-static bool parse_long(const char *s, long lo, long hi, long *out) {
+bool parse_long(const char *s, long lo, long hi, long *out) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -274,13 +278,14 @@ static int cmd_experiment(run_args *a) {
         if (size > 1) fprintf(stderr, " (%d ranks: %d groups of %d)", size, size / per_run, per_run);
         fputc('\n', stderr);
     }
-    hy_exp_opts o = {.on_progress = a->quiet ? NULL : on_exp_progress, .stop = &stop_requested, .bench = hy_bench_run,
-                     .force = a->force, .dist = world, .ranks_per_run = per_run};
+    hy_exp_opts o = {.log = a->quiet || !is_rank0() ? NULL : stderr, .on_progress = a->quiet ? NULL : on_exp_progress,
+                     .stop = &stop_requested, .bench = hy_bench_run, .force = a->force, .dist = world,
+                     .ranks_per_run = per_run};
     hy_exp_result r;
     int rc = hy_experiment_run(&e, &o, &r);
     if (rc < 0) {
         hy_experiment_free(&e);
-        return fail(1, "experiment failed");
+        return rc == HY_ERR_CONFIG ? fail(2, "the data do not fit the experiment") : fail(1, "experiment failed");
     }
     if (!a->quiet && is_rank0())
         fprintf(stderr, "[experiment] %s: %d trained, %d skipped of %d%s\n%s\n", e.name, r.trained, r.skipped, r.total,
@@ -357,9 +362,9 @@ static int cmd_train(int argc, char **argv) {
                        .stop_after = a.stop_after, .dist = world};
     hy_train_result r;
     rc = hy_train(&c, &o, &r);
-    if (rc < 0) {
+    if (rc < 0) {   /* data that do not fit the config (HY_ERR_CONFIG) are found before anything is written */
         hy_run_config_free(&c);
-        return fail(1, "training failed");
+        return rc == HY_ERR_CONFIG ? fail(2, "the data do not fit the config") : fail(1, "training failed");
     }
     char mem[96];
     if (r.ranks > 1)
@@ -426,9 +431,12 @@ static int cmd_dump(int argc, char **argv) {
 static const char *GENERATE_HELP =
     "usage: hybrid-exp generate --checkpoint M.safetensors [--prompt TEXT | --prompt-file F] -n N\n"
     "                           [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
-    "                           [--state-in F] [--state-out F] [--threads N] [--decode-threads N] [--quiet]\n"
-    "Encodes the prompt (its bytes are the tokens) with the multi-token prefill, then samples N tokens,\n"
-    "writing each byte to stdout as soon as it is produced. Statistics go to stderr.\n"
+    "                           [--state-in F] [--state-out F] [--threads N] [--decode-threads N]\n"
+    "                           [--tokenizer T.model] [--quiet]\n"
+    "Encodes the prompt with the multi-token prefill, then samples N tokens, writing the text of each\n"
+    "to stdout as soon as it is produced. Statistics go to stderr.\n"
+    "  --tokenizer T    the SentencePiece model that turns text into tokens and back; default: the one\n"
+    "                   the checkpoint records (refused if its SHA-256 differs), or bytes for a byte model\n"
     "  --temperature T  softmax temperature (default 1); 0 = greedy (argmax)\n"
     "  --top-k K        sample among the K most likely tokens only (default 0 = all)\n"
     "  --top-p P        then among the smallest set of probability >= P (default 1 = all)\n"
@@ -442,10 +450,9 @@ static const char *GENERATE_HELP =
     "Ctrl-C stops after the current token (the state is still saved).\n";
 
 
-/* Writes each produced byte at once; stops on Ctrl-C. */
+/* Writes the text of each produced token at once; stops on Ctrl-C. */
 static int emit_token(int32_t tok, void *user) {
-    (void)user;
-    fputc(tok, stdout);
+    cli_codec_emit(user, tok, stdout);
     fflush(stdout);
     return stop_requested != 0;
 }
@@ -457,7 +464,7 @@ static int generate_usage(const char *msg, const char *arg) {
 
 /* The options of `generate`, as parsed from argv. */
 typedef struct {
-    const char *ckpt, *prompt, *prompt_file, *state_in, *state_out;
+    const char *ckpt, *prompt, *prompt_file, *state_in, *state_out, *tokenizer;
     long n, threads, decode_threads;
     hy_sample_opts so;
     int quiet;
@@ -484,6 +491,7 @@ static int generate_parse(int argc, char **argv, generate_args *g) {
         else if (!strcmp(a, "--prompt-file")) g->prompt_file = v;
         else if (!strcmp(a, "--state-in")) g->state_in = v;
         else if (!strcmp(a, "--state-out")) g->state_out = v;
+        else if (!strcmp(a, "--tokenizer")) g->tokenizer = v;
         else if (!strcmp(a, "-n")) ok = parse_long(v, 0, 1L << 30, &g->n);
         else if (!strcmp(a, "--top-k")) ok = parse_long(v, 0, 1L << 30, &top_k);
         else if (!strcmp(a, "--seed")) ok = parse_long(v, 0, LONG_MAX, &seed);
@@ -511,28 +519,10 @@ static int generate_parse(int argc, char **argv, generate_args *g) {
     return -1;
 }
 
-/* The prompt's bytes as tokens (*tok, *len; malloc'd), each checked against the vocabulary V.
- * Returns 0, or the exit code after printing why. */
-static int generate_prompt_tokens(const char *bytes, size_t len, int V, int32_t **tok) {
-    *tok = malloc(sizeof(int32_t) * (len + 1));
-    if (!*tok) {
-        fprintf(stderr, "hybrid-exp generate: out of memory for a prompt of %zu bytes\n", len);
-        return 1;
-    }
-    for (size_t i = 0; i < len; i++) {
-        (*tok)[i] = (unsigned char)bytes[i];
-        if ((*tok)[i] >= V) {
-            fprintf(stderr, "hybrid-exp generate: prompt byte %zu (0x%02x) is outside the model's vocabulary of %d\n", i,
-                    (unsigned)(*tok)[i], V);
-            return 2;
-        }
-    }
-    return 0;
-}
-
 /* Prefills the prompt into st, samples g->n tokens (printed as they come), reports the timing
  * and saves the state when asked. Returns the exit code. */
-static int generate_run(const generate_args *g, hy_model *m, hy_model_state *st, const int32_t *tok, size_t len) {
+static int generate_run(const generate_args *g, hy_model *m, hy_model_state *st, const int32_t *tok, size_t len,
+                        cli_codec *codec) {
     if (st->B != 1) {   /* the prompt is one sequence: prefill would read B rows of it */
         fprintf(stderr, "hybrid-exp generate: %s holds %d sequences; generate continues one\n", g->state_in, st->B);
         return 1;
@@ -542,7 +532,7 @@ static int generate_run(const generate_args *g, hy_model *m, hy_model_state *st,
     if (hy_model_prefill(m, st, tok, (int)len, NULL, false) < 0) return fail(1, "prefill failed");
     double t1 = hy_now();
     hy_set_threads((int)g->decode_threads);
-    int got = hy_generate(m, st, NULL, 0, (int)g->n, &g->so, emit_token, NULL, NULL);
+    int got = hy_generate(m, st, NULL, 0, (int)g->n, &g->so, emit_token, codec, NULL);
     double t2 = hy_now();
     if (got < 0) return fail(1, "generation failed");
     if (!g->quiet)
@@ -575,20 +565,20 @@ static int cmd_generate(int argc, char **argv) {
     hy_model *m = NULL;
     hy_model_state *st = NULL;
     int32_t *tok = NULL;
+    size_t n_tok = 0;
+    cli_codec codec = {0};
     rc = 0;
     int V = 0;
     if (hy_checkpoint_load(g.ckpt, &m, NULL) < 0) rc = fail(1, "cannot load the checkpoint");
-    else if ((V = hy_model_get_config(m)->vocab_size) > 256) {
-        fprintf(stderr, "hybrid-exp generate: %s has vocab_size %d; generate reads and writes bytes (vocab_size <= 256)\n",
-                g.ckpt, V);
-        rc = 1;
-    } else if ((rc = generate_prompt_tokens(bytes, len, V, &tok)) == 0) {
+    else if ((rc = cli_codec_open(&codec, "generate", g.ckpt, g.tokenizer, V = hy_model_get_config(m)->vocab_size)) == 0 &&
+             (rc = cli_codec_encode(&codec, "generate", bytes, len, V, &tok, &n_tok)) == 0) {
         if ((g.state_in ? hy_model_state_load(m, g.state_in, &st) : hy_model_state_new(m, 1, &st)) < 0)
             rc = fail(1, g.state_in ? "cannot load the state" : "cannot create the state");
-        else rc = generate_run(&g, m, st, tok, len);
+        else rc = generate_run(&g, m, st, tok, n_tok, &codec);
     }
     hy_model_state_free(m, st);
     hy_model_free(m);
+    cli_codec_free(&codec);
     hy_free(text);
     free(tok);
     return rc;
@@ -682,6 +672,9 @@ static int run_command(int argc, char **argv) {
     else if (!strcmp(cmd, "init")) rc = cmd_init(argc - 2, argv + 2);
     else if (!strcmp(cmd, "dump")) rc = cmd_dump(argc - 2, argv + 2);
     else if (!strcmp(cmd, "generate")) rc = cmd_generate(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "eval")) rc = cmd_eval(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "tokenizer")) rc = cmd_tokenizer(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "tokenize")) rc = cmd_tokenize(argc - 2, argv + 2);
     else if (!strcmp(cmd, "bench")) rc = hy_bench_main(argc - 2, argv + 2);
     else if (!strcmp(cmd, "blocks")) rc = cmd_blocks(argc - 2, argv + 2);
     else if (!strcmp(cmd, "plot")) rc = cmd_plot(argc - 2, argv + 2);

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/strbuf.h"
+#include "experiments/tokenizer.h"
 #include "experiments/yaml_tree.h"
 #include <ctype.h>
 #include <limits.h>
@@ -26,6 +27,8 @@ void hy_run_config_defaults(hy_run_config *c) {
     c->precision = HY_PREC_F32;
     snprintf(c->corpus, sizeof c->corpus, "default");
     c->val_fraction = 0.1;
+    c->data_format = HY_DATA_AUTO;
+    snprintf(c->tokenizer_type, sizeof c->tokenizer_type, "bpe");
     c->seq_len = 256, c->batch_size = 16;
     c->steps = 1000;
     snprintf(c->optimizer, sizeof c->optimizer, "adamw");
@@ -92,6 +95,10 @@ static const field compute_fields[] = {
 };
 static const field data_fields[] = {
     STR("corpus", corpus),
+    STR("train", train_path),
+    STR("val", val_path),
+    {"format", F_ENUM, OFF(data_format), 0, 0, false, false, hy_data_format_words, 0},
+    SECTION("tokenizer"),
     SECTION("task"),
     NUM("val_fraction", val_fraction, 0, 0.5, true, false),
     {0},
@@ -243,6 +250,63 @@ static int read_task(const yt_doc *d, const yt_node *n, hy_task_config *t) {
     return 0;
 }
 
+/* data.tokenizer: a SentencePiece model file, or {vocab: N, type: bpe | unigram} to train one on
+ * the training text. A file must load and have no more pieces than model.vocab_size. */
+static int read_tokenizer(const yt_doc *d, const yt_node *n, hy_run_config *c) {
+    static const char *const keys[] = {"vocab", "type", NULL}, *const types[] = {"bpe", "unigram", NULL};
+    char what[160];
+    int rc;
+    if (n->kind == YT_SCALAR && !yt_is_null(n)) {
+        if ((rc = yt_read_str(d, n, c->tokenizer, sizeof c->tokenizer)) < 0) return rc;
+        hy_tokenizer *t;
+        if (hy_tokenizer_load(c->tokenizer, &t) < 0) return yt_fail(d, n, false, NULL, "%s", hy_last_error());
+        int V = hy_tokenizer_vocab(t);
+        hy_tokenizer_free(t);
+        if (V > c->model.vocab_size)
+            return yt_fail(d, n, false, NULL, "%s has %d pieces but model.vocab_size is %d: raise vocab_size to at least %d",
+                           c->tokenizer, V, c->model.vocab_size, V);
+        return 0;
+    }
+    if (n->kind != YT_MAP)
+        return yt_fail(d, n, false, NULL, "must be a SentencePiece model file or a map {vocab: N, type: bpe | unigram}, got %s",
+                       yt_describe(n, what, sizeof what));
+    if ((rc = yt_check_map(d, n, keys)) < 0) return rc;
+    const yt_node *v = yt_get(n, "vocab"), *t = yt_get(n, "type");
+    char path[1024];
+    snprintf(path, sizeof path, "%s.vocab", n->path);
+    if (!v) return yt_fail(d, n, false, path, "missing required key (the number of pieces of the tokenizer to train)");
+    long long vocab;
+    int type = 0;
+    if ((rc = yt_read_int(d, v, 260, 1 << 20, &vocab)) < 0) return rc;
+    if (t && (rc = yt_read_enum(d, t, types, &type)) < 0) return rc;
+    if (vocab > c->model.vocab_size)
+        return yt_fail(d, v, false, NULL, "a tokenizer of %lld pieces needs model.vocab_size >= %lld, got %d", vocab, vocab,
+                       c->model.vocab_size);
+    c->tokenizer_vocab = (int)vocab;
+    snprintf(c->tokenizer_type, sizeof c->tokenizer_type, "%s", types[type]);
+    return 0;
+}
+
+/* Rules between the data keys: data.train and data.val go together and replace data.corpus and
+ * val_fraction; none of them (nor format or tokenizer) with data.task. */
+static int check_data(const yt_doc *d, const yt_node *data) {
+    const yt_node *tr = yt_get(data, "train"), *va = yt_get(data, "val"), *co = yt_get(data, "corpus"),
+                  *vf = yt_get(data, "val_fraction"), *task = yt_get(data, "task");
+    if (task && !yt_is_null(task)) {
+        static const char *const unused[] = {"train", "val", "format", "tokenizer"};
+        for (int k = 0; k < 4; k++)
+            if (yt_get(data, unused[k]))
+                return yt_fail(d, yt_get(data, unused[k]), true, NULL, "has no effect with data.task (a synthetic task)");
+        return 0;
+    }
+    if ((tr != NULL) != (va != NULL))
+        return yt_fail(d, tr ? tr : va, true, NULL, "needs data.%s too (a training and a validation source), or use "
+                                                    "data.corpus with val_fraction", tr ? "val" : "train");
+    if (tr && co) return yt_fail(d, co, true, NULL, "give data.corpus (split by val_fraction) or data.train + data.val, not both");
+    if (tr && vf) return yt_fail(d, vf, true, NULL, "has no effect with data.val (the validation data are given)");
+    return 0;
+}
+
 /* The model section: sizes, then the layer pattern (config_layers.c), then a final check. */
 static int read_model(const yt_doc *d, const yt_node *model, hy_run_config *c) {
     int rc = read_section(d, model, model_fields, false, c);
@@ -336,10 +400,16 @@ static int read_root(const yt_doc *d, hy_run_config *c) {
         const yt_node *n = yt_get(root, sections[s].key);
         if (n && (rc = read_section(d, n, sections[s].fields, true, c)) < 0) return rc;
     }
-    const yt_node *task = yt_get(yt_get(root, "data"), "task");
+    const yt_node *data = yt_get(root, "data"), *task = yt_get(data, "task"), *tok = yt_get(data, "tokenizer");
     if (task && (rc = read_task(d, task, &c->task)) < 0) return rc;
+    if (data && !yt_is_null(data) && (rc = check_data(d, data)) < 0) return rc;
+    if (tok && !yt_is_null(tok) && (rc = read_tokenizer(d, tok, c)) < 0) return rc;
+    if (c->train_path[0]) c->corpus[0] = 0;
     locate(d, yt_get(model, "vocab_size"), "model.vocab_size", c->at_vocab_size, sizeof c->at_vocab_size);
-    locate(d, yt_get(yt_get(root, "data"), "corpus"), "data.corpus", c->at_corpus, sizeof c->at_corpus);
+    const char *source = c->train_path[0] ? "train" : "corpus";   /* where a data error is located */
+    char source_path[16];
+    snprintf(source_path, sizeof source_path, "data.%s", source);
+    locate(d, yt_get(data, source), source_path, c->at_corpus, sizeof c->at_corpus);
     locate(d, yt_get(yt_get(root, "train"), "seq_len"), "train.seq_len", c->at_seq_len, sizeof c->at_seq_len);
     return finish_run(d, root, c);
 }
@@ -363,6 +433,13 @@ int hy_run_config_from_tree(const yt_doc *d, hy_run_config *c) {
     int rc = read_root(d, c);
     if (rc < 0) hy_run_config_free(c);
     return rc < 0 ? (rc == HY_ERR_NOMEM ? rc : HY_ERR_CONFIG) : 0;
+}
+
+void hy_run_data_spec(const hy_run_config *c, hy_data_spec *s) {
+    *s = (hy_data_spec){.corpus = c->corpus, .train = c->train_path, .val = c->val_path, .val_fraction = c->val_fraction,
+                        .format = c->data_format, .tokenizer = c->tokenizer, .tokenizer_vocab = c->tokenizer_vocab,
+                        .tokenizer_type = c->tokenizer_type, .cache_dir = c->cache_dir[0] ? c->cache_dir : c->out_dir,
+                        .vocab_size = c->model.vocab_size, .min_tokens = (long)c->seq_len + 1};
 }
 
 /* ---- the model config of the public API (include/hybrid.h) ---- */
@@ -438,6 +515,30 @@ static void write_task(hy_strbuf *b, const hy_task_config *t) {
     hy_sb_printf(b, "], streaming: %s}\n", t->eval_streaming ? "true" : "false");
 }
 
+/* The data keys: corpus and val_fraction, or train and val; format and tokenizer when set (a
+ * byte corpus resolves to the same text as before these keys existed, so its runs stay complete). */
+static void write_data(hy_strbuf *b, const hy_run_config *c) {
+    if (c->train_path[0]) {
+        hy_sb_add(b, "  train: ");
+        hy_sb_json_string(b, c->train_path);
+        hy_sb_add(b, "\n  val: ");
+        hy_sb_json_string(b, c->val_path);
+        hy_sb_add(b, "\n");
+    } else {
+        hy_sb_add(b, "  corpus: ");
+        hy_sb_json_string(b, c->corpus);
+        hy_sb_add(b, "\n");
+        write_num(b, "val_fraction", c->val_fraction);
+    }
+    if (c->data_format != HY_DATA_AUTO) hy_sb_printf(b, "  format: %s\n", hy_data_format_name(c->data_format));
+    if (c->tokenizer[0]) {
+        hy_sb_add(b, "  tokenizer: ");
+        hy_sb_json_string(b, c->tokenizer);
+        hy_sb_add(b, "\n");
+    } else if (c->tokenizer_vocab > 0)
+        hy_sb_printf(b, "  tokenizer: {vocab: %d, type: %s}\n", c->tokenizer_vocab, c->tokenizer_type);
+}
+
 int hy_run_config_write(const hy_run_config *c, const char *path) {
     char *text = hy_run_config_text(c);
     if (!text) return HY_ERR_NOMEM;
@@ -467,11 +568,9 @@ char *hy_run_config_text(const hy_run_config *c) {
         write_block(&b, &m->layers[i].ffn);
         hy_sb_add(&b, "\n");
     }
-    hy_sb_printf(&b, "compute:\n  gemm: %s\n  precision: %s\ndata:\n  corpus: ",
+    hy_sb_printf(&b, "compute:\n  gemm: %s\n  precision: %s\ndata:\n",
                  gemm_words[c->gemm <= HY_GEMM_ONEDNN ? c->gemm : 0], precision_words[c->precision == HY_PREC_BF16]);
-    hy_sb_json_string(&b, c->corpus);
-    hy_sb_add(&b, "\n");
-    write_num(&b, "val_fraction", c->val_fraction);
+    write_data(&b, c);
     if (c->task.type != HY_TASK_NONE) write_task(&b, &c->task);
     hy_sb_printf(&b, "train:\n  seq_len: %d\n  batch_size: %d\n  batch_tokens: %ld\n  steps: %ld\n", c->seq_len,
                  c->batch_size, c->batch_tokens, c->steps);

@@ -20,9 +20,16 @@ typedef struct {
     /* compute */
     hy_gemm_backend gemm;        /* auto | openblas | onednn */
     hy_precision precision;      /* f32 | bf16 */
-    /* data */
-    char corpus[HY_PATH_MAX];    /* file or folder; default: the fortunes corpus */
+    /* data (experiments/data.h) */
+    char corpus[HY_PATH_MAX];    /* file, folder or glob; default: the Python standard library's source */
     double val_fraction;         /* 0.1: the last 10% of the corpus (file order) is validation */
+    char train_path[HY_PATH_MAX], val_path[HY_PATH_MAX];   /* data.train / data.val ("" = corpus) */
+    hy_data_format data_format;  /* data.format */
+    char tokenizer[HY_PATH_MAX]; /* data.tokenizer as a SentencePiece model file ("" = none) */
+    int tokenizer_vocab;         /* data.tokenizer: {vocab: N, type}: train one (0 = no) */
+    char tokenizer_type[16];     /* bpe | unigram */
+    char cache_dir[HY_PATH_MAX]; /* not a key: where tokenized text is kept ("" = out_dir; an
+                                    experiment's runs share the experiment's folder) */
     hy_task_config task;         /* data.task: a synthetic task instead of the corpus (type NONE = corpus) */
     /* training */
     int seq_len, batch_size;     /* 256, 16 */
@@ -53,6 +60,9 @@ void hy_run_config_defaults(hy_run_config *c);
  * returns HY_ERR_CONFIG, *c left freed. */
 int hy_run_config_load(const char *path, const char *const *sets, int n_sets, hy_run_config *c);
 void hy_run_config_free(hy_run_config *c);
+/* The data section as hy_corpus_open / hy_data_check take it (pointers into c), with the model's
+ * vocabulary and seq_len + 1 tokens per split as the checks. */
+void hy_run_data_spec(const hy_run_config *c, hy_data_spec *s);
 /* Write the resolved config as YAML (every key explicit) to `path` (temp file + rename). */
 int hy_run_config_write(const hy_run_config *c, const char *path);
 /* The same text, malloc'd (NULL when out of memory). */

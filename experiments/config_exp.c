@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const top_keys[] = {"name",     "seed",  "threads", "out_dir", "compute", "data", "train",
-                                       "variants", "sweep", "budget",  "bench",   "eval",    NULL};
+static const char *const top_keys[] = {"name",  "seed",   "threads", "out_dir", "compute", "data",      "train",
+                                       "variants", "sweep", "budget", "bench",   "eval",    "reference", NULL};
 /* the swept axes, in this order (seed is also given as `seeds: N`) */
 static const char *const sweep_keys[] = {"seq_len", "d_model", "d_state", "lr", "seed", "precision", NULL};
 enum { AX_SEQ, AX_DMODEL, AX_DSTATE, AX_LR, AX_SEED, AX_PREC, N_AXES };
@@ -194,22 +194,26 @@ static int read_sweep(ectx *c, const yt_node *sweep, axes *a) {
     return 0;
 }
 
-/* eval: {seq_len: [..], tokens: N} — the common evaluation of every corpus run: at its own
- * seq_len and at each of these lengths (default: the swept seq_len values), over the same first
- * `tokens` bytes of the validation split (default 262144). */
+/* eval: {seq_len: [..], tokens: N | bytes: N} — the common evaluation of every corpus run: at its
+ * own seq_len and at each of these lengths (default: the swept seq_len values), over the same
+ * first `tokens` tokens of the validation split (default 262144), or over the tokens that cover
+ * its first `bytes` bytes of text (the same text for a byte model and a tokenized one). */
 static int read_eval(ectx *c, const axes *a, hy_experiment *e) {
-    static const char *const keys[] = {"seq_len", "tokens", NULL};
-    const yt_node *n = yt_get(c->exp.root, "eval"), *l = n ? yt_get(n, "seq_len") : NULL, *t = n ? yt_get(n, "tokens") : NULL;
+    static const char *const keys[] = {"seq_len", "tokens", "bytes", NULL};
+    const yt_node *n = yt_get(c->exp.root, "eval"), *l = n ? yt_get(n, "seq_len") : NULL, *t = n ? yt_get(n, "tokens") : NULL,
+                  *b = n ? yt_get(n, "bytes") : NULL;
     int rc;
     e->eval_tokens = 262144;
     if (n && yt_get(yt_get(c->exp.root, "data"), "task"))
         return yt_fail(&c->exp, n, true, NULL, "is for corpus experiments; a task experiment evaluates at "
                                                "data.task.eval_seq_len on the task's own held-out examples");
     if (n && (rc = yt_check_map(&c->exp, n, keys)) < 0) return rc;
-    if (t) {
+    if (t && b) return yt_fail(&c->exp, b, true, NULL, "give eval.tokens or eval.bytes, not both");
+    if (t || b) {
         long long v;
-        if ((rc = yt_read_int(&c->exp, t, 1, 1LL << 40, &v)) < 0) return rc;
-        e->eval_tokens = (long)v;
+        if ((rc = yt_read_int(&c->exp, t ? t : b, 1, 1LL << 40, &v)) < 0) return rc;
+        if (t) e->eval_tokens = (long)v;
+        else e->eval_bytes = (long)v;
     }
     if (!l) l = a->list[AX_SEQ];
     else if ((rc = want_list(c, l)) < 0) return rc;
@@ -324,6 +328,7 @@ static int compose_run(ectx *c, const yt_node *var, const yt_node *model, const 
         snprintf(run->id + len, sizeof run->id - (size_t)len, "-s%llu", a->seeds[idx[AX_SEED]]);
     if (snprintf(run->cfg.out_dir, sizeof run->cfg.out_dir, "%s/runs/%s", e->out_dir, run->id) >= HY_PATH_MAX)
         rc = hy_fail_code(HY_ERR_CONFIG, "%s: out_dir %s/runs/%s is too long", c->exp.file, e->out_dir, run->id);
+    snprintf(run->cfg.cache_dir, sizeof run->cfg.cache_dir, "%s", e->out_dir);   /* tokenized text, shared by the runs */
 out:
     yt_node_free(r);
     return rc;
@@ -372,6 +377,7 @@ static int load(ectx *c, hy_experiment *e) {
             return yt_fail(d, n ? n : root, false, "name", "may use only letters, digits and . _ + - = @ :, got '%s'", e->name);
     if ((n = yt_get(root, "out_dir")) && (rc = yt_read_str(d, n, e->out_dir, sizeof e->out_dir)) < 0) return rc;
     if (!n) snprintf(e->out_dir, sizeof e->out_dir, "results/%s", e->name);
+    if ((n = yt_get(root, "reference")) && (rc = yt_read_str(d, n, e->reference, sizeof e->reference)) < 0) return rc;
     long long th = 0;
     if ((n = yt_get(root, "threads")) && (rc = yt_read_int(d, n, 0, 65536, &th)) < 0) return rc;
     e->threads = (int)th;
@@ -387,8 +393,8 @@ static int load(ectx *c, hy_experiment *e) {
         return yt_fail(d, root, false, "variants", "missing required key (an experiment trains variants, or benchmarks "
                                                   "blocks with bench:)");
     if (!vars) {   /* benchmark only: nothing else would be used, so nothing else may be given */
-        static const char *const unused[] = {"seed", "compute", "data", "train", "sweep", "budget"};
-        for (int k = 0; k < 6; k++)
+        static const char *const unused[] = {"seed", "compute", "data", "train", "sweep", "budget", "reference"};
+        for (int k = 0; k < 7; k++)
             if ((n = yt_get(root, unused[k])))
                 return yt_fail(d, n, true, NULL, "has no effect in an experiment without variants (it only runs bench)");
         return 0;

@@ -221,11 +221,10 @@ int hy_dp_evaluate(hy_dp *dp, hy_model *m, const hy_data *data, int B, int T, lo
     int lo = first_row(B, dp->rank, dp->size), hi = first_row(B, dp->rank + 1, dp->size);
     int rc = hy_evaluate_data_rows(m, data, B, T, n_batches, seed, false, lo, hi, &s);
     if (rc < 0) return rc;
-    double v[3] = {s.loss_sum, (double)s.labels, (double)s.right}, t0 = hy_now();
-    hy_dist_allreduce(dp->d, v, 3, HY_DIST_F64, HY_DIST_SUM);
+    double v[4] = {s.loss_sum, (double)s.labels, (double)s.right, s.bytes}, t0 = hy_now();
+    hy_dist_allreduce(dp->d, v, 4, HY_DIST_F64, HY_DIST_SUM);
     dp->comm_s += hy_now() - t0;
-    r->labels = (long)v[1];
-    r->loss = v[1] > 0 ? v[0] / v[1] : NAN;
-    r->accuracy = v[1] > 0 ? v[2] / v[1] : NAN;
+    hy_eval_sums all = {.loss_sum = v[0], .labels = (long)v[1], .right = (long)v[2], .bytes = v[3]};
+    hy_eval_from_sums(data, &all, r);
     return 0;
 }

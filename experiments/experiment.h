@@ -42,9 +42,12 @@ typedef struct {
     int n_runs;
     hy_exp_run *runs;         /* variant-major, then d_model, d_state, lr, seed, seq_len */
     /* the common evaluation of corpus runs (eval:): at the run's seq_len and each of these lengths,
-     * over the first eval_tokens bytes of the validation split; task runs use their task's lengths */
+     * over the first eval_tokens tokens of the validation split, or (eval_bytes > 0) over the tokens
+     * of its first eval_bytes bytes of text, the same text whatever the tokenizer; task runs use
+     * their task's lengths */
     int n_eval, eval_seq_len[HY_EXP_MAX_EVAL];
-    long eval_tokens;
+    long eval_tokens, eval_bytes;
+    char reference[HY_PATH_MAX];   /* reference: another results folder whose runs the report lists ("" = none) */
     uint64_t eval_seed;       /* the data seed of every final evaluation: the first (or only) seed */
     hy_exp_bench bench;
 } hy_experiment;
@@ -87,6 +90,7 @@ typedef struct {
 } hy_bench_options;
 
 typedef struct {
+    FILE *log;                        /* data preparation lines (tokenizing, training a tokenizer); NULL = silent */
     void (*on_progress)(void *ctx, const hy_exp_progress *p);
     void *ctx;
     volatile sig_atomic_t *stop;

@@ -235,8 +235,8 @@ static void runs_table(hy_strbuf *b, const hy_results *r, bool task) {
     const hy_csv *S = &r->sweep;
     int cv = hy_csv_col(S, "variant"), ct = hy_csv_col(S, "seq_len");
     hy_sb_printf(b, "### Runs\n\n| variant | T | seed | lr | stopped by | params | flop/token | tokens | train s | tokens/s | "
-                    "peak MiB | state KiB | val loss | %s |\n|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-                 task ? "accuracy" : "val bits/byte");
+                    "peak MiB | state KiB | val loss | %s |\n|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|%s\n",
+                 task ? "accuracy" : "val bits/byte | bytes/token", task ? "" : "---:|");
     for (int i = 0; i < S->n_rows; i++) {
         const char *stop = hy_csv_str(S, i, hy_csv_col(S, "stopped_by"));
         double q = NAN;
@@ -252,13 +252,21 @@ static void runs_table(hy_strbuf *b, const hy_results *r, bool task) {
                     (el < 0 || !strcmp(hy_csv_str(E, j, el), hy_csv_str(S, i, hy_csv_col(S, "lr")))))
                     q = hy_csv_num(E, j, hy_csv_col(E, "accuracy"));
         }
-        hy_sb_printf(b, "| %s | %s | %s | %s | %s%s | %s | %.3g | %s | %s | %s | %.2f | %.1f | %s | %.4f |\n", hy_csv_str(S, i, cv),
+        char qs[32] = "–";
+        if (isfinite(q)) snprintf(qs, sizeof qs, "%.4f", q);
+        if (!task) {   /* and the text bytes per evaluated token (1 for bytes; "–" where unknown) */
+            double bpt = hy_csv_col(S, "bytes_per_token") >= 0 ? hy_csv_num(S, i, hy_csv_col(S, "bytes_per_token")) : 1.0;
+            size_t n = strlen(qs);
+            if (isfinite(bpt)) snprintf(qs + n, sizeof qs - n, " | %.3f", bpt);
+            else snprintf(qs + n, sizeof qs - n, " | –");
+        }
+        hy_sb_printf(b, "| %s | %s | %s | %s | %s%s | %s | %.3g | %s | %s | %s | %.2f | %.1f | %s | %s |\n", hy_csv_str(S, i, cv),
                      hy_csv_str(S, i, ct), hy_csv_str(S, i, hy_csv_col(S, "seed")), hy_csv_str(S, i, hy_csv_col(S, "lr")), stop,
                      !strcmp(stop, "seconds") ? DAGGER : "", hy_csv_str(S, i, hy_csv_col(S, "params")),
                      hy_csv_num(S, i, hy_csv_col(S, "flop_per_token")), hy_csv_str(S, i, hy_csv_col(S, "tokens")),
                      hy_csv_str(S, i, hy_csv_col(S, "train_s")), hy_csv_str(S, i, hy_csv_col(S, "tokens_per_s")),
                      hy_csv_num(S, i, hy_csv_col(S, "peak_bytes")) / 1048576, hy_csv_num(S, i, hy_csv_col(S, "state_bytes")) / 1024,
-                     hy_csv_str(S, i, hy_csv_col(S, "val_loss")), q);
+                     hy_csv_str(S, i, hy_csv_col(S, "val_loss")), qs);
     }
     hy_sb_add(b, "\n");
 }
@@ -311,11 +319,11 @@ static int position_table(hy_strbuf *b, const hy_results *r, const char *const *
     if (nc <= 0) return nc;
     int L = c[0].eval_seq_len;
     hy_sb_printf(b, "## Loss against position (position.csv)\n\nThe loss of each prediction against its position in the "
-                    "context window (0-based: position p predicts byte p + 1 after seeing p + 1 bytes), for the runs trained "
-                    "at the longest T (%d), at the selected lr, on the held-out windows of the longest evaluation (L = %d). "
-                    "The figure averages log-spaced bins of positions (4 per doubling) over seeds. A loss that keeps falling "
-                    "with the position means the model uses distant context; in the table, last half − 16–31 is negative "
-                    "when it does.\n\n",
+                    "context window (0-based: position p predicts token p + 1 after seeing p + 1 tokens, bytes for a byte "
+                    "corpus), for the runs trained at the longest T (%d), at the selected lr, on the held-out windows of "
+                    "the longest evaluation (L = %d). The figure averages log-spaced bins of positions (4 per doubling) "
+                    "over seeds. A loss that keeps falling with the position means the model uses distant context; in the "
+                    "table, last half − 16–31 is negative when it does.\n\n",
                  c[0].seq_len, L);
     figure(b, plots, np, "position");
     hy_sb_printf(b, "| variant | lr | n | loss at 16–31 | loss at 128–255 | loss at %d–%d (last half) | last half − 16–31 |\n"
@@ -387,6 +395,57 @@ static void learning_table(hy_strbuf *b, const hy_csv *R) {
         start = i + 1;
     }
     hy_sb_add(b, "\n");
+}
+
+/* qsort order of groups by mean bits per byte (no value last). */
+static int cmp_bits(const void *a, const void *b) {
+    double x = ((const hy_group *)a)->bits.mean, y = ((const hy_group *)b)->bits.mean;
+    if (!isfinite(x) || !isfinite(y)) return isfinite(x) ? -1 : isfinite(y);
+    return (x > y) - (x < y);
+}
+
+/* The groups of this experiment and of the reference experiment (reference.csv) in one table,
+ * ordered by bits per byte: the axis on which a byte model and a subword model compare. */
+static int reference_section(hy_strbuf *b, const hy_results *r, const char *name) {
+    hy_group *g = NULL, *h = NULL;
+    int ng = hy_group_sweep(&r->sweep, &r->eval, false, &g), nh = ng < 0 ? 0 : hy_group_sweep(&r->reference, NULL, false, &h);
+    if (ng < 0 || nh < 0) {
+        free(g), free(h);
+        return ng < 0 ? ng : nh;
+    }
+    const char *ref = hy_csv_str(&r->reference, 0, hy_csv_col(&r->reference, "experiment"));
+    hy_group *all = malloc(sizeof *all * (size_t)(ng + nh + 1));
+    if (!all) {
+        free(g), free(h);
+        return HY_ERR_NOMEM;
+    }
+    for (int k = 0; k < ng + nh; k++) {   /* `selected` marks this experiment's groups from here on */
+        all[k] = k < ng ? g[k] : h[k - ng];
+        all[k].selected = k < ng;
+    }
+    qsort(all, (size_t)(ng + nh), sizeof *all, cmp_bits);
+    hy_sb_printf(b, "## Against the reference (reference.csv)\n\nThis experiment's groups and those of `%s` (its sweep.csv, "
+                    "copied when this experiment finished), each at its selected lr, ordered by validation bits per byte: "
+                    "each experiment's common evaluation loss in bits divided by the bytes of text its tokens stand for, so "
+                    "models of different tokenizers (or of bytes) compare on one axis. A window of T tokens holds T x bytes "
+                    "per token bytes of text.\n\n"
+                    "| experiment | variant | T (tokens) | bytes per token | context (bytes) | n | val loss (nats/token) | "
+                    "bits/byte (mean ± sd) |\n|---|---|---:|---:|---:|---:|---:|---:|\n",
+                 ref);
+    for (int k = 0; k < ng + nh; k++) {
+        char bits[64], loss[64], bpt[32] = "–", ctx[32] = "–";
+        stat_text(bits, sizeof bits, &all[k].bits);
+        stat_text(loss, sizeof loss, &all[k].loss);
+        if (all[k].bytes_per_token.n) {
+            snprintf(bpt, sizeof bpt, "%.3f", all[k].bytes_per_token.mean);
+            snprintf(ctx, sizeof ctx, "%.0f", all[k].seq_len * all[k].bytes_per_token.mean);
+        }
+        hy_sb_printf(b, "| %s | %s%s | %d | %s | %s | %d | %s | %s |\n", all[k].selected ? name : ref, all[k].variant,
+                     all[k].cut ? DAGGER : "", all[k].seq_len, bpt, ctx, all[k].runs, loss, bits);
+    }
+    hy_sb_add(b, "\n");
+    free(g), free(h), free(all);
+    return 0;
 }
 
 /* The quality sections (sweep.csv and eval.csv). */
@@ -472,6 +531,7 @@ int hy_write_report(const char *dir, const char *const *plots, int np, const cha
         layer_table(&b, L, stp, 1, "state_bytes", 1.0 / 1024, "state KiB");
     }
     if (rc == 0) rc = quality_sections(&b, &r, plots, np, &cut_any);
+    if (rc == 0 && r.sweep.n_rows && r.reference.n_rows) rc = reference_section(&b, &r, name);
     if (rc == 0 && r.position.n_rows) rc = position_table(&b, &r, plots, np, &cut_any);
     if (rc == 0 && r.train.n_rows) {
         hy_sb_add(&b, "## Learning curves (train.csv)\n\n");

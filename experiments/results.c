@@ -411,12 +411,12 @@ static int group_at(hy_group **g, int *n, int *cap, const char *variant, int T, 
 
 /* Fills the statistics of every group from per-row values: row i belongs to group of[i] (-1:
  * none); v[q][i] is quantity q (loss, bits, accuracy, flops) of row i. */
-static int fill_stats(hy_group *g, int ng, const int *of, double *const v[4], int rows) {
+static int fill_stats(hy_group *g, int ng, const int *of, double *const v[5], int rows) {
     double *x = malloc(((size_t)rows + 1) * sizeof *x);
     if (!x) return HY_ERR_NOMEM;
     for (int k = 0; k < ng; k++) {
-        hy_stat *st[4] = {&g[k].loss, &g[k].bits, &g[k].accuracy, &g[k].flops};
-        for (int q = 0; q < 4; q++) {
+        hy_stat *st[5] = {&g[k].loss, &g[k].bits, &g[k].accuracy, &g[k].flops, &g[k].bytes_per_token};
+        for (int q = 0; q < 5; q++) {
             int m = 0;
             for (int i = 0; i < rows; i++)
                 if (of[i] == k) x[m++] = v[q][i];
@@ -433,17 +433,18 @@ static int group_rows(const hy_csv *S, const hy_csv *E, bool eval, bool every_lr
     *out = NULL;
     const hy_csv *t = eval ? E : S;
     int cv = col_of(t, "variant"), ct = col_of(t, "seq_len"), ce = eval ? col_of(t, "eval_seq_len") : ct,
-        cs = col_of(t, "seed"), cl = col_of(t, "lr"), closs = col_of(t, "val_loss"), cb = col_of(t, "val_bits_per_byte");
+        cs = col_of(t, "seed"), cl = col_of(t, "lr"), closs = col_of(t, "val_loss"), cb = col_of(t, "val_bits_per_byte"),
+        cbt = col_of(t, "bytes_per_token");
     if (cv < 0 || ct < 0 || ce < 0) return 0;
     int n = t->n_rows, ng = 0, cap = 0, rc = 0;
     int *of = malloc(((size_t)n + 1) * sizeof *of);
-    double *v = malloc(((size_t)n + 1) * 4 * sizeof *v);
+    double *v = malloc(((size_t)n + 1) * 5 * sizeof *v);
     hy_group *g = NULL;
     if (!of || !v) {
         rc = HY_ERR_NOMEM;
         goto done;
     }
-    double *vq[4] = {v, v + n + 1, v + 2 * (n + 1), v + 3 * (n + 1)};
+    double *vq[5] = {v, v + n + 1, v + 2 * (n + 1), v + 3 * (n + 1), v + 4 * (n + 1)};
     for (int i = 0; i < n; i++) {
         const char *var = hy_csv_str(t, i, cv), *T = hy_csv_str(t, i, ct), *lr = hy_csv_str(t, i, cl),
                    *seed = hy_csv_str(t, i, cs);
@@ -463,6 +464,8 @@ static int group_rows(const hy_csv *S, const hy_csv *E, bool eval, bool every_lr
         vq[1][i] = cb >= 0 ? hy_csv_num(t, i, cb) : loss / log(2.0);
         vq[2][i] = eval ? hy_csv_num(t, i, col_of(t, "accuracy")) : run_accuracy(t, i, E);
         vq[3][i] = eval ? NAN : 3 * hy_csv_num(t, i, col_of(t, "flop_per_token")) * hy_csv_num(t, i, col_of(t, "tokens"));
+        /* without the column (an older runner: byte corpora only): 1 byte per token where there are bits per byte */
+        vq[4][i] = cbt >= 0 ? hy_csv_num(t, i, cbt) : isfinite(vq[1][i]) ? 1.0 : NAN;
     }
     rc = fill_stats(g, ng, of, vq, n);
 done:
@@ -631,12 +634,16 @@ int hy_results_load(const char *dir, hy_results *r) {
         r->found += st == 0;
     }
     if (rc == 0 && r->sweep.n_rows && hy_csv_col(&r->sweep, "lr_selected") < 0) rc = hy_select_lr(&r->sweep, &r->eval);
+    snprintf(path, sizeof path, "%s/reference.csv", dir);   /* not counted in found: nothing to plot alone */
+    int st = hy_csv_load(path, &r->reference);
+    if (st < 0 && rc == 0) rc = st;
+    if (rc == 0 && r->reference.n_rows && hy_csv_col(&r->reference, "lr_selected") < 0) rc = hy_select_lr(&r->reference, NULL);
     return rc;
 }
 
-/* Frees the five tables. */
+/* Frees the tables. */
 void hy_results_free(hy_results *r) {
-    hy_csv *tabs[] = {&r->layers, &r->sweep, &r->eval, &r->train, &r->position};
-    for (int k = 0; k < 5; k++) hy_csv_free(tabs[k]);
+    hy_csv *tabs[] = {&r->layers, &r->sweep, &r->eval, &r->train, &r->position, &r->reference};
+    for (int k = 0; k < 6; k++) hy_csv_free(tabs[k]);
     r->found = 0;
 }

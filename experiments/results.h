@@ -82,6 +82,7 @@ typedef struct {
     hy_stat bits;         /* val_bits_per_byte (val_loss / ln 2 where the column is absent) */
     hy_stat accuracy;     /* sweep groups: eval.csv accuracy at the training length; eval groups: accuracy */
     hy_stat flops;        /* training FLOPs 3 x flop_per_token x tokens (sweep groups only) */
+    hy_stat bytes_per_token;   /* text bytes per evaluated token (1 for bytes; 1 where the column is absent) */
 } hy_group;
 
 /* Groups sweep.csv by (variant, seq_len) at the selected lr, or, with every_lr, by (variant,
@@ -150,12 +151,14 @@ int hy_position_bins(const hy_position_curve *c, int per_octave, hy_position_bin
 /* The CSV files of a results folder (a missing file is an empty table). */
 typedef struct {
     hy_csv layers, sweep, eval, train, position;
-    int found;            /* how many of the five files exist */
+    hy_csv reference;     /* reference.csv: another experiment's sweep.csv rows with an `experiment` column */
+    int found;            /* how many of the five files (reference.csv aside) exist */
 } hy_results;
 
-/* Loads dir's layers.csv, sweep.csv, eval.csv, train.csv, position.csv; when sweep.csv has rows
- * but no lr_selected column (an older runner), selects the lr here (hy_select_lr) so every reader
- * sees one. Returns 0 or a negative code (a malformed file); free with hy_results_free either way. */
+/* Loads dir's layers.csv, sweep.csv, eval.csv, train.csv, position.csv and reference.csv; when
+ * sweep.csv has rows but no lr_selected column (an older runner), selects the lr here
+ * (hy_select_lr) so every reader sees one. Returns 0 or a negative code (a malformed file); free
+ * with hy_results_free either way. */
 int hy_results_load(const char *dir, hy_results *r);
 void hy_results_free(hy_results *r);
 

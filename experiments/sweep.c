@@ -21,8 +21,9 @@
 /* A run's result.csv: sweep.csv's row without lr_selected, which needs every run (hy_sweep_finalize). */
 const char *const HY_SWEEP_ROWS_CSV_HEADER =
     "variant,seq_len,seed,lr,batch_size,batch_tokens,steps,tokens,stopped_by,params,flop_per_token,train_s,"
-    "tokens_per_s,peak_bytes,state_bytes,val_loss,val_ppl,val_bits_per_byte\n";
-const char *const HY_EVAL_CSV_HEADER = "variant,seq_len,seed,lr,task,eval_seq_len,val_loss,val_bits_per_byte,accuracy,labels\n";
+    "tokens_per_s,peak_bytes,state_bytes,val_loss,val_ppl,val_bits_per_byte,bytes_per_token\n";
+const char *const HY_EVAL_CSV_HEADER =
+    "variant,seq_len,seed,lr,task,eval_seq_len,val_loss,val_bits_per_byte,accuracy,labels,bytes_per_token\n";
 const char *const HY_POSITION_CSV_HEADER = "variant,seq_len,seed,lr,eval_seq_len,position,loss\n";
 
 /* dir/name into out. */
@@ -113,14 +114,16 @@ static int eval_lengths(const hy_experiment *e, const hy_run_config *c, int *len
 static int finish_run(const hy_experiment *e, const hy_exp_run *run, const hy_train_result *tr,
                       volatile sig_atomic_t *stop) {
     const hy_run_config *c = &run->cfg;
-    char ck[HY_PATH_MAX + 64], path[HY_PATH_MAX + 64], key[300], a[32], b[32];
+    char ck[HY_PATH_MAX + 64], path[HY_PATH_MAX + 64], key[300], a[32], b[32], bt[32];
     join(ck, sizeof ck, c->out_dir, "checkpoint.safetensors");
     hy_model *m;
     long step;
     int rc = hy_checkpoint_load(ck, &m, &step);
     if (rc < 0) return rc;
     hy_data data;
-    if ((rc = hy_data_open(&data, c->corpus, c->val_fraction, &c->task, e->eval_seed)) < 0) {
+    hy_data_spec spec;
+    hy_run_data_spec(c, &spec);
+    if ((rc = hy_data_open(&data, &spec, &c->task, e->eval_seed)) < 0) {
         hy_model_free(m);
         return rc;
     }
@@ -130,9 +133,11 @@ static int finish_run(const hy_experiment *e, const hy_exp_run *run, const hy_tr
     hy_sb_add(&ev, HY_EVAL_CSV_HEADER);
     hy_sb_add(&po, HY_POSITION_CSV_HEADER);
     int lens[HY_EXP_MAX_EVAL + HY_TASK_MAX_EVAL + 1], n = eval_lengths(e, c, lens), longest = 0;
+    /* the common evaluation's extent: eval.tokens tokens, or the tokens of the first eval.bytes bytes of text */
+    long n_tokens = !task && e->eval_bytes > 0 ? hy_corpus_tokens_for_bytes(&data.corpus, e->eval_bytes) : e->eval_tokens;
     for (int i = 0; i < n; i++) longest = lens[i] > longest ? lens[i] : longest;
     double *pos = task ? NULL : hy_malloc((size_t)longest * sizeof(double));
-    hy_eval_result own = {.loss = NAN, .accuracy = NAN};
+    hy_eval_result own = {.loss = NAN, .accuracy = NAN, .bits_per_byte = NAN};
     if (!task && !pos) rc = HY_ERR_NOMEM;
     for (int i = 0; i < n && rc == 0; i++) {
         hy_eval_result er;
@@ -142,24 +147,26 @@ static int finish_run(const hy_experiment *e, const hy_exp_run *run, const hy_tr
         }
         if (task) rc = hy_evaluate_data(m, &data, c->batch_size, lens[i], c->eval_batches, e->eval_seed,
                                         c->task.eval_streaming, &er);
-        else rc = hy_evaluate_corpus_windows(m, &data.corpus, lens[i], e->eval_tokens, lens[i] == longest ? pos : NULL, &er);
+        else rc = hy_evaluate_corpus_windows(m, &data.corpus, lens[i], n_tokens, lens[i] == longest ? pos : NULL, &er);
         if (rc < 0) break;
         if (i == 0) own = er;
-        num_cell(a, sizeof a, "%.6f", task ? NAN : er.loss / log(2.0));
+        num_cell(a, sizeof a, "%.6f", task ? NAN : er.bits_per_byte);
         num_cell(b, sizeof b, "%.6f", er.accuracy);
-        hy_sb_printf(&ev, "%s,%s,%d,%.6f,%s,%s,%ld\n", key, task ? hy_task_name(c->task.type) : "corpus", lens[i], er.loss,
-                     a, b, er.labels);
+        num_cell(bt, sizeof bt, "%.6f", task ? NAN : er.bytes / er.labels);
+        hy_sb_printf(&ev, "%s,%s,%d,%.6f,%s,%s,%ld,%s\n", key, task ? hy_task_name(c->task.type) : "corpus", lens[i], er.loss,
+                     a, b, er.labels, bt);
         for (int p = 0; !task && lens[i] == longest && p < longest; p++)
             hy_sb_printf(&po, "%s,%d,%d,%.6f\n", key, longest, p, pos[p]);
     }
     hy_free(pos);
-    num_cell(a, sizeof a, "%.6f", task ? NAN : own.loss / log(2.0));
+    num_cell(a, sizeof a, "%.6f", task ? NAN : own.bits_per_byte);
+    num_cell(bt, sizeof bt, "%.6f", task ? NAN : own.bytes / own.labels);
     hy_sb_add(&sw, HY_SWEEP_ROWS_CSV_HEADER);
-    hy_sb_printf(&sw, "%s,%d,%ld,%ld,%.0f,%s,%zu,%.6g,%.3f,%.1f,%zu,%zu,%.6f,%.6f,%s\n", key, c->batch_size,
+    hy_sb_printf(&sw, "%s,%d,%ld,%ld,%.0f,%s,%zu,%.6g,%.3f,%.1f,%zu,%zu,%.6f,%.6f,%s,%s\n", key, c->batch_size,
                  (long)c->batch_size * c->seq_len, tr->steps, tr->tokens, hy_stop_reason_name(tr->stopped_by),
                  hy_model_param_count(m), hy_model_flop_per_token(m, c->seq_len), tr->seconds,
                  tr->tokens / fmax(tr->seconds, 1e-9), tr->peak_bytes, hy_model_state_bytes(m, c->seq_len), own.loss,
-                 exp(own.loss), a);
+                 exp(own.loss), a, bt);
     hy_data_free(&data);
     hy_model_free(m);
     char *evt = hy_sb_take(&ev), *swt = hy_sb_take(&sw), *pot = hy_sb_take(&po);
@@ -214,9 +221,10 @@ static int check_eval_lengths(const hy_experiment *e, const hy_exp_run *run, con
     size_t val = d->len - d->n_train;
     for (int i = 0; i < n; i++)
         if (val < (size_t)lens[i] + 1)
-            return hy_fail_code(HY_ERR_CONFIG, "%s: eval.seq_len: the evaluation of run %s at length %d needs %d bytes, but "
-                                               "the validation split of the corpus %s has %zu (data.val_fraction %g)",
-                                e->source, run->id, lens[i], lens[i] + 1, run->cfg.corpus, val, run->cfg.val_fraction);
+            return hy_fail_code(HY_ERR_CONFIG, "%s: eval.seq_len: the evaluation of run %s at length %d needs %d %s, but "
+                                               "the validation split of %s has %zu",
+                                e->source, run->id, lens[i], lens[i] + 1, d->tokens ? "tokens" : "bytes",
+                                run->cfg.val_path[0] ? run->cfg.val_path : run->cfg.corpus, val);
     return 0;
 }
 
@@ -277,6 +285,69 @@ static int run_bench(const hy_experiment *e, const hy_exp_opts *o, tick_ctx *t) 
     return hy_write_file_atomic(marker, spec, strlen(spec));
 }
 
+/* The data of run i as a key: runs with the same key share one check and one tokenization. */
+static void data_key(const hy_exp_run *run, char *out, size_t n) {
+    const hy_run_config *c = &run->cfg;
+    snprintf(out, n, "%s|%s|%s|%.17g|%d|%s|%d|%s|%d|%d", c->corpus, c->train_path, c->val_path, c->val_fraction,
+             (int)c->data_format, c->tokenizer, c->tokenizer_vocab, c->tokenizer_type, c->model.vocab_size, c->seq_len);
+}
+
+/* After validation (hy_experiment_validate) and before the first run: the text that runs tokenize is
+ * tokenized (and a data.tokenizer: {vocab} tokenizer trained) once, into the experiment's folder,
+ * so that no run starts with minutes of it and every run finds it there. Returns 0 or negative,
+ * the run named. */
+static int prepare_data(const hy_experiment *e, const hy_exp_opts *o) {
+    char key[5 * HY_PATH_MAX], prev[5 * HY_PATH_MAX];
+    int rc = 0;
+    for (int i = 0; i < e->n_runs && rc == 0; i++) {
+        const hy_run_config *c = &e->runs[i].cfg;
+        if (c->task.type != HY_TASK_NONE) continue;
+        data_key(&e->runs[i], key, sizeof key);
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++) {
+            data_key(&e->runs[j], prev, sizeof prev);
+            seen = !strcmp(key, prev);
+        }
+        if (seen || (!c->tokenizer[0] && c->tokenizer_vocab == 0)) continue;
+        hy_data_spec s;
+        hy_run_data_spec(c, &s);
+        s.progress = o->log;
+        hy_corpus corpus;
+        if ((rc = hy_corpus_open(&corpus, &s)) == 0) hy_corpus_free(&corpus);
+        else hy_error_prefix("run %s: data", e->runs[i].id);
+    }
+    return rc;
+}
+
+/* reference.csv: the sweep.csv of the reference results folder, with its path as a first column
+ * `experiment`, for the report's comparison (nothing when the folder has no sweep.csv yet). */
+static int copy_reference(const hy_experiment *e, FILE *log) {
+    char path[HY_PATH_MAX + 64], *data;
+    size_t len;
+    join(path, sizeof path, e->reference, "sweep.csv");
+    if (access(path, R_OK) != 0) {
+        if (log) fprintf(log, "[experiment] reference %s has no sweep.csv (yet): the report lists no reference runs\n", path);
+        join(path, sizeof path, e->out_dir, "reference.csv");
+        unlink(path);
+        return 0;
+    }
+    int rc = hy_read_file(path, &data, &len);
+    if (rc < 0) return rc;
+    hy_strbuf b = {0};
+    char cell[HY_PATH_MAX];
+    snprintf(cell, sizeof cell, "%s", e->reference);
+    for (char *p = cell; *p; p++)
+        if (strchr(", \t\"", *p)) *p = '_';
+    for (char *line = data, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        hy_sb_printf(&b, "%s,%s\n", line == data ? "experiment" : cell, line);
+    }
+    hy_free(data);
+    join(path, sizeof path, e->out_dir, "reference.csv");
+    return hy_sb_write_file(&b, path);
+}
+
 /* The experiment's folder and its copy of the experiment file as given. */
 static int start_folder(const hy_experiment *e) {
     char path[HY_PATH_MAX + 64], *src;
@@ -303,6 +374,7 @@ static int merge_results(const hy_experiment *e, const hy_exp_opts *o, hy_exp_re
         (rc = concat(e, "position.csv", HY_POSITION_CSV_HEADER)) < 0)
         return rc;
     if ((rc = hy_sweep_finalize(e->out_dir)) < 0) return rc;   /* sweep.csv: the rows + lr_selected */
+    if (e->reference[0] && (rc = copy_reference(e, o->log)) < 0) return rc;
     if (!o->no_plots) return hy_experiment_plot(e->out_dir, r->summary, sizeof r->summary);
     return 0;
 }
@@ -352,9 +424,10 @@ static int run_distributed(const hy_experiment *e, const hy_exp_opts *o, hy_exp_
     tick_ctx t = {.e = e, .o = o, .t0 = hy_now()};
     t.p.n_runs = e->n_runs, t.p.group = hy_dist_rank(world) / per, t.p.groups = size / per;
     if ((rc = hy_experiment_validate(e, o->force, NULL)) < 0) return rc;   /* every rank, its own machine */
-    if (rank0 && (rc = start_folder(e)) == 0 && e->bench.enabled) rc = run_bench(e, o, &t);
+    if (rank0 && (rc = start_folder(e)) == 0 && (rc = prepare_data(e, o)) == 0 && e->bench.enabled)
+        rc = run_bench(e, o, &t);
     if (rc < 0) return rc;
-    hy_dist_barrier(world);   /* the others sleep through rank 0's benchmark */
+    hy_dist_barrier(world);   /* the others sleep through rank 0's tokenizing and benchmark */
     if ((rc = hy_dist_split(world, t.p.group, &grp)) < 0) return rc;
     bool leader = hy_dist_rank(grp) == 0;
     for (int i = 0; leader && i < e->n_runs; i++) t.todo += status_of(&e->runs[i], false) != RUN_COMPLETE;
@@ -406,7 +479,7 @@ int hy_experiment_run(const hy_experiment *e, const hy_exp_opts *o, hy_exp_resul
     r->total = e->n_runs;
     if (hy_dist_size(o->dist) > 1) return run_distributed(e, o, r);
     int rc = hy_experiment_validate(e, o->force, NULL);
-    if (rc < 0 || (rc = start_folder(e)) < 0) return rc;
+    if (rc < 0 || (rc = start_folder(e)) < 0 || (rc = prepare_data(e, o)) < 0) return rc;
     tick_ctx t = {.e = e, .o = o, .t0 = hy_now()};
     t.p.n_runs = e->n_runs, t.p.groups = 1;
     for (int i = 0; i < e->n_runs; i++) t.todo += status_of(&e->runs[i], false) != RUN_COMPLETE;

@@ -187,14 +187,14 @@ int hy_task_batch(const hy_task_config *t, uint64_t seed, int split, hy_rng *rng
 
 /* ---- the data source ---- */
 
-int hy_data_open(hy_data *d, const char *corpus, double val_fraction, const hy_task_config *task, uint64_t seed) {
+int hy_data_open(hy_data *d, const hy_data_spec *spec, const hy_task_config *task, uint64_t seed) {
     memset(d, 0, sizeof *d);
     d->seed = seed;
     if (task && task->type != HY_TASK_NONE) {
         d->task = *task;
         return 0;
     }
-    return hy_corpus_load(&d->corpus, corpus, val_fraction);
+    return hy_corpus_open(&d->corpus, spec);
 }
 
 void hy_data_free(hy_data *d) {
@@ -209,7 +209,7 @@ int hy_data_batch(const hy_data *d, int split, hy_rng *rng, int B, int T, int32_
 
 void hy_data_describe(const hy_data *d, char *out, size_t len) {
     const hy_task_config *t = &d->task;
-    if (t->type == HY_TASK_NONE) snprintf(out, len, "corpus %zu bytes (%d files)", d->corpus.len, d->corpus.n_files);
+    if (t->type == HY_TASK_NONE) hy_corpus_describe(&d->corpus, out, len);
     else if (t->type == HY_TASK_MQAR && t->num_kv_pairs > 0)
         snprintf(out, len, "task mqar (vocab %d, %d kv pairs, %ld examples)", t->vocab, t->num_kv_pairs, t->examples);
     else if (t->type == HY_TASK_MQAR)
@@ -217,146 +217,4 @@ void hy_data_describe(const hy_data *d, char *out, size_t len) {
     else if (t->type == HY_TASK_SELECTIVE_COPY)
         snprintf(out, len, "task selective_copy (vocab %d, %d tokens)", t->vocab, t->n_tokens);
     else snprintf(out, len, "task induction (vocab %d)", t->vocab);
-}
-
-#define EVAL_SEED_SALT 0x5eed5eed5eedull   /* validation windows: the same for every call with one seed */
-
-/* Adds one row of logits to the loss (log-sum-exp minus the label's logit) and the accuracy. */
-static void score_row(const float *z, int V, int32_t label, double *total, long *right) {
-    int best = 0;
-    float mx = z[0];
-    for (int v = 1; v < V; v++) best = z[v] > z[best] ? v : best;
-    mx = z[best];
-    double s = 0;
-    for (int v = 0; v < V; v++) s += exp((double)(z[v] - mx));
-    *total += mx + log(s) - z[label];
-    *right += best == label;
-}
-
-/* One batch through the streaming path: B sequences, one token per step. On one thread: a step is
- * too small to share, and a parallel region per step costs more than the step on a busy machine
- * (measured: 50x slower with 2 threads on 2 loaded cores). */
-static int stream_batch(hy_model *m, const int32_t *in, const int32_t *tg, int B, int T, double *total, long *labels,
-                        long *right) {
-    int V = m->cfg.vocab_size, threads = hy_threads();
-    hy_set_threads(1);
-    hy_model_state *st = NULL;
-    int32_t *tok = hy_malloc((size_t)B * sizeof(int32_t));
-    float *z = hy_malloc((size_t)B * V * sizeof(float));
-    int rc = tok && z ? hy_model_state_new(m, B, &st) : HY_ERR_NOMEM;
-    for (int t = 0; t < T && rc == 0; t++) {
-        for (int b = 0; b < B; b++) tok[b] = in[(size_t)b * T + t];
-        if ((rc = hy_model_step(m, st, tok, z)) < 0) break;
-        for (int b = 0; b < B; b++) {
-            int32_t label = tg[(size_t)b * T + t];
-            if (label < 0) continue;
-            score_row(z + (size_t)b * V, V, label, total, right);
-            (*labels)++;
-        }
-    }
-    if (st) hy_model_state_free(m, st);
-    hy_free(tok), hy_free(z);
-    hy_set_threads(threads);
-    return rc;
-}
-
-int hy_evaluate_data_rows(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
-                          int row_lo, int row_hi, hy_eval_sums *s) {
-    size_t n = (size_t)B * T;
-    int V = m->cfg.vocab_size, rows = row_hi - row_lo;
-    memset(s, 0, sizeof *s);
-    if (row_lo < 0 || row_hi > B || rows < 1) return hy_fail("evaluation rows [%d, %d) of a batch of %d", row_lo, row_hi, B);
-    int32_t *in = hy_malloc(n * sizeof(int32_t)), *tg = hy_malloc(n * sizeof(int32_t));
-    int rc = in && tg ? 0 : HY_ERR_NOMEM;
-    hy_rng rng;
-    hy_rng_seed(&rng, seed ^ EVAL_SEED_SALT);
-    double total = 0;
-    long labels = 0, right = 0;
-    const int32_t *rin = in + (size_t)row_lo * T, *rtg = tg + (size_t)row_lo * T;
-    size_t rn = (size_t)rows * T;
-    for (long i = 0; i < n_batches && rc == 0; i++) {
-        hy_loss l;
-        if ((rc = hy_data_batch(d, 1, &rng, B, T, in, tg)) < 0) break;
-        if (streaming) {
-            if ((rc = stream_batch(m, rin, rtg, rows, T, &total, &labels, &right)) < 0) break;
-            continue;
-        }
-        if ((rc = hy_model_forward(m, rin, rtg, rows, T, false, &l)) < 0) break;
-        total += (double)l.ce_loss * l.n_targets;
-        labels += l.n_targets;
-        const float *z = hy_model_logits(m);
-        for (size_t p = 0; p < rn; p++) {
-            if (rtg[p] < 0) continue;
-            const float *row = z + p * V;
-            int best = 0;
-            for (int v = 1; v < V; v++) best = row[v] > row[best] ? v : best;
-            right += best == rtg[p];
-        }
-    }
-    hy_free(in), hy_free(tg);
-    if (rc < 0) return rc;
-    s->loss_sum = total, s->labels = labels, s->right = right;
-    return 0;
-}
-
-int hy_evaluate_data(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
-                     hy_eval_result *r) {
-    hy_eval_sums s;
-    memset(r, 0, sizeof *r);
-    int rc = hy_evaluate_data_rows(m, d, B, T, n_batches, seed, streaming, 0, B, &s);
-    if (rc < 0) return rc;
-    r->labels = s.labels;
-    r->loss = s.labels ? s.loss_sum / s.labels : NAN;
-    r->accuracy = s.labels ? (double)s.right / s.labels : NAN;
-    return 0;
-}
-
-int hy_evaluate_corpus_windows(hy_model *m, const hy_corpus *c, int T, long n_tokens, double *pos_loss,
-                               hy_eval_result *r) {
-    memset(r, 0, sizeof *r);
-    const uint8_t *val = c->bytes + c->n_train;
-    size_t val_len = c->len - c->n_train;
-    long n_windows = n_tokens / T;
-    if (val_len < (size_t)T + 1)
-        return hy_fail("evaluation at length %d: the validation split has %zu bytes, fewer than %d", T, val_len, T + 1);
-    if ((size_t)n_windows > (val_len - 1) / (size_t)T) n_windows = (long)((val_len - 1) / (size_t)T);
-    if (n_windows < 1) n_windows = 1;
-    int V = m->cfg.vocab_size, B = (int)fmin((double)n_windows, fmax(1.0, 16384.0 / T));
-    size_t n = (size_t)B * T;
-    int32_t *in = hy_malloc(n * sizeof(int32_t)), *tg = hy_malloc(n * sizeof(int32_t));
-    double *sum = hy_malloc((size_t)T * sizeof(double));
-    int rc = in && tg && sum ? 0 : HY_ERR_NOMEM;
-    if (rc == 0) memset(sum, 0, (size_t)T * sizeof(double));
-    for (long w0 = 0; w0 < n_windows && rc == 0; w0 += B) {
-        int b_now = (int)fmin(B, (double)(n_windows - w0));
-        for (int b = 0; b < b_now; b++)
-            for (int t = 0; t < T; t++) {
-                size_t at = (size_t)(w0 + b) * T + t;
-                in[(size_t)b * T + t] = val[at], tg[(size_t)b * T + t] = val[at + 1];
-            }
-        hy_loss l;
-        if ((rc = hy_model_forward(m, in, tg, b_now, T, false, &l)) < 0) break;
-        const float *z = hy_model_logits(m);
-        for (int b = 0; b < b_now; b++)   /* cross-entropy at each position, from the logits */
-            for (int t = 0; t < T; t++) {
-                const float *row = z + ((size_t)b * T + t) * V;
-                float mx = row[0];
-                for (int v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
-                double se = 0;
-                for (int v = 0; v < V; v++) se += exp((double)row[v] - mx);
-                sum[t] += log(se) + mx - row[tg[(size_t)b * T + t]];
-            }
-    }
-    if (rc == 0) {
-        double total = 0;
-        for (int t = 0; t < T; t++) {
-            total += sum[t];
-            if (pos_loss) pos_loss[t] = sum[t] / (double)n_windows;
-        }
-        r->labels = n_windows * T;
-        r->loss = total / (double)r->labels;
-        r->accuracy = NAN;
-    }
-    hy_free(in), hy_free(tg), hy_free(sum);
-    return rc;
 }

@@ -45,27 +45,34 @@ int hy_task_example(const hy_task_config *t, uint64_t seed, int T, int32_t *in, 
 int hy_task_batch(const hy_task_config *t, uint64_t seed, int split, hy_rng *rng, int B, int T, int32_t *in,
                   int32_t *tg);
 
-/* What the trainer reads: a byte corpus, or a task. */
+/* What the trainer reads: a corpus (text bytes or tokens), or a task. */
 typedef struct {
     hy_task_config task;   /* type NONE = corpus */
     hy_corpus corpus;
     uint64_t seed;
 } hy_data;
 
-int hy_data_open(hy_data *d, const char *corpus, double val_fraction, const hy_task_config *task, uint64_t seed);
+/* The task, or the corpus of spec (hy_corpus_open). */
+int hy_data_open(hy_data *d, const hy_data_spec *spec, const hy_task_config *task, uint64_t seed);
 void hy_data_free(hy_data *d);
 int hy_data_batch(const hy_data *d, int split, hy_rng *rng, int B, int T, int32_t *in, int32_t *tg);
-/* One line for the progress header: "corpus N bytes (F files)" or "task mqar (vocab 64, ...)". */
+/* One line for the progress header: "corpus N bytes (F files)", "tokens N (...)" or "task mqar (vocab 64, ...)". */
 void hy_data_describe(const hy_data *d, char *out, size_t len);
 
-/* Validation of a model: mean cross-entropy over labelled positions (nats) and the fraction of
- * labelled positions whose argmax logit is the label, over n_batches fixed batches of the
- * validation split. streaming: through hy_model_step one token at a time (the recurrent form:
- * constant memory in T for SSMs) instead of the parallel forward. Returns 0 or negative. */
+/* ---- evaluation (evaluate.c) ----
+ * loss: mean cross-entropy over the scored positions (nats per token); bytes: the text bytes of
+ * their targets (the corpus' count per token: 1 for text bytes, the tokenizer's for tokens; NAN
+ * for a task or tokens without a tokenizer); bits_per_byte = loss x positions / ln 2 / bytes
+ * (= loss / ln 2 for text bytes exactly); accuracy: the fraction whose argmax is the label. */
 typedef struct {
     double loss, accuracy;
     long labels;
+    double bytes, bits_per_byte;
 } hy_eval_result;
+
+/* Validation of a model over n_batches fixed batches of the validation split (random windows,
+ * the same for every call with one seed). streaming: through hy_model_step one token at a time
+ * (the recurrent form: constant memory in T for SSMs) instead of the parallel forward. */
 int hy_evaluate_data(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
                      hy_eval_result *r);
 /* The same batches, scored on rows [row_lo, row_hi) of each only, as sums (a batch split over
@@ -73,15 +80,29 @@ int hy_evaluate_data(hy_model *m, const hy_data *d, int B, int T, long n_batches
 typedef struct {
     double loss_sum;   /* cross-entropy summed over the labelled positions */
     long labels, right;
+    double bytes;      /* the text bytes of their targets (NAN when unknown) */
 } hy_eval_sums;
 int hy_evaluate_data_rows(hy_model *m, const hy_data *d, int B, int T, long n_batches, uint64_t seed, bool streaming,
                           int row_lo, int row_hi, hy_eval_sums *s);
-/* The common evaluation of a corpus model: windows of T+1 bytes laid end to end from the start of
- * the validation split, over its first n_tokens bytes (n_tokens / T windows, at least one; fewer
+/* loss, accuracy and bits per byte of summed scores (the parts of a batch added up), for the
+ * data d they were scored on. */
+void hy_eval_from_sums(const hy_data *d, const hy_eval_sums *s, hy_eval_result *r);
+/* The common evaluation of a corpus model: windows of T+1 tokens laid end to end from the start of
+ * the validation split, over its first n_tokens tokens (n_tokens / T windows, at least one; fewer
  * when the split is shorter), so that every model, seed and length is scored on the same text.
- * r->loss = mean cross-entropy over every position (accuracy NAN); pos_loss (NULL or T values) =
- * the mean cross-entropy at each position of the window, whose mean over positions is r->loss. */
+ * accuracy NAN; pos_loss (NULL or T values) = the mean cross-entropy at each position of the
+ * window, whose mean over positions is r->loss. */
 int hy_evaluate_corpus_windows(hy_model *m, const hy_corpus *c, int T, long n_tokens, double *pos_loss,
                                hy_eval_result *r);
+/* Every token of split `split` of c scored once: windows of T+1 tokens laid end to end from its
+ * start (window k predicts tokens kT+1 .. kT+T), then one shorter window for the remainder, in
+ * batches (constant memory). streaming: token by token
+ * through hy_model_step, same windows. pos_loss / pos_count (NULL or T values): the mean loss at
+ * each position and how many windows reached it. accuracy NAN. */
+int hy_evaluate_stream(hy_model *m, const hy_corpus *c, int split, int T, bool streaming, double *pos_loss,
+                       long *pos_count, hy_eval_result *r);
+/* How many tokens from the start of the validation split of c cover its first `bytes` bytes of
+ * text (all of them when shorter; bytes itself for text bytes or without a tokenizer). */
+long hy_corpus_tokens_for_bytes(const hy_corpus *c, long bytes);
 
 #endif

@@ -20,19 +20,19 @@
 #include <unistd.h>
 
 
-/* Validation loss (and, for a task, accuracy on the answer positions) of the run's model; split
- * over the ranks when dp is set. */
-static double validate(hy_model *m, const hy_data *d, const hy_run_config *c, hy_dp *dp, double *acc) {
+/* Validation loss, bits per byte (NAN when unknown) and, for a task, accuracy on the answer
+ * positions of the run's model; split over the ranks when dp is set. */
+static double validate(hy_model *m, const hy_data *d, const hy_run_config *c, hy_dp *dp, double *acc, double *bpb) {
     hy_eval_result e;
     if ((dp ? hy_dp_evaluate(dp, m, d, c->batch_size, c->seq_len, c->eval_batches, c->seed, &e)
             : hy_evaluate_data(m, d, c->batch_size, c->seq_len, c->eval_batches, c->seed, false, &e)) < 0)
         return NAN;
-    *acc = e.accuracy;
+    *acc = e.accuracy, *bpb = e.bits_per_byte;
     return e.loss;
 }
 
-const char *const HY_TRAIN_CSV_HEADER =
-    "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,aux_loss,comm_s\n";
+const char *const HY_TRAIN_CSV_HEADER = "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,"
+                                        "tokens_per_s,elapsed_s,aux_loss,comm_s,val_bits_per_byte\n";
 #define TRAIN_CSV_STEP_COL 4   /* 0-based column of `step` in train.csv */
 #define STATS_CSV_STEP_COL 2   /* ... and in a telemetry CSV (variant,seq_len,step,layer,...) */
 
@@ -261,17 +261,17 @@ static int telemetry_layer(telemetry *tm, const hy_layer *L, const char *variant
     return 0;
 }
 
-/* The validation loss (validate) into *val and, for every block with telemetry, its counts over
+/* The validation loss (validate) into *val (bits per byte into *bpb) and, for every block with telemetry, its counts over
  * the validation batches: rows appended to its CSV and a line per layer into `lines`. With dp,
  * every rank takes part (its rows of each batch) and the results are the sums over ranks. */
 static int evaluate(hy_model *m, const hy_data *d, const hy_run_config *c, const char *variant, long step,
-                    hy_dp *dp, double *val, double *acc, telemetry *tm, hy_strbuf *lines) {
+                    hy_dp *dp, double *val, double *acc, double *bpb, telemetry *tm, hy_strbuf *lines) {
     const int S = 2 * m->cfg.n_layers;
     for (int s = 0; s < S; s++) {
         hy_layer *L = hy_model_sub_block(m, s);
         if (L->ops && L->ops->stats) L->ops->stats->reset(L);
     }
-    *val = validate(m, d, c, dp, acc);
+    *val = validate(m, d, c, dp, acc, bpb);
     for (int s = 0; s < S; s++) {
         const hy_layer *L = hy_model_sub_block(m, s);
         int rc = L->ops && L->ops->stats ? telemetry_layer(tm, L, variant, c->seq_len, step, dp, lines) : 0;
@@ -328,16 +328,39 @@ static int check_finite(hy_model *m, const hy_optim *opt, long step) {
     return 0;
 }
 
+/* What the checkpoint records about the data (generation and eval check a tokenizer against it):
+ * data = bytes | tokens | task:NAME, the training seq_len (eval's default length), and the
+ * tokenizer's file, SHA-256 and vocabulary when there is one. buf: 3 x 64 bytes of scratch. */
+static int data_meta(const hy_data *d, int seq_len, const char **keys, const char **vals, char buf[3][64]) {
+    const hy_corpus *c = &d->corpus;
+    int n = 0;
+    keys[n] = "data";
+    if (d->task.type != HY_TASK_NONE) snprintf(buf[0], 64, "task:%s", hy_task_name(d->task.type)), vals[n++] = buf[0];
+    else vals[n++] = c->tokens ? "tokens" : "bytes";
+    snprintf(buf[1], 64, "%d", seq_len);
+    keys[n] = "seq_len", vals[n++] = buf[1];
+    if (d->task.type == HY_TASK_NONE && c->tokenizer_vocab > 0) {
+        snprintf(buf[2], 64, "%d", c->tokenizer_vocab);
+        keys[n] = "tokenizer", vals[n++] = c->tokenizer;
+        keys[n] = "tokenizer_sha256", vals[n++] = c->tokenizer_sha256;
+        keys[n] = "tokenizer_vocab", vals[n++] = buf[2];
+    }
+    return n;
+}
+
 /* The checkpoint, then its training state: the whole optimizer moments mom[0] (and mom[1] when
  * two), RNG, progress, and the identity of the checkpoint it belongs to (its step and the
  * fingerprint of its weights), which resume checks. */
 static int write_state(const run_paths *P, hy_model *m, float *const *mom, bool two, const hy_rng *rng,
-                       const run_progress *pr) {
+                       const run_progress *pr, const hy_data *d) {
     long step = pr->step;
     hy_optim whole = {.m = mom[0], .v = two ? mom[1] : NULL, .lo = 0, .hi = m->numel};
     int rc = check_finite(m, &whole, step);
     if (rc < 0) return rc;
-    if ((rc = hy_checkpoint_save(m, P->ckpt, step)) < 0) return rc;
+    const char *mk[5], *mv[5];
+    char mbuf[3][64];
+    int n_meta = data_meta(d, P->c->seq_len, mk, mv, mbuf);
+    if ((rc = hy_checkpoint_save_meta(m, P->ckpt, step, n_meta, mk, mv)) < 0) return rc;
     char rng_s[80], step_s[32], tok_s[32], el_s[32], seed_s[32], wl_s[40], ws_s[32], wa_s[40], fp_s[32];
     snprintf(rng_s, sizeof rng_s, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64, rng->s[0], rng->s[1],
              rng->s[2], rng->s[3]);
@@ -359,11 +382,11 @@ static int write_state(const run_paths *P, hy_model *m, float *const *mom, bool 
 /* Saves the checkpoint and training state (write_state). With dp it is collective: a sharded
  * optimizer's moments are gathered on rank 0, which alone writes. */
 static int save_all(const run_paths *P, hy_model *m, hy_optim *opt, hy_dp *dp, const hy_rng *rng,
-                    const run_progress *pr) {
+                    const run_progress *pr, const hy_data *d) {
     float *mom[2] = {opt->m, opt->v};
     bool owned = false;
     int rc = dp ? hy_dp_gather_moments(dp, opt, &mom[0], &mom[1], &owned) : 0;
-    if (rc == 0 && (!dp || dp->rank == 0)) rc = write_state(P, m, mom, opt->v != NULL, rng, pr);
+    if (rc == 0 && (!dp || dp->rank == 0)) rc = write_state(P, m, mom, opt->v != NULL, rng, pr, d);
     if (owned) hy_free(mom[0]), hy_free(mom[1]);
     return rc;
 }
@@ -471,6 +494,7 @@ typedef struct {
     long window_tokens, first_step;
     char run_key[80];           /* the seed and peak_lr columns */
     double val, lr, gnorm, acc; /* the last validation loss and accuracy, learning rate, gradient norm */
+    double bpb;                 /* the last validation bits per byte (NAN when unknown) */
     /* data parallel (o->dist with more than one rank): dp set up, else NULL and nothing below is used */
     hy_dp dp_state, *dp;
     bool writer;                /* rank 0 (or the only process): prints and writes files */
@@ -495,7 +519,11 @@ static int run_prepare(train_run *R) {
     hy_set_threads(c->threads);
     hy_gemm_set_backend(c->gemm);
     hy_gemm_set_precision(c->precision);
-    int rc = hy_data_open(&R->corpus, c->corpus, c->val_fraction, &c->task, c->seed);
+    hy_data_spec spec;   /* the vocabulary and lengths are checked below, where errors are located */
+    hy_run_data_spec(c, &spec);
+    spec.vocab_size = 0, spec.min_tokens = 0;
+    spec.progress = R->o->on_tick || hy_dist_rank(R->o->dist) != 0 ? NULL : R->o->progress;
+    int rc = hy_data_open(&R->corpus, &spec, &c->task, c->seed);
     if (rc < 0) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", hy_last_error());
@@ -601,14 +629,16 @@ static int run_open(train_run *R, hy_train_result *r) {
                 R->B, R->T, ranks, c->optimizer, R->dp && c->shard_optimizer ? " (sharded)" : "",
                 R->resumed ? ", resumed" : "");
     R->t_start = hy_now() - R->pr.elapsed, R->t_window = hy_now();
-    R->val = NAN, R->lr = c->lr, R->gnorm = 0, R->acc = NAN;
+    R->val = NAN, R->lr = c->lr, R->gnorm = 0, R->acc = NAN, R->bpb = NAN;
     R->first_step = R->pr.step;
     snprintf(R->run_key, sizeof R->run_key, "%llu,%g", (unsigned long long)c->seed, c->lr);
     R->tty = R->writer && R->o->progress && !R->o->on_tick && isatty(fileno(R->o->progress));
     if (!R->resumed) {   /* row 0: the untrained model's validation loss */
-        if ((rc = evaluate(R->m, &R->corpus, c, R->variant, 0, R->dp, &R->val, &R->acc, &R->tm, &R->lines)) < 0)
+        if ((rc = evaluate(R->m, &R->corpus, c, R->variant, 0, R->dp, &R->val, &R->acc, &R->bpb, &R->tm, &R->lines)) < 0)
             return rc;
-        hy_sb_printf(&R->row, "%s,%d,%s,0,0,,%.6f,,,,0.000,,\n", R->variant, R->T, R->run_key, R->val);
+        char bs[32] = "";
+        if (isfinite(R->bpb)) snprintf(bs, sizeof bs, "%.6f", R->bpb);
+        hy_sb_printf(&R->row, "%s,%d,%s,0,0,,%.6f,,,,0.000,,,%s\n", R->variant, R->T, R->run_key, R->val, bs);
         if ((rc = csv_append(&R->csv, &R->row)) < 0) return rc;
         flush_lines(&R->lines, R->writer ? R->o->progress : NULL);
     }
@@ -690,12 +720,14 @@ static int log_point(train_run *R, hy_train_result *r, bool eval, double frac, d
     const hy_train_opts *o = R->o;
     int rc;
     double tps = R->window_tokens / fmax(now - R->t_window, 1e-9);
-    R->val = NAN;
-    char vs[32] = "";
+    R->val = NAN, R->bpb = NAN;
+    char vs[32] = "", bs[32] = "";
     if (eval) {
-        if ((rc = evaluate(R->m, &R->corpus, c, R->variant, R->pr.step, R->dp, &R->val, &R->acc, &R->tm, &R->lines)) < 0)
+        if ((rc = evaluate(R->m, &R->corpus, c, R->variant, R->pr.step, R->dp, &R->val, &R->acc, &R->bpb, &R->tm,
+                           &R->lines)) < 0)
             return rc;
         snprintf(vs, sizeof vs, "%.6f", R->val);
+        if (isfinite(R->bpb)) snprintf(bs, sizeof bs, "%.6f", R->bpb);
         if (R->dp) R->window_comm += hy_dp_take_comm(R->dp);
     }
     double comm = R->window_comm / R->pr.window_steps;   /* seconds per step waiting on the other ranks */
@@ -703,8 +735,8 @@ static int log_point(train_run *R, hy_train_result *r, bool eval, double frac, d
     r->tokens_per_s = tps;
     char as[32] = "";   /* aux_loss: empty for a model without a block that adds one */
     if (R->aux) snprintf(as, sizeof as, "%.6f", R->pr.window_aux / R->pr.window_steps);
-    hy_sb_printf(&R->row, "%s,%d,%s,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f,%s,%.6f\n", R->variant, R->T, R->run_key,
-                 R->pr.step, R->pr.tokens, r->train_loss, vs, R->lr, R->gnorm, tps, now - R->t_start, as, comm);
+    hy_sb_printf(&R->row, "%s,%d,%s,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f,%s,%.6f,%s\n", R->variant, R->T, R->run_key,
+                 R->pr.step, R->pr.tokens, r->train_loss, vs, R->lr, R->gnorm, tps, now - R->t_start, as, comm, bs);
     if ((rc = csv_append(&R->csv, &R->row)) < 0) return rc;
     char cs[48] = "";   /* the progress line names the communication only when there is some */
     if (R->dp) snprintf(cs, sizeof cs, "  comm %.1f ms/step", 1e3 * comm);
@@ -733,10 +765,10 @@ static int run_finish(train_run *R, hy_train_result *r, bool stopped) {
     int rc = 0;
     R->pr.elapsed = hy_now() - R->t_start;
     if (isnan(R->val))
-        rc = evaluate(R->m, &R->corpus, c, R->variant, R->pr.step, R->dp, &R->val, &R->acc, &R->tm, &R->lines);
+        rc = evaluate(R->m, &R->corpus, c, R->variant, R->pr.step, R->dp, &R->val, &R->acc, &R->bpb, &R->tm, &R->lines);
     flush_lines(&R->lines, R->writer ? R->o->progress : NULL);
     r->steps = R->pr.step, r->tokens = R->pr.tokens, r->seconds = R->pr.elapsed;
-    r->val_loss = R->val, r->val_ppl = exp(R->val), r->val_bits_per_byte = R->val / log(2.0);
+    r->val_loss = R->val, r->val_ppl = exp(R->val), r->val_bits_per_byte = R->bpb;
     r->val_accuracy = c->task.type != HY_TASK_NONE ? R->acc : NAN;
     r->interrupted = stopped;
     r->stopped_by = stopped ? HY_STOP_INTERRUPT : budget_that_ended(c, R->pr.step, R->pr.tokens);
@@ -745,7 +777,7 @@ static int run_finish(train_run *R, hy_train_result *r, bool stopped) {
     if (R->dp) hy_dist_allreduce(R->dp->d, &peak, 1, HY_DIST_I64, HY_DIST_MAX);
     r->peak_bytes_max = (size_t)peak, r->ranks = R->dp ? R->dp->size : 1;
     if (rc == 0 && R->dp) rc = hy_dp_check_same_params(R->dp);   /* what every step relies on */
-    if (rc == 0) rc = save_all(&R->P, R->m, &R->opt, R->dp, &R->rng, &R->pr);
+    if (rc == 0) rc = save_all(&R->P, R->m, &R->opt, R->dp, &R->rng, &R->pr, &R->corpus);
     if (rc == 0) rc = csv_sync(&R->csv);
     if (rc == 0) rc = telemetry_sync(&R->tm);
     return rc;
@@ -785,7 +817,7 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
         if ((R.pr.step % c->log_every == 0 || eval) && (rc = log_point(&R, r, eval, frac, now)) < 0) break;
         R.pr.elapsed = hy_now() - R.t_start;
         if (c->checkpoint_every > 0 && R.pr.step % c->checkpoint_every == 0 &&
-            ((rc = save_all(&R.P, R.m, &R.opt, R.dp, &R.rng, &R.pr)) < 0 || (rc = csv_sync(&R.csv)) < 0 ||
+            ((rc = save_all(&R.P, R.m, &R.opt, R.dp, &R.rng, &R.pr, &R.corpus)) < 0 || (rc = csv_sync(&R.csv)) < 0 ||
              (rc = telemetry_sync(&R.tm)) < 0))
             break;
     }

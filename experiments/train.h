@@ -43,7 +43,8 @@ typedef struct {
     long steps;
     hy_stop_reason stopped_by;
     double tokens, seconds, tokens_per_s;
-    double train_loss, val_loss, val_ppl, val_bits_per_byte;
+    double train_loss, val_loss, val_ppl;
+    double val_bits_per_byte;   /* of the text the validation tokens stand for; NAN without a tokenizer or for a task */
     double val_accuracy;     /* fraction of labelled positions predicted right (tasks; NAN for a corpus) */
     size_t params, peak_bytes;   /* peak_bytes: of this process */
     int ranks;                   /* processes that trained it (1 without hy_train_opts.dist) */
@@ -55,7 +56,8 @@ int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r)
 
 
 /* The header row of train.csv (SPEC §5 plus aux_loss, the mean auxiliary loss of the blocks that add
- * one: HY_BLOCK_AUX_LOSS, and comm_s, the seconds per step spent waiting on communication). */
+ * one: HY_BLOCK_AUX_LOSS, comm_s, the seconds per step spent waiting on communication, and
+ * val_bits_per_byte, the validation loss in bits per byte of the text). */
 extern const char *const HY_TRAIN_CSV_HEADER;
 
 #endif

@@ -22,6 +22,12 @@ void hy_check_cache_free(hy_check_cache *cache) {
     memset(cache, 0, sizeof *cache);
 }
 
+/* Whether run c tokenizes its text (data.tokenizer on a text corpus): its tokens are only known
+ * after tokenizing, so validation checks the text and the tokenizer's size (the config did). */
+static bool tokenizes(const hy_run_config *c, const hy_corpus *k) {
+    return !k->tokens && (c->tokenizer[0] || c->tokenizer_vocab > 0);
+}
+
 int hy_run_check_data(const hy_run_config *c, const hy_data *d, char *desc, size_t desc_len) {
     char scratch[8];
     if (!desc) desc = scratch, desc_len = sizeof scratch;
@@ -30,45 +36,79 @@ int hy_run_check_data(const hy_run_config *c, const hy_data *d, char *desc, size
         return 0;
     }
     const hy_corpus *k = &d->corpus;
-    int top = 0;
-    for (size_t i = 0; i < k->len; i++) top = k->bytes[i] > top ? k->bytes[i] : top;
-    if (top >= c->model.vocab_size)
+    const char *unit = k->tokens ? "tokens" : "bytes", *what = c->train_path[0] ? c->train_path : c->corpus;
+    const char *path;
+    size_t offset, index;
+    int tok, found = tokenizes(c, k) ? 1 : hy_corpus_find_token(k, c->model.vocab_size, &path, &offset, &index, &tok);
+    if (found < 0) return found;
+    if (found == 0 && !k->tokens)
         return hy_fail_code(HY_ERR_CONFIG, "%s: %d is too small for the byte corpus %s, whose bytes go up to %d (0x%02x): "
-                                           "every byte must be a token below vocab_size (256 holds any byte)",
-                            c->at_vocab_size, c->model.vocab_size, c->corpus, top, top);
+                                           "every byte must be a token below vocab_size (256 holds any byte); the first "
+                                           "not below it is byte %d (0x%02x) at byte offset %zu of %s",
+                            c->at_vocab_size, c->model.vocab_size, what, k->max_token, (unsigned)k->max_token, tok,
+                            (unsigned)tok, offset, path);
+    if (found == 0)
+        return hy_fail_code(HY_ERR_CONFIG, "%s: %d is too small for the tokens of %s, which go up to %d; the first not "
+                                           "below it is token %d at byte offset %zu (token %zu of the file) of %s",
+                            c->at_vocab_size, c->model.vocab_size, what, k->max_token, tok, offset, index, path);
     size_t split[2] = {k->n_train, k->len - k->n_train};
     static const char *const names[2] = {"training", "validation"};
-    for (int s = 0; s < 2; s++)
-        if (split[s] < (size_t)c->seq_len + 1)
-            return hy_fail_code(HY_ERR_CONFIG, "%s: %d needs windows of %d bytes, but the %s split of the corpus %s has %zu "
-                                               "(%zu bytes, data.val_fraction %g)",
-                                c->at_seq_len, c->seq_len, c->seq_len + 1, names[s], c->corpus, split[s], k->len,
-                                c->val_fraction);
-    snprintf(desc, desc_len, "corpus %s: %zu bytes in %d files, largest byte %d < vocab_size %d; training split %zu "
-                             "and validation split %zu bytes, each holding a window of seq_len + 1",
-             c->corpus, k->len, k->n_files, top, c->model.vocab_size, split[0], split[1]);
+    for (int s = 0; s < 2; s++) {   /* text to tokenize: its bytes bound its tokens from above */
+        if (split[s] >= (size_t)c->seq_len + 1) continue;
+        if (c->train_path[0])
+            return hy_fail_code(HY_ERR_CONFIG, "%s: %d needs windows of %d %s, but data.%s %s has %zu",
+                                c->at_seq_len, c->seq_len, c->seq_len + 1, unit, s ? "val" : "train",
+                                s ? c->val_path : c->train_path, split[s]);
+        return hy_fail_code(HY_ERR_CONFIG, "%s: %d needs windows of %d %s, but the %s split of the corpus %s has %zu (%zu %s, "
+                                           "data.val_fraction %g)",
+                            c->at_seq_len, c->seq_len, c->seq_len + 1, unit, names[s], c->corpus, split[s], k->len, unit,
+                            c->val_fraction);
+    }
+    const char *kind = c->train_path[0] ? "data.train" : "corpus";
+    if (tokenizes(c, k))
+        snprintf(desc, desc_len, "%s %s: %zu bytes in %d files, to be tokenized with %s; training split %zu and validation "
+                                 "split %zu bytes",
+                 kind, what, k->len, k->n_files, c->tokenizer[0] ? c->tokenizer : "a tokenizer trained on it", split[0],
+                 split[1]);
+    else
+        snprintf(desc, desc_len, "%s %s: %zu %s in %d files%s%s%s, largest %s %d < vocab_size %d; training split %zu and "
+                                 "validation split %zu %s, each holding a window of seq_len + 1",
+                 kind, what, k->len, unit, k->n_files, k->tokenizer_vocab ? " (tokenizer " : "",
+                 k->tokenizer_vocab ? k->tokenizer : "", k->tokenizer_vocab ? ")" : "", k->tokens ? "token" : "byte",
+                 k->max_token, c->model.vocab_size, split[0], split[1], unit);
     return 0;
 }
 
-/* The run's data, from the cache when it holds the same corpus, else loaded (into the cache when
- * given). *d points at it; *own says the caller must free it. */
+/* The run's data key for the cache: runs that read the same files the same way share one open. */
+static void cache_key(const hy_run_config *c, char *out, size_t n) {
+    snprintf(out, n, "%s|%s|%s|%.17g|%d", c->corpus, c->train_path, c->val_path, c->val_fraction, (int)c->data_format);
+}
+
+/* The run's data, from the cache when it holds the same corpus, else opened (into the cache when
+ * given) without tokenizing anything (validation writes nothing). *d points at it; *own says the
+ * caller must free it. */
 static int open_data(const hy_run_config *c, hy_check_cache *cache, hy_data *mine, const hy_data **d, bool *own) {
     *own = false;
     bool corpus = c->task.type == HY_TASK_NONE;
-    if (corpus && cache && cache->open && !strcmp(cache->corpus, c->corpus) && cache->val_fraction == c->val_fraction) {
+    char key[sizeof cache->corpus];
+    cache_key(c, key, sizeof key);
+    if (corpus && cache && cache->open && !strcmp(cache->corpus, key)) {
         *d = &cache->data;
         return 0;
     }
     hy_data *dst = corpus && cache ? &cache->data : mine;
     if (corpus && cache) hy_check_cache_free(cache);
-    int rc = hy_data_open(dst, c->corpus, c->val_fraction, &c->task, c->seed);
+    hy_data_spec s;
+    hy_run_data_spec(c, &s);
+    s.tokenizer = NULL, s.tokenizer_vocab = 0, s.vocab_size = 0, s.min_tokens = 0;   /* checked by hy_run_check_data */
+    int rc = hy_data_open(dst, &s, &c->task, c->seed);
     if (rc < 0) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", hy_last_error());
         return hy_fail_code(HY_ERR_CONFIG, "%s: %s", c->at_corpus, msg);
     }
     if (corpus && cache) {
-        snprintf(cache->corpus, sizeof cache->corpus, "%s", c->corpus);
+        snprintf(cache->corpus, sizeof cache->corpus, "%s", key);
         cache->val_fraction = c->val_fraction, cache->open = true;
     } else *own = true;
     *d = dst;
@@ -83,7 +123,9 @@ int hy_run_validate(const hy_run_config *c, hy_check_cache *cache, hy_run_check 
     int rc = open_data(c, cache, &mine, &d, &own);
     if (rc < 0) return rc;
     rc = hy_run_check_data(c, d, k->data_desc, sizeof k->data_desc);
-    k->data = d->task.type == HY_TASK_NONE ? (double)d->corpus.len : 0;
+    /* text is held in memory; token files are mapped (their windows' pages released), and text that is
+     * tokenized is freed once its tokens are written */
+    k->data = d->task.type == HY_TASK_NONE && !d->corpus.tokens && !tokenizes(c, &d->corpus) ? (double)d->corpus.len : 0;
     if (own) hy_data_free(&mine);
     if (rc < 0) return rc;
     k->threads = c->threads > 0 ? c->threads : omp_get_num_procs();

@@ -29,18 +29,21 @@ typedef struct {
  * Zero-initialised = empty; free with hy_check_cache_free. */
 typedef struct {
     hy_data data;
-    char corpus[HY_PATH_MAX];
+    char corpus[3 * HY_PATH_MAX + 64];   /* which data: corpus, train, val, val_fraction, format */
     double val_fraction;
     bool open;
 } hy_check_cache;
 void hy_check_cache_free(hy_check_cache *cache);
 
-/* The data check of a run whose data d is open: a byte corpus must fit the vocabulary (every byte
- * < vocab_size) and both splits must hold a window of seq_len + 1 bytes. HY_ERR_CONFIG with the
- * config key's location otherwise. desc (may be NULL) gets what was checked. */
+/* The data check of a run whose data d is open (not tokenized): every token (every byte of text)
+ * < vocab_size, the error naming the file and offset, and both splits must hold a window of
+ * seq_len + 1 tokens. Text that the run tokenizes is checked for its bytes only (the tokenizer's
+ * size against vocab_size is the config's check). HY_ERR_CONFIG with the config key's location
+ * otherwise. desc (may be NULL) gets what was checked. */
 int hy_run_check_data(const hy_run_config *c, const hy_data *d, char *desc, size_t desc_len);
-/* Opens the run's data (through cache when given), checks it (hy_run_check_data) and estimates the
- * memory of its training into *k. A missing or empty corpus is HY_ERR_CONFIG located at data.corpus. */
+/* Opens the run's data (through cache when given; tokenizing nothing), checks it (hy_run_check_data)
+ * and estimates the memory of its training into *k. Missing, empty or malformed data are
+ * HY_ERR_CONFIG located at data.corpus (or data.train). */
 int hy_run_validate(const hy_run_config *c, hy_check_cache *cache, hy_run_check *k);
 /* Refuses (HY_ERR_CONFIG) a run whose estimate k->total is above `available` bytes (from `source`),
  * with the estimate and its parts in the message. */

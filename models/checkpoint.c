@@ -220,7 +220,17 @@ static void param_entries(const hy_model *m, const float *arena, const char *pre
 }
 
 int hy_checkpoint_save(const hy_model *m, const char *path, long step) {
+    return hy_checkpoint_save_meta(m, path, step, 0, NULL, NULL);
+}
+
+int hy_checkpoint_save_meta(const hy_model *m, const char *path, long step, int n_meta, const char *const *meta_keys,
+                            const char *const *meta_values) {
     char *config = NULL, step_s[32];
+    enum { MAX_META = 16 };
+    if (n_meta > MAX_META) return hy_fail("%s: more than %d metadata keys", path, MAX_META);
+    for (int k = 0; k < n_meta; k++)
+        if (!strcmp(meta_keys[k], "format") || !strcmp(meta_keys[k], "step") || !strcmp(meta_keys[k], "config"))
+            return hy_fail("%s: metadata key '%s' is reserved", path, meta_keys[k]);
     int rc = hy_model_config_to_json(&m->cfg, &config);
     if (rc < 0) return rc;
     hy_st_entry *e = malloc(sizeof *e * (size_t)(m->n_params + 1));
@@ -229,8 +239,9 @@ int hy_checkpoint_save(const hy_model *m, const char *path, long step) {
     else {
         param_entries(m, m->data, "", names, e);
         snprintf(step_s, sizeof step_s, "%ld", step);
-        const char *keys[] = {"format", "step", "config"}, *vals[] = {"hybrid", step_s, config};
-        rc = hy_st_write(path, 3, keys, vals, m->n_params, e);
+        const char *keys[3 + MAX_META] = {"format", "step", "config"}, *vals[3 + MAX_META] = {"hybrid", step_s, config};
+        for (int k = 0; k < n_meta; k++) keys[3 + k] = meta_keys[k], vals[3 + k] = meta_values[k];
+        rc = hy_st_write(path, 3 + n_meta, keys, vals, m->n_params, e);
     }
     free(e);
     free(names);
@@ -349,6 +360,24 @@ done:
         hy_model_free(m);
     if (cfg.layers) hy_model_config_free(&cfg);
     hy_st_close(&f);
+    return rc;
+}
+
+int hy_checkpoint_meta(const char *path, hy_kv_list *meta) {
+    memset(meta, 0, sizeof *meta);
+    hy_st_file f;
+    int rc = hy_st_open(path, &f);
+    if (rc < 0) return rc;
+    meta->keys = calloc((size_t)f.n_meta + 1, sizeof(char *));
+    meta->values = calloc((size_t)f.n_meta + 1, sizeof(char *));
+    if (!meta->keys || !meta->values) rc = hy_fail_code(HY_ERR_NOMEM, "%s: out of memory", path);
+    for (int k = 0; rc == 0 && k < f.n_meta; k++) {
+        meta->keys[k] = strdup(f.meta_keys[k]), meta->values[k] = strdup(f.meta_values[k]);
+        meta->n++;
+        if (!meta->keys[k] || !meta->values[k]) rc = hy_fail_code(HY_ERR_NOMEM, "%s: out of memory", path);
+    }
+    hy_st_close(&f);
+    if (rc < 0) hy_kv_free(meta);
     return rc;
 }
 

@@ -24,6 +24,14 @@ typedef struct {
 const char *hy_kv_get(const hy_kv_list *l, const char *key);   /* NULL if absent */
 void hy_kv_free(hy_kv_list *l);
 
+/* hy_checkpoint_save with n_meta more string pairs in __metadata__ (what the model was trained
+ * on: the trainer records the data format and the tokenizer). "format", "step", "config" are
+ * reserved. */
+int hy_checkpoint_save_meta(const hy_model *m, const char *path, long step, int n_meta, const char *const *meta_keys,
+                            const char *const *meta_values);
+/* Every __metadata__ pair of the safetensors file at path (free with hy_kv_free). */
+int hy_checkpoint_meta(const char *path, hy_kv_list *meta);
+
 /* Writes slots[s] (each m->numel floats, parameter i at offset m->params[i].data - m->data) as
  * tensors "<slot_names[s]>.<param name>", and the metadata pairs (plus format). Atomic. */
 int hy_train_state_save(const char *path, const hy_model *m, int n_slots, const char *const *slot_names,

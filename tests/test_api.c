@@ -209,7 +209,9 @@ START_TEST(train_step_is_the_trainers_step) {
                        .eps = c.eps, .momentum = c.momentum, .ssm_lr = c.ssm_lr, .grad_clip = c.grad_clip};
     ck_assert_msg(hy_optimizer_new(m, &o, &opt) == 0, "%s", hy_last_error());
     hy_data d;
-    ck_assert(hy_data_open(&d, c.corpus, c.val_fraction, &c.task, c.seed) == 0);
+    hy_data_spec spec;
+    hy_run_data_spec(&c, &spec);
+    ck_assert(hy_data_open(&d, &spec, &c.task, c.seed) == 0);
     hy_rng rng;
     hy_rng_seed(&rng, c.seed);
     size_t n = (size_t)c.batch_size * c.seq_len;

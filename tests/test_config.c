@@ -56,6 +56,12 @@ static void assert_run_eq(const hy_run_config *a, const hy_run_config *b) {
     ck_assert_int_eq(a->gemm, b->gemm);
     ck_assert_int_eq(a->precision, b->precision);
     ck_assert_str_eq(a->corpus, b->corpus);
+    ck_assert_str_eq(a->train_path, b->train_path);
+    ck_assert_str_eq(a->val_path, b->val_path);
+    ck_assert_int_eq(a->data_format, b->data_format);
+    ck_assert_str_eq(a->tokenizer, b->tokenizer);
+    ck_assert_int_eq(a->tokenizer_vocab, b->tokenizer_vocab);
+    ck_assert_str_eq(a->tokenizer_type, b->tokenizer_type);
     ck_assert_str_eq(a->optimizer, b->optimizer);
     const double da[] = {a->val_fraction, a->max_tokens, a->max_seconds, a->lr, a->min_lr, a->weight_decay, a->beta1,
                          a->beta2, a->eps, a->momentum, a->grad_clip, a->ssm_lr};
@@ -291,8 +297,17 @@ START_TEST(override_errors) {
     expect_set_error("=3", "expected KEY.PATH=VALUE");
     expect_set_error("train..lr=3", "empty key");
     expect_set_error("model.layers[7].mixer=x", "unknown key '7'");
+    /* the data keys */
+    expect_set_error("data.train=a.bin", "needs data.val too");
+    expect_set_error("data.val=a.bin", "needs data.train too");
+    expect_set_error("data.format=csv", "must be one of auto, bytes, tokens, llmc, nanogpt; got 'csv'");
+    expect_set_error("data.tokenizer=/nonexistent/t.model", "/nonexistent/t.model: cannot open");
+    expect_set_error("data.tokenizer.vocab=4096", "a tokenizer of 4096 pieces needs model.vocab_size >= 4096, got 256");
+    expect_set_error("data.tokenizer.vocab=100", "must be an integer in [260, 1048576], got 100");
+    expect_set_error("data.tokenizer.type=bpe", "missing required key (the number of pieces");
 }
 END_TEST
+
 
 /* ---- write -> reload ---- */
 
@@ -327,6 +342,37 @@ START_TEST(write_reload_round_trip) {
     round_trip(GOOD "names.yaml", odd, 6);
 }
 END_TEST
+
+/* data.train + data.val replace data.corpus and val_fraction; a task leaves no room for them. */
+START_TEST(data_key_rules) {
+    hy_run_config c;
+    const char *both[] = {"data.train=a.bin", "data.val=b.bin", "data.corpus=c.txt"};
+    ck_assert_int_eq(hy_run_config_load(GOOD "names.yaml", both, 3, &c), HY_ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(hy_last_error(), "data.corpus (split by val_fraction) or data.train + data.val, not both"));
+    const char *frac[] = {"data.train=a.bin", "data.val=b.bin", "data.val_fraction=0.2"};
+    ck_assert_int_eq(hy_run_config_load(GOOD "names.yaml", frac, 3, &c), HY_ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(hy_last_error(), "has no effect with data.val"));
+    const char *task[] = {"data.task.type=induction", "data.format=tokens"};
+    ck_assert_int_eq(hy_run_config_load(GOOD "names.yaml", task, 2, &c), HY_ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(hy_last_error(), "has no effect with data.task"));
+    const char *ok[] = {"data.train=a.bin", "data.val=b.bin", "data.format=llmc", "model.vocab_size=50304",
+                        "data.tokenizer.vocab=4096", "data.tokenizer.type=unigram"};
+    load_ok(GOOD "names.yaml", ok, 6, &c);
+    ck_assert_str_eq(c.train_path, "a.bin");
+    ck_assert_str_eq(c.val_path, "b.bin");
+    ck_assert_str_eq(c.corpus, "");
+    ck_assert_int_eq(c.data_format, HY_DATA_LLMC);
+    ck_assert_int_eq(c.tokenizer_vocab, 4096);
+    ck_assert_str_eq(c.tokenizer_type, "unigram");
+    char *text = hy_run_config_text(&c);
+    ck_assert_ptr_nonnull(strstr(text, "data:\n  train: \"a.bin\"\n  val: \"b.bin\"\n  format: llmc\n"
+                                       "  tokenizer: {vocab: 4096, type: unigram}\ntrain:"));
+    free(text);
+    hy_run_config_free(&c);
+    round_trip(GOOD "names.yaml", ok, 6);
+}
+END_TEST
+
 
 START_TEST(written_form) {
     hy_run_config c;
@@ -581,6 +627,7 @@ static Suite *make_config_suite(void) {
     suite_add_tcase(s, t);
     t = tcase_create("write");
     tcase_add_test(t, write_reload_round_trip);
+    tcase_add_test(t, data_key_rules);
     tcase_add_test(t, written_form);
     tcase_add_test(t, writers_share_option_walk_and_float_policy);
     suite_add_tcase(s, t);

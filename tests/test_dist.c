@@ -202,7 +202,9 @@ START_TEST(evaluation_rows_add_up_to_the_whole_batch) {
     hy_model *m;
     ck_assert_int_eq(hy_model_create(&c.model, 4, &m), 0);
     hy_data d;
-    ck_assert_int_eq(hy_data_open(&d, c.corpus, c.val_fraction, &c.task, c.seed), 0);
+    hy_data_spec spec;
+    hy_run_data_spec(&c, &spec);
+    ck_assert_int_eq(hy_data_open(&d, &spec, &c.task, c.seed), 0);
     hy_eval_result whole;
     hy_eval_sums a, b;
     ck_assert_int_eq(hy_evaluate_data(m, &d, 5, 16, 3, 11, false, &whole), 0);
@@ -211,6 +213,7 @@ START_TEST(evaluation_rows_add_up_to_the_whole_batch) {
     ck_assert_int_eq(a.labels + b.labels, whole.labels);
     ck_assert_double_lt(fabs((a.loss_sum + b.loss_sum) / whole.labels - whole.loss) / whole.loss, 1e-6);
     ck_assert_double_eq_tol((double)(a.right + b.right) / whole.labels, whole.accuracy, 1e-12);
+    ck_assert_double_eq(a.bytes + b.bytes, whole.bytes);   /* a byte corpus: one byte per scored token */
     ck_assert_int_lt(hy_evaluate_data_rows(m, &d, 5, 16, 3, 11, false, 3, 3, &a), 0);   /* no rows */
     hy_data_free(&d);
     hy_model_free(m);

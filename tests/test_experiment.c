@@ -129,7 +129,7 @@ typedef struct {
 
 static const bad_case bad_cases[] = {
     {"unknown-top.yaml", "3:1", "sweeep", "unknown key 'sweeep' (allowed: name, seed, threads, out_dir, compute, data, train, "
-                                          "variants, sweep, budget, bench, eval)"},
+                                          "variants, sweep, budget, bench, eval, reference)"},
     {"seed-dup.yaml", "5:16", "sweep.seed[2]", "duplicate seed 1"},
     {"seed-both.yaml", "3:1", "seed", "sweep.seed is also set: give the seeds in one place"},
     {"seeds-and-list.yaml", "4:3", "sweep.seeds", "sweep.seed is also set: give the seeds in one place"},
@@ -337,10 +337,11 @@ START_TEST(sweep_resume_and_schema) {
     /* SPEC §5 headers, one sweep row per variant x seq_len, in run order */
     first_line_is(dir, "sweep.csv", "variant,seq_len,seed,lr,batch_size,batch_tokens,steps,tokens,stopped_by,params,"
                                     "flop_per_token,train_s,tokens_per_s,peak_bytes,state_bytes,val_loss,val_ppl,"
-                                    "val_bits_per_byte,lr_selected\n");
+                                    "val_bits_per_byte,bytes_per_token,lr_selected\n");
     first_line_is(dir, "train.csv", "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,"
-                                    "elapsed_s,aux_loss,comm_s\n");
-    first_line_is(dir, "eval.csv", "variant,seq_len,seed,lr,task,eval_seq_len,val_loss,val_bits_per_byte,accuracy,labels\n");
+                                    "elapsed_s,aux_loss,comm_s,val_bits_per_byte\n");
+    first_line_is(dir, "eval.csv", "variant,seq_len,seed,lr,task,eval_seq_len,val_loss,val_bits_per_byte,accuracy,labels,"
+                                   "bytes_per_token\n");
     first_line_is(dir, "position.csv", "variant,seq_len,seed,lr,eval_seq_len,position,loss\n");
     char *sweep = slurp(dir, "sweep.csv");
     ck_assert_int_eq(count_lines(sweep), 5);
@@ -676,6 +677,78 @@ START_TEST(plot_from_csv) {
 }
 END_TEST
 
+/* Field `col` of row `row` (1-based) of CSV text, as a number (NAN when empty). */
+static double csv_num(const char *csv, const char *col, int row) {
+    int at = 0;
+    const char *h = csv, *end = csv + strcspn(csv, "\n");
+    size_t n = strlen(col);
+    while (h < end && !(strncmp(h, col, n) == 0 && (h[n] == ',' || h[n] == '\n'))) h = strchr(h, ',') + 1, at++;
+    ck_assert_msg(h < end, "no column %s", col);
+    const char *line = csv;
+    for (int r = 0; r < row; r++) line = strchr(line, '\n') + 1;
+    for (int c = 0; c < at; c++) line = strchr(line, ',') + 1;
+    return *line == ',' || *line == '\n' ? NAN : atof(line);
+}
+
+/* An experiment on tokens: the tokenizer trained once into the experiment's folder and shared by
+ * its runs, bits per byte from the text bytes per token, the common evaluation over the tokens of
+ * eval.bytes bytes of text, and the reference experiment's runs in reference.csv and the report.
+ * Data that do not fit a run's model stop the experiment before anything is written. */
+START_TEST(token_experiment_with_reference) {
+    char ref[256], dir[256], set[600];
+    fresh(ref, sizeof ref, "tokref");
+    fresh(dir, sizeof dir, "tokens");
+    hy_experiment e;
+    hy_exp_result r;
+    hy_exp_opts o = {0};
+    load_exp(&e, EXP "tiny-exp.yaml", ref, NULL);
+    ck_assert_msg(hy_experiment_run(&e, &o, &r) == 0, "%s", hy_last_error());
+    hy_experiment_free(&e);
+    snprintf(set, sizeof set, "reference=%s", ref);
+    load_exp(&e, EXP "tiny-tokens.yaml", dir, set);
+    ck_assert_int_eq(e.eval_bytes, 2000);
+    ck_assert_msg(hy_experiment_run(&e, &o, &r) == 0, "%s", hy_last_error());
+    ck_assert_int_eq(r.trained, 2);
+    hy_experiment_free(&e);
+    char cmd[1200], *o1;
+    snprintf(cmd, sizeof cmd, "cd %s && ls tokenizer-bpe300-*.model tokens-*.train.bin tokens-*.val.bin | wc -l > n.txt && "
+                              "ls runs/*/*.bin runs/*/*.model 2>/dev/null | wc -l >> n.txt", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    o1 = slurp(dir, "n.txt");
+    ck_assert_str_eq(o1, "3\n0\n");   /* one tokenizer, one pair of shards, in the experiment's folder only */
+    hy_free(o1);
+    char *sw = slurp(dir, "sweep.csv"), *ev = slurp(dir, "eval.csv");
+    for (int row = 1; row <= 2; row++) {
+        double loss = csv_num(sw, "val_loss", row), bits = csv_num(sw, "val_bits_per_byte", row),
+               bpt = csv_num(sw, "bytes_per_token", row);
+        ck_assert_msg(bpt > 1.1, "bytes per token %g", bpt);   /* 300 pieces: few merges */
+        ck_assert_msg(fabs(bits - loss / log(2.0) / bpt) < 1e-4 * bits, "bits %g, loss %g, bytes/token %g", bits, loss, bpt);
+        double labels = csv_num(ev, "labels", row), ebpt = csv_num(ev, "bytes_per_token", row);
+        ck_assert_msg(labels * ebpt <= 2000 + 64 && labels * ebpt > 2000 - 16 * 16, "%g tokens x %g bytes", labels, ebpt);
+    }
+    hy_free(sw), hy_free(ev);
+    char *rc = slurp(dir, "reference.csv");
+    ck_assert_msg(!strncmp(rc, "experiment,variant,seq_len,", 27), "%.80s", rc);
+    ck_assert_int_eq(count_lines(rc), 5);
+    hy_free(rc);
+    char *rep = slurp(dir, "report.md");
+    ck_assert_ptr_nonnull(strstr(rep, "## Against the reference (reference.csv)"));
+    ck_assert_ptr_nonnull(strstr(rep, "| bytes per token | context (bytes) |"));
+    hy_free(rep);
+    /* the text read as tokens does not fit: refused before the folder exists */
+    char bad[300];
+    snprintf(bad, sizeof bad, "%s-bad", dir);
+    load_exp(&e, EXP "tiny-tokens.yaml", bad, "data.format=nanogpt");
+    ck_assert_int_ne(hy_experiment_run(&e, &o, &r), 0);
+    ck_assert_msg(strstr(hy_last_error(), "run t-T8: ") && strstr(hy_last_error(), "model.vocab_size: 320 is too small") &&
+                      strstr(hy_last_error(), "tiny-corpus.txt"),
+                  "%s", hy_last_error());
+    ck_assert_int_ne(access(bad, F_OK), 0);
+    hy_experiment_free(&e);
+    cleanup(ref), cleanup(dir);
+}
+END_TEST
+
 static Suite *make_experiment_suite(void) {
     Suite *s = suite_create("experiment");
     TCase *t = tcase_create("config");
@@ -694,6 +767,7 @@ static Suite *make_experiment_suite(void) {
     tcase_add_test(t, task_experiment);
     tcase_add_test(t, seeds_lr_position_end_to_end);
     tcase_add_test(t, plot_from_csv);
+    tcase_add_test(t, token_experiment_with_reference);
     suite_add_tcase(s, t);
     return s;
 }

@@ -170,7 +170,7 @@ START_TEST(streaming_eval_matches) {
     hy_task_defaults(HY_TASK_MQAR, &t);
     t.vocab = 32, t.num_kv_pairs = 3;
     hy_data d;
-    ck_assert_int_eq(hy_data_open(&d, NULL, 0.1, &t, 5), 0);
+    ck_assert_int_eq(hy_data_open(&d, NULL, &t, 5), 0);
     hy_eval_result par, str;
     ck_assert_int_eq(hy_evaluate_data(m, &d, 3, 24, 2, 5, false, &par), 0);
     ck_assert_int_eq(hy_evaluate_data(m, &d, 3, 24, 2, 5, true, &str), 0);

@@ -64,6 +64,12 @@ static void fresh_dir(char *dir, size_t n, const char *tag) {
     ck_assert_int_eq(system(cmd), 0);
 }
 
+/* Field k (0-based) of a CSV line, as a number; NAN when empty. */
+static double csv_field(const char *line, int k) {
+    for (int i = 0; i < k; i++) line = strchr(line, ',') + 1;
+    return *line == ',' || *line == '\n' || !*line ? NAN : atof(line);
+}
+
 START_TEST(train_writes_csv_config_and_checkpoints) {
     char dir[256];
     fresh_dir(dir, sizeof dir, "csv");
@@ -77,7 +83,7 @@ START_TEST(train_writes_csv_config_and_checkpoints) {
     char *csv = slurp(dir, "train.csv");
     const char *header =
         "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,aux_loss,"
-        "comm_s\n";
+        "comm_s,val_bits_per_byte\n";
     ck_assert_msg(strncmp(csv, header, strlen(header)) == 0, "header: %.100s", csv);
     int rows = 0;
     for (const char *p = strchr(csv, '\n') + 1; *p; p = strchr(p, '\n') + 1) {
@@ -86,11 +92,13 @@ START_TEST(train_writes_csv_config_and_checkpoints) {
             commas += *q == ',';
             ck_assert_msg(*q != ' ', "space in a CSV value");
         }
-        ck_assert_int_eq(commas, 13);
-        const char *last = p + strcspn(p, "\n");   /* aux_loss empty without MoE; comm_s 0 in one process */
-        while (last[-1] != ',') last--;
-        ck_assert_msg(last[-2] == ',', "aux_loss not empty without MoE: %.80s", p);
-        ck_assert_msg(rows == 0 ? *last == '\n' : !strncmp(last, "0.000000\n", 9), "comm_s: %.120s", p);
+        ck_assert_int_eq(commas, 14);
+        ck_assert_msg(isnan(csv_field(p, 12)), "aux_loss not empty without MoE: %.80s", p);
+        double comm = csv_field(p, 13);   /* comm_s: 0 in one process, empty in row 0 */
+        ck_assert_msg(rows == 0 ? isnan(comm) : comm == 0, "comm_s: %.120s", p);
+        /* bits per byte of a byte corpus: the validation loss / ln 2, where there is a validation loss */
+        double val = csv_field(p, 7), bpb = csv_field(p, 14);
+        ck_assert_msg(isnan(val) ? isnan(bpb) : fabs(bpb - val / log(2.0)) < 2e-6, "val %g, bits/byte %g", val, bpb);
         char key[64];   /* variant, seq_len, seed, peak_lr */
         snprintf(key, sizeof key, "tiny-train,32,%llu,%g,", (unsigned long long)c.seed, c.lr);
         ck_assert_msg(strncmp(p, key, strlen(key)) == 0, "row: %.60s", p);
@@ -169,7 +177,7 @@ START_TEST(resume_continues_identical_curve) {
 }
 END_TEST
 
-/* A train.csv whose rows lack the last column (comm_s) is read back on resume with an empty cell
+/* A train.csv whose rows lack the last column (val_bits_per_byte) is read back on resume with an empty cell
  * there, so every row keeps the header's column count. */
 START_TEST(resume_pads_rows_without_the_last_column) {
     char dir[256], cmd[800];
@@ -179,10 +187,10 @@ START_TEST(resume_pads_rows_without_the_last_column) {
     hy_train_result r;
     load(&c, dir, NULL);
     ck_assert_int_eq(hy_train(&c, &o, &r), 0);
-    snprintf(cmd, sizeof cmd, "sed -i -e '1s/,comm_s$//' -e '2,$s/,[^,]*$//' %s/train.csv", dir);
+    snprintf(cmd, sizeof cmd, "sed -i -e '1s/,val_bits_per_byte$//' -e '2,$s/,[^,]*$//' %s/train.csv", dir);
     ck_assert_int_eq(system(cmd), 0);
     char *old = slurp(dir, "train.csv");
-    ck_assert_ptr_null(strstr(old, "comm_s"));
+    ck_assert_ptr_null(strstr(old, "val_bits_per_byte"));
     hy_free(old);
     o.stop_after = 0, o.resume = true;
     ck_assert_msg(hy_train(&c, &o, &r) == 0, "%s", hy_last_error());
@@ -192,7 +200,7 @@ START_TEST(resume_pads_rows_without_the_last_column) {
     for (const char *p = csv; *p; p = strchr(p, '\n') + 1, rows++) {
         int commas = 0;
         for (const char *q = p; *q != '\n'; q++) commas += *q == ',';
-        ck_assert_msg(commas == 13, "row %d: %.150s", rows, p);
+        ck_assert_msg(commas == 14, "row %d: %.150s", rows, p);
     }
     ck_assert_int_eq(rows, 10);   /* the header, step 0 and every 5 steps to 40 */
     hy_free(csv);
@@ -218,7 +226,7 @@ START_TEST(corpus_folder_skips_binary_and_symlinks) {
     ck_assert_msg(hy_corpus_load(&c, dir, 0.1) == 0, "%s", hy_last_error());
     ck_assert_int_eq(c.n_files, 2);
     ck_assert_int_eq((int)c.len, 11);
-    ck_assert(memcmp(c.bytes, "hello world", 11) == 0);   /* sorted by path: a.txt, b.txt */
+    ck_assert(memcmp(c.text, "hello world", 11) == 0);   /* sorted by path: a.txt, b.txt */
     ck_assert_int_eq((int)c.n_train, 10);                 /* the last 10% (1 byte) is validation */
     hy_rng r;
     hy_rng_seed(&r, 1);
@@ -226,7 +234,7 @@ START_TEST(corpus_folder_skips_binary_and_symlinks) {
     ck_assert_int_eq(hy_corpus_batch(&c, 0, &r, 2, 4, in, tg), 0);
     for (int b = 0; b < 2; b++) {   /* targets are the inputs shifted by one, inside the train split */
         for (int t = 0; t < 3; t++) ck_assert_int_eq(tg[b * 4 + t], in[b * 4 + t + 1]);
-        const uint8_t *at = memchr(c.bytes, in[b * 4], 10);
+        const uint8_t *at = memchr(c.text, in[b * 4], 10);
         ck_assert_ptr_nonnull(at);
     }
     ck_assert_int_ne(hy_corpus_batch(&c, 1, &r, 1, 4, in, tg), 0);   /* 1 validation byte < 5 */
@@ -247,9 +255,9 @@ START_TEST(default_corpus_is_python_source) {
     ck_assert_int_gt(a.n_files, 300);
     ck_assert_msg(a.len > 5000000, "%zu bytes", a.len);
     ck_assert_int_eq(a.n_files, b.n_files);
-    ck_assert(a.len == b.len && memcmp(a.bytes, b.bytes, a.len) == 0);
-    ck_assert_ptr_null(memchr(a.bytes, 0, a.len));
-    ck_assert_ptr_nonnull(memmem(a.bytes, a.len, "\ndef ", 5));   /* Python source */
+    ck_assert(a.len == b.len && memcmp(a.text, b.text, a.len) == 0);
+    ck_assert_ptr_null(memchr(a.text, 0, a.len));
+    ck_assert_ptr_nonnull(memmem(a.text, a.len, "\ndef ", 5));   /* Python source */
     ck_assert(a.len - a.n_train > 500000);   /* room for the common evaluation's 262144 bytes */
     hy_corpus_free(&a), hy_corpus_free(&b);
 }
@@ -264,11 +272,6 @@ static void load_moe(hy_run_config *c, const char *out_dir) {
     ck_assert_msg(hy_run_config_load("tests/configs/tiny-train.yaml", sets, 5, c) == 0, "%s", hy_last_error());
 }
 
-/* Field k (0-based) of a CSV line, as a number; NAN when empty. */
-static double csv_field(const char *line, int k) {
-    for (int i = 0; i < k; i++) line = strchr(line, ',') + 1;
-    return *line == ',' || *line == '\n' || !*line ? NAN : atof(line);
-}
 
 /* A MoE model: train.csv's aux_loss column is filled (0 < aux <= E·k), experts.csv has every
  * expert of every MoE layer at each evaluation (k slots per validation token), and an interrupted
@@ -297,11 +300,12 @@ START_TEST(moe_run_logs_aux_and_routing) {
         else ck_assert_msg(aux > 0 && aux <= 4 * 2, "aux_loss %g: %.80s", aux, p);
     }
     ck_assert_int_eq(rows, 5);   /* steps 0, 5, 10, 15, 20 */
-    /* the resumed run: same rows, aux column included (everything but throughput and time) */
+    /* the resumed run: same rows, aux and bits-per-byte columns included (everything but throughput
+     * and time) */
     for (const char *a = strchr(csv, '\n') + 1, *b = strchr(csv2, '\n') + 1; *a; a = strchr(a, '\n') + 1,
                     b = strchr(b, '\n') + 1) {
-        for (int k = 0; k < 13; k++)
-            if (k != 10 && k != 11) {   /* tokens_per_s, elapsed_s */
+        for (int k = 0; k < 15; k++)
+            if (k != 10 && k != 11 && k != 13) {   /* tokens_per_s, elapsed_s, comm_s */
                 double x = csv_field(a, k), y = csv_field(b, k);
                 ck_assert_msg((isnan(x) && isnan(y)) || x == y, "column %d differs after resume: %.90s / %.90s", k, a, b);
             }
