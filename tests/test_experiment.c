@@ -209,8 +209,8 @@ START_TEST(shipped_configs) {
             }
         }
         if (strstr(exps[i], "mqar")) {   /* a d_model sweep: labelled variants, auto options follow the width */
-            /* attention, mamba, hyena x d_model {32, 64} x lr {0.003, 0.01} x 3 seeds x T {64, 128} */
-            ck_assert_int_eq(e.n_runs, 72);
+            /* attention, mamba, mamba2, gated-deltanet, hyena x d_model {32, 64} x lr {0.003, 0.01} x 3 seeds x T {64, 128} */
+            ck_assert_int_eq(e.n_runs, 120);
             ck_assert_str_eq(e.runs[0].variant, "attention:d_model=32");
             ck_assert_str_eq(e.runs[13].id, "attention:d_model=64-T128-lr0.003-s1234");
             ck_assert_int_eq(e.runs[0].cfg.model.d_model, 32);
