@@ -8,8 +8,9 @@
  * csv_schema.c makes the table hy_csv_<P> (names, units, meanings and the header line). A reader
  * names a column with HY_CSV_COL(P, column), which is the name string from the table and fails to
  * compile when the file has no such column:
- *     int ct = hy_csv_col(&train, HY_CSV_COL(TRAIN, tokens));
- * The column names are C identifiers (the list's entries are stringified). */
+ *     int ct = hy_csv_col(&train, HY_CSV_COL(TRAIN, tokens));   (results.h: HY_CSV_FIND(&train, TRAIN, tokens))
+ * The column names are C identifiers (the list's entries are stringified). A writer's row format
+ * follows its list's order. */
 #ifndef HY_EXPERIMENTS_CSV_SCHEMA_H
 #define HY_EXPERIMENTS_CSV_SCHEMA_H
 
