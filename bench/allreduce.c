@@ -7,6 +7,7 @@
 #include "core/mem.h"
 #include "core/strbuf.h"
 #include "core/timer.h"
+#include "experiments/csv_schema.h"
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -22,8 +23,6 @@ static const char *ALLREDUCE_HELP =
     "DIR/allreduce.csv (default DIR: results/bench): ranks,bytes,seconds,algbw_gb_s,busbw_gb_s\n"
     "(algbw = bytes / seconds; busbw = algbw x 2(N-1)/N, what a ring moves per rank).\n"
     "A benchmark, not a test: nothing here fails on a time.\n";
-
-const char *const HY_ALLREDUCE_CSV_HEADER = "ranks,bytes,seconds,algbw_gb_s,busbw_gb_s\n";
 
 /* Strictly parsed positive number of an option, or false. */
 static bool positive(const char *s, double *out) {
@@ -82,7 +81,7 @@ int hy_bench_allreduce_main(int argc, char **argv) {
     }
     for (size_t i = 0; i < max_floats; i++) buf[i] = 1e-3f * (float)(i % 1000);
     hy_strbuf csv = {0};
-    hy_sb_add(&csv, HY_ALLREDUCE_CSV_HEADER);
+    hy_sb_add(&csv, hy_csv_ALLREDUCE.header);
     if (rank == 0)
         printf("allreduce (float sum, in place) on %d ranks, %s\n%12s %12s %12s %12s\n", N, hy_dist_library(), "bytes",
                "us", "algbw GB/s", "busbw GB/s");
@@ -98,7 +97,7 @@ int hy_bench_allreduce_main(int argc, char **argv) {
     hy_free(buf);
     int rc = 0;
     char path[4200];
-    snprintf(path, sizeof path, "%s/allreduce.csv", out);
+    snprintf(path, sizeof path, "%s/%s", out, hy_csv_ALLREDUCE.file);
     if (rank == 0 && ((rc = hy_mkdirs(out)) < 0 || (rc = hy_sb_write_file(&csv, path)) < 0))
         fprintf(stderr, "hybrid-exp bench allreduce: %s\n", hy_last_error());
     else if (rank == 0) printf("wrote %s\n", path);

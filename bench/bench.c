@@ -10,6 +10,7 @@
 #include "core/strbuf.h"
 #include "core/timer.h"
 #include "experiments/config.h"
+#include "experiments/csv_schema.h"
 #include "layers/attention/attention.h"
 #include "layers/mamba/mamba.h"
 #include "layers/mamba/scan.h"
@@ -93,12 +94,8 @@ bool hy_bench_selected(const char *blocks, const char *name) {
     return false;
 }
 
-/* The header of layers.csv; row() writes its columns in this order. */
-static const char LAYERS_CSV_HEADER[] =
-    "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads,"
-    "best_f32_gemm_gflops_per_s,ratio_to_best_f32_gemm\n";
-
-/* One layers.csv row and its progress line: the rate as a ratio to the best f32 GEMM of this run. */
+/* One layers.csv row (the columns of HY_LAYERS_CSV, experiments/csv_schema.h, in order) and its
+ * progress line: the rate as a ratio to the best f32 GEMM of this run. */
 static void row(hy_strbuf *csv, const char *block, int d, int B, int T, const char *pass, double s, double flop,
                 size_t peak, size_t state, const hy_machine_limits *m) {
     double gf = flop / 1e9, rate = gf / s;
@@ -345,7 +342,7 @@ int hy_bench_run(const hy_bench_options *o) {
         }
     }
     hy_strbuf csv = {0};
-    hy_sb_add(&csv, LAYERS_CSV_HEADER);
+    hy_sb_add(&csv, hy_csv_LAYERS.header);
     for (int i = 0; i < hy_block_count(); i++) {
         const hy_block_ops *ops = hy_block_at(i);
         if (!hy_bench_selected(o->blocks, ops->name)) continue;
@@ -371,7 +368,7 @@ int hy_bench_run(const hy_bench_options *o) {
         for (int T = o->min_T; T <= o->max_T; T *= 2) bench_moe_vs_dense(&csv, o, T, &lim);
     bench_nanogpt_step(&lim);
     char path[4200];
-    snprintf(path, sizeof path, "%s/layers.csv", o->out_dir);
+    snprintf(path, sizeof path, "%s/%s", o->out_dir, hy_csv_LAYERS.file);
     int rc = hy_mkdirs(o->out_dir);
     if (rc == 0) rc = hy_sb_write_file(&csv, path);
     hy_sb_free(&csv);

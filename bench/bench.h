@@ -30,9 +30,8 @@ bool hy_bench_selected(const char *blocks, const char *name);
 /* `hybrid-exp bench decode` (bench/decode.c): decode.csv, decode latency and state size vs context. */
 int hy_bench_decode_main(int argc, char **argv);
 /* `hybrid-exp bench allreduce` (bench/allreduce.c): allreduce time against message size on the
- * ranks of the current launch -> allreduce.csv (header HY_ALLREDUCE_CSV_HEADER). */
+ * ranks of the current launch -> allreduce.csv (experiments/csv_schema.h: HY_ALLREDUCE_CSV). */
 int hy_bench_allreduce_main(int argc, char **argv);
-extern const char *const HY_ALLREDUCE_CSV_HEADER;
 /* The RWKV-7 state recurrence line (bench/bench_rwkv7.c). */
 void hy_bench_wkv7_line(const hy_machine_limits *m, int quick);
 /* The Mamba-2 SSD core line (bench/bench_mamba2.c), against the best f32 GEMM of the run. */

@@ -17,6 +17,7 @@
 #include "core/strbuf.h"
 #include "core/timer.h"
 #include "experiments/config.h"
+#include "experiments/csv_schema.h"
 #include "experiments/experiment.h"
 #include "models/checkpoint.h"
 #include "models/model.h"
@@ -230,15 +231,19 @@ static int write_plot(const decode_args *a, char names[][128], int n) {
     for (int i = 0; i < n; i++) hy_sb_printf(&gp, "%s%s", i ? " " : "", names[i]);
     hy_sb_printf(&gp, "\"\n");
     const char *terms[2][2] = {{"pngcairo size 1400,520 font ',10'", "decode.png"}, {"svg size 1400,520", "decode.svg"}};
+    /* gnuplot's 1-based columns of decode.csv: x = context, y = ms_per_token or state_bytes */
+    const int cv = HY_DECODE_variant + 1, cx = HY_DECODE_context + 1, cms = HY_DECODE_ms_per_token + 1,
+              cst = HY_DECODE_state_bytes + 1;
     for (int k = 0; k < 2; k++)
         hy_sb_printf(&gp,
                 "set terminal %s\nset output '%s'\nset multiplot layout 1,2 title 'decode: one token at a given context "
                 "(batch 1, threads: %d)'\n"
-                "set ylabel 'ms per token'\nplot for [v in VARIANTS] 'decode.csv' using (strcol(1) eq v ? $2 : NaN):3 "
+                "set ylabel 'ms per token'\nplot for [v in VARIANTS] '%s' using (strcol(%d) eq v ? $%d : NaN):%d "
                 "with linespoints title v\n"
-                "set ylabel 'state / KV cache bytes'\nplot for [v in VARIANTS] 'decode.csv' using (strcol(1) eq v ? $2 : "
-                "NaN):4 with linespoints title v\nunset multiplot\nset output\n",
-                terms[k][0], terms[k][1], hy_threads());
+                "set ylabel 'state / KV cache bytes'\nplot for [v in VARIANTS] '%s' using (strcol(%d) eq v ? $%d : "
+                "NaN):%d with linespoints title v\nunset multiplot\nset output\n",
+                terms[k][0], terms[k][1], hy_threads(), hy_csv_DECODE.file, cv, cx, cms, hy_csv_DECODE.file, cv, cx,
+                cst);
     char path[4200];
     snprintf(path, sizeof path, "%s/decode.gp", a->out_dir);
     int rc = hy_sb_write_file(&gp, path);
@@ -321,16 +326,151 @@ static int parse_args(int argc, char **argv, decode_args *a) {
     return 0;
 }
 
-/* Runs one model (a generic stack, a config or a checkpoint) as a variant named `name`. */
-static int run_model(const decode_args *a, char *name, hy_model *m, hy_strbuf *csv, hy_strbuf *summary) {
-    clean_name(name);
-    printf("%s: %zu parameters, d_model %d, %d layers\n", name, hy_model_param_count(m), hy_model_get_config(m)->d_model,
+/* What the variants of one benchmark run add up to: decode.csv's rows, decode.md's summary rows and
+ * the variants' names (for the plot), in the order they were measured. */
+typedef struct {
+    hy_strbuf csv, summary;
+    char (*names)[128];
+    int n, max;
+} decode_results;
+
+/* Runs one model (a generic stack, a config or a checkpoint) as the next variant, named `name`. */
+static int run_model(const decode_args *a, const char *name, hy_model *m, decode_results *d) {
+    char *own = d->names[d->n++];
+    snprintf(own, sizeof d->names[0], "%s", name);
+    clean_name(own);
+    printf("%s: %zu parameters, d_model %d, %d layers\n", own, hy_model_param_count(m), hy_model_get_config(m)->d_model,
            hy_model_get_config(m)->n_layers);
-    int rc = bench_variant(a, name, m, csv, summary);
-    if (rc < 0) hy_error_prefix("%s", name);
+    int rc = bench_variant(a, own, m, &d->csv, &d->summary);
+    if (rc < 0) hy_error_prefix("%s", own);
     return rc;
 }
 
+/* Every selected registered block in a generic stack: a mixer with swiglu ffns, an ffn (swiglu
+ * aside) behind attention mixers. */
+static int bench_registered(const decode_args *a, decode_results *d) {
+    const hy_block_ops *att = hy_block_find("attention"), *swi = hy_block_find("swiglu");
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < hy_block_count() && d->n < 200; i++) {
+        const hy_block_ops *b = hy_block_at(i), *mixer = NULL, *ffn = NULL;
+        if ((b->kinds & HY_KIND_MIXER) && hy_bench_selected(a->blocks, b->name)) mixer = b, ffn = swi;
+        else if ((b->kinds & HY_KIND_FFN) && b != swi && hy_bench_selected(a->blocks, b->name)) mixer = att, ffn = b;
+        if (!mixer) continue;
+        hy_model_config c = {0};
+        hy_model *m = NULL;
+        char name[128];
+        snprintf(name, sizeof name, "%s+%s", mixer->name, ffn->name);
+        rc = generic_config(a, mixer, ffn, &c);
+        if (rc == 0) rc = hy_model_create(&c, 1, &m);
+        if (rc == 0) rc = run_model(a, name, m, d);
+        hy_model_free(m);
+        free(c.layers);
+    }
+    return rc;
+}
+
+/* The model of every variant of experiment file `path` not already measured under its name. */
+static int bench_experiment(const decode_args *a, const char *path, decode_results *d) {
+    hy_experiment e;
+    int rc = hy_experiment_load(path, NULL, 0, &e);
+    if (rc < 0) return rc;
+    for (int r = 0; rc == 0 && r < e.n_runs && d->n < d->max; r++) {
+        bool seen = false;
+        for (int q = 0; q < d->n && !seen; q++) seen = !strncmp(d->names[q], e.runs[r].variant, 127);
+        if (seen) continue;
+        hy_model *m = NULL;
+        char name[128];
+        snprintf(name, sizeof name, "%.127s", e.runs[r].variant);
+        rc = hy_model_create(&e.runs[r].cfg.model, e.runs[r].cfg.seed, &m);
+        if (rc == 0) rc = run_model(a, name, m, d);
+        hy_model_free(m);
+    }
+    hy_experiment_free(&e);
+    return rc;
+}
+
+/* Each --config: a run config's model under the config's name, or an experiment's variants. */
+static int bench_configs(const decode_args *a, decode_results *d) {
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < a->n_configs && d->n < d->max; i++) {
+        bool is_exp = false;
+        hy_experiment_detect(a->configs[i], &is_exp);
+        if (is_exp) {
+            rc = bench_experiment(a, a->configs[i], d);
+            continue;
+        }
+        hy_run_config c;
+        hy_model *m = NULL;
+        if ((rc = hy_run_config_load(a->configs[i], NULL, 0, &c)) < 0) break;
+        rc = hy_model_create(&c.model, c.seed, &m);
+        if (rc == 0) rc = run_model(a, c.name, m, d);
+        hy_model_free(m);
+        hy_run_config_free(&c);
+    }
+    return rc;
+}
+
+/* Each --checkpoint, named by its file name without .safetensors. */
+static int bench_checkpoints(const decode_args *a, decode_results *d) {
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < a->n_checkpoints && d->n < d->max; i++) {
+        hy_model *m = NULL;
+        if ((rc = hy_checkpoint_load(a->checkpoints[i], &m, NULL)) < 0) break;
+        const char *base = strrchr(a->checkpoints[i], '/');
+        char name[128];
+        snprintf(name, sizeof name, "%s", base ? base + 1 : a->checkpoints[i]);
+        char *dot = strstr(name, ".safetensors");
+        if (dot) *dot = 0;
+        rc = run_model(a, name, m, d);
+        hy_model_free(m);
+    }
+    return rc;
+}
+
+/* decode.md: the per-variant summary, then every row of decode.csv, and the plot. */
+static int write_markdown(const decode_args *a, const decode_results *d) {
+    hy_strbuf md = {0};
+    hy_sb_printf(&md, "# Decode cost against context\n\nWritten by `hybrid-exp bench decode` (%d threads, batch 1). "
+                 "One token decoded after the given context (fastest of %d steps); state = KV cache or recurrent "
+                 "state bytes of the whole model; state/copy = ms/token over the time to read the state once at "
+                 "the memory copy rate measured in the same run (%.1f GB/s).\n\n![decode](decode.png)\n\n"
+                 "| variant | first context | ms/token | last context | ms/token | last / first | state/copy at last |\n"
+                 "|---|---:|---:|---:|---:|---:|---:|\n%s\n"
+                 "| variant | context | ms/token | state bytes | state/copy |\n|---|---:|---:|---:|---:|\n",
+                 hy_threads(), a->steps, a->copy_gbs, d->summary.p ? d->summary.p : "");
+    for (char *line = strchr(d->csv.p, '\n') + 1; *line; line = strchr(line, '\n') + 1) {
+        char v[128];
+        long ctx;
+        double ms, ratio;
+        size_t sb;
+        if (sscanf(line, "%127[^,],%ld,%lf,%zu,%lf", v, &ctx, &ms, &sb, &ratio) == 5)
+            hy_sb_printf(&md, "| %s | %ld | %.4f | %zu | %.2f |\n", v, ctx, ms, sb, ratio);
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/decode.md", a->out_dir);
+    int rc = hy_sb_write_file(&md, path);
+    hy_sb_free(&md);
+    return rc;
+}
+
+/* decode.csv and decode.md into the output folder, then decode.gp and the plot. */
+static int write_results(const decode_args *a, const decode_results *d) {
+    char path[4200];
+    int rc = hy_mkdirs(a->out_dir);
+    if (rc == 0) {
+        snprintf(path, sizeof path, "%s/%s", a->out_dir, hy_csv_DECODE.file);
+        rc = hy_sb_write_file(&d->csv, path);
+    }
+    if (rc == 0) rc = write_markdown(a, d);
+    if (rc == 0) {
+        printf("wrote %s/decode.csv, decode.md\n", a->out_dir);
+        rc = write_plot(a, d->names, d->n);
+    }
+    return rc;
+}
+
+/* The options, the machine's copy bandwidth, then every variant (registered blocks, configs,
+ * checkpoints) and the files. */
 int hy_bench_decode_main(int argc, char **argv) {
     decode_args a = {.out_dir = "results/bench", .d_model = 256, .n_layers = 2, .steps = 8, .plot = 1,
                      .min_ctx = 256, .max_ctx = 65536};
@@ -341,97 +481,14 @@ int hy_bench_decode_main(int argc, char **argv) {
     printf("bench decode: threads %d, contexts %ld .. %ld, %d timed steps each; memory copy %.1f GB/s (state/copy: "
            "ms/token over the time to read the state at that rate)\n", hy_threads(), a.min_ctx, a.max_ctx, a.steps,
            a.copy_gbs);
-    hy_strbuf csv = {0}, summary = {0};
-    hy_sb_printf(&csv, "variant,context,ms_per_token,state_bytes,state_read_ratio\n");
     static char names[256][128];
-    int n = 0;
-    const hy_block_ops *att = hy_block_find("attention"), *swi = hy_block_find("swiglu");
-    for (int i = 0; rc == 0 && i < hy_block_count() && n < 200; i++) {
-        const hy_block_ops *b = hy_block_at(i), *mixer = NULL, *ffn = NULL;
-        if ((b->kinds & HY_KIND_MIXER) && hy_bench_selected(a.blocks, b->name)) mixer = b, ffn = swi;
-        else if ((b->kinds & HY_KIND_FFN) && b != swi && hy_bench_selected(a.blocks, b->name)) mixer = att, ffn = b;
-        if (!mixer) continue;
-        hy_model_config c = {0};
-        hy_model *m = NULL;
-        snprintf(names[n], sizeof names[n], "%s+%s", mixer->name, ffn->name);
-        rc = generic_config(&a, mixer, ffn, &c);
-        if (rc == 0) rc = hy_model_create(&c, 1, &m);
-        if (rc == 0) rc = run_model(&a, names[n++], m, &csv, &summary);
-        hy_model_free(m);
-        free(c.layers);
-    }
-    for (int i = 0; rc == 0 && i < a.n_configs && n < 256; i++) {
-        bool is_exp = false;
-        hy_experiment_detect(a.configs[i], &is_exp);
-        if (!is_exp) {
-            hy_run_config c;
-            hy_model *m = NULL;
-            if ((rc = hy_run_config_load(a.configs[i], NULL, 0, &c)) < 0) break;
-            snprintf(names[n], sizeof names[n], "%s", c.name);
-            rc = hy_model_create(&c.model, c.seed, &m);
-            if (rc == 0) rc = run_model(&a, names[n++], m, &csv, &summary);
-            hy_model_free(m);
-            hy_run_config_free(&c);
-            continue;
-        }
-        /* an experiment: the model of each variant not already measured under its name */
-        hy_experiment e;
-        if ((rc = hy_experiment_load(a.configs[i], NULL, 0, &e)) < 0) break;
-        for (int r = 0; rc == 0 && r < e.n_runs && n < 256; r++) {
-            bool seen = false;
-            for (int q = 0; q < n && !seen; q++) seen = !strncmp(names[q], e.runs[r].variant, 127);
-            if (seen) continue;
-            hy_model *m = NULL;
-            snprintf(names[n], sizeof names[n], "%.127s", e.runs[r].variant);
-            rc = hy_model_create(&e.runs[r].cfg.model, e.runs[r].cfg.seed, &m);
-            if (rc == 0) rc = run_model(&a, names[n++], m, &csv, &summary);
-            hy_model_free(m);
-        }
-        hy_experiment_free(&e);
-    }
-    for (int i = 0; rc == 0 && i < a.n_checkpoints && n < 256; i++) {
-        hy_model *m = NULL;
-        if ((rc = hy_checkpoint_load(a.checkpoints[i], &m, NULL)) < 0) break;
-        const char *base = strrchr(a.checkpoints[i], '/');
-        snprintf(names[n], sizeof names[n], "%s", base ? base + 1 : a.checkpoints[i]);
-        char *dot = strstr(names[n], ".safetensors");
-        if (dot) *dot = 0;
-        rc = run_model(&a, names[n++], m, &csv, &summary);
-        hy_model_free(m);
-    }
-    char path[4200];
-    if (rc == 0) rc = hy_mkdirs(a.out_dir);
-    if (rc == 0) {
-        snprintf(path, sizeof path, "%s/decode.csv", a.out_dir);
-        rc = hy_sb_write_file(&csv, path);
-    }
-    if (rc == 0) {   /* the report: the table and the plot */
-        hy_strbuf md = {0};
-        hy_sb_printf(&md, "# Decode cost against context\n\nWritten by `hybrid-exp bench decode` (%d threads, batch 1). "
-                     "One token decoded after the given context (fastest of %d steps); state = KV cache or recurrent "
-                     "state bytes of the whole model; state/copy = ms/token over the time to read the state once at "
-                     "the memory copy rate measured in the same run (%.1f GB/s).\n\n![decode](decode.png)\n\n"
-                     "| variant | first context | ms/token | last context | ms/token | last / first | state/copy at last |\n"
-                     "|---|---:|---:|---:|---:|---:|---:|\n%s\n"
-                     "| variant | context | ms/token | state bytes | state/copy |\n|---|---:|---:|---:|---:|\n",
-                     hy_threads(), a.steps, a.copy_gbs, summary.p ? summary.p : "");
-        for (char *line = strchr(csv.p, '\n') + 1; *line; line = strchr(line, '\n') + 1) {
-            char v[128];
-            long ctx;
-            double ms, ratio;
-            size_t sb;
-            if (sscanf(line, "%127[^,],%ld,%lf,%zu,%lf", v, &ctx, &ms, &sb, &ratio) == 5)
-                hy_sb_printf(&md, "| %s | %ld | %.4f | %zu | %.2f |\n", v, ctx, ms, sb, ratio);
-        }
-        snprintf(path, sizeof path, "%s/decode.md", a.out_dir);
-        rc = hy_sb_write_file(&md, path);
-        hy_sb_free(&md);
-    }
-    if (rc == 0) {
-        printf("wrote %s/decode.csv, decode.md\n", a.out_dir);
-        rc = write_plot(&a, names, n);
-    }
-    hy_sb_free(&csv), hy_sb_free(&summary);
+    decode_results d = {.names = names, .max = 256};
+    hy_sb_add(&d.csv, hy_csv_DECODE.header);
+    rc = bench_registered(&a, &d);
+    if (rc == 0) rc = bench_configs(&a, &d);
+    if (rc == 0) rc = bench_checkpoints(&a, &d);
+    if (rc == 0) rc = write_results(&a, &d);
+    hy_sb_free(&d.csv), hy_sb_free(&d.summary);
     if (rc < 0) {
         fprintf(stderr, "hybrid-exp bench decode: %s\n", hy_last_error());
         return rc == HY_ERR_CONFIG ? 2 : 1;

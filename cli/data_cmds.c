@@ -6,6 +6,7 @@
 #include "core/mem.h"
 #include "core/strbuf.h"
 #include "core/timer.h"
+#include "experiments/csv_schema.h"
 #include "experiments/data.h"
 #include "experiments/tasks.h"
 #include "hybrid.h"
@@ -341,9 +342,9 @@ static int eval_open(const eval_args *e, const char *tokenizer, const char *trai
 static int eval_write(const char *dir, hy_strbuf *ev, hy_strbuf *po) {
     char path[HY_DATA_PATH_MAX + 32];
     int rc = hy_mkdirs(dir);
-    snprintf(path, sizeof path, "%s/eval.csv", dir);
+    snprintf(path, sizeof path, "%s/%s", dir, hy_csv_EVAL_CMD.file);
     if (rc == 0) rc = hy_sb_write_file(ev, path);
-    snprintf(path, sizeof path, "%s/position.csv", dir);
+    snprintf(path, sizeof path, "%s/%s", dir, hy_csv_EVAL_CMD_POSITION.file);
     if (rc == 0) rc = hy_sb_write_file(po, path);
     return rc < 0 ? fail(1, "cannot write the CSV files") : 0;
 }
@@ -386,8 +387,8 @@ int cmd_eval(int argc, char **argv) {
     printf("# %s on %s: %s%s\n", e.ckpt, e.data, desc, e.streaming ? ", streaming" : "");
     printf("%8s %10s %12s %14s %10s %12s %10s\n", "seq_len", "windows", "tokens", "bytes", "loss", "ppl", "bits/byte");
     hy_strbuf ev = {0}, po = {0};
-    hy_sb_add(&ev, "checkpoint,data,eval_seq_len,windows,tokens,bytes,val_loss,val_ppl,val_bits_per_byte,streaming\n");
-    hy_sb_add(&po, "eval_seq_len,position,loss,windows\n");
+    hy_sb_add(&ev, hy_csv_EVAL_CMD.header);
+    hy_sb_add(&po, hy_csv_EVAL_CMD_POSITION.header);
     for (int i = 0; i < e.n_T && rc == 0; i++) {
         int T = e.T[i];
         double *pos = hy_malloc((size_t)T * sizeof(double));

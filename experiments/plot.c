@@ -82,7 +82,8 @@ static int draw(const char *dir, const char *name, gp *g, const char *body, int 
 
 /* One series of layers.csv: (T, column) of block/pass rows with a positive value, scaled. */
 static int layer_series(gp *g, const hy_csv *L, const char *block, const char *pass, const char *col, double scale) {
-    int cb = hy_csv_col(L, "block"), cp = hy_csv_col(L, "pass"), ct = hy_csv_col(L, "seq_len"), cv = hy_csv_col(L, col);
+    int cb = HY_CSV_FIND(L, LAYERS, block), cp = HY_CSV_FIND(L, LAYERS, pass), ct = HY_CSV_FIND(L, LAYERS, seq_len),
+        cv = hy_csv_col(L, col);
     int count = 0;
     for (int i = 0; i < L->n_rows; i++)
         count += !strcmp(L->rows[i][cb], block) && !strcmp(L->rows[i][cp], pass) && hy_csv_num(L, i, cv) > 0;
@@ -101,7 +102,7 @@ static const char *const AXES_LOGLOG = "set logscale xy\nset grid\nset key left 
 static int plot_complexity(const char *dir, const hy_csv *L, const hy_crossover *x, int nx, int *drawn) {
     static const char *const passes[] = {"fwd", "fwd_bwd"};
     const char *blocks[64];
-    int nb = hy_csv_distinct(L, hy_csv_col(L, "block"), blocks, 64);
+    int nb = hy_csv_distinct(L, HY_CSV_FIND(L, LAYERS, block), blocks, 64);
     gp g = {0};
     hy_strbuf body = {0};
     int panels = 0;
@@ -109,7 +110,7 @@ static int plot_complexity(const char *dir, const hy_csv *L, const hy_crossover 
         hy_strbuf plot = {0};
         int series = 0;
         for (int b = 0; b < nb; b++) {
-            int id = layer_series(&g, L, blocks[b], passes[p], "ms", 1.0);
+            int id = layer_series(&g, L, blocks[b], passes[p], HY_CSV_COL(LAYERS, ms), 1.0);
             if (id < 0) continue;
             hy_sb_printf(&plot, "%s$d%d using 1:2 with linespoints lw 2 ", series++ ? ", " : "", id);
             title(&plot, blocks[b]);
@@ -152,11 +153,11 @@ static int plot_complexity(const char *dir, const hy_csv *L, const hy_crossover 
 /* memory: peak bytes (fwd_bwd) and streaming state bytes vs T per block. */
 static int plot_memory(const char *dir, const hy_csv *L, int *drawn) {
     const char *blocks[64];
-    int nb = hy_csv_distinct(L, hy_csv_col(L, "block"), blocks, 64);
+    int nb = hy_csv_distinct(L, HY_CSV_FIND(L, LAYERS, block), blocks, 64);
     gp g = {0};
     hy_strbuf body = {0};
-    static const char *const what[][4] = {{"fwd_bwd", "peak_bytes", "peak memory of fwd+bwd", "MiB"},
-                                          {"step", "state_bytes", "streaming state per sequence", "KiB"}};
+    const char *const what[][4] = {{"fwd_bwd", HY_CSV_COL(LAYERS, peak_bytes), "peak memory of fwd+bwd", "MiB"},
+                                   {"step", HY_CSV_COL(LAYERS, state_bytes), "streaming state per sequence", "KiB"}};
     int panels = 0;
     for (int p = 0; p < 2; p++) {
         hy_strbuf plot = {0};
@@ -211,7 +212,7 @@ static int plot_quality(const char *dir, const hy_results *r, int *drawn) {
     int ng = hy_group_sweep(&r->sweep, &r->eval, false, &g);
     if (ng <= 0) return ng;
     const char *vars[256];
-    int nv = hy_csv_distinct(&r->sweep, hy_csv_col(&r->sweep, "variant"), vars, 256);
+    int nv = hy_csv_distinct(&r->sweep, HY_CSV_FIND(&r->sweep, SWEEP, variant), vars, 256);
     bool task = hy_results_are_task(&r->eval);
     gp d = {0};
     hy_strbuf body = {0}, p1 = {0}, p2 = {0};
@@ -376,7 +377,8 @@ static int plot_position(const char *dir, const hy_results *r, int *drawn) {
 
 /* Whether train.csv rows i and j belong to the same run (variant, seq_len, seed, peak_lr). */
 static bool same_run(const hy_csv *R, int i, int j) {
-    static const char *const key[] = {"variant", "seq_len", "seed", "peak_lr"};
+    const char *const key[] = {HY_CSV_COL(TRAIN, variant), HY_CSV_COL(TRAIN, seq_len), HY_CSV_COL(TRAIN, seed),
+                               HY_CSV_COL(TRAIN, peak_lr)};
     for (int k = 0; k < 4; k++)
         if (strcmp(hy_csv_str(R, i, hy_csv_col(R, key[k])), hy_csv_str(R, j, hy_csv_col(R, key[k])))) return false;
     return true;
@@ -386,8 +388,9 @@ static bool same_run(const hy_csv *R, int i, int j) {
  * colour per variant, one curve per seed at the selected lr (runs are contiguous in train.csv). */
 static int plot_learning(const char *dir, const hy_results *r, int *drawn) {
     const hy_csv *R = &r->train;
-    int cv = hy_csv_col(R, "variant"), ct = hy_csv_col(R, "seq_len"), ck = hy_csv_col(R, "tokens"),
-        cl = hy_csv_col(R, "train_loss"), cval = hy_csv_col(R, "val_loss"), clr = hy_csv_col(R, "peak_lr");
+    int cv = HY_CSV_FIND(R, TRAIN, variant), ct = HY_CSV_FIND(R, TRAIN, seq_len), ck = HY_CSV_FIND(R, TRAIN, tokens),
+        cl = HY_CSV_FIND(R, TRAIN, train_loss), cval = HY_CSV_FIND(R, TRAIN, val_loss),
+        clr = HY_CSV_FIND(R, TRAIN, peak_lr);
     const char *Ts[64], *vars[256];
     int nT = hy_csv_distinct(R, ct, Ts, 64), nv = hy_csv_distinct(R, cv, vars, 256);
     if (!nT || cl < 0) return 0;

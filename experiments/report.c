@@ -28,7 +28,8 @@ static void figure(hy_strbuf *b, const char *const *plots, int n, const char *na
 
 /* The value of `col` in the layers.csv row (block, pass, T), as text, or "". */
 static const char *layer_cell(const hy_csv *L, const char *block, const char *pass, const char *T, const char *col) {
-    int cb = hy_csv_col(L, "block"), cp = hy_csv_col(L, "pass"), ct = hy_csv_col(L, "seq_len"), cv = hy_csv_col(L, col);
+    int cb = HY_CSV_FIND(L, LAYERS, block), cp = HY_CSV_FIND(L, LAYERS, pass), ct = HY_CSV_FIND(L, LAYERS, seq_len),
+        cv = hy_csv_col(L, col);
     for (int i = 0; i < L->n_rows; i++)
         if (!strcmp(L->rows[i][cb], block) && !strcmp(L->rows[i][cp], pass) && !strcmp(L->rows[i][ct], T))
             return hy_csv_str(L, i, cv);
@@ -37,7 +38,7 @@ static const char *layer_cell(const hy_csv *L, const char *block, const char *pa
 
 /* Whether layers.csv has a row of (block, pass) with a value in `col`. */
 static bool has_cells(const hy_csv *L, const char *block, const char *pass, const char *col) {
-    int cb = hy_csv_col(L, "block"), cp = hy_csv_col(L, "pass"), cv = hy_csv_col(L, col);
+    int cb = HY_CSV_FIND(L, LAYERS, block), cp = HY_CSV_FIND(L, LAYERS, pass), cv = hy_csv_col(L, col);
     for (int i = 0; i < L->n_rows; i++)
         if (!strcmp(L->rows[i][cb], block) && !strcmp(L->rows[i][cp], pass) && *hy_csv_str(L, i, cv)) return true;
     return false;
@@ -48,7 +49,8 @@ static bool has_cells(const hy_csv *L, const char *block, const char *pass, cons
 static void layer_table(hy_strbuf *b, const hy_csv *L, const char *const *passes, int np, const char *col, double scale,
                         const char *unit) {
     const char *blocks[64], *Ts[64];
-    int nb = hy_csv_distinct(L, hy_csv_col(L, "block"), blocks, 64), nT = hy_csv_distinct(L, hy_csv_col(L, "seq_len"), Ts, 64);
+    int nb = hy_csv_distinct(L, HY_CSV_FIND(L, LAYERS, block), blocks, 64),
+        nT = hy_csv_distinct(L, HY_CSV_FIND(L, LAYERS, seq_len), Ts, 64);
     hy_sb_add(b, "| T |");
     for (int k = 0; k < nb; k++)
         for (int p = 0; p < np; p++)
@@ -233,40 +235,44 @@ static void lr_table(hy_strbuf *b, const hy_group *g, int ng, bool task, bool *c
 /* Every run of sweep.csv: its seed, lr, how it stopped, costs, and its quality. */
 static void runs_table(hy_strbuf *b, const hy_results *r, bool task) {
     const hy_csv *S = &r->sweep;
-    int cv = hy_csv_col(S, "variant"), ct = hy_csv_col(S, "seq_len");
+    int cv = HY_CSV_FIND(S, SWEEP, variant), ct = HY_CSV_FIND(S, SWEEP, seq_len), cs = HY_CSV_FIND(S, SWEEP, seed),
+        cl = HY_CSV_FIND(S, SWEEP, lr), cstop = HY_CSV_FIND(S, SWEEP, stopped_by), cp = HY_CSV_FIND(S, SWEEP, params),
+        cf = HY_CSV_FIND(S, SWEEP, flop_per_token), ctok = HY_CSV_FIND(S, SWEEP, tokens),
+        cts = HY_CSV_FIND(S, SWEEP, train_s), ctps = HY_CSV_FIND(S, SWEEP, tokens_per_s),
+        cpeak = HY_CSV_FIND(S, SWEEP, peak_bytes), cstate = HY_CSV_FIND(S, SWEEP, state_bytes),
+        closs = HY_CSV_FIND(S, SWEEP, val_loss), cbits = HY_CSV_FIND(S, SWEEP, val_bits_per_byte),
+        cbpt = HY_CSV_FIND(S, SWEEP, bytes_per_token);
     hy_sb_printf(b, "### Runs\n\n| variant | T | seed | lr | stopped by | params | flop/token | tokens | train s | tokens/s | "
                     "peak MiB | state KiB | val loss | %s |\n|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|%s\n",
                  task ? "accuracy" : "val bits/byte | bytes/token", task ? "" : "---:|");
     for (int i = 0; i < S->n_rows; i++) {
-        const char *stop = hy_csv_str(S, i, hy_csv_col(S, "stopped_by"));
+        const char *stop = hy_csv_str(S, i, cstop);
         double q = NAN;
-        if (!task) q = hy_csv_num(S, i, hy_csv_col(S, "val_bits_per_byte"));
+        if (!task) q = hy_csv_num(S, i, cbits);
         else {   /* this run's accuracy at its training length */
             const hy_csv *E = &r->eval;
-            int ev = hy_csv_col(E, "variant"), et = hy_csv_col(E, "seq_len"), ee = hy_csv_col(E, "eval_seq_len"),
-                es = hy_csv_col(E, "seed"), el = hy_csv_col(E, "lr");
+            int ev = HY_CSV_FIND(E, EVAL, variant), et = HY_CSV_FIND(E, EVAL, seq_len),
+                ee = HY_CSV_FIND(E, EVAL, eval_seq_len), es = HY_CSV_FIND(E, EVAL, seed), el = HY_CSV_FIND(E, EVAL, lr);
             for (int j = 0; j < E->n_rows && !isfinite(q); j++)
                 if (!strcmp(hy_csv_str(E, j, ev), hy_csv_str(S, i, cv)) && !strcmp(hy_csv_str(E, j, et), hy_csv_str(S, i, ct)) &&
                     !strcmp(hy_csv_str(E, j, ee), hy_csv_str(S, i, ct)) &&
-                    (es < 0 || !strcmp(hy_csv_str(E, j, es), hy_csv_str(S, i, hy_csv_col(S, "seed")))) &&
-                    (el < 0 || !strcmp(hy_csv_str(E, j, el), hy_csv_str(S, i, hy_csv_col(S, "lr")))))
-                    q = hy_csv_num(E, j, hy_csv_col(E, "accuracy"));
+                    (es < 0 || !strcmp(hy_csv_str(E, j, es), hy_csv_str(S, i, cs))) &&
+                    (el < 0 || !strcmp(hy_csv_str(E, j, el), hy_csv_str(S, i, cl))))
+                    q = hy_csv_num(E, j, HY_CSV_FIND(E, EVAL, accuracy));
         }
         char qs[32] = "–";
         if (isfinite(q)) snprintf(qs, sizeof qs, "%.4f", q);
         if (!task) {   /* and the text bytes per evaluated token (1 for bytes; "–" where unknown) */
-            double bpt = hy_csv_col(S, "bytes_per_token") >= 0 ? hy_csv_num(S, i, hy_csv_col(S, "bytes_per_token")) : 1.0;
+            double bpt = cbpt >= 0 ? hy_csv_num(S, i, cbpt) : 1.0;
             size_t n = strlen(qs);
             if (isfinite(bpt)) snprintf(qs + n, sizeof qs - n, " | %.3f", bpt);
             else snprintf(qs + n, sizeof qs - n, " | –");
         }
         hy_sb_printf(b, "| %s | %s | %s | %s | %s%s | %s | %.3g | %s | %s | %s | %.2f | %.1f | %s | %s |\n", hy_csv_str(S, i, cv),
-                     hy_csv_str(S, i, ct), hy_csv_str(S, i, hy_csv_col(S, "seed")), hy_csv_str(S, i, hy_csv_col(S, "lr")), stop,
-                     !strcmp(stop, "seconds") ? DAGGER : "", hy_csv_str(S, i, hy_csv_col(S, "params")),
-                     hy_csv_num(S, i, hy_csv_col(S, "flop_per_token")), hy_csv_str(S, i, hy_csv_col(S, "tokens")),
-                     hy_csv_str(S, i, hy_csv_col(S, "train_s")), hy_csv_str(S, i, hy_csv_col(S, "tokens_per_s")),
-                     hy_csv_num(S, i, hy_csv_col(S, "peak_bytes")) / 1048576, hy_csv_num(S, i, hy_csv_col(S, "state_bytes")) / 1024,
-                     hy_csv_str(S, i, hy_csv_col(S, "val_loss")), qs);
+                     hy_csv_str(S, i, ct), hy_csv_str(S, i, cs), hy_csv_str(S, i, cl), stop,
+                     !strcmp(stop, "seconds") ? DAGGER : "", hy_csv_str(S, i, cp), hy_csv_num(S, i, cf),
+                     hy_csv_str(S, i, ctok), hy_csv_str(S, i, cts), hy_csv_str(S, i, ctps),
+                     hy_csv_num(S, i, cpeak) / 1048576, hy_csv_num(S, i, cstate) / 1024, hy_csv_str(S, i, closs), qs);
     }
     hy_sb_add(b, "\n");
 }
@@ -364,10 +370,11 @@ static int position_table(hy_strbuf *b, const hy_results *r, const char *const *
  * of the steps (from the last evaluation at or before 80% of the final step to the last one): the
  * flattening test of docs/experiments.md (a curve has flattened when it improves by < 2% there). */
 static void learning_table(hy_strbuf *b, const hy_csv *R) {
-    static const char *const key[] = {"variant", "seq_len", "seed", "peak_lr"};
-    int cv = hy_csv_col(R, "variant"), ct = hy_csv_col(R, "seq_len"), cl = hy_csv_col(R, "train_loss"),
-        cval = hy_csv_col(R, "val_loss"), cs = hy_csv_col(R, "seed"), clr = hy_csv_col(R, "peak_lr"),
-        cstep = hy_csv_col(R, "step");
+    const char *const key[] = {HY_CSV_COL(TRAIN, variant), HY_CSV_COL(TRAIN, seq_len), HY_CSV_COL(TRAIN, seed),
+                               HY_CSV_COL(TRAIN, peak_lr)};
+    int cv = HY_CSV_FIND(R, TRAIN, variant), ct = HY_CSV_FIND(R, TRAIN, seq_len),
+        cl = HY_CSV_FIND(R, TRAIN, train_loss), cval = HY_CSV_FIND(R, TRAIN, val_loss),
+        cs = HY_CSV_FIND(R, TRAIN, seed), clr = HY_CSV_FIND(R, TRAIN, peak_lr), cstep = HY_CSV_FIND(R, TRAIN, step);
     hy_sb_add(b, "The last column is the change of the validation loss over the last 20% of the steps (from the last "
                  "evaluation at or before 80% of the final step); a curve has flattened when it improves by less than 2% "
                  "there.\n\n"
@@ -389,9 +396,10 @@ static void learning_table(hy_strbuf *b, const hy_csv *R) {
         char change[32] = "–";
         if (!isnan(val80) && !isnan(final_val) && val80 > 0)
             snprintf(change, sizeof change, "%+.1f%%", 100.0 * (final_val - val80) / val80);
-        hy_sb_printf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", hy_csv_str(R, i, cv), hy_csv_str(R, i, ct),
-                     hy_csv_str(R, i, cs), hy_csv_str(R, i, clr), hy_csv_str(R, i, cstep),
-                     hy_csv_str(R, i, hy_csv_col(R, "tokens")), hy_csv_str(R, i, hy_csv_col(R, "elapsed_s")), tl, vl, change);
+        hy_sb_printf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", hy_csv_str(R, i, cv),
+                     hy_csv_str(R, i, ct), hy_csv_str(R, i, cs), hy_csv_str(R, i, clr), hy_csv_str(R, i, cstep),
+                     hy_csv_str(R, i, HY_CSV_FIND(R, TRAIN, tokens)),
+                     hy_csv_str(R, i, HY_CSV_FIND(R, TRAIN, elapsed_s)), tl, vl, change);
         start = i + 1;
     }
     hy_sb_add(b, "\n");
@@ -413,7 +421,7 @@ static int reference_section(hy_strbuf *b, const hy_results *r, const char *name
         free(g), free(h);
         return ng < 0 ? ng : nh;
     }
-    const char *ref = hy_csv_str(&r->reference, 0, hy_csv_col(&r->reference, "experiment"));
+    const char *ref = hy_csv_str(&r->reference, 0, HY_CSV_FIND(&r->reference, REFERENCE, experiment));
     hy_group *all = malloc(sizeof *all * (size_t)(ng + nh + 1));
     if (!all) {
         free(g), free(h);
@@ -503,9 +511,9 @@ int hy_write_report(const char *dir, const char *const *plots, int np, const cha
         static const char *const cost[] = {"fwd", "fwd_bwd", "step"};
         hy_sb_add(&b, "## Complexity (layers.csv)\n\nOne block, batch 1: time per call in ms (`step`: per token at context T).\n\n");
         figure(&b, plots, np, "complexity");
-        layer_table(&b, L, cost, 3, "ms", 0, "ms");
-        int cy = hy_csv_col(L, "best_f32_gemm_gflops_per_s");
-        if (cy >= 0 && hy_csv_col(L, "ratio_to_best_f32_gemm") >= 0) {
+        layer_table(&b, L, cost, 3, HY_CSV_COL(LAYERS, ms), 0, "ms");
+        int cy = HY_CSV_FIND(L, LAYERS, best_f32_gemm_gflops_per_s);
+        if (cy >= 0 && HY_CSV_FIND(L, LAYERS, ratio_to_best_f32_gemm) >= 0) {
             hy_sb_printf(&b, "Throughput as a ratio to the best f32 GEMM of the same benchmark run (%s GFLOP/s, the faster "
                              "of OpenBLAS and oneDNN on a 2048³ product; 1.0 = the machine's GEMM rate):\n\n",
                          hy_csv_str(L, 0, cy));
@@ -527,8 +535,8 @@ int hy_write_report(const char *dir, const char *const *plots, int np, const cha
         hy_sb_add(&b, "\n## Memory (layers.csv)\n\n");
         figure(&b, plots, np, "memory");
         static const char *const pk[] = {"fwd_bwd"}, *const stp[] = {"step"};
-        layer_table(&b, L, pk, 1, "peak_bytes", 1.0 / 1048576, "peak MiB");
-        layer_table(&b, L, stp, 1, "state_bytes", 1.0 / 1024, "state KiB");
+        layer_table(&b, L, pk, 1, HY_CSV_COL(LAYERS, peak_bytes), 1.0 / 1048576, "peak MiB");
+        layer_table(&b, L, stp, 1, HY_CSV_COL(LAYERS, state_bytes), 1.0 / 1024, "state KiB");
     }
     if (rc == 0) rc = quality_sections(&b, &r, plots, np, &cut_any);
     if (rc == 0 && r.sweep.n_rows && r.reference.n_rows) rc = reference_section(&b, &r, name);

@@ -97,7 +97,8 @@ int hy_csv_distinct(const hy_csv *t, int col, const char **out, int max) {
 
 /* ms of `block` for `pass` at T, or NAN. */
 static double ms_at(const hy_csv *L, const char *block, const char *pass, int T) {
-    int cb = hy_csv_col(L, "block"), cp = hy_csv_col(L, "pass"), ct = hy_csv_col(L, "seq_len"), cm = hy_csv_col(L, "ms");
+    int cb = HY_CSV_FIND(L, LAYERS, block), cp = HY_CSV_FIND(L, LAYERS, pass), ct = HY_CSV_FIND(L, LAYERS, seq_len),
+        cm = HY_CSV_FIND(L, LAYERS, ms);
     for (int i = 0; i < L->n_rows; i++)
         if (!strcmp(L->rows[i][cb], block) && !strcmp(L->rows[i][cp], pass) && (int)hy_csv_num(L, i, ct) == T)
             return hy_csv_num(L, i, cm);
@@ -111,8 +112,8 @@ static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(co
 int hy_crossovers(const hy_csv *L, hy_crossover *out, int max) {
     static const char *const passes[] = {"fwd", "fwd_bwd"};
     const char *blocks[64];
-    int cb = hy_csv_col(L, "block"), ct = hy_csv_col(L, "seq_len"), n = 0;
-    if (cb < 0 || ct < 0 || hy_csv_col(L, "pass") < 0 || hy_csv_col(L, "ms") < 0) return 0;
+    int cb = HY_CSV_FIND(L, LAYERS, block), ct = HY_CSV_FIND(L, LAYERS, seq_len), n = 0;
+    if (cb < 0 || ct < 0 || HY_CSV_FIND(L, LAYERS, pass) < 0 || HY_CSV_FIND(L, LAYERS, ms) < 0) return 0;
     int nb = hy_csv_distinct(L, cb, blocks, 64);
     int Ts[256], nT = 0;
     for (int i = 0; i < L->n_rows; i++) {
@@ -173,7 +174,7 @@ void hy_crossover_text(const hy_crossover *c, char *out, size_t len) {
 /* Whether eval.csv comes from a synthetic task (some row's task is neither the byte corpus,
  * written `corpus` or, by older runners, `none`, nor empty). */
 bool hy_results_are_task(const hy_csv *E) {
-    int c = E ? hy_csv_col(E, "task") : -1;
+    int c = E ? HY_CSV_FIND(E, EVAL, task) : -1;
     for (int i = 0; c >= 0 && i < E->n_rows; i++) {
         const char *t = hy_csv_str(E, i, c);
         if (*t && strcmp(t, "none") && strcmp(t, "corpus")) return true;
@@ -194,7 +195,7 @@ static int col_of(const hy_csv *t, const char *name) { return t ? hy_csv_col(t, 
 
 /* Whether row i of sweep.csv is at the selected lr: lr_selected = 1, or no such column. */
 static bool row_selected(const hy_csv *S, int i) {
-    int c = hy_csv_col(S, "lr_selected");
+    int c = HY_CSV_FIND(S, SWEEP, lr_selected);
     return c < 0 || hy_csv_num(S, i, c) == 1;
 }
 
@@ -202,9 +203,10 @@ static bool row_selected(const hy_csv *S, int i) {
  * are matched only where both tables have them. */
 static int eval_row_of(const hy_csv *S, int i, const hy_csv *E, double len) {
     if (!E) return -1;
-    int sv = hy_csv_col(S, "variant"), st = hy_csv_col(S, "seq_len"), ss = hy_csv_col(S, "seed"), sl = hy_csv_col(S, "lr");
-    int ev = hy_csv_col(E, "variant"), et = hy_csv_col(E, "seq_len"), ee = hy_csv_col(E, "eval_seq_len"),
-        es = hy_csv_col(E, "seed"), el = hy_csv_col(E, "lr");
+    int sv = HY_CSV_FIND(S, SWEEP, variant), st = HY_CSV_FIND(S, SWEEP, seq_len), ss = HY_CSV_FIND(S, SWEEP, seed),
+        sl = HY_CSV_FIND(S, SWEEP, lr);
+    int ev = HY_CSV_FIND(E, EVAL, variant), et = HY_CSV_FIND(E, EVAL, seq_len), ee = HY_CSV_FIND(E, EVAL, eval_seq_len),
+        es = HY_CSV_FIND(E, EVAL, seed), el = HY_CSV_FIND(E, EVAL, lr);
     if (ev < 0 || et < 0 || ee < 0) return -1;
     for (int j = 0; j < E->n_rows; j++)
         if (!strcmp(hy_csv_str(E, j, ev), hy_csv_str(S, i, sv)) && same(hy_csv_str(E, j, et), hy_csv_str(S, i, st)) &&
@@ -216,8 +218,8 @@ static int eval_row_of(const hy_csv *S, int i, const hy_csv *E, double len) {
 
 /* Accuracy at the training length of the sweep.csv run in row i (eval.csv), NAN if absent. */
 static double run_accuracy(const hy_csv *S, int i, const hy_csv *E) {
-    int j = eval_row_of(S, i, E, hy_csv_num(S, i, hy_csv_col(S, "seq_len")));
-    return j < 0 ? NAN : hy_csv_num(E, j, hy_csv_col(E, "accuracy"));
+    int j = eval_row_of(S, i, E, hy_csv_num(S, i, HY_CSV_FIND(S, SWEEP, seq_len)));
+    return j < 0 ? NAN : hy_csv_num(E, j, HY_CSV_FIND(E, EVAL, accuracy));
 }
 
 /* ---- lr selection ---- */
@@ -247,10 +249,10 @@ static double mean_over(const double *v, const int *r, const bool *on, int n) {
  * older sweep.csv files both go through it, so the report and the CSV never disagree. */
 int hy_select_lr(hy_csv *S, const hy_csv *E) {
     if (!S->head) return 0;
-    int cv = hy_csv_col(S, "variant"), ct = hy_csv_col(S, "seq_len"), cl = hy_csv_col(S, "lr"),
-        closs = hy_csv_col(S, "val_loss");
+    int cv = HY_CSV_FIND(S, SWEEP, variant), ct = HY_CSV_FIND(S, SWEEP, seq_len), cl = HY_CSV_FIND(S, SWEEP, lr),
+        closs = HY_CSV_FIND(S, SWEEP, val_loss);
     if (cv < 0 || ct < 0) return hy_fail_code(HY_ERR_IO, "sweep.csv: no variant or seq_len column to select the lr by");
-    int csel = hy_csv_col(S, "lr_selected");
+    int csel = HY_CSV_FIND(S, SWEEP, lr_selected);
     if (csel < 0) {   /* append the column */
         char **h = realloc(S->head, ((size_t)S->n_cols + 1) * sizeof *h);
         if (!h) return HY_ERR_NOMEM;
@@ -261,7 +263,7 @@ int hy_select_lr(hy_csv *S, const hy_csv *E) {
             S->rows[i] = r;
             r[S->n_cols] = "1";
         }
-        h[S->n_cols] = "lr_selected";
+        h[S->n_cols] = (char *)HY_CSV_COL(SWEEP, lr_selected);
         csel = S->n_cols++;
     }
     bool task = hy_results_are_task(E);
@@ -359,7 +361,8 @@ void hy_stat_of(const double *x, int n, hy_stat *s) {
 
 /* Whether rows of eval.csv, train.csv, position.csv at this lr belong to the reported group. */
 bool hy_lr_selected(const hy_csv *S, const char *variant, const char *seq_len, const char *lr) {
-    int cv = col_of(S, "variant"), ct = col_of(S, "seq_len"), cl = col_of(S, "lr"), cs = col_of(S, "lr_selected");
+    int cv = col_of(S, HY_CSV_COL(SWEEP, variant)), ct = col_of(S, HY_CSV_COL(SWEEP, seq_len)),
+        cl = col_of(S, HY_CSV_COL(SWEEP, lr)), cs = col_of(S, HY_CSV_COL(SWEEP, lr_selected));
     if (cv < 0 || ct < 0 || cl < 0 || cs < 0 || !*lr) return true;
     bool any = false;
     for (int i = 0; i < S->n_rows; i++) {
@@ -372,8 +375,9 @@ bool hy_lr_selected(const hy_csv *S, const char *variant, const char *seq_len, c
 
 /* Whether a run was stopped by the wall clock, for the dagger on eval.csv and position.csv groups. */
 bool hy_run_cut(const hy_csv *S, const char *variant, const char *seq_len, const char *seed, const char *lr) {
-    int cv = col_of(S, "variant"), ct = col_of(S, "seq_len"), cs = col_of(S, "seed"), cl = col_of(S, "lr"),
-        cb = col_of(S, "stopped_by");
+    int cv = col_of(S, HY_CSV_COL(SWEEP, variant)), ct = col_of(S, HY_CSV_COL(SWEEP, seq_len)),
+        cs = col_of(S, HY_CSV_COL(SWEEP, seed)), cl = col_of(S, HY_CSV_COL(SWEEP, lr)),
+        cb = col_of(S, HY_CSV_COL(SWEEP, stopped_by));
     if (cv < 0 || ct < 0 || cb < 0) return false;
     for (int i = 0; i < S->n_rows; i++)
         if (!strcmp(hy_csv_str(S, i, cv), variant) && same(hy_csv_str(S, i, ct), seq_len) &&
@@ -432,9 +436,11 @@ static int fill_stats(hy_group *g, int ng, const int *of, double *const v[5], in
 static int group_rows(const hy_csv *S, const hy_csv *E, bool eval, bool every_lr, hy_group **out) {
     *out = NULL;
     const hy_csv *t = eval ? E : S;
-    int cv = col_of(t, "variant"), ct = col_of(t, "seq_len"), ce = eval ? col_of(t, "eval_seq_len") : ct,
-        cs = col_of(t, "seed"), cl = col_of(t, "lr"), closs = col_of(t, "val_loss"), cb = col_of(t, "val_bits_per_byte"),
-        cbt = col_of(t, "bytes_per_token");
+#define BOTH(col) col_of(t, eval ? HY_CSV_COL(EVAL, col) : HY_CSV_COL(SWEEP, col))   /* a column of both files */
+    int cv = BOTH(variant), ct = BOTH(seq_len), ce = eval ? col_of(t, HY_CSV_COL(EVAL, eval_seq_len)) : ct,
+        cs = BOTH(seed), cl = BOTH(lr), closs = BOTH(val_loss), cb = BOTH(val_bits_per_byte),
+        cbt = BOTH(bytes_per_token);
+#undef BOTH
     if (cv < 0 || ct < 0 || ce < 0) return 0;
     int n = t->n_rows, ng = 0, cap = 0, rc = 0;
     int *of = malloc(((size_t)n + 1) * sizeof *of);
@@ -457,13 +463,16 @@ static int group_rows(const hy_csv *S, const hy_csv *E, bool eval, bool every_lr
             goto done;
         }
         if (!g[k].runs++) snprintf(g[k].lr, sizeof g[k].lr, "%s", lr), g[k].selected = sel;
-        g[k].cut |= eval ? hy_run_cut(S, var, T, seed, lr) : !strcmp(hy_csv_str(t, i, col_of(t, "stopped_by")), "seconds");
+        g[k].cut |= eval ? hy_run_cut(S, var, T, seed, lr)
+                         : !strcmp(hy_csv_str(t, i, col_of(t, HY_CSV_COL(SWEEP, stopped_by))), "seconds");
         of[i] = k;
         double loss = hy_csv_num(t, i, closs);
         vq[0][i] = loss;
         vq[1][i] = cb >= 0 ? hy_csv_num(t, i, cb) : loss / log(2.0);
-        vq[2][i] = eval ? hy_csv_num(t, i, col_of(t, "accuracy")) : run_accuracy(t, i, E);
-        vq[3][i] = eval ? NAN : 3 * hy_csv_num(t, i, col_of(t, "flop_per_token")) * hy_csv_num(t, i, col_of(t, "tokens"));
+        vq[2][i] = eval ? hy_csv_num(t, i, col_of(t, HY_CSV_COL(EVAL, accuracy))) : run_accuracy(t, i, E);
+        vq[3][i] = eval ? NAN
+                        : 3 * hy_csv_num(t, i, col_of(t, HY_CSV_COL(SWEEP, flop_per_token))) *
+                              hy_csv_num(t, i, col_of(t, HY_CSV_COL(SWEEP, tokens)));
         /* without the column (an older runner: byte corpora only): 1 byte per token where there are bits per byte */
         vq[4][i] = cbt >= 0 ? hy_csv_num(t, i, cbt) : isfinite(vq[1][i]) ? 1.0 : NAN;
     }
@@ -498,8 +507,10 @@ static bool position_row(const hy_csv *P, int i, const int *c, const char *v, do
  * seeds in first-seen order. Returns 0, 1 when v has no row at the selected lr, or a negative code. */
 static int position_curve(const hy_csv *P, const hy_csv *S, const char *v, double T, double L, const char **seeds,
                           hy_position_curve *x) {
-    const int c[3] = {hy_csv_col(P, "variant"), hy_csv_col(P, "seq_len"), hy_csv_col(P, "eval_seq_len")};
-    int cs = hy_csv_col(P, "seed"), cl = hy_csv_col(P, "lr"), cp = hy_csv_col(P, "position"), closs = hy_csv_col(P, "loss");
+    const int c[3] = {HY_CSV_FIND(P, POSITION, variant), HY_CSV_FIND(P, POSITION, seq_len),
+                      HY_CSV_FIND(P, POSITION, eval_seq_len)};
+    int cs = HY_CSV_FIND(P, POSITION, seed), cl = HY_CSV_FIND(P, POSITION, lr), cp = HY_CSV_FIND(P, POSITION, position),
+        closs = HY_CSV_FIND(P, POSITION, loss);
     const char *lr = NULL;
     int ns = 0;
     for (int i = 0; i < P->n_rows; i++) {
@@ -535,8 +546,11 @@ static int position_curve(const hy_csv *P, const hy_csv *S, const char *v, doubl
 /* The curves of the position plot and table: one per variant at the longest training T. */
 int hy_position_curves(const hy_csv *P, const hy_csv *S, hy_position_curve **out) {
     *out = NULL;
-    int cv = col_of(P, "variant"), ct = col_of(P, "seq_len"), ce = col_of(P, "eval_seq_len");
-    if (cv < 0 || ct < 0 || ce < 0 || col_of(P, "position") < 0 || col_of(P, "loss") < 0 || !P->n_rows) return 0;
+    int cv = col_of(P, HY_CSV_COL(POSITION, variant)), ct = col_of(P, HY_CSV_COL(POSITION, seq_len)),
+        ce = col_of(P, HY_CSV_COL(POSITION, eval_seq_len));
+    if (cv < 0 || ct < 0 || ce < 0 || col_of(P, HY_CSV_COL(POSITION, position)) < 0 ||
+        col_of(P, HY_CSV_COL(POSITION, loss)) < 0 || !P->n_rows)
+        return 0;
     double T = -1, L = -1;   /* the longest training length, then its longest evaluation */
     for (int i = 0; i < P->n_rows; i++) T = fmax(T, hy_csv_num(P, i, ct));
     for (int i = 0; i < P->n_rows; i++)
@@ -622,7 +636,8 @@ int hy_position_bins(const hy_position_curve *c, int per_octave, hy_position_bin
 
 /* Every CSV of a results folder, with lr_selected present on sweep.csv (selected here if absent). */
 int hy_results_load(const char *dir, hy_results *r) {
-    static const char *const files[] = {"layers.csv", "sweep.csv", "eval.csv", "train.csv", "position.csv"};
+    const char *const files[] = {hy_csv_LAYERS.file, hy_csv_SWEEP.file, hy_csv_EVAL.file, hy_csv_TRAIN.file,
+                                 hy_csv_POSITION.file};
     hy_csv *tabs[] = {&r->layers, &r->sweep, &r->eval, &r->train, &r->position};
     char path[HY_PATH_MAX + 64];
     int rc = 0;
@@ -633,11 +648,13 @@ int hy_results_load(const char *dir, hy_results *r) {
         if (st < 0 && rc == 0) rc = st;
         r->found += st == 0;
     }
-    if (rc == 0 && r->sweep.n_rows && hy_csv_col(&r->sweep, "lr_selected") < 0) rc = hy_select_lr(&r->sweep, &r->eval);
-    snprintf(path, sizeof path, "%s/reference.csv", dir);   /* not counted in found: nothing to plot alone */
+    if (rc == 0 && r->sweep.n_rows && HY_CSV_FIND(&r->sweep, SWEEP, lr_selected) < 0)
+        rc = hy_select_lr(&r->sweep, &r->eval);
+    snprintf(path, sizeof path, "%s/%s", dir, hy_csv_REFERENCE.file);   /* not counted in found: nothing to plot alone */
     int st = hy_csv_load(path, &r->reference);
     if (st < 0 && rc == 0) rc = st;
-    if (rc == 0 && r->reference.n_rows && hy_csv_col(&r->reference, "lr_selected") < 0) rc = hy_select_lr(&r->reference, NULL);
+    if (rc == 0 && r->reference.n_rows && HY_CSV_FIND(&r->reference, REFERENCE, lr_selected) < 0)
+        rc = hy_select_lr(&r->reference, NULL);
     return rc;
 }
 

@@ -4,6 +4,7 @@
 #define HY_EXPERIMENTS_RESULTS_H
 #include <stdbool.h>
 #include <stddef.h>
+#include "experiments/csv_schema.h"
 
 typedef struct {
     int n_cols, n_rows;
@@ -17,6 +18,9 @@ typedef struct {
 int hy_csv_load(const char *path, hy_csv *t);
 void hy_csv_free(hy_csv *t);
 int hy_csv_col(const hy_csv *t, const char *name);                /* -1 if absent */
+/* hy_csv_col of column `col` of file P's schema (experiments/csv_schema.h), checked at compile
+ * time: HY_CSV_FIND(&train, TRAIN, tokens). */
+#define HY_CSV_FIND(t, P, col) hy_csv_col(t, HY_CSV_COL(P, col))
 const char *hy_csv_str(const hy_csv *t, int row, int col);         /* "" if col < 0 */
 double hy_csv_num(const hy_csv *t, int row, int col);              /* NAN when empty or col < 0 */
 

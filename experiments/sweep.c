@@ -8,6 +8,7 @@
 #include "core/mem.h"
 #include "core/strbuf.h"
 #include "core/timer.h"
+#include "experiments/csv_schema.h"
 #include "experiments/experiment.h"
 #include "experiments/results.h"
 #include "experiments/validate.h"
@@ -17,14 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-/* A run's result.csv: sweep.csv's row without lr_selected, which needs every run (hy_sweep_finalize). */
-const char *const HY_SWEEP_ROWS_CSV_HEADER =
-    "variant,seq_len,seed,lr,batch_size,batch_tokens,steps,tokens,stopped_by,params,flop_per_token,train_s,"
-    "tokens_per_s,peak_bytes,state_bytes,val_loss,val_ppl,val_bits_per_byte,bytes_per_token\n";
-const char *const HY_EVAL_CSV_HEADER =
-    "variant,seq_len,seed,lr,task,eval_seq_len,val_loss,val_bits_per_byte,accuracy,labels,bytes_per_token\n";
-const char *const HY_POSITION_CSV_HEADER = "variant,seq_len,seed,lr,eval_seq_len,position,loss\n";
 
 /* dir/name into out. */
 static void join(char *out, size_t n, const char *dir, const char *name) { snprintf(out, n, "%s/%s", dir, name); }
@@ -47,7 +40,7 @@ static run_status status_of(const hy_exp_run *run, bool clear_stale) {
     char cfg[HY_PATH_MAX + 64], res[HY_PATH_MAX + 64], ck[HY_PATH_MAX + 64];
     const char *dir = run->cfg.out_dir;
     join(cfg, sizeof cfg, dir, "config.yaml");
-    join(res, sizeof res, dir, "result.csv");
+    join(res, sizeof res, dir, hy_csv_RUN.file);
     join(ck, sizeof ck, dir, "checkpoint.safetensors");
     char *text = hy_run_config_text(&run->cfg);
     bool same = text && file_is(cfg, text);
@@ -55,8 +48,8 @@ static run_status status_of(const hy_exp_run *run, bool clear_stale) {
     if (same && access(res, F_OK) == 0) return RUN_COMPLETE;
     if (same && access(ck, F_OK) == 0) return RUN_PARTIAL;
     if (clear_stale) {
-        static const char *const files[] = {"result.csv", "eval.csv", "position.csv", "train.csv",
-                                            "checkpoint.safetensors", "checkpoint.state.safetensors"};
+        const char *const files[] = {hy_csv_RUN.file, hy_csv_EVAL.file, hy_csv_POSITION.file, hy_csv_TRAIN.file,
+                                     "checkpoint.safetensors", "checkpoint.state.safetensors"};
         for (int k = 0; k < 6; k++) {
             char p[HY_PATH_MAX + 64];
             join(p, sizeof p, dir, files[k]);
@@ -130,8 +123,8 @@ static int finish_run(const hy_experiment *e, const hy_exp_run *run, const hy_tr
     bool task = c->task.type != HY_TASK_NONE;
     snprintf(key, sizeof key, "%s,%d,%llu,%g", run->variant, c->seq_len, (unsigned long long)c->seed, c->lr);
     hy_strbuf ev = {0}, sw = {0}, po = {0};
-    hy_sb_add(&ev, HY_EVAL_CSV_HEADER);
-    hy_sb_add(&po, HY_POSITION_CSV_HEADER);
+    hy_sb_add(&ev, hy_csv_EVAL.header);
+    hy_sb_add(&po, hy_csv_POSITION.header);
     int lens[HY_EXP_MAX_EVAL + HY_TASK_MAX_EVAL + 1], n = eval_lengths(e, c, lens), longest = 0;
     /* the common evaluation's extent: eval.tokens tokens, or the tokens of the first eval.bytes bytes of text */
     long n_tokens = !task && e->eval_bytes > 0 ? hy_corpus_tokens_for_bytes(&data.corpus, e->eval_bytes) : e->eval_tokens;
@@ -161,7 +154,7 @@ static int finish_run(const hy_experiment *e, const hy_exp_run *run, const hy_tr
     hy_free(pos);
     num_cell(a, sizeof a, "%.6f", task ? NAN : own.bits_per_byte);
     num_cell(bt, sizeof bt, "%.6f", task ? NAN : own.bytes / own.labels);
-    hy_sb_add(&sw, HY_SWEEP_ROWS_CSV_HEADER);
+    hy_sb_add(&sw, hy_csv_RUN.header);
     hy_sb_printf(&sw, "%s,%d,%ld,%ld,%.0f,%s,%zu,%.6g,%.3f,%.1f,%zu,%zu,%.6f,%.6f,%s,%s\n", key, c->batch_size,
                  (long)c->batch_size * c->seq_len, tr->steps, tr->tokens, hy_stop_reason_name(tr->stopped_by),
                  hy_model_param_count(m), hy_model_flop_per_token(m, c->seq_len), tr->seconds,
@@ -172,23 +165,25 @@ static int finish_run(const hy_experiment *e, const hy_exp_run *run, const hy_tr
     char *evt = hy_sb_take(&ev), *swt = hy_sb_take(&sw), *pot = hy_sb_take(&po);
     if (rc == 0 && (!evt || !swt || !pot)) rc = HY_ERR_NOMEM;
     if (rc == 0) {
-        join(path, sizeof path, c->out_dir, "eval.csv");
+        join(path, sizeof path, c->out_dir, hy_csv_EVAL.file);
         rc = hy_write_file_atomic(path, evt, strlen(evt));
     }
     if (rc == 0 && !task) {
-        join(path, sizeof path, c->out_dir, "position.csv");
+        join(path, sizeof path, c->out_dir, hy_csv_POSITION.file);
         rc = hy_write_file_atomic(path, pot, strlen(pot));
     }
     if (rc == 0) {   /* last: the run's completion marker */
-        join(path, sizeof path, c->out_dir, "result.csv");
+        join(path, sizeof path, c->out_dir, hy_csv_RUN.file);
         rc = hy_write_file_atomic(path, swt, strlen(swt));
     }
     free(evt), free(swt), free(pot);
     return rc;
 }
 
-/* out/name = the header of the first run file found + every run file's rows, in run order. */
-static int concat(const hy_experiment *e, const char *name, const char *fallback_header) {
+/* out/<s's file> = the header of the first run file found (s's header when none is) + every run
+ * file's rows, in run order. */
+static int concat(const hy_experiment *e, const hy_csv_schema *s) {
+    const char *name = s->file;
     hy_strbuf b = {0};
     bool header = false;
     for (int i = 0; i < e->n_runs; i++) {
@@ -204,7 +199,7 @@ static int concat(const hy_experiment *e, const char *name, const char *fallback
         }
         hy_free(data);
     }
-    if (!header) hy_sb_add(&b, fallback_header);
+    if (!header) hy_sb_add(&b, s->header);
     size_t len = b.len;
     char *text = hy_sb_take(&b), path[HY_PATH_MAX + 64];
     if (!text) return HY_ERR_NOMEM;
@@ -271,7 +266,7 @@ static int run_bench(const hy_experiment *e, const hy_exp_opts *o, tick_ctx *t) 
     snprintf(spec, sizeof spec, "blocks=%s min_T=%d max_T=%d d_model=%d quick=%d threads=%d\n",
              b->blocks[0] ? b->blocks : "all", b->min_T, b->max_T, b->d_model, b->quick, e->threads);
     join(marker, sizeof marker, e->out_dir, "layers.spec");
-    join(layers, sizeof layers, e->out_dir, "layers.csv");
+    join(layers, sizeof layers, e->out_dir, hy_csv_LAYERS.file);
     if (access(layers, F_OK) == 0 && file_is(marker, spec)) {
         report(t, "bench-skip", NULL);
         return 0;
@@ -324,10 +319,10 @@ static int prepare_data(const hy_experiment *e, const hy_exp_opts *o) {
 static int copy_reference(const hy_experiment *e, FILE *log) {
     char path[HY_PATH_MAX + 64], *data;
     size_t len;
-    join(path, sizeof path, e->reference, "sweep.csv");
+    join(path, sizeof path, e->reference, hy_csv_SWEEP.file);
     if (access(path, R_OK) != 0) {
         if (log) fprintf(log, "[experiment] reference %s has no sweep.csv (yet): the report lists no reference runs\n", path);
-        join(path, sizeof path, e->out_dir, "reference.csv");
+        join(path, sizeof path, e->out_dir, hy_csv_REFERENCE.file);
         unlink(path);
         return 0;
     }
@@ -341,10 +336,10 @@ static int copy_reference(const hy_experiment *e, FILE *log) {
     for (char *line = data, *next; line && *line; line = next) {
         next = strchr(line, '\n');
         if (next) *next++ = 0;
-        hy_sb_printf(&b, "%s,%s\n", line == data ? "experiment" : cell, line);
+        hy_sb_printf(&b, "%s,%s\n", line == data ? HY_CSV_COL(REFERENCE, experiment) : cell, line);
     }
     hy_free(data);
-    join(path, sizeof path, e->out_dir, "reference.csv");
+    join(path, sizeof path, e->out_dir, hy_csv_REFERENCE.file);
     return hy_sb_write_file(&b, path);
 }
 
@@ -365,13 +360,13 @@ static int start_folder(const hy_experiment *e) {
  * the plots and the report. */
 static int merge_results(const hy_experiment *e, const hy_exp_opts *o, hy_exp_result *r) {
     int rc;
-    if ((rc = concat(e, "result.csv", HY_SWEEP_ROWS_CSV_HEADER)) < 0) return rc;
+    if ((rc = concat(e, &hy_csv_RUN)) < 0) return rc;
     char a[HY_PATH_MAX + 64], b[HY_PATH_MAX + 64];
-    join(a, sizeof a, e->out_dir, "result.csv");
+    join(a, sizeof a, e->out_dir, hy_csv_RUN.file);
     join(b, sizeof b, e->out_dir, "sweep_rows.csv");
     if (rename(a, b) != 0) return hy_fail_code(HY_ERR_IO, "cannot rename %s to %s", a, b);
-    if ((rc = concat(e, "train.csv", HY_TRAIN_CSV_HEADER)) < 0 || (rc = concat(e, "eval.csv", HY_EVAL_CSV_HEADER)) < 0 ||
-        (rc = concat(e, "position.csv", HY_POSITION_CSV_HEADER)) < 0)
+    if ((rc = concat(e, &hy_csv_TRAIN)) < 0 || (rc = concat(e, &hy_csv_EVAL)) < 0 ||
+        (rc = concat(e, &hy_csv_POSITION)) < 0)
         return rc;
     if ((rc = hy_sweep_finalize(e->out_dir)) < 0) return rc;   /* sweep.csv: the rows + lr_selected */
     if (e->reference[0] && (rc = copy_reference(e, o->log)) < 0) return rc;

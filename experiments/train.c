@@ -2,6 +2,7 @@
  * in the training state), validation uses fixed windows, and every reduction has a fixed order,
  * so the same config, seed and thread count give a bit-identical loss curve, also across resume. */
 #include "experiments/train.h"
+#include "experiments/csv_schema.h"
 #include "experiments/dp.h"
 #include "experiments/validate.h"
 #include "core/error.h"
@@ -30,11 +31,6 @@ static double validate(hy_model *m, const hy_data *d, const hy_run_config *c, hy
     *acc = e.accuracy, *bpb = e.bits_per_byte;
     return e.loss;
 }
-
-const char *const HY_TRAIN_CSV_HEADER = "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,"
-                                        "tokens_per_s,elapsed_s,aux_loss,comm_s,val_bits_per_byte\n";
-#define TRAIN_CSV_STEP_COL 4   /* 0-based column of `step` in train.csv */
-#define STATS_CSV_STEP_COL 2   /* ... and in a telemetry CSV (variant,seq_len,step,layer,...) */
 
 /* train.csv and the telemetry CSVs grow by appending each row (one write() per row or per
  * evaluation) as soon as it is produced, so a run that stops on an error or is killed keeps every
@@ -202,9 +198,10 @@ static int telemetry_open(telemetry *tm, hy_model *m, const char *out_dir, bool 
         f->st = st, f->block = L->ops->name;
         f->log.fd = -1;
         char header[256], path[HY_PATH_MAX + 64];
-        snprintf(header, sizeof header, "variant,seq_len,step,layer,%s\n", st->columns);
+        const char *head = hy_csv_STATS.header;   /* its columns, then the block's */
+        snprintf(header, sizeof header, "%.*s,%s\n", (int)strlen(head) - 1, head, st->columns);
         snprintf(path, sizeof path, "%s/%s", out_dir, st->file);
-        int rc = write ? csv_open(&f->log, path, header, resumed, STATS_CSV_STEP_COL, step) : 0;
+        int rc = write ? csv_open(&f->log, path, header, resumed, HY_STATS_step, step) : 0;
         if (rc < 0) return rc;
     }
     return 0;
@@ -515,7 +512,7 @@ static int run_prepare(train_run *R) {
     R->P.c = c;
     snprintf(R->P.ckpt, sizeof R->P.ckpt, "%s/checkpoint.safetensors", c->out_dir);
     snprintf(R->P.state, sizeof R->P.state, "%s/checkpoint.state.safetensors", c->out_dir);
-    snprintf(R->P.csv, sizeof R->P.csv, "%s/train.csv", c->out_dir);
+    snprintf(R->P.csv, sizeof R->P.csv, "%s/%s", c->out_dir, hy_csv_TRAIN.file);
     hy_set_threads(c->threads);
     hy_gemm_set_backend(c->gemm);
     hy_gemm_set_precision(c->precision);
@@ -611,7 +608,7 @@ static int run_open(train_run *R, hy_train_result *r) {
     hy_mem_reset_peak();
     if ((rc = hy_dist_size(R->o->dist) > 1 ? open_ranks(R) : open_alone(R)) < 0) return rc;
     if (R->writer &&
-        (rc = csv_open(&R->csv, R->P.csv, HY_TRAIN_CSV_HEADER, R->resumed, TRAIN_CSV_STEP_COL, R->pr.step)) < 0)
+        (rc = csv_open(&R->csv, R->P.csv, hy_csv_TRAIN.header, R->resumed, HY_TRAIN_step, R->pr.step)) < 0)
         return rc;
     R->aux = has_aux_loss(R->m);
     if ((rc = telemetry_open(&R->tm, R->m, c->out_dir, R->writer, R->resumed, R->pr.step)) < 0) return rc;

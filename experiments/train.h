@@ -55,9 +55,4 @@ typedef struct {
 int hy_train(const hy_run_config *c, const hy_train_opts *o, hy_train_result *r);
 
 
-/* The header row of train.csv (SPEC §5 plus aux_loss, the mean auxiliary loss of the blocks that add
- * one: HY_BLOCK_AUX_LOSS, comm_s, the seconds per step spent waiting on communication, and
- * val_bits_per_byte, the validation loss in bits per byte of the text). */
-extern const char *const HY_TRAIN_CSV_HEADER;
-
 #endif

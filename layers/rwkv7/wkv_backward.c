@@ -258,6 +258,131 @@ static inline __attribute__((always_inline)) void bwd_pass2(
     }
 }
 
+/* The walk's prefetches at reverse step rs beyond its own rows: for the next work nx, its
+ * recompute inputs a few steps ahead (into L1) and the rows its own walk reads besides those (into
+ * L2); for the work after it, nn, the rows the next walk's recompute reads and its checkpoint,
+ * spread over the steps (into L2). nx and nn may be NULL. */
+static inline __attribute__((always_inline)) void walk_prefetch_ahead(const hy_wkv7_in *in, const float *sqa,
+                                                                      const float *dya, const bwd_work *nx,
+                                                                      const bwd_work *nn, int rs, int nfuse, int len,
+                                                                      const int N) {
+    const size_t C = (size_t)in->H * N, NN = (size_t)N * N;
+    if (nx) {
+        if (rs + HY_WKV7_PF < nfuse) {
+            const size_t on = nx->base + (size_t)(nx->t0 + rs + HY_WKV7_PF) * C;
+            for (int i = 0; i < N; i += 16) {
+                __builtin_prefetch(in->w + on + i), __builtin_prefetch(in->k + on + i);
+                __builtin_prefetch(in->v + on + i), __builtin_prefetch(in->b + on + i);
+                __builtin_prefetch(sqa + on + i);
+            }
+        }
+        if (rs < nx->len) {
+            const size_t on = nx->base + (size_t)(nx->t0 + rs) * C;
+            for (int i = 0; i < N; i += 16) {
+                __builtin_prefetch(in->r + on + i, 0, 2), __builtin_prefetch(in->q + on + i, 0, 2);
+                __builtin_prefetch(dya + on + i, 0, 2);
+            }
+        }
+    }
+    if (nn) {
+        if (rs < nn->len) {
+            const size_t on = nn->base + (size_t)(nn->t0 + rs) * C;
+            for (int i = 0; i < N; i += 16) {
+                __builtin_prefetch(in->w + on + i, 0, 2), __builtin_prefetch(in->k + on + i, 0, 2);
+                __builtin_prefetch(in->v + on + i, 0, 2), __builtin_prefetch(in->b + on + i, 0, 2);
+                __builtin_prefetch(sqa + on + i, 0, 2);
+            }
+        }
+        for (size_t e = (size_t)rs * NN / len; e < (size_t)(rs + 1) * NN / len; e += 16)
+            __builtin_prefetch(nn->ckpt + e, 0, 2);
+    }
+}
+
+/* The four dots of the vectors at offset o that the row sums need. */
+typedef struct {
+    float sqdy, vdy, rk, rb;   /* sq·dy, v·dy, r·k, r·b */
+} bwd_dots;
+
+/* Those dots, as vectors (a scalar loop is a chain of dependent adds: no reassociation in C). */
+static inline __attribute__((always_inline)) bwd_dots step_dots(const hy_wkv7_in *in, const float *sqa,
+                                                                const float *dya, size_t o, const int N) {
+    const float *restrict r = in->r + o, *restrict k = in->k + o, *restrict v = in->v + o, *restrict b = in->b + o,
+                          *restrict sq = sqa + o, *restrict dy = dya + o;
+    vw as = (vw){0}, av = (vw){0}, ak = (vw){0}, ab = (vw){0};
+    for (int i = 0; i < N; i += HY_VW) {
+        const vw d = vw_load(dy + i), rv = vw_load(r + i);
+        as += vw_load(sq + i) * d, av += vw_load(v + i) * d;
+        ak += rv * vw_load(k + i), ab += rv * vw_load(b + i);
+    }
+    v4 hs = hsum4(vw_fold8(as), vw_fold8(av), vw_fold8(ak), vw_fold8(ab));
+    return (bwd_dots){hs[0], hs[1], hs[2], hs[3]};
+}
+
+/* The vectors at offset o scaled for dS' = dS·diag(1/U): uk = U⊙k, ub = U⊙b for the dots, ru = r/U
+ * and qu = q/(U⊙w) for the update, un = U⊙w; iU (1/U) becomes the next step's. Returns whether the
+ * step folds (dS' times U⊙w: the true dS): when some U⊙w would fall below 1e-20, and always at the
+ * chunk's first step (`first`), so dS between chunks is true. */
+static inline __attribute__((always_inline)) bool step_scales(const hy_wkv7_in *in, size_t o, bool first,
+                                                              const float *U, float *iU, float *uk, float *ub,
+                                                              float *ru, float *qu, float *un, const int N) {
+    const float *restrict r = in->r + o, *restrict w = in->w + o, *restrict k = in->k + o, *restrict q = in->q + o,
+                          *restrict b = in->b + o;
+    vwi bad = (vwi){0};
+    for (int j = 0; j < N; j += HY_VW) {
+        const vw x = vw_load(U + j) * vw_load(w + j);
+        vw_store(un + j, x), bad |= ~(x >= 1e-20f);
+    }
+    const bool fold = first || vwi_any(bad);
+    for (int j = 0; j < N; j += HY_VW) {   /* whole vectors: pass 1 loads them as such (store forwarding) */
+        const vw Uv = vw_load(U + j), rv = vw_load(r + j), qv = vw_load(q + j);
+        vw_store(uk + j, Uv * vw_load(k + j)), vw_store(ub + j, Uv * vw_load(b + j));
+        vw_store(ru + j, fold ? rv * vw_load(w + j) : rv * vw_load(iU + j));
+        if (fold) vw_store(qu + j, qv);
+        else {   /* one division per entry and step: 1/(U⊙w) is the next step's 1/U */
+            const vw inv = 1.0f / vw_load(un + j);
+            vw_store(qu + j, qv * inv), vw_store(iU + j, inv);
+        }
+    }
+    return fold;
+}
+
+/* Pass 1 of a reverse step: dv_i = D_i·k = dS'_i·uk + dy_i (r·k) into dv, dsq_i = −dS'_i·ub − dy_i (r·b)
+ * into dsqv; the dots of HY_VW rows are reduced together (vw_rows_pair, vw_rows_finish: core/simd.h)
+ * into one vector of HY_VW rows. dv is streamed when nt. */
+static inline __attribute__((always_inline)) void bwd_pass1(const float *dS, const float *uk, const float *ub,
+                                                            const float *restrict dy, bwd_dots dt, float *dv,
+                                                            float *dsqv, bool nt, const int N) {
+    const vw rkv = (vw){0} + dt.rk, rbv = (vw){0} + dt.rb;
+    for (int i0 = 0; i0 < N; i0 += HY_VW) {
+        vw sk[HY_VW / 2], sb[HY_VW / 2];   /* level-1 pairs */
+        for (int p = 0; p < HY_VW / 2; p++) {
+            vw ak[2], ab[2];
+            for (int e = 0; e < 2; e++) {
+                const float *row = dS + (size_t)(i0 + 2 * p + e) * N;
+                ak[e] = ab[e] = (vw){0};
+                for (int j = 0; j < N; j += HY_VW) {
+                    const vw d = vw_load(row + j);
+                    ak[e] += d * vw_load(uk + j);
+                    ab[e] += d * vw_load(ub + j);
+                }
+            }
+            sk[p] = vw_rows_pair(ak[0], ak[1]), sb[p] = vw_rows_pair(ab[0], ab[1]);
+        }
+        const vw dk = vw_rows_finish(sk), db = vw_rows_finish(sb), dyv = vw_load(dy + i0);
+        vw_put(dv + i0, dk + dyv * rkv, nt);
+        vw_store(dsqv + i0, -(db + dyv * rbv));
+    }
+}
+
+/* After a step: U becomes U⊙w (un), or 1 (and 1/U too) when the step folded. */
+static inline __attribute__((always_inline)) void step_advance(float *U, float *iU, const float *un, bool fold,
+                                                               const int N) {
+    for (int j = 0; j < N; j += HY_VW) {
+        vw_store(U + j, fold ? (vw){0} + 1.0f : vw_load(un + j));
+        if (fold) vw_store(iU + j, (vw){0} + 1.0f);
+    }
+}
+
 /* The reverse walk over work cur's steps, N a multiple of HY_VW·NB (NB a compile-time constant),
  * its states already in P. Value-major: row i of a state holds S[i, :] over the key index j, so
  * that the five gradients that sum over i (dr, dk, dw, db, dq) accumulate as vectors over j and
@@ -291,120 +416,32 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
     for (int s = len - 1, rs = 0; s >= 0; s--, rs++) {
         const size_t o = cur->base + (size_t)(t0 + s) * C;
         if (s >= HY_WKV7_PF) prefetch_bwd(in, sqa, dya, g, o - HY_WKV7_PF * C, N);
-        if (nx) {
-            /* the next work's recompute inputs a few steps ahead (into L1), and the rows its own walk
-             * reads besides those (into L2) */
-            if (rs + HY_WKV7_PF < nfuse) {
-                const size_t on = nx->base + (size_t)(nx->t0 + rs + HY_WKV7_PF) * C;
-                for (int i = 0; i < N; i += 16) {
-                    __builtin_prefetch(in->w + on + i), __builtin_prefetch(in->k + on + i);
-                    __builtin_prefetch(in->v + on + i), __builtin_prefetch(in->b + on + i);
-                    __builtin_prefetch(sqa + on + i);
-                }
-            }
-            if (rs < nx->len) {
-                const size_t on = nx->base + (size_t)(nx->t0 + rs) * C;
-                for (int i = 0; i < N; i += 16) {
-                    __builtin_prefetch(in->r + on + i, 0, 2), __builtin_prefetch(in->q + on + i, 0, 2);
-                    __builtin_prefetch(dya + on + i, 0, 2);
-                }
-            }
-        }
-        if (nn) {   /* the work after: the rows the next walk's recompute reads, and its checkpoint, into L2 */
-            if (rs < nn->len) {
-                const size_t on = nn->base + (size_t)(nn->t0 + rs) * C;
-                for (int i = 0; i < N; i += 16) {
-                    __builtin_prefetch(in->w + on + i, 0, 2), __builtin_prefetch(in->k + on + i, 0, 2);
-                    __builtin_prefetch(in->v + on + i, 0, 2), __builtin_prefetch(in->b + on + i, 0, 2);
-                    __builtin_prefetch(sqa + on + i, 0, 2);
-                }
-            }
-            for (size_t e = (size_t)rs * NN / len; e < (size_t)(rs + 1) * NN / len; e += 16)   /* spread over the steps */
-                __builtin_prefetch(nn->ckpt + e, 0, 2);
-        }
-        const float *restrict r = in->r + o, *restrict w = in->w + o, *restrict k = in->k + o,
-                              *restrict v = in->v + o, *restrict q = in->q + o, *restrict b = in->b + o,
-                              *restrict sq = sqa + o, *restrict dy = dya + o;
-        /* the four dots of this step's vectors that the row sums need, as vectors (a scalar loop is
-         * a chain of dependent adds: no reassociation in C) */
-        float sqdy, vdy, rk, rb;
-        {
-            vw as = (vw){0}, av = (vw){0}, ak = (vw){0}, ab = (vw){0};
-            for (int i = 0; i < N; i += HY_VW) {
-                const vw d = vw_load(dy + i), rv = vw_load(r + i);
-                as += vw_load(sq + i) * d, av += vw_load(v + i) * d;
-                ak += rv * vw_load(k + i), ab += rv * vw_load(b + i);
-            }
-            v4 hs = hsum4(vw_fold8(as), vw_fold8(av), vw_fold8(ak), vw_fold8(ab));
-            sqdy = hs[0], vdy = hs[1], rk = hs[2], rb = hs[3];
-        }
-        /* the step's vectors scaled for dS' = dS·diag(1/U): uk = U⊙k, ub = U⊙b for the dots, ru = r/U
-         * and qu = q/(U⊙w) for the update; a fold (dS' times U⊙w: the true dS) when some U⊙w would
-         * fall below 1e-20, and always at the chunk's first step, so dS between chunks is true */
+        walk_prefetch_ahead(in, sqa, dya, nx, nn, rs, nfuse, len, N);
+        const bwd_dots dt = step_dots(in, sqa, dya, o, N);
         float uk[N], ub[N], ru[N], qu[N], un[N];
-        vwi bad = (vwi){0};
-        for (int j = 0; j < N; j += HY_VW) {
-            const vw x = vw_load(U + j) * vw_load(w + j);
-            vw_store(un + j, x), bad |= ~(x >= 1e-20f);
-        }
-        const bool fold = s == 0 || vwi_any(bad);
-        for (int j = 0; j < N; j += HY_VW) {   /* whole vectors: pass 1 loads them as such (store forwarding) */
-            const vw Uv = vw_load(U + j), rv = vw_load(r + j), qv = vw_load(q + j);
-            vw_store(uk + j, Uv * vw_load(k + j)), vw_store(ub + j, Uv * vw_load(b + j));
-            vw_store(ru + j, fold ? rv * vw_load(w + j) : rv * vw_load(iU + j));
-            if (fold) vw_store(qu + j, qv);
-            else {   /* one division per entry and step: 1/(U⊙w) is the next step's 1/U */
-                const vw inv = 1.0f / vw_load(un + j);
-                vw_store(qu + j, qv * inv), vw_store(iU + j, inv);
-            }
-        }
-        /* pass 1: dv_i = D_i·k = dS'_i·uk + dy_i (r·k), dsq_i = −dS'_i·ub − dy_i (r·b); the dots of
-         * HY_VW rows are reduced together (vw_rows_pair, vw_rows_finish: core/simd.h) into one vector of HY_VW rows */
-        {
-            const vw rkv = (vw){0} + rk, rbv = (vw){0} + rb;
-            for (int i0 = 0; i0 < N; i0 += HY_VW) {
-                vw sk[HY_VW / 2], sb[HY_VW / 2];   /* level-1 pairs */
-                for (int p = 0; p < HY_VW / 2; p++) {
-                    vw ak[2], ab[2];
-                    for (int e = 0; e < 2; e++) {
-                        const float *row = dS + (size_t)(i0 + 2 * p + e) * N;
-                        ak[e] = ab[e] = (vw){0};
-                        for (int j = 0; j < N; j += HY_VW) {
-                            const vw d = vw_load(row + j);
-                            ak[e] += d * vw_load(uk + j);
-                            ab[e] += d * vw_load(ub + j);
-                        }
-                    }
-                    sk[p] = vw_rows_pair(ak[0], ak[1]), sb[p] = vw_rows_pair(ab[0], ab[1]);
-                }
-                const vw dk = vw_rows_finish(sk), db = vw_rows_finish(sb), dyv = vw_load(dy + i0);
-                vw_put(g[3] + o + i0, dk + dyv * rkv, nt);
-                vw_store(dsqv + i0, -(db + dyv * rbv));
-            }
-        }
+        const bool fold = step_scales(in, o, s == 0, U, iU, uk, ub, ru, qu, un, N);
+        bwd_pass1(dS, uk, ub, dya + o, dt, g[3] + o, dsqv, nt, N);
         /* pass 2: the sums over rows, vectors over j (with P' = S_{t-1}·diag(1/Ws), D_i = U⊙dS'_i + dy_i r):
          *   dr = w⊙Ws⊙Σ dy_i P'_i − (sq·dy) b + (v·dy) k   (S_tᵀ dy from S_{t-1}: S_t is never read)
          *   dk = U⊙Σ v_i dS'_i + (v·dy) r,   db = −U⊙Σ sq_i dS'_i − (sq·dy) r,   dq = Ws⊙Σ dsq_i P'_i
          *   dw = U⊙Ws⊙Σ dS'_i⊙P'_i + r⊙Ws⊙Σ dy_i P'_i
-         * and dS' of the step before: dS'_i + dy_i·ru + dsq_i·qu (a fold: dS'_i⊙U⊙w + ...) */
+         * and dS' of the step before: dS'_i + dy_i·ru + dsq_i·qu (a fold: dS'_i⊙U⊙w + ...); while the
+         * next work's states remain to recompute, its state rs + 1 goes over this step's state */
         float *A = P + (size_t)cur->slot[s] * NN;
-        const float *sc = cur->Ws + (size_t)s * N;
+        const float *sc = cur->Ws + (size_t)s * N, *sq = sqa + o, *dy = dya + o;
         if (rs < nfuse) {
-            const int kn = rs + 1;   /* the next work's state kn, over this step's state */
+            const int kn = rs + 1;
             const size_t on = nx->base + (size_t)(nx->t0 + kn - 1) * C;
             const bool nsmall = recompute_prep(in, nx, kn, rw, cb, ck, N);
             const float *B = P + (size_t)nx->slot[kn - 1] * NN;
             nx->slot[kn] = cur->slot[s];
-            bwd_pass2(in, o, A, dS, g, sq, dy, dsqv, ru, qu, un, U, sc, fold, sqdy, vdy, B, sqa + on, in->v + on, rw,
-                      cb, ck, nsmall, nt, N, NB, true);
+            bwd_pass2(in, o, A, dS, g, sq, dy, dsqv, ru, qu, un, U, sc, fold, dt.sqdy, dt.vdy, B, sqa + on, in->v + on,
+                      rw, cb, ck, nsmall, nt, N, NB, true);
         } else {
-            bwd_pass2(in, o, A, dS, g, sq, dy, dsqv, ru, qu, un, U, sc, fold, sqdy, vdy, NULL, NULL, NULL, NULL, NULL,
-                      NULL, false, nt, N, NB, false);
+            bwd_pass2(in, o, A, dS, g, sq, dy, dsqv, ru, qu, un, U, sc, fold, dt.sqdy, dt.vdy, NULL, NULL, NULL, NULL,
+                      NULL, NULL, false, nt, N, NB, false);
         }
-        for (int j = 0; j < N; j += HY_VW) {
-            vw_store(U + j, fold ? (vw){0} + 1.0f : vw_load(un + j));
-            if (fold) vw_store(iU + j, (vw){0} + 1.0f);
-        }
+        step_advance(U, iU, un, fold, N);
     }
     return nfuse;
 }
