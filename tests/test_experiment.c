@@ -186,7 +186,8 @@ START_TEST(shipped_configs) {
     static const char *const exps[] = {"configs/quick-sweep.yaml", "configs/crossover.yaml", "configs/mqar.yaml",
                                        "configs/selective-copy.yaml", "configs/induction.yaml",
                                        "configs/jamba-like.yaml", "configs/jamba-like-full.yaml", "configs/stripedhyena-like.yaml",
-                                       "configs/corpus-context.yaml", "configs/precision.yaml"};
+                                       "configs/corpus-context.yaml", "configs/precision.yaml",
+                                       "configs/modern-hybrids.yaml"};
     for (size_t i = 0; i < sizeof exps / sizeof *exps; i++) {
         hy_experiment e;
         bool is_exp;
@@ -208,8 +209,28 @@ START_TEST(shipped_configs) {
                 ck_assert_int_eq(e.runs[r].cfg.seed, 1234);
             }
         }
+        if (strstr(exps[i], "modern-hybrids")) {   /* 4 variants x lr {0.003, 0.006} x 2 seeds x T {32, 128} */
+            ck_assert_int_eq(e.n_runs, 32);
+            ck_assert_str_eq(e.runs[0].id, "transformer-T32-lr0.003-s1234");
+            ck_assert_str_eq(e.runs[31].id, "qwen3-next-like-T128-lr0.006-s1235");
+            ck_assert_int_eq(e.runs[0].cfg.batch_size, 64);   /* 2048 tokens per step at either T */
+            ck_assert_int_eq(e.runs[1].cfg.batch_size, 16);
+            ck_assert_int_eq(e.runs[31].cfg.steps, 1000);
+            ck_assert(e.runs[4].cfg.lr == 0.006);
+            /* the Mamba-2 hybrid: attention at layer 2 of 4; the Qwen3-Next-like one: at layer 3 */
+            const hy_model_config *m2 = &e.runs[16].cfg.model, *q3 = &e.runs[24].cfg.model;
+            ck_assert_str_eq(e.runs[16].variant, "mamba2-hybrid");
+            ck_assert_str_eq(e.runs[24].variant, "qwen3-next-like");
+            for (int l = 0; l < 4; l++) {
+                ck_assert_ptr_eq(m2->layers[l].mixer.ops, hy_block_find(l == 2 ? "attention" : "mamba2"));
+                ck_assert_ptr_eq(q3->layers[l].mixer.ops, hy_block_find(l == 3 ? "attention" : "gated_deltanet"));
+                ck_assert_int_eq(m2->d_model, 64);
+                ck_assert_int_eq(q3->d_model, 64);
+            }
+        }
         if (strstr(exps[i], "mqar")) {   /* a d_model sweep: labelled variants, auto options follow the width */
-            /* attention, mamba, mamba2, gated-deltanet, hyena x d_model {32, 64} x lr {0.003, 0.01} x 3 seeds x T {64, 128} */
+            /* attention, mamba, mamba2, gated-deltanet, hyena x d_model {32, 64} x lr {0.003, 0.01} x
+             * 3 seeds x T {64, 128} */
             ck_assert_int_eq(e.n_runs, 120);
             ck_assert_str_eq(e.runs[0].variant, "attention:d_model=32");
             ck_assert_str_eq(e.runs[13].id, "attention:d_model=64-T128-lr0.003-s1234");
@@ -230,7 +251,8 @@ START_TEST(shipped_configs) {
     static const char *const models[] = {"transformer", "transformer-small", "mamba", "s4d", "rwkv7", "hyena",
                                          "jamba-like", "hybrid-1-3", "striped-1-1", "transformer-d64", "mamba-d64",
                                          "hybrid-1-3-d64", "hyena-d64", "striped-1-1-d64", "mamba2", "mamba2-hybrid",
-                                         "gated-deltanet", "qwen3-next-like"};
+                                         "gated-deltanet", "qwen3-next-like", "mamba2-hybrid-d64",
+                                         "qwen3-next-like-d64"};
     char path[256], text[512];
     snprintf(path, sizeof path, "/tmp/hybrid-test-exp-models-%d.yaml", (int)getpid());
     int loaded = 0;

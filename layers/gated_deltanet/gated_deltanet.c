@@ -4,7 +4,8 @@
  *   β = sigmoid(b);  g = log α = −exp(A_log)·softplus(a + dt_bias)
  *   o = the gated delta rule per value head (layers/gated_deltanet/delta.c, chunked WY/UT form)
  *   o ← rmsnorm_head(o; o_norm.weight, 1e-5) ⊙ silu(gate);  out = o_proj o
- * Every product is a GEMM; the convs, norms and gates are loops over rows (OpenMP). One forward core
+ * Every product is a GEMM; the norms and gates are loops over rows (OpenMP), the three convs one
+ * causal conv over their channels (layers/common/causal_conv.c, with its silu). One forward core
  * serves training (zero history and state, what backward needs kept), inference, prefill and step
  * (history and state from the streaming state; a single token takes the plain recurrence). The
  * backward is layers/gated_deltanet/gated_deltanet_backward.c. */
@@ -137,15 +138,15 @@ static void proj_into(float *y, int ld, int off, const float *x, const float *W,
 static int core_forward(hy_layer *L, gdn_fwd *F, const float *u, float *out, int B, int T, const float *hist,
                         float *S, gdn_priv *keep) {
     gdn_geom g = gdn_geom_of(&L->opts, L->d_model);
-    const int Cx = g.Cx, K = g.K, Tp = T + K - 1, H = g.H, HV = g.HV, dk = g.dk, dv = g.dv;
+    const int Cx = g.Cx, K = g.K, H = g.H, HV = g.HV, dk = g.dk, dv = g.dv;
     const size_t rows = (size_t)B * T;
-    if (!hy_buf_grab(&F->proj, rows * g.W) || !hy_buf_grab(&F->xpad, (size_t)B * Tp * Cx) ||
+    if (!hy_buf_grab(&F->proj, rows * g.W) || !hy_buf_grab(&F->xpad, hy_cconv_pad_floats(B, T, Cx, K)) ||
         !hy_buf_grab(&F->pre, rows * Cx) || !hy_buf_grab(&F->xc, rows * Cx) || !hy_buf_grab(&F->qn, rows * g.nqk) ||
         !hy_buf_grab(&F->kn, rows * g.nqk) || !hy_buf_grab(&F->qinv, rows * H) || !hy_buf_grab(&F->kinv, rows * H) ||
         !hy_buf_grab(&F->araw, rows * HV) || !hy_buf_grab(&F->bg, rows * 2 * HV) || !hy_buf_grab(&F->o, rows * g.nv) ||
         !hy_buf_grab(&F->rstd, rows * HV) || !hy_buf_grab(&F->yg, rows * g.nv) || !hy_buf_grab(&F->wT, (size_t)K * Cx))
         return HY_ERR_NOMEM;
-    float *proj = F->proj.p, *xpad = F->xpad.p, *pre = F->pre.p, *xc = F->xc.p, *wT = F->wT.p;
+    float *proj = F->proj.p, *pre = F->pre.p, *xc = F->xc.p;
     float *const *p = L->p;
     proj_into(proj, g.W, 0, u, p[P_Q], rows, g.d, g.nqk);
     proj_into(proj, g.W, g.nqk, u, p[P_K], rows, g.d, g.nqk);
@@ -153,34 +154,17 @@ static int core_forward(hy_layer *L, gdn_fwd *F, const float *u, float *out, int
     proj_into(proj, g.W, g.off_g, u, p[P_G], rows, g.d, g.nv);
     proj_into(proj, g.W, g.off_a, u, p[P_A], rows, g.d, HV);
     proj_into(proj, g.W, g.off_b, u, p[P_B], rows, g.d, HV);
-    /* the convs' input with its K-1 rows of history in front */
-    #pragma omp parallel for schedule(static) if ((size_t)B * Tp * Cx > GDN_PAR_MIN)
-    for (long r = 0; r < (long)B * Tp; r++) {
-        int b = (int)(r / Tp), t = (int)(r % Tp) - (K - 1);
-        float *dst = xpad + (size_t)r * Cx;
-        if (t >= 0) memcpy(dst, proj + ((size_t)b * T + t) * g.W, (size_t)Cx * sizeof(float));
-        else if (hist) memcpy(dst, hist + ((size_t)b * (K - 1) + (t + K - 1)) * Cx, (size_t)Cx * sizeof(float));
-        else memset(dst, 0, (size_t)Cx * sizeof(float));
-    }
-    for (int k = 0; k < K; k++)
-        for (int c = 0; c < Cx; c++) {
-            const float *w = c < g.nqk ? p[P_QCONV] + (size_t)c * K : c < 2 * g.nqk ? p[P_KCONV] + (size_t)(c - g.nqk) * K
-                                                                                  : p[P_VCONV] + (size_t)(c - 2 * g.nqk) * K;
-            wT[(size_t)k * Cx + c] = w[k];
-        }
-    /* pre[t] = Σ_k w[k] xpad[t + k];  xc = silu(pre);  q, k normalised per head */
+    /* xc = silu(the causal convs of q | k | v, with their K-1 rows of history in front) */
+    hy_cconv cv = gdn_conv_of(&g, F, B, T);
+    hy_cconv_pad(&cv, proj, g.W, hist);
+    const hy_cconv_weight cw = gdn_conv_weight(&g, p);
+    hy_cconv_set_weight(&cv, &cw);
+    hy_cconv_forward(&cv, NULL, pre, xc);
+    /* q, k normalised per head */
     const float qscale = 1.0f / sqrtf((float)dk);
     #pragma omp parallel for schedule(static) if (rows * Cx > GDN_PAR_MIN)
     for (long r = 0; r < (long)rows; r++) {
-        int b = (int)(r / T), t = (int)(r % T);
-        float *restrict pr = pre + (size_t)r * Cx, *restrict o = xc + (size_t)r * Cx;
-        const float *xp = xpad + ((size_t)b * Tp + t) * Cx;
-        for (int c = 0; c < Cx; c++) pr[c] = 0.0f;
-        for (int k = 0; k < K; k++) {
-            const float *restrict xk = xp + (size_t)k * Cx, *restrict wk = wT + (size_t)k * Cx;
-            for (int c = 0; c < Cx; c++) pr[c] += wk[c] * xk[c];
-        }
-        for (int c = 0; c < Cx; c++) o[c] = hy_siluf(pr[c]);
+        const float *o = xc + (size_t)r * Cx;
         for (int h = 0; h < 2 * H; h++) {
             const float *x = o + (size_t)h * dk;
             float ss = 0;
@@ -291,9 +275,8 @@ static int gdn_prefill(hy_layer *L, void *state, const float *x, float *y, int B
     gdn_geom g = gdn_geom_of(&L->opts, L->d_model);
     int rc = core_forward(L, &s->F, x, y, B, T, s->conv, s->S, NULL);
     if (rc < 0) return rc;
-    const int Hk = g.K - 1, Tp = T + Hk;
-    for (int b = 0; b < B; b++)
-        memcpy(s->conv + (size_t)b * Hk * g.Cx, s->F.xpad.p + ((size_t)b * Tp + T) * g.Cx, (size_t)Hk * g.Cx * sizeof(float));
+    hy_cconv cv = gdn_conv_of(&g, &s->F, B, T);
+    hy_cconv_keep_history(&cv, s->conv);
     return 0;
 }
 
@@ -330,7 +313,6 @@ static void conv_span(const gdn_geom *g, int i, int *c0, int *n) {
 static int gdn_state_export(hy_layer *L, const void *state, int i, float *dst) {
     const gdn_state *s = state;
     gdn_geom g = gdn_geom_of(&L->opts, L->d_model);
-    const int Hk = g.K - 1;
     if (i == 3) {
         memcpy(dst, s->S, (size_t)s->B * g.HV * g.dv * g.dk * sizeof(float));
         return 0;
@@ -338,9 +320,7 @@ static int gdn_state_export(hy_layer *L, const void *state, int i, float *dst) {
     if (i < 0 || i > 3) return hy_fail("gated_deltanet: no state tensor %d", i);
     int c0, n;
     conv_span(&g, i, &c0, &n);
-    for (int b = 0; b < s->B; b++)
-        for (int j = 0; j < Hk; j++)
-            for (int c = 0; c < n; c++) dst[((size_t)b * n + c) * Hk + j] = s->conv[((size_t)b * Hk + j) * g.Cx + c0 + c];
+    hy_cconv_history_export(dst, s->conv, s->B, g.Cx, g.K, c0, n);
     return 0;
 }
 
@@ -349,7 +329,6 @@ static int gdn_state_export(hy_layer *L, const void *state, int i, float *dst) {
 static int gdn_state_import(hy_layer *L, void *state, int n, const hy_state_tensor *t, const float *const *data) {
     gdn_state *s = state;
     gdn_geom g = gdn_geom_of(&L->opts, L->d_model);
-    const int Hk = g.K - 1;
     hy_state_tensor want[4];
     int idx[4];
     gdn_tensors_of(L, s->B, want);
@@ -358,10 +337,7 @@ static int gdn_state_import(hy_layer *L, void *state, int n, const hy_state_tens
     for (int i = 0; i < 3; i++) {
         int c0, w;
         conv_span(&g, i, &c0, &w);
-        const float *src = data[idx[i]];
-        for (int b = 0; b < s->B; b++)
-            for (int j = 0; j < Hk; j++)
-                for (int c = 0; c < w; c++) s->conv[((size_t)b * Hk + j) * g.Cx + c0 + c] = src[((size_t)b * w + c) * Hk + j];
+        hy_cconv_history_import(s->conv, data[idx[i]], s->B, g.Cx, g.K, c0, w);
     }
     memcpy(s->S, data[idx[3]], (size_t)s->B * g.HV * g.dv * g.dk * sizeof(float));
     return 0;

@@ -1,6 +1,7 @@
 /* Backward of the gated_deltanet block (layers/gated_deltanet/gated_deltanet.c): o_proj, the gate
- * and o_norm, the gated delta rule (hy_gdn_backward), the q/k L2 norms, β and the decay, silu, the
- * convs and the six projections, in that order; parameter gradients accumulated, dx overwritten. */
+ * and o_norm, the gated delta rule (hy_gdn_backward), the q/k L2 norms, β and the decay, silu and
+ * the convs (hy_cconv_backward), the six projections, in that order; parameter gradients
+ * accumulated, dx overwritten. */
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
@@ -29,7 +30,7 @@ int hy_gdn_block_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
         return hy_fail("gated_deltanet: backward without a matching forward (keep_for_backward)");
     gdn_geom g = gdn_geom_of(&L->opts, L->d_model);
     gdn_fwd *F = &P->F;
-    const int H = g.H, HV = g.HV, dk = g.dk, dv = g.dv, K = g.K, Cx = g.Cx, Tp = T + K - 1;
+    const int H = g.H, HV = g.HV, dk = g.dk, dv = g.dv, Cx = g.Cx;
     const size_t rows = (size_t)B * T;
     if (!hy_buf_grab(&P->dyg, rows * g.nv) || !hy_buf_grab(&P->dout, rows * g.nv) || !hy_buf_grab(&P->dproj, rows * g.W) ||
         !hy_buf_grab(&P->dxc, rows * Cx) || !hy_buf_grab(&P->dqn, rows * g.nqk) || !hy_buf_grab(&P->dkn, rows * g.nqk) ||
@@ -67,9 +68,9 @@ int hy_gdn_block_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     hy_gdn_keep kp = {P->u_keep.p, P->tinv.p, P->ckpt.p};
     int rc = hy_gdn_backward(&in, &kp, dout, g.nv, P->dqn.p, P->dkn.p, dxc + 2 * g.nqk, dbg, dbg + HV, &F->ws);
     if (rc < 0) return rc;
-    /* L2 norms: y = c·x·s, s = 1/sqrt(Σx² + ε): dx = c·s·dy − c·s³·x·(x·dy); then silu' */
+    /* L2 norms: y = c·x·s, s = 1/sqrt(Σx² + ε): dx = c·s·dy − c·s³·x·(x·dy) */
     const float qscale = 1.0f / sqrtf((float)dk);
-    const float *xc = F->xc.p, *pre = F->pre.p;
+    const float *xc = F->xc.p;
     #pragma omp parallel for schedule(static) if (rows * Cx > GDN_PAR_MIN)
     for (long r = 0; r < (long)rows; r++) {
         for (int h = 0; h < 2 * H; h++) {
@@ -83,12 +84,6 @@ int hy_gdn_block_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
             float *d = dxc + (size_t)r * Cx + (size_t)h * dk;
             const float f = c * s * s * s * xd;
             for (int i = 0; i < dk; i++) d[i] = c * s * gy[i] - f * x[i];
-        }
-        float *d = dxc + (size_t)r * Cx;
-        const float *pr = pre + (size_t)r * Cx;
-        for (int c = 0; c < Cx; c++) {
-            float s = hy_sigmoidf(pr[c]);
-            d[c] *= s * (1.0f + pr[c] * (1.0f - s));
         }
     }
     /* β = sigmoid(b): db = dβ·β(1−β);  g = −A·softplus(araw): dA_log = Σ dg·g, d araw = −dg·A·sigmoid(araw) */
@@ -107,39 +102,10 @@ int hy_gdn_block_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
         colsum_add(gr[P_A_LOG], dalog, rows, HV);
         colsum_add(gr[P_DT_BIAS], daraw, rows, HV);
     }
-    /* convs: weight gradients per channel block; input gradient dx[j] = Σ_k w[k] dpre[j + K-1-k] */
-    const float *xpad = F->xpad.p, *wT = F->wT.p;
-    int nb = (Cx + 63) / 64;
-    #pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < nb; blk++) {
-        int c0 = blk * 64, c1 = c0 + 64 < Cx ? c0 + 64 : Cx;
-        float acc[64][64];   /* [k][c], K <= 64 */
-        for (int k = 0; k < K; k++)
-            for (int c = 0; c < 64; c++) acc[k][c] = 0.0f;
-        for (size_t r = 0; r < rows; r++) {
-            int b = (int)(r / T), t = (int)(r % T);
-            const float *dp = dxc + r * Cx, *xp = xpad + ((size_t)b * Tp + t) * Cx;
-            for (int k = 0; k < K; k++)
-                for (int c = c0; c < c1; c++) acc[k][c - c0] += dp[c] * xp[(size_t)k * Cx + c];
-        }
-        for (int c = c0; c < c1; c++) {
-            float *gw = c < g.nqk ? gr[P_QCONV] + (size_t)c * K : c < 2 * g.nqk ? gr[P_KCONV] + (size_t)(c - g.nqk) * K
-                                                                              : gr[P_VCONV] + (size_t)(c - 2 * g.nqk) * K;
-            for (int k = 0; k < K; k++) gw[k] += acc[k][c - c0];
-        }
-    }
-    #pragma omp parallel for schedule(static) if (rows * Cx > GDN_PAR_MIN)
-    for (long r = 0; r < (long)rows; r++) {
-        int t = (int)(r % T);
-        float *restrict out = dproj + (size_t)r * g.W;
-        for (int c = 0; c < Cx; c++) out[c] = 0.0f;
-        for (int k = 0; k < K; k++) {
-            int j = t + K - 1 - k;
-            if (j >= T) continue;
-            const float *restrict dp = dxc + (size_t)(r - t + j) * Cx, *restrict wk = wT + (size_t)k * Cx;
-            for (int c = 0; c < Cx; c++) out[c] += wk[c] * dp[c];
-        }
-    }
+    /* silu and the convs (no bias): weight gradients, d q|k|v into dproj's first Cx columns */
+    hy_cconv cv = gdn_conv_of(&g, F, B, T);
+    const hy_cconv_weight gw = gdn_conv_weight(&g, gr);
+    hy_cconv_backward(&cv, dxc, F->pre.p, NULL, &gw, dproj, g.W);
     /* the six projections: dx = Σ dproj_i W_i;  dW_i += dproj_iᵀ u */
     const int off[6] = {0, g.nqk, 2 * g.nqk, g.off_g, g.off_a, g.off_b}, n[6] = {g.nqk, g.nqk, g.nv, g.nv, HV, HV};
     for (int i = 0; i < 6; i++) {

@@ -4,6 +4,7 @@
 #ifndef HY_LAYERS_GATED_DELTANET_PRIV_H
 #define HY_LAYERS_GATED_DELTANET_PRIV_H
 #include "core/mem.h"
+#include "layers/common/causal_conv.h"
 #include "layers/gated_deltanet/delta.h"
 #include "layers/registry.h"
 #include <stdbool.h>
@@ -56,6 +57,16 @@ typedef struct {
     bool have_fwd;
     hy_buf dyg, dout, dproj, dxc, dqn, dkn, dbg, tmp;
 } gdn_priv;
+
+/* The three short convs (q | k | v channels) as one conv over Cx channels on F's xpad and wT. */
+static inline hy_cconv gdn_conv_of(const gdn_geom *g, gdn_fwd *F, int B, int T) {
+    return (hy_cconv){B, T, g->Cx, g->K, F->xpad.p, F->wT.p};
+}
+
+/* The conv weight, or its gradient (t = L->g), as the q, k and v conv tensors of t. */
+static inline hy_cconv_weight gdn_conv_weight(const gdn_geom *g, float *const *t) {
+    return (hy_cconv_weight){3, {g->nqk, g->nqk, g->nv}, {t[P_QCONV], t[P_KCONV], t[P_VCONV]}};
+}
 
 /* The block's backward (layers/gated_deltanet/gated_deltanet_backward.c). */
 int hy_gdn_block_backward(hy_layer *L, const float *dy, float *dx, int B, int T);

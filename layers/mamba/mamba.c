@@ -2,8 +2,9 @@
  *   [x ; z] = in_proj u;  xc = silu(causal depthwise conv1d(x) + bias);  [dt ; B ; C] = x_proj xc
  *   Δ = softplus(dt_proj dt + bias);  y = scan(Δ, A = -exp(A_log), B, C, xc) + D ⊙ xc
  *   out = out_proj (y ⊙ silu(z))
- * Every product is a GEMM over all B·T rows (hy_linear_* / hy_gemm); the conv, the gates and
- * softplus are vectorized loops over channels; the scan is layers/mamba/scan.c.
+ * Every product is a GEMM over all B·T rows (hy_linear_* / hy_gemm); the gates and softplus are
+ * vectorized loops over channels; the conv (with its silu) is layers/common/causal_conv.c, the scan
+ * layers/mamba/scan.c.
  *
  * Layouts (rows = b·T + t): xz (rows, 2E) as in_proj writes it (x = columns 0..E-1, z = E..2E-1);
  * xpad (B, K-1+T, E): per sequence the K-1 conv inputs before t = 0 (zeros, or the streaming
@@ -14,6 +15,7 @@
 #include "core/gemm.h"
 #include "core/mem.h"
 #include "core/vmath.h"
+#include "layers/common/causal_conv.h"
 #include "layers/mamba/mamba.h"
 #include "layers/mamba/scan.h"
 #include <math.h>
@@ -147,6 +149,11 @@ static void colsum_add(float *db, const float *X, size_t rows, int cols) {
     }
 }
 
+/* The conv over x (E channels) on the forward's xpad and wT. */
+static hy_cconv conv_of(const geom *g, fwd_bufs *F, int B, int T) {
+    return (hy_cconv){B, T, g->E, g->K, F->xpad.p, F->wT.p};
+}
+
 /* ---------------------------------------------------------------- forward core ---- */
 
 /* out (B, T, d) of u for sequences that start from conv history `hist` (B, K-1, E; NULL = zeros)
@@ -155,42 +162,23 @@ static void colsum_add(float *db, const float *X, size_t rows, int cols) {
 static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, int B, int T, const float *hist,
                         float *ssm, bool keep) {
     geom g = geom_of(&L->opts, L->d_model);
-    const int E = g.E, K = g.K, Tp = T + K - 1;
+    const int E = g.E, K = g.K;
     const size_t rows = (size_t)B * T, nE = rows * E;
-    if (!hy_buf_grab(&F->xz, 2 * nE) || !hy_buf_grab(&F->xpad, (size_t)B * Tp * E) || !hy_buf_grab(&F->pre, nE) ||
+    if (!hy_buf_grab(&F->xz, 2 * nE) || !hy_buf_grab(&F->xpad, hy_cconv_pad_floats(B, T, E, K)) ||
+        !hy_buf_grab(&F->pre, nE) ||
         !hy_buf_grab(&F->xc, nE) || !hy_buf_grab(&F->dbc, rows * g.nbc) || !hy_buf_grab(&F->draw, nE) ||
         !hy_buf_grab(&F->delta, nE) || !hy_buf_grab(&F->ys, nE) || !hy_buf_grab(&F->yg, nE) ||
         !hy_buf_grab(&F->A, (size_t)E * g.N) || !hy_buf_grab(&F->wT, (size_t)K * E))
         return HY_ERR_NOMEM;
     size_t ncs = keep ? hy_mamba_chunk_floats(B, T, E, g.N, HY_MAMBA_CHUNK) : 0;
     if (keep && !hy_buf_grab(&F->cs, ncs)) return HY_ERR_NOMEM;
-    float *xz = F->xz.p, *xpad = F->xpad.p, *pre = F->pre.p, *xc = F->xc.p, *wT = F->wT.p;
+    float *xz = F->xz.p, *pre = F->pre.p, *xc = F->xc.p;
     hy_linear_forward(xz, u, L->p[P_IN], NULL, (int)rows, g.d, 2 * E);
-    /* the conv's input with its K-1 rows of history in front */
-    #pragma omp parallel for schedule(static) if (B * Tp * E > 16384)
-    for (long r = 0; r < (long)B * Tp; r++) {
-        int b = (int)(r / Tp), t = (int)(r % Tp) - (K - 1);
-        float *dst = xpad + (size_t)r * E;
-        if (t >= 0) memcpy(dst, xz + ((size_t)b * T + t) * 2 * E, (size_t)E * sizeof(float));
-        else if (hist) memcpy(dst, hist + ((size_t)b * (K - 1) + (t + K - 1)) * E, (size_t)E * sizeof(float));
-        else memset(dst, 0, (size_t)E * sizeof(float));
-    }
-    const float *w = L->p[P_CONV_W], *cb = L->p[P_CONV_B];
-    for (int k = 0; k < K; k++)
-        for (int c = 0; c < E; c++) wT[(size_t)k * E + c] = w[(size_t)c * K + k];
-    /* pre[t] = bias + Σ_k w[k] xpad[t + k];  xc = silu(pre) */
-    #pragma omp parallel for schedule(static) if (nE > 16384)
-    for (long r = 0; r < (long)rows; r++) {
-        int b = (int)(r / T), t = (int)(r % T);
-        float *restrict p = pre + (size_t)r * E, *restrict o = xc + (size_t)r * E;
-        const float *xp = xpad + ((size_t)b * Tp + t) * E;
-        for (int c = 0; c < E; c++) p[c] = cb[c];
-        for (int k = 0; k < K; k++) {
-            const float *restrict xk = xp + (size_t)k * E, *restrict wk = wT + (size_t)k * E;
-            for (int c = 0; c < E; c++) p[c] += wk[c] * xk[c];
-        }
-        for (int c = 0; c < E; c++) o[c] = hy_siluf(p[c]);
-    }
+    /* xc = silu(causal conv of x with its K-1 rows of history in front) */
+    hy_cconv cv = conv_of(&g, F, B, T);
+    hy_cconv_pad(&cv, xz, 2 * (size_t)E, hist);
+    hy_cconv_set_weight(&cv, &(hy_cconv_weight){1, {E}, {L->p[P_CONV_W]}});
+    hy_cconv_forward(&cv, L->p[P_CONV_B], pre, xc);
     /* [dt | B | C] = xc x_projᵀ;  Δ = softplus(dt dt_projᵀ + bias) */
     hy_linear_forward(F->dbc.p, xc, L->p[P_XPROJ], NULL, (int)rows, E, g.nbc);
     hy_gemm(false, true, (int)rows, E, g.R, 1.0f, F->dbc.p, g.nbc, L->p[P_DT_W], g.R, 0.0f, F->draw.p, E);
@@ -245,7 +233,7 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
         return hy_fail("mamba: backward without a matching forward (keep_for_backward)");
     geom g = geom_of(&L->opts, L->d_model);
     fwd_bufs *F = &P->F;
-    const int E = g.E, N = g.N, K = g.K, R = g.R, Tp = T + K - 1;
+    const int E = g.E, N = g.N, R = g.R;
     const size_t rows = (size_t)B * T, nE = rows * E;
     if (!hy_buf_grab(&P->dyg, nE) || !hy_buf_grab(&P->dxz, 2 * nE) || !hy_buf_grab(&P->ddelta, nE) ||
         !hy_buf_grab(&P->dxc, nE) || !hy_buf_grab(&P->ddbc, rows * g.nbc) || !hy_buf_grab(&P->dA, (size_t)E * N))
@@ -285,45 +273,10 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     hy_gemm(true, false, E, R, (int)rows, 1.0f, ddelta, E, F->dbc.p, g.nbc, 1.0f, L->g[P_DT_W], R);
     /* x_proj: dxc += ddbc W_x; dW_x += ddbcᵀ xc */
     hy_linear_backward(dxc, L->g[P_XPROJ], NULL, ddbc, F->xc.p, L->p[P_XPROJ], (int)rows, E, g.nbc, true);
-    /* silu: d pre = dxc · silu'(pre), in place */
-    const float *pre = F->pre.p;
-    #pragma omp parallel for schedule(static) if (nE > 16384)
-    for (long i = 0; i < (long)nE; i++) {
-        float s = hy_sigmoidf(pre[i]);
-        dxc[i] *= s * (1.0f + pre[i] * (1.0f - s));
-    }
-    /* conv: bias and weight gradients per channel block; dx[j] = Σ_k w[k] dpre[j + K-1-k] */
-    colsum_add(L->g[P_CONV_B], dxc, rows, E);
-    const float *xpad = F->xpad.p, *wT = F->wT.p;
-    float *gw = L->g[P_CONV_W];
-    int nb = (E + 63) / 64;
-    #pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < nb; blk++) {
-        int c0 = blk * 64, c1 = c0 + 64 < E ? c0 + 64 : E;
-        float acc[64][64];   /* [k][c], K <= 64 */
-        for (int k = 0; k < K; k++)
-            for (int c = 0; c < 64; c++) acc[k][c] = 0.0f;
-        for (size_t r = 0; r < rows; r++) {
-            int b = (int)(r / T), t = (int)(r % T);
-            const float *dp = dxc + r * E, *xp = xpad + ((size_t)b * Tp + t) * E;
-            for (int k = 0; k < K; k++)
-                for (int c = c0; c < c1; c++) acc[k][c - c0] += dp[c] * xp[(size_t)k * E + c];
-        }
-        for (int c = c0; c < c1; c++)
-            for (int k = 0; k < K; k++) gw[(size_t)c * K + k] += acc[k][c - c0];
-    }
-    #pragma omp parallel for schedule(static) if (nE > 16384)
-    for (long r = 0; r < (long)rows; r++) {
-        int t = (int)(r % T);
-        float *restrict o = dxz + (size_t)r * 2 * E;
-        for (int c = 0; c < E; c++) o[c] = 0.0f;
-        for (int k = 0; k < K; k++) {
-            int j = t + K - 1 - k;
-            if (j >= T) continue;
-            const float *restrict dp = dxc + (size_t)(r - t + j) * E, *restrict wk = wT + (size_t)k * E;
-            for (int c = 0; c < E; c++) o[c] += wk[c] * dp[c];
-        }
-    }
+    /* silu and the conv: bias and weight gradients, d x into dxz's x half */
+    hy_cconv cv = conv_of(&g, F, B, T);
+    hy_cconv_backward(&cv, dxc, F->pre.p, L->g[P_CONV_B], &(hy_cconv_weight){1, {E}, {L->g[P_CONV_W]}}, dxz,
+                      2 * (size_t)E);
     /* in_proj: du = dxz W_in; dW_in += dxzᵀ u */
     hy_linear_backward(dx, L->g[P_IN], NULL, dxz, P->u, L->p[P_IN], (int)rows, g.d, 2 * E, false);
     return 0;
@@ -365,9 +318,8 @@ static int mamba_prefill(hy_layer *L, void *state, const float *x, float *y, int
     geom g = geom_of(&L->opts, L->d_model);
     int rc = core_forward(L, &s->F, x, y, B, T, s->conv, s->ssm, false);
     if (rc < 0) return rc;
-    const int H = g.K - 1, Tp = T + H;
-    for (int b = 0; b < B; b++)
-        memcpy(s->conv + (size_t)b * H * g.E, s->F.xpad.p + ((size_t)b * Tp + T) * g.E, (size_t)H * g.E * sizeof(float));
+    hy_cconv cv = conv_of(&g, &s->F, B, T);
+    hy_cconv_keep_history(&cv, s->conv);
     return 0;
 }
 
@@ -396,16 +348,13 @@ static int mamba_state_tensors(hy_layer *L, const void *state, hy_state_tensor *
 static int mamba_state_export(hy_layer *L, const void *state, int i, float *dst) {
     const mamba_state *s = state;
     geom g = geom_of(&L->opts, L->d_model);
-    const int H = g.K - 1, E = g.E;
+    const int E = g.E;
     if (i == 1) {
         memcpy(dst, s->ssm, (size_t)s->B * E * g.N * sizeof(float));
         return 0;
     }
     if (i != 0) return hy_fail("mamba: no state tensor %d", i);
-    for (int b = 0; b < s->B; b++)
-        for (int j = 0; j < H; j++)
-            for (int c = 0; c < E; c++)
-                dst[((size_t)b * E + c) * H + j] = s->conv[((size_t)b * H + j) * E + c];
+    hy_cconv_history_export(dst, s->conv, s->B, E, g.K, 0, E);
     return 0;
 }
 
@@ -414,17 +363,13 @@ static int mamba_state_export(hy_layer *L, const void *state, int i, float *dst)
 static int mamba_state_import(hy_layer *L, void *state, int n, const hy_state_tensor *t, const float *const *data) {
     mamba_state *s = state;
     geom g = geom_of(&L->opts, L->d_model);
-    const int H = g.K - 1, E = g.E;
+    const int E = g.E;
     hy_state_tensor want[2];
     int idx[2];
     mamba_tensors_of(L, s->B, want);
     int rc = hy_state_match("mamba", n, t, 2, want, idx);
     if (rc < 0) return rc;
-    const float *cv = data[idx[0]];
-    for (int b = 0; b < s->B; b++)
-        for (int j = 0; j < H; j++)
-            for (int c = 0; c < E; c++)
-                s->conv[((size_t)b * H + j) * E + c] = cv[((size_t)b * E + c) * H + j];
+    hy_cconv_history_import(s->conv, data[idx[0]], s->B, E, g.K, 0, E);
     memcpy(s->ssm, data[idx[1]], (size_t)s->B * E * g.N * sizeof(float));
     return 0;
 }

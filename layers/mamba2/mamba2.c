@@ -2,8 +2,9 @@
  *   [z ; xBC ; dt] = in_proj u;  xBC = silu(causal depthwise conv1d(xBC) + bias);  [x ; B ; C] = xBC
  *   Δ = softplus(dt + dt_bias);  y = SSD(x, Δ, A = -exp(A_log), B, C) + D ⊙ x   (per head)
  *   y = y ⊙ silu(z);  y = groupwise rmsnorm(y) ⊙ norm.weight;  out = out_proj y
- * Every projection is a GEMM over all B·T rows; the conv, gates, softplus and norm are loops over
- * contiguous channels; the SSD is layers/mamba2/ssd.c (chunked, GEMMs per chunk).
+ * Every projection is a GEMM over all B·T rows; the gates, softplus and norm are loops over
+ * contiguous channels; the conv (with its silu) is layers/common/causal_conv.c, the SSD
+ * layers/mamba2/ssd.c (chunked, GEMMs per chunk).
  *
  * Layouts (rows = b·T + t): zx (rows, W) as in_proj writes it, W = 2E + 2GN + H: z = columns
  * 0..E-1, xBC = E..E+Cx-1 (Cx = E + 2GN), dt = the last H; xpad (B, K-1+T, Cx): per sequence the
@@ -16,6 +17,7 @@
 #include "core/gemm.h"
 #include "core/mem.h"
 #include "core/vmath.h"
+#include "layers/common/causal_conv.h"
 #include "layers/mamba2/ssd.h"
 #include <math.h>
 #include <stdio.h>
@@ -181,6 +183,11 @@ static hy_ssd_args ssd_args(const geom *g, const fwd_bufs *F, int B, int T, floa
                          .A = F->A.p, .s0 = ssm, .s_out = ssm, .chunk = HY_MAMBA2_CHUNK, .states = F->states.p};
 }
 
+/* The conv over xBC (Cx channels) on the forward's xpad and wT. */
+static hy_cconv conv_of(const geom *g, fwd_bufs *F, int B, int T) {
+    return (hy_cconv){B, T, g->Cx, g->K, F->xpad.p, F->wT.p};
+}
+
 /* ---------------------------------------------------------------- forward core ---- */
 
 /* out (B, T, d) of u for sequences that start from conv history `hist` (B, K-1, Cx; NULL = zeros)
@@ -190,43 +197,23 @@ static hy_ssd_args ssd_args(const geom *g, const fwd_bufs *F, int B, int T, floa
 static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, int B, int T, const float *hist,
                         float *ssm, bool keep) {
     geom g = geom_of(&L->opts, L->d_model);
-    const int E = g.E, K = g.K, Cx = g.Cx, H = g.H, P = g.P, Tp = T + K - 1, Eg = E / g.G;
+    const int E = g.E, K = g.K, Cx = g.Cx, H = g.H, P = g.P, Eg = E / g.G;
     const size_t rows = (size_t)B * T, nE = rows * E;
     const bool scan = !keep && T == 1 && ssm;
-    if (!hy_buf_grab(&F->zx, rows * g.W) || !hy_buf_grab(&F->xpad, (size_t)B * Tp * Cx) ||
+    if (!hy_buf_grab(&F->zx, rows * g.W) || !hy_buf_grab(&F->xpad, hy_cconv_pad_floats(B, T, Cx, K)) ||
         !hy_buf_grab(&F->pre, rows * Cx) || !hy_buf_grab(&F->xbc, rows * Cx) || !hy_buf_grab(&F->draw, rows * H) ||
         !hy_buf_grab(&F->delta, rows * H) || !hy_buf_grab(&F->ys, nE) || !hy_buf_grab(&F->yg, nE) ||
         !hy_buf_grab(&F->rstd, rows * g.G) || !hy_buf_grab(&F->yn, nE) || !hy_buf_grab(&F->A, (size_t)H) ||
         !hy_buf_grab(&F->wT, (size_t)K * Cx) ||
         (keep && !hy_buf_grab(&F->states, hy_ssd_state_floats(B, T, H, P, g.N, HY_MAMBA2_CHUNK))))
         return HY_ERR_NOMEM;
-    float *zx = F->zx.p, *xpad = F->xpad.p, *pre = F->pre.p, *xbc = F->xbc.p, *wT = F->wT.p;
+    float *zx = F->zx.p, *xbc = F->xbc.p;
     hy_linear_forward(zx, u, L->p[P_IN], NULL, (int)rows, g.d, g.W);
-    /* the conv's input (xBC columns) with its K-1 rows of history in front */
-    #pragma omp parallel for schedule(static) if ((size_t)B * Tp * Cx > 16384)
-    for (long r = 0; r < (long)B * Tp; r++) {
-        int b = (int)(r / Tp), t = (int)(r % Tp) - (K - 1);
-        float *dst = xpad + (size_t)r * Cx;
-        if (t >= 0) memcpy(dst, zx + ((size_t)b * T + t) * g.W + E, (size_t)Cx * sizeof(float));
-        else if (hist) memcpy(dst, hist + ((size_t)b * (K - 1) + (t + K - 1)) * Cx, (size_t)Cx * sizeof(float));
-        else memset(dst, 0, (size_t)Cx * sizeof(float));
-    }
-    const float *w = L->p[P_CONV_W], *cb = L->p[P_CONV_B];
-    for (int k = 0; k < K; k++)
-        for (int c = 0; c < Cx; c++) wT[(size_t)k * Cx + c] = w[(size_t)c * K + k];
-    /* pre[t] = bias + Σ_k w[k] xpad[t + k];  xbc = silu(pre) */
-    #pragma omp parallel for schedule(static) if (rows * Cx > 16384)
-    for (long r = 0; r < (long)rows; r++) {
-        int b = (int)(r / T), t = (int)(r % T);
-        float *restrict p = pre + (size_t)r * Cx, *restrict o = xbc + (size_t)r * Cx;
-        const float *xp = xpad + ((size_t)b * Tp + t) * Cx;
-        for (int c = 0; c < Cx; c++) p[c] = cb[c];
-        for (int k = 0; k < K; k++) {
-            const float *restrict xk = xp + (size_t)k * Cx, *restrict wk = wT + (size_t)k * Cx;
-            for (int c = 0; c < Cx; c++) p[c] += wk[c] * xk[c];
-        }
-        for (int c = 0; c < Cx; c++) o[c] = hy_siluf(p[c]);
-    }
+    /* xbc = silu(causal conv of xBC with its K-1 rows of history in front) */
+    hy_cconv cv = conv_of(&g, F, B, T);
+    hy_cconv_pad(&cv, zx + E, g.W, hist);
+    hy_cconv_set_weight(&cv, &(hy_cconv_weight){1, {Cx}, {L->p[P_CONV_W]}});
+    hy_cconv_forward(&cv, L->p[P_CONV_B], F->pre.p, xbc);
     /* Δ = softplus(dt + dt_bias); A = -exp(A_log) */
     float *draw = F->draw.p;
     const float *dtb = L->p[P_DT_BIAS];
@@ -289,7 +276,7 @@ static int mamba2_backward(hy_layer *L, const float *dy, float *dx, int B, int T
         return hy_fail("mamba2: backward without a matching forward (keep_for_backward)");
     geom g = geom_of(&L->opts, L->d_model);
     fwd_bufs *F = &P->F;
-    const int E = g.E, K = g.K, Cx = g.Cx, H = g.H, Hp = g.P, Tp = T + K - 1, Eg = E / g.G;
+    const int E = g.E, Cx = g.Cx, H = g.H, Hp = g.P, Eg = E / g.G;
     const size_t rows = (size_t)B * T, nE = rows * E;
     if (!hy_buf_grab(&P->dyn, nE) || !hy_buf_grab(&P->dzx, rows * g.W) || !hy_buf_grab(&P->dxbc, rows * Cx) ||
         !hy_buf_grab(&P->ddelta, rows * H) || !hy_buf_grab(&P->dA, (size_t)H))
@@ -350,7 +337,7 @@ static int mamba2_backward(hy_layer *L, const float *dy, float *dx, int B, int T
     int rc = hy_ssd_backward(&a, dyn, E, dxbc, Cx, ddelta, H, dxbc + E, dxbc + E + g.GN, Cx, P->dA.p, NULL, &P->ssd_ws);
     if (rc < 0) return rc;
     for (int h = 0; h < H; h++) L->g[P_A_LOG][h] += P->dA.p[h] * F->A.p[h];
-    const float *Dp = L->p[P_D], *draw = F->draw.p, *pre = F->pre.p;
+    const float *Dp = L->p[P_D], *draw = F->draw.p;
     #pragma omp parallel for schedule(static) if (nE > 16384)
     for (long r = 0; r < (long)rows; r++) {
         float *restrict o = dxbc + (size_t)r * Cx;
@@ -360,46 +347,12 @@ static int mamba2_backward(hy_layer *L, const float *dy, float *dx, int B, int T
         /* softplus: d raw = dΔ · sigmoid(raw), into dzx's dt columns */
         float *restrict ddt = dzx + (size_t)r * g.W + E + Cx;
         for (int h = 0; h < H; h++) ddt[h] = ddelta[(size_t)r * H + h] * hy_sigmoidf(draw[(size_t)r * H + h]);
-        /* silu: d pre = dxbc · silu'(pre), in place */
-        const float *restrict pr = pre + (size_t)r * Cx;
-        for (int c = 0; c < Cx; c++) {
-            float s = hy_sigmoidf(pr[c]);
-            o[c] *= s * (1.0f + pr[c] * (1.0f - s));
-        }
     }
     colsum_add(L->g[P_DT_BIAS], dzx + E + Cx, NULL, rows, H, g.W);
-    /* conv: bias and weight gradients per channel block; d xBC[j] = Σ_k w[k] dpre[j + K-1-k] */
-    colsum_add(L->g[P_CONV_B], dxbc, NULL, rows, Cx, Cx);
-    const float *xpad = F->xpad.p, *wT = F->wT.p;
-    float *gw = L->g[P_CONV_W];
-    int nb = (Cx + 63) / 64;
-    #pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < nb; blk++) {
-        int c0 = blk * 64, c1 = c0 + 64 < Cx ? c0 + 64 : Cx;
-        float acc[64][64];   /* [k][c], K <= 64 */
-        for (int k = 0; k < K; k++)
-            for (int c = 0; c < 64; c++) acc[k][c] = 0.0f;
-        for (size_t r = 0; r < rows; r++) {
-            int b = (int)(r / T), t = (int)(r % T);
-            const float *dp = dxbc + r * Cx, *xp = xpad + ((size_t)b * Tp + t) * Cx;
-            for (int k = 0; k < K; k++)
-                for (int c = c0; c < c1; c++) acc[k][c - c0] += dp[c] * xp[(size_t)k * Cx + c];
-        }
-        for (int c = c0; c < c1; c++)
-            for (int k = 0; k < K; k++) gw[(size_t)c * K + k] += acc[k][c - c0];
-    }
-    #pragma omp parallel for schedule(static) if (rows * Cx > 16384)
-    for (long r = 0; r < (long)rows; r++) {
-        int t = (int)(r % T);
-        float *restrict o = dzx + (size_t)r * g.W + E;
-        for (int c = 0; c < Cx; c++) o[c] = 0.0f;
-        for (int k = 0; k < K; k++) {
-            int j = t + K - 1 - k;
-            if (j >= T) continue;
-            const float *restrict dp = dxbc + (size_t)(r - t + j) * Cx, *restrict wk = wT + (size_t)k * Cx;
-            for (int c = 0; c < Cx; c++) o[c] += wk[c] * dp[c];
-        }
-    }
+    /* silu and the conv: bias and weight gradients, d xBC into dzx's xBC columns */
+    hy_cconv cv = conv_of(&g, F, B, T);
+    hy_cconv_backward(&cv, dxbc, F->pre.p, L->g[P_CONV_B], &(hy_cconv_weight){1, {Cx}, {L->g[P_CONV_W]}}, dzx + E,
+                      g.W);
     /* in_proj: du = dzx W_in; dW_in += dzxᵀ u */
     hy_linear_backward(dx, L->g[P_IN], NULL, dzx, P->u, L->p[P_IN], (int)rows, g.d, g.W, false);
     return 0;
@@ -441,10 +394,8 @@ static int mamba2_prefill(hy_layer *L, void *state, const float *x, float *y, in
     geom g = geom_of(&L->opts, L->d_model);
     int rc = core_forward(L, &s->F, x, y, B, T, s->conv, s->ssm, false);
     if (rc < 0) return rc;
-    const int Hh = g.K - 1, Tp = T + Hh;
-    for (int b = 0; b < B; b++)
-        memcpy(s->conv + (size_t)b * Hh * g.Cx, s->F.xpad.p + ((size_t)b * Tp + T) * g.Cx,
-               (size_t)Hh * g.Cx * sizeof(float));
+    hy_cconv cv = conv_of(&g, &s->F, B, T);
+    hy_cconv_keep_history(&cv, s->conv);
     return 0;
 }
 
@@ -472,15 +423,12 @@ static int mamba2_state_tensors(hy_layer *L, const void *state, hy_state_tensor 
 static int mamba2_state_export(hy_layer *L, const void *state, int i, float *dst) {
     const mamba2_state *s = state;
     geom g = geom_of(&L->opts, L->d_model);
-    const int Hh = g.K - 1, C = g.Cx;
     if (i == 1) {
         memcpy(dst, s->ssm, (size_t)s->B * g.H * g.P * g.N * sizeof(float));
         return 0;
     }
     if (i != 0) return hy_fail("mamba2: no state tensor %d", i);
-    for (int b = 0; b < s->B; b++)
-        for (int j = 0; j < Hh; j++)
-            for (int c = 0; c < C; c++) dst[((size_t)b * C + c) * Hh + j] = s->conv[((size_t)b * Hh + j) * C + c];
+    hy_cconv_history_export(dst, s->conv, s->B, g.Cx, g.K, 0, g.Cx);
     return 0;
 }
 
@@ -489,16 +437,12 @@ static int mamba2_state_export(hy_layer *L, const void *state, int i, float *dst
 static int mamba2_state_import(hy_layer *L, void *state, int n, const hy_state_tensor *t, const float *const *data) {
     mamba2_state *s = state;
     geom g = geom_of(&L->opts, L->d_model);
-    const int Hh = g.K - 1, C = g.Cx;
     hy_state_tensor want[2];
     int idx[2];
     mamba2_tensors_of(L, s->B, want);
     int rc = hy_state_match("mamba2", n, t, 2, want, idx);
     if (rc < 0) return rc;
-    const float *cv = data[idx[0]];
-    for (int b = 0; b < s->B; b++)
-        for (int j = 0; j < Hh; j++)
-            for (int c = 0; c < C; c++) s->conv[((size_t)b * Hh + j) * C + c] = cv[((size_t)b * C + c) * Hh + j];
+    hy_cconv_history_import(s->conv, data[idx[0]], s->B, g.Cx, g.K, 0, g.Cx);
     memcpy(s->ssm, data[idx[1]], (size_t)s->B * g.H * g.P * g.N * sizeof(float));
     return 0;
 }

@@ -3,12 +3,14 @@
  *   z_t = short_filter_bias + Σ_{k<3} short_filter_weight[:,0,k] ⊙ zp_{t-2+k}   (causal, zeros before 0)
  *   x2, x1, v = z[0:d], z[d:2d], z[2d:3d];  p = x1 ⊙ v
  *   hc = Kern(filter.*) ∗ p + D ⊙ p;  y = x2 ⊙ hc;  out = out_filter_dense·y + bias
- * The long convolution and its backward are layers/ssm_conv/modal_conv.c (FFT for training, the modal
+ * The short filter is a causal depthwise conv (layers/common/causal_conv.c); the long convolution
+ * and its backward are layers/ssm_conv/modal_conv.c (FFT for training, the modal
  * recurrence for streaming). The streaming state is the last 2 projected inputs zp of the short
  * filter and the complex modal state (d, M) of the long filter. */
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
+#include "layers/common/causal_conv.h"
 #include "layers/ssm_conv/modal_conv.h"
 #include "layers/registry.h"
 #include <math.h>
@@ -31,6 +33,7 @@ typedef struct {
     const float *x;
     hy_fftconv fc;
     hy_buf kern, zp, z, p, hc, y;   /* (d, T), (rows, 3d) ×2, (rows, d) ×3 */
+    hy_buf xpad, wT;                /* the short filter's padded input (B, T+2, 3d) and weight (3, 3d) */
     hy_buf dy, dz, dzp, dp, dhc, dkern;
     hy_modal_cache mc;
 } hyena_priv;
@@ -39,7 +42,7 @@ typedef struct {
 typedef struct {
     int B;
     float *hist, *s;
-    hy_buf zp, z, p, hc, y;
+    hy_buf zp, z, p, hc, y, xpad, wT;
 } hyena_state;
 
 /* ---------------------------------------------------------------- options, params ---- */
@@ -88,27 +91,18 @@ static hyena_priv *priv_of(hy_layer *L) {
 
 static hy_modal_params modal_view(float **p) { return (hy_modal_params){p[P_LOG_DT], p[P_C], p[P_LOG_A_REAL], p[P_A_IMAG]}; }
 
-/* zp row of token t-lag of sequence b (lag 1 or 2 before the chunk start comes from hist, the
- * state's last 2 rows, or is zero without a state). */
-static inline const float *zp_row(const float *zp, const float *hist, int b, int T, int t, int W) {
-    if (t >= 0) return zp + ((size_t)b * T + t) * W;
-    return hist ? hist + ((size_t)b * 2 + (2 + t)) * W : NULL;
-}
-
-/* Causal short filter over B·T rows of width W = 3d, continuing from hist (NULL = zeros). */
-static void short_filter(const float *zp, const float *hist, const float *w, const float *bias, float *z, int B,
-                         int T, int W) {
-    #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * T * W > HY_PAR_MIN)
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            float *out = z + ((size_t)b * T + t) * W;
-            for (int c = 0; c < W; c++) out[c] = bias[c];
-            for (int k = 0; k < KS; k++) {
-                const float *src = zp_row(zp, hist, b, T, t - (KS - 1) + k, W);
-                if (!src) continue;
-                for (int c = 0; c < W; c++) out[c] += w[c * KS + k] * src[c];
-            }
-        }
+/* The short filter of B·T rows of zp (3d channels, width 3) into z, continuing from hist (the last
+ * 2 zp rows per sequence; NULL = zeros); xpad and wT (grabbed here) are kept for backward and for
+ * the new history. */
+static int short_filter(hy_layer *L, hy_buf *xpad, hy_buf *wT, const float *zp, const float *hist, float *z, int B,
+                        int T, hy_cconv *cv) {
+    const int W = 3 * L->d_model;
+    if (!hy_buf_grab(xpad, hy_cconv_pad_floats(B, T, W, KS)) || !hy_buf_grab(wT, (size_t)KS * W)) return HY_ERR_NOMEM;
+    *cv = (hy_cconv){B, T, W, KS, xpad->p, wT->p};
+    hy_cconv_pad(cv, zp, W, hist);
+    hy_cconv_set_weight(cv, &(hy_cconv_weight){1, {W}, {L->p[P_SF_W]}});
+    hy_cconv_forward(cv, L->p[P_SF_B], z, NULL);
+    return 0;
 }
 
 /* p = x1 ⊙ v for B·T rows of z (width 3d). */
@@ -143,54 +137,17 @@ static int hyena_forward(hy_layer *L, const float *x, float *out, int B, int T) 
         !hy_buf_grab(&P->y, rows * d))
         return HY_ERR_NOMEM;
     hy_linear_forward(P->zp.p, x, L->p[P_PROJ_W], L->p[P_PROJ_B], (int)rows, d, 3 * d);
-    short_filter(P->zp.p, NULL, L->p[P_SF_W], L->p[P_SF_B], P->z.p, B, T, 3 * d);
+    hy_cconv cv;
+    int rc = short_filter(L, &P->xpad, &P->wT, P->zp.p, NULL, P->z.p, B, T, &cv);
+    if (rc < 0) return rc;
     gate_in(P->z.p, P->p.p, rows, d);
     hy_modal_params mp = modal_view(L->p);
-    int rc = hy_modal_kernel(&mp, d, M, T, P->kern.p);
+    rc = hy_modal_kernel(&mp, d, M, T, P->kern.p);
     if (rc < 0 || (rc = hy_fftconv_forward(&P->fc, P->kern.p, P->p.p, P->hc.p, B, T, d)) < 0) return rc;
     gate_out(P->z.p, P->p.p, L->p[P_D], P->hc.p, P->y.p, rows, d);
     hy_linear_forward(out, P->y.p, L->p[P_OUT_W], L->p[P_OUT_B], (int)rows, d, d);
     P->x = x, P->B = B, P->T = T, P->have_fwd = L->keep_for_backward;
     return 0;
-}
-
-/* Short filter backward: dzp_s = Σ_k w_k ⊙ dz_{s+2-k}; dw_k += Σ_t dz_t ⊙ zp_{t-2+k}; db += Σ_t dz_t.
- * The parameter sums run over column blocks in parallel (each thread owns its columns). */
-static void short_filter_backward(const float *zp, const float *dz, const float *w, float *dzp, float *gw, float *gb,
-                                  int B, int T, int W) {
-    #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * T * W > HY_PAR_MIN)
-    for (int b = 0; b < B; b++)
-        for (int s = 0; s < T; s++) {
-            float *o = dzp + ((size_t)b * T + s) * W;
-            memset(o, 0, (size_t)W * sizeof(float));
-            for (int k = 0; k < KS; k++) {
-                int t = s + (KS - 1) - k;
-                if (t >= T) continue;
-                const float *g = dz + ((size_t)b * T + t) * W;
-                for (int c = 0; c < W; c++) o[c] += w[c * KS + k] * g[c];
-            }
-        }
-    enum { CB = 64 };
-    #pragma omp parallel for schedule(static) if ((size_t)B * T * W > HY_PAR_MIN)
-    for (int c0 = 0; c0 < W; c0 += CB) {
-        int c1 = c0 + CB < W ? c0 + CB : W;
-        float acc[KS][CB] = {{0}}, accb[CB] = {0};
-        for (int b = 0; b < B; b++)
-            for (int t = 0; t < T; t++) {
-                const float *g = dz + ((size_t)b * T + t) * W;
-                for (int c = c0; c < c1; c++) accb[c - c0] += g[c];
-                for (int k = 0; k < KS; k++) {
-                    int s = t - (KS - 1) + k;
-                    if (s < 0) continue;
-                    const float *src = zp + ((size_t)b * T + s) * W;
-                    for (int c = c0; c < c1; c++) acc[k][c - c0] += g[c] * src[c];
-                }
-            }
-        for (int c = c0; c < c1; c++) {
-            gb[c] += accb[c - c0];
-            for (int k = 0; k < KS; k++) gw[c * KS + k] += acc[k][c - c0];
-        }
-    }
 }
 
 static int hyena_backward(hy_layer *L, const float *dout, float *dx, int B, int T) {
@@ -229,7 +186,10 @@ static int hyena_backward(hy_layer *L, const float *dout, float *dx, int B, int 
         for (int c = 0; c < d; c++) gD[c] += dhc[r * d + c] * p[r * d + c];
     hy_modal_params mp = modal_view(L->p), mg = modal_view(L->g);
     if ((rc = hy_modal_kernel_backward(&mp, d, M, T, P->dkern.p, &mg)) < 0) return rc;
-    short_filter_backward(P->zp.p, dz, L->p[P_SF_W], P->dzp.p, L->g[P_SF_W], L->g[P_SF_B], B, T, 3 * d);
+    /* the short filter: bias and weight gradients, dzp */
+    hy_cconv cv = {B, T, 3 * d, KS, P->xpad.p, P->wT.p};
+    hy_cconv_backward(&cv, dz, NULL, L->g[P_SF_B], &(hy_cconv_weight){1, {3 * d}, {L->g[P_SF_W]}}, P->dzp.p,
+                      3 * (size_t)d);
     hy_linear_backward(dx, L->g[P_PROJ_W], L->g[P_PROJ_B], P->dzp.p, P->x, L->p[P_PROJ_W], (int)rows, d, 3 * d,
                        false);
     return 0;
@@ -270,17 +230,9 @@ static int hyena_prefill(hy_layer *L, void *state, const float *x, float *out, i
         !hy_buf_grab(&s->hc, rows * d) || !hy_buf_grab(&s->y, rows * d))
         return HY_ERR_NOMEM;
     hy_linear_forward(s->zp.p, x, L->p[P_PROJ_W], L->p[P_PROJ_B], (int)rows, d, W);
-    short_filter(s->zp.p, s->hist, L->p[P_SF_W], L->p[P_SF_B], s->z.p, B, T, W);
-    for (int b = 0; b < B; b++) {   /* the new history: the last 2 rows of [old history; zp] */
-        float *h = s->hist + (size_t)b * 2 * W;
-        const float *zb = s->zp.p + (size_t)b * T * W;
-        if (T == 1) {
-            memmove(h, h + W, (size_t)W * sizeof(float));
-            memcpy(h + W, zb, (size_t)W * sizeof(float));
-        } else {
-            memcpy(h, zb + (size_t)(T - 2) * W, 2 * (size_t)W * sizeof(float));
-        }
-    }
+    hy_cconv cv;
+    if ((rc = short_filter(L, &s->xpad, &s->wT, s->zp.p, s->hist, s->z.p, B, T, &cv)) < 0) return rc;
+    hy_cconv_keep_history(&cv, s->hist);   /* the last 2 rows of [old history; zp] */
     gate_in(s->z.p, s->p.p, rows, d);
     hy_modal_scan(d, M, P->mc.zr.p, P->mc.zi.p, P->mc.ctr.p, P->mc.cti.p, s->s, s->p.p, s->hc.p, B, T);
     gate_out(s->z.p, s->p.p, L->p[P_D], s->hc.p, s->y.p, rows, d);
@@ -298,6 +250,7 @@ static void hyena_state_free(hy_layer *L, void *state) {
     if (!s) return;
     hy_free(s->hist), hy_free(s->s);
     hy_buf_free(&s->zp), hy_buf_free(&s->z), hy_buf_free(&s->p), hy_buf_free(&s->hc), hy_buf_free(&s->y);
+    hy_buf_free(&s->xpad), hy_buf_free(&s->wT);
     hy_free(s);
 }
 
@@ -328,9 +281,7 @@ static int hyena_state_export(hy_layer *L, const void *state, int i, float *dst)
         hy_modal_state_to_pairs(s->s, dst, (size_t)s->B * d, hy_opt_int(&L->opts, OPT_D_STATE) / 2);
         return 0;
     }
-    for (int b = 0; b < s->B; b++)
-        for (int k = 0; k < 2; k++)
-            for (int c = 0; c < W; c++) dst[((size_t)b * W + c) * 2 + k] = s->hist[((size_t)b * 2 + k) * W + c];
+    hy_cconv_history_export(dst, s->hist, s->B, W, KS, 0, W);
     return 0;
 }
 
@@ -342,10 +293,7 @@ static int hyena_state_import(hy_layer *L, void *state, int n, const hy_state_te
     hyena_tensors_of(L, s->B, want);
     int rc = hy_state_match("hyena", n, t, 2, want, idx);
     if (rc < 0) return rc;
-    const float *h = data[idx[0]];
-    for (int b = 0; b < s->B; b++)
-        for (int k = 0; k < 2; k++)
-            for (int c = 0; c < W; c++) s->hist[((size_t)b * 2 + k) * W + c] = h[((size_t)b * W + c) * 2 + k];
+    hy_cconv_history_import(s->hist, data[idx[0]], s->B, W, KS, 0, W);
     hy_modal_state_from_pairs(s->s, data[idx[1]], (size_t)s->B * d, want[1].shape[2]);
     return 0;
 }
@@ -367,13 +315,13 @@ static double hyena_flop(const hy_opts *o, int d, int T) {
            hy_fftconv_flop(d, T) + 2.0 * t * d + 2.0 * t * d * d + t * d;
 }
 
-/* Training memory: forward keeps kern (d, T), zp, z (rows, 3d), p, hc, y (rows, d); backward adds
- * dy, dp, dhc (rows, d), dz, dzp (rows, 3d) and dkern (d, T); plus the convolution's
- * (hy_fftconv_train_bytes). */
+/* Training memory: forward keeps kern (d, T), zp, z (rows, 3d), p, hc, y (rows, d), the short
+ * filter's xpad (B, T+2, 3d) and wT (3, 3d); backward adds dy, dp, dhc (rows, d), dz, dzp (rows,
+ * 3d) and dkern (d, T); plus the convolution's (hy_fftconv_train_bytes). */
 static hy_train_bytes hyena_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
     (void)first;
     hy_train_bytes c = hy_fftconv_train_bytes(d, hy_opt_int(o, OPT_D_STATE) / 2, T, threads);
-    c.kept += (2.0 * d * T + 18.0 * B * T * d) * sizeof(float);
+    c.kept += (2.0 * d * T + 18.0 * B * T * d + 3.0 * d * B * (T + KS - 1) + 3.0 * KS * d) * sizeof(float);
     return c;
 }
 
@@ -381,7 +329,8 @@ static void hyena_destroy(hy_layer *L) {
     hyena_priv *P = L->priv;
     if (!P) return;
     hy_fftconv_free(&P->fc);
-    hy_buf *bufs[] = {&P->kern, &P->zp, &P->z, &P->p, &P->hc, &P->y, &P->dy, &P->dz, &P->dzp, &P->dp, &P->dhc, &P->dkern};
+    hy_buf *bufs[] = {&P->kern, &P->zp, &P->z, &P->p, &P->hc, &P->y, &P->xpad, &P->wT,
+                      &P->dy, &P->dz, &P->dzp, &P->dp, &P->dhc, &P->dkern};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) hy_buf_free(bufs[i]);
     hy_modal_cache_free(&P->mc);
     hy_free(P);
