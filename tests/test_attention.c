@@ -374,10 +374,10 @@ static kernel_case kernel_case_new(int B, int H, int Hkv, int hd, int Tq, int Tk
     tu_fill_normal(c.q, qn, 1.5f, seed), tu_fill_normal(c.v, vn, 1, seed + 1);
     tu_fill_normal(c.kt, (size_t)B * Hkv * khs, 1, seed + 2);
     c.a = (hy_flash_args){B, H, Hkv, hd, Tq, Tk, 1.0f / sqrtf((float)hd),
-                          .q = {c.q, (size_t)Tq * H * hd, hd, H * hd},
+                          .q = {c.q, (size_t)Tq * H * hd, hd, H * hd, 0},
                           .kt = {c.kt, Hkv * khs, khs, blocked ? HY_FLASH_BC : Tk, blocked ? kblk : 0},
-                          .v = {c.v, (size_t)cap * Hkv * hd, hd, Hkv * hd},
-                          .o = {c.o, (size_t)Tq * H * hd, hd, H * hd}, .lse = c.lse};
+                          .v = {c.v, (size_t)cap * Hkv * hd, hd, Hkv * hd, 0},
+                          .o = {c.o, (size_t)Tq * H * hd, hd, H * hd, 0}, .lse = c.lse};
     return c;
 }
 
