@@ -17,14 +17,14 @@ endif
 BUILD    ?= build
 PREFIX   ?= /usr/local
 PKGS     := libopenblas-openmp-dev libdnnl-dev libyaml-dev check libfftw3-dev gnuplot-nox pkg-config libpython3-stdlib \
-            libopenmpi-dev openmpi-bin libsentencepiece-dev g++ nettle-dev
+            libopenmpi-dev openmpi-bin libsentencepiece-dev g++ nettle-dev libjansson-dev
 OPT      ?= -O3
 CFLAGS   := -std=c17 -D_GNU_SOURCE $(OPT) -march=native -fopenmp $(CC_FLAGS) -Wall -Wextra -Werror -MMD -MP \
             -I. -Iinclude -I/usr/include/x86_64-linux-gnu/openblas-openmp $(EXTRA_CFLAGS)
 # The SentencePiece shim (experiments/tokenizer_sp.cc) is the only C++: it is built with CXXFLAGS.
 CXXFLAGS := -std=c++17 -D_GNU_SOURCE $(OPT) -march=native $(CC_FLAGS) -Wall -Wextra -Werror -MMD -MP -I. -Iinclude \
             $(EXTRA_CFLAGS)
-LDLIBS   := -lopenblas -ldnnl -lyaml -lfftw3f -lsentencepiece -lsentencepiece_train -lnettle -lstdc++ -lm
+LDLIBS   := -lopenblas -ldnnl -lyaml -ljansson -lfftw3f -lsentencepiece -lsentencepiece_train -lnettle -lstdc++ -lm
 # Open MPI (core/dist.c alone includes mpi.h; every program links it). Expanded when a recipe runs,
 # i.e. after `deps` has installed it.
 MPI_CFLAGS = $(shell pkg-config --cflags ompi-c)

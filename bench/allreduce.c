@@ -1,6 +1,7 @@
 /* `hybrid-exp bench allreduce`: the time of a float-sum allreduce against message size on the
  * ranks of the current launch (mpirun -np N), the figure behind gradient averaging. */
 #include "bench/bench.h"
+#include "core/args.h"
 #include "core/dist.h"
 #include "core/error.h"
 #include "core/fileio.h"
@@ -24,15 +25,6 @@ static const char *ALLREDUCE_HELP =
     "(algbw = bytes / seconds; busbw = algbw x 2(N-1)/N, what a ring moves per rank).\n"
     "A benchmark, not a test: nothing here fails on a time.\n";
 
-/* Strictly parsed positive number of an option, or false. */
-static bool positive(const char *s, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v > 0) || !isfinite(v)) return false;
-    *out = v;
-    return true;
-}
 
 /* Seconds per allreduce of n floats: the slowest rank's mean over `calls` calls, best of `repeats`. */
 static double time_allreduce(hy_dist *d, float *buf, size_t n, int calls, int repeats) {
@@ -49,19 +41,29 @@ static double time_allreduce(hy_dist *d, float *buf, size_t n, int calls, int re
 }
 
 int hy_bench_allreduce_main(int argc, char **argv) {
-    const char *out = "results/bench";
-    double max_mb = 64, repeats = 5;
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(ALLREDUCE_HELP, stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
-        else if (!strcmp(argv[i], "--max-mb") && i + 1 < argc && positive(argv[i + 1], &max_mb)) i++;
-        else if (!strcmp(argv[i], "--repeats") && i + 1 < argc && positive(argv[i + 1], &repeats) && repeats == floor(repeats))
-            i++;
-        else {
-            fprintf(stderr, "hybrid-exp bench allreduce: unknown, incomplete or bad argument '%s'\n\n%s", argv[i],
-                    ALLREDUCE_HELP);
+    enum { AR_OUT = 256, AR_MAX_MB, AR_REPEATS };
+    static const struct option opts[] = {{"out", required_argument, NULL, AR_OUT},
+                                         {"max-mb", required_argument, NULL, AR_MAX_MB},
+                                         {"repeats", required_argument, NULL, AR_REPEATS},
+                                         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    const char *out = "results/bench", *v;
+    double max_mb = 64;
+    long repeats = 5;
+    hy_args w;
+    hy_args_init(&w, argc, argv, "h", opts);
+    for (int c; (c = hy_args_next(&w, &v)) != HY_ARG_END;) {
+        int rc = 0;
+        switch (c) {
+        case 'h': fputs(ALLREDUCE_HELP, stdout); return 0;
+        case AR_OUT: out = v; break;
+        case AR_MAX_MB: rc = hy_arg_double("--max-mb", v, 0, 1 << 20, HY_ARG_OPEN_LO, &max_mb); break;
+        case AR_REPEATS: rc = hy_arg_long("--repeats", v, 1, 1 << 20, &repeats); break;
+        case HY_ARG_POSITIONAL: rc = hy_fail_code(HY_ERR_CONFIG, "unexpected argument '%s'", v); break;
+        default: rc = HY_ERR_CONFIG;
+        }
+        if (rc < 0) {
+            fprintf(stderr, "hybrid-exp bench allreduce: %s\n%s%s", hy_last_error(), c < 256 ? "\n" : "",
+                    c < 256 ? ALLREDUCE_HELP : "");
             return 2;
         }
     }

@@ -3,6 +3,7 @@
  * layers.csv (docs/spec.md §5) with each row's throughput as a ratio to the best f32 GEMM of the
  * same run (the faster of OpenBLAS and oneDNN on a 2048³ product). */
 #include "bench/bench.h"
+#include "core/args.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/gemm.h"
@@ -297,26 +298,49 @@ static const char *BENCH_HELP =
     "`hybrid-exp bench decode --help`: decode latency and state size against context (decode.csv).\n"
     "`hybrid-exp bench allreduce --help`: allreduce time against message size under mpirun (allreduce.csv).\n";
 
+/* Prints a usage error of `bench` (the recorded message, then help if given) and returns 2. */
+static int bench_usage(const char *help) {
+    fprintf(stderr, "hybrid-exp bench: %s\n%s%s", hy_last_error(), help ? "\n" : "", help ? help : "");
+    return 2;
+}
+
 int hy_bench_main(int argc, char **argv) {
     hy_bench_options a = {.out_dir = "results/bench", .d_model = 256, .min_T = 64, .max_T = 16384};
-    if (argc > 0 && !strcmp(argv[0], "decode")) return hy_bench_decode_main(argc - 1, argv + 1);
-    if (argc > 0 && !strcmp(argv[0], "allreduce")) return hy_bench_allreduce_main(argc - 1, argv + 1);
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(BENCH_HELP, stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--out") && i + 1 < argc) a.out_dir = argv[++i];
-        else if (!strcmp(argv[i], "--quick")) a.quick = true, a.max_T = 1024;
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) a.threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--blocks") && i + 1 < argc) a.blocks = argv[++i];
-        else if (!strcmp(argv[i], "--d-model") && i + 1 < argc) a.d_model = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--max-T") && i + 1 < argc) a.max_T = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--min-T") && i + 1 < argc) a.min_T = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--gemm")) a.gemm_table = true;
-        else {
-            fprintf(stderr, "hybrid-exp bench: unknown or incomplete argument '%s'\n\n%s", argv[i], BENCH_HELP);
-            return 2;
+    if (argc > 1 && !strcmp(argv[1], "decode")) return hy_bench_decode_main(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "allreduce")) return hy_bench_allreduce_main(argc - 1, argv + 1);
+    enum { B_OUT = 256, B_QUICK, B_THREADS, B_BLOCKS, B_D_MODEL, B_MAX_T, B_MIN_T, B_GEMM };
+    static const struct option opts[] = {
+        {"out", required_argument, NULL, B_OUT},         {"quick", no_argument, NULL, B_QUICK},
+        {"threads", required_argument, NULL, B_THREADS}, {"blocks", required_argument, NULL, B_BLOCKS},
+        {"d-model", required_argument, NULL, B_D_MODEL}, {"max-T", required_argument, NULL, B_MAX_T},
+        {"min-T", required_argument, NULL, B_MIN_T},     {"gemm", no_argument, NULL, B_GEMM},
+        {"help", no_argument, NULL, 'h'},                {NULL, 0, NULL, 0}};
+    hy_args w;
+    hy_args_init(&w, argc, argv, "h", opts);
+    const char *v;
+    bool max_set = false;
+    for (int c; (c = hy_args_next(&w, &v)) != HY_ARG_END;) {
+        long x = 0;
+        int rc = 0;
+        switch (c) {
+        case 'h': fputs(BENCH_HELP, stdout); return 0;
+        case B_OUT: a.out_dir = v; break;
+        case B_QUICK: a.quick = true; break;
+        case B_GEMM: a.gemm_table = true; break;
+        case B_BLOCKS: a.blocks = v; break;
+        case B_THREADS: rc = hy_arg_long("--threads", v, 0, 4096, &x), a.threads = (int)x; break;
+        case B_D_MODEL: rc = hy_arg_long("--d-model", v, 1, 65536, &x), a.d_model = (int)x; break;
+        case B_MIN_T: rc = hy_arg_long("--min-T", v, 1, 1 << 24, &x), a.min_T = (int)x; break;
+        case B_MAX_T: rc = hy_arg_long("--max-T", v, 1, 1 << 24, &x), a.max_T = (int)x, max_set = true; break;
+        case HY_ARG_POSITIONAL: hy_fail_code(HY_ERR_CONFIG, "unexpected argument '%s'", v); return bench_usage(BENCH_HELP);
+        default: return bench_usage(BENCH_HELP);
         }
+        if (rc < 0) return bench_usage(NULL);
+    }
+    if (a.quick && !max_set) a.max_T = 1024;
+    if (a.min_T > a.max_T) {
+        hy_fail_code(HY_ERR_CONFIG, "--min-T %d is above --max-T %d", a.min_T, a.max_T);
+        return bench_usage(NULL);
     }
     return hy_bench_run(&a);
 }

@@ -10,6 +10,7 @@
  * state_bytes, state_read_ratio), decode.md and a log-log plot (decode.png, decode.svg, via gnuplot)
  * into the output folder. A benchmark: nothing fails on a time. */
 #include "bench/bench.h"
+#include "core/args.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/mem.h"
@@ -151,7 +152,7 @@ static int bench_variant(const decode_args *a, const char *variant, hy_model *m,
     double ms0 = 0, ms1 = 0, ratio1 = 0;
     for (long ctx = a->min_ctx; rc == 0 && ctx <= a->max_ctx; ctx *= 2) {
         if (a->budget_s > 0 && hy_now() - start > a->budget_s) {
-            printf("%-28s stopped before context %ld: --budget %.0f s spent\n", variant, ctx, a->budget_s);
+            printf("%-28s stopped before context %ld: --budget %g s spent\n", variant, ctx, a->budget_s);
             break;
         }
         hy_model_state *run = st;
@@ -279,49 +280,73 @@ static const char *DECODE_HELP =
     "registry's state ops: the same step cost, no quadratic prefill (blocks without state ops: prefill).\n"
     "A benchmark, not a test: nothing here fails on a time.\n";
 
+/* Prints a usage error of `bench decode` (the recorded message, then help if given) and returns 2. */
+static int decode_usage(const char *help) {
+    fprintf(stderr, "hybrid-exp bench decode: %s\n%s%s", hy_last_error(), help ? "\n" : "", help ? help : "");
+    return 2;
+}
+
+enum { D_OUT = 256, D_BLOCKS, D_CONFIG, D_CHECKPOINT, D_MIN_CONTEXT, D_MAX_CONTEXT, D_STEPS, D_D_MODEL, D_N_LAYERS,
+       D_THREADS, D_BUDGET, D_FILL, D_QUICK, D_NO_PLOT };
+static const struct option DECODE_OPTS[] = {
+    {"out", required_argument, NULL, D_OUT},                 {"blocks", required_argument, NULL, D_BLOCKS},
+    {"config", required_argument, NULL, D_CONFIG},           {"checkpoint", required_argument, NULL, D_CHECKPOINT},
+    {"min-context", required_argument, NULL, D_MIN_CONTEXT}, {"max-context", required_argument, NULL, D_MAX_CONTEXT},
+    {"steps", required_argument, NULL, D_STEPS},             {"d-model", required_argument, NULL, D_D_MODEL},
+    {"n-layers", required_argument, NULL, D_N_LAYERS},       {"threads", required_argument, NULL, D_THREADS},
+    {"budget", required_argument, NULL, D_BUDGET},           {"fill", required_argument, NULL, D_FILL},
+    {"quick", no_argument, NULL, D_QUICK},                   {"no-plot", no_argument, NULL, D_NO_PLOT},
+    {"help", no_argument, NULL, 'h'},                        {NULL, 0, NULL, 0}};
+
+/* Parses the argv of `bench decode` (argv[0]: "decode") into a. Returns 0 to go on, 1 after
+ * --help (printed), 2 after a usage error (printed). */
 static int parse_args(int argc, char **argv, decode_args *a) {
     int d_set = 0, max_set = 0, steps_set = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
-            fputs(DECODE_HELP, stdout);
-            return 1;
-        } else if (!strcmp(o, "--quick")) a->quick = 1;
-        else if (!strcmp(o, "--no-plot")) a->plot = 0;
-        else if (!strcmp(o, "--fill") && v && (!strcmp(v, "prefill") || !strcmp(v, "tile"))) a->tile = !strcmp(argv[++i], "tile");
-        else if (!v) {
-            fprintf(stderr, "hybrid-exp bench decode: missing value after %s\n\n%s", o, DECODE_HELP);
-            return 2;
-        } else {
-            char *end;
-            long x = strtol(v, &end, 10);
-            int num = *v && !*end && x > 0;
-            if (!strcmp(o, "--out")) a->out_dir = v;
-            else if (!strcmp(o, "--blocks")) a->blocks = v;
-            else if (!strcmp(o, "--config") && a->n_configs < 32) a->configs[a->n_configs++] = v;
-            else if (!strcmp(o, "--checkpoint") && a->n_checkpoints < 32) a->checkpoints[a->n_checkpoints++] = v;
-            else if (num && !strcmp(o, "--min-context")) a->min_ctx = x;
-            else if (num && !strcmp(o, "--max-context")) a->max_ctx = x, max_set = 1;
-            else if (num && !strcmp(o, "--steps")) a->steps = (int)x, steps_set = 1;
-            else if (num && !strcmp(o, "--d-model")) a->d_model = (int)x, d_set = 1;
-            else if (num && !strcmp(o, "--n-layers")) a->n_layers = (int)x;
-            else if (num && !strcmp(o, "--threads")) a->threads = (int)x;
-            else if (num && !strcmp(o, "--budget")) a->budget_s = (double)x;
-            else {
-                fprintf(stderr, "hybrid-exp bench decode: unknown argument or bad value '%s %s'\n\n%s", o, v, DECODE_HELP);
-                return 2;
-            }
-            i++;
+    hy_args w;
+    hy_args_init(&w, argc, argv, "h", DECODE_OPTS);
+    const char *v;
+    for (int c; (c = hy_args_next(&w, &v)) != HY_ARG_END;) {
+        long x = 0;
+        int rc = 0;
+        switch (c) {
+        case 'h': fputs(DECODE_HELP, stdout); return 1;
+        case D_QUICK: a->quick = 1; break;
+        case D_NO_PLOT: a->plot = 0; break;
+        case D_OUT: a->out_dir = v; break;
+        case D_BLOCKS: a->blocks = v; break;
+        case D_FILL:
+            if (strcmp(v, "prefill") && strcmp(v, "tile"))
+                rc = hy_fail_code(HY_ERR_CONFIG, "--fill: expected prefill or tile, got '%s'", v);
+            a->tile = !strcmp(v, "tile");
+            break;
+        case D_CONFIG:
+        case D_CHECKPOINT: {
+            bool cfg = c == D_CONFIG;
+            int *n = cfg ? &a->n_configs : &a->n_checkpoints;
+            if (*n == 32) rc = hy_fail_code(HY_ERR_CONFIG, "%s: at most 32", cfg ? "--config" : "--checkpoint");
+            else (cfg ? a->configs : a->checkpoints)[(*n)++] = v;
+            break;
         }
+        case D_MIN_CONTEXT: rc = hy_arg_long("--min-context", v, 1, 1L << 30, &a->min_ctx); break;
+        case D_MAX_CONTEXT: rc = hy_arg_long("--max-context", v, 1, 1L << 30, &a->max_ctx), max_set = 1; break;
+        case D_STEPS: rc = hy_arg_long("--steps", v, 1, INT_MAX, &x), a->steps = (int)x, steps_set = 1; break;
+        case D_D_MODEL: rc = hy_arg_long("--d-model", v, 1, 65536, &x), a->d_model = (int)x, d_set = 1; break;
+        case D_N_LAYERS: rc = hy_arg_long("--n-layers", v, 1, 1024, &x), a->n_layers = (int)x; break;
+        case D_THREADS: rc = hy_arg_long("--threads", v, 0, 4096, &x), a->threads = (int)x; break;
+        case D_BUDGET: rc = hy_arg_double("--budget", v, 0, INFINITY, HY_ARG_OPEN_LO, &a->budget_s); break;
+        case HY_ARG_POSITIONAL: hy_fail_code(HY_ERR_CONFIG, "unexpected argument '%s'", v); return decode_usage(DECODE_HELP);
+        default: return decode_usage(DECODE_HELP);
+        }
+        if (rc < 0) return decode_usage(NULL);
     }
     if (a->quick) {
         if (!max_set) a->max_ctx = 2048;
         if (!d_set) a->d_model = 64;
         if (!steps_set) a->steps = 4;
     }
-    if (a->max_ctx > (1L << 30) || a->min_ctx > a->max_ctx || a->n_layers > 1024) {
-        fprintf(stderr, "hybrid-exp bench decode: need min-context <= max-context <= 2^30 and n-layers <= 1024\n");
-        return 2;
+    if (a->min_ctx > a->max_ctx) {
+        hy_fail_code(HY_ERR_CONFIG, "--min-context %ld is above --max-context %ld", a->min_ctx, a->max_ctx);
+        return decode_usage(NULL);
     }
     return 0;
 }

@@ -1,19 +1,20 @@
-/* What the command files of hybrid-exp share: argument helpers and the error print of main.c, and
- * the commands kept in their own files (data_cmds.c: tokenizer, tokenize, eval; the text codec
+/* What the command files of hybrid-exp share: the error and usage prints of main.c (options are
+ * parsed with core/args.h), and the commands kept in their own files (data_cmds.c: tokenizer, tokenize, eval; the text codec
  * that generate and eval use). */
 #ifndef HY_CLI_CLI_H
 #define HY_CLI_CLI_H
+#include "core/args.h"
 #include "experiments/tokenizer.h"
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
-int is_help(const char *a);
 /* Prints "hybrid-exp: WHAT: <last error>" and returns code. */
 int fail(int code, const char *what);
-/* Strict number parsing; false on junk or out of range. */
-bool parse_long(const char *s, long lo, long hi, long *out);
+/* A usage error: prints "hybrid-exp CMD: <last error>" (cmd NULL: "hybrid-exp: ..."), then the
+ * help text if one is given, to stderr, and returns 2. */
+int cli_usage(const char *cmd, const char *help);
 
 int cmd_tokenizer(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);

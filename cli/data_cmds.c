@@ -107,50 +107,55 @@ static const char *TOKENIZER_HELP =
     "  --max-sentences N  sample at most N lines (default 0 = every line)\n"
     "  --threads N        threads (default 0 = all cores)\n";
 
+enum { TOK_DATA = 256, TOK_OUT, TOK_TYPE, TOK_VOCAB, TOK_MAX_SENTENCES, TOK_THREADS, TOK_VAL_FRACTION };
+static const struct option TOKENIZER_OPTS[] = {
+    {"data", required_argument, NULL, TOK_DATA},   {"out", required_argument, NULL, TOK_OUT},
+    {"type", required_argument, NULL, TOK_TYPE},   {"vocab", required_argument, NULL, TOK_VOCAB},
+    {"max-sentences", required_argument, NULL, TOK_MAX_SENTENCES},
+    {"threads", required_argument, NULL, TOK_THREADS},
+    {"val-fraction", required_argument, NULL, TOK_VAL_FRACTION},
+    {"help", no_argument, NULL, 'h'},              {NULL, 0, NULL, 0}};
+
+/* `hybrid-exp tokenizer train` (argv[0]: "tokenizer", argv[1]: "train"). */
 int cmd_tokenizer(int argc, char **argv) {
-    if (argc < 1 || is_help(argv[0])) {
-        fputs(TOKENIZER_HELP, argc < 1 ? stderr : stdout);
-        return argc < 1 ? 2 : 0;
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        fputs(TOKENIZER_HELP, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
     }
-    if (strcmp(argv[0], "train") != 0) {
-        fprintf(stderr, "hybrid-exp tokenizer: unknown subcommand '%s' (train)\n\n%s", argv[0], TOKENIZER_HELP);
-        return 2;
+    if (strcmp(argv[1], "train") != 0) {
+        hy_fail_code(HY_ERR_CONFIG, "unknown subcommand '%s' (train)", argv[1]);
+        return cli_usage("tokenizer", TOKENIZER_HELP);
     }
-    const char *data = NULL, *out = NULL, *type = "bpe";
+    const char *data = NULL, *out = NULL, *type = "bpe", *v;
     long vocab = 0, max_sentences = 0, threads = 0;
     double vf = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        bool ok = true;
-        if (is_help(a)) {
-            fputs(TOKENIZER_HELP, stdout);
-            return 0;
-        } else if (!v) {
-            fprintf(stderr, "hybrid-exp tokenizer train: missing value after %s\n\n%s", a, TOKENIZER_HELP);
-            return 2;
-        } else if (!strcmp(a, "--data")) data = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--type")) ok = !strcmp(v, "bpe") || !strcmp(v, "unigram"), type = v;
-        else if (!strcmp(a, "--vocab")) ok = parse_long(v, 260, 1 << 20, &vocab);
-        else if (!strcmp(a, "--max-sentences")) ok = parse_long(v, 0, LONG_MAX, &max_sentences);
-        else if (!strcmp(a, "--threads")) ok = parse_long(v, 0, 4096, &threads);
-        else if (!strcmp(a, "--val-fraction")) {
-            char *end;
-            vf = strtod(v, &end);
-            ok = end != v && !*end && vf >= 0 && vf < 1;
-        } else {
-            fprintf(stderr, "hybrid-exp tokenizer train: unknown argument '%s'\n\n%s", a, TOKENIZER_HELP);
-            return 2;
+    hy_args w;
+    hy_args_init(&w, argc - 1, argv + 1, "h", TOKENIZER_OPTS);
+    for (int c; (c = hy_args_next(&w, &v)) != HY_ARG_END;) {
+        int rc = 0;
+        switch (c) {
+        case 'h': fputs(TOKENIZER_HELP, stdout); return 0;
+        case TOK_DATA: data = v; break;
+        case TOK_OUT: out = v; break;
+        case TOK_TYPE:
+            if (strcmp(v, "bpe") && strcmp(v, "unigram"))
+                rc = hy_fail_code(HY_ERR_CONFIG, "--type: expected bpe or unigram, got '%s'", v);
+            type = v;
+            break;
+        case TOK_VOCAB: rc = hy_arg_long("--vocab", v, 260, 1 << 20, &vocab); break;
+        case TOK_MAX_SENTENCES: rc = hy_arg_long("--max-sentences", v, 0, LONG_MAX, &max_sentences); break;
+        case TOK_THREADS: rc = hy_arg_long("--threads", v, 0, 4096, &threads); break;
+        case TOK_VAL_FRACTION: rc = hy_arg_double("--val-fraction", v, 0, 1, HY_ARG_OPEN_HI, &vf); break;
+        case HY_ARG_POSITIONAL:
+            hy_fail_code(HY_ERR_CONFIG, "unexpected argument '%s'", v);
+            return cli_usage("tokenizer train", TOKENIZER_HELP);
+        default: return cli_usage("tokenizer train", TOKENIZER_HELP);
         }
-        if (!ok) {
-            fprintf(stderr, "hybrid-exp tokenizer train: bad value '%s' for %s\n", v, a);
-            return 2;
-        }
-        i++;
+        if (rc < 0) return cli_usage("tokenizer train", NULL);
     }
     if (!data || !out || !vocab) {
-        fprintf(stderr, "hybrid-exp tokenizer train: --data, --vocab and --out are required\n\n%s", TOKENIZER_HELP);
-        return 2;
+        hy_fail_code(HY_ERR_CONFIG, "--data, --vocab and --out are required");
+        return cli_usage("tokenizer train", TOKENIZER_HELP);
     }
     hy_set_threads((int)threads);
     hy_corpus c;
@@ -182,22 +187,31 @@ static const char *TOKENIZE_HELP =
     "65536: magic 20240801, version 7, uint32 tokens). Train on it with data.train / data.corpus.\n";
 
 int cmd_tokenize(int argc, char **argv) {
-    const char *tok = NULL, *in = NULL, *out = NULL;
-    for (int i = 0; i < argc; i++) {
-        if (is_help(argv[i])) {
-            fputs(TOKENIZE_HELP, stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tok = argv[++i];
-        else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
-        else if (argv[i][0] != '-' && !in) in = argv[i];
-        else {
-            fprintf(stderr, "hybrid-exp tokenize: unknown or incomplete argument '%s'\n\n%s", argv[i], TOKENIZE_HELP);
-            return 2;
+    enum { TZ_TOKENIZER = 256, TZ_OUT };
+    static const struct option opts[] = {{"tokenizer", required_argument, NULL, TZ_TOKENIZER},
+                                         {"out", required_argument, NULL, TZ_OUT},
+                                         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    const char *tok = NULL, *in = NULL, *out = NULL, *v;
+    hy_args w;
+    hy_args_init(&w, argc, argv, "h", opts);
+    for (int c; (c = hy_args_next(&w, &v)) != HY_ARG_END;) {
+        switch (c) {
+        case 'h': fputs(TOKENIZE_HELP, stdout); return 0;
+        case TZ_TOKENIZER: tok = v; break;
+        case TZ_OUT: out = v; break;
+        case HY_ARG_POSITIONAL:
+            if (!in) {
+                in = v;
+                break;
+            }
+            hy_fail_code(HY_ERR_CONFIG, "unexpected argument '%s' (one IN)", v);
+            return cli_usage("tokenize", TOKENIZE_HELP);
+        default: return cli_usage("tokenize", TOKENIZE_HELP);
         }
     }
     if (!tok || !in || !out) {
-        fprintf(stderr, "hybrid-exp tokenize: --tokenizer, IN and --out are required\n\n%s", TOKENIZE_HELP);
-        return 2;
+        hy_fail_code(HY_ERR_CONFIG, "--tokenizer, IN and --out are required");
+        return cli_usage("tokenize", TOKENIZE_HELP);
     }
     hy_corpus c;
     hy_data_spec s = {.corpus = in, .val_fraction = 0, .format = HY_DATA_BYTES};
@@ -242,49 +256,57 @@ typedef struct {
     long threads;
 } eval_args;
 
+enum { EV_CHECKPOINT = 256, EV_DATA, EV_TOKENIZER, EV_OUT, EV_THREADS, EV_SEQ_LEN, EV_FORMAT, EV_STREAMING, EV_QUIET };
+static const struct option EVAL_OPTS[] = {
+    {"checkpoint", required_argument, NULL, EV_CHECKPOINT}, {"data", required_argument, NULL, EV_DATA},
+    {"tokenizer", required_argument, NULL, EV_TOKENIZER},   {"out", required_argument, NULL, EV_OUT},
+    {"threads", required_argument, NULL, EV_THREADS},       {"seq-len", required_argument, NULL, EV_SEQ_LEN},
+    {"format", required_argument, NULL, EV_FORMAT},         {"streaming", no_argument, NULL, EV_STREAMING},
+    {"quiet", no_argument, NULL, EV_QUIET},                 {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0}};
+
+/* --format's word as a data format, or a recorded error. */
+static int eval_format(const char *v, hy_data_format *f) {
+    char words[128] = "";
+    for (int k = 0; hy_data_format_words[k]; k++) {
+        if (!strcmp(v, hy_data_format_words[k])) return *f = (hy_data_format)k, 0;
+        snprintf(words + strlen(words), sizeof words - strlen(words), "%s%s", k ? ", " : "", hy_data_format_words[k]);
+    }
+    return hy_fail_code(HY_ERR_CONFIG, "--format: expected one of %s, got '%s'", words, v);
+}
+
 /* Parses eval's argv. Returns -1 to go on, or the exit code (0 after --help, 2 after a usage error). */
 static int eval_parse(int argc, char **argv, eval_args *e) {
     memset(e, 0, sizeof *e);
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long x;
-        bool ok = true;
-        if (is_help(a)) {
-            fputs(EVAL_HELP, stdout);
-            return 0;
-        } else if (!strcmp(a, "--streaming")) {
-            e->streaming = true;
-            continue;
-        } else if (!strcmp(a, "--quiet")) {
-            e->quiet = true;
-            continue;
-        } else if (!v) {
-            fprintf(stderr, "hybrid-exp eval: missing value after %s\n\n%s", a, EVAL_HELP);
-            return 2;
-        } else if (!strcmp(a, "--checkpoint")) e->ckpt = v;
-        else if (!strcmp(a, "--data")) e->data = v;
-        else if (!strcmp(a, "--tokenizer")) e->tokenizer = v;
-        else if (!strcmp(a, "--out")) e->out = v;
-        else if (!strcmp(a, "--threads")) ok = parse_long(v, 0, 4096, &e->threads);
-        else if (!strcmp(a, "--seq-len")) {
-            if ((ok = parse_long(v, 1, 1 << 24, &x) && e->n_T < EVAL_MAX_T)) e->T[e->n_T++] = (int)x;
-        } else if (!strcmp(a, "--format")) {
-            ok = false;
-            for (int k = 0; hy_data_format_words[k]; k++)
-                if (!strcmp(v, hy_data_format_words[k])) e->format = (hy_data_format)k, ok = true;
-        } else {
-            fprintf(stderr, "hybrid-exp eval: unknown argument '%s'\n\n%s", a, EVAL_HELP);
-            return 2;
+    hy_args w;
+    hy_args_init(&w, argc, argv, "h", EVAL_OPTS);
+    const char *v;
+    for (int c; (c = hy_args_next(&w, &v)) != HY_ARG_END;) {
+        long T;
+        int rc = 0;
+        switch (c) {
+        case 'h': fputs(EVAL_HELP, stdout); return 0;
+        case EV_STREAMING: e->streaming = true; break;
+        case EV_QUIET: e->quiet = true; break;
+        case EV_CHECKPOINT: e->ckpt = v; break;
+        case EV_DATA: e->data = v; break;
+        case EV_TOKENIZER: e->tokenizer = v; break;
+        case EV_OUT: e->out = v; break;
+        case EV_THREADS: rc = hy_arg_long("--threads", v, 0, 4096, &e->threads); break;
+        case EV_FORMAT: rc = eval_format(v, &e->format); break;
+        case EV_SEQ_LEN:
+            if ((rc = hy_arg_long("--seq-len", v, 1, 1 << 24, &T)) == 0 && e->n_T == EVAL_MAX_T)
+                rc = hy_fail_code(HY_ERR_CONFIG, "--seq-len: at most %d lengths", EVAL_MAX_T);
+            if (rc == 0) e->T[e->n_T++] = (int)T;
+            break;
+        case HY_ARG_POSITIONAL: hy_fail_code(HY_ERR_CONFIG, "unexpected argument '%s'", v); return cli_usage("eval", EVAL_HELP);
+        default: return cli_usage("eval", EVAL_HELP);
         }
-        if (!ok) {
-            fprintf(stderr, "hybrid-exp eval: bad value '%s' for %s\n", v, a);
-            return 2;
-        }
-        i++;
+        if (rc < 0) return cli_usage("eval", NULL);
     }
     if (!e->ckpt || !e->data) {
-        fprintf(stderr, "hybrid-exp eval: --checkpoint and --data are required\n\n%s", EVAL_HELP);
-        return 2;
+        hy_fail_code(HY_ERR_CONFIG, "--checkpoint and --data are required");
+        return cli_usage("eval", EVAL_HELP);
     }
     return -1;
 }

@@ -2,6 +2,7 @@
  * failures to exit codes: 0 ok, 1 runtime error, 2 bad config or usage, 130 interrupted. */
 #include "bench/bench.h"
 #include "cli/cli.h"
+#include "core/args.h"
 #include "core/dist.h"
 #include "core/error.h"
 #include "core/fileio.h"
@@ -87,77 +88,95 @@ static const char *DUMP_HELP =
     "IN holds `tokens` (I32, shape (B, T+1)). OUT gets logits (B, T, V), loss, ce_loss, aux_loss and\n"
     "grad.<name> for every parameter: the exact gradient of loss on that batch (SPEC section 4).\n";
 
-int is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
+/* Whether a top-level argument asks for the usage. */
+static int is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
 
 int fail(int code, const char *what) {
     fprintf(stderr, "hybrid-exp: %s%s%s%s\n", rank_tag, what ? what : "", what ? ": " : "", hy_last_error());
     return code;
 }
 
-/* Strict number parsing for the commands' options; false on junk or out of range. */
-bool parse_long(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-static bool parse_float(const char *s, float *out) {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || end == s || *end || !isfinite(v)) return false;
-    *out = v;
-    return true;
+int cli_usage(const char *cmd, const char *help) {
+    fprintf(stderr, "hybrid-exp%s%s: %s%s\n%s%s", cmd ? " " : "", cmd ? cmd : "", rank_tag, hy_last_error(), help ? "\n" : "",
+            help ? help : "");
+    return 2;
 }
 
-/* Collects --set / --out / flags shared by train and init. */
+/* The options of a run (train, an experiment) and of init, as parsed from argv. */
+#define RUN_MAX_SETS 255   /* one more slot is --out's */
 typedef struct {
     const char *config, *out;
-    const char *sets[256];
+    const char *sets[RUN_MAX_SETS + 1];
     int n_sets;
     int resume, quiet, check, force;
     long stop_after;
     long ranks_per_run;          /* 0 = not given */
 } run_args;
 
-static int parse_run_args(int argc, char **argv, run_args *a, const char *help) {
+enum { OPT_SET = 256, OPT_OUT, OPT_RESUME, OPT_QUIET, OPT_CHECK, OPT_FORCE, OPT_STOP_AFTER, OPT_RANKS_PER_RUN };
+static const struct option RUN_OPTS[] = {
+    {"set", required_argument, NULL, OPT_SET},       {"out", required_argument, NULL, OPT_OUT},
+    {"resume", no_argument, NULL, OPT_RESUME},       {"quiet", no_argument, NULL, OPT_QUIET},
+    {"check", no_argument, NULL, OPT_CHECK},         {"force", no_argument, NULL, OPT_FORCE},
+    {"stop-after", required_argument, NULL, OPT_STOP_AFTER},
+    {"ranks-per-run", required_argument, NULL, OPT_RANKS_PER_RUN},
+    {"help", no_argument, NULL, 'h'},                {NULL, 0, NULL, 0}};
+
+/* Parses the argv of a run or of init (argv[0]: the command) into a; cmd names the command in
+ * messages (NULL: training). Returns -1 to go on, or the exit code: 0 after --help (printed),
+ * 2 after a usage error (printed, with help). */
+static int parse_run_args(int argc, char **argv, run_args *a, const char *cmd, const char *help) {
     memset(a, 0, sizeof *a);
-    for (int i = 0; i < argc; i++) {
-        if (is_help(argv[i])) {
-            fputs(help, stdout);
-            exit(0);
-        } else if (!strcmp(argv[i], "--set") && i + 1 < argc && a->n_sets < 255) a->sets[a->n_sets++] = argv[++i];
-        else if (!strncmp(argv[i], "--set=", 6) && a->n_sets < 255) a->sets[a->n_sets++] = argv[i] + 6;
-        else if (!strcmp(argv[i], "--out") && i + 1 < argc) a->out = argv[++i];
-        else if (!strcmp(argv[i], "--resume")) a->resume = 1;
-        else if (!strcmp(argv[i], "--quiet")) a->quiet = 1;
-        else if (!strcmp(argv[i], "--check")) a->check = 1;
-        else if (!strcmp(argv[i], "--force")) a->force = 1;
-        else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc) {
-            if (!parse_long(argv[++i], 1, LONG_MAX, &a->stop_after)) {
-                fprintf(stderr, "hybrid-exp: --stop-after: must be a whole number of steps >= 1, got '%s'\n", argv[i]);
-                return 2;
+    hy_args w;
+    hy_args_init(&w, argc, argv, "h", RUN_OPTS);
+    const char *v;
+    for (int c; (c = hy_args_next(&w, &v)) != HY_ARG_END;) {
+        switch (c) {
+        case 'h': fputs(help, stdout); return 0;
+        case OPT_SET:
+            if (a->n_sets == RUN_MAX_SETS) {
+                hy_fail_code(HY_ERR_CONFIG, "--set: at most %d overrides", RUN_MAX_SETS);
+                return cli_usage(cmd, NULL);
             }
-        }
-        else if (!strcmp(argv[i], "--ranks-per-run") && i + 1 < argc) {
-            if (!parse_long(argv[++i], 1, INT_MAX, &a->ranks_per_run)) {
-                fprintf(stderr, "hybrid-exp: --ranks-per-run: must be a whole number of ranks >= 1, got '%s'\n", argv[i]);
-                return 2;
+            a->sets[a->n_sets++] = v;
+            break;
+        case OPT_OUT: a->out = v; break;
+        case OPT_RESUME: a->resume = 1; break;
+        case OPT_QUIET: a->quiet = 1; break;
+        case OPT_CHECK: a->check = 1; break;
+        case OPT_FORCE: a->force = 1; break;
+        case OPT_STOP_AFTER:
+            if (hy_arg_long("--stop-after", v, 1, LONG_MAX, &a->stop_after) < 0) return cli_usage(cmd, NULL);
+            break;
+        case OPT_RANKS_PER_RUN:
+            if (hy_arg_long("--ranks-per-run", v, 1, INT_MAX, &a->ranks_per_run) < 0) return cli_usage(cmd, NULL);
+            break;
+        case HY_ARG_POSITIONAL:
+            if (!a->config) {
+                a->config = v;
+                break;
             }
-        }
-        else if (argv[i][0] != '-' && !a->config) a->config = argv[i];
-        else {
-            fprintf(stderr, "hybrid-exp: unknown or incomplete argument '%s'\n\n%s", argv[i], help);
-            return 2;
+            hy_fail_code(HY_ERR_CONFIG, "unexpected argument '%s' (one CONFIG.yaml)", v);
+            return cli_usage(cmd, help);
+        default: return cli_usage(cmd, help);   /* HY_ARG_BAD */
         }
     }
     if (!a->config) {
-        fprintf(stderr, "hybrid-exp: missing CONFIG.yaml\n\n%s", help);
-        return 2;
+        hy_fail_code(HY_ERR_CONFIG, "missing CONFIG.yaml");
+        return cli_usage(cmd, help);
     }
-    return 0;
+    return -1;
+}
+
+/* The config argument of a run's argv (its first positional argument), found without reporting
+ * anything: it decides which help and which command (a run or an experiment) apply. */
+static const char *run_config_arg(int argc, char **argv) {
+    hy_args w;
+    hy_args_init(&w, argc, argv, "h", RUN_OPTS);
+    const char *v;
+    for (int c; (c = hy_args_next(&w, &v)) != HY_ARG_END;)
+        if (c == HY_ARG_POSITIONAL) return v;
+    return NULL;
 }
 
 static int load_config(run_args *a, hy_run_config *c, int out_is_dir) {
@@ -294,13 +313,37 @@ static int cmd_experiment(run_args *a) {
     return r.interrupted ? 130 : 0;
 }
 
+/* The options of commands that take only --help: `plot`, `blocks`. */
+static const struct option HELP_OPTS[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+
+/* Parses the argv of a command with --help and at most n_max positional arguments (into pos).
+ * Returns how many were given, or -1 - the exit code (0 after --help, 2 after a usage error). */
+static int parse_positional(int argc, char **argv, const char *cmd, const char *help, const char **pos, int n_max) {
+    hy_args w;
+    hy_args_init(&w, argc, argv, "h", HELP_OPTS);
+    const char *v;
+    int n = 0;
+    for (int c; (c = hy_args_next(&w, &v)) != HY_ARG_END;) {
+        if (c == 'h') return fputs(help, stdout), -1;
+        if (c == HY_ARG_POSITIONAL && n < n_max) pos[n++] = v;
+        else {
+            if (c == HY_ARG_POSITIONAL) hy_fail_code(HY_ERR_CONFIG, "unexpected argument '%s'", v);
+            return cli_usage(cmd, help), -3;
+        }
+    }
+    return n;
+}
+
 static int cmd_plot(int argc, char **argv) {
-    if (argc != 1 || is_help(argv[0]) || argv[0][0] == '-') {
-        fputs(PLOT_HELP, argc == 1 && is_help(argv[0]) ? stdout : stderr);
-        return argc == 1 && is_help(argv[0]) ? 0 : 2;
+    const char *dir = NULL;
+    int n = parse_positional(argc, argv, "plot", PLOT_HELP, &dir, 1);
+    if (n < 0) return -1 - n;
+    if (n == 0) {
+        hy_fail_code(HY_ERR_CONFIG, "missing RESULTS_DIR");
+        return cli_usage("plot", PLOT_HELP);
     }
     char summary[4096];
-    if (hy_experiment_plot(argv[0], summary, sizeof summary) < 0) return fail(1, "plot failed");
+    if (hy_experiment_plot(dir, summary, sizeof summary) < 0) return fail(1, "plot failed");
     printf("%s\n", summary);
     return 0;
 }
@@ -332,19 +375,15 @@ static int train_validate(const run_args *a, const hy_run_config *c) {
 static int cmd_train(int argc, char **argv) {
     run_args a;
     hy_run_config c;
-    for (int i = 0; i < argc; i++)   /* an experiment file has its own help */
-        if (!strcmp(argv[i], "--set") || !strcmp(argv[i], "--out") || !strcmp(argv[i], "--stop-after")) i++;
-        else if (argv[i][0] != '-') {
-            bool is_exp;
-            hy_experiment_detect(argv[i], &is_exp);
-            if (is_exp) {
-                int rc = parse_run_args(argc, argv, &a, EXPERIMENT_HELP);
-                return rc ? rc : cmd_experiment(&a);
-            }
-            break;
-        }
-    int rc = parse_run_args(argc, argv, &a, TRAIN_HELP);
-    if (rc) return rc;
+    const char *config = run_config_arg(argc, argv);   /* an experiment file has its own help */
+    bool is_exp = false;
+    if (config) hy_experiment_detect(config, &is_exp);
+    if (is_exp) {
+        int rc = parse_run_args(argc, argv, &a, NULL, EXPERIMENT_HELP);
+        return rc >= 0 ? rc : cmd_experiment(&a);
+    }
+    int rc = parse_run_args(argc, argv, &a, NULL, TRAIN_HELP);
+    if (rc >= 0) return rc;
     if (a.ranks_per_run) {
         fprintf(stderr, "hybrid-exp: --ranks-per-run is for experiments; one model trains on every rank of the launch\n");
         return 2;
@@ -388,8 +427,8 @@ static int cmd_train(int argc, char **argv) {
 static int cmd_init(int argc, char **argv) {
     run_args a;
     hy_run_config c;
-    int rc = parse_run_args(argc, argv, &a, INIT_HELP);
-    if (rc) return rc;
+    int rc = parse_run_args(argc, argv, &a, "init", INIT_HELP);
+    if (rc >= 0) return rc;
     if (!a.out) {
         fprintf(stderr, "hybrid-exp init: --out MODEL.safetensors is required\n");
         return 2;
@@ -408,17 +447,22 @@ static int cmd_init(int argc, char **argv) {
 }
 
 static int cmd_dump(int argc, char **argv) {
-    const char *ckpt = NULL, *batch = NULL, *out = NULL;
-    for (int i = 0; i < argc; i++) {
-        if (is_help(argv[i])) {
-            fputs(DUMP_HELP, stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--checkpoint") && i + 1 < argc) ckpt = argv[++i];
-        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = argv[++i];
-        else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
-        else {
-            fprintf(stderr, "hybrid-exp dump: unknown or incomplete argument '%s'\n\n%s", argv[i], DUMP_HELP);
-            return 2;
+    enum { OPT_CHECKPOINT = 256, OPT_BATCH, OPT_DUMP_OUT };
+    static const struct option opts[] = {{"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
+                                         {"batch", required_argument, NULL, OPT_BATCH},
+                                         {"out", required_argument, NULL, OPT_DUMP_OUT},
+                                         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    const char *ckpt = NULL, *batch = NULL, *out = NULL, *v;
+    hy_args w;
+    hy_args_init(&w, argc, argv, "h", opts);
+    for (int c; (c = hy_args_next(&w, &v)) != HY_ARG_END;) {
+        switch (c) {
+        case 'h': fputs(DUMP_HELP, stdout); return 0;
+        case OPT_CHECKPOINT: ckpt = v; break;
+        case OPT_BATCH: batch = v; break;
+        case OPT_DUMP_OUT: out = v; break;
+        case HY_ARG_POSITIONAL: hy_fail_code(HY_ERR_CONFIG, "unexpected argument '%s'", v); return cli_usage("dump", DUMP_HELP);
+        default: return cli_usage("dump", DUMP_HELP);
         }
     }
     if (!ckpt || !batch || !out) {
@@ -457,9 +501,10 @@ static int emit_token(int32_t tok, void *user) {
     return stop_requested != 0;
 }
 
-static int generate_usage(const char *msg, const char *arg) {
-    fprintf(stderr, "hybrid-exp generate: %s%s%s\n\n%s", msg, arg ? " " : "", arg ? arg : "", GENERATE_HELP);
-    return 2;
+/* Prints a usage error of generate (msg, with the help) and returns 2. */
+static int generate_usage(const char *msg) {
+    hy_fail_code(HY_ERR_CONFIG, "%s", msg);
+    return cli_usage("generate", GENERATE_HELP);
 }
 
 /* The options of `generate`, as parsed from argv. */
@@ -470,117 +515,157 @@ typedef struct {
     int quiet;
 } generate_args;
 
+enum { GEN_CHECKPOINT = 256, GEN_PROMPT, GEN_PROMPT_FILE, GEN_STATE_IN, GEN_STATE_OUT, GEN_TOKENIZER, GEN_TOP_K,
+       GEN_SEED, GEN_THREADS, GEN_DECODE_THREADS, GEN_TEMPERATURE, GEN_TOP_P, GEN_QUIET };
+static const struct option GENERATE_OPTS[] = {
+    {"checkpoint", required_argument, NULL, GEN_CHECKPOINT},   {"prompt", required_argument, NULL, GEN_PROMPT},
+    {"prompt-file", required_argument, NULL, GEN_PROMPT_FILE}, {"state-in", required_argument, NULL, GEN_STATE_IN},
+    {"state-out", required_argument, NULL, GEN_STATE_OUT},     {"tokenizer", required_argument, NULL, GEN_TOKENIZER},
+    {"top-k", required_argument, NULL, GEN_TOP_K},             {"seed", required_argument, NULL, GEN_SEED},
+    {"threads", required_argument, NULL, GEN_THREADS},
+    {"decode-threads", required_argument, NULL, GEN_DECODE_THREADS},
+    {"temperature", required_argument, NULL, GEN_TEMPERATURE}, {"top-p", required_argument, NULL, GEN_TOP_P},
+    {"quiet", no_argument, NULL, GEN_QUIET},                   {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0}};
+
 /* Parses and checks generate's argv into g. Returns -1 to go on, or the exit code to return now
  * (0 after --help, 2 after a usage error, which it has printed). */
 static int generate_parse(int argc, char **argv, generate_args *g) {
     long top_k = 0, seed = 1;
-    float temp = 1.0f, top_p = 1.0f;
+    double temp = 1.0, top_p = 1.0;
     *g = (generate_args){.n = -1, .threads = 0, .decode_threads = 1};
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        bool ok = true;
-        if (is_help(a)) {
-            fputs(GENERATE_HELP, stdout);
-            return 0;
-        } else if (!strcmp(a, "--quiet")) {
-            g->quiet = 1;
-            continue;
-        } else if (!v) return generate_usage("missing value after", a);
-        else if (!strcmp(a, "--checkpoint")) g->ckpt = v;
-        else if (!strcmp(a, "--prompt")) g->prompt = v;
-        else if (!strcmp(a, "--prompt-file")) g->prompt_file = v;
-        else if (!strcmp(a, "--state-in")) g->state_in = v;
-        else if (!strcmp(a, "--state-out")) g->state_out = v;
-        else if (!strcmp(a, "--tokenizer")) g->tokenizer = v;
-        else if (!strcmp(a, "-n")) ok = parse_long(v, 0, 1L << 30, &g->n);
-        else if (!strcmp(a, "--top-k")) ok = parse_long(v, 0, 1L << 30, &top_k);
-        else if (!strcmp(a, "--seed")) ok = parse_long(v, 0, LONG_MAX, &seed);
-        else if (!strcmp(a, "--threads")) ok = parse_long(v, 0, 4096, &g->threads);
-        else if (!strcmp(a, "--decode-threads")) ok = parse_long(v, 0, 4096, &g->decode_threads);
-        else if (!strcmp(a, "--temperature")) ok = parse_float(v, &temp);
-        else if (!strcmp(a, "--top-p")) ok = parse_float(v, &top_p);
-        else return generate_usage("unknown argument", a);
-        if (!ok) {
-            fprintf(stderr, "hybrid-exp generate: bad value '%s' for %s\n", v, a);
-            return 2;
+    hy_args w;
+    hy_args_init(&w, argc, argv, "hn:", GENERATE_OPTS);
+    const char *v;
+    for (int c; (c = hy_args_next(&w, &v)) != HY_ARG_END;) {
+        int rc = 0;
+        switch (c) {
+        case 'h': fputs(GENERATE_HELP, stdout); return 0;
+        case GEN_QUIET: g->quiet = 1; break;
+        case GEN_CHECKPOINT: g->ckpt = v; break;
+        case GEN_PROMPT: g->prompt = v; break;
+        case GEN_PROMPT_FILE: g->prompt_file = v; break;
+        case GEN_STATE_IN: g->state_in = v; break;
+        case GEN_STATE_OUT: g->state_out = v; break;
+        case GEN_TOKENIZER: g->tokenizer = v; break;
+        case 'n': rc = hy_arg_long("-n", v, 0, 1L << 30, &g->n); break;
+        case GEN_TOP_K: rc = hy_arg_long("--top-k", v, 0, 1L << 30, &top_k); break;
+        case GEN_SEED: rc = hy_arg_long("--seed", v, 0, LONG_MAX, &seed); break;
+        case GEN_THREADS: rc = hy_arg_long("--threads", v, 0, 4096, &g->threads); break;
+        case GEN_DECODE_THREADS: rc = hy_arg_long("--decode-threads", v, 0, 4096, &g->decode_threads); break;
+        case GEN_TEMPERATURE: rc = hy_arg_double("--temperature", v, 0, INFINITY, 0, &temp); break;
+        case GEN_TOP_P: rc = hy_arg_double("--top-p", v, 0, 1, HY_ARG_OPEN_LO, &top_p); break;
+        case HY_ARG_POSITIONAL: hy_fail_code(HY_ERR_CONFIG, "unexpected argument '%s'", v); return cli_usage("generate", GENERATE_HELP);
+        default: return cli_usage("generate", GENERATE_HELP);
         }
-        i++;
+        if (rc < 0) return cli_usage("generate", NULL);
     }
-    if (!g->ckpt) return generate_usage("--checkpoint M.safetensors is required", NULL);
-    if (g->n < 0) return generate_usage("-n N (tokens to generate) is required", NULL);
-    if (g->prompt && g->prompt_file) return generate_usage("give --prompt or --prompt-file, not both", NULL);
+    if (!g->ckpt) return generate_usage("--checkpoint M.safetensors is required");
+    if (g->n < 0) return generate_usage("-n N (tokens to generate) is required");
+    if (g->prompt && g->prompt_file) return generate_usage("give --prompt or --prompt-file, not both");
     if (!g->prompt && !g->prompt_file && !g->state_in)
-        return generate_usage("nothing to start from: give --prompt, --prompt-file or --state-in", NULL);
-    g->so = (hy_sample_opts){.temperature = temp, .top_k = (int)top_k, .top_p = top_p, .seed = (uint64_t)seed};
-    if (hy_sample_opts_check(&g->so) < 0) {
-        fprintf(stderr, "hybrid-exp generate: %s\n", hy_last_error());
-        return 2;
-    }
+        return generate_usage("nothing to start from: give --prompt, --prompt-file or --state-in");
+    g->so = (hy_sample_opts){.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p, .seed = (uint64_t)seed};
+    if (hy_sample_opts_check(&g->so) < 0) return cli_usage("generate", NULL);
     return -1;
 }
 
-/* Prefills the prompt into st, samples g->n tokens (printed as they come), reports the timing
- * and saves the state when asked. Returns the exit code. */
-static int generate_run(const generate_args *g, hy_model *m, hy_model_state *st, const int32_t *tok, size_t len,
-                        cli_codec *codec) {
-    if (st->B != 1) {   /* the prompt is one sequence: prefill would read B rows of it */
-        fprintf(stderr, "hybrid-exp generate: %s holds %d sequences; generate continues one\n", g->state_in, st->B);
-        return 1;
+/* What `generate` works on, gathered stage by stage: the prompt's bytes and tokens, the model,
+ * its text codec and the state it continues. */
+typedef struct {
+    char *file_text;              /* the bytes of --prompt-file (NULL otherwise) */
+    const char *prompt;           /* the prompt's bytes: --prompt, the file's, or "" */
+    size_t prompt_len;
+    hy_model *m;
+    int vocab;
+    cli_codec codec;
+    int32_t *tok;                 /* the prompt's tokens */
+    size_t n_tok;
+    hy_model_state *st;
+} generate_job;
+
+/* Stage 1: the prompt's bytes, from --prompt or --prompt-file (none: ""). Returns 0 or the exit code. */
+static int generate_read_prompt(const generate_args *g, generate_job *j) {
+    j->prompt = g->prompt ? g->prompt : "";
+    j->prompt_len = strlen(j->prompt);
+    if (g->prompt_file) {
+        if (hy_read_file(g->prompt_file, &j->file_text, &j->prompt_len) < 0) return fail(1, "cannot read the prompt");
+        j->prompt = j->file_text ? j->file_text : "";
     }
+    if (j->prompt_len > (size_t)INT_MAX) {
+        fprintf(stderr, "hybrid-exp generate: the prompt has %zu bytes (at most %d)\n", j->prompt_len, INT_MAX);
+        return 2;
+    }
+    return 0;
+}
+
+/* Stage 2: the checkpoint's model and the codec its tokens are read and written through. */
+static int generate_load_model(const generate_args *g, generate_job *j) {
+    if (hy_checkpoint_load(g->ckpt, &j->m, NULL) < 0) return fail(1, "cannot load the checkpoint");
+    j->vocab = hy_model_get_config(j->m)->vocab_size;
+    return cli_codec_open(&j->codec, "generate", g->ckpt, g->tokenizer, j->vocab);
+}
+
+/* Stage 3: the prompt as tokens of the model's vocabulary. */
+static int generate_encode_prompt(generate_job *j) {
+    return cli_codec_encode(&j->codec, "generate", j->prompt, j->prompt_len, j->vocab, &j->tok, &j->n_tok);
+}
+
+/* Stage 4: the state to continue: --state-in's, or a fresh one of one sequence. */
+static int generate_open_state(const generate_args *g, generate_job *j) {
+    if (g->state_in) {
+        if (hy_model_state_load(j->m, g->state_in, &j->st) < 0) return fail(1, "cannot load the state");
+        if (j->st->B != 1) {   /* the prompt is one sequence: prefill would read B rows of it */
+            fprintf(stderr, "hybrid-exp generate: %s holds %d sequences; generate continues one\n", g->state_in, j->st->B);
+            return 1;
+        }
+        return 0;
+    }
+    return hy_model_state_new(j->m, 1, &j->st) < 0 ? fail(1, "cannot create the state") : 0;
+}
+
+/* Stage 5: prefills the prompt, samples g->n tokens (printed as they come), reports the timing
+ * and saves the state when asked. Returns the exit code. */
+static int generate_run(const generate_args *g, generate_job *j) {
     signal(SIGINT, on_sigint);
     double t0 = hy_now();
-    if (hy_model_prefill(m, st, tok, (int)len, NULL, false) < 0) return fail(1, "prefill failed");
+    if (hy_model_prefill(j->m, j->st, j->tok, (int)j->n_tok, NULL, false) < 0) return fail(1, "prefill failed");
     double t1 = hy_now();
     hy_set_threads((int)g->decode_threads);
-    int got = hy_generate(m, st, NULL, 0, (int)g->n, &g->so, emit_token, codec, NULL);
+    int got = hy_generate(j->m, j->st, NULL, 0, (int)g->n, &g->so, emit_token, &j->codec, NULL);
     double t2 = hy_now();
     if (got < 0) return fail(1, "generation failed");
     if (!g->quiet)
         fprintf(stderr, "\n[generate] prompt %zu tokens in %.1f ms (%.0f tokens/s), %d tokens in %.1f ms (%.2f ms/token), "
                         "context %ld tokens\n",
-                len, (t1 - t0) * 1e3, len / fmax(t1 - t0, 1e-9), got, (t2 - t1) * 1e3, (t2 - t1) * 1e3 / (got ? got : 1),
-                hy_model_state_position(st));
+                j->n_tok, (t1 - t0) * 1e3, j->n_tok / fmax(t1 - t0, 1e-9), got, (t2 - t1) * 1e3,
+                (t2 - t1) * 1e3 / (got ? got : 1), hy_model_state_position(j->st));
     if (g->state_out) {
-        if (hy_model_state_save(m, st, g->state_out) < 0) return fail(1, "cannot save the state");
+        if (hy_model_state_save(j->m, j->st, g->state_out) < 0) return fail(1, "cannot save the state");
         if (!g->quiet) fprintf(stderr, "[generate] wrote %s\n", g->state_out);
     }
     return stop_requested ? 130 : 0;
 }
 
-/* `hybrid-exp generate`: options, prompt, model and state, then the generation. */
+static void generate_job_free(generate_job *j) {
+    hy_model_state_free(j->m, j->st);
+    hy_model_free(j->m);
+    cli_codec_free(&j->codec);
+    hy_free(j->file_text);
+    free(j->tok);
+}
+
+/* `hybrid-exp generate`: options, prompt, model and codec, tokens, state, then the generation. */
 static int cmd_generate(int argc, char **argv) {
     generate_args g;
     int rc = generate_parse(argc, argv, &g);
     if (rc >= 0) return rc;
     hy_set_threads((int)g.threads);
-    char *text = NULL;
-    size_t len = g.prompt ? strlen(g.prompt) : 0;
-    if (g.prompt_file && hy_read_file(g.prompt_file, &text, &len) < 0) return fail(1, "cannot read the prompt");
-    const char *bytes = g.prompt ? g.prompt : text ? text : "";
-    if (len > (size_t)INT_MAX) {
-        fprintf(stderr, "hybrid-exp generate: the prompt has %zu bytes (at most %d)\n", len, INT_MAX);
-        hy_free(text);
-        return 2;
-    }
-    hy_model *m = NULL;
-    hy_model_state *st = NULL;
-    int32_t *tok = NULL;
-    size_t n_tok = 0;
-    cli_codec codec = {0};
-    rc = 0;
-    int V = 0;
-    if (hy_checkpoint_load(g.ckpt, &m, NULL) < 0) rc = fail(1, "cannot load the checkpoint");
-    else if ((rc = cli_codec_open(&codec, "generate", g.ckpt, g.tokenizer, V = hy_model_get_config(m)->vocab_size)) == 0 &&
-             (rc = cli_codec_encode(&codec, "generate", bytes, len, V, &tok, &n_tok)) == 0) {
-        if ((g.state_in ? hy_model_state_load(m, g.state_in, &st) : hy_model_state_new(m, 1, &st)) < 0)
-            rc = fail(1, g.state_in ? "cannot load the state" : "cannot create the state");
-        else rc = generate_run(&g, m, st, tok, n_tok, &codec);
-    }
-    hy_model_state_free(m, st);
-    hy_model_free(m);
-    cli_codec_free(&codec);
-    hy_free(text);
-    free(tok);
+    generate_job j = {0};
+    if ((rc = generate_read_prompt(&g, &j)) == 0 && (rc = generate_load_model(&g, &j)) == 0 &&
+        (rc = generate_encode_prompt(&j)) == 0 && (rc = generate_open_state(&g, &j)) == 0)
+        rc = generate_run(&g, &j);
+    generate_job_free(&j);
     return rc;
 }
 
@@ -602,11 +687,11 @@ static void opt_range(const hy_opt_spec *sp, char *out, size_t n) {
 }
 
 static int cmd_blocks(int argc, char **argv) {
-    if (argc > 0 && is_help(argv[0])) {
-        puts("usage: hybrid-exp blocks\nLists the registered blocks, where they go, and their options: name, type, accepted\n"
-             "values (inclusive range, and auto / null where allowed), default, meaning.");
-        return 0;
-    }
+    static const char *BLOCKS_HELP =
+        "usage: hybrid-exp blocks\nLists the registered blocks, where they go, and their options: name, type, accepted\n"
+        "values (inclusive range, and auto / null where allowed), default, meaning.\n";
+    int n = parse_positional(argc, argv, "blocks", BLOCKS_HELP, NULL, 0);
+    if (n < 0) return -1 - n;
     for (int i = 0; i < hy_block_count(); i++) {
         const hy_block_ops *b = hy_block_at(i);
         printf("%s (%s%s%s): %s\n", b->name, b->kinds & HY_KIND_MIXER ? "mixer" : "",
@@ -668,17 +753,17 @@ static int run_command(int argc, char **argv) {
     if (!strcmp(cmd, "--version")) {
         printf("hybrid-exp %s\n", HYBRID_VERSION);
         rc = 0;
-    } else if (!strcmp(cmd, "train")) rc = cmd_train(argc - 2, argv + 2);
-    else if (!strcmp(cmd, "init")) rc = cmd_init(argc - 2, argv + 2);
-    else if (!strcmp(cmd, "dump")) rc = cmd_dump(argc - 2, argv + 2);
-    else if (!strcmp(cmd, "generate")) rc = cmd_generate(argc - 2, argv + 2);
-    else if (!strcmp(cmd, "eval")) rc = cmd_eval(argc - 2, argv + 2);
-    else if (!strcmp(cmd, "tokenizer")) rc = cmd_tokenizer(argc - 2, argv + 2);
-    else if (!strcmp(cmd, "tokenize")) rc = cmd_tokenize(argc - 2, argv + 2);
-    else if (!strcmp(cmd, "bench")) rc = hy_bench_main(argc - 2, argv + 2);
-    else if (!strcmp(cmd, "blocks")) rc = cmd_blocks(argc - 2, argv + 2);
-    else if (!strcmp(cmd, "plot")) rc = cmd_plot(argc - 2, argv + 2);
-    else if (cmd[0] != '-') rc = cmd_train(argc - 1, argv + 1);
+    } else if (!strcmp(cmd, "train")) rc = cmd_train(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "init")) rc = cmd_init(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "dump")) rc = cmd_dump(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "generate")) rc = cmd_generate(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "eval")) rc = cmd_eval(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "tokenizer")) rc = cmd_tokenizer(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "tokenize")) rc = cmd_tokenize(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "bench")) rc = hy_bench_main(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "blocks")) rc = cmd_blocks(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "plot")) rc = cmd_plot(argc - 1, argv + 1);
+    else if (cmd[0] != '-') rc = cmd_train(argc, argv);
     else {
         fprintf(stderr, "hybrid-exp: unknown option '%s'\n\n%s", cmd, USAGE);
         rc = 2;

@@ -52,62 +52,73 @@ int hy_model_config_to_json(const hy_model_config *cfg, char **out) {
 /* ---- JSON -> config ---- */
 
 /* Refuses keys of object `o` outside `allowed` (NULL-terminated); `where` names the object. */
-static int check_keys(const hy_json *o, const char *where, const char *const *allowed) {
-    for (int i = 0; i < o->n; i++) {
+static int check_keys(const json_t *o, const char *where, const char *const *allowed) {
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)o, key, v) {
         bool ok = false;
-        for (int k = 0; allowed[k] && !ok; k++) ok = strcmp(o->keys[i], allowed[k]) == 0;
+        for (int k = 0; allowed[k] && !ok; k++) ok = strcmp(key, allowed[k]) == 0;
         if (ok) continue;
         char list[256] = "";
         for (int k = 0; allowed[k]; k++) {
             strncat(list, k ? ", " : "", sizeof list - strlen(list) - 1);
             strncat(list, allowed[k], sizeof list - strlen(list) - 1);
         }
-        return hy_fail_code(HY_ERR_CONFIG, "%s: unknown key '%.100s' (expected %s)", where, o->keys[i], list);
+        return hy_fail_code(HY_ERR_CONFIG, "%s: unknown key '%.100s' (expected %s)", where, key, list);
     }
     return 0;
 }
 
-/* The value of a required key, of the given type. */
-static const hy_json *need(const hy_json *o, const char *where, const char *key, hy_json_type type, int *rc) {
-    const hy_json *v = hy_json_get(o, key);
+/* What a required key must hold. */
+typedef enum { NEED_STRING, NEED_BOOL, NEED_NUMBER, NEED_ARRAY } need_kind;
+
+/* The value of a required key, of the given kind. */
+static const json_t *need(const json_t *o, const char *where, const char *key, need_kind kind, int *rc) {
+    static const char *const names[] = {"a string", "a boolean", "a number", "an array"};
+    const json_t *v = json_object_get(o, key);
+    bool ok = v && (kind == NEED_STRING ? json_is_string(v) : kind == NEED_BOOL ? json_is_boolean(v)
+                    : kind == NEED_NUMBER ? json_is_number(v) : json_is_array(v));
     if (!v) *rc = hy_fail_code(HY_ERR_CONFIG, "%s: missing key '%s'", where, key);
-    else if (v->type != type)
-        *rc = hy_fail_code(HY_ERR_CONFIG, "%s.%s: expected %s, got %s", where, key, hy_json_type_name(type),
-                           hy_json_type_name(v->type));
+    else if (!ok)
+        *rc = hy_fail_code(HY_ERR_CONFIG, "%s.%s: expected %s, got %s", where, key, names[kind], hy_json_type_name(v));
     return *rc < 0 ? NULL : v;
 }
 
 /* A required positive int key. */
-static int need_int(const hy_json *o, const char *where, const char *key, int *out) {
+static int need_int(const json_t *o, const char *where, const char *key, int *out) {
     int rc = 0;
-    const hy_json *v = need(o, where, key, HY_JSON_NUMBER, &rc);
-    int64_t x;
+    const json_t *v = need(o, where, key, NEED_NUMBER, &rc);
+    char num[48];
     if (!v) return rc;
-    if (!hy_json_int(v, &x) || x < 1 || x > INT_MAX)
-        return hy_fail_code(HY_ERR_CONFIG, "%s.%s: expected a positive integer, got %s", where, key, v->text);
-    *out = (int)x;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > INT_MAX)
+        return hy_fail_code(HY_ERR_CONFIG, "%s.%s: expected a positive integer, got %s", where, key,
+                            hy_json_number_text(v, num, sizeof num));
+    *out = (int)json_integer_value(v);
     return 0;
 }
 
 /* One block {"type": ..., options...} of `kind` into c. */
-static int block_from_json(const hy_json *o, const char *where, unsigned kind, hy_block_cfg *c) {
+static int block_from_json(const json_t *o, const char *where, unsigned kind, hy_block_cfg *c) {
     int rc = 0;
-    if (o->type != HY_JSON_OBJECT)
-        return hy_fail_code(HY_ERR_CONFIG, "%s: expected an object, got %s", where, hy_json_type_name(o->type));
-    const hy_json *type = need(o, where, "type", HY_JSON_STRING, &rc);
+    if (!json_is_object(o))
+        return hy_fail_code(HY_ERR_CONFIG, "%s: expected an object, got %s", where, hy_json_type_name(o));
+    const json_t *type = need(o, where, "type", NEED_STRING, &rc);
     if (!type) return rc;
+    const char *type_name = json_string_value(type), *key;
+    json_t *v;
     char names[512];
     hy_block_names(kind, names, sizeof names);
     const char *what = kind == HY_KIND_MIXER ? "mixer" : "ffn";
     c->ops = NULL;
-    if (kind == HY_KIND_FFN && strcmp(type->text, "none") == 0) {
-        if (o->n > 1) return hy_fail_code(HY_ERR_CONFIG, "%s: unknown key '%.100s' (an ffn of type none has no options)",
-                                          where, strcmp(o->keys[0], "type") ? o->keys[0] : o->keys[1]);
+    if (kind == HY_KIND_FFN && strcmp(type_name, "none") == 0) {
+        json_object_foreach((json_t *)o, key, v)
+            if (strcmp(key, "type"))
+                return hy_fail_code(HY_ERR_CONFIG, "%s: unknown key '%.100s' (an ffn of type none has no options)", where, key);
         return 0;
     }
-    const hy_block_ops *ops = hy_block_find(type->text);
+    const hy_block_ops *ops = hy_block_find(type_name);
     if (!ops)
-        return hy_fail_code(HY_ERR_CONFIG, "%s: unknown block type '%.100s' (registered: %s%s)", where, type->text, names,
+        return hy_fail_code(HY_ERR_CONFIG, "%s: unknown block type '%.100s' (registered: %s%s)", where, type_name, names,
                             kind == HY_KIND_FFN ? ", none" : "");
     if (!(ops->kinds & kind))
         return hy_fail_code(HY_ERR_CONFIG, "%s: block '%s' is not %s (%ss: %s%s)", where, ops->name,
@@ -115,26 +126,26 @@ static int block_from_json(const hy_json *o, const char *where, unsigned kind, h
                             kind == HY_KIND_FFN ? ", none" : "");
     c->ops = ops;
     hy_opts_defaults(ops, &c->opts);
-    for (int i = 0; i < o->n; i++) {
-        if (strcmp(o->keys[i], "type") == 0) continue;
-        int idx = hy_opt_index(ops, o->keys[i]);
+    json_object_foreach((json_t *)o, key, v) {
+        if (strcmp(key, "type") == 0) continue;
+        int idx = hy_opt_index(ops, key);
         if (idx < 0) {
             char list[512] = "";
             for (int k = 0; k < ops->n_opts; k++) {
                 strncat(list, k ? ", " : "", sizeof list - strlen(list) - 1);
                 strncat(list, ops->opts[k].name, sizeof list - strlen(list) - 1);
             }
-            return hy_fail_code(HY_ERR_CONFIG, "%s: unknown option '%.100s' for %s (options: %s)", where, o->keys[i],
-                                ops->name, ops->n_opts ? list : "none");
+            return hy_fail_code(HY_ERR_CONFIG, "%s: unknown option '%.100s' for %s (options: %s)", where, key, ops->name,
+                                ops->n_opts ? list : "none");
         }
-        const hy_json *v = &o->items[i];
-        const char *text = v->type == HY_JSON_NUMBER ? v->text
-                         : v->type == HY_JSON_BOOL   ? (v->boolean ? "true" : "false")
-                         : v->type == HY_JSON_NULL   ? "null"
-                         : v->type == HY_JSON_STRING && strcmp(v->text, "auto") == 0 ? "auto" : NULL;
+        char num[48];
+        const char *text = json_is_number(v) ? hy_json_number_text(v, num, sizeof num)
+                         : json_is_boolean(v) ? (json_is_true(v) ? "true" : "false")
+                         : json_is_null(v)    ? "null"
+                         : json_is_string(v) && strcmp(json_string_value(v), "auto") == 0 ? "auto" : NULL;
         if (!text)
-            return hy_fail_code(HY_ERR_CONFIG, "%s.%s: expected a number, true, false or null, got %s", where, o->keys[i],
-                                hy_json_type_name(v->type));
+            return hy_fail_code(HY_ERR_CONFIG, "%s.%s: expected a number, true, false or null, got %s", where, key,
+                                hy_json_type_name(v));
         char msg[512];
         if (hy_opt_parse(ops, &c->opts, idx, text, msg, sizeof msg) < 0)
             return hy_fail_code(HY_ERR_CONFIG, "%s: %s", where, msg);
@@ -143,38 +154,38 @@ static int block_from_json(const hy_json *o, const char *where, unsigned kind, h
 }
 
 /* Fills *out from a parsed root object (no resolve). */
-static int config_from_tree(const hy_json *root, hy_model_config *out) {
+static int config_from_tree(const json_t *root, hy_model_config *out) {
     static const char *const top[] = {"d_model", "vocab_size", "n_layers", "tie_embeddings", "router_aux_coef", "layers", NULL};
     static const char *const layer_keys[] = {"mixer", "ffn", NULL};
     int rc = 0;
-    if (root->type != HY_JSON_OBJECT)
-        return hy_fail_code(HY_ERR_CONFIG, "config: expected an object, got %s", hy_json_type_name(root->type));
+    if (!json_is_object(root))
+        return hy_fail_code(HY_ERR_CONFIG, "config: expected an object, got %s", hy_json_type_name(root));
     if ((rc = check_keys(root, "config", top)) < 0 || (rc = need_int(root, "config", "d_model", &out->d_model)) < 0 ||
         (rc = need_int(root, "config", "vocab_size", &out->vocab_size)) < 0)
         return rc;
     int n_layers = 0;
     if ((rc = need_int(root, "config", "n_layers", &n_layers)) < 0) return rc;
-    const hy_json *tie = need(root, "config", "tie_embeddings", HY_JSON_BOOL, &rc);
-    const hy_json *coef = tie ? need(root, "config", "router_aux_coef", HY_JSON_NUMBER, &rc) : NULL;
-    const hy_json *layers = coef ? need(root, "config", "layers", HY_JSON_ARRAY, &rc) : NULL;
+    const json_t *tie = need(root, "config", "tie_embeddings", NEED_BOOL, &rc);
+    const json_t *coef = tie ? need(root, "config", "router_aux_coef", NEED_NUMBER, &rc) : NULL;
+    const json_t *layers = coef ? need(root, "config", "layers", NEED_ARRAY, &rc) : NULL;
     if (!layers) return rc;
-    if (!isfinite(coef->number))
-        return hy_fail_code(HY_ERR_CONFIG, "config.router_aux_coef: %s is not a finite number", coef->text);
-    out->tie_embeddings = tie->boolean;
-    out->router_aux_coef = strtof(coef->text, NULL);   /* as the float it was written from */
-    if (layers->n != n_layers)
-        return hy_fail_code(HY_ERR_CONFIG, "config.layers: %d entries, but n_layers is %d", layers->n, n_layers);
+    out->tie_embeddings = json_is_true(tie);
+    out->router_aux_coef = (float)json_number_value(coef);   /* jansson refuses numbers beyond a double */
+    if (!isfinite(out->router_aux_coef))
+        return hy_fail_code(HY_ERR_CONFIG, "config.router_aux_coef: %g is not a finite float", json_number_value(coef));
+    if (json_array_size(layers) != (size_t)n_layers)
+        return hy_fail_code(HY_ERR_CONFIG, "config.layers: %zu entries, but n_layers is %d", json_array_size(layers), n_layers);
     out->layers = calloc((size_t)n_layers, sizeof(hy_layer_cfg));
     if (!out->layers) return hy_fail_code(HY_ERR_NOMEM, "config: out of memory");
     out->n_layers = n_layers;
     for (int i = 0; i < n_layers; i++) {
         char where[64], sub[80];
         snprintf(where, sizeof where, "config.layers[%d]", i);
-        const hy_json *L = &layers->items[i];
-        if (L->type != HY_JSON_OBJECT)
-            return hy_fail_code(HY_ERR_CONFIG, "%s: expected an object, got %s", where, hy_json_type_name(L->type));
+        const json_t *L = json_array_get(layers, (size_t)i);
+        if (!json_is_object(L))
+            return hy_fail_code(HY_ERR_CONFIG, "%s: expected an object, got %s", where, hy_json_type_name(L));
         if ((rc = check_keys(L, where, layer_keys)) < 0) return rc;
-        const hy_json *mixer = hy_json_get(L, "mixer"), *ffn = hy_json_get(L, "ffn");
+        const json_t *mixer = json_object_get(L, "mixer"), *ffn = json_object_get(L, "ffn");
         if (!mixer || !ffn) return hy_fail_code(HY_ERR_CONFIG, "%s: missing key '%s'", where, mixer ? "ffn" : "mixer");
         snprintf(sub, sizeof sub, "%s.mixer", where);
         if ((rc = block_from_json(mixer, sub, HY_KIND_MIXER, &out->layers[i].mixer)) < 0) return rc;
@@ -186,13 +197,13 @@ static int config_from_tree(const hy_json *root, hy_model_config *out) {
 
 int hy_model_config_from_json(const char *json, hy_model_config *out) {
     memset(out, 0, sizeof *out);
-    hy_json root;
+    json_t *root;
     if (hy_json_parse(json, strlen(json), &root) < 0) {
         hy_error_prefix("config: invalid JSON");
         return HY_ERR_CONFIG;
     }
-    int rc = config_from_tree(&root, out);
-    hy_json_free(&root);
+    int rc = config_from_tree(root, out);
+    json_decref(root);
     if (rc == 0 && (rc = hy_model_config_resolve(out)) < 0) {   /* "layers[0].mixer.x: ..." -> "config.layers[0]..." */
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", hy_last_error());

@@ -1,35 +1,28 @@
-/* A small JSON reader (a DOM: parse once, then walk the tree), for safetensors headers and the
- * model config inside checkpoints (JSON is written with core/strbuf.h). The parser is strict
- * (RFC 8259: no trailing commas, no comments, no duplicate keys, no NUL in strings) and never
- * crashes on bad input: it returns a negative code with a message giving line, column and problem. */
+/* Reading JSON: safetensors headers and the model config inside checkpoints and states, parsed by
+ * Debian's jansson (libjansson-dev) into its json_t tree; callers walk that tree with jansson's own
+ * calls. This header adds only what every caller would otherwise repeat: the strict parse with the
+ * project's limits and located messages, and the words and number text used in messages. JSON is
+ * written with core/strbuf.h. */
 #ifndef HY_MODELS_JSON_H
 #define HY_MODELS_JSON_H
-#include <stdbool.h>
+#include <jansson.h>
 #include <stddef.h>
-#include <stdint.h>
 
-typedef enum { HY_JSON_NULL, HY_JSON_BOOL, HY_JSON_NUMBER, HY_JSON_STRING, HY_JSON_ARRAY, HY_JSON_OBJECT } hy_json_type;
+/* Arrays and objects nest at most this deep (the outermost is level 1). */
+#define HY_JSON_MAX_DEPTH 128
 
-typedef struct hy_json {
-    hy_json_type type;
-    bool boolean;            /* BOOL */
-    double number;           /* NUMBER */
-    char *text;              /* STRING: the decoded value (UTF-8); NUMBER: the literal as written */
-    size_t text_len;
-    int n;                   /* ARRAY / OBJECT: number of items */
-    struct hy_json *items;   /* ARRAY / OBJECT: the values, in file order */
-    char **keys;             /* OBJECT: keys[i] names items[i] */
-    size_t pos;              /* byte offset of the value in the source text */
-} hy_json;
-
-/* Parses text[0..len) (one value, surrounded by optional whitespace) into *out. On error: *out is
- * empty (type NULL), the message is "line L, column C: PROBLEM", the return value negative. */
-int hy_json_parse(const char *text, size_t len, hy_json *out);
-void hy_json_free(hy_json *j);
-/* The value of `key` in an OBJECT, or NULL (also when j is not an object). */
-const hy_json *hy_json_get(const hy_json *j, const char *key);
-/* True for a NUMBER written as an integer (no fraction or exponent) that fits int64. */
-bool hy_json_int(const hy_json *j, int64_t *out);
-const char *hy_json_type_name(hy_json_type t);   /* "a string", "an object", ... for messages */
+/* Parses text[0..len) as one JSON value of any type, strictly (RFC 8259 and UTF-8: no trailing
+ * commas, comments, leading zeros, lone surrogates, control characters, \u0000, integers beyond
+ * int64 or numbers beyond double; duplicate keys refused; nothing but whitespace after the value;
+ * a NUL byte is an error, not the end; nesting at most HY_JSON_MAX_DEPTH, checked before the tree
+ * is built). Returns 0 with *out (release with json_decref), or a negative code with *out NULL
+ * and the message "line L, column C (byte B): PROBLEM". */
+int hy_json_parse(const char *text, size_t len, json_t **out);
+/* "null", "a boolean", "a number", "a string", "an array", "an object", for messages. */
+const char *hy_json_type_name(const json_t *j);
+/* A number as text for messages and option values: an integer as written, a real in the fewest
+ * digits that read back to the same double, with ".0" when they would look like an integer (so a
+ * real 2.0 never passes for the integer 2). Anything else: its type name. */
+const char *hy_json_number_text(const json_t *j, char *buf, size_t n);
 
 #endif

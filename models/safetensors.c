@@ -56,18 +56,22 @@ void hy_st_close(hy_st_file *f) {
 }
 
 /* Copies the string-valued `__metadata__` object into f. */
-static int read_metadata(hy_st_file *f, const hy_json *m) {
-    if (m->type != HY_JSON_OBJECT)
-        return hy_fail("%s: __metadata__ is %s, expected a map of strings", f->path, hy_json_type_name(m->type));
-    f->meta_keys = calloc((size_t)m->n + 1, sizeof(char *));
-    f->meta_values = calloc((size_t)m->n + 1, sizeof(char *));
+static int read_metadata(hy_st_file *f, const json_t *m) {
+    if (!json_is_object(m))
+        return hy_fail("%s: __metadata__ is %s, expected a map of strings", f->path, hy_json_type_name(m));
+    size_t n = json_object_size(m);
+    f->meta_keys = calloc(n + 1, sizeof(char *));
+    f->meta_values = calloc(n + 1, sizeof(char *));
     if (!f->meta_keys || !f->meta_values) return hy_fail_code(HY_ERR_NOMEM, "%s: out of memory", f->path);
-    for (int i = 0; i < m->n; i++) {
-        if (m->items[i].type != HY_JSON_STRING)
-            return hy_fail("%s: __metadata__ '%.200s' is %s, expected a string (metadata is a map of strings)",
-                           f->path, m->keys[i], hy_json_type_name(m->items[i].type));
-        f->meta_keys[i] = strdup(m->keys[i]);
-        f->meta_values[i] = strdup(m->items[i].text);
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)m, key, v) {
+        if (!json_is_string(v))
+            return hy_fail("%s: __metadata__ '%.200s' is %s, expected a string (metadata is a map of strings)", f->path,
+                           key, hy_json_type_name(v));
+        int i = f->n_meta;
+        f->meta_keys[i] = strdup(key);
+        f->meta_values[i] = strdup(json_string_value(v));
         f->n_meta = i + 1;
         if (!f->meta_keys[i] || !f->meta_values[i]) return hy_fail_code(HY_ERR_NOMEM, "%s: out of memory", f->path);
     }
@@ -75,45 +79,46 @@ static int read_metadata(hy_st_file *f, const hy_json *m) {
 }
 
 /* Validates one tensor entry {"dtype", "shape", "data_offsets"} against the data section size. */
-static int read_tensor(hy_st_file *f, const char *name, const hy_json *e, size_t data_size, hy_st_tensor *t) {
+static int read_tensor(hy_st_file *f, const char *name, const json_t *e, size_t data_size, hy_st_tensor *t) {
     const char *P = f->path;
-    char sh[256];
-    if (e->type != HY_JSON_OBJECT)
+    char sh[256], num[48];
+    if (!json_is_object(e))
         return hy_fail("%s: tensor '%.200s': entry is %s, expected an object with dtype, shape, data_offsets", P, name,
-                       hy_json_type_name(e->type));
-    const hy_json *dt = hy_json_get(e, "dtype"), *shape = hy_json_get(e, "shape"), *off = hy_json_get(e, "data_offsets");
+                       hy_json_type_name(e));
+    const json_t *dt = json_object_get(e, "dtype"), *shape = json_object_get(e, "shape"),
+                 *off = json_object_get(e, "data_offsets");
     if (!dt || !shape || !off)
         return hy_fail("%s: tensor '%.200s': missing '%s'", P, name, !dt ? "dtype" : !shape ? "shape" : "data_offsets");
-    if (dt->type != HY_JSON_STRING)
-        return hy_fail("%s: tensor '%.200s': dtype is %s, expected a string", P, name, hy_json_type_name(dt->type));
-    int code = hy_dtype_parse(dt->text);
-    if (code < 0) return hy_fail("%s: tensor '%.200s': unknown dtype '%.40s'", P, name, dt->text);
+    if (!json_is_string(dt))
+        return hy_fail("%s: tensor '%.200s': dtype is %s, expected a string", P, name, hy_json_type_name(dt));
+    int code = hy_dtype_parse(json_string_value(dt));
+    if (code < 0) return hy_fail("%s: tensor '%.200s': unknown dtype '%.40s'", P, name, json_string_value(dt));
     t->dtype = (hy_dtype)code;
-    if (shape->type != HY_JSON_ARRAY)
-        return hy_fail("%s: tensor '%.200s': shape is %s, expected an array of integers", P, name,
-                       hy_json_type_name(shape->type));
-    if (shape->n > HY_ST_MAX_DIMS)
-        return hy_fail("%s: tensor '%.200s': shape has %d dimensions (at most %d)", P, name, shape->n, HY_ST_MAX_DIMS);
-    t->ndim = shape->n;
+    if (!json_is_array(shape))
+        return hy_fail("%s: tensor '%.200s': shape is %s, expected an array of integers", P, name, hy_json_type_name(shape));
+    size_t ndim = json_array_size(shape);
+    if (ndim > HY_ST_MAX_DIMS)
+        return hy_fail("%s: tensor '%.200s': shape has %zu dimensions (at most %d)", P, name, ndim, HY_ST_MAX_DIMS);
+    t->ndim = (int)ndim;
     t->numel = 1;
     bool overflow = false;
-    for (int d = 0; d < shape->n; d++) {
-        int64_t v;
-        if (!hy_json_int(&shape->items[d], &v) || v < 0)
+    for (int d = 0; d < t->ndim; d++) {
+        const json_t *x = json_array_get(shape, (size_t)d);
+        if (!json_is_integer(x) || json_integer_value(x) < 0)
             return hy_fail("%s: tensor '%.200s': shape[%d] = %.40s is not a non-negative integer", P, name, d,
-                           shape->items[d].type == HY_JSON_NUMBER ? shape->items[d].text
-                                                                  : hy_json_type_name(shape->items[d].type));
-        t->shape[d] = v;
-        overflow |= __builtin_mul_overflow(t->numel, (size_t)v, &t->numel);
+                           hy_json_number_text(x, num, sizeof num));
+        t->shape[d] = json_integer_value(x);
+        overflow |= __builtin_mul_overflow(t->numel, (size_t)t->shape[d], &t->numel);
     }
     size_t bytes;
     overflow |= __builtin_mul_overflow(t->numel, hy_dtype_size(t->dtype), &bytes);
     if (overflow)
         return hy_fail("%s: tensor '%.200s': shape %s is too large", P, name, hy_st_shape_str(t->ndim, t->shape, sh, sizeof sh));
-    int64_t b, en;
-    if (off->type != HY_JSON_ARRAY || off->n != 2 || !hy_json_int(&off->items[0], &b) || !hy_json_int(&off->items[1], &en) ||
-        b < 0 || en < b)
+    const json_t *jb = json_array_get(off, 0), *je = json_array_get(off, 1);
+    if (!json_is_array(off) || json_array_size(off) != 2 || !json_is_integer(jb) || !json_is_integer(je) ||
+        json_integer_value(jb) < 0 || json_integer_value(je) < json_integer_value(jb))
         return hy_fail("%s: tensor '%.200s': data_offsets must be [begin, end] with 0 <= begin <= end", P, name);
+    int64_t b = json_integer_value(jb), en = json_integer_value(je);
     if ((uint64_t)(en - b) != bytes)
         return hy_fail("%s: tensor '%.200s': data_offsets [%" PRId64 ", %" PRId64 "] do not match %s shape %s = %zu bytes", P,
                        name, b, en, hy_dtype_name(t->dtype), hy_st_shape_str(t->ndim, t->shape, sh, sizeof sh), bytes);
@@ -172,33 +177,33 @@ static int parse_header(hy_st_file *f) {
         return hy_fail("%s: header length %" PRIu64 " is absurd (limit %u bytes)", f->path, n, HY_ST_MAX_HEADER);
     if (n < 2) return hy_fail("%s: header length %" PRIu64 " is too small for a JSON object", f->path, n);
     const char *text = (const char *)u + 8;
-    hy_json root;
+    json_t *root;
     if (hy_json_parse(text, (size_t)n, &root) < 0) {
         hy_error_prefix("%s: header is not valid JSON", f->path);
         return HY_ERR;
     }
     int rc = 0;
-    if (root.type != HY_JSON_OBJECT) rc = hy_fail("%s: header is %s, expected a JSON object", f->path, hy_json_type_name(root.type));
+    if (!json_is_object(root)) rc = hy_fail("%s: header is %s, expected a JSON object", f->path, hy_json_type_name(root));
     size_t data_size = f->size - 8 - (size_t)n;
-    if (rc == 0) f->tensors = calloc((size_t)root.n + 1, sizeof(hy_st_tensor));
+    if (rc == 0) f->tensors = calloc(json_object_size(root) + 1, sizeof(hy_st_tensor));
     if (rc == 0 && !f->tensors) rc = hy_fail_code(HY_ERR_NOMEM, "%s: out of memory", f->path);
-    for (int i = 0; rc == 0 && i < root.n; i++) {
-        if (strcmp(root.keys[i], "__metadata__") == 0) {
-            if (root.items[i].type != HY_JSON_NULL) rc = read_metadata(f, &root.items[i]);   /* null: none */
-            continue;
-        }
-        hy_st_tensor *t = &f->tensors[f->n_tensors];
-        rc = read_tensor(f, root.keys[i], &root.items[i], data_size, t);
-        if (rc == 0) {
-            t->name = strdup(root.keys[i]);
-            if (!t->name) rc = hy_fail_code(HY_ERR_NOMEM, "%s: out of memory", f->path);
-            else {
+    const char *key;
+    json_t *v;
+    json_object_foreach(rc == 0 ? root : NULL, key, v) {   /* in file order */
+        if (strcmp(key, "__metadata__") == 0) {
+            if (!json_is_null(v)) rc = read_metadata(f, v);   /* null: none */
+        } else {
+            hy_st_tensor *t = &f->tensors[f->n_tensors];
+            rc = read_tensor(f, key, v, data_size, t);
+            if (rc == 0 && !(t->name = strdup(key))) rc = hy_fail_code(HY_ERR_NOMEM, "%s: out of memory", f->path);
+            if (rc == 0) {
                 t->data = (const char *)text + n + t->begin;
                 f->n_tensors++;
             }
         }
+        if (rc < 0) break;
     }
-    hy_json_free(&root);
+    json_decref(root);
     if (rc == 0) rc = check_layout(f, data_size);
     return rc;
 }

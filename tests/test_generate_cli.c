@@ -1,5 +1,6 @@
 /* The `generate` command (streams the library's tokens, continues from a state file, seeded
- * sampling, exit codes) and `bench decode --quick` (decode.csv rows for every registered block). */
+ * sampling, exit codes), `bench decode --quick` (decode.csv rows for every registered block), and
+ * the program's option parsing: usage errors (exit 2, naming flag and value) and valid spellings. */
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/mem.h"
@@ -178,18 +179,104 @@ START_TEST(cli_bench_decode_quick_writes_csv) {
 }
 END_TEST
 
-/* A bad number for --stop-after is a usage error naming the flag, not a silent 0. */
+/* A bad number for --stop-after is a usage error naming the flag and the value, not a silent 0. */
 START_TEST(cli_stop_after_rejects_junk) {
-    static const char *const bad[] = {"abc", "0", "-3", "12x"};
-    for (int k = 0; k < 4; k++) {
-        char cmd[512], *out;
+    static const char *const bad[] = {"abc", "0", "-3", "12x", "''", "99999999999999999999"};
+    static const char *const shown[] = {"'abc'", "'0'", "'-3'", "'12x'", "''", "'99999999999999999999'"};
+    for (int k = 0; k < 6; k++) {
+        char cmd[512], want[128], *out;
         size_t len;
         snprintf(cmd, sizeof cmd, "%s tests/configs/tiny-train.yaml --out /tmp/hybrid-test-stop-after-%d --stop-after %s 2>&1",
                  exe(), (int)getpid(), bad[k]);
         ck_assert_int_eq(run(cmd, &out, &len), 2);
-        ck_assert_msg(strstr(out, "--stop-after: must be a whole number of steps >= 1"), "%s", out);
+        snprintf(want, sizeof want, "hybrid-exp: --stop-after: expected an integer >= 1, got %s\n", shown[k]);
+        ck_assert_str_eq(out, want);
         free(out);
     }
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/hybrid-test-stop-after-%d", (int)getpid());
+    ck_assert_int_ne(access(dir, F_OK), 0);   /* nothing written */
+}
+END_TEST
+
+/* Usage errors of every kind, in several commands: exit status 2 and a first line naming the
+ * command, the flag and the bad value. */
+START_TEST(cli_usage_errors_name_flag_and_value) {
+    static const struct {
+        const char *args, *first_line;
+    } cases[] = {
+        /* a float flag with garbage */
+        {"generate --checkpoint m.safetensors --prompt a -n 3 --top-p 0.5x",
+         "hybrid-exp generate: --top-p: expected a number in (0, 1], got '0.5x'"},
+        {"generate --checkpoint m.safetensors --prompt a -n 3 --temperature=-1",
+         "hybrid-exp generate: --temperature: expected a number >= 0, got '-1'"},
+        {"tokenizer train --data x --vocab 300 --out t.model --val-fraction nan",
+         "hybrid-exp tokenizer train: --val-fraction: expected a number in [0, 1), got 'nan'"},
+        {"bench decode --budget 1e999", "hybrid-exp bench decode: --budget: expected a number > 0, got '1e999'"},
+        {"bench allreduce --max-mb x", "hybrid-exp bench allreduce: --max-mb: expected a number in (0, 1.04858e+06], got 'x'"},
+        /* integer flags */
+        {"generate --checkpoint m.safetensors --prompt a -n 3x", "hybrid-exp generate: -n: expected an integer in [0, 1073741824], got '3x'"},
+        {"eval --checkpoint m --data d --seq-len 0", "hybrid-exp eval: --seq-len: expected an integer in [1, 16777216], got '0'"},
+        {"bench --threads four", "hybrid-exp bench: --threads: expected an integer in [0, 4096], got 'four'"},
+        {"tests/configs/tiny-train.yaml --ranks-per-run 0", "hybrid-exp: --ranks-per-run: expected an integer in [1, 2147483647], got '0'"},
+        /* unknown flags */
+        {"tests/configs/tiny-train.yaml --bogus", "hybrid-exp: unknown option '--bogus'"},
+        {"generate --checkpoint m.safetensors -x", "hybrid-exp generate: unknown option '-x'"},
+        {"bench --nope", "hybrid-exp bench: unknown option '--nope'"},
+        {"tests/configs/tiny-train.yaml --quiet=yes", "hybrid-exp: option '--quiet' takes no value"},
+        {"tests/configs/tiny-train.yaml --s x", "hybrid-exp: ambiguous option '--s' (--set, --stop-after)"},
+        /* a missing value */
+        {"tests/configs/tiny-train.yaml --out", "hybrid-exp: option '--out' needs a value"},
+        {"dump --checkpoint", "hybrid-exp dump: option '--checkpoint' needs a value"},
+        {"generate --checkpoint m.safetensors --prompt a -n", "hybrid-exp generate: option '-n' needs a value"},
+        /* words and positional arguments */
+        {"eval --checkpoint m --data d --format text", "hybrid-exp eval: --format: expected one of auto, bytes, tokens, llmc, nanogpt, got 'text'"},
+        {"bench decode --fill copy", "hybrid-exp bench decode: --fill: expected prefill or tile, got 'copy'"},
+        {"tests/configs/tiny-train.yaml other.yaml", "hybrid-exp: unexpected argument 'other.yaml' (one CONFIG.yaml)"},
+        {"blocks extra", "hybrid-exp blocks: unexpected argument 'extra'"},
+        {"tokenizer fit", "hybrid-exp tokenizer: unknown subcommand 'fit' (train)"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        char cmd[512], *out;
+        size_t len;
+        snprintf(cmd, sizeof cmd, "%s %s 2>&1 >/dev/null", exe(), cases[k].args);
+        ck_assert_int_eq(run(cmd, &out, &len), 2);
+        char *nl = strchr(out, '\n');
+        ck_assert_msg(nl, "%s: %s", cases[k].args, out);
+        *nl = 0;
+        ck_assert_str_eq(out, cases[k].first_line);
+        free(out);
+    }
+}
+END_TEST
+
+/* The accepted spellings: --set K=V and --set=K=V (both applied), --opt=V, -h / --help,
+ * --version, options before the config. */
+START_TEST(cli_valid_forms_still_work) {
+    char cmd[512], *out;
+    size_t len;
+    snprintf(cmd, sizeof cmd, "%s train --set=model.d_model=48 --stop-after=5 tests/configs/tiny-train.yaml "
+             "--set model.n_layers=3 --out=/tmp/hybrid-test-forms-%d --check", exe(), (int)getpid());
+    ck_assert_int_eq(run(cmd, &out, &len), 0);
+    ck_assert_msg(strstr(out, "d_model 48, 3 layers"), "%s", out);
+    char want[96];
+    snprintf(want, sizeof want, "out_dir /tmp/hybrid-test-forms-%d", (int)getpid());
+    ck_assert_msg(strstr(out, want), "%s", out);
+    free(out);
+    static const char *const helps[] = {"-h", "--help", "train -h", "generate --help", "eval -h", "bench --help",
+                                        "bench decode -h", "bench allreduce --help", "tokenizer train -h",
+                                        "tokenize --help", "dump -h", "init --help", "plot -h", "blocks --help",
+                                        "tests/configs/tiny-train.yaml --help"};
+    for (size_t k = 0; k < sizeof helps / sizeof *helps; k++) {
+        snprintf(cmd, sizeof cmd, "%s %s", exe(), helps[k]);
+        ck_assert_int_eq(run(cmd, &out, &len), 0);
+        ck_assert_msg(!strncmp(out, "usage: ", 7), "%s: %s", helps[k], out);
+        free(out);
+    }
+    snprintf(cmd, sizeof cmd, "%s --version", exe());
+    ck_assert_int_eq(run(cmd, &out, &len), 0);
+    ck_assert_msg(!strncmp(out, "hybrid-exp ", 11), "%s", out);
+    free(out);
 }
 END_TEST
 
@@ -213,6 +300,8 @@ static Suite *generate_cli_suite(void) {
     tcase_add_test(cli, cli_generate_streams_and_continues_from_state);
     tcase_add_test(cli, cli_bench_decode_quick_writes_csv);
     tcase_add_test(cli, cli_stop_after_rejects_junk);
+    tcase_add_test(cli, cli_usage_errors_name_flag_and_value);
+    tcase_add_test(cli, cli_valid_forms_still_work);
     tcase_add_test(cli, cli_blocks_prints_ranges);
     suite_add_tcase(s, cli);
     return s;

@@ -152,8 +152,8 @@ static volatile unsigned byte_sink;   /* keeps the reads of tensor data */
 int hy_fuzz_safetensors(const uint8_t *data, size_t size) {
     int rc[2];
     clear_error();
-    hy_json j;
-    if ((rc[0] = clean(hy_json_parse((const char *)data, size, &j), "hy_json_parse")) == 0) hy_json_free(&j);
+    json_t *j;
+    if ((rc[0] = clean(hy_json_parse((const char *)data, size, &j), "hy_json_parse")) == 0) json_decref(j);
     char path[64];
     int fd = input_file(data, size, path, sizeof path);
     hy_st_file f;
