@@ -123,7 +123,7 @@ FUZZ_BUILD   ?= build-fuzz
 FUZZ_NAMES   := yaml safetensors checkpoint state dump
 fuzz: $(EXE) $(BUILD)/make-fuzz-model
 	$(MAKE) CC=clang BUILD=$(FUZZ_BUILD) OPT="-O1 -g -fno-omit-frame-pointer" \
-	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -Wno-pass-failed" \
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize=vptr -fno-sanitize-recover=undefined -Wno-pass-failed" \
 	  $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz-%)
 	bash tests/fuzz/seeds.sh ./$(EXE) ./$(BUILD)/make-fuzz-model $(FUZZ_BUILD)/seeds
 	bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
