@@ -9,7 +9,7 @@
 /* The table hy_csv_<P> of list LIST, for file FILE. */
 #define HY_CSV_SCHEMA_(P, LIST, FILE, ABOUT)                                                                 \
     static const hy_csv_column cols_##P[] = {LIST(HY_CSV_ROW_, P)};                                          \
-    const hy_csv_schema hy_csv_##P = {FILE, LIST(HY_CSV_HEAD_, P) "\n" + 1, cols_##P, HY_##P##_NCOLS, ABOUT};
+    const hy_csv_schema hy_csv_##P = {FILE, &(LIST(HY_CSV_HEAD_, P) "\n")[1], cols_##P, HY_##P##_NCOLS, ABOUT};
 
 HY_CSV_SCHEMA_(TRAIN, HY_TRAIN_CSV, "train.csv", "every training run (experiments/train.c): a row every log_every "
                "steps and at every evaluation")
