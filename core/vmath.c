@@ -49,3 +49,17 @@ void hy_softplus_array(float *restrict out, const float *restrict in, size_t n) 
         out[i] = select_f(hy_float_ordered(v) > 0x41a00000, v, vp + log1p_unit(hy_expf_neg(-va)));   /* v > 20 */
     }
 }
+
+void hy_colsum_add(float *g, const float *X, size_t rows, int cols, size_t ld) {
+    int nb = (cols + 63) / 64;
+    #pragma omp parallel for schedule(static) if (rows * cols > 65536)
+    for (int k = 0; k < nb; k++) {
+        int c0 = k * 64, c1 = c0 + 64 < cols ? c0 + 64 : cols;
+        float acc[64] = {0};
+        for (size_t r = 0; r < rows; r++) {
+            const float *x = X + r * ld;
+            for (int c = c0; c < c1; c++) acc[c - c0] += x[c];
+        }
+        for (int c = c0; c < c1; c++) g[c] += acc[c - c0];
+    }
+}

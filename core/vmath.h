@@ -102,6 +102,11 @@ static inline __attribute__((always_inline)) vw hy_exp2f_vw(vw x) {
     return p * (vw)e;
 }
 
+/* g[c] += Σ_rows X[row·ld + c] for c < cols (a bias's or a per-channel parameter's gradient):
+ * parallel over blocks of 64 columns, each column summed in row order, so the result does not
+ * depend on the thread count. */
+void hy_colsum_add(float *g, const float *X, size_t rows, int cols, size_t ld);
+
 static inline float hy_sigmoidf(float x) { return 1.0f / (1.0f + hy_expf(-x)); }
 static inline float hy_siluf(float x) { return x / (1.0f + hy_expf(-x)); }
 

@@ -318,8 +318,8 @@ static int check_finite(hy_model *m, const hy_optim *opt, long step) {
             s = s > lo[a] ? s : lo[a], e = e < hi[a] ? e : hi[a];
             size_t bad = s < e ? count_nonfinite(arena[a] + (s - lo[a]), e - s) : 0;
             if (bad)
-                return hy_fail("step %ld: the update made the %s '%s' non-finite (%zu of %zu values); lower train.lr "
-                               "or raise train.warmup_steps", step, what[a], p->name, bad, p->numel);
+                return hy_fail("step %ld: the update made the %s '%s' non-finite (%zu of %zu values); " HY_DIVERGED_HINT,
+                               step, what[a], p->name, bad, p->numel);
         }
     }
     return 0;
@@ -671,10 +671,10 @@ static int train_step_ranks(train_run *R, double frac, hy_loss *loss) {
     *loss = a.loss;
     R->stop_agreed = a.stop, R->clock = a.elapsed;
     if (!isfinite(loss->loss))
-        return hy_fail("step %ld: the loss is %f; lower train.lr or raise train.warmup_steps", R->pr.step + 1, loss->loss);
+        return hy_fail("step %ld: the loss is %f; " HY_DIVERGED_HINT, R->pr.step + 1, loss->loss);
     R->gnorm = hy_dp_clip(dp, c->grad_clip);
     if (!isfinite(R->gnorm))
-        return hy_fail("step %ld: the gradient norm is %f; lower train.lr or raise train.warmup_steps", R->pr.step + 1,
+        return hy_fail("step %ld: the gradient norm is %f; " HY_DIVERGED_HINT, R->pr.step + 1,
                        R->gnorm);
     R->lr = hy_lr_schedule(R->pr.step, c->warmup_steps, schedule_progress(c, R->pr.step, frac), c->lr, c->min_lr);
     if ((rc = hy_dp_step(dp, &R->opt, R->lr)) < 0) return rc;
@@ -694,17 +694,9 @@ static int train_step(train_run *R, double frac) {
         return step_done(R, &loss);
     }
     if ((rc = hy_data_batch(&R->corpus, 0, &R->rng, R->B, R->T, R->in, R->tg)) < 0) return rc;
-    if ((rc = hy_model_forward(R->m, R->in, R->tg, R->B, R->T, true, &loss)) < 0) return rc;
-    hy_model_zero_grad(R->m);
-    if ((rc = hy_model_backward(R->m)) < 0) return rc;
-    if (!isfinite(loss.loss))
-        return hy_fail("step %ld: the loss is %f; lower train.lr or raise train.warmup_steps", R->pr.step + 1, loss.loss);
-    R->gnorm = hy_clip_grad_norm(R->m, c->grad_clip);
-    if (!isfinite(R->gnorm))
-        return hy_fail("step %ld: the gradient norm is %f; lower train.lr or raise train.warmup_steps", R->pr.step + 1,
-                       R->gnorm);
     R->lr = hy_lr_schedule(R->pr.step, c->warmup_steps, schedule_progress(c, R->pr.step, frac), c->lr, c->min_lr);
-    hy_optim_step(&R->opt, R->m, R->lr);
+    if ((rc = hy_optim_train_step(&R->opt, R->m, c->grad_clip, R->in, R->tg, R->B, R->T, R->lr, &loss, &R->gnorm)) < 0)
+        return rc;
     if ((rc = check_finite(R->m, &R->opt, R->pr.step + 1)) < 0) return rc;
     return step_done(R, &loss);
 }

@@ -260,31 +260,11 @@ int hy_checkpoint_save_meta(const hy_model *m, const char *path, long step, int 
     return rc;
 }
 
-/* Scalars of the model a resolved config describes, to refuse a config that asks for more memory
- * than the file could fill before allocating it: a checkpoint holds every parameter, so the model
- * may exceed the file's values by at most CONFIG_SLACK (smaller mismatches, such as one missing
- * tensor, are then reported tensor by tensor, by name). */
+/* A config that asks for more memory than the file could fill is refused before allocating it
+ * (hy_model_config_scalars): a checkpoint holds every parameter, so the model may exceed the
+ * file's values by at most CONFIG_SLACK (smaller mismatches, such as one missing tensor, are then
+ * reported tensor by tensor, by name). */
 #define CONFIG_SLACK (1 << 20)
-static double config_numel(const hy_model_config *c) {
-    double d = c->d_model, n = (c->tie_embeddings ? 1.0 : 2.0) * c->vocab_size * d + d;
-    for (int i = 0; i < c->n_layers; i++) {
-        const hy_block_cfg *b[2] = {&c->layers[i].mixer, &c->layers[i].ffn};
-        for (int k = 0; k < 2; k++) {
-            if (!b[k]->ops) continue;
-            hy_param_spec specs[HY_MAX_BLOCK_PARAMS];
-            int np = b[k]->ops->param_specs(&b[k]->opts, c->d_model, NULL);
-            if (np > HY_MAX_BLOCK_PARAMS) return INFINITY;
-            b[k]->ops->param_specs(&b[k]->opts, c->d_model, specs);
-            n += d;
-            for (int j = 0; j < np; j++) {
-                double e = 1;
-                for (int q = 0; q < specs[j].ndim; q++) e *= specs[j].shape[q];
-                n += e;
-            }
-        }
-    }
-    return n;
-}
 
 /* Copies tensor `name` of f into dst after checking it is F32 with p's shape. */
 static int load_param(const hy_st_file *f, const char *name, const hy_param *p, float *dst) {
@@ -349,7 +329,7 @@ int hy_checkpoint_load(const char *path, hy_model **out, long *step) {
         hy_error_prefix("%s", path);
         goto done;
     }
-    double want = config_numel(&cfg), have = 0;
+    double want = hy_model_config_scalars(&cfg), have = 0;
     for (int i = 0; i < f.n_tensors; i++) have += (double)(f.tensors[i].end - f.tensors[i].begin) / sizeof(float);
     if (want > have + CONFIG_SLACK) {   /* have: the F32 values the file's data could fill */
         rc = hy_fail("%s: the config describes a model of %.0f parameters but the file holds only %.0f values", path, want,

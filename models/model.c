@@ -370,6 +370,8 @@ static double arena_floats(const hy_model_config *c, bool pad) {
     return n;
 }
 
+double hy_model_config_scalars(const hy_model_config *cfg) { return arena_floats(cfg, false); }
+
 /* The model's own buffers of a training step mirror hy_model_forward (keep) and hy_model_backward:
  * h and normed (2·n_layers + 1 slots of rows × d), rstd (as many slots of rows), work, logits
  * (rows × V), dwork (rows × max(V, d)), dh, tokens and targets; each block adds its

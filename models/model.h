@@ -112,6 +112,9 @@ void hy_block_cfg_each_opt(const hy_block_cfg *b, bool exact_floats, hy_opt_visi
 int hy_model_config_to_json(const hy_model_config *cfg, char **out);
 hy_param *hy_model_param(hy_model *m, const char *name);
 size_t hy_model_param_count(const hy_model *m);   /* scalars */
+/* The parameter scalars of the model a resolved config describes, before building it (INFINITY
+ * when a block reports more tensors than HY_MAX_BLOCK_PARAMS). */
+double hy_model_config_scalars(const hy_model_config *cfg);
 /* A 64-bit fingerprint of every parameter as 16 hex digits (FNV-1a over the F32 bit patterns as
  * 32-bit words, in the arena's order: the config's parameter order, each tensor padded to 16
  * floats with zeros). Streaming states and training states record it to refuse other weights. */

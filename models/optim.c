@@ -166,15 +166,25 @@ int hy_optimizer_new(hy_model *m, const hy_optim_opts *opts, hy_optimizer **out)
     return 0;
 }
 
-int hy_optimizer_step(hy_optimizer *opt, double lr) {
-    if (!(lr >= 0) || !isfinite(lr)) return hy_fail("hy_optimizer_step: lr must be a finite number >= 0, got %g", lr);
-    double norm = hy_clip_grad_norm(opt->model, opt->grad_clip);
-    opt->grad_norm = norm;
-    if (!isfinite(norm))
-        return hy_fail("step %ld: the gradient norm is %g; lower the learning rate or warm up longer", opt->o.step + 1,
-                       norm);
-    hy_optim_step(&opt->o, opt->model, lr);
+/* Refuses a learning rate that is not a finite number >= 0 (`who`: the public call that got it). */
+static int check_lr(const char *who, double lr) {
+    if (!(lr >= 0) || !isfinite(lr)) return hy_fail("%s: lr must be a finite number >= 0, got %g", who, lr);
     return 0;
+}
+
+/* Clips the gradients and makes one update; a non-finite norm is an error before any change. */
+static int clip_and_update(hy_optim *o, hy_model *m, double grad_clip, double lr, double *grad_norm) {
+    double norm = hy_clip_grad_norm(m, grad_clip);
+    if (grad_norm) *grad_norm = norm;
+    if (!isfinite(norm)) return hy_fail("step %ld: the gradient norm is %g; " HY_DIVERGED_HINT, o->step + 1, norm);
+    hy_optim_step(o, m, lr);
+    return 0;
+}
+
+int hy_optimizer_step(hy_optimizer *opt, double lr) {
+    int rc = check_lr("hy_optimizer_step", lr);
+    if (rc < 0) return rc;
+    return clip_and_update(&opt->o, opt->model, opt->grad_clip, lr, &opt->grad_norm);
 }
 
 double hy_optimizer_grad_norm(const hy_optimizer *opt) { return opt->grad_norm; }
@@ -186,16 +196,22 @@ void hy_optimizer_free(hy_optimizer *opt) {
     free(opt);
 }
 
-int hy_train_step(hy_optimizer *opt, const int32_t *inputs, const int32_t *targets, int B, int T, double lr,
-                  hy_loss *loss) {
+int hy_optim_train_step(hy_optim *o, hy_model *m, double grad_clip, const int32_t *inputs, const int32_t *targets,
+                        int B, int T, double lr, hy_loss *loss, double *grad_norm) {
     hy_loss l;
-    if (!targets) return hy_fail("hy_train_step: targets are required (the loss to train on)");
-    int rc = hy_model_forward(opt->model, inputs, targets, B, T, true, &l);
+    int rc = hy_model_forward(m, inputs, targets, B, T, true, &l);
     if (rc < 0) return rc;
     if (loss) *loss = l;
-    if (!isfinite(l.loss))
-        return hy_fail("step %ld: the loss is %f; lower the learning rate or warm up longer", opt->o.step + 1, l.loss);
-    hy_model_zero_grad(opt->model);
-    if ((rc = hy_model_backward(opt->model)) < 0) return rc;
-    return hy_optimizer_step(opt, lr);
+    if (!isfinite(l.loss)) return hy_fail("step %ld: the loss is %f; " HY_DIVERGED_HINT, o->step + 1, l.loss);
+    hy_model_zero_grad(m);
+    if ((rc = hy_model_backward(m)) < 0) return rc;
+    return clip_and_update(o, m, grad_clip, lr, grad_norm);
+}
+
+int hy_train_step(hy_optimizer *opt, const int32_t *inputs, const int32_t *targets, int B, int T, double lr,
+                  hy_loss *loss) {
+    if (!targets) return hy_fail("hy_train_step: targets are required (the loss to train on)");
+    int rc = check_lr("hy_train_step", lr);
+    if (rc < 0) return rc;
+    return hy_optim_train_step(&opt->o, opt->model, opt->grad_clip, inputs, targets, B, T, lr, loss, &opt->grad_norm);
 }

@@ -31,4 +31,16 @@ double hy_grad_sum_squares(const float *g, size_t n);
 float hy_clip_scale(double norm, double max_norm);
 /* hy_lr_schedule (warmup + cosine) is declared in include/hybrid.h. */
 
+/* What every divergence error (non-finite loss, gradient norm or update) tells the user to do. */
+#define HY_DIVERGED_HINT "lower the learning rate (train.lr) or warm up longer (train.warmup_steps)"
+
+/* The one training update of a process holding the whole batch, shared by hy_train_step and the
+ * trainer (experiments/train.c): forward with targets, zero the gradients, backward, clip to
+ * grad_clip (0: never), one update of `o` with learning rate lr. Sets *loss (may be NULL) to the
+ * batch's loss from before the update and *grad_norm (may be NULL) to the norm before clipping. A
+ * non-finite loss or gradient norm is an error (naming step o->step + 1) and leaves the weights
+ * as they were. */
+int hy_optim_train_step(hy_optim *o, hy_model *m, double grad_clip, const int32_t *inputs, const int32_t *targets,
+                        int B, int T, double lr, hy_loss *loss, double *grad_norm);
+
 #endif

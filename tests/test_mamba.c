@@ -260,6 +260,31 @@ START_TEST(vector_math) {
 }
 END_TEST
 
+/* hy_colsum_add over a strided matrix: each of 70 columns (one full block of 64 and a partial one)
+ * gets exactly the row-order sum of its column added, the columns past cols and the padding of
+ * each row untouched; and the same bits with one thread as with the parallel loop (rows · cols
+ * above its threshold). */
+START_TEST(column_sums) {
+    enum { ROWS = 1200, COLS = 70, LD = 75 };
+    float *X = hy_malloc(sizeof(float) * ROWS * LD), g[COLS + 1], g1[COLS + 1];
+    for (int i = 0; i < ROWS * LD; i++) X[i] = (float)((i * 37) % 101) / 7.0f - 5.0f;
+    for (int c = 0; c <= COLS; c++) g[c] = g1[c] = (float)c;
+    hy_colsum_add(g, X, ROWS, COLS, LD);
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    hy_colsum_add(g1, X, ROWS, COLS, LD);
+    omp_set_num_threads(threads);
+    for (int c = 0; c < COLS; c++) {
+        float ref = 0;
+        for (int r = 0; r < ROWS; r++) ref += X[r * LD + c];
+        ck_assert_msg(g[c] == (float)c + ref, "column %d: %.9g, expected %.9g", c, g[c], (float)c + ref);
+        ck_assert_msg(g1[c] == g[c], "column %d: one thread %.9g, several %.9g", c, g1[c], g[c]);
+    }
+    ck_assert_float_eq(g[COLS], (float)COLS);
+    hy_free(X);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- the block ---- */
 
 static size_t numel(hy_layer *L, int p) {
@@ -611,6 +636,7 @@ static Suite *make_mamba_suite(void) {
     tcase_add_test(k, scan_backward_chunk_lengths);
     tcase_add_test(k, scan_refuses_bad_input);
     tcase_add_test(k, vector_math);
+    tcase_add_test(k, column_sums);
     suite_add_tcase(s, k);
     TCase *b = tcase_create("block");
     tcase_add_test(b, forward_follows_spec);

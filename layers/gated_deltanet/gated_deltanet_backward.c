@@ -10,18 +10,6 @@
 #include <math.h>
 #include <string.h>
 
-/* g[c] += Σ_rows X[row, c] for X (rows, cols); parallel over column blocks, rows in order. */
-static void colsum_add(float *g, const float *X, size_t rows, int cols) {
-    int nb = (cols + 63) / 64;
-    #pragma omp parallel for schedule(static) if (rows * cols > 65536)
-    for (int k = 0; k < nb; k++) {
-        int c0 = k * 64, c1 = c0 + 64 < cols ? c0 + 64 : cols;
-        float acc[64] = {0};
-        for (size_t r = 0; r < rows; r++)
-            for (int c = c0; c < c1; c++) acc[c - c0] += X[r * cols + c];
-        for (int c = c0; c < c1; c++) g[c] += acc[c - c0];
-    }
-}
 
 int hy_gdn_block_backward(hy_layer *L, const float *dy, float *dx, int B, int T) {
     gdn_priv *P = L->priv;
@@ -61,7 +49,7 @@ int hy_gdn_block_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
             const float f = rs * rs * rs * ao / dv;
             for (int c = 0; c < dv; c++) dox[c] = rs * dox[c] - f * x[c];
         }
-    colsum_add(gr[P_ONORM], tmp, rows * HV, dv);
+    hy_colsum_add(gr[P_ONORM], tmp, rows * HV, dv, dv);
     /* the gated delta rule: dq̂, dk̂, dv (into dxc's v columns), dβ, dg */
     float *bg = F->bg.p, *dbg = P->dbg.p;
     hy_gdn_in in = {B, T, H, HV, dk, dv, HY_GDN_CHUNK, F->qn.p, F->kn.p, F->xc.p + 2 * g.nqk, bg, bg + HV, g.nqk, Cx, 2 * HV};
@@ -99,8 +87,8 @@ int hy_gdn_block_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
                 daraw[r * HV + j] = da;
                 dproj[r * g.W + g.off_a + j] = da;
             }
-        colsum_add(gr[P_A_LOG], dalog, rows, HV);
-        colsum_add(gr[P_DT_BIAS], daraw, rows, HV);
+        hy_colsum_add(gr[P_A_LOG], dalog, rows, HV, HV);
+        hy_colsum_add(gr[P_DT_BIAS], daraw, rows, HV, HV);
     }
     /* silu and the convs (no bias): weight gradients, d q|k|v into dproj's first Cx columns */
     hy_cconv cv = gdn_conv_of(&g, F, B, T);

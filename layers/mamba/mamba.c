@@ -136,18 +136,6 @@ static void free_fwd(fwd_bufs *F) {
     for (size_t i = 0; i < sizeof b / sizeof *b; i++) hy_buf_free(b[i]);
 }
 
-/* db[c] += Σ_rows X[row, c] for X (rows, cols); parallel over column blocks (fixed order). */
-static void colsum_add(float *db, const float *X, size_t rows, int cols) {
-    int nb = (cols + 63) / 64;
-    #pragma omp parallel for schedule(static) if (rows * cols > 65536)
-    for (int k = 0; k < nb; k++) {
-        int c0 = k * 64, c1 = c0 + 64 < cols ? c0 + 64 : cols;
-        float acc[64] = {0};
-        for (size_t r = 0; r < rows; r++)
-            for (int c = c0; c < c1; c++) acc[c - c0] += X[r * cols + c];
-        for (int c = c0; c < c1; c++) db[c] += acc[c - c0];
-    }
-}
 
 /* The conv over x (E channels) on the forward's xpad and wT. */
 static hy_cconv conv_of(const geom *g, fwd_bufs *F, int B, int T) {
@@ -267,7 +255,7 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
         float sg = hy_sigmoidf(draw[i]);   /* exactly 1.0f above 20 too (1 - 2e-9 rounds to 1) */
         ddelta[i] *= sg;
     }
-    colsum_add(L->g[P_DT_B], ddelta, rows, E);
+    hy_colsum_add(L->g[P_DT_B], ddelta, rows, E, E);
     /* dt_proj: d dt = d raw W_dt into ddbc[:, :R]; dW_dt += d rawᵀ dt */
     hy_gemm(false, false, (int)rows, R, E, 1.0f, ddelta, E, L->p[P_DT_W], R, 0.0f, ddbc, g.nbc);
     hy_gemm(true, false, E, R, (int)rows, 1.0f, ddelta, E, F->dbc.p, g.nbc, 1.0f, L->g[P_DT_W], R);

@@ -156,24 +156,6 @@ static void free_fwd(fwd_bufs *F) {
     for (size_t i = 0; i < sizeof b / sizeof *b; i++) hy_buf_free(b[i]);
 }
 
-/* db[c] += Σ_rows X[row·ld + c] (· Y[row·ld + c] when Y) for c < cols; parallel over column blocks,
- * each summed in row order (deterministic). */
-static void colsum_add(float *db, const float *X, const float *Y, size_t rows, int cols, size_t ld) {
-    int nb = (cols + 63) / 64;
-    #pragma omp parallel for schedule(static) if (rows * cols > 65536)
-    for (int k = 0; k < nb; k++) {
-        int c0 = k * 64, c1 = c0 + 64 < cols ? c0 + 64 : cols;
-        float acc[64] = {0};
-        for (size_t r = 0; r < rows; r++) {
-            const float *x = X + r * ld, *y = Y ? Y + r * ld : NULL;
-            if (y)
-                for (int c = c0; c < c1; c++) acc[c - c0] += x[c] * y[c];
-            else
-                for (int c = c0; c < c1; c++) acc[c - c0] += x[c];
-        }
-        for (int c = c0; c < c1; c++) db[c] += acc[c - c0];
-    }
-}
 
 /* The SSD's arguments over the conv output xbc (x, B, C column slices) and Δ. */
 static hy_ssd_args ssd_args(const geom *g, const fwd_bufs *F, int B, int T, float *ssm) {
@@ -348,7 +330,7 @@ static int mamba2_backward(hy_layer *L, const float *dy, float *dx, int B, int T
         float *restrict ddt = dzx + (size_t)r * g.W + E + Cx;
         for (int h = 0; h < H; h++) ddt[h] = ddelta[(size_t)r * H + h] * hy_sigmoidf(draw[(size_t)r * H + h]);
     }
-    colsum_add(L->g[P_DT_BIAS], dzx + E + Cx, NULL, rows, H, g.W);
+    hy_colsum_add(L->g[P_DT_BIAS], dzx + E + Cx, rows, H, g.W);
     /* silu and the conv: bias and weight gradients, d xBC into dzx's xBC columns */
     hy_cconv cv = conv_of(&g, F, B, T);
     hy_cconv_backward(&cv, dxbc, F->pre.p, L->g[P_CONV_B], &(hy_cconv_weight){1, {Cx}, {L->g[P_CONV_W]}}, dzx + E,
