@@ -5,8 +5,10 @@
  * A task sweeps its chunks in order with its heads' states (hb·P × N) in cache, so the chunk states
  * never go through memory between passes and one parallel region does the whole call. Per chunk:
  *   forward   CB = C Bᵀ (q × q); y = E ⊙ (C S_inᵀ) for the block's heads (one GEMM, then a row
- *             scale); per head y += (L ⊙ CB)(Δx) (one GEMM each); S ← e ⊙ S + (W ⊙ Δx)ᵀ B (one GEMM
- *             after scaling S by each head's e). S_in is stored per chunk when the caller keeps states.
+ *             scale); per head y += (L ⊙ CB ⊙ Δ) x, Δ_i scaling the mask's column i so that the GEMM
+ *             reads x in place (one GEMM each); S ← e ⊙ S + (W ⊙ Δx)ᵀ B (one GEMM after scaling S by
+ *             each head's e). When the caller keeps states, chunk c reads S_in from slot c and the
+ *             scaled copy and the GEMM write slot c+1 directly (no separate copy of the state).
  *   backward  from the last chunk back with dS = dS_out(c) (0 after the last): Z = C S_inᵀ, V = B dSᵀ,
  *             dC = (E ⊙ dy) S_in, dB = (W ⊙ Δx) dS (four GEMMs over the block's heads), per head
  *             d(Δx) = Mᵀ dy + W ⊙ V and dM = dy (Δx)ᵀ (two GEMMs), dC += dCB B, dB += dCBᵀ C with
