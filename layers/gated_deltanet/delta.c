@@ -23,28 +23,47 @@ int hy_gdn_check(const hy_gdn_in *in) {
     return 0;
 }
 
-/* T = (I + A)^{-1} for A_ts = β_t·KD_ts (strictly lower): row t = e_t − Σ_{r<t} A_tr·(row r of T).
- * Row r of T is zero beyond column r, so every update of row t runs over its first columns rounded
- * up to a whole 16-float vector (fixed per row: the loop vectorizes without a tail); Tm (Lc × Lc) is
- * overwritten. */
-static void unit_lower_inverse(float *restrict Tm, const float *restrict KD, const float *restrict beta, int Lc) {
+/* Row stride of the padded inverse scratch: Lc rounded up to whole vectors. */
+static int inv_stride(int Lc) { return (Lc + HY_VW - 1) / HY_VW * HY_VW; }
+
+/* T = (I + A)^{-1} for A_ts = β_t·KD_ts (strictly lower): row t = e_t − β_t Σ_{r<t} KD_tr·(row r of T),
+ * computed one vector of columns at a time in Tp (rows padded to inv_stride(Lc), so every load is a
+ * whole vector): row r of T is zero beyond column r, so column block cb takes only the rows r >= cb·HY_VW,
+ * summed in four independent accumulators (the FMAs of one row do not wait on each other). Lc³/6
+ * multiply-adds; the result goes to Tm (Lc × Lc, row stride Lc, zeros above the diagonal). */
+static void unit_lower_inverse(float *restrict Tm, const float *restrict KD, const float *restrict beta, int Lc,
+                               float *restrict Tp) {
+    const int Lp = inv_stride(Lc);
     for (int t = 0; t < Lc; t++) {
-        float *restrict row = Tm + (size_t)t * Lc;
-        const int n = (t + 16) & ~15, len = n < Lc ? n : Lc;
-        memset(row, 0, (size_t)Lc * sizeof(float));
-        row[t] = 1.0f;
-        for (int r = 0; r < t; r++) {
-            const float a = beta[t] * KD[(size_t)t * Lc + r];
-            const float *restrict rr = Tm + (size_t)r * Lc;
-            for (int s = 0; s < len; s++) row[s] -= a * rr[s];
+        const float *restrict kd = KD + (size_t)t * Lc;
+        float *restrict row = Tp + (size_t)t * Lp;
+        const int nb = t / HY_VW + 1;   /* column blocks holding columns 0..t */
+        for (int cb = 0; cb < nb; cb++) {
+            const float *col = Tp + cb * HY_VW;
+            vw a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            int r = cb * HY_VW;
+            for (; r + 4 <= t; r += 4) {
+                a0 = vw_fma(vw_splat(kd[r]), vw_load(col + (size_t)r * Lp), a0);
+                a1 = vw_fma(vw_splat(kd[r + 1]), vw_load(col + (size_t)(r + 1) * Lp), a1);
+                a2 = vw_fma(vw_splat(kd[r + 2]), vw_load(col + (size_t)(r + 2) * Lp), a2);
+                a3 = vw_fma(vw_splat(kd[r + 3]), vw_load(col + (size_t)(r + 3) * Lp), a3);
+            }
+            for (; r < t; r++) a0 = vw_fma(vw_splat(kd[r]), vw_load(col + (size_t)r * Lp), a0);
+            vw v = vw_splat(-beta[t]) * ((a0 + a1) + (a2 + a3));
+            if (t / HY_VW == cb) v[t % HY_VW] = 1.0f;
+            vw_store(row + cb * HY_VW, v);
         }
+        float *restrict out = Tm + (size_t)t * Lc;
+        const int done = nb * HY_VW < Lc ? nb * HY_VW : Lc;
+        memcpy(out, row, (size_t)done * sizeof(float));
+        memset(out + done, 0, (size_t)(Lc - done) * sizeof(float));
     }
 }
 
 /* Scratch floats of one thread of the forward. */
 static size_t fwd_floats(int L, int dk, int dv) {
-    return gdn_chunk_floats(L, dk) + gdn_round((size_t)L * L) + gdn_round((size_t)2 * L * dv) +
-           2 * gdn_round((size_t)L * dv) + gdn_round((size_t)dv * dk);
+    return gdn_chunk_floats(L, dk) + gdn_round((size_t)L * L) + gdn_round((size_t)inv_stride(L) * inv_stride(L)) +
+           gdn_round((size_t)2 * L * dv) + 2 * gdn_round((size_t)L * dv) + gdn_round((size_t)dv * dk);
 }
 
 size_t hy_gdn_forward_ws_floats(int dk, int dv, int L, int threads) { return fwd_floats(L, dk, dv) * (size_t)threads; }
@@ -56,7 +75,7 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *Sh, bool s_ze
     const int L = in->chunk, dk = in->dk, dv = in->dv, nch = hy_gdn_nchunks(in->T, L);
     gdn_chunk ch;
     gdn_chunk_alloc(&ch, &w, L, dk);
-    float *Tl = gdn_take(&w, (size_t)L * L), *QKS = gdn_take(&w, (size_t)2 * L * dv);
+    float *Tl = gdn_take(&w, (size_t)L * L), *Tp = gdn_take(&w, (size_t)inv_stride(L) * inv_stride(L)), *QKS = gdn_take(&w, (size_t)2 * L * dv);
     float *R = gdn_take(&w, (size_t)L * dv), *Ul = gdn_take(&w, (size_t)L * dv);
     const size_t head = (size_t)b * in->HV + j;
     for (int c = 0; c < nch; c++) {
@@ -70,7 +89,7 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *Sh, bool s_ze
         float *S = keep ? keep->ckpt + (head * nch + c) * (size_t)dv * dk : Sh;
         if (keep && s_zero) memset(S, 0, (size_t)dv * dk * sizeof(float));
         else if (keep && c == 0) memcpy(S, Sh, (size_t)dv * dk * sizeof(float));
-        unit_lower_inverse(Tm, ch.KD, ch.beta, Lc);
+        unit_lower_inverse(Tm, ch.KD, ch.beta, Lc, Tp);
         /* [Q S_inᵀ; K S_inᵀ] in one GEMM;  R = diag(β) V − diag(β e^γ) K S_inᵀ;  U = T R */
         if (!s_zero) hy_gemm(false, true, 2 * Lc, dv, dk, 1.0f, ch.qk, dk, S, dk, 0.0f, QKS, dv);
         for (int t = 0; t < Lc; t++) {

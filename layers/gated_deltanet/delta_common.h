@@ -86,17 +86,18 @@ static inline void gdn_chunk_load(const hy_gdn_in *in, int b, int j, int c, gdn_
     ch->eL = ch->e[Lc - 1];
     ch->KD = ch->P + (size_t)Lc * Lc;
     hy_gemm(false, true, 2 * Lc, Lc, dk, 1.0f, ch->qk, dk, ch->qk + (size_t)Lc * dk, dk, 0.0f, ch->P, Lc);
-    for (int t = 0; t < Lc; t++) {   /* one branch-free pass per row; the exponent is clamped to <= 0 so
-                                         * that nothing above the diagonal is exponentiated (it is masked) */
+    for (int t = 0; t < Lc; t++) {   /* branch-free passes per row (they vectorize); the exponent is
+                                         * clamped to <= 0 so that nothing above the diagonal is
+                                         * exponentiated (it is masked) */
         float *D = ch->D + (size_t)t * Lc, *P = ch->P + (size_t)t * Lc, *KD = ch->KD + (size_t)t * Lc;
         const double gt = ch->gam[t];
+        for (int s2 = 0; s2 < Lc; s2++) D[s2] = (float)(gt - ch->gam[s2]);
+        for (int s2 = 0; s2 < Lc; s2++) D[s2] = gdn_decay(D[s2] < 0.0f ? D[s2] : 0.0f);
         for (int s2 = 0; s2 < Lc; s2++) {
-            double x = gt - ch->gam[s2];
-            float d = gdn_decay((float)(x < 0 ? x : 0));
-            d = s2 <= t ? d : 0.0f;
-            D[s2] = d;
-            P[s2] *= d;
-            KD[s2] = s2 < t ? KD[s2] * d : 0.0f;
+            const float d = D[s2], p = P[s2], kd = KD[s2];
+            D[s2] = s2 <= t ? d : 0.0f;
+            P[s2] = s2 <= t ? p * d : 0.0f;
+            KD[s2] = s2 < t ? kd * d : 0.0f;
         }
     }
 }
