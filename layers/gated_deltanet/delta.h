@@ -24,8 +24,8 @@
 #include <stddef.h>
 
 /* The block's chunk length, chosen by the time of forward + backward on the bench shape (4 heads, dk 64,
- * dv 128, T 4096): 32 took 10-15% less than 64 and than 16 (docs/blocks.md); `hybrid-exp bench --blocks
- * gated_deltanet` times it against half and twice it. */
+ * dv 128, T 4096): 32 and 64 tie on oneDNN, 32 takes 15% less than 64 on OpenBLAS, 16 and 128 are slower
+ * on both (docs/blocks.md); `hybrid-exp bench --blocks gated_deltanet` times it against half and twice it. */
 #define HY_GDN_CHUNK 32
 
 typedef struct {
