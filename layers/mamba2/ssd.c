@@ -5,8 +5,10 @@
  * A task sweeps its chunks in order with its heads' states (hb·P × N) in cache, so the chunk states
  * never go through memory between passes and one parallel region does the whole call. Per chunk:
  *   forward   CB = C Bᵀ (q × q); y = E ⊙ (C S_inᵀ) for the block's heads (one GEMM, then a row
- *             scale); per head y += (L ⊙ CB)(Δx) (one GEMM each); S ← e ⊙ S + (W ⊙ Δx)ᵀ B (one GEMM
- *             after scaling S by each head's e). S_in is stored per chunk when the caller keeps states.
+ *             scale); per head y += (L ⊙ CB ⊙ Δ) x, Δ_i scaling the mask's column i so that the GEMM
+ *             reads x in place (one GEMM each); S ← e ⊙ S + (W ⊙ Δx)ᵀ B (one GEMM after scaling S by
+ *             each head's e). When the caller keeps states, chunk c reads S_in from slot c and the
+ *             scaled copy and the GEMM write slot c+1 directly (no separate copy of the state).
  *   backward  from the last chunk back with dS = dS_out(c) (0 after the last): Z = C S_inᵀ, V = B dSᵀ,
  *             dC = (E ⊙ dy) S_in, dB = (W ⊙ Δx) dS (four GEMMs over the block's heads), per head
  *             d(Δx) = Mᵀ dy + W ⊙ V and dM = dy (Δx)ᵀ (two GEMMs), dC += dCB B, dB += dCBᵀ C with
@@ -85,7 +87,7 @@ static size_t line_up(size_t n) { return (n + 15) & ~(size_t)15; }
 /* Per-thread scratch of the forward and the backward (layouts at the top of each task's loop). */
 static size_t fwd_thread_floats(const ssd_dims *d, int P) {
     const size_t QQ = (size_t)d->Q * d->Q, QH = (size_t)d->Q * d->hbmax * P, QG = (size_t)d->Q * d->hbmax;
-    return line_up(2 * QQ + 2 * QH + 3 * QG + (size_t)d->Q + (size_t)d->hbmax + d->hbmax * d->PN);
+    return line_up(2 * QQ + QH + 4 * QG + (size_t)d->Q + (size_t)d->hbmax + d->hbmax * d->PN);
 }
 static size_t bwd_thread_floats(const ssd_dims *d, int P) {
     const size_t QQ = (size_t)d->Q * d->Q, QH = (size_t)d->Q * d->hbmax * P, QG = (size_t)d->Q * d->hbmax;
@@ -149,16 +151,23 @@ static float head_decays(const hy_ssd_args *a, size_t row0, int q, int h, float 
 }
 
 /* Row j of the causal mask: seg[i] = Σ_{i<r<=j} a_r for i <= j, updated from row j-1 (seg holds
- * row j-1 on entry); L[i] = exp(seg[i]) · (scale ? scale[i] : 1) for i <= j, 0 for j < i < q. */
-static inline void mask_row(int j, int q, const float *av, float *seg, float *Lrow, const float *scale) {
-    const float aj = av[j];
-    for (int i = 0; i < j; i++) seg[i] += aj;
+ * row j-1 on entry); Lrow[i] = exp(seg[i]) · (cb ? cb[i] : 1) · (dv ? dv[i] : 1) for i <= j, 0 for
+ * j < i < q. In HY_VW-lane blocks with lane masks: no lane above the diagonal is exponentiated into
+ * the row, and nothing at or past q is read or written. */
+static inline void mask_row(int j, int q, const float *av, float *seg, float *Lrow, const float *cb, const float *dv) {
+    const vw aj = vw_splat(av[j]), zero = vw_splat(0.0f);
     seg[j] = 0;
-    if (scale)
-        for (int i = 0; i <= j; i++) Lrow[i] = scale[i] * hy_expf_neg(seg[i]);
-    else
-        for (int i = 0; i <= j; i++) Lrow[i] = hy_expf_neg(seg[i]);
-    for (int i = j + 1; i < q; i++) Lrow[i] = 0.0f;
+    int i0 = 0;
+    for (; i0 <= j; i0 += HY_VW) {
+        const vw_mask upd = vw_mask_first(j - i0), row = vw_mask_first(j + 1 - i0), mem = vw_mask_first(q - i0);
+        vw s = vw_load_masked(seg + i0, row) + vw_keep(aj, upd);
+        vw_store_masked(seg + i0, row, s);
+        vw l = hy_expf_neg_vw(s);
+        if (cb) l *= vw_load_masked(cb + i0, row);
+        if (dv) l *= vw_load_masked(dv + i0, row);
+        vw_store_masked(Lrow + i0, mem, vw_keep(l, row));
+    }
+    for (; i0 < q; i0 += HY_VW) vw_store_masked(Lrow + i0, vw_mask_first(q - i0), zero);
 }
 
 /* One task: sequence b, group g, heads h0 .. h0+nh-1 (blk: the block's index in its group). */
@@ -202,6 +211,13 @@ static void scale_heads(float *restrict S, const float *e, int nh, size_t PN) {
         for (size_t i = 0; i < PN; i++) S[hl * PN + i] *= e[hl];
 }
 
+/* out[hl] = e[hl] · S[hl] for the task's heads: the scaling and the copy into the next chunk's
+ * slot in one pass. */
+static void scale_heads_into(float *restrict out, const float *restrict S, const float *e, int nh, size_t PN) {
+    for (int hl = 0; hl < nh; hl++)
+        for (size_t i = 0; i < PN; i++) out[hl * PN + i] = S[hl * PN + i] * e[hl];
+}
+
 /* The task's heads' part (nh·P·N floats, contiguous) of slot c of a (B, nch+1, H, P, N) array. */
 static inline float *slot(float *s, const hy_ssd_args *a, const ssd_dims *d, const ssd_task *t, int c) {
     return s + (((size_t)t->b * (d->nch + 1) + c) * a->H + t->h0) * d->PN;
@@ -231,46 +247,52 @@ int hy_ssd_forward(const hy_ssd_args *a, float *y, int ldy, hy_buf *work) {
     for (long k = 0; k < ntask; k++) {
         const ssd_task t = task_of(k, a, &d);
         const int nh = t.nh, nP = nh * P;
-        float *CB = work->p + thr * omp_get_thread_num(), *M = CB + QQ, *Xt = M + QQ, *XW = Xt + QH, *avs = XW + QH,
-              *Es = avs + QG, *Ws = Es + QG, *seg = Ws + QG, *e = seg + Q, *S = e + d.hbmax;
-        if (a->s0) memcpy(S, a->s0 + ((size_t)t.b * a->H + t.h0) * d.PN, nh * d.PN * sizeof(float));
-        else memset(S, 0, nh * d.PN * sizeof(float));
+        float *CB = work->p + thr * omp_get_thread_num(), *M = CB + QQ, *XW = M + QQ, *avs = XW + QH, *dts = avs + QG,
+              *Es = dts + QG, *Ws = Es + QG, *seg = Ws + QG, *e = seg + Q, *S = e + d.hbmax;
+        /* with the states kept, chunk c reads its state from slot c and writes the next into slot c+1 */
+        float *S0 = a->states ? slot(a->states, a, &d, &t, 0) : S;
+        if (a->s0) memcpy(S0, a->s0 + ((size_t)t.b * a->H + t.h0) * d.PN, nh * d.PN * sizeof(float));
+        else memset(S0, 0, nh * d.PN * sizeof(float));
         for (int c = 0; c < d.nch; c++) {
             const int t0 = c * Q, q = MIN(Q, a->T - t0);
             const size_t row0 = (size_t)t.b * a->T + t0;
             const float *Bc = a->Bm + row0 * a->ldbc + (size_t)t.g * N, *Cc = a->Cm + row0 * a->ldbc + (size_t)t.g * N;
             float *yc = y + row0 * ldy + (size_t)t.h0 * P;
-            if (a->states) memcpy(slot(a->states, a, &d, &t, c), S, nh * d.PN * sizeof(float));
-            for (int hl = 0; hl < nh; hl++)
+            float *Sin = a->states ? slot(a->states, a, &d, &t, c) : S, *Snext = a->states ? slot(a->states, a, &d, &t, c + 1) : S;
+            const float *xc = a->x + row0 * a->ldx + (size_t)t.h0 * P;
+            for (int hl = 0; hl < nh; hl++) {
                 e[hl] = head_decays(a, row0, q, t.h0 + hl, avs + (size_t)hl * Q, Es + (size_t)hl * Q, Ws + (size_t)hl * Q);
-            gather_rows(a, &d, &t, row0, q, a->x, a->ldx, NULL, true, Xt);
+                for (int j = 0; j < q; j++) dts[(size_t)hl * Q + j] = a->dt[(row0 + j) * a->lddt + t.h0 + hl];
+            }
             /* the carried-in state: y = E ⊙ (C S_inᵀ) */
-            hy_gemm(false, true, q, nP, N, 1.0f, Cc, a->ldbc, S, N, 0.0f, yc, ldy);
+            hy_gemm(false, true, q, nP, N, 1.0f, Cc, a->ldbc, Sin, N, 0.0f, yc, ldy);
             for (int j = 0; j < q; j++)
                 for (int hl = 0; hl < nh; hl++) {
                     const float ej = Es[(size_t)hl * Q + j];
                     float *restrict o = yc + (size_t)j * ldy + (size_t)hl * P;
                     for (int p = 0; p < P; p++) o[p] *= ej;
                 }
-            /* within the chunk: y += (L ⊙ CB)(Δx), head by head */
+            /* within the chunk: y += (L ⊙ CB ⊙ Δ) x, head by head (Δ_i scales column i of the mask) */
             hy_gemm(false, true, q, q, N, 1.0f, Cc, a->ldbc, Bc, a->ldbc, 0.0f, CB, Q);
             for (int hl = 0; hl < nh; hl++) {
-                for (int j = 0; j < q; j++) mask_row(j, q, avs + (size_t)hl * Q, seg, M + (size_t)j * Q, CB + (size_t)j * Q);
-                hy_gemm(false, false, q, P, q, 1.0f, M, Q, Xt + (size_t)hl * P, nP, 1.0f, yc + (size_t)hl * P, ldy);
+                for (int j = 0; j < q; j++)
+                    mask_row(j, q, avs + (size_t)hl * Q, seg, M + (size_t)j * Q, CB + (size_t)j * Q, dts + (size_t)hl * Q);
+                hy_gemm(false, false, q, P, q, 1.0f, M, Q, xc + (size_t)hl * P, a->ldx, 1.0f, yc + (size_t)hl * P, ldy);
             }
             /* the state leaving the chunk: S = e ⊙ S + (W ⊙ Δx)ᵀ B */
             for (int j = 0; j < q; j++)
                 for (int hl = 0; hl < nh; hl++) {
-                    const float wj = Ws[(size_t)hl * Q + j];
-                    const float *restrict xt = Xt + (size_t)j * nP + (size_t)hl * P;
+                    const float wj = Ws[(size_t)hl * Q + j] * dts[(size_t)hl * Q + j];
+                    const float *restrict xt = xc + (size_t)j * a->ldx + (size_t)hl * P;
                     float *restrict o = XW + (size_t)j * nP + (size_t)hl * P;
                     for (int p = 0; p < P; p++) o[p] = xt[p] * wj;
                 }
-            scale_heads(S, e, nh, d.PN);
-            hy_gemm(true, false, nP, N, q, 1.0f, XW, nP, Bc, a->ldbc, 1.0f, S, N);
+            if (Snext != Sin) scale_heads_into(Snext, Sin, e, nh, d.PN);
+            else scale_heads(Sin, e, nh, d.PN);
+            hy_gemm(true, false, nP, N, q, 1.0f, XW, nP, Bc, a->ldbc, 1.0f, Snext, N);
         }
-        if (a->states) memcpy(slot(a->states, a, &d, &t, d.nch), S, nh * d.PN * sizeof(float));
-        if (a->s_out) memcpy(a->s_out + ((size_t)t.b * a->H + t.h0) * d.PN, S, nh * d.PN * sizeof(float));
+        const float *Sfin = a->states ? slot(a->states, a, &d, &t, d.nch) : S;
+        if (a->s_out) memcpy(a->s_out + ((size_t)t.b * a->H + t.h0) * d.PN, Sfin, nh * d.PN * sizeof(float));
     }
     return 0;
 }
@@ -332,7 +354,7 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
                 const float *av = avs + (size_t)hl * Q, *E = Es + (size_t)hl * Q, *W = Ws + (size_t)hl * Q;
                 float *da = das + (size_t)hl * Q, *dXh = dXt + (size_t)hl * P;
                 const float *dyh = dyc + (size_t)hl * P;
-                for (int j = 0; j < q; j++) mask_row(j, q, av, seg, Lm + (size_t)j * Q, NULL);
+                for (int j = 0; j < q; j++) mask_row(j, q, av, seg, Lm + (size_t)j * Q, NULL, NULL);
                 /* M = L ⊙ CB into dM's space first: d(Δx) = Mᵀ dy */
                 for (int j = 0; j < q; j++)
                     for (int i = 0; i < q; i++) dM[(size_t)j * Q + i] = Lm[(size_t)j * Q + i] * CB[(size_t)j * Q + i];
