@@ -335,6 +335,7 @@ START_TEST(data_parallel_curve_matches_one_process) {
     snprintf(p, sizeof p, "%s/train.csv", three);
     ck_assert_int_eq(csv_column(p, "comm_s", comm, 64), 21);
     ck_assert(comm[1] > 0 && comm[20] > 0);
+    tu_remove_dir(dir);   /* only a passing test gets here: a failure leaves its logs */
 }
 END_TEST
 
@@ -354,6 +355,7 @@ START_TEST(sharded_optimizer_and_resume_with_other_rank_count) {
     same_curve(one, resumed, 1e-5);
     /* and back to one process */
     ck_assert_msg(train_ranks(0, resumed, "--resume --set train.steps=24") == 0, "see %s.log", resumed);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -369,6 +371,7 @@ START_TEST(an_error_on_one_rank_stops_every_rank) {
     ck_assert_msg(st != 0 && st != 124, "status %d (124: the ranks hung until the timeout)", st);
     snprintf(cmd, sizeof cmd, "grep -q 'rank 1: training failed: step 3: failing as HY_FAULT_RANK_STEP asks' %s", log);
     ck_assert_msg(sh(cmd) == 0, "rank 1's message is missing from %s", log);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -417,6 +420,7 @@ START_TEST(ctrl_c_under_mpirun_saves_a_checkpoint) {
     ck_assert_msg(sh(cmd) == 130, "see %s/usr1.log", dir);
     snprintf(cmd, sizeof cmd, "test -s %s/usr1/checkpoint.state.safetensors", dir);
     ck_assert_int_eq(sh(cmd), 0);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -438,6 +442,7 @@ START_TEST(bench_allreduce_writes_its_csv) {
     /* one process has nothing to reduce: a usage error */
     snprintf(cmd, sizeof cmd, "%s bench allreduce --out %s 2>/dev/null", tu_exe(), dir);
     ck_assert_int_eq(sh(cmd), 2);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -506,6 +511,7 @@ START_TEST(distributed_sweep_matches_the_serial_run) {
              tu_exe(), args, dir);
     int st = sh(cmd);
     ck_assert(st != 0 && st != 124);
+    tu_remove_dir(dir);
 }
 END_TEST
 
