@@ -294,7 +294,7 @@ END_TEST
 /* hy_gdn_flop against the per-token formula for whole chunks, and the kernel's size checks. */
 START_TEST(flop_and_size_checks) {
     double L = 64, dk = 64, dv = 128, T = 4096;
-    double per_chunk = L * (L + 1) * dk + L * (L - 1) * dk + (L - 1) * L * (L + 1) / 3 + L * (L - 1) * (dv + dk) +
+    double per_chunk = L * (L + 1) * dk + L * (L - 1) * dk + (L - 1) * L * (L + 1) / 3 + L * (L - 1) * dv +
                        6 * L * dk * dv + L * (L + 1) * dv;
     ck_assert_double_eq_tol(hy_gdn_flop(4096, 64, 128, 64), per_chunk * T / L, 1);
     ck_assert_double_eq_tol(hy_gdn_flop(1, 64, 128, 64), 2 * 64 + 6.0 * 64 * 128 + 2 * 128, 1e-9);

@@ -2,8 +2,9 @@
  * layers/gated_deltanet/delta.h. One (sequence, value head) per OpenMP iteration walks its chunks in
  * order, the state (dv × dk) carried in a GEMM operand; all intra-chunk matrices live in the thread's
  * scratch (a few hundred KiB at L = 64), so only the inputs, o, and what is kept for backward touch
- * memory. Per chunk: one GEMM [Q; K] Kᵀ (gdn_chunk_load), the substitution for T, one GEMM T·[βV | βe^γ K],
- * two GEMMs with S_inᵀ, one tril(P)·U and one Uᵀ K̃ for the next state. */
+ * memory. Per chunk five GEMMs: [Q; K] Kᵀ (gdn_chunk_load), [Q; K] S_inᵀ, T·R (after the substitution
+ * for T), tril(P)·U and Uᵀ K̃ for the next state. With keep, the state entering each chunk is computed
+ * in place in its checkpoint (no copy). */
 #include "core/error.h"
 #include "core/gemm.h"
 #include "layers/gated_deltanet/delta_common.h"
@@ -22,39 +23,60 @@ int hy_gdn_check(const hy_gdn_in *in) {
     return 0;
 }
 
-/* T = (I + A)^{-1} for A_ts = β_t·KD_ts (strictly lower): row t = e_t − Σ_{r<t} A_tr·(row r of T),
- * each row only as long as its nonzeros. Lc³/6 multiply-adds; Tm (Lc × Lc) is overwritten. */
-static void unit_lower_inverse(float *restrict Tm, const float *restrict KD, const float *restrict beta, int Lc) {
+/* Row stride of the padded inverse scratch: Lc rounded up to whole vectors. */
+static int inv_stride(int Lc) { return (Lc + HY_VW - 1) / HY_VW * HY_VW; }
+
+/* T = (I + A)^{-1} for A_ts = β_t·KD_ts (strictly lower): row t = e_t − β_t Σ_{r<t} KD_tr·(row r of T),
+ * computed one vector of columns at a time in Tp (rows padded to inv_stride(Lc), so every load is a
+ * whole vector): row r of T is zero beyond column r, so column block cb takes only the rows r >= cb·HY_VW,
+ * summed in four independent accumulators (the FMAs of one row do not wait on each other). Lc³/6
+ * multiply-adds; the result goes to Tm (Lc × Lc, row stride Lc, zeros above the diagonal). */
+static void unit_lower_inverse(float *restrict Tm, const float *restrict KD, const float *restrict beta, int Lc,
+                               float *restrict Tp) {
+    const int Lp = inv_stride(Lc);
     for (int t = 0; t < Lc; t++) {
-        float *restrict row = Tm + (size_t)t * Lc;
-        memset(row, 0, (size_t)Lc * sizeof(float));
-        row[t] = 1.0f;
-        for (int r = 0; r < t; r++) {
-            const float a = beta[t] * KD[(size_t)t * Lc + r];
-            const float *restrict rr = Tm + (size_t)r * Lc;
-            for (int s = 0; s <= r; s++) row[s] -= a * rr[s];
+        const float *restrict kd = KD + (size_t)t * Lc;
+        float *restrict row = Tp + (size_t)t * Lp;
+        const int nb = t / HY_VW + 1;   /* column blocks holding columns 0..t */
+        for (int cb = 0; cb < nb; cb++) {
+            const float *col = Tp + cb * HY_VW;
+            vw a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            int r = cb * HY_VW;
+            for (; r + 4 <= t; r += 4) {
+                a0 = vw_fma(vw_splat(kd[r]), vw_load(col + (size_t)r * Lp), a0);
+                a1 = vw_fma(vw_splat(kd[r + 1]), vw_load(col + (size_t)(r + 1) * Lp), a1);
+                a2 = vw_fma(vw_splat(kd[r + 2]), vw_load(col + (size_t)(r + 2) * Lp), a2);
+                a3 = vw_fma(vw_splat(kd[r + 3]), vw_load(col + (size_t)(r + 3) * Lp), a3);
+            }
+            for (; r < t; r++) a0 = vw_fma(vw_splat(kd[r]), vw_load(col + (size_t)r * Lp), a0);
+            vw v = vw_splat(-beta[t]) * ((a0 + a1) + (a2 + a3));
+            if (t / HY_VW == cb) v[t % HY_VW] = 1.0f;
+            vw_store(row + cb * HY_VW, v);
         }
+        float *restrict out = Tm + (size_t)t * Lc;
+        const int done = nb * HY_VW < Lc ? nb * HY_VW : Lc;
+        memcpy(out, row, (size_t)done * sizeof(float));
+        memset(out + done, 0, (size_t)(Lc - done) * sizeof(float));
     }
 }
 
 /* Scratch floats of one thread of the forward. */
 static size_t fwd_floats(int L, int dk, int dv) {
-    size_t W = (size_t)dv + dk;
-    return gdn_chunk_floats(L, dk) + gdn_round((size_t)L * L) + 2 * gdn_round((size_t)L * W) +
-           2 * gdn_round((size_t)L * dv) + gdn_round((size_t)dv * dk);
+    return gdn_chunk_floats(L, dk) + gdn_round((size_t)L * L) + gdn_round((size_t)inv_stride(L) * inv_stride(L)) +
+           gdn_round((size_t)2 * L * dv) + 2 * gdn_round((size_t)L * dv) + gdn_round((size_t)dv * dk);
 }
 
 size_t hy_gdn_forward_ws_floats(int dk, int dv, int L, int threads) { return fwd_floats(L, dk, dv) * (size_t)threads; }
 
-/* All chunks of (sequence b, value head j) in order. S: this head's state (dv × dk), updated in
+/* All chunks of (sequence b, value head j) in order. Sh: this head's state (dv × dk), updated in
  * place; s_zero: it is known to be zero (its products are skipped). w: the thread's scratch. */
-static void head_forward(const hy_gdn_in *in, int b, int j, float *S, bool s_zero, float *o, int ld_o,
+static void head_forward(const hy_gdn_in *in, int b, int j, float *Sh, bool s_zero, float *o, int ld_o,
                          const hy_gdn_keep *keep, float *w) {
-    const int L = in->chunk, dk = in->dk, dv = in->dv, W = dv + dk, nch = hy_gdn_nchunks(in->T, L);
+    const int L = in->chunk, dk = in->dk, dv = in->dv, nch = hy_gdn_nchunks(in->T, L);
     gdn_chunk ch;
     gdn_chunk_alloc(&ch, &w, L, dk);
-    float *Tl = gdn_take(&w, (size_t)L * L), *R0 = gdn_take(&w, (size_t)L * W), *UW = gdn_take(&w, (size_t)L * W);
-    float *WS = gdn_take(&w, (size_t)L * dv), *Ul = gdn_take(&w, (size_t)L * dv);
+    float *Tl = gdn_take(&w, (size_t)L * L), *Tp = gdn_take(&w, (size_t)inv_stride(L) * inv_stride(L)), *QKS = gdn_take(&w, (size_t)2 * L * dv);
+    float *R = gdn_take(&w, (size_t)L * dv), *Ul = gdn_take(&w, (size_t)L * dv);
     const size_t head = (size_t)b * in->HV + j;
     for (int c = 0; c < nch; c++) {
         gdn_chunk_load(in, b, j, c, &ch);
@@ -63,47 +85,41 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, bool s_zer
         float *U = keep ? keep->u + ch.row0 * ((size_t)in->HV * dv) + (size_t)j * dv : Ul;
         const int ld_u = keep ? in->HV * dv : dv;
         float *oc = o + ch.row0 * ld_o + (size_t)j * dv;
-        if (keep) {
-            float *ck = keep->ckpt + (head * nch + c) * (size_t)dv * dk;
-            if (s_zero) memset(ck, 0, (size_t)dv * dk * sizeof(float));
-            else memcpy(ck, S, (size_t)dv * dk * sizeof(float));
-        }
-        unit_lower_inverse(Tm, ch.KD, ch.beta, Lc);
-        /* R0 = [β V | β e^γ K];  [U_v | W] = T R0 */
+        /* with keep, the state entering chunk c lives in its checkpoint (no copy); else in Sh */
+        float *S = keep ? keep->ckpt + (head * nch + c) * (size_t)dv * dk : Sh;
+        if (keep && s_zero) memset(S, 0, (size_t)dv * dk * sizeof(float));
+        else if (keep && c == 0) memcpy(S, Sh, (size_t)dv * dk * sizeof(float));
+        unit_lower_inverse(Tm, ch.KD, ch.beta, Lc, Tp);
+        /* [Q S_inᵀ; K S_inᵀ] in one GEMM;  R = diag(β) V − diag(β e^γ) K S_inᵀ;  U = T R */
+        if (!s_zero) hy_gemm(false, true, 2 * Lc, dv, dk, 1.0f, ch.qk, dk, S, dk, 0.0f, QKS, dv);
         for (int t = 0; t < Lc; t++) {
-            const float *vt = in->v + (ch.row0 + t) * in->ld_v + (size_t)j * dv, *kt = ch.qk + (size_t)(Lc + t) * dk;
-            float *r = R0 + (size_t)t * W, bt = ch.beta[t], be = bt * ch.e[t];
-            for (int x = 0; x < dv; x++) r[x] = bt * vt[x];
-            for (int x = 0; x < dk; x++) r[dv + x] = be * kt[x];
+            const float *vt = in->v + (ch.row0 + t) * in->ld_v + (size_t)j * dv, *ks = QKS + (size_t)(Lc + t) * dv;
+            float *r = R + (size_t)t * dv, bt = ch.beta[t], be = bt * ch.e[t];
+            if (s_zero)
+                for (int x = 0; x < dv; x++) r[x] = bt * vt[x];
+            else
+                for (int x = 0; x < dv; x++) r[x] = bt * vt[x] - be * ks[x];
         }
-        hy_gemm(false, false, Lc, W, Lc, 1.0f, Tm, Lc, R0, W, 0.0f, UW, W);
-        if (s_zero) {   /* U = U_v;  O = P U */
-            for (int t = 0; t < Lc; t++) memcpy(U + (size_t)t * ld_u, UW + (size_t)t * W, (size_t)dv * sizeof(float));
-            hy_gemm(false, false, Lc, dv, Lc, 1.0f, ch.P, Lc, U, ld_u, 0.0f, oc, ld_o);
-        } else {
-            /* O = diag(e^γ) Q S_inᵀ;  U = U_v − W S_inᵀ;  O += P U */
+        hy_gemm(false, false, Lc, dv, Lc, 1.0f, Tm, Lc, R, dv, 0.0f, U, ld_u);
+        /* O = diag(e^γ) Q S_inᵀ + P U */
+        if (!s_zero)
             for (int t = 0; t < Lc; t++) {
-                float *qt = ch.qk + (size_t)t * dk, et = ch.e[t];
-                for (int x = 0; x < dk; x++) qt[x] *= et;
+                const float *qs = QKS + (size_t)t * dv, et = ch.e[t];
+                float *ot = oc + (size_t)t * ld_o;
+                for (int x = 0; x < dv; x++) ot[x] = et * qs[x];
             }
-            hy_gemm(false, true, Lc, dv, dk, 1.0f, ch.qk, dk, S, dk, 0.0f, oc, ld_o);
-            hy_gemm(false, true, Lc, dv, dk, 1.0f, UW + dv, W, S, dk, 0.0f, WS, dv);
-            for (int t = 0; t < Lc; t++) {
-                const float *uv = UW + (size_t)t * W, *ws = WS + (size_t)t * dv;
-                float *u = U + (size_t)t * ld_u;
-                for (int x = 0; x < dv; x++) u[x] = uv[x] - ws[x];
-            }
-            hy_gemm(false, false, Lc, dv, Lc, 1.0f, ch.P, Lc, U, ld_u, 1.0f, oc, ld_o);
-        }
-        /* S_out = e^{γ_L} S_in + Uᵀ diag(e^{γ_L − γ}) K (S scaled here, not by the GEMM's beta: a
-         * beta that changes every call would make a oneDNN primitive per call) */
+        hy_gemm(false, false, Lc, dv, Lc, 1.0f, ch.P, Lc, U, ld_u, s_zero ? 0.0f : 1.0f, oc, ld_o);
+        /* S_out = e^{γ_L} S_in + Uᵀ diag(e^{γ_L − γ}) K, written to the next checkpoint or to Sh (S
+         * scaled here, not by the GEMM's beta: a beta that changes every call would make a oneDNN
+         * primitive per call) */
         for (int t = 0; t < Lc; t++) {
             float *kt = ch.qk + (size_t)(Lc + t) * dk, f = ch.et[t];
             for (int x = 0; x < dk; x++) kt[x] *= f;
         }
+        float *Sn = keep && c + 1 < nch ? S + (size_t)dv * dk : Sh;
         if (!s_zero)
-            for (size_t x = 0; x < (size_t)dv * dk; x++) S[x] *= ch.eL;
-        hy_gemm(true, false, dv, dk, Lc, 1.0f, U, ld_u, ch.qk + (size_t)Lc * dk, dk, s_zero ? 0.0f : 1.0f, S, dk);
+            for (size_t x = 0; x < (size_t)dv * dk; x++) Sn[x] = S[x] * ch.eL;
+        hy_gemm(true, false, dv, dk, Lc, 1.0f, U, ld_u, ch.qk + (size_t)Lc * dk, dk, s_zero ? 0.0f : 1.0f, Sn, dk);
         s_zero = false;
     }
 }
@@ -163,7 +179,7 @@ double hy_gdn_flop(int T, int dk, int dv, int L) {
     double f = 0;
     for (int t0 = 0; t0 < T; t0 += L) {
         double c = T - t0 < L ? T - t0 : L;
-        f += c * (c + 1) * dk + c * (c - 1) * dk + (c - 1) * c * (c + 1) / 3 + c * (c - 1) * (dv + dk) +
+        f += c * (c + 1) * dk + c * (c - 1) * dk + (c - 1) * c * (c + 1) / 3 + c * (c - 1) * dv +
              6.0 * c * dk * dv + c * (c + 1) * dv;
     }
     return f;

@@ -8,8 +8,8 @@
  * computed in the chunked (WY/UT) form: per chunk of L tokens with γ_t = Σ_{r<=t} g_r from the chunk
  * start, D_ts = e^{γ_t − γ_s} (s <= t only; never above the diagonal),
  *     A = strict_tril(β_t·D_ts·k_t·k_s),  T = (I + A)^{-1}   (forward substitution, L³/6 FMAs)
- *     [U_v | W] = T·[diag(β) V | diag(β e^γ) K]              (one GEMM)
- *     U = U_v − W S_inᵀ;   O = diag(e^γ) Q S_inᵀ + tril(D ⊙ Q Kᵀ) U
+ *     [Q S_inᵀ; K S_inᵀ] (one GEMM);   U = T·(diag(β) V − diag(β e^γ) K S_inᵀ)
+ *     O = diag(e^γ) Q S_inᵀ + tril(D ⊙ Q Kᵀ) U
  *     S_out = e^{γ_L} S_in + Uᵀ diag(e^{γ_L − γ}) K
  * Every product is a GEMM (hy_gemm, single-threaded on each thread of the OpenMP loop over (sequence,
  * value head)), γ is summed in double so that a weak decay after a strong one keeps its
@@ -24,8 +24,8 @@
 #include <stddef.h>
 
 /* The block's chunk length, chosen by the time of forward + backward on the bench shape (4 heads, dk 64,
- * dv 128, T 4096): 32 took 10-15% less than 64 and than 16 (docs/blocks.md); `hybrid-exp bench --blocks
- * gated_deltanet` times it against half and twice it. */
+ * dv 128, T 4096): 32 and 64 tie on oneDNN, 32 takes 15% less than 64 on OpenBLAS, 16 and 128 are slower
+ * on both (docs/blocks.md); `hybrid-exp bench --blocks gated_deltanet` times it against half and twice it. */
 #define HY_GDN_CHUNK 32
 
 typedef struct {
@@ -70,8 +70,8 @@ int hy_gdn_step(const hy_gdn_in *in, float *S, float *o, int ld_o);
 
 /* Useful forward FLOPs of the chunked form for one value head over T tokens with chunk L
  * (multiply-add = 2): per chunk of Lc tokens Q Kᵀ on and below the diagonal Lc(Lc+1)·dk, K Kᵀ below
- * it Lc(Lc−1)·dk, the substitution (Lc−1)Lc(Lc+1)/3, T·[V | K] Lc(Lc−1)·(dv+dk), Q S_inᵀ and W S_inᵀ
- * 4·Lc·dk·dv, tril(P)·U Lc(Lc+1)·dv, Uᵀ K 2·Lc·dk·dv. */
+ * it Lc(Lc−1)·dk, the substitution (Lc−1)Lc(Lc+1)/3, T·R Lc(Lc−1)·dv, [Q; K] S_inᵀ 4·Lc·dk·dv,
+ * tril(P)·U Lc(Lc+1)·dv, Uᵀ K 2·Lc·dk·dv. */
 double hy_gdn_flop(int T, int dk, int dv, int L);
 
 #endif

@@ -86,14 +86,19 @@ static inline void gdn_chunk_load(const hy_gdn_in *in, int b, int j, int c, gdn_
     ch->eL = ch->e[Lc - 1];
     ch->KD = ch->P + (size_t)Lc * Lc;
     hy_gemm(false, true, 2 * Lc, Lc, dk, 1.0f, ch->qk, dk, ch->qk + (size_t)Lc * dk, dk, 0.0f, ch->P, Lc);
-    for (int t = 0; t < Lc; t++) {
+    for (int t = 0; t < Lc; t++) {   /* branch-free passes per row (they vectorize); the exponent is
+                                         * clamped to <= 0 so that nothing above the diagonal is
+                                         * exponentiated (it is masked) */
         float *D = ch->D + (size_t)t * Lc, *P = ch->P + (size_t)t * Lc, *KD = ch->KD + (size_t)t * Lc;
         const double gt = ch->gam[t];
-        for (int s2 = 0; s2 <= t; s2++) D[s2] = gdn_decay((float)(gt - ch->gam[s2]));
-        for (int s2 = 0; s2 <= t; s2++) P[s2] *= D[s2];
-        for (int s2 = 0; s2 < t; s2++) KD[s2] *= D[s2];
-        for (int s2 = t + 1; s2 < Lc; s2++) D[s2] = P[s2] = 0.0f;
-        for (int s2 = t; s2 < Lc; s2++) KD[s2] = 0.0f;
+        for (int s2 = 0; s2 < Lc; s2++) D[s2] = (float)(gt - ch->gam[s2]);
+        for (int s2 = 0; s2 < Lc; s2++) D[s2] = gdn_decay(D[s2] < 0.0f ? D[s2] : 0.0f);
+        for (int s2 = 0; s2 < Lc; s2++) {
+            const float d = D[s2], p = P[s2], kd = KD[s2];
+            D[s2] = s2 <= t ? d : 0.0f;
+            P[s2] = s2 <= t ? p * d : 0.0f;
+            KD[s2] = s2 < t ? kd * d : 0.0f;
+        }
     }
 }
 
