@@ -43,12 +43,6 @@ static void write_bytes(const char *path, const void *data, size_t n) {
     fclose(f);
 }
 
-static char *read_all(const char *path, size_t *n) {
-    char *d;
-    ck_assert_msg(hy_read_file(path, &d, n) == 0, "%s", hy_last_error());
-    return d;
-}
-
 /* Asserts rc < 0 and that the last error contains every non-NULL needle. */
 static void expect_error(int rc, const char *what, const char *a, const char *b, const char *c) {
     const char *e = hy_last_error();
@@ -397,7 +391,7 @@ START_TEST(safetensors_refuses_truncated_and_bad_lengths) {
     const char *k[] = {"format"}, *v[] = {"hybrid"};
     ck_assert_int_eq(hy_st_write(path, 1, k, v, 2, e), 0);
     size_t n;
-    char *d = read_all(path, &n);
+    char *d = tu_slurp(NULL, path, &n);
     uint64_t hlen = 0;
     for (int b = 7; b >= 0; b--) hlen = hlen << 8 | (unsigned char)d[b];
     size_t cuts[] = {0, 1, 7, 8, 9, 8 + hlen / 2, 8 + hlen - 1, 8 + hlen, 8 + hlen + 100, n - 1};
@@ -706,7 +700,7 @@ START_TEST(checkpoint_refuses_mismatched_files) {
     }
     /* truncated checkpoints: an error naming the file, never a crash */
     size_t n;
-    char *d = read_all(path, &n);
+    char *d = tu_slurp(NULL, path, &n);
     for (size_t cut = 0; cut < n; cut += n / 37 + 1) {
         write_bytes(bad, d, cut);
         expect_error(hy_checkpoint_load(bad, &l, NULL), "truncated", bad, NULL, NULL);

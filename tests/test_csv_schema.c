@@ -24,12 +24,6 @@ typedef struct {
     int names_in_row[MAX_COLS];   /* how many names the row of this column lists */
 } doc_cols;
 
-/* The text of a docs file into *text (the tests run from the repository root). */
-static void doc(const char *path, char **text) {
-    size_t len;
-    ck_assert_msg(hy_read_file(path, text, &len) == 0, "cannot read %s", path);
-}
-
 /* [s, e) with the blanks at both ends cut, into out. */
 static void trimmed(const char *s, const char *e, char *out, size_t n) {
     while (s < e && isspace((unsigned char)*s)) s++;
@@ -197,7 +191,7 @@ END_TEST
 /* docs/experiments.md's column tables list each file's columns in order, with the schema's units. */
 START_TEST(docs_experiments_tables) {
     char *text;
-    doc("docs/experiments.md", &text);
+    text = tu_slurp(NULL, "docs/experiments.md", NULL);
     static const struct {
         const char *heading;
         const hy_csv_schema *s;
@@ -234,7 +228,7 @@ END_TEST
 /* docs/spec.md §5 lists the columns of every experiment file in order. */
 START_TEST(docs_spec_lists) {
     char *text;
-    doc("docs/spec.md", &text);
+    text = tu_slurp(NULL, "docs/spec.md", NULL);
     const char *sec = strstr(text, "## 5. Results (CSV)");   /* the lists below it */
     ck_assert_ptr_nonnull(sec);
     const hy_csv_schema *files[] = {&hy_csv_LAYERS, &hy_csv_TRAIN, &hy_csv_SWEEP, &hy_csv_EVAL, &hy_csv_POSITION};
@@ -252,7 +246,7 @@ END_TEST
  * docs/generation.md. */
 START_TEST(docs_bench_files) {
     char *cli, *gen;
-    doc("docs/cli.md", &cli), doc("docs/generation.md", &gen);
+    cli = tu_slurp(NULL, "docs/cli.md", NULL), gen = tu_slurp(NULL, "docs/generation.md", NULL);
     doc_cols d = doc_table(cli, "## `mpirun -np N hybrid-exp bench allreduce", NULL, false);
     expect_columns(&d, NULL, &hy_csv_ALLREDUCE, false, "docs/cli.md");
     d = doc_list(cli, "Writes `decode.csv` (");

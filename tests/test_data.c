@@ -21,36 +21,16 @@
 
 static char dir[256];
 
-/* A fresh folder for this test. */
-static void fresh(const char *tag) {
-    snprintf(dir, sizeof dir, "/tmp/hybrid-test-data-%s-%d", tag, (int)getpid());
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", dir, dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
-static void cleanup(void) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
-/* dir/name into out. */
-static const char *at(char *out, size_t n, const char *name) {
-    snprintf(out, n, "%s/%s", dir, name);
-    return out;
-}
-
 static void put(const char *name, const void *data, size_t len) {
     char p[512];
-    ck_assert_int_eq(hy_write_file_atomic(at(p, sizeof p, name), data, len), 0);
+    ck_assert_int_eq(hy_write_file_atomic(tu_path(p, sizeof p, dir, name), data, len), 0);
 }
 
 /* An llm.c shard of n ids at dir/name through the writer (uint16 for vocab <= 65536). */
 static void put_shard(const char *name, const int32_t *ids, size_t n, int vocab) {
     char p[512];
     hy_shard_writer w;
-    ck_assert_int_eq(hy_shard_open(&w, at(p, sizeof p, name), vocab), 0);
+    ck_assert_int_eq(hy_shard_open(&w, tu_path(p, sizeof p, dir, name), vocab), 0);
     ck_assert_int_eq(hy_shard_add(&w, ids, n), 0);
     ck_assert_int_eq(hy_shard_close(&w), 0);
 }
@@ -67,7 +47,7 @@ static void expect_open_error(const hy_data_spec *s, const char *a, const char *
 static void read_split(const hy_corpus *c, int k, int32_t *out) { hy_stream_read(&c->split[k], 0, c->split[k].len, out); }
 
 START_TEST(llmc_shards_round_trip) {
-    fresh("llmc");
+    tu_fresh_dir(dir, sizeof dir, "data-llmc", true);
     enum { N = 3000 };
     static int32_t ids[N], back[N];
     for (int i = 0; i < N; i++) ids[i] = (i * 7919) % 50257;
@@ -76,7 +56,7 @@ START_TEST(llmc_shards_round_trip) {
     /* the header as llm.c writes it: magic, version 1, count; then uint16 tokens */
     char *raw;
     size_t len;
-    ck_assert_int_eq(hy_read_file(at(p, sizeof p, "a.bin"), &raw, &len), 0);
+    raw = tu_slurp(NULL, tu_path(p, sizeof p, dir, "a.bin"), &len);
     ck_assert_uint_eq(len, 1024 + 2 * N);
     int32_t h[3];
     memcpy(h, raw, sizeof h);
@@ -114,7 +94,7 @@ START_TEST(llmc_shards_round_trip) {
     /* uint32 tokens (llm.c's Llama-3 header) for a vocabulary above 65536 */
     for (int i = 0; i < N; i++) ids[i] = (i * 104729) % 128256;
     put_shard("b.bin", ids, N, 128256);
-    ck_assert_int_eq(hy_read_file(at(p, sizeof p, "b.bin"), &raw, &len), 0);
+    raw = tu_slurp(NULL, tu_path(p, sizeof p, dir, "b.bin"), &len);
     ck_assert_uint_eq(len, 1024 + 4 * N);
     memcpy(h, raw, sizeof h);
     ck_assert_int_eq(h[0], 20240801);
@@ -126,12 +106,12 @@ START_TEST(llmc_shards_round_trip) {
     read_split(&c, 1, back + c.n_train);
     ck_assert(memcmp(ids, back, sizeof ids) == 0);
     hy_corpus_free(&c);
-    cleanup();
+    tu_remove_dir(dir);
 }
 END_TEST
 
 START_TEST(nanogpt_bin_round_trip_and_train_val_files) {
-    fresh("nanogpt");
+    tu_fresh_dir(dir, sizeof dir, "data-nanogpt", true);
     enum { N = 1000 };
     uint16_t raw[N];
     int32_t want[N], back[N];
@@ -140,7 +120,7 @@ START_TEST(nanogpt_bin_round_trip_and_train_val_files) {
     put("val.bin", raw, 200 * sizeof *raw);
     put("meta.pkl", "\x80\x04\x95\x00\x00", 5);   /* binary: skipped in a folder */
     char tr[512], va[512];
-    hy_data_spec s = {.train = at(tr, sizeof tr, "train.bin"), .val = at(va, sizeof va, "val.bin"), .val_fraction = 0.1,
+    hy_data_spec s = {.train = tu_path(tr, sizeof tr, dir, "train.bin"), .val = tu_path(va, sizeof va, dir, "val.bin"), .val_fraction = 0.1,
                       .vocab_size = 65535};
     hy_corpus c;
     ck_assert_msg(hy_corpus_open(&c, &s) == 0, "%s", hy_last_error());
@@ -167,45 +147,45 @@ START_TEST(nanogpt_bin_round_trip_and_train_val_files) {
     ck_assert(!c.tokens);
     ck_assert_uint_eq(c.len, 5);
     hy_corpus_free(&c);
-    cleanup();
+    tu_remove_dir(dir);
 }
 END_TEST
 
 START_TEST(bad_files_are_refused_with_file_and_offset) {
-    fresh("bad");
+    tu_fresh_dir(dir, sizeof dir, "data-bad", true);
     char p[512];
     int32_t ids[100];
     for (int i = 0; i < 100; i++) ids[i] = i;
     /* bad magic: llmc format wants the header */
     uint8_t junk[2048] = {1, 2, 3, 4};
     put("junk.bin", junk, sizeof junk);
-    hy_data_spec s = {.corpus = at(p, sizeof p, "junk.bin"), .val_fraction = 0.1, .format = HY_DATA_LLMC};
+    hy_data_spec s = {.corpus = tu_path(p, sizeof p, dir, "junk.bin"), .val_fraction = 0.1, .format = HY_DATA_LLMC};
     expect_open_error(&s, "junk.bin", "bad magic 67305985", NULL);
     /* an unsupported version */
     int32_t head[256] = {20240520, 2, 4};
     put("v2.bin", head, sizeof head);
-    s.corpus = at(p, sizeof p, "v2.bin"), s.format = HY_DATA_AUTO;
+    s.corpus = tu_path(p, sizeof p, dir, "v2.bin"), s.format = HY_DATA_AUTO;
     expect_open_error(&s, "v2.bin", "version 2 is not supported", NULL);
     /* truncated: the header announces 100 tokens, 60 are there; a header cut short; an odd raw file */
     put_shard("full.bin", ids, 100, 1000);
     char *raw;
     size_t len;
-    ck_assert_int_eq(hy_read_file(at(p, sizeof p, "full.bin"), &raw, &len), 0);
+    raw = tu_slurp(NULL, tu_path(p, sizeof p, dir, "full.bin"), &len);
     put("cut.bin", raw, 1024 + 2 * 60);
-    s.corpus = at(p, sizeof p, "cut.bin");
+    s.corpus = tu_path(p, sizeof p, dir, "cut.bin");
     expect_open_error(&s, "cut.bin", "truncated", "announces 100 tokens (1224 bytes) but the file has 1144 bytes");
     put("long.bin", raw, 1024 + 2 * 100);
     put("head.bin", raw, 500);
-    s.corpus = at(p, sizeof p, "head.bin");
+    s.corpus = tu_path(p, sizeof p, dir, "head.bin");
     expect_open_error(&s, "head.bin", "truncated llm.c shard: 500 bytes", NULL);
     put("odd.bin", raw + 1024, 7);
-    s.corpus = at(p, sizeof p, "odd.bin");
+    s.corpus = tu_path(p, sizeof p, dir, "odd.bin");
     expect_open_error(&s, "odd.bin", "not a whole number of uint16 tokens", NULL);
     hy_free(raw);
     /* a token outside the vocabulary: the file, the byte offset and the token index */
     ids[37] = 999;
     put_shard("big.bin", ids, 100, 1000);
-    s.corpus = at(p, sizeof p, "big.bin"), s.vocab_size = 500;
+    s.corpus = tu_path(p, sizeof p, dir, "big.bin"), s.vocab_size = 500;
     expect_open_error(&s, "big.bin", "token 999 at byte offset 1098 (token 37 of the file)", "model.vocab_size 500");
     s.vocab_size = 1000;
     hy_corpus c;
@@ -218,30 +198,30 @@ START_TEST(bad_files_are_refused_with_file_and_offset) {
     ck_assert_ptr_nonnull(strstr(hy_last_error(), "byte offset 1098"));
     /* empty: a 0-byte file, and a shard of 0 tokens */
     put("empty.txt", "", 0);
-    s.corpus = at(p, sizeof p, "empty.txt"), s.vocab_size = 256;
+    s.corpus = tu_path(p, sizeof p, dir, "empty.txt"), s.vocab_size = 256;
     expect_open_error(&s, "empty.txt", "no text found", NULL);
     put_shard("none.bin", ids, 0, 1000);
-    s.corpus = at(p, sizeof p, "none.bin");
+    s.corpus = tu_path(p, sizeof p, dir, "none.bin");
     expect_open_error(&s, "none.bin", "no tokens found", NULL);
     /* a missing file, a pattern matching nothing */
-    s.corpus = at(p, sizeof p, "missing.bin");
+    s.corpus = tu_path(p, sizeof p, dir, "missing.bin");
     expect_open_error(&s, "missing.bin", NULL, NULL);
-    s.corpus = at(p, sizeof p, "nothing-*.bin");
+    s.corpus = tu_path(p, sizeof p, dir, "nothing-*.bin");
     expect_open_error(&s, "nothing-*.bin", "no file matches", NULL);
     /* a glob: full.bin and long.bin (and big.bin, none.bin) in sorted order */
-    s.corpus = at(p, sizeof p, "[fl]*.bin"), s.vocab_size = 0;
+    s.corpus = tu_path(p, sizeof p, dir, "[fl]*.bin"), s.vocab_size = 0;
     ck_assert_msg(hy_corpus_open(&c, &s) == 0, "%s", hy_last_error());
     ck_assert_int_eq(c.n_files, 2);
     ck_assert_uint_eq(c.len, 200);
     hy_corpus_free(&c);
-    cleanup();
+    tu_remove_dir(dir);
 }
 END_TEST
 
 /* A byte corpus whose bytes exceed vocab_size: the trainer refuses it before writing anything,
  * naming the file and the offset of the first such byte. */
 START_TEST(byte_corpus_vocab_checked_before_writing) {
-    fresh("vocab");
+    tu_fresh_dir(dir, sizeof dir, "data-vocab", true);
     char out[512], set_out[600];
     snprintf(out, sizeof out, "%s/run", dir);
     snprintf(set_out, sizeof set_out, "out_dir=%s", out);
@@ -259,7 +239,7 @@ START_TEST(byte_corpus_vocab_checked_before_writing) {
     /* the program: a config error (exit 2), nothing written */
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "%s tests/configs/tiny-train.yaml --set model.vocab_size=100 --out %s --quiet 2>/dev/null",
-             getenv("HY_EXE") ? getenv("HY_EXE") : "./build/hybrid-exp", out);
+             tu_exe(), out);
     int st = system(cmd);
     ck_assert_int_eq(WIFEXITED(st) ? WEXITSTATUS(st) : -1, 2);
     ck_assert_int_ne(access(out, F_OK), 0);
@@ -272,7 +252,7 @@ START_TEST(byte_corpus_vocab_checked_before_writing) {
     s.vocab_size = 256;
     ck_assert_msg(hy_data_check(&s) == 0, "%s", hy_last_error());
     hy_run_config_free(&c);
-    cleanup();
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -305,7 +285,7 @@ static size_t train_on(const char *path, const char *out) {
 }
 
 START_TEST(large_token_file_is_mapped_not_read) {
-    fresh("mmap");
+    tu_fresh_dir(dir, sizeof dir, "data-mmap", true);
     struct stat st;
     ck_assert_int_eq(stat("/tmp", &st), 0);
     enum { SMALL = 1 << 16 };
@@ -315,7 +295,7 @@ START_TEST(large_token_file_is_mapped_not_read) {
     /* 2 GiB of tokens: an llm.c header announcing 2^30 uint16 tokens, the rest a sparse hole
      * (zeros: token 0), so the disk holds almost nothing */
     char big[512], small[512], out1[512], out2[512];
-    at(big, sizeof big, "big.bin");
+    tu_path(big, sizeof big, dir, "big.bin");
     const size_t n = (size_t)1 << 30;
     int32_t head[256] = {20240520, 1, (int32_t)n};
     int fd = open(big, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -323,13 +303,13 @@ START_TEST(large_token_file_is_mapped_not_read) {
     ck_assert_int_eq(write(fd, head, sizeof head), (ssize_t)sizeof head);
     ck_assert_int_eq(ftruncate(fd, (off_t)(1024 + 2 * n)), 0);
     close(fd);
-    size_t before = train_on(at(small, sizeof small, "small.bin"), at(out1, sizeof out1, "run-small"));
-    size_t after = train_on(big, at(out2, sizeof out2, "run-big"));
+    size_t before = train_on(tu_path(small, sizeof small, dir, "small.bin"), tu_path(out1, sizeof out1, dir, "run-small"));
+    size_t after = train_on(big, tu_path(out2, sizeof out2, dir, "run-big"));
     /* the big run read 2 GiB (every token is checked against vocab_size) and trained on windows
      * all over it, yet its resident peak is that of the small run within a few MiB */
     ck_assert_msg(after < before + (16u << 20), "peak resident memory %.1f MiB on 2 GiB of tokens, %.1f MiB on 128 KiB",
                   after / 1048576.0, before / 1048576.0);
-    cleanup();
+    tu_remove_dir(dir);
 }
 END_TEST
 

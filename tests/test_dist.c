@@ -19,8 +19,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const char *exe(void) { return getenv("HY_EXE") ? getenv("HY_EXE") : "./build/hybrid-exp"; }
-
 /* The tiny trainer config with overrides. */
 static void tiny(hy_run_config *c, const char *const *sets, int n) {
     ck_assert_msg(hy_run_config_load("tests/configs/tiny-train.yaml", sets, n, c) == 0, "%s", hy_last_error());
@@ -237,14 +235,6 @@ static int sh(const char *cmd) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-/* A fresh folder for one test. */
-static void fresh(char *dir, size_t n, const char *tag) {
-    snprintf(dir, n, "/tmp/hybrid-test-dist-%s-%d", tag, (int)getpid());
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", dir, dir);
-    ck_assert_int_eq(sh(cmd), 0);
-}
-
 /* The tiny config as every multi-rank test trains it: 7 rows (uneven over 2 and 3 ranks), 20
  * steps, a train.csv row per step. */
 #define DP_ARGS \
@@ -254,10 +244,10 @@ static void fresh(char *dir, size_t n, const char *tag) {
 /* Trains with `ranks` ranks (0: without mpirun) into dir with extra arguments; returns the status. */
 static int train_ranks(int ranks, const char *dir, const char *extra) {
     char cmd[2048];
-    if (ranks == 0) snprintf(cmd, sizeof cmd, "timeout 300 %s " DP_ARGS " --out %s %s 2>%s.log", exe(), dir, extra, dir);
+    if (ranks == 0) snprintf(cmd, sizeof cmd, "timeout 300 %s " DP_ARGS " --out %s %s 2>%s.log", tu_exe(), dir, extra, dir);
     else
         snprintf(cmd, sizeof cmd, "timeout 300 mpirun --oversubscribe -np %d %s " DP_ARGS " --out %s %s >%s.log 2>&1",
-                 ranks, exe(), dir, extra, dir);
+                 ranks, tu_exe(), dir, extra, dir);
     return sh(cmd);
 }
 
@@ -327,7 +317,7 @@ static void same_curve(const char *a, const char *b, double rel) {
 START_TEST(data_parallel_curve_matches_one_process) {
     mpi_env();
     char dir[300], one[400], two[400], three[400];
-    fresh(dir, sizeof dir, "dp");
+    tu_fresh_dir(dir, sizeof dir, "dist-dp", true);
     snprintf(one, sizeof one, "%s/n1", dir);
     snprintf(two, sizeof two, "%s/n2", dir);
     snprintf(three, sizeof three, "%s/n3", dir);
@@ -345,13 +335,14 @@ START_TEST(data_parallel_curve_matches_one_process) {
     snprintf(p, sizeof p, "%s/train.csv", three);
     ck_assert_int_eq(csv_column(p, "comm_s", comm, 64), 21);
     ck_assert(comm[1] > 0 && comm[20] > 0);
+    tu_remove_dir(dir);   /* only a passing test gets here: a failure leaves its logs */
 }
 END_TEST
 
 START_TEST(sharded_optimizer_and_resume_with_other_rank_count) {
     mpi_env();
     char dir[300], one[400], shard[400], resumed[400];
-    fresh(dir, sizeof dir, "zero");
+    tu_fresh_dir(dir, sizeof dir, "dist-zero", true);
     snprintf(one, sizeof one, "%s/n1", dir);
     snprintf(shard, sizeof shard, "%s/s3", dir);
     snprintf(resumed, sizeof resumed, "%s/r", dir);
@@ -364,28 +355,30 @@ START_TEST(sharded_optimizer_and_resume_with_other_rank_count) {
     same_curve(one, resumed, 1e-5);
     /* and back to one process */
     ck_assert_msg(train_ranks(0, resumed, "--resume --set train.steps=24") == 0, "see %s.log", resumed);
+    tu_remove_dir(dir);
 }
 END_TEST
 
 START_TEST(an_error_on_one_rank_stops_every_rank) {
     mpi_env();
     char dir[300], cmd[2048], log[400];
-    fresh(dir, sizeof dir, "fault");
+    tu_fresh_dir(dir, sizeof dir, "dist-fault", true);
     snprintf(log, sizeof log, "%s/run.log", dir);
     snprintf(cmd, sizeof cmd,
-             "HY_FAULT_RANK_STEP=1:3 timeout 120 mpirun --oversubscribe -np 3 %s " DP_ARGS " --out %s/run >%s 2>&1", exe(),
+             "HY_FAULT_RANK_STEP=1:3 timeout 120 mpirun --oversubscribe -np 3 %s " DP_ARGS " --out %s/run >%s 2>&1", tu_exe(),
              dir, log);
     int st = sh(cmd);
     ck_assert_msg(st != 0 && st != 124, "status %d (124: the ranks hung until the timeout)", st);
     snprintf(cmd, sizeof cmd, "grep -q 'rank 1: training failed: step 3: failing as HY_FAULT_RANK_STEP asks' %s", log);
     ck_assert_msg(sh(cmd) == 0, "rank 1's message is missing from %s", log);
+    tu_remove_dir(dir);
 }
 END_TEST
 
 START_TEST(ctrl_c_under_mpirun_saves_a_checkpoint) {
     mpi_env();
     char dir[300], cmd[2048];
-    fresh(dir, sizeof dir, "sigint");
+    tu_fresh_dir(dir, sizeof dir, "dist-sigint", true);
     /* Ctrl-C reaches mpirun, which sends the ranks SIGTERM after odls_base_sigkill_timeout seconds
      * (and SIGKILL as long after that); they agree on the step to stop at, and rank 0 writes the
      * checkpoint. A train.csv row marks progress (mpirun holds the ranks' output back once it has
@@ -396,7 +389,7 @@ START_TEST(ctrl_c_under_mpirun_saves_a_checkpoint) {
              "--set train.log_every=1 --set train.eval_every=5 --out %s/run >%s/run.log 2>&1 & p=$!; "
              "for i in $(seq 1500); do grep -q \"^tiny-train,32,7,0.01,5,\" %s/run/train.csv 2>/dev/null && break; "
              "sleep 0.1; done; kill -INT $p; wait $p'",
-             exe(), dir, dir, dir);
+             tu_exe(), dir, dir, dir);
     sh(cmd);   /* mpirun's own status after a signal is its business: the files tell */
     snprintf(cmd, sizeof cmd, "test -s %s/run/checkpoint.state.safetensors", dir);
     ck_assert_msg(sh(cmd) == 0, "no checkpoint after Ctrl-C (see %s/run.log)", dir);
@@ -412,7 +405,7 @@ START_TEST(ctrl_c_under_mpirun_saves_a_checkpoint) {
              "timeout 200 mpirun --oversubscribe -np 2 %s tests/configs/tiny-train.yaml --quiet --set threads=1 "
              "--set train.batch_size=7 --set train.steps=1000000 --set train.log_every=1 --set train.eval_every=5 "
              "--out %s/run --resume --stop-after 2 >%s/resume.log 2>&1",
-             exe(), dir, dir);
+             tu_exe(), dir, dir);
     ck_assert_int_eq(sh(cmd), 130);
     n = csv_last(p, "step", &step);
     ck_assert_int_eq((long)step, last + 2);
@@ -423,20 +416,21 @@ START_TEST(ctrl_c_under_mpirun_saves_a_checkpoint) {
              "--out %s/usr1 >%s/usr1.log 2>&1 & p=$!; "
              "for i in $(seq 1500); do grep -q \"^tiny-train,32,7,0.01,5,\" %s/usr1/train.csv 2>/dev/null && break; "
              "sleep 0.1; done; kill -USR1 $p; wait $p'",
-             exe(), dir, dir, dir);
+             tu_exe(), dir, dir, dir);
     ck_assert_msg(sh(cmd) == 130, "see %s/usr1.log", dir);
     snprintf(cmd, sizeof cmd, "test -s %s/usr1/checkpoint.state.safetensors", dir);
     ck_assert_int_eq(sh(cmd), 0);
+    tu_remove_dir(dir);
 }
 END_TEST
 
 START_TEST(bench_allreduce_writes_its_csv) {
     mpi_env();
     char dir[300], cmd[1024];
-    fresh(dir, sizeof dir, "bench");
+    tu_fresh_dir(dir, sizeof dir, "dist-bench", true);
     snprintf(cmd, sizeof cmd,
              "timeout 120 mpirun --oversubscribe -np 2 %s bench allreduce --max-mb 0.0625 --repeats 1 --out %s >%s/log 2>&1",
-             exe(), dir, dir);
+             tu_exe(), dir, dir);
     ck_assert_int_eq(sh(cmd), 0);
     char p[600];
     double bytes[32], busbw[32];
@@ -446,35 +440,34 @@ START_TEST(bench_allreduce_writes_its_csv) {
     ck_assert_int_eq(n, 8);   /* 4 B, 16 B, ... 64 KiB */
     for (int i = 0; i < n; i++) ck_assert(bytes[i] == 4 * pow(4, i) && busbw[i] > 0);
     /* one process has nothing to reduce: a usage error */
-    snprintf(cmd, sizeof cmd, "%s bench allreduce --out %s 2>/dev/null", exe(), dir);
+    snprintf(cmd, sizeof cmd, "%s bench allreduce --out %s 2>/dev/null", tu_exe(), dir);
     ck_assert_int_eq(sh(cmd), 2);
+    tu_remove_dir(dir);
 }
 END_TEST
 
-/* The experiment's CSV `name` without the columns that are timings (or depend on them). */
-static void strip_timings(const char *dir, const char *name, char *out, size_t n) {
-    char cmd[1200];
+/* The experiment's CSV `name` without the columns that are timings (or depend on them); free() it. */
+static char *strip_timings(const char *dir, const char *name) {
+    char cmd[1200], *out;
+    size_t got;
     snprintf(cmd, sizeof cmd,
              "awk -F, 'NR==1{for(i=1;i<=NF;i++) if($i ~ /(_s|_per_s)$/ || $i==\"comm_s\") skip[i]=1} "
              "{s=\"\"; for(i=1;i<=NF;i++) if(!skip[i]) s=s $i \",\"; print s}' %s/%s",
              dir, name);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = 0;
-    ck_assert_int_eq(pclose(p), 0);
-    ck_assert(got > 0 && got < n - 1);
+    ck_assert_int_eq(tu_run(cmd, false, &out, &got), 0);
+    ck_assert(got > 0);
+    return out;
 }
 
 START_TEST(distributed_sweep_matches_the_serial_run) {
     mpi_env();
     char dir[300], serial[400], dist[400], grouped[400], cmd[2048];
-    fresh(dir, sizeof dir, "sweep");
+    tu_fresh_dir(dir, sizeof dir, "dist-sweep", true);
     snprintf(serial, sizeof serial, "%s/serial", dir);
     snprintf(dist, sizeof dist, "%s/dist", dir);
     snprintf(grouped, sizeof grouped, "%s/grouped", dir);
     const char *args = "tests/configs/exp/tiny-exp.yaml --quiet --set threads=1";
-    snprintf(cmd, sizeof cmd, "timeout 300 %s %s --out %s 2>%s.log", exe(), args, serial, serial);
+    snprintf(cmd, sizeof cmd, "timeout 300 %s %s --out %s 2>%s.log", tu_exe(), args, serial, serial);
     ck_assert_int_eq(sh(cmd), 0);
     /* the distributed run starts from an interrupted state: run 0 complete, run 1 with a checkpoint */
     char set_out[500];
@@ -491,20 +484,19 @@ START_TEST(distributed_sweep_matches_the_serial_run) {
     ck_assert_msg(hy_train(&e.runs[1].cfg, &to, &tr) == 0 && tr.interrupted, "%s", hy_last_error());
     hy_experiment_free(&e);
     snprintf(cmd, sizeof cmd, "timeout 300 mpirun --oversubscribe -np 3 %s tests/configs/exp/tiny-exp.yaml --set threads=1 "
-             "--out %s >%s.log 2>&1", exe(), dist, dist);
+             "--out %s >%s.log 2>&1", tu_exe(), dist, dist);
     ck_assert_msg(sh(cmd) == 0, "see %s.log", dist);
     snprintf(cmd, sizeof cmd, "grep -q 'resuming from its checkpoint' %s.log", dist);
     ck_assert_msg(sh(cmd) == 0, "run 1 was not resumed (%s.log)", dist);
     static const char *const files[] = {"sweep.csv", "train.csv", "eval.csv", "position.csv"};
-    static char a[1 << 16], b[1 << 16];
     for (int k = 0; k < 4; k++) {
-        strip_timings(serial, files[k], a, sizeof a);
-        strip_timings(dist, files[k], b, sizeof b);
+        char *a = strip_timings(serial, files[k]), *b = strip_timings(dist, files[k]);
         ck_assert_msg(!strcmp(a, b), "%s differs from the serial run's:\n%s\n---\n%s", files[k], a, b);
+        free(a), free(b);
     }
     /* two ranks per run: data parallel inside each run, the same rows within reduction error */
     snprintf(cmd, sizeof cmd, "timeout 300 mpirun --oversubscribe -np 2 %s %s --ranks-per-run 2 --out %s >%s.log 2>&1",
-             exe(), args, grouped, grouped);
+             tu_exe(), args, grouped, grouped);
     ck_assert_msg(sh(cmd) == 0, "see %s.log", grouped);
     char ps[600], pg[600];
     double vs[8], vg[8];
@@ -516,9 +508,10 @@ START_TEST(distributed_sweep_matches_the_serial_run) {
     for (int i = 0; i < n; i++) ck_assert_double_lt(fabs(vs[i] - vg[i]) / vs[i], 1e-5);
     /* a group size that does not divide the ranks is a usage error on every rank */
     snprintf(cmd, sizeof cmd, "timeout 120 mpirun --oversubscribe -np 3 %s %s --ranks-per-run 2 --out %s/x >/dev/null 2>&1",
-             exe(), args, dir);
+             tu_exe(), args, dir);
     int st = sh(cmd);
     ck_assert(st != 0 && st != 124);
+    tu_remove_dir(dir);
 }
 END_TEST
 

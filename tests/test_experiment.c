@@ -274,16 +274,8 @@ END_TEST
 
 /* ---- running ---- */
 
-__attribute__((noinline)) static char *slurp(const char *dir, const char *name) {
-    char path[700], *data = NULL;
-    size_t len;
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    ck_assert_msg(hy_read_file(path, &data, &len) == 0, "cannot read %s", path);
-    return data;
-}
-
 static void first_line_is(const char *dir, const char *name, const char *header) {
-    char *t = slurp(dir, name);
+    char *t = tu_slurp(dir, name, NULL);
     ck_assert_msg(!strncmp(t, header, strlen(header)), "%s/%s starts with\n%.200s\nnot\n%s", dir, name, t, header);
     hy_free(t);
 }
@@ -307,20 +299,6 @@ static void drop_measured(char *csv) {
     *w = 0;
 }
 
-static void fresh(char *dir, size_t n, const char *tag) {
-    snprintf(dir, n, "/tmp/hybrid-test-exp-%s-%d", tag, (int)getpid());
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
-/* Removes a test's folder (and its .log) once the test has passed. */
-static void cleanup(const char *dir) {
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s.log'", dir, dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
 static void load_exp(hy_experiment *e, const char *file, const char *dir, const char *extra) {
     char set[600];
     snprintf(set, sizeof set, "out_dir=%s", dir);
@@ -337,7 +315,7 @@ static int file_exists(const char *dir, const char *name) {
 
 START_TEST(sweep_resume_and_schema) {
     char dir[256];
-    fresh(dir, sizeof dir, "resume");
+    tu_fresh_dir(dir, sizeof dir, "exp-resume", false);
     hy_experiment e;
     hy_exp_result r;
     load_exp(&e, EXP "tiny-exp.yaml", dir, NULL);
@@ -346,14 +324,14 @@ START_TEST(sweep_resume_and_schema) {
     ck_assert_msg(hy_experiment_run(&e, &o, &r) == 0, "%s", hy_last_error());
     ck_assert_int_eq(r.trained, 1);
     ck_assert(r.interrupted);
-    char *first = slurp(dir, "runs/a-T8/result.csv");
+    char *first = tu_slurp(dir, "runs/a-T8/result.csv", NULL);
     /* the next call trains the other three only */
     hy_exp_opts all = {0};
     ck_assert_msg(hy_experiment_run(&e, &all, &r) == 0, "%s", hy_last_error());
     ck_assert_int_eq(r.trained, 3);
     ck_assert_int_eq(r.skipped, 1);
     ck_assert(!r.interrupted);
-    char *again = slurp(dir, "runs/a-T8/result.csv");
+    char *again = tu_slurp(dir, "runs/a-T8/result.csv", NULL);
     ck_assert_str_eq(first, again);
     hy_free(again);
     /* SPEC §5 headers, one sweep row per variant x seq_len, in run order */
@@ -365,14 +343,14 @@ START_TEST(sweep_resume_and_schema) {
     first_line_is(dir, "eval.csv", "variant,seq_len,seed,lr,task,eval_seq_len,val_loss,val_bits_per_byte,accuracy,labels,"
                                    "bytes_per_token\n");
     first_line_is(dir, "position.csv", "variant,seq_len,seed,lr,eval_seq_len,position,loss\n");
-    char *sweep = slurp(dir, "sweep.csv");
+    char *sweep = tu_slurp(dir, "sweep.csv", NULL);
     ck_assert_int_eq(count_lines(sweep), 5);
     ck_assert_ptr_nonnull(strstr(sweep, "\na,8,"));
     ck_assert_ptr_nonnull(strstr(sweep, "\nb,16,"));
     size_t at_a8 = (size_t)(strstr(sweep, "\na,8,") - sweep), at_a16 = (size_t)(strstr(sweep, "\na,16,") - sweep),
            at_b8 = (size_t)(strstr(sweep, "\nb,8,") - sweep);
     ck_assert(at_a8 < at_a16 && at_a16 < at_b8);
-    char *train = slurp(dir, "train.csv");
+    char *train = tu_slurp(dir, "train.csv", NULL);
     ck_assert_ptr_nonnull(strstr(train, "\nb,16,3,0.005,3,"));   /* every run's rows: variant, seq_len, seed, lr, step */
     hy_free(train);
     ck_assert(file_exists(dir, "experiment.yaml") && file_exists(dir, "runs/b-T16/config.yaml"));
@@ -384,11 +362,11 @@ START_TEST(sweep_resume_and_schema) {
     /* a run whose result is lost is finished from its checkpoint, with the same numbers */
     char path[600];
     snprintf(path, sizeof path, "%s/runs/b-T8/result.csv", dir);
-    char *before = slurp(dir, "runs/b-T8/result.csv");
+    char *before = tu_slurp(dir, "runs/b-T8/result.csv", NULL);
     ck_assert_int_eq(unlink(path), 0);
     ck_assert_int_eq(hy_experiment_run(&e, &all, &r), 0);
     ck_assert_int_eq(r.trained, 1);
-    char *after = slurp(dir, "runs/b-T8/result.csv"), *sweep2 = slurp(dir, "sweep.csv");
+    char *after = tu_slurp(dir, "runs/b-T8/result.csv", NULL), *sweep2 = tu_slurp(dir, "sweep.csv", NULL);
     drop_measured(before), drop_measured(after);   /* train_s, tokens_per_s, peak_bytes are measurements */
     ck_assert_str_eq(before, after);
     hy_free(before), hy_free(after);
@@ -399,11 +377,11 @@ START_TEST(sweep_resume_and_schema) {
     load_exp(&e, EXP "tiny-exp.yaml", dir, "budget.steps=2");
     ck_assert_int_eq(hy_experiment_run(&e, &o, &r), 0);
     ck_assert_int_eq(r.trained, 1);
-    char *changed = slurp(dir, "runs/a-T8/result.csv");
+    char *changed = tu_slurp(dir, "runs/a-T8/result.csv", NULL);
     ck_assert_str_ne(first, changed);
     hy_free(changed), hy_free(first);
     hy_experiment_free(&e);
-    cleanup(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -422,8 +400,8 @@ static void interrupt_at_first_tick(void *ctx, const hy_exp_progress *p) {
 
 START_TEST(interrupt_and_resume) {
     char a[256], b[256];
-    fresh(a, sizeof a, "straight");
-    fresh(b, sizeof b, "interrupted");
+    tu_fresh_dir(a, sizeof a, "exp-straight", false);
+    tu_fresh_dir(b, sizeof b, "exp-interrupted", false);
     hy_experiment ea, eb;
     hy_exp_result r;
     load_exp(&ea, EXP "tiny-exp.yaml", a, NULL);
@@ -441,12 +419,12 @@ START_TEST(interrupt_and_resume) {
     ck_assert_int_eq(hy_experiment_run(&eb, &o, &r), 0);
     ck_assert_int_eq(ic.resumes, 1);
     ck_assert_int_eq(r.trained, 1);
-    char *ra = slurp(a, "runs/a-T8/result.csv"), *rb = slurp(b, "runs/a-T8/result.csv");
+    char *ra = tu_slurp(a, "runs/a-T8/result.csv", NULL), *rb = tu_slurp(b, "runs/a-T8/result.csv", NULL);
     drop_measured(ra), drop_measured(rb);
     ck_assert_str_eq(ra, rb);
     hy_free(ra), hy_free(rb);
     hy_experiment_free(&ea), hy_experiment_free(&eb);
-    cleanup(a), cleanup(b);
+    tu_remove_dir(a), tu_remove_dir(b);
 }
 END_TEST
 
@@ -456,7 +434,7 @@ END_TEST
  * position.csv whose mean over positions is eval.csv's loss at the longest length. */
 START_TEST(seeds_lr_position_end_to_end) {
     char dir[256];
-    fresh(dir, sizeof dir, "seeds");
+    tu_fresh_dir(dir, sizeof dir, "exp-seeds", false);
     hy_experiment e;
     hy_exp_result r;
     load_exp(&e, EXP "tiny-seeds.yaml", dir, NULL);
@@ -539,21 +517,21 @@ START_TEST(seeds_lr_position_end_to_end) {
     ck_assert_msg(hy_experiment_load(EXP "tiny-seeds.yaml", all, 3, &e) == 0, "%s", hy_last_error());
     hy_exp_opts plots = {0};
     ck_assert_msg(hy_experiment_run(&e, &plots, &r) == 0, "%s", hy_last_error());
-    char *sw = slurp(cut, "sweep.csv"), *rep = slurp(cut, "report.md");
+    char *sw = tu_slurp(cut, "sweep.csv", NULL), *rep = tu_slurp(cut, "report.md", NULL);
     int n_cut = 0;
     for (const char *q = sw; (q = strstr(q, ",seconds,")); q++) n_cut++;
     ck_assert_int_eq(n_cut, 8);   /* every run, and only as stopped_by */
     ck_assert_ptr_nonnull(strstr(rep, "†"));
     hy_free(sw), hy_free(rep);
     hy_experiment_free(&e);
-    cleanup(cut);
-    cleanup(dir);
+    tu_remove_dir(cut);
+    tu_remove_dir(dir);
 }
 END_TEST
 
 START_TEST(task_experiment) {
     char dir[256];
-    fresh(dir, sizeof dir, "mqar");
+    tu_fresh_dir(dir, sizeof dir, "exp-mqar", false);
     hy_experiment e;
     hy_exp_result r;
     load_exp(&e, EXP "tiny-mqar.yaml", dir, NULL);
@@ -574,11 +552,11 @@ START_TEST(task_experiment) {
     ck_assert_int_eq((int)hy_csv_num(&E, 1, hy_csv_col(&E, "eval_seq_len")), 32);
     hy_csv_free(&E);
     ck_assert(file_exists(dir, "generalization.png") && file_exists(dir, "quality.svg"));
-    char *rep = slurp(dir, "report.md");
+    char *rep = tu_slurp(dir, "report.md", NULL);
     ck_assert_ptr_nonnull(strstr(rep, "| accuracy |"));
     hy_free(rep);
     hy_experiment_free(&e);
-    cleanup(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -586,13 +564,13 @@ END_TEST
  * plots and report, the progress display, and `plot` redrawing from the CSVs. */
 START_TEST(cli_bench_experiment) {
     char dir[256], cmd[1200];
-    fresh(dir, sizeof dir, "cli");
-    const char *exe = getenv("HY_EXE") ? getenv("HY_EXE") : "./build/hybrid-exp";
+    tu_fresh_dir(dir, sizeof dir, "exp-cli", false);
+    const char *exe = tu_exe();
     snprintf(cmd, sizeof cmd, "%s " EXP "tiny-bench.yaml --out %s > %s.log 2>&1", exe, dir, dir);
     ck_assert_msg(system(cmd) == 0, "%s failed (see %s.log)", cmd, dir);
     first_line_is(dir, "layers.csv", "block,d_model,batch,seq_len,pass,ms,gflop,gflops_per_s,peak_bytes,state_bytes,threads,"
                                      "best_f32_gemm_gflops_per_s,ratio_to_best_f32_gemm\n");
-    char *layers = slurp(dir, "layers.csv");
+    char *layers = tu_slurp(dir, "layers.csv", NULL);
     ck_assert_ptr_nonnull(strstr(layers, "\nattention,16,1,16,fwd,"));
     ck_assert_ptr_nonnull(strstr(layers, "\nswiglu,16,1,32,fwd_bwd,"));
     ck_assert_ptr_null(strstr(layers, ",16,1,64,"));   /* min_T / max_T honoured: no T = 64 row */
@@ -618,7 +596,7 @@ START_TEST(cli_bench_experiment) {
     ck_assert_int_gt(rows, 0);
     hy_free(layers);
     ck_assert(file_exists(dir, "complexity.svg") && file_exists(dir, "memory.png") && file_exists(dir, "report.md"));
-    char *report = slurp(dir, "report.md");
+    char *report = tu_slurp(dir, "report.md", NULL);
     ck_assert_ptr_nonnull(strstr(report, "ratio to the best f32 GEMM"));
     ck_assert_ptr_nonnull(strstr(report, "fwd_bwd × GEMM"));
     hy_free(report);
@@ -631,7 +609,7 @@ START_TEST(cli_bench_experiment) {
     snprintf(cmd, sizeof cmd, "%s " BADX "sweep-item.yaml > /dev/null 2>&1", exe);
     int st = system(cmd);
     ck_assert_int_eq(WEXITSTATUS(st), 2);   /* a bad experiment: exit code 2 */
-    cleanup(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -645,7 +623,7 @@ static void put_file(const char *dir, const char *name, const char *text) {
 
 START_TEST(plot_from_csv) {
     char dir[256];
-    fresh(dir, sizeof dir, "plot");
+    tu_fresh_dir(dir, sizeof dir, "exp-plot", false);
     ck_assert_int_eq(hy_mkdirs(dir), 0);
     /* attention grows as T^2, "mamba" (made-up numbers) is flat: they cross at 128 * sqrt(2) */
     put_file(dir, "layers.csv",
@@ -667,7 +645,7 @@ START_TEST(plot_from_csv) {
     tu_assert_plots(dir, plots, 4);
     ck_assert_ptr_nonnull(strstr(summary, "mamba vs attention (fwd): T* = 181"));
     ck_assert_ptr_null(strstr(summary, "swiglu"));   /* an ffn is no alternative to attention */
-    char *rep = slurp(dir, "report.md");
+    char *rep = tu_slurp(dir, "report.md", NULL);
     ck_assert_ptr_nonnull(strstr(rep, "mamba vs attention (fwd): T* = 181"));
     ck_assert_ptr_nonnull(strstr(rep, "![complexity](complexity.svg)"));
     ck_assert_ptr_nonnull(strstr(rep, "| 64 | x | 2.8850 | y | 3.0300 |"));    /* best variant per T */
@@ -695,7 +673,7 @@ START_TEST(plot_from_csv) {
     snprintf(empty, sizeof empty, "%s/empty", dir);
     ck_assert_int_eq(hy_mkdirs(empty), 0);
     ck_assert_int_lt(hy_experiment_plot(empty, NULL, 0), 0);
-    cleanup(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -718,8 +696,8 @@ static double csv_num(const char *csv, const char *col, int row) {
  * Data that do not fit a run's model stop the experiment before anything is written. */
 START_TEST(token_experiment_with_reference) {
     char ref[256], dir[256], set[600];
-    fresh(ref, sizeof ref, "tokref");
-    fresh(dir, sizeof dir, "tokens");
+    tu_fresh_dir(ref, sizeof ref, "exp-tokref", false);
+    tu_fresh_dir(dir, sizeof dir, "exp-tokens", false);
     hy_experiment e;
     hy_exp_result r;
     hy_exp_opts o = {0};
@@ -736,10 +714,10 @@ START_TEST(token_experiment_with_reference) {
     snprintf(cmd, sizeof cmd, "cd %s && ls tokenizer-bpe300-*.model tokens-*.train.bin tokens-*.val.bin | wc -l > n.txt && "
                               "ls runs/*/*.bin runs/*/*.model 2>/dev/null | wc -l >> n.txt", dir);
     ck_assert_int_eq(system(cmd), 0);
-    o1 = slurp(dir, "n.txt");
+    o1 = tu_slurp(dir, "n.txt", NULL);
     ck_assert_str_eq(o1, "3\n0\n");   /* one tokenizer, one pair of shards, in the experiment's folder only */
     hy_free(o1);
-    char *sw = slurp(dir, "sweep.csv"), *ev = slurp(dir, "eval.csv");
+    char *sw = tu_slurp(dir, "sweep.csv", NULL), *ev = tu_slurp(dir, "eval.csv", NULL);
     for (int row = 1; row <= 2; row++) {
         double loss = csv_num(sw, "val_loss", row), bits = csv_num(sw, "val_bits_per_byte", row),
                bpt = csv_num(sw, "bytes_per_token", row);
@@ -749,11 +727,11 @@ START_TEST(token_experiment_with_reference) {
         ck_assert_msg(labels * ebpt <= 2000 + 64 && labels * ebpt > 2000 - 16 * 16, "%g tokens x %g bytes", labels, ebpt);
     }
     hy_free(sw), hy_free(ev);
-    char *rc = slurp(dir, "reference.csv");
+    char *rc = tu_slurp(dir, "reference.csv", NULL);
     ck_assert_msg(!strncmp(rc, "experiment,variant,seq_len,", 27), "%.80s", rc);
     ck_assert_int_eq(count_lines(rc), 5);
     hy_free(rc);
-    char *rep = slurp(dir, "report.md");
+    char *rep = tu_slurp(dir, "report.md", NULL);
     ck_assert_ptr_nonnull(strstr(rep, "## Against the reference (reference.csv)"));
     ck_assert_ptr_nonnull(strstr(rep, "| bytes per token | context (bytes) |"));
     hy_free(rep);
@@ -767,7 +745,7 @@ START_TEST(token_experiment_with_reference) {
                   "%s", hy_last_error());
     ck_assert_int_ne(access(bad, F_OK), 0);
     hy_experiment_free(&e);
-    cleanup(ref), cleanup(dir);
+    tu_remove_dir(ref), tu_remove_dir(dir);
 }
 END_TEST
 

@@ -22,42 +22,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const char *exe(void) { return getenv("HY_EXE") ? getenv("HY_EXE") : "./build/hybrid-exp"; }
-
-/* A fresh (removed) folder name /tmp/hybrid-test-TAG-PID. */
-static void fresh_dir(char *dir, size_t n, const char *tag) {
-    snprintf(dir, n, "/tmp/hybrid-test-%s-%d", tag, (int)getpid());
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
-static void remove_dir(const char *dir) {
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
-/* dir/name into out. */
-static const char *in_dir(char *out, size_t n, const char *dir, const char *name) {
-    snprintf(out, n, "%s/%s", dir, name);
-    return out;
-}
-
-/* The whole file (hy_free), or NULL when it cannot be read. */
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = hy_malloc((size_t)len + 1);
-    size_t got = fread(text, 1, (size_t)len, f);
-    fclose(f);
-    text[got] = 0;
-    return text;
-}
-
 /* The tiny trainer config with out_dir and the extra overrides. */
 static void load(hy_run_config *c, const char *out_dir, const char *const *extra, int n_extra) {
     char set_out[512];
@@ -95,7 +59,7 @@ static size_t nonfinite_in(const char *path, long *step) {
  * value finite, the same step), and train.csv holds every step up to that checkpoint. */
 START_TEST(divergence_keeps_last_good_checkpoint) {
     char dir[256], path[400];
-    fresh_dir(dir, sizeof dir, "nan");
+    tu_fresh_dir(dir, sizeof dir, "faults-nan", false);
     hy_run_config c;
     const char *sets[] = {"train.lr=1e4", "train.warmup_steps=0", "train.checkpoint_every=1", "train.log_every=1"};
     load(&c, dir, sets, 4);
@@ -105,12 +69,12 @@ START_TEST(divergence_keeps_last_good_checkpoint) {
     const char *msg = hy_last_error();
     ck_assert_msg(strstr(msg, "lower the learning rate (train.lr) or warm up longer (train.warmup_steps)") && strstr(msg, "step "), "%s", msg);
     long fail_step = atol(strstr(msg, "step ") + 5), ck_step, st_step;
-    ck_assert_int_eq(nonfinite_in(in_dir(path, sizeof path, dir, "checkpoint.safetensors"), &ck_step), 0);
-    ck_assert_int_eq(nonfinite_in(in_dir(path, sizeof path, dir, "checkpoint.state.safetensors"), &st_step), 0);
+    ck_assert_int_eq(nonfinite_in(tu_path(path, sizeof path, dir, "checkpoint.safetensors"), &ck_step), 0);
+    ck_assert_int_eq(nonfinite_in(tu_path(path, sizeof path, dir, "checkpoint.state.safetensors"), &st_step), 0);
     ck_assert_int_eq(ck_step, st_step);
     ck_assert_int_eq(ck_step, fail_step - 1);   /* a checkpoint every step: the one before the failure */
     ck_assert_int_ge(ck_step, 1);
-    char *csv = slurp(in_dir(path, sizeof path, dir, "train.csv"));
+    char *csv = tu_slurp(dir, "train.csv", NULL);
     ck_assert_msg(csv != NULL, "no train.csv after a diverged run");
     int rows = 0;
     for (const char *p = strchr(csv, '\n') + 1; *p; p = strchr(p, '\n') + 1) rows++;
@@ -121,7 +85,7 @@ START_TEST(divergence_keeps_last_good_checkpoint) {
     ck_assert_int_lt(hy_train(&c, &o, &r), 0);
     ck_assert_msg(strstr(hy_last_error(), "(train.lr)"), "%s", hy_last_error());
     hy_run_config_free(&c);
-    remove_dir(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -130,7 +94,7 @@ END_TEST
  * past it fails with EFBIG, as on a full disk). Returns the child's pid. */
 static pid_t spawn_limited(const char *args, const char *err_path, long max_file) {
     char line[2048];
-    snprintf(line, sizeof line, "%s %s", exe(), args);
+    snprintf(line, sizeof line, "%s %s", tu_exe(), args);
     char *argv[64];
     int argc = 0;
     for (char *tok = strtok(line, " "); tok && argc < 63; tok = strtok(NULL, " ")) argv[argc++] = tok;
@@ -155,8 +119,9 @@ static pid_t spawn(const char *args, const char *err_path) { return spawn_limite
 static int signal_at_text(pid_t child, const char *path, const char *needle, int sig, bool *reached) {
     int st;
     for (*reached = false;;) {
-        char *text = slurp(path);
-        *reached = text && strstr(text, needle);
+        char *text;   /* not tu_slurp: the file may not exist yet */
+        size_t len;
+        *reached = hy_read_file(path, &text, &len) == 0 && strstr(text, needle);
         hy_free(text);
         if (*reached) break;
         if (waitpid(child, &st, WNOHANG) == child) return st;
@@ -167,13 +132,13 @@ static int signal_at_text(pid_t child, const char *path, const char *needle, int
     return st;
 }
 
-/* Runs the program with `args`; returns its exit status and its stderr (hy_free) in *err. */
+/* Runs the program with `args`; returns its exit status, and its stderr (written to err_path) in
+ * *err (hy_free). err_path NULL: stderr goes to /dev/null and err is not set. */
 static int run_cli(const char *args, const char *err_path, char **err) {
-    pid_t pid = spawn(args, err_path);
+    pid_t pid = spawn(args, err_path ? err_path : "/dev/null");
     int st;
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    *err = slurp(err_path);
-    ck_assert_ptr_nonnull(*err);
+    if (err_path) *err = tu_slurp(NULL, err_path, NULL);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
@@ -200,30 +165,30 @@ static char *without_timing(const char *csv, bool timing) {
  * after it, and the files end up identical (timing columns aside) to those of an uninterrupted run. */
 START_TEST(csv_survives_sigkill_and_resume_trims) {
     char dir[256], ref[256], err[400], path[400], args[1500], *msg;
-    fresh_dir(dir, sizeof dir, "kill");
-    fresh_dir(ref, sizeof ref, "killref");
+    tu_fresh_dir(dir, sizeof dir, "faults-kill", false);
+    tu_fresh_dir(ref, sizeof ref, "faults-killref", false);
     ck_assert_int_eq(hy_mkdirs(dir), 0);
     const char *common = "tests/configs/tiny-train.yaml --set model.layers.ffn=moe --set model.blocks.moe.n_experts=4 "
                          "--set model.blocks.moe.d_ff=32 --set train.steps=100000 --set train.log_every=1 "
                          "--set train.eval_every=10 --set train.checkpoint_every=10";
-    in_dir(err, sizeof err, dir, "stderr.txt");
+    tu_path(err, sizeof err, dir, "stderr.txt");
     snprintf(args, sizeof args, "%s --out %s", common, dir);
     bool reached;
     int st = signal_at_text(spawn(args, err), err, "] step 25 ", SIGKILL, &reached);
-    ck_assert_msg(reached, "the run ended before step 25: %s", slurp(err));
+    ck_assert_msg(reached, "the run ended before step 25: %s", tu_slurp(NULL, err, NULL));
     ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-    char *csv = slurp(in_dir(path, sizeof path, dir, "train.csv"));
+    char *csv = tu_slurp(dir, "train.csv", NULL);
     ck_assert_msg(csv != NULL, "no train.csv after SIGKILL");
     ck_assert_msg(strstr(csv, "tiny-train,32,7,0.01,25,3200,"), "no row for step 25 in:\n%s", csv);
     ck_assert(csv[strlen(csv) - 1] == '\n');
-    char *ex = slurp(in_dir(path, sizeof path, dir, "experts.csv"));
+    char *ex = tu_slurp(dir, "experts.csv", NULL);
     ck_assert_msg(ex && strstr(ex, "tiny-train,32,20,1,3,"), "no routing of step 20 in experts.csv:\n%s", ex);
     hy_free(csv), hy_free(ex);
     /* resume from the checkpoint (step 20, or 30 when the kill came late) and stop at step 32; the
      * reference runs to 32 */
     hy_model *m;
     long ck;
-    ck_assert_msg(hy_checkpoint_load(in_dir(path, sizeof path, dir, "checkpoint.safetensors"), &m, &ck) == 0, "%s",
+    ck_assert_msg(hy_checkpoint_load(tu_path(path, sizeof path, dir, "checkpoint.safetensors"), &m, &ck) == 0, "%s",
                   hy_last_error());
     hy_model_free(m);
     ck_assert_msg(ck >= 20 && ck < 32 && ck % 10 == 0, "checkpoint at step %ld", ck);
@@ -231,11 +196,10 @@ START_TEST(csv_survives_sigkill_and_resume_trims) {
     ck_assert_int_eq(run_cli(args, err, &msg), 130);
     hy_free(msg);
     snprintf(args, sizeof args, "%s --out %s --quiet --stop-after 32", common, ref);
-    ck_assert_int_eq(run_cli(args, "/dev/null", &msg), 130);
-    hy_free(msg);
+    ck_assert_int_eq(run_cli(args, NULL, NULL), 130);
     static const char *const files[] = {"train.csv", "experts.csv"};
     for (int k = 0; k < 2; k++) {
-        char *a = slurp(in_dir(path, sizeof path, dir, files[k])), *b = slurp(in_dir(path, sizeof path, ref, files[k]));
+        char *a = tu_slurp(dir, files[k], NULL), *b = tu_slurp(ref, files[k], NULL);
         ck_assert_ptr_nonnull(a);
         ck_assert_ptr_nonnull(b);
         char *ma = without_timing(a, k == 0), *mb = without_timing(b, k == 0);
@@ -243,7 +207,7 @@ START_TEST(csv_survives_sigkill_and_resume_trims) {
                       files[k], ma, mb);
         free(ma), free(mb), hy_free(a), hy_free(b);
     }
-    remove_dir(dir), remove_dir(ref);
+    tu_remove_dir(dir), tu_remove_dir(ref);
 }
 END_TEST
 
@@ -255,10 +219,10 @@ END_TEST
 START_TEST(sigint_and_sigterm_save_and_resume_exactly) {
     char dir[256], ref[256], err[400], path[400], args[1024], *msg;
     const char *slow = "--set train.log_every=1 --set train.eval_every=1 --set train.eval_batches=16";
-    fresh_dir(dir, sizeof dir, "sig");
-    fresh_dir(ref, sizeof ref, "sigref");
+    tu_fresh_dir(dir, sizeof dir, "faults-sig", false);
+    tu_fresh_dir(ref, sizeof ref, "faults-sigref", false);
     ck_assert_int_eq(hy_mkdirs(dir), 0);
-    in_dir(err, sizeof err, dir, "stderr.txt");
+    tu_path(err, sizeof err, dir, "stderr.txt");
     const int sigs[2] = {SIGINT, SIGTERM};
     const char *const at[2] = {"] step 12 ", "] step 27 "};
     long last = 0;
@@ -267,16 +231,16 @@ START_TEST(sigint_and_sigterm_save_and_resume_exactly) {
                  k ? " --resume" : "");
         bool reached;
         int st = signal_at_text(spawn(args, err), err, at[k], sigs[k], &reached);
-        msg = slurp(err);
+        msg = tu_slurp(NULL, err, NULL);
         ck_assert_msg(reached && WIFEXITED(st) && WEXITSTATUS(st) == 130, "signal %d, status %d: %s", sigs[k], st, msg);
         ck_assert_msg(strstr(msg, "] interrupted after "), "%s", msg);
         hy_free(msg);
         hy_model *m;
         long step;
-        ck_assert_int_eq(hy_checkpoint_load(in_dir(path, sizeof path, dir, "checkpoint.safetensors"), &m, &step), 0);
+        ck_assert_int_eq(hy_checkpoint_load(tu_path(path, sizeof path, dir, "checkpoint.safetensors"), &m, &step), 0);
         hy_model_free(m);
         ck_assert_msg(step > last && step < 40, "checkpoint at step %ld", step);
-        char *csv = slurp(in_dir(path, sizeof path, dir, "train.csv")), row[64];
+        char *csv = tu_slurp(dir, "train.csv", NULL), row[64];
         snprintf(row, sizeof row, "tiny-train,32,7,0.01,%ld,%ld,", step, step * 128);
         ck_assert_msg(strstr(csv, row), "no row for step %ld:\n%s", step, csv);
         hy_free(csv);
@@ -286,13 +250,12 @@ START_TEST(sigint_and_sigterm_save_and_resume_exactly) {
     ck_assert_int_eq(run_cli(args, err, &msg), 0);
     hy_free(msg);
     snprintf(args, sizeof args, "tests/configs/tiny-train.yaml --out %s %s --quiet", ref, slow);
-    ck_assert_int_eq(run_cli(args, "/dev/null", &msg), 0);
-    hy_free(msg);
-    char *a = slurp(in_dir(path, sizeof path, dir, "train.csv")), *b = slurp(in_dir(path, sizeof path, ref, "train.csv"));
+    ck_assert_int_eq(run_cli(args, NULL, NULL), 0);
+    char *a = tu_slurp(dir, "train.csv", NULL), *b = tu_slurp(ref, "train.csv", NULL);
     char *ma = without_timing(a, true), *mb = without_timing(b, true);
     ck_assert_msg(strcmp(ma, mb) == 0, "train.csv after two interrupts differs:\n%s\n---\n%s", ma, mb);
     free(ma), free(mb), hy_free(a), hy_free(b);
-    remove_dir(dir), remove_dir(ref);
+    tu_remove_dir(dir), tu_remove_dir(ref);
 }
 END_TEST
 
@@ -302,9 +265,9 @@ END_TEST
  * a silent mix. */
 START_TEST(sigkill_during_checkpoint_writes) {
     char dir[256], err[400], path[400], args[1024], *msg;
-    fresh_dir(dir, sizeof dir, "killck");
+    tu_fresh_dir(dir, sizeof dir, "faults-killck", false);
     ck_assert_int_eq(hy_mkdirs(dir), 0);
-    in_dir(err, sizeof err, dir, "stderr.txt");
+    tu_path(err, sizeof err, dir, "stderr.txt");
     const char *const at[2] = {"] step 6 ", "] step 13 "};
     bool torn = false;
     for (int k = 0; k < 2 && !torn; k++) {
@@ -312,14 +275,14 @@ START_TEST(sigkill_during_checkpoint_writes) {
                  "--set train.checkpoint_every=1 --set train.steps=100000%s", dir, k ? " --resume" : "");
         bool reached;
         int st = signal_at_text(spawn(args, err), err, at[k], SIGKILL, &reached);
-        msg = slurp(err);
+        msg = tu_slurp(NULL, err, NULL);
         torn = !reached && WIFEXITED(st) && WEXITSTATUS(st) == 1 && strstr(msg, "does not belong to");
         ck_assert_msg(reached || torn, "status %d: %s", st, msg);   /* it ran on, or refused a torn pair */
         hy_free(msg);
         hy_st_file f;
-        ck_assert_msg(hy_st_open(in_dir(path, sizeof path, dir, "checkpoint.safetensors"), &f) == 0, "%s", hy_last_error());
+        ck_assert_msg(hy_st_open(tu_path(path, sizeof path, dir, "checkpoint.safetensors"), &f) == 0, "%s", hy_last_error());
         hy_st_close(&f);
-        ck_assert_msg(hy_st_open(in_dir(path, sizeof path, dir, "checkpoint.state.safetensors"), &f) == 0, "%s",
+        ck_assert_msg(hy_st_open(tu_path(path, sizeof path, dir, "checkpoint.state.safetensors"), &f) == 0, "%s",
                       hy_last_error());
         hy_st_close(&f);
     }
@@ -330,7 +293,7 @@ START_TEST(sigkill_during_checkpoint_writes) {
         ck_assert_msg(rc == 130 || (rc == 1 && strstr(msg, "does not belong to")), "exit %d: %s", rc, msg);
         hy_free(msg);
     }
-    remove_dir(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -339,14 +302,14 @@ END_TEST
  * it continues. */
 START_TEST(cli_resume_refuses_mixed_checkpoint_and_state) {
     char dir[256], err[400], args[1024], state[400], kept[400], *msg;
-    fresh_dir(dir, sizeof dir, "mixed");
+    tu_fresh_dir(dir, sizeof dir, "faults-mixed", false);
     ck_assert_int_eq(hy_mkdirs(dir), 0);
-    in_dir(err, sizeof err, dir, "stderr.txt");
-    in_dir(state, sizeof state, dir, "checkpoint.state.safetensors");
+    tu_path(err, sizeof err, dir, "stderr.txt");
+    tu_path(state, sizeof state, dir, "checkpoint.state.safetensors");
     snprintf(args, sizeof args, "tests/configs/tiny-train.yaml --quiet --out %s --stop-after 10", dir);
     ck_assert_int_eq(run_cli(args, err, &msg), 130);
     hy_free(msg);
-    in_dir(kept, sizeof kept, dir, "state-10.safetensors");
+    tu_path(kept, sizeof kept, dir, "state-10.safetensors");
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "cp %s %s", state, kept);
     ck_assert_int_eq(system(cmd), 0);
@@ -357,7 +320,7 @@ START_TEST(cli_resume_refuses_mixed_checkpoint_and_state) {
     ck_assert_int_eq(system(cmd), 0);
     ck_assert_int_eq(run_cli(args, err, &msg), 1);
     char ckpt[400];
-    in_dir(ckpt, sizeof ckpt, dir, "checkpoint.safetensors");
+    tu_path(ckpt, sizeof ckpt, dir, "checkpoint.safetensors");
     ck_assert_msg(strstr(msg, state) && strstr(msg, ckpt) && strstr(msg, "step 10") && strstr(msg, "step 20") &&
                       strstr(msg, "does not belong to"),
                   "%s", msg);
@@ -366,7 +329,7 @@ START_TEST(cli_resume_refuses_mixed_checkpoint_and_state) {
     ck_assert_int_eq(system(cmd), 0);
     ck_assert_int_eq(run_cli(args, err, &msg), 130);   /* the matching pair resumes, to step 30 */
     hy_free(msg);
-    remove_dir(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -376,7 +339,7 @@ END_TEST
  * them. */
 START_TEST(crash_between_checkpoint_and_state_is_detected) {
     char dir[256], block[600], path[400];
-    fresh_dir(dir, sizeof dir, "crash");
+    tu_fresh_dir(dir, sizeof dir, "faults-crash", false);
     hy_run_config c;
     const char *sets[] = {"train.checkpoint_every=5"};
     load(&c, dir, sets, 1);
@@ -390,15 +353,15 @@ START_TEST(crash_between_checkpoint_and_state_is_detected) {
     ck_assert_msg(strstr(hy_last_error(), "checkpoint.state.safetensors"), "%s", hy_last_error());
     ck_assert_int_eq(rmdir(block), 0);
     long ck_step, st_step;
-    nonfinite_in(in_dir(path, sizeof path, dir, "checkpoint.safetensors"), &ck_step);
-    nonfinite_in(in_dir(path, sizeof path, dir, "checkpoint.state.safetensors"), &st_step);
+    nonfinite_in(tu_path(path, sizeof path, dir, "checkpoint.safetensors"), &ck_step);
+    nonfinite_in(tu_path(path, sizeof path, dir, "checkpoint.state.safetensors"), &st_step);
     ck_assert_int_eq(ck_step, 15);
     ck_assert_int_eq(st_step, 10);
     ck_assert_int_lt(hy_train(&c, &o, &r), 0);
     ck_assert_msg(strstr(hy_last_error(), "does not belong to") && strstr(hy_last_error(), "step 15"), "%s",
                   hy_last_error());
     hy_run_config_free(&c);
-    remove_dir(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -406,7 +369,7 @@ END_TEST
  * refused with an explanation, not trusted. */
 START_TEST(state_without_identity_is_refused) {
     char dir[256], path[400];
-    fresh_dir(dir, sizeof dir, "oldstate");
+    tu_fresh_dir(dir, sizeof dir, "faults-oldstate", false);
     hy_run_config c;
     load(&c, dir, NULL, 0);
     hy_train_opts o = {.stop_after = 5};
@@ -414,12 +377,12 @@ START_TEST(state_without_identity_is_refused) {
     ck_assert_msg(hy_train(&c, &o, &r) == 0, "%s", hy_last_error());
     /* rewrite the state without its `weights` key */
     hy_model *m;
-    ck_assert_int_eq(hy_checkpoint_load(in_dir(path, sizeof path, dir, "checkpoint.safetensors"), &m, NULL), 0);
+    ck_assert_int_eq(hy_checkpoint_load(tu_path(path, sizeof path, dir, "checkpoint.safetensors"), &m, NULL), 0);
     float *mo = hy_calloc(m->numel * sizeof(float)), *vo = hy_calloc(m->numel * sizeof(float));
     float *slots[] = {mo, vo};
     const char *names[] = {"optim_m", "optim_v"};
     hy_kv_list meta;
-    in_dir(path, sizeof path, dir, "checkpoint.state.safetensors");
+    tu_path(path, sizeof path, dir, "checkpoint.state.safetensors");
     ck_assert_msg(hy_train_state_load(path, m, 2, names, slots, &meta) == 0, "%s", hy_last_error());
     const char *keys[32], *vals[32];
     int n = 0;
@@ -435,7 +398,7 @@ START_TEST(state_without_identity_is_refused) {
     ck_assert_msg(strstr(hy_last_error(), "no 'weights' fingerprint") && strstr(hy_last_error(), "without --resume"), "%s",
                   hy_last_error());
     hy_run_config_free(&c);
-    remove_dir(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -445,25 +408,25 @@ END_TEST
  * refuses the checkpoint that has no state, naming both files. */
 START_TEST(full_disk_while_saving_is_a_clear_error) {
     char dir[256], err[400], args[1024], path[400], *msg;
-    fresh_dir(dir, sizeof dir, "full");
+    tu_fresh_dir(dir, sizeof dir, "faults-full", false);
     ck_assert_int_eq(hy_mkdirs(dir), 0);
-    in_dir(err, sizeof err, dir, "stderr.txt");
+    tu_path(err, sizeof err, dir, "stderr.txt");
     snprintf(args, sizeof args, "tests/configs/tiny-train.yaml --quiet --out %s --set train.checkpoint_every=5", dir);
     pid_t pid = spawn_limited(args, err, 160 << 10);
     int st;
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    msg = slurp(err);
+    msg = tu_slurp(NULL, err, NULL);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "status %d: %s", st, msg);
     ck_assert_msg(strstr(msg, "checkpoint.state.safetensors") && strstr(msg, "File too large"), "%s", msg);
     hy_free(msg);
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "ls %s | grep -q tmp", dir);
     ck_assert_int_ne(system(cmd), 0);   /* grep found no temporary file */
-    ck_assert_int_ne(access(in_dir(path, sizeof path, dir, "checkpoint.state.safetensors"), F_OK), 0);
+    ck_assert_int_ne(access(tu_path(path, sizeof path, dir, "checkpoint.state.safetensors"), F_OK), 0);
     long step;
-    ck_assert_int_eq(nonfinite_in(in_dir(path, sizeof path, dir, "checkpoint.safetensors"), &step), 0);
+    ck_assert_int_eq(nonfinite_in(tu_path(path, sizeof path, dir, "checkpoint.safetensors"), &step), 0);
     ck_assert_int_eq(step, 5);
-    char *csv = slurp(in_dir(path, sizeof path, dir, "train.csv"));
+    char *csv = tu_slurp(dir, "train.csv", NULL);
     ck_assert_msg(csv && strstr(csv, "tiny-train,32,7,0.01,5,640,"), "%s", csv);
     hy_free(csv);
     snprintf(args, sizeof args, "tests/configs/tiny-train.yaml --quiet --out %s --resume", dir);
@@ -472,7 +435,7 @@ START_TEST(full_disk_while_saving_is_a_clear_error) {
                       strstr(msg, "without --resume"),
                   "%s", msg);
     hy_free(msg);
-    remove_dir(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 

@@ -15,29 +15,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const char *exe(void) { return getenv("HY_EXE") ? getenv("HY_EXE") : "./build/hybrid-exp"; }
-
-/* Runs cmd, returns its exit status and stdout (malloc'd, NUL-terminated) in *out. */
-static int run(const char *cmd, char **out, size_t *len) {
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (size_t got; (got = fread(buf + n, 1, cap - n - 1, p)) > 0;) {
-        n += got;
-        if (n + 1 == cap) buf = realloc(buf, cap *= 2);
-    }
-    buf[n] = 0;
-    int st = pclose(p);
-    *out = buf, *len = n;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 START_TEST(cli_generate_streams_and_continues_from_state) {
     char dir[256], cmd[2048];
-    snprintf(dir, sizeof dir, "/tmp/hybrid-test-gen-%d", (int)getpid());
-    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s && %s init tests/configs/tiny-train.yaml --out %s/m.safetensors",
-             dir, dir, exe(), dir);
+    tu_fresh_dir(dir, sizeof dir, "gencli-gen", true);
+    snprintf(cmd, sizeof cmd, "%s init tests/configs/tiny-train.yaml --out %s/m.safetensors", tu_exe(), dir);
     ck_assert_int_eq(system(cmd), 0);
     char ckpt[300];
     snprintf(ckpt, sizeof ckpt, "%s/m.safetensors", dir);
@@ -65,14 +46,14 @@ START_TEST(cli_generate_streams_and_continues_from_state) {
     char *out;
     size_t len;
     snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --prompt Hello -n 12 --temperature 0 --state-out %s/s.st --quiet",
-             exe(), ckpt, dir);
-    ck_assert_int_eq(run(cmd, &out, &len), 0);
+             tu_exe(), ckpt, dir);
+    ck_assert_int_eq(tu_run(cmd, false, &out, &len), 0);
     ck_assert_int_eq((int)len, 12);
     for (int i = 0; i < 12; i++) ck_assert_int_eq((unsigned char)out[i], lib[i]);
     free(out);
-    snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --state-in %s/s.st -n 6 --temperature 0 --quiet", exe(), ckpt,
+    snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --state-in %s/s.st -n 6 --temperature 0 --quiet", tu_exe(), ckpt,
              dir);
-    ck_assert_int_eq(run(cmd, &out, &len), 0);
+    ck_assert_int_eq(tu_run(cmd, false, &out, &len), 0);
     ck_assert_int_eq((int)len, 6);
     for (int i = 0; i < 6; i++) ck_assert_int_eq((unsigned char)out[i], lib[12 + i]);
     free(out);
@@ -80,28 +61,27 @@ START_TEST(cli_generate_streams_and_continues_from_state) {
     char *o1, *o2;
     size_t l1, l2;
     snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --prompt Hi -n 20 --temperature 1.2 --top-k 40 --top-p 0.9 --seed 4 --quiet",
-             exe(), ckpt);
-    ck_assert_int_eq(run(cmd, &o1, &l1), 0);
-    ck_assert_int_eq(run(cmd, &o2, &l2), 0);
+             tu_exe(), ckpt);
+    ck_assert_int_eq(tu_run(cmd, false, &o1, &l1), 0);
+    ck_assert_int_eq(tu_run(cmd, false, &o2, &l2), 0);
     ck_assert(l1 == 20 && l2 == 20 && memcmp(o1, o2, 20) == 0);
     free(o1), free(o2);
     /* usage errors: exit 2 with a message; runtime errors: exit 1 */
     const char *bad[] = {"-n 5", "--prompt x -n -3", "--prompt x -n 3 --top-p 0", "--prompt x --prompt-file y -n 1",
                          "--prompt x -n 3 --bogus"};
     for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
-        snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s %s 2>/dev/null", exe(), ckpt, bad[k]);
-        ck_assert_int_eq(run(cmd, &out, &len), 2);
+        snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s %s 2>/dev/null", tu_exe(), ckpt, bad[k]);
+        ck_assert_int_eq(tu_run(cmd, false, &out, &len), 2);
         free(out);
     }
-    snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --state-in %s/missing.st -n 3 2>/dev/null", exe(), ckpt, dir);
-    ck_assert_int_eq(run(cmd, &out, &len), 1);
+    snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --state-in %s/missing.st -n 3 2>/dev/null", tu_exe(), ckpt, dir);
+    ck_assert_int_eq(tu_run(cmd, false, &out, &len), 1);
     free(out);
-    snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --state-in %s --prompt Hello -n 3 2>&1", exe(), ckpt, two);
-    ck_assert_int_eq(run(cmd, &out, &len), 1);
+    snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --state-in %s --prompt Hello -n 3", tu_exe(), ckpt, two);
+    ck_assert_int_eq(tu_run(cmd, true, &out, &len), 1);
     ck_assert_msg(strstr(out, "two.st holds 2 sequences; generate continues one"), "%s", out);
     free(out);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    ck_assert_int_eq(system(cmd), 0);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -109,9 +89,9 @@ END_TEST
  * registered mixer and non-swiglu ffn present, and the KV cache doubling with the context. */
 START_TEST(cli_bench_decode_quick_writes_csv) {
     char dir[256], cmd[1024];
-    snprintf(dir, sizeof dir, "/tmp/hybrid-test-decode-%d", (int)getpid());
-    snprintf(cmd, sizeof cmd, "rm -rf %s && %s bench decode --quick --max-context 512 --steps 2 --threads 1 --no-plot --out %s > /dev/null",
-             dir, exe(), dir);
+    tu_fresh_dir(dir, sizeof dir, "gencli-decode", false);
+    snprintf(cmd, sizeof cmd, "%s bench decode --quick --max-context 512 --steps 2 --threads 1 --no-plot --out %s > /dev/null",
+             tu_exe(), dir);
     ck_assert_int_eq(system(cmd), 0);
     char path[300];
     snprintf(path, sizeof path, "%s/decode.csv", dir);
@@ -146,16 +126,13 @@ START_TEST(cli_bench_decode_quick_writes_csv) {
     ck_assert_msg(att[0] > 0 && att[1] == 2 * att[0], "attention KV bytes %g at 256, %g at 512", att[0], att[1]);
     snprintf(path, sizeof path, "%s/decode.gp", dir);
     ck_assert_int_eq(access(path, F_OK), 0);
-    snprintf(path, sizeof path, "%s/decode.md", dir);   /* the per-variant summary: 256 -> 512 */
-    char *md;
-    size_t mdlen;
-    ck_assert_int_eq(hy_read_file(path, &md, &mdlen), 0);
+    char *md = tu_slurp(dir, "decode.md", NULL);   /* the per-variant summary: 256 -> 512 */
     ck_assert_msg(strstr(md, "| variant | first context | ms/token | last context | ms/token | last / first |"), "%s", md);
     ck_assert_msg(strstr(md, "| attention+swiglu | 256 | "), "%s", md);
     hy_free(md);
     /* --fill tile reaches the same contexts from one prefilled state, with the same state sizes */
     snprintf(cmd, sizeof cmd, "%s bench decode --quick --fill tile --max-context 1024 --steps 2 --threads 1 --no-plot --out %s > /dev/null",
-             exe(), dir);
+             tu_exe(), dir);
     ck_assert_int_eq(system(cmd), 0);
     snprintf(path, sizeof path, "%s/decode.csv", dir);
     f = fopen(path, "r");
@@ -172,10 +149,9 @@ START_TEST(cli_bench_decode_quick_writes_csv) {
     }
     fclose(f);
     ck_assert_int_eq(rows, 3 * want);
-    snprintf(cmd, sizeof cmd, "%s bench decode --max-context 100 --no-plot --out %s 2>/dev/null", exe(), dir);
+    snprintf(cmd, sizeof cmd, "%s bench decode --max-context 100 --no-plot --out %s 2>/dev/null", tu_exe(), dir);
     ck_assert_int_eq(system(cmd) >> 8, 2);   /* min-context 256 > max-context: usage error */
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    ck_assert_int_eq(system(cmd), 0);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -186,9 +162,9 @@ START_TEST(cli_stop_after_rejects_junk) {
     for (int k = 0; k < 6; k++) {
         char cmd[512], want[128], *out;
         size_t len;
-        snprintf(cmd, sizeof cmd, "%s tests/configs/tiny-train.yaml --out /tmp/hybrid-test-stop-after-%d --stop-after %s 2>&1",
-                 exe(), (int)getpid(), bad[k]);
-        ck_assert_int_eq(run(cmd, &out, &len), 2);
+        snprintf(cmd, sizeof cmd, "%s tests/configs/tiny-train.yaml --out /tmp/hybrid-test-stop-after-%d --stop-after %s",
+                 tu_exe(), (int)getpid(), bad[k]);
+        ck_assert_int_eq(tu_run(cmd, true, &out, &len), 2);
         snprintf(want, sizeof want, "hybrid-exp: --stop-after: expected an integer >= 1, got %s\n", shown[k]);
         ck_assert_str_eq(out, want);
         free(out);
@@ -239,8 +215,8 @@ START_TEST(cli_usage_errors_name_flag_and_value) {
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         char cmd[512], *out;
         size_t len;
-        snprintf(cmd, sizeof cmd, "%s %s 2>&1 >/dev/null", exe(), cases[k].args);
-        ck_assert_int_eq(run(cmd, &out, &len), 2);
+        snprintf(cmd, sizeof cmd, "%s %s 2>&1 >/dev/null", tu_exe(), cases[k].args);
+        ck_assert_int_eq(tu_run(cmd, false, &out, &len), 2);
         char *nl = strchr(out, '\n');
         ck_assert_msg(nl, "%s: %s", cases[k].args, out);
         *nl = 0;
@@ -256,8 +232,8 @@ START_TEST(cli_valid_forms_still_work) {
     char cmd[512], *out;
     size_t len;
     snprintf(cmd, sizeof cmd, "%s train --set=model.d_model=48 --stop-after=5 tests/configs/tiny-train.yaml "
-             "--set model.n_layers=3 --out=/tmp/hybrid-test-forms-%d --check", exe(), (int)getpid());
-    ck_assert_int_eq(run(cmd, &out, &len), 0);
+             "--set model.n_layers=3 --out=/tmp/hybrid-test-forms-%d --check", tu_exe(), (int)getpid());
+    ck_assert_int_eq(tu_run(cmd, false, &out, &len), 0);
     ck_assert_msg(strstr(out, "d_model 48, 3 layers"), "%s", out);
     char want[96];
     snprintf(want, sizeof want, "out_dir /tmp/hybrid-test-forms-%d", (int)getpid());
@@ -268,13 +244,13 @@ START_TEST(cli_valid_forms_still_work) {
                                         "tokenize --help", "dump -h", "init --help", "plot -h", "blocks --help",
                                         "tests/configs/tiny-train.yaml --help"};
     for (size_t k = 0; k < sizeof helps / sizeof *helps; k++) {
-        snprintf(cmd, sizeof cmd, "%s %s", exe(), helps[k]);
-        ck_assert_int_eq(run(cmd, &out, &len), 0);
+        snprintf(cmd, sizeof cmd, "%s %s", tu_exe(), helps[k]);
+        ck_assert_int_eq(tu_run(cmd, false, &out, &len), 0);
         ck_assert_msg(!strncmp(out, "usage: ", 7), "%s: %s", helps[k], out);
         free(out);
     }
-    snprintf(cmd, sizeof cmd, "%s --version", exe());
-    ck_assert_int_eq(run(cmd, &out, &len), 0);
+    snprintf(cmd, sizeof cmd, "%s --version", tu_exe());
+    ck_assert_int_eq(tu_run(cmd, false, &out, &len), 0);
     ck_assert_msg(!strncmp(out, "hybrid-exp ", 11), "%s", out);
     free(out);
 }
@@ -284,8 +260,8 @@ END_TEST
 START_TEST(cli_blocks_prints_ranges) {
     char cmd[512], *out;
     size_t len;
-    snprintf(cmd, sizeof cmd, "%s blocks", exe());
-    ck_assert_int_eq(run(cmd, &out, &len), 0);
+    snprintf(cmd, sizeof cmd, "%s blocks", tu_exe());
+    ck_assert_int_eq(tu_run(cmd, false, &out, &len), 0);
     ck_assert_msg(strstr(out, "d_state          int   [1, 256]               default 16"), "%s", out);
     ck_assert_msg(strstr(out, "rope_theta       float [0, 1e+12]|null        default null"), "%s", out);
     ck_assert_msg(strstr(out, "[1, 65536]|auto"), "%s", out);

@@ -22,36 +22,11 @@
 #define EVAL_HEAD "variant,seq_len,seed,lr,task,eval_seq_len,val_loss,val_bits_per_byte,accuracy,labels\n"
 #define POS_HEAD "variant,seq_len,seed,lr,eval_seq_len,position,loss\n"
 
-/* A fresh, empty folder for one test. */
-static void fresh(char *dir, size_t n, const char *tag) {
-    snprintf(dir, n, "/tmp/hybrid-test-results-%s-%d", tag, (int)getpid());
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-    ck_assert_int_eq(hy_mkdirs(dir), 0);
-}
-
-/* Removes a test's folder once the test has passed. */
-static void cleanup(const char *dir) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
 /* Writes dir/name. */
 static void put_file(const char *dir, const char *name, const char *text) {
     char path[700];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     ck_assert_int_eq(hy_write_file_atomic(path, text, strlen(text)), 0);
-}
-
-/* The text of dir/name (hy_free it). */
-__attribute__((noinline)) static char *slurp(const char *dir, const char *name) {
-    char path[700], *data = NULL;
-    size_t len;
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    ck_assert_msg(hy_read_file(path, &data, &len) == 0, "cannot read %s", path);
-    return data;
 }
 
 /* Whether dir/name exists with some content. */
@@ -99,7 +74,7 @@ static void selected_of(const hy_csv *t, char *out) {
  * b: 0.003 wins (2.1 vs 2.5); c: a tie (2.0 = 2.0) goes to the smaller lr, listed second. */
 START_TEST(select_lr_per_variant) {
     char dir[256], csv[4096] = SWEEP_HEAD "\n";
-    fresh(dir, sizeof dir, "select");
+    tu_fresh_dir(dir, sizeof dir, "results-select", true);
     sweep_row(csv, sizeof csv, "a", 64, 1, "0.001", "steps", 2.0);
     sweep_row(csv, sizeof csv, "a", 64, 2, "0.001", "steps", 2.2);
     sweep_row(csv, sizeof csv, "a", 64, 1, "0.003", "steps", 1.9);
@@ -132,7 +107,7 @@ START_TEST(select_lr_per_variant) {
     ck_assert(hy_run_cut(&S, "b", "64", "2", "0.003") && !hy_run_cut(&S, "b", "64", "1", "0.003"));
     ck_assert(hy_run_cut(&S, "b", "64", "", "") && !hy_run_cut(&S, "a", "64", "", ""));
     hy_csv_free(&S);
-    cleanup(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -140,7 +115,7 @@ END_TEST
  * accuracy goes to the lower mean val_loss. Evaluations at other lengths do not count. */
 START_TEST(select_lr_task) {
     char dir[256], csv[4096] = SWEEP_HEAD "\n";
-    fresh(dir, sizeof dir, "select-task");
+    tu_fresh_dir(dir, sizeof dir, "results-select-task", true);
     sweep_row(csv, sizeof csv, "a", 32, 1, "0.01", "steps", 1.5);
     sweep_row(csv, sizeof csv, "a", 32, 2, "0.01", "steps", 1.5);
     sweep_row(csv, sizeof csv, "a", 32, 1, "0.03", "steps", 2.5);
@@ -175,7 +150,7 @@ START_TEST(select_lr_task) {
     table(dir, "e.csv", "variant,seq_len,task,eval_seq_len,val_loss,accuracy,labels\nx,64,none,64,2,0.4,64\n", &E);
     ck_assert(!hy_results_are_task(&E));
     hy_csv_free(&E);
-    cleanup(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -183,14 +158,14 @@ END_TEST
  * removed; without it, nothing changes. */
 START_TEST(sweep_finalize_text) {
     char dir[256];
-    fresh(dir, sizeof dir, "finalize");
+    tu_fresh_dir(dir, sizeof dir, "results-finalize", true);
     put_file(dir, "sweep_rows.csv", SWEEP_HEAD "\n"
                                     "a,64,1,0.001,4,256,10,2560,steps,1000,5000,1,100,1048576,4096,2.1000,8.1662,3.0297\n"
                                     "a,64,1,0.003,4,256,10,2560,tokens,1000,5000,1,100,1048576,4096,2.0000,7.3891,2.8854\n"
                                     "a,128,1,0.001,4,512,10,5120,seconds,1000,5000,1,100,1048576,4096,1.9000,6.6859,2.7411\n"
                                     "a,128,1,0.003,4,512,10,5120,steps,1000,5000,1,100,1048576,4096,1.9500,7.0287,2.8132\n");
     ck_assert_int_eq(hy_sweep_finalize(dir), 0);
-    char *got = slurp(dir, "sweep.csv");
+    char *got = tu_slurp(dir, "sweep.csv", NULL);
     ck_assert_str_eq(got, SWEEP_HEAD ",lr_selected\n"
                           "a,64,1,0.001,4,256,10,2560,steps,1000,5000,1,100,1048576,4096,2.1000,8.1662,3.0297,0\n"
                           "a,64,1,0.003,4,256,10,2560,tokens,1000,5000,1,100,1048576,4096,2.0000,7.3891,2.8854,1\n"
@@ -200,17 +175,17 @@ START_TEST(sweep_finalize_text) {
     /* again: no sweep_rows.csv, sweep.csv stays as it is */
     put_file(dir, "sweep.csv", "variant,seq_len\nkept,1\n");
     ck_assert_int_eq(hy_sweep_finalize(dir), 0);
-    char *kept = slurp(dir, "sweep.csv");
+    char *kept = tu_slurp(dir, "sweep.csv", NULL);
     ck_assert_str_eq(kept, "variant,seq_len\nkept,1\n");
     hy_free(got), hy_free(kept);
     /* with eval.csv of a task beside it, the selection follows accuracy */
     put_file(dir, "sweep_rows.csv", "variant,seq_len,seed,lr,val_loss\nq,32,1,0.1,1.0\nq,32,1,0.2,3.0\n");
     put_file(dir, "eval.csv", EVAL_HEAD "q,32,1,0.1,mqar,32,1.0,,0.2,8\nq,32,1,0.2,mqar,32,3.0,,0.4,8\n");
     ck_assert_int_eq(hy_sweep_finalize(dir), 0);
-    got = slurp(dir, "sweep.csv");
+    got = tu_slurp(dir, "sweep.csv", NULL);
     ck_assert_str_eq(got, "variant,seq_len,seed,lr,val_loss,lr_selected\nq,32,1,0.1,1.0,0\nq,32,1,0.2,3.0,1\n");
     hy_free(got);
-    cleanup(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -218,7 +193,7 @@ END_TEST
 
 START_TEST(aggregate_over_seeds) {
     char dir[256], csv[4096] = SWEEP_HEAD ",lr_selected\n";
-    fresh(dir, sizeof dir, "groups");
+    tu_fresh_dir(dir, sizeof dir, "results-groups", true);
     /* a at T 64, lr 0.001 (selected): val_loss 2.0, 2.2, 2.7 -> mean 2.3, sd sqrt(0.13), min 2.0, max 2.7 */
     strcat(csv, "a,64,1,0.001,4,256,10,2560,steps,1000,5000,1,100,1,1,2.0,7.39,2.8854,1\n"
                 "a,64,2,0.001,4,256,10,2560,steps,1000,5000,1,100,1,1,2.2,9.03,3.1739,1\n"
@@ -291,7 +266,7 @@ START_TEST(aggregate_over_seeds) {
     ck_assert_double_eq_tol(g[0].bits.mean, 1.1 / log(2.0), 1e-12);   /* no val_bits_per_byte column */
     free(g);
     hy_csv_free(&S), hy_csv_free(&E);
-    cleanup(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -329,7 +304,7 @@ END_TEST
  * dagger with its footnote on a group with a run stopped by seconds, which is not ranked. */
 START_TEST(report_marks_cut_group) {
     char dir[256];
-    fresh(dir, sizeof dir, "report");
+    tu_fresh_dir(dir, sizeof dir, "results-report", true);
     /* no lr_selected column: the report selects (one lr: every row) */
     put_file(dir, "sweep.csv", "variant,seq_len,seed,lr,stopped_by,tokens,val_loss,val_bits_per_byte\n"
                                "a,64,1,0.001,steps,100,2.0,3.0\na,64,2,0.001,steps,100,2.2,3.2\n"
@@ -337,7 +312,7 @@ START_TEST(report_marks_cut_group) {
                                "c,64,1,0.001,tokens,100,2.1,3.1\nc,64,2,0.001,tokens,100,2.3,3.3\n"
                                "d,64,1,0.001,steps,100,3.0,4.0\n");
     ck_assert_int_eq(hy_write_report(dir, NULL, 0, ""), 0);
-    char *rep = slurp(dir, "report.md");
+    char *rep = tu_slurp(dir, "report.md", NULL);
     /* the per-T table: mean ± sd (n), min – max, and the dagger on b */
     ck_assert_ptr_nonnull(strstr(rep, "| a | 0.001 | 2 | 3.1000 ± 0.1414 | 3.0000 – 3.2000 | 2.1000 ± 0.1414 |"));
     ck_assert_ptr_nonnull(strstr(rep, "| b † | 0.001 | 2 | 1.5000 ± 0.1414 |"));
@@ -359,7 +334,7 @@ START_TEST(report_marks_cut_group) {
     put_file(dir, "sweep.csv", "variant,seq_len,seed,lr,stopped_by,val_loss,val_bits_per_byte,lr_selected\n"
                                "a,64,1,0.1,seconds,2,2.8,1\nb,64,1,0.1,seconds,1,1.4,1\n");
     ck_assert_int_eq(hy_write_report(dir, NULL, 0, ""), 0);
-    rep = slurp(dir, "report.md");
+    rep = tu_slurp(dir, "report.md", NULL);
     ck_assert_ptr_nonnull(strstr(rep, "| 64 | b † | 1.4000 | a † | 2.8000 | spread unknown (n < 2); † a group cut by the wall "
                                       "clock: not like for like; every group at this T was cut by the wall clock |"));
     hy_free(rep);
@@ -367,10 +342,10 @@ START_TEST(report_marks_cut_group) {
     put_file(dir, "sweep.csv", "variant,seq_len,seed,lr,stopped_by,val_loss,val_bits_per_byte,lr_selected\n"
                                "a,64,1,0.1,steps,2,2.8,1\nb,64,1,0.1,tokens,1,1.4,1\n");
     ck_assert_int_eq(hy_write_report(dir, NULL, 0, ""), 0);
-    rep = slurp(dir, "report.md");
+    rep = tu_slurp(dir, "report.md", NULL);
     ck_assert_ptr_null(strstr(rep, "†"));
     hy_free(rep);
-    cleanup(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -379,7 +354,7 @@ END_TEST
 /* Two seeds at L = 8, bins of one per doubling of the 1-based position: {1}, {2, 3}, {4 .. 7}, {8}. */
 START_TEST(position_bins) {
     char dir[256], csv[8192] = POS_HEAD;
-    fresh(dir, sizeof dir, "position");
+    tu_fresh_dir(dir, sizeof dir, "results-position", true);
     for (int s = 1; s <= 2; s++)
         for (int p = 0; p < 8; p++) {   /* seed 1: loss 1 + 2p; seed 2: 3 + 2p */
             size_t used = strlen(csv);
@@ -424,7 +399,7 @@ START_TEST(position_bins) {
     ck_assert(b[3].lo == 3 && b[3].hi == 4 && b[4].lo == 5 && b[4].hi == 6 && b[5].lo == 7 && b[5].hi == 7);
     hy_position_curves_free(c, 1);
     hy_csv_free(&P), hy_csv_free(&S);
-    cleanup(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -432,7 +407,7 @@ END_TEST
  * with binned data only, learning curves; report.md's position table has the hand-made values. */
 START_TEST(new_format_plots) {
     char dir[256];
-    fresh(dir, sizeof dir, "newplot");
+    tu_fresh_dir(dir, sizeof dir, "results-newplot", true);
     hy_strbuf s = {0}, e = {0}, p = {0}, t = {0};
     hy_sb_add(&s, SWEEP_HEAD ",lr_selected\n");
     hy_sb_add(&e, EVAL_HEAD);
@@ -468,14 +443,14 @@ START_TEST(new_format_plots) {
     double bx[2] = {r4(2.15 / log(2.0)), r4(2.25 / log(2.0))};
     hy_stat_of(bx, 2, &q);
     ck_assert_double_eq_tol(q.mean, 2.2 / log(2.0), 1e-4);
-    char *gp = slurp(dir, "quality.gp"), want[200];
+    char *gp = tu_slurp(dir, "quality.gp", NULL), want[200];
     snprintf(want, sizeof want, "\n32 %.9g %.9g ", q.mean, q.sd);
     ck_assert_msg(strstr(gp, want), "quality.gp lacks '%s'", want);
     ck_assert_ptr_nonnull(strstr(gp, "yerrorlines"));
     hy_free(gp);
     /* position: the binned data only, not 128 rows per curve: 4 bins per doubling of the 1-based position
      * (floor(4 log2 x)) leaves 1, 2, 3 alone and fills every quarter octave from 4 to 128: 3 + 21 bins */
-    gp = slurp(dir, "position.gp");
+    gp = tu_slurp(dir, "position.gp", NULL);
     ck_assert_ptr_nonnull(strstr(gp, "set logscale x"));
     int lines = 0;
     for (char *q = strstr(gp, "$d0 << EOD\n"); q && strncmp(q, "EOD\n", 4); q = strchr(q, '\n') + 1) lines++;
@@ -484,7 +459,7 @@ START_TEST(new_format_plots) {
     snprintf(want, sizeof want, "$d0 << EOD\n1 3.25 %.9g 1 1\n", sqrt(0.125));
     ck_assert_msg(strstr(gp, want), "position.gp lacks '%s'", want);
     hy_free(gp);
-    char *rep = slurp(dir, "report.md");
+    char *rep = tu_slurp(dir, "report.md", NULL);
     ck_assert_ptr_nonnull(strstr(rep, "![position](position.svg)"));
     ck_assert_ptr_nonnull(strstr(rep, "| loss at 64–127 (last half) |"));
     ck_assert_ptr_nonnull(strstr(rep, "| x | 0.01 | 2 | 3.2500 ± 0.3536 | – | 2.2500 ± 0.3536 | -1.0000 ± 0.0000 |"));
@@ -499,7 +474,7 @@ START_TEST(new_format_plots) {
      * 8 = 80% of 10) to 2.3909: -3.07% */
     ck_assert_ptr_nonnull(strstr(rep, "| x | 64 | 2 | 0.01 | 10 | 2560 | 10 | 2.5 | 2.3909 | -3.1% |"));
     hy_free(rep);
-    cleanup(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -507,7 +482,7 @@ END_TEST
  * without seed and peak_lr) still plot: one seed per group, every row selected, complete runs. */
 START_TEST(old_format_plots) {
     char dir[256];
-    fresh(dir, sizeof dir, "oldplot");
+    tu_fresh_dir(dir, sizeof dir, "results-oldplot", true);
     put_file(dir, "sweep.csv",
              "variant,seq_len,params,flop_per_token,tokens,train_s,tokens_per_s,peak_bytes,state_bytes,val_loss,val_ppl,"
              "val_bits_per_byte\nx,64,100,1000,500,1,500,10,10,2.0,7.39,2.885\nx,128,100,1100,500,1,500,10,10,1.9,6.69,2.741\n"
@@ -522,10 +497,10 @@ START_TEST(old_format_plots) {
     ck_assert(exists(dir, "quality.png") && exists(dir, "quality.svg") && exists(dir, "learning.svg"));
     ck_assert(!exists(dir, "generalization.png"));   /* evaluated at the training length only */
     ck_assert(!exists(dir, "position.png"));          /* no position.csv */
-    char *gp = slurp(dir, "quality.gp");
+    char *gp = tu_slurp(dir, "quality.gp", NULL);
     ck_assert_ptr_nonnull(strstr(gp, "64 2.885 0 1500000\n128 2.741 0 1650000\n"));   /* one seed: zero error bar */
     hy_free(gp);
-    char *rep = slurp(dir, "report.md");
+    char *rep = tu_slurp(dir, "report.md", NULL);
     ck_assert_ptr_nonnull(strstr(rep, "| x | – | 1 | 2.8850 | – | 2.0000 |"));
     ck_assert_ptr_nonnull(strstr(rep, "| 64 | x | 2.8850 | y | 3.0300 | spread unknown (n < 2) |"));
     ck_assert_ptr_nonnull(strstr(rep, "| x | 64 | – | 1 | 2.0000 | **yes** |"));
@@ -537,14 +512,14 @@ START_TEST(old_format_plots) {
     put_file(dir, "eval.csv", "variant,seq_len,task,eval_seq_len,val_loss,accuracy,labels\nm,32,induction,32,1.0,0.9,64\n"
                               "m,32,induction,64,1.5,0.6,64\n");
     ck_assert_msg(hy_experiment_plot(dir, NULL, 0) == 0, "%s", hy_last_error());
-    gp = slurp(dir, "generalization.gp");
+    gp = tu_slurp(dir, "generalization.gp", NULL);
     ck_assert_ptr_nonnull(strstr(gp, "32 0.9 0\n64 0.6 0\n"));
     hy_free(gp);
-    rep = slurp(dir, "report.md");
+    rep = tu_slurp(dir, "report.md", NULL);
     ck_assert_ptr_nonnull(strstr(rep, "| m | 32 | 1 | 0.9000 | 0.6000 |"));   /* accuracy matrix */
     ck_assert_ptr_nonnull(strstr(rep, "| m | 32 | 1 | 1.0000 | 1.5000 |"));   /* loss matrix */
     hy_free(rep);
-    cleanup(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 

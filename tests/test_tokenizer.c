@@ -26,44 +26,20 @@
 
 static char dir[256];
 
-static void fresh(const char *tag) {
-    snprintf(dir, sizeof dir, "/tmp/hybrid-test-tok-%s-%d", tag, (int)getpid());
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", dir, dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
-static void cleanup(void) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
-static const char *at(char *out, size_t n, const char *name) {
-    snprintf(out, n, "%s/%s", dir, name);
-    return out;
-}
-
-static char *slurp(const char *path, size_t *len) {
-    char *data;
-    ck_assert_msg(hy_read_file(path, &data, len) == 0, "%s", hy_last_error());
-    return data;
-}
-
 /* A tokenizer of `vocab` pieces of `type` trained on the tiny corpus, at dir/name. */
 static void train_tokenizer(const char *name, const char *type, int vocab, char *path, size_t n) {
     size_t len;
-    char *text = slurp(CORPUS, &len);
+    char *text = tu_slurp(NULL, CORPUS, &len);
     const char *texts[] = {text};
     hy_tokenizer_train_opts o = {.type = type, .vocab = vocab, .threads = 1};
-    ck_assert_msg(hy_tokenizer_train(texts, &len, 1, &o, at(path, n, name)) == 0, "%s", hy_last_error());
+    ck_assert_msg(hy_tokenizer_train(texts, &len, 1, &o, tu_path(path, n, dir, name)) == 0, "%s", hy_last_error());
     hy_free(text);
 }
 
 START_TEST(train_encode_decode_round_trip) {
-    fresh("round");
+    tu_fresh_dir(dir, sizeof dir, "tok-round", true);
     size_t len;
-    char *text = slurp(CORPUS, &len);
+    char *text = tu_slurp(NULL, CORPUS, &len);
     static const char *const types[] = {"bpe", "unigram"};
     for (int k = 0; k < 2; k++) {
         char path[512];
@@ -109,11 +85,11 @@ START_TEST(train_encode_decode_round_trip) {
     /* not a model: refused, named */
     char bad[512];
     hy_tokenizer *t;
-    ck_assert_int_eq(hy_write_file_atomic(at(bad, sizeof bad, "bad.model"), "hello", 5), 0);
+    ck_assert_int_eq(hy_write_file_atomic(tu_path(bad, sizeof bad, dir, "bad.model"), "hello", 5), 0);
     ck_assert_int_ne(hy_tokenizer_load(bad, &t), 0);
     ck_assert_ptr_nonnull(strstr(hy_last_error(), "bad.model: not a SentencePiece model"));
     hy_free(text);
-    cleanup();
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -129,10 +105,10 @@ static double split_bytes(const hy_corpus *c, int k) {
 }
 
 START_TEST(text_tokenized_once_and_accounted) {
-    fresh("cache");
+    tu_fresh_dir(dir, sizeof dir, "tok-cache", true);
     char model[512], cache[512];
     train_tokenizer("t.model", "bpe", 400, model, sizeof model);
-    at(cache, sizeof cache, "cache");
+    tu_path(cache, sizeof cache, dir, "cache");
     hy_data_spec s = {.corpus = CORPUS, .val_fraction = 0.25, .tokenizer = model, .cache_dir = cache, .vocab_size = 512,
                       .min_tokens = 33};
     hy_corpus c;
@@ -175,7 +151,7 @@ START_TEST(text_tokenized_once_and_accounted) {
     s.vocab_size = 300;
     ck_assert_int_ne(hy_corpus_open(&c, &s), 0);
     ck_assert_msg(strstr(hy_last_error(), "model.vocab_size 300"), "%s", hy_last_error());
-    cleanup();
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -188,14 +164,13 @@ static void train_tiny_data(const char *out, const char *data, const char *const
     for (int i = 0; i < n_extra; i++) sets[1 + i] = extra[i];
     if (data) {   /* the tiny config's text with another data section */
         size_t len;
-        char *text = NULL;
-        ck_assert_int_eq(hy_read_file(src, &text, &len), 0);
+        char *text = tu_slurp(NULL, src, &len);
         const char *d = strstr(text, "data:\n"), *t = strstr(text, "train:\n");
         ck_assert(d && t && d < t);
         hy_strbuf b = {0};
         hy_sb_addn(&b, text, (size_t)(d - text));
         hy_sb_printf(&b, "data: %s\n%s", data, t);
-        ck_assert_int_eq(hy_sb_write_file(&b, at(cfg, sizeof cfg, "cfg.yaml")), 0);
+        ck_assert_int_eq(hy_sb_write_file(&b, tu_path(cfg, sizeof cfg, dir, "cfg.yaml")), 0);
         hy_sb_free(&b);
         hy_free(text);
         src = cfg;
@@ -212,7 +187,7 @@ static void train_tiny(const char *out, const char *const *extra, int n_extra, h
 }
 
 START_TEST(bits_per_byte_of_bytes_and_tokens) {
-    fresh("bpb");
+    tu_fresh_dir(dir, sizeof dir, "tok-bpb", true);
     char model[512], cache[512];
     train_tokenizer("t.model", "bpe", 400, model, sizeof model);
     hy_run_config rc;
@@ -242,7 +217,7 @@ START_TEST(bits_per_byte_of_bytes_and_tokens) {
     ck_assert_double_eq(r.bits_per_byte, r.loss / log(2.0));
     hy_corpus_free(&b);
     /* tokens: the summed loss in bits over the text bytes of the targets */
-    hy_data_spec s = {.corpus = CORPUS, .val_fraction = 0.25, .tokenizer = model, .cache_dir = at(cache, sizeof cache, "c")};
+    hy_data_spec s = {.corpus = CORPUS, .val_fraction = 0.25, .tokenizer = model, .cache_dir = tu_path(cache, sizeof cache, dir, "c")};
     hy_corpus c;
     ck_assert_msg(hy_corpus_open(&c, &s) == 0, "%s", hy_last_error());
     ck_assert_int_eq(hy_evaluate_stream(m, &c, 1, 32, false, NULL, NULL, &r), 0);
@@ -264,34 +239,16 @@ START_TEST(bits_per_byte_of_bytes_and_tokens) {
     hy_corpus_free(&c);
     hy_model_free(m);
     hy_run_config_free(&rc);
-    cleanup();
+    tu_remove_dir(dir);
 }
 END_TEST
-
-static const char *exe(void) { return getenv("HY_EXE") ? getenv("HY_EXE") : "./build/hybrid-exp"; }
-
-/* Runs cmd; its exit status; stdout into *out (malloc'd). */
-static int run(const char *cmd, char **out) {
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (size_t got; (got = fread(buf + n, 1, cap - n - 1, p)) > 0;) {
-        n += got;
-        if (n + 1 == cap) buf = realloc(buf, cap *= 2);
-    }
-    buf[n] = 0;
-    int st = pclose(p);
-    *out = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 /* The last val_loss and val_bits_per_byte of train.csv in out. */
 static void last_val(const char *out, double *loss, double *bpb) {
     char path[600];
     snprintf(path, sizeof path, "%s/train.csv", out);
     size_t len;
-    char *csv = slurp(path, &len), *line = csv, *last = NULL;
+    char *csv = tu_slurp(NULL, path, &len), *line = csv, *last = NULL;
     for (; (line = strchr(line, '\n')) && line[1]; line++) last = line + 1;
     ck_assert_ptr_nonnull(last);
     const char *f = last;
@@ -306,25 +263,25 @@ static void last_val(const char *out, double *loss, double *bpb) {
  * windows are all that window, so `eval` on the file gives the run's validation loss; the same
  * through the streaming step; and for tokens through a tokenizer the same bits per byte. */
 START_TEST(eval_equals_training_validation) {
-    fresh("eval");
+    tu_fresh_dir(dir, sizeof dir, "tok-eval", true);
     char train[512], val[512], out[512], cmd[3000], data[1800];
     size_t len;
-    char *text = slurp(CORPUS, &len);
-    ck_assert_int_eq(hy_write_file_atomic(at(train, sizeof train, "train.txt"), text, 20000), 0);
-    ck_assert_int_eq(hy_write_file_atomic(at(val, sizeof val, "val.txt"), text + 20000, 33), 0);
+    char *text = tu_slurp(NULL, CORPUS, &len);
+    ck_assert_int_eq(hy_write_file_atomic(tu_path(train, sizeof train, dir, "train.txt"), text, 20000), 0);
+    ck_assert_int_eq(hy_write_file_atomic(tu_path(val, sizeof val, dir, "val.txt"), text + 20000, 33), 0);
     snprintf(data, sizeof data, "{train: %s, val: %s}", train, val);
     const char *bytes_run[] = {"train.steps=10", "train.eval_batches=1"};
     hy_train_result r;
-    train_tiny_data(at(out, sizeof out, "bytes"), data, bytes_run, 2, &r);
+    train_tiny_data(tu_path(out, sizeof out, dir, "bytes"), data, bytes_run, 2, &r);
     double loss, bpb;
     last_val(out, &loss, &bpb);
     ck_assert_double_eq_tol(loss, r.val_loss, 1e-6);
     ck_assert_double_eq_tol(bpb, loss / log(2.0), 2e-6);
     char *o;
     for (int streaming = 0; streaming < 2; streaming++) {
-        snprintf(cmd, sizeof cmd, "%s eval --checkpoint %s/checkpoint.safetensors --data %s --quiet%s --out %s/ev", exe(), out,
+        snprintf(cmd, sizeof cmd, "%s eval --checkpoint %s/checkpoint.safetensors --data %s --quiet%s --out %s/ev", tu_exe(), out,
                  val, streaming ? " --streaming" : "", out);
-        ck_assert_int_eq(run(cmd, &o), 0);
+        ck_assert_int_eq(tu_run(cmd, false, &o, NULL), 0);
         /* "      32          1           32             32   LOSS   PPL   BPB" */
         const char *row = strstr(o, "\n      32 ");
         ck_assert_msg(row != NULL, "%s", o);
@@ -340,7 +297,7 @@ START_TEST(eval_equals_training_validation) {
     char path[600];
     size_t plen;
     snprintf(path, sizeof path, "%s/ev/position.csv", out);
-    char *pos = slurp(path, &plen);
+    char *pos = tu_slurp(NULL, path, &plen);
     ck_assert_msg(!strncmp(pos, "eval_seq_len,position,loss,windows\n32,0,", 40), "%s", pos);
     hy_free(pos);
     /* tokens: train on shards through a tokenizer, validate on a shard of exactly 33 tokens */
@@ -353,21 +310,21 @@ START_TEST(eval_equals_training_validation) {
     ck_assert_int_eq(hy_tokenizer_encode(t, text, len, &ids, &n), 0);
     hy_tokenizer_free(t);
     hy_shard_writer w;
-    ck_assert_int_eq(hy_shard_open(&w, at(tshard, sizeof tshard, "train.bin"), 400), 0);
+    ck_assert_int_eq(hy_shard_open(&w, tu_path(tshard, sizeof tshard, dir, "train.bin"), 400), 0);
     ck_assert_int_eq(hy_shard_add(&w, ids, n - 100), 0);
     ck_assert_int_eq(hy_shard_close(&w), 0);
-    ck_assert_int_eq(hy_shard_open(&w, at(vshard, sizeof vshard, "val.bin"), 400), 0);
+    ck_assert_int_eq(hy_shard_open(&w, tu_path(vshard, sizeof vshard, dir, "val.bin"), 400), 0);
     ck_assert_int_eq(hy_shard_add(&w, ids + n - 100, 33), 0);
     ck_assert_int_eq(hy_shard_close(&w), 0);
     free(ids);
     snprintf(data, sizeof data, "{train: %s, val: %s, tokenizer: %s}", tshard, vshard, model);
     const char *tok_run[] = {"model.vocab_size=400", "train.steps=10", "train.eval_batches=1"};
-    train_tiny_data(at(out, sizeof out, "tokens"), data, tok_run, 3, &r);
+    train_tiny_data(tu_path(out, sizeof out, dir, "tokens"), data, tok_run, 3, &r);
     last_val(out, &loss, &bpb);
     ck_assert(isfinite(bpb) && bpb < loss / log(2.0));
-    snprintf(cmd, sizeof cmd, "%s eval --checkpoint %s/checkpoint.safetensors --data %s --seq-len 32 --quiet", exe(), out,
+    snprintf(cmd, sizeof cmd, "%s eval --checkpoint %s/checkpoint.safetensors --data %s --seq-len 32 --quiet", tu_exe(), out,
              vshard);
-    ck_assert_int_eq(run(cmd, &o), 0);
+    ck_assert_int_eq(tu_run(cmd, false, &o, NULL), 0);
     const char *row = strstr(o, "\n      32 ");
     ck_assert_msg(row != NULL, "%s", o);
     int T;
@@ -377,7 +334,7 @@ START_TEST(eval_equals_training_validation) {
     ck_assert_msg(fabs(l - loss) < 2e-6 && fabs(bits - bpb) < 2e-6, "eval %f %f, training %f %f", l, bits, loss, bpb);
     free(o);
     hy_free(text);
-    cleanup();
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -385,11 +342,11 @@ END_TEST
  * checkpoint records the tokenizer; another tokenizer is refused by the library and by `generate`,
  * the recorded one decodes what the library generates. */
 START_TEST(checkpoint_records_tokenizer_and_refuses_another) {
-    fresh("ckpt");
+    tu_fresh_dir(dir, sizeof dir, "tok-ckpt", true);
     char out[512], other[512], ckpt[600], cmd[3000];
     hy_train_result r;
     const char *run_tok[] = {"data.tokenizer.vocab=300", "model.vocab_size=320", "train.steps=10"};
-    train_tiny(at(out, sizeof out, "run"), run_tok, 3, &r);
+    train_tiny(tu_path(out, sizeof out, dir, "run"), run_tok, 3, &r);
     snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", out);
     hy_kv_list meta;
     ck_assert_int_eq(hy_checkpoint_meta(ckpt, &meta), 0);
@@ -409,7 +366,7 @@ START_TEST(checkpoint_records_tokenizer_and_refuses_another) {
     char path[HY_DATA_PATH_MAX], note[512], copy[512];
     ck_assert_int_eq(hy_checkpoint_tokenizer(ckpt, NULL, 320, path, note, sizeof note), 0);
     ck_assert_str_eq(path, recorded);
-    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", recorded, at(copy, sizeof copy, "copy.model"));
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", recorded, tu_path(copy, sizeof copy, dir, "copy.model"));
     ck_assert_int_eq(system(cmd), 0);
     ck_assert_int_eq(hy_checkpoint_tokenizer(ckpt, copy, 320, path, note, sizeof note), 0);
     ck_assert_str_eq(path, copy);
@@ -421,7 +378,7 @@ START_TEST(checkpoint_records_tokenizer_and_refuses_another) {
     hy_train_result rb;
     char bytes_out[512], bytes_ckpt[600];
     const char *run_bytes[] = {"train.steps=2"};
-    train_tiny(at(bytes_out, sizeof bytes_out, "bytes"), run_bytes, 1, &rb);
+    train_tiny(tu_path(bytes_out, sizeof bytes_out, dir, "bytes"), run_bytes, 1, &rb);
     snprintf(bytes_ckpt, sizeof bytes_ckpt, "%s/checkpoint.safetensors", bytes_out);
     ck_assert_int_eq(hy_checkpoint_tokenizer(bytes_ckpt, NULL, 256, path, note, sizeof note), 0);
     ck_assert_str_eq(path, "");
@@ -429,8 +386,8 @@ START_TEST(checkpoint_records_tokenizer_and_refuses_another) {
     ck_assert_ptr_nonnull(strstr(hy_last_error(), "was trained on bytes"));
     /* generate: another tokenizer is a usage error (exit 2, both named), the recorded one decodes */
     char *o;
-    snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --tokenizer %s --prompt 'def ' -n 5 2>&1", exe(), ckpt, other);
-    ck_assert_int_eq(run(cmd, &o), 2);
+    snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --tokenizer %s --prompt 'def ' -n 5", tu_exe(), ckpt, other);
+    ck_assert_int_eq(tu_run(cmd, true, &o, NULL), 2);
     ck_assert_msg(strstr(o, "is not the tokenizer") && strstr(o, "other.model"), "%s", o);
     free(o);
     hy_model *m;
@@ -450,8 +407,8 @@ START_TEST(checkpoint_records_tokenizer_and_refuses_another) {
         int k = hy_tokenizer_piece(t, gen[i], p, sizeof p);
         hy_sb_addn(&want, p, (size_t)(k > 0 ? k : 0));
     }
-    snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --prompt 'def ' -n 20 --temperature 0 --quiet", exe(), ckpt);
-    ck_assert_int_eq(run(cmd, &o), 0);
+    snprintf(cmd, sizeof cmd, "%s generate --checkpoint %s --prompt 'def ' -n 20 --temperature 0 --quiet", tu_exe(), ckpt);
+    ck_assert_int_eq(tu_run(cmd, false, &o, NULL), 0);
     ck_assert_uint_eq(strlen(o), want.len);
     ck_assert(memcmp(o, want.p, want.len) == 0);
     free(o);
@@ -461,28 +418,28 @@ START_TEST(checkpoint_records_tokenizer_and_refuses_another) {
     hy_model_free(m);
     hy_tokenizer_free(t);
     /* a vocabulary over 256 without any tokenizer: refused with the way out named */
-    snprintf(cmd, sizeof cmd, "mv '%s' '%s.away' && %s generate --checkpoint %s --prompt x -n 1 2>&1", recorded, recorded,
-             exe(), ckpt);
-    ck_assert_int_eq(run(cmd, &o), 2);
+    snprintf(cmd, sizeof cmd, "mv '%s' '%s.away' && %s generate --checkpoint %s --prompt x -n 1", recorded, recorded,
+             tu_exe(), ckpt);
+    ck_assert_int_eq(tu_run(cmd, true, &o, NULL), 2);
     ck_assert_msg(strstr(o, "which is not there: pass --tokenizer"), "%s", o);
     free(o);
-    cleanup();
+    tu_remove_dir(dir);
 }
 END_TEST
 
 /* `tokenizer train` writes a model; `tokenize` writes an llm.c shard whose tokens decode to the text. */
 START_TEST(cli_tokenizer_train_and_tokenize) {
-    fresh("cli");
+    tu_fresh_dir(dir, sizeof dir, "tok-cli", true);
     char model[512], shard[512], cmd[2048], *o;
-    at(model, sizeof model, "t.model");
-    at(shard, sizeof shard, "t.bin");
-    snprintf(cmd, sizeof cmd, "%s tokenizer train --data %s --vocab 350 --val-fraction 0.1 --threads 1 --out %s 2>&1", exe(),
+    tu_path(model, sizeof model, dir, "t.model");
+    tu_path(shard, sizeof shard, dir, "t.bin");
+    snprintf(cmd, sizeof cmd, "%s tokenizer train --data %s --vocab 350 --val-fraction 0.1 --threads 1 --out %s", tu_exe(),
              CORPUS, model);
-    ck_assert_int_eq(run(cmd, &o), 0);
+    ck_assert_int_eq(tu_run(cmd, true, &o, NULL), 0);
     ck_assert_msg(strstr(o, "350 pieces, trained on 24324 bytes of text (1 files)"), "%s", o);   /* the first 90% */
     free(o);
-    snprintf(cmd, sizeof cmd, "%s tokenize --tokenizer %s %s --out %s 2>&1", exe(), model, CORPUS, shard);
-    ck_assert_int_eq(run(cmd, &o), 0);
+    snprintf(cmd, sizeof cmd, "%s tokenize --tokenizer %s %s --out %s", tu_exe(), model, CORPUS, shard);
+    ck_assert_int_eq(tu_run(cmd, true, &o, NULL), 0);
     free(o);
     hy_data_spec s = {.corpus = shard, .val_fraction = 1.0, .format = HY_DATA_LLMC, .tokenizer = model, .vocab_size = 350};
     hy_corpus c;
@@ -492,7 +449,7 @@ START_TEST(cli_tokenizer_train_and_tokenize) {
     hy_stream_read(&c.split[1], 0, n, ids);
     hy_tokenizer *t;
     ck_assert_int_eq(hy_tokenizer_load(model, &t), 0);
-    char *back, *text = slurp(CORPUS, &len);
+    char *back, *text = tu_slurp(NULL, CORPUS, &len);
     size_t blen;
     ck_assert_int_eq(hy_tokenizer_decode(t, ids, n, &back, &blen), 0);
     ck_assert(blen == len && memcmp(back, text, len) == 0);
@@ -503,11 +460,11 @@ START_TEST(cli_tokenizer_train_and_tokenize) {
     const char *bad[] = {"tokenizer train --data x --vocab 100 --out y", "tokenizer train --data x --out y",
                          "tokenizer fit", "tokenize x.txt --out y.bin", "tokenizer train --data x --vocab 400 --out y --type wordpiece"};
     for (int k = 0; k < 5; k++) {
-        snprintf(cmd, sizeof cmd, "%s %s 2>/dev/null", exe(), bad[k]);
-        ck_assert_int_eq(run(cmd, &o), 2);
+        snprintf(cmd, sizeof cmd, "%s %s 2>/dev/null", tu_exe(), bad[k]);
+        ck_assert_int_eq(tu_run(cmd, false, &o, NULL), 2);
         free(o);
     }
-    cleanup();
+    tu_remove_dir(dir);
 }
 END_TEST
 

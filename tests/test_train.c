@@ -20,22 +20,6 @@ static void load(hy_run_config *c, const char *out_dir, const char *extra) {
                   hy_last_error());
 }
 
-/* The whole file dir/name as a NUL-terminated string (freed with hy_free). */
-static char *slurp(const char *dir, const char *name) {
-    char path[600];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = hy_malloc((size_t)len + 1);
-    ck_assert_int_eq((long)fread(text, 1, (size_t)len, f), len);
-    fclose(f);
-    text[len] = 0;
-    return text;
-}
-
 /* The first six columns of every row (variant .. val_loss): what must be reproducible. */
 static void loss_columns(const char *csv, char *out, size_t n) {
     size_t used = 0;
@@ -51,19 +35,6 @@ static void loss_columns(const char *csv, char *out, size_t n) {
     out[used] = 0;
 }
 
-static void remove_dir(const char *dir) {
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
-static void fresh_dir(char *dir, size_t n, const char *tag) {
-    snprintf(dir, n, "/tmp/hybrid-test-%s-%d", tag, (int)getpid());
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
 /* Field k (0-based) of a CSV line, as a number; NAN when empty. */
 static double csv_field(const char *line, int k) {
     for (int i = 0; i < k; i++) line = strchr(line, ',') + 1;
@@ -72,7 +43,7 @@ static double csv_field(const char *line, int k) {
 
 START_TEST(train_writes_csv_config_and_checkpoints) {
     char dir[256];
-    fresh_dir(dir, sizeof dir, "csv");
+    tu_fresh_dir(dir, sizeof dir, "train-csv", false);
     hy_run_config c;
     load(&c, dir, NULL);
     hy_train_opts o = {0};
@@ -80,7 +51,7 @@ START_TEST(train_writes_csv_config_and_checkpoints) {
     ck_assert_msg(hy_train(&c, &o, &r) == 0, "%s", hy_last_error());
     ck_assert_int_eq(r.steps, 40);
     ck_assert_double_eq(r.tokens, 40.0 * 4 * 32);
-    char *csv = slurp(dir, "train.csv");
+    char *csv = tu_slurp(dir, "train.csv", NULL);
     const char *header =
         "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,aux_loss,"
         "comm_s,val_bits_per_byte\n";
@@ -108,7 +79,7 @@ START_TEST(train_writes_csv_config_and_checkpoints) {
     /* the first validation loss is near ln(256) = 5.55; the last must be clearly lower */
     ck_assert_msg(r.val_loss < 4.0, "val loss after training %g", r.val_loss);
     hy_free(csv);
-    char *cfg = slurp(dir, "config.yaml");
+    char *cfg = tu_slurp(dir, "config.yaml", NULL);
     ck_assert_ptr_nonnull(strstr(cfg, "d_model: 32"));
     hy_free(cfg);
     char path[400];
@@ -119,14 +90,14 @@ START_TEST(train_writes_csv_config_and_checkpoints) {
     snprintf(path, sizeof path, "%s/experts.csv", dir);
     ck_assert_int_ne(access(path, F_OK), 0);   /* only models with MoE layers route tokens */
     hy_run_config_free(&c);
-    remove_dir(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
 START_TEST(same_seed_same_loss_curve) {
     char d1[256], d2[256];
-    fresh_dir(d1, sizeof d1, "det1");
-    fresh_dir(d2, sizeof d2, "det2");
+    tu_fresh_dir(d1, sizeof d1, "train-det1", false);
+    tu_fresh_dir(d2, sizeof d2, "train-det2", false);
     hy_run_config c;
     hy_train_opts o = {0};
     hy_train_result r;
@@ -136,20 +107,20 @@ START_TEST(same_seed_same_loss_curve) {
     load(&c, d2, NULL);
     ck_assert_int_eq(hy_train(&c, &o, &r), 0);
     hy_run_config_free(&c);
-    char *a = slurp(d1, "train.csv"), *b = slurp(d2, "train.csv");
+    char *a = tu_slurp(d1, "train.csv", NULL), *b = tu_slurp(d2, "train.csv", NULL);
     static char la[8192], lb[8192];
     loss_columns(a, la, sizeof la);
     loss_columns(b, lb, sizeof lb);
     ck_assert_str_eq(la, lb);
     hy_free(a), hy_free(b);
-    remove_dir(d1), remove_dir(d2);
+    tu_remove_dir(d1), tu_remove_dir(d2);
 }
 END_TEST
 
 START_TEST(resume_continues_identical_curve) {
     char full[256], part[256];
-    fresh_dir(full, sizeof full, "full");
-    fresh_dir(part, sizeof part, "part");
+    tu_fresh_dir(full, sizeof full, "train-full", false);
+    tu_fresh_dir(part, sizeof part, "train-part", false);
     hy_run_config c;
     hy_train_opts o = {0};
     hy_train_result r;
@@ -167,13 +138,13 @@ START_TEST(resume_continues_identical_curve) {
     ck_assert_msg(hy_train(&c, &o, &r) == 0, "%s", hy_last_error());
     ck_assert_int_eq(r.steps, 40);
     hy_run_config_free(&c);
-    char *a = slurp(full, "train.csv"), *b = slurp(part, "train.csv");
+    char *a = tu_slurp(full, "train.csv", NULL), *b = tu_slurp(part, "train.csv", NULL);
     static char la[8192], lb[8192];
     loss_columns(a, la, sizeof la);
     loss_columns(b, lb, sizeof lb);
     ck_assert_str_eq(la, lb);
     hy_free(a), hy_free(b);
-    remove_dir(full), remove_dir(part);
+    tu_remove_dir(full), tu_remove_dir(part);
 }
 END_TEST
 
@@ -181,7 +152,7 @@ END_TEST
  * there, so every row keeps the header's column count. */
 START_TEST(resume_pads_rows_without_the_last_column) {
     char dir[256], cmd[800];
-    fresh_dir(dir, sizeof dir, "pad");
+    tu_fresh_dir(dir, sizeof dir, "train-pad", false);
     hy_run_config c;
     hy_train_opts o = {.stop_after = 15};
     hy_train_result r;
@@ -189,13 +160,13 @@ START_TEST(resume_pads_rows_without_the_last_column) {
     ck_assert_int_eq(hy_train(&c, &o, &r), 0);
     snprintf(cmd, sizeof cmd, "sed -i -e '1s/,val_bits_per_byte$//' -e '2,$s/,[^,]*$//' %s/train.csv", dir);
     ck_assert_int_eq(system(cmd), 0);
-    char *old = slurp(dir, "train.csv");
+    char *old = tu_slurp(dir, "train.csv", NULL);
     ck_assert_ptr_null(strstr(old, "val_bits_per_byte"));
     hy_free(old);
     o.stop_after = 0, o.resume = true;
     ck_assert_msg(hy_train(&c, &o, &r) == 0, "%s", hy_last_error());
     hy_run_config_free(&c);
-    char *csv = slurp(dir, "train.csv");
+    char *csv = tu_slurp(dir, "train.csv", NULL);
     int rows = 0;
     for (const char *p = csv; *p; p = strchr(p, '\n') + 1, rows++) {
         int commas = 0;
@@ -204,13 +175,13 @@ START_TEST(resume_pads_rows_without_the_last_column) {
     }
     ck_assert_int_eq(rows, 10);   /* the header, step 0 and every 5 steps to 40 */
     hy_free(csv);
-    remove_dir(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
 START_TEST(corpus_folder_skips_binary_and_symlinks) {
     char dir[256], path[400];
-    fresh_dir(dir, sizeof dir, "corpus");
+    tu_fresh_dir(dir, sizeof dir, "train-corpus", false);
     ck_assert_int_eq(hy_mkdirs(dir), 0);
     snprintf(path, sizeof path, "%s/b.txt", dir);
     ck_assert_int_eq(hy_write_file_atomic(path, "world", 5), 0);
@@ -242,7 +213,7 @@ START_TEST(corpus_folder_skips_binary_and_symlinks) {
     hy_corpus_free(&c);
     ck_assert_int_ne(hy_corpus_load(&c, "/nonexistent/corpus", 0.1), 0);
     ck_assert_ptr_nonnull(strstr(hy_last_error(), "/nonexistent/corpus"));
-    remove_dir(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -278,8 +249,8 @@ static void load_moe(hy_run_config *c, const char *out_dir) {
  * run resumed gives the identical aux column and routing log. */
 START_TEST(moe_run_logs_aux_and_routing) {
     char full[256], part[256];
-    fresh_dir(full, sizeof full, "moefull");
-    fresh_dir(part, sizeof part, "moepart");
+    tu_fresh_dir(full, sizeof full, "train-moefull", false);
+    tu_fresh_dir(part, sizeof part, "train-moepart", false);
     hy_run_config c;
     hy_train_opts o = {0};
     hy_train_result r;
@@ -292,7 +263,7 @@ START_TEST(moe_run_logs_aux_and_routing) {
     o.stop_after = 0, o.resume = true;
     ck_assert_msg(hy_train(&c, &o, &r) == 0, "%s", hy_last_error());
     hy_run_config_free(&c);
-    char *csv = slurp(full, "train.csv"), *csv2 = slurp(part, "train.csv");
+    char *csv = tu_slurp(full, "train.csv", NULL), *csv2 = tu_slurp(part, "train.csv", NULL);
     int rows = 0;
     for (const char *p = strchr(csv, '\n') + 1; *p; p = strchr(p, '\n') + 1, rows++) {
         double step = csv_field(p, 4), aux = csv_field(p, 12);
@@ -310,7 +281,7 @@ START_TEST(moe_run_logs_aux_and_routing) {
                 ck_assert_msg((isnan(x) && isnan(y)) || x == y, "column %d differs after resume: %.90s / %.90s", k, a, b);
             }
     }
-    char *ex = slurp(full, "experts.csv"), *ex2 = slurp(part, "experts.csv");
+    char *ex = tu_slurp(full, "experts.csv", NULL), *ex2 = tu_slurp(part, "experts.csv", NULL);
     ck_assert_str_eq(ex, ex2);
     ck_assert_msg(strncmp(ex, "variant,seq_len,step,layer,expert,tokens\n", 41) == 0, "header %.60s", ex);
     long total[3][2] = {{0}};
@@ -324,7 +295,7 @@ START_TEST(moe_run_logs_aux_and_routing) {
     for (int e = 0; e < 3; e++)
         for (int l = 0; l < 2; l++) ck_assert_int_eq(total[e][l], 4L * 4 * 32 * 2);   /* eval_batches·B·T·k */
     hy_free(csv), hy_free(csv2), hy_free(ex), hy_free(ex2);
-    remove_dir(full), remove_dir(part);
+    tu_remove_dir(full), tu_remove_dir(part);
 }
 END_TEST
 

@@ -15,46 +15,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const char *exe(void) { return getenv("HY_EXE") ? getenv("HY_EXE") : "./build/hybrid-exp"; }
-
-/* A fresh folder /tmp/hybrid-test-TAG-PID (created) and its name. */
-static void fresh_dir(char *dir, size_t n, const char *tag) {
-    snprintf(dir, n, "/tmp/hybrid-test-%s-%d", tag, (int)getpid());
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", dir, dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
-static void remove_dir(const char *dir) {
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
 /* Writes text to dir/name; returns the path in out. */
 static const char *write_file(char *out, size_t n, const char *dir, const char *name, const char *text) {
-    snprintf(out, n, "%s/%s", dir, name);
-    ck_assert_int_eq(hy_write_file_atomic(out, text, strlen(text)), 0);
+    ck_assert_int_eq(hy_write_file_atomic(tu_path(out, n, dir, name), text, strlen(text)), 0);
     return out;
-}
-
-/* Runs `cmd` through the shell with stdout and stderr captured; returns the exit status and the
- * output (malloc'd) in *out. */
-static int run(const char *cmd, char **out) {
-    char full[3000];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (size_t got; (got = fread(buf + n, 1, cap - n - 1, p)) > 0;) {
-        n += got;
-        if (n + 1 == cap) buf = realloc(buf, cap *= 2);
-    }
-    buf[n] = 0;
-    int st = pclose(p);
-    *out = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 /* Whether dir exists at all. */
@@ -77,7 +41,7 @@ static const char *tiny_config(char *out, size_t n, const char *dir, const char 
  * by the trainer before it writes anything, and by the program (exit 2, no out_dir). */
 START_TEST(byte_corpus_must_fit_vocab) {
     char dir[256], cfg[400], out[400], cmd[1500], *msg;
-    fresh_dir(dir, sizeof dir, "vocab");
+    tu_fresh_dir(dir, sizeof dir, "validate-vocab", true);
     tiny_config(cfg, sizeof cfg, dir, "100", "tests/data/tiny-corpus.txt");
     hy_run_config c;
     ck_assert_msg(hy_run_config_load(cfg, NULL, 0, &c) == 0, "%s", hy_last_error());   /* the schema alone accepts it */
@@ -93,8 +57,8 @@ START_TEST(byte_corpus_must_fit_vocab) {
     snprintf(out, sizeof out, "%s/out", dir);
     ck_assert_msg(!exists(out), "the trainer wrote %s before refusing", out);
     hy_run_config_free(&c);
-    snprintf(cmd, sizeof cmd, "%s %s --quiet", exe(), cfg);
-    ck_assert_int_eq(run(cmd, &msg), 2);
+    snprintf(cmd, sizeof cmd, "%s %s --quiet", tu_exe(), cfg);
+    ck_assert_int_eq(tu_run(cmd, true, &msg, NULL), 2);
     ck_assert_msg(strstr(msg, where), "%s", msg);
     free(msg);
     ck_assert(!exists(out));
@@ -104,7 +68,7 @@ START_TEST(byte_corpus_must_fit_vocab) {
     ck_assert_msg(hy_run_validate(&c, NULL, &k) == 0, "%s", hy_last_error());
     ck_assert_ptr_nonnull(strstr(k.data_desc, "largest byte 122 < vocab_size 128"));
     hy_run_config_free(&c);
-    remove_dir(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -112,11 +76,11 @@ END_TEST
  * located at data.corpus and train.seq_len. */
 START_TEST(missing_or_short_corpus_refused_before_writing) {
     char dir[256], cfg[400], out[400], cmd[1500], short_corpus[400], *msg;
-    fresh_dir(dir, sizeof dir, "nocorpus");
+    tu_fresh_dir(dir, sizeof dir, "validate-nocorpus", true);
     snprintf(out, sizeof out, "%s/out", dir);
     tiny_config(cfg, sizeof cfg, dir, "256", "/nonexistent/corpus");
-    snprintf(cmd, sizeof cmd, "%s %s --quiet", exe(), cfg);
-    ck_assert_int_eq(run(cmd, &msg), 2);
+    snprintf(cmd, sizeof cmd, "%s %s --quiet", tu_exe(), cfg);
+    ck_assert_int_eq(tu_run(cmd, true, &msg, NULL), 2);
     char where[600];
     snprintf(where, sizeof where, "%s:12:11: data.corpus: corpus /nonexistent/corpus: No such file", cfg);
     ck_assert_msg(strstr(msg, where), "%s", msg);
@@ -132,7 +96,7 @@ START_TEST(missing_or_short_corpus_refused_before_writing) {
                       strstr(hy_last_error(), "has 4 (40 bytes, data.val_fraction 0.1)"),
                   "%s", hy_last_error());
     hy_run_config_free(&c);
-    remove_dir(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -157,26 +121,26 @@ START_TEST(memory_estimate_refuses_and_force_overrides) {
     hy_run_config_free(&c);
 
     char dir[256], cmd[1500], out[400], *msg;
-    fresh_dir(dir, sizeof dir, "mem");
+    tu_fresh_dir(dir, sizeof dir, "validate-mem", true);
     snprintf(out, sizeof out, "%s/out", dir);
     snprintf(cmd, sizeof cmd, "HYBRID_MEM_AVAILABLE=1M %s tests/configs/tiny-train.yaml --out %s --quiet --set train.steps=3",
-             exe(), out);
-    ck_assert_int_eq(run(cmd, &msg), 2);
+             tu_exe(), out);
+    ck_assert_int_eq(tu_run(cmd, true, &msg, NULL), 2);
     ck_assert_msg(strstr(msg, "the run needs about") && strstr(msg, "but 1.00 MiB is available (HYBRID_MEM_AVAILABLE=1M)"),
                   "%s", msg);
     free(msg);
     ck_assert(!exists(out));
     strcat(cmd, " --force");
-    ck_assert_int_eq(run(cmd, &msg), 0);
+    ck_assert_int_eq(tu_run(cmd, true, &msg, NULL), 0);
     free(msg);
     char csv[500];
     snprintf(csv, sizeof csv, "%s/train.csv", out);
     ck_assert(exists(csv));
-    snprintf(cmd, sizeof cmd, "HYBRID_MEM_AVAILABLE=lots %s tests/configs/tiny-train.yaml --out %s --check", exe(), out);
-    ck_assert_int_eq(run(cmd, &msg), 2);
+    snprintf(cmd, sizeof cmd, "HYBRID_MEM_AVAILABLE=lots %s tests/configs/tiny-train.yaml --out %s --check", tu_exe(), out);
+    ck_assert_int_eq(tu_run(cmd, true, &msg, NULL), 2);
     ck_assert_msg(strstr(msg, "HYBRID_MEM_AVAILABLE: 'lots' is not a number of bytes"), "%s", msg);
     free(msg);
-    remove_dir(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -184,10 +148,10 @@ END_TEST
  * nothing written; on a bad one, exit 2 with the located error; `init --check` is refused. */
 START_TEST(cli_check_validates_a_run_alone) {
     char dir[256], cmd[1500], out[400], cfg[400], *msg;
-    fresh_dir(dir, sizeof dir, "check");
+    tu_fresh_dir(dir, sizeof dir, "validate-check", true);
     snprintf(out, sizeof out, "%s/out", dir);
-    snprintf(cmd, sizeof cmd, "%s tests/configs/tiny-train.yaml --out %s --check", exe(), out);
-    ck_assert_int_eq(run(cmd, &msg), 0);
+    snprintf(cmd, sizeof cmd, "%s tests/configs/tiny-train.yaml --out %s --check", tu_exe(), out);
+    ck_assert_int_eq(tu_run(cmd, true, &msg, NULL), 0);
     ck_assert_msg(strstr(msg, "tests/configs/tiny-train.yaml: valid (nothing written") &&
                       strstr(msg, "model: 28832 parameters") &&
                       strstr(msg, "data: corpus tests/data/tiny-corpus.txt: 27026 bytes in 1 files, largest byte 122") &&
@@ -197,20 +161,20 @@ START_TEST(cli_check_validates_a_run_alone) {
     free(msg);
     ck_assert_msg(!exists(out), "--check wrote %s", out);
     tiny_config(cfg, sizeof cfg, dir, "64", "tests/data/tiny-corpus.txt");
-    snprintf(cmd, sizeof cmd, "%s %s --check", exe(), cfg);
-    ck_assert_int_eq(run(cmd, &msg), 2);
+    snprintf(cmd, sizeof cmd, "%s %s --check", tu_exe(), cfg);
+    ck_assert_int_eq(tu_run(cmd, true, &msg, NULL), 2);
     ck_assert_msg(strstr(msg, "model.vocab_size: 64 is too small"), "%s", msg);
     free(msg);
-    snprintf(cmd, sizeof cmd, "%s init tests/configs/tiny-train.yaml --out %s --check", exe(), out);
-    ck_assert_int_eq(run(cmd, &msg), 2);   /* init has no --check: refused, not ignored */
+    snprintf(cmd, sizeof cmd, "%s init tests/configs/tiny-train.yaml --out %s --check", tu_exe(), out);
+    ck_assert_int_eq(tu_run(cmd, true, &msg, NULL), 2);   /* init has no --check: refused, not ignored */
     ck_assert_msg(strstr(msg, "--check is for training runs"), "%s", msg);
     free(msg);
-    snprintf(cmd, sizeof cmd, "%s tests/configs/tiny-train.yaml --out %s --check --set train.lr=-1", exe(), out);
-    ck_assert_int_eq(run(cmd, &msg), 2);
+    snprintf(cmd, sizeof cmd, "%s tests/configs/tiny-train.yaml --out %s --check --set train.lr=-1", tu_exe(), out);
+    ck_assert_int_eq(tu_run(cmd, true, &msg, NULL), 2);
     ck_assert_msg(strstr(msg, "--set train.lr=-1"), "%s", msg);
     free(msg);
     ck_assert(!exists(out));
-    remove_dir(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 
@@ -219,18 +183,18 @@ END_TEST
  * experiment.yaml (or anything) is written, naming the run. */
 START_TEST(experiment_validated_before_writing) {
     char dir[256], cmd[1500], out[400], *msg;
-    fresh_dir(dir, sizeof dir, "expcheck");
+    tu_fresh_dir(dir, sizeof dir, "validate-expcheck", true);
     snprintf(out, sizeof out, "%s/out", dir);
-    snprintf(cmd, sizeof cmd, "%s tests/configs/exp/tiny-exp.yaml --out %s --check", exe(), out);
-    ck_assert_int_eq(run(cmd, &msg), 0);
+    snprintf(cmd, sizeof cmd, "%s tests/configs/exp/tiny-exp.yaml --out %s --check", tu_exe(), out);
+    ck_assert_int_eq(tu_run(cmd, true, &msg, NULL), 0);
     ck_assert_msg(strstr(msg, "experiment tiny-exp, 4 runs, all valid (nothing written") &&
                       strstr(msg, "run a-T8: ") && strstr(msg, "run b-T16: ") && strstr(msg, "largest: run ") &&
                       strstr(msg, "data: corpus tests/data/tiny-corpus.txt"),
                   "%s", msg);
     free(msg);
     ck_assert(!exists(out));
-    snprintf(cmd, sizeof cmd, "%s tests/configs/exp/tiny-exp.yaml --out %s --quiet --set data.corpus=/nonexistent", exe(), out);
-    ck_assert_int_eq(run(cmd, &msg), 2);
+    snprintf(cmd, sizeof cmd, "%s tests/configs/exp/tiny-exp.yaml --out %s --quiet --set data.corpus=/nonexistent", tu_exe(), out);
+    ck_assert_int_eq(tu_run(cmd, true, &msg, NULL), 2);
     ck_assert_msg(strstr(msg, "run a-T8: --set data.corpus=/nonexistent: corpus /nonexistent"), "%s", msg);
     free(msg);
     ck_assert_msg(!exists(out), "%s written before the corpus was checked", out);
@@ -255,7 +219,7 @@ START_TEST(experiment_validated_before_writing) {
     ck_assert_msg(strstr(hy_last_error(), want), "%s", hy_last_error());
     ck_assert(!exists(out));
     hy_experiment_free(&e);
-    remove_dir(dir);
+    tu_remove_dir(dir);
 }
 END_TEST
 

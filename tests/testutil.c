@@ -1,12 +1,16 @@
 #include "tests/testutil.h"
 #include "core/error.h"
+#include "core/fileio.h"
 #include "core/mem.h"
 #include "core/rng.h"
+#include "core/strbuf.h"
 #include <math.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define MAX_SUITES 64
 static Suite *(*factories[MAX_SUITES])(void);
@@ -163,4 +167,57 @@ void tu_assert_plots(const char *dir, const char *const *names, int n) {
             snprintf(path, sizeof path, "%s/%s.%s", dir, names[k], ext[e]);
             ck_assert_msg(stat(path, &st) == 0 && st.st_size > 0, "%s missing", path);
         }
+}
+
+const char *tu_exe(void) {
+    const char *exe = getenv("HY_EXE");
+    return exe ? exe : "./build/hybrid-exp";
+}
+
+int tu_run(const char *cmd, bool with_stderr, char **out, size_t *len) {
+    hy_strbuf full = {0}, text = {0};
+    hy_sb_printf(&full, "%s%s", cmd, with_stderr ? " 2>&1" : "");
+    ck_assert_msg(!full.failed, "out of memory for the command %s", cmd);
+    FILE *p = popen(full.p, "r");
+    ck_assert_msg(p != NULL, "cannot run %s", full.p);
+    char chunk[1 << 16];
+    for (size_t got; (got = fread(chunk, 1, sizeof chunk, p)) > 0;) hy_sb_addn(&text, chunk, got);
+    int st = pclose(p);
+    hy_sb_free(&full);
+    if (len) *len = text.len;
+    *out = hy_sb_take(&text);
+    ck_assert_msg(*out != NULL, "out of memory for the output of %s", cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* `rm -rf` of the test's folder dir (and of dir.log when with_log), asserting that it succeeded. */
+static void remove_paths(const char *dir, bool with_log) {
+    char cmd[1200];
+    int n = with_log ? snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s.log'", dir, dir) : snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_msg((size_t)n < sizeof cmd, "folder name too long: %s", dir);
+    ck_assert_msg(system(cmd) == 0, "%s failed", cmd);
+}
+
+const char *tu_fresh_dir(char *dir, size_t n, const char *tag, bool create) {
+    ck_assert_msg((size_t)snprintf(dir, n, "/tmp/hybrid-test-%s-%d", tag, (int)getpid()) < n, "tag too long: %s", tag);
+    remove_paths(dir, false);
+    if (create) ck_assert_msg(hy_mkdirs(dir) == 0, "%s", hy_last_error());
+    return dir;
+}
+
+void tu_remove_dir(const char *dir) { remove_paths(dir, true); }
+
+const char *tu_path(char *out, size_t n, const char *dir, const char *name) {
+    ck_assert_msg((size_t)snprintf(out, n, "%s/%s", dir, name) < n, "path too long: %s/%s", dir, name);
+    return out;
+}
+
+char *tu_slurp(const char *dir, const char *name, size_t *len) {
+    char path[1024], *data = NULL;
+    size_t got;
+    if (dir) tu_path(path, sizeof path, dir, name);
+    else ck_assert_msg((size_t)snprintf(path, sizeof path, "%s", name) < sizeof path, "path too long: %s", name);
+    ck_assert_msg(hy_read_file(path, &data, &got) == 0, "cannot read %s: %s", path, hy_last_error());
+    if (len) *len = got;
+    return data;
 }

@@ -1,9 +1,12 @@
-/* Shared test machinery: suite self-registration and the generic checks every block gets
- * (finite-difference gradients, parallel forward vs streaming step). */
+/* Shared test machinery: suite self-registration, the generic checks every block gets
+ * (finite-difference gradients, parallel forward vs streaming step), and the scaffolding of the
+ * tests that write files or run the program (scratch folders, whole-file reads, shell commands). */
 #ifndef HY_TESTS_TESTUTIL_H
 #define HY_TESTS_TESTUTIL_H
 #include "layers/registry.h"
 #include <check.h>
+#include <stdbool.h>
+#include <stddef.h>
 
 /* Register a suite factory from any test file: HY_TEST_SUITE(make_attention_suite). */
 void hy_test_register(Suite *(*factory)(void));
@@ -31,5 +34,25 @@ double tu_step_check(hy_layer *L, int B, int T, uint64_t seed);
 
 /* Asserts that dir holds NAME.png, NAME.svg and NAME.gp, non-empty, for each of the n plot names. */
 void tu_assert_plots(const char *dir, const char *const *names, int n);
+
+/* ---- files, folders and the program under test ---- */
+
+/* The program under test: $HY_EXE, or ./build/hybrid-exp (make test builds it). */
+const char *tu_exe(void);
+/* Runs cmd through the shell, with its stderr merged into the output when with_stderr
+ * (`cmd 2>&1`). Returns the exit status (-1 when it did not exit normally); *out gets the output,
+ * NUL-terminated (free() it), and *len its length when len is not NULL. */
+int tu_run(const char *cmd, bool with_stderr, char **out, size_t *len);
+/* A scratch folder /tmp/hybrid-test-TAG-PID into dir (returned): anything of that name is removed,
+ * and the folder is created empty when `create` (else left for the code under test to create).
+ * Tags start with the test file's name ("train-csv") so that files and runs never share one. */
+const char *tu_fresh_dir(char *dir, size_t n, const char *tag, bool create);
+/* Removes dir and dir.log (where the CLI tests send a run's stderr), once a test has passed. */
+void tu_remove_dir(const char *dir);
+/* dir/name into out (returned); fails the test when it does not fit. */
+const char *tu_path(char *out, size_t n, const char *dir, const char *name);
+/* The whole of dir/name (of name alone when dir is NULL), NUL-terminated (hy_free it), and its
+ * length in *len when len is not NULL; fails the test, naming the file, when it cannot be read. */
+char *tu_slurp(const char *dir, const char *name, size_t *len);
 
 #endif
