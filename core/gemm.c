@@ -124,14 +124,24 @@ static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static dnnl_engine_t engine;
 static int dnnl_ready = -1; /* -1 unknown, 0 unusable, 1 ready; set under cache_lock */
 
-/* What each thread keeps: its oneDNN stream, its scratchpad and its bf16 conversion buffers
- * (slot 0: A, 1: B, 2: an operand shared by two products). Listed for hy_gemm_shutdown. */
+/* A thread's handle on one cached primitive: the entry and its four memory objects (A, B, C,
+ * scratchpad), made once and given the operands' addresses on each call, so that a call of a
+ * shape the thread has run before takes no lock and creates nothing. */
+#define THREAD_SLOTS 64
+typedef struct {
+    const dnnl_entry *e;
+    dnnl_memory_t mem[4];
+} thread_slot;
+
+/* What each thread keeps: its oneDNN stream, its scratchpad, its bf16 conversion buffers (slot 0:
+ * A, 1: B, 2: an operand shared by two products) and its slots. Listed for hy_gemm_shutdown. */
 typedef struct thread_ctx {
     dnnl_stream_t stream;
     void *scratch;
     size_t scratch_cap;
     hy_bf16 *buf[3];
     size_t cap[3];
+    thread_slot slots[THREAD_SLOTS];
     struct thread_ctx *next;
 } thread_ctx;
 static _Thread_local thread_ctx *my_ctx;
@@ -144,6 +154,13 @@ static atomic_long generation = 1;
 static int engine_ready(void) {
     if (dnnl_ready < 0) dnnl_ready = dnnl_engine_create(&engine, dnnl_cpu, 0) == dnnl_success;
     return dnnl_ready;
+}
+
+/* Frees a slot's memory objects and empties it. */
+static void slot_clear(thread_slot *sl) {
+    for (int i = 0; i < 4; i++)
+        if (sl->mem[i]) dnnl_memory_destroy(sl->mem[i]);
+    memset(sl, 0, sizeof *sl);
 }
 
 static thread_ctx *thread_context(void) {
@@ -226,8 +243,8 @@ static int same_key(const dnnl_entry *a, const dnnl_entry *b) {
            a->alpha == b->alpha && a->beta == b->beta;
 }
 
-/* The cached primitive for key (created on first use), or NULL; thread-safe. */
-static const dnnl_entry *dnnl_lookup(const dnnl_entry *key) {
+/* FNV-1a over the fields of a key. */
+static uint64_t key_hash(const dnnl_entry *key) {
     uint64_t h = 1469598103934665603ull;
     const int fields[] = {key->trans_a, key->trans_b, key->M,   key->N,   key->K,
                           key->lda,     key->ldb,     key->ldc, key->bf16, key->serial};
@@ -235,7 +252,11 @@ static const dnnl_entry *dnnl_lookup(const dnnl_entry *key) {
     uint32_t ab[2];
     memcpy(&ab[0], &key->alpha, 4);
     memcpy(&ab[1], &key->beta, 4);
-    h = ((h ^ ab[0]) * 1099511628211ull ^ ab[1]) * 1099511628211ull;
+    return ((h ^ ab[0]) * 1099511628211ull ^ ab[1]) * 1099511628211ull;
+}
+
+/* The cached primitive for key (hash h; created on first use), or NULL; thread-safe. */
+static const dnnl_entry *dnnl_lookup(const dnnl_entry *key, uint64_t h) {
     const dnnl_entry *found = NULL;
     pthread_mutex_lock(&cache_lock);
     for (int probe = 0; engine_ready() && probe < CACHE_SIZE; probe++) {
@@ -285,20 +306,37 @@ static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const
     int serial = omp_in_parallel();
     dnnl_entry key = {.used = 1, .trans_a = ta, .trans_b = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
                       .ldc = ldc, .bf16 = bf16, .serial = serial, .alpha = alpha, .beta = beta};
-    const dnnl_entry *e = dnnl_lookup(&key);
-    thread_ctx *c = e ? thread_context() : NULL;
-    if (!c || !grow_bytes(&c->scratch, &c->scratch_cap, e->scratch_bytes)) return 0;
+    thread_ctx *c = thread_context();
+    if (!c) return 0;
+    uint64_t h = key_hash(&key);
+    thread_slot *sl = &c->slots[h % THREAD_SLOTS];
+    if (!sl->e || !same_key(sl->e, &key)) {   /* this thread's first call of the shape here */
+        const dnnl_entry *e = dnnl_lookup(&key, h);
+        if (!e) return 0;
+        slot_clear(sl);
+        int ok = dnnl_memory_create(&sl->mem[0], &e->md_a, engine, DNNL_MEMORY_NONE) == dnnl_success &&
+                 dnnl_memory_create(&sl->mem[1], &e->md_b, engine, DNNL_MEMORY_NONE) == dnnl_success &&
+                 dnnl_memory_create(&sl->mem[2], &e->md_c, engine, DNNL_MEMORY_NONE) == dnnl_success &&
+                 dnnl_memory_create(&sl->mem[3], &e->md_scratch, engine, DNNL_MEMORY_NONE) == dnnl_success;
+        if (!ok) {
+            slot_clear(sl);
+            return 0;
+        }
+        sl->e = e;
+    }
+    const dnnl_entry *e = sl->e;
+    if (!grow_bytes(&c->scratch, &c->scratch_cap, e->scratch_bytes)) return 0;
     const void *a = A, *b = B;
     if (bf16) {
         a = Ah ? Ah : bf16_operand(c, 0, A, ta ? K : M, ta ? M : K, lda);
         b = Bh ? Bh : bf16_operand(c, 1, B, tb ? N : K, tb ? K : N, ldb);
         if (!a || !b) return 0;
     }
-    dnnl_memory_t mem[4] = {0};
-    int ok = dnnl_memory_create(&mem[0], &e->md_a, engine, (void *)a) == dnnl_success &&
-             dnnl_memory_create(&mem[1], &e->md_b, engine, (void *)b) == dnnl_success &&
-             dnnl_memory_create(&mem[2], &e->md_c, engine, C) == dnnl_success &&
-             dnnl_memory_create(&mem[3], &e->md_scratch, engine, c->scratch) == dnnl_success;
+    dnnl_memory_t *mem = sl->mem;
+    int ok = dnnl_memory_set_data_handle(mem[0], (void *)a) == dnnl_success &&
+             dnnl_memory_set_data_handle(mem[1], (void *)b) == dnnl_success &&
+             dnnl_memory_set_data_handle(mem[2], C) == dnnl_success &&
+             dnnl_memory_set_data_handle(mem[3], c->scratch) == dnnl_success;
     if (ok) {
         dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, mem[0]},
                                    {DNNL_ARG_WEIGHTS, mem[1]},
@@ -307,8 +345,6 @@ static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const
         ok = dnnl_primitive_execute(e->prim, c->stream, 4, args) == dnnl_success &&
              dnnl_stream_wait(c->stream) == dnnl_success;
     }
-    for (int i = 0; i < 4; i++)
-        if (mem[i]) dnnl_memory_destroy(mem[i]);
     return ok;
 }
 
@@ -363,6 +399,7 @@ void hy_gemm_shutdown(void) {
     }
     for (thread_ctx *c = all_ctx, *next; c; c = next) {
         next = c->next;
+        for (int i = 0; i < THREAD_SLOTS; i++) slot_clear(&c->slots[i]);
         dnnl_stream_destroy(c->stream);
         free(c->scratch);
         for (int s = 0; s < 3; s++) free(c->buf[s]);
