@@ -128,6 +128,7 @@ static int dnnl_ready = -1; /* -1 unknown, 0 unusable, 1 ready; set under cache_
  * scratchpad), made once and given the operands' addresses on each call, so that a call of a
  * shape the thread has run before takes no lock and creates nothing. */
 #define THREAD_SLOTS 64
+#define SLOT_WAYS 4
 typedef struct {
     const dnnl_entry *e;
     dnnl_memory_t mem[4];
@@ -243,7 +244,9 @@ static int same_key(const dnnl_entry *a, const dnnl_entry *b) {
            a->alpha == b->alpha && a->beta == b->beta;
 }
 
-/* FNV-1a over the fields of a key. */
+/* FNV-1a over the fields of a key, then mixed (splitmix64's finalizer) so that the low bits, which
+ * pick the slots, depend on every bit of every field: plain FNV-1a's low bits see only the fields'
+ * low bits, and shapes differing in higher bits (64 against 128 rows) shared a slot. */
 static uint64_t key_hash(const dnnl_entry *key) {
     uint64_t h = 1469598103934665603ull;
     const int fields[] = {key->trans_a, key->trans_b, key->M,   key->N,   key->K,
@@ -252,7 +255,10 @@ static uint64_t key_hash(const dnnl_entry *key) {
     uint32_t ab[2];
     memcpy(&ab[0], &key->alpha, 4);
     memcpy(&ab[1], &key->beta, 4);
-    return ((h ^ ab[0]) * 1099511628211ull ^ ab[1]) * 1099511628211ull;
+    h = ((h ^ ab[0]) * 1099511628211ull ^ ab[1]) * 1099511628211ull;
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+    return h ^ (h >> 31);
 }
 
 /* The cached primitive for key (hash h; created on first use), or NULL; thread-safe. */
@@ -299,6 +305,19 @@ static const hy_bf16 *bf16_operand(thread_ctx *c, int slot, const float *src, in
     return c->buf[slot];
 }
 
+/* The slot of c holding key (hash h), else an empty one of its SLOT_WAYS, else the one to reuse:
+ * a slot is looked up in SLOT_WAYS consecutive places, so that the few shapes a kernel alternates
+ * between do not evict each other's memory objects on every call when their hashes collide. */
+static thread_slot *slot_for(thread_ctx *c, const dnnl_entry *key, uint64_t h) {
+    thread_slot *empty = NULL;
+    for (int w = 0; w < SLOT_WAYS; w++) {
+        thread_slot *sl = &c->slots[(h + (uint64_t)w) % THREAD_SLOTS];
+        if (sl->e && same_key(sl->e, key)) return sl;
+        if (!sl->e && !empty) empty = sl;
+    }
+    return empty ? empty : &c->slots[(h + (uint64_t)(h >> 32) % SLOT_WAYS) % THREAD_SLOTS];
+}
+
 /* C = alpha op(A) op(B) + beta C through oneDNN, from any thread. With bf16, Ah / Bh are the
  * operands already in bf16 (NULL: found or converted here). Returns 0 when oneDNN cannot do it. */
 static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, const hy_bf16 *Ah, int lda,
@@ -309,7 +328,7 @@ static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const
     thread_ctx *c = thread_context();
     if (!c) return 0;
     uint64_t h = key_hash(&key);
-    thread_slot *sl = &c->slots[h % THREAD_SLOTS];
+    thread_slot *sl = slot_for(c, &key, h);
     if (!sl->e || !same_key(sl->e, &key)) {   /* this thread's first call of the shape here */
         const dnnl_entry *e = dnnl_lookup(&key, h);
         if (!e) return 0;
