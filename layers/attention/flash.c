@@ -358,16 +358,17 @@ double hy_flash_scratch_floats(int n_batch, int H, int Hkv, int T, int hd, int t
         return (double)threads * (decode_scratch(&a) + (double)H / Hkv * T) + (double)n_batch * nch * H * T * (hd + 2);
     }
     if (!backward) return (double)threads * fwd_scratch(hd);
-    double rows = (double)n_batch * H * T;
-    return rows + 2.0 * threads * rows * hd + (double)threads * bwd_scratch(hd);
+    double rows = (double)n_batch * H * T, copies = hy_flash_backward_by_group(n_batch, Hkv, threads) ? 0 : 2.0 * threads;
+    return rows + copies * rows * hd + (double)threads * bwd_scratch(hd);
 }
 
 /* One (batch, kv head, key tile): dK and dV rows of the tile are owned here (summed over every
  * query head of the group and every query tile that sees the keys) and accumulated in the
- * contiguous per-thread tiles dKa, dVa (BC × hd) before they are stored; dQ goes to this
- * thread's private buffer dqp, laid out (n_batch, H, Tq, hd) so its tiles are contiguous too. */
+ * contiguous per-thread tiles dKa, dVa (BC × hd) before they are stored; dS K is added to the
+ * query rows of dqv (unscaled): a slot's private buffer laid out (n_batch, H, Tq, hd), so its
+ * tiles are contiguous too, or dq itself when the task owns those rows (bwd_group). */
 static void bwd_task(const hy_flash_args *a, const float *delta, int b, int g, int jt, float *S, float *dP,
-                     float *dKa, float *dVa, float *dqp) {
+                     float *dKa, float *dVa, hy_flash_view dqv) {
     int hd = a->hd, off = a->Tk - a->Tq, grp = a->H / a->Hkv, j0 = jt * BC, bc = MIN(BC, a->Tk - j0);
     const float *KT = tcol(&a->kt, b, g, j0), *VT = tcol(&a->vt, b, g, j0), *K = AT(a->k, b, g, j0);
     memset(dKa, 0, (size_t)bc * hd * sizeof *dKa);
@@ -385,8 +386,7 @@ static void bwd_task(const hy_flash_args *a, const float *delta, int b, int g, i
             mm(br, bc, hd, dO, a->dout.ld, 1, VT, a->vt.ld, dP, BC, false, NULL);          /* dP = dO Vᵀ */
             for (int r = 0; r < br; r++) row_ds(dP + (size_t)r * BC, S + (size_t)r * BC, D[r]);
             mm(bc, hd, br, dP, 1, BC, Q, a->q.ld, dKa, hd, true, NULL);                    /* dK += dSᵀ Q */
-            float *dq = dqp + (((size_t)b * a->H + h) * a->Tq + i0) * hd;
-            mm(br, hd, bc, dP, BC, 1, K, a->k.ld, dq, hd, true, NULL);                     /* dQ += dS K */
+            mm(br, hd, bc, dP, BC, 1, K, a->k.ld, AT(dqv, b, h, i0), dqv.ld, true, NULL);  /* dQ += dS K */
         }
     for (int j = 0; j < bc; j++) {
         float *dk = AT(a->dk, b, g, j0 + j), *dv = AT(a->dv, b, g, j0 + j);
@@ -394,20 +394,46 @@ static void bwd_task(const hy_flash_args *a, const float *delta, int b, int g, i
     }
 }
 
-/* Key tiles are paired (j, last - j) so every task has the same causal work. The tasks are dealt
- * round-robin to 2·threads fixed slots, each with its own dQ buffer, processed in a fixed order;
- * threads take whole slots dynamically (a thread slowed down by another process on a shared
- * machine then does fewer of them), and the slot buffers are summed in slot order, so the result
- * is bit-reproducible for a given thread count whatever the schedule. */
+/* One (batch, kv head) whole: every key tile in order, adding dS K straight into the dq rows of
+ * the group's query heads (zeroed first, scaled at the end). The task owns those rows, so the
+ * result is the same whatever the thread count or schedule. */
+static void bwd_group(const hy_flash_args *a, const float *delta, int b, int g, float *S, float *dP, float *dKa,
+                      float *dVa) {
+    int hd = a->hd, grp = a->H / a->Hkv, nkt = (a->Tk + BC - 1) / BC;
+    for (int h = g * grp; h < (g + 1) * grp; h++)
+        for (int i = 0; i < a->Tq; i++) memset(AT(a->dq, b, h, i), 0, (size_t)hd * sizeof(float));
+    for (int jt = 0; jt < nkt; jt++) bwd_task(a, delta, b, g, jt, S, dP, dKa, dVa, a->dq);
+    for (int h = g * grp; h < (g + 1) * grp; h++)
+        for (int i = 0; i < a->Tq; i++) {
+            float *dq = AT(a->dq, b, h, i);
+            for (int c = 0; c < hd; c++) dq[c] *= a->scale;
+        }
+}
+
+bool hy_flash_backward_by_group(int n_batch, int Hkv, int threads) {
+    return (long)n_batch * Hkv >= 4L * threads;
+}
+
+/* Two schedules, both bit-reproducible for a given thread count whatever the schedule:
+ * - by group (hy_flash_backward_by_group: at least 4 (batch, kv head) pairs per thread, e.g. a
+ *   training batch): one task per (batch, kv head), handed out dynamically, owning its dq rows
+ *   (bwd_group), so no dQ copies are zeroed and summed;
+ * - by key-tile slots (few sequences and heads, long T): key tiles are paired (j, last - j) so
+ *   every task has the same causal work. The tasks are dealt round-robin to 2·threads fixed slots,
+ *   each with its own dQ buffer, processed in a fixed order; threads take whole slots dynamically
+ *   (a thread slowed down by another process on a shared machine then does fewer of them), and the
+ *   slot buffers are summed in slot order. */
 int hy_flash_backward(const hy_flash_args *a) {
     if (a->n_batch <= 0 || a->Tq <= 0) return 0;
     if (a->Tk < a->Tq || a->H % a->Hkv) return hy_fail("attention kernel: bad shape (Tq %d, Tk %d)", a->Tq, a->Tk);
-    int nth = omp_get_max_threads(), nslot = 2 * nth, hd = a->hd, H = a->H;
+    int nth = omp_get_max_threads(), hd = a->hd, H = a->H;
+    bool by_group = hy_flash_backward_by_group(a->n_batch, a->Hkv, nth);
+    int nslot = by_group ? 0 : 2 * nth;
     size_t nq = (size_t)a->n_batch * a->Tq * H * hd, nrow = (size_t)a->n_batch * H * a->Tq;
     size_t per = bwd_scratch(hd);
-    float *delta = hy_malloc(nrow * sizeof(float)), *dqp = hy_malloc((size_t)nslot * nq * sizeof(float)),
+    float *delta = hy_malloc(nrow * sizeof(float)), *dqp = by_group ? NULL : hy_malloc((size_t)nslot * nq * sizeof(float)),
           *scratch = hy_malloc((size_t)nth * per * sizeof(float));
-    if (!delta || !dqp || !scratch) {
+    if (!delta || (!by_group && !dqp) || !scratch) {
         hy_free(delta), hy_free(dqp), hy_free(scratch);
         return HY_ERR_NOMEM;
     }
@@ -429,16 +455,20 @@ int hy_flash_backward(const hy_flash_args *a) {
             for (int c = 0; c < hd; c++) s += o[c] * dO[c];
             delta[r] = s;
         }
+        if (by_group) {
+            #pragma omp for schedule(dynamic, 1)
+            for (int bg = 0; bg < a->n_batch * a->Hkv; bg++) bwd_group(a, delta, bg / a->Hkv, bg % a->Hkv, S, dP, dKa, dVa);
+        }
         #pragma omp for schedule(dynamic, 1)
         for (int u = 0; u < nslot; u++)
             for (long t = u; t < ntask; t += nslot) {
                 int p = (int)(t % npair), bg = (int)(t / npair);
-                float *mine = dqp + (size_t)u * nq;
+                hy_flash_view mine = {dqp + (size_t)u * nq, (size_t)H * a->Tq * hd, (size_t)a->Tq * hd, hd, 0};
                 bwd_task(a, delta, bg / a->Hkv, bg % a->Hkv, p, S, dP, dKa, dVa, mine);
                 if (nkt - 1 - p != p) bwd_task(a, delta, bg / a->Hkv, bg % a->Hkv, nkt - 1 - p, S, dP, dKa, dVa, mine);
             }
         #pragma omp for schedule(static)
-        for (size_t r = 0; r < nrow; r++) {   /* dQ = scale Σ_slots dQ_u, rows ordered (b, h, i) */
+        for (size_t r = 0; r < (nslot ? nrow : 0); r++) {   /* dQ = scale Σ_slots dQ_u, rows ordered (b, h, i) */
             int i = (int)(r % a->Tq), h = (int)(r / a->Tq % H), b = (int)(r / a->Tq / H);
             float *dq = AT(a->dq, b, h, i);
             const float *src = dqp + r * hd;
