@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
+#include "core/simd.h"
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -229,8 +230,8 @@ static void transpose_heads(const float *src, int B, int T, int nh, int hd, hy_f
         }
 }
 
-/* Head-major copy of src (B·T rows of nh·hd): dst is (B, nh, T, hd). Plain loops, not memcpy:
- * a library call per hd floats cost more than the copy. */
+/* Head-major copy of src (B·T rows of nh·hd): dst is (B, nh, T, hd). Vector loops (the tail
+ * masked), not memcpy: a library call per hd floats cost more than the copy. */
 static void heads_copy(const float *src, int B, int T, int nh, int hd, float *dst) {
     #pragma omp parallel for schedule(static)
     for (long r = 0; r < (long)B * T; r++) {
@@ -238,7 +239,10 @@ static void heads_copy(const float *src, int B, int T, int nh, int hd, float *ds
         const float *s = src + (size_t)r * nh * hd;
         for (int h = 0; h < nh; h++) {
             float *d = dst + (((size_t)b * nh + h) * T + t) * hd;
-            for (int c = 0; c < hd; c++) d[c] = s[(size_t)h * hd + c];
+            const float *e = s + (size_t)h * hd;
+            int c = 0;
+            for (; c + HY_VW <= hd; c += HY_VW) vw_store(d + c, vw_load(e + c));
+            if (c < hd) vw_store_masked(d + c, vw_mask_first(hd - c), vw_load_masked(e + c, vw_mask_first(hd - c)));
         }
     }
 }

@@ -390,10 +390,11 @@ double hy_flash_scratch_floats(int n_batch, int H, int Hkv, int T, int hd, int t
 /* One (batch, kv head, key tile): dK and dV rows of the tile are owned here (summed over every
  * query head of the group and every query tile that sees the keys) and accumulated in the
  * contiguous per-thread tiles dKa, dVa (BC × hd) before they are stored; dS K is added to the
- * query rows of dqv (unscaled): a slot's private buffer laid out (n_batch, H, Tq, hd), so its
- * tiles are contiguous too, or dq itself when the task owns those rows (bwd_group). */
+ * query rows of dqv (unscaled; written instead when not dq_acc): a slot's private buffer laid out
+ * (n_batch, H, Tq, hd), so its tiles are contiguous too, or dq itself when the task owns those
+ * rows (bwd_group). */
 static void bwd_task(const hy_flash_args *a, const float *delta, int b, int g, int jt, float *S, float *dP,
-                     float *dKa, float *dVa, hy_flash_view dqv) {
+                     float *dKa, float *dVa, hy_flash_view dqv, bool dq_acc) {
     int hd = a->hd, off = a->Tk - a->Tq, grp = a->H / a->Hkv, j0 = jt * BC, bc = MIN(BC, a->Tk - j0);
     const float *KT = tcol(&a->kt, b, g, j0), *VT = tcol(&a->vt, b, g, j0), *K = AT(a->k, b, g, j0);
     memset(dKa, 0, (size_t)bc * hd * sizeof *dKa);
@@ -412,7 +413,7 @@ static void bwd_task(const hy_flash_args *a, const float *delta, int b, int g, i
             mm(br, bc, hd, dO, a->dout.ld, 1, VT, a->vt.ld, dP, BC, false, NULL, CAUSAL_COLS, lim); /* dP = dO Vᵀ */
             for (int r = 0; r < br; r++) row_ds(dP + (size_t)r * BC, S + (size_t)r * BC, D[r]);
             mm(bc, hd, br, dP, 1, BC, Q, a->q.ld, dKa, hd, true, NULL, CAUSAL_KSTART, lim);         /* dK += dSᵀ Q */
-            mm(br, hd, bc, dP, BC, 1, K, a->k.ld, AT(dqv, b, h, i0), dqv.ld, true, NULL, CAUSAL_KEND,
+            mm(br, hd, bc, dP, BC, 1, K, a->k.ld, AT(dqv, b, h, i0), dqv.ld, dq_acc, NULL, CAUSAL_KEND,
                lim);                                                                                 /* dQ += dS K */
         }
     for (int j = 0; j < bc; j++) {
@@ -422,14 +423,13 @@ static void bwd_task(const hy_flash_args *a, const float *delta, int b, int g, i
 }
 
 /* One (batch, kv head) whole: every key tile in order, adding dS K straight into the dq rows of
- * the group's query heads (zeroed first, scaled at the end). The task owns those rows, so the
- * result is the same whatever the thread count or schedule. */
+ * the group's query heads (the first key tile, which every query row meets, writes them; scaled
+ * at the end). The task owns those rows, so the result is the same whatever the thread count or
+ * schedule. */
 static void bwd_group(const hy_flash_args *a, const float *delta, int b, int g, float *S, float *dP, float *dKa,
                       float *dVa) {
     int hd = a->hd, grp = a->H / a->Hkv, nkt = (a->Tk + BC - 1) / BC;
-    for (int h = g * grp; h < (g + 1) * grp; h++)
-        for (int i = 0; i < a->Tq; i++) memset(AT(a->dq, b, h, i), 0, (size_t)hd * sizeof(float));
-    for (int jt = 0; jt < nkt; jt++) bwd_task(a, delta, b, g, jt, S, dP, dKa, dVa, a->dq);
+    for (int jt = 0; jt < nkt; jt++) bwd_task(a, delta, b, g, jt, S, dP, dKa, dVa, a->dq, jt > 0);
     for (int h = g * grp; h < (g + 1) * grp; h++)
         for (int i = 0; i < a->Tq; i++) {
             float *dq = AT(a->dq, b, h, i);
@@ -478,9 +478,7 @@ int hy_flash_backward(const hy_flash_args *a) {
         for (size_t r = 0; r < nrow; r++) {   /* D = rowsum(dO ∘ O), rows ordered (b, h, i) */
             int i = (int)(r % a->Tq), h = (int)(r / a->Tq % H), b = (int)(r / a->Tq / H);
             const float *o = AT(a->o, b, h, i), *dO = AT(a->dout, b, h, i);
-            float s = 0;
-            for (int c = 0; c < hd; c++) s += o[c] * dO[c];
-            delta[r] = s;
+            delta[r] = hy_dotf(o, dO, hd);
         }
         if (by_group) {
             #pragma omp for schedule(dynamic, 1)
@@ -491,8 +489,9 @@ int hy_flash_backward(const hy_flash_args *a) {
             for (long t = u; t < ntask; t += nslot) {
                 int p = (int)(t % npair), bg = (int)(t / npair);
                 hy_flash_view mine = {dqp + (size_t)u * nq, (size_t)H * a->Tq * hd, (size_t)a->Tq * hd, hd, 0};
-                bwd_task(a, delta, bg / a->Hkv, bg % a->Hkv, p, S, dP, dKa, dVa, mine);
-                if (nkt - 1 - p != p) bwd_task(a, delta, bg / a->Hkv, bg % a->Hkv, nkt - 1 - p, S, dP, dKa, dVa, mine);
+                bwd_task(a, delta, bg / a->Hkv, bg % a->Hkv, p, S, dP, dKa, dVa, mine, true);
+                if (nkt - 1 - p != p)
+                    bwd_task(a, delta, bg / a->Hkv, bg % a->Hkv, nkt - 1 - p, S, dP, dKa, dVa, mine, true);
             }
         #pragma omp for schedule(static)
         for (size_t r = 0; r < (nslot ? nrow : 0); r++) {   /* dQ = scale Σ_slots dQ_u, rows ordered (b, h, i) */
