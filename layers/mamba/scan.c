@@ -189,8 +189,11 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
     for (int k = nch - 1; k >= 0; k--) {
         const int t0 = k * K, t1 = t0 + K < T ? t0 + K : T;
         const float *cs = a->chunk_states + ((size_t)b * nch + k) * N * E + c0;
-        for (int n = 0; n < N; n++)
-            for (int c = 0; c < CB; c++) S[n][c] = c < cb ? cs[(size_t)n * E + c] : 0.0f;
+        for (int n = 0; n < N; n++) {
+            float pad[CB];
+            const float *row = lanes(cs + (size_t)n * E, cb, pad);
+            UNROLL for (int u = 0; u < NV; u++) vw_store(S[n] + HY_VW * u, vw_load(row + HY_VW * u));
+        }
         if (k > 0)   /* the previous chunk's stored state (N rows E floats apart, long out of cache) */
             for (int n = 0; n < N; n++) __builtin_prefetch(cs - (size_t)N * E + (size_t)n * E);
         /* recompute the chunk: S[(i+1)·N + n] = state after step t0 + i, Ex[i·N + n] = exp(Δ·A) */
