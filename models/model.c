@@ -270,7 +270,8 @@ int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets,
     if (brc < 0) return brc;
 
     hy_embedding_forward(m->h.p, m->embedding->data, inputs, rows, d);
-    int cur = 0;
+    int cur = 0, fslot = keep ? S : 0;
+    bool normed = false;   /* the next sub-block's (or the final) rmsnorm was done with the residual add */
     for (int s = 0; s < S; s++) {
         hy_layer *L = sub_block(m, s);
         if (!L->ops) {
@@ -282,7 +283,7 @@ int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets,
         }
         int slot = keep ? s : 0;
         float *x = m->h.p + (size_t)cur * n, *xn = m->normed.p + (size_t)slot * n;
-        hy_rmsnorm_forward(xn, m->rstd.p + (size_t)slot * rows, x, sub_norm(m, s), rows, d);
+        if (!normed) hy_rmsnorm_forward(xn, m->rstd.p + (size_t)slot * rows, x, sub_norm(m, s), rows, d);
         L->keep_for_backward = keep;
         int rc = L->ops->forward(L, xn, m->work.p, B, T);
         if (rc < 0) {
@@ -291,13 +292,21 @@ int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets,
         }
         int next = keep ? s + 1 : 0;
         float *y = m->h.p + (size_t)next * n, *w = m->work.p;
-        #pragma omp parallel for schedule(static)
-        for (size_t k = 0; k < n; k++) y[k] = x[k] + w[k];
+        /* y = x + w, with the rmsnorm of whatever reads y next (sub-block s + 1 or the final norm) */
+        int nslot = keep ? s + 1 : 0;
+        normed = s + 1 == S || sub_block(m, s + 1)->ops;
+        if (normed)
+            hy_add_rmsnorm_forward(y, m->normed.p + (size_t)nslot * n, m->rstd.p + (size_t)nslot * rows, x, w,
+                                   s + 1 == S ? m->norm_f->data : sub_norm(m, s + 1), rows, d);
+        else {
+            #pragma omp parallel for schedule(static)
+            for (size_t k = 0; k < n; k++) y[k] = x[k] + w[k];
+        }
         cur = next;
     }
-    int fslot = keep ? S : 0;
     float *hf = m->normed.p + (size_t)fslot * n;
-    hy_rmsnorm_forward(hf, m->rstd.p + (size_t)fslot * rows, m->h.p + (size_t)cur * n, m->norm_f->data, rows, d);
+    if (!normed)
+        hy_rmsnorm_forward(hf, m->rstd.p + (size_t)fslot * rows, m->h.p + (size_t)cur * n, m->norm_f->data, rows, d);
     hy_linear_forward(m->logits.p, hf, head_weight(m), NULL, (int)rows, d, V);
 
     hy_loss l = {0};

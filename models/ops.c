@@ -20,6 +20,20 @@ void hy_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, s
     }
 }
 
+void hy_add_rmsnorm_forward(float *sum, float *y, float *rstd, const float *x, const float *r, const float *w,
+                            size_t rows, int d) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < rows; i++) {
+        const float *xr = x + i * d, *rr = r + i * d;
+        float *sr = sum + i * d, *yr = y + i * d;
+        for (int j = 0; j < d; j++) sr[j] = xr[j] + rr[j];
+        float ss = hy_dotf(sr, sr, d);
+        float s = 1.0f / sqrtf(ss / d + HY_RMSNORM_EPS);
+        rstd[i] = s;
+        for (int j = 0; j < d; j++) yr[j] = w[j] * sr[j] * s;
+    }
+}
+
 int hy_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                         size_t rows, int d, int accumulate_dx) {
     int nt = omp_get_max_threads();
