@@ -90,8 +90,8 @@ void hy_optim_step_scaled(hy_optim *o, hy_model *model, double lr, float grad_sc
 
 void hy_optim_step(hy_optim *o, hy_model *model, double lr) { hy_optim_step_scaled(o, model, lr, 1.0f); }
 
-/* Per-thread parts, each summed in 8 double lanes (4 independent vectors, so the adds pipeline)
- * and the lanes then added in a fixed order; the parts added in thread order. */
+/* Per-thread parts, each summed in HY_VW/2 double lanes (4 independent vectors, so the adds
+ * pipeline) and the lanes then added in a fixed order; the parts added in thread order. */
 double hy_grad_sum_squares(const float *g, size_t n) {
     enum { MAX_THREADS = 256 };
     double partial[MAX_THREADS] = {0};
@@ -100,15 +100,16 @@ double hy_grad_sum_squares(const float *g, size_t n) {
     {
         int t = omp_get_thread_num(), nth = omp_get_num_threads();
         size_t i = n * t / nth, e = n * (t + 1) / nth;
-        v8d acc[4] = {{0}, {0}, {0}, {0}};
-        for (; i + 32 <= e; i += 32)
+        enum { L = HY_VW / 2 };
+        vwd acc[4] = {{0}, {0}, {0}, {0}};
+        for (; i + 4 * L <= e; i += 4 * L)
             for (int u = 0; u < 4; u++) {
-                v8d x = v8_to_double(v8_load(g + i + 8 * u));
+                vwd x = vwd_load_floats(g + i + L * u);
                 acc[u] += x * x;
             }
-        v8d sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        vwd sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
         double s = 0;
-        for (int l = 0; l < 8; l++) s += sum[l];
+        for (int l = 0; l < L; l++) s += sum[l];
         for (; i < e; i++) s += (double)g[i] * g[i];
         partial[t] = s;
     }

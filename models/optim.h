@@ -31,7 +31,7 @@ void hy_optim_step_scaled(hy_optim *o, hy_model *model, double lr, float grad_sc
  * Returns the norm before clipping. */
 double hy_clip_grad_norm(hy_model *model, double max_norm);
 /* The sum of squares of g[0..n) in double, in the clip's fixed order for a given thread count
- * (per-thread parts, each in 8 lanes added in a fixed order, the parts added in order). */
+ * (per-thread parts, each in HY_VW/2 double lanes added in a fixed order, the parts in order). */
 double hy_grad_sum_squares(const float *g, size_t n);
 /* The factor by which clipping to max_norm scales gradients of norm `norm` (1 = unchanged). */
 float hy_clip_scale(double norm, double max_norm);
