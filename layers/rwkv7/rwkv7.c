@@ -314,12 +314,12 @@ static void fwd_keys(rw_fwd *c) {
     for (size_t r = 0; r < rows; r++)
         for (int h = 0; h < H; h++) {
             size_t o = r * C + (size_t)h * N;
-            float ss = 0;
-            for (int j = 0; j < N; j++) {
-                float u = k0[o + j] * kkw[h * N + j];
-                ss += u * u;
+            vw acc = {0};
+            for (int j = 0; j < N; j += HY_VW) {
+                const vw u = rw_load(k0 + o, j, N) * rw_load(kkw + (size_t)h * N, j, N);
+                acc += u * u;
             }
-            float nrm = sqrtf(ss), inv = 1.0f / (nrm > 1e-12f ? nrm : 1e-12f);
+            float ss = vw_hsum(acc), nrm = sqrtf(ss), inv = 1.0f / (nrm > 1e-12f ? nrm : 1e-12f);
             kinv[r * H + h] = inv;
             for (int j = 0; j < N; j++) {
                 int ch = h * N + j;
@@ -343,12 +343,13 @@ static void fwd_output(rw_fwd *c, float *out) {
     for (size_t row = 0; row < rows; row++)
         for (int h = 0; h < H; h++) {
             size_t o = row * C + (size_t)h * N;
-            float mu = 0, var = 0, bonus = 0;
-            for (int j = 0; j < N; j++) mu += y[o + j];
-            mu /= N;
-            for (int j = 0; j < N; j++) var += (y[o + j] - mu) * (y[o + j] - mu);
-            float rs = 1.0f / sqrtf(var / N + 64e-5f);
-            for (int j = 0; j < N; j++) bonus += r[o + j] * k[o + j] * rk[h * N + j];
+            const float mu = rw_sum(y + o, N) / N, bonus = rw_dot3(r + o, k + o, rk + (size_t)h * N, N);
+            vw acc = {0};
+            for (int j = 0; j < N; j += HY_VW) {   /* Σ (y − mu)², the tail's lanes kept at 0 */
+                const vw d = vw_keep(rw_load(y + o, j, N) - mu, vw_mask_first(N - j));
+                acc += d * d;
+            }
+            float var = vw_hsum(acc), rs = 1.0f / sqrtf(var / N + 64e-5f);
             mean[row * H + h] = mu, rstd[row * H + h] = rs;
             for (int j = 0; j < N; j++) {
                 int ch = h * N + j;

@@ -39,9 +39,7 @@ static int bwd_prepare(rw_bwd *c) {
     hy_first_slot *vf1 = c->L->first;
     if (!P->first && (!vf1->grad.p || vf1->rows != c->rows))
         return hy_fail("rwkv7: layer %d backward: no v_first gradient buffer of this batch", c->L->index);
-    c->ones = P->ones.p;
-    memset(c->dx, 0, c->n * sizeof(float));
-    memset(P->dxx.p, 0, c->n * sizeof(float));
+    c->ones = P->ones.p;   /* dx and dxx: written first by the gate's mix_backward (bwd_output_gate) */
     return 0;
 }
 
@@ -68,7 +66,7 @@ static void bwd_output_gate(rw_bwd *c, const float *dyo) {
     for (size_t i = 0; i < nh; i++) dh[i] *= hg[i] * (1.0f - hg[i]);
     mix(xm, c->x, P->xx.p, p[P_XG], rows, C);
     xw_backward(d3, gr[P_G1], dh, xm, p[P_G1], rows, C, c->g.Dg, false);
-    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XG], gr[P_XG], c->ones, rows, C);
+    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XG], gr[P_XG], c->ones, rows, C, true);
 }
 
 /* Group norm per head and the r_k bonus: from d1 = d(op), seeds dy (the recurrence output's
@@ -84,16 +82,19 @@ static void bwd_group_norm(rw_bwd *c) {
     for (size_t row = 0; row < rows; row++)
         for (int h = 0; h < H; h++) {
             size_t o = row * C + (size_t)h * N;
-            float mu = mean[row * H + h], rs = rstd[row * H + h], bonus = 0, dbonus = 0, m1 = 0, m2 = 0;
-            for (int j = 0; j < N; j++) {
-                int ch = h * N + j;
-                float yh = (y[o + j] - mu) * rs, dn = d1[o + j] * lnw[ch];
-                bonus += r[o + j] * k[o + j] * rk[ch];
-                dbonus += d1[o + j] * v[o + j];
-                m1 += dn, m2 += dn * yh;
-                d3[o + j] = d1[o + j] * yh;
+            const float *lw = lnw + (size_t)h * N;
+            const float mu = mean[row * H + h], rs = rstd[row * H + h];
+            vw abonus = {0}, adbonus = {0}, am1 = {0}, am2 = {0};
+            for (int j = 0; j < N; j += HY_VW) {   /* the tail's lanes load as 0: yh there is −mu·rs, times dn = 0 */
+                const vw yh = (rw_load(y + o, j, N) - mu) * rs, dj = rw_load(d1 + o, j, N), dn = dj * rw_load(lw, j, N);
+                abonus += rw_load(r + o, j, N) * rw_load(k + o, j, N) * rw_load(rk + (size_t)h * N, j, N);
+                adbonus += dj * rw_load(v + o, j, N);
+                am1 += dn, am2 += dn * yh;
+                if (j + HY_VW <= N) vw_store(d3 + o + j, dj * yh);
+                else vw_store_masked(d3 + o + j, vw_mask_first(N - j), dj * yh);
             }
-            m1 /= N, m2 /= N;
+            const float bonus = vw_hsum(abonus), dbonus = vw_hsum(adbonus), m1 = vw_hsum(am1) / N,
+                        m2 = vw_hsum(am2) / N;
             for (int j = 0; j < N; j++) {
                 int ch = h * N + j;
                 float yh = (y[o + j] - mu) * rs, dn = d1[o + j] * lnw[ch];
@@ -155,9 +156,8 @@ static void bwd_key_norm(rw_bwd *c) {
     for (size_t row = 0; row < rows; row++)
         for (int h = 0; h < H; h++) {
             size_t o = row * C + (size_t)h * N;
-            float inv = kinv[row * H + h], dot = 0;
+            float inv = kinv[row * H + h], dot = rw_dot(kk + o, dq + o, N);
             bool clamped = inv >= 1e12f;
-            for (int j = 0; j < N; j++) dot += kk[o + j] * dq[o + j];
             for (int j = 0; j < N; j++) {
                 int ch = h * N + j;
                 float du = clamped ? dq[o + j] * inv : (dq[o + j] - kk[o + j] * dot) * inv;
@@ -182,7 +182,7 @@ static void bwd_in_context_rate(rw_bwd *c) {
     xw_backward(dh, gr[P_A2], d2, P->ha.p, p[P_A2], rows, c->g.Da, C, false);
     mix(xm, c->x, P->xx.p, p[P_XA], rows, C);
     xw_backward(d3, gr[P_A1], dh, xm, p[P_A1], rows, C, c->g.Da, false);
-    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XA], gr[P_XA], c->ones, rows, C);
+    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XA], gr[P_XA], c->ones, rows, C, false);
 }
 
 /* decay = exp(-exp(w)), w = -softplus(-z) - 0.5, z = w0 + tanh(xw@w1)@w2:
@@ -206,7 +206,7 @@ static void bwd_decay(rw_bwd *c) {
     for (size_t i = 0; i < nh; i++) dh[i] *= 1.0f - hw[i] * hw[i];
     mix(xm, c->x, P->xx.p, p[P_XW], rows, C);
     xw_backward(d3, gr[P_W1], dh, xm, p[P_W1], rows, C, c->g.Dw, false);
-    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XW], gr[P_XW], c->ones, rows, C);
+    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XW], gr[P_XW], c->ones, rows, C, false);
 }
 
 /* v: the value residual toward v_first (later layers), or, in the first layer, the v_first
@@ -240,7 +240,7 @@ static void bwd_value(rw_bwd *c) {
         }
         hy_linear_backward(d3, gr[P_WV], NULL, dv, xm, p[P_WV], (int)rows, C, C, false);
     }
-    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XV], gr[P_XV], c->ones, rows, C);
+    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XV], gr[P_XV], c->ones, rows, C, false);
 }
 
 /* The receptance and key projections, then the token shift xx_t = x_{t-1} - x_t into dx. */
@@ -252,10 +252,10 @@ static void bwd_projections_shift(rw_bwd *c) {
     float *d3 = P->d3.p, *xm = P->xm.p, *dxx = P->dxx.p, *dx = c->dx;
     mix(xm, c->x, P->xx.p, p[P_XR], rows, C);
     hy_linear_backward(d3, gr[P_WR], NULL, P->dr.p, xm, p[P_WR], (int)rows, C, C, false);
-    mix_backward(d3, dx, dxx, P->xx.p, p[P_XR], gr[P_XR], c->ones, rows, C);
+    mix_backward(d3, dx, dxx, P->xx.p, p[P_XR], gr[P_XR], c->ones, rows, C, false);
     mix(xm, c->x, P->xx.p, p[P_XK], rows, C);
     hy_linear_backward(d3, gr[P_WK], NULL, P->dk.p, xm, p[P_WK], (int)rows, C, C, false);
-    mix_backward(d3, dx, dxx, P->xx.p, p[P_XK], gr[P_XK], c->ones, rows, C);
+    mix_backward(d3, dx, dxx, P->xx.p, p[P_XK], gr[P_XK], c->ones, rows, C, false);
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t row = 0; row < rows; row++) {
         int t = (int)(row % T);
