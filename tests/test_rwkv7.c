@@ -609,6 +609,45 @@ START_TEST(wkv_streamed_outputs_match_plain) {
 }
 END_TEST
 
+/* Called from inside an OpenMP parallel region (where the kernels' own regions get a team of one
+ * thread, smaller than the team their workspaces were sized for), the forward and backward give
+ * the same bits as when called from outside. */
+START_TEST(wkv_inside_parallel_region_matches) {
+    const int B = 1, T = 2 * HY_WKV7_CHUNK + 5, H = 3, N = 64, nch = hy_wkv7_nchunks(T);
+    const size_t n = (size_t)B * T * H * N, nck = (size_t)B * H * nch * N * N;
+    wkv_case c;
+    wkv_make(&c, B, T, H, N, 321);
+    float *out[2][8], *ck[2], *R = hy_malloc(n * 4);
+    tu_fill_normal(R, n, 1, 322);
+    for (int a = 0; a < 2; a++) {
+        for (int i = 0; i < 8; i++) out[a][i] = hy_malloc(n * 4);
+        ck[a] = hy_malloc(nck * 4);
+    }
+    int rc[2][2];
+    for (int a = 0; a < 2; a++) {
+        float **o = out[a];
+        #pragma omp parallel num_threads(2) if (a == 1)
+        {
+            #pragma omp single
+            {
+                rc[a][0] = hy_wkv7_forward(&c.in, NULL, o[0], o[1], ck[a]);
+                rc[a][1] = hy_wkv7_backward(&c.in, o[1], ck[a], R, o[2], o[3], o[4], o[5], o[6], o[7]);
+            }
+        }
+    }
+    const char *names[] = {"y", "sq", "dr", "dw", "dk", "dv", "dq", "db"};
+    for (int a = 0; a < 2; a++) ck_assert(rc[a][0] == 0 && rc[a][1] == 0);
+    for (int i = 0; i < 8; i++) ck_assert_msg(!memcmp(out[0][i], out[1][i], n * 4), "%s differs", names[i]);
+    ck_assert(!memcmp(ck[0], ck[1], nck * 4));
+    for (int a = 0; a < 2; a++) {
+        for (int i = 0; i < 8; i++) hy_free(out[a][i]);
+        hy_free(ck[a]);
+    }
+    hy_free(R);
+    wkv_free(&c);
+}
+END_TEST
+
 static Suite *rwkv7_suite(void) {
     Suite *s = suite_create("rwkv7");
     TCase *k = tcase_create("wkv");
@@ -616,6 +655,7 @@ static Suite *rwkv7_suite(void) {
     tcase_add_test(k, wkv_state_carries_over);
     tcase_add_test(k, wkv_backward_finite_differences);
     tcase_add_test(k, wkv_streamed_outputs_match_plain);
+    tcase_add_test(k, wkv_inside_parallel_region_matches);
     tcase_set_timeout(k, 60);
     suite_add_tcase(s, k);
     TCase *b = tcase_create("blocks");
