@@ -120,64 +120,50 @@ static int bwd_recurrence(rw_bwd *c) {
     return rc < 0 ? rc : 0;
 }
 
-/* Sums the recurrence's paths into dr, dk, dv; then b = kk ⊙ a and k = k0 ⊙ (1 + (a-1) ⊙ k_a):
- * dk becomes d k0, d2 = da, and the k_a gradient accumulates. */
+/* One pass per (row, head) over what follows the recurrence: its paths summed into dr, dk, dv;
+ * b = kk ⊙ a and k = k0 ⊙ (1 + (a-1) ⊙ k_a) (dk becomes d k0, the k_a gradient's terms go to d3);
+ * kk = normalise(k0 ⊙ k_k) (d k0 += du ⊙ k_k, the k_k gradient's terms go to db once it is read);
+ * and a = sigmoid(·)'s derivative, so that d2 leaves as the gradient of a's pre-activation. One
+ * pass instead of three over these (B·T, C) arrays. */
 static void bwd_keys(rw_bwd *c) {
-    rw_priv *P = c->P;
-    const int C = c->g.C;
-    const size_t rows = c->rows;
-    float *dr = P->dr.p, *dk = P->dk.p, *dv = P->dv.p, *dq = P->dq.p, *db = P->db.p;
-    float *t1 = P->d1.p, *t2 = P->d2.p, *t3 = P->d3.p;
-    const float *a = P->a.p, *kk = P->kk.p, *k0 = P->k0.p, *ka = c->p[P_KA];
-    #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
-    for (size_t row = 0; row < rows; row++)
-        for (int ch = 0; ch < C; ch++) {
-            size_t i = row * C + ch;
-            dr[i] += t1[i];
-            float dkt = dk[i] + t2[i];
-            dv[i] += t3[i];
-            dq[i] += db[i] * a[i];
-            float da = db[i] * kk[i] + dkt * k0[i] * ka[ch];
-            t3[i] = dkt * k0[i] * (a[i] - 1.0f);
-            dk[i] = dkt * (1.0f + (a[i] - 1.0f) * ka[ch]);   /* now d k0 */
-            t2[i] = da;
-        }
-    colsum_add(c->gr[P_KA], t3, c->ones, rows, C);
-}
-
-/* kk = normalise(k0 ⊙ k_k): dk0 += du ⊙ k_k and the k_k gradient (d3 = its terms). */
-static void bwd_key_norm(rw_bwd *c) {
     rw_priv *P = c->P;
     const int C = c->g.C, H = c->g.H, N = c->g.N;
     const size_t rows = c->rows;
-    float *dq = P->dq.p, *kinv = P->kinv.p, *dk = P->dk.p, *d3 = P->d3.p;
-    const float *kk = P->kk.p, *k0 = P->k0.p, *kkw = c->p[P_KK];
+    float *dr = P->dr.p, *dk = P->dk.p, *dv = P->dv.p, *dq = P->dq.p, *db = P->db.p;
+    float *t1 = P->d1.p, *t2 = P->d2.p, *t3 = P->d3.p;
+    const float *a = P->a.p, *kk = P->kk.p, *k0 = P->k0.p, *kinv = P->kinv.p, *ka = c->p[P_KA], *kkw = c->p[P_KK];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t row = 0; row < rows; row++)
         for (int h = 0; h < H; h++) {
-            size_t o = row * C + (size_t)h * N;
-            float inv = kinv[row * H + h], dot = rw_dot(kk + o, dq + o, N);
-            bool clamped = inv >= 1e12f;
+            const size_t o = row * C + (size_t)h * N;
+            for (int j = 0; j < N; j++) dq[o + j] += db[o + j] * a[o + j];
+            const float inv = kinv[row * H + h], dot = rw_dot(kk + o, dq + o, N);
+            const bool clamped = inv >= 1e12f;
             for (int j = 0; j < N; j++) {
-                int ch = h * N + j;
-                float du = clamped ? dq[o + j] * inv : (dq[o + j] - kk[o + j] * dot) * inv;
-                dk[o + j] += du * kkw[ch];
-                d3[o + j] = du * k0[o + j];
+                const size_t i = o + j;
+                const int ch = h * N + j;
+                dr[i] += t1[i];
+                float dkt = dk[i] + t2[i];
+                dv[i] += t3[i];
+                float da = db[i] * kk[i] + dkt * k0[i] * ka[ch];
+                t3[i] = dkt * k0[i] * (a[i] - 1.0f);
+                float du = clamped ? dq[i] * inv : (dq[i] - kk[i] * dot) * inv;
+                dk[i] = dkt * (1.0f + (a[i] - 1.0f) * ka[ch]) + du * kkw[ch];   /* now d k0 */
+                db[i] = du * k0[i];
+                t2[i] = da * (a[i] * (1.0f - a[i]));
             }
         }
-    colsum_add(c->gr[P_KK], d3, c->ones, rows, C);
+    colsum_add(c->gr[P_KA], t3, c->ones, rows, C);
+    colsum_add(c->gr[P_KK], db, c->ones, rows, C);
 }
 
-/* a = sigmoid(a0 + (xa@a1)@a2), from da in d2. */
+/* a = sigmoid(a0 + (xa@a1)@a2), from the pre-activation's gradient in d2 (bwd_keys). */
 static void bwd_in_context_rate(rw_bwd *c) {
     rw_priv *P = c->P;
     float *const *p = c->p, *const *gr = c->gr;
-    const size_t rows = c->rows, n = c->n;
+    const size_t rows = c->rows;
     const int C = c->g.C;
     float *d2 = P->d2.p, *d3 = P->d3.p, *dh = P->dhw.p, *xm = P->xm.p;
-    const float *a = P->a.p;
-    #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) d2[i] *= a[i] * (1.0f - a[i]);
     colsum_add(gr[P_A0], d2, c->ones, rows, C);
     xw_backward(dh, gr[P_A2], d2, P->ha.p, p[P_A2], rows, c->g.Da, C, false);
     mix(xm, c->x, P->xx.p, p[P_XA], rows, C);
@@ -243,28 +229,41 @@ static void bwd_value(rw_bwd *c) {
     mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XV], gr[P_XV], c->ones, rows, C, false);
 }
 
-/* The receptance and key projections, then the token shift xx_t = x_{t-1} - x_t into dx. */
+/* The receptance and key projections, then, in one pass, their mix backwards (mix_backward's sums
+ * in the same order) and the token shift xx_t = x_{t-1} - x_t into dx: dxx is complete only once
+ * both are in, and the shift reads row t + 1's, which this pass forms again where it needs it.
+ * The x_r and x_k gradients' terms go to d2 and ddec (the gradients of r and k, d3 and d1, are
+ * read across rows: not overwritten). */
 static void bwd_projections_shift(rw_bwd *c) {
     rw_priv *P = c->P;
     float *const *p = c->p, *const *gr = c->gr;
     const size_t rows = c->rows;
     const int C = c->g.C, T = c->T;
-    float *d3 = P->d3.p, *xm = P->xm.p, *dxx = P->dxx.p, *dx = c->dx;
-    mix(xm, c->x, P->xx.p, p[P_XR], rows, C);
-    hy_linear_backward(d3, gr[P_WR], NULL, P->dr.p, xm, p[P_WR], (int)rows, C, C, false);
-    mix_backward(d3, dx, dxx, P->xx.p, p[P_XR], gr[P_XR], c->ones, rows, C, false);
-    mix(xm, c->x, P->xx.p, p[P_XK], rows, C);
-    hy_linear_backward(d3, gr[P_WK], NULL, P->dk.p, xm, p[P_WK], (int)rows, C, C, false);
-    mix_backward(d3, dx, dxx, P->xx.p, p[P_XK], gr[P_XK], c->ones, rows, C, false);
+    float *dmr = P->d3.p, *dmk = P->d1.p, *gmr = P->d2.p, *gmk = P->ddec.p, *xm = P->xm.p, *dxx = P->dxx.p,
+          *dx = c->dx;
+    const float *xx = P->xx.p, *mur = p[P_XR], *muk = p[P_XK];
+    mix(xm, c->x, xx, mur, rows, C);
+    hy_linear_backward(dmr, gr[P_WR], NULL, P->dr.p, xm, p[P_WR], (int)rows, C, C, false);
+    mix(xm, c->x, xx, muk, rows, C);
+    hy_linear_backward(dmk, gr[P_WK], NULL, P->dk.p, xm, p[P_WK], (int)rows, C, C, false);
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t row = 0; row < rows; row++) {
-        int t = (int)(row % T);
+        const bool next = (int)(row % T) + 1 < T;
         for (int ch = 0; ch < C; ch++) {
-            float d = -dxx[row * C + ch];
-            if (t + 1 < T) d += dxx[(row + 1) * C + ch];
-            dx[row * C + ch] += d;
+            const size_t i = row * C + ch, i1 = i + C;
+            const float xxr = dxx[i] + dmr[i] * mur[ch], xxi = xxr + dmk[i] * muk[ch];
+            float d = -xxi;
+            if (next) {
+                const float nxr = dxx[i1] + dmr[i1] * mur[ch];
+                d += nxr + dmk[i1] * muk[ch];
+            }
+            const float dxr = dx[i] + dmr[i];
+            dx[i] = (dxr + dmk[i]) + d;
+            gmr[i] = dmr[i] * xx[i], gmk[i] = dmk[i] * xx[i];
         }
     }
+    colsum_add(gr[P_XR], gmr, c->ones, rows, C);
+    colsum_add(gr[P_XK], gmk, c->ones, rows, C);
 }
 
 /* The block's backward: the stages above in reverse order of the forward. */
@@ -281,7 +280,6 @@ int hy_rwkv7_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
     bwd_group_norm(&c);
     if ((rc = bwd_recurrence(&c)) < 0) return rc;
     bwd_keys(&c);
-    bwd_key_norm(&c);
     bwd_in_context_rate(&c);
     bwd_decay(&c);
     bwd_value(&c);
