@@ -258,6 +258,40 @@ START_TEST(rwkv7_first_layer_gradients) {
 }
 END_TEST
 
+/* Two backward calls after one forward give the same bits (the first one overwrites what the
+ * forward left in its buffers, such as the output projection's input). */
+START_TEST(rwkv7_backward_twice_same) {
+    hy_layer L;
+    tu_layer(&L, "rwkv7", 16, small_rw, 5, 3);
+    perturb(&L, 0.15f, 6);
+    const int B = 2, T = HY_WKV7_CHUNK + 3;
+    size_t n = (size_t)B * T * 16, numel[64];
+    hy_param_spec specs[64];
+    L.ops->param_specs(&L.opts, L.d_model, specs);
+    float *x = hy_malloc(n * 4), *y = hy_malloc(n * 4), *R = hy_malloc(n * 4), *dx[2] = {hy_malloc(n * 4), hy_malloc(n * 4)};
+    float *g0[64];
+    tu_fill_normal(x, n, 1, 7), tu_fill_normal(R, n, 1, 8);
+    L.keep_for_backward = true;
+    ck_assert_int_eq(L.ops->forward(&L, x, y, B, T), 0);
+    for (int a = 0; a < 2; a++) {
+        for (int i = 0; i < L.n_params; i++) {
+            numel[i] = 1;
+            for (int d = 0; d < specs[i].ndim; d++) numel[i] *= (size_t)specs[i].shape[d];
+            memset(L.g[i], 0, numel[i] * 4);
+        }
+        ck_assert_msg(L.ops->backward(&L, R, dx[a], B, T) == 0, "%s", hy_last_error());
+        for (int i = 0; i < L.n_params && a == 0; i++) g0[i] = hy_malloc(numel[i] * 4), memcpy(g0[i], L.g[i], numel[i] * 4);
+    }
+    ck_assert(!memcmp(dx[0], dx[1], n * 4));
+    for (int i = 0; i < L.n_params; i++) {
+        ck_assert_msg(!memcmp(g0[i], L.g[i], numel[i] * 4), "gradient of %s differs", specs[i].name);
+        hy_free(g0[i]);
+    }
+    hy_free(x), hy_free(y), hy_free(R), hy_free(dx[0]), hy_free(dx[1]);
+    hy_layer_standalone_free(&L);
+}
+END_TEST
+
 /* A later rwkv7 layer alone (index 1, v_first given): the value-residual LoRA and gate included. */
 START_TEST(rwkv7_later_layer_gradients) {
     hy_layer L;
@@ -661,6 +695,7 @@ static Suite *rwkv7_suite(void) {
     TCase *b = tcase_create("blocks");
     tcase_add_test(b, rwkv7_first_layer_gradients);
     tcase_add_test(b, rwkv7_later_layer_gradients);
+    tcase_add_test(b, rwkv7_backward_twice_same);
     tcase_add_test(b, cmix_gradients);
     tcase_add_test(b, rwkv7_and_cmix_step_and_prefill);
     tcase_add_test(b, options_state_bytes_flop);

@@ -359,6 +359,7 @@ static void fwd_output(rw_fwd *c, float *out) {
     float *gg = P->g.p, *xm = P->xm.p;
     #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) xm[i] = op[i] * gg[i];
+    P->xm_gated = true;   /* the backward's output projection reads it from here */
     hy_linear_forward(out, xm, p[P_WO], NULL, (int)rows, C, C);
 }
 

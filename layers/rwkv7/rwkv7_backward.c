@@ -51,9 +51,12 @@ static void bwd_output_gate(rw_bwd *c, const float *dyo) {
     const size_t rows = c->rows, n = c->n;
     const int C = c->g.C;
     float *xm = P->xm.p, *op = P->op.p, *gg = P->g.p, *d1 = P->d1.p, *d2 = P->d2.p, *d3 = P->d3.p, *dh = P->dhw.p;
-    /* output projection: d1 = dz; then d2 = dg, d1 = d(op) */
-    #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) xm[i] = op[i] * gg[i];
+    /* output projection: d1 = dz; then d2 = dg, d1 = d(op). Its input op ⊙ g is still in xm when
+     * nothing has overwritten it since the forward (a second backward of the same forward has) */
+    if (!P->xm_gated) {
+        #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+        for (size_t i = 0; i < n; i++) xm[i] = op[i] * gg[i];
+    }
     hy_linear_backward(d1, gr[P_WO], NULL, dyo, xm, p[P_WO], (int)rows, C, C, false);
     #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) d2[i] = d1[i] * op[i], d1[i] *= gg[i];
@@ -65,6 +68,7 @@ static void bwd_output_gate(rw_bwd *c, const float *dyo) {
     #pragma omp parallel for schedule(static) if (nh >= PAR_MIN)
     for (size_t i = 0; i < nh; i++) dh[i] *= hg[i] * (1.0f - hg[i]);
     mix(xm, c->x, P->xx.p, p[P_XG], rows, C);
+    P->xm_gated = false;
     xw_backward(d3, gr[P_G1], dh, xm, p[P_G1], rows, C, c->g.Dg, false);
     mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XG], gr[P_XG], c->ones, rows, C, true);
 }

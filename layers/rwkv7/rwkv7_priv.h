@@ -34,6 +34,7 @@ typedef struct {
     const float *x;
     int B, T;
     bool have_fwd, first;
+    bool xm_gated;   /* xm holds op ⊙ g, the output projection's input, as the forward leaves it */
     hy_buf xx, xm, r, k0, k, v, w, dec, hw, hv, vg, vdiff, ha, a, hg, g, kk, kinv, b, y, sq, ckpt, mean, rstd, op;
     hy_buf ones, d1, d2, d3, dr, dk, dv, ddec, dq, db, dy, dxx, dhw;
 } rw_priv;
