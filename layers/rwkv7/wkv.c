@@ -185,15 +185,16 @@ static void fwd_bh(const hy_wkv7_in *in, int bi, int h, int ta, int tb, float *S
 /* Each thread takes a contiguous range of (batch, head) pairs and walks time in chunks, all its
  * heads within a chunk: the heads of one time step share the same rows of the (B, T, C) inputs,
  * so a chunk touches 16 rows per input (TLB and cache reuse across heads) instead of every head
- * striding through all T rows C floats apart. Without S each thread zeroes its own heads' states,
- * so they start in its own cache (zeroed by the calling thread, another core's states came over
- * from that core: measured 11% of a small forward, 2 heads at T 256). */
+ * striding through all T rows C floats apart. Without S each thread zeroes its own heads' states
+ * (allocated together by the calling thread), so they start in its own cache (zeroed by the calling
+ * thread, another core's states came over from that core: measured 11% of a small forward, 2 heads
+ * at T 256). */
 int hy_wkv7_forward(const hy_wkv7_in *in, float *S, float *y, float *sq, float *ckpt) {
     const int BH = in->B * in->H, T = in->T;
     const size_t NN = (size_t)in->N * in->N;
     /* Without S, the zero states of all heads: allocated here (a worker's allocation comes from its
      * own malloc arena, which hands the pages back on free: page faults on every call), zeroed by
-     * the thread that owns them. */
+     * the thread that owns them (below). */
     float *zero = S ? NULL : hy_malloc((size_t)BH * NN * sizeof(float));
     if (!S && BH > 0 && !zero) return hy_fail_code(HY_ERR_NOMEM, "rwkv7 recurrence: out of memory for the zero initial states");
     #pragma omp parallel
