@@ -331,13 +331,15 @@ static void fwd_keys(rw_fwd *c) {
         }
 }
 
-/* Group norm per head plus the r_k bonus, the gate, and the output projection into out. */
+/* Group norm per head plus the r_k bonus, the gate (in the same pass), and the output projection
+ * into out. */
 static void fwd_output(rw_fwd *c, float *out) {
     rw_priv *P = c->P;
     float *const *p = c->p;
     const int C = c->g.C, H = c->g.H, N = c->g.N;
-    const size_t rows = c->rows, n = c->n;
+    const size_t rows = c->rows;
     float *y = P->y.p, *op = P->op.p, *mean = P->mean.p, *rstd = P->rstd.p, *r = P->r.p, *k = P->k.p, *v = P->v.p;
+    float *gg = P->g.p, *xm = P->xm.p;
     const float *lnw = p[P_LNW], *lnb = p[P_LNB], *rk = p[P_RK];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t row = 0; row < rows; row++)
@@ -353,12 +355,10 @@ static void fwd_output(rw_fwd *c, float *out) {
             mean[row * H + h] = mu, rstd[row * H + h] = rs;
             for (int j = 0; j < N; j++) {
                 int ch = h * N + j;
-                op[o + j] = (y[o + j] - mu) * rs * lnw[ch] + lnb[ch] + bonus * v[o + j];
+                const float u = (y[o + j] - mu) * rs * lnw[ch] + lnb[ch] + bonus * v[o + j];
+                op[o + j] = u, xm[o + j] = u * gg[o + j];   /* the output projection's input, op ⊙ g */
             }
         }
-    float *gg = P->g.p, *xm = P->xm.p;
-    #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) xm[i] = op[i] * gg[i];
     P->xm_gated = true;   /* the backward's output projection reads it from here */
     hy_linear_forward(out, xm, p[P_WO], NULL, (int)rows, C, C);
 }
