@@ -207,6 +207,7 @@ static void fwd_token_shift(rw_fwd *c, const float *xprev) {
     for (size_t r = 0; r < c->rows; r++) {
         int t = (int)(r % T), b = (int)(r / T);
         const float *prev = t ? x + (r - 1) * C : xprev ? xprev + (size_t)b * C : NULL;
+        #pragma omp simd
         for (int ch = 0; ch < C; ch++) xx[r * C + ch] = (prev ? prev[ch] : 0.0f) - x[r * C + ch];
     }
 }
@@ -247,6 +248,7 @@ static int fwd_projections(rw_fwd *c, bool keep) {
     float *vg = P->vg.p, *vd = P->vdiff.p, *vf = vf1->value.p, *v0 = p[P_V0];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t r = 0; r < rows; r++)
+        #pragma omp simd
         for (int ch = 0; ch < C; ch++) {
             size_t i = r * C + ch;
             float s = hy_sigmoidf(v0[ch] + vg[i]);
@@ -273,6 +275,7 @@ static void fwd_decay(rw_fwd *c) {
     float *w = P->w.p, *dec = P->dec.p, *w0 = p[P_W0];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t r = 0; r < rows; r++)
+        #pragma omp simd
         for (int ch = 0; ch < C; ch++) {
             size_t i = r * C + ch;
             float wv = -hy_softplusf_atanh(-(w0[ch] + w[i])) - 0.5f;
@@ -293,6 +296,7 @@ static void fwd_rate_gate(rw_fwd *c) {
     float *a = P->a.p, *a0 = p[P_A0];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t r = 0; r < rows; r++)
+        #pragma omp simd
         for (int ch = 0; ch < C; ch++) a[r * C + ch] = hy_sigmoidf(a0[ch] + a[r * C + ch]);
     mix(P->xm.p, c->x, P->xx.p, p[P_XG], rows, C);
     xw(P->hg.p, P->xm.p, p[P_G1], rows, C, c->g.Dg);
@@ -321,6 +325,7 @@ static void fwd_keys(rw_fwd *c) {
             }
             float ss = vw_hsum(acc), nrm = sqrtf(ss), inv = 1.0f / (nrm > 1e-12f ? nrm : 1e-12f);
             kinv[r * H + h] = inv;
+            #pragma omp simd
             for (int j = 0; j < N; j++) {
                 int ch = h * N + j;
                 float q = k0[o + j] * kkw[ch] * inv;
@@ -353,6 +358,7 @@ static void fwd_output(rw_fwd *c, float *out) {
             }
             float var = vw_hsum(acc), rs = 1.0f / sqrtf(var / N + 64e-5f);
             mean[row * H + h] = mu, rstd[row * H + h] = rs;
+            #pragma omp simd
             for (int j = 0; j < N; j++) {
                 int ch = h * N + j;
                 const float u = (y[o + j] - mu) * rs * lnw[ch] + lnb[ch] + bonus * v[o + j];

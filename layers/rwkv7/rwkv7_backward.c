@@ -79,9 +79,11 @@ static void bwd_group_norm(rw_bwd *c) {
     rw_priv *P = c->P;
     const int C = c->g.C, H = c->g.H, N = c->g.N;
     const size_t rows = c->rows;
-    float *y = P->y.p, *dy = P->dy.p, *mean = P->mean.p, *rstd = P->rstd.p;
-    float *d1 = P->d1.p, *d2 = P->d2.p, *d3 = P->d3.p, *dr = P->dr.p, *dk = P->dk.p, *dv = P->dv.p;
-    const float *r = P->r.p, *k = P->k.p, *v = P->v.p, *lnw = c->p[P_LNW], *rk = c->p[P_RK];
+    const float *restrict y = P->y.p, *restrict mean = P->mean.p, *restrict rstd = P->rstd.p, *restrict d1 = P->d1.p;
+    float *restrict dy = P->dy.p, *restrict d2 = P->d2.p, *restrict d3 = P->d3.p, *restrict dr = P->dr.p,
+          *restrict dk = P->dk.p, *restrict dv = P->dv.p;
+    const float *restrict r = P->r.p, *restrict k = P->k.p, *restrict v = P->v.p, *restrict lnw = c->p[P_LNW],
+                *restrict rk = c->p[P_RK];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t row = 0; row < rows; row++)
         for (int h = 0; h < H; h++) {
@@ -99,6 +101,7 @@ static void bwd_group_norm(rw_bwd *c) {
             }
             const float bonus = vw_hsum(abonus), dbonus = vw_hsum(adbonus), m1 = vw_hsum(am1) / N,
                         m2 = vw_hsum(am2) / N;
+            #pragma omp simd
             for (int j = 0; j < N; j++) {
                 int ch = h * N + j;
                 float yh = (y[o + j] - mu) * rs, dn = d1[o + j] * lnw[ch];
@@ -133,9 +136,10 @@ static void bwd_keys(rw_bwd *c) {
     rw_priv *P = c->P;
     const int C = c->g.C, H = c->g.H, N = c->g.N;
     const size_t rows = c->rows;
-    float *dr = P->dr.p, *dk = P->dk.p, *dv = P->dv.p, *dq = P->dq.p, *db = P->db.p;
-    float *t1 = P->d1.p, *t2 = P->d2.p, *t3 = P->d3.p;
-    const float *a = P->a.p, *kk = P->kk.p, *k0 = P->k0.p, *kinv = P->kinv.p, *ka = c->p[P_KA], *kkw = c->p[P_KK];
+    float *restrict dr = P->dr.p, *restrict dk = P->dk.p, *restrict dv = P->dv.p, *restrict dq = P->dq.p,
+          *restrict db = P->db.p, *restrict t1 = P->d1.p, *restrict t2 = P->d2.p, *restrict t3 = P->d3.p;
+    const float *restrict a = P->a.p, *restrict kk = P->kk.p, *restrict k0 = P->k0.p, *restrict kinv = P->kinv.p,
+                *restrict ka = c->p[P_KA], *restrict kkw = c->p[P_KK];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t row = 0; row < rows; row++)
         for (int h = 0; h < H; h++) {
@@ -143,6 +147,7 @@ static void bwd_keys(rw_bwd *c) {
             for (int j = 0; j < N; j++) dq[o + j] += db[o + j] * a[o + j];
             const float inv = kinv[row * H + h], dot = rw_dot(kk + o, dq + o, N);
             const bool clamped = inv >= 1e12f;
+            #pragma omp simd
             for (int j = 0; j < N; j++) {
                 const size_t i = o + j;
                 const int ch = h * N + j;
@@ -243,28 +248,33 @@ static void bwd_projections_shift(rw_bwd *c) {
     float *const *p = c->p, *const *gr = c->gr;
     const size_t rows = c->rows;
     const int C = c->g.C, T = c->T;
-    float *dmr = P->d3.p, *dmk = P->d1.p, *gmr = P->d2.p, *gmk = P->ddec.p, *xm = P->xm.p, *dxx = P->dxx.p,
-          *dx = c->dx;
-    const float *xx = P->xx.p, *mur = p[P_XR], *muk = p[P_XK];
+    float *restrict dmr = P->d3.p, *restrict dmk = P->d1.p, *restrict gmr = P->d2.p, *restrict gmk = P->ddec.p,
+          *restrict dxx = P->dxx.p, *restrict dx = c->dx, *xm = P->xm.p;
+    const float *restrict xx = P->xx.p, *restrict mur = p[P_XR], *restrict muk = p[P_XK];
     mix(xm, c->x, xx, mur, rows, C);
     hy_linear_backward(dmr, gr[P_WR], NULL, P->dr.p, xm, p[P_WR], (int)rows, C, C, false);
     mix(xm, c->x, xx, muk, rows, C);
     hy_linear_backward(dmk, gr[P_WK], NULL, P->dk.p, xm, p[P_WK], (int)rows, C, C, false);
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t row = 0; row < rows; row++) {
-        const bool next = (int)(row % T) + 1 < T;
-        for (int ch = 0; ch < C; ch++) {
-            const size_t i = row * C + ch, i1 = i + C;
-            const float xxr = dxx[i] + dmr[i] * mur[ch], xxi = xxr + dmk[i] * muk[ch];
-            float d = -xxi;
-            if (next) {
-                const float nxr = dxx[i1] + dmr[i1] * mur[ch];
-                d += nxr + dmk[i1] * muk[ch];
+        const size_t o = row * C;
+        if ((int)(row % T) + 1 < T)   /* dxx of the next row too */
+            #pragma omp simd
+            for (int ch = 0; ch < C; ch++) {
+                const size_t i = o + ch, i1 = i + C;
+                const float xxi = (dxx[i] + dmr[i] * mur[ch]) + dmk[i] * muk[ch];
+                const float nxx = (dxx[i1] + dmr[i1] * mur[ch]) + dmk[i1] * muk[ch];
+                dx[i] = ((dx[i] + dmr[i]) + dmk[i]) + (-xxi + nxx);
+                gmr[i] = dmr[i] * xx[i], gmk[i] = dmk[i] * xx[i];
             }
-            const float dxr = dx[i] + dmr[i];
-            dx[i] = (dxr + dmk[i]) + d;
-            gmr[i] = dmr[i] * xx[i], gmk[i] = dmk[i] * xx[i];
-        }
+        else
+            #pragma omp simd
+            for (int ch = 0; ch < C; ch++) {
+                const size_t i = o + ch;
+                const float xxi = (dxx[i] + dmr[i] * mur[ch]) + dmk[i] * muk[ch];
+                dx[i] = ((dx[i] + dmr[i]) + dmk[i]) + -xxi;
+                gmr[i] = dmr[i] * xx[i], gmk[i] = dmk[i] * xx[i];
+            }
     }
     colsum_add(gr[P_XR], gmr, c->ones, rows, C);
     colsum_add(gr[P_XK], gmk, c->ones, rows, C);
