@@ -84,13 +84,18 @@ static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *
             const float e = ch.e[t], et = ch.et[t], bt = ch.beta[t], be = bt * e;
             float qdos = 0, kdkt = 0, kdrs = 0, drv = 0;
             float *dql = dQl + (size_t)t * dk, *dkl = dKl + (size_t)t * dk;
+            /* the element-wise stores apart from the sums (same order): gcc 12 vectorizes
+             * neither inside the parallel region without the split and the hint */
+            #pragma omp simd
             for (int x = 0; x < dk; x++) {
-                qdos += q[x] * dos[x], kdkt += k[x] * dkt[x], kdrs += k[x] * drs[x];
                 dql[x] = e * dos[x];
                 dkl[x] = et * dkt[x] - be * drs[x];
             }
+            for (int x = 0; x < dk; x++) qdos += q[x] * dos[x], kdkt += k[x] * dkt[x], kdrs += k[x] * drs[x];
             float *dvo = dv_ + (ch.row0 + t) * in->ld_v + (size_t)j * dv;
-            for (int x = 0; x < dv; x++) drv += dr[x] * v[x], dvo[x] = bt * dr[x];
+            #pragma omp simd
+            for (int x = 0; x < dv; x++) dvo[x] = bt * dr[x];
+            for (int x = 0; x < dv; x++) drv += dr[x] * v[x];
             dgam[t] = (double)e * qdos - (double)et * kdkt - (double)be * kdrs;
             dgL += (double)et * kdkt;
             dbl[t] = drv - e * kdrs;
@@ -104,20 +109,24 @@ static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *
             const float bt = ch.beta[t];
             double rowp = 0, rowa = 0;
             float db = 0;
+            /* stores (vectorized with the hint) apart from the row sums (same order) */
+            #pragma omp simd
             for (int s = 0; s <= t; s++) {
                 m1[s] = dp[s] * D[s];
-                float x = dp[s] * P[s];
-                rowp += x;
-                dgam[s] -= x;
+                dgam[s] -= dp[s] * P[s];
             }
+            for (int s = 0; s <= t; s++) rowp += dp[s] * P[s];
             for (int s = t + 1; s < Lc; s++) m1[s] = 0.0f;
+            #pragma omp simd
             for (int s = 0; s < t; s++) {
                 float a = -da[s];   /* dA_ts */
-                db += a * KD[s];
-                float y = a * bt * KD[s];
-                rowa += y;
-                dgam[s] -= y;
+                dgam[s] -= a * bt * KD[s];
                 mc[Lc + s] = bt * a * D[s];   /* M_ts; symmetrised below */
+            }
+            for (int s = 0; s < t; s++) {
+                float a = -da[s];
+                db += a * KD[s];
+                rowa += a * bt * KD[s];
             }
             for (int s = t; s < Lc; s++) mc[Lc + s] = 0.0f;
             dgam[t] += rowp + rowa;
