@@ -48,12 +48,13 @@ hy_gemm_backend hy_gemm_auto_choice(int M, int N, int K) {
 static atomic_llong buffer_bytes;
 
 static atomic_long n_products, n_bf16, n_f32, n_in_parallel, n_bf16_fallbacks;
-static atomic_llong n_converted, n_shadowed, ns_converting;
+static atomic_llong n_converted, n_shadowed, ns_converting, ns_products;
 
 void hy_gemm_stats_get(hy_gemm_stats *s) {
     *s = (hy_gemm_stats){atomic_load(&n_products), atomic_load(&n_bf16), atomic_load(&n_f32),
                          atomic_load(&n_in_parallel), atomic_load(&n_bf16_fallbacks), atomic_load(&n_converted),
                          atomic_load(&n_shadowed), 1e-9 * (double)atomic_load(&ns_converting),
+                         1e-9 * (double)atomic_load(&ns_products),
                          (double)atomic_load(&buffer_bytes) + (double)hy_bf16_buffer_bytes()};
 }
 
@@ -61,11 +62,17 @@ void hy_gemm_stats_reset(void) {
     atomic_store(&n_products, 0), atomic_store(&n_bf16, 0), atomic_store(&n_f32, 0);
     atomic_store(&n_in_parallel, 0), atomic_store(&n_bf16_fallbacks, 0);
     atomic_store(&n_converted, 0), atomic_store(&n_shadowed, 0), atomic_store(&ns_converting, 0);
+    atomic_store(&ns_products, 0);
 }
 
+/* The clock of the time counters: wall time; a profile at one thread on a shared machine may build
+ * with -DHY_STATS_CLOCK=CLOCK_THREAD_CPUTIME_ID to leave out the time another process holds the core. */
+#ifndef HY_STATS_CLOCK
+#define HY_STATS_CLOCK CLOCK_MONOTONIC
+#endif
 static long long now_ns(void) {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(HY_STATS_CLOCK, &t);
     return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
@@ -349,7 +356,7 @@ static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const
 }
 
 /* hy_gemm with optional bf16 forms of A and B (used only under bf16 precision). */
-static void gemm_run(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, const hy_bf16 *Ah, int lda,
+static void gemm_dispatch(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, const hy_bf16 *Ah, int lda,
                      const float *B, const hy_bf16 *Bh, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
@@ -383,6 +390,14 @@ static void gemm_run(bool ta, bool tb, int M, int N, int K, float alpha, const f
     atomic_fetch_add_explicit(&n_f32, 1, memory_order_relaxed);
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha,
                 A, lda, B, ldb, beta, C, ldc);
+}
+
+/* gemm_dispatch, its wall time added to the products' time (hy_gemm_stats.seconds). */
+static void gemm_run(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, const hy_bf16 *Ah, int lda,
+                     const float *B, const hy_bf16 *Bh, int ldb, float beta, float *C, int ldc) {
+    long long t0 = now_ns();
+    gemm_dispatch(ta, tb, M, N, K, alpha, A, Ah, lda, B, Bh, ldb, beta, C, ldc);
+    atomic_fetch_add_explicit(&ns_products, now_ns() - t0, memory_order_relaxed);
 }
 
 void hy_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
@@ -429,8 +444,11 @@ void hy_linear_backward(float *dX, float *dW, float *db, const float *dY, const 
     /* under bf16 both products read dY: convert it once (this thread's shared slot) */
     const hy_bf16 *dYh = NULL;
     thread_ctx *c;
-    if (dX && dW && rows > 1 && precision_setting == HY_PREC_BF16 && (c = thread_context()))
+    if (dX && dW && rows > 1 && precision_setting == HY_PREC_BF16 && (c = thread_context())) {
+        long long t0 = now_ns();
         dYh = bf16_operand(c, 2, dY, rows, out, out);
+        atomic_fetch_add_explicit(&ns_products, now_ns() - t0, memory_order_relaxed);
+    }
     if (dX) gemm_run(false, false, rows, in, out, 1.0f, dY, dYh, out, W, NULL, in, accumulate_dx ? 1.0f : 0.0f, dX, in);
     if (dW) gemm_run(true, false, out, in, rows, 1.0f, dY, dYh, out, X, NULL, in, 1.0f, dW, in);
     if (db) {

@@ -45,6 +45,8 @@ typedef struct {
     long long converted;    /* operand values converted to bf16 on the call */
     long long shadowed;     /* operand values read from a registered bf16 copy */
     double convert_seconds; /* wall time spent converting (summed over threads) */
+    double seconds;         /* wall time inside the products, conversions included (summed over
+                             * threads) */
     double buffer_bytes;    /* held now by every thread's oneDNN scratchpad and conversion and
                              * packing buffers (not reset; outside hy_malloc's accounting) */
 } hy_gemm_stats;
