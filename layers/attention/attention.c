@@ -242,7 +242,7 @@ static hy_flash_view hview(float *p, int nh, int hd, int T) {
 static hy_flash_args train_args(const geom *g, attn_priv *P, int B, int T) {
     size_t qs = (size_t)T * g->H * g->hd, ks = (size_t)T * g->Hkv * g->hd;
     int qld = g->H * g->hd, kld = g->Hkv * g->hd;
-    hy_flash_args a = {B, g->H, g->Hkv, g->hd, T, T, 1.0f / sqrtf((float)g->hd),
+    hy_flash_args a = {B, g->H, g->Hkv, g->hd, T, T, 1.0f / sqrtf((float)g->hd), hy_gemm_get_precision() == HY_PREC_BF16,
                        .q = hview(P->qh.p, g->H, g->hd, T), .k = hview(P->kh.p, g->Hkv, g->hd, T),
                        .kt = tview(P->kt.p, g->Hkv, g->hd, T), .v = hview(P->vh.p, g->Hkv, g->hd, T),
                        .vt = tview(P->vt.p, g->Hkv, g->hd, T), .o = {P->o.p, qs, g->hd, qld, 0},
@@ -468,7 +468,7 @@ static int attn_prefill(hy_layer *L, void *state, const float *x, float *y, int 
     transpose_heads(s->k.p, B, T, g.Hkv, g.hd, kt, s->pos);
     for (int b = 0; b < B; b++)
         memcpy(s->v + ((size_t)b * s->cap + s->pos) * kw, s->vn.p + (size_t)b * T * kw, (size_t)T * kw * sizeof(float));
-    hy_flash_args a = {B, g.H, g.Hkv, g.hd, T, s->pos + T, 1.0f / sqrtf((float)g.hd),
+    hy_flash_args a = {B, g.H, g.Hkv, g.hd, T, s->pos + T, 1.0f / sqrtf((float)g.hd), hy_gemm_get_precision() == HY_PREC_BF16,
                        .q = {s->q.p, (size_t)T * qw, g.hd, (int)qw, 0}, .kt = kt,
                        .v = {s->v, (size_t)s->cap * kw, g.hd, (int)kw, 0}, .o = {s->o.p, (size_t)T * qw, g.hd, (int)qw, 0}};
     if ((rc = hy_flash_forward(&a)) < 0) return rc;
