@@ -215,7 +215,16 @@ void hy_model_weights_fingerprint(const hy_model *m, char *out, size_t n) {
     snprintf(out, n, "%016llx", (unsigned long long)h);
 }
 
-void hy_model_zero_grad(hy_model *m) { memset(m->grad, 0, m->numel * sizeof(float)); }
+/* Zeroes the gradient arena, in blocks over the threads (a large model's arena is tens of MB: one
+ * thread's memset was a serial part of every step). */
+void hy_model_zero_grad(hy_model *m) {
+    const size_t block = 1 << 16, nb = (m->numel + block - 1) / block;
+    #pragma omp parallel for schedule(static) if (nb > 1)
+    for (size_t b = 0; b < nb; b++) {
+        size_t lo = b * block, len = m->numel - lo < block ? m->numel - lo : block;
+        memset(m->grad + lo, 0, len * sizeof(float));
+    }
+}
 
 static const float *head_weight(const hy_model *m) { return m->lm_head ? m->lm_head->data : m->embedding->data; }
 static float *head_grad(const hy_model *m) { return m->lm_head ? m->lm_head->grad : m->embedding->grad; }

@@ -90,7 +90,9 @@ double hy_clip_grad_norm(hy_model *model, double max_norm) {
     double norm = sqrt(hy_grad_sum_squares(model->grad, n));
     if (max_norm > 0 && norm > max_norm) {
         float scale = hy_clip_scale(norm, max_norm);
-        for (size_t i = 0; i < n; i++) model->grad[i] *= scale;
+        float *g = model->grad;
+        #pragma omp parallel for schedule(static) if (n > 65536)
+        for (size_t i = 0; i < n; i++) g[i] *= scale;
     }
     return norm;
 }
