@@ -1,6 +1,7 @@
 #include "models/optim.h"
 #include "core/error.h"
 #include "core/mem.h"
+#include "core/simd.h"
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -30,6 +31,29 @@ void hy_optim_free(hy_optim *o) {
     o->m = o->v = NULL;
 }
 
+/* AdamW on elements [lo, hi): HY_VW at a time (core/simd.h; the loop with sqrtf stays scalar,
+ * as sqrtf may set errno), the tail one by one. Every lane does the scalar expression's operations
+ * in its order, so the bits do not depend on the vector width or on where a thread's range starts. */
+static void adamw_range(size_t lo, size_t hi, float *w, const float *g, float *m, float *v, float b1, float b2,
+                        float eps, float plr, float wd, float step_size, float inv_bc2) {
+    size_t i = lo;
+    const vw vb1 = vw_splat(b1), vb2 = vw_splat(b2), c1 = vw_splat(1 - b1), c2 = vw_splat(1 - b2),
+             vdec = vw_splat(plr * wd), vstep = vw_splat(step_size), vbc = vw_splat(inv_bc2), veps = vw_splat(eps);
+    for (; i + HY_VW <= hi; i += HY_VW) {
+        vw gi = vw_load(g + i), mi = vb1 * vw_load(m + i) + c1 * gi, vi = vb2 * vw_load(v + i) + c2 * gi * gi;
+        vw wi = vw_load(w + i);
+        wi -= vdec * wi;
+        wi -= vstep * mi / (vw_sqrt(vi) * vbc + veps);
+        vw_store(m + i, mi), vw_store(v + i, vi), vw_store(w + i, wi);
+    }
+    for (; i < hi; i++) {
+        m[i] = b1 * m[i] + (1 - b1) * g[i];
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+        w[i] -= plr * wd * w[i];
+        w[i] -= step_size * m[i] / (sqrtf(v[i]) * inv_bc2 + eps);
+    }
+}
+
 void hy_optim_step(hy_optim *o, hy_model *model, double lr) {
     o->step++;
     double bc1 = 1.0 - pow(o->beta1, (double)o->step), bc2 = 1.0 - pow(o->beta2, (double)o->step);
@@ -46,13 +70,11 @@ void hy_optim_step(hy_optim *o, hy_model *model, double lr) {
         if (o->kind == HY_OPTIM_ADAMW) {
             float *v = o->v + (off - o->lo), b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
             float step_size = plr / (float)bc1, inv_bc2 = 1.0f / (float)sqrt(bc2);
-            #pragma omp parallel for schedule(static) if (n > 32768)
-            for (size_t i = 0; i < n; i++) {
-                m[i] = b1 * m[i] + (1 - b1) * g[i];
-                v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
-                w[i] -= plr * wd * w[i];
-                w[i] -= step_size * m[i] / (sqrtf(v[i]) * inv_bc2 + eps);
-            }
+            const size_t block = 1 << 14, nb = (n + block - 1) / block;
+            #pragma omp parallel for schedule(static) if (nb > 2)
+            for (size_t b = 0; b < nb; b++)
+                adamw_range(b * block, b + 1 < nb ? (b + 1) * block : n, w, g, m, v, b1, b2, eps, plr, wd, step_size,
+                            inv_bc2);
         } else {
             float mu = (float)o->momentum;
             #pragma omp parallel for schedule(static) if (n > 32768)
