@@ -86,7 +86,8 @@ typedef struct {
 static shadow shadows[MAX_SHADOWS];
 static pthread_mutex_t shadow_lock = PTHREAD_MUTEX_INITIALIZER;
 
-int hy_gemm_bf16_shadow(const float *base, size_t n, const hy_bf16 *copy) {
+/* Registers (copy non-NULL, n > 0) or removes base's copy; -1 when no slot is free. */
+static int shadow_set(const float *base, size_t n, const hy_bf16 *copy) {
     int rc = 0;
     pthread_mutex_lock(&shadow_lock);
     int slot = -1;
@@ -94,12 +95,17 @@ int hy_gemm_bf16_shadow(const float *base, size_t n, const hy_bf16 *copy) {
         if (shadows[i].base == base || (slot < 0 && !shadows[i].base)) slot = i;
     if (copy && n) {
         if (slot >= 0) shadows[slot] = (shadow){base, n, copy};
-        else rc = hy_fail("gemm: more than %d bf16 weight copies registered at once", MAX_SHADOWS);
+        else rc = -1;
     } else if (slot >= 0 && shadows[slot].base == base) {
         shadows[slot] = (shadow){0};
     }
     pthread_mutex_unlock(&shadow_lock);
     return rc;
+}
+
+int hy_gemm_bf16_shadow(const float *base, size_t n, const hy_bf16 *copy) {
+    if (shadow_set(base, n, copy) < 0) return hy_fail("gemm: more than %d bf16 copies registered at once", MAX_SHADOWS);
+    return 0;
 }
 
 /* The registered bf16 copy of the `extent` floats from p, or NULL. */
@@ -198,6 +204,48 @@ static void *grow_bytes(void **p, size_t *cap, size_t bytes) {
     if (!*p) hy_fail_code(HY_ERR_NOMEM, "gemm: out of memory for a %zu-byte buffer", bytes);
     return *p;
 }
+
+/* Held operands (hy_gemm_bf16_hold): each a grown buffer, registered as X's copy while held. */
+static struct {
+    const float *base;   /* NULL: free */
+    hy_bf16 *buf;
+    size_t cap;          /* bf16 values */
+} holds[HY_GEMM_HOLDS];
+
+int hy_gemm_bf16_hold(const float *X, size_t n) {
+    if (precision_setting != HY_PREC_BF16 || !X || !n) return 0;
+    int h = -1;
+    for (int i = 0; i < HY_GEMM_HOLDS && h < 0; i++)
+        if (!holds[i].base) h = i;
+    if (h < 0) return 0;
+    if (holds[h].cap < n) {
+        void *p = holds[h].buf;
+        size_t cap = holds[h].cap * sizeof(hy_bf16);
+        if (!grow_bytes(&p, &cap, n * sizeof(hy_bf16))) {
+            holds[h].buf = NULL, holds[h].cap = 0;
+            return HY_ERR_NOMEM;
+        }
+        holds[h].buf = p, holds[h].cap = cap / sizeof(hy_bf16);
+    }
+    long long t0 = now_ns();
+    hy_bf16_from_f32_2d(holds[h].buf, n, X, n, 1, n);
+    atomic_fetch_add_explicit(&ns_converting, now_ns() - t0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&ns_products, now_ns() - t0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&n_converted, (long long)n, memory_order_relaxed);
+    if (shadow_set(X, n, holds[h].buf) < 0) return 0;   /* no registry slot: the products convert as usual */
+    holds[h].base = X;
+    return 0;
+}
+
+void hy_gemm_bf16_release(const float *X) {
+    for (int i = 0; i < HY_GEMM_HOLDS; i++)
+        if (X && holds[i].base == X) {
+            shadow_set(X, 0, NULL);
+            holds[i].base = NULL;
+            return;
+        }
+}
+
 
 static void matrix_desc(dnnl_memory_desc_t *md, int rows, int cols, int ld, int trans, int bf16) {
     dnnl_dims_t dims = {rows, cols};
@@ -421,6 +469,11 @@ void hy_gemm_shutdown(void) {
         free(c);
     }
     all_ctx = NULL;
+    for (int i = 0; i < HY_GEMM_HOLDS; i++) {
+        if (holds[i].base) shadow_set(holds[i].base, 0, NULL);
+        free(holds[i].buf);
+        holds[i].base = NULL, holds[i].buf = NULL, holds[i].cap = 0;
+    }
     atomic_store(&buffer_bytes, 0);
     my_ctx = NULL;
     atomic_fetch_add(&generation, 1);   /* other threads' my_ctx are stale from here */

@@ -381,6 +381,66 @@ START_TEST(registered_copy_is_read) {
 }
 END_TEST
 
+/* A held operand (hy_gemm_bf16_hold) is converted once for every product that reads it until it
+ * is released, and the products give the bits they give when each converts it; after the release
+ * they convert again; under f32 holding does nothing; a fifth hold finds no buffer and changes
+ * nothing. */
+START_TEST(held_operand_converted_once) {
+    enum { R = 50, I = 40, O1 = 24, O2 = 36 };
+    float *X = hy_malloc(sizeof(float) * R * I), *W1 = hy_malloc(sizeof(float) * O1 * I), *W2 = hy_malloc(sizeof(float) * O2 * I);
+    float *Y[2][2];
+    for (int a = 0; a < 2; a++) Y[a][0] = hy_malloc(sizeof(float) * R * O1), Y[a][1] = hy_malloc(sizeof(float) * R * O2);
+    tu_fill_normal(X, R * I, 1, 81), tu_fill_normal(W1, O1 * I, 1, 82), tu_fill_normal(W2, O2 * I, 1, 83);
+    hy_gemm_set_precision(HY_PREC_BF16);
+    hy_gemm_stats st;
+    for (int held = 0; held < 2; held++) {
+        hy_gemm_stats_reset();
+        if (held) ck_assert_int_eq(hy_gemm_bf16_hold(X, R * I), 0);
+        hy_linear_forward(Y[held][0], X, W1, NULL, R, I, O1);
+        hy_linear_forward(Y[held][1], X, W2, NULL, R, I, O2);
+        if (held) hy_gemm_bf16_release(X);
+        hy_gemm_stats_get(&st);
+        long long want = (long long)(held ? 1 : 2) * R * I + (long long)(O1 + O2) * I;
+        ck_assert_int_eq(st.converted, want);
+        ck_assert_int_eq(st.shadowed, held ? 2 * R * I : 0);
+    }
+    ck_assert(memcmp(Y[0][0], Y[1][0], sizeof(float) * R * O1) == 0);
+    ck_assert(memcmp(Y[0][1], Y[1][1], sizeof(float) * R * O2) == 0);
+    hy_gemm_stats_reset();
+    hy_linear_forward(Y[1][0], X, W1, NULL, R, I, O1);   /* released: converted again */
+    hy_gemm_stats_get(&st);
+    ck_assert_int_eq(st.converted, (long long)(R + O1) * I);
+    ck_assert_int_eq(st.shadowed, 0);
+    /* every buffer held: one more hold is a no-op, its products convert as usual */
+    float *Z[HY_GEMM_HOLDS];
+    for (int i = 0; i < HY_GEMM_HOLDS; i++) {
+        Z[i] = hy_malloc(sizeof(float) * 16);
+        tu_fill_normal(Z[i], 16, 1, 90 + i);
+        ck_assert_int_eq(hy_gemm_bf16_hold(Z[i], 16), 0);
+    }
+    ck_assert_int_eq(hy_gemm_bf16_hold(X, R * I), 0);
+    hy_gemm_stats_reset();
+    hy_linear_forward(Y[1][0], X, W1, NULL, R, I, O1);
+    hy_gemm_stats_get(&st);
+    ck_assert_int_eq(st.shadowed, 0);
+    ck_assert(memcmp(Y[0][0], Y[1][0], sizeof(float) * R * O1) == 0);
+    hy_gemm_bf16_release(X);   /* not held: nothing to do */
+    for (int i = 0; i < HY_GEMM_HOLDS; i++) hy_gemm_bf16_release(Z[i]), hy_free(Z[i]);
+    /* f32: nothing held */
+    hy_gemm_set_precision(HY_PREC_F32);
+    ck_assert_int_eq(hy_gemm_bf16_hold(X, R * I), 0);
+    hy_gemm_set_precision(HY_PREC_BF16);
+    hy_gemm_stats_reset();
+    hy_linear_forward(Y[1][0], X, W1, NULL, R, I, O1);
+    hy_gemm_stats_get(&st);
+    ck_assert_int_eq(st.shadowed, 0);
+    hy_gemm_bf16_release(X);
+    hy_gemm_set_precision(HY_PREC_F32);
+    hy_free(X), hy_free(W1), hy_free(W2);
+    for (int a = 0; a < 2; a++) hy_free(Y[a][0]), hy_free(Y[a][1]);
+}
+END_TEST
+
 /* ---- a training step ---- */
 
 /* A 2-layer stack of `mixer` and `ffn` (NULL: none) at d 64, built with the public config calls. */
@@ -551,6 +611,7 @@ static Suite *bf16_suite(void) {
     tcase_add_test(tc, bf16_gemm_odd_shapes_portable);
     tcase_add_test(tc, bf16_gemm_inside_parallel_region);
     tcase_add_test(tc, registered_copy_is_read);
+    tcase_add_test(tc, held_operand_converted_once);
     tcase_add_test(tc, training_step_bf16_close_to_f32);
     tcase_add_test(tc, weight_copy_follows_updates);
     tcase_add_test(tc, bf16_memory_within_estimate);

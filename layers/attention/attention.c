@@ -185,10 +185,12 @@ static void rope_apply(const attn_priv *P, const geom *g, float *x, int B, int T
 /* q, k, v of B·T rows of x (positions pos0..pos0+T-1), RoPE applied to q and k. */
 static int project_qkv(hy_layer *L, attn_priv *P, const geom *g, const float *x, int B, int T, int pos0, float *q,
                        float *k, float *v) {
-    int rows = B * T;
+    int rows = B * T, rc = hy_gemm_bf16_hold(x, (size_t)rows * g->d);   /* bf16: x converted once for the three */
+    if (rc < 0) return rc;
     hy_linear_forward(q, x, L->p[P_Q], NULL, rows, g->d, g->H * g->hd);
     hy_linear_forward(k, x, L->p[P_K], NULL, rows, g->d, g->Hkv * g->hd);
     hy_linear_forward(v, x, L->p[P_V], NULL, rows, g->d, g->Hkv * g->hd);
+    hy_gemm_bf16_release(x);
     if (g->rope) {
         if (rope_tables(P, g, pos0 + T) < 0) return HY_ERR_NOMEM;
         rope_apply(P, g, q, B, T, g->H, pos0, false);
@@ -267,9 +269,12 @@ static int backward_common(hy_layer *L, attn_priv *P, const geom *g, float *dx, 
         rope_apply(P, g, P->dq.p, B, T, g->H, 0, true);
         rope_apply(P, g, P->dk.p, B, T, g->Hkv, 0, true);
     }
+    int rc = hy_gemm_bf16_hold(P->x, (size_t)rows * g->d);   /* bf16: x converted once for the three dW */
+    if (rc < 0) return rc;
     hy_linear_backward(dx, L->g[P_Q], NULL, P->dq.p, P->x, L->p[P_Q], rows, g->d, g->H * g->hd, false);
     hy_linear_backward(dx, L->g[P_K], NULL, P->dk.p, P->x, L->p[P_K], rows, g->d, g->Hkv * g->hd, true);
     hy_linear_backward(dx, L->g[P_V], NULL, P->dv.p, P->x, L->p[P_V], rows, g->d, g->Hkv * g->hd, true);
+    hy_gemm_bf16_release(P->x);
     return 0;
 }
 
