@@ -3,6 +3,7 @@
  * else, and a forced fallback, runs the portable code, which rounds to the same bits. */
 #include "core/bf16.h"
 #include "core/error.h"
+#include <math.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -157,10 +158,10 @@ static void pack_a_portable(int M, int K, const float *A, ptrdiff_t sam, ptrdiff
     p->sai = p->KP, p->sap = 1;
 }
 
-/* Portable packing of B (the layout of `packed`). */
-static void pack_b_portable(int N, int K, const float *B, ptrdiff_t ldb, hy_bf16 *pb, const packed *p) {
+/* Portable packing of B (the layout of `packed`: word (q, j) at q*NP + j, columns j < width). */
+static void pack_b_portable(int N, int K, const float *B, ptrdiff_t ldb, hy_bf16 *pb, const packed *p, int width) {
     for (int q = 0; q < p->KP; q++)
-        for (int j = 0; j < p->NP; j++) {
+        for (int j = 0; j < width; j++) {
             hy_bf16 *w = pb + 2 * ((size_t)q * p->NP + j);
             w[0] = j < N ? hy_bf16_round(B[(ptrdiff_t)(2 * q) * ldb + j]) : 0;
             w[1] = j < N && 2 * q + 1 < K ? hy_bf16_round(B[(ptrdiff_t)(2 * q + 1) * ldb + j]) : 0;
@@ -179,7 +180,7 @@ static void product_portable(int M, int N, const packed *p, float *C, ptrdiff_t 
                 s += hy_bf16_value((hy_bf16)a) * hy_bf16_value((hy_bf16)b);
             }
             float *c = C + i * ldc + j;
-            *c = !acc ? s : rs ? *c * rs[i] + s : *c + s;
+            *c = !acc ? s : rs ? fmaf(*c, rs[i], s) : *c + s;   /* as the vector path: one rounding */
         }
 }
 
@@ -224,11 +225,11 @@ static void pack_a_native(int M, int K, const float *A, ptrdiff_t sam, ptrdiff_t
     }
 }
 
-/* Vector packing of B: k-rows 2q and 2q+1 interleaved, 16 columns at a time. */
-static void pack_b_native(int N, int K, const float *B, ptrdiff_t ldb, hy_bf16 *pb, const packed *p) {
+/* Vector packing of B: k-rows 2q and 2q+1 interleaved, 16 columns at a time, columns j < width. */
+static void pack_b_native(int N, int K, const float *B, ptrdiff_t ldb, hy_bf16 *pb, const packed *p, int width) {
     uint32_t *w = (uint32_t *)(void *)pb;
     for (int q = 0; q < p->KP; q++)
-        for (int j = 0; j < p->NP; j += 16) {
+        for (int j = 0; j < width; j += 16) {
             int left = N - j;
             __mmask16 m = (__mmask16)(left >= 16 ? 0xffffu : left > 0 ? (1u << left) - 1u : 0u);
             const float *r0 = B + (ptrdiff_t)(2 * q) * ldb + (j < N ? j : 0);
@@ -313,13 +314,50 @@ int hy_bf16_tile_mm(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_
 #if HY_BF16_NATIVE
     if (!force_portable) {
         pack_a_native(M, K, A, sam, sak, t->a, &p);
-        pack_b_native(N, K, B, ldb, t->b, &p);
+        pack_b_native(N, K, B, ldb, t->b, &p, p.NP);
         product_native(M, N, &p, C, ldc, acc, rs);
         return 0;
     }
 #endif
     pack_a_portable(M, K, A, sam, sak, t->a, &p);
-    pack_b_portable(N, K, B, ldb, t->b, &p);
+    pack_b_portable(N, K, B, ldb, t->b, &p, p.NP);
+    product_portable(M, N, &p, C, ldc, acc, rs);
+    return 0;
+}
+
+/* Columns rounded up to 16: the product reads B's words 16 at a time. */
+int hy_bf16_packed_width(int N) { return (N + 15) & ~15; }
+
+void hy_bf16_pack_b(int K, int N, const float *B, ptrdiff_t ldb, uint32_t *dst, int ldw) {
+    if (K <= 0 || N <= 0) return;
+    packed p = {.KP = (K + 1) / 2, .NP = ldw};
+#if HY_BF16_NATIVE
+    if (!force_portable) {
+        pack_b_native(N, K, B, ldb, (hy_bf16 *)(void *)dst, &p, hy_bf16_packed_width(N));
+        return;
+    }
+#endif
+    pack_b_portable(N, K, B, ldb, (hy_bf16 *)(void *)dst, &p, hy_bf16_packed_width(N));
+}
+
+int hy_bf16_tile_mm_packed(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak, const uint32_t *Bw,
+                           int ldw, float *C, ptrdiff_t ldc, bool acc, const float *rs) {
+    if (M <= 0 || N <= 0) return 0;
+    if (K <= 0) return hy_bf16_tile_mm(M, N, K, A, sam, sak, NULL, 0, C, ldc, acc, rs);
+    pack_bufs *t = thread_bufs();
+    packed p = {.KP = (K + 1) / 2, .NP = ldw, .b = Bw};
+    size_t MP = (size_t)((M + 15) & ~15);
+    if (!t || !grow(&t->a, &t->cap_a, MP * 2 * (size_t)p.KP))
+        return hy_fail_code(HY_ERR_NOMEM, "bf16 tile product %d x %d x %d: no memory for the packed tile", M, N, K);
+    p.a = (const uint32_t *)(const void *)t->a;
+#if HY_BF16_NATIVE
+    if (!force_portable) {
+        pack_a_native(M, K, A, sam, sak, t->a, &p);
+        product_native(M, N, &p, C, ldc, acc, rs);
+        return 0;
+    }
+#endif
+    pack_a_portable(M, K, A, sam, sak, t->a, &p);
     product_portable(M, N, &p, C, ldc, acc, rs);
     return 0;
 }

@@ -51,6 +51,17 @@ void hy_bf16_force_portable(bool on);
 int hy_bf16_tile_mm(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak, const float *B, ptrdiff_t ldb,
                     float *C, ptrdiff_t ldc, bool acc, const float *rs);
 
+/* B operands packed once and multiplied many times (a kernel's key and value tiles): the K x N
+ * block B (row stride ldb) as (K+1)/2 rows of 32-bit words, word (p, j) = the bf16 pair
+ * (B(2p, j), B(2p+1, j)) at dst[p*ldw + j] (the half past an odd K zero). ldw must be at least
+ * hy_bf16_packed_width(N); the words from N up to that width are written as zeros. */
+int hy_bf16_packed_width(int N);
+void hy_bf16_pack_b(int K, int N, const float *B, ptrdiff_t ldb, uint32_t *dst, int ldw);
+/* hy_bf16_tile_mm with B already packed by hy_bf16_pack_b (same K, N and ldw): only A is packed
+ * here. Same rounding, order of sums and contract otherwise. */
+int hy_bf16_tile_mm_packed(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak, const uint32_t *Bw,
+                           int ldw, float *C, ptrdiff_t ldc, bool acc, const float *rs);
+
 /* Frees this process's per-thread packing buffers (at exit, with hy_gemm_shutdown). */
 void hy_bf16_shutdown(void);
 /* Bytes those buffers hold now (outside hy_malloc's accounting; hy_gemm_stats reports them). */

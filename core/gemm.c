@@ -49,7 +49,7 @@ static atomic_llong buffer_bytes;
 
 static atomic_long n_products, n_bf16, n_f32, n_in_parallel, n_bf16_fallbacks, n_onednn_fallbacks, n_evicted;
 static void cache_counts(hy_gemm_stats *s);
-static atomic_llong n_converted, n_shadowed, ns_converting;
+static atomic_llong n_converted, n_shadowed, ns_converting, ns_products;
 
 void hy_gemm_stats_get(hy_gemm_stats *s) {
     *s = (hy_gemm_stats){.products = atomic_load(&n_products),
@@ -60,6 +60,7 @@ void hy_gemm_stats_get(hy_gemm_stats *s) {
                          .converted = atomic_load(&n_converted),
                          .shadowed = atomic_load(&n_shadowed),
                          .convert_seconds = 1e-9 * (double)atomic_load(&ns_converting),
+                         .seconds = 1e-9 * (double)atomic_load(&ns_products),
                          .buffer_bytes = (double)atomic_load(&buffer_bytes) + (double)hy_bf16_buffer_bytes()};
     cache_counts(s);
 }
@@ -68,12 +69,17 @@ void hy_gemm_stats_reset(void) {
     atomic_store(&n_products, 0), atomic_store(&n_bf16, 0), atomic_store(&n_f32, 0);
     atomic_store(&n_in_parallel, 0), atomic_store(&n_bf16_fallbacks, 0);
     atomic_store(&n_converted, 0), atomic_store(&n_shadowed, 0), atomic_store(&ns_converting, 0);
-    atomic_store(&n_onednn_fallbacks, 0), atomic_store(&n_evicted, 0);
+    atomic_store(&ns_products, 0), atomic_store(&n_onednn_fallbacks, 0), atomic_store(&n_evicted, 0);
 }
 
+/* The clock of the time counters: wall time; a profile at one thread on a shared machine may build
+ * with -DHY_STATS_CLOCK=CLOCK_THREAD_CPUTIME_ID to leave out the time another process holds the core. */
+#ifndef HY_STATS_CLOCK
+#define HY_STATS_CLOCK CLOCK_MONOTONIC
+#endif
 static long long now_ns(void) {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(HY_STATS_CLOCK, &t);
     return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
@@ -87,7 +93,8 @@ typedef struct {
 static shadow shadows[MAX_SHADOWS];
 static pthread_mutex_t shadow_lock = PTHREAD_MUTEX_INITIALIZER;
 
-int hy_gemm_bf16_shadow(const float *base, size_t n, const hy_bf16 *copy) {
+/* Registers (copy non-NULL, n > 0) or removes base's copy; -1 when no slot is free. */
+static int shadow_set(const float *base, size_t n, const hy_bf16 *copy) {
     int rc = 0;
     pthread_mutex_lock(&shadow_lock);
     int slot = -1;
@@ -95,12 +102,17 @@ int hy_gemm_bf16_shadow(const float *base, size_t n, const hy_bf16 *copy) {
         if (shadows[i].base == base || (slot < 0 && !shadows[i].base)) slot = i;
     if (copy && n) {
         if (slot >= 0) shadows[slot] = (shadow){base, n, copy};
-        else rc = hy_fail("gemm: more than %d bf16 weight copies registered at once", MAX_SHADOWS);
+        else rc = -1;
     } else if (slot >= 0 && shadows[slot].base == base) {
         shadows[slot] = (shadow){0};
     }
     pthread_mutex_unlock(&shadow_lock);
     return rc;
+}
+
+int hy_gemm_bf16_shadow(const float *base, size_t n, const hy_bf16 *copy) {
+    if (shadow_set(base, n, copy) < 0) return hy_fail("gemm: more than %d bf16 copies registered at once", MAX_SHADOWS);
+    return 0;
 }
 
 /* The registered bf16 copy of the `extent` floats from p, or NULL. */
@@ -220,6 +232,48 @@ static void *grow_bytes(void **p, size_t *cap, size_t bytes) {
     if (!*p) hy_fail_code(HY_ERR_NOMEM, "gemm: out of memory for a %zu-byte buffer", bytes);
     return *p;
 }
+
+/* Held operands (hy_gemm_bf16_hold): each a grown buffer, registered as X's copy while held. */
+static struct {
+    const float *base;   /* NULL: free */
+    hy_bf16 *buf;
+    size_t cap;          /* bf16 values */
+} holds[HY_GEMM_HOLDS];
+
+int hy_gemm_bf16_hold(const float *X, size_t n) {
+    if (precision_setting != HY_PREC_BF16 || !X || !n) return 0;
+    int h = -1;
+    for (int i = 0; i < HY_GEMM_HOLDS && h < 0; i++)
+        if (!holds[i].base) h = i;
+    if (h < 0) return 0;
+    if (holds[h].cap < n) {
+        void *p = holds[h].buf;
+        size_t cap = holds[h].cap * sizeof(hy_bf16);
+        if (!grow_bytes(&p, &cap, n * sizeof(hy_bf16))) {
+            holds[h].buf = NULL, holds[h].cap = 0;
+            return HY_ERR_NOMEM;
+        }
+        holds[h].buf = p, holds[h].cap = cap / sizeof(hy_bf16);
+    }
+    long long t0 = now_ns();
+    hy_bf16_from_f32_2d(holds[h].buf, n, X, n, 1, n);
+    atomic_fetch_add_explicit(&ns_converting, now_ns() - t0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&ns_products, now_ns() - t0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&n_converted, (long long)n, memory_order_relaxed);
+    if (shadow_set(X, n, holds[h].buf) < 0) return 0;   /* no registry slot: the products convert as usual */
+    holds[h].base = X;
+    return 0;
+}
+
+void hy_gemm_bf16_release(const float *X) {
+    for (int i = 0; i < HY_GEMM_HOLDS; i++)
+        if (X && holds[i].base == X) {
+            shadow_set(X, 0, NULL);
+            holds[i].base = NULL;
+            return;
+        }
+}
+
 
 static void matrix_desc(dnnl_memory_desc_t *md, int rows, int cols, int ld, int trans, int bf16) {
     dnnl_dims_t dims = {rows, cols};
@@ -449,7 +503,7 @@ static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const
 }
 
 /* hy_gemm with optional bf16 forms of A and B (used only under bf16 precision). */
-static void gemm_run(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, const hy_bf16 *Ah, int lda,
+static void gemm_dispatch(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, const hy_bf16 *Ah, int lda,
                      const float *B, const hy_bf16 *Bh, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
@@ -486,6 +540,14 @@ static void gemm_run(bool ta, bool tb, int M, int N, int K, float alpha, const f
                 A, lda, B, ldb, beta, C, ldc);
 }
 
+/* gemm_dispatch, its wall time added to the products' time (hy_gemm_stats.seconds). */
+static void gemm_run(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, const hy_bf16 *Ah, int lda,
+                     const float *B, const hy_bf16 *Bh, int ldb, float beta, float *C, int ldc) {
+    long long t0 = now_ns();
+    gemm_dispatch(ta, tb, M, N, K, alpha, A, Ah, lda, B, Bh, ldb, beta, C, ldc);
+    atomic_fetch_add_explicit(&ns_products, now_ns() - t0, memory_order_relaxed);
+}
+
 void hy_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
              float beta, float *C, int ldc) {
     gemm_run(ta, tb, M, N, K, alpha, A, NULL, lda, B, NULL, ldb, beta, C, ldc);
@@ -507,6 +569,11 @@ void hy_gemm_shutdown(void) {
         free(c);
     }
     all_ctx = NULL;
+    for (int i = 0; i < HY_GEMM_HOLDS; i++) {
+        if (holds[i].base) shadow_set(holds[i].base, 0, NULL);
+        free(holds[i].buf);
+        holds[i].base = NULL, holds[i].buf = NULL, holds[i].cap = 0;
+    }
     atomic_store(&buffer_bytes, 0);
     my_ctx = NULL;
     atomic_fetch_add(&generation, 1);   /* other threads' my_ctx are stale from here */
@@ -530,8 +597,11 @@ void hy_linear_backward(float *dX, float *dW, float *db, const float *dY, const 
     /* under bf16 both products read dY: convert it once (this thread's shared slot) */
     const hy_bf16 *dYh = NULL;
     thread_ctx *c;
-    if (dX && dW && rows > 1 && precision_setting == HY_PREC_BF16 && (c = thread_context()))
+    if (dX && dW && rows > 1 && precision_setting == HY_PREC_BF16 && (c = thread_context())) {
+        long long t0 = now_ns();
         dYh = bf16_operand(c, 2, dY, rows, out, out);
+        atomic_fetch_add_explicit(&ns_products, now_ns() - t0, memory_order_relaxed);
+    }
     if (dX) gemm_run(false, false, rows, in, out, 1.0f, dY, dYh, out, W, NULL, in, accumulate_dx ? 1.0f : 0.0f, dX, in);
     if (dW) gemm_run(true, false, out, in, rows, 1.0f, dY, dYh, out, X, NULL, in, 1.0f, dW, in);
     if (db) {

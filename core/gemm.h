@@ -34,6 +34,16 @@ void hy_gemm_shutdown(void);
  * than 64 copies would be registered at once (the products then convert on every call). */
 int hy_gemm_bf16_shadow(const float *base, size_t n, const hy_bf16 *copy);
 
+/* Under bf16 precision, the n floats from X are an operand of several products in a row (a layer's
+ * input, read by its q, k and v projections or by their weight gradients) and do not change until
+ * hy_gemm_bf16_release(X): they are converted once, into a buffer kept for the purpose, and the
+ * products read the copy (as a registered copy, above). Under f32, or with HOLDS buffers already
+ * held, it does nothing and the products convert as usual. Call both while no product runs. Returns
+ * 0, or HY_ERR_NOMEM when the buffer cannot grow (nothing held then). */
+#define HY_GEMM_HOLDS 4
+int hy_gemm_bf16_hold(const float *X, size_t n);
+void hy_gemm_bf16_release(const float *X);
+
 /* What hy_gemm did since the last reset (process-wide, all threads): for tests and for measuring
  * the cost of bf16 conversions. */
 typedef struct {
@@ -45,6 +55,8 @@ typedef struct {
     long long converted;    /* operand values converted to bf16 on the call */
     long long shadowed;     /* operand values read from a registered bf16 copy */
     double convert_seconds; /* wall time spent converting (summed over threads) */
+    double seconds;         /* wall time inside the products, conversions included (summed over
+                             * threads) */
     double buffer_bytes;    /* held now by every thread's oneDNN scratchpad and conversion and
                              * packing buffers (not reset; outside hy_malloc's accounting) */
     long onednn_fallbacks;  /* f32 products meant for oneDNN (forced or auto) that ran in OpenBLAS

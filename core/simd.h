@@ -5,7 +5,7 @@
  * AVX-512 build runs them 16 floats wide and an AVX2 build 8 wide from the same source (make test
  * builds and runs the kernel suites both ways). Loads and stores assume no alignment.
  *
- * Besides vw: fused multiply-add, max, horizontal max and sum, the sums of HY_VW rows at once (a
+ * Besides vw: fused multiply-add, square root, max, horizontal max and sum, the sums of HY_VW rows at once (a
  * transpose-and-add tree), lane masks (vw_mask: the lanes
  * below a count, for tails shorter than a vector), non-temporal stores, v8 (8 floats) for code
  * whose blocking is fixed at 8 lanes whatever the width (the RWKV-7 state transposes), and vwd
@@ -72,6 +72,19 @@ static inline vw vw_fma(vw a, vw b, vw c) {
 #else
     vw r;
     for (int i = 0; i < HY_VW; i++) r[i] = __builtin_fmaf(a[i], b[i], c[i]);
+    return r;
+#endif
+}
+
+/* Lane-wise square root, correctly rounded (as sqrtf: the same bits). */
+static inline vw vw_sqrt(vw a) {
+#if defined(__AVX512F__)
+    return _mm512_sqrt_ps(a);
+#elif defined(HY_SIMD_X86)
+    return _mm256_sqrt_ps(a);
+#else
+    vw r;
+    for (int i = 0; i < HY_VW; i++) r[i] = __builtin_sqrtf(a[i]);
     return r;
 #endif
 }

@@ -134,11 +134,17 @@ int hy_run_validate(const hy_run_config *c, hy_check_cache *cache, hy_run_check 
     const hy_model_config *m = &c->model;
     k->params = (size_t)k->model.scalars;
     k->program = HY_PROGRAM_BYTES + HY_PROGRAM_BYTES_PER_THREAD * k->threads;
-    /* bf16: the weights' bf16 copy, and the calling thread's three conversion buffers (a product's
-     * two inputs and a linear backward's output gradient), each about the widest activation:
-     * the logits (B·T × V) or a block's inner width (up to 4 d_model: Mamba's [x ; z]) */
-    double rows = (double)c->batch_size * c->seq_len;
-    k->gemm = c->precision == HY_PREC_BF16 ? k->model.params / 2 + 6.0 * rows * fmax(m->vocab_size, 4.0 * m->d_model) : 0;
+    /* bf16: the weights' bf16 copy, the calling thread's three conversion buffers (a product's
+     * two inputs and a linear backward's output gradient) and a held operand (hy_gemm_bf16_hold:
+     * a layer's input read by several products), each about the widest activation:
+     * the logits (B·T × V) or a block's inner width (up to 4 d_model: Mamba's [x ; z]), and the
+     * tile operands a kernel packs in bf16 for one call (attention's backward: five B·T × d_model
+     * tensors at 2 bytes a value, 10 bytes per row and column; 16 leaves room for the rows padded
+     * to tiles of 64 and the head columns to 16) */
+    double rows = (double)c->batch_size * c->seq_len, tile_rows = (double)c->batch_size * (c->seq_len + 64);
+    k->gemm = c->precision == HY_PREC_BF16 ? k->model.params / 2 + 8.0 * rows * fmax(m->vocab_size, 4.0 * m->d_model) +
+                                                 16.0 * tile_rows * m->d_model
+                                           : 0;
     k->total = k->model.total + k->data + k->program + k->gemm + 2 * rows * sizeof(int32_t);
     return 0;
 }

@@ -182,6 +182,69 @@ START_TEST(tile_product_in_parallel) {
 }
 END_TEST
 
+/* A B operand packed once (hy_bf16_pack_b) and multiplied by hy_bf16_tile_mm_packed gives the bits
+ * of hy_bf16_tile_mm on the same operands, for odd shapes, both layouts of A and every mode; the
+ * packed words past N up to the packed width are zero and nothing past it is written. */
+static void check_packed(bool portable) {
+    static const int shapes[][3] = {{1, 1, 1}, {7, 5, 3}, {13, 37, 29}, {64, 64, 64}, {64, 17, 63}, {9, 100, 130}};
+    hy_bf16_force_portable(portable);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int layout = 0; layout < 2; layout++)
+            for (int mode = 0; mode < 3; mode++) {
+                int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], ldw = hy_bf16_packed_width(N) + 3;
+                ptrdiff_t sam = layout == 0 ? K + 3 : 1, sak = layout == 0 ? 1 : M + 5, ldb = N + 7, ldc = N + 2;
+                size_t na = (size_t)(layout == 1 ? K * sak : M * sam), nb = (size_t)K * ldb, nc = (size_t)M * ldc;
+                size_t nw = (size_t)((K + 1) / 2) * ldw;
+                float *A = hy_malloc(na * 4), *Bm = hy_malloc(nb * 4), *C1 = hy_malloc(nc * 4), *C2 = hy_malloc(nc * 4),
+                      *rs = hy_malloc((size_t)M * 4);
+                uint32_t *w = hy_malloc((nw + 1) * 4);
+                tu_fill_normal(A, na, 1, 15 + s), tu_fill_normal(Bm, nb, 1, 16 + s), tu_fill_normal(C1, nc, 1, 17 + s);
+                tu_fill_normal(rs, (size_t)M, 1, 18 + s);
+                memcpy(C2, C1, nc * 4);
+                memset(w, 0xAB, (nw + 1) * 4);
+                hy_bf16_pack_b(K, N, Bm, ldb, w, ldw);
+                for (int p = 0; p < (K + 1) / 2; p++) {
+                    for (int j = N; j < hy_bf16_packed_width(N); j++) ck_assert_uint_eq(w[(size_t)p * ldw + j], 0);
+                    for (int j = hy_bf16_packed_width(N); j < ldw; j++) ck_assert_uint_eq(w[(size_t)p * ldw + j], 0xABABABABu);
+                }
+                bool acc = mode > 0;
+                const float *r = mode == 2 ? rs : NULL;
+                ck_assert_int_eq(hy_bf16_tile_mm(M, N, K, A, sam, sak, Bm, ldb, C1, ldc, acc, r), 0);
+                ck_assert_int_eq(hy_bf16_tile_mm_packed(M, N, K, A, sam, sak, w, ldw, C2, ldc, acc, r), 0);
+                ck_assert_msg(memcmp(C1, C2, nc * 4) == 0, "%s M%d N%d K%d layout %d mode %d: packed B gives other bits",
+                              portable ? "portable" : "native", M, N, K, layout, mode);
+                hy_free(A), hy_free(Bm), hy_free(C1), hy_free(C2), hy_free(rs), hy_free(w);
+            }
+    hy_bf16_force_portable(false);
+}
+
+START_TEST(tile_product_packed_b) {
+    check_packed(false);
+    check_packed(true);
+}
+END_TEST
+
+/* The portable tile product gives the bits of the AVX-512 BF16 one (the same pairs in the same
+ * order, each bf16 product exact in f32, the row scale in one rounding), in every mode. */
+START_TEST(tile_product_portable_matches_native) {
+    enum { M = 37, N = 70, K = 91 };
+    float *A = hy_malloc(M * K * 4), *Bm = hy_malloc(K * N * 4), *C1 = hy_malloc(M * N * 4), *C2 = hy_malloc(M * N * 4),
+          *rs = hy_malloc(M * 4);
+    tu_fill_normal(A, M * K, 1, 71), tu_fill_normal(Bm, K * N, 1, 72), tu_fill_normal(rs, M, 1, 73);
+    for (int mode = 0; mode < 3; mode++) {
+        tu_fill_normal(C1, M * N, 1, 74);
+        memcpy(C2, C1, M * N * 4);
+        const float *r = mode == 2 ? rs : NULL;
+        hy_bf16_tile_mm(M, N, K, A, K, 1, Bm, N, C1, N, mode > 0, r);
+        hy_bf16_force_portable(true);
+        hy_bf16_tile_mm(M, N, K, A, K, 1, Bm, N, C2, N, mode > 0, r);
+        hy_bf16_force_portable(false);
+        ck_assert_msg(memcmp(C1, C2, M * N * 4) == 0, "mode %d: portable and native tile products differ", mode);
+    }
+    hy_free(A), hy_free(Bm), hy_free(C1), hy_free(C2), hy_free(rs);
+}
+END_TEST
+
 /* ---- GEMM ---- */
 
 /* One product C = alpha op(A) op(B) + beta C at shape s, checked against double references: with
@@ -318,6 +381,66 @@ START_TEST(registered_copy_is_read) {
 }
 END_TEST
 
+/* A held operand (hy_gemm_bf16_hold) is converted once for every product that reads it until it
+ * is released, and the products give the bits they give when each converts it; after the release
+ * they convert again; under f32 holding does nothing; a fifth hold finds no buffer and changes
+ * nothing. */
+START_TEST(held_operand_converted_once) {
+    enum { R = 50, I = 40, O1 = 24, O2 = 36 };
+    float *X = hy_malloc(sizeof(float) * R * I), *W1 = hy_malloc(sizeof(float) * O1 * I), *W2 = hy_malloc(sizeof(float) * O2 * I);
+    float *Y[2][2];
+    for (int a = 0; a < 2; a++) Y[a][0] = hy_malloc(sizeof(float) * R * O1), Y[a][1] = hy_malloc(sizeof(float) * R * O2);
+    tu_fill_normal(X, R * I, 1, 81), tu_fill_normal(W1, O1 * I, 1, 82), tu_fill_normal(W2, O2 * I, 1, 83);
+    hy_gemm_set_precision(HY_PREC_BF16);
+    hy_gemm_stats st;
+    for (int held = 0; held < 2; held++) {
+        hy_gemm_stats_reset();
+        if (held) ck_assert_int_eq(hy_gemm_bf16_hold(X, R * I), 0);
+        hy_linear_forward(Y[held][0], X, W1, NULL, R, I, O1);
+        hy_linear_forward(Y[held][1], X, W2, NULL, R, I, O2);
+        if (held) hy_gemm_bf16_release(X);
+        hy_gemm_stats_get(&st);
+        long long want = (long long)(held ? 1 : 2) * R * I + (long long)(O1 + O2) * I;
+        ck_assert_int_eq(st.converted, want);
+        ck_assert_int_eq(st.shadowed, held ? 2 * R * I : 0);
+    }
+    ck_assert(memcmp(Y[0][0], Y[1][0], sizeof(float) * R * O1) == 0);
+    ck_assert(memcmp(Y[0][1], Y[1][1], sizeof(float) * R * O2) == 0);
+    hy_gemm_stats_reset();
+    hy_linear_forward(Y[1][0], X, W1, NULL, R, I, O1);   /* released: converted again */
+    hy_gemm_stats_get(&st);
+    ck_assert_int_eq(st.converted, (long long)(R + O1) * I);
+    ck_assert_int_eq(st.shadowed, 0);
+    /* every buffer held: one more hold is a no-op, its products convert as usual */
+    float *Z[HY_GEMM_HOLDS];
+    for (int i = 0; i < HY_GEMM_HOLDS; i++) {
+        Z[i] = hy_malloc(sizeof(float) * 16);
+        tu_fill_normal(Z[i], 16, 1, 90 + i);
+        ck_assert_int_eq(hy_gemm_bf16_hold(Z[i], 16), 0);
+    }
+    ck_assert_int_eq(hy_gemm_bf16_hold(X, R * I), 0);
+    hy_gemm_stats_reset();
+    hy_linear_forward(Y[1][0], X, W1, NULL, R, I, O1);
+    hy_gemm_stats_get(&st);
+    ck_assert_int_eq(st.shadowed, 0);
+    ck_assert(memcmp(Y[0][0], Y[1][0], sizeof(float) * R * O1) == 0);
+    hy_gemm_bf16_release(X);   /* not held: nothing to do */
+    for (int i = 0; i < HY_GEMM_HOLDS; i++) hy_gemm_bf16_release(Z[i]), hy_free(Z[i]);
+    /* f32: nothing held */
+    hy_gemm_set_precision(HY_PREC_F32);
+    ck_assert_int_eq(hy_gemm_bf16_hold(X, R * I), 0);
+    hy_gemm_set_precision(HY_PREC_BF16);
+    hy_gemm_stats_reset();
+    hy_linear_forward(Y[1][0], X, W1, NULL, R, I, O1);
+    hy_gemm_stats_get(&st);
+    ck_assert_int_eq(st.shadowed, 0);
+    hy_gemm_bf16_release(X);
+    hy_gemm_set_precision(HY_PREC_F32);
+    hy_free(X), hy_free(W1), hy_free(W2);
+    for (int a = 0; a < 2; a++) hy_free(Y[a][0]), hy_free(Y[a][1]);
+}
+END_TEST
+
 /* ---- a training step ---- */
 
 /* A 2-layer stack of `mixer` and `ffn` (NULL: none) at d 64, built with the public config calls. */
@@ -385,6 +508,8 @@ START_TEST(training_step_bf16_close_to_f32) {
                       "%s/%s: %ld products, %ld in bf16, %ld in f32, %ld fallbacks", mixer, ffn, st.products, st.bf16,
                       st.f32, st.bf16_fallbacks);
         ck_assert_msg(st.shadowed > 0, "%s/%s: no weight read from the bf16 copy", mixer, ffn);
+        ck_assert_msg(st.seconds > 0 && st.seconds >= st.convert_seconds, "%s/%s: %g s in products, %g converting",
+                      mixer, ffn, st.seconds, st.convert_seconds);
         ck_assert_msg(memcmp(g16, g16p, m->numel * sizeof(float)) == 0 && l16 == l16p,
                       "%s/%s: the portable bf16 path gives other gradients", mixer, ffn);
         hy_free(g32), hy_free(g16), hy_free(g16p);
@@ -480,10 +605,13 @@ static Suite *bf16_suite(void) {
     tcase_add_test(tc, tile_product_native);
     tcase_add_test(tc, tile_product_portable);
     tcase_add_test(tc, tile_product_in_parallel);
+    tcase_add_test(tc, tile_product_packed_b);
+    tcase_add_test(tc, tile_product_portable_matches_native);
     tcase_add_test(tc, bf16_gemm_odd_shapes);
     tcase_add_test(tc, bf16_gemm_odd_shapes_portable);
     tcase_add_test(tc, bf16_gemm_inside_parallel_region);
     tcase_add_test(tc, registered_copy_is_read);
+    tcase_add_test(tc, held_operand_converted_once);
     tcase_add_test(tc, training_step_bf16_close_to_f32);
     tcase_add_test(tc, weight_copy_follows_updates);
     tcase_add_test(tc, bf16_memory_within_estimate);

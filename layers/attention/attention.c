@@ -186,10 +186,12 @@ static void rope_apply(const attn_priv *P, const geom *g, float *x, int B, int T
 /* q, k, v of B·T rows of x (positions pos0..pos0+T-1), RoPE applied to q and k. */
 static int project_qkv(hy_layer *L, attn_priv *P, const geom *g, const float *x, int B, int T, int pos0, float *q,
                        float *k, float *v) {
-    int rows = B * T;
+    int rows = B * T, rc = hy_gemm_bf16_hold(x, (size_t)rows * g->d);   /* bf16: x converted once for the three */
+    if (rc < 0) return rc;
     hy_linear_forward(q, x, L->p[P_Q], NULL, rows, g->d, g->H * g->hd);
     hy_linear_forward(k, x, L->p[P_K], NULL, rows, g->d, g->Hkv * g->hd);
     hy_linear_forward(v, x, L->p[P_V], NULL, rows, g->d, g->Hkv * g->hd);
+    hy_gemm_bf16_release(x);
     if (g->rope) {
         if (rope_tables(P, g, pos0 + T) < 0) return HY_ERR_NOMEM;
         rope_apply(P, g, q, B, T, g->H, pos0, false);
@@ -257,7 +259,7 @@ static hy_flash_view hview(float *p, int nh, int hd, int T) {
 static hy_flash_args train_args(const geom *g, attn_priv *P, int B, int T) {
     size_t qs = (size_t)T * g->H * g->hd, ks = (size_t)T * g->Hkv * g->hd;
     int qld = g->H * g->hd, kld = g->Hkv * g->hd;
-    hy_flash_args a = {B, g->H, g->Hkv, g->hd, T, T, 1.0f / sqrtf((float)g->hd),
+    hy_flash_args a = {B, g->H, g->Hkv, g->hd, T, T, 1.0f / sqrtf((float)g->hd), hy_gemm_get_precision() == HY_PREC_BF16,
                        .q = hview(P->qh.p, g->H, g->hd, T), .k = hview(P->kh.p, g->Hkv, g->hd, T),
                        .kt = tview(P->kt.p, g->Hkv, g->hd, T), .v = hview(P->vh.p, g->Hkv, g->hd, T),
                        .vt = tview(P->vt.p, g->Hkv, g->hd, T), .o = {P->o.p, qs, g->hd, qld, 0},
@@ -282,9 +284,12 @@ static int backward_common(hy_layer *L, attn_priv *P, const geom *g, float *dx, 
         rope_apply(P, g, P->dq.p, B, T, g->H, 0, true);
         rope_apply(P, g, P->dk.p, B, T, g->Hkv, 0, true);
     }
+    int rc = hy_gemm_bf16_hold(P->x, (size_t)rows * g->d);   /* bf16: x converted once for the three dW */
+    if (rc < 0) return rc;
     hy_linear_backward(dx, L->g[P_Q], NULL, P->dq.p, P->x, L->p[P_Q], rows, g->d, g->H * g->hd, false);
     hy_linear_backward(dx, L->g[P_K], NULL, P->dk.p, P->x, L->p[P_K], rows, g->d, g->Hkv * g->hd, true);
     hy_linear_backward(dx, L->g[P_V], NULL, P->dv.p, P->x, L->p[P_V], rows, g->d, g->Hkv * g->hd, true);
+    hy_gemm_bf16_release(P->x);
     return 0;
 }
 
@@ -483,7 +488,7 @@ static int attn_prefill(hy_layer *L, void *state, const float *x, float *y, int 
     transpose_heads(s->k.p, B, T, g.Hkv, g.hd, kt, s->pos);
     for (int b = 0; b < B; b++)
         memcpy(s->v + ((size_t)b * s->cap + s->pos) * kw, s->vn.p + (size_t)b * T * kw, (size_t)T * kw * sizeof(float));
-    hy_flash_args a = {B, g.H, g.Hkv, g.hd, T, s->pos + T, 1.0f / sqrtf((float)g.hd),
+    hy_flash_args a = {B, g.H, g.Hkv, g.hd, T, s->pos + T, 1.0f / sqrtf((float)g.hd), hy_gemm_get_precision() == HY_PREC_BF16,
                        .q = {s->q.p, (size_t)T * qw, g.hd, (int)qw, 0}, .kt = kt,
                        .v = {s->v, (size_t)s->cap * kw, g.hd, (int)kw, 0}, .o = {s->o.p, (size_t)T * qw, g.hd, (int)qw, 0}};
     if ((rc = hy_flash_forward(&a)) < 0) return rc;

@@ -38,6 +38,7 @@ typedef struct {
 typedef struct {
     int n_batch, H, Hkv, hd, Tq, Tk;
     float scale;
+    bool bf16;   /* hy_flash_tiled and hy_flash_backward: tile products on bf16 inputs (f32 accumulation) */
     hy_flash_view q, k, kt, v, vt, o, dout, dq, dk, dv;
     float *lse;
 } hy_flash_args;

@@ -11,6 +11,7 @@
  * Tile products use a register-blocked micro-kernel (mm below) and the softmax rows a vector exp2,
  * both written over core/simd.h's vw: 16 floats per vector in an AVX-512 build, 8 in an AVX2 one. */
 #include "layers/attention/attention.h"
+#include "core/bf16.h"
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
@@ -24,6 +25,7 @@
 #include <string.h>
 
 enum { BR = 64, BC = HY_FLASH_BC };   /* query and key tile sizes */
+_Static_assert(BR == BC, "the bf16 packing cuts query and key rows into tiles of the same size");
 
 #define AT(v, b, h, r) ((v).p + (size_t)(b) * (v).bs + (size_t)(h) * (v).hs + (size_t)(r) * (v).ld)
 /* Start of the key tile at column j0 (a multiple of BC) of a transposed view (kt, vt). */
@@ -133,6 +135,60 @@ static void mm(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak
     }
 }
 
+/* ---------------------------------------------------------------- bf16 operands ---- */
+/* Under compute.precision bf16 (hy_flash_args.bf16) every tile product takes bf16 inputs and
+ * accumulates in f32 (core/bf16.h: vdpbf16ps where the build has AVX-512 BF16). The B operands
+ * (key and value tiles, and in backward the dO, Q and K tiles) are packed once per call into bf16
+ * pairs, one packed block per (batch, head, tile of 64 rows or keys), so a tile reused by every
+ * query tile is converted once; the A operand (Q, dO, P or dS) is packed by each product. */
+typedef struct {
+    uint32_t *w;         /* n_batch * nh * ntile blocks of `block` words */
+    size_t block;
+    int nh, ntile, ldw;  /* heads, tiles per head, words per packed row */
+} packed_set;
+
+/* Room for the blocks of one set: ntile tiles per (batch, head) of a K x N source tile. */
+static packed_set packed_set_of(int n_batch, int nh, int ntile, int K, int N) {
+    packed_set ps = {NULL, 0, nh, ntile, hy_bf16_packed_width(N)};
+    ps.block = (size_t)((K + 1) / 2) * ps.ldw;
+    (void)n_batch;
+    return ps;
+}
+static size_t packed_set_words(const packed_set *ps, int n_batch) { return (size_t)n_batch * ps->nh * ps->ntile * ps->block; }
+static const uint32_t *packed_at(const packed_set *ps, int b, int h, int t) {
+    return ps->w + (((size_t)b * ps->nh + h) * ps->ntile + t) * ps->block;
+}
+
+/* Packs tile t of (b, h) of every set in parallel: `kind` 0 = a transposed view (kt, vt; the tile is
+ * hd x keys, the B of Q Kᵀ and dO Vᵀ), 1 = rows of a view (the tile is rows x hd, the B of P V,
+ * Pᵀ dO, dSᵀ Q and dS K); `len` rows or keys in all. */
+static void pack_set(packed_set *ps, const hy_flash_view *v, int kind, int n_batch, int hd, int len) {
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int bh = 0; bh < n_batch * ps->nh; bh++)
+        for (int t = 0; t < ps->ntile; t++) {
+            int b = bh / ps->nh, h = bh % ps->nh, r0 = t * BC, n = MIN(BC, len - r0);
+            uint32_t *dst = ps->w + ((size_t)bh * ps->ntile + t) * ps->block;
+            if (kind == 0) hy_bf16_pack_b(hd, n, tcol(v, b, h, r0), v->ld, dst, ps->ldw);
+            else hy_bf16_pack_b(n, hd, AT(*v, b, h, r0), v->ld, dst, ps->ldw);
+        }
+}
+
+/* The packed block of tile t of (b, h) in set i of pk, or NULL when pk is NULL (f32). */
+static const uint32_t *packed_tile(const packed_set *pk, int i, int b, int h, int t) {
+    return pk ? packed_at(&pk[i], b, h, t) : NULL;
+}
+
+/* A tile product C = (rs ⊙) C + A B: the f32 micro-kernel (which skips the masked part of a causal
+ * tile: causal, lim as for mm), or (w non-NULL: bf16) the bf16 product with B packed in w (ldw words
+ * per packed row) over the whole tile, whose masked part the softmax rows ignore or which adds zeros.
+ * Returns 0, or HY_ERR_NOMEM from a bf16 product. */
+static int tile_mm(const uint32_t *w, int ldw, int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak,
+                   const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc, const float *rs, int causal, int lim) {
+    if (w) return hy_bf16_tile_mm_packed(M, N, K, A, sam, sak, w, ldw, C, ldc, acc, rs);
+    mm(M, N, K, A, sam, sak, B, ldb, C, ldc, acc, rs, causal, lim);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- softmax rows ---- */
 /* Every row function works on a whole scratch row of BC floats (a multiple of HY_VW); lanes at or
  * past nvalid (masked keys, or columns past the tile's last key, whose contents are stale) come
@@ -205,8 +261,10 @@ static size_t fwd_scratch(int hd) { return (size_t)BR * BC + (size_t)BR * ((hd +
  * to 0..bc. */
 static inline int nvis(int off, int i, int j0, int bc) { return MAX(0, MIN(bc, off + i - j0 + 1)); }
 
-/* One (batch, head, query tile): the online-softmax sweep over the visible key tiles. */
-static void fwd_task(const hy_flash_args *a, int b, int h, int i0, float *S, float *Oacc, float *rowbuf) {
+/* One (batch, head, query tile): the online-softmax sweep over the visible key tiles. Returns 0 or
+ * the error of a bf16 tile product. */
+static int fwd_task(const hy_flash_args *a, const packed_set *pk, int b, int h, int i0, float *S, float *Oacc,
+                    float *rowbuf) {
     int hd = a->hd, g = h / (a->H / a->Hkv), off = a->Tk - a->Tq, br = MIN(BR, a->Tq - i0), nv[BR];
     float *m = rowbuf, *l = m + BR, *alpha = l + BR, *tmp = alpha + BR;
     const float *Q = AT(a->q, b, h, i0);
@@ -214,18 +272,23 @@ static void fwd_task(const hy_flash_args *a, int b, int h, int i0, float *S, flo
     for (int r = 0; r < br; r++) m[r] = -FLT_MAX, l[r] = 0;
     for (int j0 = 0; j0 <= qlast; j0 += BC) {
         int bc = MIN(BC, qlast + 1 - j0);
-        int lim = off + i0 - j0 + 1;   /* row r sees the tile's first lim + r keys */
-        mm(br, bc, hd, Q, a->q.ld, 1, tcol(&a->kt, b, g, j0), a->kt.ld, S, BC, false, NULL, CAUSAL_COLS, lim);
+        int jt = j0 / BC, lim = off + i0 - j0 + 1;   /* row r sees the tile's first lim + r keys */
+        int rc = tile_mm(packed_tile(pk, 0, b, g, jt), pk ? pk[0].ldw : 0, br, bc, hd, Q, a->q.ld, 1,
+                         tcol(&a->kt, b, g, j0), a->kt.ld, S, BC, false, NULL, CAUSAL_COLS, lim);
+        if (rc < 0) return rc;
         for (int r = 0; r < br; r++) nv[r] = nvis(off, i0 + r, j0, bc);
         tile_online(S, br, nv, a->scale * LOG2E, m, l, alpha, tmp);
         /* O = diag(alpha) O + P V; the first tile starts O */
-        mm(br, hd, bc, S, BC, 1, AT(a->v, b, g, j0), a->v.ld, Oacc, hd, j0 > 0, alpha, CAUSAL_KEND, lim);
+        if ((rc = tile_mm(packed_tile(pk, 1, b, g, jt), pk ? pk[1].ldw : 0, br, hd, bc, S, BC, 1, AT(a->v, b, g, j0),
+                          a->v.ld, Oacc, hd, j0 > 0, alpha, CAUSAL_KEND, lim)) < 0)
+            return rc;
     }
     for (int r = 0; r < br; r++) {
         float inv = 1.0f / l[r], *o = AT(a->o, b, h, i0 + r);
         for (int c = 0; c < hd; c++) o[c] = Oacc[(size_t)r * hd + c] * inv;
         if (a->lse) a->lse[((size_t)b * a->H + h) * a->Tq + i0 + r] = m[r] * 0.693147181f + logf(l[r]);
     }
+    return 0;
 }
 
 /* Tasks are (batch, head, query tile), the longest (last) query tiles first, handed out
@@ -239,7 +302,22 @@ int hy_flash_tiled(const hy_flash_args *a) {
     float *scratch = hy_malloc((size_t)nth * per * sizeof(float));
     if (!scratch) return HY_ERR_NOMEM;
     long ntask = (long)nbh * nqt;
-    #pragma omp parallel
+    /* bf16: the key tiles as the B of Q Kᵀ and the value tiles as the B of P V, packed once */
+    int nkt = (a->Tk + BC - 1) / BC;
+    packed_set pk[2] = {packed_set_of(a->n_batch, a->Hkv, nkt, a->hd, BC), packed_set_of(a->n_batch, a->Hkv, nkt, BC, a->hd)};
+    uint32_t *words = NULL;
+    if (a->bf16) {
+        size_t n0 = packed_set_words(&pk[0], a->n_batch), n1 = packed_set_words(&pk[1], a->n_batch);
+        if (!(words = hy_malloc((n0 + n1) * sizeof(uint32_t)))) {
+            hy_free(scratch);
+            return HY_ERR_NOMEM;
+        }
+        pk[0].w = words, pk[1].w = words + n0;
+        pack_set(&pk[0], &a->kt, 0, a->n_batch, a->hd, a->Tk);
+        pack_set(&pk[1], &a->v, 1, a->n_batch, a->hd, a->Tk);
+    }
+    int err = 0;
+    #pragma omp parallel reduction(min : err)
     {
         int tid = omp_get_thread_num();
         float *S = scratch + (size_t)tid * per, *Oacc = S + (size_t)BR * BC,
@@ -248,11 +326,12 @@ int hy_flash_tiled(const hy_flash_args *a) {
         #pragma omp for schedule(dynamic, 1)
         for (long t = 0; t < ntask; t++) {
             int it = nqt - 1 - (int)(t / nbh), bh = (int)(t % nbh);
-            fwd_task(a, bh / a->H, bh % a->H, it * BR, S, Oacc, rowbuf);
+            int rc = fwd_task(a, words ? pk : NULL, bh / a->H, bh % a->H, it * BR, S, Oacc, rowbuf);
+            if (rc < err) err = rc;
         }
     }
-    hy_free(scratch);
-    return 0;
+    hy_free(scratch), hy_free(words);
+    return err;
 }
 
 /* ---------------------------------------------------------------- decode ---- */
@@ -392,9 +471,9 @@ double hy_flash_scratch_floats(int n_batch, int H, int Hkv, int T, int hd, int t
  * contiguous per-thread tiles dKa, dVa (BC × hd) before they are stored; dS K is added to the
  * query rows of dqv (unscaled; written instead when not dq_acc): a slot's private buffer laid out
  * (n_batch, H, Tq, hd), so its tiles are contiguous too, or dq itself when the task owns those
- * rows (bwd_group). */
-static void bwd_task(const hy_flash_args *a, const float *delta, int b, int g, int jt, float *S, float *dP,
-                     float *dKa, float *dVa, hy_flash_view dqv, bool dq_acc) {
+ * rows (bwd_group). pk: the packed bf16 tiles, or NULL (f32). Returns 0 or HY_ERR_NOMEM. */
+static int bwd_task(const hy_flash_args *a, const packed_set *pk, const float *delta, int b, int g, int jt, float *S,
+                    float *dP, float *dKa, float *dVa, hy_flash_view dqv, bool dq_acc) {
     int hd = a->hd, off = a->Tk - a->Tq, grp = a->H / a->Hkv, j0 = jt * BC, bc = MIN(BC, a->Tk - j0);
     const float *KT = tcol(&a->kt, b, g, j0), *VT = tcol(&a->vt, b, g, j0), *K = AT(a->k, b, g, j0);
     memset(dKa, 0, (size_t)bc * hd * sizeof *dKa);
@@ -406,35 +485,51 @@ static void bwd_task(const hy_flash_args *a, const float *delta, int b, int g, i
             const float *Q = AT(a->q, b, h, i0), *dO = AT(a->dout, b, h, i0);
             const float *lse = a->lse + ((size_t)b * a->H + h) * a->Tq + i0, *D = delta + (lse - a->lse);
             int lim = off + i0 - j0 + 1;   /* query row r sees the tile's first lim + r keys */
-            mm(br, bc, hd, Q, a->q.ld, 1, KT, a->kt.ld, S, BC, false, NULL, CAUSAL_COLS, lim);
+            /* bf16: the packed kt, dO, vt, Q and K tiles of this (b, g or h, tile) */
+            const uint32_t *w[5] = {packed_tile(pk, 0, b, g, jt), packed_tile(pk, 1, b, h, it), packed_tile(pk, 2, b, g, jt),
+                                    packed_tile(pk, 3, b, h, it), packed_tile(pk, 4, b, g, jt)};
+            int ldw[5];
+            for (int i = 0; i < 5; i++) ldw[i] = pk ? pk[i].ldw : 0;
+            int rc = tile_mm(w[0], ldw[0], br, bc, hd, Q, a->q.ld, 1, KT, a->kt.ld, S, BC, false, NULL, CAUSAL_COLS, lim);
+            if (rc < 0) return rc;
             for (int r = 0; r < br; r++)
                 row_p(S + (size_t)r * BC, nvis(off, i0 + r, j0, bc), a->scale * LOG2E, lse[r] * LOG2E);
-            mm(bc, hd, br, S, 1, BC, dO, a->dout.ld, dVa, hd, true, NULL, CAUSAL_KSTART, lim);      /* dV += Pᵀ dO */
-            mm(br, bc, hd, dO, a->dout.ld, 1, VT, a->vt.ld, dP, BC, false, NULL, CAUSAL_COLS, lim); /* dP = dO Vᵀ */
+            if ((rc = tile_mm(w[1], ldw[1], bc, hd, br, S, 1, BC, dO, a->dout.ld, dVa, hd, true, NULL, CAUSAL_KSTART,
+                              lim)) < 0 ||                                                          /* dV += Pᵀ dO */
+                (rc = tile_mm(w[2], ldw[2], br, bc, hd, dO, a->dout.ld, 1, VT, a->vt.ld, dP, BC, false, NULL, CAUSAL_COLS,
+                              lim)) < 0)                                                            /* dP = dO Vᵀ */
+                return rc;
             for (int r = 0; r < br; r++) row_ds(dP + (size_t)r * BC, S + (size_t)r * BC, D[r]);
-            mm(bc, hd, br, dP, 1, BC, Q, a->q.ld, dKa, hd, true, NULL, CAUSAL_KSTART, lim);         /* dK += dSᵀ Q */
-            mm(br, hd, bc, dP, BC, 1, K, a->k.ld, AT(dqv, b, h, i0), dqv.ld, dq_acc, NULL, CAUSAL_KEND,
-               lim);                                                                                 /* dQ += dS K */
+            if ((rc = tile_mm(w[3], ldw[3], bc, hd, br, dP, 1, BC, Q, a->q.ld, dKa, hd, true, NULL, CAUSAL_KSTART,
+                              lim)) < 0 ||                                                          /* dK += dSᵀ Q */
+                (rc = tile_mm(w[4], ldw[4], br, hd, bc, dP, BC, 1, K, a->k.ld, AT(dqv, b, h, i0), dqv.ld, dq_acc, NULL,
+                              CAUSAL_KEND, lim)) < 0)                                               /* dQ += dS K */
+                return rc;
         }
     for (int j = 0; j < bc; j++) {
         float *dk = AT(a->dk, b, g, j0 + j), *dv = AT(a->dv, b, g, j0 + j);
         for (int c = 0; c < hd; c++) dk[c] = dKa[(size_t)j * hd + c] * a->scale, dv[c] = dVa[(size_t)j * hd + c];
     }
+    return 0;
 }
 
 /* One (batch, kv head) whole: every key tile in order, adding dS K straight into the dq rows of
  * the group's query heads (the first key tile, which every query row meets, writes them; scaled
  * at the end). The task owns those rows, so the result is the same whatever the thread count or
- * schedule. */
-static void bwd_group(const hy_flash_args *a, const float *delta, int b, int g, float *S, float *dP, float *dKa,
-                      float *dVa) {
+ * schedule. Returns 0 or HY_ERR_NOMEM (from a bf16 product). */
+static int bwd_group(const hy_flash_args *a, const packed_set *pk, const float *delta, int b, int g, float *S,
+                     float *dP, float *dKa, float *dVa) {
     int hd = a->hd, grp = a->H / a->Hkv, nkt = (a->Tk + BC - 1) / BC;
-    for (int jt = 0; jt < nkt; jt++) bwd_task(a, delta, b, g, jt, S, dP, dKa, dVa, a->dq, jt > 0);
+    for (int jt = 0; jt < nkt; jt++) {
+        int rc = bwd_task(a, pk, delta, b, g, jt, S, dP, dKa, dVa, a->dq, jt > 0);
+        if (rc < 0) return rc;
+    }
     for (int h = g * grp; h < (g + 1) * grp; h++)
         for (int i = 0; i < a->Tq; i++) {
             float *dq = AT(a->dq, b, h, i);
             for (int c = 0; c < hd; c++) dq[c] *= a->scale;
         }
+    return 0;
 }
 
 bool hy_flash_backward_by_group(int n_batch, int Hkv, int threads) {
@@ -464,9 +559,31 @@ int hy_flash_backward(const hy_flash_args *a) {
         hy_free(delta), hy_free(dqp), hy_free(scratch);
         return HY_ERR_NOMEM;
     }
-    int nkt = (a->Tk + BC - 1) / BC, npair = (nkt + 1) / 2;
+    int nkt = (a->Tk + BC - 1) / BC, npair = (nkt + 1) / 2, nqt = (a->Tq + BR - 1) / BR;
     long ntask = (long)a->n_batch * a->Hkv * npair;
-    #pragma omp parallel
+    /* bf16: the B operands packed once: kt (Q Kᵀ), dO (Pᵀ dO), vt (dO Vᵀ), Q (dSᵀ Q), K (dS K) */
+    packed_set pk[5] = {packed_set_of(a->n_batch, a->Hkv, nkt, hd, BC), packed_set_of(a->n_batch, H, nqt, BR, hd),
+                        packed_set_of(a->n_batch, a->Hkv, nkt, hd, BC), packed_set_of(a->n_batch, H, nqt, BR, hd),
+                        packed_set_of(a->n_batch, a->Hkv, nkt, BC, hd)};
+    uint32_t *words = NULL;
+    if (a->bf16) {
+        size_t total = 0;
+        for (int i = 0; i < 5; i++) total += packed_set_words(&pk[i], a->n_batch);
+        if (!(words = hy_malloc(total * sizeof(uint32_t)))) {
+            hy_free(delta), hy_free(dqp), hy_free(scratch);
+            return HY_ERR_NOMEM;
+        }
+        total = 0;
+        for (int i = 0; i < 5; i++) pk[i].w = words + total, total += packed_set_words(&pk[i], a->n_batch);
+        pack_set(&pk[0], &a->kt, 0, a->n_batch, hd, a->Tk);
+        pack_set(&pk[1], &a->dout, 1, a->n_batch, hd, a->Tq);
+        pack_set(&pk[2], &a->vt, 0, a->n_batch, hd, a->Tk);
+        pack_set(&pk[3], &a->q, 1, a->n_batch, hd, a->Tq);
+        pack_set(&pk[4], &a->k, 1, a->n_batch, hd, a->Tk);
+    }
+    const packed_set *pks = words ? pk : NULL;
+    int err = 0;
+    #pragma omp parallel reduction(min : err)
     {
         int tid = omp_get_thread_num();
         float *S = scratch + (size_t)tid * per, *dP = S + (size_t)BR * BC, *dKa = dP + (size_t)BR * BC,
@@ -482,16 +599,20 @@ int hy_flash_backward(const hy_flash_args *a) {
         }
         if (by_group) {
             #pragma omp for schedule(dynamic, 1)
-            for (int bg = 0; bg < a->n_batch * a->Hkv; bg++) bwd_group(a, delta, bg / a->Hkv, bg % a->Hkv, S, dP, dKa, dVa);
+            for (int bg = 0; bg < a->n_batch * a->Hkv; bg++) {
+                int rc = bwd_group(a, pks, delta, bg / a->Hkv, bg % a->Hkv, S, dP, dKa, dVa);
+                if (rc < err) err = rc;
+            }
         }
         #pragma omp for schedule(dynamic, 1)
         for (int u = 0; u < nslot; u++)
             for (long t = u; t < ntask; t += nslot) {
                 int p = (int)(t % npair), bg = (int)(t / npair);
                 hy_flash_view mine = {dqp + (size_t)u * nq, (size_t)H * a->Tq * hd, (size_t)a->Tq * hd, hd, 0};
-                bwd_task(a, delta, bg / a->Hkv, bg % a->Hkv, p, S, dP, dKa, dVa, mine, true);
-                if (nkt - 1 - p != p)
-                    bwd_task(a, delta, bg / a->Hkv, bg % a->Hkv, nkt - 1 - p, S, dP, dKa, dVa, mine, true);
+                int rc = bwd_task(a, pks, delta, bg / a->Hkv, bg % a->Hkv, p, S, dP, dKa, dVa, mine, true);
+                if (rc == 0 && nkt - 1 - p != p)
+                    rc = bwd_task(a, pks, delta, bg / a->Hkv, bg % a->Hkv, nkt - 1 - p, S, dP, dKa, dVa, mine, true);
+                if (rc < err) err = rc;
             }
         #pragma omp for schedule(static)
         for (size_t r = 0; r < (nslot ? nrow : 0); r++) {   /* dQ = scale Σ_slots dQ_u, rows ordered (b, h, i) */
@@ -504,6 +625,6 @@ int hy_flash_backward(const hy_flash_args *a) {
             for (int c = 0; c < hd; c++) dq[c] *= a->scale;
         }
     }
-    hy_free(delta), hy_free(dqp), hy_free(scratch);
-    return 0;
+    hy_free(delta), hy_free(dqp), hy_free(scratch), hy_free(words);
+    return err;
 }

@@ -63,8 +63,11 @@ static int swiglu_forward(hy_layer *L, const float *x, float *y, int B, int T) {
     size_t rows = (size_t)B * T, n = rows * F;
     if (!c || !hy_buf_reserve(&c->gate, n) || !hy_buf_reserve(&c->up, n) || !hy_buf_reserve(&c->act, n))
         return HY_ERR_NOMEM;
+    int rc = hy_gemm_bf16_hold(x, rows * d);   /* bf16: x converted once for both products */
+    if (rc < 0) return rc;
     hy_linear_forward(c->gate.p, x, L->p[P_GATE], NULL, (int)rows, d, F);
     hy_linear_forward(c->up.p, x, L->p[P_UP], NULL, (int)rows, d, F);
+    hy_gemm_bf16_release(x);
     float *g = c->gate.p, *u = c->up.p, *a = c->act.p;
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) a[i] = hy_siluf(g[i]) * u[i];
@@ -88,8 +91,11 @@ static int swiglu_backward(hy_layer *L, const float *dy, float *dx, int B, int T
         du[i] = da[i] * g[i] * s;
         dg[i] = da[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
     }
+    int rc = hy_gemm_bf16_hold(c->x, rows * d);   /* bf16: x converted once for both weight gradients */
+    if (rc < 0) return rc;
     hy_linear_backward(dx, L->g[P_GATE], NULL, dg, c->x, L->p[P_GATE], (int)rows, d, F, false);
     hy_linear_backward(dx, L->g[P_UP], NULL, du, c->x, L->p[P_UP], (int)rows, d, F, true);
+    hy_gemm_bf16_release(c->x);
     return 0;
 }
 

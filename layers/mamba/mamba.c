@@ -257,8 +257,10 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     }
     hy_colsum_add(L->g[P_DT_B], ddelta, rows, E, E);
     /* dt_proj: d dt = d raw W_dt into ddbc[:, :R]; dW_dt += d rawᵀ dt */
+    if ((rc = hy_gemm_bf16_hold(ddelta, nE)) < 0) return rc;   /* bf16: d raw converted once for both */
     hy_gemm(false, false, (int)rows, R, E, 1.0f, ddelta, E, L->p[P_DT_W], R, 0.0f, ddbc, g.nbc);
     hy_gemm(true, false, E, R, (int)rows, 1.0f, ddelta, E, F->dbc.p, g.nbc, 1.0f, L->g[P_DT_W], R);
+    hy_gemm_bf16_release(ddelta);
     /* x_proj: dxc += ddbc W_x; dW_x += ddbcᵀ xc */
     hy_linear_backward(dxc, L->g[P_XPROJ], NULL, ddbc, F->xc.p, L->p[P_XPROJ], (int)rows, E, g.nbc, true);
     /* silu and the conv: bias and weight gradients, d x into dxz's x half */
