@@ -47,20 +47,28 @@ hy_gemm_backend hy_gemm_auto_choice(int M, int N, int K) {
  * first ran a product); their bytes are counted here and reported in hy_gemm_stats. */
 static atomic_llong buffer_bytes;
 
-static atomic_long n_products, n_bf16, n_f32, n_in_parallel, n_bf16_fallbacks;
+static atomic_long n_products, n_bf16, n_f32, n_in_parallel, n_bf16_fallbacks, n_onednn_fallbacks, n_evicted;
+static void cache_counts(hy_gemm_stats *s);
 static atomic_llong n_converted, n_shadowed, ns_converting;
 
 void hy_gemm_stats_get(hy_gemm_stats *s) {
-    *s = (hy_gemm_stats){atomic_load(&n_products), atomic_load(&n_bf16), atomic_load(&n_f32),
-                         atomic_load(&n_in_parallel), atomic_load(&n_bf16_fallbacks), atomic_load(&n_converted),
-                         atomic_load(&n_shadowed), 1e-9 * (double)atomic_load(&ns_converting),
-                         (double)atomic_load(&buffer_bytes) + (double)hy_bf16_buffer_bytes()};
+    *s = (hy_gemm_stats){.products = atomic_load(&n_products),
+                         .bf16 = atomic_load(&n_bf16),
+                         .f32 = atomic_load(&n_f32),
+                         .in_parallel = atomic_load(&n_in_parallel),
+                         .bf16_fallbacks = atomic_load(&n_bf16_fallbacks),
+                         .converted = atomic_load(&n_converted),
+                         .shadowed = atomic_load(&n_shadowed),
+                         .convert_seconds = 1e-9 * (double)atomic_load(&ns_converting),
+                         .buffer_bytes = (double)atomic_load(&buffer_bytes) + (double)hy_bf16_buffer_bytes()};
+    cache_counts(s);
 }
 
 void hy_gemm_stats_reset(void) {
     atomic_store(&n_products, 0), atomic_store(&n_bf16, 0), atomic_store(&n_f32, 0);
     atomic_store(&n_in_parallel, 0), atomic_store(&n_bf16_fallbacks, 0);
     atomic_store(&n_converted, 0), atomic_store(&n_shadowed, 0), atomic_store(&ns_converting, 0);
+    atomic_store(&n_onednn_fallbacks, 0), atomic_store(&n_evicted, 0);
 }
 
 static long long now_ns(void) {
@@ -108,28 +116,48 @@ static const hy_bf16 *shadow_of(const float *p, size_t extent) {
  * One primitive per (shape, strides, transposes, alpha, beta, bf16, serial): `serial` ones are
  * created and run inside an OpenMP parallel region, one thread each (oneDNN runs a primitive
  * sequentially there). Every primitive uses a user scratchpad: the caller's thread brings its own
- * (below), so any thread may run any primitive, concurrently. */
+ * (below), so any thread may run any primitive, concurrently.
+ * The cache holds at most MAX_ENTRIES primitives: a long process meets ever new shapes (every
+ * sequence length of a sweep, MoE experts' token counts), and a cache that only fills would send
+ * every shape after the first MAX_ENTRIES to OpenBLAS. When full, a new shape evicts the entry
+ * looked up least recently among those no thread keeps in a slot. Entries are reference counted
+ * (the table holds one reference, each thread slot one), so an evicted primitive lives until the
+ * last thread that holds it moves on. */
 typedef struct {
-    int used;
     int trans_a, trans_b, M, N, K, lda, ldb, ldc, bf16, serial;
     float alpha, beta;
     dnnl_primitive_t prim;
     dnnl_memory_desc_t md_a, md_b, md_c, md_scratch;
     size_t scratch_bytes;
+    uint64_t hash;
+    unsigned long last_use;   /* lookup clock at the last lookup that found or made it (under cache_lock) */
+    atomic_int refs;
 } dnnl_entry;
 
-#define CACHE_SIZE 1024
-static dnnl_entry cache[CACHE_SIZE];
+#define MAX_ENTRIES 1024
+#define TABLE_SLOTS (2 * MAX_ENTRIES)   /* open addressing, linear probing, at most half full */
+static dnnl_entry *table[TABLE_SLOTS];
+static int n_entries;
+static unsigned long lookup_clock;
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static dnnl_engine_t engine;
 static int dnnl_ready = -1; /* -1 unknown, 0 unusable, 1 ready; set under cache_lock */
+
+/* Drops one reference to e; the last one destroys the primitive. */
+static void entry_release(dnnl_entry *e) {
+    if (e && atomic_fetch_sub(&e->refs, 1) == 1) {
+        dnnl_primitive_destroy(e->prim);
+        free(e);
+    }
+}
 
 /* A thread's handle on one cached primitive: the entry and its four memory objects (A, B, C,
  * scratchpad), made once and given the operands' addresses on each call, so that a call of a
  * shape the thread has run before takes no lock and creates nothing. */
 #define THREAD_SLOTS 64
+#define SLOT_WAYS 4
 typedef struct {
-    const dnnl_entry *e;
+    dnnl_entry *e;   /* holds a reference */
     dnnl_memory_t mem[4];
 } thread_slot;
 
@@ -156,10 +184,11 @@ static int engine_ready(void) {
     return dnnl_ready;
 }
 
-/* Frees a slot's memory objects and empties it. */
+/* Frees a slot's memory objects, drops its reference and empties it. */
 static void slot_clear(thread_slot *sl) {
     for (int i = 0; i < 4; i++)
         if (sl->mem[i]) dnnl_memory_destroy(sl->mem[i]);
+    entry_release(sl->e);
     memset(sl, 0, sizeof *sl);
 }
 
@@ -243,7 +272,9 @@ static int same_key(const dnnl_entry *a, const dnnl_entry *b) {
            a->alpha == b->alpha && a->beta == b->beta;
 }
 
-/* FNV-1a over the fields of a key. */
+/* FNV-1a over the fields of a key, then mixed (splitmix64's finalizer) so that the low bits, which
+ * pick the slots, depend on every bit of every field: plain FNV-1a's low bits see only the fields'
+ * low bits, and shapes differing in higher bits (64 against 128 rows) shared a slot. */
 static uint64_t key_hash(const dnnl_entry *key) {
     uint64_t h = 1469598103934665603ull;
     const int fields[] = {key->trans_a, key->trans_b, key->M,   key->N,   key->K,
@@ -252,28 +283,84 @@ static uint64_t key_hash(const dnnl_entry *key) {
     uint32_t ab[2];
     memcpy(&ab[0], &key->alpha, 4);
     memcpy(&ab[1], &key->beta, 4);
-    return ((h ^ ab[0]) * 1099511628211ull ^ ab[1]) * 1099511628211ull;
+    h = ((h ^ ab[0]) * 1099511628211ull ^ ab[1]) * 1099511628211ull;
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+    return h ^ (h >> 31);
 }
 
-/* The cached primitive for key (hash h; created on first use), or NULL; thread-safe. */
-static const dnnl_entry *dnnl_lookup(const dnnl_entry *key, uint64_t h) {
-    const dnnl_entry *found = NULL;
+/* Removes table[i] (linear probing: the entries after it in its run move back so that every
+ * entry stays reachable from its home slot) and drops the table's reference. */
+static void table_remove(int i) {
+    dnnl_entry *gone = table[i];
+    table[i] = NULL;
+    for (int j = (i + 1) % TABLE_SLOTS; table[j]; j = (j + 1) % TABLE_SLOTS) {
+        int home = (int)(table[j]->hash % TABLE_SLOTS);
+        /* table[j] may move to the hole i unless its home lies cyclically in (i, j] */
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) table[i] = table[j], table[j] = NULL, i = j;
+    }
+    n_entries--;
+    atomic_fetch_add(&n_evicted, 1);
+    entry_release(gone);
+}
+
+/* Makes room for one entry: evicts the least recently looked-up entry that no thread slot holds
+ * (or, when every one is held, the least recently looked-up of all). Under cache_lock. */
+static void evict_one(void) {
+    int victim = -1, held_victim = -1;
+    for (int i = 0; i < TABLE_SLOTS; i++) {
+        const dnnl_entry *e = table[i];
+        if (!e) continue;
+        int *best = atomic_load(&e->refs) == 1 ? &victim : &held_victim;
+        if (*best < 0 || e->last_use < table[*best]->last_use) *best = i;
+    }
+    table_remove(victim >= 0 ? victim : held_victim);
+}
+
+/* The cached primitive for key (hash h; created on first use) with one more reference for the
+ * caller, or NULL; thread-safe. */
+static dnnl_entry *dnnl_lookup(const dnnl_entry *key, uint64_t h) {
+    dnnl_entry *found = NULL;
     pthread_mutex_lock(&cache_lock);
-    for (int probe = 0; engine_ready() && probe < CACHE_SIZE; probe++) {
-        dnnl_entry *e = &cache[(h + probe) % CACHE_SIZE];
-        if (!e->used) {
-            *e = *key;
-            if (create_entry(e)) found = e;
-            else e->used = 0;
-            break;
+    if (engine_ready()) {
+        int i = (int)(h % TABLE_SLOTS);
+        while (table[i] && !(table[i]->hash == h && same_key(table[i], key))) i = (i + 1) % TABLE_SLOTS;
+        if (table[i]) found = table[i];
+        else {
+            dnnl_entry *e = malloc(sizeof *e);
+            if (e) {
+                memcpy(e, key, sizeof *e);
+                e->hash = h;
+                atomic_init(&e->refs, 1);
+            }
+            if (e && create_entry(e)) {
+                if (n_entries >= MAX_ENTRIES) {   /* the removal may move entries: probe again */
+                    evict_one();
+                    for (i = (int)(h % TABLE_SLOTS); table[i]; i = (i + 1) % TABLE_SLOTS) {
+                    }
+                }
+                table[i] = found = e;
+                n_entries++;
+            } else
+                free(e);
         }
-        if (same_key(e, key)) {
-            found = e;
-            break;
+        if (found) {
+            found->last_use = ++lookup_clock;
+            atomic_fetch_add(&found->refs, 1);
         }
     }
     pthread_mutex_unlock(&cache_lock);
     return found;
+}
+
+/* The oneDNN cache's part of hy_gemm_stats. */
+static void cache_counts(hy_gemm_stats *s) {
+    pthread_mutex_lock(&cache_lock);
+    s->primitives_cached = n_entries;
+    pthread_mutex_unlock(&cache_lock);
+    s->primitives_evicted = atomic_load(&n_evicted);
+    s->onednn_fallbacks = atomic_load(&n_onednn_fallbacks);
 }
 
 /* The bf16 form of a rows x cols operand with row stride ld: its registered copy, or a fresh
@@ -299,21 +386,35 @@ static const hy_bf16 *bf16_operand(thread_ctx *c, int slot, const float *src, in
     return c->buf[slot];
 }
 
+/* The slot of c holding key (hash h), else an empty one of its SLOT_WAYS, else the one to reuse:
+ * a slot is looked up in SLOT_WAYS consecutive places, so that the few shapes a kernel alternates
+ * between do not evict each other's memory objects on every call when their hashes collide. */
+static thread_slot *slot_for(thread_ctx *c, const dnnl_entry *key, uint64_t h) {
+    thread_slot *empty = NULL;
+    for (int w = 0; w < SLOT_WAYS; w++) {
+        thread_slot *sl = &c->slots[(h + (uint64_t)w) % THREAD_SLOTS];
+        if (sl->e && same_key(sl->e, key)) return sl;
+        if (!sl->e && !empty) empty = sl;
+    }
+    return empty ? empty : &c->slots[(h + (uint64_t)(h >> 32) % SLOT_WAYS) % THREAD_SLOTS];
+}
+
 /* C = alpha op(A) op(B) + beta C through oneDNN, from any thread. With bf16, Ah / Bh are the
  * operands already in bf16 (NULL: found or converted here). Returns 0 when oneDNN cannot do it. */
 static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, const hy_bf16 *Ah, int lda,
                        const float *B, const hy_bf16 *Bh, int ldb, float beta, float *C, int ldc, int bf16) {
     int serial = omp_in_parallel();
-    dnnl_entry key = {.used = 1, .trans_a = ta, .trans_b = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
+    dnnl_entry key = {.trans_a = ta, .trans_b = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
                       .ldc = ldc, .bf16 = bf16, .serial = serial, .alpha = alpha, .beta = beta};
     thread_ctx *c = thread_context();
     if (!c) return 0;
     uint64_t h = key_hash(&key);
-    thread_slot *sl = &c->slots[h % THREAD_SLOTS];
+    thread_slot *sl = slot_for(c, &key, h);
     if (!sl->e || !same_key(sl->e, &key)) {   /* this thread's first call of the shape here */
-        const dnnl_entry *e = dnnl_lookup(&key, h);
-        if (!e) return 0;
         slot_clear(sl);
+        dnnl_entry *e = dnnl_lookup(&key, h);
+        if (!e) return 0;
+        sl->e = e;
         int ok = dnnl_memory_create(&sl->mem[0], &e->md_a, engine, DNNL_MEMORY_NONE) == dnnl_success &&
                  dnnl_memory_create(&sl->mem[1], &e->md_b, engine, DNNL_MEMORY_NONE) == dnnl_success &&
                  dnnl_memory_create(&sl->mem[2], &e->md_c, engine, DNNL_MEMORY_NONE) == dnnl_success &&
@@ -322,7 +423,6 @@ static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const
             slot_clear(sl);
             return 0;
         }
-        sl->e = e;
     }
     const dnnl_entry *e = sl->e;
     if (!grow_bytes(&c->scratch, &c->scratch_cap, e->scratch_bytes)) return 0;
@@ -380,6 +480,7 @@ static void gemm_run(bool ta, bool tb, int M, int N, int K, float alpha, const f
         return;
     }
     if (bf16) atomic_fetch_add_explicit(&n_bf16_fallbacks, 1, memory_order_relaxed);
+    else if (b == HY_GEMM_ONEDNN) atomic_fetch_add_explicit(&n_onednn_fallbacks, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&n_f32, 1, memory_order_relaxed);
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha,
                 A, lda, B, ldb, beta, C, ldc);
@@ -392,11 +493,11 @@ void hy_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
 
 void hy_gemm_shutdown(void) {
     pthread_mutex_lock(&cache_lock);
-    for (int i = 0; i < CACHE_SIZE; i++) {
-        if (!cache[i].used) continue;
-        dnnl_primitive_destroy(cache[i].prim);
-        cache[i].used = 0;
+    for (int i = 0; i < TABLE_SLOTS; i++) {
+        entry_release(table[i]);
+        table[i] = NULL;
     }
+    n_entries = 0;
     for (thread_ctx *c = all_ctx, *next; c; c = next) {
         next = c->next;
         for (int i = 0; i < THREAD_SLOTS; i++) slot_clear(&c->slots[i]);

@@ -47,6 +47,11 @@ typedef struct {
     double convert_seconds; /* wall time spent converting (summed over threads) */
     double buffer_bytes;    /* held now by every thread's oneDNN scratchpad and conversion and
                              * packing buffers (not reset; outside hy_malloc's accounting) */
+    long onednn_fallbacks;  /* f32 products meant for oneDNN (forced or auto) that ran in OpenBLAS
+                             * because oneDNN could not make the primitive */
+    long primitives_cached; /* oneDNN primitives in the cache now (not reset; at most 1024: past
+                             * that a new shape evicts the least recently used one no thread holds) */
+    long primitives_evicted; /* primitives evicted from the cache */
 } hy_gemm_stats;
 void hy_gemm_stats_get(hy_gemm_stats *s);
 void hy_gemm_stats_reset(void);

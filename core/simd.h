@@ -7,8 +7,9 @@
  *
  * Besides vw: fused multiply-add, max, horizontal max and sum, the sums of HY_VW rows at once (a
  * transpose-and-add tree), lane masks (vw_mask: the lanes
- * below a count, for tails shorter than a vector), non-temporal stores, and v8 (8 floats) for code
- * whose blocking is fixed at 8 lanes whatever the width (the RWKV-7 state transposes). With AVX2 and FMA, or AVX-512, each operation is one or a few
+ * below a count, for tails shorter than a vector), non-temporal stores, v8 (8 floats) for code
+ * whose blocking is fixed at 8 lanes whatever the width (the RWKV-7 state transposes), and vwd
+ * (HY_VW/2 doubles) for sums of floats kept in double (the gradient norm). With AVX2 and FMA, or AVX-512, each operation is one or a few
  * instructions; without AVX2 (not built or tested here) lane loops keep the code compiling. */
 #ifndef HY_CORE_SIMD_H
 #define HY_CORE_SIMD_H
@@ -37,6 +38,8 @@ typedef float vw __attribute__((vector_size(4 * HY_VW)));
 typedef int32_t vwi __attribute__((vector_size(4 * HY_VW)));
 typedef float v8 __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
+typedef double vwd __attribute__((vector_size(4 * HY_VW)));   /* HY_VW/2 doubles (as wide as a vw) */
+typedef float vwh __attribute__((vector_size(2 * HY_VW)));    /* HY_VW/2 floats */
 
 
 static inline vw vw_load(const float *p) {
@@ -53,6 +56,12 @@ static inline v8 v8_load(const float *p) {
 }
 static inline void v8_store(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 static inline v8 v8_splat(float x) { return (v8){0} + x; }
+/* HY_VW/2 floats at p widened to double (sums of floats kept in double). */
+static inline vwd vwd_load_floats(const float *p) {
+    vwh h;
+    memcpy(&h, p, sizeof h);
+    return __builtin_convertvector(h, vwd);
+}
 
 /* a·b + c rounded once. */
 static inline vw vw_fma(vw a, vw b, vw c) {

@@ -156,6 +156,23 @@ static inline float hy_normal_cdff(float x, float *pdf) {
     return hy_float_ordered(xx) < hy_float_ordered(3.125f) ? near : far;   /* t < 1.25 */
 }
 
+/* Σ a[i]·b[i] over n floats in vw lanes (two accumulators, the tail masked), then the lanes
+ * added: a fixed order for a given vector width. For rows of a few hundred floats (norms), where
+ * a scalar sum is a chain of dependent adds. */
+static inline float hy_dotf(const float *a, const float *b, int n) {
+    vw s0 = {0}, s1 = {0};
+    int i = 0;
+    for (; i + 2 * HY_VW <= n; i += 2 * HY_VW) {
+        s0 = vw_fma(vw_load(a + i), vw_load(b + i), s0);
+        s1 = vw_fma(vw_load(a + i + HY_VW), vw_load(b + i + HY_VW), s1);
+    }
+    for (; i < n; i += HY_VW) {
+        vw_mask m = vw_mask_first(n - i);
+        s0 = vw_fma(vw_load_masked(a + i, m), vw_load_masked(b + i, m), s0);
+    }
+    return vw_hsum(s0 + s1);
+}
+
 static inline float hy_sigmoidf(float x) { return 1.0f / (1.0f + hy_expf(-x)); }
 static inline float hy_siluf(float x) { return x / (1.0f + hy_expf(-x)); }
 

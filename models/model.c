@@ -5,6 +5,7 @@
 #include "core/gemm.h"
 #include "models/ops.h"
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -215,7 +216,18 @@ void hy_model_weights_fingerprint(const hy_model *m, char *out, size_t n) {
     snprintf(out, n, "%016llx", (unsigned long long)h);
 }
 
-void hy_model_zero_grad(hy_model *m) { memset(m->grad, 0, m->numel * sizeof(float)); }
+/* One memset per thread over its part of the arena (a serial memset of a few MB was a serial
+ * stretch of every 2-thread training step). */
+void hy_model_zero_grad(hy_model *m) {
+    size_t n = m->numel;
+    float *g = m->grad;
+    #pragma omp parallel if (n > 65536)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        size_t a = n * t / nt, b = n * (t + 1) / nt;
+        memset(g + a, 0, (b - a) * sizeof(float));
+    }
+}
 
 static const float *head_weight(const hy_model *m) { return m->lm_head ? m->lm_head->data : m->embedding->data; }
 static float *head_grad(const hy_model *m) { return m->lm_head ? m->lm_head->grad : m->embedding->grad; }
@@ -258,7 +270,8 @@ int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets,
     if (brc < 0) return brc;
 
     hy_embedding_forward(m->h.p, m->embedding->data, inputs, rows, d);
-    int cur = 0;
+    int cur = 0, fslot = keep ? S : 0;
+    bool normed = false;   /* the next sub-block's (or the final) rmsnorm was done with the residual add */
     for (int s = 0; s < S; s++) {
         hy_layer *L = sub_block(m, s);
         if (!L->ops) {
@@ -270,7 +283,7 @@ int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets,
         }
         int slot = keep ? s : 0;
         float *x = m->h.p + (size_t)cur * n, *xn = m->normed.p + (size_t)slot * n;
-        hy_rmsnorm_forward(xn, m->rstd.p + (size_t)slot * rows, x, sub_norm(m, s), rows, d);
+        if (!normed) hy_rmsnorm_forward(xn, m->rstd.p + (size_t)slot * rows, x, sub_norm(m, s), rows, d);
         L->keep_for_backward = keep;
         int rc = L->ops->forward(L, xn, m->work.p, B, T);
         if (rc < 0) {
@@ -279,13 +292,21 @@ int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets,
         }
         int next = keep ? s + 1 : 0;
         float *y = m->h.p + (size_t)next * n, *w = m->work.p;
-        #pragma omp parallel for schedule(static)
-        for (size_t k = 0; k < n; k++) y[k] = x[k] + w[k];
+        /* y = x + w, with the rmsnorm of whatever reads y next (sub-block s + 1 or the final norm) */
+        int nslot = keep ? s + 1 : 0;
+        normed = s + 1 == S || sub_block(m, s + 1)->ops;
+        if (normed)
+            hy_add_rmsnorm_forward(y, m->normed.p + (size_t)nslot * n, m->rstd.p + (size_t)nslot * rows, x, w,
+                                   s + 1 == S ? m->norm_f->data : sub_norm(m, s + 1), rows, d);
+        else {
+            #pragma omp parallel for schedule(static)
+            for (size_t k = 0; k < n; k++) y[k] = x[k] + w[k];
+        }
         cur = next;
     }
-    int fslot = keep ? S : 0;
     float *hf = m->normed.p + (size_t)fslot * n;
-    hy_rmsnorm_forward(hf, m->rstd.p + (size_t)fslot * rows, m->h.p + (size_t)cur * n, m->norm_f->data, rows, d);
+    if (!normed)
+        hy_rmsnorm_forward(hf, m->rstd.p + (size_t)fslot * rows, m->h.p + (size_t)cur * n, m->norm_f->data, rows, d);
     hy_linear_forward(m->logits.p, hf, head_weight(m), NULL, (int)rows, d, V);
 
     hy_loss l = {0};

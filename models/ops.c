@@ -1,7 +1,9 @@
 #include "models/ops.h"
 #include "core/error.h"
 #include "core/mem.h"
+#include "core/simd.h"
 #include "core/vmath.h"
+#include <float.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -11,11 +13,24 @@ void hy_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, s
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * d;
         float *yr = y + r * d;
-        float ss = 0;
-        for (int j = 0; j < d; j++) ss += xr[j] * xr[j];
+        float ss = hy_dotf(xr, xr, d);
         float s = 1.0f / sqrtf(ss / d + HY_RMSNORM_EPS);
         rstd[r] = s;
         for (int j = 0; j < d; j++) yr[j] = w[j] * xr[j] * s;
+    }
+}
+
+void hy_add_rmsnorm_forward(float *sum, float *y, float *rstd, const float *x, const float *r, const float *w,
+                            size_t rows, int d) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < rows; i++) {
+        const float *xr = x + i * d, *rr = r + i * d;
+        float *sr = sum + i * d, *yr = y + i * d;
+        for (int j = 0; j < d; j++) sr[j] = xr[j] + rr[j];
+        float ss = hy_dotf(sr, sr, d);
+        float s = 1.0f / sqrtf(ss / d + HY_RMSNORM_EPS);
+        rstd[i] = s;
+        for (int j = 0; j < d; j++) yr[j] = w[j] * sr[j] * s;
     }
 }
 
@@ -31,11 +46,15 @@ int hy_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, c
         float *pw = partial + (size_t)t * d;
         for (size_t r = lo; r < hi; r++) {
             const float *xr = x + r * d, *dyr = dy + r * d;
-            float *dxr = dx + r * d, s = rstd[r], dot = 0;
-            for (int j = 0; j < d; j++) {
-                dot += w[j] * dyr[j] * xr[j];
-                pw[j] += dyr[j] * xr[j] * s;
+            float *dxr = dx + r * d, s = rstd[r];
+            vw acc = {0};   /* Σ w·dy·x in vw lanes */
+            for (int j = 0; j < d; j += HY_VW) {
+                vw_mask m = vw_mask_first(d - j);
+                vw wd = vw_load_masked(w + j, m) * vw_load_masked(dyr + j, m);
+                acc = vw_fma(wd, vw_load_masked(xr + j, m), acc);
             }
+            float dot = vw_hsum(acc);
+            for (int j = 0; j < d; j++) pw[j] += dyr[j] * xr[j] * s;
             float c = s * s * s * dot / d;
             if (accumulate_dx)
                 for (int j = 0; j < d; j++) dxr[j] += s * w[j] * dyr[j] - c * xr[j];
@@ -63,13 +82,19 @@ void hy_embedding_backward(float *dtable, const float *dh, const int32_t *tokens
     }
 }
 
-/* log Σ exp(row) with the max subtracted, in double for the sum. */
+/* log Σ exp(row) with the max subtracted: max and sum in vw lanes (the tail masked), the log
+ * in double. */
 static double row_logsumexp(const float *z, int V) {
-    float m = z[0];
-    for (int v = 1; v < V; v++) m = z[v] > m ? z[v] : m;
-    float s = 0;
-    for (int v = 0; v < V; v++) s += hy_expf(z[v] - m);
-    return m + log((double)s);
+    const vw lo = vw_splat(-FLT_MAX);
+    vw vm = lo, acc = {0};
+    for (int v = 0; v < V; v += HY_VW) vm = vw_max(vm, vw_select(vw_mask_first(V - v), vw_load_masked(z + v, vw_mask_first(V - v)), lo));
+    float m = vw_hmax(vm);
+    const vw neg_m = vw_splat(-m);
+    for (int v = 0; v < V; v += HY_VW) {
+        vw_mask k = vw_mask_first(V - v);
+        acc += vw_keep(hy_expf_neg_vw(vw_load_masked(z + v, k) + neg_m), k);
+    }
+    return m + log((double)vw_hsum(acc));
 }
 
 double hy_cross_entropy_forward(const float *logits, const int32_t *targets, size_t rows, int V, long *n_targets) {

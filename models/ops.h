@@ -10,6 +10,10 @@
 
 /* y = w ⊙ x / sqrt(mean(x²) + eps); rstd[r] = 1/sqrt(...) saved for backward. */
 void hy_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, size_t rows, int d);
+/* The residual add and the next rmsnorm in one pass: sum = x + r, then y and rstd as
+ * hy_rmsnorm_forward(y, rstd, sum, w, rows, d) gives them, bit for bit. sum may be x (in place). */
+void hy_add_rmsnorm_forward(float *sum, float *y, float *rstd, const float *x, const float *r, const float *w,
+                            size_t rows, int d);
 /* dx (+)= ...; dw += Σ_rows dy ⊙ x ⊙ rstd. accumulate_dx: add into dx instead of overwriting. */
 int hy_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                         size_t rows, int d, int accumulate_dx);

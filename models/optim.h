@@ -20,12 +20,18 @@ int hy_optim_init(hy_optim *o, const hy_model *model, hy_optim_kind kind);
  * optimizer state: data-parallel training with train.shard_optimizer). */
 int hy_optim_init_range(hy_optim *o, const hy_model *model, hy_optim_kind kind, size_t lo, size_t hi);
 void hy_optim_free(hy_optim *o);
-/* One update with learning rate lr of elements [o->lo, o->hi) from the gradients in model->grad. */
+/* One update with learning rate lr of elements [o->lo, o->hi) from the gradients in model->grad:
+ * one parallel pass over those elements. */
 void hy_optim_step(hy_optim *o, hy_model *model, double lr);
+/* hy_optim_step after multiplying the gradients of [o->lo, o->hi) by grad_scale, in the same pass
+ * (the gradients are left scaled, bit for bit as a separate pass leaves them): clipping and
+ * update in one sweep of the arena. grad_scale 1 = hy_optim_step. */
+void hy_optim_step_scaled(hy_optim *o, hy_model *model, double lr, float grad_scale);
 /* Global L2 norm of the gradients; if max_norm > 0 and the norm exceeds it, scales them down.
  * Returns the norm before clipping. */
 double hy_clip_grad_norm(hy_model *model, double max_norm);
-/* The sum of squares of g[0..n) in the clip's fixed order (per-thread parts, added in order). */
+/* The sum of squares of g[0..n) in double, in the clip's fixed order for a given thread count
+ * (per-thread parts, each in HY_VW/2 double lanes added in a fixed order, the parts in order). */
 double hy_grad_sum_squares(const float *g, size_t n);
 /* The factor by which clipping to max_norm scales gradients of norm `norm` (1 = unchanged). */
 float hy_clip_scale(double norm, double max_norm);

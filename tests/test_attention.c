@@ -98,6 +98,25 @@ START_TEST(tiled_matches_naive) {
 }
 END_TEST
 
+/* Both schedules of the tiled backward (by (batch, kv head) group, each task owning its dq rows;
+ * by key-tile slots with dQ copies) against the naive path, at 1 and 2 threads, over one key tile
+ * (T 64, the training shape's) and several (T 130, 200). */
+START_TEST(backward_schedules_match_naive) {
+    static const int Ts[] = {5, 64, 130, 200};
+    for (int th = 1; th <= 2; th++) {
+        hy_set_threads(th);
+        ck_assert(!hy_flash_backward_by_group(1, 2, th));    /* 2 pairs: slots */
+        ck_assert(hy_flash_backward_by_group(2 * th, 4, th)); /* 8·th pairs: groups */
+        for (size_t t = 0; t < sizeof Ts / sizeof *Ts; t++) {
+            compare_paths(64, "4", "2", "10000", 1, Ts[t]);       /* slots */
+            compare_paths(64, "4", "4", NULL, 2 * th, Ts[t]);     /* groups */
+            compare_paths(64, "4", "2", "10000", 4 * th, Ts[t]);  /* groups, GQA */
+        }
+    }
+    hy_set_threads(0);
+}
+END_TEST
+
 /* SPEC §2 written out in double precision: projections, RoPE (rotate_half, Llama), GQA head
  * mapping, causal softmax, o_proj. */
 static void spec_forward(hy_layer *L, const float *x, double *y, int B, int T, int H, int Hkv, double theta) {
@@ -475,6 +494,7 @@ static Suite *attention_suite(void) {
     Suite *s = suite_create("attention");
     TCase *k = tcase_create("kernels");
     tcase_add_test(k, tiled_matches_naive);
+    tcase_add_test(k, backward_schedules_match_naive);
     tcase_add_test(k, decode_matches_tiled_and_reference);
     tcase_add_test(k, forward_follows_spec);
     tcase_add_test(k, tiled_is_deterministic);

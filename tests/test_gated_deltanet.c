@@ -1,10 +1,10 @@
 /* gated_deltanet: the chunked gated delta rule against the plain token-by-token recurrence in double
  * (lengths that are and are not multiples of the chunk, T = 1, a state carried in, n_v_heads > n_heads,
  * decays down to e^-1000 per step), its backward against central differences of that recurrence,
- * the single-token step; then the block against a double transcription of SPEC §2 (forward and
- * every parameter's gradient), float finite differences, strong decays through the whole block,
- * step and prefill against the parallel forward, state export/import, options and their errors,
- * init, state_bytes and flop. */
+ * the single-token step, a large batch's streamed (non-temporal) outputs against plain ones; then
+ * the block against a double transcription of SPEC §2 (forward and every parameter's gradient),
+ * float finite differences, strong decays through the whole block, step and prefill against the
+ * parallel forward, state export/import, options and their errors, init, state_bytes and flop. */
 #include "core/error.h"
 #include "core/mem.h"
 #include "core/rng.h"
@@ -309,6 +309,61 @@ START_TEST(flop_and_size_checks) {
     c.in.HV = 4, c.in.chunk = 0;
     ck_assert_int_lt(hy_gdn_forward(&c.in, NULL, o, 16, NULL, &ws), 0);
     hy_buf_free(&ws);
+    case_free(&c);
+}
+END_TEST
+
+/* A forward whose o has HY_GDN_STREAM_BYTES or more writes o and what it keeps with non-temporal
+ * stores: a batch that large (from a state, with a shorter last chunk) against each of its
+ * sequences on its own (below the size, plain stores), bit for bit in o, the final state and the
+ * kept U, T and checkpoints, and the batch's backward from that keep matches the per-sequence one. */
+START_TEST(streamed_outputs_match_plain) {
+    const int T = 2 * HY_GDN_CHUNK + 5, H = 2, HV = 2, dk = 16, dv = 32, L = HY_GDN_CHUNK, nch = hy_gdn_nchunks(T, L);
+    const size_t one = (size_t)T * HV * dv, per_s = (size_t)HV * dv * dk;
+    const int B = (int)(HY_GDN_STREAM_BYTES / (one * 4)) + 1;
+    ck_assert(one * 4 < HY_GDN_STREAM_BYTES && B * one * 4 >= HY_GDN_STREAM_BYTES);
+    gdn_case c;
+    case_new(&c, B, T, H, HV, dk, dv, L, false, 70);
+    const size_t nu = (size_t)B * one, nt_ = (size_t)B * HV * nch * L * L, nck = (size_t)B * HV * nch * dv * dk;
+    float *o[2], *S[2], *u[2], *tinv[2], *ck[2], *dqk[2], *dvv[2], *dbg[2], *R = hy_malloc(nu * 4);
+    tu_fill_normal(R, nu, 1, 71);
+    for (int a = 0; a < 2; a++) {
+        o[a] = hy_malloc(nu * 4), S[a] = hy_malloc((size_t)B * per_s * 4), u[a] = hy_malloc(nu * 4);
+        tinv[a] = hy_calloc(nt_ * 4), ck[a] = hy_malloc(nck * 4);
+        dqk[a] = hy_malloc(c.rows * c.in.ld_qk * 4), dvv[a] = hy_malloc(c.rows * c.in.ld_v * 4);
+        dbg[a] = hy_malloc(c.rows * c.in.ld_bg * 4);
+        memcpy(S[a], c.S0, (size_t)B * per_s * 4);
+    }
+    hy_buf ws = {0};
+    hy_gdn_keep keep0 = {u[0], tinv[0], ck[0]};
+    ck_assert_int_eq(hy_gdn_forward(&c.in, S[0], o[0], HV * dv, &keep0, &ws), 0);
+    ck_assert_int_eq(hy_gdn_backward(&c.in, &keep0, R, HV * dv, dqk[0], dqk[0] + H * dk, dvv[0], dbg[0], dbg[0] + HV, &ws), 0);
+    for (int b = 0; b < B; b++) {   /* sequence b alone: its rows, state and kept blocks */
+        const size_t r0 = (size_t)b * T;
+        hy_gdn_in in1 = c.in;
+        in1.B = 1, in1.q += r0 * c.in.ld_qk, in1.k += r0 * c.in.ld_qk, in1.v += r0 * c.in.ld_v;
+        in1.beta += r0 * c.in.ld_bg, in1.g += r0 * c.in.ld_bg;
+        hy_gdn_keep keep1 = {u[1] + b * one, tinv[1] + (size_t)b * HV * nch * L * L, ck[1] + (size_t)b * HV * nch * dv * dk};
+        ck_assert_int_eq(hy_gdn_forward(&in1, S[1] + b * per_s, o[1] + b * one, HV * dv, &keep1, &ws), 0);
+        ck_assert_int_eq(hy_gdn_backward(&in1, &keep1, R + b * one, HV * dv, dqk[1] + r0 * c.in.ld_qk,
+                                         dqk[1] + r0 * c.in.ld_qk + H * dk, dvv[1] + r0 * c.in.ld_v, dbg[1] + r0 * c.in.ld_bg,
+                                         dbg[1] + r0 * c.in.ld_bg + HV, &ws), 0);
+    }
+    ck_assert_msg(memcmp(o[0], o[1], nu * 4) == 0, "o: streamed differs from plain");
+    ck_assert_msg(memcmp(S[0], S[1], (size_t)B * per_s * 4) == 0, "final state: streamed differs from plain");
+    ck_assert_msg(memcmp(u[0], u[1], nu * 4) == 0, "kept U: streamed differs from plain");
+    ck_assert_msg(memcmp(tinv[0], tinv[1], nt_ * 4) == 0, "kept T: streamed differs from plain");
+    ck_assert_msg(memcmp(ck[0], ck[1], nck * 4) == 0, "checkpoints: streamed differ from plain");
+    for (size_t r = 0; r < c.rows; r++) {
+        ck_assert(memcmp(dqk[0] + r * c.in.ld_qk, dqk[1] + r * c.in.ld_qk, (size_t)2 * H * dk * 4) == 0);
+        ck_assert(memcmp(dvv[0] + r * c.in.ld_v, dvv[1] + r * c.in.ld_v, (size_t)HV * dv * 4) == 0);
+        ck_assert(memcmp(dbg[0] + r * c.in.ld_bg, dbg[1] + r * c.in.ld_bg, (size_t)2 * HV * 4) == 0);
+    }
+    hy_buf_free(&ws);
+    for (int a = 0; a < 2; a++)
+        hy_free(o[a]), hy_free(S[a]), hy_free(u[a]), hy_free(tinv[a]), hy_free(ck[a]), hy_free(dqk[a]), hy_free(dvv[a]),
+            hy_free(dbg[a]);
+    hy_free(R);
     case_free(&c);
 }
 END_TEST
@@ -761,6 +816,7 @@ static Suite *gated_deltanet_suite(void) {
     tcase_add_test(k, backward_finite_differences);
     tcase_add_test(k, strong_decays_stay_finite);
     tcase_add_test(k, flop_and_size_checks);
+    tcase_add_test(k, streamed_outputs_match_plain);
     tcase_set_timeout(k, 120);
     suite_add_tcase(s, k);
     TCase *b = tcase_create("block");

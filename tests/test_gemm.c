@@ -123,6 +123,47 @@ START_TEST(parallel_region_calls) {
 }
 END_TEST
 
+/* More distinct shapes than the oneDNN cache holds (1024), from two threads at once: every product
+ * still runs in oneDNN and is right (the cache evicts instead of sending new shapes to OpenBLAS,
+ * also a shape a thread comes back to after others evicted it), and the cache stays bounded. */
+START_TEST(cache_evicts_past_capacity) {
+    enum { NT = 2, SHAPES = 1300, K = 8, N = 8, MAXM = 24 + SHAPES };
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(NT);
+    hy_gemm_set_backend(HY_GEMM_ONEDNN);
+    hy_gemm_shutdown();   /* an empty cache */
+    hy_gemm_stats_reset();
+    double worst[NT] = {0};
+    #pragma omp parallel for schedule(static, 1) num_threads(NT)
+    for (int t = 0; t < NT; t++) {
+        float *A = hy_malloc((size_t)MAXM * (K + 1) * 4), *B = hy_malloc((size_t)K * N * 4), *C = hy_malloc((size_t)MAXM * N * 4),
+              *R = hy_malloc((size_t)MAXM * N * 4);
+        tu_fill_normal(A, (size_t)MAXM * (K + 1), 1, 40 + t), tu_fill_normal(B, (size_t)K * N, 1, 50 + t);
+        for (int s = 0; s < SHAPES / NT; s++) {
+            /* a distinct M (and ld) per shape and thread; the kept shape (M = 16 + t) every 50th */
+            const int m = s % 50 == 0 ? 16 + t : 18 + NT * s + t, lda = K + t;
+            hy_gemm(false, false, m, N, K, 1.0f, A, lda, B, N, 0.0f, C, N);
+            if (s % 97 == 0 || s % 50 == 0) {
+                reference(false, false, m, N, K, 1.0f, A, lda, B, N, 0.0f, R, N);
+                for (int i = 0; i < m * N; i++) worst[t] = fmax(worst[t], fabs(C[i] - R[i]) / (1 + sqrt(K)));
+            }
+        }
+        hy_free(A), hy_free(B), hy_free(C), hy_free(R);
+    }
+    hy_gemm_stats st;
+    hy_gemm_stats_get(&st);
+    for (int t = 0; t < NT; t++) ck_assert_msg(worst[t] < 1e-5, "thread %d: error %g", t, worst[t]);
+    ck_assert_msg(st.onednn_fallbacks == 0, "%ld products went to OpenBLAS", st.onednn_fallbacks);
+    ck_assert_int_eq(st.f32, st.products);
+    ck_assert_msg(st.primitives_cached <= 1024 && st.primitives_cached >= 1000, "%ld cached", st.primitives_cached);
+    const long distinct = NT * (SHAPES / NT - (SHAPES / NT + 49) / 50 + 1);   /* the kept shape counts once */
+    ck_assert_msg(st.primitives_evicted >= distinct - 1024, "%ld evicted of %ld shapes", st.primitives_evicted, distinct);
+    hy_gemm_set_backend(HY_GEMM_AUTO);
+    hy_gemm_shutdown();
+    omp_set_num_threads(threads);
+}
+END_TEST
+
 static Suite *gemm_suite(void) {
     Suite *s = suite_create("gemm");
     TCase *tc = tcase_create("backends");
@@ -132,6 +173,7 @@ static Suite *gemm_suite(void) {
     tcase_add_test(tc, bf16_close_to_reference);
     tcase_add_test(tc, linear_backward_matches_definition);
     tcase_add_test(tc, parallel_region_calls);
+    tcase_add_test(tc, cache_evicts_past_capacity);
     suite_add_tcase(s, tc);
     return s;
 }

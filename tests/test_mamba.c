@@ -141,8 +141,7 @@ START_TEST(scan_matches_reference) {
 END_TEST
 
 /* The kernel's backward against central differences of ref_scan, every entry of every input. */
-START_TEST(scan_gradients) {
-    enum { B = 2, T = 23, E = 20, N = 4, CHUNK = 5 };   /* 23 = 4 full chunks + 3; E: a tail block */
+static void check_scan_gradients(int B, int T, int E, int N, int CHUNK) {
     scan_case s;
     scan_case_new(&s, B, T, E, N, 7);
     size_t nE = (size_t)B * T * E, nBC = (size_t)B * T * s.ld;
@@ -174,12 +173,22 @@ START_TEST(scan_gradients) {
             worst = fmax(worst, fabs(num - an[k][i]));
             scale = fmax(scale, fabs(num));
         }
-        ck_assert_msg(worst / scale < 1e-4, "scan gradient of %s: error %g (scale %g)", names[k], worst / scale, scale);
+        ck_assert_msg(worst / scale < 1e-4, "B %d T %d E %d N %d chunk %d: scan gradient of %s: error %g (scale %g)", B, T,
+                      E, N, CHUNK, names[k], worst / scale, scale);
     }
     for (int k = 0; k < 5; k++) free(in[k]);
     free(dR);
     hy_free(R), hy_free(y), hy_free(cs), hy_free(gdl), hy_free(gx), hy_free(gbc), hy_free(gA), hy_free(gD);
     scan_case_free(&s);
+}
+
+/* Every state count path of the backward: N below one vector (the per-row sums), N = 20 (whole
+ * groups of vector-width states summed in registers, then a tail: one group + 4 with AVX-512, two
+ * + 4 with AVX2), N = 16 (whole groups only, the block's default). */
+START_TEST(scan_gradients) {
+    check_scan_gradients(2, 23, 20, 4, 5);   /* 23 = 4 full chunks + 3; E: a tail block */
+    check_scan_gradients(1, 13, 20, 20, 5);
+    check_scan_gradients(2, 9, 18, 16, 4);
 }
 END_TEST
 

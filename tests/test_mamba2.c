@@ -188,6 +188,9 @@ START_TEST(ssd_matches_recurrence) {
     check_ssd_forward(2, 20, 2, 4, 3, 1, 400);   /* one chunk longer than T */
     check_ssd_forward(1, 128, 2, 64, 64, 1, HY_MAMBA2_CHUNK);   /* the block's shapes and chunk */
     check_ssd_forward(1, 70, 4, 64, 64, 2, HY_MAMBA2_CHUNK);
+    /* 8 threads, B·G = 4 tasks: two head blocks per group, so the chunks' C Bᵀ are shared, here
+     * across two sequences and two groups (5 full chunks + 5) */
+    check_ssd_forward_threads(2, 45, 4, 4, 5, 2, 8, 8);
 }
 END_TEST
 
@@ -255,6 +258,7 @@ START_TEST(ssd_gradients) {
     check_ssd_gradients(2, 1, 2, 3, 2, 2, 5, 2, 9);     /* T = 1 */
     check_ssd_gradients(1, 12, 3, 2, 5, 1, 16, 2, 10);  /* one partial chunk; blocks of 2 and 1 heads */
     check_ssd_gradients(1, 23, 5, 2, 3, 1, 5, 4, 11);   /* 4 blocks (2, 1, 1, 1 heads) */
+    check_ssd_gradients(2, 13, 4, 2, 3, 2, 5, 8, 12);   /* 2 blocks per group, shared C Bᵀ over 2 sequences, 2 groups */
 }
 END_TEST
 

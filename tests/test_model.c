@@ -323,6 +323,53 @@ START_TEST(optimizer_schedule_and_clipping) {
 }
 END_TEST
 
+/* The update pass that scales the gradients itself (hy_optim_step_scaled, the trainer's clip and
+ * AdamW/SGD in one sweep) against a separate clip followed by hy_optim_step: the same weights,
+ * moments and scaled gradients bit for bit, at 1 and 2 threads, over a model large enough for
+ * the parallel pass (every tensor, small norms included, split between threads). */
+START_TEST(fused_clip_and_update_match_two_passes) {
+    const hy_block_ops *att = hy_block_find("attention"), *mlp = hy_block_find("swiglu");
+    const char *ap[] = {"n_heads=2"};
+    hy_layer_cfg layers[2];
+    hy_model_config c = {.d_model = 64, .vocab_size = 300, .n_layers = 2, .tie_embeddings = false, .layers = layers};
+    for (int i = 0; i < 2; i++) {
+        layers[i].mixer.ops = att, layers[i].ffn.ops = mlp;
+        ck_assert_int_eq(hy_block_opts_from_pairs(att, 64, ap, 1, &layers[i].mixer.opts), 0);
+        ck_assert_int_eq(hy_block_opts_from_pairs(mlp, 64, NULL, 0, &layers[i].ffn.opts), 0);
+    }
+    for (int kind = 0; kind < 2; kind++)
+        for (int th = 1; th <= 2; th++) {
+            hy_set_threads(th);
+            hy_model *a, *b;
+            ck_assert_int_eq(hy_model_create(&c, 3, &a), 0);
+            ck_assert_int_eq(hy_model_create(&c, 3, &b), 0);
+            ck_assert(a->numel > 65536);
+            hy_optim oa = {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1, .momentum = 0.9, .ssm_lr = 1e-3};
+            hy_optim ob = oa;
+            hy_optim_kind k = kind ? HY_OPTIM_SGD : HY_OPTIM_ADAMW;
+            ck_assert_int_eq(hy_optim_init(&oa, a, k), 0);
+            ck_assert_int_eq(hy_optim_init(&ob, b, k), 0);
+            for (int step = 0; step < 3; step++) {
+                for (size_t i = 0; i < a->numel; i++)
+                    a->grad[i] = b->grad[i] = sinf((float)i * 0.37f + (float)step) * (step == 1 ? 0.001f : 0.05f);
+                double na = hy_clip_grad_norm(a, 1.0);
+                hy_optim_step(&oa, a, 1e-2);
+                double nb = sqrt(hy_grad_sum_squares(b->grad, b->numel));
+                hy_optim_step_scaled(&ob, b, 1e-2, hy_clip_scale(nb, 1.0));
+                ck_assert(na == nb);
+                ck_assert(step == 1 ? hy_clip_scale(nb, 1.0) == 1.0f : hy_clip_scale(nb, 1.0) < 1.0f);
+                ck_assert(memcmp(a->data, b->data, a->numel * sizeof(float)) == 0);
+                ck_assert(memcmp(a->grad, b->grad, a->numel * sizeof(float)) == 0);
+                ck_assert(memcmp(oa.m, ob.m, a->numel * sizeof(float)) == 0);
+                if (!kind) ck_assert(memcmp(oa.v, ob.v, a->numel * sizeof(float)) == 0);
+            }
+            hy_optim_free(&oa), hy_optim_free(&ob);
+            hy_model_free(a), hy_model_free(b);
+        }
+    hy_set_threads(0);
+}
+END_TEST
+
 static Suite *model_suite(void) {
     Suite *s = suite_create("model");
     TCase *ops = tcase_create("ops");
@@ -332,6 +379,7 @@ static Suite *model_suite(void) {
     tcase_add_test(ops, swiglu_gradients);
     tcase_add_test(ops, swiglu_step_matches_forward);
     tcase_add_test(ops, optimizer_schedule_and_clipping);
+    tcase_add_test(ops, fused_clip_and_update_match_two_passes);
     suite_add_tcase(s, ops);
     TCase *model = tcase_create("stack");
     tcase_add_test(model, model_parameter_names_follow_spec);

@@ -258,6 +258,40 @@ START_TEST(rwkv7_first_layer_gradients) {
 }
 END_TEST
 
+/* Two backward calls after one forward give the same bits (the first one overwrites what the
+ * forward left in its buffers, such as the output projection's input). */
+START_TEST(rwkv7_backward_twice_same) {
+    hy_layer L;
+    tu_layer(&L, "rwkv7", 16, small_rw, 5, 3);
+    perturb(&L, 0.15f, 6);
+    const int B = 2, T = HY_WKV7_CHUNK + 3;
+    size_t n = (size_t)B * T * 16, numel[64];
+    hy_param_spec specs[64];
+    L.ops->param_specs(&L.opts, L.d_model, specs);
+    float *x = hy_malloc(n * 4), *y = hy_malloc(n * 4), *R = hy_malloc(n * 4), *dx[2] = {hy_malloc(n * 4), hy_malloc(n * 4)};
+    float *g0[64];
+    tu_fill_normal(x, n, 1, 7), tu_fill_normal(R, n, 1, 8);
+    L.keep_for_backward = true;
+    ck_assert_int_eq(L.ops->forward(&L, x, y, B, T), 0);
+    for (int a = 0; a < 2; a++) {
+        for (int i = 0; i < L.n_params; i++) {
+            numel[i] = 1;
+            for (int d = 0; d < specs[i].ndim; d++) numel[i] *= (size_t)specs[i].shape[d];
+            memset(L.g[i], 0, numel[i] * 4);
+        }
+        ck_assert_msg(L.ops->backward(&L, R, dx[a], B, T) == 0, "%s", hy_last_error());
+        for (int i = 0; i < L.n_params && a == 0; i++) g0[i] = hy_malloc(numel[i] * 4), memcpy(g0[i], L.g[i], numel[i] * 4);
+    }
+    ck_assert(!memcmp(dx[0], dx[1], n * 4));
+    for (int i = 0; i < L.n_params; i++) {
+        ck_assert_msg(!memcmp(g0[i], L.g[i], numel[i] * 4), "gradient of %s differs", specs[i].name);
+        hy_free(g0[i]);
+    }
+    hy_free(x), hy_free(y), hy_free(R), hy_free(dx[0]), hy_free(dx[1]);
+    hy_layer_standalone_free(&L);
+}
+END_TEST
+
 /* A later rwkv7 layer alone (index 1, v_first given): the value-residual LoRA and gate included. */
 START_TEST(rwkv7_later_layer_gradients) {
     hy_layer L;
@@ -609,6 +643,45 @@ START_TEST(wkv_streamed_outputs_match_plain) {
 }
 END_TEST
 
+/* Called from inside an OpenMP parallel region (where the kernels' own regions get a team of one
+ * thread, smaller than the team their workspaces were sized for), the forward and backward give
+ * the same bits as when called from outside. */
+START_TEST(wkv_inside_parallel_region_matches) {
+    const int B = 1, T = 2 * HY_WKV7_CHUNK + 5, H = 3, N = 64, nch = hy_wkv7_nchunks(T);
+    const size_t n = (size_t)B * T * H * N, nck = (size_t)B * H * nch * N * N;
+    wkv_case c;
+    wkv_make(&c, B, T, H, N, 321);
+    float *out[2][8], *ck[2], *R = hy_malloc(n * 4);
+    tu_fill_normal(R, n, 1, 322);
+    for (int a = 0; a < 2; a++) {
+        for (int i = 0; i < 8; i++) out[a][i] = hy_malloc(n * 4);
+        ck[a] = hy_malloc(nck * 4);
+    }
+    int rc[2][2];
+    for (int a = 0; a < 2; a++) {
+        float **o = out[a];
+        #pragma omp parallel num_threads(2) if (a == 1)
+        {
+            #pragma omp single
+            {
+                rc[a][0] = hy_wkv7_forward(&c.in, NULL, o[0], o[1], ck[a]);
+                rc[a][1] = hy_wkv7_backward(&c.in, o[1], ck[a], R, o[2], o[3], o[4], o[5], o[6], o[7]);
+            }
+        }
+    }
+    const char *names[] = {"y", "sq", "dr", "dw", "dk", "dv", "dq", "db"};
+    for (int a = 0; a < 2; a++) ck_assert(rc[a][0] == 0 && rc[a][1] == 0);
+    for (int i = 0; i < 8; i++) ck_assert_msg(!memcmp(out[0][i], out[1][i], n * 4), "%s differs", names[i]);
+    ck_assert(!memcmp(ck[0], ck[1], nck * 4));
+    for (int a = 0; a < 2; a++) {
+        for (int i = 0; i < 8; i++) hy_free(out[a][i]);
+        hy_free(ck[a]);
+    }
+    hy_free(R);
+    wkv_free(&c);
+}
+END_TEST
+
 static Suite *rwkv7_suite(void) {
     Suite *s = suite_create("rwkv7");
     TCase *k = tcase_create("wkv");
@@ -616,11 +689,13 @@ static Suite *rwkv7_suite(void) {
     tcase_add_test(k, wkv_state_carries_over);
     tcase_add_test(k, wkv_backward_finite_differences);
     tcase_add_test(k, wkv_streamed_outputs_match_plain);
+    tcase_add_test(k, wkv_inside_parallel_region_matches);
     tcase_set_timeout(k, 60);
     suite_add_tcase(s, k);
     TCase *b = tcase_create("blocks");
     tcase_add_test(b, rwkv7_first_layer_gradients);
     tcase_add_test(b, rwkv7_later_layer_gradients);
+    tcase_add_test(b, rwkv7_backward_twice_same);
     tcase_add_test(b, cmix_gradients);
     tcase_add_test(b, rwkv7_and_cmix_step_and_prefill);
     tcase_add_test(b, options_state_bytes_flop);

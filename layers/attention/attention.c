@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
+#include "core/simd.h"
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -204,32 +205,46 @@ static hy_flash_view tview(float *p, int nh, int hd, int n) {
 }
 
 /* Writes the per-head transpose of src (B·T rows of nh·hd) into the tiled view dst, token t of a
- * sequence going to key column t0 + t. */
+ * sequence going to key column t0 + t. Each run of tokens that lands in one key block is written
+ * row by row of the block (contiguous stores, the strided reads stay in L1): scattering one
+ * token's hd values BC floats apart cost ~1 ns per value at T 64. */
 static void transpose_heads(const float *src, int B, int T, int nh, int hd, hy_flash_view dst, int t0) {
     int nblk = (T + 63) / 64;
+    size_t st = (size_t)nh * hd;
     #pragma omp parallel for collapse(2) schedule(static)
     for (int bh = 0; bh < B * nh; bh++)
         for (int blk = 0; blk < nblk; blk++) {
             int b = bh / nh, h = bh % nh, ta = blk * 64, tb = ta + 64 < T ? ta + 64 : T;
             float *d = dst.p + b * dst.bs + h * dst.hs;
-            const float *s = src + (size_t)b * T * nh * hd + (size_t)h * hd;
-            for (int t = ta; t < tb; t++) {
-                int u = t0 + t;
+            const float *s = src + (size_t)b * T * st + (size_t)h * hd;
+            for (int t = ta; t < tb;) {
+                int u = t0 + t, run = tb - t < HY_FLASH_BC - u % HY_FLASH_BC ? tb - t : HY_FLASH_BC - u % HY_FLASH_BC;
                 float *col = d + (size_t)(u / HY_FLASH_BC) * dst.tile + u % HY_FLASH_BC;
-                for (int c = 0; c < hd; c++) col[(size_t)c * dst.ld] = s[(size_t)t * nh * hd + c];
+                const float *in = s + (size_t)t * st;
+                for (int c = 0; c < hd; c++) {
+                    float *o = col + (size_t)c * dst.ld;
+                    for (int k = 0; k < run; k++) o[k] = in[(size_t)k * st + c];
+                }
+                t += run;
             }
         }
 }
 
-/* Head-major copy of src (B·T rows of nh·hd): dst is (B, nh, T, hd). */
+/* Head-major copy of src (B·T rows of nh·hd): dst is (B, nh, T, hd). Vector loops (the tail
+ * masked), not memcpy: a library call per hd floats cost more than the copy. */
 static void heads_copy(const float *src, int B, int T, int nh, int hd, float *dst) {
-    #pragma omp parallel for collapse(2) schedule(static)
-    for (int bh = 0; bh < B * nh; bh++)
-        for (int t = 0; t < T; t++) {
-            int b = bh / nh, h = bh % nh;
-            memcpy(dst + ((size_t)bh * T + t) * hd, src + ((size_t)b * T + t) * nh * hd + (size_t)h * hd,
-                   (size_t)hd * sizeof(float));
+    #pragma omp parallel for schedule(static)
+    for (long r = 0; r < (long)B * T; r++) {
+        long b = r / T, t = r % T;
+        const float *s = src + (size_t)r * nh * hd;
+        for (int h = 0; h < nh; h++) {
+            float *d = dst + (((size_t)b * nh + h) * T + t) * hd;
+            const float *e = s + (size_t)h * hd;
+            int c = 0;
+            for (; c + HY_VW <= hd; c += HY_VW) vw_store(d + c, vw_load(e + c));
+            if (c < hd) vw_store_masked(d + c, vw_mask_first(hd - c), vw_load_masked(e + c, vw_mask_first(hd - c)));
         }
+    }
 }
 
 /* The head-major view of heads_copy's layout. */

@@ -3,6 +3,7 @@
 #ifndef HY_LAYERS_ATTENTION_H
 #define HY_LAYERS_ATTENTION_H
 #include "layers/registry.h"
+#include <stdbool.h>
 #include <stddef.h>
 
 extern const hy_block_ops hy_block_attention;
@@ -59,10 +60,16 @@ int hy_flash_decode(const hy_flash_args *a);
  * thread count: dk/dv are owned by key-tile tasks, dq is summed in a fixed order from 2·threads
  * slot buffers, each filled by a fixed sequence of tasks. */
 int hy_flash_backward(const hy_flash_args *a);
+/* Whether hy_flash_backward with `threads` threads runs one task per (batch, kv head), each owning
+ * its dq rows (true: n_batch·Hkv >= 4·threads), or pairs of key tiles dealt to 2·threads slots
+ * with private dQ copies summed at the end (few sequences and heads). Both give the same result
+ * within float rounding. */
+bool hy_flash_backward_by_group(int n_batch, int Hkv, int threads);
 /* Floats the kernels allocate and free inside one call with `threads` threads, for n_batch
  * sequences of T tokens (Tq = Tk = T), H query heads of size hd, Hkv kv heads: the forward's
  * per-thread tiles (with T <= HY_FLASH_DECODE_TQ, hy_flash_decode's per-thread scratch and the
- * tasks' partial results), or (backward) D, the 2·threads slot copies of dQ and the per-thread tiles. */
+ * tasks' partial results), or (backward) D, the 2·threads slot copies of dQ (unless the backward
+ * goes by group) and the per-thread tiles. */
 double hy_flash_scratch_floats(int n_batch, int H, int Hkv, int T, int hd, int threads, bool backward);
 
 #endif

@@ -87,27 +87,50 @@ STRIPS(1) STRIPS(2) STRIPS(3) STRIPS(4) STRIPS(5) STRIPS(6)
 #define ROW(R) {{strip_##R##_1_0, strip_##R##_2_0}, {strip_##R##_1_1, strip_##R##_2_1}}
 static strip_fn *const strips[MR][2][2] = {ROW(1), ROW(2), ROW(3), ROW(4), ROW(5), ROW(6)};
 
+/* Where a causal tile's products can stop: query row r of a tile (r from 0) sees its key columns
+ * c < lim + r (lim = off + i0 - j0 + 1; lim >= the tile width when every row sees every key), so
+ * the blocks of MR rows of a product on the diagonal tile skip what the mask zeroes anyway:
+ *   CAUSAL_NONE   the whole product;
+ *   CAUSAL_COLS   rows are queries, columns keys (S = Q Kᵀ, dP = dO Vᵀ): a row block stops at the
+ *                 last column its last row sees (the columns past a row's own limit keep stale
+ *                 values, which the softmax rows mask);
+ *   CAUSAL_KEND   rows are queries, the sum runs over keys (O += P V, dQ += dS K): P and dS are 0
+ *                 past a row's limit, so the sum stops at the row block's last visible key;
+ *   CAUSAL_KSTART rows are keys, the sum runs over queries (dV += Pᵀ dO, dK += dSᵀ Q): key j is
+ *                 seen by query rows r >= j - lim + 1 only, so the sum starts there.
+ * Adding those zero terms would leave every sum as it is (0·b adds nothing), so the results are the
+ * full products' (at T 64 every tile is diagonal, and this halves the work). */
+enum { CAUSAL_NONE, CAUSAL_COLS, CAUSAL_KEND, CAUSAL_KSTART };
+
+static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
 /* C[M × N] (+)= A[M × K] · B[K × N] on tiles: A element (m, k) at A[m·sam + k·sak] (sam = 1 is a
  * transposed A, so Pᵀ dO and dSᵀ Q need no copy), B and C row-major with strides ldb, ldc; with
- * acc, C's rows are first scaled by rs[0..M) unless rs is NULL.
+ * acc, C's rows are first scaled by rs[0..M) unless rs is NULL; causal, lim: the part of a causal
+ * tile to compute (above).
  * A register-blocked micro-kernel at the vector width (6 rows × 2 vectors; a block of A rows stays
  * in L1 while it meets every strip of B's columns) rather than hy_gemm: at the 64 × 64 × 64 tiles
  * the kernels use, a library GEMM's per-call packing dominates (measured on Zen 3 with the AVX2
  * width, one thread: 62-68 GFLOP/s against 50-57 for single-threaded OpenBLAS through hy_gemm; the
  * 6-row block beat 4 × 24, 4 × 16 and 8 × 8). */
 static void mm(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak, const float *B, ptrdiff_t ldb,
-               float *C, ptrdiff_t ldc, bool acc, const float *rs) {
+               float *C, ptrdiff_t ldc, bool acc, const float *rs, int causal, int lim) {
     if (K <= 0) {
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) C[i * ldc + j] = !acc ? 0.0f : rs ? C[i * ldc + j] * rs[i] : C[i * ldc + j];
         return;
     }
-    for (int i = 0; i < M; i += MR)
-        for (int j = 0; j < N; j += NB) {
-            int n = MIN(NB, N - j), nv = n > HY_VW ? 2 : 1, last = n - HY_VW * (nv - 1);
-            strips[MIN(MR, M - i) - 1][last != HY_VW][nv - 1](vw_mask_first(last), K, A + i * sam, sam, sak, B + j, ldb,
-                                                           C + i * ldc + j, ldc, acc, rs ? rs + i : NULL);
+    for (int i = 0; i < M; i += MR) {
+        int mr = MIN(MR, M - i), n_i = N, k0 = 0, k1 = K;
+        if (causal == CAUSAL_COLS) n_i = clampi(lim + i + mr - 1, 0, N);
+        else if (causal == CAUSAL_KEND) k1 = clampi(lim + i + mr - 1, 0, K);
+        else if (causal == CAUSAL_KSTART) k0 = clampi(i - lim + 1, 0, K);
+        for (int j = 0; j < n_i; j += NB) {
+            int n = MIN(NB, n_i - j), nv = n > HY_VW ? 2 : 1, last = n - HY_VW * (nv - 1);
+            strips[mr - 1][last != HY_VW][nv - 1](vw_mask_first(last), k1 - k0, A + i * sam + k0 * sak, sam, sak,
+                                                   B + k0 * ldb + j, ldb, C + i * ldc + j, ldc, acc, rs ? rs + i : NULL);
         }
+    }
 }
 
 /* ---------------------------------------------------------------- softmax rows ---- */
@@ -191,11 +214,12 @@ static void fwd_task(const hy_flash_args *a, int b, int h, int i0, float *S, flo
     for (int r = 0; r < br; r++) m[r] = -FLT_MAX, l[r] = 0;
     for (int j0 = 0; j0 <= qlast; j0 += BC) {
         int bc = MIN(BC, qlast + 1 - j0);
-        mm(br, bc, hd, Q, a->q.ld, 1, tcol(&a->kt, b, g, j0), a->kt.ld, S, BC, false, NULL);
+        int lim = off + i0 - j0 + 1;   /* row r sees the tile's first lim + r keys */
+        mm(br, bc, hd, Q, a->q.ld, 1, tcol(&a->kt, b, g, j0), a->kt.ld, S, BC, false, NULL, CAUSAL_COLS, lim);
         for (int r = 0; r < br; r++) nv[r] = nvis(off, i0 + r, j0, bc);
         tile_online(S, br, nv, a->scale * LOG2E, m, l, alpha, tmp);
         /* O = diag(alpha) O + P V; the first tile starts O */
-        mm(br, hd, bc, S, BC, 1, AT(a->v, b, g, j0), a->v.ld, Oacc, hd, j0 > 0, alpha);
+        mm(br, hd, bc, S, BC, 1, AT(a->v, b, g, j0), a->v.ld, Oacc, hd, j0 > 0, alpha, CAUSAL_KEND, lim);
     }
     for (int r = 0; r < br; r++) {
         float inv = 1.0f / l[r], *o = AT(a->o, b, h, i0 + r);
@@ -274,9 +298,10 @@ static void decode_task(const hy_flash_args *a, int b, int kb0, int kb1, float *
         for (int g = 0; g < a->Hkv; g++) {
             float *mg = m + (size_t)g * nrp, *lg = l + (size_t)g * nrp, *ag = alpha + (size_t)g * nrp,
                   *Og = Oacc + (size_t)g * nr * hd;
-            mm(nr, bc, hd, Qc + (size_t)g * nr * hd, hd, 1, tcol(&a->kt, b, g, j0), a->kt.ld, S, BC, false, NULL);
+            mm(nr, bc, hd, Qc + (size_t)g * nr * hd, hd, 1, tcol(&a->kt, b, g, j0), a->kt.ld, S, BC, false, NULL,
+               CAUSAL_NONE, 0);
             tile_online(S, nr, nv, a->scale * LOG2E, mg, lg, ag, tmp + (size_t)g * nrp);
-            mm(nr, hd, bc, S, BC, 1, AT(a->v, b, g, j0), a->v.ld, Og, hd, kb > kb0, ag);
+            mm(nr, hd, bc, S, BC, 1, AT(a->v, b, g, j0), a->v.ld, Og, hd, kb > kb0, ag, CAUSAL_NONE, 0);
         }
     }
     for (int g = 0; g < a->Hkv; g++)
@@ -358,16 +383,18 @@ double hy_flash_scratch_floats(int n_batch, int H, int Hkv, int T, int hd, int t
         return (double)threads * (decode_scratch(&a) + (double)H / Hkv * T) + (double)n_batch * nch * H * T * (hd + 2);
     }
     if (!backward) return (double)threads * fwd_scratch(hd);
-    double rows = (double)n_batch * H * T;
-    return rows + 2.0 * threads * rows * hd + (double)threads * bwd_scratch(hd);
+    double rows = (double)n_batch * H * T, copies = hy_flash_backward_by_group(n_batch, Hkv, threads) ? 0 : 2.0 * threads;
+    return rows + copies * rows * hd + (double)threads * bwd_scratch(hd);
 }
 
 /* One (batch, kv head, key tile): dK and dV rows of the tile are owned here (summed over every
  * query head of the group and every query tile that sees the keys) and accumulated in the
- * contiguous per-thread tiles dKa, dVa (BC × hd) before they are stored; dQ goes to this
- * thread's private buffer dqp, laid out (n_batch, H, Tq, hd) so its tiles are contiguous too. */
+ * contiguous per-thread tiles dKa, dVa (BC × hd) before they are stored; dS K is added to the
+ * query rows of dqv (unscaled; written instead when not dq_acc): a slot's private buffer laid out
+ * (n_batch, H, Tq, hd), so its tiles are contiguous too, or dq itself when the task owns those
+ * rows (bwd_group). */
 static void bwd_task(const hy_flash_args *a, const float *delta, int b, int g, int jt, float *S, float *dP,
-                     float *dKa, float *dVa, float *dqp) {
+                     float *dKa, float *dVa, hy_flash_view dqv, bool dq_acc) {
     int hd = a->hd, off = a->Tk - a->Tq, grp = a->H / a->Hkv, j0 = jt * BC, bc = MIN(BC, a->Tk - j0);
     const float *KT = tcol(&a->kt, b, g, j0), *VT = tcol(&a->vt, b, g, j0), *K = AT(a->k, b, g, j0);
     memset(dKa, 0, (size_t)bc * hd * sizeof *dKa);
@@ -378,15 +405,16 @@ static void bwd_task(const hy_flash_args *a, const float *delta, int b, int g, i
             int i0 = it * BR, br = MIN(BR, a->Tq - i0);
             const float *Q = AT(a->q, b, h, i0), *dO = AT(a->dout, b, h, i0);
             const float *lse = a->lse + ((size_t)b * a->H + h) * a->Tq + i0, *D = delta + (lse - a->lse);
-            mm(br, bc, hd, Q, a->q.ld, 1, KT, a->kt.ld, S, BC, false, NULL);
+            int lim = off + i0 - j0 + 1;   /* query row r sees the tile's first lim + r keys */
+            mm(br, bc, hd, Q, a->q.ld, 1, KT, a->kt.ld, S, BC, false, NULL, CAUSAL_COLS, lim);
             for (int r = 0; r < br; r++)
                 row_p(S + (size_t)r * BC, nvis(off, i0 + r, j0, bc), a->scale * LOG2E, lse[r] * LOG2E);
-            mm(bc, hd, br, S, 1, BC, dO, a->dout.ld, dVa, hd, true, NULL);                 /* dV += Pᵀ dO */
-            mm(br, bc, hd, dO, a->dout.ld, 1, VT, a->vt.ld, dP, BC, false, NULL);          /* dP = dO Vᵀ */
+            mm(bc, hd, br, S, 1, BC, dO, a->dout.ld, dVa, hd, true, NULL, CAUSAL_KSTART, lim);      /* dV += Pᵀ dO */
+            mm(br, bc, hd, dO, a->dout.ld, 1, VT, a->vt.ld, dP, BC, false, NULL, CAUSAL_COLS, lim); /* dP = dO Vᵀ */
             for (int r = 0; r < br; r++) row_ds(dP + (size_t)r * BC, S + (size_t)r * BC, D[r]);
-            mm(bc, hd, br, dP, 1, BC, Q, a->q.ld, dKa, hd, true, NULL);                    /* dK += dSᵀ Q */
-            float *dq = dqp + (((size_t)b * a->H + h) * a->Tq + i0) * hd;
-            mm(br, hd, bc, dP, BC, 1, K, a->k.ld, dq, hd, true, NULL);                     /* dQ += dS K */
+            mm(bc, hd, br, dP, 1, BC, Q, a->q.ld, dKa, hd, true, NULL, CAUSAL_KSTART, lim);         /* dK += dSᵀ Q */
+            mm(br, hd, bc, dP, BC, 1, K, a->k.ld, AT(dqv, b, h, i0), dqv.ld, dq_acc, NULL, CAUSAL_KEND,
+               lim);                                                                                 /* dQ += dS K */
         }
     for (int j = 0; j < bc; j++) {
         float *dk = AT(a->dk, b, g, j0 + j), *dv = AT(a->dv, b, g, j0 + j);
@@ -394,20 +422,45 @@ static void bwd_task(const hy_flash_args *a, const float *delta, int b, int g, i
     }
 }
 
-/* Key tiles are paired (j, last - j) so every task has the same causal work. The tasks are dealt
- * round-robin to 2·threads fixed slots, each with its own dQ buffer, processed in a fixed order;
- * threads take whole slots dynamically (a thread slowed down by another process on a shared
- * machine then does fewer of them), and the slot buffers are summed in slot order, so the result
- * is bit-reproducible for a given thread count whatever the schedule. */
+/* One (batch, kv head) whole: every key tile in order, adding dS K straight into the dq rows of
+ * the group's query heads (the first key tile, which every query row meets, writes them; scaled
+ * at the end). The task owns those rows, so the result is the same whatever the thread count or
+ * schedule. */
+static void bwd_group(const hy_flash_args *a, const float *delta, int b, int g, float *S, float *dP, float *dKa,
+                      float *dVa) {
+    int hd = a->hd, grp = a->H / a->Hkv, nkt = (a->Tk + BC - 1) / BC;
+    for (int jt = 0; jt < nkt; jt++) bwd_task(a, delta, b, g, jt, S, dP, dKa, dVa, a->dq, jt > 0);
+    for (int h = g * grp; h < (g + 1) * grp; h++)
+        for (int i = 0; i < a->Tq; i++) {
+            float *dq = AT(a->dq, b, h, i);
+            for (int c = 0; c < hd; c++) dq[c] *= a->scale;
+        }
+}
+
+bool hy_flash_backward_by_group(int n_batch, int Hkv, int threads) {
+    return (long)n_batch * Hkv >= 4L * threads;
+}
+
+/* Two schedules, both bit-reproducible for a given thread count whatever the schedule:
+ * - by group (hy_flash_backward_by_group: at least 4 (batch, kv head) pairs per thread, e.g. a
+ *   training batch): one task per (batch, kv head), handed out dynamically, owning its dq rows
+ *   (bwd_group), so no dQ copies are zeroed and summed;
+ * - by key-tile slots (few sequences and heads, long T): key tiles are paired (j, last - j) so
+ *   every task has the same causal work. The tasks are dealt round-robin to 2·threads fixed slots,
+ *   each with its own dQ buffer, processed in a fixed order; threads take whole slots dynamically
+ *   (a thread slowed down by another process on a shared machine then does fewer of them), and the
+ *   slot buffers are summed in slot order. */
 int hy_flash_backward(const hy_flash_args *a) {
     if (a->n_batch <= 0 || a->Tq <= 0) return 0;
     if (a->Tk < a->Tq || a->H % a->Hkv) return hy_fail("attention kernel: bad shape (Tq %d, Tk %d)", a->Tq, a->Tk);
-    int nth = omp_get_max_threads(), nslot = 2 * nth, hd = a->hd, H = a->H;
+    int nth = omp_get_max_threads(), hd = a->hd, H = a->H;
+    bool by_group = hy_flash_backward_by_group(a->n_batch, a->Hkv, nth);
+    int nslot = by_group ? 0 : 2 * nth;
     size_t nq = (size_t)a->n_batch * a->Tq * H * hd, nrow = (size_t)a->n_batch * H * a->Tq;
     size_t per = bwd_scratch(hd);
-    float *delta = hy_malloc(nrow * sizeof(float)), *dqp = hy_malloc((size_t)nslot * nq * sizeof(float)),
+    float *delta = hy_malloc(nrow * sizeof(float)), *dqp = by_group ? NULL : hy_malloc((size_t)nslot * nq * sizeof(float)),
           *scratch = hy_malloc((size_t)nth * per * sizeof(float));
-    if (!delta || !dqp || !scratch) {
+    if (!delta || (!by_group && !dqp) || !scratch) {
         hy_free(delta), hy_free(dqp), hy_free(scratch);
         return HY_ERR_NOMEM;
     }
@@ -425,20 +478,23 @@ int hy_flash_backward(const hy_flash_args *a) {
         for (size_t r = 0; r < nrow; r++) {   /* D = rowsum(dO ∘ O), rows ordered (b, h, i) */
             int i = (int)(r % a->Tq), h = (int)(r / a->Tq % H), b = (int)(r / a->Tq / H);
             const float *o = AT(a->o, b, h, i), *dO = AT(a->dout, b, h, i);
-            float s = 0;
-            for (int c = 0; c < hd; c++) s += o[c] * dO[c];
-            delta[r] = s;
+            delta[r] = hy_dotf(o, dO, hd);
+        }
+        if (by_group) {
+            #pragma omp for schedule(dynamic, 1)
+            for (int bg = 0; bg < a->n_batch * a->Hkv; bg++) bwd_group(a, delta, bg / a->Hkv, bg % a->Hkv, S, dP, dKa, dVa);
         }
         #pragma omp for schedule(dynamic, 1)
         for (int u = 0; u < nslot; u++)
             for (long t = u; t < ntask; t += nslot) {
                 int p = (int)(t % npair), bg = (int)(t / npair);
-                float *mine = dqp + (size_t)u * nq;
-                bwd_task(a, delta, bg / a->Hkv, bg % a->Hkv, p, S, dP, dKa, dVa, mine);
-                if (nkt - 1 - p != p) bwd_task(a, delta, bg / a->Hkv, bg % a->Hkv, nkt - 1 - p, S, dP, dKa, dVa, mine);
+                hy_flash_view mine = {dqp + (size_t)u * nq, (size_t)H * a->Tq * hd, (size_t)a->Tq * hd, hd, 0};
+                bwd_task(a, delta, bg / a->Hkv, bg % a->Hkv, p, S, dP, dKa, dVa, mine, true);
+                if (nkt - 1 - p != p)
+                    bwd_task(a, delta, bg / a->Hkv, bg % a->Hkv, nkt - 1 - p, S, dP, dKa, dVa, mine, true);
             }
         #pragma omp for schedule(static)
-        for (size_t r = 0; r < nrow; r++) {   /* dQ = scale Σ_slots dQ_u, rows ordered (b, h, i) */
+        for (size_t r = 0; r < (nslot ? nrow : 0); r++) {   /* dQ = scale Σ_slots dQ_u, rows ordered (b, h, i) */
             int i = (int)(r % a->Tq), h = (int)(r / a->Tq % H), b = (int)(r / a->Tq / H);
             float *dq = AT(a->dq, b, h, i);
             const float *src = dqp + r * hd;

@@ -68,30 +68,49 @@ static size_t fwd_floats(int L, int dk, int dv) {
 
 size_t hy_gdn_forward_ws_floats(int dk, int dv, int L, int threads) { return fwd_floats(L, dk, dv) * (size_t)threads; }
 
+/* Copies rows × cols floats (row strides ld_dst, ld_src), with non-temporal stores when nt (where
+ * the destination is aligned to a whole vector): the outputs and what is kept for the backward are
+ * computed in the thread's scratch and written out once, so that their lines are not first read
+ * from memory (a plain store to a line not in the cache reads it) and do not evict the inputs. */
+static void put_rows(float *restrict dst, size_t ld_dst, const float *restrict src, size_t ld_src, int rows,
+                     int cols, bool nt) {
+    for (int r = 0; r < rows; r++) {
+        float *d = dst + (size_t)r * ld_dst;
+        const float *sr = src + (size_t)r * ld_src;
+        if (!nt) {
+            memcpy(d, sr, (size_t)cols * sizeof(float));
+            continue;
+        }
+        int x = 0;
+        for (; x + HY_VW <= cols; x += HY_VW) vw_stream(d + x, vw_load(sr + x));
+        memcpy(d + x, sr + x, (size_t)(cols - x) * sizeof(float));
+    }
+}
+
 /* All chunks of (sequence b, value head j) in order. Sh: this head's state (dv × dk), updated in
- * place; s_zero: it is known to be zero (its products are skipped). w: the thread's scratch. */
+ * place (it stays in the cache from chunk to chunk); s_zero: it is known to be zero (its products
+ * are skipped). w: the thread's scratch. nt: write o and the kept arrays with non-temporal stores. */
 static void head_forward(const hy_gdn_in *in, int b, int j, float *Sh, bool s_zero, float *o, int ld_o,
-                         const hy_gdn_keep *keep, float *w) {
+                         const hy_gdn_keep *keep, bool nt, float *w) {
     const int L = in->chunk, dk = in->dk, dv = in->dv, nch = hy_gdn_nchunks(in->T, L);
     gdn_chunk ch;
     gdn_chunk_alloc(&ch, &w, L, dk);
-    float *Tl = gdn_take(&w, (size_t)L * L), *Tp = gdn_take(&w, (size_t)inv_stride(L) * inv_stride(L)), *QKS = gdn_take(&w, (size_t)2 * L * dv);
-    float *R = gdn_take(&w, (size_t)L * dv), *Ul = gdn_take(&w, (size_t)L * dv);
-    const size_t head = (size_t)b * in->HV + j;
+    float *Tm = gdn_take(&w, (size_t)L * L), *Tp = gdn_take(&w, (size_t)inv_stride(L) * inv_stride(L)),
+          *QKS = gdn_take(&w, (size_t)2 * L * dv);
+    float *R = gdn_take(&w, (size_t)L * dv), *U = gdn_take(&w, (size_t)L * dv);
+    const size_t head = (size_t)b * in->HV + j, ld_u = (size_t)in->HV * dv;
     for (int c = 0; c < nch; c++) {
         gdn_chunk_load(in, b, j, c, &ch);
         const int Lc = ch.Lc;
-        float *Tm = keep ? keep->tinv + (head * nch + c) * (size_t)L * L : Tl;
-        float *U = keep ? keep->u + ch.row0 * ((size_t)in->HV * dv) + (size_t)j * dv : Ul;
-        const int ld_u = keep ? in->HV * dv : dv;
-        float *oc = o + ch.row0 * ld_o + (size_t)j * dv;
-        /* with keep, the state entering chunk c lives in its checkpoint (no copy); else in Sh */
-        float *S = keep ? keep->ckpt + (head * nch + c) * (size_t)dv * dk : Sh;
-        if (keep && s_zero) memset(S, 0, (size_t)dv * dk * sizeof(float));
-        else if (keep && c == 0) memcpy(S, Sh, (size_t)dv * dk * sizeof(float));
+        if (keep) {   /* the state entering chunk c */
+            float *ck = keep->ckpt + (head * nch + c) * (size_t)dv * dk;
+            if (s_zero) memset(ck, 0, (size_t)dv * dk * sizeof(float));
+            else put_rows(ck, 0, Sh, 0, 1, dv * dk, nt);
+        }
         unit_lower_inverse(Tm, ch.KD, ch.beta, Lc, Tp);
+        if (keep) put_rows(keep->tinv + (head * nch + c) * (size_t)L * L, 0, Tm, 0, 1, Lc * Lc, nt);
         /* [Q S_inᵀ; K S_inᵀ] in one GEMM;  R = diag(β) V − diag(β e^γ) K S_inᵀ;  U = T R */
-        if (!s_zero) hy_gemm(false, true, 2 * Lc, dv, dk, 1.0f, ch.qk, dk, S, dk, 0.0f, QKS, dv);
+        if (!s_zero) hy_gemm(false, true, 2 * Lc, dv, dk, 1.0f, ch.qk, dk, Sh, dk, 0.0f, QKS, dv);
         for (int t = 0; t < Lc; t++) {
             const float *vt = in->v + (ch.row0 + t) * in->ld_v + (size_t)j * dv, *ks = QKS + (size_t)(Lc + t) * dv;
             float *r = R + (size_t)t * dv, bt = ch.beta[t], be = bt * ch.e[t];
@@ -100,28 +119,28 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *Sh, bool s_ze
             else
                 for (int x = 0; x < dv; x++) r[x] = bt * vt[x] - be * ks[x];
         }
-        hy_gemm(false, false, Lc, dv, Lc, 1.0f, Tm, Lc, R, dv, 0.0f, U, ld_u);
-        /* O = diag(e^γ) Q S_inᵀ + P U */
+        hy_gemm(false, false, Lc, dv, Lc, 1.0f, Tm, Lc, R, dv, 0.0f, U, dv);
+        if (keep) put_rows(keep->u + ch.row0 * ld_u + (size_t)j * dv, ld_u, U, dv, Lc, dv, nt);
+        /* O = diag(e^γ) Q S_inᵀ + P U, made in place of Q S_inᵀ and written out once */
         if (!s_zero)
             for (int t = 0; t < Lc; t++) {
-                const float *qs = QKS + (size_t)t * dv, et = ch.e[t];
-                float *ot = oc + (size_t)t * ld_o;
-                for (int x = 0; x < dv; x++) ot[x] = et * qs[x];
+                float *qs = QKS + (size_t)t * dv, et = ch.e[t];
+                for (int x = 0; x < dv; x++) qs[x] *= et;
             }
-        hy_gemm(false, false, Lc, dv, Lc, 1.0f, ch.P, Lc, U, ld_u, s_zero ? 0.0f : 1.0f, oc, ld_o);
-        /* S_out = e^{γ_L} S_in + Uᵀ diag(e^{γ_L − γ}) K, written to the next checkpoint or to Sh (S
-         * scaled here, not by the GEMM's beta: a beta that changes every call would make a oneDNN
-         * primitive per call) */
+        hy_gemm(false, false, Lc, dv, Lc, 1.0f, ch.P, Lc, U, dv, s_zero ? 0.0f : 1.0f, QKS, dv);
+        put_rows(o + ch.row0 * ld_o + (size_t)j * dv, (size_t)ld_o, QKS, dv, Lc, dv, nt);
+        /* S_out = e^{γ_L} S_in + Uᵀ diag(e^{γ_L − γ}) K, in place (S scaled here, not by the GEMM's
+         * beta: a beta that changes every call would make a oneDNN primitive per call) */
         for (int t = 0; t < Lc; t++) {
             float *kt = ch.qk + (size_t)(Lc + t) * dk, f = ch.et[t];
             for (int x = 0; x < dk; x++) kt[x] *= f;
         }
-        float *Sn = keep && c + 1 < nch ? S + (size_t)dv * dk : Sh;
         if (!s_zero)
-            for (size_t x = 0; x < (size_t)dv * dk; x++) Sn[x] = S[x] * ch.eL;
-        hy_gemm(true, false, dv, dk, Lc, 1.0f, U, ld_u, ch.qk + (size_t)Lc * dk, dk, s_zero ? 0.0f : 1.0f, Sn, dk);
+            for (size_t x = 0; x < (size_t)dv * dk; x++) Sh[x] *= ch.eL;
+        hy_gemm(true, false, dv, dk, Lc, 1.0f, U, dv, ch.qk + (size_t)Lc * dk, dk, s_zero ? 0.0f : 1.0f, Sh, dk);
         s_zero = false;
     }
+    if (nt) hy_stream_fence();   /* the streamed lines are visible once the threads join */
 }
 
 int hy_gdn_forward(const hy_gdn_in *in, float *S, float *o, int ld_o, const hy_gdn_keep *keep, hy_buf *ws) {
@@ -130,11 +149,12 @@ int hy_gdn_forward(const hy_gdn_in *in, float *S, float *o, int ld_o, const hy_g
     const int nh = in->B * in->HV, nth = omp_get_max_threads(), dk = in->dk, dv = in->dv;
     const size_t per = fwd_floats(in->chunk, dk, dv);
     if (!hy_buf_grab(ws, per * (size_t)nth)) return HY_ERR_NOMEM;
+    const bool nt = (size_t)in->B * in->T * in->HV * dv * sizeof(float) >= HY_GDN_STREAM_BYTES;
     #pragma omp parallel for schedule(static)
     for (int p = 0; p < nh; p++) {
         float *w = ws->p + per * (size_t)omp_get_thread_num();
         float *Sh = S ? S + (size_t)p * dv * dk : w + per - gdn_round((size_t)dv * dk);
-        head_forward(in, p / in->HV, p % in->HV, Sh, S == NULL, o, ld_o, keep, w);
+        head_forward(in, p / in->HV, p % in->HV, Sh, S == NULL, o, ld_o, keep, nt, w);
     }
     return 0;
 }

@@ -24,9 +24,16 @@
 #include <stddef.h>
 
 /* The block's chunk length, chosen by the time of forward + backward on the bench shape (4 heads, dk 64,
- * dv 128, T 4096): 32 and 64 tie on oneDNN, 32 takes 15% less than 64 on OpenBLAS, 16 and 128 are slower
+ * dv 128, T 4096): 32 takes 12% less than 64 on oneDNN and 17% less on OpenBLAS, 16 and 128 are slower
  * on both (docs/blocks.md); `hybrid-exp bench --blocks gated_deltanet` times it against half and twice it. */
 #define HY_GDN_CHUNK 32
+
+/* A forward whose output o (B·T·HV·dv floats) has at least this many bytes writes o and what it
+ * keeps with non-temporal stores (layers/gated_deltanet/delta.c): bit for bit the same values, but
+ * not read from memory before being written nor left in the caches. Tests lower it to cover both. */
+#ifndef HY_GDN_STREAM_BYTES
+#define HY_GDN_STREAM_BYTES ((size_t)4 << 20)
+#endif
 
 typedef struct {
     int B, T, H, HV, dk, dv;

@@ -120,30 +120,51 @@ int hy_mamba_scan_forward(const hy_mamba_scan_args *a, float *y) {
     return 0;
 }
 
-/* out[n] += Σ_c p[n][c] for the N rows of a [N][CB] block: the sums over channels of dB_t and
- * dC_t. Each row is first folded to HY_VW lanes (lane c + lane c + HY_VW, when CB is wider), then
- * HY_VW rows at a time go through vw_rows_sum (a transpose-and-add tree: HY_VW − 1 shuffle-add
- * steps for HY_VW sums; separate horizontal sums cost a dependent chain per row and dominated the
- * backward); rows past the last whole group in the same order (vw_tree_sum), so every row is
- * summed alike. */
+/* out[n] += Σ_c p[n][c] for N rows already folded to HY_VW lanes (the first HY_VW floats of
+ * each [CB] row): the sums over channels of dB_t and dC_t for the states past the backward's
+ * whole groups of HY_VW (those are summed in registers, by the same tree). HY_VW rows at a time
+ * go through vw_rows_sum (a transpose-and-add tree: HY_VW − 1 shuffle-add steps for HY_VW sums;
+ * separate horizontal sums cost a dependent chain per row), the rest one by one in the same order
+ * (vw_tree_sum), so every row is summed alike. */
 static inline void row_sums_add(const float (*restrict p)[CB], float *restrict out, int N) {
     int n = 0;
     for (; n + HY_VW <= N; n += HY_VW) {
         vw x[HY_VW];
-        for (int j = 0; j < HY_VW; j++) {
-            x[j] = vw_load(p[n + j]);
-            for (int u = 1; u < NV; u++) x[j] += vw_load(p[n + j] + HY_VW * u);
-        }
+        for (int j = 0; j < HY_VW; j++) x[j] = vw_load(p[n + j]);
         vw_store(out + n, vw_load(out + n) + vw_rows_sum(x));
     }
     for (; n < N; n++) {
         float x[HY_VW];
-        for (int c = 0; c < HY_VW; c++) {
-            x[c] = p[n][c];
-            for (int u = 1; u < NV; u++) x[c] += p[n][c + HY_VW * u];
-        }
+        for (int c = 0; c < HY_VW; c++) x[c] = p[n][c];
         out[n] += vw_tree_sum(x, HY_VW);
     }
+}
+
+/* One state n of the backward walk at one step, for the block's CB channels: the adjoint
+ * h = g·C_n + r (dL/ds_t), q = exp(Δ·A)·h·s_{t-1} (dL/d(Δ·A)); adds h·B_n to hb, q·A_n to qa and
+ * q·Δ to gA[n], sets r[n] = exp(Δ·A)·h for the step before. *fb, *fc: the products whose sums over
+ * channels are dB_t[n] (h·Δ·x) and dC_t[n] (g·s_t), folded to HY_VW lanes (lane c plus lane
+ * c + HY_VW when CB is wider than a vector). */
+static inline __attribute__((always_inline)) void walk_state(int n, const float *bt, const float *ct, const vw *gv,
+                                                             const vw *dx, const vw *dv, vw *hb, vw *qa,
+                                                             const float (*At)[CB], const float (*sp)[CB],
+                                                             const float (*sn)[CB], const float (*ex)[CB],
+                                                             float (*r)[CB], float (*gA)[CB], vw *fb, vw *fc) {
+    const vw bn = vw_splat(bt[n]), cn = vw_splat(ct[n]);
+    vw sb = {0}, sc = {0};
+    UNROLL for (int u = 0; u < NV; u++) {
+        const int o = HY_VW * u;
+        vw h = gv[u] * cn + vw_load(r[n] + o);   /* dL/ds_t */
+        vw pc = gv[u] * vw_load(sn[n] + o), pb = h * dx[u];
+        sc = u ? sc + pc : pc, sb = u ? sb + pb : pb;
+        hb[u] = h * bn + hb[u];
+        vw eh = vw_load(ex[n] + o) * h;
+        vw q = eh * vw_load(sp[n] + o);   /* dL/d(Δ·A) */
+        qa[u] = q * vw_load(At[n] + o) + qa[u];
+        vw_store(gA[n] + o, q * dv[u] + vw_load(gA[n] + o));
+        vw_store(r[n] + o, eh);
+    }
+    *fb = sb, *fc = sc;
 }
 
 /* The backward of one (sequence b, channel block c0). ws: (2·chunk + 1)·N·CB floats. part: the
@@ -168,8 +189,13 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
     for (int k = nch - 1; k >= 0; k--) {
         const int t0 = k * K, t1 = t0 + K < T ? t0 + K : T;
         const float *cs = a->chunk_states + ((size_t)b * nch + k) * N * E + c0;
-        for (int n = 0; n < N; n++)
-            for (int c = 0; c < CB; c++) S[n][c] = c < cb ? cs[(size_t)n * E + c] : 0.0f;
+        for (int n = 0; n < N; n++) {
+            float pad[CB];
+            const float *row = lanes(cs + (size_t)n * E, cb, pad);
+            UNROLL for (int u = 0; u < NV; u++) vw_store(S[n] + HY_VW * u, vw_load(row + HY_VW * u));
+        }
+        if (k > 0)   /* the previous chunk's stored state (N rows E floats apart, long out of cache) */
+            for (int n = 0; n < N; n++) __builtin_prefetch(cs - (size_t)N * E + (size_t)n * E);
         /* recompute the chunk: S[(i+1)·N + n] = state after step t0 + i, Ex[i·N + n] = exp(Δ·A) */
         for (int t = t0; t < t1; t++) {
             size_t row = (size_t)b * T + t, i = (size_t)(t - t0);
@@ -204,23 +230,31 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
                 gD[u] = gv[u] * xw[u] + gD[u], hb[u] = qa[u] = (vw){0};
             }
             float (*restrict sp)[CB] = S + i * N, (*restrict sn)[CB] = S + (i + 1) * N, (*restrict ex)[CB] = Ex + i * N;
-            for (int n = 0; n < N; n++) {
-                const vw bn = vw_splat(bt[n]), cn = vw_splat(ct[n]);
-                UNROLL for (int u = 0; u < NV; u++) {
-                    const int o = HY_VW * u;
-                    vw h = gv[u] * cn + vw_load(r[n] + o);   /* dL/ds_t */
-                    vw_store(pC[n] + o, gv[u] * vw_load(sn[n] + o));
-                    vw_store(pB[n] + o, h * dx[u]);
-                    hb[u] = h * bn + hb[u];
-                    vw eh = vw_load(ex[n] + o) * h;
-                    vw q = eh * vw_load(sp[n] + o);   /* dL/d(Δ·A) */
-                    qa[u] = q * vw_load(At[n] + o) + qa[u];
-                    vw_store(gA[n] + o, q * dv[u] + vw_load(gA[n] + o));
-                    vw_store(r[n] + o, eh);
+            /* whole groups of HY_VW states: each pair's channel sums go straight into the first
+             * level of the transpose-and-add tree (vw_rows_pair), the rest of the tree
+             * (vw_rows_finish) once per group, all in registers; the states past the last whole
+             * group store their products for row_sums_add. */
+            const int nfull = N / HY_VW * HY_VW;
+            for (int n0 = 0; n0 < nfull; n0 += HY_VW) {
+                vw yB[HY_VW / 2], yC[HY_VW / 2];
+                for (int j = 0; j < HY_VW; j += 2) {
+                    vw fB[2], fC[2];
+                    for (int e = 0; e < 2; e++)
+                        walk_state(n0 + j + e, bt, ct, gv, dx, dv, hb, qa, At, sp, sn, ex, r, gA, &fB[e], &fC[e]);
+                    yB[j / 2] = vw_rows_pair(fB[0], fB[1]), yC[j / 2] = vw_rows_pair(fC[0], fC[1]);
                 }
+                vw_store(pr + n0, vw_load(pr + n0) + vw_rows_finish(yB));
+                vw_store(pr + N + n0, vw_load(pr + N + n0) + vw_rows_finish(yC));
             }
-            row_sums_add(pB, pr, N);
-            row_sums_add(pC, pr + N, N);
+            for (int n = nfull; n < N; n++) {
+                vw fB, fC;
+                walk_state(n, bt, ct, gv, dx, dv, hb, qa, At, sp, sn, ex, r, gA, &fB, &fC);
+                vw_store(pB[n], fB), vw_store(pC[n], fC);
+            }
+            if (nfull < N) {
+                row_sums_add(pB + nfull, pr + nfull, N - nfull);
+                row_sums_add(pC + nfull, pr + N + nfull, N - nfull);
+            }
             UNROLL for (int u = 0; u < NV; u++) vw_store(out + HY_VW * u, qa[u] + xw[u] * hb[u]);   /* dΔ */
             store_lanes(ddelta + row * E + c0, out, cb);
             UNROLL for (int u = 0; u < NV; u++)   /* dx */

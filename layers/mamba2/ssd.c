@@ -3,7 +3,9 @@
  * Work is split into tasks (sequence b, group g, block of heads): a group's Hg heads are cut into
  * nb blocks, nb the smallest count that gives every thread a task (1 when B·G tasks already do).
  * A task sweeps its chunks in order with its heads' states (hb·P × N) in cache, so the chunk states
- * never go through memory between passes and one parallel region does the whole call. Per chunk:
+ * never go through memory between passes and one parallel region does the whole call. With several
+ * blocks per group the chunks' C Bᵀ are made once, shared out among the threads at the start of that
+ * region, instead of by every block (the forward and the backward alike). Per chunk:
  *   forward   CB = C Bᵀ (q × q); y = E ⊙ (C S_inᵀ) for the block's heads (one GEMM, then a row
  *             scale); per head y += (L ⊙ CB ⊙ Δ) x, Δ_i scaling the mask's column i so that the GEMM
  *             reads x in place (one GEMM each); S ← e ⊙ S + (W ⊙ Δx)ᵀ B (one GEMM after scaling S by
@@ -84,6 +86,12 @@ static ssd_dims dims_of(const hy_ssd_args *a) {
 /* Floats rounded up to a whole cache line, so per-thread scratch areas never share one. */
 static size_t line_up(size_t n) { return (n + 15) & ~(size_t)15; }
 
+/* The chunks' C Bᵀ products (B, G, nch, Q, Q), made once before the tasks when a group has several
+ * head blocks (which would each make them otherwise); 0 floats with one block per group. */
+static size_t cb_shared_floats(const ssd_dims *d, int B, int G) {
+    return d->nb > 1 ? line_up((size_t)B * G * d->nch * d->Q * d->Q) : 0;
+}
+
 /* Per-thread scratch of the forward and the backward (layouts at the top of each task's loop). */
 static size_t fwd_thread_floats(const ssd_dims *d, int P) {
     const size_t QQ = (size_t)d->Q * d->Q, QH = (size_t)d->Q * d->hbmax * P, QG = (size_t)d->Q * d->hbmax;
@@ -93,15 +101,17 @@ static size_t bwd_thread_floats(const ssd_dims *d, int P) {
     const size_t QQ = (size_t)d->Q * d->Q, QH = (size_t)d->Q * d->hbmax * P, QG = (size_t)d->Q * d->hbmax;
     return line_up(4 * QQ + 6 * QH + 4 * QG + 2 * (size_t)d->Q + 3 * (size_t)d->hbmax + d->hbmax * d->PN);
 }
-/* The backward's shared part: dA partial sums, then (several blocks per group) dB and dC rows per block. */
+/* The backward's shared part: the shared C Bᵀ products, dA partial sums, then (several blocks per
+ * group) dB and dC rows per block. */
 static size_t bwd_shared_floats(const ssd_dims *d, int B, int T, int H, int G, int N) {
-    return line_up((size_t)B * d->nch * H) + (d->nb > 1 ? 2 * (size_t)d->nb * B * T * G * N : 0);
+    return cb_shared_floats(d, B, G) + line_up((size_t)B * d->nch * H) +
+           (d->nb > 1 ? 2 * (size_t)d->nb * B * T * G * N : 0);
 }
 
 size_t hy_ssd_forward_work_floats(int B, int T, int H, int P, int N, int G, int chunk, int threads) {
     if (B <= 0 || T <= 0 || chunk <= 0 || G <= 0 || threads <= 0) return 0;
     ssd_dims d = dims_for(B, T, H, P, N, G, chunk, threads);
-    return fwd_thread_floats(&d, P) * threads;
+    return cb_shared_floats(&d, B, G) + fwd_thread_floats(&d, P) * threads;
 }
 
 size_t hy_ssd_backward_work_floats(int B, int T, int H, int P, int N, int G, int chunk, int threads) {
@@ -223,6 +233,32 @@ static inline float *slot(float *s, const hy_ssd_args *a, const ssd_dims *d, con
     return s + (((size_t)t->b * (d->nch + 1) + c) * a->H + t->h0) * d->PN;
 }
 
+/* The chunks' C Bᵀ for every (sequence b, group g, chunk c) into CB + ((b·G + g)·nch + c)·Q·Q (row
+ * stride Q), shared by the group's head blocks; run by every thread of the enclosing parallel
+ * region (a work-shared loop, with its barrier). */
+static void shared_cb(const hy_ssd_args *a, const ssd_dims *d, float *CB) {
+    const long n = (long)a->B * a->G * d->nch;
+    #pragma omp for schedule(static)
+    for (long k = 0; k < n; k++) {
+        const int c = (int)(k % d->nch), g = (int)(k / d->nch % a->G), b = (int)(k / ((long)d->nch * a->G));
+        const int t0 = c * d->Q, q = MIN(d->Q, a->T - t0);
+        const size_t row0 = (size_t)b * a->T + t0;
+        hy_gemm(false, true, q, q, a->N, 1.0f, a->Cm + row0 * a->ldbc + (size_t)g * a->N, a->ldbc,
+                a->Bm + row0 * a->ldbc + (size_t)g * a->N, a->ldbc, 0.0f, CB + (size_t)k * d->Q * d->Q, d->Q);
+    }
+}
+
+/* The chunk's C Bᵀ (q × q, row stride Q): from the shared products when there are any, else made
+ * into own. */
+static const float *chunk_cb(const hy_ssd_args *a, const ssd_dims *d, const ssd_task *t, int c, int q, const float *shared,
+                             float *own) {
+    if (shared) return shared + (((size_t)t->b * a->G + t->g) * d->nch + c) * d->Q * d->Q;
+    const size_t row0 = (size_t)t->b * a->T + (size_t)c * d->Q;
+    hy_gemm(false, true, q, q, a->N, 1.0f, a->Cm + row0 * a->ldbc + (size_t)t->g * a->N, a->ldbc,
+            a->Bm + row0 * a->ldbc + (size_t)t->g * a->N, a->ldbc, 0.0f, own, d->Q);
+    return own;
+}
+
 /* ---------------------------------------------------------------- forward ---- */
 
 int hy_ssd_forward(const hy_ssd_args *a, float *y, int ldy, hy_buf *work) {
@@ -240,59 +276,65 @@ int hy_ssd_forward(const hy_ssd_args *a, float *y, int ldy, hy_buf *work) {
     const ssd_dims d = dims_of(a);
     const int Q = d.Q, P = a->P, N = a->N, nth = omp_get_max_threads();
     const size_t QQ = (size_t)Q * Q, QH = (size_t)Q * d.hbmax * P, QG = (size_t)Q * d.hbmax, thr = fwd_thread_floats(&d, P);
-    if (!hy_buf_grab(work, thr * nth)) return HY_ERR_NOMEM;
+    const size_t ncb = cb_shared_floats(&d, a->B, a->G);
+    if (!hy_buf_grab(work, ncb + thr * nth)) return HY_ERR_NOMEM;
+    float *CBs = ncb ? work->p : NULL, *scratch = work->p + ncb;
     const long ntask = (long)a->B * a->G * d.nb;
 
-    #pragma omp parallel for schedule(static) if (ntask > 1)
-    for (long k = 0; k < ntask; k++) {
-        const ssd_task t = task_of(k, a, &d);
-        const int nh = t.nh, nP = nh * P;
-        float *CB = work->p + thr * omp_get_thread_num(), *M = CB + QQ, *XW = M + QQ, *avs = XW + QH, *dts = avs + QG,
-              *Es = dts + QG, *Ws = Es + QG, *seg = Ws + QG, *e = seg + Q, *S = e + d.hbmax;
-        /* with the states kept, chunk c reads its state from slot c and writes the next into slot c+1 */
-        float *S0 = a->states ? slot(a->states, a, &d, &t, 0) : S;
-        if (a->s0) memcpy(S0, a->s0 + ((size_t)t.b * a->H + t.h0) * d.PN, nh * d.PN * sizeof(float));
-        else memset(S0, 0, nh * d.PN * sizeof(float));
-        for (int c = 0; c < d.nch; c++) {
-            const int t0 = c * Q, q = MIN(Q, a->T - t0);
-            const size_t row0 = (size_t)t.b * a->T + t0;
-            const float *Bc = a->Bm + row0 * a->ldbc + (size_t)t.g * N, *Cc = a->Cm + row0 * a->ldbc + (size_t)t.g * N;
-            float *yc = y + row0 * ldy + (size_t)t.h0 * P;
-            float *Sin = a->states ? slot(a->states, a, &d, &t, c) : S, *Snext = a->states ? slot(a->states, a, &d, &t, c + 1) : S;
-            const float *xc = a->x + row0 * a->ldx + (size_t)t.h0 * P;
-            for (int hl = 0; hl < nh; hl++) {
-                e[hl] = head_decays(a, row0, q, t.h0 + hl, avs + (size_t)hl * Q, Es + (size_t)hl * Q, Ws + (size_t)hl * Q);
-                for (int j = 0; j < q; j++) dts[(size_t)hl * Q + j] = a->dt[(row0 + j) * a->lddt + t.h0 + hl];
-            }
-            /* the carried-in state: y = E ⊙ (C S_inᵀ) */
-            hy_gemm(false, true, q, nP, N, 1.0f, Cc, a->ldbc, Sin, N, 0.0f, yc, ldy);
-            for (int j = 0; j < q; j++)
+    #pragma omp parallel if (ntask > 1)
+    {
+        if (CBs) shared_cb(a, &d, CBs);
+        #pragma omp for schedule(static)
+        for (long k = 0; k < ntask; k++) {
+            const ssd_task t = task_of(k, a, &d);
+            const int nh = t.nh, nP = nh * P;
+            float *CBo = scratch + thr * omp_get_thread_num(), *M = CBo + QQ, *XW = M + QQ, *avs = XW + QH, *dts = avs + QG,
+                  *Es = dts + QG, *Ws = Es + QG, *seg = Ws + QG, *e = seg + Q, *S = e + d.hbmax;
+            /* with the states kept, chunk c reads its state from slot c and writes the next into slot c+1 */
+            float *S0 = a->states ? slot(a->states, a, &d, &t, 0) : S;
+            if (a->s0) memcpy(S0, a->s0 + ((size_t)t.b * a->H + t.h0) * d.PN, nh * d.PN * sizeof(float));
+            else memset(S0, 0, nh * d.PN * sizeof(float));
+            for (int c = 0; c < d.nch; c++) {
+                const int t0 = c * Q, q = MIN(Q, a->T - t0);
+                const size_t row0 = (size_t)t.b * a->T + t0;
+                const float *Bc = a->Bm + row0 * a->ldbc + (size_t)t.g * N, *Cc = a->Cm + row0 * a->ldbc + (size_t)t.g * N;
+                float *yc = y + row0 * ldy + (size_t)t.h0 * P;
+                float *Sin = a->states ? slot(a->states, a, &d, &t, c) : S, *Snext = a->states ? slot(a->states, a, &d, &t, c + 1) : S;
+                const float *xc = a->x + row0 * a->ldx + (size_t)t.h0 * P;
                 for (int hl = 0; hl < nh; hl++) {
-                    const float ej = Es[(size_t)hl * Q + j];
-                    float *restrict o = yc + (size_t)j * ldy + (size_t)hl * P;
-                    for (int p = 0; p < P; p++) o[p] *= ej;
+                    e[hl] = head_decays(a, row0, q, t.h0 + hl, avs + (size_t)hl * Q, Es + (size_t)hl * Q, Ws + (size_t)hl * Q);
+                    for (int j = 0; j < q; j++) dts[(size_t)hl * Q + j] = a->dt[(row0 + j) * a->lddt + t.h0 + hl];
                 }
-            /* within the chunk: y += (L ⊙ CB ⊙ Δ) x, head by head (Δ_i scales column i of the mask) */
-            hy_gemm(false, true, q, q, N, 1.0f, Cc, a->ldbc, Bc, a->ldbc, 0.0f, CB, Q);
-            for (int hl = 0; hl < nh; hl++) {
+                /* the carried-in state: y = E ⊙ (C S_inᵀ) */
+                hy_gemm(false, true, q, nP, N, 1.0f, Cc, a->ldbc, Sin, N, 0.0f, yc, ldy);
                 for (int j = 0; j < q; j++)
-                    mask_row(j, q, avs + (size_t)hl * Q, seg, M + (size_t)j * Q, CB + (size_t)j * Q, dts + (size_t)hl * Q);
-                hy_gemm(false, false, q, P, q, 1.0f, M, Q, xc + (size_t)hl * P, a->ldx, 1.0f, yc + (size_t)hl * P, ldy);
-            }
-            /* the state leaving the chunk: S = e ⊙ S + (W ⊙ Δx)ᵀ B */
-            for (int j = 0; j < q; j++)
+                    for (int hl = 0; hl < nh; hl++) {
+                        const float ej = Es[(size_t)hl * Q + j];
+                        float *restrict o = yc + (size_t)j * ldy + (size_t)hl * P;
+                        for (int p = 0; p < P; p++) o[p] *= ej;
+                    }
+                /* within the chunk: y += (L ⊙ CB ⊙ Δ) x, head by head (Δ_i scales column i of the mask) */
+                const float *CB = chunk_cb(a, &d, &t, c, q, CBs, CBo);
                 for (int hl = 0; hl < nh; hl++) {
-                    const float wj = Ws[(size_t)hl * Q + j] * dts[(size_t)hl * Q + j];
-                    const float *restrict xt = xc + (size_t)j * a->ldx + (size_t)hl * P;
-                    float *restrict o = XW + (size_t)j * nP + (size_t)hl * P;
-                    for (int p = 0; p < P; p++) o[p] = xt[p] * wj;
+                    for (int j = 0; j < q; j++)
+                        mask_row(j, q, avs + (size_t)hl * Q, seg, M + (size_t)j * Q, CB + (size_t)j * Q, dts + (size_t)hl * Q);
+                    hy_gemm(false, false, q, P, q, 1.0f, M, Q, xc + (size_t)hl * P, a->ldx, 1.0f, yc + (size_t)hl * P, ldy);
                 }
-            if (Snext != Sin) scale_heads_into(Snext, Sin, e, nh, d.PN);
-            else scale_heads(Sin, e, nh, d.PN);
-            hy_gemm(true, false, nP, N, q, 1.0f, XW, nP, Bc, a->ldbc, 1.0f, Snext, N);
+                /* the state leaving the chunk: S = e ⊙ S + (W ⊙ Δx)ᵀ B */
+                for (int j = 0; j < q; j++)
+                    for (int hl = 0; hl < nh; hl++) {
+                        const float wj = Ws[(size_t)hl * Q + j] * dts[(size_t)hl * Q + j];
+                        const float *restrict xt = xc + (size_t)j * a->ldx + (size_t)hl * P;
+                        float *restrict o = XW + (size_t)j * nP + (size_t)hl * P;
+                        for (int p = 0; p < P; p++) o[p] = xt[p] * wj;
+                    }
+                if (Snext != Sin) scale_heads_into(Snext, Sin, e, nh, d.PN);
+                else scale_heads(Sin, e, nh, d.PN);
+                hy_gemm(true, false, nP, N, q, 1.0f, XW, nP, Bc, a->ldbc, 1.0f, Snext, N);
+            }
+            const float *Sfin = a->states ? slot(a->states, a, &d, &t, d.nch) : S;
+            if (a->s_out) memcpy(a->s_out + ((size_t)t.b * a->H + t.h0) * d.PN, Sfin, nh * d.PN * sizeof(float));
         }
-        const float *Sfin = a->states ? slot(a->states, a, &d, &t, d.nch) : S;
-        if (a->s_out) memcpy(a->s_out + ((size_t)t.b * a->H + t.h0) * d.PN, Sfin, nh * d.PN * sizeof(float));
     }
     return 0;
 }
@@ -312,109 +354,114 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
     const ssd_dims d = dims_of(a);
     const int Q = d.Q, P = a->P, N = a->N, H = a->H, G = a->G, nth = omp_get_max_threads();
     const size_t QQ = (size_t)Q * Q, QH = (size_t)Q * d.hbmax * P, QG = (size_t)Q * d.hbmax, rows = (size_t)a->B * a->T;
-    const size_t thr = bwd_thread_floats(&d, P), nsm = line_up((size_t)a->B * d.nch * H);
+    const size_t thr = bwd_thread_floats(&d, P), nsm = line_up((size_t)a->B * d.nch * H), ncb = cb_shared_floats(&d, a->B, G);
     if (!hy_buf_grab(work, bwd_shared_floats(&d, a->B, a->T, H, G, N) + thr * nth)) return HY_ERR_NOMEM;
-    float *dAp = work->p, *part = dAp + nsm, *scratch = work->p + bwd_shared_floats(&d, a->B, a->T, H, G, N);
+    float *CBs = ncb ? work->p : NULL, *dAp = work->p + ncb, *part = dAp + nsm,
+          *scratch = work->p + bwd_shared_floats(&d, a->B, a->T, H, G, N);
     const long ntask = (long)a->B * G * d.nb;
 
-    #pragma omp parallel for schedule(static) if (ntask > 1)
-    for (long k = 0; k < ntask; k++) {
-        const ssd_task t = task_of(k, a, &d);
-        const int nh = t.nh, nP = nh * P;
-        float *CB = scratch + thr * omp_get_thread_num(), *Lm = CB + QQ, *dM = Lm + QQ, *dG = dM + QQ, *Xt = dG + QQ,
-              *XW = Xt + QH, *Z = XW + QH, *V = Z + QH, *dYE = V + QH, *dXt = dYE + QH, *avs = dXt + QH, *Es = avs + QG,
-              *Ws = Es + QG, *das = Ws + QG, *seg = das + QG, *U = seg + Q, *e = U + Q, *de = e + d.hbmax,
-              *dAsum = de + d.hbmax, *dS = dAsum + d.hbmax;
-        /* dB, dC: straight into the outputs with one block per group, else into this block's rows */
-        float *dBt = d.nb > 1 ? part + ((size_t)t.blk * 2 * rows) * G * N : dB,
-              *dCt = d.nb > 1 ? part + ((size_t)t.blk * 2 + 1) * rows * G * N : dC;
-        const int ldp = d.nb > 1 ? G * N : lddbc;
-        memset(dS, 0, nh * d.PN * sizeof(float));
-        for (int c = d.nch - 1; c >= 0; c--) {
-            const int t0 = c * Q, q = MIN(Q, a->T - t0);
-            const size_t row0 = (size_t)t.b * a->T + t0;
-            const float *Bc = a->Bm + row0 * a->ldbc + (size_t)t.g * N, *Cc = a->Cm + row0 * a->ldbc + (size_t)t.g * N;
-            const float *Sin = slot(a->states, a, &d, &t, c), *dyc = dy + row0 * lddy + (size_t)t.h0 * P;
-            float *dBc = dBt + row0 * ldp + (size_t)t.g * N, *dCc = dCt + row0 * ldp + (size_t)t.g * N;
-            for (int hl = 0; hl < nh; hl++) {
-                e[hl] = head_decays(a, row0, q, t.h0 + hl, avs + (size_t)hl * Q, Es + (size_t)hl * Q, Ws + (size_t)hl * Q);
-                de[hl] = vdot(dS + hl * d.PN, Sin + hl * d.PN, (int)d.PN);
-            }
-            gather_rows(a, &d, &t, row0, q, a->x, a->ldx, NULL, true, Xt);
-            gather_rows(a, &d, &t, row0, q, a->x, a->ldx, Ws, true, XW);
-            gather_rows(a, &d, &t, row0, q, dy, lddy, Es, false, dYE);
-            hy_gemm(false, true, q, q, N, 1.0f, Cc, a->ldbc, Bc, a->ldbc, 0.0f, CB, Q);
-            hy_gemm(false, true, q, nP, N, 1.0f, Cc, a->ldbc, Sin, N, 0.0f, Z, nP);
-            hy_gemm(false, true, q, nP, N, 1.0f, Bc, a->ldbc, dS, N, 0.0f, V, nP);
-            /* the carried-in state's and the chunk state's parts of dC and dB */
-            hy_gemm(false, false, q, N, nP, 1.0f, dYE, nP, Sin, N, 0.0f, dCc, ldp);
-            hy_gemm(false, false, q, N, nP, 1.0f, XW, nP, dS, N, 0.0f, dBc, ldp);
-            memset(dG, 0, QQ * sizeof(float));
-            for (int hl = 0; hl < nh; hl++) {
-                const float *av = avs + (size_t)hl * Q, *E = Es + (size_t)hl * Q, *W = Ws + (size_t)hl * Q;
-                float *da = das + (size_t)hl * Q, *dXh = dXt + (size_t)hl * P;
-                const float *dyh = dyc + (size_t)hl * P;
-                for (int j = 0; j < q; j++) mask_row(j, q, av, seg, Lm + (size_t)j * Q, NULL, NULL);
-                /* M = L ⊙ CB into dM's space first: d(Δx) = Mᵀ dy */
-                for (int j = 0; j < q; j++)
-                    for (int i = 0; i < q; i++) dM[(size_t)j * Q + i] = Lm[(size_t)j * Q + i] * CB[(size_t)j * Q + i];
-                hy_gemm(true, false, q, P, q, 1.0f, dM, Q, dyh, lddy, 0.0f, dXh, nP);
-                hy_gemm(false, true, q, q, P, 1.0f, dyh, lddy, Xt + (size_t)hl * P, nP, 0.0f, dM, Q);
-                /* the mask: dCB += dM ⊙ L; F = dM ⊙ L ⊙ CB below the diagonal -> da */
-                for (int i = 0; i < q; i++) U[i] = 0.0f, da[i] = 0.0f;
+    #pragma omp parallel if (ntask > 1)
+    {
+        if (CBs) shared_cb(a, &d, CBs);
+        #pragma omp for schedule(static)
+        for (long k = 0; k < ntask; k++) {
+            const ssd_task t = task_of(k, a, &d);
+            const int nh = t.nh, nP = nh * P;
+            float *CBo = scratch + thr * omp_get_thread_num(), *Lm = CBo + QQ, *dM = Lm + QQ, *dG = dM + QQ, *Xt = dG + QQ,
+                  *XW = Xt + QH, *Z = XW + QH, *V = Z + QH, *dYE = V + QH, *dXt = dYE + QH, *avs = dXt + QH, *Es = avs + QG,
+                  *Ws = Es + QG, *das = Ws + QG, *seg = das + QG, *U = seg + Q, *e = U + Q, *de = e + d.hbmax,
+                  *dAsum = de + d.hbmax, *dS = dAsum + d.hbmax;
+            /* dB, dC: straight into the outputs with one block per group, else into this block's rows */
+            float *dBt = d.nb > 1 ? part + ((size_t)t.blk * 2 * rows) * G * N : dB,
+                  *dCt = d.nb > 1 ? part + ((size_t)t.blk * 2 + 1) * rows * G * N : dC;
+            const int ldp = d.nb > 1 ? G * N : lddbc;
+            memset(dS, 0, nh * d.PN * sizeof(float));
+            for (int c = d.nch - 1; c >= 0; c--) {
+                const int t0 = c * Q, q = MIN(Q, a->T - t0);
+                const size_t row0 = (size_t)t.b * a->T + t0;
+                const float *Bc = a->Bm + row0 * a->ldbc + (size_t)t.g * N, *Cc = a->Cm + row0 * a->ldbc + (size_t)t.g * N;
+                const float *Sin = slot(a->states, a, &d, &t, c), *dyc = dy + row0 * lddy + (size_t)t.h0 * P;
+                float *dBc = dBt + row0 * ldp + (size_t)t.g * N, *dCc = dCt + row0 * ldp + (size_t)t.g * N;
+                for (int hl = 0; hl < nh; hl++) {
+                    e[hl] = head_decays(a, row0, q, t.h0 + hl, avs + (size_t)hl * Q, Es + (size_t)hl * Q, Ws + (size_t)hl * Q);
+                    de[hl] = vdot(dS + hl * d.PN, Sin + hl * d.PN, (int)d.PN);
+                }
+                gather_rows(a, &d, &t, row0, q, a->x, a->ldx, NULL, true, Xt);
+                gather_rows(a, &d, &t, row0, q, a->x, a->ldx, Ws, true, XW);
+                gather_rows(a, &d, &t, row0, q, dy, lddy, Es, false, dYE);
+                const float *CB = chunk_cb(a, &d, &t, c, q, CBs, CBo);
+                hy_gemm(false, true, q, nP, N, 1.0f, Cc, a->ldbc, Sin, N, 0.0f, Z, nP);
+                hy_gemm(false, true, q, nP, N, 1.0f, Bc, a->ldbc, dS, N, 0.0f, V, nP);
+                /* the carried-in state's and the chunk state's parts of dC and dB */
+                hy_gemm(false, false, q, N, nP, 1.0f, dYE, nP, Sin, N, 0.0f, dCc, ldp);
+                hy_gemm(false, false, q, N, nP, 1.0f, XW, nP, dS, N, 0.0f, dBc, ldp);
+                memset(dG, 0, QQ * sizeof(float));
+                for (int hl = 0; hl < nh; hl++) {
+                    const float *av = avs + (size_t)hl * Q, *E = Es + (size_t)hl * Q, *W = Ws + (size_t)hl * Q;
+                    float *da = das + (size_t)hl * Q, *dXh = dXt + (size_t)hl * P;
+                    const float *dyh = dyc + (size_t)hl * P;
+                    for (int j = 0; j < q; j++) mask_row(j, q, av, seg, Lm + (size_t)j * Q, NULL, NULL);
+                    /* M = L ⊙ CB into dM's space first: d(Δx) = Mᵀ dy */
+                    for (int j = 0; j < q; j++)
+                        for (int i = 0; i < q; i++) dM[(size_t)j * Q + i] = Lm[(size_t)j * Q + i] * CB[(size_t)j * Q + i];
+                    hy_gemm(true, false, q, P, q, 1.0f, dM, Q, dyh, lddy, 0.0f, dXh, nP);
+                    hy_gemm(false, true, q, q, P, 1.0f, dyh, lddy, Xt + (size_t)hl * P, nP, 0.0f, dM, Q);
+                    /* the mask: dCB += dM ⊙ L; F = dM ⊙ L ⊙ CB below the diagonal -> da */
+                    for (int i = 0; i < q; i++) U[i] = 0.0f, da[i] = 0.0f;
+                    for (int j = 0; j < q; j++) {
+                        float *restrict dm = dM + (size_t)j * Q, *restrict dg = dG + (size_t)j * Q;
+                        const float *restrict l = Lm + (size_t)j * Q, *restrict cb = CB + (size_t)j * Q;
+                        for (int i = 0; i <= j; i++) {
+                            const float v = dm[i] * l[i];
+                            dg[i] += v;
+                            dm[i] = v * cb[i];
+                        }
+                    }
+                    for (int r = q - 1; r >= 1; r--) {
+                        const float *restrict f = dM + (size_t)r * Q;
+                        for (int i = 0; i < r; i++) U[i] += f[i];
+                        da[r] += vsum(U, r);
+                    }
+                    /* E: dE_j = dy_j · Z_j; W: dW_i = Δx_i · V_i; d(Δx) += W ⊙ V; e: de·e on every step */
+                    float acc = 0;
+                    for (int j = q - 1; j >= 0; j--) {
+                        acc += vdot(dyh + (size_t)j * lddy, Z + (size_t)j * nP + (size_t)hl * P, P) * E[j];
+                        da[j] += acc;
+                    }
+                    acc = 0;
+                    for (int i = 0; i < q; i++) {
+                        da[i] += acc;
+                        const float *restrict v = V + (size_t)i * nP + (size_t)hl * P;
+                        float *restrict o = dXh + (size_t)i * nP;
+                        const float wi = W[i];
+                        acc += vdot(Xt + (size_t)i * nP + (size_t)hl * P, v, P) * wi;
+                        for (int p = 0; p < P; p++) o[p] += wi * v[p];
+                    }
+                    const float dee = de[hl] * e[hl];
+                    for (int j = 0; j < q; j++) da[j] += dee;
+                }
+                /* dx = Δ d(Δx), dΔ = x · d(Δx) + A da, dA = Σ Δ da: whole rows */
+                for (int hl = 0; hl < nh; hl++) dAsum[hl] = 0.0f;
                 for (int j = 0; j < q; j++) {
-                    float *restrict dm = dM + (size_t)j * Q, *restrict dg = dG + (size_t)j * Q;
-                    const float *restrict l = Lm + (size_t)j * Q, *restrict cb = CB + (size_t)j * Q;
-                    for (int i = 0; i <= j; i++) {
-                        const float v = dm[i] * l[i];
-                        dg[i] += v;
-                        dm[i] = v * cb[i];
+                    const float *restrict xj = a->x + (row0 + j) * a->ldx + (size_t)t.h0 * P, *restrict gx = dXt + (size_t)j * nP;
+                    const float *dtj = a->dt + (row0 + j) * a->lddt + t.h0;
+                    float *restrict o = dx + (row0 + j) * lddx + (size_t)t.h0 * P, *ddtj = ddt + (row0 + j) * ldddt + t.h0;
+                    for (int hl = 0; hl < nh; hl++) {
+                        const float s = dtj[hl], daj = das[(size_t)hl * Q + j];
+                        for (int p = 0; p < P; p++) o[hl * P + p] = s * gx[hl * P + p];
+                        ddtj[hl] = vdot(xj + hl * P, gx + hl * P, P) + a->A[t.h0 + hl] * daj;
+                        dAsum[hl] += s * daj;
                     }
                 }
-                for (int r = q - 1; r >= 1; r--) {
-                    const float *restrict f = dM + (size_t)r * Q;
-                    for (int i = 0; i < r; i++) U[i] += f[i];
-                    da[r] += vsum(U, r);
-                }
-                /* E: dE_j = dy_j · Z_j; W: dW_i = Δx_i · V_i; d(Δx) += W ⊙ V; e: de·e on every step */
-                float acc = 0;
-                for (int j = q - 1; j >= 0; j--) {
-                    acc += vdot(dyh + (size_t)j * lddy, Z + (size_t)j * nP + (size_t)hl * P, P) * E[j];
-                    da[j] += acc;
-                }
-                acc = 0;
-                for (int i = 0; i < q; i++) {
-                    da[i] += acc;
-                    const float *restrict v = V + (size_t)i * nP + (size_t)hl * P;
-                    float *restrict o = dXh + (size_t)i * nP;
-                    const float wi = W[i];
-                    acc += vdot(Xt + (size_t)i * nP + (size_t)hl * P, v, P) * wi;
-                    for (int p = 0; p < P; p++) o[p] += wi * v[p];
-                }
-                const float dee = de[hl] * e[hl];
-                for (int j = 0; j < q; j++) da[j] += dee;
+                for (int hl = 0; hl < nh; hl++) dAp[((size_t)t.b * d.nch + c) * H + t.h0 + hl] = dAsum[hl];
+                hy_gemm(false, false, q, N, q, 1.0f, dG, Q, Bc, a->ldbc, 1.0f, dCc, ldp);
+                hy_gemm(true, false, q, N, q, 1.0f, dG, Q, Cc, a->ldbc, 1.0f, dBc, ldp);
+                /* the state entering the chunk: dS = e ⊙ dS + (E ⊙ dy)ᵀ C */
+                scale_heads(dS, e, nh, d.PN);
+                hy_gemm(true, false, nP, N, q, 1.0f, dYE, nP, Cc, a->ldbc, 1.0f, dS, N);
             }
-            /* dx = Δ d(Δx), dΔ = x · d(Δx) + A da, dA = Σ Δ da: whole rows */
-            for (int hl = 0; hl < nh; hl++) dAsum[hl] = 0.0f;
-            for (int j = 0; j < q; j++) {
-                const float *restrict xj = a->x + (row0 + j) * a->ldx + (size_t)t.h0 * P, *restrict gx = dXt + (size_t)j * nP;
-                const float *dtj = a->dt + (row0 + j) * a->lddt + t.h0;
-                float *restrict o = dx + (row0 + j) * lddx + (size_t)t.h0 * P, *ddtj = ddt + (row0 + j) * ldddt + t.h0;
-                for (int hl = 0; hl < nh; hl++) {
-                    const float s = dtj[hl], daj = das[(size_t)hl * Q + j];
-                    for (int p = 0; p < P; p++) o[hl * P + p] = s * gx[hl * P + p];
-                    ddtj[hl] = vdot(xj + hl * P, gx + hl * P, P) + a->A[t.h0 + hl] * daj;
-                    dAsum[hl] += s * daj;
-                }
-            }
-            for (int hl = 0; hl < nh; hl++) dAp[((size_t)t.b * d.nch + c) * H + t.h0 + hl] = dAsum[hl];
-            hy_gemm(false, false, q, N, q, 1.0f, dG, Q, Bc, a->ldbc, 1.0f, dCc, ldp);
-            hy_gemm(true, false, q, N, q, 1.0f, dG, Q, Cc, a->ldbc, 1.0f, dBc, ldp);
-            /* the state entering the chunk: dS = e ⊙ dS + (E ⊙ dy)ᵀ C */
-            scale_heads(dS, e, nh, d.PN);
-            hy_gemm(true, false, nP, N, q, 1.0f, dYE, nP, Cc, a->ldbc, 1.0f, dS, N);
+            if (ds0) memcpy(ds0 + ((size_t)t.b * H + t.h0) * d.PN, dS, nh * d.PN * sizeof(float));
         }
-        if (ds0) memcpy(ds0 + ((size_t)t.b * H + t.h0) * d.PN, dS, nh * d.PN * sizeof(float));
     }
     /* several blocks per group: dB, dC = the blocks' rows added in block order */
     if (d.nb > 1) {

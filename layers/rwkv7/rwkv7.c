@@ -207,6 +207,7 @@ static void fwd_token_shift(rw_fwd *c, const float *xprev) {
     for (size_t r = 0; r < c->rows; r++) {
         int t = (int)(r % T), b = (int)(r / T);
         const float *prev = t ? x + (r - 1) * C : xprev ? xprev + (size_t)b * C : NULL;
+        #pragma omp simd
         for (int ch = 0; ch < C; ch++) xx[r * C + ch] = (prev ? prev[ch] : 0.0f) - x[r * C + ch];
     }
 }
@@ -247,6 +248,7 @@ static int fwd_projections(rw_fwd *c, bool keep) {
     float *vg = P->vg.p, *vd = P->vdiff.p, *vf = vf1->value.p, *v0 = p[P_V0];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t r = 0; r < rows; r++)
+        #pragma omp simd
         for (int ch = 0; ch < C; ch++) {
             size_t i = r * C + ch;
             float s = hy_sigmoidf(v0[ch] + vg[i]);
@@ -273,6 +275,7 @@ static void fwd_decay(rw_fwd *c) {
     float *w = P->w.p, *dec = P->dec.p, *w0 = p[P_W0];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t r = 0; r < rows; r++)
+        #pragma omp simd
         for (int ch = 0; ch < C; ch++) {
             size_t i = r * C + ch;
             float wv = -hy_softplusf_atanh(-(w0[ch] + w[i])) - 0.5f;
@@ -293,6 +296,7 @@ static void fwd_rate_gate(rw_fwd *c) {
     float *a = P->a.p, *a0 = p[P_A0];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t r = 0; r < rows; r++)
+        #pragma omp simd
         for (int ch = 0; ch < C; ch++) a[r * C + ch] = hy_sigmoidf(a0[ch] + a[r * C + ch]);
     mix(P->xm.p, c->x, P->xx.p, p[P_XG], rows, C);
     xw(P->hg.p, P->xm.p, p[P_G1], rows, C, c->g.Dg);
@@ -314,13 +318,14 @@ static void fwd_keys(rw_fwd *c) {
     for (size_t r = 0; r < rows; r++)
         for (int h = 0; h < H; h++) {
             size_t o = r * C + (size_t)h * N;
-            float ss = 0;
-            for (int j = 0; j < N; j++) {
-                float u = k0[o + j] * kkw[h * N + j];
-                ss += u * u;
+            vw acc = {0};
+            for (int j = 0; j < N; j += HY_VW) {
+                const vw u = rw_load(k0 + o, j, N) * rw_load(kkw + (size_t)h * N, j, N);
+                acc += u * u;
             }
-            float nrm = sqrtf(ss), inv = 1.0f / (nrm > 1e-12f ? nrm : 1e-12f);
+            float ss = vw_hsum(acc), nrm = sqrtf(ss), inv = 1.0f / (nrm > 1e-12f ? nrm : 1e-12f);
             kinv[r * H + h] = inv;
+            #pragma omp simd
             for (int j = 0; j < N; j++) {
                 int ch = h * N + j;
                 float q = k0[o + j] * kkw[ch] * inv;
@@ -331,33 +336,36 @@ static void fwd_keys(rw_fwd *c) {
         }
 }
 
-/* Group norm per head plus the r_k bonus, the gate, and the output projection into out. */
+/* Group norm per head plus the r_k bonus, the gate (in the same pass), and the output projection
+ * into out. */
 static void fwd_output(rw_fwd *c, float *out) {
     rw_priv *P = c->P;
     float *const *p = c->p;
     const int C = c->g.C, H = c->g.H, N = c->g.N;
-    const size_t rows = c->rows, n = c->n;
+    const size_t rows = c->rows;
     float *y = P->y.p, *op = P->op.p, *mean = P->mean.p, *rstd = P->rstd.p, *r = P->r.p, *k = P->k.p, *v = P->v.p;
+    float *gg = P->g.p, *xm = P->xm.p;
     const float *lnw = p[P_LNW], *lnb = p[P_LNB], *rk = p[P_RK];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t row = 0; row < rows; row++)
         for (int h = 0; h < H; h++) {
             size_t o = row * C + (size_t)h * N;
-            float mu = 0, var = 0, bonus = 0;
-            for (int j = 0; j < N; j++) mu += y[o + j];
-            mu /= N;
-            for (int j = 0; j < N; j++) var += (y[o + j] - mu) * (y[o + j] - mu);
-            float rs = 1.0f / sqrtf(var / N + 64e-5f);
-            for (int j = 0; j < N; j++) bonus += r[o + j] * k[o + j] * rk[h * N + j];
+            const float mu = rw_sum(y + o, N) / N, bonus = rw_dot3(r + o, k + o, rk + (size_t)h * N, N);
+            vw acc = {0};
+            for (int j = 0; j < N; j += HY_VW) {   /* Σ (y − mu)², the tail's lanes kept at 0 */
+                const vw d = vw_keep(rw_load(y + o, j, N) - mu, vw_mask_first(N - j));
+                acc += d * d;
+            }
+            float var = vw_hsum(acc), rs = 1.0f / sqrtf(var / N + 64e-5f);
             mean[row * H + h] = mu, rstd[row * H + h] = rs;
+            #pragma omp simd
             for (int j = 0; j < N; j++) {
                 int ch = h * N + j;
-                op[o + j] = (y[o + j] - mu) * rs * lnw[ch] + lnb[ch] + bonus * v[o + j];
+                const float u = (y[o + j] - mu) * rs * lnw[ch] + lnb[ch] + bonus * v[o + j];
+                op[o + j] = u, xm[o + j] = u * gg[o + j];   /* the output projection's input, op ⊙ g */
             }
         }
-    float *gg = P->g.p, *xm = P->xm.p;
-    #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) xm[i] = op[i] * gg[i];
+    P->xm_gated = true;   /* the backward's output projection reads it from here */
     hy_linear_forward(out, xm, p[P_WO], NULL, (int)rows, C, C);
 }
 

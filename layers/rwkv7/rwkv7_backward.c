@@ -39,9 +39,7 @@ static int bwd_prepare(rw_bwd *c) {
     hy_first_slot *vf1 = c->L->first;
     if (!P->first && (!vf1->grad.p || vf1->rows != c->rows))
         return hy_fail("rwkv7: layer %d backward: no v_first gradient buffer of this batch", c->L->index);
-    c->ones = P->ones.p;
-    memset(c->dx, 0, c->n * sizeof(float));
-    memset(P->dxx.p, 0, c->n * sizeof(float));
+    c->ones = P->ones.p;   /* dx and dxx: written first by the gate's mix_backward (bwd_output_gate) */
     return 0;
 }
 
@@ -53,9 +51,12 @@ static void bwd_output_gate(rw_bwd *c, const float *dyo) {
     const size_t rows = c->rows, n = c->n;
     const int C = c->g.C;
     float *xm = P->xm.p, *op = P->op.p, *gg = P->g.p, *d1 = P->d1.p, *d2 = P->d2.p, *d3 = P->d3.p, *dh = P->dhw.p;
-    /* output projection: d1 = dz; then d2 = dg, d1 = d(op) */
-    #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) xm[i] = op[i] * gg[i];
+    /* output projection: d1 = dz; then d2 = dg, d1 = d(op). Its input op ⊙ g is still in xm when
+     * nothing has overwritten it since the forward (a second backward of the same forward has) */
+    if (!P->xm_gated) {
+        #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+        for (size_t i = 0; i < n; i++) xm[i] = op[i] * gg[i];
+    }
     hy_linear_backward(d1, gr[P_WO], NULL, dyo, xm, p[P_WO], (int)rows, C, C, false);
     #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) d2[i] = d1[i] * op[i], d1[i] *= gg[i];
@@ -67,8 +68,9 @@ static void bwd_output_gate(rw_bwd *c, const float *dyo) {
     #pragma omp parallel for schedule(static) if (nh >= PAR_MIN)
     for (size_t i = 0; i < nh; i++) dh[i] *= hg[i] * (1.0f - hg[i]);
     mix(xm, c->x, P->xx.p, p[P_XG], rows, C);
+    P->xm_gated = false;
     xw_backward(d3, gr[P_G1], dh, xm, p[P_G1], rows, C, c->g.Dg, false);
-    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XG], gr[P_XG], c->ones, rows, C);
+    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XG], gr[P_XG], c->ones, rows, C, true);
 }
 
 /* Group norm per head and the r_k bonus: from d1 = d(op), seeds dy (the recurrence output's
@@ -77,23 +79,29 @@ static void bwd_group_norm(rw_bwd *c) {
     rw_priv *P = c->P;
     const int C = c->g.C, H = c->g.H, N = c->g.N;
     const size_t rows = c->rows;
-    float *y = P->y.p, *dy = P->dy.p, *mean = P->mean.p, *rstd = P->rstd.p;
-    float *d1 = P->d1.p, *d2 = P->d2.p, *d3 = P->d3.p, *dr = P->dr.p, *dk = P->dk.p, *dv = P->dv.p;
-    const float *r = P->r.p, *k = P->k.p, *v = P->v.p, *lnw = c->p[P_LNW], *rk = c->p[P_RK];
+    const float *restrict y = P->y.p, *restrict mean = P->mean.p, *restrict rstd = P->rstd.p, *restrict d1 = P->d1.p;
+    float *restrict dy = P->dy.p, *restrict d2 = P->d2.p, *restrict d3 = P->d3.p, *restrict dr = P->dr.p,
+          *restrict dk = P->dk.p, *restrict dv = P->dv.p;
+    const float *restrict r = P->r.p, *restrict k = P->k.p, *restrict v = P->v.p, *restrict lnw = c->p[P_LNW],
+                *restrict rk = c->p[P_RK];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t row = 0; row < rows; row++)
         for (int h = 0; h < H; h++) {
             size_t o = row * C + (size_t)h * N;
-            float mu = mean[row * H + h], rs = rstd[row * H + h], bonus = 0, dbonus = 0, m1 = 0, m2 = 0;
-            for (int j = 0; j < N; j++) {
-                int ch = h * N + j;
-                float yh = (y[o + j] - mu) * rs, dn = d1[o + j] * lnw[ch];
-                bonus += r[o + j] * k[o + j] * rk[ch];
-                dbonus += d1[o + j] * v[o + j];
-                m1 += dn, m2 += dn * yh;
-                d3[o + j] = d1[o + j] * yh;
+            const float *lw = lnw + (size_t)h * N;
+            const float mu = mean[row * H + h], rs = rstd[row * H + h];
+            vw abonus = {0}, adbonus = {0}, am1 = {0}, am2 = {0};
+            for (int j = 0; j < N; j += HY_VW) {   /* the tail's lanes load as 0: yh there is −mu·rs, times dn = 0 */
+                const vw yh = (rw_load(y + o, j, N) - mu) * rs, dj = rw_load(d1 + o, j, N), dn = dj * rw_load(lw, j, N);
+                abonus += rw_load(r + o, j, N) * rw_load(k + o, j, N) * rw_load(rk + (size_t)h * N, j, N);
+                adbonus += dj * rw_load(v + o, j, N);
+                am1 += dn, am2 += dn * yh;
+                if (j + HY_VW <= N) vw_store(d3 + o + j, dj * yh);
+                else vw_store_masked(d3 + o + j, vw_mask_first(N - j), dj * yh);
             }
-            m1 /= N, m2 /= N;
+            const float bonus = vw_hsum(abonus), dbonus = vw_hsum(adbonus), m1 = vw_hsum(am1) / N,
+                        m2 = vw_hsum(am2) / N;
+            #pragma omp simd
             for (int j = 0; j < N; j++) {
                 int ch = h * N + j;
                 float yh = (y[o + j] - mu) * rs, dn = d1[o + j] * lnw[ch];
@@ -119,70 +127,57 @@ static int bwd_recurrence(rw_bwd *c) {
     return rc < 0 ? rc : 0;
 }
 
-/* Sums the recurrence's paths into dr, dk, dv; then b = kk ⊙ a and k = k0 ⊙ (1 + (a-1) ⊙ k_a):
- * dk becomes d k0, d2 = da, and the k_a gradient accumulates. */
+/* One pass per (row, head) over what follows the recurrence: its paths summed into dr, dk, dv;
+ * b = kk ⊙ a and k = k0 ⊙ (1 + (a-1) ⊙ k_a) (dk becomes d k0, the k_a gradient's terms go to d3);
+ * kk = normalise(k0 ⊙ k_k) (d k0 += du ⊙ k_k, the k_k gradient's terms go to db once it is read);
+ * and a = sigmoid(·)'s derivative, so that d2 leaves as the gradient of a's pre-activation. One
+ * pass instead of three over these (B·T, C) arrays. */
 static void bwd_keys(rw_bwd *c) {
-    rw_priv *P = c->P;
-    const int C = c->g.C;
-    const size_t rows = c->rows;
-    float *dr = P->dr.p, *dk = P->dk.p, *dv = P->dv.p, *dq = P->dq.p, *db = P->db.p;
-    float *t1 = P->d1.p, *t2 = P->d2.p, *t3 = P->d3.p;
-    const float *a = P->a.p, *kk = P->kk.p, *k0 = P->k0.p, *ka = c->p[P_KA];
-    #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
-    for (size_t row = 0; row < rows; row++)
-        for (int ch = 0; ch < C; ch++) {
-            size_t i = row * C + ch;
-            dr[i] += t1[i];
-            float dkt = dk[i] + t2[i];
-            dv[i] += t3[i];
-            dq[i] += db[i] * a[i];
-            float da = db[i] * kk[i] + dkt * k0[i] * ka[ch];
-            t3[i] = dkt * k0[i] * (a[i] - 1.0f);
-            dk[i] = dkt * (1.0f + (a[i] - 1.0f) * ka[ch]);   /* now d k0 */
-            t2[i] = da;
-        }
-    colsum_add(c->gr[P_KA], t3, c->ones, rows, C);
-}
-
-/* kk = normalise(k0 ⊙ k_k): dk0 += du ⊙ k_k and the k_k gradient (d3 = its terms). */
-static void bwd_key_norm(rw_bwd *c) {
     rw_priv *P = c->P;
     const int C = c->g.C, H = c->g.H, N = c->g.N;
     const size_t rows = c->rows;
-    float *dq = P->dq.p, *kinv = P->kinv.p, *dk = P->dk.p, *d3 = P->d3.p;
-    const float *kk = P->kk.p, *k0 = P->k0.p, *kkw = c->p[P_KK];
+    float *restrict dr = P->dr.p, *restrict dk = P->dk.p, *restrict dv = P->dv.p, *restrict dq = P->dq.p,
+          *restrict db = P->db.p, *restrict t1 = P->d1.p, *restrict t2 = P->d2.p, *restrict t3 = P->d3.p;
+    const float *restrict a = P->a.p, *restrict kk = P->kk.p, *restrict k0 = P->k0.p, *restrict kinv = P->kinv.p,
+                *restrict ka = c->p[P_KA], *restrict kkw = c->p[P_KK];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t row = 0; row < rows; row++)
         for (int h = 0; h < H; h++) {
-            size_t o = row * C + (size_t)h * N;
-            float inv = kinv[row * H + h], dot = 0;
-            bool clamped = inv >= 1e12f;
-            for (int j = 0; j < N; j++) dot += kk[o + j] * dq[o + j];
+            const size_t o = row * C + (size_t)h * N;
+            for (int j = 0; j < N; j++) dq[o + j] += db[o + j] * a[o + j];
+            const float inv = kinv[row * H + h], dot = rw_dot(kk + o, dq + o, N);
+            const bool clamped = inv >= 1e12f;
+            #pragma omp simd
             for (int j = 0; j < N; j++) {
-                int ch = h * N + j;
-                float du = clamped ? dq[o + j] * inv : (dq[o + j] - kk[o + j] * dot) * inv;
-                dk[o + j] += du * kkw[ch];
-                d3[o + j] = du * k0[o + j];
+                const size_t i = o + j;
+                const int ch = h * N + j;
+                dr[i] += t1[i];
+                float dkt = dk[i] + t2[i];
+                dv[i] += t3[i];
+                float da = db[i] * kk[i] + dkt * k0[i] * ka[ch];
+                t3[i] = dkt * k0[i] * (a[i] - 1.0f);
+                float du = clamped ? dq[i] * inv : (dq[i] - kk[i] * dot) * inv;
+                dk[i] = dkt * (1.0f + (a[i] - 1.0f) * ka[ch]) + du * kkw[ch];   /* now d k0 */
+                db[i] = du * k0[i];
+                t2[i] = da * (a[i] * (1.0f - a[i]));
             }
         }
-    colsum_add(c->gr[P_KK], d3, c->ones, rows, C);
+    colsum_add(c->gr[P_KA], t3, c->ones, rows, C);
+    colsum_add(c->gr[P_KK], db, c->ones, rows, C);
 }
 
-/* a = sigmoid(a0 + (xa@a1)@a2), from da in d2. */
+/* a = sigmoid(a0 + (xa@a1)@a2), from the pre-activation's gradient in d2 (bwd_keys). */
 static void bwd_in_context_rate(rw_bwd *c) {
     rw_priv *P = c->P;
     float *const *p = c->p, *const *gr = c->gr;
-    const size_t rows = c->rows, n = c->n;
+    const size_t rows = c->rows;
     const int C = c->g.C;
     float *d2 = P->d2.p, *d3 = P->d3.p, *dh = P->dhw.p, *xm = P->xm.p;
-    const float *a = P->a.p;
-    #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) d2[i] *= a[i] * (1.0f - a[i]);
     colsum_add(gr[P_A0], d2, c->ones, rows, C);
     xw_backward(dh, gr[P_A2], d2, P->ha.p, p[P_A2], rows, c->g.Da, C, false);
     mix(xm, c->x, P->xx.p, p[P_XA], rows, C);
     xw_backward(d3, gr[P_A1], dh, xm, p[P_A1], rows, C, c->g.Da, false);
-    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XA], gr[P_XA], c->ones, rows, C);
+    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XA], gr[P_XA], c->ones, rows, C, false);
 }
 
 /* decay = exp(-exp(w)), w = -softplus(-z) - 0.5, z = w0 + tanh(xw@w1)@w2:
@@ -206,7 +201,7 @@ static void bwd_decay(rw_bwd *c) {
     for (size_t i = 0; i < nh; i++) dh[i] *= 1.0f - hw[i] * hw[i];
     mix(xm, c->x, P->xx.p, p[P_XW], rows, C);
     xw_backward(d3, gr[P_W1], dh, xm, p[P_W1], rows, C, c->g.Dw, false);
-    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XW], gr[P_XW], c->ones, rows, C);
+    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XW], gr[P_XW], c->ones, rows, C, false);
 }
 
 /* v: the value residual toward v_first (later layers), or, in the first layer, the v_first
@@ -240,31 +235,49 @@ static void bwd_value(rw_bwd *c) {
         }
         hy_linear_backward(d3, gr[P_WV], NULL, dv, xm, p[P_WV], (int)rows, C, C, false);
     }
-    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XV], gr[P_XV], c->ones, rows, C);
+    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XV], gr[P_XV], c->ones, rows, C, false);
 }
 
-/* The receptance and key projections, then the token shift xx_t = x_{t-1} - x_t into dx. */
+/* The receptance and key projections, then, in one pass, their mix backwards (mix_backward's sums
+ * in the same order) and the token shift xx_t = x_{t-1} - x_t into dx: dxx is complete only once
+ * both are in, and the shift reads row t + 1's, which this pass forms again where it needs it.
+ * The x_r and x_k gradients' terms go to d2 and ddec (the gradients of r and k, d3 and d1, are
+ * read across rows: not overwritten). */
 static void bwd_projections_shift(rw_bwd *c) {
     rw_priv *P = c->P;
     float *const *p = c->p, *const *gr = c->gr;
     const size_t rows = c->rows;
     const int C = c->g.C, T = c->T;
-    float *d3 = P->d3.p, *xm = P->xm.p, *dxx = P->dxx.p, *dx = c->dx;
-    mix(xm, c->x, P->xx.p, p[P_XR], rows, C);
-    hy_linear_backward(d3, gr[P_WR], NULL, P->dr.p, xm, p[P_WR], (int)rows, C, C, false);
-    mix_backward(d3, dx, dxx, P->xx.p, p[P_XR], gr[P_XR], c->ones, rows, C);
-    mix(xm, c->x, P->xx.p, p[P_XK], rows, C);
-    hy_linear_backward(d3, gr[P_WK], NULL, P->dk.p, xm, p[P_WK], (int)rows, C, C, false);
-    mix_backward(d3, dx, dxx, P->xx.p, p[P_XK], gr[P_XK], c->ones, rows, C);
+    float *restrict dmr = P->d3.p, *restrict dmk = P->d1.p, *restrict gmr = P->d2.p, *restrict gmk = P->ddec.p,
+          *restrict dxx = P->dxx.p, *restrict dx = c->dx, *xm = P->xm.p;
+    const float *restrict xx = P->xx.p, *restrict mur = p[P_XR], *restrict muk = p[P_XK];
+    mix(xm, c->x, xx, mur, rows, C);
+    hy_linear_backward(dmr, gr[P_WR], NULL, P->dr.p, xm, p[P_WR], (int)rows, C, C, false);
+    mix(xm, c->x, xx, muk, rows, C);
+    hy_linear_backward(dmk, gr[P_WK], NULL, P->dk.p, xm, p[P_WK], (int)rows, C, C, false);
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t row = 0; row < rows; row++) {
-        int t = (int)(row % T);
-        for (int ch = 0; ch < C; ch++) {
-            float d = -dxx[row * C + ch];
-            if (t + 1 < T) d += dxx[(row + 1) * C + ch];
-            dx[row * C + ch] += d;
-        }
+        const size_t o = row * C;
+        if ((int)(row % T) + 1 < T)   /* dxx of the next row too */
+            #pragma omp simd
+            for (int ch = 0; ch < C; ch++) {
+                const size_t i = o + ch, i1 = i + C;
+                const float xxi = (dxx[i] + dmr[i] * mur[ch]) + dmk[i] * muk[ch];
+                const float nxx = (dxx[i1] + dmr[i1] * mur[ch]) + dmk[i1] * muk[ch];
+                dx[i] = ((dx[i] + dmr[i]) + dmk[i]) + (-xxi + nxx);
+                gmr[i] = dmr[i] * xx[i], gmk[i] = dmk[i] * xx[i];
+            }
+        else
+            #pragma omp simd
+            for (int ch = 0; ch < C; ch++) {
+                const size_t i = o + ch;
+                const float xxi = (dxx[i] + dmr[i] * mur[ch]) + dmk[i] * muk[ch];
+                dx[i] = ((dx[i] + dmr[i]) + dmk[i]) + -xxi;
+                gmr[i] = dmr[i] * xx[i], gmk[i] = dmk[i] * xx[i];
+            }
     }
+    colsum_add(gr[P_XR], gmr, c->ones, rows, C);
+    colsum_add(gr[P_XK], gmk, c->ones, rows, C);
 }
 
 /* The block's backward: the stages above in reverse order of the forward. */
@@ -281,7 +294,6 @@ int hy_rwkv7_backward(hy_layer *L, const float *dyo, float *dx, int B, int T) {
     bwd_group_norm(&c);
     if ((rc = bwd_recurrence(&c)) < 0) return rc;
     bwd_keys(&c);
-    bwd_key_norm(&c);
     bwd_in_context_rate(&c);
     bwd_decay(&c);
     bwd_value(&c);

@@ -4,10 +4,15 @@
 #define HY_LAYERS_RWKV7_PRIV_H
 #include "core/gemm.h"
 #include "core/mem.h"
+#include "core/simd.h"
 #include "layers/rwkv7/rwkv7.h"
 #include <stdbool.h>
 
-/* Elementwise loops smaller than this run on one thread (fork/join costs more than they do). */
+/* Elementwise loops smaller than this run on one thread (fork/join costs more than they do).
+ * The inner loops of the row-parallel passes carry `#pragma omp simd`: inside the functions that
+ * OpenMP outlines, gcc 12 left them scalar (-fopt-info-vec: "no vectype for stmt"), the decay's exp
+ * and softplus, the sigmoids and the per-head passes included; the pragma vectorizes them with the
+ * same arithmetic per element (same bits). */
 #define PAR_MIN 65536
 
 enum { OPT_HEAD, OPT_DW, OPT_DA, OPT_DV, OPT_DG };
@@ -33,6 +38,7 @@ typedef struct {
     const float *x;
     int B, T;
     bool have_fwd, first;
+    bool xm_gated;   /* xm holds op ⊙ g, the output projection's input, as the forward leaves it */
     hy_buf xx, xm, r, k0, k, v, w, dec, hw, hv, vg, vdiff, ha, a, hg, g, kk, kinv, b, y, sq, ckpt, mean, rstd, op;
     hy_buf ones, d1, d2, d3, dr, dk, dv, ddec, dq, db, dy, dxx, dhw;
 } rw_priv;
@@ -50,18 +56,45 @@ static inline void mix(float *restrict xm, const float *restrict x, const float 
         for (int c = 0; c < C; c++) xm[r * C + c] = x[r * C + c] + xx[r * C + c] * mu[c];
 }
 
-/* Backward of mix(): dx += dm, dxx += dm ⊙ mu, gmu += colsum(dm ⊙ xx) (dm is overwritten). */
+/* Backward of mix(): dx += dm, dxx += dm ⊙ mu (dx = dm, dxx = dm ⊙ mu when first: the block's
+ * first write of them, which saves zeroing them), gmu += colsum(dm ⊙ xx) (dm is overwritten). */
 static inline void mix_backward(float *restrict dm, float *restrict dx, float *restrict dxx, const float *restrict xx,
-                         const float *restrict mu, float *gmu, const float *ones, size_t rows, int C) {
+                         const float *restrict mu, float *gmu, const float *ones, size_t rows, int C, bool first) {
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t r = 0; r < rows; r++)
         for (int c = 0; c < C; c++) {
             size_t i = r * C + c;
-            dx[i] += dm[i];
-            dxx[i] += dm[i] * mu[c];
+            dx[i] = first ? dm[i] : dx[i] + dm[i];
+            dxx[i] = first ? dm[i] * mu[c] : dxx[i] + dm[i] * mu[c];
             dm[i] *= xx[i];
         }
     colsum_add(gmu, dm, ones, rows, C);
+}
+
+/* Lanes j .. j + HY_VW − 1 of p (core/simd.h), those at or past n read as 0: the per-head loops
+ * below run over whole vectors with one masked tail. */
+static inline vw rw_load(const float *p, int j, int n) {
+    return j + HY_VW <= n ? vw_load(p + j) : vw_load_masked(p + j, vw_mask_first(n - j));
+}
+
+/* Σ_j a[j] and Σ_j a[j]·b[j] over a head's n floats, in HY_VW lanes and then one horizontal sum:
+ * written as plain loops, these per-head sums are chains of dependent adds (C does not reorder
+ * them), a few hundred cycles per head and row. */
+static inline float rw_sum(const float *a, int n) {
+    vw acc = {0};
+    for (int j = 0; j < n; j += HY_VW) acc += rw_load(a, j, n);
+    return vw_hsum(acc);
+}
+static inline float rw_dot(const float *a, const float *b, int n) {
+    vw acc = {0};
+    for (int j = 0; j < n; j += HY_VW) acc += rw_load(a, j, n) * rw_load(b, j, n);
+    return vw_hsum(acc);
+}
+/* Σ_j a[j]·b[j]·c[j]. */
+static inline float rw_dot3(const float *a, const float *b, const float *c, int n) {
+    vw acc = {0};
+    for (int j = 0; j < n; j += HY_VW) acc += rw_load(a, j, n) * rw_load(b, j, n) * rw_load(c, j, n);
+    return vw_hsum(acc);
 }
 
 /* Y (rows, n) = X (rows, k) @ W (k, n): the x @ w1 convention of the LoRA matrices. */

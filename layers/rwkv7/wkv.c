@@ -185,36 +185,38 @@ static void fwd_bh(const hy_wkv7_in *in, int bi, int h, int ta, int tb, float *S
 /* Each thread takes a contiguous range of (batch, head) pairs and walks time in chunks, all its
  * heads within a chunk: the heads of one time step share the same rows of the (B, T, C) inputs,
  * so a chunk touches 16 rows per input (TLB and cache reuse across heads) instead of every head
- * striding through all T rows C floats apart. Without S each thread zeroes its own heads' states,
- * so they start in its own cache (zeroed by the calling thread, another core's states came over
- * from that core: measured 11% of a small forward, 2 heads at T 256). */
+ * striding through all T rows C floats apart. Without S each thread zeroes its own heads' states
+ * (allocated together by the calling thread), so they start in its own cache (zeroed by the calling
+ * thread, another core's states came over from that core: measured 11% of a small forward, 2 heads
+ * at T 256). */
 int hy_wkv7_forward(const hy_wkv7_in *in, float *S, float *y, float *sq, float *ckpt) {
     const int BH = in->B * in->H, T = in->T;
     const size_t NN = (size_t)in->N * in->N;
-    int failed = 0;
-    #pragma omp parallel reduction(| : failed)
+    /* Without S, the zero states of all heads: allocated here (a worker's allocation comes from its
+     * own malloc arena, which hands the pages back on free: page faults on every call), zeroed by
+     * the thread that owns them (below). */
+    float *zero = S ? NULL : hy_malloc((size_t)BH * NN * sizeof(float));
+    if (!S && BH > 0 && !zero) return hy_fail_code(HY_ERR_NOMEM, "rwkv7 recurrence: out of memory for the zero initial states");
+    #pragma omp parallel
     {
         int nt = omp_get_num_threads(), id = omp_get_thread_num();
         int lo = (int)((long)BH * id / nt), hi = (int)((long)BH * (id + 1) / nt);
-        float *own = S || hi == lo ? NULL : hy_calloc((size_t)(hi - lo) * NN * sizeof(float));
-        if (!S && hi > lo && !own) failed = 1;
-        else {
-            for (int t0 = 0; t0 < T; t0 += HY_WKV7_SPAN) {
-                int t1 = t0 + HY_WKV7_SPAN < T ? t0 + HY_WKV7_SPAN : T;
-                for (int bh = lo; bh < hi; bh++) {
-                    /* the work after this one: the next head of the range, else the range's first in the next span */
-                    wkv_next next = {SIZE_MAX, 0};
-                    if (bh + 1 < hi) next.base = wkv_base(in, bh + 1);
-                    else if (t1 < T) next.base = wkv_base(in, lo), next.shift = HY_WKV7_SPAN;
-                    float *st = S ? S + (size_t)bh * NN : own + (size_t)(bh - lo) * NN;
-                    fwd_bh(in, bh / in->H, bh % in->H, t0, t1, st, y, sq, ckpt, &next);
-                }
+        float *own = S || hi == lo ? NULL : zero + (size_t)lo * NN;
+        if (own) memset(own, 0, (size_t)(hi - lo) * NN * sizeof(float));
+        for (int t0 = 0; t0 < T; t0 += HY_WKV7_SPAN) {
+            int t1 = t0 + HY_WKV7_SPAN < T ? t0 + HY_WKV7_SPAN : T;
+            for (int bh = lo; bh < hi; bh++) {
+                /* the work after this one: the next head of the range, else the range's first in the next span */
+                wkv_next next = {SIZE_MAX, 0};
+                if (bh + 1 < hi) next.base = wkv_base(in, bh + 1);
+                else if (t1 < T) next.base = wkv_base(in, lo), next.shift = HY_WKV7_SPAN;
+                float *st = S ? S + (size_t)bh * NN : own + (size_t)(bh - lo) * NN;
+                fwd_bh(in, bh / in->H, bh % in->H, t0, t1, st, y, sq, ckpt, &next);
             }
-            hy_stream_fence();   /* the checkpoints' non-temporal stores are visible before the backward reads them */
         }
-        hy_free(own);
+        hy_stream_fence();   /* the checkpoints' non-temporal stores are visible before the backward reads them */
     }
-    if (failed) return hy_fail_code(HY_ERR_NOMEM, "rwkv7 recurrence: out of memory for the zero initial states");
+    hy_free(zero);
     return 0;
 }
 

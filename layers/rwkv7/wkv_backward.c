@@ -529,6 +529,13 @@ static void bwd_any(const hy_wkv7_in *in, int bi, int h, int c, const float *sqa
     }
 }
 
+/* Floats of one thread's backward workspace for nh heads: CHUNK + 1 states, nh state gradients and
+ * the running decay products (CHUNK + 1 vectors, two sets). */
+static size_t bwd_workspace_floats(int N, int nh) {
+    const size_t NN = (size_t)N * N, f = ((HY_WKV7_CHUNK + 1) + (size_t)nh) * NN + 2 * (HY_WKV7_CHUNK + 1) * (size_t)N;
+    return (f + 15) / 16 * 16;   /* whole cache lines, so the next thread's part starts on one */
+}
+
 double hy_wkv7_scratch_floats(int B, int H, int N, int threads) {
     double NN = (double)N * N, heads = (double)B * H * NN;
     return heads + (double)threads * ((HY_WKV7_CHUNK + 1) * NN + 2.0 * (HY_WKV7_CHUNK + 1) * N);
@@ -538,14 +545,21 @@ double hy_wkv7_scratch_floats(int B, int H, int N, int threads) {
  * from the last to the first, all its heads within a chunk (each head's dS kept between chunks). */
 int hy_wkv7_backward(const hy_wkv7_in *in, const float *sq, const float *ckpt, const float *dy, float *dr,
                      float *dw, float *dk, float *dv, float *dq, float *db) {
-    const int BH = in->B * in->H, nch = hy_wkv7_nchunks(in->T), N = in->N;
+    const int BH = in->B * in->H, nch = hy_wkv7_nchunks(in->T), N = in->N, team = omp_get_max_threads();
     const size_t NN = (size_t)N * N;
+    /* The threads' workspaces, one allocation on the calling thread: allocated by each worker, they
+     * come from that thread's malloc arena, which hands the pages back on free, so every call
+     * faulted them in again (measured: 144 page faults per call with 2 threads at d_model 256). */
+    const size_t per = bwd_workspace_floats(N, (BH + team - 1) / team);
+    float *all = hy_malloc((size_t)team * per * sizeof(float));
+    if (!all) return hy_fail_code(HY_ERR_NOMEM, "rwkv7 recurrence backward: out of memory for the per-thread workspace");
     int failed = 0;
-    #pragma omp parallel reduction(| : failed)
+    #pragma omp parallel num_threads(team) reduction(| : failed)
     {
         int nt = omp_get_num_threads(), id = omp_get_thread_num();
         int lo = (int)((long)BH * id / nt), hi = (int)((long)BH * (id + 1) / nt), nh = hi - lo;
-        float *P = hy_malloc((((HY_WKV7_CHUNK + 1) + (size_t)nh) * NN + 2 * (HY_WKV7_CHUNK + 1) * (size_t)N) * sizeof(float));
+        /* a smaller team than asked for (nested parallelism) has more heads per thread: its own workspace */
+        float *P = nt == team ? all + (size_t)id * per : hy_malloc(bwd_workspace_floats(N, nh) * sizeof(float));
         if (!P) failed = 1;
         else if (nh > 0) {
             float *dS = P + (HY_WKV7_CHUNK + 1) * NN, *Ws = dS + (size_t)nh * NN;
@@ -566,8 +580,9 @@ int hy_wkv7_backward(const hy_wkv7_in *in, const float *sq, const float *ckpt, c
             }
             hy_stream_fence();   /* the streamed gradients are visible once the threads join */
         }
-        hy_free(P);
+        if (nt != team) hy_free(P);
     }
+    hy_free(all);
     /* a worker's hy_malloc recorded its message on that thread: say it again on the caller's */
     if (failed) return hy_fail_code(HY_ERR_NOMEM, "rwkv7 recurrence backward: out of memory for the per-thread workspace");
     return 0;
