@@ -1,7 +1,10 @@
-/* The modal long convolution shared by s4d and hyena (layers/ssm_conv/modal_conv.c): the kernel generator
- * against SPEC's formula in double and its backward against finite differences of that formula;
- * the FFT convolution and its backward against direct O(T²) loops (T not a power of two among
- * them); the FFT path against the recurrent one at T = 4096; concurrent use from several threads. */
+/* The modal long convolution shared by s4d and hyena (layers/ssm_conv/modal_conv.c, modal_scan.c):
+ * the kernel generator against SPEC's formula in double and its backward against finite
+ * differences of that formula; the FFT convolution and its backward against direct O(T²) loops (T
+ * not a power of two among them); the FFT path against the recurrent one at T = 4096; the scan
+ * path (the blocks' training path) and its backward against the kernel and FFT path, at widths and
+ * mode counts that leave partial vectors and padded mode blocks, and independent of the thread
+ * count; concurrent use from several threads. */
 #include "core/error.h"
 #include "core/mem.h"
 #include "core/rng.h"
@@ -229,6 +232,80 @@ START_TEST(fft_path_matches_recurrence_T4096) {
 }
 END_TEST
 
+/* The scan path (hy_modal_conv, the blocks' training path) against the kernel + FFT path: the
+ * forward, du and the four parameter gradients. H = 5, 21 and 40 leave a partial vector (16 or 8
+ * lanes); M = 1, 3, 9 and 17 pad the last block of 8 modes; T up to 4096 (the gradient sums run
+ * over many flush spans of 64 steps); B up to 3 (the sums add over the batch). */
+START_TEST(scan_path_matches_fft_path) {
+    static const struct { int B, H, M, T; } cs[] = {{1, 5, 1, 1},    {2, 21, 3, 37}, {3, 40, 9, 200},
+                                                   {1, 16, 17, 701}, {2, 6, 8, 4096}};
+    for (size_t k = 0; k < sizeof cs / sizeof *cs; k++) {
+        int B = cs[k].B, H = cs[k].H, M = cs[k].M, T = cs[k].T;
+        if (tu_quick() && T > 1024) T = 1024;
+        size_t n = (size_t)B * T * H, np = H + 4 * (size_t)H * M;
+        params P;
+        params_new(&P, H, M, 110 + k);
+        params Gs = params_zero_like(&P), Gf = params_zero_like(&P);
+        float *u = hy_malloc(n * 4), *dy = hy_malloc(n * 4), *ys = hy_malloc(n * 4), *yf = hy_malloc(n * 4),
+              *dus = hy_malloc(n * 4), *duf = hy_malloc(n * 4), *K = hy_malloc((size_t)H * T * 4),
+              *dk = hy_malloc((size_t)H * T * 4);
+        tu_fill_normal(u, n, 1, 120 + k), tu_fill_normal(dy, n, 1, 130 + k);
+        hy_modal_conv c = {0};
+        ck_assert_msg(hy_modal_conv_forward(&c, &P.p, H, M, u, ys, B, T) == 0, "%s", hy_last_error());
+        ck_assert_msg(hy_modal_conv_backward(&c, &P.p, &Gs.p, u, dy, dus, B, T) == 0, "%s", hy_last_error());
+        hy_fftconv w = {0};
+        ck_assert_int_eq(hy_modal_kernel(&P.p, H, M, T, K), 0);
+        ck_assert_int_eq(hy_fftconv_forward(&w, K, u, yf, B, T, H), 0);
+        ck_assert_int_eq(hy_fftconv_backward(&w, u, dy, duf, dk, B, T, H), 0);
+        ck_assert_int_eq(hy_modal_kernel_backward(&P.p, H, M, T, dk, &Gf.p), 0);
+        double e = nerr_f(ys, yf, n);
+        ck_assert_msg(e < 1e-5, "B %d H %d M %d T %d: forward error %g", B, H, M, T, e);
+        e = nerr_f(dus, duf, n);
+        ck_assert_msg(e < 1e-5, "B %d H %d M %d T %d: du error %g", B, H, M, T, e);
+        /* each parameter tensor against its own scale */
+        size_t off[5] = {0, (size_t)H, H + 2 * (size_t)H * M, H + 3 * (size_t)H * M, np};
+        for (int a = 0; a < 4; a++) {
+            e = nerr_f(Gs.buf + off[a], Gf.buf + off[a], off[a + 1] - off[a]);
+            ck_assert_msg(e < 1e-4, "B %d H %d M %d T %d: gradient of parameter %d error %g", B, H, M, T, a, e);
+        }
+        /* a backward for another length is refused */
+        ck_assert_int_lt(hy_modal_conv_backward(&c, &P.p, &Gs.p, u, dy, dus, B, T + 1), 0);
+        ck_assert_double_eq(hy_modal_conv_flop(H, M, T), 11.0 * H * M * T);
+        hy_modal_conv_free(&c), hy_fftconv_free(&w);
+        hy_free(u), hy_free(dy), hy_free(ys), hy_free(yf), hy_free(dus), hy_free(duf), hy_free(K), hy_free(dk);
+        hy_free(P.buf), hy_free(Gs.buf), hy_free(Gf.buf);
+    }
+}
+END_TEST
+
+/* The scan path gives the same bits on 1 and on 2 threads (each group of channels is one thread's,
+ * the batch runs inside it). */
+START_TEST(scan_path_is_thread_count_independent) {
+    int B = 2, H = 70, M = 12, T = 600;
+    size_t n = (size_t)B * T * H, np = H + 4 * (size_t)H * M;
+    params P;
+    params_new(&P, H, M, 140);
+    params G[2] = {params_zero_like(&P), params_zero_like(&P)};
+    float *u = hy_malloc(n * 4), *dy = hy_malloc(n * 4), *y[2] = {hy_malloc(n * 4), hy_malloc(n * 4)},
+          *du[2] = {hy_malloc(n * 4), hy_malloc(n * 4)};
+    tu_fill_normal(u, n, 1, 141), tu_fill_normal(dy, n, 1, 142);
+    int keep = omp_get_max_threads();
+    for (int r = 0; r < 2; r++) {
+        omp_set_num_threads(r + 1);
+        hy_modal_conv c = {0};
+        ck_assert_int_eq(hy_modal_conv_forward(&c, &P.p, H, M, u, y[r], B, T), 0);
+        ck_assert_int_eq(hy_modal_conv_backward(&c, &P.p, &G[r].p, u, dy, du[r], B, T), 0);
+        hy_modal_conv_free(&c);
+    }
+    omp_set_num_threads(keep);
+    ck_assert(memcmp(y[0], y[1], n * 4) == 0);
+    ck_assert(memcmp(du[0], du[1], n * 4) == 0);
+    ck_assert(memcmp(G[0].buf, G[1].buf, np * 4) == 0);
+    hy_free(u), hy_free(dy), hy_free(y[0]), hy_free(y[1]), hy_free(du[0]), hy_free(du[1]);
+    hy_free(P.buf), hy_free(G[0].buf), hy_free(G[1].buf);
+}
+END_TEST
+
 /* Several threads at once, each planning and running its own lengths (the planner lock, the
  * shared plans, new-array execution): every result equals the single-threaded one. */
 START_TEST(concurrent_use_is_safe) {
@@ -267,6 +344,8 @@ static Suite *modal_conv_suite(void) {
     TCase *c = tcase_create("convolution");
     tcase_add_test(c, fft_convolution_matches_direct);
     tcase_add_test(c, fft_path_matches_recurrence_T4096);
+    tcase_add_test(c, scan_path_matches_fft_path);
+    tcase_add_test(c, scan_path_is_thread_count_independent);
     tcase_add_test(c, concurrent_use_is_safe);
     suite_add_tcase(s, c);
     return s;

@@ -4,8 +4,8 @@
  *   x2, x1, v = z[0:d], z[d:2d], z[2d:3d];  p = x1 ⊙ v
  *   hc = Kern(filter.*) ∗ p + D ⊙ p;  y = x2 ⊙ hc;  out = out_filter_dense·y + bias
  * The short filter is a causal depthwise conv (layers/common/causal_conv.c); the long convolution
- * and its backward are layers/ssm_conv/modal_conv.c (FFT for training, the modal
- * recurrence for streaming). The streaming state is the last 2 projected inputs zp of the short
+ * and its backward are hy_modal_conv (layers/ssm_conv/modal_scan.c: the vectorized scan for
+ * training; modal_conv.c: the per-channel recurrence for streaming). The streaming state is the last 2 projected inputs zp of the short
  * filter and the complex modal state (d, M) of the long filter. */
 #include "core/error.h"
 #include "core/gemm.h"
@@ -31,10 +31,10 @@ typedef struct {
     int B, T;
     bool have_fwd;
     const float *x;
-    hy_fftconv fc;
-    hy_buf kern, zp, z, p, hc, y;   /* (d, T), (rows, 3d) ×2, (rows, d) ×3 */
+    hy_modal_conv conv;             /* the long convolution's training path */
+    hy_buf zp, z, p, hc, y;         /* (rows, 3d) ×2, (rows, d) ×3 */
     hy_buf xpad, wT;                /* the short filter's padded input (B, T+2, 3d) and weight (3, 3d) */
-    hy_buf dy, dz, dzp, dp, dhc, dkern;
+    hy_buf dy, dz, dzp, dp, dhc;
     hy_modal_cache mc;
 } hyena_priv;
 
@@ -132,7 +132,7 @@ static int hyena_forward(hy_layer *L, const float *x, float *out, int B, int T) 
     P->have_fwd = false;
     if (B <= 0 || T <= 0) return 0;
     size_t rows = (size_t)B * T;
-    if (!hy_buf_grab(&P->kern, (size_t)d * T) || !hy_buf_grab(&P->zp, rows * 3 * d) ||
+    if (!hy_buf_grab(&P->zp, rows * 3 * d) ||
         !hy_buf_grab(&P->z, rows * 3 * d) || !hy_buf_grab(&P->p, rows * d) || !hy_buf_grab(&P->hc, rows * d) ||
         !hy_buf_grab(&P->y, rows * d))
         return HY_ERR_NOMEM;
@@ -142,8 +142,7 @@ static int hyena_forward(hy_layer *L, const float *x, float *out, int B, int T) 
     if (rc < 0) return rc;
     gate_in(P->z.p, P->p.p, rows, d);
     hy_modal_params mp = modal_view(L->p);
-    rc = hy_modal_kernel(&mp, d, M, T, P->kern.p);
-    if (rc < 0 || (rc = hy_fftconv_forward(&P->fc, P->kern.p, P->p.p, P->hc.p, B, T, d)) < 0) return rc;
+    if ((rc = hy_modal_conv_forward(&P->conv, &mp, d, M, P->p.p, P->hc.p, B, T)) < 0) return rc;
     gate_out(P->z.p, P->p.p, L->p[P_D], P->hc.p, P->y.p, rows, d);
     hy_linear_forward(out, P->y.p, L->p[P_OUT_W], L->p[P_OUT_B], (int)rows, d, d);
     P->x = x, P->B = B, P->T = T, P->have_fwd = L->keep_for_backward;
@@ -152,13 +151,13 @@ static int hyena_forward(hy_layer *L, const float *x, float *out, int B, int T) 
 
 static int hyena_backward(hy_layer *L, const float *dout, float *dx, int B, int T) {
     hyena_priv *P = L->priv;
-    int d = L->d_model, M = hy_opt_int(&L->opts, OPT_D_STATE) / 2;
+    int d = L->d_model;
     if (B <= 0 || T <= 0) return 0;
     if (!P || !P->have_fwd || P->B != B || P->T != T)
         return hy_fail("hyena: backward without a matching kept forward");
     size_t rows = (size_t)B * T;
     if (!hy_buf_grab(&P->dy, rows * d) || !hy_buf_grab(&P->dz, rows * 3 * d) || !hy_buf_grab(&P->dzp, rows * 3 * d) ||
-        !hy_buf_grab(&P->dp, rows * d) || !hy_buf_grab(&P->dhc, rows * d) || !hy_buf_grab(&P->dkern, (size_t)d * T))
+        !hy_buf_grab(&P->dp, rows * d) || !hy_buf_grab(&P->dhc, rows * d))
         return HY_ERR_NOMEM;
     hy_linear_backward(P->dy.p, L->g[P_OUT_W], L->g[P_OUT_B], dout, P->y.p, L->p[P_OUT_W], (int)rows, d, d, false);
     const float *z = P->z.p, *hc = P->hc.p, *dy = P->dy.p;
@@ -170,7 +169,8 @@ static int hyena_backward(hy_layer *L, const float *dout, float *dx, int B, int 
             dz[r * 3 * d + c] = dy[i] * hc[i];   /* dx2 */
             dhc[i] = dy[i] * z[r * 3 * d + c];
         }
-    int rc = hy_fftconv_backward(&P->fc, P->p.p, dhc, P->dp.p, P->dkern.p, B, T, d);
+    hy_modal_params mp = modal_view(L->p), mg = modal_view(L->g);
+    int rc = hy_modal_conv_backward(&P->conv, &mp, &mg, P->p.p, dhc, P->dp.p, B, T);
     if (rc < 0) return rc;
     const float *D = L->p[P_D], *p = P->p.p;
     float *dp = P->dp.p, *gD = L->g[P_D];
@@ -184,8 +184,6 @@ static int hyena_backward(hy_layer *L, const float *dout, float *dx, int B, int 
         }
     for (size_t r = 0; r < rows; r++)
         for (int c = 0; c < d; c++) gD[c] += dhc[r * d + c] * p[r * d + c];
-    hy_modal_params mp = modal_view(L->p), mg = modal_view(L->g);
-    if ((rc = hy_modal_kernel_backward(&mp, d, M, T, P->dkern.p, &mg)) < 0) return rc;
     /* the short filter: bias and weight gradients, dzp */
     hy_cconv cv = {B, T, 3 * d, KS, P->xpad.p, P->wT.p};
     hy_cconv_backward(&cv, dz, NULL, L->g[P_SF_B], &(hy_cconv_weight){1, {3 * d}, {L->g[P_SF_W]}}, P->dzp.p,
@@ -306,31 +304,31 @@ static size_t hyena_state_bytes(const hy_opts *o, int d, int T) {
     return ((size_t)2 * 3 * d + (size_t)d * hy_opt_int(o, OPT_D_STATE)) * sizeof(float);
 }
 
-/* Projections 2·T·d·3d (+ bias), short filter 2·3·3d·T, the gates (3·T·d), the kernel and the
- * FFT convolution, D skip (2·T·d), output dense 2·T·d² (+ bias). */
+/* Projections 2·T·d·3d (+ bias), short filter 2·3·3d·T, the gates (3·T·d), the long convolution
+ * (hy_modal_conv_flop: the scan), D skip (2·T·d), output dense 2·T·d²
+ * (+ bias). */
 static double hyena_flop(const hy_opts *o, int d, int T) {
     int M = hy_opt_int(o, OPT_D_STATE) / 2;
     double t = T;
-    return 6.0 * t * d * d + 3.0 * t * d + 18.0 * t * d + 3.0 * t * d + hy_modal_kernel_flop(d, M, T) +
-           hy_fftconv_flop(d, T) + 2.0 * t * d + 2.0 * t * d * d + t * d;
+    return 6.0 * t * d * d + 3.0 * t * d + 18.0 * t * d + 3.0 * t * d + hy_modal_conv_flop(d, M, T) + 2.0 * t * d +
+           2.0 * t * d * d + t * d;
 }
 
-/* Training memory: forward keeps kern (d, T), zp, z (rows, 3d), p, hc, y (rows, d), the short
- * filter's xpad (B, T+2, 3d) and wT (3, 3d); backward adds dy, dp, dhc (rows, d), dz, dzp (rows,
- * 3d) and dkern (d, T); plus the convolution's (hy_fftconv_train_bytes). */
+/* Training memory: forward keeps zp, z (rows, 3d), p, hc, y (rows, d), the short filter's xpad
+ * (B, T+2, 3d) and wT (3, 3d); backward adds dy, dp, dhc (rows, d), dz, dzp (rows, 3d); plus the
+ * convolution's (hy_modal_conv_train_bytes). */
 static hy_train_bytes hyena_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
     (void)first;
-    hy_train_bytes c = hy_fftconv_train_bytes(d, hy_opt_int(o, OPT_D_STATE) / 2, T, threads);
-    c.kept += (2.0 * d * T + 18.0 * B * T * d + 3.0 * d * B * (T + KS - 1) + 3.0 * KS * d) * sizeof(float);
+    hy_train_bytes c = hy_modal_conv_train_bytes(d, hy_opt_int(o, OPT_D_STATE) / 2, T, threads);
+    c.kept += (18.0 * B * T * d + 3.0 * d * B * (T + KS - 1) + 3.0 * KS * d) * sizeof(float);
     return c;
 }
 
 static void hyena_destroy(hy_layer *L) {
     hyena_priv *P = L->priv;
     if (!P) return;
-    hy_fftconv_free(&P->fc);
-    hy_buf *bufs[] = {&P->kern, &P->zp, &P->z, &P->p, &P->hc, &P->y, &P->xpad, &P->wT,
-                      &P->dy, &P->dz, &P->dzp, &P->dp, &P->dhc, &P->dkern};
+    hy_modal_conv_free(&P->conv);
+    hy_buf *bufs[] = {&P->zp, &P->z, &P->p, &P->hc, &P->y, &P->xpad, &P->wT, &P->dy, &P->dz, &P->dzp, &P->dp, &P->dhc};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) hy_buf_free(bufs[i]);
     hy_modal_cache_free(&P->mc);
     hy_free(P);
@@ -340,7 +338,7 @@ static void hyena_destroy(hy_layer *L) {
 const hy_block_ops hy_block_hyena = {
     .name = "hyena",
     .kinds = HY_KIND_MIXER,
-    .summary = "StripedHyena gated convolution (order 2): short filter, modal long filter by FFT, dense out",
+    .summary = "StripedHyena gated convolution (order 2): short filter, modal long filter by a scan, dense out",
     .opts = hyena_opts,
     .n_opts = 3,
     .resolve = hy_modal_resolve,

@@ -163,7 +163,30 @@ int hy_modal_kernel(const hy_modal_params *p, int H, int M, int T, float *kern) 
  *   g_C̃ = 2·S0,  g_dtA (through z^l) = 2·conj(C̃)·S1,  g_C = conj(q)·g_C̃,
  *   g_A = conj(C·∂q/∂A)·g_C̃ + dt·g_dtA,  ∂L/∂dt = Re(conj(g_C̃)·C·z) + Re(conj(g_dtA)·A),
  * with q = (z-1)/A, ∂q/∂A = (dt·z·A - (z-1))/A²; then A = -exp(log_A_real) + i·A_imag and
- * dt = exp(log_dt) give the real parameter gradients. */
+ * dt = exp(log_dt) give the real parameter gradients of channel h (accumulated into g). Shared by
+ * both paths: the FFT path forms the sums from dKern, the scan path from its adjoint recurrence. */
+void hy_modal_grads_from_sums(const hy_modal_params *p, const hy_modal_params *g, int M, int h,
+                              const double complex *S0, const double complex *S1) {
+    double gdt = 0, dt = 0;
+    for (int m = 0; m < M; m++) {
+        mode o = mode_of(p, M, h, m);
+        size_t i = (size_t)h * M + m;
+        double complex gct = 2.0 * S0[m], gdta = 2.0 * conj(o.Ct) * S1[m];
+        double complex gc = conj(o.q) * gct;
+        double complex dqdA = (o.dt * o.z * o.A - (o.z - 1.0)) / (o.A * o.A);
+        double complex gA = conj(o.Cc * dqdA) * gct + o.dt * gdta;
+        gdt += creal(conj(gct) * o.Cc * o.z) + creal(conj(gdta) * o.A);
+        g->C[2 * i] += (float)creal(gc);
+        g->C[2 * i + 1] += (float)cimag(gc);
+        g->log_A_real[i] += (float)(creal(gA) * creal(o.A));
+        g->A_imag[i] += (float)cimag(gA);
+        dt = o.dt;
+    }
+    g->log_dt[h] += (float)(gdt * dt);
+}
+
+/* The sums S0, S1 of every mode of every channel from dKern (H, T) (see hy_modal_grads_from_sums),
+ * by the same exact power tables as the generator. */
 int hy_modal_kernel_backward(const hy_modal_params *p, int H, int M, int T, const float *dkern,
                              const hy_modal_params *g) {
     int nb = (T + LB - 1) / LB, failed = 0;
@@ -207,21 +230,7 @@ int hy_modal_kernel_backward(const hy_modal_params *p, int H, int M, int T, cons
                     s.W[m] *= s.z64[m];
                 }
             }
-            double gdt = 0;
-            for (int m = 0; m < M; m++) {
-                const mode *o = &s.md[m];
-                size_t i = (size_t)h * M + m;
-                double complex gct = 2.0 * S0[m], gdta = 2.0 * conj(o->Ct) * S1[m];
-                double complex gc = conj(o->q) * gct;
-                double complex dqdA = (o->dt * o->z * o->A - (o->z - 1.0)) / (o->A * o->A);
-                double complex gA = conj(o->Cc * dqdA) * gct + o->dt * gdta;
-                gdt += creal(conj(gct) * o->Cc * o->z) + creal(conj(gdta) * o->A);
-                g->C[2 * i] += (float)creal(gc);
-                g->C[2 * i + 1] += (float)cimag(gc);
-                g->log_A_real[i] += (float)(creal(gA) * creal(o->A));
-                g->A_imag[i] += (float)cimag(gA);
-            }
-            g->log_dt[h] += (float)(gdt * s.md[0].dt);
+            hy_modal_grads_from_sums(p, g, M, h, S0, S1);
         }
         hy_free(S0), hy_free(S1);
         gen_scratch_free(&s);
@@ -466,6 +475,44 @@ int hy_fftconv_backward(hy_fftconv *w, const float *u, const float *dy, float *d
 void hy_fftconv_free(hy_fftconv *w) {
     hy_buf_free(&w->khat);
     memset(w, 0, sizeof *w);
+}
+
+/* ---------------------------------------------------------------- the layer's convolution ---- */
+
+int hy_modal_conv_forward(hy_modal_conv *c, const hy_modal_params *p, int H, int M, const float *u, float *y, int B,
+                          int T) {
+    c->ready = false;
+    if (B <= 0 || T <= 0 || H <= 0) return 0;
+    if (!hy_buf_grab(&c->coef, hy_modal_scan_coef_floats(H, M))) return HY_ERR_NOMEM;
+    int rc = hy_modal_scan_pack(p, H, M, c->coef.p);
+    if (rc < 0) return rc;
+    hy_modal_scan_forward(c->coef.p, H, M, u, y, B, T);
+    c->H = H, c->M = M, c->B = B, c->T = T, c->ready = true;
+    return 0;
+}
+
+int hy_modal_conv_backward(hy_modal_conv *c, const hy_modal_params *p, const hy_modal_params *g, const float *u,
+                           const float *dy, float *du, int B, int T) {
+    if (B <= 0 || T <= 0) return 0;
+    if (!c->ready || c->B != B || c->T != T)
+        return hy_fail("modal convolution: backward without a matching forward (B %d, T %d)", B, T);
+    /* doubles in a float buffer: hy_buf's 64-byte alignment holds for them too */
+    if (!hy_buf_grab(&c->sums, 2 * hy_modal_scan_sum_doubles(c->H, c->M))) return HY_ERR_NOMEM;
+    return hy_modal_scan_backward(c->coef.p, p, g, c->H, c->M, u, dy, du, (double *)(void *)c->sums.p, B, T);
+}
+
+void hy_modal_conv_free(hy_modal_conv *c) {
+    hy_buf_free(&c->coef), hy_buf_free(&c->sums);
+    memset(c, 0, sizeof *c);
+}
+
+double hy_modal_conv_flop(int H, int M, int T) { return hy_modal_scan_flop(H, M, T); }
+
+hy_train_bytes hy_modal_conv_train_bytes(int H, int M, int T, int threads) {
+    (void)T;
+    double kept = hy_modal_scan_coef_floats(H, M) * sizeof(float) + hy_modal_scan_sum_doubles(H, M) * sizeof(double);
+    double scratch = fmax(4.0 * H * M * sizeof(float), 2.0 * threads * M * sizeof(double complex));
+    return (hy_train_bytes){kept, scratch};
 }
 
 void hy_causal_conv_direct(const float *kern, const float *u, float *y, int B, int T, int H) {

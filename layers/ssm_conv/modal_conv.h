@@ -5,15 +5,19 @@
  *   Kern[h, l] = 2 · Re( Σ_m C̃[h,m] · z[h,m]^l )                l = 0..T-1
  *   y[b, t, h] = Σ_{l≤t} Kern[h, l] · u[b, t-l, h]                 (causal convolution)
  *
- * Three pieces, each with its backward:
- *  - the kernel generator (H·M·T work, powers of z built from an exact table, never a recurrence
- *    over the whole length);
- *  - the causal convolution by real FFTs of length n ≥ 2T (fftwf; one r2c/c2r plan pair per n,
- *    created once under a lock and reused from every thread with the new-array execute calls);
- *    its backward gives du (a correlation with the kernel) and dKern (the correlation of dy with
- *    u, summed over the batch, also by FFT);
- *  - the recurrent twin: x_t = z·x_{t-1} + u_t, y_t = 2·Re(Σ_m C̃_m x_t[m]) per channel, from any
- *    state (streaming step and prefill).
+ * The pieces, each with its backward:
+ *  - the training path (hy_modal_conv, modal_scan.c): the recurrence x_t = z·x_{t-1} + u_t,
+ *    y_t = 2·Re(Σ_m C̃_m x_t[m]) run over the whole sequence with HY_VW channels per vector, and
+ *    its adjoint backwards in time, which gives du and the parameter gradients without forming
+ *    the kernel or its gradient;
+ *  - the FFT path, the reference the scan is tested against (SPEC: "both must agree"): the kernel
+ *    generator (H·M·T work, powers of z built from an exact table, never a recurrence over the
+ *    whole length) and the causal convolution by real FFTs of length n ≥ 2T (fftwf; one r2c/c2r
+ *    plan pair per n, created once under a lock and reused from every thread with the new-array
+ *    execute calls), whose backward gives du (a correlation with the kernel) and dKern (the
+ *    correlation of dy with u, summed over the batch, also by FFT);
+ *  - the recurrent twin for streaming: the same recurrence one channel at a time from any state
+ *    (step and prefill).
  * Layouts: u, y (B, T, H) row-major; Kern (H, T); C (H, M, 2) as (real, imag); the modal state of
  * B sequences (B, H, 2, M): M real parts, then M imaginary parts per channel. */
 #ifndef HY_LAYERS_MODAL_CONV_H
@@ -21,6 +25,7 @@
 #include "core/mem.h"
 #include "layers/registry.h"
 #include <complex.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* C11's CMPLX: glibc defines it for gcc only; clang has the builtin it stands for. */
@@ -90,6 +95,49 @@ void hy_fftconv_free(hy_fftconv *w);
  * of T tokens: kept, the kernel spectrum; scratch, the largest of the FFT convolution's per-thread
  * buffers (forward, backward) and the kernel generator's (forward, backward). */
 hy_train_bytes hy_fftconv_train_bytes(int H, int M, int T, int threads);
+
+/* The scan path (modal_scan.c): the recurrence over T with HY_VW channels per vector, from the
+ * coefficients packed by hy_modal_scan_pack (z and 2·C̃ per mode, modes padded to a multiple of 8
+ * with zero modes, channels to a multiple of HY_VW). y (B, T, H) = the convolution part only, from
+ * a zero state. The backward OVERWRITES du (B, T, H) with Σ_{s≥t} Kern[s-t]·dy[s] and ACCUMULATES
+ * the gradients g of the four parameters; sums is its workspace (hy_modal_scan_sum_doubles). */
+int hy_modal_scan_modes(int M);
+size_t hy_modal_scan_coef_floats(int H, int M);
+size_t hy_modal_scan_sum_doubles(int H, int M);
+int hy_modal_scan_pack(const hy_modal_params *p, int H, int M, float *co);
+void hy_modal_scan_forward(const float *co, int H, int M, const float *u, float *y, int B, int T);
+int hy_modal_scan_backward(const float *co, const hy_modal_params *p, const hy_modal_params *g, int H, int M,
+                           const float *u, const float *dy, float *du, double *sums, int B, int T);
+/* FLOPs of the scan forward of one sequence: per token, channel and mode 7 for z·x + u and 4 for
+ * the output's 2·Re(C̃·x) and its sum. */
+double hy_modal_scan_flop(int H, int M, int T);
+
+/* The parameter gradients of channel h from S0_m = Σ_l dKern[h,l]·conj(z_m)^l and
+ * S1_m = Σ_l l·dKern[h,l]·conj(z_m)^l (M each), ACCUMULATED into g. */
+void hy_modal_grads_from_sums(const hy_modal_params *p, const hy_modal_params *g, int M, int h,
+                              const double complex *S0, const double complex *S1);
+
+/* The long convolution of one layer, y = Kern(p) ∗ u, as the blocks train it: by the scan path
+ * (measured faster than kernel generation + FFT at every d_state up to 2048 and T from 256 to 4096,
+ * forward and backward; docs/blocks.md). Zero-initialised = empty. */
+typedef struct {
+    int H, M, B, T;
+    bool ready;             /* a forward was run */
+    hy_buf coef, sums;      /* packed coefficients of the forward, the backward's sums (doubles) */
+} hy_modal_conv;
+/* y (B, T, H) = Kern ∗ u (no D term); keeps the coefficients for the backward (u is the caller's). */
+int hy_modal_conv_forward(hy_modal_conv *c, const hy_modal_params *p, int H, int M, const float *u, float *y, int B,
+                          int T);
+/* Backward of the last forward (same B, T) whose input was u: du OVERWRITTEN, the parameter
+ * gradients g ACCUMULATED. */
+int hy_modal_conv_backward(hy_modal_conv *c, const hy_modal_params *p, const hy_modal_params *g, const float *u,
+                           const float *dy, float *du, int B, int T);
+void hy_modal_conv_free(hy_modal_conv *c);
+/* FLOPs of one forward of one sequence (hy_modal_scan_flop). */
+double hy_modal_conv_flop(int H, int M, int T);
+/* Training memory of the convolution: kept, the coefficients and the backward's sums; scratch,
+ * the coefficient packing's and the gradient conversion's buffers. */
+hy_train_bytes hy_modal_conv_train_bytes(int H, int M, int T, int threads);
 
 /* The plain O(T²) causal convolution (the tests' and benchmarks' reference). */
 void hy_causal_conv_direct(const float *kern, const float *u, float *y, int B, int T, int H);

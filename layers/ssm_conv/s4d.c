@@ -1,9 +1,10 @@
 /* s4d — diagonal S4 mixer (SPEC §2, as state-spaces/s4 models/s4/s4d.py):
- *   yc = Kern ∗ u + D ⊙ u          (modal kernel, causal FFT convolution: layers/ssm_conv/modal_conv.c)
+ *   yc = Kern ∗ u + D ⊙ u          (modal kernel, causal convolution: layers/ssm_conv/modal_conv.c)
  *   g = gelu(yc)                   (exact erf)
  *   o = output_linear(g) (2H);  out = o[:H] ⊙ sigmoid(o[H:])   (GLU)
- * H = d_model channels, M = d_state/2 complex modes each. Training uses the FFT convolution;
- * streaming (step, prefill) the recurrent form with a complex state of M modes per channel. */
+ * H = d_model channels, M = d_state/2 complex modes each. Training runs the convolution by the
+ * vectorized scan (hy_modal_conv); streaming (step, prefill) the recurrent form with a
+ * complex state of M modes per channel. */
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
@@ -27,9 +28,9 @@ typedef struct {
     const float *x;          /* input of the last kept forward (owned by the caller) */
     int B, T;
     bool have_fwd;
-    hy_fftconv fc;
-    hy_buf kern, yc, g, o;   /* (H, T), (rows, H), (rows, H), (rows, 2H) */
-    hy_buf dg, dyc, du, dkern, dout;
+    hy_modal_conv conv;      /* the long convolution's training path */
+    hy_buf yc, g, o;         /* (rows, H), (rows, H), (rows, 2H) */
+    hy_buf dg, dyc, du, dout;
     hy_modal_cache mc;       /* recurrent coefficients for step / prefill */
 } s4d_priv;
 
@@ -75,10 +76,14 @@ static s4d_priv *priv_of(hy_layer *L) {
 
 static hy_modal_params modal_view(float **p) { return (hy_modal_params){p[P_LOG_DT], p[P_C], p[P_LOG_A_REAL], p[P_A_IMAG]}; }
 
-/* Exact GELU x·Φ(x) and its derivative Φ(x) + x·φ(x). */
-static inline float gelu(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
+/* Exact GELU x·Φ(x) and its derivative Φ(x) + x·φ(x) (hy_normal_cdff: vectorizes). */
+static inline float gelu(float x) {
+    float pdf;
+    return x * hy_normal_cdff(x, &pdf);
+}
 static inline float gelu_grad(float x) {
-    return 0.5f * (1.0f + erff(x * (float)M_SQRT1_2)) + x * 0.3989422804014327f * hy_expf(-0.5f * x * x);
+    float pdf, cdf = hy_normal_cdff(x, &pdf);
+    return HY_FMAF(x, pdf, cdf);
 }
 
 /* From yc (the convolution part, rows × H) and u: yc += D ⊙ u, g = gelu(yc), o = W g + b,
@@ -110,12 +115,11 @@ static int s4d_forward(hy_layer *L, const float *x, float *y, int B, int T) {
     P->have_fwd = false;
     if (B <= 0 || T <= 0) return 0;
     size_t rows = (size_t)B * T;
-    if (!hy_buf_grab(&P->kern, (size_t)H * T) || !hy_buf_grab(&P->yc, rows * H) || !hy_buf_grab(&P->g, rows * H) ||
-        !hy_buf_grab(&P->o, rows * 2 * H))
+    if (!hy_buf_grab(&P->yc, rows * H) || !hy_buf_grab(&P->g, rows * H) || !hy_buf_grab(&P->o, rows * 2 * H))
         return HY_ERR_NOMEM;
     hy_modal_params mp = modal_view(L->p);
-    int rc = hy_modal_kernel(&mp, H, M, T, P->kern.p);
-    if (rc < 0 || (rc = hy_fftconv_forward(&P->fc, P->kern.p, x, P->yc.p, B, T, H)) < 0) return rc;
+    int rc = hy_modal_conv_forward(&P->conv, &mp, H, M, x, P->yc.p, B, T);
+    if (rc < 0) return rc;
     s4d_tail(L, x, P->yc.p, P->g.p, P->o.p, y, rows);
     P->x = x, P->B = B, P->T = T, P->have_fwd = L->keep_for_backward;
     return 0;
@@ -123,12 +127,12 @@ static int s4d_forward(hy_layer *L, const float *x, float *y, int B, int T) {
 
 static int s4d_backward(hy_layer *L, const float *dy, float *dx, int B, int T) {
     s4d_priv *P = L->priv;
-    int H = L->d_model, M = hy_opt_int(&L->opts, OPT_D_STATE) / 2;
+    int H = L->d_model;
     if (B <= 0 || T <= 0) return 0;
     if (!P || !P->have_fwd || P->B != B || P->T != T) return hy_fail("s4d: backward without a matching kept forward");
     size_t rows = (size_t)B * T;
     if (!hy_buf_grab(&P->dout, rows * 2 * H) || !hy_buf_grab(&P->dg, rows * H) || !hy_buf_grab(&P->dyc, rows * H) ||
-        !hy_buf_grab(&P->du, rows * H) || !hy_buf_grab(&P->dkern, (size_t)H * T))
+        !hy_buf_grab(&P->du, rows * H))
         return HY_ERR_NOMEM;
     float *o = P->o.p, *dout = P->dout.p;
     /* GLU: d a = dy ⊙ σ(b), d b = dy ⊙ a ⊙ σ(b)(1 - σ(b)) */
@@ -147,7 +151,8 @@ static int s4d_backward(hy_layer *L, const float *dy, float *dx, int B, int T) {
     float *dyc = P->dyc.p;
     #pragma omp parallel for schedule(static) if (rows * H > HY_PAR_MIN)
     for (size_t i = 0; i < rows * H; i++) dyc[i] = dg[i] * gelu_grad(yc[i]);
-    int rc = hy_fftconv_backward(&P->fc, x, dyc, P->du.p, P->dkern.p, B, T, H);
+    hy_modal_params mp = modal_view(L->p), mg = modal_view(L->g);
+    int rc = hy_modal_conv_backward(&P->conv, &mp, &mg, x, dyc, P->du.p, B, T);
     if (rc < 0) return rc;
     const float *du = P->du.p;
     #pragma omp parallel for schedule(static) if (rows * H > HY_PAR_MIN)
@@ -156,8 +161,7 @@ static int s4d_backward(hy_layer *L, const float *dy, float *dx, int B, int T) {
     float *gD = L->g[P_D];
     for (size_t r = 0; r < rows; r++)
         for (int h = 0; h < H; h++) gD[h] += dyc[r * H + h] * x[r * H + h];
-    hy_modal_params mp = modal_view(L->p), mg = modal_view(L->g);
-    return hy_modal_kernel_backward(&mp, H, M, T, P->dkern.p, &mg);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- streaming ---- */
@@ -248,28 +252,28 @@ static size_t s4d_state_bytes(const hy_opts *o, int d, int T) {
     return (size_t)d * (size_t)hy_opt_int(o, OPT_D_STATE) * sizeof(float);
 }
 
-/* Kernel generation (4·H·M·T), FFT convolution, D skip (2·T·H), output linear (2·T·H·2H + bias
- * 2·T·H) and GLU (T·H); the erf and the sigmoids are not counted. */
+/* The long convolution (hy_modal_conv_flop: the scan), D skip (2·T·H), output linear (2·T·H·2H +
+ * bias 2·T·H) and GLU (T·H); the GELU's Φ and the sigmoids are not counted. */
 static double s4d_flop(const hy_opts *o, int d, int T) {
     int M = hy_opt_int(o, OPT_D_STATE) / 2;
-    return hy_modal_kernel_flop(d, M, T) + hy_fftconv_flop(d, T) + 2.0 * T * d + 4.0 * T * d * d + 2.0 * T * d +
+    return hy_modal_conv_flop(d, M, T) + 2.0 * T * d + 4.0 * T * d * d + 2.0 * T * d +
            (double)T * d;
 }
 
-/* Training memory: forward keeps kern (H, T), yc, g (rows, H), o (rows, 2H); backward adds dout
- * (rows, 2H), dg, dyc, du (rows, H) and dkern (H, T); plus the convolution's (hy_fftconv_train_bytes). */
+/* Training memory: forward keeps yc, g (rows, H), o (rows, 2H); backward adds dout (rows, 2H),
+ * dg, dyc, du (rows, H); plus the convolution's (hy_modal_conv_train_bytes). */
 static hy_train_bytes s4d_train_bytes(const hy_opts *o, int H, int B, int T, int threads, bool first) {
     (void)first;
-    hy_train_bytes c = hy_fftconv_train_bytes(H, hy_opt_int(o, OPT_D_STATE) / 2, T, threads);
-    c.kept += (2.0 * H * T + 9.0 * B * T * H) * sizeof(float);
+    hy_train_bytes c = hy_modal_conv_train_bytes(H, hy_opt_int(o, OPT_D_STATE) / 2, T, threads);
+    c.kept += 9.0 * B * T * H * sizeof(float);
     return c;
 }
 
 static void s4d_destroy(hy_layer *L) {
     s4d_priv *P = L->priv;
     if (!P) return;
-    hy_fftconv_free(&P->fc);
-    hy_buf *bufs[] = {&P->kern, &P->yc, &P->g, &P->o, &P->dg, &P->dyc, &P->du, &P->dkern, &P->dout};
+    hy_modal_conv_free(&P->conv);
+    hy_buf *bufs[] = {&P->yc, &P->g, &P->o, &P->dg, &P->dyc, &P->du, &P->dout};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) hy_buf_free(bufs[i]);
     hy_modal_cache_free(&P->mc);
     hy_free(P);
@@ -279,7 +283,7 @@ static void s4d_destroy(hy_layer *L) {
 const hy_block_ops hy_block_s4d = {
     .name = "s4d",
     .kinds = HY_KIND_MIXER,
-    .summary = "diagonal S4 (S4D-Lin): modal long convolution by FFT, D skip, GELU, GLU output",
+    .summary = "diagonal S4 (S4D-Lin): modal long convolution by a vectorized scan, D skip, GELU, GLU output",
     .opts = s4d_opts,
     .n_opts = 3,
     .resolve = hy_modal_resolve,
