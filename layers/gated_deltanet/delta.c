@@ -62,8 +62,8 @@ static void unit_lower_inverse(float *restrict Tm, const float *restrict KD, con
 
 /* Scratch floats of one thread of the forward. */
 static size_t fwd_floats(int L, int dk, int dv) {
-    return gdn_chunk_floats(L, dk) + gdn_round((size_t)L * L) + gdn_round((size_t)inv_stride(L) * inv_stride(L)) +
-           gdn_round((size_t)2 * L * dv) + 2 * gdn_round((size_t)L * dv) + gdn_round((size_t)dv * dk);
+    return gdn_chunk_floats(L, dk, dv) + gdn_round((size_t)L * L) + gdn_round((size_t)inv_stride(L) * inv_stride(L)) +
+           gdn_round((size_t)2 * L * (L + dv)) + 2 * gdn_round((size_t)L * dv);
 }
 
 size_t hy_gdn_forward_ws_floats(int dk, int dv, int L, int threads) { return fwd_floats(L, dk, dv) * (size_t)threads; }
@@ -87,21 +87,32 @@ static void put_rows(float *restrict dst, size_t ld_dst, const float *restrict s
     }
 }
 
-/* All chunks of (sequence b, value head j) in order. Sh: this head's state (dv × dk), updated in
- * place (it stays in the cache from chunk to chunk); s_zero: it is known to be zero (its products
- * are skipped). w: the thread's scratch. nt: write o and the kept arrays with non-temporal stores. */
-static void head_forward(const hy_gdn_in *in, int b, int j, float *Sh, bool s_zero, float *o, int ld_o,
-                         const hy_gdn_keep *keep, bool nt, float *w) {
+/* All chunks of (sequence b, value head j) in order. S: this head's state (dv × dk), NULL = zeros;
+ * updated to the state after the last token. The state is carried in the scratch directly after
+ * the chunk's K rows (Q and K are gathered so that K ends where the state starts, also in a shorter
+ * last chunk), so that [Q; K] [K; S_in]ᵀ is one GEMM. w: the thread's scratch. nt: write o and the
+ * kept arrays with non-temporal stores. */
+static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, int ld_o, const hy_gdn_keep *keep,
+                         bool nt, float *w) {
     const int L = in->chunk, dk = in->dk, dv = in->dv, nch = hy_gdn_nchunks(in->T, L);
     gdn_chunk ch;
-    gdn_chunk_alloc(&ch, &w, L, dk);
+    gdn_chunk_alloc(&ch, &w, L, dk, dv);
+    float *const qks = ch.qk, *const Sh = qks + (size_t)2 * L * dk;
     float *Tm = gdn_take(&w, (size_t)L * L), *Tp = gdn_take(&w, (size_t)inv_stride(L) * inv_stride(L)),
-          *QKS = gdn_take(&w, (size_t)2 * L * dv);
+          *C = gdn_take(&w, (size_t)2 * L * (L + dv));
     float *R = gdn_take(&w, (size_t)L * dv), *U = gdn_take(&w, (size_t)L * dv);
-    const size_t head = (size_t)b * in->HV + j, ld_u = (size_t)in->HV * dv;
+    const size_t head = (size_t)b * in->HV + j;
+    bool s_zero = S == NULL;   /* the state is known to be zero: its products are skipped */
+    if (S) memcpy(Sh, S, (size_t)dv * dk * sizeof(float));
     for (int c = 0; c < nch; c++) {
-        gdn_chunk_load(in, b, j, c, &ch);
-        const int Lc = ch.Lc;
+        const int Lc = in->T - c * L < L ? in->T - c * L : L, ldc = Lc + dv;
+        ch.qk = qks + (size_t)2 * (L - Lc) * dk;
+        gdn_chunk_gather(in, b, j, c, &ch);
+        /* C = [Q; K] [K; S_in]ᵀ = [Q Kᵀ | Q S_inᵀ; K Kᵀ | K S_inᵀ] (row stride ldc), then the masks */
+        hy_gemm(false, true, 2 * Lc, s_zero ? Lc : ldc, dk, 1.0f, ch.qk, dk, ch.qk + (size_t)Lc * dk, dk, 0.0f, C, ldc);
+        gdn_chunk_masks(&ch, C, ldc);
+        float *QS = C + Lc;
+        const float *KS = C + (size_t)Lc * ldc + Lc;
         if (keep) {   /* the state entering chunk c */
             float *ck = keep->ckpt + (head * nch + c) * (size_t)dv * dk;
             if (s_zero) memset(ck, 0, (size_t)dv * dk * sizeof(float));
@@ -109,10 +120,9 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *Sh, bool s_ze
         }
         unit_lower_inverse(Tm, ch.KD, ch.beta, Lc, Tp);
         if (keep) put_rows(keep->tinv + (head * nch + c) * (size_t)L * L, 0, Tm, 0, 1, Lc * Lc, nt);
-        /* [Q S_inᵀ; K S_inᵀ] in one GEMM;  R = diag(β) V − diag(β e^γ) K S_inᵀ;  U = T R */
-        if (!s_zero) hy_gemm(false, true, 2 * Lc, dv, dk, 1.0f, ch.qk, dk, Sh, dk, 0.0f, QKS, dv);
+        /* R = diag(β) V − diag(β e^γ) K S_inᵀ;  U = T R */
         for (int t = 0; t < Lc; t++) {
-            const float *vt = in->v + (ch.row0 + t) * in->ld_v + (size_t)j * dv, *ks = QKS + (size_t)(Lc + t) * dv;
+            const float *vt = in->v + (ch.row0 + t) * in->ld_v + (size_t)j * dv, *ks = KS + (size_t)t * ldc;
             float *r = R + (size_t)t * dv, bt = ch.beta[t], be = bt * ch.e[t];
             if (s_zero)
                 for (int x = 0; x < dv; x++) r[x] = bt * vt[x];
@@ -120,15 +130,15 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *Sh, bool s_ze
                 for (int x = 0; x < dv; x++) r[x] = bt * vt[x] - be * ks[x];
         }
         hy_gemm(false, false, Lc, dv, Lc, 1.0f, Tm, Lc, R, dv, 0.0f, U, dv);
-        if (keep) put_rows(keep->u + ch.row0 * ld_u + (size_t)j * dv, ld_u, U, dv, Lc, dv, nt);
+        if (keep) put_rows(keep->u + (head * in->T + (size_t)c * L) * dv, 0, U, 0, 1, Lc * dv, nt);
         /* O = diag(e^γ) Q S_inᵀ + P U, made in place of Q S_inᵀ and written out once */
         if (!s_zero)
             for (int t = 0; t < Lc; t++) {
-                float *qs = QKS + (size_t)t * dv, et = ch.e[t];
+                float *qs = QS + (size_t)t * ldc, et = ch.e[t];
                 for (int x = 0; x < dv; x++) qs[x] *= et;
             }
-        hy_gemm(false, false, Lc, dv, Lc, 1.0f, ch.P, Lc, U, dv, s_zero ? 0.0f : 1.0f, QKS, dv);
-        put_rows(o + ch.row0 * ld_o + (size_t)j * dv, (size_t)ld_o, QKS, dv, Lc, dv, nt);
+        hy_gemm(false, false, Lc, dv, Lc, 1.0f, ch.P, Lc, U, dv, s_zero ? 0.0f : 1.0f, QS, ldc);
+        put_rows(o + ch.row0 * ld_o + (size_t)j * dv, (size_t)ld_o, QS, ldc, Lc, dv, nt);
         /* S_out = e^{γ_L} S_in + Uᵀ diag(e^{γ_L − γ}) K, in place (S scaled here, not by the GEMM's
          * beta: a beta that changes every call would make a oneDNN primitive per call) */
         for (int t = 0; t < Lc; t++) {
@@ -140,6 +150,7 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *Sh, bool s_ze
         hy_gemm(true, false, dv, dk, Lc, 1.0f, U, dv, ch.qk + (size_t)Lc * dk, dk, s_zero ? 0.0f : 1.0f, Sh, dk);
         s_zero = false;
     }
+    if (S) memcpy(S, Sh, (size_t)dv * dk * sizeof(float));
     if (nt) hy_stream_fence();   /* the streamed lines are visible once the threads join */
 }
 
@@ -153,8 +164,7 @@ int hy_gdn_forward(const hy_gdn_in *in, float *S, float *o, int ld_o, const hy_g
     #pragma omp parallel for schedule(static)
     for (int p = 0; p < nh; p++) {
         float *w = ws->p + per * (size_t)omp_get_thread_num();
-        float *Sh = S ? S + (size_t)p * dv * dk : w + per - gdn_round((size_t)dv * dk);
-        head_forward(in, p / in->HV, p % in->HV, Sh, S == NULL, o, ld_o, keep, nt, w);
+        head_forward(in, p / in->HV, p % in->HV, S ? S + (size_t)p * dv * dk : NULL, o, ld_o, keep, nt, w);
     }
     return 0;
 }

@@ -22,7 +22,7 @@ int hy_gdn_check(const hy_gdn_in *in);
 
 /* Scratch floats of one thread of the backward. */
 static size_t bwd_floats(int L, int dk, int dv) {
-    return gdn_chunk_floats(L, dk) + gdn_round((size_t)2 * L * dv) + gdn_round((size_t)L * dv) +
+    return gdn_chunk_floats(L, dk, 0) + gdn_round((size_t)2 * L * dv) + gdn_round((size_t)L * dv) +
            2 * gdn_round((size_t)2 * L * L) + gdn_round((size_t)2 * L * dk) * 2 + gdn_round((size_t)L * dk) * 4 +
            gdn_round((size_t)L * L) + gdn_round((size_t)dv * dk) + 2 * gdn_round((size_t)2 * L);
 }
@@ -36,9 +36,9 @@ size_t hy_gdn_backward_ws_floats(int B, int T, int H, int HV, int dk, int dv, in
  * stride ld_dqk, the head's columns already offset). */
 static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *keep, const float *dout, int ld_o,
                           float *dq, float *dk_, int ld_dqk, float *dv_, float *dbeta, float *dg, float *w) {
-    const int L = in->chunk, dk = in->dk, dv = in->dv, nch = hy_gdn_nchunks(in->T, L), ld_u = in->HV * dv;
+    const int L = in->chunk, dk = in->dk, dv = in->dv, nch = hy_gdn_nchunks(in->T, L);
     gdn_chunk ch;
-    gdn_chunk_alloc(&ch, &w, L, dk);
+    gdn_chunk_alloc(&ch, &w, L, dk, 0);
     float *X = gdn_take(&w, (size_t)2 * L * dv), *dU = gdn_take(&w, (size_t)L * dv);
     float *Y2 = gdn_take(&w, (size_t)2 * L * L), *Mcat = gdn_take(&w, (size_t)2 * L * L);
     float *Y3 = gdn_take(&w, (size_t)2 * L * dk), *Z = gdn_take(&w, (size_t)2 * L * dk);
@@ -53,7 +53,7 @@ static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *
         gdn_chunk_load(in, b, j, c, &ch);
         const int Lc = ch.Lc;
         const float *Tm = keep->tinv + (head * nch + c) * (size_t)L * L;
-        const float *U = keep->u + ch.row0 * (size_t)ld_u + (size_t)j * dv;
+        const float *U = keep->u + (head * in->T + (size_t)c * L) * dv;
         const float *S = keep->ckpt + (head * nch + c) * (size_t)dv * dk;
         const float *Q = ch.qk, *K = ch.qk + (size_t)Lc * dk;
         float *dR = X + (size_t)Lc * dv;
@@ -66,9 +66,9 @@ static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *
         hy_gemm(false, true, Lc, dv, dk, 1.0f, Kt, dk, dS, dk, 1.0f, dU, dv);
         hy_gemm(true, false, Lc, dv, Lc, 1.0f, Tm, Lc, dU, dv, 0.0f, dR, dv);
         /* [dP; −dA] = X Uᵀ;  [dO S; dR S] = X S;  dK̃ = U dS */
-        hy_gemm(false, true, 2 * Lc, Lc, dv, 1.0f, X, dv, U, ld_u, 0.0f, Y2, Lc);
+        hy_gemm(false, true, 2 * Lc, Lc, dv, 1.0f, X, dv, U, dv, 0.0f, Y2, Lc);
         hy_gemm(false, false, 2 * Lc, dk, dv, 1.0f, X, dv, S, dk, 0.0f, Y3, dk);
-        hy_gemm(false, false, Lc, dk, dv, 1.0f, U, ld_u, dS, dk, 0.0f, dKt, dk);
+        hy_gemm(false, false, Lc, dk, dv, 1.0f, U, dv, dS, dk, 0.0f, dKt, dk);
         double dgL = 0;
         {
             const float *sp = S, *dp = dS;

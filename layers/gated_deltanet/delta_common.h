@@ -5,6 +5,7 @@
 #ifndef HY_LAYERS_GATED_DELTANET_DELTA_COMMON_H
 #define HY_LAYERS_GATED_DELTANET_DELTA_COMMON_H
 #include "core/gemm.h"
+#include "core/simd.h"
 #include "core/vmath.h"
 #include "layers/gated_deltanet/delta.h"
 #include <string.h>
@@ -41,15 +42,16 @@ typedef struct {
     float eL;         /* e^{γ_L}, γ_L the last token's γ */
 } gdn_chunk;
 
-/* Scratch floats of gdn_chunk_alloc for chunk length L. */
-static inline size_t gdn_chunk_floats(int L, int dk) {
-    return gdn_round((size_t)2 * L * dk) + gdn_round((size_t)2 * L * L) + gdn_round((size_t)L * L) +
+/* Scratch floats of gdn_chunk_alloc for chunk length L and `after` rows after Q and K. */
+static inline size_t gdn_chunk_floats(int L, int dk, int after) {
+    return gdn_round((size_t)(2 * L + after) * dk) + gdn_round((size_t)2 * L * L) + gdn_round((size_t)L * L) +
            gdn_round((size_t)2 * L) + 3 * gdn_round((size_t)L);
 }
 
-/* Points the arrays of ch into the scratch cursor *w (sized for chunk length L). */
-static inline void gdn_chunk_alloc(gdn_chunk *ch, float **w, int L, int dk) {
-    ch->qk = gdn_take(w, (size_t)2 * L * dk);
+/* Points the arrays of ch into the scratch cursor *w (sized for chunk length L), with room for
+ * `after` more rows of dk after the 2·L rows of Q and K (the forward keeps the state there). */
+static inline void gdn_chunk_alloc(gdn_chunk *ch, float **w, int L, int dk, int after) {
+    ch->qk = gdn_take(w, (size_t)(2 * L + after) * dk);
     ch->P = gdn_take(w, (size_t)2 * L * L);
     ch->D = gdn_take(w, (size_t)L * L);
     ch->gam = (double *)gdn_take(w, (size_t)2 * L);
@@ -58,18 +60,25 @@ static inline void gdn_chunk_alloc(gdn_chunk *ch, float **w, int L, int dk) {
     ch->beta = gdn_take(w, (size_t)L);
 }
 
-/* Loads chunk c of (sequence b, value head j): Q and K rows, β, γ (double), e^{γ}, e^{γ_L − γ},
- * then [Q; K] Kᵀ by one GEMM and its masks: P = D ⊙ Q Kᵀ (s <= t), KD = D ⊙ K Kᵀ (s < t), with D
- * computed only for s <= t (γ_t − γ_s <= 0 there: nothing above the diagonal is exponentiated). */
-static inline void gdn_chunk_load(const hy_gdn_in *in, int b, int j, int c, gdn_chunk *ch) {
+/* Copies n floats a vector at a time (the rows gathered per chunk are short: a libc call per row
+ * cost more than the copy). */
+static inline void gdn_copy(float *restrict dst, const float *restrict src, int n) {
+    int x = 0;
+    for (; x + HY_VW <= n; x += HY_VW) vw_store(dst + x, vw_load(src + x));
+    for (; x < n; x++) dst[x] = src[x];
+}
+
+/* Gathers chunk c of (sequence b, value head j) into ch: Lc, its rows, Q and K rows (into ch->qk,
+ * which the caller points), β, γ (double), e^{γ}, e^{γ_L − γ} and e^{γ_L}. */
+static inline void gdn_chunk_gather(const hy_gdn_in *in, int b, int j, int c, gdn_chunk *ch) {
     const int L = in->chunk, dk = in->dk, t0 = c * L, Lc = in->T - t0 < L ? in->T - t0 : L;
     ch->Lc = Lc;
     ch->row0 = (size_t)b * in->T + t0;
     ch->i = j / (in->HV / in->H);
     for (int t = 0; t < Lc; t++) {
         size_t r = ch->row0 + t;
-        memcpy(ch->qk + (size_t)t * dk, in->q + r * in->ld_qk + (size_t)ch->i * dk, (size_t)dk * sizeof(float));
-        memcpy(ch->qk + (size_t)(Lc + t) * dk, in->k + r * in->ld_qk + (size_t)ch->i * dk, (size_t)dk * sizeof(float));
+        gdn_copy(ch->qk + (size_t)t * dk, in->q + r * in->ld_qk + (size_t)ch->i * dk, dk);
+        gdn_copy(ch->qk + (size_t)(Lc + t) * dk, in->k + r * in->ld_qk + (size_t)ch->i * dk, dk);
     }
     double s = 0;
     for (int t = 0; t < Lc; t++) {
@@ -85,21 +94,36 @@ static inline void gdn_chunk_load(const hy_gdn_in *in, int b, int j, int c, gdn_
     }
     ch->eL = ch->e[Lc - 1];
     ch->KD = ch->P + (size_t)Lc * Lc;
-    hy_gemm(false, true, 2 * Lc, Lc, dk, 1.0f, ch->qk, dk, ch->qk + (size_t)Lc * dk, dk, 0.0f, ch->P, Lc);
-    for (int t = 0; t < Lc; t++) {   /* branch-free passes per row (they vectorize); the exponent is
-                                         * clamped to <= 0 so that nothing above the diagonal is
-                                         * exponentiated (it is masked) */
+}
+
+/* The chunk's masks from the raw products [Q; K] Kᵀ (2·Lc rows of Lc at row stride ld, Q Kᵀ first;
+ * they may be ch->P itself with ld = Lc): P = D ⊙ Q Kᵀ (s <= t), KD = D ⊙ K Kᵀ (s < t) and D, computed
+ * only for s <= t (γ_t − γ_s <= 0 there: nothing above the diagonal is exponentiated). Branch-free
+ * passes per row (they vectorize); the exponent is clamped to <= 0 and masked above the diagonal. */
+static inline void gdn_chunk_masks(gdn_chunk *ch, const float *raw, int ld) {
+    const int Lc = ch->Lc;
+    for (int t = 0; t < Lc; t++) {
         float *D = ch->D + (size_t)t * Lc, *P = ch->P + (size_t)t * Lc, *KD = ch->KD + (size_t)t * Lc;
+        const float *rp = raw + (size_t)t * ld, *rk = raw + (size_t)(Lc + t) * ld;
         const double gt = ch->gam[t];
         for (int s2 = 0; s2 < Lc; s2++) D[s2] = (float)(gt - ch->gam[s2]);
         for (int s2 = 0; s2 < Lc; s2++) D[s2] = gdn_decay(D[s2] < 0.0f ? D[s2] : 0.0f);
         for (int s2 = 0; s2 < Lc; s2++) {
-            const float d = D[s2], p = P[s2], kd = KD[s2];
+            const float d = D[s2], p = rp[s2], kd = rk[s2];
             D[s2] = s2 <= t ? d : 0.0f;
             P[s2] = s2 <= t ? p * d : 0.0f;
             KD[s2] = s2 < t ? kd * d : 0.0f;
         }
     }
+}
+
+/* Loads chunk c of (sequence b, value head j) as the backward needs it: gdn_chunk_gather, then
+ * [Q; K] Kᵀ by one GEMM into P and KD, and gdn_chunk_masks in place. */
+static inline void gdn_chunk_load(const hy_gdn_in *in, int b, int j, int c, gdn_chunk *ch) {
+    gdn_chunk_gather(in, b, j, c, ch);
+    const int Lc = ch->Lc, dk = in->dk;
+    hy_gemm(false, true, 2 * Lc, Lc, dk, 1.0f, ch->qk, dk, ch->qk + (size_t)Lc * dk, dk, 0.0f, ch->P, Lc);
+    gdn_chunk_masks(ch, ch->P, Lc);
 }
 
 #endif
