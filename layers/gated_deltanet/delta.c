@@ -87,6 +87,26 @@ static void put_rows(float *restrict dst, size_t ld_dst, const float *restrict s
     }
 }
 
+/* S ← e^{γ_L}·S over n floats, first copying S to ck (the checkpoint; NULL: none; non-temporal
+ * stores when nt) in the same pass. */
+static void keep_and_decay(float *restrict ck, float *restrict S, size_t n, float eL, bool nt) {
+    const vw f = vw_splat(eL);
+    size_t x = 0;
+    if (ck)
+        for (; x + HY_VW <= n; x += HY_VW) {
+            const vw v = vw_load(S + x);
+            if (nt) vw_stream(ck + x, v);
+            else vw_store(ck + x, v);
+            vw_store(S + x, v * f);
+        }
+    else
+        for (; x + HY_VW <= n; x += HY_VW) vw_store(S + x, vw_load(S + x) * f);
+    for (; x < n; x++) {
+        if (ck) ck[x] = S[x];
+        S[x] *= eL;
+    }
+}
+
 /* All chunks of (sequence b, value head j) in order. S: this head's state (dv × dk), NULL = zeros;
  * updated to the state after the last token. The state is carried in the scratch directly after
  * the chunk's K rows (Q and K are gathered so that K ends where the state starts, also in a shorter
@@ -113,11 +133,6 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
         gdn_chunk_masks(&ch, C, ldc);
         float *QS = C + Lc;
         const float *KS = C + (size_t)Lc * ldc + Lc;
-        if (keep) {   /* the state entering chunk c */
-            float *ck = keep->ckpt + (head * nch + c) * (size_t)dv * dk;
-            if (s_zero) memset(ck, 0, (size_t)dv * dk * sizeof(float));
-            else put_rows(ck, 0, Sh, 0, 1, dv * dk, nt);
-        }
         unit_lower_inverse(Tm, ch.KD, ch.beta, Lc, Tp);
         if (keep) put_rows(keep->tinv + (head * nch + c) * (size_t)L * L, 0, Tm, 0, 1, Lc * Lc, nt);
         /* R = diag(β) V − diag(β e^γ) K S_inᵀ;  U = T R */
@@ -145,8 +160,9 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
             float *kt = ch.qk + (size_t)(Lc + t) * dk, f = ch.et[t];
             for (int x = 0; x < dk; x++) kt[x] *= f;
         }
-        if (!s_zero)
-            for (size_t x = 0; x < (size_t)dv * dk; x++) Sh[x] *= ch.eL;
+        float *ck = keep ? keep->ckpt + (head * nch + c) * (size_t)dv * dk : NULL;   /* the state entering chunk c */
+        if (s_zero && ck) memset(ck, 0, (size_t)dv * dk * sizeof(float));
+        else if (!s_zero) keep_and_decay(ck, Sh, (size_t)dv * dk, ch.eL, nt);
         hy_gemm(true, false, dv, dk, Lc, 1.0f, U, dv, ch.qk + (size_t)Lc * dk, dk, s_zero ? 0.0f : 1.0f, Sh, dk);
         s_zero = false;
     }

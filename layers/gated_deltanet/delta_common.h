@@ -99,21 +99,24 @@ static inline void gdn_chunk_gather(const hy_gdn_in *in, int b, int j, int c, gd
 /* The chunk's masks from the raw products [Q; K] Kᵀ (2·Lc rows of Lc at row stride ld, Q Kᵀ first;
  * they may be ch->P itself with ld = Lc): P = D ⊙ Q Kᵀ (s <= t), KD = D ⊙ K Kᵀ (s < t) and D, computed
  * only for s <= t (γ_t − γ_s <= 0 there: nothing above the diagonal is exponentiated). Branch-free
- * passes per row (they vectorize); the exponent is clamped to <= 0 and masked above the diagonal. */
+ * passes per row (they vectorize) up to the vector holding s = t, zeros beyond; the exponent is
+ * clamped to <= 0 and masked above the diagonal. */
 static inline void gdn_chunk_masks(gdn_chunk *ch, const float *raw, int ld) {
     const int Lc = ch->Lc;
     for (int t = 0; t < Lc; t++) {
         float *D = ch->D + (size_t)t * Lc, *P = ch->P + (size_t)t * Lc, *KD = ch->KD + (size_t)t * Lc;
         const float *rp = raw + (size_t)t * ld, *rk = raw + (size_t)(Lc + t) * ld;
         const double gt = ch->gam[t];
-        for (int s2 = 0; s2 < Lc; s2++) D[s2] = (float)(gt - ch->gam[s2]);
-        for (int s2 = 0; s2 < Lc; s2++) D[s2] = gdn_decay(D[s2] < 0.0f ? D[s2] : 0.0f);
-        for (int s2 = 0; s2 < Lc; s2++) {
+        const int n = (t / HY_VW + 1) * HY_VW < Lc ? (t / HY_VW + 1) * HY_VW : Lc;   /* whole vectors to s = t */
+        for (int s2 = 0; s2 < n; s2++) D[s2] = (float)(gt - ch->gam[s2]);
+        for (int s2 = 0; s2 < n; s2++) D[s2] = gdn_decay(D[s2] < 0.0f ? D[s2] : 0.0f);
+        for (int s2 = 0; s2 < n; s2++) {
             const float d = D[s2], p = rp[s2], kd = rk[s2];
             D[s2] = s2 <= t ? d : 0.0f;
             P[s2] = s2 <= t ? p * d : 0.0f;
             KD[s2] = s2 < t ? kd * d : 0.0f;
         }
+        for (int s2 = n; s2 < Lc; s2++) D[s2] = P[s2] = KD[s2] = 0.0f;
     }
 }
 
