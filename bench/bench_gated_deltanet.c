@@ -15,10 +15,9 @@ static int time_chunk(hy_gdn_in in, int L, float *o, const float *dout, float *g
                       double *fwd, double *bwd) {
     in.chunk = L;
     const int nch = hy_gdn_nchunks(in.T, L), heads = in.B * in.HV;
-    float *u = hy_malloc((size_t)in.B * in.T * in.HV * in.dv * 4), *tinv = hy_malloc((size_t)heads * nch * L * L * 4),
-          *ck = hy_malloc((size_t)heads * nch * in.dv * in.dk * 4);
-    int rc = u && tinv && ck ? 0 : -1;
-    hy_gdn_keep keep = {u, tinv, ck};
+    float *u = hy_malloc((size_t)in.B * in.T * in.HV * in.dv * 4), *ck = hy_malloc((size_t)heads * nch * in.dv * in.dk * 4);
+    int rc = u && ck ? 0 : -1;
+    hy_gdn_keep keep = {u, ck};
     *fwd = *bwd = INFINITY;
     for (int r = 0; rc == 0 && r < reps; r++) {
         double t0 = hy_now();
@@ -30,7 +29,7 @@ static int time_chunk(hy_gdn_in in, int L, float *o, const float *dout, float *g
         rc = hy_gdn_backward(&in, &keep, dout, in.HV * in.dv, grads[0], grads[1], grads[2], grads[3], grads[4], ws);
         *bwd = fmin(*bwd, hy_now() - t0);
     }
-    hy_free(u), hy_free(tinv), hy_free(ck);
+    hy_free(u), hy_free(ck);
     return rc;
 }
 

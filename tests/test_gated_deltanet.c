@@ -200,13 +200,12 @@ static void backward_case(int B, int T, int H, int HV, int dk, int dv, int chunk
     int nch = hy_gdn_nchunks(T, chunk);
     size_t no = c.rows * HV * dv, ns = (size_t)B * HV * dv * dk;
     float *o = hy_malloc(no * 4), *R = hy_malloc(no * 4), *S = hy_malloc(ns * 4);
-    float *u = hy_malloc(no * 4), *tinv = hy_malloc((size_t)B * HV * nch * chunk * chunk * 4),
-          *ck = hy_malloc((size_t)B * HV * nch * dv * dk * 4);
+    float *u = hy_malloc(no * 4), *ck = hy_malloc((size_t)B * HV * nch * dv * dk * 4);
     float *dqk = hy_malloc(c.rows * in->ld_qk * 4), *dvv = hy_malloc(c.rows * in->ld_v * 4),
           *dbg = hy_malloc(c.rows * in->ld_bg * 4);
     tu_fill_normal(R, no, 1, seed + 50);
     memcpy(S, c.S0, ns * 4);
-    hy_gdn_keep keep = {u, tinv, ck};
+    hy_gdn_keep keep = {u, ck};
     hy_buf ws = {0};
     ck_assert_int_eq(hy_gdn_forward(in, with_s0 ? S : NULL, o, HV * dv, &keep, &ws), 0);
     ck_assert_msg(hy_gdn_backward(in, &keep, R, HV * dv, dqk, dqk + (size_t)H * dk, dvv, dbg, dbg + HV, &ws) == 0, "%s",
@@ -241,7 +240,7 @@ static void backward_case(int B, int T, int H, int HV, int dk, int dv, int chunk
         }
     }
     hy_buf_free(&ws);
-    hy_free(o), hy_free(R), hy_free(S), hy_free(u), hy_free(tinv), hy_free(ck), hy_free(dqk), hy_free(dvv), hy_free(dbg);
+    hy_free(o), hy_free(R), hy_free(S), hy_free(u), hy_free(ck), hy_free(dqk), hy_free(dvv), hy_free(dbg);
     case_free(&c);
 }
 
@@ -265,12 +264,12 @@ START_TEST(strong_decays_stay_finite) {
         for (int j = 0; j < HV; j++) c.bg[r * c.in.ld_bg + HV + j] = j == 0 || r % 2 ? -1000.0f : -1e-3f;
     int nch = hy_gdn_nchunks(T, L);
     size_t no = c.rows * HV * dv;
-    float *o = hy_malloc(no * 4), *u = hy_malloc(no * 4), *tinv = hy_malloc((size_t)B * HV * nch * L * L * 4),
-          *ck = hy_malloc((size_t)B * HV * nch * dv * dk * 4), *R = hy_malloc(no * 4);
+    float *o = hy_malloc(no * 4), *u = hy_malloc(no * 4), *ck = hy_malloc((size_t)B * HV * nch * dv * dk * 4),
+          *R = hy_malloc(no * 4);
     float *dqk = hy_malloc(c.rows * c.in.ld_qk * 4), *dvv = hy_malloc(c.rows * c.in.ld_v * 4),
           *dbg = hy_malloc(c.rows * c.in.ld_bg * 4);
     tu_fill_normal(R, no, 1, 41);
-    hy_gdn_keep keep = {u, tinv, ck};
+    hy_gdn_keep keep = {u, ck};
     hy_buf ws = {0};
     ck_assert_int_eq(hy_gdn_forward(&c.in, NULL, o, HV * dv, &keep, &ws), 0);
     ck_assert_int_eq(hy_gdn_backward(&c.in, &keep, R, HV * dv, dqk, dqk + H * dk, dvv, dbg, dbg + HV, &ws), 0);
@@ -286,7 +285,7 @@ START_TEST(strong_decays_stay_finite) {
     ck_assert_msg(err_d(o, ro, no, 1e-3) < 2e-5, "strong decays: o vs recurrence %g", err_d(o, ro, no, 1e-3));
     free(ro);
     hy_buf_free(&ws);
-    hy_free(o), hy_free(u), hy_free(tinv), hy_free(ck), hy_free(R), hy_free(dqk), hy_free(dvv), hy_free(dbg);
+    hy_free(o), hy_free(u), hy_free(ck), hy_free(R), hy_free(dqk), hy_free(dvv), hy_free(dbg);
     case_free(&c);
 }
 END_TEST
@@ -316,7 +315,7 @@ END_TEST
 /* A forward whose o has HY_GDN_STREAM_BYTES or more writes o and what it keeps with non-temporal
  * stores: a batch that large (from a state, with a shorter last chunk) against each of its
  * sequences on its own (below the size, plain stores), bit for bit in o, the final state and the
- * kept U, T and checkpoints, and the batch's backward from that keep matches the per-sequence one. */
+ * kept U and checkpoints, and the batch's backward from that keep matches the per-sequence one. */
 START_TEST(streamed_outputs_match_plain) {
     const int T = 2 * HY_GDN_CHUNK + 5, H = 2, HV = 2, dk = 16, dv = 32, L = HY_GDN_CHUNK, nch = hy_gdn_nchunks(T, L);
     const size_t one = (size_t)T * HV * dv, per_s = (size_t)HV * dv * dk;
@@ -324,18 +323,18 @@ START_TEST(streamed_outputs_match_plain) {
     ck_assert(one * 4 < HY_GDN_STREAM_BYTES && B * one * 4 >= HY_GDN_STREAM_BYTES);
     gdn_case c;
     case_new(&c, B, T, H, HV, dk, dv, L, false, 70);
-    const size_t nu = (size_t)B * one, nt_ = (size_t)B * HV * nch * L * L, nck = (size_t)B * HV * nch * dv * dk;
-    float *o[2], *S[2], *u[2], *tinv[2], *ck[2], *dqk[2], *dvv[2], *dbg[2], *R = hy_malloc(nu * 4);
+    const size_t nu = (size_t)B * one, nck = (size_t)B * HV * nch * dv * dk;
+    float *o[2], *S[2], *u[2], *ck[2], *dqk[2], *dvv[2], *dbg[2], *R = hy_malloc(nu * 4);
     tu_fill_normal(R, nu, 1, 71);
     for (int a = 0; a < 2; a++) {
         o[a] = hy_malloc(nu * 4), S[a] = hy_malloc((size_t)B * per_s * 4), u[a] = hy_malloc(nu * 4);
-        tinv[a] = hy_calloc(nt_ * 4), ck[a] = hy_malloc(nck * 4);
+        ck[a] = hy_malloc(nck * 4);
         dqk[a] = hy_malloc(c.rows * c.in.ld_qk * 4), dvv[a] = hy_malloc(c.rows * c.in.ld_v * 4);
         dbg[a] = hy_malloc(c.rows * c.in.ld_bg * 4);
         memcpy(S[a], c.S0, (size_t)B * per_s * 4);
     }
     hy_buf ws = {0};
-    hy_gdn_keep keep0 = {u[0], tinv[0], ck[0]};
+    hy_gdn_keep keep0 = {u[0], ck[0]};
     ck_assert_int_eq(hy_gdn_forward(&c.in, S[0], o[0], HV * dv, &keep0, &ws), 0);
     ck_assert_int_eq(hy_gdn_backward(&c.in, &keep0, R, HV * dv, dqk[0], dqk[0] + H * dk, dvv[0], dbg[0], dbg[0] + HV, &ws), 0);
     for (int b = 0; b < B; b++) {   /* sequence b alone: its rows, state and kept blocks */
@@ -343,7 +342,7 @@ START_TEST(streamed_outputs_match_plain) {
         hy_gdn_in in1 = c.in;
         in1.B = 1, in1.q += r0 * c.in.ld_qk, in1.k += r0 * c.in.ld_qk, in1.v += r0 * c.in.ld_v;
         in1.beta += r0 * c.in.ld_bg, in1.g += r0 * c.in.ld_bg;
-        hy_gdn_keep keep1 = {u[1] + b * one, tinv[1] + (size_t)b * HV * nch * L * L, ck[1] + (size_t)b * HV * nch * dv * dk};
+        hy_gdn_keep keep1 = {u[1] + b * one, ck[1] + (size_t)b * HV * nch * dv * dk};
         ck_assert_int_eq(hy_gdn_forward(&in1, S[1] + b * per_s, o[1] + b * one, HV * dv, &keep1, &ws), 0);
         ck_assert_int_eq(hy_gdn_backward(&in1, &keep1, R + b * one, HV * dv, dqk[1] + r0 * c.in.ld_qk,
                                          dqk[1] + r0 * c.in.ld_qk + H * dk, dvv[1] + r0 * c.in.ld_v, dbg[1] + r0 * c.in.ld_bg,
@@ -352,7 +351,6 @@ START_TEST(streamed_outputs_match_plain) {
     ck_assert_msg(memcmp(o[0], o[1], nu * 4) == 0, "o: streamed differs from plain");
     ck_assert_msg(memcmp(S[0], S[1], (size_t)B * per_s * 4) == 0, "final state: streamed differs from plain");
     ck_assert_msg(memcmp(u[0], u[1], nu * 4) == 0, "kept U: streamed differs from plain");
-    ck_assert_msg(memcmp(tinv[0], tinv[1], nt_ * 4) == 0, "kept T: streamed differs from plain");
     ck_assert_msg(memcmp(ck[0], ck[1], nck * 4) == 0, "checkpoints: streamed differ from plain");
     for (size_t r = 0; r < c.rows; r++) {
         ck_assert(memcmp(dqk[0] + r * c.in.ld_qk, dqk[1] + r * c.in.ld_qk, (size_t)2 * H * dk * 4) == 0);
@@ -361,7 +359,7 @@ START_TEST(streamed_outputs_match_plain) {
     }
     hy_buf_free(&ws);
     for (int a = 0; a < 2; a++)
-        hy_free(o[a]), hy_free(S[a]), hy_free(u[a]), hy_free(tinv[a]), hy_free(ck[a]), hy_free(dqk[a]), hy_free(dvv[a]),
+        hy_free(o[a]), hy_free(S[a]), hy_free(u[a]), hy_free(ck[a]), hy_free(dqk[a]), hy_free(dvv[a]),
             hy_free(dbg[a]);
     hy_free(R);
     case_free(&c);

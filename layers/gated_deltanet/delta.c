@@ -23,46 +23,9 @@ int hy_gdn_check(const hy_gdn_in *in) {
     return 0;
 }
 
-/* Row stride of the padded inverse scratch: Lc rounded up to whole vectors. */
-static int inv_stride(int Lc) { return (Lc + HY_VW - 1) / HY_VW * HY_VW; }
-
-/* T = (I + A)^{-1} for A_ts = β_t·KD_ts (strictly lower): row t = e_t − β_t Σ_{r<t} KD_tr·(row r of T),
- * computed one vector of columns at a time in Tp (rows padded to inv_stride(Lc), so every load is a
- * whole vector): row r of T is zero beyond column r, so column block cb takes only the rows r >= cb·HY_VW,
- * summed in four independent accumulators (the FMAs of one row do not wait on each other). Lc³/6
- * multiply-adds; the result goes to Tm (Lc × Lc, row stride Lc, zeros above the diagonal). */
-static void unit_lower_inverse(float *restrict Tm, const float *restrict KD, const float *restrict beta, int Lc,
-                               float *restrict Tp) {
-    const int Lp = inv_stride(Lc);
-    for (int t = 0; t < Lc; t++) {
-        const float *restrict kd = KD + (size_t)t * Lc;
-        float *restrict row = Tp + (size_t)t * Lp;
-        const int nb = t / HY_VW + 1;   /* column blocks holding columns 0..t */
-        for (int cb = 0; cb < nb; cb++) {
-            const float *col = Tp + cb * HY_VW;
-            vw a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-            int r = cb * HY_VW;
-            for (; r + 4 <= t; r += 4) {
-                a0 = vw_fma(vw_splat(kd[r]), vw_load(col + (size_t)r * Lp), a0);
-                a1 = vw_fma(vw_splat(kd[r + 1]), vw_load(col + (size_t)(r + 1) * Lp), a1);
-                a2 = vw_fma(vw_splat(kd[r + 2]), vw_load(col + (size_t)(r + 2) * Lp), a2);
-                a3 = vw_fma(vw_splat(kd[r + 3]), vw_load(col + (size_t)(r + 3) * Lp), a3);
-            }
-            for (; r < t; r++) a0 = vw_fma(vw_splat(kd[r]), vw_load(col + (size_t)r * Lp), a0);
-            vw v = vw_splat(-beta[t]) * ((a0 + a1) + (a2 + a3));
-            if (t / HY_VW == cb) v[t % HY_VW] = 1.0f;
-            vw_store(row + cb * HY_VW, v);
-        }
-        float *restrict out = Tm + (size_t)t * Lc;
-        const int done = nb * HY_VW < Lc ? nb * HY_VW : Lc;
-        memcpy(out, row, (size_t)done * sizeof(float));
-        memset(out + done, 0, (size_t)(Lc - done) * sizeof(float));
-    }
-}
-
 /* Scratch floats of one thread of the forward. */
 static size_t fwd_floats(int L, int dk, int dv) {
-    return gdn_chunk_floats(L, dk, dv) + gdn_round((size_t)L * L) + gdn_round((size_t)inv_stride(L) * inv_stride(L)) +
+    return gdn_chunk_floats(L, dk, dv) + gdn_round((size_t)L * L) + gdn_round((size_t)gdn_inv_stride(L) * gdn_inv_stride(L)) +
            gdn_round((size_t)2 * L * (L + dv)) + 2 * gdn_round((size_t)L * dv);
 }
 
@@ -118,7 +81,7 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
     gdn_chunk ch;
     gdn_chunk_alloc(&ch, &w, L, dk, dv);
     float *const qks = ch.qk, *const Sh = qks + (size_t)2 * L * dk;
-    float *Tm = gdn_take(&w, (size_t)L * L), *Tp = gdn_take(&w, (size_t)inv_stride(L) * inv_stride(L)),
+    float *Tm = gdn_take(&w, (size_t)L * L), *Tp = gdn_take(&w, (size_t)gdn_inv_stride(L) * gdn_inv_stride(L)),
           *C = gdn_take(&w, (size_t)2 * L * (L + dv));
     float *R = gdn_take(&w, (size_t)L * dv), *U = gdn_take(&w, (size_t)L * dv);
     const size_t head = (size_t)b * in->HV + j;
@@ -133,8 +96,7 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
         gdn_chunk_masks(&ch, C, ldc);
         float *QS = C + Lc;
         const float *KS = C + (size_t)Lc * ldc + Lc;
-        unit_lower_inverse(Tm, ch.KD, ch.beta, Lc, Tp);
-        if (keep) put_rows(keep->tinv + (head * nch + c) * (size_t)L * L, 0, Tm, 0, 1, Lc * Lc, nt);
+        gdn_unit_lower_inverse(Tm, ch.KD, ch.beta, Lc, Tp);
         /* R = diag(β) V − diag(β e^γ) K S_inᵀ;  U = T R */
         for (int t = 0; t < Lc; t++) {
             const float *vt = in->v + (ch.row0 + t) * in->ld_v + (size_t)j * dv, *ks = KS + (size_t)t * ldc;

@@ -44,10 +44,9 @@ typedef struct {
     int ld_qk, ld_v, ld_bg;
 } hy_gdn_in;
 
-/* What the forward keeps for the backward (all three or none). */
+/* What the forward keeps for the backward (both or none); the backward recomputes T. */
 typedef struct {
-    float *u;                   /* (B·T, HV·dv): U of every chunk, value head j at column j·dv */
-    float *tinv;                /* (B, HV, nchunks, L, L): T of each chunk, Lc × Lc with row stride Lc */
+    float *u;                   /* (B, HV, T, dv): U of every chunk, each value head's rows contiguous */
     float *ckpt;                /* (B, HV, nchunks, dv, dk): the state entering each chunk */
 } hy_gdn_keep;
 

@@ -1,6 +1,6 @@
 /* Backward of the chunked gated delta rule (layers/gated_deltanet/delta.h). One (sequence, value
  * head) per OpenMP iteration walks its chunks from last to first carrying dS, the gradient of the
- * state leaving the chunk. Per chunk, with S = S_in (kept), U and T (kept), Q̃ = diag(e^γ) Q,
+ * state leaving the chunk. Per chunk, with S = S_in and U (kept), T (recomputed), Q̃ = diag(e^γ) Q,
  * K̃ = diag(e^{γ_L − γ}) K, Kₑ = diag(e^γ) K, X = [dO; dR] stacked:
  *     dU = Pᵀ dO + K̃ dSᵀ;   dR = Tᵀ dU;   dV = diag(β) dR
  *     [dP; −dA] = X Uᵀ (masked: dP on and below the diagonal, dA strictly below)
@@ -24,7 +24,8 @@ int hy_gdn_check(const hy_gdn_in *in);
 static size_t bwd_floats(int L, int dk, int dv) {
     return gdn_chunk_floats(L, dk, 0) + gdn_round((size_t)2 * L * dv) + gdn_round((size_t)L * dv) +
            2 * gdn_round((size_t)2 * L * L) + gdn_round((size_t)2 * L * dk) * 2 + gdn_round((size_t)L * dk) * 4 +
-           gdn_round((size_t)L * L) + gdn_round((size_t)dv * dk) + 2 * gdn_round((size_t)2 * L);
+           gdn_round((size_t)L * L) + gdn_round((size_t)dv * dk) + 2 * gdn_round((size_t)2 * L) + gdn_round((size_t)L * L) +
+           gdn_round((size_t)gdn_inv_stride(L) * gdn_inv_stride(L));
 }
 
 size_t hy_gdn_backward_ws_floats(int B, int T, int H, int HV, int dk, int dv, int L, int threads) {
@@ -47,12 +48,13 @@ static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *
     float *M1 = gdn_take(&w, (size_t)L * L), *dS = gdn_take(&w, (size_t)dv * dk);
     double *dgam = (double *)gdn_take(&w, (size_t)2 * L);
     float *dbl = gdn_take(&w, (size_t)2 * L);
+    float *Tm = gdn_take(&w, (size_t)L * L), *Tp = gdn_take(&w, (size_t)gdn_inv_stride(L) * gdn_inv_stride(L));
     memset(dS, 0, (size_t)dv * dk * sizeof(float));
     const size_t head = (size_t)b * in->HV + j;
     for (int c = nch - 1; c >= 0; c--) {
         gdn_chunk_load(in, b, j, c, &ch);
         const int Lc = ch.Lc;
-        const float *Tm = keep->tinv + (head * nch + c) * (size_t)L * L;
+        gdn_unit_lower_inverse(Tm, ch.KD, ch.beta, Lc, Tp);   /* T again (cheaper than keeping it) */
         const float *U = keep->u + (head * in->T + (size_t)c * L) * dv;
         const float *S = keep->ckpt + (head * nch + c) * (size_t)dv * dk;
         const float *Q = ch.qk, *K = ch.qk + (size_t)Lc * dk;

@@ -60,6 +60,43 @@ static inline void gdn_chunk_alloc(gdn_chunk *ch, float **w, int L, int dk, int 
     ch->beta = gdn_take(w, (size_t)L);
 }
 
+/* Row stride of the padded inverse scratch: Lc rounded up to whole vectors. */
+static inline int gdn_inv_stride(int Lc) { return (Lc + HY_VW - 1) / HY_VW * HY_VW; }
+
+/* T = (I + A)^{-1} for A_ts = β_t·KD_ts (strictly lower): row t = e_t − β_t Σ_{r<t} KD_tr·(row r of T),
+ * computed one vector of columns at a time in Tp (rows padded to gdn_inv_stride(Lc), so every load is a
+ * whole vector): row r of T is zero beyond column r, so column block cb takes only the rows r >= cb·HY_VW,
+ * summed in four independent accumulators (the FMAs of one row do not wait on each other). Lc³/6
+ * multiply-adds; the result goes to Tm (Lc × Lc, row stride Lc, zeros above the diagonal). */
+static inline void gdn_unit_lower_inverse(float *restrict Tm, const float *restrict KD, const float *restrict beta, int Lc,
+                               float *restrict Tp) {
+    const int Lp = gdn_inv_stride(Lc);
+    for (int t = 0; t < Lc; t++) {
+        const float *restrict kd = KD + (size_t)t * Lc;
+        float *restrict row = Tp + (size_t)t * Lp;
+        const int nb = t / HY_VW + 1;   /* column blocks holding columns 0..t */
+        for (int cb = 0; cb < nb; cb++) {
+            const float *col = Tp + cb * HY_VW;
+            vw a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            int r = cb * HY_VW;
+            for (; r + 4 <= t; r += 4) {
+                a0 = vw_fma(vw_splat(kd[r]), vw_load(col + (size_t)r * Lp), a0);
+                a1 = vw_fma(vw_splat(kd[r + 1]), vw_load(col + (size_t)(r + 1) * Lp), a1);
+                a2 = vw_fma(vw_splat(kd[r + 2]), vw_load(col + (size_t)(r + 2) * Lp), a2);
+                a3 = vw_fma(vw_splat(kd[r + 3]), vw_load(col + (size_t)(r + 3) * Lp), a3);
+            }
+            for (; r < t; r++) a0 = vw_fma(vw_splat(kd[r]), vw_load(col + (size_t)r * Lp), a0);
+            vw v = vw_splat(-beta[t]) * ((a0 + a1) + (a2 + a3));
+            if (t / HY_VW == cb) v[t % HY_VW] = 1.0f;
+            vw_store(row + cb * HY_VW, v);
+        }
+        float *restrict out = Tm + (size_t)t * Lc;
+        const int done = nb * HY_VW < Lc ? nb * HY_VW : Lc;
+        memcpy(out, row, (size_t)done * sizeof(float));
+        memset(out + done, 0, (size_t)(Lc - done) * sizeof(float));
+    }
+}
+
 /* Copies n floats a vector at a time (the rows gathered per chunk are short: a libc call per row
  * cost more than the copy). */
 static inline void gdn_copy(float *restrict dst, const float *restrict src, int n) {

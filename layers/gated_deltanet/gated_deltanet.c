@@ -196,11 +196,9 @@ static int core_forward(hy_layer *L, gdn_fwd *F, const float *u, float *out, int
         if (keep) {
             const int nch = hy_gdn_nchunks(T, HY_GDN_CHUNK);
             const size_t heads = (size_t)B * HV;
-            if (!hy_buf_grab(&keep->u_keep, rows * g.nv) ||
-                !hy_buf_grab(&keep->tinv, heads * nch * HY_GDN_CHUNK * HY_GDN_CHUNK) ||
-                !hy_buf_grab(&keep->ckpt, heads * nch * dv * dk))
+            if (!hy_buf_grab(&keep->u_keep, rows * g.nv) || !hy_buf_grab(&keep->ckpt, heads * nch * dv * dk))
                 return HY_ERR_NOMEM;
-            kp = (hy_gdn_keep){keep->u_keep.p, keep->tinv.p, keep->ckpt.p};
+            kp = (hy_gdn_keep){keep->u_keep.p, keep->ckpt.p};
         }
         rc = hy_gdn_forward(&in, S, F->o.p, g.nv, keep ? &kp : NULL, &F->ws);
     }
@@ -362,7 +360,7 @@ static double gdn_flop(const hy_opts *o, int d, int T) {
 }
 
 /* Training memory, all kept in the layer: the forward's buffers (proj, xpad, pre, xc, qn, kn, qinv,
- * kinv, araw, bg, o, rstd, yg, wT), what the recurrence keeps (U, T and the state of every chunk),
+ * kinv, araw, bg, o, rstd, yg, wT), what the recurrence keeps (U and the state of every chunk),
  * the backward's buffers (dyg, dout, dproj, dxc, dqn, dkn, dbg, tmp) and the recurrence's workspace,
  * grown to the larger of its forward and backward sizes. */
 static hy_train_bytes gdn_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
@@ -372,7 +370,7 @@ static hy_train_bytes gdn_train_bytes(const hy_opts *o, int d, int B, int T, int
     const double rows = (double)B * T, heads = (double)B * g.HV;
     double fwd = rows * g.W + (double)B * (T + g.K - 1) * g.Cx + 2 * rows * g.Cx + 2 * rows * g.nqk + 2 * rows * g.H +
                  4 * rows * g.HV + 2 * rows * g.nv + (double)g.K * g.Cx;
-    double keep = rows * g.nv + heads * nch * L * L + heads * nch * g.dv * g.dk;
+    double keep = rows * g.nv + heads * nch * g.dv * g.dk;
     double bwd = 2 * rows * g.nv + rows * g.W + rows * g.Cx + 2 * rows * g.nqk + 2 * rows * g.HV +
                  rows * (g.nv > 2 * g.HV ? g.nv : 2 * g.HV);
     double wf = (double)hy_gdn_forward_ws_floats(g.dk, g.dv, L, threads),
@@ -384,7 +382,7 @@ static void gdn_destroy(hy_layer *L) {
     gdn_priv *P = L->priv;
     if (!P) return;
     free_fwd(&P->F);
-    hy_buf *b[] = {&P->u_keep, &P->tinv, &P->ckpt, &P->dyg, &P->dout, &P->dproj, &P->dxc, &P->dqn, &P->dkn, &P->dbg, &P->tmp};
+    hy_buf *b[] = {&P->u_keep, &P->ckpt, &P->dyg, &P->dout, &P->dproj, &P->dxc, &P->dqn, &P->dkn, &P->dbg, &P->tmp};
     for (size_t i = 0; i < sizeof b / sizeof *b; i++) hy_buf_free(b[i]);
     hy_free(P);
     L->priv = NULL;

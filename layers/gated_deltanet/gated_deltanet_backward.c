@@ -55,7 +55,7 @@ int hy_gdn_block_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     /* the gated delta rule: dq̂, dk̂, dv (into dxc's v columns), dβ, dg */
     float *bg = F->bg.p, *dbg = P->dbg.p;
     hy_gdn_in in = {B, T, H, HV, dk, dv, HY_GDN_CHUNK, F->qn.p, F->kn.p, F->xc.p + 2 * g.nqk, bg, bg + HV, g.nqk, Cx, 2 * HV};
-    hy_gdn_keep kp = {P->u_keep.p, P->tinv.p, P->ckpt.p};
+    hy_gdn_keep kp = {P->u_keep.p, P->ckpt.p};
     int rc = hy_gdn_backward(&in, &kp, dout, g.nv, P->dqn.p, P->dkn.p, dxc + 2 * g.nqk, dbg, dbg + HV, &F->ws);
     if (rc < 0) return rc;
     /* L2 norms: y = c·x·s, s = 1/sqrt(Σx² + ε): dx = c·s·dy − c·s³·x·(x·dy) */

@@ -51,7 +51,7 @@ typedef struct {
 /* The layer's caches: the forward kept for backward and the backward's own buffers. */
 typedef struct {
     gdn_fwd F;
-    hy_buf u_keep, tinv, ckpt;   /* what hy_gdn_backward needs (hy_gdn_keep) */
+    hy_buf u_keep, ckpt;   /* what hy_gdn_backward needs (hy_gdn_keep) */
     const float *x;              /* input of the kept forward (owned by the caller) */
     int B, T;
     bool have_fwd;
