@@ -14,8 +14,8 @@
 static int time_chunk(hy_gdn_in in, int L, float *o, const float *dout, float *grads[5], hy_buf *ws, int reps,
                       double *fwd, double *bwd) {
     in.chunk = L;
-    const int nch = hy_gdn_nchunks(in.T, L), heads = in.B * in.HV;
-    float *u = hy_malloc((size_t)in.B * in.T * in.HV * in.dv * 4), *ck = hy_malloc((size_t)heads * nch * in.dv * in.dk * 4);
+    const int nck = hy_gdn_nckpt(in.T, L), heads = in.B * in.HV;
+    float *u = hy_malloc((size_t)in.B * in.T * in.HV * in.dv * 4), *ck = hy_malloc((size_t)heads * nck * in.dv * in.dk * 4);
     int rc = u && ck ? 0 : -1;
     hy_gdn_keep keep = {u, ck};
     *fwd = *bwd = INFINITY;

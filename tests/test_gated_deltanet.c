@@ -197,10 +197,10 @@ static void backward_case(int B, int T, int H, int HV, int dk, int dv, int chunk
     gdn_case c;
     case_new(&c, B, T, H, HV, dk, dv, chunk, strong, seed);
     const hy_gdn_in *in = &c.in;
-    int nch = hy_gdn_nchunks(T, chunk);
+    int nck = hy_gdn_nckpt(T, chunk);
     size_t no = c.rows * HV * dv, ns = (size_t)B * HV * dv * dk;
     float *o = hy_malloc(no * 4), *R = hy_malloc(no * 4), *S = hy_malloc(ns * 4);
-    float *u = hy_malloc(no * 4), *ck = hy_malloc((size_t)B * HV * nch * dv * dk * 4);
+    float *u = hy_malloc(no * 4), *ck = hy_malloc((size_t)B * HV * nck * dv * dk * 4);
     float *dqk = hy_malloc(c.rows * in->ld_qk * 4), *dvv = hy_malloc(c.rows * in->ld_v * 4),
           *dbg = hy_malloc(c.rows * in->ld_bg * 4);
     tu_fill_normal(R, no, 1, seed + 50);
@@ -252,6 +252,7 @@ START_TEST(backward_finite_differences) {
     backward_case(1, 32, 2, 2, 8, 8, 16, false, false, 33);          /* an exact multiple */
     backward_case(1, 1, 2, 2, 8, 8, 16, true, false, 34);            /* T = 1 */
     backward_case(1, 40, 2, 4, 8, 8, 16, true, true, 35);            /* decays near e^-1000 */
+    backward_case(1, 29, 2, 2, 8, 8, 16, true, false, 36);           /* the last chunk odd (its state not kept) and short */
 }
 END_TEST
 
@@ -262,9 +263,9 @@ START_TEST(strong_decays_stay_finite) {
     case_new(&c, B, T, H, HV, dk, dv, L, true, 40);
     for (size_t r = 0; r < c.rows; r++)   /* every step of one head at −1000, the other alternating */
         for (int j = 0; j < HV; j++) c.bg[r * c.in.ld_bg + HV + j] = j == 0 || r % 2 ? -1000.0f : -1e-3f;
-    int nch = hy_gdn_nchunks(T, L);
+    int nck = hy_gdn_nckpt(T, L);
     size_t no = c.rows * HV * dv;
-    float *o = hy_malloc(no * 4), *u = hy_malloc(no * 4), *ck = hy_malloc((size_t)B * HV * nch * dv * dk * 4),
+    float *o = hy_malloc(no * 4), *u = hy_malloc(no * 4), *ck = hy_malloc((size_t)B * HV * nck * dv * dk * 4),
           *R = hy_malloc(no * 4);
     float *dqk = hy_malloc(c.rows * c.in.ld_qk * 4), *dvv = hy_malloc(c.rows * c.in.ld_v * 4),
           *dbg = hy_malloc(c.rows * c.in.ld_bg * 4);
@@ -317,13 +318,13 @@ END_TEST
  * sequences on its own (below the size, plain stores), bit for bit in o, the final state and the
  * kept U and checkpoints, and the batch's backward from that keep matches the per-sequence one. */
 START_TEST(streamed_outputs_match_plain) {
-    const int T = 2 * HY_GDN_CHUNK + 5, H = 2, HV = 2, dk = 16, dv = 32, L = HY_GDN_CHUNK, nch = hy_gdn_nchunks(T, L);
+    const int T = 2 * HY_GDN_CHUNK + 5, H = 2, HV = 2, dk = 16, dv = 32, L = HY_GDN_CHUNK, nckpt = hy_gdn_nckpt(T, L);
     const size_t one = (size_t)T * HV * dv, per_s = (size_t)HV * dv * dk;
     const int B = (int)(HY_GDN_STREAM_BYTES / (one * 4)) + 1;
     ck_assert(one * 4 < HY_GDN_STREAM_BYTES && B * one * 4 >= HY_GDN_STREAM_BYTES);
     gdn_case c;
     case_new(&c, B, T, H, HV, dk, dv, L, false, 70);
-    const size_t nu = (size_t)B * one, nck = (size_t)B * HV * nch * dv * dk;
+    const size_t nu = (size_t)B * one, nck = (size_t)B * HV * nckpt * dv * dk;
     float *o[2], *S[2], *u[2], *ck[2], *dqk[2], *dvv[2], *dbg[2], *R = hy_malloc(nu * 4);
     tu_fill_normal(R, nu, 1, 71);
     for (int a = 0; a < 2; a++) {
@@ -342,7 +343,7 @@ START_TEST(streamed_outputs_match_plain) {
         hy_gdn_in in1 = c.in;
         in1.B = 1, in1.q += r0 * c.in.ld_qk, in1.k += r0 * c.in.ld_qk, in1.v += r0 * c.in.ld_v;
         in1.beta += r0 * c.in.ld_bg, in1.g += r0 * c.in.ld_bg;
-        hy_gdn_keep keep1 = {u[1] + b * one, ck[1] + (size_t)b * HV * nch * dv * dk};
+        hy_gdn_keep keep1 = {u[1] + b * one, ck[1] + (size_t)b * HV * nckpt * dv * dk};
         ck_assert_int_eq(hy_gdn_forward(&in1, S[1] + b * per_s, o[1] + b * one, HV * dv, &keep1, &ws), 0);
         ck_assert_int_eq(hy_gdn_backward(&in1, &keep1, R + b * one, HV * dv, dqk[1] + r0 * c.in.ld_qk,
                                          dqk[1] + r0 * c.in.ld_qk + H * dk, dvv[1] + r0 * c.in.ld_v, dbg[1] + r0 * c.in.ld_bg,

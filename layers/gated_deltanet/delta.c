@@ -12,6 +12,7 @@
 #include <stdbool.h>
 
 int hy_gdn_nchunks(int T, int L) { return T <= 0 ? 0 : (T + L - 1) / L; }
+int hy_gdn_nckpt(int T, int L) { return (hy_gdn_nchunks(T, L) + 1) / 2; }
 
 /* Common checks of the sizes (both directions). */
 int hy_gdn_check(const hy_gdn_in *in);
@@ -77,7 +78,7 @@ static void keep_and_decay(float *restrict ck, float *restrict S, size_t n, floa
  * kept arrays with non-temporal stores. */
 static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, int ld_o, const hy_gdn_keep *keep,
                          bool nt, float *w) {
-    const int L = in->chunk, dk = in->dk, dv = in->dv, nch = hy_gdn_nchunks(in->T, L);
+    const int L = in->chunk, dk = in->dk, dv = in->dv, nch = hy_gdn_nchunks(in->T, L), nck = hy_gdn_nckpt(in->T, L);
     gdn_chunk ch;
     gdn_chunk_alloc(&ch, &w, L, dk, dv);
     float *const qks = ch.qk, *const Sh = qks + (size_t)2 * L * dk;
@@ -122,7 +123,8 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
             float *kt = ch.qk + (size_t)(Lc + t) * dk, f = ch.et[t];
             for (int x = 0; x < dk; x++) kt[x] *= f;
         }
-        float *ck = keep ? keep->ckpt + (head * nch + c) * (size_t)dv * dk : NULL;   /* the state entering chunk c */
+        float *ck = keep && c % 2 == 0 ? keep->ckpt + (head * nck + c / 2) * (size_t)dv * dk : NULL;   /* the state
+                                                                                                 * entering chunk c */
         if (s_zero && ck) memset(ck, 0, (size_t)dv * dk * sizeof(float));
         else if (!s_zero) keep_and_decay(ck, Sh, (size_t)dv * dk, ch.eL, nt);
         hy_gemm(true, false, dv, dk, Lc, 1.0f, U, dv, ch.qk + (size_t)Lc * dk, dk, s_zero ? 0.0f : 1.0f, Sh, dk);

@@ -44,14 +44,18 @@ typedef struct {
     int ld_qk, ld_v, ld_bg;
 } hy_gdn_in;
 
-/* What the forward keeps for the backward (both or none); the backward recomputes T. */
+/* What the forward keeps for the backward (both or none); the backward recomputes T, and the state
+ * entering each odd chunk from the one before (one GEMM per two chunks, half the checkpoint bytes). */
 typedef struct {
     float *u;                   /* (B, HV, T, dv): U of every chunk, each value head's rows contiguous */
-    float *ckpt;                /* (B, HV, nchunks, dv, dk): the state entering each chunk */
+    float *ckpt;                /* (B, HV, hy_gdn_nckpt, dv, dk): the state entering chunks 0, 2, 4, … */
 } hy_gdn_keep;
 
 /* Chunks of a sequence of T tokens: ceil(T / L). */
 int hy_gdn_nchunks(int T, int L);
+
+/* Chunk states kept per (sequence, value head): ceil(nchunks / 2), those entering the even chunks. */
+int hy_gdn_nckpt(int T, int L);
 
 /* The chunked forward: o (B·T rows, stride ld_o) for sequences starting from S (B, HV, dv, dk;
  * NULL = zeros), which is updated in place to the state after the last token. keep (NULL = nothing

@@ -25,7 +25,7 @@ static size_t bwd_floats(int L, int dk, int dv) {
     return gdn_chunk_floats(L, dk, 0) + gdn_round((size_t)2 * L * dv) + gdn_round((size_t)L * dv) +
            2 * gdn_round((size_t)2 * L * L) + gdn_round((size_t)2 * L * dk) * 2 + gdn_round((size_t)L * dk) * 4 +
            gdn_round((size_t)L * L) + gdn_round((size_t)dv * dk) + 2 * gdn_round((size_t)2 * L) + gdn_round((size_t)L * L) +
-           gdn_round((size_t)gdn_inv_stride(L) * gdn_inv_stride(L));
+           gdn_round((size_t)gdn_inv_stride(L) * gdn_inv_stride(L)) + gdn_round((size_t)dv * dk);
 }
 
 size_t hy_gdn_backward_ws_floats(int B, int T, int H, int HV, int dk, int dv, int L, int threads) {
@@ -33,11 +33,32 @@ size_t hy_gdn_backward_ws_floats(int B, int T, int H, int HV, int dk, int dv, in
     return bwd_floats(L, dk, dv) * (size_t)threads + split;
 }
 
+/* The state leaving chunk c of (sequence b, value head j), S_out = e^{γ_L} S_in + Uᵀ diag(e^{γ_L − γ}) K,
+ * into Sout from the state entering it (S_in) and its kept U, with the forward's operations in its
+ * order (so it is the state the forward carried); Kt: scratch of L × dk. */
+static void state_after(const hy_gdn_in *in, int b, int j, int c, const float *S_in, const float *U, float *Kt,
+                        float *Sout) {
+    const int L = in->chunk, dk = in->dk, dv = in->dv, t0 = c * L, Lc = in->T - t0 < L ? in->T - t0 : L;
+    const int i = j / (in->HV / in->H);
+    const size_t row0 = (size_t)b * in->T + t0;
+    double gL = 0, s = 0;   /* γ summed as gdn_chunk_gather sums it: γ_L first, then γ_t again */
+    for (int t = 0; t < Lc; t++) gL += in->g[(row0 + t) * in->ld_bg + j];
+    for (int t = 0; t < Lc; t++) {
+        s += in->g[(row0 + t) * in->ld_bg + j];
+        const float f = gdn_decay((float)(gL - s));
+        const float *k = in->k + (row0 + t) * in->ld_qk + (size_t)i * dk;
+        for (int x = 0; x < dk; x++) Kt[(size_t)t * dk + x] = k[x] * f;
+    }
+    const float eL = gdn_decay((float)gL);
+    for (size_t x = 0; x < (size_t)dv * dk; x++) Sout[x] = S_in[x] * eL;
+    hy_gemm(true, false, dv, dk, Lc, 1.0f, U, dv, Kt, dk, 1.0f, Sout, dk);
+}
+
 /* All chunks of (sequence b, value head j), last to first. dq, dk: this head's destinations (rows of
  * stride ld_dqk, the head's columns already offset). */
 static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *keep, const float *dout, int ld_o,
                           float *dq, float *dk_, int ld_dqk, float *dv_, float *dbeta, float *dg, float *w) {
-    const int L = in->chunk, dk = in->dk, dv = in->dv, nch = hy_gdn_nchunks(in->T, L);
+    const int L = in->chunk, dk = in->dk, dv = in->dv, nch = hy_gdn_nchunks(in->T, L), nck = hy_gdn_nckpt(in->T, L);
     gdn_chunk ch;
     gdn_chunk_alloc(&ch, &w, L, dk, 0);
     float *X = gdn_take(&w, (size_t)2 * L * dv), *dU = gdn_take(&w, (size_t)L * dv);
@@ -49,14 +70,19 @@ static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *
     double *dgam = (double *)gdn_take(&w, (size_t)2 * L);
     float *dbl = gdn_take(&w, (size_t)2 * L);
     float *Tm = gdn_take(&w, (size_t)L * L), *Tp = gdn_take(&w, (size_t)gdn_inv_stride(L) * gdn_inv_stride(L));
+    float *Sodd = gdn_take(&w, (size_t)dv * dk);
     memset(dS, 0, (size_t)dv * dk * sizeof(float));
     const size_t head = (size_t)b * in->HV + j;
     for (int c = nch - 1; c >= 0; c--) {
+        const float *S = keep->ckpt + (head * nck + c / 2) * (size_t)dv * dk;   /* the state entering chunk c */
+        if (c % 2) {   /* not kept: from the one entering chunk c − 1, as the forward made it */
+            state_after(in, b, j, c - 1, S, keep->u + (head * in->T + (size_t)(c - 1) * L) * dv, Kt, Sodd);
+            S = Sodd;
+        }
         gdn_chunk_load(in, b, j, c, &ch);
         const int Lc = ch.Lc;
         gdn_unit_lower_inverse(Tm, ch.KD, ch.beta, Lc, Tp);   /* T again (cheaper than keeping it) */
         const float *U = keep->u + (head * in->T + (size_t)c * L) * dv;
-        const float *S = keep->ckpt + (head * nch + c) * (size_t)dv * dk;
         const float *Q = ch.qk, *K = ch.qk + (size_t)Lc * dk;
         float *dR = X + (size_t)Lc * dv;
         for (int t = 0; t < Lc; t++)

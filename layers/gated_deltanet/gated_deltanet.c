@@ -194,9 +194,8 @@ static int core_forward(hy_layer *L, gdn_fwd *F, const float *u, float *out, int
     else {
         hy_gdn_keep kp = {0};
         if (keep) {
-            const int nch = hy_gdn_nchunks(T, HY_GDN_CHUNK);
-            const size_t heads = (size_t)B * HV;
-            if (!hy_buf_grab(&keep->u_keep, rows * g.nv) || !hy_buf_grab(&keep->ckpt, heads * nch * dv * dk))
+            const size_t heads = (size_t)B * HV, nck = (size_t)hy_gdn_nckpt(T, HY_GDN_CHUNK);
+            if (!hy_buf_grab(&keep->u_keep, rows * g.nv) || !hy_buf_grab(&keep->ckpt, heads * nck * dv * dk))
                 return HY_ERR_NOMEM;
             kp = (hy_gdn_keep){keep->u_keep.p, keep->ckpt.p};
         }
@@ -360,17 +359,17 @@ static double gdn_flop(const hy_opts *o, int d, int T) {
 }
 
 /* Training memory, all kept in the layer: the forward's buffers (proj, xpad, pre, xc, qn, kn, qinv,
- * kinv, araw, bg, o, rstd, yg, wT), what the recurrence keeps (U and the state of every chunk),
+ * kinv, araw, bg, o, rstd, yg, wT), what the recurrence keeps (U and the state entering every other chunk),
  * the backward's buffers (dyg, dout, dproj, dxc, dqn, dkn, dbg, tmp) and the recurrence's workspace,
  * grown to the larger of its forward and backward sizes. */
 static hy_train_bytes gdn_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
     (void)first;
     gdn_geom g = gdn_geom_of(o, d);
-    const int L = HY_GDN_CHUNK, nch = hy_gdn_nchunks(T, L);
+    const int L = HY_GDN_CHUNK, nck = hy_gdn_nckpt(T, L);
     const double rows = (double)B * T, heads = (double)B * g.HV;
     double fwd = rows * g.W + (double)B * (T + g.K - 1) * g.Cx + 2 * rows * g.Cx + 2 * rows * g.nqk + 2 * rows * g.H +
                  4 * rows * g.HV + 2 * rows * g.nv + (double)g.K * g.Cx;
-    double keep = rows * g.nv + heads * nch * g.dv * g.dk;
+    double keep = rows * g.nv + heads * nck * g.dv * g.dk;
     double bwd = 2 * rows * g.nv + rows * g.W + rows * g.Cx + 2 * rows * g.nqk + 2 * rows * g.HV +
                  rows * (g.nv > 2 * g.HV ? g.nv : 2 * g.HV);
     double wf = (double)hy_gdn_forward_ws_floats(g.dk, g.dv, L, threads),
