@@ -1,10 +1,10 @@
 /* The gated delta rule, forward (chunked WY/UT form) and single-token step; formulas and layouts in
  * layers/gated_deltanet/delta.h. One (sequence, value head) per OpenMP iteration walks its chunks in
- * order, the state (dv × dk) carried in a GEMM operand; all intra-chunk matrices live in the thread's
- * scratch (a few hundred KiB at L = 64), so only the inputs, o, and what is kept for backward touch
- * memory. Per chunk five GEMMs: [Q; K] Kᵀ (gdn_chunk_load), [Q; K] S_inᵀ, T·R (after the substitution
- * for T), tril(P)·U and Uᵀ K̃ for the next state. With keep, the state entering each chunk is computed
- * in place in its checkpoint (no copy). */
+ * order, the state (dv × dk) carried in the thread's scratch directly after the chunk's K rows; all
+ * intra-chunk matrices live in that scratch, so only the inputs, o, and what is kept for backward
+ * touch memory. Per chunk four GEMMs: [Q; K] [K; S_in]ᵀ (Q Kᵀ, K Kᵀ, Q S_inᵀ and K S_inᵀ at once), T·R
+ * (after the substitution for T), tril(P)·U and Uᵀ K̃ for the next state. With keep, U and the state
+ * entering every other chunk are written out once (the backward recomputes T and the other states). */
 #include "core/error.h"
 #include "core/gemm.h"
 #include "layers/gated_deltanet/delta_common.h"

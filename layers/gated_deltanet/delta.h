@@ -8,7 +8,7 @@
  * computed in the chunked (WY/UT) form: per chunk of L tokens with γ_t = Σ_{r<=t} g_r from the chunk
  * start, D_ts = e^{γ_t − γ_s} (s <= t only; never above the diagonal),
  *     A = strict_tril(β_t·D_ts·k_t·k_s),  T = (I + A)^{-1}   (forward substitution, L³/6 FMAs)
- *     [Q S_inᵀ; K S_inᵀ] (one GEMM);   U = T·(diag(β) V − diag(β e^γ) K S_inᵀ)
+ *     [Q; K] [K; S_in]ᵀ (one GEMM: Q Kᵀ, K Kᵀ, Q S_inᵀ, K S_inᵀ);   U = T·(diag(β) V − diag(β e^γ) K S_inᵀ)
  *     O = diag(e^γ) Q S_inᵀ + tril(D ⊙ Q Kᵀ) U
  *     S_out = e^{γ_L} S_in + Uᵀ diag(e^{γ_L − γ}) K
  * Every product is a GEMM (hy_gemm, single-threaded on each thread of the OpenMP loop over (sequence,
