@@ -135,9 +135,10 @@ static inline void gdn_chunk_gather(const hy_gdn_in *in, int b, int j, int c, gd
 
 /* The chunk's masks from the raw products [Q; K] Kᵀ (2·Lc rows of Lc at row stride ld, Q Kᵀ first;
  * they may be ch->P itself with ld = Lc): P = D ⊙ Q Kᵀ (s <= t), KD = D ⊙ K Kᵀ (s < t) and D, computed
- * only for s <= t (γ_t − γ_s <= 0 there: nothing above the diagonal is exponentiated). Branch-free
- * passes per row (they vectorize) up to the vector holding s = t, zeros beyond; the exponent is
- * clamped to <= 0 and masked above the diagonal. */
+ * only for s <= t (γ_t − γ_s <= 0 there: nothing above the diagonal is exponentiated), up to the
+ * vector holding s = t, zeros beyond; the exponent is clamped to <= 0 and masked above the diagonal.
+ * When Lc is a whole number of vectors each block of a row is one pass (its factors in a register
+ * block, then the three masked stores); otherwise branch-free passes per row (they vectorize). */
 static inline void gdn_chunk_masks(gdn_chunk *ch, const float *raw, int ld) {
     const int Lc = ch->Lc;
     for (int t = 0; t < Lc; t++) {
@@ -145,13 +146,28 @@ static inline void gdn_chunk_masks(gdn_chunk *ch, const float *raw, int ld) {
         const float *rp = raw + (size_t)t * ld, *rk = raw + (size_t)(Lc + t) * ld;
         const double gt = ch->gam[t];
         const int n = (t / HY_VW + 1) * HY_VW < Lc ? (t / HY_VW + 1) * HY_VW : Lc;   /* whole vectors to s = t */
-        for (int s2 = 0; s2 < n; s2++) D[s2] = (float)(gt - ch->gam[s2]);
-        for (int s2 = 0; s2 < n; s2++) D[s2] = gdn_decay(D[s2] < 0.0f ? D[s2] : 0.0f);
-        for (int s2 = 0; s2 < n; s2++) {
-            const float d = D[s2], p = rp[s2], kd = rk[s2];
-            D[s2] = s2 <= t ? d : 0.0f;
-            P[s2] = s2 <= t ? p * d : 0.0f;
-            KD[s2] = s2 < t ? kd * d : 0.0f;
+        if (Lc % HY_VW == 0) {
+            for (int s0 = 0; s0 < n; s0 += HY_VW) {
+                float f[HY_VW];
+                for (int l = 0; l < HY_VW; l++) {
+                    const float x = (float)(gt - ch->gam[s0 + l]);
+                    f[l] = gdn_decay(x < 0.0f ? x : 0.0f);
+                }
+                const vw d = vw_load(f);
+                const vw_mask upto = vw_mask_first(t - s0 + 1), below = vw_mask_first(t - s0);
+                vw_store(D + s0, vw_keep(d, upto));
+                vw_store(P + s0, vw_keep(vw_load(rp + s0) * d, upto));
+                vw_store(KD + s0, vw_keep(vw_load(rk + s0) * d, below));
+            }
+        } else {
+            for (int s2 = 0; s2 < n; s2++) D[s2] = (float)(gt - ch->gam[s2]);
+            for (int s2 = 0; s2 < n; s2++) D[s2] = gdn_decay(D[s2] < 0.0f ? D[s2] : 0.0f);
+            for (int s2 = 0; s2 < n; s2++) {
+                const float d = D[s2], p = rp[s2], kd = rk[s2];
+                D[s2] = s2 <= t ? d : 0.0f;
+                P[s2] = s2 <= t ? p * d : 0.0f;
+                KD[s2] = s2 < t ? kd * d : 0.0f;
+            }
         }
         for (int s2 = n; s2 < Lc; s2++) D[s2] = P[s2] = KD[s2] = 0.0f;
     }
