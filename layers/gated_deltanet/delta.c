@@ -148,8 +148,8 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
             float *kt = ch.qk + (size_t)(Lc + t) * dk, f = ch.et[t];
             for (int x = 0; x < dk; x++) kt[x] *= f;
         }
-        float *ck = keep && c % 2 == 0 ? keep->ckpt + (head * nck + c / 2) * (size_t)dv * dk : NULL;   /* the state
-                                                                                                 * entering chunk c */
+        /* the state entering chunk c is kept for the even chunks, written in the pass that decays it */
+        float *ck = keep && c % 2 == 0 ? keep->ckpt + (head * nck + c / 2) * (size_t)dv * dk : NULL;
         if (s_zero && ck) memset(ck, 0, (size_t)dv * dk * sizeof(float));
         else if (!s_zero) keep_and_decay(ck, Sh, (size_t)dv * dk, ch.eL, nt);
         hy_gemm(true, false, dv, dk, Lc, 1.0f, U, dv, ch.qk + (size_t)Lc * dk, dk, s_zero ? 0.0f : 1.0f, Sh, dk);
