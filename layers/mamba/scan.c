@@ -169,16 +169,15 @@ static inline __attribute__((always_inline)) void walk_state(int n, const float 
 
 /* Four states n .. n+3 of the walk (walk_state), their channel products summed by the first two
  * levels of the transpose-and-add tree (vw_rows_pair of pairs): *qb, *qc hold the four states'
- * sums over each 4-lane chunk. Even and odd states add into separate hb / qa accumulators (two
- * dependency chains instead of one through all N states). */
+ * sums over each 4-lane chunk. */
 static inline __attribute__((always_inline)) void walk_quad(int n, const float *bt, const float *ct, const vw *gv,
-                                                            const vw *dx, const vw *dv, vw (*hb)[NV], vw (*qa)[NV],
+                                                            const vw *dx, const vw *dv, vw *hb, vw *qa,
                                                             const float (*At)[CB], const float (*sp)[CB],
                                                             const float (*sn)[CB], const float (*ex)[CB],
                                                             float (*r)[CB], float (*gA)[CB], vw *qb, vw *qc) {
     vw fB[4], fC[4];
     for (int e = 0; e < 4; e++)
-        walk_state(n + e, bt, ct, gv, dx, dv, hb[e & 1], qa[e & 1], At, sp, sn, ex, r, gA, &fB[e], &fC[e]);
+        walk_state(n + e, bt, ct, gv, dx, dv, hb, qa, At, sp, sn, ex, r, gA, &fB[e], &fC[e]);
     *qb = vw_rows_pair(vw_rows_pair(fB[0], fB[1]), vw_rows_pair(fB[2], fB[3]));
     *qc = vw_rows_pair(vw_rows_pair(fC[0], fC[1]), vw_rows_pair(fC[2], fC[3]));
 }
@@ -239,11 +238,11 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
             const float *g = lanes(dy + row * E + c0, cb, pg);
             const float *bt = a->Bm + row * a->ld_bc, *ct = a->Cm + row * a->ld_bc;
             float *pr = part + (size_t)t * 2 * N;
-            vw dv[NV], xw[NV], gv[NV], dx[NV], hb[2][NV], qa[2][NV];   /* hb = Σ_n h·B_n, qa = Σ_n q·A_n */
+            vw dv[NV], xw[NV], gv[NV], dx[NV], hb[NV], qa[NV];   /* hb = Σ_n h·B_n, qa = Σ_n q·A_n */
             UNROLL for (int u = 0; u < NV; u++) {
                 const int o = HY_VW * u;
                 dv[u] = vw_load(d + o), xw[u] = vw_load(xv + o), gv[u] = vw_load(g + o), dx[u] = dv[u] * xw[u];
-                gD[u] = gv[u] * xw[u] + gD[u], hb[0][u] = hb[1][u] = qa[0][u] = qa[1][u] = (vw){0};
+                gD[u] = gv[u] * xw[u] + gD[u], hb[u] = qa[u] = (vw){0};
             }
             float (*restrict sp)[CB] = S + i * N, (*restrict sn)[CB] = S + (i + 1) * N, (*restrict ex)[CB] = Ex + i * N;
             /* whole groups of HY_VW states: the channel sums of every four states go through the
@@ -269,18 +268,17 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
             }
             for (int n = nfull; n < N; n++) {
                 vw fB, fC;
-                walk_state(n, bt, ct, gv, dx, dv, hb[n & 1], qa[n & 1], At, sp, sn, ex, r, gA, &fB, &fC);
+                walk_state(n, bt, ct, gv, dx, dv, hb, qa, At, sp, sn, ex, r, gA, &fB, &fC);
                 vw_store(pB[n], fB), vw_store(pC[n], fC);
             }
             if (nfull < N) {
                 row_sums_add(pB + nfull, pr + nfull, N - nfull);
                 row_sums_add(pC + nfull, pr + N + nfull, N - nfull);
             }
-            UNROLL for (int u = 0; u < NV; u++) hb[0][u] += hb[1][u], qa[0][u] += qa[1][u];
-            UNROLL for (int u = 0; u < NV; u++) vw_store(out + HY_VW * u, qa[0][u] + xw[u] * hb[0][u]);   /* dΔ */
+            UNROLL for (int u = 0; u < NV; u++) vw_store(out + HY_VW * u, qa[u] + xw[u] * hb[u]);   /* dΔ */
             store_lanes(ddelta + row * E + c0, out, cb);
             UNROLL for (int u = 0; u < NV; u++)   /* dx */
-                vw_store(out + HY_VW * u, dv[u] * hb[0][u] + vw_load(Dv + HY_VW * u) * gv[u]);
+                vw_store(out + HY_VW * u, dv[u] * hb[u] + vw_load(Dv + HY_VW * u) * gv[u]);
             store_lanes(dxo + row * E + c0, out, cb);
         }
     }
