@@ -248,12 +248,12 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
             /* whole groups of HY_VW states: the channel sums of every four states go through the
              * first two levels of the transpose-and-add tree (walk_quad), and the group's
              * HY_VW / 4 results through the rest (vw_chunks_pair) as soon as two of a level
-             * exist, so only log2(HY_VW / 4) partial sums per dB / dC stay live, all in
-             * registers; the states past the last whole group store their products for
-             * row_sums_add. */
+             * exist (the same tree as vw_rows_finish), so at most one partial sum per level and
+             * per dB / dC stays live, all in registers; the states past the last whole group
+             * store their products for row_sums_add. */
             const int nfull = N / HY_VW * HY_VW;
             for (int n0 = 0; n0 < nfull; n0 += HY_VW) {
-                vw lvB[3], lvC[3];   /* pending partial sums per tree level (log2(16 / 4) = 2 levels used) */
+                vw lvB[3], lvC[3];   /* a pending partial sum per tree level; the group's sums end in level log2(HY_VW / 4) */
                 _Pragma("GCC unroll 4") for (int k = 0; k < HY_VW / 4; k++) {
                     vw qB, qC;
                     walk_quad(n0 + 4 * k, bt, ct, gv, dx, dv, hb, qa, At, sp, sn, ex, r, gA, &qB, &qC);
