@@ -5,8 +5,8 @@
  * AVX-512 build runs them 16 floats wide and an AVX2 build 8 wide from the same source (make test
  * builds and runs the kernel suites both ways). Loads and stores assume no alignment.
  *
- * Besides vw: fused multiply-add, square root, max, horizontal max and sum, the sums of HY_VW rows at once (a
- * transpose-and-add tree), lane masks (vw_mask: the lanes
+ * Besides vw: a broadcast load (vw_bcast), fused multiply-add, square root, max, horizontal max and
+ * sum, the sums of HY_VW rows at once (a transpose-and-add tree), lane masks (vw_mask: the lanes
  * below a count, for tails shorter than a vector), non-temporal stores, v8 (8 floats) for code
  * whose blocking is fixed at 8 lanes whatever the width (the RWKV-7 state transposes), and vwd
  * (HY_VW/2 doubles) for sums of floats kept in double (the gradient norm). With AVX2 and FMA, or AVX-512, each operation is one or a few
@@ -49,6 +49,19 @@ static inline vw vw_load(const float *p) {
 }
 static inline void vw_store(float *p, vw v) { memcpy(p, &v, sizeof v); }
 static inline vw vw_splat(float x) { return (vw){0} + x; }
+/* The float at p in every lane: one broadcast load (vw_splat of a value read from memory is an
+ * add of zero, which keeps x = -0 apart from +0, and a register broadcast: two more instructions). */
+static inline vw vw_bcast(const float *p) {
+#if defined(__AVX512F__)
+    return _mm512_set1_ps(*p);
+#elif defined(HY_SIMD_X86)
+    return _mm256_broadcast_ss(p);
+#else
+    vw v;
+    for (int i = 0; i < HY_VW; i++) v[i] = *p;
+    return v;
+#endif
+}
 static inline v8 v8_load(const float *p) {
     v8 v;
     memcpy(&v, p, sizeof v);

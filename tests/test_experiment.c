@@ -209,18 +209,19 @@ START_TEST(shipped_configs) {
                 ck_assert_int_eq(e.runs[r].cfg.seed, 1234);
             }
         }
-        if (strstr(exps[i], "modern-hybrids")) {   /* 4 variants x lr {0.003, 0.006} x 2 seeds x T {32, 128} */
-            ck_assert_int_eq(e.n_runs, 32);
+        if (strstr(exps[i], "modern-hybrids")) {   /* 4 variants x lr {0.003, 0.006, 0.012} x 2 seeds x T {32, 128} */
+            ck_assert_int_eq(e.n_runs, 48);
             ck_assert_str_eq(e.runs[0].id, "transformer-T32-lr0.003-s1234");
-            ck_assert_str_eq(e.runs[31].id, "qwen3-next-like-T128-lr0.006-s1235");
+            ck_assert_str_eq(e.runs[47].id, "qwen3-next-like-T128-lr0.012-s1235");
             ck_assert_int_eq(e.runs[0].cfg.batch_size, 64);   /* 2048 tokens per step at either T */
             ck_assert_int_eq(e.runs[1].cfg.batch_size, 16);
-            ck_assert_int_eq(e.runs[31].cfg.steps, 1000);
+            ck_assert_int_eq(e.runs[47].cfg.steps, 1000);
             ck_assert(e.runs[4].cfg.lr == 0.006);
+            ck_assert(e.runs[8].cfg.lr == 0.012);
             /* the Mamba-2 hybrid: attention at layer 2 of 4; the Qwen3-Next-like one: at layer 3 */
-            const hy_model_config *m2 = &e.runs[16].cfg.model, *q3 = &e.runs[24].cfg.model;
-            ck_assert_str_eq(e.runs[16].variant, "mamba2-hybrid");
-            ck_assert_str_eq(e.runs[24].variant, "qwen3-next-like");
+            const hy_model_config *m2 = &e.runs[24].cfg.model, *q3 = &e.runs[36].cfg.model;
+            ck_assert_str_eq(e.runs[24].variant, "mamba2-hybrid");
+            ck_assert_str_eq(e.runs[36].variant, "qwen3-next-like");
             for (int l = 0; l < 4; l++) {
                 ck_assert_ptr_eq(m2->layers[l].mixer.ops, hy_block_find(l == 2 ? "attention" : "mamba2"));
                 ck_assert_ptr_eq(q3->layers[l].mixer.ops, hy_block_find(l == 3 ? "attention" : "gated_deltanet"));

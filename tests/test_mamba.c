@@ -269,6 +269,19 @@ START_TEST(vector_math) {
 }
 END_TEST
 
+/* core/simd.h's vw_bcast (the scan's B_t[n], C_t[n]): every lane holds the loaded float bit for bit,
+ * -0 (which vw_splat's add of zero turns into +0), a subnormal, infinity and NaN included. */
+START_TEST(broadcast_load) {
+    const float vals[6] = {1.5f, -0.0f, 1e-40f, -INFINITY, NAN, -3.25e7f};
+    for (int k = 0; k < 6; k++) {
+        float lanes_out[HY_VW];
+        vw_store(lanes_out, vw_bcast(vals + k));
+        for (int c = 0; c < HY_VW; c++)
+            ck_assert_msg(memcmp(&lanes_out[c], &vals[k], sizeof(float)) == 0, "value %d lane %d: %g", k, c, lanes_out[c]);
+    }
+}
+END_TEST
+
 /* hy_colsum_add over a strided matrix: each of 70 columns (one full block of 64 and a partial one)
  * gets exactly the row-order sum of its column added, the columns past cols and the padding of
  * each row untouched; and the same bits with one thread as with the parallel loop (rows · cols
@@ -645,6 +658,7 @@ static Suite *make_mamba_suite(void) {
     tcase_add_test(k, scan_backward_chunk_lengths);
     tcase_add_test(k, scan_refuses_bad_input);
     tcase_add_test(k, vector_math);
+    tcase_add_test(k, broadcast_load);
     tcase_add_test(k, column_sums);
     suite_add_tcase(s, k);
     TCase *b = tcase_create("block");

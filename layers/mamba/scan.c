@@ -11,8 +11,8 @@
  * states from the one stored at its start (keeping exp(Δ·A) too), then walk it backwards with the
  * adjoint r = exp(Δ_{t+1}·A) ⊙ ds_{t+1} carried across chunks. dB_t, dC_t are sums over channels:
  * each thread adds its blocks' sums into its own (B·T, 2N) buffer, and the buffers are added in
- * thread order afterwards (deterministic for a given thread count, no atomics, memory independent
- * of E); dA and dD are kept per sequence and added in sequence order.
+ * thread order afterwards, in the same parallel region (deterministic for a given thread count, no
+ * atomics, memory independent of E); dA and dD are kept per sequence and added in sequence order.
  *
  * The hot loops are written over vw vectors (arrays of NV, indexed by unrolled constant loops), so
  * the per-step accumulators (y, dΔ, dx) stay in registers: written as loops over float arrays, gcc
@@ -150,7 +150,7 @@ static inline __attribute__((always_inline)) void walk_state(int n, const float 
                                                              const float (*At)[CB], const float (*sp)[CB],
                                                              const float (*sn)[CB], const float (*ex)[CB],
                                                              float (*r)[CB], float (*gA)[CB], vw *fb, vw *fc) {
-    const vw bn = vw_splat(bt[n]), cn = vw_splat(ct[n]);
+    const vw bn = vw_bcast(bt + n), cn = vw_bcast(ct + n);
     vw sb = {0}, sc = {0};
     UNROLL for (int u = 0; u < NV; u++) {
         const int o = HY_VW * u;
@@ -165,6 +165,21 @@ static inline __attribute__((always_inline)) void walk_state(int n, const float 
         vw_store(r[n] + o, eh);
     }
     *fb = sb, *fc = sc;
+}
+
+/* Four states n .. n+3 of the walk (walk_state), their channel products summed by the first two
+ * levels of the transpose-and-add tree (vw_rows_pair of pairs): *qb, *qc hold the four states'
+ * sums over each 4-lane chunk. */
+static inline __attribute__((always_inline)) void walk_quad(int n, const float *bt, const float *ct, const vw *gv,
+                                                            const vw *dx, const vw *dv, vw *hb, vw *qa,
+                                                            const float (*At)[CB], const float (*sp)[CB],
+                                                            const float (*sn)[CB], const float (*ex)[CB],
+                                                            float (*r)[CB], float (*gA)[CB], vw *qb, vw *qc) {
+    vw fB[4], fC[4];
+    for (int e = 0; e < 4; e++)
+        walk_state(n + e, bt, ct, gv, dx, dv, hb, qa, At, sp, sn, ex, r, gA, &fB[e], &fC[e]);
+    *qb = vw_rows_pair(vw_rows_pair(fB[0], fB[1]), vw_rows_pair(fB[2], fB[3]));
+    *qc = vw_rows_pair(vw_rows_pair(fC[0], fC[1]), vw_rows_pair(fC[2], fC[3]));
 }
 
 /* The backward of one (sequence b, channel block c0). ws: (2·chunk + 1)·N·CB floats. part: the
@@ -206,7 +221,7 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
             UNROLL for (int u = 0; u < NV; u++) dv[u] = vw_load(d + HY_VW * u), dx[u] = dv[u] * vw_load(xv + HY_VW * u);
             float (*restrict sp)[CB] = S + i * N, (*restrict sn)[CB] = S + (i + 1) * N, (*restrict ex)[CB] = Ex + i * N;
             for (int n = 0; n < N; n++) {
-                const vw bn = vw_splat(bt[n]);
+                const vw bn = vw_bcast(bt + n);
                 UNROLL for (int u = 0; u < NV; u++) {
                     const int o = HY_VW * u;
                     vw e = hy_expf_neg_vw(dv[u] * vw_load(At[n] + o));
@@ -230,21 +245,26 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
                 gD[u] = gv[u] * xw[u] + gD[u], hb[u] = qa[u] = (vw){0};
             }
             float (*restrict sp)[CB] = S + i * N, (*restrict sn)[CB] = S + (i + 1) * N, (*restrict ex)[CB] = Ex + i * N;
-            /* whole groups of HY_VW states: each pair's channel sums go straight into the first
-             * level of the transpose-and-add tree (vw_rows_pair), the rest of the tree
-             * (vw_rows_finish) once per group, all in registers; the states past the last whole
-             * group store their products for row_sums_add. */
+            /* whole groups of HY_VW states: the channel sums of every four states go through the
+             * first two levels of the transpose-and-add tree (walk_quad), and the group's
+             * HY_VW / 4 results through the rest (vw_chunks_pair) as soon as two of a level
+             * exist (the same tree as vw_rows_finish), so at most one partial sum per level and
+             * per dB / dC stays live, all in registers; the states past the last whole group
+             * store their products for row_sums_add. */
             const int nfull = N / HY_VW * HY_VW;
             for (int n0 = 0; n0 < nfull; n0 += HY_VW) {
-                vw yB[HY_VW / 2], yC[HY_VW / 2];
-                for (int j = 0; j < HY_VW; j += 2) {
-                    vw fB[2], fC[2];
-                    for (int e = 0; e < 2; e++)
-                        walk_state(n0 + j + e, bt, ct, gv, dx, dv, hb, qa, At, sp, sn, ex, r, gA, &fB[e], &fC[e]);
-                    yB[j / 2] = vw_rows_pair(fB[0], fB[1]), yC[j / 2] = vw_rows_pair(fC[0], fC[1]);
+                vw lvB[3], lvC[3];   /* a pending partial sum per tree level; the group's sums end in level log2(HY_VW / 4) */
+                _Pragma("GCC unroll 4") for (int k = 0; k < HY_VW / 4; k++) {
+                    vw qB, qC;
+                    walk_quad(n0 + 4 * k, bt, ct, gv, dx, dv, hb, qa, At, sp, sn, ex, r, gA, &qB, &qC);
+                    int lev = 0;
+                    for (int m = k; m & 1; m >>= 1, lev++)
+                        qB = vw_chunks_pair(lvB[lev], qB), qC = vw_chunks_pair(lvC[lev], qC);
+                    lvB[lev] = qB, lvC[lev] = qC;
                 }
-                vw_store(pr + n0, vw_load(pr + n0) + vw_rows_finish(yB));
-                vw_store(pr + N + n0, vw_load(pr + N + n0) + vw_rows_finish(yC));
+                const int top = __builtin_ctz(HY_VW / 4);
+                vw_store(pr + n0, vw_load(pr + n0) + lvB[top]);
+                vw_store(pr + N + n0, vw_load(pr + N + n0) + lvC[top]);
             }
             for (int n = nfull; n < N; n++) {
                 vw fB, fC;
@@ -291,44 +311,46 @@ int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *
     else mem = hy_malloc(need * sizeof(float));
     if (!mem) return HY_ERR_NOMEM;
     float *part = mem, *dA_p = part + (size_t)nth * rowsN, *dD_p = dA_p + (size_t)B * E * N, *wsb = dD_p + (size_t)B * E;
-    memset(part, 0, (size_t)nth * rowsN * sizeof(float));
-    int used = 1;
+    /* One parallel region for the blocks and the sums after them: with passive waiting every
+     * region start wakes the sleeping threads again, which cost more than the barrier. */
     #pragma omp parallel num_threads(nth)
     {
-        #pragma omp single
-        used = omp_get_num_threads();
-        float *mine = part + (size_t)omp_get_thread_num() * rowsN, *ws = wsb + (size_t)omp_get_thread_num() * ws_floats;
+        const int used = omp_get_num_threads(), me = omp_get_thread_num();
+        float *mine = part + (size_t)me * rowsN, *ws = wsb + (size_t)me * ws_floats;
+        memset(mine, 0, rowsN * sizeof(float));
         #pragma omp for schedule(static)
         for (int i = 0; i < tasks; i++) {
             int b = i / nblk;
             backward_block(a, dy, ddelta, dx, mine + (size_t)b * T * 2 * N, dA_p + (size_t)b * E * N, dD_p + (size_t)b * E,
                            b, (i % nblk) * CB, ws);
         }
-    }
-    /* fixed-order sums over threads (dB, dC) and over sequences (dA, dD) */
-    #pragma omp parallel for schedule(static)
-    for (long rw = 0; rw < (long)B * T; rw++) {
-        float sB[HY_MAMBA_MAX_STATE], sC[HY_MAMBA_MAX_STATE];
-        for (int n = 0; n < N; n++) sB[n] = sC[n] = 0.0f;
-        for (int k = 0; k < used; k++) {
-            const float *p = part + (size_t)k * rowsN + (size_t)rw * 2 * N;
-            for (int n = 0; n < N; n++) sB[n] += p[n], sC[n] += p[N + n];
+        /* fixed-order sums over threads (dB, dC) and over sequences (dA, dD) */
+        #pragma omp for schedule(static) nowait
+        for (long rw = 0; rw < (long)B * T; rw++) {
+            float sB[HY_MAMBA_MAX_STATE], sC[HY_MAMBA_MAX_STATE];
+            for (int n = 0; n < N; n++) sB[n] = sC[n] = 0.0f;
+            for (int k = 0; k < used; k++) {
+                const float *p = part + (size_t)k * rowsN + (size_t)rw * 2 * N;
+                for (int n = 0; n < N; n++) sB[n] += p[n], sC[n] += p[N + n];
+            }
+            memcpy(dB + (size_t)rw * ld_dbc, sB, (size_t)N * sizeof(float));
+            memcpy(dC + (size_t)rw * ld_dbc, sC, (size_t)N * sizeof(float));
         }
-        memcpy(dB + (size_t)rw * ld_dbc, sB, (size_t)N * sizeof(float));
-        memcpy(dC + (size_t)rw * ld_dbc, sC, (size_t)N * sizeof(float));
-    }
-    #pragma omp parallel for schedule(static)
-    for (long i = 0; i < (long)E * N; i++) {
-        float s = 0.0f;
-        for (int b = 0; b < B; b++) s += dA_p[(size_t)b * E * N + i];
-        dA[i] += s;
-    }
-    if (dD)
-        for (int c = 0; c < E; c++) {
+        #pragma omp for schedule(static) nowait
+        for (long i = 0; i < (long)E * N; i++) {
             float s = 0.0f;
-            for (int b = 0; b < B; b++) s += dD_p[(size_t)b * E + c];
-            dD[c] += s;
+            for (int b = 0; b < B; b++) s += dA_p[(size_t)b * E * N + i];
+            dA[i] += s;
         }
+        if (dD) {
+            #pragma omp for schedule(static) nowait
+            for (int c = 0; c < E; c++) {
+                float s = 0.0f;
+                for (int b = 0; b < B; b++) s += dD_p[(size_t)b * E + c];
+                dD[c] += s;
+            }
+        }
+    }
     if (!work) hy_free(mem);
     return 0;
 }
