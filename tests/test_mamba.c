@@ -269,6 +269,33 @@ START_TEST(vector_math) {
 }
 END_TEST
 
+/* hy_expf_neg_vw (the scan's exp(Δ·A); with AVX-512 its last step is one scalef) gives in every
+ * lane the bits of the scalar hy_expf_neg: a sweep of [-100, 0] in steps finer than the polynomial's
+ * intervals, the clamp at -87 and below, -0, -infinity, the smallest results and NaN (NaN out). */
+START_TEST(vector_exp_matches_scalar) {
+    enum { STEPS = 400000 };
+    float lanes_in[HY_VW], lanes_out[HY_VW];
+    int k = 0, checked = 0;
+    for (int i = 0; i <= STEPS + 6; i++) {
+        const float special[7] = {-0.0f, -INFINITY, -87.0f, -87.33654f, -86.99999f, -1e-30f, -1e-45f};
+        lanes_in[k++] = i <= STEPS ? -100.0f * (float)i / STEPS : special[i - STEPS - 1];
+        if (k < HY_VW && i < STEPS + 6) continue;
+        vw_store(lanes_out, hy_expf_neg_vw(vw_load(lanes_in)));
+        for (int c = 0; c < k; c++, checked++) {
+            float want = hy_expf_neg(lanes_in[c]);
+            ck_assert_msg(memcmp(&lanes_out[c], &want, sizeof want) == 0, "exp(%.9g): vector %.9g, scalar %.9g",
+                          lanes_in[c], lanes_out[c], want);
+        }
+        k = 0;
+    }
+    ck_assert_int_eq(checked, STEPS + 7);
+    for (int c = 0; c < HY_VW; c++) lanes_in[c] = c % 2 ? NAN : -1.0f;
+    vw_store(lanes_out, hy_expf_neg_vw(vw_load(lanes_in)));
+    for (int c = 0; c < HY_VW; c++)
+        ck_assert_msg(c % 2 ? isnan(lanes_out[c]) : lanes_out[c] == hy_expf_neg(-1.0f), "lane %d: %g", c, lanes_out[c]);
+}
+END_TEST
+
 /* core/simd.h's vw_bcast (the scan's B_t[n], C_t[n]): every lane holds the loaded float bit for bit,
  * -0 (which vw_splat's add of zero turns into +0), a subnormal, infinity and NaN included. */
 START_TEST(broadcast_load) {
@@ -658,6 +685,7 @@ static Suite *make_mamba_suite(void) {
     tcase_add_test(k, scan_backward_chunk_lengths);
     tcase_add_test(k, scan_refuses_bad_input);
     tcase_add_test(k, vector_math);
+    tcase_add_test(k, vector_exp_matches_scalar);
     tcase_add_test(k, broadcast_load);
     tcase_add_test(k, column_sums);
     suite_add_tcase(s, k);

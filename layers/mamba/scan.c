@@ -89,7 +89,7 @@ static void forward_block(const hy_mamba_scan_args *a, float *y, int b, int c0) 
             dv[u] = vw_load(d + HY_VW * u), dx[u] = dv[u] * xu, acc[u] = vw_load(Dv + HY_VW * u) * xu;
         }
         for (int n = 0; n < N; n++) {
-            const vw bn = vw_splat(bt[n]), cn = vw_splat(ct[n]);
+            const vw bn = vw_bcast(bt + n), cn = vw_bcast(ct + n);
             UNROLL for (int u = 0; u < NV; u++) {
                 vw su = hy_expf_neg_vw(dv[u] * vw_load(At[n] + HY_VW * u)) * vw_load(s[n] + HY_VW * u) + dx[u] * bn;
                 vw_store(s[n] + HY_VW * u, su);
