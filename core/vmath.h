@@ -211,6 +211,12 @@ float hy_softplusf(float x);
  * hy_expf_neg and a Cephes log1p, branch-free so the loop vectorizes; OpenMP above 32768 floats. */
 void hy_softplus_array(float *restrict out, const float *restrict in, size_t n);
 
+/* raw[r·cols + c] += bias[c], then out = hy_softplus_array(raw), row by row in one pass (a
+ * projection's bias and softplus: Mamba's Δ); the same bits as the two steps apart. OpenMP over
+ * rows above 16384 floats. */
+void hy_softplus_bias_rows(float *restrict out, float *restrict raw, const float *restrict bias, size_t rows,
+                           int cols);
+
 /* log(1 + exp(u)), branch-free for vectorized loops: max(u,0) + log1p(e^-|u|) with log1p(t), t in
  * (0, 1], as 2·atanh(t/(2+t)) by its series (relative error ~1e-7). Its a·b + c are plain, not
  * HY_FMAF: the rwkv7 block's results were made with them unfused (rwkv7.c has no fp-contract). */

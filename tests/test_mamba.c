@@ -296,6 +296,29 @@ START_TEST(vector_exp_matches_scalar) {
 }
 END_TEST
 
+/* hy_softplus_bias_rows (Mamba's Δ = softplus(dt_proj dt + bias)) leaves raw + bias in raw and
+ * writes the bits of hy_softplus_array of it, below and above the parallel threshold, values on
+ * both sides of the cut-off at 20 included. */
+START_TEST(softplus_bias_rows_as_two_steps) {
+    const int shapes[2][2] = {{3, 37}, {300, 70}};
+    for (int k = 0; k < 2; k++) {
+        const int rows = shapes[k][0], cols = shapes[k][1];
+        const size_t n = (size_t)rows * cols;
+        float *raw = hy_malloc(n * 4), *want_raw = hy_malloc(n * 4), *out = hy_malloc(n * 4), *want = hy_malloc(n * 4),
+              *bias = hy_malloc((size_t)cols * 4);
+        for (int c = 0; c < cols; c++) bias[c] = 0.25f * (float)(c % 9) - 1.0f;
+        for (size_t i = 0; i < n; i++) raw[i] = 30.0f * sinf(0.7f * (float)i) - 3.0f;
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) want_raw[(size_t)r * cols + c] = raw[(size_t)r * cols + c] + bias[c];
+        hy_softplus_array(want, want_raw, n);
+        hy_softplus_bias_rows(out, raw, bias, (size_t)rows, cols);
+        ck_assert(memcmp(raw, want_raw, n * 4) == 0);
+        ck_assert(memcmp(out, want, n * 4) == 0);
+        hy_free(raw), hy_free(want_raw), hy_free(out), hy_free(want), hy_free(bias);
+    }
+}
+END_TEST
+
 /* core/simd.h's vw_bcast (the scan's B_t[n], C_t[n]): every lane holds the loaded float bit for bit,
  * -0 (which vw_splat's add of zero turns into +0), a subnormal, infinity and NaN included. */
 START_TEST(broadcast_load) {
@@ -686,6 +709,7 @@ static Suite *make_mamba_suite(void) {
     tcase_add_test(k, scan_refuses_bad_input);
     tcase_add_test(k, vector_math);
     tcase_add_test(k, vector_exp_matches_scalar);
+    tcase_add_test(k, softplus_bias_rows_as_two_steps);
     tcase_add_test(k, broadcast_load);
     tcase_add_test(k, column_sums);
     suite_add_tcase(s, k);

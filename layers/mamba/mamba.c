@@ -170,12 +170,7 @@ static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, in
     /* [dt | B | C] = xc x_projᵀ;  Δ = softplus(dt dt_projᵀ + bias) */
     hy_linear_forward(F->dbc.p, xc, L->p[P_XPROJ], NULL, (int)rows, E, g.nbc);
     hy_gemm(false, true, (int)rows, E, g.R, 1.0f, F->dbc.p, g.nbc, L->p[P_DT_W], g.R, 0.0f, F->draw.p, E);
-    const float *dtb = L->p[P_DT_B];
-    float *draw = F->draw.p;
-    #pragma omp parallel for schedule(static) if (nE > 16384)
-    for (long r = 0; r < (long)rows; r++)
-        for (int c = 0; c < E; c++) draw[(size_t)r * E + c] += dtb[c];
-    hy_softplus_array(F->delta.p, draw, nE);
+    hy_softplus_bias_rows(F->delta.p, F->draw.p, L->p[P_DT_B], rows, E);
     for (size_t i = 0; i < (size_t)E * g.N; i++) F->A.p[i] = -expf(L->p[P_A_LOG][i]);
     hy_mamba_scan_args a = {B, T, E, g.N, F->delta.p, xc, F->dbc.p + g.R, F->dbc.p + g.R + g.N, g.nbc, F->A.p,
                             L->p[P_D], ssm, ssm, HY_MAMBA_CHUNK, keep ? F->cs.p : NULL};
@@ -211,6 +206,30 @@ static int mamba_forward(hy_layer *L, const float *x, float *y, int B, int T) {
 }
 
 /* ---------------------------------------------------------------- backward ---- */
+
+/* Through Δ = softplus(raw): dd *= sigmoid(raw) in place (exactly 1 above raw = 20 too: 1 - 2e-9
+ * rounds to 1, as SPEC's x > 20 branch), and the column sums of the result added to gb (dt_proj's
+ * bias gradient) in the same pass: blocks of 64 channels in parallel, each column summed in row
+ * order (as hy_colsum_add, so the sums do not depend on the thread count). */
+static void softplus_backward(float *restrict dd, const float *restrict raw, float *restrict gb, size_t rows, int E) {
+    enum { COLS = 64 };
+    const int nb = (E + COLS - 1) / COLS;
+    #pragma omp parallel for schedule(static) if (rows * E > 65536)
+    for (int k = 0; k < nb; k++) {
+        const int c0 = k * COLS, w = c0 + COLS < E ? COLS : E - c0;
+        float acc[COLS] = {0};
+        for (size_t r = 0; r < rows; r++) {
+            float *restrict d = dd + r * E + c0;
+            const float *restrict x = raw + r * E + c0;
+            #pragma omp simd
+            for (int c = 0; c < w; c++) {
+                d[c] *= hy_sigmoidf(x[c]);
+                acc[c] += d[c];
+            }
+        }
+        for (int c = 0; c < w; c++) gb[c0 + c] += acc[c];
+    }
+}
 
 /* Backward of mamba_forward: out_proj, gate, scan (chunked), softplus, dt_proj, x_proj, silu,
  * conv, in_proj, in that order; parameter gradients accumulated. */
@@ -249,13 +268,7 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     if (rc < 0) return rc;
     for (size_t i = 0; i < (size_t)E * N; i++) L->g[P_A_LOG][i] += P->dA.p[i] * F->A.p[i];
     /* softplus: d raw = dΔ · sigmoid(raw) (1 above the cut-off, as SPEC's x > 20 branch) */
-    const float *draw = F->draw.p;
-    #pragma omp parallel for schedule(static) if (nE > 16384)
-    for (long i = 0; i < (long)nE; i++) {
-        float sg = hy_sigmoidf(draw[i]);   /* exactly 1.0f above 20 too (1 - 2e-9 rounds to 1) */
-        ddelta[i] *= sg;
-    }
-    hy_colsum_add(L->g[P_DT_B], ddelta, rows, E, E);
+    softplus_backward(ddelta, F->draw.p, L->g[P_DT_B], rows, E);
     /* dt_proj: d dt = d raw W_dt into ddbc[:, :R]; dW_dt += d rawᵀ dt */
     if ((rc = hy_gemm_bf16_hold(ddelta, nE)) < 0) return rc;   /* bf16: d raw converted once for both */
     hy_gemm(false, false, (int)rows, R, E, 1.0f, ddelta, E, L->p[P_DT_W], R, 0.0f, ddbc, g.nbc);
