@@ -3,8 +3,8 @@
  *
  * Work unit: one sequence × a block of CB = 16 channels. Its N states live in a [N][CB] array, so
  * the inner loops run over 16 contiguous channels (NV = CB / HY_VW vectors of core/simd.h: one in an
- * AVX-512 build, two in an AVX2 one; hy_expf_neg_vw);
- * B_t[n] and C_t[n] are scalars broadcast over the block straight from memory (vw_bcast). A tail block (E not a multiple of 16) is
+ * AVX-512 build, two in an AVX2 one; hy_expf_neg_vw); B_t[n] and C_t[n] are scalars broadcast
+ * over the block straight from memory (vw_bcast). A tail block (E not a multiple of 16) is
  * padded with zero channels (Δ = x = 0 keeps their state at 0), so every loop has the full width.
  *
  * Backward, per block, chunks of `chunk` steps from the last to the first: recompute the chunk's
