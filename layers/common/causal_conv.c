@@ -59,47 +59,50 @@ void hy_cconv_forward(const hy_cconv *cv, const float *bias, float *pre, float *
     }
 }
 
-/* silu' in place (when pre is given), the bias gradient (gb, when given) and the weight gradient
- * in one pass over d per channel block, each channel summed in row order; then the input gradient
- * dx[j] = Σ_k w[k] d[j + K-1-k] per row (it reads later rows of d, so it is a second pass). */
+/* gb[c] += Σ_rows d[row, c]; parallel over channel blocks, each summed in row order. */
+static void bias_grad(float *gb, const float *d, size_t rows, int C) {
+    int nb = (C + COLS - 1) / COLS;
+    #pragma omp parallel for schedule(static) if (rows * C > 65536)
+    for (int blk = 0; blk < nb; blk++) {
+        int c0 = blk * COLS, c1 = c0 + COLS < C ? c0 + COLS : C;
+        float acc[COLS] = {0};
+        for (size_t r = 0; r < rows; r++)
+            for (int c = c0; c < c1; c++) acc[c - c0] += d[r * C + c];
+        for (int c = c0; c < c1; c++) gb[c] += acc[c - c0];
+    }
+}
+
+/* silu' in place, then the bias and weight gradients per channel block (rows in order) and the
+ * input gradient dx[j] = Σ_k w[k] d[j + K-1-k] per row. */
 void hy_cconv_backward(const hy_cconv *cv, float *d, const float *pre, float *gb, const hy_cconv_weight *gw,
                        float *dx, size_t lddx) {
     const int T = cv->T, C = cv->C, K = cv->K, Tp = T + K - 1;
     const size_t rows = (size_t)cv->B * T, n = rows * C;
+    if (pre) {
+        #pragma omp parallel for schedule(static) if (n > PAR_MIN)
+        for (long i = 0; i < (long)n; i++) {
+            float s = hy_sigmoidf(pre[i]);
+            d[i] *= s * (1.0f + pre[i] * (1.0f - s));
+        }
+    }
+    if (gb) bias_grad(gb, d, rows, C);
     const float *xpad = cv->xpad, *wT = cv->wT;
     int nb = (C + COLS - 1) / COLS;
     #pragma omp parallel for schedule(static)
     for (int blk = 0; blk < nb; blk++) {
         int c0 = blk * COLS, c1 = c0 + COLS < C ? c0 + COLS : C;
-        float acc[HY_CCONV_MAX_K][COLS], bacc[COLS];   /* [k][c]; the bias's */
-        for (int c = 0; c < COLS; c++) bacc[c] = 0.0f;
+        float acc[HY_CCONV_MAX_K][COLS];   /* [k][c] */
         for (int k = 0; k < K; k++)
             for (int c = 0; c < COLS; c++) acc[k][c] = 0.0f;
         for (size_t r = 0; r < rows; r++) {
             int b = (int)(r / T), t = (int)(r % T);
-            float *restrict dp = d + r * C;
-            const float *xp = xpad + ((size_t)b * Tp + t) * C;
-            if (pre) {
-                const float *restrict pp = pre + r * C;
-                #pragma omp simd
-                for (int c = c0; c < c1; c++) {
-                    float s = hy_sigmoidf(pp[c]);
-                    dp[c] *= s * (1.0f + pp[c] * (1.0f - s));
-                }
-            }
-            if (gb) {
-                #pragma omp simd
-                for (int c = c0; c < c1; c++) bacc[c - c0] += dp[c];
-            }
-            for (int k = 0; k < K; k++) {
-                #pragma omp simd
+            const float *dp = d + r * C, *xp = xpad + ((size_t)b * Tp + t) * C;
+            for (int k = 0; k < K; k++)
                 for (int c = c0; c < c1; c++) acc[k][c - c0] += dp[c] * xp[(size_t)k * C + c];
-            }
         }
         for (int c = c0; c < c1; c++) {
             float *g = weight_row(gw, c, K);
             for (int k = 0; k < K; k++) g[k] += acc[k][c - c0];
-            if (gb) gb[c] += bacc[c - c0];
         }
     }
     #pragma omp parallel for schedule(static) if (n > PAR_MIN)

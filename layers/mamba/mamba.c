@@ -207,30 +207,6 @@ static int mamba_forward(hy_layer *L, const float *x, float *y, int B, int T) {
 
 /* ---------------------------------------------------------------- backward ---- */
 
-/* Through Δ = softplus(raw): dd *= sigmoid(raw) in place (exactly 1 above raw = 20 too: 1 - 2e-9
- * rounds to 1, as SPEC's x > 20 branch), and the column sums of the result added to gb (dt_proj's
- * bias gradient) in the same pass: blocks of 64 channels in parallel, each column summed in row
- * order (as hy_colsum_add, so the sums do not depend on the thread count). */
-static void softplus_backward(float *restrict dd, const float *restrict raw, float *restrict gb, size_t rows, int E) {
-    enum { COLS = 64 };
-    const int nb = (E + COLS - 1) / COLS;
-    #pragma omp parallel for schedule(static) if (rows * E > 65536)
-    for (int k = 0; k < nb; k++) {
-        const int c0 = k * COLS, w = c0 + COLS < E ? COLS : E - c0;
-        float acc[COLS] = {0};
-        for (size_t r = 0; r < rows; r++) {
-            float *restrict d = dd + r * E + c0;
-            const float *restrict x = raw + r * E + c0;
-            #pragma omp simd
-            for (int c = 0; c < w; c++) {
-                d[c] *= hy_sigmoidf(x[c]);
-                acc[c] += d[c];
-            }
-        }
-        for (int c = 0; c < w; c++) gb[c0 + c] += acc[c];
-    }
-}
-
 /* Backward of mamba_forward: out_proj, gate, scan (chunked), softplus, dt_proj, x_proj, silu,
  * conv, in_proj, in that order; parameter gradients accumulated. */
 static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T) {
@@ -268,7 +244,13 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     if (rc < 0) return rc;
     for (size_t i = 0; i < (size_t)E * N; i++) L->g[P_A_LOG][i] += P->dA.p[i] * F->A.p[i];
     /* softplus: d raw = dΔ · sigmoid(raw) (1 above the cut-off, as SPEC's x > 20 branch) */
-    softplus_backward(ddelta, F->draw.p, L->g[P_DT_B], rows, E);
+    const float *draw = F->draw.p;
+    #pragma omp parallel for schedule(static) if (nE > 16384)
+    for (long i = 0; i < (long)nE; i++) {
+        float sg = hy_sigmoidf(draw[i]);   /* exactly 1.0f above 20 too (1 - 2e-9 rounds to 1) */
+        ddelta[i] *= sg;
+    }
+    hy_colsum_add(L->g[P_DT_B], ddelta, rows, E, E);
     /* dt_proj: d dt = d raw W_dt into ddbc[:, :R]; dW_dt += d rawᵀ dt */
     if ((rc = hy_gemm_bf16_hold(ddelta, nE)) < 0) return rc;   /* bf16: d raw converted once for both */
     hy_gemm(false, false, (int)rows, R, E, 1.0f, ddelta, E, L->p[P_DT_W], R, 0.0f, ddbc, g.nbc);
