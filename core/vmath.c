@@ -35,18 +35,33 @@ static inline float log1p_unit(float e) {
     return HY_FMAF(0.693359375f, k, x + y);
 }
 
-/* softplus(v) = max(v, 0) + log1p(exp(-|v|)) for v <= 20 (the same function, no overflow). */
+/* SPEC softplus of one float: max(v, 0) + log1p(exp(-|v|)) for v <= 20 (the same function, no
+ * overflow), v itself above. */
+static inline float softplus_cut(float v) {
+    int32_t b;
+    memcpy(&b, &v, sizeof b);
+    int32_t pos = b & ~(b >> 31), neg = b & 0x7fffffff;     /* max(v, 0) and |v| */
+    float vp, va;
+    memcpy(&vp, &pos, sizeof vp);
+    memcpy(&va, &neg, sizeof va);
+    return select_f(hy_float_ordered(v) > 0x41a00000, v, vp + log1p_unit(hy_expf_neg(-va)));   /* v > 20 */
+}
+
 void hy_softplus_array(float *restrict out, const float *restrict in, size_t n) {
     #pragma omp parallel for schedule(static) if (n > 32768)
-    for (size_t i = 0; i < n; i++) {
-        float v = in[i];
-        int32_t b;
-        memcpy(&b, &v, sizeof b);
-        int32_t pos = b & ~(b >> 31), neg = b & 0x7fffffff;     /* max(v, 0) and |v| */
-        float vp, va;
-        memcpy(&vp, &pos, sizeof vp);
-        memcpy(&va, &neg, sizeof va);
-        out[i] = select_f(hy_float_ordered(v) > 0x41a00000, v, vp + log1p_unit(hy_expf_neg(-va)));   /* v > 20 */
+    for (size_t i = 0; i < n; i++) out[i] = softplus_cut(in[i]);
+}
+
+void hy_softplus_bias_rows(float *restrict out, float *restrict raw, const float *restrict bias, size_t rows,
+                           int cols) {
+    #pragma omp parallel for schedule(static) if (rows * cols > 16384)
+    for (size_t r = 0; r < rows; r++) {
+        float *restrict x = raw + r * cols, *restrict o = out + r * cols;
+        #pragma omp simd
+        for (int c = 0; c < cols; c++) {
+            x[c] += bias[c];
+            o[c] = softplus_cut(x[c]);
+        }
     }
 }
 

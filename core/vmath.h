@@ -21,10 +21,10 @@
 #define HY_FMAF(a, b, c) ((a) * (b) + (c))
 #endif
 
-/* exp's polynomial (Cephes) for x already in [-87, 88]. 2^n is built from the bits of n + magic in
- * unsigned integer arithmetic (exactly n's value there): a float-to-int conversion would be
- * undefined for the NaN that a NaN input carries through. */
-static inline float hy_expf_core(float x) {
+/* exp's polynomial (Cephes) for x already in [-87, 88]: x = n·ln2 + r with n an integer (as a
+ * float, exactly), returns p = exp(r) and sets *t = x·log2(e) + 1.5·2^23, whose low mantissa bits
+ * hold n. exp(x) = p·2^n (hy_expf_core builds 2^n from t's bits, hy_expf_neg_vw scales by n). */
+static inline float hy_expf_poly(float x, float *t_out) {
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer, in the low mantissa bits */
     const float t = HY_FMAF(x, 1.44269504088896341f, magic), n = t - magic;
     float r = HY_FMAF(n, -0.693359375f, x);
@@ -35,7 +35,16 @@ static inline float hy_expf_core(float x) {
     p = HY_FMAF(p, r, 4.1665795894e-2f);
     p = HY_FMAF(p, r, 1.6666665459e-1f);
     p = HY_FMAF(p, r, 5.0000001201e-1f);
-    p = HY_FMAF(p, r * r, r) + 1.0f;
+    *t_out = t;
+    return HY_FMAF(p, r * r, r) + 1.0f;
+}
+
+/* exp(x) for x already in [-87, 88]: hy_expf_poly times 2^n, built from the bits of t in unsigned
+ * integer arithmetic (exactly n's value there): a float-to-int conversion would be undefined for
+ * the NaN that a NaN input carries through. */
+static inline float hy_expf_core(float x) {
+    float t;
+    const float p = hy_expf_poly(x, &t);
     uint32_t bits;
     memcpy(&bits, &t, sizeof bits);
     bits = (bits - 0x4B400000u + 127u) << 23;   /* 0x4B400000: the bits of magic */
@@ -64,22 +73,37 @@ static inline float hy_expf(float x) {
     return hy_expf_core(x);
 }
 
-/* exp(x) for x <= 0 (the Mamba scan's Δ·A, softplus's exp(-|v|)): for negative floats the bits
- * grow with |x|, so one unsigned min clamps at -87. Not for x > 88. */
-static inline float hy_expf_neg(float x) {
+/* x clamped below at -87 for x <= 0: for negative floats the bits grow with |x|, so one
+ * unsigned min clamps. */
+static inline float hy_clamp_neg87(float x) {
     uint32_t u;
     memcpy(&u, &x, sizeof u);
     u = u > 0xc2ae0000u ? 0xc2ae0000u : u;
     memcpy(&x, &u, sizeof x);
-    return hy_expf_core(x);
+    return x;
 }
 
+/* exp(x) for x <= 0 (the Mamba scan's Δ·A, softplus's exp(-|v|)), clamped at -87. Not for x > 88. */
+static inline float hy_expf_neg(float x) { return hy_expf_core(hy_clamp_neg87(x)); }
+
 /* hy_expf_neg on the lanes of a vw (the Mamba scan's register blocks): the scalar code per lane,
- * which gcc turns into one vector instruction per step, so there is no second polynomial. */
+ * which gcc turns into one vector instruction per step, so there is no second polynomial. With
+ * AVX-512 the last step, p·2^n, is one scalef (p·2^floor(n), rounded once as the product is: the
+ * same bits, NaN in gives NaN out) instead of building 2^n in the exponent bits and multiplying. */
 static inline vw hy_expf_neg_vw(vw x) {
     vw r;
+#if defined(__AVX512F__)
+    vw n;
+    for (int i = 0; i < HY_VW; i++) {
+        float t;
+        r[i] = hy_expf_poly(hy_clamp_neg87(x[i]), &t);
+        n[i] = t - 12582912.0f;
+    }
+    return _mm512_scalef_ps(r, n);
+#else
     for (int i = 0; i < HY_VW; i++) r[i] = hy_expf_neg(x[i]);
     return r;
+#endif
 }
 
 /* 2^x on the lanes of a vw for x <= 0 (the attention kernels' softmax, in base 2, once the max
@@ -186,6 +210,12 @@ float hy_softplusf(float x);
 /* out[i] = SPEC softplus(in[i]) for n floats: max(v, 0) + log1p(exp(-|v|)) below the cut-off, with
  * hy_expf_neg and a Cephes log1p, branch-free so the loop vectorizes; OpenMP above 32768 floats. */
 void hy_softplus_array(float *restrict out, const float *restrict in, size_t n);
+
+/* raw[r·cols + c] += bias[c], then out = hy_softplus_array(raw), row by row in one pass (a
+ * projection's bias and softplus: Mamba's Δ); the same bits as the two steps apart. OpenMP over
+ * rows above 16384 floats. */
+void hy_softplus_bias_rows(float *restrict out, float *restrict raw, const float *restrict bias, size_t rows,
+                           int cols);
 
 /* log(1 + exp(u)), branch-free for vectorized loops: max(u,0) + log1p(e^-|u|) with log1p(t), t in
  * (0, 1], as 2·atanh(t/(2+t)) by its series (relative error ~1e-7). Its a·b + c are plain, not

@@ -269,6 +269,56 @@ START_TEST(vector_math) {
 }
 END_TEST
 
+/* hy_expf_neg_vw (the scan's exp(Δ·A); with AVX-512 its last step is one scalef) gives in every
+ * lane the bits of the scalar hy_expf_neg: a sweep of [-100, 0] in steps finer than the polynomial's
+ * intervals, the clamp at -87 and below, -0, -infinity, the smallest results and NaN (NaN out). */
+START_TEST(vector_exp_matches_scalar) {
+    enum { STEPS = 400000 };
+    float lanes_in[HY_VW], lanes_out[HY_VW];
+    int k = 0, checked = 0;
+    for (int i = 0; i <= STEPS + 6; i++) {
+        const float special[7] = {-0.0f, -INFINITY, -87.0f, -87.33654f, -86.99999f, -1e-30f, -1e-45f};
+        lanes_in[k++] = i <= STEPS ? -100.0f * (float)i / STEPS : special[i - STEPS - 1];
+        if (k < HY_VW && i < STEPS + 6) continue;
+        vw_store(lanes_out, hy_expf_neg_vw(vw_load(lanes_in)));
+        for (int c = 0; c < k; c++, checked++) {
+            float want = hy_expf_neg(lanes_in[c]);
+            ck_assert_msg(memcmp(&lanes_out[c], &want, sizeof want) == 0, "exp(%.9g): vector %.9g, scalar %.9g",
+                          lanes_in[c], lanes_out[c], want);
+        }
+        k = 0;
+    }
+    ck_assert_int_eq(checked, STEPS + 7);
+    for (int c = 0; c < HY_VW; c++) lanes_in[c] = c % 2 ? NAN : -1.0f;
+    vw_store(lanes_out, hy_expf_neg_vw(vw_load(lanes_in)));
+    for (int c = 0; c < HY_VW; c++)
+        ck_assert_msg(c % 2 ? isnan(lanes_out[c]) : lanes_out[c] == hy_expf_neg(-1.0f), "lane %d: %g", c, lanes_out[c]);
+}
+END_TEST
+
+/* hy_softplus_bias_rows (Mamba's Δ = softplus(dt_proj dt + bias)) leaves raw + bias in raw and
+ * writes the bits of hy_softplus_array of it, below and above the parallel threshold, values on
+ * both sides of the cut-off at 20 included. */
+START_TEST(softplus_bias_rows_as_two_steps) {
+    const int shapes[2][2] = {{3, 37}, {300, 70}};
+    for (int k = 0; k < 2; k++) {
+        const int rows = shapes[k][0], cols = shapes[k][1];
+        const size_t n = (size_t)rows * cols;
+        float *raw = hy_malloc(n * 4), *want_raw = hy_malloc(n * 4), *out = hy_malloc(n * 4), *want = hy_malloc(n * 4),
+              *bias = hy_malloc((size_t)cols * 4);
+        for (int c = 0; c < cols; c++) bias[c] = 0.25f * (float)(c % 9) - 1.0f;
+        for (size_t i = 0; i < n; i++) raw[i] = 30.0f * sinf(0.7f * (float)i) - 3.0f;
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) want_raw[(size_t)r * cols + c] = raw[(size_t)r * cols + c] + bias[c];
+        hy_softplus_array(want, want_raw, n);
+        hy_softplus_bias_rows(out, raw, bias, (size_t)rows, cols);
+        ck_assert(memcmp(raw, want_raw, n * 4) == 0);
+        ck_assert(memcmp(out, want, n * 4) == 0);
+        hy_free(raw), hy_free(want_raw), hy_free(out), hy_free(want), hy_free(bias);
+    }
+}
+END_TEST
+
 /* core/simd.h's vw_bcast (the scan's B_t[n], C_t[n]): every lane holds the loaded float bit for bit,
  * -0 (which vw_splat's add of zero turns into +0), a subnormal, infinity and NaN included. */
 START_TEST(broadcast_load) {
@@ -658,6 +708,8 @@ static Suite *make_mamba_suite(void) {
     tcase_add_test(k, scan_backward_chunk_lengths);
     tcase_add_test(k, scan_refuses_bad_input);
     tcase_add_test(k, vector_math);
+    tcase_add_test(k, vector_exp_matches_scalar);
+    tcase_add_test(k, softplus_bias_rows_as_two_steps);
     tcase_add_test(k, broadcast_load);
     tcase_add_test(k, column_sums);
     suite_add_tcase(s, k);

@@ -170,12 +170,7 @@ static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, in
     /* [dt | B | C] = xc x_projᵀ;  Δ = softplus(dt dt_projᵀ + bias) */
     hy_linear_forward(F->dbc.p, xc, L->p[P_XPROJ], NULL, (int)rows, E, g.nbc);
     hy_gemm(false, true, (int)rows, E, g.R, 1.0f, F->dbc.p, g.nbc, L->p[P_DT_W], g.R, 0.0f, F->draw.p, E);
-    const float *dtb = L->p[P_DT_B];
-    float *draw = F->draw.p;
-    #pragma omp parallel for schedule(static) if (nE > 16384)
-    for (long r = 0; r < (long)rows; r++)
-        for (int c = 0; c < E; c++) draw[(size_t)r * E + c] += dtb[c];
-    hy_softplus_array(F->delta.p, draw, nE);
+    hy_softplus_bias_rows(F->delta.p, F->draw.p, L->p[P_DT_B], rows, E);
     for (size_t i = 0; i < (size_t)E * g.N; i++) F->A.p[i] = -expf(L->p[P_A_LOG][i]);
     hy_mamba_scan_args a = {B, T, E, g.N, F->delta.p, xc, F->dbc.p + g.R, F->dbc.p + g.R + g.N, g.nbc, F->A.p,
                             L->p[P_D], ssm, ssm, HY_MAMBA_CHUNK, keep ? F->cs.p : NULL};

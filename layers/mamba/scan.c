@@ -3,8 +3,8 @@
  *
  * Work unit: one sequence × a block of CB = 16 channels. Its N states live in a [N][CB] array, so
  * the inner loops run over 16 contiguous channels (NV = CB / HY_VW vectors of core/simd.h: one in an
- * AVX-512 build, two in an AVX2 one; hy_expf_neg_vw);
- * B_t[n] and C_t[n] are scalars broadcast over the block. A tail block (E not a multiple of 16) is
+ * AVX-512 build, two in an AVX2 one; hy_expf_neg_vw); B_t[n] and C_t[n] are scalars broadcast
+ * over the block straight from memory (vw_bcast). A tail block (E not a multiple of 16) is
  * padded with zero channels (Δ = x = 0 keeps their state at 0), so every loop has the full width.
  *
  * Backward, per block, chunks of `chunk` steps from the last to the first: recompute the chunk's
@@ -89,7 +89,7 @@ static void forward_block(const hy_mamba_scan_args *a, float *y, int b, int c0) 
             dv[u] = vw_load(d + HY_VW * u), dx[u] = dv[u] * xu, acc[u] = vw_load(Dv + HY_VW * u) * xu;
         }
         for (int n = 0; n < N; n++) {
-            const vw bn = vw_splat(bt[n]), cn = vw_splat(ct[n]);
+            const vw bn = vw_bcast(bt + n), cn = vw_bcast(ct + n);
             UNROLL for (int u = 0; u < NV; u++) {
                 vw su = hy_expf_neg_vw(dv[u] * vw_load(At[n] + HY_VW * u)) * vw_load(s[n] + HY_VW * u) + dx[u] * bn;
                 vw_store(s[n] + HY_VW * u, su);
