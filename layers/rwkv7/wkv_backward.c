@@ -217,27 +217,25 @@ static inline __attribute__((always_inline)) void bwd_pass2(
     const hy_wkv7_in *in, size_t o, float *A, float *restrict dS, float *const g[6], const float *restrict sq,
     const float *restrict dy, const float *restrict dsqv, const float *restrict ru, const float *restrict qu,
     const float *restrict un, const float *restrict U, const float *restrict sc, bool fold, float sqdy, float vdy,
-    const float *restrict B, const float *restrict nsq, const float *restrict nv, const float *restrict rw,
+    const float *restrict kacc, const float *restrict bacc, const float *restrict B, const float *restrict nsq, const float *restrict nv, const float *restrict rw,
     const float *restrict cb, const float *restrict ck, bool nsmall, bool nt, const int N, const int NB,
     const bool FUSE) {
-    const float *restrict r = in->r + o, *restrict w = in->w + o, *restrict k = in->k + o, *restrict v = in->v + o,
-                          *restrict b = in->b + o;
+    const float *restrict r = in->r + o, *restrict w = in->w + o, *restrict k = in->k + o, *restrict b = in->b + o;
+    (void)sq;
     for (int j0 = 0; j0 < N; j0 += HY_VW * NB) {
-        vw adr[NB], adk[NB], adw[NB], adb[NB], adq[NB], rv[NB], qv[NB], uv[NB];
+        vw adr[NB], adw[NB], adq[NB], rv[NB], qv[NB], uv[NB];
         for (int m = 0; m < NB; m++) {
-            adr[m] = adk[m] = adw[m] = adb[m] = adq[m] = (vw){0};
+            adr[m] = adw[m] = adq[m] = (vw){0};
             rv[m] = vw_load(ru + j0 + HY_VW * m), qv[m] = vw_load(qu + j0 + HY_VW * m);
             uv[m] = vw_load(un + j0 + HY_VW * m);
         }
         for (int i = 0; i < N; i++) {
-            const float dyi = dy[i], vi = v[i], sqi = sq[i], dsqi = dsqv[i];
+            const float dyi = dy[i], dsqi = dsqv[i];
             for (int m = 0; m < NB; m++) {
                 const size_t e = (size_t)i * N + j0 + HY_VW * m;
                 const vw d = vw_load(dS + e), sp = vw_load(A + e);
                 adr[m] += sp * dyi;
-                adk[m] += d * vi;
                 adw[m] += d * sp;
-                adb[m] += d * sqi;
                 adq[m] += sp * dsqi;
                 vw_store(dS + e, (fold ? d * uv[m] : d) + rv[m] * dyi + qv[m] * dsqi);
             }
@@ -247,12 +245,13 @@ static inline __attribute__((always_inline)) void bwd_pass2(
             const size_t e = o + j0 + HY_VW * m;
             const vw bv = vw_load(b + j0 + HY_VW * m), kv = vw_load(k + j0 + HY_VW * m),
                      rr = vw_load(r + j0 + HY_VW * m), wv = vw_load(w + j0 + HY_VW * m),
-                     Uv = vw_load(U + j0 + HY_VW * m), scv = vw_load(sc + j0 + HY_VW * m);
+                     Uv = vw_load(U + j0 + HY_VW * m), scv = vw_load(sc + j0 + HY_VW * m),
+                     adk = vw_load(kacc + j0 + HY_VW * m), adb = vw_load(bacc + j0 + HY_VW * m);
             const vw sdr = adr[m] * scv;   /* S_{t-1} = P'·diag(Ws) */
             vw_put(g[0] + e, sdr * wv - bv * sqdy + kv * vdy, nt);
-            vw_put(g[2] + e, adk[m] * Uv + rr * vdy, nt);
+            vw_put(g[2] + e, adk * Uv + rr * vdy, nt);
             vw_put(g[1] + e, adw[m] * (Uv * scv) + rr * sdr, nt);
-            vw_put(g[5] + e, -(adb[m] * Uv + rr * sqdy), nt);
+            vw_put(g[5] + e, -(adb * Uv + rr * sqdy), nt);
             vw_put(g[4] + e, adq[m] * scv, nt);
         }
     }
@@ -348,22 +347,32 @@ static inline __attribute__((always_inline)) bool step_scales(const hy_wkv7_in *
 
 /* Pass 1 of a reverse step: dv_i = D_i·k = dS'_i·uk + dy_i (r·k) into dv, dsq_i = −dS'_i·ub − dy_i (r·b)
  * into dsqv; the dots of HY_VW rows are reduced together (vw_rows_pair, vw_rows_finish: core/simd.h)
- * into one vector of HY_VW rows. dv is streamed when nt. */
+ * into one vector of HY_VW rows. dv is streamed when nt. It also forms two of pass 2's sums over
+ * rows, Σ v_i dS'_i into kacc and Σ sq_i dS'_i into bacc (vectors over j): they read the same dS'
+ * rows as the dots, and pass 2, which holds three sums, the update and the next work's recompute,
+ * then keeps all its vectors in registers (with all five it spilled and reloaded them every row). */
 static inline __attribute__((always_inline)) void bwd_pass1(const float *dS, const float *uk, const float *ub,
-                                                            const float *restrict dy, bwd_dots dt, float *dv,
-                                                            float *dsqv, bool nt, const int N) {
+                                                            const float *restrict dy, const float *restrict v,
+                                                            const float *restrict sq, bwd_dots dt, float *dv,
+                                                            float *dsqv, float *restrict kacc, float *restrict bacc,
+                                                            bool nt, const int N) {
     const vw rkv = (vw){0} + dt.rk, rbv = (vw){0} + dt.rb;
+    vw ka[N / HY_VW], ba[N / HY_VW];
+    for (int m = 0; m < N / HY_VW; m++) ka[m] = ba[m] = (vw){0};
     for (int i0 = 0; i0 < N; i0 += HY_VW) {
         vw sk[HY_VW / 2], sb[HY_VW / 2];   /* level-1 pairs */
         for (int p = 0; p < HY_VW / 2; p++) {
             vw ak[2], ab[2];
             for (int e = 0; e < 2; e++) {
-                const float *row = dS + (size_t)(i0 + 2 * p + e) * N;
+                const int i = i0 + 2 * p + e;
+                const float *row = dS + (size_t)i * N, vi = v[i], sqi = sq[i];
                 ak[e] = ab[e] = (vw){0};
                 for (int j = 0; j < N; j += HY_VW) {
                     const vw d = vw_load(row + j);
                     ak[e] += d * vw_load(uk + j);
                     ab[e] += d * vw_load(ub + j);
+                    ka[j / HY_VW] += d * vi;
+                    ba[j / HY_VW] += d * sqi;
                 }
             }
             sk[p] = vw_rows_pair(ak[0], ak[1]), sb[p] = vw_rows_pair(ab[0], ab[1]);
@@ -372,6 +381,7 @@ static inline __attribute__((always_inline)) void bwd_pass1(const float *dS, con
         vw_put(dv + i0, dk + dyv * rkv, nt);
         vw_store(dsqv + i0, -(db + dyv * rbv));
     }
+    for (int m = 0; m < N / HY_VW; m++) vw_store(kacc + HY_VW * m, ka[m]), vw_store(bacc + HY_VW * m, ba[m]);
 }
 
 /* After a step: U becomes U⊙w (un), or 1 (and 1/U too) when the step folded. */
@@ -409,7 +419,7 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
     const int t0 = cur->t0, len = cur->len, nfuse = nx ? (len < nx->len - 1 ? len : nx->len - 1) : 0;
     float *restrict dS = cur->dS;
     const bool nt = wkv_stream(in);   /* gradients streamed */
-    float dsqv[N], U[N], iU[N], rw[N], cb[N], ck[N];   /* dS holds dS' = dS·diag(1/U) inside the chunk; iU = 1/U */
+    float dsqv[N], U[N], iU[N], rw[N], cb[N], ck[N], kacc[N], bacc[N];   /* dS holds dS' = dS·diag(1/U) inside the chunk; iU = 1/U */
     for (int j = 0; j < N; j++) U[j] = iU[j] = 1.0f;
     for (int s = len - 1; s >= 0 && s >= len - HY_WKV7_PF; s--) prefetch_bwd(in, sqa, dya, g, cur->base + (size_t)(t0 + s) * C, N);
     for (int kn = 0; kn < HY_WKV7_PF && kn < nfuse; kn++) prefetch_step(in, sqa, nx->base + (size_t)(nx->t0 + kn) * C, N);
@@ -420,7 +430,7 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
         const bwd_dots dt = step_dots(in, sqa, dya, o, N);
         float uk[N], ub[N], ru[N], qu[N], un[N];
         const bool fold = step_scales(in, o, s == 0, U, iU, uk, ub, ru, qu, un, N);
-        bwd_pass1(dS, uk, ub, dya + o, dt, g[3] + o, dsqv, nt, N);
+        bwd_pass1(dS, uk, ub, dya + o, in->v + o, sqa + o, dt, g[3] + o, dsqv, kacc, bacc, nt, N);
         /* pass 2: the sums over rows, vectors over j (with P' = S_{t-1}·diag(1/Ws), D_i = U⊙dS'_i + dy_i r):
          *   dr = w⊙Ws⊙Σ dy_i P'_i − (sq·dy) b + (v·dy) k   (S_tᵀ dy from S_{t-1}: S_t is never read)
          *   dk = U⊙Σ v_i dS'_i + (v·dy) r,   db = −U⊙Σ sq_i dS'_i − (sq·dy) r,   dq = Ws⊙Σ dsq_i P'_i
@@ -435,10 +445,10 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
             const bool nsmall = recompute_prep(in, nx, kn, rw, cb, ck, N);
             const float *B = P + (size_t)nx->slot[kn - 1] * NN;
             nx->slot[kn] = cur->slot[s];
-            bwd_pass2(in, o, A, dS, g, sq, dy, dsqv, ru, qu, un, U, sc, fold, dt.sqdy, dt.vdy, B, sqa + on, in->v + on,
+            bwd_pass2(in, o, A, dS, g, sq, dy, dsqv, ru, qu, un, U, sc, fold, dt.sqdy, dt.vdy, kacc, bacc, B, sqa + on, in->v + on,
                       rw, cb, ck, nsmall, nt, N, NB, true);
         } else {
-            bwd_pass2(in, o, A, dS, g, sq, dy, dsqv, ru, qu, un, U, sc, fold, dt.sqdy, dt.vdy, NULL, NULL, NULL, NULL,
+            bwd_pass2(in, o, A, dS, g, sq, dy, dsqv, ru, qu, un, U, sc, fold, dt.sqdy, dt.vdy, kacc, bacc, NULL, NULL, NULL, NULL,
                       NULL, NULL, false, nt, N, NB, false);
         }
         step_advance(U, iU, un, fold, N);
