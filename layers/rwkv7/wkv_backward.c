@@ -8,8 +8,9 @@
  * AVX2) with one transpose-and-add tree. A work's states are recomputed from its (transposed) checkpoint with
  * the forward's sq (no dot products) and then walked in reverse (bwd_walk). Both the recomputed
  * states and dS are kept column-scaled by running products of the decays, as in the forward,
- * which takes the multiplies out: 2 + 2 + 7 = 11 FMAs per state entry and step against the
- * forward's 4.
+ * which takes the multiplies out: 2 (recompute) + 4 (pass 1: dv and dsq's dots, the dk and db
+ * sums) + 5 (pass 2: the dr, dw and dq sums, the update of dS) = 11 FMAs per state entry and step
+ * against the forward's 4.
  * The recompute of the next work runs inside the current work's reverse walk: at reverse step
  * k−1 the walk writes the next work's state k, row by row, over the state it has just read. On
  * its own the recompute is bound by its stores' misses to L2 (its 33 states do not fit in L1);
@@ -399,9 +400,10 @@ static inline __attribute__((always_inline)) void step_advance(float *U, float *
  * only dv and dsq need dot products (two per row, against five in key-major). cur->dS is the
  * gradient of the state after the chunk on entry, before it on return.
  * Per reverse step, with D = dS + dy rᵀ (the gradient of S_t including y = S_t r):
- *   pass 1 (row i, dots over j):  dv_i = D_i·k;  dsq_i = −D_i·b
- *   pass 2 (vectors over j, rows i summed):  dr = Σ dy_i·S_t[i], dk = Σ v_i·D_i, dw = Σ D_i⊙S_{t-1}[i],
- *          db = −Σ sq_i·D_i, dq = Σ dsq_i·S_{t-1}[i];   dS_i ← D_i⊙w + dsq_i·q
+ *   pass 1 (row i, dots over j):  dv_i = D_i·k;  dsq_i = −D_i·b;  and the sums of dS rows alone,
+ *          dk = Σ v_i·D_i, db = −Σ sq_i·D_i (vectors over j)
+ *   pass 2 (vectors over j, rows i summed):  dr = Σ dy_i·S_t[i], dw = Σ D_i⊙S_{t-1}[i],
+ *          dq = Σ dsq_i·S_{t-1}[i];   dS_i ← D_i⊙w + dsq_i·q
  * D is never formed: the dy rᵀ part enters every sum through dots of N-vectors (r·k, v·dy, ...),
  * and dS is held as dS' = dS·diag(1/U) with U the running product of w since the last fold, so
  * that the update is dS'_i ← dS'_i + dy_i·(r/U) + dsq_i·(q/(U⊙w)), two FMAs (the formulas in
@@ -431,7 +433,8 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
         float uk[N], ub[N], ru[N], qu[N], un[N];
         const bool fold = step_scales(in, o, s == 0, U, iU, uk, ub, ru, qu, un, N);
         bwd_pass1(dS, uk, ub, dya + o, in->v + o, sqa + o, dt, g[3] + o, dsqv, kacc, bacc, nt, N);
-        /* pass 2: the sums over rows, vectors over j (with P' = S_{t-1}·diag(1/Ws), D_i = U⊙dS'_i + dy_i r):
+        /* pass 2: the sums over rows, vectors over j (with P' = S_{t-1}·diag(1/Ws), D_i = U⊙dS'_i + dy_i r;
+         * pass 1 has formed Σ v_i dS'_i and Σ sq_i dS'_i in kacc, bacc):
          *   dr = w⊙Ws⊙Σ dy_i P'_i − (sq·dy) b + (v·dy) k   (S_tᵀ dy from S_{t-1}: S_t is never read)
          *   dk = U⊙Σ v_i dS'_i + (v·dy) r,   db = −U⊙Σ sq_i dS'_i − (sq·dy) r,   dq = Ws⊙Σ dsq_i P'_i
          *   dw = U⊙Ws⊙Σ dS'_i⊙P'_i + r⊙Ws⊙Σ dy_i P'_i
