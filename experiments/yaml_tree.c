@@ -323,6 +323,37 @@ void yt_free(yt_doc *d) {
 
 /* ---- overrides ---- */
 
+/* Fills the sequence node `seq` with the items of a flow list "[a, b, c]" given to --set `s` (index i):
+ * plain scalars separated by commas, spaces around them dropped; "[]" and empty items are errors. */
+static int set_list_items(yt_node *seq, const char *value, int i, const char *s) {
+    const char *p = value + 1, *end = value + strlen(value) - 1;   /* between the brackets */
+    if (p == end) return hy_fail_code(HY_ERR_CONFIG, "--set %s: an empty list (give at least one value)", s);
+    for (;;) {
+        while (p < end && (*p == ' ' || *p == '\t')) p++;
+        const char *q = p;
+        while (q < end && *q != ',') q++;
+        const char *e = q;
+        while (e > p && (e[-1] == ' ' || e[-1] == '\t')) e--;
+        if (e == p) return hy_fail_code(HY_ERR_CONFIG, "--set %s: empty item in the list (write [a, b, c])", s);
+        for (const char *c = p; c < e; c++)
+            if (*c == '[' || *c == ']' || *c == '{' || *c == '}')
+                return hy_fail_code(HY_ERR_CONFIG, "--set %s: a list given to --set holds plain values only", s);
+        char path[1100];
+        snprintf(path, sizeof path, "%s[%d]", seq->path, seq->n);
+        yt_node *k = node_new(YT_SCALAR, 0, 0, i, path);
+        if (!k || !(k->text = strndup(p, (size_t)(e - p)))) {
+            node_free(k);
+            return hy_fail_code(HY_ERR_NOMEM, "config: out of memory");
+        }
+        if (node_add(seq, k) < 0) {
+            node_free(k);
+            return HY_ERR_NOMEM;
+        }
+        if (q == end) return 0;
+        p = q + 1;
+    }
+}
+
 int yt_apply_set(yt_doc *d, int i) {
     const char *s = d->sets[i], *eq = strchr(s, '=');
     if (!eq || eq == s) return hy_fail_code(HY_ERR_CONFIG, "--set %s: expected KEY.PATH=VALUE", s);
@@ -367,10 +398,20 @@ int yt_apply_set(yt_doc *d, int i) {
             cur = next;
             continue;
         }
-        yt_node *n = node_new(last ? YT_SCALAR : YT_MAP, 0, 0, i, path);
-        if (!n || (last && !(n->text = strdup(eq + 1)))) {
+        const char *value = eq + 1;
+        size_t vlen = strlen(value);
+        bool list = last && vlen >= 2 && value[0] == '[' && value[vlen - 1] == ']';
+        yt_node *n = node_new(!last ? YT_MAP : list ? YT_SEQ : YT_SCALAR, 0, 0, i, path);
+        if (!n || (last && !list && !(n->text = strdup(value)))) {
             node_free(n);
             return hy_fail_code(HY_ERR_NOMEM, "config: out of memory");
+        }
+        if (list) {
+            int rc = set_list_items(n, value, i, s);
+            if (rc < 0) {
+                node_free(n);
+                return rc;
+            }
         }
         if (cur->kind == YT_MAP && !(n->key = strdup(seg))) {
             node_free(n);

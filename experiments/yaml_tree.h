@@ -41,7 +41,8 @@ typedef struct {
 int yt_parse_file(yt_doc *d, const char *file);
 /* The same from YAML text in memory (hy_model_config_from_yaml); messages name d->file. */
 int yt_parse_string(yt_doc *d, const char *text);
-/* Apply override d->sets[i] ("a.b[2].c=value"): replaces or creates a plain scalar. */
+/* Apply override d->sets[i] ("a.b[2].c=value"): replaces or creates a plain scalar, or a list of
+ * plain scalars when the value is a flow list ("sweep.lr=[0.003, 0.006]"). */
 int yt_apply_set(yt_doc *d, int i);
 void yt_free(yt_doc *d);
 

@@ -50,6 +50,20 @@ START_TEST(compose_runs) {
     ck_assert(is_exp);
     hy_experiment_detect("tests/configs/tiny-train.yaml", &is_exp);
     ck_assert(!is_exp);
+    /* --set with a flow list replaces a whole sweep list; malformed lists are errors */
+    const char *list[] = {"out_dir=/tmp/unused", "sweep.seq_len=[4, 8 ,12]"};
+    ck_assert_msg(hy_experiment_load(EXP "tiny-exp.yaml", list, 2, &e) == 0, "%s", hy_last_error());
+    ck_assert_int_eq(e.n_runs, 6);
+    for (int i = 0; i < 6; i++) ck_assert_int_eq(e.runs[i].cfg.seq_len, 4 * (i % 3 + 1));
+    ck_assert_str_eq(e.runs[5].id, "b-T12");
+    hy_experiment_free(&e);
+    static const char *const bad[] = {"sweep.seq_len=[]", "sweep.seq_len=[8,,16]", "sweep.seq_len=[8, [16]]",
+                                      "sweep.seq_len=[8, x]", "budget.steps=[2, 3]"};
+    for (int k = 0; k < 5; k++) {
+        const char *one[] = {"out_dir=/tmp/unused", bad[k]};
+        ck_assert_msg(hy_experiment_load(EXP "tiny-exp.yaml", one, 2, &e) == HY_ERR_CONFIG, "%s accepted", bad[k]);
+        ck_assert_msg(strstr(hy_last_error(), bad[k]), "%s: %s", bad[k], hy_last_error());
+    }
 }
 END_TEST
 
