@@ -211,18 +211,17 @@ static inline void bwd_work_start(const hy_wkv7_in *in, bwd_work *x, float *P, i
 }
 
 /* Pass 2 of one reverse step (see bwd_walk): the sums over rows into the gradients at offset o
- * (streamed when nt) and the update of dS'. A holds the state before the step (P', scaled by sc);
+ * (streamed when nt; dk and db from pass 1's sums kacc, bacc) and the update of dS'. A holds the state before the step (P', scaled by sc);
  * when FUSE, the next work's recompute row i (from B, with its sq and v at nsq, nv) is written
  * over A's row i right after pass 2 has read it. */
 static inline __attribute__((always_inline)) void bwd_pass2(
-    const hy_wkv7_in *in, size_t o, float *A, float *restrict dS, float *const g[6], const float *restrict sq,
-    const float *restrict dy, const float *restrict dsqv, const float *restrict ru, const float *restrict qu,
-    const float *restrict un, const float *restrict U, const float *restrict sc, bool fold, float sqdy, float vdy,
-    const float *restrict kacc, const float *restrict bacc, const float *restrict B, const float *restrict nsq, const float *restrict nv, const float *restrict rw,
-    const float *restrict cb, const float *restrict ck, bool nsmall, bool nt, const int N, const int NB,
-    const bool FUSE) {
+    const hy_wkv7_in *in, size_t o, float *A, float *restrict dS, float *const g[6], const float *restrict dy,
+    const float *restrict dsqv, const float *restrict ru, const float *restrict qu, const float *restrict un,
+    const float *restrict U, const float *restrict sc, bool fold, float sqdy, float vdy, const float *restrict kacc,
+    const float *restrict bacc, const float *restrict B, const float *restrict nsq, const float *restrict nv,
+    const float *restrict rw, const float *restrict cb, const float *restrict ck, bool nsmall, bool nt, const int N,
+    const int NB, const bool FUSE) {
     const float *restrict r = in->r + o, *restrict w = in->w + o, *restrict k = in->k + o, *restrict b = in->b + o;
-    (void)sq;
     for (int j0 = 0; j0 < N; j0 += HY_VW * NB) {
         vw adr[NB], adw[NB], adq[NB], rv[NB], qv[NB], uv[NB];
         for (int m = 0; m < NB; m++) {
@@ -421,7 +420,8 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
     const int t0 = cur->t0, len = cur->len, nfuse = nx ? (len < nx->len - 1 ? len : nx->len - 1) : 0;
     float *restrict dS = cur->dS;
     const bool nt = wkv_stream(in);   /* gradients streamed */
-    float dsqv[N], U[N], iU[N], rw[N], cb[N], ck[N], kacc[N], bacc[N];   /* dS holds dS' = dS·diag(1/U) inside the chunk; iU = 1/U */
+    float dsqv[N], U[N], iU[N], rw[N], cb[N], ck[N];   /* dS holds dS' = dS·diag(1/U) inside the chunk; iU = 1/U */
+    float kacc[N], bacc[N];                            /* pass 1's sums for pass 2 */
     for (int j = 0; j < N; j++) U[j] = iU[j] = 1.0f;
     for (int s = len - 1; s >= 0 && s >= len - HY_WKV7_PF; s--) prefetch_bwd(in, sqa, dya, g, cur->base + (size_t)(t0 + s) * C, N);
     for (int kn = 0; kn < HY_WKV7_PF && kn < nfuse; kn++) prefetch_step(in, sqa, nx->base + (size_t)(nx->t0 + kn) * C, N);
@@ -441,18 +441,18 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
          * and dS' of the step before: dS'_i + dy_i·ru + dsq_i·qu (a fold: dS'_i⊙U⊙w + ...); while the
          * next work's states remain to recompute, its state rs + 1 goes over this step's state */
         float *A = P + (size_t)cur->slot[s] * NN;
-        const float *sc = cur->Ws + (size_t)s * N, *sq = sqa + o, *dy = dya + o;
+        const float *sc = cur->Ws + (size_t)s * N, *dy = dya + o;
         if (rs < nfuse) {
             const int kn = rs + 1;
             const size_t on = nx->base + (size_t)(nx->t0 + kn - 1) * C;
             const bool nsmall = recompute_prep(in, nx, kn, rw, cb, ck, N);
             const float *B = P + (size_t)nx->slot[kn - 1] * NN;
             nx->slot[kn] = cur->slot[s];
-            bwd_pass2(in, o, A, dS, g, sq, dy, dsqv, ru, qu, un, U, sc, fold, dt.sqdy, dt.vdy, kacc, bacc, B, sqa + on, in->v + on,
-                      rw, cb, ck, nsmall, nt, N, NB, true);
+            bwd_pass2(in, o, A, dS, g, dy, dsqv, ru, qu, un, U, sc, fold, dt.sqdy, dt.vdy, kacc, bacc, B, sqa + on,
+                      in->v + on, rw, cb, ck, nsmall, nt, N, NB, true);
         } else {
-            bwd_pass2(in, o, A, dS, g, sq, dy, dsqv, ru, qu, un, U, sc, fold, dt.sqdy, dt.vdy, kacc, bacc, NULL, NULL, NULL, NULL,
-                      NULL, NULL, false, nt, N, NB, false);
+            bwd_pass2(in, o, A, dS, g, dy, dsqv, ru, qu, un, U, sc, fold, dt.sqdy, dt.vdy, kacc, bacc, NULL, NULL,
+                      NULL, NULL, NULL, NULL, false, nt, N, NB, false);
         }
         step_advance(U, iU, un, fold, N);
     }
