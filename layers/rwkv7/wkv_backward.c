@@ -8,8 +8,9 @@
  * AVX2) with one transpose-and-add tree. A work's states are recomputed from its (transposed) checkpoint with
  * the forward's sq (no dot products) and then walked in reverse (bwd_walk). Both the recomputed
  * states and dS are kept column-scaled by running products of the decays, as in the forward,
- * which takes the multiplies out: 2 + 2 + 7 = 11 FMAs per state entry and step against the
- * forward's 4.
+ * which takes the multiplies out: 2 (recompute) + 4 (pass 1: dv and dsq's dots, the dk and db
+ * sums) + 5 (pass 2: the dr, dw and dq sums, the update of dS) = 11 FMAs per state entry and step
+ * against the forward's 4.
  * The recompute of the next work runs inside the current work's reverse walk: at reverse step
  * k−1 the walk writes the next work's state k, row by row, over the state it has just read. On
  * its own the recompute is bound by its stores' misses to L2 (its 33 states do not fit in L1);
@@ -210,34 +211,31 @@ static inline void bwd_work_start(const hy_wkv7_in *in, bwd_work *x, float *P, i
 }
 
 /* Pass 2 of one reverse step (see bwd_walk): the sums over rows into the gradients at offset o
- * (streamed when nt) and the update of dS'. A holds the state before the step (P', scaled by sc);
+ * (streamed when nt; dk and db from pass 1's sums kacc, bacc) and the update of dS'. A holds the state before the step (P', scaled by sc);
  * when FUSE, the next work's recompute row i (from B, with its sq and v at nsq, nv) is written
  * over A's row i right after pass 2 has read it. */
 static inline __attribute__((always_inline)) void bwd_pass2(
-    const hy_wkv7_in *in, size_t o, float *A, float *restrict dS, float *const g[6], const float *restrict sq,
-    const float *restrict dy, const float *restrict dsqv, const float *restrict ru, const float *restrict qu,
-    const float *restrict un, const float *restrict U, const float *restrict sc, bool fold, float sqdy, float vdy,
-    const float *restrict B, const float *restrict nsq, const float *restrict nv, const float *restrict rw,
-    const float *restrict cb, const float *restrict ck, bool nsmall, bool nt, const int N, const int NB,
-    const bool FUSE) {
-    const float *restrict r = in->r + o, *restrict w = in->w + o, *restrict k = in->k + o, *restrict v = in->v + o,
-                          *restrict b = in->b + o;
+    const hy_wkv7_in *in, size_t o, float *A, float *restrict dS, float *const g[6], const float *restrict dy,
+    const float *restrict dsqv, const float *restrict ru, const float *restrict qu, const float *restrict un,
+    const float *restrict U, const float *restrict sc, bool fold, float sqdy, float vdy, const float *restrict kacc,
+    const float *restrict bacc, const float *restrict B, const float *restrict nsq, const float *restrict nv,
+    const float *restrict rw, const float *restrict cb, const float *restrict ck, bool nsmall, bool nt, const int N,
+    const int NB, const bool FUSE) {
+    const float *restrict r = in->r + o, *restrict w = in->w + o, *restrict k = in->k + o, *restrict b = in->b + o;
     for (int j0 = 0; j0 < N; j0 += HY_VW * NB) {
-        vw adr[NB], adk[NB], adw[NB], adb[NB], adq[NB], rv[NB], qv[NB], uv[NB];
+        vw adr[NB], adw[NB], adq[NB], rv[NB], qv[NB], uv[NB];
         for (int m = 0; m < NB; m++) {
-            adr[m] = adk[m] = adw[m] = adb[m] = adq[m] = (vw){0};
+            adr[m] = adw[m] = adq[m] = (vw){0};
             rv[m] = vw_load(ru + j0 + HY_VW * m), qv[m] = vw_load(qu + j0 + HY_VW * m);
             uv[m] = vw_load(un + j0 + HY_VW * m);
         }
         for (int i = 0; i < N; i++) {
-            const float dyi = dy[i], vi = v[i], sqi = sq[i], dsqi = dsqv[i];
+            const float dyi = dy[i], dsqi = dsqv[i];
             for (int m = 0; m < NB; m++) {
                 const size_t e = (size_t)i * N + j0 + HY_VW * m;
                 const vw d = vw_load(dS + e), sp = vw_load(A + e);
                 adr[m] += sp * dyi;
-                adk[m] += d * vi;
                 adw[m] += d * sp;
-                adb[m] += d * sqi;
                 adq[m] += sp * dsqi;
                 vw_store(dS + e, (fold ? d * uv[m] : d) + rv[m] * dyi + qv[m] * dsqi);
             }
@@ -247,12 +245,13 @@ static inline __attribute__((always_inline)) void bwd_pass2(
             const size_t e = o + j0 + HY_VW * m;
             const vw bv = vw_load(b + j0 + HY_VW * m), kv = vw_load(k + j0 + HY_VW * m),
                      rr = vw_load(r + j0 + HY_VW * m), wv = vw_load(w + j0 + HY_VW * m),
-                     Uv = vw_load(U + j0 + HY_VW * m), scv = vw_load(sc + j0 + HY_VW * m);
+                     Uv = vw_load(U + j0 + HY_VW * m), scv = vw_load(sc + j0 + HY_VW * m),
+                     adk = vw_load(kacc + j0 + HY_VW * m), adb = vw_load(bacc + j0 + HY_VW * m);
             const vw sdr = adr[m] * scv;   /* S_{t-1} = P'·diag(Ws) */
             vw_put(g[0] + e, sdr * wv - bv * sqdy + kv * vdy, nt);
-            vw_put(g[2] + e, adk[m] * Uv + rr * vdy, nt);
+            vw_put(g[2] + e, adk * Uv + rr * vdy, nt);
             vw_put(g[1] + e, adw[m] * (Uv * scv) + rr * sdr, nt);
-            vw_put(g[5] + e, -(adb[m] * Uv + rr * sqdy), nt);
+            vw_put(g[5] + e, -(adb * Uv + rr * sqdy), nt);
             vw_put(g[4] + e, adq[m] * scv, nt);
         }
     }
@@ -348,22 +347,32 @@ static inline __attribute__((always_inline)) bool step_scales(const hy_wkv7_in *
 
 /* Pass 1 of a reverse step: dv_i = D_i·k = dS'_i·uk + dy_i (r·k) into dv, dsq_i = −dS'_i·ub − dy_i (r·b)
  * into dsqv; the dots of HY_VW rows are reduced together (vw_rows_pair, vw_rows_finish: core/simd.h)
- * into one vector of HY_VW rows. dv is streamed when nt. */
+ * into one vector of HY_VW rows. dv is streamed when nt. It also forms two of pass 2's sums over
+ * rows, Σ v_i dS'_i into kacc and Σ sq_i dS'_i into bacc (vectors over j): they read the same dS'
+ * rows as the dots, and pass 2, which holds three sums, the update and the next work's recompute,
+ * then keeps all its vectors in registers (with all five it spilled and reloaded them every row). */
 static inline __attribute__((always_inline)) void bwd_pass1(const float *dS, const float *uk, const float *ub,
-                                                            const float *restrict dy, bwd_dots dt, float *dv,
-                                                            float *dsqv, bool nt, const int N) {
+                                                            const float *restrict dy, const float *restrict v,
+                                                            const float *restrict sq, bwd_dots dt, float *dv,
+                                                            float *dsqv, float *restrict kacc, float *restrict bacc,
+                                                            bool nt, const int N) {
     const vw rkv = (vw){0} + dt.rk, rbv = (vw){0} + dt.rb;
+    vw ka[N / HY_VW], ba[N / HY_VW];
+    for (int m = 0; m < N / HY_VW; m++) ka[m] = ba[m] = (vw){0};
     for (int i0 = 0; i0 < N; i0 += HY_VW) {
         vw sk[HY_VW / 2], sb[HY_VW / 2];   /* level-1 pairs */
         for (int p = 0; p < HY_VW / 2; p++) {
             vw ak[2], ab[2];
             for (int e = 0; e < 2; e++) {
-                const float *row = dS + (size_t)(i0 + 2 * p + e) * N;
+                const int i = i0 + 2 * p + e;
+                const float *row = dS + (size_t)i * N, vi = v[i], sqi = sq[i];
                 ak[e] = ab[e] = (vw){0};
                 for (int j = 0; j < N; j += HY_VW) {
                     const vw d = vw_load(row + j);
                     ak[e] += d * vw_load(uk + j);
                     ab[e] += d * vw_load(ub + j);
+                    ka[j / HY_VW] += d * vi;
+                    ba[j / HY_VW] += d * sqi;
                 }
             }
             sk[p] = vw_rows_pair(ak[0], ak[1]), sb[p] = vw_rows_pair(ab[0], ab[1]);
@@ -372,6 +381,7 @@ static inline __attribute__((always_inline)) void bwd_pass1(const float *dS, con
         vw_put(dv + i0, dk + dyv * rkv, nt);
         vw_store(dsqv + i0, -(db + dyv * rbv));
     }
+    for (int m = 0; m < N / HY_VW; m++) vw_store(kacc + HY_VW * m, ka[m]), vw_store(bacc + HY_VW * m, ba[m]);
 }
 
 /* After a step: U becomes U⊙w (un), or 1 (and 1/U too) when the step folded. */
@@ -389,9 +399,10 @@ static inline __attribute__((always_inline)) void step_advance(float *U, float *
  * only dv and dsq need dot products (two per row, against five in key-major). cur->dS is the
  * gradient of the state after the chunk on entry, before it on return.
  * Per reverse step, with D = dS + dy rᵀ (the gradient of S_t including y = S_t r):
- *   pass 1 (row i, dots over j):  dv_i = D_i·k;  dsq_i = −D_i·b
- *   pass 2 (vectors over j, rows i summed):  dr = Σ dy_i·S_t[i], dk = Σ v_i·D_i, dw = Σ D_i⊙S_{t-1}[i],
- *          db = −Σ sq_i·D_i, dq = Σ dsq_i·S_{t-1}[i];   dS_i ← D_i⊙w + dsq_i·q
+ *   pass 1 (row i, dots over j):  dv_i = D_i·k;  dsq_i = −D_i·b;  and the sums of dS rows alone,
+ *          dk = Σ v_i·D_i, db = −Σ sq_i·D_i (vectors over j)
+ *   pass 2 (vectors over j, rows i summed):  dr = Σ dy_i·S_t[i], dw = Σ D_i⊙S_{t-1}[i],
+ *          dq = Σ dsq_i·S_{t-1}[i];   dS_i ← D_i⊙w + dsq_i·q
  * D is never formed: the dy rᵀ part enters every sum through dots of N-vectors (r·k, v·dy, ...),
  * and dS is held as dS' = dS·diag(1/U) with U the running product of w since the last fold, so
  * that the update is dS'_i ← dS'_i + dy_i·(r/U) + dsq_i·(q/(U⊙w)), two FMAs (the formulas in
@@ -410,6 +421,7 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
     float *restrict dS = cur->dS;
     const bool nt = wkv_stream(in);   /* gradients streamed */
     float dsqv[N], U[N], iU[N], rw[N], cb[N], ck[N];   /* dS holds dS' = dS·diag(1/U) inside the chunk; iU = 1/U */
+    float kacc[N], bacc[N];                            /* pass 1's sums for pass 2 */
     for (int j = 0; j < N; j++) U[j] = iU[j] = 1.0f;
     for (int s = len - 1; s >= 0 && s >= len - HY_WKV7_PF; s--) prefetch_bwd(in, sqa, dya, g, cur->base + (size_t)(t0 + s) * C, N);
     for (int kn = 0; kn < HY_WKV7_PF && kn < nfuse; kn++) prefetch_step(in, sqa, nx->base + (size_t)(nx->t0 + kn) * C, N);
@@ -420,26 +432,27 @@ static inline __attribute__((always_inline)) int bwd_walk(const hy_wkv7_in *in, 
         const bwd_dots dt = step_dots(in, sqa, dya, o, N);
         float uk[N], ub[N], ru[N], qu[N], un[N];
         const bool fold = step_scales(in, o, s == 0, U, iU, uk, ub, ru, qu, un, N);
-        bwd_pass1(dS, uk, ub, dya + o, dt, g[3] + o, dsqv, nt, N);
-        /* pass 2: the sums over rows, vectors over j (with P' = S_{t-1}·diag(1/Ws), D_i = U⊙dS'_i + dy_i r):
+        bwd_pass1(dS, uk, ub, dya + o, in->v + o, sqa + o, dt, g[3] + o, dsqv, kacc, bacc, nt, N);
+        /* pass 2: the sums over rows, vectors over j (with P' = S_{t-1}·diag(1/Ws), D_i = U⊙dS'_i + dy_i r;
+         * pass 1 has formed Σ v_i dS'_i and Σ sq_i dS'_i in kacc, bacc):
          *   dr = w⊙Ws⊙Σ dy_i P'_i − (sq·dy) b + (v·dy) k   (S_tᵀ dy from S_{t-1}: S_t is never read)
          *   dk = U⊙Σ v_i dS'_i + (v·dy) r,   db = −U⊙Σ sq_i dS'_i − (sq·dy) r,   dq = Ws⊙Σ dsq_i P'_i
          *   dw = U⊙Ws⊙Σ dS'_i⊙P'_i + r⊙Ws⊙Σ dy_i P'_i
          * and dS' of the step before: dS'_i + dy_i·ru + dsq_i·qu (a fold: dS'_i⊙U⊙w + ...); while the
          * next work's states remain to recompute, its state rs + 1 goes over this step's state */
         float *A = P + (size_t)cur->slot[s] * NN;
-        const float *sc = cur->Ws + (size_t)s * N, *sq = sqa + o, *dy = dya + o;
+        const float *sc = cur->Ws + (size_t)s * N, *dy = dya + o;
         if (rs < nfuse) {
             const int kn = rs + 1;
             const size_t on = nx->base + (size_t)(nx->t0 + kn - 1) * C;
             const bool nsmall = recompute_prep(in, nx, kn, rw, cb, ck, N);
             const float *B = P + (size_t)nx->slot[kn - 1] * NN;
             nx->slot[kn] = cur->slot[s];
-            bwd_pass2(in, o, A, dS, g, sq, dy, dsqv, ru, qu, un, U, sc, fold, dt.sqdy, dt.vdy, B, sqa + on, in->v + on,
-                      rw, cb, ck, nsmall, nt, N, NB, true);
+            bwd_pass2(in, o, A, dS, g, dy, dsqv, ru, qu, un, U, sc, fold, dt.sqdy, dt.vdy, kacc, bacc, B, sqa + on,
+                      in->v + on, rw, cb, ck, nsmall, nt, N, NB, true);
         } else {
-            bwd_pass2(in, o, A, dS, g, sq, dy, dsqv, ru, qu, un, U, sc, fold, dt.sqdy, dt.vdy, NULL, NULL, NULL, NULL,
-                      NULL, NULL, false, nt, N, NB, false);
+            bwd_pass2(in, o, A, dS, g, dy, dsqv, ru, qu, un, U, sc, fold, dt.sqdy, dt.vdy, kacc, bacc, NULL, NULL,
+                      NULL, NULL, NULL, NULL, false, nt, N, NB, false);
         }
         step_advance(U, iU, un, fold, N);
     }
