@@ -46,7 +46,8 @@ typedef struct {
     X(P, elapsed_s, "s", "wall time since the start of training")                                            \
     X(P, aux_loss, "", "mean auxiliary loss since the previous row; empty without a block that adds one")    \
     X(P, comm_s, "s/step", "time per step waiting on the other ranks (0 in one process)")                    \
-    X(P, val_bits_per_byte, "bits/byte", "validation loss per byte of text; empty where unknown")
+    X(P, val_bits_per_byte, "bits/byte", "validation loss per byte of text; empty where unknown")             \
+    X(P, val_accuracy, "", "accuracy on the answer positions of the validation batches (synthetic tasks); empty for a corpus and when not evaluated at this row")
 
 /* The telemetry CSVs of blocks with a stats hook (layers/registry.h hy_block_stats; e.g.
  * experts.csv): these columns, then the two the block declares (`columns`: item index, count). */

@@ -633,9 +633,10 @@ static int run_open(train_run *R, hy_train_result *r) {
     if (!R->resumed) {   /* row 0: the untrained model's validation loss */
         if ((rc = evaluate(R->m, &R->corpus, c, R->variant, 0, R->dp, &R->val, &R->acc, &R->bpb, &R->tm, &R->lines)) < 0)
             return rc;
-        char bs[32] = "";
+        char bs[32] = "", acs[32] = "";
         if (isfinite(R->bpb)) snprintf(bs, sizeof bs, "%.6f", R->bpb);
-        hy_sb_printf(&R->row, "%s,%d,%s,0,0,,%.6f,,,,0.000,,,%s\n", R->variant, R->T, R->run_key, R->val, bs);
+        if (c->task.type != HY_TASK_NONE && isfinite(R->acc)) snprintf(acs, sizeof acs, "%.6f", R->acc);
+        hy_sb_printf(&R->row, "%s,%d,%s,0,0,,%.6f,,,,0.000,,,%s,%s\n", R->variant, R->T, R->run_key, R->val, bs, acs);
         if ((rc = csv_append(&R->csv, &R->row)) < 0) return rc;
         flush_lines(&R->lines, R->writer ? R->o->progress : NULL);
     }
@@ -710,13 +711,14 @@ static int log_point(train_run *R, hy_train_result *r, bool eval, double frac, d
     int rc;
     double tps = R->window_tokens / fmax(now - R->t_window, 1e-9);
     R->val = NAN, R->bpb = NAN;
-    char vs[32] = "", bs[32] = "";
+    char vs[32] = "", bs[32] = "", acs[32] = "";   /* acs: val_accuracy, for a task only */
     if (eval) {
         if ((rc = evaluate(R->m, &R->corpus, c, R->variant, R->pr.step, R->dp, &R->val, &R->acc, &R->bpb, &R->tm,
                            &R->lines)) < 0)
             return rc;
         snprintf(vs, sizeof vs, "%.6f", R->val);
         if (isfinite(R->bpb)) snprintf(bs, sizeof bs, "%.6f", R->bpb);
+        if (c->task.type != HY_TASK_NONE && isfinite(R->acc)) snprintf(acs, sizeof acs, "%.6f", R->acc);
         if (R->dp) R->window_comm += hy_dp_take_comm(R->dp);
     }
     double comm = R->window_comm / R->pr.window_steps;   /* seconds per step waiting on the other ranks */
@@ -724,8 +726,9 @@ static int log_point(train_run *R, hy_train_result *r, bool eval, double frac, d
     r->tokens_per_s = tps;
     char as[32] = "";   /* aux_loss: empty for a model without a block that adds one */
     if (R->aux) snprintf(as, sizeof as, "%.6f", R->pr.window_aux / R->pr.window_steps);
-    hy_sb_printf(&R->row, "%s,%d,%s,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f,%s,%.6f,%s\n", R->variant, R->T, R->run_key,
-                 R->pr.step, R->pr.tokens, r->train_loss, vs, R->lr, R->gnorm, tps, now - R->t_start, as, comm, bs);
+    hy_sb_printf(&R->row, "%s,%d,%s,%ld,%.0f,%.6f,%s,%.6g,%.6g,%.1f,%.3f,%s,%.6f,%s,%s\n", R->variant, R->T,
+                 R->run_key, R->pr.step, R->pr.tokens, r->train_loss, vs, R->lr, R->gnorm, tps, now - R->t_start, as,
+                 comm, bs, acs);
     if ((rc = csv_append(&R->csv, &R->row)) < 0) return rc;
     char cs[48] = "";   /* the progress line names the communication only when there is some */
     if (R->dp) snprintf(cs, sizeof cs, "  comm %.1f ms/step", 1e3 * comm);

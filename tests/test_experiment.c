@@ -354,7 +354,7 @@ START_TEST(sweep_resume_and_schema) {
                                     "flop_per_token,train_s,tokens_per_s,peak_bytes,state_bytes,val_loss,val_ppl,"
                                     "val_bits_per_byte,bytes_per_token,lr_selected\n");
     first_line_is(dir, "train.csv", "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,"
-                                    "elapsed_s,aux_loss,comm_s,val_bits_per_byte\n");
+                                    "elapsed_s,aux_loss,comm_s,val_bits_per_byte,val_accuracy\n");
     first_line_is(dir, "eval.csv", "variant,seq_len,seed,lr,task,eval_seq_len,val_loss,val_bits_per_byte,accuracy,labels,"
                                    "bytes_per_token\n");
     first_line_is(dir, "position.csv", "variant,seq_len,seed,lr,eval_seq_len,position,loss\n");
@@ -368,6 +368,13 @@ START_TEST(sweep_resume_and_schema) {
     char *train = tu_slurp(dir, "train.csv", NULL);
     ck_assert_ptr_nonnull(strstr(train, "\nb,16,3,0.005,3,"));   /* every run's rows: variant, seq_len, seed, lr, step */
     hy_free(train);
+    hy_csv TR;   /* a corpus run: val_accuracy is empty on every row */
+    char tpath[600];
+    snprintf(tpath, sizeof tpath, "%s/train.csv", dir);
+    ck_assert_int_eq(hy_csv_load(tpath, &TR), 0);
+    ck_assert_int_gt(TR.n_rows, 4);
+    for (int i = 0; i < TR.n_rows; i++) ck_assert(isnan(hy_csv_num(&TR, i, hy_csv_col(&TR, "val_accuracy"))));
+    hy_csv_free(&TR);
     ck_assert(file_exists(dir, "experiment.yaml") && file_exists(dir, "runs/b-T16/config.yaml"));
     ck_assert(file_exists(dir, "report.md") && file_exists(dir, "quality.png") && file_exists(dir, "learning.svg"));
     /* everything complete: nothing is trained again */
@@ -565,6 +572,18 @@ START_TEST(task_experiment) {
         ck_assert_int_eq((int)hy_csv_num(&E, i, hy_csv_col(&E, "labels")), 2 * 4 * 2);
     }
     ck_assert_int_eq((int)hy_csv_num(&E, 1, hy_csv_col(&E, "eval_seq_len")), 32);
+    hy_csv_free(&E);
+    /* train.csv: val_accuracy at the evaluated rows (steps 0 and 2), in [0, 1]; empty at step 1 (logged only) */
+    snprintf(path, sizeof path, "%s/train.csv", dir);
+    ck_assert_int_eq(hy_csv_load(path, &E), 0);
+    ck_assert_int_eq(E.n_rows, 3);
+    int c_step = hy_csv_col(&E, "step"), c_acc = hy_csv_col(&E, "val_accuracy"), c_val = hy_csv_col(&E, "val_loss");
+    for (int i = 0; i < 3; i++) {
+        double acc = hy_csv_num(&E, i, c_acc);
+        ck_assert_int_eq((int)hy_csv_num(&E, i, c_step), i);
+        if (i == 1) ck_assert(isnan(acc) && isnan(hy_csv_num(&E, i, c_val)));
+        else ck_assert_msg(acc >= 0 && acc <= 1 && isfinite(hy_csv_num(&E, i, c_val)), "row %d: accuracy %g", i, acc);
+    }
     hy_csv_free(&E);
     ck_assert(file_exists(dir, "generalization.png") && file_exists(dir, "quality.svg"));
     char *rep = tu_slurp(dir, "report.md", NULL);

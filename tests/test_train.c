@@ -54,7 +54,7 @@ START_TEST(train_writes_csv_config_and_checkpoints) {
     char *csv = tu_slurp(dir, "train.csv", NULL);
     const char *header =
         "variant,seq_len,seed,peak_lr,step,tokens,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,aux_loss,"
-        "comm_s,val_bits_per_byte\n";
+        "comm_s,val_bits_per_byte,val_accuracy\n";
     ck_assert_msg(strncmp(csv, header, strlen(header)) == 0, "header: %.100s", csv);
     int rows = 0;
     for (const char *p = strchr(csv, '\n') + 1; *p; p = strchr(p, '\n') + 1) {
@@ -63,7 +63,7 @@ START_TEST(train_writes_csv_config_and_checkpoints) {
             commas += *q == ',';
             ck_assert_msg(*q != ' ', "space in a CSV value");
         }
-        ck_assert_int_eq(commas, 14);
+        ck_assert_int_eq(commas, 15);
         ck_assert_msg(isnan(csv_field(p, 12)), "aux_loss not empty without MoE: %.80s", p);
         double comm = csv_field(p, 13);   /* comm_s: 0 in one process, empty in row 0 */
         ck_assert_msg(rows == 0 ? isnan(comm) : comm == 0, "comm_s: %.120s", p);
@@ -148,7 +148,7 @@ START_TEST(resume_continues_identical_curve) {
 }
 END_TEST
 
-/* A train.csv whose rows lack the last column (val_bits_per_byte) is read back on resume with an empty cell
+/* A train.csv whose rows lack the last column (val_accuracy) is read back on resume with an empty cell
  * there, so every row keeps the header's column count. */
 START_TEST(resume_pads_rows_without_the_last_column) {
     char dir[256], cmd[800];
@@ -158,10 +158,10 @@ START_TEST(resume_pads_rows_without_the_last_column) {
     hy_train_result r;
     load(&c, dir, NULL);
     ck_assert_int_eq(hy_train(&c, &o, &r), 0);
-    snprintf(cmd, sizeof cmd, "sed -i -e '1s/,val_bits_per_byte$//' -e '2,$s/,[^,]*$//' %s/train.csv", dir);
+    snprintf(cmd, sizeof cmd, "sed -i -e '1s/,val_accuracy$//' -e '2,$s/,[^,]*$//' %s/train.csv", dir);
     ck_assert_int_eq(system(cmd), 0);
     char *old = tu_slurp(dir, "train.csv", NULL);
-    ck_assert_ptr_null(strstr(old, "val_bits_per_byte"));
+    ck_assert_ptr_null(strstr(old, "val_accuracy"));
     hy_free(old);
     o.stop_after = 0, o.resume = true;
     ck_assert_msg(hy_train(&c, &o, &r) == 0, "%s", hy_last_error());
@@ -171,7 +171,7 @@ START_TEST(resume_pads_rows_without_the_last_column) {
     for (const char *p = csv; *p; p = strchr(p, '\n') + 1, rows++) {
         int commas = 0;
         for (const char *q = p; *q != '\n'; q++) commas += *q == ',';
-        ck_assert_msg(commas == 14, "row %d: %.150s", rows, p);
+        ck_assert_msg(commas == 15, "row %d: %.150s", rows, p);
     }
     ck_assert_int_eq(rows, 10);   /* the header, step 0 and every 5 steps to 40 */
     hy_free(csv);
