@@ -257,8 +257,9 @@ int hy_gemm_bf16_hold(const float *X, size_t n) {
     }
     long long t0 = now_ns();
     hy_bf16_from_f32_2d(holds[h].buf, n, X, n, 1, n);
-    atomic_fetch_add_explicit(&ns_converting, now_ns() - t0, memory_order_relaxed);
-    atomic_fetch_add_explicit(&ns_products, now_ns() - t0, memory_order_relaxed);
+    const long long dt = now_ns() - t0;   /* conversion time, counted in the products' time too */
+    atomic_fetch_add_explicit(&ns_converting, dt, memory_order_relaxed);
+    atomic_fetch_add_explicit(&ns_products, dt, memory_order_relaxed);
     atomic_fetch_add_explicit(&n_converted, (long long)n, memory_order_relaxed);
     if (shadow_set(X, n, holds[h].buf) < 0) return 0;   /* no registry slot: the products convert as usual */
     holds[h].base = X;
@@ -273,7 +274,6 @@ void hy_gemm_bf16_release(const float *X) {
             return;
         }
 }
-
 
 static void matrix_desc(dnnl_memory_desc_t *md, int rows, int cols, int ld, int trans, int bf16) {
     dnnl_dims_t dims = {rows, cols};

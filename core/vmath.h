@@ -21,12 +21,15 @@
 #define HY_FMAF(a, b, c) ((a) * (b) + (c))
 #endif
 
+/* 1.5·2^23: adding it to a float of magnitude below 2^22 rounds it to an integer (to nearest, ties
+ * to even), held in the low mantissa bits; subtracting it again gives that integer as a float. */
+#define HY_ROUND_MAGIC 12582912.0f
+
 /* exp's polynomial (Cephes) for x already in [-87, 88]: x = n·ln2 + r with n an integer (as a
  * float, exactly), returns p = exp(r) and sets *t = x·log2(e) + 1.5·2^23, whose low mantissa bits
  * hold n. exp(x) = p·2^n (hy_expf_core builds 2^n from t's bits, hy_expf_neg_vw scales by n). */
 static inline float hy_expf_poly(float x, float *t_out) {
-    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer, in the low mantissa bits */
-    const float t = HY_FMAF(x, 1.44269504088896341f, magic), n = t - magic;
+    const float t = HY_FMAF(x, 1.44269504088896341f, HY_ROUND_MAGIC), n = t - HY_ROUND_MAGIC;
     float r = HY_FMAF(n, -0.693359375f, x);
     r = HY_FMAF(n, 2.12194440e-4f, r);
     float p = 1.9875691500e-4f;
@@ -47,7 +50,7 @@ static inline float hy_expf_core(float x) {
     const float p = hy_expf_poly(x, &t);
     uint32_t bits;
     memcpy(&bits, &t, sizeof bits);
-    bits = (bits - 0x4B400000u + 127u) << 23;   /* 0x4B400000: the bits of magic */
+    bits = (bits - 0x4B400000u + 127u) << 23;   /* 0x4B400000: the bits of HY_ROUND_MAGIC */
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;
@@ -97,7 +100,7 @@ static inline vw hy_expf_neg_vw(vw x) {
     for (int i = 0; i < HY_VW; i++) {
         float t;
         r[i] = hy_expf_poly(hy_clamp_neg87(x[i]), &t);
-        n[i] = t - 12582912.0f;
+        n[i] = t - HY_ROUND_MAGIC;
     }
     return _mm512_scalef_ps(r, n);
 #else
@@ -113,7 +116,7 @@ static inline vw hy_expf_neg_vw(vw x) {
  * hy_expf bottoms out near 1e-38 instead of 0; denormals would be slow). Not hy_expf_core's
  * polynomial: the attention results were made with this one. */
 static inline __attribute__((always_inline)) vw hy_exp2f_vw(vw x) {
-    const vw magic = vw_splat(12582912.0f);
+    const vw magic = vw_splat(HY_ROUND_MAGIC);
     x = vw_max(x, vw_splat(-125.0f));
     vw n = (x + magic) - magic, f = x - n;
     vw p = vw_splat(1.327793890e-3f);

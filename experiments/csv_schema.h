@@ -13,6 +13,9 @@
  * follows its list's order. */
 #ifndef HY_EXPERIMENTS_CSV_SCHEMA_H
 #define HY_EXPERIMENTS_CSV_SCHEMA_H
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
 
 typedef struct {
     const char *name;   /* the header's name of the column */
@@ -198,5 +201,11 @@ extern const int hy_csv_n_schemas;
 
 /* The name of column `col` of file P from its table; does not compile when P has no such column. */
 #define HY_CSV_COL(P, col) (hy_csv_##P.cols[HY_##P##_##col].name)
+
+/* A CSV cell for a number that may be undefined (NaN: an empty cell), printed with fmt. */
+static inline void hy_csv_cell(char *out, size_t n, const char *fmt, double x) {
+    if (isfinite(x)) snprintf(out, n, fmt, x);
+    else out[0] = 0;
+}
 
 #endif

@@ -78,12 +78,6 @@ static void report(tick_ctx *t, const char *event, const hy_train_tick *tk) {
 
 static void on_tick(void *ctx, const hy_train_tick *tk) { report(ctx, "tick", tk); }
 
-/* A CSV cell for a number that may be undefined (NaN: an empty cell). */
-static void num_cell(char *out, size_t n, const char *fmt, double x) {
-    if (isfinite(x)) snprintf(out, n, fmt, x);
-    else out[0] = 0;
-}
-
 /* The evaluation lengths of a run: its own seq_len first, then the experiment's common lengths
  * (corpus) or the task's extra lengths, each once. Returns the count. */
 static int eval_lengths(const hy_experiment *e, const hy_run_config *c, int *lens) {
@@ -143,17 +137,17 @@ static int finish_run(const hy_experiment *e, const hy_exp_run *run, const hy_tr
         else rc = hy_evaluate_corpus_windows(m, &data.corpus, lens[i], n_tokens, lens[i] == longest ? pos : NULL, &er);
         if (rc < 0) break;
         if (i == 0) own = er;
-        num_cell(a, sizeof a, "%.6f", task ? NAN : er.bits_per_byte);
-        num_cell(b, sizeof b, "%.6f", er.accuracy);
-        num_cell(bt, sizeof bt, "%.6f", task ? NAN : er.bytes / er.labels);
+        hy_csv_cell(a, sizeof a, "%.6f", task ? NAN : er.bits_per_byte);
+        hy_csv_cell(b, sizeof b, "%.6f", er.accuracy);
+        hy_csv_cell(bt, sizeof bt, "%.6f", task ? NAN : er.bytes / er.labels);
         hy_sb_printf(&ev, "%s,%s,%d,%.6f,%s,%s,%ld,%s\n", key, task ? hy_task_name(c->task.type) : "corpus", lens[i], er.loss,
                      a, b, er.labels, bt);
         for (int p = 0; !task && lens[i] == longest && p < longest; p++)
             hy_sb_printf(&po, "%s,%d,%d,%.6f\n", key, longest, p, pos[p]);
     }
     hy_free(pos);
-    num_cell(a, sizeof a, "%.6f", task ? NAN : own.bits_per_byte);
-    num_cell(bt, sizeof bt, "%.6f", task ? NAN : own.bytes / own.labels);
+    hy_csv_cell(a, sizeof a, "%.6f", task ? NAN : own.bits_per_byte);
+    hy_csv_cell(bt, sizeof bt, "%.6f", task ? NAN : own.bytes / own.labels);
     hy_sb_add(&sw, hy_csv_RUN.header);
     hy_sb_printf(&sw, "%s,%d,%ld,%ld,%.0f,%s,%zu,%.6g,%.3f,%.1f,%zu,%zu,%.6f,%.6f,%s,%s\n", key, c->batch_size,
                  (long)c->batch_size * c->seq_len, tr->steps, tr->tokens, hy_stop_reason_name(tr->stopped_by),

@@ -633,9 +633,9 @@ static int run_open(train_run *R, hy_train_result *r) {
     if (!R->resumed) {   /* row 0: the untrained model's validation loss */
         if ((rc = evaluate(R->m, &R->corpus, c, R->variant, 0, R->dp, &R->val, &R->acc, &R->bpb, &R->tm, &R->lines)) < 0)
             return rc;
-        char bs[32] = "", acs[32] = "";
-        if (isfinite(R->bpb)) snprintf(bs, sizeof bs, "%.6f", R->bpb);
-        if (c->task.type != HY_TASK_NONE && isfinite(R->acc)) snprintf(acs, sizeof acs, "%.6f", R->acc);
+        char bs[32], acs[32];
+        hy_csv_cell(bs, sizeof bs, "%.6f", R->bpb);
+        hy_csv_cell(acs, sizeof acs, "%.6f", c->task.type != HY_TASK_NONE ? R->acc : NAN);
         hy_sb_printf(&R->row, "%s,%d,%s,0,0,,%.6f,,,,0.000,,,%s,%s\n", R->variant, R->T, R->run_key, R->val, bs, acs);
         if ((rc = csv_append(&R->csv, &R->row)) < 0) return rc;
         flush_lines(&R->lines, R->writer ? R->o->progress : NULL);
@@ -717,8 +717,8 @@ static int log_point(train_run *R, hy_train_result *r, bool eval, double frac, d
                            &R->lines)) < 0)
             return rc;
         snprintf(vs, sizeof vs, "%.6f", R->val);
-        if (isfinite(R->bpb)) snprintf(bs, sizeof bs, "%.6f", R->bpb);
-        if (c->task.type != HY_TASK_NONE && isfinite(R->acc)) snprintf(acs, sizeof acs, "%.6f", R->acc);
+        hy_csv_cell(bs, sizeof bs, "%.6f", R->bpb);
+        hy_csv_cell(acs, sizeof acs, "%.6f", c->task.type != HY_TASK_NONE ? R->acc : NAN);
         if (R->dp) R->window_comm += hy_dp_take_comm(R->dp);
     }
     double comm = R->window_comm / R->pr.window_steps;   /* seconds per step waiting on the other ranks */

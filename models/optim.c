@@ -31,22 +31,22 @@ void hy_optim_free(hy_optim *o) {
     o->m = o->v = NULL;
 }
 
-/* AdamW on elements [lo, hi): HY_VW at a time (core/simd.h; the loop with sqrtf stays scalar,
- * as sqrtf may set errno), the tail one by one. Every lane does the scalar expression's operations
- * in its order, so the bits do not depend on the vector width or on where a thread's range starts. */
-static void adamw_range(size_t lo, size_t hi, float *w, const float *g, float *m, float *v, float b1, float b2,
-                        float eps, float plr, float wd, float step_size, float inv_bc2) {
-    size_t i = lo;
+/* AdamW on n elements: HY_VW at a time (core/simd.h; the loop with sqrtf stays scalar, as sqrtf
+ * may set errno), the tail one by one. Every lane does the scalar expression's operations in its
+ * order, so the bits do not depend on the vector width or on where a thread's span starts. */
+static void adamw_update(size_t n, float *w, const float *g, float *m, float *v, float b1, float b2, float eps,
+                         float plr, float wd, float step_size, float inv_bc2) {
+    size_t i = 0;
     const vw vb1 = vw_splat(b1), vb2 = vw_splat(b2), c1 = vw_splat(1 - b1), c2 = vw_splat(1 - b2),
              vdec = vw_splat(plr * wd), vstep = vw_splat(step_size), vbc = vw_splat(inv_bc2), veps = vw_splat(eps);
-    for (; i + HY_VW <= hi; i += HY_VW) {
+    for (; i + HY_VW <= n; i += HY_VW) {
         vw gi = vw_load(g + i), mi = vb1 * vw_load(m + i) + c1 * gi, vi = vb2 * vw_load(v + i) + c2 * gi * gi;
         vw wi = vw_load(w + i);
         wi -= vdec * wi;
         wi -= vstep * mi / (vw_sqrt(vi) * vbc + veps);
         vw_store(m + i, mi), vw_store(v + i, vi), vw_store(w + i, wi);
     }
-    for (; i < hi; i++) {
+    for (; i < n; i++) {
         m[i] = b1 * m[i] + (1 - b1) * g[i];
         v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
         w[i] -= plr * wd * w[i];
@@ -68,7 +68,7 @@ static void update_span(hy_optim *o, hy_model *model, const hy_param *p, size_t 
         float step_size = plr / (float)bc1, inv_bc2 = 1.0f / (float)sqrt(bc2);
         if (gscale != 1.0f)
             for (size_t i = 0; i < n; i++) g[i] *= gscale;
-        adamw_range(0, n, w, g, m, v, b1, b2, eps, plr, wd, step_size, inv_bc2);
+        adamw_update(n, w, g, m, v, b1, b2, eps, plr, wd, step_size, inv_bc2);
     } else {
         float mu = (float)o->momentum;
         if (gscale != 1.0f)
