@@ -145,16 +145,19 @@ static void check_ssd_forward_threads(int B, int T, int H, int P, int N, int G, 
         ck_assert_msg(e < 2e-5, what, B, T, H, P, N, G, chunk, with_s0, "y", e, threads);
         e = nerr_d(so, rs, nS, 1);
         ck_assert_msg(e < 2e-5, what, B, T, H, P, N, G, chunk, with_s0, "final state", e, threads);
-        /* slot c of (B, nch+1, H, P, N) = the state entering step c·chunk (the final one at c = nch) */
+        /* slot c of (B, nch+1, N, H·P) = the state entering step c·chunk (the final one at c = nch),
+         * transposed: S[h][p][n] at row n, column h·P + p */
         int nch = (T + chunk - 1) / chunk;
         double worst = 0;
         for (int b = 0; b < B; b++)
             for (int c = 0; c <= nch; c++)
                 for (int h = 0; h < H; h++)
                     for (size_t i = 0; i < PN; i++) {
+                        const size_t p = i / N, n = i % N;
                         double want = c < nch ? hist[(((size_t)b * T + (size_t)c * chunk) * H + h) * PN + i]
                                               : rs[((size_t)b * H + h) * PN + i];
-                        worst = fmax(worst, fabs(st[(((size_t)b * (nch + 1) + c) * H + h) * PN + i] - want));
+                        double got = st[(((size_t)b * (nch + 1) + c) * N + n) * H * P + (size_t)h * P + p];
+                        worst = fmax(worst, fabs(got - want));
                     }
         ck_assert_msg(worst < 2e-5, what, B, T, H, P, N, G, chunk, with_s0, "chunk state", worst, threads);
         /* the plain recurrence, in place on a copy of s0 */

@@ -34,10 +34,39 @@
 #if defined(__clang__)   /* clang: contraction within expressions, as the other kernels ask of it */
 #pragma clang fp contract(on)
 #else
-#pragma GCC optimize("fp-contract=fast")
+#pragma GCC optimize("fp-contract=fast", "no-tree-loop-distribute-patterns")
 #endif
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+/* Fetches the cache lines of n floats from p (rw 1: to be written). */
+#ifndef HY_SSD_PREFETCH
+#define HY_SSD_PREFETCH(p, n, rw) prefetch_floats(p, n, rw)
+#endif
+#define prefetch_floats(p, n, rw)                                                         \
+    do {                                                                                  \
+        for (int pf_ = 0; pf_ < (n); pf_ += 16) __builtin_prefetch((p) + pf_, (rw), 3);   \
+    } while (0)
+
+/* Share k of K of the rows of a rows × n region (row stride ld) fetched (rw 1: to be written):
+ * the fetches for a later chunk spread over the iterations of this one. */
+static inline void prefetch_share(const float *base, size_t ld, int rows, int n, int k, int K, int rw) {
+    const int r1 = (int)((long)(k + 1) * rows / K);
+    for (int r = (int)((long)k * rows / K); r < r1; r++) {
+        if (rw) prefetch_floats((float *)base + (size_t)r * ld, n, 1);
+        else prefetch_floats(base + (size_t)r * ld, n, 0);
+    }
+}
+
+#ifndef HY_SSD_BWD_PF
+#define HY_SSD_BWD_PF 2
+#endif
+
+/* How the forward keeps the chunk states for the backward: non-temporal stores (vw_stream), so the
+ * 4·H·P·N bytes a chunk leaves do not push the working set out of the cache. */
+#ifndef HY_SSD_KEEP
+#define HY_SSD_KEEP vw_stream
+#endif
 
 /* Σ x[i]·y[i] over n floats, in two 8-lane accumulators (a fixed order for any target). */
 static inline float vdot(const float *restrict x, const float *restrict y, int n) {
@@ -93,13 +122,34 @@ static size_t cb_shared_floats(const ssd_dims *d, int B, int G) {
 }
 
 /* Per-thread scratch of the forward and the backward (layouts at the top of each task's loop). */
-static size_t fwd_thread_floats(const ssd_dims *d, int P) {
-    const size_t QQ = (size_t)d->Q * d->Q, QH = (size_t)d->Q * d->hbmax * P, QG = (size_t)d->Q * d->hbmax;
-    return line_up(2 * QQ + QH + 4 * QG + (size_t)d->Q + (size_t)d->hbmax + d->hbmax * d->PN);
+/* The forward's per-thread areas, each starting on a cache line: the chunk's C Bᵀ (Q × Q), a head's
+ * left operand [E ⊙ C | M] (Q × (N+Q)), the right operand of every head [Sᵀ ; x] ((N+Q) × hb·P:
+ * the carried state transposed, then the chunk's x), (W ⊙ Δx) (Q × hb·P), the per-head step
+ * vectors (4 · Q · hb) and seg (Q), e (hb). */
+typedef struct {
+    float *CB, *A, *Xs, *XW, *avs, *dts, *Es, *Ws, *seg, *e;
+} fwd_areas;
+
+static size_t fwd_areas_at(const ssd_dims *d, int P, int N, float *base, fwd_areas *w) {
+    const size_t Q = (size_t)d->Q, nP = (size_t)d->hbmax * P, QG = Q * d->hbmax;
+    const size_t sz[10] = {Q * Q, Q * (N + Q), (N + Q) * nP, Q * nP, QG, QG, QG, QG, Q, (size_t)d->hbmax};
+    float **dst[10] = {&w->CB, &w->A, &w->Xs, &w->XW, &w->avs, &w->dts, &w->Es, &w->Ws, &w->seg, &w->e};
+    size_t off = 0;
+    for (int i = 0; i < 10; i++) {
+        if (base) *dst[i] = base + off;
+        off += line_up(sz[i]);
+    }
+    return off;
 }
-static size_t bwd_thread_floats(const ssd_dims *d, int P) {
+
+static size_t fwd_thread_floats(const ssd_dims *d, int P, int N) {
+    fwd_areas w;
+    return fwd_areas_at(d, P, N, NULL, &w);
+}
+static size_t bwd_thread_floats(const ssd_dims *d, int P, int N) {
     const size_t QQ = (size_t)d->Q * d->Q, QH = (size_t)d->Q * d->hbmax * P, QG = (size_t)d->Q * d->hbmax;
-    return line_up(4 * QQ + 6 * QH + 4 * QG + 2 * (size_t)d->Q + 3 * (size_t)d->hbmax + d->hbmax * d->PN);
+    return line_up(4 * QQ + 7 * QH + 4 * QG + 2 * (size_t)d->Q + 3 * (size_t)d->hbmax + d->hbmax * d->PN +
+                   2 * (size_t)d->Q * N + d->hbmax * d->PN);
 }
 /* The backward's shared part: the shared C Bᵀ products, dA partial sums, then (several blocks per
  * group) dB and dC rows per block. */
@@ -111,13 +161,13 @@ static size_t bwd_shared_floats(const ssd_dims *d, int B, int T, int H, int G, i
 size_t hy_ssd_forward_work_floats(int B, int T, int H, int P, int N, int G, int chunk, int threads) {
     if (B <= 0 || T <= 0 || chunk <= 0 || G <= 0 || threads <= 0) return 0;
     ssd_dims d = dims_for(B, T, H, P, N, G, chunk, threads);
-    return cb_shared_floats(&d, B, G) + fwd_thread_floats(&d, P) * threads;
+    return cb_shared_floats(&d, B, G) + fwd_thread_floats(&d, P, N) * threads;
 }
 
 size_t hy_ssd_backward_work_floats(int B, int T, int H, int P, int N, int G, int chunk, int threads) {
     if (B <= 0 || T <= 0 || chunk <= 0 || G <= 0 || threads <= 0) return 0;
     ssd_dims d = dims_for(B, T, H, P, N, G, chunk, threads);
-    return bwd_shared_floats(&d, B, T, H, G, N) + bwd_thread_floats(&d, P) * threads;
+    return bwd_shared_floats(&d, B, T, H, G, N) + bwd_thread_floats(&d, P, N) * threads;
 }
 
 size_t hy_ssd_state_floats(int B, int T, int H, int P, int N, int chunk) {
@@ -198,39 +248,133 @@ static ssd_task task_of(long k, const hy_ssd_args *a, const ssd_dims *d) {
 }
 
 /* Rows j < q of the chunk at row0, the task's heads: out[j·nh·P + hl·P + p] = src[(row0 + j)·ld +
- * (h0 + hl)·P + p] · (dt ? Δ_j[h0 + hl] : 1) · (scale ? scale[hl·Q + j] : 1). Whole rows in order (the
- * hardware prefetcher follows them; one head's slices of every row, 2 KiB apart at H·P = 512, it
- * does not). */
+ * (h0 + hl)·P + p] · (dt ? Δ_j[h0 + hl] : 1) · (scale ? scale[hl·Q + j] : 1), and with out2 also
+ * out2[...] = out[...] · scale2[hl·Q + j] in the same pass. Whole rows in order (the hardware
+ * prefetcher follows them; one head's slices of every row, 2 KiB apart at H·P = 512, it does not). */
 static void gather_rows(const hy_ssd_args *a, const ssd_dims *d, const ssd_task *t, size_t row0, int q,
-                        const float *src, int ld, const float *scale, bool dt, float *restrict out) {
+                        const float *src, int ld, const float *scale, bool dt, float *restrict out,
+                        const float *scale2, float *restrict out2) {
     const int P = a->P, nP = t->nh * P, Q = d->Q;
     for (int j = 0; j < q; j++) {
         const float *restrict sj = src + (row0 + j) * ld + (size_t)t->h0 * P;
         const float *dtj = a->dt + (row0 + j) * a->lddt + t->h0;
-        float *restrict o = out + (size_t)j * nP;
+        float *restrict o = out + (size_t)j * nP, *restrict o2 = out2 ? out2 + (size_t)j * nP : NULL;
         for (int hl = 0; hl < t->nh; hl++) {
             const float f = (dt ? dtj[hl] : 1.0f) * (scale ? scale[(size_t)hl * Q + j] : 1.0f);
-            for (int p = 0; p < P; p++) o[hl * P + p] = sj[hl * P + p] * f;
+            if (o2) {
+                const float f2 = scale2[(size_t)hl * Q + j];
+                for (int p = 0; p < P; p++) {
+                    const float v = sj[hl * P + p] * f;
+                    o[hl * P + p] = v, o2[hl * P + p] = v * f2;
+                }
+            } else
+                for (int p = 0; p < P; p++) o[hl * P + p] = sj[hl * P + p] * f;
         }
     }
 }
 
-/* S[hl] *= e[hl] for the task's heads (P·N floats each). */
-static void scale_heads(float *restrict S, const float *e, int nh, size_t PN) {
-    for (int hl = 0; hl < nh; hl++)
-        for (size_t i = 0; i < PN; i++) S[hl * PN + i] *= e[hl];
+/* Σ_{n<rows} Σ_{p<P} x[n·ldx + p] · y[n·ldy + p] (one head's block of two transposed states), in
+ * HY_VW-lane accumulators summed once at the end (a fixed order for a given build). */
+static float dot_block(const float *x, int ldx, const float *y, int ldy, int rows, int P) {
+    vw acc = vw_splat(0.0f);
+    float tail = 0.0f;
+    for (int n = 0; n < rows; n++) {
+        const float *restrict xn = x + (size_t)n * ldx, *restrict yn = y + (size_t)n * ldy;
+        int p = 0;
+        for (; p + HY_VW <= P; p += HY_VW) acc = vw_fma(vw_load(xn + p), vw_load(yn + p), acc);
+        for (; p < P; p++) tail += xn[p] * yn[p];
+    }
+    return vw_hsum(acc) + tail;
 }
 
-/* out[hl] = e[hl] · S[hl] for the task's heads: the scaling and the copy into the next chunk's
- * slot in one pass. */
-static void scale_heads_into(float *restrict out, const float *restrict S, const float *e, int nh, size_t PN) {
-    for (int hl = 0; hl < nh; hl++)
-        for (size_t i = 0; i < PN; i++) out[hl * PN + i] = S[hl * PN + i] * e[hl];
+/* The task's heads' columns of slot c of the (B, nch+1, N, H·P) chunk states: row n (row stride
+ * H·P) holds S[h][p][n] at column (h - h0)·P + p, the carried states transposed, as the forward's
+ * right operand holds them. */
+static inline float *slot_t(float *s, const hy_ssd_args *a, const ssd_dims *d, const ssd_task *t, int c) {
+    return s + ((size_t)t->b * (d->nch + 1) + c) * a->N * (size_t)a->H * a->P + (size_t)t->h0 * a->P;
 }
 
-/* The task's heads' part (nh·P·N floats, contiguous) of slot c of a (B, nch+1, H, P, N) array. */
-static inline float *slot(float *s, const hy_ssd_args *a, const ssd_dims *d, const ssd_task *t, int c) {
-    return s + (((size_t)t->b * (d->nch + 1) + c) * a->H + t->h0) * d->PN;
+/* ST (N rows of nh·P, row stride ld) = the task's heads of S (B, H, P, N) transposed; zeros when S
+ * is NULL. Once per call. */
+static void state_in_t(float *restrict ST, int ld, const float *S, const hy_ssd_args *a, const ssd_task *t) {
+    const int P = a->P, N = a->N;
+    for (int n = 0; n < N; n++) {
+        float *restrict o = ST + (size_t)n * ld;
+        if (!S) {
+            memset(o, 0, (size_t)t->nh * P * sizeof(float));
+            continue;
+        }
+        for (int hl = 0; hl < t->nh; hl++) {
+            const float *restrict sh = S + ((size_t)t->b * a->H + t->h0 + hl) * P * N + n;
+            for (int p = 0; p < P; p++) o[hl * P + p] = sh[(size_t)p * N];
+        }
+    }
+}
+
+/* The reverse of state_in_t: the task's heads of S (B, H, P, N) = ST transposed. */
+static void state_out_t(float *S, const float *restrict ST, int ld, const hy_ssd_args *a, const ssd_task *t) {
+    const int P = a->P, N = a->N;
+    for (int hl = 0; hl < t->nh; hl++)
+        for (int p = 0; p < P; p++) {
+            float *restrict o = S + (((size_t)t->b * a->H + t->h0 + hl) * P + p) * N;
+            for (int n = 0; n < N; n++) o[n] = ST[(size_t)n * ld + hl * P + p];
+        }
+}
+
+/* Columns hl·P .. hl·P+P-1 of ST (N rows, row stride ld) *= e[hl], for the task's nh heads; with
+ * keep, each row is first copied into keep (row stride ldk; whole vectors as non-temporal stores
+ * where aligned: the chunk states are read back only by the backward). */
+static void scale_heads_t(float *restrict ST, int ld, int N, int nh, int P, const float *e, float *restrict keep, int ldk) {
+    for (int n = 0; n < N; n++) {
+        float *restrict r = ST + (size_t)n * ld, *restrict k = keep ? keep + (size_t)n * ldk : NULL;
+        for (int hl = 0; hl < nh; hl++) {
+            const vw f = vw_splat(e[hl]);
+            int p = hl * P;
+            const int end = p + P;
+            for (; p + HY_VW <= end; p += HY_VW) {
+                const vw v = vw_load(r + p);
+                if (k) HY_SSD_KEEP(k + p, v);
+                vw_store(r + p, v * f);
+            }
+            for (; p < end; p++) {
+                if (k) k[p] = r[p];
+                r[p] *= e[hl];
+            }
+        }
+    }
+}
+
+/* ST (N rows, row stride ld) copied into keep (row stride ldk), as scale_heads_t keeps it. */
+static void keep_state_t(const float *restrict ST, int ld, int N, int nP, float *restrict keep, int ldk) {
+    for (int n = 0; n < N; n++) {
+        const float *restrict r = ST + (size_t)n * ld;
+        float *restrict k = keep + (size_t)n * ldk;
+        int p = 0;
+        for (; p + HY_VW <= nP; p += HY_VW) HY_SSD_KEEP(k + p, vw_load(r + p));
+        for (; p < nP; p++) k[p] = r[p];
+    }
+}
+
+/* Rows j < q of the chunk at row0, the task's heads' x: into X as they are and into XW scaled by
+ * W_j·Δ_j of each head (both with row stride nh·P), one pass over x. */
+static void gather_x(const hy_ssd_args *a, const ssd_task *t, size_t row0, int q, int Q, const float *Ws, const float *dts,
+                     float *restrict X, float *restrict XW) {
+    const int P = a->P, nP = t->nh * P;
+    for (int j = 0; j < q; j++) {
+        const float *restrict xj = a->x + (row0 + j) * a->ldx + (size_t)t->h0 * P;
+        float *restrict o = X + (size_t)j * nP, *restrict ow = XW + (size_t)j * nP;
+        for (int hl = 0; hl < t->nh; hl++) {
+            const float f = Ws[(size_t)hl * Q + j] * dts[(size_t)hl * Q + j];
+            const vw fv = vw_splat(f);
+            int p = hl * P;
+            for (; p + HY_VW <= hl * P + P; p += HY_VW) {
+                const vw v = vw_load(xj + p);
+                vw_store(o + p, v);
+                vw_store(ow + p, v * fv);
+            }
+            for (; p < hl * P + P; p++) o[p] = xj[p], ow[p] = xj[p] * f;
+        }
+    }
 }
 
 /* The chunks' C Bᵀ for every (sequence b, group g, chunk c) into CB + ((b·G + g)·nch + c)·Q·Q (row
@@ -274,9 +418,8 @@ int hy_ssd_forward(const hy_ssd_args *a, float *y, int ldy, hy_buf *work) {
         return 0;
     }
     const ssd_dims d = dims_of(a);
-    const int Q = d.Q, P = a->P, N = a->N, nth = omp_get_max_threads();
-    const size_t QQ = (size_t)Q * Q, QH = (size_t)Q * d.hbmax * P, QG = (size_t)Q * d.hbmax, thr = fwd_thread_floats(&d, P);
-    const size_t ncb = cb_shared_floats(&d, a->B, a->G);
+    const int Q = d.Q, P = a->P, N = a->N, HP = a->H * a->P, nth = omp_get_max_threads();
+    const size_t thr = fwd_thread_floats(&d, P, N), ncb = cb_shared_floats(&d, a->B, a->G);
     if (!hy_buf_grab(work, ncb + thr * nth)) return HY_ERR_NOMEM;
     float *CBs = ncb ? work->p : NULL, *scratch = work->p + ncb;
     const long ntask = (long)a->B * a->G * d.nb;
@@ -284,56 +427,64 @@ int hy_ssd_forward(const hy_ssd_args *a, float *y, int ldy, hy_buf *work) {
     #pragma omp parallel if (ntask > 1)
     {
         if (CBs) shared_cb(a, &d, CBs);
+        fwd_areas w;
+        fwd_areas_at(&d, P, N, scratch + thr * omp_get_thread_num(), &w);
         #pragma omp for schedule(static)
         for (long k = 0; k < ntask; k++) {
             const ssd_task t = task_of(k, a, &d);
             const int nh = t.nh, nP = nh * P;
-            float *CBo = scratch + thr * omp_get_thread_num(), *M = CBo + QQ, *XW = M + QQ, *avs = XW + QH, *dts = avs + QG,
-                  *Es = dts + QG, *Ws = Es + QG, *seg = Ws + QG, *e = seg + Q, *S = e + d.hbmax;
-            /* with the states kept, chunk c reads its state from slot c and writes the next into slot c+1 */
-            float *S0 = a->states ? slot(a->states, a, &d, &t, 0) : S;
-            if (a->s0) memcpy(S0, a->s0 + ((size_t)t.b * a->H + t.h0) * d.PN, nh * d.PN * sizeof(float));
-            else memset(S0, 0, nh * d.PN * sizeof(float));
+            /* Xs = [Sᵀ ; x]: rows 0..N-1 the carried state transposed (N × nP), then the chunk's x */
+            float *ST = w.Xs, *Xc = w.Xs + (size_t)N * nP;
+            state_in_t(ST, nP, a->s0, a, &t);
             for (int c = 0; c < d.nch; c++) {
                 const int t0 = c * Q, q = MIN(Q, a->T - t0);
                 const size_t row0 = (size_t)t.b * a->T + t0;
                 const float *Bc = a->Bm + row0 * a->ldbc + (size_t)t.g * N, *Cc = a->Cm + row0 * a->ldbc + (size_t)t.g * N;
                 float *yc = y + row0 * ldy + (size_t)t.h0 * P;
-                float *Sin = a->states ? slot(a->states, a, &d, &t, c) : S, *Snext = a->states ? slot(a->states, a, &d, &t, c + 1) : S;
                 const float *xc = a->x + row0 * a->ldx + (size_t)t.h0 * P;
                 for (int hl = 0; hl < nh; hl++) {
-                    e[hl] = head_decays(a, row0, q, t.h0 + hl, avs + (size_t)hl * Q, Es + (size_t)hl * Q, Ws + (size_t)hl * Q);
-                    for (int j = 0; j < q; j++) dts[(size_t)hl * Q + j] = a->dt[(row0 + j) * a->lddt + t.h0 + hl];
+                    w.e[hl] = head_decays(a, row0, q, t.h0 + hl, w.avs + (size_t)hl * Q, w.Es + (size_t)hl * Q, w.Ws + (size_t)hl * Q);
+                    for (int j = 0; j < q; j++) w.dts[(size_t)hl * Q + j] = a->dt[(row0 + j) * a->lddt + t.h0 + hl];
                 }
-                /* the carried-in state: y = E ⊙ (C S_inᵀ) */
-                hy_gemm(false, true, q, nP, N, 1.0f, Cc, a->ldbc, Sin, N, 0.0f, yc, ldy);
-                for (int j = 0; j < q; j++)
-                    for (int hl = 0; hl < nh; hl++) {
-                        const float ej = Es[(size_t)hl * Q + j];
-                        float *restrict o = yc + (size_t)j * ldy + (size_t)hl * P;
-                        for (int p = 0; p < P; p++) o[p] *= ej;
-                    }
-                /* within the chunk: y += (L ⊙ CB ⊙ Δ) x, head by head (Δ_i scales column i of the mask) */
-                const float *CB = chunk_cb(a, &d, &t, c, q, CBs, CBo);
+                gather_x(a, &t, row0, q, Q, w.Ws, w.dts, Xc, w.XW);
+                /* per head y = [E ⊙ C | L ⊙ CB ⊙ Δ] [Sᵀ ; x]: the carried-in state's part and the chunk's own
+                 * in one product (Δ_i scales column i of the mask) */
+                const float *CB = chunk_cb(a, &d, &t, c, q, CBs, w.CB);
+                const int lda = N + Q;
+                const int qn = c + 1 < d.nch ? MIN(Q, a->T - t0 - Q) : 0, rows_built = nh * q;
+                /* the state entering the chunk (Sᵀ, unchanged until the products are done) goes into
+                 * its slot a few rows at a time between the rows of the left operands, so that the
+                 * non-temporal stores drain while the products run */
+                float *keep = a->states ? slot_t(a->states, a, &d, &t, c) : NULL;
+                int kept = 0;
                 for (int hl = 0; hl < nh; hl++) {
-                    for (int j = 0; j < q; j++)
-                        mask_row(j, q, avs + (size_t)hl * Q, seg, M + (size_t)j * Q, CB + (size_t)j * Q, dts + (size_t)hl * Q);
-                    hy_gemm(false, false, q, P, q, 1.0f, M, Q, xc + (size_t)hl * P, a->ldx, 1.0f, yc + (size_t)hl * P, ldy);
-                }
-                /* the state leaving the chunk: S = e ⊙ S + (W ⊙ Δx)ᵀ B */
-                for (int j = 0; j < q; j++)
-                    for (int hl = 0; hl < nh; hl++) {
-                        const float wj = Ws[(size_t)hl * Q + j] * dts[(size_t)hl * Q + j];
-                        const float *restrict xt = xc + (size_t)j * a->ldx + (size_t)hl * P;
-                        float *restrict o = XW + (size_t)j * nP + (size_t)hl * P;
-                        for (int p = 0; p < P; p++) o[p] = xt[p] * wj;
+                    const float *E = w.Es + (size_t)hl * Q;
+                    for (int j = 0; j < q; j++) {
+                        float *restrict r = w.A + (size_t)j * lda;
+                        const float *restrict cj = Cc + (size_t)j * a->ldbc;
+                        const float ej = E[j];
+                        /* the lines this head's product writes in row j of y, and those of the next
+                         * chunk's x it reads next: fetched while the row is built */
+                        HY_SSD_PREFETCH(yc + (size_t)j * ldy + (size_t)hl * P, P, 1);
+                        if (j < qn) HY_SSD_PREFETCH(xc + ((size_t)Q + j) * a->ldx + (size_t)hl * P, P, 0);
+                        #pragma omp simd
+                        for (int n = 0; n < N; n++) r[n] = ej * cj[n];
+                        mask_row(j, q, w.avs + (size_t)hl * Q, w.seg, r + N, CB + (size_t)j * Q, w.dts + (size_t)hl * Q);
+                        if (keep) {
+                            const int upto = (int)(((long)(hl * q + j + 1) * N) / rows_built);
+                            keep_state_t(ST + (size_t)kept * nP, nP, upto - kept, nP, keep + (size_t)kept * HP, HP);
+                            kept = upto;
+                        }
                     }
-                if (Snext != Sin) scale_heads_into(Snext, Sin, e, nh, d.PN);
-                else scale_heads(Sin, e, nh, d.PN);
-                hy_gemm(true, false, nP, N, q, 1.0f, XW, nP, Bc, a->ldbc, 1.0f, Snext, N);
+                    hy_gemm(false, false, q, P, N + q, 1.0f, w.A, lda, w.Xs + (size_t)hl * P, nP, 0.0f, yc + (size_t)hl * P, ldy);
+                }
+                /* the state leaving the chunk: Sᵀ = e ⊙ Sᵀ + Bᵀ (W ⊙ Δx) */
+                scale_heads_t(ST, nP, N, nh, P, w.e, NULL, 0);
+                hy_gemm(true, false, N, nP, q, 1.0f, Bc, a->ldbc, w.XW, nP, 1.0f, ST, nP);
             }
-            const float *Sfin = a->states ? slot(a->states, a, &d, &t, d.nch) : S;
-            if (a->s_out) memcpy(a->s_out + ((size_t)t.b * a->H + t.h0) * d.PN, Sfin, nh * d.PN * sizeof(float));
+            if (a->states) keep_state_t(ST, nP, N, nP, slot_t(a->states, a, &d, &t, d.nch), HP);
+            if (a->s_out) state_out_t(a->s_out, ST, nP, a, &t);
+            hy_stream_fence();
         }
     }
     return 0;
@@ -352,9 +503,9 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
     }
     if (!a->states) return hy_fail("ssd: backward without the chunk states of its forward");
     const ssd_dims d = dims_of(a);
-    const int Q = d.Q, P = a->P, N = a->N, H = a->H, G = a->G, nth = omp_get_max_threads();
+    const int Q = d.Q, P = a->P, N = a->N, H = a->H, G = a->G, HP = H * P, nth = omp_get_max_threads();
     const size_t QQ = (size_t)Q * Q, QH = (size_t)Q * d.hbmax * P, QG = (size_t)Q * d.hbmax, rows = (size_t)a->B * a->T;
-    const size_t thr = bwd_thread_floats(&d, P), nsm = line_up((size_t)a->B * d.nch * H), ncb = cb_shared_floats(&d, a->B, G);
+    const size_t thr = bwd_thread_floats(&d, P, N), nsm = line_up((size_t)a->B * d.nch * H), ncb = cb_shared_floats(&d, a->B, G);
     if (!hy_buf_grab(work, bwd_shared_floats(&d, a->B, a->T, H, G, N) + thr * nth)) return HY_ERR_NOMEM;
     float *CBs = ncb ? work->p : NULL, *dAp = work->p + ncb, *part = dAp + nsm,
           *scratch = work->p + bwd_shared_floats(&d, a->B, a->T, H, G, N);
@@ -370,7 +521,7 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
             float *CBo = scratch + thr * omp_get_thread_num(), *Lm = CBo + QQ, *dM = Lm + QQ, *dG = dM + QQ, *Xt = dG + QQ,
                   *XW = Xt + QH, *Z = XW + QH, *V = Z + QH, *dYE = V + QH, *dXt = dYE + QH, *avs = dXt + QH, *Es = avs + QG,
                   *Ws = Es + QG, *das = Ws + QG, *seg = das + QG, *U = seg + Q, *e = U + Q, *de = e + d.hbmax,
-                  *dAsum = de + d.hbmax, *dS = dAsum + d.hbmax;
+                  *dAsum = de + d.hbmax, *dS = dAsum + d.hbmax, *Tc = dS + d.hbmax * d.PN, *Tb = Tc + (size_t)Q * N, *Sin = Tb + (size_t)Q * N, *dYd = Sin + d.hbmax * d.PN;
             /* dB, dC: straight into the outputs with one block per group, else into this block's rows */
             float *dBt = d.nb > 1 ? part + ((size_t)t.blk * 2 * rows) * G * N : dB,
                   *dCt = d.nb > 1 ? part + ((size_t)t.blk * 2 + 1) * rows * G * N : dC;
@@ -380,32 +531,56 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
                 const int t0 = c * Q, q = MIN(Q, a->T - t0);
                 const size_t row0 = (size_t)t.b * a->T + t0;
                 const float *Bc = a->Bm + row0 * a->ldbc + (size_t)t.g * N, *Cc = a->Cm + row0 * a->ldbc + (size_t)t.g * N;
-                const float *Sin = slot(a->states, a, &d, &t, c), *dyc = dy + row0 * lddy + (size_t)t.h0 * P;
+                const float *SinT = slot_t(a->states, a, &d, &t, c);
                 float *dBc = dBt + row0 * ldp + (size_t)t.g * N, *dCc = dCt + row0 * ldp + (size_t)t.g * N;
+                /* the task's columns of the entering state, dense (Sᵀ, N × nP): the products read it
+                 * with row stride nP (oneDNN is several times slower on a transposed operand of
+                 * row stride H·P) */
+                for (int n = 0; n < N; n++) memcpy(Sin + (size_t)n * nP, SinT + (size_t)n * HP, (size_t)nP * sizeof(float));
                 for (int hl = 0; hl < nh; hl++) {
                     e[hl] = head_decays(a, row0, q, t.h0 + hl, avs + (size_t)hl * Q, Es + (size_t)hl * Q, Ws + (size_t)hl * Q);
-                    de[hl] = vdot(dS + hl * d.PN, Sin + hl * d.PN, (int)d.PN);
+                    de[hl] = dot_block(dS + (size_t)hl * P, nP, Sin + (size_t)hl * P, nP, N, P);
                 }
-                gather_rows(a, &d, &t, row0, q, a->x, a->ldx, NULL, true, Xt);
-                gather_rows(a, &d, &t, row0, q, a->x, a->ldx, Ws, true, XW);
-                gather_rows(a, &d, &t, row0, q, dy, lddy, Es, false, dYE);
+                gather_rows(a, &d, &t, row0, q, a->x, a->ldx, NULL, true, Xt, Ws, XW);
+                gather_rows(a, &d, &t, row0, q, dy, lddy, NULL, false, dYd, Es, dYE);
                 const float *CB = chunk_cb(a, &d, &t, c, q, CBs, CBo);
-                hy_gemm(false, true, q, nP, N, 1.0f, Cc, a->ldbc, Sin, N, 0.0f, Z, nP);
-                hy_gemm(false, true, q, nP, N, 1.0f, Bc, a->ldbc, dS, N, 0.0f, V, nP);
-                /* the carried-in state's and the chunk state's parts of dC and dB */
-                hy_gemm(false, false, q, N, nP, 1.0f, dYE, nP, Sin, N, 0.0f, dCc, ldp);
-                hy_gemm(false, false, q, N, nP, 1.0f, XW, nP, dS, N, 0.0f, dBc, ldp);
+                hy_gemm(false, false, q, nP, N, 1.0f, Cc, a->ldbc, Sin, nP, 0.0f, Z, nP);
+                hy_gemm(false, false, q, nP, N, 1.0f, Bc, a->ldbc, dS, nP, 0.0f, V, nP);
+                /* the carried-in state's and the chunk state's parts of dC and dB, made with a dense
+                 * result (oneDNN's product with a transposed right operand is several times slower
+                 * into rows of another stride) and copied into place */
+                hy_gemm(false, true, q, N, nP, 1.0f, dYE, nP, Sin, nP, 0.0f, Tc, N);
+                hy_gemm(false, true, q, N, nP, 1.0f, XW, nP, dS, nP, 0.0f, Tb, N);
+                for (int j = 0; j < q; j++) {
+                    memcpy(dCc + (size_t)j * ldp, Tc + (size_t)j * N, (size_t)N * sizeof(float));
+                    memcpy(dBc + (size_t)j * ldp, Tb + (size_t)j * N, (size_t)N * sizeof(float));
+                }
                 memset(dG, 0, QQ * sizeof(float));
                 for (int hl = 0; hl < nh; hl++) {
                     const float *av = avs + (size_t)hl * Q, *E = Es + (size_t)hl * Q, *W = Ws + (size_t)hl * Q;
                     float *da = das + (size_t)hl * Q, *dXh = dXt + (size_t)hl * P;
-                    const float *dyh = dyc + (size_t)hl * P;
-                    for (int j = 0; j < q; j++) mask_row(j, q, av, seg, Lm + (size_t)j * Q, NULL, NULL);
+                    const float *dyh = dYd + (size_t)hl * P;   /* dy, dense (row stride nP) */
+                    for (int j = 0; j < q; j++) {
+                        mask_row(j, q, av, seg, Lm + (size_t)j * Q, NULL, NULL);
+                        /* the previous chunk's rows of x, dy, dx and its entering state, a share
+                         * per mask row, fetched while this chunk is worked on */
+                        if (c > 0) {
+                            const int k = hl * q + j, K = nh * q;
+#if HY_SSD_BWD_PF > 1
+                            prefetch_share(a->x + (row0 - Q) * a->ldx + (size_t)t.h0 * P, a->ldx, Q, nP, k, K, 0);
+                            prefetch_share(dy + (row0 - Q) * lddy + (size_t)t.h0 * P, lddy, Q, nP, k, K, 0);
+                            prefetch_share(dx + (row0 - Q) * lddx + (size_t)t.h0 * P, lddx, Q, nP, k, K, 1);
+#endif
+#if HY_SSD_BWD_PF > 0
+                            prefetch_share(slot_t(a->states, a, &d, &t, c - 1), HP, N, nP, k, K, 0);
+#endif
+                        }
+                    }
                     /* M = L ⊙ CB into dM's space first: d(Δx) = Mᵀ dy */
                     for (int j = 0; j < q; j++)
                         for (int i = 0; i < q; i++) dM[(size_t)j * Q + i] = Lm[(size_t)j * Q + i] * CB[(size_t)j * Q + i];
-                    hy_gemm(true, false, q, P, q, 1.0f, dM, Q, dyh, lddy, 0.0f, dXh, nP);
-                    hy_gemm(false, true, q, q, P, 1.0f, dyh, lddy, Xt + (size_t)hl * P, nP, 0.0f, dM, Q);
+                    hy_gemm(true, false, q, P, q, 1.0f, dM, Q, dyh, nP, 0.0f, dXh, nP);
+                    hy_gemm(false, true, q, q, P, 1.0f, dyh, nP, Xt + (size_t)hl * P, nP, 0.0f, dM, Q);
                     /* the mask: dCB += dM ⊙ L; F = dM ⊙ L ⊙ CB below the diagonal -> da */
                     for (int i = 0; i < q; i++) U[i] = 0.0f, da[i] = 0.0f;
                     for (int j = 0; j < q; j++) {
@@ -425,7 +600,7 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
                     /* E: dE_j = dy_j · Z_j; W: dW_i = Δx_i · V_i; d(Δx) += W ⊙ V; e: de·e on every step */
                     float acc = 0;
                     for (int j = q - 1; j >= 0; j--) {
-                        acc += vdot(dyh + (size_t)j * lddy, Z + (size_t)j * nP + (size_t)hl * P, P) * E[j];
+                        acc += vdot(dyh + (size_t)j * nP, Z + (size_t)j * nP + (size_t)hl * P, P) * E[j];
                         da[j] += acc;
                     }
                     acc = 0;
@@ -457,10 +632,10 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
                 hy_gemm(false, false, q, N, q, 1.0f, dG, Q, Bc, a->ldbc, 1.0f, dCc, ldp);
                 hy_gemm(true, false, q, N, q, 1.0f, dG, Q, Cc, a->ldbc, 1.0f, dBc, ldp);
                 /* the state entering the chunk: dS = e ⊙ dS + (E ⊙ dy)ᵀ C */
-                scale_heads(dS, e, nh, d.PN);
-                hy_gemm(true, false, nP, N, q, 1.0f, dYE, nP, Cc, a->ldbc, 1.0f, dS, N);
+                scale_heads_t(dS, nP, N, nh, P, e, NULL, 0);
+                hy_gemm(true, false, N, nP, q, 1.0f, Cc, a->ldbc, dYE, nP, 1.0f, dS, nP);
             }
-            if (ds0) memcpy(ds0 + ((size_t)t.b * H + t.h0) * d.PN, dS, nh * d.PN * sizeof(float));
+            if (ds0) state_out_t(ds0, dS, nP, a, &t);
         }
     }
     /* several blocks per group: dB, dC = the blocks' rows added in block order */
