@@ -148,7 +148,7 @@ static size_t fwd_thread_floats(const ssd_dims *d, int P, int N) {
 }
 static size_t bwd_thread_floats(const ssd_dims *d, int P, int N) {
     const size_t QQ = (size_t)d->Q * d->Q, QH = (size_t)d->Q * d->hbmax * P, QG = (size_t)d->Q * d->hbmax;
-    return line_up(4 * QQ + 7 * QH + 4 * QG + 2 * (size_t)d->Q + 3 * (size_t)d->hbmax + d->hbmax * d->PN +
+    return line_up(4 * QQ + 6 * QH + 4 * QG + 2 * (size_t)d->Q + 3 * (size_t)d->hbmax + d->hbmax * d->PN +
                    2 * (size_t)d->Q * N + d->hbmax * d->PN);
 }
 /* The backward's shared part: the shared C Bᵀ products, dA partial sums, then (several blocks per
@@ -521,7 +521,7 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
             float *CBo = scratch + thr * omp_get_thread_num(), *Lm = CBo + QQ, *dM = Lm + QQ, *dG = dM + QQ, *Xt = dG + QQ,
                   *XW = Xt + QH, *Z = XW + QH, *V = Z + QH, *dYE = V + QH, *dXt = dYE + QH, *avs = dXt + QH, *Es = avs + QG,
                   *Ws = Es + QG, *das = Ws + QG, *seg = das + QG, *U = seg + Q, *e = U + Q, *de = e + d.hbmax,
-                  *dAsum = de + d.hbmax, *dS = dAsum + d.hbmax, *Tc = dS + d.hbmax * d.PN, *Tb = Tc + (size_t)Q * N, *Sin = Tb + (size_t)Q * N, *dYd = Sin + d.hbmax * d.PN;
+                  *dAsum = de + d.hbmax, *dS = dAsum + d.hbmax, *Tc = dS + d.hbmax * d.PN, *Tb = Tc + (size_t)Q * N, *Sin = Tb + (size_t)Q * N;
             /* dB, dC: straight into the outputs with one block per group, else into this block's rows */
             float *dBt = d.nb > 1 ? part + ((size_t)t.blk * 2 * rows) * G * N : dB,
                   *dCt = d.nb > 1 ? part + ((size_t)t.blk * 2 + 1) * rows * G * N : dC;
@@ -531,7 +531,7 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
                 const int t0 = c * Q, q = MIN(Q, a->T - t0);
                 const size_t row0 = (size_t)t.b * a->T + t0;
                 const float *Bc = a->Bm + row0 * a->ldbc + (size_t)t.g * N, *Cc = a->Cm + row0 * a->ldbc + (size_t)t.g * N;
-                const float *SinT = slot_t(a->states, a, &d, &t, c);
+                const float *SinT = slot_t(a->states, a, &d, &t, c), *dyc = dy + row0 * lddy + (size_t)t.h0 * P;
                 float *dBc = dBt + row0 * ldp + (size_t)t.g * N, *dCc = dCt + row0 * ldp + (size_t)t.g * N;
                 /* the task's columns of the entering state, dense (Sᵀ, N × nP): the products read it
                  * with row stride nP (oneDNN is several times slower on a transposed operand of
@@ -542,7 +542,7 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
                     de[hl] = dot_block(dS + (size_t)hl * P, nP, Sin + (size_t)hl * P, nP, N, P);
                 }
                 gather_rows(a, &d, &t, row0, q, a->x, a->ldx, NULL, true, Xt, Ws, XW);
-                gather_rows(a, &d, &t, row0, q, dy, lddy, NULL, false, dYd, Es, dYE);
+                gather_rows(a, &d, &t, row0, q, dy, lddy, Es, false, dYE, NULL, NULL);
                 const float *CB = chunk_cb(a, &d, &t, c, q, CBs, CBo);
                 hy_gemm(false, false, q, nP, N, 1.0f, Cc, a->ldbc, Sin, nP, 0.0f, Z, nP);
                 hy_gemm(false, false, q, nP, N, 1.0f, Bc, a->ldbc, dS, nP, 0.0f, V, nP);
@@ -559,7 +559,7 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
                 for (int hl = 0; hl < nh; hl++) {
                     const float *av = avs + (size_t)hl * Q, *E = Es + (size_t)hl * Q, *W = Ws + (size_t)hl * Q;
                     float *da = das + (size_t)hl * Q, *dXh = dXt + (size_t)hl * P;
-                    const float *dyh = dYd + (size_t)hl * P;   /* dy, dense (row stride nP) */
+                    const float *dyh = dyc + (size_t)hl * P;
                     for (int j = 0; j < q; j++) {
                         mask_row(j, q, av, seg, Lm + (size_t)j * Q, NULL, NULL);
                         /* the previous chunk's rows of x, dy, dx and its entering state, a share
@@ -579,8 +579,8 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
                     /* M = L ⊙ CB into dM's space first: d(Δx) = Mᵀ dy */
                     for (int j = 0; j < q; j++)
                         for (int i = 0; i < q; i++) dM[(size_t)j * Q + i] = Lm[(size_t)j * Q + i] * CB[(size_t)j * Q + i];
-                    hy_gemm(true, false, q, P, q, 1.0f, dM, Q, dyh, nP, 0.0f, dXh, nP);
-                    hy_gemm(false, true, q, q, P, 1.0f, dyh, nP, Xt + (size_t)hl * P, nP, 0.0f, dM, Q);
+                    hy_gemm(true, false, q, P, q, 1.0f, dM, Q, dyh, lddy, 0.0f, dXh, nP);
+                    hy_gemm(false, true, q, q, P, 1.0f, dyh, lddy, Xt + (size_t)hl * P, nP, 0.0f, dM, Q);
                     /* the mask: dCB += dM ⊙ L; F = dM ⊙ L ⊙ CB below the diagonal -> da */
                     for (int i = 0; i < q; i++) U[i] = 0.0f, da[i] = 0.0f;
                     for (int j = 0; j < q; j++) {
@@ -600,7 +600,7 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
                     /* E: dE_j = dy_j · Z_j; W: dW_i = Δx_i · V_i; d(Δx) += W ⊙ V; e: de·e on every step */
                     float acc = 0;
                     for (int j = q - 1; j >= 0; j--) {
-                        acc += vdot(dyh + (size_t)j * nP, Z + (size_t)j * nP + (size_t)hl * P, P) * E[j];
+                        acc += vdot(dyh + (size_t)j * lddy, Z + (size_t)j * nP + (size_t)hl * P, P) * E[j];
                         da[j] += acc;
                     }
                     acc = 0;
