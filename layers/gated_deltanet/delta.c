@@ -73,13 +73,13 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
     float *const St = Bm + L;   /* Sᵀ: dk rows at stride ldb */
     const size_t head = (size_t)b * in->HV + j;
     bool s_zero = S == NULL;   /* the state is known to be zero: its products are skipped */
-    if (S) hy_transpose(St, (size_t)ldb, S, (size_t)dk, dv, dk);
+    if (S) hy_transpose(St, (size_t)ldb, S, (size_t)dk, dv, dk, false);
     for (int c = 0; c < nch; c++) {
         const int Lc = in->T - c * L < L ? in->T - c * L : L, ldc = Lc + dv;
         gdn_chunk_gather(in, b, j, c, &ch);
         const float *Q = ch.qk;
         float *K = ch.qk + (size_t)Lc * dk, *Bc = Bm + (L - Lc);   /* [Kᵀ | S_inᵀ]: Lc + dv columns */
-        hy_transpose(Bc, (size_t)ldb, K, (size_t)dk, Lc, dk);
+        hy_transpose(Bc, (size_t)ldb, K, (size_t)dk, Lc, dk, false);
         /* C = [Q; K] [Kᵀ | S_inᵀ] = [Q Kᵀ | Q S_inᵀ; K Kᵀ | K S_inᵀ] (row stride ldc), then the masks */
         hy_tile_mm(2 * Lc, s_zero ? Lc : ldc, dk, Q, dk, 1, Bc, ldb, C, ldc, 0.0f, NULL, false);
         gdn_prefetch_rows(in, b, j, c + 1, 0, L / 4);   /* the next chunk's rows, in four parts */
@@ -107,7 +107,7 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
         /* the state entering chunk c is kept for the even chunks */
         float *ck = keep && c % 2 == 0 ? keep->ckpt + (head * nck + c / 2) * (size_t)dv * dk : NULL;
         if (ck && s_zero) memset(ck, 0, (size_t)dv * dk * sizeof(float));
-        else if (ck) hy_transpose(ck, (size_t)dk, St, (size_t)ldb, dk, dv);
+        else if (ck) hy_transpose(ck, (size_t)dk, St, (size_t)ldb, dk, dv, nt);
         /* S_outᵀ = e^{γ_L} S_inᵀ + K̃ᵀ U with K̃ = diag(e^{γ_L − γ}) K (the product's A is K read by columns) */
         for (int t = 0; t < Lc; t++) {
             float *kt = K + (size_t)t * dk, f = ch.et[t];
@@ -116,7 +116,7 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
         hy_tile_mm(dk, dv, Lc, K, 1, dk, U, dv, St, ldb, s_zero ? 0.0f : ch.eL, NULL, false);
         s_zero = false;
     }
-    if (S) hy_transpose(S, (size_t)dk, St, (size_t)ldb, dk, dv);
+    if (S) hy_transpose(S, (size_t)dk, St, (size_t)ldb, dk, dv, false);
     if (nt) hy_stream_fence();   /* the streamed lines are visible once the threads join */
 }
 
