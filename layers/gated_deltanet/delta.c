@@ -1,12 +1,12 @@
 /* The gated delta rule, forward (chunked WY/UT form) and single-token step; formulas and layouts in
  * layers/gated_deltanet/delta.h. One (sequence, value head) per OpenMP iteration walks its chunks in
- * order, the state (dv × dk) carried in the thread's scratch directly after the chunk's K rows; all
- * intra-chunk matrices live in that scratch, so only the inputs, o, and what is kept for backward
- * touch memory. Per chunk four GEMMs: [Q; K] [K; S_in]ᵀ (Q Kᵀ, K Kᵀ, Q S_inᵀ and K S_inᵀ at once), T·R
- * (after the substitution for T), tril(P)·U and Uᵀ K̃ for the next state. With keep, U and the state
- * entering every other chunk are written out once (the backward recomputes T and the other states). */
+ * order, the state carried transposed (Sᵀ, dk × dv) in the thread's scratch directly after the
+ * chunk's Kᵀ; all intra-chunk matrices live in that scratch, so only the inputs, o, and what is kept
+ * for backward touch memory. Per chunk four products (core/tile_mm.h): [Q; K] [Kᵀ | S_inᵀ] (Q Kᵀ,
+ * K Kᵀ, Q S_inᵀ and K S_inᵀ at once), T·R (after the substitution for T), tril(P)·U and Kᵀ·U for the
+ * next state. With keep, U and the state entering every other chunk (transposed back to dv × dk) are
+ * written out once (the backward recomputes T and the other states). */
 #include "core/error.h"
-#include "core/gemm.h"
 #include "core/tile_mm.h"
 #include "layers/gated_deltanet/delta_common.h"
 #include <omp.h>

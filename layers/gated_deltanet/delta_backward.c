@@ -15,7 +15,6 @@
  * too small for a library call's set-up); it takes B row-major, so Kᵀ, Uᵀ and dSᵀ are transposed
  * into the scratch first (hy_transpose) for the three products that read them. */
 #include "core/error.h"
-#include "core/gemm.h"
 #include "core/tile_mm.h"
 #include "layers/gated_deltanet/delta_common.h"
 #include <omp.h>

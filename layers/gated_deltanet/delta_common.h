@@ -4,7 +4,6 @@
  * Internal to those two files. */
 #ifndef HY_LAYERS_GATED_DELTANET_DELTA_COMMON_H
 #define HY_LAYERS_GATED_DELTANET_DELTA_COMMON_H
-#include "core/gemm.h"
 #include "core/simd.h"
 #include "core/tile_mm.h"
 #include "core/vmath.h"
