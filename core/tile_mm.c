@@ -6,7 +6,7 @@
 #include "core/simd.h"
 
 #define INLINE static inline __attribute__((always_inline))
-enum { MR = 4, NV = 4 };   /* rows and vectors of the register block */
+enum { MR = HY_TILE_MR, NV = 4 };   /* rows and vectors of the register block */
 
 /* One register block: rows [0, mr) × vectors [0, nv) of C (the last one masked to `mask` when
  * `masked`) from k in [0, K). mr, nv and masked are compile-time constants after inlining. */

@@ -12,6 +12,8 @@
 #include <omp.h>
 #include <stdbool.h>
 
+_Static_assert(HY_VW % HY_TILE_MR == 0, "T is read from the substitution's padded rows by blocks of HY_TILE_MR rows");
+
 int hy_gdn_nchunks(int T, int L) { return T <= 0 ? 0 : (T + L - 1) / L; }
 int hy_gdn_nckpt(int T, int L) { return (hy_gdn_nchunks(T, L) + 1) / 2; }
 
@@ -98,6 +100,9 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
                 for (int x = 0; x < dv; x++) r[x] = bt * vt[x] - be * ks[x];
         }
         gdn_prefetch_rows(in, b, j, c + 1, L / 2, 3 * L / 4);
+        /* T straight from the substitution's padded rows: a lower block of 4 rows reads only columns
+         * inside the vectors the substitution wrote for its rows (HY_TILE_MR divides the vector
+         * width), which hold exact zeros above the diagonal */
         hy_tile_mm(Lc, dv, Lc, Tp, gdn_inv_stride(Lc), 1, R, dv, U, dv, 0.0f, NULL, true);
         if (keep) put_rows(keep->u + (head * in->T + (size_t)c * L) * dv, 0, U, 0, 1, Lc * dv, nt);
         /* O = diag(e^γ) Q S_inᵀ + P U, made in place of Q S_inᵀ and written out once */
