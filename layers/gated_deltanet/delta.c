@@ -2,9 +2,9 @@
  * layers/gated_deltanet/delta.h. One (sequence, value head) per OpenMP iteration walks its chunks in
  * order, the state carried transposed (Sᵀ, dk × dv) in the thread's scratch directly after the
  * chunk's Kᵀ; all intra-chunk matrices live in that scratch, so only the inputs, o, and what is kept
- * for backward touch memory. Per chunk four products (core/tile_mm.h): [Q; K] [Kᵀ | S_inᵀ] (Q Kᵀ,
- * K Kᵀ, Q S_inᵀ and K S_inᵀ at once), T·R (after the substitution for T), tril(P)·U and Kᵀ·U for the
- * next state. With keep, U and the state entering every other chunk (transposed back to dv × dk) are
+ * for backward touch memory. Per chunk five products (core/tile_mm.h): Q [Kᵀ | S_inᵀ] and
+ * K [Kᵀ | S_inᵀ] (Q Kᵀ, Q S_inᵀ, K Kᵀ and K S_inᵀ), T·R (after the substitution for T), tril(P)·U and
+ * K̃ᵀ·U for the next state. With keep, U and the state entering every other chunk (transposed back to dv × dk) are
  * written out once (the backward recomputes T and the other states). */
 #include "core/error.h"
 #include "core/tile_mm.h"
@@ -27,10 +27,10 @@ int hy_gdn_check(const hy_gdn_in *in) {
     return 0;
 }
 
-/* Scratch floats of one thread of the forward: the chunk, T (padded rows), C, R, U and the carried
- * [Kᵀ | S_inᵀ] (dk rows of L + dv). */
+/* Scratch floats of one thread of the forward: the chunk (without Q and K rows), T (padded rows), C,
+ * R, U and the carried [Kᵀ | S_inᵀ] (dk rows of L + dv). */
 static size_t fwd_floats(int L, int dk, int dv) {
-    return gdn_chunk_floats(L, dk) + gdn_round((size_t)gdn_inv_stride(L) * gdn_inv_stride(L)) +
+    return gdn_chunk_floats(L, dk, false) + gdn_round((size_t)gdn_inv_stride(L) * gdn_inv_stride(L)) +
            gdn_round((size_t)2 * L * (L + dv)) + 2 * gdn_round((size_t)L * dv) + gdn_round((size_t)dk * (L + dv));
 }
 
@@ -58,18 +58,18 @@ static void put_rows(float *restrict dst, size_t ld_dst, const float *restrict s
 /* All chunks of (sequence b, value head j) in order. S: this head's state (dv × dk), NULL = zeros;
  * updated to the state after the last token. The state is carried transposed, Sᵀ (dk × dv), in the
  * last dv columns of the scratch matrix Bm (dk rows of L + dv), whose Lc columns before it get the
- * chunk's Kᵀ, so that [Q; K] [Kᵀ | S_inᵀ] is one product with B row-major, as hy_tile_mm takes it;
- * every other product reads its A through strides (Kᵀ of the state update is K itself). The
- * products are small (32 × 128 × 32 at the block's chunk): hy_tile_mm runs them without a library
- * call's set-up, skips the zeros above the diagonal of T and P, and applies e^γ to Q S_inᵀ and
- * e^{γ_L} to S_in as it adds. w: the thread's scratch. nt: write o and the kept arrays with
- * non-temporal stores. */
+ * chunk's Kᵀ, so that Q [Kᵀ | S_inᵀ] and K [Kᵀ | S_inᵀ] are products with B row-major, as hy_tile_mm
+ * takes it, and A the q and k rows where they are (no copy); the state update reads Kᵀ, scaled by
+ * e^{γ_L − γ} in place, as its A. The products are small (32 × 128 × 32 at the block's chunk):
+ * hy_tile_mm runs them without a library call's set-up, skips the zeros above the diagonal of T and
+ * P, and applies e^γ to Q S_inᵀ and e^{γ_L} to S_in as it adds. w: the thread's scratch. nt: write o
+ * and the kept arrays with non-temporal stores. */
 static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, int ld_o, const hy_gdn_keep *keep,
                          bool nt, float *w) {
     const int L = in->chunk, dk = in->dk, dv = in->dv, nch = hy_gdn_nchunks(in->T, L), nck = hy_gdn_nckpt(in->T, L);
     const int ldb = L + dv, Lp = gdn_inv_stride(L);
     gdn_chunk ch;
-    gdn_chunk_alloc(&ch, &w, L, dk);
+    gdn_chunk_alloc(&ch, &w, L, dk, false);
     float *Tp = gdn_take(&w, (size_t)Lp * Lp), *C = gdn_take(&w, (size_t)2 * L * (L + dv));
     float *R = gdn_take(&w, (size_t)L * dv), *U = gdn_take(&w, (size_t)L * dv), *Bm = gdn_take(&w, (size_t)dk * ldb);
     float *const St = Bm + L;   /* Sᵀ: dk rows at stride ldb */
@@ -78,12 +78,14 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
     if (S) hy_transpose(St, (size_t)ldb, S, (size_t)dk, dv, dk, false);
     for (int c = 0; c < nch; c++) {
         const int Lc = in->T - c * L < L ? in->T - c * L : L, ldc = Lc + dv;
-        gdn_chunk_gather(in, b, j, c, &ch);
-        const float *Q = ch.qk;
-        float *K = ch.qk + (size_t)Lc * dk, *Bc = Bm + (L - Lc);   /* [Kᵀ | S_inᵀ]: Lc + dv columns */
-        hy_transpose(Bc, (size_t)ldb, K, (size_t)dk, Lc, dk, false);
+        gdn_chunk_gather(in, b, j, c, &ch, false);
+        const size_t lq = (size_t)in->ld_qk;
+        const float *Q = in->q + ch.row0 * lq + (size_t)ch.i * dk, *K = in->k + ch.row0 * lq + (size_t)ch.i * dk;
+        float *Bc = Bm + (L - Lc);   /* [Kᵀ | S_inᵀ]: Lc + dv columns */
+        hy_transpose(Bc, (size_t)ldb, K, lq, Lc, dk, false);
         /* C = [Q; K] [Kᵀ | S_inᵀ] = [Q Kᵀ | Q S_inᵀ; K Kᵀ | K S_inᵀ] (row stride ldc), then the masks */
-        hy_tile_mm(2 * Lc, s_zero ? Lc : ldc, dk, Q, dk, 1, Bc, ldb, C, ldc, 0.0f, NULL, false);
+        hy_tile_mm(Lc, s_zero ? Lc : ldc, dk, Q, (ptrdiff_t)lq, 1, Bc, ldb, C, ldc, 0.0f, NULL, false);
+        hy_tile_mm(Lc, s_zero ? Lc : ldc, dk, K, (ptrdiff_t)lq, 1, Bc, ldb, C + (size_t)Lc * ldc, ldc, 0.0f, NULL, false);
         gdn_prefetch_rows(in, b, j, c + 1, 0, L / 4);   /* the next chunk's rows, in four parts */
         gdn_chunk_masks(&ch, C, ldc);
         float *QS = C + Lc;
@@ -114,11 +116,11 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
         if (ck && s_zero) memset(ck, 0, (size_t)dv * dk * sizeof(float));
         else if (ck) hy_transpose(ck, (size_t)dk, St, (size_t)ldb, dk, dv, nt);
         /* S_outᵀ = e^{γ_L} S_inᵀ + K̃ᵀ U with K̃ = diag(e^{γ_L − γ}) K (the product's A is K read by columns) */
-        for (int t = 0; t < Lc; t++) {
-            float *kt = K + (size_t)t * dk, f = ch.et[t];
-            for (int x = 0; x < dk; x++) kt[x] *= f;
+        for (int x = 0; x < dk; x++) {
+            float *kx = Bc + (size_t)x * ldb;
+            for (int t = 0; t < Lc; t++) kx[t] *= ch.et[t];
         }
-        hy_tile_mm(dk, dv, Lc, K, 1, dk, U, dv, St, ldb, s_zero ? 0.0f : ch.eL, NULL, false);
+        hy_tile_mm(dk, dv, Lc, Bc, ldb, 1, U, dv, St, ldb, s_zero ? 0.0f : ch.eL, NULL, false);
         s_zero = false;
     }
     if (S) hy_transpose(S, (size_t)dk, St, (size_t)ldb, dk, dv, false);

@@ -8,7 +8,7 @@
  * computed in the chunked (WY/UT) form: per chunk of L tokens with γ_t = Σ_{r<=t} g_r from the chunk
  * start, D_ts = e^{γ_t − γ_s} (s <= t only; never above the diagonal),
  *     A = strict_tril(β_t·D_ts·k_t·k_s),  T = (I + A)^{-1}   (forward substitution, L³/6 FMAs)
- *     [Q; K] [Kᵀ | S_inᵀ] (one product: Q Kᵀ, K Kᵀ, Q S_inᵀ, K S_inᵀ);   U = T·(diag(β) V − diag(β e^γ) K S_inᵀ)
+ *     [Q; K] [Kᵀ | S_inᵀ] (Q Kᵀ, K Kᵀ, Q S_inᵀ, K S_inᵀ);   U = T·(diag(β) V − diag(β e^γ) K S_inᵀ)
  *     O = diag(e^γ) Q S_inᵀ + tril(D ⊙ Q Kᵀ) U
  *     S_outᵀ = e^{γ_L} S_inᵀ + Kᵀ diag(e^{γ_L − γ}) U
  * Every product is a matrix product of core/tile_mm.h's register-blocked kernel (f32, on each thread

@@ -24,7 +24,7 @@ int hy_gdn_check(const hy_gdn_in *in);
 
 /* Scratch floats of one thread of the backward. */
 static size_t bwd_floats(int L, int dk, int dv) {
-    return gdn_chunk_floats(L, dk) + gdn_round((size_t)2 * L * dv) + gdn_round((size_t)L * dv) +
+    return gdn_chunk_floats(L, dk, true) + gdn_round((size_t)2 * L * dv) + gdn_round((size_t)L * dv) +
            2 * gdn_round((size_t)2 * L * L) + gdn_round((size_t)2 * L * dk) * 2 + gdn_round((size_t)L * dk) * 4 +
            gdn_round((size_t)L * L) + gdn_round((size_t)dv * dk) + 2 * gdn_round((size_t)2 * L) + gdn_round((size_t)L * L) +
            gdn_round((size_t)gdn_inv_stride(L) * gdn_inv_stride(L)) + gdn_round((size_t)dv * dk) +
@@ -83,7 +83,7 @@ static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *
                           float *dq, float *dk_, int ld_dqk, float *dv_, float *dbeta, float *dg, float *w) {
     const int L = in->chunk, dk = in->dk, dv = in->dv, nch = hy_gdn_nchunks(in->T, L), nck = hy_gdn_nckpt(in->T, L);
     gdn_chunk ch;
-    gdn_chunk_alloc(&ch, &w, L, dk);
+    gdn_chunk_alloc(&ch, &w, L, dk, true);
     float *X = gdn_take(&w, (size_t)2 * L * dv), *dU = gdn_take(&w, (size_t)L * dv);
     float *Y2 = gdn_take(&w, (size_t)2 * L * L), *Mcat = gdn_take(&w, (size_t)2 * L * L);
     float *Y3 = gdn_take(&w, (size_t)2 * L * dk), *Z = gdn_take(&w, (size_t)2 * L * dk);

@@ -32,7 +32,7 @@ typedef struct {
     int Lc;           /* tokens in this chunk */
     size_t row0;      /* row b·T + t0 of its first token */
     int i;            /* the q/k head value head j reads */
-    float *qk;        /* (2·Lc, dk): Q rows, then K rows (as given, not decayed) */
+    float *qk;        /* (2·Lc, dk): Q rows, then K rows (as given, not decayed); backward only */
     float *P;         /* (Lc, Lc): D ⊙ Q Kᵀ on and below the diagonal, 0 above */
     float *KD;        /* (Lc, Lc), directly after P: D ⊙ K Kᵀ strictly below the diagonal, 0 elsewhere */
     float *D;         /* (Lc, Lc): D_ts = e^{γ_t − γ_s} for s <= t, 0 above */
@@ -42,15 +42,16 @@ typedef struct {
     float eL;         /* e^{γ_L}, γ_L the last token's γ */
 } gdn_chunk;
 
-/* Scratch floats of gdn_chunk_alloc for chunk length L. */
-static inline size_t gdn_chunk_floats(int L, int dk) {
-    return gdn_round((size_t)2 * L * dk) + gdn_round((size_t)2 * L * L) + gdn_round((size_t)L * L) +
+/* Scratch floats of gdn_chunk_alloc for chunk length L (rows: with room for the Q and K rows). */
+static inline size_t gdn_chunk_floats(int L, int dk, bool rows) {
+    return (rows ? gdn_round((size_t)2 * L * dk) : 0) + gdn_round((size_t)2 * L * L) + gdn_round((size_t)L * L) +
            gdn_round((size_t)2 * L) + 3 * gdn_round((size_t)L);
 }
 
-/* Points the arrays of ch into the scratch cursor *w (sized for chunk length L). */
-static inline void gdn_chunk_alloc(gdn_chunk *ch, float **w, int L, int dk) {
-    ch->qk = gdn_take(w, (size_t)2 * L * dk);
+/* Points the arrays of ch into the scratch cursor *w (sized for chunk length L); ch->qk only with
+ * rows (the forward reads Q and K where they are, NULL there). */
+static inline void gdn_chunk_alloc(gdn_chunk *ch, float **w, int L, int dk, bool rows) {
+    ch->qk = rows ? gdn_take(w, (size_t)2 * L * dk) : NULL;
     ch->P = gdn_take(w, (size_t)2 * L * L);
     ch->D = gdn_take(w, (size_t)L * L);
     ch->gam = (double *)gdn_take(w, (size_t)2 * L);
@@ -107,14 +108,14 @@ static inline void gdn_copy(float *restrict dst, const float *restrict src, int 
     for (; x < n; x++) dst[x] = src[x];
 }
 
-/* Gathers chunk c of (sequence b, value head j) into ch: Lc, its rows, Q and K rows (into ch->qk,
- * which the caller points), β, γ (double), e^{γ}, e^{γ_L − γ} and e^{γ_L}. */
-static inline void gdn_chunk_gather(const hy_gdn_in *in, int b, int j, int c, gdn_chunk *ch) {
+/* Gathers chunk c of (sequence b, value head j) into ch: Lc, its rows, with `rows` its Q and K rows
+ * (into ch->qk), β, γ (double), e^{γ}, e^{γ_L − γ} and e^{γ_L}. */
+static inline void gdn_chunk_gather(const hy_gdn_in *in, int b, int j, int c, gdn_chunk *ch, bool rows) {
     const int L = in->chunk, dk = in->dk, t0 = c * L, Lc = in->T - t0 < L ? in->T - t0 : L;
     ch->Lc = Lc;
     ch->row0 = (size_t)b * in->T + t0;
     ch->i = j / (in->HV / in->H);
-    for (int t = 0; t < Lc; t++) {
+    for (int t = 0; rows && t < Lc; t++) {
         size_t r = ch->row0 + t;
         gdn_copy(ch->qk + (size_t)t * dk, in->q + r * in->ld_qk + (size_t)ch->i * dk, dk);
         gdn_copy(ch->qk + (size_t)(Lc + t) * dk, in->k + r * in->ld_qk + (size_t)ch->i * dk, dk);
@@ -199,7 +200,7 @@ static inline __attribute__((always_inline)) void gdn_prefetch_rows(const hy_gdn
 /* Loads chunk c of (sequence b, value head j) as the backward needs it: gdn_chunk_gather, Kᵀ into KT
  * (dk × Lc, row stride Lc), then [Q; K] Kᵀ by one product into P and KD, and gdn_chunk_masks in place. */
 static inline void gdn_chunk_load(const hy_gdn_in *in, int b, int j, int c, gdn_chunk *ch, float *KT) {
-    gdn_chunk_gather(in, b, j, c, ch);
+    gdn_chunk_gather(in, b, j, c, ch, true);
     const int Lc = ch->Lc, dk = in->dk;
     hy_transpose(KT, (size_t)Lc, ch->qk + (size_t)Lc * dk, (size_t)dk, Lc, dk, false);
     hy_tile_mm(2 * Lc, Lc, dk, ch->qk, dk, 1, KT, Lc, ch->P, Lc, 0.0f, NULL, false);
