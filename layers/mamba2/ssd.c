@@ -25,6 +25,7 @@
 #include "core/gemm.h"
 #include "core/mem.h"
 #include "core/simd.h"
+#include "core/tile_mm.h"
 #include "core/vmath.h"
 #include <omp.h>
 #include <stdbool.h>
@@ -146,10 +147,10 @@ static size_t fwd_thread_floats(const ssd_dims *d, int P, int N) {
     fwd_areas w;
     return fwd_areas_at(d, P, N, NULL, &w);
 }
-static size_t bwd_thread_floats(const ssd_dims *d, int P, int N) {
+static size_t bwd_thread_floats(const ssd_dims *d, int P) {
     const size_t QQ = (size_t)d->Q * d->Q, QH = (size_t)d->Q * d->hbmax * P, QG = (size_t)d->Q * d->hbmax;
     return line_up(4 * QQ + 6 * QH + 4 * QG + 2 * (size_t)d->Q + 3 * (size_t)d->hbmax + d->hbmax * d->PN +
-                   2 * (size_t)d->Q * N + d->hbmax * d->PN);
+                   2 * d->hbmax * d->PN);
 }
 /* The backward's shared part: the shared C Bᵀ products, dA partial sums, then (several blocks per
  * group) dB and dC rows per block. */
@@ -167,7 +168,7 @@ size_t hy_ssd_forward_work_floats(int B, int T, int H, int P, int N, int G, int 
 size_t hy_ssd_backward_work_floats(int B, int T, int H, int P, int N, int G, int chunk, int threads) {
     if (B <= 0 || T <= 0 || chunk <= 0 || G <= 0 || threads <= 0) return 0;
     ssd_dims d = dims_for(B, T, H, P, N, G, chunk, threads);
-    return bwd_shared_floats(&d, B, T, H, G, N) + bwd_thread_floats(&d, P, N) * threads;
+    return bwd_shared_floats(&d, B, T, H, G, N) + bwd_thread_floats(&d, P) * threads;
 }
 
 size_t hy_ssd_state_floats(int B, int T, int H, int P, int N, int chunk) {
@@ -321,30 +322,8 @@ static void state_out_t(float *S, const float *restrict ST, int ld, const hy_ssd
         }
 }
 
-/* Columns hl·P .. hl·P+P-1 of ST (N rows, row stride ld) *= e[hl], for the task's nh heads; with
- * keep, each row is first copied into keep (row stride ldk; whole vectors as non-temporal stores
- * where aligned: the chunk states are read back only by the backward). */
-static void scale_heads_t(float *restrict ST, int ld, int N, int nh, int P, const float *e, float *restrict keep, int ldk) {
-    for (int n = 0; n < N; n++) {
-        float *restrict r = ST + (size_t)n * ld, *restrict k = keep ? keep + (size_t)n * ldk : NULL;
-        for (int hl = 0; hl < nh; hl++) {
-            const vw f = vw_splat(e[hl]);
-            int p = hl * P;
-            const int end = p + P;
-            for (; p + HY_VW <= end; p += HY_VW) {
-                const vw v = vw_load(r + p);
-                if (k) HY_SSD_KEEP(k + p, v);
-                vw_store(r + p, v * f);
-            }
-            for (; p < end; p++) {
-                if (k) k[p] = r[p];
-                r[p] *= e[hl];
-            }
-        }
-    }
-}
-
-/* ST (N rows, row stride ld) copied into keep (row stride ldk), as scale_heads_t keeps it. */
+/* ST (N rows, row stride ld) copied into keep (row stride ldk): whole vectors as non-temporal
+ * stores where aligned (HY_SSD_KEEP), the chunk states being read back only by the backward. */
 static void keep_state_t(const float *restrict ST, int ld, int N, int nP, float *restrict keep, int ldk) {
     for (int n = 0; n < N; n++) {
         const float *restrict r = ST + (size_t)n * ld;
@@ -476,11 +455,11 @@ int hy_ssd_forward(const hy_ssd_args *a, float *y, int ldy, hy_buf *work) {
                             kept = upto;
                         }
                     }
-                    hy_gemm(false, false, q, P, N + q, 1.0f, w.A, lda, w.Xs + (size_t)hl * P, nP, 0.0f, yc + (size_t)hl * P, ldy);
+                    hy_tile_mm(q, P, N + q, w.A, lda, 1, w.Xs + (size_t)hl * P, nP, yc + (size_t)hl * P, ldy, 0.0f, NULL, false);
                 }
                 /* the state leaving the chunk: Sᵀ = e ⊙ Sᵀ + Bᵀ (W ⊙ Δx) */
-                scale_heads_t(ST, nP, N, nh, P, w.e, NULL, 0);
-                hy_gemm(true, false, N, nP, q, 1.0f, Bc, a->ldbc, w.XW, nP, 1.0f, ST, nP);
+                for (int hl = 0; hl < nh; hl++)
+                    hy_tile_mm(N, P, q, Bc, 1, a->ldbc, w.XW + (size_t)hl * P, nP, ST + (size_t)hl * P, nP, w.e[hl], NULL, false);
             }
             if (a->states) keep_state_t(ST, nP, N, nP, slot_t(a->states, a, &d, &t, d.nch), HP);
             if (a->s_out) state_out_t(a->s_out, ST, nP, a, &t);
@@ -505,7 +484,7 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
     const ssd_dims d = dims_of(a);
     const int Q = d.Q, P = a->P, N = a->N, H = a->H, G = a->G, HP = H * P, nth = omp_get_max_threads();
     const size_t QQ = (size_t)Q * Q, QH = (size_t)Q * d.hbmax * P, QG = (size_t)Q * d.hbmax, rows = (size_t)a->B * a->T;
-    const size_t thr = bwd_thread_floats(&d, P, N), nsm = line_up((size_t)a->B * d.nch * H), ncb = cb_shared_floats(&d, a->B, G);
+    const size_t thr = bwd_thread_floats(&d, P), nsm = line_up((size_t)a->B * d.nch * H), ncb = cb_shared_floats(&d, a->B, G);
     if (!hy_buf_grab(work, bwd_shared_floats(&d, a->B, a->T, H, G, N) + thr * nth)) return HY_ERR_NOMEM;
     float *CBs = ncb ? work->p : NULL, *dAp = work->p + ncb, *part = dAp + nsm,
           *scratch = work->p + bwd_shared_floats(&d, a->B, a->T, H, G, N);
@@ -521,7 +500,7 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
             float *CBo = scratch + thr * omp_get_thread_num(), *Lm = CBo + QQ, *dM = Lm + QQ, *dG = dM + QQ, *Xt = dG + QQ,
                   *XW = Xt + QH, *Z = XW + QH, *V = Z + QH, *dYE = V + QH, *dXt = dYE + QH, *avs = dXt + QH, *Es = avs + QG,
                   *Ws = Es + QG, *das = Ws + QG, *seg = das + QG, *U = seg + Q, *e = U + Q, *de = e + d.hbmax,
-                  *dAsum = de + d.hbmax, *dS = dAsum + d.hbmax, *Tc = dS + d.hbmax * d.PN, *Tb = Tc + (size_t)Q * N, *Sin = Tb + (size_t)Q * N;
+                  *dAsum = de + d.hbmax, *dS = dAsum + d.hbmax, *Sp = dS + d.hbmax * d.PN, *dSp = Sp + d.hbmax * d.PN;
             /* dB, dC: straight into the outputs with one block per group, else into this block's rows */
             float *dBt = d.nb > 1 ? part + ((size_t)t.blk * 2 * rows) * G * N : dB,
                   *dCt = d.nb > 1 ? part + ((size_t)t.blk * 2 + 1) * rows * G * N : dC;
@@ -533,28 +512,22 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
                 const float *Bc = a->Bm + row0 * a->ldbc + (size_t)t.g * N, *Cc = a->Cm + row0 * a->ldbc + (size_t)t.g * N;
                 const float *SinT = slot_t(a->states, a, &d, &t, c), *dyc = dy + row0 * lddy + (size_t)t.h0 * P;
                 float *dBc = dBt + row0 * ldp + (size_t)t.g * N, *dCc = dCt + row0 * ldp + (size_t)t.g * N;
-                /* the task's columns of the entering state, dense (Sᵀ, N × nP): the products read it
-                 * with row stride nP (oneDNN is several times slower on a transposed operand of
-                 * row stride H·P) */
-                for (int n = 0; n < N; n++) memcpy(Sin + (size_t)n * nP, SinT + (size_t)n * HP, (size_t)nP * sizeof(float));
+                /* the entering state and dS_out of the task's heads untransposed (nP × N), the right
+                 * operands of dC's and dB's state parts */
+                hy_transpose(Sp, N, SinT, HP, N, nP, false);
+                hy_transpose(dSp, N, dS, nP, N, nP, false);
                 for (int hl = 0; hl < nh; hl++) {
                     e[hl] = head_decays(a, row0, q, t.h0 + hl, avs + (size_t)hl * Q, Es + (size_t)hl * Q, Ws + (size_t)hl * Q);
-                    de[hl] = dot_block(dS + (size_t)hl * P, nP, Sin + (size_t)hl * P, nP, N, P);
+                    de[hl] = dot_block(dS + (size_t)hl * P, nP, SinT + (size_t)hl * P, HP, N, P);
                 }
                 gather_rows(a, &d, &t, row0, q, a->x, a->ldx, NULL, true, Xt, Ws, XW);
                 gather_rows(a, &d, &t, row0, q, dy, lddy, Es, false, dYE, NULL, NULL);
                 const float *CB = chunk_cb(a, &d, &t, c, q, CBs, CBo);
-                hy_gemm(false, false, q, nP, N, 1.0f, Cc, a->ldbc, Sin, nP, 0.0f, Z, nP);
-                hy_gemm(false, false, q, nP, N, 1.0f, Bc, a->ldbc, dS, nP, 0.0f, V, nP);
-                /* the carried-in state's and the chunk state's parts of dC and dB, made with a dense
-                 * result (oneDNN's product with a transposed right operand is several times slower
-                 * into rows of another stride) and copied into place */
-                hy_gemm(false, true, q, N, nP, 1.0f, dYE, nP, Sin, nP, 0.0f, Tc, N);
-                hy_gemm(false, true, q, N, nP, 1.0f, XW, nP, dS, nP, 0.0f, Tb, N);
-                for (int j = 0; j < q; j++) {
-                    memcpy(dCc + (size_t)j * ldp, Tc + (size_t)j * N, (size_t)N * sizeof(float));
-                    memcpy(dBc + (size_t)j * ldp, Tb + (size_t)j * N, (size_t)N * sizeof(float));
-                }
+                hy_tile_mm(q, nP, N, Cc, a->ldbc, 1, SinT, HP, Z, nP, 0.0f, NULL, false);
+                hy_tile_mm(q, nP, N, Bc, a->ldbc, 1, dS, nP, V, nP, 0.0f, NULL, false);
+                /* the carried-in state's and the chunk state's parts of dC and dB */
+                hy_tile_mm(q, N, nP, dYE, nP, 1, Sp, N, dCc, ldp, 0.0f, NULL, false);
+                hy_tile_mm(q, N, nP, XW, nP, 1, dSp, N, dBc, ldp, 0.0f, NULL, false);
                 memset(dG, 0, QQ * sizeof(float));
                 for (int hl = 0; hl < nh; hl++) {
                     const float *av = avs + (size_t)hl * Q, *E = Es + (size_t)hl * Q, *W = Ws + (size_t)hl * Q;
@@ -579,7 +552,7 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
                     /* M = L ⊙ CB into dM's space first: d(Δx) = Mᵀ dy */
                     for (int j = 0; j < q; j++)
                         for (int i = 0; i < q; i++) dM[(size_t)j * Q + i] = Lm[(size_t)j * Q + i] * CB[(size_t)j * Q + i];
-                    hy_gemm(true, false, q, P, q, 1.0f, dM, Q, dyh, lddy, 0.0f, dXh, nP);
+                    hy_tile_mm(q, P, q, dM, 1, Q, dyh, lddy, dXh, nP, 0.0f, NULL, false);
                     hy_gemm(false, true, q, q, P, 1.0f, dyh, lddy, Xt + (size_t)hl * P, nP, 0.0f, dM, Q);
                     /* the mask: dCB += dM ⊙ L; F = dM ⊙ L ⊙ CB below the diagonal -> da */
                     for (int i = 0; i < q; i++) U[i] = 0.0f, da[i] = 0.0f;
@@ -629,11 +602,12 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
                     }
                 }
                 for (int hl = 0; hl < nh; hl++) dAp[((size_t)t.b * d.nch + c) * H + t.h0 + hl] = dAsum[hl];
-                hy_gemm(false, false, q, N, q, 1.0f, dG, Q, Bc, a->ldbc, 1.0f, dCc, ldp);
-                hy_gemm(true, false, q, N, q, 1.0f, dG, Q, Cc, a->ldbc, 1.0f, dBc, ldp);
-                /* the state entering the chunk: dS = e ⊙ dS + (E ⊙ dy)ᵀ C */
-                scale_heads_t(dS, nP, N, nh, P, e, NULL, 0);
-                hy_gemm(true, false, N, nP, q, 1.0f, Cc, a->ldbc, dYE, nP, 1.0f, dS, nP);
+                hy_tile_mm(q, N, q, dG, Q, 1, Bc, a->ldbc, dCc, ldp, 1.0f, NULL, true);
+                hy_tile_mm(q, N, q, dG, 1, Q, Cc, a->ldbc, dBc, ldp, 1.0f, NULL, false);
+                /* the state entering the chunk: dSᵀ = e ⊙ dSᵀ + Cᵀ (E ⊙ dy), head by head (the decay
+                 * applied on the way) */
+                for (int hl = 0; hl < nh; hl++)
+                    hy_tile_mm(N, P, q, Cc, 1, a->ldbc, dYE + (size_t)hl * P, nP, dS + (size_t)hl * P, nP, e[hl], NULL, false);
             }
             if (ds0) state_out_t(ds0, dS, nP, a, &t);
         }
