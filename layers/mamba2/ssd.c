@@ -149,7 +149,7 @@ static size_t fwd_thread_floats(const ssd_dims *d, int P, int N) {
 }
 static size_t bwd_thread_floats(const ssd_dims *d, int P) {
     const size_t QQ = (size_t)d->Q * d->Q, QH = (size_t)d->Q * d->hbmax * P, QG = (size_t)d->Q * d->hbmax;
-    return line_up(4 * QQ + 6 * QH + 4 * QG + 2 * (size_t)d->Q + 3 * (size_t)d->hbmax + d->hbmax * d->PN +
+    return line_up(4 * QQ + 7 * QH + 4 * QG + 2 * (size_t)d->Q + 3 * (size_t)d->hbmax + d->hbmax * d->PN +
                    2 * d->hbmax * d->PN);
 }
 /* The backward's shared part: the shared C Bᵀ products, dA partial sums, then (several blocks per
@@ -500,7 +500,7 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
             float *CBo = scratch + thr * omp_get_thread_num(), *Lm = CBo + QQ, *dM = Lm + QQ, *dG = dM + QQ, *Xt = dG + QQ,
                   *XW = Xt + QH, *Z = XW + QH, *V = Z + QH, *dYE = V + QH, *dXt = dYE + QH, *avs = dXt + QH, *Es = avs + QG,
                   *Ws = Es + QG, *das = Ws + QG, *seg = das + QG, *U = seg + Q, *e = U + Q, *de = e + d.hbmax,
-                  *dAsum = de + d.hbmax, *dS = dAsum + d.hbmax, *Sp = dS + d.hbmax * d.PN, *dSp = Sp + d.hbmax * d.PN;
+                  *dAsum = de + d.hbmax, *dS = dAsum + d.hbmax, *Sp = dS + d.hbmax * d.PN, *dSp = Sp + d.hbmax * d.PN, *XtT = dSp + d.hbmax * d.PN;
             /* dB, dC: straight into the outputs with one block per group, else into this block's rows */
             float *dBt = d.nb > 1 ? part + ((size_t)t.blk * 2 * rows) * G * N : dB,
                   *dCt = d.nb > 1 ? part + ((size_t)t.blk * 2 + 1) * rows * G * N : dC;
@@ -521,6 +521,7 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
                     de[hl] = dot_block(dS + (size_t)hl * P, nP, SinT + (size_t)hl * P, HP, N, P);
                 }
                 gather_rows(a, &d, &t, row0, q, a->x, a->ldx, NULL, true, Xt, Ws, XW);
+                hy_transpose(XtT, Q, Xt, nP, q, nP, false);   /* (Δx)ᵀ: the right operand of dM = dy (Δx)ᵀ */
                 gather_rows(a, &d, &t, row0, q, dy, lddy, Es, false, dYE, NULL, NULL);
                 const float *CB = chunk_cb(a, &d, &t, c, q, CBs, CBo);
                 hy_tile_mm(q, nP, N, Cc, a->ldbc, 1, SinT, HP, Z, nP, 0.0f, NULL, false);
@@ -553,7 +554,7 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
                     for (int j = 0; j < q; j++)
                         for (int i = 0; i < q; i++) dM[(size_t)j * Q + i] = Lm[(size_t)j * Q + i] * CB[(size_t)j * Q + i];
                     hy_tile_mm(q, P, q, dM, 1, Q, dyh, lddy, dXh, nP, 0.0f, NULL, false);
-                    hy_gemm(false, true, q, q, P, 1.0f, dyh, lddy, Xt + (size_t)hl * P, nP, 0.0f, dM, Q);
+                    hy_tile_mm(q, q, P, dyh, lddy, 1, XtT + (size_t)hl * P * Q, Q, dM, Q, 0.0f, NULL, false);
                     /* the mask: dCB += dM ⊙ L; F = dM ⊙ L ⊙ CB below the diagonal -> da */
                     for (int i = 0; i < q; i++) U[i] = 0.0f, da[i] = 0.0f;
                     for (int j = 0; j < q; j++) {
