@@ -2,19 +2,29 @@
  *
  * Work is split into tasks (sequence b, group g, block of heads): a group's Hg heads are cut into
  * nb blocks, nb the smallest count that gives every thread a task (1 when B·G tasks already do).
- * A task sweeps its chunks in order with its heads' states (hb·P × N) in cache, so the chunk states
- * never go through memory between passes and one parallel region does the whole call. With several
- * blocks per group the chunks' C Bᵀ are made once, shared out among the threads at the start of that
- * region, instead of by every block (the forward and the backward alike). Per chunk:
- *   forward   CB = C Bᵀ (q × q); y = E ⊙ (C S_inᵀ) for the block's heads (one GEMM, then a row
- *             scale); per head y += (L ⊙ CB ⊙ Δ) x, Δ_i scaling the mask's column i so that the GEMM
- *             reads x in place (one GEMM each); S ← e ⊙ S + (W ⊙ Δx)ᵀ B (one GEMM after scaling S by
- *             each head's e). When the caller keeps states, chunk c reads S_in from slot c and the
- *             scaled copy and the GEMM write slot c+1 directly (no separate copy of the state).
- *   backward  from the last chunk back with dS = dS_out(c) (0 after the last): Z = C S_inᵀ, V = B dSᵀ,
- *             dC = (E ⊙ dy) S_in, dB = (W ⊙ Δx) dS (four GEMMs over the block's heads), per head
- *             d(Δx) = Mᵀ dy + W ⊙ V and dM = dy (Δx)ᵀ (two GEMMs), dC += dCB B, dB += dCBᵀ C with
- *             dCB = Σ_h dM ⊙ L (two GEMMs), and dS ← e ⊙ dS + (E ⊙ dy)ᵀ C (one GEMM).
+ * A task sweeps its chunks in order with its heads' state in cache, so the state never goes
+ * through memory between chunks and one parallel region does the whole call. The running state is
+ * held transposed, Sᵀ (N × hb·P, head h at columns h·P ..), as are the chunk states kept for the
+ * backward (ssd.h). With several blocks per group the chunks' C Bᵀ are made once (hy_gemm), shared
+ * out among the threads at the start of that region, instead of by every block (the forward and the
+ * backward alike). The per-chunk products are small (64 × 64 × 128 at the block's sizes), where a
+ * library GEMM spends about as long setting up each call as multiplying: they go through hy_tile_mm
+ * (core/tile_mm.h), which has no set-up, reads a transposed left operand through its strides and
+ * applies a decay to its output on the way. Per chunk:
+ *   forward   CB = C Bᵀ (q × q); per head y = [E ⊙ C | L ⊙ CB ⊙ Δ] [Sᵀ ; x] (one product over
+ *             N + q: the carried-in state's output and the chunk's own, y written once; Δ_i scales
+ *             the mask's column i; x copied under Sᵀ in the same pass that makes W ⊙ Δx); per head
+ *             Sᵀ ← e ⊙ Sᵀ + Bᵀ (W ⊙ Δx) (one product, e applied on the way). With the states kept,
+ *             Sᵀ entering the chunk goes into its slot with non-temporal stores a few rows at a time
+ *             between the rows of the left operands (so that they drain while the products run), and
+ *             the rows of y each head writes and of the next chunk's x are fetched there as well.
+ *   backward  from the last chunk back with dS = dS_out(c) (0 after the last, held as dSᵀ): Z = C S_inᵀ,
+ *             V = B dSᵀ, dC = (E ⊙ dy) S_in, dB = (W ⊙ Δx) dS over the block's heads (S_in and dS
+ *             transposed back with hy_transpose for the last two), per head d(Δx) = Mᵀ dy + W ⊙ V
+ *             and dM = dy (Δx)ᵀ ((Δx)ᵀ transposed once per chunk), dC += dCB B (dCB lower-triangular:
+ *             its zero part skipped), dB += dCBᵀ C with dCB = Σ_h dM ⊙ L, and per head
+ *             dSᵀ ← e ⊙ dSᵀ + Cᵀ (E ⊙ dy). The previous chunk's x, dy, dx and entering state are
+ *             fetched a share per mask row.
  * The log-decays' gradients are collected without differences of prefix sums: with F = dM ⊙ M,
  * da_r = Σ_{j>=r} Σ_{i<r} F[j][i] (the mask) + Σ_{j>=r} dE_j E_j + Σ_{i<r} dW_i W_i + de·e with
  * de = <dS_out, S_in>. Every output entry is written by one task, except dB and dC with several head

@@ -13,19 +13,19 @@
  * exp(seg[q-1][i]), e = E_{q-1} and S_in the state entering the chunk:
  *     y_j   = Σ_{i<=j} exp(seg[j][i]) (C_j·B_i) Δ_i x_i  +  E_j · S_in C_j
  *     S_out = e · S_in + Σ_i W_i Δ_i x_i B_iᵀ
- * i.e. per group and chunk one GEMM CB = C Bᵀ (q × q), per head Y = (L ⊙ CB)(Δ·x) with the
- * causal mask L[j][i] = exp(seg[j][i]) for i <= j and 0 above the diagonal (never exponentiated:
- * every exponent here is a sum of a <= 0, so no exp can overflow), and per group the chunk's own
- * state (Δ·x·W)ᵀ B and the carried-in part C S_inᵀ as GEMMs over several heads at once. The
- * segment sums are running sums of the a_r themselves, not differences of prefix sums, so a strong
- * decay early in a chunk does not cost the precision of the mild ones after it. A task (sequence,
- * group, block of heads) sweeps the chunks in order with its heads' states in cache (ssd.c). Every
- * GEMM goes through hy_gemm (core/gemm.h).
+ * i.e. per group and chunk one product CB = C Bᵀ (q × q) and per head one over N + q,
+ * Y = [E ⊙ C | L ⊙ CB ⊙ Δ] [S_inᵀ ; x], with the causal mask L[j][i] = exp(seg[j][i]) for i <= j and
+ * 0 above the diagonal (never exponentiated: every exponent here is a sum of a <= 0, so no exp can
+ * overflow), and the chunk's own state S_out = e · S_in + (Δ·x·W)ᵀ B. The segment sums are running
+ * sums of the a_r themselves, not differences of prefix sums, so a strong decay early in a chunk
+ * does not cost the precision of the mild ones after it. A task (sequence, group, block of heads)
+ * sweeps the chunks in order with its heads' states in cache (ssd.c). C Bᵀ goes through hy_gemm
+ * (core/gemm.h), the small per-chunk products through hy_tile_mm (core/tile_mm.h).
  *
  * Layouts (rows = b·T + t): x_t[h·P + p] = x[row·ldx + h·P + p]; Δ_t[h] = dt[row·lddt + h];
  * B_t[g·N + n] = Bm[row·ldbc + g·N + n], C likewise (the block passes column slices of its conv
  * output); y rows of ldy floats, head h at column h·P. States s0 / s_out (B, H, P, N), the layout
- * of mamba_ssm's ssm_state. */
+ * of mamba_ssm's ssm_state; the chunk states kept for the backward (a->states) transposed. */
 #ifndef HY_LAYERS_MAMBA2_SSD_H
 #define HY_LAYERS_MAMBA2_SSD_H
 #include "core/mem.h"
@@ -43,9 +43,10 @@ typedef struct {
     const float *s0;              /* state before step 0 (B, H, P, N), or NULL = zeros */
     float *s_out;                 /* state after the last step (B, H, P, N), or NULL; may be s0 */
     int chunk;                    /* Q, steps per chunk (>= 1) */
-    float *states;                /* (B, nch+1, H, P, N), hy_ssd_state_floats: slot c = the state
-                                   * entering chunk c (slot nch: the final one); written by the
-                                   * forward (NULL: not kept), read by the backward */
+    float *states;                /* (B, nch+1, N, H·P), hy_ssd_state_floats: slot c = the state
+                                   * entering chunk c (slot nch: the final one), transposed (row n
+                                   * holds S[h][p][n] at column h·P + p); written by the forward
+                                   * (NULL: not kept), read by the backward */
 } hy_ssd_args;
 
 /* Floats of a->states for (B, T, H, P, N, chunk). */
@@ -58,7 +59,7 @@ size_t hy_ssd_backward_work_floats(int B, int T, int H, int P, int N, int G, int
 
 /* FLOPs (multiply-add = 2) of the chunked form's matrix products for one sequence of T steps:
  * per chunk of q steps, per group 2q²N (C Bᵀ), per head 2q²P (the masked q × q product, counted
- * in full as the GEMM issues it) + 2qPN (the chunk's own state) + 2qPN (the carried-in state's
+ * in full, as the product issues it) + 2qPN (the chunk's own state) + 2qPN (the carried-in state's
  * output). The elementwise work (masks, decays, Δ·x) is not counted. */
 double hy_ssd_flop(int T, int H, int P, int N, int G, int chunk);
 
