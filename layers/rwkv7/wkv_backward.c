@@ -233,7 +233,9 @@ static inline __attribute__((always_inline)) void bwd_pass2(
             const float dyi = dy[i], dsqi = dsqv[i];
             for (int m = 0; m < NB; m++) {
                 const size_t e = (size_t)i * N + j0 + HY_VW * m;
-                const vw d = vw_load(dS + e), sp = vw_load(A + e);
+                vw d = vw_load(dS + e), sp = vw_load(A + e);
+                WKV_IN_REGISTER(d);   /* one load each for their FMAs */
+                WKV_IN_REGISTER(sp);
                 adr[m] += sp * dyi;
                 adw[m] += d * sp;
                 adq[m] += sp * dsqi;
@@ -260,7 +262,7 @@ static inline __attribute__((always_inline)) void bwd_pass2(
 /* The walk's prefetches at reverse step rs beyond its own rows: for the next work nx, its
  * recompute inputs a few steps ahead (into L1) and the rows its own walk reads besides those (into
  * L2); for the work after it, nn, the rows the next walk's recompute reads and its checkpoint,
- * spread over the steps (into L2). nx and nn may be NULL. */
+ * spread over the walk's last 8 steps (into L2). nx and nn may be NULL. */
 static inline __attribute__((always_inline)) void walk_prefetch_ahead(const hy_wkv7_in *in, const float *sqa,
                                                                       const float *dya, const bwd_work *nx,
                                                                       const bwd_work *nn, int rs, int nfuse, int len,
@@ -292,8 +294,12 @@ static inline __attribute__((always_inline)) void walk_prefetch_ahead(const hy_w
                 __builtin_prefetch(sqa + on + i, 0, 2);
             }
         }
-        for (size_t e = (size_t)rs * NN / len; e < (size_t)(rs + 1) * NN / len; e += 16)
-            __builtin_prefetch(nn->ckpt + e, 0, 2);
+        /* over the walk's last 8 steps: spread over the whole walk, its first lines were evicted
+         * again by the walk's own traffic (~48 KiB a step) before the transpose read them */
+        const int late = len < 8 ? len : 8, q = rs - (len - late);
+        if (q >= 0)
+            for (size_t e = (size_t)q * NN / late; e < (size_t)(q + 1) * NN / late; e += 16)
+                __builtin_prefetch(nn->ckpt + e, 0, 2);
     }
 }
 
@@ -368,7 +374,8 @@ static inline __attribute__((always_inline)) void bwd_pass1(const float *dS, con
                 const float *row = dS + (size_t)i * N, vi = v[i], sqi = sq[i];
                 ak[e] = ab[e] = (vw){0};
                 for (int j = 0; j < N; j += HY_VW) {
-                    const vw d = vw_load(row + j);
+                    vw d = vw_load(row + j);
+                    WKV_IN_REGISTER(d);   /* one load for its four FMAs */
                     ak[e] += d * vw_load(uk + j);
                     ab[e] += d * vw_load(ub + j);
                     ka[j / HY_VW] += d * vi;
