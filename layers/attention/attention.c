@@ -10,12 +10,14 @@
  * materialises every T×T probability matrix is kept as the reference for tests and benchmarks.
  *
  * Layouts: qkv (B, T, H·hd + 2·Hkv·hd): q at column 0, k at H·hd, v at (H + Hkv)·hd, head h of each
- * at its columns h·hd on (dqkv the same for their gradients); o (B, T, H·hd); kt, vt are the per-head transposes the tile kernels read, stored as blocks of
- * HY_FLASH_BC keys, each one contiguous (hd, BC) block: (B, Hkv, ceil(T/BC), hd, BC). The tiled
- * path also hands the kernels head-major copies (B, nh, T, hd) of q, k, v and dO, so every tile the
- * micro-kernel streams is one contiguous block: with rows H·hd floats apart a 64-row tile maps to
- * only a quarter of the L1 sets and does not stay cached (measured: kernel forward ~15% faster,
- * T = 2048, one thread, CPU time; the copies cost O(T·d), ~1% of the kernel). */
+ * at columns h·hd from there (dqkv the same for their gradients); o (B, T, H·hd); kt, vt are the
+ * per-head transposes the tile kernels read, stored as blocks of HY_FLASH_BC keys, each one
+ * contiguous (hd, BC) block: (B, Hkv, ceil(T/BC), hd, BC). When T is longer than one key tile the
+ * tiled path also hands the kernels head-major copies (B, nh, T, hd) of q, k, v and dO, so every
+ * tile the micro-kernel streams is one contiguous block: with rows H·hd floats apart a 64-row tile
+ * maps to only a quarter of the L1 sets and does not stay cached (measured: kernel forward ~15%
+ * faster, T = 2048, one thread, CPU time; the copies cost O(T·d), ~1% of the kernel). Within one
+ * tile every row is read by one task only and the kernels read the rows where they are. */
 #include "layers/attention/attention.h"
 #include "core/error.h"
 #include "core/gemm.h"
@@ -278,12 +280,28 @@ static hy_flash_view hview(float *p, int nh, int hd, int T) {
     return (hy_flash_view){p, (size_t)nh * T * hd, (size_t)T * hd, hd, 0};
 }
 
+/* Whether the tiled path hands the kernels head-major copies of q, k, v and dO: not when T fits one
+ * key tile, where every row is read by one task only (its head's, or its kv group's), so a copy
+ * would move each row once more than the kernel's strided reads do. */
+static bool head_copies(int T) { return T > HY_FLASH_BC; }
+
 /* The kernel arguments for the training layout of the caches (Tq = Tk = T): q, k, v, dO read
- * from the head-major copies, o in the projections' layout, dq, dk, dv in dqkv's columns. */
+ * from the head-major copies (head_copies) or else from qkv's columns and dout, o in the
+ * projections' layout, dq, dk, dv in dqkv's columns. */
 static hy_flash_args train_args(const geom *g, attn_priv *P, int B, int T) {
     int qld = g->H * g->hd, W = qkv_width(g);
     size_t qs = (size_t)T * qld, ws = (size_t)T * W;
     float *dq = P->dqkv.p, *dk = dq ? dq + qld : NULL, *dv = dq ? dk + g->Hkv * g->hd : NULL;
+    if (!head_copies(T)) {
+        float *q = P->qkv.p, *k = q + qld, *v = k + g->Hkv * g->hd;
+        return (hy_flash_args){B, g->H, g->Hkv, g->hd, T, T, 1.0f / sqrtf((float)g->hd),
+                               hy_gemm_get_precision() == HY_PREC_BF16, .q = {q, ws, g->hd, W, 0},
+                               .k = {k, ws, g->hd, W, 0}, .kt = tview(P->kt.p, g->Hkv, g->hd, T),
+                               .v = {v, ws, g->hd, W, 0}, .vt = tview(P->vt.p, g->Hkv, g->hd, T),
+                               .o = {P->o.p, qs, g->hd, qld, 0}, .dout = {P->dout.p, qs, g->hd, qld, 0},
+                               .dq = {dq, ws, g->hd, W, 0}, .dk = {dk, ws, g->hd, W, 0}, .dv = {dv, ws, g->hd, W, 0},
+                               .lse = P->lse.p};
+    }
     hy_flash_args a = {B, g->H, g->Hkv, g->hd, T, T, 1.0f / sqrtf((float)g->hd), hy_gemm_get_precision() == HY_PREC_BF16,
                        .q = hview(P->qh.p, g->H, g->hd, T), .k = hview(P->kh.p, g->Hkv, g->hd, T),
                        .kt = tview(P->kt.p, g->Hkv, g->hd, T), .v = hview(P->vh.p, g->Hkv, g->hd, T),
@@ -349,16 +367,19 @@ static int attn_forward(hy_layer *L, const float *x, float *y, int B, int T) {
     size_t rows = (size_t)B * T;
     int rc = forward_common(L, P, &g, x, B, T);
     if (rc < 0) return rc;
+    bool copies = head_copies(T);
     if (!hy_buf_grab(&P->kt, B * tview(NULL, g.Hkv, g.hd, T).bs) || !hy_buf_grab(&P->lse, rows * g.H) ||
-        !hy_buf_grab(&P->qh, rows * g.H * g.hd) || !hy_buf_grab(&P->vh, rows * g.Hkv * g.hd))
+        (copies && (!hy_buf_grab(&P->qh, rows * g.H * g.hd) || !hy_buf_grab(&P->vh, rows * g.Hkv * g.hd))))
         return HY_ERR_NOMEM;
     hy_flash_args a = train_args(&g, P, B, T);
     int W = qkv_width(&g), nq = g.H * g.hd, nk = g.Hkv * g.hd;
-    #pragma omp parallel   /* the three copies in one region */
+    #pragma omp parallel   /* the transposed keys and the copies in one region */
     {
         transpose_heads(P->qkv.p + nq, W, B, T, g.Hkv, g.hd, a.kt, 0);
-        heads_copy(P->qkv.p, W, B, T, g.H, g.hd, P->qh.p);
-        heads_copy(P->qkv.p + nq + nk, W, B, T, g.Hkv, g.hd, P->vh.p);
+        if (copies) {
+            heads_copy(P->qkv.p, W, B, T, g.H, g.hd, P->qh.p);
+            heads_copy(P->qkv.p + nq + nk, W, B, T, g.Hkv, g.hd, P->vh.p);
+        }
     }
     if ((rc = hy_flash_forward(&a)) < 0) return rc;
     hy_linear_forward(y, P->o.p, L->p[P_O], NULL, (int)rows, g.H * g.hd, g.d);
@@ -375,16 +396,19 @@ static int attn_backward(hy_layer *L, const float *dy, float *dx, int B, int T) 
     int rc = backward_prepare(L, P, &g, dy, B, T, false);
     if (rc < 0) return rc;
     size_t rows = (size_t)B * T;
-    if (!hy_buf_grab(&P->vt, B * tview(NULL, g.Hkv, g.hd, T).bs) || !hy_buf_grab(&P->kh, rows * g.Hkv * g.hd) ||
-        !hy_buf_grab(&P->douth, rows * g.H * g.hd))
+    bool copies = head_copies(T);
+    if (!hy_buf_grab(&P->vt, B * tview(NULL, g.Hkv, g.hd, T).bs) ||
+        (copies && (!hy_buf_grab(&P->kh, rows * g.Hkv * g.hd) || !hy_buf_grab(&P->douth, rows * g.H * g.hd))))
         return HY_ERR_NOMEM;
     hy_flash_args a = train_args(&g, P, B, T);
     int W = qkv_width(&g), nq = g.H * g.hd, nk = g.Hkv * g.hd;
-    #pragma omp parallel   /* the three copies in one region */
+    #pragma omp parallel   /* the transposed values and the copies in one region */
     {
         transpose_heads(P->qkv.p + nq + nk, W, B, T, g.Hkv, g.hd, a.vt, 0);
-        heads_copy(P->qkv.p + nq, W, B, T, g.Hkv, g.hd, P->kh.p);
-        heads_copy(P->dout.p, g.H * g.hd, B, T, g.H, g.hd, P->douth.p);
+        if (copies) {
+            heads_copy(P->qkv.p + nq, W, B, T, g.Hkv, g.hd, P->kh.p);
+            heads_copy(P->dout.p, g.H * g.hd, B, T, g.H, g.hd, P->douth.p);
+        }
     }
     if ((rc = hy_flash_backward(&a)) < 0) return rc;
     return backward_common(L, P, &g, dx, B, T);
@@ -625,16 +649,17 @@ static double attn_flop(const hy_opts *o, int d, int T) {
 /* Frees the layer's caches. */
 /* Training memory of the tiled path. Forward keeps qkv (q, k, v side by side), o, qh (rows, H·hd),
  * vh (rows, Hkv·hd), the transposed keys kt, lse (rows, H) and the RoPE tables; backward adds dout,
- * douth, dqkv (dq, dk, dv), kh and the transposed values vt. Scratch: the kernels' (hy_flash_scratch_floats). */
+ * douth, dqkv (dq, dk, dv), kh and the transposed values vt (qh, vh, kh, douth only when
+ * head_copies(T)). Scratch: the kernels' (hy_flash_scratch_floats). */
 static hy_train_bytes attn_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
     (void)first;
     geom g = geom_of(o, d);
-    double rows = (double)B * T, nq = rows * g.H * g.hd, nk = rows * g.Hkv * g.hd;
+    double rows = (double)B * T, nq = rows * g.H * g.hd, nk = rows * g.Hkv * g.hd, per = head_copies(T) ? 6 : 4;
     double tv = (double)B * tview(NULL, g.Hkv, g.hd, T).bs;
     double rope = g.rope ? 2.0 * (T > 256 ? T : 256) * (g.hd / 2) : 0;
     double scratch = fmax(hy_flash_scratch_floats(B, g.H, g.Hkv, T, g.hd, threads, false),
                           hy_flash_scratch_floats(B, g.H, g.Hkv, T, g.hd, threads, true));
-    return (hy_train_bytes){(6 * nq + 6 * nk + 2 * tv + rows * g.H + rope) * sizeof(float), scratch * sizeof(float)};
+    return (hy_train_bytes){(per * (nq + nk) + 2 * tv + rows * g.H + rope) * sizeof(float), scratch * sizeof(float)};
 }
 
 static void attn_destroy(hy_layer *L) {
