@@ -1,16 +1,12 @@
 /* swiglu — the SwiGLU feed-forward block (SPEC §3):
  *   out = down_proj( silu(gate_proj u) ⊙ up_proj u )
- * gate_proj, up_proj: (F, d); down_proj: (d, F). Three GEMMs forward, six backward; two and four
- * when gate_proj and up_proj lie back to back (as the model's parameter arena lays them out): then
- * they are one stacked (2F, d) weight, whose product gives gate and up side by side in one
- * (rows, 2F) buffer, and whose gradients take one product each for dx and the stacked dW. */
+ * gate_proj, up_proj: (F, d); down_proj: (d, F). Three GEMMs forward, six backward. */
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
 #include "core/vmath.h"
 #include "layers/registry.h"
 #include <math.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -24,9 +20,8 @@ enum { P_GATE, P_UP, P_DOWN };
 
 typedef struct {
     const float *x;        /* input of the last forward (owned by the caller, alive until backward) */
-    hy_buf gu;             /* (rows, 2F): the pre-activations gate (columns 0..F) and up (F..2F) */
-    hy_buf act, dact;      /* (rows, F): silu(gate) ⊙ up and its gradient */
-    hy_buf dgu;            /* (rows, 2F): the gradients of gate and up, laid out as gu */
+    hy_buf gate, up, act;  /* (rows, F): pre-activations and silu(gate) ⊙ up */
+    hy_buf dact, dgate, dup;
 } swiglu_cache;
 
 static int swiglu_resolve(hy_opts *o, int d_model, int *bad_opt, char *msg, size_t msg_len) {
@@ -62,35 +57,20 @@ static swiglu_cache *cache_of(hy_layer *L) {
     return L->priv;
 }
 
-/* Whether gate_proj and up_proj lie back to back in `w` (L->p or L->g): one stacked (2F, d) matrix.
- * So in the model's arena (tensors padded to 16 floats) when F·d is a multiple of 16; not in a
- * standalone layer. Compared as addresses. */
-static bool gate_up_stacked(float *const *w, int F, int d) {
-    uintptr_t gp = (uintptr_t)w[P_GATE];
-    return gp && (uintptr_t)w[P_UP] == gp + (uintptr_t)F * d * sizeof(float);
-}
-
 static int swiglu_forward(hy_layer *L, const float *x, float *y, int B, int T) {
     swiglu_cache *c = cache_of(L);
     int d = L->d_model, F = hy_opt_int(&L->opts, OPT_D_FF);
     size_t rows = (size_t)B * T, n = rows * F;
-    if (!c || !hy_buf_reserve(&c->gu, 2 * n) || !hy_buf_reserve(&c->act, n)) return HY_ERR_NOMEM;
-    float *gu = c->gu.p, *a = c->act.p;
-    if (gate_up_stacked(L->p, F, d)) hy_linear_forward(gu, x, L->p[P_GATE], NULL, (int)rows, d, 2 * F);
-    else {
-        int rc = hy_gemm_bf16_hold(x, rows * d);   /* bf16: x converted once for both products */
-        if (rc < 0) return rc;
-        hy_gemm(false, true, (int)rows, F, d, 1.0f, x, d, L->p[P_GATE], d, 0.0f, gu, 2 * F);
-        hy_gemm(false, true, (int)rows, F, d, 1.0f, x, d, L->p[P_UP], d, 0.0f, gu + F, 2 * F);
-        hy_gemm_bf16_release(x);
-    }
+    if (!c || !hy_buf_reserve(&c->gate, n) || !hy_buf_reserve(&c->up, n) || !hy_buf_reserve(&c->act, n))
+        return HY_ERR_NOMEM;
+    int rc = hy_gemm_bf16_hold(x, rows * d);   /* bf16: x converted once for both products */
+    if (rc < 0) return rc;
+    hy_linear_forward(c->gate.p, x, L->p[P_GATE], NULL, (int)rows, d, F);
+    hy_linear_forward(c->up.p, x, L->p[P_UP], NULL, (int)rows, d, F);
+    hy_gemm_bf16_release(x);
+    float *g = c->gate.p, *u = c->up.p, *a = c->act.p;
     #pragma omp parallel for schedule(static)
-    for (size_t r = 0; r < rows; r++) {
-        const float *g = gu + r * 2 * F, *u = g + F;
-        float *ar = a + r * F;
-        #pragma omp simd
-        for (int j = 0; j < F; j++) ar[j] = hy_siluf(g[j]) * u[j];
-    }
+    for (size_t i = 0; i < n; i++) a[i] = hy_siluf(g[i]) * u[i];
     hy_linear_forward(y, a, L->p[P_DOWN], NULL, (int)rows, F, d);
     c->x = x;
     return 0;
@@ -101,32 +81,20 @@ static int swiglu_backward(hy_layer *L, const float *dy, float *dx, int B, int T
     int d = L->d_model, F = hy_opt_int(&L->opts, OPT_D_FF);
     size_t rows = (size_t)B * T, n = rows * F;
     if (!c || !c->x) return hy_fail("swiglu: backward without a forward");
-    if (!hy_buf_reserve(&c->dact, n) || !hy_buf_reserve(&c->dgu, 2 * n)) return HY_ERR_NOMEM;
+    if (!hy_buf_reserve(&c->dact, n) || !hy_buf_reserve(&c->dgate, n) || !hy_buf_reserve(&c->dup, n))
+        return HY_ERR_NOMEM;
     hy_linear_backward(c->dact.p, L->g[P_DOWN], NULL, dy, c->act.p, L->p[P_DOWN], (int)rows, F, d, false);
-    float *gu = c->gu.p, *dgu = c->dgu.p;
-    const float *dact = c->dact.p;
+    float *g = c->gate.p, *u = c->up.p, *da = c->dact.p, *dg = c->dgate.p, *du = c->dup.p;
     #pragma omp parallel for schedule(static)
-    for (size_t r = 0; r < rows; r++) {
-        const float *g = gu + r * 2 * F, *u = g + F, *da = dact + r * F;
-        float *dg = dgu + r * 2 * F, *du = dg + F;
-        #pragma omp simd
-        for (int j = 0; j < F; j++) {
-            float s = hy_sigmoidf(g[j]);
-            du[j] = da[j] * g[j] * s;
-            dg[j] = da[j] * u[j] * s * (1.0f + g[j] * (1.0f - s));
-        }
-    }
-    if (gate_up_stacked(L->p, F, d) && gate_up_stacked(L->g, F, d)) {
-        hy_linear_backward(dx, L->g[P_GATE], NULL, dgu, c->x, L->p[P_GATE], (int)rows, d, 2 * F, false);
-        return 0;
+    for (size_t i = 0; i < n; i++) {
+        float s = hy_sigmoidf(g[i]);
+        du[i] = da[i] * g[i] * s;
+        dg[i] = da[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
     }
     int rc = hy_gemm_bf16_hold(c->x, rows * d);   /* bf16: x converted once for both weight gradients */
     if (rc < 0) return rc;
-    for (int j = 0; j < 2; j++) {   /* dx (+)= d(gate|up) W; dW += d(gate|up)ᵀ x */
-        const float *dyj = dgu + (size_t)j * F, *w = L->p[j ? P_UP : P_GATE];
-        hy_gemm(false, false, (int)rows, d, F, 1.0f, dyj, 2 * F, w, d, j ? 1.0f : 0.0f, dx, d);
-        hy_gemm(true, false, F, d, (int)rows, 1.0f, dyj, 2 * F, c->x, d, 1.0f, L->g[j ? P_UP : P_GATE], d);
-    }
+    hy_linear_backward(dx, L->g[P_GATE], NULL, dg, c->x, L->p[P_GATE], (int)rows, d, F, false);
+    hy_linear_backward(dx, L->g[P_UP], NULL, du, c->x, L->p[P_UP], (int)rows, d, F, true);
     hy_gemm_bf16_release(c->x);
     return 0;
 }
@@ -168,8 +136,7 @@ static double swiglu_flop(const hy_opts *o, int d, int T) {
     return (double)T * (6.0 * d * hy_opt_int(o, OPT_D_FF) + 4.0 * hy_opt_int(o, OPT_D_FF));
 }
 
-/* Training memory: forward keeps gate and up (gu) and act, backward adds dact and the gradients of
- * gate and up (dgu): six (rows, F). */
+/* Training memory: forward keeps gate, up and act, backward adds dact, dgate and dup: six (rows, F). */
 static hy_train_bytes swiglu_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
     (void)d, (void)threads, (void)first;
     return (hy_train_bytes){6.0 * B * T * hy_opt_int(o, OPT_D_FF) * sizeof(float), 0};
@@ -178,7 +145,8 @@ static hy_train_bytes swiglu_train_bytes(const hy_opts *o, int d, int B, int T, 
 static void swiglu_destroy(hy_layer *L) {
     swiglu_cache *c = L->priv;
     if (!c) return;
-    hy_buf_free(&c->gu), hy_buf_free(&c->act), hy_buf_free(&c->dact), hy_buf_free(&c->dgu);
+    hy_buf_free(&c->gate), hy_buf_free(&c->up), hy_buf_free(&c->act);
+    hy_buf_free(&c->dact), hy_buf_free(&c->dgate), hy_buf_free(&c->dup);
     hy_free(c);
     L->priv = NULL;
 }
