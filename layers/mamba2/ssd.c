@@ -51,9 +51,6 @@
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
 /* Fetches the cache lines of n floats from p (rw 1: to be written). */
-#ifndef HY_SSD_PREFETCH
-#define HY_SSD_PREFETCH(p, n, rw) prefetch_floats(p, n, rw)
-#endif
 #define prefetch_floats(p, n, rw)                                                         \
     do {                                                                                  \
         for (int pf_ = 0; pf_ < (n); pf_ += 16) __builtin_prefetch((p) + pf_, (rw), 3);   \
@@ -69,15 +66,7 @@ static inline void prefetch_share(const float *base, size_t ld, int rows, int n,
     }
 }
 
-#ifndef HY_SSD_BWD_PF
-#define HY_SSD_BWD_PF 2
-#endif
 
-/* How the forward keeps the chunk states for the backward: non-temporal stores (vw_stream), so the
- * 4·H·P·N bytes a chunk leaves do not push the working set out of the cache. */
-#ifndef HY_SSD_KEEP
-#define HY_SSD_KEEP vw_stream
-#endif
 
 /* Σ x[i]·y[i] over n floats, in two 8-lane accumulators (a fixed order for any target). */
 static inline float vdot(const float *restrict x, const float *restrict y, int n) {
@@ -333,13 +322,14 @@ static void state_out_t(float *S, const float *restrict ST, int ld, const hy_ssd
 }
 
 /* ST (N rows, row stride ld) copied into keep (row stride ldk): whole vectors as non-temporal
- * stores where aligned (HY_SSD_KEEP), the chunk states being read back only by the backward. */
+ * stores where aligned (vw_stream), so that the 4·H·P·N bytes a chunk leaves, read back only by the
+ * backward, do not push the working set out of the cache. */
 static void keep_state_t(const float *restrict ST, int ld, int N, int nP, float *restrict keep, int ldk) {
     for (int n = 0; n < N; n++) {
         const float *restrict r = ST + (size_t)n * ld;
         float *restrict k = keep + (size_t)n * ldk;
         int p = 0;
-        for (; p + HY_VW <= nP; p += HY_VW) HY_SSD_KEEP(k + p, vw_load(r + p));
+        for (; p + HY_VW <= nP; p += HY_VW) vw_stream(k + p, vw_load(r + p));
         for (; p < nP; p++) k[p] = r[p];
     }
 }
@@ -454,8 +444,8 @@ int hy_ssd_forward(const hy_ssd_args *a, float *y, int ldy, hy_buf *work) {
                         const float ej = E[j];
                         /* the lines this head's product writes in row j of y, and those of the next
                          * chunk's x it reads next: fetched while the row is built */
-                        HY_SSD_PREFETCH(yc + (size_t)j * ldy + (size_t)hl * P, P, 1);
-                        if (j < qn) HY_SSD_PREFETCH(xc + ((size_t)Q + j) * a->ldx + (size_t)hl * P, P, 0);
+                        prefetch_floats(yc + (size_t)j * ldy + (size_t)hl * P, P, 1);
+                        if (j < qn) prefetch_floats(xc + ((size_t)Q + j) * a->ldx + (size_t)hl * P, P, 0);
                         #pragma omp simd
                         for (int n = 0; n < N; n++) r[n] = ej * cj[n];
                         mask_row(j, q, w.avs + (size_t)hl * Q, w.seg, r + N, CB + (size_t)j * Q, w.dts + (size_t)hl * Q);
@@ -550,14 +540,10 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
                          * per mask row, fetched while this chunk is worked on */
                         if (c > 0) {
                             const int k = hl * q + j, K = nh * q;
-#if HY_SSD_BWD_PF > 1
                             prefetch_share(a->x + (row0 - Q) * a->ldx + (size_t)t.h0 * P, a->ldx, Q, nP, k, K, 0);
                             prefetch_share(dy + (row0 - Q) * lddy + (size_t)t.h0 * P, lddy, Q, nP, k, K, 0);
                             prefetch_share(dx + (row0 - Q) * lddx + (size_t)t.h0 * P, lddx, Q, nP, k, K, 1);
-#endif
-#if HY_SSD_BWD_PF > 0
                             prefetch_share(slot_t(a->states, a, &d, &t, c - 1), HP, N, nP, k, K, 0);
-#endif
                         }
                     }
                     /* M = L ⊙ CB into dM's space first: d(Δx) = Mᵀ dy */
