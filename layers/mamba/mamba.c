@@ -207,7 +207,7 @@ static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, in
     hy_softplus_bias_rows(F->delta.p, F->draw.p, L->p[P_DT_B], rows, E);
     for (size_t i = 0; i < (size_t)E * g.N; i++) F->A.p[i] = -expf(L->p[P_A_LOG][i]);
     hy_mamba_scan_args a = {B, T, E, g.N, F->delta.p, xc, F->dbc.p + g.R, F->dbc.p + g.R + g.N, g.nbc, F->A.p,
-                            L->p[P_D], ssm, ssm, HY_MAMBA_CHUNK, keep ? F->cs.p : NULL};
+                            L->p[P_D], ssm, ssm, HY_MAMBA_CHUNK, keep ? F->cs.p : NULL, bf16};
     int rc = hy_mamba_scan_forward(&a, F->ys.p);
     if (rc < 0) return rc;
     /* y ⊙ silu(z), then out_proj */
@@ -282,7 +282,7 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     /* the scan: dΔ, dxc, dB, dC; dA → dA_log = dA ⊙ A; dD */
     memset(P->dA.p, 0, (size_t)E * N * sizeof(float));
     hy_mamba_scan_args a = {B, T, E, N, F->delta.p, F->xc.p, F->dbc.p + R, F->dbc.p + R + N, g.nbc, F->A.p,
-                            L->p[P_D], NULL, NULL, HY_MAMBA_CHUNK, F->cs.p};
+                            L->p[P_D], NULL, NULL, HY_MAMBA_CHUNK, F->cs.p, bf16};
     int rc = hy_mamba_scan_backward(&a, dyg, ddelta, dxc, ddbc + R, ddbc + R + N, g.nbc, P->dA.p, L->g[P_D], &P->scan_ws);
     if (rc < 0) return rc;
     for (size_t i = 0; i < (size_t)E * N; i++) L->g[P_A_LOG][i] += P->dA.p[i] * F->A.p[i];
