@@ -13,6 +13,7 @@
  * instructions; without AVX2 (not built or tested here) lane loops keep the code compiling. */
 #ifndef HY_CORE_SIMD_H
 #define HY_CORE_SIMD_H
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #if defined(__AVX2__) && defined(__FMA__)
@@ -260,6 +261,16 @@ static inline void vw_stream(float *p, vw v) {
 #endif
     vw_store(p, v);
 }
+/* v8_store with a non-temporal store where p is aligned to 32 bytes (see vw_stream). */
+static inline void v8_stream(float *p, v8 v) {
+#if defined(HY_SIMD_X86)
+    if (((uintptr_t)p & 31) == 0) {
+        _mm256_stream_ps(p, v);
+        return;
+    }
+#endif
+    v8_store(p, v);
+}
 static inline void hy_stream_fence(void) {
 #if defined(HY_SIMD_X86)
     _mm_sfence();
@@ -267,5 +278,54 @@ static inline void hy_stream_fence(void) {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 #endif
 }
+
+/* The 8×8 transpose of the rows r[0..7] in registers (unpack, shuffle, 128-bit-lane stages):
+ * afterwards r[m] holds column m of the tile. */
+static inline void v8_transpose(v8 r[8]) {
+#define HY_T_LO 0, 8, 1, 9, 4, 12, 5, 13
+#define HY_T_HI 2, 10, 3, 11, 6, 14, 7, 15
+#define HY_T_LO2 0, 1, 8, 9, 4, 5, 12, 13
+#define HY_T_HI2 2, 3, 10, 11, 6, 7, 14, 15
+#define HY_T_LO4 0, 1, 2, 3, 8, 9, 10, 11
+#define HY_T_HI4 4, 5, 6, 7, 12, 13, 14, 15
+    v8 a[8], b[8];
+    for (int m = 0; m < 8; m += 2)
+        a[m] = HY_SHUFFLE(v8i, r[m], r[m + 1], HY_T_LO), a[m + 1] = HY_SHUFFLE(v8i, r[m], r[m + 1], HY_T_HI);
+    for (int m = 0; m < 8; m += 4)
+        for (int e = 0; e < 2; e++)
+            b[m + e] = HY_SHUFFLE(v8i, a[m + e], a[m + e + 2], HY_T_LO2),
+                  b[m + e + 2] = HY_SHUFFLE(v8i, a[m + e], a[m + e + 2], HY_T_HI2);
+    /* the stages leave columns in the order 0 2 1 3 4 6 5 7 */
+    static const int col[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+    for (int e = 0; e < 4; e++)
+        r[col[e]] = HY_SHUFFLE(v8i, b[e], b[e + 4], HY_T_LO4), r[col[e + 4]] = HY_SHUFFLE(v8i, b[e], b[e + 4], HY_T_HI4);
+#undef HY_T_LO
+#undef HY_T_HI
+#undef HY_T_LO2
+#undef HY_T_HI2
+#undef HY_T_LO4
+#undef HY_T_HI4
+}
+
+/* dst = srcᵀ: src rows × cols (row stride ld_src), dst cols × rows (row stride ld_dst); whole 8×8
+ * tiles in registers (v8_transpose), the edges element by element; with nt the tiles go out with
+ * non-temporal stores where aligned (v8_stream: for a destination not read again soon). */
+static inline void hy_transpose(float *restrict dst, size_t ld_dst, const float *restrict src, size_t ld_src, int rows,
+                                int cols, bool nt) {
+    const int r8 = rows / 8 * 8, c8 = cols / 8 * 8;
+    for (int rb = 0; rb < r8; rb += 8)
+        for (int cb = 0; cb < c8; cb += 8) {
+            v8 t[8];
+            for (int m = 0; m < 8; m++) t[m] = v8_load(src + (size_t)(rb + m) * ld_src + cb);
+            v8_transpose(t);
+            for (int m = 0; m < 8; m++) {
+                if (nt) v8_stream(dst + (size_t)(cb + m) * ld_dst + rb, t[m]);
+                else v8_store(dst + (size_t)(cb + m) * ld_dst + rb, t[m]);
+            }
+        }
+    for (int r = 0; r < rows; r++)
+        for (int c = r < r8 ? c8 : 0; c < cols; c++) dst[(size_t)c * ld_dst + r] = src[(size_t)r * ld_src + c];
+}
+
 
 #endif

@@ -1,6 +1,9 @@
-/* GEMM dispatch: every backend and transpose combination against a plain triple loop. */
+/* GEMM dispatch: every backend and transpose combination against a plain triple loop; the small
+ * register-blocked product (core/tile_mm.h) against the same loop, and core/simd.h's transpose. */
 #include "core/gemm.h"
 #include "core/mem.h"
+#include "core/simd.h"
+#include "core/tile_mm.h"
 #include "tests/testutil.h"
 #include <math.h>
 #include <omp.h>
@@ -164,6 +167,73 @@ START_TEST(cache_evicts_past_capacity) {
 }
 END_TEST
 
+/* hy_tile_mm against the plain loop in double: every register-block remainder (M not a multiple
+ * of 4, N not a multiple of the vector width, fewer than 4 vectors), transposed and row-major A,
+ * padded strides, C overwritten (with NaN in it: not read), scaled uniformly and per row, and
+ * lower-triangular A (zeros above the diagonal, NaN far above it: never read). */
+START_TEST(tile_mm_matches_reference) {
+    static const int shapes[][3] = {{1, 1, 1},   {32, 128, 32}, {64, 160, 64}, {64, 128, 32}, {5, 17, 3},
+                                    {7, 9, 13},  {13, 100, 7},  {3, 70, 40},   {32, 8, 32},   {45, 33, 45},
+                                    {16, 64, 0}, {0, 5, 5}};
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+        for (int mode = 0; mode < 8; mode++) {
+            const int M = shapes[sh][0], N = shapes[sh][1], K = shapes[sh][2];
+            const bool ta = mode & 1, lower = (mode & 4) && M == K;
+            const int scale = (mode >> 1) & 3;   /* 0: overwrite, 1: uniform, 2: per row, 3: per row (lower) */
+            const ptrdiff_t lda = (ta ? M : K) + 3, ldb = N + 5, ldc = N + 2;
+            const ptrdiff_t sam = ta ? 1 : lda, sak = ta ? lda : 1;
+            const size_t na = (size_t)(ta ? K : M) * lda + 1, nb = (size_t)K * ldb + 1, nc = (size_t)M * ldc + 1;
+            float *A = hy_malloc(na * 4), *B = hy_malloc(nb * 4), *C = hy_malloc(nc * 4), *rs = hy_malloc((M + 1) * 4);
+            double *R = hy_malloc(nc * sizeof(double));
+            tu_fill_normal(A, na, 1, 11 + sh), tu_fill_normal(B, nb, 1, 12 + sh), tu_fill_normal(C, nc, 1, 13 + sh);
+            tu_fill_normal(rs, M + 1, 1, 14 + sh);
+            if (lower)
+                for (int m = 0; m < M; m++)
+                    for (int k = m + 1; k < K; k++) A[m * sam + k * sak] = k >= (m / 4 + 1) * 4 ? NAN : 0.0f;
+            if (scale == 0)
+                for (int i = 0; i < M; i++) C[i * ldc] = NAN;
+            const float cs = scale == 1 ? -0.75f : 0.0f;
+            const float *rsp = scale >= 2 ? rs : NULL;
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double s = 0;
+                    for (int k = 0; k < (lower ? i + 1 : K); k++) s += (double)A[i * sam + k * sak] * B[k * ldb + j];
+                    const double f = rsp ? rsp[i] : cs;
+                    R[i * ldc + j] = s + (f != 0.0 ? f * C[i * ldc + j] : 0.0);
+                }
+            hy_tile_mm(M, N, K, A, sam, sak, B, ldb, C, ldc, cs, rsp, lower);
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++)
+                    ck_assert_msg(fabs(C[i * ldc + j] - R[i * ldc + j]) <= 1e-5 * (1 + fabs(R[i * ldc + j])),
+                                  "%dx%dx%d mode %d at (%d, %d): %g, want %g", M, N, K, mode, i, j, C[i * ldc + j],
+                                  R[i * ldc + j]);
+            hy_free(A), hy_free(B), hy_free(C), hy_free(rs), hy_free(R);
+        }
+}
+END_TEST
+
+/* hy_transpose (core/simd.h) against the element loop: whole 8 × 8 tiles, edges in both directions,
+ * padded strides, plain and non-temporal stores. */
+START_TEST(transpose_matches_loop) {
+    static const int shapes[][2] = {{1, 1}, {8, 8}, {32, 64}, {64, 128}, {5, 13}, {13, 5}, {17, 40}, {0, 3}};
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+        for (int nt = 0; nt < 2; nt++) {
+            const int rows = shapes[sh][0], cols = shapes[sh][1];
+            const size_t ld_src = cols + 3, ld_dst = rows + 8;
+            float *src = hy_malloc(((size_t)rows * ld_src + 1) * 4), *dst = hy_malloc(((size_t)cols * ld_dst + 1) * 4);
+            tu_fill_normal(src, (size_t)rows * ld_src + 1, 1, 21 + sh);
+            for (size_t i = 0; i < (size_t)cols * ld_dst + 1; i++) dst[i] = -1.0f;
+            hy_transpose(dst, ld_dst, src, ld_src, rows, cols, nt);
+            hy_stream_fence();
+            for (int c = 0; c < cols; c++)
+                for (size_t r = 0; r < ld_dst; r++)
+                    ck_assert_msg(dst[c * ld_dst + r] == ((int)r < rows ? src[r * ld_src + c] : -1.0f),
+                                  "%dx%d nt %d at (%d, %zu)", rows, cols, nt, c, r);
+            hy_free(src), hy_free(dst);
+        }
+}
+END_TEST
+
 static Suite *gemm_suite(void) {
     Suite *s = suite_create("gemm");
     TCase *tc = tcase_create("backends");
@@ -174,6 +244,8 @@ static Suite *gemm_suite(void) {
     tcase_add_test(tc, linear_backward_matches_definition);
     tcase_add_test(tc, parallel_region_calls);
     tcase_add_test(tc, cache_evicts_past_capacity);
+    tcase_add_test(tc, tile_mm_matches_reference);
+    tcase_add_test(tc, transpose_matches_loop);
     suite_add_tcase(s, tc);
     return s;
 }

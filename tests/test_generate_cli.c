@@ -149,6 +149,34 @@ START_TEST(cli_bench_decode_quick_writes_csv) {
     }
     fclose(f);
     ck_assert_int_eq(rows, 3 * want);
+    /* --rounds 3: still one row per (variant, context), each the fastest of that context's three rounds as
+     * printed on stdout (round 1's line, then "(round r; ...)" lines) */
+    snprintf(cmd, sizeof cmd, "%s bench decode --quick --fill tile --rounds 3 --blocks mamba,attention --max-context 512 "
+             "--steps 2 --threads 1 --no-plot --out %s", tu_exe(), dir);
+    char *out;
+    size_t out_len;
+    ck_assert_int_eq(tu_run(cmd, false, &out, &out_len), 0);
+    snprintf(path, sizeof path, "%s/decode.csv", dir);
+    f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    rows = 0;
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    while (fgets(line, sizeof line, f)) {
+        char v[128], key[192];
+        long ctx;
+        double ms;
+        ck_assert(sscanf(line, "%127[^,],%ld,%lf,", v, &ctx, &ms) == 3);
+        double fastest = INFINITY;
+        int seen = 0;
+        snprintf(key, sizeof key, "%-28s context %6ld ", v, ctx);
+        for (char *p = strstr(out, key); p; p = strstr(p + 1, key), seen++) fastest = fmin(fastest, strtod(p + strlen(key), NULL));
+        ck_assert_msg(seen == 3, "%s context %ld: %d timed rounds printed\n%s", v, ctx, seen, out);
+        ck_assert_msg(fabs(ms - fastest) <= 0.51e-4, "%s context %ld: csv %g, fastest printed %g (4 decimals)", v, ctx, ms, fastest);
+        rows++;
+    }
+    fclose(f);
+    free(out);
+    ck_assert_int_eq(rows, 2 * 2);
     snprintf(cmd, sizeof cmd, "%s bench decode --max-context 100 --no-plot --out %s 2>/dev/null", tu_exe(), dir);
     ck_assert_int_eq(system(cmd) >> 8, 2);   /* min-context 256 > max-context: usage error */
     tu_remove_dir(dir);
@@ -208,6 +236,8 @@ START_TEST(cli_usage_errors_name_flag_and_value) {
         /* words and positional arguments */
         {"eval --checkpoint m --data d --format text", "hybrid-exp eval: --format: expected one of auto, bytes, tokens, llmc, nanogpt, got 'text'"},
         {"bench decode --fill copy", "hybrid-exp bench decode: --fill: expected prefill or tile, got 'copy'"},
+        {"bench decode --fill tile --rounds 0", "hybrid-exp bench decode: --rounds: expected an integer in [1, 100], got '0'"},
+        {"bench decode --rounds 2", "hybrid-exp bench decode: --rounds 2 needs --fill tile (later rounds rebuild each context by tiling)"},
         {"tests/configs/tiny-train.yaml other.yaml", "hybrid-exp: unexpected argument 'other.yaml' (one CONFIG.yaml)"},
         {"blocks extra", "hybrid-exp blocks: unexpected argument 'extra'"},
         {"tokenizer fit", "hybrid-exp tokenizer: unknown subcommand 'fit' (train)"},

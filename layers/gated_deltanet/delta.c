@@ -1,15 +1,18 @@
 /* The gated delta rule, forward (chunked WY/UT form) and single-token step; formulas and layouts in
  * layers/gated_deltanet/delta.h. One (sequence, value head) per OpenMP iteration walks its chunks in
- * order, the state (dv × dk) carried in the thread's scratch directly after the chunk's K rows; all
- * intra-chunk matrices live in that scratch, so only the inputs, o, and what is kept for backward
- * touch memory. Per chunk four GEMMs: [Q; K] [K; S_in]ᵀ (Q Kᵀ, K Kᵀ, Q S_inᵀ and K S_inᵀ at once), T·R
- * (after the substitution for T), tril(P)·U and Uᵀ K̃ for the next state. With keep, U and the state
- * entering every other chunk are written out once (the backward recomputes T and the other states). */
+ * order, the state carried transposed (Sᵀ, dk × dv) in the thread's scratch directly after the
+ * chunk's Kᵀ; all intra-chunk matrices live in that scratch, so only the inputs, o, and what is kept
+ * for backward touch memory. Per chunk five products (core/tile_mm.h): Q [Kᵀ | S_inᵀ] and
+ * K [Kᵀ | S_inᵀ] (Q Kᵀ, Q S_inᵀ, K Kᵀ and K S_inᵀ), T·R (after the substitution for T), tril(P)·U and
+ * K̃ᵀ·U for the next state. With keep, U and the state entering every other chunk (transposed back to dv × dk) are
+ * written out once (the backward recomputes T and the other states). */
 #include "core/error.h"
-#include "core/gemm.h"
+#include "core/tile_mm.h"
 #include "layers/gated_deltanet/delta_common.h"
 #include <omp.h>
 #include <stdbool.h>
+
+_Static_assert(HY_VW % HY_TILE_MR == 0, "T is read from the substitution's padded rows by blocks of HY_TILE_MR rows");
 
 int hy_gdn_nchunks(int T, int L) { return T <= 0 ? 0 : (T + L - 1) / L; }
 int hy_gdn_nckpt(int T, int L) { return (hy_gdn_nchunks(T, L) + 1) / 2; }
@@ -24,10 +27,11 @@ int hy_gdn_check(const hy_gdn_in *in) {
     return 0;
 }
 
-/* Scratch floats of one thread of the forward. */
+/* Scratch floats of one thread of the forward: the chunk (without Q and K rows), T (padded rows), C,
+ * R, U and the carried [Kᵀ | S_inᵀ] (dk rows of L + dv). */
 static size_t fwd_floats(int L, int dk, int dv) {
-    return gdn_chunk_floats(L, dk, dv) + gdn_round((size_t)L * L) + gdn_round((size_t)gdn_inv_stride(L) * gdn_inv_stride(L)) +
-           gdn_round((size_t)2 * L * (L + dv)) + 2 * gdn_round((size_t)L * dv);
+    return gdn_chunk_floats(L, dk, false) + gdn_round((size_t)gdn_inv_stride(L) * gdn_inv_stride(L)) +
+           gdn_round((size_t)2 * L * (L + dv)) + 2 * gdn_round((size_t)L * dv) + gdn_round((size_t)dk * (L + dv));
 }
 
 size_t hy_gdn_forward_ws_floats(int dk, int dv, int L, int threads) { return fwd_floats(L, dk, dv) * (size_t)threads; }
@@ -51,76 +55,43 @@ static void put_rows(float *restrict dst, size_t ld_dst, const float *restrict s
     }
 }
 
-/* S ← e^{γ_L}·S over n floats, first copying S to ck (the checkpoint; NULL: none; non-temporal
- * stores when nt) in the same pass. */
-static void keep_and_decay(float *restrict ck, float *restrict S, size_t n, float eL, bool nt) {
-    const vw f = vw_splat(eL);
-    size_t x = 0;
-    if (ck)
-        for (; x + HY_VW <= n; x += HY_VW) {
-            const vw v = vw_load(S + x);
-            if (nt) vw_stream(ck + x, v);
-            else vw_store(ck + x, v);
-            vw_store(S + x, v * f);
-        }
-    else
-        for (; x + HY_VW <= n; x += HY_VW) vw_store(S + x, vw_load(S + x) * f);
-    for (; x < n; x++) {
-        if (ck) ck[x] = S[x];
-        S[x] *= eL;
-    }
-}
-
-/* Prefetches into L2 the q, k and v rows [r0, r1) of chunk c of (sequence b, value head j), when that
- * chunk exists. One head reads 256 or 512 bytes of rows a kilobyte or more apart; the forward asks
- * for the next chunk's rows in parts between its GEMMs (on the shared machine, two threads, the bench
- * shape: 1-2.5% off the forward in three alternated runs; inputs always in the cache would save about
- * 7%). Always inlined: gcc drops a call to a function made of prefetches alone, which has no effect
- * it must keep. */
-static inline __attribute__((always_inline)) void prefetch_rows(const hy_gdn_in *in, int b, int j, int c, int r0,
-                                                                int r1) {
-    const int L = in->chunk, t0 = c * L;
-    if (t0 >= in->T) return;
-    if (r1 > in->T - t0) r1 = in->T - t0;
-    const int i = j / (in->HV / in->H);
-    for (int t = r0; t < r1; t++) {
-        const size_t r = (size_t)b * in->T + t0 + t;
-        const float *q = in->q + r * in->ld_qk + (size_t)i * in->dk, *k = in->k + r * in->ld_qk + (size_t)i * in->dk,
-                    *v = in->v + r * in->ld_v + (size_t)j * in->dv;
-        for (int x = 0; x < in->dk; x += 16) __builtin_prefetch(q + x, 0, 2), __builtin_prefetch(k + x, 0, 2);
-        for (int x = 0; x < in->dv; x += 16) __builtin_prefetch(v + x, 0, 2);
-    }
-}
-
 /* All chunks of (sequence b, value head j) in order. S: this head's state (dv × dk), NULL = zeros;
- * updated to the state after the last token. The state is carried in the scratch directly after
- * the chunk's K rows (Q and K are gathered so that K ends where the state starts, also in a shorter
- * last chunk), so that [Q; K] [K; S_in]ᵀ is one GEMM. w: the thread's scratch. nt: write o and the
- * kept arrays with non-temporal stores. */
+ * updated to the state after the last token. The state is carried transposed, Sᵀ (dk × dv), in the
+ * last dv columns of the scratch matrix Bm (dk rows of L + dv), whose Lc columns before it get the
+ * chunk's Kᵀ, so that Q [Kᵀ | S_inᵀ] and K [Kᵀ | S_inᵀ] are products with B row-major, as hy_tile_mm
+ * takes it, and A the q and k rows where they are (no copy); the state update reads Kᵀ, scaled by
+ * e^{γ_L − γ} in place, as its A. The products are small (32 × 128 × 32 at the block's chunk):
+ * hy_tile_mm runs them without a library call's set-up, skips the zeros above the diagonal of T and
+ * P, and applies e^γ to Q S_inᵀ and e^{γ_L} to S_in as it adds. w: the thread's scratch. nt: write o
+ * and the kept arrays with non-temporal stores. */
 static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, int ld_o, const hy_gdn_keep *keep,
                          bool nt, float *w) {
     const int L = in->chunk, dk = in->dk, dv = in->dv, nch = hy_gdn_nchunks(in->T, L), nck = hy_gdn_nckpt(in->T, L);
+    const int ldb = L + dv, Lp = gdn_inv_stride(L);
     gdn_chunk ch;
-    gdn_chunk_alloc(&ch, &w, L, dk, dv);
-    float *const qks = ch.qk, *const Sh = qks + (size_t)2 * L * dk;
-    float *Tm = gdn_take(&w, (size_t)L * L), *Tp = gdn_take(&w, (size_t)gdn_inv_stride(L) * gdn_inv_stride(L)),
-          *C = gdn_take(&w, (size_t)2 * L * (L + dv));
-    float *R = gdn_take(&w, (size_t)L * dv), *U = gdn_take(&w, (size_t)L * dv);
+    gdn_chunk_alloc(&ch, &w, L, dk, false);
+    float *Tp = gdn_take(&w, (size_t)Lp * Lp), *C = gdn_take(&w, (size_t)2 * L * (L + dv));
+    float *R = gdn_take(&w, (size_t)L * dv), *U = gdn_take(&w, (size_t)L * dv), *Bm = gdn_take(&w, (size_t)dk * ldb);
+    float *const St = Bm + L;   /* Sᵀ: dk rows at stride ldb */
     const size_t head = (size_t)b * in->HV + j;
     bool s_zero = S == NULL;   /* the state is known to be zero: its products are skipped */
-    if (S) memcpy(Sh, S, (size_t)dv * dk * sizeof(float));
+    if (S) hy_transpose(St, (size_t)ldb, S, (size_t)dk, dv, dk, false);
     for (int c = 0; c < nch; c++) {
         const int Lc = in->T - c * L < L ? in->T - c * L : L, ldc = Lc + dv;
-        ch.qk = qks + (size_t)2 * (L - Lc) * dk;
-        gdn_chunk_gather(in, b, j, c, &ch);
-        /* C = [Q; K] [K; S_in]ᵀ = [Q Kᵀ | Q S_inᵀ; K Kᵀ | K S_inᵀ] (row stride ldc), then the masks */
-        hy_gemm(false, true, 2 * Lc, s_zero ? Lc : ldc, dk, 1.0f, ch.qk, dk, ch.qk + (size_t)Lc * dk, dk, 0.0f, C, ldc);
-        prefetch_rows(in, b, j, c + 1, 0, L / 4);   /* the next chunk's rows, in four parts */
+        gdn_chunk_gather(in, b, j, c, &ch, false);
+        const size_t lq = (size_t)in->ld_qk;
+        const float *Q = in->q + ch.row0 * lq + (size_t)ch.i * dk, *K = in->k + ch.row0 * lq + (size_t)ch.i * dk;
+        float *Bc = Bm + (L - Lc);   /* [Kᵀ | S_inᵀ]: Lc + dv columns */
+        hy_transpose(Bc, (size_t)ldb, K, lq, Lc, dk, false);
+        /* C = [Q; K] [Kᵀ | S_inᵀ] = [Q Kᵀ | Q S_inᵀ; K Kᵀ | K S_inᵀ] (row stride ldc), then the masks */
+        hy_tile_mm(Lc, s_zero ? Lc : ldc, dk, Q, (ptrdiff_t)lq, 1, Bc, ldb, C, ldc, 0.0f, NULL, false);
+        hy_tile_mm(Lc, s_zero ? Lc : ldc, dk, K, (ptrdiff_t)lq, 1, Bc, ldb, C + (size_t)Lc * ldc, ldc, 0.0f, NULL, false);
+        gdn_prefetch_rows(in, b, j, c + 1, 0, L / 4);   /* the next chunk's rows, in four parts */
         gdn_chunk_masks(&ch, C, ldc);
         float *QS = C + Lc;
         const float *KS = C + (size_t)Lc * ldc + Lc;
-        prefetch_rows(in, b, j, c + 1, L / 4, L / 2);
-        gdn_unit_lower_inverse(Tm, ch.KD, ch.beta, Lc, Tp);
+        gdn_prefetch_rows(in, b, j, c + 1, L / 4, L / 2);
+        gdn_unit_lower_inverse(NULL, ch.KD, ch.beta, Lc, Tp);
         /* R = diag(β) V − diag(β e^γ) K S_inᵀ;  U = T R */
         for (int t = 0; t < Lc; t++) {
             const float *vt = in->v + (ch.row0 + t) * in->ld_v + (size_t)j * dv, *ks = KS + (size_t)t * ldc;
@@ -130,32 +101,29 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
             else
                 for (int x = 0; x < dv; x++) r[x] = bt * vt[x] - be * ks[x];
         }
-        prefetch_rows(in, b, j, c + 1, L / 2, 3 * L / 4);
-        hy_gemm(false, false, Lc, dv, Lc, 1.0f, Tm, Lc, R, dv, 0.0f, U, dv);
+        gdn_prefetch_rows(in, b, j, c + 1, L / 2, 3 * L / 4);
+        /* T straight from the substitution's padded rows: a lower block of 4 rows reads only columns
+         * inside the vectors the substitution wrote for its rows (HY_TILE_MR divides the vector
+         * width), which hold exact zeros above the diagonal */
+        hy_tile_mm(Lc, dv, Lc, Tp, gdn_inv_stride(Lc), 1, R, dv, U, dv, 0.0f, NULL, true);
         if (keep) put_rows(keep->u + (head * in->T + (size_t)c * L) * dv, 0, U, 0, 1, Lc * dv, nt);
         /* O = diag(e^γ) Q S_inᵀ + P U, made in place of Q S_inᵀ and written out once */
-        if (!s_zero)
-            for (int t = 0; t < Lc; t++) {
-                float *qs = QS + (size_t)t * ldc, et = ch.e[t];
-                for (int x = 0; x < dv; x++) qs[x] *= et;
-            }
-        prefetch_rows(in, b, j, c + 1, 3 * L / 4, L);
-        hy_gemm(false, false, Lc, dv, Lc, 1.0f, ch.P, Lc, U, dv, s_zero ? 0.0f : 1.0f, QS, ldc);
+        gdn_prefetch_rows(in, b, j, c + 1, 3 * L / 4, L);
+        hy_tile_mm(Lc, dv, Lc, ch.P, Lc, 1, U, dv, QS, ldc, 0.0f, s_zero ? NULL : ch.e, true);
         put_rows(o + ch.row0 * ld_o + (size_t)j * dv, (size_t)ld_o, QS, ldc, Lc, dv, nt);
-        /* S_out = e^{γ_L} S_in + Uᵀ diag(e^{γ_L − γ}) K, in place (S scaled here, not by the GEMM's
-         * beta: a beta that changes every call would make a oneDNN primitive per call) */
-        for (int t = 0; t < Lc; t++) {
-            float *kt = ch.qk + (size_t)(Lc + t) * dk, f = ch.et[t];
-            for (int x = 0; x < dk; x++) kt[x] *= f;
-        }
-        /* the state entering chunk c is kept for the even chunks, written in the pass that decays it */
+        /* the state entering chunk c is kept for the even chunks */
         float *ck = keep && c % 2 == 0 ? keep->ckpt + (head * nck + c / 2) * (size_t)dv * dk : NULL;
-        if (s_zero && ck) memset(ck, 0, (size_t)dv * dk * sizeof(float));
-        else if (!s_zero) keep_and_decay(ck, Sh, (size_t)dv * dk, ch.eL, nt);
-        hy_gemm(true, false, dv, dk, Lc, 1.0f, U, dv, ch.qk + (size_t)Lc * dk, dk, s_zero ? 0.0f : 1.0f, Sh, dk);
+        if (ck && s_zero) memset(ck, 0, (size_t)dv * dk * sizeof(float));
+        else if (ck) hy_transpose(ck, (size_t)dk, St, (size_t)ldb, dk, dv, nt);
+        /* S_outᵀ = e^{γ_L} S_inᵀ + K̃ᵀ U with K̃ = diag(e^{γ_L − γ}) K (the product's A is K read by columns) */
+        for (int x = 0; x < dk; x++) {
+            float *kx = Bc + (size_t)x * ldb;
+            for (int t = 0; t < Lc; t++) kx[t] *= ch.et[t];
+        }
+        hy_tile_mm(dk, dv, Lc, Bc, ldb, 1, U, dv, St, ldb, s_zero ? 0.0f : ch.eL, NULL, false);
         s_zero = false;
     }
-    if (S) memcpy(S, Sh, (size_t)dv * dk * sizeof(float));
+    if (S) hy_transpose(S, (size_t)dk, St, (size_t)ldb, dk, dv, false);
     if (nt) hy_stream_fence();   /* the streamed lines are visible once the threads join */
 }
 

@@ -8,11 +8,12 @@
  * computed in the chunked (WY/UT) form: per chunk of L tokens with γ_t = Σ_{r<=t} g_r from the chunk
  * start, D_ts = e^{γ_t − γ_s} (s <= t only; never above the diagonal),
  *     A = strict_tril(β_t·D_ts·k_t·k_s),  T = (I + A)^{-1}   (forward substitution, L³/6 FMAs)
- *     [Q; K] [K; S_in]ᵀ (one GEMM: Q Kᵀ, K Kᵀ, Q S_inᵀ, K S_inᵀ);   U = T·(diag(β) V − diag(β e^γ) K S_inᵀ)
+ *     [Q; K] [Kᵀ | S_inᵀ] (Q Kᵀ, K Kᵀ, Q S_inᵀ, K S_inᵀ);   U = T·(diag(β) V − diag(β e^γ) K S_inᵀ)
  *     O = diag(e^γ) Q S_inᵀ + tril(D ⊙ Q Kᵀ) U
- *     S_out = e^{γ_L} S_in + Uᵀ diag(e^{γ_L − γ}) K
- * Every product is a GEMM (hy_gemm, single-threaded on each thread of the OpenMP loop over (sequence,
- * value head)), γ is summed in double so that a weak decay after a strong one keeps its
+ *     S_outᵀ = e^{γ_L} S_inᵀ + Kᵀ diag(e^{γ_L − γ}) U
+ * Every product is a matrix product of core/tile_mm.h's register-blocked kernel (f32, on each thread
+ * of the OpenMP loop over (sequence, value head): the per-chunk products are too small for a library
+ * call's set-up), γ is summed in double so that a weak decay after a strong one keeps its
  * precision, and a decay factor below e^-87 is exactly 0 (no denormals).
  *
  * Layouts: row r = b·T + t. q, k: row stride ld_qk, q/k head i at column i·dk; v and o: strides
@@ -24,8 +25,8 @@
 #include <stddef.h>
 
 /* The block's chunk length, chosen by the time of forward + backward on the bench shape (4 heads, dk 64,
- * dv 128, T 4096): 32 takes 12% less than 64 on oneDNN and 17% less on OpenBLAS, 16 and 128 are slower
- * on both (docs/blocks.md); `hybrid-exp bench --blocks gated_deltanet` times it against half and twice it. */
+ * dv 128, T 4096): 32 takes 2% less than 16 and 16% less than 64, 128 is slower still (docs/blocks.md);
+ * `hybrid-exp bench --blocks gated_deltanet` times it against half and twice it. */
 #define HY_GDN_CHUNK 32
 
 /* A forward whose output o (B·T·HV·dv floats) has at least this many bytes writes o and what it

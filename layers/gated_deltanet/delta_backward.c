@@ -10,10 +10,12 @@
  *     dβ_t = dR_t·v_t − e^{γ_t} k_t·(dR S)_t + Σ_s dA_ts KD_ts
  *     dS_in = e^{γ_L} dS + Xᵀ [Q̃; −diag(β) Kₑ]
  * and dγ collects every term through e^γ, e^{γ_L−γ}, e^{γ_L} and D (row sums minus column sums of
- * dP ⊙ P and dA ⊙ A); dg is its reverse cumulative sum within the chunk. Eleven GEMMs per chunk
- * (one recomputes [Q; K] Kᵀ). */
+ * dP ⊙ P and dA ⊙ A); dg is its reverse cumulative sum within the chunk. Eleven products per
+ * chunk (one recomputes [Q; K] Kᵀ), each by hy_tile_mm (core/tile_mm.h: the per-chunk products are
+ * too small for a library call's set-up); it takes B row-major, so Kᵀ, Uᵀ and dSᵀ are transposed
+ * into the scratch first (hy_transpose) for the three products that read them. */
 #include "core/error.h"
-#include "core/gemm.h"
+#include "core/tile_mm.h"
 #include "layers/gated_deltanet/delta_common.h"
 #include <omp.h>
 #include <stdbool.h>
@@ -22,10 +24,11 @@ int hy_gdn_check(const hy_gdn_in *in);
 
 /* Scratch floats of one thread of the backward. */
 static size_t bwd_floats(int L, int dk, int dv) {
-    return gdn_chunk_floats(L, dk, 0) + gdn_round((size_t)2 * L * dv) + gdn_round((size_t)L * dv) +
+    return gdn_chunk_floats(L, dk, true) + gdn_round((size_t)2 * L * dv) + gdn_round((size_t)L * dv) +
            2 * gdn_round((size_t)2 * L * L) + gdn_round((size_t)2 * L * dk) * 2 + gdn_round((size_t)L * dk) * 4 +
            gdn_round((size_t)L * L) + gdn_round((size_t)dv * dk) + 2 * gdn_round((size_t)2 * L) + gdn_round((size_t)L * L) +
-           gdn_round((size_t)gdn_inv_stride(L) * gdn_inv_stride(L)) + gdn_round((size_t)dv * dk);
+           gdn_round((size_t)gdn_inv_stride(L) * gdn_inv_stride(L)) + gdn_round((size_t)dv * dk) +
+           gdn_round((size_t)dk * L) + gdn_round((size_t)dv * L) + gdn_round((size_t)dk * dv);
 }
 
 size_t hy_gdn_backward_ws_floats(int B, int T, int H, int HV, int dk, int dv, int L, int threads) {
@@ -49,9 +52,29 @@ static void state_after(const hy_gdn_in *in, int b, int j, int c, const float *S
         const float *k = in->k + (row0 + t) * in->ld_qk + (size_t)i * dk;
         for (int x = 0; x < dk; x++) Kt[(size_t)t * dk + x] = k[x] * f;
     }
-    const float eL = gdn_decay((float)gL);
-    for (size_t x = 0; x < (size_t)dv * dk; x++) Sout[x] = S_in[x] * eL;
-    hy_gemm(true, false, dv, dk, Lc, 1.0f, U, dv, Kt, dk, 1.0f, Sout, dk);
+    memcpy(Sout, S_in, (size_t)dv * dk * sizeof(float));
+    hy_tile_mm(dv, dk, Lc, U, 1, dv, Kt, dk, Sout, dk, gdn_decay((float)gL), NULL, false);
+}
+
+/* Prefetches into L2 what the backward of chunk c reads and writes in its rows [r0, r1) besides q, k
+ * and v (gdn_prefetch_rows): the rows of dout, and (for writing) those of dq, dk and dv, which are
+ * far apart as the inputs are; asked for the chunk before the current one, in parts between the
+ * products. */
+static inline __attribute__((always_inline)) void prefetch_grad_rows(const hy_gdn_in *in, int b, int j, int c, int r0,
+                                                                     int r1, const float *dout, int ld_o,
+                                                                     const float *dq, const float *dk_, int ld_dqk,
+                                                                     const float *dv_) {
+    gdn_prefetch_rows(in, b, j, c, r0, r1);
+    const int L = in->chunk, t0 = c * L;
+    if (c < 0 || t0 >= in->T) return;
+    if (r1 > in->T - t0) r1 = in->T - t0;
+    for (int t = r0; t < r1; t++) {
+        const size_t r = (size_t)b * in->T + t0 + t;
+        const float *o = dout + r * ld_o + (size_t)j * in->dv, *dvr = dv_ + r * in->ld_v + (size_t)j * in->dv;
+        const float *dqr = dq + r * ld_dqk, *dkr = dk_ + r * ld_dqk;
+        for (int x = 0; x < in->dv; x += 16) __builtin_prefetch(o + x, 0, 2), __builtin_prefetch(dvr + x, 1, 2);
+        for (int x = 0; x < in->dk; x += 16) __builtin_prefetch(dqr + x, 1, 2), __builtin_prefetch(dkr + x, 1, 2);
+    }
 }
 
 /* All chunks of (sequence b, value head j), last to first. dq, dk: this head's destinations (rows of
@@ -60,7 +83,7 @@ static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *
                           float *dq, float *dk_, int ld_dqk, float *dv_, float *dbeta, float *dg, float *w) {
     const int L = in->chunk, dk = in->dk, dv = in->dv, nch = hy_gdn_nchunks(in->T, L), nck = hy_gdn_nckpt(in->T, L);
     gdn_chunk ch;
-    gdn_chunk_alloc(&ch, &w, L, dk, 0);
+    gdn_chunk_alloc(&ch, &w, L, dk, true);
     float *X = gdn_take(&w, (size_t)2 * L * dv), *dU = gdn_take(&w, (size_t)L * dv);
     float *Y2 = gdn_take(&w, (size_t)2 * L * L), *Mcat = gdn_take(&w, (size_t)2 * L * L);
     float *Y3 = gdn_take(&w, (size_t)2 * L * dk), *Z = gdn_take(&w, (size_t)2 * L * dk);
@@ -71,6 +94,7 @@ static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *
     float *dbl = gdn_take(&w, (size_t)2 * L);
     float *Tm = gdn_take(&w, (size_t)L * L), *Tp = gdn_take(&w, (size_t)gdn_inv_stride(L) * gdn_inv_stride(L));
     float *Sodd = gdn_take(&w, (size_t)dv * dk);
+    float *KT = gdn_take(&w, (size_t)dk * L), *UT = gdn_take(&w, (size_t)dv * L), *dST = gdn_take(&w, (size_t)dk * dv);
     memset(dS, 0, (size_t)dv * dk * sizeof(float));
     const size_t head = (size_t)b * in->HV + j;
     for (int c = nch - 1; c >= 0; c--) {
@@ -79,7 +103,7 @@ static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *
             state_after(in, b, j, c - 1, S, keep->u + (head * in->T + (size_t)(c - 1) * L) * dv, Kt, Sodd);
             S = Sodd;
         }
-        gdn_chunk_load(in, b, j, c, &ch);
+        gdn_chunk_load(in, b, j, c, &ch, KT);
         const int Lc = ch.Lc;
         gdn_unit_lower_inverse(Tm, ch.KD, ch.beta, Lc, Tp);   /* T again (cheaper than keeping it) */
         const float *U = keep->u + (head * in->T + (size_t)c * L) * dv;
@@ -90,27 +114,24 @@ static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *
         for (int t = 0; t < Lc; t++)
             for (int x = 0; x < dk; x++) Kt[(size_t)t * dk + x] = ch.et[t] * K[(size_t)t * dk + x];
         /* dU = Pᵀ dO + K̃ dSᵀ;  dR = Tᵀ dU */
-        hy_gemm(true, false, Lc, dv, Lc, 1.0f, ch.P, Lc, X, dv, 0.0f, dU, dv);
-        hy_gemm(false, true, Lc, dv, dk, 1.0f, Kt, dk, dS, dk, 1.0f, dU, dv);
-        hy_gemm(true, false, Lc, dv, Lc, 1.0f, Tm, Lc, dU, dv, 0.0f, dR, dv);
+        hy_transpose(dST, (size_t)dv, dS, (size_t)dk, dv, dk, false);
+        hy_tile_mm(Lc, dv, Lc, ch.P, 1, Lc, X, dv, dU, dv, 0.0f, NULL, false);
+        hy_tile_mm(Lc, dv, dk, Kt, dk, 1, dST, dv, dU, dv, 1.0f, NULL, false);
+        hy_tile_mm(Lc, dv, Lc, Tm, 1, Lc, dU, dv, dR, dv, 0.0f, NULL, false);
         /* [dP; −dA] = X Uᵀ;  [dO S; dR S] = X S;  dK̃ = U dS */
-        hy_gemm(false, true, 2 * Lc, Lc, dv, 1.0f, X, dv, U, dv, 0.0f, Y2, Lc);
-        hy_gemm(false, false, 2 * Lc, dk, dv, 1.0f, X, dv, S, dk, 0.0f, Y3, dk);
-        hy_gemm(false, false, Lc, dk, dv, 1.0f, U, dv, dS, dk, 0.0f, dKt, dk);
-        double dgL = 0;
-        {
-            const float *sp = S, *dp = dS;
-            float acc = 0;
-            for (size_t x = 0; x < (size_t)dv * dk; x++) acc += sp[x] * dp[x];
-            dgL += (double)ch.eL * acc;
-        }
+        prefetch_grad_rows(in, b, j, c - 1, 0, L / 4, dout, ld_o, dq, dk_, ld_dqk, dv_);
+        hy_transpose(UT, (size_t)Lc, U, (size_t)dv, Lc, dv, false);
+        hy_tile_mm(2 * Lc, Lc, dv, X, dv, 1, UT, Lc, Y2, Lc, 0.0f, NULL, false);
+        hy_tile_mm(2 * Lc, dk, dv, X, dv, 1, S, dk, Y3, dk, 0.0f, NULL, false);
+        hy_tile_mm(Lc, dk, dv, U, dv, 1, dS, dk, dKt, dk, 0.0f, NULL, false);
+        prefetch_grad_rows(in, b, j, c - 1, L / 4, L / 2, dout, ld_o, dq, dk_, ld_dqk, dv_);
+        double dgL = (double)ch.eL * hy_dotf(S, dS, dv * dk);
         /* per token: dQ, dK from the e^γ, e^{γ_L−γ} scalings and R; dβ from R; dV */
         for (int t = 0; t < Lc; t++) {
             const float *q = Q + (size_t)t * dk, *k = K + (size_t)t * dk, *dos = Y3 + (size_t)t * dk,
                         *drs = Y3 + (size_t)(Lc + t) * dk, *dkt = dKt + (size_t)t * dk, *dr = dR + (size_t)t * dv;
             const float *v = in->v + (ch.row0 + t) * in->ld_v + (size_t)j * dv;
             const float e = ch.e[t], et = ch.et[t], bt = ch.beta[t], be = bt * e;
-            float qdos = 0, kdkt = 0, kdrs = 0, drv = 0;
             float *dql = dQl + (size_t)t * dk, *dkl = dKl + (size_t)t * dk;
             /* the element-wise stores apart from the sums (same order): gcc 12 vectorizes
              * neither inside the parallel region without the split and the hint */
@@ -119,11 +140,11 @@ static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *
                 dql[x] = e * dos[x];
                 dkl[x] = et * dkt[x] - be * drs[x];
             }
-            for (int x = 0; x < dk; x++) qdos += q[x] * dos[x], kdkt += k[x] * dkt[x], kdrs += k[x] * drs[x];
+            const float qdos = hy_dotf(q, dos, dk), kdkt = hy_dotf(k, dkt, dk), kdrs = hy_dotf(k, drs, dk);
             float *dvo = dv_ + (ch.row0 + t) * in->ld_v + (size_t)j * dv;
             #pragma omp simd
             for (int x = 0; x < dv; x++) dvo[x] = bt * dr[x];
-            for (int x = 0; x < dv; x++) drv += dr[x] * v[x];
+            const float drv = hy_dotf(dr, v, dv);
             dgam[t] = (double)e * qdos - (double)et * kdkt - (double)be * kdrs;
             dgL += (double)et * kdkt;
             dbl[t] = drv - e * kdrs;
@@ -166,8 +187,9 @@ static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *
             for (int s = t + 1; s < Lc; s++) mc[Lc + s] = Mcat[(size_t)s * 2 * Lc + Lc + t];
         }
         /* dQ += M1 K;  dK += [M1ᵀ | M + Mᵀ] [Q; K] */
-        hy_gemm(false, false, Lc, dk, Lc, 1.0f, M1, Lc, K, dk, 1.0f, dQl, dk);
-        hy_gemm(false, false, Lc, dk, 2 * Lc, 1.0f, Mcat, 2 * Lc, ch.qk, dk, 1.0f, dKl, dk);
+        prefetch_grad_rows(in, b, j, c - 1, L / 2, 3 * L / 4, dout, ld_o, dq, dk_, ld_dqk, dv_);
+        hy_tile_mm(Lc, dk, Lc, M1, Lc, 1, K, dk, dQl, dk, 1.0f, NULL, true);
+        hy_tile_mm(Lc, dk, 2 * Lc, Mcat, 2 * Lc, 1, ch.qk, dk, dKl, dk, 1.0f, NULL, false);
         /* dS_in = e^{γ_L} dS + [dO; dR]ᵀ [Q̃; −diag(β e^γ) K] */
         for (int t = 0; t < Lc; t++) {
             const float e = ch.e[t], nbe = -ch.beta[t] * e;
@@ -175,8 +197,8 @@ static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *
             float *zq = Z + (size_t)t * dk, *zk = Z + (size_t)(Lc + t) * dk;
             for (int x = 0; x < dk; x++) zq[x] = e * q[x], zk[x] = nbe * k[x];
         }
-        for (size_t x = 0; x < (size_t)dv * dk; x++) dS[x] *= ch.eL;   /* (a fixed GEMM beta: see delta.c) */
-        hy_gemm(true, false, dv, dk, 2 * Lc, 1.0f, X, dv, Z, dk, 1.0f, dS, dk);
+        hy_tile_mm(dv, dk, 2 * Lc, X, 1, dv, Z, dk, dS, dk, ch.eL, NULL, false);
+        prefetch_grad_rows(in, b, j, c - 1, 3 * L / 4, L, dout, ld_o, dq, dk_, ld_dqk, dv_);
         /* dg: reverse cumulative sum of dγ (γ_L's terms enter at the last token) */
         dgam[Lc - 1] += dgL;
         double acc = 0;
