@@ -227,6 +227,26 @@ START_TEST(gradients_gqa) {
 END_TEST
 
 /* 300 tokens: the KV cache grows past its first 256-token block during the steps. */
+/* Inside a model q_proj, k_proj and v_proj lie back to back and run as one stacked product
+ * (forward 2 products instead of 4, backward 4 instead of 8); the results match the separate
+ * products', with and without RoPE and grouped-query heads, at a partial and a whole key tile. */
+START_TEST(stacked_qkv_matches_separate) {
+    static const char *cfg[][3] = {{"4", NULL, NULL}, {"4", "2", "10000"}, {"2", "1", "500"}};
+    for (int c = 0; c < 3; c++)
+        for (int T = 37; T <= 64; T += 27) {
+            hy_layer L;
+            make_layer(&L, 32, cfg[c][0], cfg[c][1], cfg[c][2], 3 + c);
+            long products[2];
+            double e = tu_arena_check(&L, 2, T, 17 + c, products);
+            ck_assert_msg(e < 1e-5, "heads %s kv %s rope %s T %d: stacked q/k/v error %g", cfg[c][0], cfg[c][1],
+                          cfg[c][2], T, e);
+            ck_assert_int_eq(products[0], 4 + 8);
+            ck_assert_int_eq(products[1], 2 + 4);
+            hy_layer_standalone_free(&L);
+        }
+}
+END_TEST
+
 START_TEST(step_matches_forward) {
     hy_layer L;
     make_layer(&L, 32, "4", "2", "10000", 4);
@@ -556,6 +576,7 @@ static Suite *attention_suite(void) {
     Suite *s = suite_create("attention");
     TCase *k = tcase_create("kernels");
     tcase_add_test(k, tiled_matches_naive);
+    tcase_add_test(k, stacked_qkv_matches_separate);
     tcase_add_test(k, backward_schedules_match_naive);
     tcase_add_test(k, decode_matches_tiled_and_reference);
     tcase_add_test(k, forward_follows_spec);

@@ -8,6 +8,7 @@
 #include "models/model.h"
 #include "tests/testutil.h"
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +58,7 @@ START_TEST(wkv_forward_matches_reference) {
         size_t n = (size_t)B * T * H * N;
         float *y = hy_malloc(n * 4), *yr = hy_malloc(n * 4), *sq = hy_malloc(n * 4);
         float *ck = hy_malloc((size_t)B * H * hy_wkv7_nchunks(T) * N * N * 4);
-        hy_wkv7_forward(&c.in, NULL, y, sq, ck);
+        hy_wkv7_forward(&c.in, NULL, y, sq, ck, NULL);
         hy_wkv7_forward_ref(&c.in, yr);
         double e = 0, mx = 1e-6;
         for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs(yr[i]));
@@ -78,12 +79,12 @@ START_TEST(wkv_state_carries_over) {
     size_t C = (size_t)H * N, n = (size_t)T * C;
     float *y = hy_malloc(n * 4), *sq = hy_malloc(n * 4), *y2 = hy_malloc(n * 4), *sq2 = hy_malloc(n * 4);
     float *S = hy_calloc((size_t)H * N * N * 4);
-    hy_wkv7_forward(&c.in, NULL, y, sq, NULL);
+    hy_wkv7_forward(&c.in, NULL, y, sq, NULL, NULL);
     hy_wkv7_in a = c.in, b = c.in;
     a.T = T1, b.T = T - T1;
     b.r += T1 * C, b.w += T1 * C, b.k += T1 * C, b.v += T1 * C, b.q += T1 * C, b.b += T1 * C;
-    hy_wkv7_forward(&a, S, y2, sq2, NULL);
-    hy_wkv7_forward(&b, S, y2 + T1 * C, sq2 + T1 * C, NULL);
+    hy_wkv7_forward(&a, S, y2, sq2, NULL, NULL);
+    hy_wkv7_forward(&b, S, y2 + T1 * C, sq2 + T1 * C, NULL, NULL);
     /* Not bit-identical: the kernel restarts its column scaling (see fwd_vec) at the start of each
      * call, so the two runs round differently; a lost or stale state would be O(1) off. */
     double e = 0, mx = 1e-6;
@@ -138,8 +139,8 @@ static void wkv_grad_case(int N, int T, uint64_t seed) {
     float *ck = hy_malloc((size_t)B * H * hy_wkv7_nchunks(T) * N * N * 4);
     for (int i = 0; i < 6; i++) d[i] = hy_malloc(n * 4);
     tu_fill_normal(R, n, 1, seed + 99);
-    hy_wkv7_forward(&c.in, NULL, y, sq, ck);
-    ck_assert_int_eq(hy_wkv7_backward(&c.in, sq, ck, R, d[0], d[1], d[2], d[3], d[4], d[5]), 0);
+    hy_wkv7_forward(&c.in, NULL, y, sq, ck, NULL);
+    ck_assert_int_eq(hy_wkv7_backward(&c.in, sq, ck, R, d[0], d[1], d[2], d[3], d[4], d[5], NULL), 0);
     hy_rng rng;
     hy_rng_seed(&rng, seed + 7);
     const char *names[] = {"r", "w", "k", "v", "q", "b"};
@@ -622,14 +623,14 @@ START_TEST(wkv_streamed_outputs_match_plain) {
         ck[a] = hy_malloc((size_t)B * H * nch * NN * 4);
     }
     float **o = out[0];
-    hy_wkv7_forward(&c.in, NULL, o[0], o[1], ck[0]);
-    ck_assert_int_eq(hy_wkv7_backward(&c.in, o[1], ck[0], R, o[2], o[3], o[4], o[5], o[6], o[7]), 0);
+    hy_wkv7_forward(&c.in, NULL, o[0], o[1], ck[0], NULL);
+    ck_assert_int_eq(hy_wkv7_backward(&c.in, o[1], ck[0], R, o[2], o[3], o[4], o[5], o[6], o[7], NULL), 0);
     for (int bi = 0; bi < B; bi++) {
         const size_t e = (size_t)bi * one;
         hy_wkv7_in in1 = {1, T, H, N, c.in.r + e, c.in.w + e, c.in.k + e, c.in.v + e, c.in.q + e, c.in.b + e};
         float **p = out[1], *ck1 = ck[1] + (size_t)bi * H * nch * NN;
-        hy_wkv7_forward(&in1, NULL, p[0] + e, p[1] + e, ck1);
-        ck_assert_int_eq(hy_wkv7_backward(&in1, p[1] + e, ck1, R + e, p[2] + e, p[3] + e, p[4] + e, p[5] + e, p[6] + e, p[7] + e), 0);
+        hy_wkv7_forward(&in1, NULL, p[0] + e, p[1] + e, ck1, NULL);
+        ck_assert_int_eq(hy_wkv7_backward(&in1, p[1] + e, ck1, R + e, p[2] + e, p[3] + e, p[4] + e, p[5] + e, p[6] + e, p[7] + e, NULL), 0);
     }
     const char *names[] = {"y", "sq", "dr", "dw", "dk", "dv", "dq", "db"};
     for (int i = 0; i < 8; i++) ck_assert_msg(!memcmp(out[0][i], out[1][i], n * 4), "%s differs", names[i]);
@@ -664,8 +665,8 @@ START_TEST(wkv_inside_parallel_region_matches) {
         {
             #pragma omp single
             {
-                rc[a][0] = hy_wkv7_forward(&c.in, NULL, o[0], o[1], ck[a]);
-                rc[a][1] = hy_wkv7_backward(&c.in, o[1], ck[a], R, o[2], o[3], o[4], o[5], o[6], o[7]);
+                rc[a][0] = hy_wkv7_forward(&c.in, NULL, o[0], o[1], ck[a], NULL);
+                rc[a][1] = hy_wkv7_backward(&c.in, o[1], ck[a], R, o[2], o[3], o[4], o[5], o[6], o[7], NULL);
             }
         }
     }
@@ -682,6 +683,51 @@ START_TEST(wkv_inside_parallel_region_matches) {
 }
 END_TEST
 
+/* A caller's workspace (`work`): the forward and backward give the same bits as with the
+ * per-call allocation, grow it to hy_wkv7_work_floats and reuse it (no new allocation) on the
+ * next calls; one that already holds garbage (a larger earlier problem's) changes nothing. */
+START_TEST(wkv_caller_workspace_reused) {
+    const int B = 2, T = 2 * HY_WKV7_CHUNK + 5, H = 3, N = 64, nch = hy_wkv7_nchunks(T);
+    const size_t n = (size_t)B * T * H * N, nck = (size_t)B * H * nch * N * N;
+    wkv_case c;
+    wkv_make(&c, B, T, H, N, 451);
+    float *out[3][8], *ck[3], *R = hy_malloc(n * 4);   /* [no workspace, fresh one, second call][y, sq, 6 grads] */
+    tu_fill_normal(R, n, 1, 452);
+    for (int a = 0; a < 3; a++) {
+        for (int i = 0; i < 8; i++) out[a][i] = hy_malloc(n * 4);
+        ck[a] = hy_malloc(nck * 4);
+    }
+    hy_buf work = {0};
+    float *first = NULL;
+    for (int a = 0; a < 3; a++) {
+        float **o = out[a];
+        hy_buf *w = a == 0 ? NULL : &work;
+        ck_assert_int_eq(hy_wkv7_forward(&c.in, NULL, o[0], o[1], ck[a], w), 0);
+        ck_assert_int_eq(hy_wkv7_backward(&c.in, o[1], ck[a], R, o[2], o[3], o[4], o[5], o[6], o[7], w), 0);
+        if (a == 1) {
+            ck_assert_msg(work.cap == (size_t)hy_wkv7_work_floats(B, H, N, omp_get_max_threads()),
+                          "workspace %zu floats, hy_wkv7_work_floats says %.0f", work.cap,
+                          hy_wkv7_work_floats(B, H, N, omp_get_max_threads()));
+            first = work.p;
+            for (size_t e = 0; e < work.cap; e++) work.p[e] = NAN;   /* what a call leaves must not matter */
+        }
+        if (a == 2) ck_assert_msg(work.p == first, "the workspace was allocated again");
+    }
+    const char *names[] = {"y", "sq", "dr", "dw", "dk", "dv", "dq", "db"};
+    for (int a = 1; a < 3; a++) {
+        for (int i = 0; i < 8; i++) ck_assert_msg(!memcmp(out[0][i], out[a][i], n * 4), "call %d: %s differs", a, names[i]);
+        ck_assert(!memcmp(ck[0], ck[a], nck * 4));
+    }
+    hy_buf_free(&work);
+    for (int a = 0; a < 3; a++) {
+        for (int i = 0; i < 8; i++) hy_free(out[a][i]);
+        hy_free(ck[a]);
+    }
+    hy_free(R);
+    wkv_free(&c);
+}
+END_TEST
+
 static Suite *rwkv7_suite(void) {
     Suite *s = suite_create("rwkv7");
     TCase *k = tcase_create("wkv");
@@ -690,6 +736,7 @@ static Suite *rwkv7_suite(void) {
     tcase_add_test(k, wkv_backward_finite_differences);
     tcase_add_test(k, wkv_streamed_outputs_match_plain);
     tcase_add_test(k, wkv_inside_parallel_region_matches);
+    tcase_add_test(k, wkv_caller_workspace_reused);
     tcase_set_timeout(k, 60);
     suite_add_tcase(s, k);
     TCase *b = tcase_create("blocks");

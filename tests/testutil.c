@@ -1,6 +1,7 @@
 #include "tests/testutil.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/gemm.h"
 #include "core/mem.h"
 #include "core/rng.h"
 #include "core/strbuf.h"
@@ -74,7 +75,8 @@ static double weighted_sum(hy_layer *L, const float *x, float *y, const float *R
     return s;
 }
 
-static size_t param_numel(hy_layer *L, int i) {
+/* Scalars of parameter tensor i of L. */
+static size_t param_numel(const hy_layer *L, int i) {
     hy_param_spec specs[HY_MAX_BLOCK_PARAMS];
     L->ops->param_specs(&L->opts, L->d_model, specs);
     size_t n = 1;
@@ -84,6 +86,46 @@ static size_t param_numel(hy_layer *L, int i) {
 
 static double compare(double analytic, double numeric) {
     return fabs(analytic - numeric) / fmax(fabs(analytic) + fabs(numeric), 1e-3);
+}
+
+/* Forward and backward of L on x, dy with zeroed gradients; y, dx out; returns the products run. */
+static long arena_pass(hy_layer *L, const float *x, const float *dy, float *y, float *dx, int B, int T) {
+    for (int k = 0; k < L->n_params; k++) memset(L->g[k], 0, param_numel(L, k) * sizeof(float));
+    hy_gemm_stats_reset();
+    L->keep_for_backward = true;
+    ck_assert_msg(L->ops->forward(L, x, y, B, T) == 0, "%s", hy_last_error());
+    ck_assert_msg(L->ops->backward(L, dy, dx, B, T) == 0, "%s", hy_last_error());
+    hy_gemm_stats st;
+    hy_gemm_stats_get(&st);
+    return st.products;
+}
+
+double tu_arena_check(hy_layer *L, int B, int T, uint64_t seed, long products[2]) {
+    ck_assert_int_le(L->n_params, HY_MAX_BLOCK_PARAMS);
+    size_t off[HY_MAX_BLOCK_PARAMS + 1] = {0};
+    for (int k = 0; k < L->n_params; k++) off[k + 1] = off[k] + ((param_numel(L, k) + 15) & ~(size_t)15);
+    hy_layer A = *L;
+    A.priv = NULL;
+    float *data = hy_calloc(off[L->n_params] * sizeof(float)), *grad = hy_calloc(off[L->n_params] * sizeof(float));
+    A.p = hy_calloc(sizeof(float *) * (size_t)(L->n_params + 1));
+    A.g = hy_calloc(sizeof(float *) * (size_t)(L->n_params + 1));
+    ck_assert(data && grad && A.p && A.g);
+    for (int k = 0; k < L->n_params; k++) {
+        A.p[k] = data + off[k], A.g[k] = grad + off[k];
+        memcpy(A.p[k], L->p[k], param_numel(L, k) * sizeof(float));
+    }
+    size_t n = (size_t)B * T * L->d_model;
+    float *x = hy_malloc(n * 4), *dy = hy_malloc(n * 4), *y[2] = {hy_malloc(n * 4), hy_malloc(n * 4)},
+          *dx[2] = {hy_malloc(n * 4), hy_malloc(n * 4)};
+    tu_fill_normal(x, n, 1, seed), tu_fill_normal(dy, n, 1, seed + 1);
+    products[0] = arena_pass(L, x, dy, y[0], dx[0], B, T);
+    products[1] = arena_pass(&A, x, dy, y[1], dx[1], B, T);
+    double e = fmax(tu_scaled_err(y[1], y[0], n, 1e-6), tu_scaled_err(dx[1], dx[0], n, 1e-6));
+    for (int k = 0; k < L->n_params; k++) e = fmax(e, tu_scaled_err(A.g[k], L->g[k], param_numel(L, k), 1e-6));
+    if (A.ops->destroy) A.ops->destroy(&A);
+    hy_free(A.p), hy_free(A.g), hy_free(data), hy_free(grad);
+    hy_free(x), hy_free(dy), hy_free(y[0]), hy_free(y[1]), hy_free(dx[0]), hy_free(dx[1]);
+    return e;
 }
 
 double tu_grad_check(hy_layer *L, int B, int T, float eps, int samples, uint64_t seed) {

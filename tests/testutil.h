@@ -32,6 +32,15 @@ double tu_grad_check(hy_layer *L, int B, int T, float eps, int samples, uint64_t
  * relative to the output's max abs value. */
 double tu_step_check(hy_layer *L, int B, int T, uint64_t seed);
 
+/* The layer L as it runs inside a model: a copy (same block, options and weights, zero gradients,
+ * caches of its own) whose tensors lie in one parameter arena and one gradient arena laid out as
+ * the model's (each tensor padded to a multiple of 16 floats), so that a block that stacks tensors
+ * lying back to back into one product does so. Runs forward and backward (loss = sum(y * R),
+ * random x, R) on L and on the copy, and returns the largest error of the copy's y, dx and every
+ * parameter gradient relative to L's (tu_scaled_err, floor 1e-6). *products gets the hy_gemm
+ * products of the pass on L and on the copy (two entries). */
+double tu_arena_check(hy_layer *L, int B, int T, uint64_t seed, long products[2]);
+
 /* Asserts that dir holds NAME.png, NAME.svg and NAME.gp, non-empty, for each of the n plot names. */
 void tu_assert_plots(const char *dir, const char *const *names, int n);
 

@@ -1,25 +1,30 @@
 /* attention — causal multi-head softmax attention (SPEC §2), with grouped-query heads and optional
  * RoPE. q_proj (H·hd, d), k_proj and v_proj (Hkv·hd, d), o_proj (d, H·hd), no biases, hd = d/H.
  *
- * Training path: the projections are GEMMs over all B·T rows (hy_linear_*); RoPE rotates q and k in
- * place; the core runs in the FlashAttention-2 style kernels of attention_flash.c, which keep only
+ * Training path: the projections are GEMMs over all B·T rows (hy_linear_*): q, k and v land side by
+ * side in one (B·T, H·hd + 2·Hkv·hd) buffer, from one product with the stacked weight when the three
+ * weights lie back to back (as the model's parameter arena lays them out), and their gradients go
+ * back through one product each for dx and the stacked dW; RoPE rotates q and k in place; the core runs in the FlashAttention-2 style kernels of attention_flash.c, which keep only
  * O and the per-row log-sum-exp for backward. Streaming keeps a KV cache per sequence (keys after
  * RoPE, stored transposed so the same kernels serve prefill and decode). A naive path that
  * materialises every T×T probability matrix is kept as the reference for tests and benchmarks.
  *
- * Layouts: q, o (B, T, H·hd) and k, v (B, T, Hkv·hd), i.e. as the projections produce them, head h
- * at columns h·hd; kt, vt are the per-head transposes the tile kernels read, stored as blocks of
- * HY_FLASH_BC keys, each one contiguous (hd, BC) block: (B, Hkv, ceil(T/BC), hd, BC). The tiled
- * path also hands the kernels head-major copies (B, nh, T, hd) of q, k, v and dO, so every tile the
- * micro-kernel streams is one contiguous block: with rows H·hd floats apart a 64-row tile maps to
- * only a quarter of the L1 sets and does not stay cached (measured: kernel forward ~15% faster,
- * T = 2048, one thread, CPU time; the copies cost O(T·d), ~1% of the kernel). */
+ * Layouts: qkv (B, T, H·hd + 2·Hkv·hd): q at column 0, k at H·hd, v at (H + Hkv)·hd, head h of each
+ * at columns h·hd from there (dqkv the same for their gradients); o (B, T, H·hd); kt, vt are the
+ * per-head transposes the tile kernels read, stored as blocks of HY_FLASH_BC keys, each one
+ * contiguous (hd, BC) block: (B, Hkv, ceil(T/BC), hd, BC). When T is longer than one key tile the
+ * tiled path also hands the kernels head-major copies (B, nh, T, hd) of q, k, v and dO, so every
+ * tile the micro-kernel streams is one contiguous block: with rows H·hd floats apart a 64-row tile
+ * maps to only a quarter of the L1 sets and does not stay cached (measured: kernel forward ~15%
+ * faster, T = 2048, one thread, CPU time; the copies cost O(T·d), ~1% of the kernel). Within one
+ * tile every row is read by one task only and the kernels read the rows where they are. */
 #include "layers/attention/attention.h"
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
 #include "core/simd.h"
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -50,13 +55,16 @@ static geom geom_of(const hy_opts *o, int d) {
     return g;
 }
 
+/* Row stride of the qkv and dqkv buffers: q, k, v side by side. */
+static int qkv_width(const geom *g) { return (g->H + 2 * g->Hkv) * g->hd; }
+
 /* Caches of the last forward (kept for backward) and workspaces, grown with hy_buf_grab(). */
 typedef struct {
     const float *x;            /* input of the last forward (owned by the caller) */
     int B, T;
     bool have_fwd, naive;      /* a forward was kept for backward; by which path */
-    hy_buf q, k, v, kt, o, lse;
-    hy_buf dout, vt, dq, dk, dv;
+    hy_buf qkv, kt, o, lse;    /* qkv: (B·T, qkv_width) */
+    hy_buf dout, vt, dqkv;
     hy_buf qh, kh, vh, douth;  /* tiled path: head-major copies (B, nh, T, hd) the kernels read */
     hy_buf probs, dprobs;      /* naive path: (B, H, T, T) probabilities, one T×T gradient */
     hy_buf rcos, rsin;         /* RoPE tables (rope_len, hd/2) */
@@ -68,7 +76,7 @@ typedef struct {
     int B, pos, cap;
     float *kt;                 /* (B, Hkv, cap/BC, hd, BC): keys after RoPE, transposed in key blocks */
     float *v;                  /* (B, cap, Hkv·hd) */
-    hy_buf q, k, vn, o;        /* the new tokens' projections and attention output */
+    hy_buf qkv, o;             /* the new tokens' projections (qkv layout) and attention output */
 } attn_state;
 
 /* ---------------------------------------------------------------- options, params ---- */
@@ -164,16 +172,18 @@ static int rope_tables(attn_priv *P, const geom *g, int n) {
     return 0;
 }
 
-/* Rotates every head of x (B·T rows of nh·hd) in place, row t of a sequence at position pos0 + t;
- * inverse = the transpose (rotation by -angle), which is RoPE's backward. */
-static void rope_apply(const attn_priv *P, const geom *g, float *x, int B, int T, int nh, int pos0, bool inverse) {
+/* Rotates the first nh heads of every row of x (B·T rows, ld floats apart) in place, row t of a
+ * sequence at position pos0 + t; inverse = the transpose (rotation by -angle), which is RoPE's
+ * backward. q and k lie side by side in the qkv layout, so one pass rotates both (nh = H + Hkv). */
+static void rope_apply(const attn_priv *P, const geom *g, float *x, int ld, int B, int T, int nh, int pos0,
+                       bool inverse) {
     int hd = g->hd, half = hd / 2;
     float sg = inverse ? -1.0f : 1.0f;
     #pragma omp parallel for schedule(static)
     for (long r = 0; r < (long)B * T; r++) {
         const float *c = P->rcos.p + (size_t)(pos0 + r % T) * half, *s = P->rsin.p + (size_t)(pos0 + r % T) * half;
         for (int h = 0; h < nh; h++) {
-            float *p = x + (size_t)r * nh * hd + (size_t)h * hd;
+            float *p = x + (size_t)r * ld + (size_t)h * hd;
             for (int i = 0; i < half; i++) {
                 float a = p[i], b = p[i + half];
                 p[i] = a * c[i] - sg * b * s[i];
@@ -183,19 +193,33 @@ static void rope_apply(const attn_priv *P, const geom *g, float *x, int B, int T
     }
 }
 
-/* q, k, v of B·T rows of x (positions pos0..pos0+T-1), RoPE applied to q and k. */
-static int project_qkv(hy_layer *L, attn_priv *P, const geom *g, const float *x, int B, int T, int pos0, float *q,
-                       float *k, float *v) {
-    int rows = B * T, rc = hy_gemm_bf16_hold(x, (size_t)rows * g->d);   /* bf16: x converted once for the three */
-    if (rc < 0) return rc;
-    hy_linear_forward(q, x, L->p[P_Q], NULL, rows, g->d, g->H * g->hd);
-    hy_linear_forward(k, x, L->p[P_K], NULL, rows, g->d, g->Hkv * g->hd);
-    hy_linear_forward(v, x, L->p[P_V], NULL, rows, g->d, g->Hkv * g->hd);
-    hy_gemm_bf16_release(x);
+/* Whether q_proj, k_proj and v_proj lie back to back in `w` (L->p or L->g), i.e. form one stacked
+ * (H·hd + 2·Hkv·hd, d) matrix: so in the model's parameter arena, whose tensors are padded to 16
+ * floats, whenever H·hd·d and Hkv·hd·d are multiples of 16; not in a standalone layer, whose
+ * tensors are separate allocations. Compared as addresses (no pointer arithmetic across objects). */
+static bool qkv_stacked(float *const *w, const geom *g) {
+    uintptr_t q = (uintptr_t)w[P_Q], nq = (uintptr_t)g->H * g->hd * g->d * sizeof(float),
+              nk = (uintptr_t)g->Hkv * g->hd * g->d * sizeof(float);
+    return q && (uintptr_t)w[P_K] == q + nq && (uintptr_t)w[P_V] == q + nq + nk;
+}
+
+/* q, k, v of B·T rows of x (positions pos0..pos0+T-1) into qkv (B·T rows of qkv_width), RoPE
+ * applied to q and k: one product with the stacked weight when the weights allow it, else one per
+ * projection into its columns. */
+static int project_qkv(hy_layer *L, attn_priv *P, const geom *g, const float *x, int B, int T, int pos0, float *qkv) {
+    int rows = B * T, W = qkv_width(g), nq = g->H * g->hd, nk = g->Hkv * g->hd;
+    if (qkv_stacked(L->p, g)) hy_linear_forward(qkv, x, L->p[P_Q], NULL, rows, g->d, W);
+    else {
+        int rc = hy_gemm_bf16_hold(x, (size_t)rows * g->d);   /* bf16: x converted once for the three */
+        if (rc < 0) return rc;
+        hy_gemm(false, true, rows, nq, g->d, 1.0f, x, g->d, L->p[P_Q], g->d, 0.0f, qkv, W);
+        hy_gemm(false, true, rows, nk, g->d, 1.0f, x, g->d, L->p[P_K], g->d, 0.0f, qkv + nq, W);
+        hy_gemm(false, true, rows, nk, g->d, 1.0f, x, g->d, L->p[P_V], g->d, 0.0f, qkv + nq + nk, W);
+        hy_gemm_bf16_release(x);
+    }
     if (g->rope) {
         if (rope_tables(P, g, pos0 + T) < 0) return HY_ERR_NOMEM;
-        rope_apply(P, g, q, B, T, g->H, pos0, false);
-        rope_apply(P, g, k, B, T, g->Hkv, pos0, false);
+        rope_apply(P, g, qkv, W, B, T, g->H + g->Hkv, pos0, false);
     }
     return 0;
 }
@@ -206,14 +230,15 @@ static hy_flash_view tview(float *p, int nh, int hd, int n) {
     return (hy_flash_view){p, hs * nh, hs, HY_FLASH_BC, blk};
 }
 
-/* Writes the per-head transpose of src (B·T rows of nh·hd) into the tiled view dst, token t of a
- * sequence going to key column t0 + t. Each run of tokens that lands in one key block is written
- * row by row of the block (contiguous stores, the strided reads stay in L1): scattering one
- * token's hd values BC floats apart cost ~1 ns per value at T 64. */
-static void transpose_heads(const float *src, int B, int T, int nh, int hd, hy_flash_view dst, int t0) {
+/* Writes the per-head transpose of src (B·T rows of nh heads of hd, ld floats apart) into the tiled
+ * view dst, token t of a sequence going to key column t0 + t. Each run of tokens that lands in one
+ * key block is written row by row of the block (contiguous stores, the strided reads stay in L1):
+ * scattering one token's hd values BC floats apart cost ~1 ns per value at T 64. Work-shared over
+ * the calling team (no barrier at the end): call it inside a parallel region. */
+static void transpose_heads(const float *src, int ld, int B, int T, int nh, int hd, hy_flash_view dst, int t0) {
     int nblk = (T + 63) / 64;
-    size_t st = (size_t)nh * hd;
-    #pragma omp parallel for collapse(2) schedule(static)
+    size_t st = (size_t)ld;
+    #pragma omp for collapse(2) schedule(static) nowait
     for (int bh = 0; bh < B * nh; bh++)
         for (int blk = 0; blk < nblk; blk++) {
             int b = bh / nh, h = bh % nh, ta = blk * 64, tb = ta + 64 < T ? ta + 64 : T;
@@ -232,13 +257,14 @@ static void transpose_heads(const float *src, int B, int T, int nh, int hd, hy_f
         }
 }
 
-/* Head-major copy of src (B·T rows of nh·hd): dst is (B, nh, T, hd). Vector loops (the tail
- * masked), not memcpy: a library call per hd floats cost more than the copy. */
-static void heads_copy(const float *src, int B, int T, int nh, int hd, float *dst) {
-    #pragma omp parallel for schedule(static)
+/* Head-major copy of src (B·T rows of nh heads of hd, ld floats apart): dst is (B, nh, T, hd).
+ * Vector loops (the tail masked), not memcpy: a library call per hd floats cost more than the copy.
+ * Work-shared over the calling team (no barrier at the end), as transpose_heads. */
+static void heads_copy(const float *src, int ld, int B, int T, int nh, int hd, float *dst) {
+    #pragma omp for schedule(static) nowait
     for (long r = 0; r < (long)B * T; r++) {
         long b = r / T, t = r % T;
-        const float *s = src + (size_t)r * nh * hd;
+        const float *s = src + (size_t)r * ld;
         for (int h = 0; h < nh; h++) {
             float *d = dst + (((size_t)b * nh + h) * T + t) * hd;
             const float *e = s + (size_t)h * hd;
@@ -254,41 +280,65 @@ static hy_flash_view hview(float *p, int nh, int hd, int T) {
     return (hy_flash_view){p, (size_t)nh * T * hd, (size_t)T * hd, hd, 0};
 }
 
+/* Whether the tiled path hands the kernels head-major copies of q, k, v and dO: not when T fits one
+ * key tile, where every row is read by one task only (its head's, or its kv group's), so a copy
+ * would move each row once more than the kernel's strided reads do. */
+static bool head_copies(int T) { return T > HY_FLASH_BC; }
+
 /* The kernel arguments for the training layout of the caches (Tq = Tk = T): q, k, v, dO read
- * from the head-major copies, o, dq, dk, dv in the projections' layout. */
+ * from the head-major copies (head_copies) or else from qkv's columns and dout, o in the
+ * projections' layout, dq, dk, dv in dqkv's columns. */
 static hy_flash_args train_args(const geom *g, attn_priv *P, int B, int T) {
-    size_t qs = (size_t)T * g->H * g->hd, ks = (size_t)T * g->Hkv * g->hd;
-    int qld = g->H * g->hd, kld = g->Hkv * g->hd;
+    int qld = g->H * g->hd, W = qkv_width(g);
+    size_t qs = (size_t)T * qld, ws = (size_t)T * W;
+    float *dq = P->dqkv.p, *dk = dq ? dq + qld : NULL, *dv = dq ? dk + g->Hkv * g->hd : NULL;
+    if (!head_copies(T)) {
+        float *q = P->qkv.p, *k = q + qld, *v = k + g->Hkv * g->hd;
+        return (hy_flash_args){B, g->H, g->Hkv, g->hd, T, T, 1.0f / sqrtf((float)g->hd),
+                               hy_gemm_get_precision() == HY_PREC_BF16, .q = {q, ws, g->hd, W, 0},
+                               .k = {k, ws, g->hd, W, 0}, .kt = tview(P->kt.p, g->Hkv, g->hd, T),
+                               .v = {v, ws, g->hd, W, 0}, .vt = tview(P->vt.p, g->Hkv, g->hd, T),
+                               .o = {P->o.p, qs, g->hd, qld, 0}, .dout = {P->dout.p, qs, g->hd, qld, 0},
+                               .dq = {dq, ws, g->hd, W, 0}, .dk = {dk, ws, g->hd, W, 0}, .dv = {dv, ws, g->hd, W, 0},
+                               .lse = P->lse.p};
+    }
     hy_flash_args a = {B, g->H, g->Hkv, g->hd, T, T, 1.0f / sqrtf((float)g->hd), hy_gemm_get_precision() == HY_PREC_BF16,
                        .q = hview(P->qh.p, g->H, g->hd, T), .k = hview(P->kh.p, g->Hkv, g->hd, T),
                        .kt = tview(P->kt.p, g->Hkv, g->hd, T), .v = hview(P->vh.p, g->Hkv, g->hd, T),
                        .vt = tview(P->vt.p, g->Hkv, g->hd, T), .o = {P->o.p, qs, g->hd, qld, 0},
-                       .dout = hview(P->douth.p, g->H, g->hd, T), .dq = {P->dq.p, qs, g->hd, qld, 0},
-                       .dk = {P->dk.p, ks, g->hd, kld, 0}, .dv = {P->dv.p, ks, g->hd, kld, 0}, .lse = P->lse.p};
+                       .dout = hview(P->douth.p, g->H, g->hd, T), .dq = {dq, ws, g->hd, W, 0},
+                       .dk = {dk, ws, g->hd, W, 0}, .dv = {dv, ws, g->hd, W, 0}, .lse = P->lse.p};
     return a;
 }
 
 /* Shared by both paths: q, k, v (after RoPE) of x into the caches. */
 static int forward_common(hy_layer *L, attn_priv *P, const geom *g, const float *x, int B, int T) {
-    size_t rows = (size_t)B * T, nq = rows * g->H * g->hd, nk = rows * g->Hkv * g->hd;
-    if (!hy_buf_grab(&P->q, nq) || !hy_buf_grab(&P->k, nk) || !hy_buf_grab(&P->v, nk) || !hy_buf_grab(&P->o, nq))
-        return HY_ERR_NOMEM;
+    size_t rows = (size_t)B * T;
+    if (!hy_buf_grab(&P->qkv, rows * qkv_width(g)) || !hy_buf_grab(&P->o, rows * g->H * g->hd)) return HY_ERR_NOMEM;
     P->have_fwd = false;
-    return project_qkv(L, P, g, x, B, T, 0, P->q.p, P->k.p, P->v.p);
+    return project_qkv(L, P, g, x, B, T, 0, P->qkv.p);
 }
 
-/* Backward of RoPE and of the three input projections, from dq, dk, dv in the caches. */
+/* Backward of RoPE and of the three input projections, from dq, dk, dv in dqkv: with stacked
+ * weights and gradients dx = dqkv W_qkv and dW_qkv += dqkvᵀ x, one product each; else per
+ * projection, dx summed over the three. */
 static int backward_common(hy_layer *L, attn_priv *P, const geom *g, float *dx, int B, int T) {
-    int rows = B * T;
-    if (g->rope) {
-        rope_apply(P, g, P->dq.p, B, T, g->H, 0, true);
-        rope_apply(P, g, P->dk.p, B, T, g->Hkv, 0, true);
-    }
-    int rc = hy_gemm_bf16_hold(P->x, (size_t)rows * g->d);   /* bf16: x converted once for the three dW */
+    int rows = B * T, W = qkv_width(g), d = g->d;
+    float *dqkv = P->dqkv.p;
+    if (g->rope) rope_apply(P, g, dqkv, W, B, T, g->H + g->Hkv, 0, true);
+    int rc = hy_gemm_bf16_hold(P->x, (size_t)rows * d);   /* bf16: x converted once for the dW */
     if (rc < 0) return rc;
-    hy_linear_backward(dx, L->g[P_Q], NULL, P->dq.p, P->x, L->p[P_Q], rows, g->d, g->H * g->hd, false);
-    hy_linear_backward(dx, L->g[P_K], NULL, P->dk.p, P->x, L->p[P_K], rows, g->d, g->Hkv * g->hd, true);
-    hy_linear_backward(dx, L->g[P_V], NULL, P->dv.p, P->x, L->p[P_V], rows, g->d, g->Hkv * g->hd, true);
+    if (qkv_stacked(L->p, g) && qkv_stacked(L->g, g))
+        hy_linear_backward(dx, L->g[P_Q], NULL, dqkv, P->x, L->p[P_Q], rows, d, W, false);
+    else {
+        int col = 0;
+        for (int j = P_Q; j <= P_V; j++) {
+            int n = (j == P_Q ? g->H : g->Hkv) * g->hd;   /* dx (+)= dY_j W_j; dW_j += dY_jᵀ x */
+            hy_gemm(false, false, rows, d, n, 1.0f, dqkv + col, W, L->p[j], d, j == P_Q ? 0.0f : 1.0f, dx, d);
+            hy_gemm(true, false, n, d, rows, 1.0f, dqkv + col, W, P->x, d, 1.0f, L->g[j], d);
+            col += n;
+        }
+    }
     hy_gemm_bf16_release(P->x);
     return 0;
 }
@@ -298,10 +348,8 @@ static int backward_prepare(hy_layer *L, attn_priv *P, const geom *g, const floa
     if (!P || !P->have_fwd || P->naive != naive || P->B != B || P->T != T)
         return hy_fail("attention: backward without a matching %s forward (keep_for_backward)",
                        naive ? "naive" : "tiled");
-    size_t rows = (size_t)B * T, nq = rows * g->H * g->hd, nk = rows * g->Hkv * g->hd;
-    if (!hy_buf_grab(&P->dout, nq) || !hy_buf_grab(&P->dq, nq) || !hy_buf_grab(&P->dk, nk) ||
-        !hy_buf_grab(&P->dv, nk))
-        return HY_ERR_NOMEM;
+    size_t rows = (size_t)B * T, nq = rows * g->H * g->hd;
+    if (!hy_buf_grab(&P->dout, nq) || !hy_buf_grab(&P->dqkv, rows * qkv_width(g))) return HY_ERR_NOMEM;
     /* dO = dy W_o; dW_o += dyᵀ O */
     hy_linear_backward(P->dout.p, L->g[P_O], NULL, dy, P->o.p, L->p[P_O], (int)rows, g->H * g->hd, g->d, false);
     return 0;
@@ -319,13 +367,20 @@ static int attn_forward(hy_layer *L, const float *x, float *y, int B, int T) {
     size_t rows = (size_t)B * T;
     int rc = forward_common(L, P, &g, x, B, T);
     if (rc < 0) return rc;
+    bool copies = head_copies(T);
     if (!hy_buf_grab(&P->kt, B * tview(NULL, g.Hkv, g.hd, T).bs) || !hy_buf_grab(&P->lse, rows * g.H) ||
-        !hy_buf_grab(&P->qh, rows * g.H * g.hd) || !hy_buf_grab(&P->vh, rows * g.Hkv * g.hd))
+        (copies && (!hy_buf_grab(&P->qh, rows * g.H * g.hd) || !hy_buf_grab(&P->vh, rows * g.Hkv * g.hd))))
         return HY_ERR_NOMEM;
     hy_flash_args a = train_args(&g, P, B, T);
-    transpose_heads(P->k.p, B, T, g.Hkv, g.hd, a.kt, 0);
-    heads_copy(P->q.p, B, T, g.H, g.hd, P->qh.p);
-    heads_copy(P->v.p, B, T, g.Hkv, g.hd, P->vh.p);
+    int W = qkv_width(&g), nq = g.H * g.hd, nk = g.Hkv * g.hd;
+    #pragma omp parallel   /* the transposed keys and the copies in one region */
+    {
+        transpose_heads(P->qkv.p + nq, W, B, T, g.Hkv, g.hd, a.kt, 0);
+        if (copies) {
+            heads_copy(P->qkv.p, W, B, T, g.H, g.hd, P->qh.p);
+            heads_copy(P->qkv.p + nq + nk, W, B, T, g.Hkv, g.hd, P->vh.p);
+        }
+    }
     if ((rc = hy_flash_forward(&a)) < 0) return rc;
     hy_linear_forward(y, P->o.p, L->p[P_O], NULL, (int)rows, g.H * g.hd, g.d);
     P->x = x, P->B = B, P->T = T, P->naive = false, P->have_fwd = L->keep_for_backward;
@@ -341,13 +396,20 @@ static int attn_backward(hy_layer *L, const float *dy, float *dx, int B, int T) 
     int rc = backward_prepare(L, P, &g, dy, B, T, false);
     if (rc < 0) return rc;
     size_t rows = (size_t)B * T;
-    if (!hy_buf_grab(&P->vt, B * tview(NULL, g.Hkv, g.hd, T).bs) || !hy_buf_grab(&P->kh, rows * g.Hkv * g.hd) ||
-        !hy_buf_grab(&P->douth, rows * g.H * g.hd))
+    bool copies = head_copies(T);
+    if (!hy_buf_grab(&P->vt, B * tview(NULL, g.Hkv, g.hd, T).bs) ||
+        (copies && (!hy_buf_grab(&P->kh, rows * g.Hkv * g.hd) || !hy_buf_grab(&P->douth, rows * g.H * g.hd))))
         return HY_ERR_NOMEM;
     hy_flash_args a = train_args(&g, P, B, T);
-    transpose_heads(P->v.p, B, T, g.Hkv, g.hd, a.vt, 0);
-    heads_copy(P->k.p, B, T, g.Hkv, g.hd, P->kh.p);
-    heads_copy(P->dout.p, B, T, g.H, g.hd, P->douth.p);
+    int W = qkv_width(&g), nq = g.H * g.hd, nk = g.Hkv * g.hd;
+    #pragma omp parallel   /* the transposed values and the copies in one region */
+    {
+        transpose_heads(P->qkv.p + nq + nk, W, B, T, g.Hkv, g.hd, a.vt, 0);
+        if (copies) {
+            heads_copy(P->qkv.p + nq, W, B, T, g.Hkv, g.hd, P->kh.p);
+            heads_copy(P->dout.p, g.H * g.hd, B, T, g.H, g.hd, P->douth.p);
+        }
+    }
     if ((rc = hy_flash_backward(&a)) < 0) return rc;
     return backward_common(L, P, &g, dx, B, T);
 }
@@ -365,13 +427,13 @@ int hy_attention_forward_naive(hy_layer *L, const float *x, float *y, int B, int
     if (rc < 0) return rc;
     size_t TT = (size_t)T * T;
     if (!hy_buf_grab(&P->probs, (size_t)B * g.H * TT)) return HY_ERR_NOMEM;
-    int qld = g.H * g.hd, kld = g.Hkv * g.hd, grp = g.H / g.Hkv;
+    int qld = g.H * g.hd, W = qkv_width(&g), grp = g.H / g.Hkv;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < g.H; h++) {
             float *S = P->probs.p + ((size_t)b * g.H + h) * TT;
-            const float *Q = P->q.p + (size_t)b * T * qld + h * g.hd, *K = P->k.p + (size_t)b * T * kld + (h / grp) * g.hd,
-                        *V = P->v.p + (size_t)b * T * kld + (h / grp) * g.hd;
-            hy_gemm(false, true, T, T, g.hd, 1.0f / sqrtf((float)g.hd), Q, qld, K, kld, 0.0f, S, T);
+            const float *Q = P->qkv.p + (size_t)b * T * W + h * g.hd, *K = P->qkv.p + (size_t)b * T * W + qld + (h / grp) * g.hd,
+                        *V = K + g.Hkv * g.hd;
+            hy_gemm(false, true, T, T, g.hd, 1.0f / sqrtf((float)g.hd), Q, W, K, W, 0.0f, S, T);
             #pragma omp parallel for schedule(static)
             for (int i = 0; i < T; i++) {
                 float *s = S + (size_t)i * T, m = s[0], sum = 0;
@@ -380,7 +442,7 @@ int hy_attention_forward_naive(hy_layer *L, const float *x, float *y, int B, int
                 for (int j = 0; j <= i; j++) s[j] /= sum;
                 for (int j = i + 1; j < T; j++) s[j] = 0.0f;
             }
-            hy_gemm(false, false, T, g.hd, T, 1.0f, S, T, V, kld, 0.0f, P->o.p + (size_t)b * T * qld + h * g.hd, qld);
+            hy_gemm(false, false, T, g.hd, T, 1.0f, S, T, V, W, 0.0f, P->o.p + (size_t)b * T * qld + h * g.hd, qld);
         }
     hy_linear_forward(y, P->o.p, L->p[P_O], NULL, B * T, qld, g.d);
     P->x = x, P->B = B, P->T = T, P->naive = true, P->have_fwd = L->keep_for_backward;
@@ -397,16 +459,17 @@ int hy_attention_backward_naive(hy_layer *L, const float *dy, float *dx, int B, 
     if (rc < 0) return rc;
     size_t TT = (size_t)T * T;
     if (!hy_buf_grab(&P->dprobs, TT)) return HY_ERR_NOMEM;
-    int qld = g.H * g.hd, kld = g.Hkv * g.hd, grp = g.H / g.Hkv;
-    float scale = 1.0f / sqrtf((float)g.hd), *dS = P->dprobs.p;
-    memset(P->dk.p, 0, (size_t)B * T * kld * sizeof(float));
-    memset(P->dv.p, 0, (size_t)B * T * kld * sizeof(float));
+    int qld = g.H * g.hd, W = qkv_width(&g), grp = g.H / g.Hkv;
+    size_t vcol = (size_t)qld + g.Hkv * g.hd;   /* k at column qld of qkv and dqkv, v at vcol */
+    float scale = 1.0f / sqrtf((float)g.hd), *dS = P->dprobs.p, *qkv = P->qkv.p, *dqkv = P->dqkv.p;
+    memset(dqkv, 0, (size_t)B * T * W * sizeof(float));   /* dk, dv are sums over heads (dq is overwritten) */
     for (int b = 0; b < B; b++)
         for (int h = 0; h < g.H; h++) {
             const float *Pm = P->probs.p + ((size_t)b * g.H + h) * TT;
-            size_t qo = (size_t)b * T * qld + h * g.hd, ko = (size_t)b * T * kld + (h / grp) * g.hd;
-            hy_gemm(true, false, T, g.hd, T, 1.0f, Pm, T, P->dout.p + qo, qld, 1.0f, P->dv.p + ko, kld);
-            hy_gemm(false, true, T, T, g.hd, 1.0f, P->dout.p + qo, qld, P->v.p + ko, kld, 0.0f, dS, T);
+            size_t qo = (size_t)b * T * qld + h * g.hd, wq = (size_t)b * T * W + h * g.hd,
+                   wk = (size_t)b * T * W + qld + (h / grp) * g.hd, wv = wk - qld + vcol;
+            hy_gemm(true, false, T, g.hd, T, 1.0f, Pm, T, P->dout.p + qo, qld, 1.0f, dqkv + wv, W);
+            hy_gemm(false, true, T, T, g.hd, 1.0f, P->dout.p + qo, qld, qkv + wv, W, 0.0f, dS, T);
             #pragma omp parallel for schedule(static)
             for (int i = 0; i < T; i++) {
                 const float *p = Pm + (size_t)i * T;
@@ -414,8 +477,8 @@ int hy_attention_backward_naive(hy_layer *L, const float *dy, float *dx, int B, 
                 for (int j = 0; j <= i; j++) D += p[j] * s[j];
                 for (int j = 0; j < T; j++) s[j] = p[j] * (s[j] - D);
             }
-            hy_gemm(false, false, T, g.hd, T, scale, dS, T, P->k.p + ko, kld, 0.0f, P->dq.p + qo, qld);
-            hy_gemm(true, false, T, g.hd, T, scale, dS, T, P->q.p + qo, qld, 1.0f, P->dk.p + ko, kld);
+            hy_gemm(false, false, T, g.hd, T, scale, dS, T, qkv + wk, W, 0.0f, dqkv + wq, W);
+            hy_gemm(true, false, T, g.hd, T, scale, dS, T, qkv + wq, W, 1.0f, dqkv + wk, W);
         }
     return backward_common(L, P, &g, dx, B, T);
 }
@@ -438,7 +501,7 @@ static void attn_state_free(hy_layer *L, void *state) {
     attn_state *s = state;
     if (!s) return;
     hy_free(s->kt), hy_free(s->v);
-    hy_buf_free(&s->q), hy_buf_free(&s->k), hy_buf_free(&s->vn), hy_buf_free(&s->o);
+    hy_buf_free(&s->qkv), hy_buf_free(&s->o);
     hy_free(s);
 }
 
@@ -479,17 +542,17 @@ static int attn_prefill(hy_layer *L, void *state, const float *x, float *y, int 
         return hy_fail("attention: the KV cache holds at most %d tokens per sequence (it holds %d, %d more asked)",
                        HY_MAX_POSITION, s->pos, T);
     size_t rows = (size_t)B * T, kw = (size_t)g.Hkv * g.hd, qw = (size_t)g.H * g.hd;
-    if (!hy_buf_grab(&s->q, rows * qw) || !hy_buf_grab(&s->k, rows * kw) || !hy_buf_grab(&s->vn, rows * kw) ||
-        !hy_buf_grab(&s->o, rows * qw))
-        return HY_ERR_NOMEM;
-    int rc = project_qkv(L, P, &g, x, B, T, s->pos, s->q.p, s->k.p, s->vn.p);
+    int W = qkv_width(&g);
+    if (!hy_buf_grab(&s->qkv, rows * W) || !hy_buf_grab(&s->o, rows * qw)) return HY_ERR_NOMEM;
+    int rc = project_qkv(L, P, &g, x, B, T, s->pos, s->qkv.p);
     if (rc < 0 || (rc = cache_grow(s, &g, s->pos + T)) < 0) return rc;
     hy_flash_view kt = tview(s->kt, g.Hkv, g.hd, s->cap);
-    transpose_heads(s->k.p, B, T, g.Hkv, g.hd, kt, s->pos);
-    for (int b = 0; b < B; b++)
-        memcpy(s->v + ((size_t)b * s->cap + s->pos) * kw, s->vn.p + (size_t)b * T * kw, (size_t)T * kw * sizeof(float));
+    #pragma omp parallel
+    transpose_heads(s->qkv.p + qw, W, B, T, g.Hkv, g.hd, kt, s->pos);
+    for (size_t r = 0; r < rows; r++)   /* the new values: row t of sequence b to cache row pos + t */
+        memcpy(s->v + ((size_t)(r / T) * s->cap + s->pos + r % T) * kw, s->qkv.p + r * W + qw + kw, kw * sizeof(float));
     hy_flash_args a = {B, g.H, g.Hkv, g.hd, T, s->pos + T, 1.0f / sqrtf((float)g.hd), hy_gemm_get_precision() == HY_PREC_BF16,
-                       .q = {s->q.p, (size_t)T * qw, g.hd, (int)qw, 0}, .kt = kt,
+                       .q = {s->qkv.p, (size_t)T * W, g.hd, W, 0}, .kt = kt,
                        .v = {s->v, (size_t)s->cap * kw, g.hd, (int)kw, 0}, .o = {s->o.p, (size_t)T * qw, g.hd, (int)qw, 0}};
     if ((rc = hy_flash_forward(&a)) < 0) return rc;
     hy_linear_forward(y, s->o.p, L->p[P_O], NULL, (int)rows, (int)qw, g.d);
@@ -559,7 +622,8 @@ static int attn_state_import(hy_layer *L, void *state, int n, const hy_state_ten
     if (pos == 0) return 0;
     int rc = cache_grow(s, &g, pos);
     if (rc < 0) return rc;
-    transpose_heads(data[ik], s->B, pos, g.Hkv, g.hd, tview(s->kt, g.Hkv, g.hd, s->cap), 0);
+    #pragma omp parallel
+    transpose_heads(data[ik], kw, s->B, pos, g.Hkv, g.hd, tview(s->kt, g.Hkv, g.hd, s->cap), 0);
     for (int b = 0; b < s->B; b++)
         memcpy(s->v + (size_t)b * s->cap * kw, data[iv] + (size_t)b * pos * kw, (size_t)pos * kw * sizeof(float));
     s->pos = pos;
@@ -583,25 +647,25 @@ static double attn_flop(const hy_opts *o, int d, int T) {
 }
 
 /* Frees the layer's caches. */
-/* Training memory of the tiled path. Forward keeps q, o, qh (rows, H·hd), k, v, vh (rows, Hkv·hd),
- * the transposed keys kt, lse (rows, H) and the RoPE tables; backward adds dout, dq, douth, dk, dv,
- * kh and the transposed values vt. Scratch: the kernels' (hy_flash_scratch_floats). */
+/* Training memory of the tiled path. Forward keeps qkv (q, k, v side by side), o, qh (rows, H·hd),
+ * vh (rows, Hkv·hd), the transposed keys kt, lse (rows, H) and the RoPE tables; backward adds dout,
+ * douth, dqkv (dq, dk, dv), kh and the transposed values vt (qh, vh, kh, douth only when
+ * head_copies(T)). Scratch: the kernels' (hy_flash_scratch_floats). */
 static hy_train_bytes attn_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
     (void)first;
     geom g = geom_of(o, d);
-    double rows = (double)B * T, nq = rows * g.H * g.hd, nk = rows * g.Hkv * g.hd;
+    double rows = (double)B * T, nq = rows * g.H * g.hd, nk = rows * g.Hkv * g.hd, per = head_copies(T) ? 6 : 4;
     double tv = (double)B * tview(NULL, g.Hkv, g.hd, T).bs;
     double rope = g.rope ? 2.0 * (T > 256 ? T : 256) * (g.hd / 2) : 0;
     double scratch = fmax(hy_flash_scratch_floats(B, g.H, g.Hkv, T, g.hd, threads, false),
                           hy_flash_scratch_floats(B, g.H, g.Hkv, T, g.hd, threads, true));
-    return (hy_train_bytes){(6 * nq + 6 * nk + 2 * tv + rows * g.H + rope) * sizeof(float), scratch * sizeof(float)};
+    return (hy_train_bytes){(per * (nq + nk) + 2 * tv + rows * g.H + rope) * sizeof(float), scratch * sizeof(float)};
 }
 
 static void attn_destroy(hy_layer *L) {
     attn_priv *P = L->priv;
     if (!P) return;
-    hy_buf *bufs[] = {&P->q, &P->k, &P->v, &P->kt, &P->o, &P->lse, &P->dout, &P->vt, &P->dq,
-                      &P->dk, &P->dv, &P->probs, &P->dprobs, &P->rcos, &P->rsin, &P->qh, &P->kh, &P->vh,
+    hy_buf *bufs[] = {&P->qkv, &P->kt, &P->o, &P->lse, &P->dout, &P->vt, &P->dqkv, &P->probs, &P->dprobs, &P->rcos, &P->rsin, &P->qh, &P->kh, &P->vh,
                       &P->douth};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) hy_buf_free(bufs[i]);
     hy_free(P);

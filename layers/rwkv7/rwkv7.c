@@ -387,7 +387,7 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
     fwd_rate_gate(&c);
     fwd_keys(&c);
     hy_wkv7_in in = {B, T, c.g.H, c.g.N, P->r.p, P->dec.p, P->k.p, P->v.p, P->kk.p, P->b.p};
-    if ((rc = hy_wkv7_forward(&in, S, P->y.p, P->sq.p, keep ? P->ckpt.p : NULL)) < 0) return rc;
+    if ((rc = hy_wkv7_forward(&in, S, P->y.p, P->sq.p, keep ? P->ckpt.p : NULL, &P->wkv_work)) < 0) return rc;
     fwd_output(&c, out);
     const int C = c.g.C;
     if (xprev)
@@ -500,9 +500,9 @@ static double rw_flop(const hy_opts *o, int d, int T) {
 }
 
 /* Training memory. Forward keeps 15 (rows, C) arrays, the LoRA hiddens hw, ha, hg (and hv, with vg
- * and vdiff (rows, C), in every layer but the block's first), kinv, mean, rstd (rows, H) and the
- * recurrence's checkpoints (B, H, chunks, N, N); backward adds 11 (rows, C) arrays, dhw (rows,
- * largest LoRA width) and ones (rows). Scratch: the recurrence's. */
+ * and vdiff (rows, C), in every layer but the block's first), kinv, mean, rstd (rows, H), the
+ * recurrence's checkpoints (B, H, chunks, N, N) and its workspace (kept between calls); backward
+ * adds 11 (rows, C) arrays, dhw (rows, largest LoRA width) and ones (rows). No scratch. */
 static hy_train_bytes rw_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
     geom g = geom_of(o, d);
     double rows = (double)B * T, n = rows * g.C;
@@ -511,8 +511,8 @@ static hy_train_bytes rw_train_bytes(const hy_opts *o, int d, int B, int T, int 
     Dmax = Dmax > g.Dg ? Dmax : g.Dg;
     double fwd = 15 * n + rows * (g.Dw + g.Da + g.Dg + 3.0 * g.H) + (double)B * g.H * hy_wkv7_nchunks(T) * g.N * g.N +
                  (first ? 0 : 2 * n + rows * g.Dv);
-    double bwd = 11 * n + rows * Dmax + rows;
-    return (hy_train_bytes){(fwd + bwd) * sizeof(float), hy_wkv7_scratch_floats(B, g.H, g.N, threads) * sizeof(float)};
+    double bwd = 11 * n + rows * Dmax + rows, work = hy_wkv7_work_floats(B, g.H, g.N, threads);
+    return (hy_train_bytes){(fwd + bwd + work) * sizeof(float), 0};
 }
 
 static void rw_destroy(hy_layer *L) {
@@ -521,7 +521,7 @@ static void rw_destroy(hy_layer *L) {
     hy_buf *bufs[] = {&P->xx, &P->xm, &P->r, &P->k0, &P->k, &P->v, &P->w, &P->dec, &P->hw, &P->hv, &P->vg,
                       &P->vdiff, &P->ha, &P->a, &P->hg, &P->g, &P->kk, &P->kinv, &P->b, &P->y, &P->sq, &P->ckpt,
                       &P->mean, &P->rstd, &P->op, &P->ones, &P->d1, &P->d2, &P->d3, &P->dr, &P->dk, &P->dv,
-                      &P->ddec, &P->dq, &P->db, &P->dy, &P->dxx, &P->dhw};
+                      &P->ddec, &P->dq, &P->db, &P->dy, &P->dxx, &P->dhw, &P->wkv_work};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) hy_buf_free(bufs[i]);
     hy_free(P);
     L->priv = NULL;

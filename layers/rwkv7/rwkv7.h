@@ -12,6 +12,7 @@
  * value index i, contiguous, with no horizontal sums. */
 #ifndef HY_LAYERS_RWKV7_H
 #define HY_LAYERS_RWKV7_H
+#include "core/mem.h"
 #include "layers/registry.h"
 #include <stddef.h>
 
@@ -36,18 +37,24 @@ static inline int hy_wkv7_nchunks(int T) { return (T + HY_WKV7_CHUNK - 1) / HY_W
 /* Forward. S: (B, H, N, N) key-major initial state, overwritten with the final state; NULL = start
  * from zero and drop the final state. Writes y and sq (both (B, T, H·N)). ckpt (optional, NULL =
  * none): (B, H, nchunks, N, N), the state before step c·CHUNK for every chunk c. Parallel over B·H.
- * Returns 0, or HY_ERR_NOMEM (with hy_fail) when S is NULL and the zero states cannot be allocated. */
-int hy_wkv7_forward(const hy_wkv7_in *in, float *S, float *y, float *sq, float *ckpt);
+ * work: the caller's workspace for the zero states (hy_buf_grab: it is grown when too small and
+ * kept), so that repeated calls reuse pages already mapped; NULL = allocated and freed inside the
+ * call. Returns 0, or HY_ERR_NOMEM (with hy_fail) when S is NULL and the zero states cannot be
+ * allocated. */
+int hy_wkv7_forward(const hy_wkv7_in *in, float *S, float *y, float *sq, float *ckpt, hy_buf *work);
 
 /* Backward of hy_wkv7_forward (which must have written sq and ckpt) with no gradient on the final
  * state: from dy OVERWRITES dr, dw, dk, dv, dq, db ((B, T, H·N) each). Walks each chunk in reverse
- * after recomputing its states from the chunk's checkpoint. Parallel over B·H. */
+ * after recomputing its states from the chunk's checkpoint. Parallel over B·H. work: the caller's
+ * workspace for the threads' chunk states, as in the forward (NULL = allocated and freed inside
+ * the call). Returns 0, or HY_ERR_NOMEM (with hy_fail) when the workspace cannot be allocated. */
 int hy_wkv7_backward(const hy_wkv7_in *in, const float *sq, const float *ckpt, const float *dy, float *dr,
-                     float *dw, float *dk, float *dv, float *dq, float *db);
+                     float *dw, float *dk, float *dv, float *dq, float *db, hy_buf *work);
 
-/* Floats the recurrence allocates and frees inside one call from a zero state with `threads`
- * threads, the larger of forward (every head's state) and backward (per-thread chunk states). */
-double hy_wkv7_scratch_floats(int B, int H, int N, int threads);
+/* Floats of the recurrence's workspace from a zero state with `threads` threads (what `work` grows
+ * to, or what a call without one allocates and frees): the larger of forward (every head's state)
+ * and backward (per-thread chunk states). */
+double hy_wkv7_work_floats(int B, int H, int N, int threads);
 
 /* Plain reference of the forward (zero initial state), one entry at a time in the layout of the
  * formulas, for tests: y only. */

@@ -123,7 +123,7 @@ static int bwd_recurrence(rw_bwd *c) {
     rw_priv *P = c->P;
     hy_wkv7_in in = {c->B, c->T, c->g.H, c->g.N, P->r.p, P->dec.p, P->k.p, P->v.p, P->kk.p, P->b.p};
     int rc = hy_wkv7_backward(&in, P->sq.p, P->ckpt.p, P->dy.p, P->d1.p, P->ddec.p, P->d2.p, P->d3.p, P->dq.p,
-                              P->db.p);
+                              P->db.p, &P->wkv_work);
     return rc < 0 ? rc : 0;
 }
 

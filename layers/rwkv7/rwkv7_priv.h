@@ -41,6 +41,7 @@ typedef struct {
     bool xm_gated;   /* xm holds op ⊙ g, the output projection's input, as the forward leaves it */
     hy_buf xx, xm, r, k0, k, v, w, dec, hw, hv, vg, vdiff, ha, a, hg, g, kk, kinv, b, y, sq, ckpt, mean, rstd, op;
     hy_buf ones, d1, d2, d3, dr, dk, dv, ddec, dq, db, dy, dxx, dhw;
+    hy_buf wkv_work;   /* the recurrence's workspace (hy_wkv7_forward, hy_wkv7_backward), kept between calls */
 } rw_priv;
 
 /* g[0..C) += column sums of M (rows, C), as ones(1, rows) · M through hy_gemm. */

@@ -189,13 +189,16 @@ static void fwd_bh(const hy_wkv7_in *in, int bi, int h, int ta, int tb, float *S
  * (allocated together by the calling thread), so they start in its own cache (zeroed by the calling
  * thread, another core's states came over from that core: measured 11% of a small forward, 2 heads
  * at T 256). */
-int hy_wkv7_forward(const hy_wkv7_in *in, float *S, float *y, float *sq, float *ckpt) {
+int hy_wkv7_forward(const hy_wkv7_in *in, float *S, float *y, float *sq, float *ckpt, hy_buf *work) {
     const int BH = in->B * in->H, T = in->T;
     const size_t NN = (size_t)in->N * in->N;
-    /* Without S, the zero states of all heads: allocated here (a worker's allocation comes from its
-     * own malloc arena, which hands the pages back on free: page faults on every call), zeroed by
-     * the thread that owns them (below). */
-    float *zero = S ? NULL : hy_malloc((size_t)BH * NN * sizeof(float));
+    /* Without S, the zero states of all heads: in the caller's workspace when it gives one (kept
+     * between calls: a fresh allocation of this size comes back from the system at every call, and
+     * each of its pages faults in again, ~10 us apiece on the project machine), else allocated here
+     * (by the calling thread: a worker's allocation comes from its own malloc arena, which hands the
+     * pages back on free); zeroed by the thread that owns them (below). */
+    float *zero = NULL;
+    if (!S) zero = work ? hy_buf_grab(work, (size_t)BH * NN) : hy_malloc((size_t)BH * NN * sizeof(float));
     if (!S && BH > 0 && !zero) return hy_fail_code(HY_ERR_NOMEM, "rwkv7 recurrence: out of memory for the zero initial states");
     #pragma omp parallel
     {
@@ -216,7 +219,7 @@ int hy_wkv7_forward(const hy_wkv7_in *in, float *S, float *y, float *sq, float *
         }
         hy_stream_fence();   /* the checkpoints' non-temporal stores are visible before the backward reads them */
     }
-    hy_free(zero);
+    if (!work) hy_free(zero);
     return 0;
 }
 

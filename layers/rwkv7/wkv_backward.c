@@ -233,7 +233,9 @@ static inline __attribute__((always_inline)) void bwd_pass2(
             const float dyi = dy[i], dsqi = dsqv[i];
             for (int m = 0; m < NB; m++) {
                 const size_t e = (size_t)i * N + j0 + HY_VW * m;
-                const vw d = vw_load(dS + e), sp = vw_load(A + e);
+                vw d = vw_load(dS + e), sp = vw_load(A + e);
+                WKV_IN_REGISTER(d);   /* one load each for their FMAs */
+                WKV_IN_REGISTER(sp);
                 adr[m] += sp * dyi;
                 adw[m] += d * sp;
                 adq[m] += sp * dsqi;
@@ -260,7 +262,7 @@ static inline __attribute__((always_inline)) void bwd_pass2(
 /* The walk's prefetches at reverse step rs beyond its own rows: for the next work nx, its
  * recompute inputs a few steps ahead (into L1) and the rows its own walk reads besides those (into
  * L2); for the work after it, nn, the rows the next walk's recompute reads and its checkpoint,
- * spread over the steps (into L2). nx and nn may be NULL. */
+ * spread over the walk's last 8 steps (into L2). nx and nn may be NULL. */
 static inline __attribute__((always_inline)) void walk_prefetch_ahead(const hy_wkv7_in *in, const float *sqa,
                                                                       const float *dya, const bwd_work *nx,
                                                                       const bwd_work *nn, int rs, int nfuse, int len,
@@ -292,8 +294,12 @@ static inline __attribute__((always_inline)) void walk_prefetch_ahead(const hy_w
                 __builtin_prefetch(sqa + on + i, 0, 2);
             }
         }
-        for (size_t e = (size_t)rs * NN / len; e < (size_t)(rs + 1) * NN / len; e += 16)
-            __builtin_prefetch(nn->ckpt + e, 0, 2);
+        /* over the walk's last 8 steps: spread over the whole walk, its first lines were evicted
+         * again by the walk's own traffic (~48 KiB a step) before the transpose read them */
+        const int late = len < 8 ? len : 8, q = rs - (len - late);
+        if (q >= 0)
+            for (size_t e = (size_t)q * NN / late; e < (size_t)(q + 1) * NN / late; e += 16)
+                __builtin_prefetch(nn->ckpt + e, 0, 2);
     }
 }
 
@@ -368,7 +374,8 @@ static inline __attribute__((always_inline)) void bwd_pass1(const float *dS, con
                 const float *row = dS + (size_t)i * N, vi = v[i], sqi = sq[i];
                 ak[e] = ab[e] = (vw){0};
                 for (int j = 0; j < N; j += HY_VW) {
-                    const vw d = vw_load(row + j);
+                    vw d = vw_load(row + j);
+                    WKV_IN_REGISTER(d);   /* one load for its four FMAs */
                     ak[e] += d * vw_load(uk + j);
                     ab[e] += d * vw_load(ub + j);
                     ka[j / HY_VW] += d * vi;
@@ -549,22 +556,26 @@ static size_t bwd_workspace_floats(int N, int nh) {
     return (f + 15) / 16 * 16;   /* whole cache lines, so the next thread's part starts on one */
 }
 
-double hy_wkv7_scratch_floats(int B, int H, int N, int threads) {
-    double NN = (double)N * N, heads = (double)B * H * NN;
-    return heads + (double)threads * ((HY_WKV7_CHUNK + 1) * NN + 2.0 * (HY_WKV7_CHUNK + 1) * N);
+double hy_wkv7_work_floats(int B, int H, int N, int threads) {
+    const int BH = B * H;
+    if (threads < 1) threads = 1;
+    const double fwd = (double)BH * N * N, bwd = (double)threads * bwd_workspace_floats(N, (BH + threads - 1) / threads);
+    return fwd > bwd ? fwd : bwd;
 }
 
 /* Each thread takes a contiguous range of (batch, head) pairs, as the forward, and walks the chunks
  * from the last to the first, all its heads within a chunk (each head's dS kept between chunks). */
 int hy_wkv7_backward(const hy_wkv7_in *in, const float *sq, const float *ckpt, const float *dy, float *dr,
-                     float *dw, float *dk, float *dv, float *dq, float *db) {
+                     float *dw, float *dk, float *dv, float *dq, float *db, hy_buf *work) {
     const int BH = in->B * in->H, nch = hy_wkv7_nchunks(in->T), N = in->N, team = omp_get_max_threads();
     const size_t NN = (size_t)N * N;
-    /* The threads' workspaces, one allocation on the calling thread: allocated by each worker, they
-     * come from that thread's malloc arena, which hands the pages back on free, so every call
-     * faulted them in again (measured: 144 page faults per call with 2 threads at d_model 256). */
+    /* The threads' workspaces, one allocation: the caller's `work` when given, kept between calls
+     * (a fresh allocation of this size comes back from the system at every call and faults all
+     * its pages in again: 336 faults per call with 2 threads for 16 heads of 64, ~10 us each on
+     * the project machine), else allocated on the calling thread and freed at the end (a worker's
+     * allocation comes from its own malloc arena, which hands the pages back on free). */
     const size_t per = bwd_workspace_floats(N, (BH + team - 1) / team);
-    float *all = hy_malloc((size_t)team * per * sizeof(float));
+    float *all = work ? hy_buf_grab(work, (size_t)team * per) : hy_malloc((size_t)team * per * sizeof(float));
     if (!all) return hy_fail_code(HY_ERR_NOMEM, "rwkv7 recurrence backward: out of memory for the per-thread workspace");
     int failed = 0;
     #pragma omp parallel num_threads(team) reduction(| : failed)
@@ -595,7 +606,7 @@ int hy_wkv7_backward(const hy_wkv7_in *in, const float *sq, const float *ckpt, c
         }
         if (nt != team) hy_free(P);
     }
-    hy_free(all);
+    if (!work) hy_free(all);
     /* a worker's hy_malloc recorded its message on that thread: say it again on the caller's */
     if (failed) return hy_fail_code(HY_ERR_NOMEM, "rwkv7 recurrence backward: out of memory for the per-thread workspace");
     return 0;
