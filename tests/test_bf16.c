@@ -587,6 +587,24 @@ START_TEST(mamba_gives_its_activations_in_bf16) {
 }
 END_TEST
 
+/* A mamba backward under another precision than its forward (whose bf16 activations exist only in
+ * bf16) is refused with a message naming the change, not run on the wrong buffers. */
+START_TEST(mamba_refuses_precision_change_before_backward) {
+    enum { B = 1, T = 12 };
+    int32_t in[B * T], tg[B * T];
+    for (int i = 0; i < B * T; i++) in[i] = (i * 5) % 64, tg[i] = (i * 3 + 1) % 64;
+    hy_model *m = small_model("mamba", "swiglu");
+    hy_gemm_set_precision(HY_PREC_BF16);
+    hy_loss l;
+    ck_assert_int_eq(hy_model_forward(m, in, tg, B, T, true, &l), 0);
+    hy_gemm_set_precision(HY_PREC_F32);
+    hy_model_zero_grad(m);
+    ck_assert_int_lt(hy_model_backward(m), 0);
+    ck_assert_msg(strstr(hy_last_error(), "precision changed") != NULL, "%s", hy_last_error());
+    hy_model_free(m);
+}
+END_TEST
+
 /* The bf16 copy follows the weights: after an optimizer update a streaming step reads the new
  * weights (the copy is refreshed once, not per product), and it equals bf16 of the f32 arena. */
 START_TEST(weight_copy_follows_updates) {
@@ -684,6 +702,7 @@ static Suite *bf16_suite(void) {
     tcase_add_test(tc, given_operand_read_as_is);
     tcase_add_test(tc, training_step_bf16_close_to_f32);
     tcase_add_test(tc, mamba_gives_its_activations_in_bf16);
+    tcase_add_test(tc, mamba_refuses_precision_change_before_backward);
     tcase_add_test(tc, weight_copy_follows_updates);
     tcase_add_test(tc, bf16_memory_within_estimate);
     suite_add_tcase(s, tc);
