@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/mem.h"
 #include <cblas.h>
+#include <math.h>
 #include <dnnl.h>
 #include <omp.h>
 #include <pthread.h>
@@ -49,7 +50,7 @@ static atomic_llong buffer_bytes;
 
 static atomic_long n_products, n_bf16, n_f32, n_in_parallel, n_bf16_fallbacks, n_onednn_fallbacks, n_evicted;
 static void cache_counts(hy_gemm_stats *s);
-static atomic_llong n_converted, n_shadowed, ns_converting, ns_products;
+static atomic_llong n_converted, n_shadowed, n_given, ns_converting, ns_products;
 
 void hy_gemm_stats_get(hy_gemm_stats *s) {
     *s = (hy_gemm_stats){.products = atomic_load(&n_products),
@@ -59,6 +60,7 @@ void hy_gemm_stats_get(hy_gemm_stats *s) {
                          .bf16_fallbacks = atomic_load(&n_bf16_fallbacks),
                          .converted = atomic_load(&n_converted),
                          .shadowed = atomic_load(&n_shadowed),
+                         .given = atomic_load(&n_given),
                          .convert_seconds = 1e-9 * (double)atomic_load(&ns_converting),
                          .seconds = 1e-9 * (double)atomic_load(&ns_products),
                          .buffer_bytes = (double)atomic_load(&buffer_bytes) + (double)hy_bf16_buffer_bytes()};
@@ -68,7 +70,8 @@ void hy_gemm_stats_get(hy_gemm_stats *s) {
 void hy_gemm_stats_reset(void) {
     atomic_store(&n_products, 0), atomic_store(&n_bf16, 0), atomic_store(&n_f32, 0);
     atomic_store(&n_in_parallel, 0), atomic_store(&n_bf16_fallbacks, 0);
-    atomic_store(&n_converted, 0), atomic_store(&n_shadowed, 0), atomic_store(&ns_converting, 0);
+    atomic_store(&n_converted, 0), atomic_store(&n_shadowed, 0), atomic_store(&n_given, 0);
+    atomic_store(&ns_converting, 0);
     atomic_store(&ns_products, 0), atomic_store(&n_onednn_fallbacks, 0), atomic_store(&n_evicted, 0);
 }
 
@@ -502,7 +505,17 @@ static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const
     return ok;
 }
 
-/* hy_gemm with optional bf16 forms of A and B (used only under bf16 precision). */
+/* An f32 copy (malloc'd) of a rows x cols bf16 operand with row stride ld, for the OpenBLAS
+ * fallback of a product whose operand exists only in bf16; NULL when out of memory. */
+static float *widen_operand(const hy_bf16 *h, int rows, int cols, int ld) {
+    size_t extent = (size_t)(rows - 1) * ld + cols;
+    float *f = malloc(extent * sizeof(float));
+    if (f) hy_bf16_to_f32(f, h, extent);
+    return f;
+}
+
+/* hy_gemm with optional bf16 forms of A and B (used only under bf16 precision; A or B may be NULL
+ * where its bf16 form is given). */
 static void gemm_dispatch(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, const hy_bf16 *Ah, int lda,
                      const float *B, const hy_bf16 *Bh, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
@@ -536,8 +549,18 @@ static void gemm_dispatch(bool ta, bool tb, int M, int N, int K, float alpha, co
     if (bf16) atomic_fetch_add_explicit(&n_bf16_fallbacks, 1, memory_order_relaxed);
     else if (b == HY_GEMM_ONEDNN) atomic_fetch_add_explicit(&n_onednn_fallbacks, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&n_f32, 1, memory_order_relaxed);
+    float *wa = NULL, *wb = NULL;   /* operands given only in bf16, widened for OpenBLAS */
+    if (!A && !(A = wa = widen_operand(Ah, ta ? K : M, ta ? M : K, lda))) goto nomem;
+    if (!B && !(B = wb = widen_operand(Bh, tb ? N : K, tb ? K : N, ldb))) goto nomem;
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha,
                 A, lda, B, ldb, beta, C, ldc);
+    free(wa);
+    return;
+nomem:   /* no way to report from here: the product's result is NaN, which the loss shows */
+    free(wa);
+    hy_fail("gemm: out of memory widening a bf16 operand for the f32 fallback");
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = NAN;
 }
 
 /* gemm_dispatch, its wall time added to the products' time (hy_gemm_stats.seconds). */
@@ -551,6 +574,18 @@ static void gemm_run(bool ta, bool tb, int M, int N, int K, float alpha, const f
 void hy_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
              float beta, float *C, int ldc) {
     gemm_run(ta, tb, M, N, K, alpha, A, NULL, lda, B, NULL, ldb, beta, C, ldc);
+}
+
+/* Counts the bf16 operand values a caller gave (hy_gemm_stats.given). */
+static void count_given(const hy_bf16 *h, int rows, int cols) {
+    if (h) atomic_fetch_add_explicit(&n_given, (long long)rows * cols, memory_order_relaxed);
+}
+
+void hy_gemm_bf16_given(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, const hy_bf16 *Ah,
+                        int lda, const float *B, const hy_bf16 *Bh, int ldb, float beta, float *C, int ldc) {
+    if (precision_setting != HY_PREC_BF16) Ah = Bh = NULL;
+    if (M > 0 && N > 0 && K > 0) count_given(Ah, M, K), count_given(Bh, K, N);
+    gemm_run(ta, tb, M, N, K, alpha, A, Ah, lda, B, Bh, ldb, beta, C, ldc);
 }
 
 void hy_gemm_shutdown(void) {
@@ -594,16 +629,25 @@ void hy_linear_forward(float *Y, const float *X, const float *W, const float *bi
 
 void hy_linear_backward(float *dX, float *dW, float *db, const float *dY, const float *X, const float *W,
                         int rows, int in, int out, bool accumulate_dx) {
+    hy_linear_backward_bf16(dX, dW, db, dY, NULL, X, NULL, W, rows, in, out, accumulate_dx);
+}
+
+void hy_linear_backward_bf16(float *dX, float *dW, float *db, const float *dY, const hy_bf16 *dYh, const float *X,
+                             const hy_bf16 *Xh, const float *W, int rows, int in, int out, bool accumulate_dx) {
+    if (precision_setting != HY_PREC_BF16) dYh = Xh = NULL;
+    if (rows > 0 && out > 0 && in > 0) {
+        if (dYh) count_given(dYh, rows, out * ((dX != NULL) + (dW != NULL)));
+        if (Xh && dW) count_given(Xh, rows, in);
+    }
     /* under bf16 both products read dY: convert it once (this thread's shared slot) */
-    const hy_bf16 *dYh = NULL;
     thread_ctx *c;
-    if (dX && dW && rows > 1 && precision_setting == HY_PREC_BF16 && (c = thread_context())) {
+    if (!dYh && dX && dW && rows > 1 && precision_setting == HY_PREC_BF16 && (c = thread_context())) {
         long long t0 = now_ns();
         dYh = bf16_operand(c, 2, dY, rows, out, out);
         atomic_fetch_add_explicit(&ns_products, now_ns() - t0, memory_order_relaxed);
     }
     if (dX) gemm_run(false, false, rows, in, out, 1.0f, dY, dYh, out, W, NULL, in, accumulate_dx ? 1.0f : 0.0f, dX, in);
-    if (dW) gemm_run(true, false, out, in, rows, 1.0f, dY, dYh, out, X, NULL, in, 1.0f, dW, in);
+    if (dW) gemm_run(true, false, out, in, rows, 1.0f, dY, dYh, out, X, Xh, in, 1.0f, dW, in);
     if (db) {
         for (int r = 0; r < rows; r++)
             for (int o = 0; o < out; o++) db[o] += dY[(size_t)r * out + o];

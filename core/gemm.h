@@ -15,6 +15,14 @@ typedef enum { HY_PREC_F32 = 0, HY_PREC_BF16 } hy_precision;
 void hy_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc);
 
+/* hy_gemm for a kernel that wrote an operand in bf16 itself, in the pass that computed it (no
+ * separate conversion pass): Ah / Bh are A / B as hy_bf16 values in the same layout and row stride
+ * (NULL: not given). Under bf16 precision the product reads Ah / Bh where given (A / B may then be
+ * NULL: the f32 form need not exist); under f32 it is hy_gemm on A and B, which must be given. */
+void hy_gemm_bf16_given(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+                        const hy_bf16 *Ah, int lda, const float *B, const hy_bf16 *Bh, int ldb, float beta,
+                        float *C, int ldc);
+
 /* Process-wide settings (set once at start-up, before any threads are busy). */
 void hy_gemm_set_backend(hy_gemm_backend b);
 hy_gemm_backend hy_gemm_get_backend(void);
@@ -54,6 +62,8 @@ typedef struct {
     long bf16_fallbacks;    /* asked for bf16 but done in f32 (oneDNN refused; never expected) */
     long long converted;    /* operand values converted to bf16 on the call */
     long long shadowed;     /* operand values read from a registered bf16 copy */
+    long long given;        /* operand values the caller gave in bf16 (hy_gemm_bf16_given,
+                             * hy_linear_backward_bf16) */
     double convert_seconds; /* wall time spent converting (summed over threads) */
     double seconds;         /* wall time inside the products, conversions included (summed over
                              * threads) */
@@ -76,5 +86,11 @@ void hy_linear_forward(float *Y, const float *X, const float *W, const float *bi
                        int out);
 void hy_linear_backward(float *dX, float *dW, float *db, const float *dY, const float *X,
                         const float *W, int rows, int in, int out, bool accumulate_dx);
+/* hy_linear_backward with dY and / or X also given in bf16 (dYh, Xh; NULL: not given), read by
+ * the products as hy_gemm_bf16_given reads them (under bf16 dY or X may then be NULL; db needs
+ * dY). */
+void hy_linear_backward_bf16(float *dX, float *dW, float *db, const float *dY, const hy_bf16 *dYh,
+                             const float *X, const hy_bf16 *Xh, const float *W, int rows, int in, int out,
+                             bool accumulate_dx);
 
 #endif

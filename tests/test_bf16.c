@@ -441,6 +441,54 @@ START_TEST(held_operand_converted_once) {
 }
 END_TEST
 
+/* Operands given in bf16 (hy_gemm_bf16_given, hy_linear_backward_bf16) are read as they are:
+ * under bf16 the products give the bits they give when they convert the f32 operand themselves,
+ * with the given values counted as given and not converted, and the f32 form may be absent;
+ * under f32 the bf16 forms are ignored (here: garbage) and nothing is counted. */
+START_TEST(given_operand_read_as_is) {
+    enum { R = 50, I = 40, O = 24 };
+    float *X = hy_malloc(sizeof(float) * R * I), *W = hy_malloc(sizeof(float) * O * I), *dY = hy_malloc(sizeof(float) * R * O);
+    float *Y[2], *dX[2], *dW[2];
+    for (int k = 0; k < 2; k++) {
+        Y[k] = hy_malloc(sizeof(float) * R * O), dX[k] = hy_malloc(sizeof(float) * R * I);
+        dW[k] = hy_calloc(sizeof(float) * O * I);
+    }
+    hy_bf16 *Xh = hy_malloc(sizeof(hy_bf16) * R * I), *dYh = hy_malloc(sizeof(hy_bf16) * R * O);
+    tu_fill_normal(X, R * I, 1, 91), tu_fill_normal(W, O * I, 1, 92), tu_fill_normal(dY, R * O, 1, 93);
+    hy_bf16_from_f32(Xh, X, R * I), hy_bf16_from_f32(dYh, dY, R * O);
+    hy_gemm_set_precision(HY_PREC_BF16);
+    hy_linear_forward(Y[0], X, W, NULL, R, I, O);
+    hy_linear_backward(dX[0], dW[0], NULL, dY, X, W, R, I, O, false);
+    hy_gemm_stats_reset();
+    hy_gemm_bf16_given(false, true, R, O, I, 1.0f, NULL, Xh, I, W, NULL, I, 0.0f, Y[1], O);
+    hy_linear_backward_bf16(dX[1], dW[1], NULL, NULL, dYh, NULL, Xh, W, R, I, O, false);
+    hy_gemm_stats st;
+    hy_gemm_stats_get(&st);
+    ck_assert_int_eq(st.given, (long long)R * I * 2 + (long long)R * O * 2);
+    ck_assert_int_eq(st.converted, (long long)O * I * 2);   /* W in the forward and in dX */
+    ck_assert_int_eq(st.bf16, 3);
+    ck_assert(memcmp(Y[0], Y[1], sizeof(float) * R * O) == 0);
+    ck_assert(memcmp(dX[0], dX[1], sizeof(float) * R * I) == 0);
+    ck_assert(memcmp(dW[0], dW[1], sizeof(float) * O * I) == 0);
+    /* f32: the given bf16 forms are not read */
+    hy_gemm_set_precision(HY_PREC_F32);
+    memset(Xh, 0xff, sizeof(hy_bf16) * R * I), memset(dYh, 0xff, sizeof(hy_bf16) * R * O);   /* NaNs */
+    hy_linear_forward(Y[0], X, W, NULL, R, I, O);
+    memset(dW[0], 0, sizeof(float) * O * I), memset(dW[1], 0, sizeof(float) * O * I);
+    hy_linear_backward(dX[0], dW[0], NULL, dY, X, W, R, I, O, false);
+    hy_gemm_stats_reset();
+    hy_gemm_bf16_given(false, true, R, O, I, 1.0f, X, Xh, I, W, NULL, I, 0.0f, Y[1], O);
+    hy_linear_backward_bf16(dX[1], dW[1], NULL, dY, dYh, X, Xh, W, R, I, O, false);
+    hy_gemm_stats_get(&st);
+    ck_assert_int_eq(st.given, 0);
+    ck_assert(memcmp(Y[0], Y[1], sizeof(float) * R * O) == 0);
+    ck_assert(memcmp(dX[0], dX[1], sizeof(float) * R * I) == 0);
+    ck_assert(memcmp(dW[0], dW[1], sizeof(float) * O * I) == 0);
+    hy_free(X), hy_free(W), hy_free(dY), hy_free(Xh), hy_free(dYh);
+    for (int k = 0; k < 2; k++) hy_free(Y[k]), hy_free(dX[k]), hy_free(dW[k]);
+}
+END_TEST
+
 /* ---- a training step ---- */
 
 /* A 2-layer stack of `mixer` and `ffn` (NULL: none) at d 64, built with the public config calls. */
@@ -515,6 +563,45 @@ START_TEST(training_step_bf16_close_to_f32) {
         hy_free(g32), hy_free(g16), hy_free(g16p);
         hy_model_free(m);
     }
+}
+END_TEST
+
+/* Mamba under bf16 writes the activations its products read in bf16 itself (xc's copy, yg, d raw,
+ * dxz: 10 · rows · E values given per layer and step) and converts none of them; under f32 it
+ * gives none. A mamba stack over swiglu, 2 layers at d 64 (E 128). */
+START_TEST(mamba_gives_its_activations_in_bf16) {
+    enum { B = 2, T = 40, E = 128 };
+    int32_t in[B * T], tg[B * T];
+    for (int i = 0; i < B * T; i++) in[i] = (i * 5) % 64, tg[i] = (i * 3 + 1) % 64;
+    hy_model *m = small_model("mamba", "swiglu");
+    for (int p = 0; p < 2; p++) {
+        float loss;
+        hy_gemm_stats_reset();
+        float *g = gradients(m, p ? HY_PREC_BF16 : HY_PREC_F32, in, tg, B, T, &loss);
+        hy_gemm_stats st;
+        hy_gemm_stats_get(&st);
+        ck_assert_int_eq(st.given, p ? 2LL * 10 * B * T * E : 0);
+        hy_free(g);
+    }
+    hy_model_free(m);
+}
+END_TEST
+
+/* A mamba backward under another precision than its forward (whose bf16 activations exist only in
+ * bf16) is refused with a message naming the change, not run on the wrong buffers. */
+START_TEST(mamba_refuses_precision_change_before_backward) {
+    enum { B = 1, T = 12 };
+    int32_t in[B * T], tg[B * T];
+    for (int i = 0; i < B * T; i++) in[i] = (i * 5) % 64, tg[i] = (i * 3 + 1) % 64;
+    hy_model *m = small_model("mamba", "swiglu");
+    hy_gemm_set_precision(HY_PREC_BF16);
+    hy_loss l;
+    ck_assert_int_eq(hy_model_forward(m, in, tg, B, T, true, &l), 0);
+    hy_gemm_set_precision(HY_PREC_F32);
+    hy_model_zero_grad(m);
+    ck_assert_int_lt(hy_model_backward(m), 0);
+    ck_assert_msg(strstr(hy_last_error(), "precision changed") != NULL, "%s", hy_last_error());
+    hy_model_free(m);
 }
 END_TEST
 
@@ -612,7 +699,10 @@ static Suite *bf16_suite(void) {
     tcase_add_test(tc, bf16_gemm_inside_parallel_region);
     tcase_add_test(tc, registered_copy_is_read);
     tcase_add_test(tc, held_operand_converted_once);
+    tcase_add_test(tc, given_operand_read_as_is);
     tcase_add_test(tc, training_step_bf16_close_to_f32);
+    tcase_add_test(tc, mamba_gives_its_activations_in_bf16);
+    tcase_add_test(tc, mamba_refuses_precision_change_before_backward);
     tcase_add_test(tc, weight_copy_follows_updates);
     tcase_add_test(tc, bf16_memory_within_estimate);
     suite_add_tcase(s, tc);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 enum { PAR_MIN = 16384, COLS = 64 };   /* OpenMP from this many floats; channel block width */
+enum { PIECE = 256 };                   /* channels a row's bf16 output is rounded at a time (on the stack) */
 
 size_t hy_cconv_pad_floats(int B, int T, int C, int K) { return (size_t)B * (T + K - 1) * C; }
 
@@ -37,8 +38,9 @@ void hy_cconv_set_weight(const hy_cconv *cv, const hy_cconv_weight *w) {
     }
 }
 
-/* pre[t] = bias + Σ_k wT[k] ⊙ xpad[t + k], then silu; rows in parallel. */
-void hy_cconv_forward(const hy_cconv *cv, const float *bias, float *pre, float *act) {
+/* pre[t] = bias + Σ_k wT[k] ⊙ xpad[t + k], then silu (and its bf16 rounding when act_bf16 is set);
+ * rows in parallel. */
+void hy_cconv_forward_bf16(const hy_cconv *cv, const float *bias, float *pre, float *act, hy_bf16 *act_bf16) {
     const int T = cv->T, C = cv->C, K = cv->K, Tp = T + K - 1;
     const size_t rows = (size_t)cv->B * T;
     const float *xpad = cv->xpad, *wT = cv->wT;
@@ -55,8 +57,13 @@ void hy_cconv_forward(const hy_cconv *cv, const float *bias, float *pre, float *
         if (act) {
             float *restrict o = act + (size_t)r * C;
             for (int c = 0; c < C; c++) o[c] = hy_siluf(p[c]);
+            if (act_bf16) hy_bf16_from_f32(act_bf16 + (size_t)r * C, o, (size_t)C);   /* the row is in L1 */
         }
     }
+}
+
+void hy_cconv_forward(const hy_cconv *cv, const float *bias, float *pre, float *act) {
+    hy_cconv_forward_bf16(cv, bias, pre, act, NULL);
 }
 
 /* gb[c] += Σ_rows d[row, c]; parallel over channel blocks, each summed in row order. */
@@ -73,9 +80,9 @@ static void bias_grad(float *gb, const float *d, size_t rows, int C) {
 }
 
 /* silu' in place, then the bias and weight gradients per channel block (rows in order) and the
- * input gradient dx[j] = Σ_k w[k] d[j + K-1-k] per row. */
-void hy_cconv_backward(const hy_cconv *cv, float *d, const float *pre, float *gb, const hy_cconv_weight *gw,
-                       float *dx, size_t lddx) {
+ * input gradient dx[j] = Σ_k w[k] d[j + K-1-k] per row, into dx, or (dx NULL) rounded into dxh. */
+static void cconv_backward(const hy_cconv *cv, float *d, const float *pre, float *gb, const hy_cconv_weight *gw,
+                           float *dx, hy_bf16 *dxh, size_t lddx) {
     const int T = cv->T, C = cv->C, K = cv->K, Tp = T + K - 1;
     const size_t rows = (size_t)cv->B * T, n = rows * C;
     if (pre) {
@@ -108,15 +115,31 @@ void hy_cconv_backward(const hy_cconv *cv, float *d, const float *pre, float *gb
     #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (long r = 0; r < (long)rows; r++) {
         int t = (int)(r % T);
-        float *restrict o = dx + (size_t)r * lddx;
-        for (int c = 0; c < C; c++) o[c] = 0.0f;
-        for (int k = 0; k < K; k++) {
-            int j = t + K - 1 - k;
-            if (j >= T) continue;
-            const float *restrict dp = d + (size_t)(r - t + j) * C, *restrict wk = wT + (size_t)k * C;
-            for (int c = 0; c < C; c++) o[c] += wk[c] * dp[c];
+        float piece[PIECE];
+        /* channels c0.. of the row: straight into dx, or through `piece` when it goes out in bf16 */
+        for (int c0 = 0; c0 < C; c0 += dxh ? PIECE : C) {
+            const int w = dxh && C - c0 > PIECE ? PIECE : C - c0;
+            float *restrict o = dxh ? piece : dx + (size_t)r * lddx + c0;
+            for (int c = 0; c < w; c++) o[c] = 0.0f;
+            for (int k = 0; k < K; k++) {
+                int j = t + K - 1 - k;
+                if (j >= T) continue;
+                const float *restrict dp = d + (size_t)(r - t + j) * C + c0, *restrict wk = wT + (size_t)k * C + c0;
+                for (int c = 0; c < w; c++) o[c] += wk[c] * dp[c];
+            }
+            if (dxh) hy_bf16_from_f32(dxh + (size_t)r * lddx + c0, piece, (size_t)w);
         }
     }
+}
+
+void hy_cconv_backward(const hy_cconv *cv, float *d, const float *pre, float *gb, const hy_cconv_weight *gw,
+                       float *dx, size_t lddx) {
+    cconv_backward(cv, d, pre, gb, gw, dx, NULL, lddx);
+}
+
+void hy_cconv_backward_bf16(const hy_cconv *cv, float *d, const float *pre, float *gb, const hy_cconv_weight *gw,
+                            hy_bf16 *dx, size_t lddx) {
+    cconv_backward(cv, d, pre, gb, gw, NULL, dx, lddx);
 }
 
 /* Rows T..T+K-2 of each sequence's padded input are its last K-1 inputs. */

@@ -11,6 +11,7 @@
  * depend on the thread count. */
 #ifndef HY_LAYERS_COMMON_CAUSAL_CONV_H
 #define HY_LAYERS_COMMON_CAUSAL_CONV_H
+#include "core/bf16.h"
 #include <stddef.h>
 
 enum {
@@ -47,6 +48,9 @@ void hy_cconv_set_weight(const hy_cconv *cv, const hy_cconv_weight *w);
 /* pre (rows, C) = bias (NULL = none) + the convolution of xpad; act (rows, C) = silu(pre) when
  * act is not NULL. */
 void hy_cconv_forward(const hy_cconv *cv, const float *bias, float *pre, float *act);
+/* hy_cconv_forward that also writes act rounded to bf16 into act_bf16 (rows, C), in the same pass
+ * (for a block whose matrix products read act in bf16). */
+void hy_cconv_forward_bf16(const hy_cconv *cv, const float *bias, float *pre, float *act, hy_bf16 *act_bf16);
 
 /* Backward of hy_cconv_forward over the kept xpad and wT. d (rows, C): the gradient of act when
  * pre is given (the fused silu; d becomes the gradient of pre, in place), else the gradient of
@@ -54,6 +58,10 @@ void hy_cconv_forward(const hy_cconv *cv, const float *bias, float *pre, float *
  * into gw's tensors; writes the input gradient to dx (C floats at dx + row·lddx, overwritten). */
 void hy_cconv_backward(const hy_cconv *cv, float *d, const float *pre, float *gb, const hy_cconv_weight *gw,
                        float *dx, size_t lddx);
+/* hy_cconv_backward that writes the input gradient rounded to bf16 (C values at dx + row·lddx), for
+ * a block whose matrix products read it in bf16; the same f32 values before the rounding. */
+void hy_cconv_backward_bf16(const hy_cconv *cv, float *d, const float *pre, float *gb, const hy_cconv_weight *gw,
+                            hy_bf16 *dx, size_t lddx);
 
 /* The new streaming history hist (B, K-1, C): the last K-1 rows of xpad per sequence (older
  * history rows included when T < K-1). */

@@ -10,7 +10,15 @@
  * xpad (B, K-1+T, E): per sequence the K-1 conv inputs before t = 0 (zeros, or the streaming
  * state) then x; pre, xc, draw, delta, ys, yg (rows, E); dbc (rows, R+2N) = [dt | B | C].
  * The same forward core serves training (zero history, chunk states kept for the scan backward),
- * inference and prefill/step (history and SSM state from the streaming state). */
+ * inference and prefill/step (history and SSM state from the streaming state).
+ *
+ * Under bf16 precision the activations that only matrix products read are written in bf16 by the
+ * pass that computes them, and the products take them as they are (hy_gemm_bf16_given): no
+ * conversion pass, half the bytes. They live in the f32 buffers the f32 path fills instead, so
+ * memory is the same in both precisions: the yg buffer holds yg (what out_proj reads, forward and
+ * weight gradient) and a bf16 copy of xc (x_proj's input and weight gradient; the scan reads the
+ * f32 xc), nE bf16 values each; the dxz buffer holds dxz (in_proj's backward) and d raw (dt_proj's
+ * backward) in bf16, 2nE and nE values. */
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
@@ -56,6 +64,7 @@ typedef struct {
     const float *u;            /* input of the kept forward (owned by the caller) */
     int B, T;
     bool have_fwd;
+    bool fwd_bf16;             /* the kept forward ran under bf16 (yg and xc's copy are in bf16) */
     hy_buf dyg, dxz, ddelta, dxc, ddbc, dA, scan_ws;
 } mamba_priv;
 
@@ -142,6 +151,28 @@ static hy_cconv conv_of(const geom *g, fwd_bufs *F, int B, int T) {
     return (hy_cconv){B, T, g->E, g->K, F->xpad.p, F->wT.p};
 }
 
+/* Under bf16: yg and xc's copy in the yg buffer (see the top of the file). */
+static hy_bf16 *yg_bf16(fwd_bufs *F) { return (hy_bf16 *)F->yg.p; }
+static hy_bf16 *xc_bf16(fwd_bufs *F, size_t nE) { return (hy_bf16 *)F->yg.p + nE; }
+
+enum { PIECE = 256 };   /* channels of a row rounded to bf16 at a time (on the stack) */
+
+/* yg = ys ⊙ silu(z) (z: columns E.. of xz), rows in parallel; under bf16 (ygh set) written only
+ * in bf16, a piece of a row at a time through the stack. */
+static void gate_forward(const float *xz, const float *ys, float *yg, hy_bf16 *ygh, size_t rows, int E) {
+    #pragma omp parallel for schedule(static) if (rows * E > 16384)
+    for (long r = 0; r < (long)rows; r++) {
+        float piece[PIECE];
+        for (int c0 = 0; c0 < E; c0 += ygh ? PIECE : E) {
+            const int w = ygh && E - c0 > PIECE ? PIECE : E - c0;
+            const float *restrict z = xz + (size_t)r * 2 * E + E + c0, *restrict y = ys + (size_t)r * E + c0;
+            float *restrict o = ygh ? piece : yg + (size_t)r * E + c0;
+            for (int c = 0; c < w; c++) o[c] = y[c] * hy_siluf(z[c]);
+            if (ygh) hy_bf16_from_f32(ygh + (size_t)r * E + c0, piece, (size_t)w);
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- forward core ---- */
 
 /* out (B, T, d) of u for sequences that start from conv history `hist` (B, K-1, E; NULL = zeros)
@@ -161,30 +192,28 @@ static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, in
     size_t ncs = keep ? hy_mamba_chunk_floats(B, T, E, g.N, HY_MAMBA_CHUNK) : 0;
     if (keep && !hy_buf_grab(&F->cs, ncs)) return HY_ERR_NOMEM;
     float *xz = F->xz.p, *pre = F->pre.p, *xc = F->xc.p;
+    const bool bf16 = hy_gemm_get_precision() == HY_PREC_BF16;
+    hy_bf16 *xch = bf16 ? xc_bf16(F, nE) : NULL, *ygh = bf16 ? yg_bf16(F) : NULL;
     hy_linear_forward(xz, u, L->p[P_IN], NULL, (int)rows, g.d, 2 * E);
     /* xc = silu(causal conv of x with its K-1 rows of history in front) */
     hy_cconv cv = conv_of(&g, F, B, T);
     hy_cconv_pad(&cv, xz, 2 * (size_t)E, hist);
     hy_cconv_set_weight(&cv, &(hy_cconv_weight){1, {E}, {L->p[P_CONV_W]}});
-    hy_cconv_forward(&cv, L->p[P_CONV_B], pre, xc);
+    hy_cconv_forward_bf16(&cv, L->p[P_CONV_B], pre, xc, xch);
     /* [dt | B | C] = xc x_projᵀ;  Δ = softplus(dt dt_projᵀ + bias) */
-    hy_linear_forward(F->dbc.p, xc, L->p[P_XPROJ], NULL, (int)rows, E, g.nbc);
+    hy_gemm_bf16_given(false, true, (int)rows, g.nbc, E, 1.0f, xc, xch, E, L->p[P_XPROJ], NULL, E, 0.0f, F->dbc.p,
+                       g.nbc);
     hy_gemm(false, true, (int)rows, E, g.R, 1.0f, F->dbc.p, g.nbc, L->p[P_DT_W], g.R, 0.0f, F->draw.p, E);
     hy_softplus_bias_rows(F->delta.p, F->draw.p, L->p[P_DT_B], rows, E);
     for (size_t i = 0; i < (size_t)E * g.N; i++) F->A.p[i] = -expf(L->p[P_A_LOG][i]);
     hy_mamba_scan_args a = {B, T, E, g.N, F->delta.p, xc, F->dbc.p + g.R, F->dbc.p + g.R + g.N, g.nbc, F->A.p,
-                            L->p[P_D], ssm, ssm, HY_MAMBA_CHUNK, keep ? F->cs.p : NULL};
+                            L->p[P_D], ssm, ssm, HY_MAMBA_CHUNK, keep ? F->cs.p : NULL, bf16};
     int rc = hy_mamba_scan_forward(&a, F->ys.p);
     if (rc < 0) return rc;
     /* y ⊙ silu(z), then out_proj */
-    float *ys = F->ys.p, *yg = F->yg.p;
-    #pragma omp parallel for schedule(static) if (nE > 16384)
-    for (long r = 0; r < (long)rows; r++) {
-        const float *restrict z = xz + (size_t)r * 2 * E + E, *restrict y = ys + (size_t)r * E;
-        float *restrict o = yg + (size_t)r * E;
-        for (int c = 0; c < E; c++) o[c] = y[c] * hy_siluf(z[c]);
-    }
-    hy_linear_forward(out, yg, L->p[P_OUT], NULL, (int)rows, E, g.d);
+    gate_forward(xz, F->ys.p, F->yg.p, ygh, rows, E);
+    hy_gemm_bf16_given(false, true, (int)rows, g.d, E, 1.0f, bf16 ? NULL : F->yg.p, ygh, E, L->p[P_OUT], NULL, E, 0.0f,
+                       out, g.d);
     return 0;
 }
 
@@ -202,6 +231,7 @@ static int mamba_forward(hy_layer *L, const float *x, float *y, int B, int T) {
     int rc = core_forward(L, &P->F, x, y, B, T, NULL, NULL, L->keep_for_backward);
     if (rc < 0) return rc;
     P->u = x, P->B = B, P->T = T, P->have_fwd = L->keep_for_backward;
+    P->fwd_bf16 = hy_gemm_get_precision() == HY_PREC_BF16;
     return 0;
 }
 
@@ -214,6 +244,10 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     if (B <= 0 || T <= 0) return 0;
     if (!P || !P->have_fwd || P->B != B || P->T != T)
         return hy_fail("mamba: backward without a matching forward (keep_for_backward)");
+    const bool bf16 = P->fwd_bf16;
+    if (bf16 != (hy_gemm_get_precision() == HY_PREC_BF16))
+        return hy_fail("mamba: backward under %s after a forward under %s (compute.precision changed in between)",
+                       bf16 ? "f32" : "bf16", bf16 ? "bf16" : "f32");
     geom g = geom_of(&L->opts, L->d_model);
     fwd_bufs *F = &P->F;
     const int E = g.E, N = g.N, R = g.R;
@@ -223,47 +257,65 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
         return HY_ERR_NOMEM;
     float *dyg = P->dyg.p, *dxz = P->dxz.p, *ddelta = P->ddelta.p, *dxc = P->dxc.p, *ddbc = P->ddbc.p;
     const float *xz = F->xz.p, *ys = F->ys.p;
+    /* under bf16: dxz and d raw in bf16 in the dxz buffer (see the top of the file) */
+    hy_bf16 *dxzh = bf16 ? (hy_bf16 *)dxz : NULL, *ddeltah = bf16 ? (hy_bf16 *)dxz + 2 * nE : NULL;
     /* out_proj: dyg = dy W_out, dW_out += dyᵀ yg */
-    hy_linear_backward(dyg, L->g[P_OUT], NULL, dy, F->yg.p, L->p[P_OUT], (int)rows, E, g.d, false);
-    /* gate: dz = dyg · y · silu'(z) into dxz's z half; g = dyg · silu(z) in place */
+    hy_linear_backward_bf16(dyg, L->g[P_OUT], NULL, dy, NULL, bf16 ? NULL : F->yg.p, bf16 ? yg_bf16(F) : NULL,
+                            L->p[P_OUT], (int)rows, E, g.d, false);
+    /* gate: dz = dyg · y · silu'(z) into dxz's z half (in bf16 under bf16, a piece of a row at a
+     * time through the stack); g = dyg · silu(z) in place */
     #pragma omp parallel for schedule(static) if (nE > 16384)
     for (long r = 0; r < (long)rows; r++) {
-        const float *restrict z = xz + (size_t)r * 2 * E + E, *restrict y = ys + (size_t)r * E;
-        float *restrict gy = dyg + (size_t)r * E, *restrict dz = dxz + (size_t)r * 2 * E + E;
-        for (int c = 0; c < E; c++) {
-            float s = hy_sigmoidf(z[c]);
-            dz[c] = gy[c] * y[c] * s * (1.0f + z[c] * (1.0f - s));
-            gy[c] *= z[c] * s;
+        float piece[PIECE];
+        for (int c0 = 0; c0 < E; c0 += bf16 ? PIECE : E) {
+            const int w = bf16 && E - c0 > PIECE ? PIECE : E - c0;
+            const float *restrict z = xz + (size_t)r * 2 * E + E + c0, *restrict y = ys + (size_t)r * E + c0;
+            float *restrict gy = dyg + (size_t)r * E + c0, *restrict dz = bf16 ? piece : dxz + (size_t)r * 2 * E + E + c0;
+            for (int c = 0; c < w; c++) {
+                float s = hy_sigmoidf(z[c]);
+                dz[c] = gy[c] * y[c] * s * (1.0f + z[c] * (1.0f - s));
+                gy[c] *= z[c] * s;
+            }
+            if (bf16) hy_bf16_from_f32(dxzh + (size_t)r * 2 * E + E + c0, piece, (size_t)w);
         }
     }
     /* the scan: dΔ, dxc, dB, dC; dA → dA_log = dA ⊙ A; dD */
     memset(P->dA.p, 0, (size_t)E * N * sizeof(float));
     hy_mamba_scan_args a = {B, T, E, N, F->delta.p, F->xc.p, F->dbc.p + R, F->dbc.p + R + N, g.nbc, F->A.p,
-                            L->p[P_D], NULL, NULL, HY_MAMBA_CHUNK, F->cs.p};
+                            L->p[P_D], NULL, NULL, HY_MAMBA_CHUNK, F->cs.p, bf16};
     int rc = hy_mamba_scan_backward(&a, dyg, ddelta, dxc, ddbc + R, ddbc + R + N, g.nbc, P->dA.p, L->g[P_D], &P->scan_ws);
     if (rc < 0) return rc;
     for (size_t i = 0; i < (size_t)E * N; i++) L->g[P_A_LOG][i] += P->dA.p[i] * F->A.p[i];
-    /* softplus: d raw = dΔ · sigmoid(raw) (1 above the cut-off, as SPEC's x > 20 branch) */
+    /* softplus: d raw = dΔ · sigmoid(raw) (1 above the cut-off, as SPEC's x > 20 branch), also in
+     * bf16 under bf16 (row by row while the row is in L1) */
     const float *draw = F->draw.p;
     #pragma omp parallel for schedule(static) if (nE > 16384)
-    for (long i = 0; i < (long)nE; i++) {
-        float sg = hy_sigmoidf(draw[i]);   /* exactly 1.0f above 20 too (1 - 2e-9 rounds to 1) */
-        ddelta[i] *= sg;
+    for (long r = 0; r < (long)rows; r++) {
+        float *restrict dd = ddelta + (size_t)r * E;
+        const float *restrict dr = draw + (size_t)r * E;
+        for (int c = 0; c < E; c++) dd[c] *= hy_sigmoidf(dr[c]);   /* exactly 1.0f above 20 too (1 - 2e-9 rounds to 1) */
+        if (bf16) hy_bf16_from_f32(ddeltah + (size_t)r * E, dd, (size_t)E);
     }
     hy_colsum_add(L->g[P_DT_B], ddelta, rows, E, E);
     /* dt_proj: d dt = d raw W_dt into ddbc[:, :R]; dW_dt += d rawᵀ dt */
-    if ((rc = hy_gemm_bf16_hold(ddelta, nE)) < 0) return rc;   /* bf16: d raw converted once for both */
-    hy_gemm(false, false, (int)rows, R, E, 1.0f, ddelta, E, L->p[P_DT_W], R, 0.0f, ddbc, g.nbc);
-    hy_gemm(true, false, E, R, (int)rows, 1.0f, ddelta, E, F->dbc.p, g.nbc, 1.0f, L->g[P_DT_W], R);
-    hy_gemm_bf16_release(ddelta);
+    hy_gemm_bf16_given(false, false, (int)rows, R, E, 1.0f, ddelta, ddeltah, E, L->p[P_DT_W], NULL, R, 0.0f, ddbc,
+                       g.nbc);
+    hy_gemm_bf16_given(true, false, E, R, (int)rows, 1.0f, ddelta, ddeltah, E, F->dbc.p, NULL, g.nbc, 1.0f,
+                       L->g[P_DT_W], R);
     /* x_proj: dxc += ddbc W_x; dW_x += ddbcᵀ xc */
-    hy_linear_backward(dxc, L->g[P_XPROJ], NULL, ddbc, F->xc.p, L->p[P_XPROJ], (int)rows, E, g.nbc, true);
-    /* silu and the conv: bias and weight gradients, d x into dxz's x half */
+    hy_linear_backward_bf16(dxc, L->g[P_XPROJ], NULL, ddbc, NULL, F->xc.p, bf16 ? xc_bf16(F, nE) : NULL,
+                            L->p[P_XPROJ], (int)rows, E, g.nbc, true);
+    /* silu and the conv: bias and weight gradients, d x into dxz's x half (bf16 under bf16) */
     hy_cconv cv = conv_of(&g, F, B, T);
-    hy_cconv_backward(&cv, dxc, F->pre.p, L->g[P_CONV_B], &(hy_cconv_weight){1, {E}, {L->g[P_CONV_W]}}, dxz,
-                      2 * (size_t)E);
+    if (bf16)
+        hy_cconv_backward_bf16(&cv, dxc, F->pre.p, L->g[P_CONV_B], &(hy_cconv_weight){1, {E}, {L->g[P_CONV_W]}}, dxzh,
+                               2 * (size_t)E);
+    else
+        hy_cconv_backward(&cv, dxc, F->pre.p, L->g[P_CONV_B], &(hy_cconv_weight){1, {E}, {L->g[P_CONV_W]}}, dxz,
+                          2 * (size_t)E);
     /* in_proj: du = dxz W_in; dW_in += dxzᵀ u */
-    hy_linear_backward(dx, L->g[P_IN], NULL, dxz, P->u, L->p[P_IN], (int)rows, g.d, 2 * E, false);
+    hy_linear_backward_bf16(dx, L->g[P_IN], NULL, bf16 ? NULL : dxz, dxzh, P->u, NULL, L->p[P_IN], (int)rows, g.d,
+                            2 * E, false);
     return 0;
 }
 

@@ -64,14 +64,28 @@ static void load_params(const hy_mamba_scan_args *a, int c0, int cb, float (*At)
     for (int c = 0; c < CB; c++) Dv[c] = a->D && c < cb ? a->D[c0 + c] : 0.0f;
 }
 
-/* The forward of one (sequence b, channel block c0). */
-static void forward_block(const hy_mamba_scan_args *a, float *y, int b, int c0) {
+/* The exponent the scan's exp reads for A: A itself, or A·log2 e for the coarse exp (base 2). */
+static void exp_scale(float (*Ae)[CB], const float (*At)[CB], int N, bool coarse) {
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < CB; c++) Ae[n][c] = coarse ? At[n][c] * 1.44269504088896341f : At[n][c];
+}
+
+/* exp(Δ·A) from dv·Ae (exp_scale): the exp the scan was asked for. */
+static inline __attribute__((always_inline)) vw decay(vw dA, bool coarse) {
+    return coarse ? hy_exp2f_coarse_neg_vw(dA) : hy_expf_neg_vw(dA);
+}
+
+/* The forward of one (sequence b, channel block c0); `coarse` a constant in each caller, so each
+ * gets its own loops. */
+static inline __attribute__((always_inline)) void forward_block_exp(const hy_mamba_scan_args *a, float *y, int b,
+                                                                    int c0, const bool coarse) {
     const int T = a->T, E = a->E, N = a->N, cb = E - c0 < CB ? E - c0 : CB;
     const int nch = a->chunk_states ? (T + a->chunk - 1) / a->chunk : 0;
     float s[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
     float At[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
     float Dv[CB] __attribute__((aligned(64)));
     load_params(a, c0, cb, At, Dv);
+    exp_scale(At, At, N, coarse);
     for (int n = 0; n < N; n++)
         for (int c = 0; c < CB; c++) s[n][c] = a->s0 && c < cb ? a->s0[((size_t)b * E + c0 + c) * N + n] : 0.0f;
     for (int t = 0; t < T; t++) {
@@ -91,7 +105,7 @@ static void forward_block(const hy_mamba_scan_args *a, float *y, int b, int c0) 
         for (int n = 0; n < N; n++) {
             const vw bn = vw_bcast(bt + n), cn = vw_bcast(ct + n);
             UNROLL for (int u = 0; u < NV; u++) {
-                vw su = hy_expf_neg_vw(dv[u] * vw_load(At[n] + HY_VW * u)) * vw_load(s[n] + HY_VW * u) + dx[u] * bn;
+                vw su = decay(dv[u] * vw_load(At[n] + HY_VW * u), coarse) * vw_load(s[n] + HY_VW * u) + dx[u] * bn;
                 vw_store(s[n] + HY_VW * u, su);
                 acc[u] = su * cn + acc[u];
             }
@@ -102,6 +116,13 @@ static void forward_block(const hy_mamba_scan_args *a, float *y, int b, int c0) 
     if (a->s_out)
         for (int n = 0; n < N; n++)
             for (int c = 0; c < cb; c++) a->s_out[((size_t)b * E + c0 + c) * N + n] = s[n][c];
+}
+
+static __attribute__((noinline)) void forward_block(const hy_mamba_scan_args *a, float *y, int b, int c0) {
+    forward_block_exp(a, y, b, c0, false);
+}
+static __attribute__((noinline)) void forward_block_coarse(const hy_mamba_scan_args *a, float *y, int b, int c0) {
+    forward_block_exp(a, y, b, c0, true);
 }
 
 static int check_args(const hy_mamba_scan_args *a) {
@@ -116,7 +137,10 @@ int hy_mamba_scan_forward(const hy_mamba_scan_args *a, float *y) {
     if (a->B <= 0 || a->T <= 0 || a->E <= 0) return 0;
     const int nblk = (a->E + CB - 1) / CB, tasks = a->B * nblk;
     #pragma omp parallel for schedule(static)
-    for (int i = 0; i < tasks; i++) forward_block(a, y, i / nblk, (i % nblk) * CB);
+    for (int i = 0; i < tasks; i++) {
+        if (a->coarse_exp) forward_block_coarse(a, y, i / nblk, (i % nblk) * CB);
+        else forward_block(a, y, i / nblk, (i % nblk) * CB);
+    }
     return 0;
 }
 
@@ -184,14 +208,18 @@ static inline __attribute__((always_inline)) void walk_quad(int n, const float *
 
 /* The backward of one (sequence b, channel block c0). ws: (2·chunk + 1)·N·CB floats. part: the
  * (T, 2N) rows of sequence b in this thread's dB | dC sums (added to); dA_b (E, N) and dD_b (E):
- * this sequence's partials (the block's channels written). */
-static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *ddelta, float *dxo, float *part,
-                           float *dA_b, float *dD_b, int b, int c0, float *ws) {
+ * this sequence's partials (the block's channels written). `coarse`: the forward's exp, a
+ * constant in each caller. */
+static inline __attribute__((always_inline)) void backward_block_exp(const hy_mamba_scan_args *a, const float *dy,
+                                                                     float *ddelta, float *dxo, float *part, float *dA_b,
+                                                                     float *dD_b, int b, int c0, float *ws,
+                                                                     const bool coarse) {
     const int T = a->T, E = a->E, N = a->N, K = a->chunk, cb = E - c0 < CB ? E - c0 : CB;
     const int nch = (T + K - 1) / K;
     float (*S)[CB] = (float (*)[CB])ws;    /* (K+1) × N rows: S[i·N + n] */
     float (*Ex)[CB] = (float (*)[CB])(ws + (size_t)(K + 1) * N * CB);  /* K × N rows */
     float At[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
+    float Ae[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));   /* the exp's A (exp_scale) */
     float r[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
     float gA[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
     float pB[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64))), pC[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
@@ -199,6 +227,7 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
     vw gD[NV];
     UNROLL for (int u = 0; u < NV; u++) gD[u] = (vw){0};
     load_params(a, c0, cb, At, Dv);
+    exp_scale(Ae, At, N, coarse);
     memset(r, 0, sizeof(float) * CB * N);
     memset(gA, 0, sizeof(float) * CB * N);
     for (int k = nch - 1; k >= 0; k--) {
@@ -224,7 +253,7 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
                 const vw bn = vw_bcast(bt + n);
                 UNROLL for (int u = 0; u < NV; u++) {
                     const int o = HY_VW * u;
-                    vw e = hy_expf_neg_vw(dv[u] * vw_load(At[n] + o));
+                    vw e = decay(dv[u] * vw_load(Ae[n] + o), coarse);
                     vw_store(ex[n] + o, e);
                     vw_store(sn[n] + o, e * vw_load(sp[n] + o) + dx[u] * bn);
                 }
@@ -290,6 +319,17 @@ static void backward_block(const hy_mamba_scan_args *a, const float *dy, float *
     }
 }
 
+static __attribute__((noinline)) void backward_block(const hy_mamba_scan_args *a, const float *dy, float *ddelta,
+                                                     float *dxo, float *part, float *dA_b, float *dD_b, int b, int c0,
+                                                     float *ws) {
+    backward_block_exp(a, dy, ddelta, dxo, part, dA_b, dD_b, b, c0, ws, false);
+}
+static __attribute__((noinline)) void backward_block_coarse(const hy_mamba_scan_args *a, const float *dy,
+                                                            float *ddelta, float *dxo, float *part, float *dA_b,
+                                                            float *dD_b, int b, int c0, float *ws) {
+    backward_block_exp(a, dy, ddelta, dxo, part, dA_b, dD_b, b, c0, ws, true);
+}
+
 size_t hy_mamba_scan_backward_floats(int B, int T, int E, int N, int chunk, int threads) {
     size_t ws_floats = (size_t)(2 * chunk + 1) * N * CB, rowsN = (size_t)B * T * 2 * N;
     return (size_t)threads * rowsN + (size_t)B * E * N + (size_t)B * E + (size_t)threads * ws_floats;
@@ -321,8 +361,9 @@ int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *
         #pragma omp for schedule(static)
         for (int i = 0; i < tasks; i++) {
             int b = i / nblk;
-            backward_block(a, dy, ddelta, dx, mine + (size_t)b * T * 2 * N, dA_p + (size_t)b * E * N, dD_p + (size_t)b * E,
-                           b, (i % nblk) * CB, ws);
+            (a->coarse_exp ? backward_block_coarse : backward_block)(a, dy, ddelta, dx, mine + (size_t)b * T * 2 * N,
+                                                                     dA_p + (size_t)b * E * N, dD_p + (size_t)b * E, b,
+                                                                     (i % nblk) * CB, ws);
         }
         /* fixed-order sums over threads (dB, dC) and over sequences (dA, dD) */
         #pragma omp for schedule(static) nowait
