@@ -17,6 +17,7 @@
 #include "models/checkpoint.h"
 #include "models/generate.h"
 #include "core/mem.h"
+#include "core/strbuf.h"
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -212,7 +213,9 @@ static const char *PLOT_HELP =
     "RESULTS_DIR alone (layers.csv, sweep.csv, eval.csv, train.csv: those that exist).\n";
 
 /* The experiment's one progress display: runs done / total, the current run's step, loss and
- * tokens/s, and the whole experiment's ETA (one line, redrawn in place on a terminal). */
+ * tokens/s, and the whole experiment's ETA (one line, redrawn in place on a terminal). Each line is
+ * formed first and written with one call: under mpirun several groups share the log, and a line
+ * written in pieces interleaves with another rank's (each line starts with its group's tag). */
 static void on_exp_progress(void *ctx, const hy_exp_progress *p) {
     (void)ctx;
     static int open_line;
@@ -220,37 +223,41 @@ static void on_exp_progress(void *ctx, const hy_exp_progress *p) {
     int tty = isatty(fileno(stderr));
     const char *id = p->cur ? p->cur->id : "";
     char eta[32], el[32];
-    if (p->groups > 1) fprintf(stderr, "(group %d/%d) ", p->group + 1, p->groups);
     hy_format_duration(eta, sizeof eta, p->eta_s);
     hy_format_duration(el, sizeof el, p->elapsed_s);
-    if (!strcmp(p->event, "tick")) {
+    hy_strbuf line = {0};
+    int tick = !strcmp(p->event, "tick");
+    if (tick && !tty && !isfinite(p->tick->val_loss)) return;
+    if (tick && tty) hy_sb_add(&line, "\r\033[K");
+    else if (open_line) hy_sb_add(&line, "\n");
+    open_line = 0;
+    if (p->groups > 1) hy_sb_printf(&line, "(group %d/%d) ", p->group + 1, p->groups);
+    if (tick) {
         const hy_train_tick *t = p->tick;
-        if (!tty && !isfinite(t->val_loss)) return;
-        fprintf(stderr, "%s[%d/%d runs done] %s  step %ld  loss %.4f", tty ? "\r\033[K" : "", p->done + p->skipped,
-                p->n_runs, id, t->step, t->train_loss);
-        if (isfinite(t->val_loss)) fprintf(stderr, "  val %.4f", t->val_loss);
-        fprintf(stderr, "  %.0f tok/s  run %3.0f%%  elapsed %s  ETA %s%s", t->tokens_per_s, 100 * t->fraction, el, eta,
-                tty ? "" : "\n");
+        hy_sb_printf(&line, "[%d/%d runs done] %s  step %ld  loss %.4f", p->done + p->skipped, p->n_runs, id, t->step,
+                     t->train_loss);
+        if (isfinite(t->val_loss)) hy_sb_printf(&line, "  val %.4f", t->val_loss);
+        hy_sb_printf(&line, "  %.0f tok/s  run %3.0f%%  elapsed %s  ETA %s%s", t->tokens_per_s, 100 * t->fraction, el, eta,
+                     tty ? "" : "\n");
         open_line = tty;
-        fflush(stderr);
-        return;
-    }
-    if (open_line) fputc('\n', stderr), open_line = 0;
-    if (!strcmp(p->event, "bench")) fprintf(stderr, "[experiment] benchmarking single blocks for layers.csv\n");
-    else if (!strcmp(p->event, "bench-skip")) fprintf(stderr, "[experiment] layers.csv is there with the same settings: skipped\n");
-    else if (!strcmp(p->event, "skip")) fprintf(stderr, "[%d/%d] %s: complete, skipped\n", p->run + 1, p->n_runs, id);
+    } else if (!strcmp(p->event, "bench")) hy_sb_add(&line, "[experiment] benchmarking single blocks for layers.csv\n");
+    else if (!strcmp(p->event, "bench-skip"))
+        hy_sb_add(&line, "[experiment] layers.csv is there with the same settings: skipped\n");
+    else if (!strcmp(p->event, "skip")) hy_sb_printf(&line, "[%d/%d] %s: complete, skipped\n", p->run + 1, p->n_runs, id);
     else if (!strcmp(p->event, "start") || !strcmp(p->event, "resume"))
-        fprintf(stderr, "[%d/%d] %s: %s\n", p->run + 1, p->n_runs, id,
-                !strcmp(p->event, "resume") ? "resuming from its checkpoint" : "training");
+        hy_sb_printf(&line, "[%d/%d] %s: %s\n", p->run + 1, p->n_runs, id,
+                     !strcmp(p->event, "resume") ? "resuming from its checkpoint" : "training");
     else if (!strcmp(p->event, "eval")) {
         const hy_run_config *c = &p->cur->cfg;
-        fprintf(stderr, "[%d/%d] %s: final evaluation at T = %d", p->run + 1, p->n_runs, id, c->seq_len);
+        hy_sb_printf(&line, "[%d/%d] %s: final evaluation at T = %d", p->run + 1, p->n_runs, id, c->seq_len);
         for (int i = 0; i < c->task.n_eval; i++)
-            if (c->task.eval_seq_len[i] != c->seq_len) fprintf(stderr, ", %d", c->task.eval_seq_len[i]);
-        fputc('\n', stderr);
+            if (c->task.eval_seq_len[i] != c->seq_len) hy_sb_printf(&line, ", %d", c->task.eval_seq_len[i]);
+        hy_sb_add(&line, "\n");
     } else if (!strcmp(p->event, "done"))
-        fprintf(stderr, "[%d/%d] %s: done (elapsed %s, ETA %s)\n", p->run + 1, p->n_runs, id, el, eta);
+        hy_sb_printf(&line, "[%d/%d] %s: done (elapsed %s, ETA %s)\n", p->run + 1, p->n_runs, id, el, eta);
+    if (line.p) fputs(line.p, stderr);
     fflush(stderr);
+    hy_sb_free(&line);
 }
 
 static int cmd_experiment(run_args *a) {

@@ -488,6 +488,11 @@ START_TEST(distributed_sweep_matches_the_serial_run) {
     ck_assert_msg(sh(cmd) == 0, "see %s.log", dist);
     snprintf(cmd, sizeof cmd, "grep -q 'resuming from its checkpoint' %s.log", dist);
     ck_assert_msg(sh(cmd) == 0, "run 1 was not resumed (%s.log)", dist);
+    /* the progress of 3 groups in a log: each line starts with its group's tag, once */
+    snprintf(cmd, sizeof cmd, "grep -q '^(group [123]/3) \\[[0-9]*/4 runs done\\] .* val ' %s.log", dist);
+    ck_assert_msg(sh(cmd) == 0, "no tagged progress line with a validation loss (%s.log)", dist);
+    snprintf(cmd, sizeof cmd, "grep -q '(group.*(group' %s.log", dist);
+    ck_assert_msg(sh(cmd) != 0, "a line with two group tags (%s.log)", dist);
     static const char *const files[] = {"sweep.csv", "train.csv", "eval.csv", "position.csv"};
     for (int k = 0; k < 4; k++) {
         char *a = strip_timings(serial, files[k]), *b = strip_timings(dist, files[k]);
