@@ -327,5 +327,4 @@ static inline void hy_transpose(float *restrict dst, size_t ld_dst, const float 
         for (int c = r < r8 ? c8 : 0; c < cols; c++) dst[(size_t)c * ld_dst + r] = src[(size_t)r * ld_src + c];
 }
 
-
 #endif

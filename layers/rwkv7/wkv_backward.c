@@ -90,41 +90,6 @@ static inline __attribute__((always_inline)) void recompute(const hy_wkv7_in *in
     }
 }
 
-/* The 8×8 transpose of r[0..7] in registers (unpack, shuffle, 128-bit-lane stages). */
-static inline void transpose8(v8 r[8]) {
-#define LO 0, 8, 1, 9, 4, 12, 5, 13
-#define HI 2, 10, 3, 11, 6, 14, 7, 15
-#define LO2 0, 1, 8, 9, 4, 5, 12, 13
-#define HI2 2, 3, 10, 11, 6, 7, 14, 15
-#define LO4 0, 1, 2, 3, 8, 9, 10, 11
-#define HI4 4, 5, 6, 7, 12, 13, 14, 15
-    v8 a[8], b[8];
-    for (int m = 0; m < 8; m += 2) a[m] = HY_SHUFFLE(v8i, r[m], r[m + 1], LO), a[m + 1] = HY_SHUFFLE(v8i, r[m], r[m + 1], HI);
-    for (int m = 0; m < 8; m += 4)
-        for (int e = 0; e < 2; e++)
-            b[m + e] = HY_SHUFFLE(v8i, a[m + e], a[m + e + 2], LO2), b[m + e + 2] = HY_SHUFFLE(v8i, a[m + e], a[m + e + 2], HI2);
-    for (int e = 0; e < 4; e++) r[e] = HY_SHUFFLE(v8i, b[e], b[e + 4], LO4), r[e + 4] = HY_SHUFFLE(v8i, b[e], b[e + 4], HI4);
-#undef LO
-#undef HI
-#undef LO2
-#undef HI2
-#undef LO4
-#undef HI4
-}
-
-/* dst = srcᵀ for N×N row-major matrices, N a multiple of 8: a key-major checkpoint as a value-major state. */
-static inline void transpose_state(float *restrict dst, const float *restrict src, const int N) {
-    for (int jb = 0; jb < N; jb += 8)
-        for (int ib = 0; ib < N; ib += 8) {
-            v8 r[8];
-            for (int m = 0; m < 8; m++) r[m] = v8_load(src + (size_t)(jb + m) * N + ib);
-            transpose8(r);
-            /* after the transpose r[m] holds column ib + m' of the tile in the unpack order */
-            static const int order[8] = {0, 2, 1, 3, 4, 6, 5, 7};
-            for (int m = 0; m < 8; m++) v8_store(dst + (size_t)(ib + order[m]) * N + jb, r[m]);
-        }
-}
-
 /* One (batch, head, chunk) of the backward: its steps, where its states lie in the workspace P
  * (state s, the one before step t0 + s, in slot[s]) and their column scales (state s is
  * P'·diag(Ws[s]), Ws the running product of the decays since the last fold). */
@@ -205,7 +170,7 @@ static inline __attribute__((always_inline)) void recompute_step(const hy_wkv7_i
 /* Puts work x's checkpoint, transposed to value-major, in slot s0 as its state 0. */
 static inline void bwd_work_start(const hy_wkv7_in *in, bwd_work *x, float *P, int s0) {
     const int N = in->N;
-    transpose_state(P + (size_t)s0 * N * N, x->ckpt, N);
+    hy_transpose(P + (size_t)s0 * N * N, (size_t)N, x->ckpt, (size_t)N, N, N, false);
     x->slot[0] = s0;
     for (int j = 0; j < N; j++) x->Ws[j] = 1.0f;
 }
