@@ -32,6 +32,42 @@ static bool file_is(const char *path, const char *text) {
     return same;
 }
 
+/* Keys of a run's config.yaml that say how a run is kept, not what it computes: changing them keeps a
+ * complete run complete and lets an interrupted one resume (a long sweep may gain checkpoints midway). */
+static const char *const KEEPING_KEYS[] = {"  checkpoint_every:"};
+
+/* Moves *p past any KEEPING_KEYS lines and returns the length of the line there (with its newline),
+ * 0 at the end. */
+static size_t next_identity_line(const char **p, const char *end) {
+    while (*p < end) {
+        const char *nl = memchr(*p, '\n', (size_t)(end - *p));
+        size_t n = nl ? (size_t)(nl - *p) + 1 : (size_t)(end - *p);
+        bool keeping = false;
+        for (size_t k = 0; k < sizeof KEEPING_KEYS / sizeof *KEEPING_KEYS; k++)
+            keeping |= n >= strlen(KEEPING_KEYS[k]) && !memcmp(*p, KEEPING_KEYS[k], strlen(KEEPING_KEYS[k]));
+        if (!keeping) return n;
+        *p += n;
+    }
+    return 0;
+}
+
+/* Whether file `path` holds `text`, line for line, apart from the KEEPING_KEYS lines. */
+static bool same_run_config(const char *path, const char *text) {
+    char *data;
+    size_t len;
+    if (hy_read_file(path, &data, &len) < 0) return false;
+    const char *a = data, *a_end = data + len, *b = text, *b_end = text + strlen(text);
+    bool same;
+    for (;;) {
+        size_t na = next_identity_line(&a, a_end), nb = next_identity_line(&b, b_end);
+        same = na == nb && !memcmp(a, b, na);
+        if (!same || na == 0) break;
+        a += na, b += nb;
+    }
+    hy_free(data);
+    return same;
+}
+
 typedef enum { RUN_NEW, RUN_PARTIAL, RUN_COMPLETE } run_status;
 
 /* What is in runs/<id>/ already: a finished run with this exact resolved config, an interrupted
@@ -43,7 +79,7 @@ static run_status status_of(const hy_exp_run *run, bool clear_stale) {
     join(res, sizeof res, dir, hy_csv_RUN.file);
     join(ck, sizeof ck, dir, "checkpoint.safetensors");
     char *text = hy_run_config_text(&run->cfg);
-    bool same = text && file_is(cfg, text);
+    bool same = text && same_run_config(cfg, text);
     free(text);
     if (same && access(res, F_OK) == 0) return RUN_COMPLETE;
     if (same && access(ck, F_OK) == 0) return RUN_PARTIAL;

@@ -395,6 +395,21 @@ START_TEST(sweep_resume_and_schema) {
     ck_assert_int_eq(count_lines(sweep2), 5);
     hy_free(sweep2), hy_free(sweep);
     hy_experiment_free(&e);
+    /* checkpoint_every says how a run is kept, not what it computes: complete runs stay complete, and a
+     * run whose result is lost resumes from its checkpoint with the same numbers */
+    load_exp(&e, EXP "tiny-exp.yaml", dir, "train.checkpoint_every=1");
+    ck_assert_int_eq(hy_experiment_run(&e, &o, &r), 0);
+    ck_assert_int_eq(r.trained, 0);
+    ck_assert_int_eq(r.skipped, 4);
+    before = tu_slurp(dir, "runs/b-T8/result.csv", NULL);
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(hy_experiment_run(&e, &all, &r), 0);
+    ck_assert_int_eq(r.trained, 1);
+    after = tu_slurp(dir, "runs/b-T8/result.csv", NULL);
+    drop_measured(before), drop_measured(after);
+    ck_assert_str_eq(before, after);
+    hy_free(before), hy_free(after);
+    hy_experiment_free(&e);
     /* a changed config retrains the runs it changes */
     load_exp(&e, EXP "tiny-exp.yaml", dir, "budget.steps=2");
     ck_assert_int_eq(hy_experiment_run(&e, &o, &r), 0);
