@@ -13,26 +13,32 @@
 void hy_bench_wkv7_line(const hy_machine_limits *m, int quick) {
     int B = 1, H = 16, N = 64, T = quick ? 1024 : 4096;
     size_t n = (size_t)B * T * H * N;
-    float *v[14], *ck = hy_malloc((size_t)B * H * hy_wkv7_nchunks(T) * N * N * 4);
-    for (int i = 0; i < 14; i++) v[i] = hy_malloc(n * 4);
-    if (!ck) return;
-    for (int i = 0; i < 14; i++)
-        if (!v[i]) return;
-    for (size_t i = 0; i < n; i++) {
-        v[0][i] = sinf(0.37f * i), v[2][i] = cosf(0.11f * i), v[3][i] = sinf(0.07f * i);
-        v[1][i] = 0.9f + 0.05f * sinf(0.03f * i), v[4][i] = 0.125f * cosf(0.19f * i), v[5][i] = 0.5f * v[4][i];
+    /* the arrays at the block's page offsets (rwkv7.h's HY_WKV7_SLOT_*), in one workspace */
+    float *v[HY_WKV7_SLOTS], *ck = hy_malloc((size_t)B * H * hy_wkv7_nchunks(T) * N * N * 4);
+    hy_buf arrays = {0};
+    if (!ck || !hy_buf_grab_skewed(&arrays, n, HY_WKV7_SLOTS, 0, v)) {
+        hy_free(ck);
+        return;
     }
-    hy_wkv7_in in = {B, T, H, N, v[0], v[1], v[2], v[3], v[4], v[5]};
+    float *r = v[HY_WKV7_SLOT_R], *w = v[HY_WKV7_SLOT_W], *k = v[HY_WKV7_SLOT_K], *vv = v[HY_WKV7_SLOT_V],
+          *q = v[HY_WKV7_SLOT_Q], *b = v[HY_WKV7_SLOT_B], *dy = v[HY_WKV7_SLOT_DY];
+    for (size_t i = 0; i < n; i++) {
+        r[i] = sinf(0.37f * i), k[i] = cosf(0.11f * i), vv[i] = sinf(0.07f * i);
+        w[i] = 0.9f + 0.05f * sinf(0.03f * i), q[i] = 0.125f * cosf(0.19f * i), b[i] = 0.5f * q[i];
+        dy[i] = r[i];
+    }
+    hy_wkv7_in in = {B, T, H, N, r, w, k, vv, q, b};
     double fwd = INFINITY, bwd = INFINITY;
     hy_buf work = {0};   /* the recurrence's workspace, kept across the calls as the block keeps it */
-    for (int r = 0; r < 5; r++) {   /* the best of 5: the VM is shared, and the first calls fault pages in */
+    for (int i = 0; i < 5; i++) {   /* the best of 5: the VM is shared, and the first calls fault pages in */
         double t0 = hy_now();
-        hy_wkv7_forward(&in, NULL, v[6], v[7], ck, &work);
+        hy_wkv7_forward(&in, NULL, v[HY_WKV7_SLOT_Y], v[HY_WKV7_SLOT_SQ], ck, &work);
         fwd = fmin(fwd, hy_now() - t0);
     }
-    for (int r = 0; r < 5; r++) {
+    for (int i = 0; i < 5; i++) {
         double t0 = hy_now();
-        hy_wkv7_backward(&in, v[7], ck, v[0], v[8], v[9], v[10], v[11], v[12], v[13], &work);
+        hy_wkv7_backward(&in, v[HY_WKV7_SLOT_SQ], ck, dy, v[HY_WKV7_SLOT_DR], v[HY_WKV7_SLOT_DW], v[HY_WKV7_SLOT_DK],
+                         v[HY_WKV7_SLOT_DV], v[HY_WKV7_SLOT_DQ], v[HY_WKV7_SLOT_DB], &work);
         bwd = fmin(bwd, hy_now() - t0);
     }
     double flop = 9.0 * N * N * H * (double)T * B, bytes = 8.0 * n * 4;
@@ -41,7 +47,7 @@ void hy_bench_wkv7_line(const hy_machine_limits *m, int quick) {
     printf("wkv7 state update (%d heads of %d, T %d, state in L1): fwd %.2f ms = %.1f GFLOP/s = %.3f x best f32 GEMM "
            "(%.1f GB/s streamed = %.3f x memory copy); bwd %.2f ms = %.2f x fwd; bound: %s\n",
            H, N, T, fwd * 1e3, gf, gf / m->best_f32, gbs, gbs / m->copy_gbs, bwd * 1e3, bwd / fwd, bound);
-    for (int i = 0; i < 14; i++) hy_free(v[i]);
+    hy_buf_free(&arrays);
     hy_free(ck);
     hy_buf_free(&work);
 }

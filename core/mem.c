@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,4 +131,26 @@ void hy_buf_free(hy_buf *b) {
     hy_free(b->p);
     b->p = NULL;
     b->cap = 0;
+}
+
+#define SKEW_PAGE 4096
+
+/* Bytes of one array's place in a skewed workspace: its pages, rounded up, and one page for its offset. */
+static size_t skewed_stride(size_t n) {
+    return (n * sizeof(float) + SKEW_PAGE - 1) / SKEW_PAGE * SKEW_PAGE + SKEW_PAGE;
+}
+
+size_t hy_skewed_floats(size_t n, int count) {
+    return (SKEW_PAGE + (size_t)(count > 0 ? count : 0) * skewed_stride(n)) / sizeof(float);
+}
+
+float *hy_buf_grab_skewed(hy_buf *b, size_t n, int count, int first_slot, float **arr) {
+    float *p = hy_buf_grab(b, hy_skewed_floats(n, count));
+    if (!p) return NULL;
+    char *page = (char *)(((uintptr_t)p + SKEW_PAGE - 1) / SKEW_PAGE * SKEW_PAGE);
+    for (int i = 0; i < count; i++) {
+        const int slot = ((first_slot + i) % HY_SKEW_SLOTS + HY_SKEW_SLOTS) % HY_SKEW_SLOTS;
+        arr[i] = (float *)(page + (size_t)i * skewed_stride(n) + (size_t)slot * HY_SKEW_BYTES);
+    }
+    return p;
 }

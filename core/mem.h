@@ -28,4 +28,23 @@ float *hy_buf_reserve(hy_buf *b, size_t n);   /* NULL on failure */
 float *hy_buf_grab(hy_buf *b, size_t n);
 void hy_buf_free(hy_buf *b);
 
+/* Arrays that one loop reads and writes together, row by row, are placed at distinct offsets within
+ * a 4 KiB page. Separate large allocations all start at the same page offset, and when such
+ * arrays are walked with a row stride that is a multiple of 4 KiB (or of 1 or 2 KiB), the rows of
+ * every array fall into the same few sets of the L1 cache (64 sets of 64-byte lines span 4 KiB),
+ * which then holds 12 lines per set at most; a store and a later load 4 KiB apart are also taken for
+ * the same address by the load/store unit for a while. HY_SKEW_SLOTS slots of HY_SKEW_BYTES (4
+ * cache lines, one row of a 64-float head) cover the 4 KiB. */
+#define HY_SKEW_BYTES 256
+#define HY_SKEW_SLOTS 16
+/* Floats a workspace needs for `count` arrays of n floats placed by hy_buf_grab_skewed (the same
+ * for every first_slot): each array in its own whole number of pages plus one page, plus one page
+ * to align the first: for memory estimates. */
+size_t hy_skewed_floats(size_t n, int count);
+/* Points arr[0..count) at count arrays of n floats each inside the workspace b (grown as
+ * hy_buf_grab: contents dropped), array i starting ((first_slot + i) mod HY_SKEW_SLOTS)·HY_SKEW_BYTES
+ * bytes past a 4 KiB boundary, so two workspaces laid out by this with different slots do not
+ * share offsets either. Returns b->p, or NULL (and hy_fail) when it cannot grow. */
+float *hy_buf_grab_skewed(hy_buf *b, size_t n, int count, int first_slot, float **arr);
+
 #endif

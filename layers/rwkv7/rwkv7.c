@@ -184,10 +184,12 @@ static int fwd_prepare(rw_fwd *c, bool keep) {
     rw_priv *P = c->P;
     const geom g = c->g;
     const size_t rows = c->rows, n = c->n;
-    hy_buf *big[] = {&P->xx, &P->xm, &P->r, &P->k0, &P->k, &P->v, &P->w, &P->dec, &P->a, &P->g, &P->kk, &P->b,
-                     &P->y, &P->sq, &P->op};
-    for (size_t i = 0; i < sizeof big / sizeof *big; i++)
-        if (!hy_buf_grab(big[i], n)) return HY_ERR_NOMEM;
+    float **big[] = {&P->r, &P->dec, &P->k, &P->v, &P->kk, &P->b, &P->sq, &P->y,   /* HY_WKV7_SLOT_R .. Y */
+                     &P->xx, &P->xm, &P->k0, &P->w, &P->a, &P->g, &P->op};
+    enum { NBIG = sizeof big / sizeof *big };
+    float *at[NBIG];
+    if (!hy_buf_grab_skewed(&P->fwd_arrays, n, NBIG, HY_WKV7_SLOT_R, at)) return HY_ERR_NOMEM;
+    for (int i = 0; i < NBIG; i++) *big[i] = at[i];
     if (!hy_buf_grab(&P->hw, rows * g.Dw) || !hy_buf_grab(&P->ha, rows * g.Da) || !hy_buf_grab(&P->hg, rows * g.Dg) ||
         !hy_buf_grab(&P->kinv, rows * g.H) || !hy_buf_grab(&P->mean, rows * g.H) || !hy_buf_grab(&P->rstd, rows * g.H))
         return HY_ERR_NOMEM;
@@ -202,7 +204,7 @@ static int fwd_prepare(rw_fwd *c, bool keep) {
 static void fwd_token_shift(rw_fwd *c, const float *xprev) {
     const int C = c->g.C, T = c->T;
     const float *x = c->x;
-    float *xx = c->P->xx.p;
+    float *xx = c->P->xx;
     #pragma omp parallel for schedule(static) if (c->rows * (size_t)C >= PAR_MIN)
     for (size_t r = 0; r < c->rows; r++) {
         int t = (int)(r % T), b = (int)(r / T);
@@ -220,12 +222,12 @@ static int fwd_projections(rw_fwd *c, bool keep) {
     const int C = c->g.C;
     const size_t rows = c->rows, n = c->n;
     const float *x = c->x;
-    float *xx = P->xx.p, *xm = P->xm.p, *v = P->v.p;
+    float *xx = P->xx, *xm = P->xm, *v = P->v;
     hy_first_slot *vf1 = c->L->first;   /* v_first: written by the first rwkv7 layer, read by the later ones */
     mix(xm, x, xx, p[P_XR], rows, C);
-    hy_linear_forward(P->r.p, xm, p[P_WR], NULL, (int)rows, C, C);
+    hy_linear_forward(P->r, xm, p[P_WR], NULL, (int)rows, C, C);
     mix(xm, x, xx, p[P_XK], rows, C);
-    hy_linear_forward(P->k0.p, xm, p[P_WK], NULL, (int)rows, C, C);
+    hy_linear_forward(P->k0, xm, p[P_WK], NULL, (int)rows, C, C);
     mix(xm, x, xx, p[P_XV], rows, C);
     hy_linear_forward(v, xm, p[P_WV], NULL, (int)rows, C, C);
     if (c->first) {
@@ -265,14 +267,14 @@ static void fwd_decay(rw_fwd *c) {
     float *const *p = c->p;
     const int C = c->g.C;
     const size_t rows = c->rows;
-    mix(P->xm.p, c->x, P->xx.p, p[P_XW], rows, C);
-    xw(P->hw.p, P->xm.p, p[P_W1], rows, C, c->g.Dw);
+    mix(P->xm, c->x, P->xx, p[P_XW], rows, C);
+    xw(P->hw.p, P->xm, p[P_W1], rows, C, c->g.Dw);
     float *h = P->hw.p;
     size_t nh = rows * c->g.Dw;
     #pragma omp parallel for schedule(static) if (nh >= PAR_MIN)
     for (size_t i = 0; i < nh; i++) h[i] = 1.0f - 2.0f / (hy_expf(2.0f * h[i]) + 1.0f);   /* tanh */
-    xw(P->w.p, P->hw.p, p[P_W2], rows, c->g.Dw, C);
-    float *w = P->w.p, *dec = P->dec.p, *w0 = p[P_W0];
+    xw(P->w, P->hw.p, p[P_W2], rows, c->g.Dw, C);
+    float *w = P->w, *dec = P->dec, *w0 = p[P_W0];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t r = 0; r < rows; r++)
         #pragma omp simd
@@ -290,21 +292,21 @@ static void fwd_rate_gate(rw_fwd *c) {
     float *const *p = c->p;
     const int C = c->g.C;
     const size_t rows = c->rows;
-    mix(P->xm.p, c->x, P->xx.p, p[P_XA], rows, C);
-    xw(P->ha.p, P->xm.p, p[P_A1], rows, C, c->g.Da);
-    xw(P->a.p, P->ha.p, p[P_A2], rows, c->g.Da, C);
-    float *a = P->a.p, *a0 = p[P_A0];
+    mix(P->xm, c->x, P->xx, p[P_XA], rows, C);
+    xw(P->ha.p, P->xm, p[P_A1], rows, C, c->g.Da);
+    xw(P->a, P->ha.p, p[P_A2], rows, c->g.Da, C);
+    float *a = P->a, *a0 = p[P_A0];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t r = 0; r < rows; r++)
         #pragma omp simd
         for (int ch = 0; ch < C; ch++) a[r * C + ch] = hy_sigmoidf(a0[ch] + a[r * C + ch]);
-    mix(P->xm.p, c->x, P->xx.p, p[P_XG], rows, C);
-    xw(P->hg.p, P->xm.p, p[P_G1], rows, C, c->g.Dg);
+    mix(P->xm, c->x, P->xx, p[P_XG], rows, C);
+    xw(P->hg.p, P->xm, p[P_G1], rows, C, c->g.Dg);
     float *h = P->hg.p;
     size_t nh = rows * c->g.Dg;
     #pragma omp parallel for schedule(static) if (nh >= PAR_MIN)
     for (size_t i = 0; i < nh; i++) h[i] = hy_sigmoidf(h[i]);
-    xw(P->g.p, P->hg.p, p[P_G2], rows, c->g.Dg, C);
+    xw(P->g, P->hg.p, p[P_G2], rows, c->g.Dg, C);
 }
 
 /* kk = normalise(k0 ⊙ k_k) per head, b = kk ⊙ a, k = k0 ⊙ (1 + (a-1) ⊙ k_a). */
@@ -312,7 +314,7 @@ static void fwd_keys(rw_fwd *c) {
     rw_priv *P = c->P;
     const int C = c->g.C, H = c->g.H, N = c->g.N;
     const size_t rows = c->rows;
-    float *k0 = P->k0.p, *k = P->k.p, *kk = P->kk.p, *kinv = P->kinv.p, *b = P->b.p, *a = P->a.p;
+    float *k0 = P->k0, *k = P->k, *kk = P->kk, *kinv = P->kinv.p, *b = P->b, *a = P->a;
     const float *kkw = c->p[P_KK], *ka = c->p[P_KA];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t r = 0; r < rows; r++)
@@ -343,8 +345,8 @@ static void fwd_output(rw_fwd *c, float *out) {
     float *const *p = c->p;
     const int C = c->g.C, H = c->g.H, N = c->g.N;
     const size_t rows = c->rows;
-    float *y = P->y.p, *op = P->op.p, *mean = P->mean.p, *rstd = P->rstd.p, *r = P->r.p, *k = P->k.p, *v = P->v.p;
-    float *gg = P->g.p, *xm = P->xm.p;
+    float *y = P->y, *op = P->op, *mean = P->mean.p, *rstd = P->rstd.p, *r = P->r, *k = P->k, *v = P->v;
+    float *gg = P->g, *xm = P->xm;
     const float *lnw = p[P_LNW], *lnb = p[P_LNB], *rk = p[P_RK];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t row = 0; row < rows; row++)
@@ -386,8 +388,8 @@ static int rw_forward_core(hy_layer *L, const float *x, float *out, int B, int T
     fwd_decay(&c);
     fwd_rate_gate(&c);
     fwd_keys(&c);
-    hy_wkv7_in in = {B, T, c.g.H, c.g.N, P->r.p, P->dec.p, P->k.p, P->v.p, P->kk.p, P->b.p};
-    if ((rc = hy_wkv7_forward(&in, S, P->y.p, P->sq.p, keep ? P->ckpt.p : NULL, &P->wkv_work)) < 0) return rc;
+    hy_wkv7_in in = {B, T, c.g.H, c.g.N, P->r, P->dec, P->k, P->v, P->kk, P->b};
+    if ((rc = hy_wkv7_forward(&in, S, P->y, P->sq, keep ? P->ckpt.p : NULL, &P->wkv_work)) < 0) return rc;
     fwd_output(&c, out);
     const int C = c.g.C;
     if (xprev)
@@ -499,29 +501,27 @@ static double rw_flop(const hy_opts *o, int d, int T) {
     return (double)T * (8.0 * g.C * g.C + 4.0 * g.C * (g.Dw + g.Da + g.Dv + g.Dg) + 9.0 * g.C * g.N);
 }
 
-/* Training memory. Forward keeps 15 (rows, C) arrays, the LoRA hiddens hw, ha, hg (and hv, with vg
+/* Training memory. Forward keeps 15 (rows, C) arrays (one skewed workspace: hy_skewed_floats), the LoRA hiddens hw, ha, hg (and hv, with vg
  * and vdiff (rows, C), in every layer but the block's first), kinv, mean, rstd (rows, H), the
  * recurrence's checkpoints (B, H, chunks, N, N) and its workspace (kept between calls); backward
- * adds 11 (rows, C) arrays, dhw (rows, largest LoRA width) and ones (rows). No scratch. */
+ * adds 11 (rows, C) arrays (another), dhw (rows, largest LoRA width) and ones (rows). No scratch. */
 static hy_train_bytes rw_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
     geom g = geom_of(o, d);
     double rows = (double)B * T, n = rows * g.C;
     int Dmax = g.Dw > g.Da ? g.Dw : g.Da;
     Dmax = Dmax > g.Dv ? Dmax : g.Dv;
     Dmax = Dmax > g.Dg ? Dmax : g.Dg;
-    double fwd = 15 * n + rows * (g.Dw + g.Da + g.Dg + 3.0 * g.H) + (double)B * g.H * hy_wkv7_nchunks(T) * g.N * g.N +
+    double fwd = (double)hy_skewed_floats((size_t)n, 15) + rows * (g.Dw + g.Da + g.Dg + 3.0 * g.H) + (double)B * g.H * hy_wkv7_nchunks(T) * g.N * g.N +
                  (first ? 0 : 2 * n + rows * g.Dv);
-    double bwd = 11 * n + rows * Dmax + rows, work = hy_wkv7_work_floats(B, g.H, g.N, threads);
+    double bwd = (double)hy_skewed_floats((size_t)n, 11) + rows * Dmax + rows, work = hy_wkv7_work_floats(B, g.H, g.N, threads);
     return (hy_train_bytes){(fwd + bwd + work) * sizeof(float), 0};
 }
 
 static void rw_destroy(hy_layer *L) {
     rw_priv *P = L->priv;   /* (v_first's buffers belong to the model's slot: hy_shared_free) */
     if (!P) return;
-    hy_buf *bufs[] = {&P->xx, &P->xm, &P->r, &P->k0, &P->k, &P->v, &P->w, &P->dec, &P->hw, &P->hv, &P->vg,
-                      &P->vdiff, &P->ha, &P->a, &P->hg, &P->g, &P->kk, &P->kinv, &P->b, &P->y, &P->sq, &P->ckpt,
-                      &P->mean, &P->rstd, &P->op, &P->ones, &P->d1, &P->d2, &P->d3, &P->dr, &P->dk, &P->dv,
-                      &P->ddec, &P->dq, &P->db, &P->dy, &P->dxx, &P->dhw, &P->wkv_work};
+    hy_buf *bufs[] = {&P->fwd_arrays, &P->bwd_arrays, &P->hw, &P->hv, &P->vg, &P->vdiff, &P->ha, &P->hg, &P->kinv,
+                      &P->ckpt, &P->mean, &P->rstd, &P->ones, &P->dhw, &P->wkv_work};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) hy_buf_free(bufs[i]);
     hy_free(P);
     L->priv = NULL;

@@ -26,6 +26,19 @@ extern const hy_block_ops hy_block_cmix;
  * values, but they are not left in the caches. */
 #define HY_WKV7_STREAM_BYTES ((size_t)4 << 20)
 
+/* Where the recurrence's (B, T, H·N) arrays go in a workspace laid out by core/mem.h's
+ * hy_buf_grab_skewed (the slot of each, in HY_SKEW_BYTES past a 4 KiB boundary): the forward walks
+ * the six inputs, sq and y together and the backward the six inputs, sq, dy and the six gradients,
+ * one head's N floats of every row, rows H·N floats apart; with H·N·4 a multiple of 4 KiB (16 heads
+ * of 64) arrays at the same page offset put all those rows into the same four L1 sets. The block
+ * (layers/rwkv7/rwkv7.c) and the bench line (bench/bench_rwkv7.c) both use these slots: 15
+ * distinct ones, fewer than HY_SKEW_SLOTS. */
+enum {
+    HY_WKV7_SLOT_R, HY_WKV7_SLOT_W, HY_WKV7_SLOT_K, HY_WKV7_SLOT_V, HY_WKV7_SLOT_Q, HY_WKV7_SLOT_B,
+    HY_WKV7_SLOT_SQ, HY_WKV7_SLOT_Y, HY_WKV7_SLOT_DY, HY_WKV7_SLOT_DR, HY_WKV7_SLOT_DW, HY_WKV7_SLOT_DK,
+    HY_WKV7_SLOT_DV, HY_WKV7_SLOT_DQ, HY_WKV7_SLOT_DB, HY_WKV7_SLOTS
+};
+
 typedef struct {
     int B, T, H, N;
     const float *r, *w, *k, *v, *q, *b;

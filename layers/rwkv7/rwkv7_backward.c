@@ -25,9 +25,12 @@ typedef struct {
  * checks that a first-layer v_first gradient buffer exists when this layer reads v_first. */
 static int bwd_prepare(rw_bwd *c) {
     rw_priv *P = c->P;
-    hy_buf *big[] = {&P->d1, &P->d2, &P->d3, &P->dr, &P->dk, &P->dv, &P->ddec, &P->dq, &P->db, &P->dy, &P->dxx};
-    for (size_t i = 0; i < sizeof big / sizeof *big; i++)
-        if (!hy_buf_grab(big[i], c->n)) return HY_ERR_NOMEM;
+    float **big[] = {&P->dy, &P->dr, &P->ddec, &P->dk, &P->dv, &P->dq, &P->db,   /* HY_WKV7_SLOT_DY .. DB */
+                     &P->d1, &P->d2, &P->d3, &P->dxx};
+    enum { NBIG = sizeof big / sizeof *big };
+    float *at[NBIG];
+    if (!hy_buf_grab_skewed(&P->bwd_arrays, c->n, NBIG, HY_WKV7_SLOT_DY, at)) return HY_ERR_NOMEM;
+    for (int i = 0; i < NBIG; i++) *big[i] = at[i];
     int Dmax = c->g.Dw > c->g.Da ? c->g.Dw : c->g.Da;
     Dmax = Dmax > c->g.Dv ? Dmax : c->g.Dv;
     Dmax = Dmax > c->g.Dg ? Dmax : c->g.Dg;
@@ -50,7 +53,7 @@ static void bwd_output_gate(rw_bwd *c, const float *dyo) {
     float *const *p = c->p, *const *gr = c->gr;
     const size_t rows = c->rows, n = c->n;
     const int C = c->g.C;
-    float *xm = P->xm.p, *op = P->op.p, *gg = P->g.p, *d1 = P->d1.p, *d2 = P->d2.p, *d3 = P->d3.p, *dh = P->dhw.p;
+    float *xm = P->xm, *op = P->op, *gg = P->g, *d1 = P->d1, *d2 = P->d2, *d3 = P->d3, *dh = P->dhw.p;
     /* output projection: d1 = dz; then d2 = dg, d1 = d(op). Its input op ⊙ g is still in xm when
      * nothing has overwritten it since the forward (a second backward of the same forward has) */
     if (!P->xm_gated) {
@@ -67,10 +70,10 @@ static void bwd_output_gate(rw_bwd *c, const float *dyo) {
     size_t nh = rows * c->g.Dg;
     #pragma omp parallel for schedule(static) if (nh >= PAR_MIN)
     for (size_t i = 0; i < nh; i++) dh[i] *= hg[i] * (1.0f - hg[i]);
-    mix(xm, c->x, P->xx.p, p[P_XG], rows, C);
+    mix(xm, c->x, P->xx, p[P_XG], rows, C);
     P->xm_gated = false;
     xw_backward(d3, gr[P_G1], dh, xm, p[P_G1], rows, C, c->g.Dg, false);
-    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XG], gr[P_XG], c->ones, rows, C, true);
+    mix_backward(d3, c->dx, P->dxx, P->xx, p[P_XG], gr[P_XG], c->ones, rows, C, true);
 }
 
 /* Group norm per head and the r_k bonus: from d1 = d(op), seeds dy (the recurrence output's
@@ -79,10 +82,10 @@ static void bwd_group_norm(rw_bwd *c) {
     rw_priv *P = c->P;
     const int C = c->g.C, H = c->g.H, N = c->g.N;
     const size_t rows = c->rows;
-    const float *restrict y = P->y.p, *restrict mean = P->mean.p, *restrict rstd = P->rstd.p, *restrict d1 = P->d1.p;
-    float *restrict dy = P->dy.p, *restrict d2 = P->d2.p, *restrict d3 = P->d3.p, *restrict dr = P->dr.p,
-          *restrict dk = P->dk.p, *restrict dv = P->dv.p;
-    const float *restrict r = P->r.p, *restrict k = P->k.p, *restrict v = P->v.p, *restrict lnw = c->p[P_LNW],
+    const float *restrict y = P->y, *restrict mean = P->mean.p, *restrict rstd = P->rstd.p, *restrict d1 = P->d1;
+    float *restrict dy = P->dy, *restrict d2 = P->d2, *restrict d3 = P->d3, *restrict dr = P->dr,
+          *restrict dk = P->dk, *restrict dv = P->dv;
+    const float *restrict r = P->r, *restrict k = P->k, *restrict v = P->v, *restrict lnw = c->p[P_LNW],
                 *restrict rk = c->p[P_RK];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t row = 0; row < rows; row++)
@@ -121,9 +124,9 @@ static void bwd_group_norm(rw_bwd *c) {
  * db (d(kk ⊙ a)). */
 static int bwd_recurrence(rw_bwd *c) {
     rw_priv *P = c->P;
-    hy_wkv7_in in = {c->B, c->T, c->g.H, c->g.N, P->r.p, P->dec.p, P->k.p, P->v.p, P->kk.p, P->b.p};
-    int rc = hy_wkv7_backward(&in, P->sq.p, P->ckpt.p, P->dy.p, P->d1.p, P->ddec.p, P->d2.p, P->d3.p, P->dq.p,
-                              P->db.p, &P->wkv_work);
+    hy_wkv7_in in = {c->B, c->T, c->g.H, c->g.N, P->r, P->dec, P->k, P->v, P->kk, P->b};
+    int rc = hy_wkv7_backward(&in, P->sq, P->ckpt.p, P->dy, P->d1, P->ddec, P->d2, P->d3, P->dq,
+                              P->db, &P->wkv_work);
     return rc < 0 ? rc : 0;
 }
 
@@ -136,9 +139,9 @@ static void bwd_keys(rw_bwd *c) {
     rw_priv *P = c->P;
     const int C = c->g.C, H = c->g.H, N = c->g.N;
     const size_t rows = c->rows;
-    float *restrict dr = P->dr.p, *restrict dk = P->dk.p, *restrict dv = P->dv.p, *restrict dq = P->dq.p,
-          *restrict db = P->db.p, *restrict t1 = P->d1.p, *restrict t2 = P->d2.p, *restrict t3 = P->d3.p;
-    const float *restrict a = P->a.p, *restrict kk = P->kk.p, *restrict k0 = P->k0.p, *restrict kinv = P->kinv.p,
+    float *restrict dr = P->dr, *restrict dk = P->dk, *restrict dv = P->dv, *restrict dq = P->dq,
+          *restrict db = P->db, *restrict t1 = P->d1, *restrict t2 = P->d2, *restrict t3 = P->d3;
+    const float *restrict a = P->a, *restrict kk = P->kk, *restrict k0 = P->k0, *restrict kinv = P->kinv.p,
                 *restrict ka = c->p[P_KA], *restrict kkw = c->p[P_KK];
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t row = 0; row < rows; row++)
@@ -172,12 +175,12 @@ static void bwd_in_context_rate(rw_bwd *c) {
     float *const *p = c->p, *const *gr = c->gr;
     const size_t rows = c->rows;
     const int C = c->g.C;
-    float *d2 = P->d2.p, *d3 = P->d3.p, *dh = P->dhw.p, *xm = P->xm.p;
+    float *d2 = P->d2, *d3 = P->d3, *dh = P->dhw.p, *xm = P->xm;
     colsum_add(gr[P_A0], d2, c->ones, rows, C);
     xw_backward(dh, gr[P_A2], d2, P->ha.p, p[P_A2], rows, c->g.Da, C, false);
-    mix(xm, c->x, P->xx.p, p[P_XA], rows, C);
+    mix(xm, c->x, P->xx, p[P_XA], rows, C);
     xw_backward(d3, gr[P_A1], dh, xm, p[P_A1], rows, C, c->g.Da, false);
-    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XA], gr[P_XA], c->ones, rows, C, false);
+    mix_backward(d3, c->dx, P->dxx, P->xx, p[P_XA], gr[P_XA], c->ones, rows, C, false);
 }
 
 /* decay = exp(-exp(w)), w = -softplus(-z) - 0.5, z = w0 + tanh(xw@w1)@w2:
@@ -187,8 +190,8 @@ static void bwd_decay(rw_bwd *c) {
     float *const *p = c->p, *const *gr = c->gr;
     const size_t rows = c->rows, n = c->n;
     const int C = c->g.C;
-    float *d2 = P->d2.p, *d3 = P->d3.p, *dh = P->dhw.p, *xm = P->xm.p;
-    float *ddec = P->ddec.p, *w = P->w.p, *dec = P->dec.p, *hw = P->hw.p;
+    float *d2 = P->d2, *d3 = P->d3, *dh = P->dhw.p, *xm = P->xm;
+    float *ddec = P->ddec, *w = P->w, *dec = P->dec, *hw = P->hw.p;
     #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float ew = hy_expf(w[i]);
@@ -199,9 +202,9 @@ static void bwd_decay(rw_bwd *c) {
     size_t nh = rows * c->g.Dw;
     #pragma omp parallel for schedule(static) if (nh >= PAR_MIN)
     for (size_t i = 0; i < nh; i++) dh[i] *= 1.0f - hw[i] * hw[i];
-    mix(xm, c->x, P->xx.p, p[P_XW], rows, C);
+    mix(xm, c->x, P->xx, p[P_XW], rows, C);
     xw_backward(d3, gr[P_W1], dh, xm, p[P_W1], rows, C, c->g.Dw, false);
-    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XW], gr[P_XW], c->ones, rows, C, false);
+    mix_backward(d3, c->dx, P->dxx, P->xx, p[P_XW], gr[P_XW], c->ones, rows, C, false);
 }
 
 /* v: the value residual toward v_first (later layers), or, in the first layer, the v_first
@@ -212,8 +215,8 @@ static void bwd_value(rw_bwd *c) {
     const size_t rows = c->rows, n = c->n;
     const int C = c->g.C;
     hy_first_slot *vf1 = c->L->first;
-    float *dv = P->dv.p, *d2 = P->d2.p, *d3 = P->d3.p, *dh = P->dhw.p, *xm = P->xm.p;
-    mix(xm, c->x, P->xx.p, p[P_XV], rows, C);
+    float *dv = P->dv, *d2 = P->d2, *d3 = P->d3, *dh = P->dhw.p, *xm = P->xm;
+    mix(xm, c->x, P->xx, p[P_XV], rows, C);
     if (!P->first) {
         float *vg = P->vg.p, *vd = P->vdiff.p, *dvf = vf1->grad.p;
         #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
@@ -235,7 +238,7 @@ static void bwd_value(rw_bwd *c) {
         }
         hy_linear_backward(d3, gr[P_WV], NULL, dv, xm, p[P_WV], (int)rows, C, C, false);
     }
-    mix_backward(d3, c->dx, P->dxx.p, P->xx.p, p[P_XV], gr[P_XV], c->ones, rows, C, false);
+    mix_backward(d3, c->dx, P->dxx, P->xx, p[P_XV], gr[P_XV], c->ones, rows, C, false);
 }
 
 /* The receptance and key projections, then, in one pass, their mix backwards (mix_backward's sums
@@ -248,13 +251,13 @@ static void bwd_projections_shift(rw_bwd *c) {
     float *const *p = c->p, *const *gr = c->gr;
     const size_t rows = c->rows;
     const int C = c->g.C, T = c->T;
-    float *restrict dmr = P->d3.p, *restrict dmk = P->d1.p, *restrict gmr = P->d2.p, *restrict gmk = P->ddec.p,
-          *restrict dxx = P->dxx.p, *restrict dx = c->dx, *xm = P->xm.p;
-    const float *restrict xx = P->xx.p, *restrict mur = p[P_XR], *restrict muk = p[P_XK];
+    float *restrict dmr = P->d3, *restrict dmk = P->d1, *restrict gmr = P->d2, *restrict gmk = P->ddec,
+          *restrict dxx = P->dxx, *restrict dx = c->dx, *xm = P->xm;
+    const float *restrict xx = P->xx, *restrict mur = p[P_XR], *restrict muk = p[P_XK];
     mix(xm, c->x, xx, mur, rows, C);
-    hy_linear_backward(dmr, gr[P_WR], NULL, P->dr.p, xm, p[P_WR], (int)rows, C, C, false);
+    hy_linear_backward(dmr, gr[P_WR], NULL, P->dr, xm, p[P_WR], (int)rows, C, C, false);
     mix(xm, c->x, xx, muk, rows, C);
-    hy_linear_backward(dmk, gr[P_WK], NULL, P->dk.p, xm, p[P_WK], (int)rows, C, C, false);
+    hy_linear_backward(dmk, gr[P_WK], NULL, P->dk, xm, p[P_WK], (int)rows, C, C, false);
     #pragma omp parallel for schedule(static) if (rows * (size_t)C >= PAR_MIN)
     for (size_t row = 0; row < rows; row++) {
         const size_t o = row * C;

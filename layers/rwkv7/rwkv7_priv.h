@@ -33,14 +33,21 @@ static inline geom geom_of(const hy_opts *o, int d) {
     return g;
 }
 
-/* Caches of the last forward and workspaces. */
+/* Caches of the last forward and workspaces. The (rows, C) arrays of the forward and of the
+ * backward are two workspaces each (fwd_arrays, bwd_arrays), laid out by hy_buf_grab_skewed with
+ * the recurrence's arrays at rwkv7.h's HY_WKV7_SLOT_* page offsets: separate allocations would all
+ * start at the same page offset, and the recurrence walks one head's rows of 8 (forward) or 15
+ * (backward) of them together. */
 typedef struct {
     const float *x;
     int B, T;
     bool have_fwd, first;
     bool xm_gated;   /* xm holds op ⊙ g, the output projection's input, as the forward leaves it */
-    hy_buf xx, xm, r, k0, k, v, w, dec, hw, hv, vg, vdiff, ha, a, hg, g, kk, kinv, b, y, sq, ckpt, mean, rstd, op;
-    hy_buf ones, d1, d2, d3, dr, dk, dv, ddec, dq, db, dy, dxx, dhw;
+    hy_buf fwd_arrays, bwd_arrays;
+    float *r, *dec, *k, *v, *kk, *b, *sq, *y, *xx, *xm, *k0, *w, *a, *g, *op;   /* in fwd_arrays, in slot order */
+    float *dy, *dr, *ddec, *dk, *dv, *dq, *db, *d1, *d2, *d3, *dxx;             /* in bwd_arrays, in slot order */
+    hy_buf hw, hv, vg, vdiff, ha, hg, kinv, ckpt, mean, rstd;
+    hy_buf ones, dhw;
     hy_buf wkv_work;   /* the recurrence's workspace (hy_wkv7_forward, hy_wkv7_backward), kept between calls */
 } rw_priv;
 
