@@ -8,6 +8,7 @@
 #include "models/optim.h"
 #include "tests/testutil.h"
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -113,12 +114,44 @@ START_TEST(model_train_memory_matches_a_training_step) {
 }
 END_TEST
 
+/* hy_buf_grab_skewed: each array at its slot's offset past a 4 KiB boundary, none overlapping
+ * another or leaving the workspace, whose size is hy_skewed_floats; a second, smaller layout reuses
+ * the workspace, and a larger one grows it. */
+static void check_skewed(hy_buf *b, size_t n, int count, int first) {
+    float *arr[40];
+    ck_assert_ptr_nonnull(hy_buf_grab_skewed(b, n, count, first, arr));
+    ck_assert_uint_ge(b->cap, hy_skewed_floats(n, count));
+    for (int i = 0; i < count; i++) {
+        const size_t want = (size_t)((first + i) % HY_SKEW_SLOTS) * HY_SKEW_BYTES;
+        ck_assert_uint_eq((uintptr_t)arr[i] % 4096, want);
+        ck_assert(arr[i] >= b->p && arr[i] + n <= b->p + b->cap);
+        if (i) ck_assert(arr[i] >= arr[i - 1] + n);   /* in order, apart */
+        for (size_t e = 0; e < n; e++) arr[i][e] = (float)i;   /* writable to the end (ASan checks the bounds) */
+    }
+    for (int i = 0; i < count; i++) ck_assert(arr[i][0] == (float)i && arr[i][n - 1] == (float)i);
+}
+
+START_TEST(skewed_arrays_at_distinct_page_offsets) {
+    hy_buf b = {0};
+    check_skewed(&b, 4096 * 16, 15, 0);   /* the bench line's layout, 16 pages per array */
+    const float *p = b.p;
+    check_skewed(&b, 1000, 11, 8);        /* fewer, smaller arrays, slots 8..15, 0..2: the same workspace */
+    ck_assert_ptr_eq(b.p, p);
+    check_skewed(&b, 1, 3, 14);
+    check_skewed(&b, 4096 * 16 + 1, 20, 5);   /* more than HY_SKEW_SLOTS arrays: slots repeat; grows */
+    ck_assert_uint_eq(hy_skewed_floats(0, 4), 4096 / 4 + 4 * 4096 / 4);
+    ck_assert_uint_eq(hy_skewed_floats(1024, 2), (4096 + 2 * 8192) / 4);
+    hy_buf_free(&b);
+}
+END_TEST
+
 static Suite *memory_suite(void) {
     Suite *s = suite_create("memory");
     TCase *tc = tcase_create("estimate");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, block_train_bytes_match_allocations);
     tcase_add_test(tc, model_train_memory_matches_a_training_step);
+    tcase_add_test(tc, skewed_arrays_at_distinct_page_offsets);
     suite_add_tcase(s, tc);
     return s;
 }
