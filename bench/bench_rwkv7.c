@@ -2,7 +2,9 @@
  * of 64 over T tokens, with the throughput as a ratio to the limit that bounds it. Per token and
  * head the forward does 9·N² flops on an N×N state that stays in L1, and streams 8 vectors of N
  * floats (r, w, k, v, kk, kk·a in; y, sq out): at N = 64 that is 18 flops per streamed byte, far
- * above this machine's GEMM-rate / bandwidth ratio, so the bound is the FMA rate (the best f32 GEMM). */
+ * above this machine's GEMM-rate / bandwidth ratio, so the bound is the FMA rate (the best f32 GEMM).
+ * The arrays sit at the page offsets the rwkv7 block gives them (rwkv7.h's HY_WKV7_SLOT_*), dy in
+ * its own array as in the block, so that the line times the recurrence as the block runs it. */
 #include "bench/bench.h"
 #include "core/mem.h"
 #include "core/timer.h"
