@@ -267,7 +267,7 @@ static void bench_mamba_scan(const hy_machine_limits *lim, int quick) {
     for (int i = 0; i < T * 2 * N; i++) bc[i] = cosf((float)i * 0.7f);
     for (int i = 0; i < E * N; i++) A[i] = -(float)(i % N + 1);
     for (int i = 0; i < E; i++) D[i] = 1;
-    hy_mamba_scan_args a = {1, T, E, N, delta, x, bc, bc + N, 2 * N, A, D, NULL, NULL, HY_MAMBA_CHUNK, NULL, false, .hook_ctx = NULL};
+    hy_mamba_scan_args a = {1, T, E, N, delta, x, bc, bc + N, 2 * N, A, D, NULL, NULL, HY_MAMBA_CHUNK, NULL, false};
     double fwd, fwd_keep, bwd, min_s = quick ? 0.05 : 0.3;
     TIME_BEST(fwd, min_s, hy_mamba_scan_forward(&a, y));
     a.chunk_states = cs;

@@ -52,11 +52,13 @@ void hy_softplus_array(float *restrict out, const float *restrict in, size_t n) 
     for (size_t i = 0; i < n; i++) out[i] = softplus_cut(in[i]);
 }
 
-void hy_softplus_bias_tile(float *restrict out, size_t ldo, const float *restrict raw, size_t ldr,
-                           const float *restrict bias, int rows, int cols) {
-    for (int r = 0; r < rows; r++) {
-        const float *restrict x = raw + (size_t)r * ldr;
-        float *restrict o = out + (size_t)r * ldo;
+void hy_softplus_bias_rows(float *restrict out, const float *restrict raw, const float *restrict bias, size_t rows,
+                           int cols) {
+    #pragma omp parallel for schedule(static) if (rows * cols > 16384)
+    for (size_t r = 0; r < rows; r++) {
+        const float *restrict x = raw + r * cols;
+        float *restrict o = out + r * cols;
+        #pragma omp simd
         for (int c = 0; c < cols; c++) o[c] = softplus_cut(x[c] + bias[c]);
     }
 }

@@ -241,11 +241,12 @@ float hy_softplusf(float x);
  * hy_expf_neg and a Cephes log1p, branch-free so the loop vectorizes; OpenMP above 32768 floats. */
 void hy_softplus_array(float *restrict out, const float *restrict in, size_t n);
 
-/* out[r·ldo + c] = SPEC softplus(raw[r·ldr + c] + bias[c]) for a block of rows × cols (a
- * projection's bias and softplus: Mamba's Δ, a tile at a time inside its scan); the same bits as
- * hy_softplus_array of raw + bias. No OpenMP (called from the scan's threads). */
-void hy_softplus_bias_tile(float *restrict out, size_t ldo, const float *restrict raw, size_t ldr,
-                           const float *restrict bias, int rows, int cols);
+/* out[r·cols + c] = hy_softplus_array(raw + bias[c]) row by row in one pass (a projection's bias
+ * and softplus: Mamba's Δ), the same bits as adding the bias and then hy_softplus_array; raw is
+ * only read (a reader of raw + bias adds the bias again, with the same bits, instead of a second
+ * (rows, cols) array being written). OpenMP over rows above 16384 floats. */
+void hy_softplus_bias_rows(float *restrict out, const float *restrict raw, const float *restrict bias, size_t rows,
+                           int cols);
 
 /* log(1 + exp(u)), branch-free for vectorized loops: max(u,0) + log1p(e^-|u|) with log1p(t), t in
  * (0, 1], as 2·atanh(t/(2+t)) by its series (relative error ~1e-7). Its a·b + c are plain, not

@@ -49,7 +49,7 @@ static void scan_case_free(scan_case *s) {
 
 static hy_mamba_scan_args scan_args(const scan_case *s, bool with_s0) {
     return (hy_mamba_scan_args){s->B, s->T, s->E, s->N, s->delta, s->x, s->bc + 3, s->bc + 3 + s->N, s->ld,
-                                s->A, s->D, with_s0 ? s->s0 : NULL, NULL, 0, NULL, false, .hook_ctx = NULL};
+                                s->A, s->D, with_s0 ? s->s0 : NULL, NULL, 0, NULL, false};
 }
 
 /* The recurrence exactly as SPEC §2 writes it, in double, one (b, t, c, n) at a time. The inputs
@@ -216,72 +216,6 @@ START_TEST(scan_coarse_exp_close_to_reference) {
 }
 END_TEST
 
-/* The tile hooks' context: the arrays a hook copies from (fill) or into (take), the rows' E, and
- * the count of filled tiles whose lanes past cb were not zero. */
-typedef struct {
-    int T, E;
-    const float *src;
-    float *dst;
-    int dirty;
-} copy_hook;
-
-static void hook_fill(void *ctx, int b, int t0, int t1, int c0, int cb, float *tile) {
-    copy_hook *h = ctx;
-    for (int i = 0; i < t1 - t0; i++) {
-        for (int c = cb; c < HY_MAMBA_TILE_W; c++)
-            if (tile[i * HY_MAMBA_TILE_W + c] != 0.0f) {
-                #pragma omp atomic
-                h->dirty++;
-            }
-        memcpy(tile + i * HY_MAMBA_TILE_W, h->src + ((size_t)b * h->T + t0 + i) * h->E + c0, cb * sizeof(float));
-    }
-}
-
-static void hook_take(void *ctx, int b, int t0, int t1, int c0, int cb, float *tile) {
-    copy_hook *h = ctx;
-    for (int i = 0; i < t1 - t0; i++)
-        memcpy(h->dst + ((size_t)b * h->T + t0 + i) * h->E + c0, tile + i * HY_MAMBA_TILE_W, cb * sizeof(float));
-}
-
-/* The tile hooks (what the block fuses its softplus and gate passes through) hand the scan the same
- * values as the arrays, bit for bit: forward with delta_fill / y_take, backward with dy_fill /
- * ddelta_take against the plain calls, a tail channel block (E 37) whose padded lanes the hooks
- * find zero, T not a multiple of the tile or the chunk (7 and 64), the coarse exp too. */
-START_TEST(scan_hooks_same_bits) {
-    enum { B = 2, T = 150, E = 37, N = 5 };
-    for (int v = 0; v < 4; v++) {
-        const int chunk = v & 1 ? 7 : 64;
-        const bool coarse = v >= 2;
-        scan_case s;
-        scan_case_new(&s, B, T, E, N, 40 + v);
-        const size_t nE = (size_t)B * T * E, nBC = (size_t)B * T * s.ld;
-        float *dy = hy_malloc(nE * 4), *out[2][7];   /* y, dΔ, dx, dB|dC rows, dA, dD, chunk states */
-        tu_fill_normal(dy, nE, 1, 50 + v);
-        for (int k = 0; k < 2; k++) {
-            out[k][0] = hy_malloc(nE * 4), out[k][1] = hy_malloc(nE * 4), out[k][2] = hy_malloc(nE * 4);
-            out[k][3] = hy_calloc(nBC * 4), out[k][4] = hy_calloc(E * N * 4), out[k][5] = hy_calloc(E * 4);
-            out[k][6] = hy_malloc(hy_mamba_chunk_floats(B, T, E, N, chunk) * 4);
-            hy_mamba_scan_args a = scan_args(&s, false);
-            a.chunk = chunk, a.chunk_states = out[k][6], a.coarse_exp = coarse;
-            copy_hook fwd = {T, E, s.delta, out[k][0], 0}, bwd = {T, E, dy, out[k][1], 0};
-            if (k) a.delta_fill = hook_fill, a.y_take = hook_take, a.hook_ctx = &fwd;
-            ck_assert_int_eq(hy_mamba_scan_forward(&a, k ? NULL : out[k][0]), 0);
-            if (k) a.dy_fill = hook_fill, a.ddelta_take = hook_take, a.hook_ctx = &bwd;
-            ck_assert_int_eq(hy_mamba_scan_backward(&a, k ? NULL : dy, k ? NULL : out[k][1], out[k][2], out[k][3] + 3,
-                                                    out[k][3] + 3 + N, s.ld, out[k][4], out[k][5], NULL),
-                             0);
-            ck_assert_int_eq(fwd.dirty + bwd.dirty, 0);
-        }
-        const size_t len[7] = {nE, nE, nE, nBC, E * N, E, hy_mamba_chunk_floats(B, T, E, N, chunk)};
-        for (int j = 0; j < 7; j++) ck_assert_msg(memcmp(out[0][j], out[1][j], len[j] * 4) == 0, "case %d: output %d differs", v, j);
-        for (int k = 0; k < 2; k++)
-            for (int j = 0; j < 7; j++) hy_free(out[k][j]);
-        hy_free(dy);
-        scan_case_free(&s);
-    }
-}
-END_TEST
-
 /* The chunked backward does not depend on the chunk length: 1, 7, 64 (T = 150 is a multiple of
  * none) and one chunk longer than T. */
 START_TEST(scan_backward_chunk_lengths) {
@@ -420,31 +354,28 @@ START_TEST(coarse_exp2) {
 }
 END_TEST
 
-/* hy_softplus_bias_tile (Mamba's Δ = softplus(dt_proj dt + bias)) writes the bits of
- * hy_softplus_array of raw + bias, for a whole array and for a tile inside wider rows (the
- * scan's hook), values on both sides of the cut-off at 20 included; raw is left alone. */
-START_TEST(softplus_bias_tile_as_two_steps) {
+/* hy_softplus_bias_rows (Mamba's Δ = softplus(dt_proj dt + bias)) leaves raw as it was and
+ * writes the bits of hy_softplus_array of raw + bias, below and above the parallel threshold,
+ * values on both sides of the cut-off at 20 included. */
+START_TEST(softplus_bias_rows_as_two_steps) {
     const int shapes[2][2] = {{3, 37}, {300, 70}};
     for (int k = 0; k < 2; k++) {
         const int rows = shapes[k][0], cols = shapes[k][1];
         const size_t n = (size_t)rows * cols;
-        float *raw = hy_malloc(n * 4), *raw0 = hy_malloc(n * 4), *want_raw = hy_malloc(n * 4), *out = hy_malloc(n * 4),
-              *want = hy_malloc(n * 4), *bias = hy_malloc((size_t)cols * 4), tile[16 * 5];
+        float *raw = hy_malloc(n * 4), *want_raw = hy_malloc(n * 4), *out = hy_malloc(n * 4), *want = hy_malloc(n * 4),
+              *bias = hy_malloc((size_t)cols * 4);
         for (int c = 0; c < cols; c++) bias[c] = 0.25f * (float)(c % 9) - 1.0f;
         for (size_t i = 0; i < n; i++) raw[i] = 30.0f * sinf(0.7f * (float)i) - 3.0f;
-        memcpy(raw0, raw, n * 4);
         for (int r = 0; r < rows; r++)
             for (int c = 0; c < cols; c++) want_raw[(size_t)r * cols + c] = raw[(size_t)r * cols + c] + bias[c];
         hy_softplus_array(want, want_raw, n);
-        hy_softplus_bias_tile(out, (size_t)cols, raw, (size_t)cols, bias, rows, cols);
+        float *raw0 = hy_malloc(n * 4);
+        memcpy(raw0, raw, n * 4);
+        hy_softplus_bias_rows(out, raw, bias, (size_t)rows, cols);
         ck_assert(memcmp(raw, raw0, n * 4) == 0);
+        hy_free(raw0);
         ck_assert(memcmp(out, want, n * 4) == 0);
-        /* rows 1, 2, channels 20..32 of it into a tile of rows of 16 */
-        hy_softplus_bias_tile(tile, 16, raw + (size_t)cols + 20, (size_t)cols, bias + 20, 2, 13);
-        for (int r = 0; r < 2; r++)
-            for (int c = 0; c < 13; c++)
-                ck_assert(memcmp(&tile[r * 16 + c], &want[(size_t)(r + 1) * cols + 20 + c], 4) == 0);
-        hy_free(raw), hy_free(raw0), hy_free(want_raw), hy_free(out), hy_free(want), hy_free(bias);
+        hy_free(raw), hy_free(want_raw), hy_free(out), hy_free(want), hy_free(bias);
     }
 }
 END_TEST
@@ -841,8 +772,7 @@ static Suite *make_mamba_suite(void) {
     tcase_add_test(k, vector_math);
     tcase_add_test(k, vector_exp_matches_scalar);
     tcase_add_test(k, coarse_exp2);
-    tcase_add_test(k, softplus_bias_tile_as_two_steps);
-    tcase_add_test(k, scan_hooks_same_bits);
+    tcase_add_test(k, softplus_bias_rows_as_two_steps);
     tcase_add_test(k, broadcast_load);
     tcase_add_test(k, column_sums);
     suite_add_tcase(s, k);

@@ -2,9 +2,9 @@
  *   [x ; z] = in_proj u;  xc = silu(causal depthwise conv1d(x) + bias);  [dt ; B ; C] = x_proj xc
  *   Δ = softplus(dt_proj dt + bias);  y = scan(Δ, A = -exp(A_log), B, C, xc) + D ⊙ xc
  *   out = out_proj (y ⊙ silu(z))
- * Every product is a GEMM over all B·T rows (hy_linear_* / hy_gemm); softplus and the gate, forward
- * and backward, run inside the scan on its 16-channel tiles (the scan's hooks, below); the conv
- * (with its silu) is layers/common/causal_conv.c, the scan layers/mamba/scan.c.
+ * Every product is a GEMM over all B·T rows (hy_linear_* / hy_gemm); the gates and softplus are
+ * vectorized loops over channels; the conv (with its silu) is layers/common/causal_conv.c, the scan
+ * layers/mamba/scan.c.
  *
  * Layouts (rows = b·T + t): xz (rows, 2E) as in_proj writes it (x = columns 0..E-1, z = E..2E-1);
  * xpad (B, K-1+T, E): per sequence the K-1 conv inputs before t = 0 (zeros, or the streaming
@@ -156,81 +156,21 @@ static hy_cconv conv_of(const geom *g, fwd_bufs *F, int B, int T) {
 static hy_bf16 *yg_bf16(fwd_bufs *F) { return (hy_bf16 *)F->yg.p; }
 static hy_bf16 *xc_bf16(fwd_bufs *F, size_t nE) { return (hy_bf16 *)F->yg.p + nE; }
 
-/* What the scan's tile hooks (layers/mamba/scan.h) read and write: the passes before and after the
- * scan that stream the same (rows, E) arrays run on the scan's 16-channel tile while it is in L1,
- * instead of as passes of their own over the whole arrays. Rows are b·T + t; channels c0.. of a
- * tile's rows. */
-typedef struct {
-    int T, E;
-    const float *draw, *dt_bias;   /* dt_proj's output (without its bias) and the bias */
-    float *delta;                  /* Δ, kept for the backward (NULL: not kept) */
-    const float *xz;               /* z = columns E.. */
-    float *ys;                     /* the scan's y, kept for the backward (NULL: not kept) */
-    float *yg;                     /* y ⊙ silu(z) (f32) */
-    hy_bf16 *ygh;                  /* ... or in bf16 (then yg is NULL) */
-    const float *dyg;              /* backward: the gradient of yg */
-    float *dxz;                    /* dz into columns E.. (f32) */
-    hy_bf16 *dxzh;                 /* ... or in bf16 (then dxz is NULL) */
-    float *ddelta;                 /* d raw = dΔ · sigmoid(raw + bias), f32 */
-    hy_bf16 *ddeltah;              /* ... and in bf16 under bf16 (else NULL) */
-} hooks;
+enum { PIECE = 256 };   /* channels of a row rounded to bf16 at a time (on the stack) */
 
-/* Forward, before the scan reads Δ: Δ = softplus(raw + bias) into the tile, and into delta for the
- * backward. */
-static void delta_fill(void *ctx, int b, int t0, int t1, int c0, int cb, float *tile) {
-    const hooks *h = ctx;
-    const size_t E = (size_t)h->E, r0 = (size_t)b * h->T + t0;
-    hy_softplus_bias_tile(tile, HY_MAMBA_TILE_W, h->draw + r0 * E + c0, E, h->dt_bias + c0, t1 - t0, cb);
-    if (h->delta)
-        for (int i = 0; i < t1 - t0; i++) memcpy(h->delta + (r0 + i) * E + c0, tile + i * HY_MAMBA_TILE_W, cb * sizeof(float));
-}
-
-/* Forward, after the scan: y kept (ys) and the gate y ⊙ silu(z), in f32 or rounded to bf16. */
-static void y_take(void *ctx, int b, int t0, int t1, int c0, int cb, float *tile) {
-    const hooks *h = ctx;
-    const size_t E = (size_t)h->E;
-    for (int i = 0; i < t1 - t0; i++) {
-        const size_t r = (size_t)b * h->T + t0 + i;
-        const float *restrict y = tile + i * HY_MAMBA_TILE_W, *restrict z = h->xz + r * 2 * E + E + c0;
-        float piece[HY_MAMBA_TILE_W];
-        float *restrict o = h->ygh ? piece : h->yg + r * E + c0;
-        if (h->ys) memcpy(h->ys + r * E + c0, y, cb * sizeof(float));
-        for (int c = 0; c < cb; c++) o[c] = y[c] * hy_siluf(z[c]);
-        if (h->ygh) hy_bf16_from_f32(h->ygh + r * E + c0, piece, (size_t)cb);
-    }
-}
-
-/* Backward, before the scan walks a chunk: the gate's backward, dz = dyg · y · silu'(z) (into
- * dxz's z half, f32 or bf16) and the scan's dy = dyg · silu(z) into the tile. */
-static void dy_fill(void *ctx, int b, int t0, int t1, int c0, int cb, float *tile) {
-    const hooks *h = ctx;
-    const size_t E = (size_t)h->E;
-    for (int i = 0; i < t1 - t0; i++) {
-        const size_t r = (size_t)b * h->T + t0 + i;
-        const float *restrict z = h->xz + r * 2 * E + E + c0, *restrict y = h->ys + r * E + c0, *restrict gy = h->dyg + r * E + c0;
-        float piece[HY_MAMBA_TILE_W];
-        float *restrict g = tile + i * HY_MAMBA_TILE_W, *restrict dz = h->dxzh ? piece : h->dxz + r * 2 * E + E + c0;
-        for (int c = 0; c < cb; c++) {
-            float s = hy_sigmoidf(z[c]);
-            dz[c] = gy[c] * y[c] * s * (1.0f + z[c] * (1.0f - s));
-            g[c] = gy[c] * (z[c] * s);
+/* yg = ys ⊙ silu(z) (z: columns E.. of xz), rows in parallel; under bf16 (ygh set) written only
+ * in bf16, a piece of a row at a time through the stack. */
+static void gate_forward(const float *xz, const float *ys, float *yg, hy_bf16 *ygh, size_t rows, int E) {
+    #pragma omp parallel for schedule(static) if (rows * E > 16384)
+    for (long r = 0; r < (long)rows; r++) {
+        float piece[PIECE];
+        for (int c0 = 0; c0 < E; c0 += ygh ? PIECE : E) {
+            const int w = ygh && E - c0 > PIECE ? PIECE : E - c0;
+            const float *restrict z = xz + (size_t)r * 2 * E + E + c0, *restrict y = ys + (size_t)r * E + c0;
+            float *restrict o = ygh ? piece : yg + (size_t)r * E + c0;
+            for (int c = 0; c < w; c++) o[c] = y[c] * hy_siluf(z[c]);
+            if (ygh) hy_bf16_from_f32(ygh + (size_t)r * E + c0, piece, (size_t)w);
         }
-        if (h->dxzh) hy_bf16_from_f32(h->dxzh + r * 2 * E + E + c0, piece, (size_t)cb);
-    }
-}
-
-/* Backward, after the scan walked a chunk: softplus's backward, d raw = dΔ · sigmoid(raw + bias)
- * (exactly 1 above the cut-off too: 1 - 2e-9 rounds to 1), f32 and, under bf16, bf16. */
-static void ddelta_take(void *ctx, int b, int t0, int t1, int c0, int cb, float *tile) {
-    const hooks *h = ctx;
-    const size_t E = (size_t)h->E;
-    for (int i = 0; i < t1 - t0; i++) {
-        const size_t r = (size_t)b * h->T + t0 + i;
-        const float *restrict dd = tile + i * HY_MAMBA_TILE_W, *restrict raw = h->draw + r * E + c0,
-                              *restrict bias = h->dt_bias + c0;
-        float *restrict o = h->ddelta + r * E + c0;
-        for (int c = 0; c < cb; c++) o[c] = dd[c] * hy_sigmoidf(raw[c] + bias[c]);
-        if (h->ddeltah) hy_bf16_from_f32(h->ddeltah + r * E + c0, o, (size_t)cb);
     }
 }
 
@@ -265,17 +205,14 @@ static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, in
     hy_gemm_bf16_given(false, true, (int)rows, g.nbc, E, 1.0f, xc, xch, E, L->p[P_XPROJ], NULL, E, 0.0f, F->dbc.p,
                        g.nbc);
     hy_gemm(false, true, (int)rows, E, g.R, 1.0f, F->dbc.p, g.nbc, L->p[P_DT_W], g.R, 0.0f, F->draw.p, E);
+    hy_softplus_bias_rows(F->delta.p, F->draw.p, L->p[P_DT_B], rows, E);
     for (size_t i = 0; i < (size_t)E * g.N; i++) F->A.p[i] = -expf(L->p[P_A_LOG][i]);
-    /* the scan, with Δ = softplus(raw + bias) computed on its tiles (kept in delta for backward)
-     * and y ⊙ silu(z) written from them (y kept in ys for backward) */
-    hooks h = {.T = T, .E = E, .draw = F->draw.p, .dt_bias = L->p[P_DT_B], .delta = keep ? F->delta.p : NULL,
-               .xz = xz, .ys = keep ? F->ys.p : NULL, .yg = bf16 ? NULL : F->yg.p, .ygh = ygh};
-    hy_mamba_scan_args a = {B, T, E, g.N, NULL, xc, F->dbc.p + g.R, F->dbc.p + g.R + g.N, g.nbc, F->A.p,
-                            L->p[P_D], ssm, ssm, HY_MAMBA_CHUNK, keep ? F->cs.p : NULL, bf16,
-                            .delta_fill = delta_fill, .y_take = y_take, .hook_ctx = &h};
-    int rc = hy_mamba_scan_forward(&a, NULL);
+    hy_mamba_scan_args a = {B, T, E, g.N, F->delta.p, xc, F->dbc.p + g.R, F->dbc.p + g.R + g.N, g.nbc, F->A.p,
+                            L->p[P_D], ssm, ssm, HY_MAMBA_CHUNK, keep ? F->cs.p : NULL, bf16};
+    int rc = hy_mamba_scan_forward(&a, F->ys.p);
     if (rc < 0) return rc;
-    /* out_proj */
+    /* y ⊙ silu(z), then out_proj */
+    gate_forward(xz, F->ys.p, F->yg.p, ygh, rows, E);
     hy_gemm_bf16_given(false, true, (int)rows, g.d, E, 1.0f, bf16 ? NULL : F->yg.p, ygh, E, L->p[P_OUT], NULL, E, 0.0f,
                        out, g.d);
     return 0;
@@ -326,18 +263,41 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     /* out_proj: dyg = dy W_out, dW_out += dyᵀ yg */
     hy_linear_backward_bf16(dyg, L->g[P_OUT], NULL, dy, NULL, bf16 ? NULL : F->yg.p, bf16 ? yg_bf16(F) : NULL,
                             L->p[P_OUT], (int)rows, E, g.d, false);
-    /* the scan: dΔ, dxc, dB, dC; dA → dA_log = dA ⊙ A; dD. On its tiles: before, the gate's
-     * backward (dz into dxz's z half; the scan's dy = dyg · silu(z)); after, softplus's
-     * (d raw = dΔ · sigmoid(raw + bias) into ddelta, also in bf16 under bf16) */
+    /* gate: dz = dyg · y · silu'(z) into dxz's z half (in bf16 under bf16, a piece of a row at a
+     * time through the stack); g = dyg · silu(z) in place */
+    #pragma omp parallel for schedule(static) if (nE > 16384)
+    for (long r = 0; r < (long)rows; r++) {
+        float piece[PIECE];
+        for (int c0 = 0; c0 < E; c0 += bf16 ? PIECE : E) {
+            const int w = bf16 && E - c0 > PIECE ? PIECE : E - c0;
+            const float *restrict z = xz + (size_t)r * 2 * E + E + c0, *restrict y = ys + (size_t)r * E + c0;
+            float *restrict gy = dyg + (size_t)r * E + c0, *restrict dz = bf16 ? piece : dxz + (size_t)r * 2 * E + E + c0;
+            for (int c = 0; c < w; c++) {
+                float s = hy_sigmoidf(z[c]);
+                dz[c] = gy[c] * y[c] * s * (1.0f + z[c] * (1.0f - s));
+                gy[c] *= z[c] * s;
+            }
+            if (bf16) hy_bf16_from_f32(dxzh + (size_t)r * 2 * E + E + c0, piece, (size_t)w);
+        }
+    }
+    /* the scan: dΔ, dxc, dB, dC; dA → dA_log = dA ⊙ A; dD */
     memset(P->dA.p, 0, (size_t)E * N * sizeof(float));
-    hooks h = {.T = T, .E = E, .draw = F->draw.p, .dt_bias = L->p[P_DT_B], .xz = xz, .ys = (float *)ys, .dyg = dyg,
-               .dxz = bf16 ? NULL : dxz, .dxzh = dxzh, .ddelta = ddelta, .ddeltah = ddeltah};
     hy_mamba_scan_args a = {B, T, E, N, F->delta.p, F->xc.p, F->dbc.p + R, F->dbc.p + R + N, g.nbc, F->A.p,
-                            L->p[P_D], NULL, NULL, HY_MAMBA_CHUNK, F->cs.p, bf16,
-                            .dy_fill = dy_fill, .ddelta_take = ddelta_take, .hook_ctx = &h};
-    int rc = hy_mamba_scan_backward(&a, NULL, NULL, dxc, ddbc + R, ddbc + R + N, g.nbc, P->dA.p, L->g[P_D], &P->scan_ws);
+                            L->p[P_D], NULL, NULL, HY_MAMBA_CHUNK, F->cs.p, bf16};
+    int rc = hy_mamba_scan_backward(&a, dyg, ddelta, dxc, ddbc + R, ddbc + R + N, g.nbc, P->dA.p, L->g[P_D], &P->scan_ws);
     if (rc < 0) return rc;
     for (size_t i = 0; i < (size_t)E * N; i++) L->g[P_A_LOG][i] += P->dA.p[i] * F->A.p[i];
+    /* softplus: d raw = dΔ · sigmoid(raw + bias) (1 above the cut-off, as SPEC's x > 20 branch), also in
+     * bf16 under bf16 (row by row while the row is in L1) */
+    const float *draw = F->draw.p, *dt_bias = L->p[P_DT_B];
+    #pragma omp parallel for schedule(static) if (nE > 16384)
+    for (long r = 0; r < (long)rows; r++) {
+        float *restrict dd = ddelta + (size_t)r * E;
+        const float *restrict dr = draw + (size_t)r * E;
+        #pragma omp simd
+        for (int c = 0; c < E; c++) dd[c] *= hy_sigmoidf(dr[c] + dt_bias[c]);   /* exactly 1.0f above 20 too (1 - 2e-9 rounds to 1) */
+        if (bf16) hy_bf16_from_f32(ddeltah + (size_t)r * E, dd, (size_t)E);
+    }
     hy_colsum_add(L->g[P_DT_B], ddelta, rows, E, E);
     /* dt_proj: d dt = d raw W_dt into ddbc[:, :R]; dW_dt += d rawᵀ dt */
     hy_gemm_bf16_given(false, false, (int)rows, R, E, 1.0f, ddelta, ddeltah, E, L->p[P_DT_W], NULL, R, 0.0f, ddbc,

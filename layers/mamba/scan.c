@@ -33,7 +33,6 @@
 #include <string.h>
 
 #define CB 16
-_Static_assert(CB == HY_MAMBA_TILE_W, "a hook's tile row is one channel block");
 enum { NV = CB / HY_VW };   /* vectors per channel block */
 #define UNROLL _Pragma("GCC unroll 2")
 
@@ -85,9 +84,6 @@ static inline __attribute__((always_inline)) void forward_block_exp(const hy_mam
     float s[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
     float At[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
     float Dv[CB] __attribute__((aligned(64)));
-    float dtile[HY_MAMBA_TILE][CB] __attribute__((aligned(64)));   /* delta_fill's Δ rows */
-    float ytile[HY_MAMBA_TILE][CB] __attribute__((aligned(64)));   /* y rows for y_take */
-    if (a->delta_fill && cb < CB) memset(dtile, 0, sizeof dtile);   /* the hook writes lanes < cb */
     load_params(a, c0, cb, At, Dv);
     exp_scale(At, At, N, coarse);
     for (int n = 0; n < N; n++)
@@ -98,11 +94,8 @@ static inline __attribute__((always_inline)) void forward_block_exp(const hy_mam
             for (int n = 0; n < N; n++) store_lanes(cs + (size_t)n * E, s[n], cb);
         }
         size_t row = (size_t)b * T + t;
-        const int i = t % HY_MAMBA_TILE, tend = t - i + HY_MAMBA_TILE < T ? t - i + HY_MAMBA_TILE : T;
-        if (i == 0 && a->delta_fill) a->delta_fill(a->hook_ctx, b, t, tend, c0, cb, dtile[0]);
         float pd[CB], px[CB], out[CB];
-        const float *d = a->delta_fill ? dtile[i] : lanes(a->delta + row * E + c0, cb, pd);
-        const float *xv = lanes(a->x + row * E + c0, cb, px);
+        const float *d = lanes(a->delta + row * E + c0, cb, pd), *xv = lanes(a->x + row * E + c0, cb, px);
         const float *bt = a->Bm + row * a->ld_bc, *ct = a->Cm + row * a->ld_bc;
         vw dv[NV], dx[NV], acc[NV];
         UNROLL for (int u = 0; u < NV; u++) {
@@ -117,13 +110,8 @@ static inline __attribute__((always_inline)) void forward_block_exp(const hy_mam
                 acc[u] = su * cn + acc[u];
             }
         }
-        if (a->y_take) {
-            UNROLL for (int u = 0; u < NV; u++) vw_store(ytile[i] + HY_VW * u, acc[u]);
-            if (t + 1 == tend) a->y_take(a->hook_ctx, b, t - i, tend, c0, cb, ytile[0]);
-        } else {
-            UNROLL for (int u = 0; u < NV; u++) vw_store(out + HY_VW * u, acc[u]);
-            store_lanes(y + row * E + c0, out, cb);
-        }
+        UNROLL for (int u = 0; u < NV; u++) vw_store(out + HY_VW * u, acc[u]);
+        store_lanes(y + row * E + c0, out, cb);
     }
     if (a->s_out)
         for (int n = 0; n < N; n++)
@@ -218,7 +206,7 @@ static inline __attribute__((always_inline)) void walk_quad(int n, const float *
     *qc = vw_rows_pair(vw_rows_pair(fC[0], fC[1]), vw_rows_pair(fC[2], fC[3]));
 }
 
-/* The backward of one (sequence b, channel block c0). ws: ((2·chunk + 1)·N + 2·chunk)·CB floats. part: the
+/* The backward of one (sequence b, channel block c0). ws: (2·chunk + 1)·N·CB floats. part: the
  * (T, 2N) rows of sequence b in this thread's dB | dC sums (added to); dA_b (E, N) and dD_b (E):
  * this sequence's partials (the block's channels written). `coarse`: the forward's exp, a
  * constant in each caller. */
@@ -230,8 +218,6 @@ static inline __attribute__((always_inline)) void backward_block_exp(const hy_ma
     const int nch = (T + K - 1) / K;
     float (*S)[CB] = (float (*)[CB])ws;    /* (K+1) × N rows: S[i·N + n] */
     float (*Ex)[CB] = (float (*)[CB])(ws + (size_t)(K + 1) * N * CB);  /* K × N rows */
-    float (*gt)[CB] = Ex + (size_t)K * N, (*ddt)[CB] = gt + K;   /* K rows each: dy_fill's dy, dΔ for ddelta_take */
-    if (a->dy_fill && cb < CB) memset(gt, 0, sizeof(float) * CB * K);   /* the hook writes lanes < cb */
     float At[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
     float Ae[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));   /* the exp's A (exp_scale) */
     float r[HY_MAMBA_MAX_STATE][CB] __attribute__((aligned(64)));
@@ -274,12 +260,11 @@ static inline __attribute__((always_inline)) void backward_block_exp(const hy_ma
             }
         }
         /* walk the chunk backwards */
-        if (a->dy_fill) a->dy_fill(a->hook_ctx, b, t0, t1, c0, cb, gt[0]);
         for (int t = t1 - 1; t >= t0; t--) {
             size_t row = (size_t)b * T + t, i = (size_t)(t - t0);
             float pd[CB], px[CB], pg[CB], out[CB];
             const float *d = lanes(a->delta + row * E + c0, cb, pd), *xv = lanes(a->x + row * E + c0, cb, px);
-            const float *g = a->dy_fill ? gt[i] : lanes(dy + row * E + c0, cb, pg);
+            const float *g = lanes(dy + row * E + c0, cb, pg);
             const float *bt = a->Bm + row * a->ld_bc, *ct = a->Cm + row * a->ld_bc;
             float *pr = part + (size_t)t * 2 * N;
             vw dv[NV], xw[NV], gv[NV], dx[NV], hb[NV], qa[NV];   /* hb = Σ_n h·B_n, qa = Σ_n q·A_n */
@@ -319,17 +304,12 @@ static inline __attribute__((always_inline)) void backward_block_exp(const hy_ma
                 row_sums_add(pB + nfull, pr + nfull, N - nfull);
                 row_sums_add(pC + nfull, pr + N + nfull, N - nfull);
             }
-            if (a->ddelta_take) {
-                UNROLL for (int u = 0; u < NV; u++) vw_store(ddt[i] + HY_VW * u, qa[u] + xw[u] * hb[u]);   /* dΔ */
-            } else {
-                UNROLL for (int u = 0; u < NV; u++) vw_store(out + HY_VW * u, qa[u] + xw[u] * hb[u]);
-                store_lanes(ddelta + row * E + c0, out, cb);
-            }
+            UNROLL for (int u = 0; u < NV; u++) vw_store(out + HY_VW * u, qa[u] + xw[u] * hb[u]);   /* dΔ */
+            store_lanes(ddelta + row * E + c0, out, cb);
             UNROLL for (int u = 0; u < NV; u++)   /* dx */
                 vw_store(out + HY_VW * u, dv[u] * hb[u] + vw_load(Dv + HY_VW * u) * gv[u]);
             store_lanes(dxo + row * E + c0, out, cb);
         }
-        if (a->ddelta_take) a->ddelta_take(a->hook_ctx, b, t0, t1, c0, cb, ddt[0]);
     }
     float gDs[CB];
     UNROLL for (int u = 0; u < NV; u++) vw_store(gDs + HY_VW * u, gD[u]);
@@ -351,7 +331,7 @@ static __attribute__((noinline)) void backward_block_coarse(const hy_mamba_scan_
 }
 
 size_t hy_mamba_scan_backward_floats(int B, int T, int E, int N, int chunk, int threads) {
-    size_t ws_floats = ((size_t)(2 * chunk + 1) * N + 2 * (size_t)chunk) * CB, rowsN = (size_t)B * T * 2 * N;
+    size_t ws_floats = (size_t)(2 * chunk + 1) * N * CB, rowsN = (size_t)B * T * 2 * N;
     return (size_t)threads * rowsN + (size_t)B * E * N + (size_t)B * E + (size_t)threads * ws_floats;
 }
 
@@ -363,7 +343,7 @@ int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *
     const int B = a->B, T = a->T, E = a->E, N = a->N, nblk = (E + CB - 1) / CB, tasks = B * nblk;
     if (B <= 0 || T <= 0 || E <= 0) return 0;
     /* workspace: per-thread dB|dC sums, per-sequence dA and dD, per-thread chunk buffers */
-    const size_t ws_floats = ((size_t)(2 * a->chunk + 1) * N + 2 * (size_t)a->chunk) * CB, rowsN = (size_t)B * T * 2 * N;
+    const size_t ws_floats = (size_t)(2 * a->chunk + 1) * N * CB, rowsN = (size_t)B * T * 2 * N;
     const int nth = omp_get_max_threads();
     const size_t need = hy_mamba_scan_backward_floats(B, T, E, N, a->chunk, nth);
     float *mem;

@@ -23,17 +23,6 @@
 
 #define HY_MAMBA_MAX_STATE 256 /* largest d_state the kernels take */
 
-#define HY_MAMBA_TILE_W 16   /* channels of a hook's tile row (the kernels' channel block) */
-#define HY_MAMBA_TILE 64     /* rows of a forward hook's tile */
-
-/* A tile hook: rows t0 .. t1-1 of sequence b, channels c0 .. c0+cb-1 (cb <= 16), as `tile`, rows
- * of HY_MAMBA_TILE_W floats (row i is step t0 + i; lanes cb.. are zero when the hook fills a tile,
- * ignored when it takes one). Called from the scan's OpenMP threads, one tile at a time per thread:
- * it must not start a parallel region, and writes only the rows and channels it is given. With the
- * hooks, the passes before and after the scan that stream the same (B, T, E) arrays (the block's
- * softplus and gate, forward and backward) run on the tile while it is in L1. */
-typedef void (*hy_mamba_tile_fn)(void *ctx, int b, int t0, int t1, int c0, int cb, float *tile);
-
 typedef struct {
     int B, T, E, N;
     const float *delta, *x;      /* (B, T, E) */
@@ -48,13 +37,6 @@ typedef struct {
     bool coarse_exp;             /* exp(Δ·A) as 2^(Δ·A·log2 e) by hy_exp2f_coarse_neg_vw (relative error
                                   * 2.9e-6 against 1e-7, 8 vector operations against 14): for the
                                   * block under bf16 precision; false: hy_expf_neg_vw */
-    /* Hooks (NULL: the arrays are read and written directly); each gets hook_ctx. Forward only:
-     * delta_fill fills Δ (delta is not read), y_take takes y (the forward's y is not written),
-     * HY_MAMBA_TILE rows at a time. Backward only (it reads delta as the forward's caller left it):
-     * dy_fill fills dy (the dy argument is not read) and ddelta_take takes dΔ (the ddelta argument
-     * is not written), a chunk (`chunk` rows) at a time. */
-    hy_mamba_tile_fn delta_fill, y_take, dy_fill, ddelta_take;
-    void *hook_ctx;
 } hy_mamba_scan_args;
 
 /* Floats of a->chunk_states for (B, T, E, N, chunk). */
@@ -64,15 +46,14 @@ size_t hy_mamba_chunk_floats(int B, int T, int E, int N, int chunk);
 int hy_mamba_scan_forward(const hy_mamba_scan_args *a, float *y);
 
 /* Backward of hy_mamba_scan_forward from zero initial state (s0 must be NULL), given the
- * chunk_states the forward stored with the same chunk. dy is the gradient of y (NULL with dy_fill). OVERWRITES
+ * chunk_states the forward stored with the same chunk. dy is the gradient of y. OVERWRITES
  * ddelta, dx (B, T, E) and dB, dC (rows of stride ld_dbc, N floats each); ACCUMULATES dA (E, N)
  * (gradient with respect to A) and dD (E) (skipped if NULL). Deterministic for a given thread
  * count. work: a workspace kept by the caller between calls (grown as needed; NULL = allocate and
  * free one in the call: the per-call fresh pages cost page faults). */
 int hy_mamba_scan_backward(const hy_mamba_scan_args *a, const float *dy, float *ddelta, float *dx, float *dB,
                            float *dC, int ld_dbc, float *dA, float *dD, hy_buf *work);
-/* Floats of the backward's workspace (`work`) for (B, T, E, N, chunk) with `threads` threads
- * (each thread's chunk buffers include the dy_fill and ddelta_take tiles). */
+/* Floats of the backward's workspace (`work`) for (B, T, E, N, chunk) with `threads` threads. */
 size_t hy_mamba_scan_backward_floats(int B, int T, int E, int N, int chunk, int threads);
 
 #endif
