@@ -53,15 +53,26 @@ BLOCKS(1) BLOCKS(2) BLOCKS(3) BLOCKS(4)
 #define ROW(R) {ROW_V(R, 1), ROW_V(R, 2), ROW_V(R, 3), ROW_V(R, 4)}
 static block_fn *const blocks[MR][NV][2] = {ROW(1), ROW(2), ROW(3), ROW(4)};
 
-void hy_tile_mm(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak, const float *B, ptrdiff_t ldb,
-                float *C, ptrdiff_t ldc, float cs, const float *rs, bool lower) {
+static inline int clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+void hy_tile_mm_part(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak, const float *B, ptrdiff_t ldb,
+                     float *C, ptrdiff_t ldc, float cs, const float *rs, hy_tile_part part, int lim) {
     for (int i = 0; i < M; i += MR) {
-        const int mr = M - i < MR ? M - i : MR, kend = lower && i + mr < K ? i + mr : K;
-        for (int j = 0; j < N; j += NV * HY_VW) {
-            const int n = N - j < NV * HY_VW ? N - j : NV * HY_VW, nv = (n + HY_VW - 1) / HY_VW;
+        const int mr = M - i < MR ? M - i : MR;
+        int k0 = 0, k1 = K, n_i = N;   /* this row block's inner range and columns */
+        if (part == HY_TILE_LOWER_A) k1 = clamp(i + mr - 1 + lim, 0, K);
+        else if (part == HY_TILE_UPPER_A) k0 = clamp(i - lim + 1, 0, K);
+        else if (part == HY_TILE_LOWER_C) n_i = clamp(i + mr - 1 + lim, 0, N);
+        for (int j = 0; j < n_i; j += NV * HY_VW) {
+            const int n = n_i - j < NV * HY_VW ? n_i - j : NV * HY_VW, nv = (n + HY_VW - 1) / HY_VW;
             const int last = n - (nv - 1) * HY_VW;
-            blocks[mr - 1][nv - 1][last != HY_VW](vw_mask_first(last), kend, A + i * sam, sam, sak, B + j, ldb,
-                                                  C + i * ldc + j, ldc, cs, rs ? rs + i : NULL);
+            blocks[mr - 1][nv - 1][last != HY_VW](vw_mask_first(last), k1 - k0, A + i * sam + k0 * sak, sam, sak,
+                                                  B + k0 * ldb + j, ldb, C + i * ldc + j, ldc, cs, rs ? rs + i : NULL);
         }
     }
+}
+
+void hy_tile_mm(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak, const float *B, ptrdiff_t ldb,
+                float *C, ptrdiff_t ldc, float cs, const float *rs, bool lower) {
+    hy_tile_mm_part(M, N, K, A, sam, sak, B, ldb, C, ldc, cs, rs, lower ? HY_TILE_LOWER_A : HY_TILE_FULL, 1);
 }
