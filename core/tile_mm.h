@@ -15,19 +15,37 @@
 /* Rows of the register block: with a triangular part, a block's sum starts or stops at its own
  * first or last row's limit, so the zeros of A inside the block's rows are read. */
 #define HY_TILE_MR 4
+/* Rows of hy_tile_mm_part's register block for a product at most two vectors wide (N <= 2·HY_VW,
+ * e.g. head_dim 32 with AVX-512): 8 × 2 = 16 accumulators where the target has 32 vector
+ * registers (AVX-512), 6 × 2 = 12 with AVX2's 16; the 4 × 2 block would leave half of them idle. */
+#if defined(__AVX512F__)
+#define HY_TILE_MR_NARROW 8
+#else
+#define HY_TILE_MR_NARROW 6
+#endif
 
 /* Which part of the product a causal tile needs, for a diagonal offset lim: row m "sees" the
- * columns (or, for A, the inner indices) c < m + lim. With lim = 1, row m sees 0 .. m.
+ * columns (or, for A, the inner indices) c < m + lim; with lim = 1, row m sees 0 .. m. For the
+ * triangular A the rows go in blocks of R = hy_tile_mm_rows(N) (the last one shorter), and each
+ * block's limit is that of its first or last row:
  *   HY_TILE_FULL     the whole product;
  *   HY_TILE_LOWER_A  A[m][k] = 0 for k >= m + lim (rows are queries, the sum runs over keys: P V,
- *                    dS K): a block of rows [i, i + HY_TILE_MR) sums k < i + HY_TILE_MR - 1 + lim;
+ *                    dS K): a block of rows [i, i + R) sums k < i + R - 1 + lim, reading the zeros
+ *                    of its rows up to there;
  *   HY_TILE_UPPER_A  A[m][k] = 0 for k <= m - lim (rows are keys, the sum runs over the queries
- *                    that see them: Pᵀ dO, dSᵀ Q): a block of rows starting at i sums k >= i - lim + 1;
- *   HY_TILE_LOWER_C  only C[m][j] for j < m + lim is wanted (S = Q Kᵀ, dP = dO Vᵀ): a block of rows
- *                    writes the columns j < i + HY_TILE_MR - 1 + lim (whole vectors: a few past a
- *                    row's own limit) and leaves the rest of C as it was.
+ *                    that see them: Pᵀ dO, dSᵀ Q): a block of rows starting at i sums
+ *                    k >= i - lim + 1, reading the zeros of its rows from there;
+ *   HY_TILE_LOWER_C  only C[m][j] for j < m + lim is wanted (S = Q Kᵀ, dP = dO Vᵀ): C goes in
+ *                    strips of 2·HY_VW columns, and the strip of columns [j, j + 2·HY_VW) is
+ *                    written for the rows m >= j - lim + 1 (those that see one of its columns), so
+ *                    a row gets every column it sees and up to 2·HY_VW - 1 past them; the rest of
+ *                    C is left as it was.
  * The limits are clamped to 0 .. K (0 .. N); a block with an empty sum writes s_i·C. */
 typedef enum { HY_TILE_FULL, HY_TILE_LOWER_A, HY_TILE_UPPER_A, HY_TILE_LOWER_C } hy_tile_part;
+
+/* Rows of hy_tile_mm_part's register block for a product N columns wide: HY_TILE_MR_NARROW when
+ * N <= 2·HY_VW, else HY_TILE_MR. */
+int hy_tile_mm_rows(int N);
 
 /* C[M × N] = s_i·C + A·B, on one thread, over the part `part` with diagonal offset lim (above).
  *   A: element (m, k) at A[m·sam + k·sak] (sak = 1: row-major; sam = 1: a transposed A, no copy);
@@ -40,9 +58,10 @@ typedef enum { HY_TILE_FULL, HY_TILE_LOWER_A, HY_TILE_UPPER_A, HY_TILE_LOWER_C }
 void hy_tile_mm_part(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak, const float *B, ptrdiff_t ldb,
                      float *C, ptrdiff_t ldc, float cs, const float *rs, hy_tile_part part, int lim);
 
-/* hy_tile_mm_part over the whole product, or with lower over HY_TILE_LOWER_A with lim 1 (A
- * lower-triangular: A[m][k] = 0 for k > m; a block of rows [i, i + HY_TILE_MR) sums
- * k < i + HY_TILE_MR only, the zeros above the diagonal inside the block are read, the rest never). */
+/* The product over the whole of C, or with lower A lower-triangular (A[m][k] = 0 for k > m), always
+ * in blocks of HY_TILE_MR rows whatever N: a block of rows [i, i + HY_TILE_MR) sums
+ * k < i + HY_TILE_MR only (the zeros above the diagonal inside the block are read, the rest never;
+ * callers rely on that bound). Otherwise as hy_tile_mm_part. */
 void hy_tile_mm(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak, const float *B, ptrdiff_t ldb,
                 float *C, ptrdiff_t ldc, float cs, const float *rs, bool lower);
 

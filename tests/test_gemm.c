@@ -214,19 +214,19 @@ END_TEST
 
 /* hy_tile_mm_part's causal parts against the plain loop in double, for diagonal offsets that cut
  * inside a tile, sit on its corner or leave it whole (lim 1, 0, -3, 5, N or K and past it), the
- * attention tile shapes and odd ones, both layouts of A, overwritten and scaled C:
+ * attention tile shapes and odd ones (narrow ones in the taller row blocks of hy_tile_mm_rows), both
+ * layouts of A, overwritten and scaled C:
  *   LOWER_A: A zero where k >= m + lim inside what a row block reads, NaN beyond (never read);
  *   UPPER_A: A zero where k <= m - lim inside what a row block reads, NaN before (never read);
- *   LOWER_C: every C[m][j] with j < m + lim equals the product, and C past the row block's limit
- *            keeps what it held. */
+ *   LOWER_C: every C[m][j] with j < m + lim equals the product, and the column strips a row does
+ *            not see keep what they held. */
 START_TEST(tile_mm_parts_match_reference) {
     static const int shapes[][3] = {{64, 64, 32}, {64, 32, 64}, {64, 16, 64}, {13, 37, 9}, {5, 70, 20}, {20, 20, 20}, {1, 3, 2}};
     static const int lims[] = {1, 0, -3, 5, 40, 70};
-    const int MRr = HY_TILE_MR;
     for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
         for (size_t li = 0; li < sizeof lims / sizeof *lims; li++)
             for (int mode = 0; mode < 12; mode++) {
-                const int M = shapes[sh][0], N = shapes[sh][1], K = shapes[sh][2], lim = lims[li];
+                const int M = shapes[sh][0], N = shapes[sh][1], K = shapes[sh][2], lim = lims[li], MRr = hy_tile_mm_rows(N);
                 const hy_tile_part part = (hy_tile_part)(1 + mode % 3);
                 const bool ta = (mode / 3) & 1, scaled = mode / 6;
                 const ptrdiff_t lda = (ta ? M : K) + 3, ldb = N + 5, ldc = N + 2;
@@ -260,10 +260,10 @@ START_TEST(tile_mm_parts_match_reference) {
                     }
                 hy_tile_mm_part(M, N, K, A, sam, sak, B, ldb, C, ldc, 0.0f, rsp, part, lim);
                 for (int i = 0; i < M; i++) {
-                    const int blk_end = i / MRr * MRr + (M - i / MRr * MRr < MRr ? M - i / MRr * MRr : MRr) - 1 + lim;
                     for (int j = 0; j < N; j++) {
                         const double got = C[i * ldc + j];
-                        if (part == HY_TILE_LOWER_C && j >= blk_end)
+                        const int strip = j / (2 * HY_VW) * (2 * HY_VW);   /* LOWER_C's strip of column j */
+                        if (part == HY_TILE_LOWER_C && i < strip - lim + 1)
                             ck_assert_msg(memcmp(&C[i * ldc + j], &C0[i * ldc + j], 4) == 0,
                                           "%dx%dx%d lim %d mode %d: C(%d, %d) past the block's limit was written", M,
                                           N, K, lim, mode, i, j);
