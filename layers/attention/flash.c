@@ -179,10 +179,36 @@ static void row_ds(float *dp, const float *p, float D) {
 
 #define LOG2E 1.44269504088896341f
 
-/* Floats of per-thread forward scratch: S tile, O accumulator, and per row the running max and
- * sum, alpha and a temporary (each part a multiple of 16 floats, so every thread's block stays
- * 64-byte aligned). */
-static size_t fwd_scratch(int hd) { return (size_t)BR * BC + (size_t)BR * ((hd + 15) / 16 * 16) + 4 * BR; }
+/* Floats of per-thread forward scratch: S tile, O accumulator, per row the running max and sum,
+ * alpha and a temporary, and a transposed key tile (own_t) (each part a multiple of 16 floats, so
+ * every thread's block stays 64-byte aligned). */
+static size_t fwd_scratch(int hd) {
+    return (size_t)BR * BC + (size_t)BR * ((hd + 15) / 16 * 16) + 4 * BR + (size_t)((hd + 15) / 16 * 16) * BC;
+}
+
+/* The B operand of Q Kᵀ (kt) or dO Vᵀ (vt) for key tile j0 of (b, g): from the transposed view tv
+ * when the caller made one, else (one key tile: tv->p NULL) the rows of `rows` (k or v) transposed
+ * here into own (hd × BC, row stride BC; in L1, no pass over memory, no parallel region of its
+ * own). *ld gets the row stride. */
+static const float *tile_t(const hy_flash_view *tv, const hy_flash_view *rows, int b, int g, int j0, int n, int hd,
+                           float *own, int *ld) {
+    if (tv->p) {
+        *ld = tv->ld;
+        return tcol(tv, b, g, j0);
+    }
+    hy_transpose(own, BC, AT(*rows, b, g, j0), rows->ld, n, hd, false);
+    *ld = BC;
+    return own;
+}
+
+/* A kernel call without kt or vt (the tasks transpose the one key tile themselves) is valid only for
+ * at most one key tile in f32. Returns 0 or the error. */
+static int check_views(const hy_flash_args *a, bool backward) {
+    if ((!a->kt.p || (backward && !a->vt.p)) && (a->Tk > BC || a->bf16))
+        return hy_fail("attention kernel: no transposed %s for %d keys%s", a->kt.p ? "values" : "keys", a->Tk,
+                       a->bf16 ? " under bf16" : "");
+    return 0;
+}
 
 /* Visible keys of query row i (absolute key limit off + i) in the key tile starting at j0, clamped
  * to 0..bc. */
@@ -191,7 +217,7 @@ static inline int nvis(int off, int i, int j0, int bc) { return MAX(0, MIN(bc, o
 /* One (batch, head, query tile): the online-softmax sweep over the visible key tiles. Returns 0 or
  * the error of a bf16 tile product. */
 static int fwd_task(const hy_flash_args *a, const packed_set *pk, int b, int h, int i0, float *S, float *Oacc,
-                    float *rowbuf) {
+                    float *rowbuf, float *own_t) {
     int hd = a->hd, g = h / (a->H / a->Hkv), off = a->Tk - a->Tq, br = MIN(BR, a->Tq - i0), nv[BR];
     float *m = rowbuf, *l = m + BR, *alpha = l + BR, *tmp = alpha + BR;
     const float *Q = AT(a->q, b, h, i0);
@@ -200,8 +226,10 @@ static int fwd_task(const hy_flash_args *a, const packed_set *pk, int b, int h, 
     for (int j0 = 0; j0 <= qlast; j0 += BC) {
         int bc = MIN(BC, qlast + 1 - j0);
         int jt = j0 / BC, lim = off + i0 - j0 + 1;   /* row r sees the tile's first lim + r keys */
-        int rc = tile_mm(packed_tile(pk, 0, b, g, jt), pk ? pk[0].ldw : 0, br, bc, hd, Q, a->q.ld, 1,
-                         tcol(&a->kt, b, g, j0), a->kt.ld, S, BC, false, NULL, HY_TILE_LOWER_C, lim);
+        int ldkt;
+        const float *KT = tile_t(&a->kt, &a->k, b, g, j0, bc, hd, own_t, &ldkt);
+        int rc = tile_mm(packed_tile(pk, 0, b, g, jt), pk ? pk[0].ldw : 0, br, bc, hd, Q, a->q.ld, 1, KT, ldkt, S, BC,
+                         false, NULL, HY_TILE_LOWER_C, lim);
         if (rc < 0) return rc;
         for (int r = 0; r < br; r++) nv[r] = nvis(off, i0 + r, j0, bc);
         tile_online(S, br, nv, a->scale * LOG2E, m, l, alpha, tmp);
@@ -224,6 +252,7 @@ static int fwd_task(const hy_flash_args *a, const packed_set *pk, int b, int h, 
 int hy_flash_tiled(const hy_flash_args *a) {
     if (a->n_batch <= 0 || a->Tq <= 0) return 0;
     if (a->Tk < a->Tq || a->H % a->Hkv) return hy_fail("attention kernel: bad shape (Tq %d, Tk %d)", a->Tq, a->Tk);
+    if (check_views(a, false) < 0) return HY_ERR;
     int nth = omp_get_max_threads(), nqt = (a->Tq + BR - 1) / BR, nbh = a->n_batch * a->H;
     size_t per = fwd_scratch(a->hd);
     float *scratch = hy_malloc((size_t)nth * per * sizeof(float));
@@ -248,12 +277,12 @@ int hy_flash_tiled(const hy_flash_args *a) {
     {
         int tid = omp_get_thread_num();
         float *S = scratch + (size_t)tid * per, *Oacc = S + (size_t)BR * BC,
-              *rowbuf = Oacc + (size_t)BR * ((a->hd + 15) / 16 * 16);
+              *rowbuf = Oacc + (size_t)BR * ((a->hd + 15) / 16 * 16), *own_t = rowbuf + 4 * BR;
         memset(S, 0, (size_t)BR * BC * sizeof *S);   /* columns past a short tile are read, never used */
         #pragma omp for schedule(dynamic, 1)
         for (long t = 0; t < ntask; t++) {
             int it = nqt - 1 - (int)(t / nbh), bh = (int)(t % nbh);
-            int rc = fwd_task(a, words ? pk : NULL, bh / a->H, bh % a->H, it * BR, S, Oacc, rowbuf);
+            int rc = fwd_task(a, words ? pk : NULL, bh / a->H, bh % a->H, it * BR, S, Oacc, rowbuf, own_t);
             if (rc < err) err = rc;
         }
     }
@@ -327,6 +356,7 @@ static void decode_task(const hy_flash_args *a, int b, int kb0, int kb1, float *
 int hy_flash_decode(const hy_flash_args *a) {
     if (a->n_batch <= 0 || a->Tq <= 0) return 0;
     if (a->Tk < a->Tq || a->H % a->Hkv) return hy_fail("attention kernel: bad shape (Tq %d, Tk %d)", a->Tq, a->Tk);
+    if (!a->kt.p) return hy_fail("attention kernel: the split-key path needs the transposed keys");
     const int hd = a->hd, nkb = (a->Tk + BC - 1) / BC, per = decode_chunk_blocks(a->n_batch, nkb),
               nch = (nkb + per - 1) / per, nth = omp_get_max_threads();
     const size_t rows = (size_t)a->H * a->Tq, ntask = (size_t)a->n_batch * nch, scr = decode_scratch(a);
@@ -372,15 +402,17 @@ int hy_flash_decode(const hy_flash_args *a) {
     return 0;
 }
 
-/* Few queries (decode, short prefill chunks): the split-key path; otherwise the query tiles. */
+/* Few queries (decode, short prefill chunks) with the transposed keys given: the split-key path;
+ * otherwise the query tiles. */
 int hy_flash_forward(const hy_flash_args *a) {
-    return a->Tq <= HY_FLASH_DECODE_TQ ? hy_flash_decode(a) : hy_flash_tiled(a);
+    return a->Tq <= HY_FLASH_DECODE_TQ && a->kt.p ? hy_flash_decode(a) : hy_flash_tiled(a);
 }
 
 /* ---------------------------------------------------------------- backward ---- */
 
-/* Per-thread floats of the backward: S and dP tiles, dK and dV accumulators. */
-static size_t bwd_scratch(int hd) { return 2 * (size_t)BR * BC + 2 * (size_t)BC * ((hd + 15) / 16 * 16); }
+/* Per-thread floats of the backward: S and dP tiles, dK and dV accumulators, the transposed key and
+ * value tiles (own_t). */
+static size_t bwd_scratch(int hd) { return 2 * (size_t)BR * BC + 4 * (size_t)BC * ((hd + 15) / 16 * 16); }
 
 double hy_flash_scratch_floats(int n_batch, int H, int Hkv, int T, int hd, int threads, bool backward) {
     if (!backward && T <= HY_FLASH_DECODE_TQ) {   /* hy_flash_decode: per-thread scratch, every task's partials */
@@ -401,8 +433,11 @@ double hy_flash_scratch_floats(int n_batch, int H, int Hkv, int T, int hd, int t
  * rows (bwd_group). pk: the packed bf16 tiles, or NULL (f32). Returns 0 or HY_ERR_NOMEM. */
 static int bwd_task(const hy_flash_args *a, const packed_set *pk, const float *delta, int b, int g, int jt, float *S,
                     float *dP, float *dKa, float *dVa, hy_flash_view dqv, bool dq_acc) {
-    int hd = a->hd, off = a->Tk - a->Tq, grp = a->H / a->Hkv, j0 = jt * BC, bc = MIN(BC, a->Tk - j0);
-    const float *KT = tcol(&a->kt, b, g, j0), *VT = tcol(&a->vt, b, g, j0), *K = AT(a->k, b, g, j0);
+    int hd = a->hd, off = a->Tk - a->Tq, grp = a->H / a->Hkv, j0 = jt * BC, bc = MIN(BC, a->Tk - j0), ldkt, ldvt;
+    float *own_t = dVa + (size_t)BC * ((hd + 15) / 16 * 16);   /* bwd_scratch's last two parts */
+    const float *KT = tile_t(&a->kt, &a->k, b, g, j0, bc, hd, own_t, &ldkt),
+                *VT = tile_t(&a->vt, &a->v, b, g, j0, bc, hd, own_t + (size_t)BC * ((hd + 15) / 16 * 16), &ldvt),
+                *K = AT(a->k, b, g, j0);
     memset(dKa, 0, (size_t)bc * hd * sizeof *dKa);
     memset(dVa, 0, (size_t)bc * hd * sizeof *dVa);
     int it0 = MAX(0, j0 - off) / BR, nqt = (a->Tq + BR - 1) / BR;
@@ -417,13 +452,13 @@ static int bwd_task(const hy_flash_args *a, const packed_set *pk, const float *d
                                     packed_tile(pk, 3, b, h, it), packed_tile(pk, 4, b, g, jt)};
             int ldw[5];
             for (int i = 0; i < 5; i++) ldw[i] = pk ? pk[i].ldw : 0;
-            int rc = tile_mm(w[0], ldw[0], br, bc, hd, Q, a->q.ld, 1, KT, a->kt.ld, S, BC, false, NULL, HY_TILE_LOWER_C, lim);
+            int rc = tile_mm(w[0], ldw[0], br, bc, hd, Q, a->q.ld, 1, KT, ldkt, S, BC, false, NULL, HY_TILE_LOWER_C, lim);
             if (rc < 0) return rc;
             for (int r = 0; r < br; r++)
                 row_p(S + (size_t)r * BC, nvis(off, i0 + r, j0, bc), a->scale * LOG2E, lse[r] * LOG2E);
             if ((rc = tile_mm(w[1], ldw[1], bc, hd, br, S, 1, BC, dO, a->dout.ld, dVa, hd, true, NULL, HY_TILE_UPPER_A,
                               lim)) < 0 ||                                                          /* dV += Pᵀ dO */
-                (rc = tile_mm(w[2], ldw[2], br, bc, hd, dO, a->dout.ld, 1, VT, a->vt.ld, dP, BC, false, NULL, HY_TILE_LOWER_C,
+                (rc = tile_mm(w[2], ldw[2], br, bc, hd, dO, a->dout.ld, 1, VT, ldvt, dP, BC, false, NULL, HY_TILE_LOWER_C,
                               lim)) < 0)                                                            /* dP = dO Vᵀ */
                 return rc;
             for (int r = 0; r < br; r++) row_ds(dP + (size_t)r * BC, S + (size_t)r * BC, D[r]);
@@ -440,13 +475,16 @@ static int bwd_task(const hy_flash_args *a, const packed_set *pk, const float *d
     return 0;
 }
 
-/* One (batch, kv head) whole: every key tile in order, adding dS K straight into the dq rows of
- * the group's query heads (the first key tile, which every query row meets, writes them; scaled
- * at the end). The task owns those rows, so the result is the same whatever the thread count or
+/* One (batch, kv head) whole: D of the group's query rows, then every key tile in order, adding
+ * dS K straight into the dq rows of the group's query heads (the first key tile, which every query
+ * row meets, writes them; scaled at the end). The task owns those rows, so the result is the same whatever the thread count or
  * schedule. Returns 0 or HY_ERR_NOMEM (from a bf16 product). */
-static int bwd_group(const hy_flash_args *a, const packed_set *pk, const float *delta, int b, int g, float *S,
+static int bwd_group(const hy_flash_args *a, const packed_set *pk, float *delta, int b, int g, float *S,
                      float *dP, float *dKa, float *dVa) {
     int hd = a->hd, grp = a->H / a->Hkv, nkt = (a->Tk + BC - 1) / BC;
+    for (int h = g * grp; h < (g + 1) * grp; h++)   /* D of the group's rows */
+        for (int i = 0; i < a->Tq; i++)
+            delta[((size_t)b * a->H + h) * a->Tq + i] = hy_dotf(AT(a->o, b, h, i), AT(a->dout, b, h, i), hd);
     for (int jt = 0; jt < nkt; jt++) {
         int rc = bwd_task(a, pk, delta, b, g, jt, S, dP, dKa, dVa, a->dq, jt > 0);
         if (rc < 0) return rc;
@@ -466,7 +504,8 @@ bool hy_flash_backward_by_group(int n_batch, int Hkv, int threads) {
 /* Two schedules, both bit-reproducible for a given thread count whatever the schedule:
  * - by group (hy_flash_backward_by_group: at least 4 (batch, kv head) pairs per thread, e.g. a
  *   training batch): one task per (batch, kv head), handed out dynamically, owning its dq rows
- *   (bwd_group), so no dQ copies are zeroed and summed;
+ *   (bwd_group), so no dQ copies are zeroed and summed, and making D of its own rows: the whole
+ *   backward is one work-sharing loop (one barrier, where a pass for D would add another);
  * - by key-tile slots (few sequences and heads, long T): key tiles are paired (j, last - j) so
  *   every task has the same causal work. The tasks are dealt round-robin to 2·threads fixed slots,
  *   each with its own dQ buffer, processed in a fixed order; threads take whole slots dynamically
@@ -475,6 +514,7 @@ bool hy_flash_backward_by_group(int n_batch, int Hkv, int threads) {
 int hy_flash_backward(const hy_flash_args *a) {
     if (a->n_batch <= 0 || a->Tq <= 0) return 0;
     if (a->Tk < a->Tq || a->H % a->Hkv) return hy_fail("attention kernel: bad shape (Tq %d, Tk %d)", a->Tq, a->Tk);
+    if (check_views(a, true) < 0) return HY_ERR;
     int nth = omp_get_max_threads(), hd = a->hd, H = a->H;
     bool by_group = hy_flash_backward_by_group(a->n_batch, a->Hkv, nth);
     int nslot = by_group ? 0 : 2 * nth;
@@ -515,41 +555,41 @@ int hy_flash_backward(const hy_flash_args *a) {
         int tid = omp_get_thread_num();
         float *S = scratch + (size_t)tid * per, *dP = S + (size_t)BR * BC, *dKa = dP + (size_t)BR * BC,
               *dVa = dKa + (size_t)BC * ((hd + 15) / 16 * 16);
-        memset(S, 0, per * sizeof *S);   /* columns past a short tile are read, never used */
-        #pragma omp for schedule(static)
-        for (int u = 0; u < nslot; u++) memset(dqp + (size_t)u * nq, 0, nq * sizeof(float));
-        #pragma omp for schedule(static)
-        for (size_t r = 0; r < nrow; r++) {   /* D = rowsum(dO ∘ O), rows ordered (b, h, i) */
-            int i = (int)(r % a->Tq), h = (int)(r / a->Tq % H), b = (int)(r / a->Tq / H);
-            const float *o = AT(a->o, b, h, i), *dO = AT(a->dout, b, h, i);
-            delta[r] = hy_dotf(o, dO, hd);
-        }
-        if (by_group) {
+        memset(S, 0, (size_t)2 * BR * BC * sizeof *S);   /* columns past a short tile are read, never used */
+        if (by_group) {   /* one work-sharing loop: each task makes its own rows' D */
             #pragma omp for schedule(dynamic, 1)
             for (int bg = 0; bg < a->n_batch * a->Hkv; bg++) {
                 int rc = bwd_group(a, pks, delta, bg / a->Hkv, bg % a->Hkv, S, dP, dKa, dVa);
                 if (rc < err) err = rc;
             }
-        }
-        #pragma omp for schedule(dynamic, 1)
-        for (int u = 0; u < nslot; u++)
-            for (long t = u; t < ntask; t += nslot) {
-                int p = (int)(t % npair), bg = (int)(t / npair);
-                hy_flash_view mine = {dqp + (size_t)u * nq, (size_t)H * a->Tq * hd, (size_t)a->Tq * hd, hd, 0};
-                int rc = bwd_task(a, pks, delta, bg / a->Hkv, bg % a->Hkv, p, S, dP, dKa, dVa, mine, true);
-                if (rc == 0 && nkt - 1 - p != p)
-                    rc = bwd_task(a, pks, delta, bg / a->Hkv, bg % a->Hkv, nkt - 1 - p, S, dP, dKa, dVa, mine, true);
-                if (rc < err) err = rc;
+        } else {
+            #pragma omp for schedule(static)
+            for (int u = 0; u < nslot; u++) memset(dqp + (size_t)u * nq, 0, nq * sizeof(float));
+            #pragma omp for schedule(static)
+            for (size_t r = 0; r < nrow; r++) {   /* D = rowsum(dO ∘ O), rows ordered (b, h, i) */
+                int i = (int)(r % a->Tq), h = (int)(r / a->Tq % H), b = (int)(r / a->Tq / H);
+                delta[r] = hy_dotf(AT(a->o, b, h, i), AT(a->dout, b, h, i), hd);
             }
-        #pragma omp for schedule(static)
-        for (size_t r = 0; r < (nslot ? nrow : 0); r++) {   /* dQ = scale Σ_slots dQ_u, rows ordered (b, h, i) */
-            int i = (int)(r % a->Tq), h = (int)(r / a->Tq % H), b = (int)(r / a->Tq / H);
-            float *dq = AT(a->dq, b, h, i);
-            const float *src = dqp + r * hd;
-            for (int c = 0; c < hd; c++) dq[c] = src[c];
-            for (int u = 1; u < nslot; u++)
-                for (int c = 0; c < hd; c++) dq[c] += src[(size_t)u * nq + c];
-            for (int c = 0; c < hd; c++) dq[c] *= a->scale;
+            #pragma omp for schedule(dynamic, 1)
+            for (int u = 0; u < nslot; u++)
+                for (long t = u; t < ntask; t += nslot) {
+                    int p = (int)(t % npair), bg = (int)(t / npair);
+                    hy_flash_view mine = {dqp + (size_t)u * nq, (size_t)H * a->Tq * hd, (size_t)a->Tq * hd, hd, 0};
+                    int rc = bwd_task(a, pks, delta, bg / a->Hkv, bg % a->Hkv, p, S, dP, dKa, dVa, mine, true);
+                    if (rc == 0 && nkt - 1 - p != p)
+                        rc = bwd_task(a, pks, delta, bg / a->Hkv, bg % a->Hkv, nkt - 1 - p, S, dP, dKa, dVa, mine, true);
+                    if (rc < err) err = rc;
+                }
+            #pragma omp for schedule(static)
+            for (size_t r = 0; r < nrow; r++) {   /* dQ = scale Σ_slots dQ_u, rows ordered (b, h, i) */
+                int i = (int)(r % a->Tq), h = (int)(r / a->Tq % H), b = (int)(r / a->Tq / H);
+                float *dq = AT(a->dq, b, h, i);
+                const float *src = dqp + r * hd;
+                for (int c = 0; c < hd; c++) dq[c] = src[c];
+                for (int u = 1; u < nslot; u++)
+                    for (int c = 0; c < hd; c++) dq[c] += src[(size_t)u * nq + c];
+                for (int c = 0; c < hd; c++) dq[c] *= a->scale;
+            }
         }
     }
     hy_free(delta), hy_free(dqp), hy_free(scratch), hy_free(words);
