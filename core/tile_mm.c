@@ -6,7 +6,8 @@
 #include "core/simd.h"
 
 #define INLINE static inline __attribute__((always_inline))
-enum { MR = HY_TILE_MR, NV = 4, MRN = HY_TILE_MR_NARROW };   /* rows and vectors of the register block, rows of the narrow one */
+/* rows and vectors of the register block, rows of the narrow one (at most two vectors wide) */
+enum { MR = HY_TILE_MR, NV = 4, MRN = HY_TILE_MR_NARROW };
 
 /* One register block: rows [0, mr) × vectors [0, nv) of C (the last one masked to `mask` when
  * `masked`) from k in [0, K). mr, nv and masked are compile-time constants after inlining. */

@@ -60,10 +60,11 @@ typedef struct {
 int hy_flash_forward(const hy_flash_args *a);
 int hy_flash_tiled(const hy_flash_args *a);
 int hy_flash_decode(const hy_flash_args *a);
-/* Backward: from q, k, kt, v, vt (kt, vt empty: from k, v), o, dout and the forward's lse, OVERWRITES dq, dk, dv (the gradients
- * with respect to q, k, v of the scores/softmax/product, scale included). Deterministic for a given
- * thread count: dk/dv are owned by key-tile tasks, dq is summed in a fixed order from 2·threads
- * slot buffers, each filled by a fixed sequence of tasks. */
+/* Backward: from q, k, kt, v, vt (kt, vt empty: from k, v), o, dout and the forward's lse,
+ * OVERWRITES dq, dk, dv (the gradients with respect to q, k, v of the scores/softmax/product, scale
+ * included). Deterministic for a given thread count: dk/dv are owned by key-tile tasks, dq by
+ * (batch, kv head) tasks or summed in a fixed order from 2·threads slot buffers, each filled by a
+ * fixed sequence of tasks. */
 int hy_flash_backward(const hy_flash_args *a);
 /* Whether hy_flash_backward with `threads` threads runs one task per (batch, kv head), each owning
  * its dq rows (true: n_batch·Hkv >= 4·threads), or pairs of key tiles dealt to 2·threads slots

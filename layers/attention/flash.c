@@ -9,7 +9,8 @@
  * Nothing of size T×T ever exists: only per-thread tiles (BR×BC) and O(T) buffers.
  *
  * Tile products run in core/tile_mm.h's register-blocked kernel (mm below) and the softmax rows in a
- * vector exp2, both written over core/simd.h's vw: 16 floats per vector in an AVX-512 build, 8 in an AVX2 one. */
+ * vector exp2, both written over core/simd.h's vw: 16 floats per vector in an AVX-512 build, 8 in an
+ * AVX2 one. */
 #include "layers/attention/attention.h"
 #include "core/bf16.h"
 #include "core/error.h"
@@ -42,9 +43,9 @@ static inline const float *tcol(const hy_flash_view *v, int b, int h, int j0) {
 /* Where a causal tile's products can stop: query row r of a tile (r from 0) sees its key columns
  * c < lim + r (lim = off + i0 - j0 + 1; lim >= the tile width when every row sees every key), so
  * the products on the diagonal tile skip what the mask zeroes anyway (core/tile_mm.h's parts):
- *   HY_TILE_LOWER_C  rows are queries, columns keys (S = Q Kᵀ, dP = dO Vᵀ): a row block stops at
- *                    the last column its last row sees (the columns past a row's own limit keep
- *                    stale values, which the softmax rows mask);
+ *   HY_TILE_LOWER_C  rows are queries, columns keys (S = Q Kᵀ, dP = dO Vᵀ): a strip of key
+ *                    columns is made for the rows that see one of its keys only (the columns past a
+ *                    row's own limit hold stale or computed values, which the softmax rows mask);
  *   HY_TILE_LOWER_A  rows are queries, the sum runs over keys (O += P V, dQ += dS K): P and dS are
  *                    0 past a row's limit, so the sum stops at the row block's last visible key;
  *   HY_TILE_UPPER_A  rows are keys, the sum runs over queries (dV += Pᵀ dO, dK += dSᵀ Q): key j is
@@ -477,8 +478,8 @@ static int bwd_task(const hy_flash_args *a, const packed_set *pk, const float *d
 
 /* One (batch, kv head) whole: D of the group's query rows, then every key tile in order, adding
  * dS K straight into the dq rows of the group's query heads (the first key tile, which every query
- * row meets, writes them; scaled at the end). The task owns those rows, so the result is the same whatever the thread count or
- * schedule. Returns 0 or HY_ERR_NOMEM (from a bf16 product). */
+ * row meets, writes them; scaled at the end). The task owns those rows, so the result is the same
+ * whatever the thread count or schedule. Returns 0 or HY_ERR_NOMEM (from a bf16 product). */
 static int bwd_group(const hy_flash_args *a, const packed_set *pk, float *delta, int b, int g, float *S,
                      float *dP, float *dKa, float *dVa) {
     int hd = a->hd, grp = a->H / a->Hkv, nkt = (a->Tk + BC - 1) / BC;
