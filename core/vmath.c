@@ -52,16 +52,14 @@ void hy_softplus_array(float *restrict out, const float *restrict in, size_t n) 
     for (size_t i = 0; i < n; i++) out[i] = softplus_cut(in[i]);
 }
 
-void hy_softplus_bias_rows(float *restrict out, float *restrict raw, const float *restrict bias, size_t rows,
+void hy_softplus_bias_rows(float *restrict out, const float *restrict raw, const float *restrict bias, size_t rows,
                            int cols) {
     #pragma omp parallel for schedule(static) if (rows * cols > 16384)
     for (size_t r = 0; r < rows; r++) {
-        float *restrict x = raw + r * cols, *restrict o = out + r * cols;
+        const float *restrict x = raw + r * cols;
+        float *restrict o = out + r * cols;
         #pragma omp simd
-        for (int c = 0; c < cols; c++) {
-            x[c] += bias[c];
-            o[c] = softplus_cut(x[c]);
-        }
+        for (int c = 0; c < cols; c++) o[c] = softplus_cut(x[c] + bias[c]);
     }
 }
 

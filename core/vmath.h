@@ -241,10 +241,11 @@ float hy_softplusf(float x);
  * hy_expf_neg and a Cephes log1p, branch-free so the loop vectorizes; OpenMP above 32768 floats. */
 void hy_softplus_array(float *restrict out, const float *restrict in, size_t n);
 
-/* raw[r·cols + c] += bias[c], then out = hy_softplus_array(raw), row by row in one pass (a
- * projection's bias and softplus: Mamba's Δ); the same bits as the two steps apart. OpenMP over
- * rows above 16384 floats. */
-void hy_softplus_bias_rows(float *restrict out, float *restrict raw, const float *restrict bias, size_t rows,
+/* out[r·cols + c] = hy_softplus_array(raw + bias[c]) row by row in one pass (a projection's bias
+ * and softplus: Mamba's Δ), the same bits as adding the bias and then hy_softplus_array; raw is
+ * only read (a reader of raw + bias adds the bias again, with the same bits, instead of a second
+ * (rows, cols) array being written). OpenMP over rows above 16384 floats. */
+void hy_softplus_bias_rows(float *restrict out, const float *restrict raw, const float *restrict bias, size_t rows,
                            int cols);
 
 /* log(1 + exp(u)), branch-free for vectorized loops: max(u,0) + log1p(e^-|u|) with log1p(t), t in

@@ -1,7 +1,8 @@
 /* The causal depthwise convolution shared by the short-conv mixers (layers/common/causal_conv.c):
  * forward (with and without bias and the fused silu, from zeros and from a history) against the
  * formula in double; backward against the exact gradients of that formula in double; a weight
- * split over several tensors against the same weight in one; prefill in pieces (including pieces
+ * split over several tensors against the same weight in one; the forms that do not keep pre
+ * (recomputed in the backward) against the kept-pre forms, bit for bit; prefill in pieces (including pieces
  * shorter than the history) against one pass; the history's export and import. */
 #include "core/mem.h"
 #include "layers/common/causal_conv.h"
@@ -178,6 +179,62 @@ START_TEST(split_weight_matches_one_tensor) {
 }
 END_TEST
 
+/* The forward that does not keep pre and hy_cconv_backward_silu, which recomputes it, give bit for
+ * bit what the kept-pre forms give: act and its bf16 rounding, the gradient of pre (d in place),
+ * the bias and weight gradients (a tail channel block: C = 70 over blocks of 64) and dx in f32 and
+ * in bf16 (strided rows); with and without bias; C wider than the forward's piece of 256. */
+START_TEST(recomputed_pre_same_bits) {
+    const int shapes[2][4] = {{2, 9, 70, 4}, {1, 5, 300, 3}};   /* B, T, C, K */
+    for (int v = 0; v < 4; v++) {
+        const int B = shapes[v & 1][0], T = shapes[v & 1][1], C = shapes[v & 1][2], K = shapes[v & 1][3];
+        const bool bias = v < 2;
+        const size_t n = (size_t)B * T * C, lddx = (size_t)C + 3;
+        problem p = problem_new(B, T, C, K, (size_t)C, 500 + v);
+        float *pre = hy_calloc(n * 4), *act[2], *d[2], *gb[2], *gw[2], *dx[2];
+        hy_bf16 *acth[2], *dxh[2];
+        for (int k = 0; k < 2; k++) {
+            act[k] = hy_calloc(n * 4), d[k] = hy_calloc(n * 4), gb[k] = hy_calloc((size_t)C * 4);
+            gw[k] = hy_calloc((size_t)C * K * 4), dx[k] = hy_calloc((size_t)B * T * lddx * 4);
+            acth[k] = hy_calloc(n * sizeof(hy_bf16)), dxh[k] = hy_calloc((size_t)B * T * lddx * sizeof(hy_bf16));
+        }
+        hy_cconv cv = run_forward(&p, bias, true, pre, act[0]);
+        hy_cconv_forward_bf16(&cv, bias ? p.bias : NULL, pre, act[0], acth[0]);
+        hy_cconv_forward_bf16(&cv, bias ? p.bias : NULL, NULL, act[1], acth[1]);
+        ck_assert_mem_eq(act[0], act[1], n * 4);
+        ck_assert_mem_eq(acth[0], acth[1], n * sizeof(hy_bf16));
+        for (int bf = 0; bf < 2; bf++) {   /* dx in f32, then in bf16 */
+            for (int k = 0; k < 2; k++) {
+                memcpy(d[k], p.g, n * 4);
+                memset(gb[k], 0, (size_t)C * 4), memset(gw[k], 0, (size_t)C * K * 4);
+            }
+            const hy_cconv_weight w0 = {1, {C}, {gw[0]}}, w1 = {1, {C}, {gw[1]}};
+            if (bf) hy_cconv_backward_bf16(&cv, d[0], pre, bias ? gb[0] : NULL, &w0, dxh[0], lddx);
+            else hy_cconv_backward(&cv, d[0], pre, bias ? gb[0] : NULL, &w0, dx[0], lddx);
+            hy_cconv_backward_silu(&cv, d[1], bias ? p.bias : NULL, bias ? gb[1] : NULL, &w1, bf ? NULL : dx[1],
+                                   bf ? dxh[1] : NULL, lddx);
+            ck_assert_mem_eq(d[0], d[1], n * 4);
+            ck_assert_mem_eq(gb[0], gb[1], (size_t)C * 4);
+            ck_assert_mem_eq(gw[0], gw[1], (size_t)C * K * 4);
+            for (size_t r = 0; r < (size_t)B * T; r++) {
+                if (bf) ck_assert_mem_eq(dxh[0] + r * lddx, dxh[1] + r * lddx, (size_t)C * sizeof(hy_bf16));
+                else ck_assert_mem_eq(dx[0] + r * lddx, dx[1] + r * lddx, (size_t)C * 4);
+            }
+        }
+        if (bias) {   /* and the bias gradient is the sum of the gradient of pre */
+            double s = 0;
+            for (size_t r = 0; r < (size_t)B * T; r++) s += d[1][r * C + 5];
+            ck_assert_msg(fabs(s - gb[1][5]) <= 1e-4 * (1 + fabs(s)), "bias grad %g vs %g", gb[1][5], s);
+        }
+        for (int k = 0; k < 2; k++) {
+            hy_free(act[k]), hy_free(d[k]), hy_free(gb[k]), hy_free(gw[k]), hy_free(dx[k]), hy_free(acth[k]);
+            hy_free(dxh[k]);
+        }
+        hy_free(pre), hy_free(cv.xpad), hy_free(cv.wT);
+        problem_free(&p);
+    }
+}
+END_TEST
+
 /* Streaming: T tokens fed in pieces of 1, 2 and 4 tokens (pieces shorter than the K-1 = 3 history
  * rows among them), each continuing from the history the last one kept, give exactly the outputs
  * of one pass over all T tokens, and the same final history as one pass. */
@@ -238,6 +295,7 @@ static Suite *causal_conv_suite(void) {
     tcase_add_test(t, forward_matches_formula);
     tcase_add_test(t, backward_matches_exact_gradients);
     tcase_add_test(t, split_weight_matches_one_tensor);
+    tcase_add_test(t, recomputed_pre_same_bits);
     tcase_add_test(t, pieces_continue_exactly);
     tcase_add_test(t, history_export_import_round_trip);
     suite_add_tcase(s, t);

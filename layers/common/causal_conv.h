@@ -46,7 +46,8 @@ void hy_cconv_pad(const hy_cconv *cv, const float *x, size_t ldx, const float *h
 void hy_cconv_set_weight(const hy_cconv *cv, const hy_cconv_weight *w);
 
 /* pre (rows, C) = bias (NULL = none) + the convolution of xpad; act (rows, C) = silu(pre) when
- * act is not NULL. */
+ * act is not NULL. pre may be NULL when act is given (not kept: hy_cconv_backward_silu recomputes
+ * it). */
 void hy_cconv_forward(const hy_cconv *cv, const float *bias, float *pre, float *act);
 /* hy_cconv_forward that also writes act rounded to bf16 into act_bf16 (rows, C), in the same pass
  * (for a block whose matrix products read act in bf16). */
@@ -62,6 +63,16 @@ void hy_cconv_backward(const hy_cconv *cv, float *d, const float *pre, float *gb
  * a block whose matrix products read it in bf16; the same f32 values before the rounding. */
 void hy_cconv_backward_bf16(const hy_cconv *cv, float *d, const float *pre, float *gb, const hy_cconv_weight *gw,
                             hy_bf16 *dx, size_t lddx);
+
+/* The backward of hy_cconv_forward with the fused silu whose pre the forward did not keep: d
+ * (rows, C), the gradient of act, becomes the gradient of pre in place, with pre recomputed from
+ * xpad, wT and bias (the forward's bias, NULL = none) in the same pass over d and xpad as the bias
+ * gradient (into gb, NULL = none) and the weight gradient (into gw); bit for bit what
+ * hy_cconv_backward gives with the kept pre. The input gradient goes to dx (f32) or, dx NULL, to
+ * dxh rounded to bf16 (C values at row·lddx). One pass over d and xpad where the kept-pre form
+ * makes three, and no pre buffer: (rows, C) floats less to write, keep and read. */
+void hy_cconv_backward_silu(const hy_cconv *cv, float *d, const float *bias, float *gb, const hy_cconv_weight *gw,
+                            float *dx, hy_bf16 *dxh, size_t lddx);
 
 /* The new streaming history hist (B, K-1, C): the last K-1 rows of xpad per sequence (older
  * history rows included when T < K-1). */

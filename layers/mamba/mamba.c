@@ -8,7 +8,8 @@
  *
  * Layouts (rows = b·T + t): xz (rows, 2E) as in_proj writes it (x = columns 0..E-1, z = E..2E-1);
  * xpad (B, K-1+T, E): per sequence the K-1 conv inputs before t = 0 (zeros, or the streaming
- * state) then x; pre, xc, draw, delta, ys, yg (rows, E); dbc (rows, R+2N) = [dt | B | C].
+ * state) then x; xc, draw (dt_proj's output without its bias), delta, ys, yg (rows, E); dbc (rows, R+2N)
+ * = [dt | B | C]. The conv's output before its silu is not kept (its backward recomputes it).
  * The same forward core serves training (zero history, chunk states kept for the scan backward),
  * inference and prefill/step (history and SSM state from the streaming state).
  *
@@ -56,7 +57,7 @@ static geom geom_of(const hy_opts *o, int d) {
 
 /* The forward's buffers (one set for training in the layer, one per streaming state). */
 typedef struct {
-    hy_buf xz, xpad, pre, xc, dbc, draw, delta, ys, yg, A, wT, cs;
+    hy_buf xz, xpad, xc, dbc, draw, delta, ys, yg, A, wT, cs;
 } fwd_bufs;
 
 typedef struct {
@@ -141,7 +142,7 @@ static void mamba_init(hy_layer *L, hy_rng *rng) {
 /* ---------------------------------------------------------------- helpers ---- */
 
 static void free_fwd(fwd_bufs *F) {
-    hy_buf *b[] = {&F->xz, &F->xpad, &F->pre, &F->xc, &F->dbc, &F->draw, &F->delta, &F->ys, &F->yg, &F->A, &F->wT, &F->cs};
+    hy_buf *b[] = {&F->xz, &F->xpad, &F->xc, &F->dbc, &F->draw, &F->delta, &F->ys, &F->yg, &F->A, &F->wT, &F->cs};
     for (size_t i = 0; i < sizeof b / sizeof *b; i++) hy_buf_free(b[i]);
 }
 
@@ -184,22 +185,22 @@ static int core_forward(hy_layer *L, fwd_bufs *F, const float *u, float *out, in
     const int E = g.E, K = g.K;
     const size_t rows = (size_t)B * T, nE = rows * E;
     if (!hy_buf_grab(&F->xz, 2 * nE) || !hy_buf_grab(&F->xpad, hy_cconv_pad_floats(B, T, E, K)) ||
-        !hy_buf_grab(&F->pre, nE) ||
         !hy_buf_grab(&F->xc, nE) || !hy_buf_grab(&F->dbc, rows * g.nbc) || !hy_buf_grab(&F->draw, nE) ||
         !hy_buf_grab(&F->delta, nE) || !hy_buf_grab(&F->ys, nE) || !hy_buf_grab(&F->yg, nE) ||
         !hy_buf_grab(&F->A, (size_t)E * g.N) || !hy_buf_grab(&F->wT, (size_t)K * E))
         return HY_ERR_NOMEM;
     size_t ncs = keep ? hy_mamba_chunk_floats(B, T, E, g.N, HY_MAMBA_CHUNK) : 0;
     if (keep && !hy_buf_grab(&F->cs, ncs)) return HY_ERR_NOMEM;
-    float *xz = F->xz.p, *pre = F->pre.p, *xc = F->xc.p;
+    float *xz = F->xz.p, *xc = F->xc.p;
     const bool bf16 = hy_gemm_get_precision() == HY_PREC_BF16;
     hy_bf16 *xch = bf16 ? xc_bf16(F, nE) : NULL, *ygh = bf16 ? yg_bf16(F) : NULL;
     hy_linear_forward(xz, u, L->p[P_IN], NULL, (int)rows, g.d, 2 * E);
-    /* xc = silu(causal conv of x with its K-1 rows of history in front) */
+    /* xc = silu(causal conv of x with its K-1 rows of history in front); the conv's output before
+     * the silu is not kept (the backward recomputes it in its pass over xpad) */
     hy_cconv cv = conv_of(&g, F, B, T);
     hy_cconv_pad(&cv, xz, 2 * (size_t)E, hist);
     hy_cconv_set_weight(&cv, &(hy_cconv_weight){1, {E}, {L->p[P_CONV_W]}});
-    hy_cconv_forward_bf16(&cv, L->p[P_CONV_B], pre, xc, xch);
+    hy_cconv_forward_bf16(&cv, L->p[P_CONV_B], NULL, xc, xch);
     /* [dt | B | C] = xc x_projᵀ;  Δ = softplus(dt dt_projᵀ + bias) */
     hy_gemm_bf16_given(false, true, (int)rows, g.nbc, E, 1.0f, xc, xch, E, L->p[P_XPROJ], NULL, E, 0.0f, F->dbc.p,
                        g.nbc);
@@ -286,14 +287,15 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
     int rc = hy_mamba_scan_backward(&a, dyg, ddelta, dxc, ddbc + R, ddbc + R + N, g.nbc, P->dA.p, L->g[P_D], &P->scan_ws);
     if (rc < 0) return rc;
     for (size_t i = 0; i < (size_t)E * N; i++) L->g[P_A_LOG][i] += P->dA.p[i] * F->A.p[i];
-    /* softplus: d raw = dΔ · sigmoid(raw) (1 above the cut-off, as SPEC's x > 20 branch), also in
+    /* softplus: d raw = dΔ · sigmoid(raw + bias) (1 above the cut-off, as SPEC's x > 20 branch), also in
      * bf16 under bf16 (row by row while the row is in L1) */
-    const float *draw = F->draw.p;
+    const float *draw = F->draw.p, *dt_bias = L->p[P_DT_B];
     #pragma omp parallel for schedule(static) if (nE > 16384)
     for (long r = 0; r < (long)rows; r++) {
         float *restrict dd = ddelta + (size_t)r * E;
         const float *restrict dr = draw + (size_t)r * E;
-        for (int c = 0; c < E; c++) dd[c] *= hy_sigmoidf(dr[c]);   /* exactly 1.0f above 20 too (1 - 2e-9 rounds to 1) */
+        #pragma omp simd
+        for (int c = 0; c < E; c++) dd[c] *= hy_sigmoidf(dr[c] + dt_bias[c]);   /* exactly 1.0f above 20 too (1 - 2e-9 rounds to 1) */
         if (bf16) hy_bf16_from_f32(ddeltah + (size_t)r * E, dd, (size_t)E);
     }
     hy_colsum_add(L->g[P_DT_B], ddelta, rows, E, E);
@@ -307,12 +309,8 @@ static int mamba_backward(hy_layer *L, const float *dy, float *dx, int B, int T)
                             L->p[P_XPROJ], (int)rows, E, g.nbc, true);
     /* silu and the conv: bias and weight gradients, d x into dxz's x half (bf16 under bf16) */
     hy_cconv cv = conv_of(&g, F, B, T);
-    if (bf16)
-        hy_cconv_backward_bf16(&cv, dxc, F->pre.p, L->g[P_CONV_B], &(hy_cconv_weight){1, {E}, {L->g[P_CONV_W]}}, dxzh,
-                               2 * (size_t)E);
-    else
-        hy_cconv_backward(&cv, dxc, F->pre.p, L->g[P_CONV_B], &(hy_cconv_weight){1, {E}, {L->g[P_CONV_W]}}, dxz,
-                          2 * (size_t)E);
+    hy_cconv_backward_silu(&cv, dxc, L->p[P_CONV_B], L->g[P_CONV_B], &(hy_cconv_weight){1, {E}, {L->g[P_CONV_W]}},
+                           bf16 ? NULL : dxz, dxzh, 2 * (size_t)E);
     /* in_proj: du = dxz W_in; dW_in += dxzᵀ u */
     hy_linear_backward_bf16(dx, L->g[P_IN], NULL, bf16 ? NULL : dxz, dxzh, P->u, NULL, L->p[P_IN], (int)rows, g.d,
                             2 * E, false);
@@ -429,14 +427,14 @@ static double mamba_flop(const hy_opts *o, int d, int T) {
     return (double)T * (6.0 * d * E + 2.0 * g.K * E + 2.0 * E * g.nbc + 2.0 * g.R * E + 6.0 * E * g.N + 4.0 * E);
 }
 
-/* Training memory, all kept in the layer: the forward's buffers (xz, xpad, pre, xc, dbc, draw,
+/* Training memory, all kept in the layer: the forward's buffers (xz, xpad, xc, dbc, draw,
  * delta, ys, yg, A, wT and the scan's chunk states), the backward's (dyg, dxz, ddelta, dxc, ddbc,
  * dA) and the scan backward's workspace. */
 static hy_train_bytes mamba_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
     (void)first;
     geom g = geom_of(o, d);
     double rows = (double)B * T, nE = rows * g.E, EN = (double)g.E * g.N;
-    double fwd = 8 * nE + (double)B * (T + g.K - 1) * g.E + rows * g.nbc + EN + (double)g.K * g.E +
+    double fwd = 7 * nE + (double)B * (T + g.K - 1) * g.E + rows * g.nbc + EN + (double)g.K * g.E +
                  (double)hy_mamba_chunk_floats(B, T, g.E, g.N, HY_MAMBA_CHUNK);
     double bwd = 5 * nE + rows * g.nbc + EN + (double)hy_mamba_scan_backward_floats(B, T, g.E, g.N, HY_MAMBA_CHUNK, threads);
     return (hy_train_bytes){(fwd + bwd) * sizeof(float), 0};
