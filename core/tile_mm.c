@@ -22,7 +22,7 @@ INLINE void block(const int mr, const int nv, const bool masked, vw_mask mask, i
         _Pragma("GCC unroll 4") for (int v = 0; v < nv; v++)
             bv[v] = masked && v == nv - 1 ? vw_load_masked(b + v * HY_VW, mask) : vw_load(b + v * HY_VW);
         _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++) {
-            const vw ai = vw_splat(a[i * sam]);
+            const vw ai = vw_bcast(a + i * sam);   /* one broadcast load (vw_splat: an add and a shuffle) */
             _Pragma("GCC unroll 4") for (int v = 0; v < nv; v++) c[i][v] = vw_fma(ai, bv[v], c[i][v]);
         }
     }
