@@ -93,7 +93,7 @@ START_TEST(tiled_matches_naive) {
         {64, "4", "4", NULL},      {64, "4", "4", "10000"}, {64, "4", "2", "10000"}, {64, "4", "1", NULL},
         {32, "4", "2", NULL},      {128, "2", "1", "500000"}, {256, "2", "2", "10000"},
     };
-    static const int Ts[] = {1, 7, 70, 130};
+    static const int Ts[] = {1, 7, 40, 70, 130};   /* 40: one key tile, transposed in the kernel's tasks */
     for (size_t c = 0; c < sizeof cfg / sizeof *cfg; c++)
         for (size_t t = 0; t < sizeof Ts / sizeof *Ts; t++)
             compare_paths(cfg[c].d, cfg[c].h, cfg[c].kv, cfg[c].rope, 1 + (int)((t + c) % 3), Ts[t]);
@@ -513,6 +513,45 @@ START_TEST(decode_matches_tiled_and_reference) {
 }
 END_TEST
 
+/* Within one key tile the kernels may be given no transposed keys (kt empty): each task then
+ * transposes its tile itself, with the same bits as from the given kt, for GQA, Tq < Tk, head sizes
+ * with masked columns and partial tiles (and hy_flash_forward takes the query tiles for few queries
+ * then); past one key tile (or under bf16) such a call fails. */
+START_TEST(tiled_transposes_its_own_tile) {
+    static const struct { int B, H, Hkv, hd, Tq, Tk; } cs[] = {
+        {2, 4, 4, 32, 50, 50}, {1, 4, 2, 24, 30, 64}, {3, 2, 1, 64, 64, 64}, {1, 4, 4, 32, 17, 17}, {2, 4, 2, 32, 8, 40},
+    };
+    for (size_t k = 0; k < sizeof cs / sizeof *cs; k++) {
+        kernel_case c = kernel_case_new(cs[k].B, cs[k].H, cs[k].Hkv, cs[k].hd, cs[k].Tq, cs[k].Tk, k % 2, 60 + k);
+        const int B = cs[k].B, Hkv = cs[k].Hkv, hd = cs[k].hd, Tk = cs[k].Tk;
+        size_t no = (size_t)B * cs[k].Tq * cs[k].H * hd, nl = (size_t)B * cs[k].H * cs[k].Tq;
+        float *kr = hy_malloc((size_t)B * Hkv * Tk * hd * 4), *o1 = hy_malloc(no * 4), *l1 = hy_malloc(nl * 4);
+        for (int b = 0; b < B; b++)   /* k in rows (b, g, key, c) from the kt view */
+            for (int g = 0; g < Hkv; g++)
+                for (int j = 0; j < Tk; j++)
+                    for (int x = 0; x < hd; x++) kr[(((size_t)b * Hkv + g) * Tk + j) * hd + x] = kt_at(&c.a.kt, b, g, x, j);
+        c.a.k = (hy_flash_view){kr, (size_t)Hkv * Tk * hd, (size_t)Tk * hd, hd, 0};
+        ck_assert_int_eq(hy_flash_tiled(&c.a), 0);
+        memcpy(o1, c.o, no * 4), memcpy(l1, c.lse, nl * 4);
+        hy_flash_view kt = c.a.kt;
+        c.a.kt = (hy_flash_view){0};
+        ck_assert_int_eq(hy_flash_forward(&c.a), 0);
+        ck_assert_msg(memcmp(o1, c.o, no * 4) == 0 && memcmp(l1, c.lse, nl * 4) == 0, "case %zu: o or lse differ", k);
+        c.a.bf16 = true;
+        ck_assert_int_lt(hy_flash_tiled(&c.a), 0);
+        c.a.kt = kt;
+        hy_free(kr), hy_free(o1), hy_free(l1);
+        kernel_case_free(&c);
+    }
+    kernel_case c = kernel_case_new(1, 2, 2, 32, 65, 65, false, 70);
+    c.a.k = (hy_flash_view){c.v, c.a.v.bs, c.a.v.hs, c.a.v.ld, 0};   /* any rows: the call must refuse first */
+    c.a.kt = (hy_flash_view){0};
+    ck_assert_int_lt(hy_flash_tiled(&c.a), 0);
+    ck_assert_msg(strstr(hy_last_error(), "no transposed keys for 65 keys"), "%s", hy_last_error());
+    kernel_case_free(&c);
+}
+END_TEST
+
 /* Forward and backward of the tiled path at precision p: y, dx and the four weight gradients
  * (one vector), with the portable bf16 code forced when `portable`. */
 static float *tiled_run(hy_layer *L, hy_precision p, bool portable, const float *x, const float *dy, int B, int T,
@@ -579,6 +618,7 @@ static Suite *attention_suite(void) {
     tcase_add_test(k, stacked_qkv_matches_separate);
     tcase_add_test(k, backward_schedules_match_naive);
     tcase_add_test(k, decode_matches_tiled_and_reference);
+    tcase_add_test(k, tiled_transposes_its_own_tile);
     tcase_add_test(k, forward_follows_spec);
     tcase_add_test(k, tiled_is_deterministic);
     tcase_add_test(k, tiled_memory_is_linear);

@@ -212,6 +212,72 @@ START_TEST(tile_mm_matches_reference) {
 }
 END_TEST
 
+/* hy_tile_mm_part's causal parts against the plain loop in double, for diagonal offsets that cut
+ * inside a tile, sit on its corner or leave it whole (lim 1, 0, -3, 5, N or K and past it), the
+ * attention tile shapes and odd ones (narrow ones in the taller row blocks of hy_tile_mm_rows), both
+ * layouts of A, overwritten and scaled C:
+ *   LOWER_A: A zero where k >= m + lim inside what a row block reads, NaN beyond (never read);
+ *   UPPER_A: A zero where k <= m - lim inside what a row block reads, NaN before (never read);
+ *   LOWER_C: every C[m][j] with j < m + lim equals the product, and the column strips a row does
+ *            not see keep what they held. */
+START_TEST(tile_mm_parts_match_reference) {
+    static const int shapes[][3] = {{64, 64, 32}, {64, 32, 64}, {64, 16, 64}, {13, 37, 9}, {5, 70, 20}, {20, 20, 20}, {1, 3, 2}};
+    static const int lims[] = {1, 0, -3, 5, 40, 70};
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+        for (size_t li = 0; li < sizeof lims / sizeof *lims; li++)
+            for (int mode = 0; mode < 12; mode++) {
+                const int M = shapes[sh][0], N = shapes[sh][1], K = shapes[sh][2], lim = lims[li], MRr = hy_tile_mm_rows(N);
+                const hy_tile_part part = (hy_tile_part)(1 + mode % 3);
+                const bool ta = (mode / 3) & 1, scaled = mode / 6;
+                const ptrdiff_t lda = (ta ? M : K) + 3, ldb = N + 5, ldc = N + 2;
+                const ptrdiff_t sam = ta ? 1 : lda, sak = ta ? lda : 1;
+                const size_t na = (size_t)(ta ? K : M) * lda + 1, nb = (size_t)K * ldb + 1, nc = (size_t)M * ldc + 1;
+                float *A = hy_malloc(na * 4), *B = hy_malloc(nb * 4), *C = hy_malloc(nc * 4), *C0 = hy_malloc(nc * 4),
+                      *rs = hy_malloc((M + 1) * 4);
+                double *R = hy_malloc(nc * sizeof(double));
+                tu_fill_normal(A, na, 1, 21 + sh), tu_fill_normal(B, nb, 1, 22 + sh), tu_fill_normal(C, nc, 1, 23 + sh);
+                tu_fill_normal(rs, M + 1, 1, 24 + sh);
+                for (int m = 0; m < M; m++) {
+                    const int i = m / MRr * MRr, mr = M - i < MRr ? M - i : MRr;
+                    for (int k = 0; k < K; k++) {
+                        float *a = &A[m * sam + k * sak];
+                        if (part == HY_TILE_LOWER_A && k >= m + lim) *a = k >= i + mr - 1 + lim ? NAN : 0.0f;
+                        if (part == HY_TILE_UPPER_A && k <= m - lim) *a = k < i - lim + 1 ? NAN : 0.0f;
+                    }
+                }
+                if (!scaled && part != HY_TILE_LOWER_C)
+                    for (int i = 0; i < M; i++) C[i * ldc] = NAN;
+                memcpy(C0, C, nc * 4);
+                const float *rsp = scaled ? rs : NULL;
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) {
+                        double sum = 0;
+                        for (int k = 0; k < K; k++) {
+                            const bool zero = (part == HY_TILE_LOWER_A && k >= i + lim) || (part == HY_TILE_UPPER_A && k <= i - lim);
+                            if (!zero) sum += (double)A[i * sam + k * sak] * B[k * ldb + j];
+                        }
+                        R[i * ldc + j] = sum + (rsp ? rsp[i] * (double)C[i * ldc + j] : 0.0);
+                    }
+                hy_tile_mm_part(M, N, K, A, sam, sak, B, ldb, C, ldc, 0.0f, rsp, part, lim);
+                for (int i = 0; i < M; i++) {
+                    for (int j = 0; j < N; j++) {
+                        const double got = C[i * ldc + j];
+                        const int strip = j / (2 * HY_VW) * (2 * HY_VW);   /* LOWER_C's strip of column j */
+                        if (part == HY_TILE_LOWER_C && i < strip - lim + 1)
+                            ck_assert_msg(memcmp(&C[i * ldc + j], &C0[i * ldc + j], 4) == 0,
+                                          "%dx%dx%d lim %d mode %d: C(%d, %d) past the block's limit was written", M,
+                                          N, K, lim, mode, i, j);
+                        else if (part != HY_TILE_LOWER_C || j < i + lim)
+                            ck_assert_msg(fabs(got - R[i * ldc + j]) <= 1e-5 * (1 + fabs(R[i * ldc + j])),
+                                          "%dx%dx%d part %d lim %d mode %d at (%d, %d): %g, want %g", M, N, K, (int)part,
+                                          lim, mode, i, j, got, R[i * ldc + j]);
+                    }
+                }
+                hy_free(A), hy_free(B), hy_free(C), hy_free(C0), hy_free(rs), hy_free(R);
+            }
+}
+END_TEST
+
 /* hy_transpose (core/simd.h) against the element loop: whole 8 × 8 tiles, edges in both directions,
  * padded strides, plain and non-temporal stores. */
 START_TEST(transpose_matches_loop) {
@@ -245,6 +311,7 @@ static Suite *gemm_suite(void) {
     tcase_add_test(tc, parallel_region_calls);
     tcase_add_test(tc, cache_evicts_past_capacity);
     tcase_add_test(tc, tile_mm_matches_reference);
+    tcase_add_test(tc, tile_mm_parts_match_reference);
     tcase_add_test(tc, transpose_matches_loop);
     suite_add_tcase(s, tc);
     return s;

@@ -89,6 +89,25 @@ START_TEST(swiglu_gradients) {
 }
 END_TEST
 
+/* Inside a model's arena gate_proj and up_proj lie back to back: one stacked product forward and two
+ * backward (dx, the stacked weight gradient) instead of two and four, with the standalone layer's
+ * results within rounding (dx sums the two projections in one product), also for a d_ff that is not
+ * a multiple of 16 (d 9, d_ff 23: the arena's padding then splits the two: the per-projection products). */
+START_TEST(swiglu_stacked_matches_separate) {
+    static const struct { int d; const char *ff; long stacked; } cfg[] = {{32, "d_ff=96", 2 + 4}, {9, "d_ff=23", 3 + 6}};
+    for (int c = 0; c < 2; c++) {
+        hy_layer L;
+        tu_layer(&L, "swiglu", cfg[c].d, &cfg[c].ff, 1, 5 + c);
+        long products[2];
+        double e = tu_arena_check(&L, 2, 9, 21 + c, products);
+        ck_assert_msg(e < 1e-5, "%s: stacked gate/up error %g", cfg[c].ff, e);
+        ck_assert_int_eq(products[0], 3 + 6);
+        ck_assert_int_eq(products[1], cfg[c].stacked);
+        hy_layer_standalone_free(&L);
+    }
+}
+END_TEST
+
 START_TEST(swiglu_step_matches_forward) {
     hy_layer L;
     tu_layer(&L, "swiglu", 16, NULL, 0, 3);
@@ -378,6 +397,7 @@ static Suite *model_suite(void) {
     tcase_add_test(ops, embedding_scatter_adds_repeated_tokens);
     tcase_add_test(ops, swiglu_gradients);
     tcase_add_test(ops, swiglu_step_matches_forward);
+    tcase_add_test(ops, swiglu_stacked_matches_separate);
     tcase_add_test(ops, optimizer_schedule_and_clipping);
     tcase_add_test(ops, fused_clip_and_update_match_two_passes);
     suite_add_tcase(s, ops);

@@ -285,19 +285,29 @@ static hy_flash_view hview(float *p, int nh, int hd, int T) {
  * would move each row once more than the kernel's strided reads do. */
 static bool head_copies(int T) { return T > HY_FLASH_BC; }
 
+/* Whether the tiled path hands the kernels the transposed keys and values (kt, vt): not when the
+ * sequence fits one key tile and takes the query-tile path in f32 (HY_FLASH_DECODE_TQ < T <= 64),
+ * where each kernel task transposes its own tile in L1 (hy_flash_args), which saves a pass over
+ * memory and a parallel region in both forward and backward. The bf16 products read tiles packed
+ * from the transposes, and the split-key path of T <= HY_FLASH_DECODE_TQ reads kt. */
+static bool transposes(int T) {
+    return T > HY_FLASH_BC || T <= HY_FLASH_DECODE_TQ || hy_gemm_get_precision() == HY_PREC_BF16;
+}
+
 /* The kernel arguments for the training layout of the caches (Tq = Tk = T): q, k, v, dO read
  * from the head-major copies (head_copies) or else from qkv's columns and dout, o in the
- * projections' layout, dq, dk, dv in dqkv's columns. */
+ * projections' layout, dq, dk, dv in dqkv's columns; kt and vt empty unless transposes(T). */
 static hy_flash_args train_args(const geom *g, attn_priv *P, int B, int T) {
     int qld = g->H * g->hd, W = qkv_width(g);
     size_t qs = (size_t)T * qld, ws = (size_t)T * W;
     float *dq = P->dqkv.p, *dk = dq ? dq + qld : NULL, *dv = dq ? dk + g->Hkv * g->hd : NULL;
     if (!head_copies(T)) {
         float *q = P->qkv.p, *k = q + qld, *v = k + g->Hkv * g->hd;
+        bool t = transposes(T);
         return (hy_flash_args){B, g->H, g->Hkv, g->hd, T, T, 1.0f / sqrtf((float)g->hd),
                                hy_gemm_get_precision() == HY_PREC_BF16, .q = {q, ws, g->hd, W, 0},
-                               .k = {k, ws, g->hd, W, 0}, .kt = tview(P->kt.p, g->Hkv, g->hd, T),
-                               .v = {v, ws, g->hd, W, 0}, .vt = tview(P->vt.p, g->Hkv, g->hd, T),
+                               .k = {k, ws, g->hd, W, 0}, .kt = t ? tview(P->kt.p, g->Hkv, g->hd, T) : (hy_flash_view){0},
+                               .v = {v, ws, g->hd, W, 0}, .vt = t ? tview(P->vt.p, g->Hkv, g->hd, T) : (hy_flash_view){0},
                                .o = {P->o.p, qs, g->hd, qld, 0}, .dout = {P->dout.p, qs, g->hd, qld, 0},
                                .dq = {dq, ws, g->hd, W, 0}, .dk = {dk, ws, g->hd, W, 0}, .dv = {dv, ws, g->hd, W, 0},
                                .lse = P->lse.p};
@@ -357,8 +367,8 @@ static int backward_prepare(hy_layer *L, attn_priv *P, const geom *g, const floa
 
 /* ---------------------------------------------------------------- tiled path ---- */
 
-/* Training/inference forward: projections, RoPE, transposed keys, the tiled kernel (O and lse kept),
- * then y = O W_oᵀ. */
+/* Training/inference forward: projections, RoPE, transposed keys (transposes(T)), the tiled kernel
+ * (O and lse kept), then y = O W_oᵀ. */
 static int attn_forward(hy_layer *L, const float *x, float *y, int B, int T) {
     attn_priv *P = priv_of(L);
     geom g = geom_of(&L->opts, L->d_model);
@@ -367,14 +377,14 @@ static int attn_forward(hy_layer *L, const float *x, float *y, int B, int T) {
     size_t rows = (size_t)B * T;
     int rc = forward_common(L, P, &g, x, B, T);
     if (rc < 0) return rc;
-    bool copies = head_copies(T);
-    if (!hy_buf_grab(&P->kt, B * tview(NULL, g.Hkv, g.hd, T).bs) || !hy_buf_grab(&P->lse, rows * g.H) ||
+    bool copies = head_copies(T), trans = transposes(T);
+    if ((trans && !hy_buf_grab(&P->kt, B * tview(NULL, g.Hkv, g.hd, T).bs)) || !hy_buf_grab(&P->lse, rows * g.H) ||
         (copies && (!hy_buf_grab(&P->qh, rows * g.H * g.hd) || !hy_buf_grab(&P->vh, rows * g.Hkv * g.hd))))
         return HY_ERR_NOMEM;
     hy_flash_args a = train_args(&g, P, B, T);
     int W = qkv_width(&g), nq = g.H * g.hd, nk = g.Hkv * g.hd;
-    #pragma omp parallel   /* the transposed keys and the copies in one region */
-    {
+    #pragma omp parallel if (trans)   /* the transposed keys and the copies in one region */
+    if (trans) {
         transpose_heads(P->qkv.p + nq, W, B, T, g.Hkv, g.hd, a.kt, 0);
         if (copies) {
             heads_copy(P->qkv.p, W, B, T, g.H, g.hd, P->qh.p);
@@ -396,14 +406,14 @@ static int attn_backward(hy_layer *L, const float *dy, float *dx, int B, int T) 
     int rc = backward_prepare(L, P, &g, dy, B, T, false);
     if (rc < 0) return rc;
     size_t rows = (size_t)B * T;
-    bool copies = head_copies(T);
-    if (!hy_buf_grab(&P->vt, B * tview(NULL, g.Hkv, g.hd, T).bs) ||
+    bool copies = head_copies(T), trans = transposes(T);
+    if ((trans && !hy_buf_grab(&P->vt, B * tview(NULL, g.Hkv, g.hd, T).bs)) ||
         (copies && (!hy_buf_grab(&P->kh, rows * g.Hkv * g.hd) || !hy_buf_grab(&P->douth, rows * g.H * g.hd))))
         return HY_ERR_NOMEM;
     hy_flash_args a = train_args(&g, P, B, T);
     int W = qkv_width(&g), nq = g.H * g.hd, nk = g.Hkv * g.hd;
-    #pragma omp parallel   /* the transposed values and the copies in one region */
-    {
+    #pragma omp parallel if (trans)   /* the transposed values and the copies in one region */
+    if (trans) {
         transpose_heads(P->qkv.p + nq + nk, W, B, T, g.Hkv, g.hd, a.vt, 0);
         if (copies) {
             heads_copy(P->qkv.p + nq, W, B, T, g.Hkv, g.hd, P->kh.p);
@@ -650,12 +660,12 @@ static double attn_flop(const hy_opts *o, int d, int T) {
 /* Training memory of the tiled path. Forward keeps qkv (q, k, v side by side), o, qh (rows, H·hd),
  * vh (rows, Hkv·hd), the transposed keys kt, lse (rows, H) and the RoPE tables; backward adds dout,
  * douth, dqkv (dq, dk, dv), kh and the transposed values vt (qh, vh, kh, douth only when
- * head_copies(T)). Scratch: the kernels' (hy_flash_scratch_floats). */
+ * head_copies(T), kt and vt only when transposes(T)). Scratch: the kernels' (hy_flash_scratch_floats). */
 static hy_train_bytes attn_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
     (void)first;
     geom g = geom_of(o, d);
     double rows = (double)B * T, nq = rows * g.H * g.hd, nk = rows * g.Hkv * g.hd, per = head_copies(T) ? 6 : 4;
-    double tv = (double)B * tview(NULL, g.Hkv, g.hd, T).bs;
+    double tv = transposes(T) ? (double)B * tview(NULL, g.Hkv, g.hd, T).bs : 0;
     double rope = g.rope ? 2.0 * (T > 256 ? T : 256) * (g.hd / 2) : 0;
     double scratch = fmax(hy_flash_scratch_floats(B, g.H, g.Hkv, T, g.hd, threads, false),
                           hy_flash_scratch_floats(B, g.H, g.Hkv, T, g.hd, threads, true));

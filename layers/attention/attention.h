@@ -33,7 +33,10 @@ typedef struct {
  * 0 .. Tk-Tq+i). Query head h uses kv head h / (H / Hkv). Scores are scale * q·k.
  *   q, o, dout, dq:  rows = query index, cols = hd        (view per query head)
  *   k, v, dk, dv:    rows = key index,   cols = hd        (view per kv head)
- *   kt, vt:          rows = hd,          cols = key index (K and V transposed)
+ *   kt, vt:          rows = hd,          cols = key index (K and V transposed); either may be
+ *                    empty (p NULL) when Tk <= HY_FLASH_BC and not bf16: each task then transposes
+ *                    the one key tile it reads itself (hy_flash_forward then takes the query tiles
+ *                    whatever Tq; a call that cannot do so fails);
  *   lse, delta:      (n_batch, H, Tq) contiguous. */
 typedef struct {
     int n_batch, H, Hkv, hd, Tq, Tk;
@@ -44,8 +47,9 @@ typedef struct {
 } hy_flash_args;
 
 /* Forward: o = softmax(scale q kᵀ, causal) v, and lse (if non-NULL) = per-row log-sum-exp of the
- * scaled scores. Uses q, kt, v; writes o, lse. hy_flash_forward takes hy_flash_decode when
- * Tq <= HY_FLASH_DECODE_TQ, else hy_flash_tiled; the two agree within float rounding.
+ * scaled scores. Uses q, kt (or k, when kt is empty), v; writes o, lse. hy_flash_forward takes
+ * hy_flash_decode when Tq <= HY_FLASH_DECODE_TQ and kt is given, else hy_flash_tiled; the two agree
+ * within float rounding.
  *   hy_flash_tiled:  parallel over (batch, head, query tile of 64 rows).
  *   hy_flash_decode: for few queries: parallel over (batch, chunk of the key range), each task
  *                    reading its keys once for every head and keeping a partial softmax per query
@@ -56,10 +60,11 @@ typedef struct {
 int hy_flash_forward(const hy_flash_args *a);
 int hy_flash_tiled(const hy_flash_args *a);
 int hy_flash_decode(const hy_flash_args *a);
-/* Backward: from q, k, kt, vt, o, dout and the forward's lse, OVERWRITES dq, dk, dv (the gradients
- * with respect to q, k, v of the scores/softmax/product, scale included). Deterministic for a given
- * thread count: dk/dv are owned by key-tile tasks, dq is summed in a fixed order from 2·threads
- * slot buffers, each filled by a fixed sequence of tasks. */
+/* Backward: from q, k, kt, v, vt (kt, vt empty: from k, v), o, dout and the forward's lse,
+ * OVERWRITES dq, dk, dv (the gradients with respect to q, k, v of the scores/softmax/product, scale
+ * included). Deterministic for a given thread count: dk/dv are owned by key-tile tasks, dq by
+ * (batch, kv head) tasks or summed in a fixed order from 2·threads slot buffers, each filled by a
+ * fixed sequence of tasks. */
 int hy_flash_backward(const hy_flash_args *a);
 /* Whether hy_flash_backward with `threads` threads runs one task per (batch, kv head), each owning
  * its dq rows (true: n_batch·Hkv >= 4·threads), or pairs of key tiles dealt to 2·threads slots

@@ -8,14 +8,16 @@
  * dV += Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP - D) with D = rowsum(dO ∘ O), dK += dSᵀ Q, dQ += dS K.
  * Nothing of size T×T ever exists: only per-thread tiles (BR×BC) and O(T) buffers.
  *
- * Tile products use a register-blocked micro-kernel (mm below) and the softmax rows a vector exp2,
- * both written over core/simd.h's vw: 16 floats per vector in an AVX-512 build, 8 in an AVX2 one. */
+ * Tile products run in core/tile_mm.h's register-blocked kernel (mm below) and the softmax rows in a
+ * vector exp2, both written over core/simd.h's vw: 16 floats per vector in an AVX-512 build, 8 in an
+ * AVX2 one. */
 #include "layers/attention/attention.h"
 #include "core/bf16.h"
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
 #include "core/simd.h"
+#include "core/tile_mm.h"
 #include "core/vmath.h"
 #include <float.h>
 #include <math.h>
@@ -38,101 +40,27 @@ static inline const float *tcol(const hy_flash_view *v, int b, int h, int j0) {
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
 /* ---------------------------------------------------------------- tile products ---- */
-#define INLINE static inline __attribute__((always_inline))
-/* The register block: MR rows × 2 vectors (12 accumulators: 6 × 32 floats with AVX-512, 6 × 16 with
- * AVX2). */
-enum { MR = 6, NB = 2 * HY_VW };
-
-/* C[MR' × HY_VW·NV] (+)= A[MR' × K] · B[K × HY_VW·NV] for MR' = mr rows (compile-time constant after
- * inlining), the last vector of each row masked to `mask` when `masked` (N not a multiple of
- * HY_VW). A element (m, k) at A[m·sam + k·sak]: broadcast loads, so a transposed A costs nothing.
- * With acc and rs, row i of C is scaled by rs[i] before the sum (the online softmax's rescale, for
- * free). */
-INLINE void strip(const int mr, const int NV, const bool masked, vw_mask mask, int K, const float *A, ptrdiff_t sam,
-                  ptrdiff_t sak, const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc, const float *rs) {
-    vw c[MR][2];
-    _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++)
-        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) c[i][v] = (vw){0};
-    _Pragma("GCC unroll 4") for (int k = 0; k < K; k++) {
-        const float *b = B + k * ldb, *a = A + k * sak;
-        vw b0 = masked && NV == 1 ? vw_load_masked(b, mask) : vw_load(b);
-        vw b1 = NV == 2 ? (masked ? vw_load_masked(b + HY_VW, mask) : vw_load(b + HY_VW)) : b0;
-        _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++) {
-            vw ai = vw_splat(a[i * sam]);
-            c[i][0] = vw_fma(ai, b0, c[i][0]);
-            if (NV == 2) c[i][1] = vw_fma(ai, b1, c[i][1]);
-        }
-    }
-    _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++)
-        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) {
-            float *p = C + i * ldc + HY_VW * v;
-            bool part = masked && v == NV - 1;
-            if (acc) {
-                vw old = part ? vw_load_masked(p, mask) : vw_load(p);
-                c[i][v] = rs ? vw_fma(old, vw_splat(rs[i]), c[i][v]) : c[i][v] + old;
-            }
-            if (part) vw_store_masked(p, mask, c[i][v]);
-            else vw_store(p, c[i][v]);
-        }
-}
-
-typedef void strip_fn(vw_mask, int, const float *, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, float *, ptrdiff_t,
-                      bool, const float *);
-#define STRIP(R, NV, MS)                                                                                          \
-    static void strip_##R##_##NV##_##MS(vw_mask m, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak,          \
-                                        const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc,        \
-                                        const float *rs) {                                                       \
-        strip(R, NV, MS, m, K, A, sam, sak, B, ldb, C, ldc, acc, rs);                                            \
-    }
-#define STRIPS(R) STRIP(R, 1, 0) STRIP(R, 2, 0) STRIP(R, 1, 1) STRIP(R, 2, 1)
-STRIPS(1) STRIPS(2) STRIPS(3) STRIPS(4) STRIPS(5) STRIPS(6)
-#define ROW(R) {{strip_##R##_1_0, strip_##R##_2_0}, {strip_##R##_1_1, strip_##R##_2_1}}
-static strip_fn *const strips[MR][2][2] = {ROW(1), ROW(2), ROW(3), ROW(4), ROW(5), ROW(6)};
-
 /* Where a causal tile's products can stop: query row r of a tile (r from 0) sees its key columns
  * c < lim + r (lim = off + i0 - j0 + 1; lim >= the tile width when every row sees every key), so
- * the blocks of MR rows of a product on the diagonal tile skip what the mask zeroes anyway:
- *   CAUSAL_NONE   the whole product;
- *   CAUSAL_COLS   rows are queries, columns keys (S = Q Kᵀ, dP = dO Vᵀ): a row block stops at the
- *                 last column its last row sees (the columns past a row's own limit keep stale
- *                 values, which the softmax rows mask);
- *   CAUSAL_KEND   rows are queries, the sum runs over keys (O += P V, dQ += dS K): P and dS are 0
- *                 past a row's limit, so the sum stops at the row block's last visible key;
- *   CAUSAL_KSTART rows are keys, the sum runs over queries (dV += Pᵀ dO, dK += dSᵀ Q): key j is
- *                 seen by query rows r >= j - lim + 1 only, so the sum starts there.
+ * the products on the diagonal tile skip what the mask zeroes anyway (core/tile_mm.h's parts):
+ *   HY_TILE_LOWER_C  rows are queries, columns keys (S = Q Kᵀ, dP = dO Vᵀ): a strip of key
+ *                    columns is made for the rows that see one of its keys only (the columns past a
+ *                    row's own limit hold stale or computed values, which the softmax rows mask);
+ *   HY_TILE_LOWER_A  rows are queries, the sum runs over keys (O += P V, dQ += dS K): P and dS are
+ *                    0 past a row's limit, so the sum stops at the row block's last visible key;
+ *   HY_TILE_UPPER_A  rows are keys, the sum runs over queries (dV += Pᵀ dO, dK += dSᵀ Q): key j is
+ *                    seen by query rows r >= j - lim + 1 only, so the sum starts there.
  * Adding those zero terms would leave every sum as it is (0·b adds nothing), so the results are the
  * full products' (at T 64 every tile is diagonal, and this halves the work). */
-enum { CAUSAL_NONE, CAUSAL_COLS, CAUSAL_KEND, CAUSAL_KSTART };
 
-static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
-
-/* C[M × N] (+)= A[M × K] · B[K × N] on tiles: A element (m, k) at A[m·sam + k·sak] (sam = 1 is a
- * transposed A, so Pᵀ dO and dSᵀ Q need no copy), B and C row-major with strides ldb, ldc; with
- * acc, C's rows are first scaled by rs[0..M) unless rs is NULL; causal, lim: the part of a causal
- * tile to compute (above).
- * A register-blocked micro-kernel at the vector width (6 rows × 2 vectors; a block of A rows stays
- * in L1 while it meets every strip of B's columns) rather than hy_gemm: at the 64 × 64 × 64 tiles
- * the kernels use, a library GEMM's per-call packing dominates (measured on Zen 3 with the AVX2
- * width, one thread: 62-68 GFLOP/s against 50-57 for single-threaded OpenBLAS through hy_gemm; the
- * 6-row block beat 4 × 24, 4 × 16 and 8 × 8). */
+/* C[M × N] (+)= A[M × K] · B[K × N] on tiles, by hy_tile_mm_part (core/tile_mm.h: a register-blocked
+ * product at the vector width, no set-up; at the 64 × 64 × head_dim tiles a library GEMM's per-call
+ * packing would dominate): A element (m, k) at A[m·sam + k·sak] (sam = 1 is a transposed A, so Pᵀ dO
+ * and dSᵀ Q need no copy), B and C row-major with strides ldb, ldc; with acc, C's rows are first
+ * scaled by rs[0..M) unless rs is NULL; part, lim: the part of a causal tile to compute (above). */
 static void mm(int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak, const float *B, ptrdiff_t ldb,
-               float *C, ptrdiff_t ldc, bool acc, const float *rs, int causal, int lim) {
-    if (K <= 0) {
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) C[i * ldc + j] = !acc ? 0.0f : rs ? C[i * ldc + j] * rs[i] : C[i * ldc + j];
-        return;
-    }
-    for (int i = 0; i < M; i += MR) {
-        int mr = MIN(MR, M - i), n_i = N, k0 = 0, k1 = K;
-        if (causal == CAUSAL_COLS) n_i = clampi(lim + i + mr - 1, 0, N);
-        else if (causal == CAUSAL_KEND) k1 = clampi(lim + i + mr - 1, 0, K);
-        else if (causal == CAUSAL_KSTART) k0 = clampi(i - lim + 1, 0, K);
-        for (int j = 0; j < n_i; j += NB) {
-            int n = MIN(NB, n_i - j), nv = n > HY_VW ? 2 : 1, last = n - HY_VW * (nv - 1);
-            strips[mr - 1][last != HY_VW][nv - 1](vw_mask_first(last), k1 - k0, A + i * sam + k0 * sak, sam, sak,
-                                                   B + k0 * ldb + j, ldb, C + i * ldc + j, ldc, acc, rs ? rs + i : NULL);
-        }
-    }
+               float *C, ptrdiff_t ldc, bool acc, const float *rs, hy_tile_part part, int lim) {
+    hy_tile_mm_part(M, N, K, A, sam, sak, B, ldb, C, ldc, acc ? 1.0f : 0.0f, acc ? rs : NULL, part, lim);
 }
 
 /* ---------------------------------------------------------------- bf16 operands ---- */
@@ -178,14 +106,14 @@ static const uint32_t *packed_tile(const packed_set *pk, int i, int b, int h, in
     return pk ? packed_at(&pk[i], b, h, t) : NULL;
 }
 
-/* A tile product C = (rs ⊙) C + A B: the f32 micro-kernel (which skips the masked part of a causal
- * tile: causal, lim as for mm), or (w non-NULL: bf16) the bf16 product with B packed in w (ldw words
+/* A tile product C = (rs ⊙) C + A B: the f32 kernel (which skips the masked part of a causal
+ * tile: part, lim as for mm), or (w non-NULL: bf16) the bf16 product with B packed in w (ldw words
  * per packed row) over the whole tile, whose masked part the softmax rows ignore or which adds zeros.
  * Returns 0, or HY_ERR_NOMEM from a bf16 product. */
 static int tile_mm(const uint32_t *w, int ldw, int M, int N, int K, const float *A, ptrdiff_t sam, ptrdiff_t sak,
-                   const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc, const float *rs, int causal, int lim) {
+                   const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc, const float *rs, hy_tile_part part, int lim) {
     if (w) return hy_bf16_tile_mm_packed(M, N, K, A, sam, sak, w, ldw, C, ldc, acc, rs);
-    mm(M, N, K, A, sam, sak, B, ldb, C, ldc, acc, rs, causal, lim);
+    mm(M, N, K, A, sam, sak, B, ldb, C, ldc, acc, rs, part, lim);
     return 0;
 }
 
@@ -252,10 +180,36 @@ static void row_ds(float *dp, const float *p, float D) {
 
 #define LOG2E 1.44269504088896341f
 
-/* Floats of per-thread forward scratch: S tile, O accumulator, and per row the running max and
- * sum, alpha and a temporary (each part a multiple of 16 floats, so every thread's block stays
- * 64-byte aligned). */
-static size_t fwd_scratch(int hd) { return (size_t)BR * BC + (size_t)BR * ((hd + 15) / 16 * 16) + 4 * BR; }
+/* Floats of per-thread forward scratch: S tile, O accumulator, per row the running max and sum,
+ * alpha and a temporary, and a transposed key tile (own_t) (each part a multiple of 16 floats, so
+ * every thread's block stays 64-byte aligned). */
+static size_t fwd_scratch(int hd) {
+    return (size_t)BR * BC + (size_t)BR * ((hd + 15) / 16 * 16) + 4 * BR + (size_t)((hd + 15) / 16 * 16) * BC;
+}
+
+/* The B operand of Q Kᵀ (kt) or dO Vᵀ (vt) for key tile j0 of (b, g): from the transposed view tv
+ * when the caller made one, else (one key tile: tv->p NULL) the rows of `rows` (k or v) transposed
+ * here into own (hd × BC, row stride BC; in L1, no pass over memory, no parallel region of its
+ * own). *ld gets the row stride. */
+static const float *tile_t(const hy_flash_view *tv, const hy_flash_view *rows, int b, int g, int j0, int n, int hd,
+                           float *own, int *ld) {
+    if (tv->p) {
+        *ld = tv->ld;
+        return tcol(tv, b, g, j0);
+    }
+    hy_transpose(own, BC, AT(*rows, b, g, j0), rows->ld, n, hd, false);
+    *ld = BC;
+    return own;
+}
+
+/* A kernel call without kt or vt (the tasks transpose the one key tile themselves) is valid only for
+ * at most one key tile in f32. Returns 0 or the error. */
+static int check_views(const hy_flash_args *a, bool backward) {
+    if ((!a->kt.p || (backward && !a->vt.p)) && (a->Tk > BC || a->bf16))
+        return hy_fail("attention kernel: no transposed %s for %d keys%s", a->kt.p ? "values" : "keys", a->Tk,
+                       a->bf16 ? " under bf16" : "");
+    return 0;
+}
 
 /* Visible keys of query row i (absolute key limit off + i) in the key tile starting at j0, clamped
  * to 0..bc. */
@@ -264,7 +218,7 @@ static inline int nvis(int off, int i, int j0, int bc) { return MAX(0, MIN(bc, o
 /* One (batch, head, query tile): the online-softmax sweep over the visible key tiles. Returns 0 or
  * the error of a bf16 tile product. */
 static int fwd_task(const hy_flash_args *a, const packed_set *pk, int b, int h, int i0, float *S, float *Oacc,
-                    float *rowbuf) {
+                    float *rowbuf, float *own_t) {
     int hd = a->hd, g = h / (a->H / a->Hkv), off = a->Tk - a->Tq, br = MIN(BR, a->Tq - i0), nv[BR];
     float *m = rowbuf, *l = m + BR, *alpha = l + BR, *tmp = alpha + BR;
     const float *Q = AT(a->q, b, h, i0);
@@ -273,14 +227,16 @@ static int fwd_task(const hy_flash_args *a, const packed_set *pk, int b, int h, 
     for (int j0 = 0; j0 <= qlast; j0 += BC) {
         int bc = MIN(BC, qlast + 1 - j0);
         int jt = j0 / BC, lim = off + i0 - j0 + 1;   /* row r sees the tile's first lim + r keys */
-        int rc = tile_mm(packed_tile(pk, 0, b, g, jt), pk ? pk[0].ldw : 0, br, bc, hd, Q, a->q.ld, 1,
-                         tcol(&a->kt, b, g, j0), a->kt.ld, S, BC, false, NULL, CAUSAL_COLS, lim);
+        int ldkt;
+        const float *KT = tile_t(&a->kt, &a->k, b, g, j0, bc, hd, own_t, &ldkt);
+        int rc = tile_mm(packed_tile(pk, 0, b, g, jt), pk ? pk[0].ldw : 0, br, bc, hd, Q, a->q.ld, 1, KT, ldkt, S, BC,
+                         false, NULL, HY_TILE_LOWER_C, lim);
         if (rc < 0) return rc;
         for (int r = 0; r < br; r++) nv[r] = nvis(off, i0 + r, j0, bc);
         tile_online(S, br, nv, a->scale * LOG2E, m, l, alpha, tmp);
         /* O = diag(alpha) O + P V; the first tile starts O */
         if ((rc = tile_mm(packed_tile(pk, 1, b, g, jt), pk ? pk[1].ldw : 0, br, hd, bc, S, BC, 1, AT(a->v, b, g, j0),
-                          a->v.ld, Oacc, hd, j0 > 0, alpha, CAUSAL_KEND, lim)) < 0)
+                          a->v.ld, Oacc, hd, j0 > 0, alpha, HY_TILE_LOWER_A, lim)) < 0)
             return rc;
     }
     for (int r = 0; r < br; r++) {
@@ -297,6 +253,7 @@ static int fwd_task(const hy_flash_args *a, const packed_set *pk, int b, int h, 
 int hy_flash_tiled(const hy_flash_args *a) {
     if (a->n_batch <= 0 || a->Tq <= 0) return 0;
     if (a->Tk < a->Tq || a->H % a->Hkv) return hy_fail("attention kernel: bad shape (Tq %d, Tk %d)", a->Tq, a->Tk);
+    if (check_views(a, false) < 0) return HY_ERR;
     int nth = omp_get_max_threads(), nqt = (a->Tq + BR - 1) / BR, nbh = a->n_batch * a->H;
     size_t per = fwd_scratch(a->hd);
     float *scratch = hy_malloc((size_t)nth * per * sizeof(float));
@@ -321,12 +278,12 @@ int hy_flash_tiled(const hy_flash_args *a) {
     {
         int tid = omp_get_thread_num();
         float *S = scratch + (size_t)tid * per, *Oacc = S + (size_t)BR * BC,
-              *rowbuf = Oacc + (size_t)BR * ((a->hd + 15) / 16 * 16);
+              *rowbuf = Oacc + (size_t)BR * ((a->hd + 15) / 16 * 16), *own_t = rowbuf + 4 * BR;
         memset(S, 0, (size_t)BR * BC * sizeof *S);   /* columns past a short tile are read, never used */
         #pragma omp for schedule(dynamic, 1)
         for (long t = 0; t < ntask; t++) {
             int it = nqt - 1 - (int)(t / nbh), bh = (int)(t % nbh);
-            int rc = fwd_task(a, words ? pk : NULL, bh / a->H, bh % a->H, it * BR, S, Oacc, rowbuf);
+            int rc = fwd_task(a, words ? pk : NULL, bh / a->H, bh % a->H, it * BR, S, Oacc, rowbuf, own_t);
             if (rc < err) err = rc;
         }
     }
@@ -378,9 +335,9 @@ static void decode_task(const hy_flash_args *a, int b, int kb0, int kb1, float *
             float *mg = m + (size_t)g * nrp, *lg = l + (size_t)g * nrp, *ag = alpha + (size_t)g * nrp,
                   *Og = Oacc + (size_t)g * nr * hd;
             mm(nr, bc, hd, Qc + (size_t)g * nr * hd, hd, 1, tcol(&a->kt, b, g, j0), a->kt.ld, S, BC, false, NULL,
-               CAUSAL_NONE, 0);
+               HY_TILE_FULL, 0);
             tile_online(S, nr, nv, a->scale * LOG2E, mg, lg, ag, tmp + (size_t)g * nrp);
-            mm(nr, hd, bc, S, BC, 1, AT(a->v, b, g, j0), a->v.ld, Og, hd, kb > kb0, ag, CAUSAL_NONE, 0);
+            mm(nr, hd, bc, S, BC, 1, AT(a->v, b, g, j0), a->v.ld, Og, hd, kb > kb0, ag, HY_TILE_FULL, 0);
         }
     }
     for (int g = 0; g < a->Hkv; g++)
@@ -400,6 +357,7 @@ static void decode_task(const hy_flash_args *a, int b, int kb0, int kb1, float *
 int hy_flash_decode(const hy_flash_args *a) {
     if (a->n_batch <= 0 || a->Tq <= 0) return 0;
     if (a->Tk < a->Tq || a->H % a->Hkv) return hy_fail("attention kernel: bad shape (Tq %d, Tk %d)", a->Tq, a->Tk);
+    if (!a->kt.p) return hy_fail("attention kernel: the split-key path needs the transposed keys");
     const int hd = a->hd, nkb = (a->Tk + BC - 1) / BC, per = decode_chunk_blocks(a->n_batch, nkb),
               nch = (nkb + per - 1) / per, nth = omp_get_max_threads();
     const size_t rows = (size_t)a->H * a->Tq, ntask = (size_t)a->n_batch * nch, scr = decode_scratch(a);
@@ -445,15 +403,17 @@ int hy_flash_decode(const hy_flash_args *a) {
     return 0;
 }
 
-/* Few queries (decode, short prefill chunks): the split-key path; otherwise the query tiles. */
+/* Few queries (decode, short prefill chunks) with the transposed keys given: the split-key path;
+ * otherwise the query tiles. */
 int hy_flash_forward(const hy_flash_args *a) {
-    return a->Tq <= HY_FLASH_DECODE_TQ ? hy_flash_decode(a) : hy_flash_tiled(a);
+    return a->Tq <= HY_FLASH_DECODE_TQ && a->kt.p ? hy_flash_decode(a) : hy_flash_tiled(a);
 }
 
 /* ---------------------------------------------------------------- backward ---- */
 
-/* Per-thread floats of the backward: S and dP tiles, dK and dV accumulators. */
-static size_t bwd_scratch(int hd) { return 2 * (size_t)BR * BC + 2 * (size_t)BC * ((hd + 15) / 16 * 16); }
+/* Per-thread floats of the backward: S and dP tiles, dK and dV accumulators, the transposed key and
+ * value tiles (own_t). */
+static size_t bwd_scratch(int hd) { return 2 * (size_t)BR * BC + 4 * (size_t)BC * ((hd + 15) / 16 * 16); }
 
 double hy_flash_scratch_floats(int n_batch, int H, int Hkv, int T, int hd, int threads, bool backward) {
     if (!backward && T <= HY_FLASH_DECODE_TQ) {   /* hy_flash_decode: per-thread scratch, every task's partials */
@@ -474,8 +434,11 @@ double hy_flash_scratch_floats(int n_batch, int H, int Hkv, int T, int hd, int t
  * rows (bwd_group). pk: the packed bf16 tiles, or NULL (f32). Returns 0 or HY_ERR_NOMEM. */
 static int bwd_task(const hy_flash_args *a, const packed_set *pk, const float *delta, int b, int g, int jt, float *S,
                     float *dP, float *dKa, float *dVa, hy_flash_view dqv, bool dq_acc) {
-    int hd = a->hd, off = a->Tk - a->Tq, grp = a->H / a->Hkv, j0 = jt * BC, bc = MIN(BC, a->Tk - j0);
-    const float *KT = tcol(&a->kt, b, g, j0), *VT = tcol(&a->vt, b, g, j0), *K = AT(a->k, b, g, j0);
+    int hd = a->hd, off = a->Tk - a->Tq, grp = a->H / a->Hkv, j0 = jt * BC, bc = MIN(BC, a->Tk - j0), ldkt, ldvt;
+    float *own_t = dVa + (size_t)BC * ((hd + 15) / 16 * 16);   /* bwd_scratch's last two parts */
+    const float *KT = tile_t(&a->kt, &a->k, b, g, j0, bc, hd, own_t, &ldkt),
+                *VT = tile_t(&a->vt, &a->v, b, g, j0, bc, hd, own_t + (size_t)BC * ((hd + 15) / 16 * 16), &ldvt),
+                *K = AT(a->k, b, g, j0);
     memset(dKa, 0, (size_t)bc * hd * sizeof *dKa);
     memset(dVa, 0, (size_t)bc * hd * sizeof *dVa);
     int it0 = MAX(0, j0 - off) / BR, nqt = (a->Tq + BR - 1) / BR;
@@ -490,20 +453,20 @@ static int bwd_task(const hy_flash_args *a, const packed_set *pk, const float *d
                                     packed_tile(pk, 3, b, h, it), packed_tile(pk, 4, b, g, jt)};
             int ldw[5];
             for (int i = 0; i < 5; i++) ldw[i] = pk ? pk[i].ldw : 0;
-            int rc = tile_mm(w[0], ldw[0], br, bc, hd, Q, a->q.ld, 1, KT, a->kt.ld, S, BC, false, NULL, CAUSAL_COLS, lim);
+            int rc = tile_mm(w[0], ldw[0], br, bc, hd, Q, a->q.ld, 1, KT, ldkt, S, BC, false, NULL, HY_TILE_LOWER_C, lim);
             if (rc < 0) return rc;
             for (int r = 0; r < br; r++)
                 row_p(S + (size_t)r * BC, nvis(off, i0 + r, j0, bc), a->scale * LOG2E, lse[r] * LOG2E);
-            if ((rc = tile_mm(w[1], ldw[1], bc, hd, br, S, 1, BC, dO, a->dout.ld, dVa, hd, true, NULL, CAUSAL_KSTART,
+            if ((rc = tile_mm(w[1], ldw[1], bc, hd, br, S, 1, BC, dO, a->dout.ld, dVa, hd, true, NULL, HY_TILE_UPPER_A,
                               lim)) < 0 ||                                                          /* dV += Pᵀ dO */
-                (rc = tile_mm(w[2], ldw[2], br, bc, hd, dO, a->dout.ld, 1, VT, a->vt.ld, dP, BC, false, NULL, CAUSAL_COLS,
+                (rc = tile_mm(w[2], ldw[2], br, bc, hd, dO, a->dout.ld, 1, VT, ldvt, dP, BC, false, NULL, HY_TILE_LOWER_C,
                               lim)) < 0)                                                            /* dP = dO Vᵀ */
                 return rc;
             for (int r = 0; r < br; r++) row_ds(dP + (size_t)r * BC, S + (size_t)r * BC, D[r]);
-            if ((rc = tile_mm(w[3], ldw[3], bc, hd, br, dP, 1, BC, Q, a->q.ld, dKa, hd, true, NULL, CAUSAL_KSTART,
+            if ((rc = tile_mm(w[3], ldw[3], bc, hd, br, dP, 1, BC, Q, a->q.ld, dKa, hd, true, NULL, HY_TILE_UPPER_A,
                               lim)) < 0 ||                                                          /* dK += dSᵀ Q */
                 (rc = tile_mm(w[4], ldw[4], br, hd, bc, dP, BC, 1, K, a->k.ld, AT(dqv, b, h, i0), dqv.ld, dq_acc, NULL,
-                              CAUSAL_KEND, lim)) < 0)                                               /* dQ += dS K */
+                              HY_TILE_LOWER_A, lim)) < 0)                                               /* dQ += dS K */
                 return rc;
         }
     for (int j = 0; j < bc; j++) {
@@ -513,13 +476,16 @@ static int bwd_task(const hy_flash_args *a, const packed_set *pk, const float *d
     return 0;
 }
 
-/* One (batch, kv head) whole: every key tile in order, adding dS K straight into the dq rows of
- * the group's query heads (the first key tile, which every query row meets, writes them; scaled
- * at the end). The task owns those rows, so the result is the same whatever the thread count or
- * schedule. Returns 0 or HY_ERR_NOMEM (from a bf16 product). */
-static int bwd_group(const hy_flash_args *a, const packed_set *pk, const float *delta, int b, int g, float *S,
+/* One (batch, kv head) whole: D of the group's query rows, then every key tile in order, adding
+ * dS K straight into the dq rows of the group's query heads (the first key tile, which every query
+ * row meets, writes them; scaled at the end). The task owns those rows, so the result is the same
+ * whatever the thread count or schedule. Returns 0 or HY_ERR_NOMEM (from a bf16 product). */
+static int bwd_group(const hy_flash_args *a, const packed_set *pk, float *delta, int b, int g, float *S,
                      float *dP, float *dKa, float *dVa) {
     int hd = a->hd, grp = a->H / a->Hkv, nkt = (a->Tk + BC - 1) / BC;
+    for (int h = g * grp; h < (g + 1) * grp; h++)   /* D of the group's rows */
+        for (int i = 0; i < a->Tq; i++)
+            delta[((size_t)b * a->H + h) * a->Tq + i] = hy_dotf(AT(a->o, b, h, i), AT(a->dout, b, h, i), hd);
     for (int jt = 0; jt < nkt; jt++) {
         int rc = bwd_task(a, pk, delta, b, g, jt, S, dP, dKa, dVa, a->dq, jt > 0);
         if (rc < 0) return rc;
@@ -539,7 +505,8 @@ bool hy_flash_backward_by_group(int n_batch, int Hkv, int threads) {
 /* Two schedules, both bit-reproducible for a given thread count whatever the schedule:
  * - by group (hy_flash_backward_by_group: at least 4 (batch, kv head) pairs per thread, e.g. a
  *   training batch): one task per (batch, kv head), handed out dynamically, owning its dq rows
- *   (bwd_group), so no dQ copies are zeroed and summed;
+ *   (bwd_group), so no dQ copies are zeroed and summed, and making D of its own rows: the whole
+ *   backward is one work-sharing loop (one barrier, where a pass for D would add another);
  * - by key-tile slots (few sequences and heads, long T): key tiles are paired (j, last - j) so
  *   every task has the same causal work. The tasks are dealt round-robin to 2·threads fixed slots,
  *   each with its own dQ buffer, processed in a fixed order; threads take whole slots dynamically
@@ -548,6 +515,7 @@ bool hy_flash_backward_by_group(int n_batch, int Hkv, int threads) {
 int hy_flash_backward(const hy_flash_args *a) {
     if (a->n_batch <= 0 || a->Tq <= 0) return 0;
     if (a->Tk < a->Tq || a->H % a->Hkv) return hy_fail("attention kernel: bad shape (Tq %d, Tk %d)", a->Tq, a->Tk);
+    if (check_views(a, true) < 0) return HY_ERR;
     int nth = omp_get_max_threads(), hd = a->hd, H = a->H;
     bool by_group = hy_flash_backward_by_group(a->n_batch, a->Hkv, nth);
     int nslot = by_group ? 0 : 2 * nth;
@@ -588,41 +556,41 @@ int hy_flash_backward(const hy_flash_args *a) {
         int tid = omp_get_thread_num();
         float *S = scratch + (size_t)tid * per, *dP = S + (size_t)BR * BC, *dKa = dP + (size_t)BR * BC,
               *dVa = dKa + (size_t)BC * ((hd + 15) / 16 * 16);
-        memset(S, 0, per * sizeof *S);   /* columns past a short tile are read, never used */
-        #pragma omp for schedule(static)
-        for (int u = 0; u < nslot; u++) memset(dqp + (size_t)u * nq, 0, nq * sizeof(float));
-        #pragma omp for schedule(static)
-        for (size_t r = 0; r < nrow; r++) {   /* D = rowsum(dO ∘ O), rows ordered (b, h, i) */
-            int i = (int)(r % a->Tq), h = (int)(r / a->Tq % H), b = (int)(r / a->Tq / H);
-            const float *o = AT(a->o, b, h, i), *dO = AT(a->dout, b, h, i);
-            delta[r] = hy_dotf(o, dO, hd);
-        }
-        if (by_group) {
+        memset(S, 0, (size_t)2 * BR * BC * sizeof *S);   /* columns past a short tile are read, never used */
+        if (by_group) {   /* one work-sharing loop: each task makes its own rows' D */
             #pragma omp for schedule(dynamic, 1)
             for (int bg = 0; bg < a->n_batch * a->Hkv; bg++) {
                 int rc = bwd_group(a, pks, delta, bg / a->Hkv, bg % a->Hkv, S, dP, dKa, dVa);
                 if (rc < err) err = rc;
             }
-        }
-        #pragma omp for schedule(dynamic, 1)
-        for (int u = 0; u < nslot; u++)
-            for (long t = u; t < ntask; t += nslot) {
-                int p = (int)(t % npair), bg = (int)(t / npair);
-                hy_flash_view mine = {dqp + (size_t)u * nq, (size_t)H * a->Tq * hd, (size_t)a->Tq * hd, hd, 0};
-                int rc = bwd_task(a, pks, delta, bg / a->Hkv, bg % a->Hkv, p, S, dP, dKa, dVa, mine, true);
-                if (rc == 0 && nkt - 1 - p != p)
-                    rc = bwd_task(a, pks, delta, bg / a->Hkv, bg % a->Hkv, nkt - 1 - p, S, dP, dKa, dVa, mine, true);
-                if (rc < err) err = rc;
+        } else {
+            #pragma omp for schedule(static)
+            for (int u = 0; u < nslot; u++) memset(dqp + (size_t)u * nq, 0, nq * sizeof(float));
+            #pragma omp for schedule(static)
+            for (size_t r = 0; r < nrow; r++) {   /* D = rowsum(dO ∘ O), rows ordered (b, h, i) */
+                int i = (int)(r % a->Tq), h = (int)(r / a->Tq % H), b = (int)(r / a->Tq / H);
+                delta[r] = hy_dotf(AT(a->o, b, h, i), AT(a->dout, b, h, i), hd);
             }
-        #pragma omp for schedule(static)
-        for (size_t r = 0; r < (nslot ? nrow : 0); r++) {   /* dQ = scale Σ_slots dQ_u, rows ordered (b, h, i) */
-            int i = (int)(r % a->Tq), h = (int)(r / a->Tq % H), b = (int)(r / a->Tq / H);
-            float *dq = AT(a->dq, b, h, i);
-            const float *src = dqp + r * hd;
-            for (int c = 0; c < hd; c++) dq[c] = src[c];
-            for (int u = 1; u < nslot; u++)
-                for (int c = 0; c < hd; c++) dq[c] += src[(size_t)u * nq + c];
-            for (int c = 0; c < hd; c++) dq[c] *= a->scale;
+            #pragma omp for schedule(dynamic, 1)
+            for (int u = 0; u < nslot; u++)
+                for (long t = u; t < ntask; t += nslot) {
+                    int p = (int)(t % npair), bg = (int)(t / npair);
+                    hy_flash_view mine = {dqp + (size_t)u * nq, (size_t)H * a->Tq * hd, (size_t)a->Tq * hd, hd, 0};
+                    int rc = bwd_task(a, pks, delta, bg / a->Hkv, bg % a->Hkv, p, S, dP, dKa, dVa, mine, true);
+                    if (rc == 0 && nkt - 1 - p != p)
+                        rc = bwd_task(a, pks, delta, bg / a->Hkv, bg % a->Hkv, nkt - 1 - p, S, dP, dKa, dVa, mine, true);
+                    if (rc < err) err = rc;
+                }
+            #pragma omp for schedule(static)
+            for (size_t r = 0; r < nrow; r++) {   /* dQ = scale Σ_slots dQ_u, rows ordered (b, h, i) */
+                int i = (int)(r % a->Tq), h = (int)(r / a->Tq % H), b = (int)(r / a->Tq / H);
+                float *dq = AT(a->dq, b, h, i);
+                const float *src = dqp + r * hd;
+                for (int c = 0; c < hd; c++) dq[c] = src[c];
+                for (int u = 1; u < nslot; u++)
+                    for (int c = 0; c < hd; c++) dq[c] += src[(size_t)u * nq + c];
+                for (int c = 0; c < hd; c++) dq[c] *= a->scale;
+            }
         }
     }
     hy_free(delta), hy_free(dqp), hy_free(scratch), hy_free(words);

@@ -1,12 +1,16 @@
 /* swiglu — the SwiGLU feed-forward block (SPEC §3):
  *   out = down_proj( silu(gate_proj u) ⊙ up_proj u )
- * gate_proj, up_proj: (F, d); down_proj: (d, F). Three GEMMs forward, six backward. */
+ * gate_proj, up_proj: (F, d); down_proj: (d, F). Inside a model, whose parameter arena lays
+ * gate_proj and up_proj back to back, they are one (2F, d) weight: two GEMMs forward, four backward
+ * (a standalone layer, whose tensors are separate allocations: three and six, into the same
+ * columns). */
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/mem.h"
 #include "core/vmath.h"
 #include "layers/registry.h"
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -19,9 +23,11 @@ static const hy_opt_spec swiglu_opts[] = {
 enum { P_GATE, P_UP, P_DOWN };
 
 typedef struct {
-    const float *x;        /* input of the last forward (owned by the caller, alive until backward) */
-    hy_buf gate, up, act;  /* (rows, F): pre-activations and silu(gate) ⊙ up */
-    hy_buf dact, dgate, dup;
+    const float *x;  /* input of the last forward (owned by the caller, alive until backward) */
+    hy_buf gu;       /* (rows, 2F): the pre-activations, gate in columns [0, F), up in [F, 2F) */
+    hy_buf act;      /* (rows, F): silu(gate) ⊙ up */
+    hy_buf dact;     /* (rows, F) */
+    hy_buf dgu;      /* (rows, 2F): the gradients of gate and up, laid out as gu */
 } swiglu_cache;
 
 static int swiglu_resolve(hy_opts *o, int d_model, int *bad_opt, char *msg, size_t msg_len) {
@@ -57,20 +63,33 @@ static swiglu_cache *cache_of(hy_layer *L) {
     return L->priv;
 }
 
+/* Whether up_proj follows gate_proj in memory (w: the layer's weights or gradients), so that the
+ * two are one (2F, d) matrix. */
+static bool gate_up_stacked(float *const *w, int F, int d) {
+    return w[P_GATE] && w[P_UP] == w[P_GATE] + (size_t)F * d;
+}
+
 static int swiglu_forward(hy_layer *L, const float *x, float *y, int B, int T) {
     swiglu_cache *c = cache_of(L);
     int d = L->d_model, F = hy_opt_int(&L->opts, OPT_D_FF);
     size_t rows = (size_t)B * T, n = rows * F;
-    if (!c || !hy_buf_reserve(&c->gate, n) || !hy_buf_reserve(&c->up, n) || !hy_buf_reserve(&c->act, n))
-        return HY_ERR_NOMEM;
-    int rc = hy_gemm_bf16_hold(x, rows * d);   /* bf16: x converted once for both products */
-    if (rc < 0) return rc;
-    hy_linear_forward(c->gate.p, x, L->p[P_GATE], NULL, (int)rows, d, F);
-    hy_linear_forward(c->up.p, x, L->p[P_UP], NULL, (int)rows, d, F);
-    hy_gemm_bf16_release(x);
-    float *g = c->gate.p, *u = c->up.p, *a = c->act.p;
+    if (!c || !hy_buf_reserve(&c->gu, 2 * n) || !hy_buf_reserve(&c->act, n)) return HY_ERR_NOMEM;
+    float *gu = c->gu.p, *a = c->act.p;
+    if (gate_up_stacked(L->p, F, d)) hy_linear_forward(gu, x, L->p[P_GATE], NULL, (int)rows, d, 2 * F);
+    else {
+        int rc = hy_gemm_bf16_hold(x, rows * d);   /* bf16: x converted once for both products */
+        if (rc < 0) return rc;
+        hy_gemm(false, true, (int)rows, F, d, 1.0f, x, d, L->p[P_GATE], d, 0.0f, gu, 2 * F);
+        hy_gemm(false, true, (int)rows, F, d, 1.0f, x, d, L->p[P_UP], d, 0.0f, gu + F, 2 * F);
+        hy_gemm_bf16_release(x);
+    }
     #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) a[i] = hy_siluf(g[i]) * u[i];
+    for (size_t r = 0; r < rows; r++) {
+        const float *g = gu + r * 2 * F, *u = g + F;
+        float *ar = a + r * F;
+        #pragma omp simd
+        for (int f = 0; f < F; f++) ar[f] = hy_siluf(g[f]) * u[f];
+    }
     hy_linear_forward(y, a, L->p[P_DOWN], NULL, (int)rows, F, d);
     c->x = x;
     return 0;
@@ -81,20 +100,31 @@ static int swiglu_backward(hy_layer *L, const float *dy, float *dx, int B, int T
     int d = L->d_model, F = hy_opt_int(&L->opts, OPT_D_FF);
     size_t rows = (size_t)B * T, n = rows * F;
     if (!c || !c->x) return hy_fail("swiglu: backward without a forward");
-    if (!hy_buf_reserve(&c->dact, n) || !hy_buf_reserve(&c->dgate, n) || !hy_buf_reserve(&c->dup, n))
-        return HY_ERR_NOMEM;
+    if (!hy_buf_reserve(&c->dact, n) || !hy_buf_reserve(&c->dgu, 2 * n)) return HY_ERR_NOMEM;
     hy_linear_backward(c->dact.p, L->g[P_DOWN], NULL, dy, c->act.p, L->p[P_DOWN], (int)rows, F, d, false);
-    float *g = c->gate.p, *u = c->up.p, *da = c->dact.p, *dg = c->dgate.p, *du = c->dup.p;
+    const float *gu = c->gu.p, *da = c->dact.p;
+    float *dgu = c->dgu.p;
     #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float s = hy_sigmoidf(g[i]);
-        du[i] = da[i] * g[i] * s;
-        dg[i] = da[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+    for (size_t r = 0; r < rows; r++) {
+        const float *g = gu + r * 2 * F, *u = g + F, *dar = da + r * F;
+        float *dg = dgu + r * 2 * F, *du = dg + F;
+        #pragma omp simd
+        for (int f = 0; f < F; f++) {
+            float s = hy_sigmoidf(g[f]);
+            du[f] = dar[f] * g[f] * s;
+            dg[f] = dar[f] * u[f] * s * (1.0f + g[f] * (1.0f - s));
+        }
     }
-    int rc = hy_gemm_bf16_hold(c->x, rows * d);   /* bf16: x converted once for both weight gradients */
+    int rc = hy_gemm_bf16_hold(c->x, rows * d);   /* bf16: x converted once for the weight gradients */
     if (rc < 0) return rc;
-    hy_linear_backward(dx, L->g[P_GATE], NULL, dg, c->x, L->p[P_GATE], (int)rows, d, F, false);
-    hy_linear_backward(dx, L->g[P_UP], NULL, du, c->x, L->p[P_UP], (int)rows, d, F, true);
+    if (gate_up_stacked(L->p, F, d) && gate_up_stacked(L->g, F, d))   /* dx = dGU W_gu; dW_gu += dGUᵀ x */
+        hy_linear_backward(dx, L->g[P_GATE], NULL, dgu, c->x, L->p[P_GATE], (int)rows, d, 2 * F, false);
+    else
+        for (int j = P_GATE; j <= P_UP; j++) {   /* dx (+)= dY_j W_j; dW_j += dY_jᵀ x */
+            const float *dyj = dgu + (j == P_GATE ? 0 : F);
+            hy_gemm(false, false, (int)rows, d, F, 1.0f, dyj, 2 * F, L->p[j], d, j == P_GATE ? 0.0f : 1.0f, dx, d);
+            hy_gemm(true, false, F, d, (int)rows, 1.0f, dyj, 2 * F, c->x, d, 1.0f, L->g[j], d);
+        }
     hy_gemm_bf16_release(c->x);
     return 0;
 }
@@ -136,7 +166,8 @@ static double swiglu_flop(const hy_opts *o, int d, int T) {
     return (double)T * (6.0 * d * hy_opt_int(o, OPT_D_FF) + 4.0 * hy_opt_int(o, OPT_D_FF));
 }
 
-/* Training memory: forward keeps gate, up and act, backward adds dact, dgate and dup: six (rows, F). */
+/* Training memory: forward keeps gate, up and act, backward adds dact and the gradients of gate and
+ * up: six (rows, F). */
 static hy_train_bytes swiglu_train_bytes(const hy_opts *o, int d, int B, int T, int threads, bool first) {
     (void)d, (void)threads, (void)first;
     return (hy_train_bytes){6.0 * B * T * hy_opt_int(o, OPT_D_FF) * sizeof(float), 0};
@@ -145,8 +176,7 @@ static hy_train_bytes swiglu_train_bytes(const hy_opts *o, int d, int B, int T, 
 static void swiglu_destroy(hy_layer *L) {
     swiglu_cache *c = L->priv;
     if (!c) return;
-    hy_buf_free(&c->gate), hy_buf_free(&c->up), hy_buf_free(&c->act);
-    hy_buf_free(&c->dact), hy_buf_free(&c->dgate), hy_buf_free(&c->dup);
+    hy_buf_free(&c->gu), hy_buf_free(&c->act), hy_buf_free(&c->dact), hy_buf_free(&c->dgu);
     hy_free(c);
     L->priv = NULL;
 }

@@ -2,10 +2,11 @@
  * layers/gated_deltanet/delta.h. One (sequence, value head) per OpenMP iteration walks its chunks in
  * order, the state carried transposed (Sᵀ, dk × dv) in the thread's scratch directly after the
  * chunk's Kᵀ; all intra-chunk matrices live in that scratch, so only the inputs, o, and what is kept
- * for backward touch memory. Per chunk five products (core/tile_mm.h): Q [Kᵀ | S_inᵀ] and
- * K [Kᵀ | S_inᵀ] (Q Kᵀ, Q S_inᵀ, K Kᵀ and K S_inᵀ), T·R (after the substitution for T), tril(P)·U and
- * K̃ᵀ·U for the next state. With keep, U and the state entering every other chunk (transposed back to dv × dk) are
- * written out once (the backward recomputes T and the other states). */
+ * for backward touch memory. Per chunk six products (core/tile_mm.h): Q Kᵀ, Q S_inᵀ, K [Kᵀ | S_inᵀ]
+ * (K Kᵀ and K S_inᵀ), T·R (after the substitution for T), tril(P)·U and K̃ᵀ·U for the next state.
+ * O is made where it goes, in o's rows, and with keep U in the kept array (the products read them
+ * back from the cache); the state entering every other chunk is kept, transposed back to dv × dk
+ * (the backward recomputes T and the other states). */
 #include "core/error.h"
 #include "core/tile_mm.h"
 #include "layers/gated_deltanet/delta_common.h"
@@ -28,7 +29,7 @@ int hy_gdn_check(const hy_gdn_in *in) {
 }
 
 /* Scratch floats of one thread of the forward: the chunk (without Q and K rows), T (padded rows), C,
- * R, U and the carried [Kᵀ | S_inᵀ] (dk rows of L + dv). */
+ * R, U (used without keep) and the carried [Kᵀ | S_inᵀ] (dk rows of L + dv). */
 static size_t fwd_floats(int L, int dk, int dv) {
     return gdn_chunk_floats(L, dk, false) + gdn_round((size_t)gdn_inv_stride(L) * gdn_inv_stride(L)) +
            gdn_round((size_t)2 * L * (L + dv)) + 2 * gdn_round((size_t)L * dv) + gdn_round((size_t)dk * (L + dv));
@@ -36,42 +37,25 @@ static size_t fwd_floats(int L, int dk, int dv) {
 
 size_t hy_gdn_forward_ws_floats(int dk, int dv, int L, int threads) { return fwd_floats(L, dk, dv) * (size_t)threads; }
 
-/* Copies rows × cols floats (row strides ld_dst, ld_src), with non-temporal stores when nt (where
- * the destination is aligned to a whole vector): the outputs and what is kept for the backward are
- * computed in the thread's scratch and written out once, so that their lines are not first read
- * from memory (a plain store to a line not in the cache reads it) and do not evict the inputs. */
-static void put_rows(float *restrict dst, size_t ld_dst, const float *restrict src, size_t ld_src, int rows,
-                     int cols, bool nt) {
-    for (int r = 0; r < rows; r++) {
-        float *d = dst + (size_t)r * ld_dst;
-        const float *sr = src + (size_t)r * ld_src;
-        if (!nt) {
-            memcpy(d, sr, (size_t)cols * sizeof(float));
-            continue;
-        }
-        int x = 0;
-        for (; x + HY_VW <= cols; x += HY_VW) vw_stream(d + x, vw_load(sr + x));
-        memcpy(d + x, sr + x, (size_t)(cols - x) * sizeof(float));
-    }
-}
-
 /* All chunks of (sequence b, value head j) in order. S: this head's state (dv × dk), NULL = zeros;
  * updated to the state after the last token. The state is carried transposed, Sᵀ (dk × dv), in the
  * last dv columns of the scratch matrix Bm (dk rows of L + dv), whose Lc columns before it get the
- * chunk's Kᵀ, so that Q [Kᵀ | S_inᵀ] and K [Kᵀ | S_inᵀ] are products with B row-major, as hy_tile_mm
+ * chunk's Kᵀ, so that Q Kᵀ, Q S_inᵀ and K [Kᵀ | S_inᵀ] are products with B row-major, as hy_tile_mm
  * takes it, and A the q and k rows where they are (no copy); the state update reads Kᵀ, scaled by
  * e^{γ_L − γ} in place, as its A. The products are small (32 × 128 × 32 at the block's chunk):
  * hy_tile_mm runs them without a library call's set-up, skips the zeros above the diagonal of T and
- * P, and applies e^γ to Q S_inᵀ and e^{γ_L} to S_in as it adds. w: the thread's scratch. nt: write o
- * and the kept arrays with non-temporal stores. */
+ * P, and applies e^γ to Q S_inᵀ and e^{γ_L} to S_in as it adds. Q S_inᵀ and then O are made in o's
+ * rows, and with keep U in the kept array: plain stores from the products' register blocks, which
+ * the core overlaps with the multiply-adds (a separate copy out with non-temporal stores stalled on
+ * each burst: about 10% more process time on the bench shape). w: the thread's scratch. */
 static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, int ld_o, const hy_gdn_keep *keep,
-                         bool nt, float *w) {
+                         float *w) {
     const int L = in->chunk, dk = in->dk, dv = in->dv, nch = hy_gdn_nchunks(in->T, L), nck = hy_gdn_nckpt(in->T, L);
     const int ldb = L + dv, Lp = gdn_inv_stride(L);
     gdn_chunk ch;
     gdn_chunk_alloc(&ch, &w, L, dk, false);
     float *Tp = gdn_take(&w, (size_t)Lp * Lp), *C = gdn_take(&w, (size_t)2 * L * (L + dv));
-    float *R = gdn_take(&w, (size_t)L * dv), *U = gdn_take(&w, (size_t)L * dv), *Bm = gdn_take(&w, (size_t)dk * ldb);
+    float *R = gdn_take(&w, (size_t)L * dv), *Us = gdn_take(&w, (size_t)L * dv), *Bm = gdn_take(&w, (size_t)dk * ldb);
     float *const St = Bm + L;   /* Sᵀ: dk rows at stride ldb */
     const size_t head = (size_t)b * in->HV + j;
     bool s_zero = S == NULL;   /* the state is known to be zero: its products are skipped */
@@ -82,13 +66,16 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
         const size_t lq = (size_t)in->ld_qk;
         const float *Q = in->q + ch.row0 * lq + (size_t)ch.i * dk, *K = in->k + ch.row0 * lq + (size_t)ch.i * dk;
         float *Bc = Bm + (L - Lc);   /* [Kᵀ | S_inᵀ]: Lc + dv columns */
+        float *O = o + ch.row0 * ld_o + (size_t)j * dv;   /* this chunk's rows of o (row stride ld_o) */
+        float *U = keep ? keep->u + (head * in->T + (size_t)c * L) * dv : Us;   /* row stride dv */
         hy_transpose(Bc, (size_t)ldb, K, lq, Lc, dk, false);
-        /* C = [Q; K] [Kᵀ | S_inᵀ] = [Q Kᵀ | Q S_inᵀ; K Kᵀ | K S_inᵀ] (row stride ldc), then the masks */
-        hy_tile_mm(Lc, s_zero ? Lc : ldc, dk, Q, (ptrdiff_t)lq, 1, Bc, ldb, C, ldc, 0.0f, NULL, false);
+        /* Q Kᵀ into C's first Lc rows, Q S_inᵀ into O, [K Kᵀ | K S_inᵀ] into C's next Lc rows (row
+         * stride ldc), then the masks */
+        hy_tile_mm(Lc, Lc, dk, Q, (ptrdiff_t)lq, 1, Bc, ldb, C, ldc, 0.0f, NULL, false);
+        if (!s_zero) hy_tile_mm(Lc, dv, dk, Q, (ptrdiff_t)lq, 1, St, ldb, O, ld_o, 0.0f, NULL, false);
         hy_tile_mm(Lc, s_zero ? Lc : ldc, dk, K, (ptrdiff_t)lq, 1, Bc, ldb, C + (size_t)Lc * ldc, ldc, 0.0f, NULL, false);
         gdn_prefetch_rows(in, b, j, c + 1, 0, L / 4);   /* the next chunk's rows, in four parts */
         gdn_chunk_masks(&ch, C, ldc);
-        float *QS = C + Lc;
         const float *KS = C + (size_t)Lc * ldc + Lc;
         gdn_prefetch_rows(in, b, j, c + 1, L / 4, L / 2);
         gdn_unit_lower_inverse(NULL, ch.KD, ch.beta, Lc, Tp);
@@ -106,15 +93,13 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
          * inside the vectors the substitution wrote for its rows (HY_TILE_MR divides the vector
          * width), which hold exact zeros above the diagonal */
         hy_tile_mm(Lc, dv, Lc, Tp, gdn_inv_stride(Lc), 1, R, dv, U, dv, 0.0f, NULL, true);
-        if (keep) put_rows(keep->u + (head * in->T + (size_t)c * L) * dv, 0, U, 0, 1, Lc * dv, nt);
-        /* O = diag(e^γ) Q S_inᵀ + P U, made in place of Q S_inᵀ and written out once */
+        /* O = diag(e^γ) Q S_inᵀ + P U, in place */
         gdn_prefetch_rows(in, b, j, c + 1, 3 * L / 4, L);
-        hy_tile_mm(Lc, dv, Lc, ch.P, Lc, 1, U, dv, QS, ldc, 0.0f, s_zero ? NULL : ch.e, true);
-        put_rows(o + ch.row0 * ld_o + (size_t)j * dv, (size_t)ld_o, QS, ldc, Lc, dv, nt);
+        hy_tile_mm(Lc, dv, Lc, ch.P, Lc, 1, U, dv, O, ld_o, 0.0f, s_zero ? NULL : ch.e, true);
         /* the state entering chunk c is kept for the even chunks */
         float *ck = keep && c % 2 == 0 ? keep->ckpt + (head * nck + c / 2) * (size_t)dv * dk : NULL;
         if (ck && s_zero) memset(ck, 0, (size_t)dv * dk * sizeof(float));
-        else if (ck) hy_transpose(ck, (size_t)dk, St, (size_t)ldb, dk, dv, nt);
+        else if (ck) hy_transpose(ck, (size_t)dk, St, (size_t)ldb, dk, dv, false);
         /* S_outᵀ = e^{γ_L} S_inᵀ + K̃ᵀ U with K̃ = diag(e^{γ_L − γ}) K (the product's A is K read by columns) */
         for (int x = 0; x < dk; x++) {
             float *kx = Bc + (size_t)x * ldb;
@@ -124,7 +109,6 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
         s_zero = false;
     }
     if (S) hy_transpose(S, (size_t)dk, St, (size_t)ldb, dk, dv, false);
-    if (nt) hy_stream_fence();   /* the streamed lines are visible once the threads join */
 }
 
 int hy_gdn_forward(const hy_gdn_in *in, float *S, float *o, int ld_o, const hy_gdn_keep *keep, hy_buf *ws) {
@@ -133,11 +117,10 @@ int hy_gdn_forward(const hy_gdn_in *in, float *S, float *o, int ld_o, const hy_g
     const int nh = in->B * in->HV, nth = omp_get_max_threads(), dk = in->dk, dv = in->dv;
     const size_t per = fwd_floats(in->chunk, dk, dv);
     if (!hy_buf_grab(ws, per * (size_t)nth)) return HY_ERR_NOMEM;
-    const bool nt = (size_t)in->B * in->T * in->HV * dv * sizeof(float) >= HY_GDN_STREAM_BYTES;
     #pragma omp parallel for schedule(static)
     for (int p = 0; p < nh; p++) {
         float *w = ws->p + per * (size_t)omp_get_thread_num();
-        head_forward(in, p / in->HV, p % in->HV, S ? S + (size_t)p * dv * dk : NULL, o, ld_o, keep, nt, w);
+        head_forward(in, p / in->HV, p % in->HV, S ? S + (size_t)p * dv * dk : NULL, o, ld_o, keep, w);
     }
     return 0;
 }

@@ -29,13 +29,6 @@
  * `hybrid-exp bench --blocks gated_deltanet` times it against half and twice it. */
 #define HY_GDN_CHUNK 32
 
-/* A forward whose output o (B·T·HV·dv floats) has at least this many bytes writes o and what it
- * keeps with non-temporal stores (layers/gated_deltanet/delta.c): bit for bit the same values, but
- * not read from memory before being written nor left in the caches. Tests lower it to cover both. */
-#ifndef HY_GDN_STREAM_BYTES
-#define HY_GDN_STREAM_BYTES ((size_t)4 << 20)
-#endif
-
 typedef struct {
     int B, T, H, HV, dk, dv;
     int chunk;                  /* L > 0: tokens per chunk (the last chunk of a sequence may be shorter) */
