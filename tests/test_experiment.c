@@ -422,6 +422,39 @@ START_TEST(sweep_resume_and_schema) {
 }
 END_TEST
 
+/* The same experiment trained twice from scratch with the same thread count writes the same numbers: eval.csv
+ * and position.csv byte for byte, sweep.csv but for its measured columns (train_s, tokens_per_s, peak_bytes). */
+START_TEST(sweep_rerun_identical) {
+    char dir[2][256];
+    char *eval[2], *position[2], *sweep[2];
+    for (int k = 0; k < 2; k++) {
+        tu_fresh_dir(dir[k], sizeof dir[k], k ? "exp-rerun-b" : "exp-rerun-a", false);
+        hy_experiment e;
+        hy_exp_result r;
+        load_exp(&e, EXP "tiny-rerun.yaml", dir[k], NULL);
+        hy_exp_opts o = {.no_plots = true};
+        ck_assert_msg(hy_experiment_run(&e, &o, &r) == 0, "%s", hy_last_error());
+        ck_assert_int_eq(r.trained, 12);
+        eval[k] = tu_slurp(dir[k], "eval.csv", NULL);
+        position[k] = tu_slurp(dir[k], "position.csv", NULL);
+        sweep[k] = tu_slurp(dir[k], "sweep.csv", NULL);
+        hy_experiment_free(&e);
+    }
+    ck_assert_int_eq(count_lines(sweep[0]), 13);
+    ck_assert_int_eq(count_lines(eval[0]), 25);   /* every run scored at T 8 and 32 */
+    ck_assert_int_gt(count_lines(position[0]), 12 * 32);
+    ck_assert_str_eq(eval[0], eval[1]);
+    ck_assert_str_eq(position[0], position[1]);
+    for (int k = 0; k < 2; k++) {   /* sweep.csv: train_s, tokens_per_s, peak_bytes are fields 11-13 */
+        drop_measured(sweep[k]);
+        hy_free(eval[k]), hy_free(position[k]);
+        tu_remove_dir(dir[k]);
+    }
+    ck_assert_str_eq(sweep[0], sweep[1]);
+    hy_free(sweep[0]), hy_free(sweep[1]);
+}
+END_TEST
+
 /* Ctrl-C in the middle of a run: the run is resumed from its checkpoint by the next call and
  * ends with the numbers of an uninterrupted run. */
 typedef struct {
@@ -811,6 +844,7 @@ static Suite *make_experiment_suite(void) {
     t = tcase_create("run");
     tcase_set_timeout(t, getenv("CK_DEFAULT_TIMEOUT") ? atof(getenv("CK_DEFAULT_TIMEOUT")) : 300);   /* trains and plots */
     tcase_add_test(t, sweep_resume_and_schema);
+    tcase_add_test(t, sweep_rerun_identical);
     tcase_add_test(t, interrupt_and_resume);
     tcase_add_test(t, cli_bench_experiment);
     tcase_add_test(t, task_experiment);
