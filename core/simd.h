@@ -13,7 +13,6 @@
  * instructions; without AVX2 (not built or tested here) lane loops keep the code compiling. */
 #ifndef HY_CORE_SIMD_H
 #define HY_CORE_SIMD_H
-#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #if defined(__AVX2__) && defined(__FMA__)
@@ -261,16 +260,6 @@ static inline void vw_stream(float *p, vw v) {
 #endif
     vw_store(p, v);
 }
-/* v8_store with a non-temporal store where p is aligned to 32 bytes (see vw_stream). */
-static inline void v8_stream(float *p, v8 v) {
-#if defined(HY_SIMD_X86)
-    if (((uintptr_t)p & 31) == 0) {
-        _mm256_stream_ps(p, v);
-        return;
-    }
-#endif
-    v8_store(p, v);
-}
 static inline void hy_stream_fence(void) {
 #if defined(HY_SIMD_X86)
     _mm_sfence();
@@ -308,20 +297,16 @@ static inline void v8_transpose(v8 r[8]) {
 }
 
 /* dst = srcᵀ: src rows × cols (row stride ld_src), dst cols × rows (row stride ld_dst); whole 8×8
- * tiles in registers (v8_transpose), the edges element by element; with nt the tiles go out with
- * non-temporal stores where aligned (v8_stream: for a destination not read again soon). */
+ * tiles in registers (v8_transpose), the edges element by element. */
 static inline void hy_transpose(float *restrict dst, size_t ld_dst, const float *restrict src, size_t ld_src, int rows,
-                                int cols, bool nt) {
+                                int cols) {
     const int r8 = rows / 8 * 8, c8 = cols / 8 * 8;
     for (int rb = 0; rb < r8; rb += 8)
         for (int cb = 0; cb < c8; cb += 8) {
             v8 t[8];
             for (int m = 0; m < 8; m++) t[m] = v8_load(src + (size_t)(rb + m) * ld_src + cb);
             v8_transpose(t);
-            for (int m = 0; m < 8; m++) {
-                if (nt) v8_stream(dst + (size_t)(cb + m) * ld_dst + rb, t[m]);
-                else v8_store(dst + (size_t)(cb + m) * ld_dst + rb, t[m]);
-            }
+            for (int m = 0; m < 8; m++) v8_store(dst + (size_t)(cb + m) * ld_dst + rb, t[m]);
         }
     for (int r = 0; r < rows; r++)
         for (int c = r < r8 ? c8 : 0; c < cols; c++) dst[(size_t)c * ld_dst + r] = src[(size_t)r * ld_src + c];

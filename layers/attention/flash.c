@@ -197,7 +197,7 @@ static const float *tile_t(const hy_flash_view *tv, const hy_flash_view *rows, i
         *ld = tv->ld;
         return tcol(tv, b, g, j0);
     }
-    hy_transpose(own, BC, AT(*rows, b, g, j0), rows->ld, n, hd, false);
+    hy_transpose(own, BC, AT(*rows, b, g, j0), rows->ld, n, hd);
     *ld = BC;
     return own;
 }

@@ -59,7 +59,7 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
     float *const St = Bm + L;   /* Sᵀ: dk rows at stride ldb */
     const size_t head = (size_t)b * in->HV + j;
     bool s_zero = S == NULL;   /* the state is known to be zero: its products are skipped */
-    if (S) hy_transpose(St, (size_t)ldb, S, (size_t)dk, dv, dk, false);
+    if (S) hy_transpose(St, (size_t)ldb, S, (size_t)dk, dv, dk);
     for (int c = 0; c < nch; c++) {
         const int Lc = in->T - c * L < L ? in->T - c * L : L, ldc = Lc + dv;
         gdn_chunk_gather(in, b, j, c, &ch, false);
@@ -68,7 +68,7 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
         float *Bc = Bm + (L - Lc);   /* [Kᵀ | S_inᵀ]: Lc + dv columns */
         float *O = o + ch.row0 * ld_o + (size_t)j * dv;   /* this chunk's rows of o (row stride ld_o) */
         float *U = keep ? keep->u + (head * in->T + (size_t)c * L) * dv : Us;   /* row stride dv */
-        hy_transpose(Bc, (size_t)ldb, K, lq, Lc, dk, false);
+        hy_transpose(Bc, (size_t)ldb, K, lq, Lc, dk);
         /* Q Kᵀ into C's first Lc rows, Q S_inᵀ into O, [K Kᵀ | K S_inᵀ] into C's next Lc rows (row
          * stride ldc), then the masks */
         hy_tile_mm(Lc, Lc, dk, Q, (ptrdiff_t)lq, 1, Bc, ldb, C, ldc, 0.0f, NULL, false);
@@ -99,7 +99,7 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
         /* the state entering chunk c is kept for the even chunks */
         float *ck = keep && c % 2 == 0 ? keep->ckpt + (head * nck + c / 2) * (size_t)dv * dk : NULL;
         if (ck && s_zero) memset(ck, 0, (size_t)dv * dk * sizeof(float));
-        else if (ck) hy_transpose(ck, (size_t)dk, St, (size_t)ldb, dk, dv, false);
+        else if (ck) hy_transpose(ck, (size_t)dk, St, (size_t)ldb, dk, dv);
         /* S_outᵀ = e^{γ_L} S_inᵀ + K̃ᵀ U with K̃ = diag(e^{γ_L − γ}) K (the product's A is K read by columns) */
         for (int x = 0; x < dk; x++) {
             float *kx = Bc + (size_t)x * ldb;
@@ -108,7 +108,7 @@ static void head_forward(const hy_gdn_in *in, int b, int j, float *S, float *o, 
         hy_tile_mm(dk, dv, Lc, Bc, ldb, 1, U, dv, St, ldb, s_zero ? 0.0f : ch.eL, NULL, false);
         s_zero = false;
     }
-    if (S) hy_transpose(S, (size_t)dk, St, (size_t)ldb, dk, dv, false);
+    if (S) hy_transpose(S, (size_t)dk, St, (size_t)ldb, dk, dv);
 }
 
 int hy_gdn_forward(const hy_gdn_in *in, float *S, float *o, int ld_o, const hy_gdn_keep *keep, hy_buf *ws) {

@@ -114,13 +114,13 @@ static void head_backward(const hy_gdn_in *in, int b, int j, const hy_gdn_keep *
         for (int t = 0; t < Lc; t++)
             for (int x = 0; x < dk; x++) Kt[(size_t)t * dk + x] = ch.et[t] * K[(size_t)t * dk + x];
         /* dU = Pᵀ dO + K̃ dSᵀ;  dR = Tᵀ dU */
-        hy_transpose(dST, (size_t)dv, dS, (size_t)dk, dv, dk, false);
+        hy_transpose(dST, (size_t)dv, dS, (size_t)dk, dv, dk);
         hy_tile_mm(Lc, dv, Lc, ch.P, 1, Lc, X, dv, dU, dv, 0.0f, NULL, false);
         hy_tile_mm(Lc, dv, dk, Kt, dk, 1, dST, dv, dU, dv, 1.0f, NULL, false);
         hy_tile_mm(Lc, dv, Lc, Tm, 1, Lc, dU, dv, dR, dv, 0.0f, NULL, false);
         /* [dP; −dA] = X Uᵀ;  [dO S; dR S] = X S;  dK̃ = U dS */
         prefetch_grad_rows(in, b, j, c - 1, 0, L / 4, dout, ld_o, dq, dk_, ld_dqk, dv_);
-        hy_transpose(UT, (size_t)Lc, U, (size_t)dv, Lc, dv, false);
+        hy_transpose(UT, (size_t)Lc, U, (size_t)dv, Lc, dv);
         hy_tile_mm(2 * Lc, Lc, dv, X, dv, 1, UT, Lc, Y2, Lc, 0.0f, NULL, false);
         hy_tile_mm(2 * Lc, dk, dv, X, dv, 1, S, dk, Y3, dk, 0.0f, NULL, false);
         hy_tile_mm(Lc, dk, dv, U, dv, 1, dS, dk, dKt, dk, 0.0f, NULL, false);

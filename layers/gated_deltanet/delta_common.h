@@ -202,7 +202,7 @@ static inline __attribute__((always_inline)) void gdn_prefetch_rows(const hy_gdn
 static inline void gdn_chunk_load(const hy_gdn_in *in, int b, int j, int c, gdn_chunk *ch, float *KT) {
     gdn_chunk_gather(in, b, j, c, ch, true);
     const int Lc = ch->Lc, dk = in->dk;
-    hy_transpose(KT, (size_t)Lc, ch->qk + (size_t)Lc * dk, (size_t)dk, Lc, dk, false);
+    hy_transpose(KT, (size_t)Lc, ch->qk + (size_t)Lc * dk, (size_t)dk, Lc, dk);
     hy_tile_mm(2 * Lc, Lc, dk, ch->qk, dk, 1, KT, Lc, ch->P, Lc, 0.0f, NULL, false);
     gdn_chunk_masks(ch, ch->P, Lc);
 }

@@ -514,14 +514,14 @@ int hy_ssd_backward(const hy_ssd_args *a, const float *dy, int lddy, float *dx, 
                 float *dBc = dBt + row0 * ldp + (size_t)t.g * N, *dCc = dCt + row0 * ldp + (size_t)t.g * N;
                 /* the entering state and dS_out of the task's heads untransposed (nP × N), the right
                  * operands of dC's and dB's state parts */
-                hy_transpose(Sp, N, SinT, HP, N, nP, false);
-                hy_transpose(dSp, N, dS, nP, N, nP, false);
+                hy_transpose(Sp, N, SinT, HP, N, nP);
+                hy_transpose(dSp, N, dS, nP, N, nP);
                 for (int hl = 0; hl < nh; hl++) {
                     e[hl] = head_decays(a, row0, q, t.h0 + hl, avs + (size_t)hl * Q, Es + (size_t)hl * Q, Ws + (size_t)hl * Q);
                     de[hl] = dot_block(dS + (size_t)hl * P, nP, SinT + (size_t)hl * P, HP, N, P);
                 }
                 gather_rows(a, &d, &t, row0, q, a->x, a->ldx, NULL, true, Xt, Ws, XW);
-                hy_transpose(XtT, Q, Xt, nP, q, nP, false);   /* (Δx)ᵀ: the right operand of dM = dy (Δx)ᵀ */
+                hy_transpose(XtT, Q, Xt, nP, q, nP);   /* (Δx)ᵀ: the right operand of dM = dy (Δx)ᵀ */
                 gather_rows(a, &d, &t, row0, q, dy, lddy, Es, false, dYE, NULL, NULL);
                 const float *CB = chunk_cb(a, &d, &t, c, q, CBs, CBo);
                 hy_tile_mm(q, nP, N, Cc, a->ldbc, 1, SinT, HP, Z, nP, 0.0f, NULL, false);

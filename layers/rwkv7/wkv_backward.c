@@ -170,7 +170,7 @@ static inline __attribute__((always_inline)) void recompute_step(const hy_wkv7_i
 /* Puts work x's checkpoint, transposed to value-major, in slot s0 as its state 0. */
 static inline void bwd_work_start(const hy_wkv7_in *in, bwd_work *x, float *P, int s0) {
     const int N = in->N;
-    hy_transpose(P + (size_t)s0 * N * N, (size_t)N, x->ckpt, (size_t)N, N, N, false);
+    hy_transpose(P + (size_t)s0 * N * N, (size_t)N, x->ckpt, (size_t)N, N, N);
     x->slot[0] = s0;
     for (int j = 0; j < N; j++) x->Ws[j] = 1.0f;
 }
