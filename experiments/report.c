@@ -365,10 +365,48 @@ static int position_table(hy_strbuf *b, const hy_results *r, const char *const *
     return 0;
 }
 
+/* One run's change of the validation loss over its last 20% of steps, for the summary by group. */
+typedef struct {
+    const char *variant, *seq_len, *lr;
+    double change;   /* percent; NAN when the run has no evaluation at or before 80% */
+} run_change;
+
+/* Mean ± sd over the seeds of each (variant, T, lr) of the runs' last-20% changes, in the order
+ * the groups first appear, and whether the mean passes the flattening test (improves by < 2%):
+ * seeds of one group differ by more than the test's margin at any budget worth running, so a
+ * study's curves are judged by their mean over seeds, and each run's own change is in the table
+ * above. */
+static void flattening_by_group(hy_strbuf *b, const run_change *rc, int n) {
+    hy_sb_add(b, "By group, the mean over seeds of that change (the flattening test on the study's curves):\n\n"
+                 "| variant | T | lr | n | val change, last 20% (mean ± sd) | min – max | flattened (mean improves by < 2%) |\n"
+                 "|---|---:|---:|---:|---:|---:|---|\n");
+    for (int i = 0; i < n; i++) {
+        bool first = true;
+        for (int j = 0; j < i && first; j++)
+            first = strcmp(rc[j].variant, rc[i].variant) || strcmp(rc[j].seq_len, rc[i].seq_len) || strcmp(rc[j].lr, rc[i].lr);
+        if (!first) continue;
+        double x[n];
+        int m = 0;
+        for (int j = i; j < n; j++)
+            if (!strcmp(rc[j].variant, rc[i].variant) && !strcmp(rc[j].seq_len, rc[i].seq_len) && !strcmp(rc[j].lr, rc[i].lr))
+                x[m++] = rc[j].change;
+        hy_stat st;
+        hy_stat_of(x, m, &st);
+        char mean[48] = "–", range[48] = "–";
+        if (st.n == 1) snprintf(mean, sizeof mean, "%+.2f%%", st.mean);
+        else if (st.n > 1) snprintf(mean, sizeof mean, "%+.2f%% ± %.2f", st.mean, st.sd);
+        if (st.n > 1) snprintf(range, sizeof range, "%+.2f%% – %+.2f%%", st.min, st.max);
+        hy_sb_printf(b, "| %s | %s | %s | %d | %s | %s | %s |\n", rc[i].variant, rc[i].seq_len, *rc[i].lr ? rc[i].lr : "–",
+                     st.n, mean, range, st.n ? (st.mean > -2.0 ? "yes" : "no") : "–");
+    }
+    hy_sb_add(b, "\n");
+}
+
 /* The last row of each run of train.csv (contiguous rows of one variant, T, seed, peak lr):
  * steps, tokens, last train and val loss, and the relative change of the val loss over the last 20%
  * of the steps (from the last evaluation at or before 80% of the final step to the last one): the
- * flattening test of docs/experiments.md (a curve has flattened when it improves by < 2% there). */
+ * flattening test of docs/experiments.md (a curve has flattened when it improves by < 2% there);
+ * then the same change by group (flattening_by_group). */
 static void learning_table(hy_strbuf *b, const hy_csv *R) {
     const char *const key[] = {HY_CSV_COL(TRAIN, variant), HY_CSV_COL(TRAIN, seq_len), HY_CSV_COL(TRAIN, seed),
                                HY_CSV_COL(TRAIN, peak_lr)};
@@ -380,6 +418,8 @@ static void learning_table(hy_strbuf *b, const hy_csv *R) {
                  "there.\n\n"
                  "| variant | T | seed | lr | steps | tokens | elapsed s | last train loss | last val loss | val change, last 20% |\n"
                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    run_change *rc = malloc(sizeof *rc * (size_t)(R->n_rows > 0 ? R->n_rows : 1));
+    int n_runs = 0;
     for (int i = 0, start = 0; i < R->n_rows; i++) {
         bool last = i + 1 == R->n_rows;
         for (int k = 0; k < 4 && !last; k++)
@@ -394,8 +434,12 @@ static void learning_table(hy_strbuf *b, const hy_csv *R) {
                 val80 = hy_csv_num(R, j, cval);
         }
         char change[32] = "–";
-        if (!isnan(val80) && !isnan(final_val) && val80 > 0)
-            snprintf(change, sizeof change, "%+.1f%%", 100.0 * (final_val - val80) / val80);
+        double pct = NAN;
+        if (!isnan(val80) && !isnan(final_val) && val80 > 0) {
+            pct = 100.0 * (final_val - val80) / val80;
+            snprintf(change, sizeof change, "%+.1f%%", pct);
+        }
+        if (rc) rc[n_runs++] = (run_change){hy_csv_str(R, i, cv), hy_csv_str(R, i, ct), hy_csv_str(R, i, clr), pct};
         hy_sb_printf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", hy_csv_str(R, i, cv),
                      hy_csv_str(R, i, ct), hy_csv_str(R, i, cs), hy_csv_str(R, i, clr), hy_csv_str(R, i, cstep),
                      hy_csv_str(R, i, HY_CSV_FIND(R, TRAIN, tokens)),
@@ -403,6 +447,8 @@ static void learning_table(hy_strbuf *b, const hy_csv *R) {
         start = i + 1;
     }
     hy_sb_add(b, "\n");
+    if (rc) flattening_by_group(b, rc, n_runs);
+    free(rc);
 }
 
 /* qsort order of groups by mean bits per byte (no value last). */

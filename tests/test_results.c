@@ -473,6 +473,18 @@ START_TEST(new_format_plots) {
     /* learning: the last row per run; val 2.3 + 1/(step+1) changes from 2.4667 (step 5, the last at or before
      * 8 = 80% of 10) to 2.3909: -3.07% */
     ck_assert_ptr_nonnull(strstr(rep, "| x | 64 | 2 | 0.01 | 10 | 2560 | 10 | 2.5 | 2.3909 | -3.1% |"));
+    /* the same change by group, mean ± sd over the two seeds of the values as written (seed s: loss
+     * 2.1 + 0.1 s at T 64), and the flattening verdict on the mean (-3.1% improves by more than 2%) */
+    double ch[2];
+    for (int seed = 1; seed <= 2; seed++) {
+        double v80 = r4(2.1 + 0.1 * seed + 1.0 / 6), v10 = r4(2.1 + 0.1 * seed + 1.0 / 11);
+        ch[seed - 1] = 100.0 * (v10 - v80) / v80;
+    }
+    hy_stat_of(ch, 2, &q);
+    ck_assert(q.mean < -3.0 && q.mean > -3.3);
+    snprintf(want, sizeof want, "| x | 64 | 0.01 | 2 | %+.2f%% ± %.2f | %+.2f%% – %+.2f%% | no |", q.mean, q.sd, q.min, q.max);
+    ck_assert_msg(strstr(rep, want), "report.md lacks '%s'", want);
+    ck_assert_ptr_nonnull(strstr(rep, "| variant | T | lr | n | val change, last 20% (mean ± sd) | min – max | flattened"));
     hy_free(rep);
     tu_remove_dir(dir);
 }
