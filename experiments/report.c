@@ -376,20 +376,23 @@ typedef struct {
  * seeds of one group differ by more than the test's margin at any budget worth running, so a
  * study's curves are judged by their mean over seeds, and each run's own change is in the table
  * above. */
+/* Whether two runs belong to one group of the summary: the same variant, T and lr. */
+static bool same_group(const run_change *a, const run_change *b) {
+    return !strcmp(a->variant, b->variant) && !strcmp(a->seq_len, b->seq_len) && !strcmp(a->lr, b->lr);
+}
+
 static void flattening_by_group(hy_strbuf *b, const run_change *rc, int n) {
     hy_sb_add(b, "By group, the mean over seeds of that change (the flattening test on the study's curves):\n\n"
                  "| variant | T | lr | n | val change, last 20% (mean ± sd) | min – max | flattened (mean improves by < 2%) |\n"
                  "|---|---:|---:|---:|---:|---:|---|\n");
     for (int i = 0; i < n; i++) {
         bool first = true;
-        for (int j = 0; j < i && first; j++)
-            first = strcmp(rc[j].variant, rc[i].variant) || strcmp(rc[j].seq_len, rc[i].seq_len) || strcmp(rc[j].lr, rc[i].lr);
+        for (int j = 0; j < i && first; j++) first = !same_group(&rc[j], &rc[i]);
         if (!first) continue;
         double x[n];
         int m = 0;
         for (int j = i; j < n; j++)
-            if (!strcmp(rc[j].variant, rc[i].variant) && !strcmp(rc[j].seq_len, rc[i].seq_len) && !strcmp(rc[j].lr, rc[i].lr))
-                x[m++] = rc[j].change;
+            if (same_group(&rc[j], &rc[i])) x[m++] = rc[j].change;
         hy_stat st;
         hy_stat_of(x, m, &st);
         char mean[48] = "–", range[48] = "–";
