@@ -698,7 +698,9 @@ static int train_step(train_run *R, double frac) {
     R->lr = hy_lr_schedule(R->pr.step, c->warmup_steps, schedule_progress(c, R->pr.step, frac), c->lr, c->min_lr);
     if ((rc = hy_optim_train_step(&R->opt, R->m, c->grad_clip, R->in, R->tg, R->B, R->T, R->lr, &loss, &R->gnorm)) < 0)
         return rc;
-    if ((rc = check_finite(R->m, &R->opt, R->pr.step + 1)) < 0) return rc;
+    /* the update tested its own output (hy_optim.maybe_nonfinite): the pass over the weights and
+     * moments that names the tensor runs only when that test saw a value that may not be finite */
+    if (R->opt.maybe_nonfinite && (rc = check_finite(R->m, &R->opt, R->pr.step + 1)) < 0) return rc;
     return step_done(R, &loss);
 }
 

@@ -34,9 +34,10 @@ void hy_optim_free(hy_optim *o) {
 /* AdamW on n elements: HY_VW at a time (core/simd.h; the loop with sqrtf stays scalar, as sqrtf
  * may set errno), the tail one by one. Every lane does the scalar expression's operations in its
  * order, so the bits do not depend on the vector width or on where a thread's span starts. */
-static void adamw_update(size_t n, float *w, const float *g, float *m, float *v, float b1, float b2, float eps,
+static bool adamw_update(size_t n, float *w, const float *g, float *m, float *v, float b1, float b2, float eps,
                          float plr, float wd, float step_size, float inv_bc2) {
     size_t i = 0;
+    vw bad = {0};   /* (w + m + v)·0 summed: NaN when any new value is not finite (or the sum overflows) */
     const vw vb1 = vw_splat(b1), vb2 = vw_splat(b2), c1 = vw_splat(1 - b1), c2 = vw_splat(1 - b2),
              vdec = vw_splat(plr * wd), vstep = vw_splat(step_size), vbc = vw_splat(inv_bc2), veps = vw_splat(eps);
     for (; i + HY_VW <= n; i += HY_VW) {
@@ -45,19 +46,26 @@ static void adamw_update(size_t n, float *w, const float *g, float *m, float *v,
         wi -= vdec * wi;
         wi -= vstep * mi / (vw_sqrt(vi) * vbc + veps);
         vw_store(m + i, mi), vw_store(v + i, vi), vw_store(w + i, wi);
+        bad += (wi + mi + vi) * 0.0f;
     }
+    bool nonfinite = false;
     for (; i < n; i++) {
         m[i] = b1 * m[i] + (1 - b1) * g[i];
         v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
         w[i] -= plr * wd * w[i];
         w[i] -= step_size * m[i] / (sqrtf(v[i]) * inv_bc2 + eps);
+        nonfinite |= !isfinite(w[i]) || !isfinite(m[i]) || !isfinite(v[i]);
     }
+    for (int l = 0; l < HY_VW; l++) nonfinite |= bad[l] != 0.0f;   /* finite values leave every lane ±0 */
+    return nonfinite;
 }
 
 /* The update of elements [off, end) of the arena, all inside parameter p and [o->lo, o->hi),
  * from the gradients times gscale (written back when gscale != 1, as clipping in place would).
- * The arithmetic per element is that of a separate clip pass followed by the update. */
-static void update_span(hy_optim *o, hy_model *model, const hy_param *p, size_t off, size_t end, double lr,
+ * The arithmetic per element is that of a separate clip pass followed by the update. Returns
+ * whether a new weight or moment may be non-finite (true for every NaN or ±inf written; rarely
+ * also for finite values, whose sum overflowed), read while the values are in registers. */
+static bool update_span(hy_optim *o, hy_model *model, const hy_param *p, size_t off, size_t end, double lr,
                         float gscale, double bc1, double bc2) {
     float plr = (float)((p->flags & HY_PARAM_SSM_LR) && o->ssm_lr < lr ? o->ssm_lr : lr);
     float wd = (p->ndim >= 2 && !(p->flags & HY_PARAM_NO_DECAY)) ? (float)o->weight_decay : 0.0f;
@@ -68,16 +76,18 @@ static void update_span(hy_optim *o, hy_model *model, const hy_param *p, size_t 
         float step_size = plr / (float)bc1, inv_bc2 = 1.0f / (float)sqrt(bc2);
         if (gscale != 1.0f)
             for (size_t i = 0; i < n; i++) g[i] *= gscale;
-        adamw_update(n, w, g, m, v, b1, b2, eps, plr, wd, step_size, inv_bc2);
-    } else {
-        float mu = (float)o->momentum;
-        if (gscale != 1.0f)
-            for (size_t i = 0; i < n; i++) g[i] *= gscale;
-        for (size_t i = 0; i < n; i++) {
-            m[i] = mu * m[i] + g[i] + wd * w[i];
-            w[i] -= plr * m[i];
-        }
+        return adamw_update(n, w, g, m, v, b1, b2, eps, plr, wd, step_size, inv_bc2);
     }
+    float mu = (float)o->momentum;
+    if (gscale != 1.0f)
+        for (size_t i = 0; i < n; i++) g[i] *= gscale;
+    float bad = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        m[i] = mu * m[i] + g[i] + wd * w[i];
+        w[i] -= plr * m[i];
+        bad += (w[i] + m[i]) * 0.0f;
+    }
+    return bad != 0.0f;
 }
 
 /* Elements [lo, hi) of the arena are cut into one contiguous part per thread (boundaries on
@@ -89,7 +99,8 @@ void hy_optim_step_scaled(hy_optim *o, hy_model *model, double lr, float grad_sc
     o->step++;
     double bc1 = 1.0 - pow(o->beta1, (double)o->step), bc2 = 1.0 - pow(o->beta2, (double)o->step);
     size_t lo = o->lo, span = o->hi - o->lo;
-    #pragma omp parallel if (span > 32768)
+    bool nonfinite = false;
+    #pragma omp parallel if (span > 32768) reduction(|| : nonfinite)
     {
         int t = omp_get_thread_num(), nt = omp_get_num_threads();
         size_t a = t == 0 ? lo : lo + ((span * t / nt) & ~(size_t)15),
@@ -100,9 +111,10 @@ void hy_optim_step_scaled(hy_optim *o, hy_model *model, double lr, float grad_sc
             if (off < a) off = a;   /* the part of this tensor in [a, b) */
             if (end > b) end = b;
             for (size_t s = off; s < end; s += 4096)
-                update_span(o, model, p, s, end - s > 4096 ? s + 4096 : end, lr, grad_scale, bc1, bc2);
+                nonfinite |= update_span(o, model, p, s, end - s > 4096 ? s + 4096 : end, lr, grad_scale, bc1, bc2);
         }
     }
+    o->maybe_nonfinite = nonfinite;
     hy_model_params_changed(model);   /* the bf16 copy of the weights is stale now */
 }
 

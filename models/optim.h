@@ -13,6 +13,10 @@ typedef struct {
     long step;              /* optimizer steps taken */
     size_t lo, hi;          /* the arena elements this optimizer updates: all, or one shard */
     float *m, *v;           /* AdamW moments / SGD momentum (m only) of elements [lo, hi) */
+    bool maybe_nonfinite;   /* the last update may have written a NaN or ±inf into [lo, hi): false
+                               proves every new weight and moment finite (checked while the update
+                               had them in registers); true only says to look (checks that name
+                               the tensor: experiments/train.c) */
 } hy_optim;
 
 int hy_optim_init(hy_optim *o, const hy_model *model, hy_optim_kind kind);
@@ -21,7 +25,7 @@ int hy_optim_init(hy_optim *o, const hy_model *model, hy_optim_kind kind);
 int hy_optim_init_range(hy_optim *o, const hy_model *model, hy_optim_kind kind, size_t lo, size_t hi);
 void hy_optim_free(hy_optim *o);
 /* One update with learning rate lr of elements [o->lo, o->hi) from the gradients in model->grad:
- * one parallel pass over those elements. */
+ * one parallel pass over those elements. Sets o->maybe_nonfinite. */
 void hy_optim_step(hy_optim *o, hy_model *model, double lr);
 /* hy_optim_step after multiplying the gradients of [o->lo, o->hi) by grad_scale, in the same pass
  * (the gradients are left scaled, bit for bit as a separate pass leaves them): clipping and

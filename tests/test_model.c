@@ -389,6 +389,55 @@ START_TEST(fused_clip_and_update_match_two_passes) {
 }
 END_TEST
 
+/* The update's own finiteness test (hy_optim.maybe_nonfinite, what lets the trainer skip its
+ * naming pass over the weights and moments): false after finite updates, true once a NaN or an
+ * infinity reaches a weight or a moment, wherever it sits (a vector lane, a tail element, either
+ * thread's part), for AdamW and SGD at 1 and 2 threads. */
+START_TEST(update_reports_nonfinite_values) {
+    const hy_block_ops *att = hy_block_find("attention"), *mlp = hy_block_find("swiglu");
+    const char *ap[] = {"n_heads=2"};
+    hy_layer_cfg layers[2];
+    hy_model_config c = {.d_model = 64, .vocab_size = 300, .n_layers = 2, .tie_embeddings = false, .layers = layers};
+    for (int i = 0; i < 2; i++) {
+        layers[i].mixer.ops = att, layers[i].ffn.ops = mlp;
+        ck_assert_int_eq(hy_block_opts_from_pairs(att, 64, ap, 1, &layers[i].mixer.opts), 0);
+        ck_assert_int_eq(hy_block_opts_from_pairs(mlp, 64, NULL, 0, &layers[i].ffn.opts), 0);
+    }
+    for (int kind = 0; kind < 2; kind++)
+        for (int th = 1; th <= 2; th++) {
+            hy_set_threads(th);
+            hy_model *m;
+            ck_assert_int_eq(hy_model_create(&c, 3, &m), 0);
+            const size_t n = m->numel, norm_at = (size_t)(m->norm_f->data - m->data);   /* a 64-float tensor */
+            const size_t where[] = {0, 17, n / 2 + 5, norm_at + 63, n - 1};
+            hy_optim o = {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1, .momentum = 0.9, .ssm_lr = 1e-3};
+            ck_assert_int_eq(hy_optim_init(&o, m, kind ? HY_OPTIM_SGD : HY_OPTIM_ADAMW), 0);
+            for (size_t i = 0; i < n; i++) m->grad[i] = sinf((float)i * 0.37f) * 0.05f;
+            hy_optim_step(&o, m, 1e-2);
+            ck_assert_msg(!o.maybe_nonfinite, "finite update flagged (kind %d, %d threads)", kind, th);
+            for (size_t w = 0; w < sizeof where / sizeof *where; w++)
+                for (int bad = 0; bad < 3; bad++) {
+                    const float value = bad == 0 ? NAN : bad == 1 ? INFINITY : -INFINITY;
+                    hy_model *x;
+                    ck_assert_int_eq(hy_model_create(&c, 3, &x), 0);
+                    hy_optim ox = {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1, .momentum = 0.9, .ssm_lr = 1e-3};
+                    ck_assert_int_eq(hy_optim_init(&ox, x, o.kind), 0);
+                    for (size_t i = 0; i < n; i++) x->grad[i] = sinf((float)i * 0.37f) * 0.05f;
+                    if (bad == 2) x->data[where[w]] = value;   /* a weight that already is not finite */
+                    else x->grad[where[w]] = value;            /* or a gradient that makes it so */
+                    hy_optim_step(&ox, x, 1e-2);
+                    ck_assert_msg(ox.maybe_nonfinite, "%g at element %zu of %zu not flagged (kind %d, %d threads)",
+                                  (double)value, where[w], n, kind, th);
+                    hy_optim_free(&ox);
+                    hy_model_free(x);
+                }
+            hy_optim_free(&o);
+            hy_model_free(m);
+        }
+    hy_set_threads(0);
+}
+END_TEST
+
 static Suite *model_suite(void) {
     Suite *s = suite_create("model");
     TCase *ops = tcase_create("ops");
@@ -400,6 +449,7 @@ static Suite *model_suite(void) {
     tcase_add_test(ops, swiglu_stacked_matches_separate);
     tcase_add_test(ops, optimizer_schedule_and_clipping);
     tcase_add_test(ops, fused_clip_and_update_match_two_passes);
+    tcase_add_test(ops, update_reports_nonfinite_values);
     suite_add_tcase(s, ops);
     TCase *model = tcase_create("stack");
     tcase_add_test(model, model_parameter_names_follow_spec);
