@@ -244,7 +244,7 @@ static struct {
 } holds[HY_GEMM_HOLDS];
 
 int hy_gemm_bf16_hold(const float *X, size_t n) {
-    if (precision_setting != HY_PREC_BF16 || !X || !n) return 0;
+    if (precision_setting != HY_PREC_BF16 || !X || !n || shadow_of(X, n)) return 0;   /* (already read from a copy) */
     int h = -1;
     for (int i = 0; i < HY_GEMM_HOLDS && h < 0; i++)
         if (!holds[i].base) h = i;

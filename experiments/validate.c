@@ -140,10 +140,12 @@ int hy_run_validate(const hy_run_config *c, hy_check_cache *cache, hy_run_check 
      * the logits (B·T × V) or a block's inner width (up to 4 d_model: Mamba's [x ; z]), and the
      * tile operands a kernel packs in bf16 for one call (attention's backward: five B·T × d_model
      * tensors at 2 bytes a value, 10 bytes per row and column; 16 leaves room for the rows padded
-     * to tiles of 64 and the head columns to 16) */
+     * to tiles of 64 and the head columns to 16), and the rmsnorm outputs' bf16 copy (2·n_layers + 1
+     * slots of B·T × d_model, 2 bytes a value: the layers' inputs the products read) */
     double rows = (double)c->batch_size * c->seq_len, tile_rows = (double)c->batch_size * (c->seq_len + 64);
     k->gemm = c->precision == HY_PREC_BF16 ? k->model.params / 2 + 8.0 * rows * fmax(m->vocab_size, 4.0 * m->d_model) +
-                                                 16.0 * tile_rows * m->d_model
+                                                 16.0 * tile_rows * m->d_model +
+                                                 2.0 * rows * m->d_model * (2.0 * m->n_layers + 1)
                                            : 0;
     k->total = k->model.total + k->data + k->program + k->gemm + 2 * rows * sizeof(int32_t);
     return 0;

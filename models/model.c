@@ -159,7 +159,8 @@ void hy_model_free(hy_model *m) {
     }
     hy_shared_free(&m->shared);
     if (m->data_bf16) hy_gemm_bf16_shadow(m->data, 0, NULL);
-    hy_free(m->data_bf16);
+    if (m->normed_shadow) hy_gemm_bf16_shadow(m->normed_shadow, 0, NULL);
+    hy_free(m->data_bf16), hy_free(m->normed_bf16);
     hy_free(m->mixers), hy_free(m->ffns), hy_free(m->norm), hy_free(m->ffn_norm);
     hy_free(m->params), hy_free(m->data), hy_free(m->grad);
     hy_free(m->tokens), hy_free(m->targets);
@@ -242,6 +243,33 @@ int hy_model_bf16_refresh(hy_model *m) {
 
 void hy_model_params_changed(hy_model *m) { m->bf16_valid = false; }
 
+/* After normed is reserved for a forward: under bf16 the norms' bf16 copy, as large as normed, is
+ * registered for normed's current address and *nh set to it; under f32 (*nh NULL) no copy is
+ * registered, as none is written. A registration of an earlier address is always removed first:
+ * normed may have moved, and memory once freed must never be read through a stale copy. */
+static int normed_copy(hy_model *m, hy_bf16 **nh) {
+    *nh = NULL;
+    const bool bf16 = hy_gemm_get_precision() == HY_PREC_BF16;
+    if (m->normed_shadow && (!bf16 || m->normed_shadow != m->normed.p || m->normed_bf16_cap < m->normed.cap)) {
+        hy_gemm_bf16_shadow(m->normed_shadow, 0, NULL);
+        m->normed_shadow = NULL;
+    }
+    if (!bf16) return 0;
+    if (m->normed_bf16_cap < m->normed.cap) {
+        hy_free(m->normed_bf16);
+        m->normed_bf16_cap = 0;
+        if (!(m->normed_bf16 = hy_malloc(m->normed.cap * sizeof(hy_bf16)))) return HY_ERR_NOMEM;
+        m->normed_bf16_cap = m->normed.cap;
+    }
+    if (!m->normed_shadow) {
+        int rc = hy_gemm_bf16_shadow(m->normed.p, m->normed.cap, m->normed_bf16);
+        if (rc < 0) return rc;
+        m->normed_shadow = m->normed.p;
+    }
+    *nh = m->normed_bf16;
+    return 0;
+}
+
 int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets, int B, int T, bool keep,
                      hy_loss *loss) {
     const int d = m->cfg.d_model, V = m->cfg.vocab_size, S = 2 * m->cfg.n_layers;
@@ -267,6 +295,8 @@ int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets,
     m->B = B, m->T = T;
     hy_aux_reset(&m->shared);
     int brc = hy_model_bf16_refresh(m);
+    hy_bf16 *nh = NULL;   /* under bf16: the norms' outputs also in bf16 (normed_copy) */
+    if (brc == 0) brc = normed_copy(m, &nh);
     if (brc < 0) return brc;
 
     hy_embedding_forward(m->h.p, m->embedding->data, inputs, rows, d);
@@ -283,7 +313,9 @@ int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets,
         }
         int slot = keep ? s : 0;
         float *x = m->h.p + (size_t)cur * n, *xn = m->normed.p + (size_t)slot * n;
-        if (!normed) hy_rmsnorm_forward(xn, m->rstd.p + (size_t)slot * rows, x, sub_norm(m, s), rows, d);
+        if (!normed)
+            hy_rmsnorm_forward_bf16(xn, nh ? nh + (size_t)slot * n : NULL, m->rstd.p + (size_t)slot * rows, x,
+                                    sub_norm(m, s), rows, d);
         L->keep_for_backward = keep;
         int rc = L->ops->forward(L, xn, m->work.p, B, T);
         if (rc < 0) {
@@ -296,8 +328,9 @@ int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets,
         int nslot = keep ? s + 1 : 0;
         normed = s + 1 == S || sub_block(m, s + 1)->ops;
         if (normed)
-            hy_add_rmsnorm_forward(y, m->normed.p + (size_t)nslot * n, m->rstd.p + (size_t)nslot * rows, x, w,
-                                   s + 1 == S ? m->norm_f->data : sub_norm(m, s + 1), rows, d);
+            hy_add_rmsnorm_forward_bf16(y, m->normed.p + (size_t)nslot * n, nh ? nh + (size_t)nslot * n : NULL,
+                                        m->rstd.p + (size_t)nslot * rows, x, w,
+                                        s + 1 == S ? m->norm_f->data : sub_norm(m, s + 1), rows, d);
         else {
             #pragma omp parallel for schedule(static)
             for (size_t k = 0; k < n; k++) y[k] = x[k] + w[k];
@@ -306,7 +339,8 @@ int hy_model_forward(hy_model *m, const int32_t *inputs, const int32_t *targets,
     }
     float *hf = m->normed.p + (size_t)fslot * n;
     if (!normed)
-        hy_rmsnorm_forward(hf, m->rstd.p + (size_t)fslot * rows, m->h.p + (size_t)cur * n, m->norm_f->data, rows, d);
+        hy_rmsnorm_forward_bf16(hf, nh ? nh + (size_t)fslot * n : NULL, m->rstd.p + (size_t)fslot * rows,
+                                m->h.p + (size_t)cur * n, m->norm_f->data, rows, d);
     hy_linear_forward(m->logits.p, hf, head_weight(m), NULL, (int)rows, d, V);
 
     hy_loss l = {0};

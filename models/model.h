@@ -56,6 +56,10 @@ struct hy_model {
     int32_t *tokens, *targets;
     hy_buf h;                  /* residual stream before each sub-block: (2*n_layers+1) x B*T*d */
     hy_buf normed;             /* rmsnorm outputs, same layout */
+    hy_bf16 *normed_bf16;      /* under bf16: bf16(normed), written by the norms, registered as normed's
+                                  copy (hy_gemm_bf16_shadow) for the products that read the norms' outputs */
+    size_t normed_bf16_cap;    /* values normed_bf16 holds */
+    const float *normed_shadow; /* the base registered with it (normed.p at the last bf16 forward), or NULL */
     hy_buf rstd;               /* 1/rms per row, same layout with one float per row */
     hy_buf logits, work, dwork, dh;
     hy_loss loss;

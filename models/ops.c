@@ -8,7 +8,7 @@
 #include <omp.h>
 #include <string.h>
 
-void hy_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, size_t rows, int d) {
+void hy_rmsnorm_forward_bf16(float *y, hy_bf16 *yh, float *rstd, const float *x, const float *w, size_t rows, int d) {
     #pragma omp parallel for schedule(static)
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * d;
@@ -17,11 +17,16 @@ void hy_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, s
         float s = 1.0f / sqrtf(ss / d + HY_RMSNORM_EPS);
         rstd[r] = s;
         for (int j = 0; j < d; j++) yr[j] = w[j] * xr[j] * s;
+        if (yh) hy_bf16_from_f32(yh + r * d, yr, (size_t)d);   /* the row is in L1 */
     }
 }
 
-void hy_add_rmsnorm_forward(float *sum, float *y, float *rstd, const float *x, const float *r, const float *w,
-                            size_t rows, int d) {
+void hy_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, size_t rows, int d) {
+    hy_rmsnorm_forward_bf16(y, NULL, rstd, x, w, rows, d);
+}
+
+void hy_add_rmsnorm_forward_bf16(float *sum, float *y, hy_bf16 *yh, float *rstd, const float *x, const float *r,
+                                 const float *w, size_t rows, int d) {
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < rows; i++) {
         const float *xr = x + i * d, *rr = r + i * d;
@@ -31,7 +36,13 @@ void hy_add_rmsnorm_forward(float *sum, float *y, float *rstd, const float *x, c
         float s = 1.0f / sqrtf(ss / d + HY_RMSNORM_EPS);
         rstd[i] = s;
         for (int j = 0; j < d; j++) yr[j] = w[j] * sr[j] * s;
+        if (yh) hy_bf16_from_f32(yh + i * d, yr, (size_t)d);
     }
+}
+
+void hy_add_rmsnorm_forward(float *sum, float *y, float *rstd, const float *x, const float *r, const float *w,
+                            size_t rows, int d) {
+    hy_add_rmsnorm_forward_bf16(sum, y, NULL, rstd, x, r, w, rows, d);
 }
 
 int hy_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,

@@ -3,6 +3,7 @@
  * gradients deterministically (fixed-order reduction, for a fixed thread count). */
 #ifndef HY_MODELS_OPS_H
 #define HY_MODELS_OPS_H
+#include "core/bf16.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -14,6 +15,12 @@ void hy_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, s
  * hy_rmsnorm_forward(y, rstd, sum, w, rows, d) gives them, bit for bit. sum may be x (in place). */
 void hy_add_rmsnorm_forward(float *sum, float *y, float *rstd, const float *x, const float *r, const float *w,
                             size_t rows, int d);
+/* The same two, also writing bf16(y) into yh (when not NULL) while each row is in L1: the copy a
+ * model registers for its products under bf16 precision (hy_gemm_bf16_shadow), so that they read
+ * the layers' inputs without converting them. y's values are the same bits as without yh. */
+void hy_rmsnorm_forward_bf16(float *y, hy_bf16 *yh, float *rstd, const float *x, const float *w, size_t rows, int d);
+void hy_add_rmsnorm_forward_bf16(float *sum, float *y, hy_bf16 *yh, float *rstd, const float *x, const float *r,
+                                 const float *w, size_t rows, int d);
 /* dx (+)= ...; dw += Σ_rows dy ⊙ x ⊙ rstd. accumulate_dx: add into dx instead of overwriting. */
 int hy_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                         size_t rows, int d, int accumulate_dx);

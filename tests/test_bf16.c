@@ -643,6 +643,57 @@ START_TEST(weight_copy_follows_updates) {
 }
 END_TEST
 
+/* The norms' bf16 copy under bf16: after a forward every slot of m->normed has its bf16 value in the
+ * copy, and a product reading a layer's input there reads the copy (counted as shadowed, nothing of
+ * it converted), also after a longer batch moved the buffer; after an f32 forward (which writes no
+ * copy) no copy is registered, so a bf16 product converts the input instead of reading stale values.
+ * For a mamba stack and for attention, each over swiglu (training_step_bf16_close_to_f32 checks
+ * their bf16 steps against f32). */
+START_TEST(norm_outputs_read_from_their_copy) {
+    static const char *const mixers[] = {"mamba", "attention"};
+    for (int k = 0; k < 2; k++) {
+        hy_model *m = small_model(mixers[k], "swiglu");
+        const int d = 64, S = 4;
+        for (int T = 8; T <= 40; T += 32) {   /* the second forward grows (moves) the buffers */
+            enum { B = 2 };
+            int32_t in[B * 40], tg[B * 40];
+            for (int i = 0; i < B * T; i++) in[i] = (i * 7) % 64, tg[i] = (i * 5 + 3) % 64;
+            float loss;
+            hy_free(gradients(m, HY_PREC_BF16, in, tg, B, T, &loss));
+            const size_t n = (size_t)B * T * d;
+            ck_assert_ptr_eq(m->normed_shadow, m->normed.p);
+            for (size_t i = 0; i < n * (S + 1); i++) ck_assert_uint_eq(m->normed_bf16[i], hy_bf16_round(m->normed.p[i]));
+            float W[8 * 64], out[2 * 40 * 8];
+            for (int i = 0; i < 8 * d; i++) W[i] = sinf((float)i);
+            hy_gemm_set_precision(HY_PREC_BF16);
+            hy_gemm_stats_reset();
+            hy_linear_forward(out, m->normed.p + 2 * n, W, NULL, B * T, d, 8);   /* the second layer's input */
+            hy_gemm_stats st;
+            hy_gemm_stats_get(&st);
+            ck_assert_int_eq(st.shadowed, (long long)n);
+            ck_assert_int_eq(st.converted, 8LL * d);   /* W alone */
+            hy_gemm_set_precision(HY_PREC_F32);
+        }
+        float loss;
+        int32_t in[16], tg[16];
+        for (int i = 0; i < 16; i++) in[i] = i % 64, tg[i] = (i + 1) % 64;
+        hy_free(gradients(m, HY_PREC_F32, in, tg, 2, 8, &loss));
+        ck_assert_ptr_null(m->normed_shadow);
+        float W[8 * 64], out[16 * 8];
+        for (int i = 0; i < 8 * 64; i++) W[i] = cosf((float)i);
+        hy_gemm_set_precision(HY_PREC_BF16);
+        hy_gemm_stats_reset();
+        hy_linear_forward(out, m->normed.p, W, NULL, 16, d, 8);
+        hy_gemm_stats st;
+        hy_gemm_stats_get(&st);
+        ck_assert_int_eq(st.shadowed, 0);
+        ck_assert_int_eq(st.converted, 16LL * d + 8LL * d);
+        hy_gemm_set_precision(HY_PREC_F32);
+        hy_model_free(m);
+    }
+}
+END_TEST
+
 /* What bf16 adds to a training step's memory (the weights' copy, a tracked allocation, and the
  * growth of the per-thread conversion buffers and oneDNN scratchpads, hy_gemm_stats.buffer_bytes)
  * is at least the weights' copy and at most the run estimate's "bf16 copies" part
@@ -698,6 +749,7 @@ static Suite *bf16_suite(void) {
     tcase_add_test(tc, bf16_gemm_odd_shapes_portable);
     tcase_add_test(tc, bf16_gemm_inside_parallel_region);
     tcase_add_test(tc, registered_copy_is_read);
+    tcase_add_test(tc, norm_outputs_read_from_their_copy);
     tcase_add_test(tc, held_operand_converted_once);
     tcase_add_test(tc, given_operand_read_as_is);
     tcase_add_test(tc, training_step_bf16_close_to_f32);
