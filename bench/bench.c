@@ -298,11 +298,15 @@ static void bench_mamba_scan(const hy_machine_limits *lim, int quick) {
 
 static const char *BENCH_HELP =
     "usage: hybrid-exp bench [--out DIR] [--quick] [--threads N] [--blocks a,b] [--d-model D] [--min-T T] [--max-T T] [--gemm]\n"
+    "                        [--precision]\n"
     "Measures the machine's GEMM rates (OpenBLAS and oneDNN, f32 and bf16, 2048^3) and memory bandwidth, then\n"
     "every block's fwd, fwd_bwd and step time and memory at T = 64, 128, ... (--min-T, doubling; default up to\n"
     "16384; --quick: up to 1024), d_model 256, batch 1. Every rate is printed as a ratio to the best f32 GEMM\n"
     "of the same run.\n"
     "Writes DIR/layers.csv (default DIR: results/bench). --gemm also prints OpenBLAS vs oneDNN on LM shapes.\n"
+    "--precision also times training steps of configs/precision.yaml's models (the mamba stack when mamba is\n"
+    "selected, the transformer when attention is), f32 and bf16 steps by turns in this process, and prints the\n"
+    "bf16 speed-up (--quick: 3 rounds, else 7; about 10 s a round for both).\n"
     "A benchmark, not a test: nothing here fails on a time.\n"
     "`hybrid-exp bench decode --help`: decode latency and state size against context (decode.csv).\n"
     "`hybrid-exp bench allreduce --help`: allreduce time against message size under mpirun (allreduce.csv).\n";
@@ -317,12 +321,13 @@ int hy_bench_main(int argc, char **argv) {
     hy_bench_options a = {.out_dir = "results/bench", .d_model = 256, .min_T = 64, .max_T = 16384};
     if (argc > 1 && !strcmp(argv[1], "decode")) return hy_bench_decode_main(argc - 1, argv + 1);
     if (argc > 1 && !strcmp(argv[1], "allreduce")) return hy_bench_allreduce_main(argc - 1, argv + 1);
-    enum { B_OUT = 256, B_QUICK, B_THREADS, B_BLOCKS, B_D_MODEL, B_MAX_T, B_MIN_T, B_GEMM };
+    enum { B_OUT = 256, B_QUICK, B_THREADS, B_BLOCKS, B_D_MODEL, B_MAX_T, B_MIN_T, B_GEMM, B_PRECISION };
     static const struct option opts[] = {
         {"out", required_argument, NULL, B_OUT},         {"quick", no_argument, NULL, B_QUICK},
         {"threads", required_argument, NULL, B_THREADS}, {"blocks", required_argument, NULL, B_BLOCKS},
         {"d-model", required_argument, NULL, B_D_MODEL}, {"max-T", required_argument, NULL, B_MAX_T},
         {"min-T", required_argument, NULL, B_MIN_T},     {"gemm", no_argument, NULL, B_GEMM},
+        {"precision", no_argument, NULL, B_PRECISION},
         {"help", no_argument, NULL, 'h'},                {NULL, 0, NULL, 0}};
     hy_args w;
     hy_args_init(&w, argc, argv, "h", opts);
@@ -336,6 +341,7 @@ int hy_bench_main(int argc, char **argv) {
         case B_OUT: a.out_dir = v; break;
         case B_QUICK: a.quick = true; break;
         case B_GEMM: a.gemm_table = true; break;
+        case B_PRECISION: a.precision_step = true; break;
         case B_BLOCKS: a.blocks = v; break;
         case B_THREADS: rc = hy_arg_long("--threads", v, 0, 4096, &x), a.threads = (int)x; break;
         case B_D_MODEL: rc = hy_arg_long("--d-model", v, 1, 65536, &x), a.d_model = (int)x; break;
@@ -400,6 +406,11 @@ int hy_bench_run(const hy_bench_options *o) {
     if (hy_bench_selected(o->blocks, "moe"))
         for (int T = o->min_T; T <= o->max_T; T *= 2) bench_moe_vs_dense(&csv, o, T, &lim);
     bench_nanogpt_step(&lim);
+    if (o->precision_step && hy_bench_precision_lines(&lim, o->blocks, o->quick ? 3 : 7) < 0) {
+        fprintf(stderr, "hybrid-exp bench --precision: %s\n", hy_last_error());
+        hy_sb_free(&csv);
+        return 1;
+    }
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", o->out_dir, hy_csv_LAYERS.file);
     int rc = hy_mkdirs(o->out_dir);

@@ -38,5 +38,9 @@ void hy_bench_wkv7_line(const hy_machine_limits *m, int quick);
 void hy_bench_ssd_line(const hy_machine_limits *m, int quick);
 /* The gated delta rule line (bench/bench_gated_deltanet.c), against m->best_f32. */
 void hy_bench_gdn_line(const hy_machine_limits *m, int quick);
+/* `--precision` (bench/bench_precision.c): the bf16 / f32 training-step speed-up of
+ * configs/precision.yaml's models whose mixer is in `blocks` (mamba: the mamba stack; attention:
+ * the transformer), f32 and bf16 steps by turns in this process, `rounds` of each. 0 or an error. */
+int hy_bench_precision_lines(const hy_machine_limits *m, const char *blocks, int rounds);
 
 #endif

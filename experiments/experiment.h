@@ -87,6 +87,7 @@ typedef struct {
     int d_model;
     int min_T, max_T;         /* T = min_T, 2·min_T, ... up to max_T */
     bool gemm_table;          /* also print OpenBLAS vs oneDNN GFLOP/s on LM shapes */
+    bool precision_step;      /* also time configs/precision.yaml's training steps, f32 and bf16 by turns */
 } hy_bench_options;
 
 typedef struct {
