@@ -32,13 +32,20 @@ static int precision_model(bool mamba, hy_model **out) {
 }
 
 /* One trainer step (forward, zero, backward, clip to 1, AdamW) under `prec`; its wall time in s,
- * or a negative error code. */
-static double timed_step(hy_optim *opt, hy_model *m, hy_precision prec, const int32_t *in, const int32_t *tg) {
+ * or a negative error code. *products: the time inside the matrix products (hy_gemm_stats.seconds:
+ * these models issue every product from one thread, so it is wall time), *convert: the part of it
+ * spent converting operands to bf16. */
+static double timed_step(hy_optim *opt, hy_model *m, hy_precision prec, const int32_t *in, const int32_t *tg,
+                         double *products, double *convert) {
     hy_gemm_set_precision(prec);
+    hy_gemm_stats_reset();
     hy_loss l;
     double norm, t0 = hy_now();
     int rc = hy_optim_train_step(opt, m, 1.0, in, tg, BATCH, T, 1e-4, &l, &norm);
     double dt = hy_now() - t0;
+    hy_gemm_stats st;
+    hy_gemm_stats_get(&st);
+    *products = st.seconds, *convert = st.convert_seconds;
     hy_gemm_set_precision(HY_PREC_F32);
     return rc < 0 ? rc : dt;
 }
@@ -50,7 +57,10 @@ static int compare_qsort(const void *a, const void *b) {
 
 /* One model: a step in each precision to allocate, then `rounds` rounds of an f32 step and a bf16
  * step; prints the best step of each precision (tokens/s) and the bf16 / f32 speed-up of the bests,
- * with the median and the range of the rounds' own ratios as the spread. */
+ * with the median and the range of the rounds' own ratios as the spread, and where each best step's
+ * time went: the products (bf16: with their conversions) and the rest, which both precisions run
+ * in f32 (by Amdahl's law the speed-up is bounded by (P32 + R) / (P32 / g + R) for products g times
+ * faster). */
 static int precision_line(const hy_machine_limits *lim, bool mamba, int rounds) {
     hy_model *m;
     int rc = precision_model(mamba, &m);
@@ -61,7 +71,8 @@ static int precision_line(const hy_machine_limits *lim, bool mamba, int rounds) 
         return rc;
     }
     int32_t *in = malloc(sizeof(int32_t) * BATCH * T), *tg = malloc(sizeof(int32_t) * BATCH * T);
-    double *ratio = malloc(sizeof(double) * (size_t)rounds), best[2] = {INFINITY, INFINITY};
+    double *ratio = malloc(sizeof(double) * (size_t)rounds), best[2] = {INFINITY, INFINITY}, prod[2] = {0, 0},
+           conv[2] = {0, 0};
     if (!in || !tg || !ratio) rc = hy_fail_code(HY_ERR_NOMEM, "bench --precision: out of memory");
     unsigned state = 12345;
     for (int i = 0; rc == 0 && i < BATCH * T; i++) {   /* bytes of a fixed pseudo-random stream */
@@ -70,15 +81,16 @@ static int precision_line(const hy_machine_limits *lim, bool mamba, int rounds) 
     }
     const hy_precision precs[2] = {HY_PREC_F32, HY_PREC_BF16};
     for (int p = 0; rc == 0 && p < 2; p++) {
-        double dt = timed_step(&opt, m, precs[p], in, tg);   /* first steps: allocation, not timed */
+        double pr, cv, dt = timed_step(&opt, m, precs[p], in, tg, &pr, &cv);   /* first steps: allocation, not timed */
         if (dt < 0) rc = (int)dt;
     }
     for (int r = 0; rc == 0 && r < rounds; r++) {
         double dt[2];
         for (int p = 0; rc == 0 && p < 2; p++) {
-            dt[p] = timed_step(&opt, m, precs[p], in, tg);
+            double pr, cv;
+            dt[p] = timed_step(&opt, m, precs[p], in, tg, &pr, &cv);
             if (dt[p] < 0) rc = (int)dt[p];
-            else if (dt[p] < best[p]) best[p] = dt[p];
+            else if (dt[p] < best[p]) best[p] = dt[p], prod[p] = pr, conv[p] = cv;
         }
         if (rc == 0) ratio[r] = dt[0] / dt[1];
     }
@@ -91,6 +103,10 @@ static int precision_line(const hy_machine_limits *lim, bool mamba, int rounds) 
                mamba ? "mamba stack" : "transformer", D, LAYERS, T, BATCH, rounds, best[0] * 1e3, tok / best[0],
                best[1] * 1e3, tok / best[1], best[0] / best[1], rounds % 2 ? ratio[rounds / 2] : 0.5 * (ratio[rounds / 2 - 1] + ratio[rounds / 2]),
                ratio[0], ratio[rounds - 1], lim->best_bf16 / lim->best_f32);
+        printf("  where the best steps' time went: f32 products %.1f ms + rest %.1f ms; bf16 products %.1f ms (%.1f of "
+               "them converting) + rest %.1f ms; products %.2f x faster in bf16\n",
+               prod[0] * 1e3, (best[0] - prod[0]) * 1e3, prod[1] * 1e3, conv[1] * 1e3, (best[1] - prod[1]) * 1e3,
+               prod[0] / prod[1]);
     }
     free(in), free(tg), free(ratio);
     hy_optim_free(&opt);
