@@ -118,10 +118,14 @@ static inline __attribute__((always_inline)) void forward_block_exp(const hy_mam
             for (int c = 0; c < cb; c++) a->s_out[((size_t)b * E + c0 + c) * N + n] = s[n][c];
 }
 
-static __attribute__((noinline)) void forward_block(const hy_mamba_scan_args *a, float *y, int b, int c0) {
+/* The four hot kernels start on 64-byte lines, so their loops keep one placement whatever is
+ * linked before them: in the program as it was linked at 65b3fd5 backward_block started 48 bytes
+ * into a line and ran about twice as slow as at 32 or 0 bytes in (bench --precision: the f32 step
+ * of the mamba stack 534-598 against 488-497 ms). */
+static __attribute__((noinline, aligned(64))) void forward_block(const hy_mamba_scan_args *a, float *y, int b, int c0) {
     forward_block_exp(a, y, b, c0, false);
 }
-static __attribute__((noinline)) void forward_block_coarse(const hy_mamba_scan_args *a, float *y, int b, int c0) {
+static __attribute__((noinline, aligned(64))) void forward_block_coarse(const hy_mamba_scan_args *a, float *y, int b, int c0) {
     forward_block_exp(a, y, b, c0, true);
 }
 
@@ -319,12 +323,12 @@ static inline __attribute__((always_inline)) void backward_block_exp(const hy_ma
     }
 }
 
-static __attribute__((noinline)) void backward_block(const hy_mamba_scan_args *a, const float *dy, float *ddelta,
+static __attribute__((noinline, aligned(64))) void backward_block(const hy_mamba_scan_args *a, const float *dy, float *ddelta,
                                                      float *dxo, float *part, float *dA_b, float *dD_b, int b, int c0,
                                                      float *ws) {
     backward_block_exp(a, dy, ddelta, dxo, part, dA_b, dD_b, b, c0, ws, false);
 }
-static __attribute__((noinline)) void backward_block_coarse(const hy_mamba_scan_args *a, const float *dy,
+static __attribute__((noinline, aligned(64))) void backward_block_coarse(const hy_mamba_scan_args *a, const float *dy,
                                                             float *ddelta, float *dxo, float *part, float *dA_b,
                                                             float *dD_b, int b, int c0, float *ws) {
     backward_block_exp(a, dy, ddelta, dxo, part, dA_b, dD_b, b, c0, ws, true);
