@@ -306,7 +306,7 @@ static const char *BENCH_HELP =
     "Writes DIR/layers.csv (default DIR: results/bench). --gemm also prints OpenBLAS vs oneDNN on LM shapes.\n"
     "--precision also times training steps of configs/precision.yaml's models (the mamba stack when mamba is\n"
     "selected, the transformer when attention is), f32 and bf16 steps by turns in this process, and prints the\n"
-    "bf16 speed-up (--quick: 3 rounds, else 7; about 10 s a round for both).\n"
+    "bf16 speed-up and where each precision's step time went (--quick: 3 rounds, else 7; about 20 s for both).\n"
     "A benchmark, not a test: nothing here fails on a time.\n"
     "`hybrid-exp bench decode --help`: decode latency and state size against context (decode.csv).\n"
     "`hybrid-exp bench allreduce --help`: allreduce time against message size under mpirun (allreduce.csv).\n";

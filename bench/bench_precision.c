@@ -58,9 +58,9 @@ static int compare_qsort(const void *a, const void *b) {
 /* One model: a step in each precision to allocate, then `rounds` rounds of an f32 step and a bf16
  * step; prints the best step of each precision (tokens/s) and the bf16 / f32 speed-up of the bests,
  * with the median and the range of the rounds' own ratios as the spread, and where each best step's
- * time went: the products (bf16: with their conversions) and the rest, which both precisions run
- * in f32 (by Amdahl's law the speed-up is bounded by (P32 + R) / (P32 / g + R) for products g times
- * faster). */
+ * time went: the products that go through hy_gemm (bf16: with their operand conversions) and the
+ * rest, mostly f32 work in both precisions (attention's own tile products, in the rest, take bf16
+ * inputs too): by Amdahl's law the rest bounds the speed-up. */
 static int precision_line(const hy_machine_limits *lim, bool mamba, int rounds) {
     hy_model *m;
     int rc = precision_model(mamba, &m);

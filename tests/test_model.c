@@ -342,20 +342,27 @@ START_TEST(optimizer_schedule_and_clipping) {
 }
 END_TEST
 
-/* The update pass that scales the gradients itself (hy_optim_step_scaled, the trainer's clip and
- * AdamW/SGD in one sweep) against a separate clip followed by hy_optim_step: the same weights,
- * moments and scaled gradients bit for bit, at 1 and 2 threads, over a model large enough for
- * the parallel pass (every tensor, small norms included, split between threads). */
-START_TEST(fused_clip_and_update_match_two_passes) {
+/* A 2-layer attention + swiglu model config at d 64 with a 300-token vocabulary and an untied head:
+ * large enough (over 65536 parameters) for the optimizer's parallel pass. */
+static hy_model_config optimizer_test_config(hy_layer_cfg layers[2]) {
     const hy_block_ops *att = hy_block_find("attention"), *mlp = hy_block_find("swiglu");
     const char *ap[] = {"n_heads=2"};
-    hy_layer_cfg layers[2];
     hy_model_config c = {.d_model = 64, .vocab_size = 300, .n_layers = 2, .tie_embeddings = false, .layers = layers};
     for (int i = 0; i < 2; i++) {
         layers[i].mixer.ops = att, layers[i].ffn.ops = mlp;
         ck_assert_int_eq(hy_block_opts_from_pairs(att, 64, ap, 1, &layers[i].mixer.opts), 0);
         ck_assert_int_eq(hy_block_opts_from_pairs(mlp, 64, NULL, 0, &layers[i].ffn.opts), 0);
     }
+    return c;
+}
+
+/* The update pass that scales the gradients itself (hy_optim_step_scaled, the trainer's clip and
+ * AdamW/SGD in one sweep) against a separate clip followed by hy_optim_step: the same weights,
+ * moments and scaled gradients bit for bit, at 1 and 2 threads, over a model large enough for
+ * the parallel pass (every tensor, small norms included, split between threads). */
+START_TEST(fused_clip_and_update_match_two_passes) {
+    hy_layer_cfg layers[2];
+    hy_model_config c = optimizer_test_config(layers);
     for (int kind = 0; kind < 2; kind++)
         for (int th = 1; th <= 2; th++) {
             hy_set_threads(th);
@@ -394,15 +401,8 @@ END_TEST
  * infinity reaches a weight or a moment, wherever it sits (a vector lane, a tail element, either
  * thread's part), for AdamW and SGD at 1 and 2 threads. */
 START_TEST(update_reports_nonfinite_values) {
-    const hy_block_ops *att = hy_block_find("attention"), *mlp = hy_block_find("swiglu");
-    const char *ap[] = {"n_heads=2"};
     hy_layer_cfg layers[2];
-    hy_model_config c = {.d_model = 64, .vocab_size = 300, .n_layers = 2, .tie_embeddings = false, .layers = layers};
-    for (int i = 0; i < 2; i++) {
-        layers[i].mixer.ops = att, layers[i].ffn.ops = mlp;
-        ck_assert_int_eq(hy_block_opts_from_pairs(att, 64, ap, 1, &layers[i].mixer.opts), 0);
-        ck_assert_int_eq(hy_block_opts_from_pairs(mlp, 64, NULL, 0, &layers[i].ffn.opts), 0);
-    }
+    hy_model_config c = optimizer_test_config(layers);
     for (int kind = 0; kind < 2; kind++)
         for (int th = 1; th <= 2; th++) {
             hy_set_threads(th);
