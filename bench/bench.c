@@ -296,6 +296,11 @@ static void bench_mamba_scan(const hy_machine_limits *lim, int quick) {
     hy_free(dx), hy_free(dbc), hy_free(dA), hy_free(dD), hy_free(cs);
 }
 
+int hy_bench_cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
 static const char *BENCH_HELP =
     "usage: hybrid-exp bench [--out DIR] [--quick] [--threads N] [--blocks a,b] [--d-model D] [--min-T T] [--max-T T] [--gemm]\n"
     "                        [--precision]\n"

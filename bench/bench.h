@@ -25,6 +25,8 @@ int hy_bench_main(int argc, char **argv);
 /* The machine's limits, then every selected block's rows into o->out_dir/layers.csv, with progress
  * lines on stdout. 0 on success, 1 after printing the error to stderr. */
 int hy_bench_run(const hy_bench_options *o);
+/* qsort order of doubles, ascending (the benchmarks' medians and fastest repeats). */
+int hy_bench_cmp_double(const void *x, const void *y);
 /* Whether block `name` is in the comma list `blocks` (--blocks of either benchmark); NULL = all. */
 bool hy_bench_selected(const char *blocks, const char *name);
 /* `hybrid-exp bench decode` (bench/decode.c): decode.csv, decode latency and state size vs context. */

@@ -50,11 +50,6 @@ static double timed_step(hy_optim *opt, hy_model *m, hy_precision prec, const in
     return rc < 0 ? rc : dt;
 }
 
-static int compare_qsort(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* One model: a step in each precision to allocate, then `rounds` rounds of an f32 step and a bf16
  * step; prints the best step of each precision (tokens/s) and the bf16 / f32 speed-up of the bests,
  * with the median and the range of the rounds' own ratios as the spread, and where each best step's
@@ -95,7 +90,7 @@ static int precision_line(const hy_machine_limits *lim, bool mamba, int rounds) 
         if (rc == 0) ratio[r] = dt[0] / dt[1];
     }
     if (rc == 0) {
-        qsort(ratio, (size_t)rounds, sizeof *ratio, compare_qsort);
+        qsort(ratio, (size_t)rounds, sizeof *ratio, hy_bench_cmp_double);
         double tok = (double)BATCH * T;
         printf("bf16 training step, %s (d_model %d, %d layers, T %d, batch %d; %d rounds of an f32 and a bf16 step, one "
                "process): best f32 %.1f ms (%.0f tokens/s), best bf16 %.1f ms (%.0f tokens/s): bf16 = %.2f x f32 "

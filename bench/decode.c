@@ -55,11 +55,6 @@ static int generic_config(const decode_args *a, const hy_block_ops *mixer, const
     return 0;
 }
 
-static int cmp_double(const void *x, const void *y) {
-    double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
-
 /* --fill tile: a state at position ctx made from `base` (position p0) by repeating each state
  * tensor's position axis (the axis that is 0 in a fresh state and p0 in base, e.g. attention's
  * k/v) up to ctx, through the registry's state_export/state_import. The content repeats, the cost
@@ -143,7 +138,7 @@ static int time_steps(const decode_args *a, hy_model *m, hy_model_state *run, hy
         if (s >= 0) dt[s] = hy_now() - s0;
     }
     if (rc < 0) return rc;
-    qsort(dt, (size_t)a->steps, sizeof *dt, cmp_double);
+    qsort(dt, (size_t)a->steps, sizeof *dt, hy_bench_cmp_double);
     *ms = 1e3 * dt[0];
     return 0;
 }

@@ -371,16 +371,16 @@ typedef struct {
     double change;   /* percent; NAN when the run has no evaluation at or before 80% */
 } run_change;
 
-/* Mean ± sd over the seeds of each (variant, T, lr) of the runs' last-20% changes, in the order
- * the groups first appear, and whether the mean passes the flattening test (improves by < 2%):
- * seeds of one group differ by more than the test's margin at any budget worth running, so a
- * study's curves are judged by their mean over seeds, and each run's own change is in the table
- * above. */
 /* Whether two runs belong to one group of the summary: the same variant, T and lr. */
 static bool same_group(const run_change *a, const run_change *b) {
     return !strcmp(a->variant, b->variant) && !strcmp(a->seq_len, b->seq_len) && !strcmp(a->lr, b->lr);
 }
 
+/* Mean ± sd over the seeds of each (variant, T, lr) of the runs' last-20% changes, in the order
+ * the groups first appear, and whether the mean passes the flattening test (improves by < 2%):
+ * seeds of one group differ by more than the test's margin at any budget worth running, so a
+ * study's curves are judged by their mean over seeds, and each run's own change is in the table
+ * above. */
 static void flattening_by_group(hy_strbuf *b, const run_change *rc, int n) {
     hy_sb_add(b, "By group, the mean over seeds of that change (the flattening test on the study's curves):\n\n"
                  "| variant | T | lr | n | val change, last 20% (mean ± sd) | min – max | flattened (mean improves by < 2%) |\n"
