@@ -137,9 +137,18 @@ static inline __attribute__((always_inline)) vw hy_exp2f_vw(vw x) {
  * (one unsigned min, as hy_clamp_neg87; a NaN of either sign comes out as a number). With AVX-512
  * (DQ) f is one vreduceps and the scaling one vscalefps: 8 vector operations against hy_expf_neg_vw's 14. */
 static inline __attribute__((always_inline)) vw hy_exp2f_coarse_neg_vw(vw x) {
+    /* 0xc2fa0000: -125.0f. The unsigned min as its instruction: written as a compare and a bitwise
+     * select, gcc 12 made it a compare, a masked move and a ternary-logic op (two operations more in
+     * the scan's hottest loops). */
+#if defined(__AVX512F__)
+    x = (vw)_mm512_min_epu32((__m512i)x, _mm512_set1_epi32((int32_t)0xc2fa0000u));
+#elif defined(HY_SIMD_X86)
+    x = (vw)_mm256_min_epu32((__m256i)x, _mm256_set1_epi32((int32_t)0xc2fa0000u));
+#else
     typedef uint32_t vwu __attribute__((vector_size(4 * HY_VW)));
-    const vwu u = (vwu)x, lim = (vwu){0} + 0xc2fa0000u, above = (vwu)(u > lim);   /* 0xc2fa0000: -125.0f */
-    x = (vw)((u & ~above) | (lim & above));                                        /* one vpminud */
+    const vwu u = (vwu)x, lim = (vwu){0} + 0xc2fa0000u, above = (vwu)(u > lim);
+    x = (vw)((u & ~above) | (lim & above));
+#endif
 #if defined(__AVX512DQ__)
     const vw f = _mm512_reduce_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), n = x - f;   /* n exact */
 #else
