@@ -103,7 +103,7 @@ test: $(TESTS) $(EXE) $(EXAMPLES)
 # The suites of the vector kernels (core/simd.h: 16 floats wide with AVX-512, 8 with AVX2; gemm for
 # core/tile_mm.c and the transpose) built with -mno-avx512f in their own folder (build-avx2/,
 # build-clang-avx2/ with clang) and run, so the 8-wide code stays tested on an AVX-512 machine.
-KERNEL_SUITES := gemm attention mamba mamba2 rwkv7 gated_deltanet modal_conv s4d_hyena
+KERNEL_SUITES := gemm attention causal_conv mamba mamba2 rwkv7 gated_deltanet modal_conv s4d_hyena
 test-avx2:
 	$(MAKE) --no-print-directory BUILD=$(BUILD)-avx2 EXTRA_CFLAGS=-mno-avx512f $(BUILD)-avx2/run-tests
 	@for s in $(KERNEL_SUITES); do echo "AVX2 build: suite $$s"; \

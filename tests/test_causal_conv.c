@@ -180,22 +180,25 @@ START_TEST(split_weight_matches_one_tensor) {
 END_TEST
 
 /* The forward that does not keep pre and hy_cconv_backward_silu, which recomputes it, give bit for
- * bit what the kept-pre forms give: act and its bf16 rounding, the gradient of pre (d in place),
- * the bias and weight gradients (a tail channel block: C = 70 over blocks of 64) and dx in f32 and
- * in bf16 (strided rows); with and without bias; C wider than the forward's piece of 256. */
+ * bit what the kept-pre forms give: act and its bf16 rounding, the bias and weight gradients and dx
+ * in f32 and in bf16 (rows strided wider than C, the columns past C left alone), with and without
+ * bias; hy_cconv_backward_silu leaves d as it was. Shapes: several sequences, T below K-1, T = K-1
+ * and T that divides nothing, C with a tail block (70, 130 over blocks of 64), one full block and C
+ * wider than the forward's piece of 256, K = 1, 3 and 4. */
 START_TEST(recomputed_pre_same_bits) {
-    const int shapes[2][4] = {{2, 9, 70, 4}, {1, 5, 300, 3}};   /* B, T, C, K */
-    for (int v = 0; v < 4; v++) {
-        const int B = shapes[v & 1][0], T = shapes[v & 1][1], C = shapes[v & 1][2], K = shapes[v & 1][3];
-        const bool bias = v < 2;
-        const size_t n = (size_t)B * T * C, lddx = (size_t)C + 3;
+    const int shapes[][4] = {{2, 9, 70, 4}, {1, 5, 300, 3}, {3, 2, 130, 4}, {2, 3, 64, 4}, {2, 7, 70, 1}, {3, 1, 5, 4}};
+    const int ns = (int)(sizeof shapes / sizeof *shapes);
+    for (int v = 0; v < 2 * ns; v++) {
+        const int B = shapes[v % ns][0], T = shapes[v % ns][1], C = shapes[v % ns][2], K = shapes[v % ns][3];
+        const bool bias = v < ns;
+        const size_t n = (size_t)B * T * C, lddx = (size_t)C + 3, ndx = (size_t)B * T * lddx;
         problem p = problem_new(B, T, C, K, (size_t)C, 500 + v);
         float *pre = hy_calloc(n * 4), *act[2], *d[2], *gb[2], *gw[2], *dx[2];
         hy_bf16 *acth[2], *dxh[2];
         for (int k = 0; k < 2; k++) {
             act[k] = hy_calloc(n * 4), d[k] = hy_calloc(n * 4), gb[k] = hy_calloc((size_t)C * 4);
-            gw[k] = hy_calloc((size_t)C * K * 4), dx[k] = hy_calloc((size_t)B * T * lddx * 4);
-            acth[k] = hy_calloc(n * sizeof(hy_bf16)), dxh[k] = hy_calloc((size_t)B * T * lddx * sizeof(hy_bf16));
+            gw[k] = hy_calloc((size_t)C * K * 4), dx[k] = hy_calloc(ndx * 4);
+            acth[k] = hy_calloc(n * sizeof(hy_bf16)), dxh[k] = hy_calloc(ndx * sizeof(hy_bf16));
         }
         hy_cconv cv = run_forward(&p, bias, true, pre, act[0]);
         hy_cconv_forward_bf16(&cv, bias ? p.bias : NULL, pre, act[0], acth[0]);
@@ -206,24 +209,29 @@ START_TEST(recomputed_pre_same_bits) {
             for (int k = 0; k < 2; k++) {
                 memcpy(d[k], p.g, n * 4);
                 memset(gb[k], 0, (size_t)C * 4), memset(gw[k], 0, (size_t)C * K * 4);
+                for (size_t i = 0; i < ndx; i++) dx[k][i] = 7.0f, dxh[k][i] = 0x4321;
             }
+            gb[0][0] = gb[1][0] = 2.0f, gw[0][0] = gw[1][0] = 1.0f;   /* accumulated into, not overwritten */
             const hy_cconv_weight w0 = {1, {C}, {gw[0]}}, w1 = {1, {C}, {gw[1]}};
             if (bf) hy_cconv_backward_bf16(&cv, d[0], pre, bias ? gb[0] : NULL, &w0, dxh[0], lddx);
             else hy_cconv_backward(&cv, d[0], pre, bias ? gb[0] : NULL, &w0, dx[0], lddx);
             hy_cconv_backward_silu(&cv, d[1], bias ? p.bias : NULL, bias ? gb[1] : NULL, &w1, bf ? NULL : dx[1],
                                    bf ? dxh[1] : NULL, lddx);
-            ck_assert_mem_eq(d[0], d[1], n * 4);
+            ck_assert_mem_eq(d[1], p.g, n * 4);   /* read only */
             ck_assert_mem_eq(gb[0], gb[1], (size_t)C * 4);
             ck_assert_mem_eq(gw[0], gw[1], (size_t)C * K * 4);
-            for (size_t r = 0; r < (size_t)B * T; r++) {
-                if (bf) ck_assert_mem_eq(dxh[0] + r * lddx, dxh[1] + r * lddx, (size_t)C * sizeof(hy_bf16));
-                else ck_assert_mem_eq(dx[0] + r * lddx, dx[1] + r * lddx, (size_t)C * 4);
-            }
+            if (bf) ck_assert_mem_eq(dxh[0], dxh[1], ndx * sizeof(hy_bf16));   /* the columns past C too */
+            else ck_assert_mem_eq(dx[0], dx[1], ndx * 4);
+            for (size_t r = 0; r < (size_t)B * T; r++)
+                for (size_t c = C; c < lddx; c++) {
+                    ck_assert_float_eq(dx[1][r * lddx + c], 7.0f);
+                    ck_assert_uint_eq(dxh[1][r * lddx + c], 0x4321);
+                }
         }
         if (bias) {   /* and the bias gradient is the sum of the gradient of pre */
-            double s = 0;
-            for (size_t r = 0; r < (size_t)B * T; r++) s += d[1][r * C + 5];
-            ck_assert_msg(fabs(s - gb[1][5]) <= 1e-4 * (1 + fabs(s)), "bias grad %g vs %g", gb[1][5], s);
+            double s = 2.0;
+            for (size_t r = 0; r < (size_t)B * T; r++) s += d[0][r * C];
+            ck_assert_msg(fabs(s - gb[1][0]) <= 1e-4 * (1 + fabs(s)), "bias grad %g vs %g", gb[1][0], s);
         }
         for (int k = 0; k < 2; k++) {
             hy_free(act[k]), hy_free(d[k]), hy_free(gb[k]), hy_free(gw[k]), hy_free(dx[k]), hy_free(acth[k]);

@@ -65,14 +65,15 @@ void hy_cconv_backward_bf16(const hy_cconv *cv, float *d, const float *pre, floa
                             hy_bf16 *dx, size_t lddx);
 
 /* The backward of hy_cconv_forward with the fused silu whose pre the forward did not keep: d
- * (rows, C), the gradient of act, becomes the gradient of pre in place, with pre recomputed from
- * xpad, wT and bias (the forward's bias, NULL = none) in the same pass over d and xpad as the bias
- * gradient (into gb, NULL = none) and the weight gradient (into gw); bit for bit what
- * hy_cconv_backward gives with the kept pre. The input gradient goes to dx (f32) or, dx NULL, to
- * dxh rounded to bf16 (C values at row·lddx). One pass over d and xpad where the kept-pre form
- * makes three, and no pre buffer: (rows, C) floats less to write, keep and read. */
-void hy_cconv_backward_silu(const hy_cconv *cv, float *d, const float *bias, float *gb, const hy_cconv_weight *gw,
-                            float *dx, hy_bf16 *dxh, size_t lddx);
+ * (rows, C), the gradient of act, is read only (unlike hy_cconv_backward's, it is not turned into
+ * the gradient of pre); pre is recomputed from xpad, wT and bias (the forward's bias, NULL = none)
+ * in one pass over d and xpad that also sums the bias gradient (into gb, NULL = none) and the
+ * weight gradient (into gw) and writes the input gradient to dx (f32) or, dx NULL, to dxh rounded
+ * to bf16 (C values at row·lddx, overwritten); bit for bit what hy_cconv_backward gives with the
+ * kept pre. One pass where the kept-pre form makes four and writes d back, and no pre buffer:
+ * (rows, C) floats less to write, keep and read. */
+void hy_cconv_backward_silu(const hy_cconv *cv, const float *d, const float *bias, float *gb,
+                            const hy_cconv_weight *gw, float *dx, hy_bf16 *dxh, size_t lddx);
 
 /* The new streaming history hist (B, K-1, C): the last K-1 rows of xpad per sequence (older
  * history rows included when T < K-1). */
