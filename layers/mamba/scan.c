@@ -33,6 +33,12 @@
 #include <string.h>
 
 #define CB 16
+/* Rows ahead the backward prefetches its inputs (Δ, x, B in the recompute, dy in the walk) and its
+ * outputs (dΔ, dx). A block's rows are E floats apart (4 KiB at E = 1024), a stride the hardware
+ * prefetchers do not follow: with 4 rows ahead the backward took 11-14% less time at the
+ * precision.yaml shape (one process, both versions by turns; 8 and 16 rows ahead gained less, 2
+ * about as much; the same prefetching in the forward made no difference). */
+enum { PF = 4 };
 enum { NV = CB / HY_VW };   /* vectors per channel block */
 #define UNROLL _Pragma("GCC unroll 2")
 
@@ -247,6 +253,11 @@ static inline __attribute__((always_inline)) void backward_block_exp(const hy_ma
         /* recompute the chunk: S[(i+1)·N + n] = state after step t0 + i, Ex[i·N + n] = exp(Δ·A) */
         for (int t = t0; t < t1; t++) {
             size_t row = (size_t)b * T + t, i = (size_t)(t - t0);
+            if (t + PF < t1) {
+                __builtin_prefetch(a->delta + (row + PF) * E + c0);
+                __builtin_prefetch(a->x + (row + PF) * E + c0);
+                __builtin_prefetch(a->Bm + (row + PF) * a->ld_bc);
+            }
             float pd[CB], px[CB];
             const float *d = lanes(a->delta + row * E + c0, cb, pd), *xv = lanes(a->x + row * E + c0, cb, px);
             const float *bt = a->Bm + row * a->ld_bc;
@@ -266,6 +277,11 @@ static inline __attribute__((always_inline)) void backward_block_exp(const hy_ma
         /* walk the chunk backwards */
         for (int t = t1 - 1; t >= t0; t--) {
             size_t row = (size_t)b * T + t, i = (size_t)(t - t0);
+            if (t - PF >= t0) {
+                __builtin_prefetch(dy + (row - PF) * E + c0);
+                __builtin_prefetch(ddelta + (row - PF) * E + c0, 1);
+                __builtin_prefetch(dxo + (row - PF) * E + c0, 1);
+            }
             float pd[CB], px[CB], pg[CB], out[CB];
             const float *d = lanes(a->delta + row * E + c0, cb, pd), *xv = lanes(a->x + row * E + c0, cb, px);
             const float *g = lanes(dy + row * E + c0, cb, pg);
